@@ -1,0 +1,45 @@
+# hexa-event for Python: the two commands a fresh clone needs are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+S ?=
+
+.PHONY: venv demo test lint unit services services-down bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/mypy
+
+# Unit tests and the conformance suite on the memory driver: no services needed.
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not kafka and not pulsar and not nats and not stan and not postgres"
+
+test: $(STAMP)
+	$(MAKE) lint
+	scripts/services up $(S)
+	$(VENV)/bin/pytest -q -ra
+
+services:
+	scripts/services up $(S)
+
+services-down:
+	scripts/services down $(S)
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
