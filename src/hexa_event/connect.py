@@ -1,0 +1,84 @@
+"""One construction path: ``connect(url, **options)`` returns the driver for the URL."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from .driver import Driver
+from .errors import ConfigurationError, UnknownSchemeError
+
+DriverFactory = Callable[..., Driver]
+
+# scheme -> "module:attribute", imported on first use so unused extras need not be installed.
+_BUILTIN: dict[str, str] = {
+    "memory": "hexa_event.drivers.memory:MemoryDriver.from_url",
+    "sqlite": "hexa_event.drivers.sql:SqlDriver.from_url",
+    "postgresql": "hexa_event.drivers.sql:SqlDriver.from_url",
+    "postgres": "hexa_event.drivers.sql:SqlDriver.from_url",
+    "kafka": "hexa_event.drivers.kafka:KafkaDriver.from_url",
+    "pulsar": "hexa_event.drivers.pulsar:PulsarDriver.from_url",
+    "nats": "hexa_event.drivers.nats:NatsDriver.from_url",
+    "stan": "hexa_event.drivers.stan:StanDriver.from_url",
+}
+_EXTRA_FOR = {
+    "sqlite": "sql",
+    "postgresql": "sql",
+    "postgres": "sql",
+    "kafka": "kafka",
+    "pulsar": "pulsar",
+    "nats": "nats",
+    "stan": "nats",
+}
+_REGISTERED: dict[str, DriverFactory] = {}
+
+
+def register_driver(scheme: str, factory: DriverFactory) -> None:
+    """Let ``connect`` build ``scheme://`` URLs with ``factory(url, **options)``."""
+    _REGISTERED[scheme.lower()] = factory
+
+
+def known_schemes() -> list[str]:
+    return sorted({*_BUILTIN, *_REGISTERED})
+
+
+def _load(target: str, scheme: str) -> DriverFactory:
+    module_name, _, attr_path = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("hexa_event"):
+            raise ConfigurationError(
+                f"the {scheme!r} driver is not available in this version of hexa-event"
+            ) from exc
+        raise ConfigurationError(
+            f"the {scheme!r} driver needs {exc.name!r}: "
+            f"pip install 'hexa-event[{_EXTRA_FOR.get(scheme, scheme)}]'"
+        ) from exc
+    for part in attr_path.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def connect(url: str, **options: Any) -> Driver:
+    """The driver for ``url``; nothing connects until the first publish or subscribe.
+
+    ``memory://``, ``sqlite:///path.db``, ``postgresql://user@host/db``,
+    ``kafka://host:9092``, ``pulsar://host:6650``, ``nats://host:4222``,
+    ``stan://host:4222/cluster``. ``options`` are the driver's own keyword options.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"connect() needs a URL such as 'memory://' or 'kafka://127.0.0.1:9092', got {url!r}"
+        )
+    scheme = urlsplit(url).scheme.lower()
+    base = scheme.split("+", 1)[0]
+    factory = _REGISTERED.get(scheme) or _REGISTERED.get(base)
+    if factory is None:
+        target = _BUILTIN.get(scheme) or _BUILTIN.get(base)
+        if target is None:
+            raise UnknownSchemeError(scheme, known_schemes())
+        factory = _load(target, base)
+    return factory(url, **options)

@@ -1,0 +1,132 @@
+"""The event context: who asked, in which language, under which correlation and trace.
+
+A :class:`Context` travels with an event in its headers (see :mod:`hexa_event.propagation`)
+and is handed to every handler, filled with the four dedup keys of Go hexa-event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+# The dedup keys of Go hexa-event, as the handler's context exposes them.
+HEXA_EVENT_ID = "HEXA_EVENT_ID"
+HEXA_EVENT_HANDLER_ACTION_NAME = "HEXA_EVENT_HANDLER_ACTION_NAME"
+HEXA_ROOT_EVENT_ID = "HEXA_ROOT_EVENT_ID"
+HEXA_ROOT_EVENT_HANDLER_ACTION_NAME = "HEXA_ROOT_EVENT_HANDLER_ACTION_NAME"
+
+
+class UserType(str, Enum):
+    """The user kinds of hexa (their wire values are Go's)."""
+
+    GUEST = "_guest"
+    REGULAR = "_regular"
+    SERVICE = "_service"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user in the shape of hexa's ``User`` (the eight ``_user_*`` keys on the wire)."""
+
+    id: str
+    type: UserType = UserType.REGULAR
+    email: str = ""
+    phone: str = ""
+    name: str = ""
+    username: str = ""
+    is_active: bool = True
+    roles: tuple[str, ...] = ()
+
+    @classmethod
+    def guest(cls) -> User:
+        """hexa's guest user: what Go services see when no user was set."""
+        return cls(
+            id="_guest_id",
+            type=UserType.GUEST,
+            name="_guest",
+            username="_guest_username",
+            is_active=False,
+        )
+
+    @property
+    def is_guest(self) -> bool:
+        return self.type is UserType.GUEST
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object Go hexa writes under ``_ctx_user``."""
+        return {
+            "_user_type": self.type.value,
+            "_user_identifier": self.id,
+            "_user_email": self.email,
+            "_user_phone": self.phone,
+            "_user_name": self.name,
+            "_user_username": self.username,
+            "_user_is_active": self.is_active,
+            "_user_roles": list(self.roles),
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> User:
+        """Rebuild from Go's JSON; missing keys take defaults, unknown user types fail."""
+        roles = data.get("_user_roles") or ()
+        return cls(
+            id=str(data.get("_user_identifier", "")),
+            type=UserType(data.get("_user_type", UserType.REGULAR.value)),
+            email=str(data.get("_user_email", "")),
+            phone=str(data.get("_user_phone", "")),
+            name=str(data.get("_user_name", "")),
+            username=str(data.get("_user_username", "")),
+            is_active=bool(data.get("_user_is_active", True)),
+            roles=tuple(str(r) for r in roles),
+        )
+
+
+def new_correlation_id() -> str:
+    """A fresh correlation id (a random UUID, as hexa's HTTP layer makes them)."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What travels with an event besides its payload. Immutable; derive with :meth:`with_`.
+
+    ``correlation_id`` is generated when not given. ``baggage`` holds W3C baggage entries;
+    ``traceparent``/``tracestate`` hold W3C trace context. ``values`` holds extra string
+    values carried by a keys propagator. The dedup fields are filled by the receiver.
+    """
+
+    correlation_id: str = field(default_factory=new_correlation_id)
+    locale: str = ""
+    user: User | None = None
+    baggage: Mapping[str, str] = field(default_factory=dict)
+    traceparent: str = ""
+    tracestate: str = ""
+    values: Mapping[str, str] = field(default_factory=dict)
+    event_id: str = ""
+    handler_action: str = ""
+    root_event_id: str = ""
+    root_handler_action: str = ""
+
+    def with_(self, **changes: Any) -> Context:
+        """A copy with the given fields changed."""
+        return replace(self, **changes)
+
+    @property
+    def dedup_keys(self) -> dict[str, str]:
+        """The four keys of Go hexa-event under their Go names."""
+        return {
+            HEXA_EVENT_ID: self.event_id,
+            HEXA_EVENT_HANDLER_ACTION_NAME: self.handler_action,
+            HEXA_ROOT_EVENT_ID: self.root_event_id,
+            HEXA_ROOT_EVENT_HANDLER_ACTION_NAME: self.root_handler_action,
+        }
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """Look a value up by its Go name (the HEXA_* keys) or by a propagated key."""
+        found = self.dedup_keys.get(key)
+        if found:
+            return found
+        return self.values.get(key, default)

@@ -1,0 +1,153 @@
+"""The wire envelope: Event + Context -> headers + body, and back.
+
+The body is the encoded payload alone, so consumers that know nothing of hexa-event can read
+it. Metadata goes in broker-native headers; the names of Go hexa-event are kept, and ours are
+``HEXA_*`` upper-case like its dedup keys.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .codecs import Codec, get_codec, resolve_codec
+from .context import (
+    HEXA_EVENT_ID,
+    HEXA_ROOT_EVENT_HANDLER_ACTION_NAME,
+    HEXA_ROOT_EVENT_ID,
+    Context,
+)
+from .driver import RawRecord
+from .errors import DecodeError, EncodeError
+from .event import Event
+from .ids import new_event_id
+from .propagation import Propagator, default_propagator
+
+# Go hexa-event's own headers.
+PAYLOAD_ENCODER = "_payload_encoder"
+REPLY_CHANNEL = "_reply_channel"
+ROOT_EVENT_ID = HEXA_ROOT_EVENT_ID
+ROOT_ACTION = HEXA_ROOT_EVENT_HANDLER_ACTION_NAME
+# Ours.
+EVENT_ID = HEXA_EVENT_ID
+EVENT_TIME = "HEXA_EVENT_TIME"
+"""Milliseconds since the epoch when the event was emitted, decimal text."""
+CONTENT_TYPE = "content-type"
+ATTEMPT = "HEXA_ATTEMPT"
+"""On retry copies: the attempt the copy is for (2 for the first retry)."""
+RETRY_AT = "HEXA_RETRY_AT"
+"""On retry copies: epoch milliseconds before which the handler must not run."""
+SOURCE_CHANNEL = "HEXA_SOURCE_CHANNEL"
+"""On retry and dead-letter copies: the channel the event was emitted to."""
+ERROR_TYPE = "HEXA_ERROR_TYPE"
+ERROR_MESSAGE = "HEXA_ERROR_MESSAGE"
+DEAD_LETTER_REASON = "HEXA_DEAD_LETTER_REASON"
+"""``retries-exhausted``, ``permanent-error`` or ``poison``."""
+SOURCE_COORDINATES = "HEXA_SOURCE_COORDINATES"
+"""On copies: where the broker held the copied record (e.g. ``orders-2-1532``)."""
+# CloudEvents binary mode (Kafka protocol binding names).
+CE_ID, CE_TYPE, CE_SOURCE, CE_SPECVERSION, CE_TIME = (
+    "ce_id",
+    "ce_type",
+    "ce_source",
+    "ce_specversion",
+    "ce_time",
+)
+
+RESERVED_PREFIXES = ("HEXA_", "_ctx_", "_payload_encoder", "_reply_channel")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CloudEvents:
+    """Adds CloudEvents binary-mode headers; ``ce_type`` is the payload's type name."""
+
+    source: str
+
+
+class Envelope:
+    """Seals events into raw records; the emitter and the outbox share it."""
+
+    def __init__(
+        self,
+        *,
+        codec: str | Codec = "json",
+        propagator: Propagator | None = None,
+        cloudevents: CloudEvents | None = None,
+    ) -> None:
+        self.codec = resolve_codec(codec)
+        self.propagator = propagator or default_propagator()
+        self.cloudevents = cloudevents
+
+    def seal(self, event: Event[Any], ctx: Context | None = None) -> RawRecord:
+        """Encode ``event`` with ``ctx`` (a fresh one when None) into the record to send."""
+        codec = get_codec(event.codec) if event.codec else self.codec
+        try:
+            body = codec.encode(event.payload)
+        except EncodeError as exc:
+            raise EncodeError(f"event for channel {event.channel!r}: {exc}") from exc
+        headers: dict[str, bytes] = {}
+        for name, value in event.headers.items():
+            headers[name] = value.encode() if isinstance(value, str) else value
+        self.propagator.inject(ctx if ctx is not None else Context(), headers)
+        event_id = event.id or new_event_id()
+        emitted_ms = now_ms()
+        headers[EVENT_ID] = event_id.encode()
+        headers[EVENT_TIME] = str(emitted_ms).encode()
+        headers[CONTENT_TYPE] = codec.content_type.encode()
+        headers[REPLY_CHANNEL] = event.reply_channel.encode()
+        headers[PAYLOAD_ENCODER] = codec.name.encode()
+        if self.cloudevents is not None:
+            headers[CE_SPECVERSION] = b"1.0"
+            headers[CE_ID] = event_id.encode()
+            headers[CE_SOURCE] = self.cloudevents.source.encode()
+            headers[CE_TYPE] = type(event.payload).__name__.encode()
+            headers[CE_TIME] = (
+                datetime.fromtimestamp(emitted_ms / 1000, UTC).isoformat().encode()
+            )
+        return RawRecord(channel=event.channel, key=event.key, headers=headers, body=body)
+
+
+def header_text(headers: Mapping[str, bytes], name: str, default: str = "") -> str:
+    """A header as text; DecodeError when it is not UTF-8."""
+    raw = headers.get(name)
+    if raw is None:
+        return default
+    try:
+        return raw.decode("utf-8")
+    except (UnicodeDecodeError, AttributeError) as exc:
+        raise DecodeError(f"header {name!r} is not UTF-8 text") from exc
+
+
+def header_int(headers: Mapping[str, bytes], name: str, default: int) -> int:
+    """A decimal header; DecodeError when present but not an integer."""
+    text = header_text(headers, name)
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise DecodeError(f"header {name!r} is not an integer: {text[:40]!r}") from exc
+
+
+def event_id_of(headers: Mapping[str, bytes], coordinates: str) -> str:
+    """The producer's event id, or the broker coordinates for foreign producers (as Go)."""
+    try:
+        return header_text(headers, EVENT_ID) or coordinates
+    except DecodeError:
+        return coordinates
+
+
+def event_time_of(headers: Mapping[str, bytes], fallback: float | None) -> datetime | None:
+    ms = header_int(headers, EVENT_TIME, -1)
+    if ms >= 0:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    if fallback is not None:
+        return datetime.fromtimestamp(fallback, UTC)
+    return None

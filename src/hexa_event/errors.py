@@ -1,0 +1,90 @@
+"""One error hierarchy for the whole library.
+
+Every error raised by hexa-event derives from :class:`HexaEventError`; each message says what
+to change. Handlers raise :class:`PermanentError` (or a type named in a subscription's
+``permanent`` list) to skip retries and go straight to the dead-letter channel.
+"""
+
+from __future__ import annotations
+
+
+class HexaEventError(Exception):
+    """Base class of every error raised by hexa-event."""
+
+
+class ConfigurationError(HexaEventError, ValueError):
+    """An option, URL or argument is invalid; the message names it and the fix."""
+
+
+class InvalidEventError(HexaEventError, ValueError):
+    """An :class:`~hexa_event.Event` is missing a required field or has a bad value."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"invalid event: field {field!r} {problem}")
+
+
+class UnknownCodecError(HexaEventError, LookupError):
+    """No codec is registered under the name a record or an emitter asked for."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown codec {name!r}; registered codecs: {', '.join(sorted(known))}. "
+            "Register it with hexa_event.codecs.register_codec() on both sides."
+        )
+
+
+class UnknownSchemeError(ConfigurationError):
+    """``connect()`` got a URL whose scheme has no driver."""
+
+    def __init__(self, url_scheme: str, known: list[str]) -> None:
+        super().__init__(
+            f"no driver for URL scheme {url_scheme!r}; known schemes: "
+            f"{', '.join(sorted(known))}. Check the URL, or install the extra of that driver "
+            "(for example pip install 'hexa-event[kafka]')."
+        )
+
+
+class EncodeError(HexaEventError, TypeError):
+    """A payload could not be encoded by the chosen codec."""
+
+
+class DecodeError(HexaEventError, ValueError):
+    """A record's body or headers could not be decoded (poison input)."""
+
+
+class PayloadTypeError(DecodeError):
+    """A record's payload does not match the type the subscription asked for."""
+
+
+class DriverError(HexaEventError):
+    """The broker or database failed an operation; ``retriable`` says whether to try again."""
+
+    def __init__(self, message: str, *, retriable: bool = True) -> None:
+        self.retriable = retriable
+        super().__init__(message)
+
+
+class ChannelNotFoundError(DriverError):
+    """A channel (topic, stream, subject) does not exist and provisioning is turned off."""
+
+    def __init__(self, channel: str, hint: str = "") -> None:
+        self.channel = channel
+        super().__init__(
+            f"channel {channel!r} does not exist and this driver was told not to create it"
+            + (f"; {hint}" if hint else "; create it, or enable provisioning in the options"),
+            retriable=False,
+        )
+
+
+class SubscriptionBusyError(DriverError):
+    """An exclusive subscription is already held by another consumer."""
+
+
+class ClosedError(HexaEventError, RuntimeError):
+    """The emitter, receiver or driver was used after it was closed."""
+
+
+class PermanentError(HexaEventError):
+    """Raised by a handler: retrying will not help, dead-letter the event now."""

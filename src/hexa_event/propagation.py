@@ -1,0 +1,175 @@
+"""Context propagators: :class:`~hexa_event.Context` <-> message headers.
+
+``inject`` writes header values (bytes); ``extract`` reads them back onto a context. A
+missing header is never an error (a foreign producer, or Go's context without a user);
+a present but malformed ``_ctx_user`` raises :class:`~hexa_event.errors.DecodeError`, which
+dead-letters the record as poison. W3C headers that do not parse are ignored, as the W3C
+specifications require.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Protocol
+from urllib.parse import quote, unquote
+
+import msgspec
+
+from .context import Context, User, new_correlation_id
+from .errors import DecodeError
+
+Headers = MutableMapping[str, bytes]
+
+# Header names of Go hexa-event (wire compatible).
+CORRELATION_ID = "_ctx_correlation_id"
+LOCALE = "_ctx_locale"
+USER = "_ctx_user"
+# W3C trace context and baggage.
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+BAGGAGE = "baggage"
+
+
+class Propagator(Protocol):
+    """Carries part of a context in headers."""
+
+    def inject(self, ctx: Context, headers: Headers) -> None:
+        """Write this propagator's headers for ``ctx`` into ``headers``."""
+
+    def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
+        """Return ``ctx`` updated from ``headers``; raise DecodeError on malformed values."""
+
+
+def _text(headers: Mapping[str, bytes], name: str) -> str | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"header {name!r} is not UTF-8 text") from exc
+
+
+class HexaPropagator:
+    """Go hexa's default propagator: correlation id, locale and user.
+
+    Always writes all three headers (a guest user when the context has none) so Go
+    consumers, which require all three, can read what Python emits.
+    """
+
+    def inject(self, ctx: Context, headers: Headers) -> None:
+        headers[CORRELATION_ID] = ctx.correlation_id.encode()
+        headers[LOCALE] = ctx.locale.encode()
+        user = ctx.user or User.guest()
+        headers[USER] = msgspec.json.encode(user.to_wire())
+
+    def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
+        correlation_id = _text(headers, CORRELATION_ID) or new_correlation_id()
+        locale = _text(headers, LOCALE) or ""
+        user: User | None = None
+        raw_user = headers.get(USER)
+        if raw_user:
+            try:
+                data = msgspec.json.decode(raw_user)
+                if not isinstance(data, dict):
+                    raise TypeError("not a JSON object")
+                user = User.from_wire(data)
+            except (msgspec.DecodeError, TypeError, ValueError) as exc:
+                raise DecodeError(f"header {USER!r} is not a hexa user object: {exc}") from exc
+            if user.is_guest:
+                user = None
+        return ctx.with_(correlation_id=correlation_id, locale=locale, user=user)
+
+
+class KeysPropagator:
+    """Copies chosen ``Context.values`` entries to headers of the same name.
+
+    With ``strict``, inject fails on a missing key (Go's behaviour); otherwise it is skipped.
+    """
+
+    def __init__(self, keys: Iterable[str], *, strict: bool = False) -> None:
+        self.keys = tuple(keys)
+        self.strict = strict
+
+    def inject(self, ctx: Context, headers: Headers) -> None:
+        for key in self.keys:
+            value = ctx.values.get(key)
+            if value is None:
+                if self.strict:
+                    raise KeyError(f"context value {key!r} is required by KeysPropagator")
+                continue
+            headers[key] = value.encode()
+
+    def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
+        found = {}
+        for key in self.keys:
+            value = _text(headers, key)
+            if value is not None:
+                found[key] = value
+        if not found:
+            return ctx
+        return ctx.with_(values={**ctx.values, **found})
+
+
+_TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+class TraceContextPropagator:
+    """W3C trace context: ``traceparent`` and ``tracestate`` headers."""
+
+    def inject(self, ctx: Context, headers: Headers) -> None:
+        if ctx.traceparent:
+            headers[TRACEPARENT] = ctx.traceparent.encode()
+            if ctx.tracestate:
+                headers[TRACESTATE] = ctx.tracestate.encode()
+
+    def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
+        raw = headers.get(TRACEPARENT, b"").decode("ascii", "replace").strip().lower()
+        if not _TRACEPARENT_RE.match(raw):
+            return ctx
+        state = headers.get(TRACESTATE, b"").decode("ascii", "replace").strip()
+        return ctx.with_(traceparent=raw, tracestate=state)
+
+
+class BaggagePropagator:
+    """W3C baggage: ``baggage: k1=v1,k2=v2`` with percent-encoded values."""
+
+    def inject(self, ctx: Context, headers: Headers) -> None:
+        if ctx.baggage:
+            headers[BAGGAGE] = ",".join(
+                f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in ctx.baggage.items()
+            ).encode()
+
+    def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
+        raw = headers.get(BAGGAGE)
+        if not raw:
+            return ctx
+        baggage: dict[str, str] = {}
+        for member in raw.decode("utf-8", "replace").split(","):
+            name, sep, value = member.partition("=")
+            if not sep or not name.strip():
+                continue
+            baggage[unquote(name.strip())] = unquote(value.split(";", 1)[0].strip())
+        return ctx.with_(baggage=baggage) if baggage else ctx
+
+
+class CompositePropagator:
+    """Runs several propagators: inject in order (later ones win), extract chained."""
+
+    def __init__(self, *propagators: Propagator) -> None:
+        self.propagators = propagators
+
+    def inject(self, ctx: Context, headers: Headers) -> None:
+        for propagator in self.propagators:
+            propagator.inject(ctx, headers)
+
+    def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
+        for propagator in self.propagators:
+            ctx = propagator.extract(headers, ctx)
+        return ctx
+
+
+def default_propagator() -> CompositePropagator:
+    """Go hexa's headers plus W3C trace context and baggage."""
+    return CompositePropagator(HexaPropagator(), TraceContextPropagator(), BaggagePropagator())
