@@ -129,9 +129,10 @@ class Subscription(abc.ABC):
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
         """Wait for and return 1..max_count deliveries; return ``[]`` once closed.
 
-        Deliveries of one key come in publish order, and the next one of a key is not
-        returned before the previous one was settled when the driver is ordered per key.
-        Cancelling the call loses nothing.
+        Deliveries of one key come in publish order (when ``features.ordered_per_key``); the
+        core runs them one after another, so a driver may hand out many at once. Deliveries
+        may be settled in any order: a driver that tracks positions must never move its
+        stored position past an unsettled delivery. Cancelling the call loses nothing.
         """
 
     @abc.abstractmethod
