@@ -78,7 +78,8 @@ class SubscriptionSpec:
     """Consumer group: the handler's action (or the name the options override it with)."""
     channels: tuple[str, ...] = ()
     pattern: str | None = None
-    """A regular expression matched against whole channel names."""
+    """A regular expression matched against whole channel names, in addition to
+    ``channels`` (the subscription covers both)."""
     start: StartPosition = "earliest"
     """Where a group with no stored position begins."""
     prefetch: int = 256

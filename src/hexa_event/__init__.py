@@ -1,0 +1,119 @@
+"""hexa-event: emit and handle events over Kafka, Pulsar, NATS, an SQL log or memory.
+
+    import hexa_event as he
+
+    driver = he.connect("sqlite:///app.db")
+    event_id = await driver.emitter().emit(he.Event("orders", "order-42", {"total": 10}))
+
+    receiver = driver.receiver("billing-service")
+
+    @receiver.subscribe("orders", action="billing.charge-card")
+    async def charge(ctx: he.Context, msg: he.Message[dict]) -> None: ...
+
+    async with receiver:
+        await receiver.wait_closed()
+"""
+
+from .codecs import Codec, codec_names, get_codec, register_codec
+from .connect import connect, known_schemes, register_driver
+from .context import (
+    HEXA_EVENT_HANDLER_ACTION_NAME,
+    HEXA_EVENT_ID,
+    HEXA_ROOT_EVENT_HANDLER_ACTION_NAME,
+    HEXA_ROOT_EVENT_ID,
+    Context,
+    User,
+    UserType,
+)
+from .driver import Delivery, Driver, Features, RawRecord, Subscription, SubscriptionSpec
+from .emitter import Emitter
+from .envelope import CloudEvents, Envelope
+from .errors import (
+    ChannelNotFoundError,
+    ClosedError,
+    ConfigurationError,
+    DecodeError,
+    DriverError,
+    EncodeError,
+    HexaEventError,
+    InvalidEventError,
+    PayloadTypeError,
+    PermanentError,
+    SubscriptionBusyError,
+    UnknownCodecError,
+    UnknownSchemeError,
+)
+from .event import Event, Message
+from .middleware import Handler, Middleware, chain, log_errors, timeout
+from .propagation import (
+    BaggagePropagator,
+    CompositePropagator,
+    HexaPropagator,
+    KeysPropagator,
+    Propagator,
+    TraceContextPropagator,
+    default_propagator,
+)
+from .receiver import Receiver
+from .retry import NO_RETRIES, RetryPolicy, dead_letter_channel, retry_channel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HEXA_EVENT_HANDLER_ACTION_NAME",
+    "HEXA_EVENT_ID",
+    "HEXA_ROOT_EVENT_HANDLER_ACTION_NAME",
+    "HEXA_ROOT_EVENT_ID",
+    "NO_RETRIES",
+    "BaggagePropagator",
+    "ChannelNotFoundError",
+    "CloudEvents",
+    "ClosedError",
+    "Codec",
+    "CompositePropagator",
+    "ConfigurationError",
+    "Context",
+    "DecodeError",
+    "Delivery",
+    "Driver",
+    "DriverError",
+    "Emitter",
+    "EncodeError",
+    "Envelope",
+    "Event",
+    "Features",
+    "Handler",
+    "HexaEventError",
+    "HexaPropagator",
+    "InvalidEventError",
+    "KeysPropagator",
+    "Message",
+    "Middleware",
+    "PayloadTypeError",
+    "PermanentError",
+    "Propagator",
+    "RawRecord",
+    "Receiver",
+    "RetryPolicy",
+    "Subscription",
+    "SubscriptionBusyError",
+    "SubscriptionSpec",
+    "TraceContextPropagator",
+    "UnknownCodecError",
+    "UnknownSchemeError",
+    "User",
+    "UserType",
+    "__version__",
+    "chain",
+    "codec_names",
+    "connect",
+    "dead_letter_channel",
+    "default_propagator",
+    "get_codec",
+    "known_schemes",
+    "log_errors",
+    "register_codec",
+    "register_driver",
+    "retry_channel",
+    "timeout",
+]

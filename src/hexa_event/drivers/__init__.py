@@ -1,0 +1,1 @@
+"""Drivers: one package per engine, each implementing :mod:`hexa_event.driver`."""

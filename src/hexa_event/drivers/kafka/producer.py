@@ -1,0 +1,207 @@
+"""The emit side: an idempotent confluent-kafka producer behind an asyncio bridge.
+
+``produce()`` is non-blocking and runs on the event loop; one daemon thread serves delivery
+reports with ``poll()`` and hands each batch of reports to the loop in one
+``call_soon_threadsafe`` call. :meth:`KafkaProducer.publish` returns only when every record
+of the batch has a successful delivery report (acks=all, idempotence on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from ...driver import RawRecord
+from ...errors import ChannelNotFoundError, ClosedError, DriverError
+
+log = logging.getLogger(__name__)
+
+_PENDING_RETRY_DELAY = 0.002
+
+
+class _Batch:
+    """Counts the delivery reports a publish call waits for."""
+
+    __slots__ = ("error", "future", "remaining")
+
+    def __init__(self, future: asyncio.Future[None], count: int) -> None:
+        self.future = future
+        self.remaining = count
+        self.error: KafkaError | None = None
+
+
+def _settle(reports: list[tuple[_Batch, KafkaError | None]]) -> None:
+    """On the loop: apply a batch of delivery reports to their publish calls."""
+    for batch, err in reports:
+        if err is not None and batch.error is None:
+            batch.error = err
+        batch.remaining -= 1
+        if batch.remaining == 0 and not batch.future.done():
+            if batch.error is None:
+                batch.future.set_result(None)
+            else:
+                batch.future.set_exception(delivery_error(batch.error))
+
+
+def delivery_error(err: KafkaError) -> DriverError:
+    if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+        return DriverError(
+            f"Kafka rejected the record: topic does not exist ({err.str()}); create it or "
+            "enable provisioning (KafkaOptions(provision=True))",
+            retriable=False,
+        )
+    return DriverError(
+        f"Kafka did not acknowledge the record: {err.name()}: {err.str()}",
+        retriable=err.retriable() or err.code() == KafkaError._MSG_TIMED_OUT,
+    )
+
+
+class KafkaProducer:
+    """One confluent-kafka Producer shared by every emitter and receiver of a driver."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        ensure_topics: Callable[[Sequence[str]], Any],
+        error_cb: Callable[[KafkaError], None] | None = None,
+    ) -> None:
+        self._config = dict(config)
+        self._ensure_topics = ensure_topics
+        self._error_cb = error_cb
+        self._producer: Producer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._reports: list[tuple[_Batch, KafkaError | None]] = []
+        self._known_topics: set[str] = set()
+        self._closed = False
+        self._start_lock = asyncio.Lock()
+
+    @property
+    def native(self) -> Producer | None:
+        return self._producer
+
+    def _start(self) -> Producer:
+        loop = asyncio.get_running_loop()
+        config = dict(self._config)
+        if self._error_cb is not None:
+            config["error_cb"] = self._error_cb
+        try:
+            producer = Producer(config)
+        except KafkaException as exc:
+            raise DriverError(
+                f"cannot create the Kafka producer: {exc.args[0].str()}", retriable=False
+            ) from None
+        self._producer = producer
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=self._poll_forever, name="hexa-kafka-producer-poll", daemon=True
+        )
+        self._thread.start()
+        return producer
+
+    def _poll_forever(self) -> None:
+        producer = self._producer
+        loop = self._loop
+        assert producer is not None and loop is not None
+        while not self._stopping.is_set():
+            producer.poll(0.1)
+            self._hand_over(loop)
+        # Serve what close()'s flush left for us.
+        producer.poll(0)
+        self._hand_over(loop)
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._reports:
+            reports, self._reports = self._reports, []
+            try:
+                loop.call_soon_threadsafe(_settle, reports)
+            except RuntimeError:  # loop closed: nobody awaits these any more
+                pass
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        """Produce ``records`` and return once the broker acknowledged every one of them.
+
+        Raises ChannelNotFoundError when a topic is missing and provisioning is off, and
+        DriverError when the broker did not acknowledge a record in time.
+        """
+        if self._closed:
+            raise ClosedError("the Kafka producer is closed; create a new driver")
+        if not records:
+            return
+        producer = self._producer
+        if producer is None:
+            async with self._start_lock:
+                producer = self._producer or self._start()
+        missing = {r.channel for r in records} - self._known_topics
+        if missing:
+            await self._ensure_topics(sorted(missing))
+            self._known_topics.update(missing)
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[None] = loop.create_future()
+        batch = _Batch(future, len(records))
+        reports = self._reports
+        produce = producer.produce
+        for record in records:
+            append = self._reports.append
+
+            def on_delivery(
+                err: KafkaError | None, _msg: object, batch: _Batch = batch, append: Any = append
+            ) -> None:
+                self._reports.append((batch, err))
+
+            del append, reports
+            headers = list(record.headers.items()) if record.headers else None
+            while True:
+                try:
+                    produce(
+                        record.channel,
+                        value=record.body,
+                        key=record.key.encode("utf-8", "surrogateescape"),
+                        headers=headers,
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    # The local queue is full: let the poll thread drain it.
+                    await asyncio.sleep(_PENDING_RETRY_DELAY)
+                except KafkaException as exc:
+                    err = exc.args[0]
+                    batch.remaining -= 1
+                    if batch.error is None:
+                        batch.error = err
+                    break
+            reports = None
+        if batch.remaining == 0 and not future.done():
+            # Every record failed locally.
+            assert batch.error is not None
+            raise delivery_error(batch.error)
+        await future
+
+    def mark_known(self, topics: Sequence[str]) -> None:
+        self._known_topics.update(topics)
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Flush what is queued (up to ``timeout`` s) and stop. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        producer = self._producer
+        if producer is None:
+            return
+        remaining = await asyncio.to_thread(producer.flush, timeout)
+        if remaining:
+            log.warning("Kafka producer closed with %d records undelivered", remaining)
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+
+
+__all__ = ["ChannelNotFoundError", "KafkaProducer"]

@@ -1,0 +1,80 @@
+"""``memory://[name][?partitions=N]``: a process-local broker for tests and demos.
+
+Drivers connected with the same name share one broker, so an emitter and a receiver built
+from separate ``connect`` calls see each other. Consumer groups, per-key order (a key's
+partition), redelivery after nack; nothing survives the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ...driver import Driver, Features, RawRecord, SubscriptionSpec
+from ...errors import ClosedError, ConfigurationError
+from .broker import MemoryBroker
+from .consumer import MemorySubscription
+
+FEATURES = Features(
+    name="memory",
+    persistent=False,
+    consumer_groups=True,
+    ordered_per_key=True,
+    patterns=True,
+    native_delayed_redelivery=False,
+    new_group_reads_history=True,
+)
+
+
+class MemoryDriver(Driver):
+    """A handle on a :class:`MemoryBroker`; closing it closes only its own subscriptions."""
+
+    features = FEATURES
+
+    def __init__(self, broker: MemoryBroker | None = None) -> None:
+        self.broker = broker or MemoryBroker()
+        self._members: list[MemorySubscription] = []
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryDriver:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        partitions = int(options.pop("partitions", query.get("partitions", ["4"])[0]))
+        if options:
+            raise ConfigurationError(
+                f"memory driver has no options {sorted(options)}; it takes only partitions="
+            )
+        if partitions < 1:
+            raise ConfigurationError("memory driver: partitions must be >= 1")
+        name = (parts.netloc + parts.path).strip("/")
+        return cls(MemoryBroker.named(name, partitions))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this memory driver was closed; connect() again")
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        self._check_open()
+        self.broker.append(list(records))
+
+    async def provision(self, channels: Sequence[str]) -> None:
+        self._check_open()
+        for channel in channels:
+            self.broker.ensure_channel(channel)
+
+    async def subscribe(self, spec: SubscriptionSpec) -> MemorySubscription:
+        self._check_open()
+        member = MemorySubscription(self.broker, spec)
+        self.broker.join(member, spec.start)
+        self._members.append(member)
+        return member
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for member in self._members:
+            await member.close()
+        self._members.clear()

@@ -1,0 +1,88 @@
+"""Handler middlewares. A middleware wraps a handler into another handler.
+
+``chain(handler, [m1, m2, m3])`` gives ``m1(m2(m3(handler)))``: the first listed is the
+outermost. Handlers and middlewares are ``async (ctx, msg) -> None``; returning acks,
+raising nacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from .context import Context
+from .event import Message
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Context, Message[Any]], Awaitable[None]]
+SyncHandler = Callable[[Context, Message[Any]], None]
+Middleware = Callable[[Handler], Handler]
+
+
+def as_async(handler: Handler | SyncHandler) -> Handler:
+    """An async handler; a plain function runs in a worker thread, off the event loop."""
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
+    ):
+        return handler  # type: ignore[return-value]
+
+    @functools.wraps(handler)
+    async def run_in_thread(ctx: Context, msg: Message[Any]) -> None:
+        await asyncio.to_thread(handler, ctx, msg)
+
+    return run_in_thread
+
+
+def chain(handler: Handler, middlewares: Sequence[Middleware]) -> Handler:
+    """Wrap ``handler`` so the first middleware listed runs first."""
+    for middleware in reversed(middlewares):
+        handler = middleware(handler)
+    return handler
+
+
+def log_errors(handler: Handler) -> Handler:
+    """Logs a failing handler's exception with the event's identity, then re-raises it.
+
+    On by default in every receiver. The payload is never logged (it may hold personal data).
+    """
+
+    @functools.wraps(handler)
+    async def logged(ctx: Context, msg: Message[Any]) -> None:
+        try:
+            await handler(ctx, msg)
+        except Exception as exc:
+            logger.warning(
+                "handler failed: action=%s event_id=%s channel=%s key=%s attempt=%d "
+                "correlation_id=%s error=%s: %s",
+                ctx.handler_action,
+                msg.id,
+                msg.channel,
+                msg.key,
+                msg.attempt,
+                ctx.correlation_id,
+                type(exc).__name__,
+                exc,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
+            raise
+
+    return logged
+
+
+def timeout(seconds: float) -> Middleware:
+    """Fails a handler that runs longer than ``seconds`` with TimeoutError (then retried)."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def limited(ctx: Context, msg: Message[Any]) -> None:
+            async with asyncio.timeout(seconds):
+                await handler(ctx, msg)
+
+        return limited
+
+    return wrap

@@ -1,0 +1,71 @@
+"""Retry policy and the names of an action's retry and dead-letter channels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigurationError
+
+
+def retry_channel(action: str, retry_number: int) -> str:
+    """``<action>.retry.<n>``: where the n-th retry of ``action`` waits (as in Go)."""
+    return f"{action}.retry.{retry_number}"
+
+
+def dead_letter_channel(action: str) -> str:
+    """``<action>.dlq``: where ``action``'s dead letters go (as in Go)."""
+    return f"{action}.dlq"
+
+
+def retry_number_of(channel: str, action: str) -> int:
+    """n for ``<action>.retry.<n>``, else 0."""
+    prefix = f"{action}.retry."
+    if channel.startswith(prefix):
+        suffix = channel[len(prefix) :]
+        if suffix.isdigit():
+            return int(suffix)
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how late a failed handler runs again.
+
+    The handler runs at most ``1 + max_retries`` times. Retry n waits
+    ``min(initial_delay * coefficient ** (n - 1), max_delay)`` seconds; ``max_delay``
+    defaults to 100 x ``initial_delay``. The defaults are Go hexa-event's: 1 s, x2, 4 retries.
+
+    By default a failed event leaves its key's order for the action's retry channel (as in Go
+    hexa-event). With ``in_place=True`` it is retried where it is, holding back only later
+    events of the same key, for handlers that need strict order.
+    """
+
+    max_retries: int = 4
+    initial_delay: float = 1.0
+    coefficient: float = 2.0
+    max_delay: float | None = None
+    in_place: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigurationError("RetryPolicy.max_retries must be an integer >= 0")
+        if self.initial_delay < 0:
+            raise ConfigurationError("RetryPolicy.initial_delay must be >= 0 seconds")
+        if self.coefficient < 1:
+            raise ConfigurationError("RetryPolicy.coefficient must be >= 1")
+        if self.max_delay is not None and self.max_delay < 0:
+            raise ConfigurationError("RetryPolicy.max_delay must be >= 0 seconds")
+
+    @property
+    def delay_cap(self) -> float:
+        return self.max_delay if self.max_delay is not None else 100 * self.initial_delay
+
+    def delay(self, retry_number: int) -> float:
+        """Seconds to wait before retry ``retry_number`` (1-based)."""
+        if retry_number < 1:
+            return 0.0
+        exponent = min(retry_number - 1, 64)
+        return float(min(self.initial_delay * self.coefficient**exponent, self.delay_cap))
+
+
+NO_RETRIES = RetryPolicy(max_retries=0)
