@@ -1,17 +1,17 @@
 """hexa-event: emit and handle events over Kafka, Pulsar, NATS, an SQL log or memory.
 
-    import hexa_event as he
+import hexa_event as he
 
-    driver = he.connect("sqlite:///app.db")
-    event_id = await driver.emitter().emit(he.Event("orders", "order-42", {"total": 10}))
+driver = he.connect("sqlite:///app.db")
+event_id = await driver.emitter().emit(he.Event("orders", "order-42", {"total": 10}))
 
-    receiver = driver.receiver("billing-service")
+receiver = driver.receiver("billing-service")
 
-    @receiver.subscribe("orders", action="billing.charge-card")
-    async def charge(ctx: he.Context, msg: he.Message[dict]) -> None: ...
+@receiver.subscribe("orders", action="billing.charge-card")
+async def charge(ctx: he.Context, msg: he.Message[dict]) -> None: ...
 
-    async with receiver:
-        await receiver.wait_closed()
+async with receiver:
+    await receiver.wait_closed()
 """
 
 from .codecs import Codec, codec_names, get_codec, register_codec
@@ -67,8 +67,8 @@ __all__ = [
     "NO_RETRIES",
     "BaggagePropagator",
     "ChannelNotFoundError",
-    "CloudEvents",
     "ClosedError",
+    "CloudEvents",
     "Codec",
     "CompositePropagator",
     "ConfigurationError",

@@ -13,12 +13,17 @@ Register your own with :func:`register_codec`; the receiving side needs it too.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 
-from .errors import ConfigurationError, DecodeError, EncodeError, PayloadTypeError, UnknownCodecError
+from .errors import (
+    ConfigurationError,
+    DecodeError,
+    EncodeError,
+    PayloadTypeError,
+    UnknownCodecError,
+)
 
 T = TypeVar("T")
 
@@ -97,10 +102,16 @@ class JsonCodec:
             raise DecodeError(f"body is not valid JSON: {exc}") from exc
 
 
-@functools.lru_cache(maxsize=256)
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
 def _typed_decoder(target: Any) -> msgspec.json.Decoder[Any]:
+    decoder = _DECODERS.get(target)
+    if decoder is not None:
+        return decoder
     try:
-        return msgspec.json.Decoder(target)
+        decoder = _DECODERS[target] = msgspec.json.Decoder(target)
+        return decoder
     except TypeError as exc:
         raise ConfigurationError(
             f"cannot decode JSON into {target!r}: use a dataclass, msgspec Struct, TypedDict, "

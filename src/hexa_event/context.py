@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 # The dedup keys of Go hexa-event, as the handler's context exposes them.
@@ -19,7 +19,7 @@ HEXA_ROOT_EVENT_ID = "HEXA_ROOT_EVENT_ID"
 HEXA_ROOT_EVENT_HANDLER_ACTION_NAME = "HEXA_ROOT_EVENT_HANDLER_ACTION_NAME"
 
 
-class UserType(str, Enum):
+class UserType(StrEnum):
     """The user kinds of hexa (their wire values are Go's)."""
 
     GUEST = "_guest"

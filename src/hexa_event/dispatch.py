@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import envelope as env
@@ -270,8 +270,6 @@ def _copy_headers(
 
 
 def _next_attempt(message: Message[Any]) -> Message[Any]:
-    from dataclasses import replace
-
     return replace(message, attempt=message.attempt + 1)
 
 
@@ -298,7 +296,7 @@ def permanent_predicate(
     if permanent is None:
         return lambda exc: isinstance(exc, PermanentError)
     if isinstance(permanent, tuple):
-        types = (PermanentError, *permanent)
+        types: tuple[type[BaseException], ...] = (PermanentError, *permanent)
         return lambda exc: isinstance(exc, types)
     predicate = permanent
     return lambda exc: isinstance(exc, PermanentError) or bool(predicate(exc))

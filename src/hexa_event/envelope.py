@@ -108,9 +108,7 @@ class Envelope:
             headers[CE_ID] = event_id.encode()
             headers[CE_SOURCE] = self.cloudevents.source.encode()
             headers[CE_TYPE] = type(event.payload).__name__.encode()
-            headers[CE_TIME] = (
-                datetime.fromtimestamp(emitted_ms / 1000, UTC).isoformat().encode()
-            )
+            headers[CE_TIME] = datetime.fromtimestamp(emitted_ms / 1000, UTC).isoformat().encode()
         return RawRecord(channel=event.channel, key=event.key, headers=headers, body=body)
 
 

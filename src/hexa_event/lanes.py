@@ -51,11 +51,11 @@ class Lanes(Generic[T]):
         """Items submitted and not yet finished (including the running ones)."""
         return [item for queue in self._queues.values() for item in queue]
 
-    async def join(self, timeout: float | None) -> bool:
-        """Wait for every lane to finish; False if ``timeout`` passed first."""
+    async def join(self, within: float | None) -> bool:
+        """Wait for every lane to finish; False if ``within`` seconds passed first."""
         if not self._tasks:
             return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=within)
         return not pending
 
     async def cancel(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -130,7 +131,9 @@ class Receiver:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ConfigurationError(f"pattern {pattern!r} is not a regular expression: {exc}")
+                raise ConfigurationError(
+                    f"pattern {pattern!r} is not a regular expression: {exc}"
+                ) from exc
         if self._started:
             raise ConfigurationError("subscribe before start(): this receiver already runs")
         policy = retry or RetryPolicy()
@@ -146,8 +149,10 @@ class Receiver:
                 is_permanent=permanent_predicate(permanent),
                 propagator=self._propagator,
             )
-            retry_channels = () if policy.in_place else tuple(
-                retry_channel(action, n) for n in range(1, policy.max_retries + 1)
+            retry_channels = (
+                ()
+                if policy.in_place
+                else tuple(retry_channel(action, n) for n in range(1, policy.max_retries + 1))
             )
             spec = SubscriptionSpec(
                 group=group or action,
@@ -188,9 +193,7 @@ class Receiver:
         self._started = True
         try:
             for info in self._subs.values():
-                await self.driver.provision(
-                    (*info.spec.channels, dead_letter_channel(info.action))
-                )
+                await self.driver.provision((*info.spec.channels, dead_letter_channel(info.action)))
                 info.subscription = await self.driver.subscribe(info.spec)
                 info.dispatcher = Dispatcher(self.driver, info.route, self._closing)
                 info.lanes = Lanes(self._worker(info))
@@ -225,7 +228,8 @@ class Receiver:
 
     async def _fetch_loop(self, info: SubscriptionInfo) -> None:
         subscription, lanes = info.subscription, info.lanes
-        assert subscription is not None and lanes is not None
+        assert subscription is not None
+        assert lanes is not None
         failures = 0
         while not self._closing.is_set():
             room = info.concurrency - info.in_flight
@@ -247,10 +251,8 @@ class Receiver:
                     exc,
                     delay,
                 )
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
                 continue
             failures = 0
             if not deliveries:
@@ -273,7 +275,7 @@ class Receiver:
                     await asyncio.gather(info.loop_task, return_exceptions=True)
             lanes = [info.lanes for info in self._subs.values() if info.lanes is not None]
             drained = all(
-                await asyncio.gather(*(lane.join(self._drain_timeout) for lane in lanes))
+                await asyncio.gather(*(lane.join(within=self._drain_timeout) for lane in lanes))
             )
             if not drained:
                 logger.warning(

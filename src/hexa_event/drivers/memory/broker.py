@@ -8,7 +8,6 @@ unsettled records back; the partition's next owner starts at the committed offse
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import re
 import time
@@ -156,10 +155,3 @@ class MemoryBroker:
 
 def compile_pattern(pattern: str | None) -> re.Pattern[str] | None:
     return re.compile(pattern) if pattern else None
-
-
-def push_redelivery(
-    heap: list[tuple[float, int, PartitionId, int]], due: float, seq: int, pid: PartitionId, offset: int
-) -> None:
-    heapq.heappush(heap, (due, seq, pid, offset))
-

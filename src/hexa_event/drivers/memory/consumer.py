@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 from collections.abc import Sequence
 
 from ...driver import Delivery, StartPosition, Subscription, SubscriptionSpec
-from .broker import MemoryBroker, PartitionId, compile_pattern, push_redelivery
+from .broker import MemoryBroker, PartitionId, compile_pattern
 
 
 class MemoryDelivery(Delivery):
@@ -73,7 +74,7 @@ class MemorySubscription(Subscription):
             return
         if state.owner is self and not self._closed:
             seq = self.broker.next_redelivery_seq()
-            push_redelivery(self._redeliveries, time.monotonic() + delay, seq, pid, offset)
+            heapq.heappush(self._redeliveries, (time.monotonic() + delay, seq, pid, offset))
             self.wake.set()
         # Otherwise the partition's next owner starts at the committed offset, which is at or
         # below this unacked one, so the record is delivered again there.
@@ -123,10 +124,8 @@ class MemorySubscription(Subscription):
             timeout = None
             if self._redeliveries:
                 timeout = max(0.0, self._redeliveries[0][0] - time.monotonic())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
-            except TimeoutError:
-                pass
         return []
 
     async def close(self) -> None:
