@@ -143,9 +143,20 @@ def event_id_of(headers: Mapping[str, bytes], coordinates: str) -> str:
 
 
 def event_time_of(headers: Mapping[str, bytes], fallback: float | None) -> datetime | None:
-    ms = header_int(headers, EVENT_TIME, -1)
-    if ms >= 0:
-        return datetime.fromtimestamp(ms / 1000, UTC)
-    if fallback is not None:
-        return datetime.fromtimestamp(fallback, UTC)
+    """The producer's emit time; the broker's time when the header is absent or nonsense."""
+    for seconds in (_event_seconds(headers), fallback):
+        if seconds is None:
+            continue
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            continue
     return None
+
+
+def _event_seconds(headers: Mapping[str, bytes]) -> float | None:
+    try:
+        ms = header_int(headers, EVENT_TIME, -1)
+    except DecodeError:
+        return None
+    return ms / 1000 if ms >= 0 else None

@@ -1,0 +1,150 @@
+"""Receiver and dispatch behaviour on the memory driver: the parts the suite does not cover."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+import hexa_event as he
+from hexa_event.errors import ClosedError, ConfigurationError, UnknownSchemeError
+from hexa_event.testing import Collector
+
+
+def memory() -> he.Driver:
+    return he.connect(f"memory://{uuid.uuid4().hex}")
+
+
+async def test_middlewares_run_first_listed_outermost() -> None:
+    driver = memory()
+    trail: list[str] = []
+
+    def tag(name: str) -> he.Middleware:
+        def wrap(handler: he.Handler) -> he.Handler:
+            async def run(ctx: he.Context, msg: he.Message[Any]) -> None:
+                trail.append(f"{name}>")
+                await handler(ctx, msg)
+                trail.append(f"<{name}")
+
+            return run
+
+        return wrap
+
+    done = Collector()
+    receiver = driver.receiver("svc", middlewares=[tag("a"), tag("b")])
+
+    @receiver.subscribe("c", action="act")
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        trail.append("handler")
+        done.add(1)
+
+    async with receiver:
+        await driver.emitter().emit(he.Event("c", "k", {}))
+        await done.wait_for(1, within=5)
+    assert trail == ["a>", "b>", "handler", "<b", "<a"]
+
+
+async def test_sync_handlers_run_off_the_event_loop() -> None:
+    driver = memory()
+    threads = Collector()
+    receiver = driver.receiver("svc")
+
+    @receiver.subscribe("c", action="act")
+    def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        threads.add(threading.current_thread() is threading.main_thread())
+
+    async with receiver:
+        await driver.emitter().emit(he.Event("c", "k", {}))
+        assert await threads.wait_for(1, within=5) == [False]
+
+
+async def test_in_place_retry_holds_only_its_key_and_keeps_order() -> None:
+    driver = memory()
+    seen: list[tuple[str, int, int]] = []
+    done = Collector()
+    receiver = driver.receiver("svc")
+    policy = he.RetryPolicy(max_retries=2, initial_delay=0.05, in_place=True)
+
+    @receiver.subscribe("c", action="act", retry=policy)
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        seen.append((msg.key, msg.payload["n"], msg.attempt))
+        if msg.key == "slow" and msg.payload["n"] == 0 and msg.attempt == 1:
+            raise RuntimeError("once")
+        done.add(msg.payload["n"])
+
+    async with receiver:
+        await driver.emitter().emit_many(
+            [he.Event("c", "slow", {"n": 0}), he.Event("c", "slow", {"n": 1})]
+            + [he.Event("c", "fast", {"n": 10 + i}) for i in range(3)]
+        )
+        await done.wait_for(5, within=5)
+    slow = [(n, a) for key, n, a in seen if key == "slow"]
+    assert slow == [(0, 1), (0, 2), (1, 1)]
+    fast_done_at = max(i for i, (key, _, _) in enumerate(seen) if key == "fast")
+    slow_retry_at = seen.index(("slow", 0, 2))
+    assert fast_done_at < slow_retry_at, "a held key must not block other keys"
+
+
+async def test_subscribe_refuses_bad_arguments_with_advice() -> None:
+    receiver = memory().receiver("svc")
+    with pytest.raises(ConfigurationError, match="action"):
+        receiver.subscribe("c", action="")
+    with pytest.raises(ConfigurationError, match="needs a channel"):
+        receiver.subscribe(action="a")
+    with pytest.raises(ConfigurationError, match="regular expression"):
+        receiver.subscribe(pattern="(", action="a")
+    receiver.subscribe("c", action="dup", handler=lambda c, m: None)
+    with pytest.raises(ConfigurationError, match="already subscribed"):
+        receiver.subscribe("c", action="dup", handler=lambda c, m: None)
+    with pytest.raises(ConfigurationError, match="no subscriptions"):
+        await memory().receiver("empty").start()
+
+
+async def test_closed_driver_and_receiver_say_so() -> None:
+    driver = memory()
+    receiver = driver.receiver("svc")
+    receiver.subscribe("c", action="a", handler=lambda c, m: None)
+    await receiver.start()
+    await receiver.close()
+    with pytest.raises(ClosedError):
+        await receiver.start()
+    await driver.close()
+    await driver.close()
+    with pytest.raises(ClosedError):
+        await driver.emitter().emit(he.Event("c", "k", {}))
+
+
+def test_connect_lists_known_schemes_for_unknown_ones() -> None:
+    with pytest.raises(UnknownSchemeError, match="kafka"):
+        he.connect("amqp://localhost")
+    with pytest.raises(ConfigurationError, match="URL"):
+        he.connect("localhost:9092")
+    with pytest.raises(ConfigurationError, match="partitions"):
+        he.connect("memory://x", bogus=1)
+
+
+async def test_run_returns_after_close_from_elsewhere() -> None:
+    driver = memory()
+    receiver = driver.receiver("svc")
+    receiver.subscribe("c", action="a", handler=lambda c, m: None)
+    task = asyncio.create_task(receiver.run())
+    await asyncio.sleep(0)
+    await receiver.close()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_handler_sees_broker_message_and_dedup_keys_in_context_get() -> None:
+    driver = memory()
+    got = Collector()
+    receiver = driver.receiver("svc")
+    receiver.subscribe("c", action="a", handler=lambda c, m: got.add(c))
+    async with receiver:
+        event_id = await driver.emitter().emit(he.Event("c", "k", {}))
+        [ctx] = await got.wait_for(1, within=5)
+    assert ctx.get(he.HEXA_EVENT_ID) == event_id
+    assert ctx.get(he.HEXA_EVENT_HANDLER_ACTION_NAME) == "a"
+    assert ctx.get(he.HEXA_ROOT_EVENT_ID) == event_id
+    assert ctx.get(he.HEXA_ROOT_EVENT_HANDLER_ACTION_NAME) == "a"
