@@ -1,0 +1,23 @@
+"""Inbox (idempotent consumer): a handler's effects and its dedup record in one transaction.
+
+Keyed by (``HEXA_ROOT_EVENT_ID`` or ``HEXA_EVENT_ID``, root action or action): a redelivered
+or re-sent event is acked without running the handler's effects again. With the outbox in
+the same transaction this gives exactly-once effects for consume -> write -> emit.
+"""
+
+from .cleaner import InboxCleaner
+from .middleware import Inbox, TransactionalHandler, current_session
+from .store import ddl, dedup_key, inbox_table, metadata, migrate, migrate_async
+
+__all__ = [
+    "Inbox",
+    "InboxCleaner",
+    "TransactionalHandler",
+    "current_session",
+    "ddl",
+    "dedup_key",
+    "inbox_table",
+    "metadata",
+    "migrate",
+    "migrate_async",
+]

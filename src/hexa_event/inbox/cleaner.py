@@ -1,0 +1,43 @@
+"""The inbox cleaner: deletes dedup records older than a retention period, in batches.
+
+The retention is the dedup window: an event redelivered after its record was deleted is
+handled again. Keep it longer than any redelivery or replay you expect (default 7 days).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Table, delete, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..outbox.cleaner import BatchCleaner, cutoff_param, limit_param
+from .store import inbox_table
+
+
+class InboxCleaner(BatchCleaner):
+    """Deletes inbox records handled more than ``retention`` ago, ``batch_size`` at a time."""
+
+    what = "inbox records"
+
+    def __init__(
+        self,
+        db: str | AsyncEngine,
+        *,
+        retention: timedelta = timedelta(days=7),
+        batch_size: int = 1000,
+        interval: float = 60.0,
+        table: Table = inbox_table,
+    ) -> None:
+        super().__init__(db, retention=retention, batch_size=batch_size, interval=interval)
+        self.table = table
+
+    def _delete_statement(self) -> Any:
+        t = self.table
+        expired = (
+            select(t.c.event_id, t.c.action)
+            .where(t.c.processed_at < cutoff_param())
+            .limit(limit_param())
+        )
+        return delete(t).where(tuple_(t.c.event_id, t.c.action).in_(expired))

@@ -1,0 +1,28 @@
+"""Transactional outbox: emit inside your own database transaction, relay to any driver.
+
+- :class:`Outbox` writes sealed events into ``hexa_outbox`` in the caller's transaction
+  (``emit`` for sync ``Session``/``Connection``, ``await emit_async`` for asyncio ones).
+- :class:`OutboxRelay` publishes unsent rows to a driver (at least once, per-key order,
+  several relays at once, no late-commit gap) and reports its backlog.
+- :class:`OutboxCleaner` deletes sent rows older than a retention period.
+- :func:`migrate` / :func:`migrate_async` create the table; :func:`ddl` shows its DDL.
+
+Also runnable from the command line: ``hexa-event outbox {migrate,ddl,relay,clean,stats}``.
+"""
+
+from .cleaner import OutboxCleaner
+from .relay import OutboxRelay, OutboxStats, outbox_stats
+from .store import Outbox, ddl, metadata, migrate, migrate_async, outbox_table
+
+__all__ = [
+    "Outbox",
+    "OutboxCleaner",
+    "OutboxRelay",
+    "OutboxStats",
+    "ddl",
+    "metadata",
+    "migrate",
+    "migrate_async",
+    "outbox_stats",
+    "outbox_table",
+]

@@ -1,0 +1,492 @@
+"""The relay: publishes unsent outbox rows to any driver, without re-encoding them.
+
+Guarantees (PostgreSQL and SQLite):
+
+- At least once: a row is marked sent only after ``driver.publish`` returned for it (the
+  broker acknowledged it). A relay that dies between the two leaves the row leased; when the
+  lease expires any relay publishes it again, so consumers see a duplicate with the same
+  ``HEXA_EVENT_ID`` (the inbox recognises it).
+- No late-commit gap: every claim re-reads *all* unsent rows, it keeps no high-water mark,
+  so a row whose transaction commits after later ones is still sent.
+- Per-key order: a row is claimed only while no earlier unsent row of its key is leased
+  (in flight, or waiting to retry after a failure); rows of one key in one batch go to the
+  driver in id order. For rows of concurrent transactions the order is their commit order.
+- Several relays may run at once: claims take ``FOR UPDATE SKIP LOCKED`` row locks plus a
+  short transaction-scoped advisory lock on PostgreSQL (so the per-key check sees the other
+  relays' leases); SQLite serialises writers itself.
+- Wake-ups: PostgreSQL ``LISTEN hexa_outbox`` (see ``Outbox(notify=...)``) when the engine
+  uses asyncpg, and polling every ``poll_interval`` seconds in any case.
+
+The lease must exceed the slowest publish: a batch still publishing when its lease expires
+may be published again by another relay (a duplicate, and the key's order may break).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..driver import Driver, RawRecord
+from ..errors import ConfigurationError
+from ._sql import make_async_engine, utcnow
+from .store import decode_headers, outbox_table
+
+log = logging.getLogger(__name__)
+
+_TS = DateTime(timezone=True)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """A snapshot of the outbox and of this relay."""
+
+    backlog: int
+    """Unsent rows in the table (any relay's)."""
+    oldest_unsent_age: float | None
+    """Seconds since the oldest unsent row was created; None when nothing is unsent."""
+    in_flight: int
+    """Rows this relay has claimed and not yet settled."""
+    published: int
+    """Rows this relay marked sent since it started."""
+    failed_batches: int
+    """Batches whose publish failed (their rows are retried after ``retry_delay``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    ids: list[int]
+    records: list[RawRecord]
+    token: str
+    lease_until: float
+    """Monotonic deadline of the lease."""
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class OutboxRelay:
+    """Moves unsent outbox rows to ``driver``. Use ``async with``, or call :meth:`close`.
+
+    ``db`` is a database URL (``postgresql://``, ``sqlite:///``; an asyncio driver is picked)
+    or an ``AsyncEngine`` (which stays the caller's). ``batch_size`` rows are claimed and
+    handed to one ``driver.publish`` call; up to ``concurrency`` batches are in flight.
+    ``lease`` (seconds) is how long a claim lasts before another relay may take the rows
+    over; ``retry_delay`` how long a batch whose publish failed waits (its key's later rows
+    wait too). The relay does not close ``driver``.
+    """
+
+    def __init__(
+        self,
+        db: str | AsyncEngine,
+        driver: Driver,
+        *,
+        batch_size: int = 1000,
+        concurrency: int = 4,
+        lease: float = 30.0,
+        retry_delay: float = 2.0,
+        poll_interval: float = 1.0,
+        listen: bool = True,
+        table: Table = outbox_table,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {concurrency}")
+        if lease <= 0 or retry_delay < 0 or poll_interval <= 0:
+            raise ConfigurationError(
+                "lease and poll_interval must be positive and retry_delay not negative"
+            )
+        self.engine, self._owns_engine = make_async_engine(db)
+        self.driver = driver
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.lease = lease
+        self.retry_delay = retry_delay
+        self.poll_interval = poll_interval
+        self.listen = listen
+        self.table = table
+        self._dialect = self.engine.dialect.name
+        if self._dialect not in ("postgresql", "sqlite"):
+            raise ConfigurationError(
+                f"the outbox relay supports PostgreSQL and SQLite, not {self._dialect!r}"
+            )
+        self._lock_key = zlib.crc32(f"hexa-outbox:{table.name}".encode()) & 0x7FFFFFFF
+        self._claim_stmt = self._build_claim()
+        self._mark_stmt, self._release_stmt = self._build_settle()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._in_flight = 0
+        self._published = 0
+        self._failed = 0
+        self._running = False
+
+    # -- statements ------------------------------------------------------------------------
+
+    def _build_claim(self) -> Any:
+        t = self.table
+        o = t.alias("o")
+        p = t.alias("p")
+        now = bindparam("now", type_=_TS)
+        blocked = exists().where(
+            p.c.key == o.c.key,
+            p.c.id < o.c.id,
+            p.c.sent_at.is_(None),
+            p.c.lease_until >= now,
+        )
+        candidates = (
+            select(o.c.id)
+            .where(
+                o.c.sent_at.is_(None),
+                or_(o.c.lease_until.is_(None), o.c.lease_until < now),
+                ~blocked,
+            )
+            .order_by(o.c.id)
+            .limit(bindparam("limit", type_=Integer()))
+        )
+        values = {
+            "lease_until": bindparam("until", type_=_TS),
+            "lease_token": bindparam("token", type_=String()),
+            "attempts": t.c.attempts + 1,
+        }
+        returning = (t.c.id, t.c.channel, t.c.key, t.c.headers, t.c.body)
+        if self._dialect == "postgresql":
+            cte = candidates.with_for_update(skip_locked=True, of=o).cte("claim")
+            return update(t).where(t.c.id == cte.c.id).values(values).returning(*returning)
+        return update(t).where(t.c.id.in_(candidates)).values(values).returning(*returning)
+
+    def _build_settle(self) -> tuple[Any, Any]:
+        t = self.table
+        if self._dialect == "postgresql":
+            in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+        else:
+            in_ids = t.c.id.in_(bindparam("ids", expanding=True))
+        mark = (
+            update(t)
+            .where(in_ids, t.c.sent_at.is_(None))
+            .values(sent_at=bindparam("now", type_=_TS), lease_until=None, last_error=None)
+        )
+        release = (
+            update(t)
+            .where(in_ids, t.c.sent_at.is_(None), t.c.lease_token == bindparam("token"))
+            .values(
+                lease_until=bindparam("until", type_=_TS),
+                last_error=bindparam("error", type_=String()),
+            )
+        )
+        return mark, release
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _claim(self) -> _Claimed | None:
+        now = utcnow()
+        token = str(uuid.uuid4())
+        deadline = time.monotonic() + self.lease
+        params = {
+            "now": now,
+            "until": now + timedelta(seconds=self.lease),
+            "token": token,
+            "limit": self.batch_size,
+        }
+        async with self.engine.begin() as conn:
+            if self._dialect == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._lock_key})
+            rows: Sequence[Any] = (await conn.execute(self._claim_stmt, params)).all()
+        if not rows:
+            return None
+        ordered = sorted(rows, key=lambda r: r[0])
+        return _Claimed(
+            ids=[r[0] for r in ordered],
+            records=[
+                RawRecord(channel=r[1], key=r[2], headers=decode_headers(r[3]), body=r[4])
+                for r in ordered
+            ],
+            token=token,
+            lease_until=deadline,
+        )
+
+    async def _settle(self, stmt: Any, params: dict[str, Any], until: float) -> bool:
+        """Run a settle statement, retrying database failures until monotonic ``until``."""
+        delay = 0.05
+        while True:
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(stmt, params)
+                return True
+            except Exception as exc:
+                if time.monotonic() + delay > until:
+                    log.error(
+                        "outbox relay: could not settle %d rows (%s: %s); they will be sent "
+                        "again when their lease expires",
+                        len(params["ids"]),
+                        type(exc).__name__,
+                        exc,
+                    )
+                    return False
+                log.warning("outbox relay: settling rows failed, retrying: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _deliver(self, batch: _Claimed) -> int:
+        n = len(batch.ids)
+        self._in_flight += n
+        try:
+            try:
+                await self.driver.publish(batch.records)
+            except Exception as exc:
+                self._failed += 1
+                log.warning(
+                    "outbox relay: publishing %d rows failed (%s: %s); retrying in %.1fs",
+                    n,
+                    type(exc).__name__,
+                    exc,
+                    self.retry_delay,
+                )
+                now = utcnow()
+                await self._settle(
+                    self._release_stmt,
+                    {
+                        "ids": batch.ids,
+                        "token": batch.token,
+                        "until": now + timedelta(seconds=self.retry_delay),
+                        "error": f"{type(exc).__name__}: {exc}"[:2000],
+                    },
+                    batch.lease_until,
+                )
+                return 0
+            # Published: mark sent. Keep trying past the lease (fewer duplicates), bounded.
+            marked = await self._settle(
+                self._mark_stmt,
+                {"ids": batch.ids, "now": utcnow()},
+                batch.lease_until + self.lease,
+            )
+            if marked:
+                self._published += n
+            return n if marked else 0
+        finally:
+            self._in_flight -= n
+            self._wake.set()
+
+    async def run_once(self) -> int:
+        """Claim one batch, publish it and mark it sent; the number of rows marked sent.
+
+        Returns 0 when nothing is ready. Raises the database's error if the claim fails;
+        a failed publish is not raised (the rows are released for a retry) and returns 0.
+        """
+        batch = await self._claim()
+        if batch is None:
+            return 0
+        return await self._deliver(batch)
+
+    async def drain(self, max_seconds: float = 60.0) -> int:
+        """Run batches until nothing is ready (or ``max_seconds``); the rows sent."""
+        deadline = time.monotonic() + max_seconds
+        total = 0
+        while time.monotonic() < deadline:
+            sent = await self.run_once()
+            if sent == 0 and await self.backlog_ready() == 0:
+                return total
+            total += sent
+        return total
+
+    async def backlog_ready(self) -> int:
+        """Unsent rows that are not leased (claimable now, barring per-key order)."""
+        t = self.table
+        now = utcnow()
+        stmt = (
+            select(func.count())
+            .select_from(t)
+            .where(t.c.sent_at.is_(None), or_(t.c.lease_until.is_(None), t.c.lease_until < now))
+        )
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Relay until :meth:`stop`; then finish the batches in flight and return.
+
+        Database and broker failures are logged and retried with backoff; the loop only
+        ends on :meth:`stop` or cancellation.
+        """
+        if self._running:
+            raise RuntimeError("this relay is already running")
+        self._running = True
+        listener = (
+            asyncio.create_task(self._listen(), name="hexa-outbox-listen")
+            if self.listen and self._dialect == "postgresql"
+            else None
+        )
+        slots = asyncio.Semaphore(self.concurrency)
+        tasks: set[asyncio.Task[int]] = set()
+        backoff = 0.1
+        try:
+            while not self._stop.is_set():
+                await slots.acquire()
+                if self._stop.is_set():
+                    slots.release()
+                    break
+                self._wake.clear()
+                try:
+                    batch = await self._claim()
+                    backoff = 0.1
+                except Exception as exc:
+                    slots.release()
+                    log.warning(
+                        "outbox relay: claiming rows failed (%s: %s); retrying in %.1fs",
+                        type(exc).__name__,
+                        exc,
+                        backoff,
+                    )
+                    await self._idle(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if batch is None:
+                    slots.release()
+                    await self._idle(self.poll_interval)
+                    continue
+                task = asyncio.create_task(self._deliver(batch))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                task.add_done_callback(lambda _t: slots.release())
+        finally:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+            self._running = False
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait for a wake-up (notification, a batch settled, stop) or ``seconds``."""
+        waiters = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self._stop.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def _listen(self) -> None:
+        """LISTEN on the outbox channel (asyncpg only), reconnecting; wakes the loop."""
+
+        def on_notify(*_args: object) -> None:
+            self._wake.set()
+
+        while not self._stop.is_set():
+            try:
+                async with self.engine.connect() as conn:
+                    apg = await self._asyncpg_connection(conn)
+                    if apg is None:
+                        log.info("outbox relay: engine is not asyncpg, polling only")
+                        return
+                    await apg.add_listener(self.table.name, on_notify)
+                    self._wake.set()  # notifications may have been missed while away
+                    try:
+                        while not self._stop.is_set() and not apg.is_closed():
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(self._stop.wait(), self.poll_interval)
+                    finally:
+                        if not apg.is_closed():
+                            with contextlib.suppress(Exception):
+                                await apg.remove_listener(self.table.name, on_notify)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("outbox relay: LISTEN connection lost: %s", exc)
+            if not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.poll_interval)
+
+    @staticmethod
+    async def _asyncpg_connection(conn: AsyncConnection) -> Any:
+        raw = await conn.get_raw_connection()
+        driver_conn = raw.driver_connection
+        if driver_conn is None or not hasattr(driver_conn, "add_listener"):
+            return None
+        return driver_conn
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the batches in flight settle. Safe to repeat."""
+        self._stop.set()
+
+    # -- observability -----------------------------------------------------------------------
+
+    async def stats(self) -> OutboxStats:
+        """Backlog and age of the oldest unsent row (one indexed query), plus counters."""
+        return await outbox_stats(
+            self.engine,
+            self.table,
+            in_flight=self._in_flight,
+            published=self._published,
+            failed_batches=self._failed,
+        )
+
+    async def close(self) -> None:
+        """Stop and release the engine if the relay created it. Idempotent."""
+        self.stop()
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> OutboxRelay:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def outbox_stats(
+    db: AsyncEngine,
+    table: Table = outbox_table,
+    *,
+    in_flight: int = 0,
+    published: int = 0,
+    failed_batches: int = 0,
+) -> OutboxStats:
+    """Backlog and the age of the oldest unsent row of ``table``."""
+    t = table
+    stmt = select(func.count(), func.min(t.c.created_at)).where(and_(t.c.sent_at.is_(None)))
+    async with db.connect() as conn:
+        count, oldest = (await conn.execute(stmt)).one()
+    age = None
+    if oldest is not None:
+        if isinstance(oldest, str):  # SQLite without type processing (raw text)
+            oldest = datetime.fromisoformat(oldest)
+        age = max(0.0, (utcnow() - _as_utc(oldest)).total_seconds())
+    return OutboxStats(
+        backlog=int(count),
+        oldest_unsent_age=age,
+        in_flight=in_flight,
+        published=published,
+        failed_batches=failed_batches,
+    )

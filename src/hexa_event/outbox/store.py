@@ -1,0 +1,308 @@
+"""The outbox table and the emit side: events join the caller's own transaction.
+
+One row per event holds the record exactly as it will be sent (channel, key, headers, body,
+event id, created time), sealed by the same :class:`~hexa_event.envelope.Envelope` the
+emitters use, so the relay publishes it without re-encoding. A row is *unsent* while
+``sent_at`` is NULL; the relay leases rows (``lease_until``, ``lease_token``) while it
+publishes them and sets ``sent_at`` once the broker acknowledged them.
+
+Create the table with :func:`migrate` (or :func:`migrate_async`); :func:`ddl` shows the DDL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    text,
+)
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from ..codecs import Codec
+from ..context import Context
+from ..driver import RawRecord
+from ..envelope import EVENT_ID, CloudEvents, Envelope
+from ..errors import ConfigurationError
+from ..event import Event
+from ..propagation import Propagator
+from ._sql import sync_url, utcnow
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+"""The metadata holding :data:`outbox_table` (the inbox table lives in its own)."""
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY = rowid on SQLite
+
+outbox_table = Table(
+    "hexa_outbox",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),
+    Column("channel", String(255), nullable=False),
+    Column("key", String(512), nullable=False),
+    Column("headers", LargeBinary, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("lease_token", String(36), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text, nullable=True),
+)
+"""``hexa_outbox``: one row per emitted event; ``headers`` is a MessagePack map str->bytes."""
+
+_unsent = outbox_table.c.sent_at.is_(None)
+_sent = outbox_table.c.sent_at.is_not(None)
+Index(
+    "ix_hexa_outbox_unsent",
+    outbox_table.c.id,
+    postgresql_where=_unsent,
+    sqlite_where=_unsent,
+)
+Index(
+    "ix_hexa_outbox_key_unsent",
+    outbox_table.c.key,
+    outbox_table.c.id,
+    postgresql_where=_unsent,
+    sqlite_where=_unsent,
+)
+Index(
+    "ix_hexa_outbox_sent_at",
+    outbox_table.c.sent_at,
+    postgresql_where=_sent,
+    sqlite_where=_sent,
+)
+
+NOTIFY_CHANNEL = "hexa_outbox"
+"""The PostgreSQL LISTEN/NOTIFY channel the relay listens on: the outbox table's name."""
+
+_headers_encoder = msgspec.msgpack.Encoder()
+_headers_decoder = msgspec.msgpack.Decoder(dict[str, bytes])
+
+
+def encode_headers(headers: Mapping[str, bytes]) -> bytes:
+    return _headers_encoder.encode(dict(headers))
+
+
+def decode_headers(data: bytes) -> dict[str, bytes]:
+    return _headers_decoder.decode(data)
+
+
+def row_values(record: RawRecord) -> dict[str, Any]:
+    """The column values that store ``record`` as an unsent row."""
+    raw_id = record.headers.get(EVENT_ID, b"")
+    return {
+        "event_id": raw_id.decode() if raw_id else "",
+        "channel": record.channel,
+        "key": record.key,
+        "headers": encode_headers(record.headers),
+        "body": record.body,
+        "created_at": utcnow(),
+    }
+
+
+# -- DDL and migration ---------------------------------------------------------------------
+
+
+def _dialect(name: str) -> Dialect:
+    from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+    dialects: dict[str, Any] = {
+        "postgresql": postgresql,
+        "postgres": postgresql,
+        "sqlite": sqlite,
+        "mysql": mysql,
+        "mariadb": mysql,
+    }
+    module = dialects.get(name.lower())
+    if module is None:
+        raise ConfigurationError(
+            f"unknown dialect {name!r}; use one of postgresql, sqlite, mysql, mariadb"
+        )
+    return module.dialect()  # type: ignore[no-any-return]
+
+
+def table_ddl(table: Table, dialect: str) -> str:
+    """``CREATE TABLE`` and ``CREATE INDEX`` statements of ``table`` for ``dialect``."""
+    d = _dialect(dialect)
+    parts = [str(CreateTable(table).compile(dialect=d)).strip() + ";"]
+    for index in sorted(table.indexes, key=lambda i: str(i.name)):
+        parts.append(str(CreateIndex(index).compile(dialect=d)).strip() + ";")
+    return "\n\n".join(parts) + "\n"
+
+
+def ddl(dialect: str = "postgresql") -> str:
+    """The DDL :func:`migrate` runs for the outbox, as SQL text for ``dialect``.
+
+    ``dialect`` is ``postgresql``, ``sqlite``, ``mysql`` or ``mariadb``. Apply it with your
+    own migration tool (Alembic...) if you prefer that to :func:`migrate`.
+    """
+    return table_ddl(outbox_table, dialect)
+
+
+def migrate(bind: Engine | Connection | str) -> None:
+    """Create the outbox table and its indexes if they do not exist (idempotent).
+
+    ``bind`` is a SQLAlchemy ``Engine`` or ``Connection`` or a database URL (a blocking
+    driver is chosen: psycopg for PostgreSQL). Never alters or drops anything.
+    """
+    _create(metadata, [outbox_table], bind)
+
+
+async def migrate_async(bind: AsyncEngine | AsyncConnection | str) -> None:
+    """:func:`migrate` for an ``AsyncEngine``/``AsyncConnection`` or a URL (asyncio driver)."""
+    await _create_async(metadata, [outbox_table], bind)
+
+
+def _create(md: MetaData, tables: Sequence[Table], bind: Engine | Connection | str) -> None:
+    from sqlalchemy import create_engine
+
+    if isinstance(bind, str):
+        engine = create_engine(sync_url(bind))
+        try:
+            md.create_all(engine, tables=list(tables), checkfirst=True)
+        finally:
+            engine.dispose()
+        return
+    md.create_all(bind, tables=list(tables), checkfirst=True)
+
+
+async def _create_async(
+    md: MetaData, tables: Sequence[Table], bind: AsyncEngine | AsyncConnection | str
+) -> None:
+    from ._sql import make_async_engine
+
+    def create(sync_conn: Connection) -> None:
+        md.create_all(sync_conn, tables=list(tables), checkfirst=True)
+
+    if isinstance(bind, AsyncConnection):
+        await bind.run_sync(create)
+        return
+    engine, owned = make_async_engine(bind)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(create)
+    finally:
+        if owned:
+            await engine.dispose()
+
+
+# -- emit ----------------------------------------------------------------------------------
+
+SyncTarget = Session | Connection
+AsyncTarget = AsyncSession | AsyncConnection
+
+
+class Outbox:
+    """Writes events into ``hexa_outbox`` inside the caller's transaction.
+
+    :meth:`emit` (sync ``Session``/``Connection``) and :meth:`emit_async` (``AsyncSession``/
+    ``AsyncConnection``) only insert: the row becomes visible to the relay when the caller
+    commits, and a rolled-back transaction leaves nothing to send. They return the event id
+    (the ``HEXA_EVENT_ID`` header consumers see and the inbox dedups on).
+
+    On PostgreSQL, ``notify=True`` also issues ``pg_notify('hexa_outbox', '')`` in the same
+    transaction so relays wake at commit instead of at their next poll. Notifying commits
+    are serialised cluster-wide by PostgreSQL; at thousands of commits per second turn it
+    off and let the relay poll.
+    """
+
+    def __init__(
+        self,
+        *,
+        codec: str | Codec = "json",
+        propagator: Propagator | None = None,
+        cloudevents: CloudEvents | None = None,
+        notify: bool = True,
+        table: Table = outbox_table,
+    ) -> None:
+        self.envelope = Envelope(codec=codec, propagator=propagator, cloudevents=cloudevents)
+        self.notify = notify
+        self.table = table
+        self._insert = insert(table)
+        self._notify = text("SELECT pg_notify(:channel, '')").bindparams(channel=table.name)
+
+    def seal(self, event: Event[Any], ctx: Context | None) -> RawRecord:
+        return self.envelope.seal(event, ctx)
+
+    def _rows(
+        self, events: Iterable[Event[Any]], ctx: Context | None
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        rows = [row_values(self.envelope.seal(event, ctx)) for event in events]
+        return rows, [row["event_id"] for row in rows]
+
+    def emit(self, target: SyncTarget, event: Event[Any], ctx: Context | None = None) -> str:
+        """Insert ``event`` into ``target``'s transaction (sync); return its event id.
+
+        Raises :class:`~hexa_event.errors.EncodeError` for an unencodable payload and
+        TypeError for an async session (use :meth:`emit_async`).
+        """
+        return self.emit_many(target, [event], ctx)[0]
+
+    def emit_many(
+        self, target: SyncTarget, events: Sequence[Event[Any]], ctx: Context | None = None
+    ) -> list[str]:
+        """Insert several events in one statement (sync); return their ids in order."""
+        conn = self._sync_connection(target)
+        rows, ids = self._rows(events, ctx)
+        if rows:
+            conn.execute(self._insert, rows)
+            if self.notify and conn.dialect.name == "postgresql":
+                conn.execute(self._notify)
+        return ids
+
+    async def emit_async(
+        self, target: AsyncTarget, event: Event[Any], ctx: Context | None = None
+    ) -> str:
+        """Insert ``event`` into ``target``'s transaction (asyncio); return its event id."""
+        return (await self.emit_many_async(target, [event], ctx))[0]
+
+    async def emit_many_async(
+        self, target: AsyncTarget, events: Sequence[Event[Any]], ctx: Context | None = None
+    ) -> list[str]:
+        """Insert several events in one statement (asyncio); return their ids in order."""
+        if isinstance(target, AsyncSession):
+            conn = await target.connection()
+        elif isinstance(target, AsyncConnection):
+            conn = target
+        else:
+            raise TypeError(
+                "emit_async() takes an AsyncSession or AsyncConnection; use emit() with a "
+                f"sync Session or Connection (got {type(target).__name__})"
+            )
+        rows, ids = self._rows(events, ctx)
+        if rows:
+            await conn.execute(self._insert, rows)
+            if self.notify and conn.dialect.name == "postgresql":
+                await conn.execute(self._notify)
+        return ids
+
+    @staticmethod
+    def _sync_connection(target: SyncTarget) -> Connection:
+        if isinstance(target, Session):
+            return target.connection()
+        if isinstance(target, Connection):
+            return target
+        if isinstance(target, AsyncSession | AsyncConnection):
+            raise TypeError("emit() got an async session or connection: use await emit_async()")
+        raise TypeError(
+            f"emit() takes a SQLAlchemy Session or Connection, got {type(target).__name__}"
+        )

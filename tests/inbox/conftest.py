@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hexa_event.testing.services import require_service
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "outbox"))
+
+from obx_helpers import create_pg_database, drop_pg_database, reset_tables
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A database of its own on the test PostgreSQL, dropped at the end of the session."""
+    require_service("postgres")
+    url = create_pg_database()
+    yield url
+    drop_pg_database(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL (no driver named) with empty outbox and inbox tables."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'app.db'}"
+    else:
+        url = request.getfixturevalue("pg_database")
+    reset_tables(url)
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    reset_tables(pg_database)
+    return pg_database

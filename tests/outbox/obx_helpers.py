@@ -1,0 +1,118 @@
+"""Shared helpers for the outbox and inbox tests: databases, recording and sink drivers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import create_engine, make_url, text
+
+from hexa_event.driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
+from hexa_event.envelope import EVENT_ID
+from hexa_event.errors import DriverError
+from hexa_event.inbox import inbox_table
+from hexa_event.outbox import outbox_table
+
+
+def event_id(record: RawRecord) -> str:
+    return record.headers[EVENT_ID].decode()
+
+
+class RecordingDriver(Driver):
+    """Keeps published records in memory; can fail or hold publishes on demand."""
+
+    features = Features(name="recording", persistent=False)
+
+    def __init__(self) -> None:
+        self.records: list[RawRecord] = []
+        self.calls = 0
+        self.fail_next = 0
+        self.gate: asyncio.Event | None = None
+        self.in_publish = 0
+        self.max_in_publish = 0
+        self.changed = asyncio.Event()
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        self.calls += 1
+        self.in_publish += 1
+        self.max_in_publish = max(self.max_in_publish, self.in_publish)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                raise DriverError("injected publish failure")
+            self.records.extend(records)
+            self.changed.set()
+        finally:
+            self.in_publish -= 1
+
+    async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+    def ids(self) -> list[str]:
+        return [event_id(r) for r in self.records]
+
+
+def pg_admin_url() -> str:
+    return os.environ.get("HEXA_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/hexa_event"
+
+
+def create_pg_database() -> str:
+    """A fresh database on the test PostgreSQL; returns its plain URL (no driver)."""
+    base = make_url(pg_admin_url())
+    name = f"hexa_obx_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return base.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(url: str) -> None:
+    target = make_url(url)
+    admin = create_engine(
+        make_url(pg_admin_url()).set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def reset_tables(url: str) -> None:
+    """Create (if needed) and empty the outbox and inbox tables."""
+    from hexa_event import inbox, outbox
+
+    sync = make_url(url)
+    if sync.drivername in ("postgresql", "postgres"):
+        sync = sync.set(drivername="postgresql+psycopg")
+    engine = create_engine(sync)
+    try:
+        outbox.migrate(engine)
+        inbox.migrate(engine)
+        with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.execute(text("PRAGMA journal_mode=WAL"))
+            conn.execute(outbox_table.delete())
+            conn.execute(inbox_table.delete())
+    finally:
+        engine.dispose()
+
+
+def rows(url: str, sql: str, **params: Any) -> list[Any]:
+    sync = make_url(url)
+    if sync.drivername in ("postgresql", "postgres"):
+        sync = sync.set(drivername="postgresql+psycopg")
+    engine = create_engine(sync)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql), params).all())
+    finally:
+        engine.dispose()
