@@ -7,6 +7,7 @@ Secrets (SASL password, key passwords, OAuth secrets, JAAS configs) never appear
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -16,6 +17,8 @@ from ...errors import ConfigurationError
 
 _SECRET_MARKERS = ("password", "secret", "jaas", "token", "credential", "private.key")
 REDACTED = "***"
+CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.kafka.librdkafka")
+"""librdkafka's own log lines, served from the driver's poll threads."""
 
 # Settings the driver owns because its guarantees depend on them.
 _FORBIDDEN_CONSUMER = {
@@ -160,6 +163,7 @@ class KafkaOptions:
                 "message.timeout.ms": int(self.delivery_timeout * 1000),
             }
         )
+        config.setdefault("logger", CLIENT_LOGGER)
         config.update(self.producer_config)
         return config
 
@@ -178,6 +182,7 @@ class KafkaOptions:
                 "topic.metadata.refresh.interval.ms": 5000,
             }
         )
+        config.setdefault("logger", CLIENT_LOGGER)
         config.update(self.consumer_config)
         config.update(extra)
         config["group.id"] = group

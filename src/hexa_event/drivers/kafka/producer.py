@@ -9,6 +9,7 @@ of the batch has a successful delivery report (acks=all, idempotence on).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ...driver import RawRecord
-from ...errors import ChannelNotFoundError, ClosedError, DriverError
+from ...errors import ClosedError, DriverError
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,17 @@ _PENDING_RETRY_DELAY = 0.002
 class _Batch:
     """Counts the delivery reports a publish call waits for."""
 
-    __slots__ = ("error", "future", "remaining")
+    __slots__ = ("error", "future", "remaining", "sink")
 
-    def __init__(self, future: asyncio.Future[None], count: int) -> None:
+    def __init__(self, sink: KafkaProducer, future: asyncio.Future[None], count: int) -> None:
+        self.sink = sink
         self.future = future
         self.remaining = count
         self.error: KafkaError | None = None
+
+    def on_delivery(self, err: KafkaError | None, _msg: object) -> None:
+        """librdkafka's delivery report; runs on the thread that polls or flushes."""
+        self.sink._reports.append((self, err))
 
 
 def _settle(reports: list[tuple[_Batch, KafkaError | None]]) -> None:
@@ -109,21 +115,18 @@ class KafkaProducer:
     def _poll_forever(self) -> None:
         producer = self._producer
         loop = self._loop
-        assert producer is not None and loop is not None
+        assert producer is not None
+        assert loop is not None
         while not self._stopping.is_set():
             producer.poll(0.1)
             self._hand_over(loop)
-        # Serve what close()'s flush left for us.
-        producer.poll(0)
-        self._hand_over(loop)
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._reports:
             reports, self._reports = self._reports, []
-            try:
+            # A closed loop means nobody awaits these any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, reports)
-            except RuntimeError:  # loop closed: nobody awaits these any more
-                pass
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         """Produce ``records`` and return once the broker acknowledged every one of them.
@@ -146,19 +149,11 @@ class KafkaProducer:
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[None] = loop.create_future()
-        batch = _Batch(future, len(records))
-        reports = self._reports
+        batch = _Batch(self, future, len(records))
         produce = producer.produce
+        on_delivery = batch.on_delivery
         for record in records:
-            append = self._reports.append
-
-            def on_delivery(
-                err: KafkaError | None, _msg: object, batch: _Batch = batch, append: Any = append
-            ) -> None:
-                self._reports.append((batch, err))
-
-            del append, reports
-            headers = list(record.headers.items()) if record.headers else None
+            headers: Any = list(record.headers.items()) if record.headers else None
             while True:
                 try:
                     produce(
@@ -173,12 +168,10 @@ class KafkaProducer:
                     # The local queue is full: let the poll thread drain it.
                     await asyncio.sleep(_PENDING_RETRY_DELAY)
                 except KafkaException as exc:
-                    err = exc.args[0]
                     batch.remaining -= 1
                     if batch.error is None:
-                        batch.error = err
+                        batch.error = exc.args[0]
                     break
-            reports = None
         if batch.remaining == 0 and not future.done():
             # Every record failed locally.
             assert batch.error is not None
@@ -188,20 +181,20 @@ class KafkaProducer:
     def mark_known(self, topics: Sequence[str]) -> None:
         self._known_topics.update(topics)
 
-    async def close(self, timeout: float = 30.0) -> None:
-        """Flush what is queued (up to ``timeout`` s) and stop. Idempotent."""
+    async def close(self, flush_timeout: float = 30.0) -> None:
+        """Flush what is queued (up to ``flush_timeout`` s) and stop. Idempotent."""
         if self._closed:
             return
         self._closed = True
         producer = self._producer
         if producer is None:
             return
-        remaining = await asyncio.to_thread(producer.flush, timeout)
-        if remaining:
-            log.warning("Kafka producer closed with %d records undelivered", remaining)
         self._stopping.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5.0)
-
-
-__all__ = ["ChannelNotFoundError", "KafkaProducer"]
+        # The poll thread is gone: delivery reports are now served by flush's thread only.
+        remaining = await asyncio.to_thread(producer.flush, flush_timeout)
+        if self._loop is not None:
+            self._hand_over(self._loop)
+        if remaining:
+            log.warning("Kafka producer closed with %d records undelivered", remaining)
