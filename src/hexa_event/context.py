@@ -6,11 +6,12 @@ and is handed to every handler, filled with the four dedup keys of Go hexa-event
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+import msgspec
+import uuid_utils
 
 # The dedup keys of Go hexa-event, as the handler's context exposes them.
 HEXA_EVENT_ID = "HEXA_EVENT_ID"
@@ -27,8 +28,7 @@ class UserType(StrEnum):
     SERVICE = "_service"
 
 
-@dataclass(frozen=True, slots=True)
-class User:
+class User(msgspec.Struct, frozen=True):
     """A user in the shape of hexa's ``User`` (the eight ``_user_*`` keys on the wire)."""
 
     id: str
@@ -43,13 +43,7 @@ class User:
     @classmethod
     def guest(cls) -> User:
         """hexa's guest user: what Go services see when no user was set."""
-        return cls(
-            id="_guest_id",
-            type=UserType.GUEST,
-            name="_guest",
-            username="_guest_username",
-            is_active=False,
-        )
+        return GUEST
 
     @property
     def is_guest(self) -> bool:
@@ -84,13 +78,21 @@ class User:
         )
 
 
+GUEST = User(
+    id="_guest_id",
+    type=UserType.GUEST,
+    name="_guest",
+    username="_guest_username",
+    is_active=False,
+)
+
+
 def new_correlation_id() -> str:
     """A fresh correlation id (a random UUID, as hexa's HTTP layer makes them)."""
-    return str(uuid.uuid4())
+    return str(uuid_utils.uuid4())
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(msgspec.Struct, frozen=True):
     """What travels with an event besides its payload. Immutable; derive with :meth:`with_`.
 
     ``correlation_id`` is generated when not given. ``baggage`` holds W3C baggage entries;
@@ -98,13 +100,13 @@ class Context:
     values carried by a keys propagator. The dedup fields are filled by the receiver.
     """
 
-    correlation_id: str = field(default_factory=new_correlation_id)
+    correlation_id: str = msgspec.field(default_factory=new_correlation_id)
     locale: str = ""
     user: User | None = None
-    baggage: Mapping[str, str] = field(default_factory=dict)
+    baggage: Mapping[str, str] = msgspec.field(default_factory=dict)
     traceparent: str = ""
     tracestate: str = ""
-    values: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, str] = msgspec.field(default_factory=dict)
     event_id: str = ""
     handler_action: str = ""
     root_event_id: str = ""
@@ -112,7 +114,7 @@ class Context:
 
     def with_(self, **changes: Any) -> Context:
         """A copy with the given fields changed."""
-        return replace(self, **changes)
+        return msgspec.structs.replace(self, **changes)
 
     @property
     def dedup_keys(self) -> dict[str, str]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from . import envelope as env
 from .codecs import get_codec
@@ -270,7 +272,7 @@ def _copy_headers(
 
 
 def _next_attempt(message: Message[Any]) -> Message[Any]:
-    return replace(message, attempt=message.attempt + 1)
+    return msgspec.structs.replace(message, attempt=message.attempt + 1)
 
 
 def _safe_text(headers: Mapping[str, bytes], name: str) -> str:

@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
+
 if TYPE_CHECKING:
     from .codecs import Codec
     from .emitter import Emitter
@@ -37,8 +39,7 @@ if TYPE_CHECKING:
 StartPosition = Literal["earliest", "latest"]
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
+class RawRecord(msgspec.Struct, frozen=True):
     """A record as the broker carries it: channel, key, headers and an opaque body."""
 
     channel: str

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
+
+import msgspec
 
 from .errors import InvalidEventError
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Event(Generic[T]):
+class Event(msgspec.Struct, Generic[T], frozen=True):
     """An event to emit. ``channel`` and ``key`` are required and non-empty.
 
     ``key`` orders events: those with one key reach each action in emit order. ``id`` is
@@ -25,7 +25,7 @@ class Event(Generic[T]):
     key: str
     payload: T
     reply_channel: str = ""
-    headers: Mapping[str, str | bytes] = field(default_factory=dict)
+    headers: Mapping[str, str | bytes] = msgspec.field(default_factory=dict)
     id: str | None = None
     codec: str | None = None
 
@@ -47,8 +47,7 @@ class Event(Generic[T]):
                 raise InvalidEventError("headers", f"value of {name!r} must be str or bytes")
 
 
-@dataclass(frozen=True, slots=True)
-class Message(Generic[T]):
+class Message(msgspec.Struct, Generic[T], frozen=True):
     """An event as a handler receives it, payload decoded to the subscribed type."""
 
     id: str

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 
 import msgspec
 
-from .context import Context, User, new_correlation_id
+from .context import GUEST, Context, User, new_correlation_id
 from .errors import DecodeError
 
 Headers = MutableMapping[str, bytes]
@@ -51,6 +51,9 @@ def _text(headers: Mapping[str, bytes], name: str) -> str | None:
         raise DecodeError(f"header {name!r} is not UTF-8 text") from exc
 
 
+_GUEST_WIRE = msgspec.json.encode(GUEST.to_wire())
+
+
 class HexaPropagator:
     """Go hexa's default propagator: correlation id, locale and user.
 
@@ -61,15 +64,15 @@ class HexaPropagator:
     def inject(self, ctx: Context, headers: Headers) -> None:
         headers[CORRELATION_ID] = ctx.correlation_id.encode()
         headers[LOCALE] = ctx.locale.encode()
-        user = ctx.user or User.guest()
-        headers[USER] = msgspec.json.encode(user.to_wire())
+        user = ctx.user
+        headers[USER] = _GUEST_WIRE if user is None else msgspec.json.encode(user.to_wire())
 
     def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
         correlation_id = _text(headers, CORRELATION_ID) or new_correlation_id()
         locale = _text(headers, LOCALE) or ""
         user: User | None = None
         raw_user = headers.get(USER)
-        if raw_user:
+        if raw_user and raw_user != _GUEST_WIRE:
             try:
                 data = msgspec.json.decode(raw_user)
                 if not isinstance(data, dict):

@@ -1,0 +1,82 @@
+"""Shared benchmark plumbing: timing, repeats, medians and the ratio line.
+
+Every benchmark runs the raw reference and hexa-event in the same process and run, several
+rounds alternating between them, and reports medians, so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Result:
+    name: str
+    rates: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+async def timed(count: int, body: Callable[[], Awaitable[None]]) -> float:
+    """Run ``body`` once and return ``count`` / elapsed seconds."""
+    began = time.perf_counter()
+    await body()
+    return count / (time.perf_counter() - began)
+
+
+async def compare(
+    title: str,
+    count: int,
+    reference: tuple[str, Callable[[int], Awaitable[float]]],
+    ours: tuple[str, Callable[[int], Awaitable[float]]],
+    rounds: int = 5,
+    unit: str = "events/s",
+) -> dict[str, object]:
+    """Alternate reference and ours for ``rounds`` rounds; print medians and ratio."""
+    ref = Result(reference[0])
+    mine = Result(ours[0])
+    for _ in range(rounds):
+        ref.rates.append(await reference[1](count))
+        mine.rates.append(await ours[1](count))
+    ratio = mine.median / ref.median
+    print(f"\n{title}  ({count} events x {rounds} rounds, {machine()})")
+    for result in (ref, mine):
+        spread = f"min {min(result.rates):,.0f} max {max(result.rates):,.0f}"
+        print(f"  {result.name:<36} median {result.median:>12,.0f} {unit}  ({spread})")
+    print(f"  ratio hexa-event / reference: {ratio:.2f}")
+    return {
+        "benchmark": title,
+        "count": count,
+        "reference": {"name": ref.name, "median": ref.median, "rates": ref.rates},
+        "ours": {"name": mine.name, "median": mine.median, "rates": mine.rates},
+        "ratio": ratio,
+    }
+
+
+def cli(description: str, default_count: int) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--count", type=int, default=default_count)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", help="also write the result to this file")
+    return parser.parse_args()
+
+
+def finish(result: dict[str, object], path: str | None) -> None:
+    if path:
+        with open(path, "w") as fh:
+            json.dump(result, fh, indent=2)
+
