@@ -31,7 +31,7 @@ def test_sync_session_commit_and_rollback(db_url: str) -> None:
     stored = rows(db_url, "SELECT event_id, channel, key, headers, body FROM hexa_outbox")
     engine.dispose()
     assert [r[0] for r in stored] == [eid]
-    event_id, channel, key, headers, body = stored[0]
+    _, channel, key, headers, body = stored[0]
     assert (channel, key, bytes(body)) == ("orders", "k", b'{"n":1}')
     decoded = decode_headers(bytes(headers))
     assert decoded[EVENT_ID] == eid.encode()

@@ -143,6 +143,8 @@ class OutboxRelay:
         self._mark_stmt, self._release_stmt = self._build_settle()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self.listening = asyncio.Event()
+        """Set while the relay LISTENs for notifications (PostgreSQL with asyncpg)."""
         self._in_flight = 0
         self._published = 0
         self._failed = 0
@@ -412,11 +414,13 @@ class OutboxRelay:
                         return
                     await apg.add_listener(self.table.name, on_notify)
                     self._wake.set()  # notifications may have been missed while away
+                    self.listening.set()
                     try:
                         while not self._stop.is_set() and not apg.is_closed():
                             with contextlib.suppress(TimeoutError):
                                 await asyncio.wait_for(self._stop.wait(), self.poll_interval)
                     finally:
+                        self.listening.clear()
                         if not apg.is_closed():
                             with contextlib.suppress(Exception):
                                 await apg.remove_listener(self.table.name, on_notify)

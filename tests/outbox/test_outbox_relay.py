@@ -1,0 +1,208 @@
+"""Relay: at least once, marked sent only after publish, per-key order, several relays."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+from obx_helpers import RecordingDriver, event_id, rows
+from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from hexa_event import Event
+from hexa_event.outbox import Outbox, OutboxRelay
+from hexa_event.outbox._sql import async_url, sync_url
+from hexa_event.outbox.store import decode_headers
+from hexa_event.testing.waiting import eventually
+
+
+def emit(url: str, keys: list[str], *, per_tx: int = 50) -> list[str]:
+    """Emit one event per entry of ``keys`` (payload = its index); return ids in emit order."""
+    outbox = Outbox()
+    engine = create_engine(sync_url(url))
+    ids: list[str] = []
+    try:
+        for start in range(0, len(keys), per_tx):
+            with engine.begin() as conn:
+                ids += outbox.emit_many(
+                    conn,
+                    [
+                        Event(channel="orders", key=k, payload={"n": start + i})
+                        for i, k in enumerate(keys[start : start + per_tx])
+                    ],
+                )
+    finally:
+        engine.dispose()
+    return ids
+
+
+def unsent(url: str) -> int:
+    return int(rows(url, "SELECT count(*) FROM hexa_outbox WHERE sent_at IS NULL")[0][0])
+
+
+async def test_publishes_stored_record_unchanged_and_marks_sent(db_url: str) -> None:
+    ids = emit(db_url, ["a", "b", "a"])
+    stored = rows(db_url, "SELECT headers, body FROM hexa_outbox ORDER BY id")
+    driver = RecordingDriver()
+    async with OutboxRelay(db_url, driver, batch_size=10) as relay:
+        assert await relay.run_once() == 3
+        assert await relay.run_once() == 0
+        stats = await relay.stats()
+    assert driver.ids() == ids
+    for record, (headers, body) in zip(driver.records, stored, strict=True):
+        assert dict(record.headers) == decode_headers(bytes(headers))
+        assert record.body == bytes(body)
+    assert unsent(db_url) == 0
+    assert (stats.backlog, stats.oldest_unsent_age, stats.published) == (0, None, 3)
+
+
+async def test_failed_publish_leaves_rows_unsent_and_retries(db_url: str) -> None:
+    ids = emit(db_url, ["a", "b"])
+    driver = RecordingDriver()
+    driver.fail_next = 1
+    async with OutboxRelay(db_url, driver, retry_delay=0.0) as relay:
+        assert await relay.run_once() == 0
+        assert unsent(db_url) == 2
+        stats = await relay.stats()
+        assert stats.failed_batches == 1
+        assert stats.backlog == 2
+        assert stats.oldest_unsent_age is not None
+        assert stats.oldest_unsent_age >= 0
+        assert await relay.run_once() == 2
+    assert driver.ids() == ids
+    assert rows(db_url, "SELECT max(attempts), count(last_error) FROM hexa_outbox") == [(2, 0)]
+
+
+async def test_per_key_order_with_concurrent_batches_and_failures(db_url: str) -> None:
+    keys = [f"key-{i % 7}" for i in range(600)]
+    ids = emit(db_url, keys)
+    position = {eid: n for n, eid in enumerate(ids)}
+    driver = RecordingDriver()
+    driver.fail_next = 3
+    relay = OutboxRelay(db_url, driver, batch_size=25, concurrency=4, retry_delay=0.05)
+    task = asyncio.create_task(relay.run())
+    try:
+        await eventually(lambda: len(set(driver.ids())) == len(ids), within=60, what="all rows")
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 30)
+        await relay.close()
+    seen: dict[str, list[int]] = defaultdict(list)
+    for record in driver.records:
+        seen[record.key].append(position[event_id(record)])
+    for key, order in seen.items():
+        assert order == sorted(order), f"key {key} published out of order"
+    assert len(driver.records) == len(ids)  # failures raised before storing: no duplicates
+    assert unsent(db_url) == 0
+
+
+async def test_one_hot_key_is_never_in_flight_twice(db_url: str) -> None:
+    """While a batch of key k is in flight, no later row of k is claimed."""
+    emit(db_url, ["hot"] * 10)
+    driver = RecordingDriver()
+    driver.gate = asyncio.Event()
+    async with OutboxRelay(db_url, driver, batch_size=4) as relay:
+        first = asyncio.create_task(relay.run_once())
+        await eventually(lambda: driver.in_publish == 1, what="first batch in flight")
+        assert await relay.run_once() == 0  # rows 5..10 wait for rows 1..4
+        driver.gate.set()
+        assert await first == 4
+        assert await relay.drain() == 6
+    assert [r.body for r in driver.records] == [b'{"n":%d}' % i for i in range(10)]
+
+
+async def test_several_relays_share_the_work(db_url: str) -> None:
+    keys = [f"k{i % 13}" for i in range(1500)]
+    ids = emit(db_url, keys, per_tx=100)
+    position = {eid: n for n, eid in enumerate(ids)}
+    driver = RecordingDriver()  # one broker, three relays
+    relays = [
+        OutboxRelay(db_url, driver, batch_size=20, concurrency=3, poll_interval=0.05)
+        for _ in range(3)
+    ]
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    try:
+        await eventually(lambda: len(driver.records) >= len(ids), within=90, what="all rows")
+    finally:
+        for r in relays:
+            r.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    published = [(await r.stats()).published for r in relays]
+    for r in relays:
+        await r.close()
+    assert sorted(driver.ids()) == sorted(ids)  # each exactly once: leases held
+    seen: dict[str, list[int]] = defaultdict(list)
+    for record in driver.records:
+        seen[record.key].append(position[event_id(record)])
+    assert all(order == sorted(order) for order in seen.values())
+    assert sum(published) == len(ids)
+
+
+async def test_expired_lease_is_taken_over(db_url: str) -> None:
+    """A relay that claimed rows and vanished: once the lease expires, another sends them."""
+    ids = emit(db_url, ["a", "b"])
+    stuck = RecordingDriver()
+    stuck.gate = asyncio.Event()
+    dead = OutboxRelay(db_url, stuck, lease=0.3)
+    hung = asyncio.create_task(dead.run_once())
+    await eventually(lambda: stuck.in_publish == 1, what="claim")
+    driver = RecordingDriver()
+    async with OutboxRelay(db_url, driver) as relay:
+        assert await relay.run_once() == 0  # still leased
+        deadline = asyncio.get_running_loop().time() + 10
+        while await relay.run_once() == 0:
+            assert asyncio.get_running_loop().time() < deadline, "lease never expired"
+            await asyncio.sleep(0.05)
+    hung.cancel()
+    await dead.close()
+    assert driver.ids() == ids
+
+
+@pytest.mark.postgres
+async def test_late_commit_is_not_skipped(pg_url: str) -> None:
+    """T1 inserts first but commits last; the relay has sent T2's row meanwhile."""
+    outbox = Outbox()
+    engine = create_async_engine(async_url(pg_url))
+    driver = RecordingDriver()
+    try:
+        async with engine.connect() as t1, engine.connect() as t2:
+            late = await outbox.emit_async(t1, Event(channel="c", key="a", payload=1))
+            early = await outbox.emit_async(t2, Event(channel="c", key="b", payload=2))
+            await t2.commit()
+            ids_in_table = rows(pg_url, "SELECT id FROM hexa_outbox")
+            assert len(ids_in_table) == 1  # T1's row (the lower id) is not visible yet
+            async with OutboxRelay(pg_url, driver) as relay:
+                assert await relay.run_once() == 1
+                assert driver.ids() == [early]
+                await t1.commit()
+                assert await relay.run_once() == 1
+        assert driver.ids() == [early, late]
+        # the late row has the lower id, and was sent after the higher one
+        assert [r[0] for r in rows(pg_url, "SELECT event_id FROM hexa_outbox ORDER BY id")] == [
+            late,
+            early,
+        ]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_notify_wakes_the_relay(pg_url: str) -> None:
+    driver = RecordingDriver()
+    relay = OutboxRelay(pg_url, driver, poll_interval=60.0)  # polling alone would be too late
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.wait_for(relay.listening.wait(), 20)
+        # The relay has looked and found nothing; now it idles for poll_interval.
+        await eventually(lambda: relay._wake.is_set() is False, what="idle", within=20)
+        engine = create_async_engine(async_url(pg_url))
+        async with engine.begin() as conn:
+            sent = await Outbox(notify=True).emit_async(conn, Event("c", "k", payload=1))
+        await engine.dispose()
+        await asyncio.wait_for(driver.changed.wait(), 10)
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+        await relay.close()
+    assert driver.ids() == [sent]
