@@ -1,0 +1,365 @@
+"""The ``hexa-event`` command: run the outbox relay and the cleaners, show DDL, migrate.
+
+    hexa-event outbox migrate --db postgresql://app@db/app
+    hexa-event outbox ddl --dialect postgresql
+    hexa-event outbox relay --db postgresql://app@db/app --to kafka://127.0.0.1:9092
+    hexa-event outbox clean --db ... --retention 7d [--every 10m]
+    hexa-event outbox stats --db ...
+    hexa-event inbox migrate|ddl|clean ...
+
+``--db`` may be left out and given as ``HEXA_EVENT_DB`` instead (and ``--to`` as
+``HEXA_EVENT_TO``), which keeps passwords out of the process list. Passwords never appear
+in logs or error messages. Exit status: 0 done, 1 failed, 2 bad usage.
+
+Each command group is added by one ``add_*_commands(subparsers)`` function, so new groups
+(``dlq replay``...) plug in the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+log = logging.getLogger("hexa_event.cli")
+
+Command = Callable[[argparse.Namespace], int]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``500ms``, ``30s``, ``10m``, ``12h``, ``7d``, ``2w`` or plain seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"bad duration {text!r}: use a number with a unit, e.g. 30s, 10m, 12h, 7d"
+        )
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _redact(url: str) -> str:
+    from .outbox._sql import redact
+
+    return redact(url)
+
+
+def _db_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("HEXA_EVENT_DB"),
+        metavar="URL",
+        help="database URL, e.g. postgresql://user@host/db or sqlite:///app.db "
+        "(default: $HEXA_EVENT_DB)",
+    )
+
+
+def _require_db(args: argparse.Namespace) -> str:
+    if not args.db:
+        raise SystemExit("error: give --db URL or set HEXA_EVENT_DB")
+    return str(args.db)
+
+
+def _dialect_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dialect",
+        default="postgresql",
+        choices=["postgresql", "sqlite", "mysql", "mariadb"],
+        help="SQL dialect of the printed DDL (default postgresql)",
+    )
+
+
+# -- outbox ----------------------------------------------------------------------------------
+
+
+def _outbox_migrate(args: argparse.Namespace) -> int:
+    from . import outbox
+
+    db = _require_db(args)
+    asyncio.run(outbox.migrate_async(db))
+    print(f"hexa_outbox is ready in {_redact(db)}")
+    return 0
+
+
+def _outbox_ddl(args: argparse.Namespace) -> int:
+    from . import outbox
+
+    sys.stdout.write(outbox.ddl(args.dialect))
+    return 0
+
+
+def _install_stop(stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Unix
+            loop.add_signal_handler(sig, stop)
+
+
+async def _relay(args: argparse.Namespace) -> int:
+    from .connect import connect
+    from .outbox import OutboxRelay
+
+    db = _require_db(args)
+    if not args.to:
+        raise SystemExit("error: give --to DRIVER_URL (e.g. kafka://127.0.0.1:9092)")
+    driver = connect(args.to)
+    relay = OutboxRelay(
+        db,
+        driver,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        lease=args.lease.total_seconds(),
+        retry_delay=args.retry_delay.total_seconds(),
+        poll_interval=args.poll_interval.total_seconds(),
+        listen=not args.no_listen,
+    )
+    try:
+        if args.once:
+            sent = await relay.drain(max_seconds=args.lease.total_seconds() * 100)
+            print(f"sent {sent} rows")
+            return 0
+        _install_stop(relay.stop)
+        log.info(
+            "relaying %s -> %s (batch %d, concurrency %d)",
+            _redact(db),
+            _redact(args.to),
+            args.batch_size,
+            args.concurrency,
+        )
+        reporter = asyncio.create_task(_report(relay, args.stats_every.total_seconds()))
+        try:
+            await relay.run()
+        finally:
+            reporter.cancel()
+        log.info("relay stopped")
+        return 0
+    finally:
+        await relay.close()
+        await driver.close()
+
+
+async def _report(relay: Any, every: float) -> None:
+    if every <= 0:
+        return
+    while True:
+        await asyncio.sleep(every)
+        try:
+            s = await relay.stats()
+        except Exception as exc:
+            log.warning("outbox stats unavailable: %s", exc)
+            continue
+        log.info(
+            "outbox backlog=%d oldest_unsent_age=%s published=%d in_flight=%d failed_batches=%d",
+            s.backlog,
+            "-" if s.oldest_unsent_age is None else f"{s.oldest_unsent_age:.1f}s",
+            s.published,
+            s.in_flight,
+            s.failed_batches,
+        )
+
+
+async def _clean(args: argparse.Namespace, cleaner_type: Any) -> int:
+    db = _require_db(args)
+    cleaner = cleaner_type(
+        db,
+        retention=args.retention,
+        batch_size=args.batch_size,
+        interval=max(args.every.total_seconds(), 0.001) if args.every else 60.0,
+    )
+    try:
+        if args.every is None:
+            deleted = await cleaner.run_once()
+            print(f"deleted {deleted} rows")
+            return 0
+        _install_stop(cleaner.stop)
+        await cleaner.run()
+        return 0
+    finally:
+        await cleaner.close()
+
+
+def _outbox_clean(args: argparse.Namespace) -> int:
+    from .outbox import OutboxCleaner
+
+    return asyncio.run(_clean(args, OutboxCleaner))
+
+
+async def _stats(args: argparse.Namespace) -> int:
+    from .outbox import outbox_stats
+    from .outbox._sql import make_async_engine
+
+    engine, _ = make_async_engine(_require_db(args))
+    try:
+        s = await outbox_stats(engine)
+    finally:
+        await engine.dispose()
+    if args.json:
+        print(json.dumps({"backlog": s.backlog, "oldest_unsent_age": s.oldest_unsent_age}))
+    else:
+        age = "-" if s.oldest_unsent_age is None else f"{s.oldest_unsent_age:.1f}s"
+        print(f"backlog {s.backlog}, oldest unsent {age}")
+    return 0
+
+
+def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    """``hexa-event outbox ...``"""
+    group = commands.add_parser("outbox", help="transactional outbox: relay, cleaner, DDL")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    p = sub.add_parser("migrate", help="create the hexa_outbox table if missing")
+    _db_argument(p)
+    p.set_defaults(func=_outbox_migrate)
+
+    p = sub.add_parser("ddl", help="print the DDL of hexa_outbox")
+    _dialect_argument(p)
+    p.set_defaults(func=_outbox_ddl)
+
+    p = sub.add_parser("relay", help="publish unsent rows to a driver until stopped")
+    _db_argument(p)
+    p.add_argument(
+        "--to",
+        default=os.environ.get("HEXA_EVENT_TO"),
+        metavar="DRIVER_URL",
+        help="where to publish, e.g. kafka://127.0.0.1:9092 (default: $HEXA_EVENT_TO)",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=1000)
+    p.add_argument("--concurrency", type=_positive_int, default=4, help="batches in flight")
+    p.add_argument("--lease", type=parse_duration, default=timedelta(seconds=30))
+    p.add_argument("--retry-delay", type=parse_duration, default=timedelta(seconds=2))
+    p.add_argument("--poll-interval", type=parse_duration, default=timedelta(seconds=1))
+    p.add_argument("--no-listen", action="store_true", help="poll only, no LISTEN/NOTIFY")
+    p.add_argument("--once", action="store_true", help="send what is ready, then exit")
+    p.add_argument(
+        "--stats-every",
+        type=parse_duration,
+        default=timedelta(seconds=60),
+        help="log backlog and oldest unsent age this often (0 = never)",
+    )
+    p.set_defaults(func=lambda a: asyncio.run(_relay(a)))
+
+    p = sub.add_parser("clean", help="delete sent rows older than the retention")
+    _db_argument(p)
+    p.add_argument("--retention", type=parse_duration, default=timedelta(days=7))
+    p.add_argument("--batch-size", type=_positive_int, default=1000)
+    p.add_argument("--every", type=parse_duration, default=None, help="repeat until stopped")
+    p.set_defaults(func=_outbox_clean)
+
+    p = sub.add_parser("stats", help="print the backlog and the oldest unsent row's age")
+    _db_argument(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=lambda a: asyncio.run(_stats(a)))
+
+
+# -- inbox -----------------------------------------------------------------------------------
+
+
+def _inbox_migrate(args: argparse.Namespace) -> int:
+    from . import inbox
+
+    db = _require_db(args)
+    asyncio.run(inbox.migrate_async(db))
+    print(f"hexa_inbox is ready in {_redact(db)}")
+    return 0
+
+
+def _inbox_ddl(args: argparse.Namespace) -> int:
+    from . import inbox
+
+    sys.stdout.write(inbox.ddl(args.dialect))
+    return 0
+
+
+def _inbox_clean(args: argparse.Namespace) -> int:
+    from .inbox import InboxCleaner
+
+    return asyncio.run(_clean(args, InboxCleaner))
+
+
+def add_inbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    """``hexa-event inbox ...``"""
+    group = commands.add_parser("inbox", help="idempotent-consumer records: DDL, cleaner")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    p = sub.add_parser("migrate", help="create the hexa_inbox table if missing")
+    _db_argument(p)
+    p.set_defaults(func=_inbox_migrate)
+
+    p = sub.add_parser("ddl", help="print the DDL of hexa_inbox")
+    _dialect_argument(p)
+    p.set_defaults(func=_inbox_ddl)
+
+    p = sub.add_parser("clean", help="delete dedup records older than the retention")
+    _db_argument(p)
+    p.add_argument("--retention", type=parse_duration, default=timedelta(days=7))
+    p.add_argument("--batch-size", type=_positive_int, default=1000)
+    p.add_argument("--every", type=parse_duration, default=None, help="repeat until stopped")
+    p.set_defaults(func=_inbox_clean)
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hexa-event", description="hexa-event tools: outbox relay and cleaners."
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("HEXA_EVENT_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_outbox_commands(commands)
+    add_inbox_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (also used as the console script)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    func: Command = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:
+        from .errors import HexaEventError
+
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        for value in (getattr(args, "db", None), getattr(args, "to", None)):
+            if value:
+                text = text.replace(str(value), _redact(str(value)))
+        kind = "" if isinstance(exc, HexaEventError) else f"{type(exc).__name__}: "
+        print(f"hexa-event: error: {kind}{text}", file=sys.stderr)
+        log.debug("details", exc_info=True)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
