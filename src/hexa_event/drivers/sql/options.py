@@ -1,0 +1,122 @@
+"""Options of the SQL driver: a frozen dataclass validated at construction.
+
+The database URL may hold a password; ``repr`` and every log line show it as ``***``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from ...errors import ConfigurationError
+
+SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs, reprs and errors)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{user}:***@{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True, slots=True)
+class SqlOptions:
+    """How the SQL driver connects and paces itself. Every field has a working default.
+
+    The log is split into ``partitions`` virtual partitions per channel (a key's partition
+    is a hash of the key); members of a consumer group lease partitions, so ``partitions``
+    bounds how many processes of one group share a channel's work. It is stored in the
+    database on creation; later processes use the stored value.
+    """
+
+    url: str
+    """SQLAlchemy-style URL: ``sqlite:///path.db`` or ``postgresql://user@host/db``."""
+    create_tables: bool = True
+    """Create the tables on first use (:func:`~hexa_event.drivers.sql.migrate`)."""
+    partitions: int = 16
+    lease_ttl: float = 10.0
+    """Seconds a member keeps its partitions without heartbeats; a crashed member's
+    unsettled deliveries are redelivered to the group after this."""
+    heartbeat_interval: float = 1.0
+    """Seconds between heartbeats (lease renewal, rebalancing, channel discovery)."""
+    poll_interval: float = 0.05
+    """First poll delay when idle; doubles up to ``max_poll_interval``. Publishes in this
+    process (and NOTIFY on PostgreSQL) wake consumers at once."""
+    max_poll_interval: float = 0.5
+    ack_interval: float = 0.02
+    """Acks are coalesced and written at most this often (a crash may redeliver them)."""
+    publish_batch: int = 2000
+    """Most rows one publish transaction carries (concurrent publishes are grouped)."""
+    notify: bool = True
+    """PostgreSQL: NOTIFY once per publish transaction and LISTEN for wake-ups."""
+    busy_timeout: float = 30.0
+    """SQLite: seconds a writer waits for the database lock held by another process."""
+    sqlite_synchronous: SqliteSynchronous = "NORMAL"
+    """SQLite ``PRAGMA synchronous``. With WAL, NORMAL survives process crashes but may lose
+    the last commits on power loss; FULL survives power loss too (slower)."""
+    pool_size: int = 5
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
+    """Passed as is to ``sqlalchemy.ext.asyncio.create_async_engine``."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or "://" not in self.url:
+            raise ConfigurationError("SqlOptions.url must be a URL such as sqlite:///app.db")
+        if not 1 <= self.partitions <= 1024:
+            raise ConfigurationError("SqlOptions.partitions must be between 1 and 1024")
+        for name in (
+            "lease_ttl",
+            "heartbeat_interval",
+            "poll_interval",
+            "max_poll_interval",
+            "ack_interval",
+            "busy_timeout",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigurationError(f"SqlOptions.{name} must be a positive number of seconds")
+        if self.heartbeat_interval * 2 >= self.lease_ttl:
+            raise ConfigurationError(
+                "SqlOptions.lease_ttl must be more than twice heartbeat_interval, or leases "
+                "expire between heartbeats"
+            )
+        if self.max_poll_interval < self.poll_interval:
+            raise ConfigurationError("SqlOptions.max_poll_interval must be >= poll_interval")
+        if self.publish_batch < 1 or self.pool_size < 1:
+            raise ConfigurationError("SqlOptions.publish_batch and pool_size must be >= 1")
+        if self.sqlite_synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigurationError(
+                "SqlOptions.sqlite_synchronous must be one of OFF, NORMAL, FULL, EXTRA"
+            )
+
+    @classmethod
+    def from_kwargs(cls, url: str, options: Mapping[str, Any]) -> SqlOptions:
+        known = {f.name for f in fields(cls)} - {"url"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown SQL driver option(s) {unknown}; known: {sorted(known)}"
+            )
+        return cls(url=url, **options)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={redact_url(self.url)!r}"
+            if f.name == "url"
+            else f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.name != "engine_options"
+        )
+        return f"SqlOptions({shown}, engine_options=<{len(self.engine_options)} keys>)"

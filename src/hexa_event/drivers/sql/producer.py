@@ -1,0 +1,147 @@
+"""The emit side of the SQL driver: group-committed batch inserts into ``hexa_log``.
+
+Concurrent ``publish`` calls are queued and written by one writer task in as few
+transactions as possible (up to ``publish_batch`` rows each): every caller returns once the
+transaction holding its rows committed, or gets a :class:`DriverError` (and then none of its
+rows were stored, since one caller's rows are never split over two transactions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from sqlalchemy import Table, text
+
+from ...driver import RawRecord
+from ...envelope import RETRY_AT
+from ...errors import ClosedError
+
+if TYPE_CHECKING:
+    from .driver import SqlDriver
+
+logger = logging.getLogger(__name__)
+
+_encode_headers = msgspec.msgpack.Encoder().encode
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The virtual partition of ``key`` (CRC-32 of its UTF-8 bytes, modulo ``partitions``)."""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
+
+
+def _visible_ms(record: RawRecord) -> int:
+    raw = record.headers.get(RETRY_AT)
+    if not raw:
+        return 0
+    try:
+        return max(0, int(raw))
+    except (ValueError, TypeError):
+        return 0  # the core dead-letters malformed headers; do not hold the row back
+
+
+def to_rows(records: Sequence[RawRecord], partitions: int) -> list[dict[str, Any]]:
+    created = time.time_ns() // 1_000_000
+    return [
+        {
+            "channel": r.channel,
+            "part": partition_of(r.key, partitions),
+            "msg_key": r.key,
+            "headers": _encode_headers(dict(r.headers)),
+            "body": bytes(r.body),
+            "created_ms": created,
+            "visible_ms": _visible_ms(r),
+        }
+        for r in records
+    ]
+
+
+class _Request:
+    __slots__ = ("channels", "future", "rows")
+
+    def __init__(self, rows: list[dict[str, Any]], channels: set[str], future: Any) -> None:
+        self.rows = rows
+        self.channels = channels
+        self.future = future
+
+
+class Producer:
+    """Queues publish requests and commits them in groups (one writer task)."""
+
+    def __init__(self, driver: SqlDriver, on_committed: Callable[[set[str]], None]) -> None:
+        self._driver = driver
+        self._on_committed = on_committed
+        self._queue: deque[_Request] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._known_channels: set[str] = set()
+        self._closed = False
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        if self._closed:
+            raise ClosedError("this SQL driver was closed; connect() again")
+        state = await self._driver.ready()
+        rows = to_rows(records, state.partitions)
+        channels = {r.channel for r in records}
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(rows, channels, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="hexa-event:sql-writer")
+        # Shielded: a cancelled caller leaves its rows to the writer (they may be stored).
+        await asyncio.shield(future)
+
+    async def _write_loop(self) -> None:
+        limit = self._driver.options.publish_batch
+        while self._queue:
+            batch: list[_Request] = []
+            count = 0
+            while self._queue and (not batch or count + len(self._queue[0].rows) <= limit):
+                request = self._queue.popleft()
+                batch.append(request)
+                count += len(request.rows)
+            try:
+                channels = await self._write(batch)
+            except asyncio.CancelledError:
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(ClosedError("the SQL driver was closed"))
+                raise
+            except Exception as exc:
+                error = self._driver.error("publish", exc)
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(error)
+                continue
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_result(None)
+            self._on_committed(channels)
+
+    async def _write(self, batch: list[_Request]) -> set[str]:
+        state = await self._driver.ready()
+        log: Table = state.tables["hexa_log"]
+        rows = [row for request in batch for row in request.rows]
+        channels = set().union(*(request.channels for request in batch))
+        new_channels = channels - self._known_channels
+        async with self._driver.writing() as conn:
+            if new_channels:
+                await self._driver.insert_channels(conn, new_channels)
+            await conn.execute(log.insert(), rows)
+            if state.dialect == "postgresql" and self._driver.options.notify:
+                names = "\n".join(sorted(channels))
+                payload = names if len(names.encode()) < 7000 else ""
+                await conn.execute(text("SELECT pg_notify('hexa_log', :p)"), {"p": payload})
+        self._known_channels |= new_channels
+        return channels
+
+    async def close(self) -> None:
+        """Let queued publishes finish, then stop the writer."""
+        self._closed = True
+        writer = self._writer
+        if writer is not None and not writer.done():
+            await asyncio.gather(writer, return_exceptions=True)
