@@ -623,14 +623,16 @@ def _pb_varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _pb_field(num: int, value: str | bytes | int) -> bytes:
+def pb_field(num: int, value: str | bytes | int) -> bytes:
+    """One protobuf field (varint for ints, length-delimited otherwise): STAN probes."""
     if isinstance(value, int):
         return _pb_varint(num << 3) + _pb_varint(value)
     raw = value.encode() if isinstance(value, str) else value
     return _pb_varint((num << 3) | 2) + _pb_varint(len(raw)) + raw
 
 
-def _pb_decode(data: bytes) -> dict[int, Any]:
+def pb_decode(data: bytes) -> dict[int, Any]:
+    """Flat protobuf message to {field number: int | bytes}; last value wins."""
     out: dict[int, Any] = {}
     i = 0
 
@@ -671,20 +673,20 @@ def stan_probe(url: str, cluster_id: str, timeout: float = 5.0) -> None:
         hb_inbox = "_INBOX.hexa_hb_" + uuid.uuid4().hex
         conn.subscribe(hb_inbox)
         req = (
-            _pb_field(1, client_id)
-            + _pb_field(2, hb_inbox)
-            + _pb_field(3, 1)
-            + _pb_field(4, uuid.uuid4().bytes)
-            + _pb_field(5, 5)
-            + _pb_field(6, 3)
+            pb_field(1, client_id)
+            + pb_field(2, hb_inbox)
+            + pb_field(3, 1)
+            + pb_field(4, uuid.uuid4().bytes)
+            + pb_field(5, 5)
+            + pb_field(6, 3)
         )
-        resp = _pb_decode(conn.request(f"_STAN.discover.{cluster_id}", req))
+        resp = pb_decode(conn.request(f"_STAN.discover.{cluster_id}", req))
         if resp.get(5):
             raise ConnectionError(f"stan: connect refused: {resp[5].decode(errors='replace')}")
         close_subject = resp.get(4, b"").decode()
         if not close_subject:
             raise ConnectionError("stan: ConnectResponse without closeRequests subject")
-        close = _pb_decode(conn.request(close_subject, _pb_field(1, client_id)))
+        close = pb_decode(conn.request(close_subject, pb_field(1, client_id)))
         if close.get(1):
             raise ConnectionError(f"stan: close refused: {close[1].decode(errors='replace')}")
     finally:
@@ -1549,21 +1551,18 @@ class Nats(Service):
         self.data_dir.mkdir(parents=True, exist_ok=True)
 
     def _command(self) -> tuple[list[str], dict[str, str], Path, str | None]:
-        argv = [
-            str(self.binary),
-            "--addr",
-            BIND_HOST,
-            "--port",
-            str(self.ports[0]),
-            "--http_port",
-            str(self.monitor_port),
-            "--server_name",
-            "hexa-event-nats",
-            "--jetstream",
-            "--store_dir",
-            str(self.data_dir),
-        ]
-        return argv, {}, self.run_dir, None
+        conf = self.run_dir / "nats.conf"
+        conf.write_text(
+            f"listen: {BIND_HOST}:{self.ports[0]}\n"
+            f"http: {BIND_HOST}:{self.monitor_port}\n"
+            "server_name: hexa-event-nats\n"
+            "jetstream {\n"
+            f"  store_dir: {json.dumps(str(self.data_dir))}\n"
+            "  max_memory_store: 1GB\n"
+            "  max_file_store: 20GB\n"
+            "}\n"
+        )
+        return [str(self.binary), "-c", str(conf)], {}, self.run_dir, None
 
     def probe(self, timeout: float = 5.0, deep: bool = True) -> None:
         nats_probe(self.url, timeout, jetstream=True)
@@ -1864,6 +1863,11 @@ def get_service(name: str) -> Service:
     if name not in _instances:
         _instances[name] = _CLASSES[name]()
     return _instances[name]
+
+
+def unique_name(prefix: str) -> str:
+    """``prefix-<12 hex>``: topic, stream, group or table names that no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def service_env() -> dict[str, str]:
