@@ -18,7 +18,9 @@ admin_mod = pytest.importorskip("confluent_kafka.admin")
 
 def _create_topic(bootstrap: str, name: str) -> None:
     admin = admin_mod.AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([admin_mod.NewTopic(name, num_partitions=1, replication_factor=1)])
+    futures = admin.create_topics(
+        [admin_mod.NewTopic(name, num_partitions=1, replication_factor=1)]
+    )
     futures[name].result(timeout=30)
 
 

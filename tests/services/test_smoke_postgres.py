@@ -19,9 +19,7 @@ def test_psycopg(postgres_url: str) -> None:
         conn.execute(f"create table {table} (id int primary key, body text not null)")
         try:
             conn.execute(f"insert into {table} values (1, 'hello')")
-            assert conn.execute(f"select body from {table} where id = 1").fetchone() == (
-                "hello",
-            )
+            assert conn.execute(f"select body from {table} where id = 1").fetchone() == ("hello",)
         finally:
             conn.execute(f"drop table {table}")
 
@@ -34,7 +32,9 @@ async def test_psycopg_async(postgres_url: str) -> None:
 
 def test_sqlalchemy(postgres_url: str) -> None:
     sqlalchemy = pytest.importorskip("sqlalchemy")
-    engine = sqlalchemy.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = sqlalchemy.create_engine(
+        postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    )
     try:
         with engine.begin() as conn:
             assert conn.execute(sqlalchemy.text("select 1")).scalar_one() == 1

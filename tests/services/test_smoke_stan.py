@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
 from hexa_event.testing.services import pb_decode, pb_field
-
 from hexa_event.testing.services import unique_name as unique
 
 pytestmark = pytest.mark.stan
@@ -28,7 +28,7 @@ async def test_stan_round_trip(stan_endpoint: tuple[str, str]) -> None:
         client_id = unique("smoke")
         hb_inbox = nc.new_inbox()
 
-        async def heartbeat(msg: nats.aio.msg.Msg) -> None:
+        async def heartbeat(msg: Any) -> None:
             await nc.publish(msg.reply, b"")
 
         await nc.subscribe(hb_inbox, cb=heartbeat)
@@ -51,7 +51,7 @@ async def test_stan_round_trip(stan_endpoint: tuple[str, str]) -> None:
         channel = unique("smoke.channel").replace("-", "_")
         delivered: asyncio.Queue[dict[int, object]] = asyncio.Queue()
 
-        async def on_msg(msg: nats.aio.msg.Msg) -> None:
+        async def on_msg(msg: Any) -> None:
             await delivered.put(pb_decode(msg.data))
 
         inbox = nc.new_inbox()

@@ -186,7 +186,7 @@ def _run(
         check=False,
         **kwargs,
     )
-    out = proc.stdout.decode("utf-8", "replace")
+    out: str = proc.stdout.decode("utf-8", "replace")
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a", encoding="utf-8") as f:
@@ -198,7 +198,7 @@ def _run(
 
 
 def _sha1(path: Path) -> str:
-    h = hashlib.sha1()  # noqa: S324 - integrity check against Maven Central's .sha1 files
+    h = hashlib.sha1()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -386,10 +386,8 @@ def _rss_bytes(pids: Sequence[int]) -> int:
     total = 0
     page = os.sysconf("SC_PAGE_SIZE")
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError, IndexError, ValueError):
             total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
-        except (OSError, IndexError, ValueError):
-            pass
     return total
 
 
@@ -440,9 +438,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def _kafka_call(
-    sock: socket.socket, api_key: int, version: int, corr: int, body: bytes
-) -> bytes:
+def _kafka_call(sock: socket.socket, api_key: int, version: int, corr: int, body: bytes) -> bytes:
     client_id = b"hexa-services"
     header = struct.pack(">hhih", api_key, version, corr, len(client_id)) + client_id
     msg = header + body
@@ -556,8 +552,10 @@ class _NatsConn:
         return self.sid
 
     def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
-        head = f"PUB {subject} {reply} {len(payload)}\r\n" if reply else (
-            f"PUB {subject} {len(payload)}\r\n"
+        head = (
+            f"PUB {subject} {reply} {len(payload)}\r\n"
+            if reply
+            else (f"PUB {subject} {len(payload)}\r\n")
         )
         self.sock.sendall(head.encode() + payload + b"\r\n")
 
@@ -697,7 +695,9 @@ class PgError(ConnectionError):
     pass
 
 
-def pg_query(url: str, sql: str, timeout: float = 5.0, dbname: str | None = None) -> list[list[str]]:
+def pg_query(
+    url: str, sql: str, timeout: float = 5.0, dbname: str | None = None
+) -> list[list[str]]:
     """Run one simple-protocol query over a trust-auth connection; rows as text."""
     parts = urllib.parse.urlsplit(url)
     host, port = parts.hostname or BIND_HOST, parts.port or 5432
@@ -1083,8 +1083,12 @@ class Service:
         pid = self.pid()
         info = self._read_pid() or {}
         ready = self.is_ready(timeout=2.0)
-        state = "ready" if pid and ready else "starting?" if pid else (
-            "external" if ready else "stopped"
+        state = (
+            "ready"
+            if pid and ready
+            else "starting?"
+            if pid
+            else ("external" if ready else "stopped")
         )
         return {
             "name": self.name,
@@ -1423,9 +1427,7 @@ class Pulsar(Service):
         (self.run_dir / "standalone.conf").write_text("\n".join(out) + "\n")
 
     def _command(self) -> tuple[list[str], dict[str, str], Path, str | None]:
-        mem = os.environ.get(
-            "HEXA_PULSAR_MEM", "-Xms256m -Xmx1g -XX:MaxDirectMemorySize=768m"
-        )
+        mem = os.environ.get("HEXA_PULSAR_MEM", "-Xms256m -Xmx1g -XX:MaxDirectMemorySize=768m")
         gc_log = self.run_dir / "logs" / "gc.log"
         extra = {
             "JAVA_HOME": str(Path(_java()).resolve().parent.parent),
