@@ -71,17 +71,20 @@ class JsonCodec:
         self._any = msgspec.json.Decoder()
 
     def encode(self, value: Any) -> bytes:
-        if _is_protobuf(value):
-            raise EncodeError(
-                f"{type(value).__name__} is a protobuf message: emit it with codec='protobuf' "
-                "(protojson, Go compatible) or codec='protobuf-binary'"
-            )
         try:
             return self._encoder.encode(value)
         except (NotImplementedError, TypeError) as exc:
+            if _is_protobuf(value):
+                raise EncodeError(
+                    f"{type(value).__name__} is a protobuf message: emit it with "
+                    "codec='protobuf' (protojson, Go compatible) or codec='protobuf-binary'"
+                ) from exc
             raise EncodeError(str(exc)) from exc
 
     def decode(self, data: bytes, target: type[Any] | None) -> Any:
+        decoder = _DECODERS.get(target)
+        if decoder is not None:
+            return _decode_typed(decoder, data, target)
         if target is None or target is Any or target is object:
             try:
                 return self._any.decode(data)
@@ -91,15 +94,18 @@ class JsonCodec:
             return data
         if _is_pydantic_model(target):
             return _decode_pydantic(target, data)
-        decoder = _typed_decoder(target)
-        try:
-            return decoder.decode(data)
-        except msgspec.ValidationError as exc:
-            raise PayloadTypeError(
-                f"payload does not match {getattr(target, '__name__', target)}: {exc}"
-            ) from exc
-        except msgspec.DecodeError as exc:
-            raise DecodeError(f"body is not valid JSON: {exc}") from exc
+        return _decode_typed(_typed_decoder(target), data, target)
+
+
+def _decode_typed(decoder: msgspec.json.Decoder[Any], data: bytes, target: Any) -> Any:
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise PayloadTypeError(
+            f"payload does not match {getattr(target, '__name__', target)}: {exc}"
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"body is not valid JSON: {exc}") from exc
 
 
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 PermanentPredicate = Callable[[BaseException], bool]
 
+_EMPTY_CONTEXT = Context(correlation_id="")
 # Back-off for giving a delivery back when a retry or dead-letter copy cannot be published.
 _REPUBLISH_BACKOFF = 1.0
 _MAX_ERROR_TEXT = 1024
@@ -54,6 +55,7 @@ class Dispatcher:
         self._driver = driver
         self._route = route
         self._closing = closing
+        self._retry_prefix = f"{route.action}.retry."
         self.handled = 0
         self.dead_lettered = 0
         self.retried = 0
@@ -62,14 +64,20 @@ class Dispatcher:
         """Settle ``delivery``: ack, retry copy, dead letter, or nack when shutting down."""
         route = self._route
         record = delivery.record
+        headers = record.headers
+        get = headers.get
         try:
-            headers = record.headers
             event_id = env.event_id_of(headers, delivery.coordinates)
+            raw_root, raw_action, raw_source = (
+                get(env.ROOT_EVENT_ID),
+                get(env.ROOT_ACTION),
+                get(env.SOURCE_CHANNEL),
+            )
+            root_id = raw_root.decode() if raw_root else event_id
+            root_action = raw_action.decode() if raw_action else route.action
+            source_channel = raw_source.decode() if raw_source else record.channel
             attempt, retry_at_ms = self._attempt_and_due(delivery)
-            root_id = env.header_text(headers, env.ROOT_EVENT_ID) or event_id
-            root_action = env.header_text(headers, env.ROOT_ACTION) or route.action
-            source_channel = env.header_text(headers, env.SOURCE_CHANNEL) or record.channel
-        except DecodeError as exc:
+        except (DecodeError, UnicodeDecodeError, AttributeError) as exc:
             await self._dead_letter(delivery, "poison", exc, delivery.coordinates, 1)
             return
 
@@ -77,9 +85,11 @@ class Dispatcher:
             return
 
         try:
-            ctx = route.propagator.extract(headers, Context(correlation_id=""))
-            codec_name = env.header_text(headers, env.PAYLOAD_ENCODER) or "json"
+            ctx = route.propagator.extract(headers, _EMPTY_CONTEXT)
+            raw_codec = get(env.PAYLOAD_ENCODER)
+            codec_name = raw_codec.decode() if raw_codec else "json"
             payload = get_codec(codec_name).decode(record.body, route.payload_type)
+            raw_reply = get(env.REPLY_CHANNEL)
             message: Message[Any] = Message(
                 id=event_id,
                 channel=source_channel,
@@ -88,7 +98,7 @@ class Dispatcher:
                 headers=headers,
                 attempt=attempt,
                 timestamp=env.event_time_of(headers, delivery.timestamp),
-                reply_channel=env.header_text(headers, env.REPLY_CHANNEL),
+                reply_channel=raw_reply.decode() if raw_reply else "",
                 codec=codec_name,
                 delivered_from=record.channel,
                 native=delivery.native,
@@ -107,7 +117,10 @@ class Dispatcher:
     def _attempt_and_due(self, delivery: Delivery) -> tuple[int, int | None]:
         """This delivery's attempt number and not-before time (epoch ms) if it is a retry."""
         headers = delivery.record.headers
-        retry_number = retry_number_of(delivery.record.channel, self._route.action)
+        channel = delivery.record.channel
+        if env.ATTEMPT not in headers and not channel.startswith(self._retry_prefix):
+            return 1, None  # the common case: a first delivery from the source channel
+        retry_number = retry_number_of(channel, self._route.action)
         attempt = env.header_int(headers, env.ATTEMPT, retry_number + 1)
         due = env.header_int(headers, env.RETRY_AT, -1)
         if due >= 0:

@@ -128,7 +128,10 @@ class TraceContextPropagator:
                 headers[TRACESTATE] = ctx.tracestate.encode()
 
     def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
-        raw = headers.get(TRACEPARENT, b"").decode("ascii", "replace").strip().lower()
+        found = headers.get(TRACEPARENT)
+        if found is None:
+            return ctx
+        raw = found.decode("ascii", "replace").strip().lower()
         if not _TRACEPARENT_RE.match(raw):
             return ctx
         state = headers.get(TRACESTATE, b"").decode("ascii", "replace").strip()
