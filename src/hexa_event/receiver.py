@@ -42,6 +42,8 @@ class SubscriptionInfo:
     loop_task: asyncio.Task[None] | None = None
     in_flight: int = 0
     room: asyncio.Event = field(default_factory=asyncio.Event)
+    fetch_error: str = ""
+    """The last fetch failure while it persists (empty once fetching works again)."""
 
 
 class Receiver:
@@ -244,6 +246,7 @@ class Receiver:
             except Exception as exc:
                 delay = _FETCH_ERROR_BACKOFF[min(failures, len(_FETCH_ERROR_BACKOFF) - 1)]
                 failures += 1
+                info.fetch_error = f"{type(exc).__name__}: {exc}"
                 logger.warning(
                     "fetch failed for action %s (%s: %s); retrying in %.1fs",
                     info.action,
@@ -255,6 +258,7 @@ class Receiver:
                     await asyncio.wait_for(self._closing.wait(), timeout=delay)
                 continue
             failures = 0
+            info.fetch_error = ""
             if not deliveries:
                 return
             for delivery in deliveries:
@@ -295,6 +299,25 @@ class Receiver:
                         logger.exception("closing subscription %s failed", info.action)
             self._closed.set()
             logger.info("receiver %s closed", self.name)
+
+    def health(self) -> dict[str, Any]:
+        """A snapshot for health checks: state, and per action its counters and last error.
+
+        ``healthy`` is False when not running or when an action cannot fetch from the broker.
+        """
+        state = "closed" if self._closing.is_set() else "running" if self._started else "new"
+        actions: dict[str, Any] = {}
+        for action, info in self._subs.items():
+            dispatcher = info.dispatcher
+            actions[action] = {
+                "in_flight": info.in_flight,
+                "handled": dispatcher.handled if dispatcher else 0,
+                "retried": dispatcher.retried if dispatcher else 0,
+                "dead_lettered": dispatcher.dead_lettered if dispatcher else 0,
+                "fetch_error": info.fetch_error,
+            }
+        healthy = state == "running" and not any(a["fetch_error"] for a in actions.values())
+        return {"receiver": self.name, "state": state, "healthy": healthy, "actions": actions}
 
     async def wait_closed(self) -> None:
         """Return once the receiver has closed (``close()`` from elsewhere, or a signal)."""

@@ -11,7 +11,7 @@ import pytest
 
 import hexa_event as he
 from hexa_event.errors import ClosedError, ConfigurationError, UnknownSchemeError
-from hexa_event.testing import Collector
+from hexa_event.testing import Collector, eventually
 
 
 def memory() -> he.Driver:
@@ -148,3 +148,58 @@ async def test_handler_sees_broker_message_and_dedup_keys_in_context_get() -> No
     assert ctx.get(he.HEXA_EVENT_HANDLER_ACTION_NAME) == "a"
     assert ctx.get(he.HEXA_ROOT_EVENT_ID) == event_id
     assert ctx.get(he.HEXA_ROOT_EVENT_HANDLER_ACTION_NAME) == "a"
+
+
+class FlakyFetchDriver(he.Driver):
+    """Wraps a memory driver; its subscriptions fail to fetch while ``down`` is set."""
+
+    features = he.Features(name="flaky", persistent=False)
+
+    def __init__(self) -> None:
+        self.inner = memory()
+        self.down = True
+        self.fetch_calls = 0
+
+    async def publish(self, records: Any) -> None:
+        await self.inner.publish(records)
+
+    async def subscribe(self, spec: he.SubscriptionSpec) -> he.Subscription:
+        inner = await self.inner.subscribe(spec)
+        outer = self
+
+        class Flaky(he.Subscription):
+            async def fetch(self, max_count: int) -> Any:
+                outer.fetch_calls += 1
+                if outer.down:
+                    raise he.DriverError("broker unreachable: connection refused")
+                return await inner.fetch(max_count)
+
+            async def close(self) -> None:
+                await inner.close()
+
+        return Flaky()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_unreachable_broker_backs_off_reports_and_recovers() -> None:
+    driver = FlakyFetchDriver()
+    got = Collector()
+    receiver = driver.receiver("svc")
+    receiver.subscribe("c", action="a", handler=lambda c, m: got.add(m.payload))
+    assert receiver.health()["state"] == "new"
+    async with receiver:
+        await eventually(lambda: driver.fetch_calls >= 3, within=5, what="fetch retries")
+        health = receiver.health()
+        assert not health["healthy"]
+        assert "connection refused" in health["actions"]["a"]["fetch_error"]
+        calls_before = driver.fetch_calls
+        await asyncio.sleep(0.3)  # measuring the back-off itself: no busy loop
+        assert driver.fetch_calls - calls_before <= 3
+        driver.down = False
+        await driver.emitter().emit(he.Event("c", "k", {"n": 1}))
+        assert await got.wait_for(1, within=10) == [{"n": 1}]
+        assert receiver.health()["healthy"]
+        assert receiver.health()["actions"]["a"]["handled"] == 1
+    assert receiver.health()["state"] == "closed"
