@@ -51,10 +51,17 @@ class Route:
 class Dispatcher:
     """Runs one subscription's deliveries through decode, handler and settlement."""
 
-    def __init__(self, driver: Driver, route: Route, closing: asyncio.Event) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        route: Route,
+        closing: asyncio.Event,
+        slots: asyncio.Semaphore | None = None,
+    ) -> None:
         self._driver = driver
         self._route = route
         self._closing = closing
+        self._slots = slots or asyncio.Semaphore(1_000_000)
         self._retry_prefix = f"{route.action}.retry."
         self.handled = 0
         self.dead_lettered = 0
@@ -154,7 +161,8 @@ class Dispatcher:
         route = self._route
         while True:
             try:
-                await route.handler(ctx, message)
+                async with self._slots:
+                    await route.handler(ctx, message)
             except asyncio.CancelledError:
                 await asyncio.shield(delivery.nack())
                 raise

@@ -36,6 +36,7 @@ class SubscriptionInfo:
     spec: SubscriptionSpec
     route: Route
     concurrency: int
+    prefetch: int
     dispatcher: Dispatcher | None = None
     subscription: Subscription | None = None
     lanes: Lanes[Delivery] | None = None
@@ -54,6 +55,10 @@ class Receiver:
     time in order; ``close()`` stops fetching, lets running handlers finish within
     ``drain_timeout``, gives unfinished events back to the broker and closes the
     subscriptions. Closing twice is harmless.
+
+    ``concurrency`` bounds the handlers running at once per subscription; up to four times
+    as many events (at least 256) may be held unsettled, so retry copies waiting out their
+    back-off never stop other keys from running.
     """
 
     def __init__(
@@ -161,7 +166,7 @@ class Receiver:
                 channels=channels + retry_channels,
                 pattern=pattern,
                 start=start,
-                prefetch=limit,
+                prefetch=max(4 * limit, 256),
                 options=options,
             )
             self._subs[action] = SubscriptionInfo(
@@ -171,6 +176,7 @@ class Receiver:
                 spec=spec,
                 route=route,
                 concurrency=limit,
+                prefetch=spec.prefetch,
             )
             return fn
 
@@ -197,7 +203,9 @@ class Receiver:
             for info in self._subs.values():
                 await self.driver.provision((*info.spec.channels, dead_letter_channel(info.action)))
                 info.subscription = await self.driver.subscribe(info.spec)
-                info.dispatcher = Dispatcher(self.driver, info.route, self._closing)
+                info.dispatcher = Dispatcher(
+                    self.driver, info.route, self._closing, asyncio.Semaphore(info.concurrency)
+                )
                 info.lanes = Lanes(self._worker(info))
                 info.room.set()
                 info.loop_task = asyncio.create_task(
@@ -234,7 +242,7 @@ class Receiver:
         assert lanes is not None
         failures = 0
         while not self._closing.is_set():
-            room = info.concurrency - info.in_flight
+            room = info.prefetch - info.in_flight
             if room <= 0:
                 info.room.clear()
                 await info.room.wait()

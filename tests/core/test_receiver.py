@@ -203,3 +203,24 @@ async def test_unreachable_broker_backs_off_reports_and_recovers() -> None:
         assert receiver.health()["healthy"]
         assert receiver.health()["actions"]["a"]["handled"] == 1
     assert receiver.health()["state"] == "closed"
+
+
+async def test_retry_back_off_does_not_hold_handler_slots() -> None:
+    """With one handler slot, events keep flowing while failed ones wait out their back-off."""
+    driver = memory()
+    done = Collector()
+    receiver = driver.receiver("svc", concurrency=1)
+    policy = he.RetryPolicy(max_retries=1, initial_delay=3600)
+
+    @receiver.subscribe("c", action="a", retry=policy)
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        if msg.payload["fail"]:
+            raise RuntimeError("retry me much later")
+        done.add(msg.key)
+
+    async with receiver:
+        emitter = driver.emitter()
+        await emitter.emit_many(he.Event("c", f"bad{i}", {"fail": True}) for i in range(20))
+        await emitter.emit_many(he.Event("c", f"good{i}", {"fail": False}) for i in range(20))
+        await done.wait_for(20, within=10)
+        assert receiver.health()["actions"]["a"]["retried"] == 20
