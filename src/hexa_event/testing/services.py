@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -217,6 +218,7 @@ def _verify_maven_sha1(path: Path) -> None:
 
 
 _apt_updated = False
+_apt_lock = threading.Lock()
 
 
 def _apt_install(*packages: str) -> None:
@@ -224,12 +226,13 @@ def _apt_install(*packages: str) -> None:
     if os.geteuid() != 0:
         raise ServiceError(f"need root to apt-get install {' '.join(packages)}; install it first")
     apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
-    if not _apt_updated:
-        _say("apt-get update")
-        _run(["apt-get", "update"], env_extra=apt_env)
-        _apt_updated = True
-    _say(f"apt-get install {' '.join(packages)}")
-    _run(["apt-get", "install", "-y", "--no-install-recommends", *packages], env_extra=apt_env)
+    with _apt_lock, _file_lock(cache_dir() / "locks" / "apt.lock"):
+        if not _apt_updated:
+            _say("apt-get update")
+            _run(["apt-get", "update"], env_extra=apt_env)
+            _apt_updated = True
+        _say(f"apt-get install {' '.join(packages)}")
+        _run(["apt-get", "install", "-y", "--no-install-recommends", *packages], env_extra=apt_env)
 
 
 def _java() -> str:
@@ -307,12 +310,12 @@ def _go_install(module: str, bin_dir: Path, log: Path, *flags: str) -> None:
 # --------------------------------------------------------------------------------------
 
 _lock_guard = threading.Lock()
-_held: dict[str, tuple[int, int]] = {}
+_held: dict[tuple[str, int], tuple[int, int]] = {}
 
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    key = str(path)
+    key = (str(path), threading.get_ident())
     with _lock_guard:
         held = _held.get(key)
         if held is not None:
@@ -1933,7 +1936,12 @@ def up(names: Sequence[str], fresh: bool = True, timeout: float | None = None) -
     services = [get_service(n) for n in _names(names)]
     for s in services:
         s._check_managed()
-        s.install()
+    # Installs overlap: downloads are network-bound, the STAN build is CPU-bound.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(services) or 1) as pool:
+        errors = [f.exception() for f in [pool.submit(s.install) for s in services]]
+    failed = [str(e) for e in errors if e is not None]
+    if failed:
+        raise ServiceError("install failed:\n" + "\n\n".join(failed))
     with contextlib.ExitStack() as stack:
         t0 = time.monotonic()
         spawned = {}
