@@ -1,0 +1,265 @@
+"""Kafka-specific guarantees beyond the conformance suite, on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+import hexa_event
+from hexa_event.context import Context
+from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
+from hexa_event.drivers.kafka import KafkaDriver, KafkaSubscriptionOptions, sarama_partition
+from hexa_event.drivers.kafka.replay import replay_dead_letters
+from hexa_event.errors import ChannelNotFoundError, PermanentError
+from hexa_event.event import Event, Message
+from hexa_event.testing.waiting import Collector, eventually
+
+pytestmark = pytest.mark.kafka
+
+
+def _names() -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    return f"kt-{tag}", f"kg-{tag}"
+
+
+def _records(channel: str, n: int, key: str | None = None) -> list[RawRecord]:
+    return [
+        RawRecord(channel, key or f"k{i}", {"seq": str(i).encode()}, f"body-{i}".encode())
+        for i in range(n)
+    ]
+
+
+async def _fetch_n(sub: Subscription, n: int, within: float = 30.0) -> list[Delivery]:
+    got: list[Delivery] = []
+    async with asyncio.timeout(within):
+        while len(got) < n:
+            got.extend(await sub.fetch(n - len(got)))
+    return got
+
+
+def _committed(bootstrap: str, group: str, topic: str, partitions: Sequence[int]) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return [tp.offset for tp in tps]
+    finally:
+        consumer.close()
+
+
+async def test_emit_to_missing_topic_without_provisioning_says_so(kafka_bootstrap: str) -> None:
+    channel, _ = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, provision=False)
+    try:
+        with pytest.raises(ChannelNotFoundError, match="does not exist"):
+            await driver.emitter().emit(Event(channel, "k", {"a": 1}))
+    finally:
+        await driver.close()
+
+
+async def test_emit_returns_after_ack_and_keys_land_on_sarama_partitions(
+    kafka_bootstrap: str,
+) -> None:
+    channel, group = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=7)
+    keys = [f"key-{i}" for i in range(60)] + ["order-42", "ĉĝĥ"]
+    try:
+        ids = await driver.emitter().emit_many(Event(channel, k, {"k": k}) for k in keys)
+        assert len(set(ids)) == len(keys)
+    finally:
+        await driver.close()
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": group, "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([channel])
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + 30
+    try:
+        while len(seen) < len(keys):
+            assert time.monotonic() < deadline, f"only {len(seen)} records read back"
+            for msg in consumer.consume(100, 0.5):
+                if msg.error() is None:
+                    seen[msg.key().decode()] = msg.partition()
+    finally:
+        consumer.close()
+    for key in keys:
+        assert seen[key] == sarama_partition(key, 7), key
+
+
+async def test_commit_is_the_lowest_unfinished_offset(kafka_bootstrap: str) -> None:
+    """Acks out of order never commit past an unsettled record."""
+    channel, group = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
+    try:
+        await driver.publish(_records(channel, 10, key="same"))
+        sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        deliveries = await _fetch_n(sub, 10)
+        assert [d.coordinates for d in deliveries] == [f"{channel}-0-{i}" for i in range(10)]
+        for d in deliveries:
+            if d.coordinates != f"{channel}-0-3":
+                await d.ack()
+        await sub.close()
+        committed = await asyncio.to_thread(_committed, kafka_bootstrap, group, channel, [0])
+        assert committed == [3]
+        again = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        redelivered = await _fetch_n(again, 7)
+        assert redelivered[0].coordinates == f"{channel}-0-3"
+        for d in redelivered:
+            await d.ack()
+        await again.close()
+        committed = await asyncio.to_thread(_committed, kafka_bootstrap, group, channel, [0])
+        assert committed == [10]
+    finally:
+        await driver.close()
+
+
+async def test_nack_delivers_again_after_the_delay(kafka_bootstrap: str) -> None:
+    channel, group = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
+    try:
+        await driver.publish(_records(channel, 2))
+        sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        first, second = await _fetch_n(sub, 2)
+        await second.ack()
+        started = time.monotonic()
+        await first.nack(0.3)
+        (again,) = await _fetch_n(sub, 1)
+        assert time.monotonic() - started >= 0.25
+        assert again.coordinates == first.coordinates
+        assert again.delivery_count == 2
+        await again.ack()
+        await sub.close()
+        committed = await asyncio.to_thread(_committed, kafka_bootstrap, group, channel, [0])
+        assert committed == [2]
+    finally:
+        await driver.close()
+
+
+async def test_prefetch_bounds_unsettled_deliveries(kafka_bootstrap: str) -> None:
+    channel, group = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=2)
+    try:
+        await driver.publish(_records(channel, 50))
+        sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,), prefetch=8))
+        held = await _fetch_n(sub, 8)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await sub.fetch(10)
+        await held[0].ack()
+        more = await _fetch_n(sub, 1)
+        assert len(more) == 1
+        await sub.close()
+    finally:
+        await driver.close()
+
+
+async def test_rebalance_hands_over_without_duplicates(kafka_bootstrap: str) -> None:
+    """A second member joins mid-stream: revoked partitions finish, commit, move; no event
+    is processed twice."""
+    channel, group = _names()
+    total = 1200
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=6)
+    handled: list[str] = []
+    stop = asyncio.Event()
+
+    async def member(sub: Subscription) -> None:
+        while not stop.is_set():
+            for d in await sub.fetch(50):
+                handled.append(d.coordinates)
+                await asyncio.sleep(0)
+                await d.ack()
+
+    try:
+        await driver.publish(_records(channel, total))
+        first = await driver.subscribe(
+            SubscriptionSpec(group=group, channels=(channel,), prefetch=32)
+        )
+        task_a = asyncio.create_task(member(first))
+        await eventually(lambda: len(handled) >= 100, within=30, what="first events")
+        second_driver = KafkaDriver(bootstrap_servers=kafka_bootstrap)
+        second = await second_driver.subscribe(
+            SubscriptionSpec(group=group, channels=(channel,), prefetch=32)
+        )
+        task_b = asyncio.create_task(member(second))
+        await eventually(lambda: len(set(handled)) >= total, within=60, what="all events")
+        stop.set()
+        await first.close()
+        await second.close()
+        await asyncio.gather(task_a, task_b, return_exceptions=True)
+        await second_driver.close()
+        assert len(handled) == len(set(handled)) == total
+    finally:
+        await driver.close()
+
+
+async def test_unreachable_broker_is_reported_without_busy_looping() -> None:
+    driver = KafkaDriver(bootstrap_servers="127.0.0.1:1", assignment_timeout=1.0)
+    try:
+        started_cpu = resource.getrusage(resource.RUSAGE_SELF)
+        sub: Any = await driver.subscribe(SubscriptionSpec(group="g", pattern="nothing-.*"))
+        await eventually(lambda: sub.last_error is not None, within=10, what="an error report")
+        assert "refused" in sub.last_error.lower() or "down" in sub.last_error.lower()
+        wall = time.monotonic()
+        await asyncio.sleep(1.0)  # measuring idle CPU over a fixed window, not waiting
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (used.ru_utime + used.ru_stime) - (started_cpu.ru_utime + started_cpu.ru_stime)
+        assert cpu < 0.8 * (time.monotonic() - wall + 1.0), f"busy loop: {cpu:.2f}s CPU"
+        await sub.close()
+    finally:
+        await driver.close()
+
+
+async def test_group_override_and_dead_letter_replay(kafka_bootstrap: str) -> None:
+    channel, action = _names()
+    group = f"{action}-custom"
+    driver = hexa_event.connect(f"kafka://{kafka_bootstrap}", partitions=2)
+    assert isinstance(driver, KafkaDriver)
+    fail = True
+    handled = Collector()
+    receiver = driver.receiver("svc")
+
+    @receiver.subscribe(
+        channel, action=action, options=KafkaSubscriptionOptions(group=group), payload=dict
+    )
+    async def handle(ctx: Context, msg: Message[dict[str, Any]]) -> None:
+        if fail:
+            raise PermanentError("not today")
+        handled.add(msg.id)
+
+    try:
+        emitter = driver.emitter()
+        ids = await emitter.emit_many(Event(channel, f"k{i}", {"i": i}) for i in range(3))
+        async with receiver:
+            dlq = await driver.subscribe(
+                SubscriptionSpec(group=f"{action}-reader", channels=(f"{action}.dlq",))
+            )
+            letters = await _fetch_n(dlq, 3)
+            for d in letters:
+                assert d.record.headers["HEXA_ERROR_MESSAGE"] == b"not today"
+                assert d.record.headers["HEXA_SOURCE_CHANNEL"] == channel.encode()
+                await d.ack()
+            await dlq.close()
+            # The override group, not the action, holds the offsets (auto-committed each 1 s).
+            deadline = time.monotonic() + 20
+            while True:
+                committed = await asyncio.to_thread(
+                    _committed, kafka_bootstrap, group, channel, [0, 1]
+                )
+                if sum(max(0, c) for c in committed) == 3 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            assert sum(max(0, c) for c in committed) == 3
+            fail = False
+            result = await replay_dead_letters(driver, action)
+            assert result.replayed == 3
+            assert set(await handled.wait_for(3, within=30)) == set(ids)
+        again = await replay_dead_letters(driver, action, idle_timeout=2)
+        assert again.replayed == 0
+    finally:
+        await driver.close()
