@@ -235,6 +235,6 @@ async def test_go_emits_python_handles(kafka: None, go_program: Path) -> None:
         assert msg.id.startswith(f"{msg.channel}-")
         if msg.codec == "protobuf":
             assert isinstance(msg.payload, Struct)
-            assert msg.payload["id"].startswith("o")
+            assert str(msg.payload["id"]).startswith("o")
         else:
             assert msg.payload["id"].startswith("o")
