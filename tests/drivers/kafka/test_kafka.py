@@ -84,9 +84,9 @@ async def test_emit_returns_after_ack_and_keys_land_on_sarama_partitions(
         while len(seen) < len(keys):
             assert time.monotonic() < deadline, f"only {len(seen)} records read back"
             for msg in consumer.consume(100, 0.5):
-                key, partition = msg.key(), msg.partition()
-                if msg.error() is None and key is not None and partition is not None:
-                    seen[key.decode()] = partition
+                raw_key, partition = msg.key(), msg.partition()
+                if msg.error() is None and raw_key is not None and partition is not None:
+                    seen[raw_key.decode()] = partition
     finally:
         consumer.close()
     for key in keys:
