@@ -37,6 +37,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -125,8 +126,12 @@ def run_root() -> Path:
     return cache_dir() / "run"
 
 
+_log = logging.getLogger(__name__)
+
+
 def _say(msg: str) -> None:
-    print(f"[services] {msg}", file=sys.stderr, flush=True)
+    """Progress for people: the CLI shows it on stderr; imported, it goes to logging."""
+    _log.info("%s", msg)
 
 
 def _is_ci() -> bool:
@@ -1813,9 +1818,7 @@ class Postgres(Service):
         return argv, {}, Path("/"), self._os_user
 
     def probe(self, timeout: float = 5.0, deep: bool = True) -> None:
-        pg_query(self.url, "select 1", timeout, dbname="postgres")
-        if deep:
-            pg_query(self.url, "select 1", timeout)
+        pg_query(self.url, "select 1", timeout)  # the test database itself, trust auth
 
     def wait_ready(self, timeout: float | None = None) -> None:
         timeout = timeout if timeout is not None else _start_timeout(self.name)
@@ -2022,6 +2025,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s_in.add_argument("names", nargs="*")
     sub.add_parser("env", help="print the endpoint variables as shell exports")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[services] %(message)s", stream=sys.stderr)
 
     try:
         if args.cmd == "up":
