@@ -267,6 +267,12 @@ def _maven_repo() -> Path:
     return cache_dir() / "m2"
 
 
+def _run_mvn(*args: str, log: Path | None = None) -> str:
+    """One Maven run at a time over the shared local repo (it is not made for concurrency)."""
+    with _file_lock(cache_dir() / "locks" / "maven.lock"):
+        return _run(_mvn_cmd(*args), log=log)
+
+
 def _mvn_cmd(*args: str) -> list[str]:
     # -C: fail on checksum mismatch against Maven Central's checksums.
     return [_mvn(), "-B", "-q", "-C", f"-Dmaven.repo.local={_maven_repo()}", *args]
@@ -1204,14 +1210,12 @@ class Kafka(Service):
             _KAFKA_POM.format(kafka=self.version, log4j=VERSIONS["kafka-log4j-slf4j"])
         )
         log = work / "install.log"
-        _run(
-            _mvn_cmd(
-                "-f",
-                str(work / "pom.xml"),
-                "dependency:build-classpath",
-                "-Dmdep.includeScope=runtime",
-                f"-Dmdep.outputFile={work / 'classpath.txt'}",
-            ),
+        _run_mvn(
+            "-f",
+            str(work / "pom.xml"),
+            "dependency:build-classpath",
+            "-Dmdep.includeScope=runtime",
+            f"-Dmdep.outputFile={work / 'classpath.txt'}",
             log=log,
         )
         jars = [Path(p) for p in (work / "classpath.txt").read_text().strip().split(":") if p]
@@ -1359,7 +1363,7 @@ class Pulsar(Service):
         v = self.version
         artifact = f"org.apache.pulsar:pulsar-server-distribution:{v}:tar.gz:bin"
         _say(f"pulsar: fetching {artifact} (~245 MB) with maven")
-        _run(_mvn_cmd("dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false"))
+        _run_mvn("dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false")
         tarball = (
             _maven_repo()
             / "org/apache/pulsar/pulsar-server-distribution"
