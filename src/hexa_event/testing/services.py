@@ -1002,7 +1002,13 @@ class Service:
             else:
                 break
             if time.monotonic() >= deadline:
-                raise self._fail(f"not ready after {timeout:.0f}s (last probe: {last})")
+                still = (
+                    f"; still running as pid {self.pid()}, `scripts/services down {self.name}`"
+                    " stops it"
+                    if managed
+                    else ""
+                )
+                raise self._fail(f"not ready after {timeout:.0f}s (last probe: {last}){still}")
             time.sleep(0.3)
         self._after_ready()
         bad = [(a, p) for a, p in self.listening() if not _is_loopback(a)]
