@@ -37,6 +37,9 @@ def emit(url: str, keys: list[str], *, per_tx: int = 50) -> list[str]:
     return ids
 
 
+LEASED = "SELECT count(*) FROM hexa_outbox WHERE lease_token IS NOT NULL AND sent_at IS NULL"
+
+
 def unsent(url: str) -> int:
     return int(rows(url, "SELECT count(*) FROM hexa_outbox WHERE sent_at IS NULL")[0][0])
 
@@ -98,18 +101,41 @@ async def test_per_key_order_with_concurrent_batches_and_failures(db_url: str) -
 
 
 async def test_one_hot_key_is_never_in_flight_twice(db_url: str) -> None:
-    """While a batch of key k is in flight, no later row of k is claimed."""
+    """While a relay has a batch of key k in flight, no other relay claims later rows of k;
+    the same relay claims them ahead but publishes them only after the first batch."""
     emit(db_url, ["hot"] * 10)
     driver = RecordingDriver()
     driver.gate = asyncio.Event()
     async with OutboxRelay(db_url, driver, batch_size=4) as relay:
         first = asyncio.create_task(relay.run_once())
         await eventually(lambda: driver.in_publish == 1, what="first batch in flight")
-        assert await relay.run_once() == 0  # rows 5..10 wait for rows 1..4
+        async with OutboxRelay(db_url, RecordingDriver()) as other:
+            assert await other.run_once() == 0  # rows 5..10 wait for rows 1..4
+        second = asyncio.create_task(relay.run_once())  # claims 5..8 ahead
+        await eventually(lambda: rows(db_url, LEASED)[0][0] == 8, what="claimed ahead")
+        assert driver.in_publish == 1  # ...but does not publish them yet
         driver.gate.set()
         assert await first == 4
-        assert await relay.drain() == 6
+        assert await second == 4
+        assert await relay.drain() == 2
     assert [r.body for r in driver.records] == [b'{"n":%d}' % i for i in range(10)]
+
+
+async def test_a_failed_batch_stops_the_batches_claimed_after_it(db_url: str) -> None:
+    emit(db_url, ["hot"] * 6)
+    driver = RecordingDriver()
+    driver.gate = asyncio.Event()
+    driver.fail_next = 1
+    async with OutboxRelay(db_url, driver, batch_size=3, retry_delay=0.0) as relay:
+        first = asyncio.create_task(relay.run_once())
+        await eventually(lambda: driver.in_publish == 1, what="first batch in flight")
+        second = asyncio.create_task(relay.run_once())
+        await eventually(lambda: rows(db_url, LEASED)[0][0] == 6, what="claimed ahead")
+        driver.gate.set()
+        assert (await first, await second) == (0, 0)
+        assert driver.calls == 1  # the second batch was never handed to the driver
+        assert await relay.drain() == 6
+    assert [r.body for r in driver.records] == [b'{"n":%d}' % i for i in range(6)]
 
 
 async def test_several_relays_share_the_work(db_url: str) -> None:

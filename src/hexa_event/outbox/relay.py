@@ -8,9 +8,11 @@ Guarantees (PostgreSQL and SQLite):
   ``HEXA_EVENT_ID`` (the inbox recognises it).
 - No late-commit gap: every claim re-reads *all* unsent rows, it keeps no high-water mark,
   so a row whose transaction commits after later ones is still sent.
-- Per-key order: a row is claimed only while no earlier unsent row of its key is leased
-  (in flight, or waiting to retry after a failure); rows of one key in one batch go to the
-  driver in id order. For rows of concurrent transactions the order is their commit order.
+- Per-key order: a row is claimed only while no earlier unsent row of its key is leased by
+  *another* relay (or waiting to retry after a failure). Within one relay, batches are
+  claimed ahead (pipelined) but published strictly one after another in claim order, rows
+  in id order; if a publish fails, the batches claimed after it are not published but
+  released too. For rows of concurrent transactions the order is their commit order.
 - Several relays may run at once: claims take ``FOR UPDATE SKIP LOCKED`` row locks plus a
   short transaction-scoped advisory lock on PostgreSQL (so the per-key check sees the other
   relays' leases); SQLite serialises writers itself.
@@ -83,7 +85,6 @@ class OutboxStats:
 class _Claimed:
     ids: list[int]
     records: list[RawRecord]
-    token: str
     lease_until: float
     """Monotonic deadline of the lease."""
 
@@ -96,11 +97,12 @@ class OutboxRelay:
     """Moves unsent outbox rows to ``driver``. Use ``async with``, or call :meth:`close`.
 
     ``db`` is a database URL (``postgresql://``, ``sqlite:///``; an asyncio driver is picked)
-    or an ``AsyncEngine`` (which stays the caller's). ``batch_size`` rows are claimed and
-    handed to one ``driver.publish`` call; up to ``concurrency`` batches are in flight.
-    ``lease`` (seconds) is how long a claim lasts before another relay may take the rows
-    over; ``retry_delay`` how long a batch whose publish failed waits (its key's later rows
-    wait too). The relay does not close ``driver``.
+    or an ``AsyncEngine`` (which stays the caller's). ``batch_size`` rows are claimed at a
+    time; each batch is split by key into up to ``concurrency`` concurrent
+    ``driver.publish`` calls; up to ``pipeline`` batches are claimed ahead, publishing or
+    being marked sent at once. ``lease`` (seconds) is how long a claim lasts before another
+    relay may take the rows over; ``retry_delay`` how long a batch whose publish failed
+    waits (its key's later rows wait too). The relay does not close ``driver``.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class OutboxRelay:
         *,
         batch_size: int = 1000,
         concurrency: int = 4,
+        pipeline: int = 3,
         lease: float = 30.0,
         retry_delay: float = 2.0,
         poll_interval: float = 1.0,
@@ -118,8 +121,10 @@ class OutboxRelay:
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
-        if concurrency < 1:
-            raise ConfigurationError(f"concurrency must be at least 1, got {concurrency}")
+        if concurrency < 1 or pipeline < 1:
+            raise ConfigurationError(
+                f"concurrency and pipeline must be at least 1, got {concurrency}, {pipeline}"
+            )
         if lease <= 0 or retry_delay < 0 or poll_interval <= 0:
             raise ConfigurationError(
                 "lease and poll_interval must be positive and retry_delay not negative"
@@ -128,6 +133,9 @@ class OutboxRelay:
         self.driver = driver
         self.batch_size = batch_size
         self.concurrency = concurrency
+        self.pipeline = pipeline
+        self.owner = str(uuid.uuid4())
+        """This relay's lease token: its own leases never block its own claims."""
         self.lease = lease
         self.retry_delay = retry_delay
         self.poll_interval = poll_interval
@@ -149,6 +157,8 @@ class OutboxRelay:
         self._published = 0
         self._failed = 0
         self._running = False
+        self._chain: asyncio.Future[bool] | None = None
+        """Publish result of the last batch claimed: the next one publishes after it."""
 
     # -- statements ------------------------------------------------------------------------
 
@@ -162,6 +172,7 @@ class OutboxRelay:
             p.c.id < o.c.id,
             p.c.sent_at.is_(None),
             p.c.lease_until >= now,
+            or_(p.c.lease_token.is_(None), p.c.lease_token != bindparam("token")),
         )
         candidates = (
             select(o.c.id)
@@ -200,6 +211,7 @@ class OutboxRelay:
             .where(in_ids, t.c.sent_at.is_(None), t.c.lease_token == bindparam("token"))
             .values(
                 lease_until=bindparam("until", type_=_TS),
+                lease_token=None,
                 last_error=bindparam("error", type_=String()),
             )
         )
@@ -209,12 +221,11 @@ class OutboxRelay:
 
     async def _claim(self) -> _Claimed | None:
         now = utcnow()
-        token = str(uuid.uuid4())
         deadline = time.monotonic() + self.lease
         params = {
             "now": now,
             "until": now + timedelta(seconds=self.lease),
-            "token": token,
+            "token": self.owner,
             "limit": self.batch_size,
         }
         async with self.engine.begin() as conn:
@@ -230,7 +241,6 @@ class OutboxRelay:
                 RawRecord(channel=r[1], key=r[2], headers=decode_headers(r[3]), body=r[4])
                 for r in ordered
             ],
-            token=token,
             lease_until=deadline,
         )
 
@@ -256,43 +266,95 @@ class OutboxRelay:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _deliver(self, batch: _Claimed) -> int:
+    async def _publish(self, batch: _Claimed) -> tuple[list[int], list[int], Exception | None]:
+        """Publish a batch; (ids published, ids failed, first error).
+
+        Rows of one key stay in one ``driver.publish`` call, in id order; up to
+        ``concurrency`` calls (disjoint keys) run at once, so a failure affects only its keys.
+        """
+        if self.concurrency == 1 or len(batch.ids) < 2 * self.concurrency:
+            parts = [(batch.ids, batch.records)]
+        else:
+            split: list[tuple[list[int], list[RawRecord]]] = [
+                ([], []) for _ in range(self.concurrency)
+            ]
+            for row_id, record in zip(batch.ids, batch.records, strict=True):
+                ids, records = split[zlib.crc32(record.key.encode()) % self.concurrency]
+                ids.append(row_id)
+                records.append(record)
+            parts = [part for part in split if part[0]]
+        results = await asyncio.gather(
+            *(self.driver.publish(records) for _, records in parts), return_exceptions=True
+        )
+        done: list[int] = []
+        failed: list[int] = []
+        error: Exception | None = None
+        for (ids, _), result in zip(parts, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancellation and the like
+                failed += ids
+                error = error or result
+            else:
+                done += ids
+        return done, failed, error
+
+    async def _deliver(
+        self,
+        batch: _Claimed,
+        previous: asyncio.Future[bool] | None = None,
+        published: asyncio.Future[bool] | None = None,
+    ) -> int:
+        """Publish after ``previous`` published (order), then mark sent and/or release."""
         n = len(batch.ids)
         self._in_flight += n
         try:
-            try:
-                await self.driver.publish(batch.records)
-            except Exception as exc:
-                self._failed += 1
-                log.warning(
-                    "outbox relay: publishing %d rows failed (%s: %s); retrying in %.1fs",
-                    n,
-                    type(exc).__name__,
-                    exc,
-                    self.retry_delay,
-                )
-                now = utcnow()
+            done: list[int] = []
+            failed: list[int] = batch.ids
+            error: BaseException | None = None
+            if previous is not None and not await asyncio.shield(previous):
+                error = RuntimeError("an earlier batch of this relay failed to publish")
+            else:
+                done, failed, error = await self._publish(batch)
+                if failed:
+                    self._failed += 1
+                    log.warning(
+                        "outbox relay: publishing %d of %d rows failed (%s: %s); retrying in %.1fs",
+                        len(failed),
+                        n,
+                        type(error).__name__,
+                        error,
+                        self.retry_delay,
+                    )
+            if failed:
+                # Release before telling the next batch: a claim made after this point
+                # must see these rows waiting to retry (they block their keys).
                 await self._settle(
                     self._release_stmt,
                     {
-                        "ids": batch.ids,
-                        "token": batch.token,
-                        "until": now + timedelta(seconds=self.retry_delay),
-                        "error": f"{type(exc).__name__}: {exc}"[:2000],
+                        "ids": failed,
+                        "token": self.owner,
+                        "until": utcnow() + timedelta(seconds=self.retry_delay),
+                        "error": f"{type(error).__name__}: {error}"[:2000],
                     },
                     batch.lease_until,
                 )
+            if published is not None:
+                published.set_result(not failed)  # the next batch may publish now
+            if not done:
                 return 0
             # Published: mark sent. Keep trying past the lease (fewer duplicates), bounded.
             marked = await self._settle(
                 self._mark_stmt,
-                {"ids": batch.ids, "now": utcnow()},
+                {"ids": done, "now": utcnow()},
                 batch.lease_until + self.lease,
             )
             if marked:
-                self._published += n
-            return n if marked else 0
+                self._published += len(done)
+            return len(done) if marked else 0
         finally:
+            if published is not None and not published.done():
+                published.set_result(False)
             self._in_flight -= n
             self._wake.set()
 
@@ -302,10 +364,20 @@ class OutboxRelay:
         Returns 0 when nothing is ready. Raises the database's error if the claim fails;
         a failed publish is not raised (the rows are released for a retry) and returns 0.
         """
+        previous = self._pending_chain()
         batch = await self._claim()
         if batch is None:
             return 0
-        return await self._deliver(batch)
+        self._chain = asyncio.get_running_loop().create_future()
+        return await self._deliver(batch, previous, self._chain)
+
+    def _pending_chain(self) -> asyncio.Future[bool] | None:
+        """The last batch's publish, if still pending: read it *before* claiming.
+
+        A settled one is already released or published, which the claim then sees.
+        """
+        chain = self._chain
+        return chain if chain is not None and not chain.done() else None
 
     async def drain(self, max_seconds: float = 60.0) -> int:
         """Run batches until nothing is ready (or ``max_seconds``); the rows sent."""
@@ -346,7 +418,7 @@ class OutboxRelay:
             if self.listen and self._dialect == "postgresql"
             else None
         )
-        slots = asyncio.Semaphore(self.concurrency)
+        slots = asyncio.Semaphore(self.pipeline)
         tasks: set[asyncio.Task[int]] = set()
         backoff = 0.1
         try:
@@ -356,6 +428,7 @@ class OutboxRelay:
                     slots.release()
                     break
                 self._wake.clear()
+                previous = self._pending_chain()
                 try:
                     batch = await self._claim()
                     backoff = 0.1
@@ -372,9 +445,11 @@ class OutboxRelay:
                     continue
                 if batch is None:
                     slots.release()
+                    # A settling batch wakes us (its keys free up); otherwise poll.
                     await self._idle(self.poll_interval)
                     continue
-                task = asyncio.create_task(self._deliver(batch))
+                self._chain = asyncio.get_running_loop().create_future()
+                task = asyncio.create_task(self._deliver(batch, previous, self._chain))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 task.add_done_callback(lambda _t: slots.release())
@@ -439,6 +514,11 @@ class OutboxRelay:
         if driver_conn is None or not hasattr(driver_conn, "add_listener"):
             return None
         return driver_conn
+
+    @property
+    def published(self) -> int:
+        """Rows this relay marked sent since it was made (no database query)."""
+        return self._published
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batches in flight settle. Safe to repeat."""
