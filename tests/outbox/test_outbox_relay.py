@@ -60,6 +60,15 @@ async def test_publishes_stored_record_unchanged_and_marks_sent(db_url: str) -> 
     assert (stats.backlog, stats.oldest_unsent_age, stats.published) == (0, None, 3)
 
 
+async def test_keep_sent_false_deletes_sent_rows(db_url: str) -> None:
+    ids = emit(db_url, ["a", "b", "a"])
+    driver = RecordingDriver()
+    async with OutboxRelay(db_url, driver, keep_sent=False) as relay:
+        assert await relay.run_once() == 3
+    assert driver.ids() == ids
+    assert rows(db_url, "SELECT count(*) FROM hexa_outbox") == [(0,)]
+
+
 async def test_failed_publish_leaves_rows_unsent_and_retries(db_url: str) -> None:
     ids = emit(db_url, ["a", "b"])
     driver = RecordingDriver()

@@ -46,6 +46,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    delete,
     exists,
     func,
     or_,
@@ -102,7 +103,9 @@ class OutboxRelay:
     ``driver.publish`` calls; up to ``pipeline`` batches are claimed ahead, publishing or
     being marked sent at once. ``lease`` (seconds) is how long a claim lasts before another
     relay may take the rows over; ``retry_delay`` how long a batch whose publish failed
-    waits (its key's later rows wait too). The relay does not close ``driver``.
+    waits (its key's later rows wait too). ``keep_sent=False`` deletes rows once sent
+    instead of marking them (cheaper: one row write less; nothing left for the cleaner, and
+    ``sent_at`` history is lost). The relay does not close ``driver``.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class OutboxRelay:
         retry_delay: float = 2.0,
         poll_interval: float = 1.0,
         listen: bool = True,
+        keep_sent: bool = True,
         table: Table = outbox_table,
     ) -> None:
         if batch_size < 1:
@@ -140,6 +144,7 @@ class OutboxRelay:
         self.retry_delay = retry_delay
         self.poll_interval = poll_interval
         self.listen = listen
+        self.keep_sent = keep_sent
         self.table = table
         self._dialect = self.engine.dialect.name
         if self._dialect not in ("postgresql", "sqlite"):
@@ -201,11 +206,13 @@ class OutboxRelay:
             in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
         else:
             in_ids = t.c.id.in_(bindparam("ids", expanding=True))
-        mark = (
+        mark: Any = (
             update(t)
             .where(in_ids, t.c.sent_at.is_(None))
             .values(sent_at=bindparam("now", type_=_TS), lease_until=None, last_error=None)
         )
+        if not self.keep_sent:
+            mark = delete(t).where(in_ids, t.c.sent_at.is_(None))
         release = (
             update(t)
             .where(in_ids, t.c.sent_at.is_(None), t.c.lease_token == bindparam("token"))

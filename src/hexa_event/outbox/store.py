@@ -66,6 +66,8 @@ outbox_table = Table(
     Column("lease_token", String(36), nullable=True),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text, nullable=True),
+    # Room on each page so the relay's lease updates can be HOT (no index writes).
+    postgresql_with={"fillfactor": 70},
 )
 """``hexa_outbox``: one row per emitted event; ``headers`` is a MessagePack map str->bytes."""
 
@@ -83,6 +85,14 @@ Index(
     outbox_table.c.id,
     postgresql_where=_unsent,
     sqlite_where=_unsent,
+)
+_leased = _unsent & outbox_table.c.lease_until.is_not(None)
+Index(
+    "ix_hexa_outbox_leased",
+    outbox_table.c.key,
+    outbox_table.c.id,
+    postgresql_where=_leased,
+    sqlite_where=_leased,
 )
 Index(
     "ix_hexa_outbox_sent_at",
