@@ -94,7 +94,7 @@ async def test_migrate_is_idempotent(db_url: str) -> None:
 def test_ddl(dialect: str) -> None:
     text = ddl(dialect)
     assert "CREATE TABLE hexa_outbox" in text
-    assert text.count("CREATE INDEX") == 3
+    assert text.count("CREATE INDEX") == 4
 
 
 def test_urls_never_show_passwords() -> None:
