@@ -116,3 +116,55 @@ def rows(url: str, sql: str, **params: Any) -> list[Any]:
             return list(conn.execute(text(sql), params).all())
     finally:
         engine.dispose()
+
+
+class SinkDriver(Driver):
+    """A durable broker stand-in: ``publish`` commits records to a SQLite file, then returns.
+
+    Lives outside the database under test, so it survives relay kills and PostgreSQL
+    restarts; the fault tests read it back as "what the broker has".
+    """
+
+    features = Features(name="sink", persistent=True)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        with self._connect() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS sink (seq INTEGER PRIMARY KEY, event_id TEXT, "
+                "key TEXT, body BLOB)"
+            )
+
+    def _connect(self) -> Any:
+        import sqlite3
+
+        conn = sqlite3.connect(self.path, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+
+    def _insert(self, records: Sequence[RawRecord]) -> None:
+        conn = self._connect()
+        try:
+            with conn:
+                conn.executemany(
+                    "INSERT INTO sink (event_id, key, body) VALUES (?, ?, ?)",
+                    [(event_id(r), r.key, r.body) for r in records],
+                )
+        finally:
+            conn.close()
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        await asyncio.to_thread(self._insert, records)
+
+    async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+    def read(self) -> list[tuple[str, str, bytes]]:
+        conn = self._connect()
+        try:
+            return list(conn.execute("SELECT event_id, key, body FROM sink ORDER BY seq"))
+        finally:
+            conn.close()
