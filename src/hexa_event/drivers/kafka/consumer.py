@@ -14,8 +14,10 @@ offset, never "highest seen", so a failed or slow record is never skipped becaus
 one succeeded. Deliveries may be settled in any order.
 
 Backpressure: at most ``spec.prefetch`` deliveries are out unsettled; records received
-beyond that wait locally, and above ``KafkaSubscriptionOptions.buffer`` of them every
-assigned partition is paused (and the poll loop keeps polling) until half drained.
+beyond that wait locally. Above ``KafkaSubscriptionOptions.buffer`` of them the poll thread
+stops taking records (librdkafka's own bounded prefetch fills and stops fetching) until half
+drained; held longer than 3 s, it pauses every assigned partition and keeps polling, so
+rebalances are served (pause discards librdkafka's prefetch, hence not at once).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .options import KafkaOptions, KafkaSubscriptionOptions, redact
 log = logging.getLogger(__name__)
 
 _POLL_TIMEOUT = 0.1
+_HOLD_BEFORE_PAUSE = 3.0
 _CONSUME_BATCH = 500
 _STORE_DELAY = 0.05
 _ERROR_LOG_INTERVAL = 10.0
@@ -86,25 +89,25 @@ class KafkaDelivery(Delivery):
         sub: KafkaSubscription,
         partition: _Partition,
         message: Message,
+        offset: int,
         delivery_count: int,
     ) -> None:
-        topic: str = message.topic()  # type: ignore[assignment]
+        # Hot path: set the base class's slots directly rather than through super().
+        topic, number = partition.key
         key: Any = message.key()
         headers: Any = message.headers()
         body: Any = message.value()
         ts_type, ts = message.timestamp()
-        self._offset: int = message.offset()  # type: ignore[assignment]
-        super().__init__(
-            RawRecord(
-                channel=topic,
-                key=key.decode("utf-8", "surrogateescape") if key else "",
-                headers=dict(headers) if headers else {},
-                body=body or b"",
-            ),
-            coordinates=f"{topic}-{message.partition()}-{self._offset}",
-            delivery_count=delivery_count,
-            timestamp=ts / 1000 if ts_type else None,
+        self.record = RawRecord(
+            topic,
+            key.decode("utf-8", "surrogateescape") if key else "",
+            dict(headers) if headers else {},
+            body or b"",
         )
+        self.coordinates = f"{topic}-{number}-{offset}"
+        self.delivery_count = delivery_count
+        self.timestamp = ts / 1000 if ts_type else None
+        self._offset = offset
         self._sub = sub
         self._partition = partition
         self._message = message
@@ -156,9 +159,12 @@ class KafkaSubscription(Subscription):
         self._thread_paused = False
         # Loop-owned.
         self._partitions: dict[tuple[str, int], _Partition] = {}
-        self._ready: deque[tuple[_Partition, Message, int]] = deque()
+        self._ready: deque[tuple[_Partition, Message, int, int]] = deque()
+        """(partition state, message, offset, delivery count), in arrival order."""
         self._unsettled = 0
-        self._paused = False
+        self._room = threading.Event()
+        """Set while the local buffer has room; the poll thread consumes only then."""
+        self._room.set()
         self._wake = asyncio.Event()
         self._revoke_progress = asyncio.Event()
         self._dirty: set[_Partition] = set()
@@ -242,18 +248,43 @@ class KafkaSubscription(Subscription):
         assert consumer is not None
         assert loop is not None
         try:
+            held_since: float | None = None
             while not self._stop.is_set():
                 self._run_commands(consumer)
-                messages = consumer.consume(_CONSUME_BATCH, _POLL_TIMEOUT)
-                if messages:
-                    owned = self._owned
-                    fresh = [
-                        m
-                        for m in messages
-                        if m.error() is not None or (m.topic(), m.partition()) in owned
-                    ]
-                    if fresh:
-                        loop.call_soon_threadsafe(self._on_messages, fresh)
+                if not self._room.is_set():
+                    # The local buffer is full. Stop consuming for a while (librdkafka keeps
+                    # prefetching); past _HOLD_BEFORE_PAUSE pause the partitions (which drops
+                    # librdkafka's prefetch) and keep polling so rebalances are served.
+                    now = time.monotonic()
+                    held_since = held_since or now
+                    if now - held_since < _HOLD_BEFORE_PAUSE:
+                        self._room.wait(_POLL_TIMEOUT)
+                        continue
+                    if not self._thread_paused:
+                        self._thread_paused = True
+                        with contextlib.suppress(KafkaException):
+                            consumer.pause(consumer.assignment())
+                else:
+                    held_since = None
+                    if self._thread_paused:
+                        self._thread_paused = False
+                        with contextlib.suppress(KafkaException):
+                            consumer.resume(consumer.assignment())
+                # Take what is there at once; block (briefly) only when nothing is.
+                messages = consumer.consume(_CONSUME_BATCH, 0)
+                if not messages:
+                    first = consumer.poll(_POLL_TIMEOUT)
+                    if first is None:
+                        continue
+                    messages = [first, *consumer.consume(_CONSUME_BATCH - 1, 0)]
+                owned = self._owned
+                fresh = [
+                    m
+                    for m in messages
+                    if m.error() is not None or (m.topic(), m.partition()) in owned
+                ]
+                if fresh:
+                    loop.call_soon_threadsafe(self._on_messages, fresh)
             self._run_commands(consumer)
             consumer.close()
         except BaseException as exc:
@@ -272,14 +303,6 @@ class KafkaSubscription(Subscription):
                 return
             if command == "store":
                 self._store_offsets(consumer, arg)
-            elif command == "pause":
-                self._thread_paused = True
-                with contextlib.suppress(KafkaException):
-                    consumer.pause(consumer.assignment())
-            elif command == "resume":
-                self._thread_paused = False
-                with contextlib.suppress(KafkaException):
-                    consumer.resume(consumer.assignment())
 
     def _store_offsets(self, consumer: Consumer, offsets: Sequence[tuple[str, int, int]]) -> None:
         owned = self._owned
@@ -413,16 +436,14 @@ class KafkaSubscription(Subscription):
                 continue  # already received in this assignment
             state.offsets.append(offset)
             state.next_offset = offset + 1
-            ready.append((state, message, 1))
-        if not self._paused and len(ready) >= self._buffer_high:
-            self._paused = True
-            self._commands.put(("pause", None))
+            ready.append((state, message, offset, 1))
+        if len(ready) >= self._buffer_high:
+            self._room.clear()
         self._wake.set()
 
     def _maybe_resume(self) -> None:
-        if self._paused and len(self._ready) <= self._buffer_low and not self._closed:
-            self._paused = False
-            self._commands.put(("resume", None))
+        if not self._room.is_set() and len(self._ready) <= self._buffer_low:
+            self._room.set()
 
     def _settle(self, delivery: KafkaDelivery, done: bool, delay: float) -> None:
         self._unsettled -= 1
@@ -439,7 +460,7 @@ class KafkaSubscription(Subscription):
             if self._store_handle is None and self._loop is not None:
                 self._store_handle = self._loop.call_later(_STORE_DELAY, self._store_now)
         elif not self._closed and self._loop is not None:
-            item = (state, delivery._message, delivery.delivery_count + 1)
+            item = (state, delivery._message, delivery._offset, delivery.delivery_count + 1)
             handle: asyncio.TimerHandle | None = None
 
             def requeue() -> None:
@@ -490,11 +511,11 @@ class KafkaSubscription(Subscription):
             if room > 0 and ready:
                 out: list[Delivery] = []
                 while ready and len(out) < room:
-                    state, message, count = ready.popleft()
+                    state, message, offset, count = ready.popleft()
                     if state.revoking:
                         continue
                     state.outstanding += 1
-                    out.append(KafkaDelivery(self, state, message, count))
+                    out.append(KafkaDelivery(self, state, message, offset, count))
                 if out:
                     self._unsettled += len(out)
                     self._maybe_resume()
