@@ -28,8 +28,8 @@ from sqlalchemy import create_engine, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import hexa_event as he  # noqa: E402
-from hexa_event.outbox import Outbox, OutboxRelay, migrate, outbox_table  # noqa: E402
+import hexa_event as he
+from hexa_event.outbox import Outbox, OutboxRelay, migrate, outbox_table
 
 KEYS = 1000
 FILL_TX = 5000
@@ -39,7 +39,7 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--json", help="also write the result to this file")
     return parser.parse_args()

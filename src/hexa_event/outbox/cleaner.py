@@ -22,6 +22,12 @@ from .store import outbox_table
 log = logging.getLogger(__name__)
 
 
+def brief(exc: BaseException) -> str:
+    """An error's first line (SQLAlchemy appends the SQL and its parameters below it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
 def cutoff_param() -> BindParameter[Any]:
     """The ``:cutoff`` parameter (a UTC datetime) of a cleaner's delete statement."""
     return bindparam("cutoff", type_=DateTime(timezone=True))
@@ -82,7 +88,9 @@ class BatchCleaner:
             try:
                 await self.run_once()
             except Exception as exc:
-                log.warning("cleaning %s failed (%s: %s)", self.what, type(exc).__name__, exc)
+                log.warning(
+                    "cleaning %s failed (%s: %s)", self.what, type(exc).__name__, brief(exc)
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)
 

@@ -63,6 +63,13 @@ from .store import decode_headers, outbox_table
 
 log = logging.getLogger(__name__)
 
+
+def brief(exc: BaseException) -> str:
+    """An error's first line (SQLAlchemy appends the SQL and its parameters below it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
 _TS = DateTime(timezone=True)
 
 
@@ -266,10 +273,10 @@ class OutboxRelay:
                         "again when their lease expires",
                         len(params["ids"]),
                         type(exc).__name__,
-                        exc,
+                        brief(exc),
                     )
                     return False
-                log.warning("outbox relay: settling rows failed, retrying: %s", exc)
+                log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -330,7 +337,7 @@ class OutboxRelay:
                         len(failed),
                         n,
                         type(error).__name__,
-                        error,
+                        brief(error) if error else "",
                         self.retry_delay,
                     )
             if failed:
@@ -342,7 +349,7 @@ class OutboxRelay:
                         "ids": failed,
                         "token": self.owner,
                         "until": utcnow() + timedelta(seconds=self.retry_delay),
-                        "error": f"{type(error).__name__}: {error}"[:2000],
+                        "error": f"{type(error).__name__}: {brief(error) if error else ''}",
                     },
                     batch.lease_until,
                 )
@@ -444,7 +451,7 @@ class OutboxRelay:
                     log.warning(
                         "outbox relay: claiming rows failed (%s: %s); retrying in %.1fs",
                         type(exc).__name__,
-                        exc,
+                        brief(exc),
                         backoff,
                     )
                     await self._idle(backoff)
@@ -509,7 +516,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.debug("outbox relay: LISTEN connection lost: %s", exc)
+                log.debug("outbox relay: LISTEN connection lost: %s", brief(exc))
             if not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.poll_interval)
