@@ -54,11 +54,23 @@ class KafkaDriver(Driver):
         self.options = options if options is not None else KafkaOptions(**kwargs)
         self._admin: AdminClient | None = None
         self._producer = KafkaProducer(
-            self.options.producer(), ensure_topics=self._ensure_topics_for_publish
+            self.options.producer(),
+            ensure_topics=self._ensure_topics_for_publish,
+            error_cb=self._on_producer_error,
         )
+        self._error_logged: dict[int, float] = {}
+        self.last_error: str | None = None
+        """The last error the producer's librdkafka reported (e.g. broker unreachable)."""
         self._subscriptions: set[KafkaSubscription] = set()
         self._known_topics: set[str] = set()
         self._closed = False
+
+    def _on_producer_error(self, err: KafkaError) -> None:
+        self.last_error = f"{err.name()}: {err.str()}"
+        now = time.monotonic()
+        if now - self._error_logged.get(err.code(), 0.0) >= 10.0:
+            self._error_logged[err.code()] = now
+            log.warning("Kafka producer: %s (librdkafka retries with backoff)", self.last_error)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> KafkaDriver:
