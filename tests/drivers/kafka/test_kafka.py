@@ -264,3 +264,30 @@ async def test_group_override_and_dead_letter_replay(kafka_bootstrap: str) -> No
         assert again.replayed == 0
     finally:
         await driver.close()
+
+
+async def test_replay_cli(kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from hexa_event.drivers.kafka import replay
+
+    channel, action = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
+    try:
+        letter = RawRecord(
+            f"{action}.dlq",
+            "k",
+            {"HEXA_SOURCE_CHANNEL": channel.encode(), "HEXA_ERROR_TYPE": b"ValueError"},
+            b"{}",
+        )
+        await driver.publish([letter])
+        code = await asyncio.to_thread(
+            replay.main, [f"kafka://{kafka_bootstrap}", "--action", action]
+        )
+        assert code == 0
+        assert "replayed 1, skipped 0" in capsys.readouterr().out
+        sub = await driver.subscribe(SubscriptionSpec(group=f"{action}-check", channels=(channel,)))
+        (back,) = await _fetch_n(sub, 1)
+        assert "HEXA_ERROR_TYPE" not in back.record.headers
+        assert back.record.headers["HEXA_REPLAYED_FROM"] == f"{action}.dlq-0-0".encode()
+        await sub.close()
+    finally:
+        await driver.close()

@@ -86,3 +86,23 @@ def test_fnv1a_reference_values() -> None:
     assert fnv1a_32(b"a") == 0xE40C292C
     assert fnv1a_32(b"foobar") == 0xBF9CF968
     assert sarama_partition("a", 7) == 6  # from a real sarama v1.27.2 run
+
+
+async def test_client_errors_never_show_credentials() -> None:
+    """A bad SASL setting fails with librdkafka's reason, not the password."""
+    from hexa_event.driver import RawRecord
+    from hexa_event.errors import DriverError
+
+    driver = KafkaDriver(
+        bootstrap_servers="127.0.0.1:1",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="NOT-A-MECHANISM",
+        sasl_username="alice",
+        sasl_password="hunter2-secret",
+    )
+    driver.options.producer()  # builds without touching the network
+    with pytest.raises(DriverError) as caught:
+        await driver._producer.publish([RawRecord("t", "k", {}, b"x")])
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in repr(driver)
+    await driver.close()
