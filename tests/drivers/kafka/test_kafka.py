@@ -291,3 +291,43 @@ async def test_replay_cli(kafka_bootstrap: str, capsys: pytest.CaptureFixture[st
         await sub.close()
     finally:
         await driver.close()
+
+
+async def test_revoke_waits_for_in_flight_work_and_commits_it(kafka_bootstrap: str) -> None:
+    """A revoked partition's unsettled deliveries may finish; what finished is committed, so
+    the new owner starts after it (nothing processed twice)."""
+    channel, group = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=2, revoke_timeout=30)
+    other = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=2)
+    try:
+        await driver.publish(_records(channel, 20))
+        first: Any = await driver.subscribe(
+            SubscriptionSpec(group=group, channels=(channel,), prefetch=100)
+        )
+        held = await _fetch_n(first, 20)
+        joining = asyncio.create_task(
+            other.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        )
+        await eventually(
+            lambda: any(s.revoking for s in first._partitions.values()),
+            within=30,
+            what="a revoke on the first member",
+        )
+        # The rebalance waits for the in-flight work: the partition has not moved yet.
+        second: Any = await asyncio.wait_for(joining, 30)
+        assert second.assignment == []
+        for d in held:
+            await d.ack()
+        await eventually(lambda: len(second.assignment) == 1, within=30, what="assignment")
+        ((moved_topic, moved),) = second.assignment
+        assert moved_topic == channel
+        before = sum(1 for d in held if d.coordinates.startswith(f"{channel}-{moved}-"))
+        await driver.publish(_records(channel, 20))
+        (fresh, *_rest) = await _fetch_n(second, 1)
+        # The new owner starts exactly after what the old one finished.
+        assert fresh.coordinates == f"{channel}-{moved}-{before}"
+        await first.close()
+        await second.close()
+    finally:
+        await driver.close()
+        await other.close()

@@ -226,6 +226,7 @@ class KafkaSubscription(Subscription):
             return
         self._closed = True
         self._wake.set()
+        self._revoke_progress.set()  # a revoke waiting for in-flight work stops waiting
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
@@ -402,7 +403,7 @@ class KafkaSubscription(Subscription):
         self._ready = deque(item for item in self._ready if not item[0].revoking)
         if not self._closed and any(s.outstanding for s in states):
             deadline = time.monotonic() + self._options.revoke_timeout
-            while any(s.outstanding for s in states):
+            while any(s.outstanding for s in states) and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     log.warning(
