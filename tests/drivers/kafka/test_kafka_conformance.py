@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import hexa_event
@@ -9,9 +11,11 @@ from hexa_event.driver import Driver
 from hexa_event.testing.conformance import DriverConformance
 from hexa_event.testing.services import require_service
 
-from .conftest import bootstrap
-
 pytestmark = pytest.mark.kafka
+
+
+def bootstrap() -> str:
+    return os.environ.get("HEXA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 
 class TestKafkaConformance(DriverConformance):
