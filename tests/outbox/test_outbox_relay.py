@@ -86,13 +86,18 @@ async def test_failed_publish_leaves_rows_unsent_and_retries(db_url: str) -> Non
     assert rows(db_url, "SELECT max(attempts), count(last_error) FROM hexa_outbox") == [(2, 0)]
 
 
-async def test_per_key_order_with_concurrent_batches_and_failures(db_url: str) -> None:
+@pytest.mark.parametrize("mode", [None, "lease"])
+async def test_per_key_order_with_concurrent_batches_and_failures(
+    db_url: str, mode: str | None
+) -> None:
     keys = [f"key-{i % 7}" for i in range(600)]
     ids = emit(db_url, keys)
     position = {eid: n for n, eid in enumerate(ids)}
     driver = RecordingDriver()
     driver.fail_next = 3
-    relay = OutboxRelay(db_url, driver, batch_size=25, concurrency=4, retry_delay=0.05)
+    relay = OutboxRelay(
+        db_url, driver, batch_size=25, concurrency=4, retry_delay=0.05, claim_mode=mode
+    )
     task = asyncio.create_task(relay.run())
     try:
         await eventually(lambda: len(set(driver.ids())) == len(ids), within=60, what="all rows")
@@ -115,10 +120,10 @@ async def test_one_hot_key_is_never_in_flight_twice(db_url: str) -> None:
     emit(db_url, ["hot"] * 10)
     driver = RecordingDriver()
     driver.gate = asyncio.Event()
-    async with OutboxRelay(db_url, driver, batch_size=4) as relay:
+    async with OutboxRelay(db_url, driver, batch_size=4, claim_mode="lease") as relay:
         first = asyncio.create_task(relay.run_once())
         await eventually(lambda: driver.in_publish == 1, what="first batch in flight")
-        async with OutboxRelay(db_url, RecordingDriver()) as other:
+        async with OutboxRelay(db_url, RecordingDriver(), claim_mode="lease") as other:
             assert await other.run_once() == 0  # rows 5..10 wait for rows 1..4
         second = asyncio.create_task(relay.run_once())  # claims 5..8 ahead
         await eventually(lambda: rows(db_url, LEASED)[0][0] == 8, what="claimed ahead")
@@ -135,7 +140,8 @@ async def test_a_failed_batch_stops_the_batches_claimed_after_it(db_url: str) ->
     driver = RecordingDriver()
     driver.gate = asyncio.Event()
     driver.fail_next = 1
-    async with OutboxRelay(db_url, driver, batch_size=3, retry_delay=0.0) as relay:
+    relay = OutboxRelay(db_url, driver, batch_size=3, retry_delay=0.0, claim_mode="lease")
+    async with relay:
         first = asyncio.create_task(relay.run_once())
         await eventually(lambda: driver.in_publish == 1, what="first batch in flight")
         second = asyncio.create_task(relay.run_once())
@@ -147,13 +153,16 @@ async def test_a_failed_batch_stops_the_batches_claimed_after_it(db_url: str) ->
     assert [r.body for r in driver.records] == [b'{"n":%d}' % i for i in range(6)]
 
 
-async def test_several_relays_share_the_work(db_url: str) -> None:
+@pytest.mark.parametrize("mode", [None, "lease"])
+async def test_several_relays_share_the_work(db_url: str, mode: str | None) -> None:
     keys = [f"k{i % 13}" for i in range(1500)]
     ids = emit(db_url, keys, per_tx=100)
     position = {eid: n for n, eid in enumerate(ids)}
     driver = RecordingDriver()  # one broker, three relays
     relays = [
-        OutboxRelay(db_url, driver, batch_size=20, concurrency=3, poll_interval=0.05)
+        OutboxRelay(
+            db_url, driver, batch_size=20, concurrency=3, poll_interval=0.05, claim_mode=mode
+        )
         for _ in range(3)
     ]
     tasks = [asyncio.create_task(r.run()) for r in relays]
@@ -192,6 +201,29 @@ async def test_expired_lease_is_taken_over(db_url: str) -> None:
     hung.cancel()
     await dead.close()
     assert driver.ids() == ids
+
+
+@pytest.mark.postgres
+async def test_lock_mode_hot_key_waits_for_the_batch_in_flight(pg_url: str) -> None:
+    """Lock mode: rows of a key whose earlier rows another relay holds are left out."""
+    emit(pg_url, ["hot"] * 6 + ["cold"] * 2)
+    driver = RecordingDriver()
+    driver.gate = asyncio.Event()
+    async with OutboxRelay(pg_url, driver, batch_size=3) as relay:
+        assert relay.claim_mode == "lock"
+        first = asyncio.create_task(relay.run_once())
+        await eventually(lambda: driver.in_publish == 1, what="first batch in flight")
+        other_driver = RecordingDriver()
+        async with OutboxRelay(pg_url, other_driver) as other:
+            assert await other.run_once() == 2  # only the cold key is free
+        assert [r.key for r in other_driver.records] == ["cold", "cold"]
+        second = asyncio.create_task(relay.run_once())  # the same relay claims ahead...
+        await eventually(lambda: len(relay._mine) == 6, what="claimed ahead")
+        assert driver.in_publish == 1  # ...but publishes only after its first batch
+        driver.gate.set()
+        assert await first == 3
+        assert await second == 3
+    assert [r.body for r in driver.records] == [b'{"n":%d}' % i for i in range(6)]
 
 
 @pytest.mark.postgres

@@ -95,6 +95,8 @@ class _Claimed:
     records: list[RawRecord]
     lease_until: float
     """Monotonic deadline of the lease."""
+    conn: AsyncConnection | None = None
+    """Lock mode: the open transaction whose row locks are the lease."""
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -112,7 +114,12 @@ class OutboxRelay:
     relay may take the rows over; ``retry_delay`` how long a batch whose publish failed
     waits (its key's later rows wait too). ``keep_sent=False`` deletes rows once sent
     instead of marking them (cheaper: one row write less; nothing left for the cleaner, and
-    ``sent_at`` history is lost). The relay does not close ``driver``.
+    ``sent_at`` history is lost). ``claim_mode``: ``"lock"`` (PostgreSQL default) holds
+    the claimed rows' ``FOR UPDATE`` locks in an open transaction while publishing (the
+    lease is the session: a killed relay releases them at once; a hung one is cut off by
+    ``idle_in_transaction_session_timeout`` = ``lease``), one row write per event;
+    ``"lease"`` (SQLite, or PostgreSQL behind a transaction-pooling proxy) writes a lease
+    into each row. The relay does not close ``driver``.
     """
 
     def __init__(
@@ -128,6 +135,7 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         listen: bool = True,
         keep_sent: bool = True,
+        claim_mode: str | None = None,
         table: Table = outbox_table,
     ) -> None:
         if batch_size < 1:
@@ -158,9 +166,20 @@ class OutboxRelay:
             raise ConfigurationError(
                 f"the outbox relay supports PostgreSQL and SQLite, not {self._dialect!r}"
             )
+        if claim_mode is None:
+            claim_mode = "lock" if self._dialect == "postgresql" else "lease"
+        if claim_mode not in ("lock", "lease") or (
+            claim_mode == "lock" and self._dialect != "postgresql"
+        ):
+            raise ConfigurationError(
+                "claim_mode is 'lease' (any database) or 'lock' (PostgreSQL only)"
+            )
+        self.claim_mode = claim_mode
         self._lock_key = zlib.crc32(f"hexa-outbox:{table.name}".encode()) & 0x7FFFFFFF
         self._claim_stmt = self._build_claim()
         self._mark_stmt, self._release_stmt = self._build_settle()
+        if self.claim_mode == "lock":
+            self._build_lock_mode()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self.listening = asyncio.Event()
@@ -169,6 +188,8 @@ class OutboxRelay:
         self._published = 0
         self._failed = 0
         self._running = False
+        self._mine: set[int] = set()
+        """Lock mode: ids of this relay's batches in flight (locked by its transactions)."""
         self._chain: asyncio.Future[bool] | None = None
         """Publish result of the last batch claimed: the next one publishes after it."""
 
@@ -207,6 +228,44 @@ class OutboxRelay:
             return update(t).where(t.c.id == cte.c.id).values(values).returning(*returning)
         return update(t).where(t.c.id.in_(candidates)).values(values).returning(*returning)
 
+    def _build_lock_mode(self) -> None:
+        t = self.table
+        now = bindparam("now", type_=_TS)
+        ready = and_(t.c.sent_at.is_(None), or_(t.c.lease_until.is_(None), t.c.lease_until < now))
+        self._lock_stmt = (
+            select(t.c.id, t.c.channel, t.c.key, t.c.headers, t.c.body)
+            .where(ready)
+            .order_by(t.c.id)
+            .limit(bindparam("limit", type_=Integer()))
+            .with_for_update(skip_locked=True)
+        )
+        upto = t.c.id <= bindparam("max", type_=BigInteger())
+        self._span_count = select(func.count()).select_from(t).where(t.c.sent_at.is_(None), upto)
+        self._span_rows = select(t.c.id, t.c.key).where(t.c.sent_at.is_(None), upto)
+        in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+        self._backoff_stmt = (
+            update(t)
+            .where(in_ids)
+            .values(
+                lease_until=bindparam("until", type_=_TS),
+                attempts=t.c.attempts + 1,
+                last_error=bindparam("error", type_=String()),
+            )
+        )
+        if self.keep_sent:
+            self._lock_mark_stmt: Any = (
+                update(t)
+                .where(in_ids)
+                .values(
+                    sent_at=bindparam("now", type_=_TS),
+                    lease_until=None,
+                    last_error=None,
+                    attempts=t.c.attempts + 1,
+                )
+            )
+        else:
+            self._lock_mark_stmt = delete(t).where(in_ids)
+
     def _build_settle(self) -> tuple[Any, Any]:
         t = self.table
         if self._dialect == "postgresql":
@@ -234,6 +293,63 @@ class OutboxRelay:
     # -- one batch ---------------------------------------------------------------------------
 
     async def _claim(self) -> _Claimed | None:
+        if self.claim_mode == "lock":
+            return await self._claim_locked()
+        return await self._claim_leased()
+
+    async def _claim_locked(self) -> _Claimed | None:
+        """Lock the first ready rows (SKIP LOCKED) in a transaction left open until settled.
+
+        Rows skipped because another transaction holds them (another relay, or this one's
+        batch in flight) block later rows of their keys: those are left out of the batch.
+        """
+        now = utcnow()
+        deadline = time.monotonic() + self.lease
+        conn = await self.engine.connect()
+        try:
+            await conn.begin()
+            await conn.execute(
+                text(f"SET LOCAL idle_in_transaction_session_timeout = {int(self.lease * 1000)}")
+            )
+            rows: Sequence[Any] = (
+                await conn.execute(self._lock_stmt, {"now": now, "limit": self.batch_size})
+            ).all()
+            if rows:
+                top = rows[-1][0]
+                visible = (await conn.execute(self._span_count, {"max": top})).scalar_one()
+                if visible > len(rows):
+                    rows = await self._drop_blocked(conn, rows, top)
+            if not rows:
+                await conn.rollback()
+                await conn.close()
+                return None
+        except BaseException:
+            await conn.close()
+            raise
+        ids = [r[0] for r in rows]
+        self._mine.update(ids)
+        return _Claimed(
+            ids=ids,
+            records=[
+                RawRecord(channel=r[1], key=r[2], headers=decode_headers(r[3]), body=r[4])
+                for r in rows
+            ],
+            lease_until=deadline,
+            conn=conn,
+        )
+
+    async def _drop_blocked(
+        self, conn: AsyncConnection, rows: Sequence[Any], top: int
+    ) -> Sequence[Any]:
+        # This relay's own batches in flight don't block: they publish before this one.
+        mine = {r[0] for r in rows} | self._mine
+        first_blocked: dict[str, int] = {}
+        for row_id, key in (await conn.execute(self._span_rows, {"max": top})).all():
+            if row_id not in mine and row_id < first_blocked.get(key, top + 1):
+                first_blocked[key] = row_id
+        return [r for r in rows if first_blocked.get(r[2], top + 1) > r[0]]
+
+    async def _claim_leased(self) -> _Claimed | None:
         now = utcnow()
         deadline = time.monotonic() + self.lease
         params = {
@@ -340,6 +456,8 @@ class OutboxRelay:
                         brief(error) if error else "",
                         self.retry_delay,
                     )
+            if batch.conn is not None:
+                return await self._finish_locked(batch, done, failed, error, published)
             if failed:
                 # Release before telling the next batch: a claim made after this point
                 # must see these rows waiting to retry (they block their keys).
@@ -367,10 +485,67 @@ class OutboxRelay:
                 self._published += len(done)
             return len(done) if marked else 0
         finally:
+            if batch.conn is not None:
+                self._mine.difference_update(batch.ids)
+                if not batch.conn.closed:
+                    with contextlib.suppress(Exception):
+                        await batch.conn.close()
             if published is not None and not published.done():
                 published.set_result(False)
             self._in_flight -= n
             self._wake.set()
+
+    async def _finish_locked(
+        self,
+        batch: _Claimed,
+        done: list[int],
+        failed: list[int],
+        error: BaseException | None,
+        published: asyncio.Future[bool] | None,
+    ) -> int:
+        """Lock mode: mark ``done`` sent and put ``failed`` on hold, then commit (unlock)."""
+        conn = batch.conn
+        assert conn is not None
+        now = utcnow()
+        try:
+            if failed:
+                await conn.execute(
+                    self._backoff_stmt,
+                    {
+                        "ids": failed,
+                        "until": now + timedelta(seconds=self.retry_delay),
+                        "error": f"{type(error).__name__}: {brief(error) if error else ''}",
+                    },
+                )
+            if done:
+                await conn.execute(self._lock_mark_stmt, {"ids": done, "now": now})
+            await conn.commit()
+        except Exception as exc:
+            log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
+            with contextlib.suppress(Exception):
+                await conn.close()
+            if failed:
+                await self._settle(
+                    self._backoff_stmt,
+                    {
+                        "ids": failed,
+                        "until": now + timedelta(seconds=self.retry_delay),
+                        "error": f"{type(error).__name__}: {brief(error) if error else ''}",
+                    },
+                    batch.lease_until,
+                )
+            if published is not None and not published.done():
+                published.set_result(not failed)
+            if done and await self._settle(
+                self._lock_mark_stmt, {"ids": done, "now": now}, batch.lease_until + self.lease
+            ):
+                self._published += len(done)
+                return len(done)
+            return 0
+        if published is not None and not published.done():
+            published.set_result(not failed)
+        self._published += len(done)
+        return len(done)
 
     async def run_once(self) -> int:
         """Claim one batch, publish it and mark it sent; the number of rows marked sent.
@@ -399,8 +574,10 @@ class OutboxRelay:
         total = 0
         while time.monotonic() < deadline:
             sent = await self.run_once()
-            if sent == 0 and await self.backlog_ready() == 0:
-                return total
+            if sent == 0:
+                if await self.backlog_ready() == 0:
+                    return total
+                await self._idle(min(self.poll_interval, 0.1))  # rows held elsewhere
             total += sent
         return total
 
