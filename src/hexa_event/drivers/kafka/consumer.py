@@ -278,14 +278,9 @@ class KafkaSubscription(Subscription):
                     if first is None:
                         continue
                     messages = [first, *consumer.consume(_CONSUME_BATCH - 1, 0)]
-                owned = self._owned
-                fresh = [
-                    m
-                    for m in messages
-                    if m.error() is not None or (m.topic(), m.partition()) in owned
-                ]
-                if fresh:
-                    loop.call_soon_threadsafe(self._on_messages, fresh)
+                # Records of partitions revoked meanwhile are dropped on the loop, which
+                # knows the current assignment (no per-record work on this thread).
+                loop.call_soon_threadsafe(self._on_messages, messages)
             self._run_commands(consumer)
             consumer.close()
         except BaseException as exc:
