@@ -79,17 +79,18 @@ def raw_sync(topic: str, count: int) -> float:
     began = None
     while seen < count:
         messages = consumer.consume(500, 1.0)
+        ends: dict[tuple[str, int], int] = {}
         for msg in messages:
             if msg.error() is not None:
                 continue
             if began is None:
                 began = time.perf_counter()
-            decoder.decode(msg.value())
+            decoder.decode(msg.value())  # type: ignore[arg-type]
+            ends[(msg.topic(), msg.partition())] = msg.offset()  # type: ignore[index, assignment]
             seen += 1
-        if messages:
-            last = messages[-1]
+        if ends:  # the ack: store each partition's next offset once per batch
             consumer.store_offsets(
-                offsets=[TopicPartition(last.topic(), last.partition(), last.offset() + 1)]
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in ends.items()]
             )
     elapsed = time.perf_counter() - (began or time.perf_counter())
     consumer.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from _harness import cli, compare, finish
 from _kafka import BOOTSTRAP, KEYS, new_topic
@@ -45,7 +46,7 @@ def _sample_record() -> he.driver.RawRecord:
 
 def raw_sync(topic: str, count: int) -> float:
     sample = _sample_record()
-    headers = list(sample.headers.items())
+    headers: Any = list(sample.headers.items())
     body = sample.body
     keys = [f"k{n}".encode() for n in range(KEYS)]
     producer = Producer(
