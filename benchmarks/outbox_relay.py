@@ -41,6 +41,10 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--delete-sent", action="store_true", help="relay with keep_sent=False (delete rows)"
+    )
+    parser.add_argument("--claim-mode", choices=["lock", "lease"], default=None)
     parser.add_argument("--json", help="also write the result to this file")
     return parser.parse_args()
 
@@ -128,6 +132,8 @@ async def main() -> None:
             driver,
             batch_size=args.batch_size,
             concurrency=args.concurrency,
+            keep_sent=not args.delete_sent,
+            claim_mode=args.claim_mode,
             listen=False,
             poll_interval=0.05,
         )
@@ -151,7 +157,11 @@ async def main() -> None:
             "outbox relay PostgreSQL -> Kafka (rows published and marked sent)",
             args.count,
             ("confluent-kafka Producer (raw)", raw),
-            (f"OutboxRelay batch {args.batch_size} x{args.concurrency}", relay),
+            (
+                f"OutboxRelay batch {args.batch_size} x{args.concurrency}"
+                f"{' delete-sent' if args.delete_sent else ''} {args.claim_mode or 'lock'}",
+                relay,
+            ),
             rounds=args.rounds,
             unit="rows/s",
         )

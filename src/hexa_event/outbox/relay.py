@@ -317,7 +317,10 @@ class OutboxRelay:
             if rows:
                 top = rows[-1][0]
                 visible = (await conn.execute(self._span_count, {"max": top})).scalar_one()
-                if visible > len(rows):
+                # Unsent rows up to ``top`` are ours (this claim, our batches in flight) or
+                # held by others; only in the last case look at which keys they block.
+                expected = len(rows) + sum(1 for i in self._mine if i <= top)
+                if visible != expected:
                     rows = await self._drop_blocked(conn, rows, top)
             if not rows:
                 await conn.rollback()
