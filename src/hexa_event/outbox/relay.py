@@ -3,24 +3,29 @@
 Guarantees (PostgreSQL and SQLite):
 
 - At least once: a row is marked sent only after ``driver.publish`` returned for it (the
-  broker acknowledged it). A relay that dies between the two leaves the row leased; when the
-  lease expires any relay publishes it again, so consumers see a duplicate with the same
-  ``HEXA_EVENT_ID`` (the inbox recognises it).
+  broker acknowledged it). A relay that dies between the two leaves the row unsent; it is
+  published again (by any relay) once its claim is gone, so consumers see a duplicate with
+  the same ``HEXA_EVENT_ID`` (the inbox recognises it).
 - No late-commit gap: every claim re-reads *all* unsent rows, it keeps no high-water mark,
   so a row whose transaction commits after later ones is still sent.
-- Per-key order: a row is claimed only while no earlier unsent row of its key is leased by
-  *another* relay (or waiting to retry after a failure). Within one relay, batches are
-  claimed ahead (pipelined) but published strictly one after another in claim order, rows
-  in id order; if a publish fails, the batches claimed after it are not published but
-  released too. For rows of concurrent transactions the order is their commit order.
-- Several relays may run at once: claims take ``FOR UPDATE SKIP LOCKED`` row locks plus a
-  short transaction-scoped advisory lock on PostgreSQL (so the per-key check sees the other
-  relays' leases); SQLite serialises writers itself.
+- Per-key order: a row is not claimed while an earlier unsent row of its key is held by
+  *another* relay or waits to retry after a failure. Within one relay, batches are claimed
+  ahead (pipelined) but published strictly one after another in claim order, rows in id
+  order; if a publish fails, the batches claimed after it are not published but put back
+  too. For rows of concurrent transactions the order is their commit order.
+- Several relays may run at once (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite
+  serialises writers itself).
+- Claims: ``claim_mode="lock"`` (PostgreSQL default) keeps the claim transaction open while
+  publishing, its row locks are the lease: a killed relay's rows are free at once, a hung
+  one is cut off after ``lease`` seconds (``idle_in_transaction_session_timeout``); one
+  row write per event. ``claim_mode="lease"`` (SQLite; PostgreSQL behind a
+  transaction-pooling proxy) writes ``lease_until``/``lease_token`` into the rows, under a
+  short advisory lock on PostgreSQL so the per-key check sees the other relays' leases.
 - Wake-ups: PostgreSQL ``LISTEN hexa_outbox`` (see ``Outbox(notify=...)``) when the engine
   uses asyncpg, and polling every ``poll_interval`` seconds in any case.
 
-The lease must exceed the slowest publish: a batch still publishing when its lease expires
-may be published again by another relay (a duplicate, and the key's order may break).
+The lease must exceed the slowest publish: a batch still publishing when its lease ends may
+be published again by another relay (a duplicate, and the key's order may break).
 """
 
 from __future__ import annotations
