@@ -128,6 +128,9 @@ async def _relay(args: argparse.Namespace) -> int:
         driver,
         batch_size=args.batch_size,
         concurrency=args.concurrency,
+        pipeline=args.pipeline,
+        claim_mode=args.claim_mode,
+        keep_sent=not args.delete_sent,
         lease=args.lease.total_seconds(),
         retry_delay=args.retry_delay.total_seconds(),
         poll_interval=args.poll_interval.total_seconds(),
@@ -243,7 +246,19 @@ def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
         help="where to publish, e.g. kafka://127.0.0.1:9092 (default: $HEXA_EVENT_TO)",
     )
     p.add_argument("--batch-size", type=_positive_int, default=1000)
-    p.add_argument("--concurrency", type=_positive_int, default=4, help="batches in flight")
+    p.add_argument(
+        "--concurrency", type=_positive_int, default=4, help="publish calls per batch (by key)"
+    )
+    p.add_argument("--pipeline", type=_positive_int, default=3, help="batches in flight")
+    p.add_argument(
+        "--claim-mode",
+        choices=["lock", "lease"],
+        default=None,
+        help="lock (PostgreSQL default) or lease (SQLite; PgBouncer transaction pooling)",
+    )
+    p.add_argument(
+        "--delete-sent", action="store_true", help="delete rows once sent instead of marking"
+    )
     p.add_argument("--lease", type=parse_duration, default=timedelta(seconds=30))
     p.add_argument("--retry-delay", type=parse_duration, default=timedelta(seconds=2))
     p.add_argument("--poll-interval", type=parse_duration, default=timedelta(seconds=1))
