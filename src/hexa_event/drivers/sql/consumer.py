@@ -27,6 +27,7 @@ How a member works:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import random
@@ -52,6 +53,7 @@ Pos = tuple[int, int]
 
 _decode_headers = msgspec.msgpack.Decoder(dict[str, bytes]).decode
 _CHUNK = 64  # partitions per fetch statement
+_CLOSE_TIMEOUT = 15.0
 _COLUMNS = "id, txid, channel, part, msg_key, headers, body, created_ms, visible_ms"
 
 
@@ -199,7 +201,8 @@ class SqlSubscription(Subscription):
         self._discover = False
         self._wake = asyncio.Event()
         self._poke = asyncio.Event()
-        self._poll_lock = asyncio.Lock()
+        self._poll_task: asyncio.Task[bool] | None = None
+        self._close_task: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._last_warning = 0.0
@@ -221,14 +224,29 @@ class SqlSubscription(Subscription):
         )
 
     async def close(self) -> None:
-        if self._closed:
-            return
+        if self._close_task is None:
+            self._close_task = asyncio.create_task(self._close())
+        # Shielded: a cancelled close still stores positions and leaves the group. Bounded:
+        # with the database unreachable, the leases simply expire.
+        try:
+            await asyncio.wait_for(asyncio.shield(self._close_task), _CLOSE_TIMEOUT)
+        except TimeoutError:
+            logger.warning(
+                "SQL driver: group %s: leaving the group took over %.0fs; continuing in the "
+                "background (the leases expire after %.0fs anyway)",
+                self._group,
+                _CLOSE_TIMEOUT,
+                self._opts.lease_ttl,
+            )
+
+    async def _close(self) -> None:
         self._closed = True
         self._wake.set()
         self._poke.set()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        # Let upkeep and a running read finish rather than cancelling them midway.
+        for task in (self._task, self._poll_task):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
         parts = list(self._parts.values())
         for part in parts:
             part.owned = False
@@ -265,16 +283,14 @@ class SqlSubscription(Subscription):
             found = False
             if room > 0:
                 self._wake.clear()
-                try:
-                    async with self._poll_lock:
-                        found = await self._poll(room, self._full_poll)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self._warn("reading the log", exc)
-                    self._idle_delay = self._opts.max_poll_interval
-                    if self._redelivery_due:
-                        self._redelivery_due = time.monotonic() + self._idle_delay
+                task = self._poll_task
+                if task is None or task.done():
+                    task = self._poll_task = asyncio.create_task(
+                        self._poll_safely(room, self._full_poll)
+                    )
+                # Shielded: a cancelled fetch leaves the read to finish into the buffer
+                # (cancelling a database call midway can wedge the connection).
+                found = await asyncio.shield(task)
                 if self._buffer:
                     self._idle_delay = self._opts.poll_interval
                     continue
@@ -290,6 +306,16 @@ class SqlSubscription(Subscription):
                 self._full_poll = False
                 self._idle_delay = self._opts.poll_interval
         return []
+
+    async def _poll_safely(self, room: int, full: bool) -> bool:
+        try:
+            return await self._poll(room, full)
+        except Exception as exc:
+            self._warn("reading the log", exc)
+            self._idle_delay = self._opts.max_poll_interval
+            if self._redelivery_due:
+                self._redelivery_due = time.monotonic() + self._idle_delay
+            return False
 
     def _take(self, max_count: int) -> list[Delivery]:
         limit = min(max_count, self._spec.prefetch - self._handed_out)
@@ -355,46 +381,43 @@ class SqlSubscription(Subscription):
             rows = result.all()
         by_part: dict[tuple[str, int], list[Any]] = {}
         for row in rows:
-            by_part.setdefault((row.channel, row.part), []).append(row)
+            key = (row[2], row[3])
+            bucket = by_part.get(key)
+            if bucket is None:
+                by_part[key] = [row]
+            else:
+                bucket.append(row)
         found = False
+        buffer = self._buffer
         for part, cursor in zip(parts, cursors, strict=True):
             if not part.owned or part.releasing or part.cursor != cursor:
                 continue
             part_rows = by_part.get((part.channel, part.number), [])
-            if (
-                len(part_rows) < per
-                and self._channel_gen.get(part.channel, 0) == gens[part.channel]
-            ):
-                part.drained = True
-            elif len(part_rows) >= per:
-                part.drained = False
-            part_rows.sort(key=lambda r: (r.txid, r.id))
+            unchanged = self._channel_gen.get(part.channel, 0) == gens[part.channel]
+            part.drained = len(part_rows) < per and unchanged
             part.blocked_until_ms = 0
-            for row in part_rows:
-                pos: Pos = (row.txid, row.id)
+            if any((a[1], a[0]) >= (b[1], b[0]) for a, b in itertools.pairwise(part_rows)):
+                part_rows.sort(key=lambda r: (r[1], r[0]))
+            outstanding = part.outstanding
+            for log_id, txid, channel, _, key, headers, body, created_ms, visible_ms in part_rows:
+                pos: Pos = (txid, log_id)
                 if pos <= part.cursor:
                     continue
-                if row.visible_ms > now_ms:
-                    part.blocked_until_ms = row.visible_ms
+                if visible_ms > now_ms:
+                    part.blocked_until_ms = visible_ms
                     part.drained = False
                     break
-                record = RawRecord(
-                    channel=row.channel,
-                    key=row.msg_key,
-                    headers=_decode_headers(row.headers),
-                    body=bytes(row.body),
-                )
-                part.outstanding[pos] = False
+                outstanding[pos] = False
                 part.cursor = pos
-                self._buffer.append(
+                buffer.append(
                     SqlDelivery(
                         self,
                         part,
                         pos,
-                        record,
+                        RawRecord(channel, key, _decode_headers(headers), bytes(body)),
                         redelivered=False,
                         delivery_count=1,
-                        timestamp=row.created_ms / 1000,
+                        timestamp=created_ms / 1000,
                     )
                 )
                 found = True

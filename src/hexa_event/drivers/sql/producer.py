@@ -46,26 +46,44 @@ def _visible_ms(record: RawRecord) -> int:
         return 0  # the core dead-letters malformed headers; do not hold the row back
 
 
-def to_rows(records: Sequence[RawRecord], partitions: int) -> list[dict[str, Any]]:
+_COLUMNS = ("channel", "part", "msg_key", "headers", "body", "created_ms", "visible_ms")
+
+
+def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ...]]:
+    """Rows for ``hexa_log`` in the order of :data:`_COLUMNS`."""
     created = time.time_ns() // 1_000_000
+    crc32 = zlib.crc32
     return [
-        {
-            "channel": r.channel,
-            "part": partition_of(r.key, partitions),
-            "msg_key": r.key,
-            "headers": _encode_headers(dict(r.headers)),
-            "body": bytes(r.body),
-            "created_ms": created,
-            "visible_ms": _visible_ms(r),
-        }
+        (
+            r.channel,
+            crc32(r.key.encode("utf-8", "surrogatepass")) % partitions,
+            r.key,
+            _encode_headers(r.headers if type(r.headers) is dict else dict(r.headers)),
+            bytes(r.body),
+            created,
+            _visible_ms(r) if RETRY_AT in r.headers else 0,
+        )
         for r in records
     ]
+
+
+def insert_sql(paramstyle: str) -> str | None:
+    """A plain INSERT for the DBAPI's paramstyle (None: use SQLAlchemy Core instead)."""
+    if paramstyle == "qmark":
+        marks = ", ".join("?" for _ in _COLUMNS)
+    elif paramstyle == "numeric_dollar":
+        marks = ", ".join(f"${n}" for n in range(1, len(_COLUMNS) + 1))
+    elif paramstyle == "format":
+        marks = ", ".join("%s" for _ in _COLUMNS)
+    else:
+        return None
+    return f"INSERT INTO hexa_log ({', '.join(_COLUMNS)}) VALUES ({marks})"
 
 
 class _Request:
     __slots__ = ("channels", "future", "rows")
 
-    def __init__(self, rows: list[dict[str, Any]], channels: set[str], future: Any) -> None:
+    def __init__(self, rows: list[tuple[Any, ...]], channels: set[str], future: Any) -> None:
         self.rows = rows
         self.channels = channels
         self.future = future
@@ -131,7 +149,14 @@ class Producer:
         async with self._driver.writing() as conn:
             if new_channels:
                 await self._driver.insert_channels(conn, new_channels)
-            await conn.execute(log.insert(), rows)
+            statement = insert_sql(conn.dialect.paramstyle)
+            if statement is not None:
+                # The DBAPI's executemany directly: no per-row parameter processing.
+                await conn.exec_driver_sql(statement, rows)
+            else:
+                await conn.execute(
+                    log.insert(), [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
+                )
             if state.dialect == "postgresql" and self._driver.options.notify:
                 names = "\n".join(sorted(channels))
                 payload = names if len(names.encode()) < 7000 else ""

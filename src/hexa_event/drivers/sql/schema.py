@@ -200,6 +200,9 @@ def make_engine(options: SqlOptions) -> AsyncEngine:
     else:
         kwargs["pool_size"] = options.pool_size
         kwargs["max_overflow"] = options.pool_size
+        if url.get_driver_name() == "asyncpg":
+            # Fail fast while the server restarts instead of asyncpg's 60 s default.
+            kwargs["connect_args"] = {"timeout": 10}
     kwargs.update(options.engine_options)
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
