@@ -1,0 +1,356 @@
+"""The SQL driver through its contract: groups across processes, crashes, late commits,
+durable nack delays, retry-at times, positions under out-of-order settles."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+import hexa_event
+from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
+from hexa_event.drivers.sql import SqlDriver, SqlOptions, ddl, migrate
+from hexa_event.drivers.sql.producer import partition_of, to_rows
+from hexa_event.drivers.sql.schema import async_url, make_engine
+from hexa_event.envelope import RETRY_AT
+from hexa_event.errors import ConfigurationError
+from hexa_event.testing.waiting import eventually
+
+MEMBER = Path(__file__).with_name("_member.py")
+SRC = Path(__file__).resolve().parents[3] / "src"
+FAST = {"lease_ttl": 3.0, "heartbeat_interval": 0.2}
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    from hexa_event.testing.services import require_service
+
+    return require_service("postgres").url
+
+
+@pytest.fixture
+async def driver(url: str) -> AsyncIterator[SqlDriver]:
+    d = hexa_event.connect(url, **FAST)
+    assert isinstance(d, SqlDriver)
+    yield d
+    await d.close()
+
+
+def names() -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    return f"ch-{tag}", f"grp-{tag}"
+
+
+def records(channel: str, count: int, keys: int = 50) -> list[RawRecord]:
+    return [
+        RawRecord(channel, f"k{i % keys}", {"n": str(i).encode()}, f"{i}".encode())
+        for i in range(count)
+    ]
+
+
+async def fetch_some(sub: Subscription, within: float = 20.0) -> list[Delivery]:
+    return list(await asyncio.wait_for(sub.fetch(1000), within))
+
+
+async def drain(sub: Subscription, count: int, within: float = 20.0) -> list[Delivery]:
+    got: list[Delivery] = []
+    deadline = time.monotonic() + within
+    while len(got) < count:
+        got.extend(await asyncio.wait_for(sub.fetch(1000), max(0.1, deadline - time.monotonic())))
+    return got
+
+
+# -- several processes ----------------------------------------------------------------------
+
+
+class Member:
+    def __init__(self, url: str, channel: str, group: str, out: Path, seconds: float = 0) -> None:
+        self.out = out
+        env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(MEMBER), url, channel, group, str(out), str(seconds)], env=env
+        )
+
+    def lines(self) -> list[str]:
+        if not self.out.exists():
+            return []
+        return self.out.read_text().splitlines()
+
+    def handled(self) -> list[str]:
+        return [line for line in self.lines() if line and not line.startswith("#")]
+
+    def parts(self) -> int:
+        reports = [line for line in self.lines() if line.startswith("#parts ")]
+        return int(reports[-1].split()[1]) if reports else -1
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+@pytest.fixture
+def members() -> Iterator[list[Member]]:
+    started: list[Member] = []
+    yield started
+    for member in started:
+        if member.proc.poll() is None:
+            member.proc.kill()
+            member.proc.wait(10)
+
+
+async def test_two_processes_share_a_group_and_never_both_handle_one_event(
+    url: str, driver: SqlDriver, members: list[Member], tmp_path: Path
+) -> None:
+    channel, group = names()
+    await driver.provision([channel])
+    a = Member(url, channel, group, tmp_path / "a.txt")
+    b = Member(url, channel, group, tmp_path / "b.txt")
+    members += [a, b]
+    await eventually(lambda: a.parts() == 8 and b.parts() == 8, within=60, what="a fair split")
+    count = 2000
+    await driver.publish(records(channel, count, keys=200))
+    want = {str(i) for i in range(count)}
+    await eventually(
+        lambda: set(a.handled()) | set(b.handled()) >= want, within=60, what="all events"
+    )
+    a.stop()
+    b.stop()
+    got_a, got_b = a.handled(), b.handled()
+    assert len(got_a) == len(set(got_a)), "a duplicate"
+    assert len(got_b) == len(set(got_b)), "a duplicate"
+    assert not set(got_a) & set(got_b), "both members handled one event"
+    assert got_a
+    assert got_b
+    assert len(got_a) + len(got_b) == count
+
+
+async def test_a_member_killed_mid_batch_loses_nothing(
+    url: str, driver: SqlDriver, members: list[Member], tmp_path: Path
+) -> None:
+    channel, group = names()
+    count = 600
+    await driver.publish(records(channel, count))
+    first = Member(url, channel, group, tmp_path / "first.txt", seconds=0.002)
+    members.append(first)
+    await eventually(lambda: len(first.handled()) >= 100, within=60, what="a first share")
+    first.proc.kill()  # SIGKILL: no close, no final ack flush
+    first.proc.wait(10)
+    assert len(first.handled()) < count
+    second = Member(url, channel, group, tmp_path / "second.txt")
+    members.append(second)
+    want = {str(i) for i in range(count)}
+    await eventually(
+        lambda: set(first.handled()) | set(second.handled()) >= want,
+        within=60,
+        what="every event after the crash",
+    )
+    second.stop()
+
+
+# -- one process ------------------------------------------------------------------------------
+
+
+async def test_two_members_split_partitions_and_keep_key_order(driver: SqlDriver) -> None:
+    channel, group = names()
+    spec = SubscriptionSpec(group=group, channels=(channel,))
+    one = await driver.subscribe(spec)
+    two = await driver.subscribe(spec)
+    await driver.publish(records(channel, 400, keys=40))
+    seen: dict[str, list[int]] = {}
+    owner: dict[str, int] = {}
+
+    async def consume(n: int, sub: Subscription) -> None:
+        while sum(len(v) for v in seen.values()) < 400:
+            try:
+                batch = await asyncio.wait_for(sub.fetch(100), 0.5)
+            except TimeoutError:
+                continue
+            for d in batch:
+                seen.setdefault(d.record.key, []).append(int(d.record.body))
+                owner.setdefault(d.record.key, n)
+                await d.ack()
+
+    await asyncio.wait_for(asyncio.gather(consume(1, one), consume(2, two)), 60)
+    for key, values in seen.items():
+        assert values == sorted(values), f"{key} out of order"
+    assert sorted(v for vs in seen.values() for v in vs) == list(range(400))
+    await one.close()
+    await two.close()
+
+
+async def test_settling_out_of_order_never_moves_the_position_past_a_pending_record(
+    driver: SqlDriver, url: str
+) -> None:
+    channel, group = names()
+    await driver.publish(records(channel, 3, keys=1))
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    batch = await drain(sub, 3)
+    assert [d.record.body for d in batch] == [b"0", b"1", b"2"]
+    await batch[2].ack()
+    await batch[1].ack()  # record 0 is still pending
+    await sub.close()
+    other = hexa_event.connect(url, **FAST)
+    try:
+        again = await other.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        redelivered = await drain(again, 1)
+        assert redelivered[0].record.body == b"0"
+        for d in redelivered:
+            await d.ack()
+        await again.close()
+    finally:
+        await other.close()
+
+
+async def test_nack_with_delay_is_durable_and_honoured(driver: SqlDriver, url: str) -> None:
+    channel, group = names()
+    await driver.publish(records(channel, 1))
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    [delivery] = await drain(sub, 1)
+    nacked_at = time.monotonic()
+    await delivery.nack(1.5)
+    await sub.close()  # this member goes away; the database keeps the redelivery
+    other = hexa_event.connect(url, **FAST)
+    try:
+        again = await other.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        [back] = await drain(again, 1)
+        assert time.monotonic() - nacked_at >= 1.4
+        assert back.record.body == b"0"
+        assert back.delivery_count == 2
+        await back.ack()
+        await again.close()
+    finally:
+        await other.close()
+
+
+async def test_retry_copies_are_not_handed_out_before_their_time(driver: SqlDriver) -> None:
+    channel, group = names()
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    due = time.time() + 1.0
+    await driver.publish([RawRecord(channel, "k", {RETRY_AT: str(int(due * 1000)).encode()}, b"x")])
+    [delivery] = await drain(sub, 1)
+    assert time.time() >= due - 0.01
+    await delivery.ack()
+    await sub.close()
+
+
+async def test_start_latest_skips_history_and_groups_are_independent(driver: SqlDriver) -> None:
+    channel, group = names()
+    await driver.publish(records(channel, 5))
+    latest = await driver.subscribe(
+        SubscriptionSpec(group=group + "-new", channels=(channel,), start="latest")
+    )
+    earliest = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    await driver.publish([RawRecord(channel, "k", {}, b"fresh")])
+    assert [d.record.body for d in await drain(latest, 1)] == [b"fresh"]
+    assert len(await drain(earliest, 6)) == 6
+    await latest.close()
+    await earliest.close()
+
+
+async def test_late_committing_transaction_is_not_skipped(url: str) -> None:
+    """PostgreSQL: a row whose transaction took its id early and commits late is delivered."""
+    if not url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: ids follow commit order")
+    channel, group = names()
+    driver = hexa_event.connect(url, **FAST)
+    assert isinstance(driver, SqlDriver)
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    engine = make_engine(SqlOptions(url=url))
+    cols = "channel, part, msg_key, headers, body, created_ms, visible_ms"
+    try:
+        async with engine.connect() as slow:
+            # This transaction takes an id now and commits after a later one.
+            [row] = to_rows([RawRecord(channel, "a", {}, b"early-id")], 16)
+            await slow.execute(
+                text(f"INSERT INTO hexa_log ({cols}) VALUES (:c, :p, :k, :h, :b, :t, :v)"),
+                dict(zip("cpkhbtv", row, strict=True)),
+            )
+            await driver.publish([RawRecord(channel, "b", {}, b"later-id")])
+            # While the early transaction runs, nothing past it is handed out.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(sub.fetch(10), 1.0)
+            await slow.commit()
+        got = await drain(sub, 2)
+        assert sorted(d.record.body for d in got) == [b"early-id", b"later-id"]
+        for d in got:
+            await d.ack()
+        await sub.close()
+        again = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        await driver.publish([RawRecord(channel, "c", {}, b"next")])
+        assert [d.record.body for d in await drain(again, 1)] == [b"next"]
+        await again.close()
+    finally:
+        await engine.dispose()
+        await driver.close()
+
+
+async def test_pattern_subscription_picks_up_new_channels(driver: SqlDriver) -> None:
+    base, group = names()
+    sub = await driver.subscribe(SubscriptionSpec(group=group, pattern=rf"{base}\.\w+"))
+    await driver.publish([RawRecord(f"{base}.x", "k", {}, b"1"), RawRecord("other", "k", {}, b"2")])
+    got = await drain(sub, 1)
+    assert [d.record.channel for d in got] == [f"{base}.x"]
+    await sub.close()
+
+
+# -- schema, options, URLs ------------------------------------------------------------------
+
+
+def test_ddl_lists_every_table_for_both_dialects() -> None:
+    for dialect in ("postgresql", "sqlite"):
+        text_ = ddl(dialect)
+        for table in ("hexa_log", "hexa_positions", "hexa_members", "hexa_redeliveries"):
+            assert f"CREATE TABLE {table}" in text_
+    assert "pg_current_xact_id" in ddl("postgresql")
+    with pytest.raises(ConfigurationError):
+        ddl("oracle")
+
+
+async def test_migrate_is_idempotent_and_keeps_the_partition_count(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    assert await migrate(url, partitions=8) == 8
+    assert await migrate(url, partitions=32) == 8
+    d = hexa_event.connect(url, partitions=32)
+    assert isinstance(d, SqlDriver)
+    assert (await d.ready()).partitions == 8
+    await d.close()
+
+
+def test_options_hide_the_password() -> None:
+    opts = SqlOptions(url="postgresql://app:s3cret@db.example:5432/app")
+    assert "s3cret" not in repr(opts)
+    d = SqlDriver(opts)
+    assert "s3cret" not in repr(d)
+    err = d.error("publish", OSError("boom"))
+    assert "s3cret" not in str(err)
+
+
+def test_urls_map_to_async_dialects() -> None:
+    assert async_url("sqlite:///data/app.db").drivername == "sqlite+aiosqlite"
+    assert async_url("postgres://u@h/db").drivername == "postgresql+asyncpg"
+    assert async_url("postgresql://u@h/db").drivername == "postgresql+asyncpg"
+    with pytest.raises(ConfigurationError, match="in-memory"):
+        async_url("sqlite://")
+    with pytest.raises(ConfigurationError, match="unknown SQL driver option"):
+        hexa_event.connect("sqlite:///x.db", no_such_option=1)
+    with pytest.raises(ConfigurationError):
+        hexa_event.connect("sqlite:///x.db", lease_ttl=1.0, heartbeat_interval=1.0)
+
+
+def test_partition_of_is_stable() -> None:
+    assert partition_of("order-42", 16) == partition_of("order-42", 16)
+    assert {partition_of(f"k{i}", 16) for i in range(200)} == set(range(16))
