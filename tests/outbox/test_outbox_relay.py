@@ -60,6 +60,23 @@ async def test_publishes_stored_record_unchanged_and_marks_sent(db_url: str) -> 
     assert (stats.backlog, stats.oldest_unsent_age, stats.published) == (0, None, 3)
 
 
+async def test_rolled_back_transactions_send_nothing(db_url: str) -> None:
+    outbox = Outbox()
+    engine = create_engine(sync_url(db_url))
+    with engine.connect() as conn:
+        outbox.emit_many(conn, [Event("c", "k", payload=i) for i in range(5)])
+        conn.rollback()
+        kept = outbox.emit(conn, Event("c", "k", payload="kept"))
+        conn.commit()
+        outbox.emit(conn, Event("c", "k", payload="lost"))
+        conn.rollback()
+    engine.dispose()
+    driver = RecordingDriver()
+    async with OutboxRelay(db_url, driver) as relay:
+        assert await relay.drain() == 1
+    assert driver.ids() == [kept]
+
+
 async def test_keep_sent_false_deletes_sent_rows(db_url: str) -> None:
     ids = emit(db_url, ["a", "b", "a"])
     driver = RecordingDriver()
