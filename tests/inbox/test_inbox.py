@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -152,7 +153,7 @@ async def test_receiver_redelivery_is_acked_without_effects(db_url: str) -> None
     """Through the real pipeline (memory driver): the same event id emitted twice."""
     engine = await prepared(db_url)
     inbox = Inbox(engine)
-    driver = connect("memory://inbox-test")
+    driver = connect(f"memory://inbox-{uuid.uuid4().hex}")
     receiver = driver.receiver("svc")
     handled = Collector()
 
@@ -195,4 +196,64 @@ async def test_cleaner_deletes_expired_records(db_url: str) -> None:
         left = (await conn.execute(select(inbox_table.c.event_id))).scalars().all()
     assert sorted(left) == ["e5", "e6"]
     assert outbox_table.name == "hexa_outbox"
+    await engine.dispose()
+
+
+async def test_consume_write_emit_exactly_once_effects(db_url: str) -> None:
+    """orders -> (effect + outbox row + inbox row in one tx) -> relay -> charges.
+
+    The order event is delivered three times; one effect, one charge event reaches the
+    broker, and its re-send by the relay is deduplicated downstream too.
+    """
+    from hexa_event.outbox import OutboxRelay
+
+    engine = await prepared(db_url)
+    inbox = Inbox(engine)
+    outbox = Outbox()
+    driver = connect(f"memory://cwe-{uuid.uuid4().hex}")
+    receiver = driver.receiver("billing")
+    handled = Collector()
+    charges = Collector()
+
+    async def charge_effects(ctx: Context, m: Message[Any], session: AsyncSession) -> None:
+        await session.execute(insert(effects).values(event_id=m.id, action=ctx.handler_action))
+        await outbox.emit_async(session, Event("charges", m.key, payload={"order": m.id}), ctx)
+
+    charge_once = inbox.idempotent(charge_effects)
+
+    @receiver.subscribe("orders", action="billing.charge")
+    async def charge(ctx: Context, m: Message[Any]) -> None:
+        await charge_once(ctx, m)
+        handled.add(m.id)
+
+    async def record(ctx: Context, m: Message[Any], session: AsyncSession) -> None:
+        charges.add(m.payload["order"])
+
+    receiver.subscribe("charges", action="ledger.record")(inbox.idempotent(record))
+
+    async with receiver, OutboxRelay(engine, driver, poll_interval=0.05) as relay:
+        emitter = driver.emitter()
+        order = Event("orders", "o-1", payload={"total": 5}, id="order-1")
+        for _ in range(3):
+            await emitter.emit(order)
+        await handled.wait_for(3)
+        assert await relay.drain() == 1
+        # the relay re-sends the charge (as after a crash before mark-sent): same event id
+        sent = rows(db_url, "SELECT headers, body, key, channel FROM hexa_outbox")
+        from hexa_event.driver import RawRecord
+        from hexa_event.outbox.store import decode_headers
+
+        headers, body, key, channel = sent[0]
+        await driver.publish([RawRecord(channel, key, decode_headers(bytes(headers)), bytes(body))])
+        await charges.wait_for(1)
+        deadline = asyncio.get_running_loop().time() + 10
+        while (
+            rows(db_url, "SELECT count(*) FROM hexa_inbox WHERE action = 'ledger.record'")[0][0] < 1
+        ):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+    await driver.close()
+    assert rows(db_url, "SELECT count(*) FROM test_effects") == [(1,)]
+    assert rows(db_url, "SELECT count(*) FROM hexa_outbox") == [(1,)]
+    assert charges.items == ["order-1"]
     await engine.dispose()
