@@ -331,3 +331,23 @@ async def test_revoke_waits_for_in_flight_work_and_commits_it(kafka_bootstrap: s
     finally:
         await driver.close()
         await other.close()
+
+
+async def test_many_emits_in_flight(kafka_bootstrap: str) -> None:
+    """The relay's path: thousands of concurrent emits, each returning after its ack."""
+    channel, group = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=3)
+    try:
+        emitter = driver.emitter()
+        ids = await asyncio.gather(
+            *(emitter.emit(Event(channel, f"k{i % 50}", {"i": i})) for i in range(3000))
+        )
+        assert len(set(ids)) == 3000
+        sub = await driver.subscribe(
+            SubscriptionSpec(group=group, channels=(channel,), prefetch=5000)
+        )
+        got = await _fetch_n(sub, 3000)
+        assert {d.record.headers["HEXA_EVENT_ID"].decode() for d in got} == set(ids)
+        await sub.close()
+    finally:
+        await driver.close()

@@ -179,7 +179,8 @@ class KafkaSubscription(Subscription):
         """The last error librdkafka reported (e.g. the broker is unreachable), or None."""
 
     def __repr__(self) -> str:
-        return f"KafkaSubscription(group={self.group!r}, config={redact(self._config)!r})"
+        shown = {k: v for k, v in redact(self._config).items() if not callable(v)}
+        return f"KafkaSubscription(group={self.group!r}, config={shown!r})"
 
     # -- lifecycle ---------------------------------------------------------------------------
 

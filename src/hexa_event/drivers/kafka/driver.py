@@ -63,6 +63,7 @@ class KafkaDriver(Driver):
         """The last error the producer's librdkafka reported (e.g. broker unreachable)."""
         self._subscriptions: set[KafkaSubscription] = set()
         self._known_topics: set[str] = set()
+        self._provision_lock = asyncio.Lock()
         self._closed = False
 
     def _on_producer_error(self, err: KafkaError) -> None:
@@ -120,6 +121,12 @@ class KafkaDriver(Driver):
         them (so retry topics match their main topic), else ``KafkaOptions.partitions``.
         With provisioning off, raises ChannelNotFoundError for the first missing topic.
         """
+        if all(c in self._known_topics for c in channels):
+            return
+        async with self._provision_lock:  # concurrent callers share one check per topic
+            await self._provision(channels)
+
+    async def _provision(self, channels: Sequence[str]) -> None:
         wanted = [c for c in dict.fromkeys(channels) if c not in self._known_topics]
         if not wanted:
             return

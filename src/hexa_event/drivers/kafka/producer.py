@@ -91,6 +91,7 @@ class KafkaProducer:
         self._known_topics: set[str] = set()
         self._closed = False
         self._start_lock = asyncio.Lock()
+        self._ensure_lock = asyncio.Lock()
 
     @property
     def native(self) -> Producer | None:
@@ -139,10 +140,13 @@ class KafkaProducer:
         if producer is None:
             async with self._start_lock:
                 producer = self._producer or self._start()
-        missing = {r.channel for r in records} - self._known_topics
-        if missing:
-            await self._ensure_topics(sorted(missing))
-            self._known_topics.update(missing)
+        if not self._known_topics.issuperset(r.channel for r in records):
+            # One check at a time: many concurrent first emits to a topic share it.
+            async with self._ensure_lock:
+                missing = {r.channel for r in records} - self._known_topics
+                if missing:
+                    await self._ensure_topics(sorted(missing))
+                    self._known_topics.update(missing)
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[None] = loop.create_future()
