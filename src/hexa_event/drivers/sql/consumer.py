@@ -229,7 +229,8 @@ class SqlSubscription(Subscription):
         # Shielded: a cancelled close still stores positions and leaves the group. Bounded:
         # with the database unreachable, the leases simply expire.
         try:
-            await asyncio.wait_for(asyncio.shield(self._close_task), _CLOSE_TIMEOUT)
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await asyncio.shield(self._close_task)
         except TimeoutError:
             logger.warning(
                 "SQL driver: group %s: leaving the group took over %.0fs; continuing in the "
@@ -298,7 +299,10 @@ class SqlSubscription(Subscription):
                     continue
             try:
                 wait = self._wait_time() if room > 0 else self._opts.max_poll_interval
-                await asyncio.wait_for(self._wake.wait(), wait)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that races with the event, and fetch would never return.
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             except TimeoutError:
                 self._full_poll = True
                 self._idle_delay = min(self._idle_delay * 2, self._opts.max_poll_interval)
@@ -634,7 +638,8 @@ class SqlSubscription(Subscription):
             if self._has_unflushed():
                 timeout = min(timeout, opts.ack_interval)
             try:
-                await asyncio.wait_for(self._poke.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._poke.wait()
             except TimeoutError:
                 continue
             # Coalesce: let acks arriving in the next moments join one write.
