@@ -152,7 +152,8 @@ class Dispatcher:
         if self._closing.is_set():
             return False
         try:
-            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._closing.wait()
         except TimeoutError:
             return True
         return False

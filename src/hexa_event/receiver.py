@@ -263,7 +263,8 @@ class Receiver:
                     delay,
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._closing.wait()
                 continue
             failures = 0
             info.fetch_error = ""

@@ -69,7 +69,8 @@ async def replay_dead_letters(
         while limit is None or report.replayed < limit:
             room = 100 if limit is None else min(100, limit - report.replayed)
             try:
-                deliveries = await asyncio.wait_for(subscription.fetch(room), idle)
+                async with asyncio.timeout(idle):
+                    deliveries = await subscription.fetch(room)
             except TimeoutError:
                 break
             if not deliveries:

@@ -125,7 +125,8 @@ class MemorySubscription(Subscription):
             if self._redeliveries:
                 timeout = max(0.0, self._redeliveries[0][0] - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
         return []
 
     async def close(self) -> None:
