@@ -201,7 +201,9 @@ async def test_unreachable_broker_backs_off_reports_and_recovers() -> None:
         await driver.emitter().emit(he.Event("c", "k", {"n": 1}))
         assert await got.wait_for(1, within=10) == [{"n": 1}]
         assert receiver.health()["healthy"]
-        assert receiver.health()["actions"]["a"]["handled"] == 1
+        await eventually(
+            lambda: receiver.health()["actions"]["a"]["handled"] == 1, within=5, what="count"
+        )
     assert receiver.health()["state"] == "closed"
 
 
