@@ -1,11 +1,13 @@
 """The hexa-event demo: an order service and its consumers, on the embedded default.
 
-    python examples/demo.py [--url URL]
+    python examples/demo.py [--url URL] [--verbose]
 
-Three orders are emitted. billing charges each card once; notifications fails on its first
-try and succeeds on the retry; analytics is broken and its events end in the dead-letter
-queue, where an operator's handler reads why. Run it twice: the SQL log keeps every event,
-but each action only handles what it has not handled yet.
+Three orders are emitted, and the first one twice (a producer retry after a timeout, same
+event id). billing charges each card exactly once: its inbox records the event id in the
+same transaction as the charge, so the re-sent event is acked without charging again.
+notifications fails on its first try and succeeds on the retry; analytics is broken and its
+events end in the dead-letter queue, where an operator's handler reads why. Run it twice:
+the SQL log keeps every event, but each action only handles what it has not handled yet.
 """
 
 from __future__ import annotations
@@ -20,9 +22,21 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
 import hexa_event as he
+from hexa_event.inbox import Inbox, migrate_async
 
 DEFAULT_URL = "sqlite:///data/demo.db"
+BILLING_DB = "sqlite+aiosqlite:///data/demo-billing.db"  # the billing service's own database
+
+charges = sa.Table(
+    "charges",
+    sa.MetaData(),
+    sa.Column("order_id", sa.String, primary_key=True),
+    sa.Column("cents", sa.Integer, nullable=False),
+)
 
 
 @dataclass
@@ -43,11 +57,28 @@ async def main(url: str) -> int:
     counts: Counter[str] = Counter()
     quick_retry = he.RetryPolicy(max_retries=2, initial_delay=0.2)
 
+    inbox = Inbox(BILLING_DB)
+    await migrate_async(inbox.engine)
+    async with inbox.engine.begin() as conn:
+        await conn.run_sync(charges.metadata.create_all)
+
     service = driver.receiver("demo-service")
 
     @service.subscribe("orders", payload=OrderPlaced, action="billing.charge-card")
     async def charge(ctx: he.Context, msg: he.Message[OrderPlaced]) -> None:
+        counts["deliveries"] += 1
+        if await inbox.seen(ctx):
+            say("billing", f"{msg.payload.order_id} is charged already: duplicate acked")
+        await charge_once(ctx, msg)
+
+    @inbox.idempotent
+    async def charge_once(
+        ctx: he.Context, msg: he.Message[OrderPlaced], session: AsyncSession
+    ) -> None:
         order = msg.payload
+        await session.execute(
+            charges.insert().values(order_id=order.order_id, cents=order.total_cents)
+        )
         counts["charged"] += 1
         say(
             "billing",
@@ -92,33 +123,43 @@ async def main(url: str) -> int:
                 [("ada", 4200), ("grace", 1999), ("linus", 12500)], start=1
             )
         ]
+        first_id = ""
         for order in orders:
             ctx = he.Context(correlation_id=f"req-{order.order_id}", locale="en")
             event_id = await emitter.emit(he.Event("orders", order.order_id, order), ctx)
+            first_id = first_id or event_id
             say("orders", f"emitted {order.order_id} as event {event_id}")
+        again = he.Event("orders", orders[0].order_id, orders[0], id=first_id)
+        await emitter.emit(again, he.Context(correlation_id=f"req-{orders[0].order_id}"))
+        say("orders", f"emitted {orders[0].order_id} again, same event id (a producer retry)")
+
+        sent = len(orders) + 1
         deadline = time.monotonic() + 30
-        want = len(orders)
         while not (
-            counts["charged"] >= want
-            and counts["receipts"] >= want
-            and counts["dead-letters"] >= want
+            counts["deliveries"] >= sent
+            and counts["receipts"] >= sent
+            and counts["dead-letters"] >= sent
         ):
             if time.monotonic() > deadline:
-                print("\ndemo timed out waiting for the handlers", file=sys.stderr)
+                print(f"\ndemo timed out waiting for the handlers: {counts}", file=sys.stderr)
                 return 1
             await asyncio.sleep(0.05)
     await driver.close()
+    async with inbox.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(sa.func.count()).select_from(charges))).scalar()
+    await inbox.close()
     print(
-        f"\nIn {time.monotonic() - began:.1f}s: {counts['charged']} cards charged once each, "
-        f"{counts['receipts']} receipts sent after {counts['receipt-failures']} failed tries, "
-        f"{counts['export-failures']} export failures ending as "
+        f"\nIn {time.monotonic() - began:.1f}s: {counts['deliveries']} events reached billing, "
+        f"{counts['charged']} cards were charged (billing's table holds {rows} charges from "
+        f"all runs); {counts['receipts']} receipts sent after {counts['receipt-failures']} "
+        f"failed tries; {counts['export-failures']} export failures ended as "
         f"{counts['dead-letters']} dead letters."
     )
     return 0
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("HEXA_DEMO_URL", DEFAULT_URL))
     parser.add_argument("--verbose", action="store_true", help="show the library's logs")
     args = parser.parse_args()
@@ -126,6 +167,5 @@ if __name__ == "__main__":
         level=logging.WARNING if args.verbose else logging.CRITICAL,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if args.url.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(args.url[len("sqlite:///") :]) or ".", exist_ok=True)
+    os.makedirs("data", exist_ok=True)
     sys.exit(asyncio.run(main(args.url)))
