@@ -307,6 +307,21 @@ async def test_pattern_subscription_picks_up_new_channels(driver: SqlDriver) -> 
     await sub.close()
 
 
+async def test_prune_deletes_only_what_every_group_settled(driver: SqlDriver) -> None:
+    channel, group = names()
+    await driver.publish(records(channel, 4, keys=1))
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    batch = await drain(sub, 4)
+    await batch[0].ack()
+    await batch[1].ack()
+    await sub.close()  # the stored position is now after record 1
+    assert await driver.prune(0, channels=[channel]) == 2
+    again = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    rest = await drain(again, 2)
+    assert [d.record.body for d in rest] == [b"2", b"3"]
+    await again.close()
+
+
 # -- schema, options, URLs ------------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -285,6 +285,50 @@ class SqlDriver(Driver):
             await asyncio.gather(self._listener, return_exceptions=True)
         if self._engine is not None and self._owns_engine:
             await self._engine.dispose()
+
+    async def prune(
+        self, older_than: float, *, channels: Sequence[str] | None = None, batch: int = 1000
+    ) -> int:
+        """Delete log rows older than ``older_than`` seconds that every consumer group has
+        settled (behind all stored positions of their channel and partition, not awaiting
+        redelivery), ``batch`` rows per transaction; only ``channels`` when given. Returns how
+        many rows were deleted. Rows of channels no group consumes are deleted by age alone.
+
+        Run it from a periodic task or cron; a group created later with ``start="earliest"``
+        no longer sees pruned rows.
+        """
+        if older_than < 0 or batch < 1:
+            raise ConfigurationError("prune(): older_than must be >= 0 and batch >= 1")
+        await self.ready()
+        from .consumer import _now_ms
+
+        cutoff = _now_ms() - int(older_than * 1000)
+        only = ""
+        params: dict[str, Any] = {"cutoff": cutoff, "batch": batch}
+        if channels is not None:
+            if not channels:
+                return 0
+            only = "l.channel IN :channels AND "
+            params["channels"] = list(channels)
+        statement = text(
+            "DELETE FROM hexa_log WHERE id IN (SELECT l.id FROM hexa_log l "
+            f"WHERE {only}l.created_ms < :cutoff AND NOT EXISTS (SELECT 1 FROM hexa_positions p "
+            "WHERE p.channel = l.channel AND p.part = l.part AND (p.pos_tx < l.txid OR "
+            "(p.pos_tx = l.txid AND p.pos_id < l.id))) AND NOT EXISTS (SELECT 1 FROM "
+            "hexa_redeliveries r WHERE r.log_id = l.id) ORDER BY l.id LIMIT :batch)"
+        )
+        if channels is not None:
+            statement = statement.bindparams(bindparam("channels", expanding=True))
+        total = 0
+        while True:
+            try:
+                async with self.writing() as conn:
+                    deleted = (await conn.execute(statement, params)).rowcount
+            except Exception as exc:
+                raise self.error("prune", exc) from exc
+            total += max(0, deleted)
+            if deleted < batch:
+                return total
 
     # -- PostgreSQL LISTEN -------------------------------------------------------------------
 
