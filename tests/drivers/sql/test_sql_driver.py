@@ -298,6 +298,31 @@ async def test_late_committing_transaction_is_not_skipped(url: str) -> None:
         await driver.close()
 
 
+async def test_notify_wakes_consumers_of_other_processes(url: str) -> None:
+    """PostgreSQL: a publish from another driver (process) wakes an idle consumer at once,
+    long before its next poll."""
+    if not url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    channel, group = names()
+    slow_polling = {**FAST, "poll_interval": 30.0, "max_poll_interval": 30.0}
+    consumer = hexa_event.connect(url, **slow_polling)
+    producer = hexa_event.connect(url, **FAST)
+    try:
+        await producer.provision([channel])
+        sub = await consumer.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        idle = asyncio.create_task(sub.fetch(10))
+        await eventually(lambda: consumer._listener is not None, what="the listener")  # type: ignore[attr-defined]
+        began = time.monotonic()
+        await producer.publish([RawRecord(channel, "k", {}, b"wake")])
+        got = await asyncio.wait_for(idle, 10)
+        assert [d.record.body for d in got] == [b"wake"]
+        assert time.monotonic() - began < 10
+        await sub.close()
+    finally:
+        await producer.close()
+        await consumer.close()
+
+
 async def test_pattern_subscription_picks_up_new_channels(driver: SqlDriver) -> None:
     base, group = names()
     sub = await driver.subscribe(SubscriptionSpec(group=group, pattern=rf"{base}\.\w+"))
