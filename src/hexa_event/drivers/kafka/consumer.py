@@ -13,6 +13,12 @@ The stored (and auto-committed) offset of a partition is always its lowest unfin
 offset, never "highest seen", so a failed or slow record is never skipped because a later
 one succeeded. Deliveries may be settled in any order.
 
+Commits: watermarks are stored as events finish and committed by librdkafka every second,
+on revoke (synchronously, after the revoked partitions' in-flight work finished or
+``revoke_timeout`` passed) and at close. Partitions *lost* (session expired, e.g. while the
+broker restarts) are dropped without committing; their records since the last commit are
+delivered again, with the same HEXA_EVENT_ID (at-least-once).
+
 Backpressure: at most ``spec.prefetch`` deliveries are out unsettled; records received
 beyond that wait locally. Above ``KafkaSubscriptionOptions.buffer`` of them the poll thread
 stops taking records (librdkafka's own bounded prefetch fills and stops fetching) until half
