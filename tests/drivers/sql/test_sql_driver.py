@@ -370,6 +370,23 @@ async def test_migrate_is_idempotent_and_keeps_the_partition_count(tmp_path: Pat
     await d.close()
 
 
+async def test_from_engine_uses_the_callers_engine(tmp_path: Path) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'own.db'}")
+    driver = SqlDriver.from_engine(engine, **FAST)
+    channel, group = names()
+    await driver.publish(records(channel, 3))
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    got = await drain(sub, 3)
+    assert sorted(d.record.body for d in got) == [b"0", b"1", b"2"]
+    await sub.close()
+    await driver.close()
+    async with engine.connect() as conn:  # still usable: the caller owns it
+        assert (await conn.execute(text("SELECT count(*) FROM hexa_log"))).scalar() == 3
+    await engine.dispose()
+
+
 def test_options_hide_the_password() -> None:
     opts = SqlOptions(url="postgresql://app:s3cret@db.example:5432/app")
     assert "s3cret" not in repr(opts)

@@ -15,7 +15,11 @@ The embedded default: no broker, one database file (or the PostgreSQL you alread
   (``poll_interval`` .. ``max_poll_interval``) is the fallback everywhere.
 - PostgreSQL: readers order rows by (inserting transaction id, id) and read only below the
   oldest running transaction, so late-committing transactions are never skipped. A
-  long-running transaction anywhere in the database delays delivery (never loses it).
+  long-running transaction anywhere in the PostgreSQL cluster delays delivery (never loses
+  it): watch for sessions left idle in transaction.
+- Retry copies (``HEXA_RETRY_AT``) hold back later rows of their partition until due; the
+  core only puts the header on ``<action>.retry.<n>`` channels, whose delays are uniform.
+- The log grows until :meth:`SqlDriver.prune` deletes rows every group has settled.
 - SQLite: WAL mode, one writer at a time (``BEGIN IMMEDIATE``, ``busy_timeout``); several
   processes can share the file.
 
