@@ -408,6 +408,11 @@ def test_urls_map_to_async_dialects() -> None:
         hexa_event.connect("sqlite:///x.db", lease_ttl=1.0, heartbeat_interval=1.0)
 
 
+async def test_a_bad_pattern_is_a_configuration_error(driver: SqlDriver) -> None:
+    with pytest.raises(ConfigurationError, match="regular expression"):
+        await driver.subscribe(SubscriptionSpec(group="g", pattern="orders.(["))
+
+
 def test_partition_of_is_stable() -> None:
     assert partition_of("order-42", 16) == partition_of("order-42", 16)
     assert {partition_of(f"k{i}", 16) for i in range(200)} == set(range(16))

@@ -42,6 +42,7 @@ import msgspec
 from sqlalchemy import and_, bindparam, func, or_, select, text
 
 from ...driver import Delivery, RawRecord, Subscription, SubscriptionSpec
+from ...errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .driver import SqlDriver
@@ -184,7 +185,12 @@ class SqlSubscription(Subscription):
         self._opts = driver.options
         self._partitions = partitions
         self.member_id = uuid.uuid4().hex
-        self._pattern = re.compile(spec.pattern) if spec.pattern else None
+        try:
+            self._pattern = re.compile(spec.pattern) if spec.pattern else None
+        except re.error as exc:
+            raise ConfigurationError(
+                f"subscription pattern {spec.pattern!r} is not a valid regular expression: {exc}"
+            ) from exc
         self._explicit = tuple(dict.fromkeys(spec.channels))
         self._channels: set[str] = set(self._explicit)
         self._initialized: set[str] = set()
