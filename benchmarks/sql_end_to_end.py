@@ -27,6 +27,7 @@ import socket
 import tempfile
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -177,7 +178,7 @@ async def bare_round(backend: Backend, count: int) -> float:
 # -- ours: through the public API -----------------------------------------------------------
 
 
-async def ours_round(backend: Backend, count: int, publish_rates: list[float]) -> float:
+async def ours_round(backend: Backend, count: int, *, publish_rates: list[float]) -> float:
     from _harness import timed
 
     driver = he.connect(backend.url())
@@ -230,11 +231,8 @@ async def main() -> None:
         result = await compare(
             f"SQL driver end to end on {name} (emit -> handle -> ack)",
             args.count,
-            (f"bare SQLAlchemy {name} insert/select/update", lambda n, b=backend: bare_round(b, n)),
-            (
-                f"hexa-event {name}://",
-                lambda n, b=backend, r=publish_rates: ours_round(b, n, r),
-            ),
+            (f"bare SQLAlchemy {name} insert/select/update", partial(bare_round, backend)),
+            (f"hexa-event {name}://", partial(ours_round, backend, publish_rates=publish_rates)),
             rounds=args.rounds,
         )
         publish = sorted(publish_rates)[len(publish_rates) // 2]
