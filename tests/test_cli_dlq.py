@@ -35,7 +35,8 @@ async def test_dlq_replay_command_republishes_to_the_source_channel(
         main, ["dlq", "replay", "--url", url, "--action", "export", "--idle", "0.5"]
     )
     assert code == 0
-    assert "replayed 1 dead letters of export: 1 to orders" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "replayed 1 dead letters of export (1 to orders), skipped 0" in out
 
     driver = he.connect(url)
     got = Collector()

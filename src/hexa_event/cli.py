@@ -341,12 +341,15 @@ async def _dlq_replay(args: argparse.Namespace) -> int:
     driver = connect(args.url)
     try:
         report = await replay_dead_letters(
-            driver, args.action, channel=args.channel, limit=args.limit, idle=args.idle
+            driver, args.action, to=args.to, limit=args.limit, idle_timeout=args.idle
         )
     finally:
         await driver.close()
     targets = ", ".join(f"{n} to {c}" for c, n in sorted(report.by_channel.items())) or "none"
-    sys.stdout.write(f"replayed {report.replayed} dead letters of {args.action}: {targets}\n")
+    sys.stdout.write(
+        f"replayed {report.replayed} dead letters of {args.action} ({targets}), "
+        f"skipped {report.skipped} without a source channel\n"
+    )
     return 0
 
 
@@ -362,9 +365,11 @@ def add_dlq_commands(commands: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--url", required=True, help="the driver URL, e.g. kafka://127.0.0.1:9092")
     p.add_argument("--action", required=True, help="the handler action whose .dlq to replay")
-    p.add_argument("--channel", default=None, help="replay here instead of the source channel")
+    p.add_argument("--to", default=None, help="replay here instead of the source channel")
     p.add_argument("--limit", type=_positive_int, default=None, help="at most this many")
-    p.add_argument("--idle", type=float, default=5.0, help="stop after this many quiet seconds (5)")
+    p.add_argument(
+        "--idle", type=float, default=10.0, help="stop after this many quiet seconds (10)"
+    )
     p.set_defaults(func=lambda args: asyncio.run(_dlq_replay(args)))
 
 

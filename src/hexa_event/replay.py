@@ -1,10 +1,15 @@
 """Replaying dead letters: move an action's dead letters back to the channel they came from.
 
 Replay reads ``<action>.dlq`` as its own consumer group (``<action>.dlq-replay``), so each
-dead letter is replayed once however often replay runs; it republishes the original body and
-headers without the retry and error headers, keeping the event id, so idempotent handlers
-(the inbox) recognise the event. Every action subscribed to the target channel receives the
-replayed event again: that is what the event id is for.
+dead letter is replayed once however often replay runs; it republishes the original key,
+body and headers without the retry and error headers, keeping the event id so idempotent
+handlers (the inbox) recognise the event, and marks the copy with ``HEXA_REPLAYED_FROM``.
+A letter is acked only after its copy was published.
+
+Every action subscribed to the source channel receives the replayed event again (that is
+what the event id is for); pass ``to="<action>.retry.1"`` to reach only the failed action.
+Letters without ``HEXA_SOURCE_CHANNEL`` (Go hexa-event's, for example) need ``to`` and are
+skipped otherwise.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ from dataclasses import dataclass, field
 
 from . import envelope as env
 from .driver import Driver, RawRecord, SubscriptionSpec
+from .errors import DecodeError
 from .retry import dead_letter_channel
 
 logger = logging.getLogger(__name__)
+
+REPLAYED_FROM = "HEXA_REPLAYED_FROM"
+"""On replayed records: the coordinates of the dead letter they were copied from."""
 
 _COPY_ONLY_HEADERS = (
     env.ATTEMPT,
@@ -34,32 +43,38 @@ _COPY_ONLY_HEADERS = (
 @dataclass
 class ReplayReport:
     replayed: int = 0
+    skipped: int = 0
+    """Letters without a source channel, when no ``to`` was given (acked, not copied)."""
     by_channel: dict[str, int] = field(default_factory=dict)
 
 
-def restored(letter: RawRecord, channel: str | None = None) -> RawRecord:
-    """The record to publish for a dead letter: original channel, key, body and headers."""
-    headers = {k: v for k, v in letter.headers.items() if k not in _COPY_ONLY_HEADERS}
-    target = channel or env.header_text(letter.headers, env.SOURCE_CHANNEL)
+def restored(letter: RawRecord, coordinates: str, to: str | None = None) -> RawRecord | None:
+    """The record to publish for a dead letter, or None when it has nowhere to go."""
+    target = to or _source_channel(letter)
     if not target:
-        raise ValueError(
-            "dead letter has no HEXA_SOURCE_CHANNEL header; pass the channel to replay to"
-        )
+        return None
+    headers = {k: v for k, v in letter.headers.items() if k not in _COPY_ONLY_HEADERS}
+    headers[REPLAYED_FROM] = coordinates.encode()
     return RawRecord(channel=target, key=letter.key, headers=headers, body=letter.body)
+
+
+def _source_channel(letter: RawRecord) -> str:
+    try:
+        return env.header_text(letter.headers, env.SOURCE_CHANNEL)
+    except DecodeError:
+        return ""
 
 
 async def replay_dead_letters(
     driver: Driver,
     action: str,
     *,
-    channel: str | None = None,
+    to: str | None = None,
     limit: int | None = None,
-    idle: float = 2.0,
+    idle_timeout: float = 10.0,
 ) -> ReplayReport:
-    """Republish ``action``'s dead letters; stop after ``limit`` or ``idle`` quiet seconds.
-
-    A letter is acked on the dead-letter channel only after its copy was published.
-    """
+    """Republish ``action``'s dead letters; stop after ``limit`` of them, or once nothing
+    arrived for ``idle_timeout`` seconds (allow for joining the group on slow brokers)."""
     report = ReplayReport()
     await driver.provision([dead_letter_channel(action)])
     subscription = await driver.subscribe(
@@ -69,17 +84,25 @@ async def replay_dead_letters(
         while limit is None or report.replayed < limit:
             room = 100 if limit is None else min(100, limit - report.replayed)
             try:
-                async with asyncio.timeout(idle):
+                async with asyncio.timeout(idle_timeout):
                     deliveries = await subscription.fetch(room)
             except TimeoutError:
                 break
             if not deliveries:
                 break
             for delivery in deliveries:
+                copy = restored(delivery.record, delivery.coordinates, to)
+                if copy is None:
+                    logger.warning(
+                        "dead letter %s has no source channel; skipped (pass to=)",
+                        delivery.coordinates,
+                    )
+                    report.skipped += 1
+                    await delivery.ack()
+                    continue
                 try:
-                    copy = restored(delivery.record, channel)
                     await driver.publish([copy])
-                except Exception:
+                except BaseException:
                     await delivery.nack()
                     raise
                 await delivery.ack()

@@ -29,7 +29,7 @@ async def test_replay_moves_dead_letters_back_once_keeping_the_event_id() -> Non
         assert dispatcher is not None
         await eventually(lambda: dispatcher.dead_lettered == 1, within=5, what="dead letter")
         broken = False  # the operator fixed the warehouse
-        report = await replay_dead_letters(driver, "export", idle=0.2)
+        report = await replay_dead_letters(driver, "export", idle_timeout=0.2)
         assert report.replayed == 1
         assert report.by_channel == {"orders": 1}
         [(replayed_id, attempt, headers)] = await handled.wait_for(1, within=5)
@@ -37,4 +37,5 @@ async def test_replay_moves_dead_letters_back_once_keeping_the_event_id() -> Non
     assert attempt == 1
     assert env.DEAD_LETTER_REASON not in headers
     assert env.ERROR_TYPE not in headers
-    assert (await replay_dead_letters(driver, "export", idle=0.05)).replayed == 0
+    assert headers["HEXA_REPLAYED_FROM"].startswith(b"export.dlq-")
+    assert (await replay_dead_letters(driver, "export", idle_timeout=0.05)).replayed == 0

@@ -16,9 +16,9 @@ import hexa_event
 from hexa_event.context import Context
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaDriver, KafkaSubscriptionOptions, sarama_partition
-from hexa_event.drivers.kafka.replay import replay_dead_letters
 from hexa_event.errors import ChannelNotFoundError, PermanentError
 from hexa_event.event import Event, Message
+from hexa_event.replay import replay_dead_letters
 from hexa_event.testing.waiting import Collector, eventually
 
 pytestmark = pytest.mark.kafka
@@ -260,14 +260,14 @@ async def test_group_override_and_dead_letter_replay(kafka_bootstrap: str) -> No
             result = await replay_dead_letters(driver, action)
             assert result.replayed == 3
             assert set(await handled.wait_for(3, within=30)) == set(ids)
-        again = await replay_dead_letters(driver, action, idle_timeout=2)
+        again = await replay_dead_letters(driver, action, idle_timeout=5)
         assert again.replayed == 0
     finally:
         await driver.close()
 
 
 async def test_replay_cli(kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from hexa_event.drivers.kafka import replay
+    from hexa_event.cli import main
 
     channel, action = _names()
     driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
@@ -280,10 +280,10 @@ async def test_replay_cli(kafka_bootstrap: str, capsys: pytest.CaptureFixture[st
         )
         await driver.publish([letter])
         code = await asyncio.to_thread(
-            replay.main, [f"kafka://{kafka_bootstrap}", "--action", action]
+            main, ["dlq", "replay", "--url", f"kafka://{kafka_bootstrap}", "--action", action]
         )
         assert code == 0
-        assert "replayed 1, skipped 0" in capsys.readouterr().out
+        assert "replayed 1 dead letters" in capsys.readouterr().out
         sub = await driver.subscribe(SubscriptionSpec(group=f"{action}-check", channels=(channel,)))
         (back,) = await _fetch_n(sub, 1)
         assert "HEXA_ERROR_TYPE" not in back.record.headers
