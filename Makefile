@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 S ?=
 
-.PHONY: venv demo test lint unit services services-down bench clean
+.PHONY: venv demo test lint unit services services-down bench interop-go clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -38,8 +38,15 @@ services:
 services-down:
 	scripts/services down $(S)
 
+# Benchmarks: each runs the raw client and hexa-event in the same run and prints the ratio.
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	scripts/services up kafka postgres
+	cd benchmarks && ../$(PY) run.py $(if $(QUICK),--quick)
+
+# Go interop on Kafka: a sarama program speaking Go hexa-event's wire format, both directions.
+interop-go: $(STAMP)
+	scripts/services up kafka
+	$(VENV)/bin/pytest -q tests/interop/go
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
