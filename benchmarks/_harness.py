@@ -79,4 +79,3 @@ def finish(result: dict[str, object], path: str | None) -> None:
     if path:
         with open(path, "w") as fh:
             json.dump(result, fh, indent=2)
-
