@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -10,10 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, update
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "outbox"))
-
-from obx_helpers import RecordingDriver, rows
-
+from db_helpers import RecordingDriver, rows
 from hexa_event import Event, register_driver
 from hexa_event.cli import main, parse_duration
 from hexa_event.outbox import Outbox, outbox_table

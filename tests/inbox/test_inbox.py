@@ -8,10 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from obx_helpers import rows
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from db_helpers import rows
 from hexa_event import Context, Event, Message, connect
 from hexa_event.errors import ConfigurationError
 from hexa_event.inbox import Inbox, InboxCleaner, current_session, dedup_key, inbox_table

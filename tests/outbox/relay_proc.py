@@ -14,10 +14,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from obx_helpers import SinkDriver
-
+from db_helpers import SinkDriver
 from hexa_event.driver import RawRecord
 from hexa_event.outbox import OutboxRelay
 

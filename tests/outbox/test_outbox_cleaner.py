@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from obx_helpers import RecordingDriver, rows
 from sqlalchemy import create_engine, update
 
+from db_helpers import RecordingDriver, rows
 from hexa_event import Event
 from hexa_event.outbox import Outbox, OutboxCleaner, OutboxRelay, outbox_table
 from hexa_event.outbox._sql import sync_url, utcnow

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from obx_helpers import SinkDriver, rows
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from db_helpers import SinkDriver, rows
 from hexa_event import Context, Event
 from hexa_event.inbox import Inbox
 from hexa_event.outbox import Outbox, OutboxRelay

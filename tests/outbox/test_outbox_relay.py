@@ -6,10 +6,10 @@ import asyncio
 from collections import defaultdict
 
 import pytest
-from obx_helpers import RecordingDriver, event_id, rows
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from db_helpers import RecordingDriver, event_id, rows
 from hexa_event import Event
 from hexa_event.outbox import Outbox, OutboxRelay
 from hexa_event.outbox._sql import async_url, sync_url

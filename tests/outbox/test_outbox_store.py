@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from obx_helpers import rows
 from sqlalchemy import create_engine, make_url, select
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
+from db_helpers import rows
 from hexa_event import Context, Event
 from hexa_event.envelope import EVENT_ID
 from hexa_event.outbox import Outbox, ddl, migrate, migrate_async, outbox_table

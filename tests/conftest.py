@@ -1,16 +1,14 @@
+"""Shared fixtures: SQL databases (SQLite files, a PostgreSQL database per session)."""
+
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from db_helpers import create_pg_database, drop_pg_database, reset_tables
 from hexa_event.testing.services import require_service
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "outbox"))
-
-from obx_helpers import create_pg_database, drop_pg_database, reset_tables
 
 
 @pytest.fixture(scope="session")
