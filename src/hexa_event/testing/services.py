@@ -1489,32 +1489,52 @@ class Pulsar(Service):
 # --------------------------------------------------------------------------------------
 
 
-class Nats(Service):
-    name = "nats"
+class _NatsFamily(Service):
+    """A single Go binary serving a client port and an HTTP monitoring port, data in a dir."""
+
     stop_timeout = 30.0
+    url_env: ClassVar[str]
+    default_port: ClassVar[int]
+    monitor_env: ClassVar[str]
+    default_monitor_port: ClassVar[int]
+    binary_name: ClassVar[str]
 
     @property
     def url(self) -> str:
-        return env("HEXA_NATS_URL")
+        return env(self.url_env)
 
     @property
     def host(self) -> str:
-        return _split_hostport(self.url, 4222)[0]
+        return _split_hostport(self.url, self.default_port)[0]
 
     @property
     def monitor_port(self) -> int:
-        return int(os.environ.get("HEXA_NATS_MONITOR_PORT") or 8222)
+        return int(os.environ.get(self.monitor_env) or self.default_monitor_port)
 
     @property
     def ports(self) -> list[int]:
-        return [_split_hostport(self.url, 4222)[1], self.monitor_port]
+        return [_split_hostport(self.url, self.default_port)[1], self.monitor_port]
 
     @property
     def binary(self) -> Path:
-        return self.install_dir / "nats-server"
+        return self.install_dir / self.binary_name
 
     def is_installed(self) -> bool:
         return super().is_installed() and self.binary.is_file()
+
+    def _prepare(self, fresh: bool) -> None:
+        if fresh:
+            _wipe(self.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+class Nats(_NatsFamily):
+    name = "nats"
+    url_env = "HEXA_NATS_URL"
+    default_port = 4222
+    monitor_env = "HEXA_NATS_MONITOR_PORT"
+    default_monitor_port = 8222
+    binary_name = "nats-server"
 
     def _install(self) -> None:
         v = self.version
@@ -1565,11 +1585,6 @@ class Nats(Service):
         tmp.chmod(0o755)
         tmp.replace(self.binary)
 
-    def _prepare(self, fresh: bool) -> None:
-        if fresh:
-            _wipe(self.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-
     def _command(self) -> tuple[list[str], dict[str, str], Path, str | None]:
         conf = self.run_dir / "nats.conf"
         conf.write_text(
@@ -1593,36 +1608,17 @@ class Nats(Service):
 # --------------------------------------------------------------------------------------
 
 
-class Stan(Service):
+class Stan(_NatsFamily):
     name = "stan"
-    stop_timeout = 30.0
-
-    @property
-    def url(self) -> str:
-        return env("HEXA_STAN_URL")
+    url_env = "HEXA_STAN_URL"
+    default_port = 4223
+    monitor_env = "HEXA_STAN_MONITOR_PORT"
+    default_monitor_port = 8223
+    binary_name = "nats-streaming-server"
 
     @property
     def cluster_id(self) -> str:
         return env("HEXA_STAN_CLUSTER_ID")
-
-    @property
-    def host(self) -> str:
-        return _split_hostport(self.url, 4223)[0]
-
-    @property
-    def monitor_port(self) -> int:
-        return int(os.environ.get("HEXA_STAN_MONITOR_PORT") or 8223)
-
-    @property
-    def ports(self) -> list[int]:
-        return [_split_hostport(self.url, 4223)[1], self.monitor_port]
-
-    @property
-    def binary(self) -> Path:
-        return self.install_dir / "nats-streaming-server"
-
-    def is_installed(self) -> bool:
-        return super().is_installed() and self.binary.is_file()
 
     def _install(self) -> None:
         self.install_dir.mkdir(parents=True, exist_ok=True)
@@ -1638,11 +1634,6 @@ class Stan(Service):
         out = _run([str(self.binary), "--version"])
         if self.version not in out:
             raise ServiceError(f"stan: binary reports {out.strip()!r}, expected {self.version}")
-
-    def _prepare(self, fresh: bool) -> None:
-        if fresh:
-            _wipe(self.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
 
     def _command(self) -> tuple[list[str], dict[str, str], Path, str | None]:
         argv = [
