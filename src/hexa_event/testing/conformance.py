@@ -104,6 +104,13 @@ class DriverConformance:
         tag = uuid.uuid4().hex[:10]
         return f"{prefix}-{tag}", f"act-{tag}"
 
+    async def backlog(self, pool: DriverPool, channel: str, count: int, keys: int) -> set[str]:
+        """Emit ``count`` events over ``keys`` keys before anyone subscribes; their ids."""
+        emitting = await pool.new()
+        await emitting.provision([channel])
+        events = (Event(channel, f"k{i % keys}", {"i": i}) for i in range(count))
+        return set(await emitting.emitter().emit_many(events))
+
     async def started(self, pool: DriverPool, receiver: Receiver) -> Receiver:
         pool.track(receiver)
         await receiver.start()
@@ -413,13 +420,7 @@ class DriverConformance:
         """Failing consumers closed one after another burn no event (Watermill's check)."""
         channel, action = self.names()
         count = 10 * self.scale
-        emitting = await pool.new()
-        await emitting.provision([channel])
-        ids = set(
-            await emitting.emitter().emit_many(
-                Event(channel, f"k{i}", {"i": i}) for i in range(count)
-            )
-        )
+        ids = await self.backlog(pool, channel, count, keys=count)
         slow_retry = RetryPolicy(max_retries=3, initial_delay=0.05, in_place=True)
         for n in range(2):
             failing = Collector()
@@ -560,13 +561,7 @@ class DriverConformance:
         """Receivers opened and closed in turn together see every event (positions kept)."""
         channel, action = self.names()
         count = 60 * self.scale
-        emitting = await pool.new()
-        await emitting.provision([channel])
-        ids = set(
-            await emitting.emitter().emit_many(
-                Event(channel, f"k{i % 5}", {"i": i}) for i in range(count)
-            )
-        )
+        ids = await self.backlog(pool, channel, count, keys=5)
         seen: set[str] = set()
         for n in range(3):
             got = Collector()
