@@ -49,8 +49,11 @@ class Emitter:
     async def emit_many(
         self, events: Iterable[Event[Any]], ctx: Context | None = None
     ) -> list[str]:
-        """Send a batch in one driver call; return the ids once the broker has all of them."""
-        records = [self.envelope.seal(event, ctx) for event in events]
+        """Send a batch in one driver call; return the ids once the broker has all of them.
+
+        ``ctx`` applies to every event of the batch (one fresh context when None).
+        """
+        records = self.envelope.seal_many(events, ctx)
         if records:
             await self.driver.publish(records)
         return [record.headers[EVENT_ID].decode() for record in records]

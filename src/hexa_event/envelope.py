@@ -8,7 +8,7 @@ it. Metadata goes in broker-native headers; the names of Go hexa-event are kept,
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -87,15 +87,35 @@ class Envelope:
 
     def seal(self, event: Event[Any], ctx: Context | None = None) -> RawRecord:
         """Encode ``event`` with ``ctx`` (a fresh one when None) into the record to send."""
+        return self._seal(event, self.context_headers(ctx))
+
+    def seal_many(
+        self, events: Iterable[Event[Any]], ctx: Context | None = None
+    ) -> list[RawRecord]:
+        """Seal a batch that shares one context (a fresh one for the batch when None)."""
+        context_headers = self.context_headers(ctx)
+        return [self._seal(event, context_headers) for event in events]
+
+    def context_headers(self, ctx: Context | None) -> dict[str, bytes]:
+        """What the propagator writes for ``ctx`` (a fresh context when None)."""
+        headers: dict[str, bytes] = {}
+        self.propagator.inject(ctx if ctx is not None else Context(), headers)
+        return headers
+
+    def _seal(self, event: Event[Any], context_headers: Mapping[str, bytes]) -> RawRecord:
         codec = get_codec(event.codec) if event.codec else self.codec
         try:
             body = codec.encode(event.payload)
         except EncodeError as exc:
             raise EncodeError(f"event for channel {event.channel!r}: {exc}") from exc
-        headers: dict[str, bytes] = {}
-        for name, value in event.headers.items():
-            headers[name] = value.encode() if isinstance(value, str) else value
-        self.propagator.inject(ctx if ctx is not None else Context(), headers)
+        if event.headers:
+            headers = {
+                name: value.encode() if isinstance(value, str) else value
+                for name, value in event.headers.items()
+            }
+            headers.update(context_headers)
+        else:
+            headers = dict(context_headers)
         event_id = event.id or new_event_id()
         emitted_ms = now_ms()
         headers[EVENT_ID] = event_id.encode()
