@@ -63,6 +63,7 @@ class Dispatcher:
         self._closing = closing
         self._slots = slots or asyncio.Semaphore(1_000_000)
         self._retry_prefix = f"{route.action}.retry."
+        self._action = route.action.encode()
         self.handled = 0
         self.dead_lettered = 0
         self.retried = 0
@@ -75,13 +76,8 @@ class Dispatcher:
         get = headers.get
         try:
             event_id = env.event_id_of(headers, delivery.coordinates)
-            raw_root, raw_action, raw_source = (
-                get(env.ROOT_EVENT_ID),
-                get(env.ROOT_ACTION),
-                get(env.SOURCE_CHANNEL),
-            )
+            raw_root, raw_source = get(env.ROOT_EVENT_ID), get(env.SOURCE_CHANNEL)
             root_id = raw_root.decode() if raw_root else event_id
-            root_action = raw_action.decode() if raw_action else route.action
             source_channel = raw_source.decode() if raw_source else record.channel
             attempt, retry_at_ms = self._attempt_and_due(delivery)
         except (DecodeError, UnicodeDecodeError, AttributeError) as exc:
@@ -117,12 +113,17 @@ class Dispatcher:
             event_id=event_id,
             handler_action=route.action,
             root_event_id=root_id,
-            root_handler_action=root_action,
+            root_handler_action=route.action,
         )
         await self._run(delivery, ctx, message)
 
     def _attempt_and_due(self, delivery: Delivery) -> tuple[int, int | None]:
-        """This delivery's attempt number and not-before time (epoch ms) if it is a retry."""
+        """This delivery's attempt number and not-before time (epoch ms) if it is a retry.
+
+        Only copies in this action's own chain (its retry channels, or headers naming it as
+        the root action) continue a count; for any other action, a copy (a dead letter read
+        by an operator's handler, say) is a first attempt.
+        """
         headers = delivery.record.headers
         channel = delivery.record.channel
         if env.ATTEMPT not in headers and not channel.startswith(self._retry_prefix):
@@ -130,6 +131,8 @@ class Dispatcher:
         retry_number = retry_number_of(channel, self._route.action)
         attempt = env.header_int(headers, env.ATTEMPT, retry_number + 1)
         due = env.header_int(headers, env.RETRY_AT, -1)
+        if not retry_number and headers.get(env.ROOT_ACTION) != self._action:
+            return 1, None
         if due >= 0:
             return attempt, due
         if retry_number and delivery.timestamp is not None:
@@ -226,7 +229,7 @@ class Dispatcher:
     ) -> None:
         headers_in = delivery.record.headers
         root_id = _safe_text(headers_in, env.ROOT_EVENT_ID) or event_id
-        root_action = _safe_text(headers_in, env.ROOT_ACTION) or self._route.action
+        root_action = self._route.action
         source = _safe_text(headers_in, env.SOURCE_CHANNEL) or delivery.record.channel
         headers = _copy_headers(delivery, event_id, root_id, root_action, source, exc)
         headers[env.DEAD_LETTER_REASON] = reason.encode()

@@ -228,3 +228,32 @@ async def test_retry_back_off_does_not_hold_handler_slots() -> None:
         await eventually(
             lambda: receiver.health()["actions"]["a"]["retried"] == 20, within=5, what="retries"
         )
+
+
+async def test_another_actions_copies_start_a_fresh_count_for_this_action() -> None:
+    """A dead letter read by an operator's handler is that handler's attempt 1, and its
+    dedup keys name the operator's action, not the action that failed."""
+    driver = memory()
+    seen = Collector()
+    receiver = driver.receiver("svc")
+    receiver.subscribe(
+        "orders",
+        action="export",
+        retry=he.RetryPolicy(max_retries=1, initial_delay=0.01),
+        handler=lambda c, m: (_ for _ in ()).throw(RuntimeError("down")),
+    )
+
+    @receiver.subscribe(
+        he.dead_letter_channel("export"),
+        action="ops",
+        retry=he.RetryPolicy(max_retries=1, initial_delay=0.01),
+    )
+    async def ops(ctx: he.Context, msg: he.Message[Any]) -> None:
+        seen.add((msg.attempt, ctx.handler_action, ctx.root_handler_action, ctx.root_event_id))
+        if msg.attempt == 1:
+            raise RuntimeError("ops handler hiccup")
+
+    async with receiver:
+        event_id = await driver.emitter().emit(he.Event("orders", "k", {}))
+        items = await seen.wait_for(2, within=10)
+    assert items == [(1, "ops", "ops", event_id), (2, "ops", "ops", event_id)]
