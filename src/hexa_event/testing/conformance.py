@@ -111,6 +111,18 @@ class DriverConformance:
         events = (Event(channel, f"k{i % keys}", {"i": i}) for i in range(count))
         return set(await emitting.emitter().emit_many(events))
 
+    async def subscribed(
+        self, pool: DriverPool, handler: Callable[[Context, Message[Any]], Any]
+    ) -> tuple[Driver, str]:
+        """A driver and a fresh channel with a started receiver running ``handler``."""
+        driver = await pool.new()
+        channel, action = self.names()
+        await driver.provision([channel])
+        receiver = driver.receiver("svc")
+        receiver.subscribe(channel, action=action, handler=handler)
+        await self.started(pool, receiver)
+        return driver, channel
+
     async def started(self, pool: DriverPool, receiver: Receiver) -> Receiver:
         pool.track(receiver)
         await receiver.start()
@@ -444,13 +456,8 @@ class DriverConformance:
 
     async def test_context_round_trip(self, pool: DriverPool) -> None:
         """Correlation id, locale, user, baggage, trace context and reply channel travel."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
         got = Collector()
-        receiver = driver.receiver("svc")
-        receiver.subscribe(channel, action=action, handler=lambda c, m: got.add((c, m)))
-        await self.started(pool, receiver)
+        driver, channel = await self.subscribed(pool, lambda c, m: got.add((c, m)))
         user = User(
             id="u-7",
             type=UserType.REGULAR,
@@ -479,13 +486,8 @@ class DriverConformance:
 
     async def test_missing_context_headers_are_tolerated(self, pool: DriverPool) -> None:
         """A foreign record with no hexa headers is handled; its id is the broker position."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
         got = Collector()
-        receiver = driver.receiver("svc")
-        receiver.subscribe(channel, action=action, handler=lambda c, m: got.add((c, m)))
-        await self.started(pool, receiver)
+        driver, channel = await self.subscribed(pool, lambda c, m: got.add((c, m)))
         await driver.publish([RawRecord(channel, "k", {}, b'{"foreign": true}')])
         [(ctx, msg)] = await got.wait_for(1, within=self.timeout)
         assert msg.payload == {"foreign": True}
