@@ -55,26 +55,24 @@ def redact(url: str | URL) -> str:
 
 def async_url(url: str | URL) -> URL:
     """``url`` with an asyncio driver when it names none (``postgresql://`` -> asyncpg)."""
-    parsed = _parse(url)
-    if "+" in parsed.drivername:
-        return parsed
-    driver = _ASYNC_DRIVERS.get(parsed.drivername)
-    if driver is None:
-        raise ConfigurationError(
-            f"unsupported database {parsed.drivername!r}; use postgresql://, sqlite:/// "
-            "or name an asyncio driver explicitly (dialect+driver://)"
-        )
-    return parsed.set(drivername=driver)
+    return _with_driver(url, _ASYNC_DRIVERS, "asyncio")
 
 
 def sync_url(url: str | URL) -> URL:
     """``url`` with a blocking driver when it names none (``postgresql://`` -> psycopg)."""
+    return _with_driver(url, _SYNC_DRIVERS, "blocking")
+
+
+def _with_driver(url: str | URL, drivers: dict[str, str], kind: str) -> URL:
     parsed = _parse(url)
     if "+" in parsed.drivername:
         return parsed
-    driver = _SYNC_DRIVERS.get(parsed.drivername)
+    driver = drivers.get(parsed.drivername)
     if driver is None:
-        raise ConfigurationError(f"unsupported database {parsed.drivername!r}")
+        raise ConfigurationError(
+            f"unsupported database {parsed.drivername!r}; use postgresql://, sqlite:/// "
+            f"or name a {kind} driver explicitly (dialect+driver://)"
+        )
     return parsed.set(drivername=driver)
 
 

@@ -515,16 +515,14 @@ class OutboxRelay:
         conn = batch.conn
         assert conn is not None
         now = utcnow()
+        hold = {
+            "ids": failed,
+            "until": now + timedelta(seconds=self.retry_delay),
+            "error": f"{type(error).__name__}: {brief(error) if error else ''}",
+        }
         try:
             if failed:
-                await conn.execute(
-                    self._backoff_stmt,
-                    {
-                        "ids": failed,
-                        "until": now + timedelta(seconds=self.retry_delay),
-                        "error": f"{type(error).__name__}: {brief(error) if error else ''}",
-                    },
-                )
+                await conn.execute(self._backoff_stmt, hold)
             if done:
                 await conn.execute(self._lock_mark_stmt, {"ids": done, "now": now})
             await conn.commit()
@@ -533,15 +531,7 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await conn.close()
             if failed:
-                await self._settle(
-                    self._backoff_stmt,
-                    {
-                        "ids": failed,
-                        "until": now + timedelta(seconds=self.retry_delay),
-                        "error": f"{type(error).__name__}: {brief(error) if error else ''}",
-                    },
-                    batch.lease_until,
-                )
+                await self._settle(self._backoff_stmt, hold, batch.lease_until)
             if published is not None and not published.done():
                 published.set_result(not failed)
             if done and await self._settle(

@@ -244,23 +244,22 @@ def _java() -> str:
     home = os.environ.get("JAVA_HOME")
     if home and (Path(home) / "bin" / "java").is_file():
         return str(Path(home) / "bin" / "java")
-    java = shutil.which("java")
-    if java is None:
-        _apt_install("openjdk-17-jre-headless")
-        java = shutil.which("java")
-    if java is None:
-        raise ServiceError("no java on PATH (JDK 17+ needed)")
-    return java
+    return _tool("java", "openjdk-17-jre-headless", " (JDK 17+ needed)")
 
 
 def _mvn() -> str:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        _apt_install("maven")
-        mvn = shutil.which("mvn")
-    if mvn is None:
-        raise ServiceError("no mvn on PATH")
-    return mvn
+    return _tool("mvn", "maven")
+
+
+def _tool(command: str, apt_package: str, need: str = "") -> str:
+    """The path of ``command``, installing Debian's ``apt_package`` when it is missing."""
+    found = shutil.which(command)
+    if found is None:
+        _apt_install(apt_package)
+        found = shutil.which(command)
+    if found is None:
+        raise ServiceError(f"no {command} on PATH{need}")
+    return found
 
 
 def _maven_repo() -> Path:
