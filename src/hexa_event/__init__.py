@@ -2,10 +2,10 @@
 
 import hexa_event as he
 
-driver = he.connect("sqlite:///app.db")
-event_id = await driver.emitter().emit(he.Event("orders", "order-42", {"total": 10}))
+conn = he.connect("sqlite:///app.db")
+event_id = await conn.emitter().emit(he.Event("orders", "order-42", {"total": 10}))
 
-receiver = driver.receiver("billing-service")
+receiver = conn.receiver("billing-service")
 
 @receiver.subscribe("orders", action="billing.charge-card")
 async def charge(ctx: he.Context, msg: he.Message[dict]) -> None: ...
@@ -15,7 +15,7 @@ async with receiver:
 """
 
 from .codecs import Codec, codec_names, get_codec, register_codec
-from .connect import connect, known_schemes, register_driver
+from .connect import Connection, connect, known_schemes, register_driver
 from .context import (
     HEXA_EVENT_HANDLER_ACTION_NAME,
     HEXA_EVENT_ID,
@@ -25,10 +25,20 @@ from .context import (
     User,
     UserType,
 )
-from .driver import Delivery, Driver, Features, RawRecord, Subscription, SubscriptionSpec
-from .emitter import Emitter
+from .driver import (
+    Delivery,
+    Driver,
+    Features,
+    Outcome,
+    RawRecord,
+    Subscription,
+    SubscriptionSpec,
+    SubscriptionStatus,
+)
+from .emitter import EmitCall, EmitMiddleware, Emitter
 from .envelope import CloudEvents, Envelope
 from .errors import (
+    AlreadySettledError,
     ChannelNotFoundError,
     ClosedError,
     ConfigurationError,
@@ -65,6 +75,7 @@ __all__ = [
     "HEXA_ROOT_EVENT_HANDLER_ACTION_NAME",
     "HEXA_ROOT_EVENT_ID",
     "NO_RETRIES",
+    "AlreadySettledError",
     "BaggagePropagator",
     "ChannelNotFoundError",
     "ClosedError",
@@ -72,11 +83,14 @@ __all__ = [
     "Codec",
     "CompositePropagator",
     "ConfigurationError",
+    "Connection",
     "Context",
     "DecodeError",
     "Delivery",
     "Driver",
     "DriverError",
+    "EmitCall",
+    "EmitMiddleware",
     "Emitter",
     "EncodeError",
     "Envelope",
@@ -89,6 +103,7 @@ __all__ = [
     "KeysPropagator",
     "Message",
     "Middleware",
+    "Outcome",
     "PayloadTypeError",
     "PermanentError",
     "Propagator",
@@ -98,6 +113,7 @@ __all__ = [
     "Subscription",
     "SubscriptionBusyError",
     "SubscriptionSpec",
+    "SubscriptionStatus",
     "TraceContextPropagator",
     "UnknownCodecError",
     "UnknownSchemeError",

@@ -1,14 +1,24 @@
-"""One construction path: ``connect(url, **options)`` returns the driver for the URL."""
+"""One construction path: ``connect(url, **options)`` returns a :class:`Connection`.
+
+A connection is the driver for the URL (it is a :class:`~hexa_event.driver.Driver` itself,
+delegating to it) plus the factories of the public face: ``emitter()`` and ``receiver()``.
+It sits above the contract, the emitter and the receiver, so none of them imports it.
+"""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from .driver import Driver
+from .codecs import Codec
+from .driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
+from .emitter import Emitter, EmitMiddleware
 from .errors import ConfigurationError, UnknownSchemeError
+from .middleware import Middleware
+from .propagation import Propagator
+from .receiver import Receiver
 
 DriverFactory = Callable[..., Driver]
 
@@ -62,8 +72,78 @@ def _load(target: str, scheme: str) -> DriverFactory:
     return obj  # type: ignore[no-any-return]
 
 
-def connect(url: str, **options: Any) -> Driver:
-    """The driver for ``url``; nothing connects until the first publish or subscribe.
+class Connection(Driver):
+    """A driver with the public face on top: make emitters and receivers from it.
+
+    Publishing, subscribing and closing go to :attr:`driver`, the engine's own driver.
+    """
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.features: Features = driver.features
+
+    def __repr__(self) -> str:
+        return f"Connection({self.driver!r})"
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        await self.driver.publish(records)
+
+    async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        return await self.driver.subscribe(spec)
+
+    async def provision(self, channels: Sequence[str]) -> None:
+        await self.driver.provision(channels)
+
+    async def close(self) -> None:
+        await self.driver.close()
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    def emitter(
+        self,
+        *,
+        codec: str | Codec = "json",
+        propagator: Propagator | None = None,
+        source: str | None = None,
+        middlewares: Sequence[EmitMiddleware] = (),
+    ) -> Emitter:
+        """An emitter that encodes with ``codec`` and propagates context into headers."""
+        return Emitter(
+            self.driver,
+            codec=codec,
+            propagator=propagator,
+            source=source,
+            middlewares=middlewares,
+        )
+
+    def receiver(
+        self,
+        name: str,
+        *,
+        middlewares: Sequence[Middleware] = (),
+        propagator: Propagator | None = None,
+        drain_timeout: float = 30.0,
+        concurrency: int = 64,
+    ) -> Receiver:
+        """A receiver for the service ``name``; subscribe handlers to it, then start it."""
+        return Receiver(
+            self.driver,
+            name=name,
+            middlewares=middlewares,
+            propagator=propagator,
+            drain_timeout=drain_timeout,
+            concurrency=concurrency,
+        )
+
+
+def wrap(driver: Driver) -> Connection:
+    """``driver`` with the public face on top (a connection is returned as it is)."""
+    return driver if isinstance(driver, Connection) else Connection(driver)
+
+
+def connect(url: str, **options: Any) -> Connection:
+    """The connection for ``url``; nothing connects until the first publish or subscribe.
 
     ``memory://``, ``sqlite:///path.db``, ``postgresql://user@host/db``,
     ``kafka://host:9092``, ``pulsar://host:6650``, ``nats://host:4222``,
@@ -81,4 +161,4 @@ def connect(url: str, **options: Any) -> Driver:
         if target is None:
             raise UnknownSchemeError(scheme, known_schemes())
         factory = _load(target, base)
-    return factory(url, **options)
+    return wrap(factory(url, **options))

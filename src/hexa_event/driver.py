@@ -1,74 +1,86 @@
 """The driver contract: the only thing a broker integration implements.
 
 A driver moves raw records; it knows nothing of codecs, contexts, retries or dedup keys,
-which the core does once for every driver. The whole contract:
+which the core does once for every driver. This module is the bottom layer: it imports
+nothing of ours but :mod:`hexa_event.errors`. The whole contract:
 
 - :meth:`Driver.publish` takes a batch of :class:`RawRecord` and returns only when the broker
   (or database) has durably accepted every record of the batch; it raises
   :class:`~hexa_event.errors.DriverError` otherwise, and then any subset may have been stored.
+  A record's ``not_before`` is honoured by the broker when ``features.delayed_publish``.
 - :meth:`Driver.subscribe` opens a :class:`Subscription` for one consumer group: every group
   receives every record of its channels; the subscriptions of one group share the records,
   and a record with a given key is handed to one subscription at a time, in publish order.
-- :meth:`Subscription.fetch` returns the next deliveries; each is settled exactly once by
-  :meth:`Delivery.ack` (done: never delivered to this group again) or :meth:`Delivery.nack`
-  (give it back: delivered again, to this group, no earlier than the delay). A delivery that
-  is never settled before its subscription closes is delivered again later.
-- :meth:`Subscription.close` stops fetching and releases the group membership; acks made
-  before it are kept. Closing twice is harmless.
+- :meth:`Subscription.fetch` returns the next deliveries. Each is settled exactly once by
+  :meth:`Delivery.ack` (done: never delivered to this group again, barring a crash before the
+  settlement was written) or :meth:`Delivery.nack` (give it back: delivered again, to this
+  group, no earlier than its delay). Settling marks the delivery at once; the core then hands
+  settled deliveries to :meth:`Subscription.settle` in batches, which makes them durable
+  (commits ranges). A settlement that could not be written is handed over again. A delivery
+  never settled before its subscription closes is delivered again later.
+- :meth:`Subscription.close` stops fetching and releases the group membership; settlements
+  written before it are kept. Closing twice is harmless. A subscription whose driver was
+  closed under it returns ``[]`` from ``fetch`` (the core treats that as the end).
 
-A driver declares what it can do in :class:`Features`; the conformance suite
-(:mod:`hexa_event.testing`) reads them to decide which guarantees to check.
+A driver declares what it can do in :class:`Features`; the core reads ``delayed_publish``,
+``delayed_nack`` and ``patterns``, the outbox relay ``persistent``, and the conformance suite
+(:mod:`hexa_event.testing`) every flag to decide which guarantees to check.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, final
 
 import msgspec
 
-if TYPE_CHECKING:
-    from .codecs import Codec
-    from .emitter import Emitter
-    from .middleware import Middleware
-    from .propagation import Propagator
-    from .receiver import Receiver
+from .errors import AlreadySettledError, ConfigurationError
 
 StartPosition = Literal["earliest", "latest"]
 
 
 class RawRecord(msgspec.Struct, frozen=True):
-    """A record as the broker carries it: channel, key, headers and an opaque body."""
+    """A record as the broker carries it: channel, key, headers and an opaque body.
+
+    ``not_before`` (seconds since the epoch, 0 for "at once") asks the broker to hold the
+    record back until then; drivers without ``features.delayed_publish`` deliver it at once
+    and the core waits instead.
+    """
 
     channel: str
     key: str
     headers: Mapping[str, bytes]
     body: bytes
+    not_before: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Features:
-    """What a driver guarantees; the conformance suite enables its checks from these."""
+    """What a driver guarantees; the core and the conformance suite read these."""
 
     name: str
     persistent: bool
-    """Records survive the driver's process (and a broker restart)."""
+    """Records survive the driver's process (and a broker restart). The outbox relay refuses
+    targets that are not persistent."""
     consumer_groups: bool = True
     """Each group receives every record; members of one group share them."""
     ordered_per_key: bool = True
     """Records of one key reach one group in publish order."""
     patterns: bool = True
     """``subscribe`` accepts a channel pattern (a regular expression)."""
-    native_delayed_redelivery: bool = False
-    """``nack(delay)`` is honoured by the broker itself rather than a local timer."""
+    delayed_publish: bool = False
+    """The broker holds a record back until its ``not_before`` (SQL, Pulsar deliver-at)."""
+    delayed_nack: bool = False
+    """``nack(delay)`` hands the record back to the broker, which redelivers it after the
+    delay: the core nacks a retry copy that came early instead of waiting while holding it."""
     exclusive_subscriptions: bool = False
     """The broker can refuse a second exclusive consumer (raises SubscriptionBusyError)."""
     new_group_reads_history: bool = True
     """A new group starting at ``earliest`` sees records published before it existed."""
-    restartable: bool = False
-    """The test services can restart the broker mid-test (enables reconnect checks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +99,39 @@ class SubscriptionSpec:
     """Upper bound on deliveries handed out and not yet settled."""
     options: Any = None
     """The driver's own typed subscription options (the Go library's ``Extra``), or None."""
+    retry_channels: tuple[str, ...] = ()
+    """The subset of ``channels`` that are this group's retry channels. A driver that puts
+    them in a group of their own (so that members share the source channels evenly) may."""
 
 
-class Delivery(abc.ABC):
-    """One record handed to one group member; settle it once with ack or nack."""
+class Outcome(enum.Enum):
+    """How a delivery was settled."""
 
-    __slots__ = ("coordinates", "delivery_count", "record", "timestamp")
+    ACK = "ack"
+    NACK = "nack"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionStatus:
+    """What a subscription reports for health checks."""
+
+    assignment: tuple[str, ...] = ()
+    """What this member holds now (``orders-0``, ``orders-3``...; empty when not known)."""
+    error: str = ""
+    """A current problem (broker unreachable, fetch failing), empty when none."""
+    lag: int | None = None
+    """Records of the group's channels not yet settled by the group, when the broker knows."""
+
+
+class Delivery:
+    """One record handed to one group member; settle it once with ack or nack.
+
+    ``ack`` and ``nack`` are final: they record the outcome, call :meth:`on_settle` once, and
+    raise :class:`~hexa_event.errors.AlreadySettledError` on a second call, the same on
+    every driver. Drivers subclass this to keep their own position data.
+    """
+
+    __slots__ = ("coordinates", "delay", "delivery_count", "outcome", "record", "timestamp")
 
     def __init__(
         self,
@@ -109,19 +148,37 @@ class Delivery(abc.ABC):
         """1 on first delivery to this group; higher on broker redelivery, when known."""
         self.timestamp = timestamp
         """Broker time of the record, seconds since the epoch, when known."""
+        self.outcome: Outcome | None = None
+        """None until settled."""
+        self.delay = 0.0
+        """For a nack: seconds before the group may receive the record again."""
 
     @property
     def native(self) -> object:
         """The broker client's own message object (an escape hatch)."""
         return None
 
-    @abc.abstractmethod
-    async def ack(self) -> None:
-        """Mark handled: the group never receives this record again (barring a crash)."""
+    @final
+    def ack(self) -> None:
+        """Mark handled: once the settlement is written, the group never receives it again."""
+        if self.outcome is not None:
+            raise AlreadySettledError(self.coordinates, self.outcome.value)
+        self.outcome = Outcome.ACK
+        self.on_settle()
 
-    @abc.abstractmethod
-    async def nack(self, delay: float = 0.0) -> None:
+    @final
+    def nack(self, delay: float = 0.0) -> None:
         """Give the record back: the group receives it again no earlier than ``delay`` s."""
+        if self.outcome is not None:
+            raise AlreadySettledError(self.coordinates, self.outcome.value)
+        if not (isinstance(delay, int | float) and math.isfinite(delay) and delay >= 0):
+            raise ConfigurationError(f"nack delay must be a finite number >= 0, got {delay!r}")
+        self.outcome = Outcome.NACK
+        self.delay = float(delay)
+        self.on_settle()
+
+    def on_settle(self) -> None:
+        """Hook for drivers: runs once, right after ack or nack. Must not block or raise."""
 
 
 class Subscription(abc.ABC):
@@ -135,15 +192,35 @@ class Subscription(abc.ABC):
         core runs them one after another, so a driver may hand out many at once. Deliveries
         may be settled in any order: a driver that tracks positions must never move its
         stored position past an unsettled delivery. Cancelling the call loses nothing.
+        Raises :class:`~hexa_event.errors.DriverError`; ``retriable=False`` means this member
+        cannot go on (the receiver stops and reports it).
+        """
+
+    @abc.abstractmethod
+    async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        """Write the outcomes of settled deliveries: acks become durable, nacks go back.
+
+        Called by the core in batches, with deliveries of this subscription whose ``outcome``
+        is set. Raises :class:`~hexa_event.errors.DriverError` when nothing or only part
+        could be written; the core then calls again later with the same deliveries, so
+        writing one twice must be harmless.
         """
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Stop fetching, keep acks made so far, leave the group. Idempotent."""
+        """Stop fetching, keep settlements written so far, leave the group. Idempotent."""
+
+    def status(self) -> SubscriptionStatus:
+        """Membership and current problems, for health checks (cheap, never raises)."""
+        return SubscriptionStatus()
 
 
 class Driver(abc.ABC):
-    """A broker integration. Make emitters and receivers from it; close it last."""
+    """A broker integration: publish records, subscribe groups; close it last.
+
+    Emitters and receivers are built on top of it (:func:`hexa_event.connect` returns a
+    :class:`~hexa_event.Connection` that makes them).
+    """
 
     features: Features
 
@@ -165,45 +242,11 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Release every connection. Idempotent."""
+        """Release every connection. Idempotent. Subscriptions still open end: their
+        ``fetch`` returns ``[]``."""
 
     async def __aenter__(self) -> Driver:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    # -- the public face, shared by every driver -------------------------------------------
-
-    def emitter(
-        self,
-        *,
-        codec: str | Codec = "json",
-        propagator: Propagator | None = None,
-        source: str | None = None,
-    ) -> Emitter:
-        """An emitter that encodes with ``codec`` and propagates context into headers."""
-        from .emitter import Emitter
-
-        return Emitter(self, codec=codec, propagator=propagator, source=source)
-
-    def receiver(
-        self,
-        name: str,
-        *,
-        middlewares: Sequence[Middleware] = (),
-        propagator: Propagator | None = None,
-        drain_timeout: float = 30.0,
-        concurrency: int = 64,
-    ) -> Receiver:
-        """A receiver for the service ``name``; subscribe handlers to it, then start it."""
-        from .receiver import Receiver
-
-        return Receiver(
-            self,
-            name=name,
-            middlewares=middlewares,
-            propagator=propagator,
-            drain_timeout=drain_timeout,
-            concurrency=concurrency,
-        )

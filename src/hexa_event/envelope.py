@@ -8,7 +8,7 @@ it. Metadata goes in broker-native headers; the names of Go hexa-event are kept,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +21,7 @@ from .context import (
     Context,
 )
 from .driver import RawRecord
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, EncodeError, InvalidEventError
 from .event import Event
 from .ids import new_event_id
 from .propagation import Propagator, default_propagator
@@ -96,6 +96,21 @@ class Envelope:
         context_headers = self.context_headers(ctx)
         return [self._seal(event, context_headers) for event in events]
 
+    def seal_each(
+        self, events: Sequence[Event[Any]], contexts: Sequence[Context]
+    ) -> list[RawRecord]:
+        """Seal ``events[i]`` with ``contexts[i]``; a context shared by neighbours is
+        propagated once."""
+        out: list[RawRecord] = []
+        last: Context | None = None
+        context_headers: dict[str, bytes] = {}
+        for event, ctx in zip(events, contexts, strict=True):
+            if ctx is not last:
+                context_headers = self.context_headers(ctx)
+                last = ctx
+            out.append(self._seal(event, context_headers))
+        return out
+
     def context_headers(self, ctx: Context | None) -> dict[str, bytes]:
         """What the propagator writes for ``ctx`` (a fresh context when None)."""
         headers: dict[str, bytes] = {}
@@ -110,7 +125,7 @@ class Envelope:
             raise EncodeError(f"event for channel {event.channel!r}: {exc}") from exc
         if event.headers:
             headers = {
-                name: value.encode() if isinstance(value, str) else value
+                _application_header(name): value.encode() if isinstance(value, str) else value
                 for name, value in event.headers.items()
             }
             headers.update(context_headers)
@@ -130,6 +145,20 @@ class Envelope:
             headers[CE_TYPE] = type(event.payload).__name__.encode()
             headers[CE_TIME] = datetime.fromtimestamp(emitted_ms / 1000, UTC).isoformat().encode()
         return RawRecord(channel=event.channel, key=event.key, headers=headers, body=body)
+
+
+def _application_header(name: str) -> str:
+    if name.startswith(RESERVED_PREFIXES) or name in _RESERVED_NAMES:
+        raise InvalidEventError(
+            "headers",
+            f"uses the reserved name {name!r}: names starting with "
+            f"{', '.join(RESERVED_PREFIXES)} (and the content-type and ce_* headers) are "
+            "written by hexa-event itself; rename the header",
+        )
+    return name
+
+
+_RESERVED_NAMES = frozenset({CONTENT_TYPE, CE_ID, CE_TYPE, CE_SOURCE, CE_SPECVERSION, CE_TIME})
 
 
 def header_text(headers: Mapping[str, bytes], name: str, default: str = "") -> str:

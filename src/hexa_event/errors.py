@@ -88,3 +88,13 @@ class ClosedError(HexaEventError, RuntimeError):
 
 class PermanentError(HexaEventError):
     """Raised by a handler: retrying will not help, dead-letter the event now."""
+
+
+class AlreadySettledError(HexaEventError, RuntimeError):
+    """A delivery was acked or nacked a second time; the first settlement stands."""
+
+    def __init__(self, coordinates: str, outcome: str) -> None:
+        self.coordinates = coordinates
+        super().__init__(
+            f"delivery {coordinates} was already settled ({outcome}); settle each delivery once"
+        )
