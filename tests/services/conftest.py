@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from hexa_event.testing import services
+import hexa_event_services as services
 
 
 @pytest.fixture(scope="session")
