@@ -37,7 +37,7 @@ from .probes import (
     pulsar_probe,
     stan_probe,
 )
-from .pytest_support import require_service, service_fixture
+from .pytest_support import on_demand, require_service, service_fixture, stop_all
 from .registry import get_service, service_env, unique_name, up
 from .supervisor import Service
 
@@ -53,6 +53,7 @@ __all__ = [
     "get_service",
     "kafka_probe",
     "nats_probe",
+    "on_demand",
     "pb_decode",
     "pb_field",
     "pg_query",
@@ -62,6 +63,7 @@ __all__ = [
     "service_env",
     "service_fixture",
     "stan_probe",
+    "stop_all",
     "unique_name",
     "up",
 ]

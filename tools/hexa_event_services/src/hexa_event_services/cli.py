@@ -26,13 +26,13 @@ def _cmd_status(names: Sequence[str], as_json: bool) -> int:
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':9} {'state':10} {'pid':>7} {'rss MiB':>8} {'uptime':>8}  url / listening")
+    print(f"{'name':16} {'state':10} {'pid':>7} {'rss MiB':>8} {'uptime':>8}  url / listening")
     for r in rows:
         rss = f"{r['rss_mb']:.0f}" if r["rss_mb"] is not None else "-"
         up_s = f"{r['uptime_s']:.0f}s" if r["uptime_s"] is not None else "-"
         listen = ",".join(r["listening"]) or "-"
         print(
-            f"{r['name']:9} {r['state']:10} {r['pid'] or '-':>7} {rss:>8} {up_s:>8}  "
+            f"{r['name']:16} {r['state']:10} {r['pid'] or '-':>7} {rss:>8} {up_s:>8}  "
             f"{r['url']}  [{listen}] v{r['version']}{'' if r['installed'] else ' (not installed)'}"
         )
     return 0

@@ -34,6 +34,15 @@ VERSIONS: dict[str, str] = {
 }
 
 SERVICE_NAMES: tuple[str, ...] = ("kafka", "pulsar", "nats", "stan", "postgres")
+"""The shared services: what ``up`` with no names starts."""
+
+ON_DEMAND_NAMES: tuple[str, ...] = ("kafka-cluster-1", "kafka-cluster-2", "kafka-cluster-3")
+"""Services started only when named (their own ports and data dirs; see docs/services.md)."""
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "kafka-cluster": ("kafka-cluster-1", "kafka-cluster-2", "kafka-cluster-3"),
+}
+"""Names that stand for several services."""
 
 DEFAULT_ENDPOINTS: dict[str, str] = {
     "HEXA_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
@@ -43,6 +52,7 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
     "HEXA_STAN_URL": "nats://127.0.0.1:4223",
     "HEXA_STAN_CLUSTER_ID": "hexa-event",
     "HEXA_POSTGRES_URL": "postgresql://postgres@127.0.0.1:5432/hexa_event",
+    "HEXA_KAFKA_CLUSTER_BOOTSTRAP": "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094",
 }
 
 # Seconds to wait for a service to become ready after it was spawned.

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from .config import (
@@ -44,8 +45,14 @@ def _kafka_call(sock: socket.socket, api_key: int, version: int, corr: int, body
     return resp[4:]
 
 
-def kafka_probe(bootstrap: str, timeout: float = 5.0) -> None:
-    """ApiVersions, then Metadata: ready when the broker lists itself (it is unfenced)."""
+def kafka_probe(
+    bootstrap: str, timeout: float = 5.0, expect_nodes: Collection[int] = ()
+) -> list[int]:
+    """ApiVersions, then Metadata: ready when the broker lists itself (it is unfenced).
+
+    Returns the node ids the Metadata answer lists; with ``expect_nodes``, each of them
+    must be among those (a cluster node is ready when it is registered and unfenced).
+    """
     host, port = split_hostport(bootstrap, 9092)
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
@@ -60,13 +67,25 @@ def kafka_probe(bootstrap: str, timeout: float = 5.0) -> None:
         lo, hi = ranges.get(3, (0, -1))
         version = max(4, lo)
         if version > min(8, hi):
-            return  # no non-flexible Metadata version to speak; ApiVersions answered
+            return []  # no non-flexible Metadata version to speak; ApiVersions answered
         body = struct.pack(">ib", -1, 0)  # all topics, no auto-creation
         resp = _kafka_call(sock, 3, version, 2, body)
         off = 4  # throttle_time_ms
         (brokers,) = struct.unpack(">i", resp[off : off + 4])
-        if brokers < 1:
+        off += 4
+        nodes = []
+        for _ in range(max(0, brokers)):
+            (node_id, host_len) = struct.unpack(">ih", resp[off : off + 6])
+            off += 6 + host_len + 4  # host, port
+            (rack_len,) = struct.unpack(">h", resp[off : off + 2])
+            off += 2 + max(0, rack_len)
+            nodes.append(node_id)
+        if not nodes:
             raise ConnectionError("kafka: no broker registered yet")
+        missing = sorted(set(expect_nodes) - set(nodes))
+        if missing:
+            raise ConnectionError(f"kafka: node(s) {missing} not registered yet (have {nodes})")
+        return sorted(nodes)
 
 
 def _http_get(url: str, timeout: float) -> tuple[int, bytes]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .config import (
     LOOPBACK_HOSTS,
     ServiceError,
     is_ci,
 )
-from .registry import get_service
+from .registry import get_service, names_of, up
 from .supervisor import Service
 
 
@@ -43,6 +43,35 @@ def require_service(name: str, timeout: float = 5.0, autostart: bool | None = No
         pytest.fail(f"CI=true and {msg}", pytrace=False)
     pytest.skip(msg)
     raise AssertionError("unreachable")  # pytest.skip raises
+
+
+def on_demand(group: str, timeout: float = 5.0) -> tuple[list[Service], bool]:
+    """For tests of an on-demand group (e.g. ``kafka-cluster``): its services, started if
+    any of them does not answer (on loopback), and whether this call started them.
+
+    The caller stops them again when it started them (``stop_all``), so an on-demand
+    service costs the machine nothing outside its tests. Skips (fails under ``CI=true``)
+    when they cannot be started.
+    """
+    import pytest
+
+    services = [get_service(n) for n in names_of([group])]
+    if all(s.is_ready(timeout=timeout) for s in services):
+        return services, False
+    try:
+        up([group], fresh=False)
+    except ServiceError as e:
+        msg = f"{group} could not be started ({e}); try `scripts/services up {group}`"
+        if is_ci():
+            pytest.fail(f"CI=true and {msg}", pytrace=False)
+        pytest.skip(msg)
+    return services, True
+
+
+def stop_all(services: Sequence[Service]) -> None:
+    """Stop ``services`` gracefully, last first."""
+    for s in reversed(services):
+        s.stop()
 
 
 def service_fixture(name: str, scope: str = "session") -> Callable[[], Service]:

@@ -10,21 +10,20 @@ from collections.abc import Sequence
 
 from .config import (
     DEFAULT_ENDPOINTS,
+    GROUPS,
+    ON_DEMAND_NAMES,
     SERVICE_NAMES,
     ServiceError,
     env,
     say,
 )
 from .definitions.kafka import Kafka
+from .definitions.kafka_cluster import NODE_CLASSES
 from .definitions.nats import Nats, Stan
 from .definitions.postgres import Postgres
 from .definitions.pulsar import Pulsar
 from .locks import file_lock
 from .supervisor import Service
-
-# --------------------------------------------------------------------------------------
-# Registry, pytest helpers, CLI
-# --------------------------------------------------------------------------------------
 
 _CLASSES: dict[str, type[Service]] = {
     "kafka": Kafka,
@@ -32,14 +31,17 @@ _CLASSES: dict[str, type[Service]] = {
     "nats": Nats,
     "stan": Stan,
     "postgres": Postgres,
+    **{cls.name: cls for cls in NODE_CLASSES},
 }
+ALL_NAMES: tuple[str, ...] = SERVICE_NAMES + ON_DEMAND_NAMES
+"""Every service in canonical order (commands take locks in it, so two never cross)."""
 _instances: dict[str, Service] = {}
 
 
 def get_service(name: str) -> Service:
-    """The (cached) :class:`Service` for ``name`` (kafka, pulsar, nats, stan, postgres)."""
+    """The (cached) :class:`Service` for ``name`` (one of ``ALL_NAMES``)."""
     if name not in _CLASSES:
-        raise KeyError(f"unknown service {name!r}; known: {', '.join(SERVICE_NAMES)}")
+        raise KeyError(f"unknown service {name!r}; known: {', '.join(ALL_NAMES)}")
     if name not in _instances:
         _instances[name] = _CLASSES[name]()
     return _instances[name]
@@ -56,12 +58,15 @@ def service_env() -> dict[str, str]:
 
 
 def names_of(args: Sequence[str]) -> list[str]:
+    """Service names for command arguments: groups expanded, canonical order; none: shared."""
     if not args:
         return list(SERVICE_NAMES)
-    unknown = [a for a in args if a not in _CLASSES]
+    wanted = {n for a in args for n in GROUPS.get(a, (a,))}
+    unknown = sorted(wanted - set(_CLASSES))
     if unknown:
-        raise ServiceError(f"unknown service(s) {unknown}; known: {', '.join(SERVICE_NAMES)}")
-    return [n for n in SERVICE_NAMES if n in args]  # canonical order: locks never cross
+        known = ", ".join([*ALL_NAMES, *GROUPS])
+        raise ServiceError(f"unknown service(s) {unknown}; known: {known}")
+    return [n for n in ALL_NAMES if n in wanted]  # canonical order: locks never cross
 
 
 def up(names: Sequence[str], fresh: bool = True, timeout: float | None = None) -> None:

@@ -38,6 +38,9 @@ class Service:
     """One managed service. Instances are cached per name by :func:`get_service`."""
 
     name: ClassVar[str] = ""
+    #: what is installed and which version/timeout entries apply (several services may run
+    #: one product, e.g. the three nodes of the Kafka cluster); empty means ``name``
+    product: ClassVar[str] = ""
     #: signal for a graceful stop (sent to the main pid; SIGKILL to the group after timeout)
     stop_signal: ClassVar[int] = signal.SIGTERM
     stop_timeout: ClassVar[float] = 60.0
@@ -50,8 +53,13 @@ class Service:
 
     # ---- to be provided by subclasses -------------------------------------------------
     @property
+    def kind(self) -> str:
+        """The installed product: ``product`` or, when empty, ``name``."""
+        return self.product or self.name
+
+    @property
     def version(self) -> str:
-        return VERSIONS[self.name]
+        return VERSIONS[self.kind]
 
     @property
     def url(self) -> str:
@@ -68,7 +76,7 @@ class Service:
 
     @property
     def install_dir(self) -> Path:
-        return cache_dir() / self.name / self.version
+        return cache_dir() / self.kind / self.version
 
     @property
     def data_dir(self) -> Path:
@@ -105,7 +113,7 @@ class Service:
 
     def install(self) -> None:
         """Download/build what the service needs into the cache (idempotent)."""
-        with file_lock(cache_dir() / "locks" / f"install-{self.name}.lock"):
+        with file_lock(cache_dir() / "locks" / f"install-{self.kind}.lock"):
             if self.is_installed():
                 return
             t0 = time.monotonic()
@@ -247,7 +255,7 @@ class Service:
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Poll the readiness probe until it passes; raise ServiceError with the log tail."""
-        timeout = timeout if timeout is not None else start_timeout(self.name)
+        timeout = timeout if timeout is not None else start_timeout(self.kind)
         deadline = time.monotonic() + timeout
         last = "no attempt yet"
         managed = self._read_pid() is not None

@@ -8,6 +8,7 @@ import shutil
 import uuid
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 from ..config import (
     BIND_HOST,
@@ -24,10 +25,6 @@ from ..installers import (
 )
 from ..probes import kafka_probe
 from ..supervisor import Service, wipe
-
-# --------------------------------------------------------------------------------------
-# Kafka
-# --------------------------------------------------------------------------------------
 
 _KAFKA_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -70,8 +67,17 @@ logger.cleaner.level = warn
 
 
 class Kafka(Service):
+    """The shared single node: broker and controller in one process, replication factor 1.
+
+    Subclasses (the cluster's nodes, the secured broker) change the ports, the server
+    properties, how storage is formatted and the probe.
+    """
+
     name = "kafka"
+    product = "kafka"
     stop_timeout = 60.0
+    heap_env: ClassVar[str] = "HEXA_KAFKA_HEAP"
+    default_heap: ClassVar[str] = "-Xms256m -Xmx768m"
 
     @property
     def url(self) -> str:
@@ -96,6 +102,10 @@ class Kafka(Service):
     @property
     def lib_dir(self) -> Path:
         return self.install_dir / "lib"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "kafka-logs"
 
     def _install(self) -> None:
         work = self.install_dir.with_name(self.version + f".tmp-{os.getpid()}")
@@ -128,7 +138,8 @@ class Kafka(Service):
         wipe(self.install_dir)
         work.replace(self.install_dir)
 
-    def _java_cmd(self, main: str, *args: str, heap: str) -> list[str]:
+    def java_cmd(self, main: str, *args: str, heap: str) -> list[str]:
+        """The JVM command line running ``main`` of Kafka's jars with this node's dirs."""
         return [
             java(),
             *heap.split(),
@@ -147,14 +158,10 @@ class Kafka(Service):
             *args,
         ]
 
-    def _prepare(self, fresh: bool) -> None:
-        logs = self.data_dir / "kafka-logs"
-        if fresh:
-            wipe(self.data_dir)
-        for d in (logs, self.run_dir / "logs", self.run_dir / "tmp"):
-            d.mkdir(parents=True, exist_ok=True)
+    def properties(self) -> dict[str, str]:
+        """server.properties of the single node."""
         h, p, c = BIND_HOST, self.port, self.controller_port
-        props = {
+        return {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"{h}:{c}",
@@ -163,7 +170,7 @@ class Kafka(Service):
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(logs),
+            "log.dirs": str(self.logs_dir),
             "auto.create.topics.enable": "false",
             "num.partitions": "1",
             "default.replication.factor": "1",
@@ -185,21 +192,34 @@ class Kafka(Service):
             "log.retention.hours": "24",
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
+
+    def cluster_id(self) -> str:
+        """The KRaft cluster id to format fresh storage with."""
+        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+    def format_args(self) -> list[str]:
+        """Extra ``kafka-storage format`` arguments (the single node is its own quorum)."""
+        return ["--standalone"]
+
+    def _prepare(self, fresh: bool) -> None:
+        if fresh:
+            wipe(self.data_dir)
+        for d in (self.logs_dir, self.run_dir / "logs", self.run_dir / "tmp"):
+            d.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "server.properties").write_text(
-            "".join(f"{k}={v}\n" for k, v in props.items())
+            "".join(f"{k}={v}\n" for k, v in self.properties().items())
         )
         (self.run_dir / "log4j2.properties").write_text(_KAFKA_LOG4J2)
-        if not (logs / "meta.properties").is_file():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not (self.logs_dir / "meta.properties").is_file():
             run_command(
-                self._java_cmd(
+                self.java_cmd(
                     "kafka.tools.StorageTool",
                     "format",
                     "--cluster-id",
-                    cluster_id,
+                    self.cluster_id(),
                     "--config",
                     str(self.run_dir / "server.properties"),
-                    "--standalone",
+                    *self.format_args(),
                     "--ignore-formatted",
                     heap="-Xmx256m -XX:TieredStopAtLevel=1",
                 ),
@@ -207,8 +227,8 @@ class Kafka(Service):
             )
 
     def _command(self) -> tuple[list[str], dict[str, str], Path, str | None]:
-        heap = os.environ.get("HEXA_KAFKA_HEAP", "-Xms256m -Xmx768m")
-        argv = self._java_cmd("kafka.Kafka", str(self.run_dir / "server.properties"), heap=heap)
+        heap = os.environ.get(self.heap_env, self.default_heap)
+        argv = self.java_cmd("kafka.Kafka", str(self.run_dir / "server.properties"), heap=heap)
         return argv, {}, self.run_dir, None
 
     def probe(self, timeout: float = 5.0, deep: bool = True) -> None:
