@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import (
+    GROUPS,
     SERVICE_NAMES,
     ServiceError,
     cache_dir,
@@ -54,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="services",
         description="Install, start, check and stop hexa-event's test services "
-        f"({', '.join(SERVICE_NAMES)}). Cache and state: {cache_dir()}",
+        f"({', '.join(SERVICE_NAMES)}; on demand: {', '.join(GROUPS)}). "
+        f"Cache and state: {cache_dir()}",
     )
     sub = p.add_subparsers(dest="cmd", required=True)
     s_up = sub.add_parser("up", help="install if needed, start and wait until ready")
