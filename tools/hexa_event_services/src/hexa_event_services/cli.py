@@ -19,7 +19,7 @@ from .config import (
     ServiceError,
     cache_dir,
 )
-from .registry import get_service, names_of, service_env, up
+from .registry import down, get_service, names_of, service_env, up
 
 
 def _cmd_status(names: Sequence[str], as_json: bool) -> int:
@@ -87,9 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "up":
             up(args.names, fresh=not args.keep_data, timeout=args.timeout)
         elif args.cmd == "down":
-            for n in reversed(names_of(args.names)):
-                svc = get_service(n)
-                svc.kill() if args.kill else svc.stop()
+            down(args.names, kill=args.kill)
         elif args.cmd == "status":
             return _cmd_status(args.names, args.json)
         elif args.cmd == "logs":

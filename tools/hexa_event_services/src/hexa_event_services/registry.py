@@ -100,3 +100,17 @@ def up(names: Sequence[str], fresh: bool = True, timeout: float | None = None) -
             )
         if failures:
             raise ServiceError("\n\n".join(failures))
+
+
+def down(names: Sequence[str], kill: bool = False) -> None:
+    """Stop services (SIGKILL at once with ``kill``), all at the same time.
+
+    In parallel so that the nodes of a group leave together: the last node of a KRaft
+    cluster stopped alone would wait for a quorum that has already gone.
+    """
+    services = [get_service(n) for n in reversed(names_of(names))]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(services) or 1) as pool:
+        futures = [pool.submit(s.kill if kill else s.stop) for s in services]
+    failed = [str(f.exception()) for f in futures if f.exception() is not None]
+    if failed:
+        raise ServiceError("stop failed:\n" + "\n\n".join(failed))
