@@ -19,8 +19,10 @@ from .config import (
 )
 from .definitions.kafka import Kafka
 from .definitions.kafka_cluster import NODE_CLASSES
+from .definitions.kafka_secure import KafkaSecure
 from .definitions.nats import Nats, Stan
 from .definitions.postgres import Postgres
+from .definitions.postgres_auth import PostgresAuth
 from .definitions.pulsar import Pulsar
 from .locks import file_lock
 from .supervisor import Service
@@ -32,6 +34,8 @@ _CLASSES: dict[str, type[Service]] = {
     "stan": Stan,
     "postgres": Postgres,
     **{cls.name: cls for cls in NODE_CLASSES},
+    "kafka-secure": KafkaSecure,
+    "postgres-auth": PostgresAuth,
 }
 ALL_NAMES: tuple[str, ...] = SERVICE_NAMES + ON_DEMAND_NAMES
 """Every service in canonical order (commands take locks in it, so two never cross)."""
