@@ -125,6 +125,7 @@ class Connection(Driver):
         propagator: Propagator | None = None,
         drain_timeout: float = 30.0,
         concurrency: int = 64,
+        stall_timeout: float = 300.0,
     ) -> Receiver:
         """A receiver for the service ``name``; subscribe handlers to it, then start it."""
         return Receiver(
@@ -134,6 +135,7 @@ class Connection(Driver):
             propagator=propagator,
             drain_timeout=drain_timeout,
             concurrency=concurrency,
+            stall_timeout=stall_timeout,
         )
 
 
