@@ -143,7 +143,14 @@ async def check_kafka(report: Report, url: str, seconds: float) -> None:
         options = connect(url).driver.options  # type: ignore[attr-defined]
         from confluent_kafka.admin import AdminClient
     except Exception as exc:
-        report.add("kafka client", "fail", str(exc), "pip install 'hexa-event[kafka]'", "config")
+        missing = isinstance(exc, ImportError) or "pip install" in str(exc)
+        report.add(
+            "kafka client",
+            "fail",
+            f"the Kafka driver cannot be loaded: {exc}",
+            "pip install 'hexa-event[kafka]'" if missing else "check the URL's options",
+            "config",
+        )
         return
     config = dict(options.admin())
     config.setdefault("socket.timeout.ms", int(seconds * 1000))
