@@ -124,3 +124,26 @@ async def test_outbox_relay_continues_the_writers_trace(otel: Otel, tmp_path: Pa
     assert int("ab" * 16, 16) in by_trace
     consumers = otel.spans("process placed")
     assert {s.parent.span_id for s in consumers} == {s.context.span_id for s in publishes}
+
+
+async def test_prometheus_endpoint() -> None:
+    import asyncio
+    import socket
+    import urllib.request
+
+    from hexa_event.telemetry import Telemetry, serve_prometheus
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    meters = serve_prometheus(port)
+    conn = Telemetry(meter_provider=meters).instrument(he.connect(f"memory://{uuid.uuid4().hex}"))
+    await conn.emitter().emit(he.Event("scraped", "k", {"n": 1}))
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            return str(page.read().decode())
+
+    text = await asyncio.to_thread(scrape)
+    meters.shutdown()
+    assert 'hexa_event_emitted_total{channel="scraped"' in text
