@@ -220,3 +220,22 @@ def test_missing_url_is_a_usage_error(
     monkeypatch.delenv("HEXA_EVENT_URL", raising=False)
     assert main(["dlq", "list", "--action", "a"]) == 2
     assert "HEXA_EVENT_URL" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_doctor_and_outbox_status_on_postgresql(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["doctor", pg_url, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    names = {c["name"]: c for c in report["checks"]}
+    assert names["connect"]["status"] == "ok"
+    assert names["hexa_outbox"]["status"] == "ok"
+    assert main(["outbox", "status", "--db", pg_url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["backlog"] == 0
+
+    missing = pg_url.rsplit("/", 1)[0] + "/no_such_database_here"
+    assert main(["doctor", missing]) == 5
+    out = capsys.readouterr().out
+    assert "[FAIL] database" in out
+    assert "create the database" in out

@@ -286,6 +286,14 @@ async def check_sql(report: Report, url: str) -> None:
                 "fix the user and password (give them in HEXA_EVENT_URL, not on the command line)",
                 "auth",
             )
+        elif "does not exist" in lowered and "database" in lowered:
+            report.add(
+                "database",
+                "fail",
+                text_,
+                "create the database (CREATE DATABASE ...) or fix its name in the URL",
+                "config",
+            )
         elif "permission denied" in lowered:
             report.add(
                 "permissions",
