@@ -239,3 +239,21 @@ def test_doctor_and_outbox_status_on_postgresql(
     out = capsys.readouterr().out
     assert "[FAIL] database" in out
     assert "create the database" in out
+
+
+async def test_tail_prints_protobuf_as_protojson_with_the_type(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from google.protobuf import wrappers_pb2
+
+    emitter = he.connect(url).emitter(codec="protobuf-binary")
+    await emitter.emit(he.Event("pb", "k", wrappers_pb2.StringValue(value="hello")))
+    assert await cli("tail", url, "pb", "--from-beginning", "-n", "1", "--json") == 0
+    untyped = json.loads(capsys.readouterr().out)
+    assert untyped["decoded_as"] == "base64"
+    args = ("--type", "google.protobuf.wrappers_pb2:StringValue")
+    assert await cli("tail", url, "pb", "--from-beginning", "-n", "1", *args) == 0
+    out = capsys.readouterr().out
+    assert '"hello"' in out
+    assert await cli("tail", url, "pb", "-n", "1", "--type", "no.such:Type") == 2
+    assert "cannot import the payload type" in capsys.readouterr().err

@@ -55,7 +55,9 @@ def decode_body(codec: str, body: bytes, payload_type: Any = None) -> tuple[Any,
             return json.loads(body), "json"
         except ValueError:
             pass
-    return _fallback(body), "text" if _is_text(body) else "base64"
+    if codec != "protobuf-binary" and _is_text(body):
+        return body.decode("utf-8"), "text"
+    return base64.b64encode(body).decode(), "base64"
 
 
 def _is_text(body: bytes) -> bool:
