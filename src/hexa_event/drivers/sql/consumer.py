@@ -17,11 +17,12 @@ How a member works:
   (``txid < pg_snapshot_xmin(pg_current_snapshot())``), so a transaction that took an id
   early and commits late is never skipped. SQLite has one writer at a time, so ids follow
   commit order.
-- Deliveries may be settled in any order; the stored position only moves over a settled
-  prefix (acks are coalesced and written every ``ack_interval``, fenced by the lease owner).
+- Deliveries may be settled in any order (``ack``/``nack`` only mark them); ``settle``
+  writes a batch in one transaction, and the stored position only moves over a settled
+  prefix (fenced by the lease owner).
 - ``nack(delay)`` with a delay writes the record to ``hexa_redeliveries`` (due at now +
-  delay) and lets the position move on: the group gets it again when due, even if this
-  process dies. ``nack()`` without delay hands it out again from memory.
+  delay) in that transaction and lets the position move on: the group gets it again when
+  due, even if this process dies. ``nack()`` without delay hands it out again from memory.
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from sqlalchemy import and_, bindparam, func, or_, select, text
 
-from ...driver import Delivery, RawRecord, Subscription, SubscriptionSpec
+from ...driver import (
+    Delivery,
+    Outcome,
+    RawRecord,
+    Subscription,
+    SubscriptionSpec,
+    SubscriptionStatus,
+)
 from ...errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -137,9 +145,14 @@ class _Part:
 
 
 class SqlDelivery(Delivery):
-    """A row handed to this member. ``native`` is ``{"log_id", "txid", "partition"}``."""
+    """A row handed to this member. ``native`` is ``{"log_id", "txid", "partition"}``.
 
-    __slots__ = ("_part", "_pos", "_redelivered", "_settled", "_sub")
+    ``part``, ``pos`` and ``redelivered`` say where the row came from (its partition state,
+    its position, and whether it came from ``hexa_redeliveries``); ``applied`` is set once
+    :meth:`SqlSubscription.settle` took its outcome into account (a second call is a no-op).
+    """
+
+    __slots__ = ("applied", "part", "pos", "redelivered", "sub")
 
     def __init__(
         self,
@@ -158,21 +171,18 @@ class SqlDelivery(Delivery):
             delivery_count=delivery_count,
             timestamp=timestamp,
         )
-        self._sub = sub
-        self._part = part
-        self._pos = pos
-        self._redelivered = redelivered
-        self._settled = False
+        self.sub = sub
+        self.part = part
+        self.pos = pos
+        self.redelivered = redelivered
+        self.applied = False
 
     @property
     def native(self) -> object:
-        return {"log_id": self._pos[1], "txid": self._pos[0], "partition": self._part.number}
+        return {"log_id": self.pos[1], "txid": self.pos[0], "partition": self.part.number}
 
-    async def ack(self) -> None:
-        self._sub._ack(self)
-
-    async def nack(self, delay: float = 0.0) -> None:
-        await self._sub._nack(self, delay)
+    def on_settle(self) -> None:
+        self.sub.on_settled()
 
 
 class SqlSubscription(Subscription):
@@ -198,7 +208,11 @@ class SqlSubscription(Subscription):
         self._buffer: deque[SqlDelivery] = deque()
         self._handed_out = 0
         self._inflight_redeliveries: set[int] = set()
-        self._acked_redeliveries: list[int] = []
+        self._acked_redeliveries: set[int] = set()
+        self._pending_redeliveries: dict[int, dict[str, Any]] = {}
+        self._flush_lock = asyncio.Lock()
+        self._heartbeat_error = ""
+        self._read_error = ""
         self._channel_gen: dict[str, int] = {}
         self._redelivery_due = 0.0
         self._next_heartbeat = 0.0
@@ -217,6 +231,13 @@ class SqlSubscription(Subscription):
         return (
             f"SqlSubscription(group={self._group!r}, member={self.member_id[:8]}, "
             f"partitions={len(self._parts)})"
+        )
+
+    def status(self) -> SubscriptionStatus:
+        """The virtual partitions held (``channel-N``) and the current read or upkeep error."""
+        return SubscriptionStatus(
+            assignment=tuple(f"{channel}-{number}" for channel, number in sorted(self._parts)),
+            error=self._read_error or self._heartbeat_error,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -255,12 +276,9 @@ class SqlSubscription(Subscription):
             if task is not None:
                 await asyncio.gather(task, return_exceptions=True)
         parts = list(self._parts.values())
-        for part in parts:
-            part.owned = False
         try:
+            await self._flush(release=parts)
             async with self._driver.writing() as conn:
-                await self._store_positions(conn, parts, release=True)
-                await self._delete_acked_redeliveries(conn)
                 members = self._driver.table("hexa_members")
                 await conn.execute(
                     members.delete().where(
@@ -275,6 +293,8 @@ class SqlSubscription(Subscription):
                 self._group,
                 self._driver.error("close", exc),
             )
+        for part in parts:
+            part.owned = False
         self._parts.clear()
         self._buffer.clear()
         self._driver._forget(self)
@@ -319,13 +339,16 @@ class SqlSubscription(Subscription):
 
     async def _poll_safely(self, room: int, full: bool) -> bool:
         try:
-            return await self._poll(room, full)
+            found = await self._poll(room, full)
         except Exception as exc:
+            self._read_error = str(self._driver.error("reading the log", exc))
             self._warn("reading the log", exc)
             self._idle_delay = self._opts.max_poll_interval
             if self._redelivery_due:
                 self._redelivery_due = time.monotonic() + self._idle_delay
             return False
+        self._read_error = ""
+        return found
 
     def _take(self, max_count: int) -> list[Delivery]:
         limit = min(max_count, self._spec.prefetch - self._handed_out)
@@ -333,7 +356,7 @@ class SqlSubscription(Subscription):
         buffer = self._buffer
         while buffer and len(out) < limit:
             delivery = buffer.popleft()
-            part = delivery._part
+            part = delivery.part
             if not part.owned or part.releasing:
                 continue
             out.append(delivery)
@@ -503,43 +526,61 @@ class SqlSubscription(Subscription):
 
     # -- settling -------------------------------------------------------------------------
 
-    def _settled(self, delivery: SqlDelivery) -> bool:
-        """Mark ``delivery`` settled; False if it already was."""
-        if delivery._settled:
-            return False
-        delivery._settled = True
+    def on_settled(self) -> None:
+        """A delivery was acked or nacked: room for one more (no I/O, never raises)."""
         if not self._closed:
             self._handed_out -= 1
-        return True
+            self._wake.set()
 
-    def _ack(self, delivery: SqlDelivery) -> None:
-        if not self._settled(delivery) or self._closed:
-            return
-        part = delivery._part
-        if delivery._redelivered:
-            part.redeliveries -= 1
-            self._inflight_redeliveries.discard(delivery._pos[1])
-            self._acked_redeliveries.append(delivery._pos[1])
-        else:
-            part.settle(delivery._pos)
-        self._poke.set()
-        self._wake.set()
+    async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        """Take the outcomes into account, then write every pending settlement at once.
 
-    async def _nack(self, delivery: SqlDelivery, delay: float) -> None:
-        if delivery._settled or self._closed:
-            delivery._settled = True
+        In one transaction: the positions of partitions whose settled prefix grew (never
+        past an unsettled delivery), ``hexa_redeliveries`` rows for delayed nacks, and the
+        deletion of acked redeliveries. A nack without delay hands the record out again
+        from memory. On failure everything stays pending and the next call (or close)
+        writes it; a delivery already taken into account is not applied twice.
+        """
+        delays: list[float] = []
+        for delivery in deliveries:
+            if not isinstance(delivery, SqlDelivery) or delivery.sub is not self:
+                raise ConfigurationError("settle() got a delivery of another subscription")
+            if delivery.applied or delivery.outcome is None:
+                continue
+            delivery.applied = True
+            if not self._closed:
+                self._apply(delivery, delays)
+        if self._closed:
             return
-        part = delivery._part
+        loop = asyncio.get_running_loop()
+        for delay in delays:
+            loop.call_later(delay, self._redelivery_now)
+        await self._flush()
+        if any(p.releasing for p in self._parts.values()):
+            self._poke.set()
+
+    def _apply(self, delivery: SqlDelivery, delays: list[float]) -> None:
+        part = delivery.part
+        log_id = delivery.pos[1]
+        if delivery.outcome is Outcome.ACK:
+            if delivery.redelivered:
+                part.redeliveries -= 1
+                self._inflight_redeliveries.discard(log_id)
+                self._pending_redeliveries.pop(log_id, None)
+                self._acked_redeliveries.add(log_id)
+            else:
+                part.settle(delivery.pos)
+            return
+        delay = delivery.delay
         if delay <= 0 and part.owned and not part.releasing:
             # Hand it out again from memory; its position stays unsettled meanwhile.
-            self._settled(delivery)
             self._buffer.appendleft(
                 SqlDelivery(
                     self,
                     part,
-                    delivery._pos,
+                    delivery.pos,
                     delivery.record,
-                    redelivered=delivery._redelivered,
+                    redelivered=delivery.redelivered,
                     delivery_count=delivery.delivery_count + 1,
                     timestamp=delivery.timestamp or 0.0,
                 )
@@ -547,45 +588,74 @@ class SqlSubscription(Subscription):
             self._wake.set()
             return
         if part.owned:
-            await self._store_redelivery(delivery, delay)
-        self._settled(delivery)
-        if delivery._redelivered:
+            self._acked_redeliveries.discard(log_id)
+            self._pending_redeliveries[log_id] = {
+                "group_name": self._group,
+                "log_id": log_id,
+                "channel": delivery.record.channel,
+                "part": part.number,
+                "visible_ms": _now_ms() + int(delay * 1000),
+                "attempts": delivery.delivery_count + 1,
+            }
+        if delivery.redelivered:
             part.redeliveries -= 1
-            self._inflight_redeliveries.discard(delivery._pos[1])
+            self._inflight_redeliveries.discard(log_id)
         else:
-            part.settle(delivery._pos)
-        self._poke.set()
-        loop = asyncio.get_running_loop()
-        loop.call_later(max(0.0, delay), self._redelivery_now)
+            part.settle(delivery.pos)
+        delays.append(max(0.0, delay))
 
-    async def _store_redelivery(self, delivery: SqlDelivery, delay: float) -> None:
+    def _has_unflushed(self) -> bool:
+        return (
+            bool(self._acked_redeliveries)
+            or bool(self._pending_redeliveries)
+            or any(p.dirty for p in self._parts.values())
+        )
+
+    async def _flush(self, release: Sequence[_Part] = ()) -> None:
+        """Write pending settlements (and release ``release``) in one transaction.
+
+        Raises :class:`DriverError`; what was not written stays pending.
+        """
+        async with self._flush_lock:
+            releasing = set(map(id, release))
+            kept = [(p, p.committed) for p in self._parts.values() if p.dirty]
+            kept = [(p, pos) for p, pos in kept if id(p) not in releasing]
+            released = [(p, p.committed) for p in release]
+            redeliveries = dict(self._pending_redeliveries)
+            acked = set(self._acked_redeliveries)
+            if not (kept or released or redeliveries or acked):
+                return
+            try:
+                async with self._driver.writing() as conn:
+                    if redeliveries:
+                        await self._upsert_redeliveries(conn, list(redeliveries.values()))
+                    if acked:
+                        r = self._driver.table("hexa_redeliveries")
+                        await conn.execute(
+                            r.delete().where(
+                                r.c.group_name == self._group, r.c.log_id.in_(sorted(acked))
+                            )
+                        )
+                    await self._store_positions(conn, kept, release=False)
+                    await self._store_positions(conn, released, release=True)
+            except Exception as exc:
+                raise self._driver.error("storing settlements", exc) from exc
+            for part, pos in (*kept, *released):
+                if part.committed == pos:
+                    part.dirty = False
+            for log_id, row in redeliveries.items():
+                if self._pending_redeliveries.get(log_id) is row:
+                    del self._pending_redeliveries[log_id]
+            self._acked_redeliveries -= acked
+
+    async def _upsert_redeliveries(self, conn: Any, rows: list[dict[str, Any]]) -> None:
         r = self._driver.table("hexa_redeliveries")
-        visible = _now_ms() + int(delay * 1000)
-        log_id = delivery._pos[1]
-        try:
-            async with self._driver.writing() as conn:
-                if delivery._redelivered:
-                    await conn.execute(
-                        r.update()
-                        .where(r.c.group_name == self._group, r.c.log_id == log_id)
-                        .values(visible_ms=visible, attempts=r.c.attempts + 1)
-                    )
-                else:
-                    stmt = self._driver.dialect_insert(r).values(
-                        group_name=self._group,
-                        log_id=log_id,
-                        channel=delivery.record.channel,
-                        part=delivery._part.number,
-                        visible_ms=visible,
-                        attempts=delivery.delivery_count + 1,
-                    )
-                    stmt = stmt.on_conflict_do_update(
-                        index_elements=["group_name", "log_id"],
-                        set_={"visible_ms": visible, "attempts": delivery.delivery_count + 1},
-                    )
-                    await conn.execute(stmt)
-        except Exception as exc:
-            raise self._driver.error("nack", exc) from exc
+        stmt = self._driver.dialect_insert(r)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["group_name", "log_id"],
+            set_={"visible_ms": stmt.excluded.visible_ms, "attempts": stmt.excluded.attempts},
+        )
+        await conn.execute(stmt, rows)
 
     def _redelivery_now(self) -> None:
         self._redelivery_due = time.monotonic()
@@ -627,32 +697,26 @@ class SqlSubscription(Subscription):
                 self._discover = False
                 try:
                     await self._heartbeat()
+                    self._heartbeat_error = ""
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    self._heartbeat_error = str(self._driver.error("heartbeat", exc))
                     self._warn("heartbeat", exc)
                 self._next_heartbeat = time.monotonic() + opts.heartbeat_interval
             try:
-                await self._flush()
                 await self._release_idle()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._warn("storing positions", exc)
+                self._warn("releasing partitions", exc)
             timeout = max(0.0, self._next_heartbeat - time.monotonic())
             self._poke.clear()
-            if self._has_unflushed():
-                timeout = min(timeout, opts.ack_interval)
             try:
                 async with asyncio.timeout(timeout):
                     await self._poke.wait()
             except TimeoutError:
                 continue
-            # Coalesce: let acks arriving in the next moments join one write.
-            await asyncio.sleep(opts.ack_interval)
-
-    def _has_unflushed(self) -> bool:
-        return bool(self._acked_redeliveries) or any(p.dirty for p in self._parts.values())
 
     def _warn(self, what: str, exc: BaseException) -> None:
         now = time.monotonic()
@@ -665,16 +729,10 @@ class SqlSubscription(Subscription):
                 self._driver.error(what, exc),
             )
 
-    async def _flush(self) -> None:
-        if not self._has_unflushed():
-            return
-        dirty = [p for p in self._parts.values() if p.dirty]
-        async with self._driver.writing() as conn:
-            await self._store_positions(conn, dirty, release=False)
-            await self._delete_acked_redeliveries(conn)
-
-    async def _store_positions(self, conn: Any, parts: list[_Part], *, release: bool) -> None:
-        """Write ``parts``' settled positions (fenced by ownership); release them if asked."""
+    async def _store_positions(
+        self, conn: Any, parts: Sequence[tuple[_Part, Pos]], *, release: bool
+    ) -> None:
+        """Write the given positions of ``parts`` (fenced by ownership); release if asked."""
         if not parts:
             return
         positions = self._driver.table("hexa_positions")
@@ -691,47 +749,26 @@ class SqlSubscription(Subscription):
             )
             .values(**values)
         )
-        snapshot = [(p, p.committed) for p in parts]
-        for part in parts:
-            part.dirty = False
-        try:
-            await conn.execute(
-                stmt,
-                [
-                    {
-                        "b_group": self._group,
-                        "b_channel": p.channel,
-                        "b_part": p.number,
-                        "b_owner": self.member_id,
-                        "b_tx": pos[0],
-                        "b_id": pos[1],
-                    }
-                    for p, pos in snapshot
-                ],
-            )
-        except BaseException:
-            for part, pos in snapshot:
-                if part.committed == pos:
-                    part.dirty = True
-            raise
-
-    async def _delete_acked_redeliveries(self, conn: Any) -> None:
-        if not self._acked_redeliveries:
-            return
-        r = self._driver.table("hexa_redeliveries")
-        ids, self._acked_redeliveries = self._acked_redeliveries, []
-        try:
-            await conn.execute(r.delete().where(r.c.group_name == self._group, r.c.log_id.in_(ids)))
-        except BaseException:
-            self._acked_redeliveries.extend(ids)
-            raise
+        await conn.execute(
+            stmt,
+            [
+                {
+                    "b_group": self._group,
+                    "b_channel": p.channel,
+                    "b_part": p.number,
+                    "b_owner": self.member_id,
+                    "b_tx": pos[0],
+                    "b_id": pos[1],
+                }
+                for p, pos in parts
+            ],
+        )
 
     async def _release_idle(self) -> None:
         idle = [p for p in self._parts.values() if p.releasing and p.idle]
         if not idle:
             return
-        async with self._driver.writing() as conn:
-            await self._store_positions(conn, idle, release=True)
+        await self._flush(release=idle)
         for part in idle:
             part.owned = False
             self._parts.pop((part.channel, part.number), None)
@@ -741,13 +778,13 @@ class SqlSubscription(Subscription):
         """Drop ``part``'s deliveries that were read but never handed out."""
         kept: deque[SqlDelivery] = deque()
         for delivery in self._buffer:
-            if delivery._part is not part:
+            if delivery.part is not part:
                 kept.append(delivery)
-            elif delivery._redelivered:
+            elif delivery.redelivered:
                 part.redeliveries -= 1
-                self._inflight_redeliveries.discard(delivery._pos[1])
+                self._inflight_redeliveries.discard(delivery.pos[1])
             else:
-                part.outstanding.pop(delivery._pos, None)
+                part.outstanding.pop(delivery.pos, None)
         self._buffer = kept
         if not part.outstanding:
             part.cursor = part.committed

@@ -8,8 +8,8 @@ The embedded default: no broker, one database file (or the PostgreSQL you alread
   a group lease partitions with heartbeats, so they share the work, a key is read by one
   member at a time in publish order, and a killed member's partitions pass to the others
   after ``lease_ttl`` (unsettled deliveries are read again from the stored position).
-- ``nack(delay)`` is durable (``hexa_redeliveries``); retry copies carrying
-  ``HEXA_RETRY_AT`` are not handed out before that time.
+- ``nack(delay)`` is durable (``hexa_redeliveries``, written by ``settle``); records
+  published with a ``not_before`` time are not handed out before it (``delayed_publish``).
 - Wake-ups: publishes in this process wake its consumers at once; on PostgreSQL a NOTIFY
   per publish transaction wakes the other processes (``notify=False`` turns it off); polling
   (``poll_interval`` .. ``max_poll_interval``) is the fallback everywhere.
@@ -17,8 +17,8 @@ The embedded default: no broker, one database file (or the PostgreSQL you alread
   oldest running transaction, so late-committing transactions are never skipped. A
   long-running transaction anywhere in the PostgreSQL cluster delays delivery (never loses
   it): watch for sessions left idle in transaction.
-- Retry copies (``HEXA_RETRY_AT``) hold back later rows of their partition until due; the
-  core only puts the header on ``<action>.retry.<n>`` channels, whose delays are uniform.
+- A record held back by ``not_before`` holds back later rows of its partition until due (per
+  key order); the core only delays ``<action>.retry.<n>`` channels, whose delays are uniform.
 - The log grows until :meth:`SqlDriver.prune` deletes rows every group has settled.
 - SQLite: WAL mode, one writer at a time (``BEGIN IMMEDIATE``, ``busy_timeout``); several
   processes can share the file.
@@ -58,10 +58,10 @@ def _features(dialect: str) -> Features:
         consumer_groups=True,
         ordered_per_key=True,
         patterns=True,
-        native_delayed_redelivery=True,
+        delayed_publish=True,
+        delayed_nack=True,
         exclusive_subscriptions=False,
         new_group_reads_history=True,
-        restartable=dialect == "postgresql",
     )
 
 

@@ -57,7 +57,8 @@ class SqlOptions:
     process (and NOTIFY on PostgreSQL) wake consumers at once."""
     max_poll_interval: float = 0.5
     ack_interval: float = 0.02
-    """Acks are coalesced and written at most this often (a crash may redeliver them)."""
+    """Accepted for compatibility and validated; unused since contract v2: settlements are
+    written when the core hands them to ``settle`` (in batches)."""
     publish_batch: int = 2000
     """Most rows one publish transaction carries (concurrent publishes are grouped)."""
     notify: bool = True

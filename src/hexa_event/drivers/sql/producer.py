@@ -20,7 +20,6 @@ import msgspec
 from sqlalchemy import Table, text
 
 from ...driver import RawRecord
-from ...envelope import RETRY_AT
 from ...errors import ClosedError
 
 if TYPE_CHECKING:
@@ -34,16 +33,6 @@ _encode_headers = msgspec.msgpack.Encoder().encode
 def partition_of(key: str, partitions: int) -> int:
     """The virtual partition of ``key`` (CRC-32 of its UTF-8 bytes, modulo ``partitions``)."""
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
-
-
-def _visible_ms(record: RawRecord) -> int:
-    raw = record.headers.get(RETRY_AT)
-    if not raw:
-        return 0
-    try:
-        return max(0, int(raw))
-    except (ValueError, TypeError):
-        return 0  # the core dead-letters malformed headers; do not hold the row back
 
 
 _COLUMNS = ("channel", "part", "msg_key", "headers", "body", "created_ms", "visible_ms")
@@ -61,7 +50,7 @@ def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ..
             _encode_headers(r.headers if type(r.headers) is dict else dict(r.headers)),
             bytes(r.body),
             created,
-            _visible_ms(r) if RETRY_AT in r.headers else 0,
+            int(r.not_before * 1000) if r.not_before > 0 else 0,
         )
         for r in records
     ]
