@@ -11,9 +11,9 @@ from sqlalchemy import create_engine, update
 
 from db_helpers import RecordingDriver, rows
 from hexa_event import Event, register_driver
+from hexa_event._sql.clock import utcnow
 from hexa_event.cli import main, parse_duration
 from hexa_event.outbox import Outbox, outbox_table
-from hexa_event.outbox._sql import utcnow
 
 
 def test_ddl(capsys: pytest.CaptureFixture[str]) -> None:

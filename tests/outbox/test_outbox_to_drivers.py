@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import create_engine
 
 import hexa_event as he
+from hexa_event._sql.urls import sync_url
 from hexa_event.outbox import Outbox, OutboxRelay
-from hexa_event.outbox._sql import sync_url
 from hexa_event.testing import Collector
 from hexa_event.testing.services import require_service
 

@@ -31,17 +31,17 @@ import asyncio
 import itertools
 import logging
 import math
-import random
 import re
 import time
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgspec
-from sqlalchemy import and_, bindparam, func, or_, select, text
+from sqlalchemy import and_, select, text
 
+from ..._sql import clock
 from ...driver import (
     Delivery,
     Outcome,
@@ -51,23 +51,17 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from .driver import SqlDriver
+from .log import SqlLog
+from .membership import Membership
+from .partitions import Part, Pos, SqlDelivery
+from .settlement import Settlements
 
 logger = logging.getLogger(__name__)
-
-Pos = tuple[int, int]
-"""A position in a partition: (inserting transaction id, row id); txid is 0 on SQLite."""
 
 _decode_headers = msgspec.msgpack.Decoder(dict[str, bytes]).decode
 _CHUNK = 64  # partitions per fetch statement
 _CLOSE_TIMEOUT = 15.0
 _COLUMNS = "id, txid, channel, part, msg_key, headers, body, created_ms, visible_ms"
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def fetch_sql(dialect: str, count: int) -> str:
@@ -90,110 +84,21 @@ def fetch_sql(dialect: str, count: int) -> str:
     return union
 
 
-class _Part:
-    """One leased (channel, partition): cursor, settled prefix, deliveries not yet settled."""
-
-    __slots__ = (
-        "blocked_until_ms",
-        "channel",
-        "committed",
-        "cursor",
-        "dirty",
-        "drained",
-        "number",
-        "outstanding",
-        "owned",
-        "redeliveries",
-        "releasing",
-    )
-
-    def __init__(self, channel: str, number: int, pos: Pos) -> None:
-        self.channel = channel
-        self.number = number
-        self.cursor: Pos = pos
-        """The last row read into memory."""
-        self.committed: Pos = pos
-        """Every row up to here is settled: the position to store."""
-        self.outstanding: OrderedDict[Pos, bool] = OrderedDict()
-        """Rows read and not yet covered by ``committed``, in order, with settled flags."""
-        self.dirty = False
-        self.drained = False
-        self.owned = True
-        self.releasing = False
-        self.redeliveries = 0
-        self.blocked_until_ms = 0
-
-    def settle(self, pos: Pos) -> None:
-        od = self.outstanding
-        if pos not in od:
-            return
-        od[pos] = True
-        advanced = False
-        while od:
-            first = next(iter(od))
-            if not od[first]:
-                break
-            od.popitem(last=False)
-            self.committed = first
-            advanced = True
-        if advanced:
-            self.dirty = True
-
-    @property
-    def idle(self) -> bool:
-        return not self.outstanding and self.redeliveries == 0
-
-
-class SqlDelivery(Delivery):
-    """A row handed to this member. ``native`` is ``{"log_id", "txid", "partition"}``.
-
-    ``part``, ``pos`` and ``redelivered`` say where the row came from (its partition state,
-    its position, and whether it came from ``hexa_redeliveries``); ``applied`` is set once
-    :meth:`SqlSubscription.settle` took its outcome into account (a second call is a no-op).
-    """
-
-    __slots__ = ("applied", "part", "pos", "redelivered", "sub")
-
-    def __init__(
-        self,
-        sub: SqlSubscription,
-        part: _Part,
-        pos: Pos,
-        record: RawRecord,
-        *,
-        redelivered: bool,
-        delivery_count: int,
-        timestamp: float,
-    ) -> None:
-        super().__init__(
-            record,
-            coordinates=f"{record.channel}-{part.number}-{pos[1]}",
-            delivery_count=delivery_count,
-            timestamp=timestamp,
-        )
-        self.sub = sub
-        self.part = part
-        self.pos = pos
-        self.redelivered = redelivered
-        self.applied = False
-
-    @property
-    def native(self) -> object:
-        return {"log_id": self.pos[1], "txid": self.pos[0], "partition": self.part.number}
-
-    def on_settle(self) -> None:
-        self.sub.on_settled()
-
-
 class SqlSubscription(Subscription):
     """A member of one consumer group; see the module docstring for how it works."""
 
-    def __init__(self, driver: SqlDriver, spec: SubscriptionSpec, partitions: int) -> None:
-        self._driver = driver
+    def __init__(
+        self,
+        log: SqlLog,
+        spec: SubscriptionSpec,
+        partitions: int,
+        on_closed: Callable[[SqlSubscription], None] = lambda _sub: None,
+    ) -> None:
+        self._log = log
         self._spec = spec
         self._group = spec.group
-        self._opts = driver.options
-        self._partitions = partitions
+        self._opts = log.options
+        self._on_closed = on_closed
         self.member_id = uuid.uuid4().hex
         try:
             self._pattern = re.compile(spec.pattern) if spec.pattern else None
@@ -201,16 +106,21 @@ class SqlSubscription(Subscription):
             raise ConfigurationError(
                 f"subscription pattern {spec.pattern!r} is not a valid regular expression: {exc}"
             ) from exc
-        self._explicit = tuple(dict.fromkeys(spec.channels))
-        self._channels: set[str] = set(self._explicit)
-        self._initialized: set[str] = set()
-        self._parts: dict[tuple[str, int], _Part] = {}
+        self._membership = Membership(
+            log,
+            spec,
+            self.member_id,
+            partitions,
+            self._pattern,
+            on_lost=self._purge_buffer,
+            on_surplus=self._surplus,
+            on_claimed=self._claimed,
+        )
+        self._parts = self._membership.parts
+        self._settlements = Settlements(log, spec.group, self.member_id)
         self._buffer: deque[SqlDelivery] = deque()
         self._handed_out = 0
         self._inflight_redeliveries: set[int] = set()
-        self._acked_redeliveries: set[int] = set()
-        self._pending_redeliveries: dict[int, dict[str, Any]] = {}
-        self._flush_lock = asyncio.Lock()
         self._heartbeat_error = ""
         self._read_error = ""
         self._channel_gen: dict[str, int] = {}
@@ -244,7 +154,7 @@ class SqlSubscription(Subscription):
 
     async def open(self) -> None:
         """Join the group: first heartbeat (claims partitions), then background upkeep."""
-        await self._heartbeat()
+        await self._membership.heartbeat()
         self._next_heartbeat = time.monotonic() + self._opts.heartbeat_interval
         self._task = asyncio.create_task(
             self._maintain(), name=f"hexa-event:sql-member:{self._group}"
@@ -277,9 +187,9 @@ class SqlSubscription(Subscription):
                 await asyncio.gather(task, return_exceptions=True)
         parts = list(self._parts.values())
         try:
-            await self._flush(release=parts)
-            async with self._driver.writing() as conn:
-                members = self._driver.table("hexa_members")
+            await self._settlements.flush(parts, release=parts)
+            async with self._log.writing() as conn:
+                members = self._log.table("hexa_members")
                 await conn.execute(
                     members.delete().where(
                         members.c.group_name == self._group,
@@ -291,13 +201,14 @@ class SqlSubscription(Subscription):
                 "SQL driver: group %s could not store its positions on close (%s); "
                 "unacknowledged deliveries will be redelivered after the lease expires",
                 self._group,
-                self._driver.error("close", exc),
+                self._log.error("close", exc),
             )
         for part in parts:
             part.owned = False
         self._parts.clear()
         self._buffer.clear()
-        self._driver._forget(self)
+        self._log.unwatch(self.notify)
+        self._on_closed(self)
 
     # -- fetch ----------------------------------------------------------------------------
 
@@ -341,7 +252,7 @@ class SqlSubscription(Subscription):
         try:
             found = await self._poll(room, full)
         except Exception as exc:
-            self._read_error = str(self._driver.error("reading the log", exc))
+            self._read_error = str(self._log.error("reading the log", exc))
             self._warn("reading the log", exc)
             self._idle_delay = self._opts.max_poll_interval
             if self._redelivery_due:
@@ -365,7 +276,7 @@ class SqlSubscription(Subscription):
 
     def _wait_time(self) -> float:
         delay = self._idle_delay
-        now_ms = _now_ms()
+        now_ms = clock.now_ms()
         for part in self._parts.values():
             if part.blocked_until_ms > now_ms:
                 delay = min(delay, (part.blocked_until_ms - now_ms) / 1000)
@@ -374,7 +285,7 @@ class SqlSubscription(Subscription):
         return max(0.001, delay)
 
     async def _poll(self, room: int, full: bool) -> bool:
-        now_ms = _now_ms()
+        now_ms = clock.now_ms()
         found = False
         if self._redelivery_due and time.monotonic() >= self._redelivery_due:
             found = await self._poll_redeliveries(room, now_ms) > 0
@@ -398,8 +309,8 @@ class SqlSubscription(Subscription):
                 found = True
         return found
 
-    async def _poll_log(self, parts: list[_Part], per: int, now_ms: int) -> bool:
-        dialect = self._driver.dialect
+    async def _poll_log(self, parts: list[Part], per: int, now_ms: int) -> bool:
+        dialect = self._log.dialect
         params: dict[str, Any] = {"n": per}
         for i, part in enumerate(parts):
             params[f"c{i}"] = part.channel
@@ -409,7 +320,7 @@ class SqlSubscription(Subscription):
                 params[f"t{i}"] = part.cursor[0]
         gens = {p.channel: self._channel_gen.get(p.channel, 0) for p in parts}
         cursors = [p.cursor for p in parts]
-        async with self._driver.reading() as conn:
+        async with self._log.reading() as conn:
             result = await conn.execute(text(fetch_sql(dialect, len(parts))), params)
             rows = result.all()
         by_part: dict[tuple[str, int], list[Any]] = {}
@@ -457,9 +368,9 @@ class SqlSubscription(Subscription):
         return found
 
     async def _poll_redeliveries(self, room: int, now_ms: int) -> int:
-        r = self._driver.table("hexa_redeliveries")
-        p = self._driver.table("hexa_positions")
-        log = self._driver.table("hexa_log")
+        r = self._log.table("hexa_redeliveries")
+        p = self._log.table("hexa_positions")
+        log = self._log.table("hexa_log")
         query = (
             select(
                 r.c.log_id,
@@ -490,7 +401,7 @@ class SqlSubscription(Subscription):
             .order_by(r.c.visible_ms)
             .limit(room + len(self._inflight_redeliveries))
         )
-        async with self._driver.reading() as conn:
+        async with self._log.reading() as conn:
             rows = (await conn.execute(query)).all()
         self._redelivery_due = time.monotonic() + (
             0.0 if len(rows) >= room else self._opts.heartbeat_interval
@@ -555,7 +466,7 @@ class SqlSubscription(Subscription):
         loop = asyncio.get_running_loop()
         for delay in delays:
             loop.call_later(delay, self._redelivery_now)
-        await self._flush()
+        await self._settlements.flush(self._parts.values())
         if any(p.releasing for p in self._parts.values()):
             self._poke.set()
 
@@ -566,8 +477,7 @@ class SqlSubscription(Subscription):
             if delivery.redelivered:
                 part.redeliveries -= 1
                 self._inflight_redeliveries.discard(log_id)
-                self._pending_redeliveries.pop(log_id, None)
-                self._acked_redeliveries.add(log_id)
+                self._settlements.acked_redelivery(log_id)
             else:
                 part.settle(delivery.pos)
             return
@@ -588,74 +498,19 @@ class SqlSubscription(Subscription):
             self._wake.set()
             return
         if part.owned:
-            self._acked_redeliveries.discard(log_id)
-            self._pending_redeliveries[log_id] = {
-                "group_name": self._group,
-                "log_id": log_id,
-                "channel": delivery.record.channel,
-                "part": part.number,
-                "visible_ms": _now_ms() + int(delay * 1000),
-                "attempts": delivery.delivery_count + 1,
-            }
+            self._settlements.redeliver(
+                log_id,
+                delivery.record.channel,
+                part.number,
+                clock.now_ms() + int(delay * 1000),
+                delivery.delivery_count + 1,
+            )
         if delivery.redelivered:
             part.redeliveries -= 1
             self._inflight_redeliveries.discard(log_id)
         else:
             part.settle(delivery.pos)
         delays.append(max(0.0, delay))
-
-    def _has_unflushed(self) -> bool:
-        return (
-            bool(self._acked_redeliveries)
-            or bool(self._pending_redeliveries)
-            or any(p.dirty for p in self._parts.values())
-        )
-
-    async def _flush(self, release: Sequence[_Part] = ()) -> None:
-        """Write pending settlements (and release ``release``) in one transaction.
-
-        Raises :class:`DriverError`; what was not written stays pending.
-        """
-        async with self._flush_lock:
-            releasing = set(map(id, release))
-            kept = [(p, p.committed) for p in self._parts.values() if p.dirty]
-            kept = [(p, pos) for p, pos in kept if id(p) not in releasing]
-            released = [(p, p.committed) for p in release]
-            redeliveries = dict(self._pending_redeliveries)
-            acked = set(self._acked_redeliveries)
-            if not (kept or released or redeliveries or acked):
-                return
-            try:
-                async with self._driver.writing() as conn:
-                    if redeliveries:
-                        await self._upsert_redeliveries(conn, list(redeliveries.values()))
-                    if acked:
-                        r = self._driver.table("hexa_redeliveries")
-                        await conn.execute(
-                            r.delete().where(
-                                r.c.group_name == self._group, r.c.log_id.in_(sorted(acked))
-                            )
-                        )
-                    await self._store_positions(conn, kept, release=False)
-                    await self._store_positions(conn, released, release=True)
-            except Exception as exc:
-                raise self._driver.error("storing settlements", exc) from exc
-            for part, pos in (*kept, *released):
-                if part.committed == pos:
-                    part.dirty = False
-            for log_id, row in redeliveries.items():
-                if self._pending_redeliveries.get(log_id) is row:
-                    del self._pending_redeliveries[log_id]
-            self._acked_redeliveries -= acked
-
-    async def _upsert_redeliveries(self, conn: Any, rows: list[dict[str, Any]]) -> None:
-        r = self._driver.table("hexa_redeliveries")
-        stmt = self._driver.dialect_insert(r)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["group_name", "log_id"],
-            set_={"visible_ms": stmt.excluded.visible_ms, "attempts": stmt.excluded.attempts},
-        )
-        await conn.execute(stmt, rows)
 
     def _redelivery_now(self) -> None:
         self._redelivery_due = time.monotonic()
@@ -668,7 +523,7 @@ class SqlSubscription(Subscription):
         if self._closed:
             return
         if channels is None:
-            for channel in self._channels:
+            for channel in self._membership.channels:
                 self._channel_gen[channel] = self._channel_gen.get(channel, 0) + 1
             for part in self._parts.values():
                 part.drained = False
@@ -676,7 +531,7 @@ class SqlSubscription(Subscription):
             return
         hit = False
         for channel in channels:
-            if channel in self._channels:
+            if channel in self._membership.channels:
                 hit = True
                 self._channel_gen[channel] = self._channel_gen.get(channel, 0) + 1
             elif self._pattern is not None and self._pattern.fullmatch(channel):
@@ -696,12 +551,12 @@ class SqlSubscription(Subscription):
             if time.monotonic() >= self._next_heartbeat or self._discover:
                 self._discover = False
                 try:
-                    await self._heartbeat()
+                    await self._membership.heartbeat()
                     self._heartbeat_error = ""
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self._heartbeat_error = str(self._driver.error("heartbeat", exc))
+                    self._heartbeat_error = str(self._log.error("heartbeat", exc))
                     self._warn("heartbeat", exc)
                 self._next_heartbeat = time.monotonic() + opts.heartbeat_interval
             try:
@@ -726,55 +581,31 @@ class SqlSubscription(Subscription):
                 "SQL driver: group %s: %s failed (%s); retrying",
                 self._group,
                 what,
-                self._driver.error(what, exc),
+                self._log.error(what, exc),
             )
-
-    async def _store_positions(
-        self, conn: Any, parts: Sequence[tuple[_Part, Pos]], *, release: bool
-    ) -> None:
-        """Write the given positions of ``parts`` (fenced by ownership); release if asked."""
-        if not parts:
-            return
-        positions = self._driver.table("hexa_positions")
-        values: dict[str, Any] = {"pos_tx": bindparam("b_tx"), "pos_id": bindparam("b_id")}
-        if release:
-            values.update(owner=None, lease_until_ms=0)
-        stmt = (
-            positions.update()
-            .where(
-                positions.c.group_name == bindparam("b_group"),
-                positions.c.channel == bindparam("b_channel"),
-                positions.c.part == bindparam("b_part"),
-                positions.c.owner == bindparam("b_owner"),
-            )
-            .values(**values)
-        )
-        await conn.execute(
-            stmt,
-            [
-                {
-                    "b_group": self._group,
-                    "b_channel": p.channel,
-                    "b_part": p.number,
-                    "b_owner": self.member_id,
-                    "b_tx": pos[0],
-                    "b_id": pos[1],
-                }
-                for p, pos in parts
-            ],
-        )
 
     async def _release_idle(self) -> None:
         idle = [p for p in self._parts.values() if p.releasing and p.idle]
         if not idle:
             return
-        await self._flush(release=idle)
+        await self._settlements.flush(self._parts.values(), release=idle)
         for part in idle:
             part.owned = False
             self._parts.pop((part.channel, part.number), None)
         logger.debug("group %s: released %d partitions", self._group, len(idle))
 
-    def _purge_buffer(self, part: _Part) -> None:
+    def _surplus(self, part: Part) -> None:
+        """Membership marked ``part`` for release: stop handing it out."""
+        self._purge_buffer(part)
+        self._poke.set()
+
+    def _claimed(self) -> None:
+        """Rows may wait in new partitions, and redeliveries left by a former owner."""
+        self._full_poll = True
+        self._redelivery_due = time.monotonic()
+        self._wake.set()
+
+    def _purge_buffer(self, part: Part) -> None:
         """Drop ``part``'s deliveries that were read but never handed out."""
         kept: deque[SqlDelivery] = deque()
         for delivery in self._buffer:
@@ -788,188 +619,3 @@ class SqlSubscription(Subscription):
         self._buffer = kept
         if not part.outstanding:
             part.cursor = part.committed
-
-    def _lose(self, key: tuple[str, int]) -> None:
-        part = self._parts.pop(key, None)
-        if part is None:
-            return
-        self._purge_buffer(part)
-        part.owned = False
-        logger.info(
-            "SQL driver: group %s lost partition %s/%d (lease expired); another member "
-            "consumes it now",
-            self._group,
-            key[0],
-            key[1],
-        )
-
-    async def _heartbeat(self) -> None:
-        driver = self._driver
-        opts = self._opts
-        positions = driver.table("hexa_positions")
-        members = driver.table("hexa_members")
-        log = driver.table("hexa_log")
-        now = _now_ms()
-        expires = now + int(opts.lease_ttl * 1000)
-        if self._pattern is not None:
-            channels_table = driver.table("hexa_channels")
-            async with driver.reading() as conn:
-                names = (await conn.execute(select(channels_table.c.channel))).scalars().all()
-            matched = {name for name in names if self._pattern.fullmatch(name)}
-            self._channels = set(self._explicit) | matched
-        channels = sorted(self._channels)
-        new = [c for c in channels if c not in self._initialized]
-        async with driver.writing() as conn:
-            if channels:
-                upsert = driver.dialect_insert(members)
-                upsert = upsert.on_conflict_do_update(
-                    index_elements=["group_name", "channel", "member_id"],
-                    set_={"expires_ms": upsert.excluded.expires_ms},
-                )
-                await conn.execute(
-                    upsert,
-                    [
-                        {
-                            "group_name": self._group,
-                            "channel": c,
-                            "member_id": self.member_id,
-                            "expires_ms": expires,
-                        }
-                        for c in channels
-                    ],
-                )
-            for channel in new:
-                start: Pos = (0, 0)
-                if self._spec.start == "latest":
-                    row = (
-                        await conn.execute(
-                            select(
-                                func.coalesce(func.max(log.c.txid), 0),
-                                func.coalesce(func.max(log.c.id), 0),
-                            ).where(log.c.channel == channel)
-                        )
-                    ).one()
-                    start = (int(row[0]), int(row[1]))
-                await conn.execute(
-                    driver.dialect_insert(positions).on_conflict_do_nothing(),
-                    [
-                        {
-                            "group_name": self._group,
-                            "channel": channel,
-                            "part": n,
-                            "pos_tx": start[0],
-                            "pos_id": start[1],
-                            "owner": None,
-                            "lease_until_ms": 0,
-                        }
-                        for n in range(self._partitions)
-                    ],
-                )
-            renewed = 0
-            if self._parts:
-                result = await conn.execute(
-                    positions.update()
-                    .where(
-                        positions.c.group_name == self._group,
-                        positions.c.owner == self.member_id,
-                    )
-                    .values(lease_until_ms=expires)
-                )
-                renewed = result.rowcount
-        self._initialized.update(new)
-        async with driver.reading() as conn:
-            if renewed != len(self._parts):
-                held = {
-                    (row.channel, row.part)
-                    for row in await conn.execute(
-                        select(positions.c.channel, positions.c.part).where(
-                            positions.c.group_name == self._group,
-                            positions.c.owner == self.member_id,
-                        )
-                    )
-                }
-                for key in list(self._parts):
-                    if key not in held:
-                        self._lose(key)
-            counts = {
-                row.channel: int(row.n)
-                for row in await conn.execute(
-                    select(members.c.channel, func.count().label("n"))
-                    .where(members.c.group_name == self._group, members.c.expires_ms > now)
-                    .group_by(members.c.channel)
-                )
-            }
-        for channel in channels:
-            await self._rebalance(channel, max(1, counts.get(channel, 1)), now, expires)
-        if random.random() < 0.05:
-            async with driver.writing() as conn:
-                await conn.execute(
-                    members.delete().where(
-                        members.c.group_name == self._group,
-                        members.c.expires_ms < now - int(opts.lease_ttl * 1000),
-                    )
-                )
-
-    async def _rebalance(self, channel: str, member_count: int, now: int, expires: int) -> None:
-        target = math.ceil(self._partitions / member_count)
-        mine = sorted(
-            (p for p in self._parts.values() if p.channel == channel and not p.releasing),
-            key=lambda p: p.number,
-        )
-        if len(mine) > target:
-            for part in mine[target:]:
-                part.releasing = True
-                self._purge_buffer(part)
-            self._poke.set()
-            return
-        need = target - len(mine)
-        if need <= 0:
-            return
-        positions = self._driver.table("hexa_positions")
-        free_clause = or_(positions.c.owner.is_(None), positions.c.lease_until_ms < now)
-        async with self._driver.reading() as conn:
-            free = (
-                (
-                    await conn.execute(
-                        select(positions.c.part).where(
-                            positions.c.group_name == self._group,
-                            positions.c.channel == channel,
-                            free_clause,
-                        )
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        if not free:
-            return
-        wanted = random.sample(list(free), min(need, len(free)))
-        async with self._driver.writing() as conn:
-            claimed = (
-                await conn.execute(
-                    positions.update()
-                    .where(
-                        positions.c.group_name == self._group,
-                        positions.c.channel == channel,
-                        positions.c.part.in_(wanted),
-                        free_clause,
-                    )
-                    .values(owner=self.member_id, lease_until_ms=expires)
-                    .returning(positions.c.part, positions.c.pos_tx, positions.c.pos_id)
-                )
-            ).all()
-        for row in claimed:
-            part = _Part(channel, int(row.part), (int(row.pos_tx), int(row.pos_id)))
-            self._parts[(channel, part.number)] = part
-        if claimed:
-            # Rows may wait in the new partitions, and redeliveries left by a former owner.
-            self._full_poll = True
-            self._redelivery_due = time.monotonic()
-            self._wake.set()
-            logger.debug(
-                "group %s member %s claimed %d partitions of %s",
-                self._group,
-                self.member_id[:8],
-                len(claimed),
-                channel,
-            )

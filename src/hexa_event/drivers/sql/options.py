@@ -8,28 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
+from ..._sql.urls import parse, redact
 from ...errors import ConfigurationError
 
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for logs, reprs and errors)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:***@{host}{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +58,7 @@ class SqlOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or "://" not in self.url:
             raise ConfigurationError("SqlOptions.url must be a URL such as sqlite:///app.db")
+        parse(self.url)  # a bad host, port or bracket is named now, not at first use
         if not 1 <= self.partitions <= 1024:
             raise ConfigurationError("SqlOptions.partitions must be between 1 and 1024")
         for name in (
@@ -114,7 +98,7 @@ class SqlOptions:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={redact_url(self.url)!r}"
+            f"{f.name}={redact(self.url)!r}"
             if f.name == "url"
             else f"{f.name}={getattr(self, f.name)!r}"
             for f in fields(self)

@@ -13,17 +13,15 @@ import logging
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from sqlalchemy import Table, text
 
 from ...driver import RawRecord
 from ...errors import ClosedError
-
-if TYPE_CHECKING:
-    from .driver import SqlDriver
+from .log import SqlLog
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +79,8 @@ class _Request:
 class Producer:
     """Queues publish requests and commits them in groups (one writer task)."""
 
-    def __init__(self, driver: SqlDriver, on_committed: Callable[[set[str]], None]) -> None:
-        self._driver = driver
-        self._on_committed = on_committed
+    def __init__(self, log: SqlLog) -> None:
+        self._log = log
         self._queue: deque[_Request] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._known_channels: set[str] = set()
@@ -92,7 +89,7 @@ class Producer:
     async def publish(self, records: Sequence[RawRecord]) -> None:
         if self._closed:
             raise ClosedError("this SQL driver was closed; connect() again")
-        state = await self._driver.ready()
+        state = await self._log.ready()
         rows = to_rows(records, state.partitions)
         channels = {r.channel for r in records}
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -103,7 +100,7 @@ class Producer:
         await asyncio.shield(future)
 
     async def _write_loop(self) -> None:
-        limit = self._driver.options.publish_batch
+        limit = self._log.options.publish_batch
         while self._queue:
             batch: list[_Request] = []
             count = 0
@@ -119,7 +116,7 @@ class Producer:
                         request.future.set_exception(ClosedError("the SQL driver was closed"))
                 raise
             except Exception as exc:
-                error = self._driver.error("publish", exc)
+                error = self._log.error("publish", exc)
                 for request in batch:
                     if not request.future.done():
                         request.future.set_exception(error)
@@ -127,17 +124,17 @@ class Producer:
             for request in batch:
                 if not request.future.done():
                     request.future.set_result(None)
-            self._on_committed(channels)
+            self._log.committed(channels)
 
     async def _write(self, batch: list[_Request]) -> set[str]:
-        state = await self._driver.ready()
+        state = await self._log.ready()
         log: Table = state.tables["hexa_log"]
         rows = [row for request in batch for row in request.rows]
         channels = set().union(*(request.channels for request in batch))
         new_channels = channels - self._known_channels
-        async with self._driver.writing() as conn:
+        async with self._log.writing() as conn:
             if new_channels:
-                await self._driver.insert_channels(conn, new_channels)
+                await self._log.insert_channels(conn, new_channels)
             statement = insert_sql(conn.dialect.paramstyle)
             if statement is not None:
                 # The DBAPI's executemany directly: no per-row parameter processing.
@@ -146,7 +143,7 @@ class Producer:
                 await conn.execute(
                     log.insert(), [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
                 )
-            if state.dialect == "postgresql" and self._driver.options.notify:
+            if state.dialect == "postgresql" and self._log.options.notify:
                 names = "\n".join(sorted(channels))
                 payload = names if len(names.encode()) < 7000 else ""
                 await conn.execute(text("SELECT pg_notify('hexa_log', :p)"), {"p": payload})
