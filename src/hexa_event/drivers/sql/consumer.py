@@ -1,34 +1,27 @@
-"""The receive side of the SQL driver: a group member leasing virtual partitions.
+"""The receive side of the SQL driver: one group member's fetch, settle and close.
 
-How a member works:
+The member's parts, each in its own module: leases and rebalancing in
+:mod:`.membership`, reading rows in :mod:`.reader`, writing settlements in
+:mod:`.settlement`, per-partition state and deliveries in :mod:`.partitions`. Here:
 
-- Each channel's log is split into virtual partitions (hash of the key). A group keeps one
-  position per (channel, partition) in ``hexa_positions``; members of the group lease
-  partitions there (``owner``, ``lease_until_ms``), as Kafka's group members own partitions.
-  A key's records live in one partition, so one member at a time reads them, in order.
-- Heartbeats (every ``heartbeat_interval``) renew the leases, register the member per
-  channel in ``hexa_members`` and rebalance: each member aims at ``ceil(P / members)``
-  partitions of a channel, claims free or expired ones, and gives back extras once their
-  handed-out deliveries are settled. A member that dies stops renewing; its partitions are
-  claimed by the others after ``lease_ttl`` and read again from the stored position.
-- Reads fetch, per leased partition, the rows after the member's in-memory cursor. On
-  PostgreSQL rows are ordered by (inserting transaction id, id) and only rows of
-  transactions older than the oldest running one are read
-  (``txid < pg_snapshot_xmin(pg_current_snapshot())``), so a transaction that took an id
-  early and commits late is never skipped. SQLite has one writer at a time, so ids follow
-  commit order.
+- ``fetch`` hands out buffered deliveries of held partitions, reading more (log rows after
+  each cursor, and due redeliveries) when the buffer is empty and ``prefetch`` allows; it
+  waits for wake-ups (commits in this process, NOTIFY, new partitions) or polls
+  (``poll_interval`` doubling up to ``max_poll_interval``).
 - Deliveries may be settled in any order (``ack``/``nack`` only mark them); ``settle``
   writes a batch in one transaction, and the stored position only moves over a settled
   prefix (fenced by the lease owner).
 - ``nack(delay)`` with a delay writes the record to ``hexa_redeliveries`` (due at now +
   delay) in that transaction and lets the position move on: the group gets it again when
   due, even if this process dies. ``nack()`` without delay hands it out again from memory.
+- A record published with ``not_before`` holds back later rows of its partition until due.
+- Background upkeep: heartbeats every ``heartbeat_interval``, and releasing partitions
+  given up in a rebalance once their deliveries are settled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
 import re
@@ -36,10 +29,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import msgspec
-from sqlalchemy import and_, select, text
 
 from ..._sql import clock
 from ...driver import (
@@ -54,34 +43,13 @@ from ...errors import ConfigurationError
 from .log import SqlLog
 from .membership import Membership
 from .partitions import Part, Pos, SqlDelivery
+from .reader import decode_headers, read_due_redeliveries, read_partitions
 from .settlement import Settlements
 
 logger = logging.getLogger(__name__)
 
-_decode_headers = msgspec.msgpack.Decoder(dict[str, bytes]).decode
 _CHUNK = 64  # partitions per fetch statement
 _CLOSE_TIMEOUT = 15.0
-_COLUMNS = "id, txid, channel, part, msg_key, headers, body, created_ms, visible_ms"
-
-
-def fetch_sql(dialect: str, count: int) -> str:
-    """One statement reading up to ``:n`` rows after a cursor from each of ``count``
-    partitions (bind params ``c<i>``, ``p<i>``, ``t<i>``, ``i<i>``)."""
-    parts: list[str] = []
-    for i in range(count):
-        if dialect == "postgresql":
-            where = (
-                f"channel = :c{i} AND part = :p{i} AND (txid, id) > (:t{i}, :i{i}) "
-                "AND txid < (SELECT x FROM h) ORDER BY txid, id"
-            )
-        else:
-            where = f"channel = :c{i} AND part = :p{i} AND id > :i{i} ORDER BY id"
-        parts.append(f"SELECT * FROM (SELECT {_COLUMNS} FROM hexa_log WHERE {where} LIMIT :n) s{i}")
-    union = " UNION ALL ".join(parts)
-    if dialect == "postgresql":
-        horizon = "(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
-        return f"WITH h AS MATERIALIZED (SELECT {horizon} AS x) {union}"
-    return union
 
 
 class SqlSubscription(Subscription):
@@ -310,27 +278,9 @@ class SqlSubscription(Subscription):
         return found
 
     async def _poll_log(self, parts: list[Part], per: int, now_ms: int) -> bool:
-        dialect = self._log.dialect
-        params: dict[str, Any] = {"n": per}
-        for i, part in enumerate(parts):
-            params[f"c{i}"] = part.channel
-            params[f"p{i}"] = part.number
-            params[f"i{i}"] = part.cursor[1]
-            if dialect == "postgresql":
-                params[f"t{i}"] = part.cursor[0]
         gens = {p.channel: self._channel_gen.get(p.channel, 0) for p in parts}
         cursors = [p.cursor for p in parts]
-        async with self._log.reading() as conn:
-            result = await conn.execute(text(fetch_sql(dialect, len(parts))), params)
-            rows = result.all()
-        by_part: dict[tuple[str, int], list[Any]] = {}
-        for row in rows:
-            key = (row[2], row[3])
-            bucket = by_part.get(key)
-            if bucket is None:
-                by_part[key] = [row]
-            else:
-                bucket.append(row)
+        by_part = await read_partitions(self._log, parts, per)
         found = False
         buffer = self._buffer
         for part, cursor in zip(parts, cursors, strict=True):
@@ -340,8 +290,6 @@ class SqlSubscription(Subscription):
             unchanged = self._channel_gen.get(part.channel, 0) == gens[part.channel]
             part.drained = len(part_rows) < per and unchanged
             part.blocked_until_ms = 0
-            if any((a[1], a[0]) >= (b[1], b[0]) for a, b in itertools.pairwise(part_rows)):
-                part_rows.sort(key=lambda r: (r[1], r[0]))
             outstanding = part.outstanding
             for log_id, txid, channel, _, key, headers, body, created_ms, visible_ms in part_rows:
                 pos: Pos = (txid, log_id)
@@ -358,7 +306,7 @@ class SqlSubscription(Subscription):
                         self,
                         part,
                         pos,
-                        RawRecord(channel, key, _decode_headers(headers), bytes(body)),
+                        RawRecord(channel, key, decode_headers(headers), bytes(body)),
                         redelivered=False,
                         delivery_count=1,
                         timestamp=created_ms / 1000,
@@ -368,41 +316,13 @@ class SqlSubscription(Subscription):
         return found
 
     async def _poll_redeliveries(self, room: int, now_ms: int) -> int:
-        r = self._log.table("hexa_redeliveries")
-        p = self._log.table("hexa_positions")
-        log = self._log.table("hexa_log")
-        query = (
-            select(
-                r.c.log_id,
-                r.c.attempts,
-                log.c.txid,
-                log.c.channel,
-                log.c.part,
-                log.c.msg_key,
-                log.c.headers,
-                log.c.body,
-                log.c.created_ms,
-            )
-            .select_from(
-                r.join(
-                    p,
-                    and_(
-                        p.c.group_name == r.c.group_name,
-                        p.c.channel == r.c.channel,
-                        p.c.part == r.c.part,
-                    ),
-                ).join(log, log.c.id == r.c.log_id)
-            )
-            .where(
-                r.c.group_name == self._group,
-                p.c.owner == self.member_id,
-                r.c.visible_ms <= now_ms,
-            )
-            .order_by(r.c.visible_ms)
-            .limit(room + len(self._inflight_redeliveries))
+        rows = await read_due_redeliveries(
+            self._log,
+            self._group,
+            self.member_id,
+            now_ms,
+            room + len(self._inflight_redeliveries),
         )
-        async with self._log.reading() as conn:
-            rows = (await conn.execute(query)).all()
         self._redelivery_due = time.monotonic() + (
             0.0 if len(rows) >= room else self._opts.heartbeat_interval
         )
@@ -418,7 +338,7 @@ class SqlSubscription(Subscription):
             record = RawRecord(
                 channel=row.channel,
                 key=row.msg_key,
-                headers=_decode_headers(row.headers),
+                headers=decode_headers(row.headers),
                 body=bytes(row.body),
             )
             self._buffer.append(
