@@ -522,3 +522,62 @@ async def test_status_names_the_partitions_held(driver: SqlDriver) -> None:
     assert status.error == ""
     await sub.close()
     assert sub.status().assignment == ()
+
+
+# -- issue 9: poison records, outages, health, clean close ------------------------------
+
+
+async def test_publish_refuses_header_values_that_are_not_bytes(driver: SqlDriver) -> None:
+    """#1: a str or None header value is refused at publish, naming the header."""
+    from hexa_event.errors import InvalidEventError
+
+    channel, _ = names()
+    await driver.provision([channel])
+    for bad in ("text", None, 7):
+        record = RawRecord(channel, "k", {"ok": b"1", "trace": bad}, b"x")  # type: ignore[dict-item]
+        with pytest.raises(InvalidEventError, match="trace"):
+            await driver.publish([record])
+    with pytest.raises(InvalidEventError, match="not_before"):
+        await driver.publish([RawRecord(channel, "k", {}, b"x", not_before=1e30)])
+    async with driver.engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                text("SELECT count(*) FROM hexa_log WHERE channel = :c"), {"c": channel}
+            )
+        ).scalar()
+    assert stored == 0
+
+
+async def test_a_row_with_undecodable_headers_is_delivered_not_skipped(
+    driver: SqlDriver, url: str
+) -> None:
+    """#1: rows another writer stored with bad headers still reach the core, in order, and
+    the stored position passes them once settled (nothing is redelivered forever)."""
+    import msgspec
+
+    channel, group = names()
+    await driver.publish([RawRecord(channel, "k", {}, b"first")])
+    [row] = to_rows([RawRecord(channel, "k", {}, b"x")], (await driver.ready()).partitions)
+    cols = "channel, part, msg_key, headers, body, created_ms, visible_ms"
+    insert = text(f"INSERT INTO hexa_log ({cols}) VALUES (:c, :p, :k, :h, :b, :t, :v)")
+    async with driver.engine.begin() as conn:
+        for headers, body in (
+            (msgspec.msgpack.encode({"a": "text", "n": None, "b": b"raw"}), b"mixed"),
+            (b"\xc1\xc1 not msgpack", b"garbage"),
+        ):
+            values = dict(zip("cpkhbtv", row, strict=True))
+            await conn.execute(insert, {**values, "h": headers, "b": body})
+    await driver.publish([RawRecord(channel, "k", {"h": b"v"}, b"last")])
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    got = await drain(sub, 4)
+    assert [d.record.body for d in got] == [b"first", b"mixed", b"garbage", b"last"]
+    assert got[1].record.headers == {"a": b"text", "b": b"raw"}
+    assert got[2].record.headers == {}
+    for d in got:
+        d.ack()
+    await sub.settle(got)
+    await sub.close()
+    again = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(again.fetch(10), 1.0)
+    await again.close()

@@ -20,7 +20,7 @@ import msgspec
 from sqlalchemy import Table, text
 
 from ...driver import RawRecord
-from ...errors import ClosedError
+from ...errors import ClosedError, InvalidEventError
 from .log import SqlLog
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,28 @@ def partition_of(key: str, partitions: int) -> int:
 _COLUMNS = ("channel", "part", "msg_key", "headers", "body", "created_ms", "visible_ms")
 
 
+_MAX_NOT_BEFORE = 2**53 / 1000  # seconds; stored as milliseconds in a BIGINT
+
+
+def check(record: RawRecord) -> None:
+    """Refuse what the log cannot store faithfully: header names that are not text, header
+    values that are not bytes, a ``not_before`` that is not a time (InvalidEventError)."""
+    for name, value in record.headers.items():
+        if type(value) is not bytes or type(name) is not str:
+            raise InvalidEventError(
+                f"headers[{name!r}]",
+                f"must map a str name to bytes, got {type(value).__name__}; encode text "
+                "values with .encode()",
+            )
+    not_before = record.not_before
+    if not (isinstance(not_before, int | float) and 0 <= not_before < _MAX_NOT_BEFORE):
+        raise InvalidEventError(
+            "not_before", f"must be seconds since the epoch (0 for now), got {not_before!r}"
+        )
+
+
 def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ...]]:
-    """Rows for ``hexa_log`` in the order of :data:`_COLUMNS`."""
+    """Rows for ``hexa_log`` in the order of :data:`_COLUMNS` (records already checked)."""
     created = time.time_ns() // 1_000_000
     crc32 = zlib.crc32
     return [
@@ -89,6 +109,8 @@ class Producer:
     async def publish(self, records: Sequence[RawRecord]) -> None:
         if self._closed:
             raise ClosedError("this SQL driver was closed; connect() again")
+        for record in records:
+            check(record)
         state = await self._log.ready()
         rows = to_rows(records, state.partitions)
         channels = {r.channel for r in records}
