@@ -153,23 +153,34 @@ async def _relay(args: argparse.Namespace) -> int:
     if not args.to:
         raise SystemExit("error: give --to DRIVER_URL (e.g. kafka://127.0.0.1:9092)")
     driver = connect(args.to)
-    relay = OutboxRelay(
-        db,
-        driver,
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        pipeline=args.pipeline,
-        claim_mode=args.claim_mode,
-        keep_sent=not args.delete_sent,
-        lease=args.lease.total_seconds(),
-        retry_delay=args.retry_delay.total_seconds(),
-        poll_interval=args.poll_interval.total_seconds(),
-        listen=not args.no_listen,
-    )
+    try:
+        relay = OutboxRelay(
+            db,
+            driver,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            pipeline=args.pipeline,
+            claim_mode=args.claim_mode,
+            keep_sent=not args.delete_sent,
+            lease=args.lease.total_seconds(),
+            retry_delay=args.retry_delay.total_seconds(),
+            poll_interval=args.poll_interval.total_seconds(),
+            listen=not args.no_listen,
+        )
+    except BaseException:
+        await driver.close()
+        raise
     try:
         if args.once:
             sent = await relay.drain(max_seconds=args.lease.total_seconds() * 100)
             print(f"sent {sent} rows")
+            if relay.failed_batches:
+                print(
+                    f"hexa-event: error: {relay.failed_batches} batch(es) failed to publish; "
+                    "their rows stay unsent for the next run (see the log for the cause)",
+                    file=sys.stderr,
+                )
+                return 1
             return 0
         _install_stop(relay.stop)
         log.info(

@@ -115,6 +115,12 @@ class OutboxRelay:
             raise ConfigurationError(
                 "lease and poll_interval must be positive and retry_delay not negative"
             )
+        if not driver.features.persistent:
+            raise ConfigurationError(
+                f"the outbox relay needs a persistent target, and {driver.features.name!r} "
+                "loses what it holds when its process ends (rows would be marked sent and "
+                "lost); relay to a broker or database such as kafka://... or postgresql://..."
+            )
         self.engine, self._owns_engine = engine_for(db)
         self.driver = driver
         self.batch_size = batch_size
@@ -380,6 +386,12 @@ class OutboxRelay:
     def in_flight(self) -> int:
         """Rows this relay claimed and has not settled yet (no database query)."""
         return self._in_flight
+
+    @property
+    def failed_batches(self) -> int:
+        """Batches whose publish failed since the relay was made (their rows wait for a
+        retry)."""
+        return self._failed
 
     @property
     def published(self) -> int:
