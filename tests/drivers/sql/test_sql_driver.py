@@ -581,3 +581,24 @@ async def test_a_row_with_undecodable_headers_is_delivered_not_skipped(
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(again.fetch(10), 1.0)
     await again.close()
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ("postgresql://postgres@[::1/db", "IPv6"),
+        ("postgresql://postgres@db.example:99999/app", "port"),
+        ("postgresql://postgres@db.example:notaport/app", "port"),
+    ],
+)
+def test_bad_database_urls_name_what_to_change(bad: str, named: str) -> None:
+    """#17: a ConfigurationError naming the fix, from the driver and from the outbox/inbox."""
+    from hexa_event.inbox import Inbox
+    from hexa_event.outbox import OutboxCleaner
+
+    with pytest.raises(ConfigurationError, match=named):
+        hexa_event.connect(bad)
+    with pytest.raises(ConfigurationError, match=named):
+        OutboxCleaner(bad)
+    with pytest.raises(ConfigurationError, match=named):
+        Inbox(bad)
