@@ -17,7 +17,7 @@ from db_helpers import RecordingDriver
 from hexa_event._sql.urls import sync_url
 from hexa_event.outbox import Outbox, OutboxRelay
 from hexa_event.testing import Collector
-from hexa_event.testing.services import require_service
+from hexa_event_services import require_service
 
 TARGETS = [
     "sqlite",
