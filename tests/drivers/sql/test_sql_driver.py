@@ -602,3 +602,32 @@ def test_bad_database_urls_name_what_to_change(bad: str, named: str) -> None:
         OutboxCleaner(bad)
     with pytest.raises(ConfigurationError, match=named):
         Inbox(bad)
+
+
+async def test_acks_above_the_position_survive_a_clean_close(driver: SqlDriver, url: str) -> None:
+    """#20: rows acked above an unsettled one are not delivered again after a clean close;
+    the unsettled one is, and the position then moves past all of them."""
+    channel, group = names()
+    await driver.publish(records(channel, 5, keys=1))  # one key: one partition, in order
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    batch = await drain(sub, 5)
+    for d in batch[1:]:
+        d.ack()
+    await sub.settle(batch[1:])
+    await sub.close()  # batch[0] was never settled: it is given back
+    other = hexa_event.connect(url, **FAST).driver
+    try:
+        again = await other.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        [back] = await drain(again, 1)
+        assert back.record.body == b"0"
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(again.fetch(10), 1.0)
+        back.ack()
+        await again.settle([back])
+        await again.close()
+        third = await other.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        await other.publish([RawRecord(channel, "k0", {}, b"next")])
+        assert [d.record.body for d in await drain(third, 1)] == [b"next"]
+        await third.close()
+    finally:
+        await other.close()

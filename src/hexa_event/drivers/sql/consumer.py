@@ -121,8 +121,15 @@ class SqlSubscription(Subscription):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Join the group: first heartbeat (claims partitions), then background upkeep."""
+        """Join the group: heartbeats until this member holds its share (the others give
+        partitions up on their next heartbeat; bounded by ``3 * heartbeat_interval``, so a
+        member that joins a busy group gets work at once), then background upkeep."""
+        opts = self._opts
         await self._membership.heartbeat()
+        deadline = time.monotonic() + 3 * opts.heartbeat_interval
+        while not self._membership.has_its_share() and time.monotonic() < deadline:
+            await asyncio.sleep(min(opts.heartbeat_interval / 2, 0.25))
+            await self._membership.heartbeat()
         self._next_heartbeat = time.monotonic() + self._opts.heartbeat_interval
         self._task = asyncio.create_task(
             self._maintain(), name=f"hexa-event:sql-member:{self._group}"
@@ -301,6 +308,10 @@ class SqlSubscription(Subscription):
                     break
                 outstanding[pos] = False
                 part.cursor = pos
+                if part.skip and pos in part.skip:
+                    part.skip.discard(pos)
+                    part.settle(pos)  # acked by a former owner before it let go
+                    continue
                 buffer.append(
                     SqlDelivery(
                         self,

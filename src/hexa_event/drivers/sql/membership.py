@@ -15,6 +15,7 @@ import math
 import random
 import re
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import func, or_, select
 
@@ -58,6 +59,8 @@ class Membership:
         """The channels this member consumes (explicit ones and pattern matches)."""
         self._initialized: set[str] = set()
         self.parts: dict[tuple[str, int], Part] = {}
+        self._shares: dict[str, tuple[int, int]] = {}
+        """Per channel: (target, live members) of the last rebalance."""
         self._on_lost = on_lost
         self._on_surplus = on_surplus
         self._on_claimed = on_claimed
@@ -185,8 +188,38 @@ class Membership:
                     )
                 )
 
+    async def _acked_above(
+        self, conn: Any, channel: str, numbers: list[int]
+    ) -> dict[int, list[Pos]]:
+        """Rows of the claimed partitions that the group acked above the stored position."""
+        if not numbers:
+            return {}
+        acked = self._log.table("hexa_acked")
+        rows = await conn.execute(
+            select(acked.c.part, acked.c.txid, acked.c.log_id).where(
+                acked.c.group_name == self.group,
+                acked.c.channel == channel,
+                acked.c.part.in_(numbers),
+            )
+        )
+        found: dict[int, list[Pos]] = {}
+        for number, txid, log_id in rows:
+            found.setdefault(int(number), []).append((int(txid), int(log_id)))
+        return found
+
+    def has_its_share(self) -> bool:
+        """Whether this member holds, in every channel, at least the share no other member
+        can take from it (as of the last heartbeat): the others fill their targets first."""
+        for channel, (target, members) in self._shares.items():
+            least = min(target, max(0, self._partitions - (members - 1) * target))
+            held = sum(1 for p in self.parts.values() if p.channel == channel and not p.releasing)
+            if held < least:
+                return False
+        return True
+
     async def _rebalance(self, channel: str, member_count: int, now: int, expires: int) -> None:
         target = math.ceil(self._partitions / member_count)
+        self._shares[channel] = (target, member_count)
         mine = sorted(
             (p for p in self.parts.values() if p.channel == channel and not p.releasing),
             key=lambda p: p.number,
@@ -232,8 +265,10 @@ class Membership:
                     .returning(positions.c.part, positions.c.pos_tx, positions.c.pos_id)
                 )
             ).all()
+            skips = await self._acked_above(conn, channel, [int(row.part) for row in claimed])
         for row in claimed:
             part = Part(channel, int(row.part), (int(row.pos_tx), int(row.pos_id)))
+            part.skip = {pos for pos in skips.get(part.number, ()) if pos > part.committed}
             self.parts[(channel, part.number)] = part
         if claimed:
             self._on_claimed()

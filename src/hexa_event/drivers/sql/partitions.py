@@ -32,6 +32,7 @@ class Part:
         "owned",
         "redeliveries",
         "releasing",
+        "skip",
     )
 
     def __init__(self, channel: str, number: int, pos: Pos) -> None:
@@ -49,6 +50,14 @@ class Part:
         self.releasing = False
         self.redeliveries = 0
         self.blocked_until_ms = 0
+        self.skip: set[Pos] = set()
+        """Rows above ``committed`` the group acked before (``hexa_acked``): not handed out."""
+
+    def acked_above(self) -> list[Pos]:
+        """Rows above ``committed`` known to be acked: settled ones read, and ``skip``."""
+        acked = {pos for pos, settled in self.outstanding.items() if settled}
+        acked.update(pos for pos in self.skip if pos > self.committed)
+        return sorted(acked)
 
     def settle(self, pos: Pos) -> None:
         od = self.outstanding

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Table, text
 
-from ...driver import RawRecord
+from ...driver import RawRecord, check_records
 from ...errors import ClosedError, InvalidEventError
 from .log import SqlLog
 
@@ -39,21 +39,15 @@ _COLUMNS = ("channel", "part", "msg_key", "headers", "body", "created_ms", "visi
 _MAX_NOT_BEFORE = 2**53 / 1000  # seconds; stored as milliseconds in a BIGINT
 
 
-def check(record: RawRecord) -> None:
-    """Refuse what the log cannot store faithfully: header names that are not text, header
-    values that are not bytes, a ``not_before`` that is not a time (InvalidEventError)."""
-    for name, value in record.headers.items():
-        if type(value) is not bytes or type(name) is not str:
+def check(records: Sequence[RawRecord]) -> None:
+    """The contract's record checks (:func:`~hexa_event.driver.check_records`: header values
+    bytes, channel without NUL...), and a ``not_before`` the BIGINT column can hold."""
+    check_records(records)
+    for record in records:
+        if record.not_before >= _MAX_NOT_BEFORE:
             raise InvalidEventError(
-                f"headers[{name!r}]",
-                f"must map a str name to bytes, got {type(value).__name__}; encode text "
-                "values with .encode()",
+                "not_before", f"must be seconds since the epoch, got {record.not_before!r}"
             )
-    not_before = record.not_before
-    if not (isinstance(not_before, int | float) and 0 <= not_before < _MAX_NOT_BEFORE):
-        raise InvalidEventError(
-            "not_before", f"must be seconds since the epoch (0 for now), got {not_before!r}"
-        )
 
 
 def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ...]]:
@@ -109,8 +103,7 @@ class Producer:
     async def publish(self, records: Sequence[RawRecord]) -> None:
         if self._closed:
             raise ClosedError("this SQL driver was closed; connect() again")
-        for record in records:
-            check(record)
+        check(records)
         state = await self._log.ready()
         rows = to_rows(records, state.partitions)
         channels = {r.channel for r in records}

@@ -12,6 +12,8 @@ Tables (all prefixed ``hexa_``):
   (``owner``, ``lease_until_ms``) of the group member that consumes it.
 - ``hexa_members``: live members of each group per channel (heartbeats), for fair shares.
 - ``hexa_redeliveries``: records a group gave back with ``nack(delay)``, due at ``visible_ms``.
+- ``hexa_acked``: rows a group acked above its stored position when a member let go of the
+  partition (clean close, rebalance), so the next owner skips them (never delivered again).
 - ``hexa_meta``: settings fixed at creation (``partitions``).
 
 Create them with :func:`migrate` (idempotent, safe to run from several processes at once) or
@@ -113,6 +115,16 @@ def metadata(dialect: str) -> MetaData:
         Column("attempts", Integer, nullable=False),
         PrimaryKeyConstraint("group_name", "log_id"),
         Index("hexa_redeliveries_due", "group_name", "visible_ms"),
+    )
+    Table(
+        "hexa_acked",
+        md,
+        Column("group_name", String(255), nullable=False),
+        Column("channel", String(255), nullable=False),
+        Column("part", SmallInteger, nullable=False),
+        Column("log_id", BigInteger, nullable=False),
+        Column("txid", BigInteger, nullable=False),
+        PrimaryKeyConstraint("group_name", "channel", "part", "log_id"),
     )
     Table(
         "hexa_meta",

@@ -73,6 +73,7 @@ class Settlements:
                         )
                     await self._store_positions(conn, kept, release=False)
                     await self._store_positions(conn, released, release=True)
+                    await self._store_acked(conn, release)
             except Exception as exc:
                 raise self._log.error("storing settlements", exc) from exc
             for part, pos in (*kept, *released):
@@ -82,6 +83,34 @@ class Settlements:
                 if self._redeliveries.get(log_id) is row:
                     del self._redeliveries[log_id]
             self._acked_redeliveries -= acked
+
+    async def _store_acked(self, conn: Any, parts: Sequence[Part]) -> None:
+        """For partitions let go of: the rows acked above their position (``hexa_acked``),
+        replacing what was stored, so the next owner skips them."""
+        if not parts:
+            return
+        acked = self._log.table("hexa_acked")
+        for part in parts:
+            await conn.execute(
+                acked.delete().where(
+                    acked.c.group_name == self._group,
+                    acked.c.channel == part.channel,
+                    acked.c.part == part.number,
+                )
+            )
+        rows = [
+            {
+                "group_name": self._group,
+                "channel": part.channel,
+                "part": part.number,
+                "log_id": pos[1],
+                "txid": pos[0],
+            }
+            for part in parts
+            for pos in part.acked_above()
+        ]
+        if rows:
+            await conn.execute(acked.insert(), rows)
 
     async def _upsert_redeliveries(self, conn: Any, rows: list[dict[str, Any]]) -> None:
         stmt = self._log.upsert(self._log.table("hexa_redeliveries"))
