@@ -631,3 +631,39 @@ async def test_acks_above_the_position_survive_a_clean_close(driver: SqlDriver, 
         await third.close()
     finally:
         await other.close()
+
+
+async def test_read_failures_surface_in_fetch_status_and_health(tmp_path: Path) -> None:
+    """#11: a failing read (here the log table gone) is raised by fetch, shown by status()
+    and by the receiver's health, and clears once reads work again."""
+    from hexa_event.errors import DriverError
+
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    conn = hexa_event.connect(url, **FAST)
+    driver = conn.driver
+    assert isinstance(driver, SqlDriver)
+    channel, group = names()
+    await driver.publish(records(channel, 1))
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    receiver = conn.receiver("svc")
+    receiver.subscribe(channel, action=group + "-rcv", handler=lambda c, m: None)
+    try:
+        async with driver.engine.begin() as db:
+            await db.exec_driver_sql("ALTER TABLE hexa_log RENAME TO hexa_log_away")
+        with pytest.raises(DriverError, match="hexa_log"):
+            await asyncio.wait_for(sub.fetch(10), 10)
+        assert "hexa_log" in sub.status().error
+        await receiver.start()
+        await eventually(
+            lambda: "hexa_log" in receiver.health()["reason"], within=20, what="unhealthy"
+        )
+        assert not receiver.health()["healthy"]
+        async with driver.engine.begin() as db:
+            await db.exec_driver_sql("ALTER TABLE hexa_log_away RENAME TO hexa_log")
+        assert [d.record.body for d in await drain(sub, 1)] == [b"0"]
+        assert sub.status().error == ""
+        await eventually(lambda: receiver.health()["healthy"], within=20, what="healthy again")
+    finally:
+        await receiver.close()
+        await sub.close()
+        await conn.close()

@@ -224,15 +224,17 @@ class SqlSubscription(Subscription):
         return []
 
     async def _poll_safely(self, room: int, full: bool) -> bool:
+        """Read more; a failure is kept for :meth:`status` and raised as a retriable
+        :class:`DriverError` (the receiver reports it and fetches again after a pause)."""
         try:
             found = await self._poll(room, full)
         except Exception as exc:
-            self._read_error = str(self._log.error("reading the log", exc))
-            self._warn("reading the log", exc)
+            error = self._log.error("reading the log", exc)
+            self._read_error = str(error)
             self._idle_delay = self._opts.max_poll_interval
             if self._redelivery_due:
                 self._redelivery_due = time.monotonic() + self._idle_delay
-            return False
+            raise error from exc
         self._read_error = ""
         return found
 
