@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from db_helpers import rows
 from hexa_event import Context, Event, Message, connect
+from hexa_event._sql.clock import utcnow
+from hexa_event._sql.urls import async_url
 from hexa_event.errors import ConfigurationError
 from hexa_event.inbox import Inbox, InboxCleaner, current_session, dedup_key, inbox_table
 from hexa_event.outbox import Outbox, outbox_table
-from hexa_event.outbox._sql import async_url, utcnow
 from hexa_event.testing.waiting import Collector
 
 effects_md = MetaData()
