@@ -24,8 +24,11 @@ async def cli(*argv: str) -> int:
     return await invoke(build_parser().parse_args(list(argv)))
 
 
-@pytest.fixture
-def url() -> str:
+@pytest.fixture(params=["memory", "sqlite"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A memory broker, or an SQLite log (a URL that separate processes could share)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.db'}"
     return f"memory://cli-{uuid.uuid4().hex}"
 
 
@@ -81,8 +84,9 @@ async def test_publish_then_tail_from_the_beginning(
     assert '"total": 12.5' in out
     assert f"id={published['id']}" in out
 
-    assert await cli("tail", url, "orders", "--from-beginning", "-n", "1", "--json") == 0
-    event = json.loads(capsys.readouterr().out)
+    assert await cli("tail", url, "orders", "--from-beginning", "-n", "2", "--json") == 0
+    lines = capsys.readouterr().out.splitlines()
+    event = next(e for e in map(json.loads, lines) if e["key"] == "o-1")
     assert event["body"] == {"total": 12.5, "items": ["a", "b"]}
     assert event["context"]["user"] == {"id": "alice", "type": "_regular"}
 
@@ -199,6 +203,19 @@ def test_doctor_memory_and_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[
     schema = next(c for c in report["checks"] if c["name"] == "schema")
     assert schema["status"] == "warn"
     assert "schema not migrated" in schema["detail"]
+
+
+async def test_doctor_on_a_sqlite_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    conn = he.connect(url)
+    await conn.emitter().emit(he.Event("orders", "k", {"n": 1}))
+    await conn.close()
+    assert await cli("doctor", url, "--channel", "orders", "--channel", "refunds") == 0
+    out = capsys.readouterr().out
+    assert "[ok  ] schema: the SQL driver's tables exist" in out
+    assert "[ok  ] permissions: can read" in out
+    assert "channel orders: has records" in out
+    assert "channel refunds: no records yet" in out
 
 
 def test_doctor_unreachable_and_unknown(capsys: pytest.CaptureFixture[str]) -> None:

@@ -102,7 +102,7 @@ async def test_outbox_relay_continues_the_writers_trace(otel: Otel, tmp_path: Pa
         event = he.Event("placed", "k", {"n": 2})
         await Outbox().emit_async(tx, event, he.Context(traceparent=other))
 
-    conn = he.connect(f"memory://{uuid.uuid4().hex}")
+    conn = he.connect(f"sqlite:///{tmp_path / 'log.db'}")  # the relay needs a persistent target
     got = Collector()
     receiver = otel.telemetry.instrument(conn).receiver("svc")
     receiver.subscribe("placed", action="ship", handler=got.add_message)

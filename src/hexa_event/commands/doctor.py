@@ -21,14 +21,6 @@ from urllib.parse import urlsplit
 from ..retry import dead_letter_channel, retry_channel
 from ._common import OK, PROBLEMS, UNREACHABLE, json_argument, print_json, redact, url_argument
 
-_SQL_TABLES = (
-    "hexa_log",
-    "hexa_channels",
-    "hexa_positions",
-    "hexa_members",
-    "hexa_redeliveries",
-    "hexa_meta",
-)
 _DEFAULT_PORTS = {"kafka": 9092, "pulsar": 6650, "nats": 4222, "stan": 4222, "postgresql": 5432}
 
 
@@ -225,6 +217,13 @@ async def check_kafka(report: Report, url: str, seconds: float) -> None:
             report.add(f"group {group}", "ok", state)
 
 
+def sql_tables(dialect: str) -> list[str]:
+    """The SQL driver's table names."""
+    from ..drivers.sql import metadata
+
+    return list(metadata(dialect).tables)
+
+
 async def check_sql(report: Report, url: str) -> None:
     from sqlalchemy import inspect, text
 
@@ -251,8 +250,9 @@ async def check_sql(report: Report, url: str) -> None:
     try:
         async with engine.connect() as conn:
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+            wanted = sql_tables(conn.dialect.name)
             report.add("connect", "ok", f"connected to {redact(url)}")
-            missing = [t for t in _SQL_TABLES if t not in tables]
+            missing = [t for t in wanted if t not in tables]
             if missing:
                 report.add(
                     "schema",
@@ -263,10 +263,11 @@ async def check_sql(report: Report, url: str) -> None:
                 )
             else:
                 report.add("schema", "ok", "the SQL driver's tables exist")
-                for table in ("hexa_log", "hexa_positions"):
+                for table in wanted:
                     await conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1"))
                 report.add("permissions", "ok", "can read the log and the group positions")
-                rows = await conn.execute(text("SELECT name FROM hexa_channels"))
+                channels_table = next(t for t in wanted if t.endswith("channels"))
+                rows = await conn.execute(text(f"SELECT channel FROM {channels_table}"))
                 known = {row[0] for row in rows}
                 for channel in report.channels:
                     state = "has records" if channel in known else "no records yet"
