@@ -49,6 +49,7 @@ async def dead_letters(url: str, action: str, payloads: list[Any]) -> None:
             await emitter.emit(he.Event("orders", f"k{i}", payload, id=f"ev-{i}"))
         info = receiver.subscriptions[action]
         await eventually(lambda: info.counters.dead_lettered == len(payloads), within=20)
+    await conn.close()
 
 
 async def test_publish_then_tail_from_the_beginning(
@@ -95,10 +96,12 @@ async def test_publish_then_tail_from_the_beginning(
     assert capsys.readouterr().out == ""
     # The tail groups took nothing from a working group.
     got = Collector()
-    receiver = he.connect(url).receiver("svc")
+    conn = he.connect(url)
+    receiver = conn.receiver("svc")
     receiver.subscribe("orders", action="work", handler=got.add_message)
     async with receiver:
         assert len(await got.wait_for(2, within=10)) == 2
+    await conn.close()
 
 
 async def test_publish_usage_errors(url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,13 +141,15 @@ async def test_dlq_list_show_replay_purge(url: str, capsys: pytest.CaptureFixtur
     assert "would replay 1 dead letters" in capsys.readouterr().out
     # Replay by filter: only the permanent one goes back to orders.
     got = Collector()
-    receiver = he.connect(url).receiver("audit")
+    conn = he.connect(url)
+    receiver = conn.receiver("audit")
     receiver.subscribe("orders", action="audit", start="latest", handler=got.add_message)
     async with receiver:
         await eventually(lambda: receiver.health()["healthy"])
         assert await cli("dlq", "replay", url, *args, "--reason", "permanent-error") == 0
         assert "replayed 1 dead letters of charge (1 to orders)" in capsys.readouterr().out
         replayed = await got.wait_for(1, within=10)
+    await conn.close()
     assert replayed[0].id == "ev-1"
     assert replayed[0].headers[he.headers.REPLAYED_FROM]
     assert await cli("dlq", "list", url, *args, "--json") == 0
@@ -263,8 +268,11 @@ async def test_tail_prints_protobuf_as_protojson_with_the_type(
 ) -> None:
     from google.protobuf import wrappers_pb2
 
-    emitter = he.connect(url).emitter(codec="protobuf-binary")
-    await emitter.emit(he.Event("pb", "k", wrappers_pb2.StringValue(value="hello")))
+    conn = he.connect(url)
+    await conn.emitter(codec="protobuf-binary").emit(
+        he.Event("pb", "k", wrappers_pb2.StringValue(value="hello"))
+    )
+    await conn.close()
     assert await cli("tail", url, "pb", "--from-beginning", "-n", "1", "--json") == 0
     untyped = json.loads(capsys.readouterr().out)
     assert untyped["decoded_as"] == "base64"
