@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,7 +100,7 @@ async def test_sql_driver_wrong_password(
         await conn.close()
 
 
-async def test_outbox_with_password(postgres_auth: Service) -> None:
+async def test_outbox_with_password(postgres_auth: Service, tmp_path: Path) -> None:
     url = _good(postgres_auth)
     await asyncio.to_thread(outbox.migrate, url)
     engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
@@ -109,7 +110,7 @@ async def test_outbox_with_password(postgres_auth: Service) -> None:
             outbox.Outbox().emit(db, Event(channel, "k", {"n": 1}))
     finally:
         engine.dispose()
-    target = hexa_event.connect("memory://")
+    target = hexa_event.connect(f"sqlite:///{tmp_path / 'log.db'}")  # a persistent target
     relay = outbox.OutboxRelay(url, target, listen=False)
     try:
         assert await asyncio.wait_for(relay.drain(max_seconds=30), 60) >= 1
@@ -119,11 +120,11 @@ async def test_outbox_with_password(postgres_auth: Service) -> None:
 
 
 async def test_outbox_wrong_password(
-    postgres_auth: Service, caplog: pytest.LogCaptureFixture
+    postgres_auth: Service, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     url = _bad(postgres_auth)
     await _fails_clearly(postgres_auth, lambda: asyncio.to_thread(outbox.migrate, url), caplog)
-    target = hexa_event.connect("memory://")
+    target = hexa_event.connect(f"sqlite:///{tmp_path / 'log.db'}")  # a persistent target
     relay = outbox.OutboxRelay(url, target, listen=False)
     try:
         await _fails_clearly(postgres_auth, relay.run_once, caplog)
