@@ -134,18 +134,21 @@ async def _wait_until(condition: Any, within: float) -> None:
 
 
 def judge(report: Report) -> None:
-    """Fill ``growth`` and ``growing`` from the samples taken after warm-up."""
+    """Fill ``growth`` and ``growing`` from the samples taken after warm-up.
+
+    A series keeps growing when its trend over the measured window is above its tolerance
+    and it still rises over the window's last third (a third of the tolerance): a step
+    (a buffer filled once during an outage, then flat) is a high-water mark, not growth.
+    """
     measured = [s for s in report.samples if s.t >= report.warmup]
     for name, tolerance in TOLERANCE.items():
         points = [(s.t, float(getattr(s, name))) for s in measured]
         growth = _trend(points)
         report.growth[name] = growth
-        if len(points) < 4:
+        if len(points) < 6:
             continue
-        half = len(points) // 2
-        first = statistics.median(p[1] for p in points[:half])
-        second = statistics.median(p[1] for p in points[half:])
-        if growth > tolerance and second - first > tolerance / 2:
+        tail = points[len(points) * 2 // 3 :]
+        if growth > tolerance and _trend(tail) > tolerance / 3:
             report.growing.append(name)
 
 
