@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 S ?=
 
-.PHONY: venv demo test lint unit services services-down bench interop-go clean
+.PHONY: venv demo test lint unit services services-down bench bench-profile interop-go clean
 
 $(STAMP): pyproject.toml tools/hexa_event_services/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -40,9 +40,16 @@ services-down:
 	scripts/services down $(S)
 
 # Benchmarks: each runs the raw client and hexa-event in the same run and prints the ratio.
+# `make bench` also writes docs/bench.json, docs/bench.png and the README's performance table;
+# FastStream and matplotlib go to benchmarks/.bench-venv (made on first use), never our deps.
 bench: $(STAMP)
 	scripts/services up kafka postgres
 	cd benchmarks && ../$(PY) run.py $(if $(QUICK),--quick)
+
+# Per-event cost by layer (cProfile) of the memory end-to-end and Kafka consume paths.
+bench-profile: $(STAMP)
+	scripts/services up kafka
+	cd benchmarks && ../$(PY) profile.py
 
 # Go interop on Kafka: a sarama program speaking Go hexa-event's wire format, both directions.
 interop-go: $(STAMP)
