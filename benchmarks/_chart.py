@@ -79,6 +79,7 @@ def kafka_consume(ax: Any, rows: list[dict[str, Any]]) -> None:
     ax.set_yticks(y, [textwrap.fill(name, 34) for name, *_ in bars], fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.set_xlim(right=max(value for _, value, *_ in bars) * 4)  # room for the labels
     ax.set_xlabel("events/s (log scale; hatched: not at-least-once)")
     ax.set_title(
         f"Kafka consume, {base['count']:,} x 200-byte JSON, commit after handling", fontsize=10

@@ -19,6 +19,9 @@ the last; the time from start to the first handled event is measured in the same
 Rounds alternate raw, ours and every FastStream setting; medians are compared.
 
     python benchmarks/faststream_kafka.py [--count 50000] [--rounds 3] [--json out.json]
+    # start to first handled event only, quickly:
+    python benchmarks/faststream_kafka.py --count 2000 --rounds 5 \
+        --settings aiokafka:default,confluent:default
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def merge(
         else:
             for r in previous:
                 if r["script"] == name:
-                    merged.append({**r, "stale": notes.get(name, "not run this time")})
+                    merged.append({**r, "stale": notes.get(name, "not run")})
     return merged
 
 
@@ -232,12 +232,14 @@ def render(summary: dict[str, Any]) -> str:
         "",
         *main_table(rows),
     ]
-    stale = sorted({r["stale"] for r in rows if r.get("stale")})
-    if stale:
-        lines += [
-            "",
-            f"† not measured in the latest run, figures of an earlier one: {'; '.join(stale)}.",
-        ]
+    stale: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("stale"):
+            why = f"{r['stale']}; figures of {r.get('measured', 'an earlier run')}"
+            if f"`{r['script']}`" not in stale.setdefault(why, []):
+                stale[why].append(f"`{r['script']}`")
+    for why, names in stale.items():
+        lines += ["", f"† {', '.join(names)} not measured in the latest run ({why})."]
     lines += faststream_section(rows)
     lines += clients_section(rows)
     failed = [r for r in rows if r.get("error") and not r.get("stale")]
@@ -284,6 +286,7 @@ def main() -> int:
     notes: dict[str, str] = {}
     failed: list[str] = []
     began = time.perf_counter()
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     for script in [] if args.render_only else scripts(args.only):
         down = [name for name in services_of(script) if not service_up(name)]
         if down:
@@ -294,6 +297,7 @@ def main() -> int:
         rows, problem = run_script(script, args.quick)
         for r in rows:
             r["script"] = script.name
+            r["measured"] = now
         fresh[script.name] = rows
         if problem:
             failed.append(f"{script.name} ({problem})")
@@ -302,7 +306,7 @@ def main() -> int:
         summary = previous
     else:
         summary = {
-            "measured": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "measured": now,
             "machine": _machine(),
             "results": merge(previous["results"], fresh, notes),
             "notes": notes,
