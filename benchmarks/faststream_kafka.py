@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import subprocess
@@ -47,6 +48,8 @@ BODY_BYTES = 200
 PER_MESSAGE_BUDGET = 3.0
 """Seconds the per-message commit modes run for (they handle a few hundred events/s)."""
 RUN_TIMEOUT = 300.0
+OURS_BUDGET = 30.0
+"""Seconds a run of ours may take; a slower one reports its rate over what it handled."""
 
 
 @dataclass(frozen=True)
@@ -140,11 +143,15 @@ async def ours(topic: str, count: int) -> dict[str, float]:
     began = time.perf_counter()
     try:
         await receiver.start()
-        await asyncio.wait_for(done.wait(), RUN_TIMEOUT)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), OURS_BUDGET)
+        handled = seen
     finally:
         await receiver.close()
         await connection.close()
-    return {"rate": count / (last - first), "start_to_first": first - began}
+    if handled < 2:
+        raise RuntimeError(f"hexa-event handled {handled} events in {OURS_BUDGET} s")
+    return {"rate": handled / (last - first), "start_to_first": first - began, "handled": handled}
 
 
 async def faststream(setting: Setting, topic: str, count: int) -> dict[str, float]:
