@@ -386,6 +386,8 @@ class LockClaims(ClaimStrategy):
             if done:
                 await conn.execute(self._mark, {"ids": done, "now": now})
             await conn.commit()
+            # Sent or on hold now: later claims see them as they are, not as ours in flight.
+            self._mine.difference_update(batch.ids)
         except Exception as exc:
             log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
             with contextlib.suppress(Exception):
