@@ -75,12 +75,15 @@ def test_options_are_validated_and_secrets_redacted() -> None:
         client_config={"auth_password": "hunter2"},
     )
     assert options.token == "s3cr3t-token"
-    assert options.tenant == "acme" and options.partitions == 4
+    assert options.tenant == "acme"
+    assert options.partitions == 4
     assert options.tls_allow_insecure_connection is True
     assert options.admin_url == "http://broker:8080"
     assert options.topic("orders") == "persistent://acme/default/orders"
     shown = repr(options) + str(options)
-    assert "s3cr3t" not in shown and "hunter2" not in shown and "***" in shown
+    assert "s3cr3t" not in shown
+    assert "hunter2" not in shown
+    assert "***" in shown
     assert options.admin_headers() == {"Authorization": "Bearer s3cr3t-token"}
     with pytest.raises(ConfigurationError, match="partitions"):
         PulsarOptions(partitions=0)
@@ -126,14 +129,16 @@ async def test_round_trip_keeps_key_headers_and_bytes(make_driver: MakeDriver) -
         assert delivery.record.body == b"%d" % n
         assert delivery.record.headers["bin"] == b"\xff\x00\x80"
         assert delivery.delivery_count == 1
-        assert delivery.timestamp is not None and abs(delivery.timestamp - time.time()) < 120
+        assert delivery.timestamp is not None
+        assert abs(delivery.timestamp - time.time()) < 120
         assert channel in delivery.coordinates
     # Per key in publish order.
     for key in {f"k{n}" for n in range(5)}:
         ns = [int(d.record.headers["n"]) for d in got if d.record.key == key]
         assert ns == sorted(ns)
     status = subscription.status()
-    assert status.assignment == (f"{channel} (Key_Shared)",) and status.error == ""
+    assert status.assignment == (f"{channel} (Key_Shared)",)
+    assert status.error == ""
     await subscription.close()
     assert await subscription.fetch(10) == []
 
@@ -206,7 +211,9 @@ async def test_two_members_share_the_work_and_an_exclusive_third_is_refused(
             )
         )
     text = str(refused.value)
-    assert action in text and "Exclusive" in text and "KEY_SHARED" in text
+    assert action in text
+    assert "Exclusive" in text
+    assert "KEY_SHARED" in text
     await emitting.publish([record(channel, n, key=f"key-{n}") for n in range(200)])
     counts = {first: 0, second: 0}
 
@@ -225,7 +232,8 @@ async def test_two_members_share_the_work_and_an_exclusive_third_is_refused(
     async with asyncio.timeout(DEADLINE):
         await asyncio.gather(drain(first), drain(second))
     assert sum(counts.values()) == 200
-    assert counts[first] > 0 and counts[second] > 0, counts
+    assert counts[first] > 0, counts
+    assert counts[second] > 0, counts
 
 
 async def test_a_second_exclusive_member_is_refused(make_driver: MakeDriver) -> None:
@@ -380,5 +388,3 @@ async def test_go_body_is_go_hexa_events_envelope(make_driver: MakeDriver, pulsa
         assert got[0].record.headers == {"_payload_encoder": b"json"}
     finally:
         client.close()
-
-
