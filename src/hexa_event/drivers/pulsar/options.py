@@ -10,6 +10,7 @@ never appear in reprs, logs or errors.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -19,6 +20,9 @@ from ...errors import ConfigurationError
 
 REDACTED = "***"
 _SECRET_MARKERS = ("token", "password", "secret", "auth", "credential", "private_key")
+
+CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
+"""pulsar-client's own (C++) log lines, instead of its default printing to the console."""
 
 BodyFormat = Literal["native", "go"]
 
@@ -185,6 +189,7 @@ class PulsarOptions:
             "connection_timeout_ms": int(self.connection_timeout * 1000),
             "tls_allow_insecure_connection": self.tls_allow_insecure_connection,
             "tls_validate_hostname": self.tls_validate_hostname,
+            "logger": CLIENT_LOGGER,
         }
         if self.token is not None:
             kwargs["authentication"] = pulsar.AuthenticationToken(self.token)
