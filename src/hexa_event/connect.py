@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from .codecs import Codec
 from .driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
-from .emitter import Emitter, EmitMiddleware
+from .emitter import EmitMiddleware, Emitter
 from .errors import ConfigurationError, UnknownSchemeError
 from .middleware import Middleware
 from .propagation import Propagator
@@ -125,6 +125,7 @@ class Connection(Driver):
         propagator: Propagator | None = None,
         drain_timeout: float = 30.0,
         concurrency: int = 64,
+        stall_timeout: float = 300.0,
     ) -> Receiver:
         """A receiver for the service ``name``; subscribe handlers to it, then start it."""
         return Receiver(
@@ -134,6 +135,7 @@ class Connection(Driver):
             propagator=propagator,
             drain_timeout=drain_timeout,
             concurrency=concurrency,
+            stall_timeout=stall_timeout,
         )
 
 

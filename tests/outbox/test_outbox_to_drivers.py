@@ -16,7 +16,7 @@ import hexa_event as he
 from hexa_event.outbox import Outbox, OutboxRelay
 from hexa_event.outbox._sql import sync_url
 from hexa_event.testing import Collector
-from hexa_event.testing.services import require_service
+from hexa_event_services import require_service
 
 TARGETS = [
     "memory",

@@ -36,7 +36,7 @@ FAST = {"lease_ttl": 3.0, "heartbeat_interval": 0.2}
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'events.db'}"
-    from hexa_event.testing.services import require_service
+    from hexa_event_services import require_service
 
     return require_service("postgres").url
 
