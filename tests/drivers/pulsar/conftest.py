@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+import hexa_event_services as services
 from hexa_event.drivers.pulsar import PulsarDriver
-from hexa_event.testing import services
 
 pytestmark = pytest.mark.pulsar
 

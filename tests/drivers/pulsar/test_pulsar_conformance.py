@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import hexa_event
+import hexa_event_services as services
 from hexa_event.driver import Driver
-from hexa_event.testing import services
 from hexa_event.testing.conformance import DriverConformance
 
 pytestmark = pytest.mark.pulsar

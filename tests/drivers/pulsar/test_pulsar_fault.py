@@ -22,7 +22,7 @@ from hexa_event.driver import SubscriptionSpec
 from hexa_event.envelope import EVENT_ID
 from hexa_event.errors import DriverError
 from hexa_event.event import Event
-from hexa_event.testing.services import env, get_service, require_service
+from hexa_event_services import env, get_service, require_service
 
 pytestmark = [pytest.mark.pulsar, pytest.mark.slow]
 log = logging.getLogger(__name__)

@@ -220,15 +220,26 @@ class _Reader:
                     messages.append(consumer.receive(0))
                 except pulsar.PulsarException:
                     break
+            deliveries: list[PulsarDelivery] = []
+            early: list[tuple[pulsar.Message, float]] = []
+            now = time.time()
             try:
-                deliveries = [self._delivery(m) for m in messages]
+                for message in messages:
+                    delivery, due = self._delivery(message)
+                    if due > now:
+                        early.append((message, due - now))
+                    else:
+                        deliveries.append(delivery)
             except BaseException as exc:  # pragma: no cover
                 self.subscription.fail_from_thread(f"{type(exc).__name__}: {exc}")
                 break
             with self._room:
                 self._outstanding += len(deliveries)
             try:
-                self._loop.call_soon_threadsafe(self.subscription.arrived, self, deliveries)
+                if early:
+                    self._loop.call_soon_threadsafe(self.hold_back, early)
+                if deliveries:
+                    self._loop.call_soon_threadsafe(self.subscription.arrived, self, deliveries)
             except RuntimeError:  # the loop is closed: nobody will settle these
                 break
 
@@ -240,7 +251,8 @@ class _Reader:
             self._topics[topic] = channel
         return channel
 
-    def _delivery(self, message: pulsar.Message) -> PulsarDelivery:
+    def _delivery(self, message: pulsar.Message) -> tuple[PulsarDelivery, float]:
+        """The delivery of ``message`` and its not-before time (epoch seconds, 0: none)."""
         topic = message.topic_name()
         data = message.data()
         headers: dict[str, bytes] | None = None
@@ -248,14 +260,15 @@ class _Reader:
             opened = wire.from_go_body(data)
             if opened is not None:
                 headers, data = opened
+        props = message.properties()
         if headers is None:
-            headers = wire.from_properties(message.properties())
+            headers = wire.from_properties(props)
         record = RawRecord(self._channel(topic), message.partition_key(), headers, data)
         mid = message.message_id()
         coordinates = (
             f"{topic.rsplit('/', 1)[-1]}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
         )
-        return PulsarDelivery(
+        delivery = PulsarDelivery(
             record,
             message,
             self,
@@ -263,6 +276,10 @@ class _Reader:
             message.redelivery_count() + 1,
             message.publish_timestamp() / 1000.0,
         )
+        # Pulsar may deliver a delayed message up to one tick early: its due time goes along.
+        not_before = props.get(wire.NOT_BEFORE_PROPERTY)
+        due = int(not_before) / 1000.0 if not_before is not None and not_before.isdigit() else 0.0
+        return delivery, due
 
     # -- on the loop thread --------------------------------------------------------------
 
@@ -305,6 +322,15 @@ class _Reader:
             for key in cursor.acked:  # behind an unsettled one: keep them from a rewind
                 if key in cursor.messages:
                     consumer.acknowledge(cursor.messages[key])
+
+    def hold_back(self, early: list[tuple[pulsar.Message, float]]) -> None:
+        """Messages Pulsar delivered before their not-before time go back until then."""
+        for message, remaining in early:
+            wait = remaining - self.nack_delay
+            if wait <= 0:
+                self.consumer.negative_acknowledge(message)
+            else:
+                self._nack_later(wait, message)
 
     def _nack_later(self, wait: float, message: pulsar.Message) -> None:
         def fire() -> None:
@@ -394,10 +420,9 @@ class PulsarSubscription(Subscription):
         self, topics: list[str] | str, kind: SubscriptionType, pattern: bool, label: str
     ) -> pulsar.Consumer:
         kwargs = self._consumer_kwargs(kind)
-        if pattern:
-            kwargs["is_pattern_topic"] = True
+        target: Any = re.compile(topics) if pattern and isinstance(topics, str) else topics
         try:
-            return await asyncio.to_thread(self._client.subscribe, topics, self.name, **kwargs)
+            return await asyncio.to_thread(self._client.subscribe, target, self.name, **kwargs)
         except pulsar.ConsumerBusy:
             raise SubscriptionBusyError(_busy_message(self.name, kind, label)) from None
         except pulsar.PulsarException as exc:

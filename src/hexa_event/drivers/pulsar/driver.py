@@ -19,7 +19,7 @@ from typing import Any
 
 import pulsar
 
-from ...driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
+from ...driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec, check_records
 from ...errors import ChannelNotFoundError, ClosedError, ConfigurationError
 from .admin import PulsarAdmin
 from .consumer import PulsarSubscription
@@ -111,6 +111,7 @@ class PulsarDriver(Driver):
         """Send ``records``; return once Pulsar confirmed every one of them."""
         if self._closed:
             raise ClosedError("the Pulsar driver is closed")
+        check_records(records)
         await self._producers.publish(records)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:

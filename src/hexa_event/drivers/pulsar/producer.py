@@ -182,16 +182,19 @@ class PulsarProducers:
                 stamp = headers.get(EVENT_TIME_HEADER)
                 event_ms = int(stamp) if stamp and stamp.isdigit() else now_ms
                 if go_body:
-                    body, props = wire.to_go_body(headers, record.body), None
+                    body, props = wire.to_go_body(headers, record.body), {}
                 else:
                     body, props = record.body, wire.to_properties(headers)
                 deliver_at = int(record.not_before * 1000) if record.not_before else None
-                if deliver_at is not None and deliver_at <= now_ms:
-                    deliver_at = None
+                if deliver_at is not None:
+                    if deliver_at <= now_ms:
+                        deliver_at = None
+                    else:
+                        props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
                 producers[record.channel].send_async(
                     body,
                     batch.callback,
-                    properties=props,
+                    properties=props or None,
                     partition_key=record.key or None,
                     event_timestamp=event_ms,
                     deliver_at=deliver_at,

@@ -18,6 +18,9 @@ import contextlib
 import json
 from collections.abc import Mapping
 
+NOT_BEFORE_PROPERTY = "hexa.not_before"
+"""On delayed records: the not-before time (epoch ms). Pulsar may deliver a delayed message
+up to one tick (1 s by default) early; the consumer hands such a message back until then."""
 B64_PROPERTY = "hexa.b64"
 """Names (comma-separated) of properties whose values are base64 of non-text header bytes."""
 
@@ -40,6 +43,7 @@ def to_properties(headers: Mapping[str, bytes]) -> dict[str, str]:
 def from_properties(props: Mapping[str, str]) -> dict[str, bytes]:
     """The inverse of :func:`to_properties`."""
     headers = {name: value.encode() for name, value in props.items()}
+    headers.pop(NOT_BEFORE_PROPERTY, None)
     listed = headers.pop(B64_PROPERTY, None)
     if listed:
         for name in listed.decode().split(","):
