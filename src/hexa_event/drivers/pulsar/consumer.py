@@ -177,6 +177,7 @@ class _Reader:
             target=self._run, name=f"hexa-event-pulsar:{consumer.subscription_name()}", daemon=True
         )
         self.disconnected_since: float | None = None
+        self.warned_at = 0.0
         self.error = ""
 
     # -- the receive thread --------------------------------------------------------------
@@ -472,7 +473,7 @@ class PulsarSubscription(Subscription):
                     reader.error = ""
                     continue
                 if reader.disconnected_since is None:
-                    reader.disconnected_since = now
+                    reader.disconnected_since = reader.warned_at = now
                     reader.error = "disconnected from the broker; pulsar-client is reconnecting"
                     continue
                 down = now - reader.disconnected_since
@@ -480,7 +481,8 @@ class PulsarSubscription(Subscription):
                     f"disconnected from the broker for {down:.0f} s; pulsar-client is "
                     f"reconnecting to {self._options.service_url}"
                 )
-                if int(down) % int(_STALL_REPORT) == 0 and int(down) > 0:
+                if now - reader.warned_at >= _STALL_REPORT:
+                    reader.warned_at = now
                     log.warning("Pulsar subscription %s: %s", self.name, reader.error)
 
     # -- the contract ------------------------------------------------------------------------
