@@ -1,8 +1,8 @@
 """Fault test: 10,000 events emitted and consumed while Pulsar restarts twice (data kept).
 
-Every event is consumed; none is lost; redeliveries carry the HEXA_EVENT_ID of the original,
-so they are recognisable as duplicates. While the broker is down the subscription reports
-the problem in ``status().error`` (health), and it resumes on its own afterwards.
+Every event is handled by a receiver; none is lost; redeliveries carry the HEXA_EVENT_ID of
+the original, so they are recognisable as duplicates. While the broker is down the receiver's
+``health()`` names the problem, and it resumes on its own afterwards.
 Run it alone (it restarts the shared broker): ``pytest -m slow tests/drivers/pulsar``.
 """
 
@@ -14,14 +14,14 @@ import os
 import time
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 
 import hexa_event
-from hexa_event.driver import SubscriptionSpec
-from hexa_event.envelope import EVENT_ID
+from hexa_event.context import Context
 from hexa_event.errors import DriverError
-from hexa_event.event import Event
+from hexa_event.event import Event, Message
 from hexa_event_services import env, get_service, require_service
 
 pytestmark = [pytest.mark.pulsar, pytest.mark.slow]
@@ -46,31 +46,21 @@ async def test_ten_thousand_events_survive_two_broker_restarts() -> None:
     emit_retries = 0
     timeline: list[str] = []
 
-    await emitting_side.provision([channel])
-    subscription = await consuming_side.subscribe(
-        SubscriptionSpec(group=action, channels=(channel,))
-    )
+    receiver = consuming_side.receiver("fault", drain_timeout=10)
+    contexts: set[str] = set()
 
-    async def consume() -> None:
-        while len(handled) < TOTAL:
-            deliveries = await subscription.fetch(200)
-            assert deliveries, "the subscription ended"
-            for delivery in deliveries:
-                handled[delivery.record.headers[EVENT_ID].decode()] += 1
-                delivery.ack()
-            while True:
-                try:
-                    await subscription.settle(deliveries)
-                    break
-                except DriverError as exc:  # the contract: hand the same ones over again
-                    log.warning("settle failed, retrying: %s", exc)
-                    await asyncio.sleep(0.5)
+    @receiver.subscribe(channel, action=action)
+    async def handle(ctx: Context, msg: Message[Any]) -> None:
+        handled[msg.id] += 1
+        contexts.add(ctx.event_id)
 
     async def watch_health() -> None:
         while True:
-            error = subscription.status().error
-            if error and (not health or health[-1] != error.split(" for ")[0]):
-                health.append(error.split(" for ")[0])
+            report = receiver.health()
+            if not report["healthy"] and report.get("reason"):
+                reason = str(report["reason"]).split(" for ")[0]
+                if not health or health[-1] != reason:
+                    health.append(reason)
             await asyncio.sleep(0.2)
 
     async def emit_all() -> None:
@@ -105,28 +95,31 @@ async def test_ten_thousand_events_survive_two_broker_restarts() -> None:
         timeline.append(f"restart at {at_emitted} emitted / {count} handled")
         return time.monotonic() - began
 
-    consuming = asyncio.create_task(consume())
+    await emitting_side.provision([channel])
     watching = asyncio.create_task(watch_health())
     try:
-        emitting = asyncio.create_task(emit_all())
-        downtime = [await restart_when(TOTAL // 5), await restart_when(TOTAL * 3 // 5)]
-        await asyncio.wait_for(emitting, 300)
-        await asyncio.wait_for(consuming, 300)
+        async with receiver:
+            emitting = asyncio.create_task(emit_all())
+            downtime = [await restart_when(TOTAL // 5), await restart_when(TOTAL * 3 // 5)]
+            await asyncio.wait_for(emitting, 300)
+            deadline = time.monotonic() + 300
+            while len(handled) < TOTAL:
+                assert time.monotonic() < deadline, f"only {len(handled)} of {TOTAL} handled"
+                await asyncio.sleep(0.1)
     finally:
         watching.cancel()
-        consuming.cancel()
-        await subscription.close()
         await emitting_side.close()
         await consuming_side.close()
 
     expected = {e.id for e in events}
     assert set(handled) == expected, f"lost: {len(expected - set(handled))}"
+    assert contexts == expected  # HEXA_EVENT_ID in the context is the producer's id
     duplicates = sum(n - 1 for n in handled.values())
     print(
         f"\nfault test: {TOTAL} events, 2 restarts ({downtime[0]:.1f}s, {downtime[1]:.1f}s), "
-        f"consumed all, {duplicates} redeliveries (same HEXA_EVENT_ID), "
+        f"handled all, {duplicates} redeliveries (same HEXA_EVENT_ID), "
         f"{emit_retries} emit batches retried; {'; '.join(timeline)}; health: {health}"
     )
     assert all(int(t.split()[2]) < TOTAL for t in timeline), "emitting had ended: no fault"
-    assert any("disconnected" in h for h in health), "the outage never showed in status()"
+    assert any("disconnected" in h for h in health), "the outage never showed in health()"
     assert service.is_ready(timeout=5)
