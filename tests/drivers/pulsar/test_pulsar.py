@@ -388,3 +388,25 @@ async def test_go_body_is_go_hexa_events_envelope(make_driver: MakeDriver, pulsa
         assert got[0].record.headers == {"_payload_encoder": b"json"}
     finally:
         client.close()
+
+
+async def test_a_pattern_finds_topics_created_after_subscribing(make_driver: MakeDriver) -> None:
+    driver = await make_driver()
+    prefix = f"pat-{uuid.uuid4().hex[:8]}"
+    options = PulsarSubscriptionOptions(pattern_discovery=1)
+    subscription = await driver.subscribe(
+        SubscriptionSpec(group=f"act-{prefix}", pattern=f"{prefix}-.*", options=options)
+    )
+    assert subscription.status().assignment == (f"pattern {prefix}-.* (Key_Shared)",)
+    channel = f"{prefix}-late"
+    await driver.provision([channel])
+    async with asyncio.timeout(DEADLINE):
+        while True:  # until the consumer has found the topic, then the record arrives
+            await driver.publish([RawRecord(channel, "k", {}, b"x")])
+            try:
+                async with asyncio.timeout(2):
+                    got = await subscription.fetch(1)
+                break
+            except TimeoutError:
+                continue
+    assert got[0].record.channel == channel

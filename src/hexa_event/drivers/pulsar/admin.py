@@ -4,6 +4,7 @@
   non-partitioned topic, N for a partitioned one.
 - :meth:`PulsarAdmin.create`: a non-partitioned topic (``partitions`` 1) or a partitioned one;
   an existing topic is left alone.
+- :meth:`PulsarAdmin.channels`: every topic of the namespace (pattern subscriptions).
 - :meth:`PulsarAdmin.retain_forever`: topic-level retention without limits, so records that
   no subscription holds yet (dead letters) are kept until someone reads them.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 from typing import Any
@@ -23,6 +25,7 @@ from ...errors import DriverError
 from .options import PulsarOptions
 
 _TIMEOUT = 15.0
+_PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
 
 
 class PulsarAdmin:
@@ -83,6 +86,21 @@ class PulsarAdmin:
         body = {"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}
         status, _ = self._call("POST", self._topic_path(channel) + "/retention", body)
         return status in (200, 204)
+
+    def channels_sync(self) -> list[str]:
+        """Every persistent topic of the namespace, as channel names (partitions folded)."""
+        found: set[str] = set()
+        for path in ("", "/partitioned"):
+            status, body = self._call("GET", path)
+            if status != 200 or not isinstance(body, list):
+                raise DriverError(f"Pulsar admin API: listing topics gave HTTP {status}")
+            for topic in body:
+                short = str(topic).rsplit("/", 1)[-1]
+                found.add(_PARTITION_SUFFIX.sub("", short))
+        return sorted(found)
+
+    async def channels(self) -> list[str]:
+        return await asyncio.to_thread(self.channels_sync)
 
     async def partitions(self, channel: str) -> int | None:
         return await asyncio.to_thread(self.partitions_sync, channel)

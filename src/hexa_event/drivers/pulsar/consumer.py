@@ -1,9 +1,10 @@
 """Receiving: the action is the subscription; one receive thread per Pulsar consumer.
 
-A subscription holds one Pulsar consumer on the action's source channels (or pattern) with
-the chosen subscription type (Key_Shared by default), and, when the action has retry
-channels, a second consumer of type Shared on them: retry copies carry a deliver-at time,
-which Pulsar honours on Shared subscriptions, and they have no order to keep.
+A subscription holds one Pulsar consumer on the action's source channels with the chosen
+subscription type (Key_Shared by default), one more per batch of topics its pattern (if any)
+matched, and, when the action has retry channels, a consumer of type Shared on them: retry
+copies carry a deliver-at time, which Pulsar honours on Shared subscriptions, and they have
+no order to keep.
 
 Each consumer has a thread that blocks in pulsar-client's ``receive()`` and drains what is
 already buffered, then hands the batch to the event loop in one call (no future per
@@ -37,7 +38,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pulsar
@@ -370,6 +371,7 @@ class PulsarSubscription(Subscription):
         spec: SubscriptionSpec,
         sub_options: PulsarSubscriptionOptions,
         on_close: Callable[[PulsarSubscription], None],
+        list_channels: Callable[[], Awaitable[list[str]]],
     ) -> None:
         self._client = client
         self._options = options
@@ -384,6 +386,10 @@ class PulsarSubscription(Subscription):
         self._closed = False
         self._fatal = ""
         self._watch: asyncio.Task[None] | None = None
+        self._discovery: asyncio.Task[None] | None = None
+        self._discovery_error = ""
+        self._list_channels = list_channels
+        self._pattern = re.compile(spec.pattern) if spec.pattern is not None else None
         self._loop = asyncio.get_running_loop()
 
     def __repr__(self) -> str:
@@ -417,13 +423,14 @@ class PulsarSubscription(Subscription):
         kwargs.update(sub.consumer_config)
         return kwargs
 
-    async def _open(
-        self, topics: list[str] | str, kind: SubscriptionType, pattern: bool, label: str
-    ) -> pulsar.Consumer:
-        kwargs = self._consumer_kwargs(kind)
-        target: Any = re.compile(topics) if pattern and isinstance(topics, str) else topics
+    async def _open(self, channels: Sequence[str], kind: SubscriptionType) -> _Reader:
+        """A consumer of this subscription on ``channels``, with its receive thread running."""
+        label = f"channels {list(channels)}"
+        topics = [self._options.topic(c) for c in channels]
         try:
-            return await asyncio.to_thread(self._client.subscribe, target, self.name, **kwargs)
+            consumer = await asyncio.to_thread(
+                self._client.subscribe, topics, self.name, **self._consumer_kwargs(kind)
+            )
         except pulsar.ConsumerBusy:
             raise SubscriptionBusyError(_busy_message(self.name, kind, label)) from None
         except pulsar.PulsarException as exc:
@@ -432,33 +439,60 @@ class PulsarSubscription(Subscription):
                 f"{type(exc).__name__} ({exc}); is the broker at "
                 f"{self._options.service_url} up?"
             ) from None
+        limit = max(1, self._spec.prefetch)
+        reader = _Reader(self, consumer, kind, tuple(channels), limit, self._sub_options.nack_delay)
+        self._readers.append(reader)
+        reader.thread.start()
+        return reader
+
+    async def _matching(self) -> list[str]:
+        """Channels of the namespace the pattern matches that no consumer reads yet."""
+        assert self._pattern is not None
+        read = {c for reader in self._readers for c in reader.channels}
+        read.update(self._spec.channels)
+        return sorted(
+            c for c in await self._list_channels() if self._pattern.fullmatch(c) and c not in read
+        )
 
     async def start(self) -> None:
         """Create the consumers; raises SubscriptionBusyError when Pulsar refuses one."""
         main, retry = self._split()
         kind = self._sub_options.type
-        limit = max(1, self._spec.prefetch)
-        nack_delay = self._sub_options.nack_delay
-        plans: list[tuple[list[str] | str, SubscriptionType, bool, tuple[str, ...], str]] = []
-        if main:
-            topics = [self._options.topic(c) for c in main]
-            plans.append((topics, kind, False, main, f"channels {list(main)}"))
-        if self._spec.pattern is not None:
-            regex = self._options.topic_prefix + self._spec.pattern
-            plans.append((regex, kind, True, (), f"pattern {self._spec.pattern!r}"))
-        if retry:
-            topics = [self._options.topic(c) for c in retry]
-            plans.append((topics, SubscriptionType.SHARED, False, retry, f"channels {list(retry)}"))
         try:
-            for names, plan_kind, pattern, channels, label in plans:
-                consumer = await self._open(names, plan_kind, pattern, label)
-                reader = _Reader(self, consumer, plan_kind, channels, limit, nack_delay)
-                self._readers.append(reader)
-                reader.thread.start()
+            if main:
+                await self._open(main, kind)
+            if retry:
+                await self._open(retry, SubscriptionType.SHARED)
+            if self._pattern is not None:
+                matched = await self._matching()
+                if matched:
+                    await self._open(matched, kind)
+                self._discovery = asyncio.create_task(
+                    self._discover(), name=f"pulsar-discovery:{self.name}"
+                )
         except BaseException:
             await self.close()
             raise
         self._watch = asyncio.create_task(self._watchdog(), name=f"pulsar-watch:{self.name}")
+
+    async def _discover(self) -> None:
+        """Pattern subscriptions: look for new matching topics every ``pattern_discovery`` s.
+
+        pulsar-client's own pattern consumer looks every 60 s whatever it is told (its
+        Python binding drops the setting), so the driver lists the namespace itself.
+        """
+        kind = self._sub_options.type
+        while not self._closed:
+            await asyncio.sleep(self._sub_options.pattern_discovery)
+            try:
+                matched = await self._matching()
+                if matched and not self._closed:
+                    await self._open(matched, kind)
+                    log.info("Pulsar subscription %s now also reads %s", self.name, matched)
+                self._discovery_error = ""
+            except (DriverError, OSError) as exc:
+                self._discovery_error = f"pattern discovery failed: {exc}"
+                log.warning("Pulsar subscription %s: %s", self.name, self._discovery_error)
 
     async def _watchdog(self) -> None:
         """Report consumers that lost the broker (pulsar-client reconnects on its own)."""
@@ -544,10 +578,13 @@ class PulsarSubscription(Subscription):
         assignment: list[str] = []
         errors: list[str] = []
         for reader in self._readers:
-            label = ",".join(reader.channels) if reader.channels else str(self._spec.pattern)
-            assignment.append(f"{label} ({reader.kind.value})")
+            assignment.append(f"{','.join(reader.channels)} ({reader.kind.value})")
             if reader.error:
                 errors.append(reader.error)
+        if self._pattern is not None:
+            assignment.append(f"pattern {self._pattern.pattern} ({self._sub_options.type.value})")
+        if self._discovery_error:
+            errors.append(self._discovery_error)
         if self._fatal:
             errors.append(self._fatal)
         return SubscriptionStatus(assignment=tuple(assignment), error="; ".join(errors))
@@ -558,8 +595,9 @@ class PulsarSubscription(Subscription):
             return
         self._closed = True
         self._ready.set()
-        if self._watch is not None:
-            self._watch.cancel()
+        for task in (self._watch, self._discovery):
+            if task is not None:
+                task.cancel()
         for reader in self._readers:
             reader.stop()
         for reader in self._readers:

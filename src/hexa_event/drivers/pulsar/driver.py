@@ -133,7 +133,12 @@ class PulsarDriver(Driver):
         if spec.channels:
             await self.provision(spec.channels)
         subscription = PulsarSubscription(
-            self._client, self.options, spec, sub_options, self._subscriptions.discard
+            self._client,
+            self.options,
+            spec,
+            sub_options,
+            self._subscriptions.discard,
+            self._admin.channels,
         )
         await subscription.start()
         self._subscriptions.add(subscription)

@@ -32,6 +32,7 @@ _FORBIDDEN_CONSUMER = {
     "consumer_type": "use PulsarSubscriptionOptions(type=SubscriptionType.SHARED...)",
     "topic": "the channels come from the receiver's subscribe()",
     "is_pattern_topic": "pass pattern= to the receiver's subscribe()",
+    "pattern_auto_discovery_period": "use PulsarSubscriptionOptions(pattern_discovery=...)",
     "initial_position": "the subscription's start= decides it",
     "dead_letter_policy": "dead letters are the core's (<action>.dlq, with error headers)",
     "negative_ack_redelivery_delay_ms": "use PulsarSubscriptionOptions(nack_delay=...)",
@@ -275,6 +276,7 @@ class PulsarSubscriptionOptions:
     consumer (small keeps Shared work fair). ``nack_delay``: the shortest redelivery delay
     of a nack (Pulsar's lower bound is 0.1 s); longer delays are honoured exactly.
     ``ack_timeout``: redeliver a message held unsettled this long (0 = never, else >= 10 s).
+    ``pattern_discovery``: seconds between looks for new topics matching a pattern.
     ``consumer_config``: other ``Client.subscribe`` keywords for this subscription.
     """
 
@@ -283,10 +285,13 @@ class PulsarSubscriptionOptions:
     receiver_queue_size: int = 1000
     nack_delay: float = 0.1
     ack_timeout: float = 0.0
+    pattern_discovery: int = 5
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         owner = "PulsarSubscriptionOptions"
+        if not isinstance(self.pattern_discovery, int) or self.pattern_discovery < 1:
+            raise ConfigurationError(f"{owner}.pattern_discovery must be an integer >= 1 (s)")
         if not isinstance(self.type, SubscriptionType):
             raise ConfigurationError(
                 f"{owner}.type must be a SubscriptionType (KEY_SHARED, SHARED, FAILOVER, "
@@ -306,6 +311,6 @@ class PulsarSubscriptionOptions:
         return (
             f"PulsarSubscriptionOptions(type={self.type.name}, name={self.name!r}, "
             f"receiver_queue_size={self.receiver_queue_size}, nack_delay={self.nack_delay}, "
-            f"ack_timeout={self.ack_timeout}, "
+            f"ack_timeout={self.ack_timeout}, pattern_discovery={self.pattern_discovery}, "
             f"consumer_config={redact(self.consumer_config)!r})"
         )
