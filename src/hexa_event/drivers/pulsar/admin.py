@@ -99,6 +99,28 @@ class PulsarAdmin:
                 found.add(_PARTITION_SUFFIX.sub("", short))
         return sorted(found)
 
+    def backlog_sync(self, channel: str, subscription: str) -> int | None:
+        """Pulsar's backlog of ``subscription`` on ``channel`` (None: unknown).
+
+        Pulsar counts stored entries: a batch of several messages counts once, so this is a
+        lower bound on the messages not yet acknowledged (0 means none).
+        """
+        for path in ("/stats", "/partitioned-stats"):
+            status, body = self._call("GET", self._topic_path(channel) + path)
+            if status == 200 and isinstance(body, dict):
+                sub = (body.get("subscriptions") or {}).get(subscription)
+                return int(sub.get("msgBacklog", 0)) if isinstance(sub, dict) else None
+        return None
+
+    async def backlog(self, channels: list[str], subscription: str) -> int | None:
+        """The subscription's backlog summed over ``channels`` (None when any is unknown)."""
+
+        def total() -> int | None:
+            counts = [self.backlog_sync(c, subscription) for c in channels]
+            return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
+
+        return await asyncio.to_thread(total)
+
     async def channels(self) -> list[str]:
         return await asyncio.to_thread(self.channels_sync)
 

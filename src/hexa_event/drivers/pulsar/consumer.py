@@ -69,6 +69,8 @@ _DRAIN = 500
 _STALL_REPORT = 30.0
 """Seconds between warnings while a consumer stays disconnected."""
 _PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
+_LAG_EVERY = 5.0
+"""Seconds between reads of the subscription's backlog from the admin API."""
 
 MessageKey = tuple[int, int, int]
 
@@ -372,6 +374,7 @@ class PulsarSubscription(Subscription):
         sub_options: PulsarSubscriptionOptions,
         on_close: Callable[[PulsarSubscription], None],
         list_channels: Callable[[], Awaitable[list[str]]],
+        backlog: Callable[[list[str], str], Awaitable[int | None]],
     ) -> None:
         self._client = client
         self._options = options
@@ -389,6 +392,8 @@ class PulsarSubscription(Subscription):
         self._discovery: asyncio.Task[None] | None = None
         self._discovery_error = ""
         self._list_channels = list_channels
+        self._backlog = backlog
+        self._lag: int | None = None
         self._pattern = re.compile(spec.pattern) if spec.pattern is not None else None
         self._loop = asyncio.get_running_loop()
 
@@ -495,10 +500,19 @@ class PulsarSubscription(Subscription):
                 log.warning("Pulsar subscription %s: %s", self.name, self._discovery_error)
 
     async def _watchdog(self) -> None:
-        """Report consumers that lost the broker (pulsar-client reconnects on its own)."""
+        """Report consumers that lost the broker (pulsar-client reconnects on its own), and
+        read the subscription's backlog (``status().lag``) every ``_LAG_EVERY`` seconds."""
+        lag_due = 0.0
         while not self._closed:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            if now >= lag_due:
+                lag_due = now + _LAG_EVERY
+                channels = [c for reader in self._readers for c in reader.channels]
+                try:
+                    self._lag = await self._backlog(channels, self.name) if channels else None
+                except DriverError:
+                    self._lag = None
             for reader in self._readers:
                 if reader.connected():
                     if reader.disconnected_since is not None:
@@ -587,7 +601,9 @@ class PulsarSubscription(Subscription):
             errors.append(self._discovery_error)
         if self._fatal:
             errors.append(self._fatal)
-        return SubscriptionStatus(assignment=tuple(assignment), error="; ".join(errors))
+        return SubscriptionStatus(
+            assignment=tuple(assignment), error="; ".join(errors), lag=self._lag
+        )
 
     async def close(self) -> None:
         """Close the consumers (unsettled messages go back to the subscription)."""

@@ -139,6 +139,7 @@ class PulsarDriver(Driver):
             sub_options,
             self._subscriptions.discard,
             self._admin.channels,
+            self._admin.backlog,
         )
         await subscription.start()
         self._subscriptions.add(subscription)
