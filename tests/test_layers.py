@@ -11,6 +11,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "hexa_event"
 LEAVES = {"hexa_event.errors", "hexa_event.ids"}
+FOUNDATION = "hexa_event._sql"
+"""The private SQL foundation under the SQL driver, the outbox and the inbox."""
 
 
 def _modules() -> dict[str, Path]:
@@ -137,6 +139,12 @@ def test_the_contract_is_the_bottom_layer() -> None:
     assert _graph()["hexa_event.driver"] <= LEAVES
 
 
+def test_the_sql_foundation_stands_on_the_leaves_only() -> None:
+    for module, targets in _graph().items():
+        if module.startswith(FOUNDATION):
+            assert {t for t in targets if not t.startswith(FOUNDATION)} <= LEAVES, module
+
+
 def test_drivers_stand_on_the_contract_and_the_leaves_only() -> None:
     allowed = {"hexa_event.driver", "hexa_event.drivers"} | LEAVES
     bad = {}
@@ -145,7 +153,11 @@ def test_drivers_stand_on_the_contract_and_the_leaves_only() -> None:
             continue
         driver_package = ".".join(module.split(".")[:3])
         outside = {
-            t for t in targets if t not in allowed and not t.startswith(driver_package + ".")
+            t
+            for t in targets
+            if t not in allowed
+            and not t.startswith(driver_package + ".")
+            and not t.startswith(FOUNDATION)
         }
         if outside and module != driver_package:
             bad[module] = sorted(outside)

@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from db_helpers import SinkDriver, rows
 from hexa_event import Context, Event
+from hexa_event._sql.urls import async_url, sync_url
 from hexa_event.inbox import Inbox
 from hexa_event.outbox import Outbox, OutboxRelay
-from hexa_event.outbox._sql import async_url, sync_url
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent.parent / "src"

@@ -19,7 +19,7 @@ import pytest
 
 from ..connect import Connection, wrap
 from ..driver import Delivery, Driver, RawRecord, Subscription, SubscriptionSpec
-from ..errors import AlreadySettledError, InvalidEventError
+from ..errors import AlreadySettledError, InvalidEventError, SubscriptionBusyError
 
 
 class DriverPool:
@@ -65,6 +65,11 @@ class ContractConformance:
 
     async def new_driver(self) -> Driver:
         raise NotImplementedError("return a fresh driver connected to the broker under test")
+
+    def exclusive_options(self) -> object:
+        """The driver's subscription options asking for an exclusive subscription (used when
+        ``features.exclusive_subscriptions``)."""
+        raise NotImplementedError("return the typed options of an exclusive subscription")
 
     @pytest.fixture
     async def pool(self) -> AsyncIterator[DriverPool]:
@@ -250,6 +255,30 @@ class ContractConformance:
             return  # an error is an acceptable end too
         assert list(result) == []
         await subscription.close()
+
+    async def test_contract_second_exclusive_subscription_is_refused(
+        self, pool: DriverPool
+    ) -> None:
+        """Where the broker has exclusive subscriptions, a second one fails at subscribe with
+        SubscriptionBusyError naming the group and what to change."""
+        driver = await pool.new()
+        if not driver.features.exclusive_subscriptions:
+            pytest.skip(f"{driver.features.name} has no exclusive subscriptions")
+        channel, group = self.names("c")
+        await driver.provision([channel])
+        spec = SubscriptionSpec(group=group, channels=(channel,), options=self.exclusive_options())
+        first = await driver.subscribe(spec)
+        pool.closing(first.close)
+        other = await pool.new()
+        accepted: list[Subscription] = []
+
+        async def second() -> None:
+            accepted.append(await other.subscribe(spec))
+
+        with pytest.raises(SubscriptionBusyError, match=group):
+            await second()
+        for subscription in accepted:
+            pool.closing(subscription.close)
 
     async def test_contract_status_is_cheap_and_safe(self, pool: DriverPool) -> None:
         """status() answers at once, before and after close, and names no secret."""
