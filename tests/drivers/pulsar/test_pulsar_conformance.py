@@ -7,6 +7,7 @@ import pytest
 import hexa_event
 import hexa_event_services as services
 from hexa_event.driver import Driver
+from hexa_event.drivers.pulsar import PulsarSubscriptionOptions, SubscriptionType
 from hexa_event.testing.conformance import DriverConformance
 
 pytestmark = pytest.mark.pulsar
@@ -17,6 +18,9 @@ class TestPulsarConformance(DriverConformance):
 
     def setup_method(self) -> None:
         services.require_service("pulsar")
+
+    def exclusive_options(self) -> object:
+        return PulsarSubscriptionOptions(type=SubscriptionType.EXCLUSIVE)
 
     async def new_driver(self) -> Driver:
         return hexa_event.connect(
