@@ -13,6 +13,9 @@ our envelope writes, as message properties) and the same subscription type (Key_
   subscription with the same decode. Ours, receiver: a receiver whose handler takes the
   decoded dataclass (context, per-key lanes, dedup keys, batched settle), when the core on
   this branch speaks contract v2.
+- For the ceiling, the same against the fastest raw uses of the client: ``Producer.send_async``
+  with a callback and ``flush`` (sync API), and a thread blocking in ``receive()`` that decodes
+  and acknowledges.
 
     HEXA_PULSAR_URL=pulsar://127.0.0.1:6650 python benchmarks/pulsar_bench.py [--count 20000]
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -103,6 +107,52 @@ async def raw_emit(count: int) -> float:
     return count / elapsed
 
 
+def raw_emit_callback_sync(count: int) -> float:
+    topic = topic_name("emit-raw-cb")
+    sample = _sealed(topic, 1)[0]
+    props = {k: v.decode() for k, v in sample.headers.items()}
+    body = sample.body
+    client = pulsar.Client(URL)
+    producer = client.create_producer(
+        full(topic),
+        batching_enabled=True,
+        batching_type=pulsar.BatchingType.KeyBased,
+        batching_max_publish_delay_ms=5,
+        max_pending_messages=count,
+        max_pending_messages_across_partitions=count,
+    )
+    producer.send(body, properties=props, partition_key="warm-up")
+    keys = [f"k{n}" for n in range(KEYS)]
+    done = threading.Event()
+    results: list[object] = []
+
+    def confirmed(result: object, _msg_id: object) -> None:
+        results.append(result)
+        if len(results) == count:
+            done.set()
+
+    began = time.perf_counter()
+    for n in range(count):
+        producer.send_async(
+            body,
+            confirmed,
+            properties=props,
+            partition_key=keys[n % KEYS],
+            event_timestamp=int(time.time() * 1000),
+        )
+    producer.flush()
+    assert done.wait(120)
+    elapsed = time.perf_counter() - began
+    assert all(r == pulsar.Result.Ok for r in results)
+    producer.close()
+    client.close()
+    return count / elapsed
+
+
+async def raw_emit_callback(count: int) -> float:
+    return await asyncio.to_thread(raw_emit_callback_sync, count)
+
+
 async def ours_emit(count: int) -> float:
     topic = topic_name("emit-ours")
     connection = he.connect(URL)
@@ -162,6 +212,32 @@ async def raw_consume(count: int) -> float:
     await consumer.close()
     await client.close()
     return count / elapsed
+
+
+def raw_consume_sync_loop(topic: str, count: int) -> float:
+    decoder = msgspec.json.Decoder(Tick)
+    client = pulsar.Client(URL)
+    consumer = client.subscribe(
+        full(topic),
+        f"raw-sync-{uuid.uuid4().hex[:6]}",
+        consumer_type=pulsar.ConsumerType.KeyShared,
+        initial_position=pulsar.InitialPosition.Earliest,
+        batch_index_ack_enabled=True,
+    )
+    began = time.perf_counter()
+    for _ in range(count):
+        msg = consumer.receive()
+        decoder.decode(msg.data())
+        consumer.acknowledge(msg)
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    client.close()
+    return count / elapsed
+
+
+async def raw_consume_sync(count: int) -> float:
+    topic = await fill(count)
+    return await asyncio.to_thread(raw_consume_sync_loop, topic, count)
 
 
 async def ours_driver_consume(count: int) -> float:
@@ -242,6 +318,26 @@ async def main() -> None:
                 "Pulsar consume + ack through a receiver",
                 args.count,
                 ("raw pulsar.asyncio receive+decode+ack", raw_consume),
+                ("hexa-event receiver", ours_receiver_consume),
+                rounds=args.rounds,
+            )
+        )
+    # The fastest raw use of the client, for the ceiling: callbacks and a blocking thread.
+    results.append(
+        await compare(
+            "Pulsar emit against the callback API",
+            args.count,
+            ("raw pulsar-client send_async+flush", raw_emit_callback),
+            ("hexa-event emit_many", ours_emit),
+            rounds=args.rounds,
+        )
+    )
+    if receiver_speaks_v2():
+        results.append(
+            await compare(
+                "Pulsar consume + ack against a blocking receive thread",
+                args.count,
+                ("raw pulsar-client receive+decode+ack", raw_consume_sync),
                 ("hexa-event receiver", ours_receiver_consume),
                 rounds=args.rounds,
             )

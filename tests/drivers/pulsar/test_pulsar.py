@@ -86,6 +86,9 @@ def test_options_are_validated_and_secrets_redacted() -> None:
     assert "hunter2" not in shown
     assert "***" in shown
     assert options.admin_headers() == {"Authorization": "Bearer s3cr3t-token"}
+    with_user = PulsarOptions(admin_url="http://admin:pa55@broker:8080")
+    assert "pa55" not in repr(with_user)
+    assert "broker:8080" in repr(with_user)
     with pytest.raises(ConfigurationError, match="partitions"):
         PulsarOptions(partitions=0)
     with pytest.raises(ConfigurationError, match="unknown Pulsar option"):

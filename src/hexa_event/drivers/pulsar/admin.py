@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ...errors import DriverError
-from .options import PulsarOptions
+from .options import PulsarOptions, shown_url
 
 _TIMEOUT = 15.0
 _PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
@@ -37,7 +37,7 @@ class PulsarAdmin:
             f"{quote(options.tenant)}/{quote(options.namespace)}"
         )
         self._headers = options.admin_headers()
-        self._where = options.admin_url
+        self._where = shown_url(options.admin_url)
 
     def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()

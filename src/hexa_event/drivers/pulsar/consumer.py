@@ -21,6 +21,11 @@ Settling:
   a timer in the driver before the nack is sent. Republishing with deliver-after was not
   chosen: the copy would go behind later records of its key for good and lose its
   redelivery count.
+- A nack still waiting on its timer when the subscription closes goes back at once: Pulsar
+  redelivers whatever a closed consumer held (the core re-checks a retry copy's due time and
+  hands an early one back again). On Exclusive and Failover, Pulsar answers a nack by
+  redelivering everything unacknowledged (and keeps no redelivery count): prefer the
+  default Key_Shared where handlers fail.
 - Pulsar groups acknowledgements for up to 100 ms; a crash inside that window means the
   messages are delivered again (at-least-once), never lost.
 
@@ -53,7 +58,7 @@ from ...driver import (
 )
 from ...errors import DriverError, SubscriptionBusyError
 from . import wire
-from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType
+from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -442,7 +447,7 @@ class PulsarSubscription(Subscription):
             raise DriverError(
                 f"cannot subscribe {self.name!r} ({kind.value}) to {label}: "
                 f"{type(exc).__name__} ({exc}); is the broker at "
-                f"{self._options.service_url} up?"
+                f"{shown_url(self._options.service_url)} up?"
             ) from None
         limit = max(1, self._spec.prefetch)
         reader = _Reader(self, consumer, kind, tuple(channels), limit, self._sub_options.nack_delay)
@@ -527,7 +532,7 @@ class PulsarSubscription(Subscription):
                 down = now - reader.disconnected_since
                 reader.error = (
                     f"disconnected from the broker for {down:.0f} s; pulsar-client is "
-                    f"reconnecting to {self._options.service_url}"
+                    f"reconnecting to {shown_url(self._options.service_url)}"
                 )
                 if now - reader.warned_at >= _STALL_REPORT:
                     reader.warned_at = now

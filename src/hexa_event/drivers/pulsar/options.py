@@ -56,6 +56,14 @@ def redact(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (REDACTED if is_secret(k) else v) for k, v in config.items()}
 
 
+def shown_url(url: str) -> str:
+    """``url`` without user info (a token or password in it is never shown)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=f"{REDACTED}@{parts.netloc.rsplit('@', 1)[1]}").geturl()
+
+
 def _check_mapping(owner: str, name: str, config: Any, forbidden: Mapping[str, str]) -> None:
     if not isinstance(config, Mapping):
         raise ConfigurationError(f"{owner}.{name} must be a mapping of pulsar-client keywords")
@@ -166,6 +174,8 @@ class PulsarOptions:
                 continue
             if f.name in ("token", "authentication"):
                 value = REDACTED
+            elif f.name in ("service_url", "admin_url"):
+                value = shown_url(value)
             elif isinstance(value, Mapping):
                 value = redact(value)
             parts.append(f"{f.name}={value!r}")

@@ -24,7 +24,7 @@ import pulsar
 from ...driver import RawRecord
 from ...errors import ChannelNotFoundError, ClosedError, DriverError
 from . import wire
-from .options import PulsarOptions
+from .options import PulsarOptions, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class PulsarProducers:
         except pulsar.PulsarException as exc:
             raise DriverError(
                 f"cannot create a Pulsar producer on {topic!r}: {type(exc).__name__} "
-                f"({exc}); is the broker at {self._options.service_url} up?"
+                f"({exc}); is the broker at {shown_url(self._options.service_url)} up?"
             ) from None
         if self._closed:
             await asyncio.to_thread(producer.close)
