@@ -304,7 +304,7 @@ class _Reader:
 
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
         consumer = self.consumer
-        touched: set[str] = set()
+        touched: dict[str, list[tuple[MessageKey, pulsar.Message]]] = {}
         for delivery in deliveries:
             message = delivery.native
             if delivery.outcome is Outcome.ACK:
@@ -313,8 +313,9 @@ class _Reader:
                     topic = message.topic_name()
                     cursor = self._cursors.get(topic)
                     if cursor is not None:
-                        cursor.acked.add((mid.ledger_id(), mid.entry_id(), mid.batch_index()))
-                        touched.add(topic)
+                        key = (mid.ledger_id(), mid.entry_id(), mid.batch_index())
+                        cursor.acked.add(key)
+                        touched.setdefault(topic, []).append((key, message))
                         continue
                 consumer.acknowledge(message)
             elif delivery.outcome is Outcome.NACK:
@@ -323,14 +324,14 @@ class _Reader:
                     consumer.negative_acknowledge(message)
                 else:
                     self._nack_later(wait, message)
-        for topic in touched:
+        for topic, acked in touched.items():
             cursor = self._cursors[topic]
             last = cursor.advance()
             if last is not None:
                 consumer.acknowledge_cumulative(last)
-            for key in cursor.acked:  # behind an unsettled one: keep them from a rewind
-                if key in cursor.messages:
-                    consumer.acknowledge(cursor.messages[key])
+            for key, message in acked:  # behind an unsettled one: keep them from a rewind
+                if key in cursor.acked:
+                    consumer.acknowledge(message)
 
     def hold_back(self, early: list[tuple[pulsar.Message, float]]) -> None:
         """Messages Pulsar delivered before their not-before time go back until then."""
