@@ -50,6 +50,7 @@ from ...driver import (
 )
 from ...errors import DriverError
 from . import headers as wire
+from .client import confirm, stop_interest
 from .naming import subject_channel
 from .options import NatsSubscriptionOptions
 from .streams import ERR_STREAM_NOT_FOUND, JetStreamApi, JetStreamApiError
@@ -172,9 +173,7 @@ class NatsSubscription(Subscription):
             await asyncio.gather(self._task, return_exceptions=True)
         if self._sub is not None and not self._nc.is_closed:
             # Records already on their way arrive through the callback, which naks them.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._options.heartbeat * 2):
-                    await self._sub.drain()  # type: ignore[no-untyped-call]
+            await stop_interest(self._nc, self._sub, self._api_timeout)
         held = [*self._buffer, *(d for d in self._unsettled.values() if d.outcome is None)]
         self._buffer.clear()
         if held and not self._nc.is_closed:
@@ -182,8 +181,7 @@ class NatsSubscription(Subscription):
                 for delivery in held:
                     self._unsettled.pop(delivery._msg.reply, None)
                     await self._nc.publish(delivery._msg.reply, _NAK)
-                async with asyncio.timeout(self._options.heartbeat * 2):
-                    await self._nc.flush()
+                await confirm(self._nc, self._api_timeout)
 
     def on_reconnect(self) -> None:
         """The connection came back: pulls made before are gone; check the consumer."""
@@ -214,8 +212,7 @@ class NatsSubscription(Subscription):
             for delivery in deliveries:
                 assert isinstance(delivery, NatsDelivery)
                 await nc.publish(delivery._msg.reply, self._verdict(delivery))
-            async with asyncio.timeout(self._api_timeout):
-                await nc.flush()
+            await confirm(nc, self._api_timeout)
         except (TimeoutError, nats.errors.Error) as exc:
             raise DriverError(
                 f"could not confirm {len(deliveries)} settlements with NATS: {exc!r} "

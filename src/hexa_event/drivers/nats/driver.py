@@ -28,7 +28,14 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client
 
-from ...driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
+from ...driver import (
+    Driver,
+    Features,
+    RawRecord,
+    Subscription,
+    SubscriptionSpec,
+    check_records,
+)
 from ...errors import ClosedError, ConfigurationError, DriverError
 from .consumer import NatsSubscription
 from .naming import channel_subject, consumer_name, pattern_filter
@@ -201,6 +208,7 @@ class NatsDriver(Driver):
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         """Store ``records`` in the stream; return once JetStream acknowledged each."""
+        check_records(records)
         if not records:
             return
         nc = await self.connection()
