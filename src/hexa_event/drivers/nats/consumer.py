@@ -53,6 +53,7 @@ from . import headers as wire
 from .client import confirm, stop_interest
 from .naming import subject_channel
 from .options import NatsSubscriptionOptions
+from .ordering import KeyGate
 from .streams import ERR_STREAM_NOT_FOUND, JetStreamApi, JetStreamApiError
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,18 @@ class NatsDelivery(Delivery):
 
     __slots__ = ("_msg", "_touched", "seq")
 
-    def __init__(self, record: RawRecord, msg: Msg, coordinates: str, count: int, ts: float):
+    def __init__(
+        self, record: RawRecord, msg: Msg, coordinates: str, count: int, ts: float, seq: int
+    ) -> None:
         super().__init__(record, coordinates=coordinates, delivery_count=count, timestamp=ts)
         self._msg = msg
         self._touched = time.monotonic()
-        self.seq = 0
+        self.seq = seq
+        """The record's stream sequence."""
+
+    @property
+    def gate_key(self) -> tuple[str, str]:
+        return (self.record.channel, self.record.key)
 
     @property
     def native(self) -> object:
@@ -132,6 +140,8 @@ class NatsSubscription(Subscription):
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._expires = max(5.0, options.heartbeat * 10)
         self._buffer: deque[NatsDelivery] = deque()
+        self._gate: KeyGate[NatsDelivery] = KeyGate(options.ack_wait)
+        self._ungated = frozenset(spec.retry_channels)
         self._unsettled: dict[str, NatsDelivery] = {}
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
@@ -175,6 +185,7 @@ class NatsSubscription(Subscription):
             # Records already on their way arrive through the callback, which naks them.
             await stop_interest(self._nc, self._sub, self._api_timeout)
         held = [*self._buffer, *(d for d in self._unsettled.values() if d.outcome is None)]
+        held.extend(self._gate.clear())
         self._buffer.clear()
         if held and not self._nc.is_closed:
             with contextlib.suppress(Exception):
@@ -218,15 +229,27 @@ class NatsSubscription(Subscription):
                 f"could not confirm {len(deliveries)} settlements with NATS: {exc!r} "
                 "(they are sent again)"
             ) from None
+        now = time.monotonic()
+        released: list[NatsDelivery] = []
         for delivery in deliveries:
-            self._unsettled.pop(delivery._msg.reply, None)  # type: ignore[attr-defined]
+            assert isinstance(delivery, NatsDelivery)
+            self._unsettled.pop(delivery._msg.reply, None)
+            if delivery.record.channel in self._ungated:
+                continue
+            if delivery.outcome is Outcome.NACK and not self._final(delivery):
+                self._gate.nacked(delivery, delivery.delay, now)
+            else:
+                released.extend(self._gate.done(delivery))
+        if released:
+            self._buffer.extend(released)
+            self._ready.set()
         self._wake.set()
 
     def _verdict(self, delivery: NatsDelivery) -> bytes:
         if delivery.outcome is Outcome.ACK:
             return _ACK
-        max_deliver = self._options.max_deliver
-        if max_deliver > 0 and delivery.delivery_count >= max_deliver:
+        if self._final(delivery):
+            max_deliver = self._options.max_deliver
             log.error(
                 "record %s of consumer %s was nacked on its delivery %d of max_deliver=%d: "
                 "the server will not deliver it again, so it is terminated (it stays in "
@@ -240,6 +263,11 @@ class NatsSubscription(Subscription):
         if delivery.delay > 0:
             return _NAK + b" " + json.dumps({"delay": int(delivery.delay * _NS)}).encode()
         return _NAK
+
+    def _final(self, delivery: NatsDelivery) -> bool:
+        """The server will not deliver this record again (``max_deliver`` reached)."""
+        limit = self._options.max_deliver
+        return limit > 0 and delivery.delivery_count >= limit
 
     def status(self) -> SubscriptionStatus:
         error = self._connection_error() or self._error
@@ -288,10 +316,11 @@ class NatsSubscription(Subscription):
             f"{self._stream}-{seq}",
             count,
             ts_ns / _NS,
+            seq,
         )
-        delivery.seq = seq
-        self._buffer.append(delivery)
-        self._ready.set()
+        if channel in self._ungated or self._gate.admit(delivery):
+            self._buffer.append(delivery)
+            self._ready.set()
 
     def _on_status(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -335,6 +364,10 @@ class NatsSubscription(Subscription):
                     async with asyncio.timeout(self._options.heartbeat):
                         await self._wake.wait()
                 self._watch()
+                released = self._gate.expire(time.monotonic())
+                if released:
+                    self._buffer.extend(released)
+                    self._ready.set()
                 await self._keep_alive()
                 await self._refresh_lag()
             except asyncio.CancelledError:
@@ -374,7 +407,8 @@ class NatsSubscription(Subscription):
     async def _pull(self) -> None:
         if not self._nc.is_connected:
             return
-        room = self._limit - len(self._buffer) - len(self._unsettled) - self._asked
+        held = len(self._buffer) + len(self._unsettled) + len(self._gate)
+        room = self._limit - held - self._asked
         if room <= 0 or (self._asked and room < self._batch // 2):
             return
         batch = min(room, self._batch)
@@ -411,7 +445,7 @@ class NatsSubscription(Subscription):
             return
         now = time.monotonic()
         stale = now - self._options.ack_wait / 3
-        for delivery in (*self._buffer, *self._unsettled.values()):
+        for delivery in (*self._buffer, *self._unsettled.values(), *self._gate.held()):
             if delivery._touched < stale:
                 delivery._touched = now
                 await self._nc.publish(delivery._msg.reply, _WPI)
