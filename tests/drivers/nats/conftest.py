@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from nats_helpers import nats_url
 
 from hexa_event.testing.services import require_service
 
 pytestmark = pytest.mark.nats
-
-
-def nats_url() -> str:
-    return os.environ.get("HEXA_NATS_URL", "nats://127.0.0.1:4222")
 
 
 @pytest.fixture

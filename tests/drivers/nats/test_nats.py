@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
+from nats_helpers import TEST_OPTIONS, nats_url
 
 import hexa_event as he
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
@@ -44,7 +45,7 @@ async def drivers(nats_server: str) -> AsyncIterator[list[NatsDriver]]:
 
 
 def make(made: list[NatsDriver], **options: Any) -> NatsDriver:
-    driver = NatsDriver.from_url("nats://127.0.0.1:4222", **options)
+    driver = NatsDriver.from_url(nats_url(), **{**TEST_OPTIONS, **options})
     made.append(driver)
     return driver
 
@@ -156,7 +157,7 @@ async def test_delivery_metadata(drivers: list[NatsDriver]) -> None:
     await driver.publish([record(channel, "k", 1)])
     sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
     [d] = await fetch_n(sub, 1)
-    assert d.coordinates.startswith("HEXA-")
+    assert d.coordinates.startswith("HEXA_TEST-")
     assert d.delivery_count == 1
     assert d.timestamp is not None
     assert before - 1 < d.timestamp < time.time() + 1
@@ -279,7 +280,7 @@ async def test_max_deliver_terminates_instead_of_nacking(drivers: list[NatsDrive
     sub = await driver.subscribe(spec)
     assert driver._nc is not None
     advisories = await driver._nc.subscribe(
-        f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.HEXA.{group}"
+        f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.HEXA_TEST.{group}"
     )
     [d] = await fetch_n(sub, 1)
     d.nack()
@@ -319,7 +320,7 @@ async def test_status_reports_the_consumer_and_its_lag(drivers: list[NatsDriver]
         SubscriptionSpec(group=f"{group}.x", channels=(channel,), prefetch=10)
     )
     status = sub.status()
-    assert status.assignment == (f"HEXA/{group}%2Ex",)
+    assert status.assignment == (f"HEXA_TEST/{group}%2Ex",)
     assert status.error == ""
     await eventually(lambda: sub.status().lag == 30, within=15, what="lag of 30")
     got = await fetch_n(sub, 10)
@@ -357,7 +358,7 @@ async def test_pattern_subscriptions_filter_narrowly(drivers: list[NatsDriver]) 
     driver = make(drivers)
     base, group = names()
     spec = SubscriptionSpec(group=group, channels=(f"x-{base}",), pattern=rf"{base}\.[ab]")
-    assert driver.filters(spec) == [f"hexa.{base}.>", f"hexa.x-{base}"]
+    assert driver.filters(spec) == [f"hexa-test.{base}.>", f"hexa-test.x-{base}"]
     sub = await driver.subscribe(spec)
     await driver.publish(
         [RawRecord(c, "k", {}, b"") for c in (f"{base}.a", f"{base}.c", f"x-{base}", f"{base}.b")]
@@ -378,7 +379,7 @@ async def test_an_existing_consumer_is_updated_to_the_new_settings(
     options = NatsSubscriptionOptions(ack_wait=7, max_ack_pending=5)
     await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,), options=options))
     assert driver._nc is not None
-    info = await JetStreamApi(driver._nc, 5).consumer_info("HEXA", group)
+    info = await JetStreamApi(driver._nc, 5).consumer_info("HEXA_TEST", group)
     assert info["config"]["ack_wait"] == 7_000_000_000
     assert info["config"]["max_ack_pending"] == 5
 
@@ -386,7 +387,7 @@ async def test_an_existing_consumer_is_updated_to_the_new_settings(
 async def test_dead_letters_replay_to_the_action(nats_server: str) -> None:
     """A handler that failed for good gets its events again after a replay."""
     channel, action = names()
-    connection = he.connect(nats_server)
+    connection = he.connect(nats_server, **TEST_OPTIONS)
     fixed = False
     handled = Collector()
     failed = Collector()

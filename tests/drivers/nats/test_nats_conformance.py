@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from nats_helpers import TEST_OPTIONS, nats_url
 
 import hexa_event
 from hexa_event.driver import Driver
@@ -21,4 +20,4 @@ class TestNatsConformance(DriverConformance):
         require_service("nats")
 
     async def new_driver(self) -> Driver:
-        return hexa_event.connect(os.environ.get("HEXA_NATS_URL", "nats://127.0.0.1:4222"))
+        return hexa_event.connect(nats_url(), **TEST_OPTIONS)

@@ -17,13 +17,14 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from nats_helpers import TEST_OPTIONS
 
 from hexa_event.connect import wrap
 from hexa_event.context import Context
 from hexa_event.drivers.nats import NatsDriver
 from hexa_event.errors import DriverError
 from hexa_event.event import Event, Message
-from hexa_event.testing.services import get_service, require_service
+from hexa_event.testing.services import require_service
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 log = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ async def test_ten_thousand_events_survive_two_server_restarts(nats_server: str)
     service = require_service("nats")
     tag = uuid.uuid4().hex[:8]
     channel, action = f"fault-{tag}", f"fault-act-{tag}"
-    emitting_driver = wrap(NatsDriver.from_url(nats_server, publish_timeout=5))
-    receiving_driver = wrap(NatsDriver.from_url(nats_server))
+    emitting_driver = wrap(NatsDriver.from_url(nats_server, publish_timeout=5, **TEST_OPTIONS))
+    receiving_driver = wrap(NatsDriver.from_url(nats_server, **TEST_OPTIONS))
     handled: Counter[str] = Counter()
     ids_seen_in_ctx: set[str] = set()
     receiver = receiving_driver.receiver("fault", drain_timeout=10)

@@ -240,7 +240,9 @@ class NatsDriver(Driver):
             self._api,
             stream=self.options.stream,
             consumer=name,
-            config=consumer_config(name, filters, spec.start, options),
+            config=consumer_config(
+                name, filters, spec.start, options, self.options.consumer_inactive_threshold
+            ),
             prefix=self.options.subject_prefix,
             spec=spec,
             options=options,

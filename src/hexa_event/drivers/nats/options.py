@@ -120,6 +120,10 @@ class NatsOptions:
     max_bytes: int = -1
     duplicate_window: float = 600.0
     delayed_publish: bool = True
+    consumer_inactive_threshold: float = 0.0
+    """Seconds after which the server deletes a group's consumer nobody pulled from (and
+    with it the group's position); 0 keeps consumers forever. For tests and short-lived
+    groups."""
     stream_config: Mapping[str, Any] = field(default_factory=dict)
     publish_timeout: float = 30.0
     max_in_flight: int = 4096
@@ -158,6 +162,9 @@ class NatsOptions:
         if not isinstance(self.max_bytes, int) or (self.max_bytes < 1 and self.max_bytes != -1):
             raise ConfigurationError(f"{owner}.max_bytes must be -1 (unlimited) or >= 1")
         _positive(owner, "duplicate_window", self.duplicate_window)
+        _positive(
+            owner, "consumer_inactive_threshold", self.consumer_inactive_threshold, allow_zero=True
+        )
         if self.duplicate_window < 0.1:
             raise ConfigurationError(f"{owner}.duplicate_window must be >= 0.1 seconds")
         if self.max_age and self.duplicate_window > self.max_age:

@@ -246,6 +246,7 @@ def consumer_config(
     filters: Sequence[str],
     start: str,
     options: NatsSubscriptionOptions,
+    inactive_threshold: float = 0.0,
 ) -> dict[str, Any]:
     """The JSON config of one group's durable pull consumer."""
     config: dict[str, Any] = {
@@ -258,6 +259,8 @@ def consumer_config(
         "max_deliver": options.max_deliver,
         "max_ack_pending": options.max_ack_pending,
     }
+    if inactive_threshold:
+        config["inactive_threshold"] = int(inactive_threshold * _NS)
     if len(filters) == 1:
         config["filter_subject"] = filters[0]
     else:
