@@ -233,6 +233,9 @@ async def driver_consume(count: int) -> float:
 
 async def main() -> None:
     args = cli(__doc__.splitlines()[0], 20_000)
+    connection = he.connect(URL, **OPTIONS)
+    await connection.provision([])  # the stream, before the raw client's first round
+    await connection.close()
     results = [
         await compare(
             "JetStream publish (acked, Nats-Msg-Id)",
