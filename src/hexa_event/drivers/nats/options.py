@@ -235,7 +235,7 @@ class NatsOptions:
                     f"unknown NATS URL option {key!r}; known: "
                     f"{sorted(k for k in known if k not in ('stream_config', 'client_options'))}"
                 )
-            options.setdefault(key, _parse_scalar(key, raw, getattr(cls, key, None)))
+            options.setdefault(key, _parse_scalar(key, raw, known[key].default))
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise ConfigurationError(
