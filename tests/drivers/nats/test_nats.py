@@ -419,3 +419,22 @@ async def test_dead_letters_replay_to_the_action(nats_server: str) -> None:
     finally:
         await receiver.close()
         await connection.close()
+
+
+async def test_a_lost_consumer_is_created_again(drivers: list[NatsDriver]) -> None:
+    """A consumer deleted under a running member (a server that lost its state) comes back."""
+    driver = make(drivers)
+    channel, group = names()
+    options = NatsSubscriptionOptions(heartbeat=0.5, ack_wait=5)
+    sub = await driver.subscribe(
+        SubscriptionSpec(group=group, channels=(channel,), start="latest", options=options)
+    )
+    assert driver._nc is not None
+    api = JetStreamApi(driver._nc, 5)
+    await api.request(f"CONSUMER.DELETE.HEXA_TEST.{group}")
+    await eventually(lambda: sub.status().error != "", within=10, what="the loss reported")
+    await eventually(lambda: sub.status().error == "", within=15, what="the consumer back")
+    await driver.publish([record(channel, "k", 7)])
+    [d] = await fetch_n(sub, 1, within=15)
+    assert json.loads(d.record.body) == {"n": 7}
+    await ack_all(sub, [d])
