@@ -344,13 +344,7 @@ class DriverConformance(SettlementConformance):
         sane = driver.emitter().seal(Event(channel, "k", Order("ok", 1)))
 
         def variant(body: bytes, **headers: bytes) -> RawRecord:
-            # Each variant is a different record, so it gets an event id of its own (a
-            # broker may store one record per event id, as JetStream's Nats-Msg-Id does).
-            merged = {
-                **sane.headers,
-                env.EVENT_ID: uuid.uuid4().hex.encode(),
-                **{k.replace("__", "-"): v for k, v in headers.items()},
-            }
+            merged = {**sane.headers, **{k.replace("__", "-"): v for k, v in headers.items()}}
             return RawRecord(channel=channel, key="k", headers=merged, body=body)
 
         poison = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from nats_helpers import nats_url
 
-from hexa_event.testing.services import require_service
+from hexa_event_services import require_service
 
 pytestmark = pytest.mark.nats
 

@@ -8,7 +8,7 @@ from nats_helpers import TEST_OPTIONS, nats_url
 import hexa_event
 from hexa_event.driver import Driver
 from hexa_event.testing.conformance import DriverConformance
-from hexa_event.testing.services import require_service
+from hexa_event_services import require_service
 
 pytestmark = pytest.mark.nats
 

@@ -24,7 +24,7 @@ from hexa_event.context import Context
 from hexa_event.drivers.nats import NatsDriver
 from hexa_event.errors import DriverError
 from hexa_event.event import Event, Message
-from hexa_event.testing.services import require_service
+from hexa_event_services import require_service
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 log = logging.getLogger(__name__)

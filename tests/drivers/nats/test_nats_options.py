@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import hexa_event as he
+from hexa_event.driver import RawRecord
 from hexa_event.drivers.nats import (
     NatsDriver,
     NatsOptions,
@@ -155,14 +156,25 @@ def test_pattern_filters_never_miss_a_match(pattern: str, expected: str) -> None
 
 
 def test_message_ids_tell_copies_from_re_sends() -> None:
-    original = {"HEXA_EVENT_ID": b"e1"}
-    assert message_id("orders", original) == "e1"
-    retry = message_id("act.retry.1", {**original, "HEXA_ATTEMPT": b"2"})
-    again = message_id("act.retry.2", {**original, "HEXA_ATTEMPT": b"3"})
-    letter = message_id("act.dlq", {**original, "HEXA_DEAD_LETTER_REASON": b"poison"})
-    replay = message_id("orders", {**original, "HEXA_REPLAYED_FROM": b"HEXA-9"})
-    assert len({"e1", retry, again, letter, replay}) == 5
-    assert message_id("orders", {}) is None
+    sealed = {"HEXA_EVENT_ID": b"e1", "HEXA_EVENT_TIME": b"1", "_ctx_correlation_id": b"c1"}
+    original = RawRecord("orders", "k", sealed, b"{}")
+    resealed = RawRecord(
+        "orders", "k", {**sealed, "HEXA_EVENT_TIME": b"2", "_ctx_correlation_id": b"c2"}, b"{}"
+    )
+    first = message_id(original)
+    assert first is not None
+    assert first.startswith("e1:")
+    assert message_id(resealed) == first  # the same event sealed again: a re-send
+    copies = [
+        RawRecord("act.retry.1", "k", {**sealed, "HEXA_ATTEMPT": b"2"}, b"{}"),
+        RawRecord("act.retry.2", "k", {**sealed, "HEXA_ATTEMPT": b"3"}, b"{}"),
+        RawRecord("act.dlq", "k", {**sealed, "HEXA_DEAD_LETTER_REASON": b"poison"}, b"{}"),
+        RawRecord("orders", "k", {**sealed, "HEXA_REPLAYED_FROM": b"HEXA-9"}, b"{}"),
+        RawRecord("orders", "k", sealed, b"{not json"),
+        RawRecord("orders", "k2", sealed, b"{}"),
+    ]
+    assert len({first, *(message_id(c) for c in copies)}) == 1 + len(copies)
+    assert message_id(RawRecord("orders", "k", {}, b"")) is None
 
 
 @given(st.dictionaries(st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,10}", fullmatch=True), st.binary()))

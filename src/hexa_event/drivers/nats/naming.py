@@ -13,16 +13,20 @@ escaping with ``.`` always escaped: action ``billing.charge`` is consumer
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Mapping
+
+from ...driver import RawRecord
 
 _SUBJECT_UNSAFE = re.compile(r"[%\s*>\x00-\x1f\x7f]")
 _NAME_UNSAFE = re.compile(r"[%\s*>.\\/\x00-\x1f\x7f]")
 
 EVENT_ID = "HEXA_EVENT_ID"
-# Headers that make a record a copy of an event (retry, dead letter, replay): the copy gets
-# a message id of its own so the duplicate window never swallows it.
-_COPY_MARKERS = ("HEXA_ATTEMPT", "HEXA_DEAD_LETTER_REASON", "HEXA_REPLAYED_FROM")
+# Headers that differ between two sealings of one event (the emit time, a generated
+# correlation id, the trace context of the emitting span): left out of the content digest.
+_VOLATILE = frozenset(
+    {"HEXA_EVENT_TIME", "_ctx_correlation_id", "traceparent", "tracestate", "ce_time"}
+)
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -83,18 +87,29 @@ def consumer_name(group: str) -> str:
     return _NAME_UNSAFE.sub(_escape, group)
 
 
-def message_id(channel: str, headers: Mapping[str, bytes]) -> str | None:
-    """The ``Nats-Msg-Id`` of a record: its event id, or for a copy (retry, dead letter,
-    replay) the event id with the copy's channel and marker, so that a re-send of the same
-    record is stored once and a new copy of the same event is not mistaken for it."""
-    event_id = headers.get(EVENT_ID)
+def message_id(record: RawRecord) -> str | None:
+    """The ``Nats-Msg-Id`` of a record: ``<event id>:<content digest>``, or None without
+    an event id.
+
+    The event id makes a re-sent event (an emit retried, an outbox row relayed twice) one
+    message for the stream's duplicate window; the digest of channel, key, body and headers
+    (but for the emit time, correlation id and trace context, which a re-sealing changes)
+    keeps records that share an event id but differ (a retry copy, a dead letter, a
+    replay, a forged record) from being taken for re-sends and dropped.
+    """
+    event_id = record.headers.get(EVENT_ID)
     if not event_id:
         return None
-    ident = event_id.decode("utf-8", "replace")
-    marks = [headers[m].decode("utf-8", "replace") for m in _COPY_MARKERS if m in headers]
-    if not marks:
-        return ident
-    return f"{ident}|{channel}|{'|'.join(marks)}"
+    digest = hashlib.blake2b(digest_size=8)
+    for part in (record.channel.encode(), record.key.encode(), record.body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    for name in sorted(record.headers):
+        if name not in _VOLATILE:
+            value = record.headers[name]
+            digest.update(f"\x00{name}\x00{len(value)}\x00".encode())
+            digest.update(value)
+    return f"{event_id.decode('utf-8', 'replace')}:{digest.hexdigest()}"
 
 
 def pattern_filter(prefix: str, pattern: str) -> str:

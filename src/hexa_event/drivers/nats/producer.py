@@ -5,8 +5,9 @@ server's PubAck (or error) resolves that record's future. nats-py's ``publish_as
 not used: its futures never resolve when the server answers with an error (nats.py#985) or
 an ack is lost across a reconnect; here every batch waits at most
 ``NatsOptions.publish_timeout`` and then fails with a retriable DriverError. Re-sending
-is safe: ``Nats-Msg-Id`` (the event id, see :func:`.naming.message_id`) makes the stream
-store a re-sent record once within its duplicate window.
+is safe: ``Nats-Msg-Id`` (the event id and a content digest, see
+:func:`.naming.message_id`) makes the stream store a re-sent record once within its
+duplicate window.
 
 At most ``NatsOptions.max_in_flight`` records await their PubAck at once per driver. A
 record with a future ``not_before`` is published as a scheduled message on
@@ -100,7 +101,7 @@ class NatsProducer:
 
     def _message(self, record: RawRecord) -> tuple[str, dict[str, str]]:
         subject = channel_subject(self._prefix, record.channel)
-        msg_id = message_id(record.channel, record.headers)
+        msg_id = message_id(record)
         headers = wire.encode(record.key, record.headers, msg_id)
         delayed = self._options.delayed_publish and record.not_before
         if delayed and record.not_before > time.time() + _EARLY:
