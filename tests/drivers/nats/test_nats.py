@@ -438,3 +438,92 @@ async def test_a_lost_consumer_is_created_again(drivers: list[NatsDriver]) -> No
     [d] = await fetch_n(sub, 1, within=15)
     assert json.loads(d.record.body) == {"n": 7}
     await ack_all(sub, [d])
+
+
+async def test_max_ack_pending_one_orders_a_group_across_members(
+    drivers: list[NatsDriver],
+) -> None:
+    """With max_ack_pending=1 two members of one group take one key's records in turn."""
+    channel, group = names()
+    spec = SubscriptionSpec(
+        group=group, channels=(channel,), options=NatsSubscriptionOptions(max_ack_pending=1)
+    )
+    await make(drivers).publish([record(channel, "k", i) for i in range(20)])
+    members = [await make(drivers).subscribe(spec) for _ in range(2)]
+    order: list[int] = []
+    running: list[int] = []
+
+    async def work(sub: Subscription) -> None:
+        while len(order) < 20:
+            for delivery in await sub.fetch(5):
+                running.append(1)
+                assert len(running) == 1, "two records of the group in flight at once"
+                await asyncio.sleep(0.005)
+                order.append(json.loads(delivery.record.body)["n"])
+                running.pop()
+                await ack_all(sub, [delivery])
+
+    tasks = [asyncio.create_task(work(m)) for m in members]
+    await eventually(lambda: len(order) >= 20, within=30, what="all 20 records")
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert order == list(range(20))
+
+
+async def test_receiver_keeps_a_long_handler_s_event(nats_server: str) -> None:
+    """A handler running past ack_wait is not redelivered to another process."""
+    channel, action = names()
+    options = NatsSubscriptionOptions(ack_wait=1.5, heartbeat=0.5)
+    connections = [he.connect(nats_server, **TEST_OPTIONS) for _ in range(2)]
+    runs = Collector()
+    receivers = []
+    for n, connection in enumerate(connections):
+        receiver = connection.receiver(f"svc-{n}")
+
+        async def slow(ctx: he.Context, msg: he.Message[Any]) -> None:
+            runs.add(msg.id)
+            await asyncio.sleep(5)  # more than three ack_waits
+
+        receiver.subscribe(channel, action=action, options=options, handler=slow)
+        await receiver.start()
+        receivers.append(receiver)
+    try:
+        event_id = await connections[0].emitter().emit(he.Event(channel, "k", {}))
+        await runs.wait_for(1, within=10)
+        await asyncio.sleep(6)  # let it finish; a redelivery would have shown by now
+        assert runs.items == [event_id]
+    finally:
+        for receiver in receivers:
+            await receiver.close()
+        for connection in connections:
+            await connection.close()
+
+
+@pytest.mark.parametrize("delayed_publish", [True, False])
+async def test_retry_copies_wait_in_the_stream_or_come_back_by_nak(
+    nats_server: str, delayed_publish: bool
+) -> None:
+    """A retry copy runs after its back-off: held by the server as a scheduled message
+    (delivered once), or without schedules delivered early and nacked for the time left."""
+    channel, action = names()
+    connection = he.connect(nats_server, delayed_publish=delayed_publish, **TEST_OPTIONS)
+    runs = Collector()
+    receiver = connection.receiver("svc")
+
+    @receiver.subscribe(channel, action=action, retry=RetryPolicy(max_retries=1, initial_delay=1.5))
+    async def flaky(ctx: he.Context, msg: he.Message[Any]) -> None:
+        runs.add((msg.attempt, time.monotonic(), msg.native.metadata.num_delivered))
+        if msg.attempt == 1:
+            raise RuntimeError("once")
+
+    try:
+        await receiver.start()
+        await connection.emitter().emit(he.Event(channel, "k", {}))
+        (first, at1, _), (second, at2, delivered) = await runs.wait_for(2, within=30)
+        assert (first, second) == (1, 2)
+        assert at2 - at1 >= 1.4
+        assert delivered == (1 if delayed_publish else 2)
+    finally:
+        await receiver.close()
+        await connection.close()

@@ -309,13 +309,13 @@ class NatsSubscription(Subscription):
             await self._nc.publish(reply, _ACK)  # not for this subscription
             self._wake.set()
             return
-        key, headers = wire.decode(msg.headers)
+        key, headers, accepted_at = wire.decode(msg.headers)
         delivery = NatsDelivery(
             RawRecord(channel, key, headers, msg.data),
             msg,
             f"{self._stream}-{seq}",
             count,
-            ts_ns / _NS,
+            accepted_at or ts_ns / _NS,
             seq,
         )
         if channel in self._ungated or self._gate.admit(delivery):

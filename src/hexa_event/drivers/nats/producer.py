@@ -108,6 +108,7 @@ class NatsProducer:
             due = datetime.fromtimestamp(record.not_before + 0.001, UTC)
             at = due.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             headers[_SCHEDULE] = f"@at {at}"
+            headers[wire.ACCEPTED_AT] = str(int(time.time() * 1000))
             headers[_SCHEDULE_TARGET] = subject
             token = consumer_name(msg_id) if msg_id else f"n{next(self._tokens)}"
             subject = f"{self._options.delayed_prefix}.{token}"
