@@ -446,10 +446,13 @@ async def test_max_ack_pending_one_orders_a_group_across_members(
     """With max_ack_pending=1 two members of one group take one key's records in turn."""
     channel, group = names()
     spec = SubscriptionSpec(
-        group=group, channels=(channel,), options=NatsSubscriptionOptions(max_ack_pending=1)
+        group=group,
+        channels=(channel,),
+        prefetch=5,
+        options=NatsSubscriptionOptions(max_ack_pending=1),
     )
-    await make(drivers).publish([record(channel, "k", i) for i in range(20)])
     members = [await make(drivers).subscribe(spec) for _ in range(2)]
+    await make(drivers).publish([record(channel, "k", i) for i in range(20)])
     order: list[int] = []
     running: list[int] = []
 
