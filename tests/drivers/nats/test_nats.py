@@ -530,3 +530,37 @@ async def test_retry_copies_wait_in_the_stream_or_come_back_by_nak(
     finally:
         await receiver.close()
         await connection.close()
+
+
+async def test_failover_keeps_one_member_active_and_hands_over_in_order(
+    drivers: list[NatsDriver],
+) -> None:
+    """With failover, one member receives; when it closes the standby goes on, key order
+    kept across both (the records the first one held come first)."""
+    channel, group = names()
+    spec = SubscriptionSpec(
+        group=group,
+        channels=(channel,),
+        prefetch=10,
+        options=NatsSubscriptionOptions(failover=True, failover_timeout=30, heartbeat=0.5),
+    )
+    active, standby = [await make(drivers).subscribe(spec) for _ in range(2)]
+    keys = ["a", "b", "c"]
+    await make(drivers).publish([record(channel, keys[i % 3], i) for i in range(60)])
+    first = await fetch_n(active, 10)
+    assert await nothing_within(standby, 1.0)  # standing by
+    await ack_all(active, first[:4])  # the rest stay unsettled: given back at close
+    began = time.monotonic()
+    await active.close()
+    rest: list[Delivery] = []
+    async with asyncio.timeout(20):  # handed over at close, not after 30 s
+        while len(rest) < 56:
+            batch = await standby.fetch(56 - len(rest))
+            await ack_all(standby, batch)
+            rest.extend(batch)
+    assert time.monotonic() - began < 20
+    seen = [json.loads(d.record.body)["n"] for d in (*first[:4], *rest)]
+    assert sorted(seen) == list(range(60))
+    for key in keys:
+        mine = [n for n in seen if keys[n % 3] == key]
+        assert mine == sorted(mine), f"key {key} out of order: {mine}"

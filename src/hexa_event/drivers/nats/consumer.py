@@ -54,11 +54,12 @@ from .client import confirm, stop_interest
 from .naming import subject_channel
 from .options import NatsSubscriptionOptions
 from .ordering import KeyGate
-from .streams import ERR_STREAM_NOT_FOUND, JetStreamApi, JetStreamApiError
+from .streams import ERR_STREAM_NOT_FOUND, PRIORITY_GROUP, JetStreamApi, JetStreamApiError
 
 log = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
+_PIN_ID = "Nats-Pin-Id"
 _ACK = b"+ACK"
 _NAK = b"-NAK"
 _TERM = b"+TERM"
@@ -89,6 +90,10 @@ class NatsDelivery(Delivery):
     def native(self) -> object:
         """The nats-py ``Msg``."""
         return self._msg
+
+
+def _by_seq(delivery: NatsDelivery) -> int:
+    return delivery.seq
 
 
 def _metadata(reply: str) -> tuple[int, int, int, int]:
@@ -138,6 +143,9 @@ class NatsSubscription(Subscription):
         self._limit = max(1, spec.prefetch)
         self._batch = min(self._limit, options.batch or self._limit)
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._redelivered = False
+        self._pin: str | None = None
+        """With ``failover``: the pin id the server gave this member while it is active."""
         self._expires = max(5.0, options.heartbeat * 10)
         self._buffer: deque[NatsDelivery] = deque()
         self._gate: KeyGate[NatsDelivery] = KeyGate(options.ack_wait)
@@ -193,6 +201,13 @@ class NatsSubscription(Subscription):
                     self._unsettled.pop(delivery._msg.reply, None)
                     await self._nc.publish(delivery._msg.reply, _NAK)
                 await confirm(self._nc, self._api_timeout)
+        if self._pin is not None and not self._nc.is_closed:
+            # Hand the group over to a standby member now, not after failover_timeout; the
+            # records given back above are redelivered to it before any later record.
+            with contextlib.suppress(DriverError):
+                await self._api.request(
+                    f"CONSUMER.UNPIN.{self._stream}.{self._consumer}", {"group": PRIORITY_GROUP}
+                )
 
     def on_reconnect(self) -> None:
         """The connection came back: pulls made before are gone; check the consumer."""
@@ -207,6 +222,11 @@ class NatsSubscription(Subscription):
             if self._closed:
                 return []
             if self._buffer:
+                if self._redelivered:
+                    # The server redelivers given-back records in no particular order:
+                    # stream order again (a key's records keep their publish order).
+                    self._buffer = deque(sorted(self._buffer, key=_by_seq))
+                    self._redelivered = False
                 count = min(max_count, len(self._buffer))
                 out = [self._buffer.popleft() for _ in range(count)]
                 for delivery in out:
@@ -292,6 +312,8 @@ class NatsSubscription(Subscription):
             self._on_status(msg)
             return
         self._asked = max(0, self._asked - 1)
+        if self._options.failover and msg.headers:
+            self._pin = msg.headers.get(_PIN_ID, self._pin)
         if self._closed:
             await self._nc.publish(reply, _NAK)
             return
@@ -319,6 +341,8 @@ class NatsSubscription(Subscription):
             seq,
         )
         if channel in self._ungated or self._gate.admit(delivery):
+            if count > 1:
+                self._redelivered = True
             self._buffer.append(delivery)
             self._ready.set()
 
@@ -327,6 +351,11 @@ class NatsSubscription(Subscription):
         status = headers.get("Status", "")
         if status == "100":
             return  # idle heartbeat: the pull is alive
+        if status == "423":  # another member is pinned now, or our pin expired
+            self._pin = None
+            self._asked = 0
+            self._wake.set()
+            return
         description = headers.get("Description", "")
         pending = headers.get("Nats-Pending-Messages")
         if status in ("408", "409") and pending is not None and pending.isdigit():
@@ -412,11 +441,15 @@ class NatsSubscription(Subscription):
         if room <= 0 or (self._asked and room < self._batch // 2):
             return
         batch = min(room, self._batch)
-        request = {
+        request: dict[str, object] = {
             "batch": batch,
             "expires": int(self._expires * _NS),
             "idle_heartbeat": int(self._options.heartbeat * _NS),
         }
+        if self._options.failover:
+            request["group"] = PRIORITY_GROUP
+            if self._pin:
+                request["id"] = self._pin
         await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._inbox)
         now = time.monotonic()
         if not self._asked:

@@ -287,6 +287,11 @@ class NatsSubscriptionOptions:
     order of the group across processes, one record at a time); ``batch``: records asked
     for per pull request (default: the subscription's prefetch); ``heartbeat``: seconds
     between the server's idle heartbeats on a pull, a dead pull is renewed after two missed.
+    ``failover``: one member of the group receives at a time and the others stand by
+    (JetStream's pinned-client priority group, nats-server 2.11+): the group keeps each
+    key's order across processes, with concurrency across keys inside the active member;
+    a standby member takes over at once when the active one closes, and
+    ``failover_timeout`` seconds after it stops pulling (a crash).
     ``consumer_config`` is merged into the consumer's JSON config.
     """
 
@@ -296,10 +301,13 @@ class NatsSubscriptionOptions:
     max_ack_pending: int = 10_000
     batch: int | None = None
     heartbeat: float = 2.0
+    failover: bool = False
+    failover_timeout: float = 10.0
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         owner = "NatsSubscriptionOptions"
+        _positive(owner, "failover_timeout", self.failover_timeout)
         if self.durable is not None and (not isinstance(self.durable, str) or not self.durable):
             raise ConfigurationError(f"{owner}.durable must be a non-empty string")
         _positive(owner, "ack_wait", self.ack_wait)
@@ -326,6 +334,7 @@ class NatsSubscriptionOptions:
         return (
             f"NatsSubscriptionOptions(durable={self.durable!r}, ack_wait={self.ack_wait}, "
             f"max_deliver={self.max_deliver}, max_ack_pending={self.max_ack_pending}, "
-            f"batch={self.batch}, heartbeat={self.heartbeat}, "
+            f"batch={self.batch}, heartbeat={self.heartbeat}, failover={self.failover}, "
+            f"failover_timeout={self.failover_timeout}, "
             f"consumer_config={redact(self.consumer_config)!r})"
         )

@@ -35,6 +35,8 @@ ERR_CONSUMER_NOT_FOUND = 10014
 ERR_CONSUMER_EXISTS = 10148
 ERR_CONSUMER_NAME_EXISTS = 10013
 SCHEDULES_SINCE = (2, 12)
+PRIORITY_GROUP = "hexa"
+"""The priority group of failover consumers (one pinned member at a time)."""
 
 
 class JetStreamApiError(DriverError):
@@ -261,6 +263,10 @@ def consumer_config(
     }
     if inactive_threshold:
         config["inactive_threshold"] = int(inactive_threshold * _NS)
+    if options.failover:
+        config["priority_groups"] = [PRIORITY_GROUP]
+        config["priority_policy"] = "pinned_client"
+        config["priority_timeout"] = int(options.failover_timeout * _NS)
     if len(filters) == 1:
         config["filter_subject"] = filters[0]
     else:
