@@ -542,7 +542,7 @@ async def test_failover_keeps_one_member_active_and_hands_over_in_order(
         group=group,
         channels=(channel,),
         prefetch=10,
-        options=NatsSubscriptionOptions(failover=True, failover_timeout=30, heartbeat=0.5),
+        options=NatsSubscriptionOptions(failover=True, heartbeat=0.5),
     )
     active, standby = [await make(drivers).subscribe(spec) for _ in range(2)]
     keys = ["a", "b", "c"]
@@ -564,3 +564,40 @@ async def test_failover_keeps_one_member_active_and_hands_over_in_order(
     for key in keys:
         mine = [n for n in seen if keys[n % 3] == key]
         assert mine == sorted(mine), f"key {key} out of order: {mine}"
+
+
+async def test_failover_after_a_crash_keeps_key_order(drivers: list[NatsDriver]) -> None:
+    """The active member dies without closing: the standby takes over after
+    failover_timeout, getting the dead one's records back before later ones."""
+    channel, group = names()
+    options = NatsSubscriptionOptions(failover=True, ack_wait=2, failover_timeout=3, heartbeat=0.5)
+    spec = SubscriptionSpec(group=group, channels=(channel,), prefetch=10, options=options)
+    dying, standby_driver = make(drivers), make(drivers)
+    active = await dying.subscribe(spec)
+    standby = await standby_driver.subscribe(spec)
+    keys = ["a", "b", "c"]
+    await make(drivers).publish([record(channel, keys[i % 3], i) for i in range(40)])
+    first = await fetch_n(active, 10)
+    await ack_all(active, first[:4])
+    assert active.status().assignment
+    assert standby.status().assignment == ()
+    assert dying._nc is not None
+    await dying._nc.close()  # a crash: no nak, no unpin
+    rest: list[Delivery] = []
+    async with asyncio.timeout(30):
+        while len(rest) < 36:
+            batch = await standby.fetch(36 - len(rest))
+            await ack_all(standby, batch)
+            rest.extend(batch)
+    assert standby.status().assignment
+    seen = [json.loads(d.record.body)["n"] for d in (*first[:4], *rest)]
+    assert sorted(seen) == list(range(40))
+    for key in keys:
+        mine = [n for n in seen if keys[n % 3] == key]
+        assert mine == sorted(mine), f"key {key} out of order: {mine}"
+
+
+def test_failover_timeout_must_outlast_ack_wait() -> None:
+    with pytest.raises(he.ConfigurationError, match="must exceed ack_wait"):
+        NatsSubscriptionOptions(failover=True, ack_wait=10, failover_timeout=5)
+    assert NatsSubscriptionOptions(ack_wait=10).takeover_after == 15

@@ -293,9 +293,9 @@ class NatsSubscription(Subscription):
         error = self._connection_error() or self._error
         if self._fatal is not None:
             error = str(self._fatal)
-        return SubscriptionStatus(
-            assignment=(f"{self._stream}/{self._consumer}",), error=error, lag=self._lag
-        )
+        held = not self._options.failover or self._pin is not None
+        assignment = (f"{self._stream}/{self._consumer}",) if held else ()
+        return SubscriptionStatus(assignment=assignment, error=error, lag=self._lag)
 
     @property
     def _api_timeout(self) -> float:

@@ -291,7 +291,9 @@ class NatsSubscriptionOptions:
     (JetStream's pinned-client priority group, nats-server 2.11+): the group keeps each
     key's order across processes, with concurrency across keys inside the active member;
     a standby member takes over at once when the active one closes, and
-    ``failover_timeout`` seconds after it stops pulling (a crash).
+    ``failover_timeout`` seconds after it stops pulling (a crash; default ``ack_wait`` + 5,
+    and never less than ``ack_wait``, so the dead member's records are due for
+    redelivery, and come first, when the standby takes over).
     ``consumer_config`` is merged into the consumer's JSON config.
     """
 
@@ -302,12 +304,19 @@ class NatsSubscriptionOptions:
     batch: int | None = None
     heartbeat: float = 2.0
     failover: bool = False
-    failover_timeout: float = 10.0
+    failover_timeout: float | None = None
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         owner = "NatsSubscriptionOptions"
-        _positive(owner, "failover_timeout", self.failover_timeout)
+        if self.failover_timeout is not None:
+            _positive(owner, "failover_timeout", self.failover_timeout)
+            if self.failover_timeout <= self.ack_wait:
+                raise ConfigurationError(
+                    f"{owner}.failover_timeout ({self.failover_timeout}s) must exceed ack_wait "
+                    f"({self.ack_wait}s), so a dead member's records come back before the "
+                    "standby takes over; lower ack_wait (in-progress keeps long handlers)"
+                )
         if self.durable is not None and (not isinstance(self.durable, str) or not self.durable):
             raise ConfigurationError(f"{owner}.durable must be a non-empty string")
         _positive(owner, "ack_wait", self.ack_wait)
@@ -329,6 +338,11 @@ class NatsSubscriptionOptions:
                 f"{owner}.heartbeat must be >= 0.5 s and under half of ack_wait"
             )
         _mapping(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
+
+    @property
+    def takeover_after(self) -> float:
+        """Seconds without pulls after which the server unpins a failover member."""
+        return self.failover_timeout if self.failover_timeout is not None else self.ack_wait + 5
 
     def __repr__(self) -> str:
         return (

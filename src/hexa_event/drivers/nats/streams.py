@@ -266,7 +266,7 @@ def consumer_config(
     if options.failover:
         config["priority_groups"] = [PRIORITY_GROUP]
         config["priority_policy"] = "pinned_client"
-        config["priority_timeout"] = int(options.failover_timeout * _NS)
+        config["priority_timeout"] = int(options.takeover_after * _NS)
     if len(filters) == 1:
         config["filter_subject"] = filters[0]
     else:
