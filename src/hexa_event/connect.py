@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from .codecs import Codec
 from .driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
-from .emitter import Emitter, EmitMiddleware
+from .emitter import EmitMiddleware, Emitter
 from .errors import ConfigurationError, UnknownSchemeError
 from .middleware import Middleware
 from .propagation import Propagator
