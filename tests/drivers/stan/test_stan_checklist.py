@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from stan_helpers import unique
 
 from hexa_event.driver import Outcome, RawRecord, SubscriptionSpec
 from hexa_event.drivers.stan import (
@@ -27,8 +28,6 @@ from hexa_event.drivers.stan import (
 from hexa_event.drivers.stan.protocol import ConnectRequest, ConnectResponse, PubAck, PubMsg
 from hexa_event.errors import ConfigurationError
 from hexa_event.testing.waiting import eventually
-
-from conftest import shared_url, unique
 
 pytestmark = pytest.mark.stan
 
@@ -140,7 +139,7 @@ async def test_bad_client_id_is_rejected(drivers: Any, stan_url: str) -> None:
 
 async def test_wrong_cluster_id_is_a_clear_error(stan_url: str) -> None:
     driver = StanDriver.from_url(stan_url.replace("cluster_id=hexa-event", "cluster_id=nope"))
-    with pytest.raises(StanClusterNotFoundError, match="cluster id 'nope'.*--cluster_id"):
+    with pytest.raises(StanClusterNotFoundError, match=r"cluster id 'nope'.*--cluster_id"):
         await driver.connect()
     await driver.close()
 
@@ -148,7 +147,7 @@ async def test_wrong_cluster_id_is_a_clear_error(stan_url: str) -> None:
 async def test_duplicate_client_id_refused_while_alive_allowed_after(drivers: Any) -> None:
     client_id = unique("dup")
     first: StanDriver = await drivers(client_id=client_id)
-    with pytest.raises(StanClientIdInUseError, match="already connected.*own client_id"):
+    with pytest.raises(StanClientIdInUseError, match=r"already connected.*own client_id"):
         await drivers(client_id=client_id)
     await first.close()
     second: StanDriver = await drivers(client_id=client_id)
@@ -160,7 +159,7 @@ async def test_duplicate_client_id_refused_while_alive_allowed_after(drivers: An
     await third.publish(records(unique("dup"), 1))
 
 
-# -- durables and groups ----------------------------------------------------------------------------
+# -- durables and groups -------------------------------------------------------------------
 
 
 async def test_durable_resumes_for_the_same_client_id_only(drivers: Any) -> None:
@@ -257,7 +256,8 @@ async def test_queue_group_members_share_messages(drivers: Any) -> None:
     for sub in subs:
         await sub.close()
     await asyncio.gather(*tasks)
-    assert per_member[0] and per_member[1]
+    assert per_member[0]
+    assert per_member[1]
     assert sorted(bodies(per_member[0] + per_member[1])) == sorted(
         f"body-{i}".encode() for i in range(40)
     )
@@ -308,7 +308,8 @@ async def test_nack_delay_is_kept_across_ack_wait_ticks(drivers: Any) -> None:
     await sub.settle([first])
     [again] = await take(sub, 1)
     assert time.monotonic() - began >= 2.5
-    assert again.outcome is None and again.delivery_count >= 3
+    assert again.outcome is None
+    assert again.delivery_count >= 3
     await settle(sub, [again])
 
 
@@ -335,8 +336,7 @@ async def test_sequence_and_time_delta_starts(drivers: Any) -> None:
     assert [d.sequence for d in got] == [3, 4, 5]
     last_old = got[-1].timestamp
     assert last_old is not None
-    while time.time() < last_old + 1.0:  # put one second between the old and new messages
-        await asyncio.sleep(0.05)
+    await asyncio.sleep(max(0.0, last_old + 1.0 - time.time()))  # a gap between old and new
     await driver.publish(records(channel, 2, start=5))
     delta = time.time() - last_old - 0.5
     by_time = await driver.subscribe(
@@ -399,7 +399,7 @@ async def test_channel_limit_is_a_clear_error(private_stan: Any) -> None:
     try:
         for n in range(100):
             await driver.publish(records(f"c{n}", 1))
-        with pytest.raises(StanChannelLimitError, match="max_channels.*-mc"):
+        with pytest.raises(StanChannelLimitError, match=r"max_channels.*-mc"):
             await driver.publish(records("c100", 1))
         with pytest.raises(StanChannelLimitError):
             await driver.subscribe(spec("c101", "g"))

@@ -5,12 +5,14 @@ subscription's group (the action): processes of one action share the channel's m
 each message goes to one member, and the group and its position outlive every member.
 
 Acknowledgement is always manual. ``settle`` publishes an Ack for each acked delivery to the
-subscription's ack inbox, then flushes. STAN has no nack: a nacked delivery is simply not
-acknowledged, and the server sends it again once its AckWait has passed (to this member or,
-in a queue group, to another). A nack's delay is kept locally: a redelivery that reaches this
-member before the delay is over is dropped unacknowledged, so the server tries again one
-AckWait later. While a delivery is held (handed out, not settled), a redelivery of it to this
-member is dropped too, so the core never runs one message twice at once in one process.
+subscription's ack inbox; nats-py's writer sends them at once (STAN never confirms an Ack, and
+we do not wait for a PONG: nats-py 2.16 breaks its read loop when a flush is cancelled).
+STAN has no nack: a nacked delivery is simply not acknowledged, and the server sends it
+again once its AckWait has passed (to this member or, in a queue group, to another). A nack's
+delay is kept locally: a redelivery that reaches this member before the delay is over is
+dropped unacknowledged, so the server tries again one AckWait later. While a delivery is held
+(handed out, not settled), a redelivery of it to this member is dropped too, so the core
+never runs one message twice at once in one process.
 """
 
 from __future__ import annotations
@@ -298,7 +300,6 @@ class StanSubscription(Subscription):
         session = self._session
         nc = session.nc
         now = time.monotonic()
-        acked = False
         try:
             for delivery in deliveries:
                 if not isinstance(delivery, StanDelivery):
@@ -309,13 +310,9 @@ class StanSubscription(Subscription):
                     if nc is None or not member.ack_inbox:
                         raise DriverError("the STAN connection is closed; acks not sent")
                     await nc.publish(member.ack_inbox, encode_ack(member.channel, sequence))
-                    acked = True
                 elif delivery.outcome is Outcome.NACK and delivery.delay > 0:
                     member.nacked[sequence] = now + delivery.delay
                 member.held.discard(sequence)
-            if acked and nc is not None:
-                async with asyncio.timeout(session.options.connect_timeout):
-                    await nc.flush()
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._error = f"acks not sent: {type(exc).__name__}: {exc}"
             raise DriverError(

@@ -27,7 +27,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
-from ...driver import Driver, Features, RawRecord, SubscriptionSpec
+from ...driver import Driver, Features, RawRecord, SubscriptionSpec, check_records
 from ...errors import ClosedError
 from .consumer import StanSubscription
 from .options import StanOptions, check_channel, redact_servers
@@ -90,6 +90,7 @@ class StanDriver(Driver):
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         self._check_open()
+        check_records(records)
         await self.session.start()
         await self._producer.publish(records)
 
