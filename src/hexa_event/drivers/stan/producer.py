@@ -18,7 +18,7 @@ from ...driver import RawRecord
 from ...errors import DriverError
 from .errors import StanChannelLimitError, is_channel_limit, is_session_gone
 from .options import check_channel
-from .session import SessionInterruptedError, StanSession
+from .session import SessionInterruptedError, StanNotAnsweringError, StanSession
 from .wire import encode_body
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class StanProducer:
         deadline = time.monotonic() + session.options.ack_timeout
         pending = list(range(len(frames)))
         attempt = 0
+        backoff = 0.05
         while pending:
             attempt += 1
             await session.wait_ready(deadline - time.monotonic())
@@ -53,6 +54,7 @@ class StanProducer:
             await _wait_all(futures, deadline - time.monotonic())
             retry: list[int] = []
             unanswered: list[asyncio.Future[str]] = []
+            nobody = False
             for index, future in zip(pending, futures, strict=True):
                 if not future.done():
                     unanswered.append(future)
@@ -61,6 +63,7 @@ class StanProducer:
                 exc = future.exception()
                 if exc is not None:
                     if isinstance(exc, SessionInterruptedError):
+                        nobody = nobody or isinstance(exc, StanNotAnsweringError)
                         retry.append(index)
                         continue
                     raise exc
@@ -86,6 +89,9 @@ class StanProducer:
                     f"NATS Streaming server within {session.options.ack_timeout:g}s "
                     f"({session.error or 'no PubAck'}); any subset may be stored"
                 )
+            if nobody:  # the server is starting: do not hammer it
+                await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                backoff = min(backoff * 2, 1.0)
             if pending:
                 logger.info(
                     "STAN: re-sending %d of %d records (attempt %d): %s",

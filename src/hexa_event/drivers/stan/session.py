@@ -64,6 +64,10 @@ class SessionInterruptedError(DriverError):
     """The connection or session went away while a publish waited for its PubAck."""
 
 
+class StanNotAnsweringError(SessionInterruptedError):
+    """Nothing served the publish subject (the streaming server is starting or gone)."""
+
+
 class Member(Protocol):
     """A subscription that re-subscribes itself after the session was re-established."""
 
@@ -157,7 +161,9 @@ class StanSession:
         self._reconnects_seen = int(nc.stats.get("reconnects", 0))
         self.ack_subject = f"_STAN.acks.{self._nuid.next().decode()}"
         self.ping_inbox = nc.new_inbox()
-        self._internal.append(await nc.subscribe(self.ack_subject, cb=self._on_pub_ack))
+        # One reply subject per publish (``<ack_subject>.<guid>``): a no-responders status
+        # (the streaming server not up yet behind its NATS port) then names the publish.
+        self._internal.append(await nc.subscribe(f"{self.ack_subject}.*", cb=self._on_pub_ack))
         self._internal.append(await nc.subscribe(self.ping_inbox, cb=self._on_ping_response))
         await self._handshake()
 
@@ -470,7 +476,7 @@ class StanSession:
         frame = encode_pub_msg(self.client_id, guid, channel, data, self.conn_id)
         try:
             await self._nats().publish(
-                f"{self.response.pub_prefix}.{channel}", frame, reply=self.ack_subject
+                f"{self.response.pub_prefix}.{channel}", frame, reply=f"{self.ack_subject}.{guid}"
             )
         except (nats.errors.Error, OSError, ClosedError) as exc:
             self._acks.pop(guid, None)
@@ -495,7 +501,12 @@ class StanSession:
     async def _on_pub_ack(self, msg: Msg) -> None:
         data = msg.data
         if not data:
-            return  # no responders: the publish will time out and be re-sent
+            if msg.headers:  # no responders: nothing serves the publish subject right now
+                future = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
+                if future is not None and not future.done():
+                    future.set_exception(StanNotAnsweringError("no streaming server answered"))
+                    future.exception()
+            return
         try:
             ack = PubAck.decode(data)
         except ProtocolError:
