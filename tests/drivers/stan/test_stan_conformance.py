@@ -31,3 +31,10 @@ class TestStanConformance(DriverConformance):
             "a STAN queue group spreads one key's messages over its members, and redeliveries "
             "come after newer messages: features.ordered_per_key is False"
         )
+
+
+class TestStanConformanceBrokerDelays(TestStanConformance):
+    """The same suite with ``delayed_nack``: early retry copies are nacked, not held."""
+
+    async def new_driver(self) -> Driver:
+        return hexa_event.connect(shared_url(ack_wait=1, delayed_nack="true"))
