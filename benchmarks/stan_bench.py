@@ -35,6 +35,7 @@ from hexa_event.drivers.stan.protocol import (
     SubscriptionRequest,
     SubscriptionResponse,
     encode_ack,
+    encode_pub_head,
     encode_pub_msg,
 )
 from hexa_event.drivers.stan.wire import decode_body, encode_body
@@ -90,10 +91,9 @@ class RawStan:
 
         sub = await self.nc.subscribe(acks, cb=on_ack)
         subject = f"{self.response.pub_prefix}.{channel}"
+        head = encode_pub_head(self.client_id, self.conn_id)
         for _ in range(count):
-            frame = encode_pub_msg(
-                self.client_id, self.nuid.next().decode(), channel, body, self.conn_id
-            )
+            frame = encode_pub_msg(head, self.nuid.next().decode(), channel, body)
             await self.nc.publish(subject, frame, reply=acks)
         await asyncio.wait_for(done, 120)
         await sub.unsubscribe()

@@ -19,6 +19,7 @@ from hexa_event.drivers.stan.protocol import (
     StartPosition,
     SubscriptionRequest,
     encode_ack,
+    encode_pub_head,
     encode_pub_msg,
 )
 from hexa_event.drivers.stan.wire import decode_body, encode_body
@@ -63,7 +64,7 @@ def test_every_message_round_trips_and_agrees_with_an_independent_decoder() -> N
         fields = pb_decode(request.encode())
         assert fields.get(11, 0) == number
         assert fields[10] == 2
-        pub = encode_pub_msg("client", "guid-1", "orders", data, b"\x01\x02")
+        pub = encode_pub_msg(encode_pub_head("client", b"\x01\x02"), "guid-1", "orders", data)
         assert PubMsg.decode(pub) == PubMsg(
             client_id="client", guid="guid-1", subject="orders", data=data, conn_id=b"\x01\x02"
         )

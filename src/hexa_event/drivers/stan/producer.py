@@ -10,6 +10,7 @@ stored twice, which the consumers recognise by its event id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from ...driver import RawRecord
 from ...errors import DriverError
 from .errors import StanChannelLimitError, is_channel_limit, is_session_gone
 from .options import check_channel
-from .session import SessionInterruptedError, StanNotAnsweringError, StanSession
+from .session import PublishBatch, SessionInterruptedError, StanNotAnsweringError, StanSession
 from .wire import encode_body
 
 logger = logging.getLogger(__name__)
@@ -36,52 +37,52 @@ class StanProducer:
         if not records:
             return
         session = self._session
-        frames: list[tuple[str, bytes]] = []
-        for record in records:
+        frames: list[tuple[int, str, bytes]] = []
+        checked = self._checked
+        for index, record in enumerate(records):
             channel = record.channel
-            if channel not in self._checked:
+            if channel not in checked:
                 check_channel(channel)
-                self._checked.add(channel)
-            frames.append((channel, encode_body(record.key, record.headers, record.body)))
+                checked.add(channel)
+            frames.append((index, channel, encode_body(record.key, record.headers, record.body)))
         deadline = time.monotonic() + session.options.ack_timeout
-        pending = list(range(len(frames)))
+        batch = PublishBatch(len(frames))
+        pending = frames
         attempt = 0
         backoff = 0.05
         while pending:
             attempt += 1
             await session.wait_ready(deadline - time.monotonic())
-            futures = [await session.publish(*frames[i]) for i in pending]
-            await _wait_all(futures, deadline - time.monotonic())
-            retry: list[int] = []
-            unanswered: list[asyncio.Future[str]] = []
+            batch.expect([index for index, _, _ in pending])
+            await session.publish(batch, pending)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await batch.done.wait()
+            if batch.remaining > 0:
+                session.forget(batch)
+            retry: list[tuple[int, str, bytes]] = []
             nobody = False
-            for index, future in zip(pending, futures, strict=True):
-                if not future.done():
-                    unanswered.append(future)
-                    retry.append(index)
+            for frame in pending:
+                outcome = batch.results[frame[0]]
+                if outcome == "":
                     continue
-                exc = future.exception()
-                if exc is not None:
-                    if isinstance(exc, SessionInterruptedError):
-                        nobody = nobody or isinstance(exc, StanNotAnsweringError)
-                        retry.append(index)
-                        continue
-                    raise exc
-                error = future.result()
-                if not error:
+                if outcome is None or isinstance(outcome, SessionInterruptedError):
+                    nobody = nobody or isinstance(outcome, StanNotAnsweringError)
+                    retry.append(frame)
                     continue
-                channel = frames[index][0]
-                if is_channel_limit(error):
-                    raise StanChannelLimitError(channel, error)
-                if is_session_gone(error):
-                    retry.append(index)  # the session recovers in the background
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                channel = frame[1]
+                if is_channel_limit(outcome):
+                    raise StanChannelLimitError(channel, outcome)
+                if is_session_gone(outcome):
+                    retry.append(frame)  # the session recovers in the background
                     continue
                 raise DriverError(
-                    f"the NATS Streaming server refused a record for channel {channel!r}: {error}",
+                    f"the NATS Streaming server refused a record for channel {channel!r}: "
+                    f"{outcome}",
                     retriable=False,
                 )
-            if unanswered:
-                session.forget(unanswered)
             pending = retry
             if pending and time.monotonic() >= deadline:
                 raise DriverError(
@@ -100,29 +101,3 @@ class StanProducer:
                     attempt + 1,
                     session.error or "acknowledgements lost",
                 )
-
-
-async def _wait_all(futures: list[asyncio.Future[str]], within: float) -> None:
-    """Wait until every future is done or ``within`` seconds pass (futures are never cancelled)."""
-    remaining = len([f for f in futures if not f.done()])
-    if not remaining:
-        return
-    done = asyncio.Event()
-
-    def one_done(_: asyncio.Future[str]) -> None:
-        nonlocal remaining
-        remaining -= 1
-        if remaining == 0:
-            done.set()
-
-    for future in futures:
-        if not future.done():
-            future.add_done_callback(one_done)
-    try:
-        async with asyncio.timeout(max(0.0, within)):
-            await done.wait()
-    except TimeoutError:
-        pass
-    finally:
-        for future in futures:
-            future.remove_done_callback(one_done)

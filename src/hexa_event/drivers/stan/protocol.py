@@ -346,16 +346,25 @@ class CloseResponse(Message):
     error: str = ""
 
 
-def encode_pub_msg(client_id: str, guid: str, channel: str, data: bytes, conn_id: bytes) -> bytes:
-    """A PubMsg, built without the generic path: the publish hot loop calls this per record."""
+def encode_pub_head(client_id: str, conn_id: bytes) -> bytes:
+    """The fields every PubMsg of one session shares (client id, connection id)."""
     out = bytearray()
-    for number, raw in (
-        (1, client_id.encode()),
-        (2, guid.encode()),
-        (3, channel.encode()),
-        (5, data),
-        (6, conn_id),
-    ):
+    for number, raw in ((1, client_id.encode()), (6, conn_id)):
+        if raw:
+            out.append(number << 3 | _LEN)
+            encode_varint(len(raw), out)
+            out += raw
+    return bytes(out)
+
+
+def encode_pub_msg(head: bytes, guid: str, channel: str, data: bytes) -> bytes:
+    """A PubMsg: ``head`` from :func:`encode_pub_head`, then guid, channel and data.
+
+    Built without the generic path: the publish loop calls this per record. Protobuf
+    fields may come in any order, so the shared head goes first.
+    """
+    out = bytearray(head)
+    for number, raw in ((2, guid.encode()), (3, channel.encode()), (5, data)):
         if raw:
             out.append(number << 3 | _LEN)
             encode_varint(len(raw), out)

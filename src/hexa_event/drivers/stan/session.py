@@ -52,6 +52,7 @@ from .protocol import (
     SubscriptionRequest,
     SubscriptionResponse,
     UnsubscribeRequest,
+    encode_pub_head,
     encode_pub_msg,
 )
 
@@ -86,8 +87,10 @@ class StanSession:
         self.nc: NatsClient | None = nc
         self._owns_nc = nc is None
         self._nuid = NUID()
-        self._acks: dict[str, asyncio.Future[str]] = {}
-        self._inflight = asyncio.Semaphore(options.max_pub_acks_inflight)
+        self._acks: dict[str, tuple[PublishBatch, int]] = {}
+        self._room = asyncio.Event()
+        self._guid_prefix = self._nuid.next().decode() + "-"
+        self._guid_count = 0
         self._start_lock = asyncio.Lock()
         self._ready = asyncio.Event()
         self._started = False
@@ -341,10 +344,9 @@ class StanSession:
 
     def _fail_pending(self, exc: BaseException) -> None:
         pending, self._acks = self._acks, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # a forgotten publish must not log "never retrieved"
+        for batch, index in pending.values():
+            batch.resolve(index, exc)
+        self._room.set()
 
     # -- session loss and recovery ---------------------------------------------------------
 
@@ -462,61 +464,100 @@ class StanSession:
         request = UnsubscribeRequest(client_id=self.client_id, subject=channel, inbox=ack_inbox)
         return await self.request(subject, request, SubscriptionResponse)
 
-    async def publish(self, channel: str, data: bytes) -> asyncio.Future[str]:
-        """Send one PubMsg; the future resolves to the PubAck's error text ("" = stored).
+    async def publish(self, batch: PublishBatch, items: list[tuple[int, str, bytes]]) -> None:
+        """Send ``(index, channel, body)`` PubMsgs; ``batch`` collects their PubAcks.
 
-        Waits while ``max_pub_acks_inflight`` publishes are unanswered. The future fails
-        with :class:`SessionInterruptedError` when the connection or session drops first.
+        Waits while ``max_pub_acks_inflight`` publishes are unanswered. A publish whose
+        connection or session drops first resolves to :class:`SessionInterruptedError`.
         """
-        await self._inflight.acquire()
-        guid = self._nuid.next().decode()
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(self._release_inflight)
-        self._acks[guid] = future
-        frame = encode_pub_msg(self.client_id, guid, channel, data, self.conn_id)
-        try:
-            await self._nats().publish(
-                f"{self.response.pub_prefix}.{channel}", frame, reply=f"{self.ack_subject}.{guid}"
-            )
-        except (nats.errors.Error, OSError, ClosedError) as exc:
-            self._acks.pop(guid, None)
-            if not future.done():
-                future.set_exception(
-                    SessionInterruptedError(f"publish failed: {type(exc).__name__}")
+        nc = self._nats()
+        acks = self._acks
+        limit = self.options.max_pub_acks_inflight
+        head = encode_pub_head(self.client_id, self.conn_id)
+        pub_prefix = self.response.pub_prefix + "."
+        reply_prefix = self.ack_subject + "."
+        guid_prefix = self._guid_prefix
+        for index, channel, data in items:
+            while len(acks) >= limit:
+                self._room.clear()
+                await self._room.wait()
+                acks = self._acks  # replaced when pending publishes were failed
+            self._guid_count += 1
+            guid = f"{guid_prefix}{self._guid_count}"
+            acks[guid] = (batch, index)
+            try:
+                await nc.publish(
+                    pub_prefix + channel,
+                    encode_pub_msg(head, guid, channel, data),
+                    reply=reply_prefix + guid,
                 )
-                future.exception()
-        return future
+            except (nats.errors.Error, OSError) as exc:
+                if acks.pop(guid, None) is not None:
+                    why = f"publish failed: {type(exc).__name__}"
+                    batch.resolve(index, SessionInterruptedError(why))
 
-    def _release_inflight(self, _: asyncio.Future[str]) -> None:
-        self._inflight.release()
-
-    def forget(self, futures: list[asyncio.Future[str]]) -> None:
-        """Stop waiting for these publishes (timed out): their PubAcks are ignored."""
-        waiting = set(futures)
-        for guid in [g for g, f in self._acks.items() if f in waiting]:
+    def forget(self, batch: PublishBatch) -> None:
+        """Stop waiting for the batch's unanswered publishes (timed out)."""
+        for guid in [g for g, (b, _) in self._acks.items() if b is batch]:
             del self._acks[guid]
-        for future in futures:
-            future.cancel()
+        self._room.set()
 
     async def _on_pub_ack(self, msg: Msg) -> None:
         data = msg.data
         if not data:
             if msg.headers:  # no responders: nothing serves the publish subject right now
-                future = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
-                if future is not None and not future.done():
-                    future.set_exception(StanNotAnsweringError("no streaming server answered"))
-                    future.exception()
+                entry = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
+                if entry is not None:
+                    entry[0].resolve(entry[1], StanNotAnsweringError("no server answered"))
+                    self._room.set()
             return
-        try:
-            ack = PubAck.decode(data)
-        except ProtocolError:
-            logger.warning("STAN %s: undecodable PubAck ignored", self.client_id)
+        # The common PubAck is the guid alone: field 1, one length byte.
+        if data[0] == 0x0A and len(data) == data[1] + 2:
+            guid, error = data[2:].decode(), ""
+        else:
+            try:
+                ack = PubAck.decode(data)
+            except ProtocolError:
+                logger.warning("STAN %s: undecodable PubAck ignored", self.client_id)
+                return
+            guid, error = ack.guid, ack.error
+        entry = self._acks.pop(guid, None)
+        if entry is not None:
+            entry[0].resolve(entry[1], error)
+            self._room.set()
+        if error and is_session_gone(error):
+            self.lost(error)
+
+
+class PublishBatch:
+    """The outcome of each publish of one producer call, and an event when all are in.
+
+    ``results[i]`` is None while waiting, ``""`` once stored, the server's error text, or
+    the exception that interrupted it.
+    """
+
+    __slots__ = ("done", "remaining", "results")
+
+    def __init__(self, size: int) -> None:
+        self.results: list[str | BaseException | None] = [None] * size
+        self.remaining = 0
+        self.done = asyncio.Event()
+
+    def expect(self, indexes: list[int]) -> None:
+        for index in indexes:
+            self.results[index] = None
+        self.remaining = len(indexes)
+        self.done.clear()
+        if not indexes:
+            self.done.set()
+
+    def resolve(self, index: int, outcome: str | BaseException) -> None:
+        if self.results[index] is not None:
             return
-        future = self._acks.pop(ack.guid, None)
-        if future is not None and not future.done():
-            future.set_result(ack.error)
-        if ack.error and is_session_gone(ack.error):
-            self.lost(ack.error)
+        self.results[index] = outcome
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self.done.set()
 
 
 def _servers(options: StanOptions) -> str:
