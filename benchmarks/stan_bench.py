@@ -31,10 +31,11 @@ from hexa_event.drivers.stan.protocol import (
     CloseRequest,
     ConnectRequest,
     ConnectResponse,
-    MsgProto,
     SubscriptionRequest,
     SubscriptionResponse,
+    decode_msg_proto,
     encode_ack,
+    encode_ack_head,
     encode_pub_head,
     encode_pub_msg,
 )
@@ -103,15 +104,16 @@ class RawStan:
         done = asyncio.get_running_loop().create_future()
         received = 0
         ack_inbox = ""
+        ack_head = encode_ack_head(channel)
         subscribed = asyncio.Event()  # messages may come before the response is read
 
         async def on_msg(msg: Any) -> None:
             nonlocal received
             if not ack_inbox:
                 await subscribed.wait()
-            proto = MsgProto.decode(msg.data)
+            proto = decode_msg_proto(msg.data)
             decode_body(proto.data)
-            await self.nc.publish(ack_inbox, encode_ack(proto.subject, proto.sequence))
+            await self.nc.publish(ack_inbox, encode_ack(ack_head, proto.sequence))
             received += 1
             if received == count and not done.done():
                 done.set_result(None)

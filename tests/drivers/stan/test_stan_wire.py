@@ -18,7 +18,9 @@ from hexa_event.drivers.stan.protocol import (
     PubMsg,
     StartPosition,
     SubscriptionRequest,
+    decode_msg_proto,
     encode_ack,
+    encode_ack_head,
     encode_pub_head,
     encode_pub_msg,
 )
@@ -32,7 +34,7 @@ def test_golden_frames() -> None:
     assert PubAck.decode(b"\x0a\x03abc\x12\x02no") == PubAck(guid="abc", error="no")
     assert PubAck.decode(b"") == PubAck()  # an empty PubAck means "stored"
     assert Ack(subject="c", sequence=300).encode() == b"\x0a\x01c\x10\xac\x02"
-    assert encode_ack("c", 300) == Ack(subject="c", sequence=300).encode()
+    assert encode_ack(encode_ack_head("c"), 300) == Ack(subject="c", sequence=300).encode()
     # int32 -1 is a ten-byte varint
     assert SubscriptionRequest(max_in_flight=-1).encode() == b"\x28" + b"\xff" * 9 + b"\x01"
     assert SubscriptionRequest.decode(b"\x28" + b"\xff" * 9 + b"\x01").max_in_flight == -1
@@ -68,8 +70,21 @@ def test_every_message_round_trips_and_agrees_with_an_independent_decoder() -> N
         assert PubMsg.decode(pub) == PubMsg(
             client_id="client", guid="guid-1", subject="orders", data=data, conn_id=b"\x01\x02"
         )
-        msg = MsgProto(sequence=number, subject="s", data=data, timestamp=number)
-        assert MsgProto.decode(msg.encode()) == msg
+        msg = MsgProto(
+            sequence=number,
+            subject=text,
+            data=data * rng.randint(1, 5),
+            timestamp=number - 2**39,
+            redelivered=rng.random() < 0.5,
+            redelivery_count=rng.randint(0, 300),
+            reply=text if rng.random() < 0.2 else "",  # a field the fast path leaves to the generic
+        )
+        frame = msg.encode()
+        assert MsgProto.decode(frame) == msg
+        assert decode_msg_proto(frame) == msg
+        assert decode_msg_proto(frame + pb_field(99, "future")) == msg
+    with pytest.raises(ProtocolError):
+        decode_msg_proto(MsgProto(sequence=1, data=b"xy").encode()[:-1])
 
 
 def test_unknown_fields_are_skipped_and_bad_frames_refused() -> None:

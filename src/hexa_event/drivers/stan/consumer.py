@@ -39,7 +39,15 @@ from ...driver import (
 from ...errors import ClosedError, ConfigurationError, DriverError
 from .errors import StanChannelLimitError, StanRequestError, is_channel_limit, is_session_gone
 from .options import StanOptions, StanSubscriptionOptions, check_channel
-from .protocol import MsgProto, ProtocolError, StartPosition, SubscriptionRequest, encode_ack
+from .protocol import (
+    MsgProto,
+    ProtocolError,
+    StartPosition,
+    SubscriptionRequest,
+    decode_msg_proto,
+    encode_ack,
+    encode_ack_head,
+)
 from .session import StanSession
 from .wire import decode_body
 
@@ -97,6 +105,7 @@ class ChannelMember:
         self.channel = channel
         self.request = request
         self.ack_inbox = ""
+        self.ack_head = encode_ack_head(channel)
         self.nats_sub: NatsSubscription | None = None
         self.held: set[int] = set()
         """Sequences received and not yet settled (buffered or handed out)."""
@@ -151,7 +160,7 @@ class ChannelMember:
         if owner.closed:
             return
         try:
-            proto = MsgProto.decode(msg.data)
+            proto = decode_msg_proto(msg.data)
         except ProtocolError:
             logger.warning("STAN: undecodable message on %s ignored", self.channel)
             return
@@ -309,7 +318,7 @@ class StanSubscription(Subscription):
                 if delivery.outcome is Outcome.ACK:
                     if nc is None or not member.ack_inbox:
                         raise DriverError("the STAN connection is closed; acks not sent")
-                    await nc.publish(member.ack_inbox, encode_ack(member.channel, sequence))
+                    await nc.publish(member.ack_inbox, encode_ack(member.ack_head, sequence))
                 elif delivery.outcome is Outcome.NACK and delivery.delay > 0:
                     member.nacked[sequence] = now + delivery.delay
                 member.held.discard(sequence)

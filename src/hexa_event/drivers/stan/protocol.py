@@ -372,14 +372,82 @@ def encode_pub_msg(head: bytes, guid: str, channel: str, data: bytes) -> bytes:
     return bytes(out)
 
 
-def encode_ack(channel: str, sequence: int) -> bytes:
-    """An Ack frame for ``sequence`` of ``channel``."""
+def encode_ack_head(channel: str) -> bytes:
+    """The channel field every Ack of one subscription shares."""
     out = bytearray()
     raw = channel.encode()
     out.append(1 << 3 | _LEN)
     encode_varint(len(raw), out)
     out += raw
+    return bytes(out)
+
+
+def encode_ack(head: bytes, sequence: int) -> bytes:
+    """An Ack frame for ``sequence``; ``head`` from :func:`encode_ack_head`."""
+    out = bytearray(head)
     if sequence:
         out.append(2 << 3 | _VARINT)
         encode_varint(sequence, out)
     return bytes(out)
+
+
+def decode_msg_proto(data: bytes) -> MsgProto:
+    """:meth:`MsgProto.decode` for the delivery hot path: same result, fewer calls.
+
+    Tags of MsgProto's fields are one byte; anything unexpected goes the generic way.
+    """
+    sequence = timestamp = redelivery_count = 0
+    subject = ""
+    payload = b""
+    redelivered = False
+    pos, end = 0, len(data)
+    try:
+        while pos < end:
+            tag = data[pos]
+            pos += 1
+            if tag & 7 == _VARINT and tag < 0x80:
+                value = data[pos]
+                pos += 1
+                if value & 0x80:
+                    value &= 0x7F
+                    shift = 7
+                    while True:
+                        byte = data[pos]
+                        pos += 1
+                        value |= (byte & 0x7F) << shift
+                        if not byte & 0x80:
+                            break
+                        shift += 7
+                if tag == 0x08:
+                    sequence = value
+                elif tag == 0x28:
+                    timestamp = _signed(value)
+                elif tag == 0x30:
+                    redelivered = value != 0
+                elif tag == 0x38:
+                    redelivery_count = value
+            elif tag in (0x12, 0x22):
+                length = data[pos]
+                pos += 1
+                if length & 0x80:
+                    length, pos = decode_varint(data, pos - 1)
+                chunk = data[pos : pos + length]
+                pos += length
+                if tag == 0x12:
+                    subject = chunk.decode()
+                else:
+                    payload = chunk
+            else:
+                return MsgProto.decode(data)
+    except (IndexError, UnicodeDecodeError):
+        return MsgProto.decode(data)  # raises the precise ProtocolError
+    if pos != end:
+        return MsgProto.decode(data)
+    return MsgProto(
+        sequence=sequence,
+        subject=subject,
+        data=payload,
+        timestamp=timestamp,
+        redelivered=redelivered,
+        redelivery_count=redelivery_count,
+    )
