@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 PermanentPredicate = Callable[[BaseException], bool]
 Publish = Callable[[Sequence[RawRecord]], Awaitable[None]]
 
-_EMPTY_CONTEXT = Context(correlation_id="")
 _REPUBLISH_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 POISON = "poison"
@@ -101,34 +101,39 @@ class Dispatcher:
         Never raises but for the cancellation of the calling task, after which the delivery
         is nacked (if it was not settled yet).
         """
+        route = self._route
         try:
-            return await self._handle(delivery)
+            try:
+                opened = wire.open_delivery(delivery, route.chain)
+            except Exception as exc:
+                await self._dead_letter(delivery, None, POISON, exc)
+                return None
+            if opened.due:
+                remaining = opened.due - time.time()
+                if remaining > 0:
+                    if self._closing.is_set() or self._delayed_nack:
+                        delivery.nack(remaining)
+                        return None
+                    return opened.due
+            try:
+                message, ctx = self._open_message(delivery, opened)
+            except Exception as exc:
+                await self._dead_letter(delivery, opened, POISON, exc)
+                return None
+            try:
+                await route.handler(ctx, message)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                    raise
+                await self._failed(delivery, opened, ctx, message, exc)
+            else:
+                self.counters.handled += 1
+                delivery.ack()
+            return None
         except BaseException:
             if delivery.outcome is None:
                 delivery.nack()
             raise
-
-    async def _handle(self, delivery: Delivery) -> float | None:
-        route = self._route
-        try:
-            opened = wire.open_delivery(delivery, route.chain)
-        except Exception as exc:
-            await self._dead_letter(delivery, None, POISON, exc)
-            return None
-        if opened.due:
-            remaining = opened.due - time.time()
-            if remaining > 0:
-                if self._closing.is_set() or self._delayed_nack:
-                    delivery.nack(remaining)
-                    return None
-                return opened.due
-        try:
-            message, ctx = self._open_message(delivery, opened)
-        except Exception as exc:
-            await self._dead_letter(delivery, opened, POISON, exc)
-            return None
-        await self._run(delivery, opened, ctx, message)
-        return None
 
     def _open_message(
         self, delivery: Delivery, opened: wire.Opened
@@ -138,18 +143,22 @@ class Dispatcher:
         headers = record.headers
         codec_name = wire.codec_name(headers)
         payload = get_codec(codec_name).decode(record.body, route.payload_type)
-        ctx = route.propagator.extract(headers, _EMPTY_CONTEXT).with_(
-            event_id=opened.event_id,
-            handler_action=route.chain.action,
-            root_event_id=opened.root_id,
-            root_handler_action=opened.root_action,
+        ctx = route.propagator.extract(
+            headers,
+            Context(
+                correlation_id="",
+                event_id=opened.event_id,
+                handler_action=route.chain.action,
+                root_event_id=opened.root_id,
+                root_handler_action=opened.root_action,
+            ),
         )
         message: Message[Any] = Message(
             id=opened.event_id,
             channel=opened.source_channel,
             key=record.key,
             payload=payload,
-            headers=headers,
+            headers=MappingProxyType(headers),
             attempt=opened.attempt,
             timestamp=_event_time(headers, delivery.timestamp),
             reply_channel=wire.reply_channel(headers),
@@ -159,43 +168,44 @@ class Dispatcher:
         )
         return message, ctx
 
-    async def _run(
-        self, delivery: Delivery, opened: wire.Opened, ctx: Context, message: Message[Any]
+    async def _failed(
+        self,
+        delivery: Delivery,
+        opened: wire.Opened,
+        ctx: Context,
+        message: Message[Any],
+        exc: BaseException,
     ) -> None:
+        """The handler raised: retry in place, send a retry copy, or dead-letter."""
         route = self._route
         policy = route.chain.policy
         while True:
-            try:
-                await route.handler(ctx, message)
-            except BaseException as exc:
-                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
-                    raise
-                self.counters.failed += 1
-                if not isinstance(exc, Exception):
-                    logger.error(
-                        "handler of action %s raised %s (a BaseException): treated as a failure",
-                        route.action,
-                        type(exc).__name__,
-                    )
-                if self._permanent(exc):
-                    await self._dead_letter(delivery, opened, PERMANENT, exc)
-                    return
-                if opened.attempt > policy.max_retries:
-                    await self._dead_letter(delivery, opened, EXHAUSTED, exc)
-                    return
-                if policy.in_place:
-                    if not await self._sleep(policy.delay(opened.attempt)):
-                        delivery.nack()
-                        return
-                    opened = _next(opened)
-                    message = msgspec.structs.replace(message, attempt=opened.attempt)
-                    continue
+            self.counters.failed += 1
+            _log_failure(ctx, message, exc)
+            if self._permanent(exc):
+                await self._dead_letter(delivery, opened, PERMANENT, exc)
+                return
+            if opened.attempt > policy.max_retries:
+                await self._dead_letter(delivery, opened, EXHAUSTED, exc)
+                return
+            if not policy.in_place:
                 await self._send_retry(delivery, opened, exc)
                 return
-            else:
-                self.counters.handled += 1
-                delivery.ack()
+            if not await self._sleep(policy.delay(opened.attempt)):
+                delivery.nack()
                 return
+            opened = _next(opened)
+            message = msgspec.structs.replace(message, attempt=opened.attempt)
+            try:
+                await route.handler(ctx, message)
+            except BaseException as again:
+                if isinstance(again, asyncio.CancelledError) and _being_cancelled():
+                    raise
+                exc = again
+                continue
+            self.counters.handled += 1
+            delivery.ack()
+            return
 
     def _permanent(self, exc: BaseException) -> bool:
         try:
@@ -266,6 +276,23 @@ class Dispatcher:
         return True
 
 
+def _log_failure(ctx: Context, msg: Message[Any], exc: BaseException) -> None:
+    """A failing handler, logged with the event's identity (never its payload)."""
+    logger.warning(
+        "handler failed: action=%s event_id=%s channel=%s key=%s attempt=%d "
+        "correlation_id=%s error=%s: %s",
+        ctx.handler_action,
+        msg.id,
+        msg.channel,
+        msg.key,
+        msg.attempt,
+        ctx.correlation_id,
+        type(exc).__name__,
+        wire.error_text(exc),
+        exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
+    )
+
+
 def _next(opened: wire.Opened) -> wire.Opened:
     return wire.Opened(
         opened.event_id,
@@ -286,8 +313,11 @@ def _event_time(headers: Any, fallback: float | None) -> datetime | None:
     """The producer's emit time; the broker's time when the header is absent or nonsense."""
     raw = headers.get(env.EVENT_TIME)
     seconds: float | None = None
-    if isinstance(raw, bytes) and 0 < len(raw) <= 15 and raw.isdigit():
-        seconds = int(raw) / 1000
+    if raw is not None:
+        try:
+            seconds = int(raw) / 1000 if 0 < len(raw) <= 15 else None
+        except (TypeError, ValueError):
+            seconds = None
     for value in (seconds, fallback):
         if value is None:
             continue

@@ -75,13 +75,11 @@ def check_records(records: Sequence[RawRecord]) -> None:
             raise InvalidEventError("key", f"must be text, got {type(record.key).__name__}")
         if not isinstance(record.body, bytes):
             raise InvalidEventError("body", f"must be bytes, got {type(record.body).__name__}")
-        for name, value in record.headers.items():
-            if not isinstance(name, str) or not name:
-                raise InvalidEventError("headers", f"has a bad header name {name!r}")
-            if not isinstance(value, bytes):
-                raise InvalidEventError(
-                    "headers", f"value of {name!r} must be bytes, got {type(value).__name__}"
-                )
+        headers = record.headers
+        if not _BYTES_VALUES.issuperset(map(type, headers.values())) or not _TEXT_NAMES.issuperset(
+            map(type, headers)
+        ):
+            _explain_headers(headers)
         nb = record.not_before
         if (
             isinstance(nb, bool)
@@ -90,6 +88,20 @@ def check_records(records: Sequence[RawRecord]) -> None:
             or nb < 0
         ):
             raise InvalidEventError("not_before", f"must be a finite number >= 0, got {nb!r}")
+
+
+_BYTES_VALUES = frozenset((bytes,))
+_TEXT_NAMES = frozenset((str,))
+
+
+def _explain_headers(headers: Mapping[str, object]) -> None:
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidEventError("headers", f"has a bad header name {name!r}")
+        if not isinstance(value, bytes):
+            raise InvalidEventError(
+                "headers", f"value of {name!r} must be bytes, got {type(value).__name__}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,24 +58,25 @@ class Lanes(Generic[T]):
         while True:
             lane = await ready.get()
             queue = queues[lane]
-            try:
-                due = await work(queue[0])
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("lane work failed; the item counts as done")
-                due = None
+            due: float | None = None
+            while queue:  # the whole lane in one turn: no hand-off per item
+                try:
+                    due = await work(queue[0])
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("lane work failed; the item counts as done")
+                    due = None
+                if due is not None:
+                    break
+                queue.popleft()
+                self.count -= 1
             if due is not None:
                 self._park(lane, due)
                 continue
-            queue.popleft()
-            self.count -= 1
-            if queue:
-                ready.put_nowait(lane)
-            else:
-                del queues[lane]
-                if not queues:
-                    self._idle.set()
+            del queues[lane]
+            if not queues:
+                self._idle.set()
 
     def _park(self, lane: Hashable, due: float) -> None:
         loop = asyncio.get_running_loop()

@@ -30,7 +30,7 @@ from .dispatch import Counters, Dispatcher, PermanentPredicate, Route, permanent
 from .driver import Delivery, Driver, StartPosition, Subscription, SubscriptionSpec
 from .errors import ClosedError, ConfigurationError, DriverError, ReceiverFailedError
 from .lanes import Lanes
-from .middleware import Handler, Middleware, SyncHandler, as_async, chain, log_errors
+from .middleware import Handler, Middleware, SyncHandler, as_async, chain
 from .propagation import Propagator, default_propagator
 from .retry import RetryPolicy
 from .wire import Chain, DedupIds
@@ -111,7 +111,7 @@ class Receiver:
         _check_number("stall_timeout", stall_timeout, minimum=0.001)
         self.name = name
         self.driver = driver
-        self._middlewares = (log_errors, *middlewares)
+        self._middlewares = tuple(middlewares)
         self._propagator = propagator or default_propagator()
         self._drain_timeout = float(drain_timeout)
         self._stall_timeout = float(stall_timeout)

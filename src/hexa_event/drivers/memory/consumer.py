@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from ...driver import (
     Delivery,
     Outcome,
-    RawRecord,
     StartPosition,
     Subscription,
     SubscriptionSpec,
@@ -29,15 +28,14 @@ class MemoryDelivery(Delivery):
         self, member: MemorySubscription, pid: PartitionId, offset: int, count: int
     ) -> None:
         stored = member.broker.logs[pid[0]][pid[1]][offset]
-        record = stored.record
-        # Each group gets its own headers mapping: one action changing msg.headers never
-        # changes what another action receives.
-        super().__init__(
-            RawRecord(record.channel, record.key, dict(record.headers), record.body),
-            coordinates=f"{pid[0]}-{pid[1]}-{offset}",
-            delivery_count=count,
-            timestamp=stored.timestamp,
-        )
+        # Hot path: the base class's slots set directly. Groups share the stored record; the
+        # core hands handlers its headers read-only.
+        self.record = stored.record
+        self.coordinates = f"{pid[0]}-{pid[1]}-{offset}"
+        self.delivery_count = count
+        self.timestamp = stored.timestamp
+        self.outcome = None
+        self.delay = 0.0
         self.pid = pid
         self.offset = offset
 
