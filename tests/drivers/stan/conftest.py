@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from stan_helpers import PrivateStan, shared_url, stan_binary
 
-from hexa_event.testing.services import require_service
+from hexa_event_services import require_service
 
 
 @pytest.fixture

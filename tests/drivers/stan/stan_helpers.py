@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hexa_event.drivers.stan import StanDriver
-from hexa_event.testing.services import Stan, get_service, stan_probe
+from hexa_event_services import get_service, stan_probe
+from hexa_event_services.definitions.nats import Stan
 
 
 def shared_url(**params: Any) -> str:

@@ -10,7 +10,7 @@ from stan_helpers import shared_url
 import hexa_event
 from hexa_event.driver import Driver
 from hexa_event.testing.conformance import DriverConformance
-from hexa_event.testing.services import require_service
+from hexa_event_services import require_service
 
 pytestmark = pytest.mark.stan
 

@@ -20,8 +20,8 @@ from hexa_event.context import Context
 from hexa_event.driver import RawRecord
 from hexa_event.errors import DriverError
 from hexa_event.event import Event, Message
-from hexa_event.testing.services import get_service, require_service
 from hexa_event.testing.waiting import eventually
+from hexa_event_services import get_service, require_service
 
 pytestmark = [pytest.mark.stan, pytest.mark.slow]
 

@@ -25,7 +25,7 @@ from hexa_event.drivers.stan.protocol import (
     encode_pub_msg,
 )
 from hexa_event.drivers.stan.wire import decode_body, encode_body
-from hexa_event.testing.services import pb_decode, pb_field
+from hexa_event_services import pb_decode, pb_field
 
 
 def test_golden_frames() -> None:
