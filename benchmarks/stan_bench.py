@@ -7,6 +7,7 @@ bookkeeping of held or nacked messages.
 - emit: raw = PubMsg frames of one pre-built Go-envelope body published in a loop, then wait
   for every PubAck; ours = ``Emitter.emit_many`` in batches of 1,000, four in flight
   (payload encoding, context headers, event ids and the envelope included).
+- emit, driver alone: the same sealed records through ``Driver.publish`` in batches.
 - consume + ack: raw = a durable queue subscription whose callback decodes each MsgProto and
   its envelope and publishes the Ack; ours = a receiver whose handler decodes the JSON
   payload, acks settled in batches.
@@ -177,6 +178,30 @@ async def ours_emit(count: int) -> float:
     return rate
 
 
+async def ours_publish(count: int) -> float:
+    """The driver alone: records sealed beforehand, ``publish`` in batches, four in flight."""
+    connection = he.connect(STAN_URL)
+    channel = f"bench-{uuid.uuid4().hex[:8]}"
+    envelope = he.envelope.Envelope()
+    records = [
+        envelope.seal(he.Event(channel, f"k{n % KEYS}", _payload(n)), he.Context())
+        for n in range(count)
+    ]
+    await connection.publish(records[:1])  # connect before timing
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def batch(start: int) -> None:
+        async with gate:
+            await connection.publish(records[start : start + BATCH])
+
+    await asyncio.gather(*(batch(s) for s in range(0, count, BATCH)))
+    rate = count / (loop.time() - began)
+    await connection.close()
+    return rate
+
+
 async def _backlog(count: int) -> str:
     client = RawStan()
     await client.open()
@@ -230,6 +255,13 @@ async def main() -> None:
             args.count,
             ("raw nats-py STAN publish loop", raw_emit),
             ("hexa-event emit_many", ours_emit),
+            rounds=args.rounds,
+        ),
+        await compare(
+            "STAN emit, driver alone (records sealed beforehand)",
+            args.count,
+            ("raw nats-py STAN publish loop", raw_emit),
+            ("hexa-event driver publish", ours_publish),
             rounds=args.rounds,
         ),
         await compare(
