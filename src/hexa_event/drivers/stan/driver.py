@@ -102,7 +102,7 @@ class StanDriver(Driver):
 
     async def subscribe(self, spec: SubscriptionSpec) -> StanSubscription:
         self._check_open()
-        await self.session.start()
+        await self.session.wait_ready(self.options.ack_timeout)  # rides out a recovery
         subscription = StanSubscription(self.session, spec, self.options)
         await subscription.open()
         self._subscriptions.append(subscription)
