@@ -8,6 +8,7 @@ bookkeeping of held or nacked messages.
   for every PubAck; ours = ``Emitter.emit_many`` in batches of 1,000, four in flight
   (payload encoding, context headers, event ids and the envelope included).
 - emit, driver alone: the same sealed records through ``Driver.publish`` in batches.
+- consume + ack, driver alone: ``fetch``, ``ack`` and ``settle`` on the driver's subscription.
 - consume + ack: raw = a durable queue subscription whose callback decodes each MsgProto and
   its envelope and publishes the Ack; ours = a receiver whose handler decodes the JSON
   payload, acks settled in batches.
@@ -247,6 +248,28 @@ async def ours_consume(count: int) -> float:
     return rate
 
 
+async def ours_driver_consume(count: int) -> float:
+    """The driver alone: fetch, ack each delivery, settle each batch."""
+    channel = await _backlog(count)
+    connection = he.connect(STAN_URL)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    subscription = await connection.subscribe(
+        he.driver.SubscriptionSpec(group=f"bench-{uuid.uuid4().hex[:6]}", channels=(channel,))
+    )
+    got = 0
+    while got < count:
+        deliveries = await subscription.fetch(1024)
+        for delivery in deliveries:
+            delivery.ack()
+        await subscription.settle(deliveries)
+        got += len(deliveries)
+    rate = count / (loop.time() - began)
+    await subscription.close()
+    await connection.close()
+    return rate
+
+
 async def main() -> None:
     args = cli(__doc__.splitlines()[0], 20_000)
     results = [
@@ -269,6 +292,13 @@ async def main() -> None:
             args.count,
             ("raw nats-py STAN subscription", raw_consume),
             ("hexa-event receiver", ours_consume),
+            rounds=args.rounds,
+        ),
+        await compare(
+            "STAN consume + ack, driver alone",
+            args.count,
+            ("raw nats-py STAN subscription", raw_consume),
+            ("hexa-event driver fetch + settle", ours_driver_consume),
             rounds=args.rounds,
         ),
     ]
