@@ -38,6 +38,7 @@ from hexa_event.drivers.stan.protocol import (
     decode_msg_proto,
     encode_ack,
     encode_ack_head,
+    encode_pub_channel,
     encode_pub_head,
     encode_pub_msg,
 )
@@ -95,8 +96,9 @@ class RawStan:
         sub = await self.nc.subscribe(acks, cb=on_ack)
         subject = f"{self.response.pub_prefix}.{channel}"
         head = encode_pub_head(self.client_id, self.conn_id)
+        channel_field = encode_pub_channel(channel)
         for _ in range(count):
-            frame = encode_pub_msg(head, self.nuid.next().decode(), channel, body)
+            frame = encode_pub_msg(head, self.nuid.next().decode(), channel_field, body)
             await self.nc.publish(subject, frame, reply=acks)
         await asyncio.wait_for(done, 120)
         await sub.unsubscribe()

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 async def test_restart_while_10000_events_flow_loses_none() -> None:
     service = require_service("stan")
-    url = shared_url(ack_wait=5, ack_timeout=60)
+    url = shared_url(ack_wait=5, ack_timeout=240)  # a restart recovering a big store is slow
     channel, action = unique("fault"), unique("act")
     emitting = hexa_event.connect(url)
     receiving = hexa_event.connect(url)

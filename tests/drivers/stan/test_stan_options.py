@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
 import hexa_event
@@ -10,7 +13,7 @@ from hexa_event.drivers.stan import StanDriver, StanOptions, StanSubscriptionOpt
 from hexa_event.drivers.stan.consumer import StanSubscription
 from hexa_event.drivers.stan.options import check_channel
 from hexa_event.drivers.stan.protocol import StartPosition
-from hexa_event.errors import ConfigurationError
+from hexa_event.errors import ConfigurationError, DriverError
 
 
 def test_url_forms() -> None:
@@ -119,3 +122,15 @@ async def test_subscription_requests_follow_the_spec() -> None:
         StanSubscription(
             driver.session, SubscriptionSpec(group="a:b", channels=("x",)), driver.options
         )
+
+
+async def test_no_server_fails_fast_and_clearly() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before connecting: nothing listens
+    driver = StanDriver.from_url(f"stan://127.0.0.1:{port}?cluster_id=c")
+    began = time.monotonic()
+    with pytest.raises(DriverError, match="cannot reach the NATS Streaming server"):
+        await driver.connect()
+    assert time.monotonic() - began < 15
+    await driver.close()

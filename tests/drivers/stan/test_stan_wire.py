@@ -21,6 +21,7 @@ from hexa_event.drivers.stan.protocol import (
     decode_msg_proto,
     encode_ack,
     encode_ack_head,
+    encode_pub_channel,
     encode_pub_head,
     encode_pub_msg,
 )
@@ -66,7 +67,8 @@ def test_every_message_round_trips_and_agrees_with_an_independent_decoder() -> N
         fields = pb_decode(request.encode())
         assert fields.get(11, 0) == number
         assert fields[10] == 2
-        pub = encode_pub_msg(encode_pub_head("client", b"\x01\x02"), "guid-1", "orders", data)
+        head = encode_pub_head("client", b"\x01\x02")
+        pub = encode_pub_msg(head, "guid-1", encode_pub_channel("orders"), data)
         assert PubMsg.decode(pub) == PubMsg(
             client_id="client", guid="guid-1", subject="orders", data=data, conn_id=b"\x01\x02"
         )

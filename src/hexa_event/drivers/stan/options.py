@@ -137,7 +137,9 @@ class StanOptions:
             "name": self.client_id,
             "connect_timeout": self.connect_timeout,
             "reconnect_time_wait": 1,
-            "max_reconnect_attempts": -1,
+            # The first connect tries each server twice and fails (nats-py would loop
+            # forever with -1); once connected the session sets -1: reconnect forever.
+            "max_reconnect_attempts": 1,
         }
         for name in ("user", "password", "token"):
             value = getattr(self, name)

@@ -357,19 +357,47 @@ def encode_pub_head(client_id: str, conn_id: bytes) -> bytes:
     return bytes(out)
 
 
-def encode_pub_msg(head: bytes, guid: str, channel: str, data: bytes) -> bytes:
-    """A PubMsg: ``head`` from :func:`encode_pub_head`, then guid, channel and data.
+_SMALL_LENGTHS = [bytes((n,)) for n in range(0x80)]
+"""One-byte varints, by value."""
+
+
+def encode_pub_channel(channel: str) -> bytes:
+    """The PubMsg ``subject`` field (the channel), built once per channel."""
+    out = bytearray()
+    raw = channel.encode()
+    out.append(3 << 3 | _LEN)
+    encode_varint(len(raw), out)
+    out += raw
+    return bytes(out)
+
+
+def encode_pub_msg(head: bytes, guid: str, channel_field: bytes, data: bytes) -> bytes:
+    """A PubMsg from its parts: ``head`` from :func:`encode_pub_head`, a guid shorter than
+    128 bytes, ``channel_field`` from :func:`encode_pub_channel`, and the data.
 
     Built without the generic path: the publish loop calls this per record. Protobuf
-    fields may come in any order, so the shared head goes first.
+    fields may come in any order, so the shared parts are pre-encoded.
     """
-    out = bytearray(head)
-    for number, raw in ((2, guid.encode()), (3, channel.encode()), (5, data)):
-        if raw:
-            out.append(number << 3 | _LEN)
-            encode_varint(len(raw), out)
-            out += raw
-    return bytes(out)
+    raw_guid = guid.encode()
+    size = len(data)
+    if size < 0x80:
+        length = _SMALL_LENGTHS[size]
+    else:
+        out = bytearray()
+        encode_varint(size, out)
+        length = bytes(out)
+    return b"".join(
+        (
+            head,
+            b"\x12",
+            _SMALL_LENGTHS[len(raw_guid)],
+            raw_guid,
+            channel_field,
+            b"\x2a",
+            length,
+            data,
+        )
+    )
 
 
 def encode_ack_head(channel: str) -> bytes:

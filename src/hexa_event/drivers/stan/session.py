@@ -52,6 +52,7 @@ from .protocol import (
     SubscriptionRequest,
     SubscriptionResponse,
     UnsubscribeRequest,
+    encode_pub_channel,
     encode_pub_head,
     encode_pub_msg,
 )
@@ -91,6 +92,7 @@ class StanSession:
         self._room = asyncio.Event()
         self._guid_prefix = self._nuid.next().decode() + "-"
         self._guid_count = 0
+        self._channel_fields: dict[str, bytes] = {}
         self._start_lock = asyncio.Lock()
         self._ready = asyncio.Event()
         self._started = False
@@ -160,6 +162,9 @@ class StanSession:
                     f"{type(exc).__name__}: {exc}; check the URL and that the server runs",
                     retriable=False,
                 ) from exc
+            # Connected: from now on reconnect forever, as stan.go does (a STAN session
+            # outlives connection drops).
+            self.nc.options["max_reconnect_attempts"] = -1
         nc = self.nc
         self._reconnects_seen = int(nc.stats.get("reconnects", 0))
         self.ack_subject = f"_STAN.acks.{self._nuid.next().decode()}"
@@ -477,6 +482,8 @@ class StanSession:
         pub_prefix = self.response.pub_prefix + "."
         reply_prefix = self.ack_subject + "."
         guid_prefix = self._guid_prefix
+        fields = self._channel_fields
+        field_of = self._channel_field
         for index, channel, data in items:
             while len(acks) >= limit:
                 self._room.clear()
@@ -488,13 +495,19 @@ class StanSession:
             try:
                 await nc.publish(
                     pub_prefix + channel,
-                    encode_pub_msg(head, guid, channel, data),
+                    encode_pub_msg(head, guid, fields.get(channel) or field_of(channel), data),
                     reply=reply_prefix + guid,
                 )
             except (nats.errors.Error, OSError) as exc:
                 if acks.pop(guid, None) is not None:
                     why = f"publish failed: {type(exc).__name__}"
                     batch.resolve(index, SessionInterruptedError(why))
+
+    def _channel_field(self, channel: str) -> bytes:
+        field = self._channel_fields[channel] = encode_pub_channel(channel)
+        if len(self._channel_fields) > 10_000:
+            self._channel_fields.clear()
+        return field
 
     def forget(self, batch: PublishBatch) -> None:
         """Stop waiting for the batch's unanswered publishes (timed out)."""
