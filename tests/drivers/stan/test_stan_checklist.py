@@ -25,9 +25,23 @@ from hexa_event.drivers.stan import (
     StanSubscription,
     StanSubscriptionOptions,
 )
-from hexa_event.drivers.stan.protocol import ConnectRequest, ConnectResponse, PubAck, PubMsg
+from hexa_event.drivers.stan.protocol import (
+    ConnectRequest,
+    ConnectResponse,
+    MsgProto,
+    PubAck,
+    PubMsg,
+    StartPosition,
+    SubscriptionRequest,
+    SubscriptionResponse,
+    decode_msg_proto,
+    encode_ack,
+    encode_ack_head,
+)
+from hexa_event.drivers.stan.wire import decode_body
 from hexa_event.errors import ConfigurationError
 from hexa_event.testing.waiting import eventually
+from hexa_event_services import pb_decode
 
 pytestmark = pytest.mark.stan
 
@@ -412,3 +426,47 @@ async def test_channel_limit_is_a_clear_error(private_stan: Any) -> None:
     finally:
         with contextlib.suppress(Exception):
             await driver.close()
+
+
+async def test_frames_captured_from_the_server_decode_alike(drivers: Any) -> None:
+    """Golden frames: what the real server sends, read by our codec and by an independent
+    decoder (``pb_decode`` of the services package) field by field."""
+    driver: StanDriver = await drivers()
+    channel = unique("golden")
+    await driver.publish(records(channel, 1))
+    session = driver.session
+    nc = session.nc
+    assert nc is not None
+    inbox = nc.new_inbox()
+    frames: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def capture(msg: Any) -> None:
+        await frames.put(msg.data)
+
+    await nc.subscribe(inbox, cb=capture)
+    request = SubscriptionRequest(
+        client_id=session.client_id,
+        subject=channel,
+        inbox=inbox,
+        max_in_flight=1,
+        ack_wait_in_secs=1,
+        start_position=StartPosition.FIRST,
+    )
+    reply = await nc.request(session.response.sub_requests, request.encode(), timeout=WITHIN)
+    response = SubscriptionResponse.decode(reply.data)
+    assert pb_decode(reply.data) == {2: response.ack_inbox.encode()}
+    first = await asyncio.wait_for(frames.get(), WITHIN)
+    again = await asyncio.wait_for(frames.get(), WITHIN)  # not acked: redelivered after 1 s
+    for frame, redelivered in ((first, False), (again, True)):
+        ours, fast, raw = MsgProto.decode(frame), decode_msg_proto(frame), pb_decode(frame)
+        assert ours == fast
+        assert (ours.sequence, ours.subject, ours.data) == (raw[1], raw[2].decode(), raw[4])
+        assert ours.timestamp == raw[5] > 0
+        assert ours.redelivered is redelivered
+        assert ours.redelivery_count == raw.get(7, 0) == (1 if redelivered else 0)
+        assert decode_body(ours.data) == ("k0", {"n": b"0"}, b"body-0")
+    await nc.publish(response.ack_inbox, encode_ack(encode_ack_head(channel), 1))
+    connect = session.response
+    assert connect.pub_prefix.startswith("_STAN.pub.")
+    assert connect.ping_requests
+    assert connect.protocol == 1
