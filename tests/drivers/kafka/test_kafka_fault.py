@@ -18,8 +18,10 @@ import pytest
 
 from hexa_event.context import Context
 from hexa_event.drivers.kafka import KafkaDriver
+from hexa_event.emitter import Emitter
 from hexa_event.errors import DriverError
 from hexa_event.event import Event, Message
+from hexa_event.receiver import Receiver
 from hexa_event_services import get_service, require_service
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -38,7 +40,7 @@ async def test_ten_thousand_events_survive_two_broker_restarts(kafka_bootstrap: 
     receiver_driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=3)
     handled: Counter[str] = Counter()
     ids_seen_in_ctx: set[str] = set()
-    receiver = receiver_driver.receiver("fault", drain_timeout=10)
+    receiver = Receiver(receiver_driver, name="fault", drain_timeout=10)
 
     @receiver.subscribe(channel, action=action)
     async def handle(ctx: Context, msg: Message[Any]) -> None:
@@ -52,7 +54,7 @@ async def test_ten_thousand_events_survive_two_broker_restarts(kafka_bootstrap: 
 
     async def emit_all() -> None:
         nonlocal emit_retries
-        emitter = driver.emitter()
+        emitter = Emitter(driver)
         for start in range(0, TOTAL, BATCH):
             batch = events[start : start + BATCH]
             deadline = time.monotonic() + 180

@@ -46,10 +46,13 @@ def test_secrets_never_in_repr() -> None:
 
 
 def test_connect_maps_kafka_scheme() -> None:
-    driver = hexa_event.connect("kafka://127.0.0.1:9092", partitions=2)
+    connection = hexa_event.connect("kafka://127.0.0.1:9092", partitions=2)
+    driver = connection.driver
     assert isinstance(driver, KafkaDriver)
     assert driver.options.partitions == 2
     assert driver.features.persistent
+    assert not driver.features.delayed_publish
+    assert not driver.features.delayed_nack
 
 
 @pytest.mark.parametrize(

@@ -6,31 +6,78 @@
 - Topics: created on first use when ``KafkaOptions.provision`` is on (the default);
   otherwise a missing topic raises :class:`~hexa_event.errors.ChannelNotFoundError`.
 - Receive: one consumer group per subscription (the action, or
-  ``KafkaSubscriptionOptions.group``), cooperative-sticky rebalancing, offsets committed
-  only up to the lowest unfinished record (see :mod:`.consumer`).
+  ``KafkaSubscriptionOptions.group``; the retry channels in ``<group>.retry`` under the
+  default cooperative-sticky assignment), offsets committed only up to the lowest unfinished
+  record, acks above it in the commit metadata (see :mod:`.consumer`).
+- Channel names are Kafka topic names: letters, digits, ``.``, ``_`` and ``-``, at most
+  249 characters, not ``.`` or ``..``; anything else is refused before it reaches Kafka.
+- Broker unreachable: a metadata lookup is bounded by ``metadata_timeout``; while one
+  failed less than ``_FAILURE_HOLD`` seconds ago, further lookups fail at once with the
+  same error instead of queueing one timeout each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from ...driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
-from ...errors import ChannelNotFoundError, ClosedError, ConfigurationError, DriverError
+from ...errors import (
+    ChannelNotFoundError,
+    ClosedError,
+    ConfigurationError,
+    DriverError,
+    InvalidEventError,
+)
 from .consumer import KafkaSubscription
-from .options import KafkaOptions, KafkaSubscriptionOptions
+from .options import KafkaOptions, KafkaSubscriptionOptions, scrubber
 from .producer import KafkaProducer
 
 log = logging.getLogger(__name__)
 
-_METADATA_TIMEOUT = 10.0
 _TOPIC_VISIBLE_TIMEOUT = 15.0
+_FAILURE_HOLD = 2.0
+"""Seconds a failed metadata lookup is reused instead of asking the broker again."""
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def topic_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a Kafka topic, or None when it can."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty string"
+    if name in (".", ".."):
+        return f"cannot be {name!r} (Kafka refuses it as a topic name)"
+    if not _TOPIC_NAME.match(name):
+        bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9._-]", c)})
+        what = f"characters {bad!r}" if bad else "more than 249 characters"
+        return (
+            f"{name!r} has {what}: a Kafka topic name uses only letters, digits, '.', '_' "
+            "and '-', at most 249 of them; rename the channel"
+        )
+    return None
+
+
+def check_record(channel: str, headers: Mapping[str, Any]) -> None:
+    """Raise InvalidEventError for a channel Kafka refuses or a header that is not bytes."""
+    problem = topic_problem(channel)
+    if problem is not None:
+        raise InvalidEventError("channel", problem)
+    for name, value in headers.items():
+        if not isinstance(name, str):
+            raise InvalidEventError("headers", f"has a non-string name {name!r}")
+        if not isinstance(value, bytes):
+            raise InvalidEventError(
+                "headers",
+                f"{name!r} is {type(value).__name__}, not bytes: encode header values "
+                "(e.g. value.encode()) before publishing",
+            )
 
 
 class KafkaDriver(Driver):
@@ -42,10 +89,10 @@ class KafkaDriver(Driver):
         consumer_groups=True,
         ordered_per_key=True,
         patterns=True,
-        native_delayed_redelivery=False,
+        delayed_publish=False,
+        delayed_nack=False,
         exclusive_subscriptions=False,
         new_group_reads_history=True,
-        restartable=True,
     )
 
     def __init__(self, options: KafkaOptions | None = None, **kwargs: Any) -> None:
@@ -53,10 +100,13 @@ class KafkaDriver(Driver):
             raise ConfigurationError("pass either KafkaOptions or keyword options, not both")
         self.options = options if options is not None else KafkaOptions(**kwargs)
         self._admin: AdminClient | None = None
+        self._scrub = scrubber(self.options.common_config())
+        self._metadata_failure: tuple[float, DriverError] | None = None
         self._producer = KafkaProducer(
             self.options.producer(),
             ensure_topics=self._ensure_topics_for_publish,
             error_cb=self._on_producer_error,
+            scrub=self._scrub,
         )
         self._error_logged: dict[int, float] = {}
         self.last_error: str | None = None
@@ -67,7 +117,7 @@ class KafkaDriver(Driver):
         self._closed = False
 
     def _on_producer_error(self, err: KafkaError) -> None:
-        self.last_error = f"{err.name()}: {err.str()}"
+        self.last_error = f"{err.name()}: {self._scrub(err.str())}"
         now = time.monotonic()
         if now - self._error_logged.get(err.code(), 0.0) >= 10.0:
             self._error_logged[err.code()] = now
@@ -95,16 +145,24 @@ class KafkaDriver(Driver):
 
     async def topic_partitions(self, topics: Sequence[str]) -> dict[str, int]:
         """Partition counts of the given topics that exist (missing ones are left out)."""
+        failure = self._metadata_failure
+        if failure is not None and time.monotonic() - failure[0] < _FAILURE_HOLD:
+            raise failure[1]
         admin = self._admin_client()
+        timeout = self.options.metadata_timeout
 
         def describe() -> dict[str, int]:
             try:
-                metadata = admin.list_topics(timeout=_METADATA_TIMEOUT)
+                metadata = admin.list_topics(timeout=timeout)
             except KafkaException as exc:
-                raise DriverError(
-                    f"cannot read Kafka metadata from {self.options.bootstrap_servers}: "
-                    f"{exc.args[0].str()}"
-                ) from None
+                error = DriverError(
+                    f"cannot read Kafka metadata from {self.options.bootstrap_servers} within "
+                    f"{timeout:g} s ({self._scrub(exc.args[0].str())}): is the broker running "
+                    "and reachable at that address?"
+                )
+                self._metadata_failure = (time.monotonic(), error)
+                raise error from None
+            self._metadata_failure = None
             found = {}
             for name in topics:
                 topic = metadata.topics.get(name)
@@ -119,8 +177,13 @@ class KafkaDriver(Driver):
 
         Topics created together get the partition count of the largest existing one among
         them (so retry topics match their main topic), else ``KafkaOptions.partitions``.
-        With provisioning off, raises ChannelNotFoundError for the first missing topic.
+        With provisioning off, raises ChannelNotFoundError for the first missing topic; a
+        name Kafka refuses raises ConfigurationError.
         """
+        for channel in channels:
+            problem = topic_problem(channel)
+            if problem is not None:
+                raise ConfigurationError(f"channel {problem}")
         if all(c in self._known_topics for c in channels):
             return
         async with self._provision_lock:  # concurrent callers share one check per topic
@@ -160,7 +223,7 @@ class KafkaDriver(Driver):
                 err = exc.args[0]
                 if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise DriverError(
-                        f"cannot create Kafka topic {name!r}: {err.str()}",
+                        f"cannot create Kafka topic {name!r}: {self._scrub(err.str())}",
                         retriable=err.retriable(),
                     ) from None
         await self._wait_visible(missing)
@@ -188,6 +251,8 @@ class KafkaDriver(Driver):
         """Produce ``records``; return once Kafka acknowledged all of them (acks=all)."""
         if self._closed:
             raise ClosedError("the Kafka driver is closed")
+        for record in records:
+            check_record(record.channel, record.headers)
         await self._producer.publish(records)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
@@ -202,7 +267,7 @@ class KafkaDriver(Driver):
             )
         if spec.channels:
             await self.provision(spec.channels)
-        subscription = KafkaSubscription(self.options, spec, sub_options)
+        subscription = KafkaSubscription(self.options, spec, sub_options, self._scrub)
         await subscription.start()
         self._subscriptions.add(subscription)
         return subscription
@@ -216,3 +281,6 @@ class KafkaDriver(Driver):
             await subscription.close()
         self._subscriptions.clear()
         await self._producer.close(self.options.delivery_timeout)
+        # The admin client has no close(): dropping the last reference destroys it (and its
+        # threads, which otherwise keep retrying an unreachable broker).
+        self._admin = None

@@ -8,15 +8,33 @@ Secrets (SASL password, key passwords, OAuth secrets, JAAS configs) never appear
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ...errors import ConfigurationError
 
-_SECRET_MARKERS = ("password", "secret", "jaas", "token", "credential", "private.key")
+_SECRET_MARKERS = (
+    "password",
+    "secret",
+    "jaas",
+    "token",
+    "credential",
+    "private",
+    "pem",
+    "ssl.key",
+    "keytab",
+    "oauthbearer.config",
+    "sasl.oauthbearer",
+    "assertion",
+    "api.key",
+    "apikey",
+)
 REDACTED = "***"
+Assignment = Literal["cooperative-sticky", "range", "roundrobin"]
+ASSIGNMENTS = ("cooperative-sticky", "range", "roundrobin")
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.kafka.librdkafka")
 """librdkafka's own log lines, served from the driver's poll threads."""
 
@@ -25,6 +43,8 @@ _FORBIDDEN_CONSUMER = {
     "enable.auto.offset.store": "the driver stores only offsets of finished events",
     "group.id": "the group is the subscription's action (or KafkaSubscriptionOptions.group)",
     "on_commit": "the driver handles commit results itself",
+    "enable.auto.commit": "the driver commits the positions of settled events itself",
+    "partition.assignment.strategy": "use KafkaSubscriptionOptions(assignment=...)",
 }
 _FORBIDDEN_PRODUCER = {
     "on_delivery": "the driver awaits each record's delivery report itself",
@@ -40,6 +60,53 @@ def is_secret(name: str) -> bool:
 def redact(config: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``config`` whose secret values are replaced by ``***``."""
     return {k: (REDACTED if is_secret(k) else v) for k, v in config.items()}
+
+
+def secret_values(config: Mapping[str, Any]) -> list[str]:
+    """The values of ``config``'s secret keys (longest first), to scrub them from texts."""
+    found = {str(v) for k, v in config.items() if is_secret(k) and v is not None}
+    found |= {part for v in list(found) for part in v.splitlines() if len(part.strip()) >= 4}
+    return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
+
+
+def scrubber(config: Mapping[str, Any]) -> Callable[[str], str]:
+    """A function removing every secret value of ``config`` from a text (errors, logs)."""
+    secrets = secret_values(config)
+
+    def scrub(text: str) -> str:
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    return scrub
+
+
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@,]+):([^:]*)$")
+
+
+def check_bootstrap(servers: str) -> None:
+    """Raise ConfigurationError unless ``servers`` is ``host:port[,host:port...]``."""
+    for entry in servers.split(","):
+        entry = entry.strip()
+        entry = entry.split("://", 1)[1] if "://" in entry else entry
+        match = _HOST_PORT.match(entry)
+        if match is None:
+            raise ConfigurationError(
+                f"Kafka bootstrap server {entry!r} is not host:port; write e.g. "
+                "'127.0.0.1:9092' or 'kafka://broker1:9092,broker2:9092'"
+            )
+        port = match.group(2)
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigurationError(
+                f"Kafka bootstrap server {entry!r} has port {port!r}: a port is a number "
+                "from 1 to 65535 (Kafka listens on 9092 by default)"
+            )
+
+
+def _harmless(key: str, value: Any) -> bool:
+    """A forbidden key set to the value the driver uses anyway."""
+    return key in ("enable.auto.offset.store", "enable.auto.commit") and value in (False, "false")
 
 
 def _check_config(name: str, config: Mapping[str, Any]) -> None:
@@ -88,12 +155,16 @@ class KafkaOptions:
     """Seconds a revoked partition's in-flight events may take to finish before abandoning."""
     assignment_timeout: float = 30.0
     """Seconds ``subscribe`` waits for the group's first assignment."""
+    metadata_timeout: float = 5.0
+    """Seconds a topic metadata lookup (provisioning, first publish to a topic) may take
+    before the publish or subscribe fails with a DriverError (broker unreachable)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers.strip():
             raise ConfigurationError(
                 "KafkaOptions.bootstrap_servers is required, e.g. '127.0.0.1:9092'"
             )
+        check_bootstrap(self.bootstrap_servers)
         if not isinstance(self.partitions, int) or self.partitions < 1:
             raise ConfigurationError("KafkaOptions.partitions must be an integer >= 1")
         if not isinstance(self.replication_factor, int) or self.replication_factor < 1:
@@ -102,15 +173,15 @@ class KafkaOptions:
             raise ConfigurationError("KafkaOptions.delivery_timeout must be > 0 seconds")
         if self.linger_ms < 0:
             raise ConfigurationError("KafkaOptions.linger_ms must be >= 0")
+        if not self.metadata_timeout > 0:
+            raise ConfigurationError("KafkaOptions.metadata_timeout must be > 0 seconds")
         if self.revoke_timeout < 0 or self.assignment_timeout < 0:
             raise ConfigurationError("KafkaOptions timeouts must be >= 0 seconds")
         for name in ("client_config", "producer_config", "consumer_config"):
             _check_config(name, getattr(self, name))
         for key, why in _FORBIDDEN_CONSUMER.items():
             for source in (self.client_config, self.consumer_config):
-                if key in source and not (
-                    key == "enable.auto.offset.store" and source[key] in (False, "false")
-                ):
+                if key in source and not _harmless(key, source[key]):
                     raise ConfigurationError(f"KafkaOptions: do not set {key!r}: {why}")
         for key, why in _FORBIDDEN_PRODUCER.items():
             if key in self.producer_config or key in self.client_config:
@@ -167,30 +238,45 @@ class KafkaOptions:
         config.update(self.producer_config)
         return config
 
-    def consumer(self, group: str, start: str, extra: Mapping[str, Any]) -> dict[str, Any]:
-        """Consumer settings for ``group``: offsets stored only for finished events."""
+    def consumer(
+        self, group: str, start: str, sub: KafkaSubscriptionOptions | None = None
+    ) -> dict[str, Any]:
+        """Consumer settings for ``group``: the driver commits only finished events."""
+        sub = sub or KafkaSubscriptionOptions()
         config = self.common_config()
         config.update(
             {
                 "group.id": group,
-                "enable.auto.commit": True,
-                "auto.commit.interval.ms": 1000,
+                "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest" if start == "earliest" else "latest",
-                "partition.assignment.strategy": "cooperative-sticky",
                 "enable.partition.eof": False,
                 "topic.metadata.refresh.interval.ms": 5000,
             }
         )
         config.setdefault("logger", CLIENT_LOGGER)
         config.update(self.consumer_config)
-        config.update(extra)
+        config.update(sub.consumer_config)
         config["group.id"] = group
         config["enable.auto.offset.store"] = False
+        config["enable.auto.commit"] = False
+        config["partition.assignment.strategy"] = sub.assignment
+        if sub.assignment != "cooperative-sticky" and config.get("group.protocol") == "consumer":
+            raise ConfigurationError(
+                f"KafkaSubscriptionOptions(assignment={sub.assignment!r}) is a classic-protocol "
+                "eager strategy: remove group.protocol=consumer (KIP-848 is incremental only)"
+            )
         return config
 
     def admin(self) -> dict[str, Any]:
-        return self.common_config()
+        """Admin client settings: librdkafka's log lines go to Python logging too."""
+        config = self.common_config()
+        config.setdefault("logger", CLIENT_LOGGER)
+        return config
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value of these options replaced by ``***``."""
+        return scrubber(self.common_config())(text)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> KafkaOptions:
@@ -236,20 +322,42 @@ class KafkaSubscriptionOptions:
     """Per-subscription Kafka settings.
 
     ``group`` overrides the consumer group (by default the subscription's action, as in Go).
+    ``assignment``: the partition assignment strategy of the group. ``cooperative-sticky``
+    (the default) moves only the partitions that change owner; ``range`` and ``roundrobin``
+    are eager (every member gives everything back on each rebalance) and are what sarama,
+    hence Go hexa-event, speaks: use ``range`` to share a group with Go members (every
+    member of a group must use the same strategy).
+    ``separate_retry_group``: read the action's retry channels in a group of their own,
+    ``<group>.retry``, so that members share the source channel evenly (cooperative-sticky
+    balances a group's total partition count, not each topic). ``None`` (the default) means
+    on for cooperative-sticky and off for the eager strategies, which spread each topic
+    over the members and must keep Go's one group per action.
     ``consumer_config`` is passed to librdkafka's consumer for this subscription only.
     ``buffer``: how many fetched records may wait locally before fetching pauses.
     """
 
     group: str | None = None
+    assignment: Assignment = "cooperative-sticky"
+    separate_retry_group: bool | None = None
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     buffer: int = 2000
 
     def __post_init__(self) -> None:
         if self.group is not None and (not isinstance(self.group, str) or not self.group):
             raise ConfigurationError("KafkaSubscriptionOptions.group must be a non-empty string")
+        if self.assignment not in ASSIGNMENTS:
+            raise ConfigurationError(
+                f"KafkaSubscriptionOptions.assignment must be one of {', '.join(ASSIGNMENTS)}; "
+                f"got {self.assignment!r} (use 'range' to share a group with Go hexa-event)"
+            )
+        if self.separate_retry_group is None:
+            object.__setattr__(
+                self, "separate_retry_group", self.assignment == "cooperative-sticky"
+            )
         _check_config("consumer_config", self.consumer_config)
         for key, why in _FORBIDDEN_CONSUMER.items():
-            if key in self.consumer_config and key != "enable.auto.offset.store":
+            value = self.consumer_config.get(key)
+            if key in self.consumer_config and not _harmless(key, value):
                 raise ConfigurationError(
                     f"KafkaSubscriptionOptions: do not set {key!r}: {why}"
                     + ("; use KafkaSubscriptionOptions(group=...)" if key == "group.id" else "")
@@ -259,6 +367,9 @@ class KafkaSubscriptionOptions:
 
     def __repr__(self) -> str:
         return (
-            f"KafkaSubscriptionOptions(group={self.group!r}, "
+            f"KafkaSubscriptionOptions(group={self.group!r}, assignment={self.assignment!r}, "
+            f"separate_retry_group={self.separate_retry_group!r}, "
             f"consumer_config={redact(self.consumer_config)!r}, buffer={self.buffer})"
         )
+
+    __str__ = __repr__

@@ -44,7 +44,7 @@ class _Batch:
         self.sink._reports.append((self, err))
 
 
-def _settle(reports: list[tuple[_Batch, KafkaError | None]]) -> None:
+def _settle(reports: list[tuple[_Batch, KafkaError | None]], scrub: Callable[[str], str]) -> None:
     """On the loop: apply a batch of delivery reports to their publish calls."""
     for batch, err in reports:
         if err is not None and batch.error is None:
@@ -54,18 +54,18 @@ def _settle(reports: list[tuple[_Batch, KafkaError | None]]) -> None:
             if batch.error is None:
                 batch.future.set_result(None)
             else:
-                batch.future.set_exception(delivery_error(batch.error))
+                batch.future.set_exception(delivery_error(batch.error, scrub))
 
 
-def delivery_error(err: KafkaError) -> DriverError:
+def delivery_error(err: KafkaError, scrub: Callable[[str], str] = str) -> DriverError:
     if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
         return DriverError(
-            f"Kafka rejected the record: topic does not exist ({err.str()}); create it or "
-            "enable provisioning (KafkaOptions(provision=True))",
+            f"Kafka rejected the record: topic does not exist ({scrub(err.str())}); create it "
+            "or enable provisioning (KafkaOptions(provision=True))",
             retriable=False,
         )
     return DriverError(
-        f"Kafka did not acknowledge the record: {err.name()}: {err.str()}",
+        f"Kafka did not acknowledge the record: {err.name()}: {scrub(err.str())}",
         retriable=err.retriable() or err.code() == KafkaError._MSG_TIMED_OUT,
     )
 
@@ -79,8 +79,10 @@ class KafkaProducer:
         *,
         ensure_topics: Callable[[Sequence[str]], Any],
         error_cb: Callable[[KafkaError], None] | None = None,
+        scrub: Callable[[str], str] = str,
     ) -> None:
         self._config = dict(config)
+        self._scrub = scrub
         self._ensure_topics = ensure_topics
         self._error_cb = error_cb
         self._producer: Producer | None = None
@@ -106,7 +108,8 @@ class KafkaProducer:
             producer = Producer(config)
         except KafkaException as exc:
             raise DriverError(
-                f"cannot create the Kafka producer: {exc.args[0].str()}", retriable=False
+                f"cannot create the Kafka producer: {self._scrub(exc.args[0].str())}",
+                retriable=False,
             ) from None
         self._producer = producer
         self._loop = loop
@@ -122,7 +125,7 @@ class KafkaProducer:
         if self._reports:
             reports, self._reports = self._reports, []
             self._pending -= len(reports)
-            _settle(reports)
+            _settle(reports, self._scrub)
         if self._pending > 0 and not self._closed and self._loop is not None:
             self._timer = self._loop.call_later(_SERVE_INTERVAL, self._serve)
 
@@ -184,7 +187,7 @@ class KafkaProducer:
         if batch.remaining == 0 and not future.done():
             # Every record failed locally.
             assert batch.error is not None
-            raise delivery_error(batch.error)
+            raise delivery_error(batch.error, self._scrub)
         await future
 
     def mark_known(self, topics: Sequence[str]) -> None:
@@ -205,6 +208,6 @@ class KafkaProducer:
         remaining = await asyncio.to_thread(producer.flush, flush_timeout)
         if self._reports:
             reports, self._reports = self._reports, []
-            _settle(reports)
+            _settle(reports, self._scrub)
         if remaining:
             log.warning("Kafka producer closed with %d records undelivered", remaining)

@@ -1,0 +1,436 @@
+"""One librdkafka consumer in one consumer group, driven from its own thread.
+
+librdkafka consumers are driven from one thread (a call from another thread while one polls
+can hang), so every call on the ``Consumer`` happens on this member's daemon thread: it
+loops ``consume``, hands each batch to the event loop with one ``call_soon_threadsafe``,
+and runs the loop's commands (commit, pause, resume) between calls. Rebalance callbacks run
+on that thread too; a revoke blocks it while the loop finishes (bounded) the revoked
+partitions' work, then commits their positions synchronously. The loop never waits on the
+thread, so this cannot deadlock.
+
+Assignment strategies: ``cooperative-sticky`` (incremental assign/unassign of the deltas)
+or an eager one, ``range``/``roundrobin`` (the whole assignment is revoked, then assigned,
+with ``assign``/``unassign``; this is what sarama, hence Go hexa-event, speaks). Commit
+before revoke is the same for both.
+
+Errors that no retry can mend (the thread dying, a group speaking another assignment
+protocol, a refused authorisation, librdkafka's fatal errors) are reported to the owner
+once, with advice; ``fetch`` then raises them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+log = logging.getLogger(__name__)
+
+_POLL_IDLE = 0.1
+_POLL_BUSY = 0.01
+"""Poll wait while the loop may send commands (deliveries out): bounds commit latency."""
+_HOLD_BEFORE_PAUSE = 3.0
+_CONSUME_BATCH = 500
+_ERROR_LOG_INTERVAL = 10.0
+_LAG_INTERVAL = 1.0
+_COMMITTED_TIMEOUT = 10.0
+
+Position = tuple[str, int, int, str]
+"""(topic, partition, offset, metadata) to commit."""
+
+_FATAL_CODES = {
+    KafkaError.INCONSISTENT_GROUP_PROTOCOL: (
+        "the group's other members use another assignment protocol (an eager 'range' or "
+        "'roundrobin' group, e.g. Go hexa-event/sarama, or a cooperative one): give every "
+        "member the same KafkaSubscriptionOptions(assignment=...), or use another group"
+    ),
+    KafkaError.GROUP_AUTHORIZATION_FAILED: (
+        "the broker refused this consumer group: grant the principal READ on the group"
+    ),
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: (
+        "the broker refused a topic: grant the principal READ (and DESCRIBE) on the topics"
+    ),
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: (
+        "the broker refused a cluster operation: check the principal's ACLs"
+    ),
+    KafkaError.SASL_AUTHENTICATION_FAILED: (
+        "the broker refused the credentials: check sasl.username/sasl.password/mechanism"
+    ),
+    KafkaError._AUTHENTICATION: (
+        "authentication failed: check the SASL/SSL settings (security.protocol, "
+        "sasl.mechanism, credentials, certificates)"
+    ),
+}
+_REBALANCE_CODES = {
+    KafkaError._STATE,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._NO_OFFSET,
+    KafkaError._ASSIGNMENT_LOST,
+}
+
+
+def is_rebalance_error(err: KafkaError) -> bool:
+    """A commit refused because the partition is moving: its new owner redelivers."""
+    return err.code() in _REBALANCE_CODES
+
+
+def fatal_advice(err: KafkaError) -> str | None:
+    """Advice when ``err`` stops this member for good, else None."""
+    advice = _FATAL_CODES.get(err.code())
+    if advice is None and err.fatal():
+        advice = "librdkafka reported a fatal error; restart the receiver after fixing it"
+    return advice
+
+
+class Owner(Protocol):
+    """What a member needs from its subscription (all called on the event loop)."""
+
+    def on_messages(self, member: Member, messages: list[Message]) -> None: ...
+    def on_assigned(self, member: Member, partitions: list[tuple[str, int, int, str]]) -> None: ...
+    async def on_revoked(self, member: Member, keys: list[tuple[str, int]]) -> list[Position]: ...
+    def on_lost(self, member: Member, keys: list[tuple[str, int]]) -> None: ...
+    def on_fatal(self, member: Member, text: str) -> None: ...
+    def busy(self) -> bool: ...
+    def has_room(self) -> bool: ...
+
+
+class Member:
+    """One ``Consumer`` of ``group`` on ``topics`` and the thread that drives it."""
+
+    def __init__(
+        self,
+        owner: Owner,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        group: str,
+        topics: Sequence[str],
+        config: dict[str, Any],
+        eager: bool,
+        revoke_timeout: float,
+        scrub: Callable[[str], str],
+    ) -> None:
+        self.group = group
+        self.topics = list(topics)
+        self.eager = eager
+        self._owner = owner
+        self._loop = loop
+        self._revoke_timeout = revoke_timeout
+        self._scrub = scrub
+        config = dict(config)
+        config["error_cb"] = self._on_error
+        config["on_commit"] = self._on_commit
+        self._config = config
+        self._consumer: Consumer | None = None
+        self._thread: threading.Thread | None = None
+        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self.room = threading.Event()
+        """Set while the owner's local buffer has room; the thread consumes only then."""
+        self.room.set()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.assigned_once = asyncio.Event()
+        # Thread-owned.
+        self._owned: set[tuple[str, int]] = set()
+        self._paused = False
+        self._pending_commits: list[asyncio.Future[None]] = []
+        self._committed: dict[tuple[str, int], int] = {}
+        self._lag_at = 0.0
+        # Read from the loop (plain attribute reads/writes).
+        self.lag: int | None = None
+        self.last_error: str | None = None
+        self.fatal: str | None = None
+        self._last_error_log: dict[int, float] = {}
+
+    # -- lifecycle (loop side) -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the consumer and its thread; raises KafkaException on a bad config."""
+        consumer = Consumer(self._config)
+        self._consumer = consumer
+        consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        self._thread = threading.Thread(
+            target=self._run, name=f"hexa-kafka-consumer-{self.group}", daemon=True
+        )
+        self._thread.start()
+
+    def commit(self, positions: list[Position]) -> asyncio.Future[None]:
+        """Commit ``positions`` (asynchronously on the thread); the future says how it went."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        if self.done.done():
+            future.set_result(None)  # gone: the revoke/close commit wrote what it could
+        else:
+            self._commands.put(("commit", (positions, future)))
+        return future
+
+    def stop(self, final: list[Position]) -> None:
+        """Commit ``final`` synchronously, leave the group and end the thread."""
+        self._commands.put(("final", final))
+        self._stop.set()
+        self.room.set()
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        owner, loop = self._owner, self._loop
+        try:
+            held_since: float | None = None
+            while not self._stop.is_set() and self.fatal is None:
+                self._run_commands(consumer)
+                if not self.room.is_set():
+                    # The owner's buffer is full. Stop consuming for a while (librdkafka keeps
+                    # prefetching); past _HOLD_BEFORE_PAUSE pause the partitions (which drops
+                    # librdkafka's prefetch) and keep polling so rebalances are served.
+                    now = time.monotonic()
+                    held_since = held_since or now
+                    if now - held_since < _HOLD_BEFORE_PAUSE:
+                        self.room.wait(_POLL_BUSY)
+                        continue
+                    if not self._paused:
+                        self._paused = True
+                        with contextlib.suppress(KafkaException):
+                            consumer.pause(consumer.assignment())
+                else:
+                    held_since = None
+                    if self._paused:
+                        self._paused = False
+                        with contextlib.suppress(KafkaException):
+                            consumer.resume(consumer.assignment())
+                # Take what is there at once; block (briefly) only when nothing is.
+                messages = consumer.consume(_CONSUME_BATCH, 0)
+                if not messages:
+                    first = consumer.poll(_POLL_BUSY if owner.busy() else _POLL_IDLE)
+                    if first is None:
+                        self._measure_lag(consumer)
+                        continue
+                    messages = [first, *consumer.consume(_CONSUME_BATCH - 1, 0)]
+                # Records of partitions revoked meanwhile are dropped on the loop, which
+                # knows the current assignment (no per-record work on this thread).
+                loop.call_soon_threadsafe(owner.on_messages, self, messages)
+                self._measure_lag(consumer)
+            self._run_commands(consumer)
+            consumer.close()
+        except BaseException as exc:
+            log.exception("Kafka group %r: the consumer thread failed", self.group)
+            self._report_fatal(
+                f"the consumer thread failed ({type(exc).__name__}: {self._scrub(str(exc))}); "
+                "restart the receiver"
+            )
+            with contextlib.suppress(Exception):
+                consumer.close()
+        finally:
+            for future in self._pending_commits:
+                self._resolve(future, None)
+            self._pending_commits.clear()
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._set_done)
+
+    def _set_done(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _run_commands(self, consumer: Consumer) -> None:
+        while True:
+            try:
+                command, arg = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if command == "commit":
+                positions, future = arg
+                self._commit_async(consumer, positions, future)
+            elif command == "final":
+                self._commit_sync(consumer, arg, "at close")
+
+    def _tps(self, positions: Sequence[Position]) -> list[TopicPartition]:
+        owned = self._owned
+        return [
+            TopicPartition(t, p, o, metadata=m)
+            for t, p, o, m in positions
+            if (t, p) in owned and o >= 0
+        ]
+
+    def _commit_async(
+        self, consumer: Consumer, positions: Sequence[Position], future: asyncio.Future[None]
+    ) -> None:
+        tps = self._tps(positions)
+        if not tps:
+            self._resolve(future, None)
+            return
+        try:
+            consumer.commit(offsets=tps, asynchronous=True)
+        except KafkaException as exc:
+            err = exc.args[0]
+            self._resolve(future, None if is_rebalance_error(err) else err)
+            return
+        self._pending_commits.append(future)
+
+    def _commit_sync(self, consumer: Consumer, positions: Sequence[Position], when: str) -> None:
+        tps = self._tps(positions)
+        if not tps:
+            return
+        try:
+            result = consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not is_rebalance_error(err):
+                log.warning(
+                    "Kafka group %r: commit %s failed: %s; those records will be delivered again",
+                    self.group,
+                    when,
+                    self._scrub(err.str()),
+                )
+            return
+        for tp in result or ():
+            if tp.error is None:
+                self._committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's result of an asynchronous commit (served from consume/poll)."""
+        failed = err if err is not None and not is_rebalance_error(err) else None
+        for tp in partitions:
+            if tp.error is None:
+                self._committed[(tp.topic, tp.partition)] = tp.offset
+            elif failed is None and not is_rebalance_error(tp.error):
+                failed = tp.error
+        if self._pending_commits:
+            self._resolve(self._pending_commits.pop(0), failed)
+
+    def _resolve(self, future: asyncio.Future[None], err: KafkaError | None) -> None:
+        def apply() -> None:
+            if future.done():
+                return
+            if err is None:
+                future.set_result(None)
+            else:
+                future.set_exception(KafkaException(err))
+
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(apply)
+
+    def _measure_lag(self, consumer: Consumer) -> None:
+        """Every second: records of the held partitions not yet committed (cached ends)."""
+        now = time.monotonic()
+        if now - self._lag_at < _LAG_INTERVAL:
+            return
+        self._lag_at = now
+        total, known = 0, False
+        for topic, partition in list(self._owned):
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            if high < 0:
+                continue
+            committed = self._committed.get((topic, partition), -1)
+            total += max(0, high - (committed if committed >= 0 else max(low, 0)))
+            known = True
+        self.lag = total if known else None
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        found: list[tuple[str, int, int, str]] = []
+        if partitions:
+            try:
+                committed = consumer.committed(partitions, timeout=_COMMITTED_TIMEOUT)
+            except KafkaException as exc:
+                log.warning(
+                    "Kafka group %r: cannot read committed offsets (%s); records acked above "
+                    "them by the previous owner may come again",
+                    self.group,
+                    self._scrub(exc.args[0].str()),
+                )
+                committed = [TopicPartition(tp.topic, tp.partition, -1) for tp in partitions]
+            for tp in committed:
+                offset = tp.offset if tp.offset >= 0 else -1
+                found.append((tp.topic, tp.partition, offset, tp.metadata or ""))
+                self._committed[(tp.topic, tp.partition)] = offset
+        if self.eager:
+            consumer.assign(partitions)
+        else:
+            consumer.incremental_assign(partitions)
+        if self._paused and partitions:
+            consumer.pause(partitions)
+        self._owned.update((tp.topic, tp.partition) for tp in partitions)
+        self._loop.call_soon_threadsafe(self._owner.on_assigned, self, found)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        positions: list[Position] = []
+        try:
+            future = asyncio.run_coroutine_threadsafe(
+                self._owner.on_revoked(self, keys), self._loop
+            )
+            positions = future.result(timeout=self._revoke_timeout + 5)
+        except Exception:
+            log.exception("Kafka group %r: revoke handling failed", self.group)
+        self._commit_sync(consumer, positions, "of revoked partitions")
+        self._owned.difference_update(keys)
+        for key in keys:
+            self._committed.pop(key, None)
+        if self.eager:
+            consumer.unassign()
+        else:
+            consumer.incremental_unassign(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._owned.difference_update(keys)
+        log.warning(
+            "Kafka group %r lost partitions %s (session timeout?); their unfinished events "
+            "will be delivered again",
+            self.group,
+            keys,
+        )
+        self._loop.call_soon_threadsafe(self._owner.on_lost, self, keys)
+        if self.eager:
+            consumer.unassign()
+        else:
+            consumer.incremental_unassign(partitions)
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (and errors in consumed messages)."""
+        text = f"{err.name()}: {self._scrub(err.str())}"
+        advice = fatal_advice(err)
+        if advice is not None:
+            self._report_fatal(f"{text}; {advice}")
+            return
+        self.last_error = text
+        now = time.monotonic()
+        if now - self._last_error_log.get(err.code(), 0.0) >= _ERROR_LOG_INTERVAL:
+            self._last_error_log[err.code()] = now
+            log.warning("Kafka group %r: %s (librdkafka retries with backoff)", self.group, text)
+
+    def _report_fatal(self, text: str) -> None:
+        if self.fatal is not None:
+            return
+        self.fatal = text
+        self.last_error = text
+        log.error("Kafka group %r cannot go on: %s", self.group, text)
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._owner.on_fatal, self, text)
+
+    def clear_error(self) -> None:
+        """Records flow again: a transient error is over (fatal ones stay)."""
+        if self.fatal is None:
+            self.last_error = None
+
+    def check_message_error(self, message: Message) -> bool:
+        """True when ``message`` is an error event (reported), not a record."""
+        err = message.error()
+        if err is None:
+            return False
+        self._on_error(err)
+        return True

@@ -1,0 +1,133 @@
+"""Per-partition offset bookkeeping: the watermark, and acks above it in commit metadata.
+
+A partition's committed offset is its lowest unfinished offset (never "highest seen", so a
+slow or failed record is never skipped because a later one succeeded). Records acked above
+it would come again to the next owner after a clean close or a rebalance, so each commit
+also carries them in the commit's metadata string (Parallel Consumer's trick): the next
+owner reads the metadata on assignment and skips those offsets. The metadata is bounded
+(``MAX_METADATA`` characters, below the broker's default ``offset.metadata.max.bytes`` of
+4096); acks that do not fit are left out and simply delivered again (at-least-once).
+
+Format: ``hexa1:`` then comma-separated ``<start>+<length>`` runs of acked offsets, with
+``start`` relative to the committed offset; anything else (another library's metadata, an
+empty string) means "nothing acked above the committed offset".
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+PREFIX = "hexa1:"
+MAX_METADATA = 3000
+
+
+def encode_acked(base: int, acked: Iterable[int]) -> str:
+    """The metadata for committed offset ``base`` and acked offsets above it."""
+    runs: list[str] = []
+    size = len(PREFIX)
+    start = last = -1
+    for offset in sorted(o for o in acked if o > base):
+        if offset == last + 1 and start >= 0:
+            last = offset
+            continue
+        if start >= 0:
+            text = f"{start - base}+{last - start + 1}"
+            size += len(text) + 1
+            if size > MAX_METADATA:
+                return PREFIX + ",".join(runs)
+            runs.append(text)
+        start = last = offset
+    if start >= 0:
+        text = f"{start - base}+{last - start + 1}"
+        if size + len(text) + 1 <= MAX_METADATA:
+            runs.append(text)
+    return PREFIX + ",".join(runs) if runs else ""
+
+
+def decode_acked(base: int, metadata: str | None) -> set[int]:
+    """The acked offsets above ``base`` recorded in ``metadata`` (empty when not ours)."""
+    if not metadata or not metadata.startswith(PREFIX) or base < 0:
+        return set()
+    acked: set[int] = set()
+    try:
+        for run in metadata[len(PREFIX) :].split(","):
+            if not run:
+                continue
+            start_text, _, length_text = run.partition("+")
+            start, length = int(start_text), int(length_text)
+            if start < 1 or length < 1 or length > 1_000_000:
+                return set()
+            acked.update(range(base + start, base + start + length))
+    except ValueError:
+        return set()
+    return acked
+
+
+class PartitionState:
+    """Loop-owned state of one assigned partition (a new object per assignment).
+
+    ``offsets`` holds the offsets received and not yet finished (plus finished ones behind
+    an unfinished head), ascending; ``done`` the finished ones that are not at the head.
+    ``skip`` holds offsets another member acked above the committed offset (from the commit
+    metadata): they are finished as they arrive, never handed out.
+    """
+
+    __slots__ = (
+        "committed",
+        "committed_metadata",
+        "done",
+        "key",
+        "member",
+        "next_offset",
+        "offsets",
+        "outstanding",
+        "revoking",
+        "skip",
+    )
+
+    def __init__(
+        self,
+        key: tuple[str, int],
+        member: object,
+        committed: int = -1,
+        skip: set[int] | None = None,
+    ) -> None:
+        self.key = key
+        self.member = member
+        """The group member (consumer) that holds this partition."""
+        self.offsets: deque[int] = deque()
+        self.done: set[int] = set()
+        self.next_offset = committed
+        """Highest offset received + 1 (the committed offset before anything arrived)."""
+        self.committed = committed
+        self.committed_metadata = ""
+        self.outstanding = 0
+        """Deliveries of this partition handed out and not settled."""
+        self.revoking = False
+        self.skip: set[int] = skip or set()
+
+    def complete(self, offset: int) -> None:
+        """Mark ``offset`` finished (acked)."""
+        offsets = self.offsets
+        if offsets and offsets[0] == offset:
+            offsets.popleft()
+            done = self.done
+            while offsets and offsets[0] in done:
+                done.discard(offsets.popleft())
+        else:
+            self.done.add(offset)
+
+    def watermark(self) -> int:
+        """The offset to commit: the lowest unfinished one, else highest received + 1."""
+        return self.offsets[0] if self.offsets else self.next_offset
+
+    def position(self) -> tuple[int, str] | None:
+        """(offset, metadata) to commit, or None when nothing changed since the last commit."""
+        mark = self.watermark()
+        if mark < 0:
+            return None
+        metadata = encode_acked(mark, (*self.done, *self.skip))
+        if mark == self.committed and metadata == self.committed_metadata:
+            return None
+        return mark, metadata
