@@ -470,3 +470,28 @@ async def test_frames_captured_from_the_server_decode_alike(drivers: Any) -> Non
     assert connect.pub_prefix.startswith("_STAN.pub.")
     assert connect.ping_requests
     assert connect.protocol == 1
+
+
+async def test_a_lost_session_is_re_made_and_subscriptions_continue_where_they_were(
+    drivers: Any,
+) -> None:
+    """After the session is re-established, a durable queue member resumes from the group's
+    position and a plain subscription from after what it had seen: no replay."""
+    driver: StanDriver = await drivers()
+    channel = unique("relost")
+    await driver.publish(records(channel, 3))
+    plain = await driver.subscribe(spec(channel, unique("p"), kind="plain", start="first"))
+    grouped = await driver.subscribe(spec(channel, unique("g")))
+    for sub in (plain, grouped):
+        await settle(sub, await take(sub, 3))
+    epoch = driver.session.epoch
+    driver.session.lost("forced by the test")
+    assert not driver.session.ready
+    await eventually(lambda: driver.session.ready, within=WITHIN, what="the new session")
+    assert driver.session.epoch > epoch
+    await driver.publish(records(channel, 1, start=3))
+    for sub in (plain, grouped):
+        got = await take(sub, 1)
+        assert bodies(got) == [b"body-3"]
+        await settle(sub, got)
+        assert await nothing_more(sub, 1.0)

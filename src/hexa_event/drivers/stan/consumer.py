@@ -110,6 +110,8 @@ class ChannelMember:
         self.held: set[int] = set()
         """Sequences received and not yet settled (buffered or handed out)."""
         self.nacked: dict[int, float] = {}
+        self.last_sequence = 0
+        """The highest sequence received here (where a re-made non-durable one continues)."""
         """Sequence -> monotonic time before which a redelivery here is dropped."""
 
     async def open(self, session: StanSession) -> None:
@@ -121,6 +123,13 @@ class ChannelMember:
             self.nats_sub = await nc.subscribe(
                 self.request.inbox, cb=self._on_message, pending_msgs_limit=1_000_000
             )
+        position = self.request.start_position
+        start_sequence = self.request.start_sequence
+        if self.last_sequence and not self.request.durable_name:
+            # Re-made after the session was lost: a non-durable subscription was deleted
+            # with it, so continue after what this member has seen (unsettled included).
+            position = StartPosition.SEQUENCE_START
+            start_sequence = min(self.held) if self.held else self.last_sequence + 1
         request = SubscriptionRequest(
             client_id=session.client_id,
             subject=self.request.subject,
@@ -129,8 +138,8 @@ class ChannelMember:
             max_in_flight=self.request.max_in_flight,
             ack_wait_in_secs=self.request.ack_wait_in_secs,
             durable_name=self.request.durable_name,
-            start_position=self.request.start_position,
-            start_sequence=self.request.start_sequence,
+            start_position=position,
+            start_sequence=start_sequence,
             start_time_delta=self.request.start_time_delta,
         )
         try:
@@ -174,6 +183,8 @@ class ChannelMember:
                     return  # nacked with a delay not yet over: let AckWait tick again
                 del self.nacked[sequence]
         self.held.add(sequence)
+        if sequence > self.last_sequence:
+            self.last_sequence = sequence
         owner.buffer.append((self, proto))
         owner.wake.set()
 
