@@ -40,11 +40,12 @@ services-down:
 	scripts/services down $(S)
 
 # Benchmarks: each runs the raw client and hexa-event in the same run and prints the ratio.
-# `make bench` also writes docs/bench.json, docs/bench.png and the README's performance table;
+# `make bench [ROUNDS=5]` (3 alternating rounds by default, about 15 minutes) also writes
+# docs/bench.json, docs/bench.png and the README's performance table;
 # FastStream and matplotlib go to benchmarks/.bench-venv (made on first use), never our deps.
 bench: $(STAMP)
 	scripts/services up kafka postgres
-	cd benchmarks && ../$(PY) run.py $(if $(QUICK),--quick)
+	cd benchmarks && ../$(PY) run.py --rounds $(or $(ROUNDS),3)
 
 # Per-event cost by layer (cProfile) of the memory end-to-end and Kafka consume paths.
 bench-profile: $(STAMP)

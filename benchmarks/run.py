@@ -1,12 +1,14 @@
 """Runs every benchmark here, then writes docs/bench.json, docs/bench.png and the README table.
 
-    python benchmarks/run.py [--only NAME ...] [--quick] [--no-readme]
+    python benchmarks/run.py [--only NAME ...] [--rounds N | --quick] [--no-readme]
 
 Every ``*.py`` in this folder except this runner, ``profile.py`` and the ``_`` helpers is a
 benchmark: it accepts ``--json PATH`` (and ``--rounds``) and writes one result object or a
 list of them (see ``_harness.row``). A benchmark whose service is down is skipped with a
 note: the services a script needs are its module-level ``SERVICES`` tuple, or else the
-service names in its file name (``pulsar_bench.py`` needs pulsar).
+service names in its file name (``pulsar_bench.py`` needs pulsar); a service is up when
+``scripts/services status`` says it is ready (or, for an address set in the environment,
+when its port answers). ``make bench`` starts kafka and postgres, not the others.
 
 The results of this run are merged into ``docs/bench.json`` (results of scripts skipped,
 failed or left out with ``--only`` are kept from the earlier run and marked as such); the
@@ -71,7 +73,21 @@ def services_of(script: Path) -> tuple[str, ...]:
 
 
 def service_up(name: str) -> bool:
+    """Ready by ``scripts/services status`` for the project's own services; for an address
+    given in the environment (or without the script), its port answers."""
     variable, default = SERVICE_URLS[name]
+    if variable not in os.environ and (ROOT / "scripts" / "services").exists():
+        try:
+            status = subprocess.run(
+                [str(ROOT / "scripts" / "services"), "status", name],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            status = None
+        if status is not None and status.returncode == 0:
+            return any(line.split()[:2] == [name, "ready"] for line in status.stdout.splitlines())
     url = os.environ.get(variable, default)
     parts = urlsplit(url if "://" in url else f"kafka://{url.split(',')[0]}")
     try:
@@ -81,12 +97,12 @@ def service_up(name: str) -> bool:
         return False
 
 
-def run_script(script: Path, quick: bool) -> tuple[list[dict[str, Any]], str]:
+def run_script(script: Path, rounds: int | None) -> tuple[list[dict[str, Any]], str]:
     """Run one benchmark; return its result objects and, when it failed, why."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [sys.executable, str(script), "--json", out.name]
-        if quick:
-            command += ["--rounds", "3"]
+        if rounds:
+            command += ["--rounds", str(rounds)]
         began = time.perf_counter()
         try:
             code = subprocess.run(command, cwd=HERE, timeout=SCRIPT_TIMEOUT).returncode
@@ -272,7 +288,8 @@ def draw_chart() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=[])
-    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 5")
+    parser.add_argument("--rounds", type=int, help="rounds for every script (default: theirs)")
+    parser.add_argument("--quick", action="store_true", help="same as --rounds 3")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     parser.add_argument("--no-chart", action="store_true", help="leave docs/bench.png alone")
     parser.add_argument(
@@ -290,11 +307,11 @@ def main() -> int:
     for script in [] if args.render_only else scripts(args.only):
         down = [name for name in services_of(script) if not service_up(name)]
         if down:
-            notes[script.name] = f"skipped: {', '.join(down)} not reachable"
+            notes[script.name] = f"skipped: {', '.join(down)} not ready"
             print(f"== {script.name}: {notes[script.name]}", flush=True)
             continue
         print(f"== {script.name}", flush=True)
-        rows, problem = run_script(script, args.quick)
+        rows, problem = run_script(script, 3 if args.quick else args.rounds)
         for r in rows:
             r["script"] = script.name
             r["measured"] = now
