@@ -112,7 +112,9 @@ def run_script(script: Path, rounds: int | None) -> tuple[list[dict[str, Any]], 
         text = Path(out.name).read_text()
         data = json.loads(text) if text.strip() else []
         rows = data if isinstance(data, list) else [data]
-        return rows, "" if code == 0 else f"exited with {code}"
+        if code == 0:
+            return rows, ""
+        return rows, f"exited with {code}" + (" after writing its results" if rows else "")
 
 
 def merge(
