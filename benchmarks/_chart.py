@@ -89,7 +89,8 @@ def kafka_consume(ax: Any, rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     summary = json.loads(Path(sys.argv[1]).read_text())
     rows = summary["results"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6.5))
+    height = max(6.5, 0.32 * len(rows) + 1.5)  # one bar per benchmark on the left
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, height))
     ratios(left, rows)
     kafka_consume(right, rows)
     fig.suptitle(
