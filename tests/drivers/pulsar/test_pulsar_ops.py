@@ -75,3 +75,28 @@ async def test_publish_tail_and_dlq_commands_on_pulsar(
         assert "replayed 1 dead letters" in capsys.readouterr().out
         await got.wait_for(2, within=60)  # the original and the replayed copy
     await audit.close()
+
+
+async def test_doctor_on_pulsar(
+    pulsar_url: str, admin_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = url_of(pulsar_url, admin_url)
+    suffix = uuid.uuid4().hex[:8]
+    channel, action = f"dr-{suffix}", f"dr-act-{suffix}"
+    conn = he.connect(url)
+    await conn.provision([channel])
+    await conn.close()
+    args = ("--channel", channel, "--channel", f"dr-new-{suffix}", "--action", action, "--json")
+    assert await cli("doctor", url, *args) == 0
+    names = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert names["pulsar admin API"]["status"] == "ok"
+    assert names[f"topic {channel}"]["detail"] == "non-partitioned"
+    assert "will be created" in names[f"topic dr-new-{suffix}"]["detail"]
+    assert names[f"subscription {action}"]["detail"].startswith("new")
+
+    strict = f"{url}&provision=false"
+    assert await cli("doctor", strict, "--channel", f"dr-new-{suffix}") == 5
+    assert "provisioning is off" in capsys.readouterr().out
+    wrong = f"{pulsar_url}?admin_url={admin_url}&namespace=nowhere-{suffix}"
+    assert await cli("doctor", wrong) == 5
+    assert "namespace" in capsys.readouterr().out
