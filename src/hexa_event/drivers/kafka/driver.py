@@ -155,6 +155,7 @@ class KafkaDriver(Driver):
             try:
                 metadata = admin.list_topics(timeout=timeout)
             except KafkaException as exc:
+                admin.poll(0)  # forward librdkafka's queued log lines to Python logging
                 error = DriverError(
                     f"cannot read Kafka metadata from {self.options.bootstrap_servers} within "
                     f"{timeout:g} s ({self._scrub(exc.args[0].str())}): is the broker running "
@@ -162,6 +163,7 @@ class KafkaDriver(Driver):
                 )
                 self._metadata_failure = (time.monotonic(), error)
                 raise error from None
+            admin.poll(0)
             self._metadata_failure = None
             found = {}
             for name in topics:
@@ -283,4 +285,6 @@ class KafkaDriver(Driver):
         await self._producer.close(self.options.delivery_timeout)
         # The admin client has no close(): dropping the last reference destroys it (and its
         # threads, which otherwise keep retrying an unreachable broker).
-        self._admin = None
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            admin.poll(0)
