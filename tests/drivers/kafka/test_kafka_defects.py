@@ -266,3 +266,40 @@ async def test_members_started_one_after_the_other_share_the_channel(
     finally:
         await driver.close()
         await other.close()
+
+
+# -- #20: a clean close keeps the acks above the watermark -------------------------------------
+
+
+async def test_acks_above_the_watermark_are_not_redelivered_after_a_clean_close(
+    kafka_bootstrap: str,
+) -> None:
+    channel, group = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
+    other = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
+    try:
+        await driver.publish([RawRecord(channel, f"k{i}", {}, b"x") for i in range(300)])
+        spec = SubscriptionSpec(group=group, channels=(channel,), prefetch=300)
+        sub = await driver.subscribe(spec)
+        got = await _fetch_n(sub, 300)
+        slow = {5, 77, 250}  # handlers still running at close: given back
+        for i, d in enumerate(got):
+            if i not in slow:
+                d.ack()
+        await sub.settle([d for d in got if d.outcome is not None])
+        for i in sorted(slow):
+            got[i].nack()
+        await sub.close()
+        nxt = await other.subscribe(spec)
+        again = await _fetch_n(nxt, 3)
+        assert {d.coordinates for d in again} == {f"{channel}-0-{i}" for i in slow}
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.5):
+                await nxt.fetch(10)  # nothing acked comes again
+        for d in again:
+            d.ack()
+        await nxt.settle(again)
+        await nxt.close()
+    finally:
+        await driver.close()
+        await other.close()
