@@ -7,10 +7,11 @@ S ?=
 
 .PHONY: venv demo test lint unit services services-down bench interop-go clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/hexa_event_services/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e tools/hexa_event_services
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -19,13 +20,13 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples tools
+	$(VENV)/bin/ruff format --check src tests benchmarks examples tools
 	$(VENV)/bin/mypy
 
 # Unit tests and the conformance suite on the memory driver: no services needed.
 unit: $(STAMP)
-	$(VENV)/bin/pytest -q -m "not kafka and not pulsar and not nats and not stan and not postgres"
+	$(VENV)/bin/pytest -q -m "not kafka and not pulsar and not nats and not stan and not postgres and not kafka_cluster and not soak"
 
 test: $(STAMP)
 	$(MAKE) lint

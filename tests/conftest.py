@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from db_helpers import create_pg_database, drop_pg_database, reset_tables
-from hexa_event.testing.services import require_service
+from hexa_event_services import require_service
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def event_id(record: RawRecord) -> str:
 class RecordingDriver(Driver):
     """Keeps published records in memory; can fail or hold publishes on demand."""
 
-    features = Features(name="recording", persistent=False)
+    features = Features(name="recording", persistent=True)  # stands for a broker
 
     def __init__(self) -> None:
         self.records: list[RawRecord] = []

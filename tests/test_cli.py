@@ -11,9 +11,9 @@ from sqlalchemy import create_engine, update
 
 from db_helpers import RecordingDriver, rows
 from hexa_event import Event, register_driver
+from hexa_event._sql.clock import utcnow
 from hexa_event.cli import main, parse_duration
 from hexa_event.outbox import Outbox, outbox_table
-from hexa_event.outbox._sql import utcnow
 
 
 def test_ddl(capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,3 +80,40 @@ def test_missing_db_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEXA_EVENT_DB", raising=False)
     with pytest.raises(SystemExit, match="--db"):
         main(["outbox", "stats"])
+
+
+def test_relay_refuses_a_target_that_is_not_persistent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 9 #3: a broker that dies with the process (memory://) is refused."""
+    from hexa_event.driver import Features
+
+    class Volatile(RecordingDriver):
+        features = Features(name="volatile", persistent=False)
+
+    register_driver("cli-volatile", lambda url, **options: Volatile())
+    db = f"sqlite:///{tmp_path / 'app.db'}"
+    assert main(["outbox", "migrate", "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["outbox", "relay", "--db", db, "--to", "cli-volatile://", "--once"]) == 1
+    assert "persistent" in capsys.readouterr().err
+
+
+def test_relay_once_fails_when_publishing_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 9 #13: ``--once`` exits non-zero when publishes failed."""
+    db = f"sqlite:///{tmp_path / 'app.db'}"
+    assert main(["outbox", "migrate", "--db", db]) == 0
+    engine = create_engine(db)
+    with engine.begin() as conn:
+        Outbox().emit_many(conn, [Event("c", f"k{i}", payload=i) for i in range(3)])
+    engine.dispose()
+    driver = RecordingDriver()
+    driver.fail_next = 100
+    register_driver("cli-failing", lambda url, **options: driver)
+    capsys.readouterr()
+    assert main(["outbox", "relay", "--db", db, "--to", "cli-failing://", "--once"]) == 1
+    assert "failed to publish" in capsys.readouterr().err
+    assert main(["outbox", "stats", "--db", db, "--json"]) == 0
+    assert '"backlog": 3' in capsys.readouterr().out

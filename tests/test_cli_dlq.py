@@ -24,9 +24,8 @@ async def test_dlq_replay_command_republishes_to_the_source_channel(
     )
     async with receiver:
         await driver.emitter().emit(he.Event("orders", "k", {"n": 1}))
-        dispatcher = receiver.subscriptions["export"].dispatcher
-        assert dispatcher is not None
-        await eventually(lambda: dispatcher.dead_lettered == 1, within=20, what="dead letter")
+        info = receiver.subscriptions["export"]
+        await eventually(lambda: info.counters.dead_lettered == 1, within=20, what="dead letter")
     await driver.close()
 
     import asyncio

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import importlib
 import json
 import logging
 import os
@@ -59,7 +61,7 @@ def _positive_int(text: str) -> int:
 
 
 def _redact(url: str) -> str:
-    from .outbox._sql import redact
+    from ._sql.urls import redact
 
     return redact(url)
 
@@ -92,20 +94,48 @@ def _dialect_argument(parser: argparse.ArgumentParser) -> None:
 # -- outbox ----------------------------------------------------------------------------------
 
 
-def _outbox_migrate(args: argparse.Namespace) -> int:
-    from . import outbox
-
+def _migrate(package: str, table: str, args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"hexa_event.{package}")
     db = _require_db(args)
-    asyncio.run(outbox.migrate_async(db))
-    print(f"hexa_outbox is ready in {_redact(db)}")
+    asyncio.run(module.migrate_async(db))
+    print(f"{table} is ready in {_redact(db)}")
     return 0
 
 
-def _outbox_ddl(args: argparse.Namespace) -> int:
-    from . import outbox
-
-    sys.stdout.write(outbox.ddl(args.dialect))
+def _ddl(package: str, args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"hexa_event.{package}")
+    sys.stdout.write(module.ddl(args.dialect))
     return 0
+
+
+def _clean_command(package: str, cleaner: str, args: argparse.Namespace) -> int:
+    cleaner_type = getattr(importlib.import_module(f"hexa_event.{package}"), cleaner)
+    return asyncio.run(_clean(args, cleaner_type))
+
+
+def _add_table_commands(
+    sub: argparse._SubParsersAction[Any],
+    *,
+    package: str,
+    table: str,
+    cleaner: str,
+    clean_help: str,
+) -> None:
+    """``migrate``, ``ddl`` and ``clean`` of one table (the outbox's and the inbox's)."""
+    p = sub.add_parser("migrate", help=f"create the {table} table if missing")
+    _db_argument(p)
+    p.set_defaults(func=functools.partial(_migrate, package, table))
+
+    p = sub.add_parser("ddl", help=f"print the DDL of {table}")
+    _dialect_argument(p)
+    p.set_defaults(func=functools.partial(_ddl, package))
+
+    p = sub.add_parser("clean", help=clean_help)
+    _db_argument(p)
+    p.add_argument("--retention", type=parse_duration, default=timedelta(days=7))
+    p.add_argument("--batch-size", type=_positive_int, default=1000)
+    p.add_argument("--every", type=parse_duration, default=None, help="repeat until stopped")
+    p.set_defaults(func=functools.partial(_clean_command, package, cleaner))
 
 
 def _install_stop(stop: Callable[[], None]) -> None:
@@ -123,23 +153,34 @@ async def _relay(args: argparse.Namespace) -> int:
     if not args.to:
         raise SystemExit("error: give --to DRIVER_URL (e.g. kafka://127.0.0.1:9092)")
     driver = connect(args.to)
-    relay = OutboxRelay(
-        db,
-        driver,
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        pipeline=args.pipeline,
-        claim_mode=args.claim_mode,
-        keep_sent=not args.delete_sent,
-        lease=args.lease.total_seconds(),
-        retry_delay=args.retry_delay.total_seconds(),
-        poll_interval=args.poll_interval.total_seconds(),
-        listen=not args.no_listen,
-    )
+    try:
+        relay = OutboxRelay(
+            db,
+            driver,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            pipeline=args.pipeline,
+            claim_mode=args.claim_mode,
+            keep_sent=not args.delete_sent,
+            lease=args.lease.total_seconds(),
+            retry_delay=args.retry_delay.total_seconds(),
+            poll_interval=args.poll_interval.total_seconds(),
+            listen=not args.no_listen,
+        )
+    except BaseException:
+        await driver.close()
+        raise
     try:
         if args.once:
             sent = await relay.drain(max_seconds=args.lease.total_seconds() * 100)
             print(f"sent {sent} rows")
+            if relay.failed_batches:
+                print(
+                    f"hexa-event: error: {relay.failed_batches} batch(es) failed to publish; "
+                    "their rows stay unsent for the next run (see the log for the cause)",
+                    file=sys.stderr,
+                )
+                return 1
             return 0
         _install_stop(relay.stop)
         log.info(
@@ -201,17 +242,11 @@ async def _clean(args: argparse.Namespace, cleaner_type: Any) -> int:
         await cleaner.close()
 
 
-def _outbox_clean(args: argparse.Namespace) -> int:
-    from .outbox import OutboxCleaner
-
-    return asyncio.run(_clean(args, OutboxCleaner))
-
-
 async def _stats(args: argparse.Namespace) -> int:
+    from ._sql.engine import engine_for
     from .outbox import outbox_stats
-    from .outbox._sql import make_async_engine
 
-    engine, _ = make_async_engine(_require_db(args))
+    engine, _ = engine_for(_require_db(args))
     try:
         s = await outbox_stats(engine)
     finally:
@@ -229,13 +264,13 @@ def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
     group = commands.add_parser("outbox", help="transactional outbox: relay, cleaner, DDL")
     sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    p = sub.add_parser("migrate", help="create the hexa_outbox table if missing")
-    _db_argument(p)
-    p.set_defaults(func=_outbox_migrate)
-
-    p = sub.add_parser("ddl", help="print the DDL of hexa_outbox")
-    _dialect_argument(p)
-    p.set_defaults(func=_outbox_ddl)
+    _add_table_commands(
+        sub,
+        package="outbox",
+        table="hexa_outbox",
+        cleaner="OutboxCleaner",
+        clean_help="delete sent rows older than the retention",
+    )
 
     p = sub.add_parser("relay", help="publish unsent rows to a driver until stopped")
     _db_argument(p)
@@ -272,13 +307,6 @@ def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
     )
     p.set_defaults(func=lambda a: asyncio.run(_relay(a)))
 
-    p = sub.add_parser("clean", help="delete sent rows older than the retention")
-    _db_argument(p)
-    p.add_argument("--retention", type=parse_duration, default=timedelta(days=7))
-    p.add_argument("--batch-size", type=_positive_int, default=1000)
-    p.add_argument("--every", type=parse_duration, default=None, help="repeat until stopped")
-    p.set_defaults(func=_outbox_clean)
-
     p = sub.add_parser("stats", help="print the backlog and the oldest unsent row's age")
     _db_argument(p)
     p.add_argument("--json", action="store_true")
@@ -288,47 +316,18 @@ def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
 # -- inbox -----------------------------------------------------------------------------------
 
 
-def _inbox_migrate(args: argparse.Namespace) -> int:
-    from . import inbox
-
-    db = _require_db(args)
-    asyncio.run(inbox.migrate_async(db))
-    print(f"hexa_inbox is ready in {_redact(db)}")
-    return 0
-
-
-def _inbox_ddl(args: argparse.Namespace) -> int:
-    from . import inbox
-
-    sys.stdout.write(inbox.ddl(args.dialect))
-    return 0
-
-
-def _inbox_clean(args: argparse.Namespace) -> int:
-    from .inbox import InboxCleaner
-
-    return asyncio.run(_clean(args, InboxCleaner))
-
-
 def add_inbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
     """``hexa-event inbox ...``"""
     group = commands.add_parser("inbox", help="idempotent-consumer records: DDL, cleaner")
     sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    p = sub.add_parser("migrate", help="create the hexa_inbox table if missing")
-    _db_argument(p)
-    p.set_defaults(func=_inbox_migrate)
-
-    p = sub.add_parser("ddl", help="print the DDL of hexa_inbox")
-    _dialect_argument(p)
-    p.set_defaults(func=_inbox_ddl)
-
-    p = sub.add_parser("clean", help="delete dedup records older than the retention")
-    _db_argument(p)
-    p.add_argument("--retention", type=parse_duration, default=timedelta(days=7))
-    p.add_argument("--batch-size", type=_positive_int, default=1000)
-    p.add_argument("--every", type=parse_duration, default=None, help="repeat until stopped")
-    p.set_defaults(func=_inbox_clean)
+    _add_table_commands(
+        sub,
+        package="inbox",
+        table="hexa_inbox",
+        cleaner="InboxCleaner",
+        clean_help="delete dedup records older than the retention",
+    )
 
 
 # -- dlq ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ Register your own with :func:`register_codec`; the receiving side needs it too.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
@@ -71,8 +72,15 @@ class JsonCodec:
         self._any = msgspec.json.Decoder()
 
     def encode(self, value: Any) -> bytes:
+        """Encode ``value``; NaN, infinities and a bare ``bytes`` payload are refused (JSON
+        would carry them as ``null`` and base64 text, silently changing the payload)."""
+        if isinstance(value, bytes | bytearray | memoryview):
+            raise EncodeError(
+                "the JSON codec would turn a bytes payload into base64 text: emit bytes with "
+                "codec='raw' (or 'protobuf-binary' for protobuf messages)"
+            )
         try:
-            return self._encoder.encode(value)
+            body = self._encoder.encode(value)
         except (NotImplementedError, TypeError) as exc:
             if _is_protobuf(value):
                 raise EncodeError(
@@ -80,6 +88,12 @@ class JsonCodec:
                     "codec='protobuf' (protojson, Go compatible) or codec='protobuf-binary'"
                 ) from exc
             raise EncodeError(str(exc)) from exc
+        if b"null" in body and _has_non_finite(value):
+            raise EncodeError(
+                "the payload holds NaN or an infinity, which JSON cannot carry (it would "
+                "arrive as null); send a finite number, a string, or null yourself"
+            )
+        return body
 
     def decode(self, data: bytes, target: type[Any] | None) -> Any:
         decoder = _DECODERS.get(target)
@@ -95,6 +109,24 @@ class JsonCodec:
         if _is_pydantic_model(target):
             return _decode_pydantic(target, data)
         return _decode_typed(_typed_decoder(target), data, target)
+
+
+def _has_non_finite(value: Any) -> bool:
+    try:
+        plain = msgspec.to_builtins(value, enc_hook=_json_enc_hook)
+    except Exception:
+        return False
+    stack = [plain]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 def _decode_typed(decoder: msgspec.json.Decoder[Any], data: bytes, target: Any) -> Any:

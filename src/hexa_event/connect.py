@@ -10,11 +10,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from .codecs import Codec
 from .driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
-from .emitter import Emitter, EmitMiddleware
+from .emitter import EmitMiddleware, Emitter
 from .errors import ConfigurationError, UnknownSchemeError
 from .middleware import Middleware
 from .propagation import Propagator
@@ -125,6 +124,7 @@ class Connection(Driver):
         propagator: Propagator | None = None,
         drain_timeout: float = 30.0,
         concurrency: int = 64,
+        stall_timeout: float = 300.0,
     ) -> Receiver:
         """A receiver for the service ``name``; subscribe handlers to it, then start it."""
         return Receiver(
@@ -134,6 +134,7 @@ class Connection(Driver):
             propagator=propagator,
             drain_timeout=drain_timeout,
             concurrency=concurrency,
+            stall_timeout=stall_timeout,
         )
 
 
@@ -153,7 +154,9 @@ def connect(url: str, **options: Any) -> Connection:
         raise ConfigurationError(
             f"connect() needs a URL such as 'memory://' or 'kafka://127.0.0.1:9092', got {url!r}"
         )
-    scheme = urlsplit(url).scheme.lower()
+    # Not urlsplit: it raises a bare ValueError on a bad host (``[::1`` without its bracket)
+    # before the driver could name what to change.
+    scheme = url.split("://", 1)[0].lower()
     base = scheme.split("+", 1)[0]
     factory = _REGISTERED.get(scheme) or _REGISTERED.get(base)
     if factory is None:

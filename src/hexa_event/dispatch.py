@@ -1,51 +1,82 @@
-"""The handler pipeline for one subscription: decode, run, then ack, retry or dead-letter.
+"""The handler pipeline for one subscription: open, decode, run, then settle.
 
-:meth:`Dispatcher.handle` settles every delivery exactly once and never raises (except
-cancellation, after giving the delivery back): poison input is dead-lettered, handler errors
-become retries or dead letters, and a copy that cannot be published makes the delivery come
-back later rather than be lost.
+:meth:`Dispatcher.handle` settles every delivery it is given exactly once, whatever the
+record holds and whatever the handler raises, or returns the time to come back when the
+delivery is a retry copy that is not due yet and the driver cannot hold it back:
+
+- headers the core cannot read, a payload that does not decode, an unknown codec: the
+  record is poison and goes to the dead-letter channel (reason ``poison``);
+- the handler returns: ack;
+- the handler raises anything (any ``BaseException``, including a ``CancelledError`` of its
+  own; only the cancellation of the dispatcher's own task is not the handler's): a retry
+  copy, an in-place retry, or a dead letter (``permanent-error``, ``retries-exhausted``);
+- a copy that cannot be published: the delivery is nacked with a growing back-off, so it
+  comes back later instead of being lost;
+- shutting down while a delivery waits for its due time: nack for the time left.
+
+Settling only marks the delivery; the receiver writes settlements to the driver in batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
 
 from . import envelope as env
+from . import wire
 from .codecs import get_codec
 from .context import Context
-from .driver import Delivery, Driver, RawRecord
-from .errors import DecodeError, HexaEventError, PermanentError
+from .driver import Delivery, Features, RawRecord
+from .errors import PermanentError
 from .event import Message
 from .middleware import Handler
 from .propagation import Propagator
-from .retry import RetryPolicy, dead_letter_channel, retry_channel, retry_number_of
 
 logger = logging.getLogger(__name__)
 
 PermanentPredicate = Callable[[BaseException], bool]
+Publish = Callable[[Sequence[RawRecord]], Awaitable[None]]
 
-_EMPTY_CONTEXT = Context(correlation_id="")
-# Back-off for giving a delivery back when a retry or dead-letter copy cannot be published.
-_REPUBLISH_BACKOFF = 1.0
-_MAX_ERROR_TEXT = 1024
+_REPUBLISH_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+POISON = "poison"
+PERMANENT = "permanent-error"
+EXHAUSTED = "retries-exhausted"
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     """Everything the pipeline needs to know about one subscription."""
 
-    action: str
+    chain: wire.Chain
     handler: Handler
     payload_type: Any
-    retry: RetryPolicy
     is_permanent: PermanentPredicate
     propagator: Propagator
+
+    @property
+    def action(self) -> str:
+        return self.chain.action
+
+
+@dataclass(slots=True)
+class Counters:
+    """What one subscription's dispatcher did (read by health and metrics)."""
+
+    handled: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    poison: int = 0
+    republish_failures: int = 0
 
 
 class Dispatcher:
@@ -53,102 +84,135 @@ class Dispatcher:
 
     def __init__(
         self,
-        driver: Driver,
+        publish: Publish,
+        features: Features,
         route: Route,
         closing: asyncio.Event,
-        slots: asyncio.Semaphore | None = None,
     ) -> None:
-        self._driver = driver
+        self._publish = publish
+        self._delayed_nack = features.delayed_nack
         self._route = route
         self._closing = closing
-        self._slots = slots or asyncio.Semaphore(1_000_000)
-        self._retry_prefix = f"{route.action}.retry."
-        self._action = route.action.encode()
-        self.handled = 0
-        self.dead_lettered = 0
-        self.retried = 0
+        self.counters = Counters()
 
-    async def handle(self, delivery: Delivery) -> None:
-        """Settle ``delivery``: ack, retry copy, dead letter, or nack when shutting down."""
+    async def handle(self, delivery: Delivery) -> float | None:
+        """Settle ``delivery``, or return the epoch time it is due at (come back then).
+
+        Never raises but for the cancellation of the calling task, after which the delivery
+        is nacked (if it was not settled yet).
+        """
+        route = self._route
+        try:
+            try:
+                opened = wire.open_delivery(delivery, route.chain)
+            except Exception as exc:
+                await self._dead_letter(delivery, None, POISON, exc)
+                return None
+            if opened.due:
+                remaining = opened.due - time.time()
+                if remaining > 0:
+                    if self._closing.is_set() or self._delayed_nack:
+                        delivery.nack(remaining)
+                        return None
+                    return opened.due
+            try:
+                message, ctx = self._open_message(delivery, opened)
+            except Exception as exc:
+                await self._dead_letter(delivery, opened, POISON, exc)
+                return None
+            try:
+                await route.handler(ctx, message)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                    raise
+                await self._failed(delivery, opened, ctx, message, exc)
+            else:
+                self.counters.handled += 1
+                delivery.ack()
+            return None
+        except BaseException:
+            if delivery.outcome is None:
+                delivery.nack()
+            raise
+
+    def _open_message(
+        self, delivery: Delivery, opened: wire.Opened
+    ) -> tuple[Message[Any], Context]:
         route = self._route
         record = delivery.record
         headers = record.headers
-        get = headers.get
-        try:
-            event_id = env.event_id_of(headers, delivery.coordinates)
-            raw_root, raw_source = get(env.ROOT_EVENT_ID), get(env.SOURCE_CHANNEL)
-            root_id = raw_root.decode() if raw_root else event_id
-            source_channel = raw_source.decode() if raw_source else record.channel
-            attempt, retry_at_ms = self._attempt_and_due(delivery)
-        except (DecodeError, UnicodeDecodeError, AttributeError) as exc:
-            await self._dead_letter(delivery, "poison", exc, delivery.coordinates, 1)
-            return
-
-        if retry_at_ms is not None and not await self._wait_until(retry_at_ms, delivery):
-            return
-
-        try:
-            ctx = route.propagator.extract(headers, _EMPTY_CONTEXT)
-            raw_codec = get(env.PAYLOAD_ENCODER)
-            codec_name = raw_codec.decode() if raw_codec else "json"
-            payload = get_codec(codec_name).decode(record.body, route.payload_type)
-            raw_reply = get(env.REPLY_CHANNEL)
-            message: Message[Any] = Message(
-                id=event_id,
-                channel=source_channel,
-                key=record.key,
-                payload=payload,
-                headers=headers,
-                attempt=attempt,
-                timestamp=env.event_time_of(headers, delivery.timestamp),
-                reply_channel=raw_reply.decode() if raw_reply else "",
-                codec=codec_name,
-                delivered_from=record.channel,
-                native=delivery.native,
-            )
-        except (HexaEventError, UnicodeDecodeError, ValueError, TypeError) as exc:
-            await self._dead_letter(delivery, "poison", exc, event_id, attempt)
-            return
-        ctx = ctx.with_(
-            event_id=event_id,
-            handler_action=route.action,
-            root_event_id=root_id,
-            root_handler_action=route.action,
+        codec_name = wire.codec_name(headers)
+        payload = get_codec(codec_name).decode(record.body, route.payload_type)
+        ctx = route.propagator.extract(
+            headers,
+            Context(
+                correlation_id="",
+                event_id=opened.event_id,
+                handler_action=route.chain.action,
+                root_event_id=opened.root_id,
+                root_handler_action=opened.root_action,
+            ),
         )
-        await self._run(delivery, ctx, message)
+        message: Message[Any] = Message(
+            id=opened.event_id,
+            channel=opened.source_channel,
+            key=record.key,
+            payload=payload,
+            headers=MappingProxyType(headers),
+            attempt=opened.attempt,
+            timestamp=_event_time(headers, delivery.timestamp),
+            reply_channel=wire.reply_channel(headers),
+            codec=codec_name,
+            delivered_from=record.channel,
+            native=delivery.native,
+        )
+        return message, ctx
 
-    def _attempt_and_due(self, delivery: Delivery) -> tuple[int, int | None]:
-        """This delivery's attempt number and not-before time (epoch ms) if it is a retry.
+    async def _failed(
+        self,
+        delivery: Delivery,
+        opened: wire.Opened,
+        ctx: Context,
+        message: Message[Any],
+        exc: BaseException,
+    ) -> None:
+        """The handler raised: retry in place, send a retry copy, or dead-letter."""
+        route = self._route
+        policy = route.chain.policy
+        while True:
+            self.counters.failed += 1
+            _log_failure(ctx, message, exc)
+            if self._permanent(exc):
+                await self._dead_letter(delivery, opened, PERMANENT, exc)
+                return
+            if opened.attempt > policy.max_retries:
+                await self._dead_letter(delivery, opened, EXHAUSTED, exc)
+                return
+            if not policy.in_place:
+                await self._send_retry(delivery, opened, exc)
+                return
+            if not await self._sleep(policy.delay(opened.attempt)):
+                delivery.nack()
+                return
+            opened = _next(opened)
+            message = msgspec.structs.replace(message, attempt=opened.attempt)
+            try:
+                await route.handler(ctx, message)
+            except BaseException as again:
+                if isinstance(again, asyncio.CancelledError) and _being_cancelled():
+                    raise
+                exc = again
+                continue
+            self.counters.handled += 1
+            delivery.ack()
+            return
 
-        Only copies in this action's own chain (its retry channels, or headers naming it as
-        the root action) continue a count; for any other action, a copy (a dead letter read
-        by an operator's handler, say) is a first attempt.
-        """
-        headers = delivery.record.headers
-        channel = delivery.record.channel
-        if env.ATTEMPT not in headers and not channel.startswith(self._retry_prefix):
-            return 1, None  # the common case: a first delivery from the source channel
-        retry_number = retry_number_of(channel, self._route.action)
-        attempt = env.header_int(headers, env.ATTEMPT, retry_number + 1)
-        due = env.header_int(headers, env.RETRY_AT, -1)
-        if not retry_number and headers.get(env.ROOT_ACTION) != self._action:
-            return 1, None
-        if due >= 0:
-            return attempt, due
-        if retry_number and delivery.timestamp is not None:
-            # A Go hexa-event retry record: due at produce time + back-off, as Go computes.
-            return attempt, int((delivery.timestamp + self._route.retry.delay(retry_number)) * 1000)
-        return attempt, None
-
-    async def _wait_until(self, due_ms: int, delivery: Delivery) -> bool:
-        """Wait for ``due_ms``; on shutdown give the delivery back and return False."""
-        remaining = due_ms / 1000 - _now()
-        if remaining <= 0:
-            return True
-        if await self._sleep(remaining):
-            return True
-        await delivery.nack(max(0.0, due_ms / 1000 - _now()))
-        return False
+    def _permanent(self, exc: BaseException) -> bool:
+        try:
+            return bool(self._route.is_permanent(exc))
+        except Exception:
+            logger.exception("the permanent-error predicate of %s raised", self._route.action)
+            return False
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep; False if shutdown began meanwhile."""
@@ -161,159 +225,107 @@ class Dispatcher:
             return True
         return False
 
-    async def _run(self, delivery: Delivery, ctx: Context, message: Message[Any]) -> None:
-        route = self._route
-        while True:
-            try:
-                async with self._slots:
-                    await route.handler(ctx, message)
-            except asyncio.CancelledError:
-                await asyncio.shield(delivery.nack())
-                raise
-            except Exception as exc:
-                if route.is_permanent(exc):
-                    await self._dead_letter(
-                        delivery, "permanent-error", exc, message.id, message.attempt
-                    )
-                    return
-                if message.attempt > route.retry.max_retries:
-                    await self._dead_letter(
-                        delivery, "retries-exhausted", exc, message.id, message.attempt
-                    )
-                    return
-                if route.retry.in_place:
-                    if not await self._sleep(route.retry.delay(message.attempt)):
-                        await delivery.nack()
-                        return
-                    message = _next_attempt(message)
-                    continue
-                await self._send_retry(delivery, ctx, message, exc)
-                return
-            else:
-                self.handled += 1
-                await delivery.ack()
-                return
-
     async def _send_retry(
-        self, delivery: Delivery, ctx: Context, message: Message[Any], exc: BaseException
+        self, delivery: Delivery, opened: wire.Opened, exc: BaseException
     ) -> None:
-        retry_number = message.attempt
-        due_ms = env.now_ms() + int(self._route.retry.delay(retry_number) * 1000)
-        headers = _copy_headers(
-            delivery,
-            message.id,
-            ctx.root_event_id,
-            ctx.root_handler_action,
-            message.channel,
-            exc,
-        )
-        headers[env.ATTEMPT] = str(retry_number + 1).encode()
-        headers[env.RETRY_AT] = str(due_ms).encode()
-        copy = RawRecord(
-            channel=retry_channel(self._route.action, retry_number),
-            key=delivery.record.key,
-            headers=headers,
-            body=delivery.record.body,
-        )
+        due = time.time() + self._route.chain.policy.delay(opened.attempt)
+        copy = wire.retry_copy(delivery, opened, self._route.chain, exc, due)
         if await self._publish_copy(delivery, copy):
-            self.retried += 1
-            await delivery.ack()
+            self.counters.retried += 1
+            delivery.ack()
 
     async def _dead_letter(
-        self,
-        delivery: Delivery,
-        reason: str,
-        exc: BaseException,
-        event_id: str,
-        attempt: int,
+        self, delivery: Delivery, opened: wire.Opened | None, reason: str, exc: BaseException
     ) -> None:
-        headers_in = delivery.record.headers
-        root_id = _safe_text(headers_in, env.ROOT_EVENT_ID) or event_id
-        root_action = self._route.action
-        source = _safe_text(headers_in, env.SOURCE_CHANNEL) or delivery.record.channel
-        headers = _copy_headers(delivery, event_id, root_id, root_action, source, exc)
-        headers[env.DEAD_LETTER_REASON] = reason.encode()
-        headers[env.ATTEMPT] = str(attempt).encode()
-        headers.pop(env.RETRY_AT, None)
-        copy = RawRecord(
-            channel=dead_letter_channel(self._route.action),
-            key=delivery.record.key or event_id,
-            headers=headers,
-            body=delivery.record.body,
-        )
-        log = logger.error if reason != "poison" else logger.warning
+        copy = wire.dead_letter(delivery, opened, self._route.chain, reason, exc)
+        log = logger.warning if reason == POISON else logger.error
         log(
-            "dead-lettering: action=%s event_id=%s channel=%s key=%s attempt=%d reason=%s "
+            "dead-lettering: action=%s event_id=%s channel=%s key=%s attempt=%s reason=%s "
             "error=%s: %s",
             self._route.action,
-            event_id,
-            source,
+            copy.headers.get(env.EVENT_ID, b"").decode("utf-8", "replace"),
+            delivery.record.channel,
             delivery.record.key,
-            attempt,
+            opened.attempt if opened else 1,
             reason,
             type(exc).__name__,
-            _short(exc),
+            wire.error_text(exc),
         )
         if await self._publish_copy(delivery, copy):
-            self.dead_lettered += 1
-            await delivery.ack()
+            if reason == POISON:
+                self.counters.poison += 1
+            self.counters.dead_lettered += 1
+            delivery.ack()
 
     async def _publish_copy(self, delivery: Delivery, copy: RawRecord) -> bool:
         """Publish a retry/dead-letter copy; on failure give the delivery back for later."""
         try:
-            await self._driver.publish([copy])
-        except asyncio.CancelledError:
-            await asyncio.shield(delivery.nack())
-            raise
+            await self._publish((copy,))
         except Exception as exc:
+            self.counters.republish_failures += 1
+            step = min(max(delivery.delivery_count, 1), len(_REPUBLISH_BACKOFF)) - 1
             logger.error(
-                "could not publish to %s (%s: %s); the event will be delivered again",
+                "could not publish to %s (%s: %s); the event will be delivered again in %.0f s",
                 copy.channel,
                 type(exc).__name__,
-                _short(exc),
+                wire.error_text(exc),
+                _REPUBLISH_BACKOFF[step],
             )
-            await delivery.nack(_REPUBLISH_BACKOFF)
+            delivery.nack(_REPUBLISH_BACKOFF[step])
             return False
         return True
 
 
-def _copy_headers(
-    delivery: Delivery,
-    event_id: str,
-    root_id: str,
-    root_action: str,
-    source_channel: str,
-    exc: BaseException,
-) -> dict[str, bytes]:
-    headers = dict(delivery.record.headers)
-    headers[env.EVENT_ID] = event_id.encode()
-    headers[env.ROOT_EVENT_ID] = root_id.encode()
-    headers[env.ROOT_ACTION] = root_action.encode()
-    headers[env.SOURCE_CHANNEL] = source_channel.encode()
-    headers[env.SOURCE_COORDINATES] = delivery.coordinates.encode()
-    headers[env.ERROR_TYPE] = type(exc).__name__.encode()
-    headers[env.ERROR_MESSAGE] = _short(exc).encode()
-    return headers
+def _log_failure(ctx: Context, msg: Message[Any], exc: BaseException) -> None:
+    """A failing handler, logged with the event's identity (never its payload)."""
+    logger.warning(
+        "handler failed: action=%s event_id=%s channel=%s key=%s attempt=%d "
+        "correlation_id=%s error=%s: %s",
+        ctx.handler_action,
+        msg.id,
+        msg.channel,
+        msg.key,
+        msg.attempt,
+        ctx.correlation_id,
+        type(exc).__name__,
+        wire.error_text(exc),
+        exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
+    )
 
 
-def _next_attempt(message: Message[Any]) -> Message[Any]:
-    return msgspec.structs.replace(message, attempt=message.attempt + 1)
+def _next(opened: wire.Opened) -> wire.Opened:
+    return wire.Opened(
+        opened.event_id,
+        opened.root_id,
+        opened.root_action,
+        opened.source_channel,
+        opened.attempt + 1,
+        0.0,
+    )
 
 
-def _safe_text(headers: Mapping[str, bytes], name: str) -> str:
-    try:
-        return env.header_text(headers, name)
-    except DecodeError:
-        return ""
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."
-
-
-def _now() -> float:
-    return env.now_ms() / 1000
+def _event_time(headers: Any, fallback: float | None) -> datetime | None:
+    """The producer's emit time; the broker's time when the header is absent or nonsense."""
+    raw = headers.get(env.EVENT_TIME)
+    seconds: float | None = None
+    if raw is not None:
+        try:
+            seconds = int(raw) / 1000 if 0 < len(raw) <= 15 else None
+        except (TypeError, ValueError):
+            seconds = None
+    for value in (seconds, fallback):
+        if value is None:
+            continue
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            continue
+    return None
 
 
 def permanent_predicate(

@@ -38,7 +38,7 @@ from typing import Any, Literal, final
 
 import msgspec
 
-from .errors import AlreadySettledError, ConfigurationError
+from .errors import AlreadySettledError, ConfigurationError, InvalidEventError
 
 StartPosition = Literal["earliest", "latest"]
 
@@ -56,6 +56,52 @@ class RawRecord(msgspec.Struct, frozen=True):
     headers: Mapping[str, bytes]
     body: bytes
     not_before: float = 0.0
+
+
+def check_records(records: Sequence[RawRecord]) -> None:
+    """Refuse records a broker must not store: drivers call this at the top of ``publish``.
+
+    Raises :class:`~hexa_event.errors.InvalidEventError` naming the field: the channel must
+    be non-empty text without NUL, the key text, header names text and values bytes, the body
+    bytes, ``not_before`` a finite number >= 0.
+    """
+    for record in records:
+        if not isinstance(record, RawRecord):
+            raise InvalidEventError("record", f"must be a RawRecord, got {type(record).__name__}")
+        channel = record.channel
+        if not isinstance(channel, str) or not channel or "\x00" in channel:
+            raise InvalidEventError("channel", f"must be non-empty text without NUL: {channel!r}")
+        if not isinstance(record.key, str):
+            raise InvalidEventError("key", f"must be text, got {type(record.key).__name__}")
+        if not isinstance(record.body, bytes):
+            raise InvalidEventError("body", f"must be bytes, got {type(record.body).__name__}")
+        headers = record.headers
+        if not _BYTES_VALUES.issuperset(map(type, headers.values())) or not _TEXT_NAMES.issuperset(
+            map(type, headers)
+        ):
+            _explain_headers(headers)
+        nb = record.not_before
+        if (
+            isinstance(nb, bool)
+            or not isinstance(nb, int | float)
+            or not math.isfinite(nb)
+            or nb < 0
+        ):
+            raise InvalidEventError("not_before", f"must be a finite number >= 0, got {nb!r}")
+
+
+_BYTES_VALUES = frozenset((bytes,))
+_TEXT_NAMES = frozenset((str,))
+
+
+def _explain_headers(headers: Mapping[str, object]) -> None:
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidEventError("headers", f"has a bad header name {name!r}")
+        if not isinstance(value, bytes):
+            raise InvalidEventError(
+                "headers", f"value of {name!r} must be bytes, got {type(value).__name__}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The wire envelope: Event + Context -> headers + body, and back.
+"""The wire envelope: Event + Context -> headers + body (reading them back is :mod:`.wire`).
 
 The body is the encoded payload alone, so consumers that know nothing of hexa-event can read
 it. Metadata goes in broker-native headers; the names of Go hexa-event are kept, and ours are
@@ -21,7 +21,7 @@ from .context import (
     Context,
 )
 from .driver import RawRecord
-from .errors import DecodeError, EncodeError, InvalidEventError
+from .errors import EncodeError, InvalidEventError
 from .event import Event
 from .ids import new_event_id
 from .propagation import Propagator, default_propagator
@@ -159,53 +159,3 @@ def _application_header(name: str) -> str:
 
 
 _RESERVED_NAMES = frozenset({CONTENT_TYPE, CE_ID, CE_TYPE, CE_SOURCE, CE_SPECVERSION, CE_TIME})
-
-
-def header_text(headers: Mapping[str, bytes], name: str, default: str = "") -> str:
-    """A header as text; DecodeError when it is not UTF-8."""
-    raw = headers.get(name)
-    if raw is None:
-        return default
-    try:
-        return raw.decode("utf-8")
-    except (UnicodeDecodeError, AttributeError) as exc:
-        raise DecodeError(f"header {name!r} is not UTF-8 text") from exc
-
-
-def header_int(headers: Mapping[str, bytes], name: str, default: int) -> int:
-    """A decimal header; DecodeError when present but not an integer."""
-    text = header_text(headers, name)
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError as exc:
-        raise DecodeError(f"header {name!r} is not an integer: {text[:40]!r}") from exc
-
-
-def event_id_of(headers: Mapping[str, bytes], coordinates: str) -> str:
-    """The producer's event id, or the broker coordinates for foreign producers (as Go)."""
-    try:
-        return header_text(headers, EVENT_ID) or coordinates
-    except DecodeError:
-        return coordinates
-
-
-def event_time_of(headers: Mapping[str, bytes], fallback: float | None) -> datetime | None:
-    """The producer's emit time; the broker's time when the header is absent or nonsense."""
-    for seconds in (_event_seconds(headers), fallback):
-        if seconds is None:
-            continue
-        try:
-            return datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, OSError, ValueError):
-            continue
-    return None
-
-
-def _event_seconds(headers: Mapping[str, bytes]) -> float | None:
-    try:
-        ms = header_int(headers, EVENT_TIME, -1)
-    except DecodeError:
-        return None
-    return ms / 1000 if ms >= 0 else None

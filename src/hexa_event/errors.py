@@ -98,3 +98,8 @@ class AlreadySettledError(HexaEventError, RuntimeError):
         super().__init__(
             f"delivery {coordinates} was already settled ({outcome}); settle each delivery once"
         )
+
+
+class ReceiverFailedError(HexaEventError, RuntimeError):
+    """A receiver stopped because it could not go on (the driver was closed under it, a
+    fatal broker error); the message says which action and why."""

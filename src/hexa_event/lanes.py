@@ -1,66 +1,127 @@
-"""Per-key lanes: deliveries of one lane run one after another, lanes run concurrently."""
+"""Per-key lanes on a fixed pool of workers: one item of a lane at a time, in submit order.
+
+No task per item: ``workers`` long-lived tasks take ready lanes from one queue. ``work(item)``
+returns None when it is done with the item, or an epoch time at which to run the same item
+again: the lane is parked until then without holding a worker (a retry copy waiting out its
+back-off never stops other keys).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T")
+Work = Callable[[T], Awaitable[float | None]]
 
 
 class Lanes(Generic[T]):
     """Runs ``work(item)`` for submitted items: in submit order within a lane, lanes in parallel.
 
-    The number of concurrently running lanes is bounded by what the caller submits (the
-    receiver bounds unsettled deliveries). ``work`` must not raise.
+    ``work`` should not raise; if it does, the exception is logged and the item counts as
+    done (the caller settles what it hands in).
     """
 
-    def __init__(self, work: Callable[[T], Awaitable[None]]) -> None:
+    def __init__(self, work: Work[T], workers: int, *, name: str = "lanes") -> None:
         self._work = work
         self._queues: dict[Hashable, deque[T]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.abandoned: list[T] = []
-        """Items never started because their lane was cancelled: settle them yourself."""
+        self._ready: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._parked: dict[Hashable, asyncio.TimerHandle] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"{name}-worker-{n}") for n in range(workers)
+        ]
+        self.count = 0
+        """Items submitted and not finished."""
 
     def submit(self, lane: Hashable, item: T) -> None:
+        self.count += 1
         queue = self._queues.get(lane)
         if queue is not None:
             queue.append(item)
             return
         self._queues[lane] = deque((item,))
-        task = asyncio.create_task(self._drain(lane))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._idle.clear()
+        self._ready.put_nowait(lane)
 
-    async def _drain(self, lane: Hashable) -> None:
-        queue = self._queues[lane]
-        try:
-            while queue:
-                await self._work(queue[0])
+    async def _worker(self) -> None:
+        queues = self._queues
+        ready = self._ready
+        work = self._work
+        while True:
+            lane = await ready.get()
+            queue = queues[lane]
+            due: float | None = None
+            while queue:  # the whole lane in one turn: no hand-off per item
+                try:
+                    due = await work(queue[0])
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("lane work failed; the item counts as done")
+                    due = None
+                if due is not None:
+                    break
                 queue.popleft()
-        except asyncio.CancelledError:
-            queue.popleft()  # the running item: ``work`` settles it when cancelled
-            self.abandoned.extend(queue)
-            raise
-        finally:
-            del self._queues[lane]
+                self.count -= 1
+            if due is not None:
+                self._park(lane, due)
+                continue
+            del queues[lane]
+            if not queues:
+                self._idle.set()
 
-    def pending(self) -> list[T]:
-        """Items submitted and not yet finished (including the running ones)."""
-        return [item for queue in self._queues.values() for item in queue]
+    def _park(self, lane: Hashable, due: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._parked[lane] = loop.call_later(max(0.0, due - time.time()), self._unpark, lane)
+
+    def _unpark(self, lane: Hashable) -> None:
+        if self._parked.pop(lane, None) is not None:
+            self._ready.put_nowait(lane)
+
+    def wake_parked(self) -> None:
+        """Make every parked lane ready now (at shutdown: work sees it and gives items back)."""
+        for lane, handle in list(self._parked.items()):
+            handle.cancel()
+            self._unpark(lane)
+
+    def items(self) -> Iterator[T]:
+        """Items submitted and not finished (running, queued and parked)."""
+        for queue in list(self._queues.values()):
+            yield from list(queue)
 
     async def join(self, within: float | None) -> bool:
-        """Wait for every lane to finish; False if ``within`` seconds passed first."""
+        """Wait until every lane is empty; False if ``within`` seconds passed first."""
+        if self._idle.is_set():
+            return True
+        try:
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self, grace: float = 5.0) -> bool:
+        """Cancel the workers; wait up to ``grace`` s for them to unwind (False if not all
+        did: a handler ignoring cancellation is left behind). Unfinished items stay in
+        :meth:`items`."""
+        for handle in self._parked.values():
+            handle.cancel()
+        self._parked.clear()
+        for task in self._tasks:
+            task.cancel()
         if not self._tasks:
             return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=within)
+        _, pending = await asyncio.wait(self._tasks, timeout=grace)
         return not pending
 
-    async def cancel(self) -> None:
-        """Cancel running lanes and wait for them to unwind."""
-        tasks = set(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    @property
+    def workers_alive(self) -> bool:
+        return all(not task.done() for task in self._tasks)

@@ -16,6 +16,7 @@ from typing import Any
 
 from .context import Context
 from .event import Message
+from .threads import run_in_daemon_thread
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,14 @@ def as_async(handler: Handler | SyncHandler) -> Handler:
 
     @functools.wraps(handler)
     async def run_in_thread(ctx: Context, msg: Message[Any]) -> None:
-        await asyncio.to_thread(handler, ctx, msg)
+        done = run_in_daemon_thread(handler, ctx, msg)
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            # A thread cannot be stopped: wait for it (a second cancellation stops waiting)
+            # so that the next event of this key never runs beside it.
+            await asyncio.shield(done)
+            raise
 
     return run_in_thread
 

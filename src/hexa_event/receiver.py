@@ -1,4 +1,19 @@
-"""The receiver: subscribe handlers, start, and close with a drain."""
+"""The receiver: subscribe handlers, start, run, and close with a drain.
+
+Per subscription the receiver runs one fetch loop, a pool of ``concurrency`` workers over
+per-key lanes, and one settle loop that writes settled deliveries to the driver in batches.
+The invariant, whatever a record holds, a handler raises or the driver does:
+
+    every delivery fetched ends acked, dead-lettered (then acked) or given back (nacked),
+    and that settlement is written to the driver, retried with back-off until it is;
+    until then it counts as unsettled and holds a place of the prefetch window.
+
+When work cannot progress (fetching or settling fails, a delivery stays unsettled longer
+than ``stall_timeout``, a loop died, the driver ended the subscription) ``health()`` says
+unhealthy with the reason; when it can never progress again (the driver was closed under
+it, a fatal broker error) the receiver closes itself and ``run()``/``wait_closed()`` raise
+:class:`~hexa_event.errors.ReceiverFailedError`.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +21,27 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .dispatch import Dispatcher, PermanentPredicate, Route, permanent_predicate
+from .dispatch import Counters, Dispatcher, PermanentPredicate, Route, permanent_predicate
 from .driver import Delivery, Driver, StartPosition, Subscription, SubscriptionSpec
-from .errors import ClosedError, ConfigurationError
+from .errors import ClosedError, ConfigurationError, DriverError, ReceiverFailedError
 from .lanes import Lanes
-from .middleware import Handler, Middleware, SyncHandler, as_async, chain, log_errors
+from .middleware import Handler, Middleware, SyncHandler, as_async, chain
 from .propagation import Propagator, default_propagator
-from .retry import RetryPolicy, dead_letter_channel, retry_channel
+from .retry import RetryPolicy
+from .wire import Chain, DedupIds
 
 logger = logging.getLogger(__name__)
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-_ACTION_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
-_FETCH_ERROR_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+_NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
+_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+_FINAL_SETTLE_TIMEOUT = 10.0
 
 
 @dataclass(slots=True)
@@ -40,11 +58,25 @@ class SubscriptionInfo:
     dispatcher: Dispatcher | None = None
     subscription: Subscription | None = None
     lanes: Lanes[Delivery] | None = None
-    loop_task: asyncio.Task[None] | None = None
-    in_flight: int = 0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    unsettled: dict[Delivery, float] = field(default_factory=dict)
+    """Deliveries fetched and not yet written back, with their fetch time (oldest first)."""
+    pending: list[Delivery] = field(default_factory=list)
+    """Settled deliveries waiting for the settle loop."""
+    settle_wake: asyncio.Event = field(default_factory=asyncio.Event)
     room: asyncio.Event = field(default_factory=asyncio.Event)
     fetch_error: str = ""
     """The last fetch failure while it persists (empty once fetching works again)."""
+    settle_error: str = ""
+    """The last failure to write settlements while it persists."""
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.unsettled)
+
+    @property
+    def counters(self) -> Counters:
+        return self.dispatcher.counters if self.dispatcher else Counters()
 
 
 class Receiver:
@@ -52,13 +84,13 @@ class Receiver:
 
     Guarantees: a handler's return acks its event and a raise nacks it (logged, then
     retried with back-off, then dead-lettered); events of one key reach a handler one at a
-    time in order; ``close()`` stops fetching, lets running handlers finish within
-    ``drain_timeout``, gives unfinished events back to the broker and closes the
-    subscriptions. Closing twice is harmless.
+    time in order; ``close()`` stops fetching, lets running and queued handlers finish
+    within ``drain_timeout``, gives unfinished events back, writes every settlement and
+    closes the subscriptions. Closing twice is harmless.
 
     ``concurrency`` bounds the handlers running at once per subscription; up to four times
-    as many events (at least 256) may be held unsettled, so retry copies waiting out their
-    back-off never stop other keys from running.
+    as many events (at least 256) may be held unsettled. ``stall_timeout`` is how long a
+    delivery may stay unsettled before ``health()`` reports a stall.
     """
 
     def __init__(
@@ -70,22 +102,26 @@ class Receiver:
         propagator: Propagator | None = None,
         drain_timeout: float = 30.0,
         concurrency: int = 64,
+        stall_timeout: float = 300.0,
     ) -> None:
-        if not name:
+        if not isinstance(name, str) or not name:
             raise ConfigurationError("Receiver needs a name: the service it runs in")
-        if concurrency < 1:
-            raise ConfigurationError("Receiver concurrency must be >= 1")
+        _check_number("concurrency", concurrency, integer=True, minimum=1)
+        _check_number("drain_timeout", drain_timeout, minimum=0)
+        _check_number("stall_timeout", stall_timeout, minimum=0.001)
         self.name = name
         self.driver = driver
-        self._middlewares = (log_errors, *middlewares)
+        self._middlewares = tuple(middlewares)
         self._propagator = propagator or default_propagator()
-        self._drain_timeout = drain_timeout
+        self._drain_timeout = float(drain_timeout)
+        self._stall_timeout = float(stall_timeout)
         self._concurrency = concurrency
         self._subs: dict[str, SubscriptionInfo] = {}
         self._closing = asyncio.Event()
         self._closed = asyncio.Event()
         self._started = False
         self._close_lock = asyncio.Lock()
+        self._failure: ReceiverFailedError | None = None
 
     # -- registration -----------------------------------------------------------------------
 
@@ -102,22 +138,32 @@ class Receiver:
         concurrency: int | None = None,
         start: StartPosition = "earliest",
         options: Any = None,
+        dedup_ids: DedupIds = "event",
+        retry_base: str | None = None,
         handler: Handler | SyncHandler | None = None,
     ) -> Callable[[H], H]:
         """Register ``handler`` (or decorate one) for a channel, several, or a pattern.
 
         ``action`` names what the handler does: it is the consumer group (unless ``group``
         overrides it), the base of the retry channels ``<action>.retry.N`` and the dead-letter
-        channel ``<action>.dlq``, and the action of the dedup keys. ``payload`` is the type
-        the body decodes to (dataclass, pydantic model, msgspec Struct, protobuf message,
-        ``bytes``; None gives the codec's natural type). ``permanent`` lists exception types
-        (or a predicate) that skip retries. ``options`` are the driver's own typed options.
+        channel ``<action>.dlq`` (unless ``retry_base`` sets another base, as Go's
+        ``RetryTopic``), and the action of the dedup keys. ``payload`` is the type the body
+        decodes to (dataclass, pydantic model, msgspec Struct, protobuf message, ``bytes``;
+        None gives the codec's natural type). ``permanent`` lists exception types (or a
+        predicate) that skip retries. ``options`` are the driver's own typed options.
+        ``dedup_ids="go"`` makes the dedup keys Go hexa-event's (HEXA_EVENT_ID is the
+        broker coordinates; root id and action come from the headers), for actions shared
+        with Go services.
         """
-        if not isinstance(action, str) or not _ACTION_RE.match(action):
-            raise ConfigurationError(
-                f"action must be a non-empty name of letters, digits, '.', '_' or '-', "
-                f"got {action!r}"
-            )
+        _check_name("action", action)
+        if group is not None:
+            _check_name("group", group)
+        if retry_base is not None:
+            _check_name("retry_base", retry_base)
+        if dedup_ids not in ("event", "go"):
+            raise ConfigurationError(f"dedup_ids must be 'event' or 'go', got {dedup_ids!r}")
+        if start not in ("earliest", "latest"):
+            raise ConfigurationError(f"start must be 'earliest' or 'latest', got {start!r}")
         if action in self._subs:
             raise ConfigurationError(
                 f"action {action!r} is already subscribed in receiver {self.name!r}: give "
@@ -130,36 +176,45 @@ class Receiver:
             channels = (channel,)
         else:
             channels = tuple(channel)
-        if any(not isinstance(c, str) or not c for c in channels):
-            raise ConfigurationError("channel names must be non-empty strings")
+        if any(not isinstance(c, str) or not c or "\x00" in c for c in channels):
+            raise ConfigurationError("channel names must be non-empty strings without NUL")
         if not channels and not pattern:
             raise ConfigurationError("subscribe() needs a channel, a list of channels or pattern=")
         if pattern is not None:
+            if not self.driver.features.patterns:
+                raise ConfigurationError(
+                    f"the {self.driver.features.name} driver does not support channel "
+                    "patterns; list the channels instead"
+                )
             try:
                 re.compile(pattern)
             except re.error as exc:
                 raise ConfigurationError(
                     f"pattern {pattern!r} is not a regular expression: {exc}"
                 ) from exc
+        if concurrency is not None:
+            _check_number("concurrency", concurrency, integer=True, minimum=1)
         if self._started:
             raise ConfigurationError("subscribe before start(): this receiver already runs")
         policy = retry or RetryPolicy()
         limit = concurrency or self._concurrency
+        chain_names = Chain(
+            action=action, base=retry_base or action, policy=policy, dedup_ids=dedup_ids
+        )
 
         def register(fn: H) -> H:
             wrapped = chain(as_async(fn), self._middlewares)
             route = Route(
-                action=action,
+                chain=chain_names,
                 handler=wrapped,
                 payload_type=payload,
-                retry=policy,
                 is_permanent=permanent_predicate(permanent),
                 propagator=self._propagator,
             )
             retry_channels = (
                 ()
                 if policy.in_place
-                else tuple(retry_channel(action, n) for n in range(1, policy.max_retries + 1))
+                else tuple(chain_names.retry_channel(n) for n in range(1, policy.max_retries + 1))
             )
             spec = SubscriptionSpec(
                 group=group or action,
@@ -168,6 +223,7 @@ class Receiver:
                 start=start,
                 prefetch=max(4 * limit, 256),
                 options=options,
+                retry_channels=retry_channels,
             )
             self._subs[action] = SubscriptionInfo(
                 action=action,
@@ -201,38 +257,52 @@ class Receiver:
         self._started = True
         try:
             for info in self._subs.values():
-                await self.driver.provision((*info.spec.channels, dead_letter_channel(info.action)))
+                await self.driver.provision(
+                    (*info.spec.channels, info.route.chain.dead_letter_channel)
+                )
                 info.subscription = await self.driver.subscribe(info.spec)
                 info.dispatcher = Dispatcher(
-                    self.driver, info.route, self._closing, asyncio.Semaphore(info.concurrency)
+                    self.driver.publish, self.driver.features, info.route, self._closing
                 )
-                info.lanes = Lanes(self._worker(info))
+                info.lanes = Lanes(
+                    self._work(info), info.concurrency, name=f"hexa-event:{info.action}"
+                )
                 info.room.set()
-                info.loop_task = asyncio.create_task(
-                    self._fetch_loop(info), name=f"hexa-event:{info.action}"
-                )
+                info.tasks = [
+                    asyncio.create_task(self._fetch_loop(info), name=f"hexa-fetch:{info.action}"),
+                    asyncio.create_task(self._settle_loop(info), name=f"hexa-settle:{info.action}"),
+                ]
         except BaseException:
             await self.close()
             raise
         logger.info("receiver %s started: %s", self.name, ", ".join(self._subs))
 
-    def _worker(self, info: SubscriptionInfo) -> Callable[[Delivery], Any]:
+    def _work(self, info: SubscriptionInfo) -> Callable[[Delivery], Any]:
         dispatcher = info.dispatcher
         assert dispatcher is not None
+        handle = dispatcher.handle
+        pending = info.pending
+        wake = info.settle_wake
 
-        async def work(delivery: Delivery) -> None:
-            try:
-                if self._closing.is_set():
-                    await delivery.nack()
-                else:
-                    await dispatcher.handle(delivery)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("settling a delivery failed (action=%s)", info.action)
-            finally:
-                info.in_flight -= 1
-                info.room.set()
+        async def work(delivery: Delivery) -> float | None:
+            if delivery.outcome is None:
+                try:
+                    due = await handle(delivery)
+                except asyncio.CancelledError:
+                    if delivery.outcome is not None:
+                        pending.append(delivery)
+                        wake.set()
+                    raise
+                except Exception:
+                    logger.exception("handling a delivery failed (action=%s)", info.action)
+                    if delivery.outcome is None:
+                        delivery.nack(1.0)
+                    due = None
+                if due is not None:
+                    return due
+            pending.append(delivery)
+            wake.set()
+            return None
 
         return work
 
@@ -241,8 +311,9 @@ class Receiver:
         assert subscription is not None
         assert lanes is not None
         failures = 0
+        unsettled = info.unsettled
         while not self._closing.is_set():
-            room = info.prefetch - info.in_flight
+            room = info.prefetch - len(unsettled)
             if room <= 0:
                 info.room.clear()
                 await info.room.wait()
@@ -251,42 +322,110 @@ class Receiver:
                 deliveries = await subscription.fetch(room)
             except asyncio.CancelledError:
                 raise
+            except DriverError as exc:
+                if not exc.retriable:
+                    self._fail(info, f"the driver cannot go on: {exc}")
+                    return
+                failures = await self._fetch_failed(info, exc, failures)
+                continue
             except Exception as exc:
-                delay = _FETCH_ERROR_BACKOFF[min(failures, len(_FETCH_ERROR_BACKOFF) - 1)]
-                failures += 1
-                info.fetch_error = f"{type(exc).__name__}: {exc}"
-                logger.warning(
-                    "fetch failed for action %s (%s: %s); retrying in %.1fs",
-                    info.action,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._closing.wait()
+                failures = await self._fetch_failed(info, exc, failures)
                 continue
             failures = 0
             info.fetch_error = ""
             if not deliveries:
+                if not self._closing.is_set():
+                    self._fail(
+                        info,
+                        "the subscription ended while the receiver was running (was the "
+                        "driver closed under it?); close the receiver before the driver",
+                    )
                 return
+            now = time.monotonic()
+            submit = lanes.submit
             for delivery in deliveries:
-                info.in_flight += 1
-                lanes.submit((delivery.record.channel, delivery.record.key), delivery)
+                unsettled[delivery] = now
+                record = delivery.record
+                submit((record.channel, record.key), delivery)
+
+    async def _fetch_failed(self, info: SubscriptionInfo, exc: Exception, failures: int) -> int:
+        delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
+        info.fetch_error = f"{type(exc).__name__}: {exc}"
+        logger.warning(
+            "fetch failed for action %s (%s); retrying in %.1fs",
+            info.action,
+            info.fetch_error,
+            delay,
+        )
+        await self._pause(delay)
+        return failures + 1
+
+    async def _settle_loop(self, info: SubscriptionInfo) -> None:
+        subscription = info.subscription
+        assert subscription is not None
+        failures = 0
+        while True:
+            await info.settle_wake.wait()
+            info.settle_wake.clear()
+            while info.pending:
+                batch = info.pending[:]
+                info.pending.clear()
+                try:
+                    await subscription.settle(batch)
+                except asyncio.CancelledError:
+                    info.pending[:0] = batch
+                    raise
+                except Exception as exc:
+                    info.pending[:0] = batch
+                    delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
+                    failures += 1
+                    info.settle_error = f"{type(exc).__name__}: {exc}"
+                    logger.warning(
+                        "writing %d settlements failed for action %s (%s); retrying in %.1fs",
+                        len(batch),
+                        info.action,
+                        info.settle_error,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                failures = 0
+                info.settle_error = ""
+                unsettled = info.unsettled
+                for delivery in batch:
+                    unsettled.pop(delivery, None)
+                info.room.set()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._closing.wait()
+
+    def _fail(self, info: SubscriptionInfo, reason: str) -> None:
+        message = f"receiver {self.name!r}, action {info.action!r}: {reason}"
+        logger.error("%s; closing the receiver", message)
+        if self._failure is None:
+            self._failure = ReceiverFailedError(message)
+        asyncio.get_running_loop().create_task(self.close(), name=f"hexa-close:{self.name}")
 
     async def close(self) -> None:
-        """Stop fetching, drain running handlers within the timeout, close subscriptions."""
+        """Stop fetching, drain handlers within the timeout, write settlements, close."""
         async with self._close_lock:
             if self._closed.is_set():
                 return
             self._closing.set()
-            for info in self._subs.values():
-                if info.loop_task is not None:
-                    info.loop_task.cancel()
-            for info in self._subs.values():
-                if info.loop_task is not None:
-                    await asyncio.gather(info.loop_task, return_exceptions=True)
+            current = asyncio.current_task()
+            fetchers = [
+                info.tasks[0]
+                for info in self._subs.values()
+                if info.tasks and info.tasks[0] is not current
+            ]
+            for task in fetchers:
+                task.cancel()
+            await asyncio.gather(*fetchers, return_exceptions=True)
             lanes = [info.lanes for info in self._subs.values() if info.lanes is not None]
+            for lane in lanes:
+                lane.wake_parked()
             drained = all(
                 await asyncio.gather(*(lane.join(within=self._drain_timeout) for lane in lanes))
             )
@@ -296,11 +435,25 @@ class Receiver:
                     self.name,
                     self._drain_timeout,
                 )
-                for lane in lanes:
-                    await lane.cancel()
-                    for delivery in lane.abandoned:
-                        await _quiet_nack(delivery)
             for info in self._subs.values():
+                if info.lanes is None:
+                    continue
+                if not await info.lanes.stop():
+                    logger.error(
+                        "receiver %s: a handler of %s ignores cancellation; left behind",
+                        self.name,
+                        info.action,
+                    )
+                for delivery in info.lanes.items():
+                    if delivery.outcome is None:
+                        delivery.nack()
+                        info.pending.append(delivery)
+                info.settle_wake.set()
+            await self._final_settle()
+            for info in self._subs.values():
+                for task in info.tasks:
+                    task.cancel()
+                await asyncio.gather(*info.tasks, return_exceptions=True)
                 if info.subscription is not None:
                     try:
                         await info.subscription.close()
@@ -309,28 +462,91 @@ class Receiver:
             self._closed.set()
             logger.info("receiver %s closed", self.name)
 
-    def health(self) -> dict[str, Any]:
-        """A snapshot for health checks: state, and per action its counters and last error.
+    async def _final_settle(self) -> None:
+        infos = [info for info in self._subs.values() if info.tasks]
+        deadline = time.monotonic() + _FINAL_SETTLE_TIMEOUT
+        while any(info.pending for info in infos) and time.monotonic() < deadline:
+            if any(info.tasks[1].done() for info in infos if info.pending):
+                break
+            await asyncio.sleep(0.01)
+        for info in infos:
+            if info.pending:
+                logger.error(
+                    "receiver %s: %d settlements of %s could not be written (%s); those "
+                    "events will be delivered again",
+                    self.name,
+                    len(info.pending),
+                    info.action,
+                    info.settle_error or "settle loop stopped",
+                )
 
-        ``healthy`` is False when not running or when an action cannot fetch from the broker.
+    # -- health -------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """A snapshot for health checks: state, per action counters, membership, problems.
+
+        ``healthy`` is True only while running with every action able to progress;
+        ``reason`` says what is wrong otherwise.
         """
         state = "closed" if self._closing.is_set() else "running" if self._started else "new"
         actions: dict[str, Any] = {}
+        reasons: list[str] = []
+        if self._failure is not None:
+            reasons.append(str(self._failure))
+        now = time.monotonic()
         for action, info in self._subs.items():
-            dispatcher = info.dispatcher
+            counters = info.counters
+            status = info.subscription.status() if info.subscription is not None else None
+            oldest = next(iter(info.unsettled.values()), None)
+            age = round(now - oldest, 3) if oldest is not None else 0.0
+            problems: list[str] = []
+            if info.fetch_error:
+                problems.append(f"cannot fetch: {info.fetch_error}")
+            if info.settle_error:
+                problems.append(f"cannot write settlements: {info.settle_error}")
+            if status is not None and status.error:
+                problems.append(f"driver: {status.error}")
+            if age > self._stall_timeout:
+                problems.append(
+                    f"a delivery has been unsettled for {age:.0f}s (stall_timeout "
+                    f"{self._stall_timeout:.0f}s): a handler hangs or settlements stall"
+                )
+            if state == "running":
+                if any(task.done() for task in info.tasks):
+                    problems.append("a fetch or settle loop stopped")
+                if info.lanes is not None and not info.lanes.workers_alive:
+                    problems.append("a handler worker stopped")
             actions[action] = {
                 "in_flight": info.in_flight,
-                "handled": dispatcher.handled if dispatcher else 0,
-                "retried": dispatcher.retried if dispatcher else 0,
-                "dead_lettered": dispatcher.dead_lettered if dispatcher else 0,
+                "handled": counters.handled,
+                "failed": counters.failed,
+                "retried": counters.retried,
+                "dead_lettered": counters.dead_lettered,
+                "poison": counters.poison,
+                "oldest_unsettled_age": age,
+                "assignment": list(status.assignment) if status is not None else [],
+                "lag": status.lag if status is not None else None,
                 "fetch_error": info.fetch_error,
+                "settle_error": info.settle_error,
+                "problems": problems,
             }
-        healthy = state == "running" and not any(a["fetch_error"] for a in actions.values())
-        return {"receiver": self.name, "state": state, "healthy": healthy, "actions": actions}
+            reasons.extend(f"{action}: {p}" for p in problems)
+        healthy = state == "running" and not reasons
+        if state != "running" and not reasons:
+            reasons.append(f"receiver is {state}")
+        return {
+            "receiver": self.name,
+            "state": state,
+            "healthy": healthy,
+            "reason": "; ".join(reasons),
+            "actions": actions,
+        }
 
     async def wait_closed(self) -> None:
-        """Return once the receiver has closed (``close()`` from elsewhere, or a signal)."""
+        """Return once the receiver has closed; raise ReceiverFailedError if it failed."""
         await self._closed.wait()
+        if self._failure is not None:
+            raise self._failure
 
     async def run(self) -> None:
         """Start, then wait until closed; cancelling this closes the receiver first."""
@@ -348,8 +564,17 @@ class Receiver:
         await self.close()
 
 
-async def _quiet_nack(delivery: Delivery) -> None:
-    try:
-        await delivery.nack()
-    except Exception:
-        logger.exception("nack failed during shutdown")
+def _check_name(what: str, value: object) -> None:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ConfigurationError(
+            f"{what} must be a non-empty name of letters, digits, '.', '_' or '-', got {value!r}"
+        )
+
+
+def _check_number(what: str, value: object, *, minimum: float, integer: bool = False) -> None:
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok or not (value >= minimum) or value != value:  # type: ignore[operator]
+        kind = "an integer" if integer else "a number"
+        raise ConfigurationError(f"Receiver {what} must be {kind} >= {minimum}, got {value!r}")
+    if not integer and value in (float("inf"),):
+        raise ConfigurationError(f"Receiver {what} must be finite, got {value!r}")

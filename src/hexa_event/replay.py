@@ -18,26 +18,16 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from . import envelope as env
-from .driver import Driver, RawRecord, SubscriptionSpec
-from .errors import DecodeError
+from .driver import Driver, SubscriptionSpec
 from .retry import dead_letter_channel
+from .wire import REPLAYED_FROM, replayed
 
 logger = logging.getLogger(__name__)
 
-REPLAYED_FROM = "HEXA_REPLAYED_FROM"
-"""On replayed records: the coordinates of the dead letter they were copied from."""
+__all__ = ["REPLAYED_FROM", "ReplayReport", "replay_dead_letters", "restored"]
 
-_COPY_ONLY_HEADERS = (
-    env.ATTEMPT,
-    env.RETRY_AT,
-    env.DEAD_LETTER_REASON,
-    env.ERROR_TYPE,
-    env.ERROR_MESSAGE,
-    env.SOURCE_CHANNEL,
-    env.SOURCE_COORDINATES,
-    env.ROOT_ACTION,
-)
+restored = replayed
+"""The record to publish for a dead letter, or None when it has nowhere to go."""
 
 
 @dataclass
@@ -46,23 +36,6 @@ class ReplayReport:
     skipped: int = 0
     """Letters without a source channel, when no ``to`` was given (acked, not copied)."""
     by_channel: dict[str, int] = field(default_factory=dict)
-
-
-def restored(letter: RawRecord, coordinates: str, to: str | None = None) -> RawRecord | None:
-    """The record to publish for a dead letter, or None when it has nowhere to go."""
-    target = to or _source_channel(letter)
-    if not target:
-        return None
-    headers = {k: v for k, v in letter.headers.items() if k not in _COPY_ONLY_HEADERS}
-    headers[REPLAYED_FROM] = coordinates.encode()
-    return RawRecord(channel=target, key=letter.key, headers=headers, body=letter.body)
-
-
-def _source_channel(letter: RawRecord) -> str:
-    try:
-        return env.header_text(letter.headers, env.SOURCE_CHANNEL)
-    except DecodeError:
-        return ""
 
 
 async def replay_dead_letters(
@@ -90,22 +63,29 @@ async def replay_dead_letters(
                 break
             if not deliveries:
                 break
+            copies = []
             for delivery in deliveries:
-                copy = restored(delivery.record, delivery.coordinates, to)
+                copy = replayed(delivery.record, delivery.coordinates, to)
                 if copy is None:
                     logger.warning(
                         "dead letter %s has no source channel; skipped (pass to=)",
                         delivery.coordinates,
                     )
                     report.skipped += 1
-                    await delivery.ack()
                     continue
-                try:
-                    await driver.publish([copy])
-                except BaseException:
-                    await delivery.nack()
-                    raise
-                await delivery.ack()
+                copies.append(copy)
+            try:
+                if copies:
+                    await driver.publish(copies)
+            except BaseException:
+                for delivery in deliveries:
+                    delivery.nack()
+                await asyncio.shield(subscription.settle(deliveries))
+                raise
+            for delivery in deliveries:
+                delivery.ack()
+            await subscription.settle(deliveries)
+            for copy in copies:
                 report.replayed += 1
                 report.by_channel[copy.channel] = report.by_channel.get(copy.channel, 0) + 1
     finally:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .errors import ConfigurationError
+
+_MAX_RETRIES = 1000
+_MAX_SECONDS = 365 * 24 * 3600.0
 
 
 def retry_channel(action: str, retry_number: int) -> str:
@@ -47,14 +51,21 @@ class RetryPolicy:
     in_place: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ConfigurationError("RetryPolicy.max_retries must be an integer >= 0")
-        if self.initial_delay < 0:
-            raise ConfigurationError("RetryPolicy.initial_delay must be >= 0 seconds")
-        if self.coefficient < 1:
-            raise ConfigurationError("RetryPolicy.coefficient must be >= 1")
-        if self.max_delay is not None and self.max_delay < 0:
-            raise ConfigurationError("RetryPolicy.max_delay must be >= 0 seconds")
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or not 0 <= self.max_retries <= _MAX_RETRIES
+        ):
+            raise ConfigurationError(
+                f"RetryPolicy.max_retries must be an integer from 0 to {_MAX_RETRIES}, "
+                f"got {self.max_retries!r}"
+            )
+        _finite("initial_delay", self.initial_delay, 0.0)
+        _finite("coefficient", self.coefficient, 1.0)
+        if self.max_delay is not None:
+            _finite("max_delay", self.max_delay, 0.0)
+        if not isinstance(self.in_place, bool):
+            raise ConfigurationError("RetryPolicy.in_place must be True or False")
 
     @property
     def delay_cap(self) -> float:
@@ -65,7 +76,25 @@ class RetryPolicy:
         if retry_number < 1:
             return 0.0
         exponent = min(retry_number - 1, 64)
-        return float(min(self.initial_delay * self.coefficient**exponent, self.delay_cap))
+        try:
+            delay = self.initial_delay * self.coefficient**exponent
+        except OverflowError:
+            delay = math.inf
+        return float(min(delay, self.delay_cap))
+
+
+def _finite(name: str, value: object, minimum: float) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < minimum
+        or value > _MAX_SECONDS
+    ):
+        raise ConfigurationError(
+            f"RetryPolicy.{name} must be a finite number from {minimum:g} to {_MAX_SECONDS:g}, "
+            f"got {value!r}"
+        )
 
 
 NO_RETRIES = RetryPolicy(max_retries=0)

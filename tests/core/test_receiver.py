@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 import hexa_event as he
+from hexa_event.connect import wrap
 from hexa_event.errors import ClosedError, ConfigurationError, UnknownSchemeError
 from hexa_event.testing import Collector, eventually
 
 
-def memory() -> he.Driver:
+def memory() -> he.Connection:
     return he.connect(f"memory://{uuid.uuid4().hex}")
 
 
@@ -174,6 +175,9 @@ class FlakyFetchDriver(he.Driver):
                     raise he.DriverError("broker unreachable: connection refused")
                 return await inner.fetch(max_count)
 
+            async def settle(self, deliveries: Any) -> None:
+                await inner.settle(deliveries)
+
             async def close(self) -> None:
                 await inner.close()
 
@@ -184,20 +188,21 @@ class FlakyFetchDriver(he.Driver):
 
 
 async def test_unreachable_broker_backs_off_reports_and_recovers() -> None:
-    driver = FlakyFetchDriver()
+    flaky = FlakyFetchDriver()
+    driver = wrap(flaky)
     got = Collector()
     receiver = driver.receiver("svc")
     receiver.subscribe("c", action="a", handler=lambda c, m: got.add(m.payload))
     assert receiver.health()["state"] == "new"
     async with receiver:
-        await eventually(lambda: driver.fetch_calls >= 3, within=5, what="fetch retries")
+        await eventually(lambda: flaky.fetch_calls >= 3, within=5, what="fetch retries")
         health = receiver.health()
         assert not health["healthy"]
         assert "connection refused" in health["actions"]["a"]["fetch_error"]
-        calls_before = driver.fetch_calls
+        calls_before = flaky.fetch_calls
         await asyncio.sleep(0.3)  # measuring the back-off itself: no busy loop
-        assert driver.fetch_calls - calls_before <= 3
-        driver.down = False
+        assert flaky.fetch_calls - calls_before <= 3
+        flaky.down = False
         await driver.emitter().emit(he.Event("c", "k", {"n": 1}))
         assert await got.wait_for(1, within=10) == [{"n": 1}]
         assert receiver.health()["healthy"]

@@ -25,9 +25,8 @@ async def test_replay_moves_dead_letters_back_once_keeping_the_event_id() -> Non
 
     async with receiver:
         event_id = await driver.emitter().emit(he.Event("orders", "k", {"n": 1}))
-        dispatcher = receiver.subscriptions["export"].dispatcher
-        assert dispatcher is not None
-        await eventually(lambda: dispatcher.dead_lettered == 1, within=5, what="dead letter")
+        info = receiver.subscriptions["export"]
+        await eventually(lambda: info.counters.dead_lettered == 1, within=5, what="dead letter")
         broken = False  # the operator fixed the warehouse
         report = await replay_dead_letters(driver, "export", idle_timeout=0.2)
         assert report.replayed == 1

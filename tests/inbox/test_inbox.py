@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from db_helpers import rows
 from hexa_event import Context, Event, Message, connect
+from hexa_event._sql.clock import utcnow
+from hexa_event._sql.urls import async_url
 from hexa_event.errors import ConfigurationError
 from hexa_event.inbox import Inbox, InboxCleaner, current_session, dedup_key, inbox_table
 from hexa_event.outbox import Outbox, outbox_table
-from hexa_event.outbox._sql import async_url, utcnow
 from hexa_event.testing.waiting import Collector
 
 effects_md = MetaData()
@@ -210,18 +211,22 @@ async def test_consume_write_emit_exactly_once_effects(db_url: str) -> None:
     engine = await prepared(db_url)
     inbox = Inbox(engine)
     outbox = Outbox()
-    driver = connect(f"memory://cwe-{uuid.uuid4().hex}")
+    # The relay needs a persistent target: the SQL log in the same database.
+    driver = connect(db_url)
+    orders, charges_channel = f"orders-{uuid.uuid4().hex[:8]}", f"charges-{uuid.uuid4().hex[:8]}"
     receiver = driver.receiver("billing")
     handled = Collector()
     charges = Collector()
 
     async def charge_effects(ctx: Context, m: Message[Any], session: AsyncSession) -> None:
         await session.execute(insert(effects).values(event_id=m.id, action=ctx.handler_action))
-        await outbox.emit_async(session, Event("charges", m.key, payload={"order": m.id}), ctx)
+        await outbox.emit_async(
+            session, Event(charges_channel, m.key, payload={"order": m.id}), ctx
+        )
 
     charge_once = inbox.idempotent(charge_effects)
 
-    @receiver.subscribe("orders", action="billing.charge")
+    @receiver.subscribe(orders, action="billing.charge")
     async def charge(ctx: Context, m: Message[Any]) -> None:
         await charge_once(ctx, m)
         handled.add(m.id)
@@ -229,11 +234,11 @@ async def test_consume_write_emit_exactly_once_effects(db_url: str) -> None:
     async def record(ctx: Context, m: Message[Any], session: AsyncSession) -> None:
         charges.add(m.payload["order"])
 
-    receiver.subscribe("charges", action="ledger.record")(inbox.idempotent(record))
+    receiver.subscribe(charges_channel, action="ledger.record")(inbox.idempotent(record))
 
     async with receiver, OutboxRelay(engine, driver, poll_interval=0.05) as relay:
         emitter = driver.emitter()
-        order = Event("orders", "o-1", payload={"total": 5}, id="order-1")
+        order = Event(orders, "o-1", payload={"total": 5}, id="order-1")
         for _ in range(3):
             await emitter.emit(order)
         await handled.wait_for(3)

@@ -8,8 +8,9 @@ from sqlalchemy import create_engine, update
 
 from db_helpers import RecordingDriver, rows
 from hexa_event import Event
+from hexa_event._sql.clock import utcnow
+from hexa_event._sql.urls import sync_url
 from hexa_event.outbox import Outbox, OutboxCleaner, OutboxRelay, outbox_table
-from hexa_event.outbox._sql import sync_url, utcnow
 
 
 async def test_deletes_only_old_sent_rows(db_url: str) -> None:

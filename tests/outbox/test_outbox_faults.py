@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from db_helpers import SinkDriver, rows
 from hexa_event import Context, Event
+from hexa_event._sql.urls import async_url, sync_url
 from hexa_event.inbox import Inbox
 from hexa_event.outbox import Outbox, OutboxRelay
-from hexa_event.outbox._sql import async_url, sync_url
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent.parent / "src"
@@ -169,7 +169,7 @@ async def _emit_with_retry(url: str, count: int, start: int, within: float) -> l
 @pytest.mark.slow
 @pytest.mark.postgres
 async def test_postgres_restarted_during_relay(pg_url: str, tmp_path: Path) -> None:
-    from hexa_event.testing.services import get_service
+    from hexa_event_services import get_service
 
     service = get_service("postgres")
     if not service.url.endswith(":5432/hexa_event") and "HEXA_POSTGRES_URL" in os.environ:

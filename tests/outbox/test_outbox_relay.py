@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from db_helpers import RecordingDriver, event_id, rows
 from hexa_event import Event
+from hexa_event._sql.urls import async_url, sync_url
 from hexa_event.outbox import Outbox, OutboxRelay
-from hexa_event.outbox._sql import async_url, sync_url
 from hexa_event.outbox.store import decode_headers
 from hexa_event.testing.waiting import eventually
 
@@ -235,7 +235,7 @@ async def test_lock_mode_hot_key_waits_for_the_batch_in_flight(pg_url: str) -> N
             assert await other.run_once() == 2  # only the cold key is free
         assert [r.key for r in other_driver.records] == ["cold", "cold"]
         second = asyncio.create_task(relay.run_once())  # the same relay claims ahead...
-        await eventually(lambda: len(relay._mine) == 6, what="claimed ahead")
+        await eventually(lambda: relay.in_flight == 6, what="claimed ahead")
         assert driver.in_publish == 1  # ...but publishes only after its first batch
         driver.gate.set()
         assert await first == 3

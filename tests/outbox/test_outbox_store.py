@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session
 
 from db_helpers import rows
 from hexa_event import Context, Event
+from hexa_event._sql.urls import async_url, sync_url
 from hexa_event.envelope import EVENT_ID
 from hexa_event.outbox import Outbox, ddl, migrate, migrate_async, outbox_table
-from hexa_event.outbox._sql import async_url, sync_url
 from hexa_event.outbox.store import decode_headers
 
 
@@ -98,7 +98,7 @@ def test_ddl(dialect: str) -> None:
 
 
 def test_urls_never_show_passwords() -> None:
-    from hexa_event.outbox._sql import redact
+    from hexa_event._sql.urls import redact
 
     assert "s3cret" not in redact("postgresql://u:s3cret@h/db")
     assert make_url(async_url("postgresql://u@h/db")).drivername == "postgresql+asyncpg"

@@ -13,21 +13,19 @@ import pytest
 from sqlalchemy import create_engine
 
 import hexa_event as he
+from db_helpers import RecordingDriver
+from hexa_event._sql.urls import sync_url
 from hexa_event.outbox import Outbox, OutboxRelay
-from hexa_event.outbox._sql import sync_url
 from hexa_event.testing import Collector
-from hexa_event.testing.services import require_service
+from hexa_event_services import require_service
 
 TARGETS = [
-    "memory",
     "sqlite",
     pytest.param("kafka", marks=pytest.mark.kafka),
 ]
 
 
 def target_url(target: str, tmp_path: Path) -> str:
-    if target == "memory":
-        return f"memory://outbox-{uuid.uuid4().hex}"
     if target == "sqlite":
         return f"sqlite:///{tmp_path / 'log.db'}"
     require_service("kafka")
@@ -81,3 +79,15 @@ async def test_committed_rows_reach_the_driver_once_rolled_back_ones_never(
         per_key[key].append(payload["tx"] * 10 + payload["i"])
     for key, order in per_key.items():
         assert order == sorted(order), f"{key} out of order: {order}"
+
+
+async def test_a_target_that_is_not_persistent_is_refused(db_url: str) -> None:
+    """Issue 9 #3: rows marked sent into a broker that dies with the process are lost."""
+    from hexa_event.driver import Features
+    from hexa_event.errors import ConfigurationError
+
+    class Volatile(RecordingDriver):
+        features = Features(name="volatile", persistent=False)
+
+    with pytest.raises(ConfigurationError, match="persistent"):
+        OutboxRelay(db_url, Volatile())

@@ -7,9 +7,11 @@ fails. Start them with ``scripts/services up [NAMES...]``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from hexa_event.testing import services
+import hexa_event_services as services
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +39,28 @@ def stan_endpoint() -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     return services.require_service("postgres").url
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster_nodes() -> Iterator[list[services.Service]]:
+    """The three-node Kafka cluster, started for the session when it was not running (and
+    stopped again at the end in that case)."""
+    nodes, started = services.on_demand("kafka-cluster")
+    yield nodes
+    if started:
+        services.stop_all(nodes)
+
+
+@pytest.fixture
+def kafka_cluster(kafka_cluster_nodes: list[services.Service]) -> list[services.Service]:
+    """The cluster's nodes, every one of them running (a node a failed test left down is
+    started again, its data kept)."""
+    for node in kafka_cluster_nodes:
+        if not node.is_ready(timeout=2.0):
+            node.start(fresh=False)
+    return kafka_cluster_nodes
+
+
+@pytest.fixture
+def kafka_cluster_bootstrap(kafka_cluster: list[services.Service]) -> str:
+    return ",".join(node.url for node in kafka_cluster)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hexa_event.testing.services import unique_name as unique
+from hexa_event_services import unique_name as unique
 
 pytestmark = pytest.mark.kafka
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hexa_event.testing.services import unique_name as unique
+from hexa_event_services import unique_name as unique
 
 pytestmark = pytest.mark.postgres
 

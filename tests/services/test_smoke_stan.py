@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from hexa_event.testing.services import pb_decode, pb_field
-from hexa_event.testing.services import unique_name as unique
+from hexa_event_services import pb_decode, pb_field
+from hexa_event_services import unique_name as unique
 
 pytestmark = pytest.mark.stan
 

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Table, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..outbox.cleaner import BatchCleaner, cutoff_param, limit_param
+from .._sql.cleaner import CUTOFF, LIMIT, BatchCleaner
 from .store import inbox_table
 
 
@@ -30,14 +30,11 @@ class InboxCleaner(BatchCleaner):
         interval: float = 60.0,
         table: Table = inbox_table,
     ) -> None:
-        super().__init__(db, retention=retention, batch_size=batch_size, interval=interval)
-        self.table = table
-
-    def _delete_statement(self) -> Any:
-        t = self.table
-        expired = (
-            select(t.c.event_id, t.c.action)
-            .where(t.c.processed_at < cutoff_param())
-            .limit(limit_param())
+        super().__init__(
+            db, table=table, retention=retention, batch_size=batch_size, interval=interval
         )
+
+    def delete_statement(self) -> Any:
+        t = self.table
+        expired = select(t.c.event_id, t.c.action).where(t.c.processed_at < CUTOFF).limit(LIMIT)
         return delete(t).where(tuple_(t.c.event_id, t.c.action).in_(expired))

@@ -25,14 +25,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from .._sql.clock import utcnow
+from .._sql.dialects import insert_ignoring_duplicates
+from .._sql.engine import engine_for
 from ..context import Context
-from ..errors import ConfigurationError
 from ..event import Message
 from ..middleware import Handler, Middleware
-from ..outbox._sql import make_async_engine, utcnow
 from .store import dedup_key, inbox_table
 
 log = logging.getLogger(__name__)
@@ -74,23 +75,10 @@ class Inbox:
         session_factory: async_sessionmaker[AsyncSession] | None = None,
         table: Table = inbox_table,
     ) -> None:
-        self.engine, self._owns_engine = make_async_engine(db)
+        self.engine, self._owns_engine = engine_for(db)
         self.table = table
         self.sessions = session_factory or async_sessionmaker(self.engine, expire_on_commit=False)
-        self._insert = self._build_insert(self.engine.dialect.name)
-
-    def _build_insert(self, dialect: str) -> Any:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            return pg_insert(self.table).on_conflict_do_nothing()
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            return sqlite_insert(self.table).on_conflict_do_nothing()
-        if dialect in ("mysql", "mariadb"):
-            return insert(self.table).prefix_with("IGNORE")
-        raise ConfigurationError(f"the inbox supports PostgreSQL, SQLite and MySQL, not {dialect}")
+        self._insert = insert_ignoring_duplicates(self.table, self.engine.dialect.name)
 
     async def run(
         self,
@@ -122,8 +110,6 @@ class Inbox:
         """Whether the dedup key of ``ctx`` is recorded (its effects were committed)."""
         event_id, action = dedup_key(ctx)
         t = self.table
-        from sqlalchemy import select
-
         stmt = select(t.c.event_id).where(t.c.event_id == event_id, t.c.action == action)
         async with self.engine.connect() as conn:
             return (await conn.execute(stmt)).first() is not None

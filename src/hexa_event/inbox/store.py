@@ -19,9 +19,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .._sql.dialects import tables_ddl
+from .._sql.schema import create_tables, create_tables_async
 from ..context import Context
 from ..errors import ConfigurationError
-from ..outbox.store import _create, _create_async, table_ddl
 
 metadata = MetaData()
 """The metadata holding :data:`inbox_table`."""
@@ -57,14 +58,14 @@ def dedup_key(ctx: Context) -> tuple[str, str]:
 
 def ddl(dialect: str = "postgresql") -> str:
     """The DDL :func:`migrate` runs for the inbox, as SQL text for ``dialect``."""
-    return table_ddl(inbox_table, dialect)
+    return tables_ddl([inbox_table], dialect)
 
 
 def migrate(bind: Engine | Connection | str) -> None:
     """Create ``hexa_inbox`` and its index if they do not exist (idempotent)."""
-    _create(metadata, [inbox_table], bind)
+    create_tables(metadata, [inbox_table], bind)
 
 
 async def migrate_async(bind: AsyncEngine | AsyncConnection | str) -> None:
     """:func:`migrate` for an ``AsyncEngine``/``AsyncConnection`` or a URL."""
-    await _create_async(metadata, [inbox_table], bind)
+    await create_tables_async(metadata, [inbox_table], bind)

@@ -36,46 +36,22 @@ import logging
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import (
-    ARRAY,
-    BigInteger,
-    DateTime,
-    Integer,
-    String,
-    Table,
-    and_,
-    any_,
-    bindparam,
-    delete,
-    exists,
-    func,
-    or_,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Table, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .._sql.clock import as_utc, utcnow
+from .._sql.engine import engine_for
+from .._sql.listen import listen
+from .._sql.problems import brief
 from ..driver import Driver, RawRecord
 from ..errors import ConfigurationError
-from ._sql import make_async_engine, utcnow
-from .store import decode_headers, outbox_table
+from .claims import Claimed, ClaimSettings, ClaimStrategy, LeaseClaims, LockClaims
+from .store import outbox_table
 
 log = logging.getLogger(__name__)
-
-
-def brief(exc: BaseException) -> str:
-    """An error's first line (SQLAlchemy appends the SQL and its parameters below it)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:500] if text else type(exc).__name__
-
-
-_TS = DateTime(timezone=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,20 +68,6 @@ class OutboxStats:
     """Rows this relay marked sent since it started."""
     failed_batches: int
     """Batches whose publish failed (their rows are retried after ``retry_delay``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Claimed:
-    ids: list[int]
-    records: list[RawRecord]
-    lease_until: float
-    """Monotonic deadline of the lease."""
-    conn: AsyncConnection | None = None
-    """Lock mode: the open transaction whose row locks are the lease."""
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class OutboxRelay:
@@ -153,7 +115,13 @@ class OutboxRelay:
             raise ConfigurationError(
                 "lease and poll_interval must be positive and retry_delay not negative"
             )
-        self.engine, self._owns_engine = make_async_engine(db)
+        if not driver.features.persistent:
+            raise ConfigurationError(
+                f"the outbox relay needs a persistent target, and {driver.features.name!r} "
+                "loses what it holds when its process ends (rows would be marked sent and "
+                "lost); relay to a broker or database such as kafka://... or postgresql://..."
+            )
+        self.engine, self._owns_engine = engine_for(db)
         self.driver = driver
         self.batch_size = batch_size
         self.concurrency = concurrency
@@ -180,11 +148,18 @@ class OutboxRelay:
                 "claim_mode is 'lease' (any database) or 'lock' (PostgreSQL only)"
             )
         self.claim_mode = claim_mode
-        self._lock_key = zlib.crc32(f"hexa-outbox:{table.name}".encode()) & 0x7FFFFFFF
-        self._claim_stmt = self._build_claim()
-        self._mark_stmt, self._release_stmt = self._build_settle()
-        if self.claim_mode == "lock":
-            self._build_lock_mode()
+        settings = ClaimSettings(
+            engine=self.engine,
+            table=table,
+            batch_size=batch_size,
+            lease=lease,
+            retry_delay=retry_delay,
+            keep_sent=keep_sent,
+            owner=self.owner,
+        )
+        self._claims: ClaimStrategy = (
+            LockClaims(settings) if claim_mode == "lock" else LeaseClaims(settings)
+        )
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self.listening = asyncio.Event()
@@ -193,218 +168,15 @@ class OutboxRelay:
         self._published = 0
         self._failed = 0
         self._running = False
-        self._mine: set[int] = set()
-        """Lock mode: ids of this relay's batches in flight (locked by its transactions)."""
         self._chain: asyncio.Future[bool] | None = None
         """Publish result of the last batch claimed: the next one publishes after it."""
 
-    # -- statements ------------------------------------------------------------------------
-
-    def _build_claim(self) -> Any:
-        t = self.table
-        o = t.alias("o")
-        p = t.alias("p")
-        now = bindparam("now", type_=_TS)
-        blocked = exists().where(
-            p.c.key == o.c.key,
-            p.c.id < o.c.id,
-            p.c.sent_at.is_(None),
-            p.c.lease_until >= now,
-            or_(p.c.lease_token.is_(None), p.c.lease_token != bindparam("token")),
-        )
-        candidates = (
-            select(o.c.id)
-            .where(
-                o.c.sent_at.is_(None),
-                or_(o.c.lease_until.is_(None), o.c.lease_until < now),
-                ~blocked,
-            )
-            .order_by(o.c.id)
-            .limit(bindparam("limit", type_=Integer()))
-        )
-        values = {
-            "lease_until": bindparam("until", type_=_TS),
-            "lease_token": bindparam("token", type_=String()),
-            "attempts": t.c.attempts + 1,
-        }
-        returning = (t.c.id, t.c.channel, t.c.key, t.c.headers, t.c.body)
-        if self._dialect == "postgresql":
-            cte = candidates.with_for_update(skip_locked=True, of=o).cte("claim")
-            return update(t).where(t.c.id == cte.c.id).values(values).returning(*returning)
-        return update(t).where(t.c.id.in_(candidates)).values(values).returning(*returning)
-
-    def _build_lock_mode(self) -> None:
-        t = self.table
-        now = bindparam("now", type_=_TS)
-        ready = and_(t.c.sent_at.is_(None), or_(t.c.lease_until.is_(None), t.c.lease_until < now))
-        self._lock_stmt = (
-            select(t.c.id, t.c.channel, t.c.key, t.c.headers, t.c.body)
-            .where(ready)
-            .order_by(t.c.id)
-            .limit(bindparam("limit", type_=Integer()))
-            .with_for_update(skip_locked=True)
-        )
-        upto = t.c.id <= bindparam("max", type_=BigInteger())
-        self._span_count = select(func.count()).select_from(t).where(t.c.sent_at.is_(None), upto)
-        self._span_rows = select(t.c.id, t.c.key).where(t.c.sent_at.is_(None), upto)
-        in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
-        self._backoff_stmt = (
-            update(t)
-            .where(in_ids)
-            .values(
-                lease_until=bindparam("until", type_=_TS),
-                attempts=t.c.attempts + 1,
-                last_error=bindparam("error", type_=String()),
-            )
-        )
-        if self.keep_sent:
-            self._lock_mark_stmt: Any = (
-                update(t)
-                .where(in_ids)
-                .values(
-                    sent_at=bindparam("now", type_=_TS),
-                    lease_until=None,
-                    last_error=None,
-                    attempts=t.c.attempts + 1,
-                )
-            )
-        else:
-            self._lock_mark_stmt = delete(t).where(in_ids)
-
-    def _build_settle(self) -> tuple[Any, Any]:
-        t = self.table
-        if self._dialect == "postgresql":
-            in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
-        else:
-            in_ids = t.c.id.in_(bindparam("ids", expanding=True))
-        mark: Any = (
-            update(t)
-            .where(in_ids, t.c.sent_at.is_(None))
-            .values(sent_at=bindparam("now", type_=_TS), lease_until=None, last_error=None)
-        )
-        if not self.keep_sent:
-            mark = delete(t).where(in_ids, t.c.sent_at.is_(None))
-        release = (
-            update(t)
-            .where(in_ids, t.c.sent_at.is_(None), t.c.lease_token == bindparam("token"))
-            .values(
-                lease_until=bindparam("until", type_=_TS),
-                lease_token=None,
-                last_error=bindparam("error", type_=String()),
-            )
-        )
-        return mark, release
-
     # -- one batch ---------------------------------------------------------------------------
 
-    async def _claim(self) -> _Claimed | None:
-        if self.claim_mode == "lock":
-            return await self._claim_locked()
-        return await self._claim_leased()
+    async def _claim(self) -> Claimed | None:
+        return await self._claims.claim()
 
-    async def _claim_locked(self) -> _Claimed | None:
-        """Lock the first ready rows (SKIP LOCKED) in a transaction left open until settled.
-
-        Rows skipped because another transaction holds them (another relay, or this one's
-        batch in flight) block later rows of their keys: those are left out of the batch.
-        """
-        now = utcnow()
-        deadline = time.monotonic() + self.lease
-        conn = await self.engine.connect()
-        try:
-            await conn.begin()
-            await conn.execute(
-                text(f"SET LOCAL idle_in_transaction_session_timeout = {int(self.lease * 1000)}")
-            )
-            rows: Sequence[Any] = (
-                await conn.execute(self._lock_stmt, {"now": now, "limit": self.batch_size})
-            ).all()
-            if rows:
-                top = rows[-1][0]
-                visible = (await conn.execute(self._span_count, {"max": top})).scalar_one()
-                # Unsent rows up to ``top`` are ours (this claim, our batches in flight) or
-                # held by others; only in the last case look at which keys they block.
-                expected = len(rows) + sum(1 for i in self._mine if i <= top)
-                if visible != expected:
-                    rows = await self._drop_blocked(conn, rows, top)
-            if not rows:
-                await conn.rollback()
-                await conn.close()
-                return None
-        except BaseException:
-            await conn.close()
-            raise
-        ids = [r[0] for r in rows]
-        self._mine.update(ids)
-        return _Claimed(
-            ids=ids,
-            records=[
-                RawRecord(channel=r[1], key=r[2], headers=decode_headers(r[3]), body=r[4])
-                for r in rows
-            ],
-            lease_until=deadline,
-            conn=conn,
-        )
-
-    async def _drop_blocked(
-        self, conn: AsyncConnection, rows: Sequence[Any], top: int
-    ) -> Sequence[Any]:
-        # This relay's own batches in flight don't block: they publish before this one.
-        mine = {r[0] for r in rows} | self._mine
-        first_blocked: dict[str, int] = {}
-        for row_id, key in (await conn.execute(self._span_rows, {"max": top})).all():
-            if row_id not in mine and row_id < first_blocked.get(key, top + 1):
-                first_blocked[key] = row_id
-        return [r for r in rows if first_blocked.get(r[2], top + 1) > r[0]]
-
-    async def _claim_leased(self) -> _Claimed | None:
-        now = utcnow()
-        deadline = time.monotonic() + self.lease
-        params = {
-            "now": now,
-            "until": now + timedelta(seconds=self.lease),
-            "token": self.owner,
-            "limit": self.batch_size,
-        }
-        async with self.engine.begin() as conn:
-            if self._dialect == "postgresql":
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._lock_key})
-            rows: Sequence[Any] = (await conn.execute(self._claim_stmt, params)).all()
-        if not rows:
-            return None
-        ordered = sorted(rows, key=lambda r: r[0])
-        return _Claimed(
-            ids=[r[0] for r in ordered],
-            records=[
-                RawRecord(channel=r[1], key=r[2], headers=decode_headers(r[3]), body=r[4])
-                for r in ordered
-            ],
-            lease_until=deadline,
-        )
-
-    async def _settle(self, stmt: Any, params: dict[str, Any], until: float) -> bool:
-        """Run a settle statement, retrying database failures until monotonic ``until``."""
-        delay = 0.05
-        while True:
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(stmt, params)
-                return True
-            except Exception as exc:
-                if time.monotonic() + delay > until:
-                    log.error(
-                        "outbox relay: could not settle %d rows (%s: %s); they will be sent "
-                        "again when their lease expires",
-                        len(params["ids"]),
-                        type(exc).__name__,
-                        brief(exc),
-                    )
-                    return False
-                log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    async def _publish(self, batch: _Claimed) -> tuple[list[int], list[int], Exception | None]:
+    async def _publish(self, batch: Claimed) -> tuple[list[int], list[int], Exception | None]:
         """Publish a batch; (ids published, ids failed, first error).
 
         Rows of one key stay in one ``driver.publish`` call, in id order; up to
@@ -439,7 +211,7 @@ class OutboxRelay:
 
     async def _deliver(
         self,
-        batch: _Claimed,
+        batch: Claimed,
         previous: asyncio.Future[bool] | None = None,
         published: asyncio.Future[bool] | None = None,
     ) -> int:
@@ -464,86 +236,16 @@ class OutboxRelay:
                         brief(error) if error else "",
                         self.retry_delay,
                     )
-            if batch.conn is not None:
-                return await self._finish_locked(batch, done, failed, error, published)
-            if failed:
-                # Release before telling the next batch: a claim made after this point
-                # must see these rows waiting to retry (they block their keys).
-                await self._settle(
-                    self._release_stmt,
-                    {
-                        "ids": failed,
-                        "token": self.owner,
-                        "until": utcnow() + timedelta(seconds=self.retry_delay),
-                        "error": f"{type(error).__name__}: {brief(error) if error else ''}",
-                    },
-                    batch.lease_until,
-                )
-            if published is not None:
-                published.set_result(not failed)  # the next batch may publish now
-            if not done:
+            if not await self._claims.finish(batch, done, failed, error, published):
                 return 0
-            # Published: mark sent. Keep trying past the lease (fewer duplicates), bounded.
-            marked = await self._settle(
-                self._mark_stmt,
-                {"ids": done, "now": utcnow()},
-                batch.lease_until + self.lease,
-            )
-            if marked:
-                self._published += len(done)
-            return len(done) if marked else 0
+            self._published += len(done)
+            return len(done)
         finally:
-            if batch.conn is not None:
-                self._mine.difference_update(batch.ids)
-                if not batch.conn.closed:
-                    with contextlib.suppress(Exception):
-                        await batch.conn.close()
+            await self._claims.forget(batch)
             if published is not None and not published.done():
                 published.set_result(False)
             self._in_flight -= n
             self._wake.set()
-
-    async def _finish_locked(
-        self,
-        batch: _Claimed,
-        done: list[int],
-        failed: list[int],
-        error: BaseException | None,
-        published: asyncio.Future[bool] | None,
-    ) -> int:
-        """Lock mode: mark ``done`` sent and put ``failed`` on hold, then commit (unlock)."""
-        conn = batch.conn
-        assert conn is not None
-        now = utcnow()
-        hold = {
-            "ids": failed,
-            "until": now + timedelta(seconds=self.retry_delay),
-            "error": f"{type(error).__name__}: {brief(error) if error else ''}",
-        }
-        try:
-            if failed:
-                await conn.execute(self._backoff_stmt, hold)
-            if done:
-                await conn.execute(self._lock_mark_stmt, {"ids": done, "now": now})
-            await conn.commit()
-        except Exception as exc:
-            log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
-            with contextlib.suppress(Exception):
-                await conn.close()
-            if failed:
-                await self._settle(self._backoff_stmt, hold, batch.lease_until)
-            if published is not None and not published.done():
-                published.set_result(not failed)
-            if done and await self._settle(
-                self._lock_mark_stmt, {"ids": done, "now": now}, batch.lease_until + self.lease
-            ):
-                self._published += len(done)
-                return len(done)
-            return 0
-        if published is not None and not published.done():
-            published.set_result(not failed)
-        self._published += len(done)
-        return len(done)
 
     async def run_once(self) -> int:
         """Claim one batch, publish it and mark it sent; the number of rows marked sent.
@@ -666,43 +368,30 @@ class OutboxRelay:
     async def _listen(self) -> None:
         """LISTEN on the outbox channel (asyncpg only), reconnecting; wakes the loop."""
 
-        def on_notify(*_args: object) -> None:
-            self._wake.set()
+        def connected() -> None:
+            self._wake.set()  # notifications may have been missed while away
+            self.listening.set()
 
-        while not self._stop.is_set():
-            try:
-                async with self.engine.connect() as conn:
-                    apg = await self._asyncpg_connection(conn)
-                    if apg is None:
-                        log.info("outbox relay: engine is not asyncpg, polling only")
-                        return
-                    await apg.add_listener(self.table.name, on_notify)
-                    self._wake.set()  # notifications may have been missed while away
-                    self.listening.set()
-                    try:
-                        while not self._stop.is_set() and not apg.is_closed():
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(self._stop.wait(), self.poll_interval)
-                    finally:
-                        self.listening.clear()
-                        if not apg.is_closed():
-                            with contextlib.suppress(Exception):
-                                await apg.remove_listener(self.table.name, on_notify)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("outbox relay: LISTEN connection lost: %s", brief(exc))
-            if not self._stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.poll_interval)
+        await listen(
+            self.engine,
+            self.table.name,
+            lambda _payload: self._wake.set(),
+            on_connected=connected,
+            on_lost=self.listening.clear,
+            stop=self._stop,
+            max_backoff=self.poll_interval,
+        )
 
-    @staticmethod
-    async def _asyncpg_connection(conn: AsyncConnection) -> Any:
-        raw = await conn.get_raw_connection()
-        driver_conn = raw.driver_connection
-        if driver_conn is None or not hasattr(driver_conn, "add_listener"):
-            return None
-        return driver_conn
+    @property
+    def in_flight(self) -> int:
+        """Rows this relay claimed and has not settled yet (no database query)."""
+        return self._in_flight
+
+    @property
+    def failed_batches(self) -> int:
+        """Batches whose publish failed since the relay was made (their rows wait for a
+        retry)."""
+        return self._failed
 
     @property
     def published(self) -> int:
@@ -755,7 +444,7 @@ async def outbox_stats(
     if oldest is not None:
         if isinstance(oldest, str):  # SQLite without type processing (raw text)
             oldest = datetime.fromisoformat(oldest)
-        age = max(0.0, (utcnow() - _as_utc(oldest)).total_seconds())
+        age = max(0.0, (utcnow() - as_utc(oldest)).total_seconds())
     return OutboxStats(
         backlog=int(count),
         oldest_unsent_age=age,

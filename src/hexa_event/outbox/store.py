@@ -30,19 +30,19 @@ from sqlalchemy import (
     insert,
     text,
 )
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.schema import CreateIndex, CreateTable
 
+from .._sql.clock import utcnow
+from .._sql.dialects import tables_ddl
+from .._sql.schema import create_tables, create_tables_async
 from ..codecs import Codec
 from ..context import Context
 from ..driver import RawRecord
 from ..envelope import EVENT_ID, CloudEvents, Envelope
-from ..errors import ConfigurationError
 from ..event import Event
 from ..propagation import Propagator
-from ._sql import sync_url, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -132,40 +132,13 @@ def row_values(record: RawRecord) -> dict[str, Any]:
 # -- DDL and migration ---------------------------------------------------------------------
 
 
-def _dialect(name: str) -> Dialect:
-    from sqlalchemy.dialects import mysql, postgresql, sqlite
-
-    dialects: dict[str, Any] = {
-        "postgresql": postgresql,
-        "postgres": postgresql,
-        "sqlite": sqlite,
-        "mysql": mysql,
-        "mariadb": mysql,
-    }
-    module = dialects.get(name.lower())
-    if module is None:
-        raise ConfigurationError(
-            f"unknown dialect {name!r}; use one of postgresql, sqlite, mysql, mariadb"
-        )
-    return module.dialect()  # type: ignore[no-any-return]
-
-
-def table_ddl(table: Table, dialect: str) -> str:
-    """``CREATE TABLE`` and ``CREATE INDEX`` statements of ``table`` for ``dialect``."""
-    d = _dialect(dialect)
-    parts = [str(CreateTable(table).compile(dialect=d)).strip() + ";"]
-    for index in sorted(table.indexes, key=lambda i: str(i.name)):
-        parts.append(str(CreateIndex(index).compile(dialect=d)).strip() + ";")
-    return "\n\n".join(parts) + "\n"
-
-
 def ddl(dialect: str = "postgresql") -> str:
     """The DDL :func:`migrate` runs for the outbox, as SQL text for ``dialect``.
 
     ``dialect`` is ``postgresql``, ``sqlite``, ``mysql`` or ``mariadb``. Apply it with your
     own migration tool (Alembic...) if you prefer that to :func:`migrate`.
     """
-    return table_ddl(outbox_table, dialect)
+    return tables_ddl([outbox_table], dialect)
 
 
 def migrate(bind: Engine | Connection | str) -> None:
@@ -174,45 +147,12 @@ def migrate(bind: Engine | Connection | str) -> None:
     ``bind`` is a SQLAlchemy ``Engine`` or ``Connection`` or a database URL (a blocking
     driver is chosen: psycopg for PostgreSQL). Never alters or drops anything.
     """
-    _create(metadata, [outbox_table], bind)
+    create_tables(metadata, [outbox_table], bind)
 
 
 async def migrate_async(bind: AsyncEngine | AsyncConnection | str) -> None:
     """:func:`migrate` for an ``AsyncEngine``/``AsyncConnection`` or a URL (asyncio driver)."""
-    await _create_async(metadata, [outbox_table], bind)
-
-
-def _create(md: MetaData, tables: Sequence[Table], bind: Engine | Connection | str) -> None:
-    from sqlalchemy import create_engine
-
-    if isinstance(bind, str):
-        engine = create_engine(sync_url(bind))
-        try:
-            md.create_all(engine, tables=list(tables), checkfirst=True)
-        finally:
-            engine.dispose()
-        return
-    md.create_all(bind, tables=list(tables), checkfirst=True)
-
-
-async def _create_async(
-    md: MetaData, tables: Sequence[Table], bind: AsyncEngine | AsyncConnection | str
-) -> None:
-    from ._sql import make_async_engine
-
-    def create(sync_conn: Connection) -> None:
-        md.create_all(sync_conn, tables=list(tables), checkfirst=True)
-
-    if isinstance(bind, AsyncConnection):
-        await bind.run_sync(create)
-        return
-    engine, owned = make_async_engine(bind)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(create)
-    finally:
-        if owned:
-            await engine.dispose()
+    await create_tables_async(metadata, [outbox_table], bind)
 
 
 # -- emit ----------------------------------------------------------------------------------

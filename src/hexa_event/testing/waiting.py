@@ -33,6 +33,10 @@ class Collector:
         self.items.append(item)
         self._changed.set()
 
+    def add_message(self, ctx: Any, msg: Any) -> None:
+        """A handler that records each message (``handler=collector.add_message``)."""
+        self.add(msg)
+
     def __len__(self) -> int:
         return len(self.items)
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hexa_event.testing.services import require_service
+from hexa_event_services import require_service
 
 pytestmark = pytest.mark.kafka
 

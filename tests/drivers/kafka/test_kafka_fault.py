@@ -22,7 +22,7 @@ from hexa_event.emitter import Emitter
 from hexa_event.errors import DriverError
 from hexa_event.event import Event, Message
 from hexa_event.receiver import Receiver
-from hexa_event.testing.services import get_service, require_service
+from hexa_event_services import get_service, require_service
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from hexa_event.driver import SubscriptionSpec
 
 
 async def main(url: str, channel: str, group: str, out: str, handle_seconds: float) -> None:
-    driver = hexa_event.connect(url, lease_ttl=3.0, heartbeat_interval=0.2)
+    driver = hexa_event.connect(url, lease_ttl=3.0, heartbeat_interval=0.2).driver
     sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -29,7 +29,7 @@ async def main(url: str, channel: str, group: str, out: str, handle_seconds: flo
         async def report() -> None:
             nonlocal parts
             while not stop.is_set():
-                owned = len(sub._parts)  # type: ignore[attr-defined]
+                owned = len(sub.status().assignment)
                 if owned != parts:
                     parts = owned
                     fh.write(f"#parts {owned}\n")
@@ -44,11 +44,15 @@ async def main(url: str, channel: str, group: str, out: str, handle_seconds: flo
             if not fetching.done():
                 fetching.cancel()
                 break
-            for delivery in fetching.result():
+            batch = fetching.result()
+            for delivery in batch:
                 if handle_seconds:
                     await asyncio.sleep(handle_seconds)
                 fh.write(delivery.record.body.decode() + "\n")
-                await delivery.ack()
+                delivery.ack()
+                if handle_seconds:
+                    await sub.settle([delivery])
+            await sub.settle(batch)
         reporter.cancel()
     await sub.close()
     await driver.close()

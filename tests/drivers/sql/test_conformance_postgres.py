@@ -5,7 +5,7 @@ import pytest
 import hexa_event
 from hexa_event.driver import Driver
 from hexa_event.testing.conformance import DriverConformance
-from hexa_event.testing.services import require_service
+from hexa_event_services import require_service
 
 pytestmark = pytest.mark.postgres
 

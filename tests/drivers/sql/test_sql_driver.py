@@ -21,7 +21,6 @@ from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpe
 from hexa_event.drivers.sql import SqlDriver, SqlOptions, ddl, migrate
 from hexa_event.drivers.sql.producer import partition_of, to_rows
 from hexa_event.drivers.sql.schema import async_url, make_engine
-from hexa_event.envelope import RETRY_AT
 from hexa_event.errors import ConfigurationError
 from hexa_event.testing.waiting import eventually
 
@@ -36,14 +35,14 @@ FAST = {"lease_ttl": 3.0, "heartbeat_interval": 0.2}
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'events.db'}"
-    from hexa_event.testing.services import require_service
+    from hexa_event_services import require_service
 
     return require_service("postgres").url
 
 
 @pytest.fixture
 async def driver(url: str) -> AsyncIterator[SqlDriver]:
-    d = hexa_event.connect(url, **FAST)
+    d = hexa_event.connect(url, **FAST).driver
     assert isinstance(d, SqlDriver)
     yield d
     await d.close()
@@ -182,7 +181,8 @@ async def test_two_members_split_partitions_and_keep_key_order(driver: SqlDriver
             for d in batch:
                 seen.setdefault(d.record.key, []).append(int(d.record.body))
                 owner.setdefault(d.record.key, n)
-                await d.ack()
+                d.ack()
+            await sub.settle(batch)
 
     await asyncio.wait_for(asyncio.gather(consume(1, one), consume(2, two)), 60)
     for key, values in seen.items():
@@ -200,8 +200,9 @@ async def test_settling_out_of_order_never_moves_the_position_past_a_pending_rec
     sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
     batch = await drain(sub, 3)
     assert [d.record.body for d in batch] == [b"0", b"1", b"2"]
-    await batch[2].ack()
-    await batch[1].ack()  # record 0 is still pending
+    batch[2].ack()
+    batch[1].ack()  # record 0 is still pending
+    await sub.settle(batch[1:])
     await sub.close()
     other = hexa_event.connect(url, **FAST)
     try:
@@ -209,7 +210,8 @@ async def test_settling_out_of_order_never_moves_the_position_past_a_pending_rec
         redelivered = await drain(again, 1)
         assert redelivered[0].record.body == b"0"
         for d in redelivered:
-            await d.ack()
+            d.ack()
+        await again.settle(redelivered)
         await again.close()
     finally:
         await other.close()
@@ -221,7 +223,8 @@ async def test_nack_with_delay_is_durable_and_honoured(driver: SqlDriver, url: s
     sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
     [delivery] = await drain(sub, 1)
     nacked_at = time.monotonic()
-    await delivery.nack(1.5)
+    delivery.nack(1.5)
+    await sub.settle([delivery])
     await sub.close()  # this member goes away; the database keeps the redelivery
     other = hexa_event.connect(url, **FAST)
     try:
@@ -230,20 +233,38 @@ async def test_nack_with_delay_is_durable_and_honoured(driver: SqlDriver, url: s
         assert time.monotonic() - nacked_at >= 1.4
         assert back.record.body == b"0"
         assert back.delivery_count == 2
-        await back.ack()
+        back.ack()
+        await again.settle([back])
         await again.close()
     finally:
         await other.close()
 
 
-async def test_retry_copies_are_not_handed_out_before_their_time(driver: SqlDriver) -> None:
+async def test_records_are_not_handed_out_before_their_not_before_time(
+    driver: SqlDriver,
+) -> None:
+    assert driver.features.delayed_publish
+    assert driver.features.delayed_nack
     channel, group = names()
     sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
     due = time.time() + 1.0
-    await driver.publish([RawRecord(channel, "k", {RETRY_AT: str(int(due * 1000)).encode()}, b"x")])
+    await driver.publish([RawRecord(channel, "k", {}, b"x", not_before=due)])
     [delivery] = await drain(sub, 1)
     assert time.time() >= due - 0.01
-    await delivery.ack()
+    delivery.ack()
+    await sub.settle([delivery])
+    await sub.close()
+
+
+async def test_a_retry_at_header_is_just_a_header(driver: SqlDriver) -> None:
+    """Only ``not_before`` holds a record back; the core's headers mean nothing here."""
+    channel, group = names()
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    later = str(int((time.time() + 60) * 1000)).encode()
+    await driver.publish([RawRecord(channel, "k", {"HEXA_RETRY_AT": later}, b"x")])
+    [delivery] = await drain(sub, 1, within=10)
+    delivery.ack()
+    await sub.settle([delivery])
     await sub.close()
 
 
@@ -266,7 +287,7 @@ async def test_late_committing_transaction_is_not_skipped(url: str) -> None:
     if not url.startswith("postgresql"):
         pytest.skip("SQLite has one writer at a time: ids follow commit order")
     channel, group = names()
-    driver = hexa_event.connect(url, **FAST)
+    driver = hexa_event.connect(url, **FAST).driver
     assert isinstance(driver, SqlDriver)
     sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
     engine = make_engine(SqlOptions(url=url))
@@ -287,7 +308,8 @@ async def test_late_committing_transaction_is_not_skipped(url: str) -> None:
         got = await drain(sub, 2)
         assert sorted(d.record.body for d in got) == [b"early-id", b"later-id"]
         for d in got:
-            await d.ack()
+            d.ack()
+        await sub.settle(got)
         await sub.close()
         again = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
         await driver.publish([RawRecord(channel, "c", {}, b"next")])
@@ -311,7 +333,7 @@ async def test_notify_wakes_consumers_of_other_processes(url: str) -> None:
         await producer.provision([channel])
         sub = await consumer.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
         idle = asyncio.create_task(sub.fetch(10))
-        await eventually(lambda: consumer._listener is not None, what="the listener")  # type: ignore[attr-defined]
+        await eventually(lambda: consumer.driver._listener is not None, what="the listener")  # type: ignore[attr-defined]
         began = time.monotonic()
         await producer.publish([RawRecord(channel, "k", {}, b"wake")])
         got = await asyncio.wait_for(idle, 10)
@@ -337,8 +359,9 @@ async def test_prune_deletes_only_what_every_group_settled(driver: SqlDriver) ->
     await driver.publish(records(channel, 4, keys=1))
     sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
     batch = await drain(sub, 4)
-    await batch[0].ack()
-    await batch[1].ack()
+    batch[0].ack()
+    batch[1].ack()
+    await sub.settle(batch[:2])
     await sub.close()  # the stored position is now after record 1
     assert await driver.prune(0, channels=[channel]) == 2
     again = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
@@ -364,7 +387,7 @@ async def test_migrate_is_idempotent_and_keeps_the_partition_count(tmp_path: Pat
     url = f"sqlite:///{tmp_path / 'm.db'}"
     assert await migrate(url, partitions=8) == 8
     assert await migrate(url, partitions=32) == 8
-    d = hexa_event.connect(url, partitions=32)
+    d = hexa_event.connect(url, partitions=32).driver
     assert isinstance(d, SqlDriver)
     assert (await d.ready()).partitions == 8
     await d.close()
@@ -416,3 +439,231 @@ async def test_a_bad_pattern_is_a_configuration_error(driver: SqlDriver) -> None
 def test_partition_of_is_stable() -> None:
     assert partition_of("order-42", 16) == partition_of("order-42", 16)
     assert {partition_of(f"k{i}", 16) for i in range(200)} == set(range(16))
+
+
+# -- contract v2: batch settle, status ----------------------------------------------------
+
+
+async def _fail_position_writes(driver: SqlDriver, group: str, on: bool) -> None:
+    """A trigger refusing position updates of ``group`` only (the database is shared)."""
+    async with driver.engine.begin() as conn:
+        if driver.dialect == "sqlite":
+            if on:
+                await conn.exec_driver_sql(
+                    f"CREATE TRIGGER fail_{group.replace('-', '_')} BEFORE UPDATE ON "
+                    f"hexa_positions WHEN NEW.group_name = '{group}' "
+                    "BEGIN SELECT RAISE(FAIL, 'injected write failure'); END"
+                )
+            else:
+                await conn.exec_driver_sql(f"DROP TRIGGER fail_{group.replace('-', '_')}")
+            return
+        name = f"fail_{group.replace('-', '_')}"
+        if on:
+            await conn.exec_driver_sql(
+                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'injected write failure'; END $$"
+            )
+            await conn.exec_driver_sql(
+                f"CREATE TRIGGER {name} BEFORE UPDATE ON hexa_positions FOR EACH ROW "
+                f"WHEN (NEW.group_name = '{group}') EXECUTE FUNCTION {name}()"
+            )
+        else:
+            await conn.exec_driver_sql(f"DROP TRIGGER {name} ON hexa_positions")
+            await conn.exec_driver_sql(f"DROP FUNCTION {name}()")
+
+
+async def _stored(driver: SqlDriver, group: str) -> tuple[int, int]:
+    async with driver.engine.connect() as conn:
+        position = (
+            await conn.execute(
+                text("SELECT max(pos_id) FROM hexa_positions WHERE group_name = :g"), {"g": group}
+            )
+        ).scalar()
+        waiting = (
+            await conn.execute(
+                text("SELECT count(*) FROM hexa_redeliveries WHERE group_name = :g"),
+                {"g": group},
+            )
+        ).scalar()
+    return int(position or 0), int(waiting or 0)
+
+
+async def test_a_failed_settle_raises_and_the_same_batch_settles_later(driver: SqlDriver) -> None:
+    from hexa_event.errors import DriverError
+
+    channel, group = names()
+    await driver.publish(records(channel, 3, keys=1))
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    batch = await drain(sub, 3)
+    await _fail_position_writes(driver, group, True)
+    batch[0].ack()
+    batch[1].nack(30)
+    batch[2].ack()
+    try:
+        with pytest.raises(DriverError, match="injected write failure"):
+            await sub.settle(batch)
+        # Nothing of the batch was written: neither the position nor the redelivery.
+        assert await _stored(driver, group) == (0, 0)
+    finally:
+        await _fail_position_writes(driver, group, False)
+    await sub.settle(batch)
+    last = batch[2].native["log_id"]  # type: ignore[index]
+    assert await _stored(driver, group) == (last, 1)
+    await sub.settle(batch)  # a third time: harmless
+    assert await _stored(driver, group) == (last, 1)
+    await sub.close()
+
+
+async def test_status_names_the_partitions_held(driver: SqlDriver) -> None:
+    channel, group = names()
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    status = sub.status()
+    assert sorted(status.assignment) == sorted(f"{channel}-{n}" for n in range(16))
+    assert status.error == ""
+    await sub.close()
+    assert sub.status().assignment == ()
+
+
+# -- issue 9: poison records, outages, health, clean close ------------------------------
+
+
+async def test_publish_refuses_header_values_that_are_not_bytes(driver: SqlDriver) -> None:
+    """#1: a str or None header value is refused at publish, naming the header."""
+    from hexa_event.errors import InvalidEventError
+
+    channel, _ = names()
+    await driver.provision([channel])
+    for bad in ("text", None, 7):
+        record = RawRecord(channel, "k", {"ok": b"1", "trace": bad}, b"x")  # type: ignore[dict-item]
+        with pytest.raises(InvalidEventError, match="trace"):
+            await driver.publish([record])
+    with pytest.raises(InvalidEventError, match="not_before"):
+        await driver.publish([RawRecord(channel, "k", {}, b"x", not_before=1e30)])
+    async with driver.engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                text("SELECT count(*) FROM hexa_log WHERE channel = :c"), {"c": channel}
+            )
+        ).scalar()
+    assert stored == 0
+
+
+async def test_a_row_with_undecodable_headers_is_delivered_not_skipped(
+    driver: SqlDriver, url: str
+) -> None:
+    """#1: rows another writer stored with bad headers still reach the core, in order, and
+    the stored position passes them once settled (nothing is redelivered forever)."""
+    import msgspec
+
+    channel, group = names()
+    await driver.publish([RawRecord(channel, "k", {}, b"first")])
+    [row] = to_rows([RawRecord(channel, "k", {}, b"x")], (await driver.ready()).partitions)
+    cols = "channel, part, msg_key, headers, body, created_ms, visible_ms"
+    insert = text(f"INSERT INTO hexa_log ({cols}) VALUES (:c, :p, :k, :h, :b, :t, :v)")
+    async with driver.engine.begin() as conn:
+        for headers, body in (
+            (msgspec.msgpack.encode({"a": "text", "n": None, "b": b"raw"}), b"mixed"),
+            (b"\xc1\xc1 not msgpack", b"garbage"),
+        ):
+            values = dict(zip("cpkhbtv", row, strict=True))
+            await conn.execute(insert, {**values, "h": headers, "b": body})
+    await driver.publish([RawRecord(channel, "k", {"h": b"v"}, b"last")])
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    got = await drain(sub, 4)
+    assert [d.record.body for d in got] == [b"first", b"mixed", b"garbage", b"last"]
+    assert got[1].record.headers == {"a": b"text", "b": b"raw"}
+    assert got[2].record.headers == {}
+    for d in got:
+        d.ack()
+    await sub.settle(got)
+    await sub.close()
+    again = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(again.fetch(10), 1.0)
+    await again.close()
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ("postgresql://postgres@[::1/db", "IPv6"),
+        ("postgresql://postgres@db.example:99999/app", "port"),
+        ("postgresql://postgres@db.example:notaport/app", "port"),
+    ],
+)
+def test_bad_database_urls_name_what_to_change(bad: str, named: str) -> None:
+    """#17: a ConfigurationError naming the fix, from the driver and from the outbox/inbox."""
+    from hexa_event.inbox import Inbox
+    from hexa_event.outbox import OutboxCleaner
+
+    with pytest.raises(ConfigurationError, match=named):
+        hexa_event.connect(bad)
+    with pytest.raises(ConfigurationError, match=named):
+        OutboxCleaner(bad)
+    with pytest.raises(ConfigurationError, match=named):
+        Inbox(bad)
+
+
+async def test_acks_above_the_position_survive_a_clean_close(driver: SqlDriver, url: str) -> None:
+    """#20: rows acked above an unsettled one are not delivered again after a clean close;
+    the unsettled one is, and the position then moves past all of them."""
+    channel, group = names()
+    await driver.publish(records(channel, 5, keys=1))  # one key: one partition, in order
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    batch = await drain(sub, 5)
+    for d in batch[1:]:
+        d.ack()
+    await sub.settle(batch[1:])
+    await sub.close()  # batch[0] was never settled: it is given back
+    other = hexa_event.connect(url, **FAST).driver
+    try:
+        again = await other.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        [back] = await drain(again, 1)
+        assert back.record.body == b"0"
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(again.fetch(10), 1.0)
+        back.ack()
+        await again.settle([back])
+        await again.close()
+        third = await other.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        await other.publish([RawRecord(channel, "k0", {}, b"next")])
+        assert [d.record.body for d in await drain(third, 1)] == [b"next"]
+        await third.close()
+    finally:
+        await other.close()
+
+
+async def test_read_failures_surface_in_fetch_status_and_health(tmp_path: Path) -> None:
+    """#11: a failing read (here the log table gone) is raised by fetch, shown by status()
+    and by the receiver's health, and clears once reads work again."""
+    from hexa_event.errors import DriverError
+
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    conn = hexa_event.connect(url, **FAST)
+    driver = conn.driver
+    assert isinstance(driver, SqlDriver)
+    channel, group = names()
+    await driver.publish(records(channel, 1))
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    receiver = conn.receiver("svc")
+    receiver.subscribe(channel, action=group + "-rcv", handler=lambda c, m: None)
+    try:
+        async with driver.engine.begin() as db:
+            await db.exec_driver_sql("ALTER TABLE hexa_log RENAME TO hexa_log_away")
+        with pytest.raises(DriverError, match="hexa_log"):
+            await asyncio.wait_for(sub.fetch(10), 10)
+        assert "hexa_log" in sub.status().error
+        await receiver.start()
+        await eventually(
+            lambda: "hexa_log" in receiver.health()["reason"], within=20, what="unhealthy"
+        )
+        assert not receiver.health()["healthy"]
+        async with driver.engine.begin() as db:
+            await db.exec_driver_sql("ALTER TABLE hexa_log_away RENAME TO hexa_log")
+        assert [d.record.body for d in await drain(sub, 1)] == [b"0"]
+        assert sub.status().error == ""
+        await eventually(lambda: receiver.health()["healthy"], within=20, what="healthy again")
+    finally:
+        await receiver.close()
+        await sub.close()
+        await conn.close()

@@ -28,8 +28,8 @@ from hexa_event.context import Context, User
 from hexa_event.drivers.kafka import sarama_partition
 from hexa_event.event import Event
 from hexa_event.retry import RetryPolicy
-from hexa_event.testing.services import require_service
 from hexa_event.testing.waiting import Collector, eventually
+from hexa_event_services import require_service
 
 pytestmark = pytest.mark.kafka
 

@@ -8,19 +8,30 @@ unsettled records back; the partition's next owner starts at the committed offse
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ...driver import RawRecord, StartPosition
 
-if TYPE_CHECKING:
-    from .consumer import MemorySubscription
-
 PartitionId = tuple[str, int]
+
+
+class Member(Protocol):
+    """What the broker needs of a group member (the subscription implements it)."""
+
+    group_name: str
+    spec_channels: tuple[str, ...]
+    start: StartPosition
+    assigned: list[PartitionId]
+    positions: dict[PartitionId, int]
+    wake: asyncio.Event
+
+    def matches(self, channel: str) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -36,7 +47,7 @@ class PartitionState:
     committed: int
     acked: set[int] = field(default_factory=set)
     delivery_counts: dict[int, int] = field(default_factory=dict)
-    owner: MemorySubscription | None = None
+    owner: Member | None = None
 
     def ack(self, offset: int) -> None:
         if offset < self.committed:
@@ -51,7 +62,7 @@ class PartitionState:
 @dataclass(slots=True)
 class Group:
     name: str
-    members: list[MemorySubscription] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
     partitions: dict[PartitionId, PartitionState] = field(default_factory=dict)
 
 
@@ -107,7 +118,7 @@ class MemoryBroker:
 
     # -- groups ---------------------------------------------------------------------------------
 
-    def join(self, member: MemorySubscription, start: StartPosition) -> None:
+    def join(self, member: Member, start: StartPosition) -> None:
         group = self.groups.setdefault(member.group_name, Group(member.group_name))
         group.members.append(member)
         member.start = start
@@ -115,7 +126,7 @@ class MemoryBroker:
             self.ensure_channel(channel)
         self.rebalance(group)
 
-    def leave(self, member: MemorySubscription) -> None:
+    def leave(self, member: Member) -> None:
         group = self.groups.get(member.group_name)
         if group is None or member not in group.members:
             return
@@ -124,7 +135,7 @@ class MemoryBroker:
 
     def rebalance(self, group: Group) -> None:
         """Spread the group's partitions over its members, round robin, deterministically."""
-        wanted: dict[PartitionId, list[MemorySubscription]] = {}
+        wanted: dict[PartitionId, list[Member]] = {}
         for channel in sorted(self.logs):
             eligible = [m for m in group.members if m.matches(channel)]
             if not eligible:

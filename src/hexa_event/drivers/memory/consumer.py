@@ -8,39 +8,36 @@ import heapq
 import time
 from collections.abc import Sequence
 
-from ...driver import Delivery, StartPosition, Subscription, SubscriptionSpec
+from ...driver import (
+    Delivery,
+    Outcome,
+    StartPosition,
+    Subscription,
+    SubscriptionSpec,
+    SubscriptionStatus,
+)
 from .broker import MemoryBroker, PartitionId, compile_pattern
 
 
 class MemoryDelivery(Delivery):
-    __slots__ = ("_member", "_offset", "_pid", "_settled")
+    """A record of one partition; its position is (pid, offset)."""
+
+    __slots__ = ("offset", "pid")
 
     def __init__(
         self, member: MemorySubscription, pid: PartitionId, offset: int, count: int
     ) -> None:
         stored = member.broker.logs[pid[0]][pid[1]][offset]
-        super().__init__(
-            stored.record,
-            coordinates=f"{pid[0]}-{pid[1]}-{offset}",
-            delivery_count=count,
-            timestamp=stored.timestamp,
-        )
-        self._member = member
-        self._pid = pid
-        self._offset = offset
-        self._settled = False
-
-    async def ack(self) -> None:
-        if self._settled:
-            return
-        self._settled = True
-        self._member.settle(self._pid, self._offset, ack=True)
-
-    async def nack(self, delay: float = 0.0) -> None:
-        if self._settled:
-            return
-        self._settled = True
-        self._member.settle(self._pid, self._offset, ack=False, delay=delay)
+        # Hot path: the base class's slots set directly. Groups share the stored record; the
+        # core hands handlers its headers read-only.
+        self.record = stored.record
+        self.coordinates = f"{pid[0]}-{pid[1]}-{offset}"
+        self.delivery_count = count
+        self.timestamp = stored.timestamp
+        self.outcome = None
+        self.delay = 0.0
+        self.pid = pid
+        self.offset = offset
 
 
 class MemorySubscription(Subscription):
@@ -65,19 +62,32 @@ class MemorySubscription(Subscription):
             return True
         return self._pattern is not None and self._pattern.fullmatch(channel) is not None
 
-    def settle(self, pid: PartitionId, offset: int, *, ack: bool, delay: float = 0.0) -> None:
-        state = self.broker.groups[self.group_name].partitions.get(pid)
-        if state is None:
+    async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        """Apply acks to the group's partitions; queue nacks for redelivery after their delay."""
+        group = self.broker.groups.get(self.group_name)
+        if group is None:
             return
-        if ack:
-            state.ack(offset)
-            return
-        if state.owner is self and not self._closed:
-            seq = self.broker.next_redelivery_seq()
-            heapq.heappush(self._redeliveries, (time.monotonic() + delay, seq, pid, offset))
-            self.wake.set()
-        # Otherwise the partition's next owner starts at the committed offset, which is at or
-        # below this unacked one, so the record is delivered again there.
+        for delivery in deliveries:
+            assert isinstance(delivery, MemoryDelivery)
+            pid, offset = delivery.pid, delivery.offset
+            state = group.partitions.get(pid)
+            if state is None:
+                continue
+            if delivery.outcome is Outcome.ACK:
+                state.ack(offset)
+            elif state.owner is self and not self._closed:
+                seq = self.broker.next_redelivery_seq()
+                due = time.monotonic() + delivery.delay
+                heapq.heappush(self._redeliveries, (due, seq, pid, offset))
+                self.wake.set()
+            # Otherwise the partition's next owner starts at the committed offset, which is at
+            # or below this unacked one, so the record is delivered again there.
+
+    def status(self) -> SubscriptionStatus:
+        return SubscriptionStatus(
+            assignment=tuple(f"{channel}-{number}" for channel, number in self.assigned),
+            error="" if not self._closed else "closed",
+        )
 
     def _take(self, max_count: int) -> list[MemoryDelivery]:
         group = self.broker.groups[self.group_name]

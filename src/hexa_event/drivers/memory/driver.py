@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ...driver import Driver, Features, RawRecord, SubscriptionSpec
+from ...driver import Driver, Features, RawRecord, SubscriptionSpec, check_records
 from ...errors import ClosedError, ConfigurationError
 from .broker import MemoryBroker
 from .consumer import MemorySubscription
@@ -22,7 +22,8 @@ FEATURES = Features(
     consumer_groups=True,
     ordered_per_key=True,
     patterns=True,
-    native_delayed_redelivery=False,
+    delayed_publish=False,
+    delayed_nack=True,
     new_group_reads_history=True,
 )
 
@@ -41,13 +42,19 @@ class MemoryDriver(Driver):
     def from_url(cls, url: str, **options: Any) -> MemoryDriver:
         parts = urlsplit(url)
         query = parse_qs(parts.query)
-        partitions = int(options.pop("partitions", query.get("partitions", ["4"])[0]))
+        raw = options.pop("partitions", query.get("partitions", ["4"])[0])
         if options:
             raise ConfigurationError(
                 f"memory driver has no options {sorted(options)}; it takes only partitions="
             )
-        if partitions < 1:
-            raise ConfigurationError("memory driver: partitions must be >= 1")
+        try:
+            partitions = int(raw)
+        except (TypeError, ValueError):
+            partitions = 0
+        if isinstance(raw, bool) or not 1 <= partitions <= 10_000:
+            raise ConfigurationError(
+                f"memory driver: partitions must be an integer from 1 to 10000, got {raw!r}"
+            )
         name = (parts.netloc + parts.path).strip("/")
         return cls(MemoryBroker.named(name, partitions))
 
@@ -57,6 +64,7 @@ class MemoryDriver(Driver):
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         self._check_open()
+        check_records(records)
         self.broker.append(list(records))
 
     async def provision(self, channels: Sequence[str]) -> None:

@@ -6,9 +6,10 @@ fields of :class:`SqlOptions`. :func:`migrate` creates the tables (the driver do
 first use unless ``create_tables=False``); :func:`ddl` returns the same DDL as text.
 """
 
-from .consumer import SqlDelivery, SqlSubscription
+from .consumer import SqlSubscription
 from .driver import SqlDriver
 from .options import SqlOptions
+from .partitions import SqlDelivery
 from .schema import ddl, metadata, migrate
 
 __all__ = [

@@ -8,8 +8,8 @@ The embedded default: no broker, one database file (or the PostgreSQL you alread
   a group lease partitions with heartbeats, so they share the work, a key is read by one
   member at a time in publish order, and a killed member's partitions pass to the others
   after ``lease_ttl`` (unsettled deliveries are read again from the stored position).
-- ``nack(delay)`` is durable (``hexa_redeliveries``); retry copies carrying
-  ``HEXA_RETRY_AT`` are not handed out before that time.
+- ``nack(delay)`` is durable (``hexa_redeliveries``, written by ``settle``); records
+  published with a ``not_before`` time are not handed out before it (``delayed_publish``).
 - Wake-ups: publishes in this process wake its consumers at once; on PostgreSQL a NOTIFY
   per publish transaction wakes the other processes (``notify=False`` turns it off); polling
   (``poll_interval`` .. ``max_poll_interval``) is the fallback everywhere.
@@ -17,8 +17,8 @@ The embedded default: no broker, one database file (or the PostgreSQL you alread
   oldest running transaction, so late-committing transactions are never skipped. A
   long-running transaction anywhere in the PostgreSQL cluster delays delivery (never loses
   it): watch for sessions left idle in transaction.
-- Retry copies (``HEXA_RETRY_AT``) hold back later rows of their partition until due; the
-  core only puts the header on ``<action>.retry.<n>`` channels, whose delays are uniform.
+- A record held back by ``not_before`` holds back later rows of its partition until due (per
+  key order); the core only delays ``<action>.retry.<n>`` channels, whose delays are uniform.
 - The log grows until :meth:`SqlDriver.prune` deletes rows every group has settled.
 - SQLite: WAL mode, one writer at a time (``BEGIN IMMEDIATE``, ``busy_timeout``); several
   processes can share the file.
@@ -30,23 +30,24 @@ Tables come from :func:`~hexa_event.drivers.sql.migrate` (run on first use unles
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, text
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..._sql.clock import now_ms
+from ..._sql.engine import prepare_sqlite
+from ..._sql.listen import listen
+from ..._sql.urls import redact
 from ...driver import Driver, Features, RawRecord, SubscriptionSpec
 from ...errors import ClosedError, ConfigurationError, DriverError
 from .consumer import SqlSubscription
-from .options import SqlOptions, redact_url
+from .log import LogState, SqlLog
+from .options import SqlOptions
 from .producer import Producer
-from .schema import async_url, begin_write, make_engine, metadata, migrate_async, prepare_sqlite
+from .schema import async_url
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +59,11 @@ def _features(dialect: str) -> Features:
         consumer_groups=True,
         ordered_per_key=True,
         patterns=True,
-        native_delayed_redelivery=True,
+        delayed_publish=True,
+        delayed_nack=True,
         exclusive_subscriptions=False,
         new_group_reads_history=True,
-        restartable=dialect == "postgresql",
     )
-
-
-@dataclass(frozen=True, slots=True)
-class _State:
-    dialect: str
-    partitions: int
-    tables: dict[str, Table]
 
 
 class SqlDriver(Driver):
@@ -87,12 +81,10 @@ class SqlDriver(Driver):
                 f"SQL driver supports SQLite and PostgreSQL, not {self.dialect!r}"
             )
         self.features = _features(self.dialect)
-        self._engine = engine
+        self.log = SqlLog(options, self.dialect, engine)
+        """The database under this driver (engine, tables, transactions)."""
         self._owns_engine = engine is None
-        self._state: _State | None = None
-        self._ready_lock = asyncio.Lock()
-        self._write_lock = asyncio.Lock()
-        self._producer = Producer(self, self._committed)
+        self._producer = Producer(self.log)
         self._subs: set[SqlSubscription] = set()
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
@@ -115,123 +107,20 @@ class SqlDriver(Driver):
         return driver
 
     def __repr__(self) -> str:
-        return f"SqlDriver({redact_url(self.options.url)!r})"
-
-    # -- plumbing shared with the producer and the consumers ----------------------------------
+        return f"SqlDriver({redact(self.options.url)!r})"
 
     @property
     def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            self._engine = make_engine(self.options)
-        return self._engine
+        """The async engine (created on first use unless given)."""
+        return self.log.engine
 
-    async def ready(self) -> _State:
+    async def ready(self) -> LogState:
         """Connect and (unless ``create_tables=False``) create the tables, once."""
-        state = self._state
-        if state is not None:
-            return state
-        async with self._ready_lock:
-            if self._state is not None:
-                return self._state
-            if self._closed:
-                raise ClosedError("this SQL driver was closed; connect() again")
-            try:
-                if self.options.create_tables:
-                    partitions = await migrate_async(
-                        self.engine, partitions=self.options.partitions
-                    )
-                else:
-                    partitions = await self._stored_partitions()
-            except DriverError:
-                raise
-            except Exception as exc:
-                raise self.error("preparing the tables", exc) from exc
-            md = metadata(self.dialect)
-            self._state = _State(self.dialect, partitions, dict(md.tables))
-            return self._state
-
-    async def _stored_partitions(self) -> int:
-        meta = metadata(self.dialect).tables["hexa_meta"]
-        async with self.engine.connect() as conn:
-            value = (
-                await conn.execute(select(meta.c.value).where(meta.c.name == "partitions"))
-            ).scalar()
-        if value is None:
-            raise DriverError(
-                "SQL driver: the hexa_* tables are missing; run "
-                "hexa_event.drivers.sql.migrate(url) or pass create_tables=True",
-                retriable=False,
-            )
-        return int(value)
-
-    def table(self, name: str) -> Table:
-        assert self._state is not None, "ready() first"
-        return self._state.tables[name]
-
-    def dialect_insert(self, table: Table) -> Any:
-        """The dialect's INSERT (with ``on_conflict_do_*``)."""
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            return pg_insert(table)
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(table)
-
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (single statements; nothing to commit)."""
-        async with self.engine.connect() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def writing(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction, committed on exit. On SQLite writers of this process queue
-        on a lock (one writer at a time, no busy waits between our own connections)."""
-        lock = self._write_lock if self.dialect == "sqlite" else contextlib.nullcontext()
-        async with lock, self.engine.connect() as conn:
-            await begin_write(conn)
-            try:
-                yield conn
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(conn.rollback())
-                raise
-            await conn.commit()
-
-    async def insert_channels(self, conn: AsyncConnection, channels: set[str]) -> None:
-        from .consumer import _now_ms
-
-        table = self.table("hexa_channels")
-        now = _now_ms()
-        await conn.execute(
-            self.dialect_insert(table).on_conflict_do_nothing(),
-            [{"channel": c, "created_ms": now} for c in sorted(channels)],
-        )
+        return await self.log.ready()
 
     def error(self, operation: str, exc: BaseException) -> DriverError:
         """A :class:`DriverError` for ``exc`` that names no password and no statement."""
-        if isinstance(exc, DriverError):
-            return exc
-        orig: BaseException = exc
-        if isinstance(exc, DBAPIError) and exc.orig is not None:
-            orig = exc.orig
-        detail = str(orig).strip().splitlines()[0][:300] if str(orig).strip() else ""
-        retriable = isinstance(exc, DBAPIError | OSError | TimeoutError) or not isinstance(
-            exc, SQLAlchemyError
-        )
-        return DriverError(
-            f"SQL driver ({redact_url(self.options.url)}): {operation} failed: "
-            f"{type(orig).__name__}: {detail}",
-            retriable=retriable,
-        )
-
-    def _committed(self, channels: set[str]) -> None:
-        for sub in list(self._subs):
-            sub.notify(channels)
-
-    def _forget(self, sub: SqlSubscription) -> None:
-        self._subs.discard(sub)
+        return self.log.error(operation, exc)
 
     # -- the driver contract --------------------------------------------------------------
 
@@ -251,11 +140,11 @@ class SqlDriver(Driver):
             return
         await self.ready()
         try:
-            async with self.writing() as conn:
-                await self.insert_channels(conn, set(channels))
+            async with self.log.writing() as conn:
+                await self.log.insert_channels(conn, set(channels))
         except Exception as exc:
             raise self.error("provision", exc) from exc
-        self._committed(set(channels))
+        self.log.committed(set(channels))
 
     async def subscribe(self, spec: SubscriptionSpec) -> SqlSubscription:
         if self._closed:
@@ -263,12 +152,12 @@ class SqlDriver(Driver):
         if not spec.channels and not spec.pattern:
             raise ConfigurationError("subscribe needs channels or a pattern")
         state = await self.ready()
-        sub = SqlSubscription(self, spec, state.partitions)
+        sub = SqlSubscription(self.log, spec, state.partitions, self._subs.discard)
         self._subs.add(sub)
+        self.log.watch(sub.notify)
         try:
             await sub.open()
         except BaseException as exc:
-            self._subs.discard(sub)
             await sub.close()
             if isinstance(exc, Exception):
                 raise self.error(f"joining group {spec.group!r}", exc) from exc
@@ -281,14 +170,15 @@ class SqlDriver(Driver):
         if self._closed:
             return
         self._closed = True
+        self.log.closed = True
         await self._producer.close()
         for sub in list(self._subs):
             await sub.close()
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
-        if self._engine is not None and self._owns_engine:
-            await self._engine.dispose()
+        if self.log.connected and self._owns_engine:
+            await self.log.engine.dispose()
 
     async def prune(
         self, older_than: float, *, channels: Sequence[str] | None = None, batch: int = 1000
@@ -304,9 +194,7 @@ class SqlDriver(Driver):
         if older_than < 0 or batch < 1:
             raise ConfigurationError("prune(): older_than must be >= 0 and batch >= 1")
         await self.ready()
-        from .consumer import _now_ms
-
-        cutoff = _now_ms() - int(older_than * 1000)
+        cutoff = now_ms() - int(older_than * 1000)
         only = ""
         params: dict[str, Any] = {"cutoff": cutoff, "batch": batch}
         if channels is not None:
@@ -326,7 +214,7 @@ class SqlDriver(Driver):
         total = 0
         while True:
             try:
-                async with self.writing() as conn:
+                async with self.log.writing() as conn:
                     deleted = (await conn.execute(statement, params)).rowcount
             except Exception as exc:
                 raise self.error("prune", exc) from exc
@@ -337,44 +225,13 @@ class SqlDriver(Driver):
     # -- PostgreSQL LISTEN -------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """Wake local consumers on NOTIFY from other processes; reconnect on failure."""
-        url = self.engine.url
-        if url.get_driver_name() != "asyncpg":
-            return
-        import asyncpg
+        """Wake local consumers on NOTIFY from other processes (see :mod:`hexa_event._sql`)."""
 
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        backoff = 0.5
-        while not self._closed:
-            conn: Any = None
-            try:
-                conn = await asyncpg.connect(dsn)
-                lost = asyncio.Event()
+        def on_notify(payload: str) -> None:
+            names = {n for n in payload.split("\n") if n} if payload else set()
+            self.log.committed(names or None)
 
-                def on_notify(_c: Any, _pid: int, _channel: str, payload: str) -> None:
-                    names = {n for n in payload.split("\n") if n} if payload else set()
-                    if names:
-                        self._committed(names)
-                    else:
-                        self._wake_all()
-
-                conn.add_termination_listener(lambda _c, event=lost: event.set())
-                await conn.add_listener("hexa_log", on_notify)
-                backoff = 0.5
-                # Catch up on anything committed while we were not listening.
-                self._wake_all()
-                await lost.wait()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.debug("SQL driver: LISTEN failed (%s)", self.error("listen", exc))
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(conn.close(timeout=1))
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-
-    def _wake_all(self) -> None:
-        for sub in list(self._subs):
-            sub.notify(None)
+        # On every (re)connect: catch up on anything committed while we were not listening.
+        await listen(
+            self.engine, "hexa_log", on_notify, on_connected=lambda: self.log.committed(None)
+        )

@@ -8,28 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
+from ..._sql.urls import parse, redact
 from ...errors import ConfigurationError
 
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for logs, reprs and errors)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:***@{host}{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +40,8 @@ class SqlOptions:
     process (and NOTIFY on PostgreSQL) wake consumers at once."""
     max_poll_interval: float = 0.5
     ack_interval: float = 0.02
-    """Acks are coalesced and written at most this often (a crash may redeliver them)."""
+    """Accepted for compatibility and validated; unused since contract v2: settlements are
+    written when the core hands them to ``settle`` (in batches)."""
     publish_batch: int = 2000
     """Most rows one publish transaction carries (concurrent publishes are grouped)."""
     notify: bool = True
@@ -74,6 +58,7 @@ class SqlOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or "://" not in self.url:
             raise ConfigurationError("SqlOptions.url must be a URL such as sqlite:///app.db")
+        parse(self.url)  # a bad host, port or bracket is named now, not at first use
         if not 1 <= self.partitions <= 1024:
             raise ConfigurationError("SqlOptions.partitions must be between 1 and 1024")
         for name in (
@@ -113,7 +98,7 @@ class SqlOptions:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={redact_url(self.url)!r}"
+            f"{f.name}={redact(self.url)!r}"
             if f.name == "url"
             else f"{f.name}={getattr(self, f.name)!r}"
             for f in fields(self)

@@ -13,18 +13,15 @@ import logging
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from sqlalchemy import Table, text
 
-from ...driver import RawRecord
-from ...envelope import RETRY_AT
-from ...errors import ClosedError
-
-if TYPE_CHECKING:
-    from .driver import SqlDriver
+from ...driver import RawRecord, check_records
+from ...errors import ClosedError, InvalidEventError
+from .log import SqlLog
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +33,25 @@ def partition_of(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
 
 
-def _visible_ms(record: RawRecord) -> int:
-    raw = record.headers.get(RETRY_AT)
-    if not raw:
-        return 0
-    try:
-        return max(0, int(raw))
-    except (ValueError, TypeError):
-        return 0  # the core dead-letters malformed headers; do not hold the row back
-
-
 _COLUMNS = ("channel", "part", "msg_key", "headers", "body", "created_ms", "visible_ms")
 
 
+_MAX_NOT_BEFORE = 2**53 / 1000  # seconds; stored as milliseconds in a BIGINT
+
+
+def check(records: Sequence[RawRecord]) -> None:
+    """The contract's record checks (:func:`~hexa_event.driver.check_records`: header values
+    bytes, channel without NUL...), and a ``not_before`` the BIGINT column can hold."""
+    check_records(records)
+    for record in records:
+        if record.not_before >= _MAX_NOT_BEFORE:
+            raise InvalidEventError(
+                "not_before", f"must be seconds since the epoch, got {record.not_before!r}"
+            )
+
+
 def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ...]]:
-    """Rows for ``hexa_log`` in the order of :data:`_COLUMNS`."""
+    """Rows for ``hexa_log`` in the order of :data:`_COLUMNS` (records already checked)."""
     created = time.time_ns() // 1_000_000
     crc32 = zlib.crc32
     return [
@@ -61,7 +62,7 @@ def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ..
             _encode_headers(r.headers if type(r.headers) is dict else dict(r.headers)),
             bytes(r.body),
             created,
-            _visible_ms(r) if RETRY_AT in r.headers else 0,
+            int(r.not_before * 1000) if r.not_before > 0 else 0,
         )
         for r in records
     ]
@@ -92,9 +93,8 @@ class _Request:
 class Producer:
     """Queues publish requests and commits them in groups (one writer task)."""
 
-    def __init__(self, driver: SqlDriver, on_committed: Callable[[set[str]], None]) -> None:
-        self._driver = driver
-        self._on_committed = on_committed
+    def __init__(self, log: SqlLog) -> None:
+        self._log = log
         self._queue: deque[_Request] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._known_channels: set[str] = set()
@@ -103,7 +103,8 @@ class Producer:
     async def publish(self, records: Sequence[RawRecord]) -> None:
         if self._closed:
             raise ClosedError("this SQL driver was closed; connect() again")
-        state = await self._driver.ready()
+        check(records)
+        state = await self._log.ready()
         rows = to_rows(records, state.partitions)
         channels = {r.channel for r in records}
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -114,7 +115,7 @@ class Producer:
         await asyncio.shield(future)
 
     async def _write_loop(self) -> None:
-        limit = self._driver.options.publish_batch
+        limit = self._log.options.publish_batch
         while self._queue:
             batch: list[_Request] = []
             count = 0
@@ -130,7 +131,7 @@ class Producer:
                         request.future.set_exception(ClosedError("the SQL driver was closed"))
                 raise
             except Exception as exc:
-                error = self._driver.error("publish", exc)
+                error = self._log.error("publish", exc)
                 for request in batch:
                     if not request.future.done():
                         request.future.set_exception(error)
@@ -138,17 +139,17 @@ class Producer:
             for request in batch:
                 if not request.future.done():
                     request.future.set_result(None)
-            self._on_committed(channels)
+            self._log.committed(channels)
 
     async def _write(self, batch: list[_Request]) -> set[str]:
-        state = await self._driver.ready()
+        state = await self._log.ready()
         log: Table = state.tables["hexa_log"]
         rows = [row for request in batch for row in request.rows]
         channels = set().union(*(request.channels for request in batch))
         new_channels = channels - self._known_channels
-        async with self._driver.writing() as conn:
+        async with self._log.writing() as conn:
             if new_channels:
-                await self._driver.insert_channels(conn, new_channels)
+                await self._log.insert_channels(conn, new_channels)
             statement = insert_sql(conn.dialect.paramstyle)
             if statement is not None:
                 # The DBAPI's executemany directly: no per-row parameter processing.
@@ -157,7 +158,7 @@ class Producer:
                 await conn.execute(
                     log.insert(), [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
                 )
-            if state.dialect == "postgresql" and self._driver.options.notify:
+            if state.dialect == "postgresql" and self._log.options.notify:
                 names = "\n".join(sorted(channels))
                 payload = names if len(names.encode()) < 7000 else ""
                 await conn.execute(text("SELECT pg_notify('hexa_log', :p)"), {"p": payload})

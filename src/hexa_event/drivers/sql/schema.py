@@ -12,6 +12,8 @@ Tables (all prefixed ``hexa_``):
   (``owner``, ``lease_until_ms``) of the group member that consumes it.
 - ``hexa_members``: live members of each group per channel (heartbeats), for fair shares.
 - ``hexa_redeliveries``: records a group gave back with ``nack(delay)``, due at ``visible_ms``.
+- ``hexa_acked``: rows a group acked above its stored position when a member let go of the
+  partition (clean close, rebalance), so the next owner skips them (never delivered again).
 - ``hexa_meta``: settings fixed at creation (``partitions``).
 
 Create them with :func:`migrate` (idempotent, safe to run from several processes at once) or
@@ -21,8 +23,6 @@ print :func:`ddl` and run it with your own migration tool.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -36,33 +36,21 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    event,
     text,
 )
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..._sql import urls
+from ..._sql.dialects import tables_ddl
+from ..._sql.engine import begin_write, log_engine
 from ...errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from .options import SqlOptions
+from .options import SqlOptions
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PARTITIONS = 16
 _MIGRATION_LOCK = 7_341_000_451  # pg advisory lock key for concurrent migrations
-
-_ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+pysqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-    "postgresql+psycopg2": "postgresql+asyncpg",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-    "postgresql+psycopg": "postgresql+psycopg",
-}
 
 
 def metadata(dialect: str) -> MetaData:
@@ -129,6 +117,16 @@ def metadata(dialect: str) -> MetaData:
         Index("hexa_redeliveries_due", "group_name", "visible_ms"),
     )
     Table(
+        "hexa_acked",
+        md,
+        Column("group_name", String(255), nullable=False),
+        Column("channel", String(255), nullable=False),
+        Column("part", SmallInteger, nullable=False),
+        Column("log_id", BigInteger, nullable=False),
+        Column("txid", BigInteger, nullable=False),
+        PrimaryKeyConstraint("group_name", "channel", "part", "log_id"),
+    )
+    Table(
         "hexa_meta",
         md,
         Column("name", String(64), primary_key=True),
@@ -139,44 +137,25 @@ def metadata(dialect: str) -> MetaData:
 
 def ddl(dialect: str = "postgresql") -> str:
     """The DDL that :func:`migrate` runs, as text, for ``"postgresql"`` or ``"sqlite"``."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-
-        compiled_for: Any = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
-
-        compiled_for = SQLiteDialect_aiosqlite()
-    else:
+    if dialect not in ("postgresql", "sqlite"):
         raise ConfigurationError(
             f"ddl(): dialect must be 'postgresql' or 'sqlite', not {dialect!r}"
         )
-    statements: list[str] = []
-    for table in metadata(dialect).sorted_tables:
-        statements.append(str(CreateTable(table).compile(dialect=compiled_for)).strip() + ";")
-        for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            statements.append(str(CreateIndex(index).compile(dialect=compiled_for)).strip() + ";")
-    return "\n\n".join(statements) + "\n"
+    return tables_ddl(metadata(dialect).sorted_tables, dialect)
 
 
 def async_url(url: str | URL) -> URL:
-    """``url`` with an asyncio DBAPI: sqlite -> aiosqlite, postgresql/postgres -> asyncpg."""
-    try:
-        parsed = make_url(url)
-    except Exception as exc:  # sqlalchemy.exc.ArgumentError
+    """``url`` with an asyncio DBAPI: sqlite -> aiosqlite, postgresql/postgres -> asyncpg.
+
+    Raises :class:`ConfigurationError` for other databases and in-memory SQLite.
+    """
+    parsed = urls.async_url(url)
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigurationError(
-            "SQL driver: cannot parse the database URL; expected sqlite:///path.db or "
-            "postgresql://user@host:5432/db"
-        ) from exc
-    target = _ASYNC_DRIVERS.get(parsed.drivername)
-    if target is None:
-        raise ConfigurationError(
-            f"SQL driver: unsupported database {parsed.drivername!r}; use sqlite:///path.db "
-            "or postgresql://user@host:5432/db"
+            f"SQL driver: unsupported database {parsed.get_backend_name()!r}; use "
+            "sqlite:///path.db or postgresql://user@host:5432/db"
         )
-    parsed = parsed.set(drivername=target)
-    memory = not parsed.database or parsed.database == ":memory:" or "mode=memory" in str(parsed)
-    if target.startswith("sqlite") and memory:
+    if urls.in_memory_sqlite(parsed):
         raise ConfigurationError(
             "SQL driver: an in-memory SQLite database is private to each connection; "
             "use a file (sqlite:///data/app.db) or the memory:// driver"
@@ -185,51 +164,14 @@ def async_url(url: str | URL) -> URL:
 
 
 def make_engine(options: SqlOptions) -> AsyncEngine:
-    """An async engine for ``options.url``; SQLite gets WAL, a busy timeout and manual BEGIN.
-
-    SQLite connections run in autocommit mode at the DBAPI level: reads are single
-    statements, and writers start their own ``BEGIN IMMEDIATE`` (see :func:`begin_write`).
-    A relative SQLite path's folder is created when missing.
-    """
-    url = async_url(options.url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.get_backend_name() == "sqlite":
-        assert url.database is not None
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        kwargs["pool_size"] = options.pool_size
-    else:
-        kwargs["pool_size"] = options.pool_size
-        kwargs["max_overflow"] = options.pool_size
-        if url.get_driver_name() == "asyncpg":
-            # Fail fast while the server restarts instead of asyncpg's 60 s default.
-            kwargs["connect_args"] = {"timeout": 10}
-    kwargs.update(options.engine_options)
-    engine = create_async_engine(url, **kwargs)
-    if url.get_backend_name() == "sqlite":
-        prepare_sqlite(engine, options.busy_timeout, options.sqlite_synchronous)
-    return engine
-
-
-def prepare_sqlite(engine: AsyncEngine, busy_timeout: float, synchronous: str = "NORMAL") -> None:
-    """Set WAL, the busy timeout and DBAPI autocommit on every new SQLite connection."""
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute(f"PRAGMA synchronous = {synchronous}")
-        finally:
-            cursor.close()
-
-
-async def begin_write(conn: AsyncConnection) -> None:
-    """Start a write transaction on ``conn``: ``BEGIN IMMEDIATE`` on SQLite (take the one
-    writer lock now, never upgrade a read lock mid-transaction); nothing elsewhere."""
-    if conn.dialect.name == "sqlite":
-        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+    """An async engine for ``options.url`` (see :func:`hexa_event._sql.engine.log_engine`)."""
+    return log_engine(
+        async_url(options.url),
+        pool_size=options.pool_size,
+        busy_timeout=options.busy_timeout,
+        synchronous=options.sqlite_synchronous,
+        options=dict(options.engine_options),
+    )
 
 
 def _create(sync_conn: Connection, partitions: int) -> int:
@@ -273,8 +215,6 @@ async def migrate(
             stored = _create(conn, partitions)
             conn.commit()
         return stored
-    from .options import SqlOptions
-
     engine = make_engine(SqlOptions(url=str(target)))
     try:
         return await migrate_async(engine, partitions=partitions)

@@ -1,0 +1,79 @@
+"""Async engines: creation for a URL, SQLite's connection set-up, the write transaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .urls import async_url
+
+
+def engine_for(db: str | URL | AsyncEngine, **options: Any) -> tuple[AsyncEngine, bool]:
+    """An engine for ``db`` and whether we created it (and so must dispose of it).
+
+    ``db`` is an engine (the caller's: returned as is) or a URL (an asyncio DBAPI is
+    chosen; PostgreSQL engines check connections before use).
+    """
+    if isinstance(db, AsyncEngine):
+        return db, False
+    url = async_url(db)
+    if url.get_backend_name() == "postgresql":
+        options.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **options), True
+
+
+def log_engine(
+    url: URL,
+    *,
+    pool_size: int,
+    busy_timeout: float,
+    synchronous: str,
+    options: dict[str, Any],
+) -> AsyncEngine:
+    """The SQL driver's engine: a pool of ``pool_size`` (PostgreSQL may overflow as much
+    again, and fails connecting after 10 s); SQLite gets WAL, the busy timeout, manual
+    ``BEGIN`` and its folder created. ``options`` go to ``create_async_engine`` last."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size}
+    if url.get_backend_name() == "sqlite":
+        assert url.database is not None
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        kwargs["max_overflow"] = pool_size
+        if url.get_driver_name() == "asyncpg":
+            # Fail fast while the server restarts instead of asyncpg's 60 s default.
+            kwargs["connect_args"] = {"timeout": 10}
+    kwargs.update(options)
+    engine = create_async_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        prepare_sqlite(engine, busy_timeout, synchronous)
+    return engine
+
+
+def prepare_sqlite(engine: AsyncEngine, busy_timeout: float, synchronous: str = "NORMAL") -> None:
+    """Set WAL, the busy timeout and DBAPI autocommit on every new SQLite connection.
+
+    Reads are then single statements and writers start their own ``BEGIN IMMEDIATE``
+    (:func:`begin_write`).
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+        finally:
+            cursor.close()
+
+
+async def begin_write(conn: AsyncConnection) -> None:
+    """Start a write transaction on ``conn``: ``BEGIN IMMEDIATE`` on SQLite (take the one
+    writer lock now, never upgrade a read lock mid-transaction); nothing elsewhere."""
+    if conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")

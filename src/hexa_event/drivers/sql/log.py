@@ -1,0 +1,165 @@
+"""Access to the log's database: engine, tables, transactions, errors, commit wake-ups.
+
+The layer under the producer and the consumers (neither imports the driver): one
+:class:`SqlLog` per driver connects lazily, creates the tables once (unless
+``create_tables=False``), hands out read connections and write transactions, and tells the
+subscriptions watching it which channels got new rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..._sql.clock import now_ms
+from ..._sql.dialects import upsert
+from ..._sql.engine import begin_write, log_engine
+from ..._sql.problems import driver_error
+from ..._sql.urls import redact
+from ...errors import ClosedError, DriverError
+from .options import SqlOptions
+from .schema import async_url, metadata, migrate_async
+
+Watcher = Callable[[set[str] | None], None]
+"""Told which channels got committed rows (None: unknown, look at every channel)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogState:
+    """What :meth:`SqlLog.ready` established: the dialect, partitions and tables."""
+
+    dialect: str
+    partitions: int
+    tables: dict[str, Table]
+
+
+class SqlLog:
+    """The database under one SQL driver; nothing connects before first use."""
+
+    def __init__(self, options: SqlOptions, dialect: str, engine: AsyncEngine | None) -> None:
+        self.options = options
+        self.dialect = dialect
+        self._engine = engine
+        self._state: LogState | None = None
+        self._ready_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+        self._watchers: set[Watcher] = set()
+        self.closed = False
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = log_engine(
+                async_url(self.options.url),
+                pool_size=self.options.pool_size,
+                busy_timeout=self.options.busy_timeout,
+                synchronous=self.options.sqlite_synchronous,
+                options=dict(self.options.engine_options),
+            )
+        return self._engine
+
+    @property
+    def connected(self) -> bool:
+        """Whether an engine exists (made here or given)."""
+        return self._engine is not None
+
+    async def ready(self) -> LogState:
+        """Connect and (unless ``create_tables=False``) create the tables, once."""
+        state = self._state
+        if state is not None:
+            return state
+        async with self._ready_lock:
+            if self._state is not None:
+                return self._state
+            if self.closed:
+                raise ClosedError("this SQL driver was closed; connect() again")
+            try:
+                if self.options.create_tables:
+                    partitions = await migrate_async(
+                        self.engine, partitions=self.options.partitions
+                    )
+                else:
+                    partitions = await self._stored_partitions()
+            except DriverError:
+                raise
+            except Exception as exc:
+                raise self.error("preparing the tables", exc) from exc
+            md = metadata(self.dialect)
+            self._state = LogState(self.dialect, partitions, dict(md.tables))
+            return self._state
+
+    async def _stored_partitions(self) -> int:
+        meta = metadata(self.dialect).tables["hexa_meta"]
+        async with self.engine.connect() as conn:
+            value = (
+                await conn.execute(select(meta.c.value).where(meta.c.name == "partitions"))
+            ).scalar()
+        if value is None:
+            raise DriverError(
+                "SQL driver: the hexa_* tables are missing; run "
+                "hexa_event.drivers.sql.migrate(url) or pass create_tables=True",
+                retriable=False,
+            )
+        return int(value)
+
+    def table(self, name: str) -> Table:
+        assert self._state is not None, "ready() first"
+        return self._state.tables[name]
+
+    def upsert(self, table: Table) -> Any:
+        """The dialect's INSERT (with ``on_conflict_do_*``)."""
+        return upsert(table, self.dialect)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (single statements; nothing to commit)."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, committed on exit. On SQLite writers of this process queue
+        on a lock (one writer at a time, no busy waits between our own connections)."""
+        lock = self._write_lock if self.dialect == "sqlite" else contextlib.nullcontext()
+        async with lock, self.engine.connect() as conn:
+            await begin_write(conn)
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.rollback())
+                raise
+            await conn.commit()
+
+    async def insert_channels(self, conn: AsyncConnection, channels: set[str]) -> None:
+        """Record ``channels`` in ``hexa_channels`` (pattern subscriptions match them)."""
+        table = self.table("hexa_channels")
+        now = now_ms()
+        await conn.execute(
+            self.upsert(table).on_conflict_do_nothing(),
+            [{"channel": c, "created_ms": now} for c in sorted(channels)],
+        )
+
+    def error(self, operation: str, exc: BaseException) -> DriverError:
+        """A :class:`DriverError` for ``exc`` that names no password and no statement."""
+        return driver_error(f"SQL driver ({redact(self.options.url)})", operation, exc)
+
+    # -- wake-ups ----------------------------------------------------------------------------
+
+    def watch(self, watcher: Watcher) -> None:
+        self._watchers.add(watcher)
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
+
+    def committed(self, channels: set[str] | None) -> None:
+        """Rows were committed to ``channels`` (None: unknown): wake the watchers."""
+        for watcher in list(self._watchers):
+            watcher(channels)

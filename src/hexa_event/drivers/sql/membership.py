@@ -1,0 +1,281 @@
+"""Group membership: leases on virtual partitions, heartbeats and rebalancing.
+
+Members of a group lease (channel, partition) rows of ``hexa_positions`` (``owner``,
+``lease_until_ms``), as Kafka's group members own partitions. Every heartbeat renews the
+leases, registers the member per channel in ``hexa_members`` (for fair shares) and
+rebalances: each member aims at ``ceil(P / members)`` partitions of a channel, claims free or
+expired ones, and marks extras for release (given back once their deliveries are settled).
+A member that dies stops renewing; the others claim its partitions after ``lease_ttl``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, or_, select
+
+from ..._sql.clock import now_ms
+from ...driver import SubscriptionSpec
+from .log import SqlLog
+from .partitions import Part, Pos
+
+logger = logging.getLogger(__name__)
+
+
+class Membership:
+    """One member's leases. ``parts`` maps (channel, number) to the partitions it holds.
+
+    ``on_lost(part)``: a lease expired (drop what was read of it); ``on_surplus(part)``: the
+    partition is marked ``releasing`` (stop handing it out); ``on_claimed()``: partitions
+    were claimed (read them, and the redeliveries a former owner left).
+    """
+
+    def __init__(
+        self,
+        log: SqlLog,
+        spec: SubscriptionSpec,
+        member_id: str,
+        partitions: int,
+        pattern: re.Pattern[str] | None,
+        *,
+        on_lost: Callable[[Part], None],
+        on_surplus: Callable[[Part], None],
+        on_claimed: Callable[[], None],
+    ) -> None:
+        self._log = log
+        self._opts = log.options
+        self._spec = spec
+        self.group = spec.group
+        self.member_id = member_id
+        self._partitions = partitions
+        self._pattern = pattern
+        self._explicit = tuple(dict.fromkeys(spec.channels))
+        self.channels: set[str] = set(self._explicit)
+        """The channels this member consumes (explicit ones and pattern matches)."""
+        self._initialized: set[str] = set()
+        self.parts: dict[tuple[str, int], Part] = {}
+        self._shares: dict[str, tuple[int, int]] = {}
+        """Per channel: (target, live members) of the last rebalance."""
+        self._on_lost = on_lost
+        self._on_surplus = on_surplus
+        self._on_claimed = on_claimed
+
+    def lose(self, key: tuple[str, int]) -> None:
+        """Forget partition ``key``: its lease expired and another member has it."""
+        part = self.parts.pop(key, None)
+        if part is None:
+            return
+        self._on_lost(part)
+        part.owned = False
+        logger.info(
+            "SQL driver: group %s lost partition %s/%d (lease expired); another member "
+            "consumes it now",
+            self.group,
+            key[0],
+            key[1],
+        )
+
+    async def heartbeat(self) -> None:
+        """Renew leases, register per channel, discover channels, rebalance."""
+        driver = self._log
+        opts = self._opts
+        positions = driver.table("hexa_positions")
+        members = driver.table("hexa_members")
+        log = driver.table("hexa_log")
+        now = now_ms()
+        expires = now + int(opts.lease_ttl * 1000)
+        if self._pattern is not None:
+            channels_table = driver.table("hexa_channels")
+            async with driver.reading() as conn:
+                names = (await conn.execute(select(channels_table.c.channel))).scalars().all()
+            matched = {name for name in names if self._pattern.fullmatch(name)}
+            self.channels = set(self._explicit) | matched
+        channels = sorted(self.channels)
+        new = [c for c in channels if c not in self._initialized]
+        async with driver.writing() as conn:
+            if channels:
+                upsert = driver.upsert(members)
+                upsert = upsert.on_conflict_do_update(
+                    index_elements=["group_name", "channel", "member_id"],
+                    set_={"expires_ms": upsert.excluded.expires_ms},
+                )
+                await conn.execute(
+                    upsert,
+                    [
+                        {
+                            "group_name": self.group,
+                            "channel": c,
+                            "member_id": self.member_id,
+                            "expires_ms": expires,
+                        }
+                        for c in channels
+                    ],
+                )
+            for channel in new:
+                start: Pos = (0, 0)
+                if self._spec.start == "latest":
+                    row = (
+                        await conn.execute(
+                            select(
+                                func.coalesce(func.max(log.c.txid), 0),
+                                func.coalesce(func.max(log.c.id), 0),
+                            ).where(log.c.channel == channel)
+                        )
+                    ).one()
+                    start = (int(row[0]), int(row[1]))
+                await conn.execute(
+                    driver.upsert(positions).on_conflict_do_nothing(),
+                    [
+                        {
+                            "group_name": self.group,
+                            "channel": channel,
+                            "part": n,
+                            "pos_tx": start[0],
+                            "pos_id": start[1],
+                            "owner": None,
+                            "lease_until_ms": 0,
+                        }
+                        for n in range(self._partitions)
+                    ],
+                )
+            renewed = 0
+            if self.parts:
+                result = await conn.execute(
+                    positions.update()
+                    .where(
+                        positions.c.group_name == self.group,
+                        positions.c.owner == self.member_id,
+                    )
+                    .values(lease_until_ms=expires)
+                )
+                renewed = result.rowcount
+        self._initialized.update(new)
+        async with driver.reading() as conn:
+            if renewed != len(self.parts):
+                held = {
+                    (row.channel, row.part)
+                    for row in await conn.execute(
+                        select(positions.c.channel, positions.c.part).where(
+                            positions.c.group_name == self.group,
+                            positions.c.owner == self.member_id,
+                        )
+                    )
+                }
+                for key in list(self.parts):
+                    if key not in held:
+                        self.lose(key)
+            counts = {
+                row.channel: int(row.n)
+                for row in await conn.execute(
+                    select(members.c.channel, func.count().label("n"))
+                    .where(members.c.group_name == self.group, members.c.expires_ms > now)
+                    .group_by(members.c.channel)
+                )
+            }
+        for channel in channels:
+            await self._rebalance(channel, max(1, counts.get(channel, 1)), now, expires)
+        if random.random() < 0.05:
+            async with driver.writing() as conn:
+                await conn.execute(
+                    members.delete().where(
+                        members.c.group_name == self.group,
+                        members.c.expires_ms < now - int(opts.lease_ttl * 1000),
+                    )
+                )
+
+    async def _acked_above(
+        self, conn: Any, channel: str, numbers: list[int]
+    ) -> dict[int, list[Pos]]:
+        """Rows of the claimed partitions that the group acked above the stored position."""
+        if not numbers:
+            return {}
+        acked = self._log.table("hexa_acked")
+        rows = await conn.execute(
+            select(acked.c.part, acked.c.txid, acked.c.log_id).where(
+                acked.c.group_name == self.group,
+                acked.c.channel == channel,
+                acked.c.part.in_(numbers),
+            )
+        )
+        found: dict[int, list[Pos]] = {}
+        for number, txid, log_id in rows:
+            found.setdefault(int(number), []).append((int(txid), int(log_id)))
+        return found
+
+    def has_its_share(self) -> bool:
+        """Whether this member holds, in every channel, at least the share no other member
+        can take from it (as of the last heartbeat): the others fill their targets first."""
+        for channel, (target, members) in self._shares.items():
+            least = min(target, max(0, self._partitions - (members - 1) * target))
+            held = sum(1 for p in self.parts.values() if p.channel == channel and not p.releasing)
+            if held < least:
+                return False
+        return True
+
+    async def _rebalance(self, channel: str, member_count: int, now: int, expires: int) -> None:
+        target = math.ceil(self._partitions / member_count)
+        self._shares[channel] = (target, member_count)
+        mine = sorted(
+            (p for p in self.parts.values() if p.channel == channel and not p.releasing),
+            key=lambda p: p.number,
+        )
+        if len(mine) > target:
+            for part in mine[target:]:
+                part.releasing = True
+                self._on_surplus(part)
+            return
+        need = target - len(mine)
+        if need <= 0:
+            return
+        positions = self._log.table("hexa_positions")
+        free_clause = or_(positions.c.owner.is_(None), positions.c.lease_until_ms < now)
+        async with self._log.reading() as conn:
+            free = (
+                (
+                    await conn.execute(
+                        select(positions.c.part).where(
+                            positions.c.group_name == self.group,
+                            positions.c.channel == channel,
+                            free_clause,
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if not free:
+            return
+        wanted = random.sample(list(free), min(need, len(free)))
+        async with self._log.writing() as conn:
+            claimed = (
+                await conn.execute(
+                    positions.update()
+                    .where(
+                        positions.c.group_name == self.group,
+                        positions.c.channel == channel,
+                        positions.c.part.in_(wanted),
+                        free_clause,
+                    )
+                    .values(owner=self.member_id, lease_until_ms=expires)
+                    .returning(positions.c.part, positions.c.pos_tx, positions.c.pos_id)
+                )
+            ).all()
+            skips = await self._acked_above(conn, channel, [int(row.part) for row in claimed])
+        for row in claimed:
+            part = Part(channel, int(row.part), (int(row.pos_tx), int(row.pos_id)))
+            part.skip = {pos for pos in skips.get(part.number, ()) if pos > part.committed}
+            self.parts[(channel, part.number)] = part
+        if claimed:
+            self._on_claimed()
+            logger.debug(
+                "group %s member %s claimed %d partitions of %s",
+                self.group,
+                self.member_id[:8],
+                len(claimed),
+                channel,
+            )

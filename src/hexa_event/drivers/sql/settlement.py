@@ -1,0 +1,156 @@
+"""Writing a member's settlements: positions, delayed redeliveries, acked redeliveries.
+
+Everything pending is written in one transaction, so a stored position never passes a nacked
+record whose redelivery row is not written with it. On failure everything stays pending for
+the next flush (writing a settlement twice is harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam
+
+from .log import SqlLog
+from .partitions import Part, Pos
+
+
+class Settlements:
+    """The settlements of one group member not yet written, and how to write them."""
+
+    def __init__(self, log: SqlLog, group: str, member_id: str) -> None:
+        self._log = log
+        self._group = group
+        self._member_id = member_id
+        self._acked_redeliveries: set[int] = set()
+        self._redeliveries: dict[int, dict[str, Any]] = {}
+        self._lock = asyncio.Lock()
+
+    def redeliver(
+        self, log_id: int, channel: str, part: int, visible_ms: int, attempts: int
+    ) -> None:
+        """Give row ``log_id`` back to the group, due at ``visible_ms``."""
+        self._acked_redeliveries.discard(log_id)
+        self._redeliveries[log_id] = {
+            "group_name": self._group,
+            "log_id": log_id,
+            "channel": channel,
+            "part": part,
+            "visible_ms": visible_ms,
+            "attempts": attempts,
+        }
+
+    def acked_redelivery(self, log_id: int) -> None:
+        """A redelivered row was acked: its ``hexa_redeliveries`` row goes."""
+        self._redeliveries.pop(log_id, None)
+        self._acked_redeliveries.add(log_id)
+
+    async def flush(self, parts: Iterable[Part], release: Sequence[Part] = ()) -> None:
+        """Write pending settlements of ``parts`` (and release ``release``) in one transaction.
+
+        Raises :class:`~hexa_event.errors.DriverError`; what was not written stays pending.
+        """
+        async with self._lock:
+            releasing = set(map(id, release))
+            kept = [(p, p.committed) for p in parts if p.dirty and id(p) not in releasing]
+            released = [(p, p.committed) for p in release]
+            redeliveries = dict(self._redeliveries)
+            acked = set(self._acked_redeliveries)
+            if not (kept or released or redeliveries or acked):
+                return
+            try:
+                async with self._log.writing() as conn:
+                    if redeliveries:
+                        await self._upsert_redeliveries(conn, list(redeliveries.values()))
+                    if acked:
+                        r = self._log.table("hexa_redeliveries")
+                        await conn.execute(
+                            r.delete().where(
+                                r.c.group_name == self._group, r.c.log_id.in_(sorted(acked))
+                            )
+                        )
+                    await self._store_positions(conn, kept, release=False)
+                    await self._store_positions(conn, released, release=True)
+                    await self._store_acked(conn, release)
+            except Exception as exc:
+                raise self._log.error("storing settlements", exc) from exc
+            for part, pos in (*kept, *released):
+                if part.committed == pos:
+                    part.dirty = False
+            for log_id, row in redeliveries.items():
+                if self._redeliveries.get(log_id) is row:
+                    del self._redeliveries[log_id]
+            self._acked_redeliveries -= acked
+
+    async def _store_acked(self, conn: Any, parts: Sequence[Part]) -> None:
+        """For partitions let go of: the rows acked above their position (``hexa_acked``),
+        replacing what was stored, so the next owner skips them."""
+        if not parts:
+            return
+        acked = self._log.table("hexa_acked")
+        for part in parts:
+            await conn.execute(
+                acked.delete().where(
+                    acked.c.group_name == self._group,
+                    acked.c.channel == part.channel,
+                    acked.c.part == part.number,
+                )
+            )
+        rows = [
+            {
+                "group_name": self._group,
+                "channel": part.channel,
+                "part": part.number,
+                "log_id": pos[1],
+                "txid": pos[0],
+            }
+            for part in parts
+            for pos in part.acked_above()
+        ]
+        if rows:
+            await conn.execute(acked.insert(), rows)
+
+    async def _upsert_redeliveries(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        stmt = self._log.upsert(self._log.table("hexa_redeliveries"))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["group_name", "log_id"],
+            set_={"visible_ms": stmt.excluded.visible_ms, "attempts": stmt.excluded.attempts},
+        )
+        await conn.execute(stmt, rows)
+
+    async def _store_positions(
+        self, conn: Any, parts: Sequence[tuple[Part, Pos]], *, release: bool
+    ) -> None:
+        """Write the given positions (fenced by ownership); release the leases if asked."""
+        if not parts:
+            return
+        positions = self._log.table("hexa_positions")
+        values: dict[str, Any] = {"pos_tx": bindparam("b_tx"), "pos_id": bindparam("b_id")}
+        if release:
+            values.update(owner=None, lease_until_ms=0)
+        stmt = (
+            positions.update()
+            .where(
+                positions.c.group_name == bindparam("b_group"),
+                positions.c.channel == bindparam("b_channel"),
+                positions.c.part == bindparam("b_part"),
+                positions.c.owner == bindparam("b_owner"),
+            )
+            .values(**values)
+        )
+        await conn.execute(
+            stmt,
+            [
+                {
+                    "b_group": self._group,
+                    "b_channel": p.channel,
+                    "b_part": p.number,
+                    "b_owner": self._member_id,
+                    "b_tx": pos[0],
+                    "b_id": pos[1],
+                }
+                for p, pos in parts
+            ],
+        )

@@ -1,0 +1,393 @@
+"""How a relay claims unsent outbox rows and settles them: two strategies, one interface.
+
+- :class:`LockClaims` (PostgreSQL default): the claim transaction stays open while the
+  batch publishes; its ``FOR UPDATE`` row locks are the lease (a killed relay's rows are
+  free at once, a hung one is cut off by ``idle_in_transaction_session_timeout``). One row
+  write per event.
+- :class:`LeaseClaims` (SQLite; PostgreSQL behind a transaction-pooling proxy): the claim
+  writes ``lease_until``/``lease_token`` into the rows, under a short advisory lock on
+  PostgreSQL so the per-key check sees the other relays' leases.
+
+Both keep per-key order: a row is not claimed while an earlier unsent row of its key is held
+by another relay or waits to retry after a failure.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .._sql.clock import utcnow
+from .._sql.problems import brief
+from ..driver import RawRecord
+from .store import decode_headers
+
+log = logging.getLogger(__name__)
+
+_TS = DateTime(timezone=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A batch of rows claimed by this relay, in id order."""
+
+    ids: list[int]
+    records: list[RawRecord]
+    lease_until: float
+    """Monotonic deadline of the lease."""
+    conn: AsyncConnection | None = None
+    """Lock mode: the open transaction whose row locks are the lease."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSettings:
+    """What both strategies need to know of their relay."""
+
+    engine: AsyncEngine
+    table: Table
+    batch_size: int
+    lease: float
+    retry_delay: float
+    keep_sent: bool
+    owner: str
+    """The relay's lease token: its own leases never block its own claims."""
+
+
+def _error_text(error: BaseException | None) -> str:
+    return f"{type(error).__name__}: {brief(error) if error else ''}"
+
+
+class ClaimStrategy(abc.ABC):
+    """Claims batches and settles them: published rows marked sent (or deleted), failed
+    ones held back for ``retry_delay`` (their keys' later rows wait too)."""
+
+    def __init__(self, settings: ClaimSettings) -> None:
+        self.settings = settings
+
+    @abc.abstractmethod
+    async def claim(self) -> Claimed | None:
+        """The next batch of ready rows, or None when nothing is ready."""
+
+    @abc.abstractmethod
+    async def finish(
+        self,
+        batch: Claimed,
+        done: list[int],
+        failed: list[int],
+        error: BaseException | None,
+        published: asyncio.Future[bool] | None,
+    ) -> bool:
+        """Mark ``done`` sent and hold ``failed`` back; resolve ``published`` (the next
+        batch may publish) as soon as a later claim would see the held rows. Returns
+        whether ``done`` was marked."""
+
+    async def forget(self, batch: Claimed) -> None:
+        """The batch is over (settled or abandoned): release what it still holds."""
+        del batch
+
+    async def write(self, stmt: Any, params: dict[str, Any], until: float) -> bool:
+        """Run a settle statement, retrying database failures until monotonic ``until``."""
+        delay = 0.05
+        while True:
+            try:
+                async with self.settings.engine.begin() as conn:
+                    await conn.execute(stmt, params)
+                return True
+            except Exception as exc:
+                if time.monotonic() + delay > until:
+                    log.error(
+                        "outbox relay: could not settle %d rows (%s: %s); they will be sent "
+                        "again when their lease expires",
+                        len(params["ids"]),
+                        type(exc).__name__,
+                        brief(exc),
+                    )
+                    return False
+                log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+def _records(rows: Sequence[Any]) -> list[RawRecord]:
+    return [
+        RawRecord(channel=r[1], key=r[2], headers=decode_headers(r[3]), body=r[4]) for r in rows
+    ]
+
+
+class LeaseClaims(ClaimStrategy):
+    """Leases written into the rows (any database)."""
+
+    def __init__(self, settings: ClaimSettings) -> None:
+        super().__init__(settings)
+        t = settings.table
+        self._postgres = settings.engine.dialect.name == "postgresql"
+        self._lock_key = zlib.crc32(f"hexa-outbox:{t.name}".encode()) & 0x7FFFFFFF
+        o = t.alias("o")
+        p = t.alias("p")
+        now = bindparam("now", type_=_TS)
+        blocked = exists().where(
+            p.c.key == o.c.key,
+            p.c.id < o.c.id,
+            p.c.sent_at.is_(None),
+            p.c.lease_until >= now,
+            or_(p.c.lease_token.is_(None), p.c.lease_token != bindparam("token")),
+        )
+        candidates = (
+            select(o.c.id)
+            .where(
+                o.c.sent_at.is_(None),
+                or_(o.c.lease_until.is_(None), o.c.lease_until < now),
+                ~blocked,
+            )
+            .order_by(o.c.id)
+            .limit(bindparam("limit", type_=Integer()))
+        )
+        values = {
+            "lease_until": bindparam("until", type_=_TS),
+            "lease_token": bindparam("token", type_=String()),
+            "attempts": t.c.attempts + 1,
+        }
+        returning = (t.c.id, t.c.channel, t.c.key, t.c.headers, t.c.body)
+        if self._postgres:
+            cte = candidates.with_for_update(skip_locked=True, of=o).cte("claim")
+            self._claim: Any = (
+                update(t).where(t.c.id == cte.c.id).values(values).returning(*returning)
+            )
+            in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+        else:
+            self._claim = (
+                update(t).where(t.c.id.in_(candidates)).values(values).returning(*returning)
+            )
+            in_ids = t.c.id.in_(bindparam("ids", expanding=True))
+        self._mark: Any = (
+            update(t)
+            .where(in_ids, t.c.sent_at.is_(None))
+            .values(sent_at=bindparam("now", type_=_TS), lease_until=None, last_error=None)
+        )
+        if not settings.keep_sent:
+            self._mark = delete(t).where(in_ids, t.c.sent_at.is_(None))
+        self._release = (
+            update(t)
+            .where(in_ids, t.c.sent_at.is_(None), t.c.lease_token == bindparam("token"))
+            .values(
+                lease_until=bindparam("until", type_=_TS),
+                lease_token=None,
+                last_error=bindparam("error", type_=String()),
+            )
+        )
+
+    async def claim(self) -> Claimed | None:
+        s = self.settings
+        now = utcnow()
+        deadline = time.monotonic() + s.lease
+        params = {
+            "now": now,
+            "until": now + timedelta(seconds=s.lease),
+            "token": s.owner,
+            "limit": s.batch_size,
+        }
+        async with s.engine.begin() as conn:
+            if self._postgres:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._lock_key})
+            rows: Sequence[Any] = (await conn.execute(self._claim, params)).all()
+        if not rows:
+            return None
+        ordered = sorted(rows, key=lambda r: r[0])
+        return Claimed(ids=[r[0] for r in ordered], records=_records(ordered), lease_until=deadline)
+
+    async def finish(
+        self,
+        batch: Claimed,
+        done: list[int],
+        failed: list[int],
+        error: BaseException | None,
+        published: asyncio.Future[bool] | None,
+    ) -> bool:
+        s = self.settings
+        if failed:
+            # Release before telling the next batch: a claim made after this point must see
+            # these rows waiting to retry (they block their keys).
+            await self.write(
+                self._release,
+                {
+                    "ids": failed,
+                    "token": s.owner,
+                    "until": utcnow() + timedelta(seconds=s.retry_delay),
+                    "error": _error_text(error),
+                },
+                batch.lease_until,
+            )
+        if published is not None:
+            published.set_result(not failed)
+        if not done:
+            return False
+        # Published: mark sent. Keep trying past the lease (fewer duplicates), bounded.
+        return await self.write(
+            self._mark, {"ids": done, "now": utcnow()}, batch.lease_until + s.lease
+        )
+
+
+class LockClaims(ClaimStrategy):
+    """Row locks of an open transaction as the lease (PostgreSQL)."""
+
+    def __init__(self, settings: ClaimSettings) -> None:
+        super().__init__(settings)
+        t = settings.table
+        now = bindparam("now", type_=_TS)
+        ready = and_(t.c.sent_at.is_(None), or_(t.c.lease_until.is_(None), t.c.lease_until < now))
+        self._lock = (
+            select(t.c.id, t.c.channel, t.c.key, t.c.headers, t.c.body)
+            .where(ready)
+            .order_by(t.c.id)
+            .limit(bindparam("limit", type_=Integer()))
+            .with_for_update(skip_locked=True)
+        )
+        upto = t.c.id <= bindparam("max", type_=BigInteger())
+        self._span_count = select(func.count()).select_from(t).where(t.c.sent_at.is_(None), upto)
+        self._span_rows = select(t.c.id, t.c.key).where(t.c.sent_at.is_(None), upto)
+        in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+        self._backoff = (
+            update(t)
+            .where(in_ids)
+            .values(
+                lease_until=bindparam("until", type_=_TS),
+                attempts=t.c.attempts + 1,
+                last_error=bindparam("error", type_=String()),
+            )
+        )
+        self._mark: Any = (
+            update(t)
+            .where(in_ids)
+            .values(
+                sent_at=bindparam("now", type_=_TS),
+                lease_until=None,
+                last_error=None,
+                attempts=t.c.attempts + 1,
+            )
+        )
+        if not settings.keep_sent:
+            self._mark = delete(t).where(in_ids)
+        self._mine: set[int] = set()
+        """Ids of this relay's batches in flight (locked by its transactions)."""
+
+    async def claim(self) -> Claimed | None:
+        """Lock the first ready rows (SKIP LOCKED) in a transaction left open until settled.
+
+        Rows skipped because another transaction holds them (another relay, or this one's
+        batch in flight) block later rows of their keys: those are left out of the batch.
+        """
+        s = self.settings
+        now = utcnow()
+        deadline = time.monotonic() + s.lease
+        conn = await s.engine.connect()
+        try:
+            await conn.begin()
+            await conn.execute(
+                text(f"SET LOCAL idle_in_transaction_session_timeout = {int(s.lease * 1000)}")
+            )
+            rows: Sequence[Any] = (
+                await conn.execute(self._lock, {"now": now, "limit": s.batch_size})
+            ).all()
+            if rows:
+                top = rows[-1][0]
+                visible = (await conn.execute(self._span_count, {"max": top})).scalar_one()
+                # Unsent rows up to ``top`` are ours (this claim, our batches in flight) or
+                # held by others; only in the last case look at which keys they block.
+                expected = len(rows) + sum(1 for i in self._mine if i <= top)
+                if visible != expected:
+                    rows = await self._drop_blocked(conn, rows, top)
+            if not rows:
+                await conn.rollback()
+                await conn.close()
+                return None
+        except BaseException:
+            await conn.close()
+            raise
+        ids = [r[0] for r in rows]
+        self._mine.update(ids)
+        return Claimed(ids=ids, records=_records(rows), lease_until=deadline, conn=conn)
+
+    async def _drop_blocked(
+        self, conn: AsyncConnection, rows: Sequence[Any], top: int
+    ) -> Sequence[Any]:
+        # This relay's own batches in flight don't block: they publish before this one.
+        mine = {r[0] for r in rows} | self._mine
+        first_blocked: dict[str, int] = {}
+        for row_id, key in (await conn.execute(self._span_rows, {"max": top})).all():
+            if row_id not in mine and row_id < first_blocked.get(key, top + 1):
+                first_blocked[key] = row_id
+        return [r for r in rows if first_blocked.get(r[2], top + 1) > r[0]]
+
+    async def finish(
+        self,
+        batch: Claimed,
+        done: list[int],
+        failed: list[int],
+        error: BaseException | None,
+        published: asyncio.Future[bool] | None,
+    ) -> bool:
+        """Mark ``done`` sent and put ``failed`` on hold, then commit (unlock)."""
+        s = self.settings
+        conn = batch.conn
+        assert conn is not None
+        now = utcnow()
+        hold = {
+            "ids": failed,
+            "until": now + timedelta(seconds=s.retry_delay),
+            "error": _error_text(error),
+        }
+        try:
+            if failed:
+                await conn.execute(self._backoff, hold)
+            if done:
+                await conn.execute(self._mark, {"ids": done, "now": now})
+            await conn.commit()
+        except Exception as exc:
+            log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
+            with contextlib.suppress(Exception):
+                await conn.close()
+            if failed:
+                await self.write(self._backoff, hold, batch.lease_until)
+            if published is not None and not published.done():
+                published.set_result(not failed)
+            return bool(done) and await self.write(
+                self._mark, {"ids": done, "now": now}, batch.lease_until + s.lease
+            )
+        if published is not None and not published.done():
+            published.set_result(not failed)
+        return bool(done)
+
+    async def forget(self, batch: Claimed) -> None:
+        self._mine.difference_update(batch.ids)
+        conn = batch.conn
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(Exception):
+                await conn.close()
