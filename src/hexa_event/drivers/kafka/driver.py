@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -64,11 +65,22 @@ def topic_problem(name: object) -> str | None:
     return None
 
 
-def check_record(channel: str, headers: Mapping[str, Any]) -> None:
-    """Raise InvalidEventError for a channel Kafka refuses or a header that is not bytes."""
-    problem = topic_problem(channel)
+def check_record(record: RawRecord) -> None:
+    """Raise InvalidEventError for a channel Kafka refuses, a key that is not a string, a
+    body or header value that is not bytes, or a ``not_before`` that is not a time."""
+    problem = topic_problem(record.channel)
     if problem is not None:
         raise InvalidEventError("channel", problem)
+    if not isinstance(record.key, str):
+        raise InvalidEventError("key", f"is {type(record.key).__name__}, not str")
+    if not isinstance(record.body, bytes):
+        raise InvalidEventError(
+            "body", f"is {type(record.body).__name__}, not bytes: encode it before publishing"
+        )
+    not_before = record.not_before
+    if not isinstance(not_before, int | float) or not math.isfinite(not_before) or not_before < 0:
+        raise InvalidEventError("not_before", f"must be epoch seconds >= 0, got {not_before!r}")
+    headers: Mapping[str, Any] = record.headers
     for name, value in headers.items():
         if not isinstance(name, str):
             raise InvalidEventError("headers", f"has a non-string name {name!r}")
@@ -254,7 +266,7 @@ class KafkaDriver(Driver):
         if self._closed:
             raise ClosedError("the Kafka driver is closed")
         for record in records:
-            check_record(record.channel, record.headers)
+            check_record(record)
         await self._producer.publish(records)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
