@@ -303,3 +303,30 @@ async def test_acks_above_the_watermark_are_not_redelivered_after_a_clean_close(
     finally:
         await driver.close()
         await other.close()
+
+
+async def test_retry_group_starts_where_the_action_group_left_off(kafka_bootstrap: str) -> None:
+    """Upgrading to the separate retry group (or leaving an eager strategy) does not read
+    the retry topics again from the start: <group>.retry starts at <group>'s offsets."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    channel, group = _names()
+    retry = f"{group}.retry.1"
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
+    try:
+        await driver.publish([RawRecord(retry, "k", {}, str(i).encode()) for i in range(5)])
+        await driver.provision([channel])
+        old = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+        await asyncio.to_thread(
+            old.commit, offsets=[TopicPartition(retry, 0, 3)], asynchronous=False
+        )
+        old.close()
+        spec = SubscriptionSpec(group=group, channels=(channel, retry), retry_channels=(retry,))
+        sub = await driver.subscribe(spec)
+        got = await _fetch_n(sub, 2)
+        assert [d.coordinates for d in got] == [f"{retry}-0-3", f"{retry}-0-4"]
+        for d in got:
+            d.ack()
+        await sub.close()
+    finally:
+        await driver.close()

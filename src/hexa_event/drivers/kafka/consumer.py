@@ -184,6 +184,7 @@ class KafkaSubscription(Subscription):
         self._loop = loop
         eager = self._sub_options.assignment != "cooperative-sticky"
         for group, topics in self._plan:
+            fallback = self.group if group == self.retry_group else None
             member = Member(
                 self,
                 loop,
@@ -193,6 +194,7 @@ class KafkaSubscription(Subscription):
                 eager=eager,
                 revoke_timeout=self._options.revoke_timeout,
                 scrub=self._scrub,
+                fallback_group=fallback,
             )
             try:
                 member.start()

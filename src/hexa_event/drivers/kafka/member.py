@@ -117,8 +117,13 @@ class Member:
         eager: bool,
         revoke_timeout: float,
         scrub: Callable[[str], str],
+        fallback_group: str | None = None,
     ) -> None:
         self.group = group
+        self.fallback_group = fallback_group
+        """A group whose committed offsets this one starts from where it has none (the
+        action's group, for its retry group: an upgrade or a switch from an eager strategy
+        then does not read the retry topics again from the start)."""
         self.topics = list(topics)
         self.eager = eager
         self._owner = owner
@@ -353,6 +358,8 @@ class Member:
                     self._scrub(exc.args[0].str()),
                 )
                 committed = [TopicPartition(tp.topic, tp.partition, -1) for tp in partitions]
+            if self.fallback_group and any(tp.offset < 0 for tp in committed):
+                committed = self._fallback(committed)
             for tp in committed:
                 offset = tp.offset if tp.offset >= 0 else -1
                 found.append((tp.topic, tp.partition, offset, tp.metadata or ""))
@@ -365,6 +372,29 @@ class Member:
             consumer.pause(partitions)
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
         self._loop.call_soon_threadsafe(self._owner.on_assigned, self, found)
+
+    def _fallback(self, committed: list[TopicPartition]) -> list[TopicPartition]:
+        """``committed`` with the fallback group's offsets where this group has none."""
+        config = {k: v for k, v in self._config.items() if k not in ("error_cb", "on_commit")}
+        config["group.id"] = self.fallback_group
+        missing = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
+        try:
+            reader = Consumer(config)  # never subscribes: reads offsets, joins nothing
+            try:
+                found = reader.committed(missing, timeout=_COMMITTED_TIMEOUT)
+            finally:
+                reader.close()
+        except KafkaException as exc:
+            log.warning(
+                "Kafka group %r: cannot read the offsets of %r (%s); starting from %s",
+                self.group,
+                self.fallback_group,
+                self._scrub(exc.args[0].str()),
+                self._config.get("auto.offset.reset"),
+            )
+            return committed
+        by_key = {(tp.topic, tp.partition): tp for tp in found if tp.offset >= 0}
+        return [by_key.get((tp.topic, tp.partition), tp) for tp in committed]
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
