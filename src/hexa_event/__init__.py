@@ -14,6 +14,7 @@ async with receiver:
     await receiver.wait_closed()
 """
 
+from . import headers
 from .codecs import Codec, codec_names, get_codec, register_codec
 from .connect import Connection, connect, known_schemes, register_driver
 from .context import (
@@ -25,6 +26,7 @@ from .context import (
     User,
     UserType,
 )
+from .deadletters import DeadLetter, read_dead_letter, subscribe_dead_letters
 from .driver import (
     Delivery,
     Driver,
@@ -85,6 +87,7 @@ __all__ = [
     "ConfigurationError",
     "Connection",
     "Context",
+    "DeadLetter",
     "DecodeError",
     "Delivery",
     "Driver",
@@ -126,10 +129,13 @@ __all__ = [
     "dead_letter_channel",
     "default_propagator",
     "get_codec",
+    "headers",
     "known_schemes",
     "log_errors",
+    "read_dead_letter",
     "register_codec",
     "register_driver",
     "retry_channel",
+    "subscribe_dead_letters",
     "timeout",
 ]

@@ -330,48 +330,6 @@ def add_inbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
     )
 
 
-# -- dlq ------------------------------------------------------------------------------------
-
-
-async def _dlq_replay(args: argparse.Namespace) -> int:
-    from .connect import connect
-    from .replay import replay_dead_letters
-
-    driver = connect(args.url)
-    try:
-        report = await replay_dead_letters(
-            driver, args.action, to=args.to, limit=args.limit, idle_timeout=args.idle
-        )
-    finally:
-        await driver.close()
-    targets = ", ".join(f"{n} to {c}" for c, n in sorted(report.by_channel.items())) or "none"
-    sys.stdout.write(
-        f"replayed {report.replayed} dead letters of {args.action} ({targets}), "
-        f"skipped {report.skipped} without a source channel\n"
-    )
-    return 0
-
-
-def add_dlq_commands(commands: argparse._SubParsersAction[Any]) -> None:
-    """``hexa-event dlq ...``"""
-    group = commands.add_parser("dlq", help="dead letters: replay them to their channel")
-    sub = group.add_subparsers(dest="action_name", required=True, metavar="ACTION")
-    p = sub.add_parser(
-        "replay",
-        help="republish an action's dead letters to the channel they came from",
-        description="Reads <action>.dlq as group <action>.dlq-replay (each letter is replayed "
-        "once) and republishes each to its source channel, keeping its event id.",
-    )
-    p.add_argument("--url", required=True, help="the driver URL, e.g. kafka://127.0.0.1:9092")
-    p.add_argument("--action", required=True, help="the handler action whose .dlq to replay")
-    p.add_argument("--to", default=None, help="replay here instead of the source channel")
-    p.add_argument("--limit", type=_positive_int, default=None, help="at most this many")
-    p.add_argument(
-        "--idle", type=float, default=10.0, help="stop after this many quiet seconds (10)"
-    )
-    p.set_defaults(func=lambda args: asyncio.run(_dlq_replay(args)))
-
-
 # -- entry point -----------------------------------------------------------------------------
 
 
@@ -388,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_outbox_commands(commands)
     add_inbox_commands(commands)
-    add_dlq_commands(commands)
+    from .commands import add_commands
+
+    add_commands(commands)  # tail, publish, dlq, doctor, outbox status
     return parser
 
 

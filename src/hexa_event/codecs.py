@@ -195,6 +195,8 @@ class ProtoJsonCodec:
         return json_format.MessageToJson(value, indent=None).encode()
 
     def decode(self, data: bytes, target: type[Any] | None) -> Any:
+        if target is bytes:
+            return data
         proto_type = _require_proto_type(target, self.name)
         from google.protobuf import json_format
 
@@ -218,6 +220,8 @@ class ProtobufBinaryCodec:
         return cast(bytes, value.SerializeToString())
 
     def decode(self, data: bytes, target: type[Any] | None) -> Any:
+        if target is bytes:
+            return data
         proto_type = _require_proto_type(target, self.name)
         from google.protobuf.message import DecodeError as ProtoDecodeError
 

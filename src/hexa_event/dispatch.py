@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -50,6 +51,29 @@ _REPUBLISH_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 POISON = "poison"
 PERMANENT = "permanent-error"
 EXHAUSTED = "retries-exhausted"
+
+FailureListener = Callable[[str, str], None]
+"""``(outcome, detail)`` after a handler raised: ``("retry", error type)`` when a retry was
+scheduled (a copy published or an in-place wait begun), ``("dead-letter", reason)`` once
+the dead letter is published, ``("nack", why)`` when the event was given back instead."""
+
+failure_listener: ContextVar[FailureListener | None] = ContextVar(
+    "hexa_event_failure_listener", default=None
+)
+"""Set by a handler middleware (in the dispatcher's context) when the handler it wrapped
+raised; the dispatcher calls it once with what it did about the failure, then clears it.
+Telemetry uses it to put retries and dead letters on the consumer span."""
+
+
+def _tell(outcome: str, detail: str) -> None:
+    listener = failure_listener.get()
+    if listener is None:
+        return
+    failure_listener.set(None)
+    try:
+        listener(outcome, detail)
+    except Exception:
+        logger.exception("a failure listener raised")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +157,7 @@ class Dispatcher:
         except BaseException:
             if delivery.outcome is None:
                 delivery.nack()
+                _tell("nack", "cancelled")
             raise
 
     def _open_message(
@@ -191,6 +216,7 @@ class Dispatcher:
             if not policy.in_place:
                 await self._send_retry(delivery, opened, exc)
                 return
+            _tell("retry", type(exc).__name__)
             if not await self._sleep(policy.delay(opened.attempt)):
                 delivery.nack()
                 return
@@ -233,6 +259,7 @@ class Dispatcher:
         if await self._publish_copy(delivery, copy):
             self.counters.retried += 1
             delivery.ack()
+            _tell("retry", type(exc).__name__)
 
     async def _dead_letter(
         self, delivery: Delivery, opened: wire.Opened | None, reason: str, exc: BaseException
@@ -256,6 +283,7 @@ class Dispatcher:
                 self.counters.poison += 1
             self.counters.dead_lettered += 1
             delivery.ack()
+            _tell("dead-letter", reason)
 
     async def _publish_copy(self, delivery: Delivery, copy: RawRecord) -> bool:
         """Publish a retry/dead-letter copy; on failure give the delivery back for later."""
@@ -272,6 +300,7 @@ class Dispatcher:
                 _REPUBLISH_BACKOFF[step],
             )
             delivery.nack(_REPUBLISH_BACKOFF[step])
+            _tell("nack", "could not publish to " + copy.channel)
             return False
         return True
 

@@ -1,65 +1,475 @@
-"""OpenTelemetry integration (the ``[otel]`` extra): spans and trace context.
+"""OpenTelemetry integration (the ``[otel]`` extra): spans, trace context and metrics.
 
-- :func:`tracing` is a middleware that runs each handler in a CONSUMER span whose parent is
-  the producer's trace context (``traceparent``/``tracestate`` headers), with the messaging
-  attributes of the OpenTelemetry semantic conventions; a raised error is recorded on it.
-- :class:`CurrentSpanPropagator` writes the *current* span's trace context on emit when the
-  event's context carries none, so emitting inside a traced request links the two.
+One :class:`Telemetry` object holds the tracer and the meter (the global providers unless
+given) and hands out the pieces:
+
+- :attr:`Telemetry.emit_middleware`: a PRODUCER span ``send <channel>`` per emit call, child
+  of the current span (or of the context's ``traceparent`` when no span is current), whose
+  trace context is written into every event's context, hence into the ``traceparent`` header.
+- :attr:`Telemetry.handler_middleware`: a CONSUMER span ``process <channel>`` per handler run,
+  continuing the producer's trace from the ``traceparent`` header; the handler's context
+  carries the consumer span, so what it emits (or writes to an outbox) continues the trace.
+  When the handler raises, the span stays open until the dispatcher decided: a ``retry``,
+  ``dead-letter`` or ``nack`` span event is added, then the span ends.
+- :meth:`Telemetry.relay_driver`: a driver whose ``publish`` makes a PRODUCER span
+  ``publish <channel>`` per record, child of the trace context stored in the outbox row, for
+  :class:`~hexa_event.outbox.OutboxRelay`.
+- :meth:`Telemetry.instrument`: a connection whose emitters and receivers have the two
+  middlewares, whose receivers are observed for gauges, and whose publishes are measured.
+
+Metrics (OpenTelemetry metrics API; names below, attributes in brackets):
+
+``hexa_event.emitted`` [channel], ``hexa_event.handled`` / ``hexa_event.failed`` [action,
+channel], ``hexa_event.retried`` [action, channel, reason = error type],
+``hexa_event.dead_lettered`` [action, channel, reason], ``hexa_event.handler.duration`` (s)
+[action, channel, outcome], ``hexa_event.payload.size`` (By) [channel], and observed:
+``hexa_event.consumer.lag``, ``hexa_event.consumer.oldest_unsettled_age`` (s),
+``hexa_event.consumer.in_flight``, ``hexa_event.poison`` [receiver, action],
+``hexa_event.outbox.backlog``, ``hexa_event.outbox.oldest_unsent_age`` (s) [table].
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
-from collections.abc import Mapping
-from typing import Any
+import time
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from .codecs import Codec
+from .connect import Connection
 from .context import Context
-from .event import Message
+from .dispatch import failure_listener
+from .driver import Driver, RawRecord
+from .emitter import EmitCall, EmitMiddleware, Emitter
+from .event import Event, Message
 from .middleware import Handler, Middleware
-from .propagation import TRACEPARENT, TRACESTATE, Headers
+from .propagation import TRACEPARENT, TRACESTATE, Headers, Propagator
+from .receiver import Receiver
+
+__all__ = [
+    "CurrentSpanPropagator",
+    "Telemetry",
+    "serve_prometheus",
+    "tracing",
+]
 
 _W3C = TraceContextTextMapPropagator()
+_SYSTEM = "hexa_event"
 
 
-def tracing(tracer_provider: trace.TracerProvider | None = None) -> Middleware:
-    """A middleware that wraps each handler run in a consumer span."""
-    tracer = trace.get_tracer("hexa_event", tracer_provider=tracer_provider)
+def _carrier(traceparent: str, tracestate: str = "") -> dict[str, str]:
+    carrier = {"traceparent": traceparent} if traceparent else {}
+    if traceparent and tracestate:
+        carrier["tracestate"] = tracestate
+    return carrier
 
-    def wrap(handler: Handler) -> Handler:
+
+def _parent_of(ctx: Context) -> otel_context.Context | None:
+    """The current span's context when one is active, else the event context's trace."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return None
+    if ctx.traceparent:
+        return _W3C.extract(_carrier(ctx.traceparent, ctx.tracestate))
+    return None
+
+
+def _traceparent_of(span: trace.Span) -> tuple[str, str]:
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent", ""), carrier.get("tracestate", "")
+
+
+class _StatsSource(Protocol):
+    async def stats(self) -> Any: ...
+
+
+class Telemetry:
+    """Spans and metrics for emitters, receivers and the outbox relay."""
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.tracer = trace.get_tracer("hexa_event", tracer_provider=tracer_provider)
+        meter = metrics.get_meter("hexa_event", meter_provider=meter_provider)
+        self.emitted = meter.create_counter(
+            "hexa_event.emitted", unit="{event}", description="Events emitted (broker accepted)"
+        )
+        self.handled = meter.create_counter(
+            "hexa_event.handled", unit="{event}", description="Handler runs that returned"
+        )
+        self.failed = meter.create_counter(
+            "hexa_event.failed", unit="{event}", description="Handler runs that raised"
+        )
+        self.retried = meter.create_counter(
+            "hexa_event.retried", unit="{event}", description="Retries scheduled"
+        )
+        self.dead_lettered = meter.create_counter(
+            "hexa_event.dead_lettered", unit="{event}", description="Dead letters published"
+        )
+        self.duration = meter.create_histogram(
+            "hexa_event.handler.duration", unit="s", description="Handler run time"
+        )
+        self.payload_size = meter.create_histogram(
+            "hexa_event.payload.size", unit="By", description="Published record bodies"
+        )
+        self._receivers: weakref.WeakSet[Receiver] = weakref.WeakSet()
+        self._outbox: dict[str, tuple[int, float | None]] = {}
+        meter.create_observable_gauge(
+            "hexa_event.consumer.lag",
+            [self._observe("lag")],
+            unit="{event}",
+            description="Records of the group's channels not yet settled (when known)",
+        )
+        meter.create_observable_gauge(
+            "hexa_event.consumer.oldest_unsettled_age",
+            [self._observe("oldest_unsettled_age")],
+            unit="s",
+            description="Age of the oldest delivery fetched and not yet settled",
+        )
+        meter.create_observable_gauge(
+            "hexa_event.consumer.in_flight",
+            [self._observe("in_flight")],
+            unit="{event}",
+            description="Deliveries fetched and not yet settled",
+        )
+        meter.create_observable_counter(
+            "hexa_event.poison",
+            [self._observe("poison")],
+            unit="{event}",
+            description="Records dead-lettered as poison (never reached a handler)",
+        )
+        meter.create_observable_gauge(
+            "hexa_event.outbox.backlog",
+            [self._observe_outbox(0)],
+            unit="{row}",
+            description="Unsent outbox rows",
+        )
+        meter.create_observable_gauge(
+            "hexa_event.outbox.oldest_unsent_age",
+            [self._observe_outbox(1)],
+            unit="s",
+            description="Age of the oldest unsent outbox row",
+        )
+        self.emit_middleware: EmitMiddleware = self._emit_middleware
+        self.handler_middleware: Middleware = self._handler_middleware
+
+    # -- emit ---------------------------------------------------------------------------------
+
+    def _emit_middleware(self, call: EmitCall) -> EmitCall:
+        tracer = self.tracer
+        emitted = self.emitted
+
+        async def traced(events: Sequence[Event[Any]], contexts: Sequence[Context]) -> list[str]:
+            channels = sorted({event.channel for event in events})
+            name = f"send {channels[0]}" if len(channels) == 1 else "send"
+            attributes: dict[str, Any] = {
+                "messaging.system": _SYSTEM,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": ",".join(channels),
+            }
+            if len(events) > 1:
+                attributes["messaging.batch.message_count"] = len(events)
+            else:
+                attributes["messaging.message.conversation_id"] = contexts[0].correlation_id
+            with tracer.start_as_current_span(
+                name,
+                context=_parent_of(contexts[0]),
+                kind=trace.SpanKind.PRODUCER,
+                attributes=attributes,
+            ) as span:
+                traceparent, tracestate = _traceparent_of(span)
+                traced_contexts = _with_trace(contexts, traceparent, tracestate)
+                ids = await call(events, traced_contexts)
+                if len(ids) == 1:
+                    span.set_attribute("messaging.message.id", ids[0])
+            for channel in channels:
+                n = sum(1 for event in events if event.channel == channel)
+                emitted.add(n, {"channel": channel})
+            return ids
+
+        return traced
+
+    # -- handle -------------------------------------------------------------------------------
+
+    def _handler_middleware(self, handler: Handler) -> Handler:
+        tracer = self.tracer
+
         @functools.wraps(handler)
         async def traced(ctx: Context, msg: Message[Any]) -> None:
-            carrier: dict[str, str] = {}
-            if ctx.traceparent:
-                carrier["traceparent"] = ctx.traceparent
-                if ctx.tracestate:
-                    carrier["tracestate"] = ctx.tracestate
-            parent = _W3C.extract(carrier)
-            with tracer.start_as_current_span(
+            parent = (
+                _W3C.extract(_carrier(ctx.traceparent, ctx.tracestate)) if ctx.traceparent else None
+            )
+            span = tracer.start_span(
                 f"process {msg.channel}",
                 context=parent,
                 kind=trace.SpanKind.CONSUMER,
                 attributes={
+                    "messaging.system": _SYSTEM,
                     "messaging.operation.type": "process",
+                    "messaging.operation.name": "process",
                     "messaging.destination.name": msg.channel,
                     "messaging.message.id": msg.id,
                     "messaging.consumer.group.name": ctx.handler_action,
                     "messaging.message.conversation_id": ctx.correlation_id,
                     "hexa_event.attempt": msg.attempt,
                     "hexa_event.delivered_from": msg.delivered_from,
+                    "hexa_event.key": msg.key,
                 },
-            ):
-                await handler(ctx, msg)
+            )
+            traceparent, tracestate = _traceparent_of(span)
+            inner = ctx.with_(traceparent=traceparent, tracestate=tracestate)
+            labels = {"action": ctx.handler_action, "channel": msg.channel}
+            started = time.perf_counter()
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                await handler(inner, msg)
+            except BaseException as exc:
+                otel_context.detach(token)
+                self.duration.record(time.perf_counter() - started, {**labels, "outcome": "failed"})
+                self.failed.add(1, labels)
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                span.set_attribute("error.type", type(exc).__name__)
+                failure_listener.set(functools.partial(self._decided, span, labels))
+                raise
+            otel_context.detach(token)
+            self.duration.record(time.perf_counter() - started, {**labels, "outcome": "handled"})
+            self.handled.add(1, labels)
+            span.end()
 
         return traced
 
-    return wrap
+    def _decided(
+        self, span: trace.Span, labels: Mapping[str, str], outcome: str, detail: str
+    ) -> None:
+        """The dispatcher's decision about a failed run: a span event, a count, span end."""
+        if outcome == "retry":
+            span.add_event("retry", {"hexa_event.error.type": detail})
+            self.retried.add(1, {**labels, "reason": detail})
+        elif outcome == "dead-letter":
+            span.add_event("dead-letter", {"hexa_event.dead_letter.reason": detail})
+            self.dead_lettered.add(1, {**labels, "reason": detail})
+        else:
+            span.add_event("nack", {"hexa_event.nack.reason": detail})
+        span.end()
+
+    # -- connections, receivers and the relay -------------------------------------------------
+
+    def instrument(self, conn: Driver) -> InstrumentedConnection:
+        """``conn`` with telemetry on every emitter and receiver it makes."""
+        inner = conn.driver if isinstance(conn, Connection) else conn
+        return InstrumentedConnection(inner, self)
+
+    def observe(self, receiver: Receiver) -> Receiver:
+        """Report ``receiver``'s lag, oldest unsettled age, in-flight and poison counts."""
+        self._receivers.add(receiver)
+        return receiver
+
+    def _observe(self, field: str) -> Any:
+        def callback(_options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+            out = []
+            for receiver in list(self._receivers):
+                for action, info in receiver.health()["actions"].items():
+                    value = info.get(field)
+                    if value is not None:
+                        labels = {"receiver": receiver.name, "action": action}
+                        out.append(metrics.Observation(value, labels))
+            return out
+
+        return callback
+
+    def _observe_outbox(self, index: int) -> Any:
+        def callback(_options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+            out = []
+            for table, sample in self._outbox.items():
+                value = sample[index]
+                if value is not None:
+                    out.append(metrics.Observation(value, {"table": table}))
+                elif index == 1:
+                    out.append(metrics.Observation(0.0, {"table": table}))
+            return out
+
+        return callback
+
+    async def sample_outbox(self, relay: _StatsSource, table: str = "hexa_outbox") -> None:
+        """Query the relay's backlog and oldest unsent age once, for the outbox gauges."""
+        stats = await relay.stats()
+        self._outbox[table] = (int(stats.backlog), stats.oldest_unsent_age)
+
+    async def watch_outbox(
+        self, relay: _StatsSource, *, every: float = 15.0, table: str = "hexa_outbox"
+    ) -> None:
+        """Sample the outbox every ``every`` seconds until cancelled (run it as a task)."""
+        while True:
+            with contextlib.suppress(Exception):
+                await self.sample_outbox(relay, table)
+            await asyncio.sleep(every)
+
+    def relay_driver(self, driver: Driver) -> Driver:
+        """``driver`` with a ``publish <channel>`` span per record, for the outbox relay.
+
+        Each span is the child of the trace context stored in the record (the transaction
+        that wrote the row), and replaces it in the published headers, so consumers continue
+        the writer's trace through the relay.
+        """
+        inner = driver.driver if isinstance(driver, Connection) else driver
+        return _RelayDriver(inner, self)
+
+    def _measure(self, records: Sequence[RawRecord]) -> None:
+        record_size = self.payload_size.record
+        for record in records:
+            record_size(len(record.body), {"channel": record.channel})
+
+    async def _publish_traced(self, driver: Driver, records: Sequence[RawRecord]) -> None:
+        spans: list[trace.Span] = []
+        out: list[RawRecord] = []
+        for record in records:
+            headers = dict(record.headers)
+            raw = headers.get(TRACEPARENT)
+            parent = None
+            if raw:
+                state = headers.get(TRACESTATE, b"").decode("ascii", "replace")
+                parent = _W3C.extract(_carrier(raw.decode("ascii", "replace"), state))
+            span = self.tracer.start_span(
+                f"publish {record.channel}",
+                context=parent,
+                kind=trace.SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": _SYSTEM,
+                    "messaging.operation.type": "send",
+                    "messaging.operation.name": "publish",
+                    "messaging.destination.name": record.channel,
+                    "messaging.message.id": headers.get("HEXA_EVENT_ID", b"").decode(
+                        "utf-8", "replace"
+                    ),
+                    "messaging.message.body.size": len(record.body),
+                    "hexa_event.outbox": True,
+                },
+            )
+            traceparent, tracestate = _traceparent_of(span)
+            headers[TRACEPARENT] = traceparent.encode()
+            if tracestate:
+                headers[TRACESTATE] = tracestate.encode()
+            spans.append(span)
+            out.append(
+                RawRecord(
+                    channel=record.channel,
+                    key=record.key,
+                    headers=headers,
+                    body=record.body,
+                    not_before=record.not_before,
+                )
+            )
+        try:
+            await driver.publish(out)
+        except BaseException as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                span.end()
+            raise
+        self._measure(out)
+        for span in spans:
+            span.end()
+
+
+def _with_trace(contexts: Sequence[Context], traceparent: str, tracestate: str) -> list[Context]:
+    out: list[Context] = []
+    last: Context | None = None
+    traced: Context | None = None
+    for ctx in contexts:
+        if ctx is not last:
+            traced = ctx.with_(traceparent=traceparent, tracestate=tracestate)
+            last = ctx
+        assert traced is not None
+        out.append(traced)
+    return out
+
+
+class InstrumentedConnection(Connection):
+    """A connection whose emitters and receivers carry the telemetry middlewares.
+
+    Its ``publish`` (used by emitters and by receivers for retry copies and dead letters)
+    records each body's size in ``hexa_event.payload.size``.
+    """
+
+    def __init__(self, driver: Driver, telemetry: Telemetry) -> None:
+        super().__init__(driver)
+        self.telemetry = telemetry
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        await self.driver.publish(records)
+        self.telemetry._measure(records)
+
+    def emitter(
+        self,
+        *,
+        codec: str | Codec = "json",
+        propagator: Propagator | None = None,
+        source: str | None = None,
+        middlewares: Sequence[EmitMiddleware] = (),
+    ) -> Emitter:
+        return Emitter(
+            self,
+            codec=codec,
+            propagator=propagator,
+            source=source,
+            middlewares=(self.telemetry.emit_middleware, *middlewares),
+        )
+
+    def receiver(
+        self,
+        name: str,
+        *,
+        middlewares: Sequence[Middleware] = (),
+        propagator: Propagator | None = None,
+        drain_timeout: float = 30.0,
+        concurrency: int = 64,
+        stall_timeout: float = 300.0,
+    ) -> Receiver:
+        receiver = Receiver(
+            self,
+            name=name,
+            middlewares=(self.telemetry.handler_middleware, *middlewares),
+            propagator=propagator,
+            drain_timeout=drain_timeout,
+            concurrency=concurrency,
+            stall_timeout=stall_timeout,
+        )
+        return self.telemetry.observe(receiver)
+
+
+class _RelayDriver(Connection):
+    def __init__(self, driver: Driver, telemetry: Telemetry) -> None:
+        super().__init__(driver)
+        self.telemetry = telemetry
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        await self.telemetry._publish_traced(self.driver, records)
+
+
+def tracing(tracer_provider: trace.TracerProvider | None = None) -> Middleware:
+    """A handler middleware running each handler in a consumer span (see :class:`Telemetry`)."""
+    return Telemetry(tracer_provider=tracer_provider).handler_middleware
 
 
 class CurrentSpanPropagator:
-    """Writes the current span's W3C trace context when the event's context has none."""
+    """Writes the current span's W3C trace context when the event's context has none.
+
+    Give it to an :class:`~hexa_event.outbox.Outbox` (with the default propagator) so rows
+    written inside a traced request carry its trace to the relay and the consumers.
+    """
 
     def inject(self, ctx: Context, headers: Headers) -> None:
         if ctx.traceparent:
@@ -73,3 +483,23 @@ class CurrentSpanPropagator:
 
     def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
         return ctx
+
+
+def serve_prometheus(port: int = 9464, addr: str = "127.0.0.1") -> metrics.MeterProvider:
+    """Start a Prometheus scrape endpoint and return the meter provider feeding it.
+
+    Needs the ``[prometheus]`` extra (the OpenTelemetry SDK and its Prometheus exporter).
+    Pass the provider to :class:`Telemetry` (or set it globally).
+    """
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import start_http_server
+    except ModuleNotFoundError as exc:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"serve_prometheus needs {exc.name!r}: pip install 'hexa-event[prometheus]'"
+        ) from exc
+    start_http_server(port, addr=addr)
+    return MeterProvider(metric_readers=[PrometheusMetricReader()])

@@ -137,9 +137,8 @@ class ClaimStrategy(abc.ABC):
 
 
 def _records(rows: Sequence[Any]) -> list[RawRecord]:
-    return [
-        RawRecord(channel=r[1], key=r[2], headers=decode_headers(r[3]), body=r[4]) for r in rows
-    ]
+    """RawRecords of (id, channel, key, headers, body) rows (positional: the hot path)."""
+    return [RawRecord(r[1], r[2], decode_headers(r[3]), r[4]) for r in rows]
 
 
 class LeaseClaims(ClaimStrategy):
@@ -295,6 +294,14 @@ class LockClaims(ClaimStrategy):
         )
         if not settings.keep_sent:
             self._mark = delete(t).where(in_ids)
+        self._lock_sql: str | None = None
+        dialect = settings.engine.dialect
+        if dialect.driver == "asyncpg" and dialect.paramstyle == "numeric_dollar":
+            compiled = self._lock.compile(dialect=dialect)
+            if list(compiled.positiontup or ()) == ["now", "limit"]:
+                # The claim's rows straight from asyncpg: no SQLAlchemy row objects for the
+                # thousands of rows of a batch (the relay's largest cost after the broker).
+                self._lock_sql = str(compiled)
         self._mine: set[int] = set()
         """Ids of this relay's batches in flight (locked by its transactions)."""
 
@@ -313,9 +320,7 @@ class LockClaims(ClaimStrategy):
             await conn.execute(
                 text(f"SET LOCAL idle_in_transaction_session_timeout = {int(s.lease * 1000)}")
             )
-            rows: Sequence[Any] = (
-                await conn.execute(self._lock, {"now": now, "limit": s.batch_size})
-            ).all()
+            rows = await self._ready_rows(conn, now)
             if rows:
                 top = rows[-1][0]
                 visible = (await conn.execute(self._span_count, {"max": top})).scalar_one()
@@ -334,6 +339,17 @@ class LockClaims(ClaimStrategy):
         ids = [r[0] for r in rows]
         self._mine.update(ids)
         return Claimed(ids=ids, records=_records(rows), lease_until=deadline, conn=conn)
+
+    async def _ready_rows(self, conn: AsyncConnection, now: Any) -> Sequence[Any]:
+        """The first ready rows, locked (SKIP LOCKED), in the claim's open transaction."""
+        limit = self.settings.batch_size
+        if self._lock_sql is not None:
+            raw = await conn.get_raw_connection()
+            apg: Any = raw.driver_connection
+            if apg is not None and hasattr(apg, "fetch"):
+                rows: Sequence[Any] = await apg.fetch(self._lock_sql, now, limit)
+                return rows
+        return (await conn.execute(self._lock, {"now": now, "limit": limit})).all()
 
     async def _drop_blocked(
         self, conn: AsyncConnection, rows: Sequence[Any], top: int
@@ -370,6 +386,8 @@ class LockClaims(ClaimStrategy):
             if done:
                 await conn.execute(self._mark, {"ids": done, "now": now})
             await conn.commit()
+            # Sent or on hold now: later claims see them as they are, not as ours in flight.
+            self._mine.difference_update(batch.ids)
         except Exception as exc:
             log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
             with contextlib.suppress(Exception):

@@ -1,0 +1,132 @@
+"""What the operator commands share: exit codes, output, URLs without secrets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+OK = 0
+FAILED = 1
+USAGE = 2
+UNREACHABLE = 3
+"""The broker or database could not be reached (or refused the credentials)."""
+NOT_FOUND = 4
+"""What was asked for (a dead letter, a channel) does not exist."""
+PROBLEMS = 5
+"""``doctor`` found something to fix."""
+DECLINED = 6
+"""The operator answered no to a confirmation."""
+
+EXIT_CODES = {
+    OK: "done",
+    FAILED: "failed",
+    USAGE: "bad usage",
+    UNREACHABLE: "unreachable or refused",
+    NOT_FOUND: "not found",
+    PROBLEMS: "problems found",
+    DECLINED: "declined",
+}
+
+
+class CommandError(Exception):
+    """A failure with the exit code to return and a message that names the fix."""
+
+    def __init__(self, message: str, code: int = FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def url_argument(parser: argparse.ArgumentParser) -> None:
+    """A positional driver URL, falling back to ``$HEXA_EVENT_URL`` (keeps passwords out of
+    the process list); ``--url`` is accepted too."""
+    parser.add_argument(
+        "url",
+        nargs="?",
+        metavar="URL",
+        help="driver URL, e.g. kafka://127.0.0.1:9092, sqlite:///events.db (default: "
+        "$HEXA_EVENT_URL)",
+    )
+    parser.add_argument("--url", dest="url_option", metavar="URL", help=argparse.SUPPRESS)
+
+
+def require_url(args: argparse.Namespace) -> str:
+    url = args.url or getattr(args, "url_option", None) or os.environ.get("HEXA_EVENT_URL")
+    if not url:
+        raise CommandError(
+            "give the driver URL (e.g. kafka://127.0.0.1:9092) or set HEXA_EVENT_URL", USAGE
+        )
+    return str(url)
+
+
+def json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+
+def print_json(value: Any, out: TextIO | None = None) -> None:
+    (out or sys.stdout).write(json.dumps(value, default=str, ensure_ascii=False) + "\n")
+
+
+def text_of(headers: Mapping[str, bytes], name: str) -> str:
+    raw = headers.get(name)
+    return raw.decode("utf-8", "replace") if raw is not None else ""
+
+
+def shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """Plain aligned columns."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class Progress:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, total: int, label: str, out: TextIO | None = None) -> None:
+        self.total = max(total, 1)
+        self.label = label
+        self.out = out or sys.stderr
+        self.enabled = self.out.isatty()
+        self.done = 0
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.enabled:
+            filled = int(30 * self.done / self.total)
+            self.out.write(
+                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}"
+            )
+            self.out.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.out.write("\n")
+            self.out.flush()

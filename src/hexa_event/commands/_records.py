@@ -1,0 +1,149 @@
+"""Reading records for display: scan a channel without settling, decode bodies and contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..codecs import get_codec
+from ..context import Context
+from ..driver import Delivery, Driver, StartPosition, Subscription, SubscriptionSpec
+from ..envelope import EVENT_ID, EVENT_TIME, PAYLOAD_ENCODER
+from ..errors import HexaEventError
+from ..propagation import default_propagator
+from ._common import USAGE, CommandError, text_of
+
+
+def load_type(spec: str | None) -> Any:
+    """``package.module:Class`` (or ``package.module.Class``) -> the class; None for None."""
+    if not spec:
+        return None
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        module_name, _, attr = spec.rpartition(".")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CommandError(
+            f"cannot import the payload type {spec!r} ({exc}); give --type module:Class "
+            "importable from this Python (check PYTHONPATH)",
+            USAGE,
+        ) from None
+    return obj
+
+
+def decode_body(codec: str, body: bytes, payload_type: Any = None) -> tuple[Any, str]:
+    """(a JSON-able value, how it was decoded): json as data, protobuf as protojson when
+    the type is known, text or base64 otherwise. Never raises."""
+    if payload_type is not None and codec in ("protobuf", "protobuf-binary"):
+        try:
+            from google.protobuf import json_format
+
+            message = get_codec(codec).decode(body, payload_type)
+            return json_format.MessageToDict(message), "protojson"
+        except Exception as exc:
+            return _fallback(body), f"undecodable as {payload_type.__name__}: {exc}"
+    if codec in ("json", "protobuf"):
+        try:
+            return json.loads(body), "json"
+        except ValueError:
+            pass
+    if codec != "protobuf-binary" and _is_text(body):
+        return body.decode("utf-8"), "text"
+    return base64.b64encode(body).decode(), "base64"
+
+
+def _is_text(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _fallback(body: bytes) -> str:
+    return body.decode("utf-8") if _is_text(body) else base64.b64encode(body).decode()
+
+
+def context_of(headers: Any) -> dict[str, Any]:
+    """The context a consumer would see (only what is set)."""
+    try:
+        ctx = default_propagator().extract(headers, Context(correlation_id=""))
+    except HexaEventError as exc:
+        return {"error": str(exc)}
+    out: dict[str, Any] = {"correlation_id": ctx.correlation_id}
+    if ctx.locale:
+        out["locale"] = ctx.locale
+    if ctx.user is not None:
+        out["user"] = {"id": ctx.user.id, "type": ctx.user.type.value}
+    if ctx.traceparent:
+        out["traceparent"] = ctx.traceparent
+    if ctx.baggage:
+        out["baggage"] = dict(ctx.baggage)
+    return out
+
+
+def event_time(headers: Any, fallback: float | None) -> str:
+    raw = text_of(headers, EVENT_TIME)
+    seconds = int(raw) / 1000 if raw.isdigit() else fallback
+    if seconds is None:
+        return ""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def describe(delivery: Delivery, payload_type: Any = None) -> dict[str, Any]:
+    """A record as the commands print it."""
+    record = delivery.record
+    headers = record.headers
+    codec = text_of(headers, PAYLOAD_ENCODER) or "json"
+    body, decoded_as = decode_body(codec, record.body, payload_type)
+    return {
+        "id": text_of(headers, EVENT_ID) or delivery.coordinates,
+        "channel": record.channel,
+        "key": record.key,
+        "time": event_time(headers, delivery.timestamp),
+        "coordinates": delivery.coordinates,
+        "codec": codec,
+        "context": context_of(headers),
+        "body": body,
+        "decoded_as": decoded_as,
+    }
+
+
+async def open_subscription(
+    driver: Driver,
+    group: str,
+    channels: Sequence[str],
+    start: StartPosition,
+    prefetch: int = 1000,
+) -> Subscription:
+    return await driver.subscribe(
+        SubscriptionSpec(group=group, channels=tuple(channels), start=start, prefetch=prefetch)
+    )
+
+
+async def scan(subscription: Subscription, *, limit: int | None, idle: float) -> list[Delivery]:
+    """Fetch until ``limit`` deliveries or ``idle`` quiet seconds; settle none of them."""
+    got: list[Delivery] = []
+    seen: set[str] = set()
+    while limit is None or len(got) < limit:
+        room = 500 if limit is None else min(500, limit - len(got))
+        try:
+            async with asyncio.timeout(idle):
+                batch = await subscription.fetch(room)
+        except TimeoutError:
+            break
+        if not batch:
+            break
+        for delivery in batch:
+            if delivery.coordinates not in seen:
+                seen.add(delivery.coordinates)
+                got.append(delivery)
+    return got

@@ -1,0 +1,389 @@
+"""``hexa-event doctor URL``: can this service work against that broker? Said in plain words.
+
+Connects, checks credentials and permissions as far as the engine lets a client see them,
+lists the channels and consumer groups the given channels and actions would use, and says
+what is wrong and how to fix it: unreachable, authentication refused, a missing topic while
+provisioning is off, SQL tables not created. Read-only: it creates nothing.
+
+Exit status: 0 nothing to fix, 3 unreachable or refused, 5 other problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..retry import dead_letter_channel, retry_channel
+from ._common import OK, PROBLEMS, UNREACHABLE, json_argument, print_json, redact, url_argument
+
+_DEFAULT_PORTS = {"kafka": 9092, "pulsar": 6650, "nats": 4222, "stan": 4222, "postgresql": 5432}
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    """``ok``, ``warn`` (works, but look) or ``fail``."""
+    detail: str
+    fix: str = ""
+    kind: str = ""
+    """For failures: ``unreachable``, ``auth`` or ``config``."""
+
+
+@dataclass
+class Report:
+    url: str
+    engine: str
+    checks: list[Check] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+
+    def add(self, name: str, status: str, detail: str, fix: str = "", kind: str = "") -> None:
+        self.checks.append(Check(name, status, detail, fix, kind))
+
+    @property
+    def exit_code(self) -> int:
+        failures = [c for c in self.checks if c.status == "fail"]
+        if any(c.kind in ("unreachable", "auth") for c in failures):
+            return UNREACHABLE
+        return PROBLEMS if failures else OK
+
+
+def add(commands: Any) -> None:
+    p = commands.add_parser(
+        "doctor",
+        help="check connectivity, credentials, channels and groups; say what is wrong",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    url_argument(p)
+    p.add_argument(
+        "--channel", action="append", default=[], help="a channel the service uses (repeatable)"
+    )
+    p.add_argument(
+        "--action", action="append", default=[], help="a handler action it runs (repeatable)"
+    )
+    p.add_argument("--retries", type=int, default=4, help="retry channels per action (default 4)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per network check")
+    json_argument(p)
+    p.set_defaults(coro=run)
+
+
+def planned(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The channels and groups the given channels and actions use."""
+    channels = list(dict.fromkeys(args.channel))
+    groups: list[str] = []
+    for action in args.action:
+        channels += [retry_channel(action, n) for n in range(1, args.retries + 1)]
+        channels.append(dead_letter_channel(action))
+        groups += [action, f"{action}.dlq-replay"]
+    return channels, groups
+
+
+async def tcp_check(report: Report, host: str, port: int, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            _, writer = await asyncio.open_connection(host, port)
+        writer.close()
+    except TimeoutError:
+        report.add(
+            f"reach {host}:{port}",
+            "fail",
+            f"no answer from {host}:{port} within {seconds:g}s",
+            "check the host and port in the URL, and that no firewall drops the traffic",
+            "unreachable",
+        )
+        return False
+    except OSError as exc:
+        report.add(
+            f"reach {host}:{port}",
+            "fail",
+            f"cannot open a TCP connection to {host}:{port}: {exc.strerror or exc}",
+            "start the broker, or fix the host and port in the URL (is a firewall or a "
+            "wrong advertised listener in the way?)",
+            "unreachable",
+        )
+        return False
+    report.add(f"reach {host}:{port}", "ok", "TCP connection opened")
+    return True
+
+
+def _hosts(url: str, default_port: int) -> list[tuple[str, int]]:
+    netloc = urlsplit(url).netloc.rsplit("@", 1)[-1]
+    out = []
+    for part in netloc.split(","):
+        if not part:
+            continue
+        host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
+        out.append((host or "127.0.0.1", int(port) if port.isdigit() else default_port))
+    return out or [("127.0.0.1", default_port)]
+
+
+async def check_kafka(report: Report, url: str, seconds: float) -> None:
+    hosts = _hosts(url, _DEFAULT_PORTS["kafka"])
+    reachable = [await tcp_check(report, h, p, seconds) for h, p in hosts]
+    if not any(reachable):
+        return
+    from ..connect import connect
+
+    try:
+        options = connect(url).driver.options  # type: ignore[attr-defined]
+        from confluent_kafka.admin import AdminClient
+    except Exception as exc:
+        missing = isinstance(exc, ImportError) or "pip install" in str(exc)
+        report.add(
+            "kafka client",
+            "fail",
+            f"the Kafka driver cannot be loaded: {exc}",
+            "pip install 'hexa-event[kafka]'" if missing else "check the URL's options",
+            "config",
+        )
+        return
+    config = dict(options.admin())
+    config.setdefault("socket.timeout.ms", int(seconds * 1000))
+    admin = AdminClient(config)
+
+    def metadata() -> Any:
+        return admin.list_topics(timeout=seconds)
+
+    try:
+        meta = await asyncio.to_thread(metadata)
+    except Exception as exc:
+        text = str(exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else exc)
+        auth = any(w in text.lower() for w in ("auth", "sasl", "ssl", "credential"))
+        report.add(
+            "kafka metadata",
+            "fail",
+            f"the broker did not answer a metadata request: {text}",
+            "check sasl.username/sasl.password and security.protocol in the URL or options"
+            if auth
+            else "check the broker is up and its advertised listeners are reachable from here",
+            "auth" if auth else "unreachable",
+        )
+        return
+    report.add(
+        "kafka metadata",
+        "ok",
+        f"{len(meta.brokers)} broker(s), {len(meta.topics)} topics visible",
+    )
+    for channel in report.channels:
+        topic = meta.topics.get(channel)
+        if topic is not None and topic.error is not None:
+            report.add(
+                f"topic {channel}",
+                "fail",
+                f"not allowed to read it: {topic.error.str()}",
+                f"grant this principal DESCRIBE/READ/WRITE on topic {channel}",
+                "auth",
+            )
+        elif topic is None and options.provision:
+            report.add(
+                f"topic {channel}",
+                "ok",
+                "missing; will be created on first use (provision is on)",
+            )
+        elif topic is None:
+            report.add(
+                f"topic {channel}",
+                "fail",
+                "missing and provisioning is off: emits and subscriptions to it will fail",
+                f"create topic {channel} (kafka-topics.sh --create --topic {channel}), or "
+                "connect with provision=True",
+                "config",
+            )
+        else:
+            report.add(f"topic {channel}", "ok", f"{len(topic.partitions)} partitions")
+    if report.groups:
+        try:
+            listed = await asyncio.to_thread(
+                lambda: admin.list_consumer_groups(request_timeout=seconds).result()
+            )
+            existing = {g.group_id for g in listed.valid}
+        except Exception as exc:
+            report.add(
+                "consumer groups",
+                "warn",
+                f"cannot list consumer groups: {exc}",
+                "grant DESCRIBE on the groups to see their state",
+            )
+            return
+        for group in report.groups:
+            state = "exists" if group in existing else "new (starts at the earliest record)"
+            report.add(f"group {group}", "ok", state)
+
+
+def sql_tables(dialect: str) -> list[str]:
+    """The SQL driver's table names."""
+    from ..drivers.sql import metadata
+
+    return list(metadata(dialect).tables)
+
+
+async def check_sql(report: Report, url: str) -> None:
+    from sqlalchemy import inspect, text
+
+    from .status import async_engine
+
+    parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite"):
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        exists = await asyncio.to_thread(os.path.exists, path) if path else True
+        if path and path != ":memory:" and not exists:
+            report.add(
+                "database file",
+                "warn",
+                f"{path} does not exist yet; the driver will create it",
+                "check the path if you expected existing events (sqlite:///relative.db, "
+                "sqlite:////absolute.db)",
+            )
+            return
+    try:
+        engine = async_engine(url)
+    except Exception as exc:
+        report.add("database URL", "fail", str(exc), "fix the database URL", "config")
+        return
+    try:
+        async with engine.connect() as conn:
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+            wanted = sql_tables(conn.dialect.name)
+            report.add("connect", "ok", f"connected to {redact(url)}")
+            missing = [t for t in wanted if t not in tables]
+            if missing:
+                report.add(
+                    "schema",
+                    "warn",
+                    f"schema not migrated: missing tables {', '.join(missing)}",
+                    "let the driver create them on first use (create_tables=True, the "
+                    "default; needs CREATE rights) or run hexa_event.drivers.sql.migrate(URL)",
+                )
+            else:
+                report.add("schema", "ok", "the SQL driver's tables exist")
+                for table in wanted:
+                    await conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1"))
+                report.add("permissions", "ok", "can read the log and the group positions")
+                channels_table = next(t for t in wanted if t.endswith("channels"))
+                rows = await conn.execute(text(f"SELECT channel FROM {channels_table}"))
+                known = {row[0] for row in rows}
+                for channel in report.channels:
+                    state = "has records" if channel in known else "no records yet"
+                    report.add(f"channel {channel}", "ok", state)
+            for optional in ("hexa_outbox", "hexa_inbox"):
+                if optional in tables:
+                    report.add(optional, "ok", "present")
+    except Exception as exc:
+        text_ = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text_ = text_.replace(url, redact(url))
+        lowered = text_.lower()
+        if "password" in lowered or "authentication" in lowered or "role" in lowered:
+            report.add(
+                "connect",
+                "fail",
+                f"the database refused the credentials: {text_}",
+                "fix the user and password (give them in HEXA_EVENT_URL, not on the command line)",
+                "auth",
+            )
+        elif "does not exist" in lowered and "database" in lowered:
+            report.add(
+                "database",
+                "fail",
+                text_,
+                "create the database (CREATE DATABASE ...) or fix its name in the URL",
+                "config",
+            )
+        elif "permission denied" in lowered:
+            report.add(
+                "permissions",
+                "fail",
+                text_,
+                "grant SELECT, INSERT, UPDATE, DELETE on the hexa_* tables to this user",
+                "auth",
+            )
+        else:
+            report.add(
+                "connect",
+                "fail",
+                f"cannot reach the database: {text_}",
+                "start the database or fix host, port and database name in the URL",
+                "unreachable",
+            )
+    finally:
+        await engine.dispose()
+
+
+async def diagnose(args: argparse.Namespace, url: str) -> Report:
+    scheme = urlsplit(url).scheme.lower().split("+", 1)[0]
+    engine = {"postgres": "postgresql"}.get(scheme, scheme)
+    report = Report(url=redact(url), engine=engine)
+    report.channels, report.groups = planned(args)
+    from ..connect import known_schemes
+
+    if engine not in known_schemes():
+        report.add(
+            "driver",
+            "fail",
+            f"unknown URL scheme {scheme!r}",
+            f"use one of {', '.join(known_schemes())}",
+            "config",
+        )
+        return report
+    if engine == "memory":
+        report.add(
+            "driver",
+            "ok",
+            "the in-process memory broker: nothing to reach; events live only in one process",
+        )
+    elif engine == "kafka":
+        await check_kafka(report, url, args.timeout)
+    elif engine in ("sqlite", "postgresql"):
+        if engine == "postgresql":
+            host, port = _hosts(url, 5432)[0]
+            if not await tcp_check(report, host, port, args.timeout):
+                return report
+        await check_sql(report, url)
+    else:
+        for host, port in _hosts(url, _DEFAULT_PORTS.get(engine, 0)):
+            await tcp_check(report, host, port, args.timeout)
+        report.add(
+            "permissions",
+            "warn",
+            f"not checked for {engine}: the first emit or subscription will tell",
+        )
+    return report
+
+
+def render(report: Report) -> str:
+    marks = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
+    lines = [f"hexa-event doctor: {report.url} ({report.engine})", ""]
+    for check in report.checks:
+        lines.append(f"  [{marks[check.status]}] {check.name}: {check.detail}")
+        if check.fix and check.status != "ok":
+            lines.append(f"         fix: {check.fix}")
+    if report.channels or report.groups:
+        lines.append("")
+        lines.append(f"  channels it would use: {', '.join(report.channels) or '-'}")
+        lines.append(f"  consumer groups:       {', '.join(report.groups) or '-'}")
+    failures = sum(1 for c in report.checks if c.status == "fail")
+    lines.append("")
+    lines.append(
+        "diagnosis: nothing to fix"
+        if not failures
+        else f"diagnosis: {failures} problem(s) to fix, see FAIL above"
+    )
+    return "\n".join(lines) + "\n"
+
+
+async def run(args: argparse.Namespace) -> int:
+    from ._common import require_url
+
+    url = require_url(args)
+    report = await diagnose(args, url)
+    if args.json:
+        print_json({**asdict(report), "exit_code": report.exit_code})
+    else:
+        sys.stdout.write(render(report))
+    return report.exit_code

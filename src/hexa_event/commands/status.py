@@ -1,0 +1,116 @@
+"""``hexa-event outbox status --db URL``: backlog, oldest unsent row, rows sent per second.
+
+The send rate counts rows marked sent in the last ``--window`` (default one minute); a relay
+run with ``--delete-sent`` leaves no sent rows to count, so the rate shows as unknown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import timedelta
+from typing import Any
+
+from ._common import OK, USAGE, CommandError, json_argument, print_json, redact
+
+_ASYNC = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def add(outbox_commands: Any) -> None:
+    p = outbox_commands.add_parser(
+        "status",
+        help="backlog, oldest unsent row and rows sent per second",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--db",
+        default=os.environ.get("HEXA_EVENT_DB"),
+        metavar="URL",
+        help="database URL (default: $HEXA_EVENT_DB)",
+    )
+    p.add_argument(
+        "--window", type=float, default=60.0, help="seconds over which to measure the send rate"
+    )
+    json_argument(p)
+    p.set_defaults(coro=run)
+
+
+def async_engine(db: str) -> Any:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = make_url(db)
+    backend = url.get_backend_name()
+    if "+" not in url.drivername and backend in _ASYNC:
+        url = url.set(drivername=_ASYNC[backend])
+    elif url.drivername == "postgres":
+        url = url.set(drivername=_ASYNC["postgresql"])
+    return create_async_engine(url)
+
+
+async def measure(db: str, window: float) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from ..outbox import outbox_stats, outbox_table
+
+    engine = async_engine(db)
+    try:
+        stats = await outbox_stats(engine)
+        t = outbox_table
+        since = _utcnow() - timedelta(seconds=window)
+        async with engine.connect() as conn:
+            sent_recently = (
+                await conn.execute(select(func.count()).where(t.c.sent_at >= since))
+            ).scalar_one()
+            ever_sent = (
+                await conn.execute(select(func.count()).where(t.c.sent_at.is_not(None)))
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    rate = round(sent_recently / window, 3) if ever_sent or stats.backlog == 0 else None
+    return {
+        "backlog": stats.backlog,
+        "oldest_unsent_age": stats.oldest_unsent_age,
+        "sent_per_second": rate,
+        "window": window,
+    }
+
+
+def _utcnow() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+async def run(args: argparse.Namespace) -> int:
+    if not args.db:
+        raise CommandError("give --db URL or set HEXA_EVENT_DB", USAGE)
+    try:
+        status = await measure(args.db, args.window)
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CommandError(
+            f"cannot read the outbox in {redact(args.db)}: {text.replace(args.db, redact(args.db))}"
+            " (is the database up, and was `hexa-event outbox migrate` run?)"
+        ) from None
+    if args.json:
+        print_json(status)
+        return OK
+    rate = "unknown (rows are deleted once sent)"
+    if status["sent_per_second"] is not None:
+        rate = f"{status['sent_per_second']:g}/s over the last {args.window:g}s"
+    print(f"backlog        {status['backlog']} unsent rows")
+    print(f"oldest unsent  {_age(status['oldest_unsent_age'])}")
+    print(f"sent           {rate}")
+    return OK

@@ -1,0 +1,112 @@
+"""``hexa-event tail URL CHANNEL``: follow a channel without joining a working group.
+
+Reads as a throwaway group ``hexa-event-tail-<random>`` (from the latest record, or from the
+beginning with ``--from-beginning``), so no service's group loses or shares an event. Each
+record printed is acked to that throwaway group only. On Kafka the throwaway group's
+committed offsets stay behind until the broker expires them (``offsets.retention.minutes``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any
+
+from ._common import OK, json_argument, print_json, require_url, url_argument
+from ._records import describe, load_type, open_subscription
+
+
+def add(commands: Any) -> None:
+    p = commands.add_parser(
+        "tail",
+        help="follow a channel, printing each event (no working group joined)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    url_argument(p)
+    p.add_argument("channel", metavar="CHANNEL")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest record kept")
+    p.add_argument(
+        "--type",
+        metavar="MODULE:CLASS",
+        help="protobuf message class for protobuf payloads (printed as protojson)",
+    )
+    p.add_argument("-n", "--count", type=int, default=None, help="stop after N events")
+    p.add_argument("--idle", type=float, default=None, help="stop after this many quiet seconds")
+    json_argument(p)
+    p.set_defaults(coro=run)
+
+
+def render(event: dict[str, Any]) -> str:
+    """The human form of one event."""
+    ctx = event["context"]
+    lines = [f"── {event['channel']}  key={event['key']}  id={event['id']}  {event['time']}"]
+    details = [f"correlation_id={ctx.get('correlation_id', '')}"]
+    if "user" in ctx:
+        details.append(f"user={ctx['user']['id']} ({ctx['user']['type']})")
+    if "locale" in ctx:
+        details.append(f"locale={ctx['locale']}")
+    if "traceparent" in ctx:
+        details.append(f"traceparent={ctx['traceparent']}")
+    if "error" in ctx:
+        details.append(f"context error: {ctx['error']}")
+    lines.append("   " + "  ".join(details))
+    body = event["body"]
+    if event["decoded_as"] in ("json", "protojson"):
+        text = json.dumps(body, indent=2, ensure_ascii=False)
+    else:
+        text = f"({event['codec']}, {event['decoded_as']}) {body}"
+    lines += ["   " + line for line in text.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+async def run(args: argparse.Namespace) -> int:
+    from ..connect import connect
+
+    payload_type = load_type(args.type)
+    driver = connect(require_url(args))
+    group = f"hexa-event-tail-{uuid.uuid4().hex[:12]}"
+    shown = 0
+    try:
+        subscription = await open_subscription(
+            driver,
+            group,
+            [args.channel],
+            "earliest" if args.from_beginning else "latest",
+            prefetch=500,
+        )
+        print(
+            f"following {args.channel} as throwaway group {group} "
+            f"({'from the beginning' if args.from_beginning else 'new events only'}); "
+            "Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            while args.count is None or shown < args.count:
+                room = 100 if args.count is None else min(100, args.count - shown)
+                try:
+                    async with asyncio.timeout(args.idle):
+                        deliveries = await subscription.fetch(room)
+                except TimeoutError:
+                    break
+                if not deliveries:
+                    break
+                for delivery in deliveries:
+                    event = describe(delivery, payload_type)
+                    if args.json:
+                        print_json(event)
+                    else:
+                        sys.stdout.write(render(event))
+                    sys.stdout.flush()
+                    delivery.ack()
+                    shown += 1
+                await subscription.settle(deliveries)
+        finally:
+            await subscription.close()
+    finally:
+        await driver.close()
+    return OK

@@ -1,0 +1,13 @@
+"""The ``pulsar://`` driver: pulsar-client (the C++ client's binding) behind an asyncio bridge."""
+
+from .driver import PulsarDriver
+from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType
+from .producer import partition_for_key
+
+__all__ = [
+    "PulsarDriver",
+    "PulsarOptions",
+    "PulsarSubscriptionOptions",
+    "SubscriptionType",
+    "partition_for_key",
+]
