@@ -242,7 +242,7 @@ class KafkaSubscription(Subscription):
 
     def busy(self) -> bool:
         """Whether commands may come soon (deliveries out, positions to commit)."""
-        return self._unsettled > 0 or bool(self._dirty)
+        return self._unsettled > 0 or bool(self._dirty) or self._commit_lock.locked()
 
     def has_room(self) -> bool:
         return len(self._ready) < self._buffer_high
