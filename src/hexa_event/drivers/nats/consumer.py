@@ -175,6 +175,11 @@ class NatsSubscription(Subscription):
         self._sub = await self._nc.subscribe(
             self._inbox, cb=self._on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
+        # The first pull is registered before subscribe returns, so a member that has
+        # joined takes its share of what is published next.
+        await self._pull()
+        with contextlib.suppress(TimeoutError):
+            await confirm(self._nc, self._api_timeout)
         self._task = asyncio.create_task(
             self._run(), name=f"hexa-event nats pull {self._stream}/{self._consumer}"
         )
