@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from nats.aio.client import Client as NatsPyClient
 
 import hexa_event as he
 from hexa_event.driver import RawRecord
@@ -19,6 +20,7 @@ from hexa_event.drivers.nats import (
     subject_channel,
 )
 from hexa_event.drivers.nats import headers as wire
+from hexa_event.drivers.nats.client import Client
 from hexa_event.drivers.nats.naming import message_id, pattern_filter
 from hexa_event.errors import ConfigurationError
 
@@ -220,3 +222,17 @@ async def test_credentials_and_tls_reach_the_client_and_errors_hide_them(
     assert seen["ping_interval"] == 7
     assert seen["max_reconnect_attempts"] == -1
     await driver.close()
+
+
+header_lines = st.lists(
+    st.tuples(st.binary(max_size=12), st.sampled_from([b":", b": ", b"", b":\t"]), st.binary()),
+    max_size=8,
+)
+
+
+@given(header_lines)
+def test_the_fast_header_parser_agrees_with_nats_py(
+    lines: list[tuple[bytes, bytes, bytes]],
+) -> None:
+    raw = b"\r\n".join(name + sep + value for name, sep, value in lines) + b"\r\n\r\n"
+    assert Client._parse_header_lines(raw) == NatsPyClient._parse_header_lines(raw)

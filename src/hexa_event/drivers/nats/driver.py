@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import nats.errors
-from nats.aio.client import Client
 
 from ...driver import (
     Driver,
@@ -38,6 +37,7 @@ from ...driver import (
     check_records,
 )
 from ...errors import ClosedError, ConfigurationError, DriverError
+from .client import Client
 from .consumer import NatsSubscription
 from .naming import channel_subject, consumer_name, pattern_filter
 from .options import NatsOptions, NatsSubscriptionOptions, redact_url
