@@ -64,3 +64,24 @@ def kafka_cluster(kafka_cluster_nodes: list[services.Service]) -> list[services.
 @pytest.fixture
 def kafka_cluster_bootstrap(kafka_cluster: list[services.Service]) -> str:
     return ",".join(node.url for node in kafka_cluster)
+
+
+def _on_demand_fixture(name: str) -> Iterator[services.Service]:
+    (svc,), started = services.on_demand(name)
+    yield svc
+    if started:
+        services.stop_all([svc])
+
+
+@pytest.fixture(scope="session")
+def kafka_secure() -> Iterator[services.Service]:
+    """The TLS + SASL/SCRAM Kafka node (``scripts/services up kafka-secure``), started for
+    the session when it was not running."""
+    yield from _on_demand_fixture("kafka-secure")
+
+
+@pytest.fixture(scope="session")
+def postgres_auth() -> Iterator[services.Service]:
+    """PostgreSQL with password authentication (``scripts/services up postgres-auth``),
+    started for the session when it was not running."""
+    yield from _on_demand_fixture("postgres-auth")

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import (
+    GROUPS,
     SERVICE_NAMES,
     ServiceError,
     cache_dir,
 )
-from .registry import get_service, names_of, service_env, up
+from .registry import down, get_service, names_of, service_env, up
 
 
 def _cmd_status(names: Sequence[str], as_json: bool) -> int:
@@ -54,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="services",
         description="Install, start, check and stop hexa-event's test services "
-        f"({', '.join(SERVICE_NAMES)}). Cache and state: {cache_dir()}",
+        f"({', '.join(SERVICE_NAMES)}; on demand: {', '.join(GROUPS)}). "
+        f"Cache and state: {cache_dir()}",
     )
     sub = p.add_subparsers(dest="cmd", required=True)
     s_up = sub.add_parser("up", help="install if needed, start and wait until ready")
@@ -85,9 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "up":
             up(args.names, fresh=not args.keep_data, timeout=args.timeout)
         elif args.cmd == "down":
-            for n in reversed(names_of(args.names)):
-                svc = get_service(n)
-                svc.kill() if args.kill else svc.stop()
+            down(args.names, kill=args.kill)
         elif args.cmd == "status":
             return _cmd_status(args.names, args.json)
         elif args.cmd == "logs":

@@ -36,7 +36,13 @@ VERSIONS: dict[str, str] = {
 SERVICE_NAMES: tuple[str, ...] = ("kafka", "pulsar", "nats", "stan", "postgres")
 """The shared services: what ``up`` with no names starts."""
 
-ON_DEMAND_NAMES: tuple[str, ...] = ("kafka-cluster-1", "kafka-cluster-2", "kafka-cluster-3")
+ON_DEMAND_NAMES: tuple[str, ...] = (
+    "kafka-cluster-1",
+    "kafka-cluster-2",
+    "kafka-cluster-3",
+    "kafka-secure",
+    "postgres-auth",
+)
 """Services started only when named (their own ports and data dirs; see docs/services.md)."""
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -53,6 +59,8 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
     "HEXA_STAN_CLUSTER_ID": "hexa-event",
     "HEXA_POSTGRES_URL": "postgresql://postgres@127.0.0.1:5432/hexa_event",
     "HEXA_KAFKA_CLUSTER_BOOTSTRAP": "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094",
+    "HEXA_KAFKA_SECURE_BOOTSTRAP": "127.0.0.1:19393",
+    "HEXA_POSTGRES_AUTH_URL": "postgresql://hexa_app@127.0.0.1:5433/hexa_event_auth",
 }
 
 # Seconds to wait for a service to become ready after it was spawned.

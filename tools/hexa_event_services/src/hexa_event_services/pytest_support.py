@@ -10,7 +10,7 @@ from .config import (
     ServiceError,
     is_ci,
 )
-from .registry import get_service, names_of, up
+from .registry import down, get_service, names_of, up
 from .supervisor import Service
 
 
@@ -58,8 +58,9 @@ def on_demand(group: str, timeout: float = 5.0) -> tuple[list[Service], bool]:
     services = [get_service(n) for n in names_of([group])]
     if all(s.is_ready(timeout=timeout) for s in services):
         return services, False
+    fresh = not any(s.is_running() for s in services)  # a clean start when none runs
     try:
-        up([group], fresh=False)
+        up([group], fresh=fresh)
     except ServiceError as e:
         msg = f"{group} could not be started ({e}); try `scripts/services up {group}`"
         if is_ci():
@@ -69,9 +70,8 @@ def on_demand(group: str, timeout: float = 5.0) -> tuple[list[Service], bool]:
 
 
 def stop_all(services: Sequence[Service]) -> None:
-    """Stop ``services`` gracefully, last first."""
-    for s in reversed(services):
-        s.stop()
+    """Stop ``services`` gracefully, all at the same time."""
+    down([s.name for s in services])
 
 
 def service_fixture(name: str, scope: str = "session") -> Callable[[], Service]:

@@ -19,8 +19,10 @@ from .config import (
 )
 from .definitions.kafka import Kafka
 from .definitions.kafka_cluster import NODE_CLASSES
+from .definitions.kafka_secure import KafkaSecure
 from .definitions.nats import Nats, Stan
 from .definitions.postgres import Postgres
+from .definitions.postgres_auth import PostgresAuth
 from .definitions.pulsar import Pulsar
 from .locks import file_lock
 from .supervisor import Service
@@ -32,6 +34,8 @@ _CLASSES: dict[str, type[Service]] = {
     "stan": Stan,
     "postgres": Postgres,
     **{cls.name: cls for cls in NODE_CLASSES},
+    "kafka-secure": KafkaSecure,
+    "postgres-auth": PostgresAuth,
 }
 ALL_NAMES: tuple[str, ...] = SERVICE_NAMES + ON_DEMAND_NAMES
 """Every service in canonical order (commands take locks in it, so two never cross)."""
@@ -100,3 +104,17 @@ def up(names: Sequence[str], fresh: bool = True, timeout: float | None = None) -
             )
         if failures:
             raise ServiceError("\n\n".join(failures))
+
+
+def down(names: Sequence[str], kill: bool = False) -> None:
+    """Stop services (SIGKILL at once with ``kill``), all at the same time.
+
+    In parallel so that the nodes of a group leave together: the last node of a KRaft
+    cluster stopped alone would wait for a quorum that has already gone.
+    """
+    services = [get_service(n) for n in reversed(names_of(names))]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(services) or 1) as pool:
+        futures = [pool.submit(s.kill if kill else s.stop) for s in services]
+    failed = [str(f.exception()) for f in futures if f.exception() is not None]
+    if failed:
+        raise ServiceError("stop failed:\n" + "\n\n".join(failed))

@@ -39,7 +39,7 @@ class KafkaNode(Kafka):
     """Node ``index`` of the cluster (subclasses fix the index and the service name)."""
 
     index: ClassVar[int] = 0
-    stop_timeout = 45.0
+    stop_timeout = 20.0
     heap_env = "HEXA_KAFKA_CLUSTER_HEAP"
     default_heap = "-Xms128m -Xmx512m"
 

@@ -35,12 +35,18 @@ from ..supervisor import Service, start_timeout, wipe
 
 class Postgres(Service):
     name = "postgres"
+    product = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown: SIGTERM would wait for clients to leave
     stop_timeout = 30.0
 
     @property
     def url(self) -> str:
         return env("HEXA_POSTGRES_URL")
+
+    @property
+    def admin_url(self) -> str:
+        """The URL the harness itself connects with (probe, database creation): trust auth."""
+        return self.url
 
     @property
     def _parts(self) -> urllib.parse.SplitResult:
@@ -60,7 +66,7 @@ class Postgres(Service):
 
     @property
     def superuser(self) -> str:
-        return urllib.parse.unquote(self._parts.username or "postgres")
+        return urllib.parse.unquote(urllib.parse.urlsplit(self.admin_url).username or "postgres")
 
     @property
     def _as_root(self) -> bool:
@@ -74,11 +80,11 @@ class Postgres(Service):
     @property
     def pg_base(self) -> Path:
         """Data and socket dirs; as root outside /root (mode 700), which `postgres` can't enter."""
-        override = os.environ.get("HEXA_POSTGRES_DIR")
+        override = os.environ.get("HEXA_POSTGRES_DIR") if self.name == "postgres" else None
         if override:
             return Path(override)
         if self._as_root:
-            return Path("/var/tmp/hexa-event/postgres")
+            return Path("/var/tmp/hexa-event") / self.name
         return self.run_dir
 
     @property
@@ -162,6 +168,10 @@ class Postgres(Service):
                 cwd=Path("/"),
                 log=None,
             )
+            self._configure(self.data_dir)
+
+    def _configure(self, data_dir: Path) -> None:
+        """After initdb: change the new cluster's configuration files (hook)."""
 
     def _command(self) -> tuple[list[str], dict[str, str], Path, str | None]:
         bindir = self.bindir()
@@ -186,14 +196,14 @@ class Postgres(Service):
         return argv, {}, Path("/"), self._os_user
 
     def probe(self, timeout: float = 5.0, deep: bool = True) -> None:
-        pg_query(self.url, "select 1", timeout)  # the test database itself, trust auth
+        pg_query(self.admin_url, "select 1", timeout)  # the test database itself, trust auth
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        timeout = timeout if timeout is not None else start_timeout(self.name)
+        timeout = timeout if timeout is not None else start_timeout(self.kind)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                pg_query(self.url, "select 1", 2.0, dbname="postgres")
+                pg_query(self.admin_url, "select 1", 2.0, dbname="postgres")
                 break
             except (OSError, ConnectionError) as e:
                 if self._read_pid() is not None and not self.is_running():
@@ -206,13 +216,13 @@ class Postgres(Service):
 
     def _after_ready(self) -> None:
         rows = pg_query(
-            self.url,
+            self.admin_url,
             "select 1 from pg_database where datname = '" + self.dbname.replace("'", "''") + "'",
             dbname="postgres",
         )
         if not rows:
             pg_query(
-                self.url,
+                self.admin_url,
                 'create database "' + self.dbname.replace('"', '""') + '"',
                 dbname="postgres",
             )
