@@ -32,6 +32,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    all_,
     and_,
     any_,
     bindparam,
@@ -271,7 +272,14 @@ class LockClaims(ClaimStrategy):
         )
         upto = t.c.id <= bindparam("max", type_=BigInteger())
         self._span_count = select(func.count()).select_from(t).where(t.c.sent_at.is_(None), upto)
-        self._span_rows = select(t.c.id, t.c.key).where(t.c.sent_at.is_(None), upto)
+        # Per key, the first unsent row up to the batch's top that is not this relay's: the
+        # database filters and groups, so only blocked keys come back (not every row).
+        not_mine = t.c.id != all_(bindparam("mine", type_=ARRAY(BigInteger)))
+        self._blockers = (
+            select(t.c.key, func.min(t.c.id))
+            .where(t.c.sent_at.is_(None), upto, not_mine)
+            .group_by(t.c.key)
+        )
         in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
         self._backoff = (
             update(t)
@@ -355,11 +363,10 @@ class LockClaims(ClaimStrategy):
         self, conn: AsyncConnection, rows: Sequence[Any], top: int
     ) -> Sequence[Any]:
         # This relay's own batches in flight don't block: they publish before this one.
-        mine = {r[0] for r in rows} | self._mine
-        first_blocked: dict[str, int] = {}
-        for row_id, key in (await conn.execute(self._span_rows, {"max": top})).all():
-            if row_id not in mine and row_id < first_blocked.get(key, top + 1):
-                first_blocked[key] = row_id
+        mine = sorted({r[0] for r in rows} | self._mine)
+        params = {"max": top, "mine": mine}
+        result = await conn.execute(self._blockers, params)
+        first_blocked: dict[str, int] = {key: first for key, first in result}
         return [r for r in rows if first_blocked.get(r[2], top + 1) > r[0]]
 
     async def finish(

@@ -1,4 +1,5 @@
-"""Fault test: 10,000 events emitted and consumed while nats-server restarts twice (store kept).
+"""Fault test: 10,000 events emitted and consumed while nats-server restarts twice (store kept):
+once stopped gracefully, once killed (SIGKILL: a crash; the page cache keeps its data).
 
 Every event is handled; none is lost; redeliveries carry the HEXA_EVENT_ID of the original,
 so they are recognisable as duplicates; while the server is down the receiver's health
@@ -80,7 +81,7 @@ async def test_ten_thousand_events_survive_two_server_restarts(nats_server: str)
     def problems() -> list[str]:
         return list(receiver.health()["actions"][action].get("problems", []))
 
-    async def restart_when(count: int) -> float:
+    async def restart_when(count: int, crash: bool) -> float:
         deadline = time.monotonic() + 120
         while len(handled) < count:
             assert time.monotonic() < deadline, f"stuck at {len(handled)} handled"
@@ -92,7 +93,7 @@ async def test_ten_thousand_events_survive_two_server_restarts(nats_server: str)
             await asyncio.sleep(0.002)
         began = time.monotonic()
         at_emitted, at_handled = len(emitted), len(handled)
-        await asyncio.to_thread(service.stop)
+        await asyncio.to_thread(service.kill if crash else service.stop)
         # While the server is down, the receiver's health says why.
         down_until = time.monotonic() + 15
         while not any("NATS" in p for p in problems()):
@@ -100,13 +101,17 @@ async def test_ten_thousand_events_survive_two_server_restarts(nats_server: str)
             await asyncio.sleep(0.05)
         problems_seen.extend(problems())
         await asyncio.to_thread(service.start, False)
-        timeline.append(f"restart at {at_emitted} emitted / {at_handled} handled")
+        how = "kill" if crash else "stop"
+        timeline.append(f"{how} at {at_emitted} emitted / {at_handled} handled")
         return time.monotonic() - began
 
     await emitting_driver.provision([channel])
     async with receiver:
         emitting = asyncio.create_task(emit_all())
-        downtime = [await restart_when(TOTAL // 5), await restart_when(TOTAL * 3 // 5)]
+        downtime = [
+            await restart_when(TOTAL // 5, crash=False),
+            await restart_when(TOTAL * 3 // 5, crash=True),
+        ]
         await asyncio.wait_for(emitting, 240)
         deadline = time.monotonic() + 180
         while len(handled) < TOTAL:
@@ -124,7 +129,8 @@ async def test_ten_thousand_events_survive_two_server_restarts(nats_server: str)
     assert ids_seen_in_ctx == expected  # HEXA_EVENT_ID in the context is the producer's id
     duplicates = sum(n - 1 for n in handled.values())
     print(
-        f"\nfault test: {TOTAL} events, 2 restarts ({downtime[0]:.1f}s, {downtime[1]:.1f}s), "
+        f"\nfault test: {TOTAL} events, a stop and a kill "
+        f"({downtime[0]:.1f}s, {downtime[1]:.1f}s down), "
         f"handled all, {duplicates} redeliveries (same HEXA_EVENT_ID), "
         f"{emit_retries} emit batches retried; {'; '.join(timeline)}; "
         f"health while down: {problems_seen[0]!r}"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from nats.aio.client import Client as NatsPyClient
 
 import hexa_event as he
 from hexa_event.driver import RawRecord
@@ -17,6 +20,7 @@ from hexa_event.drivers.nats import (
     subject_channel,
 )
 from hexa_event.drivers.nats import headers as wire
+from hexa_event.drivers.nats.client import Client
 from hexa_event.drivers.nats.naming import message_id, pattern_filter
 from hexa_event.errors import ConfigurationError
 
@@ -187,3 +191,48 @@ def test_headers_round_trip(headers: dict[str, bytes]) -> None:
     # What nats-py does to text values on the way: trims them.
     received = {k: v.strip() for k, v in sent.items()}
     assert wire.decode(received) == ("key", headers, None)
+
+
+async def test_credentials_and_tls_reach_the_client_and_errors_hide_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def fake_connect(self: Any, **kwargs: Any) -> None:
+        seen.update(kwargs)
+        raise OSError("connect to nats://ann:hunter2@h:4222 refused")
+
+    monkeypatch.setattr("nats.aio.client.Client.connect", fake_connect)
+    driver = NatsDriver.from_url(
+        "tls://ann:hunter2@h:4222",
+        creds_file="/secrets/app.creds",
+        tls_hostname="nats.internal",
+        connect_timeout=0.5,
+        reconnect_wait=0.1,
+        client_options={"ping_interval": 7},
+    )
+    with pytest.raises(he.DriverError) as caught:
+        await driver.provision([])
+    assert "hunter2" not in str(caught.value)
+    assert "h:4222" in str(caught.value)
+    assert seen["servers"] == ["tls://h:4222"]
+    assert (seen["user"], seen["password"]) == ("ann", "hunter2")
+    assert seen["user_credentials"] == "/secrets/app.creds"
+    assert seen["tls_hostname"] == "nats.internal"
+    assert seen["ping_interval"] == 7
+    assert seen["max_reconnect_attempts"] == -1
+    await driver.close()
+
+
+header_lines = st.lists(
+    st.tuples(st.binary(max_size=12), st.sampled_from([b":", b": ", b"", b":\t"]), st.binary()),
+    max_size=8,
+)
+
+
+@given(header_lines)
+def test_the_fast_header_parser_agrees_with_nats_py(
+    lines: list[tuple[bytes, bytes, bytes]],
+) -> None:
+    raw = b"\r\n".join(name + sep + value for name, sep, value in lines) + b"\r\n\r\n"
+    assert Client._parse_header_lines(raw) == NatsPyClient._parse_header_lines(raw)

@@ -19,9 +19,12 @@ member drains its inbox and naks whatever it still holds, so other members get t
 records at once.
 
 Order: the consumer hands records out in stream order, and the core runs one key's records
-one after another, so one member keeps each key's order. Several members of one group
-share records without regard to keys, so across members only ``max_ack_pending=1`` keeps
-order (see the README).
+one after another, so one member keeps each key's order; after a nack, the key's later
+records wait for the nacked one (:mod:`.ordering`), and redelivered records are handed out
+in stream order again. Several members of one group share records without regard to
+keys, so across members order needs ``failover`` (one pinned member at a time; a closing
+member gives back what it holds, then unpins so a standby takes over at once) or
+``max_ack_pending=1`` (see the README).
 """
 
 from __future__ import annotations
@@ -175,6 +178,11 @@ class NatsSubscription(Subscription):
         self._sub = await self._nc.subscribe(
             self._inbox, cb=self._on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
+        # The first pull is registered before subscribe returns, so a member that has
+        # joined takes its share of what is published next.
+        await self._pull()
+        with contextlib.suppress(TimeoutError):
+            await confirm(self._nc, self._api_timeout)
         self._task = asyncio.create_task(
             self._run(), name=f"hexa-event nats pull {self._stream}/{self._consumer}"
         )

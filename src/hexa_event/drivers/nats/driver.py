@@ -7,7 +7,8 @@
   ``Nats-Msg-Id`` = the event id, so a re-sent event is stored once (:mod:`.producer`).
   Records with a due time wait in the stream as scheduled messages (``delayed_publish``).
 - Receive: one durable pull consumer per group (the action), shared by the group's
-  processes; explicit acks, nak with delay, in-progress for long handlers (:mod:`.consumer`).
+  processes (or, with ``failover``, served by one of them at a time); explicit acks, nak
+  with delay, in-progress for long handlers (:mod:`.consumer`).
 - One connection per driver, reconnecting forever; while it is down every subscription's
   ``status().error`` says so, and pulls are renewed when it is back.
 """
@@ -26,7 +27,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import nats.errors
-from nats.aio.client import Client
 
 from ...driver import (
     Driver,
@@ -37,6 +37,7 @@ from ...driver import (
     check_records,
 )
 from ...errors import ClosedError, ConfigurationError, DriverError
+from .client import Client
 from .consumer import NatsSubscription
 from .naming import channel_subject, consumer_name, pattern_filter
 from .options import NatsOptions, NatsSubscriptionOptions, redact_url
@@ -57,7 +58,8 @@ FEATURES = Features(
     new_group_reads_history=True,
 )
 """``ordered_per_key`` is False: one member keeps each key's order, but the members of a
-group share one consumer without regard to keys (``max_ack_pending=1`` orders the group)."""
+group share one consumer without regard to keys (``NatsSubscriptionOptions(failover=True)``
+keeps order across members, one active at a time)."""
 
 _ERROR_LOG_INTERVAL = 10.0
 _USERINFO = re.compile(r"//[^/@\s]+@")

@@ -16,12 +16,15 @@ from __future__ import annotations
 import hashlib
 import re
 
+import msgspec
+
 from ...driver import RawRecord
 
 _SUBJECT_UNSAFE = re.compile(r"[%\s*>\x00-\x1f\x7f]")
 _NAME_UNSAFE = re.compile(r"[%\s*>.\\/\x00-\x1f\x7f]")
 
 EVENT_ID = "HEXA_EVENT_ID"
+_PACK = msgspec.msgpack.Encoder().encode
 # Headers that differ between two sealings of one event (the emit time, a generated
 # correlation id, the trace context of the emitting span): left out of the content digest.
 _VOLATILE = frozenset(
@@ -100,16 +103,10 @@ def message_id(record: RawRecord) -> str | None:
     event_id = record.headers.get(EVENT_ID)
     if not event_id:
         return None
-    digest = hashlib.blake2b(digest_size=8)
-    for part in (record.channel.encode(), record.key.encode(), record.body):
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    for name in sorted(record.headers):
-        if name not in _VOLATILE:
-            value = record.headers[name]
-            digest.update(f"\x00{name}\x00{len(value)}\x00".encode())
-            digest.update(value)
-    return f"{event_id.decode('utf-8', 'replace')}:{digest.hexdigest()}"
+    headers = sorted(item for item in record.headers.items() if item[0] not in _VOLATILE)
+    content = _PACK((record.channel, record.key, record.body, headers))  # self-delimiting
+    digest = hashlib.blake2b(content, digest_size=8).hexdigest()
+    return f"{event_id.decode('utf-8', 'replace')}:{digest}"
 
 
 def pattern_filter(prefix: str, pattern: str) -> str:

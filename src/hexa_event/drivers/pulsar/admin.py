@@ -5,6 +5,8 @@
 - :meth:`PulsarAdmin.create`: a non-partitioned topic (``partitions`` 1) or a partitioned one;
   an existing topic is left alone.
 - :meth:`PulsarAdmin.channels`: every topic of the namespace (pattern subscriptions).
+- :meth:`PulsarAdmin.namespace_status_sync`, :meth:`PulsarAdmin.subscriptions_sync`: for
+  ``hexa-event doctor``.
 - :meth:`PulsarAdmin.retain_forever`: topic-level retention without limits, so records that
   no subscription holds yet (dead letters) are kept until someone reads them.
 
@@ -36,17 +38,22 @@ class PulsarAdmin:
             f"{options.admin_url.rstrip('/')}/admin/v2/persistent/"
             f"{quote(options.tenant)}/{quote(options.namespace)}"
         )
+        self._namespace = (
+            f"{options.admin_url.rstrip('/')}/admin/v2/namespaces/"
+            f"{quote(options.tenant)}/{quote(options.namespace)}"
+        )
         self._headers = options.admin_headers()
         self._where = shown_url(options.admin_url)
 
-    def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def _call(
+        self, method: str, path: str, body: Any = None, *, namespace: bool = False
+    ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         headers = dict(self._headers)
         if data is not None:
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(
-            self._base + path, data=data, method=method, headers=headers
-        )
+        base = self._namespace if namespace else self._base
+        request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
                 raw = response.read()
@@ -86,6 +93,16 @@ class PulsarAdmin:
         body = {"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}
         status, _ = self._call("POST", self._topic_path(channel) + "/retention", body)
         return status in (200, 204)
+
+    def namespace_status_sync(self) -> int:
+        """HTTP status of reading the namespace's policies (200: it exists and we may read)."""
+        status, _ = self._call("GET", "", namespace=True)
+        return status
+
+    def subscriptions_sync(self, channel: str) -> list[str]:
+        """Subscription names on ``channel`` (empty when the topic does not exist)."""
+        status, body = self._call("GET", self._topic_path(channel) + "/subscriptions")
+        return [str(s) for s in body] if status == 200 and isinstance(body, list) else []
 
     def channels_sync(self) -> list[str]:
         """Every persistent topic of the namespace, as channel names (partitions folded)."""
