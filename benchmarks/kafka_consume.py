@@ -142,7 +142,8 @@ async def driver_only(count: int) -> float:
             began = time.perf_counter()
         for delivery in deliveries:
             decoder.decode(delivery.record.body)
-            await delivery.ack()
+            delivery.ack()
+        await sub.settle(deliveries)
         seen += len(deliveries)
     elapsed = time.perf_counter() - (began or time.perf_counter())
     await sub.close()

@@ -184,6 +184,7 @@ class KafkaSubscription(Subscription):
         self._loop = loop
         eager = self._sub_options.assignment != "cooperative-sticky"
         for group, topics in self._plan:
+            fallback = self.group if group == self.retry_group else None
             member = Member(
                 self,
                 loop,
@@ -193,6 +194,7 @@ class KafkaSubscription(Subscription):
                 eager=eager,
                 revoke_timeout=self._options.revoke_timeout,
                 scrub=self._scrub,
+                fallback_group=fallback,
             )
             try:
                 member.start()
@@ -240,7 +242,7 @@ class KafkaSubscription(Subscription):
 
     def busy(self) -> bool:
         """Whether commands may come soon (deliveries out, positions to commit)."""
-        return self._unsettled > 0 or bool(self._dirty)
+        return self._unsettled > 0 or bool(self._dirty) or self._commit_lock.locked()
 
     def has_room(self) -> bool:
         return len(self._ready) < self._buffer_high

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -64,11 +65,22 @@ def topic_problem(name: object) -> str | None:
     return None
 
 
-def check_record(channel: str, headers: Mapping[str, Any]) -> None:
-    """Raise InvalidEventError for a channel Kafka refuses or a header that is not bytes."""
-    problem = topic_problem(channel)
+def check_record(record: RawRecord) -> None:
+    """Raise InvalidEventError for a channel Kafka refuses, a key that is not a string, a
+    body or header value that is not bytes, or a ``not_before`` that is not a time."""
+    problem = topic_problem(record.channel)
     if problem is not None:
         raise InvalidEventError("channel", problem)
+    if not isinstance(record.key, str):
+        raise InvalidEventError("key", f"is {type(record.key).__name__}, not str")
+    if not isinstance(record.body, bytes):
+        raise InvalidEventError(
+            "body", f"is {type(record.body).__name__}, not bytes: encode it before publishing"
+        )
+    not_before = record.not_before
+    if not isinstance(not_before, int | float) or not math.isfinite(not_before) or not_before < 0:
+        raise InvalidEventError("not_before", f"must be epoch seconds >= 0, got {not_before!r}")
+    headers: Mapping[str, Any] = record.headers
     for name, value in headers.items():
         if not isinstance(name, str):
             raise InvalidEventError("headers", f"has a non-string name {name!r}")
@@ -155,6 +167,7 @@ class KafkaDriver(Driver):
             try:
                 metadata = admin.list_topics(timeout=timeout)
             except KafkaException as exc:
+                admin.poll(0)  # forward librdkafka's queued log lines to Python logging
                 error = DriverError(
                     f"cannot read Kafka metadata from {self.options.bootstrap_servers} within "
                     f"{timeout:g} s ({self._scrub(exc.args[0].str())}): is the broker running "
@@ -162,6 +175,7 @@ class KafkaDriver(Driver):
                 )
                 self._metadata_failure = (time.monotonic(), error)
                 raise error from None
+            admin.poll(0)
             self._metadata_failure = None
             found = {}
             for name in topics:
@@ -252,7 +266,7 @@ class KafkaDriver(Driver):
         if self._closed:
             raise ClosedError("the Kafka driver is closed")
         for record in records:
-            check_record(record.channel, record.headers)
+            check_record(record)
         await self._producer.publish(records)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
@@ -283,4 +297,6 @@ class KafkaDriver(Driver):
         await self._producer.close(self.options.delivery_timeout)
         # The admin client has no close(): dropping the last reference destroys it (and its
         # threads, which otherwise keep retrying an unreachable broker).
-        self._admin = None
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            admin.poll(0)
