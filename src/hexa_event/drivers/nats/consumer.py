@@ -20,11 +20,12 @@ records at once.
 
 Order: the consumer hands records out in stream order, and the core runs one key's records
 one after another, so one member keeps each key's order; after a nack, the key's later
-records wait for the nacked one (:mod:`.ordering`), and redelivered records are handed out
-in stream order again. Several members of one group share records without regard to
-keys, so across members order needs ``failover`` (one pinned member at a time; a closing
-member gives back what it holds, then unpins so a standby takes over at once) or
-``max_ack_pending=1`` (see the README).
+records wait for the nacked one (:mod:`.ordering`), and redelivered records waiting
+together are handed out in stream order (the server does not sort its redeliveries).
+Several members of one group share records without regard to keys, so across members
+order needs ``failover`` (one pinned member at a time; a closing member gives back what
+it holds, then unpins so a standby takes over at once) or ``max_ack_pending=1`` (see the
+README).
 """
 
 from __future__ import annotations
