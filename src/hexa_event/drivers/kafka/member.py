@@ -221,13 +221,13 @@ class Member:
                         with contextlib.suppress(KafkaException):
                             consumer.resume(consumer.assignment())
                 # Take what is there at once; block (briefly) only when nothing is.
-                messages = consumer.consume(_CONSUME_BATCH, 0)
+                # A full batch returns at once; otherwise what came within the wait.
+                messages = consumer.consume(
+                    _CONSUME_BATCH, _POLL_BUSY if owner.busy() else _POLL_IDLE
+                )
                 if not messages:
-                    first = consumer.poll(_POLL_BUSY if owner.busy() else _POLL_IDLE)
-                    if first is None:
-                        self._measure_lag(consumer)
-                        continue
-                    messages = [first, *consumer.consume(_CONSUME_BATCH - 1, 0)]
+                    self._measure_lag(consumer)
+                    continue
                 # Records of partitions revoked meanwhile are dropped on the loop, which
                 # knows the current assignment (no per-record work on this thread).
                 loop.call_soon_threadsafe(owner.on_messages, self, messages)
