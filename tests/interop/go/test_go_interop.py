@@ -175,7 +175,9 @@ async def test_go_emits_python_handles(kafka: None, go_program: Path) -> None:
         await driver.provision([json_topic, proto_topic, f"{action}.retry.1", f"{action}.dlq"])
         await _run_go(go_program, "emit", "-topic", json_topic, "-n", "5", "-encoder", "json")
         await _run_go(go_program, "emit", "-topic", proto_topic, "-n", "5", "-encoder", "protobuf")
-        # Go's member of this action fails k1 once: a hafka retry copy in <action>.retry.1.
+        # Go's member of this action fails k1 once: a hafka retry copy in <action>.retry.1,
+        # which it leaves (its back-off is 5 s; it stops after the 5 source records, which it
+        # commits) to our member of the same action.
         await _run_go(
             go_program,
             "consume",
@@ -184,11 +186,13 @@ async def test_go_emits_python_handles(kafka: None, go_program: Path) -> None:
             "-action",
             action,
             "-n",
-            "6",
+            "5",
             "-retries",
             "1",
             "-fail-keys",
             "k1",
+            "-initial",
+            "5s",
         )
     finally:
         await driver.close()

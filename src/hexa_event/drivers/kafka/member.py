@@ -29,7 +29,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -213,13 +221,13 @@ class Member:
                         with contextlib.suppress(KafkaException):
                             consumer.resume(consumer.assignment())
                 # Take what is there at once; block (briefly) only when nothing is.
-                messages = consumer.consume(_CONSUME_BATCH, 0)
+                # A full batch returns at once; otherwise what came within the wait.
+                messages = consumer.consume(
+                    _CONSUME_BATCH, _POLL_BUSY if owner.busy() else _POLL_IDLE
+                )
                 if not messages:
-                    first = consumer.poll(_POLL_BUSY if owner.busy() else _POLL_IDLE)
-                    if first is None:
-                        self._measure_lag(consumer)
-                        continue
-                    messages = [first, *consumer.consume(_CONSUME_BATCH - 1, 0)]
+                    self._measure_lag(consumer)
+                    continue
                 # Records of partitions revoked meanwhile are dropped on the loop, which
                 # knows the current assignment (no per-record work on this thread).
                 loop.call_soon_threadsafe(owner.on_messages, self, messages)
@@ -364,12 +372,27 @@ class Member:
                     self._scrub(exc.args[0].str()),
                 )
                 committed = [TopicPartition(tp.topic, tp.partition, -1) for tp in partitions]
+                known = False
+            else:
+                known = True
             if self.fallback_group and any(tp.offset < 0 for tp in committed):
                 committed = self._fallback(committed)
+            start = (
+                OFFSET_BEGINNING
+                if self._config.get("auto.offset.reset") == "earliest"
+                else OFFSET_END
+            )
+            positioned = []
             for tp in committed:
                 offset = tp.offset if tp.offset >= 0 else -1
                 found.append((tp.topic, tp.partition, offset, tp.metadata or ""))
                 self._committed[(tp.topic, tp.partition)] = offset
+                # Start where we just read (librdkafka would ask the broker again).
+                positioned.append(
+                    TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else start)
+                )
+            if known:  # else librdkafka looks the committed offsets up itself
+                partitions = positioned
         if self.eager:
             consumer.assign(partitions)
         else:

@@ -278,6 +278,10 @@ class KafkaOptions:
                 "auto.offset.reset": "earliest" if start == "earliest" else "latest",
                 "enable.partition.eof": False,
                 "topic.metadata.refresh.interval.ms": 5000,
+                # A fetch that finds its partitions empty waits this long at the broker; at
+                # librdkafka's 500 ms, a first fetch of only empty partitions (retry topics
+                # whose offsets were known first) delays the first record by half a second.
+                "fetch.wait.max.ms": 100,
             }
         )
         config.setdefault("logger", CLIENT_LOGGER)
