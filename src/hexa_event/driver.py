@@ -249,7 +249,9 @@ class Subscription(abc.ABC):
         Called by the core in batches, with deliveries of this subscription whose ``outcome``
         is set. Raises :class:`~hexa_event.errors.DriverError` when nothing or only part
         could be written; the core then calls again later with the same deliveries, so
-        writing one twice must be harmless.
+        writing one twice must be harmless. A driver may write acks shortly after returning
+        (a commit coalesced over a few milliseconds, as Kafka's) if a failure is raised by
+        the next call and ``close`` writes synchronously: a crash in between only redelivers.
         """
 
     @abc.abstractmethod
