@@ -100,7 +100,9 @@ def _explain_headers(headers: Mapping[str, object]) -> None:
             raise InvalidEventError("headers", f"has a bad header name {name!r}")
         if not isinstance(value, bytes):
             raise InvalidEventError(
-                "headers", f"value of {name!r} must be bytes, got {type(value).__name__}"
+                "headers",
+                f"value of {name!r} is {type(value).__name__}, not bytes: encode header "
+                "values (value.encode()) before publishing",
             )
 
 

@@ -29,7 +29,14 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from ...driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
+from ...driver import (
+    Driver,
+    Features,
+    RawRecord,
+    Subscription,
+    SubscriptionSpec,
+    check_records,
+)
 from ...errors import (
     ChannelNotFoundError,
     ClosedError,
@@ -47,6 +54,8 @@ _TOPIC_VISIBLE_TIMEOUT = 15.0
 _FAILURE_HOLD = 2.0
 """Seconds a failed metadata lookup is reused instead of asking the broker again."""
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_VALID_TOPICS_KEPT = 10_000
+"""Topic names checked once are remembered (up to this many) so publish does not re-check."""
 
 
 def topic_problem(name: object) -> str | None:
@@ -127,6 +136,7 @@ class KafkaDriver(Driver):
         self._known_topics: set[str] = set()
         self._provision_lock = asyncio.Lock()
         self._closed = False
+        self._valid_topics: set[str] = set()
 
     def _on_producer_error(self, err: KafkaError) -> None:
         self.last_error = f"{err.name()}: {self._scrub(err.str())}"
@@ -265,8 +275,14 @@ class KafkaDriver(Driver):
         """Produce ``records``; return once Kafka acknowledged all of them (acks=all)."""
         if self._closed:
             raise ClosedError("the Kafka driver is closed")
+        check_records(records)
+        valid = self._valid_topics
         for record in records:
-            check_record(record)
+            if record.channel not in valid:
+                check_record(record)
+                if len(valid) > _VALID_TOPICS_KEPT:
+                    valid.clear()
+                valid.add(record.channel)
         await self._producer.publish(records)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
