@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 S ?=
 
-.PHONY: venv demo test lint unit services services-down bench interop-go soak clean
+.PHONY: venv demo test lint unit services services-down bench bench-profile interop-go soak clean
 
 $(STAMP): pyproject.toml tools/hexa_event_services/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -40,9 +40,17 @@ services-down:
 	scripts/services down $(S)
 
 # Benchmarks: each runs the raw client and hexa-event in the same run and prints the ratio.
+# `make bench [ROUNDS=5]` (3 alternating rounds by default, about 15 minutes) also writes
+# docs/bench.json, docs/bench.png and the README's performance table;
+# FastStream and matplotlib go to benchmarks/.bench-venv (made on first use), never our deps.
 bench: $(STAMP)
 	scripts/services up kafka postgres
-	cd benchmarks && ../$(PY) run.py $(if $(QUICK),--quick)
+	cd benchmarks && ../$(PY) run.py --rounds $(or $(ROUNDS),3)
+
+# Per-event cost by layer (cProfile) of the memory end-to-end and Kafka consume paths.
+bench-profile: $(STAMP)
+	scripts/services up kafka
+	cd benchmarks && ../$(PY) profile.py
 
 # Soak (not part of `make test`, whose soak test runs 2 minutes): about 1,000 events/s over
 # memory, SQLite and Kafka for SOAK_MINUTES; fails if RSS, fds, tasks, threads or the backlog

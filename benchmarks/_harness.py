@@ -25,6 +25,44 @@ class Result:
     def median(self) -> float:
         return statistics.median(self.rates)
 
+    def summary(self) -> dict[str, object]:
+        """Name, median (None when it never ran) and every round's figure."""
+        return {
+            "name": self.name,
+            "median": self.median if self.rates else None,
+            "rates": self.rates,
+        }
+
+
+def row(
+    title: str,
+    count: int,
+    reference: Result,
+    ours: Result,
+    *,
+    unit: str = "events/s",
+    target: str | None = None,
+    **extra: object,
+) -> dict[str, object]:
+    """One result object as ``run.py`` collects it (``--json``).
+
+    ``ratio`` is always "how many times as fast as the reference": ours / reference for a
+    rate, reference / ours for a time (``unit`` "s"); None when either side did not run.
+    """
+    ratio = None
+    if reference.rates and ours.rates and min(reference.median, ours.median) > 0:
+        ratio = reference.median / ours.median if unit == "s" else ours.median / reference.median
+    return {
+        "benchmark": title,
+        "count": count,
+        "unit": unit,
+        "reference": reference.summary(),
+        "ours": ours.summary(),
+        "ratio": ratio,
+        "target": target,
+        **extra,
+    }
+
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
@@ -45,6 +83,7 @@ async def compare(
     ours: tuple[str, Callable[[int], Awaitable[float]]],
     rounds: int = 5,
     unit: str = "events/s",
+    target: str | None = None,
 ) -> dict[str, object]:
     """Alternate reference and ours for ``rounds`` rounds; print medians and ratio."""
     ref = Result(reference[0])
@@ -58,13 +97,7 @@ async def compare(
         spread = f"min {min(result.rates):,.0f} max {max(result.rates):,.0f}"
         print(f"  {result.name:<36} median {result.median:>12,.0f} {unit}  ({spread})")
     print(f"  ratio hexa-event / reference: {ratio:.2f}")
-    return {
-        "benchmark": title,
-        "count": count,
-        "reference": {"name": ref.name, "median": ref.median, "rates": ref.rates},
-        "ours": {"name": mine.name, "median": mine.median, "rates": mine.rates},
-        "ratio": ratio,
-    }
+    return row(title, count, ref, mine, unit=unit, target=target)
 
 
 def cli(description: str, default_count: int) -> argparse.Namespace:
@@ -75,7 +108,7 @@ def cli(description: str, default_count: int) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def finish(result: dict[str, object], path: str | None) -> None:
+def finish(result: object, path: str | None) -> None:
     if path:
         with open(path, "w") as fh:
             json.dump(result, fh, indent=2)

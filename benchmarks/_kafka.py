@@ -1,10 +1,13 @@
-"""Shared bits of the Kafka benchmarks: broker address, fresh topics, small events."""
+"""Shared bits of the Kafka benchmarks: broker address, fresh topics, filling, raw consume."""
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 BOOTSTRAP = os.environ.get("HEXA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -24,3 +27,57 @@ def new_topic(prefix: str, partitions: int = PARTITIONS) -> str:
 
 def key(n: int) -> bytes:
     return f"k{n % KEYS}".encode()
+
+
+def produce_all(topic: str, records: Iterable[tuple[bytes, Mapping[str, bytes], bytes]]) -> None:
+    """Write (key, headers, body) records to ``topic`` and wait for every ack (not timed)."""
+    producer = Producer(
+        {"bootstrap.servers": BOOTSTRAP, "linger.ms": 20, "partitioner": "fnv1a_random"}
+    )
+    for record_key, headers, body in records:
+        while True:
+            try:
+                producer.produce(topic, body, record_key, headers=dict(headers))
+                break
+            except BufferError:
+                producer.poll(0.01)
+    assert producer.flush(60) == 0
+
+
+def raw_consume(topic: str, count: int, decode: Callable[[bytes], object]) -> float:
+    """Raw confluent-kafka: ``consume(500)`` in a loop, decode each body, store offsets.
+
+    The ack is ``store_offsets`` of each partition's next offset once per batch (librdkafka
+    commits stored offsets in the background). Timed from the first record to the last one
+    decoded; returns events/s.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.offset.store": False,
+            "partition.assignment.strategy": "cooperative-sticky",
+        }
+    )
+    consumer.subscribe([topic])
+    seen = 0
+    began = None
+    while seen < count:
+        messages = consumer.consume(500, 1.0)
+        ends: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            if msg.error() is not None:
+                continue
+            if began is None:
+                began = time.perf_counter()
+            decode(msg.value())  # type: ignore[arg-type]
+            ends[(msg.topic(), msg.partition())] = msg.offset()  # type: ignore[index, assignment]
+            seen += 1
+        if ends:
+            consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in ends.items()]
+            )
+    elapsed = time.perf_counter() - (began or time.perf_counter())
+    consumer.close()
+    return count / elapsed

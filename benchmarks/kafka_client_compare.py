@@ -186,6 +186,8 @@ async def main() -> None:
             rounds=args.rounds,
         ),
     ]
+    for result in out:
+        result["group"] = "clients"
     finish(out, args.json)  # type: ignore[arg-type]
 
 

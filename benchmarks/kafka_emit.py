@@ -141,6 +141,7 @@ async def main() -> None:
         ("raw confluent-kafka produce+flush", raw),
         ("hexa-event emit_many", ours),
         rounds=args.rounds,
+        target=">= 0.9",
     )
     breakdown = await compare(
         "Kafka emit, driver only (records sealed before timing)",

@@ -95,6 +95,7 @@ async def main() -> None:
         ("bare asyncio queue + msgspec", bare),
         ("hexa-event memory://", ours),
         rounds=args.rounds,
+        target=">= 0.3",
     )
     finish(result, args.json)
 

@@ -33,6 +33,7 @@ from hexa_event.outbox import Outbox, OutboxRelay, migrate, outbox_table
 
 KEYS = 1000
 FILL_TX = 5000
+SERVICES = ("postgres", "kafka")
 
 
 def parse() -> argparse.Namespace:
@@ -162,6 +163,7 @@ async def main() -> None:
                 f"{' delete-sent' if args.delete_sent else ''} {args.claim_mode or 'lock'}",
                 relay,
             ),
+            target=">= 0.6",
             rounds=args.rounds,
             unit="rows/s",
         )

@@ -44,6 +44,8 @@ from hexa_event.drivers.sql.schema import make_engine
 BATCH = 500
 KEYS = 64
 FETCH = 256
+BEFORE = {"sqlite": 11_700, "postgresql": 11_100}
+"""Our rates before contract v2 (README, same machine): the target is no slower."""
 PG_URL = os.environ.get("HEXA_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/hexa_event")
 
 
@@ -234,6 +236,7 @@ async def main() -> None:
             (f"bare SQLAlchemy {name} insert/select/update", partial(bare_round, backend)),
             (f"hexa-event {name}://", partial(ours_round, backend, publish_rates=publish_rates)),
             rounds=args.rounds,
+            target=f"ours >= {BEFORE[name]:,}/s",
         )
         publish = sorted(publish_rates)[len(publish_rates) // 2]
         print(f"  hexa-event publish alone (emit_many x{BATCH}), median {publish:>10,.0f} events/s")

@@ -100,7 +100,9 @@ def _explain_headers(headers: Mapping[str, object]) -> None:
             raise InvalidEventError("headers", f"has a bad header name {name!r}")
         if not isinstance(value, bytes):
             raise InvalidEventError(
-                "headers", f"value of {name!r} must be bytes, got {type(value).__name__}"
+                "headers",
+                f"value of {name!r} is {type(value).__name__}, not bytes: encode header "
+                "values (value.encode()) before publishing",
             )
 
 
@@ -249,7 +251,9 @@ class Subscription(abc.ABC):
         Called by the core in batches, with deliveries of this subscription whose ``outcome``
         is set. Raises :class:`~hexa_event.errors.DriverError` when nothing or only part
         could be written; the core then calls again later with the same deliveries, so
-        writing one twice must be harmless.
+        writing one twice must be harmless. A driver may write acks shortly after returning
+        (a commit coalesced over a few milliseconds, as Kafka's) if a failure is raised by
+        the next call and ``close`` writes synchronously: a crash in between only redelivers.
         """
 
     @abc.abstractmethod

@@ -217,6 +217,88 @@ async def check_kafka(report: Report, url: str, seconds: float) -> None:
             report.add(f"group {group}", "ok", state)
 
 
+async def check_pulsar(report: Report, url: str, seconds: float) -> None:
+    """Broker port, admin API and namespace, then each channel's topic and each group's
+    subscription, through the admin API (read-only)."""
+    hosts = _hosts(url, _DEFAULT_PORTS["pulsar"])
+    if not all([await tcp_check(report, h, p, seconds) for h, p in hosts]):
+        return
+    try:
+        from ..drivers.pulsar import PulsarAdmin, PulsarOptions
+
+        options = PulsarOptions.from_url(url)
+    except Exception as exc:
+        missing = isinstance(exc, ImportError)
+        report.add(
+            "pulsar client",
+            "fail",
+            f"the Pulsar driver cannot be loaded: {exc}",
+            "pip install 'hexa-event[pulsar]'" if missing else "check the URL's options",
+            "config",
+        )
+        return
+    admin = PulsarAdmin(options)
+    where = f"{options.tenant}/{options.namespace}"
+    try:
+        status = await asyncio.to_thread(admin.namespace_status_sync)
+    except Exception as exc:
+        report.add(
+            "pulsar admin API",
+            "fail",
+            str(exc),
+            "give the admin API's address with ?admin_url=http://host:8080 (it creates topics)",
+            "unreachable",
+        )
+        return
+    if status in (401, 403):
+        report.add(
+            "pulsar admin API",
+            "fail",
+            f"refused reading namespace {where} (HTTP {status})",
+            "pass a token with admin rights on the namespace (pulsar://TOKEN@host:6650)",
+            "auth",
+        )
+        return
+    if status != 200:
+        report.add(
+            "pulsar admin API",
+            "fail",
+            f"namespace {where} not readable (HTTP {status})",
+            f"create it (pulsar-admin namespaces create {where}), or pass tenant= namespace=",
+            "config",
+        )
+        return
+    report.add("pulsar admin API", "ok", f"namespace {where} exists")
+    existing: dict[str, list[str]] = {}
+    for channel in report.channels:
+        try:
+            partitions = await asyncio.to_thread(admin.partitions_sync, channel)
+        except Exception as exc:
+            report.add(f"topic {channel}", "warn", f"cannot read it: {exc}")
+            continue
+        if partitions is None and options.provision:
+            report.add(
+                f"topic {channel}", "ok", "missing; will be created on first use (provision)"
+            )
+        elif partitions is None:
+            report.add(
+                f"topic {channel}",
+                "fail",
+                "missing and provisioning is off: emits and subscriptions to it will fail",
+                f"create topic {options.topic(channel)} (pulsar-admin topics create), or "
+                "connect with provision=True",
+                "config",
+            )
+        else:
+            shape = f"{partitions} partitions" if partitions else "non-partitioned"
+            report.add(f"topic {channel}", "ok", shape)
+            existing[channel] = await asyncio.to_thread(admin.subscriptions_sync, channel)
+    for group in report.groups:
+        on = [c for c, subs in existing.items() if group in subs]
+        state = f"exists on {', '.join(on)}" if on else "new (starts at the earliest record)"
+        report.add(f"subscription {group}", "ok", state)
+
+
 def sql_tables(dialect: str) -> list[str]:
     """The SQL driver's table names."""
     from ..drivers.sql import metadata
@@ -339,6 +421,8 @@ async def diagnose(args: argparse.Namespace, url: str) -> Report:
         )
     elif engine == "kafka":
         await check_kafka(report, url, args.timeout)
+    elif engine == "pulsar":
+        await check_pulsar(report, url, args.timeout)
     elif engine in ("sqlite", "postgresql"):
         if engine == "postgresql":
             host, port = _hosts(url, 5432)[0]

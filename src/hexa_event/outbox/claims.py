@@ -32,6 +32,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    all_,
     and_,
     any_,
     bindparam,
@@ -137,9 +138,8 @@ class ClaimStrategy(abc.ABC):
 
 
 def _records(rows: Sequence[Any]) -> list[RawRecord]:
-    return [
-        RawRecord(channel=r[1], key=r[2], headers=decode_headers(r[3]), body=r[4]) for r in rows
-    ]
+    """RawRecords of (id, channel, key, headers, body) rows (positional: the hot path)."""
+    return [RawRecord(r[1], r[2], decode_headers(r[3]), r[4]) for r in rows]
 
 
 class LeaseClaims(ClaimStrategy):
@@ -272,7 +272,14 @@ class LockClaims(ClaimStrategy):
         )
         upto = t.c.id <= bindparam("max", type_=BigInteger())
         self._span_count = select(func.count()).select_from(t).where(t.c.sent_at.is_(None), upto)
-        self._span_rows = select(t.c.id, t.c.key).where(t.c.sent_at.is_(None), upto)
+        # Per key, the first unsent row up to the batch's top that is not this relay's: the
+        # database filters and groups, so only blocked keys come back (not every row).
+        not_mine = t.c.id != all_(bindparam("mine", type_=ARRAY(BigInteger)))
+        self._blockers = (
+            select(t.c.key, func.min(t.c.id))
+            .where(t.c.sent_at.is_(None), upto, not_mine)
+            .group_by(t.c.key)
+        )
         in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
         self._backoff = (
             update(t)
@@ -295,6 +302,14 @@ class LockClaims(ClaimStrategy):
         )
         if not settings.keep_sent:
             self._mark = delete(t).where(in_ids)
+        self._lock_sql: str | None = None
+        dialect = settings.engine.dialect
+        if dialect.driver == "asyncpg" and dialect.paramstyle == "numeric_dollar":
+            compiled = self._lock.compile(dialect=dialect)
+            if list(compiled.positiontup or ()) == ["now", "limit"]:
+                # The claim's rows straight from asyncpg: no SQLAlchemy row objects for the
+                # thousands of rows of a batch (the relay's largest cost after the broker).
+                self._lock_sql = str(compiled)
         self._mine: set[int] = set()
         """Ids of this relay's batches in flight (locked by its transactions)."""
 
@@ -313,9 +328,7 @@ class LockClaims(ClaimStrategy):
             await conn.execute(
                 text(f"SET LOCAL idle_in_transaction_session_timeout = {int(s.lease * 1000)}")
             )
-            rows: Sequence[Any] = (
-                await conn.execute(self._lock, {"now": now, "limit": s.batch_size})
-            ).all()
+            rows = await self._ready_rows(conn, now)
             if rows:
                 top = rows[-1][0]
                 visible = (await conn.execute(self._span_count, {"max": top})).scalar_one()
@@ -335,15 +348,25 @@ class LockClaims(ClaimStrategy):
         self._mine.update(ids)
         return Claimed(ids=ids, records=_records(rows), lease_until=deadline, conn=conn)
 
+    async def _ready_rows(self, conn: AsyncConnection, now: Any) -> Sequence[Any]:
+        """The first ready rows, locked (SKIP LOCKED), in the claim's open transaction."""
+        limit = self.settings.batch_size
+        if self._lock_sql is not None:
+            raw = await conn.get_raw_connection()
+            apg: Any = raw.driver_connection
+            if apg is not None and hasattr(apg, "fetch"):
+                rows: Sequence[Any] = await apg.fetch(self._lock_sql, now, limit)
+                return rows
+        return (await conn.execute(self._lock, {"now": now, "limit": limit})).all()
+
     async def _drop_blocked(
         self, conn: AsyncConnection, rows: Sequence[Any], top: int
     ) -> Sequence[Any]:
         # This relay's own batches in flight don't block: they publish before this one.
-        mine = {r[0] for r in rows} | self._mine
-        first_blocked: dict[str, int] = {}
-        for row_id, key in (await conn.execute(self._span_rows, {"max": top})).all():
-            if row_id not in mine and row_id < first_blocked.get(key, top + 1):
-                first_blocked[key] = row_id
+        mine = sorted({r[0] for r in rows} | self._mine)
+        params = {"max": top, "mine": mine}
+        result = await conn.execute(self._blockers, params)
+        first_blocked: dict[str, int] = {key: first for key, first in result}
         return [r for r in rows if first_blocked.get(r[2], top + 1) > r[0]]
 
     async def finish(
@@ -370,6 +393,8 @@ class LockClaims(ClaimStrategy):
             if done:
                 await conn.execute(self._mark, {"ids": done, "now": now})
             await conn.commit()
+            # Sent or on hold now: later claims see them as they are, not as ours in flight.
+            self._mine.difference_update(batch.ids)
         except Exception as exc:
             log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
             with contextlib.suppress(Exception):

@@ -35,7 +35,6 @@ import contextlib
 import logging
 import time
 import uuid
-import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -188,8 +187,10 @@ class OutboxRelay:
             split: list[tuple[list[int], list[RawRecord]]] = [
                 ([], []) for _ in range(self.concurrency)
             ]
+            n = self.concurrency
             for row_id, record in zip(batch.ids, batch.records, strict=True):
-                ids, records = split[zlib.crc32(record.key.encode()) % self.concurrency]
+                # hash(): stable within the process, which is all a batch's split needs.
+                ids, records = split[hash(record.key) % n]
                 ids.append(row_id)
                 records.append(record)
             parts = [part for part in split if part[0]]

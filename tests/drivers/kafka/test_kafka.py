@@ -107,8 +107,12 @@ async def test_commit_is_the_lowest_unfinished_offset(kafka_bootstrap: str) -> N
             if d.coordinates != f"{channel}-0-3":
                 d.ack()
         await sub.settle([d for d in deliveries if d.outcome is not None])
-        committed = await asyncio.to_thread(_committed, kafka_bootstrap, group, channel, [0])
-        assert committed == [3]  # settle committed, before any close
+        # settle commits (in the background, within milliseconds), before any close.
+        await eventually(
+            lambda: _committed(kafka_bootstrap, group, channel, [0]) == [3],
+            within=10,
+            what="the commit of the settled prefix",
+        )
         await sub.close()
         committed = await asyncio.to_thread(_committed, kafka_bootstrap, group, channel, [0])
         assert committed == [3]
@@ -121,8 +125,11 @@ async def test_commit_is_the_lowest_unfinished_offset(kafka_bootstrap: str) -> N
                 await again.fetch(10)
         redelivered.ack()
         await again.settle([redelivered])
-        committed = await asyncio.to_thread(_committed, kafka_bootstrap, group, channel, [0])
-        assert committed == [10]
+        await eventually(
+            lambda: _committed(kafka_bootstrap, group, channel, [0]) == [10],
+            within=10,
+            what="the commit of everything",
+        )
         await again.close()
     finally:
         await driver.close()

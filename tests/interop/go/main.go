@@ -15,6 +15,15 @@
 //	interop vectors                       print sarama partitions for keys read from stdin
 //	interop emit -brokers B -topic T -n N -encoder json|protobuf [-fail-every K]
 //	interop consume -brokers B -topic T -action A -n N [-retries R] [-fail-keys k1,k2]
+//	        [-fail-all] [-retry-topic BASE] [-only t1,t2] [-initial 100ms] [-idle 5s]
+//	        [-handle-for 1ms] [-retention 24h]
+//
+// consume behaves like a hafka receiver: a sarama consumer group named after the action
+// with sarama's default eager range assignment, offsets marked after each record whatever
+// the outcome and committed (OffsetCommit v2 thanks to -retention), records of retry topics
+// handled after timestamp + back-off, failures forwarded to the next retry topic with every
+// header copied (the retry number from the topic, never from a header). It prints one JSON
+// line per handled record (its four dedup keys) and one per session setup/cleanup.
 package main
 
 import (
@@ -49,12 +58,18 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func config() *sarama.Config {
+// config is hafka's NewConfig: sarama defaults (eager range assignment for consumer groups),
+// OffsetOldest. retention > 0 sets sarama's offset retention, which makes sarama send
+// OffsetCommit v2: Kafka 4.x rejects the v1 sarama sends by default, so without it a Go
+// consumer commits nothing there.
+func config(retention time.Duration) *sarama.Config {
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V2_1_0_0
 	cfg.Producer.Return.Successes = true
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	cfg.Consumer.Group.Rebalance.Strategy = sarama.BalanceStrategyRange
+	cfg.Consumer.Offsets.Retention = retention
 	return cfg
 }
 
@@ -96,7 +111,7 @@ func emit(args []string) {
 	n := fs.Int("n", 10, "")
 	encoder := fs.String("encoder", "json", "")
 	_ = fs.Parse(args)
-	producer, err := sarama.NewSyncProducer(strings.Split(*brokers, ","), config())
+	producer, err := sarama.NewSyncProducer(strings.Split(*brokers, ","), config(0))
 	if err != nil {
 		fail(err)
 	}
@@ -135,19 +150,53 @@ type received struct {
 }
 
 type handler struct {
-	action   string
-	retries  int
-	failKeys map[string]bool
-	producer sarama.SyncProducer
-	out      *json.Encoder
-	mu       *sync.Mutex
-	left     *int
-	done     chan struct{}
-	once     *sync.Once
+	action    string
+	base      string
+	retries   int
+	failKeys  map[string]bool
+	failAll   bool
+	initial   time.Duration
+	producer  sarama.SyncProducer
+	out       *json.Encoder
+	mu        *sync.Mutex
+	left      *int
+	done      chan struct{}
+	once      *sync.Once
+	lastSeen  *time.Time
+	handleFor time.Duration
 }
 
-func (h *handler) Setup(sarama.ConsumerGroupSession) error   { return nil }
-func (h *handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+type setupEvent struct {
+	Event  string
+	Claims map[string][]int32
+}
+
+func (h *handler) Setup(s sarama.ConsumerGroupSession) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_ = h.out.Encode(setupEvent{Event: "setup", Claims: s.Claims()})
+	return nil
+}
+
+func (h *handler) Cleanup(s sarama.ConsumerGroupSession) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_ = h.out.Encode(setupEvent{Event: "cleanup", Claims: s.Claims()})
+	return nil
+}
+
+// backoff is hafka's: InitialInterval * 2^(n-1) after the record's timestamp, at most
+// 100 * InitialInterval.
+func (h *handler) backoff(n int) time.Duration {
+	d := h.initial
+	for i := 1; i < n; i++ {
+		d *= 2
+	}
+	if max := 100 * h.initial; d > max {
+		d = max
+	}
+	return d
+}
 
 func retryNumber(topic string) int {
 	i := strings.LastIndex(topic, ".")
@@ -160,6 +209,20 @@ func retryNumber(topic string) int {
 
 func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, c sarama.ConsumerGroupClaim) error {
 	for m := range c.Messages() {
+		if n := retryNumber(m.Topic); n > 0 {
+			// hafka sleeps until the record's timestamp plus the back-off.
+			if wait := time.Until(m.Timestamp.Add(h.backoff(n))); wait > 0 {
+				time.Sleep(wait)
+			}
+		}
+		select {
+		case <-h.done:
+			return nil // this test member is stopping: leave the record to the next one
+		default:
+		}
+		if h.handleFor > 0 {
+			time.Sleep(h.handleFor)
+		}
 		headers := map[string]string{}
 		for _, hd := range m.Headers {
 			headers[string(hd.Key)] = string(hd.Value)
@@ -186,12 +249,13 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, c sarama.ConsumerG
 		} else {
 			_ = json.Unmarshal(m.Value, &r.Payload)
 		}
-		if h.failKeys[string(m.Key)] {
-			// hafka: forward to the next topic with the root headers added.
+		if h.failAll || h.failKeys[string(m.Key)] {
+			// hafka: forward to the next topic with every header copied and the root headers
+			// added; the retry number comes from the topic, never from a header.
 			n := retryNumber(m.Topic)
-			next := fmt.Sprintf("%s.dlq", h.action)
+			next := fmt.Sprintf("%s.dlq", h.base)
 			if n < h.retries {
-				next = fmt.Sprintf("%s.retry.%d", h.action, n+1)
+				next = fmt.Sprintf("%s.retry.%d", h.base, n+1)
 			}
 			hs := make([]sarama.RecordHeader, 0, len(m.Headers))
 			for _, hd := range m.Headers {
@@ -206,6 +270,7 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, c sarama.ConsumerG
 		s.Commit()
 		h.mu.Lock()
 		_ = h.out.Encode(r)
+		*h.lastSeen = time.Now()
 		*h.left--
 		if *h.left <= 0 {
 			h.once.Do(func() { close(h.done) })
@@ -222,22 +287,36 @@ func consume(args []string) {
 	action := fs.String("action", "", "")
 	n := fs.Int("n", 10, "")
 	retries := fs.Int("retries", 0, "")
+	retryTopic := fs.String("retry-topic", "", "base of the retry/dlq topics (hafka's RetryTopic; default the action)")
 	failKeys := fs.String("fail-keys", "", "")
+	failAll := fs.Bool("fail-all", false, "every handler call fails")
+	only := fs.String("only", "", "consume only these topics (comma-separated) instead of the topic and its retry topics")
+	initial := fs.Duration("initial", 100*time.Millisecond, "hafka RetryPolicy.InitialInterval")
+	idle := fs.Duration("idle", 0, "exit once no record came for this long (after the first)")
+	handleFor := fs.Duration("handle-for", 0, "time each handler call takes")
+	retention := fs.Duration("retention", 24*time.Hour, "sarama Consumer.Offsets.Retention (0: sarama's default, OffsetCommit v1)")
 	timeout := fs.Duration("timeout", 60*time.Second, "")
 	_ = fs.Parse(args)
-	cfg := config()
+	cfg := config(*retention)
 	bs := strings.Split(*brokers, ",")
+	base := *retryTopic
+	if base == "" {
+		base = *action
+	}
 	group, err := sarama.NewConsumerGroup(bs, *action, cfg)
 	if err != nil {
 		fail(err)
 	}
-	producer, err := sarama.NewSyncProducer(bs, cfg)
+	producer, err := sarama.NewSyncProducer(bs, config(0))
 	if err != nil {
 		fail(err)
 	}
 	topics := []string{*topic}
 	for i := 1; i <= *retries; i++ {
-		topics = append(topics, fmt.Sprintf("%s.retry.%d", *action, i))
+		topics = append(topics, fmt.Sprintf("%s.retry.%d", base, i))
+	}
+	if *only != "" {
+		topics = strings.Split(*only, ",")
 	}
 	fk := map[string]bool{}
 	for _, k := range strings.Split(*failKeys, ",") {
@@ -246,9 +325,25 @@ func consume(args []string) {
 		}
 	}
 	left := *n
-	h := &handler{action: *action, retries: *retries, failKeys: fk, producer: producer,
-		out: json.NewEncoder(os.Stdout), mu: &sync.Mutex{}, left: &left,
-		done: make(chan struct{}), once: &sync.Once{}}
+	var lastSeen time.Time
+	h := &handler{action: *action, base: base, retries: *retries, failKeys: fk, failAll: *failAll,
+		initial: *initial, producer: producer, out: json.NewEncoder(os.Stdout), mu: &sync.Mutex{},
+		left: &left, done: make(chan struct{}), once: &sync.Once{}, lastSeen: &lastSeen,
+		handleFor: *handleFor}
+	if *idle > 0 {
+		go func() {
+			for {
+				time.Sleep(50 * time.Millisecond)
+				h.mu.Lock()
+				quiet := !lastSeen.IsZero() && time.Since(lastSeen) > *idle
+				h.mu.Unlock()
+				if quiet {
+					h.once.Do(func() { close(h.done) })
+					return
+				}
+			}
+		}()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		for ctx.Err() == nil {

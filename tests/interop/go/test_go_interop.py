@@ -25,7 +25,8 @@ from google.protobuf.struct_pb2 import Struct
 
 import hexa_event
 from hexa_event.context import Context, User
-from hexa_event.drivers.kafka import sarama_partition
+from hexa_event.driver import SubscriptionSpec
+from hexa_event.drivers.kafka import KafkaSubscriptionOptions, sarama_partition
 from hexa_event.event import Event
 from hexa_event.retry import RetryPolicy
 from hexa_event.testing.waiting import Collector, eventually
@@ -80,7 +81,8 @@ async def _run_go(binary: Path, *args: str, within: float = 90.0) -> list[dict[s
     )
     out, err = await asyncio.wait_for(proc.communicate(), within)
     assert proc.returncode == 0, f"go {args[0]} failed: {err.decode()[-2000:]}"
-    return [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    return [line for line in lines if "ID" in line]  # handled records, not session events
 
 
 @pytest.fixture
@@ -173,7 +175,9 @@ async def test_go_emits_python_handles(kafka: None, go_program: Path) -> None:
         await driver.provision([json_topic, proto_topic, f"{action}.retry.1", f"{action}.dlq"])
         await _run_go(go_program, "emit", "-topic", json_topic, "-n", "5", "-encoder", "json")
         await _run_go(go_program, "emit", "-topic", proto_topic, "-n", "5", "-encoder", "protobuf")
-        # Go's member of this action fails k1 once: a hafka retry copy in <action>.retry.1.
+        # Go's member of this action fails k1 once: a hafka retry copy in <action>.retry.1,
+        # which it leaves (its back-off is 5 s; it stops after the 5 source records, which it
+        # commits) to our member of the same action.
         await _run_go(
             go_program,
             "consume",
@@ -182,11 +186,13 @@ async def test_go_emits_python_handles(kafka: None, go_program: Path) -> None:
             "-action",
             action,
             "-n",
-            "6",
+            "5",
             "-retries",
             "1",
             "-fail-keys",
             "k1",
+            "-initial",
+            "5s",
         )
     finally:
         await driver.close()
@@ -238,3 +244,242 @@ async def test_go_emits_python_handles(kafka: None, go_program: Path) -> None:
             assert str(msg.payload["id"]).startswith("o")
         else:
             assert msg.payload["id"].startswith("o")
+
+
+# -- a Go fleet and Python services on one action (issue 10) -------------------------------------
+
+
+class _GoMember:
+    """A Go consumer running beside the test, its JSON lines collected as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, Any]] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            if line.strip():
+                self.lines.append(json.loads(line))
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [line for line in self.lines if "ID" in line]
+
+    def claims(self) -> list[dict[str, list[int]]]:
+        return [line["Claims"] for line in self.lines if line.get("Event") == "setup"]
+
+    async def finish(self, within: float = 90.0) -> None:
+        try:
+            await asyncio.wait_for(self.proc.wait(), within)
+        finally:
+            if self.proc.returncode is None:
+                self.proc.kill()
+        await self._reader
+        assert self.proc.stderr is not None
+        err = (await self.proc.stderr.read()).decode()
+        assert self.proc.returncode == 0, f"go consume failed: {err[-2000:]}"
+
+
+async def _start_go(binary: Path, *args: str) -> _GoMember:
+    proc = await asyncio.create_subprocess_exec(
+        str(binary),
+        *args,
+        "-brokers",
+        BOOTSTRAP,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return _GoMember(proc)
+
+
+def _eager() -> KafkaSubscriptionOptions:
+    return KafkaSubscriptionOptions(assignment="range")
+
+
+async def test_go_and_python_members_share_one_group(kafka: None, go_program: Path) -> None:
+    """One action, one eager group, a Go member and a Python member: 2,000 events, none
+    lost, none handled twice (the group is stable while they flow)."""
+    tag = uuid.uuid4().hex[:8]
+    topic, action = f"fleet-{tag}", f"fleet-act-{tag}"
+    conn = hexa_event.connect(f"kafka://{BOOTSTRAP}", partitions=4)
+    await conn.provision([topic])
+    go = await _start_go(
+        go_program,
+        "consume",
+        "-topic",
+        topic,
+        "-action",
+        action,
+        "-n",
+        "1000000",
+        "-idle",
+        "6s",
+        "-timeout",
+        "150s",
+    )
+    python: list[str] = []
+    receiver = conn.receiver("fleet")
+    receiver.subscribe(
+        topic,
+        action=action,
+        dedup_ids="go",
+        options=_eager(),
+        handler=lambda ctx, msg: python.append(ctx.event_id),
+    )
+    try:
+        await eventually(lambda: bool(go.claims()), within=60, what="the Go member's first session")
+        await receiver.start()
+        # Both hold a share of the topic: Go's second session (after our join) and ours.
+        await eventually(
+            lambda: len(go.claims()) >= 2 and 0 < len(go.claims()[-1].get(topic, [])) < 4,
+            within=60,
+            what="the Go member to share the topic after the Python member joined",
+        )
+        ids = await conn.emitter().emit_many(
+            Event(topic, f"k{i % 200}", {"i": i}) for i in range(2000)
+        )
+        assert len(ids) == 2000
+
+        def handled() -> set[str]:
+            return set(python) | {r["ID"] for r in go.records if r["Topic"] == topic}
+
+        await eventually(lambda: len(handled()) >= 2000, within=120, what="all 2,000 events")
+    finally:
+        await receiver.close()
+        await go.finish()
+        await conn.close()
+    by_go = [r["ID"] for r in go.records if r["Topic"] == topic]
+    everything = python + by_go
+    assert len(set(everything)) == 2000  # none lost (ids are coordinates on both sides)
+    assert python
+    assert by_go
+    twice = {i for i in everything if everything.count(i) > 1}
+    assert not twice, f"handled twice: {sorted(twice)[:10]}"
+    assert all(r["Action"] == action for r in go.records)
+
+
+async def test_mixed_retry_chain_counts_attempts_by_topic(kafka: None, go_program: Path) -> None:
+    """Python fails attempt 1, Go fails the copy in .retry.1 (forwarding our headers), Python
+    fails the copy in .retry.2: that is attempt 3, the last of max_retries=2, so the event
+    goes to the dead letter after 3 runs in all, as Go's policy says (not a 4th run)."""
+    tag = uuid.uuid4().hex[:8]
+    topic, action = f"chain-{tag}", f"chain-act-{tag}"
+    conn = hexa_event.connect(f"kafka://{BOOTSTRAP}", partitions=1)
+    runs: list[tuple[str, int]] = []
+
+    def failing(ctx: Context, msg: Any) -> None:
+        runs.append((msg.delivered_from or msg.channel, msg.attempt))
+        raise RuntimeError(f"python fails attempt {msg.attempt}")
+
+    def python_member() -> Any:
+        receiver = conn.receiver("chain")
+        receiver.subscribe(
+            topic,
+            action=action,
+            options=_eager(),
+            retry=RetryPolicy(max_retries=2, initial_delay=2.0),
+            handler=failing,
+        )
+        return receiver
+
+    try:
+        await conn.provision([topic, f"{action}.retry.1", f"{action}.retry.2", f"{action}.dlq"])
+        await conn.emitter().emit(Event(topic, "k", {"v": 1}))
+        first = python_member()
+        async with first:
+            await eventually(
+                lambda: first.health()["actions"][action]["retried"] >= 1,
+                within=60,
+                what="the first failure's copy in .retry.1",
+            )
+        # Go, one member of the same group: handles the .retry.1 copy, fails, forwards it.
+        go = await _start_go(
+            go_program,
+            "consume",
+            "-topic",
+            topic,
+            "-action",
+            action,
+            "-retries",
+            "2",
+            "-fail-all",
+            "-n",
+            "1",
+            "-initial",
+            "1s",
+        )
+        await go.finish()
+        assert [r["Topic"] for r in go.records] == [f"{action}.retry.1"]
+        third = python_member()
+        async with third:
+            await eventually(
+                lambda: third.health()["actions"][action]["dead_lettered"] >= 1,
+                within=60,
+                what="the dead letter after the third run",
+            )
+        dlq = await conn.subscribe(
+            SubscriptionSpec(group=f"{action}-dlq-reader", channels=(f"{action}.dlq",))
+        )
+        async with asyncio.timeout(30):
+            (letter,) = await dlq.fetch(10)
+        assert letter.record.headers["HEXA_ATTEMPT"] == b"3"
+        letter.ack()
+        await dlq.settle([letter])
+        await dlq.close()
+    finally:
+        await conn.close()
+    assert runs == [(topic, 1), (f"{action}.retry.2", 3)]
+    assert len(runs) + len(go.records) == 3
+
+
+async def test_go_dedup_mode_gives_the_same_four_keys_as_go(kafka: None, go_program: Path) -> None:
+    """For the same records (first deliveries and a Go retry copy with root headers), a
+    Python handler with dedup_ids="go" sees exactly Go's HEXA_EVENT_ID, action, root id and
+    root action."""
+    tag = uuid.uuid4().hex[:8]
+    topic, action = f"dedup-{tag}", f"dedup-act-{tag}"
+    conn = hexa_event.connect(f"kafka://{BOOTSTRAP}", partitions=2)
+    try:
+        await conn.provision([topic, f"{action}.retry.1", f"{action}.dlq"])
+        await conn.emitter().emit_many(Event(topic, f"k{i}", {"i": i}) for i in range(5))
+        go = await _start_go(
+            go_program,
+            "consume",
+            "-topic",
+            topic,
+            "-action",
+            action,
+            "-retries",
+            "1",
+            "-fail-keys",
+            "k1",
+            "-n",
+            "6",
+        )
+        await go.finish()
+        go_keys = {
+            r["ID"]: (r["ID"], r["Action"], r["RootID"], r["RootAction"]) for r in go.records
+        }
+        assert len(go_keys) == 6
+        seen: dict[str, tuple[str, str, str, str]] = {}
+        receiver = conn.receiver("dedup")
+        receiver.subscribe(
+            topic,
+            action=action,
+            group=f"{action}-python",  # its own group: it reads the same records as Go
+            dedup_ids="go",
+            retry=RetryPolicy(max_retries=1, initial_delay=0.1),
+            handler=lambda ctx, msg: seen.__setitem__(
+                ctx.event_id,
+                (ctx.event_id, ctx.handler_action, ctx.root_event_id, ctx.root_handler_action),
+            ),
+        )
+        async with receiver:
+            await eventually(lambda: len(seen) >= 6, within=60, what="the six records")
+    finally:
+        await conn.close()
+    assert seen == go_keys
+    copy = next(k for k in go_keys.values() if k[0].startswith(f"{action}.retry.1-"))
+    assert copy[2].startswith(f"{topic}-")  # the root is the original record, from headers

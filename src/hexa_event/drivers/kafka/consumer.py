@@ -59,6 +59,9 @@ from .options import KafkaOptions, KafkaSubscriptionOptions, redact
 
 log = logging.getLogger(__name__)
 
+_COMMIT_INTERVAL = 0.05
+"""Seconds between two commits of a subscription (each covers all changes since)."""
+
 
 def _headers(message: Message) -> dict[str, bytes]:
     raw: Any = message.headers()
@@ -152,7 +155,11 @@ class KafkaSubscription(Subscription):
         self._wake = asyncio.Event()
         self._revoke_progress = asyncio.Event()
         self._dirty: set[PartitionState] = set()
-        self._commit_lock = asyncio.Lock()
+        self._in_flight: list[asyncio.Future[list[Any]]] = []
+        """Commits handed to the consumer threads and not yet answered, oldest first."""
+        self._commit_failure: DriverError | None = None
+        self._commit_timer: asyncio.TimerHandle | None = None
+        self._last_commit = 0.0
         self._timers: set[asyncio.TimerHandle] = set()
         self._fatal: str | None = None
         self._closed = False
@@ -184,6 +191,7 @@ class KafkaSubscription(Subscription):
         self._loop = loop
         eager = self._sub_options.assignment != "cooperative-sticky"
         for group, topics in self._plan:
+            fallback = self.group if group == self.retry_group else None
             member = Member(
                 self,
                 loop,
@@ -193,6 +201,7 @@ class KafkaSubscription(Subscription):
                 eager=eager,
                 revoke_timeout=self._options.revoke_timeout,
                 scrub=self._scrub,
+                fallback_group=fallback,
             )
             try:
                 member.start()
@@ -226,6 +235,8 @@ class KafkaSubscription(Subscription):
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
         self._ready.clear()
         for member in self._members:
             member.stop(self._positions(member, everything=True))
@@ -240,7 +251,7 @@ class KafkaSubscription(Subscription):
 
     def busy(self) -> bool:
         """Whether commands may come soon (deliveries out, positions to commit)."""
-        return self._unsettled > 0 or bool(self._dirty)
+        return self._unsettled > 0 or bool(self._dirty) or bool(self._in_flight)
 
     def has_room(self) -> bool:
         return len(self._ready) < self._buffer_high
@@ -376,33 +387,54 @@ class KafkaSubscription(Subscription):
                     positions.append(position)
         return positions
 
-    async def _commit_dirty(self) -> None:
-        async with self._commit_lock:
-            if not self._dirty or self._closed:
-                return
-            dirty, self._dirty = self._dirty, set()
-            wanted = {s: s.position() for s in dirty if not s.revoking}
-            by_member: dict[Member, list[Position]] = {}
-            for state, position in wanted.items():
-                if position is not None:
-                    member: Any = state.member
-                    by_member.setdefault(member, []).append((*state.key, *position))
-            if not by_member:
-                return
-            results = await asyncio.gather(
-                *(m.commit(p) for m, p in by_member.items()), return_exceptions=True
+    def _schedule_commit(self) -> None:
+        """Commit the changed positions soon: at most one commit in flight, and at most one
+        every ``_COMMIT_INTERVAL`` seconds (each commit covers everything changed since)."""
+        if self._in_flight or self._commit_timer is not None or self._closed or not self._dirty:
+            return
+        assert self._loop is not None
+        delay = max(0.0, self._last_commit + _COMMIT_INTERVAL - self._loop.time())
+        self._commit_timer = self._loop.call_later(delay, self._send_commit)
+
+    def _send_commit(self) -> None:
+        self._commit_timer = None
+        if self._closed or not self._dirty:
+            return
+        assert self._loop is not None
+        self._last_commit = self._loop.time()
+        dirty, self._dirty = self._dirty, set()
+        wanted = {s: s.position() for s in dirty if not s.revoking}
+        by_member: dict[Member, list[Position]] = {}
+        for state, position in wanted.items():
+            if position is not None:
+                member: Any = state.member
+                by_member.setdefault(member, []).append((*state.key, *position))
+        if not by_member:
+            return
+        done = asyncio.gather(*(m.commit(p) for m, p in by_member.items()), return_exceptions=True)
+        self._in_flight.append(done)
+        done.add_done_callback(lambda f: self._committed(f, dirty, wanted))
+
+    def _committed(
+        self,
+        done: asyncio.Future[list[Any]],
+        dirty: set[PartitionState],
+        wanted: dict[PartitionState, tuple[int, str] | None],
+    ) -> None:
+        self._in_flight.remove(done)
+        failed = [r for r in done.result() if isinstance(r, BaseException)]
+        if failed:
+            self._dirty.update(s for s in dirty if not s.revoking)
+            first = failed[0]
+            text = first.args[0].str() if isinstance(first, KafkaException) else repr(first)
+            self._commit_failure = DriverError(
+                f"Kafka group {self.group!r}: committing offsets failed: {self._scrub(text)}"
             )
-            failed = [r for r in results if isinstance(r, BaseException)]
-            if failed:
-                self._dirty.update(s for s in dirty if not s.revoking)
-                first = failed[0]
-                text = first.args[0].str() if isinstance(first, KafkaException) else repr(first)
-                raise DriverError(
-                    f"Kafka group {self.group!r}: committing offsets failed: {self._scrub(text)}"
-                )
+        else:
             for state, position in wanted.items():
                 if position is not None:
                     state.committed, state.committed_metadata = position
+        self._schedule_commit()
 
     # -- the contract ----------------------------------------------------------------------------
 
@@ -436,11 +468,18 @@ class KafkaSubscription(Subscription):
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Commit the positions the settled ``deliveries`` moved (acks were applied at once).
 
-        Idempotent: a partition whose position did not change since its last commit is not
-        committed again. Raises DriverError when the broker refused the commit.
+        The consumer thread writes the commit within ``_COMMIT_INTERVAL`` seconds (one
+        commit covers every partition changed since the last), so handling never idles on a
+        broker round trip. A commit the broker refused is raised (DriverError) by the next
+        call and its partitions are committed again; a crash before it is written means
+        those records are delivered again (at-least-once). Close and revoke commit
+        synchronously. Idempotent: a position that did not change is not committed again.
         """
         del deliveries  # their outcomes were applied by on_settle; commit what changed
-        await self._commit_dirty()
+        if self._commit_failure is not None:
+            failure, self._commit_failure = self._commit_failure, None
+            raise failure
+        self._schedule_commit()
 
     def status(self) -> SubscriptionStatus:
         lags = [m.lag for m in self._members if m.lag is not None]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,14 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from ...driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
+from ...driver import (
+    Driver,
+    Features,
+    RawRecord,
+    Subscription,
+    SubscriptionSpec,
+    check_records,
+)
 from ...errors import (
     ChannelNotFoundError,
     ClosedError,
@@ -46,6 +54,8 @@ _TOPIC_VISIBLE_TIMEOUT = 15.0
 _FAILURE_HOLD = 2.0
 """Seconds a failed metadata lookup is reused instead of asking the broker again."""
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_VALID_TOPICS_KEPT = 10_000
+"""Topic names checked once are remembered (up to this many) so publish does not re-check."""
 
 
 def topic_problem(name: object) -> str | None:
@@ -64,11 +74,22 @@ def topic_problem(name: object) -> str | None:
     return None
 
 
-def check_record(channel: str, headers: Mapping[str, Any]) -> None:
-    """Raise InvalidEventError for a channel Kafka refuses or a header that is not bytes."""
-    problem = topic_problem(channel)
+def check_record(record: RawRecord) -> None:
+    """Raise InvalidEventError for a channel Kafka refuses, a key that is not a string, a
+    body or header value that is not bytes, or a ``not_before`` that is not a time."""
+    problem = topic_problem(record.channel)
     if problem is not None:
         raise InvalidEventError("channel", problem)
+    if not isinstance(record.key, str):
+        raise InvalidEventError("key", f"is {type(record.key).__name__}, not str")
+    if not isinstance(record.body, bytes):
+        raise InvalidEventError(
+            "body", f"is {type(record.body).__name__}, not bytes: encode it before publishing"
+        )
+    not_before = record.not_before
+    if not isinstance(not_before, int | float) or not math.isfinite(not_before) or not_before < 0:
+        raise InvalidEventError("not_before", f"must be epoch seconds >= 0, got {not_before!r}")
+    headers: Mapping[str, Any] = record.headers
     for name, value in headers.items():
         if not isinstance(name, str):
             raise InvalidEventError("headers", f"has a non-string name {name!r}")
@@ -115,6 +136,7 @@ class KafkaDriver(Driver):
         self._known_topics: set[str] = set()
         self._provision_lock = asyncio.Lock()
         self._closed = False
+        self._valid_topics: set[str] = set()
 
     def _on_producer_error(self, err: KafkaError) -> None:
         self.last_error = f"{err.name()}: {self._scrub(err.str())}"
@@ -155,6 +177,7 @@ class KafkaDriver(Driver):
             try:
                 metadata = admin.list_topics(timeout=timeout)
             except KafkaException as exc:
+                admin.poll(0)  # forward librdkafka's queued log lines to Python logging
                 error = DriverError(
                     f"cannot read Kafka metadata from {self.options.bootstrap_servers} within "
                     f"{timeout:g} s ({self._scrub(exc.args[0].str())}): is the broker running "
@@ -162,6 +185,7 @@ class KafkaDriver(Driver):
                 )
                 self._metadata_failure = (time.monotonic(), error)
                 raise error from None
+            admin.poll(0)
             self._metadata_failure = None
             found = {}
             for name in topics:
@@ -251,8 +275,14 @@ class KafkaDriver(Driver):
         """Produce ``records``; return once Kafka acknowledged all of them (acks=all)."""
         if self._closed:
             raise ClosedError("the Kafka driver is closed")
+        check_records(records)
+        valid = self._valid_topics
         for record in records:
-            check_record(record.channel, record.headers)
+            if record.channel not in valid:
+                check_record(record)
+                if len(valid) > _VALID_TOPICS_KEPT:
+                    valid.clear()
+                valid.add(record.channel)
         await self._producer.publish(records)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
@@ -283,4 +313,6 @@ class KafkaDriver(Driver):
         await self._producer.close(self.options.delivery_timeout)
         # The admin client has no close(): dropping the last reference destroys it (and its
         # threads, which otherwise keep retrying an unreachable broker).
-        self._admin = None
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            admin.poll(0)

@@ -29,13 +29,22 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 log = logging.getLogger(__name__)
 
 _POLL_IDLE = 0.1
-_POLL_BUSY = 0.01
-"""Poll wait while the loop may send commands (deliveries out): bounds commit latency."""
+_POLL_BUSY = 0.002
+"""Poll wait while the loop may send commands (deliveries out, commits awaited): a command
+waits at most this long for the thread (librdkafka's poll cannot be woken from Python)."""
 _HOLD_BEFORE_PAUSE = 3.0
 _CONSUME_BATCH = 500
 _ERROR_LOG_INTERVAL = 10.0
@@ -117,8 +126,13 @@ class Member:
         eager: bool,
         revoke_timeout: float,
         scrub: Callable[[str], str],
+        fallback_group: str | None = None,
     ) -> None:
         self.group = group
+        self.fallback_group = fallback_group
+        """A group whose committed offsets this one starts from where it has none (the
+        action's group, for its retry group: an upgrade or a switch from an eager strategy
+        then does not read the retry topics again from the start)."""
         self.topics = list(topics)
         self.eager = eager
         self._owner = owner
@@ -127,7 +141,6 @@ class Member:
         self._scrub = scrub
         config = dict(config)
         config["error_cb"] = self._on_error
-        config["on_commit"] = self._on_commit
         self._config = config
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
@@ -141,7 +154,6 @@ class Member:
         # Thread-owned.
         self._owned: set[tuple[str, int]] = set()
         self._paused = False
-        self._pending_commits: list[asyncio.Future[None]] = []
         self._committed: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
         # Read from the loop (plain attribute reads/writes).
@@ -209,13 +221,13 @@ class Member:
                         with contextlib.suppress(KafkaException):
                             consumer.resume(consumer.assignment())
                 # Take what is there at once; block (briefly) only when nothing is.
-                messages = consumer.consume(_CONSUME_BATCH, 0)
+                # A full batch returns at once; otherwise what came within the wait.
+                messages = consumer.consume(
+                    _CONSUME_BATCH, _POLL_BUSY if owner.busy() else _POLL_IDLE
+                )
                 if not messages:
-                    first = consumer.poll(_POLL_BUSY if owner.busy() else _POLL_IDLE)
-                    if first is None:
-                        self._measure_lag(consumer)
-                        continue
-                    messages = [first, *consumer.consume(_CONSUME_BATCH - 1, 0)]
+                    self._measure_lag(consumer)
+                    continue
                 # Records of partitions revoked meanwhile are dropped on the loop, which
                 # knows the current assignment (no per-record work on this thread).
                 loop.call_soon_threadsafe(owner.on_messages, self, messages)
@@ -231,9 +243,7 @@ class Member:
             with contextlib.suppress(Exception):
                 consumer.close()
         finally:
-            for future in self._pending_commits:
-                self._resolve(future, None)
-            self._pending_commits.clear()
+            self._drain_commands()
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._set_done)
 
@@ -249,7 +259,7 @@ class Member:
                 return
             if command == "commit":
                 positions, future = arg
-                self._commit_async(consumer, positions, future)
+                self._commit_for(consumer, positions, future)
             elif command == "final":
                 self._commit_sync(consumer, arg, "at close")
 
@@ -261,20 +271,40 @@ class Member:
             if (t, p) in owned and o >= 0
         ]
 
-    def _commit_async(
+    def _commit_for(
         self, consumer: Consumer, positions: Sequence[Position], future: asyncio.Future[None]
     ) -> None:
+        """A synchronous commit (one broker round trip) whose result resolves ``future``.
+
+        Synchronous on purpose: an asynchronous commit's result is served only from a later
+        ``poll``, which this thread skips while the owner's buffer is full."""
         tps = self._tps(positions)
         if not tps:
             self._resolve(future, None)
             return
         try:
-            consumer.commit(offsets=tps, asynchronous=True)
+            result = consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0]
             self._resolve(future, None if is_rebalance_error(err) else err)
             return
-        self._pending_commits.append(future)
+        failed = None
+        for tp in result or ():
+            if tp.error is None:
+                self._committed[(tp.topic, tp.partition)] = tp.offset
+            elif failed is None and not is_rebalance_error(tp.error):
+                failed = tp.error
+        self._resolve(future, failed)
+
+    def _drain_commands(self) -> None:
+        """The thread ends: resolve what the loop still waits for (nothing more is written)."""
+        while True:
+            try:
+                command, arg = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if command == "commit":
+                self._resolve(arg[1], None)
 
     def _commit_sync(self, consumer: Consumer, positions: Sequence[Position], when: str) -> None:
         tps = self._tps(positions)
@@ -295,17 +325,6 @@ class Member:
         for tp in result or ():
             if tp.error is None:
                 self._committed[(tp.topic, tp.partition)] = tp.offset
-
-    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        """librdkafka's result of an asynchronous commit (served from consume/poll)."""
-        failed = err if err is not None and not is_rebalance_error(err) else None
-        for tp in partitions:
-            if tp.error is None:
-                self._committed[(tp.topic, tp.partition)] = tp.offset
-            elif failed is None and not is_rebalance_error(tp.error):
-                failed = tp.error
-        if self._pending_commits:
-            self._resolve(self._pending_commits.pop(0), failed)
 
     def _resolve(self, future: asyncio.Future[None], err: KafkaError | None) -> None:
         def apply() -> None:
@@ -353,10 +372,27 @@ class Member:
                     self._scrub(exc.args[0].str()),
                 )
                 committed = [TopicPartition(tp.topic, tp.partition, -1) for tp in partitions]
+                known = False
+            else:
+                known = True
+            if self.fallback_group and any(tp.offset < 0 for tp in committed):
+                committed = self._fallback(committed)
+            start = (
+                OFFSET_BEGINNING
+                if self._config.get("auto.offset.reset") == "earliest"
+                else OFFSET_END
+            )
+            positioned = []
             for tp in committed:
                 offset = tp.offset if tp.offset >= 0 else -1
                 found.append((tp.topic, tp.partition, offset, tp.metadata or ""))
                 self._committed[(tp.topic, tp.partition)] = offset
+                # Start where we just read (librdkafka would ask the broker again).
+                positioned.append(
+                    TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else start)
+                )
+            if known:  # else librdkafka looks the committed offsets up itself
+                partitions = positioned
         if self.eager:
             consumer.assign(partitions)
         else:
@@ -365,6 +401,29 @@ class Member:
             consumer.pause(partitions)
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
         self._loop.call_soon_threadsafe(self._owner.on_assigned, self, found)
+
+    def _fallback(self, committed: list[TopicPartition]) -> list[TopicPartition]:
+        """``committed`` with the fallback group's offsets where this group has none."""
+        config = {k: v for k, v in self._config.items() if k not in ("error_cb", "on_commit")}
+        config["group.id"] = self.fallback_group
+        missing = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
+        try:
+            reader = Consumer(config)  # never subscribes: reads offsets, joins nothing
+            try:
+                found = reader.committed(missing, timeout=_COMMITTED_TIMEOUT)
+            finally:
+                reader.close()
+        except KafkaException as exc:
+            log.warning(
+                "Kafka group %r: cannot read the offsets of %r (%s); starting from %s",
+                self.group,
+                self.fallback_group,
+                self._scrub(exc.args[0].str()),
+                self._config.get("auto.offset.reset"),
+            )
+            return committed
+        by_key = {(tp.topic, tp.partition): tp for tp in found if tp.offset >= 0}
+        return [by_key.get((tp.topic, tp.partition), tp) for tp in committed]
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]

@@ -36,7 +36,31 @@ REDACTED = "***"
 Assignment = Literal["cooperative-sticky", "range", "roundrobin"]
 ASSIGNMENTS = ("cooperative-sticky", "range", "roundrobin")
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.kafka.librdkafka")
-"""librdkafka's own log lines, served from the driver's poll threads."""
+"""librdkafka's own log lines (producer, consumers and admin client), served from the
+driver's threads; a line repeated within ``_REPEAT_WINDOW`` seconds is logged once."""
+_REPEAT_WINDOW = 10.0
+
+
+class _RepeatFilter(logging.Filter):
+    """Drops a librdkafka line identical to one logged less than ``_REPEAT_WINDOW`` ago
+    (during an outage librdkafka repeats its connect failure many times a second)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        now = record.created
+        if now - self._seen.get(text, float("-inf")) < _REPEAT_WINDOW:
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[text] = now
+        return True
+
+
+CLIENT_LOGGER.addFilter(_RepeatFilter())
 
 # Settings the driver owns because its guarantees depend on them.
 _FORBIDDEN_CONSUMER = {
@@ -82,11 +106,11 @@ def scrubber(config: Mapping[str, Any]) -> Callable[[str], str]:
     return scrub
 
 
-_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@,]+):([^:]*)$")
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@,?#]+)(?::([^:]*))?$")
 
 
 def check_bootstrap(servers: str) -> None:
-    """Raise ConfigurationError unless ``servers`` is ``host:port[,host:port...]``."""
+    """Raise ConfigurationError unless ``servers`` is ``host[:port][,host[:port]...]``."""
     for entry in servers.split(","):
         entry = entry.strip()
         entry = entry.split("://", 1)[1] if "://" in entry else entry
@@ -97,6 +121,8 @@ def check_bootstrap(servers: str) -> None:
                 "'127.0.0.1:9092' or 'kafka://broker1:9092,broker2:9092'"
             )
         port = match.group(2)
+        if port is None:
+            continue  # librdkafka's default port, 9092
         if not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ConfigurationError(
                 f"Kafka bootstrap server {entry!r} has port {port!r}: a port is a number "
@@ -252,6 +278,10 @@ class KafkaOptions:
                 "auto.offset.reset": "earliest" if start == "earliest" else "latest",
                 "enable.partition.eof": False,
                 "topic.metadata.refresh.interval.ms": 5000,
+                # A fetch that finds its partitions empty waits this long at the broker; at
+                # librdkafka's 500 ms, a first fetch of only empty partitions (retry topics
+                # whose offsets were known first) delays the first record by half a second.
+                "fetch.wait.max.ms": 100,
             }
         )
         config.setdefault("logger", CLIENT_LOGGER)

@@ -89,6 +89,7 @@ class SqlSubscription(Subscription):
         self._buffer: deque[SqlDelivery] = deque()
         self._handed_out = 0
         self._inflight_redeliveries: set[int] = set()
+        self._last_flush = 0.0
         self._heartbeat_error = ""
         self._read_error = ""
         self._channel_gen: dict[str, int] = {}
@@ -399,6 +400,12 @@ class SqlSubscription(Subscription):
         loop = asyncio.get_running_loop()
         for delay in delays:
             loop.call_later(delay, self._redelivery_now)
+        # At most one write per ack_interval: the core's batches arriving meanwhile join it
+        # (one commit for many, as before contract v2).
+        wait = self._last_flush + self._opts.ack_interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last_flush = time.monotonic()
         await self._settlements.flush(self._parts.values())
         if any(p.releasing for p in self._parts.values()):
             self._poke.set()

@@ -40,8 +40,8 @@ class SqlOptions:
     process (and NOTIFY on PostgreSQL) wake consumers at once."""
     max_poll_interval: float = 0.5
     ack_interval: float = 0.02
-    """Accepted for compatibility and validated; unused since contract v2: settlements are
-    written when the core hands them to ``settle`` (in batches)."""
+    """Settlements are written at most this often: the core's ``settle`` batches arriving
+    within it share one transaction (a crash may redeliver what was not written)."""
     publish_batch: int = 2000
     """Most rows one publish transaction carries (concurrent publishes are grouped)."""
     notify: bool = True

@@ -1,0 +1,190 @@
+"""Per-event cost breakdown of the memory end-to-end and Kafka consume paths (cProfile).
+
+    python benchmarks/profile.py [--paths memory,kafka] [--count 20000] [--top 25]
+
+Runs each path once unprofiled (the real rate), then once under cProfile, and prints the
+event loop thread's own time per event grouped by layer, then the top functions by own
+time. Time in C functions (msgspec, dict building, librdkafka calls) is charged to the
+layer of the Python function that called them; time the loop spends idle in ``select`` is
+left out. Threads (the Kafka driver's blocking client calls, sync handlers) are not in the
+profile. cProfile slows Python code several-fold, so read the shares, not the absolute µs:
+the "per event, unprofiled" line is the real cost.
+
+Layers, by module: driver (``hexa_event/driver.py``, ``drivers/``, confluent-kafka), emit
+(emitter, envelope, event, ids), wire/dispatch (wire, dispatch, retry, errors),
+lanes/receiver (lanes, receiver, threads), codec (codecs, msgspec), context (context,
+propagation, middleware, telemetry), asyncio (the event loop, tasks, futures), benchmark
+(the handler and the benchmark's own loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+# This file shares its name with the stdlib's ``profile``, which cProfile imports: load the
+# stdlib modules with this folder off the path, then put it back for the benchmark modules.
+_HERE = sys.path.pop(0)
+import cProfile  # noqa: E402
+import pstats  # noqa: E402
+
+sys.path.insert(0, _HERE)
+
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("driver", ("hexa_event/driver.py", "hexa_event/drivers/", "confluent_kafka", "cimpl")),
+    ("emit", ("hexa_event/emitter.py", "hexa_event/envelope.py", "hexa_event/event.py",
+              "hexa_event/ids.py", "uuid_utils")),
+    ("wire/dispatch", ("hexa_event/wire.py", "hexa_event/dispatch.py", "hexa_event/retry.py",
+                       "hexa_event/errors.py")),
+    ("lanes/receiver", ("hexa_event/lanes.py", "hexa_event/receiver.py",
+                        "hexa_event/threads.py")),
+    ("codec", ("hexa_event/codecs.py", "msgspec")),
+    ("context", ("hexa_event/context.py", "hexa_event/propagation.py",
+                 "hexa_event/middleware.py", "hexa_event/telemetry.py")),
+    ("asyncio", ("asyncio/", "_asyncio", "selectors.py", "contextvars")),
+    ("benchmark", ("benchmarks/",)),
+)  # fmt: skip
+IDLE = ("method 'poll' of 'select.epoll' objects", "method 'select' of 'select.")
+
+Func = tuple[str, int, str]
+
+
+def layer_of(func: Func) -> str | None:
+    """The layer of a Python function (by file); None for a C function (file ``~``) or
+    generated code (``<string>``), whose time goes to their callers' layers."""
+    filename, _, name = func
+    if filename == "<string>":  # dataclass-generated __init__ and the like: the caller's
+        return None
+    if filename == "~":
+        for layer, needles in LAYERS:
+            if any(needle in name for needle in needles):
+                return layer
+        return None
+    for layer, needles in LAYERS:
+        if any(needle in filename for needle in needles):
+            return layer
+    return "other"
+
+
+def describe(func: Func) -> str:
+    filename, line, name = func
+    if filename == "~":
+        return name
+    short = filename.split("site-packages/")[-1].split("/src/")[-1]
+    return f"{short}:{line} {name}"
+
+
+def breakdown(stats: pstats.Stats, count: int, top: int) -> None:
+    raw: dict[Func, Any] = stats.stats  # type: ignore[attr-defined]
+    by_layer: dict[str, float] = defaultdict(float)
+    own: dict[Func, tuple[float, int, str]] = {}
+    idle = 0.0
+    for func, (_cc, calls, tottime, _cumtime, callers) in raw.items():
+        if any(marker in func[2] for marker in IDLE):
+            idle += tottime
+            continue
+        layer = layer_of(func)
+        if layer is None:  # a C function: charge each caller's layer its share
+            shares: dict[str, float] = defaultdict(float)
+            for caller, (_c, _n, caller_tt, _ct) in callers.items():
+                shares[layer_of(caller) or "other"] += caller_tt
+            for name, seconds in shares.items():
+                by_layer[name] += seconds
+            charged = sum(shares.values())
+            if tottime > charged:  # callers not recorded (e.g. called from C)
+                by_layer["other"] += tottime - charged
+            main = max(shares, key=shares.__getitem__) if shares else "other"
+            own[func] = (tottime, calls, f"{main}*")
+        else:
+            by_layer[layer] += tottime
+            own[func] = (tottime, calls, layer)
+    busy = sum(by_layer.values())
+    print(f"  event loop thread busy {busy:.2f} s, idle in select {idle:.2f} s (profiled)")
+    print(f"  {'layer':<16} {'µs/event':>9} {'share':>6}")
+    for layer, seconds in sorted(by_layer.items(), key=lambda kv: -kv[1]):
+        print(f"  {layer:<16} {seconds / count * 1e6:>9.2f} {seconds / busy:>6.0%}")
+    print(f"\n  top {top} functions by own time (* = C or generated, charged to its callers)")
+    print(f"  {'µs/event':>9} {'calls/ev':>8} {'layer':<16} function")
+    for func, (seconds, calls, layer) in sorted(own.items(), key=lambda kv: -kv[1][0])[:top]:
+        print(f"  {seconds / count * 1e6:>9.2f} {calls / count:>8.2f} {layer:<16} {describe(func)}")
+
+
+class GcClock:
+    """Time spent in the garbage collector while installed."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+            self.collections += 1
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+async def profile(title: str, count: int, run: Callable[[int], Awaitable[float]], top: int) -> None:
+    print(f"\n== {title}, {count:,} events")
+    with GcClock() as clock:
+        rate = await run(count)
+    print(
+        f"  unprofiled: {rate:,.0f} events/s, {1e6 / rate:.1f} µs per event; garbage "
+        f"collector {clock.seconds / count * 1e6:.2f} µs/event ({clock.collections} runs)"
+    )
+    profiler = cProfile.Profile()
+    began = time.perf_counter()
+    profiler.enable()
+    await run(count)
+    profiler.disable()
+    wall = time.perf_counter() - began
+    print(f"  profiled: {wall:.2f} s wall, {wall / count * 1e6:.1f} µs per event")
+    breakdown(pstats.Stats(profiler), count, top)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paths", default="memory,kafka")
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    paths = args.paths.split(",")
+    if "memory" in paths:
+        import memory_end_to_end
+
+        await profile(
+            "memory driver end to end (emit -> handle -> ack)",
+            args.count,
+            memory_end_to_end.ours,
+            args.top,
+        )
+    if "kafka" in paths:
+        import kafka_consume
+
+        await asyncio.to_thread(kafka_consume.fill, args.count)  # filling is not profiled
+        for title, run in (
+            ("Kafka consume + ack through a receiver", kafka_consume.ours),
+            ("Kafka consume, driver alone (fetch, decode, ack, settle)", kafka_consume.driver_only),
+        ):
+            try:
+                await profile(title, args.count, run, args.top)
+            except Exception as exc:
+                print(f"  failed: {type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,349 @@
+"""Pulsar: emit, and consume + ack, through hexa-event against raw ``pulsar.asyncio``.
+
+Both sides use the same broker, the same records (64 keys, the JSON body and the headers
+our envelope writes, as message properties) and the same subscription type (Key_Shared).
+
+- Emit. Raw: ``pulsar.asyncio`` producer (batching on, key-based batches), every send
+  started at once in windows of 1,000 (``asyncio.gather``), done when all are confirmed.
+  Ours: ``Emitter.emit_many`` in batches of 1,000 events, 4 in flight (payload encoding,
+  event ids and context headers included).
+- Consume + ack. A topic is pre-filled with N sealed events. Raw: ``await
+  consumer.receive()`` in a loop, msgspec-decode each body into the dataclass, ``await
+  consumer.acknowledge(msg)``. Ours, driver: ``fetch`` / ``ack`` / ``settle`` of the
+  subscription with the same decode. Ours, receiver: a receiver whose handler takes the
+  decoded dataclass (context, per-key lanes, dedup keys, batched settle), when the core on
+  this branch speaks contract v2.
+- For the ceiling, the same against the fastest raw uses of the client: ``Producer.send_async``
+  with a callback and ``flush`` (sync API), and a thread blocking in ``receive()`` that decodes
+  and acknowledges.
+
+    HEXA_PULSAR_URL=pulsar://127.0.0.1:6650 python benchmarks/pulsar_bench.py [--count 20000]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pulsar
+import pulsar.asyncio as pulsar_asyncio
+from _harness import cli, compare, finish
+
+import hexa_event as he
+from hexa_event.driver import SubscriptionSpec
+
+URL = os.environ.get("HEXA_PULSAR_URL", "pulsar://127.0.0.1:6650")
+KEYS = 64
+BATCH = 1000
+IN_FLIGHT = 4
+
+
+@dataclass
+class Tick:
+    n: int
+    name: str
+    total: int
+    currency: str
+    note: str
+
+
+def _tick(n: int) -> Tick:
+    return Tick(n, "tick", 4200, "EUR", "small event")
+
+
+def topic_name(prefix: str) -> str:
+    return f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def full(topic: str) -> str:
+    return f"persistent://public/default/{topic}"
+
+
+def _sealed(topic: str, count: int) -> list[he.driver.RawRecord]:
+    envelope = he.envelope.Envelope()
+    ctx = he.Context(correlation_id="bench")
+    return [envelope.seal(he.Event(topic, f"k{n % KEYS}", _tick(n)), ctx) for n in range(count)]
+
+
+# -- emit ------------------------------------------------------------------------------------
+
+
+async def raw_emit(count: int) -> float:
+    topic = topic_name("emit-raw")
+    sample = _sealed(topic, 1)[0]
+    props = {k: v.decode() for k, v in sample.headers.items()}
+    body = sample.body
+    client = pulsar_asyncio.Client(URL)
+    producer = await client.create_producer(
+        full(topic),
+        batching_type=pulsar.BatchingType.KeyBased,
+        batching_max_publish_delay_ms=5,
+        max_pending_messages=BATCH * IN_FLIGHT,
+    )
+    await producer.send(body, properties=props, partition_key="warm-up")
+    keys = [f"k{n}" for n in range(KEYS)]
+    began = time.perf_counter()
+    for start in range(0, count, BATCH):
+        await asyncio.gather(
+            *(
+                producer.send(
+                    body,
+                    properties=props,
+                    partition_key=keys[n % KEYS],
+                    event_timestamp=int(time.time() * 1000),
+                )
+                for n in range(start, min(start + BATCH, count))
+            )
+        )
+    elapsed = time.perf_counter() - began
+    await producer.close()
+    await client.close()
+    return count / elapsed
+
+
+def raw_emit_callback_sync(count: int) -> float:
+    topic = topic_name("emit-raw-cb")
+    sample = _sealed(topic, 1)[0]
+    props = {k: v.decode() for k, v in sample.headers.items()}
+    body = sample.body
+    client = pulsar.Client(URL)
+    producer = client.create_producer(
+        full(topic),
+        batching_enabled=True,
+        batching_type=pulsar.BatchingType.KeyBased,
+        batching_max_publish_delay_ms=5,
+        max_pending_messages=count,
+        max_pending_messages_across_partitions=count,
+    )
+    producer.send(body, properties=props, partition_key="warm-up")
+    keys = [f"k{n}" for n in range(KEYS)]
+    done = threading.Event()
+    results: list[object] = []
+
+    def confirmed(result: object, _msg_id: object) -> None:
+        results.append(result)
+        if len(results) == count:
+            done.set()
+
+    began = time.perf_counter()
+    for n in range(count):
+        producer.send_async(
+            body,
+            confirmed,
+            properties=props,
+            partition_key=keys[n % KEYS],
+            event_timestamp=int(time.time() * 1000),
+        )
+    producer.flush()
+    assert done.wait(120)
+    elapsed = time.perf_counter() - began
+    assert all(r == pulsar.Result.Ok for r in results)
+    producer.close()
+    client.close()
+    return count / elapsed
+
+
+async def raw_emit_callback(count: int) -> float:
+    return await asyncio.to_thread(raw_emit_callback_sync, count)
+
+
+async def ours_emit(count: int) -> float:
+    topic = topic_name("emit-ours")
+    connection = he.connect(URL)
+    emitter = connection.emitter()
+    await emitter.emit(he.Event(topic, "warm-up", _tick(-1)))  # connect before timing
+    ctx = he.Context(correlation_id="bench")
+    semaphore = asyncio.Semaphore(IN_FLIGHT)
+
+    async def send(start: int) -> None:
+        async with semaphore:
+            await emitter.emit_many(
+                (
+                    he.Event(topic, f"k{n % KEYS}", _tick(n))
+                    for n in range(start, min(start + BATCH, count))
+                ),
+                ctx,
+            )
+
+    began = time.perf_counter()
+    await asyncio.gather(*(send(start) for start in range(0, count, BATCH)))
+    elapsed = time.perf_counter() - began
+    await connection.close()
+    return count / elapsed
+
+
+# -- consume ---------------------------------------------------------------------------------
+
+_filled: dict[str, str] = {}
+
+
+async def fill(count: int) -> str:
+    """A fresh topic holding ``count`` sealed events."""
+    topic = topic_name("consume")
+    connection = he.connect(URL)
+    await connection.publish(_sealed(topic, count))
+    await connection.close()
+    return topic
+
+
+async def raw_consume(count: int) -> float:
+    topic = await fill(count)
+    decoder = msgspec.json.Decoder(Tick)
+    client = pulsar_asyncio.Client(URL)
+    consumer = await client.subscribe(
+        full(topic),
+        f"raw-{uuid.uuid4().hex[:6]}",
+        consumer_type=pulsar.ConsumerType.KeyShared,
+        initial_position=pulsar.InitialPosition.Earliest,
+        batch_index_ack_enabled=True,
+    )
+    began = time.perf_counter()
+    for _ in range(count):
+        msg = await consumer.receive()
+        decoder.decode(msg.data())
+        await consumer.acknowledge(msg)
+    elapsed = time.perf_counter() - began
+    await consumer.close()
+    await client.close()
+    return count / elapsed
+
+
+def raw_consume_sync_loop(topic: str, count: int) -> float:
+    decoder = msgspec.json.Decoder(Tick)
+    client = pulsar.Client(URL)
+    consumer = client.subscribe(
+        full(topic),
+        f"raw-sync-{uuid.uuid4().hex[:6]}",
+        consumer_type=pulsar.ConsumerType.KeyShared,
+        initial_position=pulsar.InitialPosition.Earliest,
+        batch_index_ack_enabled=True,
+    )
+    began = time.perf_counter()
+    for _ in range(count):
+        msg = consumer.receive()
+        decoder.decode(msg.data())
+        consumer.acknowledge(msg)
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    client.close()
+    return count / elapsed
+
+
+async def raw_consume_sync(count: int) -> float:
+    topic = await fill(count)
+    return await asyncio.to_thread(raw_consume_sync_loop, topic, count)
+
+
+async def ours_driver_consume(count: int) -> float:
+    topic = await fill(count)
+    decoder = msgspec.json.Decoder(Tick)
+    connection = he.connect(URL)
+    subscription = await connection.subscribe(
+        SubscriptionSpec(group=f"ours-{uuid.uuid4().hex[:6]}", channels=(topic,))
+    )
+    began = time.perf_counter()
+    done = 0
+    while done < count:
+        deliveries = await subscription.fetch(500)
+        for delivery in deliveries:
+            decoder.decode(delivery.record.body)
+            delivery.ack()
+        await subscription.settle(deliveries)
+        done += len(deliveries)
+    elapsed = time.perf_counter() - began
+    await subscription.close()
+    await connection.close()
+    return count / elapsed
+
+
+async def ours_receiver_consume(count: int) -> float:
+    topic = await fill(count)
+    connection = he.connect(URL)
+    receiver = connection.receiver("bench")
+    finished = asyncio.Event()
+    seen = 0
+
+    async def handle(ctx: he.Context, msg: Any) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= count:
+            finished.set()
+
+    receiver.subscribe(topic, action=f"ours-{uuid.uuid4().hex[:6]}", payload=Tick, handler=handle)
+    began = time.perf_counter()
+    await receiver.start()
+    await asyncio.wait_for(finished.wait(), 300)
+    elapsed = time.perf_counter() - began
+    await receiver.close()
+    await connection.close()
+    return count / elapsed
+
+
+def receiver_speaks_v2() -> bool:
+    """Whether the core on this checkout settles through ``Subscription.settle``."""
+    import inspect
+
+    from hexa_event import receiver
+
+    return "settle(" in inspect.getsource(receiver)
+
+
+async def main() -> None:
+    args = cli(__doc__.splitlines()[0], 20_000)
+    results = [
+        await compare(
+            "Pulsar emit (confirmed)",
+            args.count,
+            ("raw pulsar.asyncio send x window", raw_emit),
+            ("hexa-event emit_many", ours_emit),
+            rounds=args.rounds,
+        ),
+        await compare(
+            "Pulsar consume + ack, driver (fetch/ack/settle)",
+            args.count,
+            ("raw pulsar.asyncio receive+decode+ack", raw_consume),
+            ("PulsarSubscription fetch+settle", ours_driver_consume),
+            rounds=args.rounds,
+        ),
+    ]
+    if receiver_speaks_v2():
+        results.append(
+            await compare(
+                "Pulsar consume + ack through a receiver",
+                args.count,
+                ("raw pulsar.asyncio receive+decode+ack", raw_consume),
+                ("hexa-event receiver", ours_receiver_consume),
+                rounds=args.rounds,
+            )
+        )
+    # The fastest raw use of the client, for the ceiling: callbacks and a blocking thread.
+    results.append(
+        await compare(
+            "Pulsar emit against the callback API",
+            args.count,
+            ("raw pulsar-client send_async+flush", raw_emit_callback),
+            ("hexa-event emit_many", ours_emit),
+            rounds=args.rounds,
+        )
+    )
+    if receiver_speaks_v2():
+        results.append(
+            await compare(
+                "Pulsar consume + ack against a blocking receive thread",
+                args.count,
+                ("raw pulsar-client receive+decode+ack", raw_consume_sync),
+                ("hexa-event receiver", ours_receiver_consume),
+                rounds=args.rounds,
+            )
+        )
+    finish(results, args.json)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,311 @@
+"""NATS Streaming: hexa-event's ``stan://`` driver against a raw nats-py STAN loop.
+
+The reference speaks the same STAN protocol with our protocol module on a bare nats-py
+connection, without any of the driver's machinery: no session recovery, no re-sends, no
+bookkeeping of held or nacked messages.
+
+- emit: raw = PubMsg frames of one pre-built Go-envelope body published in a loop, then wait
+  for every PubAck; ours = ``Emitter.emit_many`` in batches of 1,000, four in flight
+  (payload encoding, context headers, event ids and the envelope included).
+- emit, driver alone: the same sealed records through ``Driver.publish`` in batches.
+- consume + ack, driver alone: ``fetch``, ``ack`` and ``settle`` on the driver's subscription.
+- consume + ack: raw = a durable queue subscription whose callback decodes each MsgProto and
+  its envelope and publishes the Ack; ours = a receiver whose handler decodes the JSON
+  payload, acks settled in batches.
+
+    HEXA_STAN_URL=nats://127.0.0.1:4223 HEXA_STAN_CLUSTER_ID=hexa-event \\
+        python benchmarks/stan_bench.py [--count 20000]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from typing import Any
+
+import nats
+from _harness import cli, compare, finish
+from nats.nuid import NUID
+
+import hexa_event as he
+from hexa_event.drivers.stan.protocol import (
+    CloseRequest,
+    ConnectRequest,
+    ConnectResponse,
+    SubscriptionRequest,
+    SubscriptionResponse,
+    decode_msg_proto,
+    encode_ack,
+    encode_ack_head,
+    encode_pub_channel,
+    encode_pub_head,
+    encode_pub_msg,
+)
+from hexa_event.drivers.stan.wire import decode_body, encode_body
+
+NATS_URL = os.environ.get("HEXA_STAN_URL", "nats://127.0.0.1:4223")
+CLUSTER = os.environ.get("HEXA_STAN_CLUSTER_ID", "hexa-event")
+STAN_URL = f"stan://{NATS_URL.split('://', 1)[1]}?cluster_id={CLUSTER}"
+BATCH = 1000
+IN_FLIGHT = 4
+KEYS = 64
+
+
+def _payload(n: int) -> dict[str, Any]:
+    return {"n": n, "name": "tick", "total": 4200, "currency": "EUR", "note": "small event"}
+
+
+def _sample_body() -> bytes:
+    record = he.envelope.Envelope().seal(he.Event("t", "k0", _payload(12345)), he.Context())
+    return encode_body(record.key, record.headers, record.body)
+
+
+class RawStan:
+    """The least a STAN client must do: connect, publish and wait for PubAcks, subscribe."""
+
+    def __init__(self) -> None:
+        self.nuid = NUID()
+        self.client_id = f"bench-raw-{uuid.uuid4().hex[:8]}"
+
+    async def open(self) -> None:
+        self.nc = await nats.connect(NATS_URL)
+        hb = self.nc.new_inbox()
+
+        async def beat(msg: Any) -> None:
+            await self.nc.publish(msg.reply, b"")
+
+        await self.nc.subscribe(hb, cb=beat)
+        self.conn_id = bytes(self.nuid.next())
+        request = ConnectRequest(client_id=self.client_id, heartbeat_inbox=hb, conn_id=self.conn_id)
+        reply = await self.nc.request(f"_STAN.discover.{CLUSTER}", request.encode(), timeout=5)
+        self.response = ConnectResponse.decode(reply.data)
+        assert not self.response.error, self.response.error
+
+    async def publish_all(self, channel: str, body: bytes, count: int) -> None:
+        acks = f"_STAN.acks.{self.nuid.next().decode()}"
+        done = asyncio.get_running_loop().create_future()
+        received = 0
+
+        async def on_ack(msg: Any) -> None:
+            nonlocal received
+            received += 1
+            if received == count and not done.done():
+                done.set_result(None)
+
+        sub = await self.nc.subscribe(acks, cb=on_ack)
+        subject = f"{self.response.pub_prefix}.{channel}"
+        head = encode_pub_head(self.client_id, self.conn_id)
+        channel_field = encode_pub_channel(channel)
+        for _ in range(count):
+            frame = encode_pub_msg(head, self.nuid.next().decode(), channel_field, body)
+            await self.nc.publish(subject, frame, reply=acks)
+        await asyncio.wait_for(done, 120)
+        await sub.unsubscribe()
+
+    async def consume_all(self, channel: str, count: int) -> None:
+        inbox = self.nc.new_inbox()
+        done = asyncio.get_running_loop().create_future()
+        received = 0
+        ack_inbox = ""
+        ack_head = encode_ack_head(channel)
+        subscribed = asyncio.Event()  # messages may come before the response is read
+
+        async def on_msg(msg: Any) -> None:
+            nonlocal received
+            if not ack_inbox:
+                await subscribed.wait()
+            proto = decode_msg_proto(msg.data)
+            decode_body(proto.data)
+            await self.nc.publish(ack_inbox, encode_ack(ack_head, proto.sequence))
+            received += 1
+            if received == count and not done.done():
+                done.set_result(None)
+
+        sub = await self.nc.subscribe(inbox, cb=on_msg)
+        request = SubscriptionRequest(
+            client_id=self.client_id,
+            subject=channel,
+            q_group="bench",
+            durable_name="bench",
+            inbox=inbox,
+            max_in_flight=1024,
+            ack_wait_in_secs=30,
+            start_position=4,
+        )
+        reply = await self.nc.request(self.response.sub_requests, request.encode(), timeout=5)
+        response = SubscriptionResponse.decode(reply.data)
+        assert not response.error, response.error
+        ack_inbox = response.ack_inbox
+        subscribed.set()
+        await asyncio.wait_for(done, 120)
+        await sub.unsubscribe()
+
+    async def close(self) -> None:
+        request = CloseRequest(client_id=self.client_id)
+        await self.nc.request(self.response.close_requests, request.encode(), timeout=5)
+        await self.nc.close()
+
+
+async def raw_emit(count: int) -> float:
+    client = RawStan()
+    await client.open()
+    body = _sample_body()
+    channel = f"bench-{uuid.uuid4().hex[:8]}"
+    began = asyncio.get_running_loop().time()
+    await client.publish_all(channel, body, count)
+    rate = count / (asyncio.get_running_loop().time() - began)
+    await client.close()
+    return rate
+
+
+async def ours_emit(count: int) -> float:
+    connection = he.connect(STAN_URL)
+    emitter = connection.emitter()
+    channel = f"bench-{uuid.uuid4().hex[:8]}"
+    await emitter.emit(he.Event(channel, "warm", _payload(0)))  # connect before timing
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def batch(start: int) -> None:
+        async with gate:
+            await emitter.emit_many(
+                he.Event(channel, f"k{n % KEYS}", _payload(n))
+                for n in range(start, min(start + BATCH, count))
+            )
+
+    await asyncio.gather(*(batch(s) for s in range(0, count, BATCH)))
+    rate = count / (loop.time() - began)
+    await connection.close()
+    return rate
+
+
+async def ours_publish(count: int) -> float:
+    """The driver alone: records sealed beforehand, ``publish`` in batches, four in flight."""
+    connection = he.connect(STAN_URL)
+    channel = f"bench-{uuid.uuid4().hex[:8]}"
+    envelope = he.envelope.Envelope()
+    records = [
+        envelope.seal(he.Event(channel, f"k{n % KEYS}", _payload(n)), he.Context())
+        for n in range(count)
+    ]
+    await connection.publish(records[:1])  # connect before timing
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def batch(start: int) -> None:
+        async with gate:
+            await connection.publish(records[start : start + BATCH])
+
+    await asyncio.gather(*(batch(s) for s in range(0, count, BATCH)))
+    rate = count / (loop.time() - began)
+    await connection.close()
+    return rate
+
+
+async def _backlog(count: int) -> str:
+    client = RawStan()
+    await client.open()
+    channel = f"bench-{uuid.uuid4().hex[:8]}"
+    await client.publish_all(channel, _sample_body(), count)
+    await client.close()
+    return channel
+
+
+async def raw_consume(count: int) -> float:
+    channel = await _backlog(count)
+    client = RawStan()
+    await client.open()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await client.consume_all(channel, count)
+    rate = count / (loop.time() - began)
+    await client.close()
+    return rate
+
+
+async def ours_consume(count: int) -> float:
+    channel = await _backlog(count)
+    connection = he.connect(STAN_URL)
+    receiver = connection.receiver("bench")
+    handled = 0
+    done = asyncio.get_running_loop().create_future()
+
+    async def handle(ctx: he.Context, msg: he.Message[dict[str, Any]]) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == count and not done.done():
+            done.set_result(None)
+
+    receiver.subscribe(channel, action=f"bench-{uuid.uuid4().hex[:6]}", handler=handle)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await receiver.start()
+    await asyncio.wait_for(done, 120)
+    rate = count / (loop.time() - began)
+    await receiver.close()
+    await connection.close()
+    return rate
+
+
+async def ours_driver_consume(count: int) -> float:
+    """The driver alone: fetch, ack each delivery, settle each batch."""
+    channel = await _backlog(count)
+    connection = he.connect(STAN_URL)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    subscription = await connection.subscribe(
+        he.driver.SubscriptionSpec(group=f"bench-{uuid.uuid4().hex[:6]}", channels=(channel,))
+    )
+    got = 0
+    while got < count:
+        deliveries = await subscription.fetch(1024)
+        for delivery in deliveries:
+            delivery.ack()
+        await subscription.settle(deliveries)
+        got += len(deliveries)
+    rate = count / (loop.time() - began)
+    await subscription.close()
+    await connection.close()
+    return rate
+
+
+async def main() -> None:
+    args = cli(__doc__.splitlines()[0], 20_000)
+    results = [
+        await compare(
+            "STAN emit",
+            args.count,
+            ("raw nats-py STAN publish loop", raw_emit),
+            ("hexa-event emit_many", ours_emit),
+            rounds=args.rounds,
+        ),
+        await compare(
+            "STAN emit, driver alone (records sealed beforehand)",
+            args.count,
+            ("raw nats-py STAN publish loop", raw_emit),
+            ("hexa-event driver publish", ours_publish),
+            rounds=args.rounds,
+        ),
+        await compare(
+            "STAN consume + ack",
+            args.count,
+            ("raw nats-py STAN subscription", raw_consume),
+            ("hexa-event receiver", ours_consume),
+            rounds=args.rounds,
+        ),
+        await compare(
+            "STAN consume + ack, driver alone",
+            args.count,
+            ("raw nats-py STAN subscription", raw_consume),
+            ("hexa-event driver fetch + settle", ours_driver_consume),
+            rounds=args.rounds,
+        ),
+    ]
+    finish(results, args.json)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

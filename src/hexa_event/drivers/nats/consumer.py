@@ -1,0 +1,503 @@
+"""The receive side: one member of a group's durable pull consumer.
+
+Pulling: a background task keeps pull requests outstanding on the consumer
+(``$JS.API.CONSUMER.MSG.NEXT``) for as many records as the member may still hold
+(``spec.prefetch`` minus those buffered or handed out and unsettled), with idle
+heartbeats. Records arrive on one inbox subscription; ``fetch`` hands out what arrived.
+A pull that shows no heartbeat for two intervals, a reconnect, or a 409/503 status is
+counted as gone and renewed, after re-checking the consumer (a server that lost it gets it
+created again): a restart never leaves the member silently stalled, and ``status().error``
+says what is wrong meanwhile.
+
+Settling: ``settle`` sends ``+ACK``, ``-NAK`` (with the nack's delay, which the server
+honours) or, for a record the server will not deliver again (``max_deliver`` reached),
+``+TERM``; then one flush confirms the server read them, so a settle that returns was
+received. While a delivery is unsettled (buffered, running, or settled but not yet
+written) the member sends in-progress (``+WPI``) every third of ``ack_wait``, so long
+handlers keep their records and only a dead member lets AckWait expire. At close the
+member drains its inbox and naks whatever it still holds, so other members get those
+records at once.
+
+Order: the consumer hands records out in stream order, and the core runs one key's records
+one after another, so one member keeps each key's order; after a nack, the key's later
+records wait for the nacked one (:mod:`.ordering`), and redelivered records waiting
+together are handed out in stream order (the server does not sort its redeliveries).
+Several members of one group share records without regard to keys, so across members
+order needs ``failover`` (one pinned member at a time; a closing member gives back what
+it holds, then unpins so a standby takes over at once) or ``max_ack_pending=1`` (see the
+README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSub
+
+from ...driver import (
+    Delivery,
+    Outcome,
+    RawRecord,
+    Subscription,
+    SubscriptionSpec,
+    SubscriptionStatus,
+)
+from ...errors import DriverError
+from . import headers as wire
+from .client import confirm, stop_interest
+from .naming import subject_channel
+from .options import NatsSubscriptionOptions
+from .ordering import KeyGate
+from .streams import ERR_STREAM_NOT_FOUND, PRIORITY_GROUP, JetStreamApi, JetStreamApiError
+
+log = logging.getLogger(__name__)
+
+_NS = 1_000_000_000
+_PIN_ID = "Nats-Pin-Id"
+_ACK = b"+ACK"
+_NAK = b"-NAK"
+_TERM = b"+TERM"
+_WPI = b"+WPI"
+_LAG_REFRESH = 5.0
+_RETRY_PAUSE = 1.0
+
+
+class NatsDelivery(Delivery):
+    """A record from the consumer; ``coordinates`` is ``<stream>-<stream sequence>``."""
+
+    __slots__ = ("_msg", "_touched", "seq")
+
+    def __init__(
+        self, record: RawRecord, msg: Msg, coordinates: str, count: int, ts: float, seq: int
+    ) -> None:
+        super().__init__(record, coordinates=coordinates, delivery_count=count, timestamp=ts)
+        self._msg = msg
+        self._touched = time.monotonic()
+        self.seq = seq
+        """The record's stream sequence."""
+
+    @property
+    def gate_key(self) -> tuple[str, str]:
+        return (self.record.channel, self.record.key)
+
+    @property
+    def native(self) -> object:
+        """The nats-py ``Msg``."""
+        return self._msg
+
+
+def _by_seq(delivery: NatsDelivery) -> int:
+    return delivery.seq
+
+
+def _metadata(reply: str) -> tuple[int, int, int, int]:
+    """Delivery count, stream sequence, timestamp (ns) and pending count of an ack subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or the newer
+    form with domain and account hash after ``$JS.ACK`` and a random token at the end.
+    """
+    tokens = reply.split(".")
+    at = 4 if len(tokens) >= 12 else 2
+    return (
+        int(tokens[at + 2]),
+        int(tokens[at + 3]),
+        int(tokens[at + 5]),
+        int(tokens[at + 6]),
+    )
+
+
+class NatsSubscription(Subscription):
+    """A member of the durable pull consumer ``consumer`` on ``stream``."""
+
+    def __init__(
+        self,
+        nc: Client,
+        api: JetStreamApi,
+        *,
+        stream: str,
+        consumer: str,
+        config: dict[str, object],
+        prefix: str,
+        spec: SubscriptionSpec,
+        options: NatsSubscriptionOptions,
+        connection_error: Callable[[], str],
+        ensure_stream: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._nc = nc
+        self._api = api
+        self._stream = stream
+        self._consumer = consumer
+        self._config = config
+        self._prefix = prefix
+        self._options = options
+        self._connection_error = connection_error
+        self._ensure_stream = ensure_stream
+        self._channels = frozenset(spec.channels)
+        self._pattern = re.compile(spec.pattern) if spec.pattern else None
+        self._limit = max(1, spec.prefetch)
+        self._batch = min(self._limit, options.batch or self._limit)
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._redelivered = False
+        self._pin: str | None = None
+        """With ``failover``: the pin id the server gave this member while it is active."""
+        self._expires = max(5.0, options.heartbeat * 10)
+        self._buffer: deque[NatsDelivery] = deque()
+        self._gate: KeyGate[NatsDelivery] = KeyGate(options.ack_wait)
+        self._ungated = frozenset(spec.retry_channels)
+        self._unsettled: dict[str, NatsDelivery] = {}
+        self._ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._inbox = ""
+        self._sub: NatsSub | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._asked = 0
+        self._pull_until = 0.0
+        self._last_seen = time.monotonic()
+        self._check_consumer = False
+        self._error = ""
+        self._fatal: DriverError | None = None
+        self._lag: int | None = None
+        self._lag_at = 0.0
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create or update the consumer, subscribe the inbox, start pulling."""
+        await self._api.ensure_consumer(self._stream, self._consumer, self._config)
+        self._inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(
+            self._inbox, cb=self._on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
+        # The first pull is registered before subscribe returns, so a member that has
+        # joined takes its share of what is published next.
+        await self._pull()
+        with contextlib.suppress(TimeoutError):
+            await confirm(self._nc, self._api_timeout)
+        self._task = asyncio.create_task(
+            self._run(), name=f"hexa-event nats pull {self._stream}/{self._consumer}"
+        )
+
+    async def close(self) -> None:
+        """Stop pulling, nak what this member still holds, leave. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ready.set()
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._sub is not None and not self._nc.is_closed:
+            # Records already on their way arrive through the callback, which naks them.
+            await stop_interest(self._nc, self._sub, self._api_timeout)
+        held = [*self._buffer, *(d for d in self._unsettled.values() if d.outcome is None)]
+        held.extend(self._gate.clear())
+        self._buffer.clear()
+        if held and not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                for delivery in held:
+                    self._unsettled.pop(delivery._msg.reply, None)
+                    await self._nc.publish(delivery._msg.reply, _NAK)
+                await confirm(self._nc, self._api_timeout)
+        if self._pin is not None and not self._nc.is_closed:
+            # Hand the group over to a standby member now, not after failover_timeout; the
+            # records given back above are redelivered to it before any later record.
+            with contextlib.suppress(DriverError):
+                await self._api.request(
+                    f"CONSUMER.UNPIN.{self._stream}.{self._consumer}", {"group": PRIORITY_GROUP}
+                )
+
+    def on_reconnect(self) -> None:
+        """The connection came back: pulls made before are gone; check the consumer."""
+        self._asked = 0
+        self._check_consumer = True
+        self._wake.set()
+
+    # -- the contract ---------------------------------------------------------------------------
+
+    async def fetch(self, max_count: int) -> Sequence[Delivery]:
+        while True:
+            if self._closed:
+                return []
+            if self._buffer:
+                if self._redelivered:
+                    # The server redelivers given-back records in no particular order:
+                    # stream order again (a key's records keep their publish order).
+                    self._buffer = deque(sorted(self._buffer, key=_by_seq))
+                    self._redelivered = False
+                count = min(max_count, len(self._buffer))
+                out = [self._buffer.popleft() for _ in range(count)]
+                for delivery in out:
+                    self._unsettled[delivery._msg.reply] = delivery
+                return out
+            if self._fatal is not None:
+                raise self._fatal
+            self._ready.clear()
+            await self._ready.wait()
+
+    async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        nc = self._nc
+        try:
+            for delivery in deliveries:
+                assert isinstance(delivery, NatsDelivery)
+                await nc.publish(delivery._msg.reply, self._verdict(delivery))
+            await confirm(nc, self._api_timeout)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise DriverError(
+                f"could not confirm {len(deliveries)} settlements with NATS: {exc!r} "
+                "(they are sent again)"
+            ) from None
+        now = time.monotonic()
+        released: list[NatsDelivery] = []
+        for delivery in deliveries:
+            assert isinstance(delivery, NatsDelivery)
+            self._unsettled.pop(delivery._msg.reply, None)
+            if delivery.record.channel in self._ungated:
+                continue
+            if delivery.outcome is Outcome.NACK and not self._final(delivery):
+                self._gate.nacked(delivery, delivery.delay, now)
+            else:
+                released.extend(self._gate.done(delivery))
+        if released:
+            self._buffer.extend(released)
+            self._ready.set()
+        self._wake.set()
+
+    def _verdict(self, delivery: NatsDelivery) -> bytes:
+        if delivery.outcome is Outcome.ACK:
+            return _ACK
+        if self._final(delivery):
+            max_deliver = self._options.max_deliver
+            log.error(
+                "record %s of consumer %s was nacked on its delivery %d of max_deliver=%d: "
+                "the server will not deliver it again, so it is terminated (it stays in "
+                "the stream; raise NatsSubscriptionOptions.max_deliver or use -1)",
+                delivery.coordinates,
+                self._consumer,
+                delivery.delivery_count,
+                max_deliver,
+            )
+            return _TERM
+        if delivery.delay > 0:
+            return _NAK + b" " + json.dumps({"delay": int(delivery.delay * _NS)}).encode()
+        return _NAK
+
+    def _final(self, delivery: NatsDelivery) -> bool:
+        """The server will not deliver this record again (``max_deliver`` reached)."""
+        limit = self._options.max_deliver
+        return limit > 0 and delivery.delivery_count >= limit
+
+    def status(self) -> SubscriptionStatus:
+        error = self._connection_error() or self._error
+        if self._fatal is not None:
+            error = str(self._fatal)
+        held = not self._options.failover or self._pin is not None
+        assignment = (f"{self._stream}/{self._consumer}",) if held else ()
+        return SubscriptionStatus(assignment=assignment, error=error, lag=self._lag)
+
+    @property
+    def _api_timeout(self) -> float:
+        return self._options.heartbeat * 5
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._last_seen = time.monotonic()
+        if self._error and not self._check_consumer:
+            self._error = ""
+        reply = msg.reply
+        if not reply:
+            self._on_status(msg)
+            return
+        self._asked = max(0, self._asked - 1)
+        if self._options.failover and msg.headers:
+            self._pin = msg.headers.get(_PIN_ID, self._pin)
+        if self._closed:
+            await self._nc.publish(reply, _NAK)
+            return
+        try:
+            count, seq, ts_ns, _ = _metadata(reply)
+        except (ValueError, IndexError):
+            log.warning("ignored a message with an unexpected reply subject %r", reply)
+            return
+        channel = subject_channel(self._prefix, msg.subject)
+        if (
+            self._pattern is not None
+            and channel not in self._channels
+            and self._pattern.fullmatch(channel) is None
+        ):
+            await self._nc.publish(reply, _ACK)  # not for this subscription
+            self._wake.set()
+            return
+        key, headers, accepted_at = wire.decode(msg.headers)
+        delivery = NatsDelivery(
+            RawRecord(channel, key, headers, msg.data),
+            msg,
+            f"{self._stream}-{seq}",
+            count,
+            accepted_at or ts_ns / _NS,
+            seq,
+        )
+        if channel in self._ungated or self._gate.admit(delivery):
+            if count > 1:
+                self._redelivered = True
+            self._buffer.append(delivery)
+            self._ready.set()
+
+    def _on_status(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        status = headers.get("Status", "")
+        if status == "100":
+            return  # idle heartbeat: the pull is alive
+        if status == "423":  # another member is pinned now, or our pin expired
+            self._pin = None
+            self._asked = 0
+            self._wake.set()
+            return
+        description = headers.get("Description", "")
+        pending = headers.get("Nats-Pending-Messages")
+        if status in ("408", "409") and pending is not None and pending.isdigit():
+            self._asked = max(0, self._asked - int(pending))
+        elif status in ("408", "404"):
+            self._asked = 0
+        if status == "409" and "Consumer Deleted" in description:
+            self._asked = 0
+            self._check_consumer = True
+            self._error = f"consumer {self._consumer} was deleted; creating it again"
+        elif status == "503":
+            self._asked = 0
+            self._check_consumer = True
+            self._error = f"consumer {self._consumer} does not answer (503 no responders)"
+        elif status == "409" and pending is None:
+            self._asked = 0
+            log.info("pull on %s ended: 409 %s", self._consumer, description)
+        elif status not in ("408", "409", "404"):
+            log.warning("pull on %s: status %s %s", self._consumer, status, description)
+        self._wake.set()
+
+    # -- the pull loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._closed:
+            try:
+                if self._check_consumer:
+                    await self._recreate()
+                    self._check_consumer = False
+                    self._error = ""
+                    self._asked = 0
+                await self._pull()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._options.heartbeat):
+                        await self._wake.wait()
+                self._watch()
+                released = self._gate.expire(time.monotonic())
+                if released:
+                    self._buffer.extend(released)
+                    self._ready.set()
+                await self._keep_alive()
+                await self._refresh_lag()
+            except asyncio.CancelledError:
+                raise
+            except JetStreamApiError as exc:
+                if exc.code == 400:
+                    self._fatal = DriverError(
+                        f"consumer {self._stream}/{self._consumer} was refused: {exc}; "
+                        "fix NatsSubscriptionOptions",
+                        retriable=False,
+                    )
+                    self._ready.set()
+                    return
+                self._error = str(exc)
+                await self._pause()
+            except (DriverError, nats.errors.Error, TimeoutError) as exc:
+                self._error = str(exc) or type(exc).__name__
+                log.warning("JetStream consumer %s: %s; retrying", self._consumer, self._error)
+                await self._pause()
+
+    async def _recreate(self) -> None:
+        try:
+            await self._api.ensure_consumer(self._stream, self._consumer, self._config)
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+            log.warning("stream %s is gone (server lost its store?); creating it", self._stream)
+            await self._ensure_stream()
+            await self._api.ensure_consumer(self._stream, self._consumer, self._config)
+
+    async def _pause(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_RETRY_PAUSE):
+                await self._wake.wait()
+
+    async def _pull(self) -> None:
+        if not self._nc.is_connected:
+            return
+        held = len(self._buffer) + len(self._unsettled) + len(self._gate)
+        room = self._limit - held - self._asked
+        if room <= 0 or (self._asked and room < self._batch // 2):
+            return
+        batch = min(room, self._batch)
+        request: dict[str, object] = {
+            "batch": batch,
+            "expires": int(self._expires * _NS),
+            "idle_heartbeat": int(self._options.heartbeat * _NS),
+        }
+        if self._options.failover:
+            request["group"] = PRIORITY_GROUP
+            if self._pin:
+                request["id"] = self._pin
+        await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._inbox)
+        now = time.monotonic()
+        if not self._asked:
+            self._last_seen = now
+        self._asked += batch
+        self._pull_until = now + self._expires
+
+    def _watch(self) -> None:
+        """Count pulls as gone when they expired or their heartbeats stopped."""
+        if not self._asked:
+            return
+        now = time.monotonic()
+        if now > self._pull_until + self._options.heartbeat:
+            self._asked = 0
+        elif now - self._last_seen > self._options.heartbeat * 2 + 0.5:
+            self._asked = 0
+            self._check_consumer = True
+            self._error = (
+                f"no heartbeat from consumer {self._consumer} for "
+                f"{now - self._last_seen:.1f}s; renewing the pull"
+            )
+
+    async def _keep_alive(self) -> None:
+        """``+WPI`` for every record held longer than a third of ``ack_wait``."""
+        if not self._nc.is_connected:
+            return
+        now = time.monotonic()
+        stale = now - self._options.ack_wait / 3
+        for delivery in (*self._buffer, *self._unsettled.values(), *self._gate.held()):
+            if delivery._touched < stale:
+                delivery._touched = now
+                await self._nc.publish(delivery._msg.reply, _WPI)
+
+    async def _refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < _LAG_REFRESH or not self._nc.is_connected:
+            return
+        self._lag_at = now
+        info = await self._api.consumer_info(self._stream, self._consumer)
+        self._lag = int(info.get("num_pending", 0)) + int(info.get("num_ack_pending", 0))
+        if self._error and not self._check_consumer:
+            self._error = ""

@@ -1,0 +1,288 @@
+"""``nats://``: the NATS JetStream driver (nats-py).
+
+- Layout: one stream (``NatsOptions.stream``, default ``HEXA``) holds ``<prefix>.>``;
+  channel ``c`` is subject ``<prefix>.c`` (:mod:`.naming`), retry and dead-letter
+  channels included, so a subject lives in exactly one stream. Created on first use.
+- Emit: confirmed publishes, many in flight, each batch bounded by ``publish_timeout``;
+  ``Nats-Msg-Id`` = the event id, so a re-sent event is stored once (:mod:`.producer`).
+  Records with a due time wait in the stream as scheduled messages (``delayed_publish``).
+- Receive: one durable pull consumer per group (the action), shared by the group's
+  processes (or, with ``failover``, served by one of them at a time); explicit acks, nak
+  with delay, in-progress for long handlers (:mod:`.consumer`).
+- One connection per driver, reconnecting forever; while it is down every subscription's
+  ``status().error`` says so, and pulls are renewed when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import re
+import ssl
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import nats.errors
+
+from ...driver import (
+    Driver,
+    Features,
+    RawRecord,
+    Subscription,
+    SubscriptionSpec,
+    check_records,
+)
+from ...errors import ClosedError, ConfigurationError, DriverError
+from .client import Client
+from .consumer import NatsSubscription
+from .naming import channel_subject, consumer_name, pattern_filter
+from .options import NatsOptions, NatsSubscriptionOptions, redact_url
+from .producer import NatsProducer
+from .streams import JetStreamApi, consumer_config
+
+log = logging.getLogger(__name__)
+
+FEATURES = Features(
+    name="nats",
+    persistent=True,
+    consumer_groups=True,
+    ordered_per_key=False,
+    patterns=True,
+    delayed_publish=True,
+    delayed_nack=True,
+    exclusive_subscriptions=False,
+    new_group_reads_history=True,
+)
+"""``ordered_per_key`` is False: one member keeps each key's order, but the members of a
+group share one consumer without regard to keys (``NatsSubscriptionOptions(failover=True)``
+keeps order across members, one active at a time)."""
+
+_ERROR_LOG_INTERVAL = 10.0
+_USERINFO = re.compile(r"//[^/@\s]+@")
+
+
+class NatsDriver(Driver):
+    """The JetStream driver. Build it with ``hexa_event.connect("nats://host:4222", ...)``."""
+
+    features = FEATURES
+
+    def __init__(self, options: NatsOptions | None = None, **kwargs: Any) -> None:
+        if options is not None and kwargs:
+            raise ConfigurationError("pass either NatsOptions or keyword options, not both")
+        self.options = options if options is not None else NatsOptions(**kwargs)
+        self.features = dataclasses.replace(FEATURES, delayed_publish=self.options.delayed_publish)
+        self._producer = NatsProducer(self.options)
+        self._nc: Client | None = None
+        self._api: JetStreamApi | None = None
+        self._connect_lock = asyncio.Lock()
+        self._stream_ready = False
+        self._subscriptions: weakref.WeakSet[NatsSubscription] = weakref.WeakSet()
+        self._connection_error = ""
+        self._logged_at = 0.0
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> NatsDriver:
+        """``nats://[user:password@|token@]host:port[,host:port][?option=value...]``."""
+        if "options" in options:
+            given = options.pop("options")
+            if options:
+                raise ConfigurationError("pass either options=NatsOptions(...) or keywords")
+            return cls(given)
+        return cls(NatsOptions.from_url(url, **options))
+
+    def __repr__(self) -> str:
+        return f"NatsDriver({self.options!r})"
+
+    @property
+    def connection_error(self) -> str:
+        """What is wrong with the connection now (empty when connected)."""
+        return self._connection_error
+
+    # -- the connection -----------------------------------------------------------------------
+
+    async def connection(self) -> Client:
+        """The connected nats-py client (connects, and creates the stream, on first use)."""
+        if self._closed:
+            raise ClosedError("the NATS driver is closed; connect() again")
+        nc = self._nc
+        if nc is None or not self._stream_ready:
+            async with self._connect_lock:
+                if self._closed:
+                    raise ClosedError("the NATS driver is closed; connect() again")
+                if self._nc is None:
+                    self._nc = await self._connect()
+                    self._api = JetStreamApi(self._nc, self.options.request_timeout)
+                if not self._stream_ready:
+                    assert self._api is not None
+                    await self._api.ensure_stream(self.options)
+                    self._stream_ready = True
+                nc = self._nc
+        return nc
+
+    async def _connect(self) -> Client:
+        o = self.options
+        kwargs: dict[str, Any] = {
+            "servers": list(o.servers),
+            "name": o.name,
+            "connect_timeout": o.connect_timeout,
+            "reconnect_time_wait": o.reconnect_wait,
+            "max_reconnect_attempts": -1,
+            "allow_reconnect": True,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        if o.user is not None:
+            kwargs.update(user=o.user, password=o.password)
+        if o.token is not None:
+            kwargs["token"] = o.token
+        if o.creds_file is not None:
+            kwargs["user_credentials"] = o.creds_file
+        if o.nkeys_seed is not None:
+            kwargs["nkeys_seed"] = o.nkeys_seed
+        tls = self._tls_context()
+        if tls is not None:
+            kwargs["tls"] = tls
+        if o.tls_hostname is not None:
+            kwargs["tls_hostname"] = o.tls_hostname
+        kwargs.update(o.client_options)
+        nc = Client()
+        # nats-py retries the first connect forever with max_reconnect_attempts=-1: bound it.
+        bound = o.connect_timeout * 2 + o.reconnect_wait * 2
+        try:
+            async with asyncio.timeout(bound):
+                await nc.connect(**kwargs)
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            servers = ", ".join(redact_url(s) for s in o.servers)
+            raise DriverError(
+                f"cannot connect to NATS at {servers} within {bound:.0f}s: "
+                f"{_redact(str(exc)) or type(exc).__name__}; is the server running "
+                "(scripts/services up nats) and are the credentials right?"
+            ) from None
+        self._connection_error = ""
+        return nc
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        o = self.options
+        if not (o.tls_ca_file or o.tls_cert_file):
+            return None
+        context = ssl.create_default_context(cafile=o.tls_ca_file)
+        if o.tls_cert_file:
+            context.load_cert_chain(o.tls_cert_file, o.tls_key_file)
+        return context
+
+    async def _on_error(self, exc: Exception) -> None:
+        text = _redact(str(exc)) or type(exc).__name__
+        now = time.monotonic()
+        if now - self._logged_at >= _ERROR_LOG_INTERVAL:
+            self._logged_at = now
+            log.warning("NATS client: %s (reconnecting)", text)
+        if self._nc is not None and not self._nc.is_connected:
+            self._connection_error = f"NATS connection lost: {text}; reconnecting"
+
+    async def _on_disconnected(self) -> None:
+        if self._closed:
+            return
+        servers = ", ".join(redact_url(s) for s in self.options.servers)
+        self._connection_error = f"disconnected from NATS ({servers}); reconnecting"
+        log.warning("%s", self._connection_error)
+
+    async def _on_reconnected(self) -> None:
+        url = self._nc.connected_url if self._nc is not None else None
+        log.info("reconnected to NATS at %s", redact_url(url.geturl()) if url else "?")
+        self._connection_error = ""
+        self._stream_ready = False  # a server that lost its store needs the stream again
+        for subscription in list(self._subscriptions):
+            subscription.on_reconnect()
+
+    async def _ensure_stream(self) -> None:
+        self._stream_ready = False
+        await self.connection()
+
+    # -- the contract --------------------------------------------------------------------------
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        """Store ``records`` in the stream; return once JetStream acknowledged each."""
+        check_records(records)
+        if not records:
+            return
+        nc = await self.connection()
+        try:
+            await self._producer.publish(nc, records)
+        except DriverError as exc:
+            if "no responders" in str(exc):
+                self._stream_ready = False
+            raise
+
+    async def provision(self, channels: Sequence[str]) -> None:
+        """Create the stream that holds every channel (subjects need no creation)."""
+        del channels
+        await self.connection()
+
+    async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        """Join ``spec.group``'s durable pull consumer (created or updated as needed)."""
+        options = spec.options if spec.options is not None else NatsSubscriptionOptions()
+        if not isinstance(options, NatsSubscriptionOptions):
+            raise ConfigurationError(
+                f"NATS subscriptions take NatsSubscriptionOptions, got {type(options).__name__}"
+            )
+        filters = self.filters(spec)
+        nc = await self.connection()
+        assert self._api is not None
+        name = options.durable or consumer_name(spec.group)
+        subscription = NatsSubscription(
+            nc,
+            self._api,
+            stream=self.options.stream,
+            consumer=name,
+            config=consumer_config(
+                name, filters, spec.start, options, self.options.consumer_inactive_threshold
+            ),
+            prefix=self.options.subject_prefix,
+            spec=spec,
+            options=options,
+            connection_error=lambda: self._connection_error,
+            ensure_stream=self._ensure_stream,
+        )
+        await subscription.start()
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def filters(self, spec: SubscriptionSpec) -> list[str]:
+        """The consumer's filter subjects for ``spec`` (no two overlap)."""
+        prefix = self.options.subject_prefix
+        if not spec.channels and not spec.pattern:
+            raise ConfigurationError("a NATS subscription needs channels or a pattern")
+        wide = pattern_filter(prefix, spec.pattern) if spec.pattern else None
+        found: list[str] = [wide] if wide else []
+        for channel in spec.channels:
+            subject = channel_subject(prefix, channel)
+            if wide and subject.startswith(wide[:-1]):
+                continue
+            if subject not in found:
+                found.append(subject)
+        return found
+
+    async def close(self) -> None:
+        """Close the subscriptions, fail unconfirmed publishes, close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        self._producer.fail_pending("the NATS driver was closed before JetStream confirmed")
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.options.connect_timeout):
+                    await self._nc.close()
+
+
+def _redact(text: str) -> str:
+    return _USERINFO.sub("//***@", text)

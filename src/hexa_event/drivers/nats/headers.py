@@ -1,0 +1,110 @@
+"""Record headers <-> NATS headers.
+
+NATS header values are text lines: the client trims them and cannot carry CR, LF or bytes
+that are not UTF-8. A value that is clean UTF-8 travels as it is (so other NATS clients
+read hexa headers as text); any other value travels base64-encoded and its name is listed
+in ``HEXA_B64``. The record's key travels in ``HEXA_KEY`` (NATS messages have no key).
+A delayed record carries ``HEXA_ACCEPTED_AT``, the epoch milliseconds it was published at:
+the server stamps a scheduled message with its due time, and the record's broker time is
+when it was accepted (the core tells a fresh retry copy from a forwarded one by it).
+Header names starting with ``Nats-`` belong to NATS (message id, schedules, rollups): a
+record may not set them, and they are not handed to the core on receive.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+from collections.abc import Mapping
+
+from ...errors import DriverError
+
+KEY = "HEXA_KEY"
+BASE64 = "HEXA_B64"
+ACCEPTED_AT = "HEXA_ACCEPTED_AT"
+MSG_ID = "Nats-Msg-Id"
+_NATS_PREFIX = "Nats-"
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNSAFE = re.compile(r"[\r\n\x00]")
+_OURS = frozenset({KEY, BASE64, ACCEPTED_AT})
+_PLAIN = re.compile(rb"(?:[!-~](?:[ -~]*[!-~])?)?")
+"""Printable ASCII without spaces at either end (or empty): travels as it is (fast path)."""
+
+
+def _text(value: bytes) -> str | None:
+    """``value`` as header text when it survives the trip unchanged, else None."""
+    if _PLAIN.fullmatch(value):
+        return value.decode("ascii")
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        return None
+    if text != text.strip() or _UNSAFE.search(text):
+        return None
+    return text
+
+
+_GOOD_NAMES: set[str] = set()
+"""Header names already checked (records repeat the same few dozen)."""
+
+
+def _good_name(name: str) -> bool:
+    if not _NAME.fullmatch(name) or name.startswith(_NATS_PREFIX) or name in _OURS:
+        return False
+    if len(_GOOD_NAMES) < 10_000:
+        _GOOD_NAMES.add(name)
+    return True
+
+
+def encode(key: str, headers: Mapping[str, bytes], msg_id: str | None) -> dict[str, str]:
+    """NATS headers for a record (raises DriverError for a name NATS cannot carry)."""
+    out: dict[str, str] = {}
+    encoded: list[str] = []
+    for name, value in headers.items():
+        if name not in _GOOD_NAMES and not _good_name(name):
+            raise DriverError(
+                f"header name {name!r} cannot be sent over NATS: use letters, digits and "
+                "!#$%&'*+-.^_`|~ only, and not the Nats- prefix (NATS's own headers)",
+                retriable=False,
+            )
+        text = _text(value)
+        if text is None:
+            out[name] = base64.b64encode(value).decode()
+            encoded.append(name)
+        else:
+            out[name] = text
+    key_text = _text(key.encode())
+    if key_text is None or key_text == "":
+        if key:
+            out[KEY] = base64.b64encode(key.encode()).decode()
+            encoded.append(KEY)
+    else:
+        out[KEY] = key_text
+    if encoded:
+        out[BASE64] = ",".join(encoded)
+    if msg_id is not None:
+        out[MSG_ID] = msg_id
+    return out
+
+
+def decode(raw: Mapping[str, str] | None) -> tuple[str, dict[str, bytes], float | None]:
+    """The record key, headers and (for a delayed record) accepted time of a message."""
+    if not raw:
+        return "", {}, None
+    encoded = raw.get(BASE64)
+    headers = {
+        name: value.encode()
+        for name, value in raw.items()
+        if not name.startswith(_NATS_PREFIX) and name != BASE64
+    }
+    if encoded:
+        for name in encoded.split(","):
+            if name in headers:
+                # A value that is not base64 after all is handed over as it came.
+                with contextlib.suppress(ValueError):
+                    headers[name] = base64.b64decode(headers[name], validate=True)
+    key = headers.pop(KEY, b"")
+    accepted = headers.pop(ACCEPTED_AT, None)
+    accepted_at = int(accepted) / 1000 if accepted is not None and accepted.isdigit() else None
+    return key.decode("utf-8", "replace"), headers, accepted_at

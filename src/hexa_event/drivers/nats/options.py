@@ -1,0 +1,354 @@
+"""Typed options of the JetStream driver, plus passthrough mappings for what we do not model.
+
+``NatsOptions`` is the connection and the stream; ``NatsSubscriptionOptions`` one
+subscription's durable consumer. ``client_options`` goes to ``nats.connect`` unchanged,
+``stream_config`` and ``consumer_config`` are merged into the JSON the driver sends to the
+JetStream API (field names of the server's ``StreamConfig``/``ConsumerConfig``, durations in
+nanoseconds as the server takes them). Secrets (password, token, credentials, nkey seeds,
+TLS key passwords) never appear in reprs, logs or errors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ...errors import ConfigurationError
+
+REDACTED = "***"
+_SECRET_MARKERS = ("password", "token", "secret", "seed", "creds", "credential", "nkey", "jwt")
+
+# Fields of the JetStream configs the driver owns because its guarantees depend on them.
+_OWNED_STREAM = {
+    "name": "NatsOptions.stream",
+    "subjects": "NatsOptions.subject_prefix (the stream holds '<prefix>.>')",
+}
+_OWNED_CONSUMER = {
+    "durable_name": "the consumer is the subscription's action (or durable=)",
+    "name": "the consumer is the subscription's action (or durable=)",
+    "ack_policy": "the driver acks explicitly, after the handler",
+    "filter_subject": "the subscription's channels",
+    "filter_subjects": "the subscription's channels",
+    "deliver_subject": "the driver uses pull consumers",
+    "deliver_group": "the driver uses pull consumers",
+}
+# nats.connect arguments the driver passes itself.
+_OWNED_CLIENT = {
+    "servers": "the URL or NatsOptions.servers",
+    "max_reconnect_attempts": "the driver reconnects forever and reports it in status()",
+    "disconnected_cb": "the driver reports disconnections in status()",
+    "reconnected_cb": "the driver resumes its pulls on reconnect",
+    "error_cb": "the driver logs client errors",
+    "closed_cb": "the driver tracks the connection",
+}
+
+
+def is_secret(name: str) -> bool:
+    """Whether an option name holds a secret (its value is never shown)."""
+    lowered = name.lower()
+    return any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+def redact(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` whose secret values are replaced by ``***``."""
+    return {k: (REDACTED if is_secret(k) else v) for k, v in config.items()}
+
+
+def _positive(owner: str, name: str, value: object, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigurationError(f"{owner}.{name} must be a number {bound}, got {value!r}")
+
+
+def _mapping(owner: str, name: str, value: object, owned: Mapping[str, str]) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{owner}.{name} must be a mapping, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError(f"{owner}.{name} has a bad key {key!r}")
+        if key in owned:
+            raise ConfigurationError(f"{owner}.{name}: do not set {key!r}; set {owned[key]}")
+
+
+def _token(owner: str, name: str, value: object, *, dots: bool) -> None:
+    """A stream name (no dots) or subject prefix (dot-separated tokens)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{owner}.{name} must be a non-empty string")
+    bad = set(" \t\r\n*>/\\") | (set() if dots else {"."})
+    if any(c in bad for c in value) or (dots and "" in value.split(".")):
+        raise ConfigurationError(
+            f"{owner}.{name}={value!r} is not valid in NATS: no whitespace, '*', '>', slashes"
+            + (", empty tokens" if dots else " or '.'")
+        )
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class NatsOptions:
+    """How the driver talks to NATS and lays out its stream.
+
+    Layout: one stream (``stream``, default ``HEXA``) holds the subjects
+    ``<subject_prefix>.>``; channel ``c`` is subject ``<subject_prefix>.c`` (see
+    :func:`~hexa_event.drivers.nats.naming.channel_subject`), and an action's retry and
+    dead-letter channels are subjects of the same stream. Delayed records (retry copies
+    with a due time) wait as scheduled messages on ``<subject_prefix>_delayed.>`` in the
+    same stream (nats-server 2.12+; ``delayed_publish=False`` turns that off). Use another
+    ``stream``/``subject_prefix`` pair to keep a set of channels under other limits.
+
+    ``provision``: create the stream on first use (else a missing one raises
+    ChannelNotFoundError). ``duplicate_window``: seconds within which a re-sent event
+    (same ``Nats-Msg-Id``, the event id) is stored once; ``max_age`` (0: keep forever),
+    ``max_bytes`` (-1: unlimited), ``storage``, ``replicas``: the stream's limits.
+    ``publish_timeout``: seconds an emit waits for the server's acknowledgements;
+    ``max_in_flight``: publishes awaiting acknowledgement at once per driver.
+    Credentials: ``user``/``password``, ``token``, ``creds_file`` (a ``.creds`` file) or
+    ``nkeys_seed`` (a seed file); TLS: ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file``,
+    ``tls_hostname`` (or a ``tls://`` URL). ``client_options`` go to ``nats.connect``.
+    """
+
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    name: str = "hexa-event"
+    stream: str = "HEXA"
+    subject_prefix: str = "hexa"
+    provision: bool = True
+    storage: Literal["file", "memory"] = "file"
+    replicas: int = 1
+    max_age: float = 0.0
+    max_bytes: int = -1
+    duplicate_window: float = 600.0
+    delayed_publish: bool = True
+    consumer_inactive_threshold: float = 0.0
+    """Seconds after which the server deletes a group's consumer nobody pulled from (and
+    with it the group's position); 0 keeps consumers forever. For tests and short-lived
+    groups."""
+    stream_config: Mapping[str, Any] = field(default_factory=dict)
+    publish_timeout: float = 30.0
+    max_in_flight: int = 4096
+    connect_timeout: float = 5.0
+    reconnect_wait: float = 1.0
+    request_timeout: float = 5.0
+    """Seconds a JetStream API call (create stream/consumer, info) may take."""
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds_file: str | None = None
+    nkeys_seed: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_hostname: str | None = None
+    client_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        owner = "NatsOptions"
+        servers = self.servers
+        if isinstance(servers, str):
+            servers = tuple(s.strip() for s in servers.split(",") if s.strip())
+            object.__setattr__(self, "servers", servers)
+        if not servers or not all(isinstance(s, str) and s for s in servers):
+            raise ConfigurationError(
+                f"{owner}.servers needs at least one URL, e.g. ('nats://127.0.0.1:4222',)"
+            )
+        _token(owner, "stream", self.stream, dots=False)
+        _token(owner, "subject_prefix", self.subject_prefix, dots=True)
+        if self.storage not in ("file", "memory"):
+            raise ConfigurationError(f"{owner}.storage must be 'file' or 'memory'")
+        if not isinstance(self.replicas, int) or not 1 <= self.replicas <= 5:
+            raise ConfigurationError(f"{owner}.replicas must be an integer from 1 to 5")
+        _positive(owner, "max_age", self.max_age, allow_zero=True)
+        if not isinstance(self.max_bytes, int) or (self.max_bytes < 1 and self.max_bytes != -1):
+            raise ConfigurationError(f"{owner}.max_bytes must be -1 (unlimited) or >= 1")
+        _positive(owner, "duplicate_window", self.duplicate_window)
+        _positive(
+            owner, "consumer_inactive_threshold", self.consumer_inactive_threshold, allow_zero=True
+        )
+        if self.duplicate_window < 0.1:
+            raise ConfigurationError(f"{owner}.duplicate_window must be >= 0.1 seconds")
+        if self.max_age and self.duplicate_window > self.max_age:
+            raise ConfigurationError(
+                f"{owner}.duplicate_window ({self.duplicate_window}s) cannot exceed "
+                f"max_age ({self.max_age}s); lower it or raise max_age"
+            )
+        for name in ("publish_timeout", "connect_timeout", "reconnect_wait", "request_timeout"):
+            _positive(owner, name, getattr(self, name))
+        if not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
+            raise ConfigurationError(f"{owner}.max_in_flight must be an integer >= 1")
+        if self.token is not None and self.user is not None:
+            raise ConfigurationError(f"{owner}: pass either token or user/password, not both")
+        _mapping(owner, "stream_config", self.stream_config, _OWNED_STREAM)
+        _mapping(owner, "client_options", self.client_options, _OWNED_CLIENT)
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or (isinstance(value, Mapping) and not value):
+                continue
+            if f.name in ("password", "token", "nkeys_seed", "creds_file"):
+                value = REDACTED
+            elif f.name == "servers":
+                value = tuple(redact_url(s) for s in value)
+            elif isinstance(value, Mapping):
+                value = redact(value)
+            parts.append(f"{f.name}={value!r}")
+        return f"NatsOptions({', '.join(parts)})"
+
+    __str__ = __repr__
+
+    @property
+    def delayed_prefix(self) -> str:
+        """Subjects of scheduled (delayed) records: ``<subject_prefix>_delayed``."""
+        return f"{self.subject_prefix}_delayed"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> NatsOptions:
+        """``nats://[user:password@|token@]host:port[,host:port][?option=value...]``.
+
+        ``tls://`` asks for TLS. User info becomes ``user``/``password`` (a lone user part
+        is a ``token``); query parameters are this class's scalar fields (``stream=ORDERS``,
+        ``storage=memory``...); keyword options override both.
+        """
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, netloc = netloc.rsplit("@", 1)
+            user, sep, password = userinfo.partition(":")
+            if sep:
+                options.setdefault("user", unquote(user))
+                options.setdefault("password", unquote(password))
+            else:
+                options.setdefault("token", unquote(user))
+        if not netloc:
+            raise ConfigurationError(
+                "a nats URL needs a host, e.g. 'nats://127.0.0.1:4222' (got no host)"
+            )
+        client_scheme = "tls" if scheme in ("tls", "nats+tls") else "nats"
+        servers = tuple(f"{client_scheme}://{hostport}" for hostport in netloc.split(","))
+        known = {f.name: f for f in fields(cls)}
+        for key, raw in parse_qsl(parts.query, keep_blank_values=True):
+            if key not in known or known[key].name in ("stream_config", "client_options"):
+                raise ConfigurationError(
+                    f"unknown NATS URL option {key!r}; known: "
+                    f"{sorted(k for k in known if k not in ('stream_config', 'client_options'))}"
+                )
+            options.setdefault(key, _parse_scalar(key, raw, known[key].default))
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown NATS option(s) {unknown}; known: {sorted(known)}. "
+                "Pass nats.connect settings in client_options={...}"
+            )
+        options.setdefault("servers", servers)
+        return cls(**options)
+
+
+def _parse_scalar(key: str, raw: str, default: object) -> object:
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigurationError(f"NATS URL option {key}={raw!r} must be true or false")
+    try:
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"NATS URL option {key}={raw!r} must be a number") from None
+    return raw
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user info replaced by ``***``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{REDACTED}@{host}").geturl()
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class NatsSubscriptionOptions:
+    """Per-subscription settings of the durable pull consumer.
+
+    ``durable``: the consumer name (by default the subscription's action, escaped; see
+    :func:`~hexa_event.drivers.nats.naming.consumer_name`). ``ack_wait``: seconds the server
+    waits for an ack before redelivering; the driver sends in-progress (``+WPI``) for
+    deliveries still unsettled, so only a dead process lets it expire. ``max_deliver``: how
+    often the server delivers one record (-1: no limit, the default, because the core's
+    retry policy decides retries; a finite limit makes the server stop redelivering, and
+    the driver then terminates the record with an error log rather than nack it).
+    ``max_ack_pending``: unacked records of the whole group at once (1 gives strict
+    order of the group across processes, one record at a time); ``batch``: records asked
+    for per pull request (default: the subscription's prefetch); ``heartbeat``: seconds
+    between the server's idle heartbeats on a pull, a dead pull is renewed after two missed.
+    ``failover``: one member of the group receives at a time and the others stand by
+    (JetStream's pinned-client priority group, nats-server 2.11+): the group keeps each
+    key's order across processes, with concurrency across keys inside the active member;
+    a standby member takes over at once when the active one closes, and
+    ``failover_timeout`` seconds after it stops pulling (a crash; default ``ack_wait`` + 5,
+    and never less than ``ack_wait``, so the dead member's records are due for
+    redelivery, and come first, when the standby takes over).
+    ``consumer_config`` is merged into the consumer's JSON config.
+    """
+
+    durable: str | None = None
+    ack_wait: float = 30.0
+    max_deliver: int = -1
+    max_ack_pending: int = 10_000
+    batch: int | None = None
+    heartbeat: float = 2.0
+    failover: bool = False
+    failover_timeout: float | None = None
+    consumer_config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        owner = "NatsSubscriptionOptions"
+        if self.failover_timeout is not None:
+            _positive(owner, "failover_timeout", self.failover_timeout)
+            if self.failover_timeout <= self.ack_wait:
+                raise ConfigurationError(
+                    f"{owner}.failover_timeout ({self.failover_timeout}s) must exceed ack_wait "
+                    f"({self.ack_wait}s), so a dead member's records come back before the "
+                    "standby takes over; lower ack_wait (in-progress keeps long handlers)"
+                )
+        if self.durable is not None and (not isinstance(self.durable, str) or not self.durable):
+            raise ConfigurationError(f"{owner}.durable must be a non-empty string")
+        _positive(owner, "ack_wait", self.ack_wait)
+        if self.ack_wait < 1:
+            raise ConfigurationError(f"{owner}.ack_wait must be >= 1 second")
+        if not isinstance(self.max_deliver, int) or (
+            self.max_deliver < 1 and self.max_deliver != -1
+        ):
+            raise ConfigurationError(f"{owner}.max_deliver must be -1 (no limit) or >= 1")
+        if not isinstance(self.max_ack_pending, int) or (
+            self.max_ack_pending < 1 and self.max_ack_pending != -1
+        ):
+            raise ConfigurationError(f"{owner}.max_ack_pending must be -1 or >= 1")
+        if self.batch is not None and (not isinstance(self.batch, int) or self.batch < 1):
+            raise ConfigurationError(f"{owner}.batch must be an integer >= 1")
+        _positive(owner, "heartbeat", self.heartbeat)
+        if self.heartbeat < 0.5 or self.heartbeat * 2 >= self.ack_wait:
+            raise ConfigurationError(
+                f"{owner}.heartbeat must be >= 0.5 s and under half of ack_wait"
+            )
+        _mapping(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
+
+    @property
+    def takeover_after(self) -> float:
+        """Seconds without pulls after which the server unpins a failover member."""
+        return self.failover_timeout if self.failover_timeout is not None else self.ack_wait + 5
+
+    def __repr__(self) -> str:
+        return (
+            f"NatsSubscriptionOptions(durable={self.durable!r}, ack_wait={self.ack_wait}, "
+            f"max_deliver={self.max_deliver}, max_ack_pending={self.max_ack_pending}, "
+            f"batch={self.batch}, heartbeat={self.heartbeat}, failover={self.failover}, "
+            f"failover_timeout={self.failover_timeout}, "
+            f"consumer_config={redact(self.consumer_config)!r})"
+        )

@@ -1,0 +1,114 @@
+"""Ack-order tracking: one member keeps a key's order across its own nacks.
+
+The server redelivers a nacked record after its delay, by which time later records of the
+same key may have arrived. The gate holds those back: once a record of (channel, key) is
+nacked, later records of that (channel, key) wait in the gate until the nacked one came
+back and was acked (or terminated). If it does not come back within its delay plus
+``ack_wait`` (another member of the group got it), the held records are let go.
+
+Retry channels are not gated: a retry copy has already left its key's order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+
+
+class Gated(Protocol):
+    """What the gate needs of a delivery."""
+
+    seq: int
+
+    @property
+    def gate_key(self) -> tuple[str, str]: ...
+
+
+T = TypeVar("T", bound=Gated)
+
+
+@dataclass(slots=True)
+class _Block(Generic[T]):
+    seq: int
+    deadline: float
+    held: list[T] = field(default_factory=list)
+
+
+class KeyGate(Generic[T]):
+    """Holds records of keys whose earlier record is out for redelivery."""
+
+    def __init__(self, ack_wait: float) -> None:
+        self._ack_wait = ack_wait
+        self._blocks: dict[tuple[str, str], _Block[T]] = {}
+        self._held = 0
+
+    def __len__(self) -> int:
+        """Records held now."""
+        return self._held
+
+    def held(self) -> Iterator[T]:
+        for block in self._blocks.values():
+            yield from block.held
+
+    def admit(self, delivery: T) -> bool:
+        """True when ``delivery`` may be handed out now; otherwise the gate keeps it."""
+        if not self._blocks:
+            return True
+        block = self._blocks.get(delivery.gate_key)
+        if block is None or delivery.seq <= block.seq:
+            return True
+        block.held.append(delivery)
+        self._held += 1
+        return False
+
+    def nacked(self, delivery: T, delay: float, now: float) -> None:
+        """``delivery`` goes back to the server: block its key behind it."""
+        key = delivery.gate_key
+        block = self._blocks.get(key)
+        deadline = now + delay + self._ack_wait
+        if block is None:
+            self._blocks[key] = _Block[T](delivery.seq, deadline)
+        elif delivery.seq <= block.seq:
+            block.seq = delivery.seq
+            block.deadline = deadline
+
+    def done(self, delivery: T) -> list[T]:
+        """``delivery`` was acked or terminated: the records it held back, in order."""
+        key = delivery.gate_key
+        block = self._blocks.get(key)
+        if block is None or block.seq != delivery.seq:
+            return []
+        del self._blocks[key]
+        return self._release(block)
+
+    def expire(self, now: float) -> list[T]:
+        """Let go of keys whose blocking record did not come back in time."""
+        released: list[T] = []
+        for key, block in list(self._blocks.items()):
+            if now > block.deadline:
+                del self._blocks[key]
+                if block.held:
+                    log.info(
+                        "record %d of key %r did not come back (another member has it?); "
+                        "releasing %d later records of that key",
+                        block.seq,
+                        key[1],
+                        len(block.held),
+                    )
+                released.extend(self._release(block))
+        return released
+
+    def clear(self) -> list[T]:
+        """Everything held (the member is closing)."""
+        released = [d for block in self._blocks.values() for d in block.held]
+        self._blocks.clear()
+        self._held = 0
+        return released
+
+    def _release(self, block: _Block[T]) -> list[T]:
+        self._held -= len(block.held)
+        return sorted(block.held, key=lambda d: d.seq)

@@ -1,0 +1,275 @@
+"""The JetStream API calls the driver makes: the stream, its durable consumers, their info.
+
+Requests go to ``$JS.API.*`` as JSON, so any server field can be passed through
+(``stream_config``, ``consumer_config``) without waiting for nats-py to model it. Every
+call is bounded by ``NatsOptions.request_timeout``.
+
+Stream layout: one stream (``NatsOptions.stream``) with subjects ``<prefix>.>`` (every
+channel, retry and dead-letter channel) and, with ``delayed_publish``, ``<prefix>_delayed.>``
+(scheduled records waiting for their due time). Limits retention: every consumer group
+reads every record, and dead letters stay replayable. Creating it is idempotent; an
+existing stream of that name is used as it is, extended only by missing subjects and the
+``allow_msg_schedules`` flag.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+
+from ...errors import ChannelNotFoundError, ConfigurationError, DriverError
+from .options import NatsOptions, NatsSubscriptionOptions
+
+log = logging.getLogger(__name__)
+
+_NS = 1_000_000_000
+ERR_STREAM_NOT_FOUND = 10059
+ERR_STREAM_NAME_IN_USE = 10058
+ERR_SUBJECTS_OVERLAP = 10065
+ERR_CONSUMER_NOT_FOUND = 10014
+ERR_CONSUMER_EXISTS = 10148
+ERR_CONSUMER_NAME_EXISTS = 10013
+SCHEDULES_SINCE = (2, 12)
+PRIORITY_GROUP = "hexa"
+"""The priority group of failover consumers (one pinned member at a time)."""
+
+
+class JetStreamApiError(DriverError):
+    """The JetStream API answered with an error (``code``, ``err_code``)."""
+
+    def __init__(self, subject: str, code: int, err_code: int, description: str) -> None:
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+        super().__init__(
+            f"JetStream {subject.removeprefix('$JS.API.')} failed: {description} "
+            f"(code {code}, err_code {err_code})",
+            retriable=code >= 500,
+        )
+
+
+def server_version(nc: Client) -> tuple[int, int, int]:
+    """The connected server's version (0, 0, 0 when unknown)."""
+    try:
+        version = nc.connected_server_version
+        return (version.major, version.minor, version.patch)
+    except Exception:  # the client raises when the INFO carried no parsable version
+        return (0, 0, 0)
+
+
+class JetStreamApi:
+    """Bounded JSON requests to ``$JS.API`` on one connection."""
+
+    def __init__(self, nc: Client, timeout: float, prefix: str = "$JS.API") -> None:
+        self._nc = nc
+        self._timeout = timeout
+        self._prefix = prefix
+
+    async def request(self, subject: str, body: Mapping[str, Any] | None = None) -> Any:
+        full = f"{self._prefix}.{subject}"
+        payload = json.dumps(body).encode() if body is not None else b""
+        try:
+            reply = await self._nc.request(full, payload, timeout=self._timeout)
+        except nats.errors.NoRespondersError:
+            raise DriverError(
+                "JetStream does not answer (no responders): is the server started with -js "
+                "and is JetStream enabled for this account?"
+            ) from None
+        except (nats.errors.TimeoutError, TimeoutError):
+            raise DriverError(
+                f"JetStream {subject} got no answer within {self._timeout}s "
+                "(NatsOptions.request_timeout); the server may be restarting"
+            ) from None
+        except nats.errors.Error as exc:
+            raise DriverError(f"JetStream {subject} failed: {exc}") from None
+        data = json.loads(reply.data) if reply.data else {}
+        error = data.get("error")
+        if error:
+            raise JetStreamApiError(
+                full, int(error.get("code", 0)), int(error.get("err_code", 0)), error["description"]
+            )
+        return data
+
+    # -- the stream ---------------------------------------------------------------------------
+
+    async def ensure_stream(self, options: NatsOptions) -> None:
+        """Create the driver's stream, or check and extend the existing one."""
+        wanted = stream_config(options)
+        if options.delayed_publish and server_version(self._nc) < (*SCHEDULES_SINCE, 0):
+            version = ".".join(map(str, server_version(self._nc)))
+            raise ConfigurationError(
+                f"nats-server {version} cannot hold delayed records (scheduled messages "
+                "need 2.12+): upgrade it, or pass NatsOptions(delayed_publish=False)"
+            )
+        name = options.stream
+        if not options.provision:
+            try:
+                info = await self.request(f"STREAM.INFO.{name}")
+            except JetStreamApiError as exc:
+                if exc.err_code == ERR_STREAM_NOT_FOUND:
+                    raise ChannelNotFoundError(
+                        f"{options.subject_prefix}.>",
+                        f"create stream {name!r} with subjects {wanted['subjects']}, or "
+                        "let the driver create it with NatsOptions(provision=True)",
+                    ) from None
+                raise
+            self._check_existing(options, info["config"])
+            return
+        try:
+            await self.request(f"STREAM.CREATE.{name}", wanted)
+            log.info("JetStream stream %r ready (subjects %s)", name, wanted["subjects"])
+            return
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_SUBJECTS_OVERLAP:
+                owner = await self._owner_of(f"{options.subject_prefix}.>")
+                raise ConfigurationError(
+                    f"subjects {wanted['subjects']} already belong to stream {owner!r}: pass "
+                    f"NatsOptions(stream={owner!r}) to use it, or another subject_prefix"
+                ) from None
+            if exc.err_code != ERR_STREAM_NAME_IN_USE:
+                raise
+        info = await self.request(f"STREAM.INFO.{name}")
+        config = info["config"]
+        missing = [s for s in wanted["subjects"] if s not in config.get("subjects", [])]
+        needs_schedules = options.delayed_publish and not config.get("allow_msg_schedules")
+        if missing or needs_schedules:
+            update = dict(config)
+            update["subjects"] = [*config.get("subjects", []), *missing]
+            if needs_schedules:
+                update["allow_msg_schedules"] = True
+            await self.request(f"STREAM.UPDATE.{name}", update)
+            log.info("JetStream stream %r extended (subjects %s)", name, update["subjects"])
+        self._check_existing(options, config)
+
+    def _check_existing(self, options: NatsOptions, config: Mapping[str, Any]) -> None:
+        window = config.get("duplicate_window", 0) / _NS
+        if window < options.duplicate_window:
+            log.warning(
+                "JetStream stream %r keeps message ids for %.0fs, less than "
+                "NatsOptions.duplicate_window (%.0fs): re-sent events older than that are "
+                "stored twice (the inbox still recognises them)",
+                options.stream,
+                window,
+                options.duplicate_window,
+            )
+
+    async def _owner_of(self, subject: str) -> str:
+        try:
+            names = await self.request("STREAM.NAMES", {"subject": subject})
+            found = names.get("streams") or []
+            return str(found[0]) if found else "?"
+        except DriverError:
+            return "?"
+
+    # -- consumers ----------------------------------------------------------------------------
+
+    async def consumer_info(self, stream: str, name: str) -> dict[str, Any]:
+        info: dict[str, Any] = await self.request(f"CONSUMER.INFO.{stream}.{name}")
+        return info
+
+    async def ensure_consumer(self, stream: str, name: str, config: dict[str, Any]) -> None:
+        """Create the durable consumer, or update its editable fields when they differ."""
+        subject = f"CONSUMER.CREATE.{stream}.{name}"
+        try:
+            existing = (await self.consumer_info(stream, name))["config"]
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_CONSUMER_NOT_FOUND:
+                raise
+            try:
+                body = {"stream_name": stream, "config": config, "action": "create"}
+                await self.request(subject, body)
+                log.info("JetStream consumer %s/%s created", stream, name)
+                return
+            except JetStreamApiError as race:
+                if race.err_code not in (ERR_CONSUMER_EXISTS, ERR_CONSUMER_NAME_EXISTS):
+                    raise
+            existing = (await self.consumer_info(stream, name))["config"]
+        if not _differs(existing, config):
+            return
+        filters = ("filter_subject", "filter_subjects")
+        update = {k: v for k, v in existing.items() if k not in filters}
+        update.update({k: v for k, v in config.items() if k not in _CREATE_ONLY})
+        body = {"stream_name": stream, "config": update, "action": "update"}
+        await self.request(subject, body)
+        log.info("JetStream consumer %s/%s updated to %s", stream, name, _summary(config))
+
+
+_CREATE_ONLY = ("deliver_policy", "opt_start_seq", "opt_start_time", "replay_policy")
+
+
+def _differs(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    def filters(config: Mapping[str, Any]) -> set[str]:
+        many = config.get("filter_subjects") or []
+        one = config.get("filter_subject")
+        return set(many) | ({one} if one else set())
+
+    if filters(existing) != filters(wanted):
+        return True
+    return any(
+        existing.get(k) != v
+        for k, v in wanted.items()
+        if k not in ("filter_subject", "filter_subjects", *_CREATE_ONLY)
+    )
+
+
+def _summary(config: Mapping[str, Any]) -> str:
+    keys = ("filter_subject", "filter_subjects", "ack_wait", "max_deliver", "max_ack_pending")
+    return ", ".join(f"{k}={config[k]}" for k in keys if k in config)
+
+
+def stream_config(options: NatsOptions) -> dict[str, Any]:
+    """The JSON config of the driver's stream."""
+    subjects = [f"{options.subject_prefix}.>"]
+    config: dict[str, Any] = {
+        "name": options.stream,
+        "subjects": subjects,
+        "retention": "limits",
+        "storage": options.storage,
+        "num_replicas": options.replicas,
+        "max_age": int(options.max_age * _NS),
+        "max_bytes": options.max_bytes,
+        "duplicate_window": int(options.duplicate_window * _NS),
+        "discard": "old",
+    }
+    if options.delayed_publish:
+        subjects.append(f"{options.delayed_prefix}.>")
+        config["allow_msg_schedules"] = True
+    config.update(options.stream_config)
+    return config
+
+
+def consumer_config(
+    name: str,
+    filters: Sequence[str],
+    start: str,
+    options: NatsSubscriptionOptions,
+    inactive_threshold: float = 0.0,
+) -> dict[str, Any]:
+    """The JSON config of one group's durable pull consumer."""
+    config: dict[str, Any] = {
+        "durable_name": name,
+        "name": name,
+        "ack_policy": "explicit",
+        "deliver_policy": "all" if start == "earliest" else "new",
+        "replay_policy": "instant",
+        "ack_wait": int(options.ack_wait * _NS),
+        "max_deliver": options.max_deliver,
+        "max_ack_pending": options.max_ack_pending,
+    }
+    if inactive_threshold:
+        config["inactive_threshold"] = int(inactive_threshold * _NS)
+    if options.failover:
+        config["priority_groups"] = [PRIORITY_GROUP]
+        config["priority_policy"] = "pinned_client"
+        config["priority_timeout"] = int(options.takeover_after * _NS)
+    if len(filters) == 1:
+        config["filter_subject"] = filters[0]
+    else:
+        config["filter_subjects"] = list(filters)
+    config.update(options.consumer_config)
+    return config

@@ -1,0 +1,151 @@
+"""The few calls of Pulsar's HTTP admin API the driver needs (stdlib HTTP in a thread).
+
+- :meth:`PulsarAdmin.partitions`: ``None`` when the topic does not exist, 0 for a
+  non-partitioned topic, N for a partitioned one.
+- :meth:`PulsarAdmin.create`: a non-partitioned topic (``partitions`` 1) or a partitioned one;
+  an existing topic is left alone.
+- :meth:`PulsarAdmin.channels`: every topic of the namespace (pattern subscriptions).
+- :meth:`PulsarAdmin.namespace_status_sync`, :meth:`PulsarAdmin.subscriptions_sync`: for
+  ``hexa-event doctor``.
+- :meth:`PulsarAdmin.retain_forever`: topic-level retention without limits, so records that
+  no subscription holds yet (dead letters) are kept until someone reads them.
+
+The bearer token, when set, goes in a header and never in a message or log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import quote
+
+from ...errors import DriverError
+from .options import PulsarOptions, shown_url
+
+_TIMEOUT = 15.0
+_PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
+
+
+class PulsarAdmin:
+    """Admin API calls for one tenant/namespace."""
+
+    def __init__(self, options: PulsarOptions) -> None:
+        self._base = (
+            f"{options.admin_url.rstrip('/')}/admin/v2/persistent/"
+            f"{quote(options.tenant)}/{quote(options.namespace)}"
+        )
+        self._namespace = (
+            f"{options.admin_url.rstrip('/')}/admin/v2/namespaces/"
+            f"{quote(options.tenant)}/{quote(options.namespace)}"
+        )
+        self._headers = options.admin_headers()
+        self._where = shown_url(options.admin_url)
+
+    def _call(
+        self, method: str, path: str, body: Any = None, *, namespace: bool = False
+    ) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        headers = dict(self._headers)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        base = self._namespace if namespace else self._base
+        request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
+                raw = response.read()
+                return response.status, (json.loads(raw) if raw else None)
+        except urllib.error.HTTPError as exc:
+            return exc.code, None
+        except (OSError, ValueError) as exc:
+            raise DriverError(
+                f"Pulsar admin API at {self._where} did not answer {method} {path}: "
+                f"{type(exc).__name__}: {exc}; check PulsarOptions.admin_url"
+            ) from None
+
+    def _topic_path(self, channel: str) -> str:
+        return "/" + quote(channel, safe="")
+
+    def partitions_sync(self, channel: str) -> int | None:
+        status, body = self._call("GET", self._topic_path(channel) + "/partitions")
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            raise DriverError(f"Pulsar admin API: reading topic {channel!r} gave HTTP {status}")
+        return int(body.get("partitions", 0))
+
+    def create_sync(self, channel: str, partitions: int) -> None:
+        if partitions > 1:
+            status, _ = self._call("PUT", self._topic_path(channel) + "/partitions", partitions)
+        else:
+            status, _ = self._call("PUT", self._topic_path(channel))
+        if status not in (200, 204, 409):
+            hint = "; the token needs admin rights on the namespace" if status in (401, 403) else ""
+            raise DriverError(
+                f"Pulsar admin API: creating topic {channel!r} gave HTTP {status}{hint}",
+                retriable=status not in (401, 403),
+            )
+
+    def retain_forever_sync(self, channel: str) -> bool:
+        body = {"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}
+        status, _ = self._call("POST", self._topic_path(channel) + "/retention", body)
+        return status in (200, 204)
+
+    def namespace_status_sync(self) -> int:
+        """HTTP status of reading the namespace's policies (200: it exists and we may read)."""
+        status, _ = self._call("GET", "", namespace=True)
+        return status
+
+    def subscriptions_sync(self, channel: str) -> list[str]:
+        """Subscription names on ``channel`` (empty when the topic does not exist)."""
+        status, body = self._call("GET", self._topic_path(channel) + "/subscriptions")
+        return [str(s) for s in body] if status == 200 and isinstance(body, list) else []
+
+    def channels_sync(self) -> list[str]:
+        """Every persistent topic of the namespace, as channel names (partitions folded)."""
+        found: set[str] = set()
+        for path in ("", "/partitioned"):
+            status, body = self._call("GET", path)
+            if status != 200 or not isinstance(body, list):
+                raise DriverError(f"Pulsar admin API: listing topics gave HTTP {status}")
+            for topic in body:
+                short = str(topic).rsplit("/", 1)[-1]
+                found.add(_PARTITION_SUFFIX.sub("", short))
+        return sorted(found)
+
+    def backlog_sync(self, channel: str, subscription: str) -> int | None:
+        """Pulsar's backlog of ``subscription`` on ``channel`` (None: unknown).
+
+        Pulsar counts stored entries: a batch of several messages counts once, so this is a
+        lower bound on the messages not yet acknowledged (0 means none).
+        """
+        for path in ("/stats", "/partitioned-stats"):
+            status, body = self._call("GET", self._topic_path(channel) + path)
+            if status == 200 and isinstance(body, dict):
+                sub = (body.get("subscriptions") or {}).get(subscription)
+                return int(sub.get("msgBacklog", 0)) if isinstance(sub, dict) else None
+        return None
+
+    async def backlog(self, channels: list[str], subscription: str) -> int | None:
+        """The subscription's backlog summed over ``channels`` (None when any is unknown)."""
+
+        def total() -> int | None:
+            counts = [self.backlog_sync(c, subscription) for c in channels]
+            return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
+
+        return await asyncio.to_thread(total)
+
+    async def channels(self) -> list[str]:
+        return await asyncio.to_thread(self.channels_sync)
+
+    async def partitions(self, channel: str) -> int | None:
+        return await asyncio.to_thread(self.partitions_sync, channel)
+
+    async def create(self, channel: str, partitions: int) -> None:
+        await asyncio.to_thread(self.create_sync, channel, partitions)
+
+    async def retain_forever(self, channel: str) -> bool:
+        return await asyncio.to_thread(self.retain_forever_sync, channel)

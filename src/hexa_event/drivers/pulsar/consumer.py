@@ -1,0 +1,633 @@
+"""Receiving: the action is the subscription; one receive thread per Pulsar consumer.
+
+A subscription holds one Pulsar consumer on the action's source channels with the chosen
+subscription type (Key_Shared by default), one more per batch of topics its pattern (if any)
+matched, and, when the action has retry channels, a consumer of type Shared on them: retry
+copies carry a deliver-at time, which Pulsar honours on Shared subscriptions, and they have
+no order to keep.
+
+Each consumer has a thread that blocks in pulsar-client's ``receive()`` and drains what is
+already buffered, then hands the batch to the event loop in one call (no future per
+message, and a cancelled ``fetch`` loses nothing: deliveries wait in the subscription's
+queue). At most ``spec.prefetch`` deliveries are out unsettled per consumer; the thread
+waits for room before receiving more.
+
+Settling:
+- ack: an individual (batch-index) acknowledgement; on Exclusive and Failover the acks below
+  the lowest unsettled delivery of a partition go as one cumulative acknowledgement.
+- nack(delay): a negative acknowledgement, so the broker redelivers the same message (same
+  position, its redelivery count raised) no earlier than the delay. Pulsar's nack delay is
+  fixed per consumer (``PulsarSubscriptionOptions.nack_delay``); a longer delay is held as
+  a timer in the driver before the nack is sent. Republishing with deliver-after was not
+  chosen: the copy would go behind later records of its key for good and lose its
+  redelivery count.
+- A nack still waiting on its timer when the subscription closes goes back at once: Pulsar
+  redelivers whatever a closed consumer held (the core re-checks a retry copy's due time and
+  hands an early one back again). On Exclusive and Failover, Pulsar answers a nack by
+  redelivering everything unacknowledged (and keeps no redelivery count): prefer the
+  default Key_Shared where handlers fail.
+- Pulsar groups acknowledgements for up to 100 ms; a crash inside that window means the
+  messages are delivered again (at-least-once), never lost.
+
+Redelivery count: ``Delivery.delivery_count`` is Pulsar's redelivery count + 1 (Shared and
+Key_Shared; Pulsar keeps no count on Exclusive/Failover, where it stays 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import heapq
+import logging
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pulsar
+
+from ...driver import (
+    Delivery,
+    Outcome,
+    RawRecord,
+    Subscription,
+    SubscriptionSpec,
+    SubscriptionStatus,
+)
+from ...errors import DriverError, SubscriptionBusyError
+from . import wire
+from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType, shown_url
+
+log = logging.getLogger(__name__)
+
+_CONSUMER_TYPES = {
+    SubscriptionType.KEY_SHARED: pulsar.ConsumerType.KeyShared,
+    SubscriptionType.SHARED: pulsar.ConsumerType.Shared,
+    SubscriptionType.FAILOVER: pulsar.ConsumerType.Failover,
+    SubscriptionType.EXCLUSIVE: pulsar.ConsumerType.Exclusive,
+}
+_CUMULATIVE = (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
+_DRAIN = 500
+"""Most messages one receive round hands to the loop."""
+_STALL_REPORT = 30.0
+"""Seconds between warnings while a consumer stays disconnected."""
+_PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
+_LAG_EVERY = 5.0
+"""Seconds between reads of the subscription's backlog from the admin API."""
+
+MessageKey = tuple[int, int, int]
+
+
+def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
+    other = (
+        "use SubscriptionType.KEY_SHARED (the default) or SHARED so members share the work"
+        if kind in _CUMULATIVE
+        else "every member of one subscription must use the same type"
+    )
+    return (
+        f"Pulsar refused a consumer on subscription {name!r} ({kind.value}) of {topics}: "
+        "ConsumerBusy (an Exclusive subscription already has its consumer, or the "
+        "subscription is held with another type). To fix it: "
+        f"{other}, or give this receiver its own subscription with "
+        "PulsarSubscriptionOptions(name=...)"
+    )
+
+
+class PulsarDelivery(Delivery):
+    """A Pulsar message handed to one member."""
+
+    __slots__ = ("_message", "_reader")
+
+    def __init__(
+        self,
+        record: RawRecord,
+        message: pulsar.Message,
+        reader: _Reader,
+        coordinates: str,
+        delivery_count: int,
+        timestamp: float,
+    ) -> None:
+        super().__init__(
+            record,
+            coordinates=coordinates,
+            delivery_count=delivery_count,
+            timestamp=timestamp,
+        )
+        self._message = message
+        self._reader = reader
+
+    @property
+    def native(self) -> pulsar.Message:
+        """The ``pulsar.Message``."""
+        return self._message
+
+    def on_settle(self) -> None:
+        self._reader.release(1)
+
+
+class _Cursor:
+    """Exclusive/Failover: the acks of one partition that can go as one cumulative ack."""
+
+    __slots__ = ("acked", "messages", "unsettled")
+
+    def __init__(self) -> None:
+        self.unsettled: list[MessageKey] = []
+        self.acked: set[MessageKey] = set()
+        self.messages: dict[MessageKey, pulsar.Message] = {}
+
+    def delivered(self, key: MessageKey, message: pulsar.Message) -> None:
+        heapq.heappush(self.unsettled, key)
+        self.messages[key] = message
+
+    def advance(self) -> pulsar.Message | None:
+        """The last message of the acked prefix (to acknowledge cumulatively), if any."""
+        last = None
+        while self.unsettled and self.unsettled[0] in self.acked:
+            last = heapq.heappop(self.unsettled)
+        if last is None:
+            return None
+        if not self.unsettled or self.unsettled[0] != last:
+            self.acked = {k for k in self.acked if k > last}
+        message = self.messages[last]
+        self.messages = {k: m for k, m in self.messages.items() if k > last}
+        return message
+
+
+class _Reader:
+    """One Pulsar consumer, the thread that receives from it, and its settlement."""
+
+    def __init__(
+        self,
+        subscription: PulsarSubscription,
+        consumer: pulsar.Consumer,
+        kind: SubscriptionType,
+        channels: tuple[str, ...],
+        limit: int,
+        nack_delay: float,
+    ) -> None:
+        self.subscription = subscription
+        self.consumer = consumer
+        self.kind = kind
+        self.channels = channels
+        self.cumulative = kind in _CUMULATIVE
+        self.nack_delay = nack_delay
+        self._limit = limit
+        self._outstanding = 0
+        self._room = threading.Condition()
+        self._stop = False
+        self._cursors: dict[str, _Cursor] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._loop = asyncio.get_running_loop()
+        self._topics: dict[str, str] = {}
+        self.thread = threading.Thread(
+            target=self._run, name=f"hexa-event-pulsar:{consumer.subscription_name()}", daemon=True
+        )
+        self.disconnected_since: float | None = None
+        self.warned_at = 0.0
+        self.error = ""
+
+    # -- the receive thread --------------------------------------------------------------
+
+    def _wait_for_room(self) -> int:
+        with self._room:
+            while self._outstanding >= self._limit and not self._stop:
+                self._room.wait(0.5)
+            return self._limit - self._outstanding
+
+    def release(self, count: int) -> None:
+        """Settled deliveries make room (called on the loop thread; never blocks long)."""
+        with self._room:
+            self._outstanding -= count
+            if self._outstanding < self._limit:
+                self._room.notify()
+
+    def _run(self) -> None:
+        consumer = self.consumer
+        while not self._stop:
+            room = self._wait_for_room()
+            if self._stop:
+                break
+            try:
+                first = consumer.receive()
+            except pulsar.AlreadyClosed:
+                break
+            except pulsar.PulsarException as exc:
+                if self._stop:
+                    break
+                self.error = f"receive failed: {type(exc).__name__} ({exc})"
+                log.warning("Pulsar subscription %s: %s", self.subscription.name, self.error)
+                time.sleep(0.5)
+                continue
+            except BaseException as exc:  # pragma: no cover - a bug of ours or the client's
+                self.subscription.fail_from_thread(f"{type(exc).__name__}: {exc}")
+                break
+            messages = [first]
+            while len(messages) < min(room, _DRAIN):
+                try:
+                    messages.append(consumer.receive(0))
+                except pulsar.PulsarException:
+                    break
+            deliveries: list[PulsarDelivery] = []
+            early: list[tuple[pulsar.Message, float]] = []
+            now = time.time()
+            try:
+                for message in messages:
+                    delivery, due = self._delivery(message)
+                    if due > now:
+                        early.append((message, due - now))
+                    else:
+                        deliveries.append(delivery)
+            except BaseException as exc:  # pragma: no cover
+                self.subscription.fail_from_thread(f"{type(exc).__name__}: {exc}")
+                break
+            with self._room:
+                self._outstanding += len(deliveries)
+            try:
+                if early:
+                    self._loop.call_soon_threadsafe(self.hold_back, early)
+                if deliveries:
+                    self._loop.call_soon_threadsafe(self.subscription.arrived, self, deliveries)
+            except RuntimeError:  # the loop is closed: nobody will settle these
+                break
+
+    def _channel(self, topic: str) -> str:
+        channel = self._topics.get(topic)
+        if channel is None:
+            short = topic.rsplit("/", 1)[-1]
+            channel = _PARTITION_SUFFIX.sub("", short)
+            self._topics[topic] = channel
+        return channel
+
+    def _delivery(self, message: pulsar.Message) -> tuple[PulsarDelivery, float]:
+        """The delivery of ``message`` and its not-before time (epoch seconds, 0: none)."""
+        topic = message.topic_name()
+        data = message.data()
+        headers: dict[str, bytes] | None = None
+        if self.subscription.go_body:
+            opened = wire.from_go_body(data)
+            if opened is not None:
+                headers, data = opened
+        props = message.properties()
+        if headers is None:
+            headers = wire.from_properties(props)
+        record = RawRecord(self._channel(topic), message.partition_key(), headers, data)
+        mid = message.message_id()
+        coordinates = (
+            f"{topic.rsplit('/', 1)[-1]}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
+        )
+        delivery = PulsarDelivery(
+            record,
+            message,
+            self,
+            coordinates,
+            message.redelivery_count() + 1,
+            message.publish_timestamp() / 1000.0,
+        )
+        # Pulsar may deliver a delayed message up to one tick early: its due time goes along.
+        not_before = props.get(wire.NOT_BEFORE_PROPERTY)
+        due = int(not_before) / 1000.0 if not_before is not None and not_before.isdigit() else 0.0
+        return delivery, due
+
+    # -- on the loop thread --------------------------------------------------------------
+
+    def track(self, deliveries: Sequence[PulsarDelivery]) -> None:
+        """Exclusive/Failover: remember handed-out positions for cumulative acks."""
+        for delivery in deliveries:
+            message = delivery.native
+            mid = message.message_id()
+            cursor = self._cursors.get(message.topic_name())
+            if cursor is None:
+                cursor = self._cursors[message.topic_name()] = _Cursor()
+            cursor.delivered((mid.ledger_id(), mid.entry_id(), mid.batch_index()), message)
+
+    def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
+        consumer = self.consumer
+        touched: dict[str, list[tuple[MessageKey, pulsar.Message]]] = {}
+        for delivery in deliveries:
+            message = delivery.native
+            if delivery.outcome is Outcome.ACK:
+                if self.cumulative:
+                    mid = message.message_id()
+                    topic = message.topic_name()
+                    cursor = self._cursors.get(topic)
+                    if cursor is not None:
+                        key = (mid.ledger_id(), mid.entry_id(), mid.batch_index())
+                        cursor.acked.add(key)
+                        touched.setdefault(topic, []).append((key, message))
+                        continue
+                consumer.acknowledge(message)
+            elif delivery.outcome is Outcome.NACK:
+                wait = delivery.delay - self.nack_delay
+                if wait <= 0:
+                    consumer.negative_acknowledge(message)
+                else:
+                    self._nack_later(wait, message)
+        for topic, acked in touched.items():
+            cursor = self._cursors[topic]
+            last = cursor.advance()
+            if last is not None:
+                consumer.acknowledge_cumulative(last)
+            for key, message in acked:  # behind an unsettled one: keep them from a rewind
+                if key in cursor.acked:
+                    consumer.acknowledge(message)
+
+    def hold_back(self, early: list[tuple[pulsar.Message, float]]) -> None:
+        """Messages Pulsar delivered before their not-before time go back until then."""
+        for message, remaining in early:
+            wait = remaining - self.nack_delay
+            if wait <= 0:
+                self.consumer.negative_acknowledge(message)
+            else:
+                self._nack_later(wait, message)
+
+    def _nack_later(self, wait: float, message: pulsar.Message) -> None:
+        def fire() -> None:
+            self._timers.discard(handle)
+            if not self._stop:
+                try:
+                    self.consumer.negative_acknowledge(message)
+                except pulsar.PulsarException as exc:
+                    log.debug("late nack on a closed consumer: %s", exc)
+
+        handle = self._loop.call_later(wait, fire)
+        self._timers.add(handle)
+
+    def connected(self) -> bool:
+        try:
+            return bool(self.consumer.is_connected())
+        except pulsar.PulsarException:
+            return False
+
+    def stop(self) -> None:
+        self._stop = True
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        with self._room:
+            self._room.notify_all()
+
+
+class PulsarSubscription(Subscription):
+    """A member of one Pulsar subscription (the action)."""
+
+    def __init__(
+        self,
+        client: pulsar.Client,
+        options: PulsarOptions,
+        spec: SubscriptionSpec,
+        sub_options: PulsarSubscriptionOptions,
+        on_close: Callable[[PulsarSubscription], None],
+        list_channels: Callable[[], Awaitable[list[str]]],
+        backlog: Callable[[list[str], str], Awaitable[int | None]],
+    ) -> None:
+        self._client = client
+        self._options = options
+        self._spec = spec
+        self._sub_options = sub_options
+        self._on_close = on_close
+        self.name = sub_options.name or spec.group
+        self.go_body = options.body == "go"
+        self._readers: list[_Reader] = []
+        self._queue: collections.deque[PulsarDelivery] = collections.deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._fatal = ""
+        self._watch: asyncio.Task[None] | None = None
+        self._discovery: asyncio.Task[None] | None = None
+        self._discovery_error = ""
+        self._list_channels = list_channels
+        self._backlog = backlog
+        self._lag: int | None = None
+        self._pattern = re.compile(spec.pattern) if spec.pattern is not None else None
+        self._loop = asyncio.get_running_loop()
+
+    def __repr__(self) -> str:
+        return f"PulsarSubscription({self.name!r}, {self._sub_options.type.value})"
+
+    # -- starting ----------------------------------------------------------------------------
+
+    def _split(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        retry = set(self._spec.retry_channels) or {
+            c for c in self._spec.channels if re.fullmatch(r".+\.retry\.\d+", c)
+        }
+        main = tuple(c for c in self._spec.channels if c not in retry)
+        return main, tuple(c for c in self._spec.channels if c in retry)
+
+    def _consumer_kwargs(self, kind: SubscriptionType) -> dict[str, Any]:
+        sub = self._sub_options
+        kwargs: dict[str, Any] = {
+            "consumer_type": _CONSUMER_TYPES[kind],
+            "initial_position": (
+                pulsar.InitialPosition.Earliest
+                if self._spec.start == "earliest"
+                else pulsar.InitialPosition.Latest
+            ),
+            "receiver_queue_size": sub.receiver_queue_size,
+            "negative_ack_redelivery_delay_ms": int(sub.nack_delay * 1000),
+            "batch_index_ack_enabled": True,
+        }
+        if sub.ack_timeout:
+            kwargs["unacked_messages_timeout_ms"] = int(sub.ack_timeout * 1000)
+        kwargs.update(self._options.consumer_config)
+        kwargs.update(sub.consumer_config)
+        return kwargs
+
+    async def _open(self, channels: Sequence[str], kind: SubscriptionType) -> _Reader:
+        """A consumer of this subscription on ``channels``, with its receive thread running."""
+        label = f"channels {list(channels)}"
+        topics = [self._options.topic(c) for c in channels]
+        try:
+            consumer = await asyncio.to_thread(
+                self._client.subscribe, topics, self.name, **self._consumer_kwargs(kind)
+            )
+        except pulsar.ConsumerBusy:
+            raise SubscriptionBusyError(_busy_message(self.name, kind, label)) from None
+        except pulsar.PulsarException as exc:
+            raise DriverError(
+                f"cannot subscribe {self.name!r} ({kind.value}) to {label}: "
+                f"{type(exc).__name__} ({exc}); is the broker at "
+                f"{shown_url(self._options.service_url)} up?"
+            ) from None
+        limit = max(1, self._spec.prefetch)
+        reader = _Reader(self, consumer, kind, tuple(channels), limit, self._sub_options.nack_delay)
+        self._readers.append(reader)
+        reader.thread.start()
+        return reader
+
+    async def _matching(self) -> list[str]:
+        """Channels of the namespace the pattern matches that no consumer reads yet."""
+        assert self._pattern is not None
+        read = {c for reader in self._readers for c in reader.channels}
+        read.update(self._spec.channels)
+        return sorted(
+            c for c in await self._list_channels() if self._pattern.fullmatch(c) and c not in read
+        )
+
+    async def start(self) -> None:
+        """Create the consumers; raises SubscriptionBusyError when Pulsar refuses one."""
+        main, retry = self._split()
+        kind = self._sub_options.type
+        try:
+            if main:
+                await self._open(main, kind)
+            if retry:
+                await self._open(retry, SubscriptionType.SHARED)
+            if self._pattern is not None:
+                matched = await self._matching()
+                if matched:
+                    await self._open(matched, kind)
+                self._discovery = asyncio.create_task(
+                    self._discover(), name=f"pulsar-discovery:{self.name}"
+                )
+        except BaseException:
+            await self.close()
+            raise
+        self._watch = asyncio.create_task(self._watchdog(), name=f"pulsar-watch:{self.name}")
+
+    async def _discover(self) -> None:
+        """Pattern subscriptions: look for new matching topics every ``pattern_discovery`` s.
+
+        pulsar-client's own pattern consumer looks every 60 s whatever it is told (its
+        Python binding drops the setting), so the driver lists the namespace itself.
+        """
+        kind = self._sub_options.type
+        while not self._closed:
+            await asyncio.sleep(self._sub_options.pattern_discovery)
+            try:
+                matched = await self._matching()
+                if matched and not self._closed:
+                    await self._open(matched, kind)
+                    log.info("Pulsar subscription %s now also reads %s", self.name, matched)
+                self._discovery_error = ""
+            except (DriverError, OSError) as exc:
+                self._discovery_error = f"pattern discovery failed: {exc}"
+                log.warning("Pulsar subscription %s: %s", self.name, self._discovery_error)
+
+    async def _watchdog(self) -> None:
+        """Report consumers that lost the broker (pulsar-client reconnects on its own), and
+        read the subscription's backlog (``status().lag``) every ``_LAG_EVERY`` seconds."""
+        lag_due = 0.0
+        while not self._closed:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            if now >= lag_due:
+                lag_due = now + _LAG_EVERY
+                channels = [c for reader in self._readers for c in reader.channels]
+                try:
+                    self._lag = await self._backlog(channels, self.name) if channels else None
+                except DriverError:
+                    self._lag = None
+            for reader in self._readers:
+                if reader.connected():
+                    if reader.disconnected_since is not None:
+                        log.info("Pulsar subscription %s: reconnected", self.name)
+                    reader.disconnected_since = None
+                    reader.error = ""
+                    continue
+                if reader.disconnected_since is None:
+                    reader.disconnected_since = reader.warned_at = now
+                    reader.error = "disconnected from the broker; pulsar-client is reconnecting"
+                    continue
+                down = now - reader.disconnected_since
+                reader.error = (
+                    f"disconnected from the broker for {down:.0f} s; pulsar-client is "
+                    f"reconnecting to {shown_url(self._options.service_url)}"
+                )
+                if now - reader.warned_at >= _STALL_REPORT:
+                    reader.warned_at = now
+                    log.warning("Pulsar subscription %s: %s", self.name, reader.error)
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def arrived(self, reader: _Reader, deliveries: list[PulsarDelivery]) -> None:
+        """Deliveries from a receive thread (runs on the loop)."""
+        if self._closed:
+            return
+        if reader.cumulative:
+            reader.track(deliveries)
+        self._queue.extend(deliveries)
+        self._ready.set()
+
+    def fail_from_thread(self, why: str) -> None:
+        def fail() -> None:
+            self._fatal = why
+            self._ready.set()
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(fail)
+
+    async def fetch(self, max_count: int) -> Sequence[Delivery]:
+        """Wait for 1..max_count deliveries; ``[]`` once closed."""
+        while not self._queue:
+            if self._closed:
+                return []
+            if self._fatal:
+                raise DriverError(
+                    f"Pulsar subscription {self.name!r} cannot go on: {self._fatal}",
+                    retriable=False,
+                )
+            self._ready.clear()
+            await self._ready.wait()
+        if self._closed:
+            return []
+        queue = self._queue
+        count = min(max_count, len(queue))
+        return [queue.popleft() for _ in range(count)]
+
+    async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        """Acks (individual, or cumulative where the type allows) and nacks, per consumer."""
+        by_reader: dict[_Reader, list[PulsarDelivery]] = {}
+        for delivery in deliveries:
+            if not isinstance(delivery, PulsarDelivery):
+                raise DriverError(f"{delivery!r} was not delivered by this Pulsar subscription")
+            by_reader.setdefault(delivery._reader, []).append(delivery)
+        for reader, group in by_reader.items():
+            try:
+                reader.settle(group)
+            except pulsar.AlreadyClosed:
+                log.debug("settling on a closed Pulsar consumer: Pulsar redelivers them")
+            except pulsar.PulsarException as exc:
+                raise DriverError(
+                    f"Pulsar subscription {self.name!r}: settling failed: "
+                    f"{type(exc).__name__} ({exc})"
+                ) from None
+
+    def status(self) -> SubscriptionStatus:
+        assignment: list[str] = []
+        errors: list[str] = []
+        for reader in self._readers:
+            assignment.append(f"{','.join(reader.channels)} ({reader.kind.value})")
+            if reader.error:
+                errors.append(reader.error)
+        if self._pattern is not None:
+            assignment.append(f"pattern {self._pattern.pattern} ({self._sub_options.type.value})")
+        if self._discovery_error:
+            errors.append(self._discovery_error)
+        if self._fatal:
+            errors.append(self._fatal)
+        return SubscriptionStatus(
+            assignment=tuple(assignment), error="; ".join(errors), lag=self._lag
+        )
+
+    async def close(self) -> None:
+        """Close the consumers (unsettled messages go back to the subscription)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ready.set()
+        for task in (self._watch, self._discovery):
+            if task is not None:
+                task.cancel()
+        for reader in self._readers:
+            reader.stop()
+        for reader in self._readers:
+            try:
+                await asyncio.to_thread(reader.consumer.close)
+            except pulsar.PulsarException as exc:
+                log.debug("closing a Pulsar consumer: %s", exc)
+            if reader.thread.is_alive():
+                await asyncio.to_thread(reader.thread.join, 10.0)
+        self._queue.clear()
+        self._on_close(self)

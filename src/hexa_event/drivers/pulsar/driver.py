@@ -1,0 +1,160 @@
+"""``pulsar://``: the Apache Pulsar driver (pulsar-client, the C++ client's Python binding).
+
+- Emit: one cached producer per topic, sends windowed and confirmed per batch (see
+  :mod:`.producer`); the key is the partition key, headers are message properties, the
+  event time is set, and ``RawRecord.not_before`` becomes Pulsar's deliver-at.
+- Topics: created through the admin API on first use when ``PulsarOptions.provision`` is on
+  (``partitions`` > 1 makes them partitioned); dead-letter channels (``*.dlq``) get
+  unlimited retention so letters wait for a reader. With provisioning off a missing topic
+  raises :class:`~hexa_event.errors.ChannelNotFoundError`.
+- Receive: the action is the subscription; Key_Shared by default (see :mod:`.consumer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pulsar
+
+from ...driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec, check_records
+from ...errors import ChannelNotFoundError, ClosedError, ConfigurationError
+from .admin import PulsarAdmin
+from .consumer import PulsarSubscription
+from .options import PulsarOptions, PulsarSubscriptionOptions
+from .producer import PulsarProducers
+
+log = logging.getLogger(__name__)
+
+
+class PulsarDriver(Driver):
+    """The Pulsar driver. Build it with ``hexa_event.connect("pulsar://host:6650", ...)``."""
+
+    features = Features(
+        name="pulsar",
+        persistent=True,
+        consumer_groups=True,
+        ordered_per_key=True,
+        patterns=True,
+        delayed_publish=True,
+        delayed_nack=True,
+        exclusive_subscriptions=True,
+        new_group_reads_history=True,
+    )
+
+    def __init__(self, options: PulsarOptions | None = None, **kwargs: Any) -> None:
+        if options is not None and kwargs:
+            raise ConfigurationError("pass either PulsarOptions or keyword options, not both")
+        self.options = options if options is not None else PulsarOptions(**kwargs)
+        self._client = pulsar.Client(self.options.service_url, **self.options.client_kwargs())
+        self._admin = PulsarAdmin(self.options)
+        self._producers = PulsarProducers(self._client, self.options, self._ensure_topic)
+        self._subscriptions: set[PulsarSubscription] = set()
+        self._known: dict[str, int] = {}
+        self._provision_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PulsarDriver:
+        """``pulsar://[token@]host:6650[?admin_url=http://host:8080&tenant=...]``."""
+        if "options" in options:
+            given = options.pop("options")
+            if options:
+                raise ConfigurationError("pass either options=PulsarOptions(...) or keywords")
+            return cls(given)
+        return cls(PulsarOptions.from_url(url, **options))
+
+    def __repr__(self) -> str:
+        return f"PulsarDriver({self.options!r})"
+
+    # -- topics --------------------------------------------------------------------------------
+
+    async def _ensure_topic(self, channel: str) -> int:
+        """Make sure ``channel``'s topic exists; its partition count (0: non-partitioned)."""
+        known = self._known.get(channel)
+        if known is not None:
+            return known
+        async with self._provision_lock:
+            known = self._known.get(channel)
+            if known is not None:
+                return known
+            partitions = await self._admin.partitions(channel)
+            if partitions is None:
+                if not self.options.provision:
+                    raise ChannelNotFoundError(
+                        channel,
+                        f"create topic {self.options.topic(channel)!r}, or let the driver "
+                        "create it with PulsarOptions(provision=True)",
+                    )
+                await self._admin.create(channel, self.options.partitions)
+                if channel.endswith(".dlq") and not await self._admin.retain_forever(channel):
+                    log.warning(
+                        "could not set unlimited retention on dead-letter topic %r; letters "
+                        "may expire before anyone reads them (set namespace retention)",
+                        channel,
+                    )
+                partitions = await self._admin.partitions(channel) or 0
+                log.info("created Pulsar topic %r (%d partitions)", channel, partitions)
+            self._known[channel] = partitions
+            return partitions
+
+    async def provision(self, channels: Sequence[str]) -> None:
+        """Create the missing topics (or raise ChannelNotFoundError when provisioning is off)."""
+        for channel in dict.fromkeys(channels):
+            await self._ensure_topic(channel)
+
+    # -- the contract --------------------------------------------------------------------------
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        """Send ``records``; return once Pulsar confirmed every one of them."""
+        if self._closed:
+            raise ClosedError("the Pulsar driver is closed")
+        check_records(records)
+        await self._producers.publish(records)
+
+    async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        """Join subscription ``spec.group`` (Key_Shared unless the options say otherwise).
+
+        Raises SubscriptionBusyError when Pulsar refuses the consumer (a second Exclusive
+        member, or a member of another type), naming the subscription, its type and the fix.
+        """
+        if self._closed:
+            raise ClosedError("the Pulsar driver is closed")
+        sub_options = spec.options if spec.options is not None else PulsarSubscriptionOptions()
+        if not isinstance(sub_options, PulsarSubscriptionOptions):
+            raise ConfigurationError(
+                "Pulsar subscriptions take PulsarSubscriptionOptions, got "
+                f"{type(sub_options).__name__}"
+            )
+        if not spec.channels and spec.pattern is None:
+            raise ConfigurationError("a Pulsar subscription needs channels or a pattern")
+        if spec.channels:
+            await self.provision(spec.channels)
+        subscription = PulsarSubscription(
+            self._client,
+            self.options,
+            spec,
+            sub_options,
+            self._subscriptions.discard,
+            self._admin.channels,
+            self._admin.backlog,
+        )
+        await subscription.start()
+        self._subscriptions.add(subscription)
+        return subscription
+
+    async def close(self) -> None:
+        """Close the subscriptions (their fetch returns []), the producers, the client."""
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        self._subscriptions.clear()
+        await self._producers.close()
+        try:
+            await asyncio.to_thread(self._client.close)
+        except pulsar.PulsarException as exc:
+            log.debug("closing the Pulsar client: %s", exc)

@@ -1,0 +1,326 @@
+"""Typed options of the Pulsar driver (the Go library's ``Extra``, done right).
+
+Anything we do not model passes through unchanged: ``client_config`` to ``pulsar.Client``,
+``producer_config`` to ``Client.create_producer`` and ``consumer_config`` to
+``Client.subscribe`` (see pulsar-client's API reference for the names). Secrets (the auth
+token, TLS private key paths are not secret but tokens and ``authentication`` objects are)
+never appear in reprs, logs or errors.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ...errors import ConfigurationError
+
+REDACTED = "***"
+_SECRET_MARKERS = ("token", "password", "secret", "auth", "credential", "private_key")
+
+CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
+"""pulsar-client's own (C++) log lines, instead of its default printing to the console."""
+
+BodyFormat = Literal["native", "go"]
+
+# Settings the driver owns because its guarantees depend on them.
+_FORBIDDEN_CONSUMER = {
+    "subscription_name": "the subscription is the action (or PulsarSubscriptionOptions.name)",
+    "consumer_type": "use PulsarSubscriptionOptions(type=SubscriptionType.SHARED...)",
+    "topic": "the channels come from the receiver's subscribe()",
+    "is_pattern_topic": "pass pattern= to the receiver's subscribe()",
+    "pattern_auto_discovery_period": "use PulsarSubscriptionOptions(pattern_discovery=...)",
+    "initial_position": "the subscription's start= decides it",
+    "dead_letter_policy": "dead letters are the core's (<action>.dlq, with error headers)",
+    "negative_ack_redelivery_delay_ms": "use PulsarSubscriptionOptions(nack_delay=...)",
+    "unacked_messages_timeout_ms": "use PulsarSubscriptionOptions(ack_timeout=...)",
+}
+_FORBIDDEN_PRODUCER = {
+    "topic": "the channel comes from the event",
+    "message_router": "keys are routed by the driver's stable hash (see partition_for_key)",
+    "block_if_queue_full": "a full queue would block the event loop; the driver windows sends",
+}
+
+
+def is_secret(name: str) -> bool:
+    """Whether a client setting holds a secret (its value is never shown)."""
+    lowered = name.lower()
+    return any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+def redact(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` whose secret values are replaced by ``***``."""
+    return {k: (REDACTED if is_secret(k) else v) for k, v in config.items()}
+
+
+def shown_url(url: str) -> str:
+    """``url`` without user info (a token or password in it is never shown)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=f"{REDACTED}@{parts.netloc.rsplit('@', 1)[1]}").geturl()
+
+
+def _check_mapping(owner: str, name: str, config: Any, forbidden: Mapping[str, str]) -> None:
+    if not isinstance(config, Mapping):
+        raise ConfigurationError(f"{owner}.{name} must be a mapping of pulsar-client keywords")
+    for key in config:
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError(f"{owner}.{name} has a bad key {key!r}")
+        if key in forbidden:
+            raise ConfigurationError(f"{owner}.{name}: do not set {key!r}: {forbidden[key]}")
+
+
+def _positive(owner: str, name: str, value: Any, *, minimum: float = 0.0) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
+        raise ConfigurationError(f"{owner}.{name} must be a number >= {minimum}, got {value!r}")
+
+
+class SubscriptionType(enum.Enum):
+    """Pulsar subscription types the driver offers (the Go library's ``Type`` extra).
+
+    ``KEY_SHARED`` (the default): members of one action share the work, each key goes to one
+    member at a time in publish order. ``SHARED``: round-robin, no order per key.
+    ``FAILOVER``: one active member per partition, the others stand by. ``EXCLUSIVE``: one
+    member only; a second one is refused with SubscriptionBusyError.
+    """
+
+    KEY_SHARED = "Key_Shared"
+    SHARED = "Shared"
+    FAILOVER = "Failover"
+    EXCLUSIVE = "Exclusive"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class PulsarOptions:
+    """How the driver talks to Pulsar.
+
+    ``service_url``: ``pulsar://host:6650`` (``pulsar+ssl://`` for TLS). ``admin_url``: the
+    broker's HTTP admin API, used to create topics. ``tenant``/``namespace``: where channels
+    live (a channel ``orders`` is ``persistent://<tenant>/<namespace>/orders``).
+    ``provision``: create missing topics (``partitions`` > 1 makes a partitioned topic,
+    1 a non-partitioned one); when off, a missing topic raises ChannelNotFoundError.
+    ``body``: ``"native"`` (the payload is the body, headers are message properties) or
+    ``"go"`` (Go hexa-event's JSON envelope ``{"header": {k: base64}, "payload": base64}``,
+    for interop with its Pulsar driver). ``send_timeout``: seconds before an unconfirmed
+    emit fails. ``max_in_flight``: sends awaiting confirmation per producer.
+    ``batching_delay_ms``: how long the producer may hold a send to batch it.
+    ``token``: JWT auth (for the binary protocol and the admin API); ``authentication``: any
+    ``pulsar.Authentication`` object instead. ``tls_*``: pulsar-client's TLS settings.
+    """
+
+    service_url: str = "pulsar://127.0.0.1:6650"
+    admin_url: str = "http://127.0.0.1:8080"
+    tenant: str = "public"
+    namespace: str = "default"
+    provision: bool = True
+    partitions: int = 1
+    body: BodyFormat = "native"
+    send_timeout: float = 30.0
+    max_in_flight: int = 5000
+    batching_delay_ms: int = 5
+    operation_timeout: float = 30.0
+    connection_timeout: float = 10.0
+    token: str | None = None
+    authentication: Any = None
+    tls_trust_certs_file_path: str | None = None
+    tls_allow_insecure_connection: bool = False
+    tls_validate_hostname: bool = False
+    tls_certificate_file_path: str | None = None
+    tls_private_key_file_path: str | None = None
+    client_config: Mapping[str, Any] = field(default_factory=dict)
+    producer_config: Mapping[str, Any] = field(default_factory=dict)
+    consumer_config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        owner = "PulsarOptions"
+        if not isinstance(self.service_url, str) or "://" not in self.service_url:
+            raise ConfigurationError(
+                f"{owner}.service_url must be a URL such as 'pulsar://127.0.0.1:6650'"
+            )
+        if not isinstance(self.admin_url, str) or not self.admin_url.startswith("http"):
+            raise ConfigurationError(
+                f"{owner}.admin_url must be the HTTP admin URL, e.g. 'http://127.0.0.1:8080'"
+            )
+        for name in ("tenant", "namespace"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or "/" in value:
+                raise ConfigurationError(f"{owner}.{name} must be a non-empty name without '/'")
+        if not isinstance(self.partitions, int) or self.partitions < 1:
+            raise ConfigurationError(f"{owner}.partitions must be an integer >= 1")
+        if self.body not in ("native", "go"):
+            raise ConfigurationError(f"{owner}.body must be 'native' or 'go', got {self.body!r}")
+        _positive(owner, "send_timeout", self.send_timeout)
+        _positive(owner, "operation_timeout", self.operation_timeout, minimum=1)
+        _positive(owner, "connection_timeout", self.connection_timeout, minimum=1)
+        if not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
+            raise ConfigurationError(f"{owner}.max_in_flight must be an integer >= 1")
+        if not isinstance(self.batching_delay_ms, int) or self.batching_delay_ms < 0:
+            raise ConfigurationError(f"{owner}.batching_delay_ms must be an integer >= 0")
+        if self.token is not None and self.authentication is not None:
+            raise ConfigurationError(f"{owner}: pass token= or authentication=, not both")
+        _check_mapping(owner, "client_config", self.client_config, {})
+        _check_mapping(owner, "producer_config", self.producer_config, _FORBIDDEN_PRODUCER)
+        _check_mapping(owner, "consumer_config", self.consumer_config, _FORBIDDEN_CONSUMER)
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or (isinstance(value, Mapping) and not value):
+                continue
+            if f.name in ("token", "authentication"):
+                value = REDACTED
+            elif f.name in ("service_url", "admin_url"):
+                value = shown_url(value)
+            elif isinstance(value, Mapping):
+                value = redact(value)
+            parts.append(f"{f.name}={value!r}")
+        return f"PulsarOptions({', '.join(parts)})"
+
+    __str__ = __repr__
+
+    def topic(self, channel: str) -> str:
+        """The full topic name of ``channel``."""
+        return f"persistent://{self.tenant}/{self.namespace}/{channel}"
+
+    @property
+    def topic_prefix(self) -> str:
+        return f"persistent://{self.tenant}/{self.namespace}/"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keywords for ``pulsar.Client`` (auth, TLS and timeouts, then ``client_config``)."""
+        import pulsar  # the extra is only needed once a driver is made
+
+        kwargs: dict[str, Any] = {
+            "operation_timeout_seconds": int(self.operation_timeout),
+            "connection_timeout_ms": int(self.connection_timeout * 1000),
+            "tls_allow_insecure_connection": self.tls_allow_insecure_connection,
+            "tls_validate_hostname": self.tls_validate_hostname,
+            "logger": CLIENT_LOGGER,
+        }
+        if self.token is not None:
+            kwargs["authentication"] = pulsar.AuthenticationToken(self.token)
+        elif self.authentication is not None:
+            kwargs["authentication"] = self.authentication
+        for name in (
+            "tls_trust_certs_file_path",
+            "tls_certificate_file_path",
+            "tls_private_key_file_path",
+        ):
+            if getattr(self, name) is not None:
+                kwargs[name] = getattr(self, name)
+        kwargs.update(self.client_config)
+        return kwargs
+
+    def admin_headers(self) -> dict[str, str]:
+        """HTTP headers for the admin API (the bearer token when one is set)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PulsarOptions:
+        """``pulsar://[token@]host:6650[?admin_url=...&tenant=...&namespace=...&...]``.
+
+        Query parameters named like this class's fields set them; any other parameter goes to
+        ``client_config``. A user part of the URL is taken as the auth token. Keyword options
+        are this class's fields and win over the URL.
+        """
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, netloc = netloc.rsplit("@", 1)
+            options.setdefault("token", unquote(userinfo))
+        if not netloc:
+            raise ConfigurationError(
+                "a pulsar URL needs a host, e.g. 'pulsar://127.0.0.1:6650' (got no host)"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown Pulsar option(s) {unknown}; known: {sorted(known)}. "
+                "Pass pulsar-client settings in client_config={...}"
+            )
+        client_config = dict(options.pop("client_config", {}) or {})
+        typed: dict[str, Any] = {}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in known and key not in ("client_config", "producer_config", "consumer_config"):
+                typed[key] = _coerce(cls, key, value)
+            else:
+                client_config.setdefault(key, value)
+        if parts.hostname is not None and "admin_url" not in typed:
+            typed["admin_url"] = f"http://{parts.hostname}:8080"
+        typed.update(options)
+        scheme = "pulsar+ssl" if parts.scheme == "pulsar+ssl" else "pulsar"
+        typed.setdefault("service_url", f"{scheme}://{netloc}")
+        return cls(client_config=client_config, **typed)
+
+
+def _coerce(cls: type[PulsarOptions], key: str, text: str) -> Any:
+    default = next(f.default for f in fields(cls) if f.name == key)
+    if isinstance(default, bool):
+        return text.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigurationError(f"pulsar URL: {key} must be an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigurationError(f"pulsar URL: {key} must be a number") from None
+    return text
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class PulsarSubscriptionOptions:
+    """Per-subscription Pulsar settings.
+
+    ``type``: the subscription type (Key_Shared by default: per-key order with the work
+    shared by every member of the action). ``name`` overrides the subscription name (the
+    action by default). ``receiver_queue_size``: messages the client prefetches per
+    consumer (small keeps Shared work fair). ``nack_delay``: the shortest redelivery delay
+    of a nack (Pulsar's lower bound is 0.1 s); longer delays are honoured exactly.
+    ``ack_timeout``: redeliver a message held unsettled this long (0 = never, else >= 10 s).
+    ``pattern_discovery``: seconds between looks for new topics matching a pattern.
+    ``consumer_config``: other ``Client.subscribe`` keywords for this subscription.
+    """
+
+    type: SubscriptionType = SubscriptionType.KEY_SHARED
+    name: str | None = None
+    receiver_queue_size: int = 1000
+    nack_delay: float = 0.1
+    ack_timeout: float = 0.0
+    pattern_discovery: int = 5
+    consumer_config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        owner = "PulsarSubscriptionOptions"
+        if not isinstance(self.pattern_discovery, int) or self.pattern_discovery < 1:
+            raise ConfigurationError(f"{owner}.pattern_discovery must be an integer >= 1 (s)")
+        if not isinstance(self.type, SubscriptionType):
+            raise ConfigurationError(
+                f"{owner}.type must be a SubscriptionType (KEY_SHARED, SHARED, FAILOVER, "
+                f"EXCLUSIVE), got {self.type!r}"
+            )
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise ConfigurationError(f"{owner}.name must be a non-empty string")
+        if not isinstance(self.receiver_queue_size, int) or self.receiver_queue_size < 1:
+            raise ConfigurationError(f"{owner}.receiver_queue_size must be an integer >= 1")
+        _positive(owner, "nack_delay", self.nack_delay, minimum=0.1)
+        _positive(owner, "ack_timeout", self.ack_timeout)
+        if 0 < self.ack_timeout < 10:
+            raise ConfigurationError(f"{owner}.ack_timeout must be 0 (off) or >= 10 seconds")
+        _check_mapping(owner, "consumer_config", self.consumer_config, _FORBIDDEN_CONSUMER)
+
+    def __repr__(self) -> str:
+        return (
+            f"PulsarSubscriptionOptions(type={self.type.name}, name={self.name!r}, "
+            f"receiver_queue_size={self.receiver_queue_size}, nack_delay={self.nack_delay}, "
+            f"ack_timeout={self.ack_timeout}, pattern_discovery={self.pattern_discovery}, "
+            f"consumer_config={redact(self.consumer_config)!r})"
+        )

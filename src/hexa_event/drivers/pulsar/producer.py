@@ -1,0 +1,225 @@
+"""Publishing: one cached producer per topic, many sends in flight, one wait per batch.
+
+Each record is handed to pulsar-client's callback API (``Producer.send_async``); the
+confirmations of one ``publish`` call are counted on the client's I/O thread and complete a
+single asyncio future, so a batch costs one loop wake-up, not one per record, and no send
+waits on the batching timer of the one before it. At most ``max_in_flight`` records are
+unconfirmed at once (the producers' queues are sized to match, so a send never finds a
+full queue and nothing blocks the event loop).
+
+Keys are the messages' partition keys (Key_Shared dispatch and compaction use them); on a
+partitioned topic the partition is :func:`partition_for_key`, a stable hash of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pulsar
+
+from ...driver import RawRecord
+from ...errors import ChannelNotFoundError, ClosedError, DriverError
+from . import wire
+from .options import PulsarOptions, shown_url
+
+log = logging.getLogger(__name__)
+
+EVENT_TIME_HEADER = "HEXA_EVENT_TIME"
+"""The core's emit-time header (epoch milliseconds, text); it becomes the event time."""
+
+
+def partition_for_key(key: str, partitions: int) -> int:
+    """The partition of ``key`` among ``partitions``: Java's ``String.hashCode`` of the key,
+    sign bit cleared, modulo the count (pulsar-client Java's default JavaStringHash routing).
+
+    It is fixed by this definition, not by a client library version, so every producer of
+    ours (and Java producers with default settings) places a key on the same partition.
+    """
+    h = 0
+    data = key.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def _route(message: pulsar.Message, partitions: int) -> int:
+    key = message.partition_key()
+    return partition_for_key(key, partitions) if key else 0
+
+
+class _Batch:
+    """Confirmations of one publish call, counted on pulsar-client's threads."""
+
+    __slots__ = ("errors", "future", "loop", "pending", "results")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.pending = count
+        self.results: list[object] = []
+        self.errors: list[str] = []
+
+    def callback(self, result: object, _msg_id: object) -> None:
+        # Runs on a client I/O thread; an exception escaping it would end the process.
+        try:
+            if result != pulsar.Result.Ok:
+                self.errors.append(getattr(result, "name", str(result)))
+            self.results.append(result)
+            if len(self.results) >= self.pending:
+                self.loop.call_soon_threadsafe(self._finish)
+        except BaseException:  # pragma: no cover - the loop may be closed under us
+            pass
+
+    def _finish(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class PulsarProducers:
+    """The producers of one driver, created on first use of a topic and kept."""
+
+    def __init__(
+        self,
+        client: pulsar.Client,
+        options: PulsarOptions,
+        ensure_topic: Callable[[str], Awaitable[int]],
+    ) -> None:
+        self._client = client
+        self._options = options
+        self._ensure_topic = ensure_topic
+        self._producers: dict[str, pulsar.Producer] = {}
+        self._creating: dict[str, asyncio.Future[pulsar.Producer]] = {}
+        self._in_flight = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closed = False
+
+    def _kwargs(self, partitions: int) -> dict[str, Any]:
+        window = self._options.max_in_flight
+        kwargs: dict[str, Any] = {
+            "batching_enabled": True,
+            # Key_Shared dispatches a batch by its first key: batch per key.
+            "batching_type": pulsar.BatchingType.KeyBased,
+            "batching_max_publish_delay_ms": self._options.batching_delay_ms,
+            "send_timeout_millis": int(self._options.send_timeout * 1000),
+            "max_pending_messages": window,
+            "max_pending_messages_across_partitions": window,
+            "block_if_queue_full": False,
+        }
+        if partitions > 0:
+            kwargs["message_router"] = _route
+        kwargs.update(self._options.producer_config)
+        return kwargs
+
+    async def producer(self, channel: str) -> pulsar.Producer:
+        """The producer of ``channel``'s topic (made, and the topic provisioned, once)."""
+        producer = self._producers.get(channel)
+        if producer is not None:
+            return producer
+        pending = self._creating.get(channel)
+        if pending is None:
+            pending = asyncio.ensure_future(self._create(channel))
+            self._creating[channel] = pending
+            pending.add_done_callback(lambda _f: self._creating.pop(channel, None))
+        return await asyncio.shield(pending)
+
+    async def _create(self, channel: str) -> pulsar.Producer:
+        partitions = await self._ensure_topic(channel)
+        topic = self._options.topic(channel)
+        try:
+            producer = await asyncio.to_thread(
+                self._client.create_producer, topic, **self._kwargs(partitions)
+            )
+        except pulsar.TopicNotFound:
+            raise ChannelNotFoundError(
+                channel, "create the topic, or let the driver create it (provision=True)"
+            ) from None
+        except pulsar.PulsarException as exc:
+            raise DriverError(
+                f"cannot create a Pulsar producer on {topic!r}: {type(exc).__name__} "
+                f"({exc}); is the broker at {shown_url(self._options.service_url)} up?"
+            ) from None
+        if self._closed:
+            await asyncio.to_thread(producer.close)
+            raise ClosedError("the Pulsar driver is closed")
+        self._producers[channel] = producer
+        return producer
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        """Send every record; return once the broker confirmed all, else raise DriverError."""
+        if not records:
+            return
+        window = self._options.max_in_flight
+        for start in range(0, len(records), window):
+            chunk = records[start : start + window]
+            producers = {}
+            for record in chunk:
+                if record.channel not in producers:
+                    producers[record.channel] = await self.producer(record.channel)
+            while self._in_flight and self._in_flight + len(chunk) > window:
+                self._room.clear()
+                await self._room.wait()
+            self._in_flight += len(chunk)
+            try:
+                await self._send(chunk, producers)
+            finally:
+                self._in_flight -= len(chunk)
+                self._room.set()
+
+    async def _send(self, chunk: Sequence[RawRecord], producers: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        batch = _Batch(loop, len(chunk))
+        go_body = self._options.body == "go"
+        now_ms = time.time_ns() // 1_000_000
+        sent = 0
+        try:
+            for record in chunk:
+                headers = record.headers
+                stamp = headers.get(EVENT_TIME_HEADER)
+                event_ms = int(stamp) if stamp and stamp.isdigit() else now_ms
+                if go_body:
+                    body, props = wire.to_go_body(headers, record.body), {}
+                else:
+                    body, props = record.body, wire.to_properties(headers)
+                deliver_at = int(record.not_before * 1000) if record.not_before else None
+                if deliver_at is not None:
+                    if deliver_at <= now_ms:
+                        deliver_at = None
+                    else:
+                        props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
+                producers[record.channel].send_async(
+                    body,
+                    batch.callback,
+                    properties=props or None,
+                    partition_key=record.key or None,
+                    event_timestamp=event_ms,
+                    deliver_at=deliver_at,
+                )
+                sent += 1
+        except pulsar.PulsarException as exc:
+            raise DriverError(
+                f"Pulsar refused a send ({type(exc).__name__}: {exc}); "
+                f"{sent} of {len(chunk)} records were handed over"
+            ) from None
+        await batch.future
+        if batch.errors:
+            first = batch.errors[0]
+            raise DriverError(
+                f"Pulsar did not confirm {len(batch.errors)} of {len(chunk)} records "
+                f"({first}); they may or may not be stored",
+                retriable=first not in ("TopicTerminated", "AuthorizationError"),
+            )
+
+    async def close(self) -> None:
+        """Flush and close every producer. Idempotent."""
+        self._closed = True
+        producers, self._producers = list(self._producers.values()), {}
+        for producer in producers:
+            try:
+                await asyncio.to_thread(producer.close)
+            except pulsar.PulsarException as exc:
+                log.debug("closing a Pulsar producer: %s", exc)

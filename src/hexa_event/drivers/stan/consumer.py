@@ -1,0 +1,387 @@
+"""Receiving: one STAN subscription per channel, all feeding one contract subscription.
+
+By default each channel is joined as a member of a durable queue group named after the
+subscription's group (the action): processes of one action share the channel's messages,
+each message goes to one member, and the group and its position outlive every member.
+
+Acknowledgement is always manual. ``settle`` publishes an Ack for each acked delivery to the
+subscription's ack inbox; nats-py's writer sends them at once (STAN never confirms an Ack, and
+we do not wait for a PONG: nats-py 2.16 breaks its read loop when a flush is cancelled).
+STAN has no nack: a nacked delivery is simply not acknowledged, and the server sends it
+again once its AckWait has passed (to this member or, in a queue group, to another). A nack's
+delay is kept locally: a redelivery that reaches this member before the delay is over is
+dropped unacknowledged, so the server tries again one AckWait later. While a delivery is held
+(handed out, not settled), a redelivery of it to this member is dropped too, so the core
+never runs one message twice at once in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+
+from ...driver import (
+    Delivery,
+    Outcome,
+    RawRecord,
+    Subscription,
+    SubscriptionSpec,
+    SubscriptionStatus,
+)
+from ...errors import ClosedError, ConfigurationError, DriverError
+from .errors import StanChannelLimitError, StanRequestError, is_channel_limit, is_session_gone
+from .options import StanOptions, StanSubscriptionOptions, check_channel
+from .protocol import (
+    MsgProto,
+    ProtocolError,
+    StartPosition,
+    SubscriptionRequest,
+    decode_msg_proto,
+    encode_ack,
+    encode_ack_head,
+)
+from .session import StanSession
+from .wire import decode_body
+
+logger = logging.getLogger(__name__)
+
+_START = {
+    "first": StartPosition.FIRST,
+    "new_only": StartPosition.NEW_ONLY,
+    "last_received": StartPosition.LAST_RECEIVED,
+}
+_NACK_MEMORY = 3600.0
+"""Seconds after its due time that a nack's delay is forgotten if never redelivered here."""
+
+
+class StanDelivery(Delivery):
+    """One STAN message handed to the core; ``native`` is the decoded MsgProto."""
+
+    __slots__ = ("_member", "_msg")
+
+    def __init__(self, member: ChannelMember, msg: MsgProto) -> None:
+        key, headers, body = decode_body(msg.data)
+        count = msg.redelivery_count + 1 if msg.redelivered else 1
+        super().__init__(
+            RawRecord(channel=msg.subject, key=key, headers=headers, body=body),
+            coordinates=f"{msg.subject}-{msg.sequence}",
+            delivery_count=max(count, 2) if msg.redelivered else count,
+            timestamp=msg.timestamp / 1e9 if msg.timestamp else None,
+        )
+        self._member = member
+        self._msg = msg
+
+    @property
+    def native(self) -> MsgProto:
+        return self._msg
+
+    @property
+    def sequence(self) -> int:
+        return self._msg.sequence
+
+    @property
+    def redelivered(self) -> bool:
+        return self._msg.redelivered
+
+
+class ChannelMember:
+    """This process's STAN subscription on one channel."""
+
+    def __init__(
+        self,
+        owner: StanSubscription,
+        channel: str,
+        request: SubscriptionRequest,
+    ) -> None:
+        self.owner = owner
+        self.channel = channel
+        self.request = request
+        self.ack_inbox = ""
+        self.ack_head = encode_ack_head(channel)
+        self.nats_sub: NatsSubscription | None = None
+        self.held: set[int] = set()
+        """Sequences received and not yet settled (buffered or handed out)."""
+        self.nacked: dict[int, float] = {}
+        self.last_sequence = 0
+        """The highest sequence received here (where a re-made non-durable one continues)."""
+        """Sequence -> monotonic time before which a redelivery here is dropped."""
+
+    async def open(self, session: StanSession) -> None:
+        nc = session.nc
+        if nc is None:
+            raise ClosedError("the STAN session has no connection")
+        if self.nats_sub is None:
+            # Deliveries may start right after the response: listen first.
+            self.nats_sub = await nc.subscribe(
+                self.request.inbox, cb=self._on_message, pending_msgs_limit=1_000_000
+            )
+        position = self.request.start_position
+        start_sequence = self.request.start_sequence
+        if self.last_sequence and not self.request.durable_name:
+            # Re-made after the session was lost: a non-durable subscription was deleted
+            # with it, so continue after what this member has seen (unsettled included).
+            position = StartPosition.SEQUENCE_START
+            start_sequence = min(self.held) if self.held else self.last_sequence + 1
+        request = SubscriptionRequest(
+            client_id=session.client_id,
+            subject=self.request.subject,
+            q_group=self.request.q_group,
+            inbox=self.request.inbox,
+            max_in_flight=self.request.max_in_flight,
+            ack_wait_in_secs=self.request.ack_wait_in_secs,
+            durable_name=self.request.durable_name,
+            start_position=position,
+            start_sequence=start_sequence,
+            start_time_delta=self.request.start_time_delta,
+        )
+        try:
+            response = await session.subscribe_request(request)
+        except DriverError:
+            # The server may have created it anyway: close that one, best effort.
+            with contextlib.suppress(DriverError):
+                await session.close_subscription(
+                    self.channel, self.request.inbox, unsubscribe=False
+                )
+            raise
+        if response.error:
+            if is_channel_limit(response.error):
+                raise StanChannelLimitError(self.channel, response.error)
+            if is_session_gone(response.error):
+                session.lost(response.error)
+                raise DriverError(f"subscribe to {self.channel!r}: {response.error}")
+            raise StanRequestError(
+                f"the NATS Streaming server refused the subscription to {self.channel!r} "
+                f"({_describe(self.request)}): {response.error}",
+                retriable=False,
+            )
+        self.ack_inbox = response.ack_inbox
+
+    async def _on_message(self, msg: Msg) -> None:
+        owner = self.owner
+        if owner.closed:
+            return
+        try:
+            proto = decode_msg_proto(msg.data)
+        except ProtocolError:
+            logger.warning("STAN: undecodable message on %s ignored", self.channel)
+            return
+        sequence = proto.sequence
+        if sequence in self.held:
+            return  # still being handled here: the server redelivered it after AckWait
+        if self.nacked:
+            due = self.nacked.get(sequence)
+            if due is not None:
+                if time.monotonic() < due:
+                    return  # nacked with a delay not yet over: let AckWait tick again
+                del self.nacked[sequence]
+        self.held.add(sequence)
+        if sequence > self.last_sequence:
+            self.last_sequence = sequence
+        owner.buffer.append((self, proto))
+        owner.wake.set()
+
+    def forget_old_nacks(self, now: float) -> None:
+        stale = [s for s, due in self.nacked.items() if due + _NACK_MEMORY < now]
+        for sequence in stale:
+            del self.nacked[sequence]
+
+    async def close(self, session: StanSession, *, unsubscribe: bool) -> None:
+        if self.nats_sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self.nats_sub.unsubscribe()
+            self.nats_sub = None
+        if not self.ack_inbox or not session.ready:
+            return
+        response = await session.close_subscription(
+            self.channel, self.ack_inbox, unsubscribe=unsubscribe
+        )
+        if response.error:
+            raise StanRequestError(
+                f"closing the subscription to {self.channel!r} failed: {response.error}",
+                retriable=False,
+            )
+
+
+class StanSubscription(Subscription):
+    """The contract's subscription: every channel of the spec, one member each."""
+
+    def __init__(self, session: StanSession, spec: SubscriptionSpec, options: StanOptions) -> None:
+        if spec.pattern is not None:
+            raise ConfigurationError(
+                "NATS Streaming has no wildcard channels: subscribe to channel names, not a pattern"
+            )
+        if not spec.channels:
+            raise ConfigurationError("a STAN subscription needs at least one channel")
+        sub_options = spec.options if spec.options is not None else StanSubscriptionOptions()
+        if not isinstance(sub_options, StanSubscriptionOptions):
+            raise ConfigurationError(
+                "the STAN driver's subscription options must be StanSubscriptionOptions, got "
+                f"{type(sub_options).__name__}"
+            )
+        self._session = session
+        self._spec = spec
+        self.options = sub_options
+        self.buffer: collections.deque[tuple[ChannelMember, MsgProto]] = collections.deque()
+        self.wake = asyncio.Event()
+        self.closed = False
+        self._error = ""
+        nc = session.nc
+        if nc is None:
+            raise ClosedError("the STAN session has no connection")
+        self.members = [
+            ChannelMember(self, check_channel(channel), self._request(channel, nc.new_inbox()))
+            for channel in dict.fromkeys(spec.channels)
+        ]
+
+    def _request(self, channel: str, inbox: str) -> SubscriptionRequest:
+        o, spec, defaults = self.options, self._spec, self._session.options
+        kind = o.kind
+        queue = (o.queue_group or spec.group) if kind in ("queue", "durable_queue") else ""
+        durable = (o.durable_name or spec.group) if kind in ("durable", "durable_queue") else ""
+        if kind == "durable_queue" and ":" in durable:
+            raise ConfigurationError(
+                f"the durable name of a STAN durable queue group may not contain ':' "
+                f"({durable!r}); set StanSubscriptionOptions(durable_name=...)"
+            )
+        position = _START["first" if spec.start == "earliest" else "new_only"]
+        sequence = delta = 0
+        if o.start is not None:
+            position = _START[o.start]
+        elif o.start_sequence is not None:
+            position, sequence = StartPosition.SEQUENCE_START, o.start_sequence
+        elif o.start_time_delta is not None:
+            position = StartPosition.TIME_DELTA_START
+            delta = int(o.start_time_delta * 1e9)
+        return SubscriptionRequest(
+            subject=channel,
+            q_group=queue,
+            inbox=inbox,
+            max_in_flight=o.max_inflight or defaults.max_inflight or max(1, spec.prefetch),
+            ack_wait_in_secs=o.ack_wait or defaults.ack_wait,
+            durable_name=durable,
+            start_position=position,
+            start_sequence=sequence,
+            start_time_delta=delta,
+        )
+
+    async def open(self) -> None:
+        """Join every channel; on failure leave the ones already joined."""
+        session = self._session
+        opened: list[ChannelMember] = []
+        try:
+            for member in self.members:
+                await member.open(session)
+                opened.append(member)
+        except BaseException:
+            self.closed = True
+            for member in opened:
+                with contextlib.suppress(DriverError):
+                    await member.close(session, unsubscribe=False)
+            for member in self.members:
+                if member.nats_sub is not None:
+                    with contextlib.suppress(nats.errors.Error):
+                        await member.nats_sub.unsubscribe()
+            raise
+        session.register(self)
+
+    async def resubscribe(self) -> None:
+        """Called by the session after it was re-established under the same client id."""
+        for member in self.members:
+            await member.open(self._session)
+
+    # -- the contract ---------------------------------------------------------------------------
+
+    async def fetch(self, max_count: int) -> Sequence[StanDelivery]:
+        buffer = self.buffer
+        while not self.closed:
+            if buffer:
+                count = min(max_count, len(buffer))
+                popleft = buffer.popleft
+                out = []
+                for _ in range(count):
+                    member, msg = popleft()
+                    out.append(StanDelivery(member, msg))
+                return out
+            if self._session.closed:
+                return []
+            self.wake.clear()
+            await self.wake.wait()
+        return []
+
+    async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        session = self._session
+        nc = session.nc
+        now = time.monotonic()
+        try:
+            for delivery in deliveries:
+                if not isinstance(delivery, StanDelivery):
+                    raise TypeError(f"not a STAN delivery: {delivery!r}")
+                member = delivery._member
+                sequence = delivery._msg.sequence
+                if delivery.outcome is Outcome.ACK:
+                    if nc is None or not member.ack_inbox:
+                        raise DriverError("the STAN connection is closed; acks not sent")
+                    await nc.publish(member.ack_inbox, encode_ack(member.ack_head, sequence))
+                elif delivery.outcome is Outcome.NACK and delivery.delay > 0:
+                    member.nacked[sequence] = now + delivery.delay
+                member.held.discard(sequence)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._error = f"acks not sent: {type(exc).__name__}: {exc}"
+            raise DriverError(
+                f"STAN acks could not be sent ({type(exc).__name__}); they are sent again"
+            ) from exc
+        self._error = ""
+        if len(self.members[0].nacked) > 1000:
+            for member in self.members:
+                member.forget_old_nacks(now)
+
+    async def close(self) -> None:
+        """Close every channel's subscription (durables and durable groups are kept)."""
+        await self._leave(unsubscribe=False)
+
+    async def unsubscribe(self) -> None:
+        """Leave for good: a durable (or the last member's durable queue group) is deleted."""
+        await self._leave(unsubscribe=True)
+
+    async def _leave(self, *, unsubscribe: bool) -> None:
+        if self.closed and not unsubscribe:
+            return
+        self.closed = True
+        self.wake.set()
+        self.buffer.clear()
+        session = self._session
+        session.unregister(self)
+        errors = []
+        for member in self.members:
+            try:
+                await member.close(session, unsubscribe=unsubscribe)
+            except DriverError as exc:
+                errors.append(str(exc))
+        if errors:
+            logger.warning("STAN: leaving %s: %s", self._spec.group, "; ".join(errors))
+            if unsubscribe:
+                raise DriverError("; ".join(errors))
+
+    def status(self) -> SubscriptionStatus:
+        assignment = tuple(f"{m.channel}:{_describe(m.request)}" for m in self.members)
+        return SubscriptionStatus(
+            assignment=assignment, error=self._session.error or self._error, lag=None
+        )
+
+
+def _describe(request: SubscriptionRequest) -> str:
+    if request.q_group and request.durable_name:
+        return f"durable queue {request.durable_name}:{request.q_group}"
+    if request.q_group:
+        return f"queue {request.q_group}"
+    if request.durable_name:
+        return f"durable {request.durable_name}"
+    return "plain"

@@ -1,0 +1,118 @@
+"""``stan://host:4223?cluster_id=...``: legacy NATS Streaming, its protocol spoken over nats-py.
+
+One driver is one STAN session (one client id). What it guarantees, given STAN's semantics:
+
+- ``publish`` returns once the server stored every record (its PubAck, sent after the
+  store's flush). A record is never lost once acknowledged; it may be stored twice when an
+  acknowledgement was lost to a dropped connection (the event id tells the copies apart).
+- A subscription's group (the action) is a durable queue group per channel: every action
+  gets every message, the processes of one action share them, and the group keeps its
+  position and unacknowledged messages while no member runs.
+- Delivery is at-least-once. A message not acknowledged within AckWait is delivered again
+  (``Delivery.delivery_count`` counts it), possibly to another member of the group.
+- Order: a channel is one ordered log and each member receives in order, but a queue group
+  spreads consecutive messages of one key over its members and redeliveries come after
+  newer messages, so ``features.ordered_per_key`` is False. Within one member the core
+  runs one key's deliveries one at a time and in the order received.
+- No channel patterns (STAN has no wildcard subscriptions), no delayed publish. A nack's
+  delay is kept by leaving the message unacknowledged (see :mod:`.consumer`);
+  ``features.delayed_nack`` follows ``StanOptions.delayed_nack``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+
+from ...driver import Driver, Features, RawRecord, SubscriptionSpec, check_records
+from ...errors import ClosedError
+from .consumer import StanSubscription
+from .options import StanOptions, check_channel, redact_servers
+from .producer import StanProducer
+from .session import StanSession
+
+
+def stan_features(options: StanOptions) -> Features:
+    return Features(
+        name="stan",
+        persistent=True,
+        consumer_groups=True,
+        ordered_per_key=False,
+        patterns=False,
+        delayed_publish=False,
+        delayed_nack=options.delayed_nack,
+        exclusive_subscriptions=False,
+        new_group_reads_history=True,
+    )
+
+
+class StanDriver(Driver):
+    """A NATS Streaming client session; nothing connects before the first use.
+
+    ``nc``: an open nats-py connection to use instead of opening one (it is not closed by
+    :meth:`close`). The session's connect errors are
+    :class:`~hexa_event.drivers.stan.StanClusterNotFoundError` (wrong cluster id or not a
+    streaming server) and :class:`~hexa_event.drivers.stan.StanClientIdInUseError`.
+    """
+
+    def __init__(self, options: StanOptions, *, nc: NatsClient | None = None) -> None:
+        self.options = options
+        self.features = stan_features(options)
+        self.session = StanSession(options, nc)
+        self._producer = StanProducer(self.session)
+        self._subscriptions: list[StanSubscription] = []
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> StanDriver:
+        """``stan://host:4223?cluster_id=test-cluster[&client_id=...&ack_wait=30...]``."""
+        nc = options.pop("nc", None)
+        return cls(StanOptions.from_url(url, **options), nc=nc)
+
+    def __repr__(self) -> str:
+        return (
+            f"StanDriver(servers={redact_servers(self.options.servers)!r}, "
+            f"cluster_id={self.options.cluster_id!r}, client_id={self.options.client_id!r})"
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this STAN driver was closed; connect() again")
+
+    async def connect(self) -> StanDriver:
+        """Open the session now (it opens on first use otherwise); raises connect errors."""
+        self._check_open()
+        await self.session.start()
+        return self
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        self._check_open()
+        check_records(records)
+        await self.session.start()
+        await self._producer.publish(records)
+
+    async def provision(self, channels: Sequence[str]) -> None:
+        """Validate the names: STAN creates a channel on its first publish or subscribe."""
+        self._check_open()
+        for channel in channels:
+            check_channel(channel)
+
+    async def subscribe(self, spec: SubscriptionSpec) -> StanSubscription:
+        self._check_open()
+        await self.session.wait_ready(self.options.ack_timeout)  # rides out a recovery
+        subscription = StanSubscription(self.session, spec, self.options)
+        await subscription.open()
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def close(self) -> None:
+        """Close every subscription (durables kept), then the session. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        subscriptions, self._subscriptions = self._subscriptions, []
+        await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
+        await self.session.close()

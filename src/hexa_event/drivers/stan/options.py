@@ -1,0 +1,318 @@
+"""Typed options of the NATS Streaming driver, validated at construction.
+
+``StanOptions`` is the connection (one STAN session per driver); ``StanSubscriptionOptions``
+is what one subscription may override (pass it as a subscription's ``options``). Settings of
+nats-py that we do not model go unchanged to ``nats.connect`` through ``nats_options``.
+Credentials (``user``/``password``/``token`` or the same keys in ``nats_options``) never
+appear in reprs, logs or errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ...errors import ConfigurationError
+
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOKEN_RE = re.compile(r"^[^\s*>.]+$")
+_SECRET_KEYS = ("password", "token", "nkeys_seed", "nkeys_seed_str", "user_credentials")
+_OWNED_NATS_KEYS = {
+    "servers": "give the servers in the URL or StanOptions.servers",
+    "max_reconnect_attempts": "the driver reconnects forever (-1), as stan.go does",
+    "reconnected_cb": "the driver needs it to resend unacknowledged publishes",
+    "disconnected_cb": "the driver needs it to pause publishing",
+    "closed_cb": "the driver needs it to report a closed connection",
+}
+REDACTED = "***"
+
+SubscriptionKind = Literal["durable_queue", "queue", "durable", "plain"]
+StartAt = Literal["first", "new_only", "last_received"]
+
+
+def check_channel(channel: object) -> str:
+    """``channel`` if STAN accepts it as a channel name, else ConfigurationError."""
+    if not isinstance(channel, str) or not channel:
+        raise ConfigurationError(f"a STAN channel must be a non-empty string, got {channel!r}")
+    tokens = channel.split(".")
+    if not all(_TOKEN_RE.match(token) for token in tokens) or "/" in channel:
+        raise ConfigurationError(
+            f"STAN channel {channel!r} is not a valid name: use dot-separated tokens without "
+            "spaces, '*', '>' or '/' (STAN has no wildcard channels)"
+        )
+    return channel
+
+
+def unique_client_id(prefix: str = "hexa") -> str:
+    """``<prefix>-<host>-<pid>-<random>``: a client id no other process uses."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
+    return f"{prefix}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class StanOptions:
+    """How the driver talks to a NATS Streaming server.
+
+    ``servers``: the NATS URL(s) the streaming server listens on (``nats://host:4223``,
+    comma-separated for several). ``cluster_id``: the server's ``--cluster_id``. ``client_id``:
+    this connection's STAN client id (letters, digits, ``-``, ``_``); by default a unique one
+    per driver, which is what queue groups want (plain durables resume only under the same
+    client id: set it for those). ``connect_timeout``: seconds for each protocol request.
+    ``ack_timeout``: seconds a publish may take to be acknowledged, re-sends after a lost
+    connection included. ``max_pub_acks_inflight``: publishes awaiting their PubAck at
+    once. ``ping_interval``/``ping_max_out``: the session's liveness pings (stan.go's
+    defaults: a restart of the server is ridden out, a replaced session noticed at the
+    next ping). ``ack_wait``/``max_inflight``: subscription defaults (see
+    :class:`StanSubscriptionOptions`). ``delayed_nack``: declare that a nack's delay is kept
+    by the broker (the record is left unacknowledged until AckWait ticks past the delay),
+    so the core nacks early retry copies instead of holding them; retry waits are then
+    rounded up to multiples of ``ack_wait``. ``nats_options``: passed to ``nats.connect``.
+    """
+
+    cluster_id: str
+    servers: str = "nats://127.0.0.1:4222"
+    client_id: str = field(default_factory=unique_client_id)
+    connect_timeout: float = 2.0
+    ack_timeout: float = 30.0
+    max_pub_acks_inflight: int = 16384
+    ping_interval: int = 5
+    ping_max_out: int = 88
+    discover_prefix: str = "_STAN.discover"
+    ack_wait: int = 30
+    max_inflight: int | None = None
+    delayed_nack: bool = False
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    nats_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cluster_id, str) or not self.cluster_id:
+            raise ConfigurationError(
+                "StanOptions.cluster_id is required: the streaming server's --cluster_id, "
+                "e.g. stan://127.0.0.1:4223?cluster_id=test-cluster"
+            )
+        if not CLIENT_ID_RE.match(self.cluster_id):
+            raise ConfigurationError(
+                f"StanOptions.cluster_id {self.cluster_id!r} is not valid: use letters, "
+                "digits, '-' and '_'"
+            )
+        if not isinstance(self.client_id, str) or not CLIENT_ID_RE.match(self.client_id):
+            raise ConfigurationError(
+                f"StanOptions.client_id {self.client_id!r} is not valid: STAN accepts only "
+                "letters, digits, '-' and '_' (leave it unset for a unique one)"
+            )
+        if not isinstance(self.servers, str) or not self.servers.strip():
+            raise ConfigurationError("StanOptions.servers is required, e.g. nats://127.0.0.1:4223")
+        for name in ("connect_timeout", "ack_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigurationError(f"StanOptions.{name} must be > 0 seconds, got {value!r}")
+        _positive_int("StanOptions.max_pub_acks_inflight", self.max_pub_acks_inflight)
+        _positive_int("StanOptions.ping_interval", self.ping_interval)
+        _positive_int("StanOptions.ping_max_out", self.ping_max_out)
+        _positive_int("StanOptions.ack_wait", self.ack_wait)
+        if self.max_inflight is not None:
+            _positive_int("StanOptions.max_inflight", self.max_inflight)
+        if not isinstance(self.nats_options, Mapping):
+            raise ConfigurationError("StanOptions.nats_options must be a mapping")
+        for key, why in _OWNED_NATS_KEYS.items():
+            if key in self.nats_options:
+                raise ConfigurationError(f"StanOptions.nats_options: do not set {key!r}: {why}")
+
+    @property
+    def server_list(self) -> list[str]:
+        return [s.strip() for s in self.servers.split(",") if s.strip()]
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect`` (secrets included: never log this)."""
+        kwargs: dict[str, Any] = {
+            "servers": self.server_list,
+            "name": self.client_id,
+            "connect_timeout": self.connect_timeout,
+            "reconnect_time_wait": 1,
+            # The first connect tries each server twice and fails (nats-py would loop
+            # forever with -1); once connected the session sets -1: reconnect forever.
+            "max_reconnect_attempts": 1,
+        }
+        for name in ("user", "password", "token"):
+            value = getattr(self, name)
+            if value is not None:
+                kwargs[name] = value
+        kwargs.update(self.nats_options)
+        return kwargs
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or (isinstance(value, Mapping) and not value):
+                continue
+            if f.name in ("password", "token"):
+                value = REDACTED
+            elif f.name == "servers":
+                value = redact_servers(value)
+            elif isinstance(value, Mapping):
+                value = {k: (REDACTED if _is_secret(k) else v) for k, v in value.items()}
+            parts.append(f"{f.name}={value!r}")
+        return f"StanOptions({', '.join(parts)})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> StanOptions:
+        """``stan://[user:password@]host:port[,host:port][/cluster_id][?cluster_id=...]``.
+
+        Query parameters are this class's fields (``cluster_id``, ``client_id``,
+        ``ack_wait``...); keyword options override them. The servers become
+        ``nats://host:port`` (``stan+tls://`` gives ``tls://``).
+        """
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, netloc = netloc.rsplit("@", 1)
+            user, sep, password = userinfo.partition(":")
+            options.setdefault("user", unquote(user))
+            if sep:
+                options.setdefault("password", unquote(password))
+        if not netloc:
+            raise ConfigurationError(
+                "a stan URL needs a host, e.g. 'stan://127.0.0.1:4223?cluster_id=test-cluster'"
+            )
+        nats_scheme = "tls" if parts.scheme.lower().endswith("+tls") else "nats"
+        options.setdefault(
+            "servers", ",".join(f"{nats_scheme}://{h.strip()}" for h in netloc.split(","))
+        )
+        path_cluster = parts.path.strip("/")
+        if path_cluster:
+            options.setdefault("cluster_id", path_cluster)
+        known = {f.name: f for f in fields(cls)}
+        for key, raw in parse_qsl(parts.query, keep_blank_values=True):
+            if key not in known or key in ("nats_options", "password", "token"):
+                raise ConfigurationError(
+                    f"unknown stan URL parameter {key!r}; known: "
+                    f"{sorted(k for k in known if k not in ('nats_options', 'password', 'token'))}"
+                )
+            options.setdefault(key, _parse_query_value(key, raw, known[key].type))
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown STAN option(s) {unknown}; known: {sorted(known)}. "
+                "Pass nats-py connection settings in nats_options={...}"
+            )
+        if "cluster_id" not in options:
+            raise ConfigurationError(
+                "a stan URL needs the cluster id: stan://host:4223?cluster_id=<the server's "
+                "--cluster_id> (the server's default is 'test-cluster')"
+            )
+        return cls(**options)
+
+
+@dataclass(frozen=True, slots=True)
+class StanSubscriptionOptions:
+    """What one subscription may set (pass as the subscription's ``options``).
+
+    ``kind``: ``durable_queue`` (the default: the action is a durable queue group shared by
+    its processes, kept while all members are gone), ``queue`` (shared, forgotten when the
+    last member leaves), ``durable`` (one member, resumed only under the same client id) or
+    ``plain``. ``queue_group`` and ``durable_name`` default to the subscription's group (the
+    action); a durable queue group's durable name may not contain ``:``. ``max_inflight``:
+    unacknowledged messages the server sends this member at once (default: the
+    subscription's prefetch). ``ack_wait``: whole seconds before the server redelivers an
+    unacknowledged message (>= 1). ``start``, ``start_sequence``, ``start_time_delta``
+    (seconds back from now): where a new subscription begins; ignored when a durable or
+    group resumes. At most one of the three.
+    """
+
+    kind: SubscriptionKind = "durable_queue"
+    queue_group: str | None = None
+    durable_name: str | None = None
+    max_inflight: int | None = None
+    ack_wait: int | None = None
+    start: StartAt | None = None
+    start_sequence: int | None = None
+    start_time_delta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("durable_queue", "queue", "durable", "plain"):
+            raise ConfigurationError(
+                f"StanSubscriptionOptions.kind {self.kind!r} is not one of "
+                "'durable_queue', 'queue', 'durable', 'plain'"
+            )
+        for name in ("queue_group", "durable_name"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigurationError(f"StanSubscriptionOptions.{name} must be non-empty")
+        if self.durable_name and ":" in self.durable_name and self.kind == "durable_queue":
+            raise ConfigurationError(
+                "StanSubscriptionOptions.durable_name of a durable queue group may not "
+                f"contain ':' (got {self.durable_name!r})"
+            )
+        if self.max_inflight is not None:
+            _positive_int("StanSubscriptionOptions.max_inflight", self.max_inflight)
+        if self.ack_wait is not None:
+            _positive_int("StanSubscriptionOptions.ack_wait", self.ack_wait)
+        starts = [
+            n
+            for n in ("start", "start_sequence", "start_time_delta")
+            if getattr(self, n) is not None
+        ]
+        if len(starts) > 1:
+            raise ConfigurationError(
+                f"StanSubscriptionOptions: give at most one of start, start_sequence, "
+                f"start_time_delta (got {starts})"
+            )
+        if self.start is not None and self.start not in ("first", "new_only", "last_received"):
+            raise ConfigurationError(
+                f"StanSubscriptionOptions.start {self.start!r} is not one of "
+                "'first', 'new_only', 'last_received'"
+            )
+        if self.start_sequence is not None:
+            _positive_int("StanSubscriptionOptions.start_sequence", self.start_sequence)
+        if self.start_time_delta is not None and (
+            not isinstance(self.start_time_delta, int | float) or self.start_time_delta < 0
+        ):
+            raise ConfigurationError("StanSubscriptionOptions.start_time_delta must be >= 0 s")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _is_secret(key: str) -> bool:
+    return any(marker in key.lower() for marker in _SECRET_KEYS)
+
+
+def redact_servers(servers: str) -> str:
+    out = []
+    for server in servers.split(","):
+        scheme, sep, rest = server.partition("://")
+        if sep and "@" in rest:
+            rest = "***@" + rest.rsplit("@", 1)[1]
+        out.append(f"{scheme}{sep}{rest}")
+    return ",".join(out)
+
+
+def _parse_query_value(key: str, raw: str, annotation: object) -> Any:
+    text = str(annotation)
+    if "bool" in text:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigurationError(f"stan URL parameter {key}={raw!r} is not a boolean")
+    try:
+        if "float" in text:
+            return float(raw)
+        if "int" in text:
+            return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"stan URL parameter {key}={raw!r} is not a number") from None
+    return unquote(raw)

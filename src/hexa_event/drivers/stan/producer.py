@@ -1,0 +1,103 @@
+"""Publishing: every record of a batch in flight at once, each confirmed by its PubAck.
+
+A record goes to the STAN channel named by its ``channel`` with Go's JSON envelope as the
+body (see :mod:`.wire`). ``publish`` returns once the server acknowledged every record
+(after its store flush). Records whose acknowledgement was lost to a dropped connection or
+session are sent again once the session is back, until ``ack_timeout``: a record may then be
+stored twice, which the consumers recognise by its event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from ...driver import RawRecord
+from ...errors import DriverError
+from .errors import StanChannelLimitError, is_channel_limit, is_session_gone
+from .options import check_channel
+from .session import PublishBatch, SessionInterruptedError, StanNotAnsweringError, StanSession
+from .wire import encode_body
+
+logger = logging.getLogger(__name__)
+
+
+class StanProducer:
+    """Publishes batches of records on one session."""
+
+    def __init__(self, session: StanSession) -> None:
+        self._session = session
+        self._checked: set[str] = set()
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        """Store every record or raise :class:`~hexa_event.errors.DriverError`."""
+        if not records:
+            return
+        session = self._session
+        frames: list[tuple[int, str, bytes]] = []
+        checked = self._checked
+        for index, record in enumerate(records):
+            channel = record.channel
+            if channel not in checked:
+                check_channel(channel)
+                checked.add(channel)
+            frames.append((index, channel, encode_body(record.key, record.headers, record.body)))
+        deadline = time.monotonic() + session.options.ack_timeout
+        batch = PublishBatch(len(frames))
+        pending = frames
+        attempt = 0
+        backoff = 0.05
+        while pending:
+            attempt += 1
+            await session.wait_ready(deadline - time.monotonic())
+            batch.expect([index for index, _, _ in pending])
+            await session.publish(batch, pending)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await batch.done.wait()
+            if batch.remaining > 0:
+                session.forget(batch)
+            retry: list[tuple[int, str, bytes]] = []
+            nobody = False
+            for frame in pending:
+                outcome = batch.results[frame[0]]
+                if outcome == "":
+                    continue
+                if outcome is None or isinstance(outcome, SessionInterruptedError):
+                    nobody = nobody or isinstance(outcome, StanNotAnsweringError)
+                    retry.append(frame)
+                    continue
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                channel = frame[1]
+                if is_channel_limit(outcome):
+                    raise StanChannelLimitError(channel, outcome)
+                if is_session_gone(outcome):
+                    retry.append(frame)  # the session recovers in the background
+                    continue
+                raise DriverError(
+                    f"the NATS Streaming server refused a record for channel {channel!r}: "
+                    f"{outcome}",
+                    retriable=False,
+                )
+            pending = retry
+            if pending and time.monotonic() >= deadline:
+                raise DriverError(
+                    f"{len(pending)} of {len(frames)} records were not acknowledged by the "
+                    f"NATS Streaming server within {session.options.ack_timeout:g}s "
+                    f"({session.error or 'no PubAck'}); any subset may be stored"
+                )
+            if nobody:  # the server is starting: do not hammer it
+                await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                backoff = min(backoff * 2, 1.0)
+            if pending:
+                logger.info(
+                    "STAN: re-sending %d of %d records (attempt %d): %s",
+                    len(pending),
+                    len(frames),
+                    attempt + 1,
+                    session.error or "acknowledgements lost",
+                )

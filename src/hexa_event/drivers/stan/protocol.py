@@ -1,0 +1,481 @@
+"""The NATS Streaming protocol messages, encoded and decoded by hand.
+
+STAN's messages (stan.go ``pb/protocol.proto``, package ``pb``, proto3) are flat: strings,
+bytes, varints and one enum, no nesting. A small wire codec of our own covers them, so the
+driver depends on nats-py alone (no protobuf runtime, no generated code to keep in step).
+
+Rules kept from proto3: fields equal to their default (0, "", b"", False) are not written;
+unknown fields are skipped when decoding; signed ints are two's complement varints (negative
+values take ten bytes). Field numbers and types are the ones of stan.go's proto file.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Self
+
+from ...errors import DriverError
+
+# Field kinds of our messages.
+STRING, BYTES, UINT, SINT, BOOL = range(5)
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_MASK64 = (1 << 64) - 1
+
+
+class ProtocolError(DriverError):
+    """A frame from the server could not be decoded (not a STAN message of this type)."""
+
+
+def encode_varint(value: int, out: bytearray) -> None:
+    """Append ``value`` (0 <= value < 2**64) as a base-128 varint."""
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def decode_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it."""
+    result = shift = 0
+    while True:
+        try:
+            byte = data[pos]
+        except IndexError:
+            raise ProtocolError("truncated varint in a STAN frame") from None
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ProtocolError("varint longer than 10 bytes in a STAN frame")
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base of the STAN messages: ``FIELDS`` maps field numbers to (attribute, kind)."""
+
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {}
+
+    def encode(self) -> bytes:
+        out = bytearray()
+        for number, (name, kind) in self.FIELDS.items():
+            value = getattr(self, name)
+            if not value:
+                continue
+            if kind in (STRING, BYTES):
+                raw = value.encode() if kind == STRING else bytes(value)
+                encode_varint(number << 3 | _LEN, out)
+                encode_varint(len(raw), out)
+                out += raw
+            else:
+                encode_varint(number << 3 | _VARINT, out)
+                encode_varint(int(value) & _MASK64, out)
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, data: bytes | memoryview) -> Self:
+        values: dict[str, Any] = {}
+        spec = cls.FIELDS
+        pos, end = 0, len(data)
+        try:
+            while pos < end:
+                tag, pos = decode_varint(data, pos)
+                number, wire = tag >> 3, tag & 7
+                if wire == _VARINT:
+                    raw_int, pos = decode_varint(data, pos)
+                    field = spec.get(number)
+                    if field is not None:
+                        name, kind = field
+                        if kind == SINT:
+                            values[name] = _signed(raw_int)
+                        elif kind == BOOL:
+                            values[name] = raw_int != 0
+                        elif kind == UINT:
+                            values[name] = raw_int
+                        else:
+                            raise ProtocolError(f"{cls.__name__}: field {number} is not a varint")
+                elif wire == _LEN:
+                    length, pos = decode_varint(data, pos)
+                    if pos + length > end:
+                        raise ProtocolError(f"{cls.__name__}: truncated field {number}")
+                    chunk = bytes(data[pos : pos + length])
+                    pos += length
+                    field = spec.get(number)
+                    if field is not None:
+                        name, kind = field
+                        if kind == STRING:
+                            values[name] = chunk.decode()
+                        elif kind == BYTES:
+                            values[name] = chunk
+                        else:
+                            raise ProtocolError(f"{cls.__name__}: field {number} is not bytes")
+                elif wire == _I64:
+                    pos += 8
+                elif wire == _I32:
+                    pos += 4
+                else:
+                    raise ProtocolError(f"{cls.__name__}: unsupported wire type {wire}")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"{cls.__name__}: a string field is not UTF-8") from exc
+        if pos != end:
+            raise ProtocolError(f"{cls.__name__}: frame ends inside a field")
+        return cls(**values)
+
+
+def _check_fields(cls: type[Message]) -> type[Message]:
+    """Fail at import time if a message's FIELDS name an attribute it does not have."""
+    names = {f.name for f in fields(cls)}
+    missing = [name for name, _ in cls.FIELDS.values() if name not in names]
+    if missing:  # pragma: no cover - a programming error caught on import
+        raise TypeError(f"{cls.__name__}.FIELDS names unknown attributes {missing}")
+    return cls
+
+
+class StartPosition(enum.IntEnum):
+    """Where a new subscription begins (ignored when a durable or group resumes)."""
+
+    NEW_ONLY = 0
+    LAST_RECEIVED = 1
+    TIME_DELTA_START = 2
+    SEQUENCE_START = 3
+    FIRST = 4
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class PubMsg(Message):
+    """Client -> ``<pubPrefix>.<channel>``; answered by a PubAck on the reply subject."""
+
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
+        1: ("client_id", STRING),
+        2: ("guid", STRING),
+        3: ("subject", STRING),
+        4: ("reply", STRING),
+        5: ("data", BYTES),
+        6: ("conn_id", BYTES),
+        10: ("sha256", BYTES),
+    }
+    client_id: str = ""
+    guid: str = ""
+    subject: str = ""
+    reply: str = ""
+    data: bytes = b""
+    conn_id: bytes = b""
+    sha256: bytes = b""
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class PubAck(Message):
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("guid", STRING), 2: ("error", STRING)}
+    guid: str = ""
+    error: str = ""
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class MsgProto(Message):
+    """Server -> a subscription's delivery inbox. ``timestamp`` is in nanoseconds."""
+
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
+        1: ("sequence", UINT),
+        2: ("subject", STRING),
+        3: ("reply", STRING),
+        4: ("data", BYTES),
+        5: ("timestamp", SINT),
+        6: ("redelivered", BOOL),
+        7: ("redelivery_count", UINT),
+        10: ("crc32", UINT),
+    }
+    sequence: int = 0
+    subject: str = ""
+    reply: str = ""
+    data: bytes = b""
+    timestamp: int = 0
+    redelivered: bool = False
+    redelivery_count: int = 0
+    crc32: int = 0
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class Ack(Message):
+    """Client -> a subscription's ack inbox; no reply."""
+
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("subject", STRING), 2: ("sequence", UINT)}
+    subject: str = ""
+    sequence: int = 0
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class ConnectRequest(Message):
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
+        1: ("client_id", STRING),
+        2: ("heartbeat_inbox", STRING),
+        3: ("protocol", SINT),
+        4: ("conn_id", BYTES),
+        5: ("ping_interval", SINT),
+        6: ("ping_max_out", SINT),
+    }
+    client_id: str = ""
+    heartbeat_inbox: str = ""
+    protocol: int = 1
+    conn_id: bytes = b""
+    ping_interval: int = 0
+    ping_max_out: int = 0
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class ConnectResponse(Message):
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
+        1: ("pub_prefix", STRING),
+        2: ("sub_requests", STRING),
+        3: ("unsub_requests", STRING),
+        4: ("close_requests", STRING),
+        5: ("error", STRING),
+        6: ("sub_close_requests", STRING),
+        7: ("ping_requests", STRING),
+        8: ("ping_interval", SINT),
+        9: ("ping_max_out", SINT),
+        10: ("protocol", SINT),
+        100: ("public_key", STRING),
+    }
+    pub_prefix: str = ""
+    sub_requests: str = ""
+    unsub_requests: str = ""
+    close_requests: str = ""
+    error: str = ""
+    sub_close_requests: str = ""
+    ping_requests: str = ""
+    ping_interval: int = 0
+    ping_max_out: int = 0
+    protocol: int = 0
+    public_key: str = ""
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("conn_id", BYTES)}
+    conn_id: bytes = b""
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class PingResponse(Message):
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("error", STRING)}
+    error: str = ""
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class SubscriptionRequest(Message):
+    """Client -> ``subRequests``. ``start_time_delta`` is in nanoseconds before now."""
+
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
+        1: ("client_id", STRING),
+        2: ("subject", STRING),
+        3: ("q_group", STRING),
+        4: ("inbox", STRING),
+        5: ("max_in_flight", SINT),
+        6: ("ack_wait_in_secs", SINT),
+        7: ("durable_name", STRING),
+        10: ("start_position", SINT),
+        11: ("start_sequence", UINT),
+        12: ("start_time_delta", SINT),
+    }
+    client_id: str = ""
+    subject: str = ""
+    q_group: str = ""
+    inbox: str = ""
+    max_in_flight: int = 0
+    ack_wait_in_secs: int = 0
+    durable_name: str = ""
+    start_position: int = StartPosition.NEW_ONLY
+    start_sequence: int = 0
+    start_time_delta: int = 0
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class SubscriptionResponse(Message):
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {2: ("ack_inbox", STRING), 3: ("error", STRING)}
+    ack_inbox: str = ""
+    error: str = ""
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class UnsubscribeRequest(Message):
+    """Client -> ``unsubRequests`` (delete) or ``subCloseRequests`` (close, keep durables).
+
+    ``inbox`` carries the subscription's ack inbox (the server looks it up by that first).
+    """
+
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
+        1: ("client_id", STRING),
+        2: ("subject", STRING),
+        3: ("inbox", STRING),
+        4: ("durable_name", STRING),
+    }
+    client_id: str = ""
+    subject: str = ""
+    inbox: str = ""
+    durable_name: str = ""
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class CloseRequest(Message):
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("client_id", STRING)}
+    client_id: str = ""
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class CloseResponse(Message):
+    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("error", STRING)}
+    error: str = ""
+
+
+def encode_pub_head(client_id: str, conn_id: bytes) -> bytes:
+    """The fields every PubMsg of one session shares (client id, connection id)."""
+    out = bytearray()
+    for number, raw in ((1, client_id.encode()), (6, conn_id)):
+        if raw:
+            out.append(number << 3 | _LEN)
+            encode_varint(len(raw), out)
+            out += raw
+    return bytes(out)
+
+
+_SMALL_LENGTHS = [bytes((n,)) for n in range(0x80)]
+"""One-byte varints, by value."""
+
+
+def encode_pub_channel(channel: str) -> bytes:
+    """The PubMsg ``subject`` field (the channel), built once per channel."""
+    out = bytearray()
+    raw = channel.encode()
+    out.append(3 << 3 | _LEN)
+    encode_varint(len(raw), out)
+    out += raw
+    return bytes(out)
+
+
+def encode_pub_msg(head: bytes, guid: str, channel_field: bytes, data: bytes) -> bytes:
+    """A PubMsg from its parts: ``head`` from :func:`encode_pub_head`, a guid shorter than
+    128 bytes, ``channel_field`` from :func:`encode_pub_channel`, and the data.
+
+    Built without the generic path: the publish loop calls this per record. Protobuf
+    fields may come in any order, so the shared parts are pre-encoded.
+    """
+    raw_guid = guid.encode()
+    size = len(data)
+    if size < 0x80:
+        length = _SMALL_LENGTHS[size]
+    else:
+        out = bytearray()
+        encode_varint(size, out)
+        length = bytes(out)
+    return b"".join(
+        (
+            head,
+            b"\x12",
+            _SMALL_LENGTHS[len(raw_guid)],
+            raw_guid,
+            channel_field,
+            b"\x2a",
+            length,
+            data,
+        )
+    )
+
+
+def encode_ack_head(channel: str) -> bytes:
+    """The channel field every Ack of one subscription shares."""
+    out = bytearray()
+    raw = channel.encode()
+    out.append(1 << 3 | _LEN)
+    encode_varint(len(raw), out)
+    out += raw
+    return bytes(out)
+
+
+def encode_ack(head: bytes, sequence: int) -> bytes:
+    """An Ack frame for ``sequence``; ``head`` from :func:`encode_ack_head`."""
+    out = bytearray(head)
+    if sequence:
+        out.append(2 << 3 | _VARINT)
+        encode_varint(sequence, out)
+    return bytes(out)
+
+
+def decode_msg_proto(data: bytes) -> MsgProto:
+    """:meth:`MsgProto.decode` for the delivery hot path: same result, fewer calls.
+
+    Tags of MsgProto's fields are one byte; anything unexpected goes the generic way.
+    """
+    sequence = timestamp = redelivery_count = 0
+    subject = ""
+    payload = b""
+    redelivered = False
+    pos, end = 0, len(data)
+    try:
+        while pos < end:
+            tag = data[pos]
+            pos += 1
+            if tag & 7 == _VARINT and tag < 0x80:
+                value = data[pos]
+                pos += 1
+                if value & 0x80:
+                    value &= 0x7F
+                    shift = 7
+                    while True:
+                        byte = data[pos]
+                        pos += 1
+                        value |= (byte & 0x7F) << shift
+                        if not byte & 0x80:
+                            break
+                        shift += 7
+                if tag == 0x08:
+                    sequence = value
+                elif tag == 0x28:
+                    timestamp = _signed(value)
+                elif tag == 0x30:
+                    redelivered = value != 0
+                elif tag == 0x38:
+                    redelivery_count = value
+            elif tag in (0x12, 0x22):
+                length = data[pos]
+                pos += 1
+                if length & 0x80:
+                    length, pos = decode_varint(data, pos - 1)
+                chunk = data[pos : pos + length]
+                pos += length
+                if tag == 0x12:
+                    subject = chunk.decode()
+                else:
+                    payload = chunk
+            else:
+                return MsgProto.decode(data)
+    except (IndexError, UnicodeDecodeError):
+        return MsgProto.decode(data)  # raises the precise ProtocolError
+    if pos != end:
+        return MsgProto.decode(data)
+    return MsgProto(
+        sequence=sequence,
+        subject=subject,
+        data=payload,
+        timestamp=timestamp,
+        redelivered=redelivered,
+        redelivery_count=redelivery_count,
+    )

@@ -1,0 +1,577 @@
+"""One STAN client session on a nats-py connection.
+
+The session is what the streaming server knows as a client: a client id, a connection id and
+a heartbeat inbox, opened by a ConnectRequest on ``<discover_prefix>.<cluster_id>``. This
+module keeps it alive and honest:
+
+- heartbeats from the server are answered; the client pings the server every
+  ``ping_interval`` seconds and declares the session lost when a ping reports our client as
+  unknown or when more than ``ping_max_out`` pings go unanswered;
+- a lost session is re-established under the same client id (so durables resume), then
+  every registered subscription re-subscribes itself;
+- publishes wait for their PubAck through one ack inbox; when the NATS connection drops or
+  the session is lost, the publishes still waiting are failed with a retriable
+  :class:`SessionInterruptedError`, so the producer re-sends them once the session is back
+  (a record may then be stored twice: at-least-once, recognised by its event id).
+
+Every wait is bounded; the connect-time errors are the driver's own types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Protocol, TypeVar
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.nuid import NUID
+
+from ...errors import ClosedError, DriverError
+from .errors import (
+    StanClientIdInUseError,
+    StanClusterNotFoundError,
+    StanRequestError,
+    is_session_gone,
+)
+from .options import StanOptions, redact_servers
+from .protocol import (
+    CloseRequest,
+    CloseResponse,
+    ConnectRequest,
+    ConnectResponse,
+    Message,
+    Ping,
+    PingResponse,
+    ProtocolError,
+    PubAck,
+    SubscriptionRequest,
+    SubscriptionResponse,
+    UnsubscribeRequest,
+    encode_pub_channel,
+    encode_pub_head,
+    encode_pub_msg,
+)
+
+logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+
+class SessionInterruptedError(DriverError):
+    """The connection or session went away while a publish waited for its PubAck."""
+
+
+class StanNotAnsweringError(SessionInterruptedError):
+    """Nothing served the publish subject (the streaming server is starting or gone)."""
+
+
+class Member(Protocol):
+    """A subscription that re-subscribes itself after the session was re-established."""
+
+    async def resubscribe(self) -> None: ...
+
+
+class StanSession:
+    """A STAN session: connect, publish with PubAcks, protocol requests, pings, recovery.
+
+    ``nc`` is a nats-py connection of the caller's; when given, closing the session leaves
+    it open (otherwise the session opens and closes its own).
+    """
+
+    def __init__(self, options: StanOptions, nc: NatsClient | None = None) -> None:
+        self.options = options
+        self.nc: NatsClient | None = nc
+        self._owns_nc = nc is None
+        self._nuid = NUID()
+        self._acks: dict[str, tuple[PublishBatch, int]] = {}
+        self._room = asyncio.Event()
+        self._guid_prefix = self._nuid.next().decode() + "-"
+        self._guid_count = 0
+        self._channel_fields: dict[str, bytes] = {}
+        self._start_lock = asyncio.Lock()
+        self._ready = asyncio.Event()
+        self._started = False
+        self._closed = False
+        self._nats_up = True
+        self._session_ok = False
+        self._reconnects_seen = 0
+        self._outstanding = 0
+        self._hb_sub: NatsSubscription | None = None
+        self._internal: list[NatsSubscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._recovering: asyncio.Task[None] | None = None
+        self._ping_now = asyncio.Event()
+        self._members: set[Member] = set()
+        self.response = ConnectResponse()
+        self.conn_id = b""
+        self.ack_subject = ""
+        self.ping_inbox = ""
+        self.error = ""
+        """The current problem, empty while the session is healthy (for status())."""
+        self.epoch = 0
+        """Bumped whenever the connection or the session was interrupted."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def client_id(self) -> str:
+        return self.options.client_id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def start(self) -> None:
+        """Connect (once); raises the driver's connect errors on the first attempt."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._closed:
+                raise ClosedError("this STAN driver was closed; connect() again")
+            try:
+                await self._open()
+            except BaseException:
+                await self._release_nats()
+                raise
+            self._started = True
+            self._session_ok = True
+            self._update_ready()
+            self._spawn(self._ping_loop())
+
+    async def _open(self) -> None:
+        options = self.options
+        if self.nc is None:
+            try:
+                self.nc = await nats.connect(
+                    **options.connect_kwargs(),
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    closed_cb=self._on_closed,
+                    error_cb=self._on_error,
+                )
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                raise DriverError(
+                    f"cannot reach the NATS Streaming server at {_servers(options)}: "
+                    f"{type(exc).__name__}: {exc}; check the URL and that the server runs",
+                    retriable=False,
+                ) from exc
+            # Connected: from now on reconnect forever, as stan.go does (a STAN session
+            # outlives connection drops).
+            self.nc.options["max_reconnect_attempts"] = -1
+        nc = self.nc
+        self._reconnects_seen = int(nc.stats.get("reconnects", 0))
+        self.ack_subject = f"_STAN.acks.{self._nuid.next().decode()}"
+        self.ping_inbox = nc.new_inbox()
+        # One reply subject per publish (``<ack_subject>.<guid>``): a no-responders status
+        # (the streaming server not up yet behind its NATS port) then names the publish.
+        self._internal.append(await nc.subscribe(f"{self.ack_subject}.*", cb=self._on_pub_ack))
+        self._internal.append(await nc.subscribe(self.ping_inbox, cb=self._on_ping_response))
+        await self._handshake()
+
+    async def _handshake(self) -> None:
+        """ConnectRequest with a fresh heartbeat inbox and connection id."""
+        nc = self._nats()
+        options = self.options
+        if self._hb_sub is not None:
+            # Not answering on the old inbox lets the server replace a stale registration.
+            with contextlib.suppress(nats.errors.Error):
+                await self._hb_sub.unsubscribe()
+            self._hb_sub = None
+        hb_inbox = nc.new_inbox()
+        self._hb_sub = await nc.subscribe(hb_inbox, cb=self._on_heartbeat)
+        conn_id = bytes(self._nuid.next())
+        request = ConnectRequest(
+            client_id=options.client_id,
+            heartbeat_inbox=hb_inbox,
+            protocol=1,
+            conn_id=conn_id,
+            ping_interval=options.ping_interval,
+            ping_max_out=options.ping_max_out,
+        )
+        subject = f"{options.discover_prefix}.{options.cluster_id}"
+        try:
+            reply = await nc.request(subject, request.encode(), timeout=options.connect_timeout)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError) as exc:
+            raise StanClusterNotFoundError(
+                options.cluster_id, _servers(options), options.connect_timeout
+            ) from exc
+        except nats.errors.Error as exc:
+            raise DriverError(f"STAN connect request failed: {type(exc).__name__}: {exc}") from exc
+        response = ConnectResponse.decode(reply.data)
+        if response.error:
+            if "already registered" in response.error:
+                raise StanClientIdInUseError(options.client_id, options.cluster_id)
+            raise StanRequestError(
+                f"the NATS Streaming server refused the connection: {response.error}",
+                retriable=False,
+            )
+        if not response.pub_prefix or not response.sub_requests:
+            raise ProtocolError("ConnectResponse without publish or subscribe subjects")
+        self.response = response
+        self.conn_id = conn_id
+        self._outstanding = 0
+
+    async def close(self) -> None:
+        """Send CloseRequest (durables survive it), drop our inboxes, close our connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ready.set()  # wake waiters; they see _closed
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._fail_pending(ClosedError("the STAN driver was closed"))
+        nc = self.nc
+        if self._started and nc is not None and nc.is_connected and self._session_ok:
+            try:
+                response = await self.request(
+                    self.response.close_requests,
+                    CloseRequest(client_id=self.client_id),
+                    CloseResponse,
+                )
+                if response.error:
+                    logger.warning("STAN close request refused: %s", response.error)
+            except DriverError as exc:
+                logger.warning("STAN close request failed: %s", exc)
+        await self._release_nats()
+
+    async def _release_nats(self) -> None:
+        nc = self.nc
+        if nc is None:
+            return
+        subs = [*self._internal, *([self._hb_sub] if self._hb_sub else [])]
+        self._internal.clear()
+        self._hb_sub = None
+        if self._owns_nc:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await nc.close()
+            self.nc = None
+            return
+        for sub in subs:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    def _nats(self) -> NatsClient:
+        if self.nc is None:
+            raise ClosedError("the STAN session has no NATS connection (closed)")
+        return self.nc
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    def _update_ready(self) -> None:
+        if self._closed or (self._nats_up and self._session_ok):
+            self._ready.set()
+        else:
+            self._ready.clear()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and not self._closed
+
+    async def wait_ready(self, within: float) -> None:
+        """Return once the session can publish; DriverError after ``within`` seconds."""
+        await self.start()
+        if not self._ready.is_set():
+            try:
+                async with asyncio.timeout(max(0.0, within)):
+                    await self._ready.wait()
+            except TimeoutError:
+                raise DriverError(
+                    f"the STAN session is not usable after {within:g}s: {self.error or 'down'}"
+                ) from None
+        if self._closed:
+            raise ClosedError("the STAN driver was closed; connect() again")
+
+    def register(self, member: Member) -> None:
+        self._members.add(member)
+
+    def unregister(self, member: Member) -> None:
+        self._members.discard(member)
+
+    # -- NATS connection events ----------------------------------------------------------------
+
+    async def _on_disconnected(self) -> None:
+        if self._closed:
+            return
+        self._nats_up = False
+        self.error = "NATS connection lost; reconnecting"
+        self._interrupted("the NATS connection was lost")
+        self._update_ready()
+
+    async def _on_reconnected(self) -> None:
+        self._reconnects_seen = int(self._nats().stats.get("reconnects", 0))
+        self._after_reconnect()
+
+    def _after_reconnect(self) -> None:
+        if self._closed:
+            return
+        logger.info("STAN %s: NATS connection re-established", self.client_id)
+        self._nats_up = True
+        if self._session_ok:
+            self.error = ""
+        # Acks of publishes sent before the drop may never come: re-send them.
+        self._interrupted("the NATS connection was re-established")
+        self._update_ready()
+        self._ping_now.set()  # learn at once whether the server still knows us
+
+    async def _on_closed(self) -> None:
+        if not self._closed:
+            self.error = "the NATS connection was closed"
+            self._nats_up = False
+            self._update_ready()
+
+    async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            logger.warning(
+                "STAN %s: messages dropped locally (slow consumer); the server redelivers "
+                "them after AckWait",
+                self.client_id,
+            )
+        else:
+            logger.debug("STAN %s: NATS error %s: %s", self.client_id, type(exc).__name__, exc)
+
+    def _interrupted(self, why: str) -> None:
+        self.epoch += 1
+        self._fail_pending(SessionInterruptedError(f"publish interrupted: {why}"))
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        pending, self._acks = self._acks, {}
+        for batch, index in pending.values():
+            batch.resolve(index, exc)
+        self._room.set()
+
+    # -- session loss and recovery ---------------------------------------------------------
+
+    def lost(self, why: str) -> None:
+        """The server no longer knows this session: re-establish it in the background."""
+        if self._closed or not self._session_ok:
+            return
+        logger.warning("STAN %s: session lost (%s); re-establishing", self.client_id, why)
+        self._session_ok = False
+        self.error = f"STAN session lost: {why}"
+        self._interrupted(why)
+        self._update_ready()
+        self._recovering = self._spawn(self._recover())
+
+    async def _recover(self) -> None:
+        delay = 0.1
+        while not self._closed:
+            try:
+                with contextlib.suppress(DriverError):
+                    await self.request(
+                        self.response.close_requests,
+                        CloseRequest(client_id=self.client_id),
+                        CloseResponse,
+                    )
+                await self._handshake()
+                self._session_ok = True
+                for member in list(self._members):
+                    await member.resubscribe()
+            except (DriverError, nats.errors.Error, OSError) as exc:
+                self._session_ok = False
+                self.error = f"re-establishing the STAN session: {exc}"
+                logger.info("STAN %s: %s", self.client_id, self.error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.error = "" if self._nats_up else self.error
+            self._update_ready()
+            logger.info("STAN %s: session re-established", self.client_id)
+            return
+
+    # -- heartbeats and pings ----------------------------------------------------------------
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        if msg.reply and not self._closed:
+            with contextlib.suppress(nats.errors.Error):
+                await self._nats().publish(msg.reply, b"")
+
+    async def _on_ping_response(self, msg: Msg) -> None:
+        if msg.headers and not msg.data:
+            return  # no responders (status 503): not an answer from the server
+        try:
+            response = PingResponse.decode(msg.data)
+        except ProtocolError:
+            return
+        if response.error:
+            self.lost(response.error)
+        else:
+            self._outstanding = 0
+
+    async def _ping_loop(self) -> None:
+        interval = self.response.ping_interval or self.options.ping_interval
+        max_out = self.response.ping_max_out or self.options.ping_max_out
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._ping_now.wait()
+            self._ping_now.clear()
+            nc = self.nc
+            if nc is None or self._closed:
+                return
+            if not self._owns_nc:
+                reconnects = int(nc.stats.get("reconnects", 0))
+                if reconnects != self._reconnects_seen:
+                    self._reconnects_seen = reconnects
+                    self._after_reconnect()
+            if not self._session_ok or not nc.is_connected:
+                continue
+            self._outstanding += 1
+            if self._outstanding > max_out:
+                self.lost(f"{max_out} pings in a row went unanswered")
+                continue
+            with contextlib.suppress(nats.errors.Error):
+                await nc.publish(
+                    self.response.ping_requests,
+                    Ping(conn_id=self.conn_id).encode(),
+                    reply=self.ping_inbox,
+                )
+
+    # -- requests and publishing ---------------------------------------------------------------
+
+    async def request(self, subject: str, message: Message, response_type: type[M]) -> M:
+        """A protocol request with the connect timeout; the decoded response."""
+        nc = self._nats()
+        try:
+            reply = await nc.request(
+                subject, message.encode(), timeout=self.options.connect_timeout
+            )
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError) as exc:
+            raise DriverError(
+                f"the NATS Streaming server did not answer {type(message).__name__} within "
+                f"{self.options.connect_timeout:g}s"
+            ) from exc
+        except nats.errors.Error as exc:
+            raise DriverError(f"{type(message).__name__} failed: {type(exc).__name__}") from exc
+        return response_type.decode(reply.data)
+
+    async def subscribe_request(self, request: SubscriptionRequest) -> SubscriptionResponse:
+        return await self.request(self.response.sub_requests, request, SubscriptionResponse)
+
+    async def close_subscription(
+        self, channel: str, ack_inbox: str, *, unsubscribe: bool
+    ) -> SubscriptionResponse:
+        """Close (durables kept) or unsubscribe (durables deleted) one subscription."""
+        subject = self.response.unsub_requests if unsubscribe else self.response.sub_close_requests
+        request = UnsubscribeRequest(client_id=self.client_id, subject=channel, inbox=ack_inbox)
+        return await self.request(subject, request, SubscriptionResponse)
+
+    async def publish(self, batch: PublishBatch, items: list[tuple[int, str, bytes]]) -> None:
+        """Send ``(index, channel, body)`` PubMsgs; ``batch`` collects their PubAcks.
+
+        Waits while ``max_pub_acks_inflight`` publishes are unanswered. A publish whose
+        connection or session drops first resolves to :class:`SessionInterruptedError`.
+        """
+        nc = self._nats()
+        acks = self._acks
+        limit = self.options.max_pub_acks_inflight
+        head = encode_pub_head(self.client_id, self.conn_id)
+        pub_prefix = self.response.pub_prefix + "."
+        reply_prefix = self.ack_subject + "."
+        guid_prefix = self._guid_prefix
+        fields = self._channel_fields
+        field_of = self._channel_field
+        for index, channel, data in items:
+            while len(acks) >= limit:
+                self._room.clear()
+                await self._room.wait()
+                acks = self._acks  # replaced when pending publishes were failed
+            self._guid_count += 1
+            guid = f"{guid_prefix}{self._guid_count}"
+            acks[guid] = (batch, index)
+            try:
+                await nc.publish(
+                    pub_prefix + channel,
+                    encode_pub_msg(head, guid, fields.get(channel) or field_of(channel), data),
+                    reply=reply_prefix + guid,
+                )
+            except (nats.errors.Error, OSError) as exc:
+                if acks.pop(guid, None) is not None:
+                    why = f"publish failed: {type(exc).__name__}"
+                    batch.resolve(index, SessionInterruptedError(why))
+
+    def _channel_field(self, channel: str) -> bytes:
+        field = self._channel_fields[channel] = encode_pub_channel(channel)
+        if len(self._channel_fields) > 10_000:
+            self._channel_fields.clear()
+        return field
+
+    def forget(self, batch: PublishBatch) -> None:
+        """Stop waiting for the batch's unanswered publishes (timed out)."""
+        for guid in [g for g, (b, _) in self._acks.items() if b is batch]:
+            del self._acks[guid]
+        self._room.set()
+
+    async def _on_pub_ack(self, msg: Msg) -> None:
+        data = msg.data
+        if not data:
+            if msg.headers:  # no responders: nothing serves the publish subject right now
+                entry = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
+                if entry is not None:
+                    entry[0].resolve(entry[1], StanNotAnsweringError("no server answered"))
+                    self._room.set()
+            return
+        # The common PubAck is the guid alone: field 1, one length byte.
+        if data[0] == 0x0A and len(data) == data[1] + 2:
+            guid, error = data[2:].decode(), ""
+        else:
+            try:
+                ack = PubAck.decode(data)
+            except ProtocolError:
+                logger.warning("STAN %s: undecodable PubAck ignored", self.client_id)
+                return
+            guid, error = ack.guid, ack.error
+        entry = self._acks.pop(guid, None)
+        if entry is not None:
+            entry[0].resolve(entry[1], error)
+            self._room.set()
+        if error and is_session_gone(error):
+            self.lost(error)
+
+
+class PublishBatch:
+    """The outcome of each publish of one producer call, and an event when all are in.
+
+    ``results[i]`` is None while waiting, ``""`` once stored, the server's error text, or
+    the exception that interrupted it.
+    """
+
+    __slots__ = ("done", "remaining", "results")
+
+    def __init__(self, size: int) -> None:
+        self.results: list[str | BaseException | None] = [None] * size
+        self.remaining = 0
+        self.done = asyncio.Event()
+
+    def expect(self, indexes: list[int]) -> None:
+        for index in indexes:
+            self.results[index] = None
+        self.remaining = len(indexes)
+        self.done.clear()
+        if not indexes:
+            self.done.set()
+
+    def resolve(self, index: int, outcome: str | BaseException) -> None:
+        if self.results[index] is not None:
+            return
+        self.results[index] = outcome
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self.done.set()
+
+
+def _servers(options: StanOptions) -> str:
+    return redact_servers(options.servers)
