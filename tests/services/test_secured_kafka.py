@@ -167,12 +167,6 @@ async def test_misconfigured_connection_fails_fast_without_secrets(
         assert secret not in caplog.text, f"{case}: a secret reached the logs"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Kafka driver: a failed metadata request reports 'Broker transport failure'; "
-    "the cause (authentication, certificate) is only in librdkafka's error callback "
-    "(KafkaDriver.last_error) and should be part of the error. Remove this mark when fixed.",
-)
 @pytest.mark.parametrize("case", list(CASES))
 async def test_misconfigured_connection_error_names_the_cause(
     kafka_secure: Service, case: str, caplog: pytest.LogCaptureFixture

@@ -137,6 +137,7 @@ class KafkaDriver(Driver):
         self._provision_lock = asyncio.Lock()
         self._closed = False
         self._valid_topics: set[str] = set()
+        self._admin_error: str | None = None
 
     def _on_producer_error(self, err: KafkaError) -> None:
         self.last_error = f"{err.name()}: {self._scrub(err.str())}"
@@ -162,8 +163,14 @@ class KafkaDriver(Driver):
 
     def _admin_client(self) -> AdminClient:
         if self._admin is None:
-            self._admin = AdminClient(self.options.admin())
+            config = self.options.admin()
+            config["error_cb"] = self._on_admin_error
+            self._admin = AdminClient(config)
         return self._admin
+
+    def _on_admin_error(self, err: KafkaError) -> None:
+        """The broker's reason (authentication, certificate...) behind a failed request."""
+        self._admin_error = f"{err.name()}: {self._scrub(err.str())}"
 
     async def topic_partitions(self, topics: Sequence[str]) -> dict[str, int]:
         """Partition counts of the given topics that exist (missing ones are left out)."""
@@ -177,11 +184,14 @@ class KafkaDriver(Driver):
             try:
                 metadata = admin.list_topics(timeout=timeout)
             except KafkaException as exc:
-                admin.poll(0)  # forward librdkafka's queued log lines to Python logging
+                admin.poll(0)  # forward librdkafka's queued log lines and errors
+                cause = self._admin_error or self.last_error
                 error = DriverError(
                     f"cannot read Kafka metadata from {self.options.bootstrap_servers} within "
-                    f"{timeout:g} s ({self._scrub(exc.args[0].str())}): is the broker running "
-                    "and reachable at that address?"
+                    f"{timeout:g} s ({self._scrub(exc.args[0].str())}"
+                    + (f"; the broker said: {cause}" if cause else "")
+                    + "): is the broker running and reachable at that address, and do the "
+                    "security settings (TLS certificates, SASL user and password) match it?"
                 )
                 self._metadata_failure = (time.monotonic(), error)
                 raise error from None
