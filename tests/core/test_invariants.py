@@ -169,3 +169,9 @@ async def test_nack_refuses_absurd_delays() -> None:
         with pytest.raises(ConfigurationError):
             delivery.nack(delay)
     assert delivery.outcome is None
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0, -1])
+def test_sql_intervals_are_refused_at_connect_not_at_start(value: float, tmp_path: Any) -> None:
+    with pytest.raises(ConfigurationError, match="lease_ttl"):
+        he.connect(f"sqlite:///{tmp_path / 'x.db'}", lease_ttl=value)

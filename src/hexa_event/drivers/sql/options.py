@@ -5,6 +5,7 @@ The database URL may hold a password; ``repr`` and every log line show it as ``*
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -13,6 +14,10 @@ from ..._sql.urls import parse, redact
 from ...errors import ConfigurationError
 
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+_MAX_SECONDS = 86_400.0
+"""The longest interval an SQL option may name (a day)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +75,16 @@ class SqlOptions:
             "busy_timeout",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
-                raise ConfigurationError(f"SqlOptions.{name} must be a positive number of seconds")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not 0 < value <= _MAX_SECONDS
+            ):
+                raise ConfigurationError(
+                    f"SqlOptions.{name} must be a positive, finite number of seconds (at most "
+                    f"{_MAX_SECONDS:g}), got {value!r}"
+                )
         if self.heartbeat_interval * 2 >= self.lease_ttl:
             raise ConfigurationError(
                 "SqlOptions.lease_ttl must be more than twice heartbeat_interval, or leases "
