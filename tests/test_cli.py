@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,29 @@ def test_relay_once_fails_when_publishing_failed(
     assert "failed to publish" in capsys.readouterr().err
     assert main(["outbox", "stats", "--db", db, "--json"]) == 0
     assert '"backlog": 3' in capsys.readouterr().out
+
+
+def test_relay_once_shows_progress_while_draining(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``outbox relay --once`` prints rows relayed, rate and backlog while it drains."""
+    db = f"sqlite:///{tmp_path / 'app.db'}"
+    assert main(["outbox", "migrate", "--db", db]) == 0
+    engine = create_engine(db)
+    with engine.begin() as conn:
+        Outbox().emit_many(conn, [Event("c", f"k{i}", payload=i) for i in range(60)])
+    engine.dispose()
+
+    class SlowDriver(RecordingDriver):
+        async def publish(self, records: Any) -> None:
+            await asyncio.sleep(0.05)
+            await super().publish(records)
+
+    register_driver("cli-slow", lambda url, **options: SlowDriver())
+    capsys.readouterr()
+    args = ["--db", db, "--to", "cli-slow://", "--once", "--batch-size", "5"]
+    assert main(["outbox", "relay", *args, "--concurrency", "1", "--progress", "100ms"]) == 0
+    captured = capsys.readouterr()
+    assert "sent 60 rows" in captured.out
+    assert "relayed" in captured.err
+    assert "backlog" in captured.err

@@ -28,6 +28,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -172,7 +173,11 @@ async def _relay(args: argparse.Namespace) -> int:
         raise
     try:
         if args.once:
-            sent = await relay.drain(max_seconds=args.lease.total_seconds() * 100)
+            progress = asyncio.create_task(_progress(relay, args.progress.total_seconds()))
+            try:
+                sent = await relay.drain(max_seconds=args.lease.total_seconds() * 100)
+            finally:
+                progress.cancel()
             print(f"sent {sent} rows")
             if relay.failed_batches:
                 print(
@@ -200,6 +205,28 @@ async def _relay(args: argparse.Namespace) -> int:
     finally:
         await relay.close()
         await driver.close()
+
+
+async def _progress(relay: Any, every: float) -> None:
+    """While ``--once`` drains a backlog: rows relayed, rate, what is left (to stderr)."""
+    if every <= 0:
+        return
+    began = time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        try:
+            s = await relay.stats()
+        except Exception as exc:
+            print(f"hexa-event: progress unavailable: {exc}", file=sys.stderr)
+            continue
+        rate = s.published / max(time.monotonic() - began, 1e-9)
+        oldest = "-" if s.oldest_unsent_age is None else f"{s.oldest_unsent_age:.1f}s"
+        print(
+            f"relayed {s.published:,} rows ({rate:,.0f}/s), backlog {s.backlog:,}, "
+            f"oldest unsent {oldest}, failed batches {s.failed_batches}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 async def _report(relay: Any, every: float) -> None:
@@ -299,6 +326,12 @@ def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--poll-interval", type=parse_duration, default=timedelta(seconds=1))
     p.add_argument("--no-listen", action="store_true", help="poll only, no LISTEN/NOTIFY")
     p.add_argument("--once", action="store_true", help="send what is ready, then exit")
+    p.add_argument(
+        "--progress",
+        type=parse_duration,
+        default=timedelta(seconds=2),
+        help="with --once: print rows relayed, rate and backlog this often (0 = never)",
+    )
     p.add_argument(
         "--stats-every",
         type=parse_duration,
