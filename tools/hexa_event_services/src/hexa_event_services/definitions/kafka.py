@@ -66,6 +66,15 @@ logger.cleaner.level = warn
 """
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64url of a UUID) that does not start with '-': the
+    storage tool would read such an id as an option and refuse to format."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
+
+
 class Kafka(Service):
     """The shared single node: broker and controller in one process, replication factor 1.
 
@@ -195,7 +204,7 @@ class Kafka(Service):
 
     def cluster_id(self) -> str:
         """The KRaft cluster id to format fresh storage with."""
-        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        return new_cluster_id()
 
     def format_args(self) -> list[str]:
         """Extra ``kafka-storage format`` arguments (the single node is its own quorum)."""

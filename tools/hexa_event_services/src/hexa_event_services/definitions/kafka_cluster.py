@@ -11,14 +11,12 @@ Topics default to replication factor 3 and ``min.insync.replicas=2``. The single
 
 from __future__ import annotations
 
-import base64
 import os
-import uuid
 from typing import ClassVar
 
 from ..config import BIND_HOST, env, run_root, split_hostport
 from ..probes import kafka_probe
-from .kafka import Kafka
+from .kafka import Kafka, new_cluster_id
 
 CLUSTER_SIZE = 3
 CONTROLLER_PORT_OFFSET = 100
@@ -92,10 +90,10 @@ class KafkaNode(Kafka):
     def cluster_id(self) -> str:
         """One id for all three nodes, kept in ``run/kafka-cluster/cluster.id``."""
         path = run_root() / "kafka-cluster" / "cluster.id"
-        if not path.is_file():
+        if not path.is_file() or path.read_text().startswith("-"):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp-{os.getpid()}")
-            tmp.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+            tmp.write_text(new_cluster_id())
             tmp.replace(path)
         return path.read_text().strip()
 
