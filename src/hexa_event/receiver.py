@@ -69,6 +69,8 @@ class SubscriptionInfo:
     """The last fetch failure while it persists (empty once fetching works again)."""
     settle_error: str = ""
     """The last failure to write settlements while it persists."""
+    last_settle: bool = False
+    """Set by close once nothing more can be settled: the settle loop ends when written."""
 
     @property
     def in_flight(self) -> int:
@@ -395,6 +397,8 @@ class Receiver:
                 for delivery in batch:
                     unsettled.pop(delivery, None)
                 info.room.set()
+            if info.last_settle:
+                return  # close gave back what was left and everything is written
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -448,6 +452,7 @@ class Receiver:
                     if delivery.outcome is None:
                         delivery.nack()
                         info.pending.append(delivery)
+                info.last_settle = True
                 info.settle_wake.set()
             await self._final_settle()
             for info in self._subs.values():
@@ -464,11 +469,8 @@ class Receiver:
 
     async def _final_settle(self) -> None:
         infos = [info for info in self._subs.values() if info.tasks]
-        deadline = time.monotonic() + _FINAL_SETTLE_TIMEOUT
-        while any(info.pending for info in infos) and time.monotonic() < deadline:
-            if any(info.tasks[1].done() for info in infos if info.pending):
-                break
-            await asyncio.sleep(0.01)
+        if infos:
+            await asyncio.wait([info.tasks[1] for info in infos], timeout=_FINAL_SETTLE_TIMEOUT)
         for info in infos:
             if info.pending:
                 logger.error(
