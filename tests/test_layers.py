@@ -10,7 +10,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "hexa_event"
-LEAVES = {"hexa_event.errors", "hexa_event.ids"}
+LEAVES = {"hexa_event.errors", "hexa_event.ids", "hexa_event.numbers"}
 FOUNDATION = "hexa_event._sql"
 """The private SQL foundation under the SQL driver, the outbox and the inbox."""
 

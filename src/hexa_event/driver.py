@@ -2,7 +2,8 @@
 
 A driver moves raw records; it knows nothing of codecs, contexts, retries or dedup keys,
 which the core does once for every driver. This module is the bottom layer: it imports
-nothing of ours but :mod:`hexa_event.errors`. The whole contract:
+nothing of ours but the leaves :mod:`hexa_event.errors` and :mod:`hexa_event.numbers`.
+The whole contract:
 
 - :meth:`Driver.publish` takes a batch of :class:`RawRecord` and returns only when the broker
   (or database) has durably accepted every record of the batch; it raises
@@ -38,7 +39,8 @@ from typing import Any, Literal, final
 
 import msgspec
 
-from .errors import AlreadySettledError, ConfigurationError, InvalidEventError
+from .errors import AlreadySettledError, InvalidEventError
+from .numbers import check_number
 
 StartPosition = Literal["earliest", "latest"]
 
@@ -219,8 +221,7 @@ class Delivery:
         """Give the record back: the group receives it again no earlier than ``delay`` s."""
         if self.outcome is not None:
             raise AlreadySettledError(self.coordinates, self.outcome.value)
-        if not (isinstance(delay, int | float) and math.isfinite(delay) and delay >= 0):
-            raise ConfigurationError(f"nack delay must be a finite number >= 0, got {delay!r}")
+        check_number("nack delay", delay)
         self.outcome = Outcome.NACK
         self.delay = float(delay)
         self.on_settle()

@@ -31,6 +31,7 @@ from .driver import Delivery, Driver, StartPosition, Subscription, SubscriptionS
 from .errors import ClosedError, ConfigurationError, DriverError, ReceiverFailedError
 from .lanes import Lanes
 from .middleware import Handler, Middleware, SyncHandler, as_async, chain
+from .numbers import check_number
 from .propagation import Propagator, default_propagator
 from .retry import RetryPolicy
 from .wire import Chain, DedupIds
@@ -108,9 +109,9 @@ class Receiver:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError("Receiver needs a name: the service it runs in")
-        _check_number("concurrency", concurrency, integer=True, minimum=1)
-        _check_number("drain_timeout", drain_timeout, minimum=0)
-        _check_number("stall_timeout", stall_timeout, minimum=0.001)
+        check_number("Receiver concurrency", concurrency, integer=True, minimum=1)
+        check_number("Receiver drain_timeout", drain_timeout, minimum=0)
+        check_number("Receiver stall_timeout", stall_timeout, minimum=0, above=True)
         self.name = name
         self.driver = driver
         self._middlewares = tuple(middlewares)
@@ -195,7 +196,7 @@ class Receiver:
                     f"pattern {pattern!r} is not a regular expression: {exc}"
                 ) from exc
         if concurrency is not None:
-            _check_number("concurrency", concurrency, integer=True, minimum=1)
+            check_number("subscribe() concurrency", concurrency, integer=True, minimum=1)
         if self._started:
             raise ConfigurationError("subscribe before start(): this receiver already runs")
         policy = retry or RetryPolicy()
@@ -571,12 +572,3 @@ def _check_name(what: str, value: object) -> None:
         raise ConfigurationError(
             f"{what} must be a non-empty name of letters, digits, '.', '_' or '-', got {value!r}"
         )
-
-
-def _check_number(what: str, value: object, *, minimum: float, integer: bool = False) -> None:
-    ok = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok or not (value >= minimum) or value != value:  # type: ignore[operator]
-        kind = "an integer" if integer else "a number"
-        raise ConfigurationError(f"Receiver {what} must be {kind} >= {minimum}, got {value!r}")
-    if not integer and value in (float("inf"),):
-        raise ConfigurationError(f"Receiver {what} must be finite, got {value!r}")

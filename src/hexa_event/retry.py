@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import ConfigurationError
+from .numbers import check_number
 
 _MAX_RETRIES = 1000
 _MAX_SECONDS = 365 * 24 * 3600.0
@@ -51,19 +52,13 @@ class RetryPolicy:
     in_place: bool = False
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or not 0 <= self.max_retries <= _MAX_RETRIES
-        ):
-            raise ConfigurationError(
-                f"RetryPolicy.max_retries must be an integer from 0 to {_MAX_RETRIES}, "
-                f"got {self.max_retries!r}"
-            )
-        _finite("initial_delay", self.initial_delay, 0.0)
-        _finite("coefficient", self.coefficient, 1.0)
+        check_number(
+            "RetryPolicy.max_retries", self.max_retries, maximum=_MAX_RETRIES, integer=True
+        )
+        check_number("RetryPolicy.initial_delay", self.initial_delay, maximum=_MAX_SECONDS)
+        check_number("RetryPolicy.coefficient", self.coefficient, minimum=1, maximum=_MAX_SECONDS)
         if self.max_delay is not None:
-            _finite("max_delay", self.max_delay, 0.0)
+            check_number("RetryPolicy.max_delay", self.max_delay, maximum=_MAX_SECONDS)
         if not isinstance(self.in_place, bool):
             raise ConfigurationError("RetryPolicy.in_place must be True or False")
 
@@ -81,20 +76,6 @@ class RetryPolicy:
         except OverflowError:
             delay = math.inf
         return float(min(delay, self.delay_cap))
-
-
-def _finite(name: str, value: object, minimum: float) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < minimum
-        or value > _MAX_SECONDS
-    ):
-        raise ConfigurationError(
-            f"RetryPolicy.{name} must be a finite number from {minimum:g} to {_MAX_SECONDS:g}, "
-            f"got {value!r}"
-        )
 
 
 NO_RETRIES = RetryPolicy(max_retries=0)

@@ -5,13 +5,13 @@ The database URL may hold a password; ``repr`` and every log line show it as ``*
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ..._sql.urls import parse, redact
 from ...errors import ConfigurationError
+from ...numbers import check_number
 
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -74,17 +74,12 @@ class SqlOptions:
             "ack_interval",
             "busy_timeout",
         ):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or not 0 < value <= _MAX_SECONDS
-            ):
-                raise ConfigurationError(
-                    f"SqlOptions.{name} must be a positive, finite number of seconds (at most "
-                    f"{_MAX_SECONDS:g}), got {value!r}"
-                )
+            check_number(
+                f"SqlOptions.{name} (seconds)",
+                getattr(self, name),
+                maximum=_MAX_SECONDS,
+                above=True,
+            )
         if self.heartbeat_interval * 2 >= self.lease_ttl:
             raise ConfigurationError(
                 "SqlOptions.lease_ttl must be more than twice heartbeat_interval, or leases "
