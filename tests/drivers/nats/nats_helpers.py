@@ -13,6 +13,15 @@ TEST_OPTIONS: dict[str, Any] = {
 }
 """Tests use a stream of their own whose records and idle consumers expire."""
 
+PARTITIONS = 4
+PARTITIONED_OPTIONS: dict[str, Any] = {
+    **TEST_OPTIONS,
+    "stream": f"HEXA_TEST_P{PARTITIONS}",
+    "subject_prefix": f"hexa-test-p{PARTITIONS}",
+    "partitions": PARTITIONS,
+}
+"""The partitioned layout: a stream of its own (a stream's partition count is fixed)."""
+
 
 def nats_url() -> str:
     return os.environ.get("HEXA_NATS_URL", "nats://127.0.0.1:4222")

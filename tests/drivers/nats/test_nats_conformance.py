@@ -1,9 +1,11 @@
-"""The JetStream driver passes the whole conformance suite against the real server."""
+"""The JetStream driver passes the whole conformance suite against the real server, both
+unpartitioned (the default layout) and with partitions leased among an action's members
+(which adds the cross-process key-order checks: ``Features.ordered_per_key``)."""
 
 from __future__ import annotations
 
 import pytest
-from nats_helpers import TEST_OPTIONS, nats_url
+from nats_helpers import PARTITIONED_OPTIONS, TEST_OPTIONS, nats_url
 
 import hexa_event
 from hexa_event.driver import Driver
@@ -21,3 +23,13 @@ class TestNatsConformance(DriverConformance):
 
     async def new_driver(self) -> Driver:
         return hexa_event.connect(nats_url(), **TEST_OPTIONS)
+
+
+class TestNatsPartitionedConformance(DriverConformance):
+    timeout = 60.0
+
+    def setup_method(self) -> None:
+        require_service("nats")
+
+    async def new_driver(self) -> Driver:
+        return hexa_event.connect(nats_url(), **PARTITIONED_OPTIONS)

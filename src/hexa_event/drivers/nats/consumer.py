@@ -25,7 +25,8 @@ together are handed out in stream order (the server does not sort its redeliveri
 Several members of one group share records without regard to keys, so across members
 order needs ``failover`` (one pinned member at a time; a closing member gives back what
 it holds, then unpins so a standby takes over at once) or ``max_ack_pending=1`` (see the
-README).
+README). With partitions (:mod:`.partitioned`) each member runs one of these per
+partition it holds, always pinned; :meth:`NatsSubscription.revoke` hands one over.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ _RETRY_PAUSE = 1.0
 class NatsDelivery(Delivery):
     """A record from the consumer; ``coordinates`` is ``<stream>-<stream sequence>``."""
 
-    __slots__ = ("_msg", "_touched", "seq")
+    __slots__ = ("_msg", "_touched", "owner", "seq")
 
     def __init__(
         self, record: RawRecord, msg: Msg, coordinates: str, count: int, ts: float, seq: int
@@ -85,6 +86,8 @@ class NatsDelivery(Delivery):
         self._touched = time.monotonic()
         self.seq = seq
         """The record's stream sequence."""
+        self.owner: NatsSubscription | None = None
+        """The subscription that received it (settles go back to it)."""
 
     @property
     def gate_key(self) -> tuple[str, str]:
@@ -94,6 +97,12 @@ class NatsDelivery(Delivery):
     def native(self) -> object:
         """The nats-py ``Msg``."""
         return self._msg
+
+
+def _nak(delay: float) -> bytes:
+    if delay > 0:
+        return _NAK + b" " + json.dumps({"delay": int(delay * _NS)}).encode()
+    return _NAK
 
 
 def _by_seq(delivery: NatsDelivery) -> int:
@@ -132,6 +141,7 @@ class NatsSubscription(Subscription):
         options: NatsSubscriptionOptions,
         connection_error: Callable[[], str],
         ensure_stream: Callable[[], Awaitable[None]],
+        ready: asyncio.Event | None = None,
     ) -> None:
         self._nc = nc
         self._api = api
@@ -155,7 +165,10 @@ class NatsSubscription(Subscription):
         self._gate: KeyGate[NatsDelivery] = KeyGate(options.ack_wait)
         self._ungated = frozenset(spec.retry_channels)
         self._unsettled: dict[str, NatsDelivery] = {}
-        self._ready = asyncio.Event()
+        self._ready = ready if ready is not None else asyncio.Event()
+        """Set when records are buffered (shared by the partitions of one member)."""
+        self._settled = asyncio.Event()
+        self._draining = False
         self._wake = asyncio.Event()
         self._inbox = ""
         self._sub: NatsSub | None = None
@@ -218,6 +231,60 @@ class NatsSubscription(Subscription):
                     f"CONSUMER.UNPIN.{self._stream}.{self._consumer}", {"group": PRIORITY_GROUP}
                 )
 
+    async def revoke(self, within: float) -> None:
+        """Hand the consumer over to the member that owns its partition now, then close.
+
+        Stops pulling (what was already on its way is given back), gives back what was
+        buffered and not handed out (records the key gate held go back with what remains
+        of their key's nack delay, so they follow the nacked record), waits up to ``within``
+        seconds for the deliveries handed out to be settled and written, then closes, which
+        gives back any still unsettled and unpins the consumer: the new owner's waiting pull
+        gets pinned at once, and the records given back come to it before later ones.
+        """
+        if self._closed or self._draining:
+            return
+        self._draining = True
+        self._wake.set()
+        sub, self._sub = self._sub, None
+        if sub is not None and not self._nc.is_closed:
+            await stop_interest(self._nc, sub, self._api_timeout)
+        back = [(d, 0.0) for d in self._buffer]
+        back.extend(self._gate.give_back(time.monotonic()))
+        self._buffer.clear()
+        if back and not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                for delivery, delay in sorted(back, key=lambda item: item[0].seq):
+                    await self._nc.publish(delivery._msg.reply, _nak(delay))
+                await confirm(self._nc, self._api_timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while self._unsettled:
+                    self._settled.clear()
+                    await self._settled.wait()
+        if self._unsettled:
+            log.warning(
+                "consumer %s handed over with %d deliveries still unsettled after %.1fs: "
+                "they are given back (the new owner may run them again)",
+                self._consumer,
+                len(self._unsettled),
+                within,
+            )
+        await self.close()
+
+    def set_limit(self, limit: int) -> None:
+        """Records this member may hold from this consumer at once (its share of prefetch)."""
+        self._limit = max(1, limit)
+        self._batch = min(self._limit, self._options.batch or self._limit)
+
+    @property
+    def fatal(self) -> DriverError | None:
+        """The error that stopped this member, if any."""
+        return self._fatal
+
+    @property
+    def consumer(self) -> str:
+        return self._consumer
+
     def on_reconnect(self) -> None:
         """The connection came back: pulls made before are gone; check the consumer."""
         self._asked = 0
@@ -226,20 +293,27 @@ class NatsSubscription(Subscription):
 
     # -- the contract ---------------------------------------------------------------------------
 
+    def take(self, max_count: int) -> list[NatsDelivery]:
+        """Up to ``max_count`` buffered deliveries, handed out now (never waits)."""
+        if not self._buffer or self._closed or self._draining:
+            return []
+        if self._redelivered:
+            # The server redelivers given-back records in no particular order: stream
+            # order again (a key's records keep their publish order).
+            self._buffer = deque(sorted(self._buffer, key=_by_seq))
+            self._redelivered = False
+        count = min(max_count, len(self._buffer))
+        out = [self._buffer.popleft() for _ in range(count)]
+        for delivery in out:
+            self._unsettled[delivery._msg.reply] = delivery
+        return out
+
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
         while True:
             if self._closed:
                 return []
-            if self._buffer:
-                if self._redelivered:
-                    # The server redelivers given-back records in no particular order:
-                    # stream order again (a key's records keep their publish order).
-                    self._buffer = deque(sorted(self._buffer, key=_by_seq))
-                    self._redelivered = False
-                count = min(max_count, len(self._buffer))
-                out = [self._buffer.popleft() for _ in range(count)]
-                for delivery in out:
-                    self._unsettled[delivery._msg.reply] = delivery
+            out = self.take(max_count)
+            if out:
                 return out
             if self._fatal is not None:
                 raise self._fatal
@@ -272,6 +346,8 @@ class NatsSubscription(Subscription):
         if released:
             self._buffer.extend(released)
             self._ready.set()
+        if not self._unsettled:
+            self._settled.set()
         self._wake.set()
 
     def _verdict(self, delivery: NatsDelivery) -> bytes:
@@ -289,9 +365,7 @@ class NatsSubscription(Subscription):
                 max_deliver,
             )
             return _TERM
-        if delivery.delay > 0:
-            return _NAK + b" " + json.dumps({"delay": int(delivery.delay * _NS)}).encode()
-        return _NAK
+        return _nak(delivery.delay)
 
     def _final(self, delivery: NatsDelivery) -> bool:
         """The server will not deliver this record again (``max_deliver`` reached)."""
@@ -323,7 +397,7 @@ class NatsSubscription(Subscription):
         self._asked = max(0, self._asked - 1)
         if self._options.failover and msg.headers:
             self._pin = msg.headers.get(_PIN_ID, self._pin)
-        if self._closed:
+        if self._closed or self._draining:
             await self._nc.publish(reply, _NAK)
             return
         try:
@@ -349,6 +423,7 @@ class NatsSubscription(Subscription):
             accepted_at or ts_ns / _NS,
             seq,
         )
+        delivery.owner = self
         if channel in self._ungated or self._gate.admit(delivery):
             if count > 1:
                 self._redelivered = True
@@ -443,7 +518,7 @@ class NatsSubscription(Subscription):
                 await self._wake.wait()
 
     async def _pull(self) -> None:
-        if not self._nc.is_connected:
+        if not self._nc.is_connected or self._draining:
             return
         held = len(self._buffer) + len(self._unsettled) + len(self._gate)
         room = self._limit - held - self._asked

@@ -9,6 +9,10 @@
 - Receive: one durable pull consumer per group (the action), shared by the group's
   processes (or, with ``failover``, served by one of them at a time); explicit acks, nak
   with delay, in-progress for long handlers (:mod:`.consumer`).
+- Partitions (``NatsOptions(partitions=N)``): records go to ``<prefix>.%p<n>.<channel>``
+  by their key; each action has a pinned consumer per partition, and its live members
+  lease the partitions among themselves (:mod:`.partitioned`, :mod:`.membership`), so
+  each key keeps its order across processes (``Features.ordered_per_key``).
 - One connection per driver, reconnecting forever; while it is down every subscription's
   ``status().error`` says so, and pulls are renewed when it is back.
 """
@@ -39,10 +43,12 @@ from ...driver import (
 from ...errors import ClosedError, ConfigurationError, DriverError
 from .client import Client
 from .consumer import NatsSubscription
-from .naming import channel_subject, consumer_name, pattern_filter
+from .membership import Membership
+from .naming import channel_subject, consumer_name, partition_prefix, pattern_filter
 from .options import NatsOptions, NatsSubscriptionOptions, redact_url
+from .partitioned import PartitionedSubscription
 from .producer import NatsProducer
-from .streams import JetStreamApi, consumer_config
+from .streams import JetStreamApi, consumer_config, members_bucket
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +63,10 @@ FEATURES = Features(
     exclusive_subscriptions=False,
     new_group_reads_history=True,
 )
-"""``ordered_per_key`` is False: one member keeps each key's order, but the members of a
-group share one consumer without regard to keys (``NatsSubscriptionOptions(failover=True)``
-keeps order across members, one active at a time)."""
+"""``ordered_per_key`` is False unpartitioned: one member keeps each key's order, but the
+members of a group share one consumer without regard to keys
+(``NatsSubscriptionOptions(failover=True)`` keeps order across members, one active at a
+time). With ``NatsOptions(partitions=N)`` it is True."""
 
 _ERROR_LOG_INTERVAL = 10.0
 _USERINFO = re.compile(r"//[^/@\s]+@")
@@ -74,13 +81,20 @@ class NatsDriver(Driver):
         if options is not None and kwargs:
             raise ConfigurationError("pass either NatsOptions or keyword options, not both")
         self.options = options if options is not None else NatsOptions(**kwargs)
-        self.features = dataclasses.replace(FEATURES, delayed_publish=self.options.delayed_publish)
+        self.features = dataclasses.replace(
+            FEATURES,
+            delayed_publish=self.options.delayed_publish,
+            ordered_per_key=self.options.partitions > 0,
+        )
         self._producer = NatsProducer(self.options)
         self._nc: Client | None = None
         self._api: JetStreamApi | None = None
         self._connect_lock = asyncio.Lock()
         self._stream_ready = False
-        self._subscriptions: weakref.WeakSet[NatsSubscription] = weakref.WeakSet()
+        self._members_stream = ""
+        self._subscriptions: weakref.WeakSet[NatsSubscription | PartitionedSubscription] = (
+            weakref.WeakSet()
+        )
         self._connection_error = ""
         self._logged_at = 0.0
         self._closed = False
@@ -120,6 +134,8 @@ class NatsDriver(Driver):
                 if not self._stream_ready:
                     assert self._api is not None
                     await self._api.ensure_stream(self.options)
+                    if self.options.partitions:
+                        self._members_stream = await self._api.ensure_members_bucket(self.options)
                     self._stream_ready = True
                 nc = self._nc
         return nc
@@ -233,6 +249,8 @@ class NatsDriver(Driver):
             raise ConfigurationError(
                 f"NATS subscriptions take NatsSubscriptionOptions, got {type(options).__name__}"
             )
+        if self.options.partitions:
+            return await self._subscribe_partitioned(spec, options)
         filters = self.filters(spec)
         nc = await self.connection()
         assert self._api is not None
@@ -255,9 +273,69 @@ class NatsDriver(Driver):
         self._subscriptions.add(subscription)
         return subscription
 
-    def filters(self, spec: SubscriptionSpec) -> list[str]:
-        """The consumer's filter subjects for ``spec`` (no two overlap)."""
-        prefix = self.options.subject_prefix
+    async def _subscribe_partitioned(
+        self, spec: SubscriptionSpec, options: NatsSubscriptionOptions
+    ) -> PartitionedSubscription:
+        if options.failover:
+            raise ConfigurationError(
+                "NatsSubscriptionOptions(failover=True) is for unpartitioned streams: with "
+                f"NatsOptions(partitions={self.options.partitions}) each partition already has "
+                "one member at a time while the members share the partitions; drop failover"
+            )
+        self.filters(spec)  # refuse a spec without channels before joining
+        nc = await self.connection()
+        api = self._api
+        assert api is not None
+        name = options.durable or consumer_name(spec.group)
+        pinned = dataclasses.replace(options, failover=True)
+
+        async def open_partition(partition: int, ready: asyncio.Event) -> NatsSubscription:
+            consumer = f"{name}%p{partition}"
+            child = NatsSubscription(
+                nc,
+                api,
+                stream=self.options.stream,
+                consumer=consumer,
+                config=consumer_config(
+                    consumer,
+                    self.filters(spec, partition),
+                    spec.start,
+                    pinned,
+                    self.options.consumer_inactive_threshold,
+                ),
+                prefix=self.options.subject_prefix,
+                spec=spec,
+                options=pinned,
+                connection_error=lambda: self._connection_error,
+                ensure_stream=self._ensure_stream,
+                ready=ready,
+            )
+            await child.start()
+            return child
+
+        membership = Membership(
+            nc,
+            api,
+            bucket_stream=self._members_stream,
+            bucket=members_bucket(self.options.stream),
+            group=name,
+            lease=options.takeover_after,
+            interval=options.heartbeat,
+        )
+        subscription = PartitionedSubscription(
+            open_partition=open_partition,
+            membership=membership,
+            partitions=self.options.partitions,
+            prefetch=spec.prefetch,
+            hand_over_within=max(1.0, options.takeover_after - options.heartbeat * 2),
+        )
+        await subscription.start()
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def filters(self, spec: SubscriptionSpec, partition: int | None = None) -> list[str]:
+        """The consumer's filter subjects for ``spec`` (in ``partition``; no two overlap)."""
+        prefix = partition_prefix(self.options.subject_prefix, partition)
         if not spec.channels and not spec.pattern:
             raise ConfigurationError("a NATS subscription needs channels or a pattern")
         wide = pattern_filter(prefix, spec.pattern) if spec.pattern else None

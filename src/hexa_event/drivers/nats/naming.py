@@ -6,6 +6,13 @@ a subject is escaped as ``%XX`` (UTF-8 bytes, upper-case hex): ``%`` itself, whi
 ``*``, ``>``, control characters, and a dot that would make an empty token (leading,
 trailing or doubled). The mapping is one-to-one, so :func:`subject_channel` inverts it.
 
+Partitions (``NatsOptions(partitions=N)``): the record of key ``k`` on channel ``c`` is
+subject ``<prefix>.%p<n>.c`` with ``n = partition_of(k, N)``. The partition token comes
+right after the prefix, so one partition of a pattern is still one subject filter
+(``<prefix>.%p3.orders.>``; NATS wildcards cannot say "ends with"), and ``<prefix>.*.c``
+is every partition of ``c``. No escaped channel starts with ``%p`` (an escaped ``%`` is
+always ``%25``), so :func:`subject_channel` and :func:`subject_partition` invert it.
+
 Consumer names (JetStream forbids ``.``, ``*``, ``>``, whitespace and slashes) use the same
 escaping with ``.`` always escaped: action ``billing.charge`` is consumer
 ``billing%2Echarge``.
@@ -75,14 +82,79 @@ def escape_channel(channel: str) -> str:
     return "".join(out)
 
 
-def channel_subject(prefix: str, channel: str) -> str:
-    """The subject that carries ``channel`` under ``prefix``."""
-    return f"{prefix}.{escape_channel(channel)}"
+def channel_subject(prefix: str, channel: str, partition: int | None = None) -> str:
+    """The subject that carries ``channel`` under ``prefix`` (in ``partition``, if any)."""
+    return f"{partition_prefix(prefix, partition)}.{escape_channel(channel)}"
+
+
+def partition_prefix(prefix: str, partition: int | None) -> str:
+    """``<prefix>.%p<partition>``, or ``prefix`` itself for no partition."""
+    return prefix if partition is None else f"{prefix}.%p{partition}"
+
+
+_PARTITION = re.compile(r"%p(\d+)\.")
 
 
 def subject_channel(prefix: str, subject: str) -> str:
-    """The channel of ``subject`` (inverse of :func:`channel_subject`)."""
-    return _unescape(subject[len(prefix) + 1 :])
+    """The channel of ``subject`` (inverse of :func:`channel_subject`, any partition)."""
+    rest = subject[len(prefix) + 1 :]
+    if rest.startswith("%p"):
+        found = _PARTITION.match(rest)
+        if found is not None:
+            rest = rest[found.end() :]
+    return _unescape(rest)
+
+
+def subject_partition(prefix: str, subject: str) -> int | None:
+    """The partition of ``subject`` (None for an unpartitioned subject)."""
+    found = _PARTITION.match(subject, len(prefix) + 1)
+    return int(found.group(1)) if found is not None else None
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (seed ``0x9747B28C``) of ``data``, as a signed 32-bit int."""
+    m = 0x5BD1E995
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    end = length & ~3
+    for i in range(0, end, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = length & 3
+    if tail == 3:
+        h ^= data[end + 2] << 16
+    if tail >= 2:
+        h ^= data[end + 1] << 8
+    if tail >= 1:
+        h ^= data[end]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_of(record: RawRecord, partitions: int) -> int:
+    """The partition of ``record`` among ``partitions``: Kafka's default partitioner.
+
+    ``(murmur2(utf-8 key) & 0x7FFFFFFF) % partitions``, so a key lands in the partition a
+    Kafka producer would pick for the same count. A record without a key is placed by its
+    event id (``HEXA_EVENT_ID``: keyless records spread, and a re-sent one keeps its
+    subject), or in partition 0 when it has none.
+    """
+    if partitions <= 1:
+        return 0
+    if record.key:
+        data = record.key.encode()
+    else:
+        event_id = record.headers.get(EVENT_ID)
+        if not event_id:
+            return 0
+        data = event_id
+    return (murmur2(data) & 0x7FFFFFFF) % partitions
 
 
 def consumer_name(group: str) -> str:
@@ -111,6 +183,8 @@ def message_id(record: RawRecord) -> str | None:
 
 def pattern_filter(prefix: str, pattern: str) -> str:
     """The narrowest subject filter sure to cover every channel ``pattern`` can match.
+
+    For one partition pass :func:`partition_prefix` as ``prefix``.
 
     The regular expression's literal start (letters, digits, ``-``, ``_`` and escaped dots)
     up to its last escaped dot gives whole subject tokens: ``orders\\.[a-z]+`` filters

@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ...errors import ConfigurationError
 
 REDACTED = "***"
+MAX_PARTITIONS = 1024
+"""Upper bound of ``NatsOptions.partitions`` (each partition is a consumer per action)."""
 _SECRET_MARKERS = ("password", "token", "secret", "seed", "creds", "credential", "nkey", "jwt")
 
 # Fields of the JetStream configs the driver owns because its guarantees depend on them.
@@ -98,6 +100,15 @@ class NatsOptions:
     same stream (nats-server 2.12+; ``delayed_publish=False`` turns that off). Use another
     ``stream``/``subject_prefix`` pair to keep a set of channels under other limits.
 
+    ``partitions``: 0 (the default) keeps the layout above, where the processes of one
+    action share one consumer without regard to keys. ``N >= 1`` puts each record in one
+    of N partitions by its key (subject ``<subject_prefix>.%p<n>.c``, see
+    :func:`~hexa_event.drivers.nats.naming.partition_of`) and leases the partitions among
+    the live processes of each action, one process per partition at a time, so each key
+    keeps its order across processes (``Features.ordered_per_key``). The count is recorded
+    in the stream's metadata (``hexa_partitions``) and a driver with another count is
+    refused: it cannot change for a stream.
+
     ``provision``: create the stream on first use (else a missing one raises
     ChannelNotFoundError). ``duplicate_window``: seconds within which a re-sent event
     (same ``Nats-Msg-Id``, the event id) is stored once; ``max_age`` (0: keep forever),
@@ -120,6 +131,7 @@ class NatsOptions:
     max_bytes: int = -1
     duplicate_window: float = 600.0
     delayed_publish: bool = True
+    partitions: int = 0
     consumer_inactive_threshold: float = 0.0
     """Seconds after which the server deletes a group's consumer nobody pulled from (and
     with it the group's position); 0 keeps consumers forever. For tests and short-lived
@@ -154,6 +166,15 @@ class NatsOptions:
             )
         _token(owner, "stream", self.stream, dots=False)
         _token(owner, "subject_prefix", self.subject_prefix, dots=True)
+        if (
+            isinstance(self.partitions, bool)
+            or not isinstance(self.partitions, int)
+            or not 0 <= self.partitions <= MAX_PARTITIONS
+        ):
+            raise ConfigurationError(
+                f"{owner}.partitions must be an integer from 0 (unpartitioned) to "
+                f"{MAX_PARTITIONS}, got {self.partitions!r}"
+            )
         if self.storage not in ("file", "memory"):
             raise ConfigurationError(f"{owner}.storage must be 'file' or 'memory'")
         if not isinstance(self.replicas, int) or not 1 <= self.replicas <= 5:

@@ -18,6 +18,9 @@ from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
+_AFTER = 0.05
+"""Seconds a held record given back waits beyond its blocking record's delay."""
+
 
 class Gated(Protocol):
     """What the gate needs of a delivery."""
@@ -101,6 +104,17 @@ class KeyGate(Generic[T]):
                     )
                 released.extend(self._release(block))
         return released
+
+    def give_back(self, now: float) -> list[tuple[T, float]]:
+        """Everything held, each with what remains of its key's nack delay (a hand-over)."""
+        out = [
+            (d, max(0.0, block.deadline - self._ack_wait - now) + _AFTER)
+            for block in self._blocks.values()
+            for d in block.held
+        ]
+        self._blocks.clear()
+        self._held = 0
+        return out
 
     def clear(self) -> list[T]:
         """Everything held (the member is closing)."""

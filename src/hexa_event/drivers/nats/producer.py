@@ -12,7 +12,9 @@ duplicate window.
 At most ``NatsOptions.max_in_flight`` records await their PubAck at once per driver. A
 record with a future ``not_before`` is published as a scheduled message on
 ``<prefix>_delayed.<id>`` whose target is the channel's subject: the server stores it
-there at its due time (nats-server 2.12+ message schedules).
+there at its due time (nats-server 2.12+ message schedules). With
+``NatsOptions(partitions=N)`` the subject carries the record's partition
+(:func:`.naming.partition_of`, Kafka's murmur2 of the key).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from nats.aio.msg import Msg
 from ...driver import RawRecord
 from ...errors import DriverError
 from . import headers as wire
-from .naming import channel_subject, consumer_name, message_id
+from .naming import channel_subject, consumer_name, message_id, partition_of
 from .options import NatsOptions
 
 _SCHEDULE = "Nats-Schedule"
@@ -46,6 +48,7 @@ class NatsProducer:
     def __init__(self, options: NatsOptions) -> None:
         self._options = options
         self._prefix = options.subject_prefix
+        self._partitions = options.partitions
         self._window = asyncio.Semaphore(options.max_in_flight)
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._tokens = itertools.count()
@@ -100,7 +103,8 @@ class NatsProducer:
         future.set_result(None)
 
     def _message(self, record: RawRecord) -> tuple[str, dict[str, str]]:
-        subject = channel_subject(self._prefix, record.channel)
+        partition = partition_of(record, self._partitions) if self._partitions else None
+        subject = channel_subject(self._prefix, record.channel, partition)
         msg_id = message_id(record)
         headers = wire.encode(record.key, record.headers, msg_id)
         delayed = self._options.delayed_publish and record.not_before

@@ -9,7 +9,14 @@ channel, retry and dead-letter channel) and, with ``delayed_publish``, ``<prefix
 (scheduled records waiting for their due time). Limits retention: every consumer group
 reads every record, and dead letters stay replayable. Creating it is idempotent; an
 existing stream of that name is used as it is, extended only by missing subjects and the
-``allow_msg_schedules`` flag.
+``allow_msg_schedules`` flag. The stream's metadata records the partition count
+(``hexa_partitions``; none recorded means 0, the unpartitioned layout): a driver configured
+with another count is refused with a ConfigurationError naming the fix.
+
+Partitioned streams come with a membership bucket, ``KV_<stream>_members`` (a JetStream
+key-value bucket, in memory): one key per live member of an action, rewritten by its
+heartbeat, each with a per-message TTL (``Nats-TTL``, nats-server 2.11+), so a dead
+member's key disappears after its lease. See :mod:`.membership`.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ ERR_CONSUMER_NOT_FOUND = 10014
 ERR_CONSUMER_EXISTS = 10148
 ERR_CONSUMER_NAME_EXISTS = 10013
 SCHEDULES_SINCE = (2, 12)
+PARTITIONS_KEY = "hexa_partitions"
+"""Stream metadata entry that records ``NatsOptions.partitions``."""
 PRIORITY_GROUP = "hexa"
 """The priority group of failover consumers (one pinned member at a time)."""
 
@@ -118,10 +127,12 @@ class JetStreamApi:
                         "let the driver create it with NatsOptions(provision=True)",
                     ) from None
                 raise
+            check_partitions(options, info["config"])
             self._check_existing(options, info["config"])
             return
         try:
-            await self.request(f"STREAM.CREATE.{name}", wanted)
+            created = await self.request(f"STREAM.CREATE.{name}", wanted)
+            check_partitions(options, created.get("config", wanted))
             log.info("JetStream stream %r ready (subjects %s)", name, wanted["subjects"])
             return
         except JetStreamApiError as exc:
@@ -135,6 +146,7 @@ class JetStreamApi:
                 raise
         info = await self.request(f"STREAM.INFO.{name}")
         config = info["config"]
+        check_partitions(options, config)
         missing = [s for s in wanted["subjects"] if s not in config.get("subjects", [])]
         needs_schedules = options.delayed_publish and not config.get("allow_msg_schedules")
         if missing or needs_schedules:
@@ -165,6 +177,41 @@ class JetStreamApi:
             return str(found[0]) if found else "?"
         except DriverError:
             return "?"
+
+    # -- membership ---------------------------------------------------------------------------
+
+    async def ensure_members_bucket(self, options: NatsOptions) -> str:
+        """Create (or reuse) the membership bucket of a partitioned stream; its stream name."""
+        bucket = members_bucket(options.stream)
+        name = f"KV_{bucket}"
+        config: dict[str, Any] = {
+            "name": name,
+            "subjects": [f"$KV.{bucket}.>"],
+            "retention": "limits",
+            "storage": "memory",
+            "num_replicas": options.replicas,
+            "max_msgs_per_subject": 1,
+            "discard": "new",
+            "allow_direct": True,
+            "allow_rollup_hdrs": True,
+            "allow_msg_ttl": True,
+        }
+        try:
+            await self.request(f"STREAM.CREATE.{name}", config)
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NAME_IN_USE:
+                raise
+        return name
+
+    async def subjects(self, stream: str, subject_filter: str) -> list[str]:
+        """The subjects of ``stream`` matching ``subject_filter`` that hold messages."""
+        info = await self.request(f"STREAM.INFO.{stream}", {"subjects_filter": subject_filter})
+        found = (info.get("state") or {}).get("subjects") or {}
+        return sorted(found)
+
+    async def purge(self, stream: str, subject: str) -> None:
+        """Remove every message of ``subject`` from ``stream``."""
+        await self.request(f"STREAM.PURGE.{stream}", {"filter": subject})
 
     # -- consumers ----------------------------------------------------------------------------
 
@@ -222,6 +269,39 @@ def _summary(config: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={config[k]}" for k in keys if k in config)
 
 
+def members_bucket(stream: str) -> str:
+    """The membership bucket of ``stream`` (its JetStream stream is ``KV_<bucket>``)."""
+    return f"{stream}_members"
+
+
+def check_partitions(options: NatsOptions, config: Mapping[str, Any]) -> None:
+    """Refuse a stream laid out for another partition count than ``options.partitions``."""
+    metadata = config.get("metadata") or {}
+    raw = metadata.get(PARTITIONS_KEY, "0")
+    try:
+        recorded = int(raw)
+    except ValueError:
+        recorded = -1
+    wanted = options.partitions
+    if recorded == wanted:
+        return
+    layout = "unpartitioned" if recorded == 0 else f"laid out for {recorded} partitions"
+    if recorded < 0:
+        layout = f"marked {PARTITIONS_KEY}={raw!r}"
+    fix = (
+        f"pass NatsOptions(partitions={recorded}) (URL ?partitions={recorded}) to use it, or "
+        if recorded >= 0
+        else ""
+    )
+    raise ConfigurationError(
+        f"JetStream stream {options.stream!r} is {layout} (stream metadata "
+        f"{PARTITIONS_KEY}), but this driver has NatsOptions(partitions={wanted}): {fix}"
+        "give this layout its own stream and subject_prefix (NatsOptions(stream=..., "
+        "subject_prefix=...)); a stream's partition count cannot change, since keys would "
+        "move between partitions and lose their order"
+    )
+
+
 def stream_config(options: NatsOptions) -> dict[str, Any]:
     """The JSON config of the driver's stream."""
     subjects = [f"{options.subject_prefix}.>"]
@@ -240,6 +320,9 @@ def stream_config(options: NatsOptions) -> dict[str, Any]:
         subjects.append(f"{options.delayed_prefix}.>")
         config["allow_msg_schedules"] = True
     config.update(options.stream_config)
+    metadata = dict(config.get("metadata") or {})
+    metadata[PARTITIONS_KEY] = str(options.partitions)
+    config["metadata"] = metadata
     return config
 
 

@@ -1,0 +1,171 @@
+"""Who serves an action on a partitioned stream: leases in a JetStream key-value bucket.
+
+Each member of an action (a subscription of one process) writes the key
+``<consumer>.<member id>`` of the stream's membership bucket (``$KV.<stream>_members.…``)
+with a per-message TTL of ``lease`` seconds (``Nats-TTL``), and rewrites it every third
+of the lease: a member that dies disappears from the bucket after its lease. Every member
+reads the live members of its action (the bucket's subjects, one ``STREAM.INFO``) at each
+heartbeat and whenever a member joins or leaves cleanly (they say so on a plain NATS
+subject, ``_HEXA.members.<bucket>.<consumer>``), and every member derives the same
+assignment from the same sorted list (:func:`assign`).
+
+The bucket only says who should pull which partition; the consumers' pinned-client
+priority group is what makes one member at a time receive a partition, so two members
+that briefly disagree (one has not seen a change yet) never both receive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import socket
+import uuid
+from collections.abc import Callable
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSub
+
+from ...errors import DriverError
+from .streams import JetStreamApi
+
+log = logging.getLogger(__name__)
+
+
+def assign(members: tuple[str, ...], partitions: int, me: str) -> frozenset[int]:
+    """The partitions ``me`` holds: partition ``p`` goes to ``sorted(members)[p % len]``.
+
+    Members beyond the partition count hold none (they stand by).
+    """
+    ordered = sorted(set(members) | {me})
+    return frozenset(p for p in range(partitions) if ordered[p % len(ordered)] == me)
+
+
+class Membership:
+    """One member's lease among the members of one action."""
+
+    def __init__(
+        self,
+        nc: Client,
+        api: JetStreamApi,
+        *,
+        bucket_stream: str,
+        bucket: str,
+        group: str,
+        lease: float,
+        interval: float,
+        on_change: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> None:
+        self._nc = nc
+        self._api = api
+        self._bucket_stream = bucket_stream
+        self.member = uuid.uuid4().hex[:12]
+        """This member's id (random; the sorted ids decide the assignment)."""
+        self._subject = f"$KV.{bucket}.{group}.{self.member}"
+        self._filter = f"$KV.{bucket}.{group}.*"
+        self._notify = f"_HEXA.members.{bucket}.{group}"
+        self._lease = max(1, math.ceil(lease))
+        self._interval = interval
+        self.on_change = on_change
+        """Called with the new members whenever they change."""
+        self._body = json.dumps(
+            {"member": self.member, "host": socket.gethostname(), "pid": os.getpid()}
+        ).encode()
+        self.members: tuple[str, ...] = (self.member,)
+        """The live members of the action as last read (this one included)."""
+        self.error = ""
+        """The current problem with the bucket (empty when none)."""
+        self._wake = asyncio.Event()
+        self._sub: NatsSub | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def join(self) -> tuple[str, ...]:
+        """Write this member's lease, tell the others, read who is live, keep it alive."""
+        await self._put()
+        self._sub = await self._nc.subscribe(self._notify, cb=self._on_notice)
+        await self._nc.publish(self._notify, self.member.encode())
+        await self._read()
+        self._task = asyncio.create_task(
+            self._run(), name=f"hexa-event nats members {self._subject}"
+        )
+        return self.members
+
+    def poke(self) -> None:
+        """Read the members again now (after a reconnect)."""
+        self._wake.set()
+
+    async def leave(self) -> None:
+        """Remove this member's lease and tell the others at once. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._nc.is_closed:
+            return
+        with contextlib.suppress(DriverError, nats.errors.Error):
+            await self._api.purge(self._bucket_stream, self._subject)
+            await self._nc.publish(self._notify, self.member.encode())
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+    async def _on_notice(self, msg: Msg) -> None:
+        if msg.data.decode(errors="replace") != self.member:
+            self._wake.set()
+
+    async def _put(self) -> None:
+        headers = {"Nats-TTL": f"{self._lease}s"}
+        try:
+            reply = await self._nc.request(
+                self._subject, self._body, timeout=self._interval * 2 + 1, headers=headers
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise DriverError(f"could not renew the lease {self._subject}: {exc!r}") from None
+        answer = json.loads(reply.data) if reply.data else {}
+        if answer.get("error"):
+            raise DriverError(
+                f"the membership bucket refused lease {self._subject}: "
+                f"{answer['error'].get('description')} (nats-server 2.11+ is needed for "
+                "partitions: per-message TTLs)",
+                retriable=False,
+            )
+
+    async def _read(self) -> None:
+        subjects = await self._api.subjects(self._bucket_stream, self._filter)
+        live = tuple(sorted({s.rpartition(".")[2] for s in subjects} | {self.member}))
+        self.error = ""
+        if live != self.members:
+            log.info("members of %s: %s (this one %s)", self._filter, live, self.member)
+            self.members = live
+            if self.on_change is not None:
+                self.on_change(live)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        renew_every = self._lease / 3
+        renewed = loop.time()
+        while not self._closed:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self._interval, renew_every)):
+                    await self._wake.wait()
+            try:
+                if not self._nc.is_connected:
+                    continue
+                if loop.time() - renewed >= renew_every:
+                    await self._put()
+                    renewed = loop.time()
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except (DriverError, nats.errors.Error, TimeoutError, ValueError) as exc:
+                self.error = f"membership of {self._filter}: {exc}"
+                log.warning("%s; retrying", self.error)

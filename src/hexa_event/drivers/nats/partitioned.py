@@ -1,0 +1,203 @@
+"""One member of an action on a partitioned stream: the partitions it holds, leased.
+
+An action has one durable pull consumer per partition (``<consumer>%p<n>``, filtered to
+that partition's subjects of the action's channels, its retry channels included), each a
+pinned-client priority group. The members of the action agree through
+:mod:`.membership` who holds which partition; a member runs a
+:class:`~.consumer.NatsSubscription` per partition it holds and hands out what any of them
+buffered. On a change it starts the partitions it gained at once (their pulls wait until
+the server pins them) and hands over those it lost (:meth:`~.consumer.NatsSubscription.
+revoke`: stop pulling, give back what was not handed out, let the deliveries in flight be
+settled, unpin), so the new owner receives a key's records after the old owner settled the
+earlier ones. A member that dies stops pulling: the server unpins its partitions
+``takeover_after`` seconds later (its unacked records were due after ``ack_wait``, earlier,
+so they come first), about when its lease ends and the others take its partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from ...driver import Delivery, Subscription, SubscriptionStatus
+from ...errors import DriverError
+from .consumer import NatsDelivery, NatsSubscription
+from .membership import Membership, assign
+
+log = logging.getLogger(__name__)
+
+
+class PartitionedSubscription(Subscription):
+    """A member of an action that holds some of the stream's partitions."""
+
+    def __init__(
+        self,
+        *,
+        open_partition: Callable[[int, asyncio.Event], Awaitable[NatsSubscription]],
+        membership: Membership,
+        partitions: int,
+        prefetch: int,
+        hand_over_within: float,
+    ) -> None:
+        self._open_partition = open_partition
+        self._membership = membership
+        membership.on_change = self.on_change
+        self._partitions = partitions
+        self._prefetch = max(1, prefetch)
+        self._hand_over_within = hand_over_within
+        self._children: dict[int, NatsSubscription] = {}
+        self._ready = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._turn = 0
+        self._error = ""
+        self._closed = False
+
+    @property
+    def member(self) -> str:
+        """This member's id in the action's membership bucket."""
+        return self._membership.member
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The live members of the action, as last read."""
+        return self._membership.members
+
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        """The partitions this member holds (or is taking over)."""
+        return tuple(sorted(self._children))
+
+    async def start(self) -> None:
+        """Join the action's members and open the partitions this member holds."""
+        members = await self._membership.join()
+        await self._reconcile(members)
+        self._task = asyncio.create_task(
+            self._run(), name=f"hexa-event nats partitions {self._membership.member}"
+        )
+
+    def on_change(self, members: tuple[str, ...]) -> None:
+        """Membership callback: re-assign in the background."""
+        del members
+        self._changed.set()
+
+    def on_reconnect(self) -> None:
+        for child in self._children.values():
+            child.on_reconnect()
+        self._membership.poke()
+
+    async def _run(self) -> None:
+        while not self._closed:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self._reconcile(self._membership.members)
+                self._error = ""
+            except asyncio.CancelledError:
+                raise
+            except DriverError as exc:
+                self._error = f"could not take over partitions: {exc}"
+                log.warning("%s; retrying", self._error)
+                await asyncio.sleep(1.0)
+                self._changed.set()
+
+    async def _reconcile(self, members: tuple[str, ...]) -> None:
+        wanted = assign(members, self._partitions, self._membership.member)
+        held = set(self._children)
+        gained = sorted(wanted - held)
+        lost = sorted(held - wanted)
+        for partition in gained:
+            if self._closed:
+                return
+            self._children[partition] = await self._open_partition(partition, self._ready)
+        leaving = [self._children.pop(p) for p in lost]
+        self._share_prefetch()
+        if gained or lost:
+            log.info(
+                "member %s of %d: partitions %s (gained %s, handing over %s)",
+                self._membership.member,
+                len(members),
+                sorted(self._children),
+                gained,
+                lost,
+            )
+        if leaving:
+            await asyncio.gather(*(c.revoke(self._hand_over_within) for c in leaving))
+
+    def _share_prefetch(self) -> None:
+        if not self._children:
+            return
+        share = -(-self._prefetch // len(self._children))
+        for child in self._children.values():
+            child.set_limit(share)
+
+    # -- the contract ---------------------------------------------------------------------------
+
+    async def fetch(self, max_count: int) -> Sequence[Delivery]:
+        while True:
+            if self._closed:
+                return []
+            children = list(self._children.values())
+            out: list[NatsDelivery] = []
+            if children:
+                self._turn = (self._turn + 1) % len(children)
+                for child in children[self._turn :] + children[: self._turn]:
+                    out.extend(child.take(max_count - len(out)))
+                    if len(out) >= max_count:
+                        break
+            if out:
+                return out
+            for child in children:
+                if child.fatal is not None:
+                    raise child.fatal
+            self._ready.clear()
+            await self._ready.wait()
+
+    async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        by_owner: dict[int, tuple[NatsSubscription, list[Delivery]]] = {}
+        for delivery in deliveries:
+            assert isinstance(delivery, NatsDelivery) and delivery.owner is not None
+            owner = delivery.owner
+            by_owner.setdefault(id(owner), (owner, []))[1].append(delivery)
+        results = await asyncio.gather(
+            *(owner.settle(batch) for owner, batch in by_owner.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def close(self) -> None:
+        """Leave the members (the others take the partitions), give back, unpin."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ready.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._membership.leave()
+        children = list(self._children.values())
+        self._children.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(child.close() for child in children))
+
+    def status(self) -> SubscriptionStatus:
+        error = self._error or self._membership.error
+        lags: list[int] = []
+        held: list[str] = []
+        for child in self._children.values():
+            status = child.status()
+            held.extend(status.assignment)
+            error = error or status.error
+            if status.lag is not None:
+                lags.append(status.lag)
+            if child.fatal is not None:
+                error = str(child.fatal)
+        members = self._membership.members
+        place = members.index(self.member) + 1 if self.member in members else 0
+        held.append(f"member {self.member} ({place} of {len(members)})")
+        return SubscriptionStatus(
+            assignment=tuple(held), error=error, lag=sum(lags) if lags else None
+        )
