@@ -202,7 +202,7 @@ async def main() -> None:
 
     async def handle(ctx, msg) -> None:
         started = time.monotonic_ns()
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.005)
         out.write(json.dumps({"id": msg.id, "k": msg.key, "s": msg.payload["s"],
                               "t": started, "m": name}) + "\n")
         out.flush()
@@ -295,13 +295,14 @@ async def test_processes_share_an_action_keeping_each_key_s_order(nats_server: s
         emitter = emitting.emitter()
 
         async def emit_steadily() -> None:
-            for start in range(0, total, 50):
+            # Bursts of 5 events per key, so a key has several records in flight at once.
+            for start in range(0, total, 250):
                 events = (
                     he.Event(channel, f"key-{i % keys}", {"s": i // keys})
-                    for i in range(start, start + 50)
+                    for i in range(start, start + 250)
                 )
                 emitted.update(await emitter.emit_many(events))
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.25)
 
         emitting_task = asyncio.create_task(emit_steadily())
 
