@@ -14,6 +14,9 @@ headers our envelope writes, plus ``Nats-Msg-Id`` (the event id) on both sides.
   Ours: a receiver whose handler takes the decoded dataclass and returns (context,
   per-key lanes, dedup keys, ack, batched settle). The driver alone fetches, decodes and
   settles batches. Timed from the first record to the last one acknowledged.
+- Partitioned (``NatsOptions(partitions=8)``, stream ``HEXA_BENCH_P8``): our emit and our
+  receiver again, on a stream whose records carry their key's partition; the one receiver
+  holds all 8 partitions (8 pinned consumers). The raw side stays the unpartitioned one.
 
     HEXA_NATS_URL=nats://127.0.0.1:4222 python benchmarks/nats_bench.py [--count 20000]
 """
@@ -41,6 +44,12 @@ OPTIONS = {
     "subject_prefix": PREFIX,
     "max_age": 3600.0,
     "consumer_inactive_threshold": 120.0,
+}
+PARTITIONED = {
+    **OPTIONS,
+    "stream": "HEXA_BENCH_P8",
+    "subject_prefix": "hexa-bench-p8",
+    "partitions": 8,
 }
 KEYS = 64
 BATCH = 1000
@@ -95,9 +104,9 @@ async def raw_publish(count: int) -> float:
     return count / elapsed
 
 
-async def our_publish(count: int) -> float:
+async def our_publish(count: int, options: dict[str, object] = OPTIONS) -> float:
     channel = _channel("pub-ours")
-    connection = he.connect(URL, **OPTIONS)
+    connection = he.connect(URL, **options)
     emitter = connection.emitter()
     await emitter.emit(he.Event(channel, "warm-up", Tick(-1, "", 0, "", "")))
     ctx = he.Context(correlation_id="bench")
@@ -140,20 +149,21 @@ async def driver_publish(count: int) -> float:
 
 # -- consume ------------------------------------------------------------------------------------
 
-_filled: dict[int, str] = {}
+_filled: dict[tuple[int, str], str] = {}
 
 
-async def fill(count: int) -> str:
-    """A channel holding ``count`` sealed records (once per count)."""
-    if count not in _filled:
+async def fill(count: int, options: dict[str, object] = OPTIONS) -> str:
+    """A channel holding ``count`` sealed records (once per count and stream)."""
+    stream = str(options["stream"])
+    if (count, stream) not in _filled:
         channel = _channel("consume")
-        connection = he.connect(URL, **OPTIONS)
+        connection = he.connect(URL, **options)
         records = _sealed(channel, count)
         for start in range(0, count, BATCH):
             await connection.publish(records[start : start + BATCH])
         await connection.close()
-        _filled[count] = channel
-    return _filled[count]
+        _filled[count, stream] = channel
+    return _filled[count, stream]
 
 
 async def raw_consume(count: int) -> float:
@@ -183,9 +193,9 @@ async def raw_consume(count: int) -> float:
     return count / elapsed
 
 
-async def our_consume(count: int) -> float:
-    channel = await fill(count)
-    connection = he.connect(URL, **OPTIONS)
+async def our_consume(count: int, options: dict[str, object] = OPTIONS) -> float:
+    channel = await fill(count, options)
+    connection = he.connect(URL, **options)
     receiver = connection.receiver("bench", concurrency=256)
     done = asyncio.Event()
     seen = 0
@@ -231,6 +241,14 @@ async def driver_consume(count: int) -> float:
     return count / elapsed
 
 
+async def partitioned_publish(count: int) -> float:
+    return await our_publish(count, PARTITIONED)
+
+
+async def partitioned_consume(count: int) -> float:
+    return await our_consume(count, PARTITIONED)
+
+
 async def main() -> None:
     args = cli(__doc__.splitlines()[0], 20_000)
     connection = he.connect(URL, **OPTIONS)
@@ -263,6 +281,22 @@ async def main() -> None:
             args.count,
             ("raw nats-py fetch+decode+ack", raw_consume),
             ("NatsSubscription fetch/settle", driver_consume),
+            rounds=args.rounds,
+        ),
+    ]
+    results += [
+        await compare(
+            "JetStream publish, partitioned (8 partitions)",
+            args.count,
+            ("raw nats-py publish_async", raw_publish),
+            ("hexa-event emit_many, partitions=8", partitioned_publish),
+            rounds=args.rounds,
+        ),
+        await compare(
+            "JetStream pull consume + ack, partitioned (8 partitions, one member)",
+            args.count,
+            ("raw nats-py fetch+decode+ack", raw_consume),
+            ("hexa-event receiver, partitions=8", partitioned_consume),
             rounds=args.rounds,
         ),
     ]

@@ -29,6 +29,7 @@ from hexa_event.drivers.nats.naming import (
     subject_channel,
     subject_partition,
 )
+from hexa_event.drivers.nats.partitioned import PartitionedSubscription
 from hexa_event.errors import ConfigurationError
 from hexa_event.testing.waiting import eventually
 
@@ -373,3 +374,68 @@ async def test_processes_share_an_action_keeping_each_key_s_order(nats_server: s
             if member.reader is not None:
                 await asyncio.gather(member.reader, return_exceptions=True)
         await emitting.close()
+
+
+@pytest.mark.nats
+async def test_a_partition_moves_only_after_its_deliveries_in_flight_settle(
+    drivers: list[NatsDriver],
+) -> None:
+    """A member that loses partitions to a newcomer keeps them until what it handed out
+    is settled; then the newcomer gets what was given back, in order, before anything else."""
+    channel, group = f"ho-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    options = NatsSubscriptionOptions(heartbeat=0.5, ack_wait=5)
+    spec = SubscriptionSpec(group=group, channels=(channel,), options=options)
+    first = NatsDriver.from_url(nats_url(), **PARTITIONED_OPTIONS)
+    second = NatsDriver.from_url(nats_url(), **PARTITIONED_OPTIONS)
+    drivers.extend([first, second])
+    keys: dict[int, str] = {}
+    n = 0
+    while len(keys) < PARTITIONS:  # one key per partition
+        key = f"key-{n}"
+        keys.setdefault(partition_of(RawRecord(channel, key, {}, b""), PARTITIONS), key)
+        n += 1
+    await first.publish(
+        [
+            RawRecord(channel, key, {"HEXA_EVENT_ID": f"{key}-{i}".encode(), "n": b"%d" % i}, b"")
+            for i in range(10)
+            for key in keys.values()
+        ]
+    )
+    one = await first.subscribe(spec)
+    got = []
+    async with asyncio.timeout(20):
+        while len(got) < 10 * PARTITIONS:
+            got.extend(await one.fetch(100))
+    for delivery in got:
+        if int(delivery.record.headers["n"]) < 3:
+            delivery.ack()
+    await one.settle([d for d in got if d.outcome is not None])
+
+    two = await second.subscribe(spec)
+    assert isinstance(two, PartitionedSubscription)
+    await eventually(lambda: len(two.partitions) == PARTITIONS // 2, within=20, what="join")
+    moved = {keys[p] for p in two.partitions}
+    waiting = asyncio.create_task(two.fetch(100))
+    # The newcomer must get nothing while the first still holds deliveries of its partitions.
+    done, _ = await asyncio.wait({waiting}, timeout=1.5)
+    assert not done, "a partition moved before its deliveries in flight settled"
+    late = [d for d in got if d.record.key in moved and int(d.record.headers["n"]) >= 7]
+    for delivery in got:
+        if delivery.outcome is None and delivery not in late:
+            delivery.ack()
+    await one.settle([d for d in got if d.outcome is not None and d not in late])
+    done, _ = await asyncio.wait({waiting}, timeout=1.0)
+    assert not done, "a partition moved while a delivery was still unsettled"
+    for delivery in late:
+        delivery.nack()
+    await one.settle(late)
+    again = list(await asyncio.wait_for(waiting, 20))
+    async with asyncio.timeout(20):
+        while len(again) < len(late):
+            again.extend(await two.fetch(100))
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for delivery in again:
+        by_key[delivery.record.key].append(int(delivery.record.headers["n"]))
+    assert by_key == {key: [7, 8, 9] for key in moved}
+    await two.close()
+    await one.close()
