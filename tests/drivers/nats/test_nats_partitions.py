@@ -29,6 +29,7 @@ from hexa_event.drivers.nats.naming import (
     subject_channel,
     subject_partition,
 )
+from hexa_event.drivers.nats.ordering import KeyGate
 from hexa_event.drivers.nats.partitioned import PartitionedSubscription
 from hexa_event.errors import ConfigurationError
 from hexa_event.testing.waiting import eventually
@@ -439,3 +440,27 @@ async def test_a_partition_moves_only_after_its_deliveries_in_flight_settle(
     assert by_key == {key: [7, 8, 9] for key in moved}
     await two.close()
     await one.close()
+
+
+def test_the_gate_gives_back_held_records_after_their_key_s_delay() -> None:
+    """At a hand-over, records held behind a nacked one go back with what remains of its
+    delay, so they are redelivered after it."""
+
+    @dataclass
+    class Held:
+        seq: int
+        key: str
+
+        @property
+        def gate_key(self) -> tuple[str, str]:
+            return ("c", self.key)
+
+    gate: KeyGate[Held] = KeyGate(ack_wait=30)
+    gate.nacked(Held(1, "k"), delay=10, now=100.0)
+    assert not gate.admit(Held(2, "k"))
+    assert not gate.admit(Held(3, "k"))
+    assert gate.admit(Held(4, "other"))
+    back = gate.give_back(now=104.0)
+    assert [(d.seq, round(delay, 2)) for d, delay in back] == [(2, 6.05), (3, 6.05)]
+    assert len(gate) == 0
+    assert gate.admit(Held(5, "k"))

@@ -314,7 +314,11 @@ class NatsSubscriptionOptions:
     a standby member takes over at once when the active one closes, and
     ``failover_timeout`` seconds after it stops pulling (a crash; default ``ack_wait`` + 5,
     and never less than ``ack_wait``, so the dead member's records are due for
-    redelivery, and come first, when the standby takes over).
+    redelivery, and come first, when the standby takes over). On a partitioned stream
+    (``NatsOptions(partitions=N)``) ``failover`` is refused (every partition already has
+    one member at a time) and ``failover_timeout`` is both a member's lease and the time
+    after which the server unpins the partitions of a member that stopped pulling: a dead
+    member's partitions move after it.
     ``consumer_config`` is merged into the consumer's JSON config.
     """
 

@@ -48,6 +48,8 @@ class PartitionedSubscription(Subscription):
         self._prefetch = max(1, prefetch)
         self._hand_over_within = hand_over_within
         self._children: dict[int, NatsSubscription] = {}
+        self._leaving: set[NatsSubscription] = set()
+        """Partitions being handed over (closed by :meth:`close` if it comes first)."""
         self._ready = asyncio.Event()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -124,7 +126,11 @@ class PartitionedSubscription(Subscription):
                 lost,
             )
         if leaving:
-            await asyncio.gather(*(c.revoke(self._hand_over_within) for c in leaving))
+            self._leaving.update(leaving)
+            try:
+                await asyncio.gather(*(c.revoke(self._hand_over_within) for c in leaving))
+            finally:
+                self._leaving.difference_update(leaving)
 
     def _share_prefetch(self) -> None:
         if not self._children:
@@ -178,8 +184,9 @@ class PartitionedSubscription(Subscription):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._membership.leave()
-        children = list(self._children.values())
+        children = [*self._children.values(), *self._leaving]
         self._children.clear()
+        self._leaving.clear()
         with contextlib.suppress(Exception):
             await asyncio.gather(*(child.close() for child in children))
 
