@@ -464,3 +464,36 @@ def test_the_gate_gives_back_held_records_after_their_key_s_delay() -> None:
     assert [(d.seq, round(delay, 2)) for d, delay in back] == [(2, 6.05), (3, 6.05)]
     assert len(gate) == 0
     assert gate.admit(Held(5, "k"))
+
+
+@pytest.mark.nats
+async def test_an_idle_partition_moves_at_once(drivers: list[NatsDriver]) -> None:
+    """Partitions that carried nothing yet move to a newcomer at once too (the leaving
+    member stops pulling them), not after failover_timeout."""
+    channel, group = f"idle-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    options = NatsSubscriptionOptions(heartbeat=0.5, ack_wait=20)  # takeover after 25 s
+    spec = SubscriptionSpec(group=group, channels=(channel,), options=options)
+    first = NatsDriver.from_url(nats_url(), **PARTITIONED_OPTIONS)
+    second = NatsDriver.from_url(nats_url(), **PARTITIONED_OPTIONS)
+    drivers.extend([first, second])
+    one = await first.subscribe(spec)
+    two = await second.subscribe(spec)
+    assert isinstance(one, PartitionedSubscription)
+    assert isinstance(two, PartitionedSubscription)
+    await eventually(
+        lambda: len(one.partitions) == len(two.partitions) == PARTITIONS // 2,
+        within=20,
+        what="half each",
+    )
+    records = [
+        RawRecord(channel, f"k{i}", {"HEXA_EVENT_ID": f"e{i}".encode()}, b"") for i in range(40)
+    ]
+    mine = [r for r in records if partition_of(r, PARTITIONS) in two.partitions]
+    began = time.monotonic()
+    await first.publish(records)
+    got = []
+    async with asyncio.timeout(10):
+        while len(got) < len(mine):
+            got.extend(await two.fetch(100))
+    print(f"\nnewcomer's first records after {time.monotonic() - began:.2f}s")
+    assert {d.record.key for d in got} == {r.key for r in mine}
