@@ -85,16 +85,23 @@ def test_a_pattern_filters_one_partition_with_one_subject() -> None:
 
 
 def test_assignment_is_the_same_for_every_member() -> None:
-    """Every member derives the same assignment; together they cover every partition once."""
-    members = ("c", "a", "b")
-    held = {m: assign(members, 8, m) for m in members}
-    assert held == {
-        "a": frozenset({0, 3, 6}),
-        "b": frozenset({1, 4, 7}),
-        "c": frozenset({2, 5}),
-    }
+    """Every member derives the same assignment; together they cover every partition once,
+    in equal shares, and a newcomer moves few partitions besides those it takes."""
+    for partitions, count in ((4, 3), (8, 3), (16, 5), (3, 3), (2, 3)):
+        members = tuple(f"member-{n}" for n in range(count))
+        held = {m: assign(tuple(reversed(members)), partitions, m) for m in members}
+        every = [p for share in held.values() for p in share]
+        assert sorted(every) == list(range(partitions))
+        sizes = [len(share) for share in held.values()]
+        assert max(sizes) - min(sizes) <= 1
+        after = {m: assign((*members, "newcomer"), partitions, m) for m in members}
+        taken = assign((*members, "newcomer"), partitions, "newcomer")
+        moved = sum(len(held[m] - after[m]) for m in members)
+        assert moved <= len(taken) + 2, (partitions, count, moved, taken)
     assert assign(("a",), 4, "a") == frozenset(range(4))
-    assert assign(("a", "b", "c"), 2, "c") == frozenset()  # beyond the count: stand by
+    assert assign(("a", "b", "c"), 2, "c") | assign(("a", "b", "c"), 2, "a") | assign(
+        ("a", "b", "c"), 2, "b"
+    ) == frozenset({0, 1})
 
 
 def test_partitions_are_validated() -> None:

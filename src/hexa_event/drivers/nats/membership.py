@@ -7,7 +7,7 @@ of the lease: a member that dies disappears from the bucket after its lease. Eve
 reads the live members of its action (the bucket's subjects, one ``STREAM.INFO``) at each
 heartbeat and whenever a member joins or leaves cleanly (they say so on a plain NATS
 subject, ``_HEXA.members.<bucket>.<consumer>``), and every member derives the same
-assignment from the same sorted list (:func:`assign`).
+assignment from the same set (:func:`assign`, balanced rendezvous hashing).
 
 The bucket only says who should pull which partition; the consumers' pinned-client
 priority group is what makes one member at a time receive a partition, so two members
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -38,12 +39,35 @@ log = logging.getLogger(__name__)
 
 
 def assign(members: tuple[str, ...], partitions: int, me: str) -> frozenset[int]:
-    """The partitions ``me`` holds: partition ``p`` goes to ``sorted(members)[p % len]``.
+    """The partitions ``me`` holds among ``members`` (``me`` counted in).
 
+    Every member computes the same answer from the same set: partition by partition, the
+    member ranked first by ``blake2b("<member>/<partition>")`` that still has room takes it,
+    where room is ``partitions // len(members)`` each, one more for the first
+    ``partitions % len(members)`` members to fill up. So the members hold equal shares (to
+    within one), and a member joining or leaving moves few partitions besides its own
+    (rendezvous hashing; about half what a round-robin over sorted ids would move).
     Members beyond the partition count hold none (they stand by).
     """
     ordered = sorted(set(members) | {me})
-    return frozenset(p for p in range(partitions) if ordered[p % len(ordered)] == me)
+    floor, extra = divmod(partitions, len(ordered))
+    counts = dict.fromkeys(ordered, 0)
+    mine: set[int] = set()
+    for partition in range(partitions):
+        for member in sorted(ordered, key=lambda m: _rank(m, partition), reverse=True):
+            count = counts[member]
+            if count < floor or (count == floor and extra > 0):
+                if count == floor:
+                    extra -= 1
+                counts[member] = count + 1
+                if member == me:
+                    mine.add(partition)
+                break
+    return frozenset(mine)
+
+
+def _rank(member: str, partition: int) -> bytes:
+    return hashlib.blake2b(f"{member}/{partition}".encode(), digest_size=8).digest()
 
 
 class Membership:
