@@ -31,7 +31,8 @@ from hexa_event.drivers.nats.naming import (
 )
 from hexa_event.drivers.nats.ordering import KeyGate
 from hexa_event.drivers.nats.partitioned import PartitionedSubscription
-from hexa_event.errors import ConfigurationError
+from hexa_event.drivers.nats.streams import JetStreamApi, members_bucket
+from hexa_event.errors import ConfigurationError, DriverError
 from hexa_event.testing.waiting import eventually
 
 # -- the layout (no server) -------------------------------------------------------------------
@@ -504,3 +505,34 @@ async def test_an_idle_partition_moves_at_once(drivers: list[NatsDriver]) -> Non
             got.extend(await two.fetch(100))
     print(f"\nnewcomer's first records after {time.monotonic() - began:.2f}s")
     assert {d.record.key for d in got} == {r.key for r in mine}
+
+
+@pytest.mark.nats
+async def test_a_lost_membership_bucket_is_created_again(drivers: list[NatsDriver]) -> None:
+    """A server that lost the bucket (deleted here) gets it again with the member's lease."""
+    channel, group = f"kv-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    options = NatsSubscriptionOptions(heartbeat=0.5, ack_wait=2)
+    driver = NatsDriver.from_url(nats_url(), **PARTITIONED_OPTIONS)
+    drivers.append(driver)
+    member = await driver.subscribe(
+        SubscriptionSpec(group=group, channels=(channel,), options=options)
+    )
+    assert isinstance(member, PartitionedSubscription)
+    nc = await driver.connection()
+    api = JetStreamApi(nc, 5.0)
+    bucket = f"KV_{members_bucket(PARTITIONED_OPTIONS['stream'])}"
+    lease = f"$KV.{members_bucket(PARTITIONED_OPTIONS['stream'])}.{group}.{member.member}"
+    assert await api.subjects(bucket, lease) == [lease]
+    await api.request(f"STREAM.DELETE.{bucket}")
+
+    async def leased() -> bool:
+        try:
+            return await api.subjects(bucket, lease) == [lease]
+        except DriverError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while not await leased():
+        assert time.monotonic() < deadline, "the bucket was not created again"
+        await asyncio.sleep(0.2)
+    await member.close()

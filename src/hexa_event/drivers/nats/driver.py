@@ -321,6 +321,7 @@ class NatsDriver(Driver):
             group=name,
             lease=options.takeover_after,
             interval=options.heartbeat,
+            repair=self._ensure_stream,
         )
         subscription = PartitionedSubscription(
             open_partition=open_partition,

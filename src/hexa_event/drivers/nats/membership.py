@@ -25,7 +25,7 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import nats.errors
 from nats.aio.client import Client
@@ -84,6 +84,7 @@ class Membership:
         lease: float,
         interval: float,
         on_change: Callable[[tuple[str, ...]], None] | None = None,
+        repair: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._nc = nc
         self._api = api
@@ -95,6 +96,8 @@ class Membership:
         self._notify = f"_HEXA.members.{bucket}.{group}"
         self._lease = max(1, math.ceil(lease))
         self._interval = interval
+        self._repair = repair
+        """Creates the bucket again (a server that lost its store)."""
         self.on_change = on_change
         """Called with the new members whenever they change."""
         self._body = json.dumps(
@@ -151,6 +154,13 @@ class Membership:
             reply = await self._nc.request(
                 self._subject, self._body, timeout=self._interval * 2 + 1, headers=headers
             )
+        except nats.errors.NoRespondersError:
+            if self._repair is not None:
+                await self._repair()
+            raise DriverError(
+                f"the membership bucket of {self._subject} is gone (no responders); "
+                "it is created again"
+            ) from None
         except (nats.errors.Error, TimeoutError) as exc:
             raise DriverError(f"could not renew the lease {self._subject}: {exc!r}") from None
         answer = json.loads(reply.data) if reply.data else {}
@@ -193,3 +203,4 @@ class Membership:
             except (DriverError, nats.errors.Error, TimeoutError, ValueError) as exc:
                 self.error = f"membership of {self._filter}: {exc}"
                 log.warning("%s; retrying", self.error)
+                renewed = loop.time() - renew_every  # renew at the next turn
