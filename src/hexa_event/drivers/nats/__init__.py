@@ -1,7 +1,13 @@
 """The ``nats://`` driver: NATS JetStream over nats-py (extra ``[nats]``)."""
 
 from .driver import NatsDriver
-from .naming import channel_subject, consumer_name, subject_channel
+from .naming import (
+    channel_subject,
+    consumer_name,
+    partition_of,
+    subject_channel,
+    subject_partition,
+)
 from .options import NatsOptions, NatsSubscriptionOptions
 
 __all__ = [
@@ -10,5 +16,7 @@ __all__ = [
     "NatsSubscriptionOptions",
     "channel_subject",
     "consumer_name",
+    "partition_of",
     "subject_channel",
+    "subject_partition",
 ]
