@@ -107,11 +107,20 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
     go_ids = chain.dedup_ids == "go"
     retry_number = chain.retry_number_of(channel)
     if not go_ids and not retry_number and env.ATTEMPT not in headers:
-        # The common case, a first delivery from a source channel: three lookups.
-        event_id = _text(headers, env.EVENT_ID) or coordinates
-        root_id = _text(headers, env.ROOT_EVENT_ID) or event_id
-        source = _text(headers, env.SOURCE_CHANNEL) or channel
-        return Opened(event_id, root_id, chain.action, source, 1, 0.0)
+        # The common case, a first delivery from a source channel: three lookups, read
+        # inline; a value that is not UTF-8 bytes takes the careful path below, which names it.
+        get = headers.get
+        try:
+            raw = get(env.EVENT_ID)
+            event_id = raw.decode() if raw else coordinates
+            raw = get(env.ROOT_EVENT_ID)
+            root_id = raw.decode() if raw else event_id
+            raw = get(env.SOURCE_CHANNEL)
+            source = raw.decode() if raw else channel
+        except (AttributeError, UnicodeDecodeError):
+            pass
+        else:
+            return Opened(event_id, root_id, chain.action, source, 1, 0.0)
     if go_ids:
         event_id = coordinates
         root_id = _text(headers, env.ROOT_EVENT_ID) or event_id
