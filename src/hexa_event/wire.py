@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from . import envelope as env
@@ -66,6 +66,10 @@ class Chain:
     """The base of the retry and dead-letter channels (the action unless set apart)."""
     policy: RetryPolicy
     dedup_ids: DedupIds = "event"
+    _retry_prefix: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_retry_prefix", self.base + ".retry.")
 
     def retry_channel(self, retry_number: int) -> str:
         return f"{self.base}.retry.{retry_number}"
@@ -76,7 +80,7 @@ class Chain:
 
     def retry_number_of(self, channel: str) -> int:
         """n for ``<base>.retry.<n>`` (n >= 1), else 0."""
-        prefix = self.base + ".retry."
+        prefix = self._retry_prefix
         if channel.startswith(prefix):
             suffix = channel[len(prefix) :]
             if suffix.isdigit() and len(suffix) <= 6:
