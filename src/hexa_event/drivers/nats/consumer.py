@@ -160,7 +160,7 @@ class NatsSubscription(Subscription):
         self._redelivered = False
         self._pin: str | None = None
         """With ``failover``: the pin id the server gave this member while it is active."""
-        self._expires = max(5.0, options.heartbeat * 10)
+        self._expires = options.pull_expires
         self._buffer: deque[NatsDelivery] = deque()
         self._gate: KeyGate[NatsDelivery] = KeyGate(options.ack_wait)
         self._ungated = frozenset(spec.retry_channels)

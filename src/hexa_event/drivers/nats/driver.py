@@ -328,7 +328,7 @@ class NatsDriver(Driver):
             membership=membership,
             partitions=self.options.partitions,
             prefetch=spec.prefetch,
-            hand_over_within=max(1.0, options.takeover_after - options.heartbeat * 2),
+            hand_over_within=options.hand_over_within,
         )
         await subscription.start()
         self._subscriptions.add(subscription)

@@ -365,6 +365,21 @@ class NatsSubscriptionOptions:
         _mapping(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
 
     @property
+    def pull_expires(self) -> float:
+        """Seconds a pull request waits at the server (renewed when it expires)."""
+        return max(5.0, self.heartbeat * 10)
+
+    @property
+    def hand_over_within(self) -> float:
+        """Seconds a member that lost a partition waits for its deliveries in flight.
+
+        The server unpins a member ``takeover_after`` seconds after its last pull request,
+        which may be a pull's lifetime old when the hand-over starts: the wait ends before,
+        so the new owner never receives while the old one still runs a record.
+        """
+        return max(1.0, self.takeover_after - self.pull_expires - self.heartbeat * 2)
+
+    @property
     def takeover_after(self) -> float:
         """Seconds without pulls after which the server unpins a failover member."""
         return self.failover_timeout if self.failover_timeout is not None else self.ack_wait + 5
