@@ -214,7 +214,7 @@ async def main() -> None:
         started = time.monotonic_ns()
         await asyncio.sleep(0.005)
         out.write(json.dumps({"id": msg.id, "k": msg.key, "s": msg.payload["s"],
-                              "t": started, "m": name}) + "\n")
+                              "t": started, "e": time.monotonic_ns(), "m": name}) + "\n")
         out.flush()
 
     receiver.subscribe(channel, action=action, handler=handle,
@@ -372,6 +372,10 @@ async def test_processes_share_an_action_keeping_each_key_s_order(nats_server: s
                 firsts[line["k"]].append(line["s"])
         for key, sequence in firsts.items():
             assert sequence == sorted(sequence), f"{key} out of order: {sequence}"
+        ends: dict[str, int] = {}
+        for line in lines:  # one key runs in one process at a time, also across hand-overs
+            assert line["t"] >= ends.get(line["k"], 0), f"{line['k']} ran twice at once"
+            ends[line["k"]] = max(ends.get(line["k"], 0), line["e"])
         assert len(firsts) == keys
         assert close_gap < 10
         assert kill_gap < 30
