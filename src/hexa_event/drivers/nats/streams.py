@@ -41,6 +41,7 @@ ERR_SUBJECTS_OVERLAP = 10065
 ERR_CONSUMER_NOT_FOUND = 10014
 ERR_CONSUMER_EXISTS = 10148
 ERR_CONSUMER_NAME_EXISTS = 10013
+ERR_MAX_CONSUMERS = 10026
 SCHEDULES_SINCE = (2, 12)
 PARTITIONS_KEY = "hexa_partitions"
 """Stream metadata entry that records ``NatsOptions.partitions``."""
@@ -233,6 +234,16 @@ class JetStreamApi:
                 log.info("JetStream consumer %s/%s created", stream, name)
                 return
             except JetStreamApiError as race:
+                if race.err_code == ERR_MAX_CONSUMERS:
+                    raise DriverError(
+                        f"stream {stream!r} holds as many consumers as it may (nats-server "
+                        "2.15+ allows 1,000 per stream unless the stream sets max_consumers; "
+                        "with partitions every action has one per partition): delete unused "
+                        "consumers, let idle ones go (NatsOptions.consumer_inactive_threshold), "
+                        "raise NatsOptions(stream_config={'max_consumers': ...}) or use fewer "
+                        f"partitions (creating consumer {name!r})",
+                        retriable=False,
+                    ) from None
                 if race.err_code not in (ERR_CONSUMER_EXISTS, ERR_CONSUMER_NAME_EXISTS):
                     raise
             existing = (await self.consumer_info(stream, name))["config"]
