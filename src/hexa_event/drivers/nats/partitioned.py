@@ -106,29 +106,33 @@ class PartitionedSubscription(Subscription):
                 self._changed.set()
 
     async def _reconcile(self, members: tuple[str, ...]) -> None:
+        """Hand over the partitions lost and open those gained, at the same time (a
+        partition that fails to open does not hold up the hand-overs)."""
         wanted = assign(members, self._partitions, self._membership.member)
         held = set(self._children)
         gained = sorted(wanted - held)
         lost = sorted(held - wanted)
-        for partition in gained:
-            if self._closed:
-                return
-            self._children[partition] = await self._open_partition(partition, self._ready)
-        leaving = [self._children.pop(p) for p in lost]
-        self._share_prefetch()
         if gained or lost:
             log.info(
-                "member %s of %d: partitions %s (gained %s, handing over %s)",
+                "member %s of %d: partitions %s (gaining %s, handing over %s)",
                 self._membership.member,
                 len(members),
-                sorted(self._children),
+                sorted(wanted),
                 gained,
                 lost,
             )
-        if leaving:
-            self._leaving.update(leaving)
+        leaving = [self._children.pop(p) for p in lost]
+        self._leaving.update(leaving)
+        handing_over = asyncio.gather(*(c.revoke(self._hand_over_within) for c in leaving))
+        try:
+            for partition in gained:
+                if self._closed:
+                    break
+                self._children[partition] = await self._open_partition(partition, self._ready)
+        finally:
+            self._share_prefetch()
             try:
-                await asyncio.gather(*(c.revoke(self._hand_over_within) for c in leaving))
+                await handing_over
             finally:
                 self._leaving.difference_update(leaving)
 
@@ -180,11 +184,13 @@ class PartitionedSubscription(Subscription):
             return
         self._closed = True
         self._ready.set()
+        # Taken before cancelling: a hand-over cancelled midway forgets its partitions.
+        children = {*self._children.values(), *self._leaving}
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._membership.leave()
-        children = [*self._children.values(), *self._leaving]
+        children.update(self._children.values(), self._leaving)
         self._children.clear()
         self._leaving.clear()
         with contextlib.suppress(Exception):
