@@ -74,8 +74,12 @@ class PartitionedSubscription(Subscription):
 
     async def start(self) -> None:
         """Join the action's members and open the partitions this member holds."""
-        members = await self._membership.join()
-        await self._reconcile(members)
+        try:
+            members = await self._membership.join()
+            await self._reconcile(members)
+        except BaseException:
+            await self.close()  # no lease left behind to hold partitions nobody pulls
+            raise
         self._task = asyncio.create_task(
             self._run(), name=f"hexa-event nats partitions {self._membership.member}"
         )
