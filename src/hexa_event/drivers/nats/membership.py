@@ -90,7 +90,7 @@ class Membership:
         self._api = api
         self._bucket_stream = bucket_stream
         self.member = uuid.uuid4().hex[:12]
-        """This member's id (random; the sorted ids decide the assignment)."""
+        """This member's id (random; the set of live ids decides the assignment)."""
         self._subject = f"$KV.{bucket}.{group}.{self.member}"
         self._filter = f"$KV.{bucket}.{group}.*"
         self._notify = f"_HEXA.members.{bucket}.{group}"
