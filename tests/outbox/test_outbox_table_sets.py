@@ -79,21 +79,30 @@ def ctx(event_id: str, action: str = "billing.charge") -> Context:
 
 
 @pytest.mark.parametrize(
-    "make",
+    ("make", "match"),
     [
-        lambda: Outbox(table_prefix=INJECTION),
-        lambda: Outbox(schema=INJECTION),
-        lambda: OutboxRelay("sqlite:///x.db", RecordingDriver(), table_prefix=INJECTION),
-        lambda: OutboxCleaner("sqlite:///x.db", schema="Upper"),
-        lambda: Inbox("sqlite:///x.db", table_prefix=INJECTION),
-        lambda: InboxCleaner("sqlite:///x.db", schema=INJECTION),
-        lambda: table_for(table_prefix="p" * 40),
-        lambda: inbox_table_for(schema="pg_catalog"),
-        lambda: ddl("postgresql", table_prefix="-x"),
+        (lambda: Outbox(table_prefix=INJECTION), "Outbox table_prefix .* lowercase letters"),
+        (lambda: Outbox(schema=INJECTION), "Outbox schema .* lowercase letters"),
+        (
+            lambda: OutboxRelay("sqlite:///x.db", RecordingDriver(), table_prefix=INJECTION),
+            "OutboxRelay table_prefix .* lowercase letters",
+        ),
+        (
+            lambda: OutboxCleaner("sqlite:///x.db", table_prefix="Upper_"),
+            "OutboxCleaner table_prefix 'Upper_' .* lowercase letters",
+        ),
+        (lambda: Inbox("sqlite:///x.db", table_prefix=INJECTION), "Inbox table_prefix"),
+        (
+            lambda: InboxCleaner("sqlite:///x.db", table_prefix=INJECTION),
+            "InboxCleaner table_prefix .* lowercase letters",
+        ),
+        (lambda: table_for(table_prefix="p" * 40), "at most 38 characters"),
+        (lambda: inbox_table_for(schema="pg_catalog"), "reserved by PostgreSQL"),
+        (lambda: ddl("postgresql", table_prefix="-x"), "starting with a letter"),
     ],
 )
-def test_bad_names_are_refused(make: Any) -> None:
-    with pytest.raises(ConfigurationError, match=r"schema|table_prefix"):
+def test_bad_names_are_refused(make: Any, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
         make()
 
 
