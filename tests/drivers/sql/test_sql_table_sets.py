@@ -253,3 +253,15 @@ async def test_notify_wakes_only_the_drivers_of_the_same_table_set(
         assert [d.record.body for d in batch] == [b"y"]
     finally:
         await sub.close()
+
+
+@pytest.mark.postgres
+async def test_a_reserved_word_schema_is_quoted_in_every_statement(
+    pg_db: str, closing: list[SqlDriver]
+) -> None:
+    """``select`` passes the name rules; the raw statements (insert, read, prune) quote it."""
+    driver = SqlDriver.from_url(pg_db, schema="select", table_prefix=unique("p") + "_", **FAST)
+    closing.append(driver)
+    await publish(driver, "orders", b"q")
+    assert await read_all(driver, "orders", 1) == [b"q"]
+    assert await driver.prune(0) == 1
