@@ -26,6 +26,7 @@ from hexa_event.outbox import (
     OutboxCleaner,
     OutboxRelay,
     ddl,
+    migrate,
     migrate_async,
     notify_channel,
     outbox_stats,
@@ -275,3 +276,33 @@ async def test_notify_reaches_only_the_relays_of_the_same_outbox(pg_url: str) ->
         await relay.close()
         await engine.dispose()
         await listener.close()
+
+
+@pytest.mark.postgres
+def test_concurrent_first_migrations_of_a_schema_all_succeed(pg_url: str) -> None:
+    """Several processes starting at once each run migrate(): creating the schema races in
+    PostgreSQL (IF NOT EXISTS is not atomic); the losers must not fail."""
+    import threading
+
+    engine = create_engine(make_url(pg_url).set(drivername="postgresql+psycopg"), pool_size=8)
+    errors: list[str] = []
+    try:
+        for _ in range(5):
+            schema = unique("race")
+            barrier = threading.Barrier(4)
+
+            def run(schema: str = schema, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                try:
+                    migrate(engine, schema=schema)
+                except Exception as exc:
+                    errors.append(str(exc).splitlines()[0])
+
+            threads = [threading.Thread(target=run) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+    finally:
+        engine.dispose()
+    assert errors == []

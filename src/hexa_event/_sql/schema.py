@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import MetaData, Table, create_engine, inspect
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateSchema
 
@@ -24,8 +25,16 @@ def create_schemas(conn: Connection, tables: Sequence[Table]) -> None:
         return
     existing = set(inspect(conn).get_schema_names())
     for schema in schemas:
-        if schema not in existing:
-            conn.execute(CreateSchema(schema, if_not_exists=True))
+        if schema in existing:
+            continue
+        try:
+            # A savepoint: two first migrations at once may both try (IF NOT EXISTS is not
+            # atomic in PostgreSQL); the loser's error must not abort the transaction.
+            with conn.begin_nested():
+                conn.execute(CreateSchema(schema, if_not_exists=True))
+        except DBAPIError:
+            if schema not in inspect(conn).get_schema_names():
+                raise
 
 
 def create_tables(md: MetaData, tables: Sequence[Table], bind: Engine | Connection | str) -> None:
