@@ -628,7 +628,9 @@ class PulsarSubscription(Subscription):
                 try:
                     await asyncio.to_thread(reader.consumer.unsubscribe)
                 except pulsar.PulsarException as exc:
-                    log.warning("could not delete the throwaway subscription %r: %s", self.name, exc)
+                    log.warning(
+                        "could not delete the throwaway subscription %r: %s", self.name, exc
+                    )
             try:
                 await asyncio.to_thread(reader.consumer.close)
             except pulsar.PulsarException as exc:
