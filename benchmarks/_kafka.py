@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -13,13 +14,15 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 BOOTSTRAP = os.environ.get("HEXA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 PARTITIONS = 3
 KEYS = 64
+CLIENT_LOG = logging.getLogger("bench.kafka")
+"""librdkafka's lines of the benchmarks' own clients (none reach stderr)."""
 VALUE = b'{"n":12345,"name":"tick","total":4200,"currency":"EUR","note":"small event"}'
 
 
 def new_topic(prefix: str, partitions: int = PARTITIONS) -> str:
     """Create a fresh topic and return its name."""
     name = f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "logger": CLIENT_LOG})
     for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
         future.result()
     return name

@@ -118,6 +118,8 @@ class Dispatcher:
         self._route = route
         self._closing = closing
         self.counters = Counters()
+        self._time_raw: object = None  # the last HEXA_EVENT_TIME value read, and its datetime
+        self._time_value: datetime | None = None
 
     async def handle(self, delivery: Delivery) -> float | None:
         """Settle ``delivery``, or return the epoch time it is due at (come back then).
@@ -163,10 +165,20 @@ class Dispatcher:
     def _open_message(
         self, delivery: Delivery, opened: wire.Opened
     ) -> tuple[Message[Any], Context]:
+        """The handler's message and context; raises (the record is poison) when a header or
+        the payload cannot be read."""
         route = self._route
         record = delivery.record
         headers = record.headers
-        codec_name = wire.codec_name(headers)
+        get = headers.get
+        try:  # the common case, read inline; odd header values take the careful path
+            raw = get(env.PAYLOAD_ENCODER)
+            codec_name = raw.decode() if raw else "json"
+            raw = get(env.REPLY_CHANNEL)
+            reply_channel = raw.decode() if raw else ""
+        except (AttributeError, UnicodeDecodeError):
+            codec_name = wire.codec_name(headers)
+            reply_channel = wire.reply_channel(headers)
         payload = get_codec(codec_name).decode(record.body, route.payload_type)
         ctx = route.propagator.extract(
             headers,
@@ -178,6 +190,15 @@ class Dispatcher:
                 root_handler_action=opened.root_action,
             ),
         )
+        raw_time = get(env.EVENT_TIME)
+        if raw_time is not None and raw_time == self._time_raw:
+            timestamp = self._time_value  # events of one burst share their emit millisecond
+        else:
+            timestamp = _header_time(raw_time)
+            if timestamp is not None:
+                self._time_raw, self._time_value = raw_time, timestamp
+            else:
+                timestamp = _datetime(delivery.timestamp)
         message: Message[Any] = Message(
             id=opened.event_id,
             channel=opened.source_channel,
@@ -185,8 +206,8 @@ class Dispatcher:
             payload=payload,
             headers=MappingProxyType(headers),
             attempt=opened.attempt,
-            timestamp=_event_time(headers, delivery.timestamp),
-            reply_channel=wire.reply_channel(headers),
+            timestamp=timestamp,
+            reply_channel=reply_channel,
             codec=codec_name,
             delivered_from=record.channel,
             native=delivery.native,
@@ -338,23 +359,25 @@ def _being_cancelled() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def _event_time(headers: Any, fallback: float | None) -> datetime | None:
-    """The producer's emit time; the broker's time when the header is absent or nonsense."""
-    raw = headers.get(env.EVENT_TIME)
-    seconds: float | None = None
-    if raw is not None:
-        try:
-            seconds = int(raw) / 1000 if 0 < len(raw) <= 15 else None
-        except (TypeError, ValueError):
-            seconds = None
-    for value in (seconds, fallback):
-        if value is None:
-            continue
-        try:
-            return datetime.fromtimestamp(value, UTC)
-        except (OverflowError, OSError, ValueError):
-            continue
-    return None
+def _header_time(raw: Any) -> datetime | None:
+    """The producer's emit time from a ``HEXA_EVENT_TIME`` value; None when absent or
+    nonsense (the broker's time stands in then)."""
+    if raw is None:
+        return None
+    try:
+        seconds = int(raw) / 1000 if 0 < len(raw) <= 15 else None
+    except (TypeError, ValueError):
+        return None
+    return _datetime(seconds)
+
+
+def _datetime(seconds: float | None) -> datetime | None:
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def permanent_predicate(

@@ -67,29 +67,46 @@ def check_records(records: Sequence[RawRecord]) -> None:
     be non-empty text without NUL, the key text, header names text and values bytes, the body
     bytes, ``not_before`` a finite number >= 0.
     """
+    bytes_values, text_names = _BYTES_VALUES, _TEXT_NAMES
     for record in records:
-        if not isinstance(record, RawRecord):
-            raise InvalidEventError("record", f"must be a RawRecord, got {type(record).__name__}")
-        channel = record.channel
-        if not isinstance(channel, str) or not channel or "\x00" in channel:
-            raise InvalidEventError("channel", f"must be non-empty text without NUL: {channel!r}")
-        if not isinstance(record.key, str):
-            raise InvalidEventError("key", f"must be text, got {type(record.key).__name__}")
-        if not isinstance(record.body, bytes):
-            raise InvalidEventError("body", f"must be bytes, got {type(record.body).__name__}")
-        headers = record.headers
-        if not _BYTES_VALUES.issuperset(map(type, headers.values())) or not _TEXT_NAMES.issuperset(
-            map(type, headers)
-        ):
-            _explain_headers(headers)
-        nb = record.not_before
+        # The common case by exact types (cheap); anything else is looked at closely.
         if (
-            isinstance(nb, bool)
-            or not isinstance(nb, int | float)
-            or not math.isfinite(nb)
-            or nb < 0
+            record.__class__ is RawRecord
+            and record.channel.__class__ is str
+            and record.channel
+            and "\x00" not in record.channel
+            and record.key.__class__ is str
+            and record.body.__class__ is bytes
+            and record.not_before.__class__ is float
+            and 0.0 <= record.not_before < _INF
+            and bytes_values.issuperset(map(type, record.headers.values()))
+            and text_names.issuperset(map(type, record.headers))
         ):
-            raise InvalidEventError("not_before", f"must be a finite number >= 0, got {nb!r}")
+            continue
+        _check_record(record)
+
+
+_INF = float("inf")
+
+
+def _check_record(record: object) -> None:
+    if not isinstance(record, RawRecord):
+        raise InvalidEventError("record", f"must be a RawRecord, got {type(record).__name__}")
+    channel = record.channel
+    if not isinstance(channel, str) or not channel or "\x00" in channel:
+        raise InvalidEventError("channel", f"must be non-empty text without NUL: {channel!r}")
+    if not isinstance(record.key, str):
+        raise InvalidEventError("key", f"must be text, got {type(record.key).__name__}")
+    if not isinstance(record.body, bytes):
+        raise InvalidEventError("body", f"must be bytes, got {type(record.body).__name__}")
+    headers = record.headers
+    if not _BYTES_VALUES.issuperset(map(type, headers.values())) or not _TEXT_NAMES.issuperset(
+        map(type, headers)
+    ):
+        _explain_headers(headers)
+    nb = record.not_before
+    if isinstance(nb, bool) or not isinstance(nb, int | float) or not math.isfinite(nb) or nb < 0:
+        raise InvalidEventError("not_before", f"must be a finite number >= 0, got {nb!r}")
 
 
 _BYTES_VALUES = frozenset((bytes,))
@@ -152,6 +169,10 @@ class SubscriptionSpec:
     retry_channels: tuple[str, ...] = ()
     """The subset of ``channels`` that are this group's retry channels. A driver that puts
     them in a group of their own (so that members share the source channels evenly) may."""
+    ephemeral: bool = False
+    """A throwaway group (``hexa-event tail``): when its last member closes, the driver
+    removes what the broker keeps for it (positions, a durable subscription or consumer),
+    so nothing is retained for a reader that will never come back."""
 
 
 class Outcome(enum.Enum):

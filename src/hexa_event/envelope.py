@@ -87,14 +87,14 @@ class Envelope:
 
     def seal(self, event: Event[Any], ctx: Context | None = None) -> RawRecord:
         """Encode ``event`` with ``ctx`` (a fresh one when None) into the record to send."""
-        return self._seal(event, self.context_headers(ctx))
+        return _Sealer(self, self.context_headers(ctx)).seal(event)
 
     def seal_many(
         self, events: Iterable[Event[Any]], ctx: Context | None = None
     ) -> list[RawRecord]:
         """Seal a batch that shares one context (a fresh one for the batch when None)."""
-        context_headers = self.context_headers(ctx)
-        return [self._seal(event, context_headers) for event in events]
+        seal = _Sealer(self, self.context_headers(ctx)).seal
+        return [seal(event) for event in events]
 
     def seal_each(
         self, events: Sequence[Event[Any]], contexts: Sequence[Context]
@@ -103,12 +103,12 @@ class Envelope:
         propagated once."""
         out: list[RawRecord] = []
         last: Context | None = None
-        context_headers: dict[str, bytes] = {}
+        seal = None
         for event, ctx in zip(events, contexts, strict=True):
-            if ctx is not last:
-                context_headers = self.context_headers(ctx)
+            if ctx is not last or seal is None:
+                seal = _Sealer(self, self.context_headers(ctx)).seal
                 last = ctx
-            out.append(self._seal(event, context_headers))
+            out.append(seal(event))
         return out
 
     def context_headers(self, ctx: Context | None) -> dict[str, bytes]:
@@ -117,31 +117,63 @@ class Envelope:
         self.propagator.inject(ctx if ctx is not None else Context(), headers)
         return headers
 
-    def _seal(self, event: Event[Any], context_headers: Mapping[str, bytes]) -> RawRecord:
-        codec = get_codec(event.codec) if event.codec else self.codec
+
+class _Sealer:
+    """Seals events that share one context's headers: the headers every record of a codec
+    carries alike are built once, and each record starts from a copy of them."""
+
+    __slots__ = ("_context_headers", "_envelope", "_last_ms", "_last_ms_text", "_templates")
+
+    def __init__(self, envelope: Envelope, context_headers: Mapping[str, bytes]) -> None:
+        self._envelope = envelope
+        self._context_headers = context_headers
+        self._templates: dict[int, dict[str, bytes]] = {}
+        self._last_ms = -1
+        self._last_ms_text = b""
+
+    def _template(self, codec: Codec) -> dict[str, bytes]:
+        template = self._templates.get(id(codec))
+        if template is None:
+            # Placeholders keep the header order of the wire: context, id, time, content
+            # type, reply channel, payload encoder.
+            template = self._templates[id(codec)] = {
+                **self._context_headers,
+                EVENT_ID: b"",
+                EVENT_TIME: b"",
+                CONTENT_TYPE: codec.content_type.encode(),
+                REPLY_CHANNEL: b"",
+                PAYLOAD_ENCODER: codec.name.encode(),
+            }
+        return template
+
+    def seal(self, event: Event[Any]) -> RawRecord:
+        envelope = self._envelope
+        codec = get_codec(event.codec) if event.codec else envelope.codec
         try:
             body = codec.encode(event.payload)
         except EncodeError as exc:
             raise EncodeError(f"event for channel {event.channel!r}: {exc}") from exc
+        template = self._template(codec)
         if event.headers:
             headers = {
                 _application_header(name): value.encode() if isinstance(value, str) else value
                 for name, value in event.headers.items()
             }
-            headers.update(context_headers)
+            headers.update(template)
         else:
-            headers = dict(context_headers)
+            headers = template.copy()
         event_id = event.id or new_event_id()
         emitted_ms = now_ms()
+        if emitted_ms != self._last_ms:
+            self._last_ms, self._last_ms_text = emitted_ms, str(emitted_ms).encode()
         headers[EVENT_ID] = event_id.encode()
-        headers[EVENT_TIME] = str(emitted_ms).encode()
-        headers[CONTENT_TYPE] = codec.content_type.encode()
-        headers[REPLY_CHANNEL] = event.reply_channel.encode()
-        headers[PAYLOAD_ENCODER] = codec.name.encode()
-        if self.cloudevents is not None:
+        headers[EVENT_TIME] = self._last_ms_text
+        if event.reply_channel:
+            headers[REPLY_CHANNEL] = event.reply_channel.encode()
+        if envelope.cloudevents is not None:
             headers[CE_SPECVERSION] = b"1.0"
             headers[CE_ID] = event_id.encode()
-            headers[CE_SOURCE] = self.cloudevents.source.encode()
+            headers[CE_SOURCE] = envelope.cloudevents.source.encode()
             headers[CE_TYPE] = type(event.payload).__name__.encode()
             headers[CE_TIME] = datetime.fromtimestamp(emitted_ms / 1000, UTC).isoformat().encode()
         return RawRecord(channel=event.channel, key=event.key, headers=headers, body=body)

@@ -30,6 +30,26 @@ class Event(msgspec.Struct, Generic[T], frozen=True):
     codec: str | None = None
 
     def __post_init__(self) -> None:
+        channel, key = self.channel, self.key
+        if (
+            channel.__class__ is not str
+            or not channel
+            or key.__class__ is not str
+            or not key
+            or self.reply_channel.__class__ is not str
+        ):
+            self._refuse()
+        if self.id is not None and (not isinstance(self.id, str) or not self.id):
+            raise InvalidEventError("id", "must be a non-empty string when given")
+        if self.headers:
+            for name, value in self.headers.items():
+                if not isinstance(name, str) or not name:
+                    raise InvalidEventError("headers", f"has a bad header name {name!r}")
+                if not isinstance(value, str | bytes):
+                    raise InvalidEventError("headers", f"value of {name!r} must be str or bytes")
+
+    def _refuse(self) -> None:
+        """Raise for the first of channel, key and reply_channel that is wrong."""
         for name in ("channel", "key"):
             value = getattr(self, name)
             if not isinstance(value, str):
@@ -38,13 +58,6 @@ class Event(msgspec.Struct, Generic[T], frozen=True):
                 raise InvalidEventError(name, "is required and must not be empty")
         if not isinstance(self.reply_channel, str):
             raise InvalidEventError("reply_channel", "must be a string")
-        if self.id is not None and (not isinstance(self.id, str) or not self.id):
-            raise InvalidEventError("id", "must be a non-empty string when given")
-        for name, value in self.headers.items():
-            if not isinstance(name, str) or not name:
-                raise InvalidEventError("headers", f"has a bad header name {name!r}")
-            if not isinstance(value, str | bytes):
-                raise InvalidEventError("headers", f"value of {name!r} must be str or bytes")
 
 
 class Message(msgspec.Struct, Generic[T], frozen=True):

@@ -56,7 +56,9 @@ def chain(handler: Handler, middlewares: Sequence[Middleware]) -> Handler:
 def log_errors(handler: Handler) -> Handler:
     """Logs a failing handler's exception with the event's identity, then re-raises it.
 
-    On by default in every receiver. The payload is never logged (it may hold personal data).
+    The receiver already logs every failure once (with what it did about it); add this
+    middleware only to log at the handler's own place in a chain. The payload is never
+    logged (it may hold personal data).
     """
 
     @functools.wraps(handler)

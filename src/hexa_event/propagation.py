@@ -68,10 +68,17 @@ class HexaPropagator:
         headers[USER] = _GUEST_WIRE if user is None else msgspec.json.encode(user.to_wire())
 
     def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
-        correlation_id = _text(headers, CORRELATION_ID) or new_correlation_id()
-        locale = _text(headers, LOCALE) or ""
+        get = headers.get
+        try:  # the common case inline; a value that is not UTF-8 bytes is named below
+            raw = get(CORRELATION_ID)
+            correlation_id = raw.decode() if raw else new_correlation_id()
+            raw = get(LOCALE)
+            locale = raw.decode() if raw else ""
+        except (AttributeError, UnicodeDecodeError):
+            correlation_id = _text(headers, CORRELATION_ID) or new_correlation_id()
+            locale = _text(headers, LOCALE) or ""
         user: User | None = None
-        raw_user = headers.get(USER)
+        raw_user = get(USER)
         if raw_user and raw_user != _GUEST_WIRE:
             try:
                 data = msgspec.json.decode(raw_user)
@@ -176,6 +183,25 @@ class CompositePropagator:
         return ctx
 
 
+class DefaultPropagator(CompositePropagator):
+    """Go hexa's headers plus W3C trace context and baggage (what :func:`default_propagator`
+    gives): a composite whose extract skips the W3C readers when their headers are absent."""
+
+    def __init__(self) -> None:
+        self._hexa = HexaPropagator()
+        self._trace = TraceContextPropagator()
+        self._baggage = BaggagePropagator()
+        super().__init__(self._hexa, self._trace, self._baggage)
+
+    def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
+        ctx = self._hexa.extract(headers, ctx)
+        if TRACEPARENT in headers:
+            ctx = self._trace.extract(headers, ctx)
+        if BAGGAGE in headers:
+            ctx = self._baggage.extract(headers, ctx)
+        return ctx
+
+
 def default_propagator() -> CompositePropagator:
     """Go hexa's headers plus W3C trace context and baggage."""
-    return CompositePropagator(HexaPropagator(), TraceContextPropagator(), BaggagePropagator())
+    return DefaultPropagator()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from . import envelope as env
@@ -66,6 +66,10 @@ class Chain:
     """The base of the retry and dead-letter channels (the action unless set apart)."""
     policy: RetryPolicy
     dedup_ids: DedupIds = "event"
+    _retry_prefix: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_retry_prefix", self.base + ".retry.")
 
     def retry_channel(self, retry_number: int) -> str:
         return f"{self.base}.retry.{retry_number}"
@@ -76,7 +80,7 @@ class Chain:
 
     def retry_number_of(self, channel: str) -> int:
         """n for ``<base>.retry.<n>`` (n >= 1), else 0."""
-        prefix = self.base + ".retry."
+        prefix = self._retry_prefix
         if channel.startswith(prefix):
             suffix = channel[len(prefix) :]
             if suffix.isdigit() and len(suffix) <= 6:
@@ -107,11 +111,20 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
     go_ids = chain.dedup_ids == "go"
     retry_number = chain.retry_number_of(channel)
     if not go_ids and not retry_number and env.ATTEMPT not in headers:
-        # The common case, a first delivery from a source channel: three lookups.
-        event_id = _text(headers, env.EVENT_ID) or coordinates
-        root_id = _text(headers, env.ROOT_EVENT_ID) or event_id
-        source = _text(headers, env.SOURCE_CHANNEL) or channel
-        return Opened(event_id, root_id, chain.action, source, 1, 0.0)
+        # The common case, a first delivery from a source channel: three lookups, read
+        # inline; a value that is not UTF-8 bytes takes the careful path below, which names it.
+        get = headers.get
+        try:
+            raw = get(env.EVENT_ID)
+            event_id = raw.decode() if raw else coordinates
+            raw = get(env.ROOT_EVENT_ID)
+            root_id = raw.decode() if raw else event_id
+            raw = get(env.SOURCE_CHANNEL)
+            source = raw.decode() if raw else channel
+        except (AttributeError, UnicodeDecodeError):
+            pass
+        else:
+            return Opened(event_id, root_id, chain.action, source, 1, 0.0)
     if go_ids:
         event_id = coordinates
         root_id = _text(headers, env.ROOT_EVENT_ID) or event_id

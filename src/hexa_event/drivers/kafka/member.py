@@ -220,11 +220,17 @@ class Member:
                         self._paused = False
                         with contextlib.suppress(KafkaException):
                             consumer.resume(consumer.assignment())
-                # Take what is there at once; block (briefly) only when nothing is.
-                # A full batch returns at once; otherwise what came within the wait.
-                messages = consumer.consume(
-                    _CONSUME_BATCH, _POLL_BUSY if owner.busy() else _POLL_IDLE
-                )
+                # librdkafka's consume(n, timeout) returns early only with n records: while the
+                # owner is busy a short wait gathers a batch; while it is idle, poll() returns
+                # the first record the moment it comes and consume(n, 0) adds what is there,
+                # so a quiet topic's record is not held back for the idle wait.
+                if owner.busy():
+                    messages = consumer.consume(_CONSUME_BATCH, _POLL_BUSY)
+                else:
+                    first = consumer.poll(_POLL_IDLE)
+                    messages = [] if first is None else [first]
+                    if first is not None:
+                        messages.extend(consumer.consume(_CONSUME_BATCH - 1, 0))
                 if not messages:
                     self._measure_lag(consumer)
                     continue
