@@ -7,6 +7,10 @@
     hexa-event outbox stats --db ...
     hexa-event inbox migrate|ddl|clean ...
 
+Every command on the outbox or inbox table takes ``--schema`` (PostgreSQL) and
+``--table-prefix`` (or ``?schema=...&table_prefix=...`` in the ``--db`` URL) to work on the
+tables of one service among several sharing a database.
+
 ``--db`` may be left out and given as ``HEXA_EVENT_DB`` instead (and ``--to`` as
 ``HEXA_EVENT_TO``), which keeps passwords out of the process list. Passwords never appear
 in logs or error messages. Exit status: 0 done, 1 failed, 2 bad usage.
@@ -78,9 +82,40 @@ def _db_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _require_db(args: argparse.Namespace) -> str:
+    """The ``--db`` URL without ``schema``/``table_prefix`` query parameters (those are
+    merged into ``args.schema``/``args.table_prefix``)."""
     if not args.db:
         raise SystemExit("error: give --db URL or set HEXA_EVENT_DB")
-    return str(args.db)
+    return _split_names(args, str(args.db))
+
+
+def _names_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--schema",
+        default=None,
+        help="PostgreSQL schema of the table (default: the search_path; also ?schema= in "
+        "the --db URL)",
+    )
+    parser.add_argument(
+        "--table-prefix",
+        default="",
+        metavar="PREFIX",
+        help="prefix of the table name, e.g. billing_ for billing_hexa_outbox (also "
+        "?table_prefix= in the --db URL)",
+    )
+
+
+def _split_names(args: argparse.Namespace, db: str) -> str:
+    from ._sql.names import url_and_names
+
+    url, args.schema, args.table_prefix = url_and_names(
+        db, args.schema, args.table_prefix, owner="--schema/--table-prefix"
+    )
+    return url
+
+
+def _names(args: argparse.Namespace) -> dict[str, Any]:
+    return {"schema": args.schema, "table_prefix": args.table_prefix}
 
 
 def _dialect_argument(parser: argparse.ArgumentParser) -> None:
@@ -98,14 +133,14 @@ def _dialect_argument(parser: argparse.ArgumentParser) -> None:
 def _migrate(package: str, table: str, args: argparse.Namespace) -> int:
     module = importlib.import_module(f"hexa_event.{package}")
     db = _require_db(args)
-    asyncio.run(module.migrate_async(db))
-    print(f"{table} is ready in {_redact(db)}")
+    asyncio.run(module.migrate_async(db, **_names(args)))
+    print(f"{module.table_for(**_names(args)).fullname} is ready in {_redact(db)}")
     return 0
 
 
 def _ddl(package: str, args: argparse.Namespace) -> int:
     module = importlib.import_module(f"hexa_event.{package}")
-    sys.stdout.write(module.ddl(args.dialect))
+    sys.stdout.write(module.ddl(args.dialect, **_names(args)))
     return 0
 
 
@@ -125,14 +160,17 @@ def _add_table_commands(
     """``migrate``, ``ddl`` and ``clean`` of one table (the outbox's and the inbox's)."""
     p = sub.add_parser("migrate", help=f"create the {table} table if missing")
     _db_argument(p)
+    _names_arguments(p)
     p.set_defaults(func=functools.partial(_migrate, package, table))
 
     p = sub.add_parser("ddl", help=f"print the DDL of {table}")
     _dialect_argument(p)
+    _names_arguments(p)
     p.set_defaults(func=functools.partial(_ddl, package))
 
     p = sub.add_parser("clean", help=clean_help)
     _db_argument(p)
+    _names_arguments(p)
     p.add_argument("--retention", type=parse_duration, default=timedelta(days=7))
     p.add_argument("--batch-size", type=_positive_int, default=1000)
     p.add_argument("--every", type=parse_duration, default=None, help="repeat until stopped")
@@ -167,6 +205,7 @@ async def _relay(args: argparse.Namespace) -> int:
             retry_delay=args.retry_delay.total_seconds(),
             poll_interval=args.poll_interval.total_seconds(),
             listen=not args.no_listen,
+            **_names(args),
         )
     except BaseException:
         await driver.close()
@@ -256,6 +295,7 @@ async def _clean(args: argparse.Namespace, cleaner_type: Any) -> int:
         retention=args.retention,
         batch_size=args.batch_size,
         interval=max(args.every.total_seconds(), 0.001) if args.every else 60.0,
+        **_names(args),
     )
     try:
         if args.every is None:
@@ -271,11 +311,11 @@ async def _clean(args: argparse.Namespace, cleaner_type: Any) -> int:
 
 async def _stats(args: argparse.Namespace) -> int:
     from ._sql.engine import engine_for
-    from .outbox import outbox_stats
+    from .outbox import outbox_stats, table_for
 
     engine, _ = engine_for(_require_db(args))
     try:
-        s = await outbox_stats(engine)
+        s = await outbox_stats(engine, table_for(**_names(args)))
     finally:
         await engine.dispose()
     if args.json:
@@ -301,6 +341,7 @@ def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
     p = sub.add_parser("relay", help="publish unsent rows to a driver until stopped")
     _db_argument(p)
+    _names_arguments(p)
     p.add_argument(
         "--to",
         default=os.environ.get("HEXA_EVENT_TO"),
@@ -342,6 +383,7 @@ def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
     p = sub.add_parser("stats", help="print the backlog and the oldest unsent row's age")
     _db_argument(p)
+    _names_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: asyncio.run(_stats(a)))
 

@@ -169,6 +169,10 @@ class SubscriptionSpec:
     retry_channels: tuple[str, ...] = ()
     """The subset of ``channels`` that are this group's retry channels. A driver that puts
     them in a group of their own (so that members share the source channels evenly) may."""
+    ephemeral: bool = False
+    """A throwaway group (``hexa-event tail``): when its last member closes, the driver
+    removes what the broker keeps for it (positions, a durable subscription or consumer),
+    so nothing is retained for a reader that will never come back."""
 
 
 class Outcome(enum.Enum):

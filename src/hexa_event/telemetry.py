@@ -90,6 +90,12 @@ class _StatsSource(Protocol):
     async def stats(self) -> Any: ...
 
 
+def _table_label(relay: object) -> str:
+    table = getattr(relay, "table", None)
+    name = getattr(table, "fullname", None)
+    return name if isinstance(name, str) and name else "hexa_outbox"
+
+
 class Telemetry:
     """Spans and metrics for emitters, receivers and the outbox relay."""
 
@@ -302,13 +308,15 @@ class Telemetry:
 
         return callback
 
-    async def sample_outbox(self, relay: _StatsSource, table: str = "hexa_outbox") -> None:
-        """Query the relay's backlog and oldest unsent age once, for the outbox gauges."""
+    async def sample_outbox(self, relay: _StatsSource, table: str | None = None) -> None:
+        """Query the relay's backlog and oldest unsent age once, for the outbox gauges
+        (labelled ``table``: by default the relay's table, schema-qualified when it has one,
+        so several outboxes in one database stay apart)."""
         stats = await relay.stats()
-        self._outbox[table] = (int(stats.backlog), stats.oldest_unsent_age)
+        self._outbox[table or _table_label(relay)] = (int(stats.backlog), stats.oldest_unsent_age)
 
     async def watch_outbox(
-        self, relay: _StatsSource, *, every: float = 15.0, table: str = "hexa_outbox"
+        self, relay: _StatsSource, *, every: float = 15.0, table: str | None = None
     ) -> None:
         """Sample the outbox every ``every`` seconds until cancelled (run it as a task)."""
         while True:

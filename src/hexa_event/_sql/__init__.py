@@ -6,6 +6,8 @@ One place for what the three share, each module with one job:
   password redaction (for logs, reprs and errors).
 - :mod:`.engine`: async engine creation (SQLite WAL, busy timeout, manual ``BEGIN``), the
   write transaction start, and "is this engine ours to dispose of".
+- :mod:`.names`: where a table set lives (PostgreSQL schema, table prefix): name checks,
+  the ``?schema=``/``?table_prefix=`` URL query, the per-set NOTIFY channel.
 - :mod:`.dialects`: dialect-specific statements (upserts, insert-or-ignore) and DDL text.
 - :mod:`.schema`: creating tables idempotently from sync or async binds.
 - :mod:`.listen`: the PostgreSQL ``LISTEN`` loop (reconnecting, asyncpg only).

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from ..errors import ConfigurationError
 
@@ -59,9 +59,13 @@ def dialect_named(name: str) -> Dialect:
 
 
 def tables_ddl(tables: Sequence[Table], dialect: str) -> str:
-    """``CREATE TABLE`` and ``CREATE INDEX`` statements of ``tables`` for ``dialect``."""
+    """``CREATE TABLE`` and ``CREATE INDEX`` statements of ``tables`` for ``dialect``,
+    after ``CREATE SCHEMA IF NOT EXISTS`` for the schemas they live in."""
     compiled_for = dialect_named(dialect)
     parts: list[str] = []
+    for schema in sorted({t.schema for t in tables if t.schema is not None}):
+        create = CreateSchema(schema, if_not_exists=True)
+        parts.append(str(create.compile(dialect=compiled_for)).strip() + ";")
     for table in tables:
         parts.append(str(CreateTable(table).compile(dialect=compiled_for)).strip() + ";")
         for index in sorted(table.indexes, key=lambda i: str(i.name)):

@@ -123,9 +123,17 @@ async def open_subscription(
     channels: Sequence[str],
     start: StartPosition,
     prefetch: int = 1000,
+    *,
+    ephemeral: bool = False,
 ) -> Subscription:
     return await driver.subscribe(
-        SubscriptionSpec(group=group, channels=tuple(channels), start=start, prefetch=prefetch)
+        SubscriptionSpec(
+            group=group,
+            channels=tuple(channels),
+            start=start,
+            prefetch=prefetch,
+            ephemeral=ephemeral,
+        )
     )
 
 

@@ -299,18 +299,30 @@ async def check_pulsar(report: Report, url: str, seconds: float) -> None:
         report.add(f"subscription {group}", "ok", state)
 
 
-def sql_tables(dialect: str) -> list[str]:
-    """The SQL driver's table names."""
+def sql_tables(dialect: str, schema: str | None = None, table_prefix: str = "") -> list[Any]:
+    """The SQL driver's tables (``Table`` objects) in ``schema`` with ``table_prefix``."""
     from ..drivers.sql import metadata
 
-    return list(metadata(dialect).tables)
+    return list(metadata(dialect, schema=schema, table_prefix=table_prefix).tables.values())
 
 
 async def check_sql(report: Report, url: str) -> None:
+    """Connect, and check the driver's tables (of the URL's ``?schema=``/``?table_prefix=``
+    set) exist and can be read; note the outbox and inbox tables of the same set."""
     from sqlalchemy import inspect, text
 
+    from .._sql.names import url_and_names
+    from ..errors import ConfigurationError
     from .status import async_engine
 
+    try:
+        url, schema, prefix = url_and_names(url, None, None, owner="the URL query")
+        dialect = "sqlite" if urlsplit(url).scheme.startswith("sqlite") else "postgresql"
+        wanted = sql_tables(dialect, schema, prefix)
+    except ConfigurationError as exc:
+        report.add("table names", "fail", str(exc), "fix ?schema= or ?table_prefix=", "config")
+        return
+    where = f" (schema {schema})" if schema else ""
     parts = urlsplit(url)
     if parts.scheme.startswith("sqlite"):
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
@@ -331,32 +343,39 @@ async def check_sql(report: Report, url: str) -> None:
         return
     try:
         async with engine.connect() as conn:
-            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
-            wanted = sql_tables(conn.dialect.name)
+
+            def names(sync_conn: Any) -> set[str]:
+                inspector = inspect(sync_conn)
+                if schema is not None and schema not in inspector.get_schema_names():
+                    return set()
+                return set(inspector.get_table_names(schema=schema))
+
+            tables = set(await conn.run_sync(names))
+            quote = conn.dialect.identifier_preparer.format_table
             report.add("connect", "ok", f"connected to {redact(url)}")
-            missing = [t for t in wanted if t not in tables]
+            missing = [t.name for t in wanted if t.name not in tables]
             if missing:
                 report.add(
                     "schema",
                     "warn",
-                    f"schema not migrated: missing tables {', '.join(missing)}",
+                    f"schema not migrated: missing tables {', '.join(missing)}{where}",
                     "let the driver create them on first use (create_tables=True, the "
                     "default; needs CREATE rights) or run hexa_event.drivers.sql.migrate(URL)",
                 )
             else:
-                report.add("schema", "ok", "the SQL driver's tables exist")
+                report.add("schema", "ok", f"the SQL driver's tables exist{where}")
                 for table in wanted:
-                    await conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1"))
+                    await conn.execute(text(f"SELECT 1 FROM {quote(table)} LIMIT 1"))
                 report.add("permissions", "ok", "can read the log and the group positions")
-                channels_table = next(t for t in wanted if t.endswith("channels"))
-                rows = await conn.execute(text(f"SELECT channel FROM {channels_table}"))
+                channels_table = next(t for t in wanted if t.name.endswith("channels"))
+                rows = await conn.execute(text(f"SELECT channel FROM {quote(channels_table)}"))
                 known = {row[0] for row in rows}
                 for channel in report.channels:
                     state = "has records" if channel in known else "no records yet"
                     report.add(f"channel {channel}", "ok", state)
-            for optional in ("hexa_outbox", "hexa_inbox"):
+            for optional in (f"{prefix}hexa_outbox", f"{prefix}hexa_inbox"):
                 if optional in tables:
-                    report.add(optional, "ok", "present")
+                    report.add(optional, "ok", f"present{where}")
     except Exception as exc:
         text_ = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         text_ = text_.replace(url, redact(url))

@@ -1,5 +1,8 @@
 """``hexa-event outbox status --db URL``: backlog, oldest unsent row, rows sent per second.
 
+``--schema``/``--table-prefix`` (or ``?schema=``/``?table_prefix=`` in the URL) read the
+outbox table of one service among several sharing the database.
+
 The send rate counts rows marked sent in the last ``--window`` (default one minute); a relay
 run with ``--delete-sent`` leaves no sent rows to count, so the rate shows as unknown.
 """
@@ -29,6 +32,10 @@ def add(outbox_commands: Any) -> None:
         metavar="URL",
         help="database URL (default: $HEXA_EVENT_DB)",
     )
+    p.add_argument("--schema", default=None, help="PostgreSQL schema of the outbox table")
+    p.add_argument(
+        "--table-prefix", default="", metavar="PREFIX", help="prefix of the outbox table name"
+    )
     p.add_argument(
         "--window", type=float, default=60.0, help="seconds over which to measure the send rate"
     )
@@ -49,15 +56,25 @@ def async_engine(db: str) -> Any:
     return create_async_engine(url)
 
 
-async def measure(db: str, window: float) -> dict[str, Any]:
+async def measure(
+    db: str, window: float, *, schema: str | None = None, table_prefix: str = ""
+) -> dict[str, Any]:
+    """The outbox's backlog, oldest unsent age and send rate over ``window`` seconds.
+
+    ``db`` may carry ``?schema=``/``?table_prefix=``; raises ConfigurationError for bad
+    names (before connecting)."""
     from sqlalchemy import func, select
 
-    from ..outbox import outbox_stats, outbox_table
+    from .._sql.names import url_and_names
+    from ..outbox import outbox_stats, table_for
 
+    db, schema, table_prefix = url_and_names(
+        db, schema, table_prefix, owner="--schema/--table-prefix"
+    )
+    t = table_for(schema, table_prefix)
     engine = async_engine(db)
     try:
-        stats = await outbox_stats(engine)
-        t = outbox_table
+        stats = await outbox_stats(engine, t)
         since = _utcnow() - timedelta(seconds=window)
         async with engine.connect() as conn:
             sent_recently = (
@@ -96,8 +113,14 @@ def _age(seconds: float | None) -> str:
 async def run(args: argparse.Namespace) -> int:
     if not args.db:
         raise CommandError("give --db URL or set HEXA_EVENT_DB", USAGE)
+    from ..errors import ConfigurationError
+
     try:
-        status = await measure(args.db, args.window)
+        status = await measure(
+            args.db, args.window, schema=args.schema, table_prefix=args.table_prefix
+        )
+    except ConfigurationError as exc:
+        raise CommandError(str(exc), USAGE) from None
     except Exception as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CommandError(

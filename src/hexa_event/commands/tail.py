@@ -2,8 +2,10 @@
 
 Reads as a throwaway group ``hexa-event-tail-<random>`` (from the latest record, or from the
 beginning with ``--from-beginning``), so no service's group loses or shares an event. Each
-record printed is acked to that throwaway group only. On Kafka the throwaway group's
-committed offsets stay behind until the broker expires them (``offsets.retention.minutes``).
+record printed is acked to that throwaway group only, and the group is ephemeral: on exit
+the driver deletes what the broker kept for it (Kafka's group offsets, Pulsar's
+subscription, a STAN durable, a JetStream consumer, SQL positions), so a tail leaves no
+backlog retained behind it.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ async def run(args: argparse.Namespace) -> int:
             [args.channel],
             "earliest" if args.from_beginning else "latest",
             prefetch=500,
+            ephemeral=True,
         )
         print(
             f"following {args.channel} as throwaway group {group} "

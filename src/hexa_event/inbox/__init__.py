@@ -3,11 +3,15 @@
 Keyed by (``HEXA_ROOT_EVENT_ID`` or ``HEXA_EVENT_ID``, root action or action): a redelivered
 or re-sent event is acked without running the handler's effects again. With the outbox in
 the same transaction this gives exactly-once effects for consume -> write -> emit.
+
+``schema`` (PostgreSQL) and ``table_prefix`` on :class:`Inbox`, :class:`InboxCleaner`,
+:func:`migrate` and :func:`ddl` pick the table (:func:`table_for`), so services sharing a
+database keep their dedup records apart.
 """
 
 from .cleaner import InboxCleaner
 from .middleware import Inbox, TransactionalHandler, current_session
-from .store import ddl, dedup_key, inbox_table, metadata, migrate, migrate_async
+from .store import ddl, dedup_key, inbox_table, metadata, migrate, migrate_async, table_for
 
 __all__ = [
     "Inbox",
@@ -20,4 +24,5 @@ __all__ = [
     "metadata",
     "migrate",
     "migrate_async",
+    "table_for",
 ]

@@ -13,11 +13,14 @@ from sqlalchemy import Table, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._sql.cleaner import CUTOFF, LIMIT, BatchCleaner
-from .store import inbox_table
+from .store import check_table_dialect, resolve_table
 
 
 class InboxCleaner(BatchCleaner):
-    """Deletes inbox records handled more than ``retention`` ago, ``batch_size`` at a time."""
+    """Deletes inbox records handled more than ``retention`` ago, ``batch_size`` at a time.
+
+    ``schema``/``table_prefix`` pick the inbox table (:func:`~hexa_event.inbox.table_for`).
+    """
 
     what = "inbox records"
 
@@ -28,11 +31,15 @@ class InboxCleaner(BatchCleaner):
         retention: timedelta = timedelta(days=7),
         batch_size: int = 1000,
         interval: float = 60.0,
-        table: Table = inbox_table,
+        schema: str | None = None,
+        table_prefix: str = "",
+        table: Table | None = None,
     ) -> None:
+        table = resolve_table(table, schema, table_prefix, owner="InboxCleaner")
         super().__init__(
             db, table=table, retention=retention, batch_size=batch_size, interval=interval
         )
+        check_table_dialect(table, self.engine.dialect.name, owner="InboxCleaner")
 
     def delete_statement(self) -> Any:
         t = self.table

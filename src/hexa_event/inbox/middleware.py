@@ -34,7 +34,7 @@ from .._sql.engine import engine_for
 from ..context import Context
 from ..event import Message
 from ..middleware import Handler, Middleware
-from .store import dedup_key, inbox_table
+from .store import check_table_dialect, dedup_key, resolve_table
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ class Inbox:
 
     ``db`` is an ``AsyncEngine`` (the caller's, which it keeps) or a URL. ``session_factory``
     makes the sessions handlers receive (default: ``async_sessionmaker(engine,
-    expire_on_commit=False)``); give yours to share ORM settings.
+    expire_on_commit=False)``); give yours to share ORM settings. ``schema`` (PostgreSQL)
+    and ``table_prefix`` pick the inbox table (:func:`~hexa_event.inbox.table_for`), so
+    services sharing a database keep separate dedup records.
     """
 
     def __init__(
@@ -73,9 +75,13 @@ class Inbox:
         db: str | AsyncEngine,
         *,
         session_factory: async_sessionmaker[AsyncSession] | None = None,
-        table: Table = inbox_table,
+        schema: str | None = None,
+        table_prefix: str = "",
+        table: Table | None = None,
     ) -> None:
+        table = resolve_table(table, schema, table_prefix, owner="Inbox")
         self.engine, self._owns_engine = engine_for(db)
+        check_table_dialect(table, self.engine.dialect.name, owner="Inbox")
         self.table = table
         self.sessions = session_factory or async_sessionmaker(self.engine, expire_on_commit=False)
         self._insert = insert_ignoring_duplicates(self.table, self.engine.dialect.name)

@@ -7,6 +7,8 @@ The key is Go hexa-event's dedup pair: ``HEXA_ROOT_EVENT_ID`` (falling back to
 
 from __future__ import annotations
 
+import functools
+
 from sqlalchemy import (
     Column,
     DateTime,
@@ -20,24 +22,74 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._sql.dialects import tables_ddl
+from .._sql.names import TableNames, check_dialect, table_names
 from .._sql.schema import create_tables, create_tables_async
 from ..context import Context
 from ..errors import ConfigurationError
 
+TABLE = "hexa_inbox"
+"""The inbox table's name before any ``table_prefix``."""
+DERIVED_NAMES = (TABLE, f"pk_{TABLE}", f"ix_{TABLE}_processed_at")
+"""Every name derived from the table's (PostgreSQL's 63-byte limit once prefixed)."""
+
+
+def _build(md: MetaData, names: TableNames) -> Table:
+    name = names.table(TABLE)
+    table = Table(
+        name,
+        md,
+        Column("event_id", String(255), nullable=False),
+        Column("action", String(255), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False),
+        PrimaryKeyConstraint("event_id", "action", name=f"pk_{name}"),
+        schema=names.schema,
+    )
+    Index(f"ix_{name}_processed_at", table.c.processed_at)
+    return table
+
+
 metadata = MetaData()
 """The metadata holding :data:`inbox_table`."""
 
-inbox_table = Table(
-    "hexa_inbox",
-    metadata,
-    Column("event_id", String(255), nullable=False),
-    Column("action", String(255), nullable=False),
-    Column("processed_at", DateTime(timezone=True), nullable=False),
-    PrimaryKeyConstraint("event_id", "action", name="pk_hexa_inbox"),
-)
-"""``hexa_inbox``: (event id, action) of every handled event, with when it was handled."""
+inbox_table = _build(metadata, TableNames())
+"""``hexa_inbox``: (event id, action) of every handled event, with when it was handled.
+The default table set; :func:`table_for` gives the one of a schema or prefix."""
 
-Index("ix_hexa_inbox_processed_at", inbox_table.c.processed_at)
+
+def names_for(schema: str | None, table_prefix: str | None, *, owner: str) -> TableNames:
+    """Checked :class:`TableNames` of an inbox table; :class:`ConfigurationError` naming
+    ``owner``'s option and what to change otherwise."""
+    return table_names(schema, table_prefix, owner=owner, derived=DERIVED_NAMES)
+
+
+@functools.lru_cache(maxsize=64)
+def _table_for(names: TableNames) -> Table:
+    return inbox_table if names.default else _build(MetaData(), names)
+
+
+def table_for(schema: str | None = None, table_prefix: str = "") -> Table:
+    """The inbox table in PostgreSQL ``schema`` and/or named ``<table_prefix>hexa_inbox``
+    (its key and index follow), built once per pair; :data:`inbox_table` for neither.
+    Names: lowercase letters, digits and ``_``."""
+    return _table_for(names_for(schema, table_prefix, owner="inbox"))
+
+
+def resolve_table(
+    table: Table | None, schema: str | None, table_prefix: str | None, *, owner: str
+) -> Table:
+    """``table`` as given, or the one of ``schema``/``table_prefix`` (not both)."""
+    if table is not None:
+        if schema or table_prefix:
+            raise ConfigurationError(
+                f"{owner}: give either table= or schema=/table_prefix=, not both"
+            )
+        return table
+    return _table_for(names_for(schema, table_prefix, owner=owner))
+
+
+def check_table_dialect(table: Table, dialect: str, *, owner: str) -> None:
+    """Refuse a schema'd table on SQLite, naming ``owner`` and what to use instead."""
+    check_dialect(TableNames(table.schema, ""), dialect, owner=owner)
 
 
 def dedup_key(ctx: Context) -> tuple[str, str]:
@@ -56,16 +108,36 @@ def dedup_key(ctx: Context) -> tuple[str, str]:
     return event_id, action
 
 
-def ddl(dialect: str = "postgresql") -> str:
+def ddl(dialect: str = "postgresql", *, schema: str | None = None, table_prefix: str = "") -> str:
     """The DDL :func:`migrate` runs for the inbox, as SQL text for ``dialect``."""
-    return tables_ddl([inbox_table], dialect)
+    table = table_for(schema, table_prefix)
+    check_table_dialect(table, dialect, owner="inbox ddl()")
+    return tables_ddl([table], dialect)
 
 
-def migrate(bind: Engine | Connection | str) -> None:
-    """Create ``hexa_inbox`` and its index if they do not exist (idempotent)."""
-    create_tables(metadata, [inbox_table], bind)
+def migrate(
+    bind: Engine | Connection | str, *, schema: str | None = None, table_prefix: str = ""
+) -> None:
+    """Create the inbox table and its index if they do not exist (idempotent; a missing
+    ``schema`` is created). ``schema`` / ``table_prefix``: see :func:`table_for`."""
+    table = table_for(schema, table_prefix)
+    check_table_dialect(table, _dialect_of(bind), owner="inbox migrate()")
+    create_tables(table.metadata, [table], bind)
 
 
-async def migrate_async(bind: AsyncEngine | AsyncConnection | str) -> None:
+async def migrate_async(
+    bind: AsyncEngine | AsyncConnection | str,
+    *,
+    schema: str | None = None,
+    table_prefix: str = "",
+) -> None:
     """:func:`migrate` for an ``AsyncEngine``/``AsyncConnection`` or a URL."""
-    await create_tables_async(metadata, [inbox_table], bind)
+    table = table_for(schema, table_prefix)
+    check_table_dialect(table, _dialect_of(bind), owner="inbox migrate()")
+    await create_tables_async(table.metadata, [table], bind)
+
+
+def _dialect_of(bind: object) -> str:
+    if isinstance(bind, str):
+        return bind.split(":", 1)[0].split("+", 1)[0]
+    return str(getattr(getattr(bind, "dialect", None), "name", ""))

@@ -6,13 +6,25 @@
   several relays at once, no late-commit gap) and reports its backlog.
 - :class:`OutboxCleaner` deletes sent rows older than a retention period.
 - :func:`migrate` / :func:`migrate_async` create the table; :func:`ddl` shows its DDL.
+- Each takes ``schema`` (PostgreSQL) and ``table_prefix``: :func:`table_for` gives that
+  outbox table (``billing.hexa_outbox``, ``billing_hexa_outbox``), so several services
+  share one database; :data:`outbox_table` is the default one.
 
 Also runnable from the command line: ``hexa-event outbox {migrate,ddl,relay,clean,stats}``.
 """
 
 from .cleaner import OutboxCleaner
 from .relay import OutboxRelay, OutboxStats, outbox_stats
-from .store import Outbox, ddl, metadata, migrate, migrate_async, outbox_table
+from .store import (
+    Outbox,
+    ddl,
+    metadata,
+    migrate,
+    migrate_async,
+    notify_channel,
+    outbox_table,
+    table_for,
+)
 
 __all__ = [
     "Outbox",
@@ -23,6 +35,8 @@ __all__ = [
     "metadata",
     "migrate",
     "migrate_async",
+    "notify_channel",
     "outbox_stats",
     "outbox_table",
+    "table_for",
 ]

@@ -149,7 +149,8 @@ class LeaseClaims(ClaimStrategy):
         super().__init__(settings)
         t = settings.table
         self._postgres = settings.engine.dialect.name == "postgresql"
-        self._lock_key = zlib.crc32(f"hexa-outbox:{t.name}".encode()) & 0x7FFFFFFF
+        # Per table (schema included): relays of another outbox never wait on this lock.
+        self._lock_key = zlib.crc32(f"hexa-outbox:{t.fullname}".encode()) & 0x7FFFFFFF
         o = t.alias("o")
         p = t.alias("p")
         now = bindparam("now", type_=_TS)

@@ -12,7 +12,8 @@ from sqlalchemy import Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._sql.cleaner import CUTOFF, LIMIT, BatchCleaner
-from .store import outbox_table
+from .._sql.names import check_dialect
+from .store import names_of, resolve_table
 
 
 class OutboxCleaner(BatchCleaner):
@@ -20,6 +21,7 @@ class OutboxCleaner(BatchCleaner):
 
     ``db`` is a URL or an ``AsyncEngine``. :meth:`run_once` cleans now (for cron jobs and
     the CLI); :meth:`run` repeats every ``interval`` seconds until :meth:`stop`.
+    ``schema``/``table_prefix`` pick the outbox table (:func:`~hexa_event.outbox.table_for`).
     """
 
     what = "outbox rows"
@@ -31,11 +33,15 @@ class OutboxCleaner(BatchCleaner):
         retention: timedelta = timedelta(days=7),
         batch_size: int = 1000,
         interval: float = 60.0,
-        table: Table = outbox_table,
+        schema: str | None = None,
+        table_prefix: str = "",
+        table: Table | None = None,
     ) -> None:
+        table = resolve_table(table, schema, table_prefix, owner="OutboxCleaner")
         super().__init__(
             db, table=table, retention=retention, batch_size=batch_size, interval=interval
         )
+        check_dialect(names_of(table), self.engine.dialect.name, owner="OutboxCleaner")
 
     def delete_statement(self) -> Any:
         t = self.table

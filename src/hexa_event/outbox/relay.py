@@ -21,8 +21,11 @@ Guarantees (PostgreSQL and SQLite):
   row write per event. ``claim_mode="lease"`` (SQLite; PostgreSQL behind a
   transaction-pooling proxy) writes ``lease_until``/``lease_token`` into the rows, under a
   short advisory lock on PostgreSQL so the per-key check sees the other relays' leases.
-- Wake-ups: PostgreSQL ``LISTEN hexa_outbox`` (see ``Outbox(notify=...)``) when the engine
-  uses asyncpg, and polling every ``poll_interval`` seconds in any case.
+- Wake-ups: PostgreSQL ``LISTEN hexa_outbox`` (see ``Outbox(notify=...)``; the channel is
+  the table's qualified name, ``billing.hexa_outbox`` with ``schema="billing"``) when the
+  engine uses asyncpg, and polling every ``poll_interval`` seconds in any case.
+- ``schema``/``table_prefix`` pick the outbox table (:func:`~hexa_event.outbox.table_for`):
+  claims, marks, stats and wake-ups then touch that table only.
 
 The lease must exceed the slowest publish: a batch still publishing when its lease ends may
 be published again by another relay (a duplicate, and the key's order may break).
@@ -44,11 +47,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .._sql.clock import as_utc, utcnow
 from .._sql.engine import engine_for
 from .._sql.listen import listen
+from .._sql.names import check_dialect
 from .._sql.problems import brief
 from ..driver import Driver, RawRecord
 from ..errors import ConfigurationError
 from .claims import Claimed, ClaimSettings, ClaimStrategy, LeaseClaims, LockClaims
-from .store import outbox_table
+from .store import names_of, notify_channel, outbox_table, resolve_table
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +106,11 @@ class OutboxRelay:
         listen: bool = True,
         keep_sent: bool = True,
         claim_mode: str | None = None,
-        table: Table = outbox_table,
+        schema: str | None = None,
+        table_prefix: str = "",
+        table: Table | None = None,
     ) -> None:
+        table = resolve_table(table, schema, table_prefix, owner="OutboxRelay")
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
         if concurrency < 1 or pipeline < 1:
@@ -138,6 +145,7 @@ class OutboxRelay:
             raise ConfigurationError(
                 f"the outbox relay supports PostgreSQL and SQLite, not {self._dialect!r}"
             )
+        check_dialect(names_of(table), self._dialect, owner="OutboxRelay")
         if claim_mode is None:
             claim_mode = "lock" if self._dialect == "postgresql" else "lease"
         if claim_mode not in ("lock", "lease") or (
@@ -375,7 +383,7 @@ class OutboxRelay:
 
         await listen(
             self.engine,
-            self.table.name,
+            notify_channel(self.table),
             lambda _payload: self._wake.set(),
             on_connected=connected,
             on_lost=self.listening.clear,

@@ -11,6 +11,7 @@ Create the table with :func:`migrate` (or :func:`migrate_async`); :func:`ddl` sh
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -36,73 +37,126 @@ from sqlalchemy.orm import Session
 
 from .._sql.clock import utcnow
 from .._sql.dialects import tables_ddl
+from .._sql.names import TableNames, check_channel, check_dialect, table_names
 from .._sql.schema import create_tables, create_tables_async
 from ..codecs import Codec
 from ..context import Context
 from ..driver import RawRecord
 from ..envelope import EVENT_ID, CloudEvents, Envelope
+from ..errors import ConfigurationError
 from ..event import Event
 from ..propagation import Propagator
 
 log = logging.getLogger(__name__)
 
+_ID = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY = rowid on SQLite
+
+TABLE = "hexa_outbox"
+"""The outbox table's name before any ``table_prefix``."""
+DERIVED_NAMES = (
+    TABLE,
+    f"{TABLE}_pkey",
+    f"{TABLE}_id_seq",
+    f"ix_{TABLE}_unsent",
+    f"ix_{TABLE}_key_unsent",
+    f"ix_{TABLE}_leased",
+    f"ix_{TABLE}_sent_at",
+)
+"""Every name PostgreSQL derives from the table's (63-byte limit once prefixed)."""
+
+
+def _build(md: MetaData, names: TableNames) -> Table:
+    name = names.table(TABLE)
+    table = Table(
+        name,
+        md,
+        Column("id", _ID, primary_key=True, autoincrement=True),
+        Column("event_id", String(64), nullable=False),
+        Column("channel", String(255), nullable=False),
+        Column("key", String(512), nullable=False),
+        Column("headers", LargeBinary, nullable=False),
+        Column("body", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("sent_at", DateTime(timezone=True), nullable=True),
+        Column("lease_until", DateTime(timezone=True), nullable=True),
+        Column("lease_token", String(36), nullable=True),
+        Column("attempts", Integer, nullable=False, server_default=text("0")),
+        Column("last_error", Text, nullable=True),
+        # Room on each page so the relay's lease updates can be HOT (no index writes).
+        postgresql_with={"fillfactor": 70},
+        schema=names.schema,
+    )
+    unsent = table.c.sent_at.is_(None)
+    sent = table.c.sent_at.is_not(None)
+    leased = unsent & table.c.lease_until.is_not(None)
+    Index(f"ix_{name}_unsent", table.c.id, postgresql_where=unsent, sqlite_where=unsent)
+    Index(
+        f"ix_{name}_key_unsent",
+        table.c.key,
+        table.c.id,
+        postgresql_where=unsent,
+        sqlite_where=unsent,
+    )
+    Index(
+        f"ix_{name}_leased", table.c.key, table.c.id, postgresql_where=leased, sqlite_where=leased
+    )
+    Index(f"ix_{name}_sent_at", table.c.sent_at, postgresql_where=sent, sqlite_where=sent)
+    return table
+
+
 metadata = MetaData()
 """The metadata holding :data:`outbox_table` (the inbox table lives in its own)."""
 
-_ID = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY = rowid on SQLite
+outbox_table = _build(metadata, TableNames())
+"""``hexa_outbox``: one row per emitted event; ``headers`` is a MessagePack map str->bytes.
+The default table set; :func:`table_for` gives the one of a schema or prefix."""
 
-outbox_table = Table(
-    "hexa_outbox",
-    metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("event_id", String(64), nullable=False),
-    Column("channel", String(255), nullable=False),
-    Column("key", String(512), nullable=False),
-    Column("headers", LargeBinary, nullable=False),
-    Column("body", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=True),
-    Column("lease_until", DateTime(timezone=True), nullable=True),
-    Column("lease_token", String(36), nullable=True),
-    Column("attempts", Integer, nullable=False, server_default=text("0")),
-    Column("last_error", Text, nullable=True),
-    # Room on each page so the relay's lease updates can be HOT (no index writes).
-    postgresql_with={"fillfactor": 70},
-)
-"""``hexa_outbox``: one row per emitted event; ``headers`` is a MessagePack map str->bytes."""
 
-_unsent = outbox_table.c.sent_at.is_(None)
-_sent = outbox_table.c.sent_at.is_not(None)
-Index(
-    "ix_hexa_outbox_unsent",
-    outbox_table.c.id,
-    postgresql_where=_unsent,
-    sqlite_where=_unsent,
-)
-Index(
-    "ix_hexa_outbox_key_unsent",
-    outbox_table.c.key,
-    outbox_table.c.id,
-    postgresql_where=_unsent,
-    sqlite_where=_unsent,
-)
-_leased = _unsent & outbox_table.c.lease_until.is_not(None)
-Index(
-    "ix_hexa_outbox_leased",
-    outbox_table.c.key,
-    outbox_table.c.id,
-    postgresql_where=_leased,
-    sqlite_where=_leased,
-)
-Index(
-    "ix_hexa_outbox_sent_at",
-    outbox_table.c.sent_at,
-    postgresql_where=_sent,
-    sqlite_where=_sent,
-)
+def names_for(schema: str | None, table_prefix: str | None, *, owner: str) -> TableNames:
+    """Checked :class:`TableNames` of an outbox table (identifier rules, PostgreSQL's
+    63 bytes for every derived name and the NOTIFY channel); :class:`ConfigurationError`
+    naming ``owner``'s option otherwise."""
+    names = table_names(schema, table_prefix, owner=owner, derived=DERIVED_NAMES)
+    check_channel(names, TABLE, owner=owner)
+    return names
+
+
+@functools.lru_cache(maxsize=64)
+def _table_for(names: TableNames) -> Table:
+    return outbox_table if names.default else _build(MetaData(), names)
+
+
+def table_for(schema: str | None = None, table_prefix: str = "") -> Table:
+    """The outbox table in PostgreSQL ``schema`` and/or named ``<table_prefix>hexa_outbox``
+    (indexes and the NOTIFY channel follow), built once per pair; :data:`outbox_table`
+    for neither. Names: lowercase letters, digits and ``_`` (:class:`ConfigurationError`
+    naming what to change otherwise)."""
+    return _table_for(names_for(schema, table_prefix, owner="outbox"))
+
+
+def resolve_table(
+    table: Table | None, schema: str | None, table_prefix: str | None, *, owner: str
+) -> Table:
+    """The table an outbox component works on: ``table`` as given, or the one of
+    ``schema``/``table_prefix`` (giving both is refused)."""
+    if table is not None:
+        if schema or table_prefix:
+            raise ConfigurationError(
+                f"{owner}: give either table= or schema=/table_prefix=, not both"
+            )
+        return table
+    return _table_for(names_for(schema, table_prefix, owner=owner))
+
+
+def notify_channel(table: Table) -> str:
+    """The PostgreSQL LISTEN/NOTIFY channel of ``table``: its qualified name
+    (``hexa_outbox``, ``billing.hexa_outbox``), so relays of other outboxes in the same
+    database are not woken by these commits."""
+    return table.fullname
+
 
 NOTIFY_CHANNEL = "hexa_outbox"
-"""The PostgreSQL LISTEN/NOTIFY channel the relay listens on: the outbox table's name."""
+"""The default table's PostgreSQL LISTEN/NOTIFY channel (:func:`notify_channel`)."""
 
 _headers_encoder = msgspec.msgpack.Encoder()
 _headers_decoder = msgspec.msgpack.Decoder(dict[str, bytes])
@@ -132,27 +186,55 @@ def row_values(record: RawRecord) -> dict[str, Any]:
 # -- DDL and migration ---------------------------------------------------------------------
 
 
-def ddl(dialect: str = "postgresql") -> str:
+def ddl(dialect: str = "postgresql", *, schema: str | None = None, table_prefix: str = "") -> str:
     """The DDL :func:`migrate` runs for the outbox, as SQL text for ``dialect``.
 
     ``dialect`` is ``postgresql``, ``sqlite``, ``mysql`` or ``mariadb``. Apply it with your
-    own migration tool (Alembic...) if you prefer that to :func:`migrate`.
+    own migration tool (Alembic...) if you prefer that to :func:`migrate`. ``schema`` /
+    ``table_prefix``: see :func:`table_for`.
     """
-    return tables_ddl([outbox_table], dialect)
+    table = table_for(schema, table_prefix)
+    check_dialect(names_of(table), dialect, owner="outbox ddl()")
+    return tables_ddl([table], dialect)
 
 
-def migrate(bind: Engine | Connection | str) -> None:
+def names_of(table: Table) -> TableNames:
+    """The schema of ``table`` (for the SQLite check; the prefix is part of its name)."""
+    return TableNames(table.schema, "")
+
+
+def migrate(
+    bind: Engine | Connection | str, *, schema: str | None = None, table_prefix: str = ""
+) -> None:
     """Create the outbox table and its indexes if they do not exist (idempotent).
 
     ``bind`` is a SQLAlchemy ``Engine`` or ``Connection`` or a database URL (a blocking
-    driver is chosen: psycopg for PostgreSQL). Never alters or drops anything.
+    driver is chosen: psycopg for PostgreSQL). Never alters or drops anything, except that
+    a missing ``schema`` is created. ``schema`` / ``table_prefix``: see :func:`table_for`.
     """
-    create_tables(metadata, [outbox_table], bind)
+    table = table_for(schema, table_prefix)
+    _check_bind(table, bind)
+    create_tables(table.metadata, [table], bind)
 
 
-async def migrate_async(bind: AsyncEngine | AsyncConnection | str) -> None:
+async def migrate_async(
+    bind: AsyncEngine | AsyncConnection | str,
+    *,
+    schema: str | None = None,
+    table_prefix: str = "",
+) -> None:
     """:func:`migrate` for an ``AsyncEngine``/``AsyncConnection`` or a URL (asyncio driver)."""
-    await create_tables_async(metadata, [outbox_table], bind)
+    table = table_for(schema, table_prefix)
+    _check_bind(table, bind)
+    await create_tables_async(table.metadata, [table], bind)
+
+
+def _check_bind(table: Table, bind: object) -> None:
+    if isinstance(bind, str):
+        dialect = bind.split(":", 1)[0].split("+", 1)[0]
+    else:
+        dialect = getattr(getattr(bind, "dialect", None), "name", "")
+    check_dialect(names_of(table), dialect, owner="outbox migrate()")
 
 
 # -- emit ----------------------------------------------------------------------------------
@@ -173,6 +255,12 @@ class Outbox:
     transaction so relays wake at commit instead of at their next poll. Notifying commits
     are serialised cluster-wide by PostgreSQL; at thousands of commits per second turn it
     off and let the relay poll.
+
+    ``schema`` (PostgreSQL) and ``table_prefix`` choose the outbox table
+    (:func:`table_for`): ``schema="billing"`` writes ``billing.hexa_outbox`` and notifies
+    channel ``billing.hexa_outbox``, so only that outbox's relays wake. Give the same to
+    the relay, the cleaner and the CLI. ``table`` (a ``Table`` of :func:`table_for`) is the
+    older way to say the same.
     """
 
     def __init__(
@@ -182,13 +270,17 @@ class Outbox:
         propagator: Propagator | None = None,
         cloudevents: CloudEvents | None = None,
         notify: bool = True,
-        table: Table = outbox_table,
+        schema: str | None = None,
+        table_prefix: str = "",
+        table: Table | None = None,
     ) -> None:
         self.envelope = Envelope(codec=codec, propagator=propagator, cloudevents=cloudevents)
         self.notify = notify
-        self.table = table
-        self._insert = insert(table)
-        self._notify = text("SELECT pg_notify(:channel, '')").bindparams(channel=table.name)
+        self.table = resolve_table(table, schema, table_prefix, owner="Outbox")
+        self._insert = insert(self.table)
+        self._notify = text("SELECT pg_notify(:channel, '')").bindparams(
+            channel=notify_channel(self.table)
+        )
 
     def seal(self, event: Event[Any], ctx: Context | None) -> RawRecord:
         return self.envelope.seal(event, ctx)
@@ -212,6 +304,7 @@ class Outbox:
     ) -> list[str]:
         """Insert several events in one statement (sync); return their ids in order."""
         conn = self._sync_connection(target)
+        self._check(conn.dialect.name)
         rows, ids = self._rows(events, ctx)
         if rows:
             conn.execute(self._insert, rows)
@@ -238,12 +331,17 @@ class Outbox:
                 "emit_async() takes an AsyncSession or AsyncConnection; use emit() with a "
                 f"sync Session or Connection (got {type(target).__name__})"
             )
+        self._check(conn.dialect.name)
         rows, ids = self._rows(events, ctx)
         if rows:
             await conn.execute(self._insert, rows)
             if self.notify and conn.dialect.name == "postgresql":
                 await conn.execute(self._notify)
         return ids
+
+    def _check(self, dialect: str) -> None:
+        if self.table.schema is not None and dialect == "sqlite":
+            check_dialect(names_of(self.table), dialect, owner="Outbox")
 
     @staticmethod
     def _sync_connection(target: SyncTarget) -> Connection:

@@ -39,7 +39,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaException, Message
@@ -125,7 +125,9 @@ class KafkaSubscription(Subscription):
         spec: SubscriptionSpec,
         sub_options: KafkaSubscriptionOptions | None,
         scrub: Callable[[str], str] = str,
+        forget: Callable[[Sequence[str]], Awaitable[None]] | None = None,
     ) -> None:
+        self._forget = forget
         self._options = options
         self._spec = spec
         sub_options = sub_options or KafkaSubscriptionOptions()
@@ -246,6 +248,8 @@ class KafkaSubscription(Subscription):
                 await asyncio.wait_for(asyncio.gather(*done), self._options.revoke_timeout + 30)
             except TimeoutError:
                 log.error("Kafka group %r: consumer close timed out; abandoning it", self.group)
+        if self._forget is not None:
+            await self._forget([self.group] + ([self.retry_group] if self.retry_group else []))
 
     # -- called by the members, on the event loop ----------------------------------------------
 

@@ -281,10 +281,36 @@ class KafkaDriver(Driver):
             )
         if spec.channels:
             await self.provision(spec.channels)
-        subscription = KafkaSubscription(self.options, spec, sub_options, self._scrub)
+        subscription = KafkaSubscription(
+            self.options,
+            spec,
+            sub_options,
+            self._scrub,
+            forget=self._delete_groups if spec.ephemeral else None,
+        )
         await subscription.start()
         self._subscriptions.add(subscription)
         return subscription
+
+    async def _delete_groups(self, groups: Sequence[str]) -> None:
+        """Delete throwaway consumer groups (their committed offsets) once they are empty;
+        a failure is logged, never raised (the broker expires the offsets in the end)."""
+        for group in groups:
+            try:
+                admin = self._admin_client()
+                (future,) = admin.delete_consumer_groups([group], request_timeout=10).values()
+                await asyncio.wrap_future(future)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.GROUP_ID_NOT_FOUND:
+                    log.warning(
+                        "could not delete the throwaway Kafka group %r: %s",
+                        group,
+                        self._scrub(exc.args[0].str()),
+                    )
+            except Exception as exc:
+                log.warning("could not delete the throwaway Kafka group %r: %r", group, exc)
+            else:
+                log.debug("deleted the throwaway Kafka group %r", group)
 
     async def close(self) -> None:
         """Close the subscriptions, flush the producer. Idempotent."""

@@ -25,6 +25,7 @@ class Member(Protocol):
     """What the broker needs of a group member (the subscription implements it)."""
 
     group_name: str
+    ephemeral: bool
     spec_channels: tuple[str, ...]
     start: StartPosition
     assigned: list[PartitionId]
@@ -131,6 +132,9 @@ class MemoryBroker:
         if group is None or member not in group.members:
             return
         group.members.remove(member)
+        if not group.members and member.ephemeral:
+            del self.groups[member.group_name]  # a throwaway group leaves nothing behind
+            return
         self.rebalance(group)
 
     def rebalance(self, group: Group) -> None:

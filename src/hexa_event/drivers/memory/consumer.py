@@ -46,6 +46,7 @@ class MemorySubscription(Subscription):
     def __init__(self, broker: MemoryBroker, spec: SubscriptionSpec) -> None:
         self.broker = broker
         self.group_name = spec.group
+        self.ephemeral = spec.ephemeral
         self.spec_channels = spec.channels
         self._channels = frozenset(spec.channels)
         self._pattern = compile_pattern(spec.pattern)

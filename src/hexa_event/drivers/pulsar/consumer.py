@@ -612,7 +612,8 @@ class PulsarSubscription(Subscription):
         )
 
     async def close(self) -> None:
-        """Close the consumers (unsettled messages go back to the subscription)."""
+        """Close the consumers (unsettled messages go back to the subscription); an
+        ephemeral subscription is deleted first, so the broker retains nothing for it."""
         if self._closed:
             return
         self._closed = True
@@ -623,6 +624,13 @@ class PulsarSubscription(Subscription):
         for reader in self._readers:
             reader.stop()
         for reader in self._readers:
+            if self._spec.ephemeral:
+                try:
+                    await asyncio.to_thread(reader.consumer.unsubscribe)
+                except pulsar.PulsarException as exc:
+                    log.warning(
+                        "could not delete the throwaway subscription %r: %s", self.name, exc
+                    )
             try:
                 await asyncio.to_thread(reader.consumer.close)
             except pulsar.PulsarException as exc:

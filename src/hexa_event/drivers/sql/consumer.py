@@ -29,6 +29,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
 
 from ..._sql import clock
 from ...driver import (
@@ -172,6 +175,8 @@ class SqlSubscription(Subscription):
                         members.c.member_id == self.member_id,
                     )
                 )
+                if self._spec.ephemeral:
+                    await self._forget_group(conn, members)
         except Exception as exc:
             logger.warning(
                 "SQL driver: group %s could not store its positions on close (%s); "
@@ -185,6 +190,19 @@ class SqlSubscription(Subscription):
         self._buffer.clear()
         self._log.unwatch(self.notify)
         self._on_closed(self)
+
+    async def _forget_group(self, conn: Any, members: Any) -> None:
+        """A throwaway group whose last member left: delete what the log kept for it."""
+        others = await conn.execute(
+            select(func.count())
+            .select_from(members)
+            .where(members.c.group_name == self._group, members.c.expires_ms > clock.now_ms())
+        )
+        if others.scalar_one():
+            return
+        for name in ("hexa_positions", "hexa_redeliveries", "hexa_acked", "hexa_members"):
+            table = self._log.table(name)
+            await conn.execute(table.delete().where(table.c.group_name == self._group))
 
     # -- fetch ----------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ The embedded default: no broker, one database file (or the PostgreSQL you alread
 - ``nack(delay)`` is durable (``hexa_redeliveries``, written by ``settle``); records
   published with a ``not_before`` time are not handed out before it (``delayed_publish``).
 - Wake-ups: publishes in this process wake its consumers at once; on PostgreSQL a NOTIFY
-  per publish transaction wakes the other processes (``notify=False`` turns it off); polling
+  per publish transaction wakes the other processes (``notify=False`` turns it off) on the
+  log table's qualified name (``hexa_log``, ``billing.hexa_log``...); polling
   (``poll_interval`` .. ``max_poll_interval``) is the fallback everywhere.
 - PostgreSQL: readers order rows by (inserting transaction id, id) and read only below the
   oldest running transaction, so late-committing transactions are never skipped. A
@@ -24,7 +25,10 @@ The embedded default: no broker, one database file (or the PostgreSQL you alread
   processes can share the file.
 
 Tables come from :func:`~hexa_event.drivers.sql.migrate` (run on first use unless
-``create_tables=False``); :func:`~hexa_event.drivers.sql.ddl` prints them.
+``create_tables=False``); :func:`~hexa_event.drivers.sql.ddl` prints them. ``schema`` and
+``table_prefix`` (options or URL query: ``postgresql://h/db?schema=billing``,
+``sqlite:///app.db?table_prefix=billing_``) give one driver its own table set, so several
+services or test runs share a database without seeing each other.
 """
 
 from __future__ import annotations
@@ -202,12 +206,15 @@ class SqlDriver(Driver):
                 return 0
             only = "l.channel IN :channels AND "
             params["channels"] = list(channels)
+        log_t, positions, redeliveries = (
+            self.log.sql_name(name) for name in ("hexa_log", "hexa_positions", "hexa_redeliveries")
+        )
         statement = text(
-            "DELETE FROM hexa_log WHERE id IN (SELECT l.id FROM hexa_log l "
-            f"WHERE {only}l.created_ms < :cutoff AND NOT EXISTS (SELECT 1 FROM hexa_positions p "
+            f"DELETE FROM {log_t} WHERE id IN (SELECT l.id FROM {log_t} l "
+            f"WHERE {only}l.created_ms < :cutoff AND NOT EXISTS (SELECT 1 FROM {positions} p "
             "WHERE p.channel = l.channel AND p.part = l.part AND (p.pos_tx < l.txid OR "
-            "(p.pos_tx = l.txid AND p.pos_id < l.id))) AND NOT EXISTS (SELECT 1 FROM "
-            "hexa_redeliveries r WHERE r.log_id = l.id) ORDER BY l.id LIMIT :batch)"
+            f"(p.pos_tx = l.txid AND p.pos_id < l.id))) AND NOT EXISTS (SELECT 1 FROM "
+            f"{redeliveries} r WHERE r.log_id = l.id) ORDER BY l.id LIMIT :batch)"
         )
         if channels is not None:
             statement = statement.bindparams(bindparam("channels", expanding=True))
@@ -233,5 +240,5 @@ class SqlDriver(Driver):
 
         # On every (re)connect: catch up on anything committed while we were not listening.
         await listen(
-            self.engine, "hexa_log", on_notify, on_connected=lambda: self.log.committed(None)
+            self.engine, self.log.channel, on_notify, on_connected=lambda: self.log.committed(None)
         )

@@ -24,8 +24,8 @@ from ..._sql.engine import begin_write, log_engine
 from ..._sql.problems import driver_error
 from ..._sql.urls import redact
 from ...errors import ClosedError, DriverError
-from .options import SqlOptions
-from .schema import async_url, metadata, migrate_async
+from .options import NOTIFY_TABLE, SqlOptions
+from .schema import async_url, build_metadata, migrate_async, tables_of
 
 Watcher = Callable[[set[str] | None], None]
 """Told which channels got committed rows (None: unknown, look at every channel)."""
@@ -33,7 +33,8 @@ Watcher = Callable[[set[str] | None], None]
 
 @dataclass(frozen=True, slots=True)
 class LogState:
-    """What :meth:`SqlLog.ready` established: the dialect, partitions and tables."""
+    """What :meth:`SqlLog.ready` established: the dialect, partitions and tables (by
+    their unprefixed names, ``"hexa_log"``...)."""
 
     dialect: str
     partitions: int
@@ -46,6 +47,12 @@ class SqlLog:
     def __init__(self, options: SqlOptions, dialect: str, engine: AsyncEngine | None) -> None:
         self.options = options
         self.dialect = dialect
+        self.names = options.names
+        """Where the tables live (schema, prefix)."""
+        self.channel = self.names.qualified(NOTIFY_TABLE)
+        """The PostgreSQL LISTEN/NOTIFY channel: the log table's qualified name, so
+        drivers on other table sets in the same database never wake these consumers."""
+        self._tables = tables_of(build_metadata(dialect, self.names), self.names)
         self._engine = engine
         self._state: LogState | None = None
         self._ready_lock = asyncio.Lock()
@@ -83,7 +90,7 @@ class SqlLog:
             try:
                 if self.options.create_tables:
                     partitions = await migrate_async(
-                        self.engine, partitions=self.options.partitions
+                        self.engine, partitions=self.options.partitions, names=self.names
                     )
                 else:
                     partitions = await self._stored_partitions()
@@ -91,27 +98,31 @@ class SqlLog:
                 raise
             except Exception as exc:
                 raise self.error("preparing the tables", exc) from exc
-            md = metadata(self.dialect)
-            self._state = LogState(self.dialect, partitions, dict(md.tables))
+            self._state = LogState(self.dialect, partitions, self._tables)
             return self._state
 
     async def _stored_partitions(self) -> int:
-        meta = metadata(self.dialect).tables["hexa_meta"]
+        meta = self._tables["hexa_meta"]
         async with self.engine.connect() as conn:
             value = (
                 await conn.execute(select(meta.c.value).where(meta.c.name == "partitions"))
             ).scalar()
         if value is None:
             raise DriverError(
-                "SQL driver: the hexa_* tables are missing; run "
-                "hexa_event.drivers.sql.migrate(url) or pass create_tables=True",
+                f"SQL driver: the {meta.fullname} table is empty or its tables are missing "
+                f"({self.names.describe()}); run hexa_event.drivers.sql.migrate(url, "
+                "schema=..., table_prefix=...) or pass create_tables=True",
                 retriable=False,
             )
         return int(value)
 
     def table(self, name: str) -> Table:
-        assert self._state is not None, "ready() first"
-        return self._state.tables[name]
+        """Table ``name`` (unprefixed: ``"hexa_log"``) of this driver's set."""
+        return self._tables[name]
+
+    def sql_name(self, name: str) -> str:
+        """Table ``name`` as raw SQL: schema-qualified and quoted by the dialect."""
+        return str(self.engine.dialect.identifier_preparer.format_table(self._tables[name]))
 
     def upsert(self, table: Table) -> Any:
         """The dialect's INSERT (with ``on_conflict_do_*``)."""

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from ..._sql.names import TableNames, check_channel, check_dialect, merge, split_url, table_names
 from ..._sql.urls import parse, redact
 from ...errors import ConfigurationError
 from ...numbers import check_number
@@ -18,6 +19,30 @@ SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 _MAX_SECONDS = 86_400.0
 """The longest interval an SQL option may name (a day)."""
+
+TABLES = (
+    "hexa_log",
+    "hexa_channels",
+    "hexa_positions",
+    "hexa_members",
+    "hexa_redeliveries",
+    "hexa_acked",
+    "hexa_meta",
+)
+"""The driver's tables (before any ``table_prefix``)."""
+DERIVED_NAMES = (
+    *TABLES,
+    *(f"{table}_pkey" for table in TABLES),
+    "hexa_log_id_seq",
+    "hexa_log_by_partition",
+    "hexa_positions_by_owner",
+    "hexa_redeliveries_due",
+)
+"""Every name PostgreSQL derives from a table name (tables, primary keys, the sequence,
+the indexes): all must fit its 63-byte limit once prefixed. Kept in step with
+:func:`~hexa_event.drivers.sql.schema.metadata` (a test checks)."""
+NOTIFY_TABLE = "hexa_log"
+"""Publishes NOTIFY on the log table's qualified name (``schema.prefixhexa_log``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +84,36 @@ class SqlOptions:
     pool_size: int = 5
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     """Passed as is to ``sqlalchemy.ext.asyncio.create_async_engine``."""
+    schema: str | None = None
+    """PostgreSQL schema holding the tables (None: the connection's ``search_path``);
+    created by the migration if missing. Refused on SQLite (use ``table_prefix``). Also
+    as the URL query ``?schema=billing``."""
+    table_prefix: str = ""
+    """Put before every table, index and NOTIFY channel name (``billing_`` gives
+    ``billing_hexa_log``). Also as the URL query ``?table_prefix=billing_``. Both names:
+    lowercase letters, digits and ``_``; PostgreSQL's 63-byte limit counts the longest
+    derived name (``<prefix>hexa_positions_by_owner``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or "://" not in self.url:
             raise ConfigurationError("SqlOptions.url must be a URL such as sqlite:///app.db")
-        parse(self.url)  # a bad host, port or bracket is named now, not at first use
+        # ?schema= and ?table_prefix= are ours: taken out of the URL the engine sees.
+        url, schema, prefix = split_url(self.url)
+        object.__setattr__(self, "url", url)
+        object.__setattr__(
+            self, "schema", merge(self.schema, schema, name="schema", owner="SqlOptions") or None
+        )
+        object.__setattr__(
+            self,
+            "table_prefix",
+            merge(self.table_prefix, prefix, name="table_prefix", owner="SqlOptions") or "",
+        )
+        parsed = parse(self.url)  # a bad host, port or bracket is named now, not at first use
+        names = table_names(
+            self.schema, self.table_prefix, owner="SqlOptions", derived=DERIVED_NAMES
+        )
+        check_dialect(names, parsed.get_backend_name(), owner="SqlOptions")
+        check_channel(names, NOTIFY_TABLE, owner="SqlOptions")
         if not 1 <= self.partitions <= 1024:
             raise ConfigurationError("SqlOptions.partitions must be between 1 and 1024")
         for name in (
@@ -93,6 +143,11 @@ class SqlOptions:
             raise ConfigurationError(
                 "SqlOptions.sqlite_synchronous must be one of OFF, NORMAL, FULL, EXTRA"
             )
+
+    @property
+    def names(self) -> TableNames:
+        """Where the tables live (schema and prefix), checked."""
+        return TableNames(self.schema, self.table_prefix)
 
     @classmethod
     def from_kwargs(cls, url: str, options: Mapping[str, Any]) -> SqlOptions:

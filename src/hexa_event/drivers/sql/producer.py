@@ -68,8 +68,9 @@ def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ..
     ]
 
 
-def insert_sql(paramstyle: str) -> str | None:
-    """A plain INSERT for the DBAPI's paramstyle (None: use SQLAlchemy Core instead)."""
+def insert_sql(paramstyle: str, table: str = "hexa_log") -> str | None:
+    """A plain INSERT into ``table`` (quoted SQL) for the DBAPI's paramstyle (None: use
+    SQLAlchemy Core instead)."""
     if paramstyle == "qmark":
         marks = ", ".join("?" for _ in _COLUMNS)
     elif paramstyle == "numeric_dollar":
@@ -78,7 +79,7 @@ def insert_sql(paramstyle: str) -> str | None:
         marks = ", ".join("%s" for _ in _COLUMNS)
     else:
         return None
-    return f"INSERT INTO hexa_log ({', '.join(_COLUMNS)}) VALUES ({marks})"
+    return f"INSERT INTO {table} ({', '.join(_COLUMNS)}) VALUES ({marks})"
 
 
 class _Request:
@@ -150,7 +151,7 @@ class Producer:
         async with self._log.writing() as conn:
             if new_channels:
                 await self._log.insert_channels(conn, new_channels)
-            statement = insert_sql(conn.dialect.paramstyle)
+            statement = insert_sql(conn.dialect.paramstyle, self._log.sql_name("hexa_log"))
             if statement is not None:
                 # The DBAPI's executemany directly: no per-row parameter processing.
                 await conn.exec_driver_sql(statement, rows)
@@ -161,7 +162,9 @@ class Producer:
             if state.dialect == "postgresql" and self._log.options.notify:
                 names = "\n".join(sorted(channels))
                 payload = names if len(names.encode()) < 7000 else ""
-                await conn.execute(text("SELECT pg_notify('hexa_log', :p)"), {"p": payload})
+                await conn.execute(
+                    text("SELECT pg_notify(:c, :p)"), {"c": self._log.channel, "p": payload}
+                )
         self._known_channels |= new_channels
         return channels
 

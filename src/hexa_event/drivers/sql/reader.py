@@ -45,9 +45,10 @@ def decode_headers(raw: bytes) -> dict[str, bytes]:
     return headers
 
 
-def fetch_sql(dialect: str, count: int) -> str:
+def fetch_sql(dialect: str, count: int, table: str = "hexa_log") -> str:
     """One statement reading up to ``:n`` rows after a cursor from each of ``count``
-    partitions (bind params ``c<i>``, ``p<i>``, ``t<i>``, ``i<i>``)."""
+    partitions of ``table`` (quoted SQL; bind params ``c<i>``, ``p<i>``, ``t<i>``,
+    ``i<i>``)."""
     parts: list[str] = []
     for i in range(count):
         if dialect == "postgresql":
@@ -57,7 +58,7 @@ def fetch_sql(dialect: str, count: int) -> str:
             )
         else:
             where = f"channel = :c{i} AND part = :p{i} AND id > :i{i} ORDER BY id"
-        parts.append(f"SELECT * FROM (SELECT {_COLUMNS} FROM hexa_log WHERE {where} LIMIT :n) s{i}")
+        parts.append(f"SELECT * FROM (SELECT {_COLUMNS} FROM {table} WHERE {where} LIMIT :n) s{i}")
     union = " UNION ALL ".join(parts)
     if dialect == "postgresql":
         horizon = "(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
@@ -78,7 +79,9 @@ async def read_partitions(
         if dialect == "postgresql":
             params[f"t{i}"] = part.cursor[0]
     async with log.reading() as conn:
-        result = await conn.execute(text(fetch_sql(dialect, len(parts))), params)
+        result = await conn.execute(
+            text(fetch_sql(dialect, len(parts), log.sql_name("hexa_log"))), params
+        )
         rows = result.all()
     by_part: dict[tuple[str, int], list[Any]] = {}
     for row in rows:

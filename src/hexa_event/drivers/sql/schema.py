@@ -18,6 +18,11 @@ Tables (all prefixed ``hexa_``):
 
 Create them with :func:`migrate` (idempotent, safe to run from several processes at once) or
 print :func:`ddl` and run it with your own migration tool.
+
+``schema``/``table_prefix`` (:class:`~hexa_event.drivers.sql.SqlOptions`) move the whole set:
+``table_prefix="billing_"`` gives ``billing_hexa_log``, ``billing_hexa_log_by_partition``...;
+``schema="billing"`` gives ``billing.hexa_log`` (PostgreSQL; the schema is created if
+missing). Two sets in one database share nothing, not even wake-ups.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..._sql import urls
 from ..._sql.dialects import tables_ddl
 from ..._sql.engine import begin_write, log_engine
+from ..._sql.names import TableNames, check_channel, check_dialect, table_names
+from ..._sql.schema import create_schemas
 from ...errors import ConfigurationError
-from .options import SqlOptions
+from .options import DERIVED_NAMES, NOTIFY_TABLE, SqlOptions
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +60,40 @@ DEFAULT_PARTITIONS = 16
 _MIGRATION_LOCK = 7_341_000_451  # pg advisory lock key for concurrent migrations
 
 
-def metadata(dialect: str) -> MetaData:
-    """The driver's tables for ``dialect`` (``"sqlite"`` or ``"postgresql"``)."""
+def names_for(
+    schema: str | None, table_prefix: str | None, dialect: str | None = None
+) -> TableNames:
+    """Checked :class:`TableNames` for the driver's tables (``dialect``: refuse a schema on
+    SQLite); :class:`ConfigurationError` naming what to change otherwise."""
+    names = table_names(schema, table_prefix, owner="SQL driver", derived=DERIVED_NAMES)
+    if dialect is not None:
+        check_dialect(names, dialect, owner="SQL driver")
+    check_channel(names, NOTIFY_TABLE, owner="SQL driver")
+    return names
+
+
+def metadata(dialect: str, *, schema: str | None = None, table_prefix: str = "") -> MetaData:
+    """The driver's tables for ``dialect`` (``"sqlite"`` or ``"postgresql"``), in ``schema``
+    and with ``table_prefix`` (see the module docstring)."""
+    return build_metadata(dialect, names_for(schema, table_prefix, dialect))
+
+
+def tables_of(md: MetaData, names: TableNames) -> dict[str, Table]:
+    """The tables of ``md`` by their unprefixed name (``"hexa_log"``...)."""
+    return {table.name[len(names.prefix) :]: table for table in md.tables.values()}
+
+
+def build_metadata(dialect: str, names: TableNames) -> MetaData:
+    """:func:`metadata` for already checked ``names``."""
     pg = dialect == "postgresql"
-    md = MetaData()
+    md = MetaData(schema=names.schema)
+    n = names.table
     # PostgreSQL: the inserting transaction's id (xid8 as bigint); SQLite has one writer at
     # a time, so ids follow commit order and txid stays 0.
     txid_default = text("(pg_current_xact_id()::text)::bigint") if pg else text("0")
     log_index = ("channel", "part", "txid", "id") if pg else ("channel", "part", "id")
     Table(
-        "hexa_log",
+        n("hexa_log"),
         md,
         Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
         Column("txid", BigInteger, nullable=False, server_default=txid_default),
@@ -73,17 +104,17 @@ def metadata(dialect: str) -> MetaData:
         Column("body", LargeBinary, nullable=False),
         Column("created_ms", BigInteger, nullable=False),
         Column("visible_ms", BigInteger, nullable=False, server_default=text("0")),
-        Index("hexa_log_by_partition", *log_index),
+        Index(n("hexa_log_by_partition"), *log_index),
         sqlite_autoincrement=True,
     )
     Table(
-        "hexa_channels",
+        n("hexa_channels"),
         md,
         Column("channel", String(255), primary_key=True),
         Column("created_ms", BigInteger, nullable=False),
     )
     Table(
-        "hexa_positions",
+        n("hexa_positions"),
         md,
         Column("group_name", String(255), nullable=False),
         Column("channel", String(255), nullable=False),
@@ -93,10 +124,10 @@ def metadata(dialect: str) -> MetaData:
         Column("owner", String(64), nullable=True),
         Column("lease_until_ms", BigInteger, nullable=False, server_default=text("0")),
         PrimaryKeyConstraint("group_name", "channel", "part"),
-        Index("hexa_positions_by_owner", "group_name", "owner"),
+        Index(n("hexa_positions_by_owner"), "group_name", "owner"),
     )
     Table(
-        "hexa_members",
+        n("hexa_members"),
         md,
         Column("group_name", String(255), nullable=False),
         Column("channel", String(255), nullable=False),
@@ -105,7 +136,7 @@ def metadata(dialect: str) -> MetaData:
         PrimaryKeyConstraint("group_name", "channel", "member_id"),
     )
     Table(
-        "hexa_redeliveries",
+        n("hexa_redeliveries"),
         md,
         Column("group_name", String(255), nullable=False),
         Column("log_id", BigInteger, nullable=False),
@@ -114,10 +145,10 @@ def metadata(dialect: str) -> MetaData:
         Column("visible_ms", BigInteger, nullable=False),
         Column("attempts", Integer, nullable=False),
         PrimaryKeyConstraint("group_name", "log_id"),
-        Index("hexa_redeliveries_due", "group_name", "visible_ms"),
+        Index(n("hexa_redeliveries_due"), "group_name", "visible_ms"),
     )
     Table(
-        "hexa_acked",
+        n("hexa_acked"),
         md,
         Column("group_name", String(255), nullable=False),
         Column("channel", String(255), nullable=False),
@@ -127,7 +158,7 @@ def metadata(dialect: str) -> MetaData:
         PrimaryKeyConstraint("group_name", "channel", "part", "log_id"),
     )
     Table(
-        "hexa_meta",
+        n("hexa_meta"),
         md,
         Column("name", String(64), primary_key=True),
         Column("value", String(255), nullable=False),
@@ -135,13 +166,15 @@ def metadata(dialect: str) -> MetaData:
     return md
 
 
-def ddl(dialect: str = "postgresql") -> str:
-    """The DDL that :func:`migrate` runs, as text, for ``"postgresql"`` or ``"sqlite"``."""
+def ddl(dialect: str = "postgresql", *, schema: str | None = None, table_prefix: str = "") -> str:
+    """The DDL that :func:`migrate` runs, as text, for ``"postgresql"`` or ``"sqlite"``
+    (``schema``/``table_prefix`` as in :class:`~hexa_event.drivers.sql.SqlOptions`)."""
     if dialect not in ("postgresql", "sqlite"):
         raise ConfigurationError(
             f"ddl(): dialect must be 'postgresql' or 'sqlite', not {dialect!r}"
         )
-    return tables_ddl(metadata(dialect).sorted_tables, dialect)
+    md = metadata(dialect, schema=schema, table_prefix=table_prefix)
+    return tables_ddl(md.sorted_tables, dialect)
 
 
 def async_url(url: str | URL) -> URL:
@@ -174,10 +207,11 @@ def make_engine(options: SqlOptions) -> AsyncEngine:
     )
 
 
-def _create(sync_conn: Connection, partitions: int) -> int:
-    md = metadata(sync_conn.dialect.name)
+def _create(sync_conn: Connection, partitions: int, names: TableNames) -> int:
+    md = build_metadata(sync_conn.dialect.name, names)
+    create_schemas(sync_conn, md.sorted_tables)
     md.create_all(sync_conn, checkfirst=True)
-    meta = md.tables["hexa_meta"]
+    meta = tables_of(md, names)["hexa_meta"]
     row = sync_conn.execute(meta.select().where(meta.c.name == "partitions")).first()
     if row is None:
         sync_conn.execute(meta.insert().values(name="partitions", value=str(partitions)))
@@ -185,38 +219,53 @@ def _create(sync_conn: Connection, partitions: int) -> int:
     return int(row.value)
 
 
-async def migrate_async(engine: AsyncEngine, *, partitions: int = DEFAULT_PARTITIONS) -> int:
-    """Create the tables if missing; return the stored partition count."""
+async def migrate_async(
+    engine: AsyncEngine,
+    *,
+    partitions: int = DEFAULT_PARTITIONS,
+    names: TableNames = TableNames(),  # noqa: B008 - frozen, shared safely
+) -> int:
+    """Create the tables (``names``: checked schema and prefix) if missing; return the
+    stored partition count."""
     async with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
         else:
             await begin_write(conn)
-        stored = await conn.run_sync(_create, partitions)
+        stored = await conn.run_sync(_create, partitions, names)
         await conn.commit()
     return stored
 
 
 async def migrate(
-    target: str | AsyncEngine | Engine, *, partitions: int = DEFAULT_PARTITIONS
+    target: str | AsyncEngine | Engine,
+    *,
+    partitions: int = DEFAULT_PARTITIONS,
+    schema: str | None = None,
+    table_prefix: str = "",
 ) -> int:
     """Create the SQL driver's tables (idempotent; concurrent runs are safe).
 
-    ``target`` is a URL (``sqlite:///app.db``, ``postgresql://user@host/db``), an async
-    engine, or a sync engine. ``partitions`` only applies when the tables are created; the
-    stored value is returned. Equivalent DDL: :func:`ddl`.
+    ``target`` is a URL (``sqlite:///app.db``, ``postgresql://user@host/db``, which may
+    carry ``?schema=...&table_prefix=...``), an async engine, or a sync engine.
+    ``partitions`` only applies when the tables are created; the stored value is returned.
+    ``schema``/``table_prefix``: as in :class:`~hexa_event.drivers.sql.SqlOptions` (a
+    missing schema is created). Equivalent DDL: :func:`ddl`.
     """
     if isinstance(target, AsyncEngine):
-        return await migrate_async(target, partitions=partitions)
+        names = names_for(schema, table_prefix, target.dialect.name)
+        return await migrate_async(target, partitions=partitions, names=names)
     if isinstance(target, Engine):
+        names = names_for(schema, table_prefix, target.dialect.name)
         with target.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
-            stored = _create(conn, partitions)
+            stored = _create(conn, partitions, names)
             conn.commit()
         return stored
-    engine = make_engine(SqlOptions(url=str(target)))
+    options = SqlOptions(url=str(target), schema=schema, table_prefix=table_prefix)
+    engine = make_engine(options)
     try:
-        return await migrate_async(engine, partitions=partitions)
+        return await migrate_async(engine, partitions=partitions, names=options.names)
     finally:
         await engine.dispose()

@@ -344,8 +344,9 @@ class StanSubscription(Subscription):
                 member.forget_old_nacks(now)
 
     async def close(self) -> None:
-        """Close every channel's subscription (durables and durable groups are kept)."""
-        await self._leave(unsubscribe=False)
+        """Close every channel's subscription (durables and durable groups are kept, but for
+        an ephemeral spec's, which are deleted)."""
+        await self._leave(unsubscribe=self._spec.ephemeral)
 
     async def unsubscribe(self) -> None:
         """Leave for good: a durable (or the last member's durable queue group) is deleted."""
