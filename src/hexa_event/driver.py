@@ -170,9 +170,9 @@ class SubscriptionSpec:
     """The subset of ``channels`` that are this group's retry channels. A driver that puts
     them in a group of their own (so that members share the source channels evenly) may."""
     ephemeral: bool = False
-    """A throwaway group (``hexa-event tail``): when its last member closes, the driver
-    removes what the broker keeps for it (positions, a durable subscription or consumer),
-    so nothing is retained for a reader that will never come back."""
+    """A throwaway group of one member (``hexa-event tail``): when it closes, the driver
+    removes what the broker keeps for the group (positions, a durable subscription or
+    consumer), so nothing is retained for a reader that will never come back."""
 
 
 class Outcome(enum.Enum):

@@ -203,6 +203,28 @@ class ContractConformance:
             delivery.ack()
         await second.settle(again)
 
+    async def test_contract_ephemeral_group_leaves_nothing(self, pool: DriverPool) -> None:
+        """An ephemeral group's stored position is deleted when it closes: the same group
+        subscribed again starts over (from earliest here: every record again)."""
+        driver = await pool.new()
+        channel, group = self.names("c")
+        await driver.provision([channel])
+        await driver.publish([self.record(channel, "k", n) for n in range(3)])
+        first = await driver.subscribe(
+            SubscriptionSpec(group=group, channels=(channel,), ephemeral=True)
+        )
+        got = await self.take(first, 3)
+        for delivery in got:
+            delivery.ack()
+        await first.settle(got)
+        await first.close()
+        second = await self.member(pool, await pool.new(), group, channel)
+        again = await self.take(second, 3)
+        assert sorted(self.numbers(again)) == [0, 1, 2], "the ephemeral group's acks stayed"
+        for delivery in again:
+            delivery.ack()
+        await second.settle(again)
+
     async def test_contract_not_before_is_honoured(self, pool: DriverPool) -> None:
         """With delayed_publish, a record is not delivered before its not_before time."""
         driver = await pool.new()

@@ -142,7 +142,9 @@ class NatsSubscription(Subscription):
         connection_error: Callable[[], str],
         ensure_stream: Callable[[], Awaitable[None]],
         ready: asyncio.Event | None = None,
+        forget: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._forget = forget
         self._nc = nc
         self._api = api
         self._stream = stream
@@ -230,6 +232,8 @@ class NatsSubscription(Subscription):
                 await self._api.request(
                     f"CONSUMER.UNPIN.{self._stream}.{self._consumer}", {"group": PRIORITY_GROUP}
                 )
+        if self._forget is not None and not self._nc.is_closed:
+            await self._forget()
 
     async def revoke(self, within: float) -> None:
         """Hand the consumer over to the member that owns its partition now, then close.

@@ -27,7 +27,7 @@ import re
 import ssl
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats.errors
@@ -268,10 +268,26 @@ class NatsDriver(Driver):
             options=options,
             connection_error=lambda: self._connection_error,
             ensure_stream=self._ensure_stream,
+            forget=self._forgetting([name]) if spec.ephemeral else None,
         )
         await subscription.start()
         self._subscriptions.add(subscription)
         return subscription
+
+    def _forgetting(self, consumers: Sequence[str]) -> Callable[[], Awaitable[None]]:
+        """Deletes the durable consumers of a throwaway group (logged, never raised)."""
+
+        async def forget() -> None:
+            api = self._api
+            if api is None:
+                return
+            for consumer in consumers:
+                try:
+                    await api.request(f"CONSUMER.DELETE.{self.options.stream}.{consumer}")
+                except DriverError as exc:
+                    log.warning("could not delete throwaway consumer %r: %s", consumer, exc)
+
+        return forget
 
     async def _subscribe_partitioned(
         self, spec: SubscriptionSpec, options: NatsSubscriptionOptions
@@ -329,6 +345,11 @@ class NatsDriver(Driver):
             partitions=self.options.partitions,
             prefetch=spec.prefetch,
             hand_over_within=options.hand_over_within,
+            forget=(
+                self._forgetting([f"{name}%p{n}" for n in range(self.options.partitions)])
+                if spec.ephemeral
+                else None
+            ),
         )
         await subscription.start()
         self._subscriptions.add(subscription)

@@ -40,7 +40,9 @@ class PartitionedSubscription(Subscription):
         partitions: int,
         prefetch: int,
         hand_over_within: float,
+        forget: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._forget = forget
         self._open_partition = open_partition
         self._membership = membership
         membership.on_change = self.on_change
@@ -193,12 +195,15 @@ class PartitionedSubscription(Subscription):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        others = [m for m in self._membership.members if m != self._membership.member]
         await self._membership.leave()
         children.update(self._children.values(), self._leaving)
         self._children.clear()
         self._leaving.clear()
         with contextlib.suppress(Exception):
             await asyncio.gather(*(child.close() for child in children))
+        if self._forget is not None and not others:
+            await self._forget()  # an ephemeral group's last member: delete its consumers
 
     def status(self) -> SubscriptionStatus:
         error = self._error or self._membership.error

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import urllib.error
 import urllib.request
@@ -25,6 +26,8 @@ from urllib.parse import quote
 
 from ...errors import DriverError
 from .options import PulsarOptions, shown_url
+
+log = logging.getLogger(__name__)
 
 _TIMEOUT = 15.0
 _PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
@@ -128,6 +131,28 @@ class PulsarAdmin:
                 sub = (body.get("subscriptions") or {}).get(subscription)
                 return int(sub.get("msgBacklog", 0)) if isinstance(sub, dict) else None
         return None
+
+    async def delete_subscription(self, channels: list[str], subscription: str) -> None:
+        """Delete ``subscription`` from ``channels`` (a throwaway one, closed); a failure is
+        logged, never raised."""
+
+        def delete() -> None:
+            for channel in channels:
+                path = f"{self._topic_path(channel)}/subscription/{quote(subscription, safe='')}"
+                try:
+                    status, _ = self._call("DELETE", path + "?force=true")
+                except DriverError as exc:
+                    log.warning("could not delete throwaway subscription %r: %s", subscription, exc)
+                    continue
+                if status not in (200, 204, 404):
+                    log.warning(
+                        "could not delete throwaway subscription %r of %r: HTTP %s",
+                        subscription,
+                        channel,
+                        status,
+                    )
+
+        await asyncio.to_thread(delete)
 
     async def backlog(self, channels: list[str], subscription: str) -> int | None:
         """The subscription's backlog summed over ``channels`` (None when any is unknown)."""

@@ -381,7 +381,9 @@ class PulsarSubscription(Subscription):
         on_close: Callable[[PulsarSubscription], None],
         list_channels: Callable[[], Awaitable[list[str]]],
         backlog: Callable[[list[str], str], Awaitable[int | None]],
+        forget: Callable[[list[str], str], Awaitable[None]] | None = None,
     ) -> None:
+        self._forget = forget
         self._client = client
         self._options = options
         self._spec = spec
@@ -613,7 +615,7 @@ class PulsarSubscription(Subscription):
 
     async def close(self) -> None:
         """Close the consumers (unsettled messages go back to the subscription); an
-        ephemeral subscription is deleted first, so the broker retains nothing for it."""
+        ephemeral subscription is then deleted, so the broker retains nothing for it."""
         if self._closed:
             return
         self._closed = True
@@ -624,13 +626,6 @@ class PulsarSubscription(Subscription):
         for reader in self._readers:
             reader.stop()
         for reader in self._readers:
-            if self._spec.ephemeral:
-                try:
-                    await asyncio.to_thread(reader.consumer.unsubscribe)
-                except pulsar.PulsarException as exc:
-                    log.warning(
-                        "could not delete the throwaway subscription %r: %s", self.name, exc
-                    )
             try:
                 await asyncio.to_thread(reader.consumer.close)
             except pulsar.PulsarException as exc:
@@ -638,4 +633,7 @@ class PulsarSubscription(Subscription):
             if reader.thread.is_alive():
                 await asyncio.to_thread(reader.thread.join, 10.0)
         self._queue.clear()
+        if self._forget is not None:
+            channels = sorted({c for reader in self._readers for c in reader.channels})
+            await self._forget(channels, self.name)
         self._on_close(self)

@@ -140,6 +140,7 @@ class PulsarDriver(Driver):
             self._subscriptions.discard,
             self._admin.channels,
             self._admin.backlog,
+            forget=self._admin.delete_subscription if spec.ephemeral else None,
         )
         await subscription.start()
         self._subscriptions.add(subscription)
