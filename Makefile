@@ -47,10 +47,11 @@ bench: $(STAMP)
 	scripts/services up kafka postgres
 	cd benchmarks && ../$(PY) run.py --rounds $(or $(ROUNDS),3)
 
-# Per-event cost by layer (cProfile) of the memory end-to-end and Kafka consume paths.
+# Per-event cost by layer (cProfile) of the memory end-to-end and Kafka consume paths, then
+# the per-event floor of any receiver keeping the contract (the best ratio it allows).
 bench-profile: $(STAMP)
 	scripts/services up kafka
-	cd benchmarks && ../$(PY) profile.py
+	cd benchmarks && ../$(PY) profile.py && ../$(PY) floor.py
 
 # Soak (not part of `make test`, whose soak test runs 2 minutes): about 1,000 events/s over
 # memory, SQLite and Kafka for SOAK_MINUTES; fails if RSS, fds, tasks, threads or the backlog

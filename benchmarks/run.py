@@ -2,7 +2,7 @@
 
     python benchmarks/run.py [--only NAME ...] [--rounds N | --quick] [--no-readme]
 
-Every ``*.py`` in this folder except this runner, ``profile.py`` and the ``_`` helpers is a
+Every ``*.py`` in this folder except this runner, ``profile.py``, ``floor.py`` and the ``_`` helpers is a
 benchmark: it accepts ``--json PATH`` (and ``--rounds``) and writes one result object or a
 list of them (see ``_harness.row``). A benchmark whose service is down is skipped with a
 note: the services a script needs are its module-level ``SERVICES`` tuple, or else the
@@ -39,7 +39,7 @@ SUMMARY = ROOT / "docs" / "bench.json"
 CHART = ROOT / "docs" / "bench.png"
 README = ROOT / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-NOT_BENCHMARKS = {"run.py", "profile.py"}
+NOT_BENCHMARKS = {"run.py", "profile.py", "floor.py"}  # the last two: make bench-profile
 SCRIPT_TIMEOUT = 900
 
 # Where each service listens (the same variables the tests read), for the "is it up" check.

@@ -215,7 +215,9 @@ class DriverConformance(SettlementConformance):
             running[msg.key] += 1
             if running[msg.key] > 1:
                 overlaps.append(msg.key)
-            await asyncio.sleep(0)
+            # Uneven handler times: a member that got a key's later record would finish it
+            # before another member finished the earlier one.
+            await asyncio.sleep(0.002 if msg.payload["seq"] % 3 == 0 else 0)
             seen[msg.key].append(msg.payload["seq"])
             running[msg.key] -= 1
             total.add(msg.id)
@@ -225,7 +227,12 @@ class DriverConformance(SettlementConformance):
             receiver.subscribe(channel, action=action, handler=handle)
             await self.started(pool, receiver)
         emitter = emitting.emitter()
-        for seq in range(per_key):
+        # Bursts: each key's records in flight together, then one event per key at a time.
+        half = per_key // 2
+        await emitter.emit_many(
+            Event(channel, f"key-{k}", {"seq": seq}) for k in range(keys) for seq in range(half)
+        )
+        for seq in range(half, per_key):
             await emitter.emit_many(Event(channel, f"key-{k}", {"seq": seq}) for k in range(keys))
         await eventually(
             lambda: all(len(set(seen[f"key-{k}"])) == per_key for k in range(keys)),
