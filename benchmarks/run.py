@@ -2,9 +2,9 @@
 
     python benchmarks/run.py [--only NAME ...] [--rounds N | --quick] [--no-readme]
 
-Every ``*.py`` in this folder except this runner, ``profile.py``, ``floor.py`` and the ``_`` helpers is a
-benchmark: it accepts ``--json PATH`` (and ``--rounds``) and writes one result object or a
-list of them (see ``_harness.row``). A benchmark whose service is down is skipped with a
+Every ``*.py`` in this folder except this runner, ``profile.py``, ``floor.py`` and the ``_``
+helpers is a benchmark: it accepts ``--json PATH`` (and ``--rounds``) and writes one result
+object or a list of them (see ``_harness.row``). A benchmark whose service is down is skipped with a
 note: the services a script needs are its module-level ``SERVICES`` tuple, or else the
 service names in its file name (``pulsar_bench.py`` needs pulsar); a service is up when
 ``scripts/services status`` says it is ready (or, for an address set in the environment,
