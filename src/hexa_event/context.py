@@ -92,12 +92,14 @@ def new_correlation_id() -> str:
     return str(uuid_utils.uuid4())
 
 
-class Context(msgspec.Struct, frozen=True):
+class Context(msgspec.Struct, frozen=True, gc=False):
     """What travels with an event besides its payload. Immutable; derive with :meth:`with_`.
 
     ``correlation_id`` is generated when not given. ``baggage`` holds W3C baggage entries;
     ``traceparent``/``tracestate`` hold W3C trace context. ``values`` holds extra string
-    values carried by a keys propagator. The dedup fields are filled by the receiver.
+    values carried by a keys propagator. The dedup fields are filled by the receiver. Not
+    tracked by the garbage collector: a context holds text and mappings of text, which
+    cannot lead back to it.
     """
 
     correlation_id: str = msgspec.field(default_factory=new_correlation_id)

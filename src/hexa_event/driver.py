@@ -45,8 +45,11 @@ from .numbers import check_number
 StartPosition = Literal["earliest", "latest"]
 
 
-class RawRecord(msgspec.Struct, frozen=True):
+class RawRecord(msgspec.Struct, frozen=True, gc=False):
     """A record as the broker carries it: channel, key, headers and an opaque body.
+
+    Not tracked by the garbage collector (one fewer object per event for it to scan): a
+    record holds text, bytes and a mapping of them, which cannot lead back to it.
 
     ``not_before`` (seconds since the epoch, 0 for "at once") asks the broker to hold the
     record back until then; drivers without ``features.delayed_publish`` deliver it at once

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from . import envelope as env
 from .driver import Delivery, RawRecord
 from .errors import DecodeError
@@ -88,9 +90,9 @@ class Chain:
         return 0
 
 
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """What the core reads from one delivery before decoding its payload."""
+class Opened(msgspec.Struct, frozen=True, gc=False):
+    """What the core reads from one delivery before decoding its payload (text and numbers
+    only, so the garbage collector need not track it)."""
 
     event_id: str
     root_id: str

@@ -16,6 +16,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
+
 from ...driver import RawRecord, StartPosition
 
 PartitionId = tuple[str, int]
@@ -35,8 +37,10 @@ class Member(Protocol):
     def matches(self, channel: str) -> bool: ...
 
 
-@dataclass(slots=True)
-class StoredRecord:
+class StoredRecord(msgspec.Struct, gc=False):
+    """A record in the log and when it was appended (untracked by the garbage collector,
+    which would otherwise scan the whole log at each full collection)."""
+
     record: RawRecord
     timestamp: float
 
