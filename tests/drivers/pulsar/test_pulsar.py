@@ -104,6 +104,18 @@ def test_options_are_validated_and_secrets_redacted() -> None:
     assert "KEY_SHARED" in repr(PulsarSubscriptionOptions())
 
 
+def test_client_log_lines_go_to_stderr_unless_asked_for_logging() -> None:
+    """pulsar-client with a Python logger aborts at exit now and then (its issue #256): the
+    client writes its own warnings to stderr unless the user chooses logging."""
+    from hexa_event.drivers.pulsar.options import CLIENT_LOGGER
+
+    assert isinstance(PulsarOptions().client_kwargs()["logger"], pulsar.FileLogger)
+    chosen = PulsarOptions.from_url("pulsar://h:6650?client_log=logging")
+    assert chosen.client_kwargs()["logger"] is CLIENT_LOGGER
+    with pytest.raises(ConfigurationError, match="client_log must be 'stderr' or 'logging'"):
+        PulsarOptions(client_log="stdout")  # type: ignore[arg-type]
+
+
 def test_partition_for_key_is_javas_string_hash() -> None:
     # String.hashCode: "k0" = 107*31 + 48 = 3365; "hello" = 99162322; "polygenelubricants"
     # hashes to Integer.MIN_VALUE, whose sign bit is cleared to 0.

@@ -22,7 +22,9 @@ REDACTED = "***"
 _SECRET_MARKERS = ("token", "password", "secret", "auth", "credential", "private_key")
 
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
-"""pulsar-client's own (C++) log lines, instead of its default printing to the console."""
+"""pulsar-client's own (C++) log lines with ``client_log="logging"``."""
+
+ClientLog = Literal["stderr", "logging"]
 
 BodyFormat = Literal["native", "go"]
 
@@ -110,6 +112,10 @@ class PulsarOptions:
     ``batching_delay_ms``: how long the producer may hold a send to batch it.
     ``token``: JWT auth (for the binary protocol and the admin API); ``authentication``: any
     ``pulsar.Authentication`` object instead. ``tls_*``: pulsar-client's TLS settings.
+    ``client_log``: where pulsar-client's own (C++) log lines go: ``"stderr"`` (warnings and
+    errors, written by the client itself) or ``"logging"`` (every line, to the logger
+    ``hexa_event.drivers.pulsar.client``; pulsar-client then aborts the process at exit about
+    one run in ten, its open issue apache/pulsar-client-python#256).
     """
 
     service_url: str = "pulsar://127.0.0.1:6650"
@@ -131,12 +137,17 @@ class PulsarOptions:
     tls_validate_hostname: bool = False
     tls_certificate_file_path: str | None = None
     tls_private_key_file_path: str | None = None
+    client_log: ClientLog = "stderr"
     client_config: Mapping[str, Any] = field(default_factory=dict)
     producer_config: Mapping[str, Any] = field(default_factory=dict)
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         owner = "PulsarOptions"
+        if self.client_log not in ("stderr", "logging"):
+            raise ConfigurationError(
+                f"{owner}.client_log must be 'stderr' or 'logging', got {self.client_log!r}"
+            )
         if not isinstance(self.service_url, str) or "://" not in self.service_url:
             raise ConfigurationError(
                 f"{owner}.service_url must be a URL such as 'pulsar://127.0.0.1:6650'"
@@ -200,7 +211,11 @@ class PulsarOptions:
             "connection_timeout_ms": int(self.connection_timeout * 1000),
             "tls_allow_insecure_connection": self.tls_allow_insecure_connection,
             "tls_validate_hostname": self.tls_validate_hostname,
-            "logger": CLIENT_LOGGER,
+            "logger": (
+                CLIENT_LOGGER
+                if self.client_log == "logging"
+                else pulsar.FileLogger(pulsar.LoggerLevel.Warn, "/dev/stderr")
+            ),
         }
         if self.token is not None:
             kwargs["authentication"] = pulsar.AuthenticationToken(self.token)
