@@ -239,6 +239,7 @@ class Member:
                 loop.call_soon_threadsafe(owner.on_messages, self, messages)
                 self._measure_lag(consumer)
             self._run_commands(consumer)
+            self._leave(consumer)
             consumer.close()
         except BaseException as exc:
             log.exception("Kafka group %r: the consumer thread failed", self.group)
@@ -430,6 +431,22 @@ class Member:
             return committed
         by_key = {(tp.topic, tp.partition): tp for tp in found if tp.offset >= 0}
         return [by_key.get((tp.topic, tp.partition), tp) for tp in committed]
+
+    def _leave(self, consumer: Consumer) -> None:
+        """Unsubscribe and serve the revoke before ``close()``.
+
+        Closing while partitions are still assigned and a rebalance is under way can hang
+        librdkafka for good in the rebalance callback's (un)assign (its issues #4527 and
+        #4884); with the assignment already empty, ``close()`` has nothing to revoke. Records
+        polled meanwhile are dropped (never handed out, never committed).
+        """
+        deadline = time.monotonic() + self._revoke_timeout + 5
+        try:
+            consumer.unsubscribe()
+            while consumer.assignment() and time.monotonic() < deadline:
+                consumer.poll(0.05)
+        except KafkaException as exc:
+            log.debug("Kafka group %r: leaving before close: %s", self.group, exc)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
