@@ -15,13 +15,9 @@ import pytest
 from sqlalchemy import create_engine
 
 import hexa_event as he
-from hexa_event.cli import build_parser, main
-from hexa_event.commands import invoke
+from cli_helpers import cli
+from hexa_event.cli import main
 from hexa_event.testing import Collector, eventually
-
-
-async def cli(*argv: str) -> int:
-    return await invoke(build_parser().parse_args(list(argv)))
 
 
 @pytest.fixture(params=["memory", "sqlite"])

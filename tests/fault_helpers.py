@@ -1,0 +1,113 @@
+"""The shared flow of the broker fault tests: events emitted and handled while faults happen.
+
+:class:`FaultFlow` emits ``total`` events with fixed ids in batches kept in step with the
+receiver (so both are in flight when a fault strikes), re-emits a batch whose emit failed
+(same ids: the receiver must recognise the duplicates), runs each fault once enough events
+were handled, and checks at the end that every event was handled and its context carried
+the producer's id. Each engine's test supplies its faults and its own health checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hexa_event.context import Context
+from hexa_event.emitter import Emitter
+from hexa_event.errors import DriverError
+from hexa_event.event import Event, Message
+
+log = logging.getLogger(__name__)
+
+TOTAL = int(os.environ.get("HEXA_FAULT_EVENTS", "10000"))
+
+
+class FaultFlow:
+    """Events of one channel, their emitting and their handling across faults."""
+
+    def __init__(
+        self,
+        channel: str,
+        tag: str,
+        *,
+        total: int = TOTAL,
+        batch: int = 100,
+        max_lag: int = 1000,
+        patience: float = 180.0,
+    ) -> None:
+        self.total = total
+        self.events = [
+            Event(channel, f"k{i % 97}", {"i": i}, id=f"{tag}-{i}") for i in range(total)
+        ]
+        self.handled: Counter[str] = Counter()
+        self.context_ids: set[str] = set()
+        self.emitted: list[str] = []
+        self.emit_retries = 0
+        self.timeline: list[str] = []
+        self._batch = batch
+        self._max_lag = max_lag
+        self._patience = patience
+
+    async def handle(self, ctx: Context, msg: Message[Any]) -> None:
+        """The receiver's handler (or the end of one): count the event and its context id."""
+        self.handled[msg.id] += 1
+        self.context_ids.add(ctx.event_id)
+
+    async def emit_all(self, emitter: Emitter) -> None:
+        """Emit every event, batch by batch, never more than ``max_lag`` ahead of handling."""
+        for start in range(0, self.total, self._batch):
+            batch = self.events[start : start + self._batch]
+            deadline = time.monotonic() + self._patience
+            while len(self.handled) < len(self.emitted) - self._max_lag:
+                assert time.monotonic() < deadline, "consumer stopped making progress"
+                await asyncio.sleep(0.01)
+            while True:
+                try:
+                    self.emitted.extend(await emitter.emit_many(batch))
+                    break
+                except DriverError as exc:
+                    # Re-emitting keeps the ids: the receiver recognises the duplicates.
+                    self.emit_retries += 1
+                    log.warning("emit failed during a fault, retrying the batch: %s", exc)
+                    assert time.monotonic() < deadline, "the broker did not come back"
+                    await asyncio.sleep(0.5)
+
+    async def wait_handled(self, count: int, within: float) -> None:
+        deadline = time.monotonic() + within
+        while len(self.handled) < count:
+            assert time.monotonic() < deadline, f"only {len(self.handled)} of {count} handled"
+            await asyncio.sleep(0.05)
+
+    async def fault_at(
+        self, count: int, name: str, fault: Callable[[], Awaitable[None]], within: float = 120.0
+    ) -> float:
+        """Run ``fault`` once ``count`` events were handled; the seconds it took."""
+        await self.wait_handled(count, within)
+        at_emitted, at_handled = len(self.emitted), len(self.handled)
+        began = time.monotonic()
+        await fault()
+        self.timeline.append(f"{name} at {at_emitted} emitted / {at_handled} handled")
+        return time.monotonic() - began
+
+    def verify(self) -> int:
+        """Every event handled, with the producer's id in its context; the redeliveries."""
+        expected = {e.id for e in self.events}
+        assert set(self.handled) == expected, f"lost: {len(expected - set(self.handled))}"
+        assert self.context_ids == expected  # HEXA_EVENT_ID in the context: the producer's id
+        assert all(int(t.split()[2]) < self.total for t in self.timeline), (
+            "emitting had ended before a fault: no fault under load"
+        )
+        return sum(n - 1 for n in self.handled.values())
+
+    def summary(self, downtime: list[float]) -> str:
+        return (
+            f"\nfault test: {self.total} events, {len(downtime)} faults "
+            f"({', '.join(f'{d:.1f}s' for d in downtime)}), handled all, "
+            f"{sum(n - 1 for n in self.handled.values())} redeliveries (same HEXA_EVENT_ID), "
+            f"{self.emit_retries} emit batches retried; {'; '.join(self.timeline)}"
+        )
