@@ -143,6 +143,14 @@ def _check_config(name: str, config: Mapping[str, Any]) -> None:
             raise ConfigurationError(f"KafkaOptions.{name} has a bad key {key!r}")
 
 
+_FAST_FIRST_REQUEST = {"reconnect.backoff.ms": 10}
+"""For the admin client and the producer: librdkafka drops its bootstrap connection once it
+knows the brokers and waits out this back-off before connecting to them; at its 100 ms that
+put about 50 ms on the first metadata request. (Consumers keep librdkafka's default: a
+consumer group's rejoin after a broker restart is left to librdkafka's own pacing.) The
+back-off still doubles on every failed attempt, up to reconnect.backoff.max.ms."""
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class KafkaOptions:
     """How the driver talks to Kafka.
@@ -233,11 +241,6 @@ class KafkaOptions:
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
-            # librdkafka drops its bootstrap connection once it knows the brokers and waits
-            # out this back-off before connecting to them: at its 100 ms that put about 50 ms
-            # on a client's first request (metadata, group join). The back-off still doubles
-            # on every failed attempt, up to reconnect.backoff.max.ms (10 s).
-            "reconnect.backoff.ms": 10,
         }
         typed = {
             "security.protocol": self.security_protocol,
@@ -255,7 +258,7 @@ class KafkaOptions:
 
     def producer(self) -> dict[str, Any]:
         """Producer settings: idempotent, acks=all, sarama-compatible partitioner."""
-        config = self.common_config()
+        config = {**_FAST_FIRST_REQUEST, **self.common_config()}
         config.update(
             {
                 "enable.idempotence": True,
@@ -308,7 +311,7 @@ class KafkaOptions:
 
     def admin(self) -> dict[str, Any]:
         """Admin client settings: librdkafka's log lines go to Python logging too."""
-        config = self.common_config()
+        config = {**_FAST_FIRST_REQUEST, **self.common_config()}
         config.setdefault("logger", CLIENT_LOGGER)
         return config
 
