@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .context import Context
+from .errors import ConfigurationError
 from .event import Message
 from .threads import run_in_daemon_thread
 
@@ -23,6 +24,39 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[Context, Message[Any]], Awaitable[None]]
 SyncHandler = Callable[[Context, Message[Any]], None]
 Middleware = Callable[[Handler], Handler]
+
+
+HANDLER_SIGNATURE = "(ctx: he.Context, msg: he.Message[T]) -> None"
+"""What every handler is called with, as error messages show it."""
+
+
+def check_handler(
+    handler: object, *, where: str = "subscribe()", signature: str = HANDLER_SIGNATURE
+) -> None:
+    """Raise :class:`ConfigurationError` unless ``handler`` can be called with two
+    positional arguments (a context and a message): a function, sync or async, a bound
+    method, a ``functools.partial`` or an object with ``__call__``.
+
+    Checked when the handler is registered, so a wrong signature fails there instead of
+    failing every event (retried, then dead-lettered) with a ``TypeError``.
+    """
+    expected = f"a handler is called as handler{signature} (async def or def)"
+    if not callable(handler):
+        raise ConfigurationError(
+            f"{where}: the handler must be callable; got {handler!r} "
+            f"({type(handler).__name__}). {expected}"
+        )
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # a builtin or extension without a signature: nothing to check
+    try:
+        sig.bind(object(), object())
+    except TypeError as exc:
+        name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+        raise ConfigurationError(
+            f"{where}: handler {name}{sig} cannot be called with (ctx, msg): {exc}. {expected}"
+        ) from None
 
 
 def as_async(handler: Handler | SyncHandler) -> Handler:

@@ -30,7 +30,7 @@ from .dispatch import Counters, Dispatcher, PermanentPredicate, Route, permanent
 from .driver import Delivery, Driver, StartPosition, Subscription, SubscriptionSpec
 from .errors import ClosedError, ConfigurationError, DriverError, ReceiverFailedError
 from .lanes import Lanes
-from .middleware import Handler, Middleware, SyncHandler, as_async, chain
+from .middleware import Handler, Middleware, SyncHandler, as_async, chain, check_handler
 from .numbers import check_number
 from .propagation import Propagator, default_propagator
 from .retry import RetryPolicy
@@ -206,6 +206,7 @@ class Receiver:
         )
 
         def register(fn: H) -> H:
+            check_handler(fn, where=f"subscribe(action={action!r})")
             wrapped = chain(as_async(fn), self._middlewares)
             route = Route(
                 chain=chain_names,
