@@ -21,7 +21,7 @@ from .context import (
     Context,
 )
 from .driver import RawRecord
-from .errors import EncodeError, InvalidEventError
+from .errors import EncodeError, InvalidArgumentError, InvalidEventError
 from .event import Event
 from .ids import new_event_id
 from .propagation import Propagator, default_propagator
@@ -113,6 +113,11 @@ class Envelope:
 
     def context_headers(self, ctx: Context | None) -> dict[str, bytes]:
         """What the propagator writes for ``ctx`` (a fresh context when None)."""
+        if ctx is not None and not isinstance(ctx, Context):
+            raise InvalidArgumentError(
+                f"the context must be an he.Context, got {type(ctx).__name__}: pass "
+                "he.Context(correlation_id=..., locale=..., user=...) or None for a fresh one"
+            )
         headers: dict[str, bytes] = {}
         self.propagator.inject(ctx if ctx is not None else Context(), headers)
         return headers
@@ -147,6 +152,11 @@ class _Sealer:
         return template
 
     def seal(self, event: Event[Any]) -> RawRecord:
+        if not isinstance(event, Event):
+            raise InvalidArgumentError(
+                f"emit takes an he.Event, got {type(event).__name__}: wrap the payload as "
+                "he.Event(channel='orders', key='order-42', payload=...)"
+            )
         envelope = self._envelope
         codec = get_codec(event.codec) if event.codec else envelope.codec
         try:

@@ -46,6 +46,11 @@ class UnknownSchemeError(ConfigurationError):
         )
 
 
+class InvalidArgumentError(HexaEventError, TypeError):
+    """An argument has the wrong type (a dict where an :class:`~hexa_event.Event` or a
+    :class:`~hexa_event.Context` belongs); the message names the type to pass."""
+
+
 class EncodeError(HexaEventError, TypeError):
     """A payload could not be encoded by the chosen codec."""
 

@@ -119,13 +119,23 @@ def log_errors(handler: Handler) -> Handler:
 
 
 def timeout(seconds: float) -> Middleware:
-    """Fails a handler that runs longer than ``seconds`` with TimeoutError (then retried)."""
+    """Fails a handler that runs longer than ``seconds`` with TimeoutError (then retried);
+    its message names the limit, so the dead letter (``HEXA_ERROR_MESSAGE``) says which."""
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def limited(ctx: Context, msg: Message[Any]) -> None:
-            async with asyncio.timeout(seconds):
-                await handler(ctx, msg)
+            limit = asyncio.timeout(seconds)
+            try:
+                async with limit:
+                    await handler(ctx, msg)
+            except TimeoutError as exc:
+                if not limit.expired():
+                    raise  # the handler's own TimeoutError
+                raise TimeoutError(
+                    f"handler ran longer than he.timeout({seconds:g}) ({seconds:g} s) and "
+                    "was cancelled"
+                ) from exc
 
         return limited
 
