@@ -17,7 +17,7 @@ from typing import Any
 from .context import Context
 from .errors import ConfigurationError
 from .event import Message
-from .threads import run_in_daemon_thread
+from .threads import ABANDON, run_in_daemon_thread
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +71,24 @@ def as_async(handler: Handler | SyncHandler) -> Handler:
         done = run_in_daemon_thread(handler, ctx, msg)
         try:
             await asyncio.shield(done)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            if exc.args and exc.args[0] == ABANDON:
+                _abandoned(handler)
+                raise
             # A thread cannot be stopped: wait for it (a second cancellation stops waiting)
             # so that the next event of this key never runs beside it.
             await asyncio.shield(done)
             raise
 
     return run_in_thread
+
+
+def _abandoned(handler: object) -> None:
+    logger.warning(
+        "sync handler %s still runs after the receiver's drain_timeout; its thread is left "
+        "to finish on its own and its event is given back (delivered again, never acked)",
+        getattr(handler, "__qualname__", type(handler).__qualname__),
+    )
 
 
 def chain(handler: Handler, middlewares: Sequence[Middleware]) -> Handler:

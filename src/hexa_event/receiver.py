@@ -34,6 +34,7 @@ from .middleware import Handler, Middleware, SyncHandler, as_async, chain, check
 from .numbers import check_number
 from .propagation import Propagator, default_propagator
 from .retry import RetryPolicy
+from .threads import ABANDON
 from .wire import Chain, DedupIds
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ H = TypeVar("H", bound=Callable[..., Any])
 _NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
 _BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 _FINAL_SETTLE_TIMEOUT = 10.0
+_UNWIND_GRACE = 1.0
+"""How long a handler cancelled at the end of the drain may take to unwind (only a
+coroutine that suppresses its cancellation can use it up; it is then left behind)."""
 
 
 @dataclass(slots=True)
@@ -90,6 +94,13 @@ class Receiver:
     time in order; ``close()`` stops fetching, lets running and queued handlers finish
     within ``drain_timeout``, gives unfinished events back, writes every settlement and
     closes the subscriptions. Closing twice is harmless.
+
+    The bound of ``close()``: it returns about ``drain_timeout`` after it was called if
+    handlers are still running then. Those are cancelled; a sync handler's thread cannot
+    be stopped, so it is abandoned (it runs on, its result is ignored). Every event not
+    finished is given back (delivered again, never acked). Add the time to write the last
+    settlements (at most 10 s when the driver cannot) and, only for a coroutine handler
+    that suppresses its cancellation, 1 s before it is left behind.
 
     ``concurrency`` bounds the handlers running at once per subscription; up to four times
     as many events (at least 256) may be held unsettled. ``stall_timeout`` is how long a
@@ -444,7 +455,7 @@ class Receiver:
             for info in self._subs.values():
                 if info.lanes is None:
                     continue
-                if not await info.lanes.stop():
+                if not await info.lanes.stop(_UNWIND_GRACE, message=ABANDON):
                     logger.error(
                         "receiver %s: a handler of %s ignores cancellation; left behind",
                         self.name,
