@@ -289,6 +289,13 @@ class Subscription(abc.ABC):
         """Membership and current problems, for health checks (cheap, never raises)."""
         return SubscriptionStatus()
 
+    def caught_up(self) -> bool | None:
+        """Whether this member has read everything its channels hold now, so that a fetch
+        would only wait for new records: True or False when the driver can tell, None
+        (the default) when it cannot. Read-only tools (``hexa-event dlq list``) stop at
+        True instead of waiting out their idle time. Cheap, never raises."""
+        return None
+
 
 class Driver(abc.ABC):
     """A broker integration: publish records, subscribe groups; close it last.

@@ -17,7 +17,14 @@ import sys
 import uuid
 from typing import Any
 
-from ._common import OK, json_argument, print_json, require_url, url_argument
+from ._common import (
+    OK,
+    json_argument,
+    print_json,
+    require_existing_sqlite,
+    require_url,
+    url_argument,
+)
 from ._records import describe, load_type, open_subscription
 
 
@@ -69,10 +76,12 @@ async def run(args: argparse.Namespace) -> int:
     from ..connect import connect
 
     payload_type = load_type(args.type)
-    driver = connect(require_url(args))
+    url = require_url(args)
+    driver = connect(url)  # checks the URL and its table names; opens nothing yet
     group = f"hexa-event-tail-{uuid.uuid4().hex[:12]}"
     shown = 0
     try:
+        require_existing_sqlite(url)
         subscription = await open_subscription(
             driver,
             group,

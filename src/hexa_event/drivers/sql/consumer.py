@@ -71,6 +71,7 @@ class SqlSubscription(Subscription):
         self._opts = log.options
         self._on_closed = on_closed
         self.member_id = uuid.uuid4().hex
+        self._partition_count = partitions
         try:
             self._pattern = re.compile(spec.pattern) if spec.pattern else None
         except re.error as exc:
@@ -121,6 +122,20 @@ class SqlSubscription(Subscription):
             assignment=tuple(f"{channel}-{number}" for channel, number in sorted(self._parts)),
             error=self._read_error or self._heartbeat_error,
         )
+
+    def caught_up(self) -> bool | None:
+        """True once this member holds every partition of its channels and has read each to
+        the end of the log (nothing buffered, no redelivery due); None for patterns."""
+        if self._pattern is not None:
+            return None
+        if self._closed or self._buffer:
+            return False
+        if self._redelivery_due and time.monotonic() >= self._redelivery_due:
+            return False  # due redeliveries not read yet
+        parts = [p for p in self._parts.values() if p.owned and not p.releasing]
+        if len(parts) < len(set(self._spec.channels)) * self._partition_count:
+            return False
+        return all(p.drained and not p.blocked_until_ms for p in parts)
 
     # -- lifecycle ------------------------------------------------------------------------
 
