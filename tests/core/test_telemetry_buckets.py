@@ -8,6 +8,7 @@ import socket
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,7 +75,7 @@ async def test_serve_prometheus_binds_the_address_given() -> None:
         await conn.emitter().emit(he.Event("scraped", "k", {"n": 1}))
         listening = [
             line.split()[1]
-            for line in open("/proc/net/tcp").read().splitlines()[1:]  # noqa: SIM115
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]  # noqa: ASYNC240
             if line.split()[3] == "0A"
         ]
         assert f"0200007F:{port:04X}" in listening  # 127.0.0.2, not the default 127.0.0.1
