@@ -14,7 +14,7 @@ from typing import Any
 from .codecs import Codec
 from .driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
 from .emitter import EmitMiddleware, Emitter
-from .errors import ConfigurationError, UnknownSchemeError
+from .errors import ConfigurationError, UnknownSchemeError, install_hint
 from .middleware import Middleware
 from .propagation import Propagator
 from .receiver import Receiver
@@ -64,7 +64,7 @@ def _load(target: str, scheme: str) -> DriverFactory:
             ) from exc
         raise ConfigurationError(
             f"the {scheme!r} driver needs {exc.name!r}: "
-            f"pip install 'hexa-event[{_EXTRA_FOR.get(scheme, scheme)}]'"
+            f"{install_hint(_EXTRA_FOR.get(scheme, scheme))}"
         ) from exc
     for part in attr_path.split("."):
         obj = getattr(obj, part)

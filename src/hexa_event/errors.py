@@ -8,6 +8,16 @@ to change. Handlers raise :class:`PermanentError` (or a type named in a subscrip
 from __future__ import annotations
 
 
+def install_hint(extra: str) -> str:
+    """How to install the optional dependencies ``extra`` names, while hexa-event is not
+    published on PyPI: from a clone, or from the repository by URL."""
+    return (
+        f"install the [{extra}] extra: in a clone of hexa-event, pip install -e '.[{extra}]'; "
+        f"or pip install 'hexa-event[{extra}] @ git+<the hexa-event repository URL>' "
+        "(hexa-event is not on PyPI yet)"
+    )
+
+
 class HexaEventError(Exception):
     """Base class of every error raised by hexa-event."""
 
@@ -42,7 +52,7 @@ class UnknownSchemeError(ConfigurationError):
         super().__init__(
             f"no driver for URL scheme {url_scheme!r}; known schemes: "
             f"{', '.join(sorted(known))}. Check the URL, or install the extra of that driver "
-            "(for example pip install 'hexa-event[kafka]')."
+            f"(for Kafka: {install_hint('kafka')})."
         )
 
 

@@ -528,10 +528,10 @@ def serve_prometheus(port: int = 9464, addr: str = "127.0.0.1") -> metrics.Meter
         from opentelemetry.sdk.metrics import MeterProvider
         from prometheus_client import start_http_server
     except ModuleNotFoundError as exc:
-        from .errors import ConfigurationError
+        from .errors import ConfigurationError, install_hint
 
         raise ConfigurationError(
-            f"serve_prometheus needs {exc.name!r}: pip install 'hexa-event[prometheus]'"
+            f"serve_prometheus needs {exc.name!r}: {install_hint('prometheus')}"
         ) from exc
     start_http_server(port, addr=addr)
     return MeterProvider(metric_readers=[PrometheusMetricReader()])
