@@ -47,7 +47,8 @@ def check_handler(
             f"({type(handler).__name__}). {expected}"
         )
     try:
-        sig = inspect.signature(handler)
+        # Not through __wrapped__: a decorator's wrapper (the inbox's, say) is what is called.
+        sig = inspect.signature(handler, follow_wrapped=False)
     except (TypeError, ValueError):
         return  # a builtin or extension without a signature: nothing to check
     try:

@@ -69,6 +69,20 @@ def _sync(ctx: he.Context, msg: he.Message[Any], retries: int = 3) -> None: ...
 def _varargs(*args: Any) -> None: ...
 
 
+def _adds_a_session(handler: Any) -> Any:
+    """A decorator like the inbox's: the wrapper takes (ctx, msg), the wrapped one more."""
+
+    @functools.wraps(handler)
+    async def wrapper(ctx: he.Context, msg: he.Message[Any]) -> None:
+        await handler(ctx, msg, session=None)
+
+    return wrapper
+
+
+@_adds_a_session
+async def _with_session(ctx: he.Context, msg: he.Message[Any], session: Any) -> None: ...
+
+
 @pytest.mark.parametrize(
     "handler",
     [
@@ -79,8 +93,18 @@ def _varargs(*args: Any) -> None: ...
         _sync,
         _varargs,
         lambda ctx, msg: None,
+        _with_session,
     ],
-    ids=["bound-async", "bound-sync", "callable", "partial", "defaults", "varargs", "lambda"],
+    ids=[
+        "bound-async",
+        "bound-sync",
+        "callable",
+        "partial",
+        "defaults",
+        "varargs",
+        "lambda",
+        "wraps",
+    ],
 )
 def test_right_handlers_are_accepted(handler: Any) -> None:
     receiver = _receiver()
