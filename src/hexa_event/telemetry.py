@@ -24,7 +24,8 @@ channel], ``hexa_event.retried`` [action, channel, reason = error type],
 ``hexa_event.dead_lettered`` [action, channel, reason], ``hexa_event.handler.duration`` (s)
 [action, channel, outcome], ``hexa_event.payload.size`` (By) [channel], and observed:
 ``hexa_event.consumer.lag`` [receiver, action, channel] (the receiver's background sample
-of the group's lag, see docs/lag.md), ``hexa_event.consumer.oldest_unsettled_age`` (s),
+of the group's lag, see docs/lag.md), ``hexa_event.consumer.lag.age`` (s) and
+``hexa_event.consumer.oldest_unsettled_age`` (s),
 ``hexa_event.consumer.in_flight``, ``hexa_event.poison`` [receiver, action],
 ``hexa_event.outbox.backlog``, ``hexa_event.outbox.oldest_unsent_age`` (s) [table].
 """
@@ -136,6 +137,12 @@ class Telemetry:
             [self._observe_lag],
             unit="{event}",
             description="The group's records not yet settled, per channel (sampled; when known)",
+        )
+        meter.create_observable_gauge(
+            "hexa_event.consumer.lag.age",
+            [self._observe("lag_age")],
+            unit="s",
+            description="Age of the lag sample (grows while the broker cannot be asked)",
         )
         meter.create_observable_gauge(
             "hexa_event.consumer.oldest_unsettled_age",

@@ -167,6 +167,8 @@ async def test_lag_gauge_in_prometheus_text_rises_and_falls() -> None:
             await conn.emitter().emit_many(he.Event(channel, f"k{i}", {}) for i in range(5))
             await began.wait_for(5, within=10)
             await eventually(lambda: scraped() == 5.0, within=10, what="lag 5 scraped")
+            text = generate_latest(REGISTRY).decode()
+            assert f'hexa_event_consumer_lag_age_seconds{{action="{action}"' in text
             release.set()
             await eventually(lambda: scraped() == 0.0, within=10, what="lag back to 0")
     finally:
