@@ -429,8 +429,10 @@ class Receiver:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    info.lag_error = f"{type(exc).__name__}: {exc}"
-                    logger.debug("lag of %s unknown: %s", info.action, info.lag_error)
+                    error = f"{type(exc).__name__}: {exc}"
+                    if error != info.lag_error:  # once per new problem, not every interval
+                        logger.warning("cannot read the lag of %s: %s", info.action, error)
+                    info.lag_error = error
                     continue
                 info.lag = None if sample is None else {c: int(n) for c, n in sample.items()}
                 info.lag_at = time.monotonic()
@@ -529,8 +531,8 @@ class Receiver:
         Per action, ``lag`` is the group's records not yet settled (the sum over channels),
         ``lag_by_channel`` the same per channel (``"*"``: the driver counts only the whole
         subscription) and ``lag_age`` the seconds since that sample; ``lag`` is None while
-        unknown (not sampled yet, the driver cannot tell, or the last query failed long ago:
-        see ``lag_age``).
+        unknown (not sampled yet, or the driver cannot tell); ``lag_error`` says why the last
+        query failed (the previous sample stays, and ``lag_age`` grows).
 
         ``healthy`` is True only while running with every action able to progress;
         ``reason`` says what is wrong otherwise.
@@ -575,6 +577,7 @@ class Receiver:
                 "lag": sum(info.lag.values()) if info.lag is not None else None,
                 "lag_by_channel": dict(info.lag) if info.lag is not None else {},
                 "lag_age": round(now - info.lag_at, 3) if info.lag_at is not None else None,
+                "lag_error": info.lag_error,
                 "fetch_error": info.fetch_error,
                 "settle_error": info.settle_error,
                 "problems": problems,

@@ -121,6 +121,7 @@ async def test_a_failing_lag_query_keeps_the_last_sample_and_its_age_grows() -> 
         await eventually(lambda: driver.answers >= 3, within=10, what="failed samples")
         info = receiver.health()["actions"]["a"]
         assert info["lag"] == 0
+        assert info["lag_error"] == "DriverError: broker unreachable"
         first_age = info["lag_age"]
         await eventually(
             lambda: receiver.health()["actions"]["a"]["lag_age"] > first_age, within=10
