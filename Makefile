@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 S ?=
 
-.PHONY: venv demo test lint unit services services-down bench bench-profile interop-go soak clean
+.PHONY: venv demo test lint quick unit services services-down bench bench-profile interop-go soak clean
 
 $(STAMP): pyproject.toml tools/hexa_event_services/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples tools
 	$(VENV)/bin/ruff format --check src tests benchmarks examples tools
 	$(VENV)/bin/mypy
+
+# The loop while coding (under a minute, no services): layers, the core, and the conformance
+# suite on memory and SQLite, with a tenth of the fuzz examples.
+quick: $(STAMP)
+	HEXA_FUZZ_EXAMPLES=1000 $(VENV)/bin/pytest -q -x -m "not postgres" \
+		tests/test_layers.py tests/core tests/drivers/memory tests/drivers/sql/test_conformance_sqlite.py
 
 # Unit tests and the conformance suite on the memory driver: no services needed.
 unit: $(STAMP)

@@ -125,6 +125,7 @@ class Connection(Driver):
         drain_timeout: float = 30.0,
         concurrency: int = 64,
         stall_timeout: float = 300.0,
+        lag_interval: float = 5.0,
     ) -> Receiver:
         """A receiver for the service ``name``; subscribe handlers to it, then start it."""
         return Receiver(
@@ -135,6 +136,7 @@ class Connection(Driver):
             drain_timeout=drain_timeout,
             concurrency=concurrency,
             stall_timeout=stall_timeout,
+            lag_interval=lag_interval,
         )
 
 

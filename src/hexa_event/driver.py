@@ -22,6 +22,8 @@ The whole contract:
 - :meth:`Subscription.close` stops fetching and releases the group membership; settlements
   written before it are kept. Closing twice is harmless. A subscription whose driver was
   closed under it returns ``[]`` from ``fetch`` (the core treats that as the end).
+- :meth:`Subscription.lag` (optional) says how far behind the group is, per channel; the
+  default answers "unknown" (None). The receiver samples it in the background.
 
 A driver declares what it can do in :class:`Features`; the core reads ``delayed_publish``,
 ``delayed_nack`` and ``patterns``, the outbox relay ``persistent``, and the conformance suite
@@ -194,7 +196,15 @@ class SubscriptionStatus:
     error: str = ""
     """A current problem (broker unreachable, fetch failing), empty when none."""
     lag: int | None = None
-    """Records of the group's channels not yet settled by the group, when the broker knows."""
+    """Records of the group's channels not yet settled by the group, when the driver has
+    that figure at hand (no query). The receiver reports :meth:`Subscription.lag` instead;
+    its default falls back to this."""
+
+
+ALL_CHANNELS = "*"
+"""The key of a :meth:`Subscription.lag` answer that counts every channel of the
+subscription together (a broker that cannot tell them apart, such as one JetStream
+consumer over several subjects)."""
 
 
 class Delivery:
@@ -295,6 +305,23 @@ class Subscription(abc.ABC):
         (the default) when it cannot. Read-only tools (``hexa-event dlq list``) stop at
         True instead of waiting out their idle time. Cheap, never raises."""
         return None
+
+    async def lag(self) -> Mapping[str, int] | None:
+        """How far behind the group is: per channel, the records not yet settled by it.
+
+        Optional. The answer is the *group's* lag (every member of the group gives the same
+        figure, so aggregate members with a maximum, not a sum), keyed by channel name,
+        including the retry channels the group reads; a record is counted from the moment
+        it is stored until the group's ack of it is written, so records fetched and not yet
+        settled count. A broker that only counts the whole subscription answers one entry
+        under :data:`ALL_CHANNELS`. ``None`` means unknown (the default, unless
+        :meth:`status` carries a ``lag``). The receiver calls this every few seconds from a
+        background task (never from ``health()``), so a query to the broker is fine; it must
+        not block the event loop (run blocking client calls in a thread). Raises
+        :class:`~hexa_event.errors.DriverError` when the broker cannot answer.
+        """
+        lag = self.status().lag
+        return None if lag is None else {ALL_CHANNELS: lag}
 
 
 class Driver(abc.ABC):

@@ -47,6 +47,7 @@ _FINAL_SETTLE_TIMEOUT = 10.0
 _UNWIND_GRACE = 1.0
 """How long a handler cancelled at the end of the drain may take to unwind (only a
 coroutine that suppresses its cancellation can use it up; it is then left behind)."""
+_LAG_TIMEOUT = 10.0
 
 
 @dataclass(slots=True)
@@ -76,6 +77,12 @@ class SubscriptionInfo:
     """The last failure to write settlements while it persists."""
     last_settle: bool = False
     """Set by close once nothing more can be settled: the settle loop ends when written."""
+    lag: dict[str, int] | None = None
+    """The group's lag per channel at the last sample (None: unknown or not sampled yet)."""
+    lag_at: float | None = None
+    """When ``lag`` was sampled (monotonic)."""
+    lag_error: str = ""
+    """Why the last sample failed, empty when it worked."""
 
     @property
     def in_flight(self) -> int:
@@ -104,7 +111,10 @@ class Receiver:
 
     ``concurrency`` bounds the handlers running at once per subscription; up to four times
     as many events (at least 256) may be held unsettled. ``stall_timeout`` is how long a
-    delivery may stay unsettled before ``health()`` reports a stall.
+    delivery may stay unsettled before ``health()`` reports a stall. Every ``lag_interval``
+    seconds a background task asks each subscription for its group's lag
+    (:meth:`~hexa_event.driver.Subscription.lag`); ``health()`` reports the last sample and
+    its age.
     """
 
     def __init__(
@@ -117,12 +127,14 @@ class Receiver:
         drain_timeout: float = 30.0,
         concurrency: int = 64,
         stall_timeout: float = 300.0,
+        lag_interval: float = 5.0,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError("Receiver needs a name: the service it runs in")
         check_number("Receiver concurrency", concurrency, integer=True, minimum=1)
         check_number("Receiver drain_timeout", drain_timeout, minimum=0)
         check_number("Receiver stall_timeout", stall_timeout, minimum=0, above=True)
+        check_number("Receiver lag_interval", lag_interval, minimum=0, above=True)
         self.name = name
         self.driver = driver
         self._middlewares = tuple(middlewares)
@@ -130,6 +142,8 @@ class Receiver:
         self._drain_timeout = float(drain_timeout)
         self._stall_timeout = float(stall_timeout)
         self._concurrency = concurrency
+        self._lag_interval = float(lag_interval)
+        self._lag_task: asyncio.Task[None] | None = None
         self._subs: dict[str, SubscriptionInfo] = {}
         self._closing = asyncio.Event()
         self._closed = asyncio.Event()
@@ -290,6 +304,7 @@ class Receiver:
         except BaseException:
             await self.close()
             raise
+        self._lag_task = asyncio.create_task(self._sample_lag(), name=f"hexa-lag:{self.name}")
         logger.info("receiver %s started: %s", self.name, ", ".join(self._subs))
 
     def _work(self, info: SubscriptionInfo) -> Callable[[Delivery], Any]:
@@ -413,6 +428,29 @@ class Receiver:
             if info.last_settle:
                 return  # close gave back what was left and everything is written
 
+    async def _sample_lag(self) -> None:
+        """Ask every subscription for its group's lag, now and every ``lag_interval``."""
+        while not self._closing.is_set():
+            for info in list(self._subs.values()):
+                subscription = info.subscription
+                if subscription is None or self._closing.is_set():
+                    continue
+                try:
+                    async with asyncio.timeout(max(self._lag_interval, _LAG_TIMEOUT)):
+                        sample = await subscription.lag()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    if error != info.lag_error:  # once per new problem, not every interval
+                        logger.warning("cannot read the lag of %s: %s", info.action, error)
+                    info.lag_error = error
+                    continue
+                info.lag = None if sample is None else {c: int(n) for c, n in sample.items()}
+                info.lag_at = time.monotonic()
+                info.lag_error = ""
+            await self._pause(self._lag_interval)
+
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
@@ -437,6 +475,8 @@ class Receiver:
                 for info in self._subs.values()
                 if info.tasks and info.tasks[0] is not current
             ]
+            if self._lag_task is not None:
+                fetchers.append(self._lag_task)
             for task in fetchers:
                 task.cancel()
             await asyncio.gather(*fetchers, return_exceptions=True)
@@ -500,6 +540,12 @@ class Receiver:
     def health(self) -> dict[str, Any]:
         """A snapshot for health checks: state, per action counters, membership, problems.
 
+        Per action, ``lag`` is the group's records not yet settled (the sum over channels),
+        ``lag_by_channel`` the same per channel (``"*"``: the driver counts only the whole
+        subscription) and ``lag_age`` the seconds since that sample; ``lag`` is None while
+        unknown (not sampled yet, or the driver cannot tell); ``lag_error`` says why the last
+        query failed (the previous sample stays, and ``lag_age`` grows).
+
         ``healthy`` is True only while running with every action able to progress;
         ``reason`` says what is wrong otherwise.
         """
@@ -540,7 +586,10 @@ class Receiver:
                 "poison": counters.poison,
                 "oldest_unsettled_age": age,
                 "assignment": list(status.assignment) if status is not None else [],
-                "lag": status.lag if status is not None else None,
+                "lag": sum(info.lag.values()) if info.lag is not None else None,
+                "lag_by_channel": dict(info.lag) if info.lag is not None else {},
+                "lag_age": round(now - info.lag_at, 3) if info.lag_at is not None else None,
+                "lag_error": info.lag_error,
                 "fetch_error": info.fetch_error,
                 "settle_error": info.settle_error,
                 "problems": problems,

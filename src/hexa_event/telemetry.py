@@ -23,7 +23,9 @@ Metrics (OpenTelemetry metrics API; names below, attributes in brackets):
 channel], ``hexa_event.retried`` [action, channel, reason = error type],
 ``hexa_event.dead_lettered`` [action, channel, reason], ``hexa_event.handler.duration`` (s)
 [action, channel, outcome], ``hexa_event.payload.size`` (By) [channel], and observed:
-``hexa_event.consumer.lag``, ``hexa_event.consumer.oldest_unsettled_age`` (s),
+``hexa_event.consumer.lag`` [receiver, action, channel] (the receiver's background sample
+of the group's lag, see docs/lag.md), ``hexa_event.consumer.lag.age`` (s) and
+``hexa_event.consumer.oldest_unsettled_age`` (s),
 ``hexa_event.consumer.in_flight``, ``hexa_event.poison`` [receiver, action],
 ``hexa_event.outbox.backlog``, ``hexa_event.outbox.oldest_unsent_age`` (s) [table].
 """
@@ -152,9 +154,15 @@ class Telemetry:
         self._outbox: dict[str, tuple[int, float | None]] = {}
         meter.create_observable_gauge(
             "hexa_event.consumer.lag",
-            [self._observe("lag")],
+            [self._observe_lag],
             unit="{event}",
-            description="Records of the group's channels not yet settled (when known)",
+            description="The group's records not yet settled, per channel (sampled; when known)",
+        )
+        meter.create_observable_gauge(
+            "hexa_event.consumer.lag.age",
+            [self._observe("lag_age")],
+            unit="s",
+            description="Age of the lag sample (grows while the broker cannot be asked)",
         )
         meter.create_observable_gauge(
             "hexa_event.consumer.oldest_unsettled_age",
@@ -315,6 +323,15 @@ class Telemetry:
 
         return callback
 
+    def _observe_lag(self, _options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        out = []
+        for receiver in list(self._receivers):
+            for action, info in receiver.health()["actions"].items():
+                for channel, value in info.get("lag_by_channel", {}).items():
+                    labels = {"receiver": receiver.name, "action": action, "channel": channel}
+                    out.append(metrics.Observation(value, labels))
+        return out
+
     def _observe_outbox(self, index: int) -> Any:
         def callback(_options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
             out = []
@@ -465,6 +482,7 @@ class InstrumentedConnection(Connection):
         drain_timeout: float = 30.0,
         concurrency: int = 64,
         stall_timeout: float = 300.0,
+        lag_interval: float = 5.0,
     ) -> Receiver:
         receiver = Receiver(
             self,
@@ -474,6 +492,7 @@ class InstrumentedConnection(Connection):
             drain_timeout=drain_timeout,
             concurrency=concurrency,
             stall_timeout=stall_timeout,
+            lag_interval=lag_interval,
         )
         return self.telemetry.observe(receiver)
 

@@ -4,6 +4,7 @@ delivery exactly once, never raises, and only ever writes copies the chain reads
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,10 +102,12 @@ channels = st.one_of(
     st.integers(min_value=-3, max_value=5).map(lambda n: f"{ACTION}.retry.{n}"),
     st.text(min_size=1, max_size=20),
 )
+FUZZ_EXAMPLES = int(os.environ.get("HEXA_FUZZ_EXAMPLES", "10000"))
 outcomes = st.sampled_from(["return", "raise", "permanent", "base", "cancelled", "value"])
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+# `make quick` runs a tenth of the examples (HEXA_FUZZ_EXAMPLES); `make test` runs them all.
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     headers=st.dictionaries(header_names, header_values, max_size=8),
     attempt=st.one_of(st.none(), integers),

@@ -8,8 +8,6 @@ import pytest
 
 from hexa_event_services import require_service
 
-pytestmark = pytest.mark.kafka
-
 
 def bootstrap() -> str:
     return os.environ.get("HEXA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")

@@ -7,8 +7,6 @@ from nats_helpers import nats_url
 
 from hexa_event_services import require_service
 
-pytestmark = pytest.mark.nats
-
 
 @pytest.fixture
 def nats_server() -> str:

@@ -10,8 +10,6 @@ import pytest
 import hexa_event_services as services
 from hexa_event.drivers.pulsar import PulsarDriver
 
-pytestmark = pytest.mark.pulsar
-
 
 @pytest.fixture
 def pulsar_url() -> str:

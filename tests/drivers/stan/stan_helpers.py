@@ -28,6 +28,11 @@ def shared_url(**params: Any) -> str:
     return f"stan://{nats_url.split('://', 1)[1]}?{query}"
 
 
+def monitor_url() -> str:
+    """The shared server's HTTP monitoring address (its -m port)."""
+    return os.environ.get("HEXA_STAN_MONITOR_URL", "http://127.0.0.1:8223")
+
+
 def stan_binary() -> Path:
     """Where ``scripts/services`` installed nats-streaming-server."""
     service = get_service("stan")

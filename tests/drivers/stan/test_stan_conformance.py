@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from stan_helpers import shared_url
+from stan_helpers import monitor_url, shared_url
 
 import hexa_event
 from hexa_event.driver import Driver
@@ -23,7 +23,7 @@ class TestStanConformance(DriverConformance):
 
     async def new_driver(self) -> Driver:
         # A short AckWait: what a closed member left unacknowledged comes back quickly.
-        return hexa_event.connect(shared_url(ack_wait=2))
+        return hexa_event.connect(shared_url(ack_wait=2, monitor_url=monitor_url()))
 
     async def test_order_per_key_with_concurrent_handlers(self, pool: Any) -> None:
         """Not kept by STAN across members (features.ordered_per_key is False)."""
@@ -37,4 +37,6 @@ class TestStanConformanceBrokerDelays(TestStanConformance):
     """The same suite with ``delayed_nack``: early retry copies are nacked, not held."""
 
     async def new_driver(self) -> Driver:
-        return hexa_event.connect(shared_url(ack_wait=1, delayed_nack="true"))
+        return hexa_event.connect(
+            shared_url(ack_wait=1, delayed_nack="true", monitor_url=monitor_url())
+        )

@@ -28,6 +28,8 @@ def test_url_forms() -> None:
     assert StanOptions.from_url("stan://h:1/c2").cluster_id == "c2"
     assert StanOptions.from_url("stan+tls://h:1?cluster_id=c").servers == "tls://h:1"
     assert StanOptions.from_url("stan://h:1?cluster_id=c", ack_wait=9).ack_wait == 9
+    monitored = StanOptions.from_url("stan://h:1?cluster_id=c&monitor_url=http://h:8222")
+    assert monitored.monitor_url == "http://h:8222"
     driver = hexa_event.connect("stan://127.0.0.1:4223?cluster_id=c").driver
     assert isinstance(driver, StanDriver)
     assert driver.features.patterns is False
@@ -51,6 +53,7 @@ def test_client_ids_are_unique_by_default() -> None:
         ("stan://h:1?cluster_id=c", {"nats_options": {"servers": ["x"]}}, "servers"),
         ("stan://h:1?cluster_id=c", {"colour": "red"}, "unknown STAN option"),
         ("stan://?cluster_id=c", {}, "needs a host"),
+        ("stan://h:1?cluster_id=c&monitor_url=h:8222", {}, "monitoring address"),
     ],
 )
 def test_bad_options_name_the_fix(url: str, options: dict[str, object], says: str) -> None:
@@ -60,12 +63,15 @@ def test_bad_options_name_the_fix(url: str, options: dict[str, object], says: st
 
 def test_secrets_never_shown() -> None:
     options = StanOptions.from_url(
-        "stan://alice:s3cret@h:1?cluster_id=c", token="tok-123", nats_options={"nkeys_seed": "S"}
+        "stan://alice:s3cret@h:1?cluster_id=c",
+        token="tok-123",
+        nats_options={"nkeys_seed": "S"},
+        monitor_url="http://ops:m0nitor@h:8222",
     )
     assert options.user == "alice"
     assert options.password == "s3cret"
     shown = repr(options) + str(options) + repr(StanDriver(options))
-    for secret in ("s3cret", "tok-123", "'S'"):
+    for secret in ("s3cret", "tok-123", "'S'", "m0nitor"):
         assert secret not in shown
     assert options.connect_kwargs()["password"] == "s3cret"
 

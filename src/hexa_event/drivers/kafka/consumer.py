@@ -39,7 +39,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaException, Message
@@ -56,6 +56,9 @@ from ...errors import DriverError
 from .member import Member, Position
 from .offsets import PartitionState, decode_acked
 from .options import KafkaOptions, KafkaSubscriptionOptions, redact
+
+LagReader = Callable[[str, Sequence[str], str | None, bool], Awaitable[dict[str, int]]]
+"""``(group, topics, pattern, earliest)`` -> the group's lag per topic."""
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +129,10 @@ class KafkaSubscription(Subscription):
         sub_options: KafkaSubscriptionOptions | None,
         scrub: Callable[[str], str] = str,
         forget: Callable[[Sequence[str]], Awaitable[None]] | None = None,
+        lag_of: LagReader | None = None,
     ) -> None:
         self._forget = forget
+        self._lag_of = lag_of
         self._options = options
         self._spec = spec
         sub_options = sub_options or KafkaSubscriptionOptions()
@@ -484,6 +489,19 @@ class KafkaSubscription(Subscription):
             failure, self._commit_failure = self._commit_failure, None
             raise failure
         self._schedule_commit()
+
+    async def lag(self) -> Mapping[str, int] | None:
+        """The group's (and its retry group's) lag per topic, read with the admin client."""
+        if self._lag_of is None:
+            return await super().lag()
+        out: dict[str, int] = {}
+        earliest = self._spec.start == "earliest"
+        for group, topics in self._plan:
+            names = [t for t in topics if not t.startswith("^")]
+            pattern = self._spec.pattern if len(names) < len(topics) else None
+            for topic, count in (await self._lag_of(group, names, pattern, earliest)).items():
+                out[topic] = out.get(topic, 0) + count
+        return out
 
     def status(self) -> SubscriptionStatus:
         lags = [m.lag for m in self._members if m.lag is not None]

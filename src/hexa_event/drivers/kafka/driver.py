@@ -44,6 +44,7 @@ from ...errors import (
     InvalidEventError,
 )
 from .consumer import KafkaSubscription
+from .lag import group_lag
 from .options import KafkaOptions, KafkaSubscriptionOptions, scrubber
 from .producer import KafkaProducer
 
@@ -287,10 +288,26 @@ class KafkaDriver(Driver):
             sub_options,
             self._scrub,
             forget=self._delete_groups if spec.ephemeral else None,
+            lag_of=self._group_lag,
         )
         await subscription.start()
         self._subscriptions.add(subscription)
         return subscription
+
+    async def _group_lag(
+        self, group: str, topics: Sequence[str], pattern: str | None, earliest: bool
+    ) -> dict[str, int]:
+        """The group's lag per topic (:func:`.lag.group_lag`, on a thread)."""
+        admin = self._admin_client()
+        timeout = self.options.metadata_timeout
+        try:
+            return await asyncio.to_thread(
+                group_lag, admin, group, topics, pattern, earliest=earliest, timeout=timeout
+            )
+        except KafkaException as exc:
+            raise DriverError(
+                f"cannot read the lag of Kafka group {group!r}: {self._scrub(exc.args[0].str())}"
+            ) from None
 
     async def _delete_groups(self, groups: Sequence[str]) -> None:
         """Delete throwaway consumer groups (their committed offsets) once they are empty;

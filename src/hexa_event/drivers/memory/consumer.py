@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import heapq
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ...driver import (
     Delivery,
@@ -89,6 +89,19 @@ class MemorySubscription(Subscription):
             assignment=tuple(f"{channel}-{number}" for channel, number in self.assigned),
             error="" if not self._closed else "closed",
         )
+
+    async def lag(self) -> Mapping[str, int] | None:
+        """Per channel, the group's records at or past its committed offset, not acked."""
+        group = self.broker.groups.get(self.group_name)
+        if group is None:
+            return None
+        out = {channel: 0 for channel in self.spec_channels}
+        logs = self.broker.logs
+        for (channel, number), state in group.partitions.items():
+            if channel in out or self.matches(channel):
+                behind = len(logs[channel][number]) - state.committed - len(state.acked)
+                out[channel] = out.get(channel, 0) + max(0, behind)
+        return out
 
     def _take(self, max_count: int) -> list[MemoryDelivery]:
         group = self.broker.groups[self.group_name]

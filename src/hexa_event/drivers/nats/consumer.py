@@ -38,7 +38,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import nats.errors
 from nats.aio.client import Client
@@ -46,6 +46,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 
 from ...driver import (
+    ALL_CHANNELS,
     Delivery,
     Outcome,
     RawRecord,
@@ -383,6 +384,10 @@ class NatsSubscription(Subscription):
         held = not self._options.failover or self._pin is not None
         assignment = (f"{self._stream}/{self._consumer}",) if held else ()
         return SubscriptionStatus(assignment=assignment, error=error, lag=self._lag)
+
+    async def lag(self) -> Mapping[str, int] | None:
+        """The consumer's pending plus ack-pending records: one figure for all channels."""
+        return {ALL_CHANNELS: await self._api.pending(self._stream, [self._consumer])}
 
     @property
     def _api_timeout(self) -> float:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import ssl
@@ -349,6 +350,11 @@ class NatsDriver(Driver):
                 self._forgetting([f"{name}%p{n}" for n in range(self.options.partitions)])
                 if spec.ephemeral
                 else None
+            ),
+            lag_of=functools.partial(
+                api.pending,
+                self.options.stream,
+                [f"{name}%p{n}" for n in range(self.options.partitions)],
             ),
         )
         await subscription.start()

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from ...driver import Delivery, Subscription, SubscriptionStatus
+from ...driver import ALL_CHANNELS, Delivery, Subscription, SubscriptionStatus
 from ...errors import DriverError
 from .consumer import NatsDelivery, NatsSubscription
 from .membership import Membership, assign
@@ -41,8 +41,10 @@ class PartitionedSubscription(Subscription):
         prefetch: int,
         hand_over_within: float,
         forget: Callable[[], Awaitable[None]] | None = None,
+        lag_of: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._forget = forget
+        self._lag_of = lag_of
         self._open_partition = open_partition
         self._membership = membership
         membership.on_change = self.on_change
@@ -204,6 +206,12 @@ class PartitionedSubscription(Subscription):
             await asyncio.gather(*(child.close() for child in children))
         if self._forget is not None and not others:
             await self._forget()  # an ephemeral group's last member: delete its consumers
+
+    async def lag(self) -> Mapping[str, int] | None:
+        """Pending plus ack-pending over every partition's consumer (held here or not)."""
+        if self._lag_of is None:
+            return await super().lag()
+        return {ALL_CHANNELS: await self._lag_of()}
 
     def status(self) -> SubscriptionStatus:
         error = self._error or self._membership.error

@@ -220,6 +220,21 @@ class JetStreamApi:
         info: dict[str, Any] = await self.request(f"CONSUMER.INFO.{stream}.{name}")
         return info
 
+    async def pending(self, stream: str, consumers: Sequence[str]) -> int:
+        """Records the consumers have not had acked: ``num_pending`` (not delivered yet)
+        plus ``num_ack_pending`` (delivered, waiting for an ack or a redelivery), summed;
+        a consumer that does not exist (yet) counts 0."""
+        total = 0
+        for name in consumers:
+            try:
+                info = await self.consumer_info(stream, name)
+            except JetStreamApiError as exc:
+                if exc.err_code == ERR_CONSUMER_NOT_FOUND:
+                    continue
+                raise
+            total += int(info.get("num_pending", 0)) + int(info.get("num_ack_pending", 0))
+        return total
+
     async def ensure_consumer(self, stream: str, name: str, config: dict[str, Any]) -> None:
         """Create the durable consumer, or update its editable fields when they differ."""
         subject = f"CONSUMER.CREATE.{stream}.{name}"

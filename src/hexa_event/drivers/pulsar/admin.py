@@ -154,14 +154,13 @@ class PulsarAdmin:
 
         await asyncio.to_thread(delete)
 
-    async def backlog(self, channels: list[str], subscription: str) -> int | None:
-        """The subscription's backlog summed over ``channels`` (None when any is unknown)."""
+    async def backlog(self, channels: list[str], subscription: str) -> dict[str, int | None]:
+        """The subscription's backlog on each of ``channels`` (None: unknown)."""
 
-        def total() -> int | None:
-            counts = [self.backlog_sync(c, subscription) for c in channels]
-            return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
+        def each() -> dict[str, int | None]:
+            return {c: self.backlog_sync(c, subscription) for c in dict.fromkeys(channels)}
 
-        return await asyncio.to_thread(total)
+        return await asyncio.to_thread(each)
 
     async def channels(self) -> list[str]:
         return await asyncio.to_thread(self.channels_sync)

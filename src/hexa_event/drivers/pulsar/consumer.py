@@ -43,7 +43,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import pulsar
@@ -380,7 +380,7 @@ class PulsarSubscription(Subscription):
         sub_options: PulsarSubscriptionOptions,
         on_close: Callable[[PulsarSubscription], None],
         list_channels: Callable[[], Awaitable[list[str]]],
-        backlog: Callable[[list[str], str], Awaitable[int | None]],
+        backlog: Callable[[list[str], str], Awaitable[dict[str, int | None]]],
         forget: Callable[[list[str], str], Awaitable[None]] | None = None,
     ) -> None:
         self._forget = forget
@@ -518,9 +518,11 @@ class PulsarSubscription(Subscription):
                 lag_due = now + _LAG_EVERY
                 channels = [c for reader in self._readers for c in reader.channels]
                 try:
-                    self._lag = await self._backlog(channels, self.name) if channels else None
+                    counts = await self._backlog(channels, self.name) if channels else {}
                 except DriverError:
-                    self._lag = None
+                    counts = {}
+                known = [n for n in counts.values() if n is not None]
+                self._lag = sum(known) if known and len(known) == len(counts) else None
             for reader in self._readers:
                 if reader.connected():
                     if reader.disconnected_since is not None:
@@ -595,6 +597,14 @@ class PulsarSubscription(Subscription):
                     f"Pulsar subscription {self.name!r}: settling failed: "
                     f"{type(exc).__name__} ({exc})"
                 ) from None
+
+    async def lag(self) -> Mapping[str, int] | None:
+        """The subscription's backlog per channel, from the admin API's topic stats."""
+        channels = {c for reader in self._readers for c in reader.channels}
+        channels.update(self._spec.channels)
+        counts = await self._backlog(sorted(channels), self.name)
+        known = {channel: n for channel, n in counts.items() if n is not None}
+        return known or None
 
     def status(self) -> SubscriptionStatus:
         assignment: list[str] = []

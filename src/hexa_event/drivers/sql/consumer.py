@@ -28,7 +28,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -43,6 +43,7 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import ConfigurationError
+from .lag import read_lag
 from .log import SqlLog
 from .membership import Membership
 from .partitions import Part, Pos, SqlDelivery
@@ -136,6 +137,15 @@ class SqlSubscription(Subscription):
         if len(parts) < len(set(self._spec.channels)) * self._partition_count:
             return False
         return all(p.drained and not p.blocked_until_ms for p in parts)
+
+    async def lag(self) -> Mapping[str, int] | None:
+        """Per channel, the group's rows past its stored positions (one grouped query)."""
+        out = dict.fromkeys(self._spec.channels, 0)
+        try:
+            out.update(await read_lag(self._log, self._group))
+        except Exception as exc:
+            raise self._log.error("reading the group's lag", exc) from exc
+        return out
 
     # -- lifecycle ------------------------------------------------------------------------
 

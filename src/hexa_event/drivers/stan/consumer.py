@@ -22,7 +22,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -38,6 +38,7 @@ from ...driver import (
 )
 from ...errors import ClosedError, ConfigurationError, DriverError
 from .errors import StanChannelLimitError, StanRequestError, is_channel_limit, is_session_gone
+from .monitor import StanMonitor
 from .options import StanOptions, StanSubscriptionOptions, check_channel
 from .protocol import (
     MsgProto,
@@ -370,6 +371,15 @@ class StanSubscription(Subscription):
             logger.warning("STAN: leaving %s: %s", self._spec.group, "; ".join(errors))
             if unsubscribe:
                 raise DriverError("; ".join(errors))
+
+    async def lag(self) -> Mapping[str, int] | None:
+        """Per channel, the group's messages not sent yet plus those sent and not acked,
+        from the server's monitoring endpoint (``StanOptions.monitor_url``; None without)."""
+        url = self._session.options.monitor_url
+        if url is None:
+            return None
+        monitor = StanMonitor(url, self._session.client_id)
+        return await monitor.lag((m.channel, m.request) for m in self.members)
 
     def status(self) -> SubscriptionStatus:
         assignment = tuple(f"{m.channel}:{_describe(m.request)}" for m in self.members)

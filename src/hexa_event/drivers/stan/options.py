@@ -73,6 +73,9 @@ class StanOptions:
     by the broker (the record is left unacknowledged until AckWait ticks past the delay),
     so the core nacks early retry copies instead of holding them; retry waits are then
     rounded up to multiples of ``ack_wait``. ``nats_options``: passed to ``nats.connect``.
+    ``monitor_url``: the server's HTTP monitoring address (its ``-m`` port,
+    ``http://host:8222``); with it ``Subscription.lag()`` reads each group's lag from
+    ``/streaming/channelsz`` (the STAN protocol cannot tell it); without it the lag is unknown.
     """
 
     cluster_id: str
@@ -91,6 +94,7 @@ class StanOptions:
     password: str | None = None
     token: str | None = None
     nats_options: Mapping[str, Any] = field(default_factory=dict)
+    monitor_url: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.cluster_id, str) or not self.cluster_id:
@@ -120,6 +124,14 @@ class StanOptions:
         _positive_int("StanOptions.ack_wait", self.ack_wait)
         if self.max_inflight is not None:
             _positive_int("StanOptions.max_inflight", self.max_inflight)
+        if self.monitor_url is not None and (
+            not isinstance(self.monitor_url, str)
+            or not self.monitor_url.startswith(("http://", "https://"))
+        ):
+            raise ConfigurationError(
+                f"StanOptions.monitor_url must be the server's http(s):// monitoring address "
+                f"(its -m port, e.g. http://127.0.0.1:8222), got {self.monitor_url!r}"
+            )
         if not isinstance(self.nats_options, Mapping):
             raise ConfigurationError("StanOptions.nats_options must be a mapping")
         for key, why in _OWNED_NATS_KEYS.items():
@@ -156,7 +168,7 @@ class StanOptions:
                 continue
             if f.name in ("password", "token"):
                 value = REDACTED
-            elif f.name == "servers":
+            elif f.name in ("servers", "monitor_url"):
                 value = redact_servers(value)
             elif isinstance(value, Mapping):
                 value = {k: (REDACTED if _is_secret(k) else v) for k, v in value.items()}
