@@ -8,14 +8,14 @@ their contexts (add headers, a trace context), time the call, or observe its fai
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .codecs import Codec
 from .context import Context
 from .driver import Driver, RawRecord
 from .envelope import EVENT_ID, CloudEvents, Envelope
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidArgumentError
 from .event import Event
 from .propagation import Propagator
 
@@ -79,6 +79,11 @@ class Emitter:
             shared = ctx if ctx is not None else Context()
             contexts = [shared] * len(batch)
         else:
+            if isinstance(ctx, Mapping | str):
+                raise InvalidArgumentError(
+                    f"the context must be an he.Context (or one per event), got "
+                    f"{type(ctx).__name__}: pass he.Context(correlation_id=..., locale=...)"
+                )
             contexts = ctx
             if len(contexts) != len(batch):
                 raise ConfigurationError(

@@ -104,3 +104,13 @@ async def test_a_dict_as_context_names_context() -> None:
             {"correlation_id": "x"},  # type: ignore[arg-type]
         )
     await conn.close()
+
+
+async def test_a_dict_as_the_batch_context_names_context() -> None:
+    conn = he.connect("memory://")
+    with pytest.raises(he.InvalidArgumentError, match=r"he\.Context\("):
+        await conn.emitter().emit_many(
+            [he.Event("orders", "k", {})],
+            {"correlation_id": "x"},  # type: ignore[arg-type]
+        )
+    await conn.close()
