@@ -36,7 +36,8 @@ from ..errors import PermanentError
 from ..event import Event, Message
 from ..retry import RetryPolicy
 from .contract import DriverPool
-from .settling import FAST_RETRY, SettlementConformance
+from .requests import RequestConformance
+from .settling import FAST_RETRY
 from .waiting import Collector, eventually
 
 
@@ -48,7 +49,7 @@ class Order:
     total: int
 
 
-class DriverConformance(SettlementConformance):
+class DriverConformance(RequestConformance):
     """Subclass as ``Test<Driver>`` and implement :meth:`new_driver`.
 
     Runs the contract-level and settle-everything checks it inherits, then everything
