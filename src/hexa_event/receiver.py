@@ -43,6 +43,8 @@ H = TypeVar("H", bound=Callable[..., Any])
 _NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
 _BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 _FINAL_SETTLE_TIMEOUT = 10.0
+_WAITING_PER_PREFETCH = 16
+"""Deliveries held until due (beside the prefetch window) per place of the window."""
 
 
 @dataclass(slots=True)
@@ -62,6 +64,9 @@ class SubscriptionInfo:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     unsettled: dict[Delivery, float] = field(default_factory=dict)
     """Deliveries fetched and not yet written back, with their fetch time (oldest first)."""
+    waiting: dict[Delivery, float] = field(default_factory=dict)
+    """Deliveries the core holds until their due time (a scheduled event, a retry copy, on
+    drivers that cannot hold them back): not written back, but not stalled either."""
     pending: list[Delivery] = field(default_factory=list)
     """Settled deliveries waiting for the settle loop."""
     settle_wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -75,7 +80,7 @@ class SubscriptionInfo:
 
     @property
     def in_flight(self) -> int:
-        return len(self.unsettled)
+        return len(self.unsettled) + len(self.waiting)
 
     @property
     def counters(self) -> Counters:
@@ -92,8 +97,10 @@ class Receiver:
     closes the subscriptions. Closing twice is harmless.
 
     ``concurrency`` bounds the handlers running at once per subscription; up to four times
-    as many events (at least 256) may be held unsettled. ``stall_timeout`` is how long a
-    delivery may stay unsettled before ``health()`` reports a stall.
+    as many events (at least 256) may be held unsettled, and beside them up to 16 times that
+    many waiting for their due time where the driver cannot hold them back (scheduled events
+    and retry copies on Kafka and STAN). ``stall_timeout`` is how long a delivery may stay
+    unsettled (after its due time) before ``health()`` reports a stall.
     """
 
     def __init__(
@@ -286,8 +293,12 @@ class Receiver:
         handle = dispatcher.handle
         pending = info.pending
         wake = info.settle_wake
+        unsettled, waiting = info.unsettled, info.waiting
 
         async def work(delivery: Delivery) -> float | None:
+            if waiting and waiting.pop(delivery, None) is not None:
+                unsettled[delivery] = time.monotonic()  # its stall clock starts when due
+                info.room.set()
             if delivery.outcome is None:
                 try:
                     due = await handle(delivery)
@@ -302,6 +313,8 @@ class Receiver:
                         delivery.nack(1.0)
                     due = None
                 if due is not None:
+                    if unsettled.pop(delivery, None) is not None:
+                        waiting[delivery] = due
                     return due
             pending.append(delivery)
             wake.set()
@@ -314,9 +327,10 @@ class Receiver:
         assert subscription is not None
         assert lanes is not None
         failures = 0
-        unsettled = info.unsettled
+        unsettled, waiting = info.unsettled, info.waiting
+        most_waiting = _WAITING_PER_PREFETCH * info.prefetch
         while not self._closing.is_set():
-            room = info.prefetch - len(unsettled)
+            room = min(info.prefetch - len(unsettled), most_waiting - len(waiting))
             if room <= 0:
                 info.room.clear()
                 await info.room.wait()
@@ -394,9 +408,10 @@ class Receiver:
                     continue
                 failures = 0
                 info.settle_error = ""
-                unsettled = info.unsettled
+                unsettled, waiting = info.unsettled, info.waiting
                 for delivery in batch:
-                    unsettled.pop(delivery, None)
+                    if unsettled.pop(delivery, None) is None:
+                        waiting.pop(delivery, None)
                 info.room.set()
             if info.last_settle:
                 return  # close gave back what was left and everything is written
@@ -521,6 +536,7 @@ class Receiver:
                     problems.append("a handler worker stopped")
             actions[action] = {
                 "in_flight": info.in_flight,
+                "waiting": len(info.waiting),
                 "handled": counters.handled,
                 "failed": counters.failed,
                 "retried": counters.retried,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -15,6 +16,7 @@ from hexa_event.driver import Delivery, RawRecord
 from hexa_event.errors import InvalidEventError, NotARequestError, RequestTimeoutError
 from hexa_event.event import Message
 from hexa_event.retry import RetryPolicy
+from hexa_event.testing.waiting import eventually
 from hexa_event.wire import Chain, open_delivery, retry_copy
 
 CHAIN = Chain(action="a", base="a", policy=RetryPolicy())
@@ -136,4 +138,31 @@ async def test_go_style_reply_matched_by_correlation_id() -> None:
         results = await asyncio.gather(one, two, return_exceptions=True)
         assert all(isinstance(r, RequestTimeoutError) for r in results)
         assert emitter.dropped_replies == 2
+    await conn.close()
+
+
+async def test_a_held_scheduled_event_is_not_a_stall_and_keeps_the_window_open() -> None:
+    """Where the core holds a scheduled event (no delayed nack: Kafka, STAN), health stays
+    healthy while it waits past stall_timeout, and other events keep flowing."""
+    conn = he.connect("memory://replies-held")
+    conn.driver.features = dataclasses.replace(conn.driver.features, delayed_nack=False)
+    receiver = conn.receiver("svc", stall_timeout=0.2)
+    seen: dict[str, float] = {}
+    receiver.subscribe(
+        "c", action="a", handler=lambda ctx, msg: seen.setdefault(msg.id, time.time())
+    )
+    emitter = conn.emitter()
+    async with receiver:
+        scheduled = await emitter.emit(he.Event("c", "k", {}, delay=1.0))
+        due = time.time() + 1.0
+        while time.time() < due - 0.3:  # well past stall_timeout, before due
+            health = receiver.health()
+            assert health["healthy"], health["reason"]
+            await asyncio.sleep(0.02)
+        assert receiver.health()["actions"]["a"]["waiting"] == 1
+        other = await emitter.emit(he.Event("c", "other", {}))
+        await eventually(lambda: other in seen, within=5, what="the other key")
+        await eventually(lambda: scheduled in seen, within=5, what="the scheduled event")
+        assert seen[scheduled] >= due - 0.05
+        await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=5)
     await conn.close()
