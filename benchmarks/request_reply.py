@@ -1,0 +1,147 @@
+"""Request/reply round trips and scheduled-event lateness on each engine.
+
+For each engine: a responder (a receiver whose handler calls ``emitter.reply``) and one
+requester; ``--count`` sequential requests after a warm-up, then the same number with up to
+``--concurrency`` in flight; latencies are from ``request()`` called to reply returned. Then
+``--scheduled`` events due 0..3 s ahead: how late each was handled after its due time.
+
+    python benchmarks/request_reply.py [--engines memory,sqlite,kafka] [--count 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import hexa_event as he
+
+ENGINES = {
+    "memory": lambda: f"memory://bench-{uuid.uuid4().hex}",
+    "sqlite": lambda: f"sqlite:///{tempfile.mkdtemp()}/bench.db",
+    "postgres": lambda: os.environ.get(
+        "HEXA_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/hexa_event"
+    ),
+    "kafka": lambda: "kafka://" + os.environ.get("HEXA_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+    "pulsar": lambda: os.environ.get("HEXA_PULSAR_URL", "pulsar://127.0.0.1:6650"),
+    "nats": lambda: os.environ.get("HEXA_NATS_URL", "nats://127.0.0.1:4222"),
+    "stan": lambda: (
+        "stan://"
+        + os.environ.get("HEXA_STAN_URL", "nats://127.0.0.1:4223").split("://", 1)[1]
+        + "?cluster_id="
+        + os.environ.get("HEXA_STAN_CLUSTER_ID", "hexa-event")
+    ),
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure(engine: str, count: int, concurrency: int, scheduled: int) -> dict[str, Any]:
+    conn = he.connect(ENGINES[engine]())
+    tag = uuid.uuid4().hex[:8]
+    channel, later = f"bench-rq-{tag}", f"bench-sched-{tag}"
+    await conn.provision([channel, later])
+    replier = conn.emitter()
+    receiver = conn.receiver("bench", concurrency=128)
+
+    @receiver.subscribe(channel, action=f"bench-answer-{tag}")
+    async def answer(ctx: he.Context, msg: he.Message[Any]) -> None:
+        await replier.reply(ctx, msg, {"n": msg.payload["n"]})
+
+    late: list[float] = []
+    done = asyncio.Event()
+
+    @receiver.subscribe(later, action=f"bench-later-{tag}")
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        raw = msg.headers.get(he.headers.DELIVER_AT)
+        due = int(raw) / 1000 if raw else msg.payload["sent"]
+        late.append(time.time() - due)
+        if len(late) >= scheduled:
+            done.set()
+
+    emitter = conn.emitter()
+    try:
+        async with receiver:
+            for n in range(5):
+                await emitter.request(he.Event(channel, "warm", {"n": n}), timeout=60)
+            sequential: list[float] = []
+            for n in range(count):
+                began = time.perf_counter()
+                await emitter.request(he.Event(channel, f"k{n % 16}", {"n": n}), timeout=60)
+                sequential.append(time.perf_counter() - began)
+            gate = asyncio.Semaphore(concurrency)
+            concurrent: list[float] = []
+
+            async def one(n: int) -> None:
+                async with gate:
+                    began = time.perf_counter()
+                    await emitter.request(he.Event(channel, f"k{n % 64}", {"n": n}), timeout=60)
+                    concurrent.append(time.perf_counter() - began)
+
+            began = time.perf_counter()
+            await asyncio.gather(*(one(n) for n in range(count)))
+            rate = count / (time.perf_counter() - began)
+            sent = time.time()
+            await emitter.emit_many(
+                he.Event(later, f"k{n % 20}", {"sent": sent}, delay=3.0 * n / max(scheduled - 1, 1))
+                for n in range(scheduled)
+            )
+            await asyncio.wait_for(done.wait(), 60)
+    finally:
+        await conn.close()
+    return {
+        "engine": engine,
+        "p50_ms": round(1000 * statistics.median(sequential), 2),
+        "p99_ms": round(1000 * percentile(sequential, 0.99), 2),
+        "concurrent_p50_ms": round(1000 * statistics.median(concurrent), 2),
+        "concurrent_p99_ms": round(1000 * percentile(concurrent, 0.99), 2),
+        "concurrent_per_s": round(rate),
+        "scheduled_late_p50_ms": round(1000 * statistics.median(late), 1),
+        "scheduled_late_max_ms": round(1000 * max(late), 1),
+        "scheduled_early": sum(1 for x in late if x < 0),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--scheduled", type=int, default=100)
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args()
+    results = []
+    print(
+        f"{'engine':<9} {'p50 ms':>8} {'p99 ms':>8} {'c-p50':>8} {'c-p99':>8} {'req/s':>7} "
+        f"{'late p50':>9} {'late max':>9}"
+    )
+    for engine in args.engines.split(","):
+        try:
+            r = await measure(engine, args.count, args.concurrency, args.scheduled)
+        except Exception as exc:
+            print(f"{engine:<9} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        results.append(r)
+        print(
+            f"{engine:<9} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['concurrent_p50_ms']:>8} "
+            f"{r['concurrent_p99_ms']:>8} {r['concurrent_per_s']:>7} "
+            f"{r['scheduled_late_p50_ms']:>9} {r['scheduled_late_max_ms']:>9}",
+            flush=True,
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
