@@ -140,7 +140,8 @@ async def main() -> None:
             flush=True,
         )
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        text = json.dumps(results, indent=2) + "\n"
+        await asyncio.to_thread(Path(args.json).write_text, text)
 
 
 if __name__ == "__main__":
