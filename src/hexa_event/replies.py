@@ -59,6 +59,9 @@ class ReplyInbox:
         self._by_correlation: dict[str, list[str]] = {}
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._settler: asyncio.Task[None] | None = None
+        self._acked: list[Delivery] = []
+        self._acked_wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._closed = False
         self._failure: BaseException | None = None
@@ -84,6 +87,9 @@ class ReplyInbox:
                     )
                 )
                 self._task = asyncio.create_task(self._read(), name=f"hexa-replies:{self.channel}")
+                self._settler = asyncio.create_task(
+                    self._settle_loop(self._subscription), name=f"hexa-replies-acks:{self.channel}"
+                )
         return self.channel
 
     def expect(
@@ -149,15 +155,22 @@ class ReplyInbox:
             for delivery in deliveries:
                 delivery.ack()
                 self._deliver(delivery)
-            await self._settle(subscription, deliveries)
+            self._acked.extend(deliveries)
+            self._acked_wake.set()
 
-    async def _settle(self, subscription: Subscription, deliveries: Sequence[Delivery]) -> None:
-        try:
-            await subscription.settle(deliveries)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a reply read again is dropped as unknown: harmless
-            logger.warning("acking replies on %s failed: %s", self.channel, exc)
+    async def _settle_loop(self, subscription: Subscription) -> None:
+        """Write acks beside the reading (a driver may coalesce them over a few ms)."""
+        while True:
+            await self._acked_wake.wait()
+            self._acked_wake.clear()
+            batch: Sequence[Delivery] = self._acked
+            self._acked = []
+            try:
+                await subscription.settle(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a reply read again is dropped as unknown: harmless
+                logger.warning("acking replies on %s failed: %s", self.channel, exc)
 
     def _deliver(self, delivery: Delivery) -> None:
         headers = delivery.record.headers
@@ -219,10 +232,11 @@ class ReplyInbox:
         if self._closed:
             return
         self._closed = True
-        task, self._task = self._task, None
-        if task is not None:
+        tasks = [t for t in (self._task, self._settler) if t is not None]
+        self._task = self._settler = None
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             try:
