@@ -6,6 +6,11 @@ requester; ``--count`` sequential requests after a warm-up, then the same number
 ``--scheduled`` events due 0..3 s ahead: how late each was handled after its due time.
 
     python benchmarks/request_reply.py [--engines memory,sqlite,kafka] [--count 300]
+        [--rounds 3] [--json PATH]
+
+``run.py`` (``make bench``) runs it like the others: one result row per engine whose
+service answers (unit "s": the median over rounds of each round's sequential p50), with the
+p99, the 64-in-flight figures and the scheduled lateness as extra fields.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -21,8 +27,14 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from _harness import Result, row
 
 import hexa_event as he
+
+SERVICES: tuple[str, ...] = ()
+"""None required: engines whose service does not answer are left out (see ``reachable``)."""
 
 ENGINES = {
     "memory": lambda: f"memory://bench-{uuid.uuid4().hex}",
@@ -42,13 +54,27 @@ ENGINES = {
 }
 
 
+def reachable(url: str) -> bool:
+    """Memory and SQLite always; a broker when its port answers within 2 s."""
+    if url.startswith(("memory:", "sqlite:")):
+        return True
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 2):
+            return True
+    except OSError:
+        return False
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(engine: str, count: int, concurrency: int, scheduled: int) -> dict[str, Any]:
-    conn = he.connect(ENGINES[engine]())
+async def measure(
+    engine: str, url: str, count: int, concurrency: int, scheduled: int, rounds: int
+) -> dict[str, Any]:
+    conn = he.connect(url)
     tag = uuid.uuid4().hex[:8]
     channel, later = f"bench-rq-{tag}", f"bench-sched-{tag}"
     await conn.provision([channel, later])
@@ -76,10 +102,15 @@ async def measure(engine: str, count: int, concurrency: int, scheduled: int) -> 
             for n in range(5):
                 await emitter.request(he.Event(channel, "warm", {"n": n}), timeout=60)
             sequential: list[float] = []
-            for n in range(count):
-                began = time.perf_counter()
-                await emitter.request(he.Event(channel, f"k{n % 16}", {"n": n}), timeout=60)
-                sequential.append(time.perf_counter() - began)
+            p50s: list[float] = []
+            for _ in range(rounds):
+                this_round: list[float] = []
+                for n in range(count):
+                    began = time.perf_counter()
+                    await emitter.request(he.Event(channel, f"k{n % 16}", {"n": n}), timeout=60)
+                    this_round.append(time.perf_counter() - began)
+                p50s.append(statistics.median(this_round))
+                sequential += this_round
             gate = asyncio.Semaphore(concurrency)
             concurrent: list[float] = []
 
@@ -102,6 +133,7 @@ async def measure(engine: str, count: int, concurrency: int, scheduled: int) -> 
         await conn.close()
     return {
         "engine": engine,
+        "p50s": p50s,
         "p50_ms": round(1000 * statistics.median(sequential), 2),
         "p99_ms": round(1000 * percentile(sequential, 0.99), 2),
         "concurrent_p50_ms": round(1000 * statistics.median(concurrent), 2),
@@ -119,20 +151,40 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--scheduled", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     results = []
+    rows = []
     print(
         f"{'engine':<9} {'p50 ms':>8} {'p99 ms':>8} {'c-p50':>8} {'c-p99':>8} {'req/s':>7} "
         f"{'late p50':>9} {'late max':>9}"
     )
     for engine in args.engines.split(","):
+        url = ENGINES[engine]()
+        if not reachable(url):
+            print(f"{engine:<9} skipped: nothing answers at {urlsplit(url).netloc}")
+            continue
         try:
-            r = await measure(engine, args.count, args.concurrency, args.scheduled)
+            r = await measure(
+                engine, url, args.count, args.concurrency, args.scheduled, args.rounds
+            )
         except Exception as exc:
             print(f"{engine:<9} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
         results.append(r)
+        extra = {k: v for k, v in r.items() if k not in ("engine", "p50s")}
+        rows.append(
+            row(
+                f"request/reply round trip p50, {engine}",
+                args.count,
+                Result("no peer measured"),
+                Result("hexa-event request()", list(r["p50s"])),
+                unit="s",
+                group="requests",
+                **extra,
+            )
+        )
         print(
             f"{engine:<9} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['concurrent_p50_ms']:>8} "
             f"{r['concurrent_p99_ms']:>8} {r['concurrent_per_s']:>7} "
@@ -140,7 +192,7 @@ async def main() -> None:
             flush=True,
         )
     if args.json:
-        text = json.dumps(results, indent=2) + "\n"
+        text = json.dumps(rows, indent=2) + "\n"
         await asyncio.to_thread(Path(args.json).write_text, text)
 
 
