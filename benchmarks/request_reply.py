@@ -10,7 +10,10 @@ requester; ``--count`` sequential requests after a warm-up, then the same number
 
 ``run.py`` (``make bench``) runs it like the others: one result row per engine whose
 service answers (unit "s": the median over rounds of each round's sequential p50), with the
-p99, the 64-in-flight figures and the scheduled lateness as extra fields.
+p99, the 64-in-flight figures and the scheduled lateness as extra fields. On Kafka and NATS
+the reference is FastStream's ``broker.request()`` in the same run (``_faststream_request.py``
+in the benchmarks' venv): on NATS it is core NATS request/reply (nothing stored); FastStream
+0.7's Kafka broker has no ``request()`` outside its test client, which the row says.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +56,43 @@ ENGINES = {
         + os.environ.get("HEXA_STAN_CLUSTER_ID", "hexa-event")
     ),
 }
+
+
+def faststream(engine: str, url: str, count: int) -> Result:
+    """FastStream's request() round trip p50 on ``engine`` (Kafka, NATS), or why not."""
+    if engine not in ("kafka", "nats"):
+        return Result("no peer measured")
+    label = "FastStream request()" + (" (core NATS)" if engine == "nats" else "")
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _benchvenv import python
+
+        done = subprocess.run(
+            [
+                str(python()),
+                str(Path(__file__).with_name("_faststream_request.py")),
+                "--broker",
+                engine,
+                "--url",
+                url.removeprefix("kafka://"),
+                "--count",
+                str(count),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except Exception as exc:
+        return Result(f"{label}: not run ({type(exc).__name__})")
+    if "error" in result:
+        return Result(f"{label}: {result['error']}")
+    print(
+        f"{'':<9} FastStream request(): p50 {1000 * result['p50']:.2f} ms, p99 "
+        f"{1000 * result['p99']:.2f} ms"
+    )
+    return Result(label, [result["p50"]])
 
 
 def reachable(url: str) -> bool:
@@ -178,7 +219,7 @@ async def main() -> None:
             row(
                 f"request/reply round trip p50, {engine}",
                 args.count,
-                Result("no peer measured"),
+                await asyncio.to_thread(faststream, engine, url, args.count),
                 Result("hexa-event request()", list(r["p50s"])),
                 unit="s",
                 group="requests",
