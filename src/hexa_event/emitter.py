@@ -18,7 +18,7 @@ from .codecs import Codec
 from .context import Context
 from .driver import Driver, RawRecord
 from .envelope import DELIVER_AT, EVENT_ID, CloudEvents, Envelope
-from .errors import ConfigurationError, NotARequestError, RequestTimeoutError
+from .errors import ClosedError, ConfigurationError, NotARequestError, RequestTimeoutError
 from .event import Event, Message
 from .ids import new_event_id
 from .numbers import check_number
@@ -61,6 +61,7 @@ class Emitter:
             call = middleware(call)
         self._call = call
         self._replies: ReplyInbox | None = None
+        self._closed = False
 
     def seal(self, event: Event[Any], ctx: Context | None = None) -> RawRecord:
         """The record ``emit`` would send, without sending it (outboxes store this)."""
@@ -119,6 +120,8 @@ class Emitter:
                 "request() sets the event's reply channel itself: leave Event.reply_channel "
                 "empty (or use emit() to send to a reply channel of your own)"
             )
+        if self._closed:
+            raise ClosedError("this emitter was closed; make a new one to send requests")
         ctx = ctx if ctx is not None else Context()
         event_id = event.id or new_event_id()
         replies = self._replies
@@ -182,6 +185,7 @@ class Emitter:
     async def close(self) -> None:
         """Remove the reply channel's subscription, if a request opened one. Idempotent;
         the driver stays open (close it after)."""
+        self._closed = True
         if self._replies is not None:
             await self._replies.close()
 

@@ -62,35 +62,50 @@ class ReplyInbox:
         self._settler: asyncio.Task[None] | None = None
         self._acked: list[Delivery] = []
         self._acked_wake = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._opening: asyncio.Task[None] | None = None
         self._closed = False
         self._failure: BaseException | None = None
 
     async def open(self) -> str:
-        """Subscribe to the reply channel (once); return its name."""
+        """Subscribe to the reply channel (once); return its name.
+
+        The subscribing runs in a task of its own: a caller that gives up (its request timed
+        out) does not cut it short, and the next request finds the channel open."""
         if self._closed:
             raise ClosedError("this emitter was closed; make a new one to send requests")
         if self._failure is not None:
             raise DriverError(f"the reply channel {self.channel} stopped: {self._failure}")
         if self._task is not None:
             return self.channel
-        async with self._lock:
-            if self._task is None:
-                await self.driver.provision([self.channel])
-                self._subscription = await self.driver.subscribe(
-                    SubscriptionSpec(
-                        group=self.group,
-                        channels=(self.channel,),
-                        start="earliest",
-                        prefetch=1024,
-                        ephemeral=True,
-                    )
-                )
-                self._task = asyncio.create_task(self._read(), name=f"hexa-replies:{self.channel}")
-                self._settler = asyncio.create_task(
-                    self._settle_loop(self._subscription), name=f"hexa-replies-acks:{self.channel}"
-                )
+        if self._opening is None:
+            self._opening = asyncio.create_task(self._open(), name=f"hexa-open:{self.channel}")
+            self._opening.add_done_callback(self._opened)
+        await asyncio.shield(self._opening)
         return self.channel
+
+    async def _open(self) -> None:
+        await self.driver.provision([self.channel])
+        subscription = await self.driver.subscribe(
+            SubscriptionSpec(
+                group=self.group,
+                channels=(self.channel,),
+                start="earliest",
+                prefetch=1024,
+                ephemeral=True,
+            )
+        )
+        if self._closed:  # closed while subscribing
+            await subscription.close()
+            raise ClosedError("this emitter was closed; make a new one to send requests")
+        self._subscription = subscription
+        self._task = asyncio.create_task(self._read(), name=f"hexa-replies:{self.channel}")
+        self._settler = asyncio.create_task(
+            self._settle_loop(subscription), name=f"hexa-replies-acks:{self.channel}"
+        )
+
+    def _opened(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self._opening = None  # the next request tries again (and sees the error)
 
     def expect(
         self, event_id: str, correlation_id: str, payload_type: Any
@@ -232,6 +247,8 @@ class ReplyInbox:
         if self._closed:
             return
         self._closed = True
+        if self._opening is not None and not self._opening.done():
+            await asyncio.gather(self._opening, return_exceptions=True)
         tasks = [t for t in (self._task, self._settler) if t is not None]
         self._task = self._settler = None
         for task in tasks:

@@ -7,6 +7,7 @@ import dataclasses
 import math
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -166,3 +167,35 @@ async def test_a_held_scheduled_event_is_not_a_stall_and_keeps_the_window_open()
         assert seen[scheduled] >= due - 0.05
         await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=5)
     await conn.close()
+
+
+async def test_a_request_timing_out_while_the_reply_channel_opens_leaves_it_opening() -> None:
+    """The first request gives up while the driver still subscribes: the subscribing goes
+    on, and the next request uses that one subscription."""
+    base = he.connect("memory://replies-slow-open")
+    subscribes = 0
+
+    class SlowSubscribe(he.Connection):
+        async def subscribe(self, spec: he.SubscriptionSpec) -> he.Subscription:
+            nonlocal subscribes
+            subscribes += 1
+            await asyncio.sleep(0.3)
+            return await super().subscribe(spec)
+
+    slow = SlowSubscribe(base.driver)
+    emitter = he.Emitter(slow)
+    replier = base.emitter()
+    receiver = base.receiver("svc")
+
+    @receiver.subscribe("ask", action="answer")
+    async def answer(ctx: he.Context, msg: Message[Any]) -> None:
+        await replier.reply(ctx, msg, {"ok": True})
+
+    async with receiver:
+        with pytest.raises(RequestTimeoutError):
+            await emitter.request(he.Event("ask", "k", {}), timeout=0.05)
+        reply = await emitter.request(he.Event("ask", "k", {}), timeout=5)
+        assert reply.payload == {"ok": True}
+        assert subscribes == 1
+    await emitter.close()
+    await base.close()
