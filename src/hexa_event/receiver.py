@@ -226,12 +226,16 @@ class Receiver:
                 if policy.in_place
                 else tuple(chain_names.retry_channel(n) for n in range(1, policy.max_retries + 1))
             )
+            window = max(4 * limit, 256)
+            # Where the core holds records until due (no delayed nack), the driver may hand
+            # out that many more, so that held records never stop the other keys.
+            held = 0 if self.driver.features.delayed_nack else _WAITING_PER_PREFETCH * window
             spec = SubscriptionSpec(
                 group=group or action,
                 channels=channels + retry_channels,
                 pattern=pattern,
                 start=start,
-                prefetch=max(4 * limit, 256),
+                prefetch=window + held,
                 options=options,
                 retry_channels=retry_channels,
             )
@@ -242,7 +246,7 @@ class Receiver:
                 spec=spec,
                 route=route,
                 concurrency=limit,
-                prefetch=spec.prefetch,
+                prefetch=window,
             )
             return fn
 
@@ -315,6 +319,7 @@ class Receiver:
                 if due is not None:
                     if unsettled.pop(delivery, None) is not None:
                         waiting[delivery] = due
+                        info.room.set()  # it left the window
                     return due
             pending.append(delivery)
             wake.set()

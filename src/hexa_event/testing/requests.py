@@ -218,6 +218,37 @@ class RequestConformance(SettlementConformance):
         await self.started(pool, second)
         await eventually(lambda: set(got) == set(ids), within=self.timeout, what="every event")
 
+    async def test_more_scheduled_events_than_the_window_hold_back_no_other_key(
+        self, pool: DriverPool
+    ) -> None:
+        """400 events due in 3 s, more than the receiver's window of 256 unsettled: an event
+        of another key emitted after them is handled at once, then all 400 when due."""
+        conn = await pool.new()
+        channel, action = self.names("sched")
+        await conn.provision([channel])
+        handled: dict[str, float] = {}
+        receiver = conn.receiver("svc", concurrency=16)  # a window of 256
+
+        def handle(ctx: Context, msg: Message[Any]) -> None:
+            handled.setdefault(msg.id, time.time())
+
+        receiver.subscribe(channel, action=action, handler=handle)
+        await self.started(pool, receiver)
+        emitter = conn.emitter()
+        ready = await emitter.emit(Event(channel, "ready", {"i": -2}))
+        await eventually(lambda: ready in handled, within=self.timeout, what="the receiver")
+        sent = time.time()
+        held = await emitter.emit_many(
+            Event(channel, f"k{i}", {"i": i}, delay=3.0) for i in range(400)
+        )
+        other = await emitter.emit(Event(channel, "other", {"i": -1}))
+        await eventually(lambda: other in handled, within=self.timeout, what="the other key")
+        assert handled[other] < sent + 3.0, "the other key waited for the scheduled events"
+        await eventually(
+            lambda: set(handled) >= set(held), within=self.timeout, what="the scheduled events"
+        )
+        assert min(handled[i] for i in held) >= sent + 3.0
+
     async def test_scheduled_event_and_key_order(self, pool: DriverPool) -> None:
         """E1 of key K due in 1 s, then E2 of K unscheduled. Where the broker holds scheduled
         records or the core gives them back until due (``scheduled_publish`` or
