@@ -43,7 +43,7 @@ H = TypeVar("H", bound=Callable[..., Any])
 _NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
 _BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 _FINAL_SETTLE_TIMEOUT = 10.0
-_WAITING_PER_PREFETCH = 16
+_WAITING_PER_PREFETCH = 4
 """Deliveries held until due (beside the prefetch window) per place of the window."""
 
 
@@ -97,7 +97,7 @@ class Receiver:
     closes the subscriptions. Closing twice is harmless.
 
     ``concurrency`` bounds the handlers running at once per subscription; up to four times
-    as many events (at least 256) may be held unsettled, and beside them up to 16 times that
+    as many events (at least 256) may be held unsettled, and beside them up to 4 times that
     many waiting for their due time where the driver cannot hold them back (scheduled events
     and retry copies on Kafka and STAN). ``stall_timeout`` is how long a delivery may stay
     unsettled (after its due time) before ``health()`` reports a stall.
