@@ -227,9 +227,11 @@ class Receiver:
                 else tuple(chain_names.retry_channel(n) for n in range(1, policy.max_retries + 1))
             )
             window = max(4 * limit, 256)
-            # Where the core holds records until due (no delayed nack), the driver may hand
-            # out that many more, so that held records never stop the other keys.
-            held = 0 if self.driver.features.delayed_nack else _WAITING_PER_PREFETCH * window
+            # Where the broker does not hold scheduled events, the core holds them (or nacks
+            # them, which STAN keeps in flight): the driver may hand out that many more, so
+            # that they never stop the other keys.
+            features = self.driver.features
+            held = 0 if features.scheduled_publish else _WAITING_PER_PREFETCH * window
             spec = SubscriptionSpec(
                 group=group or action,
                 channels=channels + retry_channels,
