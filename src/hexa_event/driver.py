@@ -146,6 +146,11 @@ class Features:
     """``subscribe`` accepts a channel pattern (a regular expression)."""
     delayed_publish: bool = False
     """The broker holds a record back until its ``not_before`` (SQL, Pulsar deliver-at)."""
+    scheduled_publish: bool = False
+    """The broker holds a scheduled event (``Event.deliver_at``/``delay``) until due without
+    holding back other keys (Pulsar deliver-at, JetStream scheduled messages): the emitter
+    sets ``not_before`` for it. Elsewhere the core waits: with ``delayed_nack`` it gives the
+    record back until due (durably on SQL), without it holds the record (Kafka, STAN)."""
     delayed_nack: bool = False
     """``nack(delay)`` hands the record back to the broker, which redelivers it after the
     delay: the core nacks a retry copy that came early instead of waiting while holding it."""

@@ -118,3 +118,27 @@ class AlreadySettledError(HexaEventError, RuntimeError):
 class ReceiverFailedError(HexaEventError, RuntimeError):
     """A receiver stopped because it could not go on (the driver was closed under it, a
     fatal broker error); the message says which action and why."""
+
+
+class RequestTimeoutError(HexaEventError, TimeoutError):
+    """``Emitter.request`` got no reply within its timeout; a later reply is dropped."""
+
+    def __init__(self, channel: str, timeout: float, reply_channel: str) -> None:
+        self.channel = channel
+        self.timeout = timeout
+        super().__init__(
+            f"no reply within {timeout:g}s to the request sent to channel {channel!r} "
+            f"(reply channel {reply_channel!r}): is a handler subscribed to {channel!r} "
+            "and does it call emitter.reply(ctx, msg, payload)? Raise timeout= if it is slow"
+        )
+
+
+class NotARequestError(HexaEventError, ValueError):
+    """``Emitter.reply`` was given a message that carries no reply channel."""
+
+    def __init__(self, event_id: str, channel: str) -> None:
+        super().__init__(
+            f"event {event_id} on channel {channel!r} has no reply channel: only events sent "
+            "with emitter.request() (or with Event.reply_channel set) can be replied to; "
+            "check msg.reply_channel before replying"
+        )

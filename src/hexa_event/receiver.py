@@ -48,6 +48,8 @@ _UNWIND_GRACE = 1.0
 """How long a handler cancelled at the end of the drain may take to unwind (only a
 coroutine that suppresses its cancellation can use it up; it is then left behind)."""
 _LAG_TIMEOUT = 10.0
+_WAITING_PER_PREFETCH = 4
+"""Deliveries held until due (beside the prefetch window) per place of the window."""
 
 
 @dataclass(slots=True)
@@ -67,6 +69,9 @@ class SubscriptionInfo:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     unsettled: dict[Delivery, float] = field(default_factory=dict)
     """Deliveries fetched and not yet written back, with their fetch time (oldest first)."""
+    waiting: dict[Delivery, float] = field(default_factory=dict)
+    """Deliveries the core holds until their due time (a scheduled event, a retry copy, on
+    drivers that cannot hold them back): not written back, but not stalled either."""
     pending: list[Delivery] = field(default_factory=list)
     """Settled deliveries waiting for the settle loop."""
     settle_wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -86,7 +91,7 @@ class SubscriptionInfo:
 
     @property
     def in_flight(self) -> int:
-        return len(self.unsettled)
+        return len(self.unsettled) + len(self.waiting)
 
     @property
     def counters(self) -> Counters:
@@ -110,9 +115,11 @@ class Receiver:
     that suppresses its cancellation, 1 s before it is left behind.
 
     ``concurrency`` bounds the handlers running at once per subscription; up to four times
-    as many events (at least 256) may be held unsettled. ``stall_timeout`` is how long a
-    delivery may stay unsettled before ``health()`` reports a stall. Every ``lag_interval``
-    seconds a background task asks each subscription for its group's lag
+    as many events (at least 256) may be held unsettled, and beside them up to 4 times that
+    many waiting for their due time where the driver cannot hold them back (scheduled events
+    and retry copies on Kafka and STAN). ``stall_timeout`` is how long a delivery may stay
+    unsettled (after its due time) before ``health()`` reports a stall. Every
+    ``lag_interval`` seconds a background task asks each subscription for its group's lag
     (:meth:`~hexa_event.driver.Subscription.lag`); ``health()`` reports the last sample and
     its age.
     """
@@ -245,12 +252,18 @@ class Receiver:
                 if policy.in_place
                 else tuple(chain_names.retry_channel(n) for n in range(1, policy.max_retries + 1))
             )
+            window = max(4 * limit, 256)
+            # Where the broker does not hold scheduled events, the core holds them (or nacks
+            # them, which STAN keeps in flight): the driver may hand out that many more, so
+            # that they never stop the other keys.
+            features = self.driver.features
+            held = 0 if features.scheduled_publish else _WAITING_PER_PREFETCH * window
             spec = SubscriptionSpec(
                 group=group or action,
                 channels=channels + retry_channels,
                 pattern=pattern,
                 start=start,
-                prefetch=max(4 * limit, 256),
+                prefetch=window + held,
                 options=options,
                 retry_channels=retry_channels,
             )
@@ -261,7 +274,7 @@ class Receiver:
                 spec=spec,
                 route=route,
                 concurrency=limit,
-                prefetch=spec.prefetch,
+                prefetch=window,
             )
             return fn
 
@@ -313,8 +326,12 @@ class Receiver:
         handle = dispatcher.handle
         pending = info.pending
         wake = info.settle_wake
+        unsettled, waiting = info.unsettled, info.waiting
 
         async def work(delivery: Delivery) -> float | None:
+            if waiting and waiting.pop(delivery, None) is not None:
+                unsettled[delivery] = time.monotonic()  # its stall clock starts when due
+                info.room.set()
             if delivery.outcome is None:
                 try:
                     due = await handle(delivery)
@@ -329,6 +346,9 @@ class Receiver:
                         delivery.nack(1.0)
                     due = None
                 if due is not None:
+                    if unsettled.pop(delivery, None) is not None:
+                        waiting[delivery] = due
+                        info.room.set()  # it left the window
                     return due
             pending.append(delivery)
             wake.set()
@@ -341,9 +361,10 @@ class Receiver:
         assert subscription is not None
         assert lanes is not None
         failures = 0
-        unsettled = info.unsettled
+        unsettled, waiting = info.unsettled, info.waiting
+        most_waiting = _WAITING_PER_PREFETCH * info.prefetch
         while not self._closing.is_set():
-            room = info.prefetch - len(unsettled)
+            room = min(info.prefetch - len(unsettled), most_waiting - len(waiting))
             if room <= 0:
                 info.room.clear()
                 await info.room.wait()
@@ -421,9 +442,10 @@ class Receiver:
                     continue
                 failures = 0
                 info.settle_error = ""
-                unsettled = info.unsettled
+                unsettled, waiting = info.unsettled, info.waiting
                 for delivery in batch:
-                    unsettled.pop(delivery, None)
+                    if unsettled.pop(delivery, None) is None:
+                        waiting.pop(delivery, None)
                 info.room.set()
             if info.last_settle:
                 return  # close gave back what was left and everything is written
@@ -579,6 +601,7 @@ class Receiver:
                     problems.append("a handler worker stopped")
             actions[action] = {
                 "in_flight": info.in_flight,
+                "waiting": len(info.waiting),
                 "handled": counters.handled,
                 "failed": counters.failed,
                 "retried": counters.retried,

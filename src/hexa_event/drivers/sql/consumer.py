@@ -373,6 +373,7 @@ class SqlSubscription(Subscription):
         return found
 
     async def _poll_redeliveries(self, room: int, now_ms: int) -> int:
+        flushes = self._settlements.flushes
         rows = await read_due_redeliveries(
             self._log,
             self._group,
@@ -383,12 +384,15 @@ class SqlSubscription(Subscription):
         self._redelivery_due = time.monotonic() + (
             0.0 if len(rows) >= room else self._opts.heartbeat_interval
         )
+        if self._settlements.flushes != flushes:  # rows read while settlements changed them
+            self._redelivery_due = time.monotonic()
+            return 0
         count = 0
         for row in rows:
             part = self._parts.get((row.channel, row.part))
             if part is None or not part.owned or part.releasing:
                 continue
-            if row.log_id in self._inflight_redeliveries:
+            if row.log_id in self._inflight_redeliveries or self._settlements.unwritten(row.log_id):
                 continue
             self._inflight_redeliveries.add(row.log_id)
             part.redeliveries += 1
