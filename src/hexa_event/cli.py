@@ -424,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import add_commands
 
     add_commands(commands)  # tail, publish, dlq, doctor, outbox status
+    from .runner.command import add_run_command
+
+    add_run_command(commands)  # run
     return parser
 
 
