@@ -36,8 +36,15 @@ async def build() -> AsyncIterator[Any]:
     env = os.environ
     if env.get("HEXA_RUN_CRASH"):
         raise RuntimeError("this factory always fails (HEXA_RUN_CRASH)")
+    gate = env.get("HEXA_RUN_GATE")
+    while gate and not os.path.exists(gate):  # noqa: ASYNC110, ASYNC240 (test makes it)
+        await asyncio.sleep(0.02)
     ledger("built", "-")
     conn = he.connect(env["HEXA_RUN_URL"])
+    if env.get("HEXA_RUN_TELEMETRY"):
+        from hexa_event.telemetry import Telemetry
+
+        conn = Telemetry().instrument(conn)
     receiver = conn.receiver(
         "runner-test",
         drain_timeout=float(env.get("HEXA_RUN_DRAIN", "20")),

@@ -47,7 +47,7 @@ def enable_prometheus() -> bool:
         from opentelemetry.sdk.metrics import MeterProvider
     except ModuleNotFoundError:
         return False
-    if type(metrics.get_meter_provider()).__name__ in ("ProxyMeterProvider", "NoOpMeterProvider"):
+    if not isinstance(metrics.get_meter_provider(), MeterProvider):  # none set yet
         metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
     return True
 

@@ -159,7 +159,7 @@ class Service:
             receivers[receiver.name] = {
                 "state": health["state"],
                 "actions": {
-                    a: {"assignment": i["assignment"], "lag": i["lag"]}
+                    a: {"assigned": len(i["assignment"]), "lag": i["lag"]}
                     for a, i in health["actions"].items()
                 },
             }

@@ -1,0 +1,77 @@
+"""``--http-port``: /readyz, /livez and /metrics of a ``hexa-event run`` process (SQLite)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+import httpx
+from runner_helpers import Ledger, Runner, app_env, emit
+
+from hexa_event.testing import eventually
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(port: int, path: str) -> httpx.Response | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+    except httpx.TransportError:
+        return None
+
+
+def status(port: int, path: str) -> int:
+    response = get(port, path)
+    return 0 if response is None else response.status_code
+
+
+async def test_readyz_before_and_after_start_livez_on_a_stalled_handler(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    ledger = Ledger(tmp_path / "ledger")
+    gate, block = tmp_path / "gate", tmp_path / "block"
+    env = app_env(url, ledger.path, gate=gate, block=block, stall=1.0, telemetry=1)
+    port = free_port()
+    runner = Runner(env, tmp_path / "run.log", "--http-port", str(port), "--http-host", "127.0.0.1")
+    try:
+        await eventually(lambda: status(port, "/readyz") != 0, within=60, what="probe server")
+        before = get(port, "/readyz")
+        assert before is not None
+        assert before.status_code == 503, before.text
+        assert "starting" in before.json()["reason"]
+        assert status(port, "/livez") == 200
+
+        gate.touch()  # the factory builds the receiver now
+        await eventually(lambda: status(port, "/readyz") == 200, within=60, what="ready")
+        ready = get(port, "/readyz")
+        assert ready is not None
+        assert ready.json()["ready"] is True
+
+        await emit(url, env["HEXA_RUN_CHANNEL"], range(1), key="block")
+        await eventually(lambda: ledger.count("start") == 1, within=30, what="handler running")
+        await eventually(lambda: status(port, "/livez") == 503, within=30, what="livez 503")
+        stalled = get(port, "/livez")
+        assert stalled is not None
+        assert "stall_timeout" in stalled.json()["reason"], stalled.text
+
+        block.touch()  # the handler returns
+        await eventually(lambda: ledger.count("done") == 1, within=30, what="handler done")
+        await eventually(lambda: status(port, "/livez") == 200, within=30, what="livez 200")
+
+        metrics = get(port, "/metrics")
+        assert metrics is not None
+        assert metrics.status_code == 200
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert "hexa_event_handled_total" in metrics.text
+        assert "hexa_event_consumer_in_flight" in metrics.text
+        assert status(port, "/nope") == 404
+
+        runner.signal(signal.SIGTERM)
+        code, _ = await runner.wait(60)
+    finally:
+        runner.kill()
+    assert code == 0, runner.output()[-3000:]
