@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ._common import OK, json_argument, print_json, require_url, url_argument
@@ -65,7 +68,46 @@ def render(event: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _stop_on_signals() -> tuple[Callable[[], bool], Callable[[], None]]:
+    """SIGTERM and SIGINT cancel the running tail, which then deletes its throwaway group
+    (a tail stopped by ``kill`` or Kubernetes must not leave a group that pins the log).
+    Returns (was it signalled, undo)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    signalled: list[int] = []
+
+    def stop(sig: int) -> None:
+        signalled.append(sig)
+        if task is not None:
+            task.cancel()
+
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop, sig)
+            installed.append(sig)
+
+    def undo() -> None:
+        for sig in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+    return (lambda: bool(signalled)), undo
+
+
 async def run(args: argparse.Namespace) -> int:
+    signalled, undo = _stop_on_signals()
+    try:
+        return await _tail(args)
+    except asyncio.CancelledError:
+        if not signalled():
+            raise
+        return OK  # the finally blocks below closed the subscription and the driver
+    finally:
+        undo()
+
+
+async def _tail(args: argparse.Namespace) -> int:
     from ..connect import connect
 
     payload_type = load_type(args.type)
@@ -109,7 +151,7 @@ async def run(args: argparse.Namespace) -> int:
                     shown += 1
                 await subscription.settle(deliveries)
         finally:
-            await subscription.close()
+            await asyncio.shield(subscription.close())
     finally:
-        await driver.close()
+        await asyncio.shield(driver.close())
     return OK
