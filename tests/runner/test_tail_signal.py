@@ -10,10 +10,11 @@ import sys
 import uuid
 from pathlib import Path
 
+from runner_helpers import emit
+
 import hexa_event as he
 from db_helpers import rows
 from hexa_event.testing import eventually
-from runner_helpers import emit
 
 
 async def test_tail_cleans_its_group_on_sigterm(sql_engine: str, tmp_path: Path) -> None:
