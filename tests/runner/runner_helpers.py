@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,3 +114,9 @@ async def emit(url: str, channel: str, numbers: range, key: str | None = None) -
 
 def duplicates(items: list[str]) -> dict[str, int]:
     return {k: v for k, v in Counter(items).items() if v > 1}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

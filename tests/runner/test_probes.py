@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import signal
-import socket
 from pathlib import Path
 
 import httpx
-from runner_helpers import Ledger, Runner, app_env, emit
+from runner_helpers import Ledger, Runner, app_env, emit, free_port
 
 from hexa_event.testing import eventually
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(port: int, path: str) -> httpx.Response | None:
