@@ -68,10 +68,10 @@ def render(event: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _stop_on_signals() -> tuple[Callable[[], bool], Callable[[], None]]:
+def _stop_on_signals() -> tuple[Callable[[], int | None], Callable[[], None]]:
     """SIGTERM and SIGINT cancel the running tail, which then deletes its throwaway group
     (a tail stopped by ``kill`` or Kubernetes must not leave a group that pins the log).
-    Returns (was it signalled, undo)."""
+    Returns (the exit status if signalled: 0 for SIGTERM, 130 for Ctrl-C; undo)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     signalled: list[int] = []
@@ -92,7 +92,12 @@ def _stop_on_signals() -> tuple[Callable[[], bool], Callable[[], None]]:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
 
-    return (lambda: bool(signalled)), undo
+    def status() -> int | None:
+        if not signalled:
+            return None
+        return 130 if signalled[0] == signal.SIGINT else OK
+
+    return status, undo
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -100,9 +105,10 @@ async def run(args: argparse.Namespace) -> int:
     try:
         return await _tail(args)
     except asyncio.CancelledError:
-        if not signalled():
+        code = signalled()
+        if code is None:
             raise
-        return OK  # the finally blocks below closed the subscription and the driver
+        return code  # the finally blocks of _tail closed the subscription and the driver
     finally:
         undo()
 
