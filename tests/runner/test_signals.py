@@ -75,7 +75,7 @@ async def test_sigterm_drains_then_the_next_process_takes_the_rest(
         assert first_start - built[0] < 2.0, "the next process waited for a lease"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_a_second_signal_stops_faster(sql_engine: str, tmp_path: Path, sig: int) -> None:
     """One slow key (handlers of 30 s) with a drain of 60 s: the first signal waits for it,
     the second cuts the drain short; the process still exits 0 and writes what settled."""
