@@ -1,0 +1,129 @@
+"""``hexa-event run --workers 2`` against ``--workers 1``: does a second process double the rate?
+
+For PostgreSQL (``HEXA_POSTGRES_URL``) and Kafka (``HEXA_KAFKA_BOOTSTRAP``, 4 partitions): a
+fresh channel is pre-filled with N events (distinct keys), then ``hexa-event run
+_workers_app:build --workers W`` handles them, each handler burning about 200 µs of CPU (a
+CPU-bound service, where one process is capped by one core). The rate is N over the time
+from the first handled event (in any worker) to the last; process start-up is not timed.
+Rounds alternate between 1 and 2 workers. Target: 2 workers >= 1.8x on 2 cores (the brokers
+run on the same 2 cores, so expect less here).
+
+    python benchmarks/workers.py [--count 20000] [--rounds 3] [--backends postgresql,kafka]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from _harness import Result, finish, machine, row
+
+import hexa_event as he
+
+HERE = Path(__file__).resolve().parent
+SERVICES = ("postgres", "kafka")
+URLS = {
+    "postgresql": os.environ.get(
+        "HEXA_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/hexa_event"
+    ),
+    "kafka": "kafka://" + os.environ.get("HEXA_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+}
+
+
+async def fill(url: str, channel: str, count: int) -> None:
+    conn = he.connect(url, **({"partitions": 4} if url.startswith("kafka") else {}))
+    try:
+        emitter = conn.emitter()
+        for start in range(0, count, 1000):
+            batch = range(start, min(start + 1000, count))
+            await emitter.emit_many(
+                [he.Event(channel=channel, key=f"k{n}", payload={"n": n}) for n in batch]
+            )
+    finally:
+        await conn.close()
+
+
+def progress(path: Path) -> tuple[int, float]:
+    """(events handled by all workers, seconds from the first to the last)."""
+    latest: dict[str, tuple[int, float, float]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            pid, handled, first, last = line.split()
+            latest[pid] = (int(handled), float(first), float(last))
+    if not latest:
+        return 0, 0.0
+    total = sum(h for h, _, _ in latest.values())
+    began = min(f for _, f, _ in latest.values() if f)
+    ended = max(last for _, _, last in latest.values())
+    return total, ended - began
+
+
+def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env)
+
+
+async def one_round(url: str, workers: int, count: int) -> float:
+    suffix = uuid.uuid4().hex[:8]
+    channel, action = f"bench-w-{suffix}", f"bench-w-act-{suffix}"
+    await fill(url, channel, count)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "progress"
+        env = {
+            **os.environ,
+            "BENCH_URL": url,
+            "BENCH_CHANNEL": channel,
+            "BENCH_ACTION": action,
+            "BENCH_PROGRESS": str(report),
+            "HEXA_EVENT_LOG_LEVEL": "WARNING",
+        }
+        argv = [sys.executable, "-m", "hexa_event.cli", "run", "_workers_app:build"]
+        argv += ["--app-dir", str(HERE), "--workers", str(workers)]
+        process = start(argv, env)
+        deadline = time.monotonic() + 600
+        try:
+            while progress(report)[0] < count:  # each worker reports every 0.2 s
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"--workers {workers}: not every event was handled")
+                await asyncio.sleep(0.2)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 120)
+        handled, seconds = progress(report)
+    if handled < count:
+        raise RuntimeError(f"--workers {workers}: {handled} of {count} handled")
+    return count / seconds
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backends", default="postgresql,kafka")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    rows = []
+    for backend in args.backends.split(","):
+        url = URLS[backend]
+        one, two = Result("--workers 1"), Result("--workers 2")
+        for _ in range(args.rounds):
+            one.rates.append(await one_round(url, 1, args.count))
+            two.rates.append(await one_round(url, 2, args.count))
+        title = f"runner --workers 2 vs 1 on {backend}, 200 µs CPU per event (`workers.py`)"
+        print(f"\n{title}  ({args.count} events x {args.rounds} rounds, {machine()})")
+        for result in (one, two):
+            print(f"  {result.name:<14} median {result.median:>10,.0f} events/s  {result.rates}")
+        print(f"  ratio 2 workers / 1: {two.median / one.median:.2f}")
+        rows.append(row(title, args.count, one, two, target=">= 1.8"))
+    finish(rows, args.json)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
