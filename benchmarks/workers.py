@@ -1,10 +1,11 @@
 """``hexa-event run --workers 2`` against ``--workers 1``: does a second process double the rate?
 
 For PostgreSQL (``HEXA_POSTGRES_URL``) and Kafka (``HEXA_KAFKA_BOOTSTRAP``, 4 partitions): a
-fresh channel is pre-filled with N events (distinct keys), then ``hexa-event run
-_workers_app:build --workers W`` handles them, each handler burning about 200 µs of CPU (a
-CPU-bound service, where one process is capped by one core). The rate is N over the time
-from the first handled event (in any worker) to the last; process start-up is not timed.
+fresh channel gets N events (distinct keys) once ``hexa-event run _workers_app:build
+--workers W --http-port P`` answers 200 on every worker's ``/readyz`` with partitions
+assigned; each handler burns about 200 µs of CPU (a CPU-bound service, where one process is
+capped by one core). The rate counts from the moment every worker handles events (a Kafka
+group may still be settling when the first one starts) to the last event.
 Rounds alternate between 1 and 2 workers. Target: 2 workers >= 1.8x on 2 cores (the brokers
 run on the same 2 cores, so expect less here).
 
@@ -15,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -51,29 +55,57 @@ async def fill(url: str, channel: str, count: int) -> None:
         await conn.close()
 
 
-def progress(path: Path) -> tuple[int, float]:
-    """(events handled by all workers, seconds from the first to the last)."""
-    latest: dict[str, tuple[int, float, float]] = {}
+def _reports(path: Path) -> dict[str, list[tuple[int, float, float]]]:
+    out: dict[str, list[tuple[int, float, float]]] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             pid, handled, first, last = line.split()
-            latest[pid] = (int(handled), float(first), float(last))
-    if not latest:
-        return 0, 0.0
-    total = sum(h for h, _, _ in latest.values())
-    began = min(f for _, f, _ in latest.values() if f)
-    ended = max(last for _, _, last in latest.values())
-    return total, ended - began
+            out.setdefault(pid, []).append((int(handled), float(first), float(last)))
+    return out
+
+
+def handled(path: Path) -> int:
+    return sum(max(h for h, _, _ in lines) for lines in _reports(path).values())
+
+
+def steady_rate(path: Path) -> float:
+    """Events per second from the moment every worker handles (the last one's first event)
+    to the last event: what the processes reach together, not one alone while the others
+    still wait for their share."""
+    reports = _reports(path)
+    began = max(first for lines in reports.values() for _, first, _ in lines if first)
+    ended = max(last for lines in reports.values() for _, _, last in lines)
+    before = sum(
+        max((h for h, _, last in lines if last <= began), default=0) for lines in reports.values()
+    )
+    return (handled(path) - before) / (ended - began)
 
 
 def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env)
 
 
+def ready(port: int) -> bool:
+    """The worker's /readyz is 200 and it was assigned partitions (the group settled)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            body = json.loads(answer.read())
+    except OSError:
+        return False
+    actions = [a for r in body["receivers"].values() for a in r["actions"].values()]
+    return bool(actions) and all(a["assigned"] > 0 for a in actions)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 async def one_round(url: str, workers: int, count: int) -> float:
     suffix = uuid.uuid4().hex[:8]
     channel, action = f"bench-w-{suffix}", f"bench-w-act-{suffix}"
-    await fill(url, channel, count)
+    await fill(url, channel, 1)  # the channel exists before the members join
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "progress"
         env = {
@@ -85,21 +117,29 @@ async def one_round(url: str, workers: int, count: int) -> float:
             "HEXA_EVENT_LOG_LEVEL": "WARNING",
         }
         argv = [sys.executable, "-m", "hexa_event.cli", "run", "_workers_app:build"]
+        port = free_port()
         argv += ["--app-dir", str(HERE), "--workers", str(workers)]
+        argv += ["--http-port", str(port), "--http-host", "127.0.0.1"]
         process = start(argv, env)
         deadline = time.monotonic() + 600
         try:
-            while progress(report)[0] < count:  # each worker reports every 0.2 s
+            for worker in range(workers):
+                while not await asyncio.to_thread(ready, port + worker):
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise RuntimeError(f"--workers {workers}: worker {worker} never ready")
+                    await asyncio.sleep(0.2)
+            await fill(url, channel, count - 1)
+            while handled(report) < count:  # each worker reports every 0.2 s
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"--workers {workers}: not every event was handled")
                 await asyncio.sleep(0.2)
         finally:
             process.send_signal(signal.SIGTERM)
             await asyncio.to_thread(process.wait, 120)
-        handled, seconds = progress(report)
-    if handled < count:
-        raise RuntimeError(f"--workers {workers}: {handled} of {count} handled")
-    return count / seconds
+        done = handled(report)
+        if done < count:
+            raise RuntimeError(f"--workers {workers}: {done} of {count} handled")
+        return steady_rate(report)
 
 
 async def main() -> None:
