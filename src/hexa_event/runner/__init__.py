@@ -170,9 +170,9 @@ def run(
             reload_dirs=(reload_dirs or [app_dir or "."]) if reload else None,
         )
         return asyncio.run(supervisor.run())
-    if isinstance(target, str):
-        target = load_target(target, app_dir=app_dir)
     try:
+        if isinstance(target, str):
+            target = load_target(target, app_dir=app_dir)
         asyncio.run(serve(target, http_port=http_port, http_host=http_host))
     except ConfigurationError as exc:
         logger.error("%s", exc)

@@ -163,7 +163,9 @@ class Service:
                     for a, i in health["actions"].items()
                 },
             }
-            if self.started and health["state"] != "running":
+            if self.stopping or not self.started:
+                continue  # said above; a closed receiver's errors would only repeat it
+            if health["state"] != "running":
                 reasons.append(f"{receiver.name}: {health['state']}")
             for action, info in health["actions"].items():
                 for key in ("fetch_error", "settle_error", "driver_error"):
