@@ -102,3 +102,26 @@ async def test_a_second_signal_stops_faster(sql_engine: str, tmp_path: Path, sig
     assert "stopping faster" in output
     assert took < 25, f"the second signal took {took:.1f}s to stop (handlers run 30s)"
     assert ledger.count("done") == 0
+
+
+async def test_sigint_drains_like_sigterm_without_a_traceback(
+    sql_engine: str, tmp_path: Path
+) -> None:
+    """Ctrl-C used to end with a CancelledError/KeyboardInterrupt traceback and status -2."""
+    ledger = Ledger(tmp_path / "ledger")
+    env = app_env(sql_engine, ledger.path, delay=0.05, concurrency=8, drain=DRAIN)
+    await emit(sql_engine, env["HEXA_RUN_CHANNEL"], range(200))
+    runner = Runner(env, tmp_path / "run.log")
+    try:
+        await eventually(lambda: ledger.count("done") >= 10, within=60, what="10 handled")
+        runner.signal(signal.SIGINT)
+        code, took = await runner.wait(DRAIN + MARGIN + 30)
+    finally:
+        runner.kill()
+    output = runner.output()
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert "KeyboardInterrupt" not in output
+    assert took < DRAIN + MARGIN
+    assert sorted(ledger.of("start")) == sorted(ledger.of("done"))
+    assert ledger.count("closed") == 1

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ReceiverFailedError
@@ -46,7 +47,7 @@ class Service:
         self.stopping = True
         self._stop.set()
 
-    async def run(self, *, on_started: Any = None) -> None:
+    async def run(self, *, on_started: Callable[[], None] | None = None) -> None:
         """Build, start, serve until :meth:`stop` or a component fails, then close all.
 
         Raises what made a component fail (a receiver's ``ReceiverFailedError``, a loop's
