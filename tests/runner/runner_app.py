@@ -50,6 +50,7 @@ async def build() -> AsyncIterator[Any]:
         drain_timeout=float(env.get("HEXA_RUN_DRAIN", "20")),
         concurrency=int(env.get("HEXA_RUN_CONCURRENCY", "8")),
         stall_timeout=float(env.get("HEXA_RUN_STALL", "300")),
+        lag_interval=float(env.get("HEXA_RUN_LAG_INTERVAL", "5")),
     )
     delay = float(env.get("HEXA_RUN_DELAY", "0"))
     cpu = float(env.get("HEXA_RUN_CPU", "0"))

@@ -1,4 +1,8 @@
-"""``--http-port``: /readyz, /livez and /metrics of a ``hexa-event run`` process (SQLite)."""
+"""``--http-port``: /readyz, /livez and /metrics of a ``hexa-event run`` process (SQLite).
+
+One handler blocks (key ``block``) until the test creates a file: /livez turns 503 once it
+ran past ``stall_timeout``, and the lag gauge in /metrics rises with the events queued
+behind it, then both recover when it returns."""
 
 from __future__ import annotations
 
@@ -18,6 +22,17 @@ def get(port: int, path: str) -> httpx.Response | None:
         return None
 
 
+def lag(port: int, channel: str) -> float | None:
+    """The ``hexa_event_consumer_lag`` sample of ``channel`` in /metrics (None: absent)."""
+    response = get(port, "/metrics")
+    if response is None:
+        return None
+    for line in response.text.splitlines():
+        if line.startswith("hexa_event_consumer_lag{") and f'channel="{channel}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def status(port: int, path: str) -> int:
     response = get(port, path)
     return 0 if response is None else response.status_code
@@ -27,7 +42,10 @@ async def test_readyz_before_and_after_start_livez_on_a_stalled_handler(tmp_path
     url = f"sqlite:///{tmp_path / 'log.db'}"
     ledger = Ledger(tmp_path / "ledger")
     gate, block = tmp_path / "gate", tmp_path / "block"
-    env = app_env(url, ledger.path, gate=gate, block=block, stall=1.0, telemetry=1)
+    env = app_env(
+        url, ledger.path, gate=gate, block=block, stall=1.0, telemetry=1, lag_interval=0.2
+    )
+    channel = env["HEXA_RUN_CHANNEL"]
     port = free_port()
     runner = Runner(env, tmp_path / "run.log", "--http-port", str(port), "--http-host", "127.0.0.1")
     try:
@@ -44,16 +62,21 @@ async def test_readyz_before_and_after_start_livez_on_a_stalled_handler(tmp_path
         assert ready is not None
         assert ready.json()["ready"] is True
 
-        await emit(url, env["HEXA_RUN_CHANNEL"], range(1), key="block")
+        await emit(url, channel, range(1), key="block")
         await eventually(lambda: ledger.count("start") == 1, within=30, what="handler running")
+        await emit(url, channel, range(1, 21), key="block")  # queued behind the blocked one
+        await eventually(
+            lambda: (lag(port, channel) or 0) >= 21, within=30, what="the lag gauge rising"
+        )
         await eventually(lambda: status(port, "/livez") == 503, within=30, what="livez 503")
         stalled = get(port, "/livez")
         assert stalled is not None
         assert "stall_timeout" in stalled.json()["reason"], stalled.text
 
         block.touch()  # the handler returns
-        await eventually(lambda: ledger.count("done") == 1, within=30, what="handler done")
+        await eventually(lambda: ledger.count("done") == 21, within=30, what="all handled")
         await eventually(lambda: status(port, "/livez") == 200, within=30, what="livez 200")
+        await eventually(lambda: lag(port, channel) == 0, within=30, what="the lag falling")
 
         metrics = get(port, "/metrics")
         assert metrics is not None
