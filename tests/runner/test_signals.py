@@ -44,6 +44,7 @@ async def test_sigterm_drains_then_the_next_process_takes_the_rest(
     assert code == 0, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert took < DRAIN + MARGIN, f"stopped in {took:.1f}s"
+    print(f"\n{any_engine.split(':')[0]}: stopped {took:.2f}s after SIGTERM")  # with -s
     started, done = ledger.of("start", first.pid), ledger.of("done", first.pid)
     assert sorted(started) == sorted(done), "a handler that started did not finish"
     assert len(done) > at_signal, "nothing queued was handled after the signal"
@@ -72,6 +73,7 @@ async def test_sigterm_drains_then_the_next_process_takes_the_rest(
     if any_engine.startswith(("sqlite", "postgresql")):
         built = [x.at for x in ledger.lines() if x.what == "built" and x.pid == second.pid]
         first_start = min(x.at for x in ledger.lines() if x.pid == second.pid and x.what == "start")
+        print(f"next process: first handler {first_start - built[0]:.2f}s after it was built")
         assert first_start - built[0] < 2.0, "the next process waited for a lease"
 
 
