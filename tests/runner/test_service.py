@@ -51,7 +51,7 @@ async def test_serve_runs_a_factory_until_stopped_and_closes_everything() -> Non
         assert service.liveness()[0] is True
         service.stop()
 
-    await asyncio.gather(he.serve(build, handle_signals=False, service=service), drive())
+    await asyncio.gather(he.serve(service, handle_signals=False), drive())
     assert closed == ["generator"]
     assert service.components is not None
     assert all(r.health()["state"] == "closed" for r in service.components.receivers)

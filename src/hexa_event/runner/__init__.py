@@ -40,12 +40,12 @@ async def serve(
     http_host: str = "0.0.0.0",
     handle_signals: bool = True,
     on_started: Callable[[], None] | None = None,
-    service: Service | None = None,
 ) -> None:
     """Run ``target`` until SIGTERM/SIGINT (or ``service.stop()``), then drain and close.
 
     ``target``: a receiver, relay, cleaner, a list of them, a factory (sync or async, or an
-    async generator) building them, or ``"MODULE:ATTR"`` naming one. The first signal stops
+    async generator) building them, or ``"MODULE:ATTR"`` naming one; or a :class:`Service`
+    of one, whose ``stop()`` stops it as a signal would. The first signal stops
     fetching and drains within each receiver's ``drain_timeout``; a second one hurries.
     ``http_port`` serves ``/livez``, ``/readyz`` and ``/metrics`` (the ``[serve]`` extra;
     ``http_host`` 0.0.0.0 by default, so probes reach it from outside a container).
@@ -53,7 +53,7 @@ async def serve(
     """
     if isinstance(target, str):
         target = load_target(target)
-    service = service or Service(target)
+    service = target if isinstance(target, Service) else Service(target)
     probes = None
     if http_port is not None:
         from .probes import ProbeServer, enable_prometheus
