@@ -126,6 +126,9 @@ class Supervisor:
         while not self.stopping:
             await self._spawn(worker)
             assert worker.process is not None
+            if self.stopping:  # the stop came while it was being started: it missed the signal
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGTERM)
             code = await worker.process.wait()
             if self.stopping:
                 return
