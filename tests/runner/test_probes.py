@@ -7,6 +7,7 @@ behind it, then both recover when it returns."""
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 
 import httpx
@@ -91,3 +92,30 @@ async def test_readyz_before_and_after_start_livez_on_a_stalled_handler(tmp_path
     finally:
         runner.kill()
     assert code == 0, runner.output()[-3000:]
+
+
+async def test_a_taken_port_is_refused_not_crash_looped(tmp_path: Path) -> None:
+    """uvicorn would sys.exit() when it cannot bind; the runner binds first and says why."""
+    env = app_env(f"sqlite:///{tmp_path / 'log.db'}", tmp_path / "ledger")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        alone = Runner(
+            env, tmp_path / "alone.log", "--http-port", str(port), "--http-host", "127.0.0.1"
+        )
+        workers = Runner(
+            env, tmp_path / "workers.log", "--workers", "2", "--http-port", str(port - 1)
+        )
+        try:
+            code, _ = await alone.wait(60)
+            workers_code, _ = await workers.wait(60)
+        finally:
+            alone.kill()
+            workers.kill()
+    assert code == 2, alone.output()[-3000:]
+    assert f"cannot listen on 127.0.0.1:{port}" in alone.output()
+    assert "Traceback" not in alone.output()
+    assert workers_code == 2, workers.output()[-3000:]
+    assert "refused its configuration" in workers.output()
+    assert f"cannot listen on 0.0.0.0:{port}" in workers.output()  # worker 1: port - 1 + 1

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
@@ -121,21 +122,29 @@ class ProbeServer:
             log_level="warning",
         )
         self._server = _Server(config)
-        self._where = f"{host}:{port}"
+        self._host, self._port = host, port
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Serve in the background; raise if the port cannot be bound."""
-        self._task = asyncio.create_task(self._server.serve(), name="hexa-event:probes")
-        while not self._server.started:
-            if self._task.done():
-                with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind
-                    self._task.result()
-                raise ConfigurationError(
-                    f"the probe server could not listen on {self._where} (is the port in "
-                    "use?): choose another --http-port"
-                )
+        """Listen and serve in the background; ConfigurationError if the port is taken.
+
+        The socket is bound here, not by uvicorn, which would end the process
+        (``sys.exit``) when it cannot bind."""
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        try:
+            sock = socket.create_server((self._host, self._port), family=family)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"the probe server cannot listen on {self._host}:{self._port} "
+                f"({exc.strerror or exc}): choose another --http-port or --http-host"
+            ) from exc
+        self._task = asyncio.create_task(self._server.serve([sock]), name="hexa-event:probes")
+        while not self._server.started and not self._task.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+        if self._task.done():
+            sock.close()
+            self._task.result()
+            raise ConfigurationError("the probe server stopped at start (see the log above)")
 
     async def close(self) -> None:
         if self._task is None:
