@@ -96,10 +96,22 @@ def ready(port: int) -> bool:
     return bool(actions) and all(a["assigned"] > 0 for a in actions)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int) -> int:
+    """A port P with P .. P + count - 1 free (worker i serves its probes on P + i)."""
+    while True:
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            others = [socket.socket() for _ in range(count - 1)]
+            try:
+                for n, other in enumerate(others, 1):
+                    other.bind(("127.0.0.1", port + n))
+                return port
+            except OSError:
+                continue
+            finally:
+                for other in others:
+                    other.close()
 
 
 async def one_round(url: str, workers: int, count: int) -> float:
@@ -117,7 +129,7 @@ async def one_round(url: str, workers: int, count: int) -> float:
             "HEXA_EVENT_LOG_LEVEL": "WARNING",
         }
         argv = [sys.executable, "-m", "hexa_event.cli", "run", "_workers_app:build"]
-        port = free_port()
+        port = free_ports(workers)
         argv += ["--app-dir", str(HERE), "--workers", str(workers)]
         argv += ["--http-port", str(port), "--http-host", "127.0.0.1"]
         process = start(argv, env)
