@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 _DOC = """Run receivers, outbox relays and cleaners as a service until SIGTERM or SIGINT.
@@ -48,7 +47,7 @@ def add_run_command(commands: Any) -> None:
     p.add_argument(
         "--workers",
         type=_workers,
-        default=int(os.environ.get("HEXA_EVENT_RUN_WORKERS", "1")),
+        default=1,
         help="worker processes under a supervisor (default 1: no supervisor)",
     )
     p.add_argument(
