@@ -71,6 +71,7 @@ from .propagation import (
 )
 from .receiver import Receiver
 from .retry import NO_RETRIES, RetryPolicy, dead_letter_channel, retry_channel
+from .runner import run, serve
 
 __version__ = "0.1.0"
 
@@ -142,6 +143,8 @@ __all__ = [
     "register_codec",
     "register_driver",
     "retry_channel",
+    "run",
+    "serve",
     "subscribe_dead_letters",
     "timeout",
 ]

@@ -420,7 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_outbox_commands(commands)
     add_inbox_commands(commands)
-    add_commands(commands)  # tail, publish, dlq, doctor, outbox status (alias stats)
+    add_commands(commands)  # tail, publish, dlq, doctor, request, outbox status (alias stats)
+    from .runner.command import add_run_command
+
+    add_run_command(commands)  # run
     tidy(parser)
     return parser
 

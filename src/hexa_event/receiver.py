@@ -156,6 +156,7 @@ class Receiver:
         self._closed = asyncio.Event()
         self._started = False
         self._close_lock = asyncio.Lock()
+        self._hurry = asyncio.Event()
         self._failure: ReceiverFailedError | None = None
 
     # -- registration -----------------------------------------------------------------------
@@ -505,9 +506,7 @@ class Receiver:
             lanes = [info.lanes for info in self._subs.values() if info.lanes is not None]
             for lane in lanes:
                 lane.wake_parked()
-            drained = all(
-                await asyncio.gather(*(lane.join(within=self._drain_timeout) for lane in lanes))
-            )
+            drained = await self._drain(lanes)
             if not drained:
                 logger.warning(
                     "receiver %s: handlers still running after %.1fs; giving their events back",
@@ -541,6 +540,27 @@ class Receiver:
                         logger.exception("closing subscription %s failed", info.action)
             self._closed.set()
             logger.info("receiver %s closed", self.name)
+
+    async def _drain(self, lanes: list[Lanes[Delivery]]) -> bool:
+        """Wait for every lane to empty within ``drain_timeout``, or until :meth:`hurry`."""
+        joined = asyncio.ensure_future(
+            asyncio.gather(*(lane.join(within=self._drain_timeout) for lane in lanes))
+        )
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait((joined, hurried), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurried.cancel()
+        if not joined.done():
+            joined.cancel()
+            await asyncio.gather(joined, return_exceptions=True)
+            return False
+        return all(joined.result())
+
+    def hurry(self) -> None:
+        """Cut the drain of a running (or coming) :meth:`close` short: running handlers are
+        cancelled and queued events given back at once; what settled is still written."""
+        self._hurry.set()
 
     async def _final_settle(self) -> None:
         infos = [info for info in self._subs.values() if info.tasks]
@@ -589,16 +609,20 @@ class Receiver:
                 problems.append(f"cannot write settlements: {info.settle_error}")
             if status is not None and status.error:
                 problems.append(f"driver: {status.error}")
-            if age > self._stall_timeout:
+            stalled = age > self._stall_timeout
+            if stalled:
                 problems.append(
                     f"a delivery has been unsettled for {age:.0f}s (stall_timeout "
                     f"{self._stall_timeout:.0f}s): a handler hangs or settlements stall"
                 )
+            alive = True
             if state == "running":
                 if any(task.done() for task in info.tasks):
                     problems.append("a fetch or settle loop stopped")
+                    alive = False
                 if info.lanes is not None and not info.lanes.workers_alive:
                     problems.append("a handler worker stopped")
+                    alive = False
             actions[action] = {
                 "in_flight": info.in_flight,
                 "waiting": len(info.waiting),
@@ -615,6 +639,9 @@ class Receiver:
                 "lag_error": info.lag_error,
                 "fetch_error": info.fetch_error,
                 "settle_error": info.settle_error,
+                "driver_error": status.error if status is not None else "",
+                "stalled": stalled,
+                "alive": alive,
                 "problems": problems,
             }
             reasons.extend(f"{action}: {p}" for p in problems)
