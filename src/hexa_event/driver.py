@@ -315,6 +315,14 @@ class Driver(abc.ABC):
         """Make sure the channels exist (topics, streams); a no-op where none is needed."""
         del channels
 
+    async def check(self, within: float = 10.0) -> str:
+        """Connect the way publish and subscribe do, creating nothing, and raise what they
+        would raise on this URL and options (:class:`~hexa_event.errors.ConfigurationError`,
+        :class:`~hexa_event.errors.DriverError`); a line saying what was seen otherwise.
+        ``hexa-event doctor`` runs it; ``within`` bounds each network step."""
+        del within
+        return f"{self.features.name}: nothing to connect to"
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release every connection. Idempotent. Subscriptions still open end: their

@@ -140,7 +140,8 @@ class NatsDriver(Driver):
                 nc = self._nc
         return nc
 
-    async def _connect(self) -> Client:
+    async def _connect(self, *, probe: bool = False) -> Client:
+        """A new client; a ``probe`` one (for :meth:`check`) reports nothing to this driver."""
         o = self.options
         kwargs: dict[str, Any] = {
             "servers": list(o.servers),
@@ -167,6 +168,10 @@ class NatsDriver(Driver):
         if o.tls_hostname is not None:
             kwargs["tls_hostname"] = o.tls_hostname
         kwargs.update(o.client_options)
+        if probe:
+            kwargs.update(allow_reconnect=False, max_reconnect_attempts=0)
+            for callback in ("error_cb", "disconnected_cb", "reconnected_cb"):
+                kwargs.pop(callback)
         nc = Client()
         # nats-py retries the first connect forever with max_reconnect_attempts=-1: bound it.
         bound = o.connect_timeout * 2 + o.reconnect_wait * 2
@@ -182,7 +187,8 @@ class NatsDriver(Driver):
                 f"{_redact(str(exc)) or type(exc).__name__}; is the server running "
                 "(scripts/services up nats) and are the credentials right?"
             ) from None
-        self._connection_error = ""
+        if not probe:
+            self._connection_error = ""
         return nc
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -193,6 +199,17 @@ class NatsDriver(Driver):
         if o.tls_cert_file:
             context.load_cert_chain(o.tls_cert_file, o.tls_key_file)
         return context
+
+    async def check(self, within: float = 10.0) -> str:
+        """Connect on a connection of its own, and check JetStream and the stream the way
+        the first publish would, creating nothing."""
+        nc = await self._connect(probe=True)
+        try:
+            api = JetStreamApi(nc, min(within, self.options.request_timeout))
+            return await api.check_stream(self.options)
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
         text = _redact(str(exc)) or type(exc).__name__

@@ -20,7 +20,7 @@ from typing import Any
 import pulsar
 
 from ...driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec, check_records
-from ...errors import ChannelNotFoundError, ClosedError, ConfigurationError
+from ...errors import ChannelNotFoundError, ClosedError, ConfigurationError, DriverError
 from .admin import PulsarAdmin
 from .consumer import PulsarSubscription
 from .options import PulsarOptions, PulsarSubscriptionOptions
@@ -104,6 +104,46 @@ class PulsarDriver(Driver):
         """Create the missing topics (or raise ChannelNotFoundError when provisioning is off)."""
         for channel in dict.fromkeys(channels):
             await self._ensure_topic(channel)
+
+    async def check(self, within: float = 10.0) -> str:
+        """The admin API reads the namespace, and the broker answers a topic lookup over the
+        binary protocol (the way producers and consumers connect; nothing is created)."""
+        kwargs = {
+            **self.options.client_kwargs(),
+            "operation_timeout_seconds": max(1, int(within)),
+            "connection_timeout_ms": max(1000, int(within * 1000)),
+        }
+        probe = self.options.topic("hexa-event-doctor-probe")
+
+        def lookup() -> None:
+            client = pulsar.Client(self.options.service_url, **kwargs)
+            try:
+                client.get_topic_partitions(probe)
+            finally:
+                client.close()
+
+        status = await asyncio.to_thread(self._admin.namespace_status_sync)
+        where = f"{self.options.tenant}/{self.options.namespace}"
+        if status in (401, 403):
+            raise DriverError(
+                f"the Pulsar admin API refused reading namespace {where} (HTTP {status}): pass "
+                "a token with rights on it (pulsar://TOKEN@host:6650)",
+                retriable=False,
+            )
+        if status != 200:
+            raise ConfigurationError(
+                f"Pulsar namespace {where} is not readable (HTTP {status}): create it "
+                f"(pulsar-admin namespaces create {where}), or pass tenant= and namespace="
+            )
+        try:
+            await asyncio.to_thread(lookup)
+        except pulsar.PulsarException as exc:
+            raise DriverError(
+                f"the Pulsar broker at {self.options.service_url} did not answer a topic lookup "
+                f"within {within:g} s ({exc}): is it a Pulsar broker's port (6650, not Kafka's "
+                "or the admin API's), and are the token and TLS settings right?"
+            ) from None
+        return f"broker answers; namespace {where} exists"
 
     # -- the contract --------------------------------------------------------------------------
 
