@@ -14,19 +14,49 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import pulsar
 
-from ...driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec, check_records
-from ...errors import ChannelNotFoundError, ClosedError, ConfigurationError, DriverError
+from ...driver import (
+    Driver,
+    Features,
+    RawRecord,
+    Subscription,
+    SubscriptionSpec,
+    check_records,
+    refuse,
+)
+from ...errors import (
+    ChannelNotFoundError,
+    ClosedError,
+    ConfigurationError,
+    DriverError,
+    NotStoredError,
+)
 from .admin import PulsarAdmin
 from .consumer import PulsarSubscription
 from .options import PulsarOptions, PulsarSubscriptionOptions
 from .producer import PulsarProducers
 
 log = logging.getLogger(__name__)
+
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._\-=:@~+,;!$&'()*]+$")
+
+
+def channel_problem(channel: str) -> str | None:
+    """Why Pulsar cannot carry ``channel`` as a topic's local name, or None. A ``/`` would
+    move it to another namespace; spaces, ``?``, ``#``, ``%`` and non-ASCII break the admin
+    API's URLs (HTTP 412)."""
+    if _TOPIC_NAME.match(channel):
+        return None
+    return (
+        f"{channel[:80]!r} cannot be a Pulsar topic name: use letters, digits and "
+        ". _ - = : (no spaces, '/', '?', '#' or '%')"
+    )
 
 
 class PulsarDriver(Driver):
@@ -152,6 +182,13 @@ class PulsarDriver(Driver):
         if self._closed:
             raise ClosedError("the Pulsar driver is closed")
         check_records(records)
+        problems = {
+            i: NotStoredError(f"channel {problem}", limit="topic name")
+            for i, record in enumerate(records)
+            if (problem := channel_problem(record.channel)) is not None
+        }
+        if problems:
+            raise refuse(len(records), problems)
         await self._producers.publish(records)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
@@ -170,6 +207,10 @@ class PulsarDriver(Driver):
             )
         if not spec.channels and spec.pattern is None:
             raise ConfigurationError("a Pulsar subscription needs channels or a pattern")
+        for channel in spec.channels:
+            problem = channel_problem(channel)
+            if problem is not None:
+                raise ConfigurationError(f"channel {problem}")
         if spec.channels:
             await self.provision(spec.channels)
         subscription = PulsarSubscription(
