@@ -124,6 +124,9 @@ class NatsDriver(Driver):
         if self._closed:
             raise ClosedError("the NATS driver is closed; connect() again")
         nc = self._nc
+        if nc is not None and nc.is_closed:
+            await self._on_closed()  # closed for good, its callback not run yet
+            nc = None
         if nc is None or not self._stream_ready:
             async with self._connect_lock:
                 if self._closed:
@@ -153,6 +156,7 @@ class NatsDriver(Driver):
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
+            "closed_cb": self._on_closed,
         }
         if o.user is not None:
             kwargs.update(user=o.user, password=o.password)
@@ -170,7 +174,7 @@ class NatsDriver(Driver):
         kwargs.update(o.client_options)
         if probe:
             kwargs.update(allow_reconnect=False, max_reconnect_attempts=0)
-            for callback in ("error_cb", "disconnected_cb", "reconnected_cb"):
+            for callback in ("error_cb", "disconnected_cb", "reconnected_cb", "closed_cb"):
                 kwargs.pop(callback)
         nc = Client()
         # nats-py retries the first connect forever with max_reconnect_attempts=-1: bound it.
@@ -226,6 +230,28 @@ class NatsDriver(Driver):
         servers = ", ".join(redact_url(s) for s in self.options.servers)
         self._connection_error = f"disconnected from NATS ({servers}); reconnecting"
         log.warning("%s", self._connection_error)
+
+    async def _on_closed(self) -> None:
+        """nats-py closed the connection for good (the server refused it a protocol error;
+        it does not reconnect then): say so, fail the members on it (their receivers stop
+        and report it), and let the next publish open a new connection."""
+        nc = self._nc
+        if self._closed or nc is None or not nc.is_closed:
+            return
+        cause = _redact(str(nc.last_error)) if nc.last_error else "no reason given"
+        reason = (
+            f"the NATS connection was closed for good ({cause}); the receivers on it stopped: "
+            "start them again (emits open a new connection)"
+        )
+        log.error("%s", reason)
+        self._connection_error = reason
+        self._nc = None
+        self._api = None
+        self._stream_ready = False
+        self._producer.fail_pending(reason)
+        for subscription in list(self._subscriptions):
+            subscription.on_connection_closed(reason)
+            self._subscriptions.discard(subscription)
 
     async def _on_reconnected(self) -> None:
         url = self._nc.connected_url if self._nc is not None else None
