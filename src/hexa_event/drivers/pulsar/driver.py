@@ -44,18 +44,19 @@ from .producer import PulsarProducers
 log = logging.getLogger(__name__)
 
 
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._\-=:@~+,;!$&'()*]+$")
+_BAD_TOPIC_CHARS = re.compile(r"[\s/?#\x00-\x1f\x7f]")
 
 
 def channel_problem(channel: str) -> str | None:
     """Why Pulsar cannot carry ``channel`` as a topic's local name, or None. A ``/`` would
-    move it to another namespace; spaces, ``?``, ``#``, ``%`` and non-ASCII break the admin
-    API's URLs (HTTP 412)."""
-    if _TOPIC_NAME.match(channel):
+    move it under another namespace path; whitespace, control characters, ``?`` and ``#``
+    break the admin API's URLs (HTTP 412) and the topic lookups."""
+    found = _BAD_TOPIC_CHARS.search(channel)
+    if found is None:
         return None
     return (
-        f"{channel[:80]!r} cannot be a Pulsar topic name: use letters, digits and "
-        ". _ - = : (no spaces, '/', '?', '#' or '%')"
+        f"{channel[:80]!r} cannot be a Pulsar topic name: it contains {found.group()!r}; "
+        "use no whitespace, '/', '?', '#' or control characters"
     )
 
 
