@@ -49,6 +49,9 @@ _HOLD_BEFORE_PAUSE = 3.0
 _CONSUME_BATCH = 500
 _ERROR_LOG_INTERVAL = 10.0
 _LAG_INTERVAL = 1.0
+_PROBE_INTERVAL = 2.0
+"""Seconds between metadata requests that look for a recovery while an error is shown."""
+_PROBE_TIMEOUT = 1.0
 _COMMITTED_TIMEOUT = 10.0
 
 Position = tuple[str, int, int, str]
@@ -156,6 +159,7 @@ class Member:
         self._paused = False
         self._committed: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
+        self._probed_at = 0.0
         # Read from the loop (plain attribute reads/writes).
         self.lag: int | None = None
         self.last_error: str | None = None
@@ -233,6 +237,7 @@ class Member:
                         messages.extend(consumer.consume(_CONSUME_BATCH - 1, 0))
                 if not messages:
                     self._measure_lag(consumer)
+                    self._probe_recovery(consumer)
                     continue
                 # Records of partitions revoked meanwhile are dropped on the loop, which
                 # knows the current assignment (no per-record work on this thread).
@@ -344,6 +349,25 @@ class Member:
 
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(apply)
+
+    def _probe_recovery(self, consumer: Consumer) -> None:
+        """While an error is reported and no records come (a retry group is mostly idle):
+        every few seconds ask the cluster for its metadata; an answer means connectivity is
+        back, so the error is cleared (records arriving clear it too)."""
+        if self.last_error is None or self.fatal is not None:
+            return
+        now = time.monotonic()
+        if now - self._probed_at < _PROBE_INTERVAL:
+            return
+        self._probed_at = now
+        error = self.last_error
+        try:
+            metadata = consumer.list_topics(self.topics[0], timeout=_PROBE_TIMEOUT)
+        except KafkaException:
+            return
+        if metadata.brokers and self.last_error == error:
+            log.info("Kafka group %r: the cluster answers again (was: %s)", self.group, error)
+            self.clear_error()
 
     def _measure_lag(self, consumer: Consumer) -> None:
         """Every second: records of the held partitions not yet committed (cached ends)."""
