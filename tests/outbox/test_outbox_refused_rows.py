@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select
 
 import hexa_event as he
-from db_helpers import RecordingDriver
+from db_helpers import RecordingDriver, reset_tables
 from hexa_event._sql.urls import sync_url
 from hexa_event.errors import InvalidEventError, NotStoredError, PartialPublishError
 from hexa_event.outbox import Outbox, OutboxRelay, outbox_table, requeue_parked
@@ -53,13 +54,36 @@ LIMIT_WORDS = {"kafka": "message.max.bytes", "pulsar": "maxMessageSize", "nats":
 async def test_an_oversized_row_is_parked_and_the_others_relayed_once(
     db_url: str, target: str
 ) -> None:
-    url = target_url(target)
     channel = f"refused-{uuid.uuid4().hex[:8]}"
+    bad = he.Event(channel, "big", {"blob": "x" * BIG})
+    await _parked_and_the_others_relayed_once(
+        db_url, target_url(target), channel, bad, LIMIT_WORDS[target]
+    )
+
+
+@pytest.mark.parametrize("log", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def test_a_row_the_sql_log_cannot_hold_is_parked(
+    tmp_path: Path, log: str, request: pytest.FixtureRequest
+) -> None:
+    """The SQL log's limit: a channel over 255 characters (an SQLite outbox holds it)."""
+    db_url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    reset_tables(db_url)
+    url = (
+        f"sqlite:///{tmp_path / 'log.db'}" if log == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    channel = f"refused-{uuid.uuid4().hex[:8]}"
+    bad = he.Event("c" * 300, "big", {"n": 0})
+    await _parked_and_the_others_relayed_once(db_url, url, channel, bad, "255")
+
+
+async def _parked_and_the_others_relayed_once(
+    db_url: str, url: str, channel: str, bad: he.Event[Any], limit_word: str
+) -> None:
     outbox = Outbox()
     engine = create_engine(sync_url(db_url))
     try:
         with engine.begin() as conn:
-            big = outbox.emit(conn, he.Event(channel, "big", {"blob": "x" * BIG}))
+            big = outbox.emit(conn, bad)
             good = outbox.emit_many(conn, [he.Event(channel, f"k{i}", {"i": i}) for i in range(20)])
     finally:
         engine.dispose()
@@ -82,7 +106,7 @@ async def test_an_oversized_row_is_parked_and_the_others_relayed_once(
             engine.dispose()
         assert row.sent_at is None
         assert row.last_error.startswith("parked: ")
-        assert LIMIT_WORDS[target] in row.last_error
+        assert limit_word in row.last_error
 
         # Exactly once: after a sentinel of each key arrives, every earlier record of that
         # key (a duplicate included) has arrived too (per-key order, one member).
