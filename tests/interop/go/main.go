@@ -296,6 +296,7 @@ func consume(args []string) {
 	handleFor := fs.Duration("handle-for", 0, "time each handler call takes")
 	retention := fs.Duration("retention", 24*time.Hour, "sarama Consumer.Offsets.Retention (0: sarama's default, OffsetCommit v1)")
 	timeout := fs.Duration("timeout", 60*time.Second, "")
+	consumeBackoff := fs.Duration("consume-backoff", 30*time.Second, "wait after a failed group session, as hexa-event's hafka receiver does (30s)")
 	_ = fs.Parse(args)
 	cfg := config(*retention)
 	bs := strings.Split(*brokers, ",")
@@ -349,7 +350,10 @@ func consume(args []string) {
 		for ctx.Err() == nil {
 			if err := group.Consume(ctx, topics, h); err != nil && ctx.Err() == nil {
 				fmt.Fprintln(os.Stderr, "consume:", err)
-				time.Sleep(500 * time.Millisecond)
+				select {
+				case <-ctx.Done():
+				case <-time.After(*consumeBackoff):
+				}
 			}
 		}
 	}()
