@@ -80,19 +80,20 @@ _NOT_STORED = frozenset(
     for code in (
         getattr(KafkaError, "INVALID_RECORD", None),
         getattr(KafkaError, "TOPIC_EXCEPTION", None),
-        getattr(KafkaError, "TOPIC_AUTHORIZATION_FAILED", None),
         getattr(KafkaError, "INVALID_MSG", None),
         getattr(KafkaError, "_INVALID_ARG", None),
     )
     if code is not None
 )
+"""Refusals of the record itself: sending it again cannot succeed."""
 
 
 def delivery_error(err: KafkaError, scrub: Callable[[str], str] = str) -> DriverError:
     if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
         return NotStoredError(
             f"Kafka rejected the record: topic does not exist ({scrub(err.str())}); create it "
-            "or enable provisioning (KafkaOptions(provision=True))"
+            "or enable provisioning (KafkaOptions(provision=True))",
+            retriable=True,  # not stored, and stored once the topic exists
         )
     if err.code() in _TOO_LARGE:
         return NotStoredError(
@@ -104,6 +105,12 @@ def delivery_error(err: KafkaError, scrub: Callable[[str], str] = str) -> Driver
         )
     if err.code() in _NOT_STORED:
         return NotStoredError(f"Kafka refused the record: {err.name()}: {scrub(err.str())}")
+    if err.code() == getattr(KafkaError, "TOPIC_AUTHORIZATION_FAILED", None):
+        return NotStoredError(
+            f"Kafka refused the record: {err.name()}: {scrub(err.str())}; grant this "
+            "principal WRITE on the topic",
+            retriable=True,  # an ACL to fix, not a record to give up on
+        )
     return DriverError(
         f"Kafka did not acknowledge the record: {err.name()}: {scrub(err.str())}",
         retriable=err.retriable() or err.code() == KafkaError._MSG_TIMED_OUT,

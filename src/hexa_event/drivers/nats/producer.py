@@ -40,6 +40,8 @@ _SCHEDULE = "Nats-Schedule"
 _SCHEDULE_TARGET = "Nats-Schedule-Target"
 _EARLY = 0.005
 """A record due within this many seconds is published at once."""
+ERR_MESSAGE_TOO_LARGE = 10054
+"""JetStream's "message size exceeds maximum allowed" (the stream's max_msg_size)."""
 MAX_CONTROL_LINE = 4096
 """nats-server's default ``max_control_line``: the longest protocol line it reads."""
 _CONTROL_LINE_ROOM = 48
@@ -97,8 +99,15 @@ class NatsProducer:
                 f"JetStream refused a record: {error.get('description')} "
                 f"(err_code {error.get('err_code')})"
             )
-            refused = int(error.get("code", 500)) < 500  # the stream said no: not stored
-            future.set_exception(NotStoredError(text) if refused else DriverError(text))
+            if int(error.get("code", 500)) < 500:  # the stream said no: not stored
+                too_big = int(error.get("err_code", 0)) == ERR_MESSAGE_TOO_LARGE
+                future.set_exception(
+                    NotStoredError(text, limit="max_msg_size")
+                    if too_big
+                    else NotStoredError(text, retriable=True)
+                )
+            else:
+                future.set_exception(DriverError(text))
             return
         if reply.get("duplicate"):
             self.duplicates += 1

@@ -95,6 +95,8 @@ class _Batch:
 
 TOO_BIG = "MessageTooBig"
 _NOT_STORED = frozenset((TOO_BIG, "TopicTerminated", "AuthorizationError", "InvalidTopicName"))
+_FOR_GOOD = frozenset((TOO_BIG, "TopicTerminated", "InvalidTopicName"))
+"""Refusals that sending again cannot overcome (an authorization can be granted)."""
 
 
 def record_error(result: str) -> DriverError:
@@ -107,7 +109,9 @@ def record_error(result: str) -> DriverError:
             limit="maxMessageSize",
         )
     if result in _NOT_STORED:
-        return NotStoredError(f"Pulsar refused the record ({result})")
+        return NotStoredError(
+            f"Pulsar refused the record ({result})", retriable=result not in _FOR_GOOD
+        )
     return DriverError(f"Pulsar did not confirm the record ({result}); it may or may not be stored")
 
 
