@@ -53,7 +53,8 @@ _LAG_INTERVAL = 1.0
 _PROBE_INTERVAL = 2.0
 """Seconds between metadata requests that look for a recovery while an error is shown."""
 _PROBE_TIMEOUT = 1.0
-STATS_INTERVAL = 2.0
+_DECODER = json.JSONDecoder()
+STATS_INTERVAL = 5.0
 """Seconds between librdkafka's statistics, of which only the group's join state is read."""
 STUCK_AFTER = 10.0
 """Seconds without partitions while the group rebalances before health calls it stuck (a
@@ -369,11 +370,19 @@ class Member:
         member without partitions while the group is not ``steady`` for ``STUCK_AFTER``
         seconds is stuck: a group that rebalances for ever (a Go hexa-event member leading
         it fails to decode our subscription metadata and backs off, again and again)."""
+        # Only the "cgrp" object is decoded, not the whole document (which lists every
+        # broker, topic and partition).
+        at = stats.rfind('"cgrp":')
+        if at < 0:
+            return
+        start = at + len('"cgrp":')
+        while start < len(stats) and stats[start] in " \t\r\n":
+            start += 1
         try:
-            cgrp = json.loads(stats).get("cgrp") or {}
+            cgrp, _ = _DECODER.raw_decode(stats, start)
         except ValueError:
             return
-        if not cgrp:
+        if not isinstance(cgrp, dict) or not cgrp:
             return
         settled = cgrp.get("join_state") == "steady" or int(cgrp.get("assignment_size", 0)) > 0
         now = time.monotonic()
