@@ -54,7 +54,7 @@ _PROBE_INTERVAL = 2.0
 """Seconds between metadata requests that look for a recovery while an error is shown."""
 _PROBE_TIMEOUT = 1.0
 _DECODER = json.JSONDecoder()
-STATS_INTERVAL = 5.0
+STATS_INTERVAL = 3.0
 """Seconds between librdkafka's statistics, of which only the group's join state is read."""
 STUCK_AFTER = 10.0
 """Seconds without partitions while the group rebalances before health calls it stuck (a
