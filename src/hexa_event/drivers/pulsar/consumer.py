@@ -71,6 +71,8 @@ _CONSUMER_TYPES = {
 _CUMULATIVE = (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
 _DRAIN = 500
 """Most messages one receive round hands to the loop."""
+_ACK_TICK_MS = 20
+"""While acks wait for the receive thread, it wakes at least this often (ms) to send them."""
 _STALL_REPORT = 30.0
 """Seconds between warnings while a consumer stays disconnected."""
 _PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
@@ -176,6 +178,9 @@ class _Reader:
         self._limit = limit
         self._outstanding = 0
         self._room = threading.Condition()
+        self._acks: collections.deque[pulsar.Message] = collections.deque()
+        self._idle = False
+        """True while the thread blocks in ``receive()`` with no ack left to send."""
         self._stop = False
         self._cursors: dict[str, _Cursor] = {}
         self._timers: set[asyncio.TimerHandle] = set()
@@ -203,14 +208,61 @@ class _Reader:
             if self._outstanding < self._limit:
                 self._room.notify()
 
+    def send_acks(self) -> None:
+        """Acknowledge what ``settle`` queued (either thread; each message popped once).
+
+        A failed ack is logged, not raised: the message is then delivered again
+        (at-least-once), as after any lost acknowledgement."""
+        acks, acknowledge = self._acks, self.consumer.acknowledge
+        while True:
+            try:
+                message = acks.popleft()
+            except IndexError:
+                return
+            try:
+                acknowledge(message)
+            except pulsar.AlreadyClosed:
+                acks.clear()  # closed: Pulsar redelivers whatever was not acknowledged
+                return
+            except pulsar.PulsarException as exc:
+                log.warning(
+                    "Pulsar subscription %s: an ack failed (%s: %s); the message will be "
+                    "delivered again",
+                    self.subscription.name,
+                    type(exc).__name__,
+                    exc,
+                )
+
+    def _receive(self) -> pulsar.Message:
+        """The next message. While acks are queued, wakes every ``_ACK_TICK_MS`` to send
+        them; with none queued it blocks, and ``settle`` sends acks itself meanwhile."""
+        consumer = self.consumer
+        while True:
+            with self._room:
+                self._idle = not self._acks
+            if self._idle:
+                try:
+                    return consumer.receive()
+                finally:
+                    with self._room:
+                        self._idle = False
+            try:
+                return consumer.receive(_ACK_TICK_MS)
+            except pulsar.Timeout:
+                self.send_acks()
+                if self._stop:
+                    raise
+
     def _run(self) -> None:
         consumer = self.consumer
         while not self._stop:
+            self.send_acks()
             room = self._wait_for_room()
             if self._stop:
                 break
+            self.send_acks()
             try:
-                first = consumer.receive()
+                first = self._receive()
             except pulsar.AlreadyClosed:
                 break
             except pulsar.PulsarException as exc:
@@ -305,6 +357,7 @@ class _Reader:
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
         consumer = self.consumer
         touched: dict[str, list[tuple[MessageKey, pulsar.Message]]] = {}
+        acks: list[pulsar.Message] = []
         for delivery in deliveries:
             message = delivery.native
             if delivery.outcome is Outcome.ACK:
@@ -317,13 +370,24 @@ class _Reader:
                         cursor.acked.add(key)
                         touched.setdefault(topic, []).append((key, message))
                         continue
-                consumer.acknowledge(message)
+                acks.append(message)
             elif delivery.outcome is Outcome.NACK:
                 wait = delivery.delay - self.nack_delay
                 if wait <= 0:
                     consumer.negative_acknowledge(message)
                 else:
                     self._nack_later(wait, message)
+        if acks:
+            # Individual acks go to the receive thread, which sends them between receives:
+            # an acknowledge call on the loop thread waits for the GIL that thread holds.
+            # While it blocks in receive() with nothing queued, they are sent here instead.
+            with self._room:
+                direct = self._idle or self._stop
+                if not direct:
+                    self._acks.extend(acks)
+            if direct:
+                for message in acks:
+                    consumer.acknowledge(message)
         for topic, acked in touched.items():
             cursor = self._cursors[topic]
             last = cursor.advance()
@@ -636,6 +700,7 @@ class PulsarSubscription(Subscription):
         for reader in self._readers:
             reader.stop()
         for reader in self._readers:
+            reader.send_acks()  # what the receive thread had not sent yet
             try:
                 await asyncio.to_thread(reader.consumer.close)
             except pulsar.PulsarException as exc:
