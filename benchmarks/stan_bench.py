@@ -82,14 +82,19 @@ class RawStan:
         self.response = ConnectResponse.decode(reply.data)
         assert not self.response.error, self.response.error
 
-    async def publish_all(self, channel: str, body: bytes, count: int) -> None:
+    async def publish_all(
+        self, channel: str, body: bytes, count: int, window: int | None = None
+    ) -> None:
+        """Publish ``count`` PubMsgs, at most ``window`` unacknowledged (None: no limit)."""
         acks = f"_STAN.acks.{self.nuid.next().decode()}"
         done = asyncio.get_running_loop().create_future()
         received = 0
+        room = asyncio.Event()
 
         async def on_ack(msg: Any) -> None:
             nonlocal received
             received += 1
+            room.set()
             if received == count and not done.done():
                 done.set_result(None)
 
@@ -97,13 +102,16 @@ class RawStan:
         subject = f"{self.response.pub_prefix}.{channel}"
         head = encode_pub_head(self.client_id, self.conn_id)
         channel_field = encode_pub_channel(channel)
-        for _ in range(count):
+        for sent in range(count):
+            while window is not None and sent - received >= window:
+                room.clear()
+                await room.wait()
             frame = encode_pub_msg(head, self.nuid.next().decode(), channel_field, body)
             await self.nc.publish(subject, frame, reply=acks)
         await asyncio.wait_for(done, 120)
         await sub.unsubscribe()
 
-    async def consume_all(self, channel: str, count: int) -> None:
+    async def consume_all(self, channel: str, count: int, max_in_flight: int = 1024) -> None:
         inbox = self.nc.new_inbox()
         done = asyncio.get_running_loop().create_future()
         received = 0
@@ -129,7 +137,7 @@ class RawStan:
             q_group="bench",
             durable_name="bench",
             inbox=inbox,
-            max_in_flight=1024,
+            max_in_flight=max_in_flight,
             ack_wait_in_secs=30,
             start_position=4,
         )
@@ -226,8 +234,8 @@ async def raw_consume(count: int) -> float:
     return rate
 
 
-async def ours_consume(count: int) -> float:
-    channel = await _backlog(count)
+async def ours_consume(count: int, channel: str | None = None) -> float:
+    channel = channel or await _backlog(count)
     connection = he.connect(STAN_URL)
     receiver = connection.receiver("bench")
     handled = 0
@@ -250,9 +258,9 @@ async def ours_consume(count: int) -> float:
     return rate
 
 
-async def ours_driver_consume(count: int) -> float:
+async def ours_driver_consume(count: int, channel: str | None = None) -> float:
     """The driver alone: fetch, ack each delivery, settle each batch."""
-    channel = await _backlog(count)
+    channel = channel or await _backlog(count)
     connection = he.connect(STAN_URL)
     loop = asyncio.get_running_loop()
     began = loop.time()
@@ -270,6 +278,13 @@ async def ours_driver_consume(count: int) -> float:
     await subscription.close()
     await connection.close()
     return rate
+
+
+PROFILED = (  # for ``profile.py --paths stan``: (title, fill or None, run)
+    ("emit_many", None, ours_emit),
+    ("consume + ack through a receiver", _backlog, ours_consume),
+    ("consume + ack, driver alone (fetch/ack/settle)", _backlog, ours_driver_consume),
+)
 
 
 async def main() -> None:

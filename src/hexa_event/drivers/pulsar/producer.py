@@ -3,9 +3,11 @@
 Each record is handed to pulsar-client's callback API (``Producer.send_async``); the
 confirmations of one ``publish`` call are counted on the client's I/O thread and complete a
 single asyncio future, so a batch costs one loop wake-up, not one per record, and no send
-waits on the batching timer of the one before it. At most ``max_in_flight`` records are
-unconfirmed at once (the producers' queues are sized to match, so a send never finds a
-full queue and nothing blocks the event loop).
+waits on the batching timer of the one before it. The sends are handed over from a worker
+thread: each ``send_async`` gives up the GIL and waits to take it back from the client's
+callback threads, and the event loop (encoding the next batch) goes on meanwhile. At most
+``max_in_flight`` records are unconfirmed at once (the producers' queues are sized to
+match, so a send never finds a full queue and nothing blocks).
 
 Keys are the messages' partition keys (Key_Shared dispatch and compaction use them); on a
 partitioned topic the partition is :func:`partition_for_key`, a stable hash of ours.
@@ -171,8 +173,23 @@ class PulsarProducers:
                 self._room.set()
 
     async def _send(self, chunk: Sequence[RawRecord], producers: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        batch = _Batch(loop, len(chunk))
+        batch = _Batch(asyncio.get_running_loop(), len(chunk))
+        # Handed over from a worker thread: each send_async releases the GIL and waits to
+        # take it back from the client's callback threads; the loop goes on meanwhile.
+        await asyncio.to_thread(self._hand_over, chunk, producers, batch)
+        await batch.future
+        if batch.errors:
+            first = batch.errors[0]
+            raise DriverError(
+                f"Pulsar did not confirm {len(batch.errors)} of {len(chunk)} records "
+                f"({first}); they may or may not be stored",
+                retriable=first not in ("TopicTerminated", "AuthorizationError"),
+            )
+
+    def _hand_over(
+        self, chunk: Sequence[RawRecord], producers: dict[str, Any], batch: _Batch
+    ) -> None:
+        """``send_async`` every record of ``chunk`` (a worker thread)."""
         go_body = self._options.body == "go"
         now_ms = time.time_ns() // 1_000_000
         sent = 0
@@ -205,14 +222,6 @@ class PulsarProducers:
                 f"Pulsar refused a send ({type(exc).__name__}: {exc}); "
                 f"{sent} of {len(chunk)} records were handed over"
             ) from None
-        await batch.future
-        if batch.errors:
-            first = batch.errors[0]
-            raise DriverError(
-                f"Pulsar did not confirm {len(batch.errors)} of {len(chunk)} records "
-                f"({first}); they may or may not be stored",
-                retriable=first not in ("TopicTerminated", "AuthorizationError"),
-            )
 
     async def close(self) -> None:
         """Flush and close every producer. Idempotent."""
