@@ -7,10 +7,13 @@ copies carry a deliver-at time, which Pulsar honours on Shared subscriptions, an
 no order to keep.
 
 Each consumer has a thread that blocks in pulsar-client's ``receive()`` and drains what is
-already buffered, then hands the batch to the event loop in one call (no future per
-message, and a cancelled ``fetch`` loses nothing: deliveries wait in the subscription's
-queue). At most ``spec.prefetch`` deliveries are out unsettled per consumer; the thread
-waits for room before receiving more.
+already buffered (``batch_receive``: one call, waiting at most 1 ms for a full batch), then
+hands the batch to the event loop in one call (no future per message, and a cancelled
+``fetch`` loses nothing: deliveries wait in the subscription's queue). At most
+``spec.prefetch`` deliveries are out unsettled per consumer; the thread waits for room
+before receiving more. The same thread sends the acknowledgements ``settle`` queues,
+between receives (at least every 20 ms while some wait): every pulsar-client call gives up
+the GIL, and on the loop thread each would then wait to take it back from this one.
 
 Settling:
 - ack: an individual (batch-index) acknowledgement; on Exclusive and Failover the acks below
@@ -71,6 +74,8 @@ _CONSUMER_TYPES = {
 _CUMULATIVE = (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
 _DRAIN = 500
 """Most messages one receive round hands to the loop."""
+_BATCH_WAIT_MS = 1
+"""How long one ``batch_receive`` waits for a full batch when fewer are buffered."""
 _ACK_TICK_MS = 20
 """While acks wait for the receive thread, it wakes at least this often (ms) to send them."""
 _STALL_REPORT = 30.0
@@ -80,6 +85,12 @@ _LAG_EVERY = 5.0
 """Seconds between reads of the subscription's backlog from the admin API."""
 
 MessageKey = tuple[int, int, int]
+
+
+def _batch_size(prefetch: int) -> int:
+    """Messages one ``batch_receive`` returns at most: half the prefetch window, so that
+    a receive round takes it while room for a whole batch is left."""
+    return max(1, min(_DRAIN, prefetch // 2))
 
 
 def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
@@ -176,6 +187,7 @@ class _Reader:
         self.cumulative = kind in _CUMULATIVE
         self.nack_delay = nack_delay
         self._limit = limit
+        self.batch = _batch_size(limit)
         self._outstanding = 0
         self._room = threading.Condition()
         self._acks: collections.deque[pulsar.Message] = collections.deque()
@@ -276,11 +288,17 @@ class _Reader:
                 self.subscription.fail_from_thread(f"{type(exc).__name__}: {exc}")
                 break
             messages = [first]
-            while len(messages) < min(room, _DRAIN):
-                try:
-                    messages.append(consumer.receive(0))
-                except pulsar.PulsarException:
-                    break
+            if room > self.batch:
+                # What is buffered, in one call: one GIL release, not one per message (each
+                # release lets the loop thread take the GIL, and taking it back waits).
+                with contextlib.suppress(pulsar.PulsarException):
+                    messages.extend(consumer.batch_receive())
+            else:
+                while len(messages) < min(room, _DRAIN):
+                    try:
+                        messages.append(consumer.receive(0))
+                    except pulsar.PulsarException:
+                        break
             deliveries: list[PulsarDelivery] = []
             early: list[tuple[pulsar.Message, float]] = []
             now = time.time()
@@ -493,6 +511,9 @@ class PulsarSubscription(Subscription):
             "receiver_queue_size": sub.receiver_queue_size,
             "negative_ack_redelivery_delay_ms": int(sub.nack_delay * 1000),
             "batch_index_ack_enabled": True,
+            "batch_receive_policy": pulsar.ConsumerBatchReceivePolicy(
+                _batch_size(self._spec.prefetch), 0, _BATCH_WAIT_MS
+            ),
         }
         if sub.ack_timeout:
             kwargs["unacked_messages_timeout_ms"] = int(sub.ack_timeout * 1000)
