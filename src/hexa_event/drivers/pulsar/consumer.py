@@ -111,7 +111,7 @@ def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
 class PulsarDelivery(Delivery):
     """A Pulsar message handed to one member."""
 
-    __slots__ = ("_message", "_reader")
+    __slots__ = ("_message", "_reader", "_released")
 
     def __init__(
         self,
@@ -130,14 +130,12 @@ class PulsarDelivery(Delivery):
         )
         self._message = message
         self._reader = reader
+        self._released = False
 
     @property
     def native(self) -> pulsar.Message:
         """The ``pulsar.Message``."""
         return self._message
-
-    def on_settle(self) -> None:
-        self._reader.release(1)
 
 
 class _Cursor:
@@ -373,6 +371,20 @@ class _Reader:
             cursor.delivered((mid.ledger_id(), mid.entry_id(), mid.batch_index()), message)
 
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
+        """Write the outcomes of settled deliveries; each frees its place of the prefetch
+        window here, once (a retried settle frees nothing twice)."""
+        freed = 0
+        try:
+            self._settle(deliveries)
+        finally:
+            for delivery in deliveries:
+                if not delivery._released and delivery.outcome is not None:
+                    delivery._released = True
+                    freed += 1
+            if freed:
+                self.release(freed)
+
+    def _settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
         consumer = self.consumer
         touched: dict[str, list[tuple[MessageKey, pulsar.Message]]] = {}
         acks: list[pulsar.Message] = []
