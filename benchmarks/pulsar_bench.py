@@ -1,21 +1,29 @@
-"""Pulsar: emit, and consume + ack, through hexa-event against raw ``pulsar.asyncio``.
+"""Pulsar: emit, and consume + ack, through hexa-event against the fastest raw pulsar-client.
 
 Both sides use the same broker, the same records (64 keys, the JSON body and the headers
 our envelope writes, as message properties) and the same subscription type (Key_Shared).
 
-- Emit. Raw: ``pulsar.asyncio`` producer (batching on, key-based batches), every send
-  started at once in windows of 1,000 (``asyncio.gather``), done when all are confirmed.
-  Ours: ``Emitter.emit_many`` in batches of 1,000 events, 4 in flight (payload encoding,
-  event ids and context headers included).
-- Consume + ack. A topic is pre-filled with N sealed events. Raw: ``await
-  consumer.receive()`` in a loop, msgspec-decode each body into the dataclass, ``await
-  consumer.acknowledge(msg)``. Ours, driver: ``fetch`` / ``ack`` / ``settle`` of the
-  subscription with the same decode. Ours, receiver: a receiver whose handler takes the
-  decoded dataclass (context, per-key lanes, dedup keys, batched settle), when the core on
-  this branch speaks contract v2.
-- For the ceiling, the same against the fastest raw uses of the client: ``Producer.send_async``
-  with a callback and ``flush`` (sync API), and a thread blocking in ``receive()`` that decodes
-  and acknowledges.
+- Emit. Raw (the reference): the sync API's ``Producer.send_async`` with a callback per
+  message, key-based batching, every send handed over at once, then ``flush``; done when
+  every callback said Ok. Ours: ``Emitter.emit_many`` in batches of 1,000 events, 4 in
+  flight (payload encoding, event ids and context headers included).
+- Consume + ack. A topic is pre-filled with N sealed events. Raw (the reference): a thread
+  blocking in ``receive()`` that msgspec-decodes each body into the dataclass and
+  acknowledges it. Ours, driver: ``fetch`` / ``ack`` / ``settle`` of the subscription with
+  the same decode. Ours, receiver: a receiver whose handler takes the decoded dataclass
+  (context, per-key lanes, dedup keys, batched settle).
+- The earlier references, ``pulsar.asyncio`` (``await producer.send`` in windows of 1,000
+  with ``asyncio.gather``; ``await consumer.receive()`` + ``await consumer.acknowledge``),
+  are kept as the last two rows: the client's own asyncio API is 2-5x slower than its best.
+
+How the reference was chosen (2-core bench machine, 20,000 events, medians of 3-5
+alternating rounds, all in one run; the machine is shared, so rounds spread by up to 2x):
+emit with ``send_async`` + callbacks 19-25k/s whatever the batching delay (1, 5 or 10 ms),
+``batching_max_messages`` (1,000 or 5,000 with 1 MB batches) or ``block_if_queue_full``
+(queues of 1,000 or 5,000), against 11k/s for ``pulsar.asyncio`` (windows of 1,000 or
+5,000). Consume with a thread blocking in ``receive()`` (``receiver_queue_size`` 1,000):
+49k/s, against 25-29k/s with queues of 5,000 or 10,000, 23-24k/s with ``batch_receive``
+(500 or 1,000 per call), 13-15k/s with a message listener, and 8k/s for ``pulsar.asyncio``.
 
     HEXA_PULSAR_URL=pulsar://127.0.0.1:6650 python benchmarks/pulsar_bench.py [--count 20000]
 """
