@@ -195,7 +195,7 @@ class _Reader:
         self._cursors: dict[str, _Cursor] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._loop = asyncio.get_running_loop()
-        self._topics: dict[str, str] = {}
+        self._topics: dict[str, tuple[str, str]] = {}
         self.thread = threading.Thread(
             target=self._run, name=f"hexa-event-pulsar:{consumer.subscription_name()}", daemon=True
         )
@@ -320,13 +320,13 @@ class _Reader:
             except RuntimeError:  # the loop is closed: nobody will settle these
                 break
 
-    def _channel(self, topic: str) -> str:
-        channel = self._topics.get(topic)
-        if channel is None:
+    def _names(self, topic: str) -> tuple[str, str]:
+        """The channel of a full topic name, and the topic's short name (per topic, once)."""
+        names = self._topics.get(topic)
+        if names is None:
             short = topic.rsplit("/", 1)[-1]
-            channel = _PARTITION_SUFFIX.sub("", short)
-            self._topics[topic] = channel
-        return channel
+            names = self._topics[topic] = (_PARTITION_SUFFIX.sub("", short), short)
+        return names
 
     def _delivery(self, message: pulsar.Message) -> tuple[PulsarDelivery, float]:
         """The delivery of ``message`` and its not-before time (epoch seconds, 0: none)."""
@@ -340,11 +340,10 @@ class _Reader:
         props = message.properties()
         if headers is None:
             headers = wire.from_properties(props)
-        record = RawRecord(self._channel(topic), message.partition_key(), headers, data)
+        channel, short = self._names(topic)
+        record = RawRecord(channel, message.partition_key(), headers, data)
         mid = message.message_id()
-        coordinates = (
-            f"{topic.rsplit('/', 1)[-1]}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
-        )
+        coordinates = f"{short}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
         delivery = PulsarDelivery(
             record,
             message,
