@@ -307,6 +307,7 @@ async def main() -> None:
             ("raw send_async+callbacks (fastest raw)", raw_emit_callback),
             ("hexa-event emit_many", ours_emit),
             rounds=args.rounds,
+            target=">= 0.8",
         ),
         await compare(
             "Pulsar consume + ack through a receiver",
@@ -314,6 +315,7 @@ async def main() -> None:
             ("raw thread receive+decode+ack (fastest)", raw_consume_sync),
             ("hexa-event receiver", ours_receiver_consume),
             rounds=args.rounds,
+            target=">= 0.8",
         ),
         await compare(
             "Pulsar consume + ack, driver (fetch/ack/settle)",

@@ -307,6 +307,7 @@ async def main() -> None:
             ("raw nats-py STAN publish loop", raw_emit),
             ("hexa-event emit_many", ours_emit),
             rounds=args.rounds,
+            target=">= 0.8",
         ),
         await compare(
             "STAN emit, driver alone (records sealed beforehand)",
@@ -321,6 +322,7 @@ async def main() -> None:
             ("raw nats-py STAN subscription", raw_consume),
             ("hexa-event receiver", ours_consume),
             rounds=args.rounds,
+            target=">= 0.8",
         ),
         await compare(
             "STAN consume + ack, driver alone",
