@@ -47,7 +47,7 @@ services-down:
 
 # Benchmarks: each runs the raw client and hexa-event in the same run and prints the ratio.
 # `make bench [ROUNDS=5]` (3 alternating rounds by default, about 15 minutes) also writes
-# docs/bench.json, docs/bench.png and the README's performance table;
+# docs/bench.json, docs/bench.png and the table of docs/performance.md;
 # FastStream and matplotlib go to benchmarks/.bench-venv (made on first use), never our deps.
 bench: $(STAMP)
 	scripts/services up kafka postgres

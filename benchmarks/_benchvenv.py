@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("HEXA_BENCH_VENV", HERE / ".bench-venv"))
 FASTSTREAM_VERSION = "0.7.8"
 REQUIREMENTS = (
-    f"faststream[kafka,confluent]=={FASTSTREAM_VERSION}",
+    f"faststream[kafka,confluent,nats]=={FASTSTREAM_VERSION}",
     "matplotlib>=3.8",
 )
 

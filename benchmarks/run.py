@@ -1,6 +1,7 @@
-"""Runs every benchmark here, then writes docs/bench.json, docs/bench.png and the README table.
+"""Runs every benchmark here, then writes docs/bench.json, docs/bench.png and the table of
+docs/performance.md.
 
-    python benchmarks/run.py [--only NAME ...] [--rounds N | --quick] [--no-readme]
+    python benchmarks/run.py [--only NAME ...] [--rounds N | --quick] [--no-table]
 
 Every ``*.py`` in this folder except this runner, ``profile.py``, ``floor.py`` and the ``_``
 helpers is a benchmark: it accepts ``--json PATH`` (and ``--rounds``) and writes one result
@@ -13,8 +14,8 @@ when its port answers). ``make bench`` starts kafka and postgres, not the others
 The results of this run are merged into ``docs/bench.json`` (results of scripts skipped,
 failed or left out with ``--only`` are kept from the earlier run and marked as such); the
 chart (``docs/bench.png``, drawn by ``_chart.py`` in the benchmarks' own venv) and the
-README's table between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` are generated
-from it. Nothing in the README's performance table is written by hand.
+table of ``docs/performance.md`` between ``<!-- bench:start -->`` and ``<!-- bench:end -->``
+are generated from it. Nothing in that table is written by hand.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SUMMARY = ROOT / "docs" / "bench.json"
 CHART = ROOT / "docs" / "bench.png"
-README = ROOT / "README.md"
+TABLE_PAGE = ROOT / "docs" / "performance.md"
+"""The page whose table between the markers is regenerated (the chart sits beside it)."""
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 NOT_BENCHMARKS = {"run.py", "profile.py", "floor.py"}  # the last two: make bench-profile
 SCRIPT_TIMEOUT = 900
@@ -263,18 +265,19 @@ def render(summary: dict[str, Any]) -> str:
     failed = [r for r in rows if r.get("error") and not r.get("stale")]
     for r in failed:
         lines.append(f"\n`{r['script']}`, {r['benchmark']}: {r['error']}")
-    lines += ["", "![throughput against raw clients and FastStream](docs/bench.png)"]
+    lines += ["", f"![throughput against raw clients and FastStream]({CHART.name})"]
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> bool:
-    readme = README.read_text()
-    if START not in readme or END not in readme:
-        print(f"README.md has no {START} ... {END} markers: table not written", file=sys.stderr)
+def update_table(text: str) -> bool:
+    page = TABLE_PAGE.read_text()
+    name = TABLE_PAGE.relative_to(ROOT)
+    if START not in page or END not in page:
+        print(f"{name} has no {START} ... {END} markers: table not written", file=sys.stderr)
         return False
-    head, rest = readme.split(START, 1)
+    head, rest = page.split(START, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    TABLE_PAGE.write_text(f"{head}{START}\n{text}\n{END}{tail}")
     return True
 
 
@@ -292,7 +295,13 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=[])
     parser.add_argument("--rounds", type=int, help="rounds for every script (default: theirs)")
     parser.add_argument("--quick", action="store_true", help="same as --rounds 3")
-    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument(
+        "--no-table",
+        "--no-readme",
+        dest="no_table",
+        action="store_true",
+        help="leave docs/performance.md alone",
+    )
     parser.add_argument("--no-chart", action="store_true", help="leave docs/bench.png alone")
     parser.add_argument(
         "--render-only", action="store_true", help="no benchmark: redraw from docs/bench.json"
@@ -334,8 +343,10 @@ def main() -> int:
         SUMMARY.write_text(json.dumps(summary, indent=2) + "\n")
     text = render(summary)
     print("\n" + text)
-    if not args.no_readme and update_readme(text):
-        print(f"\nREADME.md table regenerated from {SUMMARY.relative_to(ROOT)}")
+    if not args.no_table and update_table(text):
+        print(
+            f"\n{TABLE_PAGE.relative_to(ROOT)} table regenerated from {SUMMARY.relative_to(ROOT)}"
+        )
     if not args.no_chart:
         draw_chart()
         print(f"chart: {CHART.relative_to(ROOT)}")

@@ -185,6 +185,7 @@ def test_outbox_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_outbox_status_errors_name_the_fix(tmp_path: Path, capsys: Any) -> None:
     db = f"sqlite:///{tmp_path / 'empty.db'}"
+    create_engine(db).connect().close()  # an empty database file (a missing one: exit 4)
     assert main(["outbox", "status", "--db", db]) == 1
     assert "hexa-event outbox migrate" in capsys.readouterr().err
 

@@ -120,7 +120,7 @@ def test_bad_names_are_refused_by_every_command(
     assert "schema" in capsys.readouterr().err
     assert main(["outbox", "migrate", "--db", db, "--schema", "billing"]) == 1
     assert "PostgreSQL only" in capsys.readouterr().err
-    assert main(["outbox", "stats", "--db", f"{db}?table_prefix=a_", "--table-prefix", "b_"]) == 1
+    assert main(["outbox", "stats", "--db", f"{db}?table_prefix=a_", "--table-prefix", "b_"]) == 2
     assert "give it once" in capsys.readouterr().err
     assert main(["doctor", f"{db}?schema=billing"]) == 5  # problems found
     assert "PostgreSQL only" in capsys.readouterr().out

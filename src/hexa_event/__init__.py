@@ -48,9 +48,12 @@ from .errors import (
     DriverError,
     EncodeError,
     HexaEventError,
+    InvalidArgumentError,
     InvalidEventError,
+    NotARequestError,
     PayloadTypeError,
     PermanentError,
+    RequestTimeoutError,
     SubscriptionBusyError,
     UnknownCodecError,
     UnknownSchemeError,
@@ -68,6 +71,7 @@ from .propagation import (
 )
 from .receiver import Receiver
 from .retry import NO_RETRIES, RetryPolicy, dead_letter_channel, retry_channel
+from .runner import run, serve
 
 __version__ = "0.1.0"
 
@@ -102,16 +106,19 @@ __all__ = [
     "Handler",
     "HexaEventError",
     "HexaPropagator",
+    "InvalidArgumentError",
     "InvalidEventError",
     "KeysPropagator",
     "Message",
     "Middleware",
+    "NotARequestError",
     "Outcome",
     "PayloadTypeError",
     "PermanentError",
     "Propagator",
     "RawRecord",
     "Receiver",
+    "RequestTimeoutError",
     "RetryPolicy",
     "Subscription",
     "SubscriptionBusyError",
@@ -136,6 +143,8 @@ __all__ = [
     "register_codec",
     "register_driver",
     "retry_channel",
+    "run",
+    "serve",
     "subscribe_dead_letters",
     "timeout",
 ]

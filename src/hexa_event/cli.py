@@ -4,7 +4,7 @@
     hexa-event outbox ddl --dialect postgresql
     hexa-event outbox relay --db postgresql://app@db/app --to kafka://127.0.0.1:9092
     hexa-event outbox clean --db ... --retention 7d [--every 10m]
-    hexa-event outbox stats --db ...
+    hexa-event outbox status --db ...    (``outbox stats``: its deprecated alias)
     hexa-event inbox migrate|ddl|clean ...
 
 Every command on the outbox or inbox table takes ``--schema`` (PostgreSQL) and
@@ -13,7 +13,8 @@ tables of one service among several sharing a database.
 
 ``--db`` may be left out and given as ``HEXA_EVENT_DB`` instead (and ``--to`` as
 ``HEXA_EVENT_TO``), which keeps passwords out of the process list. Passwords never appear
-in logs or error messages. Exit status: 0 done, 1 failed, 2 bad usage.
+in logs or error messages. Exit status: 0 done, 1 failed, 2 bad usage (the operator
+commands add theirs: docs/cli.md).
 
 Each command group is added by one ``add_*_commands(subparsers)`` function, so new groups
 (``dlq replay``...) plug in the same way.
@@ -26,7 +27,6 @@ import asyncio
 import contextlib
 import functools
 import importlib
-import json
 import logging
 import os
 import re
@@ -81,11 +81,15 @@ def _db_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class UsageError(Exception):
+    """Bad usage found after parsing (a missing ``--db``): exit status 2, as argparse's."""
+
+
 def _require_db(args: argparse.Namespace) -> str:
     """The ``--db`` URL without ``schema``/``table_prefix`` query parameters (those are
     merged into ``args.schema``/``args.table_prefix``)."""
     if not args.db:
-        raise SystemExit("error: give --db URL or set HEXA_EVENT_DB")
+        raise UsageError("give --db URL or set HEXA_EVENT_DB")
     return _split_names(args, str(args.db))
 
 
@@ -190,7 +194,7 @@ async def _relay(args: argparse.Namespace) -> int:
 
     db = _require_db(args)
     if not args.to:
-        raise SystemExit("error: give --to DRIVER_URL (e.g. kafka://127.0.0.1:9092)")
+        raise UsageError("give --to DRIVER_URL (e.g. kafka://127.0.0.1:9092) or set HEXA_EVENT_TO")
     driver = connect(args.to)
     try:
         relay = OutboxRelay(
@@ -309,23 +313,6 @@ async def _clean(args: argparse.Namespace, cleaner_type: Any) -> int:
         await cleaner.close()
 
 
-async def _stats(args: argparse.Namespace) -> int:
-    from ._sql.engine import engine_for
-    from .outbox import outbox_stats, table_for
-
-    engine, _ = engine_for(_require_db(args))
-    try:
-        s = await outbox_stats(engine, table_for(**_names(args)))
-    finally:
-        await engine.dispose()
-    if args.json:
-        print(json.dumps({"backlog": s.backlog, "oldest_unsent_age": s.oldest_unsent_age}))
-    else:
-        age = "-" if s.oldest_unsent_age is None else f"{s.oldest_unsent_age:.1f}s"
-        print(f"backlog {s.backlog}, oldest unsent {age}")
-    return 0
-
-
 def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
     """``hexa-event outbox ...``"""
     group = commands.add_parser("outbox", help="transactional outbox: relay, cleaner, DDL")
@@ -381,12 +368,6 @@ def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
     )
     p.set_defaults(func=lambda a: asyncio.run(_relay(a)))
 
-    p = sub.add_parser("stats", help="print the backlog and the oldest unsent row's age")
-    _db_argument(p)
-    _names_arguments(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=lambda a: asyncio.run(_stats(a)))
-
 
 # -- inbox -----------------------------------------------------------------------------------
 
@@ -408,23 +389,54 @@ def add_inbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
 # -- entry point -----------------------------------------------------------------------------
 
 
+_DESCRIPTION = """\
+Operate hexa-event from a shell: follow a channel (tail), publish one event (publish), list,
+show, replay or purge dead letters (dlq), check a connection and its channels (doctor), run
+the transactional outbox's relay and cleaner and see its backlog (outbox), manage the inbox
+table (inbox). The driver URL (e.g. kafka://127.0.0.1:9092, sqlite:///app.db) is the first
+argument or $HEXA_EVENT_URL; outbox and inbox commands take --db or $HEXA_EVENT_DB.
+`hexa-event COMMAND --help` describes each; docs/cli.md has all of them."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .commands import EXIT_CODES, add_commands
+    from .commands.helpformat import HelpFormatter, tidy
+
     parser = argparse.ArgumentParser(
         prog="hexa-event",
-        description="hexa-event tools: outbox relay and cleaners, dead-letter replay.",
+        description=_DESCRIPTION,
+        epilog="exit status: "
+        + ", ".join(f"{code} {what}" for code, what in EXIT_CODES.items())
+        + ", 130 interrupted",
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument(
         "--log-level",
         default=os.environ.get("HEXA_EVENT_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much the commands log to stderr",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_outbox_commands(commands)
     add_inbox_commands(commands)
-    from .commands import add_commands
+    add_commands(commands)  # tail, publish, dlq, doctor, request, outbox status (alias stats)
+    from .runner.command import add_run_command
 
-    add_commands(commands)  # tail, publish, dlq, doctor, outbox status
+    add_run_command(commands)  # run
+    tidy(parser)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hexa-event")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from . import __version__
+
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -439,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except KeyboardInterrupt:
         return 130
+    except UsageError as exc:
+        print(f"hexa-event: error: {exc}", file=sys.stderr)
+        return 2
     except SystemExit:
         raise
     except Exception as exc:

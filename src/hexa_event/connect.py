@@ -8,13 +8,14 @@ It sits above the contract, the emitter and the receiver, so none of them import
 from __future__ import annotations
 
 import importlib
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .codecs import Codec
 from .driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
 from .emitter import EmitMiddleware, Emitter
-from .errors import ConfigurationError, UnknownSchemeError
+from .errors import ConfigurationError, UnknownSchemeError, install_hint
 from .middleware import Middleware
 from .propagation import Propagator
 from .receiver import Receiver
@@ -64,7 +65,7 @@ def _load(target: str, scheme: str) -> DriverFactory:
             ) from exc
         raise ConfigurationError(
             f"the {scheme!r} driver needs {exc.name!r}: "
-            f"pip install 'hexa-event[{_EXTRA_FOR.get(scheme, scheme)}]'"
+            f"{install_hint(_EXTRA_FOR.get(scheme, scheme))}"
         ) from exc
     for part in attr_path.split("."):
         obj = getattr(obj, part)
@@ -80,6 +81,7 @@ class Connection(Driver):
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
         self.features: Features = driver.features
+        self._emitters: weakref.WeakSet[Emitter] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"Connection({self.driver!r})"
@@ -94,6 +96,9 @@ class Connection(Driver):
         await self.driver.provision(channels)
 
     async def close(self) -> None:
+        """Close the emitters made here (their reply channels), then the driver."""
+        for emitter in list(self._emitters):
+            await emitter.close()
         await self.driver.close()
 
     async def __aenter__(self) -> Connection:
@@ -108,13 +113,15 @@ class Connection(Driver):
         middlewares: Sequence[EmitMiddleware] = (),
     ) -> Emitter:
         """An emitter that encodes with ``codec`` and propagates context into headers."""
-        return Emitter(
+        emitter = Emitter(
             self.driver,
             codec=codec,
             propagator=propagator,
             source=source,
             middlewares=middlewares,
         )
+        self._emitters.add(emitter)
+        return emitter
 
     def receiver(
         self,

@@ -24,6 +24,7 @@ from .codecs import get_codec
 from .context import Context
 from .driver import RawRecord
 from .event import Message
+from .middleware import check_handler
 from .receiver import Receiver
 from .retry import RetryPolicy, dead_letter_channel
 
@@ -142,6 +143,12 @@ def subscribe_dead_letters(
     name = reader or f"{action}.dlq-reader"
 
     def register(fn: DeadLetterHandler) -> DeadLetterHandler:
+        check_handler(
+            fn,
+            where="subscribe_dead_letters()",
+            signature="(ctx: he.Context, letter: he.DeadLetter[T]) -> None",
+        )
+
         async def read(ctx: Context, msg: Message[bytes]) -> None:
             record = RawRecord(
                 channel=msg.delivered_from or channel,

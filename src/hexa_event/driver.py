@@ -146,6 +146,11 @@ class Features:
     """``subscribe`` accepts a channel pattern (a regular expression)."""
     delayed_publish: bool = False
     """The broker holds a record back until its ``not_before`` (SQL, Pulsar deliver-at)."""
+    scheduled_publish: bool = False
+    """The broker holds a scheduled event (``Event.deliver_at``/``delay``) until due without
+    holding back other keys (Pulsar deliver-at, JetStream scheduled messages): the emitter
+    sets ``not_before`` for it. Elsewhere the core waits: with ``delayed_nack`` it gives the
+    record back until due (durably on SQL), without it holds the record (Kafka, STAN)."""
     delayed_nack: bool = False
     """``nack(delay)`` hands the record back to the broker, which redelivers it after the
     delay: the core nacks a retry copy that came early instead of waiting while holding it."""
@@ -298,6 +303,13 @@ class Subscription(abc.ABC):
     def status(self) -> SubscriptionStatus:
         """Membership and current problems, for health checks (cheap, never raises)."""
         return SubscriptionStatus()
+
+    def caught_up(self) -> bool | None:
+        """Whether this member has read everything its channels hold now, so that a fetch
+        would only wait for new records: True or False when the driver can tell, None
+        (the default) when it cannot. Read-only tools (``hexa-event dlq list``) stop at
+        True instead of waiting out their idle time. Cheap, never raises."""
+        return None
 
     async def lag(self) -> Mapping[str, int] | None:
         """How far behind the group is: per channel, the records not yet settled by it.

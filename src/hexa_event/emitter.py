@@ -8,16 +8,30 @@ their contexts (add headers, a trace context), time the call, or observe its fai
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+import msgspec
 
 from .codecs import Codec
 from .context import Context
 from .driver import Driver, RawRecord
-from .envelope import EVENT_ID, CloudEvents, Envelope
-from .errors import ConfigurationError
-from .event import Event
+from .envelope import DELIVER_AT, EVENT_ID, CloudEvents, Envelope
+from .errors import (
+    ClosedError,
+    ConfigurationError,
+    InvalidArgumentError,
+    NotARequestError,
+    RequestTimeoutError,
+)
+from .event import Event, Message
+from .ids import new_event_id
+from .numbers import check_number
 from .propagation import Propagator
+from .replies import ReplyInbox
+
+_MAX_REQUEST_TIMEOUT = 24 * 3600.0
 
 EmitCall = Callable[[Sequence[Event[Any]], Sequence[Context]], Awaitable[list[str]]]
 """Seal and publish ``events`` (``contexts[i]`` belongs to ``events[i]``); return the ids."""
@@ -52,6 +66,8 @@ class Emitter:
         for middleware in reversed(tuple(middlewares)):
             call = middleware(call)
         self._call = call
+        self._replies: ReplyInbox | None = None
+        self._closed = False
 
     def seal(self, event: Event[Any], ctx: Context | None = None) -> RawRecord:
         """The record ``emit`` would send, without sending it (outboxes store this)."""
@@ -79,6 +95,11 @@ class Emitter:
             shared = ctx if ctx is not None else Context()
             contexts = [shared] * len(batch)
         else:
+            if isinstance(ctx, Mapping | str):
+                raise InvalidArgumentError(
+                    f"the context must be an he.Context (or one per event), got "
+                    f"{type(ctx).__name__}: pass he.Context(correlation_id=..., locale=...)"
+                )
             contexts = ctx
             if len(contexts) != len(batch):
                 raise ConfigurationError(
@@ -87,9 +108,118 @@ class Emitter:
                 )
         return await self._call(batch, contexts)
 
+    async def request(
+        self,
+        event: Event[Any],
+        ctx: Context | None = None,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109 (the reply wait, part of the API)
+        payload: Any = None,
+    ) -> Message[Any]:
+        """Send ``event`` as a request and return the reply, decoded to ``payload``.
+
+        The event carries this emitter's reply channel (``_reply_channel``, Go's
+        ``ReplyChannel``); a handler answers with :meth:`reply`. Raises
+        :class:`~hexa_event.errors.RequestTimeoutError` when no reply came within
+        ``timeout`` seconds (sending included); a reply that comes later is dropped and
+        counted in :attr:`dropped_replies`. The reply channel is opened on the first request
+        and removed by :meth:`close`.
+        """
+        check_number("request timeout", timeout, above=True, maximum=_MAX_REQUEST_TIMEOUT)
+        if event.reply_channel:
+            raise ConfigurationError(
+                "request() sets the event's reply channel itself: leave Event.reply_channel "
+                "empty (or use emit() to send to a reply channel of your own)"
+            )
+        if self._closed:
+            raise ClosedError("this emitter was closed; make a new one to send requests")
+        ctx = ctx if ctx is not None else Context()
+        event_id = event.id or new_event_id()
+        replies = self._replies
+        if replies is None:
+            replies = self._replies = ReplyInbox(self.driver)
+        future = replies.expect(event_id, ctx.correlation_id, payload)
+        try:
+            async with asyncio.timeout(timeout):
+                channel = await replies.open()
+                await self.emit(
+                    msgspec.structs.replace(event, id=event_id, reply_channel=channel), ctx
+                )
+                return await future
+        except TimeoutError:
+            raise RequestTimeoutError(event.channel, timeout, replies.channel) from None
+        finally:
+            replies.forget(event_id)
+            if not future.done():
+                future.cancel()
+
+    async def reply(
+        self,
+        ctx: Context,
+        msg: Message[Any],
+        payload: Any,
+        *,
+        headers: Mapping[str, str | bytes] | None = None,
+        codec: str | None = None,
+    ) -> str:
+        """Answer the request ``msg`` (from a handler, with its ``ctx``); return the reply's id.
+
+        The reply goes to the request's reply channel with the request's key, correlation id
+        and root ids, through this emitter's middlewares like any emit. Replying twice sends
+        two replies; the requester takes the first and drops the other. Raises
+        :class:`~hexa_event.errors.NotARequestError` when ``msg`` has no reply channel.
+        """
+        if not msg.reply_channel:
+            raise NotARequestError(msg.id, msg.channel)
+        raw = msg.headers.get(EVENT_ID)
+        request_id = raw.decode("utf-8", "replace") if raw else msg.id
+        event = Event(
+            msg.reply_channel,
+            msg.key,
+            payload,
+            headers=headers or {},
+            codec=codec,
+            in_reply_to=request_id,
+        )
+        return await self.emit(event, ctx)
+
+    @property
+    def dropped_replies(self) -> int:
+        """Replies dropped because no request waited for them (late, unknown, ambiguous)."""
+        return self._replies.dropped if self._replies is not None else 0
+
+    @property
+    def reply_channel(self) -> str:
+        """This emitter's reply channel (empty before the first request)."""
+        return self._replies.channel if self._replies is not None else ""
+
+    async def close(self) -> None:
+        """Remove the reply channel's subscription, if a request opened one. Idempotent;
+        the driver stays open (close it after)."""
+        self._closed = True
+        if self._replies is not None:
+            await self._replies.close()
+
+    async def __aenter__(self) -> Emitter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def _seal_and_publish(
         self, events: Sequence[Event[Any]], contexts: Sequence[Context]
     ) -> list[str]:
         records = self.envelope.seal_each(events, contexts)
+        if self.driver.features.scheduled_publish:
+            records = _scheduled(records)
         await self.driver.publish(records)
         return [record.headers[EVENT_ID].decode() for record in records]
+
+
+def _scheduled(records: list[RawRecord]) -> list[RawRecord]:
+    """Hand a scheduled event's due time to a broker that holds records until due."""
+    for n, record in enumerate(records):
+        due = record.headers.get(DELIVER_AT)
+        if due is not None:
+            records[n] = msgspec.structs.replace(record, not_before=int(due) / 1000)
+    return records

@@ -21,7 +21,7 @@ from .context import (
     Context,
 )
 from .driver import RawRecord
-from .errors import EncodeError, InvalidEventError
+from .errors import EncodeError, InvalidArgumentError, InvalidEventError
 from .event import Event
 from .ids import new_event_id
 from .propagation import Propagator, default_propagator
@@ -48,6 +48,11 @@ DEAD_LETTER_REASON = "HEXA_DEAD_LETTER_REASON"
 """``retries-exhausted``, ``permanent-error`` or ``poison``."""
 SOURCE_COORDINATES = "HEXA_SOURCE_COORDINATES"
 """On copies: where the broker held the copied record (e.g. ``orders-2-1532``)."""
+DELIVER_AT = "HEXA_DELIVER_AT"
+"""On scheduled events: epoch milliseconds before which no handler may run the event."""
+REPLY_TO = "HEXA_REPLY_TO"
+"""On replies: the event id of the request answered (Go replies carry the correlation id
+alone, which the requester matches as a fallback)."""
 # CloudEvents binary mode (Kafka protocol binding names).
 CE_ID, CE_TYPE, CE_SOURCE, CE_SPECVERSION, CE_TIME = (
     "ce_id",
@@ -87,13 +92,13 @@ class Envelope:
 
     def seal(self, event: Event[Any], ctx: Context | None = None) -> RawRecord:
         """Encode ``event`` with ``ctx`` (a fresh one when None) into the record to send."""
-        return _Sealer(self, self.context_headers(ctx)).seal(event)
+        return _Sealer(self, self.context_headers(ctx), ctx).seal(event)
 
     def seal_many(
         self, events: Iterable[Event[Any]], ctx: Context | None = None
     ) -> list[RawRecord]:
         """Seal a batch that shares one context (a fresh one for the batch when None)."""
-        seal = _Sealer(self, self.context_headers(ctx)).seal
+        seal = _Sealer(self, self.context_headers(ctx), ctx).seal
         return [seal(event) for event in events]
 
     def seal_each(
@@ -106,13 +111,18 @@ class Envelope:
         seal = None
         for event, ctx in zip(events, contexts, strict=True):
             if ctx is not last or seal is None:
-                seal = _Sealer(self, self.context_headers(ctx)).seal
+                seal = _Sealer(self, self.context_headers(ctx), ctx).seal
                 last = ctx
             out.append(seal(event))
         return out
 
     def context_headers(self, ctx: Context | None) -> dict[str, bytes]:
         """What the propagator writes for ``ctx`` (a fresh context when None)."""
+        if ctx is not None and not isinstance(ctx, Context):
+            raise InvalidArgumentError(
+                f"the context must be an he.Context, got {type(ctx).__name__}: pass "
+                "he.Context(correlation_id=..., locale=..., user=...) or None for a fresh one"
+            )
         headers: dict[str, bytes] = {}
         self.propagator.inject(ctx if ctx is not None else Context(), headers)
         return headers
@@ -122,11 +132,21 @@ class _Sealer:
     """Seals events that share one context's headers: the headers every record of a codec
     carries alike are built once, and each record starts from a copy of them."""
 
-    __slots__ = ("_context_headers", "_envelope", "_last_ms", "_last_ms_text", "_templates")
+    __slots__ = (
+        "_context_headers",
+        "_ctx",
+        "_envelope",
+        "_last_ms",
+        "_last_ms_text",
+        "_templates",
+    )
 
-    def __init__(self, envelope: Envelope, context_headers: Mapping[str, bytes]) -> None:
+    def __init__(
+        self, envelope: Envelope, context_headers: Mapping[str, bytes], ctx: Context | None = None
+    ) -> None:
         self._envelope = envelope
         self._context_headers = context_headers
+        self._ctx = ctx
         self._templates: dict[int, dict[str, bytes]] = {}
         self._last_ms = -1
         self._last_ms_text = b""
@@ -147,6 +167,11 @@ class _Sealer:
         return template
 
     def seal(self, event: Event[Any]) -> RawRecord:
+        if not isinstance(event, Event):
+            raise InvalidArgumentError(
+                f"emit takes an he.Event, got {type(event).__name__}: wrap the payload as "
+                "he.Event(channel='orders', key='order-42', payload=...)"
+            )
         envelope = self._envelope
         codec = get_codec(event.codec) if event.codec else envelope.codec
         try:
@@ -170,6 +195,10 @@ class _Sealer:
         headers[EVENT_TIME] = self._last_ms_text
         if event.reply_channel:
             headers[REPLY_CHANNEL] = event.reply_channel.encode()
+        if event.deliver_at is not None or event.delay:
+            headers[DELIVER_AT] = str(int(event.due(emitted_ms / 1000) * 1000)).encode()
+        if event.in_reply_to:
+            self._reply_headers(event.in_reply_to, headers)
         if envelope.cloudevents is not None:
             headers[CE_SPECVERSION] = b"1.0"
             headers[CE_ID] = event_id.encode()
@@ -177,6 +206,15 @@ class _Sealer:
             headers[CE_TYPE] = type(event.payload).__name__.encode()
             headers[CE_TIME] = datetime.fromtimestamp(emitted_ms / 1000, UTC).isoformat().encode()
         return RawRecord(channel=event.channel, key=event.key, headers=headers, body=body)
+
+    def _reply_headers(self, request_id: str, headers: dict[str, bytes]) -> None:
+        """A reply names the request it answers and carries the request's root ids."""
+        headers[REPLY_TO] = request_id.encode()
+        ctx = self._ctx
+        if ctx is not None and ctx.root_event_id:
+            headers[ROOT_EVENT_ID] = ctx.root_event_id.encode()
+            if ctx.root_handler_action:
+                headers[ROOT_ACTION] = ctx.root_handler_action.encode()
 
 
 def _application_header(name: str) -> str:

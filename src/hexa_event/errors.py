@@ -8,6 +8,16 @@ to change. Handlers raise :class:`PermanentError` (or a type named in a subscrip
 from __future__ import annotations
 
 
+def install_hint(extra: str) -> str:
+    """How to install the optional dependencies ``extra`` names, while hexa-event is not
+    published on PyPI: from a clone, or from the repository by URL."""
+    return (
+        f"install the [{extra}] extra: in a clone of hexa-event, pip install -e '.[{extra}]'; "
+        f"or pip install 'hexa-event[{extra}] @ git+<the hexa-event repository URL>' "
+        "(hexa-event is not on PyPI yet)"
+    )
+
+
 class HexaEventError(Exception):
     """Base class of every error raised by hexa-event."""
 
@@ -42,8 +52,13 @@ class UnknownSchemeError(ConfigurationError):
         super().__init__(
             f"no driver for URL scheme {url_scheme!r}; known schemes: "
             f"{', '.join(sorted(known))}. Check the URL, or install the extra of that driver "
-            "(for example pip install 'hexa-event[kafka]')."
+            f"(for Kafka: {install_hint('kafka')})."
         )
+
+
+class InvalidArgumentError(HexaEventError, TypeError):
+    """An argument has the wrong type (a dict where an :class:`~hexa_event.Event` or a
+    :class:`~hexa_event.Context` belongs); the message names the type to pass."""
 
 
 class EncodeError(HexaEventError, TypeError):
@@ -103,3 +118,27 @@ class AlreadySettledError(HexaEventError, RuntimeError):
 class ReceiverFailedError(HexaEventError, RuntimeError):
     """A receiver stopped because it could not go on (the driver was closed under it, a
     fatal broker error); the message says which action and why."""
+
+
+class RequestTimeoutError(HexaEventError, TimeoutError):
+    """``Emitter.request`` got no reply within its timeout; a later reply is dropped."""
+
+    def __init__(self, channel: str, timeout: float, reply_channel: str) -> None:
+        self.channel = channel
+        self.timeout = timeout
+        super().__init__(
+            f"no reply within {timeout:g}s to the request sent to channel {channel!r} "
+            f"(reply channel {reply_channel!r}): is a handler subscribed to {channel!r} "
+            "and does it call emitter.reply(ctx, msg, payload)? Raise timeout= if it is slow"
+        )
+
+
+class NotARequestError(HexaEventError, ValueError):
+    """``Emitter.reply`` was given a message that carries no reply channel."""
+
+    def __init__(self, event_id: str, channel: str) -> None:
+        super().__init__(
+            f"event {event_id} on channel {channel!r} has no reply channel: only events sent "
+            "with emitter.request() (or with Event.reply_channel set) can be replied to; "
+            "check msg.reply_channel before replying"
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -12,6 +14,9 @@ from .errors import InvalidEventError
 
 T = TypeVar("T")
 
+MAX_SCHEDULE = 366 * 24 * 3600.0
+"""The furthest ahead (seconds) an event may be scheduled: a year and a day."""
+
 
 class Event(msgspec.Struct, Generic[T], frozen=True):
     """An event to emit. ``channel`` and ``key`` are required and non-empty.
@@ -19,6 +24,11 @@ class Event(msgspec.Struct, Generic[T], frozen=True):
     ``key`` orders events: those with one key reach each action in emit order. ``id`` is
     assigned (UUIDv7) when not given; give one to make re-emits recognisable as duplicates.
     ``headers`` are extra application headers; ``codec`` overrides the emitter's codec.
+
+    ``deliver_at`` (an aware datetime) or ``delay`` (seconds from emit) schedules the event:
+    no handler runs it before then (see docs/replies-and-schedules.md). Naive datetimes are
+    refused; a time in the past means "at once". ``in_reply_to`` is the id of the request
+    this event answers (:meth:`~hexa_event.Emitter.reply` sets it).
     """
 
     channel: str
@@ -28,6 +38,9 @@ class Event(msgspec.Struct, Generic[T], frozen=True):
     headers: Mapping[str, str | bytes] = msgspec.field(default_factory=dict)
     id: str | None = None
     codec: str | None = None
+    deliver_at: datetime | None = None
+    delay: float | None = None
+    in_reply_to: str = ""
 
     def __post_init__(self) -> None:
         channel, key = self.channel, self.key
@@ -47,6 +60,18 @@ class Event(msgspec.Struct, Generic[T], frozen=True):
                     raise InvalidEventError("headers", f"has a bad header name {name!r}")
                 if not isinstance(value, str | bytes):
                     raise InvalidEventError("headers", f"value of {name!r} must be str or bytes")
+        if self.deliver_at is not None or self.delay is not None:
+            _check_schedule(self.deliver_at, self.delay)
+        if self.in_reply_to.__class__ is not str:
+            raise InvalidEventError("in_reply_to", "must be a string (a request's event id)")
+
+    def due(self, now: float) -> float:
+        """Epoch seconds before which no handler may run this event; 0 for "at once"."""
+        if self.deliver_at is not None:
+            return self.deliver_at.timestamp()
+        if self.delay:
+            return now + self.delay
+        return 0.0
 
     def _refuse(self) -> None:
         """Raise for the first of channel, key and reply_channel that is wrong."""
@@ -58,6 +83,42 @@ class Event(msgspec.Struct, Generic[T], frozen=True):
                 raise InvalidEventError(name, "is required and must not be empty")
         if not isinstance(self.reply_channel, str):
             raise InvalidEventError("reply_channel", "must be a string")
+
+
+def _check_schedule(deliver_at: object, delay: object) -> None:
+    if deliver_at is not None and delay is not None:
+        raise InvalidEventError(
+            "deliver_at", "and delay were both given: give one of them (delay is seconds from now)"
+        )
+    if delay is not None:
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or not 0 <= delay <= MAX_SCHEDULE
+        ):
+            raise InvalidEventError(
+                "delay",
+                f"must be a finite number of seconds from 0 to {MAX_SCHEDULE:.0f} (366 days), "
+                f"got {delay!r}",
+            )
+        return
+    if not isinstance(deliver_at, datetime):
+        raise InvalidEventError(
+            "deliver_at", f"must be a datetime, got {type(deliver_at).__name__}"
+        )
+    if deliver_at.tzinfo is None or deliver_at.utcoffset() is None:
+        raise InvalidEventError(
+            "deliver_at",
+            f"is a naive datetime ({deliver_at.isoformat()}): give it a time zone, for example "
+            "datetime.now(UTC) + timedelta(minutes=10) or dt.replace(tzinfo=UTC)",
+        )
+    if deliver_at.timestamp() > time.time() + MAX_SCHEDULE:
+        raise InvalidEventError(
+            "deliver_at",
+            f"is more than 366 days ahead ({deliver_at.isoformat()}): schedule nearer events "
+            "and re-schedule from a handler for longer waits",
+        )
 
 
 class Message(msgspec.Struct, Generic[T], frozen=True):

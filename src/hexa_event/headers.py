@@ -13,7 +13,8 @@ On retry copies and dead letters: :data:`ROOT_EVENT_ID`, :data:`ROOT_ACTION`,
 first retry), on a dead letter the attempts made (the attempt that failed last). Retry copies
 carry :data:`RETRY_AT`; dead letters :data:`DEAD_LETTER_REASON`, one of
 :data:`REASON_POISON`, :data:`REASON_PERMANENT`, :data:`REASON_EXHAUSTED`. A replayed dead
-letter carries :data:`REPLAYED_FROM`.
+letter carries :data:`REPLAYED_FROM`. A scheduled event carries :data:`DELIVER_AT`; a reply
+:data:`REPLY_TO` (the request's event id).
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from .envelope import (
     CE_TYPE,
     CONTENT_TYPE,
     DEAD_LETTER_REASON,
+    DELIVER_AT,
     ERROR_MESSAGE,
     ERROR_TYPE,
     EVENT_ID,
     EVENT_TIME,
     PAYLOAD_ENCODER,
     REPLY_CHANNEL,
+    REPLY_TO,
     RESERVED_PREFIXES,
     RETRY_AT,
     ROOT_ACTION,
@@ -57,6 +60,7 @@ __all__ = [
     "CONTENT_TYPE",
     "CORRELATION_ID",
     "DEAD_LETTER_REASON",
+    "DELIVER_AT",
     "ERROR_MESSAGE",
     "ERROR_TYPE",
     "EVENT_ID",
@@ -68,6 +72,7 @@ __all__ = [
     "REASON_POISON",
     "REPLAYED_FROM",
     "REPLY_CHANNEL",
+    "REPLY_TO",
     "RESERVED_PREFIXES",
     "RETRY_AT",
     "ROOT_ACTION",

@@ -108,15 +108,15 @@ class Lanes(Generic[T]):
             return False
         return True
 
-    async def stop(self, grace: float = 5.0) -> bool:
-        """Cancel the workers; wait up to ``grace`` s for them to unwind (False if not all
-        did: a handler ignoring cancellation is left behind). Unfinished items stay in
-        :meth:`items`."""
+    async def stop(self, grace: float = 5.0, *, message: str | None = None) -> bool:
+        """Cancel the workers (with ``message``); wait up to ``grace`` s for them to unwind
+        (False if not all did: a handler ignoring cancellation is left behind). Unfinished
+        items stay in :meth:`items`."""
         for handle in self._parked.values():
             handle.cancel()
         self._parked.clear()
         for task in self._tasks:
-            task.cancel()
+            task.cancel(message)
         if not self._tasks:
             return True
         _, pending = await asyncio.wait(self._tasks, timeout=grace)

@@ -15,14 +15,49 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .context import Context
+from .errors import ConfigurationError
 from .event import Message
-from .threads import run_in_daemon_thread
+from .threads import ABANDON, run_in_daemon_thread
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Context, Message[Any]], Awaitable[None]]
 SyncHandler = Callable[[Context, Message[Any]], None]
 Middleware = Callable[[Handler], Handler]
+
+
+HANDLER_SIGNATURE = "(ctx: he.Context, msg: he.Message[T]) -> None"
+"""What every handler is called with, as error messages show it."""
+
+
+def check_handler(
+    handler: object, *, where: str = "subscribe()", signature: str = HANDLER_SIGNATURE
+) -> None:
+    """Raise :class:`ConfigurationError` unless ``handler`` can be called with two
+    positional arguments (a context and a message): a function, sync or async, a bound
+    method, a ``functools.partial`` or an object with ``__call__``.
+
+    Checked when the handler is registered, so a wrong signature fails there instead of
+    failing every event (retried, then dead-lettered) with a ``TypeError``.
+    """
+    expected = f"a handler is called as handler{signature} (async def or def)"
+    if not callable(handler):
+        raise ConfigurationError(
+            f"{where}: the handler must be callable; got {handler!r} "
+            f"({type(handler).__name__}). {expected}"
+        )
+    try:
+        # Not through __wrapped__: a decorator's wrapper (the inbox's, say) is what is called.
+        sig = inspect.signature(handler, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return  # a builtin or extension without a signature: nothing to check
+    try:
+        sig.bind(object(), object())
+    except TypeError as exc:
+        name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+        raise ConfigurationError(
+            f"{where}: handler {name}{sig} cannot be called with (ctx, msg): {exc}. {expected}"
+        ) from None
 
 
 def as_async(handler: Handler | SyncHandler) -> Handler:
@@ -37,13 +72,24 @@ def as_async(handler: Handler | SyncHandler) -> Handler:
         done = run_in_daemon_thread(handler, ctx, msg)
         try:
             await asyncio.shield(done)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            if exc.args and exc.args[0] == ABANDON:
+                _abandoned(handler)
+                raise
             # A thread cannot be stopped: wait for it (a second cancellation stops waiting)
             # so that the next event of this key never runs beside it.
             await asyncio.shield(done)
             raise
 
     return run_in_thread
+
+
+def _abandoned(handler: object) -> None:
+    logger.warning(
+        "sync handler %s still runs after the receiver's drain_timeout; its thread is left "
+        "to finish on its own and its event is given back (delivered again, never acked)",
+        getattr(handler, "__qualname__", type(handler).__qualname__),
+    )
 
 
 def chain(handler: Handler, middlewares: Sequence[Middleware]) -> Handler:
@@ -85,13 +131,23 @@ def log_errors(handler: Handler) -> Handler:
 
 
 def timeout(seconds: float) -> Middleware:
-    """Fails a handler that runs longer than ``seconds`` with TimeoutError (then retried)."""
+    """Fails a handler that runs longer than ``seconds`` with TimeoutError (then retried);
+    its message names the limit, so the dead letter (``HEXA_ERROR_MESSAGE``) says which."""
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def limited(ctx: Context, msg: Message[Any]) -> None:
-            async with asyncio.timeout(seconds):
-                await handler(ctx, msg)
+            limit = asyncio.timeout(seconds)
+            try:
+                async with limit:
+                    await handler(ctx, msg)
+            except TimeoutError as exc:
+                if not limit.expired():
+                    raise  # the handler's own TimeoutError
+                raise TimeoutError(
+                    f"handler ran longer than he.timeout({seconds:g}) ({seconds:g} s) and "
+                    "was cancelled"
+                ) from exc
 
         return limited
 

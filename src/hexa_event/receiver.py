@@ -30,10 +30,11 @@ from .dispatch import Counters, Dispatcher, PermanentPredicate, Route, permanent
 from .driver import Delivery, Driver, StartPosition, Subscription, SubscriptionSpec
 from .errors import ClosedError, ConfigurationError, DriverError, ReceiverFailedError
 from .lanes import Lanes
-from .middleware import Handler, Middleware, SyncHandler, as_async, chain
+from .middleware import Handler, Middleware, SyncHandler, as_async, chain, check_handler
 from .numbers import check_number
 from .propagation import Propagator, default_propagator
 from .retry import RetryPolicy
+from .threads import ABANDON
 from .wire import Chain, DedupIds
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,12 @@ H = TypeVar("H", bound=Callable[..., Any])
 _NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
 _BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 _FINAL_SETTLE_TIMEOUT = 10.0
+_UNWIND_GRACE = 1.0
+"""How long a handler cancelled at the end of the drain may take to unwind (only a
+coroutine that suppresses its cancellation can use it up; it is then left behind)."""
 _LAG_TIMEOUT = 10.0
+_WAITING_PER_PREFETCH = 4
+"""Deliveries held until due (beside the prefetch window) per place of the window."""
 
 
 @dataclass(slots=True)
@@ -63,6 +69,9 @@ class SubscriptionInfo:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     unsettled: dict[Delivery, float] = field(default_factory=dict)
     """Deliveries fetched and not yet written back, with their fetch time (oldest first)."""
+    waiting: dict[Delivery, float] = field(default_factory=dict)
+    """Deliveries the core holds until their due time (a scheduled event, a retry copy, on
+    drivers that cannot hold them back): not written back, but not stalled either."""
     pending: list[Delivery] = field(default_factory=list)
     """Settled deliveries waiting for the settle loop."""
     settle_wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -82,7 +91,7 @@ class SubscriptionInfo:
 
     @property
     def in_flight(self) -> int:
-        return len(self.unsettled)
+        return len(self.unsettled) + len(self.waiting)
 
     @property
     def counters(self) -> Counters:
@@ -98,10 +107,19 @@ class Receiver:
     within ``drain_timeout``, gives unfinished events back, writes every settlement and
     closes the subscriptions. Closing twice is harmless.
 
+    The bound of ``close()``: it returns about ``drain_timeout`` after it was called if
+    handlers are still running then. Those are cancelled; a sync handler's thread cannot
+    be stopped, so it is abandoned (it runs on, its result is ignored). Every event not
+    finished is given back (delivered again, never acked). Add the time to write the last
+    settlements (at most 10 s when the driver cannot) and, only for a coroutine handler
+    that suppresses its cancellation, 1 s before it is left behind.
+
     ``concurrency`` bounds the handlers running at once per subscription; up to four times
-    as many events (at least 256) may be held unsettled. ``stall_timeout`` is how long a
-    delivery may stay unsettled before ``health()`` reports a stall. Every ``lag_interval``
-    seconds a background task asks each subscription for its group's lag
+    as many events (at least 256) may be held unsettled, and beside them up to 4 times that
+    many waiting for their due time where the driver cannot hold them back (scheduled events
+    and retry copies on Kafka and STAN). ``stall_timeout`` is how long a delivery may stay
+    unsettled (after its due time) before ``health()`` reports a stall. Every
+    ``lag_interval`` seconds a background task asks each subscription for its group's lag
     (:meth:`~hexa_event.driver.Subscription.lag`); ``health()`` reports the last sample and
     its age.
     """
@@ -138,6 +156,7 @@ class Receiver:
         self._closed = asyncio.Event()
         self._started = False
         self._close_lock = asyncio.Lock()
+        self._hurry = asyncio.Event()
         self._failure: ReceiverFailedError | None = None
 
     # -- registration -----------------------------------------------------------------------
@@ -220,6 +239,7 @@ class Receiver:
         )
 
         def register(fn: H) -> H:
+            check_handler(fn, where=f"subscribe(action={action!r})")
             wrapped = chain(as_async(fn), self._middlewares)
             route = Route(
                 chain=chain_names,
@@ -233,12 +253,18 @@ class Receiver:
                 if policy.in_place
                 else tuple(chain_names.retry_channel(n) for n in range(1, policy.max_retries + 1))
             )
+            window = max(4 * limit, 256)
+            # Where the broker does not hold scheduled events, the core holds them (or nacks
+            # them, which STAN keeps in flight): the driver may hand out that many more, so
+            # that they never stop the other keys.
+            features = self.driver.features
+            held = 0 if features.scheduled_publish else _WAITING_PER_PREFETCH * window
             spec = SubscriptionSpec(
                 group=group or action,
                 channels=channels + retry_channels,
                 pattern=pattern,
                 start=start,
-                prefetch=max(4 * limit, 256),
+                prefetch=window + held,
                 options=options,
                 retry_channels=retry_channels,
             )
@@ -249,7 +275,7 @@ class Receiver:
                 spec=spec,
                 route=route,
                 concurrency=limit,
-                prefetch=spec.prefetch,
+                prefetch=window,
             )
             return fn
 
@@ -301,8 +327,12 @@ class Receiver:
         handle = dispatcher.handle
         pending = info.pending
         wake = info.settle_wake
+        unsettled, waiting = info.unsettled, info.waiting
 
         async def work(delivery: Delivery) -> float | None:
+            if waiting and waiting.pop(delivery, None) is not None:
+                unsettled[delivery] = time.monotonic()  # its stall clock starts when due
+                info.room.set()
             if delivery.outcome is None:
                 try:
                     due = await handle(delivery)
@@ -317,6 +347,9 @@ class Receiver:
                         delivery.nack(1.0)
                     due = None
                 if due is not None:
+                    if unsettled.pop(delivery, None) is not None:
+                        waiting[delivery] = due
+                        info.room.set()  # it left the window
                     return due
             pending.append(delivery)
             wake.set()
@@ -329,9 +362,10 @@ class Receiver:
         assert subscription is not None
         assert lanes is not None
         failures = 0
-        unsettled = info.unsettled
+        unsettled, waiting = info.unsettled, info.waiting
+        most_waiting = _WAITING_PER_PREFETCH * info.prefetch
         while not self._closing.is_set():
-            room = info.prefetch - len(unsettled)
+            room = min(info.prefetch - len(unsettled), most_waiting - len(waiting))
             if room <= 0:
                 info.room.clear()
                 await info.room.wait()
@@ -409,9 +443,10 @@ class Receiver:
                     continue
                 failures = 0
                 info.settle_error = ""
-                unsettled = info.unsettled
+                unsettled, waiting = info.unsettled, info.waiting
                 for delivery in batch:
-                    unsettled.pop(delivery, None)
+                    if unsettled.pop(delivery, None) is None:
+                        waiting.pop(delivery, None)
                 info.room.set()
             if info.last_settle:
                 return  # close gave back what was left and everything is written
@@ -471,9 +506,7 @@ class Receiver:
             lanes = [info.lanes for info in self._subs.values() if info.lanes is not None]
             for lane in lanes:
                 lane.wake_parked()
-            drained = all(
-                await asyncio.gather(*(lane.join(within=self._drain_timeout) for lane in lanes))
-            )
+            drained = await self._drain(lanes)
             if not drained:
                 logger.warning(
                     "receiver %s: handlers still running after %.1fs; giving their events back",
@@ -483,7 +516,7 @@ class Receiver:
             for info in self._subs.values():
                 if info.lanes is None:
                     continue
-                if not await info.lanes.stop():
+                if not await info.lanes.stop(_UNWIND_GRACE, message=ABANDON):
                     logger.error(
                         "receiver %s: a handler of %s ignores cancellation; left behind",
                         self.name,
@@ -507,6 +540,27 @@ class Receiver:
                         logger.exception("closing subscription %s failed", info.action)
             self._closed.set()
             logger.info("receiver %s closed", self.name)
+
+    async def _drain(self, lanes: list[Lanes[Delivery]]) -> bool:
+        """Wait for every lane to empty within ``drain_timeout``, or until :meth:`hurry`."""
+        joined = asyncio.ensure_future(
+            asyncio.gather(*(lane.join(within=self._drain_timeout) for lane in lanes))
+        )
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait((joined, hurried), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurried.cancel()
+        if not joined.done():
+            joined.cancel()
+            await asyncio.gather(joined, return_exceptions=True)
+            return False
+        return all(joined.result())
+
+    def hurry(self) -> None:
+        """Cut the drain of a running (or coming) :meth:`close` short: running handlers are
+        cancelled and queued events given back at once; what settled is still written."""
+        self._hurry.set()
 
     async def _final_settle(self) -> None:
         infos = [info for info in self._subs.values() if info.tasks]
@@ -555,18 +609,23 @@ class Receiver:
                 problems.append(f"cannot write settlements: {info.settle_error}")
             if status is not None and status.error:
                 problems.append(f"driver: {status.error}")
-            if age > self._stall_timeout:
+            stalled = age > self._stall_timeout
+            if stalled:
                 problems.append(
                     f"a delivery has been unsettled for {age:.0f}s (stall_timeout "
                     f"{self._stall_timeout:.0f}s): a handler hangs or settlements stall"
                 )
+            alive = True
             if state == "running":
                 if any(task.done() for task in info.tasks):
                     problems.append("a fetch or settle loop stopped")
+                    alive = False
                 if info.lanes is not None and not info.lanes.workers_alive:
                     problems.append("a handler worker stopped")
+                    alive = False
             actions[action] = {
                 "in_flight": info.in_flight,
+                "waiting": len(info.waiting),
                 "handled": counters.handled,
                 "failed": counters.failed,
                 "retried": counters.retried,
@@ -580,6 +639,9 @@ class Receiver:
                 "lag_error": info.lag_error,
                 "fetch_error": info.fetch_error,
                 "settle_error": info.settle_error,
+                "driver_error": status.error if status is not None else "",
+                "stalled": stalled,
+                "alive": alive,
                 "problems": problems,
             }
             reasons.extend(f"{action}: {p}" for p in problems)

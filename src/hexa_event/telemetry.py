@@ -56,6 +56,8 @@ from .propagation import TRACEPARENT, TRACESTATE, Headers, Propagator
 from .receiver import Receiver
 
 __all__ = [
+    "DURATION_BUCKETS",
+    "SIZE_BUCKETS",
     "CurrentSpanPropagator",
     "Telemetry",
     "serve_prometheus",
@@ -98,8 +100,20 @@ def _table_label(relay: object) -> str:
     return name if isinstance(name, str) and name else "hexa_outbox"
 
 
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
+)  # fmt: skip
+"""Bucket bounds of ``hexa_event.handler.duration``, in seconds (1 ms to 1 min)."""
+SIZE_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+"""Bucket bounds of ``hexa_event.payload.size``, in bytes (64 B to 4 MiB)."""
+
+
 class Telemetry:
-    """Spans and metrics for emitters, receivers and the outbox relay."""
+    """Spans and metrics for emitters, receivers and the outbox relay.
+
+    The histograms advise their bucket bounds (:data:`DURATION_BUCKETS` in seconds,
+    :data:`SIZE_BUCKETS` in bytes); an SDK View of yours overrides them.
+    """
 
     def __init__(
         self,
@@ -125,10 +139,16 @@ class Telemetry:
             "hexa_event.dead_lettered", unit="{event}", description="Dead letters published"
         )
         self.duration = meter.create_histogram(
-            "hexa_event.handler.duration", unit="s", description="Handler run time"
+            "hexa_event.handler.duration",
+            unit="s",
+            description="Handler run time",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.payload_size = meter.create_histogram(
-            "hexa_event.payload.size", unit="By", description="Published record bodies"
+            "hexa_event.payload.size",
+            unit="By",
+            description="Published record bodies",
+            explicit_bucket_boundaries_advisory=SIZE_BUCKETS,
         )
         self._receivers: weakref.WeakSet[Receiver] = weakref.WeakSet()
         self._outbox: dict[str, tuple[int, float | None]] = {}
@@ -513,20 +533,24 @@ class CurrentSpanPropagator:
 
 
 def serve_prometheus(port: int = 9464, addr: str = "127.0.0.1") -> metrics.MeterProvider:
-    """Start a Prometheus scrape endpoint and return the meter provider feeding it.
+    """Start a Prometheus scrape endpoint on ``addr:port`` and return the meter provider
+    feeding it.
 
-    Needs the ``[prometheus]`` extra (the OpenTelemetry SDK and its Prometheus exporter).
-    Pass the provider to :class:`Telemetry` (or set it globally).
+    ``addr`` is 127.0.0.1 by default: only the same host can scrape. In a container, or
+    wherever Prometheus scrapes from another host, pass ``addr="0.0.0.0"`` (every IPv4
+    interface; ``"::"`` for IPv6 too). Needs the ``[prometheus]`` extra (the OpenTelemetry
+    SDK and its Prometheus exporter). Pass the provider to :class:`Telemetry` (or set it
+    globally).
     """
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
         from prometheus_client import start_http_server
     except ModuleNotFoundError as exc:
-        from .errors import ConfigurationError
+        from .errors import ConfigurationError, install_hint
 
         raise ConfigurationError(
-            f"serve_prometheus needs {exc.name!r}: pip install 'hexa-event[prometheus]'"
+            f"serve_prometheus needs {exc.name!r}: {install_hint('prometheus')}"
         ) from exc
     start_http_server(port, addr=addr)
     return MeterProvider(metric_readers=[PrometheusMetricReader()])

@@ -18,6 +18,11 @@ from typing import Any, TypeVar
 
 R = TypeVar("R")
 
+ABANDON = "hexa-event: the receiver is closing; a thread cannot be stopped, stop waiting"
+"""The cancellation message with which a closing receiver cancels its workers: a sync
+handler's wrapper then stops waiting for its thread (which runs on, abandoned) instead of
+waiting for it as after any other cancellation."""
+
 _IDLE_SECONDS = 60.0
 _jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]]] = queue.SimpleQueue()
 _lock = threading.Lock()

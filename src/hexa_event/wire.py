@@ -17,10 +17,11 @@ Rules (the conformance suite checks them on every driver):
   attempt is the ``HEXA_ATTEMPT`` header, but never lower than the retry channel implies
   (a copy read from ``<base>.retry.N`` is at least attempt N+1, whatever a Go service
   forwarded) and never below 1.
-- Due time. A copy in the chain is due at its ``HEXA_RETRY_AT`` (epoch ms), or for a copy
-  without a fresh one (Go's, or a header forwarded from an older copy) at the record's
-  broker time plus the policy's back-off, as Go computes. A due time is never later than
-  the policy's longest back-off from now. Malformed numbers make the record poison.
+- Due time. A scheduled event (``HEXA_DELIVER_AT``, epoch ms) is due then. A copy in the
+  chain is due at its ``HEXA_RETRY_AT`` (epoch ms), or for a copy without a fresh one (Go's,
+  or a header forwarded from an older copy) at the record's broker time plus the policy's
+  back-off, as Go computes. A due time is never later than the policy's longest back-off
+  (for a scheduled event: 366 days) from now. Malformed numbers make the record poison.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import msgspec
 from . import envelope as env
 from .driver import Delivery, RawRecord
 from .errors import DecodeError
+from .event import MAX_SCHEDULE
 from .retry import RetryPolicy
 
 DedupIds = Literal["event", "go"]
@@ -126,7 +128,8 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
         except (AttributeError, UnicodeDecodeError):
             pass
         else:
-            return Opened(event_id, root_id, chain.action, source, 1, 0.0)
+            due = _scheduled(headers) if env.DELIVER_AT in headers else 0.0
+            return Opened(event_id, root_id, chain.action, source, 1, due)
     if go_ids:
         event_id = coordinates
         root_id = _text(headers, env.ROOT_EVENT_ID) or event_id
@@ -139,7 +142,7 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
     if not retry_number and (
         env.ATTEMPT not in headers or _text(headers, env.ROOT_ACTION) != chain.action
     ):
-        return Opened(event_id, root_id, root_action, source, 1, 0.0)
+        return Opened(event_id, root_id, root_action, source, 1, _scheduled(headers))
     attempt = max(_int(headers, env.ATTEMPT, 1), retry_number + 1, 1)
     attempt = min(attempt, _MAX_ATTEMPT)
     now = time.time()
@@ -149,6 +152,14 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
         due = delivery.timestamp + chain.policy.delay(retry_number)
     due = min(due, now + chain.policy.delay_cap) if due > now else 0.0
     return Opened(event_id, root_id, root_action, source, attempt, due)
+
+
+def _scheduled(headers: Mapping[str, bytes]) -> float:
+    """A scheduled event's due time (``HEXA_DELIVER_AT``), 0 when absent or past; never
+    later than the longest schedule an emitter accepts from now."""
+    due = _int(headers, env.DELIVER_AT, 0) / 1000
+    now = time.time()
+    return min(due, now + MAX_SCHEDULE) if due > now else 0.0
 
 
 def codec_name(headers: Mapping[str, bytes]) -> str:
@@ -245,6 +256,7 @@ def error_text(error: BaseException) -> str:
 def _copy_headers(delivery: Delivery, opened: Opened, error: BaseException) -> dict[str, bytes]:
     headers = clean_headers(delivery.record.headers)
     headers.pop(env.RETRY_AT, None)
+    headers.pop(env.DELIVER_AT, None)  # a copy's due time is its own
     headers[env.EVENT_ID] = opened.event_id.encode()
     headers[env.ROOT_EVENT_ID] = opened.root_id.encode()
     headers[env.ROOT_ACTION] = opened.root_action.encode()

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ..errors import ConfigurationError
 from .urls import async_url
 
 
@@ -20,6 +21,12 @@ def engine_for(db: str | URL | AsyncEngine, **options: Any) -> tuple[AsyncEngine
     """
     if isinstance(db, AsyncEngine):
         return db, False
+    if isinstance(db, Engine | Connection | AsyncConnection):
+        raise ConfigurationError(
+            f"got a {type(db).__name__}; this needs an AsyncEngine "
+            "(sqlalchemy.ext.asyncio.create_async_engine(...)) or a database URL such as "
+            "'postgresql://user@host/db' or 'sqlite:///app.db'"
+        )
     url = async_url(db)
     if url.get_backend_name() == "postgresql":
         options.setdefault("pool_pre_ping", True)

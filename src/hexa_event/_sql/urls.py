@@ -67,11 +67,20 @@ def parse(url: str | URL) -> URL:
             f"([::1]) and a port must be a number 1-65535; e.g. {_EXAMPLES}"
         ) from exc
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except Exception as exc:  # sqlalchemy.exc.ArgumentError, ValueError
         raise ConfigurationError(
             f"cannot parse the database URL {redact(url)!r}; use {_EXAMPLES}"
         ) from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.host:
+        scheme = url.split("://", 1)[0]
+        path = f"{parsed.host}/{parsed.database or ''}".rstrip("/")
+        raise ConfigurationError(
+            f"{redact(url)!r} reads {parsed.host!r} as a host, and SQLite has none: a SQLite "
+            f"URL has three slashes before a relative path ({scheme}:///{path}) and four "
+            f"before an absolute one ({scheme}:////var/lib/app/{parsed.database or 'app.db'})"
+        )
+    return parsed
 
 
 def async_url(url: str | URL) -> URL:

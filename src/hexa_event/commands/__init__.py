@@ -1,4 +1,4 @@
-"""The operator commands of ``hexa-event``: tail, publish, dlq, doctor, outbox status.
+"""The operator commands of ``hexa-event``: tail, publish, request, dlq, doctor, outbox status.
 
 :func:`add_commands` registers them on the ``hexa-event`` parser; each command lives in its
 own module and runs through :func:`run_command`, which turns a
@@ -12,18 +12,18 @@ import asyncio
 import sys
 from typing import Any
 
-from . import dlq, doctor, publish, status, tail
+from . import dlq, doctor, publish, request, status, tail
 from ._common import EXIT_CODES, CommandError
 
 __all__ = ["EXIT_CODES", "CommandError", "add_commands", "invoke"]
 
 
 def add_commands(commands: Any) -> None:
-    """Add ``tail``, ``publish``, ``dlq`` and ``doctor``, and ``outbox status`` when the
-    ``outbox`` group exists already."""
-    for module in (tail, publish, dlq, doctor):
+    """Add ``tail``, ``publish``, ``request``, ``dlq`` and ``doctor``, and ``outbox status``
+    when the ``outbox`` group exists already."""
+    for module in (tail, publish, request, dlq, doctor):
         module.add(commands)
-    mine = [commands.choices[name] for name in ("tail", "publish", "dlq", "doctor")]
+    mine = [commands.choices[name] for name in ("tail", "publish", "request", "dlq", "doctor")]
     outbox = commands.choices.get("outbox")
     if outbox is not None:
         for action in outbox._actions:

@@ -76,6 +76,28 @@ def require_url(args: argparse.Namespace) -> str:
     return str(url)
 
 
+def require_existing_sqlite(url: str) -> None:
+    """For a read-only command: refuse (NOT_FOUND) a SQLite URL whose file does not exist,
+    rather than let the driver create an empty database there (a typo would otherwise
+    read as "nothing pending"). Other URLs pass."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return
+    if not parts.scheme.lower().startswith("sqlite") or parts.netloc:
+        return  # not SQLite; or sqlite://host/..., which connect() refuses with the fix
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path or path == ":memory:" or "mode=memory" in parts.query:
+        return
+    if not os.path.exists(path):
+        raise CommandError(
+            f"no SQLite database at {os.path.abspath(path)}: this command only reads and does "
+            "not create one. Check the path: sqlite:///relative/app.db is relative to the "
+            "current directory, sqlite:////absolute/app.db is absolute",
+            NOT_FOUND,
+        )
+
+
 def json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
 

@@ -18,6 +18,9 @@ from ..errors import HexaEventError
 from ..propagation import default_propagator
 from ._common import USAGE, CommandError, text_of
 
+_END_CHECK = 0.05
+"""How often a scan asks the subscription whether it has read to the end (seconds)."""
+
 
 def load_type(spec: str | None) -> Any:
     """``package.module:Class`` (or ``package.module.Class``) -> the class; None for None."""
@@ -138,16 +141,14 @@ async def open_subscription(
 
 
 async def scan(subscription: Subscription, *, limit: int | None, idle: float) -> list[Delivery]:
-    """Fetch until ``limit`` deliveries or ``idle`` quiet seconds; settle none of them."""
+    """Fetch until ``limit`` deliveries, ``idle`` quiet seconds or, when the driver can
+    tell (:meth:`Subscription.caught_up`, the SQL log), the end of what is there now;
+    settle none of them."""
     got: list[Delivery] = []
     seen: set[str] = set()
     while limit is None or len(got) < limit:
         room = 500 if limit is None else min(500, limit - len(got))
-        try:
-            async with asyncio.timeout(idle):
-                batch = await subscription.fetch(room)
-        except TimeoutError:
-            break
+        batch = await _fetch_or_end(subscription, room, idle)
         if not batch:
             break
         for delivery in batch:
@@ -155,3 +156,25 @@ async def scan(subscription: Subscription, *, limit: int | None, idle: float) ->
                 seen.add(delivery.coordinates)
                 got.append(delivery)
     return got
+
+
+async def _fetch_or_end(subscription: Subscription, room: int, idle: float) -> Sequence[Delivery]:
+    """One fetch; ``[]`` after ``idle`` quiet seconds, or as soon as the subscription says
+    it has read everything there is."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + idle
+    task = asyncio.ensure_future(subscription.fetch(room))
+    try:
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            done, _ = await asyncio.wait({task}, timeout=min(_END_CHECK, remaining))
+            if done:
+                return task.result()
+            if subscription.caught_up():
+                return []
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -36,6 +36,7 @@ from ._common import (
     Progress,
     json_argument,
     print_json,
+    require_existing_sqlite,
     require_url,
     shorten,
     table,
@@ -132,8 +133,10 @@ class _Pending:
     async def __aenter__(self) -> _Pending:
         from ..connect import connect
 
-        self.driver = connect(require_url(self.args))
+        url = require_url(self.args)
+        self.driver = connect(url)  # checks the URL and its table names; opens nothing yet
         try:
+            require_existing_sqlite(url)
             await self.driver.provision([self.channel])
             self.subscription = await open_subscription(
                 self.driver,

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..errors import install_hint
 from ..retry import dead_letter_channel, retry_channel
 from ._common import OK, PROBLEMS, UNREACHABLE, json_argument, print_json, redact, url_argument
 
@@ -135,12 +136,12 @@ async def check_kafka(report: Report, url: str, seconds: float) -> None:
         options = connect(url).driver.options  # type: ignore[attr-defined]
         from confluent_kafka.admin import AdminClient
     except Exception as exc:
-        missing = isinstance(exc, ImportError) or "pip install" in str(exc)
+        missing = isinstance(exc, ImportError) or "extra" in str(exc)
         report.add(
             "kafka client",
             "fail",
             f"the Kafka driver cannot be loaded: {exc}",
-            "pip install 'hexa-event[kafka]'" if missing else "check the URL's options",
+            install_hint("kafka") if missing else "check the URL's options",
             "config",
         )
         return
@@ -233,7 +234,7 @@ async def check_pulsar(report: Report, url: str, seconds: float) -> None:
             "pulsar client",
             "fail",
             f"the Pulsar driver cannot be loaded: {exc}",
-            "pip install 'hexa-event[pulsar]'" if missing else "check the URL's options",
+            install_hint("pulsar") if missing else "check the URL's options",
             "config",
         )
         return

@@ -2,6 +2,8 @@
 
 The event goes through the same emitter as a service's (codec, context headers, event id),
 so consumers cannot tell it from one a service emitted. Prints the event id.
+``--delay SECONDS`` or ``--deliver-at 2026-12-24T09:00:00+01:00`` schedules it: no handler
+runs it before then.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +22,28 @@ from ._common import OK, USAGE, CommandError, json_argument, print_json, require
 def add(commands: Any) -> None:
     p = commands.add_parser(
         "publish",
-        help="emit one event (JSON or raw bytes) with a context",
+        help="emit one event (JSON or raw bytes) with a context, now or scheduled",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    event_arguments(p)
+    p.add_argument("--reply-channel", default="")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument(
+        "--delay", type=float, default=None, metavar="SECONDS", help="deliver after this delay"
+    )
+    when.add_argument(
+        "--deliver-at",
+        default=None,
+        metavar="ISO-8601",
+        help="deliver at this time, with its zone (2026-12-24T09:00:00+01:00, or Z for UTC)",
+    )
+    json_argument(p)
+    p.set_defaults(coro=run)
+
+
+def event_arguments(p: argparse.ArgumentParser) -> None:
+    """The URL, channel, key, payload and context arguments (``publish`` and ``request``)."""
     url_argument(p)
     p.add_argument("channel", metavar="CHANNEL")
     p.add_argument("--key", required=True, help="the event key (orders events of one key)")
@@ -43,7 +65,6 @@ def add(commands: Any) -> None:
     p.add_argument("--user-id", default=None, help="a regular user with this id")
     p.add_argument("--service-user", default=None, help="a service user with this id")
     p.add_argument("--traceparent", default="", help="W3C traceparent to continue")
-    p.add_argument("--reply-channel", default="")
     p.add_argument(
         "--header",
         action="append",
@@ -51,8 +72,6 @@ def add(commands: Any) -> None:
         metavar="NAME=VALUE",
         help="an application header (repeatable)",
     )
-    json_argument(p)
-    p.set_defaults(coro=run)
 
 
 def read_data(spec: str) -> bytes:
@@ -67,8 +86,22 @@ def read_data(spec: str) -> bytes:
     return spec.encode()
 
 
+def deliver_at(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise CommandError(
+            f"--deliver-at {text!r} is not an ISO-8601 time: write it as "
+            "2026-12-24T09:00:00+01:00 (or ...Z for UTC)",
+            USAGE,
+        ) from None
+
+
 def build(args: argparse.Namespace) -> tuple[Any, Any]:
     from ..context import Context, User, UserType
+    from ..errors import InvalidEventError
     from ..event import Event
 
     raw = read_data(args.data)
@@ -100,15 +133,21 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         fields["correlation_id"] = args.correlation_id
     if args.traceparent:
         fields["traceparent"] = args.traceparent
-    event = Event(
-        args.channel,
-        args.key,
-        payload,
-        reply_channel=args.reply_channel,
-        headers=headers,
-        id=args.id,
-        codec=args.codec,
-    )
+    try:
+        event = Event(
+            args.channel,
+            args.key,
+            payload,
+            reply_channel=getattr(args, "reply_channel", ""),
+            headers=headers,
+            id=args.id,
+            codec=args.codec,
+            deliver_at=deliver_at(getattr(args, "deliver_at", None)),
+            delay=getattr(args, "delay", None),
+        )
+    except InvalidEventError as exc:
+        option = {"deliver_at": "--deliver-at", "delay": "--delay"}.get(exc.field, exc.field)
+        raise CommandError(f"{option}: {exc}", USAGE) from None
     return event, Context(**fields)
 
 
@@ -131,5 +170,11 @@ async def run(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print(f"published {event_id} to {event.channel} (key {event.key})")
+        due = event.due(time.time())
+        when = (
+            f", deliver at {datetime.fromtimestamp(due, UTC).isoformat(timespec='seconds')}"
+            if due
+            else ""
+        )
+        print(f"published {event_id} to {event.channel} (key {event.key}{when})")
     return OK

@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from datetime import timedelta
 from typing import Any
 
-from ._common import OK, USAGE, CommandError, json_argument, print_json, redact
+from ._common import (
+    OK,
+    USAGE,
+    CommandError,
+    json_argument,
+    print_json,
+    redact,
+    require_existing_sqlite,
+)
 
 _ASYNC = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -22,7 +31,8 @@ _ASYNC = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 def add(outbox_commands: Any) -> None:
     p = outbox_commands.add_parser(
         "status",
-        help="backlog, oldest unsent row and rows sent per second",
+        aliases=["stats"],
+        help="backlog, oldest unsent row and rows sent per second (alias: stats, deprecated)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -111,10 +121,26 @@ def _age(seconds: float | None) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if getattr(args, "action", None) == "stats":
+        print(
+            "hexa-event: note: `outbox stats` is deprecated and will be removed; use "
+            "`outbox status` (the same backlog and oldest unsent age, plus the send rate)",
+            file=sys.stderr,
+        )
     if not args.db:
         raise CommandError("give --db URL or set HEXA_EVENT_DB", USAGE)
+    from .._sql.names import url_and_names
     from ..errors import ConfigurationError
+    from ..outbox import table_for
 
+    try:  # bad names are bad usage, whether or not the database exists
+        _, schema, prefix = url_and_names(
+            args.db, args.schema, args.table_prefix, owner="--schema/--table-prefix"
+        )
+        table_for(schema, prefix)
+    except ConfigurationError as exc:
+        raise CommandError(str(exc), USAGE) from None
+    require_existing_sqlite(args.db)
     try:
         status = await measure(
             args.db, args.window, schema=args.schema, table_prefix=args.table_prefix

@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from ._common import OK, json_argument, print_json, require_url, url_argument
+from ._common import (
+    OK,
+    json_argument,
+    print_json,
+    require_existing_sqlite,
+    require_url,
+    url_argument,
+)
 from ._records import describe, load_type, open_subscription
 
 
@@ -65,14 +75,61 @@ def render(event: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _stop_on_signals() -> tuple[Callable[[], int | None], Callable[[], None]]:
+    """SIGTERM and SIGINT cancel the running tail, which then deletes its throwaway group
+    (a tail stopped by ``kill`` or Kubernetes must not leave a group that pins the log).
+    Returns (the exit status if signalled: 0 for SIGTERM, 130 for Ctrl-C; undo)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    signalled: list[int] = []
+
+    def stop(sig: int) -> None:
+        signalled.append(sig)
+        if task is not None:
+            task.cancel()
+
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop, sig)
+            installed.append(sig)
+
+    def undo() -> None:
+        for sig in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+    def status() -> int | None:
+        if not signalled:
+            return None
+        return 130 if signalled[0] == signal.SIGINT else OK
+
+    return status, undo
+
+
 async def run(args: argparse.Namespace) -> int:
+    signalled, undo = _stop_on_signals()
+    try:
+        return await _tail(args)
+    except asyncio.CancelledError:
+        code = signalled()
+        if code is None:
+            raise
+        return code  # the finally blocks of _tail closed the subscription and the driver
+    finally:
+        undo()
+
+
+async def _tail(args: argparse.Namespace) -> int:
     from ..connect import connect
 
     payload_type = load_type(args.type)
-    driver = connect(require_url(args))
+    url = require_url(args)
+    driver = connect(url)  # checks the URL and its table names; opens nothing yet
     group = f"hexa-event-tail-{uuid.uuid4().hex[:12]}"
     shown = 0
     try:
+        require_existing_sqlite(url)
         subscription = await open_subscription(
             driver,
             group,
@@ -109,7 +166,7 @@ async def run(args: argparse.Namespace) -> int:
                     shown += 1
                 await subscription.settle(deliveries)
         finally:
-            await subscription.close()
+            await asyncio.shield(subscription.close())
     finally:
-        await driver.close()
+        await asyncio.shield(driver.close())
     return OK

@@ -32,6 +32,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -307,7 +308,10 @@ class Outbox:
         self._check(conn.dialect.name)
         rows, ids = self._rows(events, ctx)
         if rows:
-            conn.execute(self._insert, rows)
+            try:
+                conn.execute(self._insert, rows)
+            except DBAPIError as exc:
+                raise self._not_migrated(exc) from exc
             if self.notify and conn.dialect.name == "postgresql":
                 conn.execute(self._notify)
         return ids
@@ -334,10 +338,31 @@ class Outbox:
         self._check(conn.dialect.name)
         rows, ids = self._rows(events, ctx)
         if rows:
-            await conn.execute(self._insert, rows)
+            try:
+                await conn.execute(self._insert, rows)
+            except DBAPIError as exc:
+                raise self._not_migrated(exc) from exc
             if self.notify and conn.dialect.name == "postgresql":
                 await conn.execute(self._notify)
         return ids
+
+    def _not_migrated(self, exc: DBAPIError) -> Exception:
+        """``exc``, or a ConfigurationError naming the fix when the table is missing."""
+        text = str(exc.orig if exc.orig is not None else exc).lower()
+        if "no such table" not in text and "does not exist" not in text:
+            return exc
+        prefix = self.table.name.removesuffix(TABLE)
+        flags = "".join(
+            f" --{flag} {value}"
+            for flag, value in (("schema", self.table.schema), ("table-prefix", prefix))
+            if value
+        )
+        return ConfigurationError(
+            f"the outbox table {self.table.fullname!r} does not exist in this database: "
+            "create it once with hexa_event.outbox.migrate(engine_or_url) (or "
+            f"await migrate_async(...)), or from a shell: hexa-event outbox migrate --db URL"
+            f"{flags}"
+        )
 
     def _check(self, dialect: str) -> None:
         if self.table.schema is not None and dialect == "sqlite":

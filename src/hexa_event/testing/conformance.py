@@ -37,6 +37,7 @@ from ..event import Event, Message
 from ..retry import RetryPolicy
 from .contract import DriverPool
 from .lag import LagConformance
+from .requests import RequestConformance
 from .settling import FAST_RETRY
 from .waiting import Collector, eventually
 
@@ -49,7 +50,7 @@ class Order:
     total: int
 
 
-class DriverConformance(LagConformance):
+class DriverConformance(LagConformance, RequestConformance):
     """Subclass as ``Test<Driver>`` and implement :meth:`new_driver`.
 
     Runs the contract-level and settle-everything checks it inherits, then everything

@@ -16,14 +16,18 @@
 //	interop emit -brokers B -topic T -n N -encoder json|protobuf [-fail-every K]
 //	interop consume -brokers B -topic T -action A -n N [-retries R] [-fail-keys k1,k2]
 //	        [-fail-all] [-retry-topic BASE] [-only t1,t2] [-initial 100ms] [-idle 5s]
-//	        [-handle-for 1ms] [-retention 24h]
+//	        [-handle-for 1ms] [-retention 24h] [-reply]
 //
 // consume behaves like a hafka receiver: a sarama consumer group named after the action
 // with sarama's default eager range assignment, offsets marked after each record whatever
 // the outcome and committed (OffsetCommit v2 thanks to -retention), records of retry topics
 // handled after timestamp + back-off, failures forwarded to the next retry topic with every
 // header copied (the retry number from the topic, never from a header). It prints one JSON
-// line per handled record (its four dedup keys) and one per session setup/cleanup.
+// line per handled record (its four dedup keys) and one per session setup/cleanup. With
+// -reply, a handled record that names a ReplyChannel (_reply_channel) is answered the way a
+// hafka handler answers: it emits an event to that channel with the handler's context (the
+// request's _ctx_* headers, so its correlation id), an empty reply channel and the json
+// encoder; the payload is {"id": <request payload id>, "answered_by": "go"}.
 package main
 
 import (
@@ -164,6 +168,30 @@ type handler struct {
 	once      *sync.Once
 	lastSeen  *time.Time
 	handleFor time.Duration
+	reply     bool
+}
+
+// answer emits the reply to a request as a hafka handler's emitter.Emit would.
+func (h *handler) answer(m *sarama.ConsumerMessage, headers map[string]string, payload map[string]any) {
+	channel := headers[hdrReply]
+	if !h.reply || channel == "" {
+		return
+	}
+	body, _ := json.Marshal(map[string]any{"id": payload["id"], "answered_by": "go"})
+	hs := []sarama.RecordHeader{
+		{Key: []byte(hdrCorrelation), Value: []byte(headers[hdrCorrelation])},
+		{Key: []byte(hdrLocale), Value: []byte(headers[hdrLocale])},
+	}
+	if user, ok := headers[hdrUser]; ok {
+		hs = append(hs, sarama.RecordHeader{Key: []byte(hdrUser), Value: []byte(user)})
+	}
+	hs = append(hs,
+		sarama.RecordHeader{Key: []byte(hdrReply), Value: []byte("")},
+		sarama.RecordHeader{Key: []byte(hdrEncoder), Value: []byte("json")})
+	if _, _, err := h.producer.SendMessage(&sarama.ProducerMessage{Topic: channel,
+		Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(body), Headers: hs}); err != nil {
+		fail(err)
+	}
 }
 
 type setupEvent struct {
@@ -249,6 +277,7 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, c sarama.ConsumerG
 		} else {
 			_ = json.Unmarshal(m.Value, &r.Payload)
 		}
+		h.answer(m, headers, r.Payload)
 		if h.failAll || h.failKeys[string(m.Key)] {
 			// hafka: forward to the next topic with every header copied and the root headers
 			// added; the retry number comes from the topic, never from a header.
@@ -296,6 +325,7 @@ func consume(args []string) {
 	handleFor := fs.Duration("handle-for", 0, "time each handler call takes")
 	retention := fs.Duration("retention", 24*time.Hour, "sarama Consumer.Offsets.Retention (0: sarama's default, OffsetCommit v1)")
 	timeout := fs.Duration("timeout", 60*time.Second, "")
+	reply := fs.Bool("reply", false, "answer records that name a reply channel, as a hafka handler")
 	_ = fs.Parse(args)
 	cfg := config(*retention)
 	bs := strings.Split(*brokers, ",")
@@ -329,7 +359,7 @@ func consume(args []string) {
 	h := &handler{action: *action, base: base, retries: *retries, failKeys: fk, failAll: *failAll,
 		initial: *initial, producer: producer, out: json.NewEncoder(os.Stdout), mu: &sync.Mutex{},
 		left: &left, done: make(chan struct{}), once: &sync.Once{}, lastSeen: &lastSeen,
-		handleFor: *handleFor}
+		handleFor: *handleFor, reply: *reply}
 	if *idle > 0 {
 		go func() {
 			for {

@@ -483,3 +483,34 @@ async def test_go_dedup_mode_gives_the_same_four_keys_as_go(kafka: None, go_prog
     assert seen == go_keys
     copy = next(k for k in go_keys.values() if k[0].startswith(f"{action}.retry.1-"))
     assert copy[2].startswith(f"{topic}-")  # the root is the original record, from headers
+
+
+async def test_go_handler_answers_a_python_request(kafka: None, go_program: Path) -> None:
+    """A Go (hafka) handler reads ReplyChannel and emits to it with its context: each Python
+    request gets its own answer, matched by correlation id (Go writes no HEXA_REPLY_TO)."""
+    tag = uuid.uuid4().hex[:8]
+    topic, action = f"py-req-{tag}", f"go-replier-{tag}"
+    driver = hexa_event.connect(f"kafka://{BOOTSTRAP}", partitions=PARTITIONS)
+    try:
+        await driver.provision([topic])
+        emitter = driver.emitter()
+        go = asyncio.create_task(
+            _run_go(go_program, "consume", "-topic", topic, "-action", action, "-n", "3", "-reply")
+        )
+
+        async def ask(i: int) -> None:
+            ctx = Context(correlation_id=f"corr-{tag}-{i}", user=User(id="u-1"))
+            reply = await emitter.request(
+                Event(topic, f"k{i}", {"id": f"q{i}", "total": i}), ctx, timeout=60
+            )
+            assert reply.payload == {"id": f"q{i}", "answered_by": "go"}
+            assert reply.headers["_ctx_correlation_id"] == ctx.correlation_id.encode()
+            assert "HEXA_REPLY_TO" not in reply.headers
+
+        await asyncio.gather(*(ask(i) for i in range(3)))
+        handled = await go
+        assert sorted(r["Payload"]["id"] for r in handled) == ["q0", "q1", "q2"]
+        assert {r["Reply"] for r in handled} == {emitter.reply_channel}
+        assert emitter.dropped_replies == 0
+    finally:
+        await driver.close()

@@ -1,7 +1,10 @@
 """``memory://[name][?partitions=N]``: a process-local broker for tests and demos.
 
-Drivers connected with the same name share one broker, so an emitter and a receiver built
-from separate ``connect`` calls see each other. Consumer groups, per-key order (a key's
+``memory://`` (no name) is a new, private broker for each ``connect``: what one test emits
+never reaches another. Drivers connected with the same name (``memory://orders``, also
+written ``memory:///orders``) share one broker for the life of the process, so an emitter
+and a receiver built from separate ``connect`` calls see each other;
+``MemoryBroker.forget(name)`` drops one. Consumer groups, per-key order (a key's
 partition), redelivery after nack; nothing survives the process.
 """
 
@@ -56,6 +59,8 @@ class MemoryDriver(Driver):
                 f"memory driver: partitions must be an integer from 1 to 10000, got {raw!r}"
             )
         name = (parts.netloc + parts.path).strip("/")
+        if not name:
+            return cls(MemoryBroker(partitions))  # unnamed: private to this connection
         return cls(MemoryBroker.named(name, partitions))
 
     def _check_open(self) -> None:

@@ -24,8 +24,8 @@ records wait for the nacked one (:mod:`.ordering`), and redelivered records wait
 together are handed out in stream order (the server does not sort its redeliveries).
 Several members of one group share records without regard to keys, so across members
 order needs ``failover`` (one pinned member at a time; a closing member gives back what
-it holds, then unpins so a standby takes over at once) or ``max_ack_pending=1`` (see the
-README). With partitions (:mod:`.partitioned`) each member runs one of these per
+it holds, then unpins so a standby takes over at once) or ``max_ack_pending=1`` (see
+docs/engines/nats.md). With partitions (:mod:`.partitioned`) each member runs one of these per
 partition it holds, always pinned; :meth:`NatsSubscription.revoke` hands one over.
 """
 

@@ -60,6 +60,7 @@ FEATURES = Features(
     ordered_per_key=False,
     patterns=True,
     delayed_publish=True,
+    scheduled_publish=True,
     delayed_nack=True,
     exclusive_subscriptions=False,
     new_group_reads_history=True,
@@ -85,6 +86,7 @@ class NatsDriver(Driver):
         self.features = dataclasses.replace(
             FEATURES,
             delayed_publish=self.options.delayed_publish,
+            scheduled_publish=self.options.delayed_publish,
             ordered_per_key=self.options.partitions > 0,
         )
         self._producer = NatsProducer(self.options)

@@ -39,6 +39,7 @@ class PulsarDriver(Driver):
         ordered_per_key=True,
         patterns=True,
         delayed_publish=True,
+        scheduled_publish=True,
         delayed_nack=True,
         exclusive_subscriptions=True,
         new_group_reads_history=True,

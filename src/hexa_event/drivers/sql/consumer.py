@@ -72,6 +72,7 @@ class SqlSubscription(Subscription):
         self._opts = log.options
         self._on_closed = on_closed
         self.member_id = uuid.uuid4().hex
+        self._partition_count = partitions
         try:
             self._pattern = re.compile(spec.pattern) if spec.pattern else None
         except re.error as exc:
@@ -122,6 +123,20 @@ class SqlSubscription(Subscription):
             assignment=tuple(f"{channel}-{number}" for channel, number in sorted(self._parts)),
             error=self._read_error or self._heartbeat_error,
         )
+
+    def caught_up(self) -> bool | None:
+        """True once this member holds every partition of its channels and has read each to
+        the end of the log (nothing buffered, no redelivery due); None for patterns."""
+        if self._pattern is not None:
+            return None
+        if self._closed or self._buffer:
+            return False
+        if self._redelivery_due and time.monotonic() >= self._redelivery_due:
+            return False  # due redeliveries not read yet
+        parts = [p for p in self._parts.values() if p.owned and not p.releasing]
+        if len(parts) < len(set(self._spec.channels)) * self._partition_count:
+            return False
+        return all(p.drained and not p.blocked_until_ms for p in parts)
 
     async def lag(self) -> Mapping[str, int] | None:
         """Per channel, the group's rows past its stored positions (one grouped query)."""
@@ -358,6 +373,7 @@ class SqlSubscription(Subscription):
         return found
 
     async def _poll_redeliveries(self, room: int, now_ms: int) -> int:
+        flushes = self._settlements.flushes
         rows = await read_due_redeliveries(
             self._log,
             self._group,
@@ -368,12 +384,15 @@ class SqlSubscription(Subscription):
         self._redelivery_due = time.monotonic() + (
             0.0 if len(rows) >= room else self._opts.heartbeat_interval
         )
+        if self._settlements.flushes != flushes:  # rows read while settlements changed them
+            self._redelivery_due = time.monotonic()
+            return 0
         count = 0
         for row in rows:
             part = self._parts.get((row.channel, row.part))
             if part is None or not part.owned or part.releasing:
                 continue
-            if row.log_id in self._inflight_redeliveries:
+            if row.log_id in self._inflight_redeliveries or self._settlements.unwritten(row.log_id):
                 continue
             self._inflight_redeliveries.add(row.log_id)
             part.redeliveries += 1

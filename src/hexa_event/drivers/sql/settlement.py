@@ -27,6 +27,14 @@ class Settlements:
         self._acked_redeliveries: set[int] = set()
         self._redeliveries: dict[int, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
+        self.flushes = 0
+        """Flushes written so far: a read of ``hexa_redeliveries`` that overlapped one may
+        have seen rows it changed, and is not to be trusted."""
+
+    def unwritten(self, log_id: int) -> bool:
+        """Row ``log_id``'s redelivery was acked or re-scheduled and that is not written yet:
+        what ``hexa_redeliveries`` holds for it is stale."""
+        return log_id in self._acked_redeliveries or log_id in self._redeliveries
 
     def redeliver(
         self, log_id: int, channel: str, part: int, visible_ms: int, attempts: int
@@ -83,6 +91,7 @@ class Settlements:
                 if self._redeliveries.get(log_id) is row:
                     del self._redeliveries[log_id]
             self._acked_redeliveries -= acked
+            self.flushes += 1
 
     async def _store_acked(self, conn: Any, parts: Sequence[Part]) -> None:
         """For partitions let go of: the rows acked above their position (``hexa_acked``),

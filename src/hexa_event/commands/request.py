@@ -1,0 +1,70 @@
+"""``hexa-event request URL CHANNEL --key K --data JSON``: send a request, print the reply.
+
+The event carries a reply channel of this command's own; a handler answers with
+``emitter.reply(ctx, msg, payload)`` (or, in Go, by emitting to ``ReplyChannel``). Prints the
+reply's payload (JSON, or the raw bytes with ``--codec raw``); ``--json`` prints the reply's
+id, channel, key, correlation id and payload as one JSON object. Exits 1 when no reply came
+within ``--timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ._common import FAILED, OK, USAGE, CommandError, json_argument, print_json, require_url
+from .publish import build, event_arguments
+
+
+def add(commands: Any) -> None:
+    p = commands.add_parser(
+        "request",
+        help="send a request event and print the reply",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    event_arguments(p)
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the reply (default 30)"
+    )
+    json_argument(p)
+    p.set_defaults(coro=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from ..connect import connect
+    from ..errors import ConfigurationError, RequestTimeoutError
+    from ..propagation import CORRELATION_ID
+
+    event, ctx = build(args)
+    conn = connect(require_url(args))
+    try:
+        reply = await conn.emitter().request(event, ctx, timeout=args.timeout)
+    except RequestTimeoutError as exc:
+        raise CommandError(str(exc), FAILED) from None
+    except ConfigurationError as exc:
+        raise CommandError(f"--timeout: {exc}", USAGE) from None
+    finally:
+        await conn.close()
+    payload = reply.payload
+    if args.json:
+        correlation = reply.headers.get(CORRELATION_ID, b"").decode("utf-8", "replace")
+        print_json(
+            {
+                "id": reply.id,
+                "channel": reply.channel,
+                "key": reply.key,
+                "correlation_id": correlation,
+                "payload": payload.decode("utf-8", "replace")
+                if isinstance(payload, bytes)
+                else payload,
+            }
+        )
+    elif isinstance(payload, bytes):
+        sys.stdout.buffer.write(payload)
+        sys.stdout.flush()
+    else:
+        print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+    return OK

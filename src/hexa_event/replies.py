@@ -1,0 +1,296 @@
+"""One emitter's reply channel: where the answers to its requests arrive.
+
+An emitter opens it on its first :meth:`~hexa_event.Emitter.request`: a channel of its own
+(``_reply.<random hex>``) read by an ephemeral group of one member, so nothing is kept for it
+once the emitter closes. Every reply is acked as it is read and handed to the caller waiting
+for it, matched by the request's event id (the ``HEXA_REPLY_TO`` header, which
+:meth:`~hexa_event.Emitter.reply` writes), or, for a reply without it (a Go hexa-event
+handler that emits to ``ReplyChannel``), by the correlation id when exactly one waiting
+request has it. A reply nobody waits for (it came after its request's timeout, or it is
+ambiguous) is dropped, logged and counted in :attr:`ReplyInbox.dropped`: it never reaches
+another caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from . import envelope as env
+from .codecs import get_codec
+from .driver import Delivery, Driver, Subscription, SubscriptionSpec
+from .errors import ClosedError, ConfigurationError, DriverError
+from .event import Message
+from .propagation import CORRELATION_ID
+
+logger = logging.getLogger(__name__)
+
+_FETCH_BACKOFF = (0.1, 0.5, 1.0, 2.0)
+_BATCH = 256
+
+
+@dataclass(slots=True)
+class _Waiter:
+    future: asyncio.Future[Message[Any]]
+    correlation_id: str
+    payload_type: Any
+
+
+class ReplyInbox:
+    """The reply channel of one emitter (see the module docstring)."""
+
+    def __init__(self, driver: Driver) -> None:
+        token = uuid.uuid4().hex
+        self.driver = driver
+        self.channel = f"_reply.{token}"
+        self.group = f"hexa-reply-{token}"
+        self.answered = 0
+        """Replies handed to their caller."""
+        self.dropped = 0
+        """Replies no caller waited for (late after a timeout, unknown or ambiguous)."""
+        self._waiting: dict[str, _Waiter] = {}
+        self._by_correlation: dict[str, list[str]] = {}
+        self._subscription: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._settler: asyncio.Task[None] | None = None
+        self._acked: list[Delivery] = []
+        self._acked_wake = asyncio.Event()
+        self._opening: asyncio.Task[None] | None = None
+        self._closed = False
+        self._failure: BaseException | None = None
+
+    async def open(self) -> str:
+        """Subscribe to the reply channel (once); return its name.
+
+        The subscribing runs in a task of its own: a caller that gives up (its request timed
+        out) does not cut it short, and the next request finds the channel open."""
+        if self._closed:
+            raise ClosedError("this emitter was closed; make a new one to send requests")
+        if self._failure is not None:
+            raise DriverError(f"the reply channel {self.channel} stopped: {self._failure}")
+        if self._task is not None:
+            return self.channel
+        if self._opening is None:
+            self._opening = asyncio.create_task(self._open(), name=f"hexa-open:{self.channel}")
+            self._opening.add_done_callback(self._opened)
+        await asyncio.shield(self._opening)
+        return self.channel
+
+    async def _open(self) -> None:
+        await self.driver.provision([self.channel])
+        subscription = await self.driver.subscribe(
+            SubscriptionSpec(
+                group=self.group,
+                channels=(self.channel,),
+                start="earliest",
+                prefetch=1024,
+                ephemeral=True,
+            )
+        )
+        if self._closed:  # closed while subscribing
+            await subscription.close()
+            raise ClosedError("this emitter was closed; make a new one to send requests")
+        self._subscription = subscription
+        self._task = asyncio.create_task(self._read(), name=f"hexa-replies:{self.channel}")
+        self._settler = asyncio.create_task(
+            self._settle_loop(subscription), name=f"hexa-replies-acks:{self.channel}"
+        )
+
+    def _opened(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self._opening = None  # the next request tries again (and sees the error)
+
+    def expect(
+        self, event_id: str, correlation_id: str, payload_type: Any
+    ) -> asyncio.Future[Message[Any]]:
+        """Register a caller waiting for the reply to ``event_id``."""
+        if event_id in self._waiting:
+            raise ConfigurationError(
+                f"a request with event id {event_id!r} is already waiting for its reply: "
+                "give each request its own Event.id (or leave it unset)"
+            )
+        future: asyncio.Future[Message[Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[event_id] = _Waiter(future, correlation_id, payload_type)
+        if correlation_id:
+            self._by_correlation.setdefault(correlation_id, []).append(event_id)
+        return future
+
+    def forget(self, event_id: str) -> None:
+        """The caller stopped waiting (answered, timed out or cancelled)."""
+        waiter = self._waiting.pop(event_id, None)
+        if waiter is None or not waiter.correlation_id:
+            return
+        ids = self._by_correlation.get(waiter.correlation_id)
+        if ids is not None:
+            with contextlib.suppress(ValueError):
+                ids.remove(event_id)
+            if not ids:
+                del self._by_correlation[waiter.correlation_id]
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    async def _read(self) -> None:
+        subscription = self._subscription
+        assert subscription is not None
+        failures = 0
+        while True:
+            try:
+                deliveries = await subscription.fetch(_BATCH)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, DriverError) and not exc.retriable:
+                    self._fail(exc)
+                    return
+                delay = _FETCH_BACKOFF[min(failures, len(_FETCH_BACKOFF) - 1)]
+                failures += 1
+                logger.warning(
+                    "reading replies from %s failed (%s: %s); retrying in %.1fs",
+                    self.channel,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            if not deliveries:
+                if not self._closed:
+                    self._fail(DriverError("the driver ended the reply subscription"))
+                return
+            for delivery in deliveries:
+                delivery.ack()
+                self._deliver(delivery)
+            self._acked.extend(deliveries)
+            self._acked_wake.set()
+
+    async def _settle_loop(self, subscription: Subscription) -> None:
+        """Write acks beside the reading (a driver may coalesce them over a few ms)."""
+        while True:
+            await self._acked_wake.wait()
+            self._acked_wake.clear()
+            batch: Sequence[Delivery] = self._acked
+            self._acked = []
+            try:
+                await subscription.settle(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a reply read again is dropped as unknown: harmless
+                logger.warning("acking replies on %s failed: %s", self.channel, exc)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        headers = delivery.record.headers
+        request_id = _text(headers.get(env.REPLY_TO))
+        if request_id:
+            waiter = self._waiting.get(request_id)
+        else:
+            request_id, waiter = self._by_correlation_id(_text(headers.get(CORRELATION_ID)))
+        if waiter is None or waiter.future.done():
+            self.dropped += 1
+            logger.warning(
+                "dropped a reply on %s (event %s, in reply to %s): no request waits for it "
+                "(it came after the request's timeout, or it names no known request); "
+                "%d dropped so far",
+                self.channel,
+                _text(headers.get(env.EVENT_ID)) or delivery.coordinates,
+                request_id or "?",
+                self.dropped,
+            )
+            return
+        self.forget(request_id)
+        try:
+            message = _message(delivery, waiter.payload_type)
+        except Exception as exc:
+            waiter.future.set_exception(exc)
+            return
+        self.answered += 1
+        waiter.future.set_result(message)
+
+    def _by_correlation_id(self, correlation_id: str) -> tuple[str, _Waiter | None]:
+        ids = self._by_correlation.get(correlation_id) if correlation_id else None
+        if not ids:
+            return "", None
+        if len(ids) > 1:
+            logger.warning(
+                "a reply on %s without %s has correlation id %s, which %d waiting requests "
+                "share: it cannot be matched (give concurrent requests their own correlation "
+                "ids when the replier does not write %s)",
+                self.channel,
+                env.REPLY_TO,
+                correlation_id,
+                len(ids),
+                env.REPLY_TO,
+            )
+            return "", None
+        return ids[0], self._waiting.get(ids[0])
+
+    def _fail(self, exc: BaseException) -> None:
+        logger.error("the reply channel %s stopped: %s", self.channel, exc)
+        self._failure = exc
+        for waiter in self._waiting.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(
+                    DriverError(f"the reply channel {self.channel} stopped: {exc}")
+                )
+
+    async def close(self) -> None:
+        """Stop reading and remove the ephemeral group. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._opening is not None and not self._opening.done():
+            await asyncio.gather(self._opening, return_exceptions=True)
+        tasks = [t for t in (self._task, self._settler) if t is not None]
+        self._task = self._settler = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            try:
+                await subscription.close()
+            except Exception:
+                logger.exception("closing the reply subscription %s failed", self.channel)
+        for waiter in self._waiting.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(ClosedError("the emitter was closed"))
+
+
+def _text(raw: bytes | None) -> str:
+    if not raw:
+        return ""
+    try:
+        return raw.decode("utf-8")
+    except (AttributeError, UnicodeDecodeError):
+        return ""
+
+
+def _message(delivery: Delivery, payload_type: Any) -> Message[Any]:
+    record = delivery.record
+    headers = record.headers
+    codec_name = _text(headers.get(env.PAYLOAD_ENCODER)) or "json"
+    payload = get_codec(codec_name).decode(record.body, payload_type)
+    emitted = _text(headers.get(env.EVENT_TIME))
+    seconds = int(emitted) / 1000 if emitted.isdigit() else delivery.timestamp
+    return Message(
+        id=_text(headers.get(env.EVENT_ID)) or delivery.coordinates,
+        channel=record.channel,
+        key=record.key,
+        payload=payload,
+        headers=MappingProxyType(dict(headers)),
+        attempt=1,
+        timestamp=datetime.fromtimestamp(seconds, UTC) if seconds is not None else None,
+        reply_channel=_text(headers.get(env.REPLY_CHANNEL)),
+        codec=codec_name,
+        delivered_from=record.channel,
+        native=delivery.native,
+    )
