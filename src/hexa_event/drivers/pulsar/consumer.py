@@ -29,8 +29,9 @@ Settling:
   hands an early one back again). On Exclusive and Failover, Pulsar answers a nack by
   redelivering everything unacknowledged (and keeps no redelivery count): prefer the
   default Key_Shared where handlers fail.
-- Pulsar groups acknowledgements for up to 100 ms; a crash inside that window means the
-  messages are delivered again (at-least-once), never lost.
+- Acks wait up to 20 ms for the receive thread, then Pulsar groups acknowledgements for up
+  to 100 ms; a crash inside that window means the messages are delivered again
+  (at-least-once), never lost.
 
 Redelivery count: ``Delivery.delivery_count`` is Pulsar's redelivery count + 1 (Shared and
 Key_Shared; Pulsar keeps no count on Exclusive/Failover, where it stays 1).
