@@ -16,8 +16,9 @@ our envelope writes, as message properties) and the same subscription type (Key_
   with ``asyncio.gather``; ``await consumer.receive()`` + ``await consumer.acknowledge``),
   are kept as the last two rows: the client's own asyncio API is 2-5x slower than its best.
 
-How the reference was chosen (2-core bench machine, 20,000 events, medians of 3-5
-alternating rounds, all in one run; the machine is shared, so rounds spread by up to 2x):
+How the reference was chosen (``_pulsar_configs.py``; 2-core bench machine, 20,000 events,
+medians of 3-5 alternating rounds, all in one run; the machine is shared, so rounds spread
+by up to 2x):
 emit with ``send_async`` + callbacks 19-25k/s whatever the batching delay (1, 5 or 10 ms),
 ``batching_max_messages`` (1,000 or 5,000 with 1 MB batches) or ``block_if_queue_full``
 (queues of 1,000 or 5,000), against 11k/s for ``pulsar.asyncio`` (windows of 1,000 or
