@@ -105,7 +105,8 @@ class RawStan:
         async def on_ack(msg: Any) -> None:
             nonlocal received
             received += 1
-            room.set()
+            if window is not None:
+                room.set()
             if received == count and not done.done():
                 done.set_result(None)
 
@@ -114,7 +115,7 @@ class RawStan:
         head = encode_pub_head(self.client_id, self.conn_id)
         channel_field = encode_pub_channel(channel)
         for sent in range(count):
-            while window is not None and sent - received >= window:
+            while window is not None and sent - received >= window:  # None: no window
                 room.clear()
                 await room.wait()
             frame = encode_pub_msg(head, self.nuid.next().decode(), channel_field, body)
