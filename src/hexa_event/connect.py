@@ -95,6 +95,9 @@ class Connection(Driver):
     async def provision(self, channels: Sequence[str]) -> None:
         await self.driver.provision(channels)
 
+    async def check(self, within: float = 10.0) -> str:
+        return await self.driver.check(within)
+
     async def close(self) -> None:
         """Close the emitters made here (their reply channels), then the driver."""
         for emitter in list(self._emitters):

@@ -41,7 +41,13 @@ from typing import Any, Literal, final
 
 import msgspec
 
-from .errors import AlreadySettledError, InvalidEventError
+from .errors import (
+    AlreadySettledError,
+    DriverError,
+    InvalidEventError,
+    NotStoredError,
+    PartialPublishError,
+)
 from .numbers import check_number
 
 StartPosition = Literal["earliest", "latest"]
@@ -92,6 +98,31 @@ def check_records(records: Sequence[RawRecord]) -> None:
 
 
 _INF = float("inf")
+
+
+def refuse(count: int, problems: Mapping[int, NotStoredError]) -> DriverError:
+    """The error for a publish of ``count`` records of which ``problems`` (index -> why)
+    were refused before anything was sent: the refusal itself for one record, otherwise a
+    :class:`~hexa_event.errors.PartialPublishError` where every other record is known not
+    sent (retriable)."""
+    if count == 1 and 0 in problems:
+        return problems[0]
+    first = min(problems)
+    failed: dict[int, DriverError] = {
+        i: problems.get(i)
+        or NotStoredError(f"not sent: record {first} of its batch was refused", retriable=True)
+        for i in range(count)
+    }
+    return PartialPublishError(frozenset(), failed)
+
+
+def publish_outcome(count: int, failed: Mapping[int, DriverError]) -> DriverError:
+    """The error for a publish of ``count`` records that were sent, of which ``failed``
+    (index -> error) were not acknowledged; the others are stored."""
+    if count == 1 and 0 in failed:
+        return failed[0]
+    stored = frozenset(i for i in range(count) if i not in failed)
+    return PartialPublishError(stored, dict(failed))
 
 
 def _check_record(record: object) -> None:
@@ -353,6 +384,14 @@ class Driver(abc.ABC):
     async def provision(self, channels: Sequence[str]) -> None:
         """Make sure the channels exist (topics, streams); a no-op where none is needed."""
         del channels
+
+    async def check(self, within: float = 10.0) -> str:
+        """Connect the way publish and subscribe do, creating nothing, and raise what they
+        would raise on this URL and options (:class:`~hexa_event.errors.ConfigurationError`,
+        :class:`~hexa_event.errors.DriverError`); a line saying what was seen otherwise.
+        ``hexa-event doctor`` runs it; ``within`` bounds each network step."""
+        del within
+        return f"{self.features.name}: nothing to connect to"
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -81,6 +81,39 @@ class DriverError(HexaEventError):
         super().__init__(message)
 
 
+class NotStoredError(DriverError):
+    """A record was refused, by a check before sending or by the broker: it is known not
+    stored. ``retriable=False`` (the default): sending it again cannot succeed, for example a
+    record over a size limit (``limit`` names it) or a channel name the engine cannot carry;
+    the outbox relay parks such a row and goes on. ``retriable=True``: it was not sent
+    because another record of its batch was refused, and may be sent again as it is."""
+
+    def __init__(self, message: str, *, retriable: bool = False, limit: str = "") -> None:
+        self.limit = limit
+        super().__init__(message, retriable=retriable)
+
+
+class PartialPublishError(DriverError):
+    """A publish of several records failed for some of them: the outcome per record.
+
+    ``stored``: indexes (into the records given to ``publish``) known stored. ``failed``:
+    index -> the error of that record; a :class:`NotStoredError` there means known not
+    stored, any other error may or may not be stored. Every index is in one of the two.
+    """
+
+    def __init__(self, stored: frozenset[int], failed: dict[int, DriverError]) -> None:
+        self.stored = stored
+        self.failed = failed
+        first = min(failed) if failed else 0
+        cause = failed.get(first)
+        refused = sum(1 for e in failed.values() if isinstance(e, NotStoredError))
+        super().__init__(
+            f"{len(failed)} of {len(stored) + len(failed)} records failed ({len(stored)} stored, "
+            f"{refused} known not stored); record {first}: {cause}",
+            retriable=any(e.retriable for e in failed.values()),
+        )
+
+
 class ChannelNotFoundError(DriverError):
     """A channel (topic, stream, subject) does not exist and provisioning is turned off."""
 

@@ -40,7 +40,8 @@ async def build() -> AsyncIterator[Any]:
     while gate and not os.path.exists(gate):  # noqa: ASYNC110, ASYNC240 (test makes it)
         await asyncio.sleep(0.02)
     ledger("built", "-")
-    conn = he.connect(env["HEXA_RUN_URL"])
+    lease_ttl = env.get("HEXA_RUN_LEASE_TTL")  # SqlOptions.lease_ttl, for the SQL log only
+    conn = he.connect(env["HEXA_RUN_URL"], **({"lease_ttl": float(lease_ttl)} if lease_ttl else {}))
     if env.get("HEXA_RUN_TELEMETRY"):
         from hexa_event.telemetry import Telemetry
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,17 @@ from urllib.parse import urlsplit
 
 from ..errors import install_hint
 from ..retry import dead_letter_channel, retry_channel
-from ._common import OK, PROBLEMS, UNREACHABLE, json_argument, print_json, redact, url_argument
+from ._common import (
+    OK,
+    PROBLEMS,
+    UNREACHABLE,
+    json_argument,
+    print_json,
+    redact,
+    scrub,
+    secrets_of,
+    url_argument,
+)
 
 _DEFAULT_PORTS = {"kafka": 9092, "pulsar": 6650, "nats": 4222, "stan": 4222, "postgresql": 5432}
 
@@ -126,10 +137,6 @@ def _hosts(url: str, default_port: int) -> list[tuple[str, int]]:
 
 
 async def check_kafka(report: Report, url: str, seconds: float) -> None:
-    hosts = _hosts(url, _DEFAULT_PORTS["kafka"])
-    reachable = [await tcp_check(report, h, p, seconds) for h, p in hosts]
-    if not any(reachable):
-        return
     from ..connect import connect
 
     try:
@@ -221,9 +228,6 @@ async def check_kafka(report: Report, url: str, seconds: float) -> None:
 async def check_pulsar(report: Report, url: str, seconds: float) -> None:
     """Broker port, admin API and namespace, then each channel's topic and each group's
     subscription, through the admin API (read-only)."""
-    hosts = _hosts(url, _DEFAULT_PORTS["pulsar"])
-    if not all([await tcp_check(report, h, p, seconds) for h, p in hosts]):
-        return
     try:
         from ..drivers.pulsar import PulsarAdmin, PulsarOptions
 
@@ -417,7 +421,77 @@ async def check_sql(report: Report, url: str) -> None:
         await engine.dispose()
 
 
+async def driver_check(report: Report, url: str, seconds: float) -> bool:
+    """Build the driver from the URL as ``connect()`` does and run its own check
+    (:meth:`~hexa_event.driver.Driver.check`): what it refuses, the service would too."""
+    from ..connect import connect
+    from ..errors import ChannelNotFoundError, ConfigurationError, DriverError
+
+    try:
+        connection = connect(url)
+    except ConfigurationError as exc:
+        missing = "pip install" in str(exc)
+        report.add(
+            "driver",
+            "fail",
+            f"the driver refuses this URL: {exc}",
+            "install the driver's extra"
+            if missing
+            else "fix the URL's options as the message says",
+            "config",
+        )
+        return False
+    except Exception as exc:
+        report.add(
+            "driver", "fail", f"the driver refuses this URL: {exc!r}", "fix the URL", "config"
+        )
+        return False
+    try:
+        async with asyncio.timeout(seconds * 3 + 5):
+            seen = await connection.check(seconds)
+    except (ConfigurationError, ChannelNotFoundError) as exc:
+        report.add("driver", "fail", str(exc), "do what the message says", "config")
+        return False
+    except DriverError as exc:
+        text = str(exc)
+        auth = any(w in text.lower() for w in ("auth", "sasl", "credential", "permission"))
+        report.add(
+            "driver",
+            "fail",
+            text,
+            "fix the credentials" if auth else "do what the message says",
+            "auth" if auth else "unreachable",
+        )
+        return False
+    except TimeoutError:
+        report.add(
+            "driver",
+            "fail",
+            f"the driver did not finish connecting within {seconds * 3 + 5:g}s",
+            "check the address and that it is the right kind of broker",
+            "unreachable",
+        )
+        return False
+    except Exception as exc:
+        report.add("driver", "fail", f"{type(exc).__name__}: {exc}", "see the message", "config")
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await connection.close()
+    report.add("driver", "ok", seen)
+    return True
+
+
 async def diagnose(args: argparse.Namespace, url: str) -> Report:
+    report = await _diagnose(args, url)
+    secrets = secrets_of(url)
+    for check in report.checks:
+        check.detail = scrub(check.detail, secrets)
+        check.fix = scrub(check.fix, secrets)
+    return report
+
+
+async def _diagnose(args: argparse.Namespace, url: str) -> Report:
     scheme = urlsplit(url).scheme.lower().split("+", 1)[0]
     engine = {"postgres": "postgresql"}.get(scheme, scheme)
     report = Report(url=redact(url), engine=engine)
@@ -439,19 +513,28 @@ async def diagnose(args: argparse.Namespace, url: str) -> Report:
             "ok",
             "the in-process memory broker: nothing to reach; events live only in one process",
         )
-    elif engine == "kafka":
+        return report
+    if engine in ("kafka", "pulsar", "nats", "stan", "postgresql"):
+        hosts = _hosts(url, _DEFAULT_PORTS[engine])
+        reached = [await tcp_check(report, host, port, args.timeout) for host, port in hosts]
+        # Kafka needs one bootstrap server; the others every address they are given.
+        if not (any(reached) if engine == "kafka" else all(reached)):
+            return report
+    if engine == "postgresql":
+        # The database's own answers (no such database, refused credentials) first.
+        await check_sql(report, url)
+        if report.exit_code == OK:
+            await driver_check(report, url, args.timeout)
+        return report
+    if not await driver_check(report, url, args.timeout):
+        return report
+    if engine == "kafka":
         await check_kafka(report, url, args.timeout)
     elif engine == "pulsar":
         await check_pulsar(report, url, args.timeout)
-    elif engine in ("sqlite", "postgresql"):
-        if engine == "postgresql":
-            host, port = _hosts(url, 5432)[0]
-            if not await tcp_check(report, host, port, args.timeout):
-                return report
+    elif engine == "sqlite":
         await check_sql(report, url)
     else:
-        for host, port in _hosts(url, _DEFAULT_PORTS.get(engine, 0)):
-            await tcp_check(report, host, port, args.timeout)
         report.add(
             "permissions",
             "warn",

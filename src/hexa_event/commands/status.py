@@ -98,6 +98,7 @@ async def measure(
     rate = round(sent_recently / window, 3) if ever_sent or stats.backlog == 0 else None
     return {
         "backlog": stats.backlog,
+        "parked": stats.parked,
         "oldest_unsent_age": stats.oldest_unsent_age,
         "sent_per_second": rate,
         "window": window,
@@ -161,5 +162,10 @@ async def run(args: argparse.Namespace) -> int:
         rate = f"{status['sent_per_second']:g}/s over the last {args.window:g}s"
     print(f"backlog        {status['backlog']} unsent rows")
     print(f"oldest unsent  {_age(status['oldest_unsent_age'])}")
+    if status["parked"]:
+        print(
+            f"parked         {status['parked']} rows the target refused for good "
+            "(last_error says why; hexa_event.outbox.requeue_parked() sends them again)"
+        )
     print(f"sent           {rate}")
     return OK

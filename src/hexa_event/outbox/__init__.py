@@ -4,6 +4,9 @@
   (``emit`` for sync ``Session``/``Connection``, ``await emit_async`` for asyncio ones).
 - :class:`OutboxRelay` publishes unsent rows to a driver (at least once, per-key order,
   several relays at once, no late-commit gap) and reports its backlog.
+  A row the target refuses for good (over its size limit, a channel it cannot carry) is
+  parked with the reason in ``last_error`` and the relay goes on; :func:`requeue_parked`
+  puts parked rows back once the cause is fixed.
 - :class:`OutboxCleaner` deletes sent rows older than a retention period.
 - :func:`migrate` / :func:`migrate_async` create the table; :func:`ddl` shows its DDL.
 - Each takes ``schema`` (PostgreSQL) and ``table_prefix``: :func:`table_for` gives that
@@ -14,7 +17,7 @@ Also runnable from the command line: ``hexa-event outbox {migrate,ddl,relay,clea
 """
 
 from .cleaner import OutboxCleaner
-from .relay import OutboxRelay, OutboxStats, outbox_stats
+from .relay import OutboxRelay, OutboxStats, outbox_stats, requeue_parked
 from .store import (
     Outbox,
     ddl,
@@ -38,5 +41,6 @@ __all__ = [
     "notify_channel",
     "outbox_stats",
     "outbox_table",
+    "requeue_parked",
     "table_for",
 ]

@@ -20,9 +20,9 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -54,6 +54,13 @@ from .store import decode_headers
 log = logging.getLogger(__name__)
 
 _TS = DateTime(timezone=True)
+
+PARKED = "parked"
+"""``lease_token`` of a parked row: the target refused it for good (too large, a channel it
+cannot carry). It stays unsent with ``last_error`` saying why, is never claimed again and
+does not hold back later rows of its key (as a dead-lettered event does not at a receiver);
+:func:`~hexa_event.outbox.requeue_parked` puts it back."""
+PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,7 @@ class ClaimStrategy(abc.ABC):
 
     def __init__(self, settings: ClaimSettings) -> None:
         self.settings = settings
+        self._park = self.park_statement()
 
     @abc.abstractmethod
     async def claim(self) -> Claimed | None:
@@ -105,14 +113,34 @@ class ClaimStrategy(abc.ABC):
         failed: list[int],
         error: BaseException | None,
         published: asyncio.Future[bool] | None,
+        parked: Mapping[int, str] | None = None,
     ) -> bool:
-        """Mark ``done`` sent and hold ``failed`` back; resolve ``published`` (the next
-        batch may publish) as soon as a later claim would see the held rows. Returns
-        whether ``done`` was marked."""
+        """Mark ``done`` sent, park ``parked`` (id -> why) and hold ``failed`` back; resolve
+        ``published`` (the next batch may publish) as soon as a later claim would see the
+        held rows. Returns whether ``done`` was marked."""
 
     async def forget(self, batch: Claimed) -> None:
         """The batch is over (settled or abandoned): release what it still holds."""
         del batch
+
+    def park_statement(self) -> Any:
+        """Parks the unsent rows ``ids``: never claimed again, ``last_error`` says why."""
+        t = self.settings.table
+        return (
+            update(t)
+            .where(t.c.id.in_(bindparam("ids", expanding=True)), t.c.sent_at.is_(None))
+            .values(
+                lease_until=PARKED_UNTIL,
+                lease_token=PARKED,
+                last_error=bindparam("error", type_=String()),
+                attempts=t.c.attempts + 1,
+            )
+        )
+
+    async def park(self, parked: Mapping[int, str], until: float) -> None:
+        """Park rows (id -> why), one statement per reason, retrying until ``until``."""
+        for why, ids in _by_reason(parked).items():
+            await self.write(self._park, {"ids": ids, "error": f"parked: {why}"}, until)
 
     async def write(self, stmt: Any, params: dict[str, Any], until: float) -> bool:
         """Run a settle statement, retrying database failures until monotonic ``until``."""
@@ -137,6 +165,13 @@ class ClaimStrategy(abc.ABC):
                 delay = min(delay * 2, 2.0)
 
 
+def _by_reason(parked: Mapping[int, str]) -> dict[str, list[int]]:
+    by_reason: dict[str, list[int]] = {}
+    for row_id, why in parked.items():
+        by_reason.setdefault(why, []).append(row_id)
+    return by_reason
+
+
 def _records(rows: Sequence[Any]) -> list[RawRecord]:
     """RawRecords of (id, channel, key, headers, body) rows (positional: the hot path)."""
     return [RawRecord(r[1], r[2], decode_headers(r[3]), r[4]) for r in rows]
@@ -159,7 +194,10 @@ class LeaseClaims(ClaimStrategy):
             p.c.id < o.c.id,
             p.c.sent_at.is_(None),
             p.c.lease_until >= now,
-            or_(p.c.lease_token.is_(None), p.c.lease_token != bindparam("token")),
+            or_(
+                p.c.lease_token.is_(None),
+                and_(p.c.lease_token != bindparam("token"), p.c.lease_token != PARKED),
+            ),
         )
         candidates = (
             select(o.c.id)
@@ -231,8 +269,11 @@ class LeaseClaims(ClaimStrategy):
         failed: list[int],
         error: BaseException | None,
         published: asyncio.Future[bool] | None,
+        parked: Mapping[int, str] | None = None,
     ) -> bool:
         s = self.settings
+        if parked:
+            await self.park(parked, batch.lease_until + s.lease)
         if failed:
             # Release before telling the next batch: a claim made after this point must see
             # these rows waiting to retry (they block their keys).
@@ -272,13 +313,16 @@ class LockClaims(ClaimStrategy):
             .with_for_update(skip_locked=True)
         )
         upto = t.c.id <= bindparam("max", type_=BigInteger())
-        self._span_count = select(func.count()).select_from(t).where(t.c.sent_at.is_(None), upto)
+        not_parked = or_(t.c.lease_token.is_(None), t.c.lease_token != PARKED)
+        self._span_count = (
+            select(func.count()).select_from(t).where(t.c.sent_at.is_(None), upto, not_parked)
+        )
         # Per key, the first unsent row up to the batch's top that is not this relay's: the
         # database filters and groups, so only blocked keys come back (not every row).
         not_mine = t.c.id != all_(bindparam("mine", type_=ARRAY(BigInteger)))
         self._blockers = (
             select(t.c.key, func.min(t.c.id))
-            .where(t.c.sent_at.is_(None), upto, not_mine)
+            .where(t.c.sent_at.is_(None), upto, not_mine, not_parked)
             .group_by(t.c.key)
         )
         in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
@@ -377,18 +421,23 @@ class LockClaims(ClaimStrategy):
         failed: list[int],
         error: BaseException | None,
         published: asyncio.Future[bool] | None,
+        parked: Mapping[int, str] | None = None,
     ) -> bool:
-        """Mark ``done`` sent and put ``failed`` on hold, then commit (unlock)."""
+        """Mark ``done`` sent, park ``parked``, put ``failed`` on hold, then commit (unlock)."""
         s = self.settings
         conn = batch.conn
         assert conn is not None
         now = utcnow()
+
         hold = {
             "ids": failed,
             "until": now + timedelta(seconds=s.retry_delay),
             "error": _error_text(error),
         }
+        reasons = _by_reason(parked or {})
         try:
+            for why, ids in reasons.items():  # in the claim's transaction: it holds the rows
+                await conn.execute(self._park, {"ids": ids, "error": f"parked: {why}"})
             if failed:
                 await conn.execute(self._backoff, hold)
             if done:
@@ -400,6 +449,8 @@ class LockClaims(ClaimStrategy):
             log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
             with contextlib.suppress(Exception):
                 await conn.close()
+            if parked:
+                await self.park(parked, batch.lease_until + s.lease)
             if failed:
                 await self.write(self._backoff, hold, batch.lease_until)
             if published is not None and not published.done():

@@ -38,10 +38,11 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Table, and_, func, or_, select
+from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._sql.clock import as_utc, utcnow
@@ -50,8 +51,8 @@ from .._sql.listen import listen
 from .._sql.names import check_dialect
 from .._sql.problems import brief
 from ..driver import Driver, RawRecord
-from ..errors import ConfigurationError
-from .claims import Claimed, ClaimSettings, ClaimStrategy, LeaseClaims, LockClaims
+from ..errors import ConfigurationError, InvalidEventError, NotStoredError, PartialPublishError
+from .claims import PARKED, Claimed, ClaimSettings, ClaimStrategy, LeaseClaims, LockClaims
 from .store import names_of, notify_channel, outbox_table, resolve_table
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,51 @@ class OutboxStats:
     """Rows this relay marked sent since it started."""
     failed_batches: int
     """Batches whose publish failed (their rows are retried after ``retry_delay``)."""
+    parked: int = 0
+    """Rows parked because the target refused them for good (not in ``backlog``)."""
+
+
+@dataclass(slots=True)
+class Published:
+    """What publishing a batch (or a part of it) did, by row id."""
+
+    done: list[int] = field(default_factory=list)
+    parked: dict[int, str] = field(default_factory=dict)
+    """Refused for good, with the reason."""
+    failed: list[int] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+def outcome(
+    exc: BaseException, count: int
+) -> tuple[list[int], dict[int, str], list[int], list[int]]:
+    """What a failed ``publish`` of ``count`` records says of each (indexes): stored,
+    refused for good (with why), known not sent (may be sent again at once), unknown."""
+    if isinstance(exc, PartialPublishError):
+        stored = sorted(exc.stored)
+        parked = {
+            i: brief(e)
+            for i, e in exc.failed.items()
+            if isinstance(e, NotStoredError) and not e.retriable
+        }
+        unsent = sorted(
+            i for i, e in exc.failed.items() if isinstance(e, NotStoredError) and e.retriable
+        )
+        unknown = sorted(i for i in exc.failed if i not in parked and i not in unsent)
+        return stored, parked, unsent, unknown
+    if count == 1 and _refused_for_good(exc):
+        return [], {0: brief(exc)}, [], []
+    if count > 1 and isinstance(exc, InvalidEventError):
+        # Refused before sending, and which record is not said: send them one at a time.
+        return [], {}, list(range(count)), []
+    return [], {}, [], list(range(count))
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    """A refusal that sending again cannot overcome, and nothing stored."""
+    if isinstance(exc, NotStoredError):
+        return not exc.retriable
+    return isinstance(exc, InvalidEventError)
 
 
 class OutboxRelay:
@@ -174,6 +220,7 @@ class OutboxRelay:
         self._in_flight = 0
         self._published = 0
         self._failed = 0
+        self._parked = 0
         self._running = False
         self._chain: asyncio.Future[bool] | None = None
         """Publish result of the last batch claimed: the next one publishes after it."""
@@ -183,8 +230,8 @@ class OutboxRelay:
     async def _claim(self) -> Claimed | None:
         return await self._claims.claim()
 
-    async def _publish(self, batch: Claimed) -> tuple[list[int], list[int], Exception | None]:
-        """Publish a batch; (ids published, ids failed, first error).
+    async def _publish(self, batch: Claimed) -> Published:
+        """Publish a batch: the ids published, parked (refused for good) and failed.
 
         Rows of one key stay in one ``driver.publish`` call, in id order; up to
         ``concurrency`` calls (disjoint keys) run at once, so a failure affects only its keys.
@@ -203,20 +250,58 @@ class OutboxRelay:
                 records.append(record)
             parts = [part for part in split if part[0]]
         results = await asyncio.gather(
-            *(self.driver.publish(records) for _, records in parts), return_exceptions=True
+            *(self._publish_part(ids, records) for ids, records in parts)
         )
-        done: list[int] = []
-        failed: list[int] = []
-        error: Exception | None = None
-        for (ids, _), result in zip(parts, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, Exception):
-                    raise result  # cancellation and the like
-                failed += ids
-                error = error or result
-            else:
-                done += ids
-        return done, failed, error
+        total = Published()
+        for part in results:
+            total.done += part.done
+            total.parked.update(part.parked)
+            total.failed += part.failed
+            total.error = total.error or part.error
+        return total
+
+    async def _publish_part(self, ids: list[int], records: list[RawRecord]) -> Published:
+        """One ``driver.publish`` call, and its outcome per row: a row the driver refused
+        for good (:class:`~hexa_event.errors.NotStoredError`, not retriable) is parked, rows
+        it says were stored are done, and rows known not sent are sent again at once."""
+        out = Published()
+        while ids:
+            try:
+                await self.driver.publish(records)
+            except Exception as exc:
+                stored, parked, unsent, unknown = outcome(exc, len(ids))
+                out.done += [ids[i] for i in stored]
+                out.parked.update((ids[i], why) for i, why in parked.items())
+                if len(unsent) == len(ids) > 1:
+                    # Refused before sending, the culprit not named: one at a time.
+                    return await self._one_by_one(ids, records)
+                if parked and not unknown and len(unsent) < len(ids):
+                    ids = [ids[i] for i in unsent]  # a refused row is out: the rest again
+                    records = [records[i] for i in unsent]
+                    continue
+                out.failed += [ids[i] for i in sorted([*unsent, *unknown])]
+                out.error = exc
+                return out
+            out.done += ids
+            return out
+        return out
+
+    async def _one_by_one(self, ids: list[int], records: list[RawRecord]) -> Published:
+        """Publish rows singly, in order; a row that fails holds back its key's later rows."""
+        out = Published()
+        held: set[str] = set()
+        for row_id, record in zip(ids, records, strict=True):
+            if record.key in held:
+                out.failed.append(row_id)
+                continue
+            part = await self._publish_part([row_id], [record])
+            out.done += part.done
+            out.parked.update(part.parked)
+            if part.failed:
+                held.add(record.key)
+                out.failed += part.failed
+                out.error = out.error or part.error
+        return out
 
     async def _deliver(
         self,
@@ -230,11 +315,26 @@ class OutboxRelay:
         try:
             done: list[int] = []
             failed: list[int] = batch.ids
+            parked: dict[int, str] = {}
             error: BaseException | None = None
             if previous is not None and not await asyncio.shield(previous):
                 error = RuntimeError("an earlier batch of this relay failed to publish")
             else:
-                done, failed, error = await self._publish(batch)
+                result = await self._publish(batch)
+                done, failed, parked, error = (
+                    result.done,
+                    result.failed,
+                    result.parked,
+                    result.error,
+                )
+                if parked:
+                    self._parked += len(parked)
+                    for row_id, why in sorted(parked.items()):
+                        log.error(
+                            "outbox relay: parked row %d, the target refused it for good: %s",
+                            row_id,
+                            why,
+                        )
                 if failed:
                     self._failed += 1
                     log.warning(
@@ -245,7 +345,7 @@ class OutboxRelay:
                         brief(error) if error else "",
                         self.retry_delay,
                     )
-            if not await self._claims.finish(batch, done, failed, error, published):
+            if not await self._claims.finish(batch, done, failed, error, published, parked):
                 return 0
             self._published += len(done)
             return len(done)
@@ -446,9 +546,14 @@ async def outbox_stats(
 ) -> OutboxStats:
     """Backlog and the age of the oldest unsent row of ``table``."""
     t = table
-    stmt = select(func.count(), func.min(t.c.created_at)).where(and_(t.c.sent_at.is_(None)))
+    unsent = t.c.sent_at.is_(None)
+    is_parked = and_(unsent, t.c.lease_token == PARKED)
+    stmt = select(func.count(), func.min(t.c.created_at)).where(
+        unsent, or_(t.c.lease_token.is_(None), t.c.lease_token != PARKED)
+    )
     async with db.connect() as conn:
         count, oldest = (await conn.execute(stmt)).one()
+        parked = (await conn.execute(select(func.count()).where(is_parked))).scalar_one()
     age = None
     if oldest is not None:
         if isinstance(oldest, str):  # SQLite without type processing (raw text)
@@ -460,4 +565,22 @@ async def outbox_stats(
         in_flight=in_flight,
         published=published,
         failed_batches=failed_batches,
+        parked=int(parked),
     )
+
+
+async def requeue_parked(
+    db: AsyncEngine, table: Table = outbox_table, ids: Sequence[int] | None = None
+) -> int:
+    """Put parked rows (all, or those of ``ids``) back in line to be relayed, once what
+    made the target refuse them is fixed (a larger size limit, say); the rows requeued."""
+    t = table
+    stmt = (
+        update(t)
+        .where(t.c.sent_at.is_(None), t.c.lease_token == PARKED)
+        .values(lease_until=None, lease_token=None)
+    )
+    if ids is not None:
+        stmt = stmt.where(t.c.id.in_(list(ids)))
+    async with db.begin() as conn:
+        return int((await conn.execute(stmt)).rowcount)

@@ -326,6 +326,7 @@ func consume(args []string) {
 	retention := fs.Duration("retention", 24*time.Hour, "sarama Consumer.Offsets.Retention (0: sarama's default, OffsetCommit v1)")
 	timeout := fs.Duration("timeout", 60*time.Second, "")
 	reply := fs.Bool("reply", false, "answer records that name a reply channel, as a hafka handler")
+	consumeBackoff := fs.Duration("consume-backoff", 30*time.Second, "wait after a failed group session, as hexa-event's hafka receiver does (30s)")
 	_ = fs.Parse(args)
 	cfg := config(*retention)
 	bs := strings.Split(*brokers, ",")
@@ -379,7 +380,10 @@ func consume(args []string) {
 		for ctx.Err() == nil {
 			if err := group.Consume(ctx, topics, h); err != nil && ctx.Err() == nil {
 				fmt.Fprintln(os.Stderr, "consume:", err)
-				time.Sleep(500 * time.Millisecond)
+				select {
+				case <-ctx.Done():
+				case <-time.After(*consumeBackoff):
+				}
 			}
 		}
 	}()

@@ -181,7 +181,9 @@ class KafkaSubscription(Subscription):
         """The current problem librdkafka reports (e.g. the broker is unreachable), or None."""
         if self._fatal is not None:
             return self._fatal
-        return next((m.last_error for m in self._members if m.last_error), None)
+        return next(
+            (m.last_error or m.stuck for m in self._members if m.last_error or m.stuck), None
+        )
 
     @property
     def assignment(self) -> list[tuple[str, int]]:

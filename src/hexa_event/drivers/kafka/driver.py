@@ -249,6 +249,30 @@ class KafkaDriver(Driver):
                 )
             await asyncio.sleep(0.1)
 
+    async def check(self, within: float = 10.0) -> str:
+        """librdkafka accepts the configuration (producer, consumer and admin settings, as
+        publish and subscribe make them) and the cluster answers a metadata request."""
+        from confluent_kafka import Consumer, Producer
+
+        try:
+            Producer(self.options.producer())
+            Consumer({**self.options.common_config(), "group.id": "hexa-event-doctor"})
+            admin = AdminClient(self.options.admin())
+        except KafkaException as exc:
+            raise ConfigurationError(
+                f"librdkafka refuses these options: {self._scrub(exc.args[0].str())}; fix or "
+                "drop that option in the URL (kafka://host:9092?librdkafka.key=value)"
+            ) from None
+        try:
+            metadata = await asyncio.to_thread(admin.list_topics, timeout=within)
+        except KafkaException as exc:
+            raise DriverError(
+                f"cannot read Kafka metadata from {self.options.bootstrap_servers} within "
+                f"{within:g} s ({self._scrub(exc.args[0].str())}): is the broker running and "
+                "reachable there, and do the security settings match it?"
+            ) from None
+        return f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
+
     async def _ensure_topics_for_publish(self, topics: Sequence[str]) -> None:
         await self.provision(topics)
 

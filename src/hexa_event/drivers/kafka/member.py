@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import queue
 import threading
@@ -49,6 +50,15 @@ _HOLD_BEFORE_PAUSE = 3.0
 _CONSUME_BATCH = 500
 _ERROR_LOG_INTERVAL = 10.0
 _LAG_INTERVAL = 1.0
+_PROBE_INTERVAL = 2.0
+"""Seconds between metadata requests that look for a recovery while an error is shown."""
+_PROBE_TIMEOUT = 1.0
+_DECODER = json.JSONDecoder()
+STATS_INTERVAL = 3.0
+"""Seconds between librdkafka's statistics, of which only the group's join state is read."""
+STUCK_AFTER = 10.0
+"""Seconds without partitions while the group rebalances before health calls it stuck (a
+normal rebalance hands partitions out within a few seconds)."""
 _COMMITTED_TIMEOUT = 10.0
 
 Position = tuple[str, int, int, str]
@@ -141,6 +151,10 @@ class Member:
         self._scrub = scrub
         config = dict(config)
         config["error_cb"] = self._on_error
+        if "stats_cb" not in config and "statistics.interval.ms" not in config:
+            # Only the group's join state is read (stuck rebalances, see _on_stats).
+            config["statistics.interval.ms"] = int(STATS_INTERVAL * 1000)
+            config["stats_cb"] = self._on_stats
         self._config = config
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
@@ -156,9 +170,14 @@ class Member:
         self._paused = False
         self._committed: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
+        self._probed_at = 0.0
         # Read from the loop (plain attribute reads/writes).
         self.lag: int | None = None
         self.last_error: str | None = None
+        self.stuck: str | None = None
+        """Set while this member holds no partitions and the group has not settled for
+        longer than ``STUCK_AFTER`` (a member that cannot join keeps it rebalancing)."""
+        self._unsettled_since: float | None = None
         self.fatal: str | None = None
         self._last_error_log: dict[int, float] = {}
 
@@ -233,6 +252,7 @@ class Member:
                         messages.extend(consumer.consume(_CONSUME_BATCH - 1, 0))
                 if not messages:
                     self._measure_lag(consumer)
+                    self._probe_recovery(consumer)
                     continue
                 # Records of partitions revoked meanwhile are dropped on the loop, which
                 # knows the current assignment (no per-record work on this thread).
@@ -344,6 +364,61 @@ class Member:
 
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(apply)
+
+    def _on_stats(self, stats: str) -> None:
+        """librdkafka's statistics (on the consumer thread): the group's join state. A
+        member without partitions while the group is not ``steady`` for ``STUCK_AFTER``
+        seconds is stuck: a group that rebalances for ever (a Go hexa-event member leading
+        it fails to decode our subscription metadata and backs off, again and again)."""
+        # Only the "cgrp" object is decoded, not the whole document (which lists every
+        # broker, topic and partition).
+        at = stats.rfind('"cgrp":')
+        if at < 0:
+            return
+        start = at + len('"cgrp":')
+        while start < len(stats) and stats[start] in " \t\r\n":
+            start += 1
+        try:
+            cgrp, _ = _DECODER.raw_decode(stats, start)
+        except ValueError:
+            return
+        if not isinstance(cgrp, dict) or not cgrp:
+            return
+        settled = cgrp.get("join_state") == "steady" or int(cgrp.get("assignment_size", 0)) > 0
+        now = time.monotonic()
+        if settled or self._owned:
+            self._unsettled_since = None
+            self.stuck = None
+            return
+        since = self._unsettled_since = self._unsettled_since or now
+        if now - since >= STUCK_AFTER:
+            self.stuck = (
+                f"holds no partitions: group {self.group!r} has been rebalancing for "
+                f"{now - since:.0f} s (state {cgrp.get('state')}/{cgrp.get('join_state')}, "
+                f"{cgrp.get('rebalance_cnt', '?')} rebalances; last: "
+                f"{cgrp.get('rebalance_reason') or '?'}). A member that cannot join keeps "
+                "it from settling, e.g. Go hexa-event (sarama 1.27) leading a group shared "
+                "with Python members: see docs/go-interop.md"
+            )
+
+    def _probe_recovery(self, consumer: Consumer) -> None:
+        """While an error is reported and no records come (a retry group is mostly idle):
+        every few seconds ask the cluster for its metadata; an answer means connectivity is
+        back, so the error is cleared (records arriving clear it too)."""
+        if self.last_error is None or self.fatal is not None:
+            return
+        now = time.monotonic()
+        if now - self._probed_at < _PROBE_INTERVAL:
+            return
+        self._probed_at = now
+        error = self.last_error
+        try:
+            metadata = consumer.list_topics(self.topics[0], timeout=_PROBE_TIMEOUT)
+        except KafkaException:
+            return
+        if metadata.brokers and self.last_error == error:
+            log.info("Kafka group %r: the cluster answers again (was: %s)", self.group, error)
+            self.clear_error()
 
     def _measure_lag(self, consumer: Consumer) -> None:
         """Every second: records of the held partitions not yet committed (cached ends)."""

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from ...driver import RawRecord
-from ...errors import ClosedError, DriverError
+from ...driver import RawRecord, publish_outcome
+from ...errors import ClosedError, DriverError, NotStoredError
 
 log = logging.getLogger(__name__)
 
@@ -29,40 +30,86 @@ _SERVE_INTERVAL = 0.002
 
 
 class _Batch:
-    """Counts the delivery reports a publish call waits for."""
+    """Counts the delivery reports a publish call waits for, and keeps each failure."""
 
-    __slots__ = ("error", "future", "remaining", "sink")
+    __slots__ = ("count", "errors", "future", "remaining", "sink")
 
     def __init__(self, sink: KafkaProducer, future: asyncio.Future[None], count: int) -> None:
         self.sink = sink
         self.future = future
+        self.count = count
         self.remaining = count
-        self.error: KafkaError | None = None
+        self.errors: dict[int, KafkaError] = {}
+        """Index of each record that failed -> its error."""
 
-    def on_delivery(self, err: KafkaError | None, _msg: object) -> None:
+    def on_delivery(self, index: int, err: KafkaError | None, _msg: object) -> None:
         """librdkafka's delivery report; runs on the thread that polls or flushes."""
-        self.sink._reports.append((self, err))
+        self.sink._reports.append((self, index, err))
+
+    def failure(self, scrub: Callable[[str], str]) -> DriverError:
+        """The error to raise: per record when several were published."""
+        failed = {i: delivery_error(err, scrub) for i, err in self.errors.items()}
+        return publish_outcome(self.count, failed)
 
 
-def _settle(reports: list[tuple[_Batch, KafkaError | None]], scrub: Callable[[str], str]) -> None:
+def _settle(
+    reports: list[tuple[_Batch, int, KafkaError | None]], scrub: Callable[[str], str]
+) -> None:
     """On the loop: apply a batch of delivery reports to their publish calls."""
-    for batch, err in reports:
-        if err is not None and batch.error is None:
-            batch.error = err
+    for batch, index, err in reports:
+        if err is not None:
+            batch.errors[index] = err
         batch.remaining -= 1
         if batch.remaining == 0 and not batch.future.done():
-            if batch.error is None:
+            if not batch.errors:
                 batch.future.set_result(None)
             else:
-                batch.future.set_exception(delivery_error(batch.error, scrub))
+                batch.future.set_exception(batch.failure(scrub))
+
+
+_TOO_LARGE = frozenset(
+    code
+    for code in (
+        getattr(KafkaError, "MSG_SIZE_TOO_LARGE", None),
+        getattr(KafkaError, "RECORD_LIST_TOO_LARGE", None),
+    )
+    if code is not None
+)
+_NOT_STORED = frozenset(
+    code
+    for code in (
+        getattr(KafkaError, "INVALID_RECORD", None),
+        getattr(KafkaError, "TOPIC_EXCEPTION", None),
+        getattr(KafkaError, "INVALID_MSG", None),
+        getattr(KafkaError, "_INVALID_ARG", None),
+    )
+    if code is not None
+)
+"""Refusals of the record itself: sending it again cannot succeed."""
 
 
 def delivery_error(err: KafkaError, scrub: Callable[[str], str] = str) -> DriverError:
     if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
-        return DriverError(
+        return NotStoredError(
             f"Kafka rejected the record: topic does not exist ({scrub(err.str())}); create it "
             "or enable provisioning (KafkaOptions(provision=True))",
-            retriable=False,
+            retriable=True,  # not stored, and stored once the topic exists
+        )
+    if err.code() in _TOO_LARGE:
+        return NotStoredError(
+            f"Kafka refused the record as too large ({err.name()}: {scrub(err.str())}); the "
+            "limit is the producer's message.max.bytes (1,000,000 bytes by default) and the "
+            "topic's max.message.bytes (the broker's message.max.bytes): send less, or raise "
+            "both",
+            limit="message.max.bytes",
+        )
+    if err.code() in _NOT_STORED:
+        return NotStoredError(f"Kafka refused the record: {err.name()}: {scrub(err.str())}")
+    if err.code() == getattr(KafkaError, "TOPIC_AUTHORIZATION_FAILED", None):
+        return NotStoredError(
+            f"Kafka refused the record: {err.name()}: {scrub(err.str())}; grant this "
+            "principal WRITE on the topic",
+            retriable=True,  # an ACL to fix, not a record to give up on
         )
     return DriverError(
         f"Kafka did not acknowledge the record: {err.name()}: {scrub(err.str())}",
@@ -89,7 +136,7 @@ class KafkaProducer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pending = 0
-        self._reports: list[tuple[_Batch, KafkaError | None]] = []
+        self._reports: list[tuple[_Batch, int, KafkaError | None]] = []
         self._known_topics: set[str] = set()
         self._closed = False
         self._start_lock = asyncio.Lock()
@@ -157,7 +204,7 @@ class KafkaProducer:
         produce = producer.produce
         on_delivery = batch.on_delivery
         produced = 0
-        for record in records:
+        for index, record in enumerate(records):
             headers: Any = record.headers or None
             while True:
                 try:
@@ -166,7 +213,7 @@ class KafkaProducer:
                         value=record.body,
                         key=record.key.encode("utf-8", "surrogateescape"),
                         headers=headers,
-                        on_delivery=on_delivery,
+                        on_delivery=partial(on_delivery, index),
                     )
                     produced += 1
                     break
@@ -176,18 +223,18 @@ class KafkaProducer:
                     produced = 0
                     self._serve()
                     await asyncio.sleep(_PENDING_RETRY_DELAY)
-                except KafkaException as exc:
+                except KafkaException as exc:  # refused locally (too large...): not sent
                     batch.remaining -= 1
-                    if batch.error is None:
-                        batch.error = exc.args[0]
+                    batch.errors[index] = exc.args[0]
                     break
         self._pending += produced
         if self._timer is None and self._pending > 0:
             self._timer = loop.call_later(_SERVE_INTERVAL, self._serve)
         if batch.remaining == 0 and not future.done():
-            # Every record failed locally.
-            assert batch.error is not None
-            raise delivery_error(batch.error, self._scrub)
+            # Every record was refused locally, or the reports of the others came already.
+            if batch.errors:
+                raise batch.failure(self._scrub)
+            return
         await future
 
     def mark_known(self, topics: Sequence[str]) -> None:

@@ -290,6 +290,14 @@ class NatsSubscription(Subscription):
     def consumer(self) -> str:
         return self._consumer
 
+    def on_connection_closed(self, reason: str) -> None:
+        """The connection under this member closed for good: it cannot go on, and says so
+        (``fetch`` raises a non-retriable DriverError, the receiver stops and reports it)."""
+        if self._fatal is None:
+            self._fatal = DriverError(reason, retriable=False)
+        self._ready.set()
+        self._wake.set()
+
     def on_reconnect(self) -> None:
         """The connection came back: pulls made before are gone; check the consumer."""
         self._asked = 0

@@ -127,6 +127,9 @@ class NatsDriver(Driver):
         if self._closed:
             raise ClosedError("the NATS driver is closed; connect() again")
         nc = self._nc
+        if nc is not None and nc.is_closed:
+            await self._on_closed()  # closed for good, its callback not run yet
+            nc = None
         if nc is None or not self._stream_ready:
             async with self._connect_lock:
                 if self._closed:
@@ -143,7 +146,8 @@ class NatsDriver(Driver):
                 nc = self._nc
         return nc
 
-    async def _connect(self) -> Client:
+    async def _connect(self, *, probe: bool = False) -> Client:
+        """A new client; a ``probe`` one (for :meth:`check`) reports nothing to this driver."""
         o = self.options
         kwargs: dict[str, Any] = {
             "servers": list(o.servers),
@@ -155,6 +159,7 @@ class NatsDriver(Driver):
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
+            "closed_cb": self._on_closed,
         }
         if o.user is not None:
             kwargs.update(user=o.user, password=o.password)
@@ -170,6 +175,10 @@ class NatsDriver(Driver):
         if o.tls_hostname is not None:
             kwargs["tls_hostname"] = o.tls_hostname
         kwargs.update(o.client_options)
+        if probe:
+            kwargs.update(allow_reconnect=False, max_reconnect_attempts=0)
+            for callback in ("error_cb", "disconnected_cb", "reconnected_cb", "closed_cb"):
+                kwargs.pop(callback)
         nc = Client()
         # nats-py retries the first connect forever with max_reconnect_attempts=-1: bound it.
         bound = o.connect_timeout * 2 + o.reconnect_wait * 2
@@ -185,7 +194,8 @@ class NatsDriver(Driver):
                 f"{_redact(str(exc)) or type(exc).__name__}; is the server running "
                 "(scripts/services up nats) and are the credentials right?"
             ) from None
-        self._connection_error = ""
+        if not probe:
+            self._connection_error = ""
         return nc
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -196,6 +206,17 @@ class NatsDriver(Driver):
         if o.tls_cert_file:
             context.load_cert_chain(o.tls_cert_file, o.tls_key_file)
         return context
+
+    async def check(self, within: float = 10.0) -> str:
+        """Connect on a connection of its own, and check JetStream and the stream the way
+        the first publish would, creating nothing."""
+        nc = await self._connect(probe=True)
+        try:
+            api = JetStreamApi(nc, min(within, self.options.request_timeout))
+            return await api.check_stream(self.options)
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
         text = _redact(str(exc)) or type(exc).__name__
@@ -212,6 +233,28 @@ class NatsDriver(Driver):
         servers = ", ".join(redact_url(s) for s in self.options.servers)
         self._connection_error = f"disconnected from NATS ({servers}); reconnecting"
         log.warning("%s", self._connection_error)
+
+    async def _on_closed(self) -> None:
+        """nats-py closed the connection for good (the server refused it a protocol error;
+        it does not reconnect then): say so, fail the members on it (their receivers stop
+        and report it), and let the next publish open a new connection."""
+        nc = self._nc
+        if self._closed or nc is None or not nc.is_closed:
+            return
+        cause = _redact(str(nc.last_error)) if nc.last_error else "no reason given"
+        reason = (
+            f"the NATS connection was closed for good ({cause}); the receivers on it stopped: "
+            "start them again (emits open a new connection)"
+        )
+        log.error("%s", reason)
+        self._connection_error = reason
+        self._nc = None
+        self._api = None
+        self._stream_ready = False
+        self._producer.fail_pending(reason)
+        for subscription in list(self._subscriptions):
+            subscription.on_connection_closed(reason)
+            self._subscriptions.discard(subscription)
 
     async def _on_reconnected(self) -> None:
         url = self._nc.connected_url if self._nc is not None else None

@@ -57,6 +57,12 @@ def _good_name(name: str) -> bool:
     return True
 
 
+def encoded_size(headers: Mapping[str, str]) -> int:
+    """Bytes ``headers`` take on the wire (``NATS/1.0`` line, ``name: value`` lines, CRLFs),
+    as nats-py writes them: they count against the server's ``max_payload`` with the body."""
+    return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+
+
 def encode(key: str, headers: Mapping[str, bytes], msg_id: str | None) -> dict[str, str]:
     """NATS headers for a record (raises DriverError for a name NATS cannot carry)."""
     out: dict[str, str] = {}

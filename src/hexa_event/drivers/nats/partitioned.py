@@ -60,6 +60,7 @@ class PartitionedSubscription(Subscription):
         self._turn = 0
         self._error = ""
         self._closed = False
+        self._fatal: DriverError | None = None
 
     @property
     def member(self) -> str:
@@ -92,6 +93,14 @@ class PartitionedSubscription(Subscription):
         """Membership callback: re-assign in the background."""
         del members
         self._changed.set()
+
+    def on_connection_closed(self, reason: str) -> None:
+        """The connection closed for good: ``fetch`` raises (see the unpartitioned one)."""
+        if self._fatal is None:
+            self._fatal = DriverError(reason, retriable=False)
+        for child in self._children.values():
+            child.on_connection_closed(reason)
+        self._ready.set()
 
     def on_reconnect(self) -> None:
         for child in self._children.values():
@@ -170,6 +179,8 @@ class PartitionedSubscription(Subscription):
             for child in children:
                 if child.fatal is not None:
                     raise child.fatal
+            if self._fatal is not None:
+                raise self._fatal
             self._ready.clear()
             await self._ready.wait()
 
@@ -214,7 +225,7 @@ class PartitionedSubscription(Subscription):
         return {ALL_CHANNELS: await self._lag_of()}
 
     def status(self) -> SubscriptionStatus:
-        error = self._error or self._membership.error
+        error = str(self._fatal) if self._fatal else self._error or self._membership.error
         lags: list[int] = []
         held: list[str] = []
         for child in self._children.values():

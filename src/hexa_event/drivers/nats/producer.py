@@ -30,8 +30,8 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from ...driver import RawRecord
-from ...errors import DriverError
+from ...driver import RawRecord, publish_outcome, refuse
+from ...errors import DriverError, NotStoredError
 from . import headers as wire
 from .naming import channel_subject, consumer_name, message_id, partition_of
 from .options import NatsOptions
@@ -40,6 +40,12 @@ _SCHEDULE = "Nats-Schedule"
 _SCHEDULE_TARGET = "Nats-Schedule-Target"
 _EARLY = 0.005
 """A record due within this many seconds is published at once."""
+ERR_MESSAGE_TOO_LARGE = 10054
+"""JetStream's "message size exceeds maximum allowed" (the stream's max_msg_size)."""
+MAX_CONTROL_LINE = 4096
+"""nats-server's default ``max_control_line``: the longest protocol line it reads."""
+_CONTROL_LINE_ROOM = 48
+"""``HPUB``, the reply token, the two sizes, spaces and CRLF, with room to spare."""
 
 
 class NatsProducer:
@@ -89,14 +95,19 @@ class NatsProducer:
             return
         error = reply.get("error")
         if error:
-            retriable = int(error.get("code", 500)) >= 500
-            future.set_exception(
-                DriverError(
-                    f"JetStream refused a record: {error.get('description')} "
-                    f"(err_code {error.get('err_code')})",
-                    retriable=retriable,
-                )
+            text = (
+                f"JetStream refused a record: {error.get('description')} "
+                f"(err_code {error.get('err_code')})"
             )
+            if int(error.get("code", 500)) < 500:  # the stream said no: not stored
+                too_big = int(error.get("err_code", 0)) == ERR_MESSAGE_TOO_LARGE
+                future.set_exception(
+                    NotStoredError(text, limit="max_msg_size")
+                    if too_big
+                    else NotStoredError(text, retriable=True)
+                )
+            else:
+                future.set_exception(DriverError(text))
             return
         if reply.get("duplicate"):
             self.duplicates += 1
@@ -118,16 +129,60 @@ class NatsProducer:
             subject = f"{self._options.delayed_prefix}.{token}"
         return subject, headers
 
+    def check(self, nc: Client, records: Sequence[RawRecord]) -> list[tuple[str, dict[str, str]]]:
+        """Subjects and headers of ``records``, checked against the server's limits before
+        anything is sent (a record over them would make the server close the connection):
+        headers + body within its ``max_payload``, the protocol line within its
+        ``max_control_line``. Raises what :func:`~hexa_event.driver.refuse` makes."""
+        prepared: list[tuple[str, dict[str, str]]] = []
+        problems: dict[int, NotStoredError] = {}
+        max_payload = nc.max_payload or 0
+        for index, record in enumerate(records):
+            try:
+                subject, headers = self._message(record)
+            except DriverError as exc:
+                problems[index] = NotStoredError(str(exc))
+                prepared.append(("", {}))
+                continue
+            prepared.append((subject, headers))
+            line = len(subject.encode()) + len(self._inbox) + _CONTROL_LINE_ROOM
+            if line > MAX_CONTROL_LINE:
+                problems[index] = NotStoredError(
+                    f"channel {record.channel[:60]!r}... ({len(record.channel)} characters) "
+                    f"makes a NATS protocol line of {line} bytes, over the server's "
+                    f"max_control_line ({MAX_CONTROL_LINE} bytes by default); use a shorter "
+                    "channel name",
+                    limit="max_control_line",
+                )
+                continue
+            size = len(record.body) + wire.encoded_size(headers)
+            if max_payload and size > max_payload:
+                problems[index] = NotStoredError(
+                    f"record of {size} bytes (body {len(record.body)}, headers "
+                    f"{size - len(record.body)}) is over the NATS server's max_payload of "
+                    f"{max_payload} bytes; send less (a reference to the data instead of the "
+                    "data), or raise max_payload in the server's configuration",
+                    limit="max_payload",
+                )
+        if problems:
+            raise refuse(len(records), problems)
+        return prepared
+
     async def publish(self, nc: Client, records: Sequence[RawRecord]) -> None:
-        """Publish ``records``; return once the stream stored every one of them."""
+        """Publish ``records``; return once the stream stored every one of them.
+
+        Records over the server's limits are refused before anything is sent; a failure
+        after sending says what became of each record (:func:`~hexa_event.driver.publish_outcome`).
+        """
         await self.start(nc)
+        prepared = self.check(nc, records)
         loop = asyncio.get_running_loop()
         tokens: list[int] = []
         futures: list[asyncio.Future[None]] = []
+        failure: DriverError | None = None
         try:
             async with asyncio.timeout(self._options.publish_timeout):
-                for record in records:
-                    subject, headers = self._message(record)
+                for record, (subject, headers) in zip(records, prepared, strict=True):
                     await self._window.acquire()
                     token = next(self._tokens)
                     future: asyncio.Future[None] = loop.create_future()
@@ -142,21 +197,29 @@ class NatsProducer:
                         await asyncio.wait(futures)
                         break
         except TimeoutError:
-            raise DriverError(
+            failure = DriverError(
                 f"JetStream did not confirm {sum(not f.done() for f in futures)} of "
                 f"{len(records)} records within {self._options.publish_timeout}s "
                 "(NatsOptions.publish_timeout); re-sending them is safe (Nats-Msg-Id)"
-            ) from None
+            )
         except nats.errors.Error as exc:
-            raise DriverError(f"publishing to NATS failed: {exc!r}") from None
+            failure = DriverError(f"publishing to NATS failed: {exc!r}")
         finally:
             for token in tokens:
                 if self._pending.pop(token, None) is not None:
                     self._window.release()
-        for future in futures:
-            error = future.exception()
-            if error is not None:
-                raise error
+        errors: dict[int, DriverError] = {}
+        for index, future in enumerate(futures):
+            if not future.done():
+                errors[index] = failure or DriverError("no PubAck")
+            elif (error := future.exception()) is not None:
+                errors[index] = error if isinstance(error, DriverError) else DriverError(str(error))
+        for index in range(len(futures), len(records)):
+            errors[index] = NotStoredError(
+                f"not sent: {failure or 'an earlier record failed'}", retriable=True
+            )
+        if errors:
+            raise publish_outcome(len(records), errors)
 
     def fail_pending(self, reason: str) -> None:
         """Fail every record still awaiting its PubAck (the driver is closing)."""

@@ -159,6 +159,36 @@ class JetStreamApi:
             log.info("JetStream stream %r extended (subjects %s)", name, update["subjects"])
         self._check_existing(options, config)
 
+    async def check_stream(self, options: NatsOptions) -> str:
+        """What :meth:`ensure_stream` would refuse, read-only: JetStream off for the account,
+        a server too old for delayed records, the stream missing while provisioning is off,
+        a stream laid out for another partition count."""
+        account = await self.request("INFO")
+        if options.delayed_publish and server_version(self._nc) < (*SCHEDULES_SINCE, 0):
+            version = ".".join(map(str, server_version(self._nc)))
+            raise ConfigurationError(
+                f"nats-server {version} cannot hold delayed records (scheduled messages "
+                "need 2.12+): upgrade it, or pass NatsOptions(delayed_publish=False)"
+            )
+        name = options.stream
+        try:
+            info = await self.request(f"STREAM.INFO.{name}")
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+            if not options.provision:
+                raise ChannelNotFoundError(
+                    f"{options.subject_prefix}.>",
+                    f"create stream {name!r} with subjects {stream_config(options)['subjects']}, "
+                    "or let the driver create it with NatsOptions(provision=True)",
+                ) from None
+            return f"JetStream on ({account.get('streams', 0)} streams); stream {name!r} " + (
+                "missing, created on first use"
+            )
+        check_partitions(options, info["config"])
+        layout = f"{options.partitions} partitions" if options.partitions else "unpartitioned"
+        return f"JetStream on; stream {name!r} exists ({layout})"
+
     def _check_existing(self, options: NatsOptions, config: Mapping[str, Any]) -> None:
         window = config.get("duplicate_window", 0) / _NS
         if window < options.duplicate_window:

@@ -14,19 +14,50 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import pulsar
 
-from ...driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec, check_records
-from ...errors import ChannelNotFoundError, ClosedError, ConfigurationError
+from ...driver import (
+    Driver,
+    Features,
+    RawRecord,
+    Subscription,
+    SubscriptionSpec,
+    check_records,
+    refuse,
+)
+from ...errors import (
+    ChannelNotFoundError,
+    ClosedError,
+    ConfigurationError,
+    DriverError,
+    NotStoredError,
+)
 from .admin import PulsarAdmin
 from .consumer import PulsarSubscription
 from .options import PulsarOptions, PulsarSubscriptionOptions
 from .producer import PulsarProducers
 
 log = logging.getLogger(__name__)
+
+
+_BAD_TOPIC_CHARS = re.compile(r"[\s/?#\x00-\x1f\x7f]")
+
+
+def channel_problem(channel: str) -> str | None:
+    """Why Pulsar cannot carry ``channel`` as a topic's local name, or None. A ``/`` would
+    move it under another namespace path; whitespace, control characters, ``?`` and ``#``
+    break the admin API's URLs (HTTP 412) and the topic lookups."""
+    found = _BAD_TOPIC_CHARS.search(channel)
+    if found is None:
+        return None
+    return (
+        f"{channel[:80]!r} cannot be a Pulsar topic name: it contains {found.group()!r}; "
+        "use no whitespace, '/', '?', '#' or control characters"
+    )
 
 
 class PulsarDriver(Driver):
@@ -106,6 +137,46 @@ class PulsarDriver(Driver):
         for channel in dict.fromkeys(channels):
             await self._ensure_topic(channel)
 
+    async def check(self, within: float = 10.0) -> str:
+        """The admin API reads the namespace, and the broker answers a topic lookup over the
+        binary protocol (the way producers and consumers connect; nothing is created)."""
+        kwargs = {
+            **self.options.client_kwargs(),
+            "operation_timeout_seconds": max(1, int(within)),
+            "connection_timeout_ms": max(1000, int(within * 1000)),
+        }
+        probe = self.options.topic("hexa-event-doctor-probe")
+
+        def lookup() -> None:
+            client = pulsar.Client(self.options.service_url, **kwargs)
+            try:
+                client.get_topic_partitions(probe)
+            finally:
+                client.close()
+
+        status = await asyncio.to_thread(self._admin.namespace_status_sync)
+        where = f"{self.options.tenant}/{self.options.namespace}"
+        if status in (401, 403):
+            raise DriverError(
+                f"the Pulsar admin API refused reading namespace {where} (HTTP {status}): pass "
+                "a token with rights on it (pulsar://TOKEN@host:6650)",
+                retriable=False,
+            )
+        if status != 200:
+            raise ConfigurationError(
+                f"Pulsar namespace {where} is not readable (HTTP {status}): create it "
+                f"(pulsar-admin namespaces create {where}), or pass tenant= and namespace="
+            )
+        try:
+            await asyncio.to_thread(lookup)
+        except pulsar.PulsarException as exc:
+            raise DriverError(
+                f"the Pulsar broker at {self.options.service_url} did not answer a topic lookup "
+                f"within {within:g} s ({exc}): is it a Pulsar broker's port (6650, not Kafka's "
+                "or the admin API's), and are the token and TLS settings right?"
+            ) from None
+        return f"broker answers; namespace {where} exists"
+
     # -- the contract --------------------------------------------------------------------------
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
@@ -113,6 +184,13 @@ class PulsarDriver(Driver):
         if self._closed:
             raise ClosedError("the Pulsar driver is closed")
         check_records(records)
+        problems = {
+            i: NotStoredError(f"channel {problem}", limit="topic name")
+            for i, record in enumerate(records)
+            if (problem := channel_problem(record.channel)) is not None
+        }
+        if problems:
+            raise refuse(len(records), problems)
         await self._producers.publish(records)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
@@ -131,6 +209,10 @@ class PulsarDriver(Driver):
             )
         if not spec.channels and spec.pattern is None:
             raise ConfigurationError("a Pulsar subscription needs channels or a pattern")
+        for channel in spec.channels:
+            problem = channel_problem(channel)
+            if problem is not None:
+                raise ConfigurationError(f"channel {problem}")
         if spec.channels:
             await self.provision(spec.channels)
         subscription = PulsarSubscription(

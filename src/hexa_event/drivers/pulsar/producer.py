@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import pulsar
 
-from ...driver import RawRecord
-from ...errors import ChannelNotFoundError, ClosedError, DriverError
+from ...driver import RawRecord, publish_outcome
+from ...errors import ChannelNotFoundError, ClosedError, DriverError, NotStoredError
 from . import wire
 from .options import PulsarOptions, shown_url
 
@@ -56,29 +58,63 @@ def _route(message: pulsar.Message, partitions: int) -> int:
 class _Batch:
     """Confirmations of one publish call, counted on pulsar-client's threads."""
 
-    __slots__ = ("errors", "future", "loop", "pending", "results")
+    __slots__ = ("errors", "expected", "future", "lock", "loop", "results")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
-        self.pending = count
-        self.results: list[object] = []
-        self.errors: list[str] = []
+        self.expected = count
+        self.results = 0
+        self.errors: dict[int, str] = {}
+        """Index in the chunk -> the client's result name, for records not confirmed."""
+        self.lock = threading.Lock()
 
-    def callback(self, result: object, _msg_id: object) -> None:
+    def callback(self, index: int, result: object, _msg_id: object) -> None:
         # Runs on a client I/O thread; an exception escaping it would end the process.
         try:
-            if result != pulsar.Result.Ok:
-                self.errors.append(getattr(result, "name", str(result)))
-            self.results.append(result)
-            if len(self.results) >= self.pending:
+            with self.lock:
+                if result != pulsar.Result.Ok:
+                    self.errors[index] = getattr(result, "name", str(result))
+                self.results += 1
+                done = self.results >= self.expected
+            if done:
                 self.loop.call_soon_threadsafe(self._finish)
         except BaseException:  # pragma: no cover - the loop may be closed under us
             pass
 
+    def expect(self, count: int) -> None:
+        """Only ``count`` records were handed over: wait for their confirmations only."""
+        with self.lock:
+            self.expected = count
+            done = self.results >= count
+        if done:
+            self._finish()
+
     def _finish(self) -> None:
         if not self.future.done():
             self.future.set_result(None)
+
+
+TOO_BIG = "MessageTooBig"
+_NOT_STORED = frozenset((TOO_BIG, "TopicTerminated", "AuthorizationError", "InvalidTopicName"))
+_FOR_GOOD = frozenset((TOO_BIG, "TopicTerminated", "InvalidTopicName"))
+"""Refusals that sending again cannot overcome (an authorization can be granted)."""
+
+
+def record_error(result: str) -> DriverError:
+    """The error of one record the client did not confirm (its ``Result`` name)."""
+    if result == TOO_BIG:
+        return NotStoredError(
+            "Pulsar refused the record as too large (MessageTooBig): body and properties "
+            "must fit the broker's maxMessageSize (5 MiB by default); send less, or raise "
+            "maxMessageSize on the broker",
+            limit="maxMessageSize",
+        )
+    if result in _NOT_STORED:
+        return NotStoredError(
+            f"Pulsar refused the record ({result})", retriable=result not in _FOR_GOOD
+        )
+    return DriverError(f"Pulsar did not confirm the record ({result}); it may or may not be stored")
 
 
 class PulsarProducers:
@@ -152,7 +188,9 @@ class PulsarProducers:
         return producer
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
-        """Send every record; return once the broker confirmed all, else raise DriverError."""
+        """Send every record; return once the broker confirmed all, else raise DriverError
+        (a :class:`~hexa_event.errors.PartialPublishError` with each record's outcome when
+        several were given)."""
         if not records:
             return
         window = self._options.max_in_flight
@@ -167,34 +205,45 @@ class PulsarProducers:
                 await self._room.wait()
             self._in_flight += len(chunk)
             try:
-                await self._send(chunk, producers)
+                failed = await self._send(chunk, producers)
             finally:
                 self._in_flight -= len(chunk)
                 self._room.set()
+            if failed:
+                # Earlier chunks are stored, later ones were not sent.
+                errors: dict[int, DriverError] = {start + i: e for i, e in failed.items()}
+                for i in range(start + len(chunk), len(records)):
+                    errors[i] = NotStoredError(
+                        "not sent: an earlier record of its batch failed", retriable=True
+                    )
+                raise publish_outcome(len(records), errors)
 
-    async def _send(self, chunk: Sequence[RawRecord], producers: dict[str, Any]) -> None:
+    async def _send(
+        self, chunk: Sequence[RawRecord], producers: dict[str, Any]
+    ) -> dict[int, DriverError]:
+        """Send a chunk; the records (index in the chunk) not confirmed, with their errors."""
         batch = _Batch(asyncio.get_running_loop(), len(chunk))
         # Handed over from a worker thread: each send_async releases the GIL and waits to
         # take it back from the client's callback threads; the loop goes on meanwhile.
-        await asyncio.to_thread(self._hand_over, chunk, producers, batch)
+        sent, refused = await asyncio.to_thread(self._hand_over, chunk, producers, batch)
+        if refused:
+            batch.expect(sent)
         await batch.future
-        if batch.errors:
-            first = batch.errors[0]
-            raise DriverError(
-                f"Pulsar did not confirm {len(batch.errors)} of {len(chunk)} records "
-                f"({first}); they may or may not be stored",
-                retriable=first not in ("TopicTerminated", "AuthorizationError"),
-            )
+        failed: dict[int, DriverError] = {i: record_error(r) for i, r in batch.errors.items()}
+        failed.update(refused)
+        return failed
 
     def _hand_over(
         self, chunk: Sequence[RawRecord], producers: dict[str, Any], batch: _Batch
-    ) -> None:
-        """``send_async`` every record of ``chunk`` (a worker thread)."""
+    ) -> tuple[int, dict[int, DriverError]]:
+        """``send_async`` every record of ``chunk`` (on a worker thread): how many were
+        handed over, and the records the client refused on the spot, with their errors."""
         go_body = self._options.body == "go"
         now_ms = time.time_ns() // 1_000_000
         sent = 0
+        refused: dict[int, DriverError] = {}
         try:
-            for record in chunk:
+            for index, record in enumerate(chunk):
                 headers = record.headers
                 stamp = headers.get(EVENT_TIME_HEADER)
                 event_ms = int(stamp) if stamp and stamp.isdigit() else now_ms
@@ -210,7 +259,7 @@ class PulsarProducers:
                         props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
                 producers[record.channel].send_async(
                     body,
-                    batch.callback,
+                    partial(batch.callback, index),
                     properties=props or None,
                     partition_key=record.key or None,
                     event_timestamp=event_ms,
@@ -218,10 +267,20 @@ class PulsarProducers:
                 )
                 sent += 1
         except pulsar.PulsarException as exc:
-            raise DriverError(
-                f"Pulsar refused a send ({type(exc).__name__}: {exc}); "
-                f"{sent} of {len(chunk)} records were handed over"
-            ) from None
+            # Refused by the client on the spot: that record and the rest were not sent.
+            name = type(exc).__name__
+            refused[sent] = (
+                record_error(name)
+                if name in _NOT_STORED
+                else NotStoredError(
+                    f"Pulsar refused a send ({name}: {exc}); not sent", retriable=True
+                )
+            )
+            for i in range(sent + 1, len(chunk)):
+                refused[i] = NotStoredError(
+                    "not sent: an earlier record of its batch was refused", retriable=True
+                )
+        return sent, refused
 
     async def close(self) -> None:
         """Flush and close every producer. Idempotent."""

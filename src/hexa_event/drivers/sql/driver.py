@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -125,6 +127,23 @@ class SqlDriver(Driver):
     def error(self, operation: str, exc: BaseException) -> DriverError:
         """A :class:`DriverError` for ``exc`` that names no password and no statement."""
         return self.log.error(operation, exc)
+
+    async def check(self, within: float = 10.0) -> str:
+        """SQLite: the file (or, when it does not exist yet, its directory) is writable by
+        this process, as the first publish needs; PostgreSQL: the server accepts a session.
+        Nothing is created."""
+        url = async_url(self.options.url)
+        if self.dialect == "sqlite":
+            path = url.database or ""
+            if not path or path == ":memory:" or path.startswith("file:"):
+                return "in-memory SQLite database"
+            return await asyncio.to_thread(_check_sqlite_file, path)
+        try:
+            async with asyncio.timeout(within), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise self.error("connect", exc) from None
+        return "database answers"
 
     # -- the driver contract --------------------------------------------------------------
 
@@ -242,3 +261,32 @@ class SqlDriver(Driver):
         await listen(
             self.engine, self.log.channel, on_notify, on_connected=lambda: self.log.committed(None)
         )
+
+
+def _check_sqlite_file(path: str) -> str:
+    """What stops this process from writing SQLite file ``path`` and the WAL and journal
+    files beside it. Tried, not guessed from mode bits (root, ACLs, read-only mounts): the
+    file is opened for writing without a change, a probe file made and removed beside it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    exists = os.path.exists(path)
+    if not exists and not os.path.isdir(folder):
+        raise ConfigurationError(
+            f"SQLite file {path} cannot be created: directory {folder} does not exist; "
+            "create it or fix the path (sqlite:///relative.db, sqlite:////absolute.db)"
+        )
+    try:
+        if exists:
+            with open(path, "r+b"):
+                pass
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".hexa-event-check-"):
+            pass
+    except OSError as exc:
+        what = f"SQLite file {path}" if exists else f"a new SQLite file in {folder}"
+        raise ConfigurationError(
+            f"this process cannot write {what} (nor the WAL and journal files beside it): "
+            f"{exc.strerror or exc}; fix the owner or mode of {folder}, or point the URL "
+            "elsewhere"
+        ) from None
+    if exists:
+        return f"SQLite file {path} is writable"
+    return f"SQLite file {path} does not exist yet; the driver will create it"

@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 from sqlalchemy import Table, text
 
-from ...driver import RawRecord, check_records
-from ...errors import ClosedError, InvalidEventError
+from ...driver import RawRecord, check_records, refuse
+from ...errors import ClosedError, InvalidEventError, NotStoredError
 from .log import SqlLog
 
 logger = logging.getLogger(__name__)
@@ -37,17 +37,34 @@ _COLUMNS = ("channel", "part", "msg_key", "headers", "body", "created_ms", "visi
 
 
 _MAX_NOT_BEFORE = 2**53 / 1000  # seconds; stored as milliseconds in a BIGINT
+MAX_CHANNEL = 255
+"""Characters of a channel name the log's ``channel`` column holds (VARCHAR(255))."""
 
 
 def check(records: Sequence[RawRecord]) -> None:
     """The contract's record checks (:func:`~hexa_event.driver.check_records`: header values
     bytes, channel without NUL...), and a ``not_before`` the BIGINT column can hold."""
     check_records(records)
-    for record in records:
+    problems: dict[int, NotStoredError] = {}
+    for index, record in enumerate(records):
         if record.not_before >= _MAX_NOT_BEFORE:
             raise InvalidEventError(
                 "not_before", f"must be seconds since the epoch, got {record.not_before!r}"
             )
+        if len(record.channel) > MAX_CHANNEL:
+            problems[index] = NotStoredError(
+                f"channel {record.channel[:60]!r}... has {len(record.channel)} characters; the "
+                f"SQL log's channel column holds at most {MAX_CHANNEL}: use a shorter name",
+                limit="channel length",
+            )
+        elif "\x00" in record.key:
+            problems[index] = NotStoredError(
+                f"key {record.key[:60]!r} contains a NUL character, which PostgreSQL text "
+                "cannot hold (nor SQLite read back whole): remove it or encode the key",
+                limit="key characters",
+            )
+    if problems:
+        raise refuse(len(records), problems)
 
 
 def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ...]]:

@@ -293,6 +293,9 @@ class StanSubscription(Subscription):
             raise
         session.register(self)
 
+    def on_session_failed(self) -> None:
+        self.wake.set()  # fetch raises the session's failure
+
     async def resubscribe(self) -> None:
         """Called by the session after it was re-established under the same client id."""
         for member in self.members:
@@ -313,6 +316,8 @@ class StanSubscription(Subscription):
                 return out
             if self._session.closed:
                 return []
+            if self._session.failure is not None:
+                raise self._session.failure
             self.wake.clear()
             await self.wake.wait()
         return []

@@ -22,6 +22,8 @@ One driver is one STAN session (one client id). What it guarantees, given STAN's
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,6 +89,22 @@ class StanDriver(Driver):
         self._check_open()
         await self.session.start()
         return self
+
+    async def check(self, within: float = 10.0) -> str:
+        """Open a STAN session as publish would (under a client id of its own, so a running
+        service keeps its own), then close it: a wrong cluster id or a server that is not a
+        streaming server raises :class:`~.StanClusterNotFoundError`."""
+        self._check_open()
+        client_id = f"{self.options.client_id}-check-{uuid.uuid4().hex[:8]}"[:64]
+        options = dataclasses.replace(
+            self.options, client_id=client_id, connect_timeout=min(within, 30.0)
+        )
+        session = StanSession(options, None)
+        try:
+            await session.start()
+        finally:
+            await session.close()
+        return f"streaming server of cluster {self.options.cluster_id!r} answered"
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         self._check_open()

@@ -15,8 +15,8 @@ import logging
 import time
 from collections.abc import Sequence
 
-from ...driver import RawRecord
-from ...errors import DriverError
+from ...driver import RawRecord, refuse
+from ...errors import ConfigurationError, DriverError, NotStoredError
 from .errors import StanChannelLimitError, is_channel_limit, is_session_gone
 from .options import check_channel
 from .session import PublishBatch, SessionInterruptedError, StanNotAnsweringError, StanSession
@@ -39,12 +39,29 @@ class StanProducer:
         session = self._session
         frames: list[tuple[int, str, bytes]] = []
         checked = self._checked
+        problems: dict[int, NotStoredError] = {}
         for index, record in enumerate(records):
             channel = record.channel
             if channel not in checked:
-                check_channel(channel)
+                try:
+                    check_channel(channel)
+                except ConfigurationError as exc:
+                    problems[index] = NotStoredError(str(exc), limit="channel name")
+                    continue
+                refusal = session.refusal(channel, 0)
+                if refusal is not None:
+                    problems[index] = refusal
+                    continue
                 checked.add(channel)
-            frames.append((index, channel, encode_body(record.key, record.headers, record.body)))
+            body = encode_body(record.key, record.headers, record.body)
+            refusal = session.refusal(channel, len(body))
+            if refusal is not None:
+                problems[index] = refusal
+                continue
+            frames.append((index, channel, body))
+        if problems:
+            # Before anything is sent: the server would refuse it and close the connection.
+            raise refuse(len(records), problems)
         deadline = time.monotonic() + session.options.ack_timeout
         batch = PublishBatch(len(frames))
         pending = frames

@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.nuid import NUID
 
-from ...errors import ClosedError, DriverError
+from ...errors import ClosedError, DriverError, NotStoredError
 from .errors import (
     StanClientIdInUseError,
     StanClusterNotFoundError,
@@ -59,6 +59,9 @@ from .protocol import (
 
 logger = logging.getLogger(__name__)
 
+MAX_CONTROL_LINE = 4096
+"""nats-server's default ``max_control_line``: the longest protocol line it reads."""
+
 M = TypeVar("M", bound=Message)
 
 
@@ -74,6 +77,9 @@ class Member(Protocol):
     """A subscription that re-subscribes itself after the session was re-established."""
 
     async def resubscribe(self) -> None: ...
+
+    def on_session_failed(self) -> None:
+        """The session cannot go on (:attr:`StanSession.failure`): wake, and fail."""
 
 
 class StanSession:
@@ -115,6 +121,9 @@ class StanSession:
         """The current problem, empty while the session is healthy (for status())."""
         self.epoch = 0
         """Bumped whenever the connection or the session was interrupted."""
+        self.failure: DriverError | None = None
+        """Set when the NATS connection was closed for good (a protocol error the server
+        closed it over; nats-py does not reconnect then): nothing more goes through."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -272,7 +281,7 @@ class StanSession:
     # -- readiness ---------------------------------------------------------------------------
 
     def _update_ready(self) -> None:
-        if self._closed or (self._nats_up and self._session_ok):
+        if self._closed or self.failure is not None or (self._nats_up and self._session_ok):
             self._ready.set()
         else:
             self._ready.clear()
@@ -284,6 +293,8 @@ class StanSession:
     async def wait_ready(self, within: float) -> None:
         """Return once the session can publish; DriverError after ``within`` seconds."""
         await self.start()
+        if self.failure is not None:
+            raise self.failure
         if not self._ready.is_set():
             try:
                 async with asyncio.timeout(max(0.0, within)):
@@ -328,10 +339,21 @@ class StanSession:
         self._ping_now.set()  # learn at once whether the server still knows us
 
     async def _on_closed(self) -> None:
-        if not self._closed:
-            self.error = "the NATS connection was closed"
-            self._nats_up = False
-            self._update_ready()
+        if self._closed:
+            return
+        nc = self.nc
+        cause = str(nc.last_error) if nc is not None and nc.last_error else "no reason given"
+        self.error = (
+            f"the NATS connection of STAN session {self.client_id} was closed for good "
+            f"({cause}); the receivers on it stopped and emits fail: connect() again"
+        )
+        logger.error("%s", self.error)
+        self.failure = DriverError(self.error, retriable=False)
+        self._nats_up = False
+        self._fail_pending(self.failure)
+        self._ready.set()  # waiters wake and see the failure
+        for member in list(self._members):
+            member.on_session_failed()
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):
@@ -502,6 +524,31 @@ class StanSession:
                 if acks.pop(guid, None) is not None:
                     why = f"publish failed: {type(exc).__name__}"
                     batch.resolve(index, SessionInterruptedError(why))
+
+    def refusal(self, channel: str, data_size: int) -> NotStoredError | None:
+        """Why the server would refuse a record of ``data_size`` bytes on ``channel`` (and
+        close the connection over it), or None: checked before sending. The PubMsg (data,
+        channel, ids) must fit the server's ``max_payload``, its protocol line (subject and
+        reply, both carrying the channel or ids) the server's ``max_control_line``."""
+        nc = self._nats()
+        line = len(self.response.pub_prefix) + len(channel.encode()) + len(self.ack_subject) + 80
+        if line > MAX_CONTROL_LINE:
+            return NotStoredError(
+                f"channel {channel[:60]!r}... ({len(channel)} characters) makes a NATS "
+                f"protocol line of {line} bytes, over the streaming server's "
+                f"max_control_line ({MAX_CONTROL_LINE} bytes by default); use a shorter "
+                "channel name",
+                limit="max_control_line",
+            )
+        size = data_size + len(channel.encode()) + len(self.client_id) + 96
+        if nc.max_payload and size > nc.max_payload:
+            return NotStoredError(
+                f"record of {size} bytes (with its STAN envelope) is over the streaming "
+                f"server's max_payload of {nc.max_payload} bytes; send less, or raise "
+                "max_payload in its configuration",
+                limit="max_payload",
+            )
+        return None
 
     def _channel_field(self, channel: str) -> bytes:
         field = self._channel_fields[channel] = encode_pub_channel(channel)
