@@ -183,6 +183,12 @@ class _Item:
     ctx: Context
 
 
+@dataclass(slots=True)
+class _Poison:
+    opened: wire.Opened | None
+    error: Exception
+
+
 def _being_cancelled() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
@@ -204,32 +210,29 @@ class BatchDispatcher(Dispatcher):
         self._handler = plan.handler
         self._ctx = Context(handler_action=route.chain.action)
 
-    async def prepare(self, delivery: Delivery) -> _Item | float | None:
-        """The delivery opened for the handler; None once settled (poison, nacked); or the
-        epoch time a retry copy is due at (come back then)."""
+    def prepare(self, delivery: Delivery) -> _Item | _Poison | float | None:
+        """The delivery opened for the handler; a poison record to dead-letter; None once
+        settled (nacked: not due, shutting down); or the epoch time a retry copy is due at."""
         try:
-            try:
-                opened = wire.open_delivery(delivery, self._route.chain)
-            except Exception as exc:
-                await self._dead_letter(delivery, None, POISON, exc)
-                return None
-            if opened.due:
-                remaining = opened.due - time.time()
-                if remaining > 0:
-                    if self._closing.is_set() or self._delayed_nack:
-                        delivery.nack(remaining)
-                        return None
-                    return opened.due
-            try:
-                message, ctx = self._open_message(delivery, opened)
-            except Exception as exc:
-                await self._dead_letter(delivery, opened, POISON, exc)
-                return None
-            return _Item(delivery, opened, message, ctx)
-        except BaseException:
-            if delivery.outcome is None:
-                delivery.nack()
-            raise
+            opened = wire.open_delivery(delivery, self._route.chain)
+        except Exception as exc:
+            return _Poison(None, exc)
+        if opened.due:
+            remaining = opened.due - time.time()
+            if remaining > 0:
+                if self._closing.is_set() or self._delayed_nack:
+                    delivery.nack(remaining)
+                    return None
+                return opened.due
+        try:
+            message, ctx = self._open_message(delivery, opened)
+        except Exception as exc:
+            return _Poison(opened, exc)
+        return _Item(delivery, opened, message, ctx)
+
+    async def poison(self, delivery: Delivery, poison: _Poison) -> None:
+        """Dead-letter a record that cannot reach the handler (settles it)."""
+        await self._dead_letter(delivery, poison.opened, POISON, poison.error)
 
     async def run(self, items: list[_Item]) -> None:
         """Run the handler on ``items`` and settle every one (ack, retry or dead letter).
@@ -449,24 +452,29 @@ class BatchLanes:
         books = self._books
         held: dict[Hashable, list[Delivery]] = {}
         back: set[Delivery] = set()
+        prepare = self._dispatcher.prepare
         try:
             items = []
             for delivery in deliveries:
-                record = delivery.record
-                key = (record.channel, record.key)
-                if key in held:  # a retry copy ahead of it waits: so does the rest of its key
-                    held[key].append(delivery)
-                    back.add(delivery)
-                    continue
+                if held:  # a retry copy ahead of it waits: so does the rest of its key
+                    record = delivery.record
+                    waiting = held.get((record.channel, record.key))
+                    if waiting is not None:
+                        waiting.append(delivery)
+                        back.add(delivery)
+                        continue
                 if books.waiting and books.waiting.pop(delivery, None) is not None:
                     books.unsettled[delivery] = time.monotonic()  # stall clock starts when due
                     books.room.set()
                 if delivery.outcome is not None:
                     continue
-                prepared = await self._dispatcher.prepare(delivery)
+                prepared = prepare(delivery)
                 if isinstance(prepared, _Item):
                     items.append(prepared)
+                elif isinstance(prepared, _Poison):
+                    await self._dispatcher.poison(delivery, prepared)
                 elif prepared is not None:
+                    key = (delivery.record.channel, delivery.record.key)
                     held[key] = [delivery]
                     back.add(delivery)
                     self._hold(key, delivery, prepared)
@@ -477,8 +485,8 @@ class BatchLanes:
             for delivery in finished:
                 if delivery.outcome is None:
                     delivery.nack()  # only after a cancellation: run settles everything
-            for lane, waiting in held.items():
-                self._queues.setdefault(lane, deque()).extendleft(reversed(waiting))
+            for lane, kept in held.items():
+                self._queues.setdefault(lane, deque()).extendleft(reversed(kept))
             self._settled(finished)
             self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             for lane in keys:
