@@ -30,7 +30,7 @@ import time
 import uuid
 
 from _benchvenv import FASTSTREAM_VERSION, python
-from _harness import Result, finish, machine, row
+from _harness import finish, machine, row
 from _kafka import BOOTSTRAP
 from faststream_kafka import BODY_BYTES, Order, Setting, Side, attempt, faststream, fill, raw
 
