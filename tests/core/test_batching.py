@@ -256,3 +256,27 @@ async def test_a_batch_cut_by_the_drain_timeout_is_given_back_whole() -> None:
     )
     async with again:
         assert sorted(await got.wait_for(4, within=10)) == sorted(ids)
+
+
+async def test_a_hanging_batch_shows_as_a_stall_and_clears() -> None:
+    driver = he.connect(_url())
+    entered, release = asyncio.Event(), asyncio.Event()
+    got = Collector()
+    receiver = driver.receiver("svc", stall_timeout=0.2)
+
+    @receiver.subscribe("c", action="a", batch=he.Batch(max_size=10, max_wait=0.01))
+    async def hang(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        entered.set()
+        await release.wait()
+        for m in msgs:
+            got.add(m.id)
+
+    async with receiver:
+        await _running(receiver, driver, "c", 3)
+        await asyncio.wait_for(entered.wait(), 10)
+        await eventually(lambda: receiver.health()["actions"]["a"]["stalled"], within=10)
+        assert not receiver.health()["healthy"]
+        assert receiver.health()["actions"]["a"]["alive"]
+        release.set()
+        await got.wait_for(3, within=10)
+        await eventually(lambda: receiver.health()["healthy"], within=10, what="healthy again")
