@@ -116,6 +116,16 @@ class KafkaDelivery(Delivery):
         return self._message
 
     def on_settle(self) -> None:
+        state = self._partition
+        if self.outcome is Outcome.ACK and not state.revoking:
+            # The common case inline (what _on_settle does for it): finish the offset.
+            sub = self._sub
+            sub._unsettled -= 1
+            state.outstanding -= 1
+            state.complete(self._offset)
+            sub._dirty.add(state)
+            sub._wake.set()
+            return
         self._sub._on_settle(self)
 
 
@@ -156,8 +166,9 @@ class KafkaSubscription(Subscription):
         self._members: list[Member] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._partitions: dict[tuple[str, int], PartitionState] = {}
-        self._ready: deque[tuple[PartitionState, Message, int, int]] = deque()
-        """(partition state, message, offset, delivery count), in arrival order."""
+        self._ready: deque[KafkaDelivery] = deque()
+        """Deliveries received and not handed out yet, in arrival order (built on arrival:
+        no intermediate tuple per record)."""
         self._unsettled = 0
         self._wake = asyncio.Event()
         self._revoke_progress = asyncio.Event()
@@ -286,7 +297,7 @@ class KafkaSubscription(Subscription):
         states = [self._partitions[k] for k in keys if k in self._partitions]
         for state in states:
             state.revoking = True
-        self._ready = deque(item for item in self._ready if not item[0].revoking)
+        self._ready = deque(d for d in self._ready if not d._partition.revoking)
         if not self._closed and any(s.outstanding for s in states):
             deadline = time.monotonic() + self._options.revoke_timeout
             while any(s.outstanding for s in states) and not self._closed:
@@ -329,7 +340,7 @@ class KafkaSubscription(Subscription):
                 state.complete(offset)
                 self._dirty.add(state)
                 continue
-            ready.append((state, message, offset, 1))
+            ready.append(KafkaDelivery(self, state, message, offset, 1))
             got = True
         if got:
             member.clear_error()
@@ -349,7 +360,7 @@ class KafkaSubscription(Subscription):
                 self._dirty.discard(state)
                 dropped = True
         if dropped:
-            self._ready = deque(item for item in self._ready if not item[0].revoking)
+            self._ready = deque(d for d in self._ready if not d._partition.revoking)
             self._maybe_resume()
 
     def _maybe_resume(self) -> None:
@@ -372,14 +383,16 @@ class KafkaSubscription(Subscription):
         elif state.revoking:
             self._revoke_progress.set()
         elif not self._closed and self._loop is not None:
-            item = (state, delivery._message, delivery._offset, delivery.delivery_count + 1)
+            again = KafkaDelivery(
+                self, state, delivery._message, delivery._offset, delivery.delivery_count + 1
+            )
             handle: asyncio.TimerHandle | None = None
 
             def requeue() -> None:
                 if handle is not None:
                     self._timers.discard(handle)
                 if not state.revoking and not self._closed:
-                    self._ready.appendleft(item)
+                    self._ready.appendleft(again)
                     self._wake.set()
 
             handle = self._loop.call_later(delivery.delay, requeue)
@@ -462,11 +475,12 @@ class KafkaSubscription(Subscription):
             if room > 0 and ready:
                 out: list[Delivery] = []
                 while ready and len(out) < room:
-                    state, message, offset, count = ready.popleft()
+                    delivery = ready.popleft()
+                    state = delivery._partition
                     if state.revoking:
                         continue
                     state.outstanding += 1
-                    out.append(KafkaDelivery(self, state, message, offset, count))
+                    out.append(delivery)
                 if out:
                     self._unsettled += len(out)
                     self._maybe_resume()
