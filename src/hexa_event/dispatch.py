@@ -20,9 +20,10 @@ Settling only marks the delivery; the receiver writes settlements to the driver 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ from .driver import Delivery, Features, RawRecord
 from .errors import PermanentError
 from .event import Message
 from .middleware import Handler
-from .propagation import Propagator
+from .propagation import DefaultPropagator, Propagator
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,14 @@ class Dispatcher:
         self.counters = Counters()
         self._time_raw: object = None  # the last HEXA_EVENT_TIME value read, and its datetime
         self._time_value: datetime | None = None
+        propagator = route.propagator
+        # The default propagator builds the handler's context as one object; any other is
+        # given a context holding the dedup fields to extract onto.
+        self._context: Callable[[Mapping[str, bytes], str, str, str, str], Context] = (
+            propagator.receive
+            if type(propagator) is DefaultPropagator  # exactly: a subclass may override extract
+            else functools.partial(_extract, propagator)
+        )
 
     async def handle(self, delivery: Delivery) -> float | None:
         """Settle ``delivery``, or return the epoch time it is due at (come back then).
@@ -180,15 +189,8 @@ class Dispatcher:
             codec_name = wire.codec_name(headers)
             reply_channel = wire.reply_channel(headers)
         payload = get_codec(codec_name).decode(record.body, route.payload_type)
-        ctx = route.propagator.extract(
-            headers,
-            Context(
-                correlation_id="",
-                event_id=opened.event_id,
-                handler_action=route.chain.action,
-                root_event_id=opened.root_id,
-                root_handler_action=opened.root_action,
-            ),
+        ctx = self._context(
+            headers, opened.event_id, route.chain.action, opened.root_id, opened.root_action
         )
         raw_time = get(env.EVENT_TIME)
         if raw_time is not None and raw_time == self._time_raw:
@@ -351,6 +353,26 @@ def _next(opened: wire.Opened) -> wire.Opened:
         opened.source_channel,
         opened.attempt + 1,
         0.0,
+    )
+
+
+def _extract(
+    propagator: Propagator,
+    headers: Mapping[str, bytes],
+    event_id: str,
+    handler_action: str,
+    root_event_id: str,
+    root_handler_action: str,
+) -> Context:
+    return propagator.extract(
+        headers,
+        Context(
+            correlation_id="",
+            event_id=event_id,
+            handler_action=handler_action,
+            root_event_id=root_event_id,
+            root_handler_action=root_handler_action,
+        ),
     )
 
 

@@ -4,6 +4,12 @@ No task per item: ``workers`` long-lived tasks take ready lanes from one queue. 
 returns None when it is done with the item, or an epoch time at which to run the same item
 again: the lane is parked until then without holding a worker (a retry copy waiting out its
 back-off never stops other keys).
+
+Wake-ups: at most one idle worker is being woken at any time. The worker that wakes takes a
+lane and, if more lanes are ready, wakes the next one; a worker that finishes its lane takes
+the next ready lane without sleeping. So a burst of N new lanes whose handlers never wait
+costs one or two wake-ups, not N (each a turn of the event loop); handlers that do wait
+still spread over the workers, one more joining per turn of the loop.
 """
 
 from __future__ import annotations
@@ -31,7 +37,11 @@ class Lanes(Generic[T]):
     def __init__(self, work: Work[T], workers: int, *, name: str = "lanes") -> None:
         self._work = work
         self._queues: dict[Hashable, deque[T]] = {}
-        self._ready: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._ready: deque[Hashable] = deque()
+        self._sleepers: deque[asyncio.Future[None]] = deque()
+        """Idle workers, each waiting on its own future."""
+        self._waking = False
+        """A sleeping worker was woken and has not run yet (see the module docstring)."""
         self._parked: dict[Hashable, asyncio.TimerHandle] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -49,14 +59,49 @@ class Lanes(Generic[T]):
             return
         self._queues[lane] = deque((item,))
         self._idle.clear()
-        self._ready.put_nowait(lane)
+        self._make_ready(lane)
+
+    def _make_ready(self, lane: Hashable) -> None:
+        self._ready.append(lane)
+        if not self._waking:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake one sleeping worker, if any (callers check that none is being woken)."""
+        sleepers = self._sleepers
+        while sleepers:
+            waiter = sleepers.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._waking = True
+                return
+
+    async def _sleep(self) -> None:
+        """Wait until woken (by :meth:`_wake_one`)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._sleepers.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Woken, then cancelled before running: hand the wake-up on.
+                self._waking = False
+                if self._ready:
+                    self._wake_one()
+            raise
+        self._waking = False
 
     async def _worker(self) -> None:
         queues = self._queues
         ready = self._ready
         work = self._work
         while True:
-            lane = await ready.get()
+            if not ready:
+                await self._sleep()
+                continue
+            lane = ready.popleft()
+            if ready and not self._waking:
+                self._wake_one()  # more lanes ready: the next sleeper takes one
             queue = queues[lane]
             due: float | None = None
             while queue:  # the whole lane in one turn: no hand-off per item
@@ -84,7 +129,7 @@ class Lanes(Generic[T]):
 
     def _unpark(self, lane: Hashable) -> None:
         if self._parked.pop(lane, None) is not None:
-            self._ready.put_nowait(lane)
+            self._make_ready(lane)
 
     def wake_parked(self) -> None:
         """Make every parked lane ready now (at shutdown: work sees it and gives items back)."""

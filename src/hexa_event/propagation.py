@@ -68,6 +68,12 @@ class HexaPropagator:
         headers[USER] = _GUEST_WIRE if user is None else msgspec.json.encode(user.to_wire())
 
     def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
+        correlation_id, locale, user = self.read(headers)
+        return ctx.with_(correlation_id=correlation_id, locale=locale, user=user)
+
+    @staticmethod
+    def read(headers: Mapping[str, bytes]) -> tuple[str, str, User | None]:
+        """``(correlation_id, locale, user)`` from ``headers`` (what :meth:`extract` sets)."""
         get = headers.get
         try:  # the common case inline; a value that is not UTF-8 bytes is named below
             raw = get(CORRELATION_ID)
@@ -89,7 +95,7 @@ class HexaPropagator:
                 raise DecodeError(f"header {USER!r} is not a hexa user object: {exc}") from exc
             if user.is_guest:
                 user = None
-        return ctx.with_(correlation_id=correlation_id, locale=locale, user=user)
+        return correlation_id, locale, user
 
 
 class KeysPropagator:
@@ -195,6 +201,31 @@ class DefaultPropagator(CompositePropagator):
 
     def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
         ctx = self._hexa.extract(headers, ctx)
+        return self._w3c(headers, ctx)
+
+    def receive(
+        self,
+        headers: Mapping[str, bytes],
+        event_id: str,
+        handler_action: str,
+        root_event_id: str,
+        root_handler_action: str,
+    ) -> Context:
+        """A handler's context: the same as ``extract(headers, Context(<dedup fields>))``,
+        built as one object (the receiver's per-event path)."""
+        correlation_id, locale, user = self._hexa.read(headers)
+        ctx = Context(
+            correlation_id=correlation_id,
+            locale=locale,
+            user=user,
+            event_id=event_id,
+            handler_action=handler_action,
+            root_event_id=root_event_id,
+            root_handler_action=root_handler_action,
+        )
+        return self._w3c(headers, ctx)
+
+    def _w3c(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
         if TRACEPARENT in headers:
             ctx = self._trace.extract(headers, ctx)
         if BAGGAGE in headers:

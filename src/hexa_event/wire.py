@@ -47,6 +47,7 @@ REPLAYED_FROM = "HEXA_REPLAYED_FROM"
 MAX_ERROR_TEXT = 1024
 _MAX_ATTEMPT = 1_000_000
 _MAX_DIGITS = 18
+_MAX_CACHED_CHANNELS = 1024
 
 _COPY_ONLY_HEADERS = (
     env.ATTEMPT,
@@ -71,9 +72,12 @@ class Chain:
     policy: RetryPolicy
     dedup_ids: DedupIds = "event"
     _retry_prefix: str = field(init=False, repr=False, compare=False)
+    _retry_numbers: dict[str, int] = field(init=False, repr=False, compare=False)
+    """:meth:`retry_number_of` per channel seen (a subscription reads a few channels)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_retry_prefix", self.base + ".retry.")
+        object.__setattr__(self, "_retry_numbers", {})
 
     def retry_channel(self, retry_number: int) -> str:
         return f"{self.base}.retry.{retry_number}"
@@ -84,12 +88,18 @@ class Chain:
 
     def retry_number_of(self, channel: str) -> int:
         """n for ``<base>.retry.<n>`` (n >= 1), else 0."""
+        number = self._retry_numbers.get(channel)
+        if number is not None:
+            return number
+        number = 0
         prefix = self._retry_prefix
         if channel.startswith(prefix):
             suffix = channel[len(prefix) :]
             if suffix.isdigit() and len(suffix) <= 6:
-                return int(suffix)
-        return 0
+                number = int(suffix)
+        if len(self._retry_numbers) < _MAX_CACHED_CHANNELS:
+            self._retry_numbers[channel] = number
+        return number
 
 
 class Opened(msgspec.Struct, frozen=True, gc=False):
@@ -113,7 +123,9 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
     coordinates = delivery.coordinates
     channel = record.channel
     go_ids = chain.dedup_ids == "go"
-    retry_number = chain.retry_number_of(channel)
+    retry_number = chain._retry_numbers.get(channel)  # the cache of retry_number_of, inline
+    if retry_number is None:
+        retry_number = chain.retry_number_of(channel)
     if not go_ids and not retry_number and env.ATTEMPT not in headers:
         # The common case, a first delivery from a source channel: three lookups, read
         # inline; a value that is not UTF-8 bytes takes the careful path below, which names it.

