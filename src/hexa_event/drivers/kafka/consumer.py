@@ -508,6 +508,13 @@ class KafkaSubscription(Subscription):
         """The group's (and its retry group's) lag per topic, read with the admin client."""
         if self._lag_of is None:
             return await super().lag()
+        problem = self._fatal or next((m.last_error for m in self._members if m.last_error), None)
+        if problem is not None:
+            # No admin requests while the cluster is unreachable: they only time out, and
+            # admin requests timing out while the broker restarted met librdkafka's
+            # enq_once assertion (an abort). The receiver keeps the last sample; its age
+            # grows and this reason is shown as the lag error.
+            raise DriverError(f"lag not sampled while the group reports a problem: {problem}")
         out: dict[str, int] = {}
         earliest = self._spec.start == "earliest"
         for group, topics in self._plan:

@@ -50,9 +50,6 @@ _HOLD_BEFORE_PAUSE = 3.0
 _CONSUME_BATCH = 500
 _ERROR_LOG_INTERVAL = 10.0
 _LAG_INTERVAL = 1.0
-_PROBE_INTERVAL = 2.0
-"""Seconds between metadata requests that look for a recovery while an error is shown."""
-_PROBE_TIMEOUT = 1.0
 _DECODER = json.JSONDecoder()
 STATS_INTERVAL = 3.0
 """Seconds between librdkafka's statistics, of which only the group's join state is read."""
@@ -60,6 +57,8 @@ STUCK_AFTER = 10.0
 """Seconds without partitions while the group rebalances before health calls it stuck (a
 normal rebalance hands partitions out within a few seconds)."""
 _COMMITTED_TIMEOUT = 10.0
+_RECOVERY_AFTER = 1.0
+"""Statistics taken at least this long after an error can tell that it is over."""
 
 Position = tuple[str, int, int, str]
 """(topic, partition, offset, metadata) to commit."""
@@ -170,7 +169,7 @@ class Member:
         self._paused = False
         self._committed: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
-        self._probed_at = 0.0
+        self._error_at = 0.0
         # Read from the loop (plain attribute reads/writes).
         self.lag: int | None = None
         self.last_error: str | None = None
@@ -252,7 +251,6 @@ class Member:
                         messages.extend(consumer.consume(_CONSUME_BATCH - 1, 0))
                 if not messages:
                     self._measure_lag(consumer)
-                    self._probe_recovery(consumer)
                     continue
                 # Records of partitions revoked meanwhile are dropped on the loop, which
                 # knows the current assignment (no per-record work on this thread).
@@ -386,6 +384,7 @@ class Member:
             return
         settled = cgrp.get("join_state") == "steady" or int(cgrp.get("assignment_size", 0)) > 0
         now = time.monotonic()
+        self._note_recovery(cgrp, now)
         if settled or self._owned:
             self._unsettled_since = None
             self.stuck = None
@@ -401,23 +400,20 @@ class Member:
                 "with Python members: see docs/go-interop.md"
             )
 
-    def _probe_recovery(self, consumer: Consumer) -> None:
-        """While an error is reported and no records come (a retry group is mostly idle):
-        every few seconds ask the cluster for its metadata; an answer means connectivity is
-        back, so the error is cleared (records arriving clear it too)."""
+    def _note_recovery(self, cgrp: dict[str, Any], now: float) -> None:
+        """Clear a shown error once the statistics, taken after it, find the group's
+        coordinator connected again (cgrp state ``up``): a retry group that receives no
+        records would otherwise show the outage long after it ended. Passive on purpose: a
+        metadata request with a short timeout from this thread while the broker restarts
+        met librdkafka's enq_once assertion (an abort) in the fault test."""
         if self.last_error is None or self.fatal is not None:
             return
-        now = time.monotonic()
-        if now - self._probed_at < _PROBE_INTERVAL:
-            return
-        self._probed_at = now
-        error = self.last_error
-        try:
-            metadata = consumer.list_topics(self.topics[0], timeout=_PROBE_TIMEOUT)
-        except KafkaException:
-            return
-        if metadata.brokers and self.last_error == error:
-            log.info("Kafka group %r: the cluster answers again (was: %s)", self.group, error)
+        if cgrp.get("state") == "up" and now - self._error_at >= _RECOVERY_AFTER:
+            log.info(
+                "Kafka group %r: connected to its coordinator again (was: %s)",
+                self.group,
+                self.last_error,
+            )
             self.clear_error()
 
     def _measure_lag(self, consumer: Consumer) -> None:
@@ -565,7 +561,7 @@ class Member:
             self._report_fatal(f"{text}; {advice}")
             return
         self.last_error = text
-        now = time.monotonic()
+        now = self._error_at = time.monotonic()
         if now - self._last_error_log.get(err.code(), 0.0) >= _ERROR_LOG_INTERVAL:
             self._last_error_log[err.code()] = now
             log.warning("Kafka group %r: %s (librdkafka retries with backoff)", self.group, text)
