@@ -37,7 +37,13 @@ from . import envelope as env
 from .driver import Delivery, RawRecord
 from .errors import DecodeError
 from .event import MAX_SCHEDULE
-from .retry import RetryPolicy
+from .retry import (
+    RetryPolicy,
+    dead_letter_channel,
+    retry_channel,
+    retry_number_after,
+    retry_prefix,
+)
 
 DedupIds = Literal["event", "go"]
 
@@ -73,23 +79,18 @@ class Chain:
     _retry_prefix: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_retry_prefix", self.base + ".retry.")
+        object.__setattr__(self, "_retry_prefix", retry_prefix(self.base))
 
     def retry_channel(self, retry_number: int) -> str:
-        return f"{self.base}.retry.{retry_number}"
+        return retry_channel(self.base, retry_number)
 
     @property
     def dead_letter_channel(self) -> str:
-        return f"{self.base}.dlq"
+        return dead_letter_channel(self.base)
 
     def retry_number_of(self, channel: str) -> int:
         """n for ``<base>.retry.<n>`` (n >= 1), else 0."""
-        prefix = self._retry_prefix
-        if channel.startswith(prefix):
-            suffix = channel[len(prefix) :]
-            if suffix.isdigit() and len(suffix) <= 6:
-                return int(suffix)
-        return 0
+        return retry_number_after(channel, self._retry_prefix)
 
 
 class Opened(msgspec.Struct, frozen=True, gc=False):

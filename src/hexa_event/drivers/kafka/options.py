@@ -9,30 +9,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ...errors import ConfigurationError
+from ...redaction import REDACTED
+from ...redaction import redact as redact
+from ..kit.query import check_keywords, parse_query
 
-_SECRET_MARKERS = (
-    "password",
-    "secret",
-    "jaas",
-    "token",
-    "credential",
-    "private",
-    "pem",
-    "ssl.key",
-    "keytab",
-    "oauthbearer.config",
-    "sasl.oauthbearer",
-    "assertion",
-    "api.key",
-    "apikey",
-)
-REDACTED = "***"
 Assignment = Literal["cooperative-sticky", "range", "roundrobin"]
 ASSIGNMENTS = ("cooperative-sticky", "range", "roundrobin")
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.kafka.librdkafka")
@@ -75,35 +61,13 @@ _FORBIDDEN_PRODUCER = {
 }
 
 
-def is_secret(name: str) -> bool:
-    """Whether a librdkafka config key holds a secret (its value is never shown)."""
-    lowered = name.lower()
-    return any(marker in lowered for marker in _SECRET_MARKERS)
+_DOTLESS_KEYS = frozenset({"acks", "debug", "retries"})
+"""The librdkafka settings without a dot in their name (fields of ours have none)."""
 
 
-def redact(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` whose secret values are replaced by ``***``."""
-    return {k: (REDACTED if is_secret(k) else v) for k, v in config.items()}
-
-
-def secret_values(config: Mapping[str, Any]) -> list[str]:
-    """The values of ``config``'s secret keys (longest first), to scrub them from texts."""
-    found = {str(v) for k, v in config.items() if is_secret(k) and v is not None}
-    found |= {part for v in list(found) for part in v.splitlines() if len(part.strip()) >= 4}
-    return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
-
-
-def scrubber(config: Mapping[str, Any]) -> Callable[[str], str]:
-    """A function removing every secret value of ``config`` from a text (errors, logs)."""
-    secrets = secret_values(config)
-
-    def scrub(text: str) -> str:
-        for secret in secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    return scrub
+def librdkafka_key(key: str) -> bool:
+    """Whether a URL query option is a librdkafka setting (passed to ``client_config``)."""
+    return "." in key or key in _DOTLESS_KEYS
 
 
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@,?#]+)(?::([^:]*))?$")
@@ -315,17 +279,15 @@ class KafkaOptions:
         config.setdefault("logger", CLIENT_LOGGER)
         return config
 
-    def scrub(self, text: str) -> str:
-        """``text`` with every secret value of these options replaced by ``***``."""
-        return scrubber(self.common_config())(text)
-
     @classmethod
     def from_url(cls, url: str, **options: Any) -> KafkaOptions:
         """``kafka://[user:password@]host:port[,host:port][?librdkafka.key=value&...]``.
 
         User info becomes SASL credentials (PLAIN over SASL_PLAINTEXT unless the query or
-        options say otherwise); query parameters go to ``client_config``; keyword options
-        are this class's fields.
+        options say otherwise). Query parameters are this class's fields
+        (``?partitions=6&provision=false``) or librdkafka settings, which go to
+        ``client_config`` (:func:`librdkafka_key`); anything else is refused. Keyword options
+        are this class's fields and win over the URL.
         """
         parts = urlsplit(url)
         netloc = parts.netloc
@@ -338,15 +300,18 @@ class KafkaOptions:
             raise ConfigurationError(
                 "a kafka URL needs a host, e.g. 'kafka://127.0.0.1:9092' (got no host)"
             )
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        client_config = {**query, **dict(options.pop("client_config", {}) or {})}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown Kafka option(s) {unknown}; known: {sorted(known)}. "
-                "Pass librdkafka settings in client_config={...}"
-            )
+        check_keywords(
+            cls, options, engine="Kafka", hint="Pass librdkafka settings in client_config={...}"
+        )
+        typed, query = parse_query(
+            cls,
+            parts.query,
+            engine="Kafka",
+            passthrough=librdkafka_key,
+            hint="librdkafka settings (security.protocol, linger.ms, acks...) pass through",
+        )
+        client_config = {**dict(query), **dict(options.pop("client_config", {}) or {})}
+        options = {**typed, **options}
         if username is not None:
             options.setdefault("sasl_username", username)
             options.setdefault("sasl_password", password)

@@ -14,14 +14,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ...errors import ConfigurationError
+from ...redaction import REDACTED, redact, redact_url
+from ..kit.query import check_keywords, parse_query
 
-REDACTED = "***"
 MAX_PARTITIONS = 1024
 """Upper bound of ``NatsOptions.partitions`` (each partition is a consumer per action)."""
-_SECRET_MARKERS = ("password", "token", "secret", "seed", "creds", "credential", "nkey", "jwt")
 
 # Fields of the JetStream configs the driver owns because its guarantees depend on them.
 _OWNED_STREAM = {
@@ -46,17 +46,6 @@ _OWNED_CLIENT = {
     "error_cb": "the driver logs client errors",
     "closed_cb": "the driver tracks the connection",
 }
-
-
-def is_secret(name: str) -> bool:
-    """Whether an option name holds a secret (its value is never shown)."""
-    lowered = name.lower()
-    return any(marker in lowered for marker in _SECRET_MARKERS)
-
-
-def redact(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` whose secret values are replaced by ``***``."""
-    return {k: (REDACTED if is_secret(k) else v) for k, v in config.items()}
 
 
 def _positive(owner: str, name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -249,48 +238,13 @@ class NatsOptions:
             )
         client_scheme = "tls" if scheme in ("tls", "nats+tls") else "nats"
         servers = tuple(f"{client_scheme}://{hostport}" for hostport in netloc.split(","))
-        known = {f.name: f for f in fields(cls)}
-        for key, raw in parse_qsl(parts.query, keep_blank_values=True):
-            if key not in known or known[key].name in ("stream_config", "client_options"):
-                raise ConfigurationError(
-                    f"unknown NATS URL option {key!r}; known: "
-                    f"{sorted(k for k in known if k not in ('stream_config', 'client_options'))}"
-                )
-            options.setdefault(key, _parse_scalar(key, raw, known[key].default))
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown NATS option(s) {unknown}; known: {sorted(known)}. "
-                "Pass nats.connect settings in client_options={...}"
-            )
+        typed, _ = parse_query(cls, parts.query, engine="NATS")
+        check_keywords(
+            cls, options, engine="NATS", hint="Pass nats.connect settings in client_options={...}"
+        )
+        options = {**typed, **options}
         options.setdefault("servers", servers)
         return cls(**options)
-
-
-def _parse_scalar(key: str, raw: str, default: object) -> object:
-    if isinstance(default, bool):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigurationError(f"NATS URL option {key}={raw!r} must be true or false")
-    try:
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        raise ConfigurationError(f"NATS URL option {key}={raw!r} must be a number") from None
-    return raw
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any user info replaced by ``***``."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{REDACTED}@{host}").geturl()
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -14,12 +14,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ...errors import ConfigurationError
-
-REDACTED = "***"
-_SECRET_MARKERS = ("token", "password", "secret", "auth", "credential", "private_key")
+from ...redaction import REDACTED, redact, redact_url
+from ..kit.query import check_keywords, coerce, parse_query
 
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
 """pulsar-client's own (C++) log lines with ``client_log="logging"``."""
@@ -27,6 +26,18 @@ CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
 ClientLog = Literal["stderr", "logging"]
 
 BodyFormat = Literal["native", "go"]
+
+CLIENT_QUERY: dict[str, type] = {
+    "io_threads": int,
+    "message_listener_threads": int,
+    "concurrent_lookup_requests": int,
+    "stats_interval_in_seconds": int,
+    "use_tls": bool,
+    "log_conf_file_path": str,
+    "listener_name": str,
+}
+"""``pulsar.Client`` keywords a URL query may give (typed) besides this module's fields;
+they go to ``client_config``."""
 
 # Settings the driver owns because its guarantees depend on them.
 _FORBIDDEN_CONSUMER = {
@@ -47,23 +58,8 @@ _FORBIDDEN_PRODUCER = {
 }
 
 
-def is_secret(name: str) -> bool:
-    """Whether a client setting holds a secret (its value is never shown)."""
-    lowered = name.lower()
-    return any(marker in lowered for marker in _SECRET_MARKERS)
-
-
-def redact(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` whose secret values are replaced by ``***``."""
-    return {k: (REDACTED if is_secret(k) else v) for k, v in config.items()}
-
-
-def shown_url(url: str) -> str:
-    """``url`` without user info (a token or password in it is never shown)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=f"{REDACTED}@{parts.netloc.rsplit('@', 1)[1]}").geturl()
+shown_url = redact_url
+"""``url`` without its user info (a token or password in it is never shown)."""
 
 
 def _check_mapping(owner: str, name: str, config: Any, forbidden: Mapping[str, str]) -> None:
@@ -239,8 +235,9 @@ class PulsarOptions:
     def from_url(cls, url: str, **options: Any) -> PulsarOptions:
         """``pulsar://[token@]host:6650[?admin_url=...&tenant=...&namespace=...&...]``.
 
-        Query parameters named like this class's fields set them; any other parameter goes to
-        ``client_config``. A user part of the URL is taken as the auth token. Keyword options
+        Query parameters named like this class's fields set them (typed); the ``pulsar.Client``
+        keywords of :data:`CLIENT_QUERY` go to ``client_config``; anything else is refused,
+        naming the known options. A user part of the URL is taken as the auth token. Keyword options
         are this class's fields and win over the URL.
         """
         parts = urlsplit(url)
@@ -252,43 +249,25 @@ class PulsarOptions:
             raise ConfigurationError(
                 "a pulsar URL needs a host, e.g. 'pulsar://127.0.0.1:6650' (got no host)"
             )
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown Pulsar option(s) {unknown}; known: {sorted(known)}. "
-                "Pass pulsar-client settings in client_config={...}"
-            )
+        check_keywords(
+            cls, options, engine="Pulsar", hint="Pass pulsar-client settings in client_config={...}"
+        )
         client_config = dict(options.pop("client_config", {}) or {})
-        typed: dict[str, Any] = {}
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key in known and key not in ("client_config", "producer_config", "consumer_config"):
-                typed[key] = _coerce(cls, key, value)
-            else:
-                client_config.setdefault(key, value)
+        typed, passed = parse_query(
+            cls,
+            parts.query,
+            engine="Pulsar",
+            passthrough=CLIENT_QUERY.__contains__,
+            hint=f"pulsar.Client settings: {', '.join(sorted(CLIENT_QUERY))}",
+        )
+        for key, raw in passed:
+            client_config.setdefault(key, coerce("Pulsar", key, raw, CLIENT_QUERY[key]))
         if parts.hostname is not None and "admin_url" not in typed:
             typed["admin_url"] = f"http://{parts.hostname}:8080"
         typed.update(options)
         scheme = "pulsar+ssl" if parts.scheme == "pulsar+ssl" else "pulsar"
         typed.setdefault("service_url", f"{scheme}://{netloc}")
         return cls(client_config=client_config, **typed)
-
-
-def _coerce(cls: type[PulsarOptions], key: str, text: str) -> Any:
-    default = next(f.default for f in fields(cls) if f.name == key)
-    if isinstance(default, bool):
-        return text.lower() in ("1", "true", "yes", "on")
-    if isinstance(default, int):
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigurationError(f"pulsar URL: {key} must be an integer") from None
-    if isinstance(default, float):
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigurationError(f"pulsar URL: {key} must be a number") from None
-    return text
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -16,13 +16,14 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ...errors import ConfigurationError
+from ...redaction import REDACTED, redact, redact_urls
+from ..kit.query import check_keywords, parse_query
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOKEN_RE = re.compile(r"^[^\s*>.]+$")
-_SECRET_KEYS = ("password", "token", "nkeys_seed", "nkeys_seed_str", "user_credentials")
 _OWNED_NATS_KEYS = {
     "servers": "give the servers in the URL or StanOptions.servers",
     "max_reconnect_attempts": "the driver reconnects forever (-1), as stan.go does",
@@ -30,7 +31,6 @@ _OWNED_NATS_KEYS = {
     "disconnected_cb": "the driver needs it to pause publishing",
     "closed_cb": "the driver needs it to report a closed connection",
 }
-REDACTED = "***"
 
 SubscriptionKind = Literal["durable_queue", "queue", "durable", "plain"]
 StartAt = Literal["first", "new_only", "last_received"]
@@ -169,9 +169,9 @@ class StanOptions:
             if f.name in ("password", "token"):
                 value = REDACTED
             elif f.name in ("servers", "monitor_url"):
-                value = redact_servers(value)
+                value = redact_urls(value)
             elif isinstance(value, Mapping):
-                value = {k: (REDACTED if _is_secret(k) else v) for k, v in value.items()}
+                value = redact(value)
             parts.append(f"{f.name}={value!r}")
         return f"StanOptions({', '.join(parts)})"
 
@@ -204,20 +204,16 @@ class StanOptions:
         path_cluster = parts.path.strip("/")
         if path_cluster:
             options.setdefault("cluster_id", path_cluster)
-        known = {f.name: f for f in fields(cls)}
-        for key, raw in parse_qsl(parts.query, keep_blank_values=True):
-            if key not in known or key in ("nats_options", "password", "token"):
-                raise ConfigurationError(
-                    f"unknown stan URL parameter {key!r}; known: "
-                    f"{sorted(k for k in known if k not in ('nats_options', 'password', 'token'))}"
-                )
-            options.setdefault(key, _parse_query_value(key, raw, known[key].type))
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown STAN option(s) {unknown}; known: {sorted(known)}. "
-                "Pass nats-py connection settings in nats_options={...}"
-            )
+        typed, _ = parse_query(
+            cls, parts.query, engine="STAN", exclude=("password", "token", "nats_options")
+        )
+        check_keywords(
+            cls,
+            options,
+            engine="STAN",
+            hint="Pass nats-py connection settings in nats_options={...}",
+        )
+        options = {**typed, **options}
         if "cluster_id" not in options:
             raise ConfigurationError(
                 "a stan URL needs the cluster id: stan://host:4223?cluster_id=<the server's "
@@ -298,33 +294,5 @@ def _positive_int(name: str, value: object) -> None:
         raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def _is_secret(key: str) -> bool:
-    return any(marker in key.lower() for marker in _SECRET_KEYS)
-
-
-def redact_servers(servers: str) -> str:
-    out = []
-    for server in servers.split(","):
-        scheme, sep, rest = server.partition("://")
-        if sep and "@" in rest:
-            rest = "***@" + rest.rsplit("@", 1)[1]
-        out.append(f"{scheme}{sep}{rest}")
-    return ",".join(out)
-
-
-def _parse_query_value(key: str, raw: str, annotation: object) -> Any:
-    text = str(annotation)
-    if "bool" in text:
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigurationError(f"stan URL parameter {key}={raw!r} is not a boolean")
-    try:
-        if "float" in text:
-            return float(raw)
-        if "int" in text:
-            return int(raw)
-    except ValueError:
-        raise ConfigurationError(f"stan URL parameter {key}={raw!r} is not a number") from None
-    return unquote(raw)
+redact_servers = redact_urls
+"""A comma-separated server list without user info (passwords, tokens)."""
