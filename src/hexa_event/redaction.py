@@ -10,7 +10,8 @@ name) and the value of every secret query option (``?token=***``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import fields
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -129,6 +130,26 @@ def scrubber(config: Mapping[str, Any]) -> Callable[[str], str]:
     """A function removing every secret value of ``config`` from a text (errors, logs)."""
     secrets = config_secrets(config)
     return lambda text: scrub(text, secrets)
+
+
+def redacted_repr(options: Any, *, secret: Collection[str] = (), urls: Collection[str] = ()) -> str:
+    """``Name(field=value, ...)`` of a dataclass without its unset fields (None, empty
+    mappings): the ``secret`` fields shown as ``***``, the ``urls`` fields (a URL, a
+    comma-separated list or a tuple of them) without user info, mappings through
+    :func:`redact`."""
+    parts = []
+    for f in fields(options):
+        value = getattr(options, f.name)
+        if value is None or (isinstance(value, Mapping) and not value):
+            continue
+        if f.name in secret:
+            value = REDACTED
+        elif f.name in urls:
+            value = redact_urls(value) if isinstance(value, str) else tuple(map(redact_url, value))
+        elif isinstance(value, Mapping):
+            value = redact(value)
+        parts.append(f"{f.name}={value!r}")
+    return f"{type(options).__name__}({', '.join(parts)})"
 
 
 def _longest_first(values: Iterable[str]) -> list[str]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 from ...errors import ConfigurationError
-from ...redaction import REDACTED
 from ...redaction import redact as redact
-from ..kit.query import check_keywords, parse_query
+from ...redaction import redacted_repr
+from ..kit.query import check_keywords, parse_query, split_url
 
 Assignment = Literal["cooperative-sticky", "range", "roundrobin"]
 ASSIGNMENTS = ("cooperative-sticky", "range", "roundrobin")
@@ -186,17 +185,7 @@ class KafkaOptions:
                 raise ConfigurationError(f"KafkaOptions: do not set {key!r}: {why}")
 
     def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (isinstance(value, Mapping) and not value):
-                continue
-            if f.name in ("sasl_password", "ssl_key_password"):
-                value = REDACTED
-            elif isinstance(value, Mapping):
-                value = redact(value)
-            parts.append(f"{f.name}={value!r}")
-        return f"KafkaOptions({', '.join(parts)})"
+        return redacted_repr(self, secret=("sasl_password", "ssl_key_password"))
 
     __str__ = __repr__
 
@@ -289,17 +278,7 @@ class KafkaOptions:
         ``client_config`` (:func:`librdkafka_key`); anything else is refused. Keyword options
         are this class's fields and win over the URL.
         """
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        username = password = None
-        if "@" in netloc:
-            userinfo, netloc = netloc.rsplit("@", 1)
-            user, _, pw = userinfo.partition(":")
-            username, password = unquote(user), unquote(pw)
-        if not netloc:
-            raise ConfigurationError(
-                "a kafka URL needs a host, e.g. 'kafka://127.0.0.1:9092' (got no host)"
-            )
+        parts, username, password, netloc = split_url(url, example="kafka://127.0.0.1:9092")
         check_keywords(
             cls, options, engine="Kafka", hint="Pass librdkafka settings in client_config={...}"
         )
@@ -314,7 +293,7 @@ class KafkaOptions:
         options = {**typed, **options}
         if username is not None:
             options.setdefault("sasl_username", username)
-            options.setdefault("sasl_password", password)
+            options.setdefault("sasl_password", password or "")
             options.setdefault("sasl_mechanism", client_config.pop("sasl.mechanism", "PLAIN"))
             options.setdefault(
                 "security_protocol", client_config.pop("security.protocol", "SASL_PLAINTEXT")

@@ -18,7 +18,7 @@ import typing
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import fields
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from ...errors import ConfigurationError
 
@@ -72,6 +72,21 @@ def parse_query(
                 + (f". {hint}" if hint else "")
             )
     return typed, passed
+
+
+def split_url(url: str, *, example: str) -> tuple[SplitResult, str | None, str | None, str]:
+    """``url``'s parts, user and password (percent-decoded, None when absent) and hosts
+    (``host:port[,host:port]``); ConfigurationError naming ``example`` when it has none."""
+    parts = urlsplit(url)
+    user = password = None
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at:
+        name, colon, secret = userinfo.partition(":")
+        user, password = unquote(name), (unquote(secret) if colon else None)
+    if not hosts:
+        scheme = example.split("://", 1)[0]
+        raise ConfigurationError(f"a {scheme} URL needs a host, e.g. {example!r} (got no host)")
+    return parts, user, password, hosts
 
 
 def check_keywords(cls: type, options: Mapping[str, Any], *, engine: str, hint: str = "") -> None:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 from ...errors import ConfigurationError
-from ...redaction import REDACTED, redact, redact_url
-from ..kit.query import check_keywords, parse_query
+from ...redaction import redact, redacted_repr
+from ..kit.query import check_keywords, parse_query, split_url
 
 MAX_PARTITIONS = 1024
 """Upper bound of ``NatsOptions.partitions`` (each partition is a consumer per action)."""
@@ -192,19 +191,9 @@ class NatsOptions:
         _mapping(owner, "client_options", self.client_options, _OWNED_CLIENT)
 
     def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (isinstance(value, Mapping) and not value):
-                continue
-            if f.name in ("password", "token", "nkeys_seed", "creds_file"):
-                value = REDACTED
-            elif f.name == "servers":
-                value = tuple(redact_url(s) for s in value)
-            elif isinstance(value, Mapping):
-                value = redact(value)
-            parts.append(f"{f.name}={value!r}")
-        return f"NatsOptions({', '.join(parts)})"
+        return redacted_repr(
+            self, secret=("password", "token", "nkeys_seed", "creds_file"), urls=("servers",)
+        )
 
     __str__ = __repr__
 
@@ -221,21 +210,13 @@ class NatsOptions:
         is a ``token``); query parameters are this class's scalar fields (``stream=ORDERS``,
         ``storage=memory``...); keyword options override both.
         """
-        parts = urlsplit(url)
+        parts, user, password, netloc = split_url(url, example="nats://127.0.0.1:4222")
         scheme = parts.scheme.lower()
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, netloc = netloc.rsplit("@", 1)
-            user, sep, password = userinfo.partition(":")
-            if sep:
-                options.setdefault("user", unquote(user))
-                options.setdefault("password", unquote(password))
-            else:
-                options.setdefault("token", unquote(user))
-        if not netloc:
-            raise ConfigurationError(
-                "a nats URL needs a host, e.g. 'nats://127.0.0.1:4222' (got no host)"
-            )
+        if password is not None:
+            options.setdefault("user", user)
+            options.setdefault("password", password)
+        elif user is not None:
+            options.setdefault("token", user)
         client_scheme = "tls" if scheme in ("tls", "nats+tls") else "nats"
         servers = tuple(f"{client_scheme}://{hostport}" for hostport in netloc.split(","))
         typed, _ = parse_query(cls, parts.query, engine="NATS")

@@ -12,13 +12,12 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 from ...errors import ConfigurationError
-from ...redaction import REDACTED, redact, redact_url
-from ..kit.query import check_keywords, coerce, parse_query
+from ...redaction import redact, redact_url, redacted_repr
+from ..kit.query import check_keywords, coerce, parse_query, split_url
 
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
 """pulsar-client's own (C++) log lines with ``client_log="logging"``."""
@@ -174,19 +173,9 @@ class PulsarOptions:
         _check_mapping(owner, "consumer_config", self.consumer_config, _FORBIDDEN_CONSUMER)
 
     def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (isinstance(value, Mapping) and not value):
-                continue
-            if f.name in ("token", "authentication"):
-                value = REDACTED
-            elif f.name in ("service_url", "admin_url"):
-                value = shown_url(value)
-            elif isinstance(value, Mapping):
-                value = redact(value)
-            parts.append(f"{f.name}={value!r}")
-        return f"PulsarOptions({', '.join(parts)})"
+        return redacted_repr(
+            self, secret=("token", "authentication"), urls=("service_url", "admin_url")
+        )
 
     __str__ = __repr__
 
@@ -240,15 +229,9 @@ class PulsarOptions:
         naming the known options. A user part of the URL is taken as the auth token. Keyword options
         are this class's fields and win over the URL.
         """
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, netloc = netloc.rsplit("@", 1)
-            options.setdefault("token", unquote(userinfo))
-        if not netloc:
-            raise ConfigurationError(
-                "a pulsar URL needs a host, e.g. 'pulsar://127.0.0.1:6650' (got no host)"
-            )
+        parts, user, password, netloc = split_url(url, example="pulsar://127.0.0.1:6650")
+        if user is not None:  # the whole user info is the token
+            options.setdefault("token", user if password is None else f"{user}:{password}")
         check_keywords(
             cls, options, engine="Pulsar", hint="Pass pulsar-client settings in client_config={...}"
         )

@@ -14,13 +14,12 @@ import re
 import socket
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 from ...errors import ConfigurationError
-from ...redaction import REDACTED, redact, redact_urls
-from ..kit.query import check_keywords, parse_query
+from ...redaction import redact_urls, redacted_repr
+from ..kit.query import check_keywords, parse_query, split_url
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOKEN_RE = re.compile(r"^[^\s*>.]+$")
@@ -161,19 +160,7 @@ class StanOptions:
         return kwargs
 
     def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (isinstance(value, Mapping) and not value):
-                continue
-            if f.name in ("password", "token"):
-                value = REDACTED
-            elif f.name in ("servers", "monitor_url"):
-                value = redact_urls(value)
-            elif isinstance(value, Mapping):
-                value = redact(value)
-            parts.append(f"{f.name}={value!r}")
-        return f"StanOptions({', '.join(parts)})"
+        return redacted_repr(self, secret=("password", "token"), urls=("servers", "monitor_url"))
 
     __str__ = __repr__
 
@@ -185,18 +172,13 @@ class StanOptions:
         ``ack_wait``...); keyword options override them. The servers become
         ``nats://host:port`` (``stan+tls://`` gives ``tls://``).
         """
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, netloc = netloc.rsplit("@", 1)
-            user, sep, password = userinfo.partition(":")
-            options.setdefault("user", unquote(user))
-            if sep:
-                options.setdefault("password", unquote(password))
-        if not netloc:
-            raise ConfigurationError(
-                "a stan URL needs a host, e.g. 'stan://127.0.0.1:4223?cluster_id=test-cluster'"
-            )
+        parts, user, password, netloc = split_url(
+            url, example="stan://127.0.0.1:4223?cluster_id=test-cluster"
+        )
+        if user is not None:
+            options.setdefault("user", user)
+        if password is not None:
+            options.setdefault("password", password)
         nats_scheme = "tls" if parts.scheme.lower().endswith("+tls") else "nats"
         options.setdefault(
             "servers", ",".join(f"{nats_scheme}://{h.strip()}" for h in netloc.split(","))
