@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...errors import ConfigurationError
+from ...numbers import check_number
 from ...redaction import redact as redact
 from ...redaction import redacted_repr
 from ..kit.query import check_keywords, parse_query, split_url
@@ -162,18 +163,13 @@ class KafkaOptions:
                 "KafkaOptions.bootstrap_servers is required, e.g. '127.0.0.1:9092'"
             )
         check_bootstrap(self.bootstrap_servers)
-        if not isinstance(self.partitions, int) or self.partitions < 1:
-            raise ConfigurationError("KafkaOptions.partitions must be an integer >= 1")
-        if not isinstance(self.replication_factor, int) or self.replication_factor < 1:
-            raise ConfigurationError("KafkaOptions.replication_factor must be an integer >= 1")
-        if self.delivery_timeout <= 0:
-            raise ConfigurationError("KafkaOptions.delivery_timeout must be > 0 seconds")
-        if self.linger_ms < 0:
-            raise ConfigurationError("KafkaOptions.linger_ms must be >= 0")
-        if not self.metadata_timeout > 0:
-            raise ConfigurationError("KafkaOptions.metadata_timeout must be > 0 seconds")
-        if self.revoke_timeout < 0 or self.assignment_timeout < 0:
-            raise ConfigurationError("KafkaOptions timeouts must be >= 0 seconds")
+        for name in ("partitions", "replication_factor"):
+            check_number(f"KafkaOptions.{name}", getattr(self, name), minimum=1, integer=True)
+        for name in ("delivery_timeout", "metadata_timeout"):
+            check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name), above=True)
+        for name in ("revoke_timeout", "assignment_timeout"):
+            check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name))
+        check_number("KafkaOptions.linger_ms", self.linger_ms)
         for name in ("client_config", "producer_config", "consumer_config"):
             _check_config(name, getattr(self, name))
         for key, why in _FORBIDDEN_CONSUMER.items():

@@ -10,12 +10,12 @@ TLS key passwords) never appear in reprs, logs or errors.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...errors import ConfigurationError
+from ...numbers import check_number
 from ...redaction import redact, redacted_repr
 from ..kit.query import check_keywords, parse_query, split_url
 
@@ -45,13 +45,6 @@ _OWNED_CLIENT = {
     "error_cb": "the driver logs client errors",
     "closed_cb": "the driver tracks the connection",
 }
-
-
-def _positive(owner: str, name: str, value: object, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int | float) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(f"{owner}.{name} must be a number {bound}, got {value!r}")
 
 
 def _mapping(owner: str, name: str, value: object, owned: Mapping[str, str]) -> None:
@@ -167,13 +160,11 @@ class NatsOptions:
             raise ConfigurationError(f"{owner}.storage must be 'file' or 'memory'")
         if not isinstance(self.replicas, int) or not 1 <= self.replicas <= 5:
             raise ConfigurationError(f"{owner}.replicas must be an integer from 1 to 5")
-        _positive(owner, "max_age", self.max_age, allow_zero=True)
+        check_number(f"{owner}.max_age", self.max_age)
         if not isinstance(self.max_bytes, int) or (self.max_bytes < 1 and self.max_bytes != -1):
             raise ConfigurationError(f"{owner}.max_bytes must be -1 (unlimited) or >= 1")
-        _positive(owner, "duplicate_window", self.duplicate_window)
-        _positive(
-            owner, "consumer_inactive_threshold", self.consumer_inactive_threshold, allow_zero=True
-        )
+        check_number(f"{owner}.duplicate_window", self.duplicate_window, above=True)
+        check_number(f"{owner}.consumer_inactive_threshold", self.consumer_inactive_threshold)
         if self.duplicate_window < 0.1:
             raise ConfigurationError(f"{owner}.duplicate_window must be >= 0.1 seconds")
         if self.max_age and self.duplicate_window > self.max_age:
@@ -182,7 +173,7 @@ class NatsOptions:
                 f"max_age ({self.max_age}s); lower it or raise max_age"
             )
         for name in ("publish_timeout", "connect_timeout", "reconnect_wait", "request_timeout"):
-            _positive(owner, name, getattr(self, name))
+            check_number(f"{owner}.{name}", getattr(self, name), above=True)
         if not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
             raise ConfigurationError(f"{owner}.max_in_flight must be an integer >= 1")
         if self.token is not None and self.user is not None:
@@ -270,7 +261,7 @@ class NatsSubscriptionOptions:
     def __post_init__(self) -> None:
         owner = "NatsSubscriptionOptions"
         if self.failover_timeout is not None:
-            _positive(owner, "failover_timeout", self.failover_timeout)
+            check_number(f"{owner}.failover_timeout", self.failover_timeout, above=True)
             if self.failover_timeout <= self.ack_wait:
                 raise ConfigurationError(
                     f"{owner}.failover_timeout ({self.failover_timeout}s) must exceed ack_wait "
@@ -279,7 +270,7 @@ class NatsSubscriptionOptions:
                 )
         if self.durable is not None and (not isinstance(self.durable, str) or not self.durable):
             raise ConfigurationError(f"{owner}.durable must be a non-empty string")
-        _positive(owner, "ack_wait", self.ack_wait)
+        check_number(f"{owner}.ack_wait", self.ack_wait, above=True)
         if self.ack_wait < 1:
             raise ConfigurationError(f"{owner}.ack_wait must be >= 1 second")
         if not isinstance(self.max_deliver, int) or (
@@ -292,7 +283,7 @@ class NatsSubscriptionOptions:
             raise ConfigurationError(f"{owner}.max_ack_pending must be -1 or >= 1")
         if self.batch is not None and (not isinstance(self.batch, int) or self.batch < 1):
             raise ConfigurationError(f"{owner}.batch must be an integer >= 1")
-        _positive(owner, "heartbeat", self.heartbeat)
+        check_number(f"{owner}.heartbeat", self.heartbeat, above=True)
         if self.heartbeat < 0.5 or self.heartbeat * 2 >= self.ack_wait:
             raise ConfigurationError(
                 f"{owner}.heartbeat must be >= 0.5 s and under half of ack_wait"

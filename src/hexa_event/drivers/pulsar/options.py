@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...errors import ConfigurationError
+from ...numbers import check_number
 from ...redaction import redact, redact_url, redacted_repr
 from ..kit.query import check_keywords, coerce, parse_query, split_url
 
@@ -69,11 +70,6 @@ def _check_mapping(owner: str, name: str, config: Any, forbidden: Mapping[str, s
             raise ConfigurationError(f"{owner}.{name} has a bad key {key!r}")
         if key in forbidden:
             raise ConfigurationError(f"{owner}.{name}: do not set {key!r}: {forbidden[key]}")
-
-
-def _positive(owner: str, name: str, value: Any, *, minimum: float = 0.0) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
-        raise ConfigurationError(f"{owner}.{name} must be a number >= {minimum}, got {value!r}")
 
 
 class SubscriptionType(enum.Enum):
@@ -159,9 +155,9 @@ class PulsarOptions:
             raise ConfigurationError(f"{owner}.partitions must be an integer >= 1")
         if self.body not in ("native", "go"):
             raise ConfigurationError(f"{owner}.body must be 'native' or 'go', got {self.body!r}")
-        _positive(owner, "send_timeout", self.send_timeout)
-        _positive(owner, "operation_timeout", self.operation_timeout, minimum=1)
-        _positive(owner, "connection_timeout", self.connection_timeout, minimum=1)
+        check_number(f"{owner}.send_timeout", self.send_timeout)
+        check_number(f"{owner}.operation_timeout", self.operation_timeout, minimum=1)
+        check_number(f"{owner}.connection_timeout", self.connection_timeout, minimum=1)
         if not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
             raise ConfigurationError(f"{owner}.max_in_flight must be an integer >= 1")
         if not isinstance(self.batching_delay_ms, int) or self.batching_delay_ms < 0:
@@ -288,8 +284,8 @@ class PulsarSubscriptionOptions:
             raise ConfigurationError(f"{owner}.name must be a non-empty string")
         if not isinstance(self.receiver_queue_size, int) or self.receiver_queue_size < 1:
             raise ConfigurationError(f"{owner}.receiver_queue_size must be an integer >= 1")
-        _positive(owner, "nack_delay", self.nack_delay, minimum=0.1)
-        _positive(owner, "ack_timeout", self.ack_timeout)
+        check_number(f"{owner}.nack_delay", self.nack_delay, minimum=0.1)
+        check_number(f"{owner}.ack_timeout", self.ack_timeout)
         if 0 < self.ack_timeout < 10:
             raise ConfigurationError(f"{owner}.ack_timeout must be 0 (off) or >= 10 seconds")
         _check_mapping(owner, "consumer_config", self.consumer_config, _FORBIDDEN_CONSUMER)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...errors import ConfigurationError
+from ...numbers import check_number
 from ...redaction import redact_urls, redacted_repr
 from ..kit.query import check_keywords, parse_query, split_url
 
@@ -114,15 +115,15 @@ class StanOptions:
         if not isinstance(self.servers, str) or not self.servers.strip():
             raise ConfigurationError("StanOptions.servers is required, e.g. nats://127.0.0.1:4223")
         for name in ("connect_timeout", "ack_timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
-                raise ConfigurationError(f"StanOptions.{name} must be > 0 seconds, got {value!r}")
-        _positive_int("StanOptions.max_pub_acks_inflight", self.max_pub_acks_inflight)
-        _positive_int("StanOptions.ping_interval", self.ping_interval)
-        _positive_int("StanOptions.ping_max_out", self.ping_max_out)
-        _positive_int("StanOptions.ack_wait", self.ack_wait)
+            check_number(f"StanOptions.{name} (seconds)", getattr(self, name), above=True)
+        check_number(
+            "StanOptions.max_pub_acks_inflight", self.max_pub_acks_inflight, minimum=1, integer=True
+        )
+        check_number("StanOptions.ping_interval", self.ping_interval, minimum=1, integer=True)
+        check_number("StanOptions.ping_max_out", self.ping_max_out, minimum=1, integer=True)
+        check_number("StanOptions.ack_wait", self.ack_wait, minimum=1, integer=True)
         if self.max_inflight is not None:
-            _positive_int("StanOptions.max_inflight", self.max_inflight)
+            check_number("StanOptions.max_inflight", self.max_inflight, minimum=1, integer=True)
         if self.monitor_url is not None and (
             not isinstance(self.monitor_url, str)
             or not self.monitor_url.startswith(("http://", "https://"))
@@ -245,9 +246,11 @@ class StanSubscriptionOptions:
                 f"contain ':' (got {self.durable_name!r})"
             )
         if self.max_inflight is not None:
-            _positive_int("StanSubscriptionOptions.max_inflight", self.max_inflight)
+            check_number(
+                "StanSubscriptionOptions.max_inflight", self.max_inflight, minimum=1, integer=True
+            )
         if self.ack_wait is not None:
-            _positive_int("StanSubscriptionOptions.ack_wait", self.ack_wait)
+            check_number("StanSubscriptionOptions.ack_wait", self.ack_wait, minimum=1, integer=True)
         starts = [
             n
             for n in ("start", "start_sequence", "start_time_delta")
@@ -264,16 +267,16 @@ class StanSubscriptionOptions:
                 "'first', 'new_only', 'last_received'"
             )
         if self.start_sequence is not None:
-            _positive_int("StanSubscriptionOptions.start_sequence", self.start_sequence)
+            check_number(
+                "StanSubscriptionOptions.start_sequence",
+                self.start_sequence,
+                minimum=1,
+                integer=True,
+            )
         if self.start_time_delta is not None and (
             not isinstance(self.start_time_delta, int | float) or self.start_time_delta < 0
         ):
             raise ConfigurationError("StanSubscriptionOptions.start_time_delta must be >= 0 s")
-
-
-def _positive_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 redact_servers = redact_urls
