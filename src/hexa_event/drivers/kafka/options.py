@@ -17,6 +17,7 @@ from ...errors import ConfigurationError
 from ...numbers import check_number
 from ...redaction import redact as redact
 from ...redaction import redacted_repr
+from ..kit.options import check_mapping
 from ..kit.query import check_keywords, parse_query, split_url
 
 Assignment = Literal["cooperative-sticky", "range", "roundrobin"]
@@ -99,14 +100,6 @@ def _harmless(key: str, value: Any) -> bool:
     return key in ("enable.auto.offset.store", "enable.auto.commit") and value in (False, "false")
 
 
-def _check_config(name: str, config: Mapping[str, Any]) -> None:
-    if not isinstance(config, Mapping):
-        raise ConfigurationError(f"KafkaOptions.{name} must be a mapping of librdkafka keys")
-    for key in config:
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f"KafkaOptions.{name} has a bad key {key!r}")
-
-
 _FAST_FIRST_REQUEST = {"reconnect.backoff.ms": 10}
 """For the admin client and the producer: librdkafka drops its bootstrap connection once it
 knows the brokers and waits out this back-off before connecting to them; at its 100 ms that
@@ -171,7 +164,7 @@ class KafkaOptions:
             check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name))
         check_number("KafkaOptions.linger_ms", self.linger_ms)
         for name in ("client_config", "producer_config", "consumer_config"):
-            _check_config(name, getattr(self, name))
+            check_mapping("KafkaOptions", name, getattr(self, name), what="librdkafka keys")
         for key, why in _FORBIDDEN_CONSUMER.items():
             for source in (self.client_config, self.consumer_config):
                 if key in source and not _harmless(key, source[key]):
@@ -335,7 +328,12 @@ class KafkaSubscriptionOptions:
             object.__setattr__(
                 self, "separate_retry_group", self.assignment == "cooperative-sticky"
             )
-        _check_config("consumer_config", self.consumer_config)
+        check_mapping(
+            "KafkaSubscriptionOptions",
+            "consumer_config",
+            self.consumer_config,
+            what="librdkafka keys",
+        )
         for key, why in _FORBIDDEN_CONSUMER.items():
             value = self.consumer_config.get(key)
             if key in self.consumer_config and not _harmless(key, value):

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from ...errors import ConfigurationError
 from ...numbers import check_number
 from ...redaction import redact, redacted_repr
+from ..kit.options import check_mapping
 from ..kit.query import check_keywords, parse_query, split_url
 
 MAX_PARTITIONS = 1024
@@ -24,8 +25,8 @@ MAX_PARTITIONS = 1024
 
 # Fields of the JetStream configs the driver owns because its guarantees depend on them.
 _OWNED_STREAM = {
-    "name": "NatsOptions.stream",
-    "subjects": "NatsOptions.subject_prefix (the stream holds '<prefix>.>')",
+    "name": "set NatsOptions.stream",
+    "subjects": "set NatsOptions.subject_prefix (the stream holds '<prefix>.>')",
 }
 _OWNED_CONSUMER = {
     "durable_name": "the consumer is the subscription's action (or durable=)",
@@ -45,16 +46,6 @@ _OWNED_CLIENT = {
     "error_cb": "the driver logs client errors",
     "closed_cb": "the driver tracks the connection",
 }
-
-
-def _mapping(owner: str, name: str, value: object, owned: Mapping[str, str]) -> None:
-    if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{owner}.{name} must be a mapping, got {type(value).__name__}")
-    for key in value:
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f"{owner}.{name} has a bad key {key!r}")
-        if key in owned:
-            raise ConfigurationError(f"{owner}.{name}: do not set {key!r}; set {owned[key]}")
 
 
 def _token(owner: str, name: str, value: object, *, dots: bool) -> None:
@@ -178,8 +169,8 @@ class NatsOptions:
             raise ConfigurationError(f"{owner}.max_in_flight must be an integer >= 1")
         if self.token is not None and self.user is not None:
             raise ConfigurationError(f"{owner}: pass either token or user/password, not both")
-        _mapping(owner, "stream_config", self.stream_config, _OWNED_STREAM)
-        _mapping(owner, "client_options", self.client_options, _OWNED_CLIENT)
+        check_mapping(owner, "stream_config", self.stream_config, _OWNED_STREAM)
+        check_mapping(owner, "client_options", self.client_options, _OWNED_CLIENT)
 
     def __repr__(self) -> str:
         return redacted_repr(
@@ -288,7 +279,7 @@ class NatsSubscriptionOptions:
             raise ConfigurationError(
                 f"{owner}.heartbeat must be >= 0.5 s and under half of ack_wait"
             )
-        _mapping(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
+        check_mapping(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
 
     @property
     def pull_expires(self) -> float:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from ...errors import ConfigurationError
 from ...numbers import check_number
 from ...redaction import redact, redact_url, redacted_repr
+from ..kit.options import check_mapping
 from ..kit.query import check_keywords, coerce, parse_query, split_url
 
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
@@ -60,16 +61,6 @@ _FORBIDDEN_PRODUCER = {
 
 shown_url = redact_url
 """``url`` without its user info (a token or password in it is never shown)."""
-
-
-def _check_mapping(owner: str, name: str, config: Any, forbidden: Mapping[str, str]) -> None:
-    if not isinstance(config, Mapping):
-        raise ConfigurationError(f"{owner}.{name} must be a mapping of pulsar-client keywords")
-    for key in config:
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f"{owner}.{name} has a bad key {key!r}")
-        if key in forbidden:
-            raise ConfigurationError(f"{owner}.{name}: do not set {key!r}: {forbidden[key]}")
 
 
 class SubscriptionType(enum.Enum):
@@ -164,9 +155,21 @@ class PulsarOptions:
             raise ConfigurationError(f"{owner}.batching_delay_ms must be an integer >= 0")
         if self.token is not None and self.authentication is not None:
             raise ConfigurationError(f"{owner}: pass token= or authentication=, not both")
-        _check_mapping(owner, "client_config", self.client_config, {})
-        _check_mapping(owner, "producer_config", self.producer_config, _FORBIDDEN_PRODUCER)
-        _check_mapping(owner, "consumer_config", self.consumer_config, _FORBIDDEN_CONSUMER)
+        check_mapping(owner, "client_config", self.client_config, what="pulsar-client keywords")
+        check_mapping(
+            owner,
+            "producer_config",
+            self.producer_config,
+            _FORBIDDEN_PRODUCER,
+            what="pulsar-client keywords",
+        )
+        check_mapping(
+            owner,
+            "consumer_config",
+            self.consumer_config,
+            _FORBIDDEN_CONSUMER,
+            what="pulsar-client keywords",
+        )
 
     def __repr__(self) -> str:
         return redacted_repr(
@@ -288,7 +291,13 @@ class PulsarSubscriptionOptions:
         check_number(f"{owner}.ack_timeout", self.ack_timeout)
         if 0 < self.ack_timeout < 10:
             raise ConfigurationError(f"{owner}.ack_timeout must be 0 (off) or >= 10 seconds")
-        _check_mapping(owner, "consumer_config", self.consumer_config, _FORBIDDEN_CONSUMER)
+        check_mapping(
+            owner,
+            "consumer_config",
+            self.consumer_config,
+            _FORBIDDEN_CONSUMER,
+            what="pulsar-client keywords",
+        )
 
     def __repr__(self) -> str:
         return (
