@@ -1,12 +1,15 @@
 """Per-event cost breakdown of the memory end-to-end and Kafka consume paths (cProfile).
 
-    python benchmarks/profile.py [--paths memory,kafka] [--count 20000] [--top 25]
+    python benchmarks/profile.py [--paths memory,kafka,pulsar,stan] [--count 20000] [--top 25]
 
-Runs each path once unprofiled (the real rate), then once under cProfile, and prints the
-event loop thread's own time per event grouped by layer, then the top functions by own
+``pulsar`` and ``stan`` profile the paths listed in ``PROFILED`` of ``pulsar_bench.py`` and
+``stan_bench.py`` (emit, receiver, driver alone; topics are filled before, out of the
+profile). Runs each path once unprofiled (the real rate), then once under cProfile, and
+prints the event loop thread's own time per event grouped by layer, then the top functions by own
 time. Time in C functions (msgspec, dict building, librdkafka calls) is charged to the
 layer of the Python function that called them; time the loop spends idle in ``select`` is
-left out. Threads (the Kafka driver's blocking client calls, sync handlers) are not in the
+left out. Threads (the Kafka driver's blocking client calls, the Pulsar driver's receive
+threads, sync handlers) are not in the
 profile. cProfile slows Python code several-fold, so read the shares, not the absolute µs:
 the "per event, unprofiled" line is the real cost.
 
@@ -37,7 +40,8 @@ import pstats  # noqa: E402
 sys.path.insert(0, _HERE)
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("driver", ("hexa_event/driver.py", "hexa_event/drivers/", "confluent_kafka", "cimpl")),
+    ("driver", ("hexa_event/driver.py", "hexa_event/drivers/", "confluent_kafka", "cimpl",
+                "site-packages/pulsar/", "_pulsar", "site-packages/nats/")),
     ("emit", ("hexa_event/emitter.py", "hexa_event/envelope.py", "hexa_event/event.py",
               "hexa_event/ids.py", "uuid_utils")),
     ("wire/dispatch", ("hexa_event/wire.py", "hexa_event/dispatch.py", "hexa_event/retry.py",
@@ -184,6 +188,17 @@ async def main() -> None:
                 await profile(title, args.count, run, args.top)
             except Exception as exc:
                 print(f"  failed: {type(exc).__name__}: {exc}")
+    for engine in ("pulsar", "stan"):
+        if engine in paths:
+            bench = __import__(f"{engine}_bench")
+            for title, fill, run in bench.PROFILED:
+                # Filled before, out of the profile: one topic per run (unprofiled, profiled).
+                filled = [await fill(args.count) for _ in range(2)] if fill else []
+
+                async def go(count: int, run: Any = run, filled: list[str] = filled) -> float:
+                    return float(await (run(count, filled.pop()) if filled else run(count)))
+
+                await profile(f"{engine}: {title}", args.count, go, args.top)
 
 
 if __name__ == "__main__":

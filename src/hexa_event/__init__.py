@@ -15,6 +15,7 @@ async with receiver:
 """
 
 from . import headers
+from .batching import Batch, BatchFailed
 from .codecs import Codec, codec_names, get_codec, register_codec
 from .connect import Connection, connect, known_schemes, register_driver
 from .context import (
@@ -85,6 +86,8 @@ __all__ = [
     "NO_RETRIES",
     "AlreadySettledError",
     "BaggagePropagator",
+    "Batch",
+    "BatchFailed",
     "ChannelNotFoundError",
     "ClosedError",
     "CloudEvents",

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from . import batching
 from .dispatch import Counters, Dispatcher, PermanentPredicate, Route, permanent_predicate
 from .driver import Delivery, Driver, StartPosition, Subscription, SubscriptionSpec
 from .errors import ClosedError, ConfigurationError, DriverError, ReceiverFailedError
@@ -65,7 +66,9 @@ class SubscriptionInfo:
     prefetch: int
     dispatcher: Dispatcher | None = None
     subscription: Subscription | None = None
-    lanes: Lanes[Delivery] | None = None
+    lanes: Lanes[Delivery] | batching.BatchLanes | None = None
+    batch: batching.BatchPlan | None = None
+    """Set for a batch handler (``subscribe(batch=...)``)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     unsettled: dict[Delivery, float] = field(default_factory=dict)
     """Deliveries fetched and not yet written back, with their fetch time (oldest first)."""
@@ -177,6 +180,7 @@ class Receiver:
         dedup_ids: DedupIds = "event",
         retry_base: str | None = None,
         handler: Handler | SyncHandler | None = None,
+        batch: batching.Batch | None = None,
     ) -> Callable[[H], H]:
         """Register ``handler`` (or decorate one) for a channel, several, or a pattern.
 
@@ -189,7 +193,8 @@ class Receiver:
         predicate) that skip retries. ``options`` are the driver's own typed options.
         ``dedup_ids="go"`` makes the dedup keys Go hexa-event's (HEXA_EVENT_ID is the
         broker coordinates; root id and action come from the headers), for actions shared
-        with Go services.
+        with Go services. ``batch=he.Batch(max_size, max_wait)`` makes it a batch handler,
+        called as ``handler(ctx, msgs)`` with a list (see :mod:`hexa_event.batching`).
         """
         _check_name("action", action)
         if group is not None:
@@ -233,14 +238,21 @@ class Receiver:
         if self._started:
             raise ConfigurationError("subscribe before start(): this receiver already runs")
         policy = retry or RetryPolicy()
-        limit = concurrency or self._concurrency
+        limit = concurrency or (1 if batch is not None else self._concurrency)
         chain_names = Chain(
             action=action, base=retry_base or action, policy=policy, dedup_ids=dedup_ids
         )
 
         def register(fn: H) -> H:
-            check_handler(fn, where=f"subscribe(action={action!r})")
-            wrapped = chain(as_async(fn), self._middlewares)
+            where = f"subscribe(action={action!r})"
+            plan = None
+            if batch is not None:  # a batch handler: middlewares wrap single handlers only
+                plan = batching.plan(batch, fn, where=where)
+                wrapped = plan.single(action)
+            else:
+                check_handler(fn, where=where)
+                batching.refuse_batch_signature(fn, where=where)
+                wrapped = chain(as_async(fn), self._middlewares)
             route = Route(
                 chain=chain_names,
                 handler=wrapped,
@@ -254,6 +266,8 @@ class Receiver:
                 else tuple(chain_names.retry_channel(n) for n in range(1, policy.max_retries + 1))
             )
             window = max(4 * limit, 256)
+            if plan is not None:
+                window = max(window, plan.batch.window(limit))
             # Where the broker does not hold scheduled events, the core holds them (or nacks
             # them, which STAN keeps in flight): the driver may hand out that many more, so
             # that they never stop the other keys.
@@ -276,6 +290,7 @@ class Receiver:
                 route=route,
                 concurrency=limit,
                 prefetch=window,
+                batch=plan,
             )
             return fn
 
@@ -304,12 +319,30 @@ class Receiver:
                     (*info.spec.channels, info.route.chain.dead_letter_channel)
                 )
                 info.subscription = await self.driver.subscribe(info.spec)
-                info.dispatcher = Dispatcher(
-                    self.driver.publish, self.driver.features, info.route, self._closing
-                )
-                info.lanes = Lanes(
-                    self._work(info), info.concurrency, name=f"hexa-event:{info.action}"
-                )
+                if info.batch is not None:
+                    dispatcher = batching.BatchDispatcher(
+                        self.driver.publish,
+                        self.driver.features,
+                        info.route,
+                        self._closing,
+                        info.batch,
+                    )
+                    info.dispatcher = dispatcher
+                    info.lanes = batching.BatchLanes(
+                        dispatcher,
+                        info.batch.batch,
+                        info,
+                        self._closing,
+                        workers=info.concurrency,
+                        name=f"hexa-event:{info.action}",
+                    )
+                else:
+                    info.dispatcher = Dispatcher(
+                        self.driver.publish, self.driver.features, info.route, self._closing
+                    )
+                    info.lanes = Lanes(
+                        self._work(info), info.concurrency, name=f"hexa-event:{info.action}"
+                    )
                 info.room.set()
                 info.tasks = [
                     asyncio.create_task(self._fetch_loop(info), name=f"hexa-fetch:{info.action}"),
@@ -541,7 +574,7 @@ class Receiver:
             self._closed.set()
             logger.info("receiver %s closed", self.name)
 
-    async def _drain(self, lanes: list[Lanes[Delivery]]) -> bool:
+    async def _drain(self, lanes: list[Lanes[Delivery] | batching.BatchLanes]) -> bool:
         """Wait for every lane to empty within ``drain_timeout``, or until :meth:`hurry`."""
         joined = asyncio.ensure_future(
             asyncio.gather(*(lane.join(within=self._drain_timeout) for lane in lanes))

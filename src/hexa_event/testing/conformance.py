@@ -35,6 +35,7 @@ from ..driver import RawRecord
 from ..errors import PermanentError
 from ..event import Event, Message
 from ..retry import RetryPolicy
+from .batches import BatchConformance
 from .contract import DriverPool
 from .lag import LagConformance
 from .requests import RequestConformance
@@ -50,7 +51,7 @@ class Order:
     total: int
 
 
-class DriverConformance(LagConformance, RequestConformance):
+class DriverConformance(LagConformance, RequestConformance, BatchConformance):
     """Subclass as ``Test<Driver>`` and implement :meth:`new_driver`.
 
     Runs the contract-level and settle-everything checks it inherits, then everything

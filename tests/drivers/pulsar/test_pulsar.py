@@ -336,6 +336,31 @@ async def test_delayed_publish_is_held_until_not_before(make_driver: MakeDriver)
     assert time.time() >= due - 1.1
 
 
+async def test_prefetch_room_is_freed_by_settle_once(make_driver: MakeDriver) -> None:
+    """A delivery holds its place of the prefetch window until it is settled (written with
+    ``settle``), not merely acked; settling the same deliveries again frees nothing more."""
+    driver = await make_driver()
+    channel, action = names()
+    await driver.provision([channel])
+    await driver.publish([record(channel, n) for n in range(9)])
+    spec = SubscriptionSpec(group=action, channels=(channel,), prefetch=3)
+    subscription = await driver.subscribe(spec)
+    first = await take(subscription, 3, settle=None)
+    for delivery in first:
+        delivery.ack()
+    await nothing_within(subscription, 1.0)  # acked, not settled: still in the window
+    await subscription.settle(first)
+    await subscription.settle(first)  # a retried settle (the core retries failed ones)
+    second = await take(subscription, 3, settle=None)
+    await nothing_within(subscription, 1.0)  # three out, unsettled: the window is full
+    for delivery in second:
+        delivery.ack()
+    await subscription.settle(second)
+    third = await take(subscription, 3)
+    got = sorted(d.record.headers["n"] for d in first + second + third)
+    assert got == [str(n).encode() for n in range(9)]
+
+
 async def test_unsettled_deliveries_come_back_after_close(make_driver: MakeDriver) -> None:
     driver = await make_driver()
     channel, action = names()

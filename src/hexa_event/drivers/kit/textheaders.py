@@ -48,12 +48,14 @@ def decode(
 ) -> dict[str, bytes]:
     """The inverse of :func:`encode`: the headers ``keep`` accepts (all by default), the
     listed ones base64-decoded (a value that is not base64 after all stays as it came)."""
+    listed = raw.get(listed_in)
+    if listed is None and keep is None:  # the common case: text headers only
+        return {name: value.encode() for name, value in raw.items()}
     headers = {
         name: value.encode()
         for name, value in raw.items()
         if name != listed_in and (keep is None or keep(name))
     }
-    listed = raw.get(listed_in)
     if listed:
         for name in listed.split(","):
             if name in headers:

@@ -7,10 +7,13 @@ copies carry a deliver-at time, which Pulsar honours on Shared subscriptions, an
 no order to keep.
 
 Each consumer has a thread that blocks in pulsar-client's ``receive()`` and drains what is
-already buffered, then hands the batch to the event loop in one call (no future per
-message, and a cancelled ``fetch`` loses nothing: deliveries wait in the subscription's
-queue). At most ``spec.prefetch`` deliveries are out unsettled per consumer; the thread
-waits for room before receiving more.
+already buffered (``batch_receive``: one call, waiting at most 1 ms for a full batch), then
+hands the batch to the event loop in one call (no future per message, and a cancelled
+``fetch`` loses nothing: deliveries wait in the subscription's queue). At most
+``spec.prefetch`` deliveries are out unsettled per consumer; the thread waits for room
+before receiving more. The same thread sends the acknowledgements ``settle`` queues,
+between receives (at least every 20 ms while some wait): every pulsar-client call gives up
+the GIL, and on the loop thread each would then wait to take it back from this one.
 
 Settling:
 - ack: an individual (batch-index) acknowledgement; on Exclusive and Failover the acks below
@@ -26,8 +29,9 @@ Settling:
   hands an early one back again). On Exclusive and Failover, Pulsar answers a nack by
   redelivering everything unacknowledged (and keeps no redelivery count): prefer the
   default Key_Shared where handlers fail.
-- Pulsar groups acknowledgements for up to 100 ms; a crash inside that window means the
-  messages are delivered again (at-least-once), never lost.
+- Acks wait up to 20 ms for the receive thread, then Pulsar groups acknowledgements for up
+  to 100 ms; a crash inside that window means the messages are delivered again
+  (at-least-once), never lost.
 
 Redelivery count: ``Delivery.delivery_count`` is Pulsar's redelivery count + 1 (Shared and
 Key_Shared; Pulsar keeps no count on Exclusive/Failover, where it stays 1).
@@ -71,6 +75,10 @@ _CONSUMER_TYPES = {
 _CUMULATIVE = (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
 _DRAIN = 500
 """Most messages one receive round hands to the loop."""
+_BATCH_WAIT_MS = 1
+"""How long one ``batch_receive`` waits for a full batch when fewer are buffered."""
+_ACK_TICK_MS = 20
+"""While acks wait for the receive thread, it wakes at least this often (ms) to send them."""
 _STALL_REPORT = 30.0
 """Seconds between warnings while a consumer stays disconnected."""
 _PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
@@ -78,6 +86,12 @@ _LAG_EVERY = 5.0
 """Seconds between reads of the subscription's backlog from the admin API."""
 
 MessageKey = tuple[int, int, int]
+
+
+def _batch_size(prefetch: int) -> int:
+    """Messages one ``batch_receive`` returns at most: half the prefetch window, so that
+    a receive round takes it while room for a whole batch is left."""
+    return max(1, min(_DRAIN, prefetch // 2))
 
 
 def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
@@ -98,7 +112,7 @@ def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
 class PulsarDelivery(Delivery):
     """A Pulsar message handed to one member."""
 
-    __slots__ = ("_message", "_reader")
+    __slots__ = ("_message", "_reader", "_released")
 
     def __init__(
         self,
@@ -117,14 +131,12 @@ class PulsarDelivery(Delivery):
         )
         self._message = message
         self._reader = reader
+        self._released = False
 
     @property
     def native(self) -> pulsar.Message:
         """The ``pulsar.Message``."""
         return self._message
-
-    def on_settle(self) -> None:
-        self._reader.release(1)
 
 
 class _Cursor:
@@ -174,13 +186,17 @@ class _Reader:
         self.cumulative = kind in _CUMULATIVE
         self.nack_delay = nack_delay
         self._limit = limit
+        self.batch = _batch_size(limit)
         self._outstanding = 0
         self._room = threading.Condition()
+        self._acks: collections.deque[pulsar.Message] = collections.deque()
+        self._idle = False
+        """True while the thread blocks in ``receive()`` with no ack left to send."""
         self._stop = False
         self._cursors: dict[str, _Cursor] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._loop = asyncio.get_running_loop()
-        self._topics: dict[str, str] = {}
+        self._topics: dict[str, tuple[str, str]] = {}
         self.thread = threading.Thread(
             target=self._run, name=f"hexa-event-pulsar:{consumer.subscription_name()}", daemon=True
         )
@@ -203,14 +219,61 @@ class _Reader:
             if self._outstanding < self._limit:
                 self._room.notify()
 
+    def send_acks(self) -> None:
+        """Acknowledge what ``settle`` queued (either thread; each message popped once).
+
+        A failed ack is logged, not raised: the message is then delivered again
+        (at-least-once), as after any lost acknowledgement."""
+        acks, acknowledge = self._acks, self.consumer.acknowledge
+        while True:
+            try:
+                message = acks.popleft()
+            except IndexError:
+                return
+            try:
+                acknowledge(message)
+            except pulsar.AlreadyClosed:
+                acks.clear()  # closed: Pulsar redelivers whatever was not acknowledged
+                return
+            except pulsar.PulsarException as exc:
+                log.warning(
+                    "Pulsar subscription %s: an ack failed (%s: %s); the message will be "
+                    "delivered again",
+                    self.subscription.name,
+                    type(exc).__name__,
+                    exc,
+                )
+
+    def _receive(self) -> pulsar.Message:
+        """The next message. While acks are queued, wakes every ``_ACK_TICK_MS`` to send
+        them; with none queued it blocks, and ``settle`` sends acks itself meanwhile."""
+        consumer = self.consumer
+        while True:
+            with self._room:
+                self._idle = not self._acks
+            if self._idle:
+                try:
+                    return consumer.receive()
+                finally:
+                    with self._room:
+                        self._idle = False
+            try:
+                return consumer.receive(_ACK_TICK_MS)
+            except pulsar.Timeout:
+                self.send_acks()
+                if self._stop:
+                    raise
+
     def _run(self) -> None:
         consumer = self.consumer
         while not self._stop:
+            self.send_acks()
             room = self._wait_for_room()
             if self._stop:
                 break
+            self.send_acks()
             try:
-                first = consumer.receive()
+                first = self._receive()
             except pulsar.AlreadyClosed:
                 break
             except pulsar.PulsarException as exc:
@@ -224,11 +287,17 @@ class _Reader:
                 self.subscription.fail_from_thread(f"{type(exc).__name__}: {exc}")
                 break
             messages = [first]
-            while len(messages) < min(room, _DRAIN):
-                try:
-                    messages.append(consumer.receive(0))
-                except pulsar.PulsarException:
-                    break
+            if room > self.batch:
+                # What is buffered, in one call: one GIL release, not one per message (each
+                # release lets the loop thread take the GIL, and taking it back waits).
+                with contextlib.suppress(pulsar.PulsarException):
+                    messages.extend(consumer.batch_receive())
+            else:
+                while len(messages) < min(room, _DRAIN):
+                    try:
+                        messages.append(consumer.receive(0))
+                    except pulsar.PulsarException:
+                        break
             deliveries: list[PulsarDelivery] = []
             early: list[tuple[pulsar.Message, float]] = []
             now = time.time()
@@ -252,13 +321,13 @@ class _Reader:
             except RuntimeError:  # the loop is closed: nobody will settle these
                 break
 
-    def _channel(self, topic: str) -> str:
-        channel = self._topics.get(topic)
-        if channel is None:
+    def _names(self, topic: str) -> tuple[str, str]:
+        """The channel of a full topic name, and the topic's short name (per topic, once)."""
+        names = self._topics.get(topic)
+        if names is None:
             short = topic.rsplit("/", 1)[-1]
-            channel = _PARTITION_SUFFIX.sub("", short)
-            self._topics[topic] = channel
-        return channel
+            names = self._topics[topic] = (_PARTITION_SUFFIX.sub("", short), short)
+        return names
 
     def _delivery(self, message: pulsar.Message) -> tuple[PulsarDelivery, float]:
         """The delivery of ``message`` and its not-before time (epoch seconds, 0: none)."""
@@ -272,11 +341,10 @@ class _Reader:
         props = message.properties()
         if headers is None:
             headers = wire.from_properties(props)
-        record = RawRecord(self._channel(topic), message.partition_key(), headers, data)
+        channel, short = self._names(topic)
+        record = RawRecord(channel, message.partition_key(), headers, data)
         mid = message.message_id()
-        coordinates = (
-            f"{topic.rsplit('/', 1)[-1]}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
-        )
+        coordinates = f"{short}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
         delivery = PulsarDelivery(
             record,
             message,
@@ -303,8 +371,23 @@ class _Reader:
             cursor.delivered((mid.ledger_id(), mid.entry_id(), mid.batch_index()), message)
 
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
+        """Write the outcomes of settled deliveries; each frees its place of the prefetch
+        window here, once (a retried settle frees nothing twice)."""
+        freed = 0
+        try:
+            self._settle(deliveries)
+        finally:
+            for delivery in deliveries:
+                if not delivery._released and delivery.outcome is not None:
+                    delivery._released = True
+                    freed += 1
+            if freed:
+                self.release(freed)
+
+    def _settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
         consumer = self.consumer
         touched: dict[str, list[tuple[MessageKey, pulsar.Message]]] = {}
+        acks: list[pulsar.Message] = []
         for delivery in deliveries:
             message = delivery.native
             if delivery.outcome is Outcome.ACK:
@@ -317,13 +400,24 @@ class _Reader:
                         cursor.acked.add(key)
                         touched.setdefault(topic, []).append((key, message))
                         continue
-                consumer.acknowledge(message)
+                acks.append(message)
             elif delivery.outcome is Outcome.NACK:
                 wait = delivery.delay - self.nack_delay
                 if wait <= 0:
                     consumer.negative_acknowledge(message)
                 else:
                     self._nack_later(wait, message)
+        if acks:
+            # Individual acks go to the receive thread, which sends them between receives:
+            # an acknowledge call on the loop thread waits for the GIL that thread holds.
+            # While it blocks in receive() with nothing queued, they are sent here instead.
+            with self._room:
+                direct = self._idle or self._stop
+                if not direct:
+                    self._acks.extend(acks)
+            if direct:
+                for message in acks:
+                    consumer.acknowledge(message)
         for topic, acked in touched.items():
             cursor = self._cursors[topic]
             last = cursor.advance()
@@ -429,6 +523,9 @@ class PulsarSubscription(Subscription):
             "receiver_queue_size": sub.receiver_queue_size,
             "negative_ack_redelivery_delay_ms": int(sub.nack_delay * 1000),
             "batch_index_ack_enabled": True,
+            "batch_receive_policy": pulsar.ConsumerBatchReceivePolicy(
+                _batch_size(self._spec.prefetch), 0, _BATCH_WAIT_MS
+            ),
         }
         if sub.ack_timeout:
             kwargs["unacked_messages_timeout_ms"] = int(sub.ack_timeout * 1000)
@@ -636,6 +733,7 @@ class PulsarSubscription(Subscription):
         for reader in self._readers:
             reader.stop()
         for reader in self._readers:
+            reader.send_acks()  # what the receive thread had not sent yet
             try:
                 await asyncio.to_thread(reader.consumer.close)
             except pulsar.PulsarException as exc:

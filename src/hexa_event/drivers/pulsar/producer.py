@@ -3,9 +3,11 @@
 Each record is handed to pulsar-client's callback API (``Producer.send_async``); the
 confirmations of one ``publish`` call are counted on the client's I/O thread and complete a
 single asyncio future, so a batch costs one loop wake-up, not one per record, and no send
-waits on the batching timer of the one before it. At most ``max_in_flight`` records are
-unconfirmed at once (the producers' queues are sized to match, so a send never finds a
-full queue and nothing blocks the event loop).
+waits on the batching timer of the one before it. The sends are handed over from a worker
+thread: each ``send_async`` gives up the GIL and waits to take it back from the client's
+callback threads, and the event loop (encoding the next batch) goes on meanwhile. At most
+``max_in_flight`` records are unconfirmed at once (the producers' queues are sized to
+match, so a send never finds a full queue and nothing blocks).
 
 Keys are the messages' partition keys (Key_Shared dispatch and compaction use them); on a
 partitioned topic the partition is :func:`partition_for_key`, a stable hash of ours.
@@ -220,8 +222,22 @@ class PulsarProducers:
         self, chunk: Sequence[RawRecord], producers: dict[str, Any]
     ) -> dict[int, DriverError]:
         """Send a chunk; the records (index in the chunk) not confirmed, with their errors."""
-        loop = asyncio.get_running_loop()
-        batch = _Batch(loop, len(chunk))
+        batch = _Batch(asyncio.get_running_loop(), len(chunk))
+        # Handed over from a worker thread: each send_async releases the GIL and waits to
+        # take it back from the client's callback threads; the loop goes on meanwhile.
+        sent, refused = await asyncio.to_thread(self._hand_over, chunk, producers, batch)
+        if refused:
+            batch.expect(sent)
+        await batch.future
+        failed: dict[int, DriverError] = {i: record_error(r) for i, r in batch.errors.items()}
+        failed.update(refused)
+        return failed
+
+    def _hand_over(
+        self, chunk: Sequence[RawRecord], producers: dict[str, Any], batch: _Batch
+    ) -> tuple[int, dict[int, DriverError]]:
+        """``send_async`` every record of ``chunk`` (on a worker thread): how many were
+        handed over, and the records the client refused on the spot, with their errors."""
         go_body = self._options.body == "go"
         now_ms = time.time_ns() // 1_000_000
         sent = 0
@@ -264,11 +280,7 @@ class PulsarProducers:
                 refused[i] = NotStoredError(
                     "not sent: an earlier record of its batch was refused", retriable=True
                 )
-            batch.expect(sent)
-        await batch.future
-        failed: dict[int, DriverError] = {i: record_error(r) for i, r in batch.errors.items()}
-        failed.update(refused)
-        return failed
+        return sent, refused
 
     async def close(self) -> None:
         """Flush and close every producer. Idempotent."""

@@ -30,9 +30,9 @@ def to_properties(headers: Mapping[str, bytes]) -> dict[str, str]:
 
 def from_properties(props: Mapping[str, str]) -> dict[str, bytes]:
     """The inverse of :func:`to_properties`."""
-    return textheaders.decode(
-        props, listed_in=B64_PROPERTY, keep=lambda name: name != NOT_BEFORE_PROPERTY
-    )
+    headers = textheaders.decode(props, listed_in=B64_PROPERTY)
+    headers.pop(NOT_BEFORE_PROPERTY, None)
+    return headers
 
 
 def to_go_body(headers: Mapping[str, bytes], body: bytes) -> bytes:

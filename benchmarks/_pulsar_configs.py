@@ -1,0 +1,267 @@
+"""Which raw pulsar-client configuration is fastest here? (run by hand; ``run.py`` skips it)
+
+    python benchmarks/_pulsar_configs.py emit|consume [--count 20000] [--rounds 3]
+
+Every configuration runs once per round, rounds alternate, medians are printed. Records are
+those of ``pulsar_bench.py`` (64 keys, our envelope's body and headers as properties);
+consumers are Key_Shared with batch-index acks and decode each body. The fastest two are
+``pulsar_bench.py``'s references (see its docstring for the figures measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import pulsar
+import pulsar.asyncio as pulsar_asyncio
+from pulsar_bench import KEYS, URL, Tick, _sealed, full
+
+Run = Callable[[int], Awaitable[float]]
+_SAMPLE = _sealed("sample", 1)[0]
+BODY = _SAMPLE.body
+PROPS = {name: value.decode() for name, value in _SAMPLE.headers.items()}
+KEY_NAMES = [f"k{n}" for n in range(KEYS)]
+
+
+def topic(prefix: str) -> str:
+    return f"cfg-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def producer_config(count: int, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "batching_enabled": True,
+        "batching_type": pulsar.BatchingType.KeyBased,
+        "batching_max_publish_delay_ms": 5,
+        "max_pending_messages": count,
+        "max_pending_messages_across_partitions": count,
+    }
+    config.update(overrides)
+    return config
+
+
+def emit_callbacks(count: int, **overrides: Any) -> float:
+    """``send_async`` with a callback per message, then ``flush``; done when all are Ok."""
+    client = pulsar.Client(URL)
+    producer = client.create_producer(full(topic("emit")), **producer_config(count, **overrides))
+    producer.send(BODY, properties=PROPS, partition_key="warm-up")
+    done = threading.Event()
+    confirmed = [0]
+
+    def callback(result: object, _msg_id: object) -> None:
+        confirmed[0] += 1
+        if confirmed[0] == count:
+            done.set()
+
+    began = time.perf_counter()
+    for n in range(count):
+        producer.send_async(
+            BODY,
+            callback,
+            properties=PROPS,
+            partition_key=KEY_NAMES[n % KEYS],
+            event_timestamp=int(time.time() * 1000),
+        )
+    producer.flush()
+    assert done.wait(120)
+    elapsed = time.perf_counter() - began
+    producer.close()
+    client.close()
+    return count / elapsed
+
+
+async def emit_asyncio(count: int, window: int) -> float:
+    """``pulsar.asyncio``: ``await producer.send`` in windows gathered at once."""
+    client = pulsar_asyncio.Client(URL)
+    producer = await client.create_producer(
+        full(topic("emit-asyncio")),
+        batching_type=pulsar.BatchingType.KeyBased,
+        batching_max_publish_delay_ms=5,
+        max_pending_messages=window * 4,
+    )
+    await producer.send(BODY, properties=PROPS, partition_key="warm-up")
+    began = time.perf_counter()
+    for start in range(0, count, window):
+        await asyncio.gather(
+            *(
+                producer.send(BODY, properties=PROPS, partition_key=KEY_NAMES[n % KEYS])
+                for n in range(start, min(start + window, count))
+            )
+        )
+    elapsed = time.perf_counter() - began
+    await producer.close()
+    await client.close()
+    return count / elapsed
+
+
+def fill(count: int) -> str:
+    name = topic("consume")
+    client = pulsar.Client(URL)
+    producer = client.create_producer(full(name), **producer_config(count))
+    for n in range(count):
+        producer.send_async(
+            BODY, lambda *_: None, properties=PROPS, partition_key=KEY_NAMES[n % KEYS]
+        )
+    producer.flush()
+    producer.close()
+    client.close()
+    return name
+
+
+def subscribe(client: pulsar.Client, name: str, **overrides: Any) -> pulsar.Consumer:
+    config: dict[str, Any] = {
+        "consumer_type": pulsar.ConsumerType.KeyShared,
+        "initial_position": pulsar.InitialPosition.Earliest,
+        "batch_index_ack_enabled": True,
+    }
+    config.update(overrides)
+    return client.subscribe(full(name), f"cfg-{uuid.uuid4().hex[:6]}", **config)
+
+
+def consume_receive(count: int, **overrides: Any) -> float:
+    """A thread blocking in ``receive()``: decode, acknowledge."""
+    name = fill(count)
+    decode = msgspec.json.Decoder(Tick).decode
+    client = pulsar.Client(URL)
+    consumer = subscribe(client, name, **overrides)
+    began = time.perf_counter()
+    for _ in range(count):
+        message = consumer.receive()
+        decode(message.data())
+        consumer.acknowledge(message)
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    client.close()
+    return count / elapsed
+
+
+def consume_batches(count: int, size: int, **overrides: Any) -> float:
+    """``batch_receive`` (``size`` per call, waiting at most 10 ms): decode, acknowledge."""
+    name = fill(count)
+    decode = msgspec.json.Decoder(Tick).decode
+    client = pulsar.Client(URL)
+    policy = pulsar.ConsumerBatchReceivePolicy(size, 0, 10)
+    consumer = subscribe(client, name, batch_receive_policy=policy, **overrides)
+    began = time.perf_counter()
+    got = 0
+    while got < count:
+        for message in consumer.batch_receive():
+            decode(message.data())
+            consumer.acknowledge(message)
+            got += 1
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    client.close()
+    return count / elapsed
+
+
+def consume_listener(count: int, **overrides: Any) -> float:
+    """A message listener (the client's own thread): decode, acknowledge."""
+    name = fill(count)
+    decode = msgspec.json.Decoder(Tick).decode
+    client = pulsar.Client(URL)
+    done = threading.Event()
+    seen = [0]
+
+    def listener(consumer: pulsar.Consumer, message: pulsar.Message) -> None:
+        decode(message.data())
+        consumer.acknowledge(message)
+        seen[0] += 1
+        if seen[0] == count:
+            done.set()
+
+    began = time.perf_counter()
+    consumer = subscribe(client, name, message_listener=listener, **overrides)
+    assert done.wait(120)
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    client.close()
+    return count / elapsed
+
+
+async def consume_asyncio(count: int) -> float:
+    """``pulsar.asyncio``: ``await receive()``, decode, ``await acknowledge``."""
+    name = await asyncio.to_thread(fill, count)
+    decode = msgspec.json.Decoder(Tick).decode
+    client = pulsar_asyncio.Client(URL)
+    consumer = await client.subscribe(
+        full(name),
+        f"cfg-{uuid.uuid4().hex[:6]}",
+        consumer_type=pulsar.ConsumerType.KeyShared,
+        initial_position=pulsar.InitialPosition.Earliest,
+        batch_index_ack_enabled=True,
+    )
+    began = time.perf_counter()
+    for _ in range(count):
+        message = await consumer.receive()
+        decode(message.data())
+        await consumer.acknowledge(message)
+    elapsed = time.perf_counter() - began
+    await consumer.close()
+    await client.close()
+    return count / elapsed
+
+
+def threaded(fn: Callable[..., float], *args: Any, **kwargs: Any) -> Run:
+    return lambda count: asyncio.to_thread(fn, count, *args, **kwargs)
+
+
+EMIT: dict[str, Run] = {
+    "pulsar.asyncio, windows of 1,000": lambda n: emit_asyncio(n, 1000),
+    "pulsar.asyncio, windows of 5,000": lambda n: emit_asyncio(n, 5000),
+    "send_async, delay 5 ms": threaded(emit_callbacks),
+    "send_async, delay 1 ms": threaded(emit_callbacks, batching_max_publish_delay_ms=1),
+    "send_async, delay 10 ms": threaded(emit_callbacks, batching_max_publish_delay_ms=10),
+    "send_async, batches of 5,000 / 1 MB": threaded(
+        emit_callbacks, batching_max_messages=5000, batching_max_allowed_size_in_bytes=1 << 20
+    ),
+    "send_async, block_if_queue_full, queue 1,000": threaded(
+        emit_callbacks,
+        block_if_queue_full=True,
+        max_pending_messages=1000,
+        max_pending_messages_across_partitions=1000,
+    ),
+    "send_async, block_if_queue_full, queue 5,000": threaded(
+        emit_callbacks,
+        block_if_queue_full=True,
+        max_pending_messages=5000,
+        max_pending_messages_across_partitions=5000,
+    ),
+}
+CONSUME: dict[str, Run] = {
+    "pulsar.asyncio receive": consume_asyncio,
+    "receive thread, queue 1,000": threaded(consume_receive),
+    "receive thread, queue 5,000": threaded(consume_receive, receiver_queue_size=5000),
+    "receive thread, queue 10,000": threaded(consume_receive, receiver_queue_size=10000),
+    "batch_receive 500, queue 1,000": threaded(consume_batches, 500),
+    "batch_receive 1,000, queue 5,000": threaded(consume_batches, 1000, receiver_queue_size=5000),
+    "listener, queue 1,000": threaded(consume_listener),
+    "listener, queue 5,000": threaded(consume_listener, receiver_queue_size=5000),
+}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("emit", "consume"))
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    table = EMIT if args.what == "emit" else CONSUME
+    rates: dict[str, list[float]] = {name: [] for name in table}
+    for _ in range(args.rounds):
+        for name, run in table.items():
+            rates[name].append(await run(args.count))
+    for name, found in rates.items():
+        spread = f"{min(found):,.0f}..{max(found):,.0f}"
+        print(f"{name:<46} median {statistics.median(found):>9,.0f}/s  ({spread})")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,157 @@
+"""Kafka batch handlers: hexa-event's ``batch=he.Batch(max_size=500)`` against raw
+confluent-kafka consume and FastStream's batch subscriber with manual ack.
+
+The same work for everyone (as in ``faststream_kafka.py``, whose topic filling and contenders
+this reuses): a topic (3 partitions, 64 keys) pre-filled with N events of a 200-byte JSON
+body, a new consumer group reading from the start, each body decoded into a typed object,
+the offsets committed after handling. Timed from the first handled event to the last.
+
+- raw: confluent-kafka ``consume(500)``, msgspec decode into a dataclass, ``store_offsets``
+  per batch. In process.
+- hexa-event: a receiver with one batch handler, ``Batch(max_size=500, max_wait=0.05)``,
+  which takes the list of decoded messages and returns (every message acked; settled
+  ranges committed). In process.
+- FastStream (aiokafka and confluent flavours): ``batch=True, max_records=500`` with
+  ``AckPolicy.MANUAL`` and one ``msg.ack()`` per batch, in ``benchmarks/.bench-venv``.
+
+Rounds alternate the contenders; medians are compared. Targets (issue 22): at least 0.35 of
+raw, at least 3x FastStream's batch subscriber (its faster flavour).
+
+    python benchmarks/kafka_batch.py [--count 50000] [--rounds 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import subprocess
+import time
+import uuid
+
+from _benchvenv import FASTSTREAM_VERSION, python
+from _harness import finish, machine, row
+from _kafka import BOOTSTRAP
+from faststream_kafka import BODY_BYTES, Order, Setting, Side, attempt, faststream, fill, raw
+
+import hexa_event as he
+
+SERVICES = ("kafka",)
+MAX_SIZE = 500
+OURS_BUDGET = 60.0
+
+
+async def ours(topic: str, count: int) -> dict[str, float]:
+    """A hexa-event batch handler: rate from the first handled event to the last."""
+    connection = he.connect(f"kafka://{BOOTSTRAP}")
+    receiver = connection.receiver("bench")
+    done = asyncio.Event()
+    seen = 0
+    first = last = 0.0
+
+    @receiver.subscribe(
+        topic,
+        action=f"bench-batch-{uuid.uuid4().hex[:8]}",
+        payload=Order,
+        batch=he.Batch(max_size=MAX_SIZE, max_wait=0.05),
+    )
+    async def handle(ctx: he.Context, msgs: list[he.Message[Order]]) -> None:
+        nonlocal seen, first, last
+        last = time.perf_counter()
+        if seen == 0:
+            first = last
+        seen += len(msgs)
+        if seen >= count:
+            done.set()
+
+    began = time.perf_counter()
+    try:
+        await receiver.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), OURS_BUDGET)
+        handled = seen
+    finally:
+        await receiver.close()
+        await connection.close()
+    if handled < 2 or last <= first:
+        raise RuntimeError(f"hexa-event handled {handled} events in {OURS_BUDGET} s")
+    # The first batch's events are counted when it begins: rate over the batches after it.
+    return {"rate": handled / (last - first), "start_to_first": first - began, "handled": handled}
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="also write the results to this file")
+    return parser.parse_args()
+
+
+async def main() -> None:
+    args = parse()
+    peers = {Setting(flavour, "batch"): None for flavour in ("aiokafka", "confluent")}
+    try:
+        python()  # prepare the venv before anything is timed
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"-- FastStream not available, raw and ours only: {exc}", flush=True)
+        peers = {}
+    print(f"-- filling a topic with {args.count:,} events of {BODY_BYTES} bytes", flush=True)
+    topic = await asyncio.to_thread(fill, args.count)
+    raw_side = Side("raw confluent-kafka consume(500)+decode+store")
+    our_side = Side(f"hexa-event batch handler, Batch(max_size={MAX_SIZE})")
+    sides = {setting: Side(setting.label) for setting in peers}
+    for number in range(1, args.rounds + 1):
+        began = time.perf_counter()
+        await attempt(raw_side, raw(topic, args.count))
+        await attempt(our_side, ours(topic, args.count))
+        for setting, side in sides.items():
+            await attempt(side, faststream(setting, topic, args.count))
+        print(f"-- round {number}/{args.rounds} took {time.perf_counter() - began:.0f} s")
+
+    raw_rate = raw_side.rate.median if raw_side.rate.rates else None
+    our_rate = our_side.rate.median if our_side.rate.rates else None
+    print(
+        f"\nKafka batch consume, {BODY_BYTES}-byte JSON, typed decode, commit after handling "
+        f"({args.count:,} events x {args.rounds} rounds, {machine()})"
+    )
+    for side in (raw_side, our_side, *sides.values()):
+        if not side.rate.rates:
+            print(f"  {side.rate.name:<58} not run  {side.error}")
+            continue
+        median = side.rate.median
+        vs_raw = f"{median / raw_rate:.2f}" if raw_rate else "-"
+        ours_vs = f"{our_rate / median:.2f}" if our_rate and side is not our_side else "-"
+        print(f"  {side.rate.name:<58} {median:>10,.0f}/s  of raw {vs_raw:>5}  ours/it {ours_vs}")
+
+    results: list[dict[str, object]] = [
+        row(
+            f"Kafka batch handler (batches of {MAX_SIZE}), typed decode, commit after handling",
+            args.count,
+            raw_side.rate,
+            our_side.rate,
+            target=">= 0.35",
+            group="batch",
+            error=our_side.error or raw_side.error,
+        )
+    ]
+    ran = [side for side in sides.values() if side.rate.rates]
+    if ran:
+        fastest = max(ran, key=lambda side: side.rate.median)
+        results.append(
+            row(
+                f"Kafka batch handler vs FastStream {FASTSTREAM_VERSION} batch + manual ack",
+                args.count,
+                fastest.rate,
+                our_side.rate,
+                target=">= 3",
+                group="batch",
+                all_peers={side.rate.name: side.rate.median for side in ran},
+                raw=raw_rate,
+                error=our_side.error,
+            )
+        )
+    finish(results, args.json)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,282 @@
+"""Batch handlers (issue 22): options, signatures, and what the conformance suite does not
+reach (sync handlers, BaseException, a wrong BatchFailed, in-place retries, cut drains)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+import hexa_event as he
+from hexa_event.testing import eventually
+from hexa_event.testing.waiting import Collector
+
+FAST = he.RetryPolicy(max_retries=1, initial_delay=0.01)
+
+
+def _url() -> str:
+    return f"memory://batch-{uuid.uuid4().hex}"
+
+
+# -- options and signatures ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_size", 0),
+        ("max_size", -5),
+        ("max_size", 10**6),
+        ("max_size", 2.5),
+        ("max_size", True),
+        ("max_wait", 0),
+        ("max_wait", -1.0),
+        ("max_wait", math.nan),
+        ("max_wait", math.inf),
+        ("max_wait", 10**9),
+    ],
+)
+def test_batch_refuses_bad_numbers_naming_the_field(field: str, value: Any) -> None:
+    with pytest.raises(he.ConfigurationError, match=f"Batch {field}"):
+        he.Batch(**{field: value})
+
+
+def test_batch_accepts_sane_values() -> None:
+    batch = he.Batch(max_size=500, max_wait=0.2)
+    assert (batch.max_size, batch.max_wait) == (500, 0.2)
+
+
+async def _one(ctx: he.Context, msg: he.Message[Any]) -> None: ...
+
+
+async def _many(ctx: he.Context, msgs: list[he.Message[Any]]) -> None: ...
+
+
+def _many_sync(ctx: he.Context, msgs: Sequence[he.Message[Any]]) -> None: ...
+
+
+async def _plain(ctx, msgs):  # type: ignore[no-untyped-def]
+    ...
+
+
+async def _three(ctx: Any, msgs: Any, extra: Any) -> None: ...
+
+
+def test_a_single_message_handler_is_refused_with_batch() -> None:
+    receiver = he.connect(_url()).receiver("svc")
+    with pytest.raises(he.ConfigurationError) as caught:
+        receiver.subscribe("c", action="a", batch=he.Batch(), handler=_one)
+    assert "list[he.Message[T]]" in str(caught.value)
+    assert "drop batch=" in str(caught.value)
+
+
+def test_a_batch_handler_is_refused_without_batch() -> None:
+    receiver = he.connect(_url()).receiver("svc")
+    for handler in (_many, _many_sync):
+        with pytest.raises(he.ConfigurationError, match=r"add batch=he\.Batch"):
+            receiver.subscribe("c", action="a", handler=handler)
+
+
+def test_batch_handlers_that_fit_are_accepted() -> None:
+    receiver = he.connect(_url()).receiver("svc")
+    receiver.subscribe("c", action="a", batch=he.Batch(), handler=_many)
+    receiver.subscribe("c", action="b", batch=he.Batch(), handler=_many_sync)
+    receiver.subscribe("c", action="d", batch=he.Batch(), handler=_plain)
+    receiver.subscribe("c", action="e", handler=_plain)  # unannotated: either way
+    assert receiver.subscriptions["a"].concurrency == 1  # one batch at a time by default
+
+
+def test_wrong_arity_and_wrong_batch_option_are_refused() -> None:
+    receiver = he.connect(_url()).receiver("svc")
+    with pytest.raises(he.ConfigurationError, match=r"msgs: list\[he.Message\[T\]\]"):
+        receiver.subscribe("c", action="a", batch=he.Batch(), handler=_three)
+    with pytest.raises(he.ConfigurationError, match=r"batch= takes he\.Batch"):
+        receiver.subscribe("c", action="a", batch=500, handler=_many)  # type: ignore[arg-type]
+
+
+def test_batch_failed_refuses_what_it_cannot_use() -> None:
+    with pytest.raises(he.ConfigurationError, match="message index"):
+        he.BatchFailed({0: "not an exception"})  # type: ignore[dict-item]
+    with pytest.raises(he.ConfigurationError, match="message index"):
+        he.BatchFailed({1.5: ValueError()})  # type: ignore[dict-item]
+    assert he.BatchFailed({0: ValueError(), "id": KeyError()}).failures.keys() == {0, "id"}
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+async def _running(
+    receiver: he.Receiver, driver: he.Connection, channel: str, count: int
+) -> list[str]:
+    await receiver.start()
+    return await driver.emitter().emit_many(
+        he.Event(channel, f"k{i}", {"i": i}) for i in range(count)
+    )
+
+
+async def test_sync_batch_handler_runs_in_a_thread() -> None:
+    driver = he.connect(_url())
+    threads = Collector()
+    receiver = driver.receiver("svc")
+
+    @receiver.subscribe("c", action="a", batch=he.Batch(max_size=10, max_wait=0.01))
+    def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        for _ in msgs:
+            threads.add(threading.get_ident())
+
+    async with receiver:
+        await _running(receiver, driver, "c", 5)
+        await threads.wait_for(5, within=10)
+    assert threading.get_ident() not in threads.items
+
+
+class Interrupt(BaseException):
+    pass
+
+
+async def test_a_base_exception_fails_every_item_and_settles_them() -> None:
+    driver = he.connect(_url())
+    runs = Collector()
+    receiver = driver.receiver("svc")
+
+    @receiver.subscribe("c", action="a", retry=FAST, batch=he.Batch(max_size=10, max_wait=0.01))
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        for m in msgs:
+            runs.add(m.attempt)
+        raise Interrupt("out")
+
+    async with receiver:
+        await _running(receiver, driver, "c", 4)
+        await eventually(lambda: receiver.health()["actions"]["a"]["dead_lettered"] == 4, within=10)
+        await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=10)
+        assert receiver.health()["healthy"]
+    assert sorted(runs.items) == [1, 1, 1, 1, 2, 2, 2, 2]
+
+
+async def test_batch_failed_naming_no_message_fails_the_whole_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver = he.connect(_url())
+    runs = Collector()
+    receiver = driver.receiver("svc")
+
+    @receiver.subscribe("c", action="a", retry=FAST, batch=he.Batch(max_size=10, max_wait=0.01))
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        for m in msgs:
+            runs.add(m.attempt)
+        if msgs[0].attempt == 1:
+            raise he.BatchFailed({len(msgs): ValueError("off by one")})
+
+    async with receiver:
+        await _running(receiver, driver, "c", 3)
+        await runs.wait_for(6, within=10)
+        await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=10)
+    assert sorted(runs.items) == [1, 1, 1, 2, 2, 2]
+    assert "which is no index" in caplog.text
+
+
+async def test_in_place_retry_reruns_the_item_alone() -> None:
+    driver = he.connect(_url())
+    batches = Collector()
+    receiver = driver.receiver("svc")
+    policy = he.RetryPolicy(max_retries=2, initial_delay=0.01, in_place=True)
+
+    @receiver.subscribe("c", action="a", retry=policy, batch=he.Batch(max_size=10, max_wait=0.05))
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        batches.add([(m.payload["i"], m.attempt) for m in msgs])
+        failing = {n: ValueError("x") for n, m in enumerate(msgs) if m.payload["i"] == 1}
+        if failing and msgs[0].attempt < 3:
+            raise he.BatchFailed(failing)  # type: ignore[arg-type]
+
+    async with receiver:
+        await receiver.start()
+        await driver.emitter().emit_many(he.Event("c", f"k{i}", {"i": i}) for i in range(3))
+        await eventually(lambda: [(1, 3)] in batches.items, within=10, what="the re-runs")
+        await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=10)
+    assert [(1, 2)] in batches.items
+    assert receiver.health()["actions"]["a"]["handled"] == 3
+
+
+async def test_receiver_middlewares_do_not_wrap_batch_handlers() -> None:
+    driver = he.connect(_url())
+    wrapped: list[str] = []
+
+    def middleware(handler: he.Handler) -> he.Handler:
+        async def run(ctx: he.Context, msg: he.Message[Any]) -> None:
+            wrapped.append(msg.id)
+            await handler(ctx, msg)
+
+        return run
+
+    got = Collector()
+    receiver = driver.receiver("svc", middlewares=[middleware])
+    receiver.subscribe(
+        "c", action="a", batch=he.Batch(max_size=5, max_wait=0.01), handler=_collect(got)
+    )
+    async with receiver:
+        await _running(receiver, driver, "c", 3)
+        await got.wait_for(3, within=10)
+    assert wrapped == []
+
+
+def _collect(got: Collector) -> Any:
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        assert ctx.handler_action == "a"
+        for m in msgs:
+            got.add(m.id)
+
+    return handle
+
+
+async def test_a_batch_cut_by_the_drain_timeout_is_given_back_whole() -> None:
+    url = _url()
+    driver = he.connect(url)
+    entered = asyncio.Event()
+    receiver = driver.receiver("svc", drain_timeout=0.05)
+
+    @receiver.subscribe("c", action="a", batch=he.Batch(max_size=10, max_wait=0.01))
+    async def stuck(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    ids = await _running(receiver, driver, "c", 4)
+    await asyncio.wait_for(entered.wait(), 10)
+    await receiver.close()
+    assert receiver.health()["actions"]["a"]["handled"] == 0
+
+    got = Collector()
+    again = driver.receiver("svc-again")
+    again.subscribe(
+        "c", action="a", batch=he.Batch(max_size=10, max_wait=0.01), handler=_collect(got)
+    )
+    async with again:
+        assert sorted(await got.wait_for(4, within=10)) == sorted(ids)
+
+
+async def test_a_hanging_batch_shows_as_a_stall_and_clears() -> None:
+    driver = he.connect(_url())
+    entered, release = asyncio.Event(), asyncio.Event()
+    got = Collector()
+    receiver = driver.receiver("svc", stall_timeout=0.2)
+
+    @receiver.subscribe("c", action="a", batch=he.Batch(max_size=10, max_wait=0.01))
+    async def hang(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        entered.set()
+        await release.wait()
+        for m in msgs:
+            got.add(m.id)
+
+    async with receiver:
+        await _running(receiver, driver, "c", 3)
+        await asyncio.wait_for(entered.wait(), 10)
+        await eventually(lambda: receiver.health()["actions"]["a"]["stalled"], within=10)
+        assert not receiver.health()["healthy"]
+        assert receiver.health()["actions"]["a"]["alive"]
+        release.set()
+        await got.wait_for(3, within=10)
+        await eventually(lambda: receiver.health()["healthy"], within=10, what="healthy again")
