@@ -40,6 +40,8 @@ CLIENT_QUERY: dict[str, type] = {
 """``pulsar.Client`` keywords a URL query may give (typed) besides this module's fields;
 they go to ``client_config``."""
 
+_KEYWORDS = "pulsar-client keywords"
+
 # Settings the driver owns because its guarantees depend on them.
 _FORBIDDEN_CONSUMER = {
     "subscription_name": "the subscription is the action (or PulsarSubscriptionOptions.name)",
@@ -155,21 +157,12 @@ class PulsarOptions:
             raise ConfigurationError(f"{owner}.batching_delay_ms must be an integer >= 0")
         if self.token is not None and self.authentication is not None:
             raise ConfigurationError(f"{owner}: pass token= or authentication=, not both")
-        check_mapping(owner, "client_config", self.client_config, what="pulsar-client keywords")
-        check_mapping(
-            owner,
-            "producer_config",
-            self.producer_config,
-            _FORBIDDEN_PRODUCER,
-            what="pulsar-client keywords",
-        )
-        check_mapping(
-            owner,
-            "consumer_config",
-            self.consumer_config,
-            _FORBIDDEN_CONSUMER,
-            what="pulsar-client keywords",
-        )
+        for name, forbidden in (
+            ("client_config", {}),
+            ("producer_config", _FORBIDDEN_PRODUCER),
+            ("consumer_config", _FORBIDDEN_CONSUMER),
+        ):
+            check_mapping(owner, name, getattr(self, name), forbidden, what=_KEYWORDS)
 
     def __repr__(self) -> str:
         return redacted_repr(
@@ -292,11 +285,7 @@ class PulsarSubscriptionOptions:
         if 0 < self.ack_timeout < 10:
             raise ConfigurationError(f"{owner}.ack_timeout must be 0 (off) or >= 10 seconds")
         check_mapping(
-            owner,
-            "consumer_config",
-            self.consumer_config,
-            _FORBIDDEN_CONSUMER,
-            what="pulsar-client keywords",
+            owner, "consumer_config", self.consumer_config, _FORBIDDEN_CONSUMER, what=_KEYWORDS
         )
 
     def __repr__(self) -> str:
