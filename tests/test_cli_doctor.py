@@ -111,7 +111,9 @@ def test_doctor_never_prints_a_secret(
 
 
 def test_redact_covers_tokens_and_secret_options() -> None:
-    from hexa_event.commands._common import redact, scrub, secrets_of
+    from hexa_event.redaction import redact_url as redact
+    from hexa_event.redaction import scrub
+    from hexa_event.redaction import url_secrets as secrets_of
 
     assert redact(f"pulsar://{SECRET}@h:6650") == "pulsar://***@h:6650"
     assert redact(f"kafka://h:9092?sasl.password={SECRET}&acks=all") == (

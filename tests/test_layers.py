@@ -5,14 +5,27 @@ names, the contract at the bottom, drivers on the contract and the leaves only."
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "hexa_event"
-LEAVES = {"hexa_event.errors", "hexa_event.ids", "hexa_event.numbers"}
+LEAVES = {"hexa_event.errors", "hexa_event.ids", "hexa_event.numbers", "hexa_event.redaction"}
 FOUNDATION = "hexa_event._sql"
 """The private SQL foundation under the SQL driver, the outbox and the inbox."""
+KIT = "hexa_event.drivers.kit"
+"""What every driver shares (typed URL query options, wire codecs): on the contract and
+the leaves only, like a driver."""
+BROKER_CLIENTS = {"confluent_kafka", "aiokafka", "pulsar", "nats", "asyncpg", "aiosqlite"}
+BROKER_CLIENTS |= {"psycopg", "psycopg2", "sqlite3"}
+"""Client libraries of the engines: only a driver talks to its engine."""
+SQL_LAYERS = ("hexa_event._sql", "hexa_event.drivers.sql", "hexa_event.outbox")
+SQL_LAYERS += ("hexa_event.inbox", "hexa_event.commands")
+"""Where SQLAlchemy may be used: the SQL foundation and what stands on it (the SQL driver,
+the outbox and inbox tables, the operator commands reading them)."""
+CLIENT_EXCEPTIONS = {("hexa_event.commands.doctor", "confluent_kafka")}
+"""Known breaches, to be removed (issue 21: doctor through a driver's diagnose())."""
 
 
 def _modules() -> dict[str, Path]:
@@ -147,6 +160,10 @@ def test_the_sql_foundation_stands_on_the_leaves_only() -> None:
 
 def test_drivers_stand_on_the_contract_and_the_leaves_only() -> None:
     allowed = {"hexa_event.driver", "hexa_event.drivers"} | LEAVES
+    for module, targets in _graph().items():
+        if module == KIT or module.startswith(KIT + "."):
+            assert {t for t in targets if not t.startswith(KIT)} <= allowed, module
+    allowed |= {t for t in MODULES if t == KIT or t.startswith(KIT + ".")}
     bad = {}
     for module, targets in _graph().items():
         if not module.startswith("hexa_event.drivers."):
@@ -162,3 +179,81 @@ def test_drivers_stand_on_the_contract_and_the_leaves_only() -> None:
         if outside and module != driver_package:
             bad[module] = sorted(outside)
     assert bad == {}
+
+
+def _external_imports() -> Iterator[tuple[str, int, str]]:
+    """(module, line, top-level package) for every import of a package not ours."""
+    for module in MODULES:
+        for line, parts in _imports(module):
+            if parts and parts[0] != PACKAGE:
+                yield module, line, parts[0]
+
+
+def _under(module: str, packages: tuple[str, ...] | str) -> bool:
+    packages = (packages,) if isinstance(packages, str) else packages
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_only_drivers_import_broker_clients() -> None:
+    found = {
+        (module, top): line
+        for module, line, top in _external_imports()
+        if top in BROKER_CLIENTS and not _under(module, "hexa_event.drivers")
+    }
+    assert sorted(set(found) - CLIENT_EXCEPTIONS) == []
+    assert set(found) >= CLIENT_EXCEPTIONS, "an exception is gone: remove it from the list"
+
+
+def test_only_the_sql_layers_import_sqlalchemy() -> None:
+    bad = [
+        f"{module}:{line}"
+        for module, line, top in _external_imports()
+        if top == "sqlalchemy" and not _under(module, SQL_LAYERS)
+    ]
+    assert bad == []
+
+
+_REDACTION_NAMES = re.compile(r"(^|_)(redact|secret|secrets|scrub|scrubber|mask)(_|$)", re.I)
+_QUERY_PARSERS = {"parse_qs", "parse_qsl"}
+
+
+def _own_secret_and_query_code(module: str) -> list[str]:
+    """Redaction helpers and URL query parsing that ``module`` defines for itself."""
+    path = MODULES[module]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            if _REDACTION_NAMES.search(node.name):
+                found.append(f"{module}:{node.lineno} defines {node.name}()")
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                name = target.id if isinstance(target, ast.Name) else ""
+                if "SECRET" in name.upper() or (
+                    isinstance(node.value, ast.Constant) and node.value.value == "***"
+                ):
+                    found.append(f"{module}:{node.lineno} defines {name or 'a mask'}")
+        elif isinstance(node, ast.Name | ast.Attribute):
+            name = node.id if isinstance(node, ast.Name) else node.attr
+            if name in _QUERY_PARSERS:
+                found.append(f"{module}:{node.lineno} parses a URL query ({name})")
+        elif isinstance(node, ast.ImportFrom) and node.module == "urllib.parse":
+            for alias in node.names:
+                if alias.name in _QUERY_PARSERS:
+                    found.append(f"{module}:{node.lineno} imports {alias.name}")
+    return found
+
+
+def test_drivers_use_the_shared_redaction_and_query_parsing() -> None:
+    bad = [
+        finding
+        for module in MODULES
+        if _under(module, "hexa_event.drivers") and not _under(module, KIT)
+        for finding in _own_secret_and_query_code(module)
+    ]
+    assert bad == []
+
+
+def test_the_redaction_check_can_fail() -> None:
+    """The checker finds what it looks for (on a module that does it on purpose)."""
+    assert any("parse_qsl" in f for f in _own_secret_and_query_code(KIT + ".query"))
+    assert any("is_secret" in f for f in _own_secret_and_query_code("hexa_event.redaction"))

@@ -66,9 +66,9 @@ def _positive_int(text: str) -> int:
 
 
 def _redact(url: str) -> str:
-    from ._sql.urls import redact
+    from .redaction import redact_url
 
-    return redact(url)
+    return redact_url(url)
 
 
 def _db_argument(parser: argparse.ArgumentParser) -> None:

@@ -22,12 +22,22 @@ def dead_letter_channel(action: str) -> str:
     return f"{action}.dlq"
 
 
+def retry_prefix(action: str) -> str:
+    """``<action>.retry.``: what every retry channel of ``action`` starts with."""
+    return f"{action}.retry."
+
+
 def retry_number_of(channel: str, action: str) -> int:
-    """n for ``<action>.retry.<n>``, else 0."""
-    prefix = f"{action}.retry."
+    """n for ``<action>.retry.<n>`` (n >= 1, at most six digits), else 0."""
+    return retry_number_after(channel, retry_prefix(action))
+
+
+def retry_number_after(channel: str, prefix: str) -> int:
+    """:func:`retry_number_of` with the action's :func:`retry_prefix` made once (the
+    receiver asks it of every delivery)."""
     if channel.startswith(prefix):
         suffix = channel[len(prefix) :]
-        if suffix.isdigit():
+        if suffix.isdigit() and len(suffix) <= 6:
             return int(suffix)
     return 0
 

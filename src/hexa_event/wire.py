@@ -37,7 +37,13 @@ from . import envelope as env
 from .driver import Delivery, RawRecord
 from .errors import DecodeError
 from .event import MAX_SCHEDULE
-from .retry import RetryPolicy
+from .retry import (
+    RetryPolicy,
+    dead_letter_channel,
+    retry_channel,
+    retry_number_after,
+    retry_prefix,
+)
 
 DedupIds = Literal["event", "go"]
 
@@ -76,29 +82,23 @@ class Chain:
     """:meth:`retry_number_of` per channel seen (a subscription reads a few channels)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_retry_prefix", self.base + ".retry.")
+        object.__setattr__(self, "_retry_prefix", retry_prefix(self.base))
         object.__setattr__(self, "_retry_numbers", {})
 
     def retry_channel(self, retry_number: int) -> str:
-        return f"{self.base}.retry.{retry_number}"
+        return retry_channel(self.base, retry_number)
 
     @property
     def dead_letter_channel(self) -> str:
-        return f"{self.base}.dlq"
+        return dead_letter_channel(self.base)
 
     def retry_number_of(self, channel: str) -> int:
         """n for ``<base>.retry.<n>`` (n >= 1), else 0."""
         number = self._retry_numbers.get(channel)
-        if number is not None:
-            return number
-        number = 0
-        prefix = self._retry_prefix
-        if channel.startswith(prefix):
-            suffix = channel[len(prefix) :]
-            if suffix.isdigit() and len(suffix) <= 6:
-                number = int(suffix)
-        if len(self._retry_numbers) < _MAX_CACHED_CHANNELS:
-            self._retry_numbers[channel] = number
+        if number is None:
+            number = retry_number_after(channel, self._retry_prefix)
+            if len(self._retry_numbers) < _MAX_CACHED_CHANNELS:
+                self._retry_numbers[channel] = number
         return number
 
 

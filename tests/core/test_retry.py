@@ -38,3 +38,15 @@ def test_channel_names_are_per_action_like_go() -> None:
 def test_invalid_policies_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError, match="RetryPolicy"):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_receiver_chain_names_channels_with_the_retry_module() -> None:
+    """One naming module: the chain the receiver uses answers what ``retry`` answers."""
+    from hexa_event.wire import Chain
+
+    chain = Chain(action="act", base="base", policy=RetryPolicy())
+    assert chain.retry_channel(3) == retry_channel("base", 3) == "base.retry.3"
+    assert chain.dead_letter_channel == dead_letter_channel("base") == "base.dlq"
+    for channel in ("base.retry.3", "base.retry.123456", "base.retry.1234567", "act.retry.2"):
+        assert chain.retry_number_of(channel) == retry_number_of(channel, "base")
+    assert retry_number_of("base.retry.1234567", "base") == 0  # beyond any real retry count

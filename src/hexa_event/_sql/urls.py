@@ -8,11 +8,12 @@ aiosqlite). Passwords are only ever shown as ``***``.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
 
 from ..errors import ConfigurationError
+from ..redaction import redact_url
 
 _EXAMPLES = "postgresql://user@host:5432/db or sqlite:///path/app.db"
 
@@ -39,17 +40,7 @@ def redact(url: str | URL) -> str:
     """The URL as text with any password replaced by ``***`` (never raises)."""
     if isinstance(url, URL):
         return url.render_as_string(hide_password=True)
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparseable database URL>"
-    if password is None:
-        return url
-    user, _, _ = parts.netloc.rpartition("@")[0].partition(":")
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return redact_url(url)
 
 
 def parse(url: str | URL) -> URL:

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 OK = 0
 FAILED = 1
@@ -39,82 +39,6 @@ class CommandError(Exception):
     def __init__(self, message: str, code: int = FAILED) -> None:
         super().__init__(message)
         self.code = code
-
-
-_SECRET_MARKERS = (
-    "password",
-    "passwd",
-    "token",
-    "secret",
-    "credential",
-    "creds",
-    "seed",
-    "jwt",
-    "nkey",
-    "private_key",
-    "auth_params",
-    "key.pem",
-)
-_SQL_SCHEMES = ("postgresql", "postgres", "sqlite", "mysql", "mariadb")
-
-
-def _secret_key(key: str) -> bool:
-    lowered = key.lower()
-    return any(marker in lowered for marker in _SECRET_MARKERS)
-
-
-def redact(url: str) -> str:
-    """``url`` without secrets: a password (``user:***@``), a bare token in the user info
-    (``***@``, except for database URLs, where it is the user name) and the value of every
-    query option whose name says secret (``?token=***``, ``?sasl.password=***``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user, sep, _ = userinfo.partition(":")
-        sql = parts.scheme.lower().split("+", 1)[0] in _SQL_SCHEMES
-        if sep:
-            netloc = f"{user}:***@{host}"
-        elif not sql:
-            netloc = f"***@{host}"
-    query = "&".join(
-        f"{key}=***" if sep and _secret_key(unquote(key)) else f"{key}{sep}{value}"
-        for key, sep, value in (item.partition("=") for item in parts.query.split("&"))
-    )
-    if netloc == parts.netloc and query == parts.query:
-        return url  # unchanged (and sqlite:////abs.db keeps its empty host)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def secrets_of(url: str) -> list[str]:
-    """The secret values in ``url`` (password, token, secret query options), raw and
-    percent-decoded, longest first: what :func:`scrub` removes from text."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return []
-    found: list[str] = []
-    if "@" in parts.netloc:
-        userinfo = parts.netloc.rsplit("@", 1)[0]
-        user, sep, password = userinfo.partition(":")
-        sql = parts.scheme.lower().split("+", 1)[0] in _SQL_SCHEMES
-        found += [password] if sep else ([] if sql else [user])
-    for item in parts.query.split("&"):
-        key, sep, value = item.partition("=")
-        if sep and _secret_key(unquote(key)):
-            found.append(value)
-    values = {v for raw in found for v in (raw, unquote(raw)) if v}
-    return sorted(values, key=len, reverse=True)
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every one of ``secrets`` replaced by ``***``."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 def url_argument(parser: argparse.ArgumentParser) -> None:

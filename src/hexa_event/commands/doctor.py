@@ -20,6 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import install_hint
+from ..redaction import redact_url as redact
+from ..redaction import scrub
+from ..redaction import url_secrets as secrets_of
 from ..retry import dead_letter_channel, retry_channel
 from ._common import (
     OK,
@@ -27,9 +30,6 @@ from ._common import (
     UNREACHABLE,
     json_argument,
     print_json,
-    redact,
-    scrub,
-    secrets_of,
     url_argument,
 )
 

@@ -15,13 +15,13 @@ import sys
 from datetime import timedelta
 from typing import Any
 
+from ..redaction import redact_url as redact
 from ._common import (
     OK,
     USAGE,
     CommandError,
     json_argument,
     print_json,
-    redact,
     require_existing_sqlite,
 )
 

@@ -47,7 +47,7 @@ def test_client_ids_are_unique_by_default() -> None:
     [
         ("stan://h:1", {}, "cluster id"),
         ("stan://h:1?cluster_id=c&client_id=bad%20id", {}, "client_id"),
-        ("stan://h:1?cluster_id=c&nope=1", {}, "unknown stan URL parameter"),
+        ("stan://h:1?cluster_id=c&nope=1", {}, "unknown STAN URL option .nope.; known: ack_"),
         ("stan://h:1?cluster_id=c", {"ack_wait": 0}, "ack_wait"),
         ("stan://h:1?cluster_id=c&delayed_nack=maybe", {}, "boolean"),
         ("stan://h:1?cluster_id=c", {"nats_options": {"servers": ["x"]}}, "servers"),

@@ -43,9 +43,10 @@ from ...errors import (
     DriverError,
     InvalidEventError,
 )
+from ...redaction import scrubber
 from .consumer import KafkaSubscription
 from .lag import group_lag
-from .options import KafkaOptions, KafkaSubscriptionOptions, scrubber
+from .options import KafkaOptions, KafkaSubscriptionOptions
 from .producer import KafkaProducer
 
 log = logging.getLogger(__name__)

@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ...errors import ConfigurationError
+from ...numbers import check_number
+from ...redaction import redact as redact
+from ...redaction import redacted_repr
+from ..kit.options import check_mapping
+from ..kit.query import check_keywords, parse_query, split_url
 
-_SECRET_MARKERS = (
-    "password",
-    "secret",
-    "jaas",
-    "token",
-    "credential",
-    "private",
-    "pem",
-    "ssl.key",
-    "keytab",
-    "oauthbearer.config",
-    "sasl.oauthbearer",
-    "assertion",
-    "api.key",
-    "apikey",
-)
-REDACTED = "***"
 Assignment = Literal["cooperative-sticky", "range", "roundrobin"]
 ASSIGNMENTS = ("cooperative-sticky", "range", "roundrobin")
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.kafka.librdkafka")
@@ -75,35 +62,13 @@ _FORBIDDEN_PRODUCER = {
 }
 
 
-def is_secret(name: str) -> bool:
-    """Whether a librdkafka config key holds a secret (its value is never shown)."""
-    lowered = name.lower()
-    return any(marker in lowered for marker in _SECRET_MARKERS)
+_DOTLESS_KEYS = frozenset({"acks", "debug", "retries"})
+"""The librdkafka settings without a dot in their name (fields of ours have none)."""
 
 
-def redact(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` whose secret values are replaced by ``***``."""
-    return {k: (REDACTED if is_secret(k) else v) for k, v in config.items()}
-
-
-def secret_values(config: Mapping[str, Any]) -> list[str]:
-    """The values of ``config``'s secret keys (longest first), to scrub them from texts."""
-    found = {str(v) for k, v in config.items() if is_secret(k) and v is not None}
-    found |= {part for v in list(found) for part in v.splitlines() if len(part.strip()) >= 4}
-    return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
-
-
-def scrubber(config: Mapping[str, Any]) -> Callable[[str], str]:
-    """A function removing every secret value of ``config`` from a text (errors, logs)."""
-    secrets = secret_values(config)
-
-    def scrub(text: str) -> str:
-        for secret in secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    return scrub
+def librdkafka_key(key: str) -> bool:
+    """Whether a URL query option is a librdkafka setting (passed to ``client_config``)."""
+    return "." in key or key in _DOTLESS_KEYS
 
 
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@,?#]+)(?::([^:]*))?$")
@@ -133,14 +98,6 @@ def check_bootstrap(servers: str) -> None:
 def _harmless(key: str, value: Any) -> bool:
     """A forbidden key set to the value the driver uses anyway."""
     return key in ("enable.auto.offset.store", "enable.auto.commit") and value in (False, "false")
-
-
-def _check_config(name: str, config: Mapping[str, Any]) -> None:
-    if not isinstance(config, Mapping):
-        raise ConfigurationError(f"KafkaOptions.{name} must be a mapping of librdkafka keys")
-    for key in config:
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f"KafkaOptions.{name} has a bad key {key!r}")
 
 
 _FAST_FIRST_REQUEST = {"reconnect.backoff.ms": 10}
@@ -199,20 +156,15 @@ class KafkaOptions:
                 "KafkaOptions.bootstrap_servers is required, e.g. '127.0.0.1:9092'"
             )
         check_bootstrap(self.bootstrap_servers)
-        if not isinstance(self.partitions, int) or self.partitions < 1:
-            raise ConfigurationError("KafkaOptions.partitions must be an integer >= 1")
-        if not isinstance(self.replication_factor, int) or self.replication_factor < 1:
-            raise ConfigurationError("KafkaOptions.replication_factor must be an integer >= 1")
-        if self.delivery_timeout <= 0:
-            raise ConfigurationError("KafkaOptions.delivery_timeout must be > 0 seconds")
-        if self.linger_ms < 0:
-            raise ConfigurationError("KafkaOptions.linger_ms must be >= 0")
-        if not self.metadata_timeout > 0:
-            raise ConfigurationError("KafkaOptions.metadata_timeout must be > 0 seconds")
-        if self.revoke_timeout < 0 or self.assignment_timeout < 0:
-            raise ConfigurationError("KafkaOptions timeouts must be >= 0 seconds")
+        for name in ("partitions", "replication_factor"):
+            check_number(f"KafkaOptions.{name}", getattr(self, name), minimum=1, integer=True)
+        for name in ("delivery_timeout", "metadata_timeout"):
+            check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name), above=True)
+        for name in ("revoke_timeout", "assignment_timeout"):
+            check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name))
+        check_number("KafkaOptions.linger_ms", self.linger_ms)
         for name in ("client_config", "producer_config", "consumer_config"):
-            _check_config(name, getattr(self, name))
+            check_mapping("KafkaOptions", name, getattr(self, name), what="librdkafka keys")
         for key, why in _FORBIDDEN_CONSUMER.items():
             for source in (self.client_config, self.consumer_config):
                 if key in source and not _harmless(key, source[key]):
@@ -222,17 +174,7 @@ class KafkaOptions:
                 raise ConfigurationError(f"KafkaOptions: do not set {key!r}: {why}")
 
     def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (isinstance(value, Mapping) and not value):
-                continue
-            if f.name in ("sasl_password", "ssl_key_password"):
-                value = REDACTED
-            elif isinstance(value, Mapping):
-                value = redact(value)
-            parts.append(f"{f.name}={value!r}")
-        return f"KafkaOptions({', '.join(parts)})"
+        return redacted_repr(self, secret=("sasl_password", "ssl_key_password"))
 
     __str__ = __repr__
 
@@ -315,41 +257,32 @@ class KafkaOptions:
         config.setdefault("logger", CLIENT_LOGGER)
         return config
 
-    def scrub(self, text: str) -> str:
-        """``text`` with every secret value of these options replaced by ``***``."""
-        return scrubber(self.common_config())(text)
-
     @classmethod
     def from_url(cls, url: str, **options: Any) -> KafkaOptions:
         """``kafka://[user:password@]host:port[,host:port][?librdkafka.key=value&...]``.
 
         User info becomes SASL credentials (PLAIN over SASL_PLAINTEXT unless the query or
-        options say otherwise); query parameters go to ``client_config``; keyword options
-        are this class's fields.
+        options say otherwise). Query parameters are this class's fields
+        (``?partitions=6&provision=false``) or librdkafka settings, which go to
+        ``client_config`` (:func:`librdkafka_key`); anything else is refused. Keyword options
+        are this class's fields and win over the URL.
         """
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        username = password = None
-        if "@" in netloc:
-            userinfo, netloc = netloc.rsplit("@", 1)
-            user, _, pw = userinfo.partition(":")
-            username, password = unquote(user), unquote(pw)
-        if not netloc:
-            raise ConfigurationError(
-                "a kafka URL needs a host, e.g. 'kafka://127.0.0.1:9092' (got no host)"
-            )
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        client_config = {**query, **dict(options.pop("client_config", {}) or {})}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown Kafka option(s) {unknown}; known: {sorted(known)}. "
-                "Pass librdkafka settings in client_config={...}"
-            )
+        parts, username, password, netloc = split_url(url, example="kafka://127.0.0.1:9092")
+        check_keywords(
+            cls, options, engine="Kafka", hint="Pass librdkafka settings in client_config={...}"
+        )
+        typed, query = parse_query(
+            cls,
+            parts.query,
+            engine="Kafka",
+            passthrough=librdkafka_key,
+            hint="librdkafka settings (security.protocol, linger.ms, acks...) pass through",
+        )
+        client_config = {**dict(query), **dict(options.pop("client_config", {}) or {})}
+        options = {**typed, **options}
         if username is not None:
             options.setdefault("sasl_username", username)
-            options.setdefault("sasl_password", password)
+            options.setdefault("sasl_password", password or "")
             options.setdefault("sasl_mechanism", client_config.pop("sasl.mechanism", "PLAIN"))
             options.setdefault(
                 "security_protocol", client_config.pop("security.protocol", "SASL_PLAINTEXT")
@@ -395,7 +328,12 @@ class KafkaSubscriptionOptions:
             object.__setattr__(
                 self, "separate_retry_group", self.assignment == "cooperative-sticky"
             )
-        _check_config("consumer_config", self.consumer_config)
+        check_mapping(
+            "KafkaSubscriptionOptions",
+            "consumer_config",
+            self.consumer_config,
+            what="librdkafka keys",
+        )
         for key, why in _FORBIDDEN_CONSUMER.items():
             value = self.consumer_config.get(key)
             if key in self.consumer_config and not _harmless(key, value):

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from ...driver import Driver, Features, RawRecord, SubscriptionSpec, check_records
-from ...errors import ClosedError, ConfigurationError
+from ...errors import ClosedError
 from .broker import MemoryBroker
 from .consumer import MemorySubscription
+from .options import MemoryOptions
 
 FEATURES = Features(
     name="memory",
@@ -43,22 +43,8 @@ class MemoryDriver(Driver):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryDriver:
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        raw = options.pop("partitions", query.get("partitions", ["4"])[0])
-        if options:
-            raise ConfigurationError(
-                f"memory driver has no options {sorted(options)}; it takes only partitions="
-            )
-        try:
-            partitions = int(raw)
-        except (TypeError, ValueError):
-            partitions = 0
-        if isinstance(raw, bool) or not 1 <= partitions <= 10_000:
-            raise ConfigurationError(
-                f"memory driver: partitions must be an integer from 1 to 10000, got {raw!r}"
-            )
-        name = (parts.netloc + parts.path).strip("/")
+        name, parsed = MemoryOptions.from_url(url, **options)
+        partitions = parsed.partitions
         if not name:
             return cls(MemoryBroker(partitions))  # unnamed: private to this connection
         return cls(MemoryBroker.named(name, partitions))

@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import re
 import ssl
 import time
 import weakref
@@ -42,11 +41,12 @@ from ...driver import (
     check_records,
 )
 from ...errors import ClosedError, ConfigurationError, DriverError
+from ...redaction import redact_text, redact_url
 from .client import Client
 from .consumer import NatsSubscription
 from .membership import Membership
 from .naming import channel_subject, consumer_name, partition_prefix, pattern_filter
-from .options import NatsOptions, NatsSubscriptionOptions, redact_url
+from .options import NatsOptions, NatsSubscriptionOptions
 from .partitioned import PartitionedSubscription
 from .producer import NatsProducer
 from .streams import JetStreamApi, consumer_config, members_bucket
@@ -71,7 +71,6 @@ members of a group share one consumer without regard to keys
 time). With ``NatsOptions(partitions=N)`` it is True."""
 
 _ERROR_LOG_INTERVAL = 10.0
-_USERINFO = re.compile(r"//[^/@\s]+@")
 
 
 class NatsDriver(Driver):
@@ -191,7 +190,7 @@ class NatsDriver(Driver):
             servers = ", ".join(redact_url(s) for s in o.servers)
             raise DriverError(
                 f"cannot connect to NATS at {servers} within {bound:.0f}s: "
-                f"{_redact(str(exc)) or type(exc).__name__}; is the server running "
+                f"{redact_text(str(exc)) or type(exc).__name__}; is the server running "
                 "(scripts/services up nats) and are the credentials right?"
             ) from None
         if not probe:
@@ -219,7 +218,7 @@ class NatsDriver(Driver):
                 await nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
-        text = _redact(str(exc)) or type(exc).__name__
+        text = redact_text(str(exc)) or type(exc).__name__
         now = time.monotonic()
         if now - self._logged_at >= _ERROR_LOG_INTERVAL:
             self._logged_at = now
@@ -241,7 +240,7 @@ class NatsDriver(Driver):
         nc = self._nc
         if self._closed or nc is None or not nc.is_closed:
             return
-        cause = _redact(str(nc.last_error)) if nc.last_error else "no reason given"
+        cause = redact_text(str(nc.last_error)) if nc.last_error else "no reason given"
         reason = (
             f"the NATS connection was closed for good ({cause}); the receivers on it stopped: "
             "start them again (emits open a new connection)"
@@ -433,7 +432,3 @@ class NatsDriver(Driver):
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.options.connect_timeout):
                     await self._nc.close()
-
-
-def _redact(text: str) -> str:
-    return _USERINFO.sub("//***@", text)

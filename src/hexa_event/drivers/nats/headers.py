@@ -13,12 +13,12 @@ record may not set them, and they are not handed to the core on receive.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import re
 from collections.abc import Mapping
+from itertools import chain
 
 from ...errors import DriverError
+from ..kit import textheaders
 
 KEY = "HEXA_KEY"
 BASE64 = "HEXA_B64"
@@ -65,30 +65,15 @@ def encoded_size(headers: Mapping[str, str]) -> int:
 
 def encode(key: str, headers: Mapping[str, bytes], msg_id: str | None) -> dict[str, str]:
     """NATS headers for a record (raises DriverError for a name NATS cannot carry)."""
-    out: dict[str, str] = {}
-    encoded: list[str] = []
-    for name, value in headers.items():
+    for name in headers:
         if name not in _GOOD_NAMES and not _good_name(name):
             raise DriverError(
                 f"header name {name!r} cannot be sent over NATS: use letters, digits and "
                 "!#$%&'*+-.^_`|~ only, and not the Nats- prefix (NATS's own headers)",
                 retriable=False,
             )
-        text = _text(value)
-        if text is None:
-            out[name] = base64.b64encode(value).decode()
-            encoded.append(name)
-        else:
-            out[name] = text
-    key_text = _text(key.encode())
-    if key_text is None or key_text == "":
-        if key:
-            out[KEY] = base64.b64encode(key.encode()).decode()
-            encoded.append(KEY)
-    else:
-        out[KEY] = key_text
-    if encoded:
-        out[BASE64] = ",".join(encoded)
+    items = chain(headers.items(), ((KEY, key.encode()),)) if key else headers.items()
+    out = textheaders.encode(items, listed_in=BASE64, text=_text)
     if msg_id is not None:
         out[MSG_ID] = msg_id
     return out
@@ -98,19 +83,12 @@ def decode(raw: Mapping[str, str] | None) -> tuple[str, dict[str, bytes], float 
     """The record key, headers and (for a delayed record) accepted time of a message."""
     if not raw:
         return "", {}, None
-    encoded = raw.get(BASE64)
-    headers = {
-        name: value.encode()
-        for name, value in raw.items()
-        if not name.startswith(_NATS_PREFIX) and name != BASE64
-    }
-    if encoded:
-        for name in encoded.split(","):
-            if name in headers:
-                # A value that is not base64 after all is handed over as it came.
-                with contextlib.suppress(ValueError):
-                    headers[name] = base64.b64decode(headers[name], validate=True)
+    headers = textheaders.decode(raw, listed_in=BASE64, keep=_not_nats)
     key = headers.pop(KEY, b"")
     accepted = headers.pop(ACCEPTED_AT, None)
     accepted_at = int(accepted) / 1000 if accepted is not None and accepted.isdigit() else None
     return key.decode("utf-8", "replace"), headers, accepted_at
+
+
+def _not_nats(name: str) -> bool:
+    return not name.startswith(_NATS_PREFIX)

@@ -10,23 +10,23 @@ TLS key passwords) never appear in reprs, logs or errors.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ...errors import ConfigurationError
+from ...numbers import check_number
+from ...redaction import redact, redacted_repr
+from ..kit.options import check_mapping
+from ..kit.query import check_keywords, parse_query, split_url
 
-REDACTED = "***"
 MAX_PARTITIONS = 1024
 """Upper bound of ``NatsOptions.partitions`` (each partition is a consumer per action)."""
-_SECRET_MARKERS = ("password", "token", "secret", "seed", "creds", "credential", "nkey", "jwt")
 
 # Fields of the JetStream configs the driver owns because its guarantees depend on them.
 _OWNED_STREAM = {
-    "name": "NatsOptions.stream",
-    "subjects": "NatsOptions.subject_prefix (the stream holds '<prefix>.>')",
+    "name": "set NatsOptions.stream",
+    "subjects": "set NatsOptions.subject_prefix (the stream holds '<prefix>.>')",
 }
 _OWNED_CONSUMER = {
     "durable_name": "the consumer is the subscription's action (or durable=)",
@@ -46,34 +46,6 @@ _OWNED_CLIENT = {
     "error_cb": "the driver logs client errors",
     "closed_cb": "the driver tracks the connection",
 }
-
-
-def is_secret(name: str) -> bool:
-    """Whether an option name holds a secret (its value is never shown)."""
-    lowered = name.lower()
-    return any(marker in lowered for marker in _SECRET_MARKERS)
-
-
-def redact(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` whose secret values are replaced by ``***``."""
-    return {k: (REDACTED if is_secret(k) else v) for k, v in config.items()}
-
-
-def _positive(owner: str, name: str, value: object, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int | float) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(f"{owner}.{name} must be a number {bound}, got {value!r}")
-
-
-def _mapping(owner: str, name: str, value: object, owned: Mapping[str, str]) -> None:
-    if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{owner}.{name} must be a mapping, got {type(value).__name__}")
-    for key in value:
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f"{owner}.{name} has a bad key {key!r}")
-        if key in owned:
-            raise ConfigurationError(f"{owner}.{name}: do not set {key!r}; set {owned[key]}")
 
 
 def _token(owner: str, name: str, value: object, *, dots: bool) -> None:
@@ -179,13 +151,11 @@ class NatsOptions:
             raise ConfigurationError(f"{owner}.storage must be 'file' or 'memory'")
         if not isinstance(self.replicas, int) or not 1 <= self.replicas <= 5:
             raise ConfigurationError(f"{owner}.replicas must be an integer from 1 to 5")
-        _positive(owner, "max_age", self.max_age, allow_zero=True)
+        check_number(f"{owner}.max_age", self.max_age)
         if not isinstance(self.max_bytes, int) or (self.max_bytes < 1 and self.max_bytes != -1):
             raise ConfigurationError(f"{owner}.max_bytes must be -1 (unlimited) or >= 1")
-        _positive(owner, "duplicate_window", self.duplicate_window)
-        _positive(
-            owner, "consumer_inactive_threshold", self.consumer_inactive_threshold, allow_zero=True
-        )
+        check_number(f"{owner}.duplicate_window", self.duplicate_window, above=True)
+        check_number(f"{owner}.consumer_inactive_threshold", self.consumer_inactive_threshold)
         if self.duplicate_window < 0.1:
             raise ConfigurationError(f"{owner}.duplicate_window must be >= 0.1 seconds")
         if self.max_age and self.duplicate_window > self.max_age:
@@ -194,28 +164,18 @@ class NatsOptions:
                 f"max_age ({self.max_age}s); lower it or raise max_age"
             )
         for name in ("publish_timeout", "connect_timeout", "reconnect_wait", "request_timeout"):
-            _positive(owner, name, getattr(self, name))
+            check_number(f"{owner}.{name}", getattr(self, name), above=True)
         if not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
             raise ConfigurationError(f"{owner}.max_in_flight must be an integer >= 1")
         if self.token is not None and self.user is not None:
             raise ConfigurationError(f"{owner}: pass either token or user/password, not both")
-        _mapping(owner, "stream_config", self.stream_config, _OWNED_STREAM)
-        _mapping(owner, "client_options", self.client_options, _OWNED_CLIENT)
+        check_mapping(owner, "stream_config", self.stream_config, _OWNED_STREAM)
+        check_mapping(owner, "client_options", self.client_options, _OWNED_CLIENT)
 
     def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (isinstance(value, Mapping) and not value):
-                continue
-            if f.name in ("password", "token", "nkeys_seed", "creds_file"):
-                value = REDACTED
-            elif f.name == "servers":
-                value = tuple(redact_url(s) for s in value)
-            elif isinstance(value, Mapping):
-                value = redact(value)
-            parts.append(f"{f.name}={value!r}")
-        return f"NatsOptions({', '.join(parts)})"
+        return redacted_repr(
+            self, secret=("password", "token", "nkeys_seed", "creds_file"), urls=("servers",)
+        )
 
     __str__ = __repr__
 
@@ -232,65 +192,22 @@ class NatsOptions:
         is a ``token``); query parameters are this class's scalar fields (``stream=ORDERS``,
         ``storage=memory``...); keyword options override both.
         """
-        parts = urlsplit(url)
+        parts, user, password, netloc = split_url(url, example="nats://127.0.0.1:4222")
         scheme = parts.scheme.lower()
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, netloc = netloc.rsplit("@", 1)
-            user, sep, password = userinfo.partition(":")
-            if sep:
-                options.setdefault("user", unquote(user))
-                options.setdefault("password", unquote(password))
-            else:
-                options.setdefault("token", unquote(user))
-        if not netloc:
-            raise ConfigurationError(
-                "a nats URL needs a host, e.g. 'nats://127.0.0.1:4222' (got no host)"
-            )
+        if password is not None:
+            options.setdefault("user", user)
+            options.setdefault("password", password)
+        elif user is not None:
+            options.setdefault("token", user)
         client_scheme = "tls" if scheme in ("tls", "nats+tls") else "nats"
         servers = tuple(f"{client_scheme}://{hostport}" for hostport in netloc.split(","))
-        known = {f.name: f for f in fields(cls)}
-        for key, raw in parse_qsl(parts.query, keep_blank_values=True):
-            if key not in known or known[key].name in ("stream_config", "client_options"):
-                raise ConfigurationError(
-                    f"unknown NATS URL option {key!r}; known: "
-                    f"{sorted(k for k in known if k not in ('stream_config', 'client_options'))}"
-                )
-            options.setdefault(key, _parse_scalar(key, raw, known[key].default))
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown NATS option(s) {unknown}; known: {sorted(known)}. "
-                "Pass nats.connect settings in client_options={...}"
-            )
+        typed, _ = parse_query(cls, parts.query, engine="NATS")
+        check_keywords(
+            cls, options, engine="NATS", hint="Pass nats.connect settings in client_options={...}"
+        )
+        options = {**typed, **options}
         options.setdefault("servers", servers)
         return cls(**options)
-
-
-def _parse_scalar(key: str, raw: str, default: object) -> object:
-    if isinstance(default, bool):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigurationError(f"NATS URL option {key}={raw!r} must be true or false")
-    try:
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        raise ConfigurationError(f"NATS URL option {key}={raw!r} must be a number") from None
-    return raw
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any user info replaced by ``***``."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{REDACTED}@{host}").geturl()
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -335,7 +252,7 @@ class NatsSubscriptionOptions:
     def __post_init__(self) -> None:
         owner = "NatsSubscriptionOptions"
         if self.failover_timeout is not None:
-            _positive(owner, "failover_timeout", self.failover_timeout)
+            check_number(f"{owner}.failover_timeout", self.failover_timeout, above=True)
             if self.failover_timeout <= self.ack_wait:
                 raise ConfigurationError(
                     f"{owner}.failover_timeout ({self.failover_timeout}s) must exceed ack_wait "
@@ -344,7 +261,7 @@ class NatsSubscriptionOptions:
                 )
         if self.durable is not None and (not isinstance(self.durable, str) or not self.durable):
             raise ConfigurationError(f"{owner}.durable must be a non-empty string")
-        _positive(owner, "ack_wait", self.ack_wait)
+        check_number(f"{owner}.ack_wait", self.ack_wait, above=True)
         if self.ack_wait < 1:
             raise ConfigurationError(f"{owner}.ack_wait must be >= 1 second")
         if not isinstance(self.max_deliver, int) or (
@@ -357,12 +274,12 @@ class NatsSubscriptionOptions:
             raise ConfigurationError(f"{owner}.max_ack_pending must be -1 or >= 1")
         if self.batch is not None and (not isinstance(self.batch, int) or self.batch < 1):
             raise ConfigurationError(f"{owner}.batch must be an integer >= 1")
-        _positive(owner, "heartbeat", self.heartbeat)
+        check_number(f"{owner}.heartbeat", self.heartbeat, above=True)
         if self.heartbeat < 0.5 or self.heartbeat * 2 >= self.ack_wait:
             raise ConfigurationError(
                 f"{owner}.heartbeat must be >= 0.5 s and under half of ack_wait"
             )
-        _mapping(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
+        check_mapping(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
 
     @property
     def pull_expires(self) -> float:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ...errors import ConfigurationError
-
-REDACTED = "***"
-_SECRET_MARKERS = ("token", "password", "secret", "auth", "credential", "private_key")
+from ...numbers import check_number
+from ...redaction import redact, redact_url, redacted_repr
+from ..kit.options import check_mapping
+from ..kit.query import check_keywords, coerce, parse_query, split_url
 
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
 """pulsar-client's own (C++) log lines with ``client_log="logging"``."""
@@ -27,6 +27,20 @@ CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
 ClientLog = Literal["stderr", "logging"]
 
 BodyFormat = Literal["native", "go"]
+
+CLIENT_QUERY: dict[str, type] = {
+    "io_threads": int,
+    "message_listener_threads": int,
+    "concurrent_lookup_requests": int,
+    "stats_interval_in_seconds": int,
+    "use_tls": bool,
+    "log_conf_file_path": str,
+    "listener_name": str,
+}
+"""``pulsar.Client`` keywords a URL query may give (typed) besides this module's fields;
+they go to ``client_config``."""
+
+_KEYWORDS = "pulsar-client keywords"
 
 # Settings the driver owns because its guarantees depend on them.
 _FORBIDDEN_CONSUMER = {
@@ -47,38 +61,8 @@ _FORBIDDEN_PRODUCER = {
 }
 
 
-def is_secret(name: str) -> bool:
-    """Whether a client setting holds a secret (its value is never shown)."""
-    lowered = name.lower()
-    return any(marker in lowered for marker in _SECRET_MARKERS)
-
-
-def redact(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` whose secret values are replaced by ``***``."""
-    return {k: (REDACTED if is_secret(k) else v) for k, v in config.items()}
-
-
-def shown_url(url: str) -> str:
-    """``url`` without user info (a token or password in it is never shown)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=f"{REDACTED}@{parts.netloc.rsplit('@', 1)[1]}").geturl()
-
-
-def _check_mapping(owner: str, name: str, config: Any, forbidden: Mapping[str, str]) -> None:
-    if not isinstance(config, Mapping):
-        raise ConfigurationError(f"{owner}.{name} must be a mapping of pulsar-client keywords")
-    for key in config:
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f"{owner}.{name} has a bad key {key!r}")
-        if key in forbidden:
-            raise ConfigurationError(f"{owner}.{name}: do not set {key!r}: {forbidden[key]}")
-
-
-def _positive(owner: str, name: str, value: Any, *, minimum: float = 0.0) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
-        raise ConfigurationError(f"{owner}.{name} must be a number >= {minimum}, got {value!r}")
+shown_url = redact_url
+"""``url`` without its user info (a token or password in it is never shown)."""
 
 
 class SubscriptionType(enum.Enum):
@@ -164,33 +148,26 @@ class PulsarOptions:
             raise ConfigurationError(f"{owner}.partitions must be an integer >= 1")
         if self.body not in ("native", "go"):
             raise ConfigurationError(f"{owner}.body must be 'native' or 'go', got {self.body!r}")
-        _positive(owner, "send_timeout", self.send_timeout)
-        _positive(owner, "operation_timeout", self.operation_timeout, minimum=1)
-        _positive(owner, "connection_timeout", self.connection_timeout, minimum=1)
+        check_number(f"{owner}.send_timeout", self.send_timeout)
+        check_number(f"{owner}.operation_timeout", self.operation_timeout, minimum=1)
+        check_number(f"{owner}.connection_timeout", self.connection_timeout, minimum=1)
         if not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
             raise ConfigurationError(f"{owner}.max_in_flight must be an integer >= 1")
         if not isinstance(self.batching_delay_ms, int) or self.batching_delay_ms < 0:
             raise ConfigurationError(f"{owner}.batching_delay_ms must be an integer >= 0")
         if self.token is not None and self.authentication is not None:
             raise ConfigurationError(f"{owner}: pass token= or authentication=, not both")
-        _check_mapping(owner, "client_config", self.client_config, {})
-        _check_mapping(owner, "producer_config", self.producer_config, _FORBIDDEN_PRODUCER)
-        _check_mapping(owner, "consumer_config", self.consumer_config, _FORBIDDEN_CONSUMER)
+        for name, forbidden in (
+            ("client_config", {}),
+            ("producer_config", _FORBIDDEN_PRODUCER),
+            ("consumer_config", _FORBIDDEN_CONSUMER),
+        ):
+            check_mapping(owner, name, getattr(self, name), forbidden, what=_KEYWORDS)
 
     def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (isinstance(value, Mapping) and not value):
-                continue
-            if f.name in ("token", "authentication"):
-                value = REDACTED
-            elif f.name in ("service_url", "admin_url"):
-                value = shown_url(value)
-            elif isinstance(value, Mapping):
-                value = redact(value)
-            parts.append(f"{f.name}={value!r}")
-        return f"PulsarOptions({', '.join(parts)})"
+        return redacted_repr(
+            self, secret=("token", "authentication"), urls=("service_url", "admin_url")
+        )
 
     __str__ = __repr__
 
@@ -239,56 +216,33 @@ class PulsarOptions:
     def from_url(cls, url: str, **options: Any) -> PulsarOptions:
         """``pulsar://[token@]host:6650[?admin_url=...&tenant=...&namespace=...&...]``.
 
-        Query parameters named like this class's fields set them; any other parameter goes to
-        ``client_config``. A user part of the URL is taken as the auth token. Keyword options
+        Query parameters named like this class's fields set them (typed); the ``pulsar.Client``
+        keywords of :data:`CLIENT_QUERY` go to ``client_config``; anything else is refused,
+        naming the known options. A user part of the URL is taken as the auth token. Keyword options
         are this class's fields and win over the URL.
         """
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, netloc = netloc.rsplit("@", 1)
-            options.setdefault("token", unquote(userinfo))
-        if not netloc:
-            raise ConfigurationError(
-                "a pulsar URL needs a host, e.g. 'pulsar://127.0.0.1:6650' (got no host)"
-            )
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown Pulsar option(s) {unknown}; known: {sorted(known)}. "
-                "Pass pulsar-client settings in client_config={...}"
-            )
+        parts, user, password, netloc = split_url(url, example="pulsar://127.0.0.1:6650")
+        if user is not None:  # the whole user info is the token
+            options.setdefault("token", user if password is None else f"{user}:{password}")
+        check_keywords(
+            cls, options, engine="Pulsar", hint="Pass pulsar-client settings in client_config={...}"
+        )
         client_config = dict(options.pop("client_config", {}) or {})
-        typed: dict[str, Any] = {}
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key in known and key not in ("client_config", "producer_config", "consumer_config"):
-                typed[key] = _coerce(cls, key, value)
-            else:
-                client_config.setdefault(key, value)
+        typed, passed = parse_query(
+            cls,
+            parts.query,
+            engine="Pulsar",
+            passthrough=CLIENT_QUERY.__contains__,
+            hint=f"pulsar.Client settings: {', '.join(sorted(CLIENT_QUERY))}",
+        )
+        for key, raw in passed:
+            client_config.setdefault(key, coerce("Pulsar", key, raw, CLIENT_QUERY[key]))
         if parts.hostname is not None and "admin_url" not in typed:
             typed["admin_url"] = f"http://{parts.hostname}:8080"
         typed.update(options)
         scheme = "pulsar+ssl" if parts.scheme == "pulsar+ssl" else "pulsar"
         typed.setdefault("service_url", f"{scheme}://{netloc}")
         return cls(client_config=client_config, **typed)
-
-
-def _coerce(cls: type[PulsarOptions], key: str, text: str) -> Any:
-    default = next(f.default for f in fields(cls) if f.name == key)
-    if isinstance(default, bool):
-        return text.lower() in ("1", "true", "yes", "on")
-    if isinstance(default, int):
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigurationError(f"pulsar URL: {key} must be an integer") from None
-    if isinstance(default, float):
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigurationError(f"pulsar URL: {key} must be a number") from None
-    return text
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -326,11 +280,13 @@ class PulsarSubscriptionOptions:
             raise ConfigurationError(f"{owner}.name must be a non-empty string")
         if not isinstance(self.receiver_queue_size, int) or self.receiver_queue_size < 1:
             raise ConfigurationError(f"{owner}.receiver_queue_size must be an integer >= 1")
-        _positive(owner, "nack_delay", self.nack_delay, minimum=0.1)
-        _positive(owner, "ack_timeout", self.ack_timeout)
+        check_number(f"{owner}.nack_delay", self.nack_delay, minimum=0.1)
+        check_number(f"{owner}.ack_timeout", self.ack_timeout)
         if 0 < self.ack_timeout < 10:
             raise ConfigurationError(f"{owner}.ack_timeout must be 0 (off) or >= 10 seconds")
-        _check_mapping(owner, "consumer_config", self.consumer_config, _FORBIDDEN_CONSUMER)
+        check_mapping(
+            owner, "consumer_config", self.consumer_config, _FORBIDDEN_CONSUMER, what=_KEYWORDS
+        )
 
     def __repr__(self) -> str:
         return (

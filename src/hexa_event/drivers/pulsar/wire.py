@@ -12,11 +12,9 @@ messages too (a body that is not such an envelope is taken as it is).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
-import json
 from collections.abc import Mapping
+
+from ..kit import goenvelope, textheaders
 
 NOT_BEFORE_PROPERTY = "hexa.not_before"
 """On delayed records: the not-before time (epoch ms). Pulsar may deliver a delayed message
@@ -27,59 +25,22 @@ B64_PROPERTY = "hexa.b64"
 
 def to_properties(headers: Mapping[str, bytes]) -> dict[str, str]:
     """Headers as Pulsar message properties (text), reversibly."""
-    props: dict[str, str] = {}
-    binary: list[str] = []
-    for name, value in headers.items():
-        try:
-            props[name] = value.decode()
-        except UnicodeDecodeError:
-            props[name] = base64.b64encode(value).decode()
-            binary.append(name)
-    if binary:
-        props[B64_PROPERTY] = ",".join(binary)
-    return props
+    return textheaders.encode(headers.items(), listed_in=B64_PROPERTY)
 
 
 def from_properties(props: Mapping[str, str]) -> dict[str, bytes]:
     """The inverse of :func:`to_properties`."""
-    headers = {name: value.encode() for name, value in props.items()}
-    if NOT_BEFORE_PROPERTY not in props and B64_PROPERTY not in props:
-        return headers  # the common case: text headers, no delay
+    headers = textheaders.decode(props, listed_in=B64_PROPERTY)
     headers.pop(NOT_BEFORE_PROPERTY, None)
-    listed = headers.pop(B64_PROPERTY, None)
-    if listed:
-        for name in listed.decode().split(","):
-            if name in headers:
-                with contextlib.suppress(binascii.Error, ValueError):  # else keep the text
-                    headers[name] = base64.b64decode(headers[name], validate=True)
     return headers
 
 
 def to_go_body(headers: Mapping[str, bytes], body: bytes) -> bytes:
     """Go hexa-event's JSON envelope around ``body`` and ``headers``."""
-    envelope = {
-        "header": {name: base64.b64encode(value).decode() for name, value in headers.items()},
-        "payload": base64.b64encode(body).decode(),
-    }
-    return json.dumps(envelope, separators=(",", ":")).encode()
+    return goenvelope.encode("", headers, body)
 
 
 def from_go_body(data: bytes) -> tuple[dict[str, bytes], bytes] | None:
     """Headers and body out of a Go envelope, or None when ``data`` is not one."""
-    if not data.startswith(b"{"):
-        return None
-    try:
-        envelope = json.loads(data)
-        if not isinstance(envelope, dict) or not isinstance(envelope.get("payload"), str):
-            return None
-        raw_headers = envelope.get("header") or {}
-        if not isinstance(raw_headers, dict):
-            return None
-        headers = {
-            str(name): base64.b64decode(value, validate=True)
-            for name, value in raw_headers.items()
-            if isinstance(value, str)
-        }
-        return headers, base64.b64decode(envelope["payload"], validate=True)
-    except (ValueError, binascii.Error):
-        return None
+    opened = goenvelope.decode(data)
+    return None if opened is None else (dict(opened[1]), opened[2])

@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from ..._sql.names import TableNames, check_channel, check_dialect, merge, split_url, table_names
 from ..._sql.urls import parse, redact
 from ...errors import ConfigurationError
 from ...numbers import check_number
+from ..kit.query import parse_query
 
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -43,6 +45,33 @@ the indexes): all must fit its 63-byte limit once prefixed. Kept in step with
 :func:`~hexa_event.drivers.sql.schema.metadata` (a test checks)."""
 NOTIFY_TABLE = "hexa_log"
 """Publishes NOTIFY on the log table's qualified name (``schema.prefixhexa_log``)."""
+
+
+_LIBPQ = (
+    "host hostaddr port dbname user password passfile require_auth channel_binding "
+    "connect_timeout client_encoding options application_name fallback_application_name "
+    "keepalives keepalives_idle keepalives_interval keepalives_count tcp_user_timeout "
+    "replication gssencmode sslmode requiressl sslnegotiation sslcompression sslcert sslkey "
+    "sslkeylogfile sslpassword sslcertmode sslrootcert sslcrl sslcrldir sslsni requirepeer "
+    "ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation "
+    "service target_session_attrs load_balance_hosts"
+)
+_ASYNCPG = (
+    "servicefile database timeout statement_cache_size max_cached_statement_lifetime "
+    "max_cacheable_statement_size command_timeout ssl direct_tls prepared_statement_cache_size"
+)
+_SQLITE = (
+    "timeout isolation_level detect_types check_same_thread cached_statements uri "
+    "mode cache vfs immutable nolock psow modeof"
+)
+DATABASE_PARAMETERS: dict[str, frozenset[str]] = {
+    "postgresql": frozenset(f"{_LIBPQ} {_ASYNCPG}".split()),
+    "sqlite": frozenset(_SQLITE.split()),
+}
+"""URL query parameters of the database drivers (libpq/psycopg and asyncpg; sqlite3 and
+SQLite's URI filenames), passed to them as they are. Any other query option must be a
+field of :class:`SqlOptions`: a typo is refused rather than handed to the database driver
+(which would fail at the first query, or be ignored with a warning)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +128,7 @@ class SqlOptions:
             raise ConfigurationError("SqlOptions.url must be a URL such as sqlite:///app.db")
         # ?schema= and ?table_prefix= are ours: taken out of the URL the engine sees.
         url, schema, prefix = split_url(self.url)
-        object.__setattr__(self, "url", url)
+        object.__setattr__(self, "url", self._take_query_options(url))
         object.__setattr__(
             self, "schema", merge(self.schema, schema, name="schema", owner="SqlOptions") or None
         )
@@ -143,6 +172,37 @@ class SqlOptions:
             raise ConfigurationError(
                 "SqlOptions.sqlite_synchronous must be one of OFF, NORMAL, FULL, EXTRA"
             )
+
+    def _take_query_options(self, url: str) -> str:
+        """``url`` without the query options that are fields of ours (``?lease_ttl=30``),
+        which set those fields; the others must be the database driver's parameters."""
+        base, sep, rest = url.partition("?")
+        if not sep:
+            return url
+        query, hash_, fragment = rest.partition("#")
+        backend = base.split(":", 1)[0].split("+", 1)[0].lower()
+        allowed = DATABASE_PARAMETERS.get("postgresql" if backend == "postgres" else backend)
+        typed, kept = parse_query(
+            SqlOptions,
+            query,
+            engine="SQL",
+            exclude=("url",),
+            passthrough=(lambda _: True) if allowed is None else allowed.__contains__,
+            hint=f"Database driver parameters pass through: {', '.join(sorted(allowed or ()))}",
+        )
+        if not typed:
+            return url  # byte for byte (the database driver reads its parameters itself)
+        for f in fields(self):
+            if f.name in typed:
+                given = getattr(self, f.name)
+                if given != f.default and given != typed[f.name]:
+                    raise ConfigurationError(
+                        f"SqlOptions: {f.name} is {given!r} but the URL says "
+                        f"{f.name}={typed[f.name]!r}; give it once"
+                    )
+                object.__setattr__(self, f.name, typed[f.name])
+        rest = urlencode(kept)
+        return base + (f"?{rest}" if rest else "") + hash_ + fragment
 
     @property
     def names(self) -> TableNames:

@@ -14,15 +14,16 @@ import re
 import socket
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ...errors import ConfigurationError
+from ...numbers import check_number
+from ...redaction import redact_urls, redacted_repr
+from ..kit.query import check_keywords, parse_query, split_url
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOKEN_RE = re.compile(r"^[^\s*>.]+$")
-_SECRET_KEYS = ("password", "token", "nkeys_seed", "nkeys_seed_str", "user_credentials")
 _OWNED_NATS_KEYS = {
     "servers": "give the servers in the URL or StanOptions.servers",
     "max_reconnect_attempts": "the driver reconnects forever (-1), as stan.go does",
@@ -30,7 +31,6 @@ _OWNED_NATS_KEYS = {
     "disconnected_cb": "the driver needs it to pause publishing",
     "closed_cb": "the driver needs it to report a closed connection",
 }
-REDACTED = "***"
 
 SubscriptionKind = Literal["durable_queue", "queue", "durable", "plain"]
 StartAt = Literal["first", "new_only", "last_received"]
@@ -115,15 +115,15 @@ class StanOptions:
         if not isinstance(self.servers, str) or not self.servers.strip():
             raise ConfigurationError("StanOptions.servers is required, e.g. nats://127.0.0.1:4223")
         for name in ("connect_timeout", "ack_timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
-                raise ConfigurationError(f"StanOptions.{name} must be > 0 seconds, got {value!r}")
-        _positive_int("StanOptions.max_pub_acks_inflight", self.max_pub_acks_inflight)
-        _positive_int("StanOptions.ping_interval", self.ping_interval)
-        _positive_int("StanOptions.ping_max_out", self.ping_max_out)
-        _positive_int("StanOptions.ack_wait", self.ack_wait)
+            check_number(f"StanOptions.{name} (seconds)", getattr(self, name), above=True)
+        check_number(
+            "StanOptions.max_pub_acks_inflight", self.max_pub_acks_inflight, minimum=1, integer=True
+        )
+        check_number("StanOptions.ping_interval", self.ping_interval, minimum=1, integer=True)
+        check_number("StanOptions.ping_max_out", self.ping_max_out, minimum=1, integer=True)
+        check_number("StanOptions.ack_wait", self.ack_wait, minimum=1, integer=True)
         if self.max_inflight is not None:
-            _positive_int("StanOptions.max_inflight", self.max_inflight)
+            check_number("StanOptions.max_inflight", self.max_inflight, minimum=1, integer=True)
         if self.monitor_url is not None and (
             not isinstance(self.monitor_url, str)
             or not self.monitor_url.startswith(("http://", "https://"))
@@ -161,19 +161,7 @@ class StanOptions:
         return kwargs
 
     def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (isinstance(value, Mapping) and not value):
-                continue
-            if f.name in ("password", "token"):
-                value = REDACTED
-            elif f.name in ("servers", "monitor_url"):
-                value = redact_servers(value)
-            elif isinstance(value, Mapping):
-                value = {k: (REDACTED if _is_secret(k) else v) for k, v in value.items()}
-            parts.append(f"{f.name}={value!r}")
-        return f"StanOptions({', '.join(parts)})"
+        return redacted_repr(self, secret=("password", "token"), urls=("servers", "monitor_url"))
 
     __str__ = __repr__
 
@@ -185,18 +173,13 @@ class StanOptions:
         ``ack_wait``...); keyword options override them. The servers become
         ``nats://host:port`` (``stan+tls://`` gives ``tls://``).
         """
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, netloc = netloc.rsplit("@", 1)
-            user, sep, password = userinfo.partition(":")
-            options.setdefault("user", unquote(user))
-            if sep:
-                options.setdefault("password", unquote(password))
-        if not netloc:
-            raise ConfigurationError(
-                "a stan URL needs a host, e.g. 'stan://127.0.0.1:4223?cluster_id=test-cluster'"
-            )
+        parts, user, password, netloc = split_url(
+            url, example="stan://127.0.0.1:4223?cluster_id=test-cluster"
+        )
+        if user is not None:
+            options.setdefault("user", user)
+        if password is not None:
+            options.setdefault("password", password)
         nats_scheme = "tls" if parts.scheme.lower().endswith("+tls") else "nats"
         options.setdefault(
             "servers", ",".join(f"{nats_scheme}://{h.strip()}" for h in netloc.split(","))
@@ -204,20 +187,16 @@ class StanOptions:
         path_cluster = parts.path.strip("/")
         if path_cluster:
             options.setdefault("cluster_id", path_cluster)
-        known = {f.name: f for f in fields(cls)}
-        for key, raw in parse_qsl(parts.query, keep_blank_values=True):
-            if key not in known or key in ("nats_options", "password", "token"):
-                raise ConfigurationError(
-                    f"unknown stan URL parameter {key!r}; known: "
-                    f"{sorted(k for k in known if k not in ('nats_options', 'password', 'token'))}"
-                )
-            options.setdefault(key, _parse_query_value(key, raw, known[key].type))
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown STAN option(s) {unknown}; known: {sorted(known)}. "
-                "Pass nats-py connection settings in nats_options={...}"
-            )
+        typed, _ = parse_query(
+            cls, parts.query, engine="STAN", exclude=("password", "token", "nats_options")
+        )
+        check_keywords(
+            cls,
+            options,
+            engine="STAN",
+            hint="Pass nats-py connection settings in nats_options={...}",
+        )
+        options = {**typed, **options}
         if "cluster_id" not in options:
             raise ConfigurationError(
                 "a stan URL needs the cluster id: stan://host:4223?cluster_id=<the server's "
@@ -267,9 +246,11 @@ class StanSubscriptionOptions:
                 f"contain ':' (got {self.durable_name!r})"
             )
         if self.max_inflight is not None:
-            _positive_int("StanSubscriptionOptions.max_inflight", self.max_inflight)
+            check_number(
+                "StanSubscriptionOptions.max_inflight", self.max_inflight, minimum=1, integer=True
+            )
         if self.ack_wait is not None:
-            _positive_int("StanSubscriptionOptions.ack_wait", self.ack_wait)
+            check_number("StanSubscriptionOptions.ack_wait", self.ack_wait, minimum=1, integer=True)
         starts = [
             n
             for n in ("start", "start_sequence", "start_time_delta")
@@ -286,45 +267,17 @@ class StanSubscriptionOptions:
                 "'first', 'new_only', 'last_received'"
             )
         if self.start_sequence is not None:
-            _positive_int("StanSubscriptionOptions.start_sequence", self.start_sequence)
+            check_number(
+                "StanSubscriptionOptions.start_sequence",
+                self.start_sequence,
+                minimum=1,
+                integer=True,
+            )
         if self.start_time_delta is not None and (
             not isinstance(self.start_time_delta, int | float) or self.start_time_delta < 0
         ):
             raise ConfigurationError("StanSubscriptionOptions.start_time_delta must be >= 0 s")
 
 
-def _positive_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _is_secret(key: str) -> bool:
-    return any(marker in key.lower() for marker in _SECRET_KEYS)
-
-
-def redact_servers(servers: str) -> str:
-    out = []
-    for server in servers.split(","):
-        scheme, sep, rest = server.partition("://")
-        if sep and "@" in rest:
-            rest = "***@" + rest.rsplit("@", 1)[1]
-        out.append(f"{scheme}{sep}{rest}")
-    return ",".join(out)
-
-
-def _parse_query_value(key: str, raw: str, annotation: object) -> Any:
-    text = str(annotation)
-    if "bool" in text:
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigurationError(f"stan URL parameter {key}={raw!r} is not a boolean")
-    try:
-        if "float" in text:
-            return float(raw)
-        if "int" in text:
-            return int(raw)
-    except ValueError:
-        raise ConfigurationError(f"stan URL parameter {key}={raw!r} is not a number") from None
-    return unquote(raw)
+redact_servers = redact_urls
+"""A comma-separated server list without user info (passwords, tokens)."""

@@ -1,0 +1,44 @@
+"""Go hexa-event's JSON envelope, the message body of its STAN driver and of its Pulsar
+driver in Go mode: ``{"header": {name: base64}, "payload": base64}`` (Go encodes ``[]byte``
+as standard base64). The record's key, which Go's envelope has no place for, may travel as
+a top-level ``"key"`` string that Go's decoder ignores; records from Go have the empty key.
+
+A body that is not such an envelope (another publisher's bytes, some other JSON document)
+is not decoded: :func:`decode` answers None and the driver hands the body over as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+
+class GoEnvelope(msgspec.Struct, omit_defaults=True):
+    """``hevent.RawMessage`` as JSON, plus our optional ``key``."""
+
+    header: dict[str, bytes] | None = None
+    payload: bytes | None = None
+    key: str = ""
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(GoEnvelope)
+
+
+def encode(key: str, headers: Mapping[str, bytes], body: bytes) -> bytes:
+    """The JSON envelope for one record (``key`` only when not empty)."""
+    return _encoder.encode(GoEnvelope(header=dict(headers) or None, payload=body, key=key))
+
+
+def decode(data: bytes) -> tuple[str, Mapping[str, bytes], bytes] | None:
+    """``(key, headers, payload)`` of an envelope; None when ``data`` is not one."""
+    if data[:1] != b"{":
+        return None
+    try:
+        envelope = _decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if envelope.payload is None and envelope.header is None:
+        return None  # some other JSON document
+    return envelope.key, envelope.header or {}, envelope.payload or b""

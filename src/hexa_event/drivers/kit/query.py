@@ -1,0 +1,156 @@
+"""One rule for a driver URL's query options: each one is a field of the driver's options
+dataclass, typed by that field; anything else is refused naming the known ones, unless the
+driver lets it through to its client (librdkafka keys, pulsar-client keywords, the database
+driver's parameters).
+
+Types: ``bool`` takes ``true``/``false``/``1``/``0``/``yes``/``no`` only; ``int`` and
+``float`` (durations are seconds) take finite numbers; a ``Literal`` or an ``Enum`` takes
+one of its values; ``tuple[str, ...]`` a comma-separated list; ``str`` the text. Mappings
+and other objects are not query options.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import types
+import typing
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import fields
+from typing import Any
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+
+from ...errors import ConfigurationError
+
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_UNSET = object()
+
+
+def query_fields(cls: type, exclude: Collection[str] = ()) -> dict[str, Any]:
+    """The fields of ``cls`` a URL query may set, with their types."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        kind = _plain(hints[f.name])
+        if f.name not in exclude and kind is not _UNSET:
+            out[f.name] = kind
+    return out
+
+
+def parse_query(
+    cls: type,
+    query: str,
+    *,
+    engine: str,
+    exclude: Collection[str] = (),
+    passthrough: Callable[[str], bool] | None = None,
+    hint: str = "",
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``(fields, passed)``: the typed values of the query's options that are fields of
+    ``cls``, and the ``(key, raw value)`` pairs ``passthrough`` lets through to the client
+    (in order, repeats kept).
+
+    Raises :class:`ConfigurationError` for any other option (naming the known ones) and for
+    a value its field's type refuses (naming the accepted values).
+    """
+    known = query_fields(cls, exclude)
+    typed: dict[str, Any] = {}
+    passed: list[tuple[str, str]] = []
+    for key, raw in parse_qsl(query, keep_blank_values=True):
+        if key in known:
+            value = coerce(engine, key, raw, known[key])
+            if key in typed and typed[key] != value:
+                raise ConfigurationError(
+                    f"the {engine} URL gives {key} twice ({typed[key]!r}, {value!r}); keep one"
+                )
+            typed[key] = value
+        elif passthrough is not None and passthrough(key):
+            passed.append((key, raw))
+        else:
+            raise ConfigurationError(
+                f"unknown {engine} URL option {key!r}; known: {', '.join(sorted(known))}"
+                + (f". {hint}" if hint else "")
+            )
+    return typed, passed
+
+
+def split_url(url: str, *, example: str) -> tuple[SplitResult, str | None, str | None, str]:
+    """``url``'s parts, user and password (percent-decoded, None when absent) and hosts
+    (``host:port[,host:port]``); ConfigurationError naming ``example`` when it has none."""
+    parts = urlsplit(url)
+    user = password = None
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at:
+        name, colon, secret = userinfo.partition(":")
+        user, password = unquote(name), (unquote(secret) if colon else None)
+    if not hosts:
+        scheme = example.split("://", 1)[0]
+        raise ConfigurationError(f"a {scheme} URL needs a host, e.g. {example!r} (got no host)")
+    return parts, user, password, hosts
+
+
+def check_keywords(cls: type, options: Mapping[str, Any], *, engine: str, hint: str = "") -> None:
+    """Refuse keyword options that are not fields of ``cls``, naming the known ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown {engine} option(s) {unknown}; known: {sorted(known)}"
+            + (f". {hint}" if hint else "")
+        )
+
+
+def coerce(engine: str, key: str, raw: str, kind: Any) -> Any:
+    """``raw`` as a value of ``kind`` (see the module's rules)."""
+    if kind is bool:
+        value = BOOLEANS.get(raw.strip().lower())
+        if value is None:
+            raise ConfigurationError(
+                f"{engine} URL option {key}={raw!r} is not a boolean; "
+                "use one of true, false, 1, 0, yes, no"
+            )
+        return value
+    if kind is int or kind is float:
+        try:
+            number = int(raw) if kind is int else float(raw)
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number):
+            what = "an integer" if kind is int else "a finite number (seconds for a duration)"
+            raise ConfigurationError(f"{engine} URL option {key}={raw!r} must be {what}")
+        return number
+    if isinstance(kind, tuple):  # the values of a Literal
+        if raw not in kind:
+            raise ConfigurationError(
+                f"{engine} URL option {key}={raw!r} must be one of {', '.join(kind)}"
+            )
+        return raw
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        for member in kind:
+            if raw.lower() in (str(member.value).lower(), member.name.lower()):
+                return member
+        raise ConfigurationError(
+            f"{engine} URL option {key}={raw!r} must be one of "
+            f"{', '.join(str(m.value) for m in kind)}"
+        )
+    if kind == "list":
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def _plain(annotation: Any) -> Any:
+    """What :func:`coerce` takes for a field's annotation; ``_UNSET`` when the query cannot
+    give it (mappings, objects)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _plain(inner[0]) if len(inner) == 1 else _UNSET
+    if origin is typing.Literal:
+        return tuple(str(a) for a in typing.get_args(annotation))
+    if origin is tuple:
+        return "list"
+    if annotation in (bool, int, float, str):
+        return annotation
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return annotation
+    return _UNSET

@@ -1,0 +1,34 @@
+"""The memory driver's one option, from the URL query or a keyword."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ...errors import ConfigurationError
+from ..kit.query import check_keywords, parse_query
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryOptions:
+    """``partitions``: how many partitions each channel has (a key's partition keeps its
+    order), 1 to 10000."""
+
+    partitions: int = 4
+
+    def __post_init__(self) -> None:
+        value = self.partitions
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
+            raise ConfigurationError(
+                f"memory driver: partitions must be an integer from 1 to 10000, got {value!r}"
+            )
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> tuple[str, MemoryOptions]:
+        """The broker's name (empty: a private broker) and the options of ``url``;
+        keyword options win over the URL's query."""
+        parts = urlsplit(url)
+        check_keywords(cls, options, engine="memory")
+        typed, _ = parse_query(cls, parts.query, engine="memory")
+        return (parts.netloc + parts.path).strip("/"), cls(**{**typed, **options})

@@ -1,0 +1,141 @@
+"""Strict URL query options on every engine: one typed parser (drivers/kit/query.py).
+
+Pure parsing: ``connect`` refuses a bad URL before anything is built, so no broker is
+needed. Each engine refuses a typo naming the known options and a boolean that is not
+true/false/1/0/yes/no.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import hexa_event as he
+from hexa_event.drivers.kafka import KafkaOptions
+from hexa_event.drivers.kit.query import coerce
+from hexa_event.drivers.nats import NatsOptions
+from hexa_event.drivers.pulsar import PulsarOptions
+from hexa_event.drivers.sql import SqlOptions
+from hexa_event.drivers.stan import StanOptions
+from hexa_event.errors import ConfigurationError
+
+PG = "postgresql://app@127.0.0.1:5432/db"
+STAN = "stan://127.0.0.1:4223?cluster_id=test-cluster"
+
+TYPOS = [
+    ("memory://?partitons=2", "partitons", "partitions"),
+    ("sqlite:///x.db?table_prefx=a_", "table_prefx", "table_prefix"),
+    (f"{PG}?lease_tll=30", "lease_tll", "lease_ttl"),
+    ("kafka://127.0.0.1:9092?provison=false", "provison", "provision"),
+    ("pulsar://127.0.0.1:6650?provison=false", "provison", "provision"),
+    ("nats://127.0.0.1:4222?provison=false", "provison", "provision"),
+    (f"{STAN}&ack_wiat=3", "ack_wiat", "ack_wait"),
+]
+
+
+@pytest.mark.parametrize(("url", "typo", "meant"), TYPOS)
+def test_a_typo_in_the_query_is_refused_naming_the_known_options(
+    url: str, typo: str, meant: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=rf"unknown \w+ URL option '{typo}'") as caught:
+        he.connect(url)
+    assert "known: " in str(caught.value)
+    assert meant in str(caught.value).split("known: ", 1)[1]
+
+
+BAD_BOOLEANS = [
+    ("sqlite:///x.db?create_tables=tru", "create_tables"),
+    (f"{PG}?notify=tru", "notify"),
+    ("kafka://127.0.0.1:9092?provision=tru", "provision"),
+    ("pulsar://127.0.0.1:6650?provision=tru", "provision"),
+    ("nats://127.0.0.1:4222?provision=on", "provision"),
+    (f"{STAN}&delayed_nack=tru", "delayed_nack"),
+]
+
+
+@pytest.mark.parametrize(("url", "option"), BAD_BOOLEANS)
+def test_a_bad_boolean_is_refused_naming_the_accepted_values(url: str, option: str) -> None:
+    with pytest.raises(ConfigurationError, match=rf"{option}='\w+' is not a boolean") as caught:
+        he.connect(url)
+    assert "true, false, 1, 0, yes, no" in str(caught.value)
+
+
+def test_memory_refuses_a_number_that_is_not_one() -> None:
+    with pytest.raises(ConfigurationError, match="partitions='four' must be an integer"):
+        he.connect("memory://?partitions=four")
+    with pytest.raises(ConfigurationError, match="unknown memory option"):
+        he.connect("memory://", partitons=2)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("nats://127.0.0.1:4222?max_age=nan", "max_age='nan' must be a finite number"),
+        ("kafka://127.0.0.1:9092?delivery_timeout=inf", "delivery_timeout='inf' must be a finite"),
+        ("pulsar://127.0.0.1:6650?partitions=1.5", "partitions='1.5' must be an integer"),
+        ("pulsar://127.0.0.1:6650?body=gob", "body='gob' must be one of native, go"),
+        (f"{PG}?lease_ttl=-1", "SqlOptions.lease_ttl"),
+    ],
+)
+def test_numbers_and_choices_are_checked(url: str, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=says):
+        he.connect(url)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("false", False),
+        ("0", False),
+        ("No", False),
+    ],
+)
+def test_booleans_take_exactly_six_words(raw: str, value: bool) -> None:
+    assert coerce("test", "flag", raw, bool) is value
+
+
+def test_sql_options_come_from_the_query_and_never_reach_the_database_driver() -> None:
+    options = SqlOptions(url=f"{PG}?sslmode=disable&lease_ttl=30&heartbeat_interval=2")
+    assert (options.lease_ttl, options.heartbeat_interval) == (30.0, 2.0)
+    assert options.url == f"{PG}?sslmode=disable"  # the database driver's parameter stays
+    multihost = "postgresql://app@/db?host=h1:5432&host=h2:5432&target_session_attrs=primary"
+    assert SqlOptions(url=multihost).url == multihost  # byte for byte, repeats kept
+    sqlite = SqlOptions(url="sqlite:///x.db?notify=false&busy_timeout=5&timeout=3")
+    assert (sqlite.notify, sqlite.busy_timeout, sqlite.url) == (
+        False,
+        5.0,
+        "sqlite:///x.db?timeout=3",
+    )
+    with pytest.raises(ConfigurationError, match=r"lease_ttl is 20\.0 but the URL says"):
+        SqlOptions(url=f"{PG}?lease_ttl=30", lease_ttl=20.0)
+
+
+def test_sqlite_driver_takes_its_options_from_the_url() -> None:
+    driver = he.connect("sqlite:///kit.db?lease_ttl=30&table_prefix=a_").driver
+    assert driver.options.lease_ttl == 30.0  # type: ignore[attr-defined]
+    assert driver.options.table_prefix == "a_"  # type: ignore[attr-defined]
+    assert driver.options.url == "sqlite:///kit.db"  # type: ignore[attr-defined]
+
+
+def test_client_settings_still_pass_through_typed() -> None:
+    kafka = KafkaOptions.from_url("kafka://h:9092?linger.ms=3&acks=all&partitions=6")
+    assert kafka.partitions == 6
+    assert kafka.client_config == {"linger.ms": "3", "acks": "all"}
+    pulsar = PulsarOptions.from_url("pulsar://h:6650?io_threads=2&provision=false")
+    assert (pulsar.provision, pulsar.client_config) == (False, {"io_threads": 2})
+    nats = NatsOptions.from_url("nats://h:4222,h2:4222?stream=ORDERS&max_age=6000")
+    assert (nats.stream, nats.max_age, nats.servers) == (
+        "ORDERS",
+        6000.0,
+        ("nats://h:4222", "nats://h2:4222"),
+    )
+    stan = StanOptions.from_url(f"{STAN}&delayed_nack=yes&max_inflight=5")
+    assert (stan.delayed_nack, stan.max_inflight) == (True, 5)
+
+
+def test_keyword_options_win_over_the_query() -> None:
+    assert KafkaOptions.from_url("kafka://h:9092?partitions=6", partitions=2).partitions == 2
+    assert NatsOptions.from_url("nats://h:4222?stream=A", stream="B").stream == "B"
