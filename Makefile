@@ -25,9 +25,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # The loop while coding (under a minute, no services): layers, the core, and the conformance
-# suite on memory and SQLite, with a tenth of the fuzz examples.
+# suite on memory and SQLite, with a tenth of the fuzz examples, in 4 processes (most of
+# these tests wait on timers, so 4 fit on 2 cores).
 quick: $(STAMP)
-	HEXA_FUZZ_EXAMPLES=1000 $(VENV)/bin/pytest -q -x -m "not postgres" \
+	HEXA_FUZZ_EXAMPLES=1000 $(VENV)/bin/pytest -q -x -n 4 -m "not postgres" \
 		tests/test_layers.py tests/core tests/drivers/memory tests/drivers/sql/test_conformance_sqlite.py
 
 # Unit tests and the conformance suite on the memory driver: no services needed.
