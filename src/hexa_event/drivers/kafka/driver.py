@@ -19,8 +19,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -368,3 +370,39 @@ class KafkaDriver(Driver):
         admin, self._admin = self._admin, None
         if admin is not None:
             admin.poll(0)
+            holder = [admin]
+            del admin  # the holder keeps the only reference: it is dropped off the loop
+            await _destroy_off_loop(holder, _ADMIN_DESTROY_TIMEOUT)
+
+
+_ADMIN_DESTROY_TIMEOUT = 10.0
+"""Seconds close() waits for librdkafka to destroy the admin client before going on."""
+
+
+async def _destroy_off_loop(holder: list[AdminClient], within: float) -> None:
+    """Drop the only reference to an admin client (held in ``holder``) on a daemon thread
+    and wait at most ``within`` seconds. librdkafka's destroy joins its threads; after a
+    broker restart with admin requests outstanding (the lag sampler's) it was seen to wait
+    for ever, on the event loop, so close() never returned. A destroy that does not finish
+    in time is left to its thread (a daemon: it never keeps the process alive)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def destroy() -> None:
+        holder.clear()  # the last reference: librdkafka's destroy runs here
+        with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+            loop.call_soon_threadsafe(finish)
+
+    threading.Thread(target=destroy, name="hexa-kafka-admin-destroy", daemon=True).start()
+    try:
+        await asyncio.wait_for(done, within)
+    except TimeoutError:
+        log.warning(
+            "the Kafka admin client did not finish closing within %g s (librdkafka's destroy "
+            "is waiting on its threads); left behind on a daemon thread",
+            within,
+        )
