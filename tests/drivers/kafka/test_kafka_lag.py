@@ -18,7 +18,9 @@ pytestmark = pytest.mark.kafka
 async def test_every_member_reports_the_groups_lag_per_topic(kafka_bootstrap: str) -> None:
     tag = uuid.uuid4().hex[:10]
     channel, action = f"klag-{tag}", f"klag-act-{tag}"
-    conns = [he.connect(f"kafka://{kafka_bootstrap}", partitions=4) for _ in range(2)]
+    conns = [
+        he.connect(f"kafka://{kafka_bootstrap}", partitions=4, group_lag=True) for _ in range(2)
+    ]
     release = asyncio.Event()
     began = Collector()
     receivers = []

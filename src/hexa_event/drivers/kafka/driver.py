@@ -315,7 +315,7 @@ class KafkaDriver(Driver):
             sub_options,
             self._scrub,
             forget=self._delete_groups if spec.ephemeral else None,
-            lag_of=self._group_lag,
+            lag_of=self._group_lag if self.options.group_lag else None,
         )
         await subscription.start()
         self._subscriptions.add(subscription)

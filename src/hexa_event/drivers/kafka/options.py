@@ -149,6 +149,11 @@ class KafkaOptions:
     metadata_timeout: float = 5.0
     """Seconds a topic metadata lookup (provisioning, first publish to a topic) may take
     before the publish or subscribe fails with a DriverError (broker unreachable)."""
+    group_lag: bool = False
+    """Sample the whole group's lag through the admin API (every process reports the same
+    figure) instead of this process's own partitions from cached watermarks (no requests;
+    add processes up). Off by default: librdkafka aborted the process (its ``enq_once``
+    assertion) in broker-restart tests with admin lag requests outstanding."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers.strip():
