@@ -52,6 +52,9 @@ class FaultFlow:
         self._batch = batch
         self._max_lag = max_lag
         self._patience = patience
+        self._hold: int | None = None
+        """While a fault waits for its moment, emitting stops here (so a fast receiver
+        cannot run to the end of the events before the fault strikes)."""
 
     async def handle(self, ctx: Context, msg: Message[Any]) -> None:
         """The receiver's handler (or the end of one): count the event and its context id."""
@@ -63,7 +66,9 @@ class FaultFlow:
         for start in range(0, self.total, self._batch):
             batch = self.events[start : start + self._batch]
             deadline = time.monotonic() + self._patience
-            while len(self.handled) < len(self.emitted) - self._max_lag:
+            while len(self.handled) < len(self.emitted) - self._max_lag or (
+                self._hold is not None and len(self.emitted) >= self._hold
+            ):
                 assert time.monotonic() < deadline, "consumer stopped making progress"
                 await asyncio.sleep(0.01)
             while True:
@@ -87,8 +92,12 @@ class FaultFlow:
         self, count: int, name: str, fault: Callable[[], Awaitable[None]], within: float = 120.0
     ) -> float:
         """Run ``fault`` once ``count`` events were handled; the seconds it took."""
-        await self.wait_handled(count, within)
-        at_emitted, at_handled = len(self.emitted), len(self.handled)
+        self._hold = count + self._max_lag
+        try:
+            await self.wait_handled(count, within)
+            at_emitted, at_handled = len(self.emitted), len(self.handled)
+        finally:
+            self._hold = None  # emitting goes on while the fault strikes
         began = time.monotonic()
         await fault()
         self.timeline.append(f"{name} at {at_emitted} emitted / {at_handled} handled")
