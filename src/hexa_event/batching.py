@@ -38,6 +38,7 @@ from .dispatch import POISON, Dispatcher, Publish, Route
 from .driver import Delivery, Features
 from .errors import ConfigurationError
 from .event import Message
+from .lanes import wait_set
 from .middleware import Handler, as_async, check_handler
 from .numbers import check_number
 
@@ -354,14 +355,7 @@ class BatchLanes:
             yield from list(deliveries)
 
     async def join(self, within: float | None) -> bool:
-        if self._idle.is_set():
-            return True
-        try:
-            async with asyncio.timeout(within):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._idle, within)
 
     async def stop(self, grace: float = 5.0, *, message: str | None = None) -> bool:
         for handle in self._parked.values():

@@ -144,14 +144,7 @@ class Lanes(Generic[T]):
 
     async def join(self, within: float | None) -> bool:
         """Wait until every lane is empty; False if ``within`` seconds passed first."""
-        if self._idle.is_set():
-            return True
-        try:
-            async with asyncio.timeout(within):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._idle, within)
 
     async def stop(self, grace: float = 5.0, *, message: str | None = None) -> bool:
         """Cancel the workers (with ``message``); wait up to ``grace`` s for them to unwind
@@ -170,3 +163,15 @@ class Lanes(Generic[T]):
     @property
     def workers_alive(self) -> bool:
         return all(not task.done() for task in self._tasks)
+
+
+async def wait_set(event: asyncio.Event, within: float | None) -> bool:
+    """Wait until ``event`` is set; False if ``within`` seconds passed first."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(within):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
