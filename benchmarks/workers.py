@@ -1,15 +1,14 @@
 """``hexa-event run --workers 2`` against ``--workers 1``: does a second process double the rate?
 
 For PostgreSQL (``HEXA_POSTGRES_URL``) and Kafka (``HEXA_KAFKA_BOOTSTRAP``, 4 partitions): a
-fresh channel gets N events (distinct keys) once ``hexa-event run _workers_app:build
---workers W --http-port P`` answers 200 on every worker's ``/readyz`` with partitions
-assigned; each handler burns about 200 µs of CPU (a CPU-bound service, where one process is
-capped by one core). The rate counts from the moment every worker handles events (a Kafka
+fresh channel gets N events (distinct keys), then ``hexa-event run _workers_app:build
+--workers W --http-port P`` drains them; each handler burns about 200 µs of CPU (a
+CPU-bound service, where one process is capped by one core). The rate counts from the moment every worker handles events (a Kafka
 group may still be settling when the first one starts) to the last event.
 Rounds alternate between 1 and 2 workers. Target: 2 workers >= 1.8x on 2 cores (the brokers
 run on the same 2 cores, so expect less here).
 
-    python benchmarks/workers.py [--count 20000] [--rounds 3] [--backends postgresql,kafka]
+    python benchmarks/workers.py [--count 60000] [--rounds 3] [--backends postgresql,kafka]
 """
 
 from __future__ import annotations
@@ -117,7 +116,9 @@ def free_ports(count: int) -> int:
 async def one_round(url: str, workers: int, count: int) -> float:
     suffix = uuid.uuid4().hex[:8]
     channel, action = f"bench-w-{suffix}", f"bench-w-act-{suffix}"
-    await fill(url, channel, 1)  # the channel exists before the members join
+    # The backlog is there before the workers start (the case an autoscaler adds workers
+    # for), so the emitting client does not take CPU from the workers while they run.
+    await fill(url, channel, count)
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "progress"
         env = {
@@ -140,7 +141,6 @@ async def one_round(url: str, workers: int, count: int) -> float:
                     if time.monotonic() > deadline or process.poll() is not None:
                         raise RuntimeError(f"--workers {workers}: worker {worker} never ready")
                     await asyncio.sleep(0.2)
-            await fill(url, channel, count - 1)
             while handled(report) < count:  # each worker reports every 0.2 s
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"--workers {workers}: not every event was handled")
@@ -156,7 +156,7 @@ async def one_round(url: str, workers: int, count: int) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--count", type=int, default=60000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backends", default="postgresql,kafka")
     parser.add_argument("--json", help="also write the results to this file")
