@@ -3,8 +3,9 @@
 For PostgreSQL (``HEXA_POSTGRES_URL``) and Kafka (``HEXA_KAFKA_BOOTSTRAP``, 4 partitions): a
 fresh channel gets N events (distinct keys), then ``hexa-event run _workers_app:build
 --workers W --http-port P`` drains them; each handler burns about 200 µs of CPU (a
-CPU-bound service, where one process is capped by one core). The rate counts from the moment every worker handles events (a Kafka
-group may still be settling when the first one starts) to the last event.
+CPU-bound service, where one process is capped by one core). The rate counts from the
+moment every worker handles events (a Kafka group may still be settling when the first
+one starts) to the last event.
 Rounds alternate between 1 and 2 workers. Target: 2 workers >= 1.8x on 2 cores (the brokers
 run on the same 2 cores, so expect less here).
 

@@ -7,6 +7,8 @@ true/false/1/0/yes/no.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import hexa_event as he
@@ -139,3 +141,51 @@ def test_client_settings_still_pass_through_typed() -> None:
 def test_keyword_options_win_over_the_query() -> None:
     assert KafkaOptions.from_url("kafka://h:9092?partitions=6", partitions=2).partitions == 2
     assert NatsOptions.from_url("nats://h:4222?stream=A", stream="B").stream == "B"
+
+
+@pytest.mark.parametrize(
+    ("url", "typo"),
+    [
+        ("sqlite:///x.db?table_prefx=a_", "table_prefx"),
+        ("sqlite:///x.db?table_prefix=a_", "table_prefix"),
+        (f"{PG}?sslmod=require", "sslmod"),
+    ],
+)
+def test_outbox_relay_cleaner_and_inbox_urls_refuse_options_the_database_does_not_take(
+    url: str, typo: str, tmp_path: Path
+) -> None:
+    """The outbox relay, the cleaners and the inbox build their engine from a URL too: a typo
+    used to reach the database driver (ignored with a warning on SQLite)."""
+    from hexa_event.inbox import InboxCleaner
+    from hexa_event.outbox import OutboxCleaner, OutboxRelay
+
+    builders = [
+        lambda: OutboxRelay(url, he.connect(f"sqlite:///{tmp_path}/target.db").driver),
+        lambda: OutboxCleaner(url),
+        lambda: InboxCleaner(url),
+    ]
+    for build in builders:
+        with pytest.raises(
+            ConfigurationError, match=rf"unknown database URL option\(s\) \['{typo}'\]"
+        ):
+            build()
+
+
+def test_database_parameters_still_pass_and_secrets_in_the_query_stay_hidden() -> None:
+    from hexa_event.outbox import OutboxCleaner
+
+    cleaner = OutboxCleaner(f"{PG}?sslmode=disable&application_name=relay")
+    assert cleaner.engine.url.query["sslmode"] == "disable"
+    with pytest.raises(ConfigurationError) as caught:
+        OutboxCleaner(f"{PG}?password=s3cret-value&sslpasword=other-s3cret")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_parsed_database_url_hides_query_secrets_too() -> None:
+    from hexa_event._sql.urls import async_url, redact
+
+    shown = redact(
+        async_url(f"{PG}?password=s3cret-value&sslpassword=other-s3cret&sslmode=require")
+    )
+    assert "s3cret" not in shown
+    assert "sslmode=require" in shown

@@ -10,14 +10,15 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..errors import ConfigurationError
-from .urls import async_url
+from .urls import async_url, check_query
 
 
 def engine_for(db: str | URL | AsyncEngine, **options: Any) -> tuple[AsyncEngine, bool]:
     """An engine for ``db`` and whether we created it (and so must dispose of it).
 
     ``db`` is an engine (the caller's: returned as is) or a URL (an asyncio DBAPI is
-    chosen; PostgreSQL engines check connections before use).
+    chosen; PostgreSQL engines check connections before use; query options other than the
+    database driver's are refused).
     """
     if isinstance(db, AsyncEngine):
         return db, False
@@ -28,6 +29,11 @@ def engine_for(db: str | URL | AsyncEngine, **options: Any) -> tuple[AsyncEngine
             "'postgresql://user@host/db' or 'sqlite:///app.db'"
         )
     url = async_url(db)
+    check_query(
+        url,
+        owner="database URL",
+        ours="schema and table_prefix are keyword arguments here, e.g. table_prefix='billing_'",
+    )
     if url.get_backend_name() == "postgresql":
         options.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **options), True

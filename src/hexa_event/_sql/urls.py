@@ -36,10 +36,55 @@ _SYNC_DRIVERS = {
 }
 
 
+_LIBPQ = (
+    "host hostaddr port dbname user password passfile require_auth channel_binding "
+    "connect_timeout client_encoding options application_name fallback_application_name "
+    "keepalives keepalives_idle keepalives_interval keepalives_count tcp_user_timeout "
+    "replication gssencmode sslmode requiressl sslnegotiation sslcompression sslcert sslkey "
+    "sslkeylogfile sslpassword sslcertmode sslrootcert sslcrl sslcrldir sslsni requirepeer "
+    "ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation "
+    "service target_session_attrs load_balance_hosts"
+)
+_ASYNCPG = (
+    "servicefile database timeout statement_cache_size max_cached_statement_lifetime "
+    "max_cacheable_statement_size command_timeout ssl direct_tls prepared_statement_cache_size"
+)
+_SQLITE = (
+    "timeout isolation_level detect_types check_same_thread cached_statements uri "
+    "mode cache vfs immutable nolock psow modeof"
+)
+DATABASE_PARAMETERS: dict[str, frozenset[str]] = {
+    "postgresql": frozenset(f"{_LIBPQ} {_ASYNCPG}".split()),
+    "sqlite": frozenset(_SQLITE.split()),
+}
+"""URL query parameters of the database drivers (libpq/psycopg and asyncpg; sqlite3 and
+SQLite's URI filenames), passed to them as they are. Any other query option is refused
+(the SQL driver's own options are the exception it makes): a typo handed to the database
+driver would fail at the first query, or be ignored with a warning."""
+
+
+def check_query(url: URL, *, owner: str, ours: str = "") -> None:
+    """Refuse query options that are not the database driver's (for PostgreSQL and SQLite;
+    other databases' drivers check their own): a typo such as ``?table_prefx=a_`` would
+    otherwise reach the database driver. ``ours`` names where the caller's own options go."""
+    allowed = DATABASE_PARAMETERS.get(url.get_backend_name())
+    if allowed is None:
+        return
+    unknown = sorted(set(url.query) - allowed)
+    if unknown:
+        where = f" ({ours})" if ours else ""
+        raise ConfigurationError(
+            # The URL without its query: a misspelled secret's name is not recognised as one.
+            f"{owner}: unknown database URL option(s) {unknown} in "
+            f"{redact(url.set(query={}))!r}{where}; "
+            f"the database driver's parameters are: {', '.join(sorted(allowed))}"
+        )
+
+
 def redact(url: str | URL) -> str:
     """The URL as text with any password replaced by ``***`` (never raises)."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+    if isinstance(url, URL):  # the query may hold secrets too (?password=, ?sslpassword=)
+        return redact_url(url.render_as_string(hide_password=True))
     return redact_url(url)
 
 

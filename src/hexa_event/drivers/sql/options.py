@@ -11,7 +11,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 from ..._sql.names import TableNames, check_channel, check_dialect, merge, split_url, table_names
-from ..._sql.urls import parse, redact
+from ..._sql.urls import DATABASE_PARAMETERS, parse, redact
 from ...errors import ConfigurationError
 from ...numbers import check_number
 from ..kit.query import parse_query
@@ -45,33 +45,6 @@ the indexes): all must fit its 63-byte limit once prefixed. Kept in step with
 :func:`~hexa_event.drivers.sql.schema.metadata` (a test checks)."""
 NOTIFY_TABLE = "hexa_log"
 """Publishes NOTIFY on the log table's qualified name (``schema.prefixhexa_log``)."""
-
-
-_LIBPQ = (
-    "host hostaddr port dbname user password passfile require_auth channel_binding "
-    "connect_timeout client_encoding options application_name fallback_application_name "
-    "keepalives keepalives_idle keepalives_interval keepalives_count tcp_user_timeout "
-    "replication gssencmode sslmode requiressl sslnegotiation sslcompression sslcert sslkey "
-    "sslkeylogfile sslpassword sslcertmode sslrootcert sslcrl sslcrldir sslsni requirepeer "
-    "ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation "
-    "service target_session_attrs load_balance_hosts"
-)
-_ASYNCPG = (
-    "servicefile database timeout statement_cache_size max_cached_statement_lifetime "
-    "max_cacheable_statement_size command_timeout ssl direct_tls prepared_statement_cache_size"
-)
-_SQLITE = (
-    "timeout isolation_level detect_types check_same_thread cached_statements uri "
-    "mode cache vfs immutable nolock psow modeof"
-)
-DATABASE_PARAMETERS: dict[str, frozenset[str]] = {
-    "postgresql": frozenset(f"{_LIBPQ} {_ASYNCPG}".split()),
-    "sqlite": frozenset(_SQLITE.split()),
-}
-"""URL query parameters of the database drivers (libpq/psycopg and asyncpg; sqlite3 and
-SQLite's URI filenames), passed to them as they are. Any other query option must be a
-field of :class:`SqlOptions`: a typo is refused rather than handed to the database driver
-(which would fail at the first query, or be ignored with a warning)."""
 
 
 @dataclass(frozen=True, slots=True)
