@@ -347,7 +347,8 @@ async def test_another_propagator_extracts_every_message_and_names_failures(
         await eventually(lambda: receiver.health()["actions"]["a"]["dead_lettered"] == 1, within=10)
     assert sorted(propagator.extracted) == ["id-0", "id-1", "id-2", "id-2"]
     failed = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
-    assert len(failed) == 2 and all("correlation_id=id-2 " in line for line in failed), failed
+    assert len(failed) == 2, failed
+    assert all("correlation_id=id-2 " in line for line in failed), failed
 
 
 async def test_a_replaced_json_codec_decodes_batch_payloads() -> None:
