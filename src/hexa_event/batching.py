@@ -374,13 +374,18 @@ class BatchLanes:
 
     def submit(self, lane: Hashable, item: Delivery) -> None:
         self.count += 1
-        self._idle.clear()
+        if self.count == 1:
+            self._idle.clear()  # set only once the count is back to 0
         queue = self._queues.get(lane)
         if queue is None:
             queue = self._queues[lane] = deque()
         queue.append(item)
         if lane not in self._busy and lane not in self._parked:
-            self._add_free(1)
+            free = self._free  # _add_free(1), inline: this runs for every delivery
+            if free and free + 1 < self._max_size:
+                self._free = free + 1
+            else:
+                self._add_free(1)
 
     def items(self) -> Iterator[Delivery]:
         """Deliveries submitted and not finished (queued, parked and in running batches)."""
@@ -463,11 +468,14 @@ class BatchLanes:
                 continue
             self._free -= len(queue)
             keys.append(key)
-            while queue and room:
-                taken.append(queue.popleft())
-                room -= 1
-            if not queue:
+            if len(queue) <= room:
+                taken.extend(queue)
+                room -= len(queue)
                 emptied.append(key)
+            else:
+                while room:
+                    taken.append(queue.popleft())
+                    room -= 1
             if not room:
                 break
         for key in emptied:
