@@ -1,8 +1,10 @@
 """Per-event cost breakdown of the memory end-to-end and Kafka consume paths (cProfile).
 
-    python benchmarks/profile.py [--paths memory,kafka,pulsar,stan] [--count 20000] [--top 25]
+    python benchmarks/profile.py [--paths memory,kafka,kafka-batch,pulsar,stan] [--count 20000]
+        [--top 25]
 
-``pulsar`` and ``stan`` profile the paths listed in ``PROFILED`` of ``pulsar_bench.py`` and
+``kafka-batch`` profiles ``kafka_batch.py``'s batch handler (batches of 500). ``pulsar``
+and ``stan`` profile the paths listed in ``PROFILED`` of ``pulsar_bench.py`` and
 ``stan_bench.py`` (emit, receiver, driver alone; topics are filled before, out of the
 profile). Runs each path once unprofiled (the real rate), then once under cProfile, and
 prints the event loop thread's own time per event grouped by layer, then the top functions by own
@@ -46,7 +48,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
               "hexa_event/ids.py", "uuid_utils")),
     ("wire/dispatch", ("hexa_event/wire.py", "hexa_event/dispatch.py", "hexa_event/retry.py",
                        "hexa_event/errors.py")),
-    ("lanes/receiver", ("hexa_event/lanes.py", "hexa_event/receiver.py",
+    ("lanes/receiver", ("hexa_event/lanes.py", "hexa_event/receiver.py", "hexa_event/batching.py",
                         "hexa_event/threads.py")),
     ("codec", ("hexa_event/codecs.py", "msgspec")),
     ("context", ("hexa_event/context.py", "hexa_event/propagation.py",
@@ -188,6 +190,22 @@ async def main() -> None:
                 await profile(title, args.count, run, args.top)
             except Exception as exc:
                 print(f"  failed: {type(exc).__name__}: {exc}")
+    if "kafka-batch" in paths:
+        import faststream_kafka
+        import kafka_batch
+
+        # One pre-filled topic per run (unprofiled, profiled): a new group reads each.
+        topics = [await asyncio.to_thread(faststream_kafka.fill, args.count) for _ in range(2)]
+
+        async def batched(count: int) -> float:
+            return float((await kafka_batch.ours(topics.pop(), count))["rate"])
+
+        await profile(
+            f"Kafka batch handler, Batch(max_size={kafka_batch.MAX_SIZE})",
+            args.count,
+            batched,
+            args.top,
+        )
     for engine in ("pulsar", "stan"):
         if engine in paths:
             bench = __import__(f"{engine}_bench")

@@ -33,14 +33,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import wire
+from .codecs import json_decoder
 from .context import Context
-from .dispatch import POISON, Dispatcher, Publish, Route
+from .dispatch import POISON, Dispatcher, Poison, Publish, Route
 from .driver import Delivery, Features
 from .errors import ConfigurationError
 from .event import Message
 from .lanes import wait_set
 from .middleware import Handler, as_async, check_handler
 from .numbers import check_number
+from .propagation import DefaultPropagator
 
 logger = logging.getLogger(__name__)
 
@@ -176,18 +178,20 @@ def plan(batch: object, handler: object, *, where: str) -> BatchPlan:
     return BatchPlan(batch, run)  # type: ignore[arg-type]
 
 
-@dataclass(slots=True)
-class _Item:
-    delivery: Delivery
-    opened: wire.Opened
-    message: Message[Any]
-    ctx: Context
+class Ready:
+    """The deliveries of one batch that go to the handler, side by side with what was read
+    from them (no object per delivery)."""
 
+    __slots__ = ("contexts", "deliveries", "messages", "opened")
 
-@dataclass(slots=True)
-class _Poison:
-    opened: wire.Opened | None
-    error: Exception
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.opened: list[wire.Opened] = []
+        self.messages: list[Message[Any]] = []
+        self.contexts: dict[int, Context] = {}
+        """Each message's context by index, where one was built while opening (another
+        propagator than the default, whose extract may have side effects); the others are
+        built only when a message fails."""
 
 
 def _being_cancelled() -> bool:
@@ -197,7 +201,11 @@ def _being_cancelled() -> bool:
 
 class BatchDispatcher(Dispatcher):
     """The single-event pipeline, cut in two: :meth:`prepare` each delivery, then
-    :meth:`run` the prepared ones through the batch handler and settle each."""
+    :meth:`run` the prepared ones through the batch handler and settle each.
+
+    The handler gets one shared context, so no per-message context is built on the way in
+    (only checked, so a malformed context header still makes the record poison); a
+    message's own context is built when it fails (for the failure's log and retries)."""
 
     def __init__(
         self,
@@ -210,75 +218,102 @@ class BatchDispatcher(Dispatcher):
         super().__init__(publish, features, route, closing)
         self._handler = plan.handler
         self._ctx = Context(handler_action=route.chain.action)
+        propagator = route.propagator
+        self._check: Callable[[Mapping[str, bytes]], None] | None = (
+            propagator.check if type(propagator) is DefaultPropagator else None
+        )
 
-    def prepare(self, delivery: Delivery) -> _Item | _Poison | float | None:
-        """The delivery opened for the handler; a poison record to dead-letter; None once
-        settled (nacked: not due, shutting down); or the epoch time a retry copy is due at."""
-        try:
-            opened = wire.open_delivery(delivery, self._route.chain)
-        except Exception as exc:
-            return _Poison(None, exc)
-        if opened.due:
-            remaining = opened.due - time.time()
-            if remaining > 0:
-                if self._closing.is_set() or self._delayed_nack:
-                    delivery.nack(remaining)
-                    return None
-                return opened.due
-        try:
-            message, ctx = self._open_message(delivery, opened)
-        except Exception as exc:
-            return _Poison(opened, exc)
-        return _Item(delivery, opened, message, ctx)
+    def begin(self) -> Ready:
+        """A new batch to :meth:`prepare` deliveries into."""
+        self._fast_json = json_decoder(self._route.payload_type)  # the registry may change
+        return Ready()
 
-    async def poison(self, delivery: Delivery, poison: _Poison) -> None:
+    def prepare(self, delivery: Delivery, ready: Ready) -> Poison | float | None:
+        """Open ``delivery`` into ``ready`` (None); or a poison record to dead-letter; or
+        the epoch time a retry copy is due at; None also once it is settled (nacked: not
+        due while shutting down)."""
+        opened = self._open(delivery)
+        if not isinstance(opened, wire.Opened):
+            return opened
+        try:
+            message = self._message(delivery, opened)
+            headers = delivery.record.headers
+            if self._check is not None:
+                self._check(headers)
+            else:
+                ready.contexts[len(ready.messages)] = self._context_of(headers, opened)
+        except Exception as exc:
+            return Poison(opened, exc)
+        ready.deliveries.append(delivery)
+        ready.opened.append(opened)
+        ready.messages.append(message)
+        return None
+
+    def _context_of(self, headers: Mapping[str, bytes], opened: wire.Opened) -> Context:
+        return self._context(
+            headers, opened.event_id, self._route.chain.action, opened.root_id, opened.root_action
+        )
+
+    async def poison(self, delivery: Delivery, poison: Poison) -> None:
         """Dead-letter a record that cannot reach the handler (settles it)."""
         await self._dead_letter(delivery, poison.opened, POISON, poison.error)
 
-    async def run(self, items: list[_Item]) -> None:
-        """Run the handler on ``items`` and settle every one (ack, retry or dead letter).
+    async def run(self, ready: Ready) -> None:
+        """Run the handler on the ready messages and settle every delivery (ack, retry or
+        dead letter).
 
-        Only the cancellation of the calling task escapes; unsettled items are nacked then."""
+        Only the cancellation of the calling task escapes; unsettled deliveries are nacked
+        then."""
+        deliveries = ready.deliveries
         try:
             try:
-                await self._handler(self._ctx, [item.message for item in items])
+                await self._handler(self._ctx, ready.messages)
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
                     raise
-                failures = self._failures(exc, items)
+                failures = self._failures(exc, ready.messages)
             else:
-                failures = {}
-            for n, item in enumerate(items):
+                for delivery in deliveries:
+                    delivery.ack()
+                self.counters.handled += len(deliveries)
+                return
+            for n, delivery in enumerate(deliveries):
                 error = failures.get(n)
                 if error is None:
                     self.counters.handled += 1
-                    item.delivery.ack()
-                else:
-                    await self._failed(item.delivery, item.opened, item.ctx, item.message, error)
+                    delivery.ack()
+                    continue
+                opened, message = ready.opened[n], ready.messages[n]
+                ctx = ready.contexts.get(n)
+                if ctx is None:
+                    ctx = self._context_of(delivery.record.headers, opened)
+                await self._failed(delivery, opened, ctx, message, error)
         except BaseException:
-            for item in items:
-                if item.delivery.outcome is None:
-                    item.delivery.nack()
+            for delivery in deliveries:
+                if delivery.outcome is None:
+                    delivery.nack()
             raise
 
-    def _failures(self, exc: BaseException, items: list[_Item]) -> dict[int, BaseException]:
-        """Which items failed with what: those BatchFailed names, or all of them."""
+    def _failures(
+        self, exc: BaseException, messages: list[Message[Any]]
+    ) -> dict[int, BaseException]:
+        """Which messages failed with what: those BatchFailed names, or all of them."""
         if not isinstance(exc, BatchFailed):
-            return dict.fromkeys(range(len(items)), exc)
+            return dict.fromkeys(range(len(messages)), exc)
         failures: dict[int, BaseException] = {}
         for key, error in exc.failures.items():
             if isinstance(key, int):
-                found = [key] if 0 <= key < len(items) else []
+                found = [key] if 0 <= key < len(messages) else []
             else:
-                found = [n for n, item in enumerate(items) if item.message.id == key]
+                found = [n for n, message in enumerate(messages) if message.id == key]
             if not found:
                 wrong = ConfigurationError(
-                    f"BatchFailed names {key!r}, which is no index (0 to {len(items) - 1}) or "
+                    f"BatchFailed names {key!r}, which is no index (0 to {len(messages) - 1}) or "
                     f"message id of the batch: the whole batch failed; name messages by "
                     "their index in msgs or by msg.id"
                 )
                 logger.error("batch handler of %s: %s", self._route.action, wrong)
-                return dict.fromkeys(range(len(items)), wrong)
+                return dict.fromkeys(range(len(messages)), wrong)
             for n in found:
                 failures[n] = error
         return failures
@@ -339,13 +374,18 @@ class BatchLanes:
 
     def submit(self, lane: Hashable, item: Delivery) -> None:
         self.count += 1
-        self._idle.clear()
+        if self.count == 1:
+            self._idle.clear()  # set only once the count is back to 0
         queue = self._queues.get(lane)
         if queue is None:
             queue = self._queues[lane] = deque()
         queue.append(item)
         if lane not in self._busy and lane not in self._parked:
-            self._add_free(1)
+            free = self._free  # _add_free(1), inline: this runs for every delivery
+            if free and free + 1 < self._max_size:
+                self._free = free + 1
+            else:
+                self._add_free(1)
 
     def items(self) -> Iterator[Delivery]:
         """Deliveries submitted and not finished (queued, parked and in running batches)."""
@@ -428,11 +468,14 @@ class BatchLanes:
                 continue
             self._free -= len(queue)
             keys.append(key)
-            while queue and room:
-                taken.append(queue.popleft())
-                room -= 1
-            if not queue:
+            if len(queue) <= room:
+                taken.extend(queue)
+                room -= len(queue)
                 emptied.append(key)
+            else:
+                while room:
+                    taken.append(queue.popleft())
+                    room -= 1
             if not room:
                 break
         for key in emptied:
@@ -446,34 +489,36 @@ class BatchLanes:
         books = self._books
         held: dict[Hashable, list[Delivery]] = {}
         back: set[Delivery] = set()
-        prepare = self._dispatcher.prepare
+        dispatcher = self._dispatcher
+        prepare = dispatcher.prepare
+        ready = dispatcher.begin()
+        waiting = books.waiting
         try:
-            items = []
             for delivery in deliveries:
                 if held:  # a retry copy ahead of it waits: so does the rest of its key
                     record = delivery.record
-                    waiting = held.get((record.channel, record.key))
-                    if waiting is not None:
-                        waiting.append(delivery)
+                    kept = held.get((record.channel, record.key))
+                    if kept is not None:
+                        kept.append(delivery)
                         back.add(delivery)
                         continue
-                if books.waiting and books.waiting.pop(delivery, None) is not None:
+                if waiting and waiting.pop(delivery, None) is not None:
                     books.unsettled[delivery] = time.monotonic()  # stall clock starts when due
                     books.room.set()
                 if delivery.outcome is not None:
                     continue
-                prepared = prepare(delivery)
-                if isinstance(prepared, _Item):
-                    items.append(prepared)
-                elif isinstance(prepared, _Poison):
-                    await self._dispatcher.poison(delivery, prepared)
-                elif prepared is not None:
+                prepared = prepare(delivery, ready)
+                if prepared is None:  # ready, or settled already
+                    continue
+                if isinstance(prepared, Poison):
+                    await dispatcher.poison(delivery, prepared)
+                else:
                     key = (delivery.record.channel, delivery.record.key)
                     held[key] = [delivery]
                     back.add(delivery)
                     self._hold(key, delivery, prepared)
-            if items:
-                await self._dispatcher.run(items)
+            if ready.deliveries:
+                await dispatcher.run(ready)
         finally:
             finished = [d for d in deliveries if d not in back] if back else deliveries
             for delivery in finished:

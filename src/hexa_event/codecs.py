@@ -14,6 +14,7 @@ Register your own with :func:`register_codec`; the receiving side needs it too.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
@@ -266,6 +267,25 @@ def get_codec(name: str) -> Codec:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownCodecError(name, list(_REGISTRY)) from None
+
+
+def json_decoder(target: Any) -> Callable[[bytes], Any] | None:
+    """msgspec's own decode function for the built-in JSON codec into ``target``, for a
+    receiver's hot path: it raises msgspec's errors, so on any error decode again through
+    ``get_codec("json").decode``, which names them. None when ``json`` is not the built-in
+    codec (replaced by :func:`register_codec`) or ``target`` takes another path (pydantic,
+    bytes) or no typed decoder (then the codec reports why)."""
+    codec = _REGISTRY.get("json")
+    if type(codec) is not JsonCodec:
+        return None
+    if target is None or target is Any or target is object:
+        return codec._any.decode
+    if target is bytes or _is_pydantic_model(target):
+        return None
+    try:
+        return _typed_decoder(target).decode
+    except ConfigurationError:
+        return None
 
 
 def resolve_codec(codec: str | Codec) -> Codec:

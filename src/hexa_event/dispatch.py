@@ -49,6 +49,8 @@ Publish = Callable[[Sequence[RawRecord]], Awaitable[None]]
 
 _REPUBLISH_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 
+_TIMES_KEPT = 64
+
 POISON = "poison"
 PERMANENT = "permanent-error"
 EXHAUSTED = "retries-exhausted"
@@ -93,6 +95,14 @@ class Route:
 
 
 @dataclass(slots=True)
+class Poison:
+    """A record that cannot reach the handler: it goes to the dead-letter channel."""
+
+    opened: wire.Opened | None
+    error: Exception
+
+
+@dataclass(slots=True)
 class Counters:
     """What one subscription's dispatcher did (read by health and metrics)."""
 
@@ -119,8 +129,12 @@ class Dispatcher:
         self._route = route
         self._closing = closing
         self.counters = Counters()
-        self._time_raw: object = None  # the last HEXA_EVENT_TIME value read, and its datetime
-        self._time_value: datetime | None = None
+        self._times: dict[bytes, datetime] = {}
+        """Recent ``HEXA_EVENT_TIME`` values and their datetimes (a burst shares its emit
+        millisecond; batches interleave a few partitions' bursts)."""
+        self._fast_json: Callable[[bytes], Any] | None = None
+        """msgspec's decode for the payload type while the built-in JSON codec is in use
+        (set by a subclass that checks that; :func:`codecs.json_decoder`)."""
         propagator = route.propagator
         # The default propagator builds the handler's context as one object; any other is
         # given a context holding the dedup fields to extract onto.
@@ -138,20 +152,21 @@ class Dispatcher:
         """
         route = self._route
         try:
+            opened = self._open(delivery)
+            if not isinstance(opened, wire.Opened):
+                if isinstance(opened, Poison):
+                    await self._dead_letter(delivery, None, POISON, opened.error)
+                    return None
+                return opened  # the time it is due at, or None once nacked
             try:
-                opened = wire.open_delivery(delivery, route.chain)
-            except Exception as exc:
-                await self._dead_letter(delivery, None, POISON, exc)
-                return None
-            if opened.due:
-                remaining = opened.due - time.time()
-                if remaining > 0:
-                    if self._closing.is_set() or self._delayed_nack:
-                        delivery.nack(remaining)
-                        return None
-                    return opened.due
-            try:
-                message, ctx = self._open_message(delivery, opened)
+                message = self._message(delivery, opened)
+                ctx = self._context(
+                    delivery.record.headers,
+                    opened.event_id,
+                    route.chain.action,
+                    opened.root_id,
+                    opened.root_action,
+                )
             except Exception as exc:
                 await self._dead_letter(delivery, opened, POISON, exc)
                 return None
@@ -171,11 +186,26 @@ class Dispatcher:
                 _tell("nack", "cancelled")
             raise
 
-    def _open_message(
-        self, delivery: Delivery, opened: wire.Opened
-    ) -> tuple[Message[Any], Context]:
-        """The handler's message and context; raises (the record is poison) when a header or
-        the payload cannot be read."""
+    def _open(self, delivery: Delivery) -> wire.Opened | Poison | float | None:
+        """Read the delivery's ids and due time: what to go on with; a poison record; the
+        epoch time a retry copy not yet due is due at (come back then); or None once it is
+        nacked for the time left (shutting down, or the driver holds nacked records back)."""
+        try:
+            opened = wire.open_delivery(delivery, self._route.chain)
+        except Exception as exc:
+            return Poison(None, exc)
+        if opened.due:
+            remaining = opened.due - time.time()
+            if remaining > 0:
+                if self._closing.is_set() or self._delayed_nack:
+                    delivery.nack(remaining)
+                    return None
+                return opened.due
+        return opened
+
+    def _message(self, delivery: Delivery, opened: wire.Opened) -> Message[Any]:
+        """The handler's message; raises (the record is poison) when a header or the
+        payload cannot be read."""
         route = self._route
         record = delivery.record
         headers = record.headers
@@ -188,20 +218,26 @@ class Dispatcher:
         except (AttributeError, UnicodeDecodeError):
             codec_name = wire.codec_name(headers)
             reply_channel = wire.reply_channel(headers)
-        payload = get_codec(codec_name).decode(record.body, route.payload_type)
-        ctx = self._context(
-            headers, opened.event_id, route.chain.action, opened.root_id, opened.root_action
-        )
-        raw_time = get(env.EVENT_TIME)
-        if raw_time is not None and raw_time == self._time_raw:
-            timestamp = self._time_value  # events of one burst share their emit millisecond
+        fast = self._fast_json
+        if fast is not None and codec_name == "json":
+            try:
+                payload = fast(record.body)
+            except Exception:  # the codec names what is wrong
+                payload = get_codec(codec_name).decode(record.body, route.payload_type)
         else:
+            payload = get_codec(codec_name).decode(record.body, route.payload_type)
+        raw_time = get(env.EVENT_TIME)
+        times = self._times
+        timestamp = times.get(raw_time) if type(raw_time) is bytes else None
+        if timestamp is None:
             timestamp = _header_time(raw_time)
-            if timestamp is not None:
-                self._time_raw, self._time_value = raw_time, timestamp
-            else:
+            if timestamp is None:
                 timestamp = _datetime(delivery.timestamp)
-        message: Message[Any] = Message(
+            elif type(raw_time) is bytes:
+                if len(times) >= _TIMES_KEPT:
+                    times.clear()
+                times[raw_time] = timestamp
+        return Message(
             id=opened.event_id,
             channel=opened.source_channel,
             key=record.key,
@@ -214,7 +250,6 @@ class Dispatcher:
             delivered_from=record.channel,
             native=delivery.native,
         )
-        return message, ctx
 
     async def _failed(
         self,

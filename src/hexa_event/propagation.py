@@ -225,6 +225,31 @@ class DefaultPropagator(CompositePropagator):
         )
         return self._w3c(headers, ctx)
 
+    def check(self, headers: Mapping[str, bytes]) -> None:
+        """Raise what :meth:`receive` would raise for ``headers`` (a malformed header makes
+        the record poison), building no context in the common case: for a receiver whose
+        handler never sees the per-event context (batch handlers)."""
+        get = headers.get
+        try:
+            raw = get(CORRELATION_ID)
+            if raw:
+                raw.decode()
+            raw = get(LOCALE)
+            if raw:
+                raw.decode()
+        except (AttributeError, UnicodeDecodeError):
+            self.receive(headers, "", "", "", "")
+            return
+        raw = get(USER)
+        if raw and raw != _GUEST_WIRE:
+            self.receive(headers, "", "", "", "")
+            return
+        # The W3C readers decode bytes with errors replaced: only another type can fail them.
+        for raw in (get(TRACEPARENT), get(TRACESTATE), get(BAGGAGE)):
+            if raw is not None and type(raw) is not bytes:
+                self.receive(headers, "", "", "", "")
+                return
+
     def _w3c(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
         if TRACEPARENT in headers:
             ctx = self._trace.extract(headers, ctx)

@@ -477,9 +477,14 @@ class Receiver:
                 failures = 0
                 info.settle_error = ""
                 unsettled, waiting = info.unsettled, info.waiting
-                for delivery in batch:
-                    if unsettled.pop(delivery, None) is None:
-                        waiting.pop(delivery, None)
+                if waiting:
+                    for delivery in batch:
+                        if unsettled.pop(delivery, None) is None:
+                            waiting.pop(delivery, None)
+                else:
+                    done = unsettled.pop
+                    for delivery in batch:
+                        done(delivery, None)
                 info.room.set()
             if info.last_settle:
                 return  # close gave back what was left and everything is written

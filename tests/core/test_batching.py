@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 import hexa_event as he
+from hexa_event.codecs import JsonCodec
+from hexa_event.propagation import CompositePropagator
 from hexa_event.testing import eventually
 from hexa_event.testing.waiting import Collector
 
@@ -280,3 +282,98 @@ async def test_a_hanging_batch_shows_as_a_stall_and_clears() -> None:
         release.set()
         await got.wait_for(3, within=10)
         await eventually(lambda: receiver.health()["healthy"], within=10, what="healthy again")
+
+
+# -- the per-message context: built only for a failing message ------------------------------
+
+
+async def test_a_failing_message_is_logged_with_its_own_context(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The batch handler shares one context; a failing message's own (its correlation id)
+    is built when it fails, for the log line and the retry."""
+    driver = he.connect(_url())
+    receiver = driver.receiver("svc")
+
+    @receiver.subscribe("c", action="a", retry=FAST, batch=he.Batch(max_size=10, max_wait=0.01))
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        failing = {n: ValueError("no") for n, m in enumerate(msgs) if m.payload["i"] == 1}
+        if failing:
+            raise he.BatchFailed(failing)  # type: ignore[arg-type]
+
+    async with receiver:
+        await receiver.start()
+        emitter = driver.emitter()
+        for i in range(3):
+            ctx = he.Context(correlation_id=f"corr-{i}")
+            await emitter.emit(he.Event("c", f"k{i}", {"i": i}), ctx=ctx)
+        await eventually(lambda: receiver.health()["actions"]["a"]["dead_lettered"] == 1, within=10)
+    failed = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
+    assert len(failed) == 2, failed  # the first run and its retry
+    assert all("correlation_id=corr-1 " in line and "action=a " in line for line in failed)
+
+
+class _Counting(CompositePropagator):
+    """A propagator other than the default: its extract runs for every message."""
+
+    def __init__(self) -> None:
+        super().__init__(he.default_propagator())
+        self.extracted: list[str] = []
+
+    def extract(self, headers: Any, ctx: he.Context) -> he.Context:
+        ctx = super().extract(headers, ctx)
+        self.extracted.append(ctx.correlation_id)
+        return ctx
+
+
+async def test_another_propagator_extracts_every_message_and_names_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    propagator = _Counting()
+    driver = he.connect(_url())
+    receiver = driver.receiver("svc", propagator=propagator)
+
+    @receiver.subscribe("c", action="a", retry=FAST, batch=he.Batch(max_size=10, max_wait=0.01))
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        failing = {n: ValueError("no") for n, m in enumerate(msgs) if m.payload["i"] == 2}
+        if failing:
+            raise he.BatchFailed(failing)  # type: ignore[arg-type]
+
+    async with receiver:
+        await receiver.start()
+        emitter = driver.emitter()
+        for i in range(3):
+            await emitter.emit(he.Event("c", f"k{i}", {"i": i}), ctx=he.Context(f"id-{i}"))
+        await eventually(lambda: receiver.health()["actions"]["a"]["dead_lettered"] == 1, within=10)
+    assert sorted(propagator.extracted) == ["id-0", "id-1", "id-2", "id-2"]
+    failed = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
+    assert len(failed) == 2, failed
+    assert all("correlation_id=id-2 " in line for line in failed), failed
+
+
+async def test_a_replaced_json_codec_decodes_batch_payloads() -> None:
+    """The batch path's direct msgspec decode steps aside for a codec registered over json."""
+
+    class Upper(JsonCodec):
+        def decode(self, data: bytes, target: Any) -> Any:
+            return {"upper": super().decode(data, target)["s"].upper()}
+
+    builtin = he.get_codec("json")
+    he.register_codec(Upper(), replace=True)
+    try:
+        driver = he.connect(_url())
+        got = Collector()
+        receiver = driver.receiver("svc")
+
+        @receiver.subscribe("c", action="a", batch=he.Batch(max_size=10, max_wait=0.01))
+        async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+            for m in msgs:
+                got.add(m.payload)
+
+        async with receiver:
+            await receiver.start()
+            await driver.emitter().emit(he.Event("c", "k", {"s": "abc"}))
+            await got.wait_for(1, within=10)
+        assert got.items == [{"upper": "ABC"}]
+    finally:
+        he.register_codec(builtin, replace=True)

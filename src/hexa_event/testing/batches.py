@@ -19,6 +19,7 @@ from ..context import Context
 from ..driver import RawRecord
 from ..errors import PermanentError
 from ..event import Event, Message
+from ..headers import USER
 from .contract import DriverPool
 from .settling import FAST_RETRY, SettlementConformance
 from .waiting import Collector, eventually
@@ -193,6 +194,8 @@ class BatchConformance(SettlementConformance):
         poison = [
             RawRecord(channel, "k", dict(sane.headers), b"{not json"),
             RawRecord(channel, "j", {**sane.headers, env.PAYLOAD_ENCODER: b"nope"}, sane.body),
+            # The handler never sees a message's own context, yet a malformed one is poison.
+            RawRecord(channel, "k", {**sane.headers, USER: b"{not a user"}, sane.body),
         ]
         await driver.publish([sane, *poison])
         await driver.emitter().emit(Event(channel, "j", {"n": 2}))
