@@ -1,0 +1,276 @@
+"""Fault tests of JetStream past one server: the three-node cluster and a server restart.
+
+On the cluster (``scripts/services up nats-cluster``) each test provisions a stream of its
+own with 3 replicas (``replicas=3``) and connects with all three servers in the URL; while
+events are emitted and handled, the node leading the stream is SIGKILLed, a new leader is
+awaited, and the node is started again with its store. Unpartitioned: one receiver;
+partitioned (``partitions=4``): two receivers of one action, each on its own connection.
+On ``nats-solo`` (an unclustered server of the tests' own) the partitioned layout lives
+through a graceful restart and a SIGKILL of its only server.
+
+Every event is handled (nothing lost); a redelivery carries the producer's event id, so
+it is recognisable; on the partitioned layout each key's first handlings come in emit
+order (a redelivery repeats what was seen, it never lets a later event overtake). The
+receivers' health names a lost connection while it lasts and clears after. See the
+"Clusters" section of docs/engines/nats.md. Run alone: ``pytest -m nats_cluster
+tests/services``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from fault_helpers import FaultFlow
+from hexa_event.connect import wrap
+from hexa_event.context import Context
+from hexa_event.drivers.nats import NatsDriver, NatsSubscriptionOptions
+from hexa_event.event import Message
+from hexa_event.receiver import Receiver
+from hexa_event_services import Service
+
+pytestmark = [pytest.mark.nats_cluster, pytest.mark.timeout(300)]
+
+TOTAL = int(os.environ.get("HEXA_CLUSTER_FAULT_EVENTS", "3000"))
+PARTITIONS = 4
+SUBSCRIPTION = NatsSubscriptionOptions(ack_wait=5, heartbeat=1)
+"""Short enough that a lost ack or a dead member costs seconds, not the default 30-35 s."""
+
+
+def servers_url(nodes: list[Service]) -> str:
+    return "nats://" + ",".join(node.url.removeprefix("nats://") for node in nodes)
+
+
+def layout(tag: str, *, replicas: int, partitions: int) -> dict[str, Any]:
+    """A stream of the test's own: the leader found is that stream's."""
+    return {
+        "stream": f"CLUSTER_{tag}",
+        "subject_prefix": f"cluster-{tag}",
+        "replicas": replicas,
+        "partitions": partitions,
+        "max_age": 3600.0,
+        "consumer_inactive_threshold": 600.0,
+    }
+
+
+def stream_cluster(node: Service, stream: str) -> dict[str, Any] | None:
+    """The stream's cluster info (leader, replicas) as ``node`` reports it (``/jsz``)."""
+    url = f"{node.monitor_url}/jsz?streams=true"  # type: ignore[attr-defined]
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            jsz = json.load(reply)
+    except OSError:
+        return None
+    for account in jsz.get("account_details") or []:
+        for detail in account.get("stream_detail") or []:
+            if detail.get("name") == stream:
+                return dict(detail.get("cluster") or {})
+    return None
+
+
+async def stream_leader(nodes: list[Service], stream: str, within: float) -> Service:
+    """The node leading ``stream``, once a live node reports one that runs."""
+    by_name = {node.server_name: node for node in nodes}  # type: ignore[attr-defined]
+    deadline = time.monotonic() + within
+    while True:
+        for node in nodes:
+            if not node.is_running():
+                continue
+            info = await asyncio.to_thread(stream_cluster, node, stream)
+            leader = by_name.get((info or {}).get("leader", ""))
+            if leader is not None and leader.is_running():
+                return leader
+        assert time.monotonic() < deadline, f"no leader for stream {stream}"
+        await asyncio.sleep(0.1)
+
+
+class Problems:
+    """Samples the receivers' health while the test runs: every problem reported."""
+
+    def __init__(self, receivers: list[Receiver], action: str) -> None:
+        self.receivers = receivers
+        self.action = action
+        self.seen: list[str] = []
+
+    def now(self) -> list[str]:
+        return [
+            p
+            for r in self.receivers
+            for p in r.health()["actions"].get(self.action, {}).get("problems", [])
+        ]
+
+    async def sample(self) -> None:
+        while True:
+            for problem in self.now():
+                if problem not in self.seen:
+                    self.seen.append(problem)
+            await asyncio.sleep(0.05)
+
+    async def wait_clear(self, within: float) -> float:
+        began = time.monotonic()
+        while self.now():
+            assert time.monotonic() - began < within, f"health still reports {self.now()}"
+            await asyncio.sleep(0.1)
+        return time.monotonic() - began
+
+
+class Run:
+    """``receivers`` receivers of one action (each on its own connection) and one emitter."""
+
+    def __init__(self, url: str, options: dict[str, Any], receivers: int) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.channel, self.action = f"cf-{tag}", f"cf-act-{tag}"
+        self.url, self.options = url, options
+        self.flow = FaultFlow(self.channel, tag, total=TOTAL)
+        self.per_key: dict[str, list[int]] = defaultdict(list)
+        self.emitting = wrap(NatsDriver.from_url(url, publish_timeout=5, **options))
+        self.drivers = [wrap(NatsDriver.from_url(url, **options)) for _ in range(receivers)]
+        self.receivers = [
+            d.receiver(f"cf-{n}", drain_timeout=10) for n, d in enumerate(self.drivers)
+        ]
+        for receiver in self.receivers:
+            receiver.subscribe(
+                self.channel, action=self.action, handler=self.handle, options=SUBSCRIPTION
+            )
+        self.problems = Problems(self.receivers, self.action)
+
+    async def handle(self, ctx: Context, msg: Message[Any]) -> None:
+        self.per_key[msg.key].append(int(msg.payload["i"]))
+        await asyncio.sleep(0.002)  # a little work, so records are in flight at the fault
+        await self.flow.handle(ctx, msg)
+
+    async def run(self, fault: Callable[[], Awaitable[None]]) -> float:
+        """Emit and handle every event while ``fault`` strikes a fifth of the way in;
+        the seconds the fault took."""
+        await self.emitting.provision([self.channel])
+        sampler: asyncio.Task[None] | None = None
+        async with contextlib.AsyncExitStack() as stack:
+            for receiver in self.receivers:
+                await stack.enter_async_context(receiver)
+            sampler = asyncio.create_task(self.problems.sample())
+            try:
+                emitting = asyncio.create_task(self.flow.emit_all(self.emitting.emitter()))
+                took = await self.flow.fault_at(self.flow.total // 5, "fault", fault)
+                await asyncio.wait_for(emitting, 180)
+                await self.flow.wait_handled(self.flow.total, within=120)
+                self.cleared_after = await self.problems.wait_clear(within=30)
+            finally:
+                sampler.cancel()
+        await self.close()
+        return took
+
+    async def close(self) -> None:
+        for driver in [self.emitting, *self.drivers]:
+            await driver.close()
+
+    def verify_order(self) -> None:
+        """Each key's first handlings in emit order (redeliveries only repeat)."""
+        for key, seen in self.per_key.items():
+            firsts: list[int] = []
+            known: set[int] = set()
+            for i in seen:
+                if i not in known:
+                    known.add(i)
+                    firsts.append(i)
+            assert firsts == sorted(firsts), f"order of {key} broken: {seen[:60]}"
+
+
+@pytest.fixture
+def cluster_url(nats_cluster: list[Service]) -> str:
+    return servers_url(nats_cluster)
+
+
+async def kill_leader_and_restart(
+    run: Run, nodes: list[Service], timeline: list[str]
+) -> Callable[[], Awaitable[None]]:
+    stream = run.options["stream"]
+    leader = await stream_leader(nodes, stream, within=30)
+    info = stream_cluster(leader, stream) or {}
+    assert len(info.get("replicas") or []) == 2, f"stream {stream} is not R3: {info}"
+
+    async def fault() -> None:
+        killed_at = time.monotonic()
+        await asyncio.to_thread(leader.kill)
+        timeline.append(f"SIGKILL {leader.name} (stream leader)")
+        new = await stream_leader([n for n in nodes if n is not leader], stream, within=60)
+        timeline.append(f"{new.name} leads after {time.monotonic() - killed_at:.1f}s")
+        at = len(run.flow.handled)
+        await run.flow.wait_handled(min(at + 200, run.flow.total), within=60)
+        timeline.append(
+            f"handling went on ({len(run.flow.handled)} handled) after "
+            f"{time.monotonic() - killed_at:.1f}s"
+        )
+        await asyncio.to_thread(leader.start, False)
+        timeline.append(f"{leader.name} back after {time.monotonic() - killed_at:.1f}s")
+
+    return fault
+
+
+def report(name: str, run: Run, took: float, timeline: list[str]) -> str:
+    redeliveries = run.flow.verify()
+    return (
+        f"\n{name}: {run.flow.total} events, fault {took:.1f}s, handled all, "
+        f"{redeliveries} redeliveries, {run.flow.emit_retries} emit batches retried; "
+        f"{'; '.join(timeline)}; health problems seen: {run.problems.seen[:3]}, clear "
+        f"{run.cleared_after:.1f}s after the end"
+    )
+
+
+async def test_stream_leader_killed_unpartitioned(
+    nats_cluster: list[Service], cluster_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    run = Run(cluster_url, layout(tag, replicas=3, partitions=0), receivers=1)
+    timeline: list[str] = []
+    await run.emitting.provision([run.channel])
+    took = await run.run(await kill_leader_and_restart(run, nats_cluster, timeline))
+    print(report("unpartitioned, leader killed", run, took, timeline))
+
+
+async def test_stream_leader_killed_partitioned(
+    nats_cluster: list[Service], cluster_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    run = Run(cluster_url, layout(tag, replicas=3, partitions=PARTITIONS), receivers=2)
+    timeline: list[str] = []
+    await run.emitting.provision([run.channel])
+    took = await run.run(await kill_leader_and_restart(run, nats_cluster, timeline))
+    line = report("partitioned, leader killed", run, took, timeline)
+    run.verify_order()
+    print(line)
+
+
+async def test_server_restarts_under_the_partitioned_layout(nats_solo: Service) -> None:
+    """One server: stopped and started, then killed and started, under load."""
+    tag = uuid.uuid4().hex[:8]
+    run = Run(nats_solo.url, layout(tag, replicas=1, partitions=PARTITIONS), receivers=2)
+    timeline: list[str] = []
+
+    async def fault() -> None:
+        for how in ("stop", "kill"):
+            before = len(run.problems.seen)
+            began = time.monotonic()
+            await asyncio.to_thread(nats_solo.stop if how == "stop" else nats_solo.kill)
+            deadline = time.monotonic() + 15
+            while not any("NATS" in p for p in run.problems.seen[before:]):
+                assert time.monotonic() < deadline, "health did not report the lost server"
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(nats_solo.start, False)
+            at = len(run.flow.handled)
+            await run.flow.wait_handled(min(at + 200, run.flow.total), within=60)
+            timeline.append(f"{how}: handling again {time.monotonic() - began:.1f}s later")
+
+    took = await run.run(fault)
+    line = report("one server, partitioned, stop + kill", run, took, timeline)
+    run.verify_order()
+    print(line)
