@@ -133,6 +133,8 @@ class Run:
         self.url, self.options = url, options
         self.flow = FaultFlow(self.channel, tag, total=TOTAL)
         self.per_key: dict[str, list[int]] = defaultdict(list)
+        self.handled_at: list[float] = []
+        """When each handling began: the longest pause is the time to recover."""
         self.emitting = wrap(NatsDriver.from_url(url, publish_timeout=5, **options))
         self.drivers = [wrap(NatsDriver.from_url(url, **options)) for _ in range(receivers)]
         self.receivers = [
@@ -146,6 +148,7 @@ class Run:
 
     async def handle(self, ctx: Context, msg: Message[Any]) -> None:
         self.per_key[msg.key].append(int(msg.payload["i"]))
+        self.handled_at.append(time.monotonic())
         await asyncio.sleep(0.002)  # a little work, so records are in flight at the fault
         await self.flow.handle(ctx, msg)
 
@@ -218,8 +221,10 @@ async def kill_leader_and_restart(
 
 def report(name: str, run: Run, took: float, timeline: list[str]) -> str:
     redeliveries = run.flow.verify()
+    pause = max(b - a for a, b in zip(run.handled_at, run.handled_at[1:], strict=False))
     return (
-        f"\n{name}: {run.flow.total} events, fault {took:.1f}s, handled all, "
+        f"\n{name}: {run.flow.total} events, fault {took:.1f}s, longest pause in handling "
+        f"{pause:.1f}s, handled all, "
         f"{redeliveries} redeliveries, {run.flow.emit_retries} emit batches retried; "
         f"{'; '.join(timeline)}; health problems seen: {run.problems.seen[:3]}, clear "
         f"{run.cleared_after:.1f}s after the end"
