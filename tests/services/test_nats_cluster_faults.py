@@ -29,12 +29,14 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import nats.errors
 import pytest
+from nats.aio.client import Client
 
 from fault_helpers import FaultFlow
 from hexa_event.connect import wrap
 from hexa_event.context import Context
-from hexa_event.drivers.nats import NatsDriver, NatsSubscriptionOptions
+from hexa_event.drivers.nats import NatsDriver, NatsOptions, NatsSubscriptionOptions
 from hexa_event.event import Message
 from hexa_event.receiver import Receiver
 from hexa_event_services import Service
@@ -155,26 +157,37 @@ class Run:
     async def run(self, fault: Callable[[], Awaitable[None]]) -> float:
         """Emit and handle every event while ``fault`` strikes a fifth of the way in;
         the seconds the fault took."""
-        await self.emitting.provision([self.channel])
-        sampler: asyncio.Task[None] | None = None
-        async with contextlib.AsyncExitStack() as stack:
-            for receiver in self.receivers:
-                await stack.enter_async_context(receiver)
-            sampler = asyncio.create_task(self.problems.sample())
-            try:
+        try:
+            await self.emitting.provision([self.channel])
+            async with contextlib.AsyncExitStack() as stack:
+                for receiver in self.receivers:
+                    await stack.enter_async_context(receiver)
+                sampler = asyncio.create_task(self.problems.sample())
                 emitting = asyncio.create_task(self.flow.emit_all(self.emitting.emitter()))
-                took = await self.flow.fault_at(self.flow.total // 5, "fault", fault)
-                await asyncio.wait_for(emitting, 180)
-                await self.flow.wait_handled(self.flow.total, within=120)
-                self.cleared_after = await self.problems.wait_clear(within=30)
-            finally:
-                sampler.cancel()
-        await self.close()
+                try:
+                    took = await self.flow.fault_at(self.flow.total // 5, "fault", fault)
+                    await asyncio.wait_for(emitting, 180)
+                    await self.flow.wait_handled(self.flow.total, within=120)
+                    self.cleared_after = await self.problems.wait_clear(within=30)
+                finally:
+                    sampler.cancel()
+                    emitting.cancel()
+        finally:
+            await self.close()
         return took
 
     async def close(self) -> None:
         for driver in [self.emitting, *self.drivers]:
             await driver.close()
+        # Drop the test's streams, so that the servers' restarts stay quick (best effort:
+        # after a failure a server may still be down).
+        nc = Client()
+        await nc.connect(servers=list(NatsOptions.from_url(self.url).servers))
+        stream = self.options["stream"]
+        for name in (stream, f"KV_{stream}_members"):
+            with contextlib.suppress(TimeoutError, nats.errors.Error):
+                await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=10)
+        await nc.close()
 
     def verify_order(self) -> None:
         """Each key's first handlings in emit order (redeliveries only repeat)."""
@@ -193,15 +206,17 @@ def cluster_url(nats_cluster: list[Service]) -> str:
     return servers_url(nats_cluster)
 
 
-async def kill_leader_and_restart(
+def kill_leader_and_restart(
     run: Run, nodes: list[Service], timeline: list[str]
 ) -> Callable[[], Awaitable[None]]:
+    """The fault: SIGKILL the node leading the run's stream, wait for a new leader and for
+    handling to go on, then start the node again with its store."""
     stream = run.options["stream"]
-    leader = await stream_leader(nodes, stream, within=30)
-    info = stream_cluster(leader, stream) or {}
-    assert len(info.get("replicas") or []) == 2, f"stream {stream} is not R3: {info}"
 
     async def fault() -> None:
+        leader = await stream_leader(nodes, stream, within=30)
+        info = await asyncio.to_thread(stream_cluster, leader, stream) or {}
+        assert len(info.get("replicas") or []) == 2, f"stream {stream} is not R3: {info}"
         killed_at = time.monotonic()
         await asyncio.to_thread(leader.kill)
         timeline.append(f"SIGKILL {leader.name} (stream leader)")
@@ -237,8 +252,7 @@ async def test_stream_leader_killed_unpartitioned(
     tag = uuid.uuid4().hex[:8]
     run = Run(cluster_url, layout(tag, replicas=3, partitions=0), receivers=1)
     timeline: list[str] = []
-    await run.emitting.provision([run.channel])
-    took = await run.run(await kill_leader_and_restart(run, nats_cluster, timeline))
+    took = await run.run(kill_leader_and_restart(run, nats_cluster, timeline))
     print(report("unpartitioned, leader killed", run, took, timeline))
 
 
@@ -248,8 +262,7 @@ async def test_stream_leader_killed_partitioned(
     tag = uuid.uuid4().hex[:8]
     run = Run(cluster_url, layout(tag, replicas=3, partitions=PARTITIONS), receivers=2)
     timeline: list[str] = []
-    await run.emitting.provision([run.channel])
-    took = await run.run(await kill_leader_and_restart(run, nats_cluster, timeline))
+    took = await run.run(kill_leader_and_restart(run, nats_cluster, timeline))
     line = report("partitioned, leader killed", run, took, timeline)
     run.verify_order()
     print(line)
