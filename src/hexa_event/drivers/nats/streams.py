@@ -14,9 +14,9 @@ existing stream of that name is used as it is, extended only by missing subjects
 with another count is refused with a ConfigurationError naming the fix.
 
 Partitioned streams come with a membership bucket, ``KV_<stream>_members`` (a JetStream
-key-value bucket, in memory): one key per live member of an action, rewritten by its
-heartbeat, each with a per-message TTL (``Nats-TTL``, nats-server 2.11+), so a dead
-member's key disappears after its lease. See :mod:`.membership`.
+key-value bucket, on file so that the leases outlive a server restart): one key per live
+member of an action, rewritten by its heartbeat, each with a per-message TTL (``Nats-TTL``,
+nats-server 2.11+), so a dead member's key disappears after its lease. See :mod:`.membership`.
 """
 
 from __future__ import annotations
@@ -230,7 +230,11 @@ class JetStreamApi:
             "name": name,
             "subjects": [f"$KV.{bucket}.>"],
             "retention": "limits",
-            "storage": "memory",
+            # On file: a restarted server that had lost every lease would let a member take
+            # a partition whose owner still holds unacknowledged records, and deliver that
+            # partition's later records first (a key's order broken). A bucket made in
+            # memory by an older version is used as it is.
+            "storage": "file",
             "num_replicas": options.replicas,
             "max_msgs_per_subject": 1,
             "discard": "new",
