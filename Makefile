@@ -33,7 +33,7 @@ quick: $(STAMP)
 
 # Unit tests and the conformance suite on the memory driver: no services needed.
 unit: $(STAMP)
-	$(VENV)/bin/pytest -q -m "not kafka and not pulsar and not nats and not stan and not postgres and not kafka_cluster and not kafka_secure and not postgres_auth and not soak"
+	$(VENV)/bin/pytest -q -m "not kafka and not pulsar and not nats and not stan and not postgres and not kafka_cluster and not kafka_secure and not postgres_auth and not nats_cluster and not soak"
 
 test: $(STAMP)
 	$(MAKE) lint

@@ -85,3 +85,30 @@ def postgres_auth() -> Iterator[services.Service]:
     """PostgreSQL with password authentication (``scripts/services up postgres-auth``),
     started for the session when it was not running."""
     yield from _on_demand_fixture("postgres-auth")
+
+
+@pytest.fixture(scope="session")
+def nats_cluster_nodes() -> Iterator[list[services.Service]]:
+    """The three-node JetStream cluster, started for the session when it was not running
+    (and stopped again at the end in that case)."""
+    nodes, started = services.on_demand("nats-cluster")
+    yield nodes
+    if started:
+        services.stop_all(nodes)
+
+
+@pytest.fixture
+def nats_cluster(nats_cluster_nodes: list[services.Service]) -> list[services.Service]:
+    """The cluster's nodes, every one of them running (a node a failed test left down is
+    started again, its data kept)."""
+    for node in nats_cluster_nodes:
+        if not node.is_ready(timeout=2.0):
+            node.start(fresh=False)
+    return nats_cluster_nodes
+
+
+@pytest.fixture(scope="session")
+def nats_solo() -> Iterator[services.Service]:
+    """A JetStream server of the tests' own (``scripts/services up nats-solo``), which they
+    may stop and start; started for the session when it was not running."""
+    yield from _on_demand_fixture("nats-solo")

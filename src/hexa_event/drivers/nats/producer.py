@@ -83,8 +83,10 @@ class NatsProducer:
         if status == "503":
             future.set_exception(
                 DriverError(
-                    "no JetStream stream holds this subject (no responders): was the stream "
-                    f"{self._options.stream!r} deleted? It is created again on the next connect"
+                    "no JetStream stream answered for this subject (no responders): stream "
+                    f"{self._options.stream!r} has no leader (in a cluster, one is elected "
+                    "within seconds of a server's loss) or was deleted (it is created again "
+                    "on the next connect); re-sending is safe (Nats-Msg-Id)"
                 )
             )
             return

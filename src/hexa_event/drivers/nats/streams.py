@@ -14,9 +14,9 @@ existing stream of that name is used as it is, extended only by missing subjects
 with another count is refused with a ConfigurationError naming the fix.
 
 Partitioned streams come with a membership bucket, ``KV_<stream>_members`` (a JetStream
-key-value bucket, in memory): one key per live member of an action, rewritten by its
-heartbeat, each with a per-message TTL (``Nats-TTL``, nats-server 2.11+), so a dead
-member's key disappears after its lease. See :mod:`.membership`.
+key-value bucket, on file so that the leases outlive a server restart): one key per live
+member of an action, rewritten by its heartbeat, each with a per-message TTL (``Nats-TTL``,
+nats-server 2.11+), so a dead member's key disappears after its lease. See :mod:`.membership`.
 """
 
 from __future__ import annotations
@@ -150,13 +150,24 @@ class JetStreamApi:
         check_partitions(options, config)
         missing = [s for s in wanted["subjects"] if s not in config.get("subjects", [])]
         needs_schedules = options.delayed_publish and not config.get("allow_msg_schedules")
-        if missing or needs_schedules:
+        # The one setting of stream_config applied to an existing stream: the consumer
+        # limit, which the error at the limit tells users to raise (servers 2.15+ edit it).
+        max_consumers = options.stream_config.get("max_consumers")
+        new_limit = max_consumers is not None and config.get("max_consumers") != max_consumers
+        if missing or needs_schedules or new_limit:
             update = dict(config)
             update["subjects"] = [*config.get("subjects", []), *missing]
             if needs_schedules:
                 update["allow_msg_schedules"] = True
+            if new_limit:
+                update["max_consumers"] = max_consumers
             await self.request(f"STREAM.UPDATE.{name}", update)
-            log.info("JetStream stream %r extended (subjects %s)", name, update["subjects"])
+            log.info(
+                "JetStream stream %r updated (subjects %s, max_consumers %s)",
+                name,
+                update["subjects"],
+                update.get("max_consumers", -1),
+            )
         self._check_existing(options, config)
 
     async def check_stream(self, options: NatsOptions) -> str:
@@ -219,7 +230,11 @@ class JetStreamApi:
             "name": name,
             "subjects": [f"$KV.{bucket}.>"],
             "retention": "limits",
-            "storage": "memory",
+            # On file: a restarted server that had lost every lease would let a member take
+            # a partition whose owner still holds unacknowledged records, and deliver that
+            # partition's later records first (a key's order broken). A bucket made in
+            # memory by an older version is used as it is.
+            "storage": "file",
             "num_replicas": options.replicas,
             "max_msgs_per_subject": 1,
             "discard": "new",
@@ -281,13 +296,7 @@ class JetStreamApi:
             except JetStreamApiError as race:
                 if race.err_code == ERR_MAX_CONSUMERS:
                     raise DriverError(
-                        f"stream {stream!r} holds as many consumers as it may (nats-server "
-                        "2.15+ allows 1,000 per stream unless the stream sets max_consumers; "
-                        "with partitions every action has one per partition): delete unused "
-                        "consumers, let idle ones go (NatsOptions.consumer_inactive_threshold), "
-                        "raise NatsOptions(stream_config={'max_consumers': ...}) or use fewer "
-                        f"partitions (creating consumer {name!r})",
-                        retriable=False,
+                        await self._consumer_limit(stream, name), retriable=False
                     ) from None
                 if race.err_code not in (ERR_CONSUMER_EXISTS, ERR_CONSUMER_NAME_EXISTS):
                     raise
@@ -300,6 +309,27 @@ class JetStreamApi:
         body = {"stream_name": stream, "config": update, "action": "update"}
         await self.request(subject, body)
         log.info("JetStream consumer %s/%s updated to %s", stream, name, _summary(config))
+
+    async def _consumer_limit(self, stream: str, consumer: str) -> str:
+        """Why ``consumer`` cannot be created on ``stream`` at its consumer limit, and the
+        setting that raises the limit."""
+        try:
+            info = await self.request(f"STREAM.INFO.{stream}")
+            limit = int(info["config"].get("max_consumers", -1))
+            count = int(info["state"].get("consumer_count", 0))
+            held = f"{count} consumers, its limit max_consumers=" + (
+                f"{limit}" if limit > 0 else "-1 (the server's default: 1,000 on nats-server 2.15)"
+            )
+        except (DriverError, KeyError, TypeError, ValueError):
+            held = "as many consumers as its max_consumers setting allows"
+        return (
+            f"stream {stream!r} holds {held}; with partitions every action has one consumer "
+            "per partition, so actions x partitions (plus other consumers) must fit. Raise the "
+            "stream's max_consumers with NatsOptions(stream_config={'max_consumers': N}) (the "
+            "driver applies it to the existing stream when it connects), or delete unused "
+            "consumers, let idle ones go (NatsOptions.consumer_inactive_threshold) or use "
+            f"fewer partitions (creating consumer {consumer!r})"
+        )
 
 
 _CREATE_ONLY = ("deliver_policy", "opt_start_seq", "opt_start_time", "replay_policy")

@@ -42,11 +42,16 @@ ON_DEMAND_NAMES: tuple[str, ...] = (
     "kafka-cluster-3",
     "kafka-secure",
     "postgres-auth",
+    "nats-cluster-1",
+    "nats-cluster-2",
+    "nats-cluster-3",
+    "nats-solo",
 )
 """Services started only when named (their own ports and data dirs; see docs/services.md)."""
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "kafka-cluster": ("kafka-cluster-1", "kafka-cluster-2", "kafka-cluster-3"),
+    "nats-cluster": ("nats-cluster-1", "nats-cluster-2", "nats-cluster-3"),
 }
 """Names that stand for several services."""
 
@@ -61,6 +66,8 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
     "HEXA_KAFKA_CLUSTER_BOOTSTRAP": "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094",
     "HEXA_KAFKA_SECURE_BOOTSTRAP": "127.0.0.1:19393",
     "HEXA_POSTGRES_AUTH_URL": "postgresql://hexa_app@127.0.0.1:5433/hexa_event_auth",
+    "HEXA_NATS_CLUSTER_SERVERS": "127.0.0.1:14222,127.0.0.1:14223,127.0.0.1:14224",
+    "HEXA_NATS_SOLO_URL": "nats://127.0.0.1:14225",
 }
 
 # Seconds to wait for a service to become ready after it was spawned.

@@ -21,6 +21,8 @@ from .definitions.kafka import Kafka
 from .definitions.kafka_cluster import NODE_CLASSES
 from .definitions.kafka_secure import KafkaSecure
 from .definitions.nats import Nats, Stan
+from .definitions.nats_cluster import NODE_CLASSES as NATS_NODE_CLASSES
+from .definitions.nats_cluster import NatsSolo
 from .definitions.postgres import Postgres
 from .definitions.postgres_auth import PostgresAuth
 from .definitions.pulsar import Pulsar
@@ -36,6 +38,8 @@ _CLASSES: dict[str, type[Service]] = {
     **{cls.name: cls for cls in NODE_CLASSES},
     "kafka-secure": KafkaSecure,
     "postgres-auth": PostgresAuth,
+    **{cls.name: cls for cls in NATS_NODE_CLASSES},
+    "nats-solo": NatsSolo,
 }
 ALL_NAMES: tuple[str, ...] = SERVICE_NAMES + ON_DEMAND_NAMES
 """Every service in canonical order (commands take locks in it, so two never cross)."""

@@ -1,0 +1,354 @@
+"""Fault tests of JetStream past one server: the three-node cluster and a server restart.
+
+On the cluster (``scripts/services up nats-cluster``) each test provisions a stream of its
+own with 3 replicas (``replicas=3``) and connects with all three servers in the URL; while
+events are emitted and handled, the node leading the stream is SIGKILLed, a new leader is
+awaited, and the node is started again with its store. Unpartitioned: one receiver;
+partitioned (``partitions=4``): two receivers of one action, each on its own connection,
+the first one connected to the leader. On ``nats-solo`` (an unclustered server of the
+tests' own) the partitioned layout lives through a graceful restart and a SIGKILL of its
+only server, and its membership bucket with them.
+
+Every event is handled (nothing lost); a redelivery carries the producer's event id, so
+it is recognisable; on the partitioned layout each key's first handlings come in emit
+order (a redelivery repeats what was seen, it never lets a later event overtake). The
+health of the receiver on the lost server names the outage, and every problem clears
+once the servers are back. See the
+"Clusters" section of docs/engines/nats.md. Run alone: ``pytest -m nats_cluster
+tests/services``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.errors
+import pytest
+from nats.aio.client import Client
+
+from fault_helpers import FaultFlow
+from hexa_event.connect import wrap
+from hexa_event.context import Context
+from hexa_event.drivers.nats import NatsDriver, NatsOptions, NatsSubscriptionOptions
+from hexa_event.event import Message
+from hexa_event.receiver import Receiver
+from hexa_event_services import Service
+
+pytestmark = [pytest.mark.nats_cluster, pytest.mark.timeout(300)]
+
+TOTAL = int(os.environ.get("HEXA_CLUSTER_FAULT_EVENTS", "3000"))
+PARTITIONS = 4
+SUBSCRIPTION = NatsSubscriptionOptions(ack_wait=5, heartbeat=1)
+"""Short enough that a lost ack or a dead member costs seconds, not the default 30-35 s."""
+
+
+def servers_url(nodes: list[Service]) -> str:
+    return "nats://" + ",".join(node.url.removeprefix("nats://") for node in nodes)
+
+
+def layout(tag: str, *, replicas: int, partitions: int) -> dict[str, Any]:
+    """A stream of the test's own: the leader found is that stream's."""
+    return {
+        "stream": f"CLUSTER_{tag}",
+        "subject_prefix": f"cluster-{tag}",
+        "replicas": replicas,
+        "partitions": partitions,
+        "max_age": 3600.0,
+        "consumer_inactive_threshold": 600.0,
+    }
+
+
+def stream_cluster(node: Service, stream: str) -> dict[str, Any] | None:
+    """The stream's cluster info (leader, replicas) as ``node`` reports it (``/jsz``)."""
+    url = f"{node.monitor_url}/jsz?streams=true"  # type: ignore[attr-defined]
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            jsz = json.load(reply)
+    except OSError:
+        return None
+    for account in jsz.get("account_details") or []:
+        for detail in account.get("stream_detail") or []:
+            if detail.get("name") == stream:
+                return dict(detail.get("cluster") or {})
+    return None
+
+
+async def stream_leader(nodes: list[Service], stream: str, within: float) -> Service:
+    """The node leading ``stream``, once a live node reports one that runs."""
+    by_name = {node.server_name: node for node in nodes}  # type: ignore[attr-defined]
+    deadline = time.monotonic() + within
+    while True:
+        for node in nodes:
+            if not node.is_running():
+                continue
+            info = await asyncio.to_thread(stream_cluster, node, stream)
+            leader = by_name.get((info or {}).get("leader", ""))
+            if leader is not None and leader.is_running():
+                return leader
+        assert time.monotonic() < deadline, f"no leader for stream {stream}"
+        await asyncio.sleep(0.1)
+
+
+class Problems:
+    """Samples the receivers' health while the test runs: every problem reported."""
+
+    def __init__(self, receivers: list[Receiver], action: str) -> None:
+        self.receivers = receivers
+        self.action = action
+        self.seen: list[str] = []
+
+    def now(self) -> list[str]:
+        return [
+            p
+            for r in self.receivers
+            for p in r.health()["actions"].get(self.action, {}).get("problems", [])
+        ]
+
+    async def sample(self) -> None:
+        while True:
+            for problem in self.now():
+                if problem not in self.seen:
+                    self.seen.append(problem)
+            await asyncio.sleep(0.05)
+
+    async def wait_clear(self, within: float) -> float:
+        began = time.monotonic()
+        while self.now():
+            assert time.monotonic() - began < within, f"health still reports {self.now()}"
+            await asyncio.sleep(0.1)
+        return time.monotonic() - began
+
+
+class Run:
+    """``receivers`` receivers of one action (each on its own connection) and one emitter."""
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.channel, self.action = f"cf-{tag}", f"cf-act-{tag}"
+        self.url, self.options = url, options
+        self.flow = FaultFlow(self.channel, tag, total=TOTAL)
+        self.per_key: dict[str, list[int]] = defaultdict(list)
+        self.log: dict[str, list[str]] = defaultdict(list)
+        """Per key: ``i@receiver+seconds(attempt)`` of each handling, to explain a failure."""
+        self.began = time.monotonic()
+        self.handled_at: list[float] = []
+        """When each handling began: the longest pause is the time to recover."""
+        self.emitting = wrap(NatsDriver.from_url(url, publish_timeout=5, **options))
+        self.drivers: list[Any] = []
+        self.receivers: list[Receiver] = []
+        self.problems = Problems(self.receivers, self.action)
+
+    def receive(self, urls: list[str], **client_options: Any) -> None:
+        """A receiver of the action per URL, each on a connection of its own."""
+        for n, url in enumerate(urls):
+            driver = wrap(NatsDriver.from_url(url, client_options=client_options, **self.options))
+            receiver = driver.receiver(f"cf-{n}", drain_timeout=10)
+            receiver.subscribe(
+                self.channel,
+                action=self.action,
+                handler=functools.partial(self.handle, n),
+                options=SUBSCRIPTION,
+            )
+            self.drivers.append(driver)
+            self.receivers.append(receiver)
+
+    async def handle(self, member: int, ctx: Context, msg: Message[Any]) -> None:
+        self.per_key[msg.key].append(int(msg.payload["i"]))
+        at = time.monotonic() - self.began
+        self.log[msg.key].append(f"{msg.payload['i']}@{member}+{at:.2f}s({msg.attempt})")
+        self.handled_at.append(time.monotonic())
+        await asyncio.sleep(0.002)  # a little work, so records are in flight at the fault
+        await self.flow.handle(ctx, msg)
+
+    async def run(self, fault: Callable[[], Awaitable[None]]) -> float:
+        """Emit and handle every event while ``fault`` strikes a fifth of the way in;
+        the seconds the fault took."""
+        try:
+            await self.emitting.provision([self.channel])
+            async with contextlib.AsyncExitStack() as stack:
+                for receiver in self.receivers:
+                    await stack.enter_async_context(receiver)
+                sampler = asyncio.create_task(self.problems.sample())
+                emitting = asyncio.create_task(self.flow.emit_all(self.emitting.emitter()))
+                try:
+                    took = await self.flow.fault_at(self.flow.total // 5, "fault", fault)
+                    await asyncio.wait_for(emitting, 180)
+                    await self.flow.wait_handled(self.flow.total, within=120)
+                    self.cleared_after = await self.problems.wait_clear(within=30)
+                finally:
+                    sampler.cancel()
+                    emitting.cancel()
+        finally:
+            await self.close()
+        return took
+
+    async def close(self) -> None:
+        for driver in [self.emitting, *self.drivers]:
+            await driver.close()
+        # Drop the test's streams, so that the servers' restarts stay quick (best effort:
+        # after a failure a server may still be down).
+        nc = Client()
+        await nc.connect(servers=list(NatsOptions.from_url(self.url).servers))
+        stream = self.options["stream"]
+        for name in (stream, f"KV_{stream}_members"):
+            with contextlib.suppress(TimeoutError, nats.errors.Error):
+                await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=10)
+        await nc.close()
+
+    def verify_order(self) -> None:
+        """Each key's first handlings in emit order (redeliveries only repeat).
+
+        A known defect breaks it now and then (about one server-restart test in seven): a
+        record the server delivered while the connection dropped is lost in transit and
+        comes back only after ``ack_wait``, while the partition's later records are
+        delivered at once after the reconnect. Until the driver holds those back, a broken
+        order marks the test as an expected failure (XFAIL, with the key's handlings),
+        after every other check passed; see "Order" in docs/engines/nats.md."""
+        for key, seen in self.per_key.items():
+            firsts: list[int] = []
+            known: set[int] = set()
+            for i in seen:
+                if i not in known:
+                    known.add(i)
+                    firsts.append(i)
+            if firsts != sorted(firsts):
+                pytest.xfail(
+                    f"known: a delivery lost in transit at a reconnect let later records of "
+                    f"{key} overtake it: {self.log[key]}"
+                )
+
+
+@pytest.fixture
+def cluster_url(nats_cluster: list[Service]) -> str:
+    return servers_url(nats_cluster)
+
+
+async def receive_on_the_leader(run: Run, nodes: list[Service], receivers: int) -> Service:
+    """Provision the run's stream and open its receivers, the first connected to the
+    stream's leader (so the kill also takes its connection), the others elsewhere; the
+    leader."""
+    await run.emitting.provision([run.channel])
+    leader = await stream_leader(nodes, run.options["stream"], within=30)
+    others = [n for n in nodes if n is not leader]
+    orders = [[leader, *others]] + [[*others, leader]] * (receivers - 1)
+    run.receive([servers_url(order) for order in orders], dont_randomize=True)
+    return leader
+
+
+def kill_leader_and_restart(
+    run: Run, nodes: list[Service], pinned: Service, timeline: list[str]
+) -> Callable[[], Awaitable[None]]:
+    """The fault: SIGKILL the node leading the run's stream, wait for a new leader and for
+    handling to go on, then start the node again with its store. When the node is the one
+    the first receiver is connected to (``pinned``), its health must say so meanwhile."""
+    stream = run.options["stream"]
+
+    async def fault() -> None:
+        leader = await stream_leader(nodes, stream, within=30)
+        info = await asyncio.to_thread(stream_cluster, leader, stream) or {}
+        assert len(info.get("replicas") or []) == 2, f"stream {stream} is not R3: {info}"
+        before = len(run.problems.seen)
+        killed_at = time.monotonic()
+        await asyncio.to_thread(leader.kill)
+        timeline.append(f"SIGKILL {leader.name} (stream leader)")
+        if leader is pinned:
+            # Its receiver reconnects to another server at once (too fast to see, maybe),
+            # but its consumer cannot deliver until the cluster recovers: health says why.
+            deadline = time.monotonic() + 20
+            while not any(("NATS" in p or "JetStream" in p) for p in run.problems.seen[before:]):
+                assert time.monotonic() < deadline, "health did not report the outage"
+                await asyncio.sleep(0.05)
+            timeline.append(
+                f"health said {run.problems.seen[before]!r} "
+                f"{time.monotonic() - killed_at:.1f}s after"
+            )
+        new = await stream_leader([n for n in nodes if n is not leader], stream, within=60)
+        timeline.append(f"{new.name} leads after {time.monotonic() - killed_at:.1f}s")
+        at = len(run.flow.handled)
+        await run.flow.wait_handled(min(at + 200, run.flow.total), within=60)
+        timeline.append(
+            f"handling went on ({len(run.flow.handled)} handled) after "
+            f"{time.monotonic() - killed_at:.1f}s"
+        )
+        await asyncio.to_thread(leader.start, False)
+        timeline.append(f"{leader.name} back after {time.monotonic() - killed_at:.1f}s")
+
+    return fault
+
+
+def report(name: str, run: Run, took: float, timeline: list[str]) -> str:
+    redeliveries = run.flow.verify()
+    pause = max(b - a for a, b in zip(run.handled_at, run.handled_at[1:], strict=False))
+    return (
+        f"\n{name}: {run.flow.total} events, fault {took:.1f}s, longest pause in handling "
+        f"{pause:.1f}s, handled all, "
+        f"{redeliveries} redeliveries, {run.flow.emit_retries} emit batches retried; "
+        f"{'; '.join(timeline)}; health problems seen: {run.problems.seen[:3]}, clear "
+        f"{run.cleared_after:.1f}s after the end"
+    )
+
+
+async def test_stream_leader_killed_unpartitioned(
+    nats_cluster: list[Service], cluster_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    run = Run(cluster_url, layout(tag, replicas=3, partitions=0))
+    leader = await receive_on_the_leader(run, nats_cluster, receivers=1)
+    timeline: list[str] = []
+    took = await run.run(kill_leader_and_restart(run, nats_cluster, leader, timeline))
+    print(report("unpartitioned, leader killed", run, took, timeline))
+
+
+async def test_stream_leader_killed_partitioned(
+    nats_cluster: list[Service], cluster_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    run = Run(cluster_url, layout(tag, replicas=3, partitions=PARTITIONS))
+    leader = await receive_on_the_leader(run, nats_cluster, receivers=2)
+    timeline: list[str] = []
+    took = await run.run(kill_leader_and_restart(run, nats_cluster, leader, timeline))
+    line = report("partitioned, leader killed", run, took, timeline)
+    print(line)
+    run.verify_order()
+
+
+async def test_server_restarts_under_the_partitioned_layout(nats_solo: Service) -> None:
+    """One server: stopped and started, then killed and started, under load."""
+    tag = uuid.uuid4().hex[:8]
+    run = Run(nats_solo.url, layout(tag, replicas=1, partitions=PARTITIONS))
+    run.receive([nats_solo.url, nats_solo.url])
+    timeline: list[str] = []
+
+    async def fault() -> None:
+        for how in ("stop", "kill"):
+            before = len(run.problems.seen)
+            began = time.monotonic()
+            timeline.append(f"{how} at +{began - run.began:.1f}s")
+            await asyncio.to_thread(nats_solo.stop if how == "stop" else nats_solo.kill)
+            deadline = time.monotonic() + 15
+            while not any("NATS" in p for p in run.problems.seen[before:]):
+                assert time.monotonic() < deadline, "health did not report the lost server"
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(nats_solo.start, False)
+            at = len(run.flow.handled)
+            await run.flow.wait_handled(min(at + 200, run.flow.total), within=60)
+            timeline.append(f"{how}: handling again {time.monotonic() - began:.1f}s later")
+
+    took = await run.run(fault)
+    line = report("one server, partitioned, stop + kill", run, took, timeline)
+    # The leases outlive the restarts: a bucket lost with them let a member take a partition
+    # whose owner still held unacknowledged records, whose later records then came first.
+    lost = [p for p in run.problems.seen if "membership" in p and "not found" in p]
+    assert not lost, f"the membership bucket was lost in a restart: {lost}"
+    print(line)
+    run.verify_order()
