@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from db_helpers import RecordingDriver, event_id, rows
 from hexa_event import Event
@@ -241,6 +242,37 @@ async def test_lock_mode_hot_key_waits_for_the_batch_in_flight(pg_url: str) -> N
         assert await first == 3
         assert await second == 3
     assert [r.body for r in driver.records] == [b'{"n":%d}' % i for i in range(6)]
+
+
+@pytest.mark.postgres
+async def test_lock_mode_next_batch_publishes_while_the_previous_is_marked(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lock mode: once a batch is acknowledged, the next one of the same key publishes
+    without waiting for the first one's mark to commit (its rows stay locked meanwhile)."""
+    emit(pg_url, ["hot", "hot"])
+    driver = RecordingDriver()
+    held = asyncio.Event()
+    release = asyncio.Event()
+    execute = AsyncConnection.execute
+
+    async def slow_mark(self: AsyncConnection, statement: Any, *args: Any, **kw: Any) -> Any:
+        if str(statement).startswith("UPDATE hexa_outbox SET sent_at") and not release.is_set():
+            held.set()
+            await release.wait()
+        return await execute(self, statement, *args, **kw)
+
+    monkeypatch.setattr(AsyncConnection, "execute", slow_mark)
+    async with OutboxRelay(pg_url, driver, batch_size=1) as relay:
+        assert relay.claim_mode == "lock"
+        first = asyncio.create_task(relay.run_once())
+        await asyncio.wait_for(held.wait(), 30)  # published; its mark waits
+        second = asyncio.create_task(relay.run_once())
+        await eventually(lambda: len(driver.records) == 2, what="second batch published")
+        release.set()
+        assert (await first, await second) == (1, 1)
+    assert [r.body for r in driver.records] == [b'{"n":0}', b'{"n":1}']
+    assert unsent(pg_url) == 0
 
 
 @pytest.mark.postgres

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -39,6 +40,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    literal_column,
     or_,
     select,
     text,
@@ -63,16 +65,26 @@ does not hold back later rows of its key (as a dead-lettered event does not at a
 PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claimed:
     """A batch of rows claimed by this relay, in id order."""
 
     ids: list[int]
-    records: list[RawRecord]
+    rows: Sequence[Any]
+    """The claimed (id, channel, key, headers, body) rows, as the database returned them."""
     lease_until: float
     """Monotonic deadline of the lease."""
     conn: AsyncConnection | None = None
     """Lock mode: the open transaction whose row locks are the lease."""
+    _records: list[RawRecord] | None = None
+
+    @property
+    def records(self) -> list[RawRecord]:
+        """The rows as records, decoded on first use: by the batch's publish, not its claim,
+        so the relay claims the next batch while this one's rows are decoded."""
+        if self._records is None:
+            self._records = _records(self.rows)
+        return self._records
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +272,7 @@ class LeaseClaims(ClaimStrategy):
         if not rows:
             return None
         ordered = sorted(rows, key=lambda r: r[0])
-        return Claimed(ids=[r[0] for r in ordered], records=_records(ordered), lease_until=deadline)
+        return Claimed(ids=[r[0] for r in ordered], rows=ordered, lease_until=deadline)
 
     async def finish(
         self,
@@ -305,15 +317,27 @@ class LockClaims(ClaimStrategy):
         t = settings.table
         now = bindparam("now", type_=_TS)
         ready = and_(t.c.sent_at.is_(None), or_(t.c.lease_until.is_(None), t.c.lease_until < now))
-        self._lock = (
+        claim = (
             select(t.c.id, t.c.channel, t.c.key, t.c.headers, t.c.body)
             .where(ready)
             .order_by(t.c.id)
             .limit(bindparam("limit", type_=Integer()))
             .with_for_update(skip_locked=True)
+            .cte("claim")
         )
+        parked: Any = literal_column(f"'{PARKED}'")  # a constant: the claim has two parameters
+        not_parked = or_(t.c.lease_token.is_(None), t.c.lease_token != parked)
+        # With each row, the unsent rows up to the claim's top (same snapshot, one round
+        # trip): the rows skipped are the difference (see ``claim``).
+        top = select(func.max(claim.c.id)).scalar_subquery()
+        visible = (
+            select(func.count())
+            .select_from(t)
+            .where(t.c.sent_at.is_(None), t.c.id <= top, not_parked)
+            .scalar_subquery()
+        )
+        self._lock = select(*claim.c, visible.label("visible")).order_by(claim.c.id)
         upto = t.c.id <= bindparam("max", type_=BigInteger())
-        not_parked = or_(t.c.lease_token.is_(None), t.c.lease_token != PARKED)
         self._span_count = (
             select(func.count()).select_from(t).where(t.c.sent_at.is_(None), upto, not_parked)
         )
@@ -355,8 +379,9 @@ class LockClaims(ClaimStrategy):
                 # The claim's rows straight from asyncpg: no SQLAlchemy row objects for the
                 # thousands of rows of a batch (the relay's largest cost after the broker).
                 self._lock_sql = str(compiled)
-        self._mine: set[int] = set()
-        """Ids of this relay's batches in flight (locked by its transactions)."""
+        self._mine: dict[int, list[int]] = {}
+        """This relay's batches in flight (locked by its transactions): their ids in order,
+        by the first one."""
 
     async def claim(self) -> Claimed | None:
         """Lock the first ready rows (SKIP LOCKED) in a transaction left open until settled.
@@ -376,12 +401,14 @@ class LockClaims(ClaimStrategy):
             rows = await self._ready_rows(conn, now)
             if rows:
                 top = rows[-1][0]
-                visible = (await conn.execute(self._span_count, {"max": top})).scalar_one()
                 # Unsent rows up to ``top`` are ours (this claim, our batches in flight) or
-                # held by others; only in the last case look at which keys they block.
-                expected = len(rows) + sum(1 for i in self._mine if i <= top)
-                if visible != expected:
-                    rows = await self._drop_blocked(conn, rows, top)
+                # held by others; only in the last case look at which keys they block. A
+                # batch of ours that committed while the claim ran makes the count look
+                # short of ours: count again afresh before looking at keys.
+                if not self._only_ours(rows[0][5], len(rows), top):
+                    visible = (await conn.execute(self._span_count, {"max": top})).scalar_one()
+                    if not self._only_ours(visible, len(rows), top):
+                        rows = await self._drop_blocked(conn, rows, top)
             if not rows:
                 await conn.rollback()
                 await conn.close()
@@ -390,8 +417,17 @@ class LockClaims(ClaimStrategy):
             await conn.close()
             raise
         ids = [r[0] for r in rows]
-        self._mine.update(ids)
-        return Claimed(ids=ids, records=_records(rows), lease_until=deadline, conn=conn)
+        self._mine[ids[0]] = ids
+        return Claimed(ids=ids, rows=rows, lease_until=deadline, conn=conn)
+
+    def _only_ours(self, visible: int, claimed: int, top: int) -> bool:
+        """Whether ``visible`` unsent rows up to ``top`` are exactly the ``claimed`` ones
+        and those of our batches in flight. ``_mine`` read after the count can only have
+        shrunk since (batches committed), so equal means no row of anyone else."""
+        ours = claimed
+        for ids in self._mine.values():
+            ours += len(ids) if ids[-1] <= top else bisect.bisect_right(ids, top)
+        return visible == ours
 
     async def _ready_rows(self, conn: AsyncConnection, now: Any) -> Sequence[Any]:
         """The first ready rows, locked (SKIP LOCKED), in the claim's open transaction."""
@@ -408,7 +444,7 @@ class LockClaims(ClaimStrategy):
         self, conn: AsyncConnection, rows: Sequence[Any], top: int
     ) -> Sequence[Any]:
         # This relay's own batches in flight don't block: they publish before this one.
-        mine = sorted({r[0] for r in rows} | self._mine)
+        mine = sorted({r[0] for r in rows}.union(*self._mine.values()))
         params = {"max": top, "mine": mine}
         result = await conn.execute(self._blockers, params)
         first_blocked: dict[str, int] = {key: first for key, first in result}
@@ -423,7 +459,14 @@ class LockClaims(ClaimStrategy):
         published: asyncio.Future[bool] | None,
         parked: Mapping[int, str] | None = None,
     ) -> bool:
-        """Mark ``done`` sent, park ``parked``, put ``failed`` on hold, then commit (unlock)."""
+        """Mark ``done`` sent, park ``parked``, put ``failed`` on hold, then commit (unlock).
+
+        The next batch may publish at once: this one's rows stay locked until the commit
+        settles them, so no claim can take them (or later rows of their keys) meanwhile,
+        and if they failed the next batch, claimed already, is not published either.
+        """
+        if published is not None and not published.done():
+            published.set_result(not failed)
         s = self.settings
         conn = batch.conn
         assert conn is not None
@@ -444,7 +487,7 @@ class LockClaims(ClaimStrategy):
                 await conn.execute(self._mark, {"ids": done, "now": now})
             await conn.commit()
             # Sent or on hold now: later claims see them as they are, not as ours in flight.
-            self._mine.difference_update(batch.ids)
+            self._mine.pop(batch.ids[0], None)
         except Exception as exc:
             log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
             with contextlib.suppress(Exception):
@@ -453,17 +496,13 @@ class LockClaims(ClaimStrategy):
                 await self.park(parked, batch.lease_until + s.lease)
             if failed:
                 await self.write(self._backoff, hold, batch.lease_until)
-            if published is not None and not published.done():
-                published.set_result(not failed)
             return bool(done) and await self.write(
                 self._mark, {"ids": done, "now": now}, batch.lease_until + s.lease
             )
-        if published is not None and not published.done():
-            published.set_result(not failed)
         return bool(done)
 
     async def forget(self, batch: Claimed) -> None:
-        self._mine.difference_update(batch.ids)
+        self._mine.pop(batch.ids[0], None)
         conn = batch.conn
         if conn is not None and not conn.closed:
             with contextlib.suppress(Exception):

@@ -40,6 +40,7 @@ class StanProducer:
         frames: list[tuple[int, str, bytes]] = []
         checked = self._checked
         problems: dict[int, NotStoredError] = {}
+        limits: dict[str, int] = {}  # per channel, the largest body the server takes
         for index, record in enumerate(records):
             channel = record.channel
             if channel not in checked:
@@ -54,10 +55,14 @@ class StanProducer:
                     continue
                 checked.add(channel)
             body = encode_body(record.key, record.headers, record.body)
-            refusal = session.refusal(channel, len(body))
-            if refusal is not None:
-                problems[index] = refusal
-                continue
+            limit = limits.get(channel)
+            if limit is None:
+                limit = limits[channel] = session.data_limit(channel)
+            if len(body) > limit:
+                refusal = session.refusal(channel, len(body))
+                if refusal is not None:
+                    problems[index] = refusal
+                    continue
             frames.append((index, channel, body))
         if problems:
             # Before anything is sent: the server would refuse it and close the connection.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from typing import Any, Protocol, TypeVar
 
 import nats
@@ -540,7 +541,7 @@ class StanSession:
                 "channel name",
                 limit="max_control_line",
             )
-        size = data_size + len(channel.encode()) + len(self.client_id) + 96
+        size = data_size + self._envelope_size(channel)
         if nc.max_payload and size > nc.max_payload:
             return NotStoredError(
                 f"record of {size} bytes (with its STAN envelope) is over the streaming "
@@ -549,6 +550,16 @@ class StanSession:
                 limit="max_payload",
             )
         return None
+
+    def data_limit(self, channel: str) -> int:
+        """The largest record body :meth:`refusal` lets through on ``channel`` (for the
+        publish loop: one size comparison per record)."""
+        max_payload = self._nats().max_payload
+        return max_payload - self._envelope_size(channel) if max_payload else sys.maxsize
+
+    def _envelope_size(self, channel: str) -> int:
+        """What a PubMsg adds to its data, at most: channel, client id, guid and framing."""
+        return len(channel.encode()) + len(self.client_id) + 96
 
     def _channel_field(self, channel: str) -> bytes:
         field = self._channel_fields[channel] = encode_pub_channel(channel)
@@ -564,6 +575,13 @@ class StanSession:
 
     async def _on_pub_ack(self, msg: Msg) -> None:
         data = msg.data
+        # The common PubAck is the guid alone: field 1, one length byte.
+        if data and data[0] == 0x0A and len(data) == data[1] + 2:
+            entry = self._acks.pop(data[2:].decode(), None)
+            if entry is not None:
+                entry[0].resolve(entry[1], "")
+                self._room.set()
+            return
         if not data:
             if msg.headers:  # no responders: nothing serves the publish subject right now
                 entry = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
@@ -571,16 +589,12 @@ class StanSession:
                     entry[0].resolve(entry[1], StanNotAnsweringError("no server answered"))
                     self._room.set()
             return
-        # The common PubAck is the guid alone: field 1, one length byte.
-        if data[0] == 0x0A and len(data) == data[1] + 2:
-            guid, error = data[2:].decode(), ""
-        else:
-            try:
-                ack = PubAck.decode(data)
-            except ProtocolError:
-                logger.warning("STAN %s: undecodable PubAck ignored", self.client_id)
-                return
-            guid, error = ack.guid, ack.error
+        try:
+            ack = PubAck.decode(data)
+        except ProtocolError:
+            logger.warning("STAN %s: undecodable PubAck ignored", self.client_id)
+            return
+        guid, error = ack.guid, ack.error
         entry = self._acks.pop(guid, None)
         if entry is not None:
             entry[0].resolve(entry[1], error)
