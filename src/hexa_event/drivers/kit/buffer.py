@@ -61,7 +61,7 @@ class DeliveryBuffer(Generic[T, D]):
         waited: Callable[[bool], None] | None = None,
     ) -> None:
         self.items: deque[T] = deque()
-        """What arrived, oldest first; the driver may append to it and then :meth:`wake`."""
+        """What arrived, oldest first (a driver may append here, then :meth:`wake`)."""
         self._take: Take[T, D] = take if take is not None else _take_oldest  # type: ignore[assignment]
         self._refill = refill
         self._idle = idle
@@ -79,13 +79,6 @@ class DeliveryBuffer(Generic[T, D]):
     @property
     def closed(self) -> bool:
         return self._closed
-
-    @property
-    def error(self) -> DriverError | None:
-        """The terminal error :meth:`fail` set, if any."""
-        return self._error
-
-    # -- the feeding side ----------------------------------------------------------------------
 
     def extend(self, items: Iterable[T]) -> None:
         """Items that arrived (one wake-up for the whole batch)."""
@@ -123,8 +116,6 @@ class DeliveryBuffer(Generic[T, D]):
         self._closed = True
         self.items.clear()
         self._ready.set()
-
-    # -- the contract's fetch ------------------------------------------------------------------
 
     async def fetch(self, max_count: int) -> list[D]:
         """Wait for and return 1..max_count deliveries; ``[]`` once closed."""
