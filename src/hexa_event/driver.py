@@ -326,11 +326,12 @@ class Subscription(abc.ABC):
         them): called by the core in batches, with deliveries of this subscription whose
         ``outcome`` is set. The driver takes each outcome into account here (the delivery
         leaves the prefetch window, its position may move, a nacked record is scheduled
-        again), then writes. Raises :class:`~hexa_event.errors.DriverError` when nothing or only part
-        could be written; the core then calls again later with the same deliveries, so
-        applying or writing one twice must be harmless. A driver may write acks shortly after returning
-        (a commit coalesced over a few milliseconds, as Kafka's) if a failure is raised by
-        the next call and ``close`` writes synchronously: a crash in between only redelivers.
+        again), then writes. Raises :class:`~hexa_event.errors.DriverError` when nothing or
+        only part could be written; the core then calls again later with the same
+        deliveries, so applying or writing one twice must be harmless. A driver may write
+        acks shortly after returning (a commit coalesced over a few milliseconds, as
+        Kafka's) if a failure is raised by the next call and ``close`` writes synchronously:
+        a crash in between only redelivers.
         """
 
     @abc.abstractmethod
