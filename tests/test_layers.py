@@ -257,3 +257,107 @@ def test_the_redaction_check_can_fail() -> None:
     """The checker finds what it looks for (on a module that does it on purpose)."""
     assert any("parse_qsl" in f for f in _own_secret_and_query_code(KIT + ".query"))
     assert any("is_secret" in f for f in _own_secret_and_query_code("hexa_event.redaction"))
+
+
+def _consume_side_findings(source: str, where: str) -> list[str]:
+    """Where ``source`` strays from the one consume path: a ``fetch`` that is not
+    ``return await self.<buffer>.fetch(max_count)`` over a ``DeliveryBuffer`` it makes
+    (:mod:`hexa_event.drivers.kit.buffer`), or an ``on_settle`` hook (settlements reach a
+    driver through ``Subscription.settle`` only; ``ack``/``nack`` just record them)."""
+    tree = ast.parse(source, where)
+    buffers = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            makes_buffer = any(
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Name)
+                and call.func.id == "DeliveryBuffer"
+                for call in ast.walk(node.value)
+            )
+            for target in targets:
+                if makes_buffer and isinstance(target, ast.Attribute):
+                    buffers.add(target.attr)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "on_settle":
+            found.append(f"{where}:{node.lineno} defines on_settle()")
+        elif isinstance(node, ast.Attribute) and node.attr == "on_settle":
+            found.append(f"{where}:{node.lineno} uses on_settle")
+        if not (isinstance(node, ast.AsyncFunctionDef) and node.name == "fetch"):
+            continue
+        if any(ast.unparse(d).endswith("abstractmethod") for d in node.decorator_list):
+            continue  # the contract's own declaration
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]  # the docstring
+        value = body[0].value if len(body) == 1 and isinstance(body[0], ast.Return) else None
+        call = value.value if isinstance(value, ast.Await) else None
+        func = call.func if isinstance(call, ast.Call) else None
+        delegates = (
+            isinstance(call, ast.Call)
+            and isinstance(func, ast.Attribute)
+            and func.attr == "fetch"
+            and isinstance(func.value, ast.Attribute)
+            and isinstance(func.value.value, ast.Name)
+            and func.value.value.id == "self"
+            and func.value.attr in buffers
+            and [a.id if isinstance(a, ast.Name) else "" for a in call.args] == ["max_count"]
+        )
+        if not delegates:
+            found.append(f"{where}:{node.lineno} fetch is not the kit's DeliveryBuffer.fetch")
+    return found
+
+
+def test_every_driver_fetches_through_the_kit_buffer_and_settles_through_one_door() -> None:
+    bad = [
+        finding
+        for module, path in MODULES.items()
+        if module == "hexa_event.driver"
+        or (_under(module, "hexa_event.drivers") and not _under(module, KIT))
+        for finding in _consume_side_findings(path.read_text(), module)
+    ]
+    fetchers = [
+        module
+        for module, path in MODULES.items()
+        if _under(module, "hexa_event.drivers") and "async def fetch(" in path.read_text()
+    ]
+    assert bad == []
+    assert len(fetchers) >= 7, fetchers  # the check looked at every driver's fetch
+
+
+def test_the_consume_side_check_can_fail() -> None:
+    """A hand-written fetch loop and an ``on_settle`` hook (main before the kit) are found."""
+    source = '''
+class Sub:
+    def __init__(self):
+        self._buffer = DeliveryBuffer(self._take)
+        self._queue = deque()
+
+    async def fetch(self, max_count):
+        while not self._queue:
+            await self._ready.wait()
+        return [self._queue.popleft()]
+
+class Other:
+    async def fetch(self, max_count):
+        return await self._queue.fetch(max_count)
+
+class Good:
+    def __init__(self):
+        self._buffer = DeliveryBuffer(self._take)
+
+    async def fetch(self, max_count):
+        """Docstring."""
+        return await self._buffer.fetch(max_count)
+
+class D:
+    def on_settle(self):
+        self._sub._on_settle(self)
+'''
+    found = _consume_side_findings(source, "x")
+    assert found == [
+        "x:7 fetch is not the kit's DeliveryBuffer.fetch",
+        "x:13 fetch is not the kit's DeliveryBuffer.fetch",
+        "x:25 defines on_settle()",
+    ]

@@ -15,10 +15,13 @@ The whole contract:
 - :meth:`Subscription.fetch` returns the next deliveries. Each is settled exactly once by
   :meth:`Delivery.ack` (done: never delivered to this group again, barring a crash before the
   settlement was written) or :meth:`Delivery.nack` (give it back: delivered again, to this
-  group, no earlier than its delay). Settling marks the delivery at once; the core then hands
-  settled deliveries to :meth:`Subscription.settle` in batches, which makes them durable
-  (commits ranges). A settlement that could not be written is handed over again. A delivery
-  never settled before its subscription closes is delivered again later.
+  group, no earlier than its delay). ``ack``/``nack`` only record the outcome on the
+  delivery (no driver code runs); the core then hands settled deliveries to
+  :meth:`Subscription.settle` in batches, the one door through which a driver learns of
+  settlements: it applies them (frees prefetch room, finishes offsets, schedules nacked
+  records again) and makes them durable (commits ranges). A settlement that could not be
+  written is handed over again. A delivery never settled before its subscription closes is
+  delivered again later.
 - :meth:`Subscription.close` stops fetching and releases the group membership; settlements
   written before it are kept. Closing twice is harmless. A subscription whose driver was
   closed under it returns ``[]`` from ``fetch`` (the core treats that as the end).
@@ -246,9 +249,11 @@ consumer over several subjects)."""
 class Delivery:
     """One record handed to one group member; settle it once with ack or nack.
 
-    ``ack`` and ``nack`` are final: they record the outcome, call :meth:`on_settle` once, and
-    raise :class:`~hexa_event.errors.AlreadySettledError` on a second call, the same on
-    every driver. Drivers subclass this to keep their own position data.
+    ``ack`` and ``nack`` are final: they record the outcome (and a nack's delay) and raise
+    :class:`~hexa_event.errors.AlreadySettledError` on a second call, the same on every
+    driver. They run no driver code: the driver learns of the outcome when the delivery is
+    handed to :meth:`Subscription.settle`. Drivers subclass this to keep their own position
+    data.
     """
 
     __slots__ = ("coordinates", "delay", "delivery_count", "outcome", "record", "timestamp")
@@ -284,7 +289,6 @@ class Delivery:
         if self.outcome is not None:
             raise AlreadySettledError(self.coordinates, self.outcome.value)
         self.outcome = Outcome.ACK
-        self.on_settle()
 
     @final
     def nack(self, delay: float = 0.0) -> None:
@@ -294,10 +298,6 @@ class Delivery:
         check_number("nack delay", delay)
         self.outcome = Outcome.NACK
         self.delay = float(delay)
-        self.on_settle()
-
-    def on_settle(self) -> None:
-        """Hook for drivers: runs once, right after ack or nack. Must not block or raise."""
 
 
 class Subscription(abc.ABC):
@@ -312,19 +312,26 @@ class Subscription(abc.ABC):
         may be settled in any order: a driver that tracks positions must never move its
         stored position past an unsettled delivery. Cancelling the call loses nothing.
         Raises :class:`~hexa_event.errors.DriverError`; ``retriable=False`` means this member
-        cannot go on (the receiver stops and reports it).
+        cannot go on (the receiver stops and reports it). Drivers implement it as
+        ``return await self._buffer.fetch(max_count)`` over a
+        :class:`hexa_event.drivers.kit.buffer.DeliveryBuffer` their receive path feeds.
         """
 
     @abc.abstractmethod
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        """Write the outcomes of settled deliveries: acks become durable, nacks go back.
+        """Apply and write the outcomes of settled deliveries: acks become durable, nacks
+        go back.
 
-        Called by the core in batches, with deliveries of this subscription whose ``outcome``
-        is set. Raises :class:`~hexa_event.errors.DriverError` when nothing or only part
-        could be written; the core then calls again later with the same deliveries, so
-        writing one twice must be harmless. A driver may write acks shortly after returning
-        (a commit coalesced over a few milliseconds, as Kafka's) if a failure is raised by
-        the next call and ``close`` writes synchronously: a crash in between only redelivers.
+        The only door through which settlements reach a driver (``ack``/``nack`` just record
+        them): called by the core in batches, with deliveries of this subscription whose
+        ``outcome`` is set. The driver takes each outcome into account here (the delivery
+        leaves the prefetch window, its position may move, a nacked record is scheduled
+        again), then writes. Raises :class:`~hexa_event.errors.DriverError` when nothing or
+        only part could be written; the core then calls again later with the same
+        deliveries, so applying or writing one twice must be harmless. A driver may write
+        acks shortly after returning (a commit coalesced over a few milliseconds, as
+        Kafka's) if a failure is raised by the next call and ``close`` writes synchronously:
+        a crash in between only redelivers.
         """
 
     @abc.abstractmethod

@@ -145,11 +145,13 @@ async def test_nack_delivers_again_after_the_delay(kafka_bootstrap: str) -> None
         second.ack()
         started = time.monotonic()
         first.nack(0.3)
+        await sub.settle([first, second])
         (again,) = await _fetch_n(sub, 1)
         assert time.monotonic() - started >= 0.25
         assert again.coordinates == first.coordinates
         assert again.delivery_count == 2
         again.ack()
+        await sub.settle([again])
         await sub.close()
         committed = await asyncio.to_thread(_committed, kafka_bootstrap, group, channel, [0])
         assert committed == [2]
@@ -168,6 +170,7 @@ async def test_prefetch_bounds_unsettled_deliveries(kafka_bootstrap: str) -> Non
             async with asyncio.timeout(0.5):
                 await sub.fetch(10)
         held[0].ack()
+        await sub.settle(held[:1])
         more = await _fetch_n(sub, 1)
         assert len(more) == 1
         await sub.close()
@@ -186,10 +189,12 @@ async def test_rebalance_hands_over_without_duplicates(kafka_bootstrap: str) -> 
 
     async def member(sub: Subscription) -> None:
         while not stop.is_set():
-            for d in await sub.fetch(50):
+            batch = await sub.fetch(50)
+            for d in batch:
                 handled.append(d.coordinates)
                 await asyncio.sleep(0)
                 d.ack()
+            await sub.settle(batch)
 
     try:
         await driver.publish(_records(channel, total))
@@ -261,6 +266,7 @@ async def test_group_override_and_dead_letter_replay(kafka_bootstrap: str) -> No
                 assert d.record.headers["HEXA_ERROR_MESSAGE"] == b"not today"
                 assert d.record.headers["HEXA_SOURCE_CHANNEL"] == channel.encode()
                 d.ack()
+            await dlq.settle(letters)
             await dlq.close()
             # The override group, not the action, holds the offsets (auto-committed each 1 s).
             deadline = time.monotonic() + 20
@@ -334,6 +340,7 @@ async def test_revoke_waits_for_in_flight_work_and_commits_it(kafka_bootstrap: s
         assert second.assignment == []
         for d in held:
             d.ack()
+        await first.settle(held)
         await eventually(lambda: len(second.assignment) == 1, within=30, what="assignment")
         ((moved_topic, moved),) = second.assignment
         assert moved_topic == channel

@@ -61,6 +61,7 @@ async def test_null_header_value_reaches_the_core_as_empty_bytes(kafka_bootstrap
         assert headers["traceparent"] == traceparent
         assert headers["dup"] == b"2"
         delivery.ack()
+        await sub.settle([delivery])
         await sub.close()
     finally:
         await driver.close()
@@ -327,6 +328,7 @@ async def test_retry_group_starts_where_the_action_group_left_off(kafka_bootstra
         assert [d.coordinates for d in got] == [f"{retry}-0-3", f"{retry}-0-4"]
         for d in got:
             d.ack()
+        await sub.settle(got)
         await sub.close()
     finally:
         await driver.close()

@@ -12,14 +12,14 @@ Each group is read by a :class:`~.member.Member` (a librdkafka consumer driven f
 thread); the partition state and the deliveries live on the event loop.
 
 Offsets (the Parallel Consumer model, :mod:`.offsets`): per assigned partition the loop
-keeps the offsets received and not yet finished. Acking finishes a record at once
-(``on_settle``); :meth:`KafkaSubscription.settle` then commits every changed partition's
-lowest unfinished offset, never past an unsettled delivery, with the acked offsets above it
-in the commit metadata, so that the next owner skips them after a clean close or a
-rebalance. Commits also happen on revoke (synchronously, after the revoked partitions'
-in-flight work finished or ``revoke_timeout`` passed) and at close. Partitions *lost*
-(session expired) are dropped without committing; their records since the last commit are
-delivered again (at-least-once).
+keeps the offsets received and not yet finished. :meth:`KafkaSubscription.settle` finishes
+the acked records and commits every changed partition's lowest unfinished offset, never
+past an unsettled delivery, with the acked offsets above it in the commit metadata, so
+that the next owner skips them after a clean close or a rebalance. Commits also happen on
+revoke (synchronously, after the revoked partitions' in-flight work was settled or
+``revoke_timeout`` passed) and at close. Partitions *lost* (session expired) are dropped
+without committing; their records since the last commit are delivered again
+(at-least-once).
 
 A nack keeps the record unfinished and hands it out again, from memory, after its delay
 (``features.delayed_nack`` is off: the timer is local, not the broker's).
@@ -53,9 +53,13 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import DriverError
+from ..kit.buffer import DeliveryBuffer
 from .member import Member, Position
 from .offsets import PartitionState, decode_acked
 from .options import KafkaOptions, KafkaSubscriptionOptions, redact
+
+Ready = tuple[PartitionState, Message, int, int]
+"""A record buffered: (partition state, message, offset, delivery count)."""
 
 LagReader = Callable[[str, Sequence[str], str | None, bool], Awaitable[dict[str, int]]]
 """``(group, topics, pattern, earliest)`` -> the group's lag per topic."""
@@ -77,7 +81,8 @@ def _headers(message: Message) -> dict[str, bytes]:
 
 
 class KafkaDelivery(Delivery):
-    """A record handed to the core; ack finishes it, nack hands it out again later."""
+    """A record handed to the core; settled, an ack finishes it, a nack hands it out again
+    later. ``_sub`` is its subscription until :meth:`KafkaSubscription.settle` applied it."""
 
     __slots__ = ("_message", "_offset", "_partition", "_sub")
 
@@ -106,7 +111,7 @@ class KafkaDelivery(Delivery):
         self.outcome = None
         self.delay = 0.0
         self._offset = offset
-        self._sub = sub
+        self._sub: KafkaSubscription | None = sub
         self._partition = partition
         self._message = message
 
@@ -114,19 +119,6 @@ class KafkaDelivery(Delivery):
     def native(self) -> object:
         """The confluent_kafka.Message."""
         return self._message
-
-    def on_settle(self) -> None:
-        state = self._partition
-        if self.outcome is Outcome.ACK and not state.revoking:
-            # The common case inline (what _on_settle does for it): finish the offset.
-            sub = self._sub
-            sub._unsettled -= 1
-            state.outstanding -= 1
-            state.complete(self._offset)
-            sub._dirty.add(state)
-            sub._wake.set()
-            return
-        self._sub._on_settle(self)
 
 
 class KafkaSubscription(Subscription):
@@ -166,12 +158,11 @@ class KafkaSubscription(Subscription):
         self._members: list[Member] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._partitions: dict[tuple[str, int], PartitionState] = {}
-        self._ready: deque[tuple[PartitionState, Message, int, int]] = deque()
+        self._buffer: DeliveryBuffer[Ready, Delivery] = DeliveryBuffer(self._take)
         """(partition state, message, offset, delivery count), in arrival order. Deliveries
         are built as they are handed out: built on arrival, they lived as long as the buffer
         and set off three times the garbage collections (measured)."""
         self._unsettled = 0
-        self._wake = asyncio.Event()
         self._revoke_progress = asyncio.Event()
         self._dirty: set[PartitionState] = set()
         self._in_flight: list[asyncio.Future[list[Any]]] = []
@@ -251,14 +242,13 @@ class KafkaSubscription(Subscription):
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
+        self._buffer.close()
         self._revoke_progress.set()  # a revoke waiting for in-flight work stops waiting
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
         if self._commit_timer is not None:
             self._commit_timer.cancel()
-        self._ready.clear()
         for member in self._members:
             member.stop(self._positions(member, everything=True))
         done = [asyncio.shield(m.done) for m in self._members]
@@ -277,7 +267,7 @@ class KafkaSubscription(Subscription):
         return self._unsettled > 0 or bool(self._dirty) or bool(self._in_flight)
 
     def has_room(self) -> bool:
-        return len(self._ready) < self._buffer_high
+        return len(self._buffer) < self._buffer_high
 
     def on_assigned(self, member: Member, found: list[tuple[str, int, int, str]]) -> None:
         for topic, partition, offset, metadata in found:
@@ -294,13 +284,13 @@ class KafkaSubscription(Subscription):
     def on_fatal(self, member: Member, text: str) -> None:
         if self._fatal is None:
             self._fatal = f"Kafka group {member.group!r}: {text}"
-        self._wake.set()
+            self._buffer.fail(DriverError(self._fatal, retriable=False))
 
     async def on_revoked(self, member: Member, keys: list[tuple[str, int]]) -> list[Position]:
         states = [self._partitions[k] for k in keys if k in self._partitions]
         for state in states:
             state.revoking = True
-        self._ready = deque(item for item in self._ready if not item[0].revoking)
+        self._buffer.keep(_not_revoking)
         if not self._closed and any(s.outstanding for s in states):
             deadline = time.monotonic() + self._options.revoke_timeout
             while any(s.outstanding for s in states) and not self._closed:
@@ -323,7 +313,7 @@ class KafkaSubscription(Subscription):
 
     def on_messages(self, member: Member, messages: list[Message]) -> None:
         partitions = self._partitions
-        ready = self._ready
+        ready = self._buffer.items
         got = False
         for message in messages:
             if message.error() is not None:
@@ -350,7 +340,7 @@ class KafkaSubscription(Subscription):
         if len(ready) >= self._buffer_high:
             for m in self._members:
                 m.room.clear()
-        self._wake.set()
+        self._buffer.wake()
 
     # -- loop internals ------------------------------------------------------------------------
 
@@ -363,16 +353,16 @@ class KafkaSubscription(Subscription):
                 self._dirty.discard(state)
                 dropped = True
         if dropped:
-            self._ready = deque(item for item in self._ready if not item[0].revoking)
+            self._buffer.keep(_not_revoking)
             self._maybe_resume()
 
     def _maybe_resume(self) -> None:
-        if len(self._ready) <= self._buffer_low:
+        if len(self._buffer) <= self._buffer_low:
             for member in self._members:
                 if not member.room.is_set():
                     member.room.set()
 
-    def _on_settle(self, delivery: KafkaDelivery) -> None:
+    def _apply(self, delivery: KafkaDelivery) -> None:
         """Local bookkeeping of ack/nack (no I/O): finish the offset or schedule it again."""
         self._unsettled -= 1
         state = delivery._partition
@@ -393,12 +383,10 @@ class KafkaSubscription(Subscription):
                 if handle is not None:
                     self._timers.discard(handle)
                 if not state.revoking and not self._closed:
-                    self._ready.appendleft(item)
-                    self._wake.set()
+                    self._buffer.appendleft(item)
 
             handle = self._loop.call_later(delivery.delay, requeue)
             self._timers.add(handle)
-        self._wake.set()
 
     def _positions(self, member: Member, *, everything: bool = False) -> list[Position]:
         states = self._partitions.values() if everything else self._dirty
@@ -466,39 +454,53 @@ class KafkaSubscription(Subscription):
 
         Raises DriverError(retriable=False) once a member cannot go on (see :mod:`.member`).
         """
-        while True:
-            if self._closed:
-                return []
-            if self._fatal is not None:
-                raise DriverError(self._fatal, retriable=False)
-            room = min(max_count, self._prefetch - self._unsettled)
-            ready = self._ready
-            if room > 0 and ready:
-                out: list[Delivery] = []
-                while ready and len(out) < room:
-                    state, message, offset, count = ready.popleft()
-                    if state.revoking:
-                        continue
-                    state.outstanding += 1
-                    out.append(KafkaDelivery(self, state, message, offset, count))
-                if out:
-                    self._unsettled += len(out)
-                    self._maybe_resume()
-                    return out
-            self._wake.clear()
-            await self._wake.wait()
+        return await self._buffer.fetch(max_count)
+
+    def _take(self, ready: deque[Ready], max_count: int) -> list[Delivery]:
+        room = min(max_count, self._prefetch - self._unsettled)
+        out: list[Delivery] = []
+        while ready and len(out) < room:
+            state, message, offset, count = ready.popleft()
+            if state.revoking:
+                continue
+            state.outstanding += 1
+            out.append(KafkaDelivery(self, state, message, offset, count))
+        if out:
+            self._unsettled += len(out)
+            self._maybe_resume()
+        return out
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        """Commit the positions the settled ``deliveries`` moved (acks were applied at once).
+        """Finish the acked offsets, schedule the nacked records again, and commit the
+        positions that moved.
 
         The consumer thread writes the commit within ``_COMMIT_INTERVAL`` seconds (one
         commit covers every partition changed since the last), so handling never idles on a
         broker round trip. A commit the broker refused is raised (DriverError) by the next
         call and its partitions are committed again; a crash before it is written means
         those records are delivered again (at-least-once). Close and revoke commit
-        synchronously. Idempotent: a position that did not change is not committed again.
+        synchronously. Idempotent: a delivery is applied once (``_sub`` is cleared), and a
+        position that did not change is not committed again.
         """
-        del deliveries  # their outcomes were applied by on_settle; commit what changed
+        dirty, ack = self._dirty, Outcome.ACK
+        for delivery in deliveries:
+            if (
+                not isinstance(delivery, KafkaDelivery)
+                or delivery._sub is not self
+                or delivery.outcome is None
+            ):
+                continue  # applied already (or not settled, or not ours)
+            delivery._sub = None
+            state = delivery._partition
+            if delivery.outcome is ack and not state.revoking:
+                # The common case inline (what _apply does for it): finish the offset.
+                self._unsettled -= 1
+                state.outstanding -= 1
+                state.complete(delivery._offset)
+                dirty.add(state)
+            else:
+                self._apply(delivery)
+        self._buffer.wake()  # room in the prefetch window
         if self._commit_failure is not None:
             failure, self._commit_failure = self._commit_failure, None
             raise failure
@@ -531,6 +533,10 @@ class KafkaSubscription(Subscription):
             error=self.last_error or "",
             lag=sum(lags) if lags else None,
         )
+
+
+def _not_revoking(item: Ready) -> bool:
+    return not item[0].revoking
 
 
 def _position(state: PartitionState) -> Position | None:

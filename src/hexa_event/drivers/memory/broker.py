@@ -8,7 +8,6 @@ unsettled records back; the partition's next owner starts at the committed offse
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 import time
@@ -32,7 +31,9 @@ class Member(Protocol):
     start: StartPosition
     assigned: list[PartitionId]
     positions: dict[PartitionId, int]
-    wake: asyncio.Event
+
+    def wake(self) -> None:
+        """Records arrived or the assignment changed: a waiting fetch looks again."""
 
     def matches(self, channel: str) -> bool: ...
 
@@ -123,7 +124,7 @@ class MemoryBroker:
         for group in self.groups.values():
             for member in group.members:
                 if any(member.matches(channel) for channel in touched):
-                    member.wake.set()
+                    member.wake()
 
     # -- groups ---------------------------------------------------------------------------------
 
@@ -170,7 +171,7 @@ class MemoryBroker:
             if state.owner is not None and state.owner not in group.members:
                 state.owner = None
         for member in group.members:
-            member.wake.set()
+            member.wake()
 
     def next_redelivery_seq(self) -> int:
         return next(self._redelivery_seq)

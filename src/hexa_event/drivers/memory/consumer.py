@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import heapq
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 
 from ...driver import (
@@ -16,6 +15,7 @@ from ...driver import (
     SubscriptionSpec,
     SubscriptionStatus,
 )
+from ..kit.buffer import DeliveryBuffer
 from .broker import MemoryBroker, PartitionId, PartitionState, StoredRecord, compile_pattern
 
 
@@ -50,10 +50,15 @@ class MemorySubscription(Subscription):
         self.start: StartPosition = spec.start
         self.assigned: list[PartitionId] = []
         self.positions: dict[PartitionId, int] = {}
-        self.wake = asyncio.Event()
+        self._buffer: DeliveryBuffer[object, MemoryDelivery] = DeliveryBuffer(
+            self._take, idle=self._until_redelivery
+        )
+        """Holds nothing: ``_take`` reads the broker's log; fetch waits on it."""
         self._redeliveries: list[tuple[float, int, PartitionId, int]] = []
         self._rotation = 0
-        self._closed = False
+
+    def wake(self) -> None:
+        self._buffer.wake()
 
     def matches(self, channel: str) -> bool:
         if channel in self._channels:
@@ -73,18 +78,18 @@ class MemorySubscription(Subscription):
                 continue
             if delivery.outcome is Outcome.ACK:
                 state.ack(offset)
-            elif state.owner is self and not self._closed:
+            elif state.owner is self and not self._buffer.closed:
                 seq = self.broker.next_redelivery_seq()
                 due = time.monotonic() + delivery.delay
                 heapq.heappush(self._redeliveries, (due, seq, pid, offset))
-                self.wake.set()
+                self._buffer.wake()
             # Otherwise the partition's next owner starts at the committed offset, which is at
             # or below this unacked one, so the record is delivered again there.
 
     def status(self) -> SubscriptionStatus:
         return SubscriptionStatus(
             assignment=tuple(f"{channel}-{number}" for channel, number in self.assigned),
-            error="" if not self._closed else "closed",
+            error="" if not self._buffer.closed else "closed",
         )
 
     async def lag(self) -> Mapping[str, int] | None:
@@ -100,7 +105,7 @@ class MemorySubscription(Subscription):
                 out[channel] = out.get(channel, 0) + max(0, behind)
         return out
 
-    def _take(self, max_count: int) -> list[MemoryDelivery]:
+    def _take(self, _items: deque[object], max_count: int) -> list[MemoryDelivery]:
         group = self.broker.groups[self.group_name]
         out: list[MemoryDelivery] = []
         now = time.monotonic()
@@ -140,24 +145,17 @@ class MemorySubscription(Subscription):
         state.delivery_counts[offset] = count
         return MemoryDelivery(stored, pid, offset, count)
 
+    def _until_redelivery(self) -> float | None:
+        if not self._redeliveries:
+            return None
+        return max(0.0, self._redeliveries[0][0] - time.monotonic())
+
     async def fetch(self, max_count: int) -> Sequence[MemoryDelivery]:
-        while not self._closed:
-            self.wake.clear()
-            taken = self._take(max_count)
-            if taken:
-                return taken
-            timeout = None
-            if self._redeliveries:
-                timeout = max(0.0, self._redeliveries[0][0] - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.wake.wait()
-        return []
+        return await self._buffer.fetch(max_count)
 
     async def close(self) -> None:
-        if self._closed:
+        if self._buffer.closed:
             return
-        self._closed = True
+        self._buffer.close()
         self._redeliveries.clear()
         self.broker.leave(self)
-        self.wake.set()

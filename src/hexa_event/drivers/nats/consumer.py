@@ -55,6 +55,7 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import DriverError
+from ..kit.buffer import DeliveryBuffer
 from . import headers as wire
 from .client import confirm, stop_interest
 from .naming import subject_channel
@@ -100,6 +101,11 @@ class NatsDelivery(Delivery):
         return self._msg
 
 
+Handout = DeliveryBuffer[object, NatsDelivery]
+"""What ``fetch`` waits on: a member's own, or the one its partitions share (the buffered
+records stay with each partition's consumer; ``take`` hands them out)."""
+
+
 def _nak(delay: float) -> bytes:
     if delay > 0:
         return _NAK + b" " + json.dumps({"delay": int(delay * _NS)}).encode()
@@ -142,7 +148,7 @@ class NatsSubscription(Subscription):
         options: NatsSubscriptionOptions,
         connection_error: Callable[[], str],
         ensure_stream: Callable[[], Awaitable[None]],
-        ready: asyncio.Event | None = None,
+        ready: Handout | None = None,
         forget: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._forget = forget
@@ -168,8 +174,9 @@ class NatsSubscription(Subscription):
         self._gate: KeyGate[NatsDelivery] = KeyGate(options.ack_wait)
         self._ungated = frozenset(spec.retry_channels)
         self._unsettled: dict[str, NatsDelivery] = {}
-        self._ready = ready if ready is not None else asyncio.Event()
-        """Set when records are buffered (shared by the partitions of one member)."""
+        self._shared = ready is not None
+        self._ready: Handout = ready if ready is not None else DeliveryBuffer(self._take)
+        """Woken when records are buffered (shared by the partitions of one member)."""
         self._settled = asyncio.Event()
         self._draining = False
         self._wake = asyncio.Event()
@@ -209,7 +216,10 @@ class NatsSubscription(Subscription):
         if self._closed:
             return
         self._closed = True
-        self._ready.set()
+        if self._shared:
+            self._ready.wake()
+        else:
+            self._ready.close()
         self._wake.set()
         if self._task is not None:
             self._task.cancel()
@@ -293,10 +303,13 @@ class NatsSubscription(Subscription):
     def on_connection_closed(self, reason: str) -> None:
         """The connection under this member closed for good: it cannot go on, and says so
         (``fetch`` raises a non-retriable DriverError, the receiver stops and reports it)."""
-        if self._fatal is None:
-            self._fatal = DriverError(reason, retriable=False)
-        self._ready.set()
+        self._failed(DriverError(reason, retriable=False))
         self._wake.set()
+
+    def _failed(self, error: DriverError) -> None:
+        if self._fatal is None:
+            self._fatal = error
+            self._ready.fail(error)
 
     def on_reconnect(self) -> None:
         """The connection came back: pulls made before are gone; check the consumer."""
@@ -321,17 +334,11 @@ class NatsSubscription(Subscription):
             self._unsettled[delivery._msg.reply] = delivery
         return out
 
+    def _take(self, _items: object, max_count: int) -> list[NatsDelivery]:
+        return self.take(max_count)
+
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
-        while True:
-            if self._closed:
-                return []
-            out = self.take(max_count)
-            if out:
-                return out
-            if self._fatal is not None:
-                raise self._fatal
-            self._ready.clear()
-            await self._ready.wait()
+        return await self._ready.fetch(max_count)
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         nc = self._nc
@@ -358,7 +365,7 @@ class NatsSubscription(Subscription):
                 released.extend(self._gate.done(delivery))
         if released:
             self._buffer.extend(released)
-            self._ready.set()
+            self._ready.wake()
         if not self._unsettled:
             self._settled.set()
         self._wake.set()
@@ -445,7 +452,7 @@ class NatsSubscription(Subscription):
             if count > 1:
                 self._redelivered = True
             self._buffer.append(delivery)
-            self._ready.set()
+            self._ready.wake()
 
     def _on_status(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -497,19 +504,20 @@ class NatsSubscription(Subscription):
                 released = self._gate.expire(time.monotonic())
                 if released:
                     self._buffer.extend(released)
-                    self._ready.set()
+                    self._ready.wake()
                 await self._keep_alive()
                 await self._refresh_lag()
             except asyncio.CancelledError:
                 raise
             except JetStreamApiError as exc:
                 if exc.code == 400:
-                    self._fatal = DriverError(
-                        f"consumer {self._stream}/{self._consumer} was refused: {exc}; "
-                        "fix NatsSubscriptionOptions",
-                        retriable=False,
+                    self._failed(
+                        DriverError(
+                            f"consumer {self._stream}/{self._consumer} was refused: {exc}; "
+                            "fix NatsSubscriptionOptions",
+                            retriable=False,
+                        )
                     )
-                    self._ready.set()
                     return
                 self._error = str(exc)
                 await self._pause()

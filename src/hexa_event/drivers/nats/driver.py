@@ -43,7 +43,7 @@ from ...driver import (
 from ...errors import ClosedError, ConfigurationError, DriverError
 from ...redaction import redact_text, redact_url
 from .client import Client
-from .consumer import NatsSubscription
+from .consumer import Handout, NatsSubscription
 from .membership import Membership
 from .naming import channel_subject, consumer_name, partition_prefix, pattern_filter
 from .options import NatsOptions, NatsSubscriptionOptions
@@ -350,7 +350,7 @@ class NatsDriver(Driver):
         name = options.durable or consumer_name(spec.group)
         pinned = dataclasses.replace(options, failover=True)
 
-        async def open_partition(partition: int, ready: asyncio.Event) -> NatsSubscription:
+        async def open_partition(partition: int, ready: Handout) -> NatsSubscription:
             consumer = f"{name}%p{partition}"
             child = NatsSubscription(
                 nc,

@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from ...driver import ALL_CHANNELS, Delivery, Subscription, SubscriptionStatus
 from ...errors import DriverError
-from .consumer import NatsDelivery, NatsSubscription
+from ..kit.buffer import DeliveryBuffer
+from .consumer import Handout, NatsDelivery, NatsSubscription
 from .membership import Membership, assign
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class PartitionedSubscription(Subscription):
     def __init__(
         self,
         *,
-        open_partition: Callable[[int, asyncio.Event], Awaitable[NatsSubscription]],
+        open_partition: Callable[[int, Handout], Awaitable[NatsSubscription]],
         membership: Membership,
         partitions: int,
         prefetch: int,
@@ -54,7 +55,9 @@ class PartitionedSubscription(Subscription):
         self._children: dict[int, NatsSubscription] = {}
         self._leaving: set[NatsSubscription] = set()
         """Partitions being handed over (closed by :meth:`close` if it comes first)."""
-        self._ready = asyncio.Event()
+        self._ready: Handout = DeliveryBuffer(self._take)
+        """What fetch waits on; the partitions' consumers wake it (and fail it: a partition
+        that cannot go on stops the member)."""
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._turn = 0
@@ -98,9 +101,9 @@ class PartitionedSubscription(Subscription):
         """The connection closed for good: ``fetch`` raises (see the unpartitioned one)."""
         if self._fatal is None:
             self._fatal = DriverError(reason, retriable=False)
+            self._ready.fail(self._fatal)
         for child in self._children.values():
             child.on_connection_closed(reason)
-        self._ready.set()
 
     def on_reconnect(self) -> None:
         for child in self._children.values():
@@ -163,26 +166,19 @@ class PartitionedSubscription(Subscription):
     # -- the contract ---------------------------------------------------------------------------
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
-        while True:
-            if self._closed:
-                return []
-            children = list(self._children.values())
-            out: list[NatsDelivery] = []
-            if children:
-                self._turn = (self._turn + 1) % len(children)
-                for child in children[self._turn :] + children[: self._turn]:
-                    out.extend(child.take(max_count - len(out)))
-                    if len(out) >= max_count:
-                        break
-            if out:
-                return out
-            for child in children:
-                if child.fatal is not None:
-                    raise child.fatal
-            if self._fatal is not None:
-                raise self._fatal
-            self._ready.clear()
-            await self._ready.wait()
+        return await self._ready.fetch(max_count)
+
+    def _take(self, _items: object, max_count: int) -> list[NatsDelivery]:
+        """What the partitions buffered, starting with the next partition each time."""
+        children = list(self._children.values())
+        out: list[NatsDelivery] = []
+        if children:
+            self._turn = (self._turn + 1) % len(children)
+            for child in children[self._turn :] + children[: self._turn]:
+                out.extend(child.take(max_count - len(out)))
+                if len(out) >= max_count:
+                    break
+        return out
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         by_owner: dict[int, tuple[NatsSubscription, list[Delivery]]] = {}
@@ -202,7 +198,7 @@ class PartitionedSubscription(Subscription):
         if self._closed:
             return
         self._closed = True
-        self._ready.set()
+        self._ready.close()
         # Taken before cancelling: a hand-over cancelled midway forgets its partitions.
         children = {*self._children.values(), *self._leaving}
         if self._task is not None:

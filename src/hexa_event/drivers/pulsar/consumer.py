@@ -61,6 +61,7 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import DriverError, SubscriptionBusyError
+from ..kit.buffer import DeliveryBuffer
 from . import wire
 from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType, shown_url
 
@@ -486,8 +487,7 @@ class PulsarSubscription(Subscription):
         self.name = sub_options.name or spec.group
         self.go_body = options.body == "go"
         self._readers: list[_Reader] = []
-        self._queue: collections.deque[PulsarDelivery] = collections.deque()
-        self._ready = asyncio.Event()
+        self._buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer()
         self._closed = False
         self._fatal = ""
         self._watch: asyncio.Task[None] | None = None
@@ -648,34 +648,20 @@ class PulsarSubscription(Subscription):
             return
         if reader.cumulative:
             reader.track(deliveries)
-        self._queue.extend(deliveries)
-        self._ready.set()
+        self._buffer.extend(deliveries)
 
     def fail_from_thread(self, why: str) -> None:
         def fail() -> None:
             self._fatal = why
-            self._ready.set()
+            text = f"Pulsar subscription {self.name!r} cannot go on: {why}"
+            self._buffer.fail(DriverError(text, retriable=False))
 
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             self._loop.call_soon_threadsafe(fail)
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
         """Wait for 1..max_count deliveries; ``[]`` once closed."""
-        while not self._queue:
-            if self._closed:
-                return []
-            if self._fatal:
-                raise DriverError(
-                    f"Pulsar subscription {self.name!r} cannot go on: {self._fatal}",
-                    retriable=False,
-                )
-            self._ready.clear()
-            await self._ready.wait()
-        if self._closed:
-            return []
-        queue = self._queue
-        count = min(max_count, len(queue))
-        return [queue.popleft() for _ in range(count)]
+        return await self._buffer.fetch(max_count)
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Acks (individual, or cumulative where the type allows) and nacks, per consumer."""
@@ -726,7 +712,7 @@ class PulsarSubscription(Subscription):
         if self._closed:
             return
         self._closed = True
-        self._ready.set()
+        self._buffer.close()
         for task in (self._watch, self._discovery):
             if task is not None:
                 task.cancel()
@@ -740,7 +726,6 @@ class PulsarSubscription(Subscription):
                 log.debug("closing a Pulsar consumer: %s", exc)
             if reader.thread.is_alive():
                 await asyncio.to_thread(reader.thread.join, 10.0)
-        self._queue.clear()
         if self._forget is not None:
             channels = sorted({c for reader in self._readers for c in reader.channels})
             await self._forget(channels, self.name)

@@ -43,6 +43,7 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import ConfigurationError
+from ..kit.buffer import DeliveryBuffer
 from .lag import read_lag
 from .log import SqlLog
 from .membership import Membership
@@ -91,7 +92,9 @@ class SqlSubscription(Subscription):
         )
         self._parts = self._membership.parts
         self._settlements = Settlements(log, spec.group, self.member_id)
-        self._buffer: deque[SqlDelivery] = deque()
+        self._buffer: DeliveryBuffer[SqlDelivery, Delivery] = DeliveryBuffer(
+            self._take, refill=self._refill, idle=self._idle_time, waited=self._waited
+        )
         self._handed_out = 0
         self._inflight_redeliveries: set[int] = set()
         self._last_flush = 0.0
@@ -103,7 +106,6 @@ class SqlSubscription(Subscription):
         self._idle_delay = self._opts.poll_interval
         self._full_poll = True
         self._discover = False
-        self._wake = asyncio.Event()
         self._poke = asyncio.Event()
         self._poll_task: asyncio.Task[bool] | None = None
         self._close_task: asyncio.Task[None] | None = None
@@ -183,7 +185,7 @@ class SqlSubscription(Subscription):
 
     async def _close(self) -> None:
         self._closed = True
-        self._wake.set()
+        self._buffer.close()
         self._poke.set()
         # Let upkeep and a running read finish rather than cancelling them midway.
         for task in (self._task, self._poll_task):
@@ -212,7 +214,6 @@ class SqlSubscription(Subscription):
         for part in parts:
             part.owned = False
         self._parts.clear()
-        self._buffer.clear()
         self._log.unwatch(self.notify)
         self._on_closed(self)
 
@@ -232,40 +233,36 @@ class SqlSubscription(Subscription):
     # -- fetch ----------------------------------------------------------------------------
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
-        while not self._closed:
-            out = self._take(max_count)
-            if out:
-                return out
-            room = self._spec.prefetch - self._handed_out - len(self._buffer)
-            found = False
-            if room > 0:
-                self._wake.clear()
-                task = self._poll_task
-                if task is None or task.done():
-                    task = self._poll_task = asyncio.create_task(
-                        self._poll_safely(room, self._full_poll)
-                    )
-                # Shielded: a cancelled fetch leaves the read to finish into the buffer
-                # (cancelling a database call midway can wedge the connection).
-                found = await asyncio.shield(task)
-                if self._buffer:
-                    self._idle_delay = self._opts.poll_interval
-                    continue
-                if found:
-                    continue
-            try:
-                wait = self._wait_time() if room > 0 else self._opts.max_poll_interval
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                # cancellation that races with the event, and fetch would never return.
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
-            except TimeoutError:
-                self._full_poll = True
-                self._idle_delay = min(self._idle_delay * 2, self._opts.max_poll_interval)
-            else:
-                self._full_poll = False
-                self._idle_delay = self._opts.poll_interval
-        return []
+        return await self._buffer.fetch(max_count)
+
+    async def _refill(self) -> bool:
+        """Nothing to hand out: read more when ``prefetch`` allows; True when it found some."""
+        room = self._spec.prefetch - self._handed_out - len(self._buffer)
+        if room <= 0:
+            return False
+        task = self._poll_task
+        if task is None or task.done():
+            task = self._poll_task = asyncio.create_task(self._poll_safely(room, self._full_poll))
+        # Shielded: a cancelled fetch leaves the read to finish into the buffer
+        # (cancelling a database call midway can wedge the connection).
+        found = await asyncio.shield(task)
+        if self._buffer:
+            self._idle_delay = self._opts.poll_interval
+            return True
+        return found
+
+    def _idle_time(self) -> float:
+        room = self._spec.prefetch - self._handed_out - len(self._buffer)
+        return self._wait_time() if room > 0 else self._opts.max_poll_interval
+
+    def _waited(self, timed_out: bool) -> None:
+        """Nothing woke the member: poll every partition next, less often; woken (commits
+        here, NOTIFY, new partitions): poll those not drained, at the base interval."""
+        self._full_poll = timed_out
+        if timed_out:
+            self._idle_delay = min(self._idle_delay * 2, self._opts.max_poll_interval)
+        else:
+            self._idle_delay = self._opts.poll_interval
 
     async def _poll_safely(self, room: int, full: bool) -> bool:
         """Read more; a failure is kept for :meth:`status` and raised as a retriable
@@ -282,10 +279,9 @@ class SqlSubscription(Subscription):
         self._read_error = ""
         return found
 
-    def _take(self, max_count: int) -> list[Delivery]:
+    def _take(self, buffer: deque[SqlDelivery], max_count: int) -> list[Delivery]:
         limit = min(max_count, self._spec.prefetch - self._handed_out)
         out: list[Delivery] = []
-        buffer = self._buffer
         while buffer and len(out) < limit:
             delivery = buffer.popleft()
             part = delivery.part
@@ -335,7 +331,7 @@ class SqlSubscription(Subscription):
         cursors = [p.cursor for p in parts]
         by_part = await read_partitions(self._log, parts, per)
         found = False
-        buffer = self._buffer
+        buffer = self._buffer.items
         for part, cursor in zip(parts, cursors, strict=True):
             if not part.owned or part.releasing or part.cursor != cursor:
                 continue
@@ -402,7 +398,7 @@ class SqlSubscription(Subscription):
                 headers=decode_headers(row.headers),
                 body=bytes(row.body),
             )
-            self._buffer.append(
+            self._buffer.items.append(
                 SqlDelivery(
                     self,
                     part,
@@ -418,14 +414,9 @@ class SqlSubscription(Subscription):
 
     # -- settling -------------------------------------------------------------------------
 
-    def on_settled(self) -> None:
-        """A delivery was acked or nacked: room for one more (no I/O, never raises)."""
-        if not self._closed:
-            self._handed_out -= 1
-            self._wake.set()
-
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        """Take the outcomes into account, then write every pending settlement at once.
+        """Take the outcomes into account (each settled delivery leaves the prefetch
+        window), then write every pending settlement at once.
 
         In one transaction: the positions of partitions whose settled prefix grew (never
         past an unsettled delivery), ``hexa_redeliveries`` rows for delayed nacks, and the
@@ -441,9 +432,11 @@ class SqlSubscription(Subscription):
                 continue
             delivery.applied = True
             if not self._closed:
+                self._handed_out -= 1
                 self._apply(delivery, delays)
         if self._closed:
             return
+        self._buffer.wake()  # room in the prefetch window
         loop = asyncio.get_running_loop()
         for delay in delays:
             loop.call_later(delay, self._redelivery_now)
@@ -482,7 +475,6 @@ class SqlSubscription(Subscription):
                     timestamp=delivery.timestamp or 0.0,
                 )
             )
-            self._wake.set()
             return
         if part.owned:
             self._settlements.redeliver(
@@ -501,7 +493,7 @@ class SqlSubscription(Subscription):
 
     def _redelivery_now(self) -> None:
         self._redelivery_due = time.monotonic()
-        self._wake.set()
+        self._buffer.wake()
 
     # -- notifications from the driver ------------------------------------------------------
 
@@ -514,7 +506,7 @@ class SqlSubscription(Subscription):
                 self._channel_gen[channel] = self._channel_gen.get(channel, 0) + 1
             for part in self._parts.values():
                 part.drained = False
-            self._wake.set()
+            self._buffer.wake()
             return
         hit = False
         for channel in channels:
@@ -528,7 +520,7 @@ class SqlSubscription(Subscription):
             for part in self._parts.values():
                 if part.channel in channels:
                     part.drained = False
-            self._wake.set()
+            self._buffer.wake()
 
     # -- upkeep: heartbeats, rebalancing, ack flushes ----------------------------------------
 
@@ -590,12 +582,12 @@ class SqlSubscription(Subscription):
         """Rows may wait in new partitions, and redeliveries left by a former owner."""
         self._full_poll = True
         self._redelivery_due = time.monotonic()
-        self._wake.set()
+        self._buffer.wake()
 
     def _purge_buffer(self, part: Part) -> None:
         """Drop ``part``'s deliveries that were read but never handed out."""
         kept: deque[SqlDelivery] = deque()
-        for delivery in self._buffer:
+        for delivery in self._buffer.items:
             if delivery.part is not part:
                 kept.append(delivery)
             elif delivery.redelivered:
@@ -603,6 +595,6 @@ class SqlSubscription(Subscription):
                 self._inflight_redeliveries.discard(delivery.pos[1])
             else:
                 part.outstanding.pop(delivery.pos, None)
-        self._buffer = kept
+        self._buffer.items = kept
         if not part.outstanding:
             part.cursor = part.committed

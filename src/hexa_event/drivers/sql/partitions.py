@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Protocol
 
 from ...driver import Delivery, RawRecord
 
 Pos = tuple[int, int]
 """A position in a partition: (inserting transaction id, row id); txid is 0 on SQLite."""
-
-
-class SettleListener(Protocol):
-    """Who hands deliveries out and is told when one is settled (the subscription)."""
-
-    def on_settled(self) -> None: ...
 
 
 class Part:
@@ -92,7 +85,7 @@ class SqlDelivery(Delivery):
 
     def __init__(
         self,
-        sub: SettleListener,
+        sub: object,
         part: Part,
         pos: Pos,
         record: RawRecord,
@@ -116,6 +109,3 @@ class SqlDelivery(Delivery):
     @property
     def native(self) -> object:
         return {"log_id": self.pos[1], "txid": self.pos[0], "partition": self.part.number}
-
-    def on_settle(self) -> None:
-        self.sub.on_settled()

@@ -17,7 +17,6 @@ never runs one message twice at once in one process.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import logging
@@ -37,6 +36,7 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import ClosedError, ConfigurationError, DriverError
+from ..kit.buffer import DeliveryBuffer
 from .errors import StanChannelLimitError, StanRequestError, is_channel_limit, is_session_gone
 from .monitor import StanMonitor
 from .options import StanOptions, StanSubscriptionOptions, check_channel
@@ -187,7 +187,6 @@ class ChannelMember:
         if sequence > self.last_sequence:
             self.last_sequence = sequence
         owner.buffer.append((self, proto))
-        owner.wake.set()
 
     def forget_old_nacks(self, now: float) -> None:
         stale = [s for s, due in self.nacked.items() if due + _NACK_MEMORY < now]
@@ -230,9 +229,9 @@ class StanSubscription(Subscription):
         self._session = session
         self._spec = spec
         self.options = sub_options
-        self.buffer: collections.deque[tuple[ChannelMember, MsgProto]] = collections.deque()
-        self.wake = asyncio.Event()
-        self.closed = False
+        self.buffer: DeliveryBuffer[tuple[ChannelMember, MsgProto], StanDelivery] = DeliveryBuffer(
+            self._take
+        )
         self._error = ""
         nc = session.nc
         if nc is None:
@@ -282,7 +281,7 @@ class StanSubscription(Subscription):
                 await member.open(session)
                 opened.append(member)
         except BaseException:
-            self.closed = True
+            self.buffer.close()
             for member in opened:
                 with contextlib.suppress(DriverError):
                     await member.close(session, unsubscribe=False)
@@ -294,7 +293,9 @@ class StanSubscription(Subscription):
         session.register(self)
 
     def on_session_failed(self) -> None:
-        self.wake.set()  # fetch raises the session's failure
+        failure = self._session.failure
+        if failure is not None:
+            self.buffer.fail(failure)
 
     async def resubscribe(self) -> None:
         """Called by the session after it was re-established under the same client id."""
@@ -303,24 +304,26 @@ class StanSubscription(Subscription):
 
     # -- the contract ---------------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        return self.buffer.closed
+
     async def fetch(self, max_count: int) -> Sequence[StanDelivery]:
-        buffer = self.buffer
-        while not self.closed:
-            if buffer:
-                count = min(max_count, len(buffer))
-                popleft = buffer.popleft
-                out = []
-                for _ in range(count):
-                    member, msg = popleft()
-                    out.append(StanDelivery(member, msg))
-                return out
-            if self._session.closed:
-                return []
-            if self._session.failure is not None:
-                raise self._session.failure
-            self.wake.clear()
-            await self.wake.wait()
-        return []
+        return await self.buffer.fetch(max_count)
+
+    def _take(
+        self, buffer: collections.deque[tuple[ChannelMember, MsgProto]], max_count: int
+    ) -> list[StanDelivery]:
+        if self._session.closed:
+            self.buffer.close()  # the driver was closed under this subscription
+            return []
+        count = min(max_count, len(buffer))
+        popleft = buffer.popleft
+        out = []
+        for _ in range(count):
+            member, msg = popleft()
+            out.append(StanDelivery(member, msg))
+        return out
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         session = self._session
@@ -361,9 +364,7 @@ class StanSubscription(Subscription):
     async def _leave(self, *, unsubscribe: bool) -> None:
         if self.closed and not unsubscribe:
             return
-        self.closed = True
-        self.wake.set()
-        self.buffer.clear()
+        self.buffer.close()
         session = self._session
         session.unregister(self)
         errors = []
