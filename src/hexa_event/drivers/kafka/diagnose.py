@@ -1,53 +1,27 @@
-"""What ``hexa-event doctor`` reports of a Kafka cluster beyond the driver's check, through
-its admin client (read-only): the metadata, each channel's topic and each consumer group."""
+"""What ``hexa-event doctor`` reports of a Kafka cluster beyond the driver's check, from
+the check's metadata and admin client (read-only): each channel's topic and each group."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from ...driver import Finding
-from .options import KafkaOptions
 
 
 async def diagnose(
-    options: KafkaOptions,
+    admin: AdminClient,
+    metadata: Any,
+    provision: bool,
     channels: Sequence[str],
     groups: Sequence[str],
     within: float,
-    scrub: Callable[[str], str],
 ) -> list[Finding]:
-    """Findings on the metadata, the topics of ``channels`` and the ``groups``."""
-    config = dict(options.admin())
-    config.setdefault("socket.timeout.ms", int(within * 1000))
-    admin = AdminClient(config)
-    try:
-        meta = await asyncio.to_thread(admin.list_topics, timeout=within)
-    except Exception as exc:
-        text = scrub(str(exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else exc))
-        auth = any(w in text.lower() for w in ("auth", "sasl", "ssl", "credential"))
-        return [
-            Finding(
-                "kafka metadata",
-                "fail",
-                f"the broker did not answer a metadata request: {text}",
-                "check sasl.username/sasl.password and security.protocol in the URL or options"
-                if auth
-                else "check the broker is up and its advertised listeners are reachable from here",
-                "auth" if auth else "unreachable",
-            )
-        ]
-    found = [
-        Finding(
-            "kafka metadata",
-            "ok",
-            f"{len(meta.brokers)} broker(s), {len(meta.topics)} topics visible",
-        )
-    ]
-    found += [_topic(channel, meta.topics.get(channel), options.provision) for channel in channels]
+    """Findings on the topics of ``channels`` (in ``metadata``) and the ``groups``."""
+    found = [_topic(channel, metadata.topics.get(channel), provision) for channel in channels]
     if groups:
         found += await _groups(admin, groups, within)
     return found

@@ -105,7 +105,13 @@ class KafkaDriver(KitDriver):
         if self._admin is None:
             config = self.options.admin()
             config["error_cb"] = self._on_admin_error
-            self._admin = AdminClient(config)
+            try:
+                self._admin = AdminClient(config)
+            except KafkaException as exc:
+                raise DriverError(
+                    f"cannot create the Kafka admin client: {self._scrub(exc.args[0].str())}",
+                    retriable=False,
+                ) from None
         return self._admin
 
     def _on_admin_error(self, err: KafkaError) -> None:
@@ -213,6 +219,21 @@ class KafkaDriver(KitDriver):
     async def check(self, within: float = 10.0) -> str:
         """librdkafka accepts the configuration (producer, consumer and admin settings, as
         publish and subscribe make them) and the cluster answers a metadata request."""
+        _, metadata = await self._probe(within)
+        return f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
+
+    async def diagnose(
+        self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
+    ) -> list[Finding]:
+        """The check, then the channels' topics and the groups (:mod:`.diagnose`)."""
+        admin, metadata = await self._probe(within)
+        seen = f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
+        found = await diagnose(admin, metadata, self.options.provision, channels, groups, within)
+        return [Finding("driver", "ok", seen), Finding("kafka metadata", "ok", seen), *found]
+
+    async def _probe(self, within: float) -> tuple[AdminClient, Any]:
+        """An admin client of the options (after the producer and consumer settings were
+        accepted) and the cluster's metadata; what :meth:`check` raises otherwise."""
         from confluent_kafka import Consumer, Producer
 
         try:
@@ -232,14 +253,7 @@ class KafkaDriver(KitDriver):
                 f"{within:g} s ({self._scrub(exc.args[0].str())}): is the broker running and "
                 "reachable there, and do the security settings match it?"
             ) from None
-        return f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
-
-    async def diagnose(
-        self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
-    ) -> list[Finding]:
-        """The check, then the metadata, the channels' topics and the groups (:mod:`.diagnose`)."""
-        found = await super().diagnose(channels, groups, within)
-        return found + await diagnose(self.options, channels, groups, within, self._scrub)
+        return admin, metadata
 
     # -- the contract --------------------------------------------------------------------------
 
