@@ -72,9 +72,7 @@ class KafkaDriver(KitDriver):
 
     def __init__(self, options: KafkaOptions | None = None, **kwargs: Any) -> None:
         super().__init__()
-        if options is not None and kwargs:
-            raise ConfigurationError("pass either KafkaOptions or keyword options, not both")
-        self.options = options if options is not None else KafkaOptions(**kwargs)
+        self.options: KafkaOptions = self.options_of(options, kwargs)
         self._admin: AdminClient | None = None
         self._scrub = scrubber(self.options.common_config())
         self._metadata_failure: tuple[float, DriverError] | None = None

@@ -66,6 +66,15 @@ class KitDriver(Driver):
         make: Callable[..., Self] = cls
         return make(options, **handed)
 
+    @classmethod
+    def options_of(cls, options: Any, keywords: Mapping[str, Any]) -> Any:
+        """``options``, or an ``options_type`` made of the ``keywords`` (not both)."""
+        if options is not None and keywords:
+            raise ConfigurationError(
+                f"pass either {cls.options_type.__name__} or keyword options, not both"
+            )
+        return options if options is not None else cls.options_type(**keywords)
+
     def closed_error(self) -> ClosedError:
         return ClosedError(f"the {self.features.name} driver was closed; connect() again")
 

@@ -71,9 +71,7 @@ class NatsDriver(KitDriver):
 
     def __init__(self, options: NatsOptions | None = None, **kwargs: Any) -> None:
         super().__init__()
-        if options is not None and kwargs:
-            raise ConfigurationError("pass either NatsOptions or keyword options, not both")
-        self.options = options if options is not None else NatsOptions(**kwargs)
+        self.options: NatsOptions = self.options_of(options, kwargs)
         self.features = dataclasses.replace(
             FEATURES,
             delayed_publish=self.options.delayed_publish,

@@ -63,9 +63,7 @@ class PulsarDriver(KitDriver):
 
     def __init__(self, options: PulsarOptions | None = None, **kwargs: Any) -> None:
         super().__init__()
-        if options is not None and kwargs:
-            raise ConfigurationError("pass either PulsarOptions or keyword options, not both")
-        self.options = options if options is not None else PulsarOptions(**kwargs)
+        self.options: PulsarOptions = self.options_of(options, kwargs)
         self._client = pulsar.Client(self.options.service_url, **self.options.client_kwargs())
         self._admin = PulsarAdmin(self.options)
         self._producers = PulsarProducers(self._client, self.options)
