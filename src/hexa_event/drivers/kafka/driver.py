@@ -271,12 +271,7 @@ class KafkaDriver(KitDriver):
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
         """Join ``spec.group`` (or ``KafkaSubscriptionOptions.group``) on the channels."""
         self.check_open()
-        sub_options = spec.options
-        if sub_options is not None and not isinstance(sub_options, KafkaSubscriptionOptions):
-            raise ConfigurationError(
-                "Kafka subscriptions take KafkaSubscriptionOptions, got "
-                f"{type(sub_options).__name__}"
-            )
+        sub_options = self.subscription_options(spec, KafkaSubscriptionOptions)
         if spec.channels:
             await self.provision(spec.channels)
         subscription = KafkaSubscription(

@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Self, final
 
-from ...driver import Driver, RawRecord, check_records
+from ...driver import Driver, RawRecord, SubscriptionSpec, check_records
 from ...errors import ClosedError, ConfigurationError
 
 
@@ -74,6 +74,17 @@ class KitDriver(Driver):
                 f"pass either {cls.options_type.__name__} or keyword options, not both"
             )
         return options if options is not None else cls.options_type(**keywords)
+
+    def subscription_options(self, spec: SubscriptionSpec, kind: type) -> Any:
+        """``spec.options`` when it is None or a ``kind`` (the driver's subscription options
+        class); ConfigurationError naming ``kind`` otherwise."""
+        given = spec.options
+        if given is not None and not isinstance(given, kind):
+            raise ConfigurationError(
+                f"{self.features.name} subscriptions take {kind.__name__}, got "
+                f"{type(given).__name__}"
+            )
+        return given
 
     def closed_error(self) -> ClosedError:
         return ClosedError(f"the {self.features.name} driver was closed; connect() again")

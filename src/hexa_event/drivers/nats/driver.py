@@ -186,25 +186,17 @@ class NatsDriver(KitDriver):
     async def check(self, within: float = 10.0) -> str:
         """Connect on a connection of its own, and check JetStream and the stream the way
         the first publish would, creating nothing."""
-        nc = await self._connect(probe=True)
-        try:
-            api = JetStreamApi(nc, min(within, self.options.request_timeout))
-            return await api.check_stream(self.options)
-        finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
+        return (await self.diagnose((), (), within))[0].detail
 
     async def diagnose(
         self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
     ) -> list[Finding]:
         """The check (JetStream, the stream's configuration against the options), then
         each group's durable consumer, on a connection of its own."""
-        found = await super().diagnose(channels, groups, within)
-        if not groups:
-            return found
         nc = await self._connect(probe=True)
         try:
             api = JetStreamApi(nc, min(within, self.options.request_timeout))
+            found = [Finding("driver", "ok", await api.check_stream(self.options))]
             for group in groups:
                 name = consumer_name(group) + ("%p0" if self.options.partitions else "")
                 try:
@@ -289,11 +281,9 @@ class NatsDriver(KitDriver):
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
         """Join ``spec.group``'s durable pull consumer (created or updated as needed)."""
-        options = spec.options if spec.options is not None else NatsSubscriptionOptions()
-        if not isinstance(options, NatsSubscriptionOptions):
-            raise ConfigurationError(
-                f"NATS subscriptions take NatsSubscriptionOptions, got {type(options).__name__}"
-            )
+        options: NatsSubscriptionOptions = (
+            self.subscription_options(spec, NatsSubscriptionOptions) or NatsSubscriptionOptions()
+        )
         if self.options.partitions:
             return await self._subscribe_partitioned(spec, options)
         filters = self.filters(spec)

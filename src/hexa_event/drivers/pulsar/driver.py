@@ -170,12 +170,10 @@ class PulsarDriver(KitDriver):
         member, or a member of another type), naming the subscription, its type and the fix.
         """
         self.check_open()
-        sub_options = spec.options if spec.options is not None else PulsarSubscriptionOptions()
-        if not isinstance(sub_options, PulsarSubscriptionOptions):
-            raise ConfigurationError(
-                "Pulsar subscriptions take PulsarSubscriptionOptions, got "
-                f"{type(sub_options).__name__}"
-            )
+        sub_options = (
+            self.subscription_options(spec, PulsarSubscriptionOptions)
+            or PulsarSubscriptionOptions()
+        )
         if not spec.channels and spec.pattern is None:
             raise ConfigurationError("a Pulsar subscription needs channels or a pattern")
         for channel in spec.channels:
