@@ -24,8 +24,6 @@ SQL_LAYERS = ("hexa_event._sql", "hexa_event.drivers.sql", "hexa_event.outbox")
 SQL_LAYERS += ("hexa_event.inbox", "hexa_event.commands")
 """Where SQLAlchemy may be used: the SQL foundation and what stands on it (the SQL driver,
 the outbox and inbox tables, the operator commands reading them)."""
-CLIENT_EXCEPTIONS = {("hexa_event.commands.doctor", "confluent_kafka")}
-"""Known breaches, to be removed (issue 21: doctor through a driver's diagnose())."""
 
 
 def _modules() -> dict[str, Path]:
@@ -195,13 +193,25 @@ def _under(module: str, packages: tuple[str, ...] | str) -> bool:
 
 
 def test_only_drivers_import_broker_clients() -> None:
-    found = {
-        (module, top): line
+    found = [
+        f"{module}:{line} imports {top}"
         for module, line, top in _external_imports()
         if top in BROKER_CLIENTS and not _under(module, "hexa_event.drivers")
-    }
-    assert sorted(set(found) - CLIENT_EXCEPTIONS) == []
-    assert set(found) >= CLIENT_EXCEPTIONS, "an exception is gone: remove it from the list"
+    ]
+    assert found == []
+
+
+def test_nothing_outside_the_drivers_imports_a_driver() -> None:
+    """Drivers are picked by URL scheme through connect's registry (module names as text,
+    imported on first use); their diagnosis reaches ``doctor`` through Driver.diagnose()."""
+    bad = [
+        f"{module} imports {target}"
+        for module, targets in _graph().items()
+        if not _under(module, "hexa_event.drivers")
+        for target in targets
+        if _under(target, "hexa_event.drivers")
+    ]
+    assert bad == []
 
 
 def test_only_the_sql_layers_import_sqlalchemy() -> None:

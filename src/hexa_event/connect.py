@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .codecs import Codec
-from .driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
+from .driver import Driver, Features, Finding, RawRecord, Subscription, SubscriptionSpec
 from .emitter import EmitMiddleware, Emitter
 from .errors import ConfigurationError, UnknownSchemeError, install_hint
 from .middleware import Middleware
@@ -97,6 +97,11 @@ class Connection(Driver):
 
     async def check(self, within: float = 10.0) -> str:
         return await self.driver.check(within)
+
+    async def diagnose(
+        self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
+    ) -> list[Finding]:
+        return await self.driver.diagnose(channels, groups, within)
 
     async def close(self) -> None:
         """Close the emitters made here (their reply channels), then the driver."""

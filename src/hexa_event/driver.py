@@ -400,6 +400,16 @@ class Driver(abc.ABC):
         del within
         return f"{self.features.name}: nothing to connect to"
 
+    async def diagnose(
+        self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
+    ) -> list[Finding]:
+        """What ``hexa-event doctor`` reports, read-only: :meth:`check` and then what the
+        engine can tell of the given channels and consumer groups (topics, subscriptions,
+        tables...) as :class:`Finding` s. Raises what :meth:`check` raises. The default
+        reports the check alone; a driver adds its engine's own findings."""
+        del channels, groups
+        return [Finding("driver", "ok", await self.check(within))]
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release every connection. Idempotent. Subscriptions still open end: their
@@ -410,3 +420,16 @@ class Driver(abc.ABC):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One line of :meth:`Driver.diagnose`: what was looked at, how it stands, the fix."""
+
+    name: str
+    status: Literal["ok", "warn", "fail"]
+    """``warn``: works, but look."""
+    detail: str
+    fix: str = ""
+    kind: str = ""
+    """For failures: ``unreachable``, ``auth`` or ``config``."""

@@ -30,23 +30,12 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from ...driver import (
-    Driver,
-    Features,
-    RawRecord,
-    Subscription,
-    SubscriptionSpec,
-    check_records,
-)
-from ...errors import (
-    ChannelNotFoundError,
-    ClosedError,
-    ConfigurationError,
-    DriverError,
-    InvalidEventError,
-)
+from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec
+from ...errors import ChannelNotFoundError, ConfigurationError, DriverError, InvalidEventError
 from ...redaction import scrubber
+from ..kit.driver import KitDriver
 from .consumer import KafkaSubscription
+from .diagnose import diagnose
 from .lag import group_lag
 from .options import KafkaOptions, KafkaSubscriptionOptions
 from .producer import KafkaProducer
@@ -57,8 +46,6 @@ _TOPIC_VISIBLE_TIMEOUT = 15.0
 _FAILURE_HOLD = 2.0
 """Seconds a failed metadata lookup is reused instead of asking the broker again."""
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-_VALID_TOPICS_KEPT = 10_000
-"""Topic names checked once are remembered (up to this many) so publish does not re-check."""
 
 
 def topic_problem(name: object) -> str | None:
@@ -77,31 +64,20 @@ def topic_problem(name: object) -> str | None:
     return None
 
 
-class KafkaDriver(Driver):
+class KafkaDriver(KitDriver):
     """The Kafka driver. Build it with ``hexa_event.connect("kafka://host:9092", ...)``."""
 
-    features = Features(
-        name="kafka",
-        persistent=True,
-        consumer_groups=True,
-        ordered_per_key=True,
-        patterns=True,
-        delayed_publish=False,
-        delayed_nack=False,
-        exclusive_subscriptions=False,
-        new_group_reads_history=True,
-    )
+    features = Features(name="kafka", persistent=True)
+    options_type = KafkaOptions
 
     def __init__(self, options: KafkaOptions | None = None, **kwargs: Any) -> None:
-        if options is not None and kwargs:
-            raise ConfigurationError("pass either KafkaOptions or keyword options, not both")
-        self.options = options if options is not None else KafkaOptions(**kwargs)
+        super().__init__()
+        self.options: KafkaOptions = self.options_of(options, kwargs)
         self._admin: AdminClient | None = None
         self._scrub = scrubber(self.options.common_config())
         self._metadata_failure: tuple[float, DriverError] | None = None
         self._producer = KafkaProducer(
             self.options.producer(),
-            ensure_topics=self._ensure_topics_for_publish,
             error_cb=self._on_producer_error,
             scrub=self._scrub,
         )
@@ -109,10 +85,6 @@ class KafkaDriver(Driver):
         self.last_error: str | None = None
         """The last error the producer's librdkafka reported (e.g. broker unreachable)."""
         self._subscriptions: set[KafkaSubscription] = set()
-        self._known_topics: set[str] = set()
-        self._provision_lock = asyncio.Lock()
-        self._closed = False
-        self._valid_topics: set[str] = set()
         self._admin_error: str | None = None
 
     def _on_producer_error(self, err: KafkaError) -> None:
@@ -121,16 +93,6 @@ class KafkaDriver(Driver):
         if now - self._error_logged.get(err.code(), 0.0) >= 10.0:
             self._error_logged[err.code()] = now
             log.warning("Kafka producer: %s (librdkafka retries with backoff)", self.last_error)
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> KafkaDriver:
-        """``kafka://[user:password@]host:port[,host:port][?librdkafka.key=value...]``."""
-        if "options" in options:
-            given = options.pop("options")
-            if options:
-                raise ConfigurationError("pass either options=KafkaOptions(...) or keywords")
-            return cls(given)
-        return cls(KafkaOptions.from_url(url, **options))
 
     def __repr__(self) -> str:
         return f"KafkaDriver({self.options!r})"
@@ -141,7 +103,13 @@ class KafkaDriver(Driver):
         if self._admin is None:
             config = self.options.admin()
             config["error_cb"] = self._on_admin_error
-            self._admin = AdminClient(config)
+            try:
+                self._admin = AdminClient(config)
+            except KafkaException as exc:
+                raise DriverError(
+                    f"cannot create the Kafka admin client: {self._scrub(exc.args[0].str())}",
+                    retriable=False,
+                ) from None
         return self._admin
 
     def _on_admin_error(self, err: KafkaError) -> None:
@@ -194,20 +162,14 @@ class KafkaDriver(Driver):
             problem = topic_problem(channel)
             if problem is not None:
                 raise ConfigurationError(f"channel {problem}")
-        if all(c in self._known_topics for c in channels):
-            return
-        async with self._provision_lock:  # concurrent callers share one check per topic
-            await self._provision(channels)
+        await super().provision(channels)
 
-    async def _provision(self, channels: Sequence[str]) -> None:
-        wanted = [c for c in dict.fromkeys(channels) if c not in self._known_topics]
-        if not wanted:
-            return
-        existing = await self.topic_partitions(wanted)
-        self._known_topics.update(existing)
-        missing = [c for c in wanted if c not in existing]
+    async def create_channels(self, channels: Sequence[str]) -> dict[str, int]:
+        """The topics' partition counts, creating the missing ones (:meth:`provision`)."""
+        existing = await self.topic_partitions(channels)
+        missing = [c for c in channels if c not in existing]
         if not missing:
-            return
+            return existing
         if not self.options.provision:
             raise ChannelNotFoundError(
                 missing[0],
@@ -237,7 +199,7 @@ class KafkaDriver(Driver):
                         retriable=err.retriable(),
                     ) from None
         await self._wait_visible(missing)
-        self._known_topics.update(missing)
+        return {**existing, **dict.fromkeys(missing, partitions)}
 
     async def _wait_visible(self, topics: Sequence[str]) -> None:
         deadline = time.monotonic() + _TOPIC_VISIBLE_TIMEOUT
@@ -255,6 +217,21 @@ class KafkaDriver(Driver):
     async def check(self, within: float = 10.0) -> str:
         """librdkafka accepts the configuration (producer, consumer and admin settings, as
         publish and subscribe make them) and the cluster answers a metadata request."""
+        _, metadata = await self._probe(within)
+        return f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
+
+    async def diagnose(
+        self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
+    ) -> list[Finding]:
+        """The check, then the channels' topics and the groups (:mod:`.diagnose`)."""
+        admin, metadata = await self._probe(within)
+        seen = f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
+        found = await diagnose(admin, metadata, self.options.provision, channels, groups, within)
+        return [Finding("driver", "ok", seen), Finding("kafka metadata", "ok", seen), *found]
+
+    async def _probe(self, within: float) -> tuple[AdminClient, Any]:
+        """An admin client of the options (after the producer and consumer settings were
+        accepted) and the cluster's metadata; what :meth:`check` raises otherwise."""
         from confluent_kafka import Consumer, Producer
 
         try:
@@ -274,39 +251,27 @@ class KafkaDriver(Driver):
                 f"{within:g} s ({self._scrub(exc.args[0].str())}): is the broker running and "
                 "reachable there, and do the security settings match it?"
             ) from None
-        return f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
-
-    async def _ensure_topics_for_publish(self, topics: Sequence[str]) -> None:
-        await self.provision(topics)
+        return admin, metadata
 
     # -- the contract --------------------------------------------------------------------------
 
-    async def publish(self, records: Sequence[RawRecord]) -> None:
-        """Produce ``records``; return once Kafka acknowledged all of them (acks=all)."""
-        if self._closed:
-            raise ClosedError("the Kafka driver is closed")
-        check_records(records)  # the contract's checks: types of key, body, headers, not_before
-        valid = self._valid_topics
+    def validate(self, records: Sequence[RawRecord]) -> None:
+        """Channels that cannot be Kafka topic names (the known ones were checked)."""
+        known = self.channels
         for record in records:
-            if record.channel not in valid:
+            if record.channel not in known:
                 problem = topic_problem(record.channel)
                 if problem is not None:
                     raise InvalidEventError("channel", problem)
-                if len(valid) > _VALID_TOPICS_KEPT:
-                    valid.clear()
-                valid.add(record.channel)
+
+    async def send(self, records: Sequence[RawRecord]) -> None:
+        """Produce ``records``; return once Kafka acknowledged all of them (acks=all)."""
         await self._producer.publish(records)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
         """Join ``spec.group`` (or ``KafkaSubscriptionOptions.group``) on the channels."""
-        if self._closed:
-            raise ClosedError("the Kafka driver is closed")
-        sub_options = spec.options
-        if sub_options is not None and not isinstance(sub_options, KafkaSubscriptionOptions):
-            raise ConfigurationError(
-                "Kafka subscriptions take KafkaSubscriptionOptions, got "
-                f"{type(sub_options).__name__}"
-            )
+        self.check_open()
+        sub_options = self.subscription_options(spec, KafkaSubscriptionOptions)
         if spec.channels:
             await self.provision(spec.channels)
         subscription = KafkaSubscription(
@@ -358,9 +323,9 @@ class KafkaDriver(Driver):
 
     async def close(self) -> None:
         """Close the subscriptions, flush the producer. Idempotent."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         for subscription in list(self._subscriptions):
             await subscription.close()
         self._subscriptions.clear()

@@ -124,23 +124,19 @@ class KafkaProducer:
         self,
         config: Mapping[str, Any],
         *,
-        ensure_topics: Callable[[Sequence[str]], Any],
         error_cb: Callable[[KafkaError], None] | None = None,
         scrub: Callable[[str], str] = str,
     ) -> None:
         self._config = dict(config)
         self._scrub = scrub
-        self._ensure_topics = ensure_topics
         self._error_cb = error_cb
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pending = 0
         self._reports: list[tuple[_Batch, int, KafkaError | None]] = []
-        self._known_topics: set[str] = set()
         self._closed = False
         self._start_lock = asyncio.Lock()
-        self._ensure_lock = asyncio.Lock()
 
     @property
     def native(self) -> Producer | None:
@@ -179,8 +175,8 @@ class KafkaProducer:
     async def publish(self, records: Sequence[RawRecord]) -> None:
         """Produce ``records`` and return once the broker acknowledged every one of them.
 
-        Raises ChannelNotFoundError when a topic is missing and provisioning is off, and
-        DriverError when the broker did not acknowledge a record in time.
+        The topics exist (the driver provisions before sending). Raises DriverError when
+        the broker did not acknowledge a record in time.
         """
         if self._closed:
             raise ClosedError("the Kafka producer is closed; create a new driver")
@@ -190,13 +186,6 @@ class KafkaProducer:
         if producer is None:
             async with self._start_lock:
                 producer = self._producer or self._start()
-        if not self._known_topics.issuperset(r.channel for r in records):
-            # One check at a time: many concurrent first emits to a topic share it.
-            async with self._ensure_lock:
-                missing = {r.channel for r in records} - self._known_topics
-                if missing:
-                    await self._ensure_topics(sorted(missing))
-                    self._known_topics.update(missing)
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[None] = loop.create_future()
@@ -236,9 +225,6 @@ class KafkaProducer:
                 raise batch.failure(self._scrub)
             return
         await future
-
-    def mark_known(self, topics: Sequence[str]) -> None:
-        self._known_topics.update(topics)
 
     async def close(self, flush_timeout: float = 30.0) -> None:
         """Flush what is queued (up to ``flush_timeout`` s) and stop. Idempotent."""

@@ -10,70 +10,58 @@ partition), redelivery after nack; nothing survives the process.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-from ...driver import Driver, Features, RawRecord, SubscriptionSpec, check_records
-from ...errors import ClosedError
+from ...driver import Features, RawRecord, SubscriptionSpec
+from ..kit.driver import KitDriver
 from .broker import MemoryBroker
 from .consumer import MemorySubscription
 from .options import MemoryOptions
 
-FEATURES = Features(
-    name="memory",
-    persistent=False,
-    consumer_groups=True,
-    ordered_per_key=True,
-    patterns=True,
-    delayed_publish=False,
-    delayed_nack=True,
-    new_group_reads_history=True,
-)
+FEATURES = Features(name="memory", persistent=False, delayed_nack=True)
 
 
-class MemoryDriver(Driver):
+class MemoryDriver(KitDriver):
     """A handle on a :class:`MemoryBroker`; closing it closes only its own subscriptions."""
 
     features = FEATURES
+    options_type = MemoryOptions
 
     def __init__(self, broker: MemoryBroker | None = None) -> None:
+        super().__init__()
         self.broker = broker or MemoryBroker()
         self._members: list[MemorySubscription] = []
-        self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> MemoryDriver:
-        name, parsed = MemoryOptions.from_url(url, **options)
-        partitions = parsed.partitions
-        if not name:
-            return cls(MemoryBroker(partitions))  # unnamed: private to this connection
-        return cls(MemoryBroker.named(name, partitions))
+    def from_options(cls, options: MemoryOptions, **handed: object) -> MemoryDriver:
+        del handed
+        if not options.name:
+            return cls(MemoryBroker(options.partitions))  # unnamed: private to this connection
+        return cls(MemoryBroker.named(options.name, options.partitions))
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError("this memory driver was closed; connect() again")
+    async def check(self, within: float = 10.0) -> str:
+        del within
+        return "the in-process memory broker: nothing to reach; events live only in one process"
 
-    async def publish(self, records: Sequence[RawRecord]) -> None:
-        self._check_open()
-        check_records(records)
+    async def send(self, records: Sequence[RawRecord]) -> None:
         self.broker.append(list(records))
 
-    async def provision(self, channels: Sequence[str]) -> None:
-        self._check_open()
+    async def create_channels(self, channels: Sequence[str]) -> Mapping[str, int]:
         for channel in channels:
             self.broker.ensure_channel(channel)
+        return dict.fromkeys(channels, self.broker.partition_count)
 
     async def subscribe(self, spec: SubscriptionSpec) -> MemorySubscription:
-        self._check_open()
+        self.check_open()
         member = MemorySubscription(self.broker, spec)
         self.broker.join(member, spec.start)
         self._members.append(member)
         return member
 
     async def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         for member in self._members:
             await member.close()
         self._members.clear()

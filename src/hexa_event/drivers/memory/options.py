@@ -13,9 +13,11 @@ from ..kit.query import check_keywords, parse_query
 @dataclass(frozen=True, slots=True)
 class MemoryOptions:
     """``partitions``: how many partitions each channel has (a key's partition keeps its
-    order), 1 to 10000."""
+    order), 1 to 10000. ``name``: the shared broker's name (the URL's host and path);
+    empty for a broker private to one connection."""
 
     partitions: int = 4
+    name: str = ""
 
     def __post_init__(self) -> None:
         value = self.partitions
@@ -25,10 +27,10 @@ class MemoryOptions:
             )
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> tuple[str, MemoryOptions]:
-        """The broker's name (empty: a private broker) and the options of ``url``;
-        keyword options win over the URL's query."""
+    def from_url(cls, url: str, **options: Any) -> MemoryOptions:
+        """The options of ``url``; keyword options win over the URL's query."""
         parts = urlsplit(url)
         check_keywords(cls, options, engine="memory")
-        typed, _ = parse_query(cls, parts.query, engine="memory")
-        return (parts.netloc + parts.path).strip("/"), cls(**{**typed, **options})
+        typed, _ = parse_query(cls, parts.query, engine="memory", exclude=("name",))
+        name = (parts.netloc + parts.path).strip("/")
+        return cls(**{"name": name, **typed, **options})

@@ -32,16 +32,10 @@ from typing import Any
 
 import nats.errors
 
-from ...driver import (
-    Driver,
-    Features,
-    RawRecord,
-    Subscription,
-    SubscriptionSpec,
-    check_records,
-)
-from ...errors import ClosedError, ConfigurationError, DriverError
+from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec
+from ...errors import ConfigurationError, DriverError
 from ...redaction import redact_text, redact_url
+from ..kit.driver import KitDriver
 from .client import Client
 from .consumer import Handout, NatsSubscription
 from .membership import Membership
@@ -49,21 +43,17 @@ from .naming import channel_subject, consumer_name, partition_prefix, pattern_fi
 from .options import NatsOptions, NatsSubscriptionOptions
 from .partitioned import PartitionedSubscription
 from .producer import NatsProducer
-from .streams import JetStreamApi, consumer_config, members_bucket
+from .streams import JetStreamApi, JetStreamApiError, consumer_config, members_bucket
 
 log = logging.getLogger(__name__)
 
 FEATURES = Features(
     name="nats",
     persistent=True,
-    consumer_groups=True,
     ordered_per_key=False,
-    patterns=True,
     delayed_publish=True,
     scheduled_publish=True,
     delayed_nack=True,
-    exclusive_subscriptions=False,
-    new_group_reads_history=True,
 )
 """``ordered_per_key`` is False unpartitioned: one member keeps each key's order, but the
 members of a group share one consumer without regard to keys
@@ -73,15 +63,15 @@ time). With ``NatsOptions(partitions=N)`` it is True."""
 _ERROR_LOG_INTERVAL = 10.0
 
 
-class NatsDriver(Driver):
+class NatsDriver(KitDriver):
     """The JetStream driver. Build it with ``hexa_event.connect("nats://host:4222", ...)``."""
 
     features = FEATURES
+    options_type = NatsOptions
 
     def __init__(self, options: NatsOptions | None = None, **kwargs: Any) -> None:
-        if options is not None and kwargs:
-            raise ConfigurationError("pass either NatsOptions or keyword options, not both")
-        self.options = options if options is not None else NatsOptions(**kwargs)
+        super().__init__()
+        self.options: NatsOptions = self.options_of(options, kwargs)
         self.features = dataclasses.replace(
             FEATURES,
             delayed_publish=self.options.delayed_publish,
@@ -99,17 +89,6 @@ class NatsDriver(Driver):
         )
         self._connection_error = ""
         self._logged_at = 0.0
-        self._closed = False
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> NatsDriver:
-        """``nats://[user:password@|token@]host:port[,host:port][?option=value...]``."""
-        if "options" in options:
-            given = options.pop("options")
-            if options:
-                raise ConfigurationError("pass either options=NatsOptions(...) or keywords")
-            return cls(given)
-        return cls(NatsOptions.from_url(url, **options))
 
     def __repr__(self) -> str:
         return f"NatsDriver({self.options!r})"
@@ -123,16 +102,14 @@ class NatsDriver(Driver):
 
     async def connection(self) -> Client:
         """The connected nats-py client (connects, and creates the stream, on first use)."""
-        if self._closed:
-            raise ClosedError("the NATS driver is closed; connect() again")
+        self.check_open()
         nc = self._nc
         if nc is not None and nc.is_closed:
             await self._on_closed()  # closed for good, its callback not run yet
             nc = None
         if nc is None or not self._stream_ready:
             async with self._connect_lock:
-                if self._closed:
-                    raise ClosedError("the NATS driver is closed; connect() again")
+                self.check_open()
                 if self._nc is None:
                     self._nc = await self._connect()
                     self._api = JetStreamApi(self._nc, self.options.request_timeout)
@@ -209,13 +186,31 @@ class NatsDriver(Driver):
     async def check(self, within: float = 10.0) -> str:
         """Connect on a connection of its own, and check JetStream and the stream the way
         the first publish would, creating nothing."""
+        return (await self.diagnose((), (), within))[0].detail
+
+    async def diagnose(
+        self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
+    ) -> list[Finding]:
+        """The check (JetStream, the stream's configuration against the options), then
+        each group's durable consumer, on a connection of its own."""
         nc = await self._connect(probe=True)
         try:
             api = JetStreamApi(nc, min(within, self.options.request_timeout))
-            return await api.check_stream(self.options)
+            found = [Finding("driver", "ok", await api.check_stream(self.options))]
+            for group in groups:
+                name = consumer_name(group) + ("%p0" if self.options.partitions else "")
+                try:
+                    await api.consumer_info(self.options.stream, name)
+                    state = "exists"
+                except JetStreamApiError as exc:
+                    if exc.code != 404:
+                        raise
+                    state = "new (starts at the earliest record)"
+                found.append(Finding(f"consumer {group}", "ok", state))
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()
+        return found
 
     async def _on_error(self, exc: Exception) -> None:
         text = redact_text(str(exc)) or type(exc).__name__
@@ -227,7 +222,7 @@ class NatsDriver(Driver):
             self._connection_error = f"NATS connection lost: {text}; reconnecting"
 
     async def _on_disconnected(self) -> None:
-        if self._closed:
+        if self.closed:
             return
         servers = ", ".join(redact_url(s) for s in self.options.servers)
         self._connection_error = f"disconnected from NATS ({servers}); reconnecting"
@@ -238,7 +233,7 @@ class NatsDriver(Driver):
         it does not reconnect then): say so, fail the members on it (their receivers stop
         and report it), and let the next publish open a new connection."""
         nc = self._nc
-        if self._closed or nc is None or not nc.is_closed:
+        if self.closed or nc is None or not nc.is_closed:
             return
         cause = redact_text(str(nc.last_error)) if nc.last_error else "no reason given"
         reason = (
@@ -269,11 +264,8 @@ class NatsDriver(Driver):
 
     # -- the contract --------------------------------------------------------------------------
 
-    async def publish(self, records: Sequence[RawRecord]) -> None:
+    async def send(self, records: Sequence[RawRecord]) -> None:
         """Store ``records`` in the stream; return once JetStream acknowledged each."""
-        check_records(records)
-        if not records:
-            return
         nc = await self.connection()
         try:
             await self._producer.publish(nc, records)
@@ -289,11 +281,9 @@ class NatsDriver(Driver):
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
         """Join ``spec.group``'s durable pull consumer (created or updated as needed)."""
-        options = spec.options if spec.options is not None else NatsSubscriptionOptions()
-        if not isinstance(options, NatsSubscriptionOptions):
-            raise ConfigurationError(
-                f"NATS subscriptions take NatsSubscriptionOptions, got {type(options).__name__}"
-            )
+        options: NatsSubscriptionOptions = (
+            self.subscription_options(spec, NatsSubscriptionOptions) or NatsSubscriptionOptions()
+        )
         if self.options.partitions:
             return await self._subscribe_partitioned(spec, options)
         filters = self.filters(spec)
@@ -422,9 +412,9 @@ class NatsDriver(Driver):
 
     async def close(self) -> None:
         """Close the subscriptions, fail unconfirmed publishes, close the connection."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         for subscription in list(self._subscriptions):
             await subscription.close()
         self._producer.fail_pending("the NATS driver was closed before JetStream confirmed")

@@ -20,24 +20,12 @@ from typing import Any
 
 import pulsar
 
-from ...driver import (
-    Driver,
-    Features,
-    RawRecord,
-    Subscription,
-    SubscriptionSpec,
-    check_records,
-    refuse,
-)
-from ...errors import (
-    ChannelNotFoundError,
-    ClosedError,
-    ConfigurationError,
-    DriverError,
-    NotStoredError,
-)
+from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec, refuse
+from ...errors import ChannelNotFoundError, ConfigurationError, DriverError, NotStoredError
+from ..kit.driver import KitDriver
 from .admin import PulsarAdmin
 from .consumer import PulsarSubscription
+from .diagnose import diagnose
 from .options import PulsarOptions, PulsarSubscriptionOptions
 from .producer import PulsarProducers
 
@@ -60,58 +48,37 @@ def channel_problem(channel: str) -> str | None:
     )
 
 
-class PulsarDriver(Driver):
+class PulsarDriver(KitDriver):
     """The Pulsar driver. Build it with ``hexa_event.connect("pulsar://host:6650", ...)``."""
 
     features = Features(
         name="pulsar",
         persistent=True,
-        consumer_groups=True,
-        ordered_per_key=True,
-        patterns=True,
         delayed_publish=True,
         scheduled_publish=True,
         delayed_nack=True,
         exclusive_subscriptions=True,
-        new_group_reads_history=True,
     )
+    options_type = PulsarOptions
 
     def __init__(self, options: PulsarOptions | None = None, **kwargs: Any) -> None:
-        if options is not None and kwargs:
-            raise ConfigurationError("pass either PulsarOptions or keyword options, not both")
-        self.options = options if options is not None else PulsarOptions(**kwargs)
+        super().__init__()
+        self.options: PulsarOptions = self.options_of(options, kwargs)
         self._client = pulsar.Client(self.options.service_url, **self.options.client_kwargs())
         self._admin = PulsarAdmin(self.options)
-        self._producers = PulsarProducers(self._client, self.options, self._ensure_topic)
+        self._producers = PulsarProducers(self._client, self.options)
         self._subscriptions: set[PulsarSubscription] = set()
-        self._known: dict[str, int] = {}
-        self._provision_lock = asyncio.Lock()
-        self._closed = False
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> PulsarDriver:
-        """``pulsar://[token@]host:6650[?admin_url=http://host:8080&tenant=...]``."""
-        if "options" in options:
-            given = options.pop("options")
-            if options:
-                raise ConfigurationError("pass either options=PulsarOptions(...) or keywords")
-            return cls(given)
-        return cls(PulsarOptions.from_url(url, **options))
 
     def __repr__(self) -> str:
         return f"PulsarDriver({self.options!r})"
 
     # -- topics --------------------------------------------------------------------------------
 
-    async def _ensure_topic(self, channel: str) -> int:
-        """Make sure ``channel``'s topic exists; its partition count (0: non-partitioned)."""
-        known = self._known.get(channel)
-        if known is not None:
-            return known
-        async with self._provision_lock:
-            known = self._known.get(channel)
-            if known is not None:
-                return known
+    async def create_channels(self, channels: Sequence[str]) -> dict[str, int]:
+        """Each topic's partition count (0: non-partitioned), creating the missing topics
+        (or raising ChannelNotFoundError when provisioning is off)."""
+        found: dict[str, int] = {}
+        for channel in channels:
             partitions = await self._admin.partitions(channel)
             if partitions is None:
                 if not self.options.provision:
@@ -129,13 +96,8 @@ class PulsarDriver(Driver):
                     )
                 partitions = await self._admin.partitions(channel) or 0
                 log.info("created Pulsar topic %r (%d partitions)", channel, partitions)
-            self._known[channel] = partitions
-            return partitions
-
-    async def provision(self, channels: Sequence[str]) -> None:
-        """Create the missing topics (or raise ChannelNotFoundError when provisioning is off)."""
-        for channel in dict.fromkeys(channels):
-            await self._ensure_topic(channel)
+            found[channel] = partitions
+        return found
 
     async def check(self, within: float = 10.0) -> str:
         """The admin API reads the namespace, and the broker answers a topic lookup over the
@@ -177,13 +139,18 @@ class PulsarDriver(Driver):
             ) from None
         return f"broker answers; namespace {where} exists"
 
+    async def diagnose(
+        self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
+    ) -> list[Finding]:
+        """The check, then the channels' topics and the groups' subscriptions."""
+        found = await super().diagnose(channels, groups, within)
+        more = await asyncio.to_thread(diagnose, self.options, self._admin, channels, groups)
+        return found + more
+
     # -- the contract --------------------------------------------------------------------------
 
-    async def publish(self, records: Sequence[RawRecord]) -> None:
-        """Send ``records``; return once Pulsar confirmed every one of them."""
-        if self._closed:
-            raise ClosedError("the Pulsar driver is closed")
-        check_records(records)
+    def validate(self, records: Sequence[RawRecord]) -> None:
+        """Channels that cannot be Pulsar topic names."""
         problems = {
             i: NotStoredError(f"channel {problem}", limit="topic name")
             for i, record in enumerate(records)
@@ -191,7 +158,10 @@ class PulsarDriver(Driver):
         }
         if problems:
             raise refuse(len(records), problems)
-        await self._producers.publish(records)
+
+    async def send(self, records: Sequence[RawRecord]) -> None:
+        """Send ``records``; return once Pulsar confirmed every one of them."""
+        await self._producers.publish(records, self.channels)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
         """Join subscription ``spec.group`` (Key_Shared unless the options say otherwise).
@@ -199,14 +169,11 @@ class PulsarDriver(Driver):
         Raises SubscriptionBusyError when Pulsar refuses the consumer (a second Exclusive
         member, or a member of another type), naming the subscription, its type and the fix.
         """
-        if self._closed:
-            raise ClosedError("the Pulsar driver is closed")
-        sub_options = spec.options if spec.options is not None else PulsarSubscriptionOptions()
-        if not isinstance(sub_options, PulsarSubscriptionOptions):
-            raise ConfigurationError(
-                "Pulsar subscriptions take PulsarSubscriptionOptions, got "
-                f"{type(sub_options).__name__}"
-            )
+        self.check_open()
+        sub_options = (
+            self.subscription_options(spec, PulsarSubscriptionOptions)
+            or PulsarSubscriptionOptions()
+        )
         if not spec.channels and spec.pattern is None:
             raise ConfigurationError("a Pulsar subscription needs channels or a pattern")
         for channel in spec.channels:
@@ -231,9 +198,9 @@ class PulsarDriver(Driver):
 
     async def close(self) -> None:
         """Close the subscriptions (their fetch returns []), the producers, the client."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         for subscription in list(self._subscriptions):
             await subscription.close()
         self._subscriptions.clear()

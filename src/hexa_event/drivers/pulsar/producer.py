@@ -19,7 +19,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -124,11 +124,9 @@ class PulsarProducers:
         self,
         client: pulsar.Client,
         options: PulsarOptions,
-        ensure_topic: Callable[[str], Awaitable[int]],
     ) -> None:
         self._client = client
         self._options = options
-        self._ensure_topic = ensure_topic
         self._producers: dict[str, pulsar.Producer] = {}
         self._creating: dict[str, asyncio.Future[pulsar.Producer]] = {}
         self._in_flight = 0
@@ -153,20 +151,20 @@ class PulsarProducers:
         kwargs.update(self._options.producer_config)
         return kwargs
 
-    async def producer(self, channel: str) -> pulsar.Producer:
-        """The producer of ``channel``'s topic (made, and the topic provisioned, once)."""
+    async def producer(self, channel: str, partitions: int) -> pulsar.Producer:
+        """The producer of ``channel``'s topic (made once; the topic exists and has
+        ``partitions`` partitions, 0 when not partitioned)."""
         producer = self._producers.get(channel)
         if producer is not None:
             return producer
         pending = self._creating.get(channel)
         if pending is None:
-            pending = asyncio.ensure_future(self._create(channel))
+            pending = asyncio.ensure_future(self._create(channel, partitions))
             self._creating[channel] = pending
             pending.add_done_callback(lambda _f: self._creating.pop(channel, None))
         return await asyncio.shield(pending)
 
-    async def _create(self, channel: str) -> pulsar.Producer:
-        partitions = await self._ensure_topic(channel)
+    async def _create(self, channel: str, partitions: int) -> pulsar.Producer:
         topic = self._options.topic(channel)
         try:
             producer = await asyncio.to_thread(
@@ -187,9 +185,10 @@ class PulsarProducers:
         self._producers[channel] = producer
         return producer
 
-    async def publish(self, records: Sequence[RawRecord]) -> None:
-        """Send every record; return once the broker confirmed all, else raise DriverError
-        (a :class:`~hexa_event.errors.PartialPublishError` with each record's outcome when
+    async def publish(self, records: Sequence[RawRecord], partitions: Mapping[str, int]) -> None:
+        """Send every record (``partitions``: each channel's partition count, its topic
+        provisioned); return once the broker confirmed all, else raise DriverError (a
+        :class:`~hexa_event.errors.PartialPublishError` with each record's outcome when
         several were given)."""
         if not records:
             return
@@ -199,7 +198,8 @@ class PulsarProducers:
             producers = {}
             for record in chunk:
                 if record.channel not in producers:
-                    producers[record.channel] = await self.producer(record.channel)
+                    channel = record.channel
+                    producers[channel] = await self.producer(channel, partitions[channel])
             while self._in_flight and self._in_flight + len(chunk) > window:
                 self._room.clear()
                 await self._room.wait()

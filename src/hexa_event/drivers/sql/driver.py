@@ -47,36 +47,27 @@ from ..._sql.clock import now_ms
 from ..._sql.engine import prepare_sqlite
 from ..._sql.listen import listen
 from ..._sql.urls import redact
-from ...driver import Driver, Features, RawRecord, SubscriptionSpec
-from ...errors import ClosedError, ConfigurationError, DriverError
+from ...driver import Features, Finding, RawRecord, SubscriptionSpec
+from ...errors import ConfigurationError, DriverError
+from ..kit.driver import KitDriver
 from .consumer import SqlSubscription
+from .diagnose import diagnose
 from .log import LogState, SqlLog
 from .options import SqlOptions
-from .producer import Producer
+from .producer import Producer, check
 from .schema import async_url
 
 logger = logging.getLogger(__name__)
 
 
-def _features(dialect: str) -> Features:
-    return Features(
-        name=dialect,
-        persistent=True,
-        consumer_groups=True,
-        ordered_per_key=True,
-        patterns=True,
-        delayed_publish=True,
-        delayed_nack=True,
-        exclusive_subscriptions=False,
-        new_group_reads_history=True,
-    )
-
-
-class SqlDriver(Driver):
+class SqlDriver(KitDriver):
     """The SQL log driver. Build it with ``hexa_event.connect(url, **options)``,
     :meth:`from_url` or :meth:`from_engine`; nothing connects before first use."""
 
+    options_type = SqlOptions
+
     def __init__(self, options: SqlOptions, *, engine: AsyncEngine | None = None) -> None:
+        super().__init__()
         self.options = options
         if engine is not None:
             self.dialect = engine.dialect.name
@@ -86,20 +77,15 @@ class SqlDriver(Driver):
             raise ConfigurationError(
                 f"SQL driver supports SQLite and PostgreSQL, not {self.dialect!r}"
             )
-        self.features = _features(self.dialect)
+        self.features = Features(
+            name=self.dialect, persistent=True, delayed_publish=True, delayed_nack=True
+        )
         self.log = SqlLog(options, self.dialect, engine)
         """The database under this driver (engine, tables, transactions)."""
         self._owns_engine = engine is None
         self._producer = Producer(self.log)
         self._subs: set[SqlSubscription] = set()
         self._listener: asyncio.Task[None] | None = None
-        self._closed = False
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> SqlDriver:
-        """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``postgresql://u@h/db``;
-        ``options`` are :class:`SqlOptions` fields."""
-        return cls(SqlOptions.from_kwargs(url, options))
 
     @classmethod
     def from_engine(cls, engine: AsyncEngine, **options: Any) -> SqlDriver:
@@ -107,7 +93,7 @@ class SqlDriver(Driver):
         keeps ownership: :meth:`close` does not dispose it. On SQLite the engine's
         connections are switched to WAL and DBAPI autocommit."""
         url = engine.url.render_as_string(hide_password=True)
-        driver = cls(SqlOptions.from_kwargs(url, options), engine=engine)
+        driver = cls(SqlOptions.from_url(url, **options), engine=engine)
         if driver.dialect == "sqlite":
             prepare_sqlite(engine, driver.options.busy_timeout, driver.options.sqlite_synchronous)
         return driver
@@ -145,20 +131,34 @@ class SqlDriver(Driver):
             raise self.error("connect", exc) from None
         return "database answers"
 
+    async def diagnose(
+        self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
+    ) -> list[Finding]:
+        """The database and the tables (:mod:`.diagnose`) and the check: on PostgreSQL the
+        database's own answer first (no such database, refused credentials), then the
+        check when nothing failed; on SQLite the check (the file is writable) first."""
+        if self.dialect == "sqlite":
+            found = await super().diagnose(channels, groups, within)
+            return found + await diagnose(self.options, self.dialect, channels)
+        found = await diagnose(self.options, self.dialect, channels)
+        if any(f.status == "fail" for f in found):
+            return found
+        return found + await super().diagnose(channels, groups, within)
+
     # -- the driver contract --------------------------------------------------------------
 
-    async def publish(self, records: Sequence[RawRecord]) -> None:
-        """Append ``records`` in one transaction; return after it committed."""
-        if self._closed:
-            raise ClosedError("this SQL driver was closed; connect() again")
-        if not records:
-            return
+    def validate(self, records: Sequence[RawRecord]) -> None:
+        """What the log's columns cannot hold (:func:`.producer.check`)."""
+        check(records)
+
+    async def send(self, records: Sequence[RawRecord]) -> None:
+        """Append ``records`` in one transaction (with the rows of their channels not
+        recorded yet); return after it committed."""
         await self._producer.publish(records)
 
     async def provision(self, channels: Sequence[str]) -> None:
         """Record the channels (pattern subscriptions see them); the log needs nothing else."""
-        if self._closed:
-            raise ClosedError("this SQL driver was closed; connect() again")
+        self.check_open()
         if not channels:
             return
         await self.ready()
@@ -170,8 +170,7 @@ class SqlDriver(Driver):
         self.log.committed(set(channels))
 
     async def subscribe(self, spec: SubscriptionSpec) -> SqlSubscription:
-        if self._closed:
-            raise ClosedError("this SQL driver was closed; connect() again")
+        self.check_open()
         if not spec.channels and not spec.pattern:
             raise ConfigurationError("subscribe needs channels or a pattern")
         state = await self.ready()
@@ -190,9 +189,9 @@ class SqlDriver(Driver):
         return sub
 
     async def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         self.log.closed = True
         await self._producer.close()
         for sub in list(self._subs):

@@ -183,7 +183,8 @@ class SqlOptions:
         return TableNames(self.schema, self.table_prefix)
 
     @classmethod
-    def from_kwargs(cls, url: str, options: Mapping[str, Any]) -> SqlOptions:
+    def from_url(cls, url: str, **options: Any) -> SqlOptions:
+        """The options of ``url`` (its query) and the keyword ``options``."""
         known = {f.name for f in fields(cls)} - {"url"}
         unknown = sorted(set(options) - known)
         if unknown:

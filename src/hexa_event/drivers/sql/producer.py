@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Table, text
 
-from ...driver import RawRecord, check_records, refuse
+from ...driver import RawRecord, refuse
 from ...errors import ClosedError, InvalidEventError, NotStoredError
 from .log import SqlLog
 
@@ -42,9 +42,8 @@ MAX_CHANNEL = 255
 
 
 def check(records: Sequence[RawRecord]) -> None:
-    """The contract's record checks (:func:`~hexa_event.driver.check_records`: header values
-    bytes, channel without NUL...), and a ``not_before`` the BIGINT column can hold."""
-    check_records(records)
+    """What the log's columns cannot hold, of records the contract's checks passed: a
+    ``not_before`` past the BIGINT column, a channel over its length, a NUL in a key."""
     problems: dict[int, NotStoredError] = {}
     for index, record in enumerate(records):
         if record.not_before >= _MAX_NOT_BEFORE:
@@ -121,7 +120,6 @@ class Producer:
     async def publish(self, records: Sequence[RawRecord]) -> None:
         if self._closed:
             raise ClosedError("this SQL driver was closed; connect() again")
-        check(records)
         state = await self._log.ready()
         rows = to_rows(records, state.partitions)
         channels = {r.channel for r in records}

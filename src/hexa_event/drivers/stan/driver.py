@@ -25,33 +25,18 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
-from ...driver import Driver, Features, RawRecord, SubscriptionSpec, check_records
-from ...errors import ClosedError
+from ...driver import Features, RawRecord, SubscriptionSpec
+from ..kit.driver import KitDriver
 from .consumer import StanSubscription
 from .options import StanOptions, check_channel, redact_servers
 from .producer import StanProducer
 from .session import StanSession
 
 
-def stan_features(options: StanOptions) -> Features:
-    return Features(
-        name="stan",
-        persistent=True,
-        consumer_groups=True,
-        ordered_per_key=False,
-        patterns=False,
-        delayed_publish=False,
-        delayed_nack=options.delayed_nack,
-        exclusive_subscriptions=False,
-        new_group_reads_history=True,
-    )
-
-
-class StanDriver(Driver):
+class StanDriver(KitDriver):
     """A NATS Streaming client session; nothing connects before the first use.
 
     ``nc``: an open nats-py connection to use instead of opening one (it is not closed by
@@ -60,19 +45,22 @@ class StanDriver(Driver):
     streaming server) and :class:`~hexa_event.drivers.stan.StanClientIdInUseError`.
     """
 
+    options_type = StanOptions
+    handed_over = ("nc",)
+
     def __init__(self, options: StanOptions, *, nc: NatsClient | None = None) -> None:
+        super().__init__()
         self.options = options
-        self.features = stan_features(options)
+        self.features = Features(
+            name="stan",
+            persistent=True,
+            ordered_per_key=False,
+            patterns=False,
+            delayed_nack=options.delayed_nack,
+        )
         self.session = StanSession(options, nc)
         self._producer = StanProducer(self.session)
         self._subscriptions: list[StanSubscription] = []
-        self._closed = False
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> StanDriver:
-        """``stan://host:4223?cluster_id=test-cluster[&client_id=...&ack_wait=30...]``."""
-        nc = options.pop("nc", None)
-        return cls(StanOptions.from_url(url, **options), nc=nc)
 
     def __repr__(self) -> str:
         return (
@@ -80,13 +68,9 @@ class StanDriver(Driver):
             f"cluster_id={self.options.cluster_id!r}, client_id={self.options.client_id!r})"
         )
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError("this STAN driver was closed; connect() again")
-
     async def connect(self) -> StanDriver:
         """Open the session now (it opens on first use otherwise); raises connect errors."""
-        self._check_open()
+        self.check_open()
         await self.session.start()
         return self
 
@@ -94,7 +78,7 @@ class StanDriver(Driver):
         """Open a STAN session as publish would (under a client id of its own, so a running
         service keeps its own), then close it: a wrong cluster id or a server that is not a
         streaming server raises :class:`~.StanClusterNotFoundError`."""
-        self._check_open()
+        self.check_open()
         client_id = f"{self.options.client_id}-check-{uuid.uuid4().hex[:8]}"[:64]
         options = dataclasses.replace(
             self.options, client_id=client_id, connect_timeout=min(within, 30.0)
@@ -106,20 +90,18 @@ class StanDriver(Driver):
             await session.close()
         return f"streaming server of cluster {self.options.cluster_id!r} answered"
 
-    async def publish(self, records: Sequence[RawRecord]) -> None:
-        self._check_open()
-        check_records(records)
+    async def send(self, records: Sequence[RawRecord]) -> None:
         await self.session.start()
         await self._producer.publish(records)
 
     async def provision(self, channels: Sequence[str]) -> None:
         """Validate the names: STAN creates a channel on its first publish or subscribe."""
-        self._check_open()
+        self.check_open()
         for channel in channels:
             check_channel(channel)
 
     async def subscribe(self, spec: SubscriptionSpec) -> StanSubscription:
-        self._check_open()
+        self.check_open()
         await self.session.wait_ready(self.options.ack_timeout)  # rides out a recovery
         subscription = StanSubscription(self.session, spec, self.options)
         await subscription.open()
@@ -128,9 +110,9 @@ class StanDriver(Driver):
 
     async def close(self) -> None:
         """Close every subscription (durables kept), then the session. Idempotent."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         subscriptions, self._subscriptions = self._subscriptions, []
         await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
         await self.session.close()

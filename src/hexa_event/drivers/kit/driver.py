@@ -1,0 +1,146 @@
+"""The driver every driver of ours builds on: the publish template, one-time provisioning
+and the one shape of ``from_url``.
+
+:meth:`KitDriver.publish` is the same for every engine, in this order:
+
+1. the closed check (:class:`~hexa_event.errors.ClosedError`);
+2. the contract's record checks (:func:`~hexa_event.driver.check_records`);
+3. :meth:`KitDriver.validate`: the engine's own refusals of a record, before anything is
+   sent (a topic name Kafka refuses, a column a channel does not fit);
+4. one-time provisioning: :meth:`KitDriver.ensure_channels` hands the channels this
+   driver has not provisioned yet to :meth:`KitDriver.create_channels`, once (concurrent
+   callers share one pass) and remembers them in :attr:`KitDriver.channels`, the
+   driver's one cache of known channels; ``provision`` goes through it too;
+5. :meth:`KitDriver.send`: the engine's own send, which never calls back into the driver.
+
+``from_url(url, **options)`` is one shape for every driver: keyword options and the URL's
+query go to ``options_type.from_url``; ``options=<the options object>`` is taken as it is.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Self, final
+
+from ...driver import Driver, RawRecord, SubscriptionSpec, check_records
+from ...errors import ClosedError, ConfigurationError
+
+
+class KitDriver(Driver):
+    """A driver with the publish template; subclasses implement :meth:`send`."""
+
+    options_type: ClassVar[Any]
+    """The options class: ``options_type.from_url(url, **options)`` parses a URL."""
+    handed_over: ClassVar[tuple[str, ...]] = ()
+    """Keywords of ``from_url`` that are objects for the constructor, not options (a
+    connection to share)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        """Set by ``close``: publish, provision and subscribe raise ClosedError after it."""
+        self.channels: dict[str, int] = {}
+        """The channels provisioned by this driver -> their partition count (0: one, or not
+        told by the engine): the one cache of known channels."""
+        self._provisioning = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """A driver for ``url``: keyword options win over the URL's query options;
+        ``options=`` takes a ready options object instead (no other keyword with it)."""
+        handed = {name: options.pop(name) for name in cls.handed_over if name in options}
+        if "options" in options:
+            given = options.pop("options")
+            if options:
+                raise ConfigurationError(
+                    f"pass either options={cls.options_type.__name__}(...) or keyword options, "
+                    "not both"
+                )
+            return cls.from_options(given, **handed)
+        return cls.from_options(cls.options_type.from_url(url, **options), **handed)
+
+    @classmethod
+    def from_options(cls, options: Any, **handed: Any) -> Self:
+        """The driver for parsed options (and the objects in :attr:`handed_over`)."""
+        make: Callable[..., Self] = cls
+        return make(options, **handed)
+
+    @classmethod
+    def options_of(cls, options: Any, keywords: Mapping[str, Any]) -> Any:
+        """``options``, or an ``options_type`` made of the ``keywords`` (not both)."""
+        if options is not None and keywords:
+            raise ConfigurationError(
+                f"pass either {cls.options_type.__name__} or keyword options, not both"
+            )
+        return options if options is not None else cls.options_type(**keywords)
+
+    def subscription_options(self, spec: SubscriptionSpec, kind: type) -> Any:
+        """``spec.options`` when it is None or a ``kind`` (the driver's subscription options
+        class); ConfigurationError naming ``kind`` otherwise."""
+        given = spec.options
+        if given is not None and not isinstance(given, kind):
+            raise ConfigurationError(
+                f"{self.features.name} subscriptions take {kind.__name__}, got "
+                f"{type(given).__name__}"
+            )
+        return given
+
+    def closed_error(self) -> ClosedError:
+        return ClosedError(f"the {self.features.name} driver was closed; connect() again")
+
+    def check_open(self) -> None:
+        """Raise :class:`~hexa_event.errors.ClosedError` once the driver is closed."""
+        if self.closed:
+            raise self.closed_error()
+
+    @final
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        """Store every record; return only once the engine has durably accepted all (the
+        template above: closed check, record checks, provisioning once, then send)."""
+        if self.closed:
+            raise self.closed_error()
+        check_records(records)
+        self.validate(records)
+        if not records:
+            return
+        known = self.channels
+        for record in records:
+            if record.channel not in known:
+                await self.ensure_channels([r.channel for r in records])
+                break
+        await self.send(records)
+
+    def validate(self, records: Sequence[RawRecord]) -> None:
+        """The engine's refusals of records the contract accepts, raised before anything is
+        sent: :class:`~hexa_event.errors.InvalidEventError`, or what
+        :func:`~hexa_event.driver.refuse` makes. None by default."""
+        del records
+
+    async def provision(self, channels: Sequence[str]) -> None:
+        """Make sure the channels exist, once per driver (:meth:`ensure_channels`)."""
+        self.check_open()
+        await self.ensure_channels(channels)
+
+    async def ensure_channels(self, channels: Sequence[str]) -> None:
+        """Hand the channels not provisioned yet to :meth:`create_channels` and remember
+        what it made sure of; one pass at a time, so concurrent first publishes share it."""
+        known = self.channels
+        if all(channel in known for channel in channels):
+            return
+        async with self._provisioning:
+            missing = [c for c in dict.fromkeys(channels) if c not in known]
+            if missing:
+                known.update(await self.create_channels(missing))
+
+    async def create_channels(self, channels: Sequence[str]) -> Mapping[str, int]:
+        """Make sure ``channels`` (none provisioned yet) exist: create the missing ones, or
+        raise :class:`~hexa_event.errors.ChannelNotFoundError` when provisioning is off.
+        Returns the partition count of each channel made sure of (0: not partitioned, or
+        not told). The default has nothing to create."""
+        return dict.fromkeys(channels, 0)
+
+    @abc.abstractmethod
+    async def send(self, records: Sequence[RawRecord]) -> None:
+        """The engine's own send of checked records (at least one) whose channels are
+        provisioned; returns once all are durably stored, raises DriverError otherwise."""

@@ -1,0 +1,127 @@
+"""What ``hexa-event doctor`` reports of the SQL log beyond the driver's check: the
+database's own answer to a session (no such database, refused credentials), whether the
+driver's tables (of its ``schema``/``table_prefix`` set) exist and can be read, which
+channels have records, and the outbox and inbox tables of the same set. Read-only: it
+creates nothing (a SQLite file that does not exist is not made)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from ..._sql.urls import redact
+from ...driver import Finding
+from .options import SqlOptions
+from .schema import async_url, metadata
+
+
+async def diagnose(options: SqlOptions, dialect: str, channels: Sequence[str]) -> list[Finding]:
+    """Findings on the database, the tables and ``channels``."""
+    url = async_url(options.url)
+    path = (url.database or "") if dialect == "sqlite" else ""
+    a_file = path and path != ":memory:" and not path.startswith("file:")
+    if a_file and not await asyncio.to_thread(os.path.exists, path):
+        return [
+            Finding(
+                "database file",
+                "warn",
+                f"{path} does not exist yet; the driver will create it",
+                "check the path if you expected existing events (sqlite:///relative.db, "
+                "sqlite:////absolute.db)",
+            )
+        ]
+    engine = create_async_engine(url)
+    try:
+        return await _inspect(engine, options, dialect, channels)
+    except Exception as exc:
+        shown = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return [_refusal(shown.replace(options.url, redact(options.url)))]
+    finally:
+        await engine.dispose()
+
+
+async def _inspect(
+    engine: Any, options: SqlOptions, dialect: str, channels: Sequence[str]
+) -> list[Finding]:
+    schema, prefix = options.schema, options.table_prefix
+    wanted = list(metadata(dialect, schema=schema, table_prefix=prefix).tables.values())
+    where = f" (schema {schema})" if schema else ""
+    found: list[Finding] = []
+    async with engine.connect() as conn:
+
+        def names(sync_conn: Any) -> set[str]:
+            inspector = inspect(sync_conn)
+            if schema is not None and schema not in inspector.get_schema_names():
+                return set()
+            return set(inspector.get_table_names(schema=schema))
+
+        tables = set(await conn.run_sync(names))
+        quote = conn.dialect.identifier_preparer.format_table
+        found.append(Finding("connect", "ok", f"connected to {redact(options.url)}"))
+        missing = [t.name for t in wanted if t.name not in tables]
+        if missing:
+            found.append(
+                Finding(
+                    "schema",
+                    "warn",
+                    f"schema not migrated: missing tables {', '.join(missing)}{where}",
+                    "let the driver create them on first use (create_tables=True, the "
+                    "default; needs CREATE rights) or run hexa_event.drivers.sql.migrate(URL)",
+                )
+            )
+        else:
+            found.append(Finding("schema", "ok", f"the SQL driver's tables exist{where}"))
+            for table in wanted:
+                await conn.execute(text(f"SELECT 1 FROM {quote(table)} LIMIT 1"))
+            found.append(Finding("permissions", "ok", "can read the log and the group positions"))
+            channels_table = next(t for t in wanted if t.name.endswith("channels"))
+            rows = await conn.execute(text(f"SELECT channel FROM {quote(channels_table)}"))
+            known = {row[0] for row in rows}
+            for channel in channels:
+                state = "has records" if channel in known else "no records yet"
+                found.append(Finding(f"channel {channel}", "ok", state))
+        for optional in (f"{prefix}hexa_outbox", f"{prefix}hexa_inbox"):
+            if optional in tables:
+                found.append(Finding(optional, "ok", f"present{where}"))
+    return found
+
+
+def _refusal(shown: str) -> Finding:
+    """The finding for the database's refusal ``shown`` (its first line, redacted)."""
+    lowered = shown.lower()
+    if "password" in lowered or "authentication" in lowered or "role" in lowered:
+        return Finding(
+            "connect",
+            "fail",
+            f"the database refused the credentials: {shown}",
+            "fix the user and password (give them in HEXA_EVENT_URL, not on the command line)",
+            "auth",
+        )
+    if "does not exist" in lowered and "database" in lowered:
+        return Finding(
+            "database",
+            "fail",
+            shown,
+            "create the database (CREATE DATABASE ...) or fix its name in the URL",
+            "config",
+        )
+    if "permission denied" in lowered:
+        return Finding(
+            "permissions",
+            "fail",
+            shown,
+            "grant SELECT, INSERT, UPDATE, DELETE on the hexa_* tables to this user",
+            "auth",
+        )
+    return Finding(
+        "connect",
+        "fail",
+        f"cannot reach the database: {shown}",
+        "start the database or fix host, port and database name in the URL",
+        "unreachable",
+    )
