@@ -28,6 +28,14 @@ Backpressure: at most ``spec.prefetch`` deliveries are out unsettled; records re
 beyond that wait locally. Above ``KafkaSubscriptionOptions.buffer`` of them the poll threads
 stop taking records until half drained (see :mod:`.member`).
 
+Watchdog: a member whose thread died, or has been in one librdkafka call for
+``KafkaOptions.poll_stall_timeout`` seconds past that call's bound, makes health unhealthy
+naming it; its stack is logged and it is replaced (:meth:`KafkaSubscription._replace`). The
+old consumer leaves the group on a daemon thread, serving its revoke as usual (in-flight
+work settles and is committed, bounded by ``revoke_timeout``); what it cannot commit the
+new member receives again (at-least-once). Past ``_MAX_REPLACEMENTS`` within
+``_REPLACEMENT_WINDOW`` seconds the subscription fails instead (``fetch`` raises).
+
 Headers: the core gets ``dict[str, bytes]``; a header with a null value is handed over as
 ``b""`` (present, empty), and of repeated header names the last one wins.
 """
@@ -64,6 +72,13 @@ log = logging.getLogger(__name__)
 
 _COMMIT_INTERVAL = 0.05
 """Seconds between two commits of a subscription (each covers all changes since)."""
+_CLOSE_MARGIN = 30.0
+"""Seconds past ``revoke_timeout`` that close waits for a member (or an abandoned one) to
+leave its group before going on without it."""
+_MAX_REPLACEMENTS = 3
+_REPLACEMENT_WINDOW = 600.0
+"""Members of one subscription replaced this many times within this many seconds: the
+cause is not transient, the subscription fails (restart the receiver after fixing it)."""
 
 
 def _headers(message: Message) -> dict[str, bytes]:
@@ -182,6 +197,11 @@ class KafkaSubscription(Subscription):
         self._timers: set[asyncio.TimerHandle] = set()
         self._fatal: str | None = None
         self._closed = False
+        self._watchdog: asyncio.Task[None] | None = None
+        self._replacing: dict[str, str] = {}
+        """Group -> why its member was replaced, until the new member's first assignment."""
+        self._replaced_at: deque[float] = deque()
+        self._abandoned: list[asyncio.Future[None]] = []
 
     def __repr__(self) -> str:
         config = self._options.consumer(self.group, self._spec.start, self._sub_options)
@@ -193,6 +213,14 @@ class KafkaSubscription(Subscription):
         """The current problem librdkafka reports (e.g. the broker is unreachable), or None."""
         if self._fatal is not None:
             return self._fatal
+        margin = self._options.poll_stall_timeout
+        for member in self._members:
+            problem = member.problem(margin)
+            if problem is not None:
+                return self._describe(member, problem)
+        replacing = next(iter(self._replacing.values()), None)
+        if replacing is not None:
+            return replacing
         return next(
             (m.last_error or m.stuck for m in self._members if m.last_error or m.stuck), None
         )
@@ -210,30 +238,14 @@ class KafkaSubscription(Subscription):
             raise DriverError("a Kafka subscription needs channels or a pattern", retriable=False)
         loop = asyncio.get_running_loop()
         self._loop = loop
-        eager = self._sub_options.assignment != "cooperative-sticky"
         for group, topics in self._plan:
-            fallback = self.group if group == self.retry_group else None
-            member = Member(
-                self,
-                loop,
-                group=group,
-                topics=topics,
-                config=self._options.consumer(group, self._spec.start, self._sub_options),
-                eager=eager,
-                revoke_timeout=self._options.revoke_timeout,
-                scrub=self._scrub,
-                fallback_group=fallback,
-            )
             try:
-                member.start()
-            except KafkaException as exc:
+                member = self._new_member(group, topics)
+            except DriverError:
                 await self.close()
-                raise DriverError(
-                    f"cannot create the Kafka consumer for group {group!r}: "
-                    f"{self._scrub(exc.args[0].str())}",
-                    retriable=False,
-                ) from None
+                raise
             self._members.append(member)
+        self._watchdog = loop.create_task(self._watch(), name=f"hexa-kafka-watchdog-{self.group}")
         waiting = asyncio.gather(*(m.assigned_once.wait() for m in self._members))
         try:
             await asyncio.wait_for(waiting, timeout=self._options.assignment_timeout)
@@ -245,6 +257,79 @@ class KafkaSubscription(Subscription):
                 self._options.assignment_timeout,
                 self.last_error or "no error reported",
             )
+
+    def _new_member(self, group: str, topics: list[str]) -> Member:
+        """A started member of ``group`` (DriverError when librdkafka refuses the config)."""
+        assert self._loop is not None
+        member = Member(
+            self,
+            self._loop,
+            group=group,
+            topics=topics,
+            config=self._options.consumer(group, self._spec.start, self._sub_options),
+            eager=self._sub_options.assignment != "cooperative-sticky",
+            revoke_timeout=self._options.revoke_timeout,
+            scrub=self._scrub,
+            fallback_group=self.group if group == self.retry_group else None,
+        )
+        try:
+            member.start()
+        except KafkaException as exc:
+            raise DriverError(
+                f"cannot create the Kafka consumer for group {group!r}: "
+                f"{self._scrub(exc.args[0].str())}",
+                retriable=False,
+            ) from None
+        return member
+
+    # -- watchdog ------------------------------------------------------------------------------
+
+    def _describe(self, member: Member, problem: str) -> str:
+        group = f" (group {member.group!r})" if member.group != self._spec.group else ""
+        return f"kafka consumer thread for action {self._spec.group!r}{group} {problem}"
+
+    async def _watch(self) -> None:
+        """Replace members whose thread died or stalled (see :meth:`Member.problem`)."""
+        margin = self._options.poll_stall_timeout
+        every = min(1.0, margin / 4) if margin > 0 else 1.0
+        while not self._closed and self._fatal is None:
+            await asyncio.sleep(every)
+            for member in list(self._members):
+                problem = member.problem(margin)
+                if problem is not None and not self._closed:
+                    self._replace(member, self._describe(member, problem))
+
+    def _replace(self, old: Member, reason: str) -> None:
+        """Abandon ``old`` (logging its stack) and start a fresh member of its group."""
+        now = time.monotonic()
+        while self._replaced_at and now - self._replaced_at[0] > _REPLACEMENT_WINDOW:
+            self._replaced_at.popleft()
+        log.error("%s; its stack:\n%s", reason, old.stack())
+        self._abandoned.append(old.abandon(self._options.revoke_timeout + _CLOSE_MARGIN))
+        if len(self._replaced_at) >= _MAX_REPLACEMENTS:
+            self.on_fatal(
+                old,
+                f"{reason}; its consumer was replaced {len(self._replaced_at)} times within "
+                f"{_REPLACEMENT_WINDOW:.0f} s, so the cause is not transient: restart the "
+                "receiver after fixing it (the log holds the thread's stack)",
+            )
+            return
+        self._replaced_at.append(now)
+        self._replacing[old.group] = f"{reason}; replacing it"
+        try:
+            new = self._new_member(old.group, old.topics)
+        except DriverError as exc:
+            self.on_fatal(old, f"{reason}; no new consumer: {exc}")
+            return
+        self._members[self._members.index(old)] = new
+        log.warning("%s; replaced by a new consumer", reason)
+
+        def joined(_: asyncio.Future[Any]) -> None:
+            if self._replacing.get(new.group, "").startswith(reason):
+                del self._replacing[new.group]
+
+        assert self._loop is not None
+        self._loop.create_task(new.assigned_once.wait()).add_done_callback(joined)
 
     async def close(self) -> None:
         """Stop fetching, commit the positions, leave the group(s). Idempotent."""
@@ -259,12 +344,21 @@ class KafkaSubscription(Subscription):
         if self._commit_timer is not None:
             self._commit_timer.cancel()
         self._ready.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        bound = self._options.revoke_timeout + _CLOSE_MARGIN
+        done = [asyncio.shield(f) for f in self._abandoned]
         for member in self._members:
-            member.stop(self._positions(member, everything=True))
-        done = [asyncio.shield(m.done) for m in self._members]
+            if member.abandoned:
+                continue  # its abandon future is in done already
+            if member.problem(self._options.poll_stall_timeout) is not None:
+                done.append(member.abandon(bound))  # its thread would never see stop()
+            else:
+                member.stop(self._positions(member, everything=True))
+                done.append(asyncio.shield(member.done))
         if done:
             try:
-                await asyncio.wait_for(asyncio.gather(*done), self._options.revoke_timeout + 30)
+                await asyncio.wait_for(asyncio.gather(*done), bound)
             except TimeoutError:
                 log.error("Kafka group %r: consumer close timed out; abandoning it", self.group)
         if self._forget is not None:
@@ -280,7 +374,12 @@ class KafkaSubscription(Subscription):
         return len(self._ready) < self._buffer_high
 
     def on_assigned(self, member: Member, found: list[tuple[str, int, int, str]]) -> None:
+        if member.abandoned:
+            return
         for topic, partition, offset, metadata in found:
+            orphan = self._partitions.get((topic, partition))
+            if orphan is not None:  # still held by an abandoned member: its work is redone
+                self._drop([(topic, partition)])
             state = PartitionState(
                 (topic, partition), member, offset, decode_acked(offset, metadata)
             )
@@ -322,6 +421,8 @@ class KafkaSubscription(Subscription):
         return [p for p in positions if p is not None]
 
     def on_messages(self, member: Member, messages: list[Message]) -> None:
+        if member.abandoned:
+            return
         partitions = self._partitions
         ready = self._ready
         got = False
