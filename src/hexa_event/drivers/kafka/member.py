@@ -200,7 +200,6 @@ class Member:
         """Why the thread failed (an exception on it), once it did."""
         self.abandoned = False
         """Replaced after a stall or death: nothing more is done through its consumer."""
-        self._consumer_closed = False
 
     # -- lifecycle (loop side) -----------------------------------------------------------------
 
@@ -277,7 +276,7 @@ class Member:
 
         def close() -> None:
             try:
-                if consumer is not None and not self._consumer_closed:
+                if consumer is not None:
                     self._leave(consumer)
                     consumer.close()
             except BaseException as exc:  # a broken consumer: nothing more to save
@@ -363,11 +362,9 @@ class Member:
             if self.abandoned:
                 return
             log.exception("Kafka group %r: the consumer thread failed", self.group)
-            self._expect(self._revoke_timeout + _COMMIT_ALLOWANCE)
-            with contextlib.suppress(Exception):
-                consumer.close()  # leaves the group: its revoke commits the finished work
-            self._consumer_closed = True
-            # The owner's watchdog replaces this member (and gives up after a few).
+            # The owner's watchdog replaces this member (and gives up after a few); its
+            # abandon() leaves the group before closing, as a stop does (a close in the
+            # middle of a rebalance can hang librdkafka).
             why = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             self.died = f"the consumer thread failed ({why})"
         finally:
