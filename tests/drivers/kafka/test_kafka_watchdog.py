@@ -139,9 +139,7 @@ async def test_a_stalled_or_dead_member_is_noticed_and_replaced(
             # Noticed within the bound (the margin past the poll's own wait, plus the
             # watchdog's period and a noisy machine's slack)...
             word = "has not polled for" if mode == "stall" else "died: the consumer thread"
-            await eventually(
-                lambda: any(word in r for r in reasons), within=MARGIN + 10, what=word
-            )
+            await eventually(lambda: any(word in r for r in reasons), within=MARGIN + 10, what=word)
             noticed = time.monotonic() - struck_at
             # ...every event handled at least once, by the replacement...
             await eventually(
