@@ -631,6 +631,7 @@ class KafkaSubscription(Subscription):
             assignment=tuple(f"{t}-{p}" for t, p in sorted(self._partitions)),
             error=self.last_error or "",
             lag=sum(lags) if lags else None,
+            joined=all(m.assigned_once.is_set() for m in self._members),
         )
 
 

@@ -263,8 +263,9 @@ class KafkaOptions:
         return config
 
     def admin(self) -> dict[str, Any]:
-        """Admin client settings: librdkafka's log lines go to Python logging too."""
-        config = {**_FAST_FIRST_REQUEST, **self.common_config()}
+        """Admin client settings: librdkafka's log lines go to Python logging too; a
+        metadata request for one topic never creates it (a broker's auto.create.topics)."""
+        config = {**_FAST_FIRST_REQUEST, "allow.auto.create.topics": False, **self.common_config()}
         config.setdefault("logger", CLIENT_LOGGER)
         return config
 
