@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Consumer
 
 import hexa_event as he
-from hexa_event.drivers.kafka import KafkaOptions, member
+from hexa_event.drivers.kafka import KafkaOptions, consumer, member
 from hexa_event.errors import ConfigurationError
 from hexa_event.testing.waiting import eventually
 
@@ -52,7 +52,8 @@ class FaultyConsumer(Consumer):  # type: ignore[misc]
     def _strike(self) -> bool:
         cls = type(self)
         if not (
-            cls.armed.is_set()
+            cls.mode != "close"
+            and cls.armed.is_set()
             and self is cls.target
             and threading.current_thread().name.startswith("hexa-kafka-consumer-")
         ):
@@ -63,6 +64,13 @@ class FaultyConsumer(Consumer):  # type: ignore[misc]
             raise RuntimeError("simulated failure in the consumer thread")
         cls.release.wait()  # librdkafka's poll never returning
         return True
+
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        cls = type(self)
+        if cls.mode == "close" and cls.armed.is_set() and self is cls.target:
+            cls.struck.set()
+            cls.release.wait()  # librdkafka's close joining its threads for ever
+        return super().close(*args, **kwargs)
 
     def poll(self, *args: Any, **kwargs: Any) -> Any:
         if self._strike():
@@ -171,3 +179,35 @@ async def test_a_stalled_or_dead_member_is_noticed_and_replaced(
         f"\n{mode}: noticed {noticed:.1f}s after it struck, {sum(handled.values()) - TOTAL} "
         "redeliveries"
     )
+
+
+async def test_a_consumer_stuck_in_close_does_not_hold_the_receiver_close(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() gives a member (or an abandoned one) revoke_timeout + _CLOSE_MARGIN seconds,
+    then goes on without it (the thread is a daemon)."""
+    tag = uuid.uuid4().hex[:10]
+    channel, action = f"kwc-{tag}", f"kwca-{tag}"
+    monkeypatch.setattr(FaultyConsumer, "group", action)
+    monkeypatch.setattr(FaultyConsumer, "mode", "close")
+    monkeypatch.setattr(FaultyConsumer, "armed", threading.Event())
+    monkeypatch.setattr(FaultyConsumer, "release", threading.Event())
+    monkeypatch.setattr(FaultyConsumer, "struck", threading.Event())
+    monkeypatch.setattr(FaultyConsumer, "target", None)
+    monkeypatch.setattr(member, "Consumer", FaultyConsumer)
+    monkeypatch.setattr(consumer, "_CLOSE_MARGIN", 2.0)
+    conn = he.connect(f"kafka://{kafka_bootstrap}", revoke_timeout=1)
+    await conn.provision([channel])
+    receiver = conn.receiver("stuck-close")
+    receiver.subscribe(channel, action=action, handler=lambda c, m: None)
+    try:
+        await receiver.start()
+        FaultyConsumer.armed.set()
+        began = time.monotonic()
+        await receiver.close()
+        took = time.monotonic() - began
+        assert FaultyConsumer.struck.is_set(), "close never reached the consumer"
+    finally:
+        FaultyConsumer.release.set()
+        await conn.close()
+    assert took < 1 + 2.0 + 5, f"receiver close took {took:.1f}s"
