@@ -202,6 +202,7 @@ class KafkaSubscription(Subscription):
         """Group -> why its member was replaced, until the new member's first assignment."""
         self._replaced_at: deque[float] = deque()
         self._abandoned: list[asyncio.Future[None]] = []
+        self._joining: set[asyncio.Task[bool]] = set()
 
     def __repr__(self) -> str:
         config = self._options.consumer(self.group, self._spec.start, self._sub_options)
@@ -329,7 +330,10 @@ class KafkaSubscription(Subscription):
                 del self._replacing[new.group]
 
         assert self._loop is not None
-        self._loop.create_task(new.assigned_once.wait()).add_done_callback(joined)
+        task = self._loop.create_task(new.assigned_once.wait())
+        self._joining.add(task)
+        task.add_done_callback(self._joining.discard)
+        task.add_done_callback(joined)
 
     async def close(self) -> None:
         """Stop fetching, commit the positions, leave the group(s). Idempotent."""
@@ -346,6 +350,8 @@ class KafkaSubscription(Subscription):
         self._ready.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()
+        for task in self._joining:
+            task.cancel()
         bound = self._options.revoke_timeout + _CLOSE_MARGIN
         done = [asyncio.shield(f) for f in self._abandoned]
         for member in self._members:
@@ -387,8 +393,14 @@ class KafkaSubscription(Subscription):
             self._partitions[(topic, partition)] = state
         member.assigned_once.set()
 
+    def _held_by(self, member: Member, keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Those of ``keys`` that ``member`` holds (a replaced member's late revoke or loss
+        must not drop what its replacement holds now)."""
+        partitions = self._partitions
+        return [k for k in keys if k in partitions and partitions[k].member is member]
+
     def on_lost(self, member: Member, keys: list[tuple[str, int]]) -> None:
-        self._drop(keys)
+        self._drop(self._held_by(member, keys))
 
     def on_fatal(self, member: Member, text: str) -> None:
         if self._fatal is None:
@@ -396,7 +408,8 @@ class KafkaSubscription(Subscription):
         self._wake.set()
 
     async def on_revoked(self, member: Member, keys: list[tuple[str, int]]) -> list[Position]:
-        states = [self._partitions[k] for k in keys if k in self._partitions]
+        keys = self._held_by(member, keys)
+        states = [self._partitions[k] for k in keys]
         for state in states:
             state.revoking = True
         self._ready = deque(item for item in self._ready if not item[0].revoking)
