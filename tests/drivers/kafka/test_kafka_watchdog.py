@@ -211,3 +211,71 @@ async def test_a_consumer_stuck_in_close_does_not_hold_the_receiver_close(
         FaultyConsumer.release.set()
         await conn.close()
     assert took < 1 + 2.0 + 5, f"receiver close took {took:.1f}s"
+
+
+async def test_deliveries_in_flight_at_a_stall_come_again_from_the_new_member(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handlers still busy when the member stalls: the old consumer's revoke waits
+    ``revoke_timeout`` for them, then leaves without committing past them, so the new
+    member hands them out again (at-least-once; the old runs finish too, and the new ones
+    wait behind them in their keys' lanes)."""
+    tag = uuid.uuid4().hex[:10]
+    channel, action = f"kwi-{tag}", f"kwia-{tag}"
+    monkeypatch.setattr(FaultyConsumer, "group", action)
+    monkeypatch.setattr(FaultyConsumer, "mode", "stall")
+    monkeypatch.setattr(FaultyConsumer, "armed", threading.Event())
+    monkeypatch.setattr(FaultyConsumer, "release", threading.Event())
+    monkeypatch.setattr(FaultyConsumer, "struck", threading.Event())
+    monkeypatch.setattr(FaultyConsumer, "target", None)
+    monkeypatch.setattr(member, "Consumer", FaultyConsumer)
+    conn = he.connect(
+        f"kafka://{kafka_bootstrap}", partitions=3, poll_stall_timeout=MARGIN, revoke_timeout=1
+    )
+    await conn.provision([channel])
+    total, held = 120, set(range(40, 44))
+    began: Counter[int] = Counter()
+    handled: Counter[int] = Counter()
+    gate = asyncio.Event()
+    receiver = conn.receiver("inflight")
+
+    @receiver.subscribe(channel, action=action)
+    async def handle(_c: he.Context, msg: he.Message[Any]) -> None:
+        i = msg.payload["i"]
+        began[i] += 1
+        if i in held:
+            await gate.wait()
+        handled[i] += 1
+
+    events = [he.Event(channel, f"k{i}", {"i": i}) for i in range(total)]
+    try:
+        async with receiver:
+            await conn.emitter().emit_many(events)
+            await eventually(
+                lambda: all(began[i] for i in held) and len(handled) >= total - len(held),
+                within=60,
+                what="everything handled but the held events, which are in flight",
+            )
+            FaultyConsumer.armed.set()
+            await eventually(
+                lambda: "has not polled" in receiver.health()["reason"],
+                within=MARGIN + 10,
+                what="the stall noticed",
+            )
+            await eventually(
+                lambda: receiver.health()["healthy"],
+                within=60,
+                what=f"replaced ({receiver.health()['reason']})",
+            )
+            gate.set()  # the old runs finish (their acks go nowhere: the partitions moved)
+            await eventually(
+                lambda: all(handled[i] == 2 for i in held),
+                within=60,
+                what=f"the held events handed out again by the new member ({dict(handled)})",
+            )
+    finally:
+        gate.set()
+        FaultyConsumer.release.set()
+        await conn.close()
+    assert FaultyConsumer.struck.is_set()
+    assert set(handled) == set(range(total))
