@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 
 _COMMIT_INTERVAL = 0.05
 """Seconds between two commits of a subscription (each covers all changes since)."""
+_FIRST_LAG_WAIT = 3.0
+"""Seconds ``lag()`` waits for the members' first measurement after their assignment."""
 _CLOSE_MARGIN = 30.0
 """Seconds past ``revoke_timeout`` that close waits for a member (or an abandoned one) to
 leave its group before going on without it."""
@@ -621,6 +623,13 @@ class KafkaSubscription(Subscription):
     async def lag(self) -> Mapping[str, int] | None:
         """The group's (and its retry group's) lag per topic, read with the admin client."""
         if self._lag_of is None:
+            # This process's partitions, from the members' cached watermarks. Right after an
+            # assignment the members have not measured yet: wait for that (briefly) rather
+            # than answer "unknown" for a group that has its partitions.
+            for _ in range(int(_FIRST_LAG_WAIT / 0.05)):  # members measure on their thread
+                if not self._awaiting_first_lag():
+                    break
+                await asyncio.sleep(0.05)
             return await super().lag()
         problem = self._fatal or next((m.last_error for m in self._members if m.last_error), None)
         if problem is not None:
@@ -637,6 +646,14 @@ class KafkaSubscription(Subscription):
             for topic, count in (await self._lag_of(group, names, pattern, earliest)).items():
                 out[topic] = out.get(topic, 0) + count
         return out
+
+    def _awaiting_first_lag(self) -> bool:
+        return (
+            not self._closed
+            and bool(self._members)
+            and all(m.assigned_once.is_set() for m in self._members)
+            and self.status().lag is None
+        )
 
     def status(self) -> SubscriptionStatus:
         lags = [m.lag for m in self._members if m.lag is not None]

@@ -181,6 +181,7 @@ class Member:
         self._paused = False
         self._committed: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
+        self._assigned = False
         self._error_at = 0.0
         # Read from the loop (plain attribute reads/writes).
         self.lag: int | None = None
@@ -536,7 +537,8 @@ class Member:
             committed = self._committed.get((topic, partition), -1)
             total += max(0, high - (committed if committed >= 0 else max(low, 0)))
             known = True
-        self.lag = total if known else None
+        # A member that holds nothing (after its assignment) is behind by nothing.
+        self.lag = total if known or (self._assigned and not self._owned) else None
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Committed offsets of this group, maybe of the fallback group: two lookups.
@@ -581,6 +583,8 @@ class Member:
         if self._paused and partitions:
             consumer.pause(partitions)
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
+        self._assigned = True
+        self._lag_at = 0.0  # measure at the next turn, not up to a second later
         self._loop.call_soon_threadsafe(self._owner.on_assigned, self, found)
 
     def _fallback(self, committed: list[TopicPartition]) -> list[TopicPartition]:
