@@ -162,7 +162,8 @@ async def test_a_dead_consumer_thread_fails_the_receiver(
         await eventually(lambda: receiver.health()["state"] == "running", within=30)
         armed.set()
         with pytest.raises(ReceiverFailedError, match="consumer thread failed"):
-            async with asyncio.timeout(30):
+            # Three replacements first, each joining the group while the last one leaves.
+            async with asyncio.timeout(120):
                 await running
         health = receiver.health()
         assert not health["healthy"]

@@ -253,7 +253,9 @@ class Member:
     def stack(self) -> str:
         """The thread's current Python stack (where it is stuck), or why it is not known."""
         thread = self._thread
-        frame = sys._current_frames().get(thread.ident) if thread and thread.ident else None
+        if thread is None or thread.ident is None or not thread.is_alive():
+            return "(the thread has ended)"  # its ident may belong to another thread now
+        frame = sys._current_frames().get(thread.ident)
         if frame is None:
             return "(the thread has ended)"
         return "".join(traceback.format_stack(frame))
