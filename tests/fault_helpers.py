@@ -5,17 +5,25 @@ receiver (so both are in flight when a fault strikes), re-emits a batch whose em
 (same ids: the receiver must recognise the duplicates), runs each fault once enough events
 were handled, and checks at the end that every event was handled and its context carried
 the producer's id. Each engine's test supplies its faults and its own health checks.
+
+A stall (handling stops past its deadline) fails only after :func:`dump_stacks` wrote every
+thread's stack into the test's output, so a consumer stuck inside a client library leaves
+its trace behind; :func:`stacks_after` does the same when the test itself hangs (a main
+thread blocked in C, which pytest-timeout cannot interrupt).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import faulthandler
 import logging
 import os
+import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, NoReturn
 
 from hexa_event.context import Context
 from hexa_event.emitter import Emitter
@@ -25,6 +33,45 @@ from hexa_event.event import Event, Message
 log = logging.getLogger(__name__)
 
 TOTAL = int(os.environ.get("HEXA_FAULT_EVENTS", "10000"))
+
+
+def _stderr_fd() -> int:
+    """The process's stderr (pytest's capture redirects this descriptor into the report)."""
+    stream = sys.__stderr__
+    return stream.fileno() if stream is not None else 2
+
+
+def dump_stacks(why: str) -> None:
+    """Write every thread's stack (faulthandler: threads blocked in C included) to stderr,
+    which pytest shows with the failure."""
+    fd = _stderr_fd()
+    os.write(fd, f"\n--- {why}: the stacks of every thread ---\n".encode())
+    faulthandler.dump_traceback(file=fd, all_threads=True)
+
+
+def stall(why: str) -> NoReturn:
+    """Fail a fault test that stopped making progress, with every thread's stack."""
+    dump_stacks(why)
+    raise AssertionError(why)
+
+
+def stacks_before_timeout(config: Any, node: Any, margin: float = 15.0) -> float:
+    """Seconds after which :func:`stacks_after` should dump for a test: ``margin`` before
+    its pytest-timeout (its ``timeout`` marker, else the configured one)."""
+    marker = node.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(config.getini("timeout"))
+    return max(1.0, limit - margin)
+
+
+@contextlib.contextmanager
+def stacks_after(seconds: float) -> Iterator[None]:
+    """Dump every thread's stack if the block is still running after ``seconds`` (from a
+    watchdog thread of faulthandler's, so a main thread blocked in C is caught too)."""
+    faulthandler.dump_traceback_later(seconds, file=_stderr_fd())
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 class FaultFlow:
@@ -69,7 +116,11 @@ class FaultFlow:
             while len(self.handled) < len(self.emitted) - self._max_lag or (
                 self._hold is not None and len(self.emitted) >= self._hold
             ):
-                assert time.monotonic() < deadline, "consumer stopped making progress"
+                if time.monotonic() >= deadline:
+                    stall(
+                        f"consumer stopped making progress: {len(self.handled)} handled of "
+                        f"{len(self.emitted)} emitted"
+                    )
                 await asyncio.sleep(0.01)
             while True:
                 try:
@@ -85,7 +136,8 @@ class FaultFlow:
     async def wait_handled(self, count: int, within: float) -> None:
         deadline = time.monotonic() + within
         while len(self.handled) < count:
-            assert time.monotonic() < deadline, f"only {len(self.handled)} of {count} handled"
+            if time.monotonic() >= deadline:
+                stall(f"only {len(self.handled)} of {count} handled within {within:g} s")
             await asyncio.sleep(0.05)
 
     async def fault_at(

@@ -238,6 +238,9 @@ class SubscriptionStatus:
     """Records of the group's channels not yet settled by the group, when the driver has
     that figure at hand (no query). The receiver reports :meth:`Subscription.lag` instead;
     its default falls back to this."""
+    joined: bool = True
+    """False while this member is still joining its group (Kafka: no assignment received
+    yet, not even an empty one); readiness probes wait for it."""
 
 
 ALL_CHANNELS = "*"

@@ -671,6 +671,7 @@ class Receiver:
                 "poison": counters.poison,
                 "oldest_unsettled_age": age,
                 "assignment": list(status.assignment) if status is not None else [],
+                "joined": status.joined if status is not None else False,
                 "lag": sum(info.lag.values()) if info.lag is not None else None,
                 "lag_by_channel": dict(info.lag) if info.lag is not None else {},
                 "lag_age": round(now - info.lag_at, 3) if info.lag_at is not None else None,

@@ -172,6 +172,8 @@ class Service:
                 for key in ("fetch_error", "settle_error", "driver_error"):
                     if info.get(key):
                         reasons.append(f"{receiver.name}/{action}: {info[key]}")
+                if not info.get("joined", True):
+                    reasons.append(f"{receiver.name}/{action}: joining its consumer group")
         ready = not reasons
         return ready, {"ready": ready, "reason": "; ".join(reasons) or "ok", "receivers": receivers}
 

@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
-from fault_helpers import FaultFlow
+from fault_helpers import FaultFlow, stacks_after, stacks_before_timeout
 from hexa_event.drivers.kafka import KafkaDriver
 from hexa_event.emitter import Emitter
 from hexa_event.receiver import Receiver
 from hexa_event_services import get_service, require_service
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _stacks_if_hung(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A hang (a consumer or close blocked in librdkafka) leaves every thread's stack."""
+    with stacks_after(stacks_before_timeout(request.config, request.node)):
+        yield
 
 
 async def test_ten_thousand_events_survive_two_broker_restarts(kafka_bootstrap: str) -> None:

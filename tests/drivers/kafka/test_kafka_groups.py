@@ -141,7 +141,9 @@ async def test_inconsistent_group_protocol_stops_the_member_with_advice(
 async def test_a_dead_consumer_thread_fails_the_receiver(
     kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The consumer thread dies: logged, health unhealthy with the reason, run() raises."""
+    """The consumer thread keeps dying: each death is logged and the member replaced; the
+    fourth within 10 minutes is not transient: health unhealthy with the reason, run()
+    raises (a single death is replaced: test_kafka_watchdog.py)."""
     channel, action = _names()
     conn = he.connect(f"kafka://{kafka_bootstrap}", partitions=1)
     receiver = conn.receiver("groups")
@@ -160,11 +162,13 @@ async def test_a_dead_consumer_thread_fails_the_receiver(
         await eventually(lambda: receiver.health()["state"] == "running", within=30)
         armed.set()
         with pytest.raises(ReceiverFailedError, match="consumer thread failed"):
-            async with asyncio.timeout(30):
+            # Three replacements first, each joining the group while the last one leaves.
+            async with asyncio.timeout(120):
                 await running
         health = receiver.health()
         assert not health["healthy"]
         assert "consumer thread failed" in str(health)
+        assert "was replaced 3 times" in str(health)
     finally:
         await receiver.close()
         await conn.close()

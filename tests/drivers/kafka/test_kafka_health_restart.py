@@ -8,15 +8,25 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import hexa_event as he
+from fault_helpers import stacks_after, stacks_before_timeout
 from hexa_event.testing import Collector
 from hexa_event_services import get_service, require_service
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _stacks_if_hung(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A hang (a consumer or close blocked in librdkafka) leaves every thread's stack."""
+    with stacks_after(stacks_before_timeout(request.config, request.node)):
+        yield
+
 
 RECOVERED_WITHIN = 30.0
 """Seconds after the broker is back by which health must be clean again (main: 61 s+)."""

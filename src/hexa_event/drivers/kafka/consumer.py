@@ -28,6 +28,14 @@ Backpressure: at most ``spec.prefetch`` deliveries are out unsettled; records re
 beyond that wait locally. Above ``KafkaSubscriptionOptions.buffer`` of them the poll threads
 stop taking records until half drained (see :mod:`.member`).
 
+Watchdog: a member whose thread died, or has been in one librdkafka call for
+``KafkaOptions.poll_stall_timeout`` seconds past that call's bound, makes health unhealthy
+naming it; its stack is logged and it is replaced (:meth:`KafkaSubscription._replace`). The
+old consumer leaves the group on a daemon thread, serving its revoke as usual (in-flight
+work settles and is committed, bounded by ``revoke_timeout``); what it cannot commit the
+new member receives again (at-least-once). Past ``_MAX_REPLACEMENTS`` within
+``_REPLACEMENT_WINDOW`` seconds the subscription fails instead (``fetch`` raises).
+
 Headers: the core gets ``dict[str, bytes]``; a header with a null value is handed over as
 ``b""`` (present, empty), and of repeated header names the last one wins.
 """
@@ -68,6 +76,15 @@ log = logging.getLogger(__name__)
 
 _COMMIT_INTERVAL = 0.05
 """Seconds between two commits of a subscription (each covers all changes since)."""
+_FIRST_LAG_WAIT = 3.0
+"""Seconds ``lag()`` waits for the members' first measurement after their assignment."""
+_CLOSE_MARGIN = 30.0
+"""Seconds past ``revoke_timeout`` that close waits for a member (or an abandoned one) to
+leave its group before going on without it."""
+_MAX_REPLACEMENTS = 3
+_REPLACEMENT_WINDOW = 600.0
+"""Members of one subscription replaced this many times within this many seconds: the
+cause is not transient, the subscription fails (restart the receiver after fixing it)."""
 
 
 def _headers(message: Message) -> dict[str, bytes]:
@@ -173,6 +190,12 @@ class KafkaSubscription(Subscription):
         self._timers: set[asyncio.TimerHandle] = set()
         self._fatal: str | None = None
         self._closed = False
+        self._watchdog: asyncio.Task[None] | None = None
+        self._replacing: dict[str, str] = {}
+        """Group -> why its member was replaced, until the new member's first assignment."""
+        self._replaced_at: deque[float] = deque()
+        self._abandoned: list[asyncio.Future[None]] = []
+        self._joining: set[asyncio.Task[bool]] = set()
 
     def __repr__(self) -> str:
         config = self._options.consumer(self.group, self._spec.start, self._sub_options)
@@ -184,6 +207,14 @@ class KafkaSubscription(Subscription):
         """The current problem librdkafka reports (e.g. the broker is unreachable), or None."""
         if self._fatal is not None:
             return self._fatal
+        margin = self._options.poll_stall_timeout
+        for member in self._members:
+            problem = member.problem(margin)
+            if problem is not None:
+                return self._describe(member, problem)
+        replacing = next(iter(self._replacing.values()), None)
+        if replacing is not None:
+            return replacing
         return next(
             (m.last_error or m.stuck for m in self._members if m.last_error or m.stuck), None
         )
@@ -201,30 +232,14 @@ class KafkaSubscription(Subscription):
             raise DriverError("a Kafka subscription needs channels or a pattern", retriable=False)
         loop = asyncio.get_running_loop()
         self._loop = loop
-        eager = self._sub_options.assignment != "cooperative-sticky"
         for group, topics in self._plan:
-            fallback = self.group if group == self.retry_group else None
-            member = Member(
-                self,
-                loop,
-                group=group,
-                topics=topics,
-                config=self._options.consumer(group, self._spec.start, self._sub_options),
-                eager=eager,
-                revoke_timeout=self._options.revoke_timeout,
-                scrub=self._scrub,
-                fallback_group=fallback,
-            )
             try:
-                member.start()
-            except KafkaException as exc:
+                member = self._new_member(group, topics)
+            except DriverError:
                 await self.close()
-                raise DriverError(
-                    f"cannot create the Kafka consumer for group {group!r}: "
-                    f"{self._scrub(exc.args[0].str())}",
-                    retriable=False,
-                ) from None
+                raise
             self._members.append(member)
+        self._watchdog = loop.create_task(self._watch(), name=f"hexa-kafka-watchdog-{self.group}")
         waiting = asyncio.gather(*(m.assigned_once.wait() for m in self._members))
         try:
             await asyncio.wait_for(waiting, timeout=self._options.assignment_timeout)
@@ -236,6 +251,82 @@ class KafkaSubscription(Subscription):
                 self._options.assignment_timeout,
                 self.last_error or "no error reported",
             )
+
+    def _new_member(self, group: str, topics: list[str]) -> Member:
+        """A started member of ``group`` (DriverError when librdkafka refuses the config)."""
+        assert self._loop is not None
+        member = Member(
+            self,
+            self._loop,
+            group=group,
+            topics=topics,
+            config=self._options.consumer(group, self._spec.start, self._sub_options),
+            eager=self._sub_options.assignment != "cooperative-sticky",
+            revoke_timeout=self._options.revoke_timeout,
+            scrub=self._scrub,
+            fallback_group=self.group if group == self.retry_group else None,
+        )
+        try:
+            member.start()
+        except KafkaException as exc:
+            raise DriverError(
+                f"cannot create the Kafka consumer for group {group!r}: "
+                f"{self._scrub(exc.args[0].str())}",
+                retriable=False,
+            ) from None
+        return member
+
+    # -- watchdog ------------------------------------------------------------------------------
+
+    def _describe(self, member: Member, problem: str) -> str:
+        group = f" (group {member.group!r})" if member.group != self._spec.group else ""
+        return f"kafka consumer thread for action {self._spec.group!r}{group} {problem}"
+
+    async def _watch(self) -> None:
+        """Replace members whose thread died or stalled (see :meth:`Member.problem`)."""
+        margin = self._options.poll_stall_timeout
+        every = min(1.0, margin / 4) if margin > 0 else 1.0
+        while not self._closed and self._fatal is None:
+            await asyncio.sleep(every)
+            for member in list(self._members):
+                problem = member.problem(margin)
+                if problem is not None and not self._closed:
+                    self._replace(member, self._describe(member, problem))
+
+    def _replace(self, old: Member, reason: str) -> None:
+        """Abandon ``old`` (logging its stack) and start a fresh member of its group."""
+        now = time.monotonic()
+        while self._replaced_at and now - self._replaced_at[0] > _REPLACEMENT_WINDOW:
+            self._replaced_at.popleft()
+        log.error("%s; its stack:\n%s", reason, old.stack())
+        self._abandoned.append(old.abandon(self._options.revoke_timeout + _CLOSE_MARGIN))
+        if len(self._replaced_at) >= _MAX_REPLACEMENTS:
+            self.on_fatal(
+                old,
+                f"{reason}; its consumer was replaced {len(self._replaced_at)} times within "
+                f"{_REPLACEMENT_WINDOW:.0f} s, so the cause is not transient: restart the "
+                "receiver after fixing it (the log holds the thread's stack)",
+            )
+            return
+        self._replaced_at.append(now)
+        self._replacing[old.group] = f"{reason}; replacing it"
+        try:
+            new = self._new_member(old.group, old.topics)
+        except DriverError as exc:
+            self.on_fatal(old, f"{reason}; no new consumer: {exc}")
+            return
+        self._members[self._members.index(old)] = new
+        log.warning("%s; replaced by a new consumer", reason)
+
+        def joined(_: asyncio.Future[Any]) -> None:
+            if self._replacing.get(new.group, "").startswith(reason):
+                del self._replacing[new.group]
+
+        assert self._loop is not None
+        task = self._loop.create_task(new.assigned_once.wait())
+        self._joining.add(task)
+        task.add_done_callback(self._joining.discard)
+        task.add_done_callback(joined)
 
     async def close(self) -> None:
         """Stop fetching, commit the positions, leave the group(s). Idempotent."""
@@ -249,12 +340,23 @@ class KafkaSubscription(Subscription):
         self._timers.clear()
         if self._commit_timer is not None:
             self._commit_timer.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for task in self._joining:
+            task.cancel()
+        bound = self._options.revoke_timeout + _CLOSE_MARGIN
+        done = [asyncio.shield(f) for f in self._abandoned]
         for member in self._members:
-            member.stop(self._positions(member, everything=True))
-        done = [asyncio.shield(m.done) for m in self._members]
+            if member.abandoned:
+                continue  # its abandon future is in done already
+            if member.problem(self._options.poll_stall_timeout) is not None:
+                done.append(member.abandon(bound))  # its thread would never see stop()
+            else:
+                member.stop(self._positions(member, everything=True))
+                done.append(asyncio.shield(member.done))
         if done:
             try:
-                await asyncio.wait_for(asyncio.gather(*done), self._options.revoke_timeout + 30)
+                await asyncio.wait_for(asyncio.gather(*done), bound)
             except TimeoutError:
                 log.error("Kafka group %r: consumer close timed out; abandoning it", self.group)
         if self._forget is not None:
@@ -270,7 +372,12 @@ class KafkaSubscription(Subscription):
         return len(self._buffer) < self._buffer_high
 
     def on_assigned(self, member: Member, found: list[tuple[str, int, int, str]]) -> None:
+        if member.abandoned:
+            return
         for topic, partition, offset, metadata in found:
+            orphan = self._partitions.get((topic, partition))
+            if orphan is not None:  # still held by an abandoned member: its work is redone
+                self._drop([(topic, partition)])
             state = PartitionState(
                 (topic, partition), member, offset, decode_acked(offset, metadata)
             )
@@ -278,8 +385,14 @@ class KafkaSubscription(Subscription):
             self._partitions[(topic, partition)] = state
         member.assigned_once.set()
 
+    def _held_by(self, member: Member, keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Those of ``keys`` that ``member`` holds (a replaced member's late revoke or loss
+        must not drop what its replacement holds now)."""
+        partitions = self._partitions
+        return [k for k in keys if k in partitions and partitions[k].member is member]
+
     def on_lost(self, member: Member, keys: list[tuple[str, int]]) -> None:
-        self._drop(keys)
+        self._drop(self._held_by(member, keys))
 
     def on_fatal(self, member: Member, text: str) -> None:
         if self._fatal is None:
@@ -287,7 +400,8 @@ class KafkaSubscription(Subscription):
             self._buffer.fail(DriverError(self._fatal, retriable=False))
 
     async def on_revoked(self, member: Member, keys: list[tuple[str, int]]) -> list[Position]:
-        states = [self._partitions[k] for k in keys if k in self._partitions]
+        keys = self._held_by(member, keys)
+        states = [self._partitions[k] for k in keys]
         for state in states:
             state.revoking = True
         self._buffer.keep(_not_revoking)
@@ -312,6 +426,8 @@ class KafkaSubscription(Subscription):
         return [p for p in positions if p is not None]
 
     def on_messages(self, member: Member, messages: list[Message]) -> None:
+        if member.abandoned:
+            return
         partitions = self._partitions
         ready = self._buffer.items
         got = False
@@ -509,6 +625,13 @@ class KafkaSubscription(Subscription):
     async def lag(self) -> Mapping[str, int] | None:
         """The group's (and its retry group's) lag per topic, read with the admin client."""
         if self._lag_of is None:
+            # This process's partitions, from the members' cached watermarks. Right after an
+            # assignment the members have not measured yet: wait for that (briefly) rather
+            # than answer "unknown" for a group that has its partitions.
+            for _ in range(int(_FIRST_LAG_WAIT / 0.05)):  # members measure on their thread
+                if not self._awaiting_first_lag():
+                    break
+                await asyncio.sleep(0.05)
             return await super().lag()
         problem = self._fatal or next((m.last_error for m in self._members if m.last_error), None)
         if problem is not None:
@@ -526,12 +649,21 @@ class KafkaSubscription(Subscription):
                 out[topic] = out.get(topic, 0) + count
         return out
 
+    def _awaiting_first_lag(self) -> bool:
+        return (
+            not self._closed
+            and bool(self._members)
+            and all(m.assigned_once.is_set() for m in self._members)
+            and self.status().lag is None
+        )
+
     def status(self) -> SubscriptionStatus:
         lags = [m.lag for m in self._members if m.lag is not None]
         return SubscriptionStatus(
             assignment=tuple(f"{t}-{p}" for t, p in sorted(self._partitions)),
             error=self.last_error or "",
             lag=sum(lags) if lags else None,
+            joined=all(m.assigned_once.is_set() for m in self._members),
         )
 
 

@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -125,28 +125,36 @@ class KafkaDriver(KitDriver):
         timeout = self.options.metadata_timeout
 
         def describe() -> dict[str, int]:
-            try:
-                metadata = admin.list_topics(timeout=timeout)
-            except KafkaException as exc:
-                admin.poll(0)  # forward librdkafka's queued log lines and errors
-                cause = self._admin_error or self.last_error
-                error = DriverError(
-                    f"cannot read Kafka metadata from {self.options.bootstrap_servers} within "
-                    f"{timeout:g} s ({self._scrub(exc.args[0].str())}"
-                    + (f"; the broker said: {cause}" if cause else "")
-                    + "): is the broker running and reachable at that address, and do the "
-                    "security settings (TLS certificates, SASL user and password) match it?"
-                )
-                self._metadata_failure = (time.monotonic(), error)
-                raise error from None
-            admin.poll(0)
-            self._metadata_failure = None
-            found = {}
-            for name in topics:
+            # One metadata request per wanted topic: a cluster-wide listing returns every
+            # topic's partitions (megabytes on a large cluster) to learn a few counts.
+            deadline = time.monotonic() + timeout
+            found: dict[str, int] = {}
+            for name in dict.fromkeys(topics):
+                try:
+                    metadata = admin.list_topics(
+                        topic=name, timeout=max(0.001, deadline - time.monotonic())
+                    )
+                except KafkaException as exc:
+                    fail(exc)
                 topic = metadata.topics.get(name)
                 if topic is not None and topic.error is None and topic.partitions:
                     found[name] = len(topic.partitions)
+            admin.poll(0)
+            self._metadata_failure = None
             return found
+
+        def fail(exc: KafkaException) -> NoReturn:
+            admin.poll(0)  # forward librdkafka's queued log lines and errors
+            cause = self._admin_error or self.last_error
+            error = DriverError(
+                f"cannot read Kafka metadata from {self.options.bootstrap_servers} within "
+                f"{timeout:g} s ({self._scrub(exc.args[0].str())}"
+                + (f"; the broker said: {cause}" if cause else "")
+                + "): is the broker running and reachable at that address, and do the "
+                "security settings (TLS certificates, SASL user and password) match it?"
+            )
+            self._metadata_failure = (time.monotonic(), error)
+            raise error from None
 
         return await asyncio.to_thread(describe)
 

@@ -13,9 +13,15 @@ or an eager one, ``range``/``roundrobin`` (the whole assignment is revoked, then
 with ``assign``/``unassign``; this is what sarama, hence Go hexa-event, speaks). Commit
 before revoke is the same for both.
 
-Errors that no retry can mend (the thread dying, a group speaking another assignment
-protocol, a refused authorisation, librdkafka's fatal errors) are reported to the owner
-once, with advice; ``fetch`` then raises them.
+Errors that no retry can mend (a group speaking another assignment protocol, a refused
+authorisation, librdkafka's fatal errors) are reported to the owner once, with advice;
+``fetch`` then raises them.
+
+Watchdog: before each call the thread notes by when it should be back (``due``: the poll's
+wait, a rebalance callback's bound, a commit's) and, once back, the time (``heartbeat``).
+:meth:`Member.problem` tells the owner when the thread died or is past ``due`` by more than
+the stall margin; the owner then :meth:`abandons <Member.abandon>` it (its consumer leaves
+the group and closes on a daemon thread, bounded) and starts a fresh member in its place.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ import contextlib
 import json
 import logging
 import queue
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -57,6 +65,10 @@ STUCK_AFTER = 10.0
 """Seconds without partitions while the group rebalances before health calls it stuck (a
 normal rebalance hands partitions out within a few seconds)."""
 _COMMITTED_TIMEOUT = 10.0
+_COMMIT_ALLOWANCE = 60.0
+"""Seconds a synchronous commit may take (librdkafka's socket.timeout.ms default) before the
+watchdog's margin starts counting."""
+_CALLBACK_ALLOWANCE = 5.0
 _RECOVERY_AFTER = 1.0
 """Statistics taken at least this long after an error can tell that it is over."""
 
@@ -169,6 +181,7 @@ class Member:
         self._paused = False
         self._committed: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
+        self._assigned = False
         self._error_at = 0.0
         # Read from the loop (plain attribute reads/writes).
         self.lag: int | None = None
@@ -179,6 +192,15 @@ class Member:
         self._unsettled_since: float | None = None
         self.fatal: str | None = None
         self._last_error_log: dict[int, float] = {}
+        # Watchdog (written by the thread, read by the loop).
+        self.heartbeat = time.monotonic()
+        """When the thread last came back from a poll (or a wait for room)."""
+        self.due = self.heartbeat + _CALLBACK_ALLOWANCE
+        """By when the thread's current call should return (without the stall margin)."""
+        self.died: str | None = None
+        """Why the thread failed (an exception on it), once it did."""
+        self.abandoned = False
+        """Replaced after a stall or death: nothing more is done through its consumer."""
 
     # -- lifecycle (loop side) -----------------------------------------------------------------
 
@@ -197,7 +219,7 @@ class Member:
     def commit(self, positions: list[Position]) -> asyncio.Future[None]:
         """Commit ``positions`` (asynchronously on the thread); the future says how it went."""
         future: asyncio.Future[None] = self._loop.create_future()
-        if self.done.done():
+        if self.done.done() or self.abandoned:
             future.set_result(None)  # gone: the revoke/close commit wrote what it could
         else:
             self._commands.put(("commit", (positions, future)))
@@ -209,6 +231,77 @@ class Member:
         self._stop.set()
         self.room.set()
 
+    # -- watchdog (loop side) ------------------------------------------------------------------
+
+    def problem(self, margin: float, now: float | None = None) -> str | None:
+        """Why this member's thread cannot go on (it died, or it has been in one call for
+        ``margin`` seconds past that call's bound; ``margin`` 0: never stalled), else None."""
+        if self.abandoned or self._stop.is_set() or self.fatal is not None:
+            return None
+        if self.died is not None:
+            return f"died: {self.died}"
+        thread = self._thread
+        if thread is None:
+            return None
+        if not thread.is_alive():
+            return "died without an error"
+        now = time.monotonic() if now is None else now
+        if margin > 0 and now > self.due + margin:
+            return f"has not polled for {now - self.heartbeat:.0f} s"
+        return None
+
+    def stack(self) -> str:
+        """The thread's current Python stack (where it is stuck), or why it is not known."""
+        thread = self._thread
+        if thread is None or thread.ident is None or not thread.is_alive():
+            return "(the thread has ended)"  # its ident may belong to another thread now
+        frame = sys._current_frames().get(thread.ident)
+        if frame is None:
+            return "(the thread has ended)"
+        return "".join(traceback.format_stack(frame))
+
+    def abandon(self, within: float) -> asyncio.Future[None]:
+        """Give this member up: its queued commits resolve unwritten, nothing more is done on
+        its thread (which may never come back), and its consumer leaves the group (serving
+        the revoke, which waits for the in-flight work and commits it) and closes on a
+        daemon thread. The future resolves when that is done or ``within`` seconds passed;
+        the event loop never waits on librdkafka."""
+        self.abandoned = True
+        self._stop.set()
+        self.room.set()
+        self._drain_commands()
+        finished: asyncio.Future[None] = self._loop.create_future()
+        consumer = self._consumer
+
+        def finish() -> None:
+            if not finished.done():
+                finished.set_result(None)
+
+        def close() -> None:
+            try:
+                if consumer is not None:
+                    self._leave(consumer)
+                    consumer.close()
+            except BaseException as exc:  # a broken consumer: nothing more to save
+                log.warning(
+                    "Kafka group %r: closing the abandoned consumer failed: %s",
+                    self.group,
+                    self._scrub(repr(exc)),
+                )
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(finish)
+
+        threading.Thread(
+            target=close, name=f"hexa-kafka-abandoned-{self.group}", daemon=True
+        ).start()
+        self._loop.call_later(within, finish)
+        return finished
+
+    def _expect(self, seconds: float) -> None:
+        """The thread enters a call that should return within ``seconds``."""
+        self.due = time.monotonic() + seconds
+
     # -- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -218,6 +311,7 @@ class Member:
         try:
             held_since: float | None = None
             while not self._stop.is_set() and self.fatal is None:
+                self.heartbeat = time.monotonic()
                 self._run_commands(consumer)
                 if not self.room.is_set():
                     # The owner's buffer is full. Stop consuming for a while (librdkafka keeps
@@ -226,6 +320,7 @@ class Member:
                     now = time.monotonic()
                     held_since = held_since or now
                     if now - held_since < _HOLD_BEFORE_PAUSE:
+                        self._expect(_POLL_BUSY)
                         self.room.wait(_POLL_BUSY)
                         continue
                     if not self._paused:
@@ -243,12 +338,16 @@ class Member:
                 # the first record the moment it comes and consume(n, 0) adds what is there,
                 # so a quiet topic's record is not held back for the idle wait.
                 if owner.busy():
+                    self._expect(_POLL_BUSY)
                     messages = consumer.consume(_CONSUME_BATCH, _POLL_BUSY)
                 else:
+                    self._expect(_POLL_IDLE)
                     first = consumer.poll(_POLL_IDLE)
                     messages = [] if first is None else [first]
                     if first is not None:
                         messages.extend(consumer.consume(_CONSUME_BATCH - 1, 0))
+                if self.abandoned:
+                    return  # replaced while away: its consumer is another thread's now
                 if not messages:
                     self._measure_lag(consumer)
                     continue
@@ -256,17 +355,21 @@ class Member:
                 # knows the current assignment (no per-record work on this thread).
                 loop.call_soon_threadsafe(owner.on_messages, self, messages)
                 self._measure_lag(consumer)
+            if self.abandoned:
+                return
+            self._expect(self._revoke_timeout + _COMMIT_ALLOWANCE)
             self._run_commands(consumer)
             self._leave(consumer)
             consumer.close()
         except BaseException as exc:
+            if self.abandoned:
+                return
             log.exception("Kafka group %r: the consumer thread failed", self.group)
-            self._report_fatal(
-                f"the consumer thread failed ({type(exc).__name__}: {self._scrub(str(exc))}); "
-                "restart the receiver"
-            )
-            with contextlib.suppress(Exception):
-                consumer.close()
+            # The owner's watchdog replaces this member (and gives up after a few); its
+            # abandon() leaves the group before closing, as a stop does (a close in the
+            # middle of a rebalance can hang librdkafka).
+            why = f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            self.died = f"the consumer thread failed ({why})"
         finally:
             self._drain_commands()
             with contextlib.suppress(RuntimeError):
@@ -282,6 +385,7 @@ class Member:
                 command, arg = self._commands.get_nowait()
             except queue.Empty:
                 return
+            self._expect(_COMMIT_ALLOWANCE)
             if command == "commit":
                 positions, future = arg
                 self._commit_for(consumer, positions, future)
@@ -435,9 +539,12 @@ class Member:
             committed = self._committed.get((topic, partition), -1)
             total += max(0, high - (committed if committed >= 0 else max(low, 0)))
             known = True
-        self.lag = total if known else None
+        # A member that holds nothing (after its assignment) is behind by nothing.
+        self.lag = total if known or (self._assigned and not self._owned) else None
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Committed offsets of this group, maybe of the fallback group: two lookups.
+        self._expect(2 * _COMMITTED_TIMEOUT + _CALLBACK_ALLOWANCE)
         found: list[tuple[str, int, int, str]] = []
         if partitions:
             try:
@@ -478,6 +585,8 @@ class Member:
         if self._paused and partitions:
             consumer.pause(partitions)
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
+        self._assigned = True
+        self._lag_at = 0.0  # measure at the next turn, not up to a second later
         self._loop.call_soon_threadsafe(self._owner.on_assigned, self, found)
 
     def _fallback(self, committed: list[TopicPartition]) -> list[TopicPartition]:
@@ -520,6 +629,7 @@ class Member:
             log.debug("Kafka group %r: leaving before close: %s", self.group, exc)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._expect(self._revoke_timeout + _CALLBACK_ALLOWANCE + _COMMIT_ALLOWANCE)
         keys = [(tp.topic, tp.partition) for tp in partitions]
         positions: list[Position] = []
         try:

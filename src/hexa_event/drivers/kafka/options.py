@@ -154,6 +154,12 @@ class KafkaOptions:
     figure) instead of this process's own partitions from cached watermarks (no requests;
     add processes up). Off by default: librdkafka aborted the process (its ``enq_once``
     assertion) in broker-restart tests with admin lag requests outstanding."""
+    poll_stall_timeout: float = 60.0
+    """Seconds a consumer thread may stay in one call past that call's own bound (a poll's
+    wait, a rebalance callback's ``revoke_timeout``, a commit) before the watchdog calls it
+    stalled: health turns unhealthy naming it, its stack is logged and the member is
+    replaced by a fresh consumer on a fresh thread (a dead thread is replaced too). 0 turns
+    the stall check off (a dead thread is still replaced)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers.strip():
@@ -165,7 +171,7 @@ class KafkaOptions:
             check_number(f"KafkaOptions.{name}", getattr(self, name), minimum=1, integer=True)
         for name in ("delivery_timeout", "metadata_timeout"):
             check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name), above=True)
-        for name in ("revoke_timeout", "assignment_timeout"):
+        for name in ("revoke_timeout", "assignment_timeout", "poll_stall_timeout"):
             check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name))
         check_number("KafkaOptions.linger_ms", self.linger_ms)
         for name in ("client_config", "producer_config", "consumer_config"):
@@ -257,8 +263,9 @@ class KafkaOptions:
         return config
 
     def admin(self) -> dict[str, Any]:
-        """Admin client settings: librdkafka's log lines go to Python logging too."""
-        config = {**_FAST_FIRST_REQUEST, **self.common_config()}
+        """Admin client settings: librdkafka's log lines go to Python logging too; a
+        metadata request for one topic never creates it (a broker's auto.create.topics)."""
+        config = {**_FAST_FIRST_REQUEST, "allow.auto.create.topics": False, **self.common_config()}
         config.setdefault("logger", CLIENT_LOGGER)
         return config
 
