@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -154,6 +155,39 @@ async def _wait_until(condition: Any, within: float) -> None:
     deadline = time.monotonic() + within
     while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110 - a counter, no event
         await asyncio.sleep(0.2)
+
+
+class HeapDiff:
+    """tracemalloc snapshots at the end of the warm-up and at the end of the load, and the
+    allocation sites that grew most between them (``--tracemalloc FILE``; slow: use a low
+    rate)."""
+
+    def __init__(self, path: Path, frames: int = 8) -> None:
+        self.path = path
+        self.first: tracemalloc.Snapshot | None = None
+        tracemalloc.start(frames)
+
+    @staticmethod
+    def _snapshot() -> tracemalloc.Snapshot:
+        return tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
+
+    def mark(self) -> None:
+        self.first = self._snapshot()
+
+    def write(self, top: int = 25) -> None:
+        if self.first is None:
+            return
+        stats = self._snapshot().compare_to(self.first, "traceback")
+        grew = sum(stat.size_diff for stat in stats)
+        stats.sort(key=lambda stat: stat.size_diff, reverse=True)
+        lines = [f"traced heap after warm-up to the end: {grew / 2**20:+.2f} MiB"]
+        for stat in stats[:top]:
+            lines.append(f"{stat.size_diff / 1024:+.1f} KiB, {stat.count_diff:+d} blocks")
+            lines += [f"    {line}" for line in stat.traceback.format()]
+        self.path.write_text("\n".join(lines) + "\n")
+        tracemalloc.stop()
 
 
 class OtelSink:
@@ -409,6 +443,7 @@ async def run(
     nats: str = "nats://127.0.0.1:4222",
     otel: bool = False,
     outbox_every: int = 0,
+    heap: HeapDiff | None = None,
 ) -> Report:
     """Emit and handle for ``duration`` seconds; the report has samples and checks."""
     unknown = set(engines_wanted) - set(ENGINES)
@@ -482,6 +517,8 @@ async def run(
 
     async def sample() -> None:
         while True:
+            if heap and heap.first is None and time.monotonic() - began >= rule.warmup:
+                heap.mark()
             report.samples.append(
                 Sample(
                     t=round(time.monotonic() - began, 1),
@@ -507,6 +544,8 @@ async def run(
         await asyncio.gather(*rotations)
         await _wait_until(lambda: handled() >= report.emitted, 120)
         await asyncio.sleep(2)  # the last dead letters (retries 0.2 s + 0.4 s apart)
+        if heap:
+            heap.write()
     finally:
         sampler.cancel()
         pruner.cancel()
@@ -625,6 +664,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--outbox-every", type=int, default=0, help="every N-th emit batch through an outbox"
     )
+    p.add_argument(
+        "--tracemalloc",
+        type=Path,
+        default=None,
+        help="write the allocation sites that grew after warm-up here (slow)",
+    )
     p.add_argument("--plot", type=Path, default=Path("soak.png"))
     p.add_argument("--json", type=Path, default=None, help="write the report and samples here")
     args = p.parse_args(argv)
@@ -644,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
                 nats=args.nats,
                 otel=args.otel,
                 outbox_every=args.outbox_every,
+                heap=HeapDiff(args.tracemalloc) if args.tracemalloc else None,
             )
         )
     plot(report, args.plot)
