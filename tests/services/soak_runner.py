@@ -157,6 +157,22 @@ async def _wait_until(condition: Any, within: float) -> None:
         await asyncio.sleep(0.2)
 
 
+async def _delete_stream(url: str) -> None:
+    """Delete the run's own JetStream stream (``?stream=`` in ``url``) from the shared server."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import nats
+
+    parts = urlsplit(url)
+    stream = parse_qs(parts.query)["stream"][0]
+    nc = await nats.connect(f"{parts.scheme}://{parts.netloc}")
+    try:
+        with contextlib.suppress(Exception):
+            await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
+
+
 class HeapDiff:
     """tracemalloc snapshots at the end of the warm-up and at the end of the load, and the
     allocation sites that grew most between them (``--tracemalloc FILE``; slow: use a low
@@ -362,6 +378,8 @@ class Engine:
             await self.outbox.close()
         await self.receiver.close()
         await self.conn.close()
+        if self.name == "jetstream":
+            await _delete_stream(self.url)
 
     def counts(self) -> dict[str, int]:
         return {
