@@ -7,6 +7,7 @@ it. Metadata goes in broker-native headers; the names of Go hexa-event are kept,
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -196,7 +197,9 @@ class _Sealer:
         if event.reply_channel:
             headers[REPLY_CHANNEL] = event.reply_channel.encode()
         if event.deliver_at is not None or event.delay:
-            headers[DELIVER_AT] = str(int(event.due(emitted_ms / 1000) * 1000)).encode()
+            # Rounded up to the next millisecond, from the clock's exact time: no handler may
+            # run the event before deliver_at, or before ``delay`` after the emit call.
+            headers[DELIVER_AT] = str(math.ceil(event.due(time.time()) * 1000)).encode()
         if event.in_reply_to:
             self._reply_headers(event.in_reply_to, headers)
         if envelope.cloudevents is not None:

@@ -52,12 +52,16 @@ def test_a_scheduled_event_carries_its_due_time() -> None:
     at = datetime.now(timezone(timedelta(hours=5))) + timedelta(minutes=10)
     envelope = he.Envelope()
     record = envelope.seal(he.Event("c", "k", {}, deliver_at=at))
-    assert int(record.headers[env.DELIVER_AT]) == int(at.timestamp() * 1000)
+    # Rounded up to the millisecond: never before deliver_at (a CI run saw a memory handler
+    # run 0.x ms before it when the header was truncated).
+    at_ms = int(record.headers[env.DELIVER_AT])
+    assert at_ms / 1000 >= at.timestamp()
+    assert at_ms == math.ceil(at.timestamp() * 1000)
     assert record.not_before == 0.0  # only the emitter asks a broker that holds records
     before = time.time()
     delayed = envelope.seal(he.Event("c", "k", {}, delay=2.5))
     due = int(delayed.headers[env.DELIVER_AT]) / 1000
-    assert before + 2.5 - 0.002 <= due <= time.time() + 2.5
+    assert before + 2.5 <= due <= time.time() + 2.5 + 0.001
     assert opened_due(delayed) == due
     assert env.DELIVER_AT not in envelope.seal(he.Event("c", "k", {}, delay=0)).headers
 

@@ -12,7 +12,8 @@ again once its AckWait has passed (to this member or, in a queue group, to anoth
 delay is kept locally: a redelivery that reaches this member before the delay is over is
 dropped unacknowledged, so the server tries again one AckWait later. While a delivery is held
 (handed out, not settled), a redelivery of it to this member is dropped too, so the core
-never runs one message twice at once in one process.
+never runs one message twice at once in one process; and once such a delivery is acked, a
+redelivery that crossed the Ack on the wire is dropped for half an AckWait.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class ChannelMember:
         self.held: set[int] = set()
         """Sequences received and not yet settled (buffered or handed out)."""
         self.nacked: dict[int, float] = {}
+        self.raced: set[int] = set()
+        """Held sequences the server redelivered while they were handled here."""
         self.last_sequence = 0
         """The highest sequence received here (where a re-made non-durable one continues)."""
         """Sequence -> monotonic time before which a redelivery here is dropped."""
@@ -176,7 +179,10 @@ class ChannelMember:
             return
         sequence = proto.sequence
         if sequence in self.held:
-            return  # still being handled here: the server redelivered it after AckWait
+            # Still being handled here: the server redelivered it after AckWait. Another
+            # redelivery may cross our Ack on the wire: ``settle`` drops one for a while.
+            self.raced.add(sequence)
+            return
         if self.nacked:
             due = self.nacked.get(sequence)
             if due is not None:
@@ -339,8 +345,17 @@ class StanSubscription(Subscription):
                     if nc is None or not member.ack_inbox:
                         raise DriverError("the STAN connection is closed; acks not sent")
                     await nc.publish(member.ack_inbox, encode_ack(member.ack_head, sequence))
+                    if member.raced and sequence in member.raced:
+                        # Held past AckWait: a redelivery sent before our Ack reached the
+                        # server may still arrive; drop it for half an AckWait (a real one,
+                        # after a lost Ack, comes a whole AckWait later).
+                        member.raced.discard(sequence)
+                        member.nacked[sequence] = now + member.request.ack_wait_in_secs / 2
                 elif delivery.outcome is Outcome.NACK and delivery.delay > 0:
                     member.nacked[sequence] = now + delivery.delay
+                    member.raced.discard(sequence)
+                else:
+                    member.raced.discard(sequence)
                 member.held.discard(sequence)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._error = f"acks not sent: {type(exc).__name__}: {exc}"
