@@ -13,7 +13,7 @@ delay is kept locally: a redelivery that reaches this member before the delay is
 dropped unacknowledged, so the server tries again one AckWait later. While a delivery is held
 (handed out, not settled), a redelivery of it to this member is dropped too, so the core
 never runs one message twice at once in one process; and once such a delivery is acked, a
-redelivery that crossed the Ack on the wire is dropped for half an AckWait.
+redelivery that crossed the Ack on the wire is dropped for two AckWaits.
 """
 
 from __future__ import annotations
@@ -347,10 +347,11 @@ class StanSubscription(Subscription):
                     await nc.publish(member.ack_inbox, encode_ack(member.ack_head, sequence))
                     if member.raced and sequence in member.raced:
                         # Held past AckWait: a redelivery sent before our Ack reached the
-                        # server may still arrive; drop it for half an AckWait (a real one,
-                        # after a lost Ack, comes a whole AckWait later).
+                        # server (a busy client or server can take seconds) may still
+                        # arrive; drop redeliveries for two AckWaits. After a lost Ack, that
+                        # only delays the next one: the server keeps sending it.
                         member.raced.discard(sequence)
-                        member.nacked[sequence] = now + member.request.ack_wait_in_secs / 2
+                        member.nacked[sequence] = now + 2 * member.request.ack_wait_in_secs
                 elif delivery.outcome is Outcome.NACK and delivery.delay > 0:
                     member.nacked[sequence] = now + delivery.delay
                     member.raced.discard(sequence)
