@@ -41,6 +41,14 @@ def postgres_url() -> str:
     return services.require_service("postgres").url
 
 
+def _all_running(nodes: list[services.Service]) -> list[services.Service]:
+    """``nodes``, a node a failed test left down started again (its data kept)."""
+    for node in nodes:
+        if not node.is_ready(timeout=2.0):
+            node.start(fresh=False)
+    return nodes
+
+
 @pytest.fixture(scope="session")
 def kafka_cluster_nodes() -> Iterator[list[services.Service]]:
     """The three-node Kafka cluster, started for the session when it was not running (and
@@ -55,10 +63,7 @@ def kafka_cluster_nodes() -> Iterator[list[services.Service]]:
 def kafka_cluster(kafka_cluster_nodes: list[services.Service]) -> list[services.Service]:
     """The cluster's nodes, every one of them running (a node a failed test left down is
     started again, its data kept)."""
-    for node in kafka_cluster_nodes:
-        if not node.is_ready(timeout=2.0):
-            node.start(fresh=False)
-    return kafka_cluster_nodes
+    return _all_running(kafka_cluster_nodes)
 
 
 @pytest.fixture
@@ -101,10 +106,7 @@ def nats_cluster_nodes() -> Iterator[list[services.Service]]:
 def nats_cluster(nats_cluster_nodes: list[services.Service]) -> list[services.Service]:
     """The cluster's nodes, every one of them running (a node a failed test left down is
     started again, its data kept)."""
-    for node in nats_cluster_nodes:
-        if not node.is_ready(timeout=2.0):
-            node.start(fresh=False)
-    return nats_cluster_nodes
+    return _all_running(nats_cluster_nodes)
 
 
 @pytest.fixture(scope="session")
