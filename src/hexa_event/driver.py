@@ -395,6 +395,12 @@ class Driver(abc.ABC):
         """Make sure the channels exist (topics, streams); a no-op where none is needed."""
         del channels
 
+    async def discard(self, channels: Sequence[str]) -> None:
+        """Delete channels only this process used (an emitter's reply channel) with what
+        they hold; called after their subscription closed. A no-op where keeping a channel
+        costs nothing (the default). Raises DriverError when the engine refused."""
+        del channels
+
     async def check(self, within: float = 10.0) -> str:
         """Connect the way publish and subscribe do, creating nothing, and raise what they
         would raise on this URL and options (:class:`~hexa_event.errors.ConfigurationError`,

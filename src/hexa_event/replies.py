@@ -1,14 +1,14 @@
 """One emitter's reply channel: where the answers to its requests arrive.
 
 An emitter opens it on its first :meth:`~hexa_event.Emitter.request`: a channel of its own
-(``_reply.<random hex>``) read by an ephemeral group of one member, so nothing is kept for it
-once the emitter closes. Every reply is acked as it is read and handed to the caller waiting
-for it, matched by the request's event id (the ``HEXA_REPLY_TO`` header, which
-:meth:`~hexa_event.Emitter.reply` writes), or, for a reply without it (a Go hexa-event
-handler that emits to ``ReplyChannel``), by the correlation id when exactly one waiting
-request has it. A reply nobody waits for (it came after its request's timeout, or it is
-ambiguous) is dropped, logged and counted in :attr:`ReplyInbox.dropped`: it never reaches
-another caller.
+(``_reply.<random hex>``) read by an ephemeral group of one member; when the emitter closes,
+the group is removed and the channel deleted (:meth:`~hexa_event.driver.Driver.discard`).
+Every reply is acked as it is read and handed to the caller waiting for it, matched by the
+request's event id (the ``HEXA_REPLY_TO`` header, which :meth:`~hexa_event.Emitter.reply`
+writes), or, for a reply without it (a Go hexa-event handler that emits to
+``ReplyChannel``), by the correlation id when exactly one waiting request has it. A reply
+nobody waits for (it came after its request's timeout, or it is ambiguous) is dropped,
+logged and counted in :attr:`ReplyInbox.dropped`: it never reaches another caller.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _FETCH_BACKOFF = (0.1, 0.5, 1.0, 2.0)
 _BATCH = 256
+_DISCARD_TIMEOUT = 15.0
 
 
 @dataclass(slots=True)
@@ -233,6 +234,21 @@ class ReplyInbox:
             return "", None
         return ids[0], self._waiting.get(ids[0])
 
+    async def _discard(self) -> None:
+        """Delete the reply channel (nobody else reads it): without this, every emitter
+        that sent a request would leave a topic behind on Kafka and Pulsar."""
+        try:
+            async with asyncio.timeout(_DISCARD_TIMEOUT):
+                await self.driver.discard([self.channel])
+        except Exception as exc:
+            logger.warning(
+                "could not delete the reply channel %s (%s: %s); it holds only replies and "
+                "can be deleted by hand",
+                self.channel,
+                type(exc).__name__,
+                exc,
+            )
+
     def _fail(self, exc: BaseException) -> None:
         logger.error("the reply channel %s stopped: %s", self.channel, exc)
         self._failure = exc
@@ -260,6 +276,7 @@ class ReplyInbox:
                 await subscription.close()
             except Exception:
                 logger.exception("closing the reply subscription %s failed", self.channel)
+            await self._discard()
         for waiter in self._waiting.values():
             if not waiter.future.done():
                 waiter.future.set_exception(ClosedError("the emitter was closed"))

@@ -70,6 +70,12 @@ class RequestConformance(SettlementConformance):
     async def requester(self, pool: DriverPool) -> Connection:
         return await pool.new()
 
+    async def channel_exists(self, conn: Connection, channel: str) -> bool | None:
+        """Whether ``channel`` exists on the engine; None (the default) for an engine that
+        keeps no channel worth deleting. Drivers that implement ``Driver.discard`` say."""
+        del conn, channel
+        return None
+
     # -- request / reply -----------------------------------------------------------------
 
     async def test_request_reply_round_trip(self, pool: DriverPool) -> None:
@@ -85,6 +91,25 @@ class RequestConformance(SettlementConformance):
         assert reply.headers[env.REPLY_TO] == b"req-round-trip"
         assert reply.headers[env.ROOT_EVENT_ID] == b"req-round-trip"
         assert emitter.dropped_replies == 0
+
+    async def test_closing_the_emitter_deletes_its_reply_channel(self, pool: DriverPool) -> None:
+        """Each emitter that sent a request has a reply channel of its own: closing the
+        emitter deletes it, or a service would leave one behind per process start."""
+        channel = await self.responder(pool)
+        conn = await self.requester(pool)
+        emitter = conn.emitter()
+        ask = Event(channel, "k1", Ask("gone", 1))
+        await emitter.request(ask, Context(), timeout=self.timeout, payload=Answer)
+        reply_channel = emitter.reply_channel
+        exists = await self.channel_exists(conn, reply_channel)
+        if exists is None:
+            pytest.skip(f"{conn.features.name} keeps no channel worth deleting")
+        assert exists, f"the reply channel {reply_channel} should exist while the emitter is open"
+        await emitter.close()
+        deadline = time.monotonic() + self.timeout
+        while await self.channel_exists(conn, reply_channel):
+            assert time.monotonic() < deadline, f"{reply_channel} still exists after close"
+            await asyncio.sleep(0.2)
 
     async def test_request_timeout_fires_and_late_reply_is_dropped(self, pool: DriverPool) -> None:
         """No reply in time raises RequestTimeoutError; the late reply is dropped and counted,

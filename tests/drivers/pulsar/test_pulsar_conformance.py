@@ -6,8 +6,10 @@ import pytest
 
 import hexa_event
 import hexa_event_services as services
+from hexa_event.connect import Connection
 from hexa_event.driver import Driver
-from hexa_event.drivers.pulsar import PulsarSubscriptionOptions, SubscriptionType
+from hexa_event.drivers.pulsar import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType
+from hexa_event.drivers.pulsar.admin import PulsarAdmin
 from hexa_event.testing.conformance import DriverConformance
 
 pytestmark = pytest.mark.pulsar
@@ -26,3 +28,11 @@ class TestPulsarConformance(DriverConformance):
         return hexa_event.connect(
             services.env("HEXA_PULSAR_URL"), admin_url=services.env("HEXA_PULSAR_ADMIN_URL")
         )
+
+    async def channel_exists(self, conn: Connection, channel: str) -> bool | None:
+        admin = PulsarAdmin(
+            PulsarOptions.from_url(
+                services.env("HEXA_PULSAR_URL"), admin_url=services.env("HEXA_PULSAR_ADMIN_URL")
+            )
+        )
+        return channel in await admin.channels()

@@ -209,6 +209,22 @@ class KafkaDriver(KitDriver):
         await self._wait_visible(missing)
         return {**existing, **dict.fromkeys(missing, partitions)}
 
+    async def delete_channels(self, channels: Sequence[str]) -> None:
+        """Delete the topics (a missing one is no error)."""
+        futures = self._admin_client().delete_topics(
+            list(channels), operation_timeout=10, request_timeout=15
+        )
+        for name, future in futures.items():
+            try:
+                await asyncio.wrap_future(future)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise DriverError(
+                        f"cannot delete Kafka topic {name!r}: {self._scrub(err.str())}",
+                        retriable=err.retriable(),
+                    ) from None
+
     async def _wait_visible(self, topics: Sequence[str]) -> None:
         deadline = time.monotonic() + _TOPIC_VISIBLE_TIMEOUT
         while True:

@@ -133,6 +133,19 @@ class KitDriver(Driver):
             if missing:
                 known.update(await self.create_channels(missing))
 
+    async def discard(self, channels: Sequence[str]) -> None:
+        """Forget ``channels`` and hand them to :meth:`delete_channels` (no-op once closed)."""
+        if self.closed:
+            return
+        for channel in channels:
+            self.channels.pop(channel, None)
+        await self.delete_channels(channels)
+
+    async def delete_channels(self, channels: Sequence[str]) -> None:
+        """Delete ``channels`` and what they hold (:meth:`Driver.discard`). The default
+        keeps them: nothing is paid for a channel on this engine."""
+        del channels
+
     async def create_channels(self, channels: Sequence[str]) -> Mapping[str, int]:
         """Make sure ``channels`` (none provisioned yet) exist: create the missing ones, or
         raise :class:`~hexa_event.errors.ChannelNotFoundError` when provisioning is off.

@@ -154,6 +154,22 @@ class PulsarAdmin:
 
         await asyncio.to_thread(delete)
 
+    def delete_sync(self, channel: str) -> None:
+        """Delete the topic (partitioned or not) and what it holds; a missing one is no
+        error."""
+        path = self._topic_path(channel)
+        status, _ = self._call("DELETE", path + "/partitions?force=true")
+        if status in (404, 409):  # not partitioned (409: a non-partitioned topic of that name)
+            status, _ = self._call("DELETE", path + "?force=true")
+        if status not in (200, 204, 404):
+            raise DriverError(
+                f"Pulsar admin API: deleting topic {channel!r} gave HTTP {status}",
+                retriable=status not in (401, 403),
+            )
+
+    async def delete(self, channel: str) -> None:
+        await asyncio.to_thread(self.delete_sync, channel)
+
     async def backlog(self, channels: list[str], subscription: str) -> dict[str, int | None]:
         """The subscription's backlog on each of ``channels`` (None: unknown)."""
 

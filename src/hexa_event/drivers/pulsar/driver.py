@@ -99,6 +99,11 @@ class PulsarDriver(KitDriver):
             found[channel] = partitions
         return found
 
+    async def delete_channels(self, channels: Sequence[str]) -> None:
+        """Delete the topics through the admin API (a missing one is no error)."""
+        for channel in channels:
+            await self._admin.delete(channel)
+
     async def check(self, within: float = 10.0) -> str:
         """The admin API reads the namespace, and the broker answers a topic lookup over the
         binary protocol (the way producers and consumers connect; nothing is created)."""
