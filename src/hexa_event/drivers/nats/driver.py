@@ -84,7 +84,7 @@ class NatsDriver(KitDriver):
         self._connect_lock = asyncio.Lock()
         self._stream_ready = False
         self._members_stream = ""
-        self._subscriptions: weakref.WeakSet[NatsSubscription | PartitionedSubscription] = (
+        self.subscriptions: weakref.WeakSet[NatsSubscription | PartitionedSubscription] = (
             weakref.WeakSet()
         )
         self._connection_error = ""
@@ -246,16 +246,16 @@ class NatsDriver(KitDriver):
         self._api = None
         self._stream_ready = False
         self._producer.fail_pending(reason)
-        for subscription in list(self._subscriptions):
+        for subscription in list(self.subscriptions):
             subscription.on_connection_closed(reason)
-            self._subscriptions.discard(subscription)
+            self.subscriptions.discard(subscription)
 
     async def _on_reconnected(self) -> None:
         url = self._nc.connected_url if self._nc is not None else None
         log.info("reconnected to NATS at %s", redact_url(url.geturl()) if url else "?")
         self._connection_error = ""
         self._stream_ready = False  # a server that lost its store needs the stream again
-        for subscription in list(self._subscriptions):
+        for subscription in list(self.subscriptions):
             subscription.on_reconnect()
 
     async def _ensure_stream(self) -> None:
@@ -306,7 +306,7 @@ class NatsDriver(KitDriver):
             forget=self._forgetting([name]) if spec.ephemeral else None,
         )
         await subscription.start()
-        self._subscriptions.add(subscription)
+        self.subscriptions.add(subscription)
         return subscription
 
     def _forgetting(self, consumers: Sequence[str]) -> Callable[[], Awaitable[None]]:
@@ -392,7 +392,7 @@ class NatsDriver(KitDriver):
             ),
         )
         await subscription.start()
-        self._subscriptions.add(subscription)
+        self.subscriptions.add(subscription)
         return subscription
 
     def filters(self, spec: SubscriptionSpec, partition: int | None = None) -> list[str]:
@@ -410,13 +410,8 @@ class NatsDriver(KitDriver):
                 found.append(subject)
         return found
 
-    async def close(self) -> None:
-        """Close the subscriptions, fail unconfirmed publishes, close the connection."""
-        if self.closed:
-            return
-        self.closed = True
-        for subscription in list(self._subscriptions):
-            await subscription.close()
+    async def close_engine(self) -> None:
+        """Fail unconfirmed publishes, close the connection."""
         self._producer.fail_pending("the NATS driver was closed before JetStream confirmed")
         if self._nc is not None:
             with contextlib.suppress(Exception):
