@@ -61,3 +61,20 @@ def test_a_count() -> None:
 def test_the_drivers_options_check_through_the_kit(make: object, field: str) -> None:
     with pytest.raises(ConfigurationError, match=field):
         make()  # type: ignore[operator]
+
+
+def test_doctor_findings_on_channels_and_groups_read_alike() -> None:
+    from hexa_event.driver import Finding
+    from hexa_event.drivers.kit.findings import NEW_GROUP, channel_finding, group_finding
+
+    create = "create topic t"
+    assert channel_finding("topic t", 3, False, create) == Finding("topic t", "ok", "3 partitions")
+    assert channel_finding("topic t", 0, False, create).detail == "non-partitioned"
+    assert "will be created" in channel_finding("topic t", None, True, create).detail
+    missing = channel_finding("topic t", None, False, create)
+    assert (missing.status, missing.fix) == (
+        "fail",
+        "create topic t, or connect with provision=True",
+    )
+    assert group_finding("group g", None) == Finding("group g", "ok", NEW_GROUP)
+    assert group_finding("group g", " on a, b").detail == "exists on a, b"

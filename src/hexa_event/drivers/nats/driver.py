@@ -36,6 +36,7 @@ from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSp
 from ...errors import ConfigurationError, DriverError
 from ...redaction import redact_text, redact_url
 from ..kit.driver import KitDriver
+from ..kit.findings import group_finding
 from .client import Client
 from .consumer import Handout, NatsSubscription
 from .membership import Membership
@@ -199,14 +200,14 @@ class NatsDriver(KitDriver):
             found = [Finding("driver", "ok", await api.check_stream(self.options))]
             for group in groups:
                 name = consumer_name(group) + ("%p0" if self.options.partitions else "")
+                where: str | None = ""
                 try:
                     await api.consumer_info(self.options.stream, name)
-                    state = "exists"
                 except JetStreamApiError as exc:
                     if exc.code != 404:
                         raise
-                    state = "new (starts at the earliest record)"
-                found.append(Finding(f"consumer {group}", "ok", state))
+                    where = None
+                found.append(group_finding(f"consumer {group}", where))
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()
