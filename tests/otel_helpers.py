@@ -122,6 +122,19 @@ async def traced_round_trip(otel: Otel, url: str, **driver_options: Any) -> None
     assert [e.name for e in failed[0].events] == ["exception", "retry"]
     assert [e.name for e in failed[1].events] == ["exception", "dead-letter"]
     assert failed[1].events[1].attributes == {"hexa_event.dead_letter.reason": "retries-exhausted"}
+    # The retry copy and the dead letter went through the publish pipeline: each is a
+    # producer span, child of the failed run that made it.
+    for run, copy_channel, purpose in (
+        (failed[0], f"{action}.retry.1", "retry"),
+        (failed[1], f"{action}.dlq", "dead-letter"),
+    ):
+        (sent,) = otel.spans(f"send {copy_channel}")
+        assert sent.kind is trace.SpanKind.PRODUCER
+        assert sent.parent is not None
+        assert sent.parent.span_id == run.context.span_id
+        assert sent.attributes is not None
+        assert sent.attributes["hexa_event.purpose"] == purpose
+        assert sent.attributes["messaging.destination.name"] == copy_channel
 
     labels = (("action", action), ("channel", channel))
     assert otel.metric("hexa_event.emitted")[(("channel", channel),)] == 2

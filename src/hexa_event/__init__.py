@@ -72,6 +72,7 @@ from .propagation import (
     TraceContextPropagator,
     default_propagator,
 )
+from .publishing import Publication, PublishCall, PublishMiddleware
 from .receiver import Receiver
 from .retry import NO_RETRIES, RetryPolicy, dead_letter_channel, retry_channel
 from .runner import run, serve
@@ -123,6 +124,9 @@ __all__ = [
     "PayloadTypeError",
     "PermanentError",
     "Propagator",
+    "Publication",
+    "PublishCall",
+    "PublishMiddleware",
     "RawRecord",
     "Receiver",
     "RequestTimeoutError",

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from . import wire
 from .codecs import json_decoder
 from .context import Context
-from .dispatch import POISON, Dispatcher, Poison, Publish, Route
+from .dispatch import POISON, Dispatcher, Poison, Route
 from .driver import Delivery, Features
 from .errors import ConfigurationError
 from .event import Message
@@ -43,6 +43,7 @@ from .lanes import wait_set
 from .middleware import Handler, as_async, check_handler
 from .numbers import check_number
 from .propagation import DefaultPropagator
+from .publishing import PublishCall
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ class BatchDispatcher(Dispatcher):
 
     def __init__(
         self,
-        publish: Publish,
+        publish: PublishCall,
         features: Features,
         route: Route,
         closing: asyncio.Event,

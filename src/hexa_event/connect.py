@@ -18,6 +18,7 @@ from .emitter import EmitMiddleware, Emitter
 from .errors import ConfigurationError, UnknownSchemeError, install_hint
 from .middleware import Middleware
 from .propagation import Propagator
+from .publishing import PublishMiddleware
 from .receiver import Receiver
 
 DriverFactory = Callable[..., Driver]
@@ -119,6 +120,7 @@ class Connection(Driver):
         propagator: Propagator | None = None,
         source: str | None = None,
         middlewares: Sequence[EmitMiddleware] = (),
+        publish_middlewares: Sequence[PublishMiddleware] = (),
     ) -> Emitter:
         """An emitter that encodes with ``codec`` and propagates context into headers."""
         emitter = Emitter(
@@ -127,6 +129,7 @@ class Connection(Driver):
             propagator=propagator,
             source=source,
             middlewares=middlewares,
+            publish_middlewares=publish_middlewares,
         )
         self._emitters.add(emitter)
         return emitter
@@ -141,6 +144,7 @@ class Connection(Driver):
         concurrency: int = 64,
         stall_timeout: float = 300.0,
         lag_interval: float = 5.0,
+        publish_middlewares: Sequence[PublishMiddleware] = (),
     ) -> Receiver:
         """A receiver for the service ``name``; subscribe handlers to it, then start it."""
         return Receiver(
@@ -152,6 +156,7 @@ class Connection(Driver):
             concurrency=concurrency,
             stall_timeout=stall_timeout,
             lag_interval=lag_interval,
+            publish_middlewares=publish_middlewares,
         )
 
 

@@ -14,7 +14,11 @@ delivery is a retry copy that is not due yet and the driver cannot hold it back:
   comes back later instead of being lost;
 - shutting down while a delivery waits for its due time: nack for the time left.
 
-Settling only marks the delivery; the receiver writes settlements to the driver in batches.
+Retry copies, in-place retries and dead letters go through the receiver's publish pipeline
+(:mod:`hexa_event.publishing`) as a :class:`~hexa_event.publishing.Publication` naming the
+action, the reason and the failed run's message, so publish middlewares (telemetry, yours)
+see every one. Settling only marks the delivery; the receiver writes settlements to the
+driver in batches.
 """
 
 from __future__ import annotations
@@ -23,8 +27,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -36,16 +39,16 @@ from . import envelope as env
 from . import wire
 from .codecs import get_codec
 from .context import Context
-from .driver import Delivery, Features, RawRecord
+from .driver import Delivery, Features
 from .errors import PermanentError
 from .event import Message
 from .middleware import Handler
 from .propagation import DefaultPropagator, Propagator
+from .publishing import Publication, PublishCall
 
 logger = logging.getLogger(__name__)
 
 PermanentPredicate = Callable[[BaseException], bool]
-Publish = Callable[[Sequence[RawRecord]], Awaitable[None]]
 
 _REPUBLISH_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -54,29 +57,6 @@ _TIMES_KEPT = 64
 POISON = "poison"
 PERMANENT = "permanent-error"
 EXHAUSTED = "retries-exhausted"
-
-FailureListener = Callable[[str, str], None]
-"""``(outcome, detail)`` after a handler raised: ``("retry", error type)`` when a retry was
-scheduled (a copy published or an in-place wait begun), ``("dead-letter", reason)`` once
-the dead letter is published, ``("nack", why)`` when the event was given back instead."""
-
-failure_listener: ContextVar[FailureListener | None] = ContextVar(
-    "hexa_event_failure_listener", default=None
-)
-"""Set by a handler middleware (in the dispatcher's context) when the handler it wrapped
-raised; the dispatcher calls it once with what it did about the failure, then clears it.
-Telemetry uses it to put retries and dead letters on the consumer span."""
-
-
-def _tell(outcome: str, detail: str) -> None:
-    listener = failure_listener.get()
-    if listener is None:
-        return
-    failure_listener.set(None)
-    try:
-        listener(outcome, detail)
-    except Exception:
-        logger.exception("a failure listener raised")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +99,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        publish: Publish,
+        publish: PublishCall,
         features: Features,
         route: Route,
         closing: asyncio.Event,
@@ -183,7 +163,6 @@ class Dispatcher:
         except BaseException:
             if delivery.outcome is None:
                 delivery.nack()
-                _tell("nack", "cancelled")
             raise
 
     def _open(self, delivery: Delivery) -> wire.Opened | Poison | float | None:
@@ -266,15 +245,17 @@ class Dispatcher:
             self.counters.failed += 1
             _log_failure(ctx, message, exc)
             if self._permanent(exc):
-                await self._dead_letter(delivery, opened, PERMANENT, exc)
+                await self._dead_letter(delivery, opened, PERMANENT, exc, message)
                 return
             if opened.attempt > policy.max_retries:
-                await self._dead_letter(delivery, opened, EXHAUSTED, exc)
+                await self._dead_letter(delivery, opened, EXHAUSTED, exc, message)
                 return
             if not policy.in_place:
-                await self._send_retry(delivery, opened, exc)
+                await self._send_retry(delivery, opened, message, exc)
                 return
-            _tell("retry", type(exc).__name__)
+            retry = Publication((), "retry", route.action, type(exc).__name__, exc, message)
+            if not await self._publish_copy(delivery, retry):
+                return  # a publish middleware refused the retry: given back for later
             if not await self._sleep(policy.delay(opened.attempt)):
                 delivery.nack()
                 return
@@ -310,17 +291,27 @@ class Dispatcher:
         return False
 
     async def _send_retry(
-        self, delivery: Delivery, opened: wire.Opened, exc: BaseException
+        self,
+        delivery: Delivery,
+        opened: wire.Opened,
+        message: Message[Any],
+        exc: BaseException,
     ) -> None:
-        due = time.time() + self._route.chain.policy.delay(opened.attempt)
-        copy = wire.retry_copy(delivery, opened, self._route.chain, exc, due)
-        if await self._publish_copy(delivery, copy):
+        route = self._route
+        due = time.time() + route.chain.policy.delay(opened.attempt)
+        copy = wire.retry_copy(delivery, opened, route.chain, exc, due)
+        retry = Publication((copy,), "retry", route.action, type(exc).__name__, exc, message)
+        if await self._publish_copy(delivery, retry):
             self.counters.retried += 1
             delivery.ack()
-            _tell("retry", type(exc).__name__)
 
     async def _dead_letter(
-        self, delivery: Delivery, opened: wire.Opened | None, reason: str, exc: BaseException
+        self,
+        delivery: Delivery,
+        opened: wire.Opened | None,
+        reason: str,
+        exc: BaseException,
+        message: Message[Any] | None = None,
     ) -> None:
         copy = wire.dead_letter(delivery, opened, self._route.chain, reason, exc)
         log = logger.warning if reason == POISON else logger.error
@@ -336,29 +327,30 @@ class Dispatcher:
             type(exc).__name__,
             wire.error_text(exc),
         )
-        if await self._publish_copy(delivery, copy):
+        letter = Publication((copy,), "dead-letter", self._route.action, reason, exc, message)
+        if await self._publish_copy(delivery, letter):
             if reason == POISON:
                 self.counters.poison += 1
             self.counters.dead_lettered += 1
             delivery.ack()
-            _tell("dead-letter", reason)
 
-    async def _publish_copy(self, delivery: Delivery, copy: RawRecord) -> bool:
-        """Publish a retry/dead-letter copy; on failure give the delivery back for later."""
+    async def _publish_copy(self, delivery: Delivery, publication: Publication) -> bool:
+        """Send a retry or dead letter through the publish pipeline; when it fails, give
+        the delivery back for later."""
         try:
-            await self._publish((copy,))
+            await self._publish(publication)
         except Exception as exc:
             self.counters.republish_failures += 1
             step = min(max(delivery.delivery_count, 1), len(_REPUBLISH_BACKOFF)) - 1
+            records = publication.records
             logger.error(
                 "could not publish to %s (%s: %s); the event will be delivered again in %.0f s",
-                copy.channel,
+                records[0].channel if records else f"the {publication.purpose} pipeline",
                 type(exc).__name__,
                 wire.error_text(exc),
                 _REPUBLISH_BACKOFF[step],
             )
             delivery.nack(_REPUBLISH_BACKOFF[step])
-            _tell("nack", "could not publish to " + copy.channel)
             return False
         return True
 

@@ -4,6 +4,8 @@ Emit middlewares wrap the whole step (sealing and publishing) the way handler mi
 wrap a handler: ``EmitMiddleware = (next) -> emit`` where ``emit(events, contexts)`` seals and
 publishes a batch and returns the ids. A middleware may look at or replace the events and
 their contexts (add headers, a trace context), time the call, or observe its failure.
+Below them, the sealed records go through the publish middlewares
+(:mod:`hexa_event.publishing`), the pipeline a receiver's retry copies and dead letters take.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .event import Event, Message
 from .ids import new_event_id
 from .numbers import check_number
 from .propagation import Propagator
+from .publishing import Publication, PublishCall, PublishMiddleware, pipeline
 from .replies import ReplyInbox
 
 _MAX_REQUEST_TIMEOUT = 24 * 3600.0
@@ -55,6 +58,7 @@ class Emitter:
         propagator: Propagator | None = None,
         source: str | None = None,
         middlewares: Sequence[EmitMiddleware] = (),
+        publish_middlewares: Sequence[PublishMiddleware] = (),
     ) -> None:
         self.driver = driver
         self.envelope = Envelope(
@@ -66,6 +70,9 @@ class Emitter:
         for middleware in reversed(tuple(middlewares)):
             call = middleware(call)
         self._call = call
+        self._publish: PublishCall | None = (
+            pipeline(driver.publish, publish_middlewares) if publish_middlewares else None
+        )
         self._replies: ReplyInbox | None = None
         self._closed = False
 
@@ -212,7 +219,10 @@ class Emitter:
         records = self.envelope.seal_each(events, contexts)
         if self.driver.features.scheduled_publish:
             records = _scheduled(records)
-        await self.driver.publish(records)
+        if self._publish is None:
+            await self.driver.publish(records)
+        else:
+            await self._publish(Publication(records))
         return [record.headers[EVENT_ID].decode() for record in records]
 
 

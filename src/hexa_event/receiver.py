@@ -34,6 +34,7 @@ from .lanes import Lanes
 from .middleware import Handler, Middleware, SyncHandler, as_async, chain, check_handler
 from .numbers import check_number
 from .propagation import Propagator, default_propagator
+from .publishing import PublishMiddleware, pipeline
 from .retry import RetryPolicy
 from .threads import ABANDON
 from .wire import Chain, DedupIds
@@ -125,6 +126,9 @@ class Receiver:
     ``lag_interval`` seconds a background task asks each subscription for its group's lag
     (:meth:`~hexa_event.driver.Subscription.lag`); ``health()`` reports the last sample and
     its age.
+
+    Retry copies and dead letters go to the driver through ``publish_middlewares`` (see
+    :mod:`hexa_event.publishing`), the first listed outermost.
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class Receiver:
         concurrency: int = 64,
         stall_timeout: float = 300.0,
         lag_interval: float = 5.0,
+        publish_middlewares: Sequence[PublishMiddleware] = (),
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError("Receiver needs a name: the service it runs in")
@@ -148,6 +153,7 @@ class Receiver:
         self.name = name
         self.driver = driver
         self._middlewares = tuple(middlewares)
+        self._publish_middlewares = tuple(publish_middlewares)
         self._propagator = propagator or default_propagator()
         self._drain_timeout = float(drain_timeout)
         self._stall_timeout = float(stall_timeout)
@@ -313,6 +319,7 @@ class Receiver:
         if not self._subs:
             raise ConfigurationError("start() with no subscriptions: subscribe a handler first")
         self._started = True
+        publish = pipeline(self.driver.publish, self._publish_middlewares)
         try:
             for info in self._subs.values():
                 await self.driver.provision(
@@ -321,7 +328,7 @@ class Receiver:
                 info.subscription = await self.driver.subscribe(info.spec)
                 if info.batch is not None:
                     dispatcher = batching.BatchDispatcher(
-                        self.driver.publish,
+                        publish,
                         self.driver.features,
                         info.route,
                         self._closing,
@@ -338,7 +345,7 @@ class Receiver:
                     )
                 else:
                     info.dispatcher = Dispatcher(
-                        self.driver.publish, self.driver.features, info.route, self._closing
+                        publish, self.driver.features, info.route, self._closing
                     )
                     info.lanes = Lanes(
                         self._work(info), info.concurrency, name=f"hexa-event:{info.action}"

@@ -9,8 +9,11 @@ given) and hands out the pieces:
 - :attr:`Telemetry.handler_middleware`: a CONSUMER span ``process <channel>`` per handler run,
   continuing the producer's trace from the ``traceparent`` header; the handler's context
   carries the consumer span, so what it emits (or writes to an outbox) continues the trace.
-  When the handler raises, the span stays open until the dispatcher decided: a ``retry``,
+  When the handler raises, the span stays open until the receiver decided: a ``retry``,
   ``dead-letter`` or ``nack`` span event is added, then the span ends.
+- :attr:`Telemetry.publish_middleware`: a publish middleware (:mod:`hexa_event.publishing`)
+  that learns those decisions from the retry copies and dead letters the receiver publishes
+  through it, each in a PRODUCER span ``send <channel>``, child of the failed run's span.
 - :meth:`Telemetry.relay_driver`: a driver whose ``publish`` makes a PRODUCER span
   ``publish <channel>`` per record, child of the trace context stored in the outbox row, for
   :class:`~hexa_event.outbox.OutboxRelay`.
@@ -47,12 +50,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from .codecs import Codec
 from .connect import Connection
 from .context import Context
-from .dispatch import failure_listener
 from .driver import Driver, RawRecord
 from .emitter import EmitCall, EmitMiddleware, Emitter
 from .event import Event, Message
 from .middleware import Handler, Middleware
 from .propagation import TRACEPARENT, TRACESTATE, Headers, Propagator
+from .publishing import Publication, PublishCall, PublishMiddleware
 from .receiver import Receiver
 
 __all__ = [
@@ -194,8 +197,12 @@ class Telemetry:
             unit="s",
             description="Age of the oldest unsent outbox row",
         )
+        self._undecided: dict[tuple[str, str, int], tuple[trace.Span, dict[str, str]]] = {}
+        """Failed runs' open spans by (action, event id, attempt), until the receiver's
+        decision passes :attr:`publish_middleware` (or the loop turns without one)."""
         self.emit_middleware: EmitMiddleware = self._emit_middleware
         self.handler_middleware: Middleware = self._handler_middleware
+        self.publish_middleware: PublishMiddleware = self._publish_middleware
 
     # -- emit ---------------------------------------------------------------------------------
 
@@ -275,7 +282,10 @@ class Telemetry:
                 span.record_exception(exc)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", type(exc).__name__)
-                failure_listener.set(functools.partial(self._decided, span, labels))
+                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                    self._decided(span, labels, "nack", "cancelled")  # given back unhandled
+                else:
+                    self._await_decision((ctx.handler_action, msg.id, msg.attempt), span, labels)
                 raise
             otel_context.detach(token)
             self.duration.record(time.perf_counter() - started, {**labels, "outcome": "handled"})
@@ -284,10 +294,90 @@ class Telemetry:
 
         return traced
 
+    def _await_decision(
+        self, key: tuple[str, str, int], span: trace.Span, labels: dict[str, str]
+    ) -> None:
+        """Keep a failed run's span open for the receiver's decision.
+
+        The receiver publishes the retry or dead letter before it awaits anything else, so
+        :meth:`_publish_middleware` (first in the pipeline) takes the span before the loop
+        turns; when nothing took it by then (no publish middleware of this telemetry on the
+        receiver), the span ends without a decision.
+        """
+        pending = (span, labels)
+        earlier = self._undecided.pop(key, None)
+        if earlier is not None:  # the same event's run, left undecided: end it first
+            earlier[0].end()
+        self._undecided[key] = pending
+        asyncio.get_running_loop().call_soon(self._undecided_end, key, pending)
+
+    def _undecided_end(
+        self, key: tuple[str, str, int], pending: tuple[trace.Span, dict[str, str]]
+    ) -> None:
+        if self._undecided.get(key) is pending:
+            del self._undecided[key]
+            pending[0].end()
+
+    def _publish_middleware(self, call: PublishCall) -> PublishCall:
+        tracer = self.tracer
+
+        async def traced(publication: Publication) -> None:
+            if publication.purpose == "emit":
+                await call(publication)
+                return
+            message = publication.message
+            pending = None
+            if message is not None:
+                key = (publication.action, message.id, message.attempt)
+                pending = self._undecided.pop(key, None)
+            parent = trace.set_span_in_context(pending[0]) if pending is not None else None
+            spans = [
+                tracer.start_span(
+                    f"send {record.channel}",
+                    context=parent if parent is not None else _record_trace(record.headers),
+                    kind=trace.SpanKind.PRODUCER,
+                    attributes={
+                        "messaging.system": _SYSTEM,
+                        "messaging.operation.type": "send",
+                        "messaging.operation.name": publication.purpose,
+                        "messaging.destination.name": record.channel,
+                        "messaging.message.id": _header_text(record.headers, "HEXA_EVENT_ID"),
+                        "messaging.consumer.group.name": publication.action,
+                        "hexa_event.purpose": publication.purpose,
+                        "hexa_event.reason": publication.reason,
+                        "hexa_event.key": record.key,
+                    },
+                )
+                for record in publication.records
+            ]
+            try:
+                await call(publication)
+            except BaseException as exc:
+                for span in spans:
+                    span.record_exception(exc)
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                    span.end()
+                if pending is not None:
+                    records = publication.records
+                    where = records[0].channel if records else f"the {publication.purpose}"
+                    why = (
+                        "cancelled"
+                        if isinstance(exc, asyncio.CancelledError)
+                        else f"could not publish to {where}"
+                    )
+                    self._decided(*pending, "nack", why)
+                raise
+            for span in spans:
+                span.end()
+            if pending is not None:
+                self._decided(*pending, publication.purpose, publication.reason)
+
+        return traced
+
     def _decided(
         self, span: trace.Span, labels: Mapping[str, str], outcome: str, detail: str
     ) -> None:
-        """The dispatcher's decision about a failed run: a span event, a count, span end."""
+        """The receiver's decision about a failed run: a span event, a count, span end."""
         if outcome == "retry":
             span.add_event("retry", {"hexa_event.error.type": detail})
             self.retried.add(1, {**labels, "reason": detail})
@@ -429,6 +519,24 @@ class Telemetry:
             span.end()
 
 
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _header_text(headers: Mapping[str, bytes], name: str) -> str:
+    raw = headers.get(name)
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
+
+
+def _record_trace(headers: Mapping[str, bytes]) -> otel_context.Context | None:
+    """The trace context a record's ``traceparent`` header names, if any."""
+    traceparent = _header_text(headers, TRACEPARENT)
+    if not traceparent:
+        return None
+    return _W3C.extract(_carrier(traceparent, _header_text(headers, TRACESTATE)))
+
+
 def _with_trace(contexts: Sequence[Context], traceparent: str, tracestate: str) -> list[Context]:
     out: list[Context] = []
     last: Context | None = None
@@ -443,7 +551,8 @@ def _with_trace(contexts: Sequence[Context], traceparent: str, tracestate: str) 
 
 
 class InstrumentedConnection(Connection):
-    """A connection whose emitters and receivers carry the telemetry middlewares.
+    """A connection whose emitters and receivers carry the telemetry middlewares (first, so
+    outermost: the publish middleware must see a failed run's decision first).
 
     Its ``publish`` (used by emitters and by receivers for retry copies and dead letters)
     records each body's size in ``hexa_event.payload.size``.
@@ -464,6 +573,7 @@ class InstrumentedConnection(Connection):
         propagator: Propagator | None = None,
         source: str | None = None,
         middlewares: Sequence[EmitMiddleware] = (),
+        publish_middlewares: Sequence[PublishMiddleware] = (),
     ) -> Emitter:
         return Emitter(
             self,
@@ -471,6 +581,7 @@ class InstrumentedConnection(Connection):
             propagator=propagator,
             source=source,
             middlewares=(self.telemetry.emit_middleware, *middlewares),
+            publish_middlewares=publish_middlewares,
         )
 
     def receiver(
@@ -483,6 +594,7 @@ class InstrumentedConnection(Connection):
         concurrency: int = 64,
         stall_timeout: float = 300.0,
         lag_interval: float = 5.0,
+        publish_middlewares: Sequence[PublishMiddleware] = (),
     ) -> Receiver:
         receiver = Receiver(
             self,
@@ -493,6 +605,7 @@ class InstrumentedConnection(Connection):
             concurrency=concurrency,
             stall_timeout=stall_timeout,
             lag_interval=lag_interval,
+            publish_middlewares=(self.telemetry.publish_middleware, *publish_middlewares),
         )
         return self.telemetry.observe(receiver)
 

@@ -18,6 +18,7 @@ from hexa_event import envelope as env
 from hexa_event.dispatch import Dispatcher, Route, permanent_predicate
 from hexa_event.driver import Delivery, Features, Outcome, RawRecord
 from hexa_event.propagation import default_propagator
+from hexa_event.publishing import pipeline
 from hexa_event.wire import Chain
 
 ACTION = "act"
@@ -169,7 +170,7 @@ def test_dispatch_settles_everything_exactly_once(
 
     async def run() -> None:
         closing = asyncio.Event()
-        dispatcher = Dispatcher(publish, features, route, closing)
+        dispatcher = Dispatcher(pipeline(publish), features, route, closing)
         due = await dispatcher.handle(delivery)
         if due is not None:
             assert delivery.outcome is None

@@ -150,3 +150,46 @@ async def test_every_driver_takes_a_ready_options_object(url: str, options: obje
             he.connect(url, options=options, partitions=3)
     finally:
         await conn.close()
+
+
+class Closing(Recorder):
+    """The close template: subscriptions first, then the engine, once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[str] = []
+
+    close = KitDriver.close  # the template, not the Recorder's
+
+    async def close_engine(self) -> None:
+        self.steps.append("engine")
+
+
+class Member:
+    def __init__(self, name: str, steps: list[str]) -> None:
+        self.name, self.steps = name, steps
+
+    async def close(self) -> None:
+        self.steps.append(self.name)
+
+
+async def test_close_closes_the_subscriptions_then_the_engine_once() -> None:
+    driver = Closing()
+    driver.subscriptions.update({Member("a", driver.steps), Member("b", driver.steps)})
+    await driver.close()
+    await driver.close()
+    assert sorted(driver.steps[:2]) == ["a", "b"]
+    assert driver.steps[2:] == ["engine"]
+    assert not driver.subscriptions
+    with pytest.raises(ClosedError):
+        await driver.publish([record("a")])
+
+
+def test_the_drivers_close_through_the_template() -> None:
+    from hexa_event.drivers.kafka import KafkaDriver
+    from hexa_event.drivers.nats import NatsDriver
+    from hexa_event.drivers.pulsar import PulsarDriver
+    from hexa_event.drivers.sql import SqlDriver
+
+    for driver in (MemoryDriver, SqlDriver, KafkaDriver, PulsarDriver, NatsDriver):
+        assert driver.close is KitDriver.close, driver.__name__

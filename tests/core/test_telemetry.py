@@ -147,3 +147,65 @@ async def test_prometheus_endpoint() -> None:
     text = await asyncio.to_thread(scrape)
     meters.shutdown()
     assert 'hexa_event_emitted_total{channel="scraped"' in text
+
+
+async def test_a_copy_that_cannot_be_published_ends_the_run_with_a_nack(otel: Otel) -> None:
+    refused: list[he.Publication] = []
+
+    def refuse_first_retry(call: he.PublishCall) -> he.PublishCall:
+        async def publish(publication: he.Publication) -> None:
+            if publication.purpose == "retry" and not refused:
+                refused.append(publication)
+                raise ConnectionError("broker gone")
+            await call(publication)
+
+        return publish
+
+    conn = otel.telemetry.instrument(he.connect(f"memory://{uuid.uuid4().hex}"))
+    receiver = conn.receiver("svc", publish_middlewares=[refuse_first_retry])
+    runs = Collector()
+
+    @receiver.subscribe("flaky", action="nacked", retry=he.RetryPolicy(initial_delay=0.01))
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        runs.add(msg.attempt)
+        if msg.attempt == 1:
+            raise RuntimeError("fails once")
+
+    async with receiver:
+        await conn.emitter().emit(he.Event("flaky", "k", {}))
+        await runs.wait_for(3, within=30)  # given back, run again, then the retry copy
+        await eventually(lambda: len(otel.spans("process flaky")) == 3, what="spans")
+    await conn.close()
+    assert runs.items == [1, 1, 2]
+    first, second = sorted(
+        (s for s in otel.spans("process flaky") if not s.status.is_ok), key=lambda s: s.start_time
+    )
+    assert [e.name for e in first.events] == ["exception", "nack"]
+    assert first.events[1].attributes == {
+        "hexa_event.nack.reason": "could not publish to nacked.retry.1"
+    }
+    assert [e.name for e in second.events] == ["exception", "retry"]
+    (sent,) = [s for s in otel.spans("send nacked.retry.1") if s.status.is_ok]
+    assert sent.parent is not None
+    assert sent.parent.span_id == second.context.span_id
+    labels = (("action", "nacked"), ("channel", "flaky"))
+    assert otel.metric("hexa_event.retried")[(*labels, ("reason", "RuntimeError"))] == 1
+
+
+async def test_the_handler_middleware_alone_still_ends_failed_spans(otel: Otel) -> None:
+    conn = he.connect(f"memory://{uuid.uuid4().hex}")
+    receiver = conn.receiver("svc", middlewares=[otel.telemetry.handler_middleware])
+    receiver.subscribe("doomed", action="alone", retry=he.NO_RETRIES, handler=_raise_permanent)
+    async with receiver:
+        await conn.emitter().emit(he.Event("doomed", "k", {}))
+        info = receiver.subscriptions["alone"]
+        await eventually(lambda: info.counters.dead_lettered == 1, what="the dead letter")
+        await eventually(lambda: len(otel.spans("process doomed")) == 1, what="the span's end")
+    await conn.close()
+    (span,) = otel.spans("process doomed")
+    assert [e.name for e in span.events] == ["exception"]  # no publish middleware: no decision
+    assert not otel.spans("send alone.dlq")
+
+
+async def _raise_permanent(ctx: he.Context, msg: he.Message[Any]) -> None:
+    raise he.PermanentError("never")

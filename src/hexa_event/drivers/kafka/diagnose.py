@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from ...driver import Finding
+from ..kit.findings import channel_finding, group_finding
 
 
 async def diagnose(
@@ -36,20 +37,9 @@ def _topic(channel: str, topic: Any, provision: bool) -> Finding:
             f"grant this principal DESCRIBE/READ/WRITE on topic {channel}",
             "auth",
         )
-    if topic is None and provision:
-        return Finding(
-            f"topic {channel}", "ok", "missing; will be created on first use (provision is on)"
-        )
-    if topic is None:
-        return Finding(
-            f"topic {channel}",
-            "fail",
-            "missing and provisioning is off: emits and subscriptions to it will fail",
-            f"create topic {channel} (kafka-topics.sh --create --topic {channel}), or "
-            "connect with provision=True",
-            "config",
-        )
-    return Finding(f"topic {channel}", "ok", f"{len(topic.partitions)} partitions")
+    partitions = None if topic is None else len(topic.partitions)
+    create = f"create topic {channel} (kafka-topics.sh --create --topic {channel})"
+    return channel_finding(f"topic {channel}", partitions, provision, create)
 
 
 async def _groups(admin: AdminClient, groups: Sequence[str], within: float) -> list[Finding]:
@@ -67,11 +57,4 @@ async def _groups(admin: AdminClient, groups: Sequence[str], within: float) -> l
                 "grant DESCRIBE on the groups to see their state",
             )
         ]
-    return [
-        Finding(
-            f"group {group}",
-            "ok",
-            "exists" if group in existing else "new (starts at the earliest record)",
-        )
-        for group in groups
-    ]
+    return [group_finding(f"group {g}", "" if g in existing else None) for g in groups]

@@ -84,7 +84,6 @@ class KafkaDriver(KitDriver):
         self._error_logged: dict[int, float] = {}
         self.last_error: str | None = None
         """The last error the producer's librdkafka reported (e.g. broker unreachable)."""
-        self._subscriptions: set[KafkaSubscription] = set()
         self._admin_error: str | None = None
 
     def _on_producer_error(self, err: KafkaError) -> None:
@@ -307,7 +306,7 @@ class KafkaDriver(KitDriver):
             lag_of=self._group_lag if self.options.group_lag else None,
         )
         await subscription.start()
-        self._subscriptions.add(subscription)
+        self.subscriptions.add(subscription)
         return subscription
 
     async def _group_lag(
@@ -345,14 +344,8 @@ class KafkaDriver(KitDriver):
             else:
                 log.debug("deleted the throwaway Kafka group %r", group)
 
-    async def close(self) -> None:
-        """Close the subscriptions, flush the producer. Idempotent."""
-        if self.closed:
-            return
-        self.closed = True
-        for subscription in list(self._subscriptions):
-            await subscription.close()
-        self._subscriptions.clear()
+    async def close_engine(self) -> None:
+        """Flush the producer, destroy the admin client."""
         await self._producer.close(self.options.delivery_timeout)
         # The admin client has no close(): dropping the last reference destroys it (and its
         # threads, which otherwise keep retrying an unreachable broker).

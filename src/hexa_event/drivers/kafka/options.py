@@ -17,7 +17,7 @@ from ...errors import ConfigurationError
 from ...numbers import check_number
 from ...redaction import redact as redact
 from ...redaction import redacted_repr
-from ..kit.options import check_mapping
+from ..kit.options import check_choice, check_count, check_mapping, check_name
 from ..kit.query import check_keywords, parse_query, split_url
 
 Assignment = Literal["cooperative-sticky", "range", "roundrobin"]
@@ -329,32 +329,28 @@ class KafkaSubscriptionOptions:
     buffer: int = 2000
 
     def __post_init__(self) -> None:
-        if self.group is not None and (not isinstance(self.group, str) or not self.group):
-            raise ConfigurationError("KafkaSubscriptionOptions.group must be a non-empty string")
-        if self.assignment not in ASSIGNMENTS:
-            raise ConfigurationError(
-                f"KafkaSubscriptionOptions.assignment must be one of {', '.join(ASSIGNMENTS)}; "
-                f"got {self.assignment!r} (use 'range' to share a group with Go hexa-event)"
-            )
+        owner = "KafkaSubscriptionOptions"
+        check_name(owner, "group", self.group, optional=True)
+        check_choice(
+            owner,
+            "assignment",
+            self.assignment,
+            ASSIGNMENTS,
+            " (use 'range' to share a group with Go hexa-event)",
+        )
         if self.separate_retry_group is None:
             object.__setattr__(
                 self, "separate_retry_group", self.assignment == "cooperative-sticky"
             )
-        check_mapping(
-            "KafkaSubscriptionOptions",
-            "consumer_config",
-            self.consumer_config,
-            what="librdkafka keys",
-        )
+        check_mapping(owner, "consumer_config", self.consumer_config, what="librdkafka keys")
         for key, why in _FORBIDDEN_CONSUMER.items():
             value = self.consumer_config.get(key)
             if key in self.consumer_config and not _harmless(key, value):
                 raise ConfigurationError(
-                    f"KafkaSubscriptionOptions: do not set {key!r}: {why}"
-                    + ("; use KafkaSubscriptionOptions(group=...)" if key == "group.id" else "")
+                    f"{owner}: do not set {key!r}: {why}"
+                    + (f"; use {owner}(group=...)" if key == "group.id" else "")
                 )
-        if not isinstance(self.buffer, int) or self.buffer < 1:
-            raise ConfigurationError("KafkaSubscriptionOptions.buffer must be an integer >= 1")
+        check_count(owner, "buffer", self.buffer)
 
     def __repr__(self) -> str:
         return (

@@ -13,6 +13,10 @@ and the one shape of ``from_url``.
    driver's one cache of known channels; ``provision`` goes through it too;
 5. :meth:`KitDriver.send`: the engine's own send, which never calls back into the driver.
 
+:meth:`KitDriver.close` is one sequence for every engine too: once (idempotent), mark the
+driver closed, close the subscriptions it made (:attr:`KitDriver.subscriptions`), then
+:meth:`KitDriver.close_engine`, the engine's own producers, clients and connections.
+
 ``from_url(url, **options)`` is one shape for every driver: keyword options and the URL's
 query go to ``options_type.from_url``; ``options=<the options object>`` is taken as it is.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableSet, Sequence
 from typing import Any, ClassVar, Self, final
 
 from ...driver import Driver, RawRecord, SubscriptionSpec, check_records
@@ -44,6 +48,9 @@ class KitDriver(Driver):
         """The channels provisioned by this driver -> their partition count (0: one, or not
         told by the engine): the one cache of known channels."""
         self._provisioning = asyncio.Lock()
+        self.subscriptions: MutableSet[Any] = set()
+        """The subscriptions this driver made and has not closed: :meth:`close` closes them
+        (a driver may keep them in a ``weakref.WeakSet`` instead)."""
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -152,6 +159,23 @@ class KitDriver(Driver):
         Returns the partition count of each channel made sure of (0: not partitioned, or
         not told). The default has nothing to create."""
         return dict.fromkeys(channels, 0)
+
+    async def close(self) -> None:
+        """Close the subscriptions this driver made, then the engine's own clients
+        (:meth:`close_engine`); publish, provision and subscribe raise ClosedError after.
+        Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        subscriptions = list(self.subscriptions)
+        self.subscriptions.clear()
+        for subscription in subscriptions:
+            await subscription.close()
+        await self.close_engine()
+
+    async def close_engine(self) -> None:
+        """The engine's own close, after the subscriptions: flush or fail the producer,
+        close clients and connections. Nothing by default."""
 
     @abc.abstractmethod
     async def send(self, records: Sequence[RawRecord]) -> None:

@@ -30,7 +30,6 @@ class MemoryDriver(KitDriver):
     def __init__(self, broker: MemoryBroker | None = None) -> None:
         super().__init__()
         self.broker = broker or MemoryBroker()
-        self._members: list[MemorySubscription] = []
 
     @classmethod
     def from_options(cls, options: MemoryOptions, **handed: object) -> MemoryDriver:
@@ -55,13 +54,5 @@ class MemoryDriver(KitDriver):
         self.check_open()
         member = MemorySubscription(self.broker, spec)
         self.broker.join(member, spec.start)
-        self._members.append(member)
+        self.subscriptions.add(member)
         return member
-
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for member in self._members:
-            await member.close()
-        self._members.clear()

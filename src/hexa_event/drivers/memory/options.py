@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ...errors import ConfigurationError
+from ..kit.options import check_count
 from ..kit.query import check_keywords, parse_query
 
 
@@ -20,11 +20,7 @@ class MemoryOptions:
     name: str = ""
 
     def __post_init__(self) -> None:
-        value = self.partitions
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
-            raise ConfigurationError(
-                f"memory driver: partitions must be an integer from 1 to 10000, got {value!r}"
-            )
+        check_count("MemoryOptions", "partitions", self.partitions, maximum=10_000)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryOptions:

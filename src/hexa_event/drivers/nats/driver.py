@@ -36,6 +36,7 @@ from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSp
 from ...errors import ConfigurationError, DriverError
 from ...redaction import redact_text, redact_url
 from ..kit.driver import KitDriver
+from ..kit.findings import group_finding
 from .client import Client
 from .consumer import Handout, NatsSubscription
 from .membership import Membership
@@ -84,7 +85,7 @@ class NatsDriver(KitDriver):
         self._connect_lock = asyncio.Lock()
         self._stream_ready = False
         self._members_stream = ""
-        self._subscriptions: weakref.WeakSet[NatsSubscription | PartitionedSubscription] = (
+        self.subscriptions: weakref.WeakSet[NatsSubscription | PartitionedSubscription] = (
             weakref.WeakSet()
         )
         self._connection_error = ""
@@ -199,14 +200,14 @@ class NatsDriver(KitDriver):
             found = [Finding("driver", "ok", await api.check_stream(self.options))]
             for group in groups:
                 name = consumer_name(group) + ("%p0" if self.options.partitions else "")
+                where: str | None = ""
                 try:
                     await api.consumer_info(self.options.stream, name)
-                    state = "exists"
                 except JetStreamApiError as exc:
                     if exc.code != 404:
                         raise
-                    state = "new (starts at the earliest record)"
-                found.append(Finding(f"consumer {group}", "ok", state))
+                    where = None
+                found.append(group_finding(f"consumer {group}", where))
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()
@@ -246,16 +247,16 @@ class NatsDriver(KitDriver):
         self._api = None
         self._stream_ready = False
         self._producer.fail_pending(reason)
-        for subscription in list(self._subscriptions):
+        for subscription in list(self.subscriptions):
             subscription.on_connection_closed(reason)
-            self._subscriptions.discard(subscription)
+            self.subscriptions.discard(subscription)
 
     async def _on_reconnected(self) -> None:
         url = self._nc.connected_url if self._nc is not None else None
         log.info("reconnected to NATS at %s", redact_url(url.geturl()) if url else "?")
         self._connection_error = ""
         self._stream_ready = False  # a server that lost its store needs the stream again
-        for subscription in list(self._subscriptions):
+        for subscription in list(self.subscriptions):
             subscription.on_reconnect()
 
     async def _ensure_stream(self) -> None:
@@ -306,7 +307,7 @@ class NatsDriver(KitDriver):
             forget=self._forgetting([name]) if spec.ephemeral else None,
         )
         await subscription.start()
-        self._subscriptions.add(subscription)
+        self.subscriptions.add(subscription)
         return subscription
 
     def _forgetting(self, consumers: Sequence[str]) -> Callable[[], Awaitable[None]]:
@@ -392,7 +393,7 @@ class NatsDriver(KitDriver):
             ),
         )
         await subscription.start()
-        self._subscriptions.add(subscription)
+        self.subscriptions.add(subscription)
         return subscription
 
     def filters(self, spec: SubscriptionSpec, partition: int | None = None) -> list[str]:
@@ -410,13 +411,8 @@ class NatsDriver(KitDriver):
                 found.append(subject)
         return found
 
-    async def close(self) -> None:
-        """Close the subscriptions, fail unconfirmed publishes, close the connection."""
-        if self.closed:
-            return
-        self.closed = True
-        for subscription in list(self._subscriptions):
-            await subscription.close()
+    async def close_engine(self) -> None:
+        """Fail unconfirmed publishes, close the connection."""
         self._producer.fail_pending("the NATS driver was closed before JetStream confirmed")
         if self._nc is not None:
             with contextlib.suppress(Exception):

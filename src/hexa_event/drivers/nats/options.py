@@ -17,7 +17,7 @@ from typing import Any, Literal
 from ...errors import ConfigurationError
 from ...numbers import check_number
 from ...redaction import redact, redacted_repr
-from ..kit.options import check_mapping
+from ..kit.options import check_choice, check_count, check_mapping, check_name
 from ..kit.query import check_keywords, parse_query, split_url
 
 MAX_PARTITIONS = 1024
@@ -138,22 +138,11 @@ class NatsOptions:
             )
         _token(owner, "stream", self.stream, dots=False)
         _token(owner, "subject_prefix", self.subject_prefix, dots=True)
-        if (
-            isinstance(self.partitions, bool)
-            or not isinstance(self.partitions, int)
-            or not 0 <= self.partitions <= MAX_PARTITIONS
-        ):
-            raise ConfigurationError(
-                f"{owner}.partitions must be an integer from 0 (unpartitioned) to "
-                f"{MAX_PARTITIONS}, got {self.partitions!r}"
-            )
-        if self.storage not in ("file", "memory"):
-            raise ConfigurationError(f"{owner}.storage must be 'file' or 'memory'")
-        if not isinstance(self.replicas, int) or not 1 <= self.replicas <= 5:
-            raise ConfigurationError(f"{owner}.replicas must be an integer from 1 to 5")
+        check_count(owner, "partitions", self.partitions, minimum=0, maximum=MAX_PARTITIONS)
+        check_choice(owner, "storage", self.storage, ("file", "memory"))
+        check_count(owner, "replicas", self.replicas, maximum=5)
         check_number(f"{owner}.max_age", self.max_age)
-        if not isinstance(self.max_bytes, int) or (self.max_bytes < 1 and self.max_bytes != -1):
-            raise ConfigurationError(f"{owner}.max_bytes must be -1 (unlimited) or >= 1")
+        check_count(owner, "max_bytes", self.max_bytes, unlimited=-1)
         check_number(f"{owner}.duplicate_window", self.duplicate_window, above=True)
         check_number(f"{owner}.consumer_inactive_threshold", self.consumer_inactive_threshold)
         if self.duplicate_window < 0.1:
@@ -165,8 +154,7 @@ class NatsOptions:
             )
         for name in ("publish_timeout", "connect_timeout", "reconnect_wait", "request_timeout"):
             check_number(f"{owner}.{name}", getattr(self, name), above=True)
-        if not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
-            raise ConfigurationError(f"{owner}.max_in_flight must be an integer >= 1")
+        check_count(owner, "max_in_flight", self.max_in_flight)
         if self.token is not None and self.user is not None:
             raise ConfigurationError(f"{owner}: pass either token or user/password, not both")
         check_mapping(owner, "stream_config", self.stream_config, _OWNED_STREAM)
@@ -259,21 +247,14 @@ class NatsSubscriptionOptions:
                     f"({self.ack_wait}s), so a dead member's records come back before the "
                     "standby takes over; lower ack_wait (in-progress keeps long handlers)"
                 )
-        if self.durable is not None and (not isinstance(self.durable, str) or not self.durable):
-            raise ConfigurationError(f"{owner}.durable must be a non-empty string")
+        check_name(owner, "durable", self.durable, optional=True)
         check_number(f"{owner}.ack_wait", self.ack_wait, above=True)
         if self.ack_wait < 1:
             raise ConfigurationError(f"{owner}.ack_wait must be >= 1 second")
-        if not isinstance(self.max_deliver, int) or (
-            self.max_deliver < 1 and self.max_deliver != -1
-        ):
-            raise ConfigurationError(f"{owner}.max_deliver must be -1 (no limit) or >= 1")
-        if not isinstance(self.max_ack_pending, int) or (
-            self.max_ack_pending < 1 and self.max_ack_pending != -1
-        ):
-            raise ConfigurationError(f"{owner}.max_ack_pending must be -1 or >= 1")
-        if self.batch is not None and (not isinstance(self.batch, int) or self.batch < 1):
-            raise ConfigurationError(f"{owner}.batch must be an integer >= 1")
+        check_count(owner, "max_deliver", self.max_deliver, unlimited=-1)
+        check_count(owner, "max_ack_pending", self.max_ack_pending, unlimited=-1)
+        if self.batch is not None:
+            check_count(owner, "batch", self.batch)
         check_number(f"{owner}.heartbeat", self.heartbeat, above=True)
         if self.heartbeat < 0.5 or self.heartbeat * 2 >= self.ack_wait:
             raise ConfigurationError(

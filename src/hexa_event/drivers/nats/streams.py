@@ -110,12 +110,7 @@ class JetStreamApi:
     async def ensure_stream(self, options: NatsOptions) -> None:
         """Create the driver's stream, or check and extend the existing one."""
         wanted = stream_config(options)
-        if options.delayed_publish and server_version(self._nc) < (*SCHEDULES_SINCE, 0):
-            version = ".".join(map(str, server_version(self._nc)))
-            raise ConfigurationError(
-                f"nats-server {version} cannot hold delayed records (scheduled messages "
-                "need 2.12+): upgrade it, or pass NatsOptions(delayed_publish=False)"
-            )
+        self._check_version(options)
         name = options.stream
         if not options.provision:
             try:
@@ -170,17 +165,21 @@ class JetStreamApi:
             )
         self._check_existing(options, config)
 
-    async def check_stream(self, options: NatsOptions) -> str:
-        """What :meth:`ensure_stream` would refuse, read-only: JetStream off for the account,
-        a server too old for delayed records, the stream missing while provisioning is off,
-        a stream laid out for another partition count."""
-        account = await self.request("INFO")
+    def _check_version(self, options: NatsOptions) -> None:
+        """Delayed records need scheduled messages (nats-server 2.12+)."""
         if options.delayed_publish and server_version(self._nc) < (*SCHEDULES_SINCE, 0):
             version = ".".join(map(str, server_version(self._nc)))
             raise ConfigurationError(
                 f"nats-server {version} cannot hold delayed records (scheduled messages "
                 "need 2.12+): upgrade it, or pass NatsOptions(delayed_publish=False)"
             )
+
+    async def check_stream(self, options: NatsOptions) -> str:
+        """What :meth:`ensure_stream` would refuse, read-only: JetStream off for the account,
+        a server too old for delayed records, the stream missing while provisioning is off,
+        a stream laid out for another partition count."""
+        account = await self.request("INFO")
+        self._check_version(options)
         name = options.stream
         try:
             info = await self.request(f"STREAM.INFO.{name}")

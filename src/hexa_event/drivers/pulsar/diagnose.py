@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...driver import Finding
+from ..kit.findings import channel_finding, group_finding
 from .admin import PulsarAdmin
 from .options import PulsarOptions
 
@@ -24,25 +25,11 @@ def diagnose(
         except Exception as exc:
             found.append(Finding(name, "warn", f"cannot read it: {exc}"))
             continue
-        if partitions is None and options.provision:
-            found.append(Finding(name, "ok", "missing; will be created on first use (provision)"))
-        elif partitions is None:
-            found.append(
-                Finding(
-                    name,
-                    "fail",
-                    "missing and provisioning is off: emits and subscriptions to it will fail",
-                    f"create topic {options.topic(channel)} (pulsar-admin topics create), or "
-                    "connect with provision=True",
-                    "config",
-                )
-            )
-        else:
-            shape = f"{partitions} partitions" if partitions else "non-partitioned"
-            found.append(Finding(name, "ok", shape))
+        create = f"create topic {options.topic(channel)} (pulsar-admin topics create)"
+        found.append(channel_finding(name, partitions, options.provision, create))
+        if partitions is not None:
             existing[channel] = admin.subscriptions_sync(channel)
     for group in groups:
         on = [c for c, subs in existing.items() if group in subs]
-        state = f"exists on {', '.join(on)}" if on else "new (starts at the earliest record)"
-        found.append(Finding(f"subscription {group}", "ok", state))
+        found.append(group_finding(f"subscription {group}", f" on {', '.join(on)}" if on else None))
     return found

@@ -67,7 +67,6 @@ class PulsarDriver(KitDriver):
         self._client = pulsar.Client(self.options.service_url, **self.options.client_kwargs())
         self._admin = PulsarAdmin(self.options)
         self._producers = PulsarProducers(self._client, self.options)
-        self._subscriptions: set[PulsarSubscription] = set()
 
     def __repr__(self) -> str:
         return f"PulsarDriver({self.options!r})"
@@ -192,23 +191,17 @@ class PulsarDriver(KitDriver):
             self.options,
             spec,
             sub_options,
-            self._subscriptions.discard,
+            self.subscriptions.discard,
             self._admin.channels,
             self._admin.backlog,
             forget=self._admin.delete_subscription if spec.ephemeral else None,
         )
         await subscription.start()
-        self._subscriptions.add(subscription)
+        self.subscriptions.add(subscription)
         return subscription
 
-    async def close(self) -> None:
-        """Close the subscriptions (their fetch returns []), the producers, the client."""
-        if self.closed:
-            return
-        self.closed = True
-        for subscription in list(self._subscriptions):
-            await subscription.close()
-        self._subscriptions.clear()
+    async def close_engine(self) -> None:
+        """Close the producers, then the client."""
         await self._producers.close()
         try:
             await asyncio.to_thread(self._client.close)

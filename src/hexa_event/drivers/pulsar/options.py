@@ -18,7 +18,7 @@ from typing import Any, Literal
 from ...errors import ConfigurationError
 from ...numbers import check_number
 from ...redaction import redact, redact_url, redacted_repr
-from ..kit.options import check_mapping
+from ..kit.options import check_choice, check_count, check_mapping, check_name
 from ..kit.query import check_keywords, coerce, parse_query, split_url
 
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
@@ -128,10 +128,7 @@ class PulsarOptions:
 
     def __post_init__(self) -> None:
         owner = "PulsarOptions"
-        if self.client_log not in ("stderr", "logging"):
-            raise ConfigurationError(
-                f"{owner}.client_log must be 'stderr' or 'logging', got {self.client_log!r}"
-            )
+        check_choice(owner, "client_log", self.client_log, ("stderr", "logging"))
         if not isinstance(self.service_url, str) or "://" not in self.service_url:
             raise ConfigurationError(
                 f"{owner}.service_url must be a URL such as 'pulsar://127.0.0.1:6650'"
@@ -144,17 +141,13 @@ class PulsarOptions:
             value = getattr(self, name)
             if not isinstance(value, str) or not value or "/" in value:
                 raise ConfigurationError(f"{owner}.{name} must be a non-empty name without '/'")
-        if not isinstance(self.partitions, int) or self.partitions < 1:
-            raise ConfigurationError(f"{owner}.partitions must be an integer >= 1")
-        if self.body not in ("native", "go"):
-            raise ConfigurationError(f"{owner}.body must be 'native' or 'go', got {self.body!r}")
+        check_count(owner, "partitions", self.partitions)
+        check_choice(owner, "body", self.body, ("native", "go"))
         check_number(f"{owner}.send_timeout", self.send_timeout)
         check_number(f"{owner}.operation_timeout", self.operation_timeout, minimum=1)
         check_number(f"{owner}.connection_timeout", self.connection_timeout, minimum=1)
-        if not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
-            raise ConfigurationError(f"{owner}.max_in_flight must be an integer >= 1")
-        if not isinstance(self.batching_delay_ms, int) or self.batching_delay_ms < 0:
-            raise ConfigurationError(f"{owner}.batching_delay_ms must be an integer >= 0")
+        check_count(owner, "max_in_flight", self.max_in_flight)
+        check_count(owner, "batching_delay_ms", self.batching_delay_ms, minimum=0)
         if self.token is not None and self.authentication is not None:
             raise ConfigurationError(f"{owner}: pass token= or authentication=, not both")
         for name, forbidden in (
@@ -269,17 +262,14 @@ class PulsarSubscriptionOptions:
 
     def __post_init__(self) -> None:
         owner = "PulsarSubscriptionOptions"
-        if not isinstance(self.pattern_discovery, int) or self.pattern_discovery < 1:
-            raise ConfigurationError(f"{owner}.pattern_discovery must be an integer >= 1 (s)")
+        check_count(owner, "pattern_discovery", self.pattern_discovery)
         if not isinstance(self.type, SubscriptionType):
             raise ConfigurationError(
                 f"{owner}.type must be a SubscriptionType (KEY_SHARED, SHARED, FAILOVER, "
                 f"EXCLUSIVE), got {self.type!r}"
             )
-        if self.name is not None and (not isinstance(self.name, str) or not self.name):
-            raise ConfigurationError(f"{owner}.name must be a non-empty string")
-        if not isinstance(self.receiver_queue_size, int) or self.receiver_queue_size < 1:
-            raise ConfigurationError(f"{owner}.receiver_queue_size must be an integer >= 1")
+        check_name(owner, "name", self.name, optional=True)
+        check_count(owner, "receiver_queue_size", self.receiver_queue_size)
         check_number(f"{owner}.nack_delay", self.nack_delay, minimum=0.1)
         check_number(f"{owner}.ack_timeout", self.ack_timeout)
         if 0 < self.ack_timeout < 10:

@@ -84,7 +84,6 @@ class SqlDriver(KitDriver):
         """The database under this driver (engine, tables, transactions)."""
         self._owns_engine = engine is None
         self._producer = Producer(self.log)
-        self._subs: set[SqlSubscription] = set()
         self._listener: asyncio.Task[None] | None = None
 
     @classmethod
@@ -174,8 +173,8 @@ class SqlDriver(KitDriver):
         if not spec.channels and not spec.pattern:
             raise ConfigurationError("subscribe needs channels or a pattern")
         state = await self.ready()
-        sub = SqlSubscription(self.log, spec, state.partitions, self._subs.discard)
-        self._subs.add(sub)
+        sub = SqlSubscription(self.log, spec, state.partitions, self.subscriptions.discard)
+        self.subscriptions.add(sub)
         self.log.watch(sub.notify)
         try:
             await sub.open()
@@ -188,14 +187,10 @@ class SqlDriver(KitDriver):
             self._listener = asyncio.create_task(self._listen(), name="hexa-event:sql-listen")
         return sub
 
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
+    async def close_engine(self) -> None:
+        """Let queued publishes finish, stop listening, dispose of the engine we made."""
         self.log.closed = True
         await self._producer.close()
-        for sub in list(self._subs):
-            await sub.close()
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)

@@ -14,6 +14,7 @@ from ..._sql.names import TableNames, check_channel, check_dialect, merge, split
 from ..._sql.urls import DATABASE_PARAMETERS, parse, redact
 from ...errors import ConfigurationError
 from ...numbers import check_number
+from ..kit.options import check_choice, check_count
 from ..kit.query import parse_query
 
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -116,8 +117,7 @@ class SqlOptions:
         )
         check_dialect(names, parsed.get_backend_name(), owner="SqlOptions")
         check_channel(names, NOTIFY_TABLE, owner="SqlOptions")
-        if not 1 <= self.partitions <= 1024:
-            raise ConfigurationError("SqlOptions.partitions must be between 1 and 1024")
+        check_count("SqlOptions", "partitions", self.partitions, maximum=1024)
         for name in (
             "lease_ttl",
             "heartbeat_interval",
@@ -139,12 +139,10 @@ class SqlOptions:
             )
         if self.max_poll_interval < self.poll_interval:
             raise ConfigurationError("SqlOptions.max_poll_interval must be >= poll_interval")
-        if self.publish_batch < 1 or self.pool_size < 1:
-            raise ConfigurationError("SqlOptions.publish_batch and pool_size must be >= 1")
-        if self.sqlite_synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ConfigurationError(
-                "SqlOptions.sqlite_synchronous must be one of OFF, NORMAL, FULL, EXTRA"
-            )
+        check_count("SqlOptions", "publish_batch", self.publish_batch)
+        check_count("SqlOptions", "pool_size", self.pool_size)
+        synchronous = ("OFF", "NORMAL", "FULL", "EXTRA")
+        check_choice("SqlOptions", "sqlite_synchronous", self.sqlite_synchronous, synchronous)
 
     def _take_query_options(self, url: str) -> str:
         """``url`` without the query options that are fields of ours (``?lease_ttl=30``),
