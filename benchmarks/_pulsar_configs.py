@@ -1,6 +1,6 @@
 """Which raw pulsar-client configuration is fastest here? (run by hand; ``run.py`` skips it)
 
-    python benchmarks/_pulsar_configs.py emit|consume [--count 20000] [--rounds 3] [--only a,b]
+    python benchmarks/_pulsar_configs.py emit|consume [--count 20000] [--rounds 3] [--only "a|b"]
 
 Every configuration runs once per round, rounds alternate, medians are printed. Records are
 those of ``pulsar_bench.py`` (64 keys, our envelope's body and headers as properties);
@@ -336,11 +336,11 @@ async def main() -> None:
     parser.add_argument("what", choices=("emit", "consume"))
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="", help="comma-separated parts of names to run")
+    parser.add_argument("--only", default="", help="parts of names to run, separated by |")
     args = parser.parse_args()
     table = EMIT if args.what == "emit" else CONSUME
     if args.only:
-        parts = args.only.split(",")
+        parts = args.only.split("|")
         table = {name: run for name, run in table.items() if any(p in name for p in parts)}
     rates: dict[str, list[float]] = {name: [] for name in table}
     for _ in range(args.rounds):

@@ -153,14 +153,16 @@ class PulsarDelivery(Delivery):
 
 def _public(message: Any) -> pulsar.Message:
     """pulsar-client's public ``Message`` for a binding message (the same if it is one)."""
-    if isinstance(message, pulsar.Message):
+    if type(message) is _PUBLIC:
         return message
-    wrapped = pulsar.Message()
+    wrapped = _new(_PUBLIC)
     wrapped._message = message
     wrapped._schema = _BYTES
     return wrapped
 
 
+_PUBLIC = pulsar.Message
+_new = object.__new__
 _BYTES = pulsar.schema.BytesSchema()
 
 
@@ -305,6 +307,7 @@ class _Reader:
         names = self._topics
         from_properties = wire.from_properties
         not_before_property = wire.NOT_BEFORE_PROPERTY
+        b64_property = wire.B64_PROPERTY
         deliveries: list[PulsarDelivery] = []
         early: list[tuple[Any, float]] = []
         now = 0.0
@@ -320,7 +323,10 @@ class _Reader:
                 if opened is not None:
                     headers, data = opened
             if headers is None:
-                headers = from_properties(props)
+                if b64_property in props or not_before_property in props:
+                    headers = from_properties(props)
+                else:  # the common case, inline: text values only
+                    headers = {name: value.encode() for name, value in props.items()}
             delivery = PulsarDelivery(
                 RawRecord(channel, message.partition_key(), headers, data),
                 message,
