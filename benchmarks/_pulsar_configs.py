@@ -1,6 +1,6 @@
 """Which raw pulsar-client configuration is fastest here? (run by hand; ``run.py`` skips it)
 
-    python benchmarks/_pulsar_configs.py emit|consume [--count 20000] [--rounds 3]
+    python benchmarks/_pulsar_configs.py emit|consume [--count 20000] [--rounds 3] [--only "a|b"]
 
 Every configuration runs once per round, rounds alternate, medians are printed. Records are
 those of ``pulsar_bench.py`` (64 keys, our envelope's body and headers as properties);
@@ -77,6 +77,37 @@ def emit_callbacks(count: int, **overrides: Any) -> float:
     return count / elapsed
 
 
+def emit_binding(count: int, **overrides: Any) -> float:
+    """As :func:`emit_callbacks`, through the binding's producer and message builder."""
+    client = pulsar.Client(URL)
+    producer = client.create_producer(full(topic("emit")), **producer_config(count, **overrides))
+    producer.send(BODY, properties=PROPS, partition_key="warm-up")
+    native = producer._producer
+    builder = pulsar._pulsar.MessageBuilder
+    done = threading.Event()
+    confirmed = [0]
+
+    def callback(result: object, _msg_id: object) -> None:
+        confirmed[0] += 1
+        if confirmed[0] == count:
+            done.set()
+
+    began = time.perf_counter()
+    for n in range(count):
+        message = builder()
+        message.content(BODY)
+        message.properties(PROPS)
+        message.partition_key(KEY_NAMES[n % KEYS])
+        message.event_timestamp(int(time.time() * 1000))
+        native.send_async(message.build(), callback)
+    producer.flush()
+    assert done.wait(120)
+    elapsed = time.perf_counter() - began
+    producer.close()
+    client.close()
+    return count / elapsed
+
+
 async def emit_asyncio(count: int, window: int) -> float:
     """``pulsar.asyncio``: ``await producer.send`` in windows gathered at once."""
     client = pulsar_asyncio.Client(URL)
@@ -142,12 +173,59 @@ def consume_receive(count: int, **overrides: Any) -> float:
     return count / elapsed
 
 
-def consume_batches(count: int, size: int, **overrides: Any) -> float:
-    """``batch_receive`` (``size`` per call, waiting at most 10 ms): decode, acknowledge."""
+def consume_receive_binding(count: int, **overrides: Any) -> float:
+    """As :func:`consume_receive`, through the binding objects under the wrappers."""
     name = fill(count)
     decode = msgspec.json.Decoder(Tick).decode
     client = pulsar.Client(URL)
-    policy = pulsar.ConsumerBatchReceivePolicy(size, 0, 10)
+    consumer = subscribe(client, name, **overrides)
+    native = consumer._consumer
+    began = time.perf_counter()
+    for _ in range(count):
+        message = native.receive()
+        decode(message.data())
+        native.acknowledge(message)
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    client.close()
+    return count / elapsed
+
+
+def consume_cumulative(count: int, size: int, **overrides: Any) -> float:
+    """Failover (cumulative acks are refused on Shared and Key_Shared): ``batch_receive``,
+    decode each, one ``acknowledge_cumulative`` per batch."""
+    name = fill(count)
+    decode = msgspec.json.Decoder(Tick).decode
+    client = pulsar.Client(URL)
+    policy = pulsar.ConsumerBatchReceivePolicy(size, 0, 1)
+    consumer = subscribe(
+        client,
+        name,
+        consumer_type=pulsar.ConsumerType.Failover,
+        batch_receive_policy=policy,
+        **overrides,
+    )
+    began = time.perf_counter()
+    got = 0
+    while got < count:
+        batch = consumer.batch_receive()
+        for message in batch:
+            decode(message.data())
+        if batch:
+            consumer.acknowledge_cumulative(batch[-1])
+            got += len(batch)
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    client.close()
+    return count / elapsed
+
+
+def consume_batches(count: int, size: int, wait_ms: int = 10, **overrides: Any) -> float:
+    """``batch_receive`` (``size`` per call, waiting at most ``wait_ms``): decode, acknowledge."""
+    name = fill(count)
+    decode = msgspec.json.Decoder(Tick).decode
+    client = pulsar.Client(URL)
+    policy = pulsar.ConsumerBatchReceivePolicy(size, 0, wait_ms)
     consumer = subscribe(client, name, batch_receive_policy=policy, **overrides)
     began = time.perf_counter()
     got = 0
@@ -228,6 +306,8 @@ EMIT: dict[str, Run] = {
         max_pending_messages=1000,
         max_pending_messages_across_partitions=1000,
     ),
+    "send_async, binding objects": threaded(emit_binding),
+    "send_async, no batching": threaded(emit_callbacks, batching_enabled=False),
     "send_async, block_if_queue_full, queue 5,000": threaded(
         emit_callbacks,
         block_if_queue_full=True,
@@ -240,6 +320,10 @@ CONSUME: dict[str, Run] = {
     "receive thread, queue 1,000": threaded(consume_receive),
     "receive thread, queue 5,000": threaded(consume_receive, receiver_queue_size=5000),
     "receive thread, queue 10,000": threaded(consume_receive, receiver_queue_size=10000),
+    "receive thread, binding objects": threaded(consume_receive_binding),
+    "batch_receive 100 / 1 ms, queue 1,000": threaded(consume_batches, 100, 1),
+    "batch_receive 500 / 1 ms, queue 1,000": threaded(consume_batches, 500, 1),
+    "Failover, batch_receive 500 / 1 ms, cumulative": threaded(consume_cumulative, 500),
     "batch_receive 500, queue 1,000": threaded(consume_batches, 500),
     "batch_receive 1,000, queue 5,000": threaded(consume_batches, 1000, receiver_queue_size=5000),
     "listener, queue 1,000": threaded(consume_listener),
@@ -252,8 +336,12 @@ async def main() -> None:
     parser.add_argument("what", choices=("emit", "consume"))
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="", help="parts of names to run, separated by |")
     args = parser.parse_args()
     table = EMIT if args.what == "emit" else CONSUME
+    if args.only:
+        parts = args.only.split("|")
+        table = {name: run for name, run in table.items() if any(p in name for p in parts)}
     rates: dict[str, list[float]] = {name: [] for name in table}
     for _ in range(args.rounds):
         for name, run in table.items():

@@ -207,6 +207,28 @@ async def test_partitioned_topics_route_keys_by_our_hash(make_driver: MakeDriver
     assert len({d.coordinates.split("@")[0] for d in got}) > 1
 
 
+async def test_native_is_the_public_message_and_coordinates_name_its_position(
+    make_driver: MakeDriver,
+) -> None:
+    """The driver reads through pulsar-client's binding objects; users still get its public
+    ``pulsar.Message``, and coordinates (made on demand) name the message's position."""
+    driver = await make_driver()
+    channel, action = names()
+    await driver.provision([channel])
+    await driver.publish([record(channel, 1), record(channel, 2, b=b"\xff")])
+    subscription = await driver.subscribe(SubscriptionSpec(group=action, channels=(channel,)))
+    got = await take(subscription, 2)
+    for delivery in got:
+        native = delivery.native
+        assert isinstance(native, pulsar.Message)
+        assert native.data() == delivery.record.body
+        assert native.partition_key() == delivery.record.key
+        mid = native.message_id()
+        where = f"{channel}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
+        assert delivery.coordinates == where
+    assert [d.record.headers for d in got] == [{"n": b"1"}, {"n": b"2", "b": b"\xff"}]
+
+
 # -- subscription types ----------------------------------------------------------------------
 
 

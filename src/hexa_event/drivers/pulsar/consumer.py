@@ -6,14 +6,18 @@ matched, and, when the action has retry channels, a consumer of type Shared on t
 copies carry a deliver-at time, which Pulsar honours on Shared subscriptions, and they have
 no order to keep.
 
-Each consumer has a thread that blocks in pulsar-client's ``receive()`` and drains what is
-already buffered (``batch_receive``: one call, waiting at most 1 ms for a full batch), then
-hands the batch to the event loop in one call (no future per message, and a cancelled
-``fetch`` loses nothing: deliveries wait in the subscription's queue). At most
-``spec.prefetch`` deliveries are out unsettled per consumer; the thread waits for room
-before receiving more. The same thread sends the acknowledgements ``settle`` queues,
-between receives (at least every 20 ms while some wait): every pulsar-client call gives up
-the GIL, and on the loop thread each would then wait to take it back from this one.
+Each consumer has a thread that blocks in pulsar-client's ``receive()``, takes what is
+already buffered with one ``batch_receive`` (waiting at most 1 ms for a full batch) and
+hands the client's messages to the event loop in one call per batch (no future per message,
+and a cancelled ``fetch`` loses nothing: deliveries wait in the subscription's queue). The
+thread does no other Python work: every pulsar-client call gives up the GIL, and a thread
+that holds it for long makes the loop's own client calls (acks) wait to take it back. The
+loop turns a batch into deliveries, and acknowledges on its own thread in ``settle`` (while
+the receive thread waits in the client, with the GIL free). Both use pulsar-client's
+binding objects (``_pulsar``) under its Python wrappers where it has them, which saves the
+wrappers' per-message Python work; ``Delivery.native`` still gives a ``pulsar.Message``. At
+most ``spec.prefetch`` deliveries are out unsettled per consumer; the thread waits for room
+before receiving more.
 
 Settling:
 - ack: an individual (batch-index) acknowledgement; on Exclusive and Failover the acks below
@@ -29,9 +33,8 @@ Settling:
   hands an early one back again). On Exclusive and Failover, Pulsar answers a nack by
   redelivering everything unacknowledged (and keeps no redelivery count): prefer the
   default Key_Shared where handlers fail.
-- Acks wait up to 20 ms for the receive thread, then Pulsar groups acknowledgements for up
-  to 100 ms; a crash inside that window means the messages are delivered again
-  (at-least-once), never lost.
+- Pulsar groups acknowledgements for up to 100 ms; a crash inside that window means the
+  messages are delivered again (at-least-once), never lost.
 
 Redelivery count: ``Delivery.delivery_count`` is Pulsar's redelivery count + 1 (Shared and
 Key_Shared; Pulsar keeps no count on Exclusive/Failover, where it stays 1).
@@ -40,7 +43,6 @@ Key_Shared; Pulsar keeps no count on Exclusive/Failover, where it stays 1).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import heapq
 import logging
@@ -78,8 +80,6 @@ _DRAIN = 500
 """Most messages one receive round hands to the loop."""
 _BATCH_WAIT_MS = 1
 """How long one ``batch_receive`` waits for a full batch when fewer are buffered."""
-_ACK_TICK_MS = 20
-"""While acks wait for the receive thread, it wakes at least this often (ms) to send them."""
 _STALL_REPORT = 30.0
 """Seconds between warnings while a consumer stays disconnected."""
 _PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
@@ -111,33 +111,66 @@ def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
 
 
 class PulsarDelivery(Delivery):
-    """A Pulsar message handed to one member."""
+    """A Pulsar message handed to one member.
 
-    __slots__ = ("_message", "_reader", "_released")
+    Its coordinates (``<topic>@<ledger>:<entry>:<batch index>``) are read from the message
+    when first asked for: the core reads them only for records without an event id, for
+    dead letters and in errors."""
+
+    __slots__ = ("_message", "_reader", "_released", "_topic")
 
     def __init__(
         self,
         record: RawRecord,
-        message: pulsar.Message,
+        message: Any,
         reader: _Reader,
-        coordinates: str,
+        topic: str,
         delivery_count: int,
         timestamp: float,
     ) -> None:
-        super().__init__(
-            record,
-            coordinates=coordinates,
-            delivery_count=delivery_count,
-            timestamp=timestamp,
-        )
+        super().__init__(record, coordinates="", delivery_count=delivery_count, timestamp=timestamp)
         self._message = message
+        """pulsar-client's message: the binding's own (``_pulsar.Message``) where it has one."""
         self._reader = reader
         self._released = False
+        self._topic = topic
+        """The short name of the message's topic (partition included)."""
+
+    @property  # type: ignore[override]
+    def coordinates(self) -> str:
+        mid = self._message.message_id()
+        return f"{self._topic}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
+
+    @coordinates.setter
+    def coordinates(self, _value: str) -> None:
+        pass  # always read from the message
 
     @property
     def native(self) -> pulsar.Message:
         """The ``pulsar.Message``."""
-        return self._message
+        return _public(self._message)
+
+
+def _public(message: Any) -> pulsar.Message:
+    """pulsar-client's public ``Message`` for a binding message (the same if it is one)."""
+    if type(message) is _PUBLIC:
+        return message
+    wrapped = _new(_PUBLIC)
+    wrapped._message = message
+    wrapped._schema = _BYTES
+    return wrapped
+
+
+_PUBLIC = pulsar.Message
+_new = object.__new__
+_BYTES = pulsar.schema.BytesSchema()
+
+
+def _binding(consumer: pulsar.Consumer) -> Any:
+    """The binding object under pulsar-client's ``Consumer`` wrapper (the wrapper itself
+    if a version has none): the same calls without the wrapper's per-call Python layer."""
+    native = getattr(consumer, "_consumer", None)
+    return consumer if native is None or not hasattr(native, "batch_receive") else native
 
 
 class _Cursor:
@@ -148,13 +181,13 @@ class _Cursor:
     def __init__(self) -> None:
         self.unsettled: list[MessageKey] = []
         self.acked: set[MessageKey] = set()
-        self.messages: dict[MessageKey, pulsar.Message] = {}
+        self.messages: dict[MessageKey, Any] = {}
 
-    def delivered(self, key: MessageKey, message: pulsar.Message) -> None:
+    def delivered(self, key: MessageKey, message: Any) -> None:
         heapq.heappush(self.unsettled, key)
         self.messages[key] = message
 
-    def advance(self) -> pulsar.Message | None:
+    def advance(self) -> Any:
         """The last message of the acked prefix (to acknowledge cumulatively), if any."""
         last = None
         while self.unsettled and self.unsettled[0] in self.acked:
@@ -182,6 +215,7 @@ class _Reader:
     ) -> None:
         self.subscription = subscription
         self.consumer = consumer
+        self.native = _binding(consumer)
         self.kind = kind
         self.channels = channels
         self.cumulative = kind in _CUMULATIVE
@@ -190,9 +224,6 @@ class _Reader:
         self.batch = _batch_size(limit)
         self._outstanding = 0
         self._room = threading.Condition()
-        self._acks: collections.deque[pulsar.Message] = collections.deque()
-        self._idle = False
-        """True while the thread blocks in ``receive()`` with no ack left to send."""
         self._stop = False
         self._cursors: dict[str, _Cursor] = {}
         self._timers: set[asyncio.TimerHandle] = set()
@@ -220,61 +251,15 @@ class _Reader:
             if self._outstanding < self._limit:
                 self._room.notify()
 
-    def send_acks(self) -> None:
-        """Acknowledge what ``settle`` queued (either thread; each message popped once).
-
-        A failed ack is logged, not raised: the message is then delivered again
-        (at-least-once), as after any lost acknowledgement."""
-        acks, acknowledge = self._acks, self.consumer.acknowledge
-        while True:
-            try:
-                message = acks.popleft()
-            except IndexError:
-                return
-            try:
-                acknowledge(message)
-            except pulsar.AlreadyClosed:
-                acks.clear()  # closed: Pulsar redelivers whatever was not acknowledged
-                return
-            except pulsar.PulsarException as exc:
-                log.warning(
-                    "Pulsar subscription %s: an ack failed (%s: %s); the message will be "
-                    "delivered again",
-                    self.subscription.name,
-                    type(exc).__name__,
-                    exc,
-                )
-
-    def _receive(self) -> pulsar.Message:
-        """The next message. While acks are queued, wakes every ``_ACK_TICK_MS`` to send
-        them; with none queued it blocks, and ``settle`` sends acks itself meanwhile."""
-        consumer = self.consumer
-        while True:
-            with self._room:
-                self._idle = not self._acks
-            if self._idle:
-                try:
-                    return consumer.receive()
-                finally:
-                    with self._room:
-                        self._idle = False
-            try:
-                return consumer.receive(_ACK_TICK_MS)
-            except pulsar.Timeout:
-                self.send_acks()
-                if self._stop:
-                    raise
-
     def _run(self) -> None:
-        consumer = self.consumer
+        """Receive batches and hand them to the loop; no other Python work here."""
+        native = self.native
         while not self._stop:
-            self.send_acks()
             room = self._wait_for_room()
             if self._stop:
                 break
-            self.send_acks()
             try:
-                first = self._receive()
+                first = native.receive()
             except pulsar.AlreadyClosed:
                 break
             except pulsar.PulsarException as exc:
@@ -289,38 +274,23 @@ class _Reader:
                 break
             messages = [first]
             if room > self.batch:
-                # What is buffered, in one call: one GIL release, not one per message (each
-                # release lets the loop thread take the GIL, and taking it back waits).
+                # What is buffered, in one call: one GIL release, not one per message.
                 with contextlib.suppress(pulsar.PulsarException):
-                    messages.extend(consumer.batch_receive())
+                    messages.extend(native.batch_receive())
             else:
-                while len(messages) < min(room, _DRAIN):
+                while len(messages) < room:
                     try:
-                        messages.append(consumer.receive(0))
+                        messages.append(native.receive(0))
                     except pulsar.PulsarException:
                         break
-            deliveries: list[PulsarDelivery] = []
-            early: list[tuple[pulsar.Message, float]] = []
-            now = time.time()
-            try:
-                for message in messages:
-                    delivery, due = self._delivery(message)
-                    if due > now:
-                        early.append((message, due - now))
-                    else:
-                        deliveries.append(delivery)
-            except BaseException as exc:  # pragma: no cover
-                self.subscription.fail_from_thread(f"{type(exc).__name__}: {exc}")
-                break
             with self._room:
-                self._outstanding += len(deliveries)
+                self._outstanding += len(messages)
             try:
-                if early:
-                    self._loop.call_soon_threadsafe(self.hold_back, early)
-                if deliveries:
-                    self._loop.call_soon_threadsafe(self.subscription.arrived, self, deliveries)
+                self._loop.call_soon_threadsafe(self.subscription.arrived, self, messages)
             except RuntimeError:  # the loop is closed: nobody will settle these
                 break
+
+    # -- on the loop thread --------------------------------------------------------------
 
     def _names(self, topic: str) -> tuple[str, str]:
         """The channel of a full topic name, and the topic's short name (per topic, once)."""
@@ -330,45 +300,65 @@ class _Reader:
             names = self._topics[topic] = (_PARTITION_SUFFIX.sub("", short), short)
         return names
 
-    def _delivery(self, message: pulsar.Message) -> tuple[PulsarDelivery, float]:
-        """The delivery of ``message`` and its not-before time (epoch seconds, 0: none)."""
-        topic = message.topic_name()
-        data = message.data()
-        headers: dict[str, bytes] | None = None
-        if self.subscription.go_body:
-            opened = wire.from_go_body(data)
-            if opened is not None:
-                headers, data = opened
-        props = message.properties()
-        if headers is None:
-            headers = wire.from_properties(props)
-        channel, short = self._names(topic)
-        record = RawRecord(channel, message.partition_key(), headers, data)
-        mid = message.message_id()
-        coordinates = f"{short}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
-        delivery = PulsarDelivery(
-            record,
-            message,
-            self,
-            coordinates,
-            message.redelivery_count() + 1,
-            message.publish_timestamp() / 1000.0,
-        )
-        # Pulsar may deliver a delayed message up to one tick early: its due time goes along.
-        not_before = props.get(wire.NOT_BEFORE_PROPERTY)
-        due = int(not_before) / 1000.0 if not_before is not None and not_before.isdigit() else 0.0
-        return delivery, due
-
-    # -- on the loop thread --------------------------------------------------------------
+    def deliveries(self, messages: list[Any]) -> list[PulsarDelivery]:
+        """The deliveries of a received batch. Messages Pulsar delivered before their
+        not-before time are held back until then (and leave the prefetch window)."""
+        go_body = self.subscription.go_body
+        names = self._topics
+        from_properties = wire.from_properties
+        not_before_property = wire.NOT_BEFORE_PROPERTY
+        b64_property = wire.B64_PROPERTY
+        deliveries: list[PulsarDelivery] = []
+        early: list[tuple[Any, float]] = []
+        now = 0.0
+        for message in messages:
+            topic = message.topic_name()
+            known = names.get(topic)
+            channel, short = known if known is not None else self._names(topic)
+            data = message.data()
+            props = message.properties()
+            headers: dict[str, bytes] | None = None
+            if go_body:
+                opened = wire.from_go_body(data)
+                if opened is not None:
+                    headers, data = opened
+            if headers is None:
+                if b64_property in props or not_before_property in props:
+                    headers = from_properties(props)
+                else:  # the common case, inline: text values only
+                    headers = {name: value.encode() for name, value in props.items()}
+            delivery = PulsarDelivery(
+                RawRecord(channel, message.partition_key(), headers, data),
+                message,
+                self,
+                short,
+                message.redelivery_count() + 1,
+                message.publish_timestamp() / 1000.0,
+            )
+            # Pulsar may deliver a delayed message up to one tick early: its due time goes
+            # along, and such a message goes back until then.
+            not_before = props.get(not_before_property)
+            if not_before is not None and not_before.isdigit():
+                now = now or time.time()
+                due = int(not_before) / 1000.0
+                if due > now:
+                    early.append((message, due - now))
+                    continue
+            deliveries.append(delivery)
+        if early:
+            self.release(len(early))
+            self.hold_back(early)
+        return deliveries
 
     def track(self, deliveries: Sequence[PulsarDelivery]) -> None:
         """Exclusive/Failover: remember handed-out positions for cumulative acks."""
         for delivery in deliveries:
-            message = delivery.native
+            message = delivery._message
             mid = message.message_id()
-            cursor = self._cursors.get(message.topic_name())
+            topic = message.topic_name()
+            cursor = self._cursors.get(topic)
             if cursor is None:
-                cursor = self._cursors[message.topic_name()] = _Cursor()
+                cursor = self._cursors[topic] = _Cursor()
             cursor.delivered((mid.ledger_id(), mid.entry_id(), mid.batch_index()), message)
 
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
@@ -386,11 +376,11 @@ class _Reader:
                 self.release(freed)
 
     def _settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
-        consumer = self.consumer
-        touched: dict[str, list[tuple[MessageKey, pulsar.Message]]] = {}
-        acks: list[pulsar.Message] = []
+        native = self.native
+        touched: dict[str, list[tuple[MessageKey, Any]]] = {}
+        acks: list[Any] = []
         for delivery in deliveries:
-            message = delivery.native
+            message = delivery._message
             if delivery.outcome is Outcome.ACK:
                 if self.cumulative:
                     mid = message.message_id()
@@ -405,44 +395,57 @@ class _Reader:
             elif delivery.outcome is Outcome.NACK:
                 wait = delivery.delay - self.nack_delay
                 if wait <= 0:
-                    consumer.negative_acknowledge(message)
+                    native.negative_acknowledge(message)
                 else:
                     self._nack_later(wait, message)
         if acks:
-            # Individual acks go to the receive thread, which sends them between receives:
-            # an acknowledge call on the loop thread waits for the GIL that thread holds.
-            # While it blocks in receive() with nothing queued, they are sent here instead.
-            with self._room:
-                direct = self._idle or self._stop
-                if not direct:
-                    self._acks.extend(acks)
-            if direct:
-                for message in acks:
-                    consumer.acknowledge(message)
+            self._acknowledge(acks)
         for topic, acked in touched.items():
             cursor = self._cursors[topic]
             last = cursor.advance()
             if last is not None:
-                consumer.acknowledge_cumulative(last)
+                native.acknowledge_cumulative(last)
             for key, message in acked:  # behind an unsettled one: keep them from a rewind
                 if key in cursor.acked:
-                    consumer.acknowledge(message)
+                    native.acknowledge(message)
 
-    def hold_back(self, early: list[tuple[pulsar.Message, float]]) -> None:
+    def _acknowledge(self, messages: list[Any]) -> None:
+        """Individual acks, here on the loop thread (the receive thread waits in the client
+        meanwhile, so taking the GIL back after each call does not wait for it).
+
+        A failed ack is logged, not raised: the message is then delivered again
+        (at-least-once), as after any lost acknowledgement."""
+        acknowledge = self.native.acknowledge
+        for message in messages:
+            try:
+                acknowledge(message)
+            except pulsar.AlreadyClosed:
+                log.debug("acks on a closed Pulsar consumer: Pulsar redelivers them")
+                return
+            except pulsar.PulsarException as exc:
+                log.warning(
+                    "Pulsar subscription %s: an ack failed (%s: %s); the message will be "
+                    "delivered again",
+                    self.subscription.name,
+                    type(exc).__name__,
+                    exc,
+                )
+
+    def hold_back(self, early: list[tuple[Any, float]]) -> None:
         """Messages Pulsar delivered before their not-before time go back until then."""
         for message, remaining in early:
             wait = remaining - self.nack_delay
             if wait <= 0:
-                self.consumer.negative_acknowledge(message)
+                self.native.negative_acknowledge(message)
             else:
                 self._nack_later(wait, message)
 
-    def _nack_later(self, wait: float, message: pulsar.Message) -> None:
+    def _nack_later(self, wait: float, message: Any) -> None:
         def fire() -> None:
             self._timers.discard(handle)
             if not self._stop:
                 try:
-                    self.consumer.negative_acknowledge(message)
+                    self.native.negative_acknowledge(message)
                 except pulsar.PulsarException as exc:
                     log.debug("late nack on a closed consumer: %s", exc)
 
@@ -642,12 +645,19 @@ class PulsarSubscription(Subscription):
 
     # -- the contract ------------------------------------------------------------------------
 
-    def arrived(self, reader: _Reader, deliveries: list[PulsarDelivery]) -> None:
-        """Deliveries from a receive thread (runs on the loop)."""
+    def arrived(self, reader: _Reader, messages: list[Any]) -> None:
+        """A batch of messages from a receive thread (runs on the loop)."""
         if self._closed:
             return
-        if reader.cumulative:
-            reader.track(deliveries)
+        try:
+            deliveries = reader.deliveries(messages)
+            if reader.cumulative:
+                reader.track(deliveries)
+        except Exception as exc:  # pragma: no cover - a bug of ours or the client's
+            self._fatal = f"{type(exc).__name__}: {exc}"
+            text = f"Pulsar subscription {self.name!r} cannot go on: {self._fatal}"
+            self._buffer.fail(DriverError(text, retriable=False))
+            return
         self._buffer.extend(deliveries)
 
     def fail_from_thread(self, why: str) -> None:
@@ -719,7 +729,6 @@ class PulsarSubscription(Subscription):
         for reader in self._readers:
             reader.stop()
         for reader in self._readers:
-            reader.send_acks()  # what the receive thread had not sent yet
             try:
                 await asyncio.to_thread(reader.consumer.close)
             except pulsar.PulsarException as exc:

@@ -25,7 +25,10 @@ B64_PROPERTY = "hexa.b64"
 
 def to_properties(headers: Mapping[str, bytes]) -> dict[str, str]:
     """Headers as Pulsar message properties (text), reversibly."""
-    return textheaders.encode(headers.items(), listed_in=B64_PROPERTY)
+    try:  # the common case: every value is UTF-8 text
+        return {name: value.decode() for name, value in headers.items()}
+    except UnicodeDecodeError:
+        return textheaders.encode(headers.items(), listed_in=B64_PROPERTY)
 
 
 def from_properties(props: Mapping[str, str]) -> dict[str, bytes]:
