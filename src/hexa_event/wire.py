@@ -120,7 +120,6 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
     """Read ids, attempt and due time; DecodeError when a header the core needs is malformed."""
     record = delivery.record
     headers = record.headers
-    coordinates = delivery.coordinates
     channel = record.channel
     go_ids = chain.dedup_ids == "go"
     retry_number = chain._retry_numbers.get(channel)  # the cache of retry_number_of, inline
@@ -132,7 +131,7 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
         get = headers.get
         try:
             raw = get(env.EVENT_ID)
-            event_id = raw.decode() if raw else coordinates
+            event_id = raw.decode() if raw else delivery.coordinates
             raw = get(env.ROOT_EVENT_ID)
             root_id = raw.decode() if raw else event_id
             raw = get(env.SOURCE_CHANNEL)
@@ -142,6 +141,7 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
         else:
             due = _scheduled(headers) if env.DELIVER_AT in headers else 0.0
             return Opened(event_id, root_id, chain.action, source, 1, due)
+    coordinates = delivery.coordinates  # a property on some drivers: read once, when needed
     if go_ids:
         event_id = coordinates
         root_id = _text(headers, env.ROOT_EVENT_ID) or event_id
