@@ -218,6 +218,7 @@ class BatchDispatcher(Dispatcher):
         super().__init__(publish, features, route, closing)
         self._handler = plan.handler
         self._ctx = Context(handler_action=route.chain.action)
+        self._chain = route.chain
         propagator = route.propagator
         self._check: Callable[[Mapping[str, bytes]], None] | None = (
             propagator.check if type(propagator) is DefaultPropagator else None
@@ -232,9 +233,14 @@ class BatchDispatcher(Dispatcher):
         """Open ``delivery`` into ``ready`` (None); or a poison record to dead-letter; or
         the epoch time a retry copy is due at; None also once it is settled (nacked: not
         due while shutting down)."""
-        opened = self._open(delivery)
-        if not isinstance(opened, wire.Opened):
-            return opened
+        try:  # what _open does, inline: this runs for every message
+            opened = wire.open_delivery(delivery, self._chain)
+        except Exception as exc:
+            return Poison(None, exc)
+        if opened.due:
+            due = self._when_due(delivery, opened)
+            if not isinstance(due, wire.Opened):
+                return due
         try:
             message = self._message(delivery, opened)
             headers = delivery.record.headers

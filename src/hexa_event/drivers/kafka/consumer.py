@@ -87,24 +87,15 @@ _REPLACEMENT_WINDOW = 600.0
 cause is not transient, the subscription fails (restart the receiver after fixing it)."""
 
 
-def _headers(message: Message) -> dict[str, bytes]:
-    raw: Any = message.headers()
-    if not raw:
-        return {}
-    headers: dict[str, Any] = dict(raw)
-    if None in headers.values():
-        return {k: (b"" if v is None else v) for k, v in headers.items()}
-    return headers
-
-
 class KafkaDelivery(Delivery):
     """A record handed to the core; settled, an ack finishes it, a nack hands it out again
     later. ``_sub`` is its subscription until :meth:`KafkaSubscription.settle` applied it.
 
     ``coordinates`` and ``timestamp`` are read from the message when asked (rarely: a
-    foreign record's id, a retry copy's due time), not built for every record."""
+    foreign record's id, a retry copy's due time), not built for every record; ``native``
+    (the confluent_kafka.Message) is a plain attribute, read for every message."""
 
-    __slots__ = ("_message", "_offset", "_partition", "_sub")
+    __slots__ = ("_offset", "_partition", "_sub", "native")
 
     def __init__(
         self,
@@ -117,10 +108,14 @@ class KafkaDelivery(Delivery):
         # Hot path: set the base class's slots directly rather than through super().
         key: Any = message.key()
         body: Any = message.value()
+        headers: Any = message.headers()  # a list of (name, value); the last name wins
+        headers = dict(headers) if headers else {}
+        if None in headers.values():  # a null value: present, empty
+            headers = {k: (b"" if v is None else v) for k, v in headers.items()}
         self.record = RawRecord(
             partition.key[0],
             key.decode("utf-8", "surrogateescape") if key else "",
-            _headers(message),
+            headers,
             body or b"",
         )
         self.delivery_count = delivery_count
@@ -129,7 +124,7 @@ class KafkaDelivery(Delivery):
         self._offset = offset
         self._sub: KafkaSubscription | None = sub
         self._partition = partition
-        self._message = message
+        self.native: Message = message
 
     # Read-only here: only the driver sets a delivery's coordinates and time.
     @property
@@ -141,13 +136,8 @@ class KafkaDelivery(Delivery):
     @property
     def timestamp(self) -> float | None:  # type: ignore[override]
         """The broker's time of the record, seconds since the epoch (None when unknown)."""
-        ts_type, ts = self._message.timestamp()
+        ts_type, ts = self.native.timestamp()
         return ts / 1000 if ts_type else None
-
-    @property
-    def native(self) -> object:
-        """The confluent_kafka.Message."""
-        return self._message
 
 
 class KafkaSubscription(Subscription):
@@ -504,7 +494,7 @@ class KafkaSubscription(Subscription):
         elif state.revoking:
             self._revoke_progress.set()
         elif not self._closed and self._loop is not None:
-            item = (state, delivery._message, delivery._offset, delivery.delivery_count + 1)
+            item = (state, delivery.native, delivery._offset, delivery.delivery_count + 1)
             handle: asyncio.TimerHandle | None = None
 
             def requeue() -> None:
