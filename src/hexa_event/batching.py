@@ -525,11 +525,16 @@ class BatchLanes:
                     self._hold(key, delivery, prepared)
             if ready.deliveries:
                 await dispatcher.run(ready)
+            unsettled_left = False  # run, poison and prepare settled all but those held back
+        except BaseException:
+            unsettled_left = True
+            raise
         finally:
             finished = [d for d in deliveries if d not in back] if back else deliveries
-            for delivery in finished:
-                if delivery.outcome is None:
-                    delivery.nack()  # only after a cancellation: run settles everything
+            if unsettled_left:  # cancelled, or a dead letter that could not even be built
+                for delivery in finished:
+                    if delivery.outcome is None:
+                        delivery.nack()
             for lane, kept in held.items():
                 self._queues.setdefault(lane, deque()).extendleft(reversed(kept))
             self._settled(finished)
