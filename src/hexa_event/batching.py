@@ -219,6 +219,7 @@ class BatchDispatcher(Dispatcher):
         super().__init__(publish, features, route, closing)
         self._handler = plan.handler
         self._ctx = Context(handler_action=route.chain.action)
+        self._chain = route.chain
         propagator = route.propagator
         self._check: Callable[[Mapping[str, bytes]], None] | None = (
             propagator.check if type(propagator) is DefaultPropagator else None
@@ -233,9 +234,14 @@ class BatchDispatcher(Dispatcher):
         """Open ``delivery`` into ``ready`` (None); or a poison record to dead-letter; or
         the epoch time a retry copy is due at; None also once it is settled (nacked: not
         due while shutting down)."""
-        opened = self._open(delivery)
-        if not isinstance(opened, wire.Opened):
-            return opened
+        try:  # what _open does, inline: this runs for every message
+            opened = wire.open_delivery(delivery, self._chain)
+        except Exception as exc:
+            return Poison(None, exc)
+        if opened.due:
+            due = self._when_due(delivery, opened)
+            if not isinstance(due, wire.Opened):
+                return due
         try:
             message = self._message(delivery, opened)
             headers = delivery.record.headers
@@ -520,11 +526,16 @@ class BatchLanes:
                     self._hold(key, delivery, prepared)
             if ready.deliveries:
                 await dispatcher.run(ready)
+            unsettled_left = False  # run, poison and prepare settled all but those held back
+        except BaseException:
+            unsettled_left = True
+            raise
         finally:
             finished = [d for d in deliveries if d not in back] if back else deliveries
-            for delivery in finished:
-                if delivery.outcome is None:
-                    delivery.nack()  # only after a cancellation: run settles everything
+            if unsettled_left:  # cancelled, or a dead letter that could not even be built
+                for delivery in finished:
+                    if delivery.outcome is None:
+                        delivery.nack()
             for lane, kept in held.items():
                 self._queues.setdefault(lane, deque()).extendleft(reversed(kept))
             self._settled(finished)

@@ -173,13 +173,17 @@ class Dispatcher:
             opened = wire.open_delivery(delivery, self._route.chain)
         except Exception as exc:
             return Poison(None, exc)
-        if opened.due:
-            remaining = opened.due - time.time()
-            if remaining > 0:
-                if self._closing.is_set() or self._delayed_nack:
-                    delivery.nack(remaining)
-                    return None
-                return opened.due
+        return self._when_due(delivery, opened) if opened.due else opened
+
+    def _when_due(self, delivery: Delivery, opened: wire.Opened) -> wire.Opened | float | None:
+        """For a delivery with a due time: ``opened`` once it is due; else the epoch time it
+        is due at, or None once it is nacked for the time left (see :meth:`_open`)."""
+        remaining = opened.due - time.time()
+        if remaining > 0:
+            if self._closing.is_set() or self._delayed_nack:
+                delivery.nack(remaining)
+                return None
+            return opened.due
         return opened
 
     def _message(self, delivery: Delivery, opened: wire.Opened) -> Message[Any]:

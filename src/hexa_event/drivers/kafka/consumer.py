@@ -87,21 +87,15 @@ _REPLACEMENT_WINDOW = 600.0
 cause is not transient, the subscription fails (restart the receiver after fixing it)."""
 
 
-def _headers(message: Message) -> dict[str, bytes]:
-    raw: Any = message.headers()
-    if not raw:
-        return {}
-    headers: dict[str, Any] = dict(raw)
-    if None in headers.values():
-        return {k: (b"" if v is None else v) for k, v in headers.items()}
-    return headers
-
-
 class KafkaDelivery(Delivery):
     """A record handed to the core; settled, an ack finishes it, a nack hands it out again
-    later. ``_sub`` is its subscription until :meth:`KafkaSubscription.settle` applied it."""
+    later. ``_sub`` is its subscription until :meth:`KafkaSubscription.settle` applied it.
 
-    __slots__ = ("_message", "_offset", "_partition", "_sub")
+    ``coordinates`` and ``timestamp`` are read from the message when asked (rarely: a
+    foreign record's id, a retry copy's due time), not built for every record; ``native``
+    (the confluent_kafka.Message) is a plain attribute, read for every message."""
+
+    __slots__ = ("_offset", "_partition", "_sub", "native")
 
     def __init__(
         self,
@@ -112,30 +106,38 @@ class KafkaDelivery(Delivery):
         delivery_count: int,
     ) -> None:
         # Hot path: set the base class's slots directly rather than through super().
-        topic, number = partition.key
         key: Any = message.key()
         body: Any = message.value()
-        ts_type, ts = message.timestamp()
+        headers: Any = message.headers()  # a list of (name, value); the last name wins
+        headers = dict(headers) if headers else {}
+        if None in headers.values():  # a null value: present, empty
+            headers = {k: (b"" if v is None else v) for k, v in headers.items()}
         self.record = RawRecord(
-            topic,
+            partition.key[0],
             key.decode("utf-8", "surrogateescape") if key else "",
-            _headers(message),
+            headers,
             body or b"",
         )
-        self.coordinates = f"{topic}-{number}-{offset}"
         self.delivery_count = delivery_count
-        self.timestamp = ts / 1000 if ts_type else None
         self.outcome = None
         self.delay = 0.0
         self._offset = offset
         self._sub: KafkaSubscription | None = sub
         self._partition = partition
-        self._message = message
+        self.native: Message = message
+
+    # Read-only here: only the driver sets a delivery's coordinates and time.
+    @property
+    def coordinates(self) -> str:  # type: ignore[override]
+        """``<topic>-<partition>-<offset>``."""
+        topic, number = self._partition.key
+        return f"{topic}-{number}-{self._offset}"
 
     @property
-    def native(self) -> object:
-        """The confluent_kafka.Message."""
-        return self._message
+    def timestamp(self) -> float | None:  # type: ignore[override]
+        """The broker's time of the record, seconds since the epoch (None when unknown)."""
+        ts_type, ts = self.native.timestamp()
+        return ts / 1000 if ts_type else None
 
 
 class KafkaSubscription(Subscription):
@@ -492,7 +494,7 @@ class KafkaSubscription(Subscription):
         elif state.revoking:
             self._revoke_progress.set()
         elif not self._closed and self._loop is not None:
-            item = (state, delivery._message, delivery._offset, delivery.delivery_count + 1)
+            item = (state, delivery.native, delivery._offset, delivery.delivery_count + 1)
             handle: asyncio.TimerHandle | None = None
 
             def requeue() -> None:
@@ -599,6 +601,7 @@ class KafkaSubscription(Subscription):
         position that did not change is not committed again.
         """
         dirty, ack = self._dirty, Outcome.ACK
+        acked: dict[PartitionState, list[int]] = {}
         for delivery in deliveries:
             if (
                 not isinstance(delivery, KafkaDelivery)
@@ -609,13 +612,19 @@ class KafkaSubscription(Subscription):
             delivery._sub = None
             state = delivery._partition
             if delivery.outcome is ack and not state.revoking:
-                # The common case inline (what _apply does for it): finish the offset.
-                self._unsettled -= 1
-                state.outstanding -= 1
-                state.complete(delivery._offset)
-                dirty.add(state)
+                # The common case, gathered per partition (what _apply does for one).
+                offsets = acked.get(state)
+                if offsets is None:
+                    acked[state] = [delivery._offset]
+                else:
+                    offsets.append(delivery._offset)
             else:
                 self._apply(delivery)
+        for state, offsets in acked.items():  # per partition: its acked offsets as a run
+            self._unsettled -= len(offsets)
+            state.outstanding -= len(offsets)
+            state.complete_all(offsets)
+            dirty.add(state)
         self._buffer.wake()  # room in the prefetch window
         if self._commit_failure is not None:
             failure, self._commit_failure = self._commit_failure, None

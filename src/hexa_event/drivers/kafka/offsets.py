@@ -118,6 +118,31 @@ class PartitionState:
         else:
             self.done.add(offset)
 
+    def complete_all(self, acked: list[int]) -> None:
+        """Mark the ``acked`` offsets finished (unfinished ones, in any order; sorts the list).
+
+        The common case, a batch that acked the oldest received offsets of the partition,
+        drops that run from the head at once; anything else goes offset by offset."""
+        if not acked:
+            return
+        acked.sort()
+        offsets = self.offsets
+        count = len(acked)
+        if (
+            count <= len(offsets)
+            and offsets[0] == acked[0]
+            and offsets[count - 1] == acked[-1]  # n distinct ones in n places: exactly those
+        ):
+            popleft = offsets.popleft
+            for _ in range(count):
+                popleft()
+            done = self.done
+            while offsets and offsets[0] in done:
+                done.discard(popleft())
+            return
+        for offset in acked:
+            self.complete(offset)
+
     def watermark(self) -> int:
         """The offset to commit: the lowest unfinished one, else highest received + 1."""
         return self.offsets[0] if self.offsets else self.next_offset
