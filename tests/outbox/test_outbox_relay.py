@@ -94,6 +94,7 @@ async def test_failed_publish_leaves_rows_unsent_and_retries(db_url: str) -> Non
     async with OutboxRelay(db_url, driver, retry_delay=0.0) as relay:
         assert await relay.run_once() == 0
         assert unsent(db_url) == 2
+        assert rows(db_url, "SELECT max(attempts), count(last_error) FROM hexa_outbox") == [(1, 2)]
         stats = await relay.stats()
         assert stats.failed_batches == 1
         assert stats.backlog == 2
@@ -101,7 +102,8 @@ async def test_failed_publish_leaves_rows_unsent_and_retries(db_url: str) -> Non
         assert stats.oldest_unsent_age >= 0
         assert await relay.run_once() == 2
     assert driver.ids() == ids
-    assert rows(db_url, "SELECT max(attempts), count(last_error) FROM hexa_outbox") == [(2, 0)]
+    assert rows(db_url, "SELECT count(*) FROM hexa_outbox") == [(0,)]  # sent rows leave
+    assert rows(db_url, "SELECT row_count, event_ids FROM hexa_outbox_sent") == [(2, " ".join(ids))]
 
 
 @pytest.mark.parametrize("mode", [None, "lease"])
@@ -257,7 +259,7 @@ async def test_lock_mode_next_batch_publishes_while_the_previous_is_marked(
     execute = AsyncConnection.execute
 
     async def slow_mark(self: AsyncConnection, statement: Any, *args: Any, **kw: Any) -> Any:
-        if str(statement).startswith("UPDATE hexa_outbox SET sent_at") and not release.is_set():
+        if "INSERT INTO hexa_outbox_sent" in str(statement) and not release.is_set():
             held.set()
             await release.wait()
         return await execute(self, statement, *args, **kw)
@@ -273,6 +275,41 @@ async def test_lock_mode_next_batch_publishes_while_the_previous_is_marked(
         assert (await first, await second) == (1, 1)
     assert [r.body for r in driver.records] == [b'{"n":0}', b'{"n":1}']
     assert unsent(pg_url) == 0
+
+
+@pytest.mark.postgres
+async def test_lock_mode_a_failed_batch_holds_its_keys_before_the_next_claim(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lock mode: a batch that failed to publish puts its rows on hold before a later claim
+    may run without waiting for it: a claim made while the hold was not committed yet took
+    the failed (still locked) rows for this relay's own batch in flight and published the
+    key's next row first."""
+    ids = emit(pg_url, ["k", "k"])
+    driver = RecordingDriver()
+    driver.fail_next = 1
+    held = asyncio.Event()
+    release = asyncio.Event()
+    execute = AsyncConnection.execute
+
+    async def slow_hold(self: AsyncConnection, statement: Any, *args: Any, **kw: Any) -> Any:
+        if str(statement).startswith("UPDATE hexa_outbox SET lease_until") and not release.is_set():
+            held.set()
+            await release.wait()
+        return await execute(self, statement, *args, **kw)
+
+    monkeypatch.setattr(AsyncConnection, "execute", slow_hold)
+    async with OutboxRelay(pg_url, driver, batch_size=1, retry_delay=0.0) as relay:
+        first = asyncio.create_task(relay.run_once())
+        await asyncio.wait_for(held.wait(), 30)  # failed; its hold is being written
+        second = asyncio.create_task(relay.run_once())  # claims the key's second row
+        await eventually(lambda: relay.in_flight == 2, what="the second row claimed")
+        assert driver.ids() == []  # not published ahead of the first, which waits to retry
+        release.set()
+        assert (await first, await second) == (0, 0)  # the second waited, and was put back
+        assert driver.ids() == []
+        assert await relay.drain(max_seconds=30) == 2
+    assert driver.ids() == ids
 
 
 @pytest.mark.postgres
@@ -295,10 +332,8 @@ async def test_late_commit_is_not_skipped(pg_url: str) -> None:
                 assert await relay.run_once() == 1
         assert driver.ids() == [early, late]
         # the late row has the lower id, and was sent after the higher one
-        assert [r[0] for r in rows(pg_url, "SELECT event_id FROM hexa_outbox ORDER BY id")] == [
-            late,
-            early,
-        ]
+        logged = rows(pg_url, "SELECT event_ids FROM hexa_outbox_sent ORDER BY first_id")
+        assert [r[0] for r in logged] == [late, early]
     finally:
         await engine.dispose()
 
