@@ -357,3 +357,42 @@ async def test_notify_wakes_the_relay(pg_url: str) -> None:
         await asyncio.wait_for(task, 10)
         await relay.close()
     assert driver.ids() == [sent]
+
+
+async def test_an_outbox_without_a_sent_log_is_marked_in_place_until_migrated(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upgrading: an outbox made before the sent log keeps working (rows marked in place,
+    a warning names the command); ``migrate`` adds the log, which later relays use; the
+    status and the cleaner count both kinds of sent record."""
+    from datetime import timedelta
+
+    from hexa_event.commands.status import measure
+    from hexa_event.outbox import OutboxCleaner, migrate
+
+    engine = create_engine(sync_url(db_url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE hexa_outbox_sent")
+    engine.dispose()
+    old = emit(db_url, ["a", "b", "a"])
+    driver = RecordingDriver()
+    async with OutboxRelay(db_url, driver) as relay:
+        assert await relay.run_once() == 3
+    assert "run `hexa-event outbox migrate`" in caplog.text
+    assert rows(db_url, "SELECT count(*), count(sent_at) FROM hexa_outbox") == [(3, 3)]
+    status = await measure(db_url, 1000.0)
+    assert (status["backlog"], status["sent_per_second"]) == (0, 0.003)
+
+    migrate(db_url)  # adds the log, keeps the rows marked in place
+    new = emit(db_url, ["a", "c"])
+    async with OutboxRelay(db_url, driver) as relay:
+        assert await relay.run_once() == 2
+    assert driver.ids() == old + new
+    assert rows(db_url, "SELECT count(*), count(sent_at) FROM hexa_outbox") == [(3, 3)]
+    assert rows(db_url, "SELECT row_count, event_ids FROM hexa_outbox_sent") == [(2, " ".join(new))]
+    status = await measure(db_url, 1000.0)
+    assert status["sent_per_second"] == 0.005
+    async with OutboxCleaner(db_url, retention=timedelta(0)) as cleaner:
+        assert await cleaner.run_once() == 5
+    assert rows(db_url, "SELECT count(*) FROM hexa_outbox") == [(0,)]
+    assert rows(db_url, "SELECT count(*) FROM hexa_outbox_sent") == [(0,)]
