@@ -396,3 +396,23 @@ async def test_an_outbox_without_a_sent_log_is_marked_in_place_until_migrated(
         assert await cleaner.run_once() == 5
     assert rows(db_url, "SELECT count(*) FROM hexa_outbox") == [(0,)]
     assert rows(db_url, "SELECT count(*) FROM hexa_outbox_sent") == [(0,)]
+
+
+async def test_a_hand_built_table_without_its_sent_log_is_marked_in_place(db_url: str) -> None:
+    """A ``Table`` not made by ``table_for`` has no sent log in its metadata: the relay
+    marks its rows in place and the cleaner deletes them, as before the sent log."""
+    from datetime import timedelta
+
+    from sqlalchemy import MetaData
+
+    from hexa_event.outbox import OutboxCleaner, outbox_table
+
+    table = outbox_table.to_metadata(MetaData())
+    ids = emit(db_url, ["a", "b"])
+    driver = RecordingDriver()
+    async with OutboxRelay(db_url, driver, table=table) as relay:
+        assert await relay.run_once() == 2
+    assert driver.ids() == ids
+    assert rows(db_url, "SELECT count(*), count(sent_at) FROM hexa_outbox") == [(2, 2)]
+    async with OutboxCleaner(db_url, retention=timedelta(0), table=table) as cleaner:
+        assert await cleaner.run_once() == 2

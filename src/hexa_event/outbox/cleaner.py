@@ -51,7 +51,6 @@ class OutboxCleaner(BatchCleaner):
             db, table=table, retention=retention, batch_size=batch_size, interval=interval
         )
         check_dialect(names_of(table), self.engine.dialect.name, owner="OutboxCleaner")
-        self._clean_log = clean_statement(table)
 
     def delete_statement(self) -> Any:
         t = self.table
@@ -64,13 +63,12 @@ class OutboxCleaner(BatchCleaner):
         total = await super().run_once()
         if not await has_sent_log(self.engine, self.table):
             return total  # an outbox migrated by an older version: rows marked in place only
+        stmt = clean_statement(self.table)
         cutoff = utcnow() - self.retention
         logged = 0
         while not self._stop.is_set():
             async with self.engine.begin() as conn:
-                result = await conn.execute(
-                    self._clean_log, {"cutoff": cutoff, "limit": self.batch_size}
-                )
+                result = await conn.execute(stmt, {"cutoff": cutoff, "limit": self.batch_size})
                 counts = result.scalars().all()
             logged += sum(counts)
             if len(counts) < self.batch_size:

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._sql.cleaner import CUTOFF, LIMIT
+from ..errors import ConfigurationError
 from .store import sent_table
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,12 @@ def _exists(conn: Connection, table: Table) -> bool:
 
 
 async def has_sent_log(db: AsyncEngine | AsyncConnection, table: Table) -> bool:
-    """Whether the sent log of ``table`` exists (``migrate`` creates it)."""
-    sent = sent_table(table)
+    """Whether the sent log of ``table`` exists (``migrate`` creates it); False too for a
+    ``Table`` built by hand, which has none in its metadata."""
+    try:
+        sent = sent_table(table)
+    except ConfigurationError:
+        return False
     if isinstance(db, AsyncConnection):
         return await db.run_sync(_exists, sent)
     async with db.connect() as conn:
