@@ -101,6 +101,7 @@ def reset_tables(url: str) -> None:
             if engine.dialect.name == "sqlite":
                 conn.execute(text("PRAGMA journal_mode=WAL"))
             conn.execute(outbox_table.delete())
+            conn.execute(outbox.sent_table(outbox_table).delete())
             conn.execute(inbox_table.delete())
     finally:
         engine.dispose()

@@ -14,7 +14,7 @@ from db_helpers import RecordingDriver, rows
 from hexa_event import Event, register_driver
 from hexa_event._sql.clock import utcnow
 from hexa_event.cli import main, parse_duration
-from hexa_event.outbox import Outbox, outbox_table
+from hexa_event.outbox import Outbox, outbox_table, sent_table
 
 
 def test_ddl(capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,7 +57,8 @@ def test_migrate_relay_stats_clean(tmp_path: Path, capsys: pytest.CaptureFixture
     assert driver.ids() == ids
 
     with engine.begin() as conn:
-        conn.execute(update(outbox_table).values(sent_at=utcnow() - timedelta(days=2)))
+        log = sent_table(outbox_table)
+        conn.execute(update(log).values(sent_at=utcnow() - timedelta(days=2)))
     engine.dispose()
     assert main(["outbox", "clean", "--db", db, "--retention", "1d", "--batch-size", "2"]) == 0
     assert "deleted 5 rows" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import hexa_event as he
 from db_helpers import rows
 from hexa_event._sql.clock import utcnow
 from hexa_event.cli import main
-from hexa_event.outbox import Outbox, table_for
+from hexa_event.outbox import Outbox, sent_table, table_for
 
 INJECTION = 'x"; drop table y; --'
 
@@ -85,7 +85,7 @@ def test_outbox_inbox_doctor_and_dlq_on_one_table_set(
     assert "schema not migrated: missing tables" in capsys.readouterr().out
 
     with engine.begin() as conn:
-        conn.execute(update(table).values(sent_at=utcnow() - timedelta(days=2)))
+        conn.execute(update(sent_table(table)).values(sent_at=utcnow() - timedelta(days=2)))
     assert main(["outbox", "clean", "--db", db, *flags, "--retention", "1d"]) == 0
     assert "deleted 3 rows" in capsys.readouterr().out
     engine.dispose()

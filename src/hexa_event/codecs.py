@@ -62,6 +62,9 @@ def _json_enc_hook(value: Any) -> Any:
     )
 
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
 class JsonCodec:
     """JSON via msgspec; decodes into dataclasses, structs, typed containers or pydantic."""
 
@@ -75,7 +78,7 @@ class JsonCodec:
     def encode(self, value: Any) -> bytes:
         """Encode ``value``; NaN, infinities and a bare ``bytes`` payload are refused (JSON
         would carry them as ``null`` and base64 text, silently changing the payload)."""
-        if isinstance(value, bytes | bytearray | memoryview):
+        if isinstance(value, _BYTES_LIKE):
             raise EncodeError(
                 "the JSON codec would turn a bytes payload into base64 text: emit bytes with "
                 "codec='raw' (or 'protobuf-binary' for protobuf messages)"
@@ -239,7 +242,7 @@ class RawCodec:
     content_type = "application/octet-stream"
 
     def encode(self, value: Any) -> bytes:
-        if isinstance(value, bytes | bytearray | memoryview):
+        if isinstance(value, _BYTES_LIKE):
             return bytes(value)
         raise EncodeError(f"codec 'raw' carries bytes only, got {type(value).__name__}")
 

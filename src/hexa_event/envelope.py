@@ -134,6 +134,8 @@ class _Sealer:
     carries alike are built once, and each record starts from a copy of them."""
 
     __slots__ = (
+        "_codec",
+        "_codec_template",
         "_context_headers",
         "_ctx",
         "_envelope",
@@ -149,6 +151,9 @@ class _Sealer:
         self._context_headers = context_headers
         self._ctx = ctx
         self._templates: dict[int, dict[str, bytes]] = {}
+        self._codec: Codec | None = None
+        """The codec of the last record sealed, and its template (the common case: one)."""
+        self._codec_template: dict[str, bytes] = {}
         self._last_ms = -1
         self._last_ms_text = b""
 
@@ -165,6 +170,7 @@ class _Sealer:
                 REPLY_CHANNEL: b"",
                 PAYLOAD_ENCODER: codec.name.encode(),
             }
+        self._codec, self._codec_template = codec, template
         return template
 
     def seal(self, event: Event[Any]) -> RawRecord:
@@ -179,7 +185,7 @@ class _Sealer:
             body = codec.encode(event.payload)
         except EncodeError as exc:
             raise EncodeError(f"event for channel {event.channel!r}: {exc}") from exc
-        template = self._template(codec)
+        template = self._codec_template if codec is self._codec else self._template(codec)
         if event.headers:
             headers = {
                 _application_header(name): value.encode() if isinstance(value, str) else value
@@ -189,7 +195,7 @@ class _Sealer:
         else:
             headers = template.copy()
         event_id = event.id or new_event_id()
-        emitted_ms = now_ms()
+        emitted_ms = time.time_ns() // 1_000_000  # now_ms(), without a call per record
         if emitted_ms != self._last_ms:
             self._last_ms, self._last_ms_text = emitted_ms, str(emitted_ms).encode()
         headers[EVENT_ID] = event_id.encode()

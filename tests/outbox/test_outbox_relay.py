@@ -94,6 +94,7 @@ async def test_failed_publish_leaves_rows_unsent_and_retries(db_url: str) -> Non
     async with OutboxRelay(db_url, driver, retry_delay=0.0) as relay:
         assert await relay.run_once() == 0
         assert unsent(db_url) == 2
+        assert rows(db_url, "SELECT max(attempts), count(last_error) FROM hexa_outbox") == [(1, 2)]
         stats = await relay.stats()
         assert stats.failed_batches == 1
         assert stats.backlog == 2
@@ -101,7 +102,8 @@ async def test_failed_publish_leaves_rows_unsent_and_retries(db_url: str) -> Non
         assert stats.oldest_unsent_age >= 0
         assert await relay.run_once() == 2
     assert driver.ids() == ids
-    assert rows(db_url, "SELECT max(attempts), count(last_error) FROM hexa_outbox") == [(2, 0)]
+    assert rows(db_url, "SELECT count(*) FROM hexa_outbox") == [(0,)]  # sent rows leave
+    assert rows(db_url, "SELECT row_count, event_ids FROM hexa_outbox_sent") == [(2, " ".join(ids))]
 
 
 @pytest.mark.parametrize("mode", [None, "lease"])
@@ -257,7 +259,7 @@ async def test_lock_mode_next_batch_publishes_while_the_previous_is_marked(
     execute = AsyncConnection.execute
 
     async def slow_mark(self: AsyncConnection, statement: Any, *args: Any, **kw: Any) -> Any:
-        if str(statement).startswith("UPDATE hexa_outbox SET sent_at") and not release.is_set():
+        if "INSERT INTO hexa_outbox_sent" in str(statement) and not release.is_set():
             held.set()
             await release.wait()
         return await execute(self, statement, *args, **kw)
@@ -273,6 +275,41 @@ async def test_lock_mode_next_batch_publishes_while_the_previous_is_marked(
         assert (await first, await second) == (1, 1)
     assert [r.body for r in driver.records] == [b'{"n":0}', b'{"n":1}']
     assert unsent(pg_url) == 0
+
+
+@pytest.mark.postgres
+async def test_lock_mode_a_failed_batch_holds_its_keys_before_the_next_claim(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lock mode: a batch that failed to publish puts its rows on hold before a later claim
+    may run without waiting for it: a claim made while the hold was not committed yet took
+    the failed (still locked) rows for this relay's own batch in flight and published the
+    key's next row first."""
+    ids = emit(pg_url, ["k", "k"])
+    driver = RecordingDriver()
+    driver.fail_next = 1
+    held = asyncio.Event()
+    release = asyncio.Event()
+    execute = AsyncConnection.execute
+
+    async def slow_hold(self: AsyncConnection, statement: Any, *args: Any, **kw: Any) -> Any:
+        if str(statement).startswith("UPDATE hexa_outbox SET lease_until") and not release.is_set():
+            held.set()
+            await release.wait()
+        return await execute(self, statement, *args, **kw)
+
+    monkeypatch.setattr(AsyncConnection, "execute", slow_hold)
+    async with OutboxRelay(pg_url, driver, batch_size=1, retry_delay=0.0) as relay:
+        first = asyncio.create_task(relay.run_once())
+        await asyncio.wait_for(held.wait(), 30)  # failed; its hold is being written
+        second = asyncio.create_task(relay.run_once())  # claims the key's second row
+        await eventually(lambda: relay.in_flight == 2, what="the second row claimed")
+        assert driver.ids() == []  # not published ahead of the first, which waits to retry
+        release.set()
+        assert (await first, await second) == (0, 0)  # the second waited, and was put back
+        assert driver.ids() == []
+        assert await relay.drain(max_seconds=30) == 2
+    assert driver.ids() == ids
 
 
 @pytest.mark.postgres
@@ -295,10 +332,8 @@ async def test_late_commit_is_not_skipped(pg_url: str) -> None:
                 assert await relay.run_once() == 1
         assert driver.ids() == [early, late]
         # the late row has the lower id, and was sent after the higher one
-        assert [r[0] for r in rows(pg_url, "SELECT event_id FROM hexa_outbox ORDER BY id")] == [
-            late,
-            early,
-        ]
+        logged = rows(pg_url, "SELECT event_ids FROM hexa_outbox_sent ORDER BY first_id")
+        assert [r[0] for r in logged] == [late, early]
     finally:
         await engine.dispose()
 
@@ -322,3 +357,62 @@ async def test_notify_wakes_the_relay(pg_url: str) -> None:
         await asyncio.wait_for(task, 10)
         await relay.close()
     assert driver.ids() == [sent]
+
+
+async def test_an_outbox_without_a_sent_log_is_marked_in_place_until_migrated(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upgrading: an outbox made before the sent log keeps working (rows marked in place,
+    a warning names the command); ``migrate`` adds the log, which later relays use; the
+    status and the cleaner count both kinds of sent record."""
+    from datetime import timedelta
+
+    from hexa_event.commands.status import measure
+    from hexa_event.outbox import OutboxCleaner, migrate
+
+    engine = create_engine(sync_url(db_url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE hexa_outbox_sent")
+    engine.dispose()
+    old = emit(db_url, ["a", "b", "a"])
+    driver = RecordingDriver()
+    async with OutboxRelay(db_url, driver) as relay:
+        assert await relay.run_once() == 3
+    assert "run `hexa-event outbox migrate`" in caplog.text
+    assert rows(db_url, "SELECT count(*), count(sent_at) FROM hexa_outbox") == [(3, 3)]
+    status = await measure(db_url, 1000.0)
+    assert (status["backlog"], status["sent_per_second"]) == (0, 0.003)
+
+    migrate(db_url)  # adds the log, keeps the rows marked in place
+    new = emit(db_url, ["a", "c"])
+    async with OutboxRelay(db_url, driver) as relay:
+        assert await relay.run_once() == 2
+    assert driver.ids() == old + new
+    assert rows(db_url, "SELECT count(*), count(sent_at) FROM hexa_outbox") == [(3, 3)]
+    assert rows(db_url, "SELECT row_count, event_ids FROM hexa_outbox_sent") == [(2, " ".join(new))]
+    status = await measure(db_url, 1000.0)
+    assert status["sent_per_second"] == 0.005
+    async with OutboxCleaner(db_url, retention=timedelta(0)) as cleaner:
+        assert await cleaner.run_once() == 5
+    assert rows(db_url, "SELECT count(*) FROM hexa_outbox") == [(0,)]
+    assert rows(db_url, "SELECT count(*) FROM hexa_outbox_sent") == [(0,)]
+
+
+async def test_a_hand_built_table_without_its_sent_log_is_marked_in_place(db_url: str) -> None:
+    """A ``Table`` not made by ``table_for`` has no sent log in its metadata: the relay
+    marks its rows in place and the cleaner deletes them, as before the sent log."""
+    from datetime import timedelta
+
+    from sqlalchemy import MetaData
+
+    from hexa_event.outbox import OutboxCleaner, outbox_table
+
+    table = outbox_table.to_metadata(MetaData())
+    ids = emit(db_url, ["a", "b"])
+    driver = RecordingDriver()
+    async with OutboxRelay(db_url, driver, table=table) as relay:
+        assert await relay.run_once() == 2
+    assert driver.ids() == ids
+    assert rows(db_url, "SELECT count(*), count(sent_at) FROM hexa_outbox") == [(2, 2)]
+    async with OutboxCleaner(db_url, retention=timedelta(0), table=table) as cleaner:
+        assert await cleaner.run_once() == 2

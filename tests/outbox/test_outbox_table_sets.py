@@ -31,6 +31,7 @@ from hexa_event.outbox import (
     notify_channel,
     outbox_stats,
     outbox_table,
+    sent_table,
     table_for,
 )
 from hexa_event.testing import eventually
@@ -175,7 +176,8 @@ async def test_relays_stats_and_cleaners_stay_in_their_table_set(
         for names in found:
             table = table_for(**names)
             async with engine.begin() as conn:
-                await conn.execute(update(table).values(sent_at=utcnow() - timedelta(days=2)))
+                old = utcnow() - timedelta(days=2)
+                await conn.execute(update(sent_table(table)).values(sent_at=old))
         first = found[0]
         async with OutboxCleaner(engine, retention=timedelta(days=1), **first) as cleaner:
             assert await cleaner.run_once() == 1

@@ -3,8 +3,9 @@
 ``--schema``/``--table-prefix`` (or ``?schema=``/``?table_prefix=`` in the URL) read the
 outbox table of one service among several sharing the database.
 
-The send rate counts rows marked sent in the last ``--window`` (default one minute); a relay
-run with ``--delete-sent`` leaves no sent rows to count, so the rate shows as unknown.
+The send rate counts rows sent in the last ``--window`` (default one minute), from the sent
+log (and rows marked sent in place by older relays); a relay run with ``--delete-sent``
+records nothing sent, so the rate shows as unknown.
 """
 
 from __future__ import annotations
@@ -73,10 +74,9 @@ async def measure(
 
     ``db`` may carry ``?schema=``/``?table_prefix=``; raises ConfigurationError for bad
     names (before connecting)."""
-    from sqlalchemy import func, select
-
     from .._sql.names import url_and_names
     from ..outbox import outbox_stats, table_for
+    from ..outbox.sentlog import has_sent_log, sent_since
 
     db, schema, table_prefix = url_and_names(
         db, schema, table_prefix, owner="--schema/--table-prefix"
@@ -87,12 +87,8 @@ async def measure(
         stats = await outbox_stats(engine, t)
         since = _utcnow() - timedelta(seconds=window)
         async with engine.connect() as conn:
-            sent_recently = (
-                await conn.execute(select(func.count()).where(t.c.sent_at >= since))
-            ).scalar_one()
-            ever_sent = (
-                await conn.execute(select(func.count()).where(t.c.sent_at.is_not(None)))
-            ).scalar_one()
+            logged = await has_sent_log(conn, t)
+            sent_recently, ever_sent = await sent_since(conn, t, since, log_exists=logged)
     finally:
         await engine.dispose()
     rate = round(sent_recently / window, 3) if ever_sent or stats.backlog == 0 else None

@@ -7,8 +7,10 @@
   A row the target refuses for good (over its size limit, a channel it cannot carry) is
   parked with the reason in ``last_error`` and the relay goes on; :func:`requeue_parked`
   puts parked rows back once the cause is fixed.
-- :class:`OutboxCleaner` deletes sent rows older than a retention period.
-- :func:`migrate` / :func:`migrate_async` create the table; :func:`ddl` shows its DDL.
+- Sent rows leave the table; each relayed batch leaves one line in the sent log
+  (:func:`sent_table`: ``hexa_outbox_sent``, when, how many, which event ids).
+- :class:`OutboxCleaner` deletes what was sent longer ago than a retention period.
+- :func:`migrate` / :func:`migrate_async` create the tables; :func:`ddl` shows their DDL.
 - Each takes ``schema`` (PostgreSQL) and ``table_prefix``: :func:`table_for` gives that
   outbox table (``billing.hexa_outbox``, ``billing_hexa_outbox``), so several services
   share one database; :data:`outbox_table` is the default one.
@@ -26,6 +28,7 @@ from .store import (
     migrate_async,
     notify_channel,
     outbox_table,
+    sent_table,
     table_for,
 )
 
@@ -42,5 +45,6 @@ __all__ = [
     "outbox_stats",
     "outbox_table",
     "requeue_parked",
+    "sent_table",
     "table_for",
 ]

@@ -37,7 +37,6 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
-    delete,
     exists,
     func,
     literal_column,
@@ -51,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .._sql.clock import utcnow
 from .._sql.problems import brief
 from ..driver import RawRecord
+from .sentlog import has_sent_log, mark_statements
 from .store import decode_headers
 
 log = logging.getLogger(__name__)
@@ -106,12 +106,45 @@ def _error_text(error: BaseException | None) -> str:
 
 
 class ClaimStrategy(abc.ABC):
-    """Claims batches and settles them: published rows marked sent (or deleted), failed
-    ones held back for ``retry_delay`` (their keys' later rows wait too)."""
+    """Claims batches and settles them: published rows marked sent (moved to the sent log,
+    or deleted), failed ones held back for ``retry_delay`` (their keys' later rows wait
+    too)."""
+
+    unsent_only = True
+    """Whether settling must look for rows still unsent (another relay may have settled
+    them since), or the rows are held by the claim until it settles them."""
 
     def __init__(self, settings: ClaimSettings) -> None:
         self.settings = settings
         self._park = self.park_statement()
+        self._postgres = settings.engine.dialect.name == "postgresql"
+        self._marks: list[Any] = []
+        """The statements that mark rows sent (:meth:`prepare` chooses them)."""
+        self.mark_mode = ""
+        """``log`` (deleted, one sent-log line per batch), ``delete`` (``keep_sent=False``)
+        or ``update`` (``sent_at`` set: an outbox without a sent log); set by
+        :meth:`prepare`."""
+
+    async def prepare(self) -> None:
+        """Choose how published rows are marked sent, once: moved to the sent log, unless
+        the outbox predates it (then ``sent_at`` is set, as older versions did)."""
+        if self.mark_mode:
+            return
+        s = self.settings
+        how = "delete"
+        if s.keep_sent:
+            how = "log"
+            if not await has_sent_log(s.engine, s.table):
+                how = "update"
+                log.warning(
+                    "outbox relay: %s has no sent log yet, so sent rows are marked in place "
+                    "(slower); run `hexa-event outbox migrate` (or outbox.migrate()) to add it",
+                    s.table.fullname,
+                )
+        self._marks = mark_statements(
+            s.table, how, postgres=self._postgres, unsent_only=self.unsent_only
+        )
+        self.mark_mode = how
 
     @abc.abstractmethod
     async def claim(self) -> Claimed | None:
@@ -152,15 +185,17 @@ class ClaimStrategy(abc.ABC):
     async def park(self, parked: Mapping[int, str], until: float) -> None:
         """Park rows (id -> why), one statement per reason, retrying until ``until``."""
         for why, ids in _by_reason(parked).items():
-            await self.write(self._park, {"ids": ids, "error": f"parked: {why}"}, until)
+            await self.write([self._park], {"ids": ids, "error": f"parked: {why}"}, until)
 
-    async def write(self, stmt: Any, params: dict[str, Any], until: float) -> bool:
-        """Run a settle statement, retrying database failures until monotonic ``until``."""
+    async def write(self, stmts: Sequence[Any], params: dict[str, Any], until: float) -> bool:
+        """Run settle statements in one transaction, retrying database failures until
+        monotonic ``until``."""
         delay = 0.05
         while True:
             try:
                 async with self.settings.engine.begin() as conn:
-                    await conn.execute(stmt, params)
+                    for stmt in stmts:
+                        await conn.execute(stmt, params)
                 return True
             except Exception as exc:
                 if time.monotonic() + delay > until:
@@ -195,7 +230,6 @@ class LeaseClaims(ClaimStrategy):
     def __init__(self, settings: ClaimSettings) -> None:
         super().__init__(settings)
         t = settings.table
-        self._postgres = settings.engine.dialect.name == "postgresql"
         # Per table (schema included): relays of another outbox never wait on this lock.
         self._lock_key = zlib.crc32(f"hexa-outbox:{t.fullname}".encode()) & 0x7FFFFFFF
         o = t.alias("o")
@@ -238,13 +272,6 @@ class LeaseClaims(ClaimStrategy):
                 update(t).where(t.c.id.in_(candidates)).values(values).returning(*returning)
             )
             in_ids = t.c.id.in_(bindparam("ids", expanding=True))
-        self._mark: Any = (
-            update(t)
-            .where(in_ids, t.c.sent_at.is_(None))
-            .values(sent_at=bindparam("now", type_=_TS), lease_until=None, last_error=None)
-        )
-        if not settings.keep_sent:
-            self._mark = delete(t).where(in_ids, t.c.sent_at.is_(None))
         self._release = (
             update(t)
             .where(in_ids, t.c.sent_at.is_(None), t.c.lease_token == bindparam("token"))
@@ -290,7 +317,7 @@ class LeaseClaims(ClaimStrategy):
             # Release before telling the next batch: a claim made after this point must see
             # these rows waiting to retry (they block their keys).
             await self.write(
-                self._release,
+                [self._release],
                 {
                     "ids": failed,
                     "token": s.owner,
@@ -305,12 +332,14 @@ class LeaseClaims(ClaimStrategy):
             return False
         # Published: mark sent. Keep trying past the lease (fewer duplicates), bounded.
         return await self.write(
-            self._mark, {"ids": done, "now": utcnow()}, batch.lease_until + s.lease
+            self._marks, {"ids": done, "now": utcnow()}, batch.lease_until + s.lease
         )
 
 
 class LockClaims(ClaimStrategy):
     """Row locks of an open transaction as the lease (PostgreSQL)."""
+
+    unsent_only = False
 
     def __init__(self, settings: ClaimSettings) -> None:
         super().__init__(settings)
@@ -359,18 +388,6 @@ class LockClaims(ClaimStrategy):
                 last_error=bindparam("error", type_=String()),
             )
         )
-        self._mark: Any = (
-            update(t)
-            .where(in_ids)
-            .values(
-                sent_at=bindparam("now", type_=_TS),
-                lease_until=None,
-                last_error=None,
-                attempts=t.c.attempts + 1,
-            )
-        )
-        if not settings.keep_sent:
-            self._mark = delete(t).where(in_ids)
         self._lock_sql: str | None = None
         dialect = settings.engine.dialect
         if dialect.driver == "asyncpg" and dialect.paramstyle == "numeric_dollar":
@@ -461,12 +478,29 @@ class LockClaims(ClaimStrategy):
     ) -> bool:
         """Mark ``done`` sent, park ``parked``, put ``failed`` on hold, then commit (unlock).
 
-        The next batch may publish at once: this one's rows stay locked until the commit
-        settles them, so no claim can take them (or later rows of their keys) meanwhile,
-        and if they failed the next batch, claimed already, is not published either.
+        When all went out the next batch may publish at once: this one's rows stay locked
+        until the commit settles them, so no claim can take them (or later rows of their
+        keys) meanwhile. When some failed, the next batch learns it only once they are on
+        hold (committed, no longer ours in flight): a claim made after that sees them and
+        holds back their keys' later rows, where one made before the commit took the
+        locked rows for ours, about to publish, and let later rows of their keys through.
         """
-        if published is not None and not published.done():
-            published.set_result(not failed)
+        if published is not None and not failed and not published.done():
+            published.set_result(True)
+        try:
+            return await self._settle(batch, done, failed, error, parked)
+        finally:
+            if published is not None and not published.done():
+                published.set_result(not failed)
+
+    async def _settle(
+        self,
+        batch: Claimed,
+        done: list[int],
+        failed: list[int],
+        error: BaseException | None,
+        parked: Mapping[int, str] | None,
+    ) -> bool:
         s = self.settings
         conn = batch.conn
         assert conn is not None
@@ -484,7 +518,8 @@ class LockClaims(ClaimStrategy):
             if failed:
                 await conn.execute(self._backoff, hold)
             if done:
-                await conn.execute(self._mark, {"ids": done, "now": now})
+                for stmt in self._marks:
+                    await conn.execute(stmt, {"ids": done, "now": now})
             await conn.commit()
             # Sent or on hold now: later claims see them as they are, not as ours in flight.
             self._mine.pop(batch.ids[0], None)
@@ -495,9 +530,10 @@ class LockClaims(ClaimStrategy):
             if parked:
                 await self.park(parked, batch.lease_until + s.lease)
             if failed:
-                await self.write(self._backoff, hold, batch.lease_until)
+                await self.write([self._backoff], hold, batch.lease_until)
+            self._mine.pop(batch.ids[0], None)
             return bool(done) and await self.write(
-                self._mark, {"ids": done, "now": now}, batch.lease_until + s.lease
+                self._marks, {"ids": done, "now": now}, batch.lease_until + s.lease
             )
         return bool(done)
 

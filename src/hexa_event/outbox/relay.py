@@ -128,9 +128,12 @@ class OutboxRelay:
     ``driver.publish`` calls; up to ``pipeline`` batches are claimed ahead, publishing or
     being marked sent at once. ``lease`` (seconds) is how long a claim lasts before another
     relay may take the rows over; ``retry_delay`` how long a batch whose publish failed
-    waits (its key's later rows wait too). ``keep_sent=False`` deletes rows once sent
-    instead of marking them (cheaper: one row write less; nothing left for the cleaner, and
-    ``sent_at`` history is lost). ``claim_mode``: ``"lock"`` (PostgreSQL default) holds
+    waits (its key's later rows wait too). Sent rows are deleted and each batch leaves
+    one line in the sent log (``hexa_outbox_sent``: when, how many rows, their event ids),
+    which the cleaner deletes after its retention; ``keep_sent=False`` writes no such line
+    (``hexa-event outbox status`` then cannot tell the send rate). An outbox migrated by an
+    older version, without a sent log, gets ``sent_at`` set in place until ``migrate`` adds
+    it. ``claim_mode``: ``"lock"`` (PostgreSQL default) holds
     the claimed rows' ``FOR UPDATE`` locks in an open transaction while publishing (the
     lease is the session: a killed relay releases them at once; a hung one is cut off by
     ``idle_in_transaction_session_timeout`` = ``lease``), one row write per event;
@@ -228,6 +231,7 @@ class OutboxRelay:
     # -- one batch ---------------------------------------------------------------------------
 
     async def _claim(self) -> Claimed | None:
+        await self._claims.prepare()
         return await self._claims.claim()
 
     async def _publish(self, batch: Claimed) -> Published:

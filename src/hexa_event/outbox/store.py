@@ -4,9 +4,13 @@ One row per event holds the record exactly as it will be sent (channel, key, hea
 event id, created time), sealed by the same :class:`~hexa_event.envelope.Envelope` the
 emitters use, so the relay publishes it without re-encoding. A row is *unsent* while
 ``sent_at`` is NULL; the relay leases rows (``lease_until``, ``lease_token``) while it
-publishes them and sets ``sent_at`` once the broker acknowledged them.
+publishes them. Once the broker acknowledged them it deletes them and writes one line per
+batch into ``hexa_outbox_sent`` (when they were sent, how many, their event ids): a delete
+writes no new row version and no index entry, where setting ``sent_at`` did both. Tables
+made before that table existed keep working: until ``migrate`` adds it, relays set
+``sent_at`` as they used to, and the cleaner deletes such rows too.
 
-Create the table with :func:`migrate` (or :func:`migrate_async`); :func:`ddl` shows the DDL.
+Create the tables with :func:`migrate` (or :func:`migrate_async`); :func:`ddl` shows the DDL.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ _ID = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY = ro
 
 TABLE = "hexa_outbox"
 """The outbox table's name before any ``table_prefix``."""
+SENT_TABLE = f"{TABLE}_sent"
+"""The sent log's name before any ``table_prefix``: one row per batch relayed."""
 DERIVED_NAMES = (
     TABLE,
     f"{TABLE}_pkey",
@@ -62,8 +68,10 @@ DERIVED_NAMES = (
     f"ix_{TABLE}_key_unsent",
     f"ix_{TABLE}_leased",
     f"ix_{TABLE}_sent_at",
+    SENT_TABLE,
+    f"{SENT_TABLE}_pkey",
 )
-"""Every name PostgreSQL derives from the table's (63-byte limit once prefixed)."""
+"""Every name PostgreSQL derives from the tables' (63-byte limit once prefixed)."""
 
 
 def _build(md: MetaData, names: TableNames) -> Table:
@@ -102,7 +110,34 @@ def _build(md: MetaData, names: TableNames) -> Table:
         f"ix_{name}_leased", table.c.key, table.c.id, postgresql_where=leased, sqlite_where=leased
     )
     Index(f"ix_{name}_sent_at", table.c.sent_at, postgresql_where=sent, sqlite_where=sent)
+    Table(
+        names.table(SENT_TABLE),
+        md,
+        # Time first: the cleaner and the send rate read it by time; a batch's first row id
+        # makes it unique (each outbox row is deleted, so written here, once).
+        Column("sent_at", DateTime(timezone=True), primary_key=True),
+        Column("first_id", _ID, primary_key=True, autoincrement=False),
+        Column("last_id", _ID, nullable=False),
+        Column("row_count", Integer, nullable=False),
+        Column("event_ids", Text, nullable=False),
+        schema=names.schema,
+    )
     return table
+
+
+def sent_table(table: Table) -> Table:
+    """The sent log of outbox ``table`` (``hexa_outbox_sent`` beside ``hexa_outbox``): one
+    row per relayed batch with ``sent_at``, the first and last row ids, ``row_count`` and
+    the event ids (space-separated, in row order). :func:`migrate` creates it."""
+    name = table.name + SENT_TABLE[len(TABLE) :]
+    key = name if table.schema is None else f"{table.schema}.{name}"
+    found = table.metadata.tables.get(key)
+    if found is None:
+        raise ConfigurationError(
+            f"{table.fullname} has no sent log in its metadata: build outbox tables with "
+            "hexa_event.outbox.table_for(schema, table_prefix)"
+        )
+    return found
 
 
 metadata = MetaData()
@@ -196,7 +231,7 @@ def ddl(dialect: str = "postgresql", *, schema: str | None = None, table_prefix:
     """
     table = table_for(schema, table_prefix)
     check_dialect(names_of(table), dialect, owner="outbox ddl()")
-    return tables_ddl([table], dialect)
+    return tables_ddl([table, sent_table(table)], dialect)
 
 
 def names_of(table: Table) -> TableNames:
@@ -207,7 +242,9 @@ def names_of(table: Table) -> TableNames:
 def migrate(
     bind: Engine | Connection | str, *, schema: str | None = None, table_prefix: str = ""
 ) -> None:
-    """Create the outbox table and its indexes if they do not exist (idempotent).
+    """Create the outbox table, its sent log and their indexes if they do not exist
+    (idempotent; on a table made by an older version it adds the sent log, which relays
+    then use: see :func:`sent_table`).
 
     ``bind`` is a SQLAlchemy ``Engine`` or ``Connection`` or a database URL (a blocking
     driver is chosen: psycopg for PostgreSQL). Never alters or drops anything, except that
@@ -215,7 +252,7 @@ def migrate(
     """
     table = table_for(schema, table_prefix)
     _check_bind(table, bind)
-    create_tables(table.metadata, [table], bind)
+    create_tables(table.metadata, [table, sent_table(table)], bind)
 
 
 async def migrate_async(
@@ -227,7 +264,7 @@ async def migrate_async(
     """:func:`migrate` for an ``AsyncEngine``/``AsyncConnection`` or a URL (asyncio driver)."""
     table = table_for(schema, table_prefix)
     _check_bind(table, bind)
-    await create_tables_async(table.metadata, [table], bind)
+    await create_tables_async(table.metadata, [table, sent_table(table)], bind)
 
 
 def _check_bind(table: Table, bind: object) -> None:

@@ -28,7 +28,9 @@ _decoder = msgspec.json.Decoder(GoEnvelope)
 
 def encode(key: str, headers: Mapping[str, bytes], body: bytes) -> bytes:
     """The JSON envelope for one record (``key`` only when not empty)."""
-    return _encoder.encode(GoEnvelope(header=dict(headers) or None, payload=body, key=key))
+    # A record's headers are a dict as a rule: encoded as they are, not copied.
+    header = headers if isinstance(headers, dict) else dict(headers)
+    return _encoder.encode(GoEnvelope(header or None, body, key))
 
 
 def decode(data: bytes) -> tuple[str, Mapping[str, bytes], bytes] | None:

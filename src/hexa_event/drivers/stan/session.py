@@ -499,6 +499,7 @@ class StanSession:
         connection or session drops first resolves to :class:`SessionInterruptedError`.
         """
         nc = self._nats()
+        publish = nc.publish
         acks = self._acks
         limit = self.options.max_pub_acks_inflight
         head = encode_pub_head(self.client_id, self.conn_id)
@@ -507,19 +508,23 @@ class StanSession:
         guid_prefix = self._guid_prefix
         fields = self._channel_fields
         field_of = self._channel_field
-        for index, channel, data in items:
+        channel = subject = ""
+        field = b""
+        for index, item_channel, data in items:
             while len(acks) >= limit:
                 self._room.clear()
                 await self._room.wait()
                 acks = self._acks  # replaced when pending publishes were failed
+            if item_channel != channel:  # a batch is mostly one channel: built once per run
+                channel = item_channel
+                subject = pub_prefix + channel
+                field = fields.get(channel) or field_of(channel)
             self._guid_count += 1
             guid = f"{guid_prefix}{self._guid_count}"
             acks[guid] = (batch, index)
             try:
-                await nc.publish(
-                    pub_prefix + channel,
-                    encode_pub_msg(head, guid, fields.get(channel) or field_of(channel), data),
-                    reply=reply_prefix + guid,
+                await publish(
+                    subject, encode_pub_msg(head, guid, field, data), reply=reply_prefix + guid
                 )
             except (nats.errors.Error, OSError) as exc:
                 if acks.pop(guid, None) is not None:
