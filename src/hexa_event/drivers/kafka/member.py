@@ -234,6 +234,8 @@ class Member:
         """Since when every commit failed for want of the coordinator (None: the last one
         got through)."""
         self.commit_failure = ""
+        self._commit_future: asyncio.Future[None] | None = None
+        """The loop's future of the commit the thread is in (resolved by abandon())."""
 
     # -- lifecycle (loop side) -----------------------------------------------------------------
 
@@ -331,6 +333,11 @@ class Member:
         self._stop.set()
         self.room.set()
         self._drain_commands()
+        current = self._commit_future
+        if current is not None and not current.done():
+            # Its thread may never come back: the subscription's next commits (by the new
+            # member) must not wait for this one.
+            current.set_result(None)
         finished: asyncio.Future[None] = self._loop.create_future()
         consumer = self._consumer
 
@@ -479,12 +486,15 @@ class Member:
         if not tps:
             self._resolve(future, None)
             return
+        self._commit_future = future
         try:
             result = self._commit(consumer, tps)
         except KafkaException as exc:
             err = exc.args[0]
             self._resolve(future, None if is_rebalance_error(err) else err)
             return
+        finally:
+            self._commit_future = None
         failed = None
         for tp in result or ():
             if tp.error is None:
