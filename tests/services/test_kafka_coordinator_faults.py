@@ -53,7 +53,7 @@ PAUSED_FOR = SESSION_TIMEOUT + 10
 """How long the coordinator is SIGSTOPped: longer than the session timeout."""
 STALL = 10.0
 """Seconds of standing still (events waiting, none handled) by which health must say so."""
-BACK_WITHIN = 90.0
+BACK_WITHIN = 2 * SESSION_TIMEOUT + 60
 """Seconds from the fault until the receiver holds its partitions again and handles."""
 CLEAR_WITHIN = 30.0
 """Seconds after handling went on by which health must be clean again."""
@@ -132,11 +132,15 @@ class Run:
 
     async def sampling(self) -> None:
         """Sample health every 0.1 s; note in the timeline when the partitions held or the
-        health verdict change."""
+        health verdict change, and the progress every 5 s."""
+        progress_at = 0.0
         while True:
             s = self.sample()
             last = self.samples[-1] if self.samples else None
             if last is not None and self.fault_at:
+                if s.at - progress_at >= 5:
+                    progress_at = s.at
+                    self.note(f"[{s.handled} handled, {s.emitted} emitted]")
                 if s.partitions != last.partitions:
                     self.note(f"holds {s.partitions} partitions ({s.handled} handled)")
                 if s.healthy != last.healthy:
