@@ -9,6 +9,9 @@ keys are emitted and handled, the broker coordinating the receiver's consumer gr
   coordinator did;
 - (b) it is SIGKILLed, and started again (its data kept) once the group is back.
 
+The SIGSTOP runs twice: with the default ``KafkaOptions.coordinator_timeout`` (librdkafka
+rejoins by itself) and with 3 s (the consumer is replaced while the coordinator is silent).
+
 Asserted: every event is handled (redeliveries carry the producer's id); the receiver holds
 its partitions again and goes on handling within ``BACK_WITHIN`` seconds of the fault;
 ``receiver.health()`` is unhealthy, with a reason naming the group, whenever the receiver
@@ -47,8 +50,9 @@ admin_mod = pytest.importorskip("confluent_kafka.admin")
 
 TOTAL = int(os.environ.get("HEXA_COORDINATOR_FAULT_EVENTS", "4000"))
 SESSION_TIMEOUT = float(os.environ.get("HEXA_COORDINATOR_SESSION_TIMEOUT", "10"))
-"""The consumers' ``session.timeout.ms`` in seconds (librdkafka's default is 45; shorter
-keeps the test short, the paths taken are the same)."""
+"""The consumers' ``session.timeout.ms`` in seconds. librdkafka's default, 45, outlasts the
+coordinator's move to another node (the group usually keeps its partitions); 10 keeps the
+test short and lets the session run out during the stop, so the loss is tested too."""
 PAUSED_FOR = SESSION_TIMEOUT + 10
 """How long the coordinator is SIGSTOPped: longer than the session timeout."""
 STALL = 10.0
