@@ -36,6 +36,18 @@ work settles and is committed, bounded by ``revoke_timeout``); what it cannot co
 new member receives again (at-least-once). Past ``_MAX_REPLACEMENTS`` within
 ``_REPLACEMENT_WINDOW`` seconds the subscription fails instead (``fetch`` raises).
 
+Group coordinator: a member that lost its partitions with the group's session, or whose
+commits wait for or are refused by the group coordinator, makes health unhealthy naming it
+from the start (:meth:`.member.Member.coordinator_problem`); past
+``KafkaOptions.coordinator_timeout`` it is replaced the same way (a fresh consumer joins
+with a fresh member id, which also gets past a librdkafka consumer that does not rejoin by
+itself). Such replacements do not count towards ``_MAX_REPLACEMENTS`` (an outage of the
+cluster is no reason to fail); instead a group's next one waits twice as long, up to
+``_COORDINATOR_BACKOFF_MAX``, until one of its members is assigned again. What a member
+settled but could not commit is kept: the partition's state is handed to the next
+assignment of that partition in this process (:meth:`.offsets.PartitionState.inherit`), so
+its settled events are not delivered again.
+
 Headers: the core gets ``dict[str, bytes]``; a header with a null value is handed over as
 ``b""`` (present, empty), and of repeated header names the last one wins.
 """
@@ -85,6 +97,7 @@ _MAX_REPLACEMENTS = 3
 _REPLACEMENT_WINDOW = 600.0
 """Members of one subscription replaced this many times within this many seconds: the
 cause is not transient, the subscription fails (restart the receiver after fixing it)."""
+_COORDINATOR_BACKOFF_MAX = 600.0
 
 
 class KafkaDelivery(Delivery):
@@ -196,6 +209,12 @@ class KafkaSubscription(Subscription):
         self._replacing: dict[str, str] = {}
         """Group -> why its member was replaced, until the new member's first assignment."""
         self._replaced_at: deque[float] = deque()
+        self._coordinator_replacements: dict[str, int] = {}
+        """Group -> members replaced in a row for want of the coordinator (reset when one of
+        the group's members is assigned)."""
+        self._earlier: dict[tuple[str, int], PartitionState] = {}
+        """Partitions lost (or left by a replaced member) with what was settled and maybe not
+        committed; the next assignment of the partition inherits it."""
         self._abandoned: list[asyncio.Future[None]] = []
         self._joining: set[asyncio.Task[bool]] = set()
 
@@ -217,6 +236,10 @@ class KafkaSubscription(Subscription):
         replacing = next(iter(self._replacing.values()), None)
         if replacing is not None:
             return replacing
+        for member in self._members:
+            trouble = member.coordinator_problem()
+            if trouble is not None:
+                return self._describe_group(member, trouble[0])
         return next(
             (m.last_error or m.stuck for m in self._members if m.last_error or m.stuck), None
         )
@@ -280,6 +303,9 @@ class KafkaSubscription(Subscription):
 
     # -- watchdog ------------------------------------------------------------------------------
 
+    def _describe_group(self, member: Member, problem: str) -> str:
+        return f"kafka consumer of group {member.group!r} {problem}"
+
     def _describe(self, member: Member, problem: str) -> str:
         group = f" (group {member.group!r})" if member.group != self._spec.group else ""
         return f"kafka consumer thread for action {self._spec.group!r}{group} {problem}"
@@ -294,15 +320,45 @@ class KafkaSubscription(Subscription):
                 problem = member.problem(margin)
                 if problem is not None and not self._closed:
                     self._replace(member, self._describe(member, problem))
+                    continue
+                trouble = member.coordinator_problem()
+                if trouble is not None and not self._closed:
+                    text, since = trouble
+                    bound = self._coordinator_bound(member.group)
+                    if bound > 0 and time.monotonic() - since >= bound:
+                        self._replace(
+                            member,
+                            f"{self._describe_group(member, text)} (coordinator_timeout "
+                            f"{bound:.0f} s)",
+                            counted=False,
+                        )
 
-    def _replace(self, old: Member, reason: str) -> None:
-        """Abandon ``old`` (logging its stack) and start a fresh member of its group."""
+    def _coordinator_bound(self, group: str) -> float:
+        """Seconds without the coordinator before a member of ``group`` is replaced (0:
+        never), doubled for every replacement in a row."""
+        bound = self._options.coordinator_timeout
+        if bound <= 0:
+            return 0.0
+        return float(
+            min(
+                bound * 2 ** self._coordinator_replacements.get(group, 0),
+                max(bound, _COORDINATOR_BACKOFF_MAX),
+            )
+        )
+
+    def _replace(self, old: Member, reason: str, counted: bool = True) -> None:
+        """Abandon ``old`` (logging its stack) and start a fresh member of its group.
+        ``counted``: towards ``_MAX_REPLACEMENTS`` (a coordinator's absence is not)."""
         now = time.monotonic()
         while self._replaced_at and now - self._replaced_at[0] > _REPLACEMENT_WINDOW:
             self._replaced_at.popleft()
-        log.error("%s; its stack:\n%s", reason, old.stack())
+        if counted:
+            log.error("%s; its stack:\n%s", reason, old.stack())
+        else:
+            groups = self._coordinator_replacements
+            groups[old.group] = groups.get(old.group, 0) + 1
         self._abandoned.append(old.abandon(self._options.revoke_timeout + _CLOSE_MARGIN))
-        if len(self._replaced_at) >= _MAX_REPLACEMENTS:
+        if counted and len(self._replaced_at) >= _MAX_REPLACEMENTS:
             self.on_fatal(
                 old,
                 f"{reason}; its consumer was replaced {len(self._replaced_at)} times within "
@@ -310,7 +366,8 @@ class KafkaSubscription(Subscription):
                 "receiver after fixing it (the log holds the thread's stack)",
             )
             return
-        self._replaced_at.append(now)
+        if counted:
+            self._replaced_at.append(now)
         self._replacing[old.group] = f"{reason}; replacing it"
         try:
             new = self._new_member(old.group, old.topics)
@@ -376,15 +433,21 @@ class KafkaSubscription(Subscription):
     def on_assigned(self, member: Member, found: list[tuple[str, int, int, str]]) -> None:
         if member.abandoned:
             return
+        self._coordinator_replacements.pop(member.group, None)
         for topic, partition, offset, metadata in found:
-            orphan = self._partitions.get((topic, partition))
+            key = (topic, partition)
+            orphan = self._partitions.get(key)
             if orphan is not None:  # still held by an abandoned member: its work is redone
-                self._drop([(topic, partition)])
-            state = PartitionState(
-                (topic, partition), member, offset, decode_acked(offset, metadata)
-            )
+                self._drop([key])  # (but what it settled is kept, below)
+                self._earlier[key] = orphan
+            state = PartitionState(key, member, offset, decode_acked(offset, metadata))
             state.committed_metadata = metadata
-            self._partitions[(topic, partition)] = state
+            earlier = self._earlier.pop(key, None)
+            if earlier is not None and state.inherit(earlier):
+                self._dirty.add(state)  # commit what was settled and not committed
+            self._partitions[key] = state
+        if self._dirty:
+            self._schedule_commit()
         member.assigned_once.set()
 
     def _held_by(self, member: Member, keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -394,7 +457,17 @@ class KafkaSubscription(Subscription):
         return [k for k in keys if k in partitions and partitions[k].member is member]
 
     def on_lost(self, member: Member, keys: list[tuple[str, int]]) -> None:
-        self._drop(self._held_by(member, keys))
+        keys = self._held_by(member, keys)
+        self._keep_settled(keys)
+        self._drop(keys)
+
+    def _keep_settled(self, keys: Sequence[tuple[str, int]]) -> None:
+        """Keep the states of ``keys`` (dropped without a commit that surely got through)
+        for the partitions' next assignment here (:meth:`PartitionState.inherit`)."""
+        for key in keys:
+            state = self._partitions.get(key)
+            if state is not None:
+                self._earlier[key] = state
 
     def on_fatal(self, member: Member, text: str) -> None:
         if self._fatal is None:
@@ -424,6 +497,8 @@ class KafkaSubscription(Subscription):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._revoke_progress.wait(), remaining)
         positions = [_position(s) for s in states]
+        if member.abandoned:  # its commit of these positions may well fail
+            self._keep_settled(keys)
         self._drop(keys)
         return [p for p in positions if p is not None]
 

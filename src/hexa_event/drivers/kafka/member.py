@@ -22,6 +22,12 @@ wait, a rebalance callback's bound, a commit's) and, once back, the time (``hear
 :meth:`Member.problem` tells the owner when the thread died or is past ``due`` by more than
 the stall margin; the owner then :meth:`abandons <Member.abandon>` it (its consumer leaves
 the group and closes on a daemon thread, bounded) and starts a fresh member in its place.
+
+Group coordinator: a member whose group lost its session (librdkafka revokes the partitions
+as *lost* when its coordinator did not answer for ``session.timeout.ms``), or whose commits
+wait for or are refused by the coordinator, polls on as usual, so the stall check does not
+see it. :meth:`Member.coordinator_problem` says so from the start (health), and how long it
+has lasted; past the owner's ``coordinator_timeout`` the owner replaces it the same way.
 """
 
 from __future__ import annotations
@@ -71,6 +77,18 @@ watchdog's margin starts counting."""
 _CALLBACK_ALLOWANCE = 5.0
 _RECOVERY_AFTER = 1.0
 """Statistics taken at least this long after an error can tell that it is over."""
+COMMIT_SLOW = 5.0
+"""Seconds a commit may wait for the group coordinator before health says so."""
+_COORDINATOR_CODES = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError._WAIT_COORD,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+"""Commit errors that mean the group's coordinator does not answer (or not as such)."""
 
 Position = tuple[str, int, int, str]
 """(topic, partition, offset, metadata) to commit."""
@@ -111,6 +129,11 @@ _REBALANCE_CODES = {
 def is_rebalance_error(err: KafkaError) -> bool:
     """A commit refused because the partition is moving: its new owner redelivers."""
     return err.code() in _REBALANCE_CODES
+
+
+def is_coordinator_error(err: KafkaError) -> bool:
+    """A commit refused or timed out because the group's coordinator does not answer."""
+    return err.code() in _COORDINATOR_CODES
 
 
 def fatal_advice(err: KafkaError) -> str | None:
@@ -201,6 +224,18 @@ class Member:
         """Why the thread failed (an exception on it), once it did."""
         self.abandoned = False
         """Replaced after a stall or death: nothing more is done through its consumer."""
+        # Group coordinator (written by the thread, read by the loop).
+        self.lost_at: float | None = None
+        """When the group's session was lost (partitions revoked as lost), until the next
+        assignment."""
+        self.commit_began: float | None = None
+        """When the commit the thread is in began (None: not in a commit)."""
+        self.commit_failing_since: float | None = None
+        """Since when every commit failed for want of the coordinator (None: the last one
+        got through)."""
+        self.commit_failure = ""
+        self._commit_future: asyncio.Future[None] | None = None
+        """The loop's future of the commit the thread is in (resolved by abandon())."""
 
     # -- lifecycle (loop side) -----------------------------------------------------------------
 
@@ -250,6 +285,34 @@ class Member:
             return f"has not polled for {now - self.heartbeat:.0f} s"
         return None
 
+    def coordinator_problem(self, now: float | None = None) -> tuple[str, float] | None:
+        """What keeps this member from its group coordinator, and since when: its partitions
+        lost with the group's session and not given back, a commit waiting for the
+        coordinator past ``COMMIT_SLOW``, or commits refused for want of one; else None."""
+        if self.abandoned or self._stop.is_set() or self.fatal is not None:
+            return None
+        now = time.monotonic() if now is None else now
+        lost = self.lost_at
+        if lost is not None:
+            return (
+                f"lost its partitions {now - lost:.0f} s ago: the group's session timed out "
+                "without an answer from its coordinator; rejoining",
+                lost,
+            )
+        began = self.commit_began
+        if began is not None and now - began >= COMMIT_SLOW:
+            return (
+                f"cannot commit: a commit has waited {now - began:.0f} s for the group coordinator",
+                began,
+            )
+        failing = self.commit_failing_since
+        if failing is not None:
+            return (
+                f"cannot commit for {now - failing:.0f} s: {self.commit_failure}",
+                failing,
+            )
+        return None
+
     def stack(self) -> str:
         """The thread's current Python stack (where it is stuck), or why it is not known."""
         thread = self._thread
@@ -270,6 +333,11 @@ class Member:
         self._stop.set()
         self.room.set()
         self._drain_commands()
+        current = self._commit_future
+        if current is not None and not current.done():
+            # Its thread may never come back: the subscription's next commits (by the new
+            # member) must not wait for this one.
+            current.set_result(None)
         finished: asyncio.Future[None] = self._loop.create_future()
         consumer = self._consumer
 
@@ -277,8 +345,15 @@ class Member:
             if not finished.done():
                 finished.set_result(None)
 
+        thread = self._thread
+        wait = max(0.0, self.due - time.monotonic()) + _POLL_IDLE
+
         def close() -> None:
             try:
+                if thread is not None and thread is not threading.current_thread():
+                    # A thread that still polls returns within its call's bound (and sees
+                    # it was abandoned): the consumer is then never used from two threads.
+                    thread.join(min(wait, _CALLBACK_ALLOWANCE))
                 if consumer is not None:
                     self._leave(consumer)
                     consumer.close()
@@ -411,12 +486,15 @@ class Member:
         if not tps:
             self._resolve(future, None)
             return
+        self._commit_future = future
         try:
-            result = consumer.commit(offsets=tps, asynchronous=False)
+            result = self._commit(consumer, tps)
         except KafkaException as exc:
             err = exc.args[0]
             self._resolve(future, None if is_rebalance_error(err) else err)
             return
+        finally:
+            self._commit_future = None
         failed = None
         for tp in result or ():
             if tp.error is None:
@@ -440,7 +518,7 @@ class Member:
         if not tps:
             return
         try:
-            result = consumer.commit(offsets=tps, asynchronous=False)
+            result = self._commit(consumer, tps)
         except KafkaException as exc:
             err = exc.args[0]
             if not is_rebalance_error(err):
@@ -454,6 +532,36 @@ class Member:
         for tp in result or ():
             if tp.error is None:
                 self._committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _commit(self, consumer: Consumer, tps: list[TopicPartition]) -> list[TopicPartition]:
+        """A synchronous commit, noting how long it waits and whether the coordinator
+        answers (see :meth:`coordinator_problem`)."""
+        self.commit_began = time.monotonic()
+        try:
+            result: list[TopicPartition] = consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            self._note_commit(exc.args[0])
+            raise
+        finally:
+            self.commit_began = None
+        failed = [tp.error for tp in result or () if tp.error is not None]
+        self._note_commit(failed[0] if len(failed) == len(result or ()) and failed else None)
+        return result
+
+    def _note_commit(self, err: KafkaError | None) -> None:
+        """Track commits failing for want of the group coordinator (cleared by one that
+        got through, or failed for another reason)."""
+        if err is None or not is_coordinator_error(err):
+            self.commit_failing_since = None
+            return
+        self.commit_failure = f"{err.name()}: {self._scrub(err.str())}"
+        if self.commit_failing_since is None:
+            self.commit_failing_since = time.monotonic()
+            log.warning(
+                "Kafka group %r: commit failed: %s (the group coordinator does not answer)",
+                self.group,
+                self.commit_failure,
+            )
 
     def _resolve(self, future: asyncio.Future[None], err: KafkaError | None) -> None:
         def apply() -> None:
@@ -489,6 +597,13 @@ class Member:
         settled = cgrp.get("join_state") == "steady" or int(cgrp.get("assignment_size", 0)) > 0
         now = time.monotonic()
         self._note_recovery(cgrp, now)
+        lost = self.lost_at
+        if lost is not None and cgrp.get("join_state") == "steady":
+            # Rejoined without an assign callback (nothing for this member): the group's
+            # last rebalance came after the loss.
+            age = float(cgrp.get("rebalance_age", 0)) / 1000
+            if now - age > lost + _RECOVERY_AFTER:
+                self.lost_at = None
         if settled or self._owned:
             self._unsettled_since = None
             self.stuck = None
@@ -586,6 +701,7 @@ class Member:
             consumer.pause(partitions)
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
         self._assigned = True
+        self.lost_at = None  # back in the group
         self._lag_at = 0.0  # measure at the next turn, not up to a second later
         self._loop.call_soon_threadsafe(self._owner.on_assigned, self, found)
 
@@ -650,6 +766,8 @@ class Member:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
+        if keys:
+            self.lost_at = self.lost_at or time.monotonic()
         self._owned.difference_update(keys)
         log.warning(
             "Kafka group %r lost partitions %s (session timeout?); their unfinished events "

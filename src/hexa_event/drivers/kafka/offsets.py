@@ -143,6 +143,21 @@ class PartitionState:
         for offset in acked:
             self.complete(offset)
 
+    def inherit(self, earlier: PartitionState) -> bool:
+        """Keep what ``earlier`` settled that this assignment's committed offset does not
+        cover (``earlier``: this partition's state under a member of this process that lost
+        it, or was replaced, before its commits got through). Every offset below its
+        watermark is finished, so this state starts there; the offsets it acked above are
+        skipped as they arrive. True when that moved anything (a commit is due)."""
+        mark = earlier.watermark()
+        moved = mark > self.next_offset
+        if moved:
+            self.next_offset = mark
+        floor = self.next_offset
+        acked = {o for o in (*earlier.done, *earlier.skip) if o >= floor} - self.skip
+        self.skip.update(acked)
+        return moved or bool(acked)
+
     def watermark(self) -> int:
         """The offset to commit: the lowest unfinished one, else highest received + 1."""
         return self.offsets[0] if self.offsets else self.next_offset

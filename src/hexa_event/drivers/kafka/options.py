@@ -160,6 +160,13 @@ class KafkaOptions:
     stalled: health turns unhealthy naming it, its stack is logged and the member is
     replaced by a fresh consumer on a fresh thread (a dead thread is replaced too). 0 turns
     the stall check off (a dead thread is still replaced)."""
+    coordinator_timeout: float = 60.0
+    """Seconds a consumer may go without its group coordinator (its partitions lost with the
+    group's session and not given back, or its commits waiting for or refused by the
+    coordinator) before it is replaced by a fresh consumer like a stalled one; health
+    reports the problem from its start. A replacement for this does not count towards the
+    watchdog's limit; a group's next one waits twice as long (up to 10 minutes) until a
+    consumer of it is assigned again. 0: never replaced for this."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers.strip():
@@ -171,7 +178,12 @@ class KafkaOptions:
             check_number(f"KafkaOptions.{name}", getattr(self, name), minimum=1, integer=True)
         for name in ("delivery_timeout", "metadata_timeout"):
             check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name), above=True)
-        for name in ("revoke_timeout", "assignment_timeout", "poll_stall_timeout"):
+        for name in (
+            "revoke_timeout",
+            "assignment_timeout",
+            "poll_stall_timeout",
+            "coordinator_timeout",
+        ):
             check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name))
         check_number("KafkaOptions.linger_ms", self.linger_ms)
         for name in ("client_config", "producer_config", "consumer_config"):

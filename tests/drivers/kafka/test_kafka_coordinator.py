@@ -1,0 +1,315 @@
+"""Issue 23: a Kafka member without its group coordinator (no broker needed).
+
+What health says about a member whose partitions were lost with the group's session, or
+whose commits wait for or are refused by the coordinator; when the subscription replaces
+it (``KafkaOptions.coordinator_timeout``, backed off, not counted towards the watchdog's
+limit); and that what was settled and not committed is kept for the partition's next
+assignment in this process. The same paths against a real lost coordinator:
+tests/services/test_kafka_coordinator_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from hexa_event.driver import Outcome, SubscriptionSpec
+from hexa_event.drivers.kafka import KafkaOptions, consumer, member
+from hexa_event.drivers.kafka.consumer import KafkaSubscription
+from hexa_event.drivers.kafka.member import Member
+from hexa_event.drivers.kafka.offsets import PartitionState
+from hexa_event.errors import ConfigurationError
+from hexa_event.testing.waiting import eventually
+
+
+def test_coordinator_timeout_is_checked_and_parsed_from_the_url() -> None:
+    assert KafkaOptions().coordinator_timeout == 60.0
+    assert KafkaOptions.from_url("kafka://h:9092?coordinator_timeout=5").coordinator_timeout == 5
+    assert KafkaOptions(coordinator_timeout=0).coordinator_timeout == 0
+    with pytest.raises(ConfigurationError, match="coordinator_timeout"):
+        KafkaOptions(coordinator_timeout=-1)
+
+
+def _received(state: PartitionState, offsets: range) -> None:
+    for offset in offsets:
+        state.offsets.append(offset)
+        state.next_offset = offset + 1
+
+
+def test_a_new_assignment_inherits_what_the_earlier_state_settled() -> None:
+    earlier = PartitionState(("t", 0), None, 10)
+    _received(earlier, range(10, 20))
+    for offset in (10, 11, 12, 13, 14, 17):
+        earlier.complete(offset)
+    assert earlier.watermark() == 15
+
+    # The broker's committed offset is behind (the commits did not get through).
+    state = PartitionState(("t", 0), None, 12)
+    assert state.inherit(earlier)
+    assert state.next_offset == 15
+    assert state.skip == {17}
+    assert state.position() == (15, "hexa1:2+1")
+
+    # Already committed past the earlier watermark (another member went on): kept as is,
+    # only what was acked above it is skipped.
+    state = PartitionState(("t", 0), None, 16)
+    assert state.inherit(earlier)
+    assert (state.next_offset, state.skip) == (16, {17})
+
+    # Nothing committed yet at all.
+    state = PartitionState(("t", 0), None, -1)
+    assert state.inherit(earlier)
+    assert state.next_offset == 15
+
+    # Nothing settled that the commit does not cover: nothing to commit.
+    state = PartitionState(("t", 0), None, 20)
+    assert not state.inherit(earlier)
+
+
+def _member(loop: asyncio.AbstractEventLoop) -> Member:
+    owner: Any = object()
+    return Member(
+        owner,
+        loop,
+        group="g",
+        topics=["t"],
+        config={"group.id": "g"},
+        eager=False,
+        revoke_timeout=1.0,
+        scrub=str,
+    )
+
+
+async def test_a_member_reports_lost_partitions_and_commits_without_a_coordinator() -> None:
+    m = _member(asyncio.get_running_loop())
+    assert m.coordinator_problem(now=100.0) is None
+
+    m.lost_at = 90.0
+    text, since = m.coordinator_problem(now=100.0) or ("", 0.0)
+    assert since == 90.0
+    assert "lost its partitions 10 s ago" in text
+    m.lost_at = None
+
+    m.commit_began = 99.0  # a commit in progress, not slow yet
+    assert m.coordinator_problem(now=100.0) is None
+    m.commit_began = 90.0
+    assert (
+        "a commit has waited 10 s for the group coordinator"
+        in (m.coordinator_problem(now=100.0) or ("", 0.0))[0]
+    )
+    m.commit_began = None
+
+    m._note_commit(KafkaError(KafkaError.NOT_COORDINATOR))
+    failing = m.commit_failing_since
+    assert failing is not None
+    m._note_commit(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE))
+    assert m.commit_failing_since == failing  # since the first failure
+    text, since = m.coordinator_problem(now=failing + 7) or ("", 0.0)
+    assert since == failing
+    assert text.startswith("cannot commit for 7 s: COORDINATOR_NOT_AVAILABLE")
+    m._note_commit(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))  # not the coordinator
+    assert m.coordinator_problem() is None
+    m._note_commit(KafkaError(KafkaError.NOT_COORDINATOR))
+    m._note_commit(None)  # one got through
+    assert m.coordinator_problem() is None
+
+    m.lost_at = 1.0
+    m.abandoned = True  # replaced: its successor reports
+    assert m.coordinator_problem() is None
+
+
+class _Committed:
+    def __init__(self, tp: TopicPartition, error: KafkaError | None) -> None:
+        self.topic, self.partition, self.offset, self.error = (
+            tp.topic,
+            tp.partition,
+            tp.offset,
+            error,
+        )
+
+
+class _Consumer:
+    """What a member's ``_commit`` calls: refuses with ``error`` (or raises it)."""
+
+    def __init__(self, error: KafkaError | None, raises: bool = False) -> None:
+        self.error, self.raises = error, raises
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> Any:
+        assert asynchronous is False
+        if self.raises:
+            raise KafkaException(self.error)
+        return [_Committed(tp, self.error) for tp in offsets]
+
+
+async def test_commits_refused_for_want_of_a_coordinator_are_tracked() -> None:
+    m = _member(asyncio.get_running_loop())
+    tps = [TopicPartition("t", 0, 5)]
+    not_coordinator = KafkaError(KafkaError.NOT_COORDINATOR)
+    c: Any = _Consumer(not_coordinator)
+    m._commit(c, tps)
+    assert m.commit_failing_since is not None
+    assert m.commit_began is None
+    c = _Consumer(None)
+    m._commit(c, [TopicPartition("t", 0, 5)])
+    assert m.commit_failing_since is None
+    c = _Consumer(KafkaError(KafkaError._WAIT_COORD), raises=True)
+    with pytest.raises(KafkaException):
+        m._commit(c, tps)
+    assert m.commit_failing_since is not None
+    assert m.commit_began is None
+
+
+class _FakeMember:
+    """The loop-side face of a member, for the subscription's bookkeeping."""
+
+    def __init__(self, group: str = "g") -> None:
+        self.group = group
+        self.topics = ["t"]
+        self.abandoned = False
+        self.assigned_once = asyncio.Event()
+        self.room = threading.Event()
+        self.commits: list[list[Any]] = []
+        self.pending: list[asyncio.Future[None]] = []
+
+    def commit(self, positions: list[Any]) -> asyncio.Future[None]:
+        self.commits.append(positions)
+        self.pending.append(asyncio.get_running_loop().create_future())
+        return self.pending[-1]  # answered when the test says
+
+    def coordinator_problem(self) -> None:
+        return None
+
+    def clear_error(self) -> None:
+        pass
+
+    def problem(self, margin: float) -> None:
+        return None
+
+
+class _Message:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._tp = (topic, partition, offset)
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._tp[0]
+
+    def partition(self) -> int:
+        return self._tp[1]
+
+    def offset(self) -> int:
+        return self._tp[2]
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"{}"
+
+    def headers(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+
+async def _receive(sub: KafkaSubscription, m: Any, offsets: range) -> list[int]:
+    sub.on_messages(m, [_Message("t", 0, o) for o in offsets])
+    out = []
+    while len(sub._buffer):
+        out.extend(await sub.fetch(100))
+    return [d.coordinates for d in out]
+
+
+@pytest.mark.parametrize("how", ["lost", "replaced"])
+async def test_settled_offsets_survive_a_lost_or_replaced_member(how: str) -> None:
+    sub = KafkaSubscription(KafkaOptions(), SubscriptionSpec(group="g", channels=("t",)), None)
+    sub._loop = asyncio.get_running_loop()
+    first, second = _FakeMember(), _FakeMember()
+    sub.on_assigned(first, [("t", 0, 10, "")])
+    sub.on_messages(first, [_Message("t", 0, o) for o in range(10, 20)])
+    deliveries = await sub.fetch(100)
+    assert len(deliveries) == 10
+    for delivery in deliveries:  # 10-14 and 17 handled; the rest still running
+        if delivery.coordinates in {f"t-0-{o}" for o in (10, 11, 12, 13, 14, 17)}:
+            delivery.outcome = Outcome.ACK
+    await sub.settle(deliveries)
+    await eventually(lambda: bool(first.commits), within=5, what="the commit (never answered)")
+    if how == "lost":
+        # The commit failed (the coordinator did not answer), then the session was lost.
+        first.pending[0].set_exception(KafkaException(KafkaError(KafkaError._WAIT_COORD)))
+        sub.on_lost(first, [("t", 0)])
+    else:
+        # Replaced while its commit hangs: abandon() resolves that commit unwritten, and
+        # the new member is assigned the partition before the old one's revoke.
+        first.abandoned = True
+        first.pending[0].set_result(None)
+    # The broker still has offset 10 committed: without the earlier state, 10-19 came again.
+    sub.on_assigned(second, [("t", 0, 10, "")])
+    again = await _receive(sub, second, range(10, 20))
+    assert again == ["t-0-15", "t-0-16", "t-0-18", "t-0-19"]
+    await eventually(lambda: bool(second.commits), within=5, what="the inherited commit")
+    assert second.commits[0] == [("t", 0, 15, "hexa1:2+1")]  # what was settled, committed
+
+
+async def test_abandon_resolves_the_commit_its_thread_is_in() -> None:
+    """Else the subscription's next commits, by the new member, wait for a thread that may
+    never come back (one commit in flight at a time)."""
+    m = _member(asyncio.get_running_loop())
+    future = asyncio.get_running_loop().create_future()
+    m._commit_future = future
+    done = m.abandon(within=5)
+    assert future.done()
+    assert future.result() is None
+    await asyncio.wait_for(done, 5)
+
+
+async def test_coordinator_replacements_back_off_and_do_not_make_the_subscription_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sub = KafkaSubscription(
+        KafkaOptions(coordinator_timeout=10), SubscriptionSpec(group="g", channels=("t",)), None
+    )
+    sub._loop = asyncio.get_running_loop()
+    started: list[Any] = []
+
+    def new_member(group: str, topics: list[str]) -> Any:
+        started.append(_FakeMember(group))
+        return started[-1]
+
+    class _Old(_FakeMember):
+        def stack(self) -> str:
+            return ""
+
+        def abandon(self, within: float) -> asyncio.Future[None]:
+            self.abandoned = True
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    monkeypatch.setattr(sub, "_new_member", new_member)
+    assert sub._coordinator_bound("g") == 10
+    for n in range(consumer._MAX_REPLACEMENTS + 2):
+        old = _Old()
+        sub._members = [old]
+        sub._replace(old, "lost its partitions", counted=False)
+        assert sub._fatal is None
+        assert sub._coordinator_bound("g") == min(10 * 2 ** (n + 1), 600)
+    assert "lost its partitions; replacing it" in (sub.last_error or "")
+    sub.on_assigned(started[-1], [])  # a member of the group is assigned again
+    assert sub._coordinator_bound("g") == 10
+    for task in sub._joining:
+        task.cancel()
+    assert (
+        KafkaSubscription(
+            KafkaOptions(coordinator_timeout=0), SubscriptionSpec(group="g", channels=("t",)), None
+        )._coordinator_bound("g")
+        == 0
+    )
+    assert KafkaOptions().coordinator_timeout > member.COMMIT_SLOW
