@@ -8,18 +8,22 @@ records, delivered at once after the reconnect, must still run after it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import nats
 import pytest
 from nats_helpers import PARTITIONED_OPTIONS, nats_url
 from nats_proxy import LosingProxy
 
 import hexa_event as he
+from hexa_event.driver import RawRecord
 from hexa_event.drivers.nats import NatsSubscriptionOptions
 from hexa_event.drivers.nats.gaps import LostInTransit
+from hexa_event.drivers.nats.naming import channel_subject, partition_of
 from hexa_event.testing.waiting import eventually
 
 # -- the tracking (no server) -----------------------------------------------------------------
@@ -110,21 +114,35 @@ def test_a_hand_over_gives_parked_records_back_after_the_due_time() -> None:
 # -- on the server ----------------------------------------------------------------------------
 
 
-@pytest.mark.nats
-async def test_a_delivery_lost_at_a_reconnect_does_not_let_later_records_overtake(
-    nats_server: str,
-) -> None:
-    """One key: records 0-2 handled, record 3's delivery lost with the connection, records
-    4-9 emitted after the reconnect. The server sends 3 again only after ``ack_wait`` but
-    4-9 at once: they must still run after 3, and health says why they wait."""
+@dataclass
+class Lost:
+    """What the receiver did after record 3's delivery was lost."""
+
+    handled: list[int]
+    problems: list[str]
+    took: float
+    """Seconds from the reconnect until records 4-9 were handled."""
+
+    @property
+    def firsts(self) -> list[int]:
+        return list(dict.fromkeys(self.handled))
+
+
+async def lose_record_3(*, delete: bool = False, ack_wait: float = 5.0) -> Lost:
+    """One key of a partitioned stream: records 0-2 handled, record 3's delivery lost with
+    the connection (and with ``delete`` the record deleted from the stream then), records
+    4-9 emitted after the reconnect; returns once 4-9 were handled."""
     tag = uuid.uuid4().hex[:8]
     channel, action, key = f"lost-{tag}", f"lost-act-{tag}", f"k-{tag}"
-    ack_wait = 5.0
-    handled: list[int] = []
-    problems: list[str] = []
+    lost = Lost([], [], 0.0)
 
     async def handle(_ctx: Any, msg: he.Message[Any]) -> None:
-        handled.append(int(msg.payload["i"]))
+        lost.handled.append(int(msg.payload["i"]))
+
+    def note_problems() -> bool:
+        actions = receiver.health()["actions"]
+        lost.problems.extend(actions.get(action, {}).get("problems", []))
+        return False
 
     emitting = he.connect(nats_url(), **PARTITIONED_OPTIONS)
     async with LosingProxy(nats_url(), marker=f"lose-{tag}".encode()) as proxy:
@@ -140,33 +158,67 @@ async def test_a_delivery_lost_at_a_reconnect_does_not_let_later_records_overtak
             await emitting.provision([channel])
             emitter = emitting.emitter()
             async with receiver:
-
-                def firsts() -> list[int]:
-                    return list(dict.fromkeys(handled))
-
-                def note_problems() -> bool:
-                    actions = receiver.health()["actions"]
-                    problems.extend(actions.get(action, {}).get("problems", []))
-                    return False
-
                 for i in range(3):
                     await emitter.emit(he.Event(channel, key, {"i": i}))
-                await eventually(lambda: len(firsts()) == 3, within=30, what="records 0-2")
+                await eventually(lambda: len(lost.firsts) == 3, within=30, what="records 0-2")
                 await emitter.emit(he.Event(channel, key, {"i": 3, "tag": f"lose-{tag}"}))
                 await asyncio.wait_for(proxy.dropped.wait(), 30)
+                if delete:
+                    await delete_last(channel, key)
                 await eventually(lambda: proxy.connections >= 2, within=30, what="reconnect")
-                lost_at = time.monotonic()
+                reconnected = time.monotonic()
                 for i in range(4, 10):
                     await emitter.emit(he.Event(channel, key, {"i": i}))
                 await eventually(
-                    lambda: note_problems() or len(firsts()) == 10,
+                    lambda: note_problems() or set(range(4, 10)) <= set(lost.handled),
                     within=ack_wait + 30,
-                    what="every record handled",
+                    what="records 4-9 handled",
                 )
-                took = time.monotonic() - lost_at
+                lost.took = time.monotonic() - reconnected
+                if not delete:
+                    await eventually(lambda: 3 in lost.handled, within=30, what="record 3")
         finally:
             await receiving.close()
             await emitting.close()
-    assert firsts() == list(range(10)), f"a later record overtook the lost one: {handled}"
-    assert any("lost in transit" in p for p in problems), problems
-    print(f"\nrecord 3 lost in transit; all ten in order {took:.1f}s after the reconnect")
+    return lost
+
+
+async def delete_last(channel: str, key: str) -> None:
+    """Delete the last record of ``key``'s partition subject from the stream."""
+    stream, prefix = PARTITIONED_OPTIONS["stream"], PARTITIONED_OPTIONS["subject_prefix"]
+    partition = partition_of(RawRecord(channel, key, {}, b""), PARTITIONED_OPTIONS["partitions"])
+    nc = await nats.connect(nats_url())
+    try:
+        get = {"last_by_subj": channel_subject(prefix, channel, partition)}
+        reply = await nc.request(f"$JS.API.STREAM.MSG.GET.{stream}", json.dumps(get).encode())
+        seq = json.loads(reply.data)["message"]["seq"]
+        delete = {"seq": seq, "no_erase": True}
+        reply = await nc.request(f"$JS.API.STREAM.MSG.DELETE.{stream}", json.dumps(delete).encode())
+        assert json.loads(reply.data).get("success"), reply.data
+    finally:
+        await nc.close()
+
+
+@pytest.mark.nats
+async def test_a_delivery_lost_at_a_reconnect_does_not_let_later_records_overtake(
+    nats_server: str,
+) -> None:
+    """The server sends record 3 again only after ``ack_wait`` but 4-9 at once: they must
+    still run after 3, and health says why they wait."""
+    lost = await lose_record_3()
+    assert lost.firsts == list(range(10)), f"a later record overtook the lost one: {lost}"
+    assert any("lost in transit" in p for p in lost.problems), lost.problems
+    print(f"\nrecord 3 lost in transit; 4-9 handled after it {lost.took:.1f}s after the reconnect")
+
+
+@pytest.mark.nats
+async def test_a_hold_for_a_lost_delivery_that_never_returns_ends(nats_server: str) -> None:
+    """Record 3 is deleted after its delivery was lost, so it never comes back: records 4-9
+    are held only until it was due (``ack_wait``), then run, with no stall."""
+    ack_wait = 3.0
+    lost = await lose_record_3(delete=True, ack_wait=ack_wait)
+    assert lost.firsts == [0, 1, 2, *range(4, 10)], lost
+    assert any("lost in transit" in p for p in lost.problems), lost.problems
+    # Due ack_wait plus two heartbeats (at least 1 s) after the gap, then 1 s of nothing.
+    assert lost.took < ack_wait + 2 + 3, f"held {lost.took:.1f}s"
+    print(f"\nrecord 3 lost and deleted; 4-9 handled {lost.took:.1f}s after the reconnect")
