@@ -111,6 +111,15 @@ def test_a_hand_over_gives_parked_records_back_after_the_due_time() -> None:
     assert len(gaps) == 0
 
 
+def test_nothing_parked_gives_nothing_back() -> None:
+    gaps: LostInTransit[D] = LostInTransit(ack_wait=5, margin=1)
+    assert gaps.give_back(now=0) == []
+    assert gaps.clear() == []
+    gaps.admit(D(seq=1, cseq=1), now=0)
+    assert gaps.give_back(now=0) == []
+    assert gaps.clear() == []
+
+
 # -- on the server ----------------------------------------------------------------------------
 
 

@@ -182,7 +182,7 @@ class LostInTransit(Generic[T]):
         return out
 
     def _reset(self) -> None:
-        self._first_max = max(self._first_max, *self._parked, *self._returned)
+        self._first_max = max([self._first_max, *self._parked, *self._returned])
         self._parked.clear()
         self._missing = 0
         self._returned.clear()
