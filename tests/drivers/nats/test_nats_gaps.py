@@ -228,6 +228,7 @@ async def test_a_hold_for_a_lost_delivery_that_never_returns_ends(nats_server: s
     lost = await lose_record_3(delete=True, ack_wait=ack_wait)
     assert lost.firsts == [0, 1, 2, *range(4, 10)], lost
     assert any("lost in transit" in p for p in lost.problems), lost.problems
-    # Due ack_wait plus two heartbeats (at least 1 s) after the gap, then 1 s of nothing.
-    assert lost.took < ack_wait + 2 + 3, f"held {lost.took:.1f}s"
+    # Due ack_wait plus two heartbeats (at least 1 s) after the gap, then 1 s of nothing;
+    # a few seconds more for a busy machine (without the bound it waits forever).
+    assert lost.took < ack_wait + 6, f"held {lost.took:.1f}s"
     print(f"\nrecord 3 lost and deleted; 4-9 handled {lost.took:.1f}s after the reconnect")
