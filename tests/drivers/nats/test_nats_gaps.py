@@ -111,6 +111,24 @@ def test_a_hand_over_gives_parked_records_back_after_the_due_time() -> None:
     assert len(gaps) == 0
 
 
+def test_a_record_lost_at_a_second_gap_waits_behind_what_the_first_parked() -> None:
+    gaps: LostInTransit[D] = LostInTransit(ack_wait=5, margin=1)
+    gaps.admit(D(seq=1, cseq=1), now=0)
+    assert gaps.admit(three := D(seq=3, cseq=3), now=0) == []  # 2 lost
+    assert gaps.admit(five := D(seq=5, cseq=5), now=0) == []  # 4 lost
+    assert gaps.lost == 2
+    # Record 4 comes back first: it is later than record 3, parked, so it waits.
+    assert gaps.admit(four := D(seq=4, cseq=6, delivery_count=2), now=5) == []
+    assert gaps.holding
+    assert gaps.admit(two := D(seq=2, cseq=7, delivery_count=2), now=5) == [
+        two,
+        three,
+        four,
+        five,
+    ]
+    assert not gaps.holding
+
+
 def test_nothing_parked_gives_nothing_back() -> None:
     gaps: LostInTransit[D] = LostInTransit(ack_wait=5, margin=1)
     assert gaps.give_back(now=0) == []

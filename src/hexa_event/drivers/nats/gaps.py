@@ -19,9 +19,11 @@ every later first delivery of the consumer is held here ("parked", kept alive wi
 - ``margin`` more passed with nothing at all (the consumer is idle; the member asks for
   records at the due time even when its prefetch is full, see :meth:`probing`).
 
-Redeliveries are never held: they are older records. A consumer sequence that goes back
-(the server lost its consumer state, or the consumer was created again) starts the count
-anew: the server then sends the records again as first deliveries, in stream order.
+Redeliveries pass (they are older records), except one later in the stream than a parked
+record (lost at a second gap during the hold), which waits with them. A consumer sequence
+that goes back (the server lost its consumer state, or the consumer was created again)
+starts the count anew: the server then sends the records again as first deliveries, in
+stream order.
 """
 
 from __future__ import annotations
@@ -96,9 +98,15 @@ class LostInTransit(Generic[T]):
         if delivery.seq > self._first_max and delivery.seq not in self._returned:
             self._returned.add(delivery.seq)
             self._missing -= 1
-            if not self._missing:
-                return [delivery, *self._release("they came back")]
-        return [delivery]
+        # A redelivery comes before what is parked unless it is later in the stream (lost
+        # at a second gap, after records parked at the first): then it waits with them.
+        now_out = [delivery]
+        if self._parked and delivery.seq > min(self._parked):
+            self._parked[delivery.seq] = delivery
+            now_out = []
+        if not self._missing:
+            return [*now_out, *self._release("they came back")]
+        return now_out
 
     def skipped(self, cseq: int, now: float) -> None:
         """A delivery that is not handed out (not for this subscription) was received."""
