@@ -419,10 +419,10 @@ class NatsSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         error = self._connection_error() or self._error
-        if not error and self._gaps is not None:
-            error = self._gaps.describe(time.monotonic())
-            if error:
-                error = f"consumer {self._consumer}: {error}"
+        held_back = self._gaps.describe(time.monotonic()) if self._gaps is not None else ""
+        if held_back:  # said even beside another problem: a partition pauses meanwhile
+            held_back = f"consumer {self._consumer}: {held_back}"
+            error = f"{error}; {held_back}" if error else held_back
         if self._fatal is not None:
             error = str(self._fatal)
         held = not self._options.failover or self._pin is not None
