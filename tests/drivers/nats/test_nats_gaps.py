@@ -232,7 +232,9 @@ async def test_a_delivery_lost_at_a_reconnect_does_not_let_later_records_overtak
 ) -> None:
     """The server sends record 3 again only after ``ack_wait`` but 4-9 at once: they must
     still run after 3, and health says why they wait."""
-    lost = await lose_record_3()
+    # ack_wait long enough that record 3 cannot come back before 4-9 were delivered, even
+    # when a request on the cut connection delays the member's next pull by 5 s.
+    lost = await lose_record_3(ack_wait=8.0)
     assert lost.firsts == list(range(10)), f"a later record overtook the lost one: {lost}"
     assert any("lost in transit" in p for p in lost.problems), lost.problems
     print(f"\nrecord 3 lost in transit; 4-9 handled after it {lost.took:.1f}s after the reconnect")
