@@ -41,3 +41,12 @@ def test_a_sequence_acked_again_keeps_its_newer_time() -> None:
     acks.prune(now=104.5)  # the first entry expires: the second stands
     assert acks.covers(9, 106.9)
     assert not acks.covers(9, 107.0)
+
+
+def test_clear_forgets_everything() -> None:
+    acks = RecentAcks(keep=4.0)
+    acks.add(1, now=100.0)
+    acks.clear()
+    assert not acks
+    assert not acks.covers(1, 100.0)
+    acks.prune(now=200.0)  # nothing left to prune

@@ -5,7 +5,10 @@ copy can reach us after we acked (it crossed the Ack on the wire, or waited in a
 the busy client or server): the member must not hand it out again. It acknowledges it
 again instead: harmless when the first Ack arrived, and what settles it when that Ack was
 lost. Entries are kept for two AckWaits after the Ack, and at most :data:`MOST` of them
-(the oldest go first: a crossing copy comes soon after the Ack it crossed).
+(the oldest go first: a crossing copy comes soon after the Ack it crossed). Only a copy
+flagged as redelivered is one, and the memory is cleared when the member joins again after
+its session was lost: a server that restarted with a memory store numbers its channels
+from 1 again.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ class RecentAcks:
 
     def __bool__(self) -> bool:
         return bool(self._until)
+
+    def clear(self) -> None:
+        self._until.clear()
+        self._order.clear()
 
     def add(self, sequence: int, now: float) -> None:
         until = now + self.keep

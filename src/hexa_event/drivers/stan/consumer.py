@@ -123,12 +123,16 @@ class ChannelMember:
         self.last_sequence = 0
         """The highest sequence received here (where a re-made non-durable one continues)."""
         self.session: StanSession | None = None
+        """The session this member last joined on (its Acks outside ``settle`` go there)."""
 
     async def open(self, session: StanSession) -> None:
         nc = session.nc
         if nc is None:
             raise ClosedError("the STAN session has no connection")
         self.session = session
+        # Joining again after the session was lost: the server may be a new one (a memory
+        # store restarted) whose sequences mean other messages.
+        self.acked.clear()
         if self.nats_sub is None:
             # Deliveries may start right after the response: listen first.
             self.nats_sub = await nc.subscribe(
@@ -189,7 +193,7 @@ class ChannelMember:
             # Still being handled here: the server redelivered it after AckWait.
             self.dropped += 1
             return
-        if self.acked and self.acked.covers(sequence, time.monotonic()):
+        if proto.redelivered and self.acked and self.acked.covers(sequence, time.monotonic()):
             # Acked here lately: sent before our Ack reached the server (or that Ack was
             # lost). Ack it again; the first settlement stands.
             self.dropped += 1
