@@ -32,15 +32,6 @@ class TestStanConformance(DriverConformance):
             "come after newer messages: features.ordered_per_key is False"
         )
 
-    @pytest.mark.xfail(
-        strict=False,
-        reason="known defect under investigation: in full CI runs (3 of 3 this session, "
-        "never alone) an event held until due past STAN's AckWait was handled twice; STAN "
-        "is at-least-once, but scheduled events should not be (docs/engines/stan.md)",
-    )
-    async def test_scheduled_events_wait_for_their_time(self, pool: Any) -> None:
-        await super().test_scheduled_events_wait_for_their_time(pool)
-
 
 class TestStanConformanceBrokerDelays(TestStanConformance):
     """The same suite with ``delayed_nack``: early retry copies are nacked, not held."""

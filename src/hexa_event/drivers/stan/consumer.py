@@ -12,8 +12,10 @@ again once its AckWait has passed (to this member or, in a queue group, to anoth
 delay is kept locally: a redelivery that reaches this member before the delay is over is
 dropped unacknowledged, so the server tries again one AckWait later. While a delivery is held
 (handed out, not settled), a redelivery of it to this member is dropped too, so the core
-never runs one message twice at once in one process; and once such a delivery is acked, a
-redelivery that crossed the Ack on the wire is dropped for two AckWaits.
+never runs one message twice at once in one process. Once acked, a delivery is remembered
+for two AckWaits (:mod:`.acked`): a copy the server sent before our Ack reached it (a
+scheduled event acked as its AckWait ends, a busy client or server) is acked again there,
+not handed out.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ...driver import (
 )
 from ...errors import ClosedError, ConfigurationError, DriverError
 from ..kit.buffer import DeliveryBuffer
+from .acked import RecentAcks
 from .errors import StanChannelLimitError, StanRequestError, is_channel_limit, is_session_gone
 from .monitor import StanMonitor
 from .options import StanOptions, StanSubscriptionOptions, check_channel
@@ -112,16 +115,24 @@ class ChannelMember:
         self.held: set[int] = set()
         """Sequences received and not yet settled (buffered or handed out)."""
         self.nacked: dict[int, float] = {}
-        self.raced: set[int] = set()
-        """Held sequences the server redelivered while they were handled here."""
+        """Sequence -> monotonic time before which a redelivery here is dropped."""
+        self.acked = RecentAcks(2.0 * request.ack_wait_in_secs)
+        """Sequences acked here lately: a copy of one is acked again, not handed out."""
+        self.dropped = 0
+        """Copies not handed out because held or acked here (redeliveries, crossings)."""
         self.last_sequence = 0
         """The highest sequence received here (where a re-made non-durable one continues)."""
-        """Sequence -> monotonic time before which a redelivery here is dropped."""
+        self.session: StanSession | None = None
+        """The session this member last joined on (its Acks outside ``settle`` go there)."""
 
     async def open(self, session: StanSession) -> None:
         nc = session.nc
         if nc is None:
             raise ClosedError("the STAN session has no connection")
+        self.session = session
+        # Joining again after the session was lost: the server may be a new one (a memory
+        # store restarted) whose sequences mean other messages.
+        self.acked.clear()
         if self.nats_sub is None:
             # Deliveries may start right after the response: listen first.
             self.nats_sub = await nc.subscribe(
@@ -179,9 +190,14 @@ class ChannelMember:
             return
         sequence = proto.sequence
         if sequence in self.held:
-            # Still being handled here: the server redelivered it after AckWait. Another
-            # redelivery may cross our Ack on the wire: ``settle`` drops one for a while.
-            self.raced.add(sequence)
+            # Still being handled here: the server redelivered it after AckWait.
+            self.dropped += 1
+            return
+        if proto.redelivered and self.acked and self.acked.covers(sequence, time.monotonic()):
+            # Acked here lately: sent before our Ack reached the server (or that Ack was
+            # lost). Ack it again; the first settlement stands.
+            self.dropped += 1
+            await self._ack_again(sequence)
             return
         if self.nacked:
             due = self.nacked.get(sequence)
@@ -193,6 +209,14 @@ class ChannelMember:
         if sequence > self.last_sequence:
             self.last_sequence = sequence
         owner.buffer.append((self, proto))
+
+    async def _ack_again(self, sequence: int) -> None:
+        session = self.session
+        nc = session.nc if session is not None else None
+        if nc is None or not self.ack_inbox:
+            return  # the server sends it again after AckWait; still remembered then
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await nc.publish(self.ack_inbox, encode_ack(self.ack_head, sequence))
 
     def forget_old_nacks(self, now: float) -> None:
         stale = [s for s, due in self.nacked.items() if due + _NACK_MEMORY < now]
@@ -345,18 +369,11 @@ class StanSubscription(Subscription):
                     if nc is None or not member.ack_inbox:
                         raise DriverError("the STAN connection is closed; acks not sent")
                     await nc.publish(member.ack_inbox, encode_ack(member.ack_head, sequence))
-                    if member.raced and sequence in member.raced:
-                        # Held past AckWait: a redelivery sent before our Ack reached the
-                        # server (a busy client or server can take seconds) may still
-                        # arrive; drop redeliveries for two AckWaits. After a lost Ack, that
-                        # only delays the next one: the server keeps sending it.
-                        member.raced.discard(sequence)
-                        member.nacked[sequence] = now + 2 * member.request.ack_wait_in_secs
+                    # Remembered before it leaves ``held``: a copy the server sent before
+                    # this Ack reached it is acked again, never handed out.
+                    member.acked.add(sequence, now)
                 elif delivery.outcome is Outcome.NACK and delivery.delay > 0:
                     member.nacked[sequence] = now + delivery.delay
-                    member.raced.discard(sequence)
-                else:
-                    member.raced.discard(sequence)
                 member.held.discard(sequence)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._error = f"acks not sent: {type(exc).__name__}: {exc}"
@@ -364,6 +381,8 @@ class StanSubscription(Subscription):
                 f"STAN acks could not be sent ({type(exc).__name__}); they are sent again"
             ) from exc
         self._error = ""
+        for member in self.members:
+            member.acked.prune(now)
         if len(self.members[0].nacked) > 1000:
             for member in self.members:
                 member.forget_old_nacks(now)

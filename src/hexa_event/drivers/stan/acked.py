@@ -1,0 +1,61 @@
+"""What one STAN subscription member acknowledged lately, so a late copy is not run again.
+
+The server redelivers a message whose AckWait passed before it processed our Ack. Such a
+copy can reach us after we acked (it crossed the Ack on the wire, or waited in a queue of
+the busy client or server): the member must not hand it out again. It acknowledges it
+again instead: harmless when the first Ack arrived, and what settles it when that Ack was
+lost. Entries are kept for two AckWaits after the Ack, and at most :data:`MOST` of them
+(the oldest go first: a crossing copy comes soon after the Ack it crossed). Only a copy
+flagged as redelivered is one, and the memory is cleared when the member joins again after
+its session was lost: a server that restarted with a memory store numbers its channels
+from 1 again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+MOST = 20_000
+"""Sequences remembered per member at most (a few seconds of acks at high rates)."""
+
+
+class RecentAcks:
+    """Sequences acked here within ``keep`` seconds (monotonic), at most ``most``."""
+
+    __slots__ = ("_order", "_until", "keep", "most")
+
+    def __init__(self, keep: float, most: int = MOST) -> None:
+        self.keep = keep
+        self.most = most
+        self._until: dict[int, float] = {}
+        """Sequence -> monotonic time until which a copy of it is acked again, not run."""
+        self._order: deque[tuple[float, int]] = deque()
+        """``(until, sequence)`` in the order remembered (so ``until`` never decreases)."""
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def __bool__(self) -> bool:
+        return bool(self._until)
+
+    def clear(self) -> None:
+        self._until.clear()
+        self._order.clear()
+
+    def add(self, sequence: int, now: float) -> None:
+        until = now + self.keep
+        self._until[sequence] = until
+        self._order.append((until, sequence))
+
+    def covers(self, sequence: int, now: float) -> bool:
+        """True when ``sequence`` was acked here less than ``keep`` seconds ago."""
+        until = self._until.get(sequence)
+        return until is not None and now < until
+
+    def prune(self, now: float) -> None:
+        """Forget what is older than ``keep`` seconds, and the oldest beyond ``most``."""
+        order, until_of = self._order, self._until
+        while order and (order[0][0] <= now or len(order) > self.most):
+            until, sequence = order.popleft()
+            if until_of.get(sequence) == until:  # not remembered again since
+                del until_of[sequence]
