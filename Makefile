@@ -66,7 +66,7 @@ bench-profile: $(STAMP)
 # (docs/soak.md); writes the plot to SOAK_PLOT and the JSON report beside it. On the soak's
 # own brokers kafka-soak and nats-soak (SOAK_BROKERS=shared: the shared kafka and nats).
 SOAK_MINUTES ?= 60
-SOAK_RATE ?= 900
+SOAK_RATE ?= 600
 SOAK_ENGINES ?= sqlite,kafka,jetstream
 SOAK_OTEL ?= --otel
 SOAK_OUTBOX_EVERY ?= 10

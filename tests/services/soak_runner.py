@@ -695,9 +695,9 @@ def quiet_handler_failures() -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=60.0)
-    p.add_argument("--rate", type=float, default=900.0, help="events per second, all engines")
+    p.add_argument("--rate", type=float, default=600.0, help="events per second, all engines")
     p.add_argument("--sample-every", type=float, default=15.0, help="seconds")
-    p.add_argument("--warmup", type=float, default=None, help="seconds (default: the rule's, 600)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds (default: the rule's, 1200)")
     p.add_argument(
         "--brokers",
         choices=sorted(BROKERS),
