@@ -63,16 +63,19 @@ bench-profile: $(STAMP)
 # Soak (not part of `make test`, whose soak test runs 2 minutes): SOAK_RATE events/s over
 # SOAK_ENGINES for SOAK_MINUTES, OpenTelemetry SDK on (SOAK_OTEL= turns it off), every
 # SOAK_OUTBOX_EVERY-th batch through an outbox (0: none); judged by tests/services/soak_rule.py
-# (docs/soak.md); writes the plot to SOAK_PLOT and the JSON report beside it.
+# (docs/soak.md); writes the plot to SOAK_PLOT and the JSON report beside it. On the soak's
+# own brokers kafka-soak and nats-soak (SOAK_BROKERS=shared: the shared kafka and nats).
 SOAK_MINUTES ?= 60
-SOAK_RATE ?= 900
+SOAK_RATE ?= 600
 SOAK_ENGINES ?= sqlite,kafka,jetstream
 SOAK_OTEL ?= --otel
 SOAK_OUTBOX_EVERY ?= 10
 SOAK_PLOT ?= soak.png
+SOAK_BROKERS ?= dedicated
 soak: $(STAMP)
-	scripts/services up kafka nats
-	$(PY) tests/services/soak_runner.py --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE) \
+	scripts/services up $(if $(filter shared,$(SOAK_BROKERS)),kafka nats,kafka-soak nats-soak)
+	$(PY) tests/services/soak_runner.py --brokers $(SOAK_BROKERS) \
+		--minutes $(SOAK_MINUTES) --rate $(SOAK_RATE) \
 		--engines $(SOAK_ENGINES) $(SOAK_OTEL) --outbox-every $(SOAK_OUTBOX_EVERY) \
 		--plot $(SOAK_PLOT) --json $(SOAK_PLOT:.png=.json)
 

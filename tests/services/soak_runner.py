@@ -18,8 +18,11 @@ threads, and the backlog (emitted minus handled), are sampled. The pass rule is
 :mod:`soak_rule` (docs/soak.md); a PNG plot shows every series over time and a JSON file
 the samples, the rule, the checks and the totals.
 
-``make soak`` runs it (``python tests/services/soak_runner.py --help``); the test
-``tests/services/test_soak.py`` (marker ``soak``) runs 2 minutes.
+``make soak`` runs it (``python tests/services/soak_runner.py --help``) on the soak's own
+brokers, ``kafka-soak`` and ``nats-soak`` (``scripts/services up kafka-soak nats-soak``),
+which nothing else uses or restarts; their pids before and after the run go in the report,
+so a restart during it shows. The test ``tests/services/test_soak.py`` (marker ``soak``)
+runs 2 minutes on the shared ``kafka`` and ``nats``.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ class Report:
     dead: int = 0
     emit_errors: int = 0
     otel: dict[str, int] | None = None
+    brokers: dict[str, Any] = field(default_factory=dict)
+    """Endpoints, and the broker processes' pids before and after the run (``main``)."""
     samples: list[Sample] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
 
@@ -135,6 +140,7 @@ class Report:
             "emit_errors": self.emit_errors,
             "engines": self.engines,
             "otel": self.otel,
+            "brokers": self.brokers,
             "samples": [asdict(s) for s in self.samples],
         }
 
@@ -662,6 +668,25 @@ def plot(report: Report, path: Path) -> None:
     plt.close(fig)
 
 
+BROKERS = {"dedicated": ("kafka-soak", "nats-soak"), "shared": ("kafka", "nats")}
+"""The services ``--brokers`` names: the soak's own (``make soak``), or the shared ones."""
+
+
+def broker_pids(names: Sequence[str]) -> dict[str, int | None]:
+    """The running pid of each named service (None: not running under the harness)."""
+    from hexa_event_services import get_service
+
+    return {name: get_service(name).pid() for name in names}
+
+
+def broker_endpoints(which: str, kafka: str | None, nats: str | None) -> tuple[str, str]:
+    """The Kafka bootstrap and NATS URL of ``--brokers which`` (``BROKERS``), unless given."""
+    from hexa_event_services import get_service
+
+    kafka_name, nats_name = BROKERS[which]
+    return kafka or get_service(kafka_name).url, nats or get_service(nats_name).url
+
+
 def quiet_handler_failures() -> None:
     """The soak's handlers fail on purpose thousands of times: do not log each failure."""
     logging.getLogger("hexa_event.dispatch").setLevel(logging.CRITICAL)
@@ -670,11 +695,19 @@ def quiet_handler_failures() -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=60.0)
-    p.add_argument("--rate", type=float, default=900.0, help="events per second, all engines")
+    p.add_argument("--rate", type=float, default=600.0, help="events per second, all engines")
     p.add_argument("--sample-every", type=float, default=15.0, help="seconds")
-    p.add_argument("--warmup", type=float, default=None, help="seconds (default: the rule's, 600)")
-    p.add_argument("--kafka", default=os.environ.get("HEXA_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    p.add_argument("--nats", default=os.environ.get("HEXA_NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--warmup", type=float, default=None, help="seconds (default: the rule's, 1200)")
+    p.add_argument(
+        "--brokers",
+        choices=sorted(BROKERS),
+        default="dedicated",
+        help="dedicated: the soak's own kafka-soak and nats-soak (HEXA_KAFKA_SOAK_BOOTSTRAP,\n"
+        "HEXA_NATS_SOAK_URL; scripts/services up kafka-soak nats-soak); shared: kafka and\n"
+        "nats (HEXA_KAFKA_BOOTSTRAP, HEXA_NATS_URL)",
+    )
+    p.add_argument("--kafka", default=None, help="Kafka bootstrap (default: from --brokers)")
+    p.add_argument("--nats", default=None, help="NATS URL (default: from --brokers)")
     p.add_argument(
         "--engines", default="sqlite,kafka,jetstream", help=f"comma-separated: {','.join(ENGINES)}"
     )
@@ -692,8 +725,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the report and samples here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    log.setLevel(logging.INFO)  # one line per sample: `tail -f` shows the run's progress
     quiet_handler_failures()
     rule = SOAK_60 if args.warmup is None else Rule(warmup=args.warmup)
+    kafka, nats = broker_endpoints(args.brokers, args.kafka, args.nats)
+    watched = () if args.kafka or args.nats else BROKERS[args.brokers]
+    pids_before = broker_pids(watched)
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    log.info("soak: brokers %s (pids %s), rule %s", [kafka, nats], pids_before, rule)
     with tempfile.TemporaryDirectory(prefix="hexa-soak-") as tmp:
         report = asyncio.run(
             run(
@@ -701,19 +740,29 @@ def main(argv: list[str] | None = None) -> int:
                 args.rate,
                 args.sample_every,
                 rule,
-                args.kafka,
+                kafka,
                 Path(tmp),
                 tuple(args.engines.split(",")),
-                nats=args.nats,
+                nats=nats,
                 otel=args.otel,
                 outbox_every=args.outbox_every,
                 heap=HeapDiff(args.tracemalloc) if args.tracemalloc else None,
             )
         )
+    pids_after = broker_pids(watched)
+    report.brokers = {
+        "kafka": kafka,
+        "nats": nats,
+        "started_at": started_at,
+        "pids_before": pids_before,
+        "pids_after": pids_after,
+        "restarted": [n for n in watched if pids_before[n] != pids_after[n]],
+    }
     plot(report, args.plot)
     if args.json:
         args.json.write_text(json.dumps(report.to_json(), separators=(",", ":")) + "\n")
     print(report.summary())
+    print(f"brokers: {report.brokers}")
     print(f"plot: {args.plot.resolve()}")
     try:
         check(report)

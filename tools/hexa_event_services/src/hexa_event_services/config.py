@@ -46,6 +46,8 @@ ON_DEMAND_NAMES: tuple[str, ...] = (
     "nats-cluster-2",
     "nats-cluster-3",
     "nats-solo",
+    "kafka-soak",
+    "nats-soak",
 )
 """Services started only when named (their own ports and data dirs; see docs/services.md)."""
 
@@ -68,6 +70,8 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
     "HEXA_POSTGRES_AUTH_URL": "postgresql://hexa_app@127.0.0.1:5433/hexa_event_auth",
     "HEXA_NATS_CLUSTER_SERVERS": "127.0.0.1:14222,127.0.0.1:14223,127.0.0.1:14224",
     "HEXA_NATS_SOLO_URL": "nats://127.0.0.1:14225",
+    "HEXA_KAFKA_SOAK_BOOTSTRAP": "127.0.0.1:19592",
+    "HEXA_NATS_SOAK_URL": "nats://127.0.0.1:14226",
 }
 
 # Seconds to wait for a service to become ready after it was spawned.

@@ -26,6 +26,7 @@ from .definitions.nats_cluster import NatsSolo
 from .definitions.postgres import Postgres
 from .definitions.postgres_auth import PostgresAuth
 from .definitions.pulsar import Pulsar
+from .definitions.soak import KafkaSoak, NatsSoak
 from .locks import file_lock
 from .supervisor import Service
 
@@ -40,6 +41,8 @@ _CLASSES: dict[str, type[Service]] = {
     "postgres-auth": PostgresAuth,
     **{cls.name: cls for cls in NATS_NODE_CLASSES},
     "nats-solo": NatsSolo,
+    "kafka-soak": KafkaSoak,
+    "nats-soak": NatsSoak,
 }
 ALL_NAMES: tuple[str, ...] = SERVICE_NAMES + ON_DEMAND_NAMES
 """Every service in canonical order (commands take locks in it, so two never cross)."""
