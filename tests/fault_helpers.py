@@ -148,10 +148,14 @@ class FaultFlow:
         try:
             await self.wait_handled(count, within)
             at_emitted, at_handled = len(self.emitted), len(self.handled)
+            # Emitting goes on while the fault strikes, up to ``max_lag`` more events: a
+            # fault that ends after the broker came back (a restart that waits for
+            # readiness) must not see the rest of the events run before the next fault.
+            self._hold = at_emitted + self._max_lag
+            began = time.monotonic()
+            await fault()
         finally:
-            self._hold = None  # emitting goes on while the fault strikes
-        began = time.monotonic()
-        await fault()
+            self._hold = None
         self.timeline.append(f"{name} at {at_emitted} emitted / {at_handled} handled")
         return time.monotonic() - began
 
