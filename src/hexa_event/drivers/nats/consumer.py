@@ -21,10 +21,7 @@ records at once.
 Order: the consumer hands records out in stream order, and the core runs one key's records
 one after another, so one member keeps each key's order; after a nack, the key's later
 records wait for the nacked one (:mod:`.ordering`), and redelivered records waiting
-together are handed out in stream order (the server does not sort its redeliveries). A
-pinned member (``failover``, partitions) also watches the consumer sequence: deliveries
-lost in transit when a connection dropped come back only after ``ack_wait``, so the
-records after them wait for them (:mod:`.gaps`).
+together are handed out in stream order (the server does not sort its redeliveries).
 Several members of one group share records without regard to keys, so across members
 order needs ``failover`` (one pinned member at a time; a closing member gives back what
 it holds, then unpins so a standby takes over at once) or ``max_ack_pending=1`` (see
@@ -61,7 +58,6 @@ from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
 from . import headers as wire
 from .client import confirm, stop_interest
-from .gaps import LostInTransit
 from .naming import subject_channel
 from .options import NatsSubscriptionOptions
 from .ordering import KeyGate
@@ -82,25 +78,16 @@ _RETRY_PAUSE = 1.0
 class NatsDelivery(Delivery):
     """A record from the consumer; ``coordinates`` is ``<stream>-<stream sequence>``."""
 
-    __slots__ = ("_msg", "_touched", "cseq", "owner", "seq")
+    __slots__ = ("_msg", "_touched", "owner", "seq")
 
     def __init__(
-        self,
-        record: RawRecord,
-        msg: Msg,
-        coordinates: str,
-        count: int,
-        ts: float,
-        seq: int,
-        cseq: int = 0,
+        self, record: RawRecord, msg: Msg, coordinates: str, count: int, ts: float, seq: int
     ) -> None:
         super().__init__(record, coordinates=coordinates, delivery_count=count, timestamp=ts)
         self._msg = msg
         self._touched = time.monotonic()
         self.seq = seq
         """The record's stream sequence."""
-        self.cseq = cseq
-        """The delivery's consumer sequence (every delivery, redeliveries too, has one)."""
         self.owner: NatsSubscription | None = None
         """The subscription that received it (settles go back to it)."""
 
@@ -130,8 +117,7 @@ def _by_seq(delivery: NatsDelivery) -> int:
 
 
 def _metadata(reply: str) -> tuple[int, int, int, int]:
-    """Delivery count, stream sequence, consumer sequence and timestamp (ns) of an ack
-    subject.
+    """Delivery count, stream sequence, timestamp (ns) and pending count of an ack subject.
 
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or the newer
     form with domain and account hash after ``$JS.ACK`` and a random token at the end.
@@ -141,8 +127,8 @@ def _metadata(reply: str) -> tuple[int, int, int, int]:
     return (
         int(tokens[at + 2]),
         int(tokens[at + 3]),
-        int(tokens[at + 4]),
         int(tokens[at + 5]),
+        int(tokens[at + 6]),
     )
 
 
@@ -186,13 +172,6 @@ class NatsSubscription(Subscription):
         self._expires = options.pull_expires
         self._buffer: deque[NatsDelivery] = deque()
         self._gate: KeyGate[NatsDelivery] = KeyGate(options.ack_wait)
-        self._gaps: LostInTransit[NatsDelivery] | None = (
-            LostInTransit(options.ack_wait, max(1.0, 2 * options.heartbeat))
-            if options.failover
-            else None
-        )
-        """With one member pulling (pinned): deliveries lost in transit, and the records
-        held until they come back (:mod:`.gaps`)."""
         self._ungated = frozenset(spec.retry_channels)
         self._unsettled: dict[str, NatsDelivery] = {}
         self._shared = ready is not None
@@ -250,8 +229,6 @@ class NatsSubscription(Subscription):
             await stop_interest(self._nc, self._sub, self._api_timeout)
         held = [*self._buffer, *(d for d in self._unsettled.values() if d.outcome is None)]
         held.extend(self._gate.clear())
-        if self._gaps is not None:
-            held.extend(self._gaps.clear())
         self._buffer.clear()
         if held and not self._nc.is_closed:
             with contextlib.suppress(Exception):
@@ -288,8 +265,6 @@ class NatsSubscription(Subscription):
             await stop_interest(self._nc, sub, self._api_timeout)
         back = [(d, 0.0) for d in self._buffer]
         back.extend(self._gate.give_back(time.monotonic()))
-        if self._gaps is not None:
-            back.extend(self._gaps.give_back(time.monotonic()))
         self._buffer.clear()
         if back and not self._nc.is_closed:
             with contextlib.suppress(Exception):
@@ -419,10 +394,6 @@ class NatsSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         error = self._connection_error() or self._error
-        held_back = self._gaps.describe(time.monotonic()) if self._gaps is not None else ""
-        if held_back:  # said even beside another problem: a partition pauses meanwhile
-            held_back = f"consumer {self._consumer}: {held_back}"
-            error = f"{error}; {held_back}" if error else held_back
         if self._fatal is not None:
             error = str(self._fatal)
         held = not self._options.failover or self._pin is not None
@@ -454,7 +425,7 @@ class NatsSubscription(Subscription):
             await self._nc.publish(reply, _NAK)
             return
         try:
-            count, seq, cseq, ts_ns = _metadata(reply)
+            count, seq, ts_ns, _ = _metadata(reply)
         except (ValueError, IndexError):
             log.warning("ignored a message with an unexpected reply subject %r", reply)
             return
@@ -465,8 +436,6 @@ class NatsSubscription(Subscription):
             and self._pattern.fullmatch(channel) is None
         ):
             await self._nc.publish(reply, _ACK)  # not for this subscription
-            if self._gaps is not None:
-                self._gaps.skipped(cseq, time.monotonic())
             self._wake.set()
             return
         key, headers, accepted_at = wire.decode(msg.headers)
@@ -477,24 +446,12 @@ class NatsSubscription(Subscription):
             count,
             accepted_at or ts_ns / _NS,
             seq,
-            cseq,
         )
         delivery.owner = self
-        if self._gaps is None:
-            self._hand_out([delivery])
-        else:
-            self._hand_out(self._gaps.admit(delivery, time.monotonic()))
-
-    def _hand_out(self, arrived: list[NatsDelivery]) -> None:
-        """Buffer what may be handed out now (the key gate keeps what must wait)."""
-        woken = False
-        for delivery in arrived:
-            if delivery.record.channel in self._ungated or self._gate.admit(delivery):
-                if delivery.delivery_count > 1:
-                    self._redelivered = True
-                self._buffer.append(delivery)
-                woken = True
-        if woken:
+        if channel in self._ungated or self._gate.admit(delivery):
+            if count > 1:
+                self._redelivered = True
+            self._buffer.append(delivery)
             self._ready.wake()
 
     def _on_status(self, msg: Msg) -> None:
@@ -548,8 +505,6 @@ class NatsSubscription(Subscription):
                 if released:
                     self._buffer.extend(released)
                     self._ready.wake()
-                if self._gaps is not None:
-                    self._hand_out(self._gaps.expire(time.monotonic()))
                 await self._keep_alive()
                 await self._refresh_lag()
             except asyncio.CancelledError:
@@ -592,11 +547,6 @@ class NatsSubscription(Subscription):
             return
         held = len(self._buffer) + len(self._unsettled) + len(self._gate)
         room = self._limit - held - self._asked
-        if self._gaps is not None:
-            room -= len(self._gaps)
-            # The lost deliveries are due: ask for them even with prefetch full (the
-            # server sends due redeliveries before any new record).
-            room = max(room, self._gaps.probing(time.monotonic()) - self._asked)
         if room <= 0 or (self._asked and room < self._batch // 2):
             return
         batch = min(room, self._batch)
@@ -637,8 +587,7 @@ class NatsSubscription(Subscription):
             return
         now = time.monotonic()
         stale = now - self._options.ack_wait / 3
-        parked = self._gaps.parked() if self._gaps is not None else ()
-        for delivery in (*self._buffer, *self._unsettled.values(), *self._gate.held(), *parked):
+        for delivery in (*self._buffer, *self._unsettled.values(), *self._gate.held()):
             if delivery._touched < stale:
                 delivery._touched = now
                 await self._nc.publish(delivery._msg.reply, _WPI)
