@@ -17,9 +17,10 @@ import json
 import signal
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..driver import Delivery, Subscription
 from ._common import (
     OK,
     json_argument,
@@ -75,23 +76,27 @@ def render(event: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _stop_on_signals() -> tuple[Callable[[], int | None], Callable[[], None]]:
-    """SIGTERM and SIGINT cancel the running tail, which then deletes its throwaway group
-    (a tail stopped by ``kill`` or Kubernetes must not leave a group that pins the log).
-    Returns (the exit status if signalled: 0 for SIGTERM, 130 for Ctrl-C; undo)."""
+def _stop_on_signals(stop: asyncio.Event) -> tuple[Callable[[], int | None], Callable[[], None]]:
+    """The first SIGTERM or SIGINT sets ``stop``: the tail finishes the batch in hand (a
+    settlement is never cut short), then closes and deletes its throwaway group (a tail
+    stopped by ``kill`` or Kubernetes must not leave a group that pins the log). A second
+    signal cancels it outright. Returns (the exit status if signalled: 0 for SIGTERM, 130
+    for Ctrl-C; undo)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     signalled: list[int] = []
 
-    def stop(sig: int) -> None:
+    def on_signal(sig: int) -> None:
         signalled.append(sig)
-        if task is not None:
+        if len(signalled) == 1:
+            stop.set()
+        elif task is not None:
             task.cancel()
 
     installed = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop, sig)
+            loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)
 
     def undo() -> None:
@@ -108,19 +113,39 @@ def _stop_on_signals() -> tuple[Callable[[], int | None], Callable[[], None]]:
 
 
 async def run(args: argparse.Namespace) -> int:
-    signalled, undo = _stop_on_signals()
+    stop = asyncio.Event()
+    signalled, undo = _stop_on_signals(stop)
     try:
-        return await _tail(args)
+        code = await _tail(args, stop)
     except asyncio.CancelledError:
-        code = signalled()
-        if code is None:
+        if signalled() is None:
             raise
-        return code  # the finally blocks of _tail closed the subscription and the driver
+        code = OK  # the finally blocks of _tail closed the subscription and the driver
     finally:
         undo()
+    status = signalled()
+    return code if status is None else status
 
 
-async def _tail(args: argparse.Namespace) -> int:
+async def _next_batch(
+    subscription: Subscription, room: int, idle: float | None, stop: asyncio.Event
+) -> Sequence[Delivery]:
+    """The next deliveries; none once ``idle`` seconds pass without any, or on ``stop``."""
+    fetching = asyncio.ensure_future(subscription.fetch(room))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((fetching, stopping), timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        fetching.cancel()  # no-op when it finished
+    if fetching.done() and not fetching.cancelled():
+        return fetching.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await fetching  # a fetch is cancel-safe: what it had not handed out stays unacked
+    return ()
+
+
+async def _tail(args: argparse.Namespace, stop: asyncio.Event) -> int:
     from ..connect import connect
 
     payload_type = load_type(args.type)
@@ -146,13 +171,9 @@ async def _tail(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            while args.count is None or shown < args.count:
+            while not stop.is_set() and (args.count is None or shown < args.count):
                 room = 100 if args.count is None else min(100, args.count - shown)
-                try:
-                    async with asyncio.timeout(args.idle):
-                        deliveries = await subscription.fetch(room)
-                except TimeoutError:
-                    break
+                deliveries = await _next_batch(subscription, room, args.idle, stop)
                 if not deliveries:
                     break
                 for delivery in deliveries:

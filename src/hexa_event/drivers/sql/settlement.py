@@ -17,6 +17,22 @@ from .log import SqlLog
 from .partitions import Part, Pos
 
 
+async def finish_before_cancelling(task: asyncio.Future[None]) -> None:
+    """Await ``task`` to its end; a cancellation meanwhile is raised only after it. A write
+    transaction cut short by a cancellation (a signal, a timeout around ``settle``) can leave
+    SQLite's write lock held by a connection SQLAlchemy then drops, wedging every later
+    writer of the file for the busy timeout."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
+
+
 class Settlements:
     """The settlements of one group member not yet written, and how to write them."""
 
@@ -68,30 +84,41 @@ class Settlements:
             acked = set(self._acked_redeliveries)
             if not (kept or released or redeliveries or acked):
                 return
-            try:
-                async with self._log.writing() as conn:
-                    if redeliveries:
-                        await self._upsert_redeliveries(conn, list(redeliveries.values()))
-                    if acked:
-                        r = self._log.table("hexa_redeliveries")
-                        await conn.execute(
-                            r.delete().where(
-                                r.c.group_name == self._group, r.c.log_id.in_(sorted(acked))
-                            )
+            write = self._write(kept, released, redeliveries, acked, release)
+            await finish_before_cancelling(asyncio.ensure_future(write))
+
+    async def _write(
+        self,
+        kept: list[tuple[Part, Pos]],
+        released: list[tuple[Part, Pos]],
+        redeliveries: dict[int, dict[str, Any]],
+        acked: set[int],
+        release: Sequence[Part],
+    ) -> None:
+        try:
+            async with self._log.writing() as conn:
+                if redeliveries:
+                    await self._upsert_redeliveries(conn, list(redeliveries.values()))
+                if acked:
+                    r = self._log.table("hexa_redeliveries")
+                    await conn.execute(
+                        r.delete().where(
+                            r.c.group_name == self._group, r.c.log_id.in_(sorted(acked))
                         )
-                    await self._store_positions(conn, kept, release=False)
-                    await self._store_positions(conn, released, release=True)
-                    await self._store_acked(conn, release)
-            except Exception as exc:
-                raise self._log.error("storing settlements", exc) from exc
-            for part, pos in (*kept, *released):
-                if part.committed == pos:
-                    part.dirty = False
-            for log_id, row in redeliveries.items():
-                if self._redeliveries.get(log_id) is row:
-                    del self._redeliveries[log_id]
-            self._acked_redeliveries -= acked
-            self.flushes += 1
+                    )
+                await self._store_positions(conn, kept, release=False)
+                await self._store_positions(conn, released, release=True)
+                await self._store_acked(conn, release)
+        except Exception as exc:
+            raise self._log.error("storing settlements", exc) from exc
+        for part, pos in (*kept, *released):
+            if part.committed == pos:
+                part.dirty = False
+        for log_id, row in redeliveries.items():
+            if self._redeliveries.get(log_id) is row:
+                del self._redeliveries[log_id]
+        self._acked_redeliveries -= acked
+        self.flushes += 1
 
     async def _store_acked(self, conn: Any, parts: Sequence[Part]) -> None:
         """For partitions let go of: the rows acked above their position (``hexa_acked``),
