@@ -38,7 +38,7 @@ unit: $(STAMP)
 test: $(STAMP)
 	$(MAKE) lint
 	scripts/services up $(S)
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra --durations=25
 
 services:
 	scripts/services up $(S)
