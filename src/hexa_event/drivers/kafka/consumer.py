@@ -707,33 +707,39 @@ class KafkaSubscription(Subscription):
 
     def _take_records(self, ready: deque[Ready], room: int) -> list[KafkaRecordBatch]:
         batch = KafkaRecordBatch(self)
-        channels, keys, headers_of = batch.channels, batch.keys, batch.headers
-        bodies, natives, runs = batch.bodies, batch.natives, batch._runs
+        # Hot path: the lists' appends bound once; a partition's run is opened on change.
+        add_channel, add_key = batch.channels.append, batch.keys.append
+        add_headers, add_body = batch.headers.append, batch.bodies.append
+        add_native, runs, counts = batch.natives.append, batch._runs, batch._counts
+        popleft = ready.popleft
         last: PartitionState | None = None
         offsets: list[int] = []
+        add_offset = offsets.append
+        topic = ""
         taken = 0
         while ready and taken < room:
-            state, message, offset, count = ready.popleft()
-            if state.revoking:
-                continue
+            state, message, offset, count = popleft()
             if state is not last:
+                if state.revoking:
+                    continue
                 if last is not None:
                     last.outstanding += len(offsets)
-                last, offsets = state, []
+                last, offsets, topic = state, [], state.key[0]
+                add_offset = offsets.append
                 runs.append((state, taken, offsets))
-            offsets.append(offset)
+            add_offset(offset)
             if count != 1:
-                batch._counts[taken] = count
+                counts[taken] = count
             key: Any = message.key()
             headers: Any = message.headers()  # a list of (name, value); the last name wins
             headers = dict(headers) if headers else {}
             if None in headers.values():  # a null value: present, empty
                 headers = {k: (b"" if v is None else v) for k, v in headers.items()}
-            channels.append(state.key[0])
-            keys.append(key.decode("utf-8", "surrogateescape") if key else "")
-            headers_of.append(headers)
-            bodies.append(message.value() or b"")
-            natives.append(message)
+            add_channel(topic)
+            add_key(key.decode("utf-8", "surrogateescape") if key else "")
+            add_headers(headers)
+            add_body(message.value() or b"")
+            add_native(message)
             taken += 1
         if last is None:
             return []
