@@ -28,7 +28,7 @@ _SERVE_INTERVAL = 0.002
 """Seconds between ``poll(0)`` calls on the loop while records await their reports."""
 
 
-class _Batch:
+class Pending:
     """One publish call's records awaiting their delivery reports.
 
     Every record of the call shares one callback, :meth:`on_delivery` (no object per
@@ -161,7 +161,7 @@ class KafkaProducer:
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._open: list[_Batch] = []
+        self._open: list[Pending] = []
         """Publish calls awaiting delivery reports, oldest first."""
         self._closed = False
         self._start_lock = asyncio.Lock()
@@ -225,7 +225,7 @@ class KafkaProducer:
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[None] = loop.create_future()
-        batch = _Batch(future, records)
+        batch = Pending(future, records)
         self._open.append(batch)
         produce = producer.produce
         on_delivery = batch.on_delivery
