@@ -9,13 +9,12 @@ import uuid
 from collections.abc import Sequence
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from hexa_event.driver import RawRecord, RecordBatch, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaDriver
 from hexa_event.drivers.kafka.consumer import KafkaSubscription
-from hexa_event.drivers.kafka.producer import Pending
-from hexa_event.errors import AlreadySettledError, NotStoredError, PartialPublishError
+from hexa_event.errors import AlreadySettledError
 from hexa_event.testing.waiting import eventually
 
 pytestmark = pytest.mark.kafka
@@ -103,46 +102,3 @@ async def test_record_batches_settle_as_ranges_never_past_a_taken_record(
     finally:
         await driver.close()
 
-
-class _Report:
-    """A delivery report's message, as confluent-kafka hands it to the callback."""
-
-    def __init__(self, record: RawRecord) -> None:
-        self._record = record
-
-    def topic(self) -> str:
-        return self._record.channel
-
-    def key(self) -> bytes:
-        return self._record.key.encode()
-
-    def value(self) -> bytes:
-        return self._record.body
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return list(self._record.headers.items())
-
-
-async def test_failed_delivery_reports_are_matched_to_their_records() -> None:
-    """One callback for a publish call: successes only count, each failure names its own
-    record's index (identical records are interchangeable)."""
-    records = [
-        RawRecord("t", "a", {"h": b"1"}, b"x"),
-        RawRecord("t", "b", {"h": b"2"}, b"y"),
-        RawRecord("t", "a", {"h": b"3"}, b"x"),
-        RawRecord("t", "a", {"h": b"1"}, b"x"),
-    ]
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    pending = Pending(future, records)
-    too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
-    for index, err in ((1, None), (2, too_large), (0, None)):
-        pending.on_delivery(err, _Report(records[index]))
-    assert not pending.reported()
-    pending.on_delivery(too_large, _Report(records[3]))  # the same as record 0
-    assert pending.reported()
-    pending.finish(str)
-    with pytest.raises(PartialPublishError) as caught:
-        await future
-    assert set(caught.value.failed) == {0, 2}
-    assert caught.value.stored == frozenset({1, 3})
-    assert all(isinstance(e, NotStoredError) for e in caught.value.failed.values())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -28,71 +29,42 @@ _SERVE_INTERVAL = 0.002
 """Seconds between ``poll(0)`` calls on the loop while records await their reports."""
 
 
-class Pending:
-    """One publish call's records awaiting their delivery reports.
+class _Batch:
+    """Counts the delivery reports a publish call waits for, and keeps each failure."""
 
-    Every record of the call shares one callback, :meth:`on_delivery` (no object per
-    record): a success only counts; a failure keeps the report, matched to its record's
-    index when the call completes (rare). The loop completes the call (:meth:`finish`)
-    once every record produced was reported."""
+    __slots__ = ("count", "errors", "future", "remaining", "sink")
 
-    __slots__ = ("acked", "errors", "failures", "future", "records", "refused")
-
-    def __init__(self, future: asyncio.Future[None], records: Sequence[RawRecord]) -> None:
+    def __init__(self, sink: KafkaProducer, future: asyncio.Future[None], count: int) -> None:
+        self.sink = sink
         self.future = future
-        self.records = records
-        self.acked = 0
-        self.refused = 0
-        """Records refused locally by ``produce`` (never sent, their errors kept)."""
-        self.failures: list[tuple[KafkaError, Any]] = []
-        """(error, message) of each failed delivery report."""
+        self.count = count
+        self.remaining = count
         self.errors: dict[int, KafkaError] = {}
         """Index of each record that failed -> its error."""
 
-    def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        """librdkafka's delivery report; runs on the thread that polls or flushes (the
-        loop's, but for the flush at close, while the loop waits for it)."""
-        if err is None:
-            self.acked += 1
-        else:
-            self.failures.append((err, msg))
-
-    def reported(self) -> bool:
-        return self.acked + len(self.failures) + self.refused >= len(self.records)
-
-    def finish(self, scrub: Callable[[str], str]) -> None:
-        """On the loop, once :meth:`reported`: resolve the publish call."""
-        if self.future.done():
-            return
-        for err, msg in self.failures:
-            self.errors[self._index_of(msg)] = err
-        if not self.errors:
-            self.future.set_result(None)
-        else:
-            self.future.set_exception(self.failure(scrub))
-
-    def _index_of(self, msg: Any) -> int:
-        """The index of the record a failed report is about: the first one with its
-        topic, key, body and headers not matched yet (records alike in all of these are
-        interchangeable)."""
-        topic, key, value = msg.topic(), msg.key() or b"", msg.value() or b""
-        headers = dict(msg.headers() or ())
-        errors = self.errors
-        for index, record in enumerate(self.records):
-            if (
-                index not in errors
-                and record.channel == topic
-                and record.body == value
-                and record.key.encode("utf-8", "surrogateescape") == key
-                and dict(record.headers) == headers
-            ):
-                return index
-        return next(i for i in range(len(self.records)) if i not in errors)
+    def on_delivery(self, index: int, err: KafkaError | None, _msg: object) -> None:
+        """librdkafka's delivery report; runs on the thread that polls or flushes."""
+        self.sink._reports.append((self, index, err))
 
     def failure(self, scrub: Callable[[str], str]) -> DriverError:
         """The error to raise: per record when several were published."""
         failed = {i: delivery_error(err, scrub) for i, err in self.errors.items()}
-        return publish_outcome(len(self.records), failed)
+        return publish_outcome(self.count, failed)
+
+
+def _settle(
+    reports: list[tuple[_Batch, int, KafkaError | None]], scrub: Callable[[str], str]
+) -> None:
+    """On the loop: apply a batch of delivery reports to their publish calls."""
+    for batch, index, err in reports:
+        if err is not None:
+            batch.errors[index] = err
+        batch.remaining -= 1
+        if batch.remaining == 0 and not batch.future.done():
+            if not batch.errors:
+                batch.future.set_result(None)
+            else:
+                batch.future.set_exception(batch.failure(scrub))
 
 
 _TOO_LARGE = frozenset(
@@ -161,8 +133,8 @@ class KafkaProducer:
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._open: list[Pending] = []
-        """Publish calls awaiting delivery reports, oldest first."""
+        self._pending = 0
+        self._reports: list[tuple[_Batch, int, KafkaError | None]] = []
         self._closed = False
         self._start_lock = asyncio.Lock()
 
@@ -190,23 +162,15 @@ class KafkaProducer:
         """On the loop: serve ready delivery reports (non-blocking ``poll(0)``)."""
         self._timer = None
         producer = self._producer
-        if producer is None or self._closed:  # closing: flush's thread alone serves reports
+        if producer is None:
             return
         producer.poll(0)
-        self._finish()
-        if self._open and not self._closed and self._loop is not None:
+        if self._reports:
+            reports, self._reports = self._reports, []
+            self._pending -= len(reports)
+            _settle(reports, self._scrub)
+        if self._pending > 0 and not self._closed and self._loop is not None:
             self._timer = self._loop.call_later(_SERVE_INTERVAL, self._serve)
-
-    def _finish(self) -> None:
-        """Resolve the publish calls whose records were all reported."""
-        if any(batch.reported() for batch in self._open):
-            still = []
-            for batch in self._open:
-                if batch.reported():
-                    batch.finish(self._scrub)
-                else:
-                    still.append(batch)
-            self._open = still
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         """Produce ``records`` and return once the broker acknowledged every one of them.
@@ -225,10 +189,10 @@ class KafkaProducer:
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[None] = loop.create_future()
-        batch = Pending(future, records)
-        self._open.append(batch)
+        batch = _Batch(self, future, len(records))
         produce = producer.produce
         on_delivery = batch.on_delivery
+        produced = 0
         for index, record in enumerate(records):
             headers: Any = record.headers or None
             while True:
@@ -238,22 +202,28 @@ class KafkaProducer:
                         value=record.body,
                         key=record.key.encode("utf-8", "surrogateescape"),
                         headers=headers,
-                        on_delivery=on_delivery,
+                        on_delivery=partial(on_delivery, index),
                     )
+                    produced += 1
                     break
                 except BufferError:
                     # The local queue is full: serve reports, let librdkafka drain it.
+                    self._pending += produced
+                    produced = 0
                     self._serve()
                     await asyncio.sleep(_PENDING_RETRY_DELAY)
                 except KafkaException as exc:  # refused locally (too large...): not sent
-                    batch.refused += 1
+                    batch.remaining -= 1
                     batch.errors[index] = exc.args[0]
                     break
-        if self._timer is None:
+        self._pending += produced
+        if self._timer is None and self._pending > 0:
             self._timer = loop.call_later(_SERVE_INTERVAL, self._serve)
-        if batch.reported():
+        if batch.remaining == 0 and not future.done():
             # Every record was refused locally, or the reports of the others came already.
-            self._finish()
+            if batch.errors:
+                raise batch.failure(self._scrub)
+            return
         await future
 
     async def close(self, flush_timeout: float = 30.0) -> None:
@@ -269,6 +239,8 @@ class KafkaProducer:
             return
         # No loop-side polling any more: flush's thread alone serves the last reports.
         remaining = await asyncio.to_thread(producer.flush, flush_timeout)
-        self._finish()
+        if self._reports:
+            reports, self._reports = self._reports, []
+            _settle(reports, self._scrub)
         if remaining:
             log.warning("Kafka producer closed with %d records undelivered", remaining)
