@@ -101,4 +101,3 @@ async def test_record_batches_settle_as_ranges_never_past_a_taken_record(
         await sub.close()
     finally:
         await driver.close()
-
