@@ -1,8 +1,9 @@
 """CPU time per event of the Kafka batch handler against raw confluent-kafka, in one
 process (client threads included): a measure that a loaded machine disturbs far less than
 rates. ``kafka_batch.py``'s work (same topic filling, same handler); rounds alternate.
+Run by hand (not part of ``make bench``):
 
-    python benchmarks/_kafka_batch_cpu.py  (by hand; not part of make bench) [--count 30000] [--rounds 3]
+    python benchmarks/_kafka_batch_cpu.py [--count 30000] [--rounds 3]
 """
 
 from __future__ import annotations
