@@ -23,6 +23,7 @@ batches running at once (default 1).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -30,13 +31,15 @@ import typing
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
+from . import envelope as env
 from . import wire
-from .codecs import json_decoder
+from .codecs import get_codec, json_decoder
 from .context import Context
 from .dispatch import POISON, Dispatcher, Poison, Route
-from .driver import Delivery, Features
+from .driver import Delivery, Features, RecordBatch, Subscription
 from .errors import ConfigurationError
 from .event import Message
 from .lanes import wait_set
@@ -180,19 +183,28 @@ def plan(batch: object, handler: object, *, where: str) -> BatchPlan:
 
 
 class Ready:
-    """The deliveries of one batch that go to the handler, side by side with what was read
-    from them (no object per delivery)."""
+    """The messages of one batch that go to the handler, side by side with where each came
+    from and what was read from it (no object per message but the message)."""
 
-    __slots__ = ("contexts", "deliveries", "messages", "opened")
+    __slots__ = ("contexts", "deliveries", "indexes", "messages", "opened", "sources", "taken")
 
     def __init__(self) -> None:
-        self.deliveries: list[Delivery] = []
-        self.opened: list[wire.Opened] = []
         self.messages: list[Message[Any]] = []
+        self.sources: list[Delivery | RecordBatch] = []
+        """Each message's delivery, or the record batch it is a record of."""
+        self.indexes: list[int] = []
+        """Each message's index in its record batch; -1 for a delivery."""
+        self.opened: list[wire.Opened | None] = []
+        """What was read from each delivery; None for a record opened the common way (read
+        again from its delivery when it fails)."""
+        self.deliveries: list[Delivery] = []
+        """The sources that are deliveries (acked one by one)."""
         self.contexts: dict[int, Context] = {}
         """Each message's context by index, where one was built while opening (another
         propagator than the default, whose extract may have side effects); the others are
         built only when a message fails."""
+        self.taken: list[Delivery] = []
+        """Records taken out of their batch because they failed (settled by :meth:`run`)."""
 
 
 def _being_cancelled() -> bool:
@@ -252,9 +264,100 @@ class BatchDispatcher(Dispatcher):
         except Exception as exc:
             return Poison(opened, exc)
         ready.deliveries.append(delivery)
+        ready.sources.append(delivery)
+        ready.indexes.append(-1)
         ready.opened.append(opened)
         ready.messages.append(message)
         return None
+
+    @property
+    def opens_records(self) -> bool:
+        """Whether :meth:`prepare_records` can open records the common way (the default
+        propagator, event ids): otherwise record batches are not worth it."""
+        return self._check is not None and self._chain.dedup_ids == "event"
+
+    def prepare_records(
+        self, batch: RecordBatch, ready: Ready, blocked: set[tuple[str, str]]
+    ) -> list[int]:
+        """Open the records of ``batch`` into ``ready`` the common way (a first delivery of
+        an event of ours, from a source channel, due now, JSON); the indexes of the others,
+        in order, to take out and :meth:`prepare` as deliveries. A record whose (channel,
+        key) is in ``blocked`` is one of those, and so is every later record of the key of
+        one of those (its order is kept: added to ``blocked``)."""
+        chain = self._chain
+        check = self._check
+        fast = self._fast_json
+        if fast is None:  # another JSON codec registered, or a type msgspec does not take
+            codec, target = get_codec("json"), self._route.payload_type
+            fast = functools.partial(codec.decode, target=target)
+        if check is None or chain.dedup_ids != "event":
+            for index in range(len(batch)):
+                blocked.add((batch.channels[index], batch.keys[index]))
+            return list(range(len(batch)))
+        retry_number_of, times, emit_time = chain.retry_number_of, self._times, self._emit_time
+        channels, keys, headers_of = batch.channels, batch.keys, batch.headers
+        bodies, natives = batch.bodies, batch.natives
+        add_message, add_source = ready.messages.append, ready.sources.append
+        add_index, add_opened = ready.indexes.append, ready.opened.append
+        sources_channel: dict[str, bool] = {}
+        odd: list[int] = []
+        attempt_header, deliver_at = env.ATTEMPT, env.DELIVER_AT
+        event_id_header, source_header = env.EVENT_ID, env.SOURCE_CHANNEL
+        codec_header, reply_header, time_header = (
+            env.PAYLOAD_ENCODER,
+            env.REPLY_CHANNEL,
+            env.EVENT_TIME,
+        )
+        for index, body in enumerate(bodies):
+            channel, key = channels[index], keys[index]
+            if blocked and (channel, key) in blocked:
+                odd.append(index)
+                continue
+            source_channel = sources_channel.get(channel)
+            if source_channel is None:
+                source_channel = sources_channel[channel] = not retry_number_of(channel)
+            headers = headers_of[index]
+            try:
+                if not source_channel or attempt_header in headers or deliver_at in headers:
+                    raise LookupError  # a copy, or due later: the careful path
+                get = headers.get
+                event_id = get(event_id_header).decode()  # type: ignore[union-attr]
+                raw = get(source_header)
+                source = raw.decode() if raw else channel
+                raw = get(codec_header)
+                if raw and raw != b"json":
+                    raise LookupError
+                raw = get(reply_header)
+                reply = raw.decode() if raw else ""
+                payload = fast(body)
+                raw = get(time_header)
+                timestamp = times.get(raw) if raw is not None else None  # type: ignore[arg-type]
+                if timestamp is None:
+                    timestamp = emit_time(raw, functools.partial(batch.timestamp, index))
+                check(headers)
+            except Exception:  # odd or poison: the careful path says which
+                odd.append(index)
+                blocked.add((channel, key))
+                continue
+            add_message(  # positional, in Message's field order (cheaper than keywords)
+                Message(
+                    event_id,
+                    source,
+                    key,
+                    payload,
+                    MappingProxyType(headers),
+                    1,
+                    timestamp,
+                    reply,
+                    "json",
+                    channel,
+                    natives[index],
+                )
+            )
+            add_source(batch)
+            add_index(index)
+            add_opened(None)
+        return odd
 
     def _context_of(self, headers: Mapping[str, bytes], opened: wire.Opened) -> Context:
         return self._context(
@@ -282,21 +385,32 @@ class BatchDispatcher(Dispatcher):
             else:
                 for delivery in deliveries:
                     delivery.ack()
-                self.counters.handled += len(deliveries)
+                self.counters.handled += len(ready.messages)
                 return
-            for n, delivery in enumerate(deliveries):
+            for n, source in enumerate(ready.sources):
                 error = failures.get(n)
-                if error is None:
-                    self.counters.handled += 1
-                    delivery.ack()
-                    continue
-                opened, message = ready.opened[n], ready.messages[n]
+                opened = ready.opened[n]
+                if isinstance(source, RecordBatch):
+                    if error is None:
+                        self.counters.handled += 1  # acked with its batch
+                        continue
+                    delivery = source.take(ready.indexes[n])
+                    ready.taken.append(delivery)
+                    opened = wire.open_delivery(delivery, self._chain)
+                else:
+                    delivery = source
+                    if error is None:
+                        self.counters.handled += 1
+                        delivery.ack()
+                        continue
+                assert opened is not None
+                message = ready.messages[n]
                 ctx = ready.contexts.get(n)
                 if ctx is None:
                     ctx = self._context_of(delivery.record.headers, opened)
                 await self._failed(delivery, opened, ctx, message, error)
         except BaseException:
-            for delivery in deliveries:
+            for delivery in (*deliveries, *ready.taken):
                 if delivery.outcome is None:
                     delivery.nack()
             raise
@@ -326,6 +440,18 @@ class BatchDispatcher(Dispatcher):
         return failures
 
 
+def fetches_records(subscription: Subscription | None) -> bool:
+    """Whether ``subscription`` hands out record batches (overrides ``fetch_records`` and
+    ``settle_records``; a wrapper that does not keeps ``fetch``)."""
+    if subscription is None:
+        return False
+    kind = type(subscription)
+    return (
+        kind.fetch_records is not Subscription.fetch_records
+        and kind.settle_records is not Subscription.settle_records
+    )
+
+
 class Books(Protocol):
     """The receiver's bookkeeping of one subscription, as batches update it."""
 
@@ -333,6 +459,7 @@ class Books(Protocol):
     unsettled: dict[Delivery, float]
     waiting: dict[Delivery, float]
     pending: list[Delivery]
+    pending_records: list[RecordBatch]
     settle_wake: asyncio.Event
     room: asyncio.Event
 
@@ -344,6 +471,14 @@ class BatchLanes:
     surface: submit, items, join, stop, wake_parked, workers_alive). Deliveries wait in
     per-key queues; a batch takes the queued deliveries of free keys in arrival order and
     makes those keys busy until it ends.
+
+    Record batches (:meth:`submit_records`, from a driver's ``fetch_records``; only with
+    one batch running at a time, so no key can be in two) wait whole, in fetch order, and
+    go to the handler without a delivery per record: a batch takes them after the free
+    deliveries, and acks each whole when the handler returns. A record that needs the
+    careful path (a retry copy, poison, a failure) is taken out as a delivery; so is every
+    later record of its key while that key has deliveries queued, parked or held, so one
+    key's order holds across both.
     """
 
     def __init__(
@@ -355,6 +490,7 @@ class BatchLanes:
         *,
         workers: int,
         name: str,
+        records: bool = False,
     ) -> None:
         self._dispatcher = dispatcher
         self._max_size = batch.max_size
@@ -370,6 +506,11 @@ class BatchLanes:
         """Queued deliveries of keys neither busy nor parked: what the next batch can take."""
         self._first_free = 0.0
         self._running: dict[asyncio.Task[None], list[Delivery]] = {}
+        self.records = records
+        """Fed record batches (:meth:`submit_records`) rather than deliveries."""
+        self._records: deque[RecordBatch] = deque()
+        self._queued_records = 0
+        self._running_records: dict[asyncio.Task[None], list[RecordBatch]] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -394,6 +535,20 @@ class BatchLanes:
             else:
                 self._add_free(1)
 
+    def submit_records(self, batch: RecordBatch) -> None:
+        """A batch of records fetched together (see the class docstring)."""
+        count = len(batch)
+        self.count += count
+        if self.count == count:
+            self._idle.clear()
+        self._records.append(batch)
+        self._queued_records += count
+        self._add_free(count)
+
+    def fetch_room(self) -> int:
+        """Records to fetch next so that the queued record batches fill whole batches."""
+        return self._max_size - self._queued_records % self._max_size
+
     def items(self) -> Iterator[Delivery]:
         """Deliveries submitted and not finished (queued, parked and in running batches)."""
         for queue in list(self._queues.values()):
@@ -412,6 +567,16 @@ class BatchLanes:
         for task in tasks:
             task.cancel(message)
         _, pending = await asyncio.wait(tasks, timeout=grace)
+        # Record batches not handled (queued, or in a batch left behind): given back.
+        given_back = [*self._records, *(b for r in self._running_records.values() for b in r)]
+        self._records.clear()
+        self._running_records.clear()
+        for batch in given_back:
+            if batch.outcome is None:
+                batch.nack()
+                self._books.pending_records.append(batch)
+        if given_back:
+            self._books.settle_wake.set()
         return not pending
 
     def wake_parked(self) -> None:
@@ -456,16 +621,21 @@ class BatchLanes:
                 if remaining > 0:
                     await self._wait(remaining)
                     continue
-            keys, deliveries = self._take()
-            if not deliveries:  # cannot happen while the count of free deliveries is right
+            keys, deliveries, batches = self._take()
+            if not deliveries and not batches:  # cannot happen while the count is right
                 logger.error("batches of %s: no free delivery to take; recounting", self._name)
-                self._free = 0
+                self._free = self._queued_records
                 continue
-            task = asyncio.create_task(self._run(keys, deliveries), name=f"{self._name}-batch")
+            task = asyncio.create_task(
+                self._run(keys, deliveries, batches), name=f"{self._name}-batch"
+            )
             self._running[task] = deliveries
+            if batches:
+                self._running_records[task] = batches
 
-    def _take(self) -> tuple[list[Hashable], list[Delivery]]:
-        """The next batch: queued deliveries of free keys, in order, up to max_size."""
+    def _take(self) -> tuple[list[Hashable], list[Delivery], list[RecordBatch]]:
+        """The next batch: queued deliveries of free keys, in order, then whole record
+        batches, up to max_size."""
         room = self._max_size
         keys: list[Hashable] = []
         taken: list[Delivery] = []
@@ -488,11 +658,22 @@ class BatchLanes:
         for key in emptied:
             del self._queues[key]
         self._busy.update(keys)
-        return keys, taken
+        batches: list[RecordBatch] = []
+        records = self._records
+        while records and (len(records[0]) <= room or not (taken or batches)):
+            batch = records.popleft()
+            count = len(batch)
+            room -= count
+            self._free -= count
+            self._queued_records -= count
+            batches.append(batch)
+        return keys, taken, batches
 
     # -- running --------------------------------------------------------------------------------
 
-    async def _run(self, keys: list[Hashable], deliveries: list[Delivery]) -> None:
+    async def _run(
+        self, keys: list[Hashable], deliveries: list[Delivery], batches: list[RecordBatch]
+    ) -> None:
         books = self._books
         held: dict[Hashable, list[Delivery]] = {}
         back: set[Delivery] = set()
@@ -500,6 +681,10 @@ class BatchLanes:
         prepare = dispatcher.prepare
         ready = dispatcher.begin()
         waiting = books.waiting
+        taken: list[Delivery] = []
+        """Records taken out of ``batches`` and settled in this run."""
+        diverted = 0
+        """Records taken out of ``batches`` and queued or held for a later batch."""
         try:
             for delivery in deliveries:
                 if held:  # a retry copy ahead of it waits: so does the rest of its key
@@ -524,7 +709,9 @@ class BatchLanes:
                     held[key] = [delivery]
                     back.add(delivery)
                     self._hold(key, delivery, prepared)
-            if ready.deliveries:
+            for batch in batches:
+                diverted += await self._open_records(batch, ready, held, taken)
+            if ready.sources:
                 await dispatcher.run(ready)
             unsettled_left = False  # run, poison and prepare settled all but those held back
         except BaseException:
@@ -532,14 +719,24 @@ class BatchLanes:
             raise
         finally:
             finished = [d for d in deliveries if d not in back] if back else deliveries
+            taken.extend(ready.taken)
             if unsettled_left:  # cancelled, or a dead letter that could not even be built
-                for delivery in finished:
+                for delivery in (*finished, *taken):
                     if delivery.outcome is None:
                         delivery.nack()
             for lane, kept in held.items():
                 self._queues.setdefault(lane, deque()).extendleft(reversed(kept))
             self._settled(finished)
-            self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            task: Any = asyncio.current_task()
+            if batches and self._running_records.pop(task, None) is not None:
+                for batch in batches:
+                    if batch.outcome is None:
+                        batch.nack() if unsettled_left else batch.ack()
+                self.count -= sum(map(len, batches)) - diverted
+                books.pending.extend(taken)
+                books.pending_records.extend(batches)
+                books.settle_wake.set()
+            self._running.pop(task, None)
             for lane in keys:
                 self._busy.discard(lane)
                 queue = self._queues.get(lane)
@@ -548,6 +745,58 @@ class BatchLanes:
             self._wake.set()
             if not self.count:
                 self._idle.set()
+
+    async def _open_records(
+        self,
+        batch: RecordBatch,
+        ready: Ready,
+        held: dict[Hashable, list[Delivery]],
+        taken: list[Delivery],
+    ) -> int:
+        """Open the records of ``batch`` into ``ready``; those that need the careful path
+        are taken out as deliveries and prepared, poisoned, queued or held as in
+        :meth:`_run` (appended to ``taken`` when settled in this run). Returns how many
+        were queued or held for a later batch."""
+        queues, parked, busy = self._queues, self._parked, self._busy
+        blocked: set[tuple[str, str]] = set()
+        if held or queues or parked:
+            blocked.update(held, queues, parked)  # type: ignore[arg-type]
+        odd = self._dispatcher.prepare_records(batch, ready, blocked)
+        if not odd:
+            return 0
+        books = self._books
+        now = time.monotonic()
+        diverted = 0
+        for index in odd:
+            delivery = batch.take(index)
+            books.unsettled[delivery] = now
+            record = delivery.record
+            key = (record.channel, record.key)
+            kept = held.get(key)
+            if kept is not None:  # behind a retry copy of this run not due yet
+                kept.append(delivery)
+                diverted += 1
+                continue
+            queue = queues.get(key)
+            if queue is not None or key in parked:  # behind deliveries of a later batch
+                if queue is None:
+                    queue = queues[key] = deque()
+                queue.append(delivery)
+                diverted += 1
+                if key not in busy and key not in parked:
+                    self._add_free(1)
+                continue
+            prepared = self._dispatcher.prepare(delivery, ready)
+            if prepared is None:  # ready, or settled already
+                taken.append(delivery)
+            elif isinstance(prepared, Poison):
+                taken.append(delivery)
+                await self._dispatcher.poison(delivery, prepared)
+            else:
+                held[key] = [delivery]
+                diverted += 1
+                self._hold(key, delivery, prepared)
+        return diverted
 
     def _hold(self, key: Hashable, delivery: Delivery, due: float) -> None:
         """Park ``key`` until ``due``; its first delivery waits outside the window."""

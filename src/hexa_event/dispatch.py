@@ -234,6 +234,19 @@ class Dispatcher:
             native=delivery.native,
         )
 
+    def _emit_time(self, raw_time: Any, broker_time: Callable[[], float | None]) -> datetime | None:
+        """A message's time from its ``HEXA_EVENT_TIME`` value (remembered per value), else
+        the broker's time (``broker_time()``, read only then)."""
+        timestamp = _header_time(raw_time)
+        if timestamp is None:
+            return _datetime(broker_time())
+        if type(raw_time) is bytes:
+            times = self._times
+            if len(times) >= _TIMES_KEPT:
+                times.clear()
+            times[raw_time] = timestamp
+        return timestamp
+
     async def _failed(
         self,
         delivery: Delivery,

@@ -27,6 +27,10 @@ The whole contract:
   closed under it returns ``[]`` from ``fetch`` (the core treats that as the end).
 - :meth:`Subscription.lag` (optional) says how far behind the group is, per channel; the
   default answers "unknown" (None). The receiver samples it in the background.
+- :meth:`Subscription.fetch_records` and :meth:`Subscription.settle_records` (optional,
+  both or neither): the same records as ``fetch``, handed out as one :class:`RecordBatch`
+  (parallel lists, no object per record) and settled as a whole. The core's batch handlers
+  use them when a subscription overrides them; any other driver keeps ``fetch``/``settle``.
 
 A driver declares what it can do in :class:`Features`; the core reads ``delayed_publish``,
 ``delayed_nack`` and ``patterns``, the outbox relay ``persistent``, and the conformance suite
@@ -303,6 +307,70 @@ class Delivery:
         self.delay = float(delay)
 
 
+class RecordBatch:
+    """Records handed out together by :meth:`Subscription.fetch_records`: parallel lists,
+    one entry per record, in the order ``fetch`` would have handed them out (so one key's
+    records are in publish order), and no object per record.
+
+    A batch is settled as a whole, once: :meth:`ack` or :meth:`nack` (all its records), then
+    handed to :meth:`Subscription.settle_records`. A record the core must handle on its own
+    (it failed, it is a retry copy not due yet, it is poison) is first taken out with
+    :meth:`take`: it becomes a :class:`Delivery` settled like any fetched one, and the
+    batch's outcome no longer covers it. Drivers subclass this and implement
+    :meth:`_delivery` and :meth:`timestamp`.
+    """
+
+    __slots__ = ("bodies", "channels", "headers", "keys", "natives", "outcome", "taken")
+
+    def __init__(self) -> None:
+        self.channels: list[str] = []
+        self.keys: list[str] = []
+        self.headers: list[Mapping[str, bytes]] = []
+        self.bodies: list[bytes] = []
+        self.natives: list[object] = []
+        """The broker client's own message objects (``Delivery.native``)."""
+        self.outcome: Outcome | None = None
+        self.taken: set[int] = set()
+        """Indexes of the records taken out as deliveries of their own."""
+
+    def __len__(self) -> int:
+        return len(self.bodies)
+
+    def timestamp(self, index: int) -> float | None:
+        """Broker time of record ``index`` (seconds since the epoch), when known."""
+        del index
+        return None
+
+    def _delivery(self, index: int) -> Delivery:
+        """Record ``index`` as a delivery of its own (the driver's subclass)."""
+        raise NotImplementedError
+
+    @final
+    def take(self, index: int) -> Delivery:
+        """Take record ``index`` out of the batch: a delivery settled on its own."""
+        if self.outcome is not None:
+            raise AlreadySettledError(f"record batch of {len(self)}", self.outcome.value)
+        if index in self.taken or not 0 <= index < len(self):
+            raise IndexError(f"record {index} of a batch of {len(self)} cannot be taken out")
+        delivery = self._delivery(index)
+        self.taken.add(index)
+        return delivery
+
+    @final
+    def ack(self) -> None:
+        """Every record not taken out is handled (see :meth:`Delivery.ack`)."""
+        if self.outcome is not None:
+            raise AlreadySettledError(f"record batch of {len(self)}", self.outcome.value)
+        self.outcome = Outcome.ACK
+
+    @final
+    def nack(self) -> None:
+        """Give every record not taken out back, at once (see :meth:`Delivery.nack`)."""
+        if self.outcome is not None:
+            raise AlreadySettledError(f"record batch of {len(self)}", self.outcome.value)
+        self.outcome = Outcome.NACK
+
+
 class Subscription(abc.ABC):
     """A group member's stream of deliveries."""
 
@@ -340,6 +408,18 @@ class Subscription(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop fetching, keep settlements written so far, leave the group. Idempotent."""
+
+    async def fetch_records(self, max_count: int) -> RecordBatch | None:
+        """Optional, with :meth:`settle_records`: what :meth:`fetch` would return (the same
+        window, order and errors), as one :class:`RecordBatch` of 1..max_count records;
+        None once closed. A subscription serves either ``fetch`` or this, not both."""
+        raise NotImplementedError
+
+    async def settle_records(self, batches: Sequence[RecordBatch]) -> None:
+        """Apply and write the outcome of settled record batches, as :meth:`settle` does
+        for deliveries (an ack finishes every record not taken out, a nack gives them back
+        at once); applying a batch twice is harmless."""
+        raise NotImplementedError
 
     def status(self) -> SubscriptionStatus:
         """Membership and current problems, for health checks (cheap, never raises)."""

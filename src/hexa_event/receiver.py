@@ -28,7 +28,14 @@ from typing import Any, TypeVar
 
 from . import batching
 from .dispatch import Counters, Dispatcher, PermanentPredicate, Route, permanent_predicate
-from .driver import Delivery, Driver, StartPosition, Subscription, SubscriptionSpec
+from .driver import (
+    Delivery,
+    Driver,
+    RecordBatch,
+    StartPosition,
+    Subscription,
+    SubscriptionSpec,
+)
 from .errors import ClosedError, ConfigurationError, DriverError, ReceiverFailedError
 from .lanes import Lanes
 from .middleware import Handler, Middleware, SyncHandler, as_async, chain, check_handler
@@ -78,6 +85,12 @@ class SubscriptionInfo:
     drivers that cannot hold them back): not written back, but not stalled either."""
     pending: list[Delivery] = field(default_factory=list)
     """Settled deliveries waiting for the settle loop."""
+    records: dict[RecordBatch, float] = field(default_factory=dict)
+    """Record batches fetched and not yet written back (a batch handler on a driver with
+    ``fetch_records``), with their fetch time; ``records_out`` counts their records."""
+    records_out: int = 0
+    pending_records: list[RecordBatch] = field(default_factory=list)
+    """Settled record batches waiting for the settle loop."""
     settle_wake: asyncio.Event = field(default_factory=asyncio.Event)
     room: asyncio.Event = field(default_factory=asyncio.Event)
     fetch_error: str = ""
@@ -95,7 +108,7 @@ class SubscriptionInfo:
 
     @property
     def in_flight(self) -> int:
-        return len(self.unsettled) + len(self.waiting)
+        return len(self.unsettled) + len(self.waiting) + self.records_out
 
     @property
     def counters(self) -> Counters:
@@ -342,6 +355,9 @@ class Receiver:
                         self._closing,
                         workers=info.concurrency,
                         name=f"hexa-event:{info.action}",
+                        records=info.concurrency == 1
+                        and dispatcher.opens_records
+                        and batching.fetches_records(info.subscription),
                     )
                 else:
                     info.dispatcher = Dispatcher(
@@ -404,14 +420,28 @@ class Receiver:
         failures = 0
         unsettled, waiting = info.unsettled, info.waiting
         most_waiting = _WAITING_PER_PREFETCH * info.prefetch
+        records = isinstance(lanes, batching.BatchLanes) and lanes.records
         while not self._closing.is_set():
             room = min(info.prefetch - len(unsettled), most_waiting - len(waiting))
+            if records:
+                room = min(room - info.records_out, lanes.fetch_room())  # type: ignore[union-attr]
             if room <= 0:
                 info.room.clear()
                 await info.room.wait()
                 continue
             try:
-                deliveries = await subscription.fetch(room)
+                if records:
+                    batch = await subscription.fetch_records(room)
+                    if batch is not None:
+                        info.records[batch] = time.monotonic()
+                        info.records_out += len(batch)
+                        lanes.submit_records(batch)  # type: ignore[union-attr]
+                        failures = 0
+                        info.fetch_error = ""
+                        continue
+                    deliveries: Sequence[Delivery] = ()
+                else:
+                    deliveries = await subscription.fetch(room)
             except asyncio.CancelledError:
                 raise
             except DriverError as exc:
@@ -459,16 +489,23 @@ class Receiver:
         while True:
             await info.settle_wake.wait()
             info.settle_wake.clear()
-            while info.pending:
+            while info.pending or info.pending_records:
                 batch = info.pending[:]
                 info.pending.clear()
+                records = info.pending_records[:]
+                info.pending_records.clear()
                 try:
-                    await subscription.settle(batch)
+                    if records:
+                        await subscription.settle_records(records)
+                    if batch:
+                        await subscription.settle(batch)
                 except asyncio.CancelledError:
                     info.pending[:0] = batch
+                    info.pending_records[:0] = records
                     raise
                 except Exception as exc:
                     info.pending[:0] = batch
+                    info.pending_records[:0] = records
                     delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
                     failures += 1
                     info.settle_error = f"{type(exc).__name__}: {exc}"
@@ -483,6 +520,9 @@ class Receiver:
                     continue
                 failures = 0
                 info.settle_error = ""
+                for written in records:
+                    if info.records.pop(written, None) is not None:
+                        info.records_out -= len(written)
                 unsettled, waiting = info.unsettled, info.waiting
                 if waiting:
                     for delivery in batch:
@@ -646,6 +686,9 @@ class Receiver:
             counters = info.counters
             status = info.subscription.status() if info.subscription is not None else None
             oldest = next(iter(info.unsettled.values()), None)
+            fetched = next(iter(info.records.values()), None)  # the oldest record batch
+            if fetched is not None and (oldest is None or fetched < oldest):
+                oldest = fetched
             age = round(now - oldest, 3) if oldest is not None else 0.0
             problems: list[str] = []
             if info.fetch_error:

@@ -68,6 +68,7 @@ from ...driver import (
     Delivery,
     Outcome,
     RawRecord,
+    RecordBatch,
     Subscription,
     SubscriptionSpec,
     SubscriptionStatus,
@@ -153,6 +154,53 @@ class KafkaDelivery(Delivery):
         return ts / 1000 if ts_type else None
 
 
+class KafkaRecordBatch(RecordBatch):
+    """Records handed out together (:meth:`KafkaSubscription.fetch_records`): the core's
+    lists, and per partition the run of offsets they came from, settled as ranges."""
+
+    __slots__ = ("_counts", "_runs", "_sub")
+
+    def __init__(self, sub: KafkaSubscription) -> None:
+        super().__init__()
+        self._sub: KafkaSubscription | None = sub
+        self._runs: list[tuple[PartitionState, int, list[int]]] = []
+        """(partition, index of its first record here, offsets), one per partition run."""
+        self._counts: dict[int, int] = {}
+        """Delivery counts above 1 (records handed out again after a nack), by index."""
+
+    def _locate(self, index: int) -> tuple[PartitionState, int]:
+        for state, first, offsets in reversed(self._runs):
+            if index >= first:
+                return state, offsets[index - first]
+        raise IndexError(index)
+
+    def _delivery(self, index: int) -> Delivery:
+        sub = self._sub
+        if sub is None:
+            raise IndexError(f"record {index} of a settled batch")
+        state, offset = self._locate(index)
+        message: Any = self.natives[index]
+        return KafkaDelivery(sub, state, message, offset, self._counts.get(index, 1))
+
+    def timestamp(self, index: int) -> float | None:
+        message: Any = self.natives[index]
+        ts_type, ts = message.timestamp()
+        return ts / 1000 if ts_type else None
+
+    def remaining(self) -> list[tuple[PartitionState, list[int], list[int]]]:
+        """Per partition run: the offsets not taken out, and their indexes here."""
+        taken = self.taken
+        out = []
+        for state, first, offsets in self._runs:
+            indexes = list(range(first, first + len(offsets)))
+            if taken:
+                kept = [(i, o) for i, o in zip(indexes, offsets, strict=True) if i not in taken]
+                indexes = [i for i, _ in kept]
+                offsets = [o for _, o in kept]
+            out.append((state, offsets, indexes))
+        return out
+
+
 class KafkaSubscription(Subscription):
     """One action's consumer-group member(s); see the module docstring for guarantees."""
 
@@ -190,7 +238,9 @@ class KafkaSubscription(Subscription):
         self._members: list[Member] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._partitions: dict[tuple[str, int], PartitionState] = {}
-        self._buffer: DeliveryBuffer[Ready, Delivery] = DeliveryBuffer(self._take)
+        self._buffer: DeliveryBuffer[Ready, Any] = DeliveryBuffer(self._take)
+        self._as_records = False
+        """Set by the first :meth:`fetch_records`: the buffer hands out record batches."""
         """(partition state, message, offset, delivery count), in arrival order. Deliveries
         are built as they are handed out: built on arrival, they lived as long as the buffer
         and set off three times the garbage collections (measured)."""
@@ -649,8 +699,59 @@ class KafkaSubscription(Subscription):
         """
         return await self._buffer.fetch(max_count)
 
-    def _take(self, ready: deque[Ready], max_count: int) -> list[Delivery]:
+    async def fetch_records(self, max_count: int) -> RecordBatch | None:
+        """What :meth:`fetch` would hand out, as one record batch; None once closed."""
+        self._as_records = True
+        out = await self._buffer.fetch(max_count)
+        return out[0] if out else None
+
+    def _take_records(self, ready: deque[Ready], room: int) -> list[KafkaRecordBatch]:
+        batch = KafkaRecordBatch(self)
+        # Hot path: the lists' appends bound once; a partition's run is opened on change.
+        add_channel, add_key = batch.channels.append, batch.keys.append
+        add_headers, add_body = batch.headers.append, batch.bodies.append
+        add_native, runs, counts = batch.natives.append, batch._runs, batch._counts
+        popleft = ready.popleft
+        last: PartitionState | None = None
+        offsets: list[int] = []
+        add_offset = offsets.append
+        topic = ""
+        taken = 0
+        while ready and taken < room:
+            state, message, offset, count = popleft()
+            if state is not last:
+                if state.revoking:
+                    continue
+                if last is not None:
+                    last.outstanding += len(offsets)
+                last, offsets, topic = state, [], state.key[0]
+                add_offset = offsets.append
+                runs.append((state, taken, offsets))
+            add_offset(offset)
+            if count != 1:
+                counts[taken] = count
+            key: Any = message.key()
+            headers: Any = message.headers()  # a list of (name, value); the last name wins
+            headers = dict(headers) if headers else {}
+            if None in headers.values():  # a null value: present, empty
+                headers = {k: (b"" if v is None else v) for k, v in headers.items()}
+            add_channel(topic)
+            add_key(key.decode("utf-8", "surrogateescape") if key else "")
+            add_headers(headers)
+            add_body(message.value() or b"")
+            add_native(message)
+            taken += 1
+        if last is None:
+            return []
+        last.outstanding += len(offsets)
+        self._unsettled += taken
+        self._maybe_resume()
+        return [batch]
+
+    def _take(self, ready: deque[Ready], max_count: int) -> list[Any]:
         room = min(max_count, self._prefetch - self._unsettled)
+        if self._as_records:
+            return self._take_records(ready, room)
         out: list[Delivery] = []
         while ready and len(out) < room:
             state, message, offset, count = ready.popleft()
@@ -700,6 +801,44 @@ class KafkaSubscription(Subscription):
             state.outstanding -= len(offsets)
             state.complete_all(offsets)
             dirty.add(state)
+        self._buffer.wake()  # room in the prefetch window
+        if self._commit_failure is not None:
+            failure, self._commit_failure = self._commit_failure, None
+            raise failure
+        self._schedule_commit()
+
+    async def settle_records(self, batches: Sequence[RecordBatch]) -> None:
+        """:meth:`settle` for record batches: an acked batch finishes its offsets as runs,
+        one per partition; a nacked one goes back to the front of the buffer at once."""
+        dirty, ack = self._dirty, Outcome.ACK
+        back: list[Ready] = []
+        for batch in batches:
+            if (
+                not isinstance(batch, KafkaRecordBatch)
+                or batch._sub is not self
+                or batch.outcome is None
+            ):
+                continue  # applied already (or not settled, or not ours)
+            batch._sub = None
+            for state, offsets, indexes in batch.remaining():
+                self._unsettled -= len(offsets)
+                state.outstanding -= len(offsets)
+                if batch.outcome is ack:
+                    state.complete_all(offsets)
+                    if state.revoking:
+                        self._revoke_progress.set()
+                    else:
+                        dirty.add(state)
+                elif state.revoking:
+                    self._revoke_progress.set()
+                elif not self._closed:
+                    counts, natives = batch._counts, batch.natives
+                    back.extend(
+                        (state, natives[i], o, counts.get(i, 1) + 1)  # type: ignore[misc]
+                        for i, o in zip(indexes, offsets, strict=True)
+                    )
+        for item in reversed(back):  # given back: first in line, in their order
+            self._buffer.appendleft(item)
         self._buffer.wake()  # room in the prefetch window
         if self._commit_failure is not None:
             failure, self._commit_failure = self._commit_failure, None

@@ -1,0 +1,231 @@
+"""Batch handlers over record batches (``Subscription.fetch_records``): the batch
+conformance checks and the per-key order through the careful path, on the memory driver
+behind an adapter that hands its deliveries out as record batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import hexa_event
+from hexa_event import envelope as env
+from hexa_event.batching import Batch, BatchLanes, fetches_records
+from hexa_event.connect import wrap
+from hexa_event.context import Context
+from hexa_event.driver import (
+    Delivery,
+    Driver,
+    Outcome,
+    RawRecord,
+    RecordBatch,
+    Subscription,
+    SubscriptionSpec,
+    SubscriptionStatus,
+)
+from hexa_event.event import Event, Message
+from hexa_event.testing.batches import BatchConformance
+from hexa_event.testing.settling import FailingSettle
+from hexa_event.testing.waiting import Collector, eventually
+
+
+class _Records(RecordBatch):
+    """Deliveries handed out as one record batch."""
+
+    __slots__ = ("deliveries",)
+
+    def __init__(self, deliveries: Sequence[Delivery]) -> None:
+        super().__init__()
+        self.deliveries = list(deliveries)
+        for delivery in deliveries:
+            record = delivery.record
+            self.channels.append(record.channel)
+            self.keys.append(record.key)
+            self.headers.append(record.headers)
+            self.bodies.append(record.body)
+            self.natives.append(delivery.native)
+
+    def _delivery(self, index: int) -> Delivery:
+        return self.deliveries[index]
+
+    def timestamp(self, index: int) -> float | None:
+        return self.deliveries[index].timestamp
+
+
+class _RecordsSubscription(Subscription):
+    def __init__(self, inner: Subscription, log: list[int]) -> None:
+        self._inner = inner
+        self.fetched = log
+        """The size of every record batch handed out."""
+
+    async def fetch(self, max_count: int) -> Sequence[Delivery]:
+        return await self._inner.fetch(max_count)  # single handlers and the contract checks
+
+    async def fetch_records(self, max_count: int) -> RecordBatch | None:
+        deliveries = await self._inner.fetch(max_count)
+        if not deliveries:
+            return None
+        self.fetched.append(len(deliveries))
+        return _Records(deliveries)
+
+    async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        await self._inner.settle(deliveries)
+
+    async def settle_records(self, batches: Sequence[RecordBatch]) -> None:
+        out: list[Delivery] = []
+        for batch in batches:
+            assert isinstance(batch, _Records)
+            assert batch.outcome is not None
+            for index, delivery in enumerate(batch.deliveries):
+                if index in batch.taken:
+                    continue
+                if delivery.outcome is None:
+                    delivery.ack() if batch.outcome is Outcome.ACK else delivery.nack()
+                out.append(delivery)
+        await self._inner.settle(out)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    def status(self) -> SubscriptionStatus:
+        return self._inner.status()
+
+    async def lag(self) -> Mapping[str, int] | None:
+        return await self._inner.lag()
+
+
+class RecordBatches(Driver):
+    """Wraps a driver: its subscriptions hand out record batches; ``holds=False`` also
+    says the broker holds nothing back (so the core holds records until due, as on
+    Kafka)."""
+
+    def __init__(self, inner: Driver, *, holds: bool = True) -> None:
+        self.inner = inner
+        self.features = (
+            inner.features
+            if holds
+            else dataclasses.replace(
+                inner.features, delayed_nack=False, delayed_publish=False, scheduled_publish=False
+            )
+        )
+        self.fetched: list[int] = []
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        await self.inner.publish(records)
+
+    async def provision(self, channels: Sequence[str]) -> None:
+        await self.inner.provision(channels)
+
+    async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        return _RecordsSubscription(await self.inner.subscribe(spec), self.fetched)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class TestMemoryRecordBatchConformance(BatchConformance):
+    """The batch (and settle-everything) checks, with every batch handler fed record
+    batches."""
+
+    timeout = 10.0
+
+    def setup_method(self) -> None:
+        self.url = f"memory://records-{uuid.uuid4().hex}"
+
+    async def new_driver(self) -> Driver:
+        return RecordBatches(hexa_event.connect(self.url))
+
+
+def test_only_subscriptions_that_override_both_fetch_records() -> None:
+    class Half(_RecordsSubscription):
+        settle_records = Subscription.settle_records  # type: ignore[assignment]
+
+    assert fetches_records(_RecordsSubscription.__new__(_RecordsSubscription))
+    assert not fetches_records(Half.__new__(Half))
+    assert not fetches_records(None)
+
+
+async def _lanes_of(receiver: hexa_event.Receiver, action: str) -> BatchLanes:
+    lanes = receiver.subscriptions[action].lanes
+    assert isinstance(lanes, BatchLanes)
+    return lanes
+
+
+async def test_record_batches_are_used_with_one_batch_at_a_time_only() -> None:
+    url = f"memory://records-{uuid.uuid4().hex}"
+    driver = wrap(RecordBatches(hexa_event.connect(url)))
+    plain = wrap(FailingSettle(hexa_event.connect(url)))
+    receiver = driver.receiver("svc")
+    other = plain.receiver("svc")
+    got = Collector()
+
+    async def handle(ctx: Context, msgs: list[Message[Any]]) -> None:
+        for m in msgs:
+            got.add(m.id)
+
+    receiver.subscribe("c", action="one", batch=Batch(10, 0.01), handler=handle)
+    receiver.subscribe("c", action="three", batch=Batch(10, 0.01), concurrency=3, handler=handle)
+    other.subscribe("c", action="wrapped", batch=Batch(10, 0.01), handler=handle)
+    try:
+        await receiver.start()
+        await other.start()
+        assert (await _lanes_of(receiver, "one")).records
+        assert not (await _lanes_of(receiver, "three")).records
+        assert not (await _lanes_of(other, "wrapped")).records
+        await driver.emitter().emit(Event("c", "k", {"n": 1}))
+        await got.wait_for(3, within=10)
+    finally:
+        await receiver.close()
+        await other.close()
+        await driver.close()
+
+
+async def test_a_key_waits_behind_its_record_held_until_due() -> None:
+    """A record not due yet (the core holds it: the driver cannot) is taken out of its
+    batch; the key's later records, in the same batch and in later ones, wait behind it;
+    other keys go on."""
+    url = f"memory://records-{uuid.uuid4().hex}"
+    adapter = RecordBatches(hexa_event.connect(url), holds=False)
+    driver = wrap(adapter)
+    receiver = driver.receiver("svc")
+    seen = Collector()
+
+    @receiver.subscribe("c", action="a", batch=Batch(max_size=50, max_wait=0.01))
+    async def handle(ctx: Context, msgs: list[Message[Any]]) -> None:
+        for m in msgs:
+            seen.add((m.key, m.payload["n"]))
+
+    emitter = driver.emitter()
+    scheduled = emitter.seal(Event("c", "k", {"n": 0}))
+    due = time.time() + 1.5
+    held = RawRecord(
+        "c",
+        "k",
+        {**scheduled.headers, env.DELIVER_AT: str(int(due * 1000)).encode()},
+        scheduled.body,
+    )
+    try:
+        await receiver.start()
+        await driver.publish(
+            [held, *(emitter.seal(Event("c", key, {"n": n})) for n in (1, 2) for key in "kj")]
+        )
+        await seen.wait_for(2, within=10)
+        assert sorted(seen.items) == [("j", 1), ("j", 2)]  # k waits behind its held record
+        await emitter.emit(Event("c", "k", {"n": 3}))  # a later batch: waits too
+        await emitter.emit(Event("c", "j", {"n": 3}))
+        await eventually(lambda: ("j", 3) in seen.items, within=10, what="j goes on")
+        assert not any(key == "k" for key, _ in seen.items)
+        await seen.wait_for(6, within=10)
+        assert time.time() >= due
+        assert [n for key, n in seen.items if key == "k"] == [0, 1, 2, 3]
+        assert adapter.fetched, "record batches were handed out"
+        await eventually(
+            lambda: receiver.health()["actions"]["a"]["in_flight"] == 0,
+            within=10,
+            what="everything settled",
+        )
+    finally:
+        await receiver.close()
+        await driver.close()
