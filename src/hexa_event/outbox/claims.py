@@ -29,13 +29,11 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     BigInteger,
-    DateTime,
     Integer,
     String,
     Table,
     all_,
     and_,
-    any_,
     bindparam,
     exists,
     func,
@@ -50,12 +48,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .._sql.clock import utcnow
 from .._sql.problems import brief
 from ..driver import RawRecord
-from .sentlog import has_sent_log, mark_statements
+from .sentlog import TIMESTAMP, has_sent_log, ids_match, mark_statements
 from .store import decode_headers
 
 log = logging.getLogger(__name__)
-
-_TS = DateTime(timezone=True)
 
 PARKED = "parked"
 """``lease_token`` of a parked row: the target refused it for good (too large, a channel it
@@ -116,8 +112,15 @@ class ClaimStrategy(abc.ABC):
 
     def __init__(self, settings: ClaimSettings) -> None:
         self.settings = settings
-        self._park = self.park_statement()
         self._postgres = settings.engine.dialect.name == "postgresql"
+        t = settings.table
+        self._park = self.hold_statement(
+            t.c.sent_at.is_(None),
+            lease_until=PARKED_UNTIL,
+            lease_token=PARKED,
+            attempts=t.c.attempts + 1,
+        )
+        """Parks the unsent rows ``:ids``: never claimed again, ``last_error`` says why."""
         self._marks: list[Any] = []
         """The statements that mark rows sent (:meth:`prepare` chooses them)."""
         self.mark_mode = ""
@@ -168,19 +171,16 @@ class ClaimStrategy(abc.ABC):
         """The batch is over (settled or abandoned): release what it still holds."""
         del batch
 
-    def park_statement(self) -> Any:
-        """Parks the unsent rows ``ids``: never claimed again, ``last_error`` says why."""
+    def hold_statement(self, *where: Any, **values: Any) -> Any:
+        """An UPDATE of the rows ``:ids`` (and ``where``) holding them back: ``lease_until``
+        set to ``:until``, ``last_error`` to ``:error``, and ``values`` (which win)."""
         t = self.settings.table
-        return (
-            update(t)
-            .where(t.c.id.in_(bindparam("ids", expanding=True)), t.c.sent_at.is_(None))
-            .values(
-                lease_until=PARKED_UNTIL,
-                lease_token=PARKED,
-                last_error=bindparam("error", type_=String()),
-                attempts=t.c.attempts + 1,
-            )
-        )
+        held = {
+            "lease_until": bindparam("until", type_=TIMESTAMP),
+            "last_error": bindparam("error", type_=String()),
+            **values,
+        }
+        return update(t).where(ids_match(t, self._postgres), *where).values(held)
 
     async def park(self, parked: Mapping[int, str], until: float) -> None:
         """Park rows (id -> why), one statement per reason, retrying until ``until``."""
@@ -234,7 +234,7 @@ class LeaseClaims(ClaimStrategy):
         self._lock_key = zlib.crc32(f"hexa-outbox:{t.fullname}".encode()) & 0x7FFFFFFF
         o = t.alias("o")
         p = t.alias("p")
-        now = bindparam("now", type_=_TS)
+        now = bindparam("now", type_=TIMESTAMP)
         blocked = exists().where(
             p.c.key == o.c.key,
             p.c.id < o.c.id,
@@ -256,7 +256,7 @@ class LeaseClaims(ClaimStrategy):
             .limit(bindparam("limit", type_=Integer()))
         )
         values = {
-            "lease_until": bindparam("until", type_=_TS),
+            "lease_until": bindparam("until", type_=TIMESTAMP),
             "lease_token": bindparam("token", type_=String()),
             "attempts": t.c.attempts + 1,
         }
@@ -266,21 +266,12 @@ class LeaseClaims(ClaimStrategy):
             self._claim: Any = (
                 update(t).where(t.c.id == cte.c.id).values(values).returning(*returning)
             )
-            in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
         else:
             self._claim = (
                 update(t).where(t.c.id.in_(candidates)).values(values).returning(*returning)
             )
-            in_ids = t.c.id.in_(bindparam("ids", expanding=True))
-        self._release = (
-            update(t)
-            .where(in_ids, t.c.sent_at.is_(None), t.c.lease_token == bindparam("token"))
-            .values(
-                lease_until=bindparam("until", type_=_TS),
-                lease_token=None,
-                last_error=bindparam("error", type_=String()),
-            )
-        )
+        mine = t.c.lease_token == bindparam("token")
+        self._release = self.hold_statement(t.c.sent_at.is_(None), mine, lease_token=None)
 
     async def claim(self) -> Claimed | None:
         s = self.settings
@@ -344,7 +335,7 @@ class LockClaims(ClaimStrategy):
     def __init__(self, settings: ClaimSettings) -> None:
         super().__init__(settings)
         t = settings.table
-        now = bindparam("now", type_=_TS)
+        now = bindparam("now", type_=TIMESTAMP)
         ready = and_(t.c.sent_at.is_(None), or_(t.c.lease_until.is_(None), t.c.lease_until < now))
         claim = (
             select(t.c.id, t.c.channel, t.c.key, t.c.headers, t.c.body)
@@ -378,16 +369,7 @@ class LockClaims(ClaimStrategy):
             .where(t.c.sent_at.is_(None), upto, not_mine, not_parked)
             .group_by(t.c.key)
         )
-        in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
-        self._backoff = (
-            update(t)
-            .where(in_ids)
-            .values(
-                lease_until=bindparam("until", type_=_TS),
-                attempts=t.c.attempts + 1,
-                last_error=bindparam("error", type_=String()),
-            )
-        )
+        self._backoff = self.hold_statement(attempts=t.c.attempts + 1)
         self._lock_sql: str | None = None
         dialect = settings.engine.dialect
         if dialect.driver == "asyncpg" and dialect.paramstyle == "numeric_dollar":

@@ -20,12 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..._sql.clock import now_ms
 from ..._sql.dialects import upsert
-from ..._sql.engine import begin_write, log_engine
+from ..._sql.engine import begin_write
 from ..._sql.problems import driver_error
 from ..._sql.urls import redact
 from ...errors import ClosedError, DriverError
 from .options import NOTIFY_TABLE, SqlOptions
-from .schema import async_url, build_metadata, migrate_async, tables_of
+from .schema import build_metadata, make_engine, migrate_async, tables_of
 
 Watcher = Callable[[set[str] | None], None]
 """Told which channels got committed rows (None: unknown, look at every channel)."""
@@ -63,13 +63,7 @@ class SqlLog:
     @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
-            self._engine = log_engine(
-                async_url(self.options.url),
-                pool_size=self.options.pool_size,
-                busy_timeout=self.options.busy_timeout,
-                synchronous=self.options.sqlite_synchronous,
-                options=dict(self.options.engine_options),
-            )
+            self._engine = make_engine(self.options)
         return self._engine
 
     @property

@@ -114,7 +114,6 @@ class Producer:
         self._log = log
         self._queue: deque[_Request] = deque()
         self._writer: asyncio.Task[None] | None = None
-        self._known_channels: set[str] = set()
         self._closed = False
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
@@ -162,10 +161,7 @@ class Producer:
         log: Table = state.tables["hexa_log"]
         rows = [row for request in batch for row in request.rows]
         channels = set().union(*(request.channels for request in batch))
-        new_channels = channels - self._known_channels
         async with self._log.writing() as conn:
-            if new_channels:
-                await self._log.insert_channels(conn, new_channels)
             statement = insert_sql(conn.dialect.paramstyle, self._log.sql_name("hexa_log"))
             if statement is not None:
                 # The DBAPI's executemany directly: no per-row parameter processing.
@@ -180,7 +176,6 @@ class Producer:
                 await conn.execute(
                     text("SELECT pg_notify(:c, :p)"), {"c": self._log.channel, "p": payload}
                 )
-        self._known_channels |= new_channels
         return channels
 
     async def close(self) -> None:

@@ -196,6 +196,15 @@ def async_url(url: str | URL) -> URL:
     return parsed
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file a SQLite ``url`` names (None: not SQLite, or a ``file:`` URI filename)."""
+    parsed = async_url(url)
+    path = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or path.startswith("file:"):
+        return None
+    return path
+
+
 def make_engine(options: SqlOptions) -> AsyncEngine:
     """An async engine for ``options.url`` (see :func:`hexa_event._sql.engine.log_engine`)."""
     return log_engine(
