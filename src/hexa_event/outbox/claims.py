@@ -22,7 +22,7 @@ import logging
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,6 +81,17 @@ class Claimed:
         if self._records is None:
             self._records = _records(self.rows)
         return self._records
+
+
+@dataclass(slots=True)
+class Published:
+    """What publishing a batch (or a part of it) did, by row id."""
+
+    done: list[int] = field(default_factory=list)
+    parked: dict[int, str] = field(default_factory=dict)
+    """Refused for good, with the reason."""
+    failed: list[int] = field(default_factory=list)
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,17 +166,11 @@ class ClaimStrategy(abc.ABC):
 
     @abc.abstractmethod
     async def finish(
-        self,
-        batch: Claimed,
-        done: list[int],
-        failed: list[int],
-        error: BaseException | None,
-        published: asyncio.Future[bool] | None,
-        parked: Mapping[int, str] | None = None,
+        self, batch: Claimed, result: Published, published: asyncio.Future[bool] | None
     ) -> bool:
-        """Mark ``done`` sent, park ``parked`` (id -> why) and hold ``failed`` back; resolve
-        ``published`` (the next batch may publish) as soon as a later claim would see the
-        held rows. Returns whether ``done`` was marked."""
+        """Mark the rows ``result`` has done sent, park its parked ones and hold its failed
+        ones back; resolve ``published`` (the next batch may publish) as soon as a later
+        claim would see the held rows. Returns whether the done rows were marked."""
 
     async def forget(self, batch: Claimed) -> None:
         """The batch is over (settled or abandoned): release what it still holds."""
@@ -293,37 +298,31 @@ class LeaseClaims(ClaimStrategy):
         return Claimed(ids=[r[0] for r in ordered], rows=ordered, lease_until=deadline)
 
     async def finish(
-        self,
-        batch: Claimed,
-        done: list[int],
-        failed: list[int],
-        error: BaseException | None,
-        published: asyncio.Future[bool] | None,
-        parked: Mapping[int, str] | None = None,
+        self, batch: Claimed, result: Published, published: asyncio.Future[bool] | None
     ) -> bool:
         s = self.settings
-        if parked:
-            await self.park(parked, batch.lease_until + s.lease)
-        if failed:
+        if result.parked:
+            await self.park(result.parked, batch.lease_until + s.lease)
+        if result.failed:
             # Release before telling the next batch: a claim made after this point must see
             # these rows waiting to retry (they block their keys).
             await self.write(
                 [self._release],
                 {
-                    "ids": failed,
+                    "ids": result.failed,
                     "token": s.owner,
                     "until": utcnow() + timedelta(seconds=s.retry_delay),
-                    "error": _error_text(error),
+                    "error": _error_text(result.error),
                 },
                 batch.lease_until,
             )
         if published is not None:
-            published.set_result(not failed)
-        if not done:
+            published.set_result(not result.failed)
+        if not result.done:
             return False
         # Published: mark sent. Keep trying past the lease (fewer duplicates), bounded.
         return await self.write(
-            self._marks, {"ids": done, "now": utcnow()}, batch.lease_until + s.lease
+            self._marks, {"ids": result.done, "now": utcnow()}, batch.lease_until + s.lease
         )
 
 
@@ -450,15 +449,9 @@ class LockClaims(ClaimStrategy):
         return [r for r in rows if first_blocked.get(r[2], top + 1) > r[0]]
 
     async def finish(
-        self,
-        batch: Claimed,
-        done: list[int],
-        failed: list[int],
-        error: BaseException | None,
-        published: asyncio.Future[bool] | None,
-        parked: Mapping[int, str] | None = None,
+        self, batch: Claimed, result: Published, published: asyncio.Future[bool] | None
     ) -> bool:
-        """Mark ``done`` sent, park ``parked``, put ``failed`` on hold, then commit (unlock).
+        """Mark the done rows sent, park the parked, hold the failed, then commit (unlock).
 
         When all went out the next batch may publish at once: this one's rows stay locked
         until the commit settles them, so no claim can take them (or later rows of their
@@ -467,23 +460,17 @@ class LockClaims(ClaimStrategy):
         holds back their keys' later rows, where one made before the commit took the
         locked rows for ours, about to publish, and let later rows of their keys through.
         """
-        if published is not None and not failed and not published.done():
+        if published is not None and not result.failed and not published.done():
             published.set_result(True)
         try:
-            return await self._settle(batch, done, failed, error, parked)
+            return await self._settle(batch, result)
         finally:
             if published is not None and not published.done():
-                published.set_result(not failed)
+                published.set_result(not result.failed)
 
-    async def _settle(
-        self,
-        batch: Claimed,
-        done: list[int],
-        failed: list[int],
-        error: BaseException | None,
-        parked: Mapping[int, str] | None,
-    ) -> bool:
+    async def _settle(self, batch: Claimed, result: Published) -> bool:
         s = self.settings
+        done, failed, parked = result.done, result.failed, result.parked
         conn = batch.conn
         assert conn is not None
         now = utcnow()
@@ -491,9 +478,9 @@ class LockClaims(ClaimStrategy):
         hold = {
             "ids": failed,
             "until": now + timedelta(seconds=s.retry_delay),
-            "error": _error_text(error),
+            "error": _error_text(result.error),
         }
-        reasons = _by_reason(parked or {})
+        reasons = _by_reason(parked)
         try:
             for why, ids in reasons.items():  # in the claim's transaction: it holds the rows
                 await conn.execute(self._park, {"ids": ids, "error": f"parked: {why}"})

@@ -74,22 +74,13 @@ def parse_query(
     return typed, passed
 
 
-def take_query(
-    cls: type,
-    url: str,
-    *,
-    engine: str,
-    exclude: Collection[str] = (),
-    passthrough: Callable[[str], bool] | None = None,
-    hint: str = "",
-) -> tuple[dict[str, Any], str]:
-    """:func:`parse_query` of ``url``'s query, and ``url`` without the options it typed (byte
-    for byte when there are none; else the options let through re-encoded, in order)."""
+def take_query(cls: type, url: str, **parse: Any) -> tuple[dict[str, Any], str]:
+    """:func:`parse_query` (with the keywords ``parse``) of ``url``'s query, and ``url``
+    without the options it typed (byte for byte when there are none; else the options let
+    through re-encoded, in order)."""
     base, _, rest = url.partition("?")
     query, hash_, fragment = rest.partition("#")
-    typed, kept = parse_query(
-        cls, query, engine=engine, exclude=exclude, passthrough=passthrough, hint=hint
-    )
+    typed, kept = parse_query(cls, query, **parse)
     if not typed:
         return typed, url
     rest = urlencode(kept)

@@ -83,6 +83,15 @@ def tables_of(md: MetaData, names: TableNames) -> dict[str, Table]:
     return {table.name[len(names.prefix) :]: table for table in md.tables.values()}
 
 
+def _group_partition() -> tuple[Column[str], Column[str], Column[int]]:
+    """The key columns of a group's rows per partition: group, channel, partition."""
+    return (
+        Column("group_name", String(255), nullable=False),
+        Column("channel", String(255), nullable=False),
+        Column("part", SmallInteger, nullable=False),
+    )
+
+
 def build_metadata(dialect: str, names: TableNames) -> MetaData:
     """:func:`metadata` for already checked ``names``."""
     pg = dialect == "postgresql"
@@ -116,9 +125,7 @@ def build_metadata(dialect: str, names: TableNames) -> MetaData:
     Table(
         n("hexa_positions"),
         md,
-        Column("group_name", String(255), nullable=False),
-        Column("channel", String(255), nullable=False),
-        Column("part", SmallInteger, nullable=False),
+        *_group_partition(),
         Column("pos_tx", BigInteger, nullable=False),
         Column("pos_id", BigInteger, nullable=False),
         Column("owner", String(64), nullable=True),
@@ -150,9 +157,7 @@ def build_metadata(dialect: str, names: TableNames) -> MetaData:
     Table(
         n("hexa_acked"),
         md,
-        Column("group_name", String(255), nullable=False),
-        Column("channel", String(255), nullable=False),
-        Column("part", SmallInteger, nullable=False),
+        *_group_partition(),
         Column("log_id", BigInteger, nullable=False),
         Column("txid", BigInteger, nullable=False),
         PrimaryKeyConstraint("group_name", "channel", "part", "log_id"),
