@@ -52,7 +52,7 @@ from ...errors import ConfigurationError, DriverError
 from ..kit.driver import KitDriver
 from .consumer import SqlSubscription
 from .diagnose import diagnose
-from .log import LogState, SqlLog
+from .log import SqlLog
 from .options import SqlOptions
 from .producer import Producer, check
 from .schema import async_url, sqlite_file
@@ -105,7 +105,7 @@ class SqlDriver(KitDriver):
         """The async engine (created on first use unless given)."""
         return self.log.engine
 
-    async def ready(self) -> LogState:
+    async def ready(self) -> int:
         """Connect and (unless ``create_tables=False``) create the tables, once."""
         return await self.log.ready()
 
@@ -156,21 +156,21 @@ class SqlDriver(KitDriver):
 
     async def create_channels(self, channels: Sequence[str]) -> Mapping[str, int]:
         """Record the channels (pattern subscriptions see them); the log needs nothing else."""
-        state = await self.ready()
+        partitions = await self.ready()
         try:
             async with self.log.writing() as conn:
                 await self.log.insert_channels(conn, set(channels))
         except Exception as exc:
             raise self.error("provision", exc) from exc
         self.log.committed(set(channels))
-        return dict.fromkeys(channels, state.partitions)
+        return dict.fromkeys(channels, partitions)
 
     async def subscribe(self, spec: SubscriptionSpec) -> SqlSubscription:
         self.check_open()
         if not spec.channels and not spec.pattern:
             raise ConfigurationError("subscribe needs channels or a pattern")
-        state = await self.ready()
-        sub = SqlSubscription(self.log, spec, state.partitions, self.subscriptions.discard)
+        partitions = await self.ready()
+        sub = SqlSubscription(self.log, spec, partitions, self.subscriptions.discard)
         self.subscriptions.add(sub)
         self.log.watch(sub.notify)
         try:

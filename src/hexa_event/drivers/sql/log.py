@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, select
@@ -31,16 +30,6 @@ Watcher = Callable[[set[str] | None], None]
 """Told which channels got committed rows (None: unknown, look at every channel)."""
 
 
-@dataclass(frozen=True, slots=True)
-class LogState:
-    """What :meth:`SqlLog.ready` established: the dialect, partitions and tables (by
-    their unprefixed names, ``"hexa_log"``...)."""
-
-    dialect: str
-    partitions: int
-    tables: dict[str, Table]
-
-
 class SqlLog:
     """The database under one SQL driver; nothing connects before first use."""
 
@@ -54,7 +43,7 @@ class SqlLog:
         drivers on other table sets in the same database never wake these consumers."""
         self._tables = tables_of(build_metadata(dialect, self.names), self.names)
         self._engine = engine
-        self._state: LogState | None = None
+        self._partitions = 0
         self._ready_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._watchers: set[Watcher] = set()
@@ -71,14 +60,14 @@ class SqlLog:
         """Whether an engine exists (made here or given)."""
         return self._engine is not None
 
-    async def ready(self) -> LogState:
-        """Connect and (unless ``create_tables=False``) create the tables, once."""
-        state = self._state
-        if state is not None:
-            return state
+    async def ready(self) -> int:
+        """Connect and (unless ``create_tables=False``) create the tables, once; the
+        partition count stored with them."""
+        if self._partitions:
+            return self._partitions
         async with self._ready_lock:
-            if self._state is not None:
-                return self._state
+            if self._partitions:
+                return self._partitions
             if self.closed:
                 raise ClosedError("this SQL driver was closed; connect() again")
             try:
@@ -92,8 +81,8 @@ class SqlLog:
                 raise
             except Exception as exc:
                 raise self.error("preparing the tables", exc) from exc
-            self._state = LogState(self.dialect, partitions, self._tables)
-            return self._state
+            self._partitions = partitions
+            return partitions
 
     async def _stored_partitions(self) -> int:
         meta = self._tables["hexa_meta"]

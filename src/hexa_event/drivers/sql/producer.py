@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import Table, text
+from sqlalchemy import text
 
 from ...driver import RawRecord, refuse
 from ...errors import ClosedError, InvalidEventError, NotStoredError
@@ -119,8 +119,7 @@ class Producer:
     async def publish(self, records: Sequence[RawRecord]) -> None:
         if self._closed:
             raise ClosedError("this SQL driver was closed; connect() again")
-        state = await self._log.ready()
-        rows = to_rows(records, state.partitions)
+        rows = to_rows(records, await self._log.ready())
         channels = {r.channel for r in records}
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(rows, channels, future))
@@ -157,8 +156,7 @@ class Producer:
             self._log.committed(channels)
 
     async def _write(self, batch: list[_Request]) -> set[str]:
-        state = await self._log.ready()
-        log: Table = state.tables["hexa_log"]
+        await self._log.ready()
         rows = [row for request in batch for row in request.rows]
         channels = set().union(*(request.channels for request in batch))
         async with self._log.writing() as conn:
@@ -168,9 +166,10 @@ class Producer:
                 await conn.exec_driver_sql(statement, rows)
             else:
                 await conn.execute(
-                    log.insert(), [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
+                    self._log.table("hexa_log").insert(),
+                    [dict(zip(_COLUMNS, r, strict=True)) for r in rows],
                 )
-            if state.dialect == "postgresql" and self._log.options.notify:
+            if self._log.dialect == "postgresql" and self._log.options.notify:
                 names = "\n".join(sorted(channels))
                 payload = names if len(names.encode()) < 7000 else ""
                 await conn.execute(
