@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -107,9 +107,14 @@ class SqlLog:
         """Table ``name`` as raw SQL: schema-qualified and quoted by the dialect."""
         return str(self.engine.dialect.identifier_preparer.format_table(self._tables[name]))
 
-    def upsert(self, table: Table) -> Any:
-        """The dialect's INSERT (with ``on_conflict_do_*``)."""
-        return upsert(table, self.dialect)
+    def upsert(self, table: Table, keys: Sequence[str] = (), update: Sequence[str] = ()) -> Any:
+        """The dialect's INSERT into ``table`` that leaves a row whose primary key exists as it
+        is, or (given its ``keys``) sets the ``update`` columns of that row."""
+        stmt = upsert(table, self.dialect)
+        if not update:
+            return stmt.on_conflict_do_nothing()
+        changed = {column: stmt.excluded[column] for column in update}
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_=changed)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
@@ -137,7 +142,7 @@ class SqlLog:
         table = self.table("hexa_channels")
         now = now_ms()
         await conn.execute(
-            self.upsert(table).on_conflict_do_nothing(),
+            self.upsert(table),
             [{"channel": c, "created_ms": now} for c in sorted(channels)],
         )
 

@@ -222,6 +222,8 @@ def make_engine(options: SqlOptions) -> AsyncEngine:
 
 
 def _create(sync_conn: Connection, partitions: int, names: TableNames) -> int:
+    if sync_conn.dialect.name == "postgresql":  # one migration at a time
+        sync_conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
     md = build_metadata(sync_conn.dialect.name, names)
     create_schemas(sync_conn, md.sorted_tables)
     md.create_all(sync_conn, checkfirst=True)
@@ -242,9 +244,7 @@ async def migrate_async(
     """Create the tables (``names``: checked schema and prefix) if missing; return the
     stored partition count."""
     async with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
-        else:
+        if conn.dialect.name != "postgresql":
             await begin_write(conn)
         stored = await conn.run_sync(_create, partitions, names)
         await conn.commit()
@@ -272,8 +272,6 @@ async def migrate(
     if isinstance(target, Engine):
         names = names_for(schema, table_prefix, target.dialect.name)
         with target.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
             stored = _create(conn, partitions, names)
             conn.commit()
         return stored
