@@ -17,22 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import time
 import uuid
-from pathlib import Path
 
 from _harness import compare, finish
-from sqlalchemy import create_engine, make_url, text
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from _outbox import KEYS, bootstrap, fill, payload, scratch_database
 
 import hexa_event as he
-from hexa_event.outbox import Outbox, OutboxRelay, migrate, outbox_table
+from hexa_event.outbox import Outbox, OutboxRelay
 
-KEYS = 1000
-FILL_TX = 5000
 SERVICES = ("postgres", "kafka")
 
 
@@ -50,48 +43,11 @@ def parse() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def pg_url() -> str:
-    return os.environ.get("HEXA_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/hexa_event")
-
-
-def bootstrap() -> str:
-    return os.environ.get("HEXA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-
-
-def payload(n: int) -> dict[str, object]:
-    return {"order_id": f"order-{n}", "customer": f"c-{n % 977}", "total": n * 7 % 10000}
-
-
-def fill(url: str, topic: str, count: int) -> None:
-    outbox = Outbox(notify=False)
-    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
-    try:
-        with engine.begin() as conn:
-            conn.execute(outbox_table.delete())
-        for start in range(0, count, FILL_TX):
-            events = [
-                he.Event(channel=topic, key=f"key-{n % KEYS}", payload=payload(n))
-                for n in range(start, min(count, start + FILL_TX))
-            ]
-            with engine.begin() as conn:
-                outbox.emit_many(conn, events)
-        with engine.begin() as conn:
-            conn.execute(text("ANALYZE hexa_outbox"))
-    finally:
-        engine.dispose()
-
-
 async def main() -> None:
     args = parse()
     from confluent_kafka import Producer
 
-    base = make_url(pg_url())
-    dbname = f"hexa_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{dbname}"'))
-    url = base.set(drivername="postgresql", database=dbname).render_as_string(hide_password=False)
-    migrate(url)
+    url, drop = scratch_database("hexa_bench")
     topic = f"bench-outbox-{uuid.uuid4().hex[:8]}"
     driver = he.connect(f"kafka://{bootstrap()}")
     await driver.provision([topic])
@@ -170,9 +126,7 @@ async def main() -> None:
         finish(result, args.json)
     finally:
         await driver.close()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-        admin.dispose()
+        drop()
 
 
 if __name__ == "__main__":

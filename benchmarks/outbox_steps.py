@@ -22,24 +22,19 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
+from _outbox import KEYS, bootstrap, fill, payload, scratch_database
 from sqlalchemy import create_engine, make_url, text
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import hexa_event as he
 from hexa_event.driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
-from hexa_event.outbox import Outbox, OutboxRelay, migrate, outbox_table
+from hexa_event.outbox import Outbox, OutboxRelay
 from hexa_event.outbox.claims import LockClaims
 from hexa_event.outbox.sentlog import mark_statements
 
-KEYS = 1000
-FILL_TX = 5000
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -56,48 +51,6 @@ class NullDriver(Driver):
 
     async def close(self) -> None:
         return None
-
-
-def pg_url() -> str:
-    return os.environ.get("HEXA_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/hexa_event")
-
-
-def bootstrap() -> str:
-    return os.environ.get("HEXA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-
-
-def payload(n: int) -> dict[str, object]:
-    return {"order_id": f"order-{n}", "customer": f"c-{n % 977}", "total": n * 7 % 10000}
-
-
-def fill(url: str, topic: str, count: int) -> None:
-    outbox = Outbox(notify=False)
-    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
-    try:
-        with engine.begin() as conn:
-            conn.execute(outbox_table.delete())
-            conn.execute(text("DELETE FROM hexa_outbox_sent"))
-        for start in range(0, count, FILL_TX):
-            events = [
-                he.Event(channel=topic, key=f"key-{n % KEYS}", payload=payload(n))
-                for n in range(start, min(count, start + FILL_TX))
-            ]
-            with engine.begin() as conn:
-                outbox.emit_many(conn, events)
-    finally:
-        engine.dispose()
-    vacuum(url)
-
-
-def vacuum(url: str) -> None:
-    engine = create_engine(
-        make_url(url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-    )
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("VACUUM ANALYZE hexa_outbox"))
-    finally:
-        engine.dispose()
 
 
 def cpu_of(pid: int) -> float:
@@ -241,16 +194,11 @@ async def main() -> None:
     parser.add_argument("--explain", action="store_true")
     args = parser.parse_args()
 
-    base = make_url(pg_url())
-    dbname = f"hexa_steps_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{dbname}"'))
-    url = base.set(drivername="postgresql", database=dbname).render_as_string(hide_password=False)
+    url, drop = scratch_database("hexa_steps")
+    dbname = make_url(url).database or ""
     topic = f"bench-steps-{uuid.uuid4().hex[:8]}"
     kafka = None
     try:
-        migrate(url)
         if args.explain:
             await explain(url, topic, args.count, args.batch_size)
             return
@@ -288,9 +236,7 @@ async def main() -> None:
     finally:
         if kafka is not None:
             await kafka.close()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-        admin.dispose()
+        drop()
 
 
 if __name__ == "__main__":

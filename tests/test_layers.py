@@ -371,3 +371,82 @@ class D:
         "x:13 fetch is not the kit's DeliveryBuffer.fetch",
         "x:25 defines on_settle()",
     ]
+
+
+_URL_PARSERS = {"urlsplit", "urlparse", "urlunsplit", "parse_qs", "parse_qsl", "urlencode"}
+_URL_PARSERS |= {"unquote", "split_url", "parse_query", "check_keywords"}
+"""What reads a URL or its query: urllib's and the kit's own low-level parsers."""
+_KIT_OPTIONS = {"DriverOptions", "Redacted"}
+
+
+def _options_findings(source: str, where: str, *, options_module: bool) -> list[str]:
+    """Where ``source`` (a driver's module) strays from the kit's options: its own
+    ``from_url``, or reading a URL itself (:data:`_URL_PARSERS`); in an options module, an
+    ``*Options`` class not built on the kit's ``DriverOptions`` (from_url, redacted repr)
+    or ``Redacted``, or its own ``__str__``."""
+    found = []
+    for node in ast.walk(ast.parse(source, where)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "from_url":
+            found.append(f"{where}:{node.lineno} defines from_url()")
+        elif isinstance(node, ast.ImportFrom):
+            names = [a.name for a in node.names if a.name in _URL_PARSERS]
+            found += [f"{where}:{node.lineno} imports {name}" for name in names]
+        elif isinstance(node, ast.Name | ast.Attribute):
+            name = node.id if isinstance(node, ast.Name) else node.attr
+            if name in _URL_PARSERS:
+                found.append(f"{where}:{node.lineno} reads a URL itself ({name})")
+        elif options_module and isinstance(node, ast.ClassDef) and node.name.endswith("Options"):
+            bases = {ast.unparse(base).rsplit(".", 1)[-1] for base in node.bases}
+            if not bases & _KIT_OPTIONS:
+                found.append(f"{where}:{node.lineno} {node.name} is not a kit DriverOptions")
+            for item in node.body:
+                targets = item.targets if isinstance(item, ast.Assign) else []
+                if any(isinstance(t, ast.Name) and t.id == "__str__" for t in targets):
+                    found.append(f"{where}:{item.lineno} {node.name} defines __str__")
+    return found
+
+
+def test_driver_options_read_urls_through_the_kit() -> None:
+    """One ``from_url`` (the kit's ``DriverOptions``): no driver splits a URL, parses its
+    query or checks keyword options itself, and every options class shows a redacted repr."""
+    bad = [
+        finding
+        for module, path in MODULES.items()
+        if _under(module, "hexa_event.drivers") and not _under(module, KIT)
+        for finding in _options_findings(
+            path.read_text(), module, options_module=module.endswith(".options")
+        )
+    ]
+    options_modules = [
+        m for m in MODULES if _under(m, "hexa_event.drivers") and m.endswith(".options")
+    ]
+    assert bad == []
+    assert len(options_modules) >= 7, options_modules  # every driver's (and the kit's)
+
+
+def test_the_options_check_can_fail() -> None:
+    """A hand-written from_url, query parsing and an options class of its own are found."""
+    source = """
+from urllib.parse import parse_qsl, quote, urlsplit
+
+@dataclass
+class FooOptions:
+    __str__ = __repr__
+
+    @classmethod
+    def from_url(cls, url):
+        return cls(**dict(parse_qsl(urlsplit(url).query)))
+
+@dataclass
+class GoodOptions(kit.DriverOptions):
+    pass
+"""
+    assert sorted(_options_findings(source, "x", options_module=True)) == [
+        "x:10 reads a URL itself (parse_qsl)",
+        "x:10 reads a URL itself (urlsplit)",
+        "x:2 imports parse_qsl",
+        "x:2 imports urlsplit",
+        "x:5 FooOptions is not a kit DriverOptions",
+        "x:6 FooOptions defines __str__",
+        "x:9 defines from_url()",
+    ]

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 import hexa_event as he
-from hexa_event.drivers.kafka import KafkaOptions
+from hexa_event.drivers.kafka import KafkaOptions, KafkaSubscriptionOptions
+from hexa_event.drivers.kit.options import Redacted
 from hexa_event.drivers.kit.query import coerce
-from hexa_event.drivers.nats import NatsOptions
-from hexa_event.drivers.pulsar import PulsarOptions
+from hexa_event.drivers.memory.options import MemoryOptions
+from hexa_event.drivers.nats import NatsOptions, NatsSubscriptionOptions
+from hexa_event.drivers.pulsar import PulsarOptions, PulsarSubscriptionOptions
 from hexa_event.drivers.sql import SqlOptions
-from hexa_event.drivers.stan import StanOptions
+from hexa_event.drivers.stan import StanOptions, StanSubscriptionOptions
 from hexa_event.errors import ConfigurationError
 
 PG = "postgresql://app@127.0.0.1:5432/db"
@@ -189,3 +191,52 @@ def test_a_parsed_database_url_hides_query_secrets_too() -> None:
     )
     assert "s3cret" not in shown
     assert "sslmode=require" in shown
+
+
+def test_one_rule_keywords_then_the_query_then_the_rest_of_the_url() -> None:
+    """Every engine reads a URL through the kit's DriverOptions.from_url: a keyword wins over
+    the query, the query over what the user info, hosts or path give."""
+    assert StanOptions.from_url("stan://h:1/from_path?cluster_id=from_query").cluster_id == (
+        "from_query"
+    )
+    assert StanOptions.from_url("stan://h:1/p", cluster_id="kw").cluster_id == "kw"
+    nats = NatsOptions.from_url("nats://u:pw@h:1?user=q", user="kw")
+    assert (nats.user, nats.password) == ("kw", "pw")
+    assert NatsOptions.from_url("nats://u:pw@h:1?user=q").user == "q"
+    pulsar = PulsarOptions.from_url("pulsar://t0k@h:6650?admin_url=http://a:1")
+    assert (pulsar.token, pulsar.admin_url) == ("t0k", "http://a:1")
+    assert PulsarOptions.from_url("pulsar://h:6650").admin_url == "http://h:8080"
+    kafka = KafkaOptions.from_url("kafka://u:pw@h:9092?sasl.mechanism=SCRAM-SHA-512")
+    assert (kafka.sasl_username, kafka.sasl_mechanism, kafka.client_config) == (
+        "u",
+        "SCRAM-SHA-512",
+        {},
+    )
+    assert SqlOptions.from_url("sqlite:///x.db?lease_ttl=30").lease_ttl == 30.0
+    with pytest.raises(ConfigurationError, match=r"unknown SQL driver option\(s\) \['lease'\]"):
+        SqlOptions.from_url("sqlite:///x.db", lease=30)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        KafkaOptions(sasl_password="s3cret-1", client_config={"sasl.password": "s3cret-2"}),
+        KafkaSubscriptionOptions(consumer_config={"sasl.password": "s3cret-1"}),
+        NatsOptions(servers=("nats://u:s3cret-1@h:1",), token="s3cret-2"),
+        NatsSubscriptionOptions(consumer_config={"token": "s3cret-1"}),
+        PulsarOptions(token="s3cret-1", service_url="pulsar://s3cret-2@h:6650"),
+        PulsarSubscriptionOptions(consumer_config={"auth_params": "s3cret-1"}),
+        StanOptions(cluster_id="c", password="s3cret-1", monitor_url="http://u:s3cret-2@h:1"),
+        StanSubscriptionOptions(durable_name="d"),
+        SqlOptions(url="postgresql://u:s3cret-1@h/db", engine_options={"password": "s3cret-2"}),
+        MemoryOptions(partitions=2),
+    ],
+    ids=lambda options: type(options).__name__,
+)
+def test_every_options_class_shows_no_secret(options: object) -> None:
+    """Every options class comes from the kit (DriverOptions or Redacted): its repr and str
+    name the class and never a secret."""
+    assert isinstance(options, Redacted)
+    for shown in (repr(options), str(options)):
+        assert shown.startswith(type(options).__name__ + "(")
+        assert "s3cret" not in shown

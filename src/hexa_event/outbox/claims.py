@@ -22,20 +22,18 @@ import logging
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
     BigInteger,
-    DateTime,
     Integer,
     String,
     Table,
     all_,
     and_,
-    any_,
     bindparam,
     exists,
     func,
@@ -50,12 +48,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .._sql.clock import utcnow
 from .._sql.problems import brief
 from ..driver import RawRecord
-from .sentlog import has_sent_log, mark_statements
+from .sentlog import TIMESTAMP, has_sent_log, ids_match, mark_statements
 from .store import decode_headers
 
 log = logging.getLogger(__name__)
-
-_TS = DateTime(timezone=True)
 
 PARKED = "parked"
 """``lease_token`` of a parked row: the target refused it for good (too large, a channel it
@@ -87,6 +83,17 @@ class Claimed:
         return self._records
 
 
+@dataclass(slots=True)
+class Published:
+    """What publishing a batch (or a part of it) did, by row id."""
+
+    done: list[int] = field(default_factory=list)
+    parked: dict[int, str] = field(default_factory=dict)
+    """Refused for good, with the reason."""
+    failed: list[int] = field(default_factory=list)
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimSettings:
     """What both strategies need to know of their relay."""
@@ -116,8 +123,15 @@ class ClaimStrategy(abc.ABC):
 
     def __init__(self, settings: ClaimSettings) -> None:
         self.settings = settings
-        self._park = self.park_statement()
         self._postgres = settings.engine.dialect.name == "postgresql"
+        t = settings.table
+        self._park = self.hold_statement(
+            t.c.sent_at.is_(None),
+            lease_until=PARKED_UNTIL,
+            lease_token=PARKED,
+            attempts=t.c.attempts + 1,
+        )
+        """Parks the unsent rows ``:ids``: never claimed again, ``last_error`` says why."""
         self._marks: list[Any] = []
         """The statements that mark rows sent (:meth:`prepare` chooses them)."""
         self.mark_mode = ""
@@ -152,35 +166,26 @@ class ClaimStrategy(abc.ABC):
 
     @abc.abstractmethod
     async def finish(
-        self,
-        batch: Claimed,
-        done: list[int],
-        failed: list[int],
-        error: BaseException | None,
-        published: asyncio.Future[bool] | None,
-        parked: Mapping[int, str] | None = None,
+        self, batch: Claimed, result: Published, published: asyncio.Future[bool] | None
     ) -> bool:
-        """Mark ``done`` sent, park ``parked`` (id -> why) and hold ``failed`` back; resolve
-        ``published`` (the next batch may publish) as soon as a later claim would see the
-        held rows. Returns whether ``done`` was marked."""
+        """Mark the rows ``result`` has done sent, park its parked ones and hold its failed
+        ones back; resolve ``published`` (the next batch may publish) as soon as a later
+        claim would see the held rows. Returns whether the done rows were marked."""
 
     async def forget(self, batch: Claimed) -> None:
         """The batch is over (settled or abandoned): release what it still holds."""
         del batch
 
-    def park_statement(self) -> Any:
-        """Parks the unsent rows ``ids``: never claimed again, ``last_error`` says why."""
+    def hold_statement(self, *where: Any, **values: Any) -> Any:
+        """An UPDATE of the rows ``:ids`` (and ``where``) holding them back: ``lease_until``
+        set to ``:until``, ``last_error`` to ``:error``, and ``values`` (which win)."""
         t = self.settings.table
-        return (
-            update(t)
-            .where(t.c.id.in_(bindparam("ids", expanding=True)), t.c.sent_at.is_(None))
-            .values(
-                lease_until=PARKED_UNTIL,
-                lease_token=PARKED,
-                last_error=bindparam("error", type_=String()),
-                attempts=t.c.attempts + 1,
-            )
-        )
+        held = {
+            "lease_until": bindparam("until", type_=TIMESTAMP),
+            "last_error": bindparam("error", type_=String()),
+            **values,
+        }
+        return update(t).where(ids_match(t, self._postgres), *where).values(held)
 
     async def park(self, parked: Mapping[int, str], until: float) -> None:
         """Park rows (id -> why), one statement per reason, retrying until ``until``."""
@@ -234,7 +239,7 @@ class LeaseClaims(ClaimStrategy):
         self._lock_key = zlib.crc32(f"hexa-outbox:{t.fullname}".encode()) & 0x7FFFFFFF
         o = t.alias("o")
         p = t.alias("p")
-        now = bindparam("now", type_=_TS)
+        now = bindparam("now", type_=TIMESTAMP)
         blocked = exists().where(
             p.c.key == o.c.key,
             p.c.id < o.c.id,
@@ -256,7 +261,7 @@ class LeaseClaims(ClaimStrategy):
             .limit(bindparam("limit", type_=Integer()))
         )
         values = {
-            "lease_until": bindparam("until", type_=_TS),
+            "lease_until": bindparam("until", type_=TIMESTAMP),
             "lease_token": bindparam("token", type_=String()),
             "attempts": t.c.attempts + 1,
         }
@@ -266,21 +271,12 @@ class LeaseClaims(ClaimStrategy):
             self._claim: Any = (
                 update(t).where(t.c.id == cte.c.id).values(values).returning(*returning)
             )
-            in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
         else:
             self._claim = (
                 update(t).where(t.c.id.in_(candidates)).values(values).returning(*returning)
             )
-            in_ids = t.c.id.in_(bindparam("ids", expanding=True))
-        self._release = (
-            update(t)
-            .where(in_ids, t.c.sent_at.is_(None), t.c.lease_token == bindparam("token"))
-            .values(
-                lease_until=bindparam("until", type_=_TS),
-                lease_token=None,
-                last_error=bindparam("error", type_=String()),
-            )
-        )
+        mine = t.c.lease_token == bindparam("token")
+        self._release = self.hold_statement(t.c.sent_at.is_(None), mine, lease_token=None)
 
     async def claim(self) -> Claimed | None:
         s = self.settings
@@ -302,37 +298,31 @@ class LeaseClaims(ClaimStrategy):
         return Claimed(ids=[r[0] for r in ordered], rows=ordered, lease_until=deadline)
 
     async def finish(
-        self,
-        batch: Claimed,
-        done: list[int],
-        failed: list[int],
-        error: BaseException | None,
-        published: asyncio.Future[bool] | None,
-        parked: Mapping[int, str] | None = None,
+        self, batch: Claimed, result: Published, published: asyncio.Future[bool] | None
     ) -> bool:
         s = self.settings
-        if parked:
-            await self.park(parked, batch.lease_until + s.lease)
-        if failed:
+        if result.parked:
+            await self.park(result.parked, batch.lease_until + s.lease)
+        if result.failed:
             # Release before telling the next batch: a claim made after this point must see
             # these rows waiting to retry (they block their keys).
             await self.write(
                 [self._release],
                 {
-                    "ids": failed,
+                    "ids": result.failed,
                     "token": s.owner,
                     "until": utcnow() + timedelta(seconds=s.retry_delay),
-                    "error": _error_text(error),
+                    "error": _error_text(result.error),
                 },
                 batch.lease_until,
             )
         if published is not None:
-            published.set_result(not failed)
-        if not done:
+            published.set_result(not result.failed)
+        if not result.done:
             return False
         # Published: mark sent. Keep trying past the lease (fewer duplicates), bounded.
         return await self.write(
-            self._marks, {"ids": done, "now": utcnow()}, batch.lease_until + s.lease
+            self._marks, {"ids": result.done, "now": utcnow()}, batch.lease_until + s.lease
         )
 
 
@@ -344,7 +334,7 @@ class LockClaims(ClaimStrategy):
     def __init__(self, settings: ClaimSettings) -> None:
         super().__init__(settings)
         t = settings.table
-        now = bindparam("now", type_=_TS)
+        now = bindparam("now", type_=TIMESTAMP)
         ready = and_(t.c.sent_at.is_(None), or_(t.c.lease_until.is_(None), t.c.lease_until < now))
         claim = (
             select(t.c.id, t.c.channel, t.c.key, t.c.headers, t.c.body)
@@ -378,16 +368,7 @@ class LockClaims(ClaimStrategy):
             .where(t.c.sent_at.is_(None), upto, not_mine, not_parked)
             .group_by(t.c.key)
         )
-        in_ids = t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
-        self._backoff = (
-            update(t)
-            .where(in_ids)
-            .values(
-                lease_until=bindparam("until", type_=_TS),
-                attempts=t.c.attempts + 1,
-                last_error=bindparam("error", type_=String()),
-            )
-        )
+        self._backoff = self.hold_statement(attempts=t.c.attempts + 1)
         self._lock_sql: str | None = None
         dialect = settings.engine.dialect
         if dialect.driver == "asyncpg" and dialect.paramstyle == "numeric_dollar":
@@ -468,15 +449,9 @@ class LockClaims(ClaimStrategy):
         return [r for r in rows if first_blocked.get(r[2], top + 1) > r[0]]
 
     async def finish(
-        self,
-        batch: Claimed,
-        done: list[int],
-        failed: list[int],
-        error: BaseException | None,
-        published: asyncio.Future[bool] | None,
-        parked: Mapping[int, str] | None = None,
+        self, batch: Claimed, result: Published, published: asyncio.Future[bool] | None
     ) -> bool:
-        """Mark ``done`` sent, park ``parked``, put ``failed`` on hold, then commit (unlock).
+        """Mark the done rows sent, park the parked, hold the failed, then commit (unlock).
 
         When all went out the next batch may publish at once: this one's rows stay locked
         until the commit settles them, so no claim can take them (or later rows of their
@@ -485,23 +460,17 @@ class LockClaims(ClaimStrategy):
         holds back their keys' later rows, where one made before the commit took the
         locked rows for ours, about to publish, and let later rows of their keys through.
         """
-        if published is not None and not failed and not published.done():
+        if published is not None and not result.failed and not published.done():
             published.set_result(True)
         try:
-            return await self._settle(batch, done, failed, error, parked)
+            return await self._settle(batch, result)
         finally:
             if published is not None and not published.done():
-                published.set_result(not failed)
+                published.set_result(not result.failed)
 
-    async def _settle(
-        self,
-        batch: Claimed,
-        done: list[int],
-        failed: list[int],
-        error: BaseException | None,
-        parked: Mapping[int, str] | None,
-    ) -> bool:
+    async def _settle(self, batch: Claimed, result: Published) -> bool:
         s = self.settings
+        done, failed, parked = result.done, result.failed, result.parked
         conn = batch.conn
         assert conn is not None
         now = utcnow()
@@ -509,9 +478,9 @@ class LockClaims(ClaimStrategy):
         hold = {
             "ids": failed,
             "until": now + timedelta(seconds=s.retry_delay),
-            "error": _error_text(error),
+            "error": _error_text(result.error),
         }
-        reasons = _by_reason(parked or {})
+        reasons = _by_reason(parked)
         try:
             for why, ids in reasons.items():  # in the claim's transaction: it holds the rows
                 await conn.execute(self._park, {"ids": ids, "error": f"parked: {why}"})

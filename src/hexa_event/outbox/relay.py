@@ -39,7 +39,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Table, and_, func, or_, select, update
@@ -52,7 +52,15 @@ from .._sql.names import check_dialect
 from .._sql.problems import brief
 from ..driver import Driver, RawRecord
 from ..errors import ConfigurationError, InvalidEventError, NotStoredError, PartialPublishError
-from .claims import PARKED, Claimed, ClaimSettings, ClaimStrategy, LeaseClaims, LockClaims
+from .claims import (
+    PARKED,
+    Claimed,
+    ClaimSettings,
+    ClaimStrategy,
+    LeaseClaims,
+    LockClaims,
+    Published,
+)
 from .store import names_of, notify_channel, outbox_table, resolve_table
 
 log = logging.getLogger(__name__)
@@ -74,17 +82,6 @@ class OutboxStats:
     """Batches whose publish failed (their rows are retried after ``retry_delay``)."""
     parked: int = 0
     """Rows parked because the target refused them for good (not in ``backlog``)."""
-
-
-@dataclass(slots=True)
-class Published:
-    """What publishing a batch (or a part of it) did, by row id."""
-
-    done: list[int] = field(default_factory=list)
-    parked: dict[int, str] = field(default_factory=dict)
-    """Refused for good, with the reason."""
-    failed: list[int] = field(default_factory=list)
-    error: BaseException | None = None
 
 
 def outcome(
@@ -317,42 +314,33 @@ class OutboxRelay:
         n = len(batch.ids)
         self._in_flight += n
         try:
-            done: list[int] = []
-            failed: list[int] = batch.ids
-            parked: dict[int, str] = {}
-            error: BaseException | None = None
             if previous is not None and not await asyncio.shield(previous):
                 error = RuntimeError("an earlier batch of this relay failed to publish")
+                result = Published(failed=batch.ids, error=error)
             else:
                 result = await self._publish(batch)
-                done, failed, parked, error = (
-                    result.done,
-                    result.failed,
-                    result.parked,
-                    result.error,
-                )
-                if parked:
-                    self._parked += len(parked)
-                    for row_id, why in sorted(parked.items()):
+                if result.parked:
+                    self._parked += len(result.parked)
+                    for row_id, why in sorted(result.parked.items()):
                         log.error(
                             "outbox relay: parked row %d, the target refused it for good: %s",
                             row_id,
                             why,
                         )
-                if failed:
+                if result.failed:
                     self._failed += 1
                     log.warning(
                         "outbox relay: publishing %d of %d rows failed (%s: %s); retrying in %.1fs",
-                        len(failed),
+                        len(result.failed),
                         n,
-                        type(error).__name__,
-                        brief(error) if error else "",
+                        type(result.error).__name__,
+                        brief(result.error) if result.error else "",
                         self.retry_delay,
                     )
-            if not await self._claims.finish(batch, done, failed, error, published, parked):
+            if not await self._claims.finish(batch, result, published):
                 return 0
-            self._published += len(done)
-            return len(done)
+            self._published += len(result.done)
+            return len(result.done)
         finally:
             await self._claims.forget(batch)
             if published is not None and not published.done():

@@ -44,7 +44,8 @@ from .store import sent_table
 
 log = logging.getLogger(__name__)
 
-_TS = DateTime(timezone=True)
+TIMESTAMP = DateTime(timezone=True)
+"""The type of the outbox's timestamps (and of the ``:now``/``:until`` parameters)."""
 _COLUMNS = ("sent_at", "first_id", "last_id", "row_count", "event_ids")
 
 
@@ -68,7 +69,7 @@ def mark_statements(table: Table, how: str, *, postgres: bool, unsent_only: bool
     t = table
     match = ids_match(t, postgres)
     where = (match, t.c.sent_at.is_(None)) if unsent_only else (match,)
-    now = bindparam("now", type_=_TS)
+    now = bindparam("now", type_=TIMESTAMP)
     if how == "update":
         values: dict[str, Any] = {"sent_at": now, "lease_until": None, "last_error": None}
         if not unsent_only:  # lock mode: the claim did not count the attempt
@@ -82,7 +83,7 @@ def mark_statements(table: Table, how: str, *, postgres: bool, unsent_only: bool
         gone = delete(t).where(*where).returning(t.c.id, t.c.event_id).cte("gone")
         ids = func.string_agg(gone.c.event_id, aggregate_order_by(literal(" "), gone.c.id))
         line = select(
-            cast(now, _TS), func.min(gone.c.id), func.max(gone.c.id), func.count(), ids
+            cast(now, TIMESTAMP), func.min(gone.c.id), func.max(gone.c.id), func.count(), ids
         ).having(func.count() > 0)
         return [insert(sent).from_select(_COLUMNS, line)]
     # SQLite serialises writers: the rows read here are the rows deleted next.

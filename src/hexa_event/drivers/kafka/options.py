@@ -16,9 +16,7 @@ from typing import Any, Literal
 from ...errors import ConfigurationError
 from ...numbers import check_number
 from ...redaction import redact as redact
-from ...redaction import redacted_repr
-from ..kit.options import check_choice, check_count, check_mapping, check_name
-from ..kit.query import check_keywords, parse_query, split_url
+from ..kit import options as kit
 
 Assignment = Literal["cooperative-sticky", "range", "roundrobin"]
 ASSIGNMENTS = ("cooperative-sticky", "range", "roundrobin")
@@ -109,7 +107,7 @@ back-off still doubles on every failed attempt, up to reconnect.backoff.max.ms."
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class KafkaOptions:
+class KafkaOptions(kit.DriverOptions):
     """How the driver talks to Kafka.
 
     ``bootstrap_servers``: ``host:port[,host:port]``. ``provision``: create missing topics
@@ -120,7 +118,18 @@ class KafkaOptions:
     emit fails. TLS and SASL settings are librdkafka's (``security.protocol``,
     ``ssl.ca.location``, ``sasl.mechanism``, ``sasl.username``, ``sasl.password``...), given
     as the typed fields below or in ``client_config``.
+
+    URL: ``kafka://[user:password@]host:port[,host:port][?option=value&...]``. User info
+    becomes SASL credentials (PLAIN over SASL_PLAINTEXT unless the query or options say
+    otherwise). Query options are this class's fields (``?partitions=6&provision=false``)
+    or librdkafka settings, which go to ``client_config`` (:func:`librdkafka_key`).
     """
+
+    engine = "Kafka"
+    example = "kafka://127.0.0.1:9092"
+    client_hint = "Pass librdkafka settings in client_config={...}"
+    passthrough_hint = "librdkafka settings (security.protocol, linger.ms, acks...) pass through"
+    masked_fields = ("sasl_password", "ssl_key_password")
 
     bootstrap_servers: str = "127.0.0.1:9092"
     client_id: str = "hexa-event"
@@ -187,7 +196,7 @@ class KafkaOptions:
             check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name))
         check_number("KafkaOptions.linger_ms", self.linger_ms)
         for name in ("client_config", "producer_config", "consumer_config"):
-            check_mapping("KafkaOptions", name, getattr(self, name), what="librdkafka keys")
+            kit.check_mapping("KafkaOptions", name, getattr(self, name), what="librdkafka keys")
         for key, why in _FORBIDDEN_CONSUMER.items():
             for source in (self.client_config, self.consumer_config):
                 if key in source and not _harmless(key, source[key]):
@@ -195,11 +204,6 @@ class KafkaOptions:
         for key, why in _FORBIDDEN_PRODUCER.items():
             if key in self.producer_config or key in self.client_config:
                 raise ConfigurationError(f"KafkaOptions: do not set {key!r}: {why}")
-
-    def __repr__(self) -> str:
-        return redacted_repr(self, secret=("sasl_password", "ssl_key_password"))
-
-    __str__ = __repr__
 
     def common_config(self) -> dict[str, Any]:
         """librdkafka settings shared by producer, consumer and admin client."""
@@ -282,41 +286,25 @@ class KafkaOptions:
         return config
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> KafkaOptions:
-        """``kafka://[user:password@]host:port[,host:port][?librdkafka.key=value&...]``.
+    def passes_through(cls, key: str) -> bool:
+        return librdkafka_key(key)
 
-        User info becomes SASL credentials (PLAIN over SASL_PLAINTEXT unless the query or
-        options say otherwise). Query parameters are this class's fields
-        (``?partitions=6&provision=false``) or librdkafka settings, which go to
-        ``client_config`` (:func:`librdkafka_key`); anything else is refused. Keyword options
-        are this class's fields and win over the URL.
-        """
-        parts, username, password, netloc = split_url(url, example="kafka://127.0.0.1:9092")
-        check_keywords(
-            cls, options, engine="Kafka", hint="Pass librdkafka settings in client_config={...}"
-        )
-        typed, query = parse_query(
-            cls,
-            parts.query,
-            engine="Kafka",
-            passthrough=librdkafka_key,
-            hint="librdkafka settings (security.protocol, linger.ms, acks...) pass through",
-        )
-        client_config = {**dict(query), **dict(options.pop("client_config", {}) or {})}
-        options = {**typed, **options}
-        if username is not None:
-            options.setdefault("sasl_username", username)
-            options.setdefault("sasl_password", password or "")
-            options.setdefault("sasl_mechanism", client_config.pop("sasl.mechanism", "PLAIN"))
-            options.setdefault(
+    @classmethod
+    def from_parts(cls, fields: dict[str, Any], url: kit.ParsedUrl) -> None:
+        client_config = {**dict(url.passed), **dict(fields.get("client_config") or {})}
+        fields["client_config"] = client_config
+        if url.user is not None:
+            fields.setdefault("sasl_username", url.user)
+            fields.setdefault("sasl_password", url.password or "")
+            fields.setdefault("sasl_mechanism", client_config.pop("sasl.mechanism", "PLAIN"))
+            fields.setdefault(
                 "security_protocol", client_config.pop("security.protocol", "SASL_PLAINTEXT")
             )
-        options.setdefault("bootstrap_servers", netloc)
-        return cls(client_config=client_config, **options)
+        fields.setdefault("bootstrap_servers", url.hosts)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class KafkaSubscriptionOptions:
+class KafkaSubscriptionOptions(kit.Redacted):
     """Per-subscription Kafka settings.
 
     ``group`` overrides the consumer group (by default the subscription's action, as in Go).
@@ -342,8 +330,8 @@ class KafkaSubscriptionOptions:
 
     def __post_init__(self) -> None:
         owner = "KafkaSubscriptionOptions"
-        check_name(owner, "group", self.group, optional=True)
-        check_choice(
+        kit.check_name(owner, "group", self.group, optional=True)
+        kit.check_choice(
             owner,
             "assignment",
             self.assignment,
@@ -354,7 +342,7 @@ class KafkaSubscriptionOptions:
             object.__setattr__(
                 self, "separate_retry_group", self.assignment == "cooperative-sticky"
             )
-        check_mapping(owner, "consumer_config", self.consumer_config, what="librdkafka keys")
+        kit.check_mapping(owner, "consumer_config", self.consumer_config, what="librdkafka keys")
         for key, why in _FORBIDDEN_CONSUMER.items():
             value = self.consumer_config.get(key)
             if key in self.consumer_config and not _harmless(key, value):
@@ -362,13 +350,4 @@ class KafkaSubscriptionOptions:
                     f"{owner}: do not set {key!r}: {why}"
                     + (f"; use {owner}(group=...)" if key == "group.id" else "")
                 )
-        check_count(owner, "buffer", self.buffer)
-
-    def __repr__(self) -> str:
-        return (
-            f"KafkaSubscriptionOptions(group={self.group!r}, assignment={self.assignment!r}, "
-            f"separate_retry_group={self.separate_retry_group!r}, "
-            f"consumer_config={redact(self.consumer_config)!r}, buffer={self.buffer})"
-        )
-
-    __str__ = __repr__
+        kit.check_count(owner, "buffer", self.buffer)

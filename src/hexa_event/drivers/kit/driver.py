@@ -25,11 +25,25 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import re
 from collections.abc import Callable, Mapping, MutableSet, Sequence
 from typing import Any, ClassVar, Self, final
 
 from ...driver import Driver, RawRecord, SubscriptionSpec, check_records
 from ...errors import ClosedError, ConfigurationError
+
+
+def channel_pattern(spec: SubscriptionSpec) -> re.Pattern[str] | None:
+    """The subscription's channel pattern compiled (None without one); ConfigurationError
+    when it is not a regular expression."""
+    if not spec.pattern:
+        return None
+    try:
+        return re.compile(spec.pattern)
+    except re.error as exc:
+        raise ConfigurationError(
+            f"subscription pattern {spec.pattern!r} is not a valid regular expression: {exc}"
+        ) from exc
 
 
 class KitDriver(Driver):

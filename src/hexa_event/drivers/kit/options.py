@@ -1,13 +1,111 @@
-"""The checks every options class makes of its fields, each naming the owner and the field:
-the mappings passed through to a client unchanged (librdkafka settings, ``pulsar.Client``
-keywords, ``nats.connect`` arguments...), a choice among fixed values, a non-empty name, a
-count (numbers with a unit are :func:`hexa_event.numbers.check_number`'s)."""
+"""What the options classes of every driver share: :class:`DriverOptions` (the one
+``from_url`` and a redacted ``repr``), :class:`Redacted` (the repr alone), and the checks of
+their fields, each naming the owner and the field: the mappings passed through to a client
+unchanged (librdkafka settings, ``pulsar.Client`` keywords...), a choice among fixed values,
+a non-empty name, a count (numbers with a unit are :func:`hexa_event.numbers.check_number`'s).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
+from typing import Any, ClassVar, NamedTuple, Self
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from ...errors import ConfigurationError
+from ...redaction import redacted_repr
+from .query import parse_query
+
+
+class Redacted:
+    """A ``repr`` (and ``str``) without secrets: :attr:`masked_fields` as ``***``,
+    :attr:`url_fields` without user info, mappings without their secret settings, unset
+    fields (None, empty mappings) left out."""
+
+    __slots__ = ()
+    masked_fields: ClassVar[tuple[str, ...]] = ()
+    url_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __repr__(self) -> str:
+        return redacted_repr(self, secret=self.masked_fields, urls=self.url_fields)
+
+
+class ParsedUrl(NamedTuple):
+    """A URL as :meth:`DriverOptions.from_parts` gets it: the parts, the user info's user and
+    password (percent-decoded, None when absent), the hosts (``host:port[,host:port]``) and
+    the query's ``(key, raw value)`` pairs let through to the client, in order."""
+
+    parts: SplitResult
+    user: str | None
+    password: str | None
+    hosts: str
+    passed: list[tuple[str, str]]
+
+
+class DriverOptions(Redacted):
+    """The base of a driver's options dataclass; ``from_url(url, **options)`` is one rule:
+
+    a keyword option that is not a field is refused, naming the known ones and
+    :attr:`client_hint`; a query option is a field, typed by it (:mod:`.query`), or one
+    :meth:`passes_through` lets through to the client, else refused, naming the known ones;
+    :meth:`from_parts` fills in what the user info, hosts and path give. Keyword options win
+    over the query, the query over the rest of the URL.
+    """
+
+    __slots__ = ()
+    engine: ClassVar[str] = ""
+    """The engine's name in messages (``Kafka``)."""
+    example: ClassVar[str] = ""
+    """A URL of the engine, named when a URL has no host (empty: URLs have no hosts)."""
+    query_exclude: ClassVar[tuple[str, ...]] = ()
+    client_hint: ClassVar[str] = ""
+    """Where settings that are not fields go (``Pass librdkafka settings in ...``)."""
+    passthrough_hint: ClassVar[str] = ""
+    url_field: ClassVar[str] = ""
+    """The field given the whole URL, whose class reads the query itself (so that
+    ``SqlOptions(url=...)`` does too); empty: the URL is read here."""
+
+    @classmethod
+    def passes_through(cls, key: str) -> bool:
+        """Whether query option ``key`` (not a field) goes to the engine's client."""
+        return False
+
+    @classmethod
+    def from_parts(cls, fields: dict[str, Any], url: ParsedUrl) -> None:
+        """Complete ``fields`` (the keyword and query options) from the rest of ``url``,
+        with ``setdefault``."""
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        known = {f.name for f in fields(cls)} - {cls.url_field}  # type: ignore[arg-type]
+        if unknown := sorted(set(options) - known):
+            hint = f". {cls.client_hint}" if cls.client_hint else ""
+            raise ConfigurationError(
+                f"unknown {cls.engine} option(s) {unknown}; known: {sorted(known)}{hint}"
+            )
+        make: Callable[..., Self] = cls
+        if cls.url_field:
+            return make(**{cls.url_field: url}, **options)
+        parts = urlsplit(url)
+        userinfo, at, hosts = parts.netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        if cls.example and not hosts:
+            scheme = cls.example.split("://", 1)[0]
+            raise ConfigurationError(
+                f"a {scheme} URL needs a host, e.g. {cls.example!r} (got no host)"
+            )
+        typed, passed = parse_query(
+            cls,
+            parts.query,
+            engine=cls.engine,
+            exclude=cls.query_exclude,
+            passthrough=cls.passes_through,
+            hint=cls.passthrough_hint,
+        )
+        given = {**typed, **options}
+        decoded = (unquote(user) if at else None, unquote(password) if colon else None)
+        cls.from_parts(given, ParsedUrl(parts, *decoded, hosts, passed))
+        return make(**given)
 
 
 def check_mapping(

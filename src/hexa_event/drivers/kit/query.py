@@ -15,10 +15,10 @@ import enum
 import math
 import types
 import typing
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import fields
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlencode
 
 from ...errors import ConfigurationError
 
@@ -74,30 +74,17 @@ def parse_query(
     return typed, passed
 
 
-def split_url(url: str, *, example: str) -> tuple[SplitResult, str | None, str | None, str]:
-    """``url``'s parts, user and password (percent-decoded, None when absent) and hosts
-    (``host:port[,host:port]``); ConfigurationError naming ``example`` when it has none."""
-    parts = urlsplit(url)
-    user = password = None
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    if at:
-        name, colon, secret = userinfo.partition(":")
-        user, password = unquote(name), (unquote(secret) if colon else None)
-    if not hosts:
-        scheme = example.split("://", 1)[0]
-        raise ConfigurationError(f"a {scheme} URL needs a host, e.g. {example!r} (got no host)")
-    return parts, user, password, hosts
-
-
-def check_keywords(cls: type, options: Mapping[str, Any], *, engine: str, hint: str = "") -> None:
-    """Refuse keyword options that are not fields of ``cls``, naming the known ones."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigurationError(
-            f"unknown {engine} option(s) {unknown}; known: {sorted(known)}"
-            + (f". {hint}" if hint else "")
-        )
+def take_query(cls: type, url: str, **parse: Any) -> tuple[dict[str, Any], str]:
+    """:func:`parse_query` (with the keywords ``parse``) of ``url``'s query, and ``url``
+    without the options it typed (byte for byte when there are none; else the options let
+    through re-encoded, in order)."""
+    base, _, rest = url.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    typed, kept = parse_query(cls, query, **parse)
+    if not typed:
+        return typed, url
+    rest = urlencode(kept)
+    return typed, base + (f"?{rest}" if rest else "") + hash_ + fragment
 
 
 def coerce(engine: str, key: str, raw: str, kind: Any) -> Any:

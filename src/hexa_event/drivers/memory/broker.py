@@ -9,7 +9,6 @@ unsettled records back; the partition's next owner starts at the committed offse
 from __future__ import annotations
 
 import itertools
-import re
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -175,7 +174,3 @@ class MemoryBroker:
 
     def next_redelivery_seq(self) -> int:
         return next(self._redelivery_seq)
-
-
-def compile_pattern(pattern: str | None) -> re.Pattern[str] | None:
-    return re.compile(pattern) if pattern else None

@@ -16,7 +16,8 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ..kit.buffer import DeliveryBuffer
-from .broker import MemoryBroker, PartitionId, PartitionState, StoredRecord, compile_pattern
+from ..kit.driver import channel_pattern
+from .broker import MemoryBroker, PartitionId, PartitionState, StoredRecord
 
 
 class MemoryDelivery(Delivery):
@@ -46,7 +47,7 @@ class MemorySubscription(Subscription):
         self.ephemeral = spec.ephemeral
         self.spec_channels = spec.channels
         self._channels = frozenset(spec.channels)
-        self._pattern = compile_pattern(spec.pattern)
+        self._pattern = channel_pattern(spec)
         self.start: StartPosition = spec.start
         self.assigned: list[PartitionId] = []
         self.positions: dict[PartitionId, int] = {}

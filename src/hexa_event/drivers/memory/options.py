@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from ..kit.options import check_count
-from ..kit.query import check_keywords, parse_query
+from ..kit.options import DriverOptions, ParsedUrl, check_count
 
 
 @dataclass(frozen=True, slots=True)
-class MemoryOptions:
+class MemoryOptions(DriverOptions):
     """``partitions``: how many partitions each channel has (a key's partition keeps its
     order), 1 to 10000. ``name``: the shared broker's name (the URL's host and path);
     empty for a broker private to one connection."""
+
+    engine = "memory"
+    query_exclude = ("name",)
 
     partitions: int = 4
     name: str = ""
@@ -23,10 +24,5 @@ class MemoryOptions:
         check_count("MemoryOptions", "partitions", self.partitions, maximum=10_000)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> MemoryOptions:
-        """The options of ``url``; keyword options win over the URL's query."""
-        parts = urlsplit(url)
-        check_keywords(cls, options, engine="memory")
-        typed, _ = parse_query(cls, parts.query, engine="memory", exclude=("name",))
-        name = (parts.netloc + parts.path).strip("/")
-        return cls(**{"name": name, **typed, **options})
+    def from_parts(cls, fields: dict[str, Any], url: ParsedUrl) -> None:
+        fields.setdefault("name", (url.parts.netloc + url.parts.path).strip("/"))

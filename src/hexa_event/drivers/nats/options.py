@@ -16,9 +16,7 @@ from typing import Any, Literal
 
 from ...errors import ConfigurationError
 from ...numbers import check_number
-from ...redaction import redact, redacted_repr
-from ..kit.options import check_choice, check_count, check_mapping, check_name
-from ..kit.query import check_keywords, parse_query, split_url
+from ..kit import options as kit
 
 MAX_PARTITIONS = 1024
 """Upper bound of ``NatsOptions.partitions`` (each partition is a consumer per action)."""
@@ -61,7 +59,7 @@ def _token(owner: str, name: str, value: object, *, dots: bool) -> None:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class NatsOptions:
+class NatsOptions(kit.DriverOptions):
     """How the driver talks to NATS and lays out its stream.
 
     Layout: one stream (``stream``, default ``HEXA``) holds the subjects
@@ -90,7 +88,17 @@ class NatsOptions:
     Credentials: ``user``/``password``, ``token``, ``creds_file`` (a ``.creds`` file) or
     ``nkeys_seed`` (a seed file); TLS: ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file``,
     ``tls_hostname`` (or a ``tls://`` URL). ``client_options`` go to ``nats.connect``.
+
+    URL: ``nats://[user:password@|token@]host:port[,host:port][?option=value...]``
+    (``tls://`` asks for TLS); a lone user part is a ``token``; query options are this
+    class's scalar fields (``stream=ORDERS``, ``storage=memory``...).
     """
+
+    engine = "NATS"
+    example = "nats://127.0.0.1:4222"
+    client_hint = "Pass nats.connect settings in client_options={...}"
+    masked_fields = ("password", "token", "nkeys_seed", "creds_file")
+    url_fields = ("servers",)
 
     servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
     name: str = "hexa-event"
@@ -138,11 +146,11 @@ class NatsOptions:
             )
         _token(owner, "stream", self.stream, dots=False)
         _token(owner, "subject_prefix", self.subject_prefix, dots=True)
-        check_count(owner, "partitions", self.partitions, minimum=0, maximum=MAX_PARTITIONS)
-        check_choice(owner, "storage", self.storage, ("file", "memory"))
-        check_count(owner, "replicas", self.replicas, maximum=5)
+        kit.check_count(owner, "partitions", self.partitions, minimum=0, maximum=MAX_PARTITIONS)
+        kit.check_choice(owner, "storage", self.storage, ("file", "memory"))
+        kit.check_count(owner, "replicas", self.replicas, maximum=5)
         check_number(f"{owner}.max_age", self.max_age)
-        check_count(owner, "max_bytes", self.max_bytes, unlimited=-1)
+        kit.check_count(owner, "max_bytes", self.max_bytes, unlimited=-1)
         check_number(f"{owner}.duplicate_window", self.duplicate_window, above=True)
         check_number(f"{owner}.consumer_inactive_threshold", self.consumer_inactive_threshold)
         if self.duplicate_window < 0.1:
@@ -154,18 +162,11 @@ class NatsOptions:
             )
         for name in ("publish_timeout", "connect_timeout", "reconnect_wait", "request_timeout"):
             check_number(f"{owner}.{name}", getattr(self, name), above=True)
-        check_count(owner, "max_in_flight", self.max_in_flight)
+        kit.check_count(owner, "max_in_flight", self.max_in_flight)
         if self.token is not None and self.user is not None:
             raise ConfigurationError(f"{owner}: pass either token or user/password, not both")
-        check_mapping(owner, "stream_config", self.stream_config, _OWNED_STREAM)
-        check_mapping(owner, "client_options", self.client_options, _OWNED_CLIENT)
-
-    def __repr__(self) -> str:
-        return redacted_repr(
-            self, secret=("password", "token", "nkeys_seed", "creds_file"), urls=("servers",)
-        )
-
-    __str__ = __repr__
+        kit.check_mapping(owner, "stream_config", self.stream_config, _OWNED_STREAM)
+        kit.check_mapping(owner, "client_options", self.client_options, _OWNED_CLIENT)
 
     @property
     def delayed_prefix(self) -> str:
@@ -173,33 +174,18 @@ class NatsOptions:
         return f"{self.subject_prefix}_delayed"
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> NatsOptions:
-        """``nats://[user:password@|token@]host:port[,host:port][?option=value...]``.
-
-        ``tls://`` asks for TLS. User info becomes ``user``/``password`` (a lone user part
-        is a ``token``); query parameters are this class's scalar fields (``stream=ORDERS``,
-        ``storage=memory``...); keyword options override both.
-        """
-        parts, user, password, netloc = split_url(url, example="nats://127.0.0.1:4222")
-        scheme = parts.scheme.lower()
-        if password is not None:
-            options.setdefault("user", user)
-            options.setdefault("password", password)
-        elif user is not None:
-            options.setdefault("token", user)
-        client_scheme = "tls" if scheme in ("tls", "nats+tls") else "nats"
-        servers = tuple(f"{client_scheme}://{hostport}" for hostport in netloc.split(","))
-        typed, _ = parse_query(cls, parts.query, engine="NATS")
-        check_keywords(
-            cls, options, engine="NATS", hint="Pass nats.connect settings in client_options={...}"
-        )
-        options = {**typed, **options}
-        options.setdefault("servers", servers)
-        return cls(**options)
+    def from_parts(cls, fields: dict[str, Any], url: kit.ParsedUrl) -> None:
+        if url.password is not None:
+            fields.setdefault("user", url.user)
+            fields.setdefault("password", url.password)
+        elif url.user is not None:
+            fields.setdefault("token", url.user)
+        scheme = "tls" if url.parts.scheme.lower() in ("tls", "nats+tls") else "nats"
+        fields.setdefault("servers", tuple(f"{scheme}://{h}" for h in url.hosts.split(",")))
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class NatsSubscriptionOptions:
+class NatsSubscriptionOptions(kit.Redacted):
     """Per-subscription settings of the durable pull consumer.
 
     ``durable``: the consumer name (by default the subscription's action, escaped; see
@@ -247,20 +233,20 @@ class NatsSubscriptionOptions:
                     f"({self.ack_wait}s), so a dead member's records come back before the "
                     "standby takes over; lower ack_wait (in-progress keeps long handlers)"
                 )
-        check_name(owner, "durable", self.durable, optional=True)
+        kit.check_name(owner, "durable", self.durable, optional=True)
         check_number(f"{owner}.ack_wait", self.ack_wait, above=True)
         if self.ack_wait < 1:
             raise ConfigurationError(f"{owner}.ack_wait must be >= 1 second")
-        check_count(owner, "max_deliver", self.max_deliver, unlimited=-1)
-        check_count(owner, "max_ack_pending", self.max_ack_pending, unlimited=-1)
+        kit.check_count(owner, "max_deliver", self.max_deliver, unlimited=-1)
+        kit.check_count(owner, "max_ack_pending", self.max_ack_pending, unlimited=-1)
         if self.batch is not None:
-            check_count(owner, "batch", self.batch)
+            kit.check_count(owner, "batch", self.batch)
         check_number(f"{owner}.heartbeat", self.heartbeat, above=True)
         if self.heartbeat < 0.5 or self.heartbeat * 2 >= self.ack_wait:
             raise ConfigurationError(
                 f"{owner}.heartbeat must be >= 0.5 s and under half of ack_wait"
             )
-        check_mapping(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
+        kit.check_mapping(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
 
     @property
     def pull_expires(self) -> float:
@@ -281,12 +267,3 @@ class NatsSubscriptionOptions:
     def takeover_after(self) -> float:
         """Seconds without pulls after which the server unpins a failover member."""
         return self.failover_timeout if self.failover_timeout is not None else self.ack_wait + 5
-
-    def __repr__(self) -> str:
-        return (
-            f"NatsSubscriptionOptions(durable={self.durable!r}, ack_wait={self.ack_wait}, "
-            f"max_deliver={self.max_deliver}, max_ack_pending={self.max_ack_pending}, "
-            f"batch={self.batch}, heartbeat={self.heartbeat}, failover={self.failover}, "
-            f"failover_timeout={self.failover_timeout}, "
-            f"consumer_config={redact(self.consumer_config)!r})"
-        )

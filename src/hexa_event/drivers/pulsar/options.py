@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from ...errors import ConfigurationError
 from ...numbers import check_number
-from ...redaction import redact, redact_url, redacted_repr
-from ..kit.options import check_choice, check_count, check_mapping, check_name
-from ..kit.query import check_keywords, coerce, parse_query, split_url
+from ...redaction import redact_url
+from ..kit import options as kit
+from ..kit.query import coerce
 
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
 """pulsar-client's own (C++) log lines with ``client_log="logging"``."""
@@ -81,7 +81,7 @@ class SubscriptionType(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class PulsarOptions:
+class PulsarOptions(kit.DriverOptions):
     """How the driver talks to Pulsar.
 
     ``service_url``: ``pulsar://host:6650`` (``pulsar+ssl://`` for TLS). ``admin_url``: the
@@ -100,7 +100,19 @@ class PulsarOptions:
     errors, written by the client itself) or ``"logging"`` (every line, to the logger
     ``hexa_event.drivers.pulsar.client``; pulsar-client then aborts the process at exit about
     one run in ten, its open issue apache/pulsar-client-python#256).
+
+    URL: ``pulsar://[token@]host:6650[?admin_url=...&tenant=...&namespace=...&...]``
+    (``pulsar+ssl://`` for TLS): the whole user info is the auth token; query options are
+    this class's fields or the ``pulsar.Client`` keywords of :data:`CLIENT_QUERY` (to
+    ``client_config``); the admin URL defaults to port 8080 of the first host.
     """
+
+    engine = "Pulsar"
+    example = "pulsar://127.0.0.1:6650"
+    client_hint = "Pass pulsar-client settings in client_config={...}"
+    passthrough_hint = f"pulsar.Client settings: {', '.join(sorted(CLIENT_QUERY))}"
+    masked_fields = ("token", "authentication")
+    url_fields = ("service_url", "admin_url")
 
     service_url: str = "pulsar://127.0.0.1:6650"
     admin_url: str = "http://127.0.0.1:8080"
@@ -128,7 +140,7 @@ class PulsarOptions:
 
     def __post_init__(self) -> None:
         owner = "PulsarOptions"
-        check_choice(owner, "client_log", self.client_log, ("stderr", "logging"))
+        kit.check_choice(owner, "client_log", self.client_log, ("stderr", "logging"))
         if not isinstance(self.service_url, str) or "://" not in self.service_url:
             raise ConfigurationError(
                 f"{owner}.service_url must be a URL such as 'pulsar://127.0.0.1:6650'"
@@ -141,13 +153,13 @@ class PulsarOptions:
             value = getattr(self, name)
             if not isinstance(value, str) or not value or "/" in value:
                 raise ConfigurationError(f"{owner}.{name} must be a non-empty name without '/'")
-        check_count(owner, "partitions", self.partitions)
-        check_choice(owner, "body", self.body, ("native", "go"))
+        kit.check_count(owner, "partitions", self.partitions)
+        kit.check_choice(owner, "body", self.body, ("native", "go"))
         check_number(f"{owner}.send_timeout", self.send_timeout)
         check_number(f"{owner}.operation_timeout", self.operation_timeout, minimum=1)
         check_number(f"{owner}.connection_timeout", self.connection_timeout, minimum=1)
-        check_count(owner, "max_in_flight", self.max_in_flight)
-        check_count(owner, "batching_delay_ms", self.batching_delay_ms, minimum=0)
+        kit.check_count(owner, "max_in_flight", self.max_in_flight)
+        kit.check_count(owner, "batching_delay_ms", self.batching_delay_ms, minimum=0)
         if self.token is not None and self.authentication is not None:
             raise ConfigurationError(f"{owner}: pass token= or authentication=, not both")
         for name, forbidden in (
@@ -155,14 +167,7 @@ class PulsarOptions:
             ("producer_config", _FORBIDDEN_PRODUCER),
             ("consumer_config", _FORBIDDEN_CONSUMER),
         ):
-            check_mapping(owner, name, getattr(self, name), forbidden, what=_KEYWORDS)
-
-    def __repr__(self) -> str:
-        return redacted_repr(
-            self, secret=("token", "authentication"), urls=("service_url", "admin_url")
-        )
-
-    __str__ = __repr__
+            kit.check_mapping(owner, name, getattr(self, name), forbidden, what=_KEYWORDS)
 
     def topic(self, channel: str) -> str:
         """The full topic name of ``channel``."""
@@ -206,40 +211,25 @@ class PulsarOptions:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> PulsarOptions:
-        """``pulsar://[token@]host:6650[?admin_url=...&tenant=...&namespace=...&...]``.
+    def passes_through(cls, key: str) -> bool:
+        return key in CLIENT_QUERY
 
-        Query parameters named like this class's fields set them (typed); the ``pulsar.Client``
-        keywords of :data:`CLIENT_QUERY` go to ``client_config``; anything else is refused,
-        naming the known options. A user part of the URL is taken as the auth token. Keyword options
-        are this class's fields and win over the URL.
-        """
-        parts, user, password, netloc = split_url(url, example="pulsar://127.0.0.1:6650")
-        if user is not None:  # the whole user info is the token
-            options.setdefault("token", user if password is None else f"{user}:{password}")
-        check_keywords(
-            cls, options, engine="Pulsar", hint="Pass pulsar-client settings in client_config={...}"
-        )
-        client_config = dict(options.pop("client_config", {}) or {})
-        typed, passed = parse_query(
-            cls,
-            parts.query,
-            engine="Pulsar",
-            passthrough=CLIENT_QUERY.__contains__,
-            hint=f"pulsar.Client settings: {', '.join(sorted(CLIENT_QUERY))}",
-        )
-        for key, raw in passed:
+    @classmethod
+    def from_parts(cls, fields: dict[str, Any], url: kit.ParsedUrl) -> None:
+        if url.user is not None:  # the whole user info is the token
+            token = url.user if url.password is None else f"{url.user}:{url.password}"
+            fields.setdefault("token", token)
+        client_config = fields["client_config"] = dict(fields.get("client_config") or {})
+        for key, raw in url.passed:
             client_config.setdefault(key, coerce("Pulsar", key, raw, CLIENT_QUERY[key]))
-        if parts.hostname is not None and "admin_url" not in typed:
-            typed["admin_url"] = f"http://{parts.hostname}:8080"
-        typed.update(options)
-        scheme = "pulsar+ssl" if parts.scheme == "pulsar+ssl" else "pulsar"
-        typed.setdefault("service_url", f"{scheme}://{netloc}")
-        return cls(client_config=client_config, **typed)
+        if url.parts.hostname is not None:
+            fields.setdefault("admin_url", f"http://{url.parts.hostname}:8080")
+        scheme = "pulsar+ssl" if url.parts.scheme == "pulsar+ssl" else "pulsar"
+        fields.setdefault("service_url", f"{scheme}://{url.hosts}")
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class PulsarSubscriptionOptions:
+class PulsarSubscriptionOptions(kit.Redacted):
     """Per-subscription Pulsar settings.
 
     ``type``: the subscription type (Key_Shared by default: per-key order with the work
@@ -262,26 +252,18 @@ class PulsarSubscriptionOptions:
 
     def __post_init__(self) -> None:
         owner = "PulsarSubscriptionOptions"
-        check_count(owner, "pattern_discovery", self.pattern_discovery)
+        kit.check_count(owner, "pattern_discovery", self.pattern_discovery)
         if not isinstance(self.type, SubscriptionType):
             raise ConfigurationError(
                 f"{owner}.type must be a SubscriptionType (KEY_SHARED, SHARED, FAILOVER, "
                 f"EXCLUSIVE), got {self.type!r}"
             )
-        check_name(owner, "name", self.name, optional=True)
-        check_count(owner, "receiver_queue_size", self.receiver_queue_size)
+        kit.check_name(owner, "name", self.name, optional=True)
+        kit.check_count(owner, "receiver_queue_size", self.receiver_queue_size)
         check_number(f"{owner}.nack_delay", self.nack_delay, minimum=0.1)
         check_number(f"{owner}.ack_timeout", self.ack_timeout)
         if 0 < self.ack_timeout < 10:
             raise ConfigurationError(f"{owner}.ack_timeout must be 0 (off) or >= 10 seconds")
-        check_mapping(
+        kit.check_mapping(
             owner, "consumer_config", self.consumer_config, _FORBIDDEN_CONSUMER, what=_KEYWORDS
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"PulsarSubscriptionOptions(type={self.type.name}, name={self.name!r}, "
-            f"receiver_queue_size={self.receiver_queue_size}, nack_delay={self.nack_delay}, "
-            f"ack_timeout={self.ack_timeout}, pattern_discovery={self.pattern_discovery}, "
-            f"consumer_config={redact(self.consumer_config)!r})"
         )

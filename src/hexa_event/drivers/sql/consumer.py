@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import time
 import uuid
 from collections import deque
@@ -44,6 +43,7 @@ from ...driver import (
 )
 from ...errors import ConfigurationError
 from ..kit.buffer import DeliveryBuffer
+from ..kit.driver import channel_pattern
 from .lag import read_lag
 from .log import SqlLog
 from .membership import Membership
@@ -74,12 +74,7 @@ class SqlSubscription(Subscription):
         self._on_closed = on_closed
         self.member_id = uuid.uuid4().hex
         self._partition_count = partitions
-        try:
-            self._pattern = re.compile(spec.pattern) if spec.pattern else None
-        except re.error as exc:
-            raise ConfigurationError(
-                f"subscription pattern {spec.pattern!r} is not a valid regular expression: {exc}"
-            ) from exc
+        self._pattern = channel_pattern(spec)
         self._membership = Membership(
             log,
             spec,

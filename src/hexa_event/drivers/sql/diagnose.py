@@ -17,15 +17,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from ..._sql.urls import redact
 from ...driver import Finding
 from .options import SqlOptions
-from .schema import async_url, metadata
+from .schema import async_url, metadata, sqlite_file
 
 
 async def diagnose(options: SqlOptions, dialect: str, channels: Sequence[str]) -> list[Finding]:
     """Findings on the database, the tables and ``channels``."""
-    url = async_url(options.url)
-    path = (url.database or "") if dialect == "sqlite" else ""
-    a_file = path and path != ":memory:" and not path.startswith("file:")
-    if a_file and not await asyncio.to_thread(os.path.exists, path):
+    path = sqlite_file(options.url)
+    if path is not None and not await asyncio.to_thread(os.path.exists, path):
         return [
             Finding(
                 "database file",
@@ -35,7 +33,7 @@ async def diagnose(options: SqlOptions, dialect: str, channels: Sequence[str]) -
                 "sqlite:////absolute.db)",
             )
         ]
-    engine = create_async_engine(url)
+    engine = create_async_engine(async_url(options.url))
     try:
         return await _inspect(engine, options, dialect, channels)
     except Exception as exc:

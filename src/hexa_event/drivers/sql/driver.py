@@ -37,7 +37,7 @@ import asyncio
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -52,10 +52,10 @@ from ...errors import ConfigurationError, DriverError
 from ..kit.driver import KitDriver
 from .consumer import SqlSubscription
 from .diagnose import diagnose
-from .log import LogState, SqlLog
+from .log import SqlLog
 from .options import SqlOptions
 from .producer import Producer, check
-from .schema import async_url
+from .schema import async_url, sqlite_file
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class SqlDriver(KitDriver):
         """The async engine (created on first use unless given)."""
         return self.log.engine
 
-    async def ready(self) -> LogState:
+    async def ready(self) -> int:
         """Connect and (unless ``create_tables=False``) create the tables, once."""
         return await self.log.ready()
 
@@ -117,11 +117,10 @@ class SqlDriver(KitDriver):
         """SQLite: the file (or, when it does not exist yet, its directory) is writable by
         this process, as the first publish needs; PostgreSQL: the server accepts a session.
         Nothing is created."""
-        url = async_url(self.options.url)
         if self.dialect == "sqlite":
-            path = url.database or ""
-            if not path or path == ":memory:" or path.startswith("file:"):
-                return "in-memory SQLite database"
+            path = sqlite_file(self.options.url)
+            if path is None:
+                return "SQLite database named by a URI filename"
             return await asyncio.to_thread(_check_sqlite_file, path)
         try:
             async with asyncio.timeout(within), self.engine.connect() as conn:
@@ -151,29 +150,27 @@ class SqlDriver(KitDriver):
         check(records)
 
     async def send(self, records: Sequence[RawRecord]) -> None:
-        """Append ``records`` in one transaction (with the rows of their channels not
-        recorded yet); return after it committed."""
+        """Append ``records`` in one transaction (their channels are recorded: the kit's
+        provisioning, :meth:`create_channels`); return after it committed."""
         await self._producer.publish(records)
 
-    async def provision(self, channels: Sequence[str]) -> None:
+    async def create_channels(self, channels: Sequence[str]) -> Mapping[str, int]:
         """Record the channels (pattern subscriptions see them); the log needs nothing else."""
-        self.check_open()
-        if not channels:
-            return
-        await self.ready()
+        partitions = await self.ready()
         try:
             async with self.log.writing() as conn:
                 await self.log.insert_channels(conn, set(channels))
         except Exception as exc:
             raise self.error("provision", exc) from exc
         self.log.committed(set(channels))
+        return dict.fromkeys(channels, partitions)
 
     async def subscribe(self, spec: SubscriptionSpec) -> SqlSubscription:
         self.check_open()
         if not spec.channels and not spec.pattern:
             raise ConfigurationError("subscribe needs channels or a pattern")
-        state = await self.ready()
-        sub = SqlSubscription(self.log, spec, state.partitions, self.subscriptions.discard)
+        partitions = await self.ready()
+        sub = SqlSubscription(self.log, spec, partitions, self.subscriptions.discard)
         self.subscriptions.add(sub)
         self.log.watch(sub.notify)
         try:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, select
@@ -20,25 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..._sql.clock import now_ms
 from ..._sql.dialects import upsert
-from ..._sql.engine import begin_write, log_engine
+from ..._sql.engine import begin_write
 from ..._sql.problems import driver_error
 from ..._sql.urls import redact
 from ...errors import ClosedError, DriverError
 from .options import NOTIFY_TABLE, SqlOptions
-from .schema import async_url, build_metadata, migrate_async, tables_of
+from .schema import build_metadata, make_engine, migrate_async, tables_of
 
 Watcher = Callable[[set[str] | None], None]
 """Told which channels got committed rows (None: unknown, look at every channel)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LogState:
-    """What :meth:`SqlLog.ready` established: the dialect, partitions and tables (by
-    their unprefixed names, ``"hexa_log"``...)."""
-
-    dialect: str
-    partitions: int
-    tables: dict[str, Table]
 
 
 class SqlLog:
@@ -54,7 +43,7 @@ class SqlLog:
         drivers on other table sets in the same database never wake these consumers."""
         self._tables = tables_of(build_metadata(dialect, self.names), self.names)
         self._engine = engine
-        self._state: LogState | None = None
+        self._partitions = 0
         self._ready_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._watchers: set[Watcher] = set()
@@ -63,13 +52,7 @@ class SqlLog:
     @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
-            self._engine = log_engine(
-                async_url(self.options.url),
-                pool_size=self.options.pool_size,
-                busy_timeout=self.options.busy_timeout,
-                synchronous=self.options.sqlite_synchronous,
-                options=dict(self.options.engine_options),
-            )
+            self._engine = make_engine(self.options)
         return self._engine
 
     @property
@@ -77,14 +60,14 @@ class SqlLog:
         """Whether an engine exists (made here or given)."""
         return self._engine is not None
 
-    async def ready(self) -> LogState:
-        """Connect and (unless ``create_tables=False``) create the tables, once."""
-        state = self._state
-        if state is not None:
-            return state
+    async def ready(self) -> int:
+        """Connect and (unless ``create_tables=False``) create the tables, once; the
+        partition count stored with them."""
+        if self._partitions:
+            return self._partitions
         async with self._ready_lock:
-            if self._state is not None:
-                return self._state
+            if self._partitions:
+                return self._partitions
             if self.closed:
                 raise ClosedError("this SQL driver was closed; connect() again")
             try:
@@ -98,8 +81,8 @@ class SqlLog:
                 raise
             except Exception as exc:
                 raise self.error("preparing the tables", exc) from exc
-            self._state = LogState(self.dialect, partitions, self._tables)
-            return self._state
+            self._partitions = partitions
+            return partitions
 
     async def _stored_partitions(self) -> int:
         meta = self._tables["hexa_meta"]
@@ -124,9 +107,14 @@ class SqlLog:
         """Table ``name`` as raw SQL: schema-qualified and quoted by the dialect."""
         return str(self.engine.dialect.identifier_preparer.format_table(self._tables[name]))
 
-    def upsert(self, table: Table) -> Any:
-        """The dialect's INSERT (with ``on_conflict_do_*``)."""
-        return upsert(table, self.dialect)
+    def upsert(self, table: Table, keys: Sequence[str] = (), update: Sequence[str] = ()) -> Any:
+        """The dialect's INSERT into ``table`` that leaves a row whose primary key exists as it
+        is, or (given its ``keys``) sets the ``update`` columns of that row."""
+        stmt = upsert(table, self.dialect)
+        if not update:
+            return stmt.on_conflict_do_nothing()
+        changed = {column: stmt.excluded[column] for column in update}
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_=changed)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
@@ -154,7 +142,7 @@ class SqlLog:
         table = self.table("hexa_channels")
         now = now_ms()
         await conn.execute(
-            self.upsert(table).on_conflict_do_nothing(),
+            self.upsert(table),
             [{"channel": c, "created_ms": now} for c in sorted(channels)],
         )
 

@@ -99,13 +99,9 @@ class Membership:
         new = [c for c in channels if c not in self._initialized]
         async with driver.writing() as conn:
             if channels:
-                upsert = driver.upsert(members)
-                upsert = upsert.on_conflict_do_update(
-                    index_elements=["group_name", "channel", "member_id"],
-                    set_={"expires_ms": upsert.excluded.expires_ms},
-                )
+                keys = ("group_name", "channel", "member_id")
                 await conn.execute(
-                    upsert,
+                    driver.upsert(members, keys, update=("expires_ms",)),
                     [
                         {
                             "group_name": self.group,
@@ -129,7 +125,7 @@ class Membership:
                     ).one()
                     start = (int(row[0]), int(row[1]))
                 await conn.execute(
-                    driver.upsert(positions).on_conflict_do_nothing(),
+                    driver.upsert(positions),
                     [
                         {
                             "group_name": self.group,

@@ -8,14 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
-from urllib.parse import urlencode
 
-from ..._sql.names import TableNames, check_channel, check_dialect, merge, split_url, table_names
+from ..._sql.names import TableNames, check_channel, check_dialect, table_names
 from ..._sql.urls import DATABASE_PARAMETERS, parse, redact
 from ...errors import ConfigurationError
 from ...numbers import check_number
-from ..kit.options import check_choice, check_count
-from ..kit.query import parse_query
+from ..kit.options import DriverOptions, check_choice, check_count
+from ..kit.query import take_query
 
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -49,7 +48,7 @@ NOTIFY_TABLE = "hexa_log"
 
 
 @dataclass(frozen=True, slots=True)
-class SqlOptions:
+class SqlOptions(DriverOptions):
     """How the SQL driver connects and paces itself. Every field has a working default.
 
     The log is split into ``partitions`` virtual partitions per channel (a key's partition
@@ -57,6 +56,9 @@ class SqlOptions:
     bounds how many processes of one group share a channel's work. It is stored in the
     database on creation; later processes use the stored value.
     """
+
+    engine = "SQL driver"
+    url_field = "url"
 
     url: str
     """SQLAlchemy-style URL: ``sqlite:///path.db`` or ``postgresql://user@host/db``."""
@@ -100,17 +102,9 @@ class SqlOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or "://" not in self.url:
             raise ConfigurationError("SqlOptions.url must be a URL such as sqlite:///app.db")
-        # ?schema= and ?table_prefix= are ours: taken out of the URL the engine sees.
-        url, schema, prefix = split_url(self.url)
-        object.__setattr__(self, "url", self._take_query_options(url))
-        object.__setattr__(
-            self, "schema", merge(self.schema, schema, name="schema", owner="SqlOptions") or None
-        )
-        object.__setattr__(
-            self,
-            "table_prefix",
-            merge(self.table_prefix, prefix, name="table_prefix", owner="SqlOptions") or "",
-        )
+        object.__setattr__(self, "url", self._take_query_options(self.url))
+        object.__setattr__(self, "schema", self.schema or None)
+        object.__setattr__(self, "table_prefix", self.table_prefix or "")
         parsed = parse(self.url)  # a bad host, port or bracket is named now, not at first use
         names = table_names(
             self.schema, self.table_prefix, owner="SqlOptions", derived=DERIVED_NAMES
@@ -147,49 +141,31 @@ class SqlOptions:
     def _take_query_options(self, url: str) -> str:
         """``url`` without the query options that are fields of ours (``?lease_ttl=30``),
         which set those fields; the others must be the database driver's parameters."""
-        base, sep, rest = url.partition("?")
-        if not sep:
-            return url
-        query, hash_, fragment = rest.partition("#")
-        backend = base.split(":", 1)[0].split("+", 1)[0].lower()
+        backend = url.split(":", 1)[0].split("+", 1)[0].lower()
         allowed = DATABASE_PARAMETERS.get("postgresql" if backend == "postgres" else backend)
-        typed, kept = parse_query(
+        typed, url = take_query(
             SqlOptions,
-            query,
+            url,
             engine="SQL",
             exclude=("url",),
             passthrough=(lambda _: True) if allowed is None else allowed.__contains__,
             hint=f"Database driver parameters pass through: {', '.join(sorted(allowed or ()))}",
         )
-        if not typed:
-            return url  # byte for byte (the database driver reads its parameters itself)
         for f in fields(self):
             if f.name in typed:
                 given = getattr(self, f.name)
-                if given != f.default and given != typed[f.name]:
+                if given not in (f.default, None, "") and given != typed[f.name]:
                     raise ConfigurationError(
                         f"SqlOptions: {f.name} is {given!r} but the URL says "
                         f"{f.name}={typed[f.name]!r}; give it once"
                     )
                 object.__setattr__(self, f.name, typed[f.name])
-        rest = urlencode(kept)
-        return base + (f"?{rest}" if rest else "") + hash_ + fragment
+        return url
 
     @property
     def names(self) -> TableNames:
         """Where the tables live (schema and prefix), checked."""
         return TableNames(self.schema, self.table_prefix)
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> SqlOptions:
-        """The options of ``url`` (its query) and the keyword ``options``."""
-        known = {f.name for f in fields(cls)} - {"url"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown SQL driver option(s) {unknown}; known: {sorted(known)}"
-            )
-        return cls(url=url, **options)
 
     def __repr__(self) -> str:
         shown = ", ".join(

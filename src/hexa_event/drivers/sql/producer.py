@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import Table, text
+from sqlalchemy import text
 
 from ...driver import RawRecord, refuse
 from ...errors import ClosedError, InvalidEventError, NotStoredError
@@ -114,14 +114,12 @@ class Producer:
         self._log = log
         self._queue: deque[_Request] = deque()
         self._writer: asyncio.Task[None] | None = None
-        self._known_channels: set[str] = set()
         self._closed = False
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         if self._closed:
             raise ClosedError("this SQL driver was closed; connect() again")
-        state = await self._log.ready()
-        rows = to_rows(records, state.partitions)
+        rows = to_rows(records, await self._log.ready())
         channels = {r.channel for r in records}
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(rows, channels, future))
@@ -158,29 +156,25 @@ class Producer:
             self._log.committed(channels)
 
     async def _write(self, batch: list[_Request]) -> set[str]:
-        state = await self._log.ready()
-        log: Table = state.tables["hexa_log"]
+        await self._log.ready()
         rows = [row for request in batch for row in request.rows]
         channels = set().union(*(request.channels for request in batch))
-        new_channels = channels - self._known_channels
         async with self._log.writing() as conn:
-            if new_channels:
-                await self._log.insert_channels(conn, new_channels)
             statement = insert_sql(conn.dialect.paramstyle, self._log.sql_name("hexa_log"))
             if statement is not None:
                 # The DBAPI's executemany directly: no per-row parameter processing.
                 await conn.exec_driver_sql(statement, rows)
             else:
                 await conn.execute(
-                    log.insert(), [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
+                    self._log.table("hexa_log").insert(),
+                    [dict(zip(_COLUMNS, r, strict=True)) for r in rows],
                 )
-            if state.dialect == "postgresql" and self._log.options.notify:
+            if self._log.dialect == "postgresql" and self._log.options.notify:
                 names = "\n".join(sorted(channels))
                 payload = names if len(names.encode()) < 7000 else ""
                 await conn.execute(
                     text("SELECT pg_notify(:c, :p)"), {"c": self._log.channel, "p": payload}
                 )
-        self._known_channels |= new_channels
         return channels
 
     async def close(self) -> None:

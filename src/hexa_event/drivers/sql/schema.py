@@ -83,6 +83,15 @@ def tables_of(md: MetaData, names: TableNames) -> dict[str, Table]:
     return {table.name[len(names.prefix) :]: table for table in md.tables.values()}
 
 
+def _group_partition() -> tuple[Column[str], Column[str], Column[int]]:
+    """The key columns of a group's rows per partition: group, channel, partition."""
+    return (
+        Column("group_name", String(255), nullable=False),
+        Column("channel", String(255), nullable=False),
+        Column("part", SmallInteger, nullable=False),
+    )
+
+
 def build_metadata(dialect: str, names: TableNames) -> MetaData:
     """:func:`metadata` for already checked ``names``."""
     pg = dialect == "postgresql"
@@ -116,9 +125,7 @@ def build_metadata(dialect: str, names: TableNames) -> MetaData:
     Table(
         n("hexa_positions"),
         md,
-        Column("group_name", String(255), nullable=False),
-        Column("channel", String(255), nullable=False),
-        Column("part", SmallInteger, nullable=False),
+        *_group_partition(),
         Column("pos_tx", BigInteger, nullable=False),
         Column("pos_id", BigInteger, nullable=False),
         Column("owner", String(64), nullable=True),
@@ -150,9 +157,7 @@ def build_metadata(dialect: str, names: TableNames) -> MetaData:
     Table(
         n("hexa_acked"),
         md,
-        Column("group_name", String(255), nullable=False),
-        Column("channel", String(255), nullable=False),
-        Column("part", SmallInteger, nullable=False),
+        *_group_partition(),
         Column("log_id", BigInteger, nullable=False),
         Column("txid", BigInteger, nullable=False),
         PrimaryKeyConstraint("group_name", "channel", "part", "log_id"),
@@ -196,6 +201,15 @@ def async_url(url: str | URL) -> URL:
     return parsed
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file a SQLite ``url`` names (None: not SQLite, or a ``file:`` URI filename)."""
+    parsed = async_url(url)
+    path = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or path.startswith("file:"):
+        return None
+    return path
+
+
 def make_engine(options: SqlOptions) -> AsyncEngine:
     """An async engine for ``options.url`` (see :func:`hexa_event._sql.engine.log_engine`)."""
     return log_engine(
@@ -208,6 +222,8 @@ def make_engine(options: SqlOptions) -> AsyncEngine:
 
 
 def _create(sync_conn: Connection, partitions: int, names: TableNames) -> int:
+    if sync_conn.dialect.name == "postgresql":  # one migration at a time
+        sync_conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
     md = build_metadata(sync_conn.dialect.name, names)
     create_schemas(sync_conn, md.sorted_tables)
     md.create_all(sync_conn, checkfirst=True)
@@ -228,9 +244,7 @@ async def migrate_async(
     """Create the tables (``names``: checked schema and prefix) if missing; return the
     stored partition count."""
     async with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
-        else:
+        if conn.dialect.name != "postgresql":
             await begin_write(conn)
         stored = await conn.run_sync(_create, partitions, names)
         await conn.commit()
@@ -258,8 +272,6 @@ async def migrate(
     if isinstance(target, Engine):
         names = names_for(schema, table_prefix, target.dialect.name)
         with target.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
             stored = _create(conn, partitions, names)
             conn.commit()
         return stored

@@ -98,7 +98,11 @@ class Settlements:
         try:
             async with self._log.writing() as conn:
                 if redeliveries:
-                    await self._upsert_redeliveries(conn, list(redeliveries.values()))
+                    table = self._log.table("hexa_redeliveries")
+                    stmt = self._log.upsert(
+                        table, ("group_name", "log_id"), ("visible_ms", "attempts")
+                    )
+                    await conn.execute(stmt, list(redeliveries.values()))
                 if acked:
                     r = self._log.table("hexa_redeliveries")
                     await conn.execute(
@@ -147,14 +151,6 @@ class Settlements:
         ]
         if rows:
             await conn.execute(acked.insert(), rows)
-
-    async def _upsert_redeliveries(self, conn: Any, rows: list[dict[str, Any]]) -> None:
-        stmt = self._log.upsert(self._log.table("hexa_redeliveries"))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["group_name", "log_id"],
-            set_={"visible_ms": stmt.excluded.visible_ms, "attempts": stmt.excluded.attempts},
-        )
-        await conn.execute(stmt, rows)
 
     async def _store_positions(
         self, conn: Any, parts: Sequence[tuple[Part, Pos]], *, release: bool

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from ...errors import ConfigurationError
 from ...numbers import check_number
-from ...redaction import redact_urls, redacted_repr
-from ..kit.query import check_keywords, parse_query, split_url
+from ...redaction import redact_urls
+from ..kit import options as kit
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOKEN_RE = re.compile(r"^[^\s*>.]+$")
@@ -67,7 +67,7 @@ def unique_client_id(prefix: str = "hexa") -> str:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class StanOptions:
+class StanOptions(kit.DriverOptions):
     """How the driver talks to a NATS Streaming server.
 
     ``servers``: the NATS URL(s) the streaming server listens on (``nats://host:4223``,
@@ -87,7 +87,18 @@ class StanOptions:
     ``monitor_url``: the server's HTTP monitoring address (its ``-m`` port,
     ``http://host:8222``); with it ``Subscription.lag()`` reads each group's lag from
     ``/streaming/channelsz`` (the STAN protocol cannot tell it); without it the lag is unknown.
+
+    URL: ``stan://[user:password@]host:port[,host:port][/cluster_id][?cluster_id=...]``;
+    query options are this class's fields (``cluster_id``, ``client_id``, ``ack_wait``...).
+    The servers become ``nats://host:port`` (``stan+tls://`` gives ``tls://``).
     """
+
+    engine = "STAN"
+    example = "stan://127.0.0.1:4223?cluster_id=test-cluster"
+    query_exclude = ("password", "token", "nats_options")
+    client_hint = "Pass nats-py connection settings in nats_options={...}"
+    masked_fields = ("password", "token")
+    url_fields = ("servers", "monitor_url")
 
     cluster_id: str
     servers: str = "nats://127.0.0.1:4222"
@@ -127,14 +138,10 @@ class StanOptions:
             raise ConfigurationError("StanOptions.servers is required, e.g. nats://127.0.0.1:4223")
         for name in ("connect_timeout", "ack_timeout"):
             check_number(f"StanOptions.{name} (seconds)", getattr(self, name), above=True)
-        check_number(
-            "StanOptions.max_pub_acks_inflight", self.max_pub_acks_inflight, minimum=1, integer=True
-        )
-        check_number("StanOptions.ping_interval", self.ping_interval, minimum=1, integer=True)
-        check_number("StanOptions.ping_max_out", self.ping_max_out, minimum=1, integer=True)
-        check_number("StanOptions.ack_wait", self.ack_wait, minimum=1, integer=True)
+        for name in ("max_pub_acks_inflight", "ping_interval", "ping_max_out", "ack_wait"):
+            kit.check_count("StanOptions", name, getattr(self, name))
         if self.max_inflight is not None:
-            check_number("StanOptions.max_inflight", self.max_inflight, minimum=1, integer=True)
+            kit.check_count("StanOptions", "max_inflight", self.max_inflight)
         if self.monitor_url is not None and (
             not isinstance(self.monitor_url, str)
             or not self.monitor_url.startswith(("http://", "https://"))
@@ -143,11 +150,7 @@ class StanOptions:
                 f"StanOptions.monitor_url must be the server's http(s):// monitoring address "
                 f"(its -m port, e.g. http://127.0.0.1:8222), got {self.monitor_url!r}"
             )
-        if not isinstance(self.nats_options, Mapping):
-            raise ConfigurationError("StanOptions.nats_options must be a mapping")
-        for key, why in _OWNED_NATS_KEYS.items():
-            if key in self.nats_options:
-                raise ConfigurationError(f"StanOptions.nats_options: do not set {key!r}: {why}")
+        kit.check_mapping("StanOptions", "nats_options", self.nats_options, _OWNED_NATS_KEYS)
 
     @property
     def server_list(self) -> list[str]:
@@ -176,53 +179,27 @@ class StanOptions:
         kwargs.update(self.nats_options)
         return kwargs
 
-    def __repr__(self) -> str:
-        return redacted_repr(self, secret=("password", "token"), urls=("servers", "monitor_url"))
-
-    __str__ = __repr__
-
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> StanOptions:
-        """``stan://[user:password@]host:port[,host:port][/cluster_id][?cluster_id=...]``.
-
-        Query parameters are this class's fields (``cluster_id``, ``client_id``,
-        ``ack_wait``...); keyword options override them. The servers become
-        ``nats://host:port`` (``stan+tls://`` gives ``tls://``).
-        """
-        parts, user, password, netloc = split_url(
-            url, example="stan://127.0.0.1:4223?cluster_id=test-cluster"
+    def from_parts(cls, fields: dict[str, Any], url: kit.ParsedUrl) -> None:
+        if url.user is not None:
+            fields.setdefault("user", url.user)
+        if url.password is not None:
+            fields.setdefault("password", url.password)
+        scheme = "tls" if url.parts.scheme.lower().endswith("+tls") else "nats"
+        fields.setdefault(
+            "servers", ",".join(f"{scheme}://{h.strip()}" for h in url.hosts.split(","))
         )
-        if user is not None:
-            options.setdefault("user", user)
-        if password is not None:
-            options.setdefault("password", password)
-        nats_scheme = "tls" if parts.scheme.lower().endswith("+tls") else "nats"
-        options.setdefault(
-            "servers", ",".join(f"{nats_scheme}://{h.strip()}" for h in netloc.split(","))
-        )
-        path_cluster = parts.path.strip("/")
-        if path_cluster:
-            options.setdefault("cluster_id", path_cluster)
-        typed, _ = parse_query(
-            cls, parts.query, engine="STAN", exclude=("password", "token", "nats_options")
-        )
-        check_keywords(
-            cls,
-            options,
-            engine="STAN",
-            hint="Pass nats-py connection settings in nats_options={...}",
-        )
-        options = {**typed, **options}
-        if "cluster_id" not in options:
+        if url.parts.path.strip("/"):
+            fields.setdefault("cluster_id", url.parts.path.strip("/"))
+        if "cluster_id" not in fields:
             raise ConfigurationError(
                 "a stan URL needs the cluster id: stan://host:4223?cluster_id=<the server's "
                 "--cluster_id> (the server's default is 'test-cluster')"
             )
-        return cls(**options)
 
 
-@dataclass(frozen=True, slots=True)
-class StanSubscriptionOptions:
+@dataclass(frozen=True, slots=True, repr=False)
+class StanSubscriptionOptions(kit.Redacted):
     """What one subscription may set (pass as the subscription's ``options``).
 
     ``kind``: ``durable_queue`` (the default: the action is a durable queue group shared by
@@ -247,26 +224,18 @@ class StanSubscriptionOptions:
     start_time_delta: float | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("durable_queue", "queue", "durable", "plain"):
-            raise ConfigurationError(
-                f"StanSubscriptionOptions.kind {self.kind!r} is not one of "
-                "'durable_queue', 'queue', 'durable', 'plain'"
-            )
-        for name in ("queue_group", "durable_name"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigurationError(f"StanSubscriptionOptions.{name} must be non-empty")
+        owner = "StanSubscriptionOptions"
+        kit.check_choice(owner, "kind", self.kind, ("durable_queue", "queue", "durable", "plain"))
+        kit.check_name(owner, "queue_group", self.queue_group, optional=True)
+        kit.check_name(owner, "durable_name", self.durable_name, optional=True)
         if self.durable_name and ":" in self.durable_name and self.kind == "durable_queue":
             raise ConfigurationError(
                 "StanSubscriptionOptions.durable_name of a durable queue group may not "
                 f"contain ':' (got {self.durable_name!r})"
             )
-        if self.max_inflight is not None:
-            check_number(
-                "StanSubscriptionOptions.max_inflight", self.max_inflight, minimum=1, integer=True
-            )
-        if self.ack_wait is not None:
-            check_number("StanSubscriptionOptions.ack_wait", self.ack_wait, minimum=1, integer=True)
+        for name in ("max_inflight", "ack_wait", "start_sequence"):
+            if getattr(self, name) is not None:
+                kit.check_count(owner, name, getattr(self, name))
         starts = [
             n
             for n in ("start", "start_sequence", "start_time_delta")
@@ -277,22 +246,10 @@ class StanSubscriptionOptions:
                 f"StanSubscriptionOptions: give at most one of start, start_sequence, "
                 f"start_time_delta (got {starts})"
             )
-        if self.start is not None and self.start not in ("first", "new_only", "last_received"):
-            raise ConfigurationError(
-                f"StanSubscriptionOptions.start {self.start!r} is not one of "
-                "'first', 'new_only', 'last_received'"
-            )
-        if self.start_sequence is not None:
-            check_number(
-                "StanSubscriptionOptions.start_sequence",
-                self.start_sequence,
-                minimum=1,
-                integer=True,
-            )
-        if self.start_time_delta is not None and (
-            not isinstance(self.start_time_delta, int | float) or self.start_time_delta < 0
-        ):
-            raise ConfigurationError("StanSubscriptionOptions.start_time_delta must be >= 0 s")
+        if self.start is not None:
+            kit.check_choice(owner, "start", self.start, ("first", "new_only", "last_received"))
+        if self.start_time_delta is not None:
+            check_number(f"{owner}.start_time_delta (seconds)", self.start_time_delta)
 
 
 redact_servers = redact_urls
