@@ -25,6 +25,7 @@ import contextlib
 import functools
 import itertools
 import json
+import logging
 import os
 import time
 import urllib.request
@@ -133,6 +134,22 @@ class Problems:
         return time.monotonic() - began
 
 
+class Gaps(logging.Handler):
+    """Counts what the driver logs of deliveries lost in transit (``gaps``): the gaps seen
+    and the holds that ended without every lost delivery back."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lost = 0
+        self.unreturned = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "were lost in transit" in record.msg:
+            self.lost += int(record.args[0])  # type: ignore[index]
+        elif "lost deliveries not back" in record.msg:
+            self.unreturned += 1
+
+
 class Run:
     """``receivers`` receivers of one action (each on its own connection) and one emitter."""
 
@@ -151,6 +168,7 @@ class Run:
         self.drivers: list[Any] = []
         self.receivers: list[Receiver] = []
         self.problems = Problems(self.receivers, self.action)
+        self.gaps = Gaps()
 
     def receive(self, urls: list[str], **client_options: Any) -> None:
         """A receiver of the action per URL, each on a connection of its own."""
@@ -182,6 +200,8 @@ class Run:
         it struck (:meth:`FaultFlow.fault_at`), so what it waits for must fit in that:
         two restarts in one fault once waited for 200 events more than could ever be
         emitted (1,700 of 1,752 handled, taken for a stall)."""
+        gaps_log = logging.getLogger("hexa_event.drivers.nats.gaps")
+        gaps_log.addHandler(self.gaps)
         try:
             await self.emitting.provision([self.channel])
             async with contextlib.AsyncExitStack() as stack:
@@ -203,6 +223,7 @@ class Run:
                     sampler.cancel()
                     emitting.cancel()
         finally:
+            gaps_log.removeHandler(self.gaps)
             await self.close()
         return took
 
@@ -266,26 +287,14 @@ class Run:
         return "\n".join(lines)
 
     def verify_order(self) -> None:
-        """Each key's first handlings in emit order (redeliveries only repeat).
-
-        A known defect breaks it now and then (about one server-restart test in seven): a
-        record the server delivered while the connection dropped is lost in transit and
-        comes back only after ``ack_wait``, while the partition's later records are
-        delivered at once after the reconnect. Until the driver holds those back, a broken
-        order marks the test as an expected failure (XFAIL, with the key's handlings),
-        after every other check passed; see "Order" in docs/engines/nats.md."""
+        """Each key's first handlings in emit order (redeliveries only repeat). A delivery
+        lost in transit when a connection dropped comes back only after ``ack_wait``; the
+        partition's later records wait for it (see "Order" in docs/engines/nats.md)."""
         for key, seen in self.per_key.items():
-            firsts: list[int] = []
-            known: set[int] = set()
-            for i in seen:
-                if i not in known:
-                    known.add(i)
-                    firsts.append(i)
-            if firsts != sorted(firsts):
-                pytest.xfail(
-                    f"known: a delivery lost in transit at a reconnect let later records of "
-                    f"{key} overtake it: {self.log[key]}"
-                )
+            firsts = list(dict.fromkeys(seen))
+            assert firsts == sorted(firsts), (
+                f"a later record of {key} overtook an earlier one: {self.log[key]}"
+            )
 
 
 @pytest.fixture
@@ -375,7 +384,8 @@ def report(name: str, run: Run, took: float, timeline: list[str]) -> str:
         f"{redeliveries} redeliveries, {run.flow.emit_retries} emit batches retried; "
         f"{'; '.join(timeline)}; {'; '.join(run.flow.timeline)}; "
         f"health problems seen: {run.problems.seen[:3]}, clear "
-        f"{run.cleared_after:.1f}s after the end"
+        f"{run.cleared_after:.1f}s after the end; deliveries lost in transit: "
+        f"{run.gaps.lost}, holds ended without them: {run.gaps.unreturned}"
     )
 
 

@@ -21,7 +21,10 @@ records at once.
 Order: the consumer hands records out in stream order, and the core runs one key's records
 one after another, so one member keeps each key's order; after a nack, the key's later
 records wait for the nacked one (:mod:`.ordering`), and redelivered records waiting
-together are handed out in stream order (the server does not sort its redeliveries).
+together are handed out in stream order (the server does not sort its redeliveries). A
+pinned member (``failover``, partitions) also watches the consumer sequence after its
+connection dropped or its pull vanished: deliveries lost in transit then come back only
+after ``ack_wait``, so the records after them wait for them (:mod:`.gaps`).
 Several members of one group share records without regard to keys, so across members
 order needs ``failover`` (one pinned member at a time; a closing member gives back what
 it holds, then unpins so a standby takes over at once) or ``max_ack_pending=1`` (see
@@ -58,6 +61,7 @@ from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
 from . import headers as wire
 from .client import confirm, stop_interest
+from .gaps import LostInTransit
 from .naming import subject_channel
 from .options import NatsSubscriptionOptions
 from .ordering import KeyGate
@@ -78,16 +82,25 @@ _RETRY_PAUSE = 1.0
 class NatsDelivery(Delivery):
     """A record from the consumer; ``coordinates`` is ``<stream>-<stream sequence>``."""
 
-    __slots__ = ("_msg", "_touched", "owner", "seq")
+    __slots__ = ("_msg", "_touched", "cseq", "owner", "seq")
 
     def __init__(
-        self, record: RawRecord, msg: Msg, coordinates: str, count: int, ts: float, seq: int
+        self,
+        record: RawRecord,
+        msg: Msg,
+        coordinates: str,
+        count: int,
+        ts: float,
+        seq: int,
+        cseq: int = 0,
     ) -> None:
         super().__init__(record, coordinates=coordinates, delivery_count=count, timestamp=ts)
         self._msg = msg
         self._touched = time.monotonic()
         self.seq = seq
         """The record's stream sequence."""
+        self.cseq = cseq
+        """The delivery's consumer sequence (every delivery, redeliveries too, has one)."""
         self.owner: NatsSubscription | None = None
         """The subscription that received it (settles go back to it)."""
 
@@ -117,7 +130,8 @@ def _by_seq(delivery: NatsDelivery) -> int:
 
 
 def _metadata(reply: str) -> tuple[int, int, int, int]:
-    """Delivery count, stream sequence, timestamp (ns) and pending count of an ack subject.
+    """Delivery count, stream sequence, consumer sequence and timestamp (ns) of an ack
+    subject.
 
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or the newer
     form with domain and account hash after ``$JS.ACK`` and a random token at the end.
@@ -127,8 +141,8 @@ def _metadata(reply: str) -> tuple[int, int, int, int]:
     return (
         int(tokens[at + 2]),
         int(tokens[at + 3]),
+        int(tokens[at + 4]),
         int(tokens[at + 5]),
-        int(tokens[at + 6]),
     )
 
 
@@ -172,6 +186,14 @@ class NatsSubscription(Subscription):
         self._expires = options.pull_expires
         self._buffer: deque[NatsDelivery] = deque()
         self._gate: KeyGate[NatsDelivery] = KeyGate(options.ack_wait)
+        self._gaps: LostInTransit[NatsDelivery] | None = (
+            LostInTransit(options.ack_wait, max(1.0, 2 * options.heartbeat))
+            if options.failover
+            else None
+        )
+        """With one member pulling (pinned): deliveries lost in transit, and the records
+        held until they come back (:mod:`.gaps`)."""
+        self._reconnects = int(nc.stats.get("reconnects", 0))
         self._ungated = frozenset(spec.retry_channels)
         self._unsettled: dict[str, NatsDelivery] = {}
         self._shared = ready is not None
@@ -237,6 +259,8 @@ class NatsSubscription(Subscription):
         late = await self._stop_receiving()
         held = [*self._buffer, *(d for d in self._unsettled.values() if d.outcome is None)]
         held.extend(self._gate.clear())
+        if self._gaps is not None:
+            held.extend(self._gaps.clear())
         self._buffer.clear()
         for delivery in held:
             self._unsettled.pop(delivery._msg.reply, None)
@@ -268,6 +292,8 @@ class NatsSubscription(Subscription):
         late = await self._stop_receiving()
         back = [(d, 0.0) for d in self._buffer]
         back.extend(self._gate.give_back(time.monotonic()))
+        if self._gaps is not None:
+            back.extend(self._gaps.give_back(time.monotonic()))
         self._buffer.clear()
         await self._give_back([*late, *((d.seq, d._msg.reply, _nak(t)) for d, t in back)])
         with contextlib.suppress(TimeoutError):
@@ -348,8 +374,15 @@ class NatsSubscription(Subscription):
     def on_reconnect(self) -> None:
         """The connection came back: pulls made before are gone; check the consumer."""
         self._asked = 0
-        self._check_consumer = True
+        self._renew()
         self._wake.set()
+
+    def _renew(self) -> None:
+        """Check the consumer and renew the pull: it vanished (a reconnect, no heartbeat, a
+        consumer leader lost). Deliveries on their way may have been lost with it."""
+        self._check_consumer = True
+        if self._gaps is not None:
+            self._gaps.suspect()
 
     # -- the contract ---------------------------------------------------------------------------
 
@@ -428,6 +461,10 @@ class NatsSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         error = self._connection_error() or self._error or self._stalled(time.monotonic())
+        held_back = self._gaps.describe(time.monotonic()) if self._gaps is not None else ""
+        if held_back:  # said even beside another problem: a partition pauses meanwhile
+            held_back = f"JetStream consumer {self._consumer}: {held_back}"
+            error = f"{error}; {held_back}" if error else held_back
         if self._fatal is not None:
             error = str(self._fatal)
         held = not self._options.failover or self._pin is not None
@@ -452,6 +489,7 @@ class NatsSubscription(Subscription):
         quiet = now - self._delivered_at
         standby = self._options.failover and not self._shared and self._pin is None
         held = len(self._buffer) + len(self._unsettled) + len(self._gate)
+        held += len(self._gaps) if self._gaps is not None else 0
         limit = self._options.max_ack_pending
         if (
             standby
@@ -503,10 +541,16 @@ class NatsSubscription(Subscription):
             await self._nc.publish(reply, _NAK)
             return
         try:
-            count, seq, ts_ns, _ = _metadata(reply)
+            count, seq, cseq, ts_ns = _metadata(reply)
         except (ValueError, IndexError):
             log.warning("ignored a message with an unexpected reply subject %r", reply)
             return
+        now = time.monotonic()
+        if self._gaps is not None:
+            reconnects = int(self._nc.stats.get("reconnects", 0))
+            if reconnects != self._reconnects:  # before on_reconnect may have run
+                self._reconnects = reconnects
+                self._gaps.suspect()
         channel = subject_channel(self._prefix, msg.subject)
         if (
             self._pattern is not None
@@ -514,6 +558,8 @@ class NatsSubscription(Subscription):
             and self._pattern.fullmatch(channel) is None
         ):
             await self._nc.publish(reply, _ACK)  # not for this subscription
+            if self._gaps is not None:
+                self._gaps.skipped(cseq, now)
             self._wake.set()
             return
         key, headers, accepted_at = wire.decode(msg.headers)
@@ -524,12 +570,24 @@ class NatsSubscription(Subscription):
             count,
             accepted_at or ts_ns / _NS,
             seq,
+            cseq,
         )
         delivery.owner = self
-        if channel in self._ungated or self._gate.admit(delivery):
-            if count > 1:
-                self._redelivered = True
-            self._buffer.append(delivery)
+        if self._gaps is None:
+            self._hand_out([delivery])
+        else:
+            self._hand_out(self._gaps.admit(delivery, now))
+
+    def _hand_out(self, arrived: list[NatsDelivery]) -> None:
+        """Buffer what may be handed out now (the key gate keeps what must wait)."""
+        woken = False
+        for delivery in arrived:
+            if delivery.record.channel in self._ungated or self._gate.admit(delivery):
+                if delivery.delivery_count > 1:
+                    self._redelivered = True
+                self._buffer.append(delivery)
+                woken = True
+        if woken:
             self._ready.wake()
 
     def _on_status(self, msg: Msg) -> None:
@@ -550,15 +608,17 @@ class NatsSubscription(Subscription):
             self._asked = 0
         if status == "409" and "Consumer Deleted" in description:
             self._asked = 0
-            self._check_consumer = True
+            self._renew()
             self._error = f"consumer {self._consumer} was deleted; creating it again"
         elif status == "503":
             self._asked = 0
-            self._check_consumer = True
+            self._renew()
             self._error = f"consumer {self._consumer} does not answer (503 no responders)"
         elif status == "409" and pending is None:
             self._asked = 0
             log.info("pull on %s ended: 409 %s", self._consumer, description)
+        if status == "409" and "Leadership Change" in description and self._gaps is not None:
+            self._gaps.suspect()  # deliveries of the old consumer leader may be lost
         elif status not in ("408", "409", "404"):
             log.warning("pull on %s: status %s %s", self._consumer, status, description)
         self._wake.set()
@@ -583,6 +643,8 @@ class NatsSubscription(Subscription):
                 if released:
                     self._buffer.extend(released)
                     self._ready.wake()
+                if self._gaps is not None:
+                    self._hand_out(self._gaps.expire(time.monotonic()))
                 await self._keep_alive()
                 await self._refresh_lag()
             except asyncio.CancelledError:
@@ -629,6 +691,11 @@ class NatsSubscription(Subscription):
             return
         held = len(self._buffer) + len(self._unsettled) + len(self._gate)
         room = self._limit - held - self._asked
+        if self._gaps is not None:
+            room -= len(self._gaps)
+            # The lost deliveries are due: ask for them even with prefetch full (the
+            # server sends due redeliveries before any new record).
+            room = max(room, self._gaps.probing(time.monotonic()) - self._asked)
         if room <= 0 or (self._asked and room < self._batch // 2):
             return
         batch = min(room, self._batch)
@@ -657,7 +724,7 @@ class NatsSubscription(Subscription):
             self._asked = 0
         elif now - self._last_seen > self._options.heartbeat * 2 + 0.5:
             self._asked = 0
-            self._check_consumer = True
+            self._renew()
             self._error = (
                 f"no heartbeat from consumer {self._consumer} for "
                 f"{now - self._last_seen:.1f}s; renewing the pull"
@@ -669,7 +736,8 @@ class NatsSubscription(Subscription):
             return
         now = time.monotonic()
         stale = now - self._options.ack_wait / 3
-        for delivery in (*self._buffer, *self._unsettled.values(), *self._gate.held()):
+        parked = self._gaps.parked() if self._gaps is not None else ()
+        for delivery in (*self._buffer, *self._unsettled.values(), *self._gate.held(), *parked):
             if delivery._touched < stale:
                 delivery._touched = now
                 await self._nc.publish(delivery._msg.reply, _WPI)
