@@ -606,6 +606,8 @@ class NatsSubscription(Subscription):
             self._asked = max(0, self._asked - int(pending))
         elif status in ("408", "404"):
             self._asked = 0
+        if status == "409" and "Leadership Change" in description and self._gaps is not None:
+            self._gaps.suspect()  # deliveries of the old consumer leader may be lost
         if status == "409" and "Consumer Deleted" in description:
             self._asked = 0
             self._renew()
@@ -617,8 +619,6 @@ class NatsSubscription(Subscription):
         elif status == "409" and pending is None:
             self._asked = 0
             log.info("pull on %s ended: 409 %s", self._consumer, description)
-        if status == "409" and "Leadership Change" in description and self._gaps is not None:
-            self._gaps.suspect()  # deliveries of the old consumer leader may be lost
         elif status not in ("408", "409", "404"):
             log.warning("pull on %s: status %s %s", self._consumer, status, description)
         self._wake.set()
