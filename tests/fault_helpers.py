@@ -133,6 +133,13 @@ class FaultFlow:
                     assert time.monotonic() < deadline, "the broker did not come back"
                     await asyncio.sleep(0.5)
 
+    @property
+    def emit_limit(self) -> int:
+        """The events that may be emitted now: ``total``, or fewer while a fault holds
+        emitting back (:meth:`fault_at`); a fault waiting for more handled ones would wait
+        for events that are never emitted."""
+        return self.total if self._hold is None else min(self.total, self._hold)
+
     async def wait_handled(self, count: int, within: float) -> None:
         deadline = time.monotonic() + within
         while len(self.handled) < count:

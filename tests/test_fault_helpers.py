@@ -39,3 +39,18 @@ def test_stacks_after_dumps_a_block_that_hangs(capfd: pytest.CaptureFixture[str]
             assert time.monotonic() < deadline, f"no stacks dumped: {err!r}"
             threading.Event().wait(0.02)
             err += capfd.readouterr().err
+
+
+async def test_emit_limit_is_what_a_fault_may_still_see_emitted() -> None:
+    flow = FaultFlow("limit-chan", "limit", total=50, batch=10, max_lag=20)
+    assert flow.emit_limit == 50
+    seen: list[int] = []
+
+    async def fault() -> None:
+        seen.append(flow.emit_limit)
+
+    flow.handled.update(f"limit-{i}" for i in range(5))
+    flow.emitted.extend(f"limit-{i}" for i in range(10))
+    await flow.fault_at(5, "fault", fault, within=1)
+    assert seen == [30]  # 10 emitted when it struck, plus max_lag
+    assert flow.emit_limit == 50

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats
 import pytest
 from nats_helpers import PARTITIONED_OPTIONS, PARTITIONS, TEST_OPTIONS, nats_url
 
@@ -22,6 +23,7 @@ from hexa_event.drivers.nats import NatsDriver, NatsSubscriptionOptions
 from hexa_event.drivers.nats.membership import assign
 from hexa_event.drivers.nats.naming import (
     channel_subject,
+    consumer_name,
     murmur2,
     partition_of,
     partition_prefix,
@@ -539,4 +541,72 @@ async def test_a_lost_membership_bucket_is_created_again(drivers: list[NatsDrive
     while not await leased():
         assert time.monotonic() < deadline, "the bucket was not created again"
         await asyncio.sleep(0.2)
+    await member.close()
+
+
+@pytest.mark.nats
+async def test_a_partition_pinned_elsewhere_shows_as_a_stall(drivers: list[NatsDriver]) -> None:
+    """Records wait in a partition whose consumer the server keeps pinned to another client
+    (one that took a record, never acks and keeps its pin alive): the member holding the
+    partition receives nothing, and its status says so and why; once that client is gone
+    the pin moves (after ``failover_timeout``), the records arrive and the problem clears."""
+    channel, group = f"stall-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    options = NatsSubscriptionOptions(heartbeat=0.5, ack_wait=2, failover_timeout=3)
+    spec = SubscriptionSpec(group=group, channels=(channel,), options=options)
+    driver = NatsDriver.from_url(nats_url(), **PARTITIONED_OPTIONS)
+    drivers.append(driver)
+    await (await driver.subscribe(spec)).close()  # the partition consumers exist now
+    key = "k"
+    partition = partition_of(RawRecord(channel, key, {}, b""), PARTITIONS)
+    stream = PARTITIONED_OPTIONS["stream"]
+    next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer_name(group)}%p{partition}"
+
+    def record(i: int) -> RawRecord:
+        return RawRecord(channel, key, {"HEXA_EVENT_ID": f"s{i}".encode()}, b"{}")
+
+    other = await nats.connect(nats_url())
+    pinned: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_message(msg: Any) -> None:
+        if msg.reply and msg.headers and "Nats-Pin-Id" in msg.headers:
+            pinned.put_nowait(msg.headers["Nats-Pin-Id"])
+
+    inbox = other.new_inbox()
+    await other.subscribe(inbox, cb=on_message)
+    pull = {"batch": 1, "expires": 5_000_000_000, "group": "hexa"}
+    await other.publish(next_subject, json.dumps(pull).encode(), reply=inbox)
+    await driver.publish([record(0)])
+    pin = await asyncio.wait_for(pinned.get(), 10)
+
+    async def keep_pin() -> None:
+        # Pulls that keep the pin alive but take nothing (1 byte at most: refused).
+        keep = {**pull, "id": pin, "max_bytes": 1, "expires": 1_000_000_000}
+        while True:
+            await other.publish(next_subject, json.dumps(keep).encode(), reply=inbox)
+            await asyncio.sleep(0.5)
+
+    keeping = asyncio.create_task(keep_pin())
+    try:
+        member = await driver.subscribe(spec)
+        await driver.publish([record(i) for i in range(1, 6)])
+        await eventually(
+            lambda: "stalls" in member.status().error,
+            within=20,
+            what="a stall in status",
+        )
+        error = member.status().error
+        assert "records wait at the server" in error, error
+        assert "pinned to another member" in error, error
+    finally:
+        keeping.cancel()
+        await other.close()
+    got: list[Any] = []
+    async with asyncio.timeout(20):  # the pin expires 3 s after the last pull: ours now
+        while len(got) < 5:
+            batch = await member.fetch(10)
+            for delivery in batch:
+                delivery.ack()
+            await member.settle(batch)
+            got.extend(batch)
+    await eventually(lambda: not member.status().error, within=15, what="the stall cleared")
     await member.close()

@@ -21,7 +21,10 @@ records at once.
 Order: the consumer hands records out in stream order, and the core runs one key's records
 one after another, so one member keeps each key's order; after a nack, the key's later
 records wait for the nacked one (:mod:`.ordering`), and redelivered records waiting
-together are handed out in stream order (the server does not sort its redeliveries).
+together are handed out in stream order (the server does not sort its redeliveries). A
+pinned member (``failover``, partitions) also watches the consumer sequence after its
+connection dropped or its pull vanished: deliveries lost in transit then come back only
+after ``ack_wait``, so the records after them wait for them (:mod:`.gaps`).
 Several members of one group share records without regard to keys, so across members
 order needs ``failover`` (one pinned member at a time; a closing member gives back what
 it holds, then unpins so a standby takes over at once) or ``max_ack_pending=1`` (see
@@ -58,6 +61,7 @@ from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
 from . import headers as wire
 from .client import confirm, stop_interest
+from .gaps import LostInTransit
 from .naming import subject_channel
 from .options import NatsSubscriptionOptions
 from .ordering import KeyGate
@@ -78,16 +82,25 @@ _RETRY_PAUSE = 1.0
 class NatsDelivery(Delivery):
     """A record from the consumer; ``coordinates`` is ``<stream>-<stream sequence>``."""
 
-    __slots__ = ("_msg", "_touched", "owner", "seq")
+    __slots__ = ("_msg", "_touched", "cseq", "owner", "seq")
 
     def __init__(
-        self, record: RawRecord, msg: Msg, coordinates: str, count: int, ts: float, seq: int
+        self,
+        record: RawRecord,
+        msg: Msg,
+        coordinates: str,
+        count: int,
+        ts: float,
+        seq: int,
+        cseq: int = 0,
     ) -> None:
         super().__init__(record, coordinates=coordinates, delivery_count=count, timestamp=ts)
         self._msg = msg
         self._touched = time.monotonic()
         self.seq = seq
         """The record's stream sequence."""
+        self.cseq = cseq
+        """The delivery's consumer sequence (every delivery, redeliveries too, has one)."""
         self.owner: NatsSubscription | None = None
         """The subscription that received it (settles go back to it)."""
 
@@ -117,7 +130,8 @@ def _by_seq(delivery: NatsDelivery) -> int:
 
 
 def _metadata(reply: str) -> tuple[int, int, int, int]:
-    """Delivery count, stream sequence, timestamp (ns) and pending count of an ack subject.
+    """Delivery count, stream sequence, consumer sequence and timestamp (ns) of an ack
+    subject.
 
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or the newer
     form with domain and account hash after ``$JS.ACK`` and a random token at the end.
@@ -127,8 +141,8 @@ def _metadata(reply: str) -> tuple[int, int, int, int]:
     return (
         int(tokens[at + 2]),
         int(tokens[at + 3]),
+        int(tokens[at + 4]),
         int(tokens[at + 5]),
-        int(tokens[at + 6]),
     )
 
 
@@ -172,6 +186,14 @@ class NatsSubscription(Subscription):
         self._expires = options.pull_expires
         self._buffer: deque[NatsDelivery] = deque()
         self._gate: KeyGate[NatsDelivery] = KeyGate(options.ack_wait)
+        self._gaps: LostInTransit[NatsDelivery] | None = (
+            LostInTransit(options.ack_wait, max(1.0, 2 * options.heartbeat))
+            if options.failover
+            else None
+        )
+        """With one member pulling (pinned): deliveries lost in transit, and the records
+        held until they come back (:mod:`.gaps`)."""
+        self._reconnects = int(nc.stats.get("reconnects", 0))
         self._ungated = frozenset(spec.retry_channels)
         self._unsettled: dict[str, NatsDelivery] = {}
         self._shared = ready is not None
@@ -179,6 +201,9 @@ class NatsSubscription(Subscription):
         """Woken when records are buffered (shared by the partitions of one member)."""
         self._settled = asyncio.Event()
         self._draining = False
+        self._late: list[tuple[int, str]] | None = None
+        """While the inbox stops: records that were on their way (stream sequence, ack
+        subject), given back in order with the rest."""
         self._wake = asyncio.Event()
         self._inbox = ""
         self._sub: NatsSub | None = None
@@ -191,6 +216,13 @@ class NatsSubscription(Subscription):
         self._fatal: DriverError | None = None
         self._lag: int | None = None
         self._lag_at = 0.0
+        self._waiting = 0
+        """Records the server had not delivered yet (``num_pending``) at the last lag check."""
+        self._ack_pending = 0
+        self._pinned = ""
+        """The pin id the server had given at the last lag check ("" when none)."""
+        self._delivered_at = time.monotonic()
+        """When a record last arrived (or the member started)."""
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -224,18 +256,15 @@ class NatsSubscription(Subscription):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._sub is not None and not self._nc.is_closed:
-            # Records already on their way arrive through the callback, which naks them.
-            await stop_interest(self._nc, self._sub, self._api_timeout)
+        late = await self._stop_receiving()
         held = [*self._buffer, *(d for d in self._unsettled.values() if d.outcome is None)]
         held.extend(self._gate.clear())
+        if self._gaps is not None:
+            held.extend(self._gaps.clear())
         self._buffer.clear()
-        if held and not self._nc.is_closed:
-            with contextlib.suppress(Exception):
-                for delivery in held:
-                    self._unsettled.pop(delivery._msg.reply, None)
-                    await self._nc.publish(delivery._msg.reply, _NAK)
-                await confirm(self._nc, self._api_timeout)
+        for delivery in held:
+            self._unsettled.pop(delivery._msg.reply, None)
+        await self._give_back([*late, *((d.seq, d._msg.reply, _NAK) for d in held)])
         if self._pin is not None and not self._nc.is_closed:
             # Hand the group over to a standby member now, not after failover_timeout; the
             # records given back above are redelivered to it before any later record.
@@ -260,17 +289,13 @@ class NatsSubscription(Subscription):
             return
         self._draining = True
         self._wake.set()
-        sub, self._sub = self._sub, None
-        if sub is not None and not self._nc.is_closed:
-            await stop_interest(self._nc, sub, self._api_timeout)
+        late = await self._stop_receiving()
         back = [(d, 0.0) for d in self._buffer]
         back.extend(self._gate.give_back(time.monotonic()))
+        if self._gaps is not None:
+            back.extend(self._gaps.give_back(time.monotonic()))
         self._buffer.clear()
-        if back and not self._nc.is_closed:
-            with contextlib.suppress(Exception):
-                for delivery, delay in sorted(back, key=lambda item: item[0].seq):
-                    await self._nc.publish(delivery._msg.reply, _nak(delay))
-                await confirm(self._nc, self._api_timeout)
+        await self._give_back([*late, *((d.seq, d._msg.reply, _nak(t)) for d, t in back)])
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
                 while self._unsettled:
@@ -285,6 +310,41 @@ class NatsSubscription(Subscription):
                 within,
             )
         await self.close()
+
+    async def _stop_receiving(self) -> list[tuple[int, str, bytes]]:
+        """Stop the inbox; the records that were on their way (to be given back, as naks)."""
+        sub, self._sub = self._sub, None
+        self._late = []
+        try:
+            if sub is not None and not self._nc.is_closed:
+                # What was already on its way runs through the callback into ``_late``.
+                await stop_interest(self._nc, sub, self._api_timeout)
+            return [(seq, reply, _NAK) for seq, reply in self._late]
+        finally:
+            self._late = None
+
+    async def _give_back(self, back: Sequence[tuple[int, str, bytes]]) -> None:
+        """Nak ``back`` (stream sequence, ack subject, nak) in stream order; return once
+        the server applied every nak.
+
+        The server redelivers naked records in the order the naks came, so stream order
+        keeps a key's records in order at whoever gets them next. The last nak is a request:
+        the consumer answers it after applying it, and it applies one connection's acks in
+        the order they came, so the naks before it were applied too. Only then may the
+        consumer be unpinned: the unpin is served by the server's API workers, not in line
+        with the acks, and an unpin applied first let the next member receive later records
+        before the ones given back (seen under load: 12, 15 before 6, 9 of one key).
+        Best effort: a connection that drops meanwhile loses nothing (the records come back
+        after ``ack_wait``).
+        """
+        if not back or self._nc.is_closed:
+            return
+        ordered = sorted(back)
+        with contextlib.suppress(Exception):
+            for _, reply, verdict in ordered[:-1]:
+                await self._nc.publish(reply, verdict)
+            _, reply, verdict = ordered[-1]
+            await self._nc.request(reply, verdict, timeout=self._api_timeout)
 
     def set_limit(self, limit: int) -> None:
         """Records this member may hold from this consumer at once (its share of prefetch)."""
@@ -314,8 +374,15 @@ class NatsSubscription(Subscription):
     def on_reconnect(self) -> None:
         """The connection came back: pulls made before are gone; check the consumer."""
         self._asked = 0
-        self._check_consumer = True
+        self._renew()
         self._wake.set()
+
+    def _renew(self) -> None:
+        """Check the consumer and renew the pull: it vanished (a reconnect, no heartbeat, a
+        consumer leader lost). Deliveries on their way may have been lost with it."""
+        self._check_consumer = True
+        if self._gaps is not None:
+            self._gaps.suspect()
 
     # -- the contract ---------------------------------------------------------------------------
 
@@ -393,7 +460,11 @@ class NatsSubscription(Subscription):
         return limit > 0 and delivery.delivery_count >= limit
 
     def status(self) -> SubscriptionStatus:
-        error = self._connection_error() or self._error
+        error = self._connection_error() or self._error or self._stalled(time.monotonic())
+        held_back = self._gaps.describe(time.monotonic()) if self._gaps is not None else ""
+        if held_back:  # said even beside another problem: a partition pauses meanwhile
+            held_back = f"JetStream consumer {self._consumer}: {held_back}"
+            error = f"{error}; {held_back}" if error else held_back
         if self._fatal is not None:
             error = str(self._fatal)
         held = not self._options.failover or self._pin is not None
@@ -404,6 +475,43 @@ class NatsSubscription(Subscription):
         """The consumer's pending plus ack-pending records: one figure for all channels."""
         return {ALL_CHANNELS: await self._api.pending(self._stream, [self._consumer])}
 
+    def _stalled(self, now: float) -> str:
+        """Why this member receives nothing though the server holds records for it ("" when
+        it does not stall): the pull loop stopped, or nothing arrived for longer than the
+        server may take to hand the consumer over (``takeover_after`` and two heartbeats)
+        while records wait at the server and this member has room for them."""
+        if self._closed or self._draining:
+            return ""
+        task = self._task
+        if task is not None and task.done() and self._fatal is None:
+            cause = task.exception() if not task.cancelled() else None
+            return f"the pull loop of consumer {self._consumer} stopped ({cause!r})"
+        quiet = now - self._delivered_at
+        standby = self._options.failover and not self._shared and self._pin is None
+        held = len(self._buffer) + len(self._unsettled) + len(self._gate)
+        held += len(self._gaps) if self._gaps is not None else 0
+        limit = self._options.max_ack_pending
+        if (
+            standby
+            or self._waiting <= 0
+            or 0 < limit <= self._ack_pending
+            or held >= self._limit
+            or now - self._lag_at > 3 * _LAG_REFRESH
+            or quiet < self._options.takeover_after + 2 * self._options.heartbeat
+        ):
+            return ""
+        pinned = (
+            "pinned to this member"
+            if self._pinned and self._pinned == self._pin
+            else f"pinned to another member ({self._pinned})"
+            if self._pinned
+            else "pinned to no member"
+        )
+        return (
+            f"consumer {self._consumer} stalls: {self._waiting} records wait at the server "
+            f"but none arrived for {quiet:.0f}s ({pinned}, {self._asked} asked for)"
+        )
+
     @property
     def _api_timeout(self) -> float:
         return self._options.heartbeat * 5
@@ -412,6 +520,8 @@ class NatsSubscription(Subscription):
 
     async def _on_message(self, msg: Msg) -> None:
         self._last_seen = time.monotonic()
+        if msg.reply:
+            self._delivered_at = self._last_seen
         if self._error and not self._check_consumer:
             self._error = ""
         reply = msg.reply
@@ -422,13 +532,25 @@ class NatsSubscription(Subscription):
         if self._options.failover and msg.headers:
             self._pin = msg.headers.get(_PIN_ID, self._pin)
         if self._closed or self._draining:
+            if self._late is None:
+                await self._nc.publish(reply, _NAK)
+                return
+            with contextlib.suppress(ValueError, IndexError):
+                self._late.append((_metadata(reply)[1], reply))  # given back in order
+                return
             await self._nc.publish(reply, _NAK)
             return
         try:
-            count, seq, ts_ns, _ = _metadata(reply)
+            count, seq, cseq, ts_ns = _metadata(reply)
         except (ValueError, IndexError):
             log.warning("ignored a message with an unexpected reply subject %r", reply)
             return
+        now = time.monotonic()
+        if self._gaps is not None:
+            reconnects = int(self._nc.stats.get("reconnects", 0))
+            if reconnects != self._reconnects:  # before on_reconnect may have run
+                self._reconnects = reconnects
+                self._gaps.suspect()
         channel = subject_channel(self._prefix, msg.subject)
         if (
             self._pattern is not None
@@ -436,6 +558,8 @@ class NatsSubscription(Subscription):
             and self._pattern.fullmatch(channel) is None
         ):
             await self._nc.publish(reply, _ACK)  # not for this subscription
+            if self._gaps is not None:
+                self._gaps.skipped(cseq, now)
             self._wake.set()
             return
         key, headers, accepted_at = wire.decode(msg.headers)
@@ -446,12 +570,24 @@ class NatsSubscription(Subscription):
             count,
             accepted_at or ts_ns / _NS,
             seq,
+            cseq,
         )
         delivery.owner = self
-        if channel in self._ungated or self._gate.admit(delivery):
-            if count > 1:
-                self._redelivered = True
-            self._buffer.append(delivery)
+        if self._gaps is None:
+            self._hand_out([delivery])
+        else:
+            self._hand_out(self._gaps.admit(delivery, now))
+
+    def _hand_out(self, arrived: list[NatsDelivery]) -> None:
+        """Buffer what may be handed out now (the key gate keeps what must wait)."""
+        woken = False
+        for delivery in arrived:
+            if delivery.record.channel in self._ungated or self._gate.admit(delivery):
+                if delivery.delivery_count > 1:
+                    self._redelivered = True
+                self._buffer.append(delivery)
+                woken = True
+        if woken:
             self._ready.wake()
 
     def _on_status(self, msg: Msg) -> None:
@@ -470,13 +606,15 @@ class NatsSubscription(Subscription):
             self._asked = max(0, self._asked - int(pending))
         elif status in ("408", "404"):
             self._asked = 0
+        if status == "409" and "Leadership Change" in description and self._gaps is not None:
+            self._gaps.suspect()  # deliveries of the old consumer leader may be lost
         if status == "409" and "Consumer Deleted" in description:
             self._asked = 0
-            self._check_consumer = True
+            self._renew()
             self._error = f"consumer {self._consumer} was deleted; creating it again"
         elif status == "503":
             self._asked = 0
-            self._check_consumer = True
+            self._renew()
             self._error = f"consumer {self._consumer} does not answer (503 no responders)"
         elif status == "409" and pending is None:
             self._asked = 0
@@ -505,6 +643,8 @@ class NatsSubscription(Subscription):
                 if released:
                     self._buffer.extend(released)
                     self._ready.wake()
+                if self._gaps is not None:
+                    self._hand_out(self._gaps.expire(time.monotonic()))
                 await self._keep_alive()
                 await self._refresh_lag()
             except asyncio.CancelledError:
@@ -524,6 +664,10 @@ class NatsSubscription(Subscription):
             except (DriverError, nats.errors.Error, TimeoutError) as exc:
                 self._error = str(exc) or type(exc).__name__
                 log.warning("JetStream consumer %s: %s; retrying", self._consumer, self._error)
+                await self._pause()
+            except Exception as exc:  # the loop must not die silently: say so, go on
+                self._error = f"consumer {self._consumer}: unexpected {exc!r}; retrying"
+                log.exception("JetStream consumer %s failed; retrying", self._consumer)
                 await self._pause()
 
     async def _recreate(self) -> None:
@@ -547,6 +691,11 @@ class NatsSubscription(Subscription):
             return
         held = len(self._buffer) + len(self._unsettled) + len(self._gate)
         room = self._limit - held - self._asked
+        if self._gaps is not None:
+            room -= len(self._gaps)
+            # The lost deliveries are due: ask for them even with prefetch full (the
+            # server sends due redeliveries before any new record).
+            room = max(room, self._gaps.probing(time.monotonic()) - self._asked)
         if room <= 0 or (self._asked and room < self._batch // 2):
             return
         batch = min(room, self._batch)
@@ -575,7 +724,7 @@ class NatsSubscription(Subscription):
             self._asked = 0
         elif now - self._last_seen > self._options.heartbeat * 2 + 0.5:
             self._asked = 0
-            self._check_consumer = True
+            self._renew()
             self._error = (
                 f"no heartbeat from consumer {self._consumer} for "
                 f"{now - self._last_seen:.1f}s; renewing the pull"
@@ -587,7 +736,8 @@ class NatsSubscription(Subscription):
             return
         now = time.monotonic()
         stale = now - self._options.ack_wait / 3
-        for delivery in (*self._buffer, *self._unsettled.values(), *self._gate.held()):
+        parked = self._gaps.parked() if self._gaps is not None else ()
+        for delivery in (*self._buffer, *self._unsettled.values(), *self._gate.held(), *parked):
             if delivery._touched < stale:
                 delivery._touched = now
                 await self._nc.publish(delivery._msg.reply, _WPI)
@@ -598,6 +748,10 @@ class NatsSubscription(Subscription):
             return
         self._lag_at = now
         info = await self._api.consumer_info(self._stream, self._consumer)
-        self._lag = int(info.get("num_pending", 0)) + int(info.get("num_ack_pending", 0))
+        self._waiting = int(info.get("num_pending", 0))
+        self._ack_pending = int(info.get("num_ack_pending", 0))
+        self._lag = self._waiting + self._ack_pending
+        groups = info.get("priority_groups") or [{}]
+        self._pinned = str(groups[0].get("pinned_client_id", ""))
         if self._error and not self._check_consumer:
             self._error = ""

@@ -200,7 +200,8 @@ class Membership:
                 await self._read()
             except asyncio.CancelledError:
                 raise
-            except (DriverError, nats.errors.Error, TimeoutError, ValueError) as exc:
-                self.error = f"membership of {self._filter}: {exc}"
-                log.warning("%s; retrying", self.error)
+            except Exception as exc:  # never dies silently: the lease would run out
+                self.error = f"membership of {self._filter}: {exc or type(exc).__name__}"
+                known = isinstance(exc, DriverError | nats.errors.Error | TimeoutError | ValueError)
+                log.warning("%s; retrying", self.error, exc_info=not known)
                 renewed = loop.time() - renew_every  # renew at the next turn

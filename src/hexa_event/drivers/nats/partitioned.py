@@ -119,9 +119,9 @@ class PartitionedSubscription(Subscription):
                 self._error = ""
             except asyncio.CancelledError:
                 raise
-            except DriverError as exc:
-                self._error = f"could not take over partitions: {exc}"
-                log.warning("%s; retrying", self._error)
+            except Exception as exc:  # a DriverError, or a client error mid-reconnect
+                self._error = f"could not take over partitions: {exc or type(exc).__name__}"
+                log.warning("%s; retrying", self._error, exc_info=not isinstance(exc, DriverError))
                 await asyncio.sleep(1.0)
                 self._changed.set()
 
@@ -222,6 +222,10 @@ class PartitionedSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         error = str(self._fatal) if self._fatal else self._error or self._membership.error
+        task = self._task
+        if not error and not self._closed and task is not None and task.done():
+            cause = task.exception() if not task.cancelled() else None
+            error = f"the partition loop of member {self.member} stopped ({cause!r})"
         lags: list[int] = []
         held: list[str] = []
         for child in self._children.values():
