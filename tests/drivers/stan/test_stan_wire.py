@@ -68,7 +68,7 @@ def test_every_message_round_trips_and_agrees_with_an_independent_decoder() -> N
         assert fields.get(11, 0) == number
         assert fields[10] == 2
         head = encode_pub_head("client", b"\x01\x02")
-        pub = encode_pub_msg(head, "guid-1", encode_pub_channel("orders"), data)
+        pub = encode_pub_msg(head, b"guid-1", encode_pub_channel("orders"), data)
         assert PubMsg.decode(pub) == PubMsg(
             client_id="client", guid="guid-1", subject="orders", data=data, conn_id=b"\x01\x02"
         )

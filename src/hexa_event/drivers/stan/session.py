@@ -57,6 +57,7 @@ from .protocol import (
     encode_pub_head,
     encode_pub_msg,
 )
+from .writes import Writes, pub_head
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +96,10 @@ class StanSession:
         self.nc: NatsClient | None = nc
         self._owns_nc = nc is None
         self._nuid = NUID()
-        self._acks: dict[str, tuple[PublishBatch, int]] = {}
+        self._acks: dict[bytes, tuple[PublishBatch, int]] = {}
+        """Guid -> the batch and index of each publish waiting for its PubAck."""
         self._room = asyncio.Event()
-        self._guid_prefix = self._nuid.next().decode() + "-"
+        self._guid_prefix = bytes(self._nuid.next()) + b"-"
         self._guid_count = 0
         self._channel_fields: dict[str, bytes] = {}
         self._start_lock = asyncio.Lock()
@@ -495,41 +497,46 @@ class StanSession:
     async def publish(self, batch: PublishBatch, items: list[tuple[int, str, bytes]]) -> None:
         """Send ``(index, channel, body)`` PubMsgs; ``batch`` collects their PubAcks.
 
-        Waits while ``max_pub_acks_inflight`` publishes are unanswered. A publish whose
-        connection or session drops first resolves to :class:`SessionInterruptedError`.
+        Written in one go (:mod:`.writes`) while fewer than ``max_pub_acks_inflight``
+        publishes are unanswered, then as room frees. A publish whose connection or session
+        drops first resolves to :class:`SessionInterruptedError`.
         """
-        nc = self._nats()
-        publish = nc.publish
-        acks = self._acks
+        writes = Writes(self._nats())
         limit = self.options.max_pub_acks_inflight
         head = encode_pub_head(self.client_id, self.conn_id)
         pub_prefix = self.response.pub_prefix + "."
-        reply_prefix = self.ack_subject + "."
+        reply = self.ack_subject + "."
         guid_prefix = self._guid_prefix
         fields = self._channel_fields
-        field_of = self._channel_field
-        channel = subject = ""
-        field = b""
-        for index, item_channel, data in items:
-            while len(acks) >= limit:
+        channel = ""
+        command = field = b""
+        done = 0
+        while done < len(items):
+            acks = self._acks  # replaced when pending publishes were failed
+            room = limit - len(acks)
+            if room <= 0:
                 self._room.clear()
                 await self._room.wait()
-                acks = self._acks  # replaced when pending publishes were failed
-            if item_channel != channel:  # a batch is mostly one channel: built once per run
-                channel = item_channel
-                subject = pub_prefix + channel
-                field = fields.get(channel) or field_of(channel)
-            self._guid_count += 1
-            guid = f"{guid_prefix}{self._guid_count}"
-            acks[guid] = (batch, index)
+                continue
+            first = self._guid_count + 1
+            for index, item_channel, data in items[done : done + room]:
+                if item_channel != channel:  # a batch is mostly one channel: once per run
+                    channel = item_channel
+                    command = pub_head(pub_prefix + channel, reply)
+                    field = fields.get(channel) or self._channel_field(channel)
+                self._guid_count += 1
+                guid = guid_prefix + b"%d" % self._guid_count
+                acks[guid] = (batch, index)
+                writes.add_reply(command, guid, encode_pub_msg(head, guid, field, data))
+            done += room
             try:
-                await publish(
-                    subject, encode_pub_msg(head, guid, field, data), reply=reply_prefix + guid
-                )
+                await writes.flush()
             except (nats.errors.Error, OSError) as exc:
-                if acks.pop(guid, None) is not None:
-                    why = f"publish failed: {type(exc).__name__}"
-                    batch.resolve(index, SessionInterruptedError(why))
+                interrupted = SessionInterruptedError(f"publish failed: {type(exc).__name__}")
+                for number in range(first, self._guid_count + 1):
+                    entry = acks.pop(guid_prefix + b"%d" % number, None)
+                    if entry is not None:
+                        batch.resolve(entry[1], interrupted)
 
     def refusal(self, channel: str, data_size: int) -> NotStoredError | None:
         """Why the server would refuse a record of ``data_size`` bytes on ``channel`` (and
@@ -582,14 +589,14 @@ class StanSession:
         data = msg.data
         # The common PubAck is the guid alone: field 1, one length byte.
         if data and data[0] == 0x0A and len(data) == data[1] + 2:
-            entry = self._acks.pop(data[2:].decode(), None)
+            entry = self._acks.pop(data[2:], None)
             if entry is not None:
                 entry[0].resolve(entry[1], "")
                 self._room.set()
             return
         if not data:
             if msg.headers:  # no responders: nothing serves the publish subject right now
-                entry = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
+                entry = self._acks.pop(msg.subject.rsplit(".", 1)[-1].encode(), None)
                 if entry is not None:
                     entry[0].resolve(entry[1], StanNotAnsweringError("no server answered"))
                     self._room.set()
@@ -599,8 +606,8 @@ class StanSession:
         except ProtocolError:
             logger.warning("STAN %s: undecodable PubAck ignored", self.client_id)
             return
-        guid, error = ack.guid, ack.error
-        entry = self._acks.pop(guid, None)
+        entry = self._acks.pop(ack.guid.encode(), None)
+        error = ack.error
         if entry is not None:
             entry[0].resolve(entry[1], error)
             self._room.set()
