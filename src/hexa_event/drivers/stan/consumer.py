@@ -76,11 +76,10 @@ class StanDelivery(Delivery):
 
     def __init__(self, member: ChannelMember, msg: MsgProto) -> None:
         key, headers, body = decode_body(msg.data)
-        count = msg.redelivery_count + 1 if msg.redelivered else 1
         super().__init__(
-            RawRecord(channel=msg.subject, key=key, headers=headers, body=body),
+            RawRecord(msg.subject, key, headers, body),
             coordinates=f"{msg.subject}-{msg.sequence}",
-            delivery_count=max(count, 2) if msg.redelivered else count,
+            delivery_count=max(msg.redelivery_count + 1, 2) if msg.redelivered else 1,
             timestamp=msg.timestamp / 1e9 if msg.timestamp else None,
         )
         self._member = member
@@ -179,8 +178,8 @@ class ChannelMember:
         self.ack_command = pub_head(response.ack_inbox)
 
     async def _on_message(self, msg: Msg) -> None:
-        owner = self.owner
-        if owner.closed:
+        buffer = self.owner.buffer
+        if buffer.closed:
             return
         try:
             proto = decode_msg_proto(msg.data)
@@ -207,7 +206,7 @@ class ChannelMember:
         self.held.add(sequence)
         if sequence > self.last_sequence:
             self.last_sequence = sequence
-        owner.buffer.append((self, proto))
+        buffer.append((self, proto))
 
     async def _ack_again(self, sequence: int) -> None:
         session = self.session
