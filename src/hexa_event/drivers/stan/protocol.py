@@ -366,7 +366,12 @@ def encode_pub_msg(head: bytes, guid: bytes, channel_field: bytes, data: bytes) 
     fields may come in any order, so the shared parts are pre-encoded.
     """
     size = len(data)
-    length = _SMALL_LENGTHS[size] if size < 0x80 else _varint(size)
+    if size < 0x80:
+        length = _SMALL_LENGTHS[size]
+    elif size < 0x4000:
+        length = bytes((size & 0x7F | 0x80, size >> 7))
+    else:
+        length = _varint(size)
     return b"".join(
         (head, b"\x12", _SMALL_LENGTHS[len(guid)], guid, channel_field, b"\x2a", length, data)
     )

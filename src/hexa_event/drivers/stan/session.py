@@ -96,8 +96,8 @@ class StanSession:
         self.nc: NatsClient | None = nc
         self._owns_nc = nc is None
         self._nuid = NUID()
-        self._acks: dict[bytes, tuple[PublishBatch, int]] = {}
-        """Guid -> the batch and index of each publish waiting for its PubAck."""
+        self._acks: dict[bytes, PublishBatch] = {}
+        """Guid -> the batch of each publish waiting for its PubAck."""
         self._room = asyncio.Event()
         self._guid_prefix = bytes(self._nuid.next()) + b"-"
         self._guid_count = 0
@@ -374,8 +374,8 @@ class StanSession:
 
     def _fail_pending(self, exc: BaseException) -> None:
         pending, self._acks = self._acks, {}
-        for batch, index in pending.values():
-            batch.resolve(index, exc)
+        for guid, batch in pending.items():
+            batch.resolve(guid, exc)
         self._room.set()
 
     # -- session loss and recovery ---------------------------------------------------------
@@ -526,7 +526,8 @@ class StanSession:
                     field = fields.get(channel) or self._channel_field(channel)
                 self._guid_count += 1
                 guid = guid_prefix + b"%d" % self._guid_count
-                acks[guid] = (batch, index)
+                acks[guid] = batch
+                batch.guids[guid] = index
                 writes.add_reply(command, guid, encode_pub_msg(head, guid, field, data))
             done += room
             try:
@@ -534,9 +535,9 @@ class StanSession:
             except (nats.errors.Error, OSError) as exc:
                 interrupted = SessionInterruptedError(f"publish failed: {type(exc).__name__}")
                 for number in range(first, self._guid_count + 1):
-                    entry = acks.pop(guid_prefix + b"%d" % number, None)
-                    if entry is not None:
-                        batch.resolve(entry[1], interrupted)
+                    guid = guid_prefix + b"%d" % number
+                    if acks.pop(guid, None) is not None:
+                        batch.resolve(guid, interrupted)
 
     def refusal(self, channel: str, data_size: int) -> NotStoredError | None:
         """Why the server would refuse a record of ``data_size`` bytes on ``channel`` (and
@@ -581,24 +582,27 @@ class StanSession:
 
     def forget(self, batch: PublishBatch) -> None:
         """Stop waiting for the batch's unanswered publishes (timed out)."""
-        for guid in [g for g, (b, _) in self._acks.items() if b is batch]:
-            del self._acks[guid]
+        for guid in batch.guids:
+            self._acks.pop(guid, None)
+        batch.guids.clear()
         self._room.set()
 
     async def _on_pub_ack(self, msg: Msg) -> None:
         data = msg.data
         # The common PubAck is the guid alone: field 1, one length byte.
         if data and data[0] == 0x0A and len(data) == data[1] + 2:
-            entry = self._acks.pop(data[2:], None)
-            if entry is not None:
-                entry[0].resolve(entry[1], "")
+            guid = data[2:]
+            batch = self._acks.pop(guid, None)
+            if batch is not None:
+                batch.resolve(guid, "")
                 self._room.set()
             return
         if not data:
             if msg.headers:  # no responders: nothing serves the publish subject right now
-                entry = self._acks.pop(msg.subject.rsplit(".", 1)[-1].encode(), None)
-                if entry is not None:
-                    entry[0].resolve(entry[1], StanNotAnsweringError("no server answered"))
+                guid = msg.subject.rsplit(".", 1)[-1].encode()
+                batch = self._acks.pop(guid, None)
+                if batch is not None:
+                    batch.resolve(guid, StanNotAnsweringError("no server answered"))
                     self._room.set()
             return
         try:
@@ -606,10 +610,10 @@ class StanSession:
         except ProtocolError:
             logger.warning("STAN %s: undecodable PubAck ignored", self.client_id)
             return
-        entry = self._acks.pop(ack.guid.encode(), None)
-        error = ack.error
-        if entry is not None:
-            entry[0].resolve(entry[1], error)
+        guid, error = ack.guid.encode(), ack.error
+        batch = self._acks.pop(guid, None)
+        if batch is not None:
+            batch.resolve(guid, error)
             self._room.set()
         if error and is_session_gone(error):
             self.lost(error)
@@ -619,13 +623,15 @@ class PublishBatch:
     """The outcome of each publish of one producer call, and an event when all are in.
 
     ``results[i]`` is None while waiting, ``""`` once stored, the server's error text, or
-    the exception that interrupted it.
+    the exception that interrupted it. ``guids`` maps the guid of each publish sent and not
+    answered yet to its index.
     """
 
-    __slots__ = ("done", "remaining", "results")
+    __slots__ = ("done", "guids", "remaining", "results")
 
     def __init__(self, size: int) -> None:
         self.results: list[str | BaseException | None] = [None] * size
+        self.guids: dict[bytes, int] = {}
         self.remaining = 0
         self.done = asyncio.Event()
 
@@ -637,8 +643,9 @@ class PublishBatch:
         if not indexes:
             self.done.set()
 
-    def resolve(self, index: int, outcome: str | BaseException) -> None:
-        if self.results[index] is not None:
+    def resolve(self, guid: bytes, outcome: str | BaseException) -> None:
+        index = self.guids.pop(guid, None)
+        if index is None or self.results[index] is not None:
             return
         self.results[index] = outcome
         self.remaining -= 1
