@@ -508,6 +508,7 @@ class StanSession:
         reply = self.ack_subject + "."
         guid_prefix = self._guid_prefix
         fields = self._channel_fields
+        guids = batch.guids
         channel = ""
         command = field = b""
         done = 0
@@ -518,23 +519,24 @@ class StanSession:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            first = self._guid_count + 1
+            first = number = self._guid_count
             for index, item_channel, data in items[done : done + room]:
                 if item_channel != channel:  # a batch is mostly one channel: once per run
                     channel = item_channel
                     command = pub_head(pub_prefix + channel, reply)
                     field = fields.get(channel) or self._channel_field(channel)
-                self._guid_count += 1
-                guid = guid_prefix + b"%d" % self._guid_count
+                number += 1
+                guid = guid_prefix + b"%d" % number
                 acks[guid] = batch
-                batch.guids[guid] = index
+                guids[guid] = index
                 writes.add_reply(command, guid, encode_pub_msg(head, guid, field, data))
+            self._guid_count = number
             done += room
             try:
                 await writes.flush()
             except (nats.errors.Error, OSError) as exc:
                 interrupted = SessionInterruptedError(f"publish failed: {type(exc).__name__}")
-                for number in range(first, self._guid_count + 1):
+                for number in range(first + 1, self._guid_count + 1):
                     guid = guid_prefix + b"%d" % number
                     if acks.pop(guid, None) is not None:
                         batch.resolve(guid, interrupted)
