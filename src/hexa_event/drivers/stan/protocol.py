@@ -149,7 +149,7 @@ class StartPosition(enum.IntEnum):
 
 
 @_check_fields
-class PubMsg(Message):
+class PubMsg(Message, frozen=True, gc=False):
     """Client -> ``<pubPrefix>.<channel>``; answered by a PubAck on the reply subject."""
 
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
@@ -171,14 +171,14 @@ class PubMsg(Message):
 
 
 @_check_fields
-class PubAck(Message):
+class PubAck(Message, frozen=True, gc=False):
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("guid", STRING), 2: ("error", STRING)}
     guid: str = ""
     error: str = ""
 
 
 @_check_fields
-class MsgProto(Message):
+class MsgProto(Message, frozen=True, gc=False):
     """Server -> a subscription's delivery inbox. ``timestamp`` is in nanoseconds."""
 
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
@@ -202,7 +202,7 @@ class MsgProto(Message):
 
 
 @_check_fields
-class Ack(Message):
+class Ack(Message, frozen=True, gc=False):
     """Client -> a subscription's ack inbox; no reply."""
 
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("subject", STRING), 2: ("sequence", UINT)}
@@ -211,7 +211,7 @@ class Ack(Message):
 
 
 @_check_fields
-class ConnectRequest(Message):
+class ConnectRequest(Message, frozen=True, gc=False):
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
         1: ("client_id", STRING),
         2: ("heartbeat_inbox", STRING),
@@ -229,7 +229,7 @@ class ConnectRequest(Message):
 
 
 @_check_fields
-class ConnectResponse(Message):
+class ConnectResponse(Message, frozen=True, gc=False):
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
         1: ("pub_prefix", STRING),
         2: ("sub_requests", STRING),
@@ -257,19 +257,19 @@ class ConnectResponse(Message):
 
 
 @_check_fields
-class Ping(Message):
+class Ping(Message, frozen=True, gc=False):
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("conn_id", BYTES)}
     conn_id: bytes = b""
 
 
 @_check_fields
-class PingResponse(Message):
+class PingResponse(Message, frozen=True, gc=False):
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("error", STRING)}
     error: str = ""
 
 
 @_check_fields
-class SubscriptionRequest(Message):
+class SubscriptionRequest(Message, frozen=True, gc=False):
     """Client -> ``subRequests``. ``start_time_delta`` is in nanoseconds before now."""
 
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
@@ -297,14 +297,14 @@ class SubscriptionRequest(Message):
 
 
 @_check_fields
-class SubscriptionResponse(Message):
+class SubscriptionResponse(Message, frozen=True, gc=False):
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {2: ("ack_inbox", STRING), 3: ("error", STRING)}
     ack_inbox: str = ""
     error: str = ""
 
 
 @_check_fields
-class UnsubscribeRequest(Message):
+class UnsubscribeRequest(Message, frozen=True, gc=False):
     """Client -> ``unsubRequests`` (delete) or ``subCloseRequests`` (close, keep durables).
 
     ``inbox`` carries the subscription's ack inbox (the server looks it up by that first).
@@ -323,13 +323,13 @@ class UnsubscribeRequest(Message):
 
 
 @_check_fields
-class CloseRequest(Message):
+class CloseRequest(Message, frozen=True, gc=False):
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("client_id", STRING)}
     client_id: str = ""
 
 
 @_check_fields
-class CloseResponse(Message):
+class CloseResponse(Message, frozen=True, gc=False):
     FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("error", STRING)}
     error: str = ""
 
