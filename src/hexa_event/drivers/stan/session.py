@@ -101,7 +101,6 @@ class StanSession:
         self._room = asyncio.Event()
         self._guid_prefix = bytes(self._nuid.next()) + b"-"
         self._guid_count = 0
-        self._channel_fields: dict[str, bytes] = {}
         self._start_lock = asyncio.Lock()
         self._ready = asyncio.Event()
         self._started = False
@@ -507,7 +506,6 @@ class StanSession:
         pub_prefix = self.response.pub_prefix + "."
         reply = self.ack_subject + "."
         guid_prefix = self._guid_prefix
-        fields = self._channel_fields
         guids = batch.guids
         channel = ""
         command = field = b""
@@ -524,7 +522,7 @@ class StanSession:
                 if item_channel != channel:  # a batch is mostly one channel: once per run
                     channel = item_channel
                     command = pub_head(pub_prefix + channel, reply)
-                    field = fields.get(channel) or self._channel_field(channel)
+                    field = encode_pub_channel(channel)
                 number += 1
                 guid = guid_prefix + b"%d" % number
                 acks[guid] = batch
@@ -575,12 +573,6 @@ class StanSession:
     def _envelope_size(self, channel: str) -> int:
         """What a PubMsg adds to its data, at most: channel, client id, guid and framing."""
         return len(channel.encode()) + len(self.client_id) + 96
-
-    def _channel_field(self, channel: str) -> bytes:
-        field = self._channel_fields[channel] = encode_pub_channel(channel)
-        if len(self._channel_fields) > 10_000:
-            self._channel_fields.clear()
-        return field
 
     def forget(self, batch: PublishBatch) -> None:
         """Stop waiting for the batch's unanswered publishes (timed out)."""
