@@ -19,8 +19,12 @@ The raw side is the fastest configuration measured on the 2-core bench machine (
 the first PubAck is awaited: 63k/s) beats windows of 16,384 (48k/s), 4,096 (44k/s), 1,024
 (36k/s) and 256 (30k/s) unacknowledged publishes; ``RawStan.publish_all(window=...)`` runs
 those. The subscription's ``max_in_flight`` made no difference beyond the noise (256: 47k/s,
-1,024: 44k/s, 4,096: 35k/s, 16,384: 47k/s; ``consume_all(max_in_flight=...)``), nor would
-batching acks: nats-py already writes every pending Ack in one socket write per flush.
+1,024: 44k/s, 4,096: 35k/s, 16,384: 47k/s; ``consume_all(max_in_flight=...)``). Its
+connection skips nats-py's subject checks (``skip_subject_validation``, two regular
+expressions per publish), as the driver's does. Acks and PubMsgs go through nats-py's
+public ``publish``, one call per message (nats-py writes them out in one socket write per
+flush either way); the driver writes a batch's PUB commands as one (``drivers/stan/writes.py``),
+which nats-py offers no public call for.
 
     HEXA_STAN_URL=nats://127.0.0.1:4223 HEXA_STAN_CLUSTER_ID=hexa-event \\
         python benchmarks/stan_bench.py [--count 20000]

@@ -112,7 +112,6 @@ class StanSession:
         self._hb_sub: NatsSubscription | None = None
         self._internal: list[NatsSubscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._recovering: asyncio.Task[None] | None = None
         self._ping_now = asyncio.Event()
         self._members: set[Member] = set()
         self.response = ConnectResponse()
@@ -242,11 +241,7 @@ class StanSession:
         nc = self.nc
         if self._started and nc is not None and nc.is_connected and self._session_ok:
             try:
-                response = await self.request(
-                    self.response.close_requests,
-                    CloseRequest(client_id=self.client_id),
-                    CloseResponse,
-                )
+                response = await self._close_request()
                 if response.error:
                     logger.warning("STAN close request refused: %s", response.error)
             except DriverError as exc:
@@ -388,18 +383,14 @@ class StanSession:
         self.error = f"STAN session lost: {why}"
         self._interrupted(why)
         self._update_ready()
-        self._recovering = self._spawn(self._recover())
+        self._spawn(self._recover())
 
     async def _recover(self) -> None:
         delay = 0.1
         while not self._closed:
             try:
                 with contextlib.suppress(DriverError):
-                    await self.request(
-                        self.response.close_requests,
-                        CloseRequest(client_id=self.client_id),
-                        CloseResponse,
-                    )
+                    await self._close_request()
                 await self._handshake()
                 self._session_ok = True
                 for member in list(self._members):
@@ -481,6 +472,10 @@ class StanSession:
         except nats.errors.Error as exc:
             raise DriverError(f"{type(message).__name__} failed: {type(exc).__name__}") from exc
         return response_type.decode(reply.data)
+
+    async def _close_request(self) -> CloseResponse:
+        request = CloseRequest(client_id=self.client_id)
+        return await self.request(self.response.close_requests, request, CloseResponse)
 
     async def subscribe_request(self, request: SubscriptionRequest) -> SubscriptionResponse:
         return await self.request(self.response.sub_requests, request, SubscriptionResponse)

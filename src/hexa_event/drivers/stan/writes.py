@@ -1,16 +1,13 @@
-"""Many NATS messages written at once: a batch's PUB commands joined into one buffer.
+"""Many NATS messages written at once: a batch's PUB commands joined into one command.
 
-nats-py's ``publish`` is one call per message: its checks, a protocol line made by an
-f-string, two counters, an append to its pending buffer and a flush kick, about a quarter of
-what one STAN publish or Ack costs the driver. The driver sends PubMsgs and Acks in
-batches, to subjects it made and checked itself, so it writes a batch as one command into
-nats-py's pending buffer instead: the bytes ``publish`` would write (``PUB <subject>
-[<reply>] <size>``, the payload), the same checks and counters, one flush.
-
-That reaches into nats-py's client (its pending buffer, ``_send_command`` and
-``_flush_pending``, there since the 2.0 client). A client without them, or whose
-``publish`` is not nats-py's own (wrapped by instrumentation or a test), is written to
-through ``publish``, message by message.
+nats-py's ``publish`` is one call per message (checks, a protocol line by f-string, two
+counters, a pending-buffer append, a flush kick): a quarter of what a STAN publish or Ack
+cost the driver. The driver's PubMsgs and Acks go out in batches to subjects it made and
+checked itself, so a batch is written as one command into nats-py's pending buffer: the
+bytes ``publish`` would write, its checks and counters, one flush kick. That reaches into
+nats-py's client (``_send_command``, ``_flush_pending``, the pending buffer, all there since
+nats-py 2.0); a client without them, or whose ``publish`` is not nats-py's own (wrapped by
+instrumentation or a test), gets the messages one by one through ``publish``.
 """
 
 from __future__ import annotations
