@@ -47,11 +47,7 @@ async def _write_and_receive(*, wrapped: bool) -> tuple[list[tuple[str, str, byt
         nc.publish = counting  # type: ignore[method-assign]
     writes = Writes(nc)
     for subject, reply, data in sent:
-        if reply:
-            start, end = reply.rsplit(".", 1)
-            writes.add_reply(pub_head(subject, start + "."), end.encode(), data)
-        else:
-            writes.add(pub_head(subject), data)
+        writes.add(pub_head(subject, reply), data)
     out_msgs = nc.stats["out_msgs"]
     await writes.flush()
     assert nc.stats["out_msgs"] == out_msgs + len(sent)

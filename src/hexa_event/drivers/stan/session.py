@@ -179,9 +179,9 @@ class StanSession:
         self._reconnects_seen = int(nc.stats.get("reconnects", 0))
         self.ack_subject = f"_STAN.acks.{self._nuid.next().decode()}"
         self.ping_inbox = nc.new_inbox()
-        # One reply subject per publish (``<ack_subject>.<guid>``): a no-responders status
-        # (the streaming server not up yet behind its NATS port) then names the publish.
-        self._internal.append(await nc.subscribe(f"{self.ack_subject}.*", cb=self._on_pub_ack))
+        # One reply subject for every publish: one per publish cost the NATS server 70% more
+        # CPU per publish (a subject it has not seen to match and cache each time).
+        self._internal.append(await nc.subscribe(self.ack_subject, cb=self._on_pub_ack))
         self._internal.append(await nc.subscribe(self.ping_inbox, cb=self._on_ping_response))
         await self._handshake()
 
@@ -499,7 +499,6 @@ class StanSession:
         limit = self.options.max_pub_acks_inflight
         head = encode_pub_head(self.client_id, self.conn_id)
         pub_prefix = self.response.pub_prefix + "."
-        reply = self.ack_subject + "."
         guid_prefix = self._guid_prefix
         guids = batch.guids
         channel = ""
@@ -516,13 +515,13 @@ class StanSession:
             for index, item_channel, data in items[done : done + room]:
                 if item_channel != channel:  # a batch is mostly one channel: once per run
                     channel = item_channel
-                    command = pub_head(pub_prefix + channel, reply)
+                    command = pub_head(pub_prefix + channel, self.ack_subject)
                     field = encode_pub_channel(channel)
                 number += 1
                 guid = guid_prefix + b"%d" % number
                 acks[guid] = batch
                 guids[guid] = index
-                writes.add_reply(command, guid, encode_pub_msg(head, guid, field, data))
+                writes.add(command, encode_pub_msg(head, guid, field, data))
             self._guid_count = number
             done += room
             try:
@@ -587,12 +586,8 @@ class StanSession:
                 self._room.set()
             return
         if not data:
-            if msg.headers:  # no responders: nothing serves the publish subject right now
-                guid = msg.subject.rsplit(".", 1)[-1].encode()
-                batch = self._acks.pop(guid, None)
-                if batch is not None:
-                    batch.resolve(guid, StanNotAnsweringError("no server answered"))
-                    self._room.set()
+            if msg.headers:  # no responders: nothing serves the publish subjects right now
+                self._fail_pending(StanNotAnsweringError("no streaming server answered"))
             return
         try:
             ack = PubAck.decode(data)

@@ -20,10 +20,9 @@ _PUBLISH = NatsClient.publish
 
 
 def pub_head(subject: str, reply: str = "") -> bytes:
-    """The start of a PUB command to ``subject``, built once per subject: with ``reply``,
-    for :meth:`Writes.add_reply` (``reply`` is the start of each message's reply subject),
-    else for :meth:`Writes.add`."""
-    return f"PUB {subject} {reply}".encode() if reply else f"PUB {subject} ".encode()
+    """The start of a PUB command to ``subject`` (with ``reply``) for :meth:`Writes.add`,
+    built once per subject."""
+    return f"PUB {subject} {reply} ".encode() if reply else f"PUB {subject} ".encode()
 
 
 class Writes:
@@ -38,14 +37,8 @@ class Writes:
         self.size = 0
 
     def add(self, head: bytes, payload: bytes) -> None:
-        """One message; ``head`` from :func:`pub_head` without a reply."""
+        """One message; ``head`` from :func:`pub_head`."""
         self.parts += (head, b"%d\r\n" % len(payload), payload, b"\r\n")
-        self.count += 1
-        self.size += len(payload)
-
-    def add_reply(self, head: bytes, reply_end: bytes, payload: bytes) -> None:
-        """One message whose reply subject is ``pub_head``'s ``reply`` + ``reply_end``."""
-        self.parts += (head, reply_end, b" %d\r\n" % len(payload), payload, b"\r\n")
         self.count += 1
         self.size += len(payload)
 
