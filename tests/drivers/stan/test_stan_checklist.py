@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import types
 from collections.abc import Sequence
@@ -244,6 +245,23 @@ async def test_durable_queue_group_outlives_its_members_until_the_last_unsubscri
 
     reborn = await (await drivers()).subscribe(spec(channel, group))
     assert len(await take(reborn, 6)) == 6  # a new group, from the first message
+
+
+async def test_an_ephemeral_subscription_closed_before_its_driver_is_left_once(
+    drivers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its group is deleted by the first close; closing it again, or closing the driver,
+    asks the server nothing more (a second unsubscribe was refused with a warning)."""
+    channel = unique("ephemeral")
+    driver: StanDriver = await drivers()
+    sub = await driver.subscribe(
+        SubscriptionSpec(group=unique("g"), channels=(channel,), ephemeral=True)
+    )
+    await sub.close()
+    with caplog.at_level(logging.WARNING, logger="hexa_event.drivers.stan"):
+        await sub.close()
+        await driver.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_queue_group_members_share_messages(drivers: Any) -> None:

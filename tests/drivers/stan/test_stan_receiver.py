@@ -85,7 +85,7 @@ async def test_what_go_emits_reaches_our_handlers(stan_url: str) -> None:
         session = driver.session
         assert session.nc is not None
         head = encode_pub_head(session.client_id, session.conn_id)
-        frame = encode_pub_msg(head, "go-guid", encode_pub_channel(channel), go_body)
+        frame = encode_pub_msg(head, b"go-guid", encode_pub_channel(channel), go_body)
         reply = await session.nc.request(
             f"{session.response.pub_prefix}.{channel}", frame, timeout=WITHIN
         )

@@ -12,6 +12,7 @@ from hexa_event.drivers.stan.protocol import (
     Ack,
     ConnectRequest,
     ConnectResponse,
+    Message,
     MsgProto,
     ProtocolError,
     PubAck,
@@ -68,7 +69,7 @@ def test_every_message_round_trips_and_agrees_with_an_independent_decoder() -> N
         assert fields.get(11, 0) == number
         assert fields[10] == 2
         head = encode_pub_head("client", b"\x01\x02")
-        pub = encode_pub_msg(head, "guid-1", encode_pub_channel("orders"), data)
+        pub = encode_pub_msg(head, b"guid-1", encode_pub_channel("orders"), data)
         assert PubMsg.decode(pub) == PubMsg(
             client_id="client", guid="guid-1", subject="orders", data=data, conn_id=b"\x01\x02"
         )
@@ -87,6 +88,26 @@ def test_every_message_round_trips_and_agrees_with_an_independent_decoder() -> N
         assert decode_msg_proto(frame + pb_field(99, "future")) == msg
     with pytest.raises(ProtocolError):
         decode_msg_proto(MsgProto(sequence=1, data=b"xy").encode()[:-1])
+
+
+def test_every_message_type_numbers_each_of_its_attributes_once() -> None:
+    types = Message.__subclasses__()
+    assert len(types) == 13
+    for message_type in types:
+        names = list(message_type.FIELDS.values())
+        assert sorted(names) == sorted(message_type.__struct_fields__), message_type
+        filled = message_type(**{name: _sample(message_type, name) for name in names})
+        assert message_type.decode(filled.encode()) == filled
+        assert message_type.decode(b"") == message_type()
+
+
+def _sample(message_type: type[Message], name: str) -> object:
+    value = getattr(message_type(), name)
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -(2**40)
+    return "text-é" if isinstance(value, str) else b"\x00\xff"
 
 
 def test_unknown_fields_are_skipped_and_bad_frames_refused() -> None:

@@ -20,17 +20,22 @@ MOST = 20_000
 
 
 class RecentAcks:
-    """Sequences acked here within ``keep`` seconds (monotonic), at most ``most``."""
+    """Sequences acked here within ``keep`` seconds (monotonic), at most ``most``.
 
-    __slots__ = ("_order", "_until", "keep", "most")
+    The order they were remembered in is two deques of numbers, not one of tuples: thousands
+    of entries live for seconds, and numbers are nothing for the garbage collector to scan.
+    """
+
+    __slots__ = ("_sequences", "_times", "_until", "keep", "most")
 
     def __init__(self, keep: float, most: int = MOST) -> None:
         self.keep = keep
         self.most = most
         self._until: dict[int, float] = {}
         """Sequence -> monotonic time until which a copy of it is acked again, not run."""
-        self._order: deque[tuple[float, int]] = deque()
-        """``(until, sequence)`` in the order remembered (so ``until`` never decreases)."""
+        self._times: deque[float] = deque()
+        self._sequences: deque[int] = deque()
+        """``until`` and sequence in the order remembered (so ``until`` never decreases)."""
 
     def __len__(self) -> int:
         return len(self._until)
@@ -40,12 +45,14 @@ class RecentAcks:
 
     def clear(self) -> None:
         self._until.clear()
-        self._order.clear()
+        self._times.clear()
+        self._sequences.clear()
 
     def add(self, sequence: int, now: float) -> None:
         until = now + self.keep
         self._until[sequence] = until
-        self._order.append((until, sequence))
+        self._times.append(until)
+        self._sequences.append(sequence)
 
     def covers(self, sequence: int, now: float) -> bool:
         """True when ``sequence`` was acked here less than ``keep`` seconds ago."""
@@ -54,8 +61,8 @@ class RecentAcks:
 
     def prune(self, now: float) -> None:
         """Forget what is older than ``keep`` seconds, and the oldest beyond ``most``."""
-        order, until_of = self._order, self._until
-        while order and (order[0][0] <= now or len(order) > self.most):
-            until, sequence = order.popleft()
+        times, sequences, until_of = self._times, self._sequences, self._until
+        while times and (times[0] <= now or len(times) > self.most):
+            until, sequence = times.popleft(), sequences.popleft()
             if until_of.get(sequence) == until:  # not remembered again since
                 del until_of[sequence]

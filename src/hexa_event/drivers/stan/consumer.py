@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
+import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
@@ -55,6 +56,7 @@ from .protocol import (
 )
 from .session import StanSession
 from .wire import decode_body
+from .writes import Writes, pub_head
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +76,10 @@ class StanDelivery(Delivery):
 
     def __init__(self, member: ChannelMember, msg: MsgProto) -> None:
         key, headers, body = decode_body(msg.data)
-        count = msg.redelivery_count + 1 if msg.redelivered else 1
         super().__init__(
-            RawRecord(channel=msg.subject, key=key, headers=headers, body=body),
+            RawRecord(msg.subject, key, headers, body),
             coordinates=f"{msg.subject}-{msg.sequence}",
-            delivery_count=max(count, 2) if msg.redelivered else count,
+            delivery_count=max(msg.redelivery_count + 1, 2) if msg.redelivered else 1,
             timestamp=msg.timestamp / 1e9 if msg.timestamp else None,
         )
         self._member = member
@@ -110,6 +111,8 @@ class ChannelMember:
         self.channel = channel
         self.request = request
         self.ack_inbox = ""
+        self.ack_command = b""
+        """The start of the PUB command of an Ack (:mod:`.writes`)."""
         self.ack_head = encode_ack_head(channel)
         self.nats_sub: NatsSubscription | None = None
         self.held: set[int] = set()
@@ -145,17 +148,11 @@ class ChannelMember:
             # with it, so continue after what this member has seen (unsettled included).
             position = StartPosition.SEQUENCE_START
             start_sequence = min(self.held) if self.held else self.last_sequence + 1
-        request = SubscriptionRequest(
+        request = msgspec.structs.replace(
+            self.request,
             client_id=session.client_id,
-            subject=self.request.subject,
-            q_group=self.request.q_group,
-            inbox=self.request.inbox,
-            max_in_flight=self.request.max_in_flight,
-            ack_wait_in_secs=self.request.ack_wait_in_secs,
-            durable_name=self.request.durable_name,
             start_position=position,
             start_sequence=start_sequence,
-            start_time_delta=self.request.start_time_delta,
         )
         try:
             response = await session.subscribe_request(request)
@@ -178,10 +175,11 @@ class ChannelMember:
                 retriable=False,
             )
         self.ack_inbox = response.ack_inbox
+        self.ack_command = pub_head(response.ack_inbox)
 
     async def _on_message(self, msg: Msg) -> None:
-        owner = self.owner
-        if owner.closed:
+        buffer = self.owner.buffer
+        if buffer.closed:
             return
         try:
             proto = decode_msg_proto(msg.data)
@@ -208,7 +206,7 @@ class ChannelMember:
         self.held.add(sequence)
         if sequence > self.last_sequence:
             self.last_sequence = sequence
-        owner.buffer.append((self, proto))
+        buffer.append((self, proto))
 
     async def _ack_again(self, sequence: int) -> None:
         session = self.session
@@ -356,30 +354,32 @@ class StanSubscription(Subscription):
         return out
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        session = self._session
-        nc = session.nc
+        nc = self._session.nc
+        writes = Writes(nc) if nc is not None else None
         now = time.monotonic()
-        try:
-            for delivery in deliveries:
-                if not isinstance(delivery, StanDelivery):
-                    raise TypeError(f"not a STAN delivery: {delivery!r}")
-                member = delivery._member
-                sequence = delivery._msg.sequence
-                if delivery.outcome is Outcome.ACK:
-                    if nc is None or not member.ack_inbox:
-                        raise DriverError("the STAN connection is closed; acks not sent")
-                    await nc.publish(member.ack_inbox, encode_ack(member.ack_head, sequence))
-                    # Remembered before it leaves ``held``: a copy the server sent before
-                    # this Ack reached it is acked again, never handed out.
-                    member.acked.add(sequence, now)
-                elif delivery.outcome is Outcome.NACK and delivery.delay > 0:
-                    member.nacked[sequence] = now + delivery.delay
-                member.held.discard(sequence)
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
-            self._error = f"acks not sent: {type(exc).__name__}: {exc}"
-            raise DriverError(
-                f"STAN acks could not be sent ({type(exc).__name__}); they are sent again"
-            ) from exc
+        for delivery in deliveries:
+            if not isinstance(delivery, StanDelivery):
+                raise TypeError(f"not a STAN delivery: {delivery!r}")
+            member = delivery._member
+            sequence = delivery._msg.sequence
+            if delivery.outcome is Outcome.ACK:
+                if writes is None or not member.ack_inbox:
+                    raise DriverError("the STAN connection is closed; acks not sent")
+                writes.add(member.ack_command, encode_ack(member.ack_head, sequence))
+                # Remembered before it leaves ``held``: a copy the server sent before this
+                # Ack reached it is acked again, never handed out.
+                member.acked.add(sequence, now)
+            elif delivery.outcome is Outcome.NACK and delivery.delay > 0:
+                member.nacked[sequence] = now + delivery.delay
+            member.held.discard(sequence)
+        if writes is not None:
+            try:
+                await writes.flush()  # every Ack in one write
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                self._error = f"acks not sent: {type(exc).__name__}: {exc}"
+                raise DriverError(
+                    f"STAN acks could not be sent ({type(exc).__name__}); they are sent again"
+                ) from exc
         self._error = ""
         for member in self.members:
             member.acked.prune(now)
@@ -389,16 +389,15 @@ class StanSubscription(Subscription):
 
     async def close(self) -> None:
         """Close every channel's subscription (durables and durable groups are kept, but for
-        an ephemeral spec's, which are deleted)."""
-        await self._leave(unsubscribe=self._spec.ephemeral)
+        an ephemeral spec's, which are deleted); what fails is logged. Idempotent."""
+        if not self.closed:
+            await self._leave(unsubscribe=self._spec.ephemeral, strict=False)
 
     async def unsubscribe(self) -> None:
         """Leave for good: a durable (or the last member's durable queue group) is deleted."""
-        await self._leave(unsubscribe=True)
+        await self._leave(unsubscribe=True, strict=True)
 
-    async def _leave(self, *, unsubscribe: bool) -> None:
-        if self.closed and not unsubscribe:
-            return
+    async def _leave(self, *, unsubscribe: bool, strict: bool) -> None:
         self.buffer.close()
         session = self._session
         session.unregister(self)
@@ -410,7 +409,7 @@ class StanSubscription(Subscription):
                 errors.append(str(exc))
         if errors:
             logger.warning("STAN: leaving %s: %s", self._spec.group, "; ".join(errors))
-            if unsubscribe:
+            if strict:
                 raise DriverError("; ".join(errors))
 
     async def lag(self) -> Mapping[str, int] | None:

@@ -21,9 +21,9 @@ One driver is one STAN session (one client id). What it guarantees, given STAN's
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
+import weakref
 from collections.abc import Sequence
 
 from nats.aio.client import Client as NatsClient
@@ -60,7 +60,8 @@ class StanDriver(KitDriver):
         )
         self.session = StanSession(options, nc)
         self._producer = StanProducer(self.session)
-        self._subscriptions: list[StanSubscription] = []
+        # Open ones stay: the session and their NATS subscriptions hold them.
+        self.subscriptions: weakref.WeakSet[StanSubscription] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return (
@@ -105,14 +106,8 @@ class StanDriver(KitDriver):
         await self.session.wait_ready(self.options.ack_timeout)  # rides out a recovery
         subscription = StanSubscription(self.session, spec, self.options)
         await subscription.open()
-        self._subscriptions.append(subscription)
+        self.subscriptions.add(subscription)
         return subscription
 
-    async def close(self) -> None:
-        """Close every subscription (durables kept), then the session. Idempotent."""
-        if self.closed:
-            return
-        self.closed = True
-        subscriptions, self._subscriptions = self._subscriptions, []
-        await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
+    async def close_engine(self) -> None:
         await self.session.close()

@@ -43,21 +43,21 @@ class StanProducer:
         limits: dict[str, int] = {}  # per channel, the largest body the server takes
         for index, record in enumerate(records):
             channel = record.channel
-            if channel not in checked:
-                try:
-                    check_channel(channel)
-                except ConfigurationError as exc:
-                    problems[index] = NotStoredError(str(exc), limit="channel name")
-                    continue
-                refusal = session.refusal(channel, 0)
-                if refusal is not None:
-                    problems[index] = refusal
-                    continue
-                checked.add(channel)
-            body = encode_body(record.key, record.headers, record.body)
             limit = limits.get(channel)
-            if limit is None:
+            if limit is None:  # once per channel and call
+                if channel not in checked:
+                    try:
+                        check_channel(channel)
+                    except ConfigurationError as exc:
+                        problems[index] = NotStoredError(str(exc), limit="channel name")
+                        continue
+                    refusal = session.refusal(channel, 0)
+                    if refusal is not None:
+                        problems[index] = refusal
+                        continue
+                    checked.add(channel)
                 limit = limits[channel] = session.data_limit(channel)
+            body = encode_body(record.key, record.headers, record.body)
             if len(body) > limit:
                 refusal = session.refusal(channel, len(body))
                 if refusal is not None:

@@ -12,13 +12,15 @@ values take ten bytes). Field numbers and types are the ones of stan.go's proto 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self
+
+import msgspec
 
 from ...errors import DriverError
 
-# Field kinds of our messages.
-STRING, BYTES, UINT, SINT, BOOL = range(5)
+# Field kinds of our messages, by the attribute's type.
+STRING, BYTES, INT, BOOL = range(4)
+_KINDS = {str: STRING, bytes: BYTES, int: INT, bool: BOOL}
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _MASK64 = (1 << 64) - 1
 
@@ -56,23 +58,35 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """Base of the STAN messages: ``FIELDS`` maps field numbers to (attribute, kind)."""
+class Message(msgspec.Struct, frozen=True, gc=False):
+    """Base of the STAN messages: ``FIELDS`` maps field numbers to attributes, whose type
+    says the wire's (str and bytes length-delimited, int and bool varints; ints are read as
+    two's complement: no unsigned field of STAN's comes near 2**63).
 
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {}
+    A msgspec struct, not a dataclass: one is made per delivery, and a frozen dataclass
+    takes 16 times as long to build (a ``object.__setattr__`` per field).
+    """
+
+    FIELDS: ClassVar[dict[int, str]] = {}
+
+    @classmethod
+    def spec(cls) -> dict[int, tuple[str, int]]:
+        """Field number -> (attribute, kind), worked out once per message type."""
+        spec = _SPECS.get(cls)
+        if spec is None:
+            types = {field.name: field.type for field in msgspec.structs.fields(cls)}
+            spec = {number: (name, _KINDS[types[name]]) for number, name in cls.FIELDS.items()}
+            _SPECS[cls] = spec
+        return spec
 
     def encode(self) -> bytes:
         out = bytearray()
-        for number, (name, kind) in self.FIELDS.items():
+        for number, (name, kind) in self.spec().items():
             value = getattr(self, name)
             if not value:
                 continue
             if kind in (STRING, BYTES):
-                raw = value.encode() if kind == STRING else bytes(value)
-                encode_varint(number << 3 | _LEN, out)
-                encode_varint(len(raw), out)
-                out += raw
+                out += len_field(number, value.encode() if kind == STRING else bytes(value))
             else:
                 encode_varint(number << 3 | _VARINT, out)
                 encode_varint(int(value) & _MASK64, out)
@@ -81,7 +95,7 @@ class Message:
     @classmethod
     def decode(cls, data: bytes | memoryview) -> Self:
         values: dict[str, Any] = {}
-        spec = cls.FIELDS
+        spec = cls.spec()
         pos, end = 0, len(data)
         try:
             while pos < end:
@@ -92,12 +106,10 @@ class Message:
                     field = spec.get(number)
                     if field is not None:
                         name, kind = field
-                        if kind == SINT:
+                        if kind == INT:
                             values[name] = _signed(raw_int)
                         elif kind == BOOL:
                             values[name] = raw_int != 0
-                        elif kind == UINT:
-                            values[name] = raw_int
                         else:
                             raise ProtocolError(f"{cls.__name__}: field {number} is not a varint")
                 elif wire == _LEN:
@@ -128,13 +140,7 @@ class Message:
         return cls(**values)
 
 
-def _check_fields(cls: type[Message]) -> type[Message]:
-    """Fail at import time if a message's FIELDS name an attribute it does not have."""
-    names = {f.name for f in fields(cls)}
-    missing = [name for name, _ in cls.FIELDS.values() if name not in names]
-    if missing:  # pragma: no cover - a programming error caught on import
-        raise TypeError(f"{cls.__name__}.FIELDS names unknown attributes {missing}")
-    return cls
+_SPECS: dict[type[Message], dict[int, tuple[str, int]]] = {}
 
 
 class StartPosition(enum.IntEnum):
@@ -147,19 +153,17 @@ class StartPosition(enum.IntEnum):
     FIRST = 4
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class PubMsg(Message):
+class PubMsg(Message, frozen=True, gc=False):
     """Client -> ``<pubPrefix>.<channel>``; answered by a PubAck on the reply subject."""
 
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
-        1: ("client_id", STRING),
-        2: ("guid", STRING),
-        3: ("subject", STRING),
-        4: ("reply", STRING),
-        5: ("data", BYTES),
-        6: ("conn_id", BYTES),
-        10: ("sha256", BYTES),
+    FIELDS: ClassVar[dict[int, str]] = {
+        1: "client_id",
+        2: "guid",
+        3: "subject",
+        4: "reply",
+        5: "data",
+        6: "conn_id",
+        10: "sha256",
     }
     client_id: str = ""
     guid: str = ""
@@ -170,28 +174,24 @@ class PubMsg(Message):
     sha256: bytes = b""
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class PubAck(Message):
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("guid", STRING), 2: ("error", STRING)}
+class PubAck(Message, frozen=True, gc=False):
+    FIELDS: ClassVar[dict[int, str]] = {1: "guid", 2: "error"}
     guid: str = ""
     error: str = ""
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class MsgProto(Message):
+class MsgProto(Message, frozen=True, gc=False):
     """Server -> a subscription's delivery inbox. ``timestamp`` is in nanoseconds."""
 
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
-        1: ("sequence", UINT),
-        2: ("subject", STRING),
-        3: ("reply", STRING),
-        4: ("data", BYTES),
-        5: ("timestamp", SINT),
-        6: ("redelivered", BOOL),
-        7: ("redelivery_count", UINT),
-        10: ("crc32", UINT),
+    FIELDS: ClassVar[dict[int, str]] = {
+        1: "sequence",
+        2: "subject",
+        3: "reply",
+        4: "data",
+        5: "timestamp",
+        6: "redelivered",
+        7: "redelivery_count",
+        10: "crc32",
     }
     sequence: int = 0
     subject: str = ""
@@ -203,26 +203,22 @@ class MsgProto(Message):
     crc32: int = 0
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class Ack(Message):
+class Ack(Message, frozen=True, gc=False):
     """Client -> a subscription's ack inbox; no reply."""
 
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("subject", STRING), 2: ("sequence", UINT)}
+    FIELDS: ClassVar[dict[int, str]] = {1: "subject", 2: "sequence"}
     subject: str = ""
     sequence: int = 0
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class ConnectRequest(Message):
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
-        1: ("client_id", STRING),
-        2: ("heartbeat_inbox", STRING),
-        3: ("protocol", SINT),
-        4: ("conn_id", BYTES),
-        5: ("ping_interval", SINT),
-        6: ("ping_max_out", SINT),
+class ConnectRequest(Message, frozen=True, gc=False):
+    FIELDS: ClassVar[dict[int, str]] = {
+        1: "client_id",
+        2: "heartbeat_inbox",
+        3: "protocol",
+        4: "conn_id",
+        5: "ping_interval",
+        6: "ping_max_out",
     }
     client_id: str = ""
     heartbeat_inbox: str = ""
@@ -232,21 +228,19 @@ class ConnectRequest(Message):
     ping_max_out: int = 0
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class ConnectResponse(Message):
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
-        1: ("pub_prefix", STRING),
-        2: ("sub_requests", STRING),
-        3: ("unsub_requests", STRING),
-        4: ("close_requests", STRING),
-        5: ("error", STRING),
-        6: ("sub_close_requests", STRING),
-        7: ("ping_requests", STRING),
-        8: ("ping_interval", SINT),
-        9: ("ping_max_out", SINT),
-        10: ("protocol", SINT),
-        100: ("public_key", STRING),
+class ConnectResponse(Message, frozen=True, gc=False):
+    FIELDS: ClassVar[dict[int, str]] = {
+        1: "pub_prefix",
+        2: "sub_requests",
+        3: "unsub_requests",
+        4: "close_requests",
+        5: "error",
+        6: "sub_close_requests",
+        7: "ping_requests",
+        8: "ping_interval",
+        9: "ping_max_out",
+        10: "protocol",
+        100: "public_key",
     }
     pub_prefix: str = ""
     sub_requests: str = ""
@@ -261,36 +255,30 @@ class ConnectResponse(Message):
     public_key: str = ""
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class Ping(Message):
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("conn_id", BYTES)}
+class Ping(Message, frozen=True, gc=False):
+    FIELDS: ClassVar[dict[int, str]] = {1: "conn_id"}
     conn_id: bytes = b""
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class PingResponse(Message):
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("error", STRING)}
+class PingResponse(Message, frozen=True, gc=False):
+    FIELDS: ClassVar[dict[int, str]] = {1: "error"}
     error: str = ""
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class SubscriptionRequest(Message):
+class SubscriptionRequest(Message, frozen=True, gc=False):
     """Client -> ``subRequests``. ``start_time_delta`` is in nanoseconds before now."""
 
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
-        1: ("client_id", STRING),
-        2: ("subject", STRING),
-        3: ("q_group", STRING),
-        4: ("inbox", STRING),
-        5: ("max_in_flight", SINT),
-        6: ("ack_wait_in_secs", SINT),
-        7: ("durable_name", STRING),
-        10: ("start_position", SINT),
-        11: ("start_sequence", UINT),
-        12: ("start_time_delta", SINT),
+    FIELDS: ClassVar[dict[int, str]] = {
+        1: "client_id",
+        2: "subject",
+        3: "q_group",
+        4: "inbox",
+        5: "max_in_flight",
+        6: "ack_wait_in_secs",
+        7: "durable_name",
+        10: "start_position",
+        11: "start_sequence",
+        12: "start_time_delta",
     }
     client_id: str = ""
     subject: str = ""
@@ -304,118 +292,92 @@ class SubscriptionRequest(Message):
     start_time_delta: int = 0
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class SubscriptionResponse(Message):
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {2: ("ack_inbox", STRING), 3: ("error", STRING)}
+class SubscriptionResponse(Message, frozen=True, gc=False):
+    FIELDS: ClassVar[dict[int, str]] = {2: "ack_inbox", 3: "error"}
     ack_inbox: str = ""
     error: str = ""
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class UnsubscribeRequest(Message):
+class UnsubscribeRequest(Message, frozen=True, gc=False):
     """Client -> ``unsubRequests`` (delete) or ``subCloseRequests`` (close, keep durables).
 
     ``inbox`` carries the subscription's ack inbox (the server looks it up by that first).
     """
 
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {
-        1: ("client_id", STRING),
-        2: ("subject", STRING),
-        3: ("inbox", STRING),
-        4: ("durable_name", STRING),
-    }
+    FIELDS: ClassVar[dict[int, str]] = {1: "client_id", 2: "subject", 3: "inbox", 4: "durable_name"}
     client_id: str = ""
     subject: str = ""
     inbox: str = ""
     durable_name: str = ""
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class CloseRequest(Message):
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("client_id", STRING)}
+class CloseRequest(Message, frozen=True, gc=False):
+    FIELDS: ClassVar[dict[int, str]] = {1: "client_id"}
     client_id: str = ""
 
 
-@_check_fields
-@dataclass(frozen=True, slots=True)
-class CloseResponse(Message):
-    FIELDS: ClassVar[dict[int, tuple[str, int]]] = {1: ("error", STRING)}
+class CloseResponse(Message, frozen=True, gc=False):
+    FIELDS: ClassVar[dict[int, str]] = {1: "error"}
     error: str = ""
+
+
+def len_field(number: int, raw: bytes) -> bytes:
+    """One length-delimited field (a string's or bytes' value), empty when ``raw`` is (the
+    proto3 default is not written)."""
+    if not raw:
+        return b""
+    out = bytearray()
+    encode_varint(number << 3 | _LEN, out)
+    encode_varint(len(raw), out)
+    return bytes(out + raw)
 
 
 def encode_pub_head(client_id: str, conn_id: bytes) -> bytes:
     """The fields every PubMsg of one session shares (client id, connection id)."""
-    out = bytearray()
-    for number, raw in ((1, client_id.encode()), (6, conn_id)):
-        if raw:
-            out.append(number << 3 | _LEN)
-            encode_varint(len(raw), out)
-            out += raw
-    return bytes(out)
+    return len_field(1, client_id.encode()) + len_field(6, conn_id)
+
+
+def encode_pub_channel(channel: str) -> bytes:
+    """The PubMsg ``subject`` field (the channel), built once per channel."""
+    return len_field(3, channel.encode())
 
 
 _SMALL_LENGTHS = [bytes((n,)) for n in range(0x80)]
 """One-byte varints, by value."""
 
 
-def encode_pub_channel(channel: str) -> bytes:
-    """The PubMsg ``subject`` field (the channel), built once per channel."""
-    out = bytearray()
-    raw = channel.encode()
-    out.append(3 << 3 | _LEN)
-    encode_varint(len(raw), out)
-    out += raw
-    return bytes(out)
-
-
-def encode_pub_msg(head: bytes, guid: str, channel_field: bytes, data: bytes) -> bytes:
+def encode_pub_msg(head: bytes, guid: bytes, channel_field: bytes, data: bytes) -> bytes:
     """A PubMsg from its parts: ``head`` from :func:`encode_pub_head`, a guid shorter than
     128 bytes, ``channel_field`` from :func:`encode_pub_channel`, and the data.
 
     Built without the generic path: the publish loop calls this per record. Protobuf
     fields may come in any order, so the shared parts are pre-encoded.
     """
-    raw_guid = guid.encode()
     size = len(data)
     if size < 0x80:
         length = _SMALL_LENGTHS[size]
+    elif size < 0x4000:
+        length = bytes((size & 0x7F | 0x80, size >> 7))
     else:
-        out = bytearray()
-        encode_varint(size, out)
-        length = bytes(out)
+        length = _varint(size)
     return b"".join(
-        (
-            head,
-            b"\x12",
-            _SMALL_LENGTHS[len(raw_guid)],
-            raw_guid,
-            channel_field,
-            b"\x2a",
-            length,
-            data,
-        )
+        (head, b"\x12", _SMALL_LENGTHS[len(guid)], guid, channel_field, b"\x2a", length, data)
     )
 
 
 def encode_ack_head(channel: str) -> bytes:
     """The channel field every Ack of one subscription shares."""
-    out = bytearray()
-    raw = channel.encode()
-    out.append(1 << 3 | _LEN)
-    encode_varint(len(raw), out)
-    out += raw
-    return bytes(out)
+    return len_field(1, channel.encode())
 
 
 def encode_ack(head: bytes, sequence: int) -> bytes:
     """An Ack frame for ``sequence``; ``head`` from :func:`encode_ack_head`."""
-    out = bytearray(head)
-    if sequence:
-        out.append(2 << 3 | _VARINT)
-        encode_varint(sequence, out)
+    return head + b"\x10" + _varint(sequence) if sequence else head
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    encode_varint(value, out)
     return bytes(out)
 
 
