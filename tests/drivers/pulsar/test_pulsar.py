@@ -287,7 +287,7 @@ async def test_a_second_exclusive_member_is_refused(make_driver: MakeDriver) -> 
         await (await make_driver()).subscribe(spec)
 
 
-async def test_exclusive_acks_cumulatively_never_past_an_unsettled_delivery(
+async def test_exclusive_never_acks_an_unsettled_delivery(
     make_driver: MakeDriver,
 ) -> None:
     channel, action = names()

@@ -20,8 +20,9 @@ most ``spec.prefetch`` deliveries are out unsettled per consumer; the thread wai
 before receiving more.
 
 Settling:
-- ack: an individual (batch-index) acknowledgement; on Exclusive and Failover the acks below
-  the lowest unsettled delivery of a partition go as one cumulative acknowledgement.
+- ack: an individual (batch-index) acknowledgement, on every subscription type (Pulsar
+  refuses cumulative acks on Shared and Key_Shared; on Failover one cumulative ack per
+  batch measured slower than individual acks).
 - nack(delay): a negative acknowledgement, so the broker redelivers the same message (same
   position, its redelivery count raised) no earlier than the delay. Pulsar's nack delay is
   fixed per consumer (``PulsarSubscriptionOptions.nack_delay``); a longer delay is held as
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import re
 import threading
@@ -75,7 +75,8 @@ _CONSUMER_TYPES = {
     SubscriptionType.FAILOVER: pulsar.ConsumerType.Failover,
     SubscriptionType.EXCLUSIVE: pulsar.ConsumerType.Exclusive,
 }
-_CUMULATIVE = (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
+_ONE_ACTIVE = (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
+"""Types on which one member receives all (the others wait)."""
 _DRAIN = 500
 """Most messages one receive round hands to the loop."""
 _BATCH_WAIT_MS = 1
@@ -85,8 +86,6 @@ _STALL_REPORT = 30.0
 _PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
 _LAG_EVERY = 5.0
 """Seconds between reads of the subscription's backlog from the admin API."""
-
-MessageKey = tuple[int, int, int]
 
 
 def _batch_size(prefetch: int) -> int:
@@ -98,7 +97,7 @@ def _batch_size(prefetch: int) -> int:
 def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
     other = (
         "use SubscriptionType.KEY_SHARED (the default) or SHARED so members share the work"
-        if kind in _CUMULATIVE
+        if kind in _ONE_ACTIVE
         else "every member of one subscription must use the same type"
     )
     return (
@@ -173,34 +172,6 @@ def _binding(consumer: pulsar.Consumer) -> Any:
     return consumer if native is None or not hasattr(native, "batch_receive") else native
 
 
-class _Cursor:
-    """Exclusive/Failover: the acks of one partition that can go as one cumulative ack."""
-
-    __slots__ = ("acked", "messages", "unsettled")
-
-    def __init__(self) -> None:
-        self.unsettled: list[MessageKey] = []
-        self.acked: set[MessageKey] = set()
-        self.messages: dict[MessageKey, Any] = {}
-
-    def delivered(self, key: MessageKey, message: Any) -> None:
-        heapq.heappush(self.unsettled, key)
-        self.messages[key] = message
-
-    def advance(self) -> Any:
-        """The last message of the acked prefix (to acknowledge cumulatively), if any."""
-        last = None
-        while self.unsettled and self.unsettled[0] in self.acked:
-            last = heapq.heappop(self.unsettled)
-        if last is None:
-            return None
-        if not self.unsettled or self.unsettled[0] != last:
-            self.acked = {k for k in self.acked if k > last}
-        message = self.messages[last]
-        self.messages = {k: m for k, m in self.messages.items() if k > last}
-        return message
-
-
 class _Reader:
     """One Pulsar consumer, the thread that receives from it, and its settlement."""
 
@@ -218,14 +189,12 @@ class _Reader:
         self.native = _binding(consumer)
         self.kind = kind
         self.channels = channels
-        self.cumulative = kind in _CUMULATIVE
         self.nack_delay = nack_delay
         self._limit = limit
         self.batch = _batch_size(limit)
         self._outstanding = 0
         self._room = threading.Condition()
         self._stop = False
-        self._cursors: dict[str, _Cursor] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._loop = asyncio.get_running_loop()
         self._topics: dict[str, tuple[str, str]] = {}
@@ -350,78 +319,34 @@ class _Reader:
             self.hold_back(early)
         return deliveries
 
-    def track(self, deliveries: Sequence[PulsarDelivery]) -> None:
-        """Exclusive/Failover: remember handed-out positions for cumulative acks."""
-        for delivery in deliveries:
-            message = delivery._message
-            mid = message.message_id()
-            topic = message.topic_name()
-            cursor = self._cursors.get(topic)
-            if cursor is None:
-                cursor = self._cursors[topic] = _Cursor()
-            cursor.delivered((mid.ledger_id(), mid.entry_id(), mid.batch_index()), message)
-
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
-        """Write the outcomes of settled deliveries; each frees its place of the prefetch
-        window here, once (a retried settle frees nothing twice)."""
-        freed = 0
-        try:
-            self._settle(deliveries)
-        finally:
-            for delivery in deliveries:
-                if not delivery._released and delivery.outcome is not None:
-                    delivery._released = True
-                    freed += 1
-            if freed:
-                self.release(freed)
-
-    def _settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
-        native = self.native
-        touched: dict[str, list[tuple[MessageKey, Any]]] = {}
-        acks: list[Any] = []
-        for delivery in deliveries:
-            message = delivery._message
-            if delivery.outcome is Outcome.ACK:
-                if self.cumulative:
-                    mid = message.message_id()
-                    topic = message.topic_name()
-                    cursor = self._cursors.get(topic)
-                    if cursor is not None:
-                        key = (mid.ledger_id(), mid.entry_id(), mid.batch_index())
-                        cursor.acked.add(key)
-                        touched.setdefault(topic, []).append((key, message))
-                        continue
-                acks.append(message)
-            elif delivery.outcome is Outcome.NACK:
-                wait = delivery.delay - self.nack_delay
-                if wait <= 0:
-                    native.negative_acknowledge(message)
-                else:
-                    self._nack_later(wait, message)
-        if acks:
-            self._acknowledge(acks)
-        for topic, acked in touched.items():
-            cursor = self._cursors[topic]
-            last = cursor.advance()
-            if last is not None:
-                native.acknowledge_cumulative(last)
-            for key, message in acked:  # behind an unsettled one: keep them from a rewind
-                if key in cursor.acked:
-                    native.acknowledge(message)
-
-    def _acknowledge(self, messages: list[Any]) -> None:
-        """Individual acks, here on the loop thread (the receive thread waits in the client
-        meanwhile, so taking the GIL back after each call does not wait for it).
+        """Write the outcomes of settled deliveries, here on the loop thread (the receive
+        thread waits in the client meanwhile, with the GIL free). Each frees its place of
+        the prefetch window once (a retried settle frees nothing twice).
 
         A failed ack is logged, not raised: the message is then delivered again
-        (at-least-once), as after any lost acknowledgement."""
+        (at-least-once), as after any lost acknowledgement. A failed nack raises."""
+        fresh = [d for d in deliveries if d.outcome is not None and not d._released]
+        for delivery in fresh:
+            delivery._released = True
+        if fresh:
+            self.release(len(fresh))
         acknowledge = self.native.acknowledge
-        for message in messages:
+        for delivery in deliveries:
+            message = delivery._message
+            if delivery.outcome is Outcome.NACK:
+                wait = delivery.delay - self.nack_delay
+                if wait <= 0:
+                    self.native.negative_acknowledge(message)
+                else:
+                    self._nack_later(wait, message)
+                continue
+            if delivery.outcome is None:
+                continue
             try:
                 acknowledge(message)
             except pulsar.AlreadyClosed:
-                log.debug("acks on a closed Pulsar consumer: Pulsar redelivers them")
-                return
+                raise
             except pulsar.PulsarException as exc:
                 log.warning(
                     "Pulsar subscription %s: an ack failed (%s: %s); the message will be "
@@ -651,8 +576,6 @@ class PulsarSubscription(Subscription):
             return
         try:
             deliveries = reader.deliveries(messages)
-            if reader.cumulative:
-                reader.track(deliveries)
         except Exception as exc:  # pragma: no cover - a bug of ours or the client's
             self._fatal = f"{type(exc).__name__}: {exc}"
             text = f"Pulsar subscription {self.name!r} cannot go on: {self._fatal}"
@@ -674,7 +597,7 @@ class PulsarSubscription(Subscription):
         return await self._buffer.fetch(max_count)
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        """Acks (individual, or cumulative where the type allows) and nacks, per consumer."""
+        """Acks and nacks, per consumer."""
         by_reader: dict[_Reader, list[PulsarDelivery]] = {}
         for delivery in deliveries:
             if not isinstance(delivery, PulsarDelivery):
