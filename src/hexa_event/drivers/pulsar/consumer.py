@@ -6,18 +6,19 @@ matched, and, when the action has retry channels, a consumer of type Shared on t
 copies carry a deliver-at time, which Pulsar honours on Shared subscriptions, and they have
 no order to keep.
 
-Each consumer has a thread that blocks in pulsar-client's ``receive()``, takes what is
-already buffered with one ``batch_receive`` (waiting at most 1 ms for a full batch) and
-hands the client's messages to the event loop in one call per batch (no future per message,
-and a cancelled ``fetch`` loses nothing: deliveries wait in the subscription's queue). The
-thread does no other Python work: every pulsar-client call gives up the GIL, and a thread
-that holds it for long makes the loop's own client calls (acks) wait to take it back. The
-loop turns a batch into deliveries, and acknowledges on its own thread in ``settle`` (while
-the receive thread waits in the client, with the GIL free). Both use pulsar-client's
-binding objects (``_pulsar``) under its Python wrappers where it has them, which saves the
-wrappers' per-message Python work; ``Delivery.native`` still gives a ``pulsar.Message``. At
-most ``spec.prefetch`` deliveries are out unsettled per consumer; the thread waits for room
-before receiving more.
+Each consumer has a thread that receives in batches (``receive()`` for the first message,
+then one ``batch_receive`` for what is buffered, waiting at most 1 ms for a full batch;
+while batches come full, ``batch_receive`` alone) and hands the client's messages to the
+event loop in one call per batch (a cancelled ``fetch`` loses nothing: deliveries wait in
+the subscription's buffer). The thread does no other Python work: every pulsar-client call
+gives up the GIL and has to take it back, so the loop turns messages into deliveries and
+acknowledges in ``settle``. Both use pulsar-client's binding objects (``_pulsar``) under its
+Python wrappers where it has them, which saves the wrappers' per-message Python work;
+``Delivery.native`` still gives a ``pulsar.Message``.
+
+Flow: ``fetch`` hands out at most ``spec.prefetch`` deliveries not yet settled; each thread
+receives up to one batch beyond that, so that the next batch already waits on the loop's
+side when settling makes room (not behind the thread's next turn to take the GIL).
 
 Settling:
 - ack: an individual (batch-index) acknowledgement, on every subscription type (Pulsar
@@ -49,6 +50,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -89,9 +91,8 @@ _LAG_EVERY = 5.0
 
 
 def _batch_size(prefetch: int) -> int:
-    """Messages one ``batch_receive`` returns at most: half the prefetch window, so that
-    a receive round takes it while room for a whole batch is left."""
-    return max(1, min(_DRAIN, prefetch // 2))
+    """Messages one ``batch_receive`` returns at most: the prefetch window, up to 500."""
+    return max(1, min(_DRAIN, prefetch))
 
 
 def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
@@ -112,18 +113,17 @@ def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
 class PulsarDelivery(Delivery):
     """A Pulsar message handed to one member.
 
-    Its coordinates (``<topic>@<ledger>:<entry>:<batch index>``) are read from the message
-    when first asked for: the core reads them only for records without an event id, for
-    dead letters and in errors."""
+    Its coordinates (``<topic>@<ledger>:<entry>:<batch index>``, the topic's short name with
+    its partition) are read from the message when asked for: the core reads them only for
+    records without an event id, for dead letters and in errors."""
 
-    __slots__ = ("_message", "_reader", "_released", "_topic")
+    __slots__ = ("_message", "_reader", "_released")
 
     def __init__(
         self,
         record: RawRecord,
         message: Any,
         reader: _Reader,
-        topic: str,
         delivery_count: int,
         timestamp: float,
     ) -> None:
@@ -132,13 +132,12 @@ class PulsarDelivery(Delivery):
         """pulsar-client's message: the binding's own (``_pulsar.Message``) where it has one."""
         self._reader = reader
         self._released = False
-        self._topic = topic
-        """The short name of the message's topic (partition included)."""
 
     @property  # type: ignore[override]
     def coordinates(self) -> str:
         mid = self._message.message_id()
-        return f"{self._topic}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
+        topic = self._message.topic_name().rsplit("/", 1)[-1]
+        return f"{topic}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
 
     @coordinates.setter
     def coordinates(self, _value: str) -> None:
@@ -197,7 +196,7 @@ class _Reader:
         self._stop = False
         self._timers: set[asyncio.TimerHandle] = set()
         self._loop = asyncio.get_running_loop()
-        self._topics: dict[str, tuple[str, str]] = {}
+        self._topics: dict[str, str] = {}
         self.thread = threading.Thread(
             target=self._run, name=f"hexa-event-pulsar:{consumer.subscription_name()}", daemon=True
         )
@@ -207,11 +206,10 @@ class _Reader:
 
     # -- the receive thread --------------------------------------------------------------
 
-    def _wait_for_room(self) -> int:
+    def _wait_for_room(self) -> None:
         with self._room:
             while self._outstanding >= self._limit and not self._stop:
                 self._room.wait(0.5)
-            return self._limit - self._outstanding
 
     def release(self, count: int) -> None:
         """Settled deliveries make room (called on the loop thread; never blocks long)."""
@@ -221,14 +219,20 @@ class _Reader:
                 self._room.notify()
 
     def _run(self) -> None:
-        """Receive batches and hand them to the loop; no other Python work here."""
+        """Receive batches and hand them to the loop; no other Python work here.
+
+        Up to a batch more than the prefetch window is received (the subscription hands
+        out no more than the window), so that the next batch waits on the loop's side when
+        room is made, not behind this thread's next turn to take the GIL. While batches
+        come full, ``batch_receive`` alone is called: one GIL release per batch."""
         native = self.native
+        full = False
         while not self._stop:
-            room = self._wait_for_room()
+            self._wait_for_room()
             if self._stop:
                 break
             try:
-                first = native.receive()
+                messages = [] if full else [native.receive()]
             except pulsar.AlreadyClosed:
                 break
             except pulsar.PulsarException as exc:
@@ -236,22 +240,18 @@ class _Reader:
                     break
                 self.error = f"receive failed: {type(exc).__name__} ({exc})"
                 log.warning("Pulsar subscription %s: %s", self.subscription.name, self.error)
+                full = False
                 time.sleep(0.5)
                 continue
             except BaseException as exc:  # pragma: no cover - a bug of ours or the client's
                 self.subscription.fail_from_thread(f"{type(exc).__name__}: {exc}")
                 break
-            messages = [first]
-            if room > self.batch:
-                # What is buffered, in one call: one GIL release, not one per message.
-                with contextlib.suppress(pulsar.PulsarException):
-                    messages.extend(native.batch_receive())
-            else:
-                while len(messages) < room:
-                    try:
-                        messages.append(native.receive(0))
-                    except pulsar.PulsarException:
-                        break
+            # What is buffered, in one call: one GIL release, not one per message.
+            with contextlib.suppress(pulsar.PulsarException):
+                messages.extend(native.batch_receive())
+            full = len(messages) >= self.batch
+            if not messages:
+                continue
             with self._room:
                 self._outstanding += len(messages)
             try:
@@ -261,18 +261,20 @@ class _Reader:
 
     # -- on the loop thread --------------------------------------------------------------
 
-    def _names(self, topic: str) -> tuple[str, str]:
-        """The channel of a full topic name, and the topic's short name (per topic, once)."""
-        names = self._topics.get(topic)
-        if names is None:
+    def _channel(self, topic: str) -> str:
+        """The channel of a full topic name (per topic, once)."""
+        channel = self._topics.get(topic)
+        if channel is None:
             short = topic.rsplit("/", 1)[-1]
-            names = self._topics[topic] = (_PARTITION_SUFFIX.sub("", short), short)
-        return names
+            channel = self._topics[topic] = _PARTITION_SUFFIX.sub("", short)
+        return channel
 
     def deliveries(self, messages: list[Any]) -> list[PulsarDelivery]:
         """The deliveries of a received batch. Messages Pulsar delivered before their
         not-before time are held back until then (and leave the prefetch window)."""
         go_body = self.subscription.go_body
+        # One channel (partitioned or not): no need to ask each message for its topic.
+        only = self.channels[0] if len(self.channels) == 1 else None
         names = self._topics
         from_properties = wire.from_properties
         not_before_property = wire.NOT_BEFORE_PROPERTY
@@ -281,9 +283,11 @@ class _Reader:
         early: list[tuple[Any, float]] = []
         now = 0.0
         for message in messages:
-            topic = message.topic_name()
-            known = names.get(topic)
-            channel, short = known if known is not None else self._names(topic)
+            if only is None:
+                topic = message.topic_name()
+                channel = names.get(topic) or self._channel(topic)
+            else:
+                channel = only
             data = message.data()
             props = message.properties()
             headers: dict[str, bytes] | None = None
@@ -300,7 +304,6 @@ class _Reader:
                 RawRecord(channel, message.partition_key(), headers, data),
                 message,
                 self,
-                short,
                 message.redelivery_count() + 1,
                 message.publish_timestamp() / 1000.0,
             )
@@ -322,15 +325,18 @@ class _Reader:
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
         """Write the outcomes of settled deliveries, here on the loop thread (the receive
         thread waits in the client meanwhile, with the GIL free). Each frees its place of
-        the prefetch window once (a retried settle frees nothing twice).
+        the window once (a retried settle frees nothing twice).
 
         A failed ack is logged, not raised: the message is then delivered again
         (at-least-once), as after any lost acknowledgement. A failed nack raises."""
-        fresh = [d for d in deliveries if d.outcome is not None and not d._released]
-        for delivery in fresh:
-            delivery._released = True
+        fresh = 0
+        for delivery in deliveries:
+            if not delivery._released:
+                delivery._released = True
+                fresh += 1
         if fresh:
-            self.release(len(fresh))
+            self.release(fresh)
+            self.subscription.freed(fresh)
         acknowledge = self.native.acknowledge
         for delivery in deliveries:
             message = delivery._message
@@ -340,8 +346,6 @@ class _Reader:
                     self.native.negative_acknowledge(message)
                 else:
                     self._nack_later(wait, message)
-                continue
-            if delivery.outcome is None:
                 continue
             try:
                 acknowledge(message)
@@ -415,7 +419,10 @@ class PulsarSubscription(Subscription):
         self.name = sub_options.name or spec.group
         self.go_body = options.body == "go"
         self._readers: list[_Reader] = []
-        self._buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer()
+        self._window = max(1, spec.prefetch)
+        self._handed = 0
+        """Deliveries handed out by ``fetch`` and not settled yet."""
+        self._buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer(self._take)
         self._closed = False
         self._fatal = ""
         self._watch: asyncio.Task[None] | None = None
@@ -596,13 +603,29 @@ class PulsarSubscription(Subscription):
         """Wait for 1..max_count deliveries; ``[]`` once closed."""
         return await self._buffer.fetch(max_count)
 
+    def _take(self, items: deque[PulsarDelivery], max_count: int) -> list[PulsarDelivery]:
+        """Hand out what the prefetch window has room for (receive threads may have
+        received a batch more)."""
+        count = min(max_count, len(items), self._window - self._handed)
+        if count <= 0:
+            return []
+        self._handed += count
+        popleft = items.popleft
+        return [popleft() for _ in range(count)]
+
+    def freed(self, count: int) -> None:
+        """Settled deliveries left the window: a waiting fetch may go on."""
+        self._handed -= count
+        self._buffer.wake()
+
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Acks and nacks, per consumer."""
         by_reader: dict[_Reader, list[PulsarDelivery]] = {}
         for delivery in deliveries:
             if not isinstance(delivery, PulsarDelivery):
                 raise DriverError(f"{delivery!r} was not delivered by this Pulsar subscription")
-            by_reader.setdefault(delivery._reader, []).append(delivery)
+            if delivery.outcome is not None:
+                by_reader.setdefault(delivery._reader, []).append(delivery)
         for reader, group in by_reader.items():
             try:
                 reader.settle(group)
