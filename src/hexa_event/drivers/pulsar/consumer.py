@@ -65,6 +65,7 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import DriverError, SubscriptionBusyError
+from ..kit import goenvelope
 from ..kit.buffer import DeliveryBuffer
 from . import wire
 from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType, shown_url
@@ -244,7 +245,9 @@ class _Reader:
                 time.sleep(0.5)
                 continue
             except BaseException as exc:  # pragma: no cover - a bug of ours or the client's
-                self.subscription.fail_from_thread(f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    why = f"{type(exc).__name__}: {exc}"
+                    self._loop.call_soon_threadsafe(self.subscription.fail, why)
                 break
             # What is buffered, in one call: one GIL release, not one per message.
             with contextlib.suppress(pulsar.PulsarException):
@@ -292,9 +295,9 @@ class _Reader:
             props = message.properties()
             headers: dict[str, bytes] | None = None
             if go_body:
-                opened = wire.from_go_body(data)
+                opened = goenvelope.decode(data)
                 if opened is not None:
-                    headers, data = opened
+                    headers, data = dict(opened[1]), opened[2]
             if headers is None:
                 if b64_property in props or not_before_property in props:
                     headers = from_properties(props)
@@ -584,20 +587,15 @@ class PulsarSubscription(Subscription):
         try:
             deliveries = reader.deliveries(messages)
         except Exception as exc:  # pragma: no cover - a bug of ours or the client's
-            self._fatal = f"{type(exc).__name__}: {exc}"
-            text = f"Pulsar subscription {self.name!r} cannot go on: {self._fatal}"
-            self._buffer.fail(DriverError(text, retriable=False))
+            self.fail(f"{type(exc).__name__}: {exc}")
             return
         self._buffer.extend(deliveries)
 
-    def fail_from_thread(self, why: str) -> None:
-        def fail() -> None:
-            self._fatal = why
-            text = f"Pulsar subscription {self.name!r} cannot go on: {why}"
-            self._buffer.fail(DriverError(text, retriable=False))
-
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            self._loop.call_soon_threadsafe(fail)
+    def fail(self, why: str) -> None:
+        """This member cannot go on: every fetch raises from now on (on the loop)."""
+        self._fatal = why
+        text = f"Pulsar subscription {self.name!r} cannot go on: {why}"
+        self._buffer.fail(DriverError(text, retriable=False))
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
         """Wait for 1..max_count deliveries; ``[]`` once closed."""

@@ -27,6 +27,7 @@ import pulsar
 
 from ...driver import RawRecord, publish_outcome
 from ...errors import ChannelNotFoundError, ClosedError, DriverError, NotStoredError
+from ..kit import goenvelope
 from . import wire
 from .options import PulsarOptions, shown_url
 
@@ -63,25 +64,14 @@ def _sender(producer: pulsar.Producer) -> Callable[..., None]:
     wrapper."""
     native = getattr(producer, "_producer", None)
     if _BUILDER is None or native is None or not hasattr(native, "send_async"):
-
-        def wrapped(
-            body: bytes,
-            callback: Callable[[Any, Any], None],
-            props: dict[str, str] | None,
-            key: str | None,
-            event_ms: int,
-            deliver_at: int | None,
-        ) -> None:
-            producer.send_async(
-                body,
-                callback,
-                properties=props,
-                partition_key=key,
-                event_timestamp=event_ms,
-                deliver_at=deliver_at,
-            )
-
-        return wrapped
+        return lambda body, callback, props, key, event_ms, deliver_at: producer.send_async(
+            body,
+            callback,
+            properties=props,
+            partition_key=key,
+            event_timestamp=event_ms,
+            deliver_at=deliver_at,
+        )
     builder, send_async = _BUILDER, native.send_async
 
     def send(
@@ -308,7 +298,7 @@ class PulsarProducers:
                 stamp = headers.get(EVENT_TIME_HEADER)
                 event_ms = int(stamp) if stamp and stamp.isdigit() else now_ms
                 if go_body:
-                    body, props = wire.to_go_body(headers, record.body), {}
+                    body, props = goenvelope.encode("", headers, record.body), {}
                 else:
                     body, props = record.body, wire.to_properties(headers)
                 deliver_at = int(record.not_before * 1000) if record.not_before else None
