@@ -51,7 +51,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pulsar
@@ -68,6 +68,7 @@ from ...errors import DriverError, SubscriptionBusyError
 from ..kit import goenvelope
 from ..kit.buffer import DeliveryBuffer
 from . import wire
+from .admin import PulsarAdmin
 from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType, shown_url
 
 log = logging.getLogger(__name__)
@@ -152,17 +153,7 @@ class PulsarDelivery(Delivery):
 
 def _public(message: Any) -> pulsar.Message:
     """pulsar-client's public ``Message`` for a binding message (the same if it is one)."""
-    if type(message) is _PUBLIC:
-        return message
-    wrapped = _new(_PUBLIC)
-    wrapped._message = message
-    wrapped._schema = _BYTES
-    return wrapped
-
-
-_PUBLIC = pulsar.Message
-_new = object.__new__
-_BYTES = pulsar.schema.BytesSchema()
+    return message if isinstance(message, pulsar.Message) else pulsar.Message._wrap(message)
 
 
 def _binding(consumer: pulsar.Consumer) -> Any:
@@ -409,11 +400,9 @@ class PulsarSubscription(Subscription):
         spec: SubscriptionSpec,
         sub_options: PulsarSubscriptionOptions,
         on_close: Callable[[PulsarSubscription], None],
-        list_channels: Callable[[], Awaitable[list[str]]],
-        backlog: Callable[[list[str], str], Awaitable[dict[str, int | None]]],
-        forget: Callable[[list[str], str], Awaitable[None]] | None = None,
+        admin: PulsarAdmin,
     ) -> None:
-        self._forget = forget
+        self._admin = admin
         self._client = client
         self._options = options
         self._spec = spec
@@ -431,8 +420,6 @@ class PulsarSubscription(Subscription):
         self._watch: asyncio.Task[None] | None = None
         self._discovery: asyncio.Task[None] | None = None
         self._discovery_error = ""
-        self._list_channels = list_channels
-        self._backlog = backlog
         self._lag: int | None = None
         self._pattern = re.compile(spec.pattern) if spec.pattern is not None else None
         self._loop = asyncio.get_running_loop()
@@ -499,7 +486,7 @@ class PulsarSubscription(Subscription):
         read = {c for reader in self._readers for c in reader.channels}
         read.update(self._spec.channels)
         return sorted(
-            c for c in await self._list_channels() if self._pattern.fullmatch(c) and c not in read
+            c for c in await self._admin.channels() if self._pattern.fullmatch(c) and c not in read
         )
 
     async def start(self) -> None:
@@ -553,7 +540,7 @@ class PulsarSubscription(Subscription):
                 lag_due = now + _LAG_EVERY
                 channels = [c for reader in self._readers for c in reader.channels]
                 try:
-                    counts = await self._backlog(channels, self.name) if channels else {}
+                    counts = await self._admin.backlog(channels, self.name) if channels else {}
                 except DriverError:
                     counts = {}
                 known = [n for n in counts.values() if n is not None]
@@ -639,7 +626,7 @@ class PulsarSubscription(Subscription):
         """The subscription's backlog per channel, from the admin API's topic stats."""
         channels = {c for reader in self._readers for c in reader.channels}
         channels.update(self._spec.channels)
-        counts = await self._backlog(sorted(channels), self.name)
+        counts = await self._admin.backlog(sorted(channels), self.name)
         known = {channel: n for channel, n in counts.items() if n is not None}
         return known or None
 
@@ -679,7 +666,7 @@ class PulsarSubscription(Subscription):
                 log.debug("closing a Pulsar consumer: %s", exc)
             if reader.thread.is_alive():
                 await asyncio.to_thread(reader.thread.join, 10.0)
-        if self._forget is not None:
+        if self._spec.ephemeral:
             channels = sorted({c for reader in self._readers for c in reader.channels})
-            await self._forget(channels, self.name)
+            await self._admin.delete_subscription(channels, self.name)
         self._on_close(self)

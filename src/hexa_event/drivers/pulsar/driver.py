@@ -197,9 +197,7 @@ class PulsarDriver(KitDriver):
             spec,
             sub_options,
             self.subscriptions.discard,
-            self._admin.channels,
-            self._admin.backlog,
-            forget=self._admin.delete_subscription if spec.ephemeral else None,
+            self._admin,
         )
         await subscription.start()
         self.subscriptions.add(subscription)
