@@ -6,19 +6,18 @@ matched, and, when the action has retry channels, a consumer of type Shared on t
 copies carry a deliver-at time, which Pulsar honours on Shared subscriptions, and they have
 no order to keep.
 
-Each consumer has a thread that receives in batches (``receive()`` for the first message,
-then one ``batch_receive`` for what is buffered, waiting at most 1 ms for a full batch;
-while batches come full, ``batch_receive`` alone) and hands the client's messages to the
-event loop in one call per batch (a cancelled ``fetch`` loses nothing: deliveries wait in
-the subscription's buffer). The thread does no other Python work: every pulsar-client call
-gives up the GIL and has to take it back, so the loop turns messages into deliveries and
-acknowledges in ``settle``. Both use pulsar-client's binding objects (``_pulsar``) under its
-Python wrappers where it has them, which saves the wrappers' per-message Python work;
-``Delivery.native`` still gives a ``pulsar.Message``.
-
-Flow: ``fetch`` hands out at most ``spec.prefetch`` deliveries not yet settled; each thread
-receives up to one batch beyond that, so that the next batch already waits on the loop's
-side when settling makes room (not behind the thread's next turn to take the GIL).
+Each consumer has a thread that blocks in pulsar-client's ``receive()``, takes what is
+already buffered with one ``batch_receive`` (waiting at most 1 ms for a full batch) and
+hands the client's messages to the event loop in one call per batch (no future per message,
+and a cancelled ``fetch`` loses nothing: deliveries wait in the subscription's buffer). The
+thread does no other Python work: every pulsar-client call gives up the GIL and has to take
+it back, so the loop turns messages into deliveries and acknowledges in ``settle`` (while
+the receive thread waits in the client, with the GIL free). Both use pulsar-client's
+binding objects (``_pulsar``) under its Python wrappers where it has them, which saves the
+wrappers' per-message Python work; ``Delivery.native`` still gives a ``pulsar.Message``. At
+most ``spec.prefetch`` deliveries are out unsettled per consumer; the thread waits for room
+before receiving more (receiving one batch ahead of the window and ``batch_receive`` alone
+while batches came full were measured, and were not faster).
 
 Settling:
 - ack: an individual (batch-index) acknowledgement, on every subscription type (Pulsar
@@ -50,7 +49,6 @@ import logging
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -93,8 +91,9 @@ _LAG_EVERY = 5.0
 
 
 def _batch_size(prefetch: int) -> int:
-    """Messages one ``batch_receive`` returns at most: the prefetch window, up to 500."""
-    return max(1, min(_DRAIN, prefetch))
+    """Messages one ``batch_receive`` returns at most: half the prefetch window, so that
+    a receive round takes it while room for a whole batch is left."""
+    return max(1, min(_DRAIN, prefetch // 2))
 
 
 def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
@@ -152,8 +151,21 @@ class PulsarDelivery(Delivery):
 
 
 def _public(message: Any) -> pulsar.Message:
-    """pulsar-client's public ``Message`` for a binding message (the same if it is one)."""
-    return message if isinstance(message, pulsar.Message) else pulsar.Message._wrap(message)
+    """pulsar-client's public ``Message`` for a binding message (the same if it is one).
+
+    Built here rather than with ``Message._wrap``, which makes a new ``BytesSchema`` (a
+    JSON encoding) per message: the core reads ``native`` for every delivery."""
+    if type(message) is _PUBLIC:
+        return message
+    wrapped = _new(_PUBLIC)
+    wrapped._message = message
+    wrapped._schema = _BYTES
+    return wrapped
+
+
+_PUBLIC = pulsar.Message
+_new = object.__new__
+_BYTES = pulsar.schema.BytesSchema()
 
 
 def _binding(consumer: pulsar.Consumer) -> Any:
@@ -198,10 +210,11 @@ class _Reader:
 
     # -- the receive thread --------------------------------------------------------------
 
-    def _wait_for_room(self) -> None:
+    def _wait_for_room(self) -> int:
         with self._room:
             while self._outstanding >= self._limit and not self._stop:
                 self._room.wait(0.5)
+            return self._limit - self._outstanding
 
     def release(self, count: int) -> None:
         """Settled deliveries make room (called on the loop thread; never blocks long)."""
@@ -211,20 +224,14 @@ class _Reader:
                 self._room.notify()
 
     def _run(self) -> None:
-        """Receive batches and hand them to the loop; no other Python work here.
-
-        Up to a batch more than the prefetch window is received (the subscription hands
-        out no more than the window), so that the next batch waits on the loop's side when
-        room is made, not behind this thread's next turn to take the GIL. While batches
-        come full, ``batch_receive`` alone is called: one GIL release per batch."""
+        """Receive batches and hand them to the loop; no other Python work here."""
         native = self.native
-        full = False
         while not self._stop:
-            self._wait_for_room()
+            room = self._wait_for_room()
             if self._stop:
                 break
             try:
-                messages = [] if full else [native.receive()]
+                first = native.receive()
             except pulsar.AlreadyClosed:
                 break
             except pulsar.PulsarException as exc:
@@ -232,7 +239,6 @@ class _Reader:
                     break
                 self.error = f"receive failed: {type(exc).__name__} ({exc})"
                 log.warning("Pulsar subscription %s: %s", self.subscription.name, self.error)
-                full = False
                 time.sleep(0.5)
                 continue
             except BaseException as exc:  # pragma: no cover - a bug of ours or the client's
@@ -240,12 +246,17 @@ class _Reader:
                     why = f"{type(exc).__name__}: {exc}"
                     self._loop.call_soon_threadsafe(self.subscription.fail, why)
                 break
-            # What is buffered, in one call: one GIL release, not one per message.
-            with contextlib.suppress(pulsar.PulsarException):
-                messages.extend(native.batch_receive())
-            full = len(messages) >= self.batch
-            if not messages:
-                continue
+            messages = [first]
+            if room > self.batch:
+                # What is buffered, in one call: one GIL release, not one per message.
+                with contextlib.suppress(pulsar.PulsarException):
+                    messages.extend(native.batch_receive())
+            else:
+                while len(messages) < room:
+                    try:
+                        messages.append(native.receive(0))
+                    except pulsar.PulsarException:
+                        break
             with self._room:
                 self._outstanding += len(messages)
             try:
@@ -330,7 +341,6 @@ class _Reader:
                 fresh += 1
         if fresh:
             self.release(fresh)
-            self.subscription.freed(fresh)
         acknowledge = self.native.acknowledge
         for delivery in deliveries:
             message = delivery._message
@@ -411,10 +421,7 @@ class PulsarSubscription(Subscription):
         self.name = sub_options.name or spec.group
         self.go_body = options.body == "go"
         self._readers: list[_Reader] = []
-        self._window = max(1, spec.prefetch)
-        self._handed = 0
-        """Deliveries handed out by ``fetch`` and not settled yet."""
-        self._buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer(self._take)
+        self._buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer()
         self._closed = False
         self._fatal = ""
         self._watch: asyncio.Task[None] | None = None
@@ -587,21 +594,6 @@ class PulsarSubscription(Subscription):
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
         """Wait for 1..max_count deliveries; ``[]`` once closed."""
         return await self._buffer.fetch(max_count)
-
-    def _take(self, items: deque[PulsarDelivery], max_count: int) -> list[PulsarDelivery]:
-        """Hand out what the prefetch window has room for (receive threads may have
-        received a batch more)."""
-        count = min(max_count, len(items), self._window - self._handed)
-        if count <= 0:
-            return []
-        self._handed += count
-        popleft = items.popleft
-        return [popleft() for _ in range(count)]
-
-    def freed(self, count: int) -> None:
-        """Settled deliveries left the window: a waiting fetch may go on."""
-        self._handed -= count
-        self._buffer.wake()
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Acks and nacks, per consumer."""
