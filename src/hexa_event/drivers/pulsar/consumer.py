@@ -63,7 +63,6 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import DriverError, SubscriptionBusyError
-from ..kit import goenvelope
 from ..kit.buffer import DeliveryBuffer
 from . import wire
 from .admin import PulsarAdmin
@@ -297,9 +296,9 @@ class _Reader:
             props = message.properties()
             headers: dict[str, bytes] | None = None
             if go_body:
-                opened = goenvelope.decode(data)
+                opened = wire.from_go_body(data)
                 if opened is not None:
-                    headers, data = dict(opened[1]), opened[2]
+                    headers, data = opened
             if headers is None:
                 if b64_property in props or not_before_property in props:
                     headers = from_properties(props)

@@ -27,7 +27,6 @@ import pulsar
 
 from ...driver import RawRecord, publish_outcome
 from ...errors import ChannelNotFoundError, ClosedError, DriverError, NotStoredError
-from ..kit import goenvelope
 from . import wire
 from .options import PulsarOptions, shown_url
 
@@ -301,7 +300,7 @@ class PulsarProducers:
                 stamp = headers.get(EVENT_TIME_HEADER)
                 event_ms = int(stamp) if stamp and stamp.isdigit() else now_ms
                 if go_body:
-                    body, props = goenvelope.encode("", headers, record.body), {}
+                    body, props = wire.to_go_body(headers, record.body), {}
                 else:
                     body, props = record.body, wire.to_properties(headers)
                 deliver_at = int(record.not_before * 1000) if record.not_before else None
