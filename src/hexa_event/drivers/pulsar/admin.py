@@ -1,14 +1,14 @@
-"""The few calls of Pulsar's HTTP admin API the driver needs (stdlib HTTP in a thread).
+"""The few calls of Pulsar's HTTP admin API the driver needs (stdlib HTTP).
 
-- :meth:`PulsarAdmin.partitions`: ``None`` when the topic does not exist, 0 for a
-  non-partitioned topic, N for a partitioned one.
-- :meth:`PulsarAdmin.create`: a non-partitioned topic (``partitions`` 1) or a partitioned one;
-  an existing topic is left alone.
-- :meth:`PulsarAdmin.channels`: every topic of the namespace (pattern subscriptions).
-- :meth:`PulsarAdmin.namespace_status_sync`, :meth:`PulsarAdmin.subscriptions_sync`: for
-  ``hexa-event doctor``.
-- :meth:`PulsarAdmin.retain_forever`: topic-level retention without limits, so records that
-  no subscription holds yet (dead letters) are kept until someone reads them.
+Blocking calls (run them in a thread): :meth:`PulsarAdmin.partitions` (``None`` when the
+topic does not exist, 0 for a non-partitioned topic, N for a partitioned one),
+:meth:`~PulsarAdmin.create` (non-partitioned with ``partitions`` 1; an existing topic is left
+alone), :meth:`~PulsarAdmin.delete`, :meth:`~PulsarAdmin.retain_forever` (topic-level
+retention without limits, so dead letters wait for a reader), and for ``hexa-event doctor``
+:meth:`~PulsarAdmin.namespace_status` and :meth:`~PulsarAdmin.subscriptions`. Coroutines
+(each runs its calls in a thread): :meth:`~PulsarAdmin.channels` (every topic of the
+namespace, for pattern subscriptions), :meth:`~PulsarAdmin.backlog` and
+:meth:`~PulsarAdmin.delete_subscription`.
 
 The bearer token, when set, goes in a header and never in a message or log line.
 """
@@ -72,7 +72,7 @@ class PulsarAdmin:
     def _topic_path(self, channel: str) -> str:
         return "/" + quote(channel, safe="")
 
-    def partitions_sync(self, channel: str) -> int | None:
+    def partitions(self, channel: str) -> int | None:
         status, body = self._call("GET", self._topic_path(channel) + "/partitions")
         if status == 404:
             return None
@@ -80,7 +80,7 @@ class PulsarAdmin:
             raise DriverError(f"Pulsar admin API: reading topic {channel!r} gave HTTP {status}")
         return int(body.get("partitions", 0))
 
-    def create_sync(self, channel: str, partitions: int) -> None:
+    def create(self, channel: str, partitions: int) -> None:
         if partitions > 1:
             status, _ = self._call("PUT", self._topic_path(channel) + "/partitions", partitions)
         else:
@@ -92,34 +92,22 @@ class PulsarAdmin:
                 retriable=status not in (401, 403),
             )
 
-    def retain_forever_sync(self, channel: str) -> bool:
+    def retain_forever(self, channel: str) -> bool:
         body = {"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}
         status, _ = self._call("POST", self._topic_path(channel) + "/retention", body)
         return status in (200, 204)
 
-    def namespace_status_sync(self) -> int:
+    def namespace_status(self) -> int:
         """HTTP status of reading the namespace's policies (200: it exists and we may read)."""
         status, _ = self._call("GET", "", namespace=True)
         return status
 
-    def subscriptions_sync(self, channel: str) -> list[str]:
+    def subscriptions(self, channel: str) -> list[str]:
         """Subscription names on ``channel`` (empty when the topic does not exist)."""
         status, body = self._call("GET", self._topic_path(channel) + "/subscriptions")
         return [str(s) for s in body] if status == 200 and isinstance(body, list) else []
 
-    def channels_sync(self) -> list[str]:
-        """Every persistent topic of the namespace, as channel names (partitions folded)."""
-        found: set[str] = set()
-        for path in ("", "/partitioned"):
-            status, body = self._call("GET", path)
-            if status != 200 or not isinstance(body, list):
-                raise DriverError(f"Pulsar admin API: listing topics gave HTTP {status}")
-            for topic in body:
-                short = str(topic).rsplit("/", 1)[-1]
-                found.add(_PARTITION_SUFFIX.sub("", short))
-        return sorted(found)
-
-    def backlog_sync(self, channel: str, subscription: str) -> int | None:
+    def backlog_of(self, channel: str, subscription: str) -> int | None:
         """Pulsar's backlog of ``subscription`` on ``channel`` (None: unknown).
 
         Pulsar counts stored entries: a batch of several messages counts once, so this is a
@@ -154,7 +142,7 @@ class PulsarAdmin:
 
         await asyncio.to_thread(delete)
 
-    def delete_sync(self, channel: str) -> None:
+    def delete(self, channel: str) -> None:
         """Delete the topic (partitioned or not) and what it holds; a missing one is no
         error."""
         path = self._topic_path(channel)
@@ -167,25 +155,26 @@ class PulsarAdmin:
                 retriable=status not in (401, 403),
             )
 
-    async def delete(self, channel: str) -> None:
-        await asyncio.to_thread(self.delete_sync, channel)
+    async def channels(self) -> list[str]:
+        """Every persistent topic of the namespace, as channel names (partitions folded)."""
+
+        def listing() -> list[str]:
+            found: set[str] = set()
+            for path in ("", "/partitioned"):
+                status, body = self._call("GET", path)
+                if status != 200 or not isinstance(body, list):
+                    raise DriverError(f"Pulsar admin API: listing topics gave HTTP {status}")
+                for topic in body:
+                    short = str(topic).rsplit("/", 1)[-1]
+                    found.add(_PARTITION_SUFFIX.sub("", short))
+            return sorted(found)
+
+        return await asyncio.to_thread(listing)
 
     async def backlog(self, channels: list[str], subscription: str) -> dict[str, int | None]:
         """The subscription's backlog on each of ``channels`` (None: unknown)."""
 
         def each() -> dict[str, int | None]:
-            return {c: self.backlog_sync(c, subscription) for c in dict.fromkeys(channels)}
+            return {c: self.backlog_of(c, subscription) for c in dict.fromkeys(channels)}
 
         return await asyncio.to_thread(each)
-
-    async def channels(self) -> list[str]:
-        return await asyncio.to_thread(self.channels_sync)
-
-    async def partitions(self, channel: str) -> int | None:
-        return await asyncio.to_thread(self.partitions_sync, channel)
-
-    async def create(self, channel: str, partitions: int) -> None:
-        await asyncio.to_thread(self.create_sync, channel, partitions)
-
-    async def retain_forever(self, channel: str) -> bool:
-        return await asyncio.to_thread(self.retain_forever_sync, channel)

@@ -9,19 +9,20 @@ no order to keep.
 Each consumer has a thread that blocks in pulsar-client's ``receive()``, takes what is
 already buffered with one ``batch_receive`` (waiting at most 1 ms for a full batch) and
 hands the client's messages to the event loop in one call per batch (no future per message,
-and a cancelled ``fetch`` loses nothing: deliveries wait in the subscription's queue). The
-thread does no other Python work: every pulsar-client call gives up the GIL, and a thread
-that holds it for long makes the loop's own client calls (acks) wait to take it back. The
-loop turns a batch into deliveries, and acknowledges on its own thread in ``settle`` (while
+and a cancelled ``fetch`` loses nothing: deliveries wait in the subscription's buffer). The
+thread does no other Python work: every pulsar-client call gives up the GIL and has to take
+it back, so the loop turns messages into deliveries and acknowledges in ``settle`` (while
 the receive thread waits in the client, with the GIL free). Both use pulsar-client's
 binding objects (``_pulsar``) under its Python wrappers where it has them, which saves the
 wrappers' per-message Python work; ``Delivery.native`` still gives a ``pulsar.Message``. At
 most ``spec.prefetch`` deliveries are out unsettled per consumer; the thread waits for room
-before receiving more.
+before receiving more (receiving one batch ahead of the window and ``batch_receive`` alone
+while batches came full were measured, and were not faster).
 
 Settling:
-- ack: an individual (batch-index) acknowledgement; on Exclusive and Failover the acks below
-  the lowest unsettled delivery of a partition go as one cumulative acknowledgement.
+- ack: an individual (batch-index) acknowledgement, on every subscription type (Pulsar
+  refuses cumulative acks on Shared and Key_Shared; on Failover one cumulative ack per
+  batch measured slower than individual acks).
 - nack(delay): a negative acknowledgement, so the broker redelivers the same message (same
   position, its redelivery count raised) no earlier than the delay. Pulsar's nack delay is
   fixed per consumer (``PulsarSubscriptionOptions.nack_delay``); a longer delay is held as
@@ -44,12 +45,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pulsar
@@ -65,6 +65,7 @@ from ...driver import (
 from ...errors import DriverError, SubscriptionBusyError
 from ..kit.buffer import DeliveryBuffer
 from . import wire
+from .admin import PulsarAdmin
 from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType, shown_url
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ _CONSUMER_TYPES = {
     SubscriptionType.FAILOVER: pulsar.ConsumerType.Failover,
     SubscriptionType.EXCLUSIVE: pulsar.ConsumerType.Exclusive,
 }
-_CUMULATIVE = (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
+_ONE_ACTIVE = (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
+"""Types on which one member receives all (the others wait)."""
 _DRAIN = 500
 """Most messages one receive round hands to the loop."""
 _BATCH_WAIT_MS = 1
@@ -85,8 +87,6 @@ _STALL_REPORT = 30.0
 _PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
 _LAG_EVERY = 5.0
 """Seconds between reads of the subscription's backlog from the admin API."""
-
-MessageKey = tuple[int, int, int]
 
 
 def _batch_size(prefetch: int) -> int:
@@ -98,7 +98,7 @@ def _batch_size(prefetch: int) -> int:
 def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
     other = (
         "use SubscriptionType.KEY_SHARED (the default) or SHARED so members share the work"
-        if kind in _CUMULATIVE
+        if kind in _ONE_ACTIVE
         else "every member of one subscription must use the same type"
     )
     return (
@@ -113,18 +113,17 @@ def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
 class PulsarDelivery(Delivery):
     """A Pulsar message handed to one member.
 
-    Its coordinates (``<topic>@<ledger>:<entry>:<batch index>``) are read from the message
-    when first asked for: the core reads them only for records without an event id, for
-    dead letters and in errors."""
+    Its coordinates (``<topic>@<ledger>:<entry>:<batch index>``, the topic's short name with
+    its partition) are read from the message when asked for: the core reads them only for
+    records without an event id, for dead letters and in errors."""
 
-    __slots__ = ("_message", "_reader", "_released", "_topic")
+    __slots__ = ("_message", "_reader", "_released")
 
     def __init__(
         self,
         record: RawRecord,
         message: Any,
         reader: _Reader,
-        topic: str,
         delivery_count: int,
         timestamp: float,
     ) -> None:
@@ -133,13 +132,12 @@ class PulsarDelivery(Delivery):
         """pulsar-client's message: the binding's own (``_pulsar.Message``) where it has one."""
         self._reader = reader
         self._released = False
-        self._topic = topic
-        """The short name of the message's topic (partition included)."""
 
     @property  # type: ignore[override]
     def coordinates(self) -> str:
         mid = self._message.message_id()
-        return f"{self._topic}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
+        topic = self._message.topic_name().rsplit("/", 1)[-1]
+        return f"{topic}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
 
     @coordinates.setter
     def coordinates(self, _value: str) -> None:
@@ -152,7 +150,10 @@ class PulsarDelivery(Delivery):
 
 
 def _public(message: Any) -> pulsar.Message:
-    """pulsar-client's public ``Message`` for a binding message (the same if it is one)."""
+    """pulsar-client's public ``Message`` for a binding message (the same if it is one).
+
+    Built here rather than with ``Message._wrap``, which makes a new ``BytesSchema`` (a
+    JSON encoding) per message: the core reads ``native`` for every delivery."""
     if type(message) is _PUBLIC:
         return message
     wrapped = _new(_PUBLIC)
@@ -173,34 +174,6 @@ def _binding(consumer: pulsar.Consumer) -> Any:
     return consumer if native is None or not hasattr(native, "batch_receive") else native
 
 
-class _Cursor:
-    """Exclusive/Failover: the acks of one partition that can go as one cumulative ack."""
-
-    __slots__ = ("acked", "messages", "unsettled")
-
-    def __init__(self) -> None:
-        self.unsettled: list[MessageKey] = []
-        self.acked: set[MessageKey] = set()
-        self.messages: dict[MessageKey, Any] = {}
-
-    def delivered(self, key: MessageKey, message: Any) -> None:
-        heapq.heappush(self.unsettled, key)
-        self.messages[key] = message
-
-    def advance(self) -> Any:
-        """The last message of the acked prefix (to acknowledge cumulatively), if any."""
-        last = None
-        while self.unsettled and self.unsettled[0] in self.acked:
-            last = heapq.heappop(self.unsettled)
-        if last is None:
-            return None
-        if not self.unsettled or self.unsettled[0] != last:
-            self.acked = {k for k in self.acked if k > last}
-        message = self.messages[last]
-        self.messages = {k: m for k, m in self.messages.items() if k > last}
-        return message
-
-
 class _Reader:
     """One Pulsar consumer, the thread that receives from it, and its settlement."""
 
@@ -218,17 +191,15 @@ class _Reader:
         self.native = _binding(consumer)
         self.kind = kind
         self.channels = channels
-        self.cumulative = kind in _CUMULATIVE
         self.nack_delay = nack_delay
         self._limit = limit
         self.batch = _batch_size(limit)
         self._outstanding = 0
         self._room = threading.Condition()
         self._stop = False
-        self._cursors: dict[str, _Cursor] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._loop = asyncio.get_running_loop()
-        self._topics: dict[str, tuple[str, str]] = {}
+        self._topics: dict[str, str] = {}
         self.thread = threading.Thread(
             target=self._run, name=f"hexa-event-pulsar:{consumer.subscription_name()}", daemon=True
         )
@@ -270,7 +241,9 @@ class _Reader:
                 time.sleep(0.5)
                 continue
             except BaseException as exc:  # pragma: no cover - a bug of ours or the client's
-                self.subscription.fail_from_thread(f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    why = f"{type(exc).__name__}: {exc}"
+                    self._loop.call_soon_threadsafe(self.subscription.fail, why)
                 break
             messages = [first]
             if room > self.batch:
@@ -292,18 +265,20 @@ class _Reader:
 
     # -- on the loop thread --------------------------------------------------------------
 
-    def _names(self, topic: str) -> tuple[str, str]:
-        """The channel of a full topic name, and the topic's short name (per topic, once)."""
-        names = self._topics.get(topic)
-        if names is None:
+    def _channel(self, topic: str) -> str:
+        """The channel of a full topic name (per topic, once)."""
+        channel = self._topics.get(topic)
+        if channel is None:
             short = topic.rsplit("/", 1)[-1]
-            names = self._topics[topic] = (_PARTITION_SUFFIX.sub("", short), short)
-        return names
+            channel = self._topics[topic] = _PARTITION_SUFFIX.sub("", short)
+        return channel
 
     def deliveries(self, messages: list[Any]) -> list[PulsarDelivery]:
         """The deliveries of a received batch. Messages Pulsar delivered before their
         not-before time are held back until then (and leave the prefetch window)."""
         go_body = self.subscription.go_body
+        # One channel (partitioned or not): no need to ask each message for its topic.
+        only = self.channels[0] if len(self.channels) == 1 else None
         names = self._topics
         from_properties = wire.from_properties
         not_before_property = wire.NOT_BEFORE_PROPERTY
@@ -312,9 +287,11 @@ class _Reader:
         early: list[tuple[Any, float]] = []
         now = 0.0
         for message in messages:
-            topic = message.topic_name()
-            known = names.get(topic)
-            channel, short = known if known is not None else self._names(topic)
+            if only is None:
+                topic = message.topic_name()
+                channel = names.get(topic) or self._channel(topic)
+            else:
+                channel = only
             data = message.data()
             props = message.properties()
             headers: dict[str, bytes] | None = None
@@ -331,7 +308,6 @@ class _Reader:
                 RawRecord(channel, message.partition_key(), headers, data),
                 message,
                 self,
-                short,
                 message.redelivery_count() + 1,
                 message.publish_timestamp() / 1000.0,
             )
@@ -350,78 +326,34 @@ class _Reader:
             self.hold_back(early)
         return deliveries
 
-    def track(self, deliveries: Sequence[PulsarDelivery]) -> None:
-        """Exclusive/Failover: remember handed-out positions for cumulative acks."""
-        for delivery in deliveries:
-            message = delivery._message
-            mid = message.message_id()
-            topic = message.topic_name()
-            cursor = self._cursors.get(topic)
-            if cursor is None:
-                cursor = self._cursors[topic] = _Cursor()
-            cursor.delivered((mid.ledger_id(), mid.entry_id(), mid.batch_index()), message)
-
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
-        """Write the outcomes of settled deliveries; each frees its place of the prefetch
-        window here, once (a retried settle frees nothing twice)."""
-        freed = 0
-        try:
-            self._settle(deliveries)
-        finally:
-            for delivery in deliveries:
-                if not delivery._released and delivery.outcome is not None:
-                    delivery._released = True
-                    freed += 1
-            if freed:
-                self.release(freed)
-
-    def _settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
-        native = self.native
-        touched: dict[str, list[tuple[MessageKey, Any]]] = {}
-        acks: list[Any] = []
-        for delivery in deliveries:
-            message = delivery._message
-            if delivery.outcome is Outcome.ACK:
-                if self.cumulative:
-                    mid = message.message_id()
-                    topic = message.topic_name()
-                    cursor = self._cursors.get(topic)
-                    if cursor is not None:
-                        key = (mid.ledger_id(), mid.entry_id(), mid.batch_index())
-                        cursor.acked.add(key)
-                        touched.setdefault(topic, []).append((key, message))
-                        continue
-                acks.append(message)
-            elif delivery.outcome is Outcome.NACK:
-                wait = delivery.delay - self.nack_delay
-                if wait <= 0:
-                    native.negative_acknowledge(message)
-                else:
-                    self._nack_later(wait, message)
-        if acks:
-            self._acknowledge(acks)
-        for topic, acked in touched.items():
-            cursor = self._cursors[topic]
-            last = cursor.advance()
-            if last is not None:
-                native.acknowledge_cumulative(last)
-            for key, message in acked:  # behind an unsettled one: keep them from a rewind
-                if key in cursor.acked:
-                    native.acknowledge(message)
-
-    def _acknowledge(self, messages: list[Any]) -> None:
-        """Individual acks, here on the loop thread (the receive thread waits in the client
-        meanwhile, so taking the GIL back after each call does not wait for it).
+        """Write the outcomes of settled deliveries, here on the loop thread (the receive
+        thread waits in the client meanwhile, with the GIL free). Each frees its place of
+        the window once (a retried settle frees nothing twice).
 
         A failed ack is logged, not raised: the message is then delivered again
-        (at-least-once), as after any lost acknowledgement."""
+        (at-least-once), as after any lost acknowledgement. A failed nack raises."""
+        fresh = 0
+        for delivery in deliveries:
+            if not delivery._released:
+                delivery._released = True
+                fresh += 1
+        if fresh:
+            self.release(fresh)
         acknowledge = self.native.acknowledge
-        for message in messages:
+        for delivery in deliveries:
+            message = delivery._message
+            if delivery.outcome is Outcome.NACK:
+                wait = delivery.delay - self.nack_delay
+                if wait <= 0:
+                    self.native.negative_acknowledge(message)
+                else:
+                    self._nack_later(wait, message)
+                continue
             try:
                 acknowledge(message)
             except pulsar.AlreadyClosed:
-                log.debug("acks on a closed Pulsar consumer: Pulsar redelivers them")
-                return
+                raise
             except pulsar.PulsarException as exc:
                 log.warning(
                     "Pulsar subscription %s: an ack failed (%s: %s); the message will be "
@@ -477,11 +409,9 @@ class PulsarSubscription(Subscription):
         spec: SubscriptionSpec,
         sub_options: PulsarSubscriptionOptions,
         on_close: Callable[[PulsarSubscription], None],
-        list_channels: Callable[[], Awaitable[list[str]]],
-        backlog: Callable[[list[str], str], Awaitable[dict[str, int | None]]],
-        forget: Callable[[list[str], str], Awaitable[None]] | None = None,
+        admin: PulsarAdmin,
     ) -> None:
-        self._forget = forget
+        self._admin = admin
         self._client = client
         self._options = options
         self._spec = spec
@@ -496,8 +426,6 @@ class PulsarSubscription(Subscription):
         self._watch: asyncio.Task[None] | None = None
         self._discovery: asyncio.Task[None] | None = None
         self._discovery_error = ""
-        self._list_channels = list_channels
-        self._backlog = backlog
         self._lag: int | None = None
         self._pattern = re.compile(spec.pattern) if spec.pattern is not None else None
         self._loop = asyncio.get_running_loop()
@@ -564,7 +492,7 @@ class PulsarSubscription(Subscription):
         read = {c for reader in self._readers for c in reader.channels}
         read.update(self._spec.channels)
         return sorted(
-            c for c in await self._list_channels() if self._pattern.fullmatch(c) and c not in read
+            c for c in await self._admin.channels() if self._pattern.fullmatch(c) and c not in read
         )
 
     async def start(self) -> None:
@@ -618,7 +546,7 @@ class PulsarSubscription(Subscription):
                 lag_due = now + _LAG_EVERY
                 channels = [c for reader in self._readers for c in reader.channels]
                 try:
-                    counts = await self._backlog(channels, self.name) if channels else {}
+                    counts = await self._admin.backlog(channels, self.name) if channels else {}
                 except DriverError:
                     counts = {}
                 known = [n for n in counts.values() if n is not None]
@@ -651,35 +579,29 @@ class PulsarSubscription(Subscription):
             return
         try:
             deliveries = reader.deliveries(messages)
-            if reader.cumulative:
-                reader.track(deliveries)
         except Exception as exc:  # pragma: no cover - a bug of ours or the client's
-            self._fatal = f"{type(exc).__name__}: {exc}"
-            text = f"Pulsar subscription {self.name!r} cannot go on: {self._fatal}"
-            self._buffer.fail(DriverError(text, retriable=False))
+            self.fail(f"{type(exc).__name__}: {exc}")
             return
         self._buffer.extend(deliveries)
 
-    def fail_from_thread(self, why: str) -> None:
-        def fail() -> None:
-            self._fatal = why
-            text = f"Pulsar subscription {self.name!r} cannot go on: {why}"
-            self._buffer.fail(DriverError(text, retriable=False))
-
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            self._loop.call_soon_threadsafe(fail)
+    def fail(self, why: str) -> None:
+        """This member cannot go on: every fetch raises from now on (on the loop)."""
+        self._fatal = why
+        text = f"Pulsar subscription {self.name!r} cannot go on: {why}"
+        self._buffer.fail(DriverError(text, retriable=False))
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
         """Wait for 1..max_count deliveries; ``[]`` once closed."""
         return await self._buffer.fetch(max_count)
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        """Acks (individual, or cumulative where the type allows) and nacks, per consumer."""
+        """Acks and nacks, per consumer."""
         by_reader: dict[_Reader, list[PulsarDelivery]] = {}
         for delivery in deliveries:
             if not isinstance(delivery, PulsarDelivery):
                 raise DriverError(f"{delivery!r} was not delivered by this Pulsar subscription")
-            by_reader.setdefault(delivery._reader, []).append(delivery)
+            if delivery.outcome is not None:
+                by_reader.setdefault(delivery._reader, []).append(delivery)
         for reader, group in by_reader.items():
             try:
                 reader.settle(group)
@@ -695,7 +617,7 @@ class PulsarSubscription(Subscription):
         """The subscription's backlog per channel, from the admin API's topic stats."""
         channels = {c for reader in self._readers for c in reader.channels}
         channels.update(self._spec.channels)
-        counts = await self._backlog(sorted(channels), self.name)
+        counts = await self._admin.backlog(sorted(channels), self.name)
         known = {channel: n for channel, n in counts.items() if n is not None}
         return known or None
 
@@ -735,7 +657,7 @@ class PulsarSubscription(Subscription):
                 log.debug("closing a Pulsar consumer: %s", exc)
             if reader.thread.is_alive():
                 await asyncio.to_thread(reader.thread.join, 10.0)
-        if self._forget is not None:
+        if self._spec.ephemeral:
             channels = sorted({c for reader in self._readers for c in reader.channels})
-            await self._forget(channels, self.name)
+            await self._admin.delete_subscription(channels, self.name)
         self._on_close(self)

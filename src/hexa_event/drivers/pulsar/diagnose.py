@@ -21,14 +21,14 @@ def diagnose(
     for channel in channels:
         name = f"topic {channel}"
         try:
-            partitions = admin.partitions_sync(channel)
+            partitions = admin.partitions(channel)
         except Exception as exc:
             found.append(Finding(name, "warn", f"cannot read it: {exc}"))
             continue
         create = f"create topic {options.topic(channel)} (pulsar-admin topics create)"
         found.append(channel_finding(name, partitions, options.provision, create))
         if partitions is not None:
-            existing[channel] = admin.subscriptions_sync(channel)
+            existing[channel] = admin.subscriptions(channel)
     for group in groups:
         on = [c for c, subs in existing.items() if group in subs]
         found.append(group_finding(f"subscription {group}", f" on {', '.join(on)}" if on else None))

@@ -76,9 +76,12 @@ class PulsarDriver(KitDriver):
     async def create_channels(self, channels: Sequence[str]) -> dict[str, int]:
         """Each topic's partition count (0: non-partitioned), creating the missing topics
         (or raising ChannelNotFoundError when provisioning is off)."""
-        found: dict[str, int] = {}
+        return await asyncio.to_thread(self._create_channels, channels)
+
+    def _create_channels(self, channels: Sequence[str]) -> dict[str, int]:
+        admin, found = self._admin, {}
         for channel in channels:
-            partitions = await self._admin.partitions(channel)
+            partitions = admin.partitions(channel)
             if partitions is None:
                 if not self.options.provision:
                     raise ChannelNotFoundError(
@@ -86,14 +89,14 @@ class PulsarDriver(KitDriver):
                         f"create topic {self.options.topic(channel)!r}, or let the driver "
                         "create it with PulsarOptions(provision=True)",
                     )
-                await self._admin.create(channel, self.options.partitions)
-                if channel.endswith(".dlq") and not await self._admin.retain_forever(channel):
+                admin.create(channel, self.options.partitions)
+                if channel.endswith(".dlq") and not admin.retain_forever(channel):
                     log.warning(
                         "could not set unlimited retention on dead-letter topic %r; letters "
                         "may expire before anyone reads them (set namespace retention)",
                         channel,
                     )
-                partitions = await self._admin.partitions(channel) or 0
+                partitions = admin.partitions(channel) or 0
                 log.info("created Pulsar topic %r (%d partitions)", channel, partitions)
             found[channel] = partitions
         return found
@@ -101,7 +104,7 @@ class PulsarDriver(KitDriver):
     async def delete_channels(self, channels: Sequence[str]) -> None:
         """Delete the topics through the admin API (a missing one is no error)."""
         for channel in channels:
-            await self._admin.delete(channel)
+            await asyncio.to_thread(self._admin.delete, channel)
 
     async def check(self, within: float = 10.0) -> str:
         """The admin API reads the namespace, and the broker answers a topic lookup over the
@@ -120,7 +123,7 @@ class PulsarDriver(KitDriver):
             finally:
                 client.close()
 
-        status = await asyncio.to_thread(self._admin.namespace_status_sync)
+        status = await asyncio.to_thread(self._admin.namespace_status)
         where = f"{self.options.tenant}/{self.options.namespace}"
         if status in (401, 403):
             raise DriverError(
@@ -194,9 +197,7 @@ class PulsarDriver(KitDriver):
             spec,
             sub_options,
             self.subscriptions.discard,
-            self._admin.channels,
-            self._admin.backlog,
-            forget=self._admin.delete_subscription if spec.ephemeral else None,
+            self._admin,
         )
         await subscription.start()
         self.subscriptions.add(subscription)
