@@ -193,9 +193,9 @@ class Run:
 
     async def back(self, within: float) -> float:
         """Wait until the receiver holds all its partitions again and 200 more events were
-        handled (or every event emitted so far: emitting stops ``max_lag`` events after the
-        fault until the fault is over, so a receiver that caught up meanwhile has no 200
-        more to handle); the seconds since the fault."""
+        handled (or every event that may be emitted during the fault: emitting stops
+        ``max_lag`` events after the fault until the fault is over, so a receiver that
+        caught up meanwhile has no 200 more to handle); the seconds since the fault."""
         deadline = self.fault_at + within
         while self.sample().partitions < self.partitions:
             if time.monotonic() > deadline:
@@ -204,13 +204,12 @@ class Run:
         held = time.monotonic() - self.fault_at
         self.note(f"holds its {self.partitions} partitions again {held:.1f}s after the fault")
         at = len(self.flow.handled)
-        target = min(at + 200, self.flow.total)
-        while len(self.flow.handled) < min(target, len(self.flow.emitted)):
-            if time.monotonic() > deadline:
-                stall(f"only {len(self.flow.handled)} of {target} handled: {self.samples[-1]}")
-            await asyncio.sleep(0.05)
+        # Emitting stops here until the fault is over (FaultFlow.fault_at).
+        held_at = self.flow._hold if self.flow._hold is not None else self.flow.total
+        target = min(at + 200, held_at, self.flow.total)
+        await self.flow.wait_handled(target, within=max(1.0, deadline - time.monotonic()))
         went_on = time.monotonic() - self.fault_at
-        caught_up = " (caught up with what was emitted)" if len(self.flow.handled) < target else ""
+        caught_up = f" (all {target} emitted during the fault)" if target < at + 200 else ""
         self.note(f"handling went on {went_on:.1f}s after the fault{caught_up}")
         return went_on
 
