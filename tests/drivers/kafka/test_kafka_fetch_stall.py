@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
+import uuid
 from typing import Any
 
+import pytest
 from confluent_kafka import TopicPartition
 
+import hexa_event as he
 from hexa_event.driver import Outcome, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaOptions
 from hexa_event.drivers.kafka.consumer import KafkaSubscription
 from hexa_event.drivers.kafka.fetchwatch import FETCH_STALL_AFTER, FetchWatch
 from hexa_event.drivers.kafka.member import COORDINATOR_DOWN_AFTER, Member
+from hexa_event.testing import Collector
+from hexa_event.testing.waiting import eventually
 
 A, B = ("t", 0), ("t", 1)
 
@@ -189,3 +196,93 @@ async def test_a_replaced_members_late_revoke_leaves_its_replacement_alone() -> 
     assert sub.assignment == [("t", 0)]
     assert sub._partitions[("t", 0)].member is new
     assert await _receive(sub, new, range(10, 13)) == ["t-0-10", "t-0-11", "t-0-12"]
+
+
+class _SecretPause:
+    """Pauses a member's partitions inside librdkafka behind its back (the member thinks
+    it fetches), on the member's own thread, once records were fetched and not handed out
+    (the thread waits there for librdkafka to fetch them, so the partitions' known end is
+    above their position); resumes them when told."""
+
+    def __init__(self, m: Member) -> None:
+        self.pause, self.paused = threading.Event(), threading.Event()
+        self.resume, self.resumed = threading.Event(), threading.Event()
+        self.waiting = threading.Event()
+        """Set while the member's thread waits (not polling) for records to be fetched."""
+        original = m._run_commands
+
+        def run_commands(consumer: Any) -> None:
+            original(consumer)
+            if self.pause.is_set() and not self.paused.is_set():
+                self._pause_once_fetched(consumer)
+            if self.resume.is_set() and not self.resumed.is_set():
+                consumer.resume(consumer.assignment())
+                self.resumed.set()
+
+        m._run_commands = run_commands  # type: ignore[method-assign]
+
+    def _pause_once_fetched(self, consumer: Any) -> None:
+        held = consumer.assignment()
+        self.waiting.set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(held)}
+            for tp in held:
+                high = consumer.get_watermark_offsets(tp, cached=True)[1]
+                if high > max(positions.get((tp.topic, tp.partition), -1), 0):
+                    consumer.pause(held)
+                    self.paused.set()
+                    return
+            time.sleep(0.01)  # on the member's thread: librdkafka fetches meanwhile
+
+
+@pytest.mark.kafka
+async def test_a_member_whose_fetching_stops_is_reported_against_the_broker(
+    kafka_bootstrap: str,
+) -> None:
+    """Against the real broker (the shared one, never restarted): a consumer whose
+    partitions stop fetching inside librdkafka with records waiting is reported within the
+    bound, naming the group and partition, and clears once records flow again."""
+    tag = uuid.uuid4().hex[:8]
+    channel, action = f"starve-{tag}", f"starve-act-{tag}"
+    conn = he.connect(f"kafka://{kafka_bootstrap}", partitions=1)
+    await conn.provision([channel])
+    got = Collector()
+    receiver = conn.receiver("starve")
+
+    @receiver.subscribe(channel, action=action)
+    async def handle(_c: he.Context, msg: he.Message[Any]) -> None:
+        got.add(msg.payload["n"])
+
+    emitter = conn.emitter()
+    try:
+        async with receiver:
+            await emitter.emit_many([he.Event(channel, "k", {"n": n}) for n in range(5)])
+            await got.wait_for(5, within=60)
+            subscription: Any = receiver._subs[action].subscription
+            (m,) = [x for x in subscription._members if x.group == action]
+            secret = _SecretPause(m)
+            secret.pause.set()
+            # Emit only once the thread waits there (a poll under way would take them).
+            await eventually(secret.waiting.is_set, within=30, what="the thread held")
+            await emitter.emit_many([he.Event(channel, "k", {"n": n}) for n in range(5, 25)])
+            await eventually(secret.paused.is_set, within=30, what="records fetched, paused")
+            began = time.monotonic()
+            await eventually(
+                lambda: not receiver.health()["healthy"],
+                within=FETCH_STALL_AFTER + 20,
+                what="health reports the member that fetches nothing",
+            )
+            took = time.monotonic() - began
+            reason = receiver.health()["reason"]
+            assert f"kafka consumer of group {action!r} fetches nothing" in reason, reason
+            assert f"{channel}-0 (20 waiting" in reason, reason
+            assert took >= FETCH_STALL_AFTER - 1, (took, reason)
+            assert len(got.items) == 5
+            secret.resume.set()
+            await got.wait_for(25, within=60)
+            await eventually(
+                lambda: receiver.health()["healthy"], within=5, what="health clean again"
+            )
+    finally:
+        await conn.close()
