@@ -162,9 +162,11 @@ class Run:
             await asyncio.sleep(0.1)
 
     def dump_if_still(self, s: Sample) -> None:
-        """Once, when the receiver holds its partitions and has handled nothing for half of
-        ``STALL`` with events waiting: every stack and each consumer's state, into the
-        output (what a stall in CI leaves to investigate)."""
+        """Once, when the receiver holds its partitions, has handled nothing for half of
+        ``STALL`` with events waiting and health says healthy: every stack and each
+        consumer's state, into the output (what a stall in CI leaves to investigate)."""
+        if not s.healthy:
+            return  # reported (a commit waiting for the coordinator, ...)
         still_since = _since(self.samples, s, functools.partial(_still, s.handled))
         held_since = _since(self.samples, s, self._holds_all)
         if still_since is None or held_since is None:
