@@ -19,8 +19,9 @@ holds no partitions, or holds all of them and has handled nothing for ``STALL`` 
 events waiting (the fetch-stall rule, :mod:`hexa_event.drivers.kafka.fetchwatch`); and it is
 healthy again within ``CLEAR_WITHIN`` seconds once handling goes on. A hang leaves every
 thread's stack in the output (faulthandler); a receiver standing still while it holds its
-partitions leaves the stacks and each consumer's librdkafka state (assignment, pause, fetch
-state and positions from its statistics) once, when it happens. Run alone: ``pytest -m
+partitions and health says healthy leaves the stacks and each consumer's librdkafka state
+(assignment, pause, fetch state and positions from its statistics) once, when it happens,
+and a failure prints the timeline and that state. Run alone: ``pytest -m
 kafka_cluster tests/services/test_kafka_coordinator_faults.py``. See "When the group
 coordinator is lost" in docs/engines/kafka.md.
 """
