@@ -183,6 +183,9 @@ class _FakeMember:
     def coordinator_problem(self) -> None:
         return None
 
+    def fetch_problem(self) -> None:
+        return None
+
     def clear_error(self) -> None:
         pass
 

@@ -290,9 +290,16 @@ class KafkaSubscription(Subscription):
             trouble = member.coordinator_problem()
             if trouble is not None:
                 return self._describe_group(member, trouble[0])
-        return next(
+        error = next(
             (m.last_error or m.stuck for m in self._members if m.last_error or m.stuck), None
         )
+        if error is not None:
+            return error
+        for member in self._members:
+            stalled = member.fetch_problem()
+            if stalled is not None:
+                return self._describe_group(member, stalled)
+        return None
 
     @property
     def assignment(self) -> list[tuple[str, int]]:
@@ -546,6 +553,10 @@ class KafkaSubscription(Subscription):
                 self._revoke_progress.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._revoke_progress.wait(), remaining)
+        # While it waited, a replacement may have been assigned some of these partitions
+        # (on_assigned took over the state): those are the replacement's now, untouched.
+        keys = self._held_by(member, keys)
+        states = [self._partitions[k] for k in keys]
         positions = [_position(s) for s in states]
         if member.abandoned:  # its commit of these positions may well fail
             self._keep_settled(keys)

@@ -54,6 +54,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from .fetchwatch import FetchWatch
+from .fetchwatch import describe as describe_starved
+
 log = logging.getLogger(__name__)
 
 _POLL_IDLE = 0.1
@@ -66,7 +69,11 @@ _ERROR_LOG_INTERVAL = 10.0
 _LAG_INTERVAL = 1.0
 _DECODER = json.JSONDecoder()
 STATS_INTERVAL = 3.0
-"""Seconds between librdkafka's statistics, of which only the group's join state is read."""
+"""Seconds between librdkafka's statistics, of which only the group's state is read (and,
+while a partition starves, its fetch state)."""
+COORDINATOR_DOWN_AFTER = 10.0
+"""Seconds librdkafka's statistics may show the group without its coordinator (group state
+not ``up``) before health says so: an idle member commits nothing, so no commit tells."""
 STUCK_AFTER = 10.0
 """Seconds without partitions while the group rebalances before health calls it stuck (a
 normal rebalance hands partitions out within a few seconds)."""
@@ -215,6 +222,16 @@ class Member:
         self._unsettled_since: float | None = None
         self.fatal: str | None = None
         self._last_error_log: dict[int, float] = {}
+        self._fetch_watch = FetchWatch()
+        self.starving: str | None = None
+        """Set while partitions it holds have records waiting (or no fetch answer) and none
+        was handed out for ``FETCH_STALL_AFTER`` seconds (see :mod:`.fetchwatch`)."""
+        self.coordinator_down: str | None = None
+        """Set while librdkafka's statistics have shown the group without its coordinator
+        for ``COORDINATOR_DOWN_AFTER`` seconds."""
+        self._coordinator_down_since: float | None = None
+        self._stats: str | None = None
+        """librdkafka's last statistics (JSON), read only to describe a starved partition."""
         # Watchdog (written by the thread, read by the loop).
         self.heartbeat = time.monotonic()
         """When the thread last came back from a poll (or a wait for room)."""
@@ -313,6 +330,13 @@ class Member:
             )
         return None
 
+    def fetch_problem(self) -> str | None:
+        """What health should say about a member that is in its group but fetches nothing
+        (:mod:`.fetchwatch`) or whose statistics show no group coordinator; else None."""
+        if self.abandoned or self._stop.is_set() or self.fatal is not None:
+            return None
+        return self.starving or self.coordinator_down
+
     def stack(self) -> str:
         """The thread's current Python stack (where it is stuck), or why it is not known."""
         thread = self._thread
@@ -393,6 +417,8 @@ class Member:
                     # prefetching); past _HOLD_BEFORE_PAUSE pause the partitions (which drops
                     # librdkafka's prefetch) and keep polling so rebalances are served.
                     now = time.monotonic()
+                    if held_since is None:
+                        self._fetch_watch.hold()
                     held_since = held_since or now
                     if now - held_since < _HOLD_BEFORE_PAUSE:
                         self._expect(_POLL_BUSY)
@@ -579,7 +605,10 @@ class Member:
         """librdkafka's statistics (on the consumer thread): the group's join state. A
         member without partitions while the group is not ``steady`` for ``STUCK_AFTER``
         seconds is stuck: a group that rebalances for ever (a Go hexa-event member leading
-        it fails to decode our subscription metadata and backs off, again and again)."""
+        it fails to decode our subscription metadata and backs off, again and again). A
+        group state other than ``up`` for ``COORDINATOR_DOWN_AFTER`` seconds means no
+        coordinator (which an idle member's commits would not tell)."""
+        self._stats = stats
         # Only the "cgrp" object is decoded, not the whole document (which lists every
         # broker, topic and partition).
         at = stats.rfind('"cgrp":')
@@ -597,6 +626,7 @@ class Member:
         settled = cgrp.get("join_state") == "steady" or int(cgrp.get("assignment_size", 0)) > 0
         now = time.monotonic()
         self._note_recovery(cgrp, now)
+        self._note_coordinator(cgrp, now)
         lost = self.lost_at
         if lost is not None and cgrp.get("join_state") == "steady":
             # Rejoined without an assign callback (nothing for this member): the group's
@@ -635,27 +665,126 @@ class Member:
             )
             self.clear_error()
 
-    def _measure_lag(self, consumer: Consumer) -> None:
-        """Every second: records of the held partitions not yet committed (cached ends)."""
-        now = time.monotonic()
+    def _note_coordinator(self, cgrp: dict[str, Any], now: float) -> None:
+        """Track the group's state (``up``: its coordinator answers) for health."""
+        state = cgrp.get("state")
+        if state == "up" or self._stop.is_set():
+            self._coordinator_down_since = None
+            self.coordinator_down = None
+            return
+        since = self._coordinator_down_since = self._coordinator_down_since or now
+        if now - since >= COORDINATOR_DOWN_AFTER:
+            self.coordinator_down = (
+                f"has no group coordinator: librdkafka's group state has been {state!r} "
+                f"(not 'up') for {now - since:.0f} s"
+            )
+
+    def _measure_lag(self, consumer: Consumer, now: float | None = None) -> None:
+        """Every second: records of the held partitions not yet committed (cached ends), and
+        whether partitions with records waiting fetch nothing (:mod:`.fetchwatch`)."""
+        now = time.monotonic() if now is None else now
         if now - self._lag_at < _LAG_INTERVAL:
             return
         self._lag_at = now
+        owned = list(self._owned)
+        try:
+            positions = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in consumer.position([TopicPartition(t, p) for t, p in owned])
+            }
+        except KafkaException:
+            positions = {}
         total, known = 0, False
-        for topic, partition in list(self._owned):
+        views: dict[tuple[str, int], tuple[int, int]] = {}
+        for key in owned:
+            committed = self._committed.get(key, -1)
+            position = positions.get(key, -1)
+            # Before its first record the position is where the assignment started.
+            position = position if position >= 0 else committed
             try:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), cached=True
-                )
+                low, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
             except KafkaException:
+                views[key] = (position, -1)
                 continue
+            views[key] = (position, high)
             if high < 0:
                 continue
-            committed = self._committed.get((topic, partition), -1)
             total += max(0, high - (committed if committed >= 0 else max(low, 0)))
             known = True
         # A member that holds nothing (after its assignment) is behind by nothing.
         self.lag = total if known or (self._assigned and not self._owned) else None
+        if not self.room.is_set() or self._paused:
+            self._fetch_watch.hold()  # holding back on purpose: not a fetch stall
+            starved = []
+        else:
+            starved = self._fetch_watch.observe(now, views)
+        if not starved:
+            self.starving = None
+            return
+        text = describe_starved(starved, now, self._fetch_states())
+        if self.starving is None:
+            log.warning("Kafka group %r %s", self.group, text)
+        self.starving = text
+
+    def _fetch_states(self) -> dict[tuple[str, int], str]:
+        """Each partition's fetch state in librdkafka's last statistics (``{}``: none)."""
+        stats = self._stats
+        if stats is None:
+            return {}
+        try:
+            topics = json.loads(stats).get("topics", {})
+            return {
+                (name, int(number)): str(p.get("fetch_state", "?"))
+                for name, topic in topics.items()
+                for number, p in topic.get("partitions", {}).items()
+                if int(number) >= 0
+            }
+        except (ValueError, AttributeError, TypeError):
+            return {}
+
+    def debug_state(self) -> dict[str, Any]:
+        """What a test prints when a member stands still: the thread's view, and librdkafka's
+        statistics of each held partition (read from any thread: no consumer call)."""
+        partitions: dict[str, Any] = {}
+        cgrp: dict[str, Any] = {}
+        owned = set(self._owned)
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            document = json.loads(self._stats or "{}")
+            for name, topic in document.get("topics", {}).items():
+                for number, p in topic.get("partitions", {}).items():
+                    if (name, int(number)) in owned:
+                        partitions[f"{name}-{number}"] = {
+                            k: p.get(k)
+                            for k in (
+                                "fetch_state",
+                                "leader",
+                                "broker",
+                                "desired",
+                                "fetchq_cnt",
+                                "next_offset",
+                                "app_offset",
+                                "committed_offset",
+                                "hi_offset",
+                                "ls_offset",
+                                "consumer_lag",
+                                "msgs",
+                                "rxmsgs",
+                            )
+                        }
+            cgrp = document.get("cgrp", {})
+        return {
+            "group": self.group,
+            "owned": sorted(owned),
+            "paused": self._paused,
+            "room": self.room.is_set(),
+            "abandoned": self.abandoned,
+            "heartbeat_age": round(time.monotonic() - self.heartbeat, 1),
+            "lag": self.lag,
+            "starving": self.starving,
+            "last_error": self.last_error,
+            "cgrp": {k: cgrp.get(k) for k in ("state", "join_state", "rebalance_reason")},
+            "partitions": partitions,
+        }
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Committed offsets of this group, maybe of the fallback group: two lookups.

@@ -1,0 +1,87 @@
+"""Partitions a Kafka member holds, with records waiting, from which it fetches nothing.
+
+A member that polls on as usual, holds its partitions and hands out no record while the
+partitions have records waiting is not caught by the watchdog (its thread comes back from
+every poll) nor by the coordinator checks (it is in its group). Its member measures, every
+second on its thread, per held partition: its position (the next offset librdkafka hands
+out, or where the assignment started before any record came) and the partition's end as
+the last fetch answer told it (the cached high watermark). :class:`FetchWatch` keeps, per
+partition, since when the position has not moved although records wait (end above the
+position) or although no fetch answer came at all (end unknown: librdkafka answers every
+fetch of a healthy partition within ``fetch.wait.max.ms``, empty or not). Past
+``FETCH_STALL_AFTER`` seconds the partition is *starved*; it clears as soon as a record of
+it is handed out (the position moves) or its end shows nothing waiting.
+
+A member holding back on purpose (its owner's buffer is full: handling is the slow part,
+and a stuck handler is reported by the receiver's ``stall_timeout``) starves nothing: the
+watch starts again once it takes records again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+FETCH_STALL_AFTER = 10.0
+"""Seconds a held partition with records waiting (or with no fetch answer) may go without
+handing out a record before health reports it: max(3 x the members' 1 s lag measurement,
+10 s). A fetch after a leader change or a reconnect resumes within a few seconds."""
+
+Key = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Starved:
+    """A partition from which nothing was fetched for ``FETCH_STALL_AFTER`` seconds."""
+
+    key: Key
+    waiting: int | None
+    """Records between the position and the end (None: no fetch answer told the end)."""
+    since: float
+    """Since when (monotonic) the position has not moved."""
+
+
+class FetchWatch:
+    """Per held partition, since when nothing was fetched while records wait."""
+
+    def __init__(self, bound: float = FETCH_STALL_AFTER) -> None:
+        self.bound = bound
+        self._seen: dict[Key, tuple[int, float]] = {}
+        """Partition -> (position, since when it has not moved with records waiting)."""
+
+    def hold(self) -> None:
+        """The member holds back on purpose: no partition starves, the clocks start again."""
+        self._seen.clear()
+
+    def observe(self, now: float, views: Mapping[Key, tuple[int, int]]) -> list[Starved]:
+        """Note ``views`` (partition -> (position, end); negative: unknown) taken at ``now``;
+        the partitions starved, oldest first. Partitions no longer held are forgotten."""
+        seen: dict[Key, tuple[int, float]] = {}
+        starved: list[Starved] = []
+        for key, (position, end) in views.items():
+            if end >= 0 and (position < 0 or end <= position):
+                continue  # nothing waits (or where it starts is unknown: cannot tell)
+            earlier = self._seen.get(key)
+            since = earlier[1] if earlier is not None and earlier[0] == position else now
+            seen[key] = (position, since)
+            if now - since >= self.bound:
+                starved.append(Starved(key, end - position if end >= 0 else None, since))
+        self._seen = seen
+        starved.sort(key=lambda s: (s.since, s.key))
+        return starved
+
+
+def describe(starved: list[Starved], now: float, states: Mapping[Key, str]) -> str:
+    """Health's words for ``starved`` (non-empty), with librdkafka's fetch state of each
+    partition where its statistics told it (``states``)."""
+    parts = []
+    for s in starved:
+        name = f"{s.key[0]}-{s.key[1]}"
+        waiting = "no fetch answer" if s.waiting is None else f"{s.waiting} waiting"
+        state = states.get(s.key)
+        parts.append(f"{name} ({waiting}{f', fetch state {state}' if state else ''})")
+    longest = now - starved[0].since
+    return (
+        f"fetches nothing: no record of its partitions {', '.join(parts)} for "
+        f"{longest:.0f} s although it holds them and takes records"
+    )
