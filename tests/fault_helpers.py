@@ -74,6 +74,26 @@ def stacks_after(seconds: float) -> Iterator[None]:
         faulthandler.cancel_dump_traceback_later()
 
 
+async def acknowledged(
+    emitter: Emitter, channel: str, within: float, note: Callable[[str], None] = log.info
+) -> None:
+    """Wait until an emit to ``channel`` (a probe channel of the test's own, provisioned)
+    is acknowledged. After an earlier test's fault a cluster may take a while to load its
+    coordinators and metadata (``Coordinator load in progress``, an unknown topic), which
+    is not what the next test measures; past ``within`` seconds the test fails as a stall."""
+    began = time.monotonic()
+    while True:
+        try:
+            await asyncio.wait_for(emitter.emit(Event(channel, "k", {})), 30)
+            break
+        except (TimeoutError, DriverError) as exc:
+            if time.monotonic() - began > within:
+                stall(f"the cluster does not acknowledge emits: {exc!r}")
+            await asyncio.sleep(0.5)
+    if time.monotonic() - began > 1:
+        note(f"(the cluster acknowledged emits after {time.monotonic() - began:.1f}s)")
+
+
 class FaultFlow:
     """Events of one channel, their emitting and their handling across faults."""
 

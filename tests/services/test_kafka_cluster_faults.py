@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 import hexa_event
+from fault_helpers import acknowledged
 from hexa_event.context import Context
 from hexa_event.errors import DriverError
 from hexa_event.event import Event, Message
@@ -89,8 +90,10 @@ class Load:
         """Emit everything while ``fault`` runs; then wait until every event is handled."""
         emit_conn = await _connect(self.bootstrap, self.delivery_timeout)
         recv_conn = await _connect(self.bootstrap, 60.0)
-        await emit_conn.provision([self.channel])
-        self.check_topic()
+        probe = f"{self.channel}-probe"
+        await emit_conn.provision([self.channel, probe])
+        await acknowledged(emit_conn.emitter(), probe, within=240)
+        await self.check_topic(within=60)
         receiver = recv_conn.receiver("cluster-fault", drain_timeout=10)
 
         @receiver.subscribe(self.channel, action=self.action)
@@ -125,11 +128,18 @@ class Load:
             for future in admin.delete_topics(names).values():
                 future.exception(timeout=30)
 
-    def check_topic(self) -> None:
-        """The driver provisioned the topic with 3 replicas and min.insync.replicas=2."""
+    async def check_topic(self, within: float) -> None:
+        """The driver provisioned the topic with 3 replicas and min.insync.replicas=2 (the
+        metadata of a node an earlier test restarted may lag: asked until ``within``)."""
         admin = admin_mod.AdminClient({"bootstrap.servers": self.bootstrap})
-        md = admin.list_topics(topic=self.channel, timeout=10).topics[self.channel]
-        assert len(md.partitions) == 3
+        deadline = time.monotonic() + within
+        while True:
+            listed = await asyncio.to_thread(admin.list_topics, topic=self.channel, timeout=10)
+            md = listed.topics[self.channel]
+            if md.error is None and len(md.partitions) == 3:
+                break
+            assert time.monotonic() < deadline, f"topic metadata: {md.error}, {md.partitions}"
+            await asyncio.sleep(0.5)
         assert all(len(p.replicas) == 3 for p in md.partitions.values())
         resource = admin_mod.ConfigResource(admin_mod.ResourceType.TOPIC, self.channel)
         configs = admin.describe_configs([resource])[resource].result(timeout=30)

@@ -42,11 +42,17 @@ from typing import Any
 import pytest
 
 import hexa_event
-from fault_helpers import FaultFlow, dump_stacks, stacks_after, stacks_before_timeout, stall
+from fault_helpers import (
+    FaultFlow,
+    acknowledged,
+    dump_stacks,
+    stacks_after,
+    stacks_before_timeout,
+    stall,
+)
 from hexa_event.context import Context
 from hexa_event.drivers.kafka.fetchwatch import FETCH_STALL_AFTER
-from hexa_event.errors import DriverError
-from hexa_event.event import Event, Message
+from hexa_event.event import Message
 from hexa_event.receiver import Receiver
 from hexa_event_services import Service
 
@@ -217,23 +223,9 @@ class Run:
         return went_on
 
     async def cluster_answers(self, within: float) -> None:
-        """Wait until an emit is acknowledged (to a probe channel of the test's own): after
-        an earlier test's fault the cluster may take a while to load its coordinators
-        (``Coordinator load in progress``), which is not what this test measures."""
         probe = f"{self.channel}-probe"
         await self.emitting.provision([probe])
-        emitter = self.emitting.emitter()
-        began = time.monotonic()
-        while True:
-            try:
-                await asyncio.wait_for(emitter.emit(Event(probe, "k", {})), 30)
-                break
-            except (TimeoutError, DriverError) as exc:
-                if time.monotonic() - began > within:
-                    stall(f"the cluster does not acknowledge emits: {exc!r}")
-                await asyncio.sleep(0.5)
-        if time.monotonic() - began > 1:
-            self.note(f"(the cluster acknowledged emits after {time.monotonic() - began:.1f}s)")
+        await acknowledged(self.emitting.emitter(), probe, within, self.note)
 
     async def run(self, fault: Callable[[Run], Awaitable[None]]) -> None:
         try:
