@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -59,6 +58,7 @@ from ...driver import (
 )
 from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
+from ..kit.driver import channel_pattern
 from . import headers as wire
 from .client import confirm, stop_interest
 from .gaps import LostInTransit
@@ -176,7 +176,7 @@ class NatsSubscription(Subscription):
         self._connection_error = connection_error
         self._ensure_stream = ensure_stream
         self._channels = frozenset(spec.channels)
-        self._pattern = re.compile(spec.pattern) if spec.pattern else None
+        self._pattern = channel_pattern(spec)
         self._limit = max(1, spec.prefetch)
         self._batch = min(self._limit, options.batch or self._limit)
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"

@@ -64,6 +64,7 @@ from ...driver import (
 )
 from ...errors import DriverError, SubscriptionBusyError
 from ..kit.buffer import DeliveryBuffer
+from ..kit.driver import channel_pattern
 from . import wire
 from .admin import PulsarAdmin
 from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType, shown_url
@@ -427,7 +428,7 @@ class PulsarSubscription(Subscription):
         self._discovery: asyncio.Task[None] | None = None
         self._discovery_error = ""
         self._lag: int | None = None
-        self._pattern = re.compile(spec.pattern) if spec.pattern is not None else None
+        self._pattern = channel_pattern(spec)
         self._loop = asyncio.get_running_loop()
 
     def __repr__(self) -> str:

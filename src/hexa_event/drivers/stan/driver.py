@@ -29,9 +29,10 @@ from collections.abc import Sequence
 from nats.aio.client import Client as NatsClient
 
 from ...driver import Features, RawRecord, SubscriptionSpec
+from ...redaction import redact_urls
 from ..kit.driver import KitDriver
 from .consumer import StanSubscription
-from .options import StanOptions, check_channel, redact_servers
+from .options import StanOptions, check_channel
 from .producer import StanProducer
 from .session import StanSession
 
@@ -65,7 +66,7 @@ class StanDriver(KitDriver):
 
     def __repr__(self) -> str:
         return (
-            f"StanDriver(servers={redact_servers(self.options.servers)!r}, "
+            f"StanDriver(servers={redact_urls(self.options.servers)!r}, "
             f"cluster_id={self.options.cluster_id!r}, client_id={self.options.client_id!r})"
         )
 

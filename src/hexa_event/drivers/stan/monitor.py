@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ...errors import DriverError
-from .options import redact_servers
+from ...redaction import redact_urls
 from .protocol import SubscriptionRequest
 
 _TIMEOUT = 5.0
@@ -54,7 +54,7 @@ class StanMonitor:
 
     def _error(self, why: str) -> DriverError:
         return DriverError(
-            f"STAN monitoring endpoint {redact_servers(self._base)} did not answer ({why}): "
+            f"STAN monitoring endpoint {redact_urls(self._base)} did not answer ({why}): "
             "is StanOptions.monitor_url the server's -m/--http_port address?"
         )
 

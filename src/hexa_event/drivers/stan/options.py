@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 from ...errors import ConfigurationError
 from ...numbers import check_number
-from ...redaction import redact_urls
 from ..kit import options as kit
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -250,7 +249,3 @@ class StanSubscriptionOptions(kit.Redacted):
             kit.check_choice(owner, "start", self.start, ("first", "new_only", "last_received"))
         if self.start_time_delta is not None:
             check_number(f"{owner}.start_time_delta (seconds)", self.start_time_delta)
-
-
-redact_servers = redact_urls
-"""A comma-separated server list without user info (passwords, tokens)."""

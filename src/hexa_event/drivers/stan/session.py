@@ -33,13 +33,14 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.nuid import NUID
 
 from ...errors import ClosedError, DriverError, NotStoredError
+from ...redaction import redact_urls
 from .errors import (
     StanClientIdInUseError,
     StanClusterNotFoundError,
     StanRequestError,
     is_session_gone,
 )
-from .options import StanOptions, redact_servers
+from .options import StanOptions
 from .protocol import (
     CloseRequest,
     CloseResponse,
@@ -638,4 +639,4 @@ class PublishBatch:
 
 
 def _servers(options: StanOptions) -> str:
-    return redact_servers(options.servers)
+    return redact_urls(options.servers)
