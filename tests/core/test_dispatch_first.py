@@ -56,7 +56,8 @@ def _dispatcher(handler: Any, payload_type: Any, *, dedup_ids: Any = "event") ->
         is_permanent=permanent_predicate(None),
         propagator=default_propagator(),
     )
-    return Dispatcher(pipeline(_nowhere), Features(name="t", persistent=True), route, asyncio.Event())
+    features = Features(name="t", persistent=True)
+    return Dispatcher(pipeline(_nowhere), features, route, asyncio.Event())
 
 
 def _sealed(payload: Any, ctx: Context | None = None) -> RawRecord:
