@@ -254,6 +254,10 @@ class RawCodec:
 
 _REGISTRY: dict[str, Codec] = {}
 
+generation = 0
+"""Bumped by :func:`register_codec`: a decoder cached from the registry (such as
+:func:`json_decoder`'s) is stale once this changed."""
+
 
 def register_codec(codec: Codec, *, replace: bool = False) -> None:
     """Make ``codec`` available by its name to emitters and receivers of this process."""
@@ -261,7 +265,9 @@ def register_codec(codec: Codec, *, replace: bool = False) -> None:
         raise ConfigurationError(
             f"codec {codec.name!r} is already registered; pass replace=True to override it"
         )
+    global generation
     _REGISTRY[codec.name] = codec
+    generation += 1
 
 
 def get_codec(name: str) -> Codec:

@@ -14,6 +14,11 @@ delivery is a retry copy that is not due yet and the driver cannot hold it back:
   comes back later instead of being lost;
 - shutting down while a delivery waits for its due time: nack for the time left.
 
+The common delivery (the first of an event of ours from a source channel, due now, in
+JSON) is read in one pass by :meth:`Dispatcher.first`, which builds only what the handler
+sees; any other, and any that pass cannot read, goes the careful way, which names what is
+wrong. Both hand the handler the same context and message.
+
 Retry copies, in-place retries and dead letters go through the receiver's publish pipeline
 (:mod:`hexa_event.publishing`) as a :class:`~hexa_event.publishing.Publication` naming the
 action, the reason and the failed run's message, so publish middlewares (telemetry, yours)
@@ -35,15 +40,24 @@ from typing import Any
 
 import msgspec
 
+from . import codecs, wire
 from . import envelope as env
-from . import wire
-from .codecs import get_codec
-from .context import Context
+from .codecs import Codec, get_codec, json_decoder
+from .context import Context, new_correlation_id
 from .driver import Delivery, Features
 from .errors import PermanentError
 from .event import Message
 from .middleware import Handler
-from .propagation import DefaultPropagator, Propagator
+from .propagation import (
+    BAGGAGE,
+    CORRELATION_ID,
+    GUEST_WIRE,
+    LOCALE,
+    TRACEPARENT,
+    USER,
+    DefaultPropagator,
+    Propagator,
+)
 from .publishing import Publication, PublishCall
 
 logger = logging.getLogger(__name__)
@@ -53,6 +67,7 @@ PermanentPredicate = Callable[[BaseException], bool]
 _REPUBLISH_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 _TIMES_KEPT = 64
+_CHANNELS_KEPT = 1024
 
 POISON = "poison"
 PERMANENT = "permanent-error"
@@ -116,6 +131,17 @@ class Dispatcher:
         """msgspec's decode for the payload type while the built-in JSON codec is in use
         (set by a subclass that checks that; :func:`codecs.json_decoder`)."""
         propagator = route.propagator
+        self._first_propagator: DefaultPropagator | None = None
+        """Set when :meth:`first` can read deliveries (it reads the default propagator's own
+        headers itself; exactly that class: a subclass may override extract)."""
+        if type(propagator) is DefaultPropagator and route.chain.dedup_ids == "event":
+            self._first_propagator = propagator
+        self._first_json: Callable[[bytes], Any] | None = None
+        """The JSON decoder :meth:`first` uses, made when ``codecs.generation`` was
+        ``_first_generation``."""
+        self._first_generation = -1
+        self._source_channels: dict[str, bool] = {}
+        """Per channel read: whether it is a source channel (not one of the retry chain's)."""
         # The default propagator builds the handler's context as one object; any other is
         # given a context holding the dedup fields to extract onto.
         self._context: Callable[[Mapping[str, bytes], str, str, str, str], Context] = (
@@ -130,6 +156,22 @@ class Dispatcher:
         Never raises but for the cancellation of the calling task, after which the delivery
         is nacked (if it was not settled yet).
         """
+        read = self.first(delivery)
+        if read is None:
+            return await self.handle_careful(delivery)
+        ctx, message = read
+        try:
+            await self._route.handler(ctx, message)
+        except BaseException as exc:
+            await self.failed(delivery, ctx, message, exc)
+        else:
+            self.counters.handled += 1
+            delivery.ack()
+        return None
+
+    async def handle_careful(self, delivery: Delivery) -> float | None:
+        """:meth:`handle` the careful way, for a delivery :meth:`first` did not read: any
+        delivery, header values checked one by one."""
         route = self._route
         try:
             opened = self._open(delivery)
@@ -160,6 +202,116 @@ class Dispatcher:
                 self.counters.handled += 1
                 delivery.ack()
             return None
+        except BaseException:
+            if delivery.outcome is None:
+                delivery.nack()
+            raise
+
+    def first(self, delivery: Delivery) -> tuple[Context, Message[Any]] | None:
+        """The handler's context and message for the common delivery, read in one pass and
+        settling nothing: the first delivery of an event from a source channel, due now, in
+        JSON, with the default propagator, event ids, text headers and no user. None for any
+        other delivery, and for one this pass cannot read: run it through
+        :meth:`handle_careful`, which names what is wrong.
+
+        The result is what :meth:`handle` would hand the handler. Run the handler with it,
+        then ack (and count it handled), or on a raise call :meth:`failed`.
+        """
+        propagator = self._first_propagator
+        if propagator is None:
+            return None
+        record = delivery.record
+        headers = record.headers
+        channel = record.channel
+        source_channel = self._source_channels.get(channel)
+        if source_channel is None:
+            source_channel = not self._route.chain.retry_number_of(channel)
+            if len(self._source_channels) < _CHANNELS_KEPT:
+                self._source_channels[channel] = source_channel
+        if not source_channel or env.ATTEMPT in headers or env.DELIVER_AT in headers:
+            return None
+        get = headers.get
+        try:
+            raw = get(env.PAYLOAD_ENCODER)
+            if raw and raw != b"json":
+                return None
+            raw = get(USER)
+            if raw and raw != GUEST_WIRE:
+                return None
+            raw = get(env.EVENT_ID)
+            event_id = raw.decode() if raw else delivery.coordinates
+            raw = get(env.ROOT_EVENT_ID)
+            root_id = raw.decode() if raw else event_id
+            raw = get(env.SOURCE_CHANNEL)
+            source = raw.decode() if raw else channel
+            raw = get(env.REPLY_CHANNEL)
+            reply = raw.decode() if raw else ""
+            raw = get(CORRELATION_ID)
+            correlation_id = raw.decode() if raw else new_correlation_id()
+            raw = get(LOCALE)
+            locale = raw.decode() if raw else ""
+            if self._first_generation != codecs.generation:
+                self._first_decoder()
+            decode = self._first_json
+            if decode is None:
+                return None
+            payload = decode(record.body)
+            view = MappingProxyType(headers)
+            native = delivery.native
+            action = self._route.chain.action
+            # positional, in the fields' order (cheaper than keywords)
+            ctx = Context(
+                correlation_id, locale, None, {}, "", "", {}, event_id, action, root_id, action
+            )
+            if TRACEPARENT in headers or BAGGAGE in headers:
+                ctx = propagator.w3c(headers, ctx)
+        except Exception:  # the careful path says what is wrong, if anything
+            return None
+        raw_time = get(env.EVENT_TIME)
+        timestamp = self._times.get(raw_time) if type(raw_time) is bytes else None
+        if timestamp is None:
+            timestamp = self._emit_time(raw_time, lambda: delivery.timestamp)
+        return (
+            ctx,
+            Message(
+                event_id,
+                source,
+                record.key,
+                payload,
+                view,
+                1,
+                timestamp,
+                reply,
+                "json",
+                channel,
+                native,
+            ),
+        )
+
+    def _first_decoder(self) -> None:
+        """Set the JSON decoder :meth:`first` uses (again: the codec registry changed)."""
+        self._first_json = None
+        self._first_generation = codecs.generation
+        target = self._route.payload_type
+        decode = json_decoder(target)
+        if decode is None:  # a codec registered as json, or a type msgspec does not take
+            codec = get_codec("json")
+            decode = functools.partial(_decode_with, codec, target)
+        self._first_json = decode
+
+    async def failed(
+        self, delivery: Delivery, ctx: Context, message: Message[Any], exc: BaseException
+    ) -> None:
+        """The handler raised ``exc`` for what :meth:`first` read: settle ``delivery`` as
+        :meth:`handle` does (retry, dead letter, or given back). Re-raises the cancellation
+        of the calling task, after nacking the delivery."""
+        try:
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise exc
+            opened = wire.Opened(
+                message.id, ctx.root_event_id, ctx.root_handler_action, message.channel, 1, 0.0
+            )
+            await self._failed(delivery, opened, ctx, message, exc)
         except BaseException:
             if delivery.outcome is None:
                 delivery.nack()
@@ -418,6 +570,10 @@ def _extract(
             root_handler_action=root_handler_action,
         ),
     )
+
+
+def _decode_with(codec: Codec, target: Any, body: bytes) -> Any:
+    return codec.decode(body, target)
 
 
 def _being_cancelled() -> bool:

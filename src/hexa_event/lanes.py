@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,27 @@ class Lanes(Generic[T]):
         self._queues[lane] = deque((item,))
         self._idle.clear()
         self._make_ready(lane)
+
+    def submit_all(self, items: Sequence[T], lane_of: Callable[[T], Hashable]) -> None:
+        """:meth:`submit` each item to its lane ``lane_of(item)``, in order: one call for a
+        fetched batch, and at most one wake-up."""
+        queues, ready = self._queues, self._ready
+        count = self.count
+        fresh = False
+        for lane, item in zip(map(lane_of, items), items, strict=True):
+            count += 1
+            queue = queues.get(lane)
+            if queue is not None:
+                queue.append(item)
+            else:
+                queues[lane] = deque((item,))
+                ready.append(lane)
+                fresh = True
+        self.count = count
+        if fresh:
+            self._idle.clear()
+            if not self._waking:
+                self._wake_one()
 
     def _make_ready(self, lane: Hashable) -> None:
         self._ready.append(lane)

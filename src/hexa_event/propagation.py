@@ -51,7 +51,8 @@ def _text(headers: Mapping[str, bytes], name: str) -> str | None:
         raise DecodeError(f"header {name!r} is not UTF-8 text") from exc
 
 
-_GUEST_WIRE = msgspec.json.encode(GUEST.to_wire())
+GUEST_WIRE = msgspec.json.encode(GUEST.to_wire())
+"""The ``_ctx_user`` value of a context without a user (hexa's guest): read as no user."""
 
 
 class HexaPropagator:
@@ -65,7 +66,7 @@ class HexaPropagator:
         headers[CORRELATION_ID] = ctx.correlation_id.encode()
         headers[LOCALE] = ctx.locale.encode()
         user = ctx.user
-        headers[USER] = _GUEST_WIRE if user is None else msgspec.json.encode(user.to_wire())
+        headers[USER] = GUEST_WIRE if user is None else msgspec.json.encode(user.to_wire())
 
     def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
         correlation_id, locale, user = self.read(headers)
@@ -85,7 +86,7 @@ class HexaPropagator:
             locale = _text(headers, LOCALE) or ""
         user: User | None = None
         raw_user = get(USER)
-        if raw_user and raw_user != _GUEST_WIRE:
+        if raw_user and raw_user != GUEST_WIRE:
             try:
                 data = msgspec.json.decode(raw_user)
                 if not isinstance(data, dict):
@@ -201,7 +202,7 @@ class DefaultPropagator(CompositePropagator):
 
     def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
         ctx = self._hexa.extract(headers, ctx)
-        return self._w3c(headers, ctx)
+        return self.w3c(headers, ctx)
 
     def receive(
         self,
@@ -223,7 +224,7 @@ class DefaultPropagator(CompositePropagator):
             root_event_id=root_event_id,
             root_handler_action=root_handler_action,
         )
-        return self._w3c(headers, ctx)
+        return self.w3c(headers, ctx)
 
     def check(self, headers: Mapping[str, bytes]) -> None:
         """Raise what :meth:`receive` would raise for ``headers`` (a malformed header makes
@@ -241,7 +242,7 @@ class DefaultPropagator(CompositePropagator):
             self.receive(headers, "", "", "", "")
             return
         raw = get(USER)
-        if raw and raw != _GUEST_WIRE:
+        if raw and raw != GUEST_WIRE:
             self.receive(headers, "", "", "", "")
             return
         # The W3C readers decode bytes with errors replaced: only another type can fail them.
@@ -250,7 +251,9 @@ class DefaultPropagator(CompositePropagator):
                 self.receive(headers, "", "", "", "")
                 return
 
-    def _w3c(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
+    def w3c(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
+        """``ctx`` with the W3C trace context and baggage of ``headers`` (the last steps of
+        :meth:`extract`)."""
         if TRACEPARENT in headers:
             ctx = self._trace.extract(headers, ctx)
         if BAGGAGE in headers:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -59,6 +60,11 @@ coroutine that suppresses its cancellation can use it up; it is then left behind
 _LAG_TIMEOUT = 10.0
 _WAITING_PER_PREFETCH = 4
 """Deliveries held until due (beside the prefetch window) per place of the window."""
+
+_lane_of: Callable[[Delivery], tuple[str, str]] = operator.attrgetter(
+    "record.channel", "record.key"
+)
+"""A delivery's lane: one key of one channel (events of one key run one at a time, in order)."""
 
 
 @dataclass(slots=True)
@@ -380,7 +386,8 @@ class Receiver:
     def _work(self, info: SubscriptionInfo) -> Callable[[Delivery], Any]:
         dispatcher = info.dispatcher
         assert dispatcher is not None
-        handle = dispatcher.handle
+        handle, first, failed = dispatcher.handle_careful, dispatcher.first, dispatcher.failed
+        handler, counters = info.route.handler, dispatcher.counters
         pending = info.pending
         wake = info.settle_wake
         unsettled, waiting = info.unsettled, info.waiting
@@ -391,7 +398,19 @@ class Receiver:
                 info.room.set()
             if delivery.outcome is None:
                 try:
-                    due = await handle(delivery)
+                    read = first(delivery)
+                    if read is None:
+                        due = await handle(delivery)
+                    else:  # what handle() does for it, here: one coroutine fewer per event
+                        due = None
+                        ctx, message = read
+                        try:
+                            await handler(ctx, message)
+                        except BaseException as exc:
+                            await failed(delivery, ctx, message, exc)
+                        else:
+                            counters.handled += 1
+                            delivery.ack()
                 except asyncio.CancelledError:
                     if delivery.outcome is not None:
                         pending.append(delivery)
@@ -407,8 +426,9 @@ class Receiver:
                         waiting[delivery] = due
                         info.room.set()  # it left the window
                     return due
+            if not pending:  # the first since the settle loop took the list: wake it
+                wake.set()
             pending.append(delivery)
-            wake.set()
             return None
 
         return work
@@ -463,12 +483,12 @@ class Receiver:
                         "driver closed under it?); close the receiver before the driver",
                     )
                 return
-            now = time.monotonic()
-            submit = lanes.submit
-            for delivery in deliveries:
-                unsettled[delivery] = now
-                record = delivery.record
-                submit((record.channel, record.key), delivery)
+            unsettled.update(dict.fromkeys(deliveries, time.monotonic()))
+            if isinstance(lanes, Lanes):
+                lanes.submit_all(deliveries, _lane_of)
+            else:
+                for delivery in deliveries:
+                    lanes.submit(_lane_of(delivery), delivery)
 
     async def _fetch_failed(self, info: SubscriptionInfo, exc: Exception, failures: int) -> int:
         delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
@@ -488,7 +508,7 @@ class Receiver:
         failures = 0
         while True:
             await info.settle_wake.wait()
-            info.settle_wake.clear()
+            info.settle_wake.clear()  # whoever makes ``pending`` non-empty sets it again
             while info.pending or info.pending_records:
                 batch = info.pending[:]
                 info.pending.clear()

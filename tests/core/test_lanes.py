@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import operator
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -115,3 +116,38 @@ async def test_a_lane_keeps_its_order_while_its_items_wait() -> None:
     await lanes.stop()
     for key in "abcdef":
         assert [n for k, n in seen if k == key] == list(range(20))
+
+
+async def test_submit_all_keeps_each_lane_in_order_beside_a_running_lane() -> None:
+    """A fetched batch submitted in one call: new lanes start, a running lane queues behind
+    its item, each lane in submit order, counted until done."""
+    seen: list[tuple[str, int]] = []
+    running = asyncio.Event()
+    gate = asyncio.Event()
+    others = asyncio.Event()
+
+    async def work(item: tuple[str, int]) -> float | None:
+        if item == ("a", 0):
+            running.set()
+            await gate.wait()
+        await asyncio.sleep(0)
+        seen.append(item)
+        if len(seen) == 18:
+            others.set()
+        return None
+
+    lanes: Lanes[tuple[str, int]] = Lanes(work, 4, name="all")
+    lanes.submit("a", ("a", 0))
+    async with asyncio.timeout(5.0):
+        await running.wait()
+    lanes.submit_all([(key, n) for n in range(1, 10) for key in "abc"], operator.itemgetter(0))
+    assert lanes.count == 28
+    async with asyncio.timeout(5.0):
+        await others.wait()  # lanes b and c run while lane a waits
+    assert not [item for item in seen if item[0] == "a"]
+    gate.set()
+    assert await lanes.join(5.0)
+    assert lanes.count == 0
+    await lanes.stop()
+    for key, first in (("a", 0), ("b", 1), ("c", 1)):
+        assert [n for k, n in seen if k == key] == list(range(first, 10))
