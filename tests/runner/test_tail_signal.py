@@ -24,6 +24,17 @@ def start_tail(url: str, channel: str, stdout: IO[bytes], stderr: IO[bytes], *mo
     return subprocess.Popen(argv, stdout=stdout, stderr=stderr, env=dict(os.environ))
 
 
+async def sigterm(tail: Any) -> int:
+    """SIGTERM the tail and return its exit status (killed if still running after 60 s)."""
+    tail.send_signal(signal.SIGTERM)
+    try:
+        return int(await asyncio.to_thread(tail.wait, 60))
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+
+
 async def test_tail_cleans_its_group_on_sigterm(sql_engine: str, tmp_path: Path) -> None:
     channel = f"tail-{uuid.uuid4().hex[:8]}"
     await emit(sql_engine, channel, range(5))
@@ -36,12 +47,8 @@ async def test_tail_cleans_its_group_on_sigterm(sql_engine: str, tmp_path: Path)
             await eventually(
                 lambda: out.read_text().count('"channel"') == 5, within=60, what="5 tailed"
             )
-            tail.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(tail.wait, 60)
         finally:
-            if tail.poll() is None:
-                tail.kill()
-                tail.wait()
+            code = await sigterm(tail)
     assert code == 0, err.read_text()[-3000:]
     assert "Traceback" not in err.read_text()
     groups = rows(
@@ -79,12 +86,8 @@ async def test_tail_stopped_mid_burst_cleans_its_group(sql_engine: str, tmp_path
                     within=60,
                     what="the tail busy with the backlog",
                 )
-                tail.send_signal(signal.SIGTERM)
-                code = await asyncio.to_thread(tail.wait, 60)
             finally:
-                if tail.poll() is None:
-                    tail.kill()
-                    tail.wait()
+                code = await sigterm(tail)
         log = err.read_text()
         assert code == 0, log[-3000:]
         assert "Traceback" not in log, log[-3000:]

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from member_helpers import new_member
 
 from hexa_event.driver import Outcome, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaOptions, consumer, member
 from hexa_event.drivers.kafka.consumer import KafkaSubscription
-from hexa_event.drivers.kafka.member import Member
 from hexa_event.drivers.kafka.offsets import PartitionState
 from hexa_event.errors import ConfigurationError
 from hexa_event.testing.waiting import eventually
@@ -70,22 +70,8 @@ def test_a_new_assignment_inherits_what_the_earlier_state_settled() -> None:
     assert not state.inherit(earlier)
 
 
-def _member(loop: asyncio.AbstractEventLoop) -> Member:
-    owner: Any = object()
-    return Member(
-        owner,
-        loop,
-        group="g",
-        topics=["t"],
-        config={"group.id": "g"},
-        eager=False,
-        revoke_timeout=1.0,
-        scrub=str,
-    )
-
-
 async def test_a_member_reports_lost_partitions_and_commits_without_a_coordinator() -> None:
-    m = _member(asyncio.get_running_loop())
+    m = new_member(asyncio.get_running_loop())
     assert m.coordinator_problem(now=100.0) is None
 
     m.lost_at = 90.0
@@ -146,7 +132,7 @@ class _Consumer:
 
 
 async def test_commits_refused_for_want_of_a_coordinator_are_tracked() -> None:
-    m = _member(asyncio.get_running_loop())
+    m = new_member(asyncio.get_running_loop())
     tps = [TopicPartition("t", 0, 5)]
     not_coordinator = KafkaError(KafkaError.NOT_COORDINATOR)
     c: Any = _Consumer(not_coordinator)
@@ -264,7 +250,7 @@ async def test_settled_offsets_survive_a_lost_or_replaced_member(how: str) -> No
 async def test_abandon_resolves_the_commit_its_thread_is_in() -> None:
     """Else the subscription's next commits, by the new member, wait for a thread that may
     never come back (one commit in flight at a time)."""
-    m = _member(asyncio.get_running_loop())
+    m = new_member(asyncio.get_running_loop())
     future = asyncio.get_running_loop().create_future()
     m._commit_future = future
     done = m.abandon(within=5)

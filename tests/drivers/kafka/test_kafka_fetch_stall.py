@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
+from member_helpers import new_member
 
 import hexa_event as he
 from hexa_event.driver import Outcome, SubscriptionSpec
@@ -79,19 +80,6 @@ class _Consumer:
         return 0, self.ends.get((tp.topic, tp.partition), -1001)
 
 
-def _member(loop: asyncio.AbstractEventLoop, owner: Any = None) -> Member:
-    return Member(
-        owner or object(),
-        loop,
-        group="g",
-        topics=["t"],
-        config={"group.id": "g"},
-        eager=False,
-        revoke_timeout=1.0,
-        scrub=str,
-    )
-
-
 def _stats(state: str, partitions: dict[int, str] | None = None) -> str:
     topics = {
         "t": {"partitions": {str(n): {"fetch_state": s} for n, s in (partitions or {}).items()}}
@@ -102,7 +90,7 @@ def _stats(state: str, partitions: dict[int, str] | None = None) -> str:
 async def test_health_names_the_group_and_partitions_that_fetch_nothing_and_clears() -> None:
     sub = KafkaSubscription(KafkaOptions(), SubscriptionSpec(group="g", channels=("t",)), None)
     sub._loop = asyncio.get_running_loop()
-    m = _member(sub._loop, sub)
+    m = new_member(sub._loop, sub)
     sub._members = [m]
     m._owned = {A, B}
     m._committed = {A: 50, B: 20}  # where the assignment started
@@ -150,7 +138,7 @@ async def test_health_names_the_group_and_partitions_that_fetch_nothing_and_clea
 
 
 async def test_an_idle_member_without_a_group_coordinator_is_reported() -> None:
-    m = _member(asyncio.get_running_loop())
+    m = new_member(asyncio.get_running_loop())
     assert COORDINATOR_DOWN_AFTER == 10.0
     m._note_coordinator({"state": "up"}, 100.0)
     m._note_coordinator({"state": "wait-coord"}, 103.0)
