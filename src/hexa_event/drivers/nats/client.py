@@ -1,24 +1,22 @@
-"""What the driver needs from nats-py beyond its public API, kept in one place.
-
-:class:`Client` is nats-py's client with a faster header parser: nats-py checks every
-character of every header name with a Python generator, which was the largest single cost
-of receiving a record with hexa's dozen headers; the replacement gives the same result.
-
-nats-py's ``flush()`` cancels its PONG future on timeout (and a caller's cancellation does
-the same); the PONG that arrives later then hits ``set_result`` on a cancelled future
-inside the client's read loop, which raises ``InvalidStateError`` there and breaks the
-connection. ``Subscription.drain()`` flushes the same way. :func:`confirm` and
-:func:`stop_interest` do the same jobs without ever cancelling a future the client holds.
+"""What the driver needs from nats-py beyond its public API, kept in one place: a faster
+header parser, a flush and a drain that never cancel a future the client holds (why:
+docs/engines/nats.md, "Internals"); and the loops' shared wait and failure report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 
+import nats.errors
 from nats.aio.client import Client as _NatsClient
 from nats.aio.subscription import Subscription
+
+from ...errors import DriverError
+
+log = logging.getLogger(__name__)
 
 # str.isspace() of nats-py's check, over ASCII: \t \n \v \f \r, space and \x1c-\x1f.
 _SPACE = re.compile(rb"[\t-\r \x1c-\x1f]")
@@ -42,11 +40,8 @@ class Client(_NatsClient):
 
 
 async def confirm(nc: _NatsClient, within: float) -> None:
-    """Return once the server answered a PING sent after everything written so far.
-
-    Raises TimeoutError after ``within`` seconds (the PONG is still awaited by the client,
-    so a late one does no harm); cancelling the call is safe for the same reason.
-    """
+    """Return once the server answered a PING sent after everything written so far;
+    TimeoutError after ``within`` seconds (a late PONG, or a cancellation, does no harm)."""
     pong: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     await nc._send_ping(pong)
     done, _ = await asyncio.wait({pong}, timeout=within)
@@ -55,12 +50,8 @@ async def confirm(nc: _NatsClient, within: float) -> None:
 
 
 async def stop_interest(nc: _NatsClient, sub: Subscription, within: float) -> None:
-    """Unsubscribe ``sub`` after its callback handled every message the server sent it.
-
-    The server is told first (UNSUB), a PING round trip proves it stopped sending, then the
-    messages already received run through the callback before the subscription goes away.
-    Bounded by ``within`` seconds; the subscription is removed in any case.
-    """
+    """Unsubscribe ``sub`` once its callback handled every message the server sent it
+    (UNSUB, a PING round trip, then the queue drains); bounded by ``within`` seconds."""
     try:
         async with asyncio.timeout(within):
             await nc._send_unsubscribe(sub._id)
@@ -71,3 +62,19 @@ async def stop_interest(nc: _NatsClient, sub: Subscription, within: float) -> No
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+def retrying(what: str, exc: Exception) -> str:
+    """``<what>: <exc>``, logged before a retry (with the traceback for an unexpected kind)."""
+    text = f"{what}: {exc or type(exc).__name__}"
+    known = isinstance(exc, DriverError | nats.errors.Error | TimeoutError | ValueError)
+    log.warning("%s; retrying", text, exc_info=not known)
+    return text
+
+
+async def woken(event: asyncio.Event, within: float) -> None:
+    """Clear ``event``, then wait until it is set again or ``within`` seconds passed."""
+    event.clear()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            await event.wait()

@@ -1,35 +1,9 @@
-"""The receive side: one member of a group's durable pull consumer.
+"""One member of a group's durable pull consumer: it pulls, hands out, settles, gives back.
 
-Pulling: a background task keeps pull requests outstanding on the consumer
-(``$JS.API.CONSUMER.MSG.NEXT``) for as many records as the member may still hold
-(``spec.prefetch`` minus those buffered or handed out and unsettled), with idle
-heartbeats. Records arrive on one inbox subscription; ``fetch`` hands out what arrived.
-A pull that shows no heartbeat for two intervals, a reconnect, or a 409/503 status is
-counted as gone and renewed, after re-checking the consumer (a server that lost it gets it
-created again): a restart never leaves the member silently stalled, and ``status().error``
-says what is wrong meanwhile.
-
-Settling: ``settle`` sends ``+ACK``, ``-NAK`` (with the nack's delay, which the server
-honours) or, for a record the server will not deliver again (``max_deliver`` reached),
-``+TERM``; then one flush confirms the server read them, so a settle that returns was
-received. While a delivery is unsettled (buffered, running, or settled but not yet
-written) the member sends in-progress (``+WPI``) every third of ``ack_wait``, so long
-handlers keep their records and only a dead member lets AckWait expire. At close the
-member drains its inbox and naks whatever it still holds, so other members get those
-records at once.
-
-Order: the consumer hands records out in stream order, and the core runs one key's records
-one after another, so one member keeps each key's order; after a nack, the key's later
-records wait for the nacked one (:mod:`.ordering`), and redelivered records waiting
-together are handed out in stream order (the server does not sort its redeliveries). A
-pinned member (``failover``, partitions) also watches the consumer sequence after its
-connection dropped or its pull vanished: deliveries lost in transit then come back only
-after ``ack_wait``, so the records after them wait for them (:mod:`.gaps`).
-Several members of one group share records without regard to keys, so across members
-order needs ``failover`` (one pinned member at a time; a closing member gives back what
-it holds, then unpins so a standby takes over at once) or ``max_ack_pending=1`` (see
-docs/engines/nats.md). With partitions (:mod:`.partitioned`) each member runs one of these per
-partition it holds, always pinned; :meth:`NatsSubscription.revoke` hands one over.
+``fetch`` hands records out in stream order and a key's later records never overtake a
+nacked or lost one at this member (:mod:`.ordering`, :mod:`.gaps`); ``settle`` returns once
+the server received the verdicts; ``close`` and ``revoke`` give back, in stream order, what
+the member still holds. Pulls, in-progress, hand-over: docs/engines/nats.md, "Internals".
 """
 
 from __future__ import annotations
@@ -60,7 +34,7 @@ from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
 from . import headers as wire
-from .client import confirm, stop_interest
+from .client import confirm, retrying, stop_interest, woken
 from .gaps import LostInTransit
 from .naming import subject_channel
 from .options import NatsSubscriptionOptions
@@ -80,7 +54,9 @@ _RETRY_PAUSE = 1.0
 
 
 class NatsDelivery(Delivery):
-    """A record from the consumer; ``coordinates`` is ``<stream>-<stream sequence>``."""
+    """A record from the consumer; ``coordinates`` is ``<stream>-<stream sequence>``,
+    ``seq`` the stream sequence, ``cseq`` the delivery's consumer sequence (redeliveries
+    have their own), ``owner`` the subscription its settlement goes back to."""
 
     __slots__ = ("_msg", "_touched", "cseq", "owner", "seq")
 
@@ -98,11 +74,8 @@ class NatsDelivery(Delivery):
         self._msg = msg
         self._touched = time.monotonic()
         self.seq = seq
-        """The record's stream sequence."""
         self.cseq = cseq
-        """The delivery's consumer sequence (every delivery, redeliveries too, has one)."""
         self.owner: NatsSubscription | None = None
-        """The subscription that received it (settles go back to it)."""
 
     @property
     def gate_key(self) -> tuple[str, str]:
@@ -115,8 +88,7 @@ class NatsDelivery(Delivery):
 
 
 Handout = DeliveryBuffer[object, NatsDelivery]
-"""What ``fetch`` waits on: a member's own, or the one its partitions share (the buffered
-records stay with each partition's consumer; ``take`` hands them out)."""
+"""What ``fetch`` waits on: a member's own, or the one its partitions share."""
 
 
 def _nak(delay: float) -> bytes:
@@ -125,25 +97,14 @@ def _nak(delay: float) -> bytes:
     return _NAK
 
 
-def _by_seq(delivery: NatsDelivery) -> int:
-    return delivery.seq
-
-
 def _metadata(reply: str) -> tuple[int, int, int, int]:
     """Delivery count, stream sequence, consumer sequence and timestamp (ns) of an ack
-    subject.
-
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or the newer
-    form with domain and account hash after ``$JS.ACK`` and a random token at the end.
-    """
+    subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or
+    the newer form with domain and account hash after ``$JS.ACK`` and a token at the end."""
     tokens = reply.split(".")
     at = 4 if len(tokens) >= 12 else 2
-    return (
-        int(tokens[at + 2]),
-        int(tokens[at + 3]),
-        int(tokens[at + 4]),
-        int(tokens[at + 5]),
-    )
+    count, seq, cseq, ts = map(int, tokens[at + 2 : at + 6])
+    return count, seq, cseq, ts
 
 
 class NatsSubscription(Subscription):
@@ -181,29 +142,22 @@ class NatsSubscription(Subscription):
         self._batch = min(self._limit, options.batch or self._limit)
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._redelivered = False
-        self._pin: str | None = None
-        """With ``failover``: the pin id the server gave this member while it is active."""
-        self._expires = options.pull_expires
+        self._pin: str | None = None  # with failover: our pin id while this member is active
         self._buffer: deque[NatsDelivery] = deque()
         self._gate: KeyGate[NatsDelivery] = KeyGate(options.ack_wait)
-        self._gaps: LostInTransit[NatsDelivery] | None = (
-            LostInTransit(options.ack_wait, max(1.0, 2 * options.heartbeat))
-            if options.failover
-            else None
-        )
-        """With one member pulling (pinned): deliveries lost in transit, and the records
-        held until they come back (:mod:`.gaps`)."""
+        # Only with one member pulling (pinned) is a gap in the consumer sequence a loss.
+        margin = max(1.0, 2 * options.heartbeat)
+        self._gaps = LostInTransit[NatsDelivery](options.ack_wait, margin, options.failover)
         self._reconnects = int(nc.stats.get("reconnects", 0))
         self._ungated = frozenset(spec.retry_channels)
         self._unsettled: dict[str, NatsDelivery] = {}
         self._shared = ready is not None
-        self._ready: Handout = ready if ready is not None else DeliveryBuffer(self._take)
-        """Woken when records are buffered (shared by the partitions of one member)."""
+        self._ready: Handout = (
+            ready if ready is not None else DeliveryBuffer(lambda _, count: self.take(count))
+        )
         self._settled = asyncio.Event()
         self._draining = False
-        self._late: list[tuple[int, str]] | None = None
-        """While the inbox stops: records that were on their way (stream sequence, ack
-        subject), given back in order with the rest."""
+        self._late: list[tuple[int, str]] | None = None  # (seq, reply) on their way at a stop
         self._wake = asyncio.Event()
         self._inbox = ""
         self._sub: NatsSub | None = None
@@ -213,16 +167,13 @@ class NatsSubscription(Subscription):
         self._last_seen = time.monotonic()
         self._check_consumer = False
         self._error = ""
-        self._fatal: DriverError | None = None
+        self.fatal: DriverError | None = None  # what stopped this member, if anything
         self._lag: int | None = None
         self._lag_at = 0.0
-        self._waiting = 0
-        """Records the server had not delivered yet (``num_pending``) at the last lag check."""
+        self._waiting = 0  # at the last lag check: num_pending, ack pending, the pin id
         self._ack_pending = 0
         self._pinned = ""
-        """The pin id the server had given at the last lag check ("" when none)."""
-        self._delivered_at = time.monotonic()
-        """When a record last arrived (or the member started)."""
+        self._delivered_at = time.monotonic()  # when a record last arrived
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -256,15 +207,7 @@ class NatsSubscription(Subscription):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        late = await self._stop_receiving()
-        held = [*self._buffer, *(d for d in self._unsettled.values() if d.outcome is None)]
-        held.extend(self._gate.clear())
-        if self._gaps is not None:
-            held.extend(self._gaps.clear())
-        self._buffer.clear()
-        for delivery in held:
-            self._unsettled.pop(delivery._msg.reply, None)
-        await self._give_back([*late, *((d.seq, d._msg.reply, _NAK) for d in held)])
+        await self._give_back([d for d in self._unsettled.values() if d.outcome is None])
         if self._pin is not None and not self._nc.is_closed:
             # Hand the group over to a standby member now, not after failover_timeout; the
             # records given back above are redelivered to it before any later record.
@@ -276,26 +219,14 @@ class NatsSubscription(Subscription):
             await self._forget()
 
     async def revoke(self, within: float) -> None:
-        """Hand the consumer over to the member that owns its partition now, then close.
-
-        Stops pulling (what was already on its way is given back), gives back what was
-        buffered and not handed out (records the key gate held go back with what remains
-        of their key's nack delay, so they follow the nacked record), waits up to ``within``
-        seconds for the deliveries handed out to be settled and written, then closes, which
-        gives back any still unsettled and unpins the consumer: the new owner's waiting pull
-        gets pinned at once, and the records given back come to it before later ones.
-        """
+        """Hand the consumer over to its partition's new owner: stop pulling, give back
+        what was not handed out (held records keep what remains of their key's nack delay),
+        wait up to ``within`` seconds for the rest to be settled, then :meth:`close`."""
         if self._closed or self._draining:
             return
         self._draining = True
         self._wake.set()
-        late = await self._stop_receiving()
-        back = [(d, 0.0) for d in self._buffer]
-        back.extend(self._gate.give_back(time.monotonic()))
-        if self._gaps is not None:
-            back.extend(self._gaps.give_back(time.monotonic()))
-        self._buffer.clear()
-        await self._give_back([*late, *((d.seq, d._msg.reply, _nak(t)) for d, t in back)])
+        await self._give_back((), delayed=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
                 while self._unsettled:
@@ -311,34 +242,32 @@ class NatsSubscription(Subscription):
             )
         await self.close()
 
-    async def _stop_receiving(self) -> list[tuple[int, str, bytes]]:
-        """Stop the inbox; the records that were on their way (to be given back, as naks)."""
+    async def _give_back(self, unsettled: Sequence[NatsDelivery], delayed: bool = False) -> None:
+        """Stop the inbox, then nak in stream order what was on its way, buffered, held by
+        the gates and ``unsettled`` (``delayed``: held records keep their remaining delay);
+        returns once the server applied every nak (docs: "Internals", giving back)."""
         sub, self._sub = self._sub, None
         self._late = []
         try:
             if sub is not None and not self._nc.is_closed:
                 # What was already on its way runs through the callback into ``_late``.
                 await stop_interest(self._nc, sub, self._api_timeout)
-            return [(seq, reply, _NAK) for seq, reply in self._late]
+            late = self._late
         finally:
             self._late = None
-
-    async def _give_back(self, back: Sequence[tuple[int, str, bytes]]) -> None:
-        """Nak ``back`` (stream sequence, ack subject, nak) in stream order; return once
-        the server applied every nak.
-
-        The server redelivers naked records in the order the naks came, so stream order
-        keeps a key's records in order at whoever gets them next. The last nak is a request:
-        the consumer answers it after applying it, and it applies one connection's acks in
-        the order they came, so the naks before it were applied too. Only then may the
-        consumer be unpinned: the unpin is served by the server's API workers, not in line
-        with the acks, and an unpin applied first let the next member receive later records
-        before the ones given back (seen under load: 12, 15 before 6, 9 of one key).
-        Best effort: a connection that drops meanwhile loses nothing (the records come back
-        after ``ack_wait``).
-        """
+        now = time.monotonic()
+        held = [(d, 0.0) for d in (*self._buffer, *unsettled)]
+        held.extend(self._gate.give_back(now))
+        held.extend(self._gaps.give_back(now))
+        self._buffer.clear()
+        for delivery, _ in held:
+            self._unsettled.pop(delivery._msg.reply, None)
+        back = [(seq, reply, _NAK) for seq, reply in late]
+        back.extend((d.seq, d._msg.reply, _nak(t if delayed else 0)) for d, t in held)
         if not back or self._nc.is_closed:
             return
+        # The last nak is a request: answered once it and (in order) those before it were
+        # applied; only then may the consumer be unpinned (an unpin is not in line with acks).
         ordered = sorted(back)
         with contextlib.suppress(Exception):
             for _, reply, verdict in ordered[:-1]:
@@ -351,24 +280,14 @@ class NatsSubscription(Subscription):
         self._limit = max(1, limit)
         self._batch = min(self._limit, self._options.batch or self._limit)
 
-    @property
-    def fatal(self) -> DriverError | None:
-        """The error that stopped this member, if any."""
-        return self._fatal
-
-    @property
-    def consumer(self) -> str:
-        return self._consumer
-
     def on_connection_closed(self, reason: str) -> None:
-        """The connection under this member closed for good: it cannot go on, and says so
-        (``fetch`` raises a non-retriable DriverError, the receiver stops and reports it)."""
+        """The connection closed for good: ``fetch`` raises a non-retriable DriverError."""
         self._failed(DriverError(reason, retriable=False))
         self._wake.set()
 
     def _failed(self, error: DriverError) -> None:
-        if self._fatal is None:
-            self._fatal = error
+        if self.fatal is None:
+            self.fatal = error
             self._ready.fail(error)
 
     def on_reconnect(self) -> None:
@@ -378,11 +297,9 @@ class NatsSubscription(Subscription):
         self._wake.set()
 
     def _renew(self) -> None:
-        """Check the consumer and renew the pull: it vanished (a reconnect, no heartbeat, a
-        consumer leader lost). Deliveries on their way may have been lost with it."""
+        """The pull vanished: check the consumer; deliveries on their way may be lost."""
         self._check_consumer = True
-        if self._gaps is not None:
-            self._gaps.suspect()
+        self._gaps.suspect()
 
     # -- the contract ---------------------------------------------------------------------------
 
@@ -393,16 +310,11 @@ class NatsSubscription(Subscription):
         if self._redelivered:
             # The server redelivers given-back records in no particular order: stream
             # order again (a key's records keep their publish order).
-            self._buffer = deque(sorted(self._buffer, key=_by_seq))
+            self._buffer = deque(sorted(self._buffer, key=lambda d: d.seq))
             self._redelivered = False
-        count = min(max_count, len(self._buffer))
-        out = [self._buffer.popleft() for _ in range(count)]
-        for delivery in out:
-            self._unsettled[delivery._msg.reply] = delivery
+        out = [self._buffer.popleft() for _ in range(min(max_count, len(self._buffer)))]
+        self._unsettled.update((delivery._msg.reply, delivery) for delivery in out)
         return out
-
-    def _take(self, _items: object, max_count: int) -> list[NatsDelivery]:
-        return self.take(max_count)
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
         return await self._ready.fetch(max_count)
@@ -430,9 +342,7 @@ class NatsSubscription(Subscription):
                 self._gate.nacked(delivery, delivery.delay, now)
             else:
                 released.extend(self._gate.done(delivery))
-        if released:
-            self._buffer.extend(released)
-            self._ready.wake()
+        self._release(released)
         if not self._unsettled:
             self._settled.set()
         self._wake.set()
@@ -441,7 +351,6 @@ class NatsSubscription(Subscription):
         if delivery.outcome is Outcome.ACK:
             return _ACK
         if self._final(delivery):
-            max_deliver = self._options.max_deliver
             log.error(
                 "record %s of consumer %s was nacked on its delivery %d of max_deliver=%d: "
                 "the server will not deliver it again, so it is terminated (it stays in "
@@ -449,7 +358,7 @@ class NatsSubscription(Subscription):
                 delivery.coordinates,
                 self._consumer,
                 delivery.delivery_count,
-                max_deliver,
+                self._options.max_deliver,
             )
             return _TERM
         return _nak(delivery.delay)
@@ -460,15 +369,14 @@ class NatsSubscription(Subscription):
         return limit > 0 and delivery.delivery_count >= limit
 
     def status(self) -> SubscriptionStatus:
-        error = self._connection_error() or self._error or self._stalled(time.monotonic())
-        held_back = self._gaps.describe(time.monotonic()) if self._gaps is not None else ""
-        if held_back:  # said even beside another problem: a partition pauses meanwhile
+        now = time.monotonic()
+        error = self._connection_error() or self._error or self._stalled(now)
+        if held_back := self._gaps.describe(now):  # said even beside another problem
             held_back = f"JetStream consumer {self._consumer}: {held_back}"
             error = f"{error}; {held_back}" if error else held_back
-        if self._fatal is not None:
-            error = str(self._fatal)
         held = not self._options.failover or self._pin is not None
         assignment = (f"{self._stream}/{self._consumer}",) if held else ()
+        error = str(self.fatal) if self.fatal is not None else error
         return SubscriptionStatus(assignment=assignment, error=error, lag=self._lag)
 
     async def lag(self) -> Mapping[str, int] | None:
@@ -476,26 +384,22 @@ class NatsSubscription(Subscription):
         return {ALL_CHANNELS: await self._api.pending(self._stream, [self._consumer])}
 
     def _stalled(self, now: float) -> str:
-        """Why this member receives nothing though the server holds records for it ("" when
-        it does not stall): the pull loop stopped, or nothing arrived for longer than the
-        server may take to hand the consumer over (``takeover_after`` and two heartbeats)
-        while records wait at the server and this member has room for them."""
+        """Why this member receives nothing though records wait for it ("" when it does not
+        stall): its pull loop stopped, or nothing came for longer than a takeover takes."""
         if self._closed or self._draining:
             return ""
         task = self._task
-        if task is not None and task.done() and self._fatal is None:
+        if task is not None and task.done() and self.fatal is None:
             cause = task.exception() if not task.cancelled() else None
             return f"the pull loop of consumer {self._consumer} stopped ({cause!r})"
         quiet = now - self._delivered_at
         standby = self._options.failover and not self._shared and self._pin is None
-        held = len(self._buffer) + len(self._unsettled) + len(self._gate)
-        held += len(self._gaps) if self._gaps is not None else 0
         limit = self._options.max_ack_pending
         if (
             standby
             or self._waiting <= 0
             or 0 < limit <= self._ack_pending
-            or held >= self._limit
+            or self._held() >= self._limit
             or now - self._lag_at > 3 * _LAG_REFRESH
             or quiet < self._options.takeover_after + 2 * self._options.heartbeat
         ):
@@ -520,37 +424,32 @@ class NatsSubscription(Subscription):
 
     async def _on_message(self, msg: Msg) -> None:
         self._last_seen = time.monotonic()
-        if msg.reply:
-            self._delivered_at = self._last_seen
         if self._error and not self._check_consumer:
             self._error = ""
         reply = msg.reply
         if not reply:
             self._on_status(msg)
             return
+        self._delivered_at = self._last_seen
         self._asked = max(0, self._asked - 1)
         if self._options.failover and msg.headers:
             self._pin = msg.headers.get(_PIN_ID, self._pin)
-        if self._closed or self._draining:
-            if self._late is None:
-                await self._nc.publish(reply, _NAK)
-                return
-            with contextlib.suppress(ValueError, IndexError):
-                self._late.append((_metadata(reply)[1], reply))  # given back in order
-                return
-            await self._nc.publish(reply, _NAK)
-            return
         try:
             count, seq, cseq, ts_ns = _metadata(reply)
         except (ValueError, IndexError):
             log.warning("ignored a message with an unexpected reply subject %r", reply)
             return
+        if self._closed or self._draining:
+            if self._late is None:
+                await self._nc.publish(reply, _NAK)
+            else:
+                self._late.append((seq, reply))  # given back in order with the rest
+            return
         now = time.monotonic()
-        if self._gaps is not None:
-            reconnects = int(self._nc.stats.get("reconnects", 0))
-            if reconnects != self._reconnects:  # before on_reconnect may have run
-                self._reconnects = reconnects
-                self._gaps.suspect()
+        reconnects = int(self._nc.stats.get("reconnects", 0))
+        if reconnects != self._reconnects:  # before on_reconnect may have run
+            self._reconnects = reconnects
+            self._gaps.suspect()
         channel = subject_channel(self._prefix, msg.subject)
         if (
             self._pattern is not None
@@ -558,8 +457,7 @@ class NatsSubscription(Subscription):
             and self._pattern.fullmatch(channel) is None
         ):
             await self._nc.publish(reply, _ACK)  # not for this subscription
-            if self._gaps is not None:
-                self._gaps.skipped(cseq, now)
+            self._gaps.seen(cseq, now)
             self._wake.set()
             return
         key, headers, accepted_at = wire.decode(msg.headers)
@@ -573,22 +471,22 @@ class NatsSubscription(Subscription):
             cseq,
         )
         delivery.owner = self
-        if self._gaps is None:
-            self._hand_out([delivery])
-        else:
-            self._hand_out(self._gaps.admit(delivery, now))
+        self._hand_out(self._gaps.admit(delivery, now))
 
     def _hand_out(self, arrived: list[NatsDelivery]) -> None:
         """Buffer what may be handed out now (the key gate keeps what must wait)."""
-        woken = False
-        for delivery in arrived:
-            if delivery.record.channel in self._ungated or self._gate.admit(delivery):
-                if delivery.delivery_count > 1:
-                    self._redelivered = True
-                self._buffer.append(delivery)
-                woken = True
-        if woken:
+        ready = [d for d in arrived if d.record.channel in self._ungated or self._gate.admit(d)]
+        self._redelivered |= any(d.delivery_count > 1 for d in ready)
+        self._release(ready)
+
+    def _release(self, ready: list[NatsDelivery]) -> None:
+        if ready:
+            self._buffer.extend(ready)
             self._ready.wake()
+
+    def _held(self) -> int:
+        """Records this member holds: buffered, unsettled, or held back by the gates."""
+        return len(self._buffer) + len(self._unsettled) + len(self._gate) + len(self._gaps)
 
     def _on_status(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -606,7 +504,7 @@ class NatsSubscription(Subscription):
             self._asked = max(0, self._asked - int(pending))
         elif status in ("408", "404"):
             self._asked = 0
-        if status == "409" and "Leadership Change" in description and self._gaps is not None:
+        if status == "409" and "Leadership Change" in description:
             self._gaps.suspect()  # deliveries of the old consumer leader may be lost
         if status == "409" and "Consumer Deleted" in description:
             self._asked = 0
@@ -634,41 +532,22 @@ class NatsSubscription(Subscription):
                     self._error = ""
                     self._asked = 0
                 await self._pull()
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._options.heartbeat):
-                        await self._wake.wait()
+                await woken(self._wake, self._options.heartbeat)
                 self._watch()
-                released = self._gate.expire(time.monotonic())
-                if released:
-                    self._buffer.extend(released)
-                    self._ready.wake()
-                if self._gaps is not None:
-                    self._hand_out(self._gaps.expire(time.monotonic()))
+                self._release(self._gate.expire(time.monotonic()))
+                self._hand_out(self._gaps.expire(time.monotonic()))
                 await self._keep_alive()
                 await self._refresh_lag()
             except asyncio.CancelledError:
                 raise
-            except JetStreamApiError as exc:
-                if exc.code == 400:
-                    self._failed(
-                        DriverError(
-                            f"consumer {self._stream}/{self._consumer} was refused: {exc}; "
-                            "fix NatsSubscriptionOptions",
-                            retriable=False,
-                        )
-                    )
-                    return
-                self._error = str(exc)
-                await self._pause()
-            except (DriverError, nats.errors.Error, TimeoutError) as exc:
-                self._error = str(exc) or type(exc).__name__
-                log.warning("JetStream consumer %s: %s; retrying", self._consumer, self._error)
-                await self._pause()
             except Exception as exc:  # the loop must not die silently: say so, go on
-                self._error = f"consumer {self._consumer}: unexpected {exc!r}; retrying"
-                log.exception("JetStream consumer %s failed; retrying", self._consumer)
-                await self._pause()
+                if isinstance(exc, JetStreamApiError) and exc.code == 400:
+                    refused = f"consumer {self._stream}/{self._consumer} was refused: {exc}"
+                    fix = f"{refused}; fix NatsSubscriptionOptions"
+                    self._failed(DriverError(fix, retriable=False))
+                    return
+                self._error = retrying(f"JetStream consumer {self._consumer}", exc)
+                await woken(self._wake, _RETRY_PAUSE)
 
     async def _recreate(self) -> None:
         try:
@@ -680,28 +559,18 @@ class NatsSubscription(Subscription):
             await self._ensure_stream()
             await self._api.ensure_consumer(self._stream, self._consumer, self._config)
 
-    async def _pause(self) -> None:
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_RETRY_PAUSE):
-                await self._wake.wait()
-
     async def _pull(self) -> None:
         if not self._nc.is_connected or self._draining:
             return
-        held = len(self._buffer) + len(self._unsettled) + len(self._gate)
-        room = self._limit - held - self._asked
-        if self._gaps is not None:
-            room -= len(self._gaps)
-            # The lost deliveries are due: ask for them even with prefetch full (the
-            # server sends due redeliveries before any new record).
-            room = max(room, self._gaps.probing(time.monotonic()) - self._asked)
+        # Lost deliveries that are due are asked for even with prefetch full (the server
+        # sends due redeliveries before any new record).
+        room = max(self._limit - self._held(), self._gaps.probing(time.monotonic())) - self._asked
         if room <= 0 or (self._asked and room < self._batch // 2):
             return
         batch = min(room, self._batch)
         request: dict[str, object] = {
             "batch": batch,
-            "expires": int(self._expires * _NS),
+            "expires": int(self._options.pull_expires * _NS),
             "idle_heartbeat": int(self._options.heartbeat * _NS),
         }
         if self._options.failover:
@@ -713,7 +582,7 @@ class NatsSubscription(Subscription):
         if not self._asked:
             self._last_seen = now
         self._asked += batch
-        self._pull_until = now + self._expires
+        self._pull_until = now + self._options.pull_expires
 
     def _watch(self) -> None:
         """Count pulls as gone when they expired or their heartbeats stopped."""
@@ -736,7 +605,7 @@ class NatsSubscription(Subscription):
             return
         now = time.monotonic()
         stale = now - self._options.ack_wait / 3
-        parked = self._gaps.parked() if self._gaps is not None else ()
+        parked = self._gaps.parked()
         for delivery in (*self._buffer, *self._unsettled.values(), *self._gate.held(), *parked):
             if delivery._touched < stale:
                 delivery._touched = now

@@ -1,20 +1,6 @@
-"""``nats://``: the NATS JetStream driver (nats-py).
-
-- Layout: one stream (``NatsOptions.stream``, default ``HEXA``) holds ``<prefix>.>``;
-  channel ``c`` is subject ``<prefix>.c`` (:mod:`.naming`), retry and dead-letter
-  channels included, so a subject lives in exactly one stream. Created on first use.
-- Emit: confirmed publishes, many in flight, each batch bounded by ``publish_timeout``;
-  ``Nats-Msg-Id`` = the event id, so a re-sent event is stored once (:mod:`.producer`).
-  Records with a due time wait in the stream as scheduled messages (``delayed_publish``).
-- Receive: one durable pull consumer per group (the action), shared by the group's
-  processes (or, with ``failover``, served by one of them at a time); explicit acks, nak
-  with delay, in-progress for long handlers (:mod:`.consumer`).
-- Partitions (``NatsOptions(partitions=N)``): records go to ``<prefix>.%p<n>.<channel>``
-  by their key; each action has a pinned consumer per partition, and its live members
-  lease the partitions among themselves (:mod:`.partitioned`, :mod:`.membership`), so
-  each key keeps its order across processes (``Features.ordered_per_key``).
-- One connection per driver, reconnecting forever; while it is down every subscription's
-  ``status().error`` says so, and pulls are renewed when it is back.
+"""``nats://``: the NATS JetStream driver (nats-py): one connection, reconnecting forever,
+one stream, a durable pull consumer per action (per partition with ``partitions=N``).
+How it works: docs/engines/nats.md ("Internals" for the modules).
 """
 
 from __future__ import annotations
@@ -27,7 +13,7 @@ import logging
 import ssl
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import nats.errors
@@ -48,56 +34,40 @@ from .streams import JetStreamApi, JetStreamApiError, consumer_config, members_b
 
 log = logging.getLogger(__name__)
 
-FEATURES = Features(
-    name="nats",
-    persistent=True,
-    ordered_per_key=False,
-    delayed_publish=True,
-    scheduled_publish=True,
-    delayed_nack=True,
-)
-"""``ordered_per_key`` is False unpartitioned: one member keeps each key's order, but the
-members of a group share one consumer without regard to keys
-(``NatsSubscriptionOptions(failover=True)`` keeps order across members, one active at a
-time). With ``NatsOptions(partitions=N)`` it is True."""
-
 _ERROR_LOG_INTERVAL = 10.0
 
 
 class NatsDriver(KitDriver):
     """The JetStream driver. Build it with ``hexa_event.connect("nats://host:4222", ...)``."""
 
-    features = FEATURES
     options_type = NatsOptions
 
     def __init__(self, options: NatsOptions | None = None, **kwargs: Any) -> None:
         super().__init__()
         self.options: NatsOptions = self.options_of(options, kwargs)
-        self.features = dataclasses.replace(
-            FEATURES,
-            delayed_publish=self.options.delayed_publish,
-            scheduled_publish=self.options.delayed_publish,
-            ordered_per_key=self.options.partitions > 0,
+        delayed = self.options.delayed_publish
+        self.features = Features(
+            name="nats",
+            persistent=True,
+            ordered_per_key=self.options.partitions > 0,  # docs/engines/nats.md, "Order"
+            delayed_publish=delayed,
+            scheduled_publish=delayed,
+            delayed_nack=True,
         )
         self._producer = NatsProducer(self.options)
         self._nc: Client | None = None
         self._api: JetStreamApi | None = None
         self._connect_lock = asyncio.Lock()
         self._stream_ready = False
-        self._members_stream = ""
         self.subscriptions: weakref.WeakSet[NatsSubscription | PartitionedSubscription] = (
             weakref.WeakSet()
         )
-        self._connection_error = ""
+        self.connection_error = ""
+        """What is wrong with the connection now (empty when connected)."""
         self._logged_at = 0.0
 
     def __repr__(self) -> str:
         return f"NatsDriver({self.options!r})"
-
-    @property
-    def connection_error(self) -> str:
-        """What is wrong with the connection now (empty when connected)."""
-        return self._connection_error
 
     # -- the connection -----------------------------------------------------------------------
 
@@ -118,7 +88,7 @@ class NatsDriver(KitDriver):
                     assert self._api is not None
                     await self._api.ensure_stream(self.options)
                     if self.options.partitions:
-                        self._members_stream = await self._api.ensure_members_bucket(self.options)
+                        await self._api.ensure_members_bucket(self.options)
                     self._stream_ready = True
                 nc = self._nc
         return nc
@@ -133,29 +103,25 @@ class NatsDriver(KitDriver):
             "reconnect_time_wait": o.reconnect_wait,
             "max_reconnect_attempts": -1,
             "allow_reconnect": True,
-            "error_cb": self._on_error,
-            "disconnected_cb": self._on_disconnected,
-            "reconnected_cb": self._on_reconnected,
-            "closed_cb": self._on_closed,
+            "user": o.user,
+            "password": o.password if o.user is not None else None,
+            "token": o.token,
+            "user_credentials": o.creds_file,
+            "nkeys_seed": o.nkeys_seed,
+            "tls": self._tls_context(),
+            "tls_hostname": o.tls_hostname,
         }
-        if o.user is not None:
-            kwargs.update(user=o.user, password=o.password)
-        if o.token is not None:
-            kwargs["token"] = o.token
-        if o.creds_file is not None:
-            kwargs["user_credentials"] = o.creds_file
-        if o.nkeys_seed is not None:
-            kwargs["nkeys_seed"] = o.nkeys_seed
-        tls = self._tls_context()
-        if tls is not None:
-            kwargs["tls"] = tls
-        if o.tls_hostname is not None:
-            kwargs["tls_hostname"] = o.tls_hostname
+        kwargs = {key: value for key, value in kwargs.items() if value is not None}
+        if not probe:
+            kwargs.update(
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                closed_cb=self._on_closed,
+            )
         kwargs.update(o.client_options)
         if probe:
             kwargs.update(allow_reconnect=False, max_reconnect_attempts=0)
-            for callback in ("error_cb", "disconnected_cb", "reconnected_cb", "closed_cb"):
-                kwargs.pop(callback)
         nc = Client()
         # nats-py retries the first connect forever with max_reconnect_attempts=-1: bound it.
         bound = o.connect_timeout * 2 + o.reconnect_wait * 2
@@ -172,7 +138,7 @@ class NatsDriver(KitDriver):
                 "(scripts/services up nats) and are the credentials right?"
             ) from None
         if not probe:
-            self._connection_error = ""
+            self.connection_error = ""
         return nc
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -220,19 +186,18 @@ class NatsDriver(KitDriver):
             self._logged_at = now
             log.warning("NATS client: %s (reconnecting)", text)
         if self._nc is not None and not self._nc.is_connected:
-            self._connection_error = f"NATS connection lost: {text}; reconnecting"
+            self.connection_error = f"NATS connection lost: {text}; reconnecting"
 
     async def _on_disconnected(self) -> None:
         if self.closed:
             return
         servers = ", ".join(redact_url(s) for s in self.options.servers)
-        self._connection_error = f"disconnected from NATS ({servers}); reconnecting"
-        log.warning("%s", self._connection_error)
+        self.connection_error = f"disconnected from NATS ({servers}); reconnecting"
+        log.warning("%s", self.connection_error)
 
     async def _on_closed(self) -> None:
-        """nats-py closed the connection for good (the server refused it a protocol error;
-        it does not reconnect then): say so, fail the members on it (their receivers stop
-        and report it), and let the next publish open a new connection."""
+        """nats-py closed the connection for good (after a protocol error it does not
+        reconnect): fail the members on it; the next publish opens a new connection."""
         nc = self._nc
         if self.closed or nc is None or not nc.is_closed:
             return
@@ -242,7 +207,7 @@ class NatsDriver(KitDriver):
             "start them again (emits open a new connection)"
         )
         log.error("%s", reason)
-        self._connection_error = reason
+        self.connection_error = reason
         self._nc = None
         self._api = None
         self._stream_ready = False
@@ -254,7 +219,7 @@ class NatsDriver(KitDriver):
     async def _on_reconnected(self) -> None:
         url = self._nc.connected_url if self._nc is not None else None
         log.info("reconnected to NATS at %s", redact_url(url.geturl()) if url else "?")
-        self._connection_error = ""
+        self.connection_error = ""
         self._stream_ready = False  # a server that lost its store needs the stream again
         for subscription in list(self.subscriptions):
             subscription.on_reconnect()
@@ -285,48 +250,58 @@ class NatsDriver(KitDriver):
         options: NatsSubscriptionOptions = (
             self.subscription_options(spec, NatsSubscriptionOptions) or NatsSubscriptionOptions()
         )
-        if self.options.partitions:
-            return await self._subscribe_partitioned(spec, options)
-        filters = self.filters(spec)
-        nc = await self.connection()
-        assert self._api is not None
         name = options.durable or consumer_name(spec.group)
-        subscription = NatsSubscription(
-            nc,
-            self._api,
-            stream=self.options.stream,
-            consumer=name,
-            config=consumer_config(
-                name, filters, spec.start, options, self.options.consumer_inactive_threshold
-            ),
-            prefix=self.options.subject_prefix,
-            spec=spec,
-            options=options,
-            connection_error=lambda: self._connection_error,
-            ensure_stream=self._ensure_stream,
-            forget=self._forgetting([name]) if spec.ephemeral else None,
-        )
+        subscription: NatsSubscription | PartitionedSubscription
+        if self.options.partitions:
+            subscription = await self._subscribe_partitioned(spec, options, name)
+        else:
+            self.filters(spec)  # refuse a spec without channels before connecting
+            nc = await self.connection()
+            assert self._api is not None
+            forget = functools.partial(self._forget, [name]) if spec.ephemeral else None
+            subscription = self._member(nc, self._api, spec, options, name, forget=forget)
         await subscription.start()
         self.subscriptions.add(subscription)
         return subscription
 
-    def _forgetting(self, consumers: Sequence[str]) -> Callable[[], Awaitable[None]]:
-        """Deletes the durable consumers of a throwaway group (logged, never raised)."""
+    def _member(
+        self,
+        nc: Client,
+        api: JetStreamApi,
+        spec: SubscriptionSpec,
+        options: NatsSubscriptionOptions,
+        consumer: str,
+        partition: int | None = None,
+        **more: Any,
+    ) -> NatsSubscription:
+        """A member of ``consumer`` (of ``partition``'s subjects, when given), not started."""
+        filters = self.filters(spec, partition)
+        threshold = self.options.consumer_inactive_threshold
+        return NatsSubscription(
+            nc,
+            api,
+            stream=self.options.stream,
+            consumer=consumer,
+            config=consumer_config(consumer, filters, spec.start, options, threshold),
+            prefix=self.options.subject_prefix,
+            spec=spec,
+            options=options,
+            connection_error=lambda: self.connection_error,
+            ensure_stream=self._ensure_stream,
+            **more,
+        )
 
-        async def forget() -> None:
-            api = self._api
-            if api is None:
-                return
-            for consumer in consumers:
+    async def _forget(self, consumers: Sequence[str]) -> None:
+        """Delete the durable consumers of a throwaway group (logged, never raised)."""
+        for consumer in consumers:
+            if self._api is not None:
                 try:
-                    await api.request(f"CONSUMER.DELETE.{self.options.stream}.{consumer}")
+                    await self._api.request(f"CONSUMER.DELETE.{self.options.stream}.{consumer}")
                 except DriverError as exc:
                     log.warning("could not delete throwaway consumer %r: %s", consumer, exc)
 
-        return forget
-
     async def _subscribe_partitioned(
-        self, spec: SubscriptionSpec, options: NatsSubscriptionOptions
+        self, spec: SubscriptionSpec, options: NatsSubscriptionOptions, name: str
     ) -> PartitionedSubscription:
         if options.failover:
             raise ConfigurationError(
@@ -338,63 +313,33 @@ class NatsDriver(KitDriver):
         nc = await self.connection()
         api = self._api
         assert api is not None
-        name = options.durable or consumer_name(spec.group)
         pinned = dataclasses.replace(options, failover=True)
+        consumers = [f"{name}%p{n}" for n in range(self.options.partitions)]
 
         async def open_partition(partition: int, ready: Handout) -> NatsSubscription:
-            consumer = f"{name}%p{partition}"
-            child = NatsSubscription(
-                nc,
-                api,
-                stream=self.options.stream,
-                consumer=consumer,
-                config=consumer_config(
-                    consumer,
-                    self.filters(spec, partition),
-                    spec.start,
-                    pinned,
-                    self.options.consumer_inactive_threshold,
-                ),
-                prefix=self.options.subject_prefix,
-                spec=spec,
-                options=pinned,
-                connection_error=lambda: self._connection_error,
-                ensure_stream=self._ensure_stream,
-                ready=ready,
-            )
+            consumer = consumers[partition]
+            child = self._member(nc, api, spec, pinned, consumer, partition, ready=ready)
             await child.start()
             return child
 
         membership = Membership(
             nc,
             api,
-            bucket_stream=self._members_stream,
             bucket=members_bucket(self.options.stream),
             group=name,
             lease=options.takeover_after,
             interval=options.heartbeat,
             repair=self._ensure_stream,
         )
-        subscription = PartitionedSubscription(
+        return PartitionedSubscription(
             open_partition=open_partition,
             membership=membership,
             partitions=self.options.partitions,
             prefetch=spec.prefetch,
             hand_over_within=options.hand_over_within,
-            forget=(
-                self._forgetting([f"{name}%p{n}" for n in range(self.options.partitions)])
-                if spec.ephemeral
-                else None
-            ),
-            lag_of=functools.partial(
-                api.pending,
-                self.options.stream,
-                [f"{name}%p{n}" for n in range(self.options.partitions)],
-            ),
+            forget=functools.partial(self._forget, consumers) if spec.ephemeral else None,
+            lag_of=functools.partial(api.pending, self.options.stream, consumers),
         )
-        await subscription.start()
-        self.subscriptions.add(subscription)
-        return subscription
 
     def filters(self, spec: SubscriptionSpec, partition: int | None = None) -> list[str]:
         """The consumer's filter subjects for ``spec`` (in ``partition``; no two overlap)."""
@@ -403,11 +348,8 @@ class NatsDriver(KitDriver):
             raise ConfigurationError("a NATS subscription needs channels or a pattern")
         wide = pattern_filter(prefix, spec.pattern) if spec.pattern else None
         found: list[str] = [wide] if wide else []
-        for channel in spec.channels:
-            subject = channel_subject(prefix, channel)
-            if wide and subject.startswith(wide[:-1]):
-                continue
-            if subject not in found:
+        for subject in (channel_subject(prefix, channel) for channel in spec.channels):
+            if not (wide and subject.startswith(wide[:-1])) and subject not in found:
                 found.append(subject)
         return found
 

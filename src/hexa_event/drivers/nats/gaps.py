@@ -1,36 +1,10 @@
 """Deliveries lost in transit: a pinned consumer holds its later records until they return.
 
-The server numbers every delivery of a consumer, redeliveries included (the consumer
-sequence in the ack subject). Only one member pulls a pinned consumer (a partition's, or
-one with ``failover``), so the numbers it receives follow one another unless deliveries
-were lost on the way: written by the server to a connection that then dropped (a server
-stopped or killed, a cluster node lost). The server counts those as delivered and sends
-them again only once their ``ack_wait`` has run out, while the records after them come at
-once after the reconnect. Which keys the lost records have is unknown, so from the gap on
-every later first delivery of the consumer is held here ("parked", kept alive with
-``+WPI``) until one of:
-
-- as many redeliveries came back from beyond the last record first delivered before the
-  gap as deliveries are missing (the usual case: the lost ones were first deliveries);
-- the missing ones were due (``ack_wait`` after the gap was seen, plus ``margin``) and the
-  server then sent a first delivery: it sends due redeliveries before any new record, so
-  none is left to come (the lost ones were acked, terminated or deleted meanwhile, or were
-  redeliveries of records whose key the key gate already holds);
-- ``margin`` more passed with nothing at all (the consumer is idle; the member asks for
-  records at the due time even when its prefetch is full, see :meth:`probing`).
-
-Redeliveries pass (they are older records), except one later in the stream than a parked
-record (lost at a second gap during the hold), which waits with them. A consumer sequence
-that goes back (the server lost its consumer state, or the consumer was created again)
-starts the count anew: the server then sends the records again as first deliveries, in
-stream order.
-
-Only a gap seen first after the member's pull was disrupted (:meth:`suspect`: its
-connection dropped, its pull showed no heartbeat, the consumer's leader changed) counts
-as deliveries lost. Any other gap is deliveries the server made to another member while
-the pin was elsewhere (a pin that expired, members that briefly disagreed, a hand-over),
-which that member settled: holding records for them would only pause the consumer for
-``ack_wait`` (and pausing a standby that just took over broke a failover hand-over).
+Only one member pulls a pinned consumer, so the consumer sequences it receives follow one
+another unless deliveries were lost on a connection that dropped. From a gap seen right
+after the pull was disrupted (:meth:`LostInTransit.suspect`), later first deliveries are
+parked until the lost ones come back, are due and were not sent, or the consumer is idle.
+The rules and why: docs/engines/nats.md, "Deliveries lost in transit" and "Internals".
 """
 
 from __future__ import annotations
@@ -47,10 +21,8 @@ _AFTER = 0.05
 class Numbered(Protocol):
     """What the gap tracking needs of a delivery."""
 
-    seq: int
-    """The record's stream sequence."""
-    cseq: int
-    """The delivery's consumer sequence."""
+    seq: int  # the record's stream sequence
+    cseq: int  # the delivery's consumer sequence
     delivery_count: int
 
 
@@ -60,14 +32,12 @@ T = TypeVar("T", bound=Numbered)
 class LostInTransit(Generic[T]):
     """Tracks one pinned consumer's delivery sequence; parks records behind a gap."""
 
-    def __init__(self, ack_wait: float, margin: float) -> None:
+    def __init__(self, ack_wait: float, margin: float, pinned: bool = True) -> None:
+        self._pinned = pinned  # False: several members share the numbers; nothing is held
         self._ack_wait = ack_wait
         self._margin = margin
-        self._last: int | None = None
-        """The consumer sequence of the last delivery received."""
-        self._first_max = 0
-        """The highest stream sequence first delivered before the hold (lost first
-        deliveries lie beyond it)."""
+        self._last: int | None = None  # the consumer sequence of the last delivery
+        self._first_max = 0  # the highest stream sequence first delivered before the hold
         self._parked: dict[int, T] = {}
         self._missing = 0
         self._returned: set[int] = set()
@@ -90,7 +60,7 @@ class LostInTransit(Generic[T]):
     def admit(self, delivery: T, now: float) -> list[T]:
         """The deliveries to hand out now, in stream order: ``delivery`` itself, none (it
         is parked), or with it the records parked until it came."""
-        self._check(delivery.cseq, now)
+        self.seen(delivery.cseq, now)
         if not self._missing:
             if delivery.delivery_count == 1:
                 self._first_max = max(self._first_max, delivery.seq)
@@ -119,15 +89,10 @@ class LostInTransit(Generic[T]):
     def suspect(self) -> None:
         """The pull was disrupted (a reconnect, no heartbeat, a new consumer leader): a gap
         before the next delivery is deliveries lost in transit."""
-        self._suspect = True
-
-    def skipped(self, cseq: int, now: float) -> None:
-        """A delivery that is not handed out (not for this subscription) was received."""
-        self._check(cseq, now)
+        self._suspect = self._pinned
 
     def probing(self, now: float) -> int:
-        """Records to ask for even with prefetch full: the lost ones are due, and the
-        server sends them before any new record."""
+        """Records to ask for even with prefetch full: the lost ones, once they are due."""
         return self._missing if self._missing and now >= self._due else 0
 
     def expire(self, now: float) -> list[T]:
@@ -148,8 +113,7 @@ class LostInTransit(Generic[T]):
         )
 
     def give_back(self, now: float) -> list[tuple[T, float]]:
-        """The parked records, each with the time left until the lost ones are due (a
-        hand-over: the new owner then gets the lost ones first)."""
+        """The parked records, each with the time left until the lost ones are due."""
         delay = max(0.0, self._due - now) + _AFTER if self._missing else 0.0
         out = [(d, delay) for d in self._parked.values()]
         self._reset()
@@ -157,11 +121,10 @@ class LostInTransit(Generic[T]):
 
     def clear(self) -> list[T]:
         """The parked records (the member is closing)."""
-        out = list(self._parked.values())
-        self._reset()
-        return out
+        return [delivery for delivery, _ in self.give_back(0.0)]
 
-    def _check(self, cseq: int, now: float) -> None:
+    def seen(self, cseq: int, now: float) -> None:
+        """A delivery numbered ``cseq`` arrived (:meth:`admit` says so itself)."""
         last, self._last = self._last, cseq
         suspect, self._suspect = self._suspect, False
         if last is None or cseq == last + 1:
@@ -174,15 +137,9 @@ class LostInTransit(Generic[T]):
                 cseq,
             )
             return
-        gap = cseq - last - 1
         if not suspect:
-            log.debug(
-                "consumer sequence %d after %d: %d deliveries went to another member",
-                cseq,
-                last,
-                gap,
-            )
-            return
+            return  # deliveries another member got while the pin was elsewhere
+        gap = cseq - last - 1
         self.lost += gap
         if not self._missing:
             self._returned.clear()

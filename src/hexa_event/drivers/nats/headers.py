@@ -1,14 +1,7 @@
-"""Record headers <-> NATS headers.
-
-NATS header values are text lines: the client trims them and cannot carry CR, LF or bytes
-that are not UTF-8. A value that is clean UTF-8 travels as it is (so other NATS clients
-read hexa headers as text); any other value travels base64-encoded and its name is listed
-in ``HEXA_B64``. The record's key travels in ``HEXA_KEY`` (NATS messages have no key).
-A delayed record carries ``HEXA_ACCEPTED_AT``, the epoch milliseconds it was published at:
-the server stamps a scheduled message with its due time, and the record's broker time is
-when it was accepted (the core tells a fresh retry copy from a forwarded one by it).
-Header names starting with ``Nats-`` belong to NATS (message id, schedules, rollups): a
-record may not set them, and they are not handed to the core on receive.
+"""Record headers <-> NATS headers: clean UTF-8 values travel as text, others base64
+(listed in ``HEXA_B64``); the key travels in ``HEXA_KEY``, a delayed record's accepted time
+in ``HEXA_ACCEPTED_AT``; ``Nats-`` names belong to NATS (refused on send, dropped on
+receive). Why: docs/engines/nats.md, "Internals".
 """
 
 from __future__ import annotations
@@ -83,12 +76,8 @@ def decode(raw: Mapping[str, str] | None) -> tuple[str, dict[str, bytes], float 
     """The record key, headers and (for a delayed record) accepted time of a message."""
     if not raw:
         return "", {}, None
-    headers = textheaders.decode(raw, listed_in=BASE64, keep=_not_nats)
+    headers = textheaders.decode(raw, listed_in=BASE64, keep=lambda n: not n.startswith("Nats-"))
     key = headers.pop(KEY, b"")
     accepted = headers.pop(ACCEPTED_AT, None)
     accepted_at = int(accepted) / 1000 if accepted is not None and accepted.isdigit() else None
     return key.decode("utf-8", "replace"), headers, accepted_at
-
-
-def _not_nats(name: str) -> bool:
-    return not name.startswith(_NATS_PREFIX)

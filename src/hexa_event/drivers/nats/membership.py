@@ -1,17 +1,9 @@
 """Who serves an action on a partitioned stream: leases in a JetStream key-value bucket.
 
-Each member of an action (a subscription of one process) writes the key
-``<consumer>.<member id>`` of the stream's membership bucket (``$KV.<stream>_members.…``)
-with a per-message TTL of ``lease`` seconds (``Nats-TTL``), and rewrites it every third
-of the lease: a member that dies disappears from the bucket after its lease. Every member
-reads the live members of its action (the bucket's subjects, one ``STREAM.INFO``) at each
-heartbeat and whenever a member joins or leaves cleanly (they say so on a plain NATS
-subject, ``_HEXA.members.<bucket>.<consumer>``), and every member derives the same
-assignment from the same set (:func:`assign`, balanced rendezvous hashing).
-
-The bucket only says who should pull which partition; the consumers' pinned-client
-priority group is what makes one member at a time receive a partition, so two members
-that briefly disagree (one has not seen a change yet) never both receive it.
+Each member keeps a key with a per-message TTL (its lease) alive, reads the live members
+at each heartbeat and when one joins or leaves, and derives the same assignment as every
+other member (:func:`assign`). The pinned consumers, not the bucket, make one member at a
+time receive a partition. Details: docs/engines/nats.md, "Order" (Receiving, partitions).
 """
 
 from __future__ import annotations
@@ -33,22 +25,16 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 
 from ...errors import DriverError
+from .client import retrying, woken
 from .streams import JetStreamApi
 
 log = logging.getLogger(__name__)
 
 
 def assign(members: tuple[str, ...], partitions: int, me: str) -> frozenset[int]:
-    """The partitions ``me`` holds among ``members`` (``me`` counted in).
-
-    Every member computes the same answer from the same set: partition by partition, the
-    member ranked first by ``blake2b("<member>/<partition>")`` that still has room takes it,
-    where room is ``partitions // len(members)`` each, one more for the first
-    ``partitions % len(members)`` members to fill up. So the members hold equal shares (to
-    within one), and a member joining or leaving moves few partitions besides its own
-    (rendezvous hashing; about half what a round-robin over sorted ids would move).
-    Members beyond the partition count hold none (they stand by).
-    """
+    """The partitions ``me`` holds among ``members`` (``me`` counted in), the same on every
+    member: balanced rendezvous hashing, each partition to the member ranked first by
+    ``blake2b("<member>/<partition>")`` that has room (equal shares to within one)."""
     ordered = sorted(set(members) | {me})
     floor, extra = divmod(partitions, len(ordered))
     counts = dict.fromkeys(ordered, 0)
@@ -71,42 +57,37 @@ def _rank(member: str, partition: int) -> bytes:
 
 
 class Membership:
-    """One member's lease among the members of one action."""
+    """One member's lease among the members of one action: ``member`` is its random id,
+    ``members`` the live ones as last read (it included), ``error`` the bucket's problem."""
 
     def __init__(
         self,
         nc: Client,
         api: JetStreamApi,
         *,
-        bucket_stream: str,
         bucket: str,
         group: str,
         lease: float,
         interval: float,
-        on_change: Callable[[tuple[str, ...]], None] | None = None,
-        repair: Callable[[], Awaitable[None]] | None = None,
+        repair: Callable[[], Awaitable[None]],
     ) -> None:
         self._nc = nc
         self._api = api
-        self._bucket_stream = bucket_stream
+        self._bucket_stream = f"KV_{bucket}"
         self.member = uuid.uuid4().hex[:12]
-        """This member's id (random; the set of live ids decides the assignment)."""
         self._subject = f"$KV.{bucket}.{group}.{self.member}"
         self._filter = f"$KV.{bucket}.{group}.*"
         self._notify = f"_HEXA.members.{bucket}.{group}"
         self._lease = max(1, math.ceil(lease))
         self._interval = interval
-        self._repair = repair
-        """Creates the bucket again (a server that lost its store)."""
-        self.on_change = on_change
+        self._repair = repair  # creates the bucket again (a server that lost its store)
+        self.on_change: Callable[[tuple[str, ...]], None] = lambda members: None
         """Called with the new members whenever they change."""
         self._body = json.dumps(
             {"member": self.member, "host": socket.gethostname(), "pid": os.getpid()}
         ).encode()
         self.members: tuple[str, ...] = (self.member,)
-        """The live members of the action as last read (this one included)."""
         self.error = ""
-        """The current problem with the bucket (empty when none)."""
         self._wake = asyncio.Event()
         self._sub: NatsSub | None = None
         self._task: asyncio.Task[None] | None = None
@@ -138,7 +119,8 @@ class Membership:
         if self._nc.is_closed:
             return
         with contextlib.suppress(DriverError, nats.errors.Error):
-            await self._api.purge(self._bucket_stream, self._subject)
+            purge = {"filter": self._subject}
+            await self._api.request(f"STREAM.PURGE.{self._bucket_stream}", purge)
             await self._nc.publish(self._notify, self.member.encode())
         if self._sub is not None:
             with contextlib.suppress(Exception):
@@ -155,8 +137,7 @@ class Membership:
                 self._subject, self._body, timeout=self._interval * 2 + 1, headers=headers
             )
         except nats.errors.NoRespondersError:
-            if self._repair is not None:
-                await self._repair()
+            await self._repair()
             raise DriverError(
                 f"the membership bucket of {self._subject} is gone (no responders); "
                 "it is created again"
@@ -179,18 +160,14 @@ class Membership:
         if live != self.members:
             log.info("members of %s: %s (this one %s)", self._filter, live, self.member)
             self.members = live
-            if self.on_change is not None:
-                self.on_change(live)
+            self.on_change(live)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         renew_every = self._lease / 3
         renewed = loop.time()
         while not self._closed:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(self._interval, renew_every)):
-                    await self._wake.wait()
+            await woken(self._wake, min(self._interval, renew_every))
             try:
                 if not self._nc.is_connected:
                     continue
@@ -201,7 +178,5 @@ class Membership:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never dies silently: the lease would run out
-                self.error = f"membership of {self._filter}: {exc or type(exc).__name__}"
-                known = isinstance(exc, DriverError | nats.errors.Error | TimeoutError | ValueError)
-                log.warning("%s; retrying", self.error, exc_info=not known)
+                self.error = retrying(f"membership of {self._filter}", exc)
                 renewed = loop.time() - renew_every  # renew at the next turn

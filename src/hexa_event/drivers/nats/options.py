@@ -1,11 +1,7 @@
-"""Typed options of the JetStream driver, plus passthrough mappings for what we do not model.
-
-``NatsOptions`` is the connection and the stream; ``NatsSubscriptionOptions`` one
-subscription's durable consumer. ``client_options`` goes to ``nats.connect`` unchanged,
-``stream_config`` and ``consumer_config`` are merged into the JSON the driver sends to the
-JetStream API (field names of the server's ``StreamConfig``/``ConsumerConfig``, durations in
-nanoseconds as the server takes them). Secrets (password, token, credentials, nkey seeds,
-TLS key passwords) never appear in reprs, logs or errors.
+"""Typed options of the JetStream driver: ``NatsOptions`` (the connection and the stream),
+``NatsSubscriptionOptions`` (one subscription's durable consumer), plus passthrough
+mappings (``client_options``, ``stream_config``, ``consumer_config``) for what they do not
+model. Secrets never appear in reprs, logs or errors.
 """
 
 from __future__ import annotations
@@ -60,39 +56,10 @@ def _token(owner: str, name: str, value: object, *, dots: bool) -> None:
 
 @dataclass(frozen=True, slots=True, repr=False)
 class NatsOptions(kit.DriverOptions):
-    """How the driver talks to NATS and lays out its stream.
-
-    Layout: one stream (``stream``, default ``HEXA``) holds the subjects
-    ``<subject_prefix>.>``; channel ``c`` is subject ``<subject_prefix>.c`` (see
-    :func:`~hexa_event.drivers.nats.naming.channel_subject`), and an action's retry and
-    dead-letter channels are subjects of the same stream. Delayed records (retry copies
-    with a due time) wait as scheduled messages on ``<subject_prefix>_delayed.>`` in the
-    same stream (nats-server 2.12+; ``delayed_publish=False`` turns that off). Use another
-    ``stream``/``subject_prefix`` pair to keep a set of channels under other limits.
-
-    ``partitions``: 0 (the default) keeps the layout above, where the processes of one
-    action share one consumer without regard to keys. ``N >= 1`` puts each record in one
-    of N partitions by its key (subject ``<subject_prefix>.%p<n>.c``, see
-    :func:`~hexa_event.drivers.nats.naming.partition_of`) and leases the partitions among
-    the live processes of each action, one process per partition at a time, so each key
-    keeps its order across processes (``Features.ordered_per_key``). The count is recorded
-    in the stream's metadata (``hexa_partitions``) and a driver with another count is
-    refused: it cannot change for a stream.
-
-    ``provision``: create the stream on first use (else a missing one raises
-    ChannelNotFoundError). ``duplicate_window``: seconds within which a re-sent event
-    (same ``Nats-Msg-Id``, the event id) is stored once; ``max_age`` (0: keep forever),
-    ``max_bytes`` (-1: unlimited), ``storage``, ``replicas``: the stream's limits.
-    ``publish_timeout``: seconds an emit waits for the server's acknowledgements;
-    ``max_in_flight``: publishes awaiting acknowledgement at once per driver.
-    Credentials: ``user``/``password``, ``token``, ``creds_file`` (a ``.creds`` file) or
-    ``nkeys_seed`` (a seed file); TLS: ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file``,
-    ``tls_hostname`` (or a ``tls://`` URL). ``client_options`` go to ``nats.connect``.
-
-    URL: ``nats://[user:password@|token@]host:port[,host:port][?option=value...]``
-    (``tls://`` asks for TLS); a lone user part is a ``token``; query options are this
-    class's scalar fields (``stream=ORDERS``, ``storage=memory``...).
-    """
+    """How the driver connects and lays out its stream (every field: docs/engines/nats.md,
+    "Connecting and options"). URL: ``nats://[user:password@|token@]host:port[,host:port]``
+    (``tls://`` for TLS; a lone user part is a ``token``) with the scalar fields as query
+    options (``?stream=ORDERS&storage=memory``)."""
 
     engine = "NATS"
     example = "nats://127.0.0.1:4222"
@@ -113,16 +80,12 @@ class NatsOptions(kit.DriverOptions):
     delayed_publish: bool = True
     partitions: int = 0
     consumer_inactive_threshold: float = 0.0
-    """Seconds after which the server deletes a group's consumer nobody pulled from (and
-    with it the group's position); 0 keeps consumers forever. For tests and short-lived
-    groups."""
     stream_config: Mapping[str, Any] = field(default_factory=dict)
     publish_timeout: float = 30.0
     max_in_flight: int = 4096
     connect_timeout: float = 5.0
     reconnect_wait: float = 1.0
     request_timeout: float = 5.0
-    """Seconds a JetStream API call (create stream/consumer, info) may take."""
     user: str | None = None
     password: str | None = None
     token: str | None = None
@@ -151,10 +114,8 @@ class NatsOptions(kit.DriverOptions):
         kit.check_count(owner, "replicas", self.replicas, maximum=5)
         check_number(f"{owner}.max_age", self.max_age)
         kit.check_count(owner, "max_bytes", self.max_bytes, unlimited=-1)
-        check_number(f"{owner}.duplicate_window", self.duplicate_window, above=True)
+        check_number(f"{owner}.duplicate_window", self.duplicate_window, minimum=0.1)
         check_number(f"{owner}.consumer_inactive_threshold", self.consumer_inactive_threshold)
-        if self.duplicate_window < 0.1:
-            raise ConfigurationError(f"{owner}.duplicate_window must be >= 0.1 seconds")
         if self.max_age and self.duplicate_window > self.max_age:
             raise ConfigurationError(
                 f"{owner}.duplicate_window ({self.duplicate_window}s) cannot exceed "
@@ -186,32 +147,8 @@ class NatsOptions(kit.DriverOptions):
 
 @dataclass(frozen=True, slots=True, repr=False)
 class NatsSubscriptionOptions(kit.Redacted):
-    """Per-subscription settings of the durable pull consumer.
-
-    ``durable``: the consumer name (by default the subscription's action, escaped; see
-    :func:`~hexa_event.drivers.nats.naming.consumer_name`). ``ack_wait``: seconds the server
-    waits for an ack before redelivering; the driver sends in-progress (``+WPI``) for
-    deliveries still unsettled, so only a dead process lets it expire. ``max_deliver``: how
-    often the server delivers one record (-1: no limit, the default, because the core's
-    retry policy decides retries; a finite limit makes the server stop redelivering, and
-    the driver then terminates the record with an error log rather than nack it).
-    ``max_ack_pending``: unacked records of the whole group at once (1 gives strict
-    order of the group across processes, one record at a time); ``batch``: records asked
-    for per pull request (default: the subscription's prefetch); ``heartbeat``: seconds
-    between the server's idle heartbeats on a pull, a dead pull is renewed after two missed.
-    ``failover``: one member of the group receives at a time and the others stand by
-    (JetStream's pinned-client priority group, nats-server 2.11+): the group keeps each
-    key's order across processes, with concurrency across keys inside the active member;
-    a standby member takes over at once when the active one closes, and
-    ``failover_timeout`` seconds after it stops pulling (a crash; default ``ack_wait`` + 5,
-    and never less than ``ack_wait``, so the dead member's records are due for
-    redelivery, and come first, when the standby takes over). On a partitioned stream
-    (``NatsOptions(partitions=N)``) ``failover`` is refused (every partition already has
-    one member at a time) and ``failover_timeout`` is both a member's lease and the time
-    after which the server unpins the partitions of a member that stopped pulling: a dead
-    member's partitions move after it.
-    ``consumer_config`` is merged into the consumer's JSON config.
-    """
+    """Per-subscription settings of the durable pull consumer (every field:
+    docs/engines/nats.md, "Receiving"; ``failover``: "Order")."""
 
     durable: str | None = None
     ack_wait: float = 30.0
@@ -234,18 +171,14 @@ class NatsSubscriptionOptions(kit.Redacted):
                     "standby takes over; lower ack_wait (in-progress keeps long handlers)"
                 )
         kit.check_name(owner, "durable", self.durable, optional=True)
-        check_number(f"{owner}.ack_wait", self.ack_wait, above=True)
-        if self.ack_wait < 1:
-            raise ConfigurationError(f"{owner}.ack_wait must be >= 1 second")
+        check_number(f"{owner}.ack_wait", self.ack_wait, minimum=1)
         kit.check_count(owner, "max_deliver", self.max_deliver, unlimited=-1)
         kit.check_count(owner, "max_ack_pending", self.max_ack_pending, unlimited=-1)
         if self.batch is not None:
             kit.check_count(owner, "batch", self.batch)
-        check_number(f"{owner}.heartbeat", self.heartbeat, above=True)
-        if self.heartbeat < 0.5 or self.heartbeat * 2 >= self.ack_wait:
-            raise ConfigurationError(
-                f"{owner}.heartbeat must be >= 0.5 s and under half of ack_wait"
-            )
+        check_number(f"{owner}.heartbeat", self.heartbeat, minimum=0.5)
+        if self.heartbeat * 2 >= self.ack_wait:
+            raise ConfigurationError(f"{owner}.heartbeat must be under half of ack_wait")
         kit.check_mapping(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
 
     @property
@@ -255,12 +188,9 @@ class NatsSubscriptionOptions(kit.Redacted):
 
     @property
     def hand_over_within(self) -> float:
-        """Seconds a member that lost a partition waits for its deliveries in flight.
-
-        The server unpins a member ``takeover_after`` seconds after its last pull request,
-        which may be a pull's lifetime old when the hand-over starts: the wait ends before,
-        so the new owner never receives while the old one still runs a record.
-        """
+        """Seconds a member that lost a partition waits for its deliveries in flight: less
+        than the server's unpin after the last pull (``takeover_after``), which may be a
+        pull's lifetime old, so the new owner never receives while the old one still runs."""
         return max(1.0, self.takeover_after - self.pull_expires - self.heartbeat * 2)
 
     @property

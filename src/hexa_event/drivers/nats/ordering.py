@@ -1,12 +1,7 @@
-"""Ack-order tracking: one member keeps a key's order across its own nacks.
-
-The server redelivers a nacked record after its delay, by which time later records of the
-same key may have arrived. The gate holds those back: once a record of (channel, key) is
-nacked, later records of that (channel, key) wait in the gate until the nacked one came
-back and was acked (or terminated). If it does not come back within its delay plus
-``ack_wait`` (another member of the group got it), the held records are let go.
-
-Retry channels are not gated: a retry copy has already left its key's order.
+"""Ack-order tracking: once a record of (channel, key) is nacked, the member holds that
+key's later records until it came back and was settled, or its delay plus ``ack_wait``
+passed (another member got it). Retry channels are not gated (a retry copy already left
+its key's order).
 """
 
 from __future__ import annotations
@@ -47,11 +42,10 @@ class KeyGate(Generic[T]):
     def __init__(self, ack_wait: float) -> None:
         self._ack_wait = ack_wait
         self._blocks: dict[tuple[str, str], _Block[T]] = {}
-        self._held = 0
 
     def __len__(self) -> int:
         """Records held now."""
-        return self._held
+        return sum(len(block.held) for block in self._blocks.values())
 
     def held(self) -> Iterator[T]:
         for block in self._blocks.values():
@@ -65,7 +59,6 @@ class KeyGate(Generic[T]):
         if block is None or delivery.seq <= block.seq:
             return True
         block.held.append(delivery)
-        self._held += 1
         return False
 
     def nacked(self, delivery: T, delay: float, now: float) -> None:
@@ -113,16 +106,8 @@ class KeyGate(Generic[T]):
             for d in block.held
         ]
         self._blocks.clear()
-        self._held = 0
         return out
 
-    def clear(self) -> list[T]:
-        """Everything held (the member is closing)."""
-        released = [d for block in self._blocks.values() for d in block.held]
-        self._blocks.clear()
-        self._held = 0
-        return released
-
-    def _release(self, block: _Block[T]) -> list[T]:
-        self._held -= len(block.held)
+    @staticmethod
+    def _release(block: _Block[T]) -> list[T]:
         return sorted(block.held, key=lambda d: d.seq)

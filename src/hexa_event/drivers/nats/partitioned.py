@@ -1,17 +1,9 @@
 """One member of an action on a partitioned stream: the partitions it holds, leased.
 
-An action has one durable pull consumer per partition (``<consumer>%p<n>``, filtered to
-that partition's subjects of the action's channels, its retry channels included), each a
-pinned-client priority group. The members of the action agree through
-:mod:`.membership` who holds which partition; a member runs a
-:class:`~.consumer.NatsSubscription` per partition it holds and hands out what any of them
-buffered. On a change it starts the partitions it gained at once (their pulls wait until
-the server pins them) and hands over those it lost (:meth:`~.consumer.NatsSubscription.
-revoke`: stop pulling, give back what was not handed out, let the deliveries in flight be
-settled, unpin), so the new owner receives a key's records after the old owner settled the
-earlier ones. A member that dies stops pulling: the server unpins its partitions
-``takeover_after`` seconds later (its unacked records were due after ``ack_wait``, earlier,
-so they come first), about when its lease ends and the others take its partitions.
+A :class:`~.consumer.NatsSubscription` per partition held (agreed through
+:mod:`.membership`); on a change it opens the partitions gained and hands over those lost
+(:meth:`~.consumer.NatsSubscription.revoke`), at the same time. Hand-over and takeover
+after a crash: docs/engines/nats.md, "Order" (Hand-over).
 """
 
 from __future__ import annotations
@@ -24,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from ...driver import ALL_CHANNELS, Delivery, Subscription, SubscriptionStatus
 from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
+from .client import retrying
 from .consumer import Handout, NatsDelivery, NatsSubscription
 from .membership import Membership, assign
 
@@ -41,23 +34,20 @@ class PartitionedSubscription(Subscription):
         partitions: int,
         prefetch: int,
         hand_over_within: float,
+        lag_of: Callable[[], Awaitable[int]],
         forget: Callable[[], Awaitable[None]] | None = None,
-        lag_of: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._forget = forget
         self._lag_of = lag_of
         self._open_partition = open_partition
         self._membership = membership
-        membership.on_change = self.on_change
+        membership.on_change = lambda _: self._changed.set()  # re-assign in the background
         self._partitions = partitions
         self._prefetch = max(1, prefetch)
         self._hand_over_within = hand_over_within
         self._children: dict[int, NatsSubscription] = {}
-        self._leaving: set[NatsSubscription] = set()
-        """Partitions being handed over (closed by :meth:`close` if it comes first)."""
-        self._ready: Handout = DeliveryBuffer(self._take)
-        """What fetch waits on; the partitions' consumers wake it (and fail it: a partition
-        that cannot go on stops the member)."""
+        self._leaving: set[NatsSubscription] = set()  # being handed over
+        self._ready: Handout = DeliveryBuffer(self._take)  # woken (or failed) by the partitions
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._turn = 0
@@ -92,11 +82,6 @@ class PartitionedSubscription(Subscription):
             self._run(), name=f"hexa-event nats partitions {self._membership.member}"
         )
 
-    def on_change(self, members: tuple[str, ...]) -> None:
-        """Membership callback: re-assign in the background."""
-        del members
-        self._changed.set()
-
     def on_connection_closed(self, reason: str) -> None:
         """The connection closed for good: ``fetch`` raises (see the unpartitioned one)."""
         if self._fatal is None:
@@ -120,8 +105,7 @@ class PartitionedSubscription(Subscription):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a DriverError, or a client error mid-reconnect
-                self._error = f"could not take over partitions: {exc or type(exc).__name__}"
-                log.warning("%s; retrying", self._error, exc_info=not isinstance(exc, DriverError))
+                self._error = retrying("could not take over partitions", exc)
                 await asyncio.sleep(1.0)
                 self._changed.set()
 
@@ -157,11 +141,8 @@ class PartitionedSubscription(Subscription):
                 self._leaving.difference_update(leaving)
 
     def _share_prefetch(self) -> None:
-        if not self._children:
-            return
-        share = -(-self._prefetch // len(self._children))
         for child in self._children.values():
-            child.set_limit(share)
+            child.set_limit(-(-self._prefetch // len(self._children)))
 
     # -- the contract ---------------------------------------------------------------------------
 
@@ -181,13 +162,12 @@ class PartitionedSubscription(Subscription):
         return out
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        by_owner: dict[int, tuple[NatsSubscription, list[Delivery]]] = {}
+        by_owner: dict[NatsSubscription, list[Delivery]] = {}
         for delivery in deliveries:
             assert isinstance(delivery, NatsDelivery) and delivery.owner is not None
-            owner = delivery.owner
-            by_owner.setdefault(id(owner), (owner, []))[1].append(delivery)
+            by_owner.setdefault(delivery.owner, []).append(delivery)
         results = await asyncio.gather(
-            *(owner.settle(batch) for owner, batch in by_owner.values()), return_exceptions=True
+            *(owner.settle(batch) for owner, batch in by_owner.items()), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):
@@ -216,8 +196,6 @@ class PartitionedSubscription(Subscription):
 
     async def lag(self) -> Mapping[str, int] | None:
         """Pending plus ack-pending over every partition's consumer (held here or not)."""
-        if self._lag_of is None:
-            return await super().lag()
         return {ALL_CHANNELS: await self._lag_of()}
 
     def status(self) -> SubscriptionStatus:
@@ -231,11 +209,8 @@ class PartitionedSubscription(Subscription):
         for child in self._children.values():
             status = child.status()
             held.extend(status.assignment)
-            error = error or status.error
-            if status.lag is not None:
-                lags.append(status.lag)
-            if child.fatal is not None:
-                error = str(child.fatal)
+            lags.extend([status.lag] if status.lag is not None else [])
+            error = str(child.fatal) if child.fatal is not None else error or status.error
         members = self._membership.members
         place = members.index(self.member) + 1 if self.member in members else 0
         held.append(f"member {self.member} ({place} of {len(members)})")

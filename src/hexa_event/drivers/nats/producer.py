@@ -1,20 +1,9 @@
 """The emit side: confirmed JetStream publishes, many in flight, every wait bounded.
 
-Each record is published with a reply subject on one inbox subscription of ours, and the
-server's PubAck (or error) resolves that record's future. nats-py's ``publish_async`` is
-not used: its futures never resolve when the server answers with an error (nats.py#985) or
-an ack is lost across a reconnect; here every batch waits at most
-``NatsOptions.publish_timeout`` and then fails with a retriable DriverError. Re-sending
-is safe: ``Nats-Msg-Id`` (the event id and a content digest, see
-:func:`.naming.message_id`) makes the stream store a re-sent record once within its
-duplicate window.
-
-At most ``NatsOptions.max_in_flight`` records await their PubAck at once per driver. A
-record with a future ``not_before`` is published as a scheduled message on
-``<prefix>_delayed.<id>`` whose target is the channel's subject: the server stores it
-there at its due time (nats-server 2.12+ message schedules). With
-``NatsOptions(partitions=N)`` the subject carries the record's partition
-(:func:`.naming.partition_of`, Kafka's murmur2 of the key).
+Each record is published with a reply subject on an inbox of ours, whose PubAck (or
+error) resolves the record's future; a batch waits at most ``publish_timeout`` (nats-py's
+``publish_async`` futures never resolve on an error reply, nats.py#985). Delayed records
+are scheduled messages. Details: docs/engines/nats.md, "Emitting" and "Retries".
 """
 
 from __future__ import annotations
@@ -53,8 +42,6 @@ class NatsProducer:
 
     def __init__(self, options: NatsOptions) -> None:
         self._options = options
-        self._prefix = options.subject_prefix
-        self._partitions = options.partitions
         self._window = asyncio.Semaphore(options.max_in_flight)
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._tokens = itertools.count()
@@ -76,9 +63,7 @@ class NatsProducer:
         future = self._pending.pop(token, None)
         if future is None:
             return  # answered after its batch gave up waiting
-        self._window.release()
-        if future.done():
-            return
+        self._window.release()  # a pending future is never done: only its pop resolves it
         status = msg.headers.get("Status") if msg.headers else None
         if status == "503":
             future.set_exception(
@@ -101,23 +86,21 @@ class NatsProducer:
                 f"JetStream refused a record: {error.get('description')} "
                 f"(err_code {error.get('err_code')})"
             )
-            if int(error.get("code", 500)) < 500:  # the stream said no: not stored
-                too_big = int(error.get("err_code", 0)) == ERR_MESSAGE_TOO_LARGE
-                future.set_exception(
-                    NotStoredError(text, limit="max_msg_size")
-                    if too_big
-                    else NotStoredError(text, retriable=True)
-                )
-            else:
+            if int(error.get("code", 500)) >= 500:
                 future.set_exception(DriverError(text))
+            elif int(error.get("err_code", 0)) == ERR_MESSAGE_TOO_LARGE:  # the stream said no
+                future.set_exception(NotStoredError(text, limit="max_msg_size"))
+            else:
+                future.set_exception(NotStoredError(text, retriable=True))
             return
         if reply.get("duplicate"):
             self.duplicates += 1
         future.set_result(None)
 
     def _message(self, record: RawRecord) -> tuple[str, dict[str, str]]:
-        partition = partition_of(record, self._partitions) if self._partitions else None
-        subject = channel_subject(self._prefix, record.channel, partition)
+        partitions = self._options.partitions
+        partition = partition_of(record, partitions) if partitions else None
+        subject = channel_subject(self._options.subject_prefix, record.channel, partition)
         msg_id = message_id(record)
         headers = wire.encode(record.key, record.headers, msg_id)
         delayed = self._options.delayed_publish and record.not_before
@@ -132,10 +115,8 @@ class NatsProducer:
         return subject, headers
 
     def check(self, nc: Client, records: Sequence[RawRecord]) -> list[tuple[str, dict[str, str]]]:
-        """Subjects and headers of ``records``, checked against the server's limits before
-        anything is sent (a record over them would make the server close the connection):
-        headers + body within its ``max_payload``, the protocol line within its
-        ``max_control_line``. Raises what :func:`~hexa_event.driver.refuse` makes."""
+        """Subjects and headers of ``records``; what :func:`~hexa_event.driver.refuse` makes
+        for records over the server's ``max_payload`` or ``max_control_line``."""
         prepared: list[tuple[str, dict[str, str]]] = []
         problems: dict[int, NotStoredError] = {}
         max_payload = nc.max_payload or 0
@@ -171,11 +152,8 @@ class NatsProducer:
         return prepared
 
     async def publish(self, nc: Client, records: Sequence[RawRecord]) -> None:
-        """Publish ``records``; return once the stream stored every one of them.
-
-        Records over the server's limits are refused before anything is sent; a failure
-        after sending says what became of each record (:func:`~hexa_event.driver.publish_outcome`).
-        """
+        """Publish ``records``; return once the stream stored every one of them (a failure
+        says what became of each: :func:`~hexa_event.driver.publish_outcome`)."""
         await self.start(nc)
         prepared = self.check(nc, records)
         loop = asyncio.get_running_loop()
@@ -194,10 +172,8 @@ class NatsProducer:
                     await nc.publish(
                         subject, record.body, reply=f"{self._inbox}.{token}", headers=headers
                     )
-                for future in futures:
-                    if not future.done():
-                        await asyncio.wait(futures)
-                        break
+                if not all(future.done() for future in futures):
+                    await asyncio.wait(futures)
         except TimeoutError:
             failure = DriverError(
                 f"JetStream did not confirm {sum(not f.done() for f in futures)} of "
@@ -226,7 +202,5 @@ class NatsProducer:
     def fail_pending(self, reason: str) -> None:
         """Fail every record still awaiting its PubAck (the driver is closing)."""
         for token in list(self._pending):
-            future = self._pending.pop(token)
+            self._pending.pop(token).set_exception(DriverError(reason))
             self._window.release()
-            if not future.done():
-                future.set_exception(DriverError(reason))

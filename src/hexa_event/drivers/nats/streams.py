@@ -1,22 +1,7 @@
-"""The JetStream API calls the driver makes: the stream, its durable consumers, their info.
-
-Requests go to ``$JS.API.*`` as JSON, so any server field can be passed through
-(``stream_config``, ``consumer_config``) without waiting for nats-py to model it. Every
-call is bounded by ``NatsOptions.request_timeout``.
-
-Stream layout: one stream (``NatsOptions.stream``) with subjects ``<prefix>.>`` (every
-channel, retry and dead-letter channel) and, with ``delayed_publish``, ``<prefix>_delayed.>``
-(scheduled records waiting for their due time). Limits retention: every consumer group
-reads every record, and dead letters stay replayable. Creating it is idempotent; an
-existing stream of that name is used as it is, extended only by missing subjects and the
-``allow_msg_schedules`` flag. The stream's metadata records the partition count
-(``hexa_partitions``; none recorded means 0, the unpartitioned layout): a driver configured
-with another count is refused with a ConfigurationError naming the fix.
-
-Partitioned streams come with a membership bucket, ``KV_<stream>_members`` (a JetStream
-key-value bucket, on file so that the leases outlive a server restart): one key per live
-member of an action, rewritten by its heartbeat, each with a per-message TTL (``Nats-TTL``,
-nats-server 2.11+), so a dead member's key disappears after its lease. See :mod:`.membership`.
+"""The JetStream API calls the driver makes (JSON to ``$JS.API.*``, each bounded by
+``NatsOptions.request_timeout``): the stream, the membership bucket of a partitioned one,
+the durable consumers and their info. Layout and what an existing stream keeps:
+docs/engines/nats.md ("Emitting", "Internals").
 """
 
 from __future__ import annotations
@@ -42,7 +27,6 @@ ERR_CONSUMER_NOT_FOUND = 10014
 ERR_CONSUMER_EXISTS = 10148
 ERR_CONSUMER_NAME_EXISTS = 10013
 ERR_MAX_CONSUMERS = 10026
-SCHEDULES_SINCE = (2, 12)
 PARTITIONS_KEY = "hexa_partitions"
 """Stream metadata entry that records ``NatsOptions.partitions``."""
 PRIORITY_GROUP = "hexa"
@@ -55,21 +39,11 @@ class JetStreamApiError(DriverError):
     def __init__(self, subject: str, code: int, err_code: int, description: str) -> None:
         self.code = code
         self.err_code = err_code
-        self.description = description
         super().__init__(
             f"JetStream {subject.removeprefix('$JS.API.')} failed: {description} "
             f"(code {code}, err_code {err_code})",
             retriable=code >= 500,
         )
-
-
-def server_version(nc: Client) -> tuple[int, int, int]:
-    """The connected server's version (0, 0, 0 when unknown)."""
-    try:
-        version = nc.connected_server_version
-        return (version.major, version.minor, version.patch)
-    except Exception:  # the client raises when the INFO carried no parsable version
-        return (0, 0, 0)
 
 
 class JetStreamApi:
@@ -112,25 +86,12 @@ class JetStreamApi:
         wanted = stream_config(options)
         self._check_version(options)
         name = options.stream
-        if not options.provision:
-            try:
-                info = await self.request(f"STREAM.INFO.{name}")
-            except JetStreamApiError as exc:
-                if exc.err_code == ERR_STREAM_NOT_FOUND:
-                    raise ChannelNotFoundError(
-                        f"{options.subject_prefix}.>",
-                        f"create stream {name!r} with subjects {wanted['subjects']}, or "
-                        "let the driver create it with NatsOptions(provision=True)",
-                    ) from None
-                raise
-            check_partitions(options, info["config"])
-            self._check_existing(options, info["config"])
-            return
         try:
-            created = await self.request(f"STREAM.CREATE.{name}", wanted)
-            check_partitions(options, created.get("config", wanted))
-            log.info("JetStream stream %r ready (subjects %s)", name, wanted["subjects"])
-            return
+            if options.provision:
+                created = await self.request(f"STREAM.CREATE.{name}", wanted)
+                check_partitions(options, created.get("config", wanted))
+                log.info("JetStream stream %r ready (subjects %s)", name, wanted["subjects"])
+                return
         except JetStreamApiError as exc:
             if exc.err_code == ERR_SUBJECTS_OVERLAP:
                 owner = await self._owner_of(f"{options.subject_prefix}.>")
@@ -140,22 +101,26 @@ class JetStreamApi:
                 ) from None
             if exc.err_code != ERR_STREAM_NAME_IN_USE:
                 raise
-        info = await self.request(f"STREAM.INFO.{name}")
-        config = info["config"]
+        try:
+            config = (await self.request(f"STREAM.INFO.{name}"))["config"]
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND and not options.provision:
+                raise _missing(options) from None
+            raise
         check_partitions(options, config)
-        missing = [s for s in wanted["subjects"] if s not in config.get("subjects", [])]
-        needs_schedules = options.delayed_publish and not config.get("allow_msg_schedules")
+        if not options.provision:
+            self._check_existing(options, config)
+            return
+        subjects = config.get("subjects", [])
+        missing = [s for s in wanted["subjects"] if s not in subjects]
+        update = {**config, "subjects": [*subjects, *missing]}
+        if options.delayed_publish:
+            update["allow_msg_schedules"] = True
         # The one setting of stream_config applied to an existing stream: the consumer
         # limit, which the error at the limit tells users to raise (servers 2.15+ edit it).
-        max_consumers = options.stream_config.get("max_consumers")
-        new_limit = max_consumers is not None and config.get("max_consumers") != max_consumers
-        if missing or needs_schedules or new_limit:
-            update = dict(config)
-            update["subjects"] = [*config.get("subjects", []), *missing]
-            if needs_schedules:
-                update["allow_msg_schedules"] = True
-            if new_limit:
-                update["max_consumers"] = max_consumers
+        if (max_consumers := options.stream_config.get("max_consumers")) is not None:
+            update["max_consumers"] = max_consumers
+        if update != config:
             await self.request(f"STREAM.UPDATE.{name}", update)
             log.info(
                 "JetStream stream %r updated (subjects %s, max_consumers %s)",
@@ -167,17 +132,21 @@ class JetStreamApi:
 
     def _check_version(self, options: NatsOptions) -> None:
         """Delayed records need scheduled messages (nats-server 2.12+)."""
-        if options.delayed_publish and server_version(self._nc) < (*SCHEDULES_SINCE, 0):
-            version = ".".join(map(str, server_version(self._nc)))
+        try:
+            found = self._nc.connected_server_version
+            version = (found.major, found.minor, found.patch)
+        except Exception:  # the client raises when the INFO carried no parsable version
+            version = (0, 0, 0)
+        if options.delayed_publish and version < (2, 12, 0):
             raise ConfigurationError(
-                f"nats-server {version} cannot hold delayed records (scheduled messages "
-                "need 2.12+): upgrade it, or pass NatsOptions(delayed_publish=False)"
+                f"nats-server {'.'.join(map(str, version))} cannot hold delayed records "
+                "(scheduled messages need 2.12+): upgrade it, or pass "
+                "NatsOptions(delayed_publish=False)"
             )
 
     async def check_stream(self, options: NatsOptions) -> str:
-        """What :meth:`ensure_stream` would refuse, read-only: JetStream off for the account,
-        a server too old for delayed records, the stream missing while provisioning is off,
-        a stream laid out for another partition count."""
+        """What :meth:`ensure_stream` would refuse (JetStream off, a server too old, the
+        stream missing while provisioning is off, another partition count), read-only."""
         account = await self.request("INFO")
         self._check_version(options)
         name = options.stream
@@ -187,11 +156,7 @@ class JetStreamApi:
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
             if not options.provision:
-                raise ChannelNotFoundError(
-                    f"{options.subject_prefix}.>",
-                    f"create stream {name!r} with subjects {stream_config(options)['subjects']}, "
-                    "or let the driver create it with NatsOptions(provision=True)",
-                ) from None
+                raise _missing(options) from None
             return f"JetStream on ({account.get('streams', 0)} streams); stream {name!r} " + (
                 "missing, created on first use"
             )
@@ -221,8 +186,8 @@ class JetStreamApi:
 
     # -- membership ---------------------------------------------------------------------------
 
-    async def ensure_members_bucket(self, options: NatsOptions) -> str:
-        """Create (or reuse) the membership bucket of a partitioned stream; its stream name."""
+    async def ensure_members_bucket(self, options: NatsOptions) -> None:
+        """Create (or reuse) the membership bucket of a partitioned stream."""
         bucket = members_bucket(options.stream)
         name = f"KV_{bucket}"
         config: dict[str, Any] = {
@@ -246,17 +211,12 @@ class JetStreamApi:
         except JetStreamApiError as exc:
             if exc.err_code != ERR_STREAM_NAME_IN_USE:
                 raise
-        return name
 
     async def subjects(self, stream: str, subject_filter: str) -> list[str]:
         """The subjects of ``stream`` matching ``subject_filter`` that hold messages."""
         info = await self.request(f"STREAM.INFO.{stream}", {"subjects_filter": subject_filter})
         found = (info.get("state") or {}).get("subjects") or {}
         return sorted(found)
-
-    async def purge(self, stream: str, subject: str) -> None:
-        """Remove every message of ``subject`` from ``stream``."""
-        await self.request(f"STREAM.PURGE.{stream}", {"filter": subject})
 
     # -- consumers ----------------------------------------------------------------------------
 
@@ -265,9 +225,8 @@ class JetStreamApi:
         return info
 
     async def pending(self, stream: str, consumers: Sequence[str]) -> int:
-        """Records the consumers have not had acked: ``num_pending`` (not delivered yet)
-        plus ``num_ack_pending`` (delivered, waiting for an ack or a redelivery), summed;
-        a consumer that does not exist (yet) counts 0."""
+        """``num_pending`` plus ``num_ack_pending`` of the consumers, summed (a consumer that
+        does not exist yet counts 0)."""
         total = 0
         for name in consumers:
             try:
@@ -352,6 +311,14 @@ def _differs(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
 def _summary(config: Mapping[str, Any]) -> str:
     keys = ("filter_subject", "filter_subjects", "ack_wait", "max_deliver", "max_ack_pending")
     return ", ".join(f"{k}={config[k]}" for k in keys if k in config)
+
+
+def _missing(options: NatsOptions) -> ChannelNotFoundError:
+    return ChannelNotFoundError(
+        f"{options.subject_prefix}.>",
+        f"create stream {options.stream!r} with subjects {stream_config(options)['subjects']}, "
+        "or let the driver create it with NatsOptions(provision=True)",
+    )
 
 
 def members_bucket(stream: str) -> str:
