@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import unquote
 
 import msgspec
 
@@ -16,6 +15,7 @@ from ...driver import RawRecord
 
 _SUBJECT_UNSAFE = re.compile(r"[%\s*>\x00-\x1f\x7f]")
 _NAME_UNSAFE = re.compile(r"[%\s*>.\\/\x00-\x1f\x7f]")
+_ESCAPED = re.compile(rb"%([0-9A-Fa-f]{2})")
 _LONE_DOT = re.compile(r"(?<![^.])\.|\.(?![^.])")
 """A dot that would leave an empty subject token on either side."""
 _LITERAL = re.compile(r"(?:[\w-]|\\[.\-_])*")
@@ -56,7 +56,10 @@ def subject_channel(prefix: str, subject: str) -> str:
     """The channel of ``subject`` (inverse of :func:`channel_subject`, any partition)."""
     rest = subject[len(prefix) + 1 :]
     found = _PARTITION.match(rest)
-    return unquote(rest[found.end() :] if found else rest, errors="replace")
+    rest = rest[found.end() :] if found else rest
+    if "%" not in rest:
+        return rest
+    return _ESCAPED.sub(lambda m: bytes([int(m[1], 16)]), rest.encode()).decode("utf-8", "replace")
 
 
 def subject_partition(prefix: str, subject: str) -> int | None:
