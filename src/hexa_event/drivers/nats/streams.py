@@ -194,10 +194,8 @@ class JetStreamApi:
             "name": name,
             "subjects": [f"$KV.{bucket}.>"],
             "retention": "limits",
-            # On file: a restarted server that had lost every lease would let a member take
-            # a partition whose owner still holds unacknowledged records, and deliver that
-            # partition's later records first (a key's order broken). A bucket made in
-            # memory by an older version is used as it is.
+            # On file: leases lost in a restart let a member take a partition whose owner
+            # still holds records (docs: "Clusters"); an older bucket in memory is kept.
             "storage": "file",
             "num_replicas": options.replicas,
             "max_msgs_per_subject": 1,
