@@ -58,7 +58,7 @@ class NatsDelivery(Delivery):
     ``seq`` the stream sequence, ``cseq`` the delivery's consumer sequence (redeliveries
     have their own), ``owner`` the subscription its settlement goes back to."""
 
-    __slots__ = ("_msg", "_touched", "cseq", "owner", "seq")
+    __slots__ = ("_msg", "_touched", "cseq", "gate_key", "owner", "seq")
 
     def __init__(
         self,
@@ -68,7 +68,7 @@ class NatsDelivery(Delivery):
         count: int,
         ts: float,
         seq: int,
-        cseq: int = 0,
+        cseq: int,
     ) -> None:
         super().__init__(record, coordinates=coordinates, delivery_count=count, timestamp=ts)
         self._msg = msg
@@ -76,10 +76,7 @@ class NatsDelivery(Delivery):
         self.seq = seq
         self.cseq = cseq
         self.owner: NatsSubscription | None = None
-
-    @property
-    def gate_key(self) -> tuple[str, str]:
-        return (self.record.channel, self.record.key)
+        self.gate_key = (record.channel, record.key)
 
     @property
     def native(self) -> object:
@@ -155,6 +152,7 @@ class NatsSubscription(Subscription):
         self._ready: Handout = (
             ready if ready is not None else DeliveryBuffer(lambda _, count: self.take(count))
         )
+        self._api_timeout = options.heartbeat * 5
         self._settled = asyncio.Event()
         self._draining = False
         self._late: list[tuple[int, str]] | None = None  # (seq, reply) on their way at a stop
@@ -415,10 +413,6 @@ class NatsSubscription(Subscription):
             f"consumer {self._consumer} stalls: {self._waiting} records wait at the server "
             f"but none arrived for {quiet:.0f}s ({pinned}, {self._asked} asked for)"
         )
-
-    @property
-    def _api_timeout(self) -> float:
-        return self._options.heartbeat * 5
 
     # -- receiving ------------------------------------------------------------------------------
 

@@ -108,9 +108,6 @@ class JetStreamApi:
                 raise _missing(options) from None
             raise
         check_partitions(options, config)
-        if not options.provision:
-            self._check_existing(options, config)
-            return
         subjects = config.get("subjects", [])
         missing = [s for s in wanted["subjects"] if s not in subjects]
         update = {**config, "subjects": [*subjects, *missing]}
@@ -120,7 +117,7 @@ class JetStreamApi:
         # limit, which the error at the limit tells users to raise (servers 2.15+ edit it).
         if (max_consumers := options.stream_config.get("max_consumers")) is not None:
             update["max_consumers"] = max_consumers
-        if update != config:
+        if options.provision and update != config:
             await self.request(f"STREAM.UPDATE.{name}", update)
             log.info(
                 "JetStream stream %r updated (subjects %s, max_consumers %s)",
