@@ -1,11 +1,6 @@
-"""A consumer group's lag per topic, read with the admin client (blocking: run it in a thread).
-
-Per partition: the high watermark (the next offset to be written) minus the group's
-committed offset; a partition the group never committed counts from its first retained
-record when the group starts at ``earliest`` and as 0 when it starts at ``latest`` (it will
-begin at the end). Three requests whatever the partition count: the subscribed topics' metadata
-(every topic's when a pattern is given), the
-group's committed offsets, the end (and, for partitions never committed, start) offsets.
+"""A consumer group's lag per topic, read with the admin client (blocking: run it in a
+thread): per partition the end minus the group's committed offset (never committed: from
+the first record at ``earliest``, 0 at ``latest``), in three requests whatever the count.
 """
 
 from __future__ import annotations
@@ -72,11 +67,8 @@ def group_lag(
 def _partition_numbers(
     admin: AdminClient, topics: Sequence[str], timeout: float
 ) -> dict[str, list[int]]:
-    """The partition numbers of the named topics, asked of the broker for those topics only:
-    ``list_topics()`` would build the metadata of every topic of the cluster (thousands of
-    Python objects on a busy cluster, every sample, which the receiver's event loop then
-    pays for in garbage collection). A topic that does not exist (or cannot be described
-    right now) is left out."""
+    """The partition numbers of the named topics (those that exist), asked for those only:
+    ``list_topics()`` builds every topic's metadata, which the event loop pays for in GC."""
     if not topics:
         return {}
     futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout)
