@@ -228,21 +228,19 @@ class KafkaDriver(KitDriver):
     async def check(self, within: float = 10.0) -> str:
         """librdkafka accepts the configuration (producer, consumer and admin settings, as
         publish and subscribe make them) and the cluster answers a metadata request."""
-        _, metadata = await self._probe(within)
-        return f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
+        return (await self._probe(within))[2]
 
     async def diagnose(
         self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
     ) -> list[Finding]:
         """The check, then the channels' topics and the groups (:mod:`.diagnose`)."""
-        admin, metadata = await self._probe(within)
-        seen = f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
+        admin, metadata, seen = await self._probe(within)
         found = await diagnose(admin, metadata, self.options.provision, channels, groups, within)
         return [Finding("driver", "ok", seen), Finding("kafka metadata", "ok", seen), *found]
 
-    async def _probe(self, within: float) -> tuple[AdminClient, Any]:
+    async def _probe(self, within: float) -> tuple[AdminClient, Any, str]:
         """An admin client of the options (after the producer and consumer settings were
-        accepted) and the cluster's metadata; what :meth:`check` raises otherwise."""
+        accepted), the cluster's metadata and its summary; what :meth:`check` raises otherwise."""
         from confluent_kafka import Consumer, Producer
 
         try:
@@ -258,7 +256,11 @@ class KafkaDriver(KitDriver):
             metadata = await asyncio.to_thread(admin.list_topics, timeout=within)
         except KafkaException as exc:
             raise self._unreachable(within, exc, None) from None
-        return admin, metadata
+        return (
+            admin,
+            metadata,
+            f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible",
+        )
 
     # -- the contract --------------------------------------------------------------------------
 

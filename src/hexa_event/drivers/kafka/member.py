@@ -680,9 +680,9 @@ class Member:
         self._expect(2 * _COMMITTED_TIMEOUT + _CALLBACK_ALLOWANCE)
         found: list[tuple[str, int, int, str]] = []
         if partitions:
+            known = True
             try:
                 committed = consumer.committed(partitions, timeout=_COMMITTED_TIMEOUT)
-                known = True
             except KafkaException as exc:
                 log.warning(
                     "Kafka group %r: cannot read committed offsets (%s); records acked above "

@@ -26,8 +26,5 @@ def sarama_partition(key: bytes | str, partitions: int) -> int:
     signed = fnv1a_32(data)
     if signed >= 0x80000000:
         signed -= 0x100000000
-    # Go's % truncates toward zero: the result has the sign of the dividend.
-    remainder = abs(signed) % partitions
-    if signed < 0:
-        remainder = -remainder
-    return -remainder if remainder < 0 else remainder
+    # Go's % has the sign of the dividend; sarama then takes the absolute value of it.
+    return abs(signed) % partitions

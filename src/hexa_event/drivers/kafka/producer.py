@@ -18,9 +18,9 @@ from ...errors import ClosedError, DriverError, NotStoredError
 
 log = logging.getLogger(__name__)
 
-_PENDING_RETRY_DELAY = 0.002
 _SERVE_INTERVAL = 0.002
-"""Seconds between ``poll(0)`` calls on the loop while records await their reports."""
+"""Seconds between ``poll(0)`` calls on the loop while records await their reports (and
+before a produce refused by a full local queue is tried again)."""
 
 
 class _Batch:
@@ -180,7 +180,7 @@ class KafkaProducer:
                     self._pending += produced
                     produced = 0
                     self._serve()
-                    await asyncio.sleep(_PENDING_RETRY_DELAY)
+                    await asyncio.sleep(_SERVE_INTERVAL)
                 except KafkaException as exc:  # refused locally (too large...): not sent
                     batch.remaining -= 1
                     batch.errors[index] = exc.args[0]
