@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from typing import Any, NoReturn
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -125,19 +125,16 @@ class KafkaDriver(KitDriver):
                         topic=name, timeout=max(0.001, deadline - time.monotonic())
                     )
                 except KafkaException as exc:
-                    fail(exc)
+                    admin.poll(0)  # forward librdkafka's queued log lines and errors
+                    error = self._unreachable(timeout, exc, self._admin_error or self.last_error)
+                    self._metadata_failure = (time.monotonic(), error)
+                    raise error from None
                 topic = metadata.topics.get(name)
                 if topic is not None and topic.error is None and topic.partitions:
                     found[name] = len(topic.partitions)
             admin.poll(0)
             self._metadata_failure = None
             return found
-
-        def fail(exc: KafkaException) -> NoReturn:
-            admin.poll(0)  # forward librdkafka's queued log lines and errors
-            error = self._unreachable(timeout, exc, self._admin_error or self.last_error)
-            self._metadata_failure = (time.monotonic(), error)
-            raise error from None
 
         return await asyncio.to_thread(describe)
 
