@@ -1,55 +1,9 @@
-"""The receive side: a Parallel-Consumer-style member of one action's consumer groups.
+"""The receive side: one action's consumer group member(s), Parallel-Consumer style.
 
-Groups: the source channels (and a pattern) are read in the subscription's group; under the
-default cooperative-sticky assignment the action's retry channels are read in a group of
-their own, ``<group>.retry``, because cooperative-sticky balances the total partition count
-of a group, not each topic: with one group a member started first could hold only
-retry-topic partitions and handle nothing of the source channel. The eager strategies
-(``range``, ``roundrobin``: what sarama and so Go hexa-event speak) spread every topic over
-the members, so they keep one group, the same one Go's members join.
-
-Each group is read by a :class:`~.member.Member` (a librdkafka consumer driven from its own
-thread); the partition state and the deliveries live on the event loop.
-
-Offsets (the Parallel Consumer model, :mod:`.offsets`): per assigned partition the loop
-keeps the offsets received and not yet finished. :meth:`KafkaSubscription.settle` finishes
-the acked records and commits every changed partition's lowest unfinished offset, never
-past an unsettled delivery, with the acked offsets above it in the commit metadata, so
-that the next owner skips them after a clean close or a rebalance. Commits also happen on
-revoke (synchronously, after the revoked partitions' in-flight work was settled or
-``revoke_timeout`` passed) and at close. Partitions *lost* (session expired) are dropped
-without committing; their records since the last commit are delivered again
-(at-least-once).
-
-A nack keeps the record unfinished and hands it out again, from memory, after its delay
-(``features.delayed_nack`` is off: the timer is local, not the broker's).
-
-Backpressure: at most ``spec.prefetch`` deliveries are out unsettled; records received
-beyond that wait locally. Above ``KafkaSubscriptionOptions.buffer`` of them the poll threads
-stop taking records until half drained (see :mod:`.member`).
-
-Watchdog: a member whose thread died, or has been in one librdkafka call for
-``KafkaOptions.poll_stall_timeout`` seconds past that call's bound, makes health unhealthy
-naming it; its stack is logged and it is replaced (:meth:`KafkaSubscription._replace`). The
-old consumer leaves the group on a daemon thread, serving its revoke as usual (in-flight
-work settles and is committed, bounded by ``revoke_timeout``); what it cannot commit the
-new member receives again (at-least-once). Past ``_MAX_REPLACEMENTS`` within
-``_REPLACEMENT_WINDOW`` seconds the subscription fails instead (``fetch`` raises).
-
-Group coordinator: a member that lost its partitions with the group's session, or whose
-commits wait for or are refused by the group coordinator, makes health unhealthy naming it
-from the start (:meth:`.member.Member.coordinator_problem`); past
-``KafkaOptions.coordinator_timeout`` it is replaced the same way (a fresh consumer joins
-with a fresh member id, which also gets past a librdkafka consumer that does not rejoin by
-itself). Such replacements do not count towards ``_MAX_REPLACEMENTS`` (an outage of the
-cluster is no reason to fail); instead a group's next one waits twice as long, up to
-``_COORDINATOR_BACKOFF_MAX``, until one of its members is assigned again. What a member
-settled but could not commit is kept: the partition's state is handed to the next
-assignment of that partition in this process (:meth:`.offsets.PartitionState.inherit`), so
-its settled events are not delivered again.
-
-Headers: the core gets ``dict[str, bytes]``; a header with a null value is handed over as
-``b""`` (present, empty), and of repeated header names the last one wins.
+Each group (the subscription's, and ``<group>.retry`` for the retry channels under
+cooperative-sticky) is read by a :class:`~.member.Member`; partition state, deliveries,
+commits and the watchdog live on the event loop. A partition's commit never passes an
+unsettled delivery (:mod:`.offsets`). Design: docs/engines/kafka.md, section "Internals".
 """
 
 from __future__ import annotations
@@ -80,7 +34,8 @@ from .offsets import PartitionState, decode_acked
 from .options import KafkaOptions, KafkaSubscriptionOptions, redact
 
 Ready = tuple[PartitionState, Message, int, int]
-"""A record buffered: (partition state, message, offset, delivery count)."""
+"""A record buffered: (partition state, message, offset, delivery count). Deliveries are
+built as they are handed out (built on arrival they set off three times the collections)."""
 
 LagReader = Callable[[str, Sequence[str], str | None, bool], Awaitable[dict[str, int]]]
 """``(group, topics, pattern, earliest)`` -> the group's lag per topic."""
@@ -92,8 +47,7 @@ _COMMIT_INTERVAL = 0.05
 _FIRST_LAG_WAIT = 3.0
 """Seconds ``lag()`` waits for the members' first measurement after their assignment."""
 _CLOSE_MARGIN = 30.0
-"""Seconds past ``revoke_timeout`` that close waits for a member (or an abandoned one) to
-leave its group before going on without it."""
+"""Seconds past ``revoke_timeout`` that close waits for a member to leave its group."""
 _MAX_REPLACEMENTS = 3
 _REPLACEMENT_WINDOW = 600.0
 """Members of one subscription replaced this many times within this many seconds: the
@@ -101,13 +55,25 @@ cause is not transient, the subscription fails (restart the receiver after fixin
 _COORDINATOR_BACKOFF_MAX = 600.0
 
 
-class KafkaDelivery(Delivery):
-    """A record handed to the core; settled, an ack finishes it, a nack hands it out again
-    later. ``_sub`` is its subscription until :meth:`KafkaSubscription.settle` applied it.
+def _parts(message: Any) -> tuple[str, dict[str, bytes], bytes]:
+    """A record's key, headers (of repeated names the last wins; a null value is ``b""``,
+    present and empty) and body."""
+    key, headers = message.key(), message.headers()
+    headers = dict(headers) if headers else {}
+    if None in headers.values():
+        headers = {k: (b"" if v is None else v) for k, v in headers.items()}
+    return key.decode("utf-8", "surrogateescape") if key else "", headers, message.value() or b""
 
-    ``coordinates`` and ``timestamp`` are read from the message when asked (rarely: a
-    foreign record's id, a retry copy's due time), not built for every record; ``native``
-    (the confluent_kafka.Message) is a plain attribute, read for every message."""
+
+def _timestamp(message: Any) -> float | None:
+    """The broker's time of the record, seconds since the epoch (None when unknown)."""
+    ts_type, ts = message.timestamp()
+    return ts / 1000 if ts_type else None
+
+
+class KafkaDelivery(Delivery):
+    """A record handed to the core; ``_sub`` is its subscription until settle applied it.
+    ``coordinates`` and ``timestamp`` are read from the message when asked."""
 
     __slots__ = ("_offset", "_partition", "_sub", "native")
 
@@ -120,18 +86,7 @@ class KafkaDelivery(Delivery):
         delivery_count: int,
     ) -> None:
         # Hot path: set the base class's slots directly rather than through super().
-        key: Any = message.key()
-        body: Any = message.value()
-        headers: Any = message.headers()  # a list of (name, value); the last name wins
-        headers = dict(headers) if headers else {}
-        if None in headers.values():  # a null value: present, empty
-            headers = {k: (b"" if v is None else v) for k, v in headers.items()}
-        self.record = RawRecord(
-            partition.key[0],
-            key.decode("utf-8", "surrogateescape") if key else "",
-            headers,
-            body or b"",
-        )
+        self.record = RawRecord(partition.key[0], *_parts(message))
         self.delivery_count = delivery_count
         self.outcome = None
         self.delay = 0.0
@@ -149,9 +104,7 @@ class KafkaDelivery(Delivery):
 
     @property
     def timestamp(self) -> float | None:  # type: ignore[override]
-        """The broker's time of the record, seconds since the epoch (None when unknown)."""
-        ts_type, ts = self.native.timestamp()
-        return ts / 1000 if ts_type else None
+        return _timestamp(self.native)
 
 
 class KafkaRecordBatch(RecordBatch):
@@ -168,24 +121,19 @@ class KafkaRecordBatch(RecordBatch):
         self._counts: dict[int, int] = {}
         """Delivery counts above 1 (records handed out again after a nack), by index."""
 
-    def _locate(self, index: int) -> tuple[PartitionState, int]:
-        for state, first, offsets in reversed(self._runs):
-            if index >= first:
-                return state, offsets[index - first]
-        raise IndexError(index)
-
     def _delivery(self, index: int) -> Delivery:
         sub = self._sub
         if sub is None:
             raise IndexError(f"record {index} of a settled batch")
-        state, offset = self._locate(index)
-        message: Any = self.natives[index]
-        return KafkaDelivery(sub, state, message, offset, self._counts.get(index, 1))
+        for state, first, offsets in reversed(self._runs):
+            if index >= first:
+                message: Any = self.natives[index]
+                count = self._counts.get(index, 1)
+                return KafkaDelivery(sub, state, message, offsets[index - first], count)
+        raise IndexError(index)
 
     def timestamp(self, index: int) -> float | None:
-        message: Any = self.natives[index]
-        ts_type, ts = message.timestamp()
-        return ts / 1000 if ts_type else None
+        return _timestamp(self.natives[index])
 
     def remaining(self) -> list[tuple[PartitionState, list[int], list[int]]]:
         """Per partition run: the offsets not taken out, and their indexes here."""
@@ -222,13 +170,13 @@ class KafkaSubscription(Subscription):
         self._scrub = scrub
         self.group = sub_options.group or spec.group
         retry = set(spec.retry_channels) & set(spec.channels)
+        self.retry_group: str | None = None
+        self._plan = [(self.group, list(spec.channels))]
         if sub_options.separate_retry_group and retry:
-            self.retry_group: str | None = f"{self.group}.retry"
+            # cooperative-sticky balances a group's total partition count, not each topic.
+            self.retry_group = f"{self.group}.retry"
             main = [c for c in spec.channels if c not in retry]
             self._plan = [(self.group, main), (self.retry_group, sorted(retry))]
-        else:
-            self.retry_group = None
-            self._plan = [(self.group, list(spec.channels))]
         if spec.pattern:
             self._plan[0][1].append(f"^({spec.pattern})$")
         self._plan = [(group, topics) for group, topics in self._plan if topics]
@@ -241,9 +189,6 @@ class KafkaSubscription(Subscription):
         self._buffer: DeliveryBuffer[Ready, Any] = DeliveryBuffer(self._take)
         self._as_records = False
         """Set by the first :meth:`fetch_records`: the buffer hands out record batches."""
-        """(partition state, message, offset, delivery count), in arrival order. Deliveries
-        are built as they are handed out: built on arrival, they lived as long as the buffer
-        and set off three times the garbage collections (measured)."""
         self._unsettled = 0
         self._revoke_progress = asyncio.Event()
         self._dirty: set[PartitionState] = set()
@@ -256,8 +201,8 @@ class KafkaSubscription(Subscription):
         self._fatal: str | None = None
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None
-        self._replacing: dict[str, str] = {}
-        """Group -> why its member was replaced, until the new member's first assignment."""
+        self._replacing: dict[str, tuple[Member, str]] = {}
+        """Group -> (the new member, why the old one was replaced), until it is assigned."""
         self._replaced_at: deque[float] = deque()
         self._coordinator_replacements: dict[str, int] = {}
         """Group -> members replaced in a row for want of the coordinator (reset when one of
@@ -265,8 +210,7 @@ class KafkaSubscription(Subscription):
         self._earlier: dict[tuple[str, int], PartitionState] = {}
         """Partitions lost (or left by a replaced member) with what was settled and maybe not
         committed; the next assignment of the partition inherits it."""
-        self._abandoned: list[asyncio.Future[None]] = []
-        self._joining: set[asyncio.Task[bool]] = set()
+        self._abandoned: list[asyncio.Future[bool]] = []
 
     def __repr__(self) -> str:
         config = self._options.consumer(self.group, self._spec.start, self._sub_options)
@@ -275,29 +219,24 @@ class KafkaSubscription(Subscription):
 
     @property
     def last_error(self) -> str | None:
-        """The current problem librdkafka reports (e.g. the broker is unreachable), or None."""
+        """The current problem (a dead or stalled thread, no coordinator, an error
+        librdkafka reports, a group that does not settle, a fetch stall), or None."""
         if self._fatal is not None:
             return self._fatal
         margin = self._options.poll_stall_timeout
         for member in self._members:
-            problem = member.problem(margin)
-            if problem is not None:
+            if (problem := member.problem(margin)) is not None:
                 return self._describe(member, problem)
-        replacing = next(iter(self._replacing.values()), None)
-        if replacing is not None:
-            return replacing
+        if self._replacing:
+            return next(iter(self._replacing.values()))[1]
         for member in self._members:
-            trouble = member.coordinator_problem()
-            if trouble is not None:
+            if (trouble := member.coordinator_problem()) is not None:
                 return self._describe_group(member, trouble[0])
-        error = next(
-            (m.last_error or m.stuck for m in self._members if m.last_error or m.stuck), None
-        )
-        if error is not None:
-            return error
         for member in self._members:
-            stalled = member.fetch_problem()
-            if stalled is not None:
+            if member.last_error or member.stuck:
+                return member.last_error or member.stuck
+        for member in self._members:
+            if (stalled := member.fetch_problem()) is not None:
                 return self._describe_group(member, stalled)
         return None
 
@@ -314,13 +253,12 @@ class KafkaSubscription(Subscription):
             raise DriverError("a Kafka subscription needs channels or a pattern", retriable=False)
         loop = asyncio.get_running_loop()
         self._loop = loop
-        for group, topics in self._plan:
-            try:
-                member = self._new_member(group, topics)
-            except DriverError:
-                await self.close()
-                raise
-            self._members.append(member)
+        try:
+            for group, topics in self._plan:
+                self._members.append(self._new_member(group, topics))
+        except DriverError:
+            await self.close()
+            raise
         self._watchdog = loop.create_task(self._watch(), name=f"hexa-kafka-watchdog-{self.group}")
         waiting = asyncio.gather(*(m.assigned_once.wait() for m in self._members))
         try:
@@ -368,27 +306,24 @@ class KafkaSubscription(Subscription):
         return f"kafka consumer thread for action {self._spec.group!r}{group} {problem}"
 
     async def _watch(self) -> None:
-        """Replace members whose thread died or stalled (see :meth:`Member.problem`)."""
+        """Replace members whose thread died or stalled (:meth:`Member.problem`), or that
+        went without their coordinator past ``coordinator_timeout``."""
         margin = self._options.poll_stall_timeout
         every = min(1.0, margin / 4) if margin > 0 else 1.0
         while not self._closed and self._fatal is None:
             await asyncio.sleep(every)
             for member in list(self._members):
-                problem = member.problem(margin)
-                if problem is not None and not self._closed:
+                if self._closed:
+                    break
+                if (problem := member.problem(margin)) is not None:
                     self._replace(member, self._describe(member, problem))
-                    continue
-                trouble = member.coordinator_problem()
-                if trouble is not None and not self._closed:
+                elif (trouble := member.coordinator_problem()) is not None:
                     text, since = trouble
                     bound = self._coordinator_bound(member.group)
                     if bound > 0 and time.monotonic() - since >= bound:
-                        self._replace(
-                            member,
-                            f"{self._describe_group(member, text)} (coordinator_timeout "
-                            f"{bound:.0f} s)",
-                            counted=False,
-                        )
+                        text = self._describe_group(member, text)
+                        why = f"{text} (coordinator_timeout {bound:.0f} s)"
+                        self._replace(member, why, counted=False)
 
     def _coordinator_bound(self, group: str) -> float:
         """Seconds without the coordinator before a member of ``group`` is replaced (0:
@@ -396,12 +331,8 @@ class KafkaSubscription(Subscription):
         bound = self._options.coordinator_timeout
         if bound <= 0:
             return 0.0
-        return float(
-            min(
-                bound * 2 ** self._coordinator_replacements.get(group, 0),
-                max(bound, _COORDINATOR_BACKOFF_MAX),
-            )
-        )
+        times = 2 ** self._coordinator_replacements.get(group, 0)
+        return float(min(bound * times, max(bound, _COORDINATOR_BACKOFF_MAX)))
 
     def _replace(self, old: Member, reason: str, counted: bool = True) -> None:
         """Abandon ``old`` (logging its stack) and start a fresh member of its group.
@@ -425,24 +356,14 @@ class KafkaSubscription(Subscription):
             return
         if counted:
             self._replaced_at.append(now)
-        self._replacing[old.group] = f"{reason}; replacing it"
         try:
             new = self._new_member(old.group, old.topics)
         except DriverError as exc:
             self.on_fatal(old, f"{reason}; no new consumer: {exc}")
             return
         self._members[self._members.index(old)] = new
+        self._replacing[old.group] = (new, f"{reason}; replacing it")  # until it is assigned
         log.warning("%s; replaced by a new consumer", reason)
-
-        def joined(_: asyncio.Future[Any]) -> None:
-            if self._replacing.get(new.group, "").startswith(reason):
-                del self._replacing[new.group]
-
-        assert self._loop is not None
-        task = self._loop.create_task(new.assigned_once.wait())
-        self._joining.add(task)
-        task.add_done_callback(self._joining.discard)
-        task.add_done_callback(joined)
 
     async def close(self) -> None:
         """Stop fetching, commit the positions, leave the group(s). Idempotent."""
@@ -451,24 +372,21 @@ class KafkaSubscription(Subscription):
         self._closed = True
         self._buffer.close()
         self._revoke_progress.set()  # a revoke waiting for in-flight work stops waiting
-        for handle in self._timers:
-            handle.cancel()
+        for handle in (*self._timers, self._commit_timer, self._watchdog):
+            if handle is not None:
+                handle.cancel()
         self._timers.clear()
-        if self._commit_timer is not None:
-            self._commit_timer.cancel()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        for task in self._joining:
-            task.cancel()
         bound = self._options.revoke_timeout + _CLOSE_MARGIN
-        done = [asyncio.shield(f) for f in self._abandoned]
+        done: list[asyncio.Future[Any]] = [asyncio.shield(f) for f in self._abandoned]
         for member in self._members:
             if member.abandoned:
                 continue  # its abandon future is in done already
             if member.problem(self._options.poll_stall_timeout) is not None:
                 done.append(member.abandon(bound))  # its thread would never see stop()
             else:
-                member.stop(self._positions(member, everything=True))
+                states = self._partitions.values()
+                positions = [_position(s) for s in states if s.member is member and not s.revoking]
+                member.stop([p for p in positions if p is not None])
                 done.append(asyncio.shield(member.done))
         if done:
             try:
@@ -483,9 +401,6 @@ class KafkaSubscription(Subscription):
     def busy(self) -> bool:
         """Whether commands may come soon (deliveries out, positions to commit)."""
         return self._unsettled > 0 or bool(self._dirty) or bool(self._in_flight)
-
-    def has_room(self) -> bool:
-        return len(self._buffer) < self._buffer_high
 
     def on_assigned(self, member: Member, found: list[tuple[str, int, int, str]]) -> None:
         if member.abandoned:
@@ -506,6 +421,8 @@ class KafkaSubscription(Subscription):
         if self._dirty:
             self._schedule_commit()
         member.assigned_once.set()
+        if self._replacing.get(member.group, (None,))[0] is member:
+            del self._replacing[member.group]  # the replacement joined: health is clean
 
     def _held_by(self, member: Member, keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Those of ``keys`` that ``member`` holds (a replaced member's late revoke or loss
@@ -532,32 +449,32 @@ class KafkaSubscription(Subscription):
             self._buffer.fail(DriverError(self._fatal, retriable=False))
 
     async def on_revoked(self, member: Member, keys: list[tuple[str, int]]) -> list[Position]:
+        """Let the revoked partitions' in-flight work settle (up to ``revoke_timeout``);
+        their positions to commit."""
         keys = self._held_by(member, keys)
         states = [self._partitions[k] for k in keys]
         for state in states:
             state.revoking = True
         self._buffer.keep(_not_revoking)
-        if not self._closed and any(s.outstanding for s in states):
-            deadline = time.monotonic() + self._options.revoke_timeout
-            while any(s.outstanding for s in states) and not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    log.warning(
-                        "Kafka group %r: abandoning %d unfinished events of revoked partitions "
-                        "after %.0f s; the new owner receives them again",
-                        member.group,
-                        sum(s.outstanding for s in states),
-                        self._options.revoke_timeout,
-                    )
-                    break
-                self._revoke_progress.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._revoke_progress.wait(), remaining)
+        deadline = time.monotonic() + self._options.revoke_timeout
+        while any(s.outstanding for s in states) and not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning(
+                    "Kafka group %r: abandoning %d unfinished events of revoked partitions "
+                    "after %.0f s; the new owner receives them again",
+                    member.group,
+                    sum(s.outstanding for s in states),
+                    self._options.revoke_timeout,
+                )
+                break
+            self._revoke_progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._revoke_progress.wait(), remaining)
         # While it waited, a replacement may have been assigned some of these partitions
         # (on_assigned took over the state): those are the replacement's now, untouched.
         keys = self._held_by(member, keys)
-        states = [self._partitions[k] for k in keys]
-        positions = [_position(s) for s in states]
+        positions = [_position(self._partitions[k]) for k in keys]
         if member.abandoned:  # its commit of these positions may well fail
             self._keep_settled(keys)
         self._drop(keys)
@@ -570,8 +487,9 @@ class KafkaSubscription(Subscription):
         ready = self._buffer.items
         got = False
         for message in messages:
-            if message.error() is not None:
-                member.check_message_error(message)
+            err = message.error()
+            if err is not None:
+                member.on_error(err)
                 continue
             state = partitions.get((message.topic(), message.partition()))  # type: ignore[arg-type]
             if state is None or state.revoking:
@@ -616,41 +534,37 @@ class KafkaSubscription(Subscription):
                 if not member.room.is_set():
                     member.room.set()
 
+    def _finished(self, state: PartitionState, offsets: list[int], ack: bool) -> bool:
+        """Account settled ``offsets`` of ``state`` (an ack finishes them); True when they
+        are to be handed out again (a nack, the partition still held, not closing)."""
+        self._unsettled -= len(offsets)
+        state.outstanding -= len(offsets)
+        if ack:
+            state.complete_all(offsets)
+        if state.revoking:
+            self._revoke_progress.set()
+            return False
+        if ack:
+            self._dirty.add(state)
+        return not ack and not self._closed
+
     def _apply(self, delivery: KafkaDelivery) -> None:
         """Local bookkeeping of ack/nack (no I/O): finish the offset or schedule it again."""
-        self._unsettled -= 1
         state = delivery._partition
-        state.outstanding -= 1
-        if delivery.outcome is Outcome.ACK:
-            state.complete(delivery._offset)
-            if state.revoking:
-                self._revoke_progress.set()
-            else:
-                self._dirty.add(state)
-        elif state.revoking:
-            self._revoke_progress.set()
-        elif not self._closed and self._loop is not None:
-            item = (state, delivery.native, delivery._offset, delivery.delivery_count + 1)
-            handle: asyncio.TimerHandle | None = None
+        ack = delivery.outcome is Outcome.ACK
+        if not self._finished(state, [delivery._offset], ack) or self._loop is None:
+            return
+        item = (state, delivery.native, delivery._offset, delivery.delivery_count + 1)
+        handle: asyncio.TimerHandle | None = None
 
-            def requeue() -> None:
-                if handle is not None:
-                    self._timers.discard(handle)
-                if not state.revoking and not self._closed:
-                    self._buffer.appendleft(item)
+        def requeue() -> None:
+            if handle is not None:
+                self._timers.discard(handle)
+            if not state.revoking and not self._closed:
+                self._buffer.appendleft(item)
 
-            handle = self._loop.call_later(delivery.delay, requeue)
-            self._timers.add(handle)
-
-    def _positions(self, member: Member, *, everything: bool = False) -> list[Position]:
-        states = self._partitions.values() if everything else self._dirty
-        positions = []
-        for state in states:
-            if state.member is member and not state.revoking:
-                position = _position(state)
-                if position is not None:
-                    positions.append(position)
-        return positions
+        handle = self._loop.call_later(delivery.delay, requeue)
+        self._timers.add(handle)
 
     def _schedule_commit(self) -> None:
         """Commit the changed positions soon: at most one commit in flight, and at most one
@@ -741,15 +655,11 @@ class KafkaSubscription(Subscription):
             add_offset(offset)
             if count != 1:
                 counts[taken] = count
-            key: Any = message.key()
-            headers: Any = message.headers()  # a list of (name, value); the last name wins
-            headers = dict(headers) if headers else {}
-            if None in headers.values():  # a null value: present, empty
-                headers = {k: (b"" if v is None else v) for k, v in headers.items()}
+            key, headers, body = _parts(message)
             add_channel(topic)
-            add_key(key.decode("utf-8", "surrogateescape") if key else "")
+            add_key(key)
             add_headers(headers)
-            add_body(message.value() or b"")
+            add_body(body)
             add_native(message)
             taken += 1
         if last is None:
@@ -775,95 +685,73 @@ class KafkaSubscription(Subscription):
             self._maybe_resume()
         return out
 
-    async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        """Finish the acked offsets, schedule the nacked records again, and commit the
-        positions that moved.
+    def _claim(self, settled: Any, kind: type[KafkaDelivery | KafkaRecordBatch]) -> bool:
+        """Whether ``settled`` (a ``kind``) is this subscription's, settled and not applied
+        yet; it is then marked applied (settling is idempotent)."""
+        if not isinstance(settled, kind) or settled._sub is not self or settled.outcome is None:
+            return False
+        settled._sub = None
+        return True
 
-        The consumer thread writes the commit within ``_COMMIT_INTERVAL`` seconds (one
-        commit covers every partition changed since the last), so handling never idles on a
-        broker round trip. A commit the broker refused is raised (DriverError) by the next
-        call and its partitions are committed again; a crash before it is written means
-        those records are delivered again (at-least-once). Close and revoke commit
-        synchronously. Idempotent: a delivery is applied once (``_sub`` is cleared), and a
-        position that did not change is not committed again.
-        """
-        dirty, ack = self._dirty, Outcome.ACK
-        acked: dict[PartitionState, list[int]] = {}
-        for delivery in deliveries:
-            if (
-                not isinstance(delivery, KafkaDelivery)
-                or delivery._sub is not self
-                or delivery.outcome is None
-            ):
-                continue  # applied already (or not settled, or not ours)
-            delivery._sub = None
-            state = delivery._partition
-            if delivery.outcome is ack and not state.revoking:
-                # The common case, gathered per partition (what _apply does for one).
-                offsets = acked.get(state)
-                if offsets is None:
-                    acked[state] = [delivery._offset]
-                else:
-                    offsets.append(delivery._offset)
-            else:
-                self._apply(delivery)
-        for state, offsets in acked.items():  # per partition: its acked offsets as a run
-            self._unsettled -= len(offsets)
-            state.outstanding -= len(offsets)
-            state.complete_all(offsets)
-            dirty.add(state)
-        self._buffer.wake()  # room in the prefetch window
+    def _settled(self) -> None:
+        """After a settlement: room in the prefetch window, a refused commit raised (its
+        partitions are committed again), the moved positions committed soon."""
+        self._buffer.wake()
         if self._commit_failure is not None:
             failure, self._commit_failure = self._commit_failure, None
             raise failure
         self._schedule_commit()
+
+    async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        """Finish the acked offsets, schedule the nacked records again, and commit the
+        positions that moved, within ``_COMMIT_INTERVAL`` seconds on the consumer thread
+        (handling never idles on a broker round trip). A commit the broker refused is
+        raised (DriverError) by the next call; a crash before it is written means those
+        records are delivered again (at-least-once). Close and revoke commit synchronously.
+        """
+        acked: dict[PartitionState, list[int]] = {}
+        delivery: Any
+        for delivery in deliveries:
+            if not self._claim(delivery, KafkaDelivery):
+                continue
+            state = delivery._partition
+            if delivery.outcome is Outcome.ACK and not state.revoking:
+                # The common case, gathered per partition (what _apply does for one).
+                acked.setdefault(state, []).append(delivery._offset)
+            else:
+                self._apply(delivery)
+        for state, offsets in acked.items():  # per partition: its acked offsets as a run
+            self._finished(state, offsets, True)
+        self._settled()
 
     async def settle_records(self, batches: Sequence[RecordBatch]) -> None:
         """:meth:`settle` for record batches: an acked batch finishes its offsets as runs,
         one per partition; a nacked one goes back to the front of the buffer at once."""
-        dirty, ack = self._dirty, Outcome.ACK
         back: list[Ready] = []
+        batch: Any
         for batch in batches:
-            if (
-                not isinstance(batch, KafkaRecordBatch)
-                or batch._sub is not self
-                or batch.outcome is None
-            ):
-                continue  # applied already (or not settled, or not ours)
-            batch._sub = None
+            if not self._claim(batch, KafkaRecordBatch):
+                continue
             for state, offsets, indexes in batch.remaining():
-                self._unsettled -= len(offsets)
-                state.outstanding -= len(offsets)
-                if batch.outcome is ack:
-                    state.complete_all(offsets)
-                    if state.revoking:
-                        self._revoke_progress.set()
-                    else:
-                        dirty.add(state)
-                elif state.revoking:
-                    self._revoke_progress.set()
-                elif not self._closed:
+                if self._finished(state, offsets, batch.outcome is Outcome.ACK):
                     counts, natives = batch._counts, batch.natives
                     back.extend(
-                        (state, natives[i], o, counts.get(i, 1) + 1)  # type: ignore[misc]
+                        (state, natives[i], o, counts.get(i, 1) + 1)
                         for i, o in zip(indexes, offsets, strict=True)
                     )
         for item in reversed(back):  # given back: first in line, in their order
             self._buffer.appendleft(item)
-        self._buffer.wake()  # room in the prefetch window
-        if self._commit_failure is not None:
-            failure, self._commit_failure = self._commit_failure, None
-            raise failure
-        self._schedule_commit()
+        self._settled()
 
     async def lag(self) -> Mapping[str, int] | None:
-        """The group's (and its retry group's) lag per topic, read with the admin client."""
+        """The group's (and its retry group's) lag per topic: with ``group_lag``, read with
+        the admin client; else this process's partitions, from cached watermarks."""
         if self._lag_of is None:
-            # This process's partitions, from the members' cached watermarks. Right after an
-            # assignment the members have not measured yet: wait for that (briefly) rather
-            # than answer "unknown" for a group that has its partitions.
-            for _ in range(int(_FIRST_LAG_WAIT / 0.05)):  # members measure on their thread
-                if not self._awaiting_first_lag():
+            # Right after an assignment the members have not measured yet: wait for that
+            # (briefly) rather than answer "unknown" for a group that has its partitions.
+            for _ in range(int(_FIRST_LAG_WAIT / 0.05)):
+                status = self.status()
+                if self._closed or not self._members or not status.joined or status.lag is not None:
                     break
                 await asyncio.sleep(0.05)
             return await super().lag()
@@ -871,8 +759,7 @@ class KafkaSubscription(Subscription):
         if problem is not None:
             # No admin requests while the cluster is unreachable: they only time out, and
             # admin requests timing out while the broker restarted met librdkafka's
-            # enq_once assertion (an abort). The receiver keeps the last sample; its age
-            # grows and this reason is shown as the lag error.
+            # enq_once assertion (an abort). The receiver keeps the last sample.
             raise DriverError(f"lag not sampled while the group reports a problem: {problem}")
         out: dict[str, int] = {}
         earliest = self._spec.start == "earliest"
@@ -882,14 +769,6 @@ class KafkaSubscription(Subscription):
             for topic, count in (await self._lag_of(group, names, pattern, earliest)).items():
                 out[topic] = out.get(topic, 0) + count
         return out
-
-    def _awaiting_first_lag(self) -> bool:
-        return (
-            not self._closed
-            and bool(self._members)
-            and all(m.assigned_once.is_set() for m in self._members)
-            and self.status().lag is None
-        )
 
     def status(self) -> SubscriptionStatus:
         lags = [m.lag for m in self._members if m.lag is not None]
@@ -906,8 +785,8 @@ def _not_revoking(item: Ready) -> bool:
 
 
 def _position(state: PartitionState) -> Position | None:
-    mark = state.watermark()
-    if mark < 0:
+    """What to commit for ``state`` (its last commit when nothing moved); None: nothing."""
+    if state.watermark() < 0:
         return None
     position = state.position()
     if position is None:

@@ -1,31 +1,19 @@
 """``kafka://``: the Kafka driver (confluent-kafka / librdkafka behind an asyncio bridge).
 
-- Emit: one idempotent producer (acks=all) per driver; ``publish`` returns after the
-  broker acknowledged every record. Keys are partitioned like sarama's default producer
-  (``fnv1a_random``), so Go hexa-event and Python producers of one key keep its order.
-- Topics: created on first use when ``KafkaOptions.provision`` is on (the default);
-  otherwise a missing topic raises :class:`~hexa_event.errors.ChannelNotFoundError`.
-- Receive: one consumer group per subscription (the action, or
-  ``KafkaSubscriptionOptions.group``; the retry channels in ``<group>.retry`` under the
-  default cooperative-sticky assignment), offsets committed only up to the lowest unfinished
-  record, acks above it in the commit metadata (see :mod:`.consumer`).
-- Channel names are Kafka topic names: letters, digits, ``.``, ``_`` and ``-``, at most
-  249 characters, not ``.`` or ``..``; anything else is refused before it reaches Kafka.
-- Broker unreachable: a metadata lookup is bounded by ``metadata_timeout``; while one
-  failed less than ``_FAILURE_HOLD`` seconds ago, further lookups fail at once with the
-  same error instead of queueing one timeout each.
+Emit through one idempotent producer (:mod:`.producer`), receive in consumer groups
+(:mod:`.consumer`), topics created on first use when ``KafkaOptions.provision`` is on.
+Design: docs/engines/kafka.md, section "Internals".
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import threading
 import time
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -37,6 +25,7 @@ from ..kit.driver import KitDriver
 from .consumer import KafkaSubscription
 from .diagnose import diagnose
 from .lag import group_lag
+from .member import in_daemon
 from .options import KafkaOptions, KafkaSubscriptionOptions
 from .producer import KafkaProducer
 
@@ -45,6 +34,8 @@ log = logging.getLogger(__name__)
 _TOPIC_VISIBLE_TIMEOUT = 15.0
 _FAILURE_HOLD = 2.0
 """Seconds a failed metadata lookup is reused instead of asking the broker again."""
+_ADMIN_DESTROY_TIMEOUT = 10.0
+"""Seconds close() waits for librdkafka to destroy the admin client before going on."""
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -134,7 +125,10 @@ class KafkaDriver(KitDriver):
                         topic=name, timeout=max(0.001, deadline - time.monotonic())
                     )
                 except KafkaException as exc:
-                    fail(exc)
+                    admin.poll(0)  # forward librdkafka's queued log lines and errors
+                    error = self._unreachable(timeout, exc, self._admin_error or self.last_error)
+                    self._metadata_failure = (time.monotonic(), error)
+                    raise error from None
                 topic = metadata.topics.get(name)
                 if topic is not None and topic.error is None and topic.partitions:
                     found[name] = len(topic.partitions)
@@ -142,29 +136,22 @@ class KafkaDriver(KitDriver):
             self._metadata_failure = None
             return found
 
-        def fail(exc: KafkaException) -> NoReturn:
-            admin.poll(0)  # forward librdkafka's queued log lines and errors
-            cause = self._admin_error or self.last_error
-            error = DriverError(
-                f"cannot read Kafka metadata from {self.options.bootstrap_servers} within "
-                f"{timeout:g} s ({self._scrub(exc.args[0].str())}"
-                + (f"; the broker said: {cause}" if cause else "")
-                + "): is the broker running and reachable at that address, and do the "
-                "security settings (TLS certificates, SASL user and password) match it?"
-            )
-            self._metadata_failure = (time.monotonic(), error)
-            raise error from None
-
         return await asyncio.to_thread(describe)
 
-    async def provision(self, channels: Sequence[str]) -> None:
-        """Create the missing topics (``partitions``/``replication_factor`` of the options).
+    def _unreachable(self, timeout: float, exc: KafkaException, cause: str | None) -> DriverError:
+        """A metadata request failed: the broker is down, elsewhere, or refuses us."""
+        return DriverError(
+            f"cannot read Kafka metadata from {self.options.bootstrap_servers} within "
+            f"{timeout:g} s ({self._scrub(exc.args[0].str())}"
+            + (f"; the broker said: {cause}" if cause else "")
+            + "): is the broker running and reachable at that address, and do the "
+            "security settings (TLS certificates, SASL user and password) match it?"
+        )
 
-        Topics created together get the partition count of the largest existing one among
-        them (so retry topics match their main topic), else ``KafkaOptions.partitions``.
-        With provisioning off, raises ChannelNotFoundError for the first missing topic; a
-        name Kafka refuses raises ConfigurationError.
-        """
+    async def provision(self, channels: Sequence[str]) -> None:
+        """Create the missing topics (with the partition count of the largest existing one
+        among them, else ``KafkaOptions.partitions``); ChannelNotFoundError when provisioning
+        is off, ConfigurationError for a name Kafka refuses."""
         for channel in channels:
             problem = topic_problem(channel)
             if problem is not None:
@@ -194,17 +181,8 @@ class KafkaDriver(KitDriver):
             for name in missing
         ]
         futures = admin.create_topics(new, operation_timeout=10, request_timeout=15)
-        for name, future in futures.items():
-            try:
-                await asyncio.wrap_future(future)
-                log.info("created Kafka topic %r (%d partitions)", name, partitions)
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise DriverError(
-                        f"cannot create Kafka topic {name!r}: {self._scrub(err.str())}",
-                        retriable=err.retriable(),
-                    ) from None
+        await self._topic_requests(futures, "create", KafkaError.TOPIC_ALREADY_EXISTS)
+        log.info("created Kafka topics %s (%d partitions)", missing, partitions)
         await self._wait_visible(missing)
         return {**existing, **dict.fromkeys(missing, partitions)}
 
@@ -213,14 +191,21 @@ class KafkaDriver(KitDriver):
         futures = self._admin_client().delete_topics(
             list(channels), operation_timeout=10, request_timeout=15
         )
+        await self._topic_requests(futures, "delete", KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+    async def _topic_requests(
+        self, futures: Mapping[str, Future[None]], verb: str, harmless: int
+    ) -> None:
+        """Await the admin client's per-topic ``futures``; DriverError for the first that
+        failed with another error than ``harmless`` (already there, already gone)."""
         for name, future in futures.items():
             try:
                 await asyncio.wrap_future(future)
             except KafkaException as exc:
                 err = exc.args[0]
-                if err.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                if err.code() != harmless:
                     raise DriverError(
-                        f"cannot delete Kafka topic {name!r}: {self._scrub(err.str())}",
+                        f"cannot {verb} Kafka topic {name!r}: {self._scrub(err.str())}",
                         retriable=err.retriable(),
                     ) from None
 
@@ -240,21 +225,19 @@ class KafkaDriver(KitDriver):
     async def check(self, within: float = 10.0) -> str:
         """librdkafka accepts the configuration (producer, consumer and admin settings, as
         publish and subscribe make them) and the cluster answers a metadata request."""
-        _, metadata = await self._probe(within)
-        return f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
+        return (await self._probe(within))[2]
 
     async def diagnose(
         self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
     ) -> list[Finding]:
         """The check, then the channels' topics and the groups (:mod:`.diagnose`)."""
-        admin, metadata = await self._probe(within)
-        seen = f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
+        admin, metadata, seen = await self._probe(within)
         found = await diagnose(admin, metadata, self.options.provision, channels, groups, within)
         return [Finding("driver", "ok", seen), Finding("kafka metadata", "ok", seen), *found]
 
-    async def _probe(self, within: float) -> tuple[AdminClient, Any]:
+    async def _probe(self, within: float) -> tuple[AdminClient, Any, str]:
         """An admin client of the options (after the producer and consumer settings were
-        accepted) and the cluster's metadata; what :meth:`check` raises otherwise."""
+        accepted), the cluster's metadata and its summary; what :meth:`check` raises otherwise."""
         from confluent_kafka import Consumer, Producer
 
         try:
@@ -269,12 +252,12 @@ class KafkaDriver(KitDriver):
         try:
             metadata = await asyncio.to_thread(admin.list_topics, timeout=within)
         except KafkaException as exc:
-            raise DriverError(
-                f"cannot read Kafka metadata from {self.options.bootstrap_servers} within "
-                f"{within:g} s ({self._scrub(exc.args[0].str())}): is the broker running and "
-                "reachable there, and do the security settings match it?"
-            ) from None
-        return admin, metadata
+            raise self._unreachable(within, exc, None) from None
+        return (
+            admin,
+            metadata,
+            f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible",
+        )
 
     # -- the contract --------------------------------------------------------------------------
 
@@ -332,15 +315,11 @@ class KafkaDriver(KitDriver):
                 admin = self._admin_client()
                 (future,) = admin.delete_consumer_groups([group], request_timeout=10).values()
                 await asyncio.wrap_future(future)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.GROUP_ID_NOT_FOUND:
-                    log.warning(
-                        "could not delete the throwaway Kafka group %r: %s",
-                        group,
-                        self._scrub(exc.args[0].str()),
-                    )
             except Exception as exc:
-                log.warning("could not delete the throwaway Kafka group %r: %r", group, exc)
+                err = exc.args[0] if isinstance(exc, KafkaException) else None
+                if err is None or err.code() != KafkaError.GROUP_ID_NOT_FOUND:
+                    why = self._scrub(err.str() if err is not None else repr(exc))
+                    log.warning("could not delete the throwaway Kafka group %r: %s", group, why)
             else:
                 log.debug("deleted the throwaway Kafka group %r", group)
 
@@ -348,43 +327,19 @@ class KafkaDriver(KitDriver):
         """Flush the producer, destroy the admin client."""
         await self._producer.close(self.options.delivery_timeout)
         # The admin client has no close(): dropping the last reference destroys it (and its
-        # threads, which otherwise keep retrying an unreachable broker).
+        # threads). librdkafka's destroy joins its threads, which after a broker restart
+        # with admin requests outstanding was seen to wait for ever: it runs on a daemon
+        # thread, given up after _ADMIN_DESTROY_TIMEOUT seconds.
         admin, self._admin = self._admin, None
         if admin is not None:
             admin.poll(0)
             holder = [admin]
             del admin  # the holder keeps the only reference: it is dropped off the loop
-            await _destroy_off_loop(holder, _ADMIN_DESTROY_TIMEOUT)
-
-
-_ADMIN_DESTROY_TIMEOUT = 10.0
-"""Seconds close() waits for librdkafka to destroy the admin client before going on."""
-
-
-async def _destroy_off_loop(holder: list[AdminClient], within: float) -> None:
-    """Drop the only reference to an admin client (held in ``holder``) on a daemon thread
-    and wait at most ``within`` seconds. librdkafka's destroy joins its threads; after a
-    broker restart with admin requests outstanding (the lag sampler's) it was seen to wait
-    for ever, on the event loop, so close() never returned. A destroy that does not finish
-    in time is left to its thread (a daemon: it never keeps the process alive)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def finish() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    def destroy() -> None:
-        holder.clear()  # the last reference: librdkafka's destroy runs here
-        with contextlib.suppress(RuntimeError):  # the loop may be closed by now
-            loop.call_soon_threadsafe(finish)
-
-    threading.Thread(target=destroy, name="hexa-kafka-admin-destroy", daemon=True).start()
-    try:
-        await asyncio.wait_for(done, within)
-    except TimeoutError:
-        log.warning(
-            "the Kafka admin client did not finish closing within %g s (librdkafka's destroy "
-            "is waiting on its threads); left behind on a daemon thread",
-            within,
-        )
+            loop = asyncio.get_running_loop()
+            name, within = "hexa-kafka-admin-destroy", _ADMIN_DESTROY_TIMEOUT
+            if not await in_daemon(loop, holder.clear, name, within):
+                log.warning(
+                    "the Kafka admin client did not finish closing within %g s (librdkafka's "
+                    "destroy is waiting on its threads); left behind on a daemon thread",
+                    within,
+                )

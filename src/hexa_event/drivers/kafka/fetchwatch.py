@@ -1,20 +1,7 @@
-"""Partitions a Kafka member holds, with records waiting, from which it fetches nothing.
-
-A member that polls on as usual, holds its partitions and hands out no record while the
-partitions have records waiting is not caught by the watchdog (its thread comes back from
-every poll) nor by the coordinator checks (it is in its group). Its member measures, every
-second on its thread, per held partition: its position (the next offset librdkafka hands
-out, or where the assignment started before any record came) and the partition's end as
-the last fetch answer told it (the cached high watermark). :class:`FetchWatch` keeps, per
-partition, since when the position has not moved although records wait (end above the
-position) or although no fetch answer came at all (end unknown: librdkafka answers every
-fetch of a healthy partition within ``fetch.wait.max.ms``, empty or not). Past
-``FETCH_STALL_AFTER`` seconds the partition is *starved*; it clears as soon as a record of
-it is handed out (the position moves) or its end shows nothing waiting.
-
-A member holding back on purpose (its owner's buffer is full: handling is the slow part,
-and a stuck handler is reported by the receiver's ``stall_timeout``) starves nothing: the
-watch starts again once it takes records again.
+"""Partitions a Kafka member holds, with records waiting (or no fetch answer at all), from
+which it fetches nothing for ``FETCH_STALL_AFTER`` seconds: the member's position does not
+move although the cached end is above it. A member holding back on purpose starves nothing.
+Design: docs/engines/kafka.md, section "Failures and recovery" (fetch stall).
 """
 
 from __future__ import annotations

@@ -1,17 +1,14 @@
-"""A consumer group's lag per topic, read with the admin client (blocking: run it in a thread).
-
-Per partition: the high watermark (the next offset to be written) minus the group's
-committed offset; a partition the group never committed counts from its first retained
-record when the group starts at ``earliest`` and as 0 when it starts at ``latest`` (it will
-begin at the end). Three requests whatever the partition count: the subscribed topics' metadata
-(every topic's when a pattern is given), the
-group's committed offsets, the end (and, for partitions never committed, start) offsets.
+"""A consumer group's lag per topic, read with the admin client (blocking: run it in a
+thread): per partition the end minus the group's committed offset (never committed: from
+the first record at ``earliest``, 0 at ``latest``), in three requests whatever the count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from confluent_kafka import (  # type: ignore[attr-defined]
     ConsumerGroupTopicPartitions,
@@ -20,6 +17,9 @@ from confluent_kafka import (  # type: ignore[attr-defined]
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def group_lag(
@@ -41,8 +41,11 @@ def group_lag(
             for name, topic in metadata.topics.items()
             if topic.error is None and (name in topics or matcher.fullmatch(name) is not None)
         }
+    elif topics:  # described by name: list_topics() builds every topic's metadata (GC)
+        futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout)
+        numbers = _answers(futures, timeout, lambda found: [p.id for p in found.partitions])
     else:
-        numbers = _partition_numbers(admin, topics, timeout)
+        numbers = {}
     out = dict.fromkeys(topics, 0)
     partitions = [
         TopicPartition(name, number) for name, found in numbers.items() for number in found
@@ -69,23 +72,13 @@ def group_lag(
     return out
 
 
-def _partition_numbers(
-    admin: AdminClient, topics: Sequence[str], timeout: float
-) -> dict[str, list[int]]:
-    """The partition numbers of the named topics, asked of the broker for those topics only:
-    ``list_topics()`` would build the metadata of every topic of the cluster (thousands of
-    Python objects on a busy cluster, every sample, which the receiver's event loop then
-    pays for in garbage collection). A topic that does not exist (or cannot be described
-    right now) is left out."""
-    if not topics:
-        return {}
-    futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout)
-    out: dict[str, list[int]] = {}
-    for name, future in futures.items():
-        try:
-            out[name] = [info.id for info in future.result(timeout).partitions]
-        except KafkaException:
-            continue
+def _answers(futures: Mapping[K, Any], timeout: float, read: Callable[[Any], V]) -> dict[K, V]:
+    """Each admin future's result, ``read``; one that failed (a topic that does not exist, a
+    partition without a leader right now) is left out of this sample."""
+    out: dict[K, V] = {}
+    for key, future in futures.items():
+        with contextlib.suppress(KafkaException):
+            out[key] = read(future.result(timeout))
     return out
 
 
@@ -93,10 +86,5 @@ def _offsets(
     admin: AdminClient, partitions: list[TopicPartition], spec: OffsetSpec, timeout: float
 ) -> dict[tuple[str, int], int]:
     futures = admin.list_offsets({tp: spec for tp in partitions}, request_timeout=timeout)
-    out = {}
-    for tp, future in futures.items():
-        try:
-            out[(tp.topic, tp.partition)] = int(future.result(timeout).offset)
-        except KafkaException:
-            continue  # a partition without a leader right now: left out of this sample
-    return out
+    found = _answers(futures, timeout, lambda answer: int(answer.offset))
+    return {(tp.topic, tp.partition): offset for tp, offset in found.items()}

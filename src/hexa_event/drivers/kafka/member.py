@@ -1,33 +1,9 @@
-"""One librdkafka consumer in one consumer group, driven from its own thread.
+"""One librdkafka consumer in one consumer group, driven from its own daemon thread.
 
-librdkafka consumers are driven from one thread (a call from another thread while one polls
-can hang), so every call on the ``Consumer`` happens on this member's daemon thread: it
-loops ``consume``, hands each batch to the event loop with one ``call_soon_threadsafe``,
-and runs the loop's commands (commit, pause, resume) between calls. Rebalance callbacks run
-on that thread too; a revoke blocks it while the loop finishes (bounded) the revoked
-partitions' work, then commits their positions synchronously. The loop never waits on the
-thread, so this cannot deadlock.
-
-Assignment strategies: ``cooperative-sticky`` (incremental assign/unassign of the deltas)
-or an eager one, ``range``/``roundrobin`` (the whole assignment is revoked, then assigned,
-with ``assign``/``unassign``; this is what sarama, hence Go hexa-event, speaks). Commit
-before revoke is the same for both.
-
-Errors that no retry can mend (a group speaking another assignment protocol, a refused
-authorisation, librdkafka's fatal errors) are reported to the owner once, with advice;
-``fetch`` then raises them.
-
-Watchdog: before each call the thread notes by when it should be back (``due``: the poll's
-wait, a rebalance callback's bound, a commit's) and, once back, the time (``heartbeat``).
-:meth:`Member.problem` tells the owner when the thread died or is past ``due`` by more than
-the stall margin; the owner then :meth:`abandons <Member.abandon>` it (its consumer leaves
-the group and closes on a daemon thread, bounded) and starts a fresh member in its place.
-
-Group coordinator: a member whose group lost its session (librdkafka revokes the partitions
-as *lost* when its coordinator did not answer for ``session.timeout.ms``), or whose commits
-wait for or are refused by the coordinator, polls on as usual, so the stall check does not
-see it. :meth:`Member.coordinator_problem` says so from the start (health), and how long it
-has lasted; past the owner's ``coordinator_timeout`` the owner replaces it the same way.
+Every call on the ``Consumer`` (consume, commit, pause, the rebalance callbacks) happens on
+that thread; the event loop sends it commands and never waits on it. Health:
+:meth:`Member.problem` (the watchdog), :meth:`Member.coordinator_problem` and
+:meth:`Member.fetch_problem`. Design: docs/engines/kafka.md, section "Internals".
 """
 
 from __future__ import annotations
@@ -41,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import (
@@ -61,26 +37,21 @@ log = logging.getLogger(__name__)
 
 _POLL_IDLE = 0.1
 _POLL_BUSY = 0.002
-"""Poll wait while the loop may send commands (deliveries out, commits awaited): a command
-waits at most this long for the thread (librdkafka's poll cannot be woken from Python)."""
+"""Poll wait while the loop may send commands (librdkafka's poll cannot be woken)."""
 _HOLD_BEFORE_PAUSE = 3.0
 _CONSUME_BATCH = 500
 _ERROR_LOG_INTERVAL = 10.0
 _LAG_INTERVAL = 1.0
 _DECODER = json.JSONDecoder()
 STATS_INTERVAL = 3.0
-"""Seconds between librdkafka's statistics, of which only the group's state is read (and,
-while a partition starves, its fetch state)."""
+"""Seconds between librdkafka's statistics (the group's state, a starved partition's)."""
 COORDINATOR_DOWN_AFTER = 10.0
-"""Seconds librdkafka's statistics may show the group without its coordinator (group state
-not ``up``) before health says so: an idle member commits nothing, so no commit tells."""
+"""Seconds the statistics may show the group state other than ``up`` before health says so."""
 STUCK_AFTER = 10.0
-"""Seconds without partitions while the group rebalances before health calls it stuck (a
-normal rebalance hands partitions out within a few seconds)."""
+"""Seconds without partitions while the group rebalances before health calls it stuck."""
 _COMMITTED_TIMEOUT = 10.0
 _COMMIT_ALLOWANCE = 60.0
-"""Seconds a synchronous commit may take (librdkafka's socket.timeout.ms default) before the
-watchdog's margin starts counting."""
+"""Seconds a synchronous commit may take (librdkafka's socket.timeout.ms default)."""
 _CALLBACK_ALLOWANCE = 5.0
 _RECOVERY_AFTER = 1.0
 """Statistics taken at least this long after an error can tell that it is over."""
@@ -96,10 +67,15 @@ _COORDINATOR_CODES = {
     KafkaError._TRANSPORT,
 }
 """Commit errors that mean the group's coordinator does not answer (or not as such)."""
-
-Position = tuple[str, int, int, str]
-"""(topic, partition, offset, metadata) to commit."""
-
+_REBALANCE_CODES = {
+    KafkaError._STATE,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._NO_OFFSET,
+    KafkaError._ASSIGNMENT_LOST,
+}
+"""Commit errors of a partition that is moving: its new owner redelivers."""
 _FATAL_CODES = {
     KafkaError.INCONSISTENT_GROUP_PROTOCOL: (
         "the group's other members use another assignment protocol (an eager 'range' or "
@@ -123,32 +99,40 @@ _FATAL_CODES = {
         "sasl.mechanism, credentials, certificates)"
     ),
 }
-_REBALANCE_CODES = {
-    KafkaError._STATE,
-    KafkaError.REBALANCE_IN_PROGRESS,
-    KafkaError.ILLEGAL_GENERATION,
-    KafkaError.UNKNOWN_MEMBER_ID,
-    KafkaError._NO_OFFSET,
-    KafkaError._ASSIGNMENT_LOST,
-}
+
+Position = tuple[str, int, int, str]
+"""(topic, partition, offset, metadata) to commit."""
 
 
-def is_rebalance_error(err: KafkaError) -> bool:
-    """A commit refused because the partition is moving: its new owner redelivers."""
-    return err.code() in _REBALANCE_CODES
+def in_daemon(
+    loop: asyncio.AbstractEventLoop, work: Callable[[], None], name: str, within: float
+) -> asyncio.Future[bool]:
+    """Run ``work`` on a daemon thread: the future is True once it returned, False when
+    ``within`` seconds passed first (``work`` is then left to its thread)."""
+    done: asyncio.Future[bool] = loop.create_future()
+
+    def finish(result: bool) -> None:
+        if not done.done():
+            done.set_result(result)
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+                loop.call_soon_threadsafe(finish, True)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    loop.call_later(within, finish, False)
+    return done
 
 
-def is_coordinator_error(err: KafkaError) -> bool:
-    """A commit refused or timed out because the group's coordinator does not answer."""
-    return err.code() in _COORDINATOR_CODES
-
-
-def fatal_advice(err: KafkaError) -> str | None:
-    """Advice when ``err`` stops this member for good, else None."""
-    advice = _FATAL_CODES.get(err.code())
-    if advice is None and err.fatal():
-        advice = "librdkafka reported a fatal error; restart the receiver after fixing it"
-    return advice
+def _lasting(since: float | None, holds: bool, now: float) -> tuple[float | None, float]:
+    """Since when a condition ``holds`` (None: it does not), and for how long at ``now``."""
+    if not holds:
+        return None, -1.0
+    since = now if since is None else since
+    return since, now - since
 
 
 class Owner(Protocol):
@@ -160,7 +144,6 @@ class Owner(Protocol):
     def on_lost(self, member: Member, keys: list[tuple[str, int]]) -> None: ...
     def on_fatal(self, member: Member, text: str) -> None: ...
     def busy(self) -> bool: ...
-    def has_room(self) -> bool: ...
 
 
 class Member:
@@ -182,8 +165,7 @@ class Member:
         self.group = group
         self.fallback_group = fallback_group
         """A group whose committed offsets this one starts from where it has none (the
-        action's group, for its retry group: an upgrade or a switch from an eager strategy
-        then does not read the retry topics again from the start)."""
+        action's group, for its retry group)."""
         self.topics = list(topics)
         self.eager = eager
         self._owner = owner
@@ -191,9 +173,8 @@ class Member:
         self._revoke_timeout = revoke_timeout
         self._scrub = scrub
         config = dict(config)
-        config["error_cb"] = self._on_error
+        config["error_cb"] = self.on_error
         if "stats_cb" not in config and "statistics.interval.ms" not in config:
-            # Only the group's join state is read (stuck rebalances, see _on_stats).
             config["statistics.interval.ms"] = int(STATS_INTERVAL * 1000)
             config["stats_cb"] = self._on_stats
         self._config = config
@@ -213,46 +194,37 @@ class Member:
         self._lag_at = 0.0
         self._assigned = False
         self._error_at = 0.0
-        # Read from the loop (plain attribute reads/writes).
-        self.lag: int | None = None
-        self.last_error: str | None = None
-        self.stuck: str | None = None
-        """Set while this member holds no partitions and the group has not settled for
-        longer than ``STUCK_AFTER`` (a member that cannot join keeps it rebalancing)."""
-        self._unsettled_since: float | None = None
-        self.fatal: str | None = None
         self._last_error_log: dict[int, float] = {}
         self._fetch_watch = FetchWatch()
-        self.starving: str | None = None
-        """Set while partitions it holds have records waiting (or no fetch answer) and none
-        was handed out for ``FETCH_STALL_AFTER`` seconds (see :mod:`.fetchwatch`)."""
-        self.coordinator_down: str | None = None
-        """Set while librdkafka's statistics have shown the group without its coordinator
-        for ``COORDINATOR_DOWN_AFTER`` seconds."""
+        self._unsettled_since: float | None = None
         self._coordinator_down_since: float | None = None
         self._stats: str | None = None
-        """librdkafka's last statistics (JSON), read only to describe a starved partition."""
-        # Watchdog (written by the thread, read by the loop).
+        """librdkafka's last statistics (JSON), read only to describe partitions."""
+        self._commit_future: asyncio.Future[None] | None = None
+        """The loop's future of the commit the thread is in (resolved by abandon())."""
+        # Written by the thread, read by the loop (plain attributes): what health says.
+        self.lag: int | None = None
+        self.last_error: str | None = None
+        self.fatal: str | None = None
+        self.stuck: str | None = None
+        """Holds no partitions while the group has not settled for ``STUCK_AFTER`` s."""
+        self.starving: str | None = None
+        """Held partitions with records waiting fetch nothing (:mod:`.fetchwatch`)."""
+        self.coordinator_down: str | None = None
+        """The statistics show the group without its coordinator (``COORDINATOR_DOWN_AFTER``)."""
         self.heartbeat = time.monotonic()
         """When the thread last came back from a poll (or a wait for room)."""
         self.due = self.heartbeat + _CALLBACK_ALLOWANCE
         """By when the thread's current call should return (without the stall margin)."""
         self.died: str | None = None
-        """Why the thread failed (an exception on it), once it did."""
         self.abandoned = False
         """Replaced after a stall or death: nothing more is done through its consumer."""
-        # Group coordinator (written by the thread, read by the loop).
         self.lost_at: float | None = None
-        """When the group's session was lost (partitions revoked as lost), until the next
-        assignment."""
+        """When the group's session was lost (partitions lost), until the next assignment."""
         self.commit_began: float | None = None
-        """When the commit the thread is in began (None: not in a commit)."""
         self.commit_failing_since: float | None = None
-        """Since when every commit failed for want of the coordinator (None: the last one
-        got through)."""
+        """Since when every commit failed for want of the coordinator."""
         self.commit_failure = ""
-        self._commit_future: asyncio.Future[None] | None = None
-        """The loop's future of the commit the thread is in (resolved by abandon())."""
 
     # -- lifecycle (loop side) -----------------------------------------------------------------
 
@@ -283,18 +255,20 @@ class Member:
         self._stop.set()
         self.room.set()
 
-    # -- watchdog (loop side) ------------------------------------------------------------------
+    # -- health (loop side) --------------------------------------------------------------------
+
+    def _retired(self) -> bool:
+        """Replaced, stopping or failed for good: its problems are no longer reported."""
+        return self.abandoned or self._stop.is_set() or self.fatal is not None
 
     def problem(self, margin: float, now: float | None = None) -> str | None:
         """Why this member's thread cannot go on (it died, or it has been in one call for
         ``margin`` seconds past that call's bound; ``margin`` 0: never stalled), else None."""
-        if self.abandoned or self._stop.is_set() or self.fatal is not None:
+        thread = self._thread
+        if self._retired() or thread is None:
             return None
         if self.died is not None:
             return f"died: {self.died}"
-        thread = self._thread
-        if thread is None:
-            return None
         if not thread.is_alive():
             return "died without an error"
         now = time.monotonic() if now is None else now
@@ -303,81 +277,62 @@ class Member:
         return None
 
     def coordinator_problem(self, now: float | None = None) -> tuple[str, float] | None:
-        """What keeps this member from its group coordinator, and since when: its partitions
-        lost with the group's session and not given back, a commit waiting for the
-        coordinator past ``COMMIT_SLOW``, or commits refused for want of one; else None."""
-        if self.abandoned or self._stop.is_set() or self.fatal is not None:
+        """What keeps this member from its group coordinator, and since when: partitions
+        lost with the group's session, a commit waiting past ``COMMIT_SLOW``, or commits
+        refused for want of one; else None."""
+        if self._retired():
             return None
         now = time.monotonic() if now is None else now
-        lost = self.lost_at
+        lost, began, failing = self.lost_at, self.commit_began, self.commit_failing_since
         if lost is not None:
             return (
                 f"lost its partitions {now - lost:.0f} s ago: the group's session timed out "
                 "without an answer from its coordinator; rejoining",
                 lost,
             )
-        began = self.commit_began
         if began is not None and now - began >= COMMIT_SLOW:
             return (
                 f"cannot commit: a commit has waited {now - began:.0f} s for the group coordinator",
                 began,
             )
-        failing = self.commit_failing_since
         if failing is not None:
-            return (
-                f"cannot commit for {now - failing:.0f} s: {self.commit_failure}",
-                failing,
-            )
+            return f"cannot commit for {now - failing:.0f} s: {self.commit_failure}", failing
         return None
 
     def fetch_problem(self) -> str | None:
-        """What health should say about a member that is in its group but fetches nothing
-        (:mod:`.fetchwatch`) or whose statistics show no group coordinator; else None."""
-        if self.abandoned or self._stop.is_set() or self.fatal is not None:
-            return None
-        return self.starving or self.coordinator_down
+        """A member in its group that fetches nothing (:mod:`.fetchwatch`), or whose
+        statistics show no group coordinator; else None."""
+        return None if self._retired() else self.starving or self.coordinator_down
 
     def stack(self) -> str:
         """The thread's current Python stack (where it is stuck), or why it is not known."""
         thread = self._thread
-        if thread is None or thread.ident is None or not thread.is_alive():
-            return "(the thread has ended)"  # its ident may belong to another thread now
-        frame = sys._current_frames().get(thread.ident)
-        if frame is None:
+        ident = thread.ident if thread is not None and thread.is_alive() else None
+        frame = None if ident is None else sys._current_frames().get(ident)
+        if frame is None:  # ended (its ident may belong to another thread now)
             return "(the thread has ended)"
         return "".join(traceback.format_stack(frame))
 
-    def abandon(self, within: float) -> asyncio.Future[None]:
+    def abandon(self, within: float) -> asyncio.Future[bool]:
         """Give this member up: its queued commits resolve unwritten, nothing more is done on
-        its thread (which may never come back), and its consumer leaves the group (serving
-        the revoke, which waits for the in-flight work and commits it) and closes on a
-        daemon thread. The future resolves when that is done or ``within`` seconds passed;
-        the event loop never waits on librdkafka."""
+        its thread, and its consumer leaves the group (serving the revoke) and closes on a
+        daemon thread. The future resolves when that is done or ``within`` seconds passed."""
         self.abandoned = True
         self._stop.set()
         self.room.set()
         self._drain_commands()
         current = self._commit_future
         if current is not None and not current.done():
-            # Its thread may never come back: the subscription's next commits (by the new
-            # member) must not wait for this one.
-            current.set_result(None)
-        finished: asyncio.Future[None] = self._loop.create_future()
-        consumer = self._consumer
-
-        def finish() -> None:
-            if not finished.done():
-                finished.set_result(None)
-
-        thread = self._thread
-        wait = max(0.0, self.due - time.monotonic()) + _POLL_IDLE
+            current.set_result(None)  # the new member's commits must not wait for this one
+        consumer, thread = self._consumer, self._thread
+        wait = min(max(0.0, self.due - time.monotonic()) + _POLL_IDLE, _CALLBACK_ALLOWANCE)
 
         def close() -> None:
             try:
                 if thread is not None and thread is not threading.current_thread():
                     # A thread that still polls returns within its call's bound (and sees
                     # it was abandoned): the consumer is then never used from two threads.
-                    thread.join(min(wait, _CALLBACK_ALLOWANCE))
+                    thread.join(wait)
                 if consumer is not None:
                     self._leave(consumer)
                     consumer.close()
@@ -387,15 +342,8 @@ class Member:
                     self.group,
                     self._scrub(repr(exc)),
                 )
-            finally:
-                with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(finish)
 
-        threading.Thread(
-            target=close, name=f"hexa-kafka-abandoned-{self.group}", daemon=True
-        ).start()
-        self._loop.call_later(within, finish)
-        return finished
+        return in_daemon(self._loop, close, f"hexa-kafka-abandoned-{self.group}", within)
 
     def _expect(self, seconds: float) -> None:
         """The thread enters a call that should return within ``seconds``."""
@@ -413,9 +361,9 @@ class Member:
                 self.heartbeat = time.monotonic()
                 self._run_commands(consumer)
                 if not self.room.is_set():
-                    # The owner's buffer is full. Stop consuming for a while (librdkafka keeps
-                    # prefetching); past _HOLD_BEFORE_PAUSE pause the partitions (which drops
-                    # librdkafka's prefetch) and keep polling so rebalances are served.
+                    # The owner's buffer is full: stop consuming; past _HOLD_BEFORE_PAUSE
+                    # pause the partitions (drops librdkafka's prefetch), still polling so
+                    # rebalances are served.
                     now = time.monotonic()
                     if held_since is None:
                         self._fetch_watch.hold()
@@ -424,20 +372,13 @@ class Member:
                         self._expect(_POLL_BUSY)
                         self.room.wait(_POLL_BUSY)
                         continue
-                    if not self._paused:
-                        self._paused = True
-                        with contextlib.suppress(KafkaException):
-                            consumer.pause(consumer.assignment())
+                    self._pause(consumer, True)
                 else:
                     held_since = None
-                    if self._paused:
-                        self._paused = False
-                        with contextlib.suppress(KafkaException):
-                            consumer.resume(consumer.assignment())
-                # librdkafka's consume(n, timeout) returns early only with n records: while the
-                # owner is busy a short wait gathers a batch; while it is idle, poll() returns
-                # the first record the moment it comes and consume(n, 0) adds what is there,
-                # so a quiet topic's record is not held back for the idle wait.
+                    self._pause(consumer, False)
+                # consume(n, timeout) returns early only with n records: while the owner is
+                # busy a short wait gathers a batch; while idle, poll() returns the first
+                # record at once and consume(n, 0) adds what is there.
                 if owner.busy():
                     self._expect(_POLL_BUSY)
                     messages = consumer.consume(_CONSUME_BATCH, _POLL_BUSY)
@@ -449,12 +390,9 @@ class Member:
                         messages.extend(consumer.consume(_CONSUME_BATCH - 1, 0))
                 if self.abandoned:
                     return  # replaced while away: its consumer is another thread's now
-                if not messages:
-                    self._measure_lag(consumer)
-                    continue
-                # Records of partitions revoked meanwhile are dropped on the loop, which
-                # knows the current assignment (no per-record work on this thread).
-                loop.call_soon_threadsafe(owner.on_messages, self, messages)
+                if messages:
+                    # Records of partitions revoked meanwhile are dropped on the loop.
+                    loop.call_soon_threadsafe(owner.on_messages, self, messages)
                 self._measure_lag(consumer)
             if self.abandoned:
                 return
@@ -466,9 +404,7 @@ class Member:
             if self.abandoned:
                 return
             log.exception("Kafka group %r: the consumer thread failed", self.group)
-            # The owner's watchdog replaces this member (and gives up after a few); its
-            # abandon() leaves the group before closing, as a stop does (a close in the
-            # middle of a rebalance can hang librdkafka).
+            # The owner's watchdog replaces this member (its abandon() leaves the group).
             why = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             self.died = f"the consumer thread failed ({why})"
         finally:
@@ -476,88 +412,81 @@ class Member:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._set_done)
 
+    def _pause(self, consumer: Consumer, paused: bool) -> None:
+        """Pause (or resume) every assigned partition, once per change."""
+        if self._paused != paused:
+            self._paused = paused
+            with contextlib.suppress(KafkaException):
+                if paused:
+                    consumer.pause(consumer.assignment())
+                else:
+                    consumer.resume(consumer.assignment())
+
     def _set_done(self) -> None:
         if not self.done.done():
             self.done.set_result(None)
 
-    def _run_commands(self, consumer: Consumer) -> None:
+    def _queued(self) -> Iterator[tuple[str, Any]]:
+        """The loop's commands queued so far, each taken out as it is served."""
         while True:
             try:
-                command, arg = self._commands.get_nowait()
+                yield self._commands.get_nowait()
             except queue.Empty:
                 return
+
+    def _run_commands(self, consumer: Consumer) -> None:
+        for command, arg in self._queued():
             self._expect(_COMMIT_ALLOWANCE)
             if command == "commit":
                 positions, future = arg
-                self._commit_for(consumer, positions, future)
-            elif command == "final":
-                self._commit_sync(consumer, arg, "at close")
+                self._commit_future = future
+                try:
+                    self._resolve(future, self._write(consumer, positions))
+                finally:
+                    self._commit_future = None
+            else:  # "final"
+                self._write(consumer, arg, "at close")
 
-    def _tps(self, positions: Sequence[Position]) -> list[TopicPartition]:
+    def _drain_commands(self) -> None:
+        """The thread ends: resolve what the loop still waits for (nothing more is written)."""
+        for command, arg in self._queued():
+            if command == "commit":
+                self._resolve(arg[1], None)
+
+    def _write(
+        self, consumer: Consumer, positions: Sequence[Position], when: str = ""
+    ) -> KafkaError | None:
+        """Commit the ``positions`` of held partitions synchronously (an asynchronous
+        commit's result comes only from a later poll, which a full buffer holds back); the
+        first error that is not a rebalance's (logged, ``when`` given), else None."""
         owned = self._owned
-        return [
+        tps = [
             TopicPartition(t, p, o, metadata=m)
             for t, p, o, m in positions
             if (t, p) in owned and o >= 0
         ]
-
-    def _commit_for(
-        self, consumer: Consumer, positions: Sequence[Position], future: asyncio.Future[None]
-    ) -> None:
-        """A synchronous commit (one broker round trip) whose result resolves ``future``.
-
-        Synchronous on purpose: an asynchronous commit's result is served only from a later
-        ``poll``, which this thread skips while the owner's buffer is full."""
-        tps = self._tps(positions)
         if not tps:
-            self._resolve(future, None)
-            return
-        self._commit_future = future
+            return None
+        failed: KafkaError | None = None
         try:
             result = self._commit(consumer, tps)
         except KafkaException as exc:
-            err = exc.args[0]
-            self._resolve(future, None if is_rebalance_error(err) else err)
-            return
-        finally:
-            self._commit_future = None
-        failed = None
+            result = []
+            if exc.args[0].code() not in _REBALANCE_CODES:
+                failed = exc.args[0]
         for tp in result or ():
             if tp.error is None:
                 self._committed[(tp.topic, tp.partition)] = tp.offset
-            elif failed is None and not is_rebalance_error(tp.error):
+            elif failed is None and tp.error.code() not in _REBALANCE_CODES:
                 failed = tp.error
-        self._resolve(future, failed)
-
-    def _drain_commands(self) -> None:
-        """The thread ends: resolve what the loop still waits for (nothing more is written)."""
-        while True:
-            try:
-                command, arg = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            if command == "commit":
-                self._resolve(arg[1], None)
-
-    def _commit_sync(self, consumer: Consumer, positions: Sequence[Position], when: str) -> None:
-        tps = self._tps(positions)
-        if not tps:
-            return
-        try:
-            result = self._commit(consumer, tps)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if not is_rebalance_error(err):
-                log.warning(
-                    "Kafka group %r: commit %s failed: %s; those records will be delivered again",
-                    self.group,
-                    when,
-                    self._scrub(err.str()),
-                )
-            return
-        for tp in result or ():
-            if tp.error is None:
-                self._committed[(tp.topic, tp.partition)] = tp.offset
+        if failed is not None and when:
+            log.warning(
+                "Kafka group %r: commit %s failed: %s; those records will be delivered again",
+                self.group,
+                when,
+                self._scrub(failed.str()),
+            )
+        return failed
 
     def _commit(self, consumer: Consumer, tps: list[TopicPartition]) -> list[TopicPartition]:
         """A synchronous commit, noting how long it waits and whether the coordinator
@@ -577,7 +506,7 @@ class Member:
     def _note_commit(self, err: KafkaError | None) -> None:
         """Track commits failing for want of the group coordinator (cleared by one that
         got through, or failed for another reason)."""
-        if err is None or not is_coordinator_error(err):
+        if err is None or err.code() not in _COORDINATOR_CODES:
             self.commit_failing_since = None
             return
         self.commit_failure = f"{err.name()}: {self._scrub(err.str())}"
@@ -602,15 +531,11 @@ class Member:
             self._loop.call_soon_threadsafe(apply)
 
     def _on_stats(self, stats: str) -> None:
-        """librdkafka's statistics (on the consumer thread): the group's join state. A
-        member without partitions while the group is not ``steady`` for ``STUCK_AFTER``
-        seconds is stuck: a group that rebalances for ever (a Go hexa-event member leading
-        it fails to decode our subscription metadata and backs off, again and again). A
-        group state other than ``up`` for ``COORDINATOR_DOWN_AFTER`` seconds means no
-        coordinator (which an idle member's commits would not tell)."""
+        """librdkafka's statistics (on the consumer thread): the group's state, for the
+        stuck, coordinator and recovery rules (docs/engines/kafka.md, "Internals")."""
         self._stats = stats
-        # Only the "cgrp" object is decoded, not the whole document (which lists every
-        # broker, topic and partition).
+        # Only the "cgrp" object is decoded, not the whole document (every broker, topic
+        # and partition).
         at = stats.rfind('"cgrp":')
         if at < 0:
             return
@@ -623,60 +548,50 @@ class Member:
             return
         if not isinstance(cgrp, dict) or not cgrp:
             return
-        settled = cgrp.get("join_state") == "steady" or int(cgrp.get("assignment_size", 0)) > 0
         now = time.monotonic()
-        self._note_recovery(cgrp, now)
-        self._note_coordinator(cgrp, now)
-        lost = self.lost_at
-        if lost is not None and cgrp.get("join_state") == "steady":
-            # Rejoined without an assign callback (nothing for this member): the group's
-            # last rebalance came after the loss.
-            age = float(cgrp.get("rebalance_age", 0)) / 1000
-            if now - age > lost + _RECOVERY_AFTER:
-                self.lost_at = None
-        if settled or self._owned:
-            self._unsettled_since = None
-            self.stuck = None
-            return
-        since = self._unsettled_since = self._unsettled_since or now
-        if now - since >= STUCK_AFTER:
-            self.stuck = (
-                f"holds no partitions: group {self.group!r} has been rebalancing for "
-                f"{now - since:.0f} s (state {cgrp.get('state')}/{cgrp.get('join_state')}, "
-                f"{cgrp.get('rebalance_cnt', '?')} rebalances; last: "
-                f"{cgrp.get('rebalance_reason') or '?'}). A member that cannot join keeps "
-                "it from settling, e.g. Go hexa-event (sarama 1.27) leading a group shared "
-                "with Python members: see docs/go-interop.md"
-            )
-
-    def _note_recovery(self, cgrp: dict[str, Any], now: float) -> None:
-        """Clear a shown error once the statistics, taken after it, find the group's
-        coordinator connected again (cgrp state ``up``): a retry group that receives no
-        records would otherwise show the outage long after it ended. Passive on purpose: a
-        metadata request with a short timeout from this thread while the broker restarts
-        met librdkafka's enq_once assertion (an abort) in the fault test."""
-        if self.last_error is None or self.fatal is not None:
-            return
-        if cgrp.get("state") == "up" and now - self._error_at >= _RECOVERY_AFTER:
+        state, join_state = cgrp.get("state"), cgrp.get("join_state")
+        recovered = state == "up" and now - self._error_at >= _RECOVERY_AFTER
+        if recovered and self.last_error is not None and self.fatal is None:
+            # Passive on purpose: a metadata request from this thread while the broker
+            # restarts met librdkafka's enq_once assertion (an abort).
             log.info(
                 "Kafka group %r: connected to its coordinator again (was: %s)",
                 self.group,
                 self.last_error,
             )
             self.clear_error()
+        self._note_coordinator(cgrp, now)
+        lost = self.lost_at
+        if lost is not None and join_state == "steady":
+            # Rejoined without an assign callback: the last rebalance came after the loss.
+            age = float(cgrp.get("rebalance_age", 0)) / 1000
+            if now - age > lost + _RECOVERY_AFTER:
+                self.lost_at = None
+        settled = join_state == "steady" or int(cgrp.get("assignment_size", 0)) > 0
+        self._unsettled_since, age = _lasting(
+            self._unsettled_since, not settled and not self._owned, now
+        )
+        self.stuck = None
+        if age >= STUCK_AFTER:
+            self.stuck = (
+                f"holds no partitions: group {self.group!r} has been rebalancing for "
+                f"{age:.0f} s (state {state}/{join_state}, "
+                f"{cgrp.get('rebalance_cnt', '?')} rebalances; last: "
+                f"{cgrp.get('rebalance_reason') or '?'}). A member that cannot join keeps "
+                "it from settling, e.g. Go hexa-event (sarama 1.27) leading a group shared "
+                "with Python members: see docs/go-interop.md"
+            )
 
     def _note_coordinator(self, cgrp: dict[str, Any], now: float) -> None:
         """Track the group's state (``up``: its coordinator answers) for health."""
         state = cgrp.get("state")
-        if state == "up" or self._stop.is_set():
-            self._coordinator_down_since = None
-            self.coordinator_down = None
-            return
-        since = self._coordinator_down_since = self._coordinator_down_since or now
-        if now - since >= COORDINATOR_DOWN_AFTER:
+        down = state != "up" and not self._stop.is_set()
+        self._coordinator_down_since, age = _lasting(self._coordinator_down_since, down, now)
+        self.coordinator_down = None
+        if age >= COORDINATOR_DOWN_AFTER:
             self.coordinator_down = (
                 f"has no group coordinator: librdkafka's group state has been {state!r} "
-                f"(not 'up') for {now - since:.0f} s"
+                f"(not 'up') for {age:.0f} s"
             )
 
     def _measure_lag(self, consumer: Consumer, now: float | None = None) -> None:
@@ -704,13 +619,11 @@ class Member:
             try:
                 low, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
             except KafkaException:
-                views[key] = (position, -1)
-                continue
+                low, high = -1, -1
             views[key] = (position, high)
-            if high < 0:
-                continue
-            total += max(0, high - (committed if committed >= 0 else max(low, 0)))
-            known = True
+            if high >= 0:
+                total += max(0, high - (committed if committed >= 0 else max(low, 0)))
+                known = True
         # A member that holds nothing (after its assignment) is behind by nothing.
         self.lag = total if known or (self._assigned and not self._owned) else None
         if not self.room.is_set() or self._paused:
@@ -721,57 +634,31 @@ class Member:
         if not starved:
             self.starving = None
             return
-        text = describe_starved(starved, now, self._fetch_states())
+        states = {k: str(p.get("fetch_state", "?")) for k, p in self._partition_stats().items()}
+        text = describe_starved(starved, now, states)
         if self.starving is None:
             log.warning("Kafka group %r %s", self.group, text)
         self.starving = text
 
-    def _fetch_states(self) -> dict[tuple[str, int], str]:
-        """Each partition's fetch state in librdkafka's last statistics (``{}``: none)."""
-        stats = self._stats
-        if stats is None:
-            return {}
-        try:
-            topics = json.loads(stats).get("topics", {})
+    def _partition_stats(self) -> dict[tuple[str, int], dict[str, Any]]:
+        """Each partition's object in librdkafka's last statistics (``{}``: none)."""
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            topics = json.loads(self._stats or "{}").get("topics", {})
             return {
-                (name, int(number)): str(p.get("fetch_state", "?"))
+                (name, int(number)): p
                 for name, topic in topics.items()
                 for number, p in topic.get("partitions", {}).items()
                 if int(number) >= 0
             }
-        except (ValueError, AttributeError, TypeError):
-            return {}
+        return {}
 
     def debug_state(self) -> dict[str, Any]:
         """What a test prints when a member stands still: the thread's view, and librdkafka's
         statistics of each held partition (read from any thread: no consumer call)."""
-        partitions: dict[str, Any] = {}
-        cgrp: dict[str, Any] = {}
         owned = set(self._owned)
+        cgrp: dict[str, Any] = {}
         with contextlib.suppress(ValueError, AttributeError, TypeError):
-            document = json.loads(self._stats or "{}")
-            for name, topic in document.get("topics", {}).items():
-                for number, p in topic.get("partitions", {}).items():
-                    if (name, int(number)) in owned:
-                        partitions[f"{name}-{number}"] = {
-                            k: p.get(k)
-                            for k in (
-                                "fetch_state",
-                                "leader",
-                                "broker",
-                                "desired",
-                                "fetchq_cnt",
-                                "next_offset",
-                                "app_offset",
-                                "committed_offset",
-                                "hi_offset",
-                                "ls_offset",
-                                "consumer_lag",
-                                "msgs",
-                                "rxmsgs",
-                            )
-                        }
-            cgrp = document.get("cgrp", {})
+            cgrp = json.loads(self._stats or "{}").get("cgrp", {})
         return {
             "group": self.group,
             "owned": sorted(owned),
@@ -783,7 +670,9 @@ class Member:
             "starving": self.starving,
             "last_error": self.last_error,
             "cgrp": {k: cgrp.get(k) for k in ("state", "join_state", "rebalance_reason")},
-            "partitions": partitions,
+            "partitions": {
+                f"{t}-{n}": p for (t, n), p in self._partition_stats().items() if (t, n) in owned
+            },
         }
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -791,6 +680,7 @@ class Member:
         self._expect(2 * _COMMITTED_TIMEOUT + _CALLBACK_ALLOWANCE)
         found: list[tuple[str, int, int, str]] = []
         if partitions:
+            known = True
             try:
                 committed = consumer.committed(partitions, timeout=_COMMITTED_TIMEOUT)
             except KafkaException as exc:
@@ -802,15 +692,10 @@ class Member:
                 )
                 committed = [TopicPartition(tp.topic, tp.partition, -1) for tp in partitions]
                 known = False
-            else:
-                known = True
             if self.fallback_group and any(tp.offset < 0 for tp in committed):
                 committed = self._fallback(committed)
-            start = (
-                OFFSET_BEGINNING
-                if self._config.get("auto.offset.reset") == "earliest"
-                else OFFSET_END
-            )
+            earliest = self._config.get("auto.offset.reset") == "earliest"
+            start = OFFSET_BEGINNING if earliest else OFFSET_END
             positioned = []
             for tp in committed:
                 offset = tp.offset if tp.offset >= 0 else -1
@@ -858,13 +743,9 @@ class Member:
         return [by_key.get((tp.topic, tp.partition), tp) for tp in committed]
 
     def _leave(self, consumer: Consumer) -> None:
-        """Unsubscribe and serve the revoke before ``close()``.
-
-        Closing while partitions are still assigned and a rebalance is under way can hang
-        librdkafka for good in the rebalance callback's (un)assign (its issues #4527 and
-        #4884); with the assignment already empty, ``close()`` has nothing to revoke. Records
-        polled meanwhile are dropped (never handed out, never committed).
-        """
+        """Unsubscribe and serve the revoke before ``close()``: closing with partitions
+        assigned during a rebalance can hang librdkafka (its issues #4527 and #4884).
+        Records polled meanwhile are dropped (never handed out, never committed)."""
         deadline = time.monotonic() + self._revoke_timeout + 5
         try:
             consumer.unsubscribe()
@@ -884,20 +765,15 @@ class Member:
             positions = future.result(timeout=self._revoke_timeout + 5)
         except Exception:
             log.exception("Kafka group %r: revoke handling failed", self.group)
-        self._commit_sync(consumer, positions, "of revoked partitions")
-        self._owned.difference_update(keys)
+        self._write(consumer, positions, "of revoked partitions")
         for key in keys:
             self._committed.pop(key, None)
-        if self.eager:
-            consumer.unassign()
-        else:
-            consumer.incremental_unassign(partitions)
+        self._unassign(consumer, partitions, keys)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         if keys:
             self.lost_at = self.lost_at or time.monotonic()
-        self._owned.difference_update(keys)
         log.warning(
             "Kafka group %r lost partitions %s (session timeout?); their unfinished events "
             "will be delivered again",
@@ -905,42 +781,39 @@ class Member:
             keys,
         )
         self._loop.call_soon_threadsafe(self._owner.on_lost, self, keys)
+        self._unassign(consumer, partitions, keys)
+
+    def _unassign(
+        self, consumer: Consumer, partitions: list[TopicPartition], keys: list[tuple[str, int]]
+    ) -> None:
+        self._owned.difference_update(keys)
         if self.eager:
             consumer.unassign()
         else:
             consumer.incremental_unassign(partitions)
 
-    def _on_error(self, err: KafkaError) -> None:
-        """librdkafka's error callback (and errors in consumed messages)."""
+    def on_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (and errors in consumed messages): a fatal one is
+        reported to the owner once, with advice; others are shown until records flow."""
         text = f"{err.name()}: {self._scrub(err.str())}"
-        advice = fatal_advice(err)
-        if advice is not None:
-            self._report_fatal(f"{text}; {advice}")
-            return
-        self.last_error = text
-        now = self._error_at = time.monotonic()
-        if now - self._last_error_log.get(err.code(), 0.0) >= _ERROR_LOG_INTERVAL:
-            self._last_error_log[err.code()] = now
-            log.warning("Kafka group %r: %s (librdkafka retries with backoff)", self.group, text)
-
-    def _report_fatal(self, text: str) -> None:
-        if self.fatal is not None:
-            return
-        self.fatal = text
-        self.last_error = text
-        log.error("Kafka group %r cannot go on: %s", self.group, text)
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._owner.on_fatal, self, text)
+        advice = _FATAL_CODES.get(err.code())
+        if advice is None and err.fatal():
+            advice = "librdkafka reported a fatal error; restart the receiver after fixing it"
+        if advice is None:
+            self.last_error = text
+            now = self._error_at = time.monotonic()
+            if now - self._last_error_log.get(err.code(), 0.0) >= _ERROR_LOG_INTERVAL:
+                self._last_error_log[err.code()] = now
+                log.warning(
+                    "Kafka group %r: %s (librdkafka retries with backoff)", self.group, text
+                )
+        elif self.fatal is None:
+            self.fatal = self.last_error = f"{text}; {advice}"
+            log.error("Kafka group %r cannot go on: %s", self.group, self.fatal)
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._owner.on_fatal, self, self.fatal)
 
     def clear_error(self) -> None:
         """Records flow again: a transient error is over (fatal ones stay)."""
         if self.fatal is None:
             self.last_error = None
-
-    def check_message_error(self, message: Message) -> bool:
-        """True when ``message`` is an error event (reported), not a record."""
-        err = message.error()
-        if err is None:
-            return False
-        self._on_error(err)
-        return True

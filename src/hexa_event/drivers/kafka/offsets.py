@@ -1,22 +1,14 @@
-"""Per-partition offset bookkeeping: the watermark, and acks above it in commit metadata.
-
-A partition's committed offset is its lowest unfinished offset (never "highest seen", so a
-slow or failed record is never skipped because a later one succeeded). Records acked above
-it would come again to the next owner after a clean close or a rebalance, so each commit
-also carries them in the commit's metadata string (Parallel Consumer's trick): the next
-owner reads the metadata on assignment and skips those offsets. The metadata is bounded
-(``MAX_METADATA`` characters, below the broker's default ``offset.metadata.max.bytes`` of
-4096); acks that do not fit are left out and simply delivered again (at-least-once).
-
-Format: ``hexa1:`` then comma-separated ``<start>+<length>`` runs of acked offsets, with
-``start`` relative to the committed offset; anything else (another library's metadata, an
-empty string) means "nothing acked above the committed offset".
+"""Per-partition offset bookkeeping: the commit is the lowest unfinished offset, and the
+acks above it travel in the commit metadata, ``hexa1:<start>+<length>,...`` (starts relative
+to the committed offset, at most ``MAX_METADATA`` characters; anything else means nothing
+acked above). Design: docs/engines/kafka.md, section "Internals".
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from itertools import groupby
 
 PREFIX = "hexa1:"
 MAX_METADATA = 3000
@@ -26,22 +18,14 @@ def encode_acked(base: int, acked: Iterable[int]) -> str:
     """The metadata for committed offset ``base`` and acked offsets above it."""
     runs: list[str] = []
     size = len(PREFIX)
-    start = last = -1
-    for offset in sorted(o for o in acked if o > base):
-        if offset == last + 1 and start >= 0:
-            last = offset
-            continue
-        if start >= 0:
-            text = f"{start - base}+{last - start + 1}"
-            size += len(text) + 1
-            if size > MAX_METADATA:
-                return PREFIX + ",".join(runs)
-            runs.append(text)
-        start = last = offset
-    if start >= 0:
-        text = f"{start - base}+{last - start + 1}"
-        if size + len(text) + 1 <= MAX_METADATA:
-            runs.append(text)
+    above = enumerate(sorted({o for o in acked if o > base}))
+    for _, run in groupby(above, lambda pair: pair[1] - pair[0]):  # consecutive offsets
+        offsets = [o for _, o in run]
+        text = f"{offsets[0] - base}+{len(offsets)}"
+        size += len(text) + 1
+        if size > MAX_METADATA:
+            break  # the rest is delivered again (at-least-once)
+        runs.append(text)
     return PREFIX + ",".join(runs) if runs else ""
 
 
@@ -65,13 +49,10 @@ def decode_acked(base: int, metadata: str | None) -> set[int]:
 
 
 class PartitionState:
-    """Loop-owned state of one assigned partition (a new object per assignment).
-
-    ``offsets`` holds the offsets received and not yet finished (plus finished ones behind
-    an unfinished head), ascending; ``done`` the finished ones that are not at the head.
-    ``skip`` holds offsets another member acked above the committed offset (from the commit
-    metadata): they are finished as they arrive, never handed out.
-    """
+    """Loop-owned state of one assigned partition (a new object per assignment): ``offsets``
+    received and not finished (plus finished ones behind an unfinished head), ascending;
+    ``done`` the finished ones not at the head; ``skip`` offsets acked above the committed
+    one by another member (commit metadata), finished as they arrive."""
 
     __slots__ = (
         "committed",

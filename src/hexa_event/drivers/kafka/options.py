@@ -1,8 +1,5 @@
-"""Typed options of the Kafka driver (the Go library's ``Extra``, done right).
-
-Anything we do not model passes through unchanged to librdkafka in ``client_config``
-(both sides), ``producer_config`` or ``consumer_config``; see librdkafka's CONFIGURATION.md.
-Secrets (SASL password, key passwords, OAuth secrets, JAAS configs) never appear in reprs.
+"""Typed options of the Kafka driver; anything not modelled passes through to librdkafka
+(``client_config``, ``producer_config``, ``consumer_config``). Secrets never appear in reprs.
 """
 
 from __future__ import annotations
@@ -10,7 +7,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ...errors import ConfigurationError
@@ -21,14 +18,12 @@ from ..kit import options as kit
 Assignment = Literal["cooperative-sticky", "range", "roundrobin"]
 ASSIGNMENTS = ("cooperative-sticky", "range", "roundrobin")
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.kafka.librdkafka")
-"""librdkafka's own log lines (producer, consumers and admin client), served from the
-driver's threads; a line repeated within ``_REPEAT_WINDOW`` seconds is logged once."""
+"""librdkafka's own log lines; a line repeated within ``_REPEAT_WINDOW`` s is logged once."""
 _REPEAT_WINDOW = 10.0
 
 
 class _RepeatFilter(logging.Filter):
-    """Drops a librdkafka line identical to one logged less than ``_REPEAT_WINDOW`` ago
-    (during an outage librdkafka repeats its connect failure many times a second)."""
+    """Drops a line logged less than ``_REPEAT_WINDOW`` ago (an outage repeats many)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,11 +59,6 @@ _DOTLESS_KEYS = frozenset({"acks", "debug", "retries"})
 """The librdkafka settings without a dot in their name (fields of ours have none)."""
 
 
-def librdkafka_key(key: str) -> bool:
-    """Whether a URL query option is a librdkafka setting (passed to ``client_config``)."""
-    return "." in key or key in _DOTLESS_KEYS
-
-
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@,?#]+)(?::([^:]*))?$")
 
 
@@ -93,36 +83,34 @@ def check_bootstrap(servers: str) -> None:
             )
 
 
-def _harmless(key: str, value: Any) -> bool:
-    """A forbidden key set to the value the driver uses anyway."""
-    return key in ("enable.auto.offset.store", "enable.auto.commit") and value in (False, "false")
+def _refuse_owned(owner: str, *sources: Mapping[str, Any], hint: str = "") -> None:
+    """Refuse a consumer setting the driver owns (unless set to the value it uses)."""
+    for key, why in _FORBIDDEN_CONSUMER.items():
+        for source in sources:
+            harmless = key in ("enable.auto.offset.store", "enable.auto.commit")
+            if key in source and not (harmless and source[key] in (False, "false")):
+                extra = hint if key == "group.id" else ""
+                raise ConfigurationError(f"{owner}: do not set {key!r}: {why}{extra}")
 
 
 _FAST_FIRST_REQUEST = {"reconnect.backoff.ms": 10}
-"""For the admin client and the producer: librdkafka drops its bootstrap connection once it
-knows the brokers and waits out this back-off before connecting to them; at its 100 ms that
-put about 50 ms on the first metadata request. (Consumers keep librdkafka's default: a
-consumer group's rejoin after a broker restart is left to librdkafka's own pacing.) The
-back-off still doubles on every failed attempt, up to reconnect.backoff.max.ms."""
+"""Admin client and producer: connect to the learnt brokers without librdkafka's 100 ms
+back-off (docs/engines/kafka.md, "Latency"); consumers keep the default."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
 class KafkaOptions(kit.DriverOptions):
-    """How the driver talks to Kafka.
+    """How the driver talks to Kafka (docs/engines/kafka.md, "Connecting and options").
 
-    ``bootstrap_servers``: ``host:port[,host:port]``. ``provision``: create missing topics
-    (``partitions`` and ``replication_factor``, plus ``topic_config``) on first use; when
-    off, an emit or subscribe to a missing topic raises ChannelNotFoundError.
-    ``partitioner``: librdkafka's partitioner; ``fnv1a_random`` places keys where Go
-    hexa-event's sarama producers do. ``delivery_timeout``: seconds before an unacknowledged
-    emit fails. TLS and SASL settings are librdkafka's (``security.protocol``,
-    ``ssl.ca.location``, ``sasl.mechanism``, ``sasl.username``, ``sasl.password``...), given
-    as the typed fields below or in ``client_config``.
+    ``provision``: create missing topics (``partitions``, ``replication_factor``,
+    ``topic_config``) on first use; when off, a missing topic raises ChannelNotFoundError.
+    ``partitioner``: ``fnv1a_random`` places keys where Go hexa-event's sarama producers do.
+    ``delivery_timeout``: seconds before an unacknowledged emit fails. The TLS and SASL
+    fields are librdkafka's settings (``security_protocol`` is ``security.protocol``).
 
-    URL: ``kafka://[user:password@]host:port[,host:port][?option=value&...]``. User info
-    becomes SASL credentials (PLAIN over SASL_PLAINTEXT unless the query or options say
-    otherwise). Query options are this class's fields (``?partitions=6&provision=false``)
-    or librdkafka settings, which go to ``client_config`` (:func:`librdkafka_key`).
+    URL: ``kafka://[user:password@]host:port[,host:port][?option=value&...]``: user info
+    becomes SASL credentials (PLAIN over SASL_PLAINTEXT unless set otherwise); a query
+    option is a field or a librdkafka setting (:meth:`passes_through`) for ``client_config``.
     """
 
     engine = "Kafka"
@@ -159,23 +147,14 @@ class KafkaOptions(kit.DriverOptions):
     """Seconds a topic metadata lookup (provisioning, first publish to a topic) may take
     before the publish or subscribe fails with a DriverError (broker unreachable)."""
     group_lag: bool = False
-    """Sample the whole group's lag through the admin API (every process reports the same
-    figure) instead of this process's own partitions from cached watermarks (no requests;
-    add processes up). Off by default: librdkafka aborted the process (its ``enq_once``
-    assertion) in broker-restart tests with admin lag requests outstanding."""
+    """Sample the whole group's lag through the admin API instead of this process's own
+    partitions from cached watermarks (off: librdkafka aborted in broker-restart tests)."""
     poll_stall_timeout: float = 60.0
-    """Seconds a consumer thread may stay in one call past that call's own bound (a poll's
-    wait, a rebalance callback's ``revoke_timeout``, a commit) before the watchdog calls it
-    stalled: health turns unhealthy naming it, its stack is logged and the member is
-    replaced by a fresh consumer on a fresh thread (a dead thread is replaced too). 0 turns
-    the stall check off (a dead thread is still replaced)."""
+    """Seconds a consumer thread may stay in one call past that call's own bound before it
+    is reported and replaced (0: no stall check); docs/engines/kafka.md, "Failures and recovery"."""
     coordinator_timeout: float = 60.0
-    """Seconds a consumer may go without its group coordinator (its partitions lost with the
-    group's session and not given back, or its commits waiting for or refused by the
-    coordinator) before it is replaced by a fresh consumer like a stalled one; health
-    reports the problem from its start. A replacement for this does not count towards the
-    watchdog's limit; a group's next one waits twice as long (up to 10 minutes) until a
-    consumer of it is assigned again. 0: never replaced for this."""
+    """Seconds a consumer may go without its group coordinator before it is replaced (0:
+    never; backed off, not counted as a stall); docs/engines/kafka.md, "Failures and recovery"."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers.strip():
@@ -197,10 +176,7 @@ class KafkaOptions(kit.DriverOptions):
         check_number("KafkaOptions.linger_ms", self.linger_ms)
         for name in ("client_config", "producer_config", "consumer_config"):
             kit.check_mapping("KafkaOptions", name, getattr(self, name), what="librdkafka keys")
-        for key, why in _FORBIDDEN_CONSUMER.items():
-            for source in (self.client_config, self.consumer_config):
-                if key in source and not _harmless(key, source[key]):
-                    raise ConfigurationError(f"KafkaOptions: do not set {key!r}: {why}")
+        _refuse_owned("KafkaOptions", self.client_config, self.consumer_config)
         for key, why in _FORBIDDEN_PRODUCER.items():
             if key in self.producer_config or key in self.client_config:
                 raise ConfigurationError(f"KafkaOptions: do not set {key!r}: {why}")
@@ -211,17 +187,10 @@ class KafkaOptions(kit.DriverOptions):
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
         }
-        typed = {
-            "security.protocol": self.security_protocol,
-            "sasl.mechanism": self.sasl_mechanism,
-            "sasl.username": self.sasl_username,
-            "sasl.password": self.sasl_password,
-            "ssl.ca.location": self.ssl_ca_location,
-            "ssl.certificate.location": self.ssl_certificate_location,
-            "ssl.key.location": self.ssl_key_location,
-            "ssl.key.password": self.ssl_key_password,
-        }
-        config.update({k: v for k, v in typed.items() if v is not None})
+        for f in fields(self):  # the TLS and SASL fields: security_protocol -> security.protocol
+            value = getattr(self, f.name)
+            if f.name.startswith(("security_", "sasl_", "ssl_")) and value is not None:
+                config[f.name.replace("_", ".")] = value
         config.update(self.client_config)
         return config
 
@@ -249,18 +218,11 @@ class KafkaOptions(kit.DriverOptions):
         config = self.common_config()
         config.update(
             {
-                "group.id": group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest" if start == "earliest" else "latest",
                 "enable.partition.eof": False,
                 "topic.metadata.refresh.interval.ms": 5000,
-                # A fetch that finds its partitions empty waits this long at the broker. The
-                # first fetch after an assignment goes out before the start offsets are
-                # resolved, so it delays the first record by this much (librdkafka's 500 ms
-                # made that half a second; 100 ms a tenth). 20 ms costs an idle member about
-                # 50 small fetches a second per broker; raise it in consumer_config if that
-                # matters more than latency.
+                # The first fetch after an assignment waits this long at the broker (500 ms
+                # by default): docs/engines/kafka.md, "Latency".
                 "fetch.wait.max.ms": 20,
             }
         )
@@ -287,7 +249,8 @@ class KafkaOptions(kit.DriverOptions):
 
     @classmethod
     def passes_through(cls, key: str) -> bool:
-        return librdkafka_key(key)
+        """A librdkafka setting (a name with a dot, or one of ``_DOTLESS_KEYS``)."""
+        return "." in key or key in _DOTLESS_KEYS
 
     @classmethod
     def from_parts(cls, fields: dict[str, Any], url: kit.ParsedUrl) -> None:
@@ -305,21 +268,16 @@ class KafkaOptions(kit.DriverOptions):
 
 @dataclass(frozen=True, slots=True, repr=False)
 class KafkaSubscriptionOptions(kit.Redacted):
-    """Per-subscription Kafka settings.
+    """Per-subscription Kafka settings (docs/engines/kafka.md, "Internals").
 
     ``group`` overrides the consumer group (by default the subscription's action, as in Go).
-    ``assignment``: the partition assignment strategy of the group. ``cooperative-sticky``
-    (the default) moves only the partitions that change owner; ``range`` and ``roundrobin``
-    are eager (every member gives everything back on each rebalance) and are what sarama,
-    hence Go hexa-event, speaks: use ``range`` to share a group with Go members (every
-    member of a group must use the same strategy).
-    ``separate_retry_group``: read the action's retry channels in a group of their own,
-    ``<group>.retry``, so that members share the source channel evenly (cooperative-sticky
-    balances a group's total partition count, not each topic). ``None`` (the default) means
-    on for cooperative-sticky and off for the eager strategies, which spread each topic
-    over the members and must keep Go's one group per action.
-    ``consumer_config`` is passed to librdkafka's consumer for this subscription only.
-    ``buffer``: how many fetched records may wait locally before fetching pauses.
+    ``assignment``: the group's strategy; ``cooperative-sticky`` moves only the partitions
+    that change owner, the eager ``range`` and ``roundrobin`` are what sarama (Go
+    hexa-event) speaks: ``range`` shares a group with Go members (all must use the same).
+    ``separate_retry_group``: read the retry channels in ``<group>.retry`` (None: on for
+    cooperative-sticky, off for the eager strategies, which keep Go's one group).
+    ``consumer_config``: librdkafka settings for this subscription only. ``buffer``: how
+    many fetched records may wait locally before fetching pauses.
     """
 
     group: str | None = None
@@ -343,11 +301,5 @@ class KafkaSubscriptionOptions(kit.Redacted):
                 self, "separate_retry_group", self.assignment == "cooperative-sticky"
             )
         kit.check_mapping(owner, "consumer_config", self.consumer_config, what="librdkafka keys")
-        for key, why in _FORBIDDEN_CONSUMER.items():
-            value = self.consumer_config.get(key)
-            if key in self.consumer_config and not _harmless(key, value):
-                raise ConfigurationError(
-                    f"{owner}: do not set {key!r}: {why}"
-                    + (f"; use {owner}(group=...)" if key == "group.id" else "")
-                )
+        _refuse_owned(owner, self.consumer_config, hint=f"; use {owner}(group=...)")
         kit.check_count(owner, "buffer", self.buffer)

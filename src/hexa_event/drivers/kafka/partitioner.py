@@ -1,12 +1,6 @@
-"""Where Go hexa-event's producers put a key: sarama's default hash partitioner.
-
-sarama's ``NewHashPartitioner`` (the default of ``sarama.NewConfig``, which Go hexa-event's
-``hafka`` uses) hashes the key with 32-bit FNV-1a, reads the sum as a signed int32, takes
-Go's remainder (sign of the dividend) and then the absolute value. librdkafka's
-``fnv1a_random`` partitioner takes the absolute value of the signed hash first and then the
-remainder, which gives the same partition for every key (including the int32 minimum); the
-tests check both against vectors from a real sarama run. The driver sets
-``partitioner=fnv1a_random``; this module is the reference used by those tests and tools.
+"""Where Go hexa-event's producers put a key: sarama's default hash partitioner (32-bit
+FNV-1a, Go's signed remainder). librdkafka's ``fnv1a_random``, which the driver sets, picks
+the same partition for every key; this is the reference the tests check it against.
 """
 
 from __future__ import annotations
@@ -32,8 +26,5 @@ def sarama_partition(key: bytes | str, partitions: int) -> int:
     signed = fnv1a_32(data)
     if signed >= 0x80000000:
         signed -= 0x100000000
-    # Go's % truncates toward zero: the result has the sign of the dividend.
-    remainder = abs(signed) % partitions
-    if signed < 0:
-        remainder = -remainder
-    return -remainder if remainder < 0 else remainder
+    # Go's % has the sign of the dividend; sarama then takes the absolute value of it.
+    return abs(signed) % partitions

@@ -1,12 +1,6 @@
-"""The emit side: an idempotent confluent-kafka producer behind an asyncio bridge.
-
-``produce()`` and ``poll(0)`` are non-blocking and run on the event loop: while records
-await their delivery reports, a loop timer serves them every 2 ms, so the reports resolve
-futures on the loop's own thread. (A dedicated poll thread was measured first: its per-report
-Python callbacks fought the loop for the GIL and cost ~25% of emit throughput.) Only the
-blocking ``flush`` at close runs in a worker thread. :meth:`KafkaProducer.publish` returns
-only when every record of the batch has a successful delivery report (acks=all, idempotence
-on).
+"""The emit side: an idempotent confluent-kafka producer (acks=all) behind an asyncio
+bridge. ``produce`` and ``poll(0)`` run on the event loop, a loop timer serves the delivery
+reports (docs/engines/kafka.md, "Internals"); only the ``flush`` at close runs in a thread.
 """
 
 from __future__ import annotations
@@ -24,9 +18,9 @@ from ...errors import ClosedError, DriverError, NotStoredError
 
 log = logging.getLogger(__name__)
 
-_PENDING_RETRY_DELAY = 0.002
 _SERVE_INTERVAL = 0.002
-"""Seconds between ``poll(0)`` calls on the loop while records await their reports."""
+"""Seconds between ``poll(0)`` calls on the loop while records await their reports (and
+before a produce refused by a full local queue is tried again)."""
 
 
 class _Batch:
@@ -52,39 +46,13 @@ class _Batch:
         return publish_outcome(self.count, failed)
 
 
-def _settle(
-    reports: list[tuple[_Batch, int, KafkaError | None]], scrub: Callable[[str], str]
-) -> None:
-    """On the loop: apply a batch of delivery reports to their publish calls."""
-    for batch, index, err in reports:
-        if err is not None:
-            batch.errors[index] = err
-        batch.remaining -= 1
-        if batch.remaining == 0 and not batch.future.done():
-            if not batch.errors:
-                batch.future.set_result(None)
-            else:
-                batch.future.set_exception(batch.failure(scrub))
-
-
-_TOO_LARGE = frozenset(
-    code
-    for code in (
-        getattr(KafkaError, "MSG_SIZE_TOO_LARGE", None),
-        getattr(KafkaError, "RECORD_LIST_TOO_LARGE", None),
-    )
-    if code is not None
-)
-_NOT_STORED = frozenset(
-    code
-    for code in (
-        getattr(KafkaError, "INVALID_RECORD", None),
-        getattr(KafkaError, "TOPIC_EXCEPTION", None),
-        getattr(KafkaError, "INVALID_MSG", None),
-        getattr(KafkaError, "_INVALID_ARG", None),
-    )
-    if code is not None
-)
+_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}
+_NOT_STORED = {
+    KafkaError.INVALID_RECORD,
+    KafkaError.TOPIC_EXCEPTION,
+    KafkaError.INVALID_MSG,
+    KafkaError._INVALID_ARG,
+}
 """Refusals of the record itself: sending it again cannot succeed."""
 
 
@@ -105,7 +73,7 @@ def delivery_error(err: KafkaError, scrub: Callable[[str], str] = str) -> Driver
         )
     if err.code() in _NOT_STORED:
         return NotStoredError(f"Kafka refused the record: {err.name()}: {scrub(err.str())}")
-    if err.code() == getattr(KafkaError, "TOPIC_AUTHORIZATION_FAILED", None):
+    if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
         return NotStoredError(
             f"Kafka refused the record: {err.name()}: {scrub(err.str())}; grant this "
             "principal WRITE on the topic",
@@ -136,11 +104,6 @@ class KafkaProducer:
         self._pending = 0
         self._reports: list[tuple[_Batch, int, KafkaError | None]] = []
         self._closed = False
-        self._start_lock = asyncio.Lock()
-
-    @property
-    def native(self) -> Producer | None:
-        return self._producer
 
     def _start(self) -> Producer:
         loop = asyncio.get_running_loop()
@@ -165,12 +128,23 @@ class KafkaProducer:
         if producer is None:
             return
         producer.poll(0)
-        if self._reports:
-            reports, self._reports = self._reports, []
-            self._pending -= len(reports)
-            _settle(reports, self._scrub)
+        self._pending -= self._apply_reports()
         if self._pending > 0 and not self._closed and self._loop is not None:
             self._timer = self._loop.call_later(_SERVE_INTERVAL, self._serve)
+
+    def _apply_reports(self) -> int:
+        """On the loop: apply the delivery reports that came; returns how many."""
+        reports, self._reports = self._reports, []
+        for batch, index, err in reports:
+            if err is not None:
+                batch.errors[index] = err
+            batch.remaining -= 1
+            if batch.remaining == 0 and not batch.future.done():
+                if batch.errors:
+                    batch.future.set_exception(batch.failure(self._scrub))
+                else:
+                    batch.future.set_result(None)
+        return len(reports)
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         """Produce ``records`` and return once the broker acknowledged every one of them.
@@ -180,12 +154,7 @@ class KafkaProducer:
         """
         if self._closed:
             raise ClosedError("the Kafka producer is closed; create a new driver")
-        if not records:
-            return
-        producer = self._producer
-        if producer is None:
-            async with self._start_lock:
-                producer = self._producer or self._start()
+        producer = self._producer or self._start()  # no await in between: started once
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[None] = loop.create_future()
@@ -211,7 +180,7 @@ class KafkaProducer:
                     self._pending += produced
                     produced = 0
                     self._serve()
-                    await asyncio.sleep(_PENDING_RETRY_DELAY)
+                    await asyncio.sleep(_SERVE_INTERVAL)
                 except KafkaException as exc:  # refused locally (too large...): not sent
                     batch.remaining -= 1
                     batch.errors[index] = exc.args[0]
@@ -239,8 +208,6 @@ class KafkaProducer:
             return
         # No loop-side polling any more: flush's thread alone serves the last reports.
         remaining = await asyncio.to_thread(producer.flush, flush_timeout)
-        if self._reports:
-            reports, self._reports = self._reports, []
-            _settle(reports, self._scrub)
+        self._apply_reports()
         if remaining:
             log.warning("Kafka producer closed with %d records undelivered", remaining)
