@@ -1,13 +1,7 @@
-"""``pulsar://``: the Apache Pulsar driver (pulsar-client, the C++ client's Python binding).
-
-- Emit: one cached producer per topic, sends windowed and confirmed per batch (see
-  :mod:`.producer`); the key is the partition key, headers are message properties, the
-  event time is set, and ``RawRecord.not_before`` becomes Pulsar's deliver-at.
-- Topics: created through the admin API on first use when ``PulsarOptions.provision`` is on
-  (``partitions`` > 1 makes them partitioned); dead-letter channels (``*.dlq``) get
-  unlimited retention so letters wait for a reader. With provisioning off a missing topic
-  raises :class:`~hexa_event.errors.ChannelNotFoundError`.
-- Receive: the action is the subscription; Key_Shared by default (see :mod:`.consumer`).
+"""``pulsar://``: the Apache Pulsar driver (pulsar-client, the C++ client's binding): topics
+created through the admin API when provisioning is on, emits through :mod:`.producer`,
+the action as a Key_Shared subscription by default (:mod:`.consumer`). Behaviour and
+options: docs/engines/pulsar.md.
 """
 
 from __future__ import annotations
@@ -158,14 +152,13 @@ class PulsarDriver(KitDriver):
 
     def validate(self, records: Sequence[RawRecord]) -> None:
         """Channels that cannot be Pulsar topic names (each channel checked once)."""
-        if all(channel_problem(c) is None for c in {r.channel for r in records}):
-            return
-        problems = {
-            i: NotStoredError(f"channel {problem}", limit="topic name")
-            for i, record in enumerate(records)
-            if (problem := channel_problem(record.channel)) is not None
-        }
-        if problems:
+        bad = {c: p for c in {r.channel for r in records} if (p := channel_problem(c))}
+        if bad:
+            problems = {
+                i: NotStoredError(f"channel {bad[record.channel]}", limit="topic name")
+                for i, record in enumerate(records)
+                if record.channel in bad
+            }
             raise refuse(len(records), problems)
 
     async def send(self, records: Sequence[RawRecord]) -> None:
@@ -186,18 +179,11 @@ class PulsarDriver(KitDriver):
         if not spec.channels and spec.pattern is None:
             raise ConfigurationError("a Pulsar subscription needs channels or a pattern")
         for channel in spec.channels:
-            problem = channel_problem(channel)
-            if problem is not None:
+            if problem := channel_problem(channel):
                 raise ConfigurationError(f"channel {problem}")
-        if spec.channels:
-            await self.provision(spec.channels)
+        await self.provision(spec.channels)
         subscription = PulsarSubscription(
-            self._client,
-            self.options,
-            spec,
-            sub_options,
-            self.subscriptions.discard,
-            self._admin,
+            self._client, self.options, spec, sub_options, self.subscriptions.discard, self._admin
         )
         await subscription.start()
         self.subscriptions.add(subscription)

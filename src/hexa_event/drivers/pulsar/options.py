@@ -1,11 +1,6 @@
-"""Typed options of the Pulsar driver (the Go library's ``Extra``, done right).
-
-Anything we do not model passes through unchanged: ``client_config`` to ``pulsar.Client``,
-``producer_config`` to ``Client.create_producer`` and ``consumer_config`` to
-``Client.subscribe`` (see pulsar-client's API reference for the names). Secrets (the auth
-token, TLS private key paths are not secret but tokens and ``authentication`` objects are)
-never appear in reprs, logs or errors.
-"""
+"""Typed options of the Pulsar driver. What is not modelled passes through unchanged
+(``client_config``, ``producer_config``, ``consumer_config``), except the settings the
+driver's guarantees depend on; secrets never appear in reprs, logs or errors."""
 
 from __future__ import annotations
 
@@ -17,7 +12,6 @@ from typing import Any, Literal
 
 from ...errors import ConfigurationError
 from ...numbers import check_number
-from ...redaction import redact_url
 from ..kit import options as kit
 from ..kit.query import coerce
 
@@ -61,10 +55,6 @@ _FORBIDDEN_PRODUCER = {
 }
 
 
-shown_url = redact_url
-"""``url`` without its user info (a token or password in it is never shown)."""
-
-
 class SubscriptionType(enum.Enum):
     """Pulsar subscription types the driver offers (the Go library's ``Type`` extra).
 
@@ -96,10 +86,8 @@ class PulsarOptions(kit.DriverOptions):
     ``batching_delay_ms``: how long the producer may hold a send to batch it.
     ``token``: JWT auth (for the binary protocol and the admin API); ``authentication``: any
     ``pulsar.Authentication`` object instead. ``tls_*``: pulsar-client's TLS settings.
-    ``client_log``: where pulsar-client's own (C++) log lines go: ``"stderr"`` (warnings and
-    errors, written by the client itself) or ``"logging"`` (every line, to the logger
-    ``hexa_event.drivers.pulsar.client``; pulsar-client then aborts the process at exit about
-    one run in ten, its open issue apache/pulsar-client-python#256).
+    ``client_log``: pulsar-client's own (C++) log lines to ``"stderr"`` (warnings and errors)
+    or ``"logging"`` (every line, to :data:`CLIENT_LOGGER`; see docs/engines/pulsar.md).
 
     URL: ``pulsar://[token@]host:6650[?admin_url=...&tenant=...&namespace=...&...]``
     (``pulsar+ssl://`` for TLS): the whole user info is the auth token; query options are
@@ -173,9 +161,9 @@ class PulsarOptions(kit.DriverOptions):
         """The full topic name of ``channel``."""
         return f"persistent://{self.tenant}/{self.namespace}/{channel}"
 
-    @property
-    def topic_prefix(self) -> str:
-        return f"persistent://{self.tenant}/{self.namespace}/"
+    def admin_headers(self) -> dict[str, str]:
+        """HTTP headers for the admin API (the bearer token when one is set)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keywords for ``pulsar.Client`` (auth, TLS and timeouts, then ``client_config``)."""
@@ -205,10 +193,6 @@ class PulsarOptions(kit.DriverOptions):
                 kwargs[name] = getattr(self, name)
         kwargs.update(self.client_config)
         return kwargs
-
-    def admin_headers(self) -> dict[str, str]:
-        """HTTP headers for the admin API (the bearer token when one is set)."""
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @classmethod
     def passes_through(cls, key: str) -> bool:
