@@ -29,14 +29,10 @@ class PulsarAdmin:
     """Admin API calls for one tenant/namespace."""
 
     def __init__(self, options: PulsarOptions) -> None:
-        self._base = (
-            f"{options.admin_url.rstrip('/')}/admin/v2/persistent/"
-            f"{quote(options.tenant)}/{quote(options.namespace)}"
-        )
-        self._namespace = (
-            f"{options.admin_url.rstrip('/')}/admin/v2/namespaces/"
-            f"{quote(options.tenant)}/{quote(options.namespace)}"
-        )
+        root = f"{options.admin_url.rstrip('/')}/admin/v2"
+        where = f"{quote(options.tenant)}/{quote(options.namespace)}"
+        self._base = f"{root}/persistent/{where}"
+        self._namespace = f"{root}/namespaces/{where}"
         self._headers = options.admin_headers()
         self._where = redact_url(options.admin_url)
 
@@ -117,16 +113,17 @@ class PulsarAdmin:
         logged, never raised."""
 
         def delete() -> None:
+            name = quote(subscription, safe="")
             for channel in channels:
-                path = f"{self._topic_path(channel)}/subscription/{quote(subscription, safe='')}"
+                path = f"{self._topic_path(channel)}/subscription/{name}?force=true"
                 try:
-                    status, _ = self._call("DELETE", path + "?force=true")
+                    status: object = self._call("DELETE", path)[0]
                 except DriverError as exc:
-                    log.warning("could not delete throwaway subscription %r: %s", subscription, exc)
-                    continue
+                    status = exc
                 if status not in (200, 204, 404):
                     log.warning(
-                        "could not delete throwaway subscription %r of %r: HTTP %s",
+                        "could not delete throwaway subscription %r of %r: %s (HTTP status or "
+                        "error)",
                         subscription,
                         channel,
                         status,
