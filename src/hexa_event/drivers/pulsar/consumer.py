@@ -108,19 +108,15 @@ class PulsarDelivery(Delivery):
 
     @property
     def native(self) -> pulsar.Message:
-        """The ``pulsar.Message``."""
-        return _public(self._message)
-
-
-def _public(message: Any) -> pulsar.Message:
-    """pulsar-client's public ``Message`` for a binding message (the same if it is one),
-    without ``Message._wrap``'s new ``BytesSchema`` per message."""
-    if type(message) is _PUBLIC:
-        return message
-    wrapped = _new(_PUBLIC)
-    wrapped._message = message
-    wrapped._schema = _BYTES
-    return wrapped
+        """The public ``pulsar.Message`` (made without ``Message._wrap``, which makes a new
+        ``BytesSchema`` per message)."""
+        message = self._message
+        if type(message) is _PUBLIC:
+            return message
+        wrapped = _new(_PUBLIC)
+        wrapped._message = message
+        wrapped._schema = _BYTES
+        return wrapped
 
 
 _PUBLIC = pulsar.Message
@@ -144,7 +140,6 @@ class _Reader:
         consumer: pulsar.Consumer,
         kind: SubscriptionType,
         channels: tuple[str, ...],
-        limit: int,
     ) -> None:
         self.subscription = subscription
         self.consumer = consumer
@@ -152,8 +147,8 @@ class _Reader:
         self.kind = kind
         self.channels = channels
         self.nack_delay = subscription.nack_delay
-        self._limit = limit
-        self.batch = _batch_size(limit)
+        self._limit = subscription.prefetch
+        self.batch = _batch_size(self._limit)
         self._outstanding = 0
         self._room = threading.Condition()
         self._stop = False
@@ -310,12 +305,6 @@ class _Reader:
         handle = self._loop.call_later(wait, fire)
         self._timers.add(handle)
 
-    def connected(self) -> bool:
-        try:
-            return bool(self.consumer.is_connected())
-        except pulsar.PulsarException:
-            return False
-
     def stop(self) -> None:
         self._stop = True
         for handle in self._timers:
@@ -345,6 +334,7 @@ class PulsarSubscription(Subscription):
         self._on_close = on_close
         self.name = sub_options.name or spec.group
         self.nack_delay = sub_options.nack_delay
+        self.prefetch = max(1, spec.prefetch)
         self.go_body = options.body == "go"
         self._readers: list[_Reader] = []
         self._buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer()
@@ -403,7 +393,7 @@ class PulsarSubscription(Subscription):
                 f"{type(exc).__name__} ({exc}); is the broker at "
                 f"{redact_url(self._options.service_url)} up?"
             ) from None
-        reader = _Reader(self, consumer, kind, tuple(channels), max(1, self._spec.prefetch))
+        reader = _Reader(self, consumer, kind, tuple(channels))
         self._readers.append(reader)
         reader.thread.start()
 
@@ -469,7 +459,10 @@ class PulsarSubscription(Subscription):
                 known = [n for n in counts if n is not None]
                 self._lag = sum(known) if known and len(known) == len(counts) else None
             for reader in self._readers:
-                if reader.connected():
+                connected = False
+                with contextlib.suppress(pulsar.PulsarException):
+                    connected = bool(reader.consumer.is_connected())
+                if connected:
                     if reader.disconnected_since is not None:
                         log.info("Pulsar subscription %s: reconnected", self.name)
                     reader.disconnected_since = None

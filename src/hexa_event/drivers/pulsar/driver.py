@@ -17,9 +17,9 @@ import pulsar
 from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec, refuse
 from ...errors import ChannelNotFoundError, ConfigurationError, DriverError, NotStoredError
 from ..kit.driver import KitDriver
+from ..kit.findings import channel_finding, group_finding
 from .admin import PulsarAdmin
 from .consumer import PulsarSubscription
-from .diagnose import diagnose
 from .options import PulsarOptions, PulsarSubscriptionOptions
 from .producer import PulsarProducers
 
@@ -143,10 +143,36 @@ class PulsarDriver(KitDriver):
     async def diagnose(
         self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
     ) -> list[Finding]:
-        """The check, then the channels' topics and the groups' subscriptions."""
+        """The check, then the channels' topics and the groups' subscriptions (read-only,
+        through the admin API)."""
         found = await super().diagnose(channels, groups, within)
-        more = await asyncio.to_thread(diagnose, self.options, self._admin, channels, groups)
-        return found + more
+        return found + await asyncio.to_thread(self._findings, channels, groups)
+
+    def _findings(self, channels: Sequence[str], groups: Sequence[str]) -> list[Finding]:
+        options, admin = self.options, self._admin
+        found = [
+            Finding(
+                "pulsar admin API", "ok", f"namespace {options.tenant}/{options.namespace} exists"
+            )
+        ]
+        existing: dict[str, list[str]] = {}
+        for channel in channels:
+            name = f"topic {channel}"
+            try:
+                partitions = admin.partitions(channel)
+            except Exception as exc:
+                found.append(Finding(name, "warn", f"cannot read it: {exc}"))
+                continue
+            create = f"create topic {options.topic(channel)} (pulsar-admin topics create)"
+            found.append(channel_finding(name, partitions, options.provision, create))
+            if partitions is not None:
+                existing[channel] = admin.subscriptions(channel)
+        for group in groups:
+            on = [c for c, subs in existing.items() if group in subs]
+            found.append(
+                group_finding(f"subscription {group}", f" on {', '.join(on)}" if on else None)
+            )
+        return found
 
     # -- the contract --------------------------------------------------------------------------
 
