@@ -31,6 +31,14 @@ message listener, Failover with one ``acknowledge_cumulative`` per batch and
 ``pulsar.asyncio`` were all slower than either. The private binding objects under the
 wrappers (``consumer._consumer``, ``_pulsar.MessageBuilder``), which the driver uses, are
 measured there too but are not the reference: they are not pulsar-client's API.
+Checked again on 2026-12-06 (load average 14-17 on the 2 cores, medians of 5 alternating
+rounds): consume, ``batch_receive`` 100 / 1 ms 18.1k/s, ``batch_receive`` 500 / 10 ms
+17.3k/s, a ``receive()`` thread 15.8k/s (queue of 1,000) and 11.6k/s (5,000), so the
+reference stays; emit, ``send_async`` with 5 ms batching 6.5k/s, 1 ms 4.7k/s, batches of
+5,000 / 1 MB 10.2k/s in one run and no faster than the default (6.4k against 6.6k/s) in the
+next, so the default stays too. pulsar-client 3.13 has no call acknowledging a list of
+messages, and ``acknowledge_async`` cost 4.5-5.7 µs of CPU per ack against 2.2 for
+``acknowledge``.
 
     HEXA_PULSAR_URL=pulsar://127.0.0.1:6650 python benchmarks/pulsar_bench.py [--count 20000]
 """
