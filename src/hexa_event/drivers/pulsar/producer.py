@@ -285,12 +285,10 @@ class PulsarProducers:
                     body, props = wire.to_go_body(headers, record.body), {}
                 else:
                     body, props = record.body, wire.to_properties(headers)
-                deliver_at = int(record.not_before * 1000) if record.not_before else None
-                if deliver_at is not None:
-                    if deliver_at <= now_ms:
-                        deliver_at = None
-                    else:
-                        props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
+                due = int(record.not_before * 1000)
+                deliver_at = due if due > now_ms else None  # a time passed: at once
+                if deliver_at:
+                    props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
                 senders[record.channel](
                     body,
                     partial(callback, index),
