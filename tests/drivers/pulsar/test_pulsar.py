@@ -8,11 +8,12 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pulsar
 import pytest
 
-from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
+from hexa_event.driver import Delivery, Outcome, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.pulsar import (
     PulsarDriver,
     PulsarOptions,
@@ -238,6 +239,48 @@ async def test_native_is_the_public_message_and_coordinates_name_its_position(
         where = f"{channel}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
         assert delivery.coordinates == where
     assert [d.record.headers for d in got] == [{"n": b"1"}, {"n": b"2", "b": b"\xff"}]
+
+
+def test_a_delivery_sets_every_field_of_the_base_class() -> None:
+    """PulsarDelivery sets the base class's slots itself (the hot path) and reads the rest
+    from the message: a slot it misses (one added to Delivery later) fails here."""
+
+    class MessageId:
+        def ledger_id(self) -> int:
+            return 7
+
+        def entry_id(self) -> int:
+            return 8
+
+        def batch_index(self) -> int:
+            return 9
+
+    class Message:  # what the delivery reads of pulsar-client's message
+        def message_id(self) -> MessageId:
+            return MessageId()
+
+        def topic_name(self) -> str:
+            return "persistent://public/default/orders-partition-1"
+
+        def redelivery_count(self) -> int:
+            return 2
+
+        def publish_timestamp(self) -> int:
+            return 1_700_000_000_500
+
+    reader: Any = None
+    record = RawRecord("orders", "k", {}, b"")
+    delivery = pulsar_consumer.PulsarDelivery(record, Message(), reader)
+    slots = {name for kind in Delivery.__mro__ for name in getattr(kind, "__slots__", ())}
+    for name in slots:
+        getattr(delivery, name)  # raises AttributeError for a slot never set
+    assert delivery.record is record
+    assert (delivery.outcome, delivery.delay) == (None, 0.0)
+    assert delivery.coordinates == "orders-partition-1@7:8:9"
+    assert delivery.delivery_count == 3
+    assert delivery.timestamp == 1_700_000_000.5
+    delivery.nack(2.0)
+    assert (delivery.outcome, delivery.delay) == (Outcome.NACK, 2.0)
 
 
 # -- subscription types ----------------------------------------------------------------------

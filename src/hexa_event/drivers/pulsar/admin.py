@@ -1,16 +1,7 @@
 """The few calls of Pulsar's HTTP admin API the driver needs (stdlib HTTP).
 
-Blocking calls (run them in a thread): :meth:`PulsarAdmin.partitions` (``None`` when the
-topic does not exist, 0 for a non-partitioned topic, N for a partitioned one),
-:meth:`~PulsarAdmin.create` (non-partitioned with ``partitions`` 1; an existing topic is left
-alone), :meth:`~PulsarAdmin.delete`, :meth:`~PulsarAdmin.retain_forever` (topic-level
-retention without limits, so dead letters wait for a reader), and for ``hexa-event doctor``
-:meth:`~PulsarAdmin.namespace_status` and :meth:`~PulsarAdmin.subscriptions`. Coroutines
-(each runs its calls in a thread): :meth:`~PulsarAdmin.channels` (every topic of the
-namespace, for pattern subscriptions), :meth:`~PulsarAdmin.backlog` and
-:meth:`~PulsarAdmin.delete_subscription`.
-
-The bearer token, when set, goes in a header and never in a message or log line.
+Methods block (run them in a thread) except the coroutines ``channels``, ``backlog`` and
+``delete_subscription``. The bearer token goes in a header, never in a message or log line.
 """
 
 from __future__ import annotations
@@ -25,7 +16,8 @@ from typing import Any
 from urllib.parse import quote
 
 from ...errors import DriverError
-from .options import PulsarOptions, shown_url
+from ...redaction import redact_url
+from .options import PulsarOptions
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +29,12 @@ class PulsarAdmin:
     """Admin API calls for one tenant/namespace."""
 
     def __init__(self, options: PulsarOptions) -> None:
-        self._base = (
-            f"{options.admin_url.rstrip('/')}/admin/v2/persistent/"
-            f"{quote(options.tenant)}/{quote(options.namespace)}"
-        )
-        self._namespace = (
-            f"{options.admin_url.rstrip('/')}/admin/v2/namespaces/"
-            f"{quote(options.tenant)}/{quote(options.namespace)}"
-        )
+        root = f"{options.admin_url.rstrip('/')}/admin/v2"
+        where = f"{quote(options.tenant)}/{quote(options.namespace)}"
+        self._base = f"{root}/persistent/{where}"
+        self._namespace = f"{root}/namespaces/{where}"
         self._headers = options.admin_headers()
-        self._where = shown_url(options.admin_url)
+        self._where = redact_url(options.admin_url)
 
     def _call(
         self, method: str, path: str, body: Any = None, *, namespace: bool = False
@@ -73,6 +61,7 @@ class PulsarAdmin:
         return "/" + quote(channel, safe="")
 
     def partitions(self, channel: str) -> int | None:
+        """None when the topic does not exist, 0 when it is not partitioned."""
         status, body = self._call("GET", self._topic_path(channel) + "/partitions")
         if status == 404:
             return None
@@ -81,6 +70,7 @@ class PulsarAdmin:
         return int(body.get("partitions", 0))
 
     def create(self, channel: str, partitions: int) -> None:
+        """Non-partitioned with ``partitions`` 1; an existing topic is left alone."""
         if partitions > 1:
             status, _ = self._call("PUT", self._topic_path(channel) + "/partitions", partitions)
         else:
@@ -93,6 +83,7 @@ class PulsarAdmin:
             )
 
     def retain_forever(self, channel: str) -> bool:
+        """Topic-level retention without limits (dead letters wait for a reader)."""
         body = {"retentionTimeInMinutes": -1, "retentionSizeInMB": -1}
         status, _ = self._call("POST", self._topic_path(channel) + "/retention", body)
         return status in (200, 204)
@@ -108,11 +99,8 @@ class PulsarAdmin:
         return [str(s) for s in body] if status == 200 and isinstance(body, list) else []
 
     def backlog_of(self, channel: str, subscription: str) -> int | None:
-        """Pulsar's backlog of ``subscription`` on ``channel`` (None: unknown).
-
-        Pulsar counts stored entries: a batch of several messages counts once, so this is a
-        lower bound on the messages not yet acknowledged (0 means none).
-        """
+        """Pulsar's backlog of ``subscription`` on ``channel`` (None: unknown), in stored
+        entries (a batch counts once): a lower bound on the messages not acknowledged."""
         for path in ("/stats", "/partitioned-stats"):
             status, body = self._call("GET", self._topic_path(channel) + path)
             if status == 200 and isinstance(body, dict):
@@ -125,16 +113,17 @@ class PulsarAdmin:
         logged, never raised."""
 
         def delete() -> None:
+            name = quote(subscription, safe="")
             for channel in channels:
-                path = f"{self._topic_path(channel)}/subscription/{quote(subscription, safe='')}"
+                path = f"{self._topic_path(channel)}/subscription/{name}?force=true"
                 try:
-                    status, _ = self._call("DELETE", path + "?force=true")
+                    status: object = self._call("DELETE", path)[0]
                 except DriverError as exc:
-                    log.warning("could not delete throwaway subscription %r: %s", subscription, exc)
-                    continue
+                    status = exc
                 if status not in (200, 204, 404):
                     log.warning(
-                        "could not delete throwaway subscription %r of %r: HTTP %s",
+                        "could not delete throwaway subscription %r of %r: %s (HTTP status or "
+                        "error)",
                         subscription,
                         channel,
                         status,
@@ -143,8 +132,7 @@ class PulsarAdmin:
         await asyncio.to_thread(delete)
 
     def delete(self, channel: str) -> None:
-        """Delete the topic (partitioned or not) and what it holds; a missing one is no
-        error."""
+        """Delete the topic (partitioned or not) and what it holds; a missing one is fine."""
         path = self._topic_path(channel)
         status, _ = self._call("DELETE", path + "/partitions?force=true")
         if status in (404, 409):  # not partitioned (409: a non-partitioned topic of that name)

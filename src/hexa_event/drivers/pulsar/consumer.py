@@ -1,44 +1,9 @@
 """Receiving: the action is the subscription; one receive thread per Pulsar consumer.
 
-A subscription holds one Pulsar consumer on the action's source channels with the chosen
-subscription type (Key_Shared by default), one more per batch of topics its pattern (if any)
-matched, and, when the action has retry channels, a consumer of type Shared on them: retry
-copies carry a deliver-at time, which Pulsar honours on Shared subscriptions, and they have
-no order to keep.
-
-Each consumer has a thread that blocks in pulsar-client's ``receive()``, takes what is
-already buffered with one ``batch_receive`` (waiting at most 1 ms for a full batch) and
-hands the client's messages to the event loop in one call per batch (no future per message,
-and a cancelled ``fetch`` loses nothing: deliveries wait in the subscription's buffer). The
-thread does no other Python work: every pulsar-client call gives up the GIL and has to take
-it back, so the loop turns messages into deliveries and acknowledges in ``settle`` (while
-the receive thread waits in the client, with the GIL free). Both use pulsar-client's
-binding objects (``_pulsar``) under its Python wrappers where it has them, which saves the
-wrappers' per-message Python work; ``Delivery.native`` still gives a ``pulsar.Message``. At
-most ``spec.prefetch`` deliveries are out unsettled per consumer; the thread waits for room
-before receiving more (receiving one batch ahead of the window and ``batch_receive`` alone
-while batches came full were measured, and were not faster).
-
-Settling:
-- ack: an individual (batch-index) acknowledgement, on every subscription type (Pulsar
-  refuses cumulative acks on Shared and Key_Shared; on Failover one cumulative ack per
-  batch measured slower than individual acks).
-- nack(delay): a negative acknowledgement, so the broker redelivers the same message (same
-  position, its redelivery count raised) no earlier than the delay. Pulsar's nack delay is
-  fixed per consumer (``PulsarSubscriptionOptions.nack_delay``); a longer delay is held as
-  a timer in the driver before the nack is sent. Republishing with deliver-after was not
-  chosen: the copy would go behind later records of its key for good and lose its
-  redelivery count.
-- A nack still waiting on its timer when the subscription closes goes back at once: Pulsar
-  redelivers whatever a closed consumer held (the core re-checks a retry copy's due time and
-  hands an early one back again). On Exclusive and Failover, Pulsar answers a nack by
-  redelivering everything unacknowledged (and keeps no redelivery count): prefer the
-  default Key_Shared where handlers fail.
-- Pulsar groups acknowledgements for up to 100 ms; a crash inside that window means the
-  messages are delivered again (at-least-once), never lost.
-
-Redelivery count: ``Delivery.delivery_count`` is Pulsar's redelivery count + 1 (Shared and
-Key_Shared; Pulsar keeps no count on Exclusive/Failover, where it stays 1).
+The thread only receives (``receive`` then ``batch_receive``) and hands each batch to the
+loop in one call; the loop builds the deliveries and writes acks and nacks in ``settle``.
+At most ``spec.prefetch`` deliveries are out unsettled per consumer. Design, settling and
+the measurements behind them: docs/engines/pulsar.md, "Receiving" and "Inside the driver".
 """
 
 from __future__ import annotations
@@ -63,11 +28,12 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import DriverError, SubscriptionBusyError
+from ...redaction import redact_url
 from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
 from . import wire
 from .admin import PulsarAdmin
-from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType, shown_url
+from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +43,6 @@ _CONSUMER_TYPES = {
     SubscriptionType.FAILOVER: pulsar.ConsumerType.Failover,
     SubscriptionType.EXCLUSIVE: pulsar.ConsumerType.Exclusive,
 }
-_ONE_ACTIVE = (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
-"""Types on which one member receives all (the others wait)."""
 _DRAIN = 500
 """Most messages one receive round hands to the loop."""
 _BATCH_WAIT_MS = 1
@@ -91,15 +55,14 @@ _LAG_EVERY = 5.0
 
 
 def _batch_size(prefetch: int) -> int:
-    """Messages one ``batch_receive`` returns at most: half the prefetch window, so that
-    a receive round takes it while room for a whole batch is left."""
+    """Half the prefetch window (at most ``_DRAIN``): a round takes it while room is left."""
     return max(1, min(_DRAIN, prefetch // 2))
 
 
 def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
     other = (
         "use SubscriptionType.KEY_SHARED (the default) or SHARED so members share the work"
-        if kind in _ONE_ACTIVE
+        if kind in (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
         else "every member of one subscription must use the same type"
     )
     return (
@@ -112,55 +75,48 @@ def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
 
 
 class PulsarDelivery(Delivery):
-    """A Pulsar message handed to one member.
-
-    Its coordinates (``<topic>@<ledger>:<entry>:<batch index>``, the topic's short name with
-    its partition) are read from the message when asked for: the core reads them only for
-    records without an event id, for dead letters and in errors."""
+    """A Pulsar message handed to one member. What the core reads only now and then (the
+    coordinates ``<topic>@<ledger>:<entry>:<batch index>``, the delivery count, the publish
+    time, ``native``) is read from the message when asked."""
 
     __slots__ = ("_message", "_reader", "_released")
 
-    def __init__(
-        self,
-        record: RawRecord,
-        message: Any,
-        reader: _Reader,
-        delivery_count: int,
-        timestamp: float,
-    ) -> None:
-        super().__init__(record, coordinates="", delivery_count=delivery_count, timestamp=timestamp)
+    def __init__(self, record: RawRecord, message: Any, reader: _Reader) -> None:
+        # Hot path: the base class's slots set directly rather than through super().
+        self.record = record
+        self.outcome = None
+        self.delay = 0.0
         self._message = message
         """pulsar-client's message: the binding's own (``_pulsar.Message``) where it has one."""
         self._reader = reader
         self._released = False
 
-    @property  # type: ignore[override]
-    def coordinates(self) -> str:
+    @property
+    def coordinates(self) -> str:  # type: ignore[override]
         mid = self._message.message_id()
         topic = self._message.topic_name().rsplit("/", 1)[-1]
         return f"{topic}@{mid.ledger_id()}:{mid.entry_id()}:{mid.batch_index()}"
 
-    @coordinates.setter
-    def coordinates(self, _value: str) -> None:
-        pass  # always read from the message
+    @property
+    def delivery_count(self) -> int:  # type: ignore[override]
+        """Pulsar's redelivery count + 1 (Pulsar keeps none on Exclusive and Failover)."""
+        return int(self._message.redelivery_count()) + 1
+
+    @property
+    def timestamp(self) -> float:  # type: ignore[override]
+        return float(self._message.publish_timestamp()) / 1000.0
 
     @property
     def native(self) -> pulsar.Message:
-        """The ``pulsar.Message``."""
-        return _public(self._message)
-
-
-def _public(message: Any) -> pulsar.Message:
-    """pulsar-client's public ``Message`` for a binding message (the same if it is one).
-
-    Built here rather than with ``Message._wrap``, which makes a new ``BytesSchema`` (a
-    JSON encoding) per message: the core reads ``native`` for every delivery."""
-    if type(message) is _PUBLIC:
-        return message
-    wrapped = _new(_PUBLIC)
-    wrapped._message = message
-    wrapped._schema = _BYTES
-    return wrapped
+        """The public ``pulsar.Message`` (made without ``Message._wrap``, which makes a new
+        ``BytesSchema`` per message)."""
+        message = self._message
+        if type(message) is _PUBLIC:
+            return message
+        wrapped = _new(_PUBLIC)
+        wrapped._message = message
+        wrapped._schema = _BYTES
+        return wrapped
 
 
 _PUBLIC = pulsar.Message
@@ -184,17 +140,15 @@ class _Reader:
         consumer: pulsar.Consumer,
         kind: SubscriptionType,
         channels: tuple[str, ...],
-        limit: int,
-        nack_delay: float,
     ) -> None:
         self.subscription = subscription
         self.consumer = consumer
         self.native = _binding(consumer)
         self.kind = kind
         self.channels = channels
-        self.nack_delay = nack_delay
-        self._limit = limit
-        self.batch = _batch_size(limit)
+        self.nack_delay = subscription.nack_delay
+        self._limit = subscription.prefetch
+        self.batch = _batch_size(self._limit)
         self._outstanding = 0
         self._room = threading.Condition()
         self._stop = False
@@ -202,13 +156,13 @@ class _Reader:
         self._loop = asyncio.get_running_loop()
         self._topics: dict[str, str] = {}
         self.thread = threading.Thread(
-            target=self._run, name=f"hexa-event-pulsar:{consumer.subscription_name()}", daemon=True
+            target=self._run, name=f"hexa-event-pulsar:{subscription.name}", daemon=True
         )
         self.disconnected_since: float | None = None
         self.warned_at = 0.0
         self.error = ""
 
-    # -- the receive thread --------------------------------------------------------------
+    # -- the receive thread: no Python work beyond receiving (it would hold the GIL) -----
 
     def _wait_for_room(self) -> int:
         with self._room:
@@ -224,14 +178,13 @@ class _Reader:
                 self._room.notify()
 
     def _run(self) -> None:
-        """Receive batches and hand them to the loop; no other Python work here."""
         native = self.native
         while not self._stop:
             room = self._wait_for_room()
             if self._stop:
                 break
             try:
-                first = native.receive()
+                messages = [native.receive()]
             except pulsar.AlreadyClosed:
                 break
             except pulsar.PulsarException as exc:
@@ -246,9 +199,7 @@ class _Reader:
                     why = f"{type(exc).__name__}: {exc}"
                     self._loop.call_soon_threadsafe(self.subscription.fail, why)
                 break
-            messages = [first]
-            if room > self.batch:
-                # What is buffered, in one call: one GIL release, not one per message.
+            if room > self.batch:  # what is buffered, in one call (one GIL release)
                 with contextlib.suppress(pulsar.PulsarException):
                     messages.extend(native.batch_receive())
             else:
@@ -275,65 +226,41 @@ class _Reader:
         return channel
 
     def deliveries(self, messages: list[Any]) -> list[PulsarDelivery]:
-        """The deliveries of a received batch. Messages Pulsar delivered before their
-        not-before time are held back until then (and leave the prefetch window)."""
+        """The deliveries of a received batch. A message Pulsar delivered before its
+        not-before time (up to one tick early) goes back until then, leaving the window."""
         go_body = self.subscription.go_body
-        # One channel (partitioned or not): no need to ask each message for its topic.
         only = self.channels[0] if len(self.channels) == 1 else None
-        names = self._topics
-        from_properties = wire.from_properties
-        not_before_property = wire.NOT_BEFORE_PROPERTY
-        b64_property = wire.B64_PROPERTY
+        not_before, b64 = wire.NOT_BEFORE_PROPERTY, wire.B64_PROPERTY
         deliveries: list[PulsarDelivery] = []
-        early: list[tuple[Any, float]] = []
-        now = 0.0
+        early = 0
         for message in messages:
-            if only is None:
-                topic = message.topic_name()
-                channel = names.get(topic) or self._channel(topic)
-            else:
-                channel = only
-            data = message.data()
             props = message.properties()
-            headers: dict[str, bytes] | None = None
-            if go_body:
-                opened = wire.from_go_body(data)
-                if opened is not None:
-                    headers, data = opened
-            if headers is None:
-                if b64_property in props or not_before_property in props:
-                    headers = from_properties(props)
-                else:  # the common case, inline: text values only
-                    headers = {name: value.encode() for name, value in props.items()}
-            delivery = PulsarDelivery(
-                RawRecord(channel, message.partition_key(), headers, data),
-                message,
-                self,
-                message.redelivery_count() + 1,
-                message.publish_timestamp() / 1000.0,
-            )
-            # Pulsar may deliver a delayed message up to one tick early: its due time goes
-            # along, and such a message goes back until then.
-            not_before = props.get(not_before_property)
-            if not_before is not None and not_before.isdigit():
-                now = now or time.time()
-                due = int(not_before) / 1000.0
-                if due > now:
-                    early.append((message, due - now))
+            if not_before in props and props[not_before].isdigit():
+                wait = int(props[not_before]) / 1000.0 - time.time()
+                if wait > 0:
+                    early += 1
+                    self.nack(message, wait)
                     continue
-            deliveries.append(delivery)
+            data = message.data()
+            opened = wire.from_go_body(data) if go_body else None
+            if opened is not None:
+                headers, data = opened
+            elif b64 in props or not_before in props:
+                headers = wire.from_properties(props)
+            else:  # the common case, inline: text values only
+                headers = {name: value.encode() for name, value in props.items()}
+            channel = only or self._channel(message.topic_name())
+            record = RawRecord(channel, message.partition_key(), headers, data)
+            deliveries.append(PulsarDelivery(record, message, self))
         if early:
-            self.release(len(early))
-            self.hold_back(early)
+            self.release(early)
         return deliveries
 
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
         """Write the outcomes of settled deliveries, here on the loop thread (the receive
-        thread waits in the client meanwhile, with the GIL free). Each frees its place of
-        the window once (a retried settle frees nothing twice).
-
-        A failed ack is logged, not raised: the message is then delivered again
-        (at-least-once), as after any lost acknowledgement. A failed nack raises."""
+        thread waits in the client meanwhile, GIL free). Each frees its place of the
+        window once (a retried settle frees nothing twice). A failed ack is logged (the
+        message comes again, as after any lost ack); a failed nack raises."""
         fresh = 0
         for delivery in deliveries:
             if not delivery._released:
@@ -343,16 +270,11 @@ class _Reader:
             self.release(fresh)
         acknowledge = self.native.acknowledge
         for delivery in deliveries:
-            message = delivery._message
             if delivery.outcome is Outcome.NACK:
-                wait = delivery.delay - self.nack_delay
-                if wait <= 0:
-                    self.native.negative_acknowledge(message)
-                else:
-                    self._nack_later(wait, message)
+                self.nack(delivery._message, delivery.delay)
                 continue
             try:
-                acknowledge(message)
+                acknowledge(delivery._message)
             except pulsar.AlreadyClosed:
                 raise
             except pulsar.PulsarException as exc:
@@ -364,16 +286,14 @@ class _Reader:
                     exc,
                 )
 
-    def hold_back(self, early: list[tuple[Any, float]]) -> None:
-        """Messages Pulsar delivered before their not-before time go back until then."""
-        for message, remaining in early:
-            wait = remaining - self.nack_delay
-            if wait <= 0:
-                self.native.negative_acknowledge(message)
-            else:
-                self._nack_later(wait, message)
+    def nack(self, message: Any, delay: float) -> None:
+        """Redeliver ``message`` no earlier than ``delay`` s: Pulsar's nack delay is fixed
+        per consumer, so a longer one waits on a timer here first."""
+        wait = delay - self.nack_delay
+        if wait <= 0:
+            self.native.negative_acknowledge(message)
+            return
 
-    def _nack_later(self, wait: float, message: Any) -> None:
         def fire() -> None:
             self._timers.discard(handle)
             if not self._stop:
@@ -384,12 +304,6 @@ class _Reader:
 
         handle = self._loop.call_later(wait, fire)
         self._timers.add(handle)
-
-    def connected(self) -> bool:
-        try:
-            return bool(self.consumer.is_connected())
-        except pulsar.PulsarException:
-            return False
 
     def stop(self) -> None:
         self._stop = True
@@ -419,6 +333,8 @@ class PulsarSubscription(Subscription):
         self._sub_options = sub_options
         self._on_close = on_close
         self.name = sub_options.name or spec.group
+        self.nack_delay = sub_options.nack_delay
+        self.prefetch = max(1, spec.prefetch)
         self.go_body = options.body == "go"
         self._readers: list[_Reader] = []
         self._buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer()
@@ -429,19 +345,15 @@ class PulsarSubscription(Subscription):
         self._discovery_error = ""
         self._lag: int | None = None
         self._pattern = channel_pattern(spec)
-        self._loop = asyncio.get_running_loop()
 
     def __repr__(self) -> str:
         return f"PulsarSubscription({self.name!r}, {self._sub_options.type.value})"
 
-    # -- starting ----------------------------------------------------------------------------
+    def _channels(self) -> list[str]:
+        """Every channel this member reads (or was asked to), sorted."""
+        return sorted({c for r in self._readers for c in r.channels}.union(self._spec.channels))
 
-    def _split(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        retry = set(self._spec.retry_channels) or {
-            c for c in self._spec.channels if re.fullmatch(r".+\.retry\.\d+", c)
-        }
-        main = tuple(c for c in self._spec.channels if c not in retry)
-        return main, tuple(c for c in self._spec.channels if c in retry)
+    # -- starting ----------------------------------------------------------------------------
 
     def _consumer_kwargs(self, kind: SubscriptionType) -> dict[str, Any]:
         sub = self._sub_options
@@ -465,7 +377,7 @@ class PulsarSubscription(Subscription):
         kwargs.update(sub.consumer_config)
         return kwargs
 
-    async def _open(self, channels: Sequence[str], kind: SubscriptionType) -> _Reader:
+    async def _open(self, channels: Sequence[str], kind: SubscriptionType) -> None:
         """A consumer of this subscription on ``channels``, with its receive thread running."""
         label = f"channels {list(channels)}"
         topics = [self._options.topic(c) for c in channels]
@@ -479,36 +391,38 @@ class PulsarSubscription(Subscription):
             raise DriverError(
                 f"cannot subscribe {self.name!r} ({kind.value}) to {label}: "
                 f"{type(exc).__name__} ({exc}); is the broker at "
-                f"{shown_url(self._options.service_url)} up?"
+                f"{redact_url(self._options.service_url)} up?"
             ) from None
-        limit = max(1, self._spec.prefetch)
-        reader = _Reader(self, consumer, kind, tuple(channels), limit, self._sub_options.nack_delay)
+        reader = _Reader(self, consumer, kind, tuple(channels))
         self._readers.append(reader)
         reader.thread.start()
-        return reader
 
-    async def _matching(self) -> list[str]:
-        """Channels of the namespace the pattern matches that no consumer reads yet."""
+    async def _open_matching(self) -> None:
+        """A consumer on the channels of the namespace the pattern matches that no consumer
+        reads yet (pulsar-client's own pattern consumer looks only every 60 s)."""
         assert self._pattern is not None
-        read = {c for reader in self._readers for c in reader.channels}
-        read.update(self._spec.channels)
-        return sorted(
-            c for c in await self._admin.channels() if self._pattern.fullmatch(c) and c not in read
-        )
+        read = set(self._channels())
+        found = await self._admin.channels()
+        matched = [c for c in found if self._pattern.fullmatch(c) and c not in read]
+        if matched and not self._closed:
+            await self._open(matched, self._sub_options.type)
+            log.info("Pulsar subscription %s reads %s", self.name, matched)
 
     async def start(self) -> None:
-        """Create the consumers; raises SubscriptionBusyError when Pulsar refuses one."""
-        main, retry = self._split()
-        kind = self._sub_options.type
+        """Create the consumers (retry channels: Shared, which honours deliver-at times);
+        raises SubscriptionBusyError when Pulsar refuses one."""
+        spec = self._spec
+        retry = set(spec.retry_channels) or {
+            c for c in spec.channels if re.fullmatch(r".+\.retry\.\d+", c)
+        }
+        main = tuple(c for c in spec.channels if c not in retry)
         try:
             if main:
-                await self._open(main, kind)
+                await self._open(main, self._sub_options.type)
             if retry:
-                await self._open(retry, SubscriptionType.SHARED)
+                await self._open([c for c in spec.channels if c in retry], SubscriptionType.SHARED)
             if self._pattern is not None:
-                matched = await self._matching()
-                if matched:
-                    await self._open(matched, kind)
+                await self._open_matching()
                 self._discovery = asyncio.create_task(
                     self._discover(), name=f"pulsar-discovery:{self.name}"
                 )
@@ -518,19 +432,11 @@ class PulsarSubscription(Subscription):
         self._watch = asyncio.create_task(self._watchdog(), name=f"pulsar-watch:{self.name}")
 
     async def _discover(self) -> None:
-        """Pattern subscriptions: look for new matching topics every ``pattern_discovery`` s.
-
-        pulsar-client's own pattern consumer looks every 60 s whatever it is told (its
-        Python binding drops the setting), so the driver lists the namespace itself.
-        """
-        kind = self._sub_options.type
+        """Pattern subscriptions: look for new matching topics every ``pattern_discovery`` s."""
         while not self._closed:
             await asyncio.sleep(self._sub_options.pattern_discovery)
             try:
-                matched = await self._matching()
-                if matched and not self._closed:
-                    await self._open(matched, kind)
-                    log.info("Pulsar subscription %s now also reads %s", self.name, matched)
+                await self._open_matching()
                 self._discovery_error = ""
             except (DriverError, OSError) as exc:
                 self._discovery_error = f"pattern discovery failed: {exc}"
@@ -540,37 +446,38 @@ class PulsarSubscription(Subscription):
         """Report consumers that lost the broker (pulsar-client reconnects on its own), and
         read the subscription's backlog (``status().lag``) every ``_LAG_EVERY`` seconds."""
         lag_due = 0.0
+        where = redact_url(self._options.service_url)
         while not self._closed:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             if now >= lag_due:
                 lag_due = now + _LAG_EVERY
-                channels = [c for reader in self._readers for c in reader.channels]
                 try:
-                    counts = await self._admin.backlog(channels, self.name) if channels else {}
+                    counts = list((await self._admin.backlog(self._channels(), self.name)).values())
                 except DriverError:
-                    counts = {}
-                known = [n for n in counts.values() if n is not None]
+                    counts = []
+                known = [n for n in counts if n is not None]
                 self._lag = sum(known) if known and len(known) == len(counts) else None
             for reader in self._readers:
-                if reader.connected():
+                connected = False
+                with contextlib.suppress(pulsar.PulsarException):
+                    connected = bool(reader.consumer.is_connected())
+                if connected:
                     if reader.disconnected_since is not None:
                         log.info("Pulsar subscription %s: reconnected", self.name)
                     reader.disconnected_since = None
                     reader.error = ""
-                    continue
-                if reader.disconnected_since is None:
+                elif reader.disconnected_since is None:
                     reader.disconnected_since = reader.warned_at = now
                     reader.error = "disconnected from the broker; pulsar-client is reconnecting"
-                    continue
-                down = now - reader.disconnected_since
-                reader.error = (
-                    f"disconnected from the broker for {down:.0f} s; pulsar-client is "
-                    f"reconnecting to {shown_url(self._options.service_url)}"
-                )
-                if now - reader.warned_at >= _STALL_REPORT:
-                    reader.warned_at = now
-                    log.warning("Pulsar subscription %s: %s", self.name, reader.error)
+                else:
+                    reader.error = (
+                        f"disconnected from the broker for {now - reader.disconnected_since:.0f}"
+                        f" s; pulsar-client is reconnecting to {where}"
+                    )
+                    if now - reader.warned_at >= _STALL_REPORT:
+                        reader.warned_at = now
+                        log.warning("Pulsar subscription %s: %s", self.name, reader.error)
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -616,27 +523,17 @@ class PulsarSubscription(Subscription):
 
     async def lag(self) -> Mapping[str, int] | None:
         """The subscription's backlog per channel, from the admin API's topic stats."""
-        channels = {c for reader in self._readers for c in reader.channels}
-        channels.update(self._spec.channels)
-        counts = await self._admin.backlog(sorted(channels), self.name)
+        counts = await self._admin.backlog(self._channels(), self.name)
         known = {channel: n for channel, n in counts.items() if n is not None}
         return known or None
 
     def status(self) -> SubscriptionStatus:
-        assignment: list[str] = []
-        errors: list[str] = []
-        for reader in self._readers:
-            assignment.append(f"{','.join(reader.channels)} ({reader.kind.value})")
-            if reader.error:
-                errors.append(reader.error)
+        assignment = [f"{','.join(r.channels)} ({r.kind.value})" for r in self._readers]
         if self._pattern is not None:
             assignment.append(f"pattern {self._pattern.pattern} ({self._sub_options.type.value})")
-        if self._discovery_error:
-            errors.append(self._discovery_error)
-        if self._fatal:
-            errors.append(self._fatal)
+        errors = [r.error for r in self._readers] + [self._discovery_error, self._fatal]
         return SubscriptionStatus(
-            assignment=tuple(assignment), error="; ".join(errors), lag=self._lag
+            assignment=tuple(assignment), error="; ".join(e for e in errors if e), lag=self._lag
         )
 
     async def close(self) -> None:
@@ -659,6 +556,5 @@ class PulsarSubscription(Subscription):
             if reader.thread.is_alive():
                 await asyncio.to_thread(reader.thread.join, 10.0)
         if self._spec.ephemeral:
-            channels = sorted({c for reader in self._readers for c in reader.channels})
-            await self._admin.delete_subscription(channels, self.name)
+            await self._admin.delete_subscription(self._channels(), self.name)
         self._on_close(self)

@@ -1,13 +1,7 @@
-"""``pulsar://``: the Apache Pulsar driver (pulsar-client, the C++ client's Python binding).
-
-- Emit: one cached producer per topic, sends windowed and confirmed per batch (see
-  :mod:`.producer`); the key is the partition key, headers are message properties, the
-  event time is set, and ``RawRecord.not_before`` becomes Pulsar's deliver-at.
-- Topics: created through the admin API on first use when ``PulsarOptions.provision`` is on
-  (``partitions`` > 1 makes them partitioned); dead-letter channels (``*.dlq``) get
-  unlimited retention so letters wait for a reader. With provisioning off a missing topic
-  raises :class:`~hexa_event.errors.ChannelNotFoundError`.
-- Receive: the action is the subscription; Key_Shared by default (see :mod:`.consumer`).
+"""``pulsar://``: the Apache Pulsar driver (pulsar-client, the C++ client's binding): topics
+created through the admin API when provisioning is on, emits through :mod:`.producer`,
+the action as a Key_Shared subscription by default (:mod:`.consumer`). Behaviour and
+options: docs/engines/pulsar.md.
 """
 
 from __future__ import annotations
@@ -23,9 +17,9 @@ import pulsar
 from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec, refuse
 from ...errors import ChannelNotFoundError, ConfigurationError, DriverError, NotStoredError
 from ..kit.driver import KitDriver
+from ..kit.findings import channel_finding, group_finding
 from .admin import PulsarAdmin
 from .consumer import PulsarSubscription
-from .diagnose import diagnose
 from .options import PulsarOptions, PulsarSubscriptionOptions
 from .producer import PulsarProducers
 
@@ -149,23 +143,48 @@ class PulsarDriver(KitDriver):
     async def diagnose(
         self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
     ) -> list[Finding]:
-        """The check, then the channels' topics and the groups' subscriptions."""
+        """The check, then the channels' topics and the groups' subscriptions (read-only,
+        through the admin API)."""
         found = await super().diagnose(channels, groups, within)
-        more = await asyncio.to_thread(diagnose, self.options, self._admin, channels, groups)
-        return found + more
+        return found + await asyncio.to_thread(self._findings, channels, groups)
+
+    def _findings(self, channels: Sequence[str], groups: Sequence[str]) -> list[Finding]:
+        options, admin = self.options, self._admin
+        found = [
+            Finding(
+                "pulsar admin API", "ok", f"namespace {options.tenant}/{options.namespace} exists"
+            )
+        ]
+        existing: dict[str, list[str]] = {}
+        for channel in channels:
+            name = f"topic {channel}"
+            try:
+                partitions = admin.partitions(channel)
+            except Exception as exc:
+                found.append(Finding(name, "warn", f"cannot read it: {exc}"))
+                continue
+            create = f"create topic {options.topic(channel)} (pulsar-admin topics create)"
+            found.append(channel_finding(name, partitions, options.provision, create))
+            if partitions is not None:
+                existing[channel] = admin.subscriptions(channel)
+        for group in groups:
+            on = [c for c, subs in existing.items() if group in subs]
+            found.append(
+                group_finding(f"subscription {group}", f" on {', '.join(on)}" if on else None)
+            )
+        return found
 
     # -- the contract --------------------------------------------------------------------------
 
     def validate(self, records: Sequence[RawRecord]) -> None:
         """Channels that cannot be Pulsar topic names (each channel checked once)."""
-        if all(channel_problem(c) is None for c in {r.channel for r in records}):
-            return
-        problems = {
-            i: NotStoredError(f"channel {problem}", limit="topic name")
-            for i, record in enumerate(records)
-            if (problem := channel_problem(record.channel)) is not None
-        }
-        if problems:
+        bad = {c: p for c in {r.channel for r in records} if (p := channel_problem(c))}
+        if bad:
+            problems = {
+                i: NotStoredError(f"channel {bad[record.channel]}", limit="topic name")
+                for i, record in enumerate(records)
+                if record.channel in bad
+            }
             raise refuse(len(records), problems)
 
     async def send(self, records: Sequence[RawRecord]) -> None:
@@ -186,18 +205,11 @@ class PulsarDriver(KitDriver):
         if not spec.channels and spec.pattern is None:
             raise ConfigurationError("a Pulsar subscription needs channels or a pattern")
         for channel in spec.channels:
-            problem = channel_problem(channel)
-            if problem is not None:
+            if problem := channel_problem(channel):
                 raise ConfigurationError(f"channel {problem}")
-        if spec.channels:
-            await self.provision(spec.channels)
+        await self.provision(spec.channels)
         subscription = PulsarSubscription(
-            self._client,
-            self.options,
-            spec,
-            sub_options,
-            self.subscriptions.discard,
-            self._admin,
+            self._client, self.options, spec, sub_options, self.subscriptions.discard, self._admin
         )
         await subscription.start()
         self.subscriptions.add(subscription)

@@ -1,11 +1,6 @@
-"""Typed options of the Pulsar driver (the Go library's ``Extra``, done right).
-
-Anything we do not model passes through unchanged: ``client_config`` to ``pulsar.Client``,
-``producer_config`` to ``Client.create_producer`` and ``consumer_config`` to
-``Client.subscribe`` (see pulsar-client's API reference for the names). Secrets (the auth
-token, TLS private key paths are not secret but tokens and ``authentication`` objects are)
-never appear in reprs, logs or errors.
-"""
+"""Typed options of the Pulsar driver. What is not modelled passes through unchanged
+(``client_config``, ``producer_config``, ``consumer_config``), except the settings the
+driver's guarantees depend on; secrets never appear in reprs, logs or errors."""
 
 from __future__ import annotations
 
@@ -17,16 +12,11 @@ from typing import Any, Literal
 
 from ...errors import ConfigurationError
 from ...numbers import check_number
-from ...redaction import redact_url
 from ..kit import options as kit
 from ..kit.query import coerce
 
 CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.pulsar.client")
 """pulsar-client's own (C++) log lines with ``client_log="logging"``."""
-
-ClientLog = Literal["stderr", "logging"]
-
-BodyFormat = Literal["native", "go"]
 
 CLIENT_QUERY: dict[str, type] = {
     "io_threads": int,
@@ -61,10 +51,6 @@ _FORBIDDEN_PRODUCER = {
 }
 
 
-shown_url = redact_url
-"""``url`` without its user info (a token or password in it is never shown)."""
-
-
 class SubscriptionType(enum.Enum):
     """Pulsar subscription types the driver offers (the Go library's ``Type`` extra).
 
@@ -82,30 +68,10 @@ class SubscriptionType(enum.Enum):
 
 @dataclass(frozen=True, slots=True, repr=False)
 class PulsarOptions(kit.DriverOptions):
-    """How the driver talks to Pulsar.
-
-    ``service_url``: ``pulsar://host:6650`` (``pulsar+ssl://`` for TLS). ``admin_url``: the
-    broker's HTTP admin API, used to create topics. ``tenant``/``namespace``: where channels
-    live (a channel ``orders`` is ``persistent://<tenant>/<namespace>/orders``).
-    ``provision``: create missing topics (``partitions`` > 1 makes a partitioned topic,
-    1 a non-partitioned one); when off, a missing topic raises ChannelNotFoundError.
-    ``body``: ``"native"`` (the payload is the body, headers are message properties) or
-    ``"go"`` (Go hexa-event's JSON envelope ``{"header": {k: base64}, "payload": base64}``,
-    for interop with its Pulsar driver). ``send_timeout``: seconds before an unconfirmed
-    emit fails. ``max_in_flight``: sends awaiting confirmation per producer.
-    ``batching_delay_ms``: how long the producer may hold a send to batch it.
-    ``token``: JWT auth (for the binary protocol and the admin API); ``authentication``: any
-    ``pulsar.Authentication`` object instead. ``tls_*``: pulsar-client's TLS settings.
-    ``client_log``: where pulsar-client's own (C++) log lines go: ``"stderr"`` (warnings and
-    errors, written by the client itself) or ``"logging"`` (every line, to the logger
-    ``hexa_event.drivers.pulsar.client``; pulsar-client then aborts the process at exit about
-    one run in ten, its open issue apache/pulsar-client-python#256).
-
-    URL: ``pulsar://[token@]host:6650[?admin_url=...&tenant=...&namespace=...&...]``
-    (``pulsar+ssl://`` for TLS): the whole user info is the auth token; query options are
-    this class's fields or the ``pulsar.Client`` keywords of :data:`CLIENT_QUERY` (to
-    ``client_config``); the admin URL defaults to port 8080 of the first host.
-    """
+    """How the driver talks to Pulsar; each field is described in docs/engines/pulsar.md,
+    "Connecting and options". URL: ``pulsar://[token@]host:6650[?query]`` (``pulsar+ssl://``
+    for TLS): the user info is the token; query options are these fields or the
+    ``pulsar.Client`` keywords of :data:`CLIENT_QUERY` (to ``client_config``)."""
 
     engine = "Pulsar"
     example = "pulsar://127.0.0.1:6650"
@@ -120,7 +86,7 @@ class PulsarOptions(kit.DriverOptions):
     namespace: str = "default"
     provision: bool = True
     partitions: int = 1
-    body: BodyFormat = "native"
+    body: Literal["native", "go"] = "native"
     send_timeout: float = 30.0
     max_in_flight: int = 5000
     batching_delay_ms: int = 5
@@ -133,7 +99,7 @@ class PulsarOptions(kit.DriverOptions):
     tls_validate_hostname: bool = False
     tls_certificate_file_path: str | None = None
     tls_private_key_file_path: str | None = None
-    client_log: ClientLog = "stderr"
+    client_log: Literal["stderr", "logging"] = "stderr"
     client_config: Mapping[str, Any] = field(default_factory=dict)
     producer_config: Mapping[str, Any] = field(default_factory=dict)
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
@@ -173,9 +139,9 @@ class PulsarOptions(kit.DriverOptions):
         """The full topic name of ``channel``."""
         return f"persistent://{self.tenant}/{self.namespace}/{channel}"
 
-    @property
-    def topic_prefix(self) -> str:
-        return f"persistent://{self.tenant}/{self.namespace}/"
+    def admin_headers(self) -> dict[str, str]:
+        """HTTP headers for the admin API (the bearer token when one is set)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keywords for ``pulsar.Client`` (auth, TLS and timeouts, then ``client_config``)."""
@@ -206,10 +172,6 @@ class PulsarOptions(kit.DriverOptions):
         kwargs.update(self.client_config)
         return kwargs
 
-    def admin_headers(self) -> dict[str, str]:
-        """HTTP headers for the admin API (the bearer token when one is set)."""
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
     @classmethod
     def passes_through(cls, key: str) -> bool:
         return key in CLIENT_QUERY
@@ -230,17 +192,8 @@ class PulsarOptions(kit.DriverOptions):
 
 @dataclass(frozen=True, slots=True, repr=False)
 class PulsarSubscriptionOptions(kit.Redacted):
-    """Per-subscription Pulsar settings.
-
-    ``type``: the subscription type (Key_Shared by default: per-key order with the work
-    shared by every member of the action). ``name`` overrides the subscription name (the
-    action by default). ``receiver_queue_size``: messages the client prefetches per
-    consumer (small keeps Shared work fair). ``nack_delay``: the shortest redelivery delay
-    of a nack (Pulsar's lower bound is 0.1 s); longer delays are honoured exactly.
-    ``ack_timeout``: redeliver a message held unsettled this long (0 = never, else >= 10 s).
-    ``pattern_discovery``: seconds between looks for new topics matching a pattern.
-    ``consumer_config``: other ``Client.subscribe`` keywords for this subscription.
-    """
+    """Per-subscription Pulsar settings (docs/engines/pulsar.md, "Connecting and options"):
+    ``nack_delay`` at least 0.1 s, ``ack_timeout`` 0 (never) or at least 10 s."""
 
     type: SubscriptionType = SubscriptionType.KEY_SHARED
     name: str | None = None

@@ -1,16 +1,9 @@
 """Publishing: one cached producer per topic, many sends in flight, one wait per batch.
 
-Each record is handed to pulsar-client's callback API (``Producer.send_async``); the
-confirmations of one ``publish`` call are counted on the client's I/O thread and complete a
-single asyncio future, so a batch costs one loop wake-up, not one per record, and no send
-waits on the batching timer of the one before it. The sends are handed over from a worker
-thread: each ``send_async`` gives up the GIL and waits to take it back from the client's
-callback threads, and the event loop (encoding the next batch) goes on meanwhile. At most
-``max_in_flight`` records are unconfirmed at once (the producers' queues are sized to
-match, so a send never finds a full queue and nothing blocks).
-
-Keys are the messages' partition keys (Key_Shared dispatch and compaction use them); on a
-partitioned topic the partition is :func:`partition_for_key`, a stable hash of ours.
+A batch is handed to ``send_async`` from a worker thread and its confirmations complete one
+future; at most ``max_in_flight`` records are unconfirmed. Keys are partition keys, routed by
+:func:`partition_for_key`. Design and measurements: docs/engines/pulsar.md, "Inside the
+driver".
 """
 
 from __future__ import annotations
@@ -27,8 +20,9 @@ import pulsar
 
 from ...driver import RawRecord, publish_outcome
 from ...errors import ChannelNotFoundError, ClosedError, DriverError, NotStoredError
+from ...redaction import redact_url
 from . import wire
-from .options import PulsarOptions, shown_url
+from .options import PulsarOptions
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +32,8 @@ EVENT_TIME_HEADER = "HEXA_EVENT_TIME"
 
 def partition_for_key(key: str, partitions: int) -> int:
     """The partition of ``key`` among ``partitions``: Java's ``String.hashCode`` of the key,
-    sign bit cleared, modulo the count (pulsar-client Java's default JavaStringHash routing).
-
-    It is fixed by this definition, not by a client library version, so every producer of
-    ours (and Java producers with default settings) places a key on the same partition.
-    """
+    sign bit cleared, modulo the count (the Java client's default routing), so Java and our
+    producers agree whatever the client library version."""
     h = 0
     data = key.encode("utf-16-be")
     for i in range(0, len(data), 2):
@@ -55,12 +46,9 @@ _BUILDER: Any = getattr(getattr(pulsar, "_pulsar", None), "MessageBuilder", None
 
 
 def _sender(producer: pulsar.Producer) -> Callable[..., None]:
-    """``send(body, callback, properties, key, event_ms, deliver_at)`` for ``producer``.
-
-    Through the binding's own producer and message builder where the client has them: the
-    wrapper's ``send_async`` checks the type of ten arguments and sets each property with
-    its own call, per message; here the properties go in one call. Otherwise through the
-    wrapper."""
+    """``send(body, callback, properties, key, event_ms, deliver_at)`` for ``producer``:
+    through the binding's producer and message builder where the client has them (all
+    properties in one call, no per-argument type checks), else through the wrapper."""
     native = getattr(producer, "_producer", None)
     if _BUILDER is None or native is None or not hasattr(native, "send_async"):
         return lambda body, callback, props, key, event_ms, deliver_at: producer.send_async(
@@ -168,16 +156,12 @@ def record_error(result: str) -> DriverError:
 class PulsarProducers:
     """The producers of one driver, created on first use of a topic and kept."""
 
-    def __init__(
-        self,
-        client: pulsar.Client,
-        options: PulsarOptions,
-    ) -> None:
+    def __init__(self, client: pulsar.Client, options: PulsarOptions) -> None:
         self._client = client
         self._options = options
-        self._producers: dict[str, pulsar.Producer] = {}
+        self._producers: list[pulsar.Producer] = []
         self._senders: dict[str, Callable[..., None]] = {}
-        self._creating: dict[str, asyncio.Future[pulsar.Producer]] = {}
+        self._creating: dict[str, asyncio.Future[Callable[..., None]]] = {}
         self._in_flight = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -200,12 +184,12 @@ class PulsarProducers:
         kwargs.update(self._options.producer_config)
         return kwargs
 
-    async def producer(self, channel: str, partitions: int) -> pulsar.Producer:
-        """The producer of ``channel``'s topic (made once; the topic exists and has
-        ``partitions`` partitions, 0 when not partitioned)."""
-        producer = self._producers.get(channel)
-        if producer is not None:
-            return producer
+    async def _sender_of(self, channel: str, partitions: int) -> Callable[..., None]:
+        """The send of ``channel``'s topic (its producer made once; the topic exists and
+        has ``partitions`` partitions, 0 when not partitioned)."""
+        sender = self._senders.get(channel)
+        if sender is not None:
+            return sender
         pending = self._creating.get(channel)
         if pending is None:
             pending = asyncio.ensure_future(self._create(channel, partitions))
@@ -213,7 +197,7 @@ class PulsarProducers:
             pending.add_done_callback(lambda _f: self._creating.pop(channel, None))
         return await asyncio.shield(pending)
 
-    async def _create(self, channel: str, partitions: int) -> pulsar.Producer:
+    async def _create(self, channel: str, partitions: int) -> Callable[..., None]:
         topic = self._options.topic(channel)
         try:
             producer = await asyncio.to_thread(
@@ -226,14 +210,14 @@ class PulsarProducers:
         except pulsar.PulsarException as exc:
             raise DriverError(
                 f"cannot create a Pulsar producer on {topic!r}: {type(exc).__name__} "
-                f"({exc}); is the broker at {shown_url(self._options.service_url)} up?"
+                f"({exc}); is the broker at {redact_url(self._options.service_url)} up?"
             ) from None
         if self._closed:
             await asyncio.to_thread(producer.close)
             raise ClosedError("the Pulsar driver is closed")
-        self._producers[channel] = producer
-        self._senders[channel] = _sender(producer)
-        return producer
+        self._producers.append(producer)
+        sender = self._senders[channel] = _sender(producer)
+        return sender
 
     async def publish(self, records: Sequence[RawRecord], partitions: Mapping[str, int]) -> None:
         """Send every record (``partitions``: each channel's partition count, its topic
@@ -245,18 +229,16 @@ class PulsarProducers:
         window = self._options.max_in_flight
         for start in range(0, len(records), window):
             chunk = records[start : start + window]
-            producers: dict[str, Callable[..., None]] = {}
-            for record in chunk:
-                if record.channel not in producers:
-                    channel = record.channel
-                    await self.producer(channel, partitions[channel])
-                    producers[channel] = self._senders[channel]
+            senders = {
+                channel: await self._sender_of(channel, partitions[channel])
+                for channel in dict.fromkeys(record.channel for record in chunk)
+            }
             while self._in_flight and self._in_flight + len(chunk) > window:
                 self._room.clear()
                 await self._room.wait()
             self._in_flight += len(chunk)
             try:
-                failed = await self._send(chunk, producers)
+                failed = await self._send(chunk, senders)
             finally:
                 self._in_flight -= len(chunk)
                 self._room.set()
@@ -270,13 +252,13 @@ class PulsarProducers:
                 raise publish_outcome(len(records), errors)
 
     async def _send(
-        self, chunk: Sequence[RawRecord], producers: dict[str, Any]
+        self, chunk: Sequence[RawRecord], senders: dict[str, Any]
     ) -> dict[int, DriverError]:
         """Send a chunk; the records (index in the chunk) not confirmed, with their errors."""
         batch = _Batch(asyncio.get_running_loop(), len(chunk))
-        # Handed over from a worker thread: each send_async releases the GIL and waits to
-        # take it back from the client's callback threads; the loop goes on meanwhile.
-        sent, refused = await asyncio.to_thread(self._hand_over, chunk, producers, batch)
+        # From a worker thread: each send_async gives up the GIL and waits to take it back
+        # from the client's callback threads; the loop encodes the next batch meanwhile.
+        sent, refused = await asyncio.to_thread(self._hand_over, chunk, senders, batch)
         if refused:
             batch.expect(sent)
         await batch.future
@@ -285,7 +267,7 @@ class PulsarProducers:
         return failed
 
     def _hand_over(
-        self, chunk: Sequence[RawRecord], producers: dict[str, Any], batch: _Batch
+        self, chunk: Sequence[RawRecord], senders: dict[str, Any], batch: _Batch
     ) -> tuple[int, dict[int, DriverError]]:
         """``send_async`` every record of ``chunk`` (on a worker thread): how many were
         handed over, and the records the client refused on the spot, with their errors."""
@@ -303,13 +285,11 @@ class PulsarProducers:
                     body, props = wire.to_go_body(headers, record.body), {}
                 else:
                     body, props = record.body, wire.to_properties(headers)
-                deliver_at = int(record.not_before * 1000) if record.not_before else None
-                if deliver_at is not None:
-                    if deliver_at <= now_ms:
-                        deliver_at = None
-                    else:
-                        props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
-                producers[record.channel](
+                due = int(record.not_before * 1000)
+                deliver_at = due if due > now_ms else None  # a time passed: at once
+                if deliver_at:
+                    props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
+                senders[record.channel](
                     body,
                     partial(callback, index),
                     props or None,
@@ -337,7 +317,7 @@ class PulsarProducers:
     async def close(self) -> None:
         """Flush and close every producer. Idempotent."""
         self._closed = True
-        producers, self._producers = list(self._producers.values()), {}
+        producers, self._producers = self._producers, []
         self._senders.clear()
         for producer in producers:
             try:

@@ -1,14 +1,6 @@
-"""How a record's headers and body ride on a Pulsar message, in both directions.
-
-Native (the default): the body is the record's body; each header is a message property
-(Pulsar properties are text). A header value that is not UTF-8 text is sent base64-encoded
-and its name listed in the ``hexa.b64`` property, so any bytes survive the round trip.
-
-Go-compatible (``PulsarOptions(body="go")``): the body is Go hexa-event's JSON envelope
-``{"header": {name: base64(value)}, "payload": base64(body)}`` and no properties are set,
-which is what its Pulsar driver writes and reads. A consumer in Go mode reads native
-messages too (a body that is not such an envelope is taken as it is).
-"""
+"""How a record's headers and body ride on a Pulsar message: native (headers as text
+properties, non-text values base64 and listed in ``hexa.b64``) or Go hexa-event's JSON
+envelope (``body="go"``; a Go-mode consumer reads native messages too)."""
 
 from __future__ import annotations
 
