@@ -202,9 +202,8 @@ class SqlDriver(KitDriver):
     async def _listen(self) -> None:
         """Wake local consumers on NOTIFY from other processes."""
 
-        def on_notify(payload: str) -> None:
-            names = {n for n in payload.split("\n") if n} if payload else set()
-            self.log.committed(names or None)
+        def on_notify(payload: str) -> None:  # channel names; empty: look at every channel
+            self.log.committed(set(payload.split("\n")) - {""} or None)
 
         # On every (re)connect: catch up on anything committed while we were not listening.
         await listen(

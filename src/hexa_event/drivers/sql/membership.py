@@ -123,19 +123,14 @@ class Membership:
         self, conn: Any, channel: str, numbers: list[int]
     ) -> dict[int, list[Pos]]:
         """Rows of the claimed partitions that the group acked above the stored position."""
-        if not numbers:
-            return {}
-        acked = self._log.table("hexa_acked")
-        rows = await conn.execute(
-            select(acked.c.part, acked.c.txid, acked.c.log_id).where(
-                acked.c.group_name == self.group,
-                acked.c.channel == channel,
-                acked.c.part.in_(numbers),
-            )
-        )
+        a = self._log.table("hexa_acked")
+        ours = (a.c.group_name == self.group, a.c.channel == channel, a.c.part.in_(numbers))
         found: dict[int, list[Pos]] = {}
-        for number, txid, log_id in rows:
-            found.setdefault(int(number), []).append((int(txid), int(log_id)))
+        if numbers:
+            for number, txid, log_id in await conn.execute(
+                select(a.c.part, a.c.txid, a.c.log_id).where(*ours)
+            ):
+                found.setdefault(int(number), []).append((int(txid), int(log_id)))
         return found
 
     def has_its_share(self) -> bool:
