@@ -1,22 +1,8 @@
-"""The delivery buffer behind every driver's ``fetch``.
-
-The engine's receive path (a client callback, a receive thread through
-``loop.call_soon_threadsafe``, or a read the driver runs itself) puts what arrived into
-:attr:`DeliveryBuffer.items`, a batch at a time; ``Subscription.fetch`` is
-``return await self._buffer.fetch(max_count)``, which
-
-- hands out up to ``max_count`` deliveries at once (``take``, default: the oldest items);
-- otherwise raises the terminal error set by :meth:`DeliveryBuffer.fail` (the member cannot
-  go on: a non-retriable :class:`~hexa_event.errors.DriverError`);
-- otherwise runs ``refill`` (a driver that reads on demand: a SQL query) and takes again;
-- otherwise waits for a wake-up (:meth:`extend`, :meth:`wake`, :meth:`close`), or for
-  ``idle()`` seconds when the driver has something due later (a redelivery), and tells
-  ``waited(timed_out)`` how that wait ended (a polling driver backs off);
-- returns ``[]`` once :meth:`close` was called.
-
-One fetch costs one wake-up however many items it hands out: the feeding side wakes it
-once per batch, never per item. Cancelling a fetch loses nothing: items leave the buffer
-only in ``take``, which runs without awaiting.
+"""The delivery buffer behind every driver's ``fetch``: ``Subscription.fetch`` is
+``return await self._buffer.fetch(max_count)``; the engine's receive path feeds
+:attr:`DeliveryBuffer.items` a batch at a time (docs/driver-contract.md, "The consume side
+every driver shares"). Cancelling a fetch loses nothing: items leave the buffer only in
+``take``, which runs without awaiting.
 """
 
 from __future__ import annotations
@@ -42,13 +28,9 @@ def _take_oldest(items: deque[T], max_count: int) -> list[T]:
 
 
 class DeliveryBuffer(Generic[T, D]):
-    """What a member received and has not handed out yet, and the wait for it.
-
-    ``T`` is what the receive path stores (a delivery, or the raw message a delivery is
-    made of when handed out, which keeps the buffered backlog free of objects), ``D`` what
-    ``fetch`` returns. ``len(buffer)`` is the count buffered (for status, lag, caught_up
-    and the driver's own flow control).
-    """
+    """What a member received and has not handed out yet, and the wait for it. ``T`` is
+    what the receive path stores (a delivery, or what one is made of when handed out),
+    ``D`` what ``fetch`` returns; ``len(buffer)`` is the count buffered."""
 
     __slots__ = ("_closed", "_error", "_idle", "_ready", "_refill", "_take", "_waited", "items")
 
@@ -70,11 +52,8 @@ class DeliveryBuffer(Generic[T, D]):
         self._error: DriverError | None = None
         self._closed = False
 
-    def __len__(self) -> int:
+    def __len__(self) -> int:  # also its truth: anything buffered
         return len(self.items)
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
 
     @property
     def closed(self) -> bool:
@@ -100,8 +79,8 @@ class DeliveryBuffer(Generic[T, D]):
         self.items = deque(item for item in self.items if wanted(item))
 
     def wake(self) -> None:
-        """Something other than an arrival may let a fetch go on: room freed by a
-        settlement, a redelivery due, an assignment. Cheap when already awake."""
+        """Something other than an arrival may let a fetch go on (room freed by a
+        settlement, a redelivery due, an assignment)."""
         self._ready.set()
 
     def fail(self, error: DriverError) -> None:
@@ -118,7 +97,9 @@ class DeliveryBuffer(Generic[T, D]):
         self._ready.set()
 
     async def fetch(self, max_count: int) -> list[D]:
-        """Wait for and return 1..max_count deliveries; ``[]`` once closed."""
+        """Return 1..max_count deliveries (``take``), else raise the :meth:`fail` error,
+        else run ``refill`` (a driver reading on demand) and take again, else wait for a
+        wake-up or ``idle()`` seconds and tell ``waited(timed_out)``; ``[]`` once closed."""
         ready = self._ready
         while not self._closed:
             ready.clear()
@@ -132,17 +113,14 @@ class DeliveryBuffer(Generic[T, D]):
             if self._closed or ready.is_set():
                 continue
             timeout = self._idle() if self._idle is not None else None
-            if timeout is None:
-                await ready.wait()
-                continue
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that races with the event, and fetch would never return.
             timed_out = False
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(timeout):  # None: no timeout
                     await ready.wait()
             except TimeoutError:
                 timed_out = True
-            if self._waited is not None:
+            if self._waited is not None and timeout is not None:
                 self._waited(timed_out)
         return []

@@ -1,25 +1,7 @@
-"""The driver every driver of ours builds on: the publish template, one-time provisioning
-and the one shape of ``from_url``.
-
-:meth:`KitDriver.publish` is the same for every engine, in this order:
-
-1. the closed check (:class:`~hexa_event.errors.ClosedError`);
-2. the contract's record checks (:func:`~hexa_event.driver.check_records`);
-3. :meth:`KitDriver.validate`: the engine's own refusals of a record, before anything is
-   sent (a topic name Kafka refuses, a column a channel does not fit);
-4. one-time provisioning: :meth:`KitDriver.ensure_channels` hands the channels this
-   driver has not provisioned yet to :meth:`KitDriver.create_channels`, once (concurrent
-   callers share one pass) and remembers them in :attr:`KitDriver.channels`, the
-   driver's one cache of known channels; ``provision`` goes through it too;
-5. :meth:`KitDriver.send`: the engine's own send, which never calls back into the driver.
-
-:meth:`KitDriver.close` is one sequence for every engine too: once (idempotent), mark the
-driver closed, close the subscriptions it made (:attr:`KitDriver.subscriptions`), then
-:meth:`KitDriver.close_engine`, the engine's own producers, clients and connections.
-
-``from_url(url, **options)`` is one shape for every driver: keyword options and the URL's
-query go to ``options_type.from_url``; ``options=<the options object>`` is taken as it is.
-"""
+"""The driver every driver of ours builds on: the publish template (closed check, record
+checks, :meth:`KitDriver.validate`, one-time provisioning, then the engine's
+:meth:`KitDriver.send`), the close sequence and the one shape of ``from_url``
+(docs/driver-contract.md, "Shared plumbing")."""
 
 from __future__ import annotations
 
@@ -52,15 +34,14 @@ class KitDriver(Driver):
     options_type: ClassVar[Any]
     """The options class: ``options_type.from_url(url, **options)`` parses a URL."""
     handed_over: ClassVar[tuple[str, ...]] = ()
-    """Keywords of ``from_url`` that are objects for the constructor, not options (a
-    connection to share)."""
+    """Keywords of ``from_url`` for the constructor, not options (a connection to share)."""
 
     def __init__(self) -> None:
         self.closed = False
         """Set by ``close``: publish, provision and subscribe raise ClosedError after it."""
         self.channels: dict[str, int] = {}
-        """The channels provisioned by this driver -> their partition count (0: one, or not
-        told by the engine): the one cache of known channels."""
+        """The one cache of channels provisioned by this driver -> their partition count
+        (0: one, or not told)."""
         self._provisioning = asyncio.Lock()
         self.subscriptions: MutableSet[Any] = set()
         """The subscriptions this driver made and has not closed: :meth:`close` closes them
@@ -107,20 +88,16 @@ class KitDriver(Driver):
             )
         return given
 
-    def closed_error(self) -> ClosedError:
-        return ClosedError(f"the {self.features.name} driver was closed; connect() again")
-
     def check_open(self) -> None:
         """Raise :class:`~hexa_event.errors.ClosedError` once the driver is closed."""
         if self.closed:
-            raise self.closed_error()
+            raise ClosedError(f"the {self.features.name} driver was closed; connect() again")
 
     @final
     async def publish(self, records: Sequence[RawRecord]) -> None:
         """Store every record; return only once the engine has durably accepted all (the
         template above: closed check, record checks, provisioning once, then send)."""
-        if self.closed:
-            raise self.closed_error()
+        self.check_open()
         check_records(records)
         self.validate(records)
         if not records:
@@ -133,9 +110,8 @@ class KitDriver(Driver):
         await self.send(records)
 
     def validate(self, records: Sequence[RawRecord]) -> None:
-        """The engine's refusals of records the contract accepts, raised before anything is
-        sent: :class:`~hexa_event.errors.InvalidEventError`, or what
-        :func:`~hexa_event.driver.refuse` makes. None by default."""
+        """The engine's refusals of records the contract accepts, before anything is sent
+        (:class:`~hexa_event.errors.InvalidEventError`, :func:`~hexa_event.driver.refuse`)."""
         del records
 
     async def provision(self, channels: Sequence[str]) -> None:
@@ -168,16 +144,14 @@ class KitDriver(Driver):
         del channels
 
     async def create_channels(self, channels: Sequence[str]) -> Mapping[str, int]:
-        """Make sure ``channels`` (none provisioned yet) exist: create the missing ones, or
-        raise :class:`~hexa_event.errors.ChannelNotFoundError` when provisioning is off.
-        Returns the partition count of each channel made sure of (0: not partitioned, or
-        not told). The default has nothing to create."""
+        """Make sure ``channels`` (none provisioned yet) exist, or raise
+        :class:`~hexa_event.errors.ChannelNotFoundError` when provisioning is off; the
+        partition count of each (0: not partitioned, or not told). Default: nothing to do."""
         return dict.fromkeys(channels, 0)
 
     async def close(self) -> None:
         """Close the subscriptions this driver made, then the engine's own clients
-        (:meth:`close_engine`); publish, provision and subscribe raise ClosedError after.
-        Idempotent."""
+        (:meth:`close_engine`); idempotent."""
         if self.closed:
             return
         self.closed = True

@@ -1,11 +1,6 @@
-"""Go hexa-event's JSON envelope, the message body of its STAN driver and of its Pulsar
-driver in Go mode: ``{"header": {name: base64}, "payload": base64}`` (Go encodes ``[]byte``
-as standard base64). The record's key, which Go's envelope has no place for, may travel as
-a top-level ``"key"`` string that Go's decoder ignores; records from Go have the empty key.
-
-A body that is not such an envelope (another publisher's bytes, some other JSON document)
-is not decoded: :func:`decode` answers None and the driver hands the body over as it is.
-"""
+"""Go hexa-event's JSON envelope (STAN, Pulsar in Go mode): ``{"header": {name: base64},
+"payload": base64}`` plus our optional top-level ``"key"``, which Go ignores (records from
+Go have the empty key); docs/engines/stan.md and pulsar.md, "Go compatibility"."""
 
 from __future__ import annotations
 
@@ -34,7 +29,8 @@ def encode(key: str, headers: Mapping[str, bytes], body: bytes) -> bytes:
 
 
 def decode(data: bytes) -> tuple[str, Mapping[str, bytes], bytes] | None:
-    """``(key, headers, payload)`` of an envelope; None when ``data`` is not one."""
+    """``(key, headers, payload)`` of an envelope; None when ``data`` is not one (another
+    publisher's bytes, some other JSON document: the driver hands the body over as is)."""
     if data[:1] != b"{":
         return None
     try:

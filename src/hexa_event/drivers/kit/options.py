@@ -1,9 +1,6 @@
 """What the options classes of every driver share: :class:`DriverOptions` (the one
 ``from_url`` and a redacted ``repr``), :class:`Redacted` (the repr alone), and the checks of
-their fields, each naming the owner and the field: the mappings passed through to a client
-unchanged (librdkafka settings, ``pulsar.Client`` keywords...), a choice among fixed values,
-a non-empty name, a count (numbers with a unit are :func:`hexa_event.numbers.check_number`'s).
-"""
+their fields, each naming the owner and the field."""
 
 from __future__ import annotations
 
@@ -43,14 +40,10 @@ class ParsedUrl(NamedTuple):
 
 
 class DriverOptions(Redacted):
-    """The base of a driver's options dataclass; ``from_url(url, **options)`` is one rule:
-
-    a keyword option that is not a field is refused, naming the known ones and
-    :attr:`client_hint`; a query option is a field, typed by it (:mod:`.query`), or one
-    :meth:`passes_through` lets through to the client, else refused, naming the known ones;
-    :meth:`from_parts` fills in what the user info, hosts and path give. Keyword options win
-    over the query, the query over the rest of the URL.
-    """
+    """The base of a driver's options dataclass, with the one ``from_url(url, **options)``
+    rule (docs/driver-contract.md, "Shared plumbing"): keyword options, then query options
+    (fields typed by :mod:`.query`, or what :meth:`passes_through` lets through), then
+    :meth:`from_parts` (user info, hosts, path); unknown names are refused."""
 
     __slots__ = ()
     engine: ClassVar[str] = ""

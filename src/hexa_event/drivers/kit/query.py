@@ -1,12 +1,8 @@
-"""One rule for a driver URL's query options: each one is a field of the driver's options
-dataclass, typed by that field; anything else is refused naming the known ones, unless the
-driver lets it through to its client (librdkafka keys, pulsar-client keywords, the database
-driver's parameters).
-
-Types: ``bool`` takes ``true``/``false``/``1``/``0``/``yes``/``no`` only; ``int`` and
-``float`` (durations are seconds) take finite numbers; a ``Literal`` or an ``Enum`` takes
-one of its values; ``tuple[str, ...]`` a comma-separated list; ``str`` the text. Mappings
-and other objects are not query options.
+"""One rule for a driver URL's query options: each is a field of the options dataclass,
+typed by it, or one the driver lets through to its client; anything else is refused naming
+the known ones. ``bool`` takes ``true/false/1/0/yes/no`` only; ``int`` and ``float`` finite
+numbers; a ``Literal`` or ``Enum`` one of its values; ``tuple[str, ...]`` a comma-separated
+list; ``str`` the text; mappings and objects are not query options.
 """
 
 from __future__ import annotations
@@ -26,17 +22,6 @@ BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "n
 _UNSET = object()
 
 
-def query_fields(cls: type, exclude: Collection[str] = ()) -> dict[str, Any]:
-    """The fields of ``cls`` a URL query may set, with their types."""
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for f in fields(cls):
-        kind = _plain(hints[f.name])
-        if f.name not in exclude and kind is not _UNSET:
-            out[f.name] = kind
-    return out
-
-
 def parse_query(
     cls: type,
     query: str,
@@ -46,14 +31,12 @@ def parse_query(
     passthrough: Callable[[str], bool] | None = None,
     hint: str = "",
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """``(fields, passed)``: the typed values of the query's options that are fields of
-    ``cls``, and the ``(key, raw value)`` pairs ``passthrough`` lets through to the client
-    (in order, repeats kept).
-
-    Raises :class:`ConfigurationError` for any other option (naming the known ones) and for
-    a value its field's type refuses (naming the accepted values).
-    """
-    known = query_fields(cls, exclude)
+    """``(fields, passed)``: the typed values of the options that are fields of ``cls``,
+    and the ``(key, raw value)`` pairs ``passthrough`` lets through, in order. Raises
+    :class:`ConfigurationError` naming the known options or the accepted values."""
+    hints = typing.get_type_hints(cls)
+    kinds = {f.name: _plain(hints[f.name]) for f in fields(cls) if f.name not in exclude}
+    known = {name: kind for name, kind in kinds.items() if kind is not _UNSET}
     typed: dict[str, Any] = {}
     passed: list[tuple[str, str]] = []
     for key, raw in parse_qsl(query, keep_blank_values=True):
@@ -89,37 +72,33 @@ def take_query(cls: type, url: str, **parse: Any) -> tuple[dict[str, Any], str]:
 
 def coerce(engine: str, key: str, raw: str, kind: Any) -> Any:
     """``raw`` as a value of ``kind`` (see the module's rules)."""
+
+    def refused(why: str) -> ConfigurationError:
+        return ConfigurationError(f"{engine} URL option {key}={raw!r} {why}")
+
     if kind is bool:
         value = BOOLEANS.get(raw.strip().lower())
         if value is None:
-            raise ConfigurationError(
-                f"{engine} URL option {key}={raw!r} is not a boolean; "
-                "use one of true, false, 1, 0, yes, no"
-            )
+            raise refused("is not a boolean; use one of true, false, 1, 0, yes, no")
         return value
     if kind is int or kind is float:
         try:
-            number = int(raw) if kind is int else float(raw)
+            number = kind(raw)
         except ValueError:
             number = None
         if number is None or not math.isfinite(number):
             what = "an integer" if kind is int else "a finite number (seconds for a duration)"
-            raise ConfigurationError(f"{engine} URL option {key}={raw!r} must be {what}")
+            raise refused(f"must be {what}")
         return number
     if isinstance(kind, tuple):  # the values of a Literal
         if raw not in kind:
-            raise ConfigurationError(
-                f"{engine} URL option {key}={raw!r} must be one of {', '.join(kind)}"
-            )
+            raise refused(f"must be one of {', '.join(kind)}")
         return raw
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         for member in kind:
             if raw.lower() in (str(member.value).lower(), member.name.lower()):
                 return member
-        raise ConfigurationError(
-            f"{engine} URL option {key}={raw!r} must be one of "
-            f"{', '.join(str(m.value) for m in kind)}"
-        )
+        raise refused(f"must be one of {', '.join(str(m.value) for m in kind)}")
     if kind == "list":
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw

@@ -1,9 +1,6 @@
-"""Record headers as text headers (NATS headers, Pulsar message properties), reversibly.
-
-A value that travels as text is sent as it is, so other clients read it; any other value
-is sent base64-encoded and its name listed (comma-separated) in one more header, whose name
-each engine chooses (``HEXA_B64`` on NATS, ``hexa.b64`` on Pulsar).
-"""
+"""Record headers as text headers (NATS headers, Pulsar message properties), reversibly:
+text as it is, any other value base64-encoded with its name listed in one more header
+(``HEXA_B64`` on NATS, ``hexa.b64`` on Pulsar)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
-"""A process-local, partitioned log with consumer groups, modelled on Kafka.
-
-Each channel is split into partitions by a hash of the key; each group has, per partition,
-a committed offset (everything below it is acked) plus the set of offsets acked above it;
-a group's partitions are shared among its members. Members that leave give their
-unsettled records back; the partition's next owner starts at the committed offset.
-"""
+"""A process-local, partitioned log with consumer groups, modelled on Kafka: per group and
+partition a committed offset plus the offsets acked above it; a partition's next owner
+starts at the committed offset (docs/engines/memory.md)."""
 
 from __future__ import annotations
 
-import itertools
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -16,23 +11,19 @@ from typing import Protocol
 
 import msgspec
 
-from ...driver import RawRecord, StartPosition
+from ...driver import RawRecord, SubscriptionSpec
 
 PartitionId = tuple[str, int]
 
 
 class Member(Protocol):
-    """What the broker needs of a group member (the subscription implements it)."""
+    """What the broker needs of a group member (the subscription)."""
 
-    group_name: str
-    ephemeral: bool
-    spec_channels: tuple[str, ...]
-    start: StartPosition
+    spec: SubscriptionSpec
     assigned: list[PartitionId]
     positions: dict[PartitionId, int]
 
-    def wake(self) -> None:
-        """Records arrived or the assignment changed: a waiting fetch looks again."""
+    def wake(self) -> None: ...
 
     def matches(self, channel: str) -> bool: ...
 
@@ -53,6 +44,11 @@ class PartitionState:
     acked: set[int] = field(default_factory=set)
     delivery_counts: dict[int, int] = field(default_factory=dict)
     owner: Member | None = None
+
+    def delivered(self, offset: int) -> int:
+        """Count one more delivery of ``offset``; return the count."""
+        count = self.delivery_counts[offset] = self.delivery_counts.get(offset, 0) + 1
+        return count
 
     def ack(self, offset: int) -> None:
         if offset == self.committed and not self.acked:  # in order: move the mark at once
@@ -84,25 +80,16 @@ class MemoryBroker:
         self.partition_count = partitions
         self.logs: dict[str, list[list[StoredRecord]]] = {}
         self.groups: dict[str, Group] = {}
-        self._redelivery_seq = itertools.count()
 
     @classmethod
     def named(cls, name: str, partitions: int = 4) -> MemoryBroker:
         """The broker registered under ``name`` in this process (created on first use)."""
-        broker = cls._registry.get(name)
-        if broker is None:
-            broker = cls._registry[name] = cls(partitions)
-        return broker
+        return cls._registry.setdefault(name, cls(partitions))
 
     @classmethod
     def forget(cls, name: str) -> None:
         """Drop a named broker and everything it holds."""
         cls._registry.pop(name, None)
-
-    # -- log ------------------------------------------------------------------------------------
-
-    def partition_of(self, key: str) -> int:
-        return zlib.crc32(key.encode()) % self.partition_count
 
     def ensure_channel(self, channel: str) -> list[list[StoredRecord]]:
         log = self.logs.get(channel)
@@ -114,63 +101,59 @@ class MemoryBroker:
         return log
 
     def append(self, records: list[RawRecord]) -> None:
-        now = time.time()
+        now, count = time.time(), self.partition_count
         touched: set[str] = set()
         for record in records:
             log = self.ensure_channel(record.channel)
-            log[self.partition_of(record.key)].append(StoredRecord(record, now))
+            log[zlib.crc32(record.key.encode()) % count].append(StoredRecord(record, now))
             touched.add(record.channel)
         for group in self.groups.values():
             for member in group.members:
                 if any(member.matches(channel) for channel in touched):
                     member.wake()
 
-    # -- groups ---------------------------------------------------------------------------------
-
-    def join(self, member: Member, start: StartPosition) -> None:
-        group = self.groups.setdefault(member.group_name, Group(member.group_name))
+    def join(self, member: Member) -> None:
+        name = member.spec.group
+        group = self.groups.setdefault(name, Group(name))
         group.members.append(member)
-        member.start = start
-        for channel in member.spec_channels:
+        for channel in member.spec.channels:
             self.ensure_channel(channel)
         self.rebalance(group)
 
     def leave(self, member: Member) -> None:
-        group = self.groups.get(member.group_name)
+        group = self.groups.get(member.spec.group)
         if group is None or member not in group.members:
             return
         group.members.remove(member)
-        if not group.members and member.ephemeral:
-            del self.groups[member.group_name]  # a throwaway group leaves nothing behind
+        if not group.members and member.spec.ephemeral:
+            del self.groups[group.name]  # a throwaway group leaves nothing behind
             return
         self.rebalance(group)
 
     def rebalance(self, group: Group) -> None:
         """Spread the group's partitions over its members, round robin, deterministically."""
-        wanted: dict[PartitionId, list[Member]] = {}
+        for member in group.members:
+            member.assigned.clear()
+        index = 0
         for channel in sorted(self.logs):
             eligible = [m for m in group.members if m.matches(channel)]
             if not eligible:
                 continue
-            for p in range(self.partition_count):
-                wanted[(channel, p)] = eligible
-        for member in group.members:
-            member.assigned.clear()
-        for index, (pid, eligible) in enumerate(sorted(wanted.items())):
-            state = group.partitions.get(pid)
-            owner = eligible[index % len(eligible)]
-            if state is None:
-                start_at = len(self.logs[pid[0]][pid[1]]) if owner.start == "latest" else 0
-                state = group.partitions[pid] = PartitionState(committed=start_at)
-            if state.owner is not owner:
-                state.owner = owner
-                owner.positions[pid] = state.committed
-            owner.assigned.append(pid)
+            for number in range(self.partition_count):
+                pid = (channel, number)
+                owner = eligible[index % len(eligible)]
+                index += 1
+                state = group.partitions.get(pid)
+                if state is None:
+                    latest = owner.spec.start == "latest"
+                    start = len(self.logs[channel][number]) if latest else 0
+                    state = group.partitions[pid] = PartitionState(committed=start)
+                if state.owner is not owner:
+                    state.owner = owner
+                    owner.positions[pid] = state.committed
+                owner.assigned.append(pid)
         for state in group.partitions.values():
             if state.owner is not None and state.owner not in group.members:
                 state.owner = None
         for member in group.members:
             member.wake()
-
-    def next_redelivery_seq(self) -> int:
-        return next(self._redelivery_seq)

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-from ...driver import (
-    Delivery,
-    Outcome,
-    StartPosition,
-    Subscription,
-    SubscriptionSpec,
-    SubscriptionStatus,
-)
+from ...driver import Delivery, Outcome, Subscription, SubscriptionSpec, SubscriptionStatus
 from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
-from .broker import MemoryBroker, PartitionId, PartitionState, StoredRecord
+from .broker import MemoryBroker, PartitionId, StoredRecord
 
 
 class MemoryDelivery(Delivery):
@@ -43,12 +37,10 @@ class MemorySubscription(Subscription):
 
     def __init__(self, broker: MemoryBroker, spec: SubscriptionSpec) -> None:
         self.broker = broker
+        self.spec = spec
         self.group_name = spec.group
-        self.ephemeral = spec.ephemeral
-        self.spec_channels = spec.channels
         self._channels = frozenset(spec.channels)
         self._pattern = channel_pattern(spec)
-        self.start: StartPosition = spec.start
         self.assigned: list[PartitionId] = []
         self.positions: dict[PartitionId, int] = {}
         self._buffer: DeliveryBuffer[object, MemoryDelivery] = DeliveryBuffer(
@@ -56,6 +48,7 @@ class MemorySubscription(Subscription):
         )
         """Holds nothing: ``_take`` reads the broker's log; fetch waits on it."""
         self._redeliveries: list[tuple[float, int, PartitionId, int]] = []
+        self._seq = itertools.count()  # orders redeliveries due at the same time
         self._rotation = 0
 
     def wake(self) -> None:
@@ -80,9 +73,8 @@ class MemorySubscription(Subscription):
             if delivery.outcome is Outcome.ACK:
                 state.ack(offset)
             elif state.owner is self and not self._buffer.closed:
-                seq = self.broker.next_redelivery_seq()
                 due = time.monotonic() + delivery.delay
-                heapq.heappush(self._redeliveries, (due, seq, pid, offset))
+                heapq.heappush(self._redeliveries, (due, next(self._seq), pid, offset))
                 self._buffer.wake()
             # Otherwise the partition's next owner starts at the committed offset, which is at
             # or below this unacked one, so the record is delivered again there.
@@ -98,7 +90,7 @@ class MemorySubscription(Subscription):
         group = self.broker.groups.get(self.group_name)
         if group is None:
             return None
-        out = {channel: 0 for channel in self.spec_channels}
+        out = dict.fromkeys(self.spec.channels, 0)
         logs = self.broker.logs
         for (channel, number), state in group.partitions.items():
             if channel in out or self.matches(channel):
@@ -118,11 +110,9 @@ class MemorySubscription(Subscription):
             if offset in state.acked:
                 continue
             stored = self.broker.logs[pid[0]][pid[1]][offset]
-            out.append(self._deliver(state, stored, pid, offset))
-        if not self.assigned:
-            return out
+            out.append(MemoryDelivery(stored, pid, offset, state.delivered(offset)))
         count = len(self.assigned)
-        self._rotation = (self._rotation + 1) % count
+        self._rotation = (self._rotation + 1) % max(1, count)
         for i in range(count):
             if len(out) >= max_count:
                 break
@@ -133,18 +123,11 @@ class MemorySubscription(Subscription):
             acked, committed = state.acked, state.committed
             while position < len(log) and len(out) < max_count:
                 if position >= committed and (not acked or position not in acked):
-                    out.append(self._deliver(state, log[position], pid, position))
+                    count = state.delivered(position)
+                    out.append(MemoryDelivery(log[position], pid, position, count))
                 position += 1
             self.positions[pid] = position
         return out
-
-    @staticmethod
-    def _deliver(
-        state: PartitionState, stored: StoredRecord, pid: PartitionId, offset: int
-    ) -> MemoryDelivery:
-        count = state.delivery_counts.get(offset, 0) + 1
-        state.delivery_counts[offset] = count
-        return MemoryDelivery(stored, pid, offset, count)
 
     def _until_redelivery(self) -> float | None:
         if not self._redeliveries:

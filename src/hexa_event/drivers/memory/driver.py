@@ -1,11 +1,7 @@
 """``memory://[name][?partitions=N]``: a process-local broker for tests and demos.
 
-``memory://`` (no name) is a new, private broker for each ``connect``: what one test emits
-never reaches another. Drivers connected with the same name (``memory://orders``, also
-written ``memory:///orders``) share one broker for the life of the process, so an emitter
-and a receiver built from separate ``connect`` calls see each other;
-``MemoryBroker.forget(name)`` drops one. Consumer groups, per-key order (a key's
-partition), redelivery after nack; nothing survives the process.
+``memory://`` is a new broker private to each ``connect``; ``memory://NAME`` the broker
+shared in the process under that name (docs/engines/memory.md).
 """
 
 from __future__ import annotations
@@ -18,13 +14,11 @@ from .broker import MemoryBroker
 from .consumer import MemorySubscription
 from .options import MemoryOptions
 
-FEATURES = Features(name="memory", persistent=False, delayed_nack=True)
-
 
 class MemoryDriver(KitDriver):
     """A handle on a :class:`MemoryBroker`; closing it closes only its own subscriptions."""
 
-    features = FEATURES
+    features = Features(name="memory", persistent=False, delayed_nack=True)
     options_type = MemoryOptions
 
     def __init__(self, broker: MemoryBroker | None = None) -> None:
@@ -33,10 +27,8 @@ class MemoryDriver(KitDriver):
 
     @classmethod
     def from_options(cls, options: MemoryOptions, **handed: object) -> MemoryDriver:
-        del handed
-        if not options.name:
-            return cls(MemoryBroker(options.partitions))  # unnamed: private to this connection
-        return cls(MemoryBroker.named(options.name, options.partitions))
+        name, partitions = options.name, options.partitions  # unnamed: a private broker
+        return cls(MemoryBroker.named(name, partitions) if name else MemoryBroker(partitions))
 
     async def check(self, within: float = 10.0) -> str:
         del within
@@ -53,6 +45,6 @@ class MemoryDriver(KitDriver):
     async def subscribe(self, spec: SubscriptionSpec) -> MemorySubscription:
         self.check_open()
         member = MemorySubscription(self.broker, spec)
-        self.broker.join(member, spec.start)
+        self.broker.join(member)
         self.subscriptions.add(member)
         return member

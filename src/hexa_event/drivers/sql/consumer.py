@@ -1,33 +1,20 @@
 """The receive side of the SQL driver: one group member's fetch, settle and close.
 
-The member's parts, each in its own module: leases and rebalancing in
-:mod:`.membership`, reading rows in :mod:`.reader`, writing settlements in
-:mod:`.settlement`, per-partition state and deliveries in :mod:`.partitions`. Here:
-
-- ``fetch`` hands out buffered deliveries of held partitions, reading more (log rows after
-  each cursor, and due redeliveries) when the buffer is empty and ``prefetch`` allows; it
-  waits for wake-ups (commits in this process, NOTIFY, new partitions) or polls
-  (``poll_interval`` doubling up to ``max_poll_interval``).
-- Deliveries may be settled in any order (``ack``/``nack`` only mark them); ``settle``
-  writes a batch in one transaction, and the stored position only moves over a settled
-  prefix (fenced by the lease owner).
-- ``nack(delay)`` with a delay writes the record to ``hexa_redeliveries`` (due at now +
-  delay) in that transaction and lets the position move on: the group gets it again when
-  due, even if this process dies. ``nack()`` without delay hands it out again from memory.
-- A record published with ``not_before`` holds back later rows of its partition until due.
-- Background upkeep: heartbeats every ``heartbeat_interval``, and releasing partitions
-  given up in a rebalance once their deliveries are settled.
+Leases live in :mod:`.membership`, reads in :mod:`.reader`, settlement writes in
+:mod:`.settlement`, partition state in :mod:`.partitions`; how they fit together is in
+docs/engines/sql.md, "Internals".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -44,11 +31,10 @@ from ...driver import (
 from ...errors import ConfigurationError
 from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
-from .lag import read_lag
 from .log import SqlLog
 from .membership import Membership
 from .partitions import Part, Pos, SqlDelivery
-from .reader import decode_headers, read_due_redeliveries, read_partitions
+from .reader import decode_headers, read_due_redeliveries, read_lag, read_partitions
 from .settlement import Settlements
 
 logger = logging.getLogger(__name__)
@@ -58,7 +44,7 @@ _CLOSE_TIMEOUT = 15.0
 
 
 class SqlSubscription(Subscription):
-    """A member of one consumer group; see the module docstring for how it works."""
+    """A member of one consumer group (docs/engines/sql.md, "Internals")."""
 
     def __init__(
         self,
@@ -130,7 +116,7 @@ class SqlSubscription(Subscription):
             return False
         if self._redelivery_due and time.monotonic() >= self._redelivery_due:
             return False  # due redeliveries not read yet
-        parts = [p for p in self._parts.values() if p.owned and not p.releasing]
+        parts = [p for p in self._parts.values() if p.active]
         if len(parts) < len(set(self._spec.channels)) * self._partition_count:
             return False
         return all(p.drained and not p.blocked_until_ms for p in parts)
@@ -138,25 +124,23 @@ class SqlSubscription(Subscription):
     async def lag(self) -> Mapping[str, int] | None:
         """Per channel, the group's rows past its stored positions (one grouped query)."""
         out = dict.fromkeys(self._spec.channels, 0)
-        try:
+        with self._log.failing("reading the group's lag"):
             out.update(await read_lag(self._log, self._group))
-        except Exception as exc:
-            raise self._log.error("reading the group's lag", exc) from exc
         return out
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
         """Join the group: heartbeats until this member holds its share (the others give
-        partitions up on their next heartbeat; bounded by ``3 * heartbeat_interval``, so a
-        member that joins a busy group gets work at once), then background upkeep."""
-        opts = self._opts
+        partitions up on their next heartbeat; at most ``3 * heartbeat_interval``), then
+        background upkeep."""
+        interval = self._opts.heartbeat_interval
         await self._membership.heartbeat()
-        deadline = time.monotonic() + 3 * opts.heartbeat_interval
+        deadline = time.monotonic() + 3 * interval
         while not self._membership.has_its_share() and time.monotonic() < deadline:
-            await asyncio.sleep(min(opts.heartbeat_interval / 2, 0.25))
+            await asyncio.sleep(min(interval / 2, 0.25))
             await self._membership.heartbeat()
-        self._next_heartbeat = time.monotonic() + self._opts.heartbeat_interval
+        self._next_heartbeat = time.monotonic() + interval
         self._task = asyncio.create_task(
             self._maintain(), name=f"hexa-event:sql-member:{self._group}"
         )
@@ -170,13 +154,8 @@ class SqlSubscription(Subscription):
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await asyncio.shield(self._close_task)
         except TimeoutError:
-            logger.warning(
-                "SQL driver: group %s: leaving the group took over %.0fs; continuing in the "
-                "background (the leases expire after %.0fs anyway)",
-                self._group,
-                _CLOSE_TIMEOUT,
-                self._opts.lease_ttl,
-            )
+            what = "SQL driver: group %s: leaving took over %.0fs; going on in the background"
+            logger.warning(what, self._group, _CLOSE_TIMEOUT)
 
     async def _close(self) -> None:
         self._closed = True
@@ -189,22 +168,16 @@ class SqlSubscription(Subscription):
         parts = list(self._parts.values())
         try:
             await self._settlements.flush(parts, release=parts)
+            members = self._log.table("hexa_members")
+            me = (members.c.group_name == self._group, members.c.member_id == self.member_id)
             async with self._log.writing() as conn:
-                members = self._log.table("hexa_members")
-                await conn.execute(
-                    members.delete().where(
-                        members.c.group_name == self._group,
-                        members.c.member_id == self.member_id,
-                    )
-                )
+                await conn.execute(members.delete().where(*me))
                 if self._spec.ephemeral:
                     await self._forget_group(conn, members)
-        except Exception as exc:
+        except Exception as exc:  # the leases expire: others get what was not settled
+            error = self._log.error("storing positions on close", exc)
             logger.warning(
-                "SQL driver: group %s could not store its positions on close (%s); "
-                "unacknowledged deliveries will be redelivered after the lease expires",
-                self._group,
-                self._log.error("close", exc),
+                "SQL driver: group %s: %s; redelivered after lease_ttl", self._group, error
             )
         for part in parts:
             part.owned = False
@@ -214,12 +187,8 @@ class SqlSubscription(Subscription):
 
     async def _forget_group(self, conn: Any, members: Any) -> None:
         """A throwaway group whose last member left: delete what the log kept for it."""
-        others = await conn.execute(
-            select(func.count())
-            .select_from(members)
-            .where(members.c.group_name == self._group, members.c.expires_ms > clock.now_ms())
-        )
-        if others.scalar_one():
+        alive = (members.c.group_name == self._group, members.c.expires_ms > clock.now_ms())
+        if (await conn.execute(select(func.count()).where(*alive))).scalar_one():
             return
         for name in ("hexa_positions", "hexa_redeliveries", "hexa_acked", "hexa_members"):
             table = self._log.table(name)
@@ -232,7 +201,7 @@ class SqlSubscription(Subscription):
 
     async def _refill(self) -> bool:
         """Nothing to hand out: read more when ``prefetch`` allows; True when it found some."""
-        room = self._spec.prefetch - self._handed_out - len(self._buffer)
+        room = self._room()
         if room <= 0:
             return False
         task = self._poll_task
@@ -246,9 +215,23 @@ class SqlSubscription(Subscription):
             return True
         return found
 
+    def _room(self) -> int:
+        """Deliveries the prefetch window has room for, beyond those buffered."""
+        return self._spec.prefetch - self._handed_out - len(self._buffer)
+
     def _idle_time(self) -> float:
-        room = self._spec.prefetch - self._handed_out - len(self._buffer)
-        return self._wait_time() if room > 0 else self._opts.max_poll_interval
+        """How long a fetch waits: the poll delay, or until a partition or redelivery is
+        due; with a full prefetch window, the longest poll delay."""
+        if self._room() <= 0:
+            return self._opts.max_poll_interval
+        delay = self._idle_delay
+        now_ms = clock.now_ms()
+        for part in self._parts.values():
+            if part.blocked_until_ms > now_ms:
+                delay = min(delay, (part.blocked_until_ms - now_ms) / 1000)
+        if self._redelivery_due:
+            delay = min(delay, self._redelivery_due - time.monotonic())
+        return max(0.001, delay)
 
     def _waited(self, timed_out: bool) -> None:
         """Nothing woke the member: poll every partition next, less often; woken (commits
@@ -279,28 +262,16 @@ class SqlSubscription(Subscription):
         out: list[Delivery] = []
         while buffer and len(out) < limit:
             delivery = buffer.popleft()
-            part = delivery.part
-            if not part.owned or part.releasing:
-                continue
-            out.append(delivery)
+            if delivery.part.active:
+                out.append(delivery)
         self._handed_out += len(out)
         return out
-
-    def _wait_time(self) -> float:
-        delay = self._idle_delay
-        now_ms = clock.now_ms()
-        for part in self._parts.values():
-            if part.blocked_until_ms > now_ms:
-                delay = min(delay, (part.blocked_until_ms - now_ms) / 1000)
-        if self._redelivery_due:
-            delay = min(delay, self._redelivery_due - time.monotonic())
-        return max(0.001, delay)
 
     async def _poll(self, room: int, full: bool) -> bool:
         now_ms = clock.now_ms()
         found = False
         if self._redelivery_due and time.monotonic() >= self._redelivery_due:
-            found = await self._poll_redeliveries(room, now_ms) > 0
+            found = await self._poll_redeliveries(room, now_ms)
             room -= len(self._buffer)
         if room <= 0:
             return found
@@ -328,7 +299,7 @@ class SqlSubscription(Subscription):
         found = False
         buffer = self._buffer.items
         for part, cursor in zip(parts, cursors, strict=True):
-            if not part.owned or part.releasing or part.cursor != cursor:
+            if not part.active or part.cursor != cursor:
                 continue
             part_rows = by_part.get((part.channel, part.number), [])
             unchanged = self._channel_gen.get(part.channel, 0) == gens[part.channel]
@@ -349,21 +320,12 @@ class SqlSubscription(Subscription):
                     part.skip.discard(pos)
                     part.settle(pos)  # acked by a former owner before it let go
                     continue
-                buffer.append(
-                    SqlDelivery(
-                        self,
-                        part,
-                        pos,
-                        RawRecord(channel, key, decode_headers(headers), bytes(body)),
-                        redelivered=False,
-                        delivery_count=1,
-                        timestamp=created_ms / 1000,
-                    )
-                )
+                record = RawRecord(channel, key, decode_headers(headers), bytes(body))
+                buffer.append(SqlDelivery(self, part, pos, record, 1, created_ms / 1000))
                 found = True
         return found
 
-    async def _poll_redeliveries(self, room: int, now_ms: int) -> int:
+    async def _poll_redeliveries(self, room: int, now_ms: int) -> bool:
         flushes = self._settlements.flushes
         rows = await read_due_redeliveries(
             self._log,
@@ -377,48 +339,32 @@ class SqlSubscription(Subscription):
         )
         if self._settlements.flushes != flushes:  # rows read while settlements changed them
             self._redelivery_due = time.monotonic()
-            return 0
-        count = 0
+            return False
+        found = False
         for row in rows:
             part = self._parts.get((row.channel, row.part))
-            if part is None or not part.owned or part.releasing:
+            if part is None or not part.active:
                 continue
             if row.log_id in self._inflight_redeliveries or self._settlements.unwritten(row.log_id):
                 continue
             self._inflight_redeliveries.add(row.log_id)
             part.redeliveries += 1
             record = RawRecord(
-                channel=row.channel,
-                key=row.msg_key,
-                headers=decode_headers(row.headers),
-                body=bytes(row.body),
+                row.channel, row.msg_key, decode_headers(row.headers), bytes(row.body)
             )
+            pos, created = (row.txid, row.log_id), row.created_ms / 1000
             self._buffer.items.append(
-                SqlDelivery(
-                    self,
-                    part,
-                    (row.txid, row.log_id),
-                    record,
-                    redelivered=True,
-                    delivery_count=row.attempts,
-                    timestamp=row.created_ms / 1000,
-                )
+                SqlDelivery(self, part, pos, record, row.attempts, created, redelivered=True)
             )
-            count += 1
-        return count
+            found = True
+        return found
 
     # -- settling -------------------------------------------------------------------------
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        """Take the outcomes into account (each settled delivery leaves the prefetch
-        window), then write every pending settlement at once.
-
-        In one transaction: the positions of partitions whose settled prefix grew (never
-        past an unsettled delivery), ``hexa_redeliveries`` rows for delayed nacks, and the
-        deletion of acked redeliveries. A nack without delay hands the record out again
-        from memory. On failure everything stays pending and the next call (or close)
-        writes it; a delivery already taken into account is not applied twice.
-        """
+        """Apply the outcomes (each settled delivery leaves the prefetch window), then write
+        every pending settlement in one transaction (:mod:`.settlement`). On failure it all
+        stays pending for the next call or close; a delivery is never applied twice."""
         delays: list[float] = []
         for delivery in deliveries:
             if not isinstance(delivery, SqlDelivery) or delivery.sub is not self:
@@ -435,8 +381,7 @@ class SqlSubscription(Subscription):
         loop = asyncio.get_running_loop()
         for delay in delays:
             loop.call_later(delay, self._redelivery_now)
-        # At most one write per ack_interval: the core's batches arriving meanwhile join it
-        # (one commit for many, as before contract v2).
+        # At most one write per ack_interval: the core's batches arriving meanwhile join it.
         wait = self._last_flush + self._opts.ack_interval - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -446,45 +391,28 @@ class SqlSubscription(Subscription):
             self._poke.set()
 
     def _apply(self, delivery: SqlDelivery, delays: list[float]) -> None:
-        part = delivery.part
-        log_id = delivery.pos[1]
-        if delivery.outcome is Outcome.ACK:
-            if delivery.redelivered:
-                part.redeliveries -= 1
-                self._inflight_redeliveries.discard(log_id)
-                self._settlements.acked_redelivery(log_id)
-            else:
-                part.settle(delivery.pos)
-            return
-        delay = delivery.delay
-        if delay <= 0 and part.owned and not part.releasing:
-            # Hand it out again from memory; its position stays unsettled meanwhile.
-            self._buffer.appendleft(
-                SqlDelivery(
-                    self,
-                    part,
-                    delivery.pos,
-                    delivery.record,
-                    redelivered=delivery.redelivered,
-                    delivery_count=delivery.delivery_count + 1,
-                    timestamp=delivery.timestamp or 0.0,
-                )
-            )
-            return
-        if part.owned:
-            self._settlements.redeliver(
-                log_id,
-                delivery.record.channel,
-                part.number,
-                clock.now_ms() + int(delay * 1000),
-                delivery.delivery_count + 1,
-            )
+        part, log_id = delivery.part, delivery.pos[1]
+        if delivery.outcome is Outcome.NACK:
+            delay = delivery.delay
+            if delay <= 0 and part.active:
+                # Hand it out again from memory; its position stays unsettled meanwhile.
+                self._buffer.appendleft(delivery.again())
+                return
+            if part.owned:
+                due = clock.now_ms() + int(delay * 1000)
+                count = delivery.delivery_count + 1
+                self._settlements.redeliver(log_id, part.channel, part.number, due, count)
+            delays.append(max(0.0, delay))
+        elif delivery.redelivered:
+            self._settlements.acked_redelivery(log_id)
         if delivery.redelivered:
-            part.redeliveries -= 1
-            self._inflight_redeliveries.discard(log_id)
+            self._forget_redelivery(part, log_id)
         else:
             part.settle(delivery.pos)
-        delays.append(max(0.0, delay))
+
+    def _forget_redelivery(self, part: Part, log_id: int) -> None:
+        part.redeliveries -= 1
+        self._inflight_redeliveries.discard(log_id)
 
     def _redelivery_now(self) -> None:
         self._redelivery_due = time.monotonic()
@@ -496,67 +424,49 @@ class SqlSubscription(Subscription):
         """Rows were committed to ``channels`` (None: unknown channels)."""
         if self._closed:
             return
-        if channels is None:
-            for channel in self._membership.channels:
-                self._channel_gen[channel] = self._channel_gen.get(channel, 0) + 1
-            for part in self._parts.values():
-                part.drained = False
-            self._buffer.wake()
-            return
-        hit = False
-        for channel in channels:
-            if channel in self._membership.channels:
-                hit = True
-                self._channel_gen[channel] = self._channel_gen.get(channel, 0) + 1
-            elif self._pattern is not None and self._pattern.fullmatch(channel):
+        hit = self._membership.channels
+        if channels is not None:
+            hit = channels & hit
+            pattern = self._pattern
+            if pattern is not None and any(pattern.fullmatch(c) for c in channels - hit):
                 self._discover = True
                 self._poke.set()
-        if hit:
-            for part in self._parts.values():
-                if part.channel in channels:
-                    part.drained = False
-            self._buffer.wake()
+            if not hit:
+                return
+        for channel in hit:
+            self._channel_gen[channel] = self._channel_gen.get(channel, 0) + 1
+        for part in self._parts.values():
+            if channels is None or part.channel in hit:
+                part.drained = False
+        self._buffer.wake()
 
-    # -- upkeep: heartbeats, rebalancing, ack flushes ----------------------------------------
+    # -- upkeep: heartbeats, rebalancing, releasing ------------------------------------------
 
     async def _maintain(self) -> None:
-        opts = self._opts
         while not self._closed:
             if time.monotonic() >= self._next_heartbeat or self._discover:
                 self._discover = False
-                try:
-                    await self._membership.heartbeat()
-                    self._heartbeat_error = ""
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self._heartbeat_error = str(self._log.error("heartbeat", exc))
-                    self._warn("heartbeat", exc)
-                self._next_heartbeat = time.monotonic() + opts.heartbeat_interval
-            try:
-                await self._release_idle()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._warn("releasing partitions", exc)
+                self._heartbeat_error = await self._upkeep("heartbeat", self._membership.heartbeat)
+                self._next_heartbeat = time.monotonic() + self._opts.heartbeat_interval
+            await self._upkeep("releasing partitions", self._release_idle)
             timeout = max(0.0, self._next_heartbeat - time.monotonic())
             self._poke.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._poke.wait()
-            except TimeoutError:
-                continue
 
-    def _warn(self, what: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last_warning >= 5.0:
-            self._last_warning = now
-            logger.warning(
-                "SQL driver: group %s: %s failed (%s); retrying",
-                self._group,
-                what,
-                self._log.error(what, exc),
-            )
+    async def _upkeep(self, what: str, step: Callable[[], Awaitable[None]]) -> str:
+        """Run ``step``; a failure is logged (at most every 5 s) and returned as text."""
+        try:
+            await step()
+        except Exception as exc:
+            error = str(self._log.error(what, exc))
+            now = time.monotonic()
+            if now - self._last_warning >= 5.0:
+                self._last_warning = now
+                logger.warning("SQL driver: group %s: %s; retrying", self._group, error)
+            return error
+        return ""
 
     async def _release_idle(self) -> None:
         idle = [p for p in self._parts.values() if p.releasing and p.idle]
@@ -576,8 +486,7 @@ class SqlSubscription(Subscription):
     def _claimed(self) -> None:
         """Rows may wait in new partitions, and redeliveries left by a former owner."""
         self._full_poll = True
-        self._redelivery_due = time.monotonic()
-        self._buffer.wake()
+        self._redelivery_now()
 
     def _purge_buffer(self, part: Part) -> None:
         """Drop ``part``'s deliveries that were read but never handed out."""
@@ -586,8 +495,7 @@ class SqlSubscription(Subscription):
             if delivery.part is not part:
                 kept.append(delivery)
             elif delivery.redelivered:
-                part.redeliveries -= 1
-                self._inflight_redeliveries.discard(delivery.pos[1])
+                self._forget_redelivery(part, delivery.pos[1])
             else:
                 part.outstanding.pop(delivery.pos, None)
         self._buffer.items = kept

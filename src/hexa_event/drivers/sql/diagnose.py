@@ -1,8 +1,6 @@
 """What ``hexa-event doctor`` reports of the SQL log beyond the driver's check: the
-database's own answer to a session (no such database, refused credentials), whether the
-driver's tables (of its ``schema``/``table_prefix`` set) exist and can be read, which
-channels have records, and the outbox and inbox tables of the same set. Read-only: it
-creates nothing (a SQLite file that does not exist is not made)."""
+database's answer to a session, the driver's tables (of its ``schema``/``table_prefix``
+set), which channels have records, the outbox and inbox tables. Read-only: creates nothing."""
 
 from __future__ import annotations
 
@@ -92,34 +90,16 @@ async def _inspect(
 def _refusal(shown: str) -> Finding:
     """The finding for the database's refusal ``shown`` (its first line, redacted)."""
     lowered = shown.lower()
-    if "password" in lowered or "authentication" in lowered or "role" in lowered:
-        return Finding(
-            "connect",
-            "fail",
-            f"the database refused the credentials: {shown}",
-            "fix the user and password (give them in HEXA_EVENT_URL, not on the command line)",
-            "auth",
-        )
-    if "does not exist" in lowered and "database" in lowered:
-        return Finding(
-            "database",
-            "fail",
-            shown,
-            "create the database (CREATE DATABASE ...) or fix its name in the URL",
-            "config",
-        )
-    if "permission denied" in lowered:
-        return Finding(
-            "permissions",
-            "fail",
-            shown,
-            "grant SELECT, INSERT, UPDATE, DELETE on the hexa_* tables to this user",
-            "auth",
-        )
-    return Finding(
-        "connect",
-        "fail",
-        f"cannot reach the database: {shown}",
-        "start the database or fix host, port and database name in the URL",
-        "unreachable",
-    )
+    if any(word in lowered for word in ("password", "authentication", "role")):
+        name, message, kind = "connect", f"the database refused the credentials: {shown}", "auth"
+        fix = "fix the user and password (give them in HEXA_EVENT_URL, not on the command line)"
+    elif "does not exist" in lowered and "database" in lowered:
+        name, message, kind = "database", shown, "config"
+        fix = "create the database (CREATE DATABASE ...) or fix its name in the URL"
+    elif "permission denied" in lowered:
+        name, message, kind = "permissions", shown, "auth"
+        fix = "grant SELECT, INSERT, UPDATE, DELETE on the hexa_* tables to this user"
+    else:
+        name, message, kind = "connect", f"cannot reach the database: {shown}", "unreachable"
+        fix = "start the database or fix host, port and database name in the URL"
+    return Finding(name, "fail", message, fix, kind)

@@ -1,40 +1,13 @@
 """``sqlite:///path.db`` and ``postgresql://user@host/db``: a durable event log in SQL tables.
 
 The embedded default: no broker, one database file (or the PostgreSQL you already run).
-
-- Publish appends rows to ``hexa_log`` in batch inserts; concurrent publishes in one process
-  share a transaction (group commit). ``publish`` returns after the commit.
-- Consumer groups keep their own positions per (channel, virtual partition); the members of
-  a group lease partitions with heartbeats, so they share the work, a key is read by one
-  member at a time in publish order, and a killed member's partitions pass to the others
-  after ``lease_ttl`` (unsettled deliveries are read again from the stored position).
-- ``nack(delay)`` is durable (``hexa_redeliveries``, written by ``settle``); records
-  published with a ``not_before`` time are not handed out before it (``delayed_publish``).
-- Wake-ups: publishes in this process wake its consumers at once; on PostgreSQL a NOTIFY
-  per publish transaction wakes the other processes (``notify=False`` turns it off) on the
-  log table's qualified name (``hexa_log``, ``billing.hexa_log``...); polling
-  (``poll_interval`` .. ``max_poll_interval``) is the fallback everywhere.
-- PostgreSQL: readers order rows by (inserting transaction id, id) and read only below the
-  oldest running transaction, so late-committing transactions are never skipped. A
-  long-running transaction anywhere in the PostgreSQL cluster delays delivery (never loses
-  it): watch for sessions left idle in transaction.
-- A record held back by ``not_before`` holds back later rows of its partition until due (per
-  key order); the core only delays ``<action>.retry.<n>`` channels, whose delays are uniform.
-- The log grows until :meth:`SqlDriver.prune` deletes rows every group has settled.
-- SQLite: WAL mode, one writer at a time (``BEGIN IMMEDIATE``, ``busy_timeout``); several
-  processes can share the file.
-
-Tables come from :func:`~hexa_event.drivers.sql.migrate` (run on first use unless
-``create_tables=False``); :func:`~hexa_event.drivers.sql.ddl` prints them. ``schema`` and
-``table_prefix`` (options or URL query: ``postgresql://h/db?schema=billing``,
-``sqlite:///app.db?table_prefix=billing_``) give one driver its own table set, so several
-services or test runs share a database without seeing each other.
+How publishing, leases, settlements, wake-ups and late commits work: docs/engines/sql.md
+("Internals").
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -48,16 +21,14 @@ from ..._sql.engine import prepare_sqlite
 from ..._sql.listen import listen
 from ..._sql.urls import redact
 from ...driver import Features, Finding, RawRecord, SubscriptionSpec
-from ...errors import ConfigurationError, DriverError
+from ...errors import ConfigurationError
 from ..kit.driver import KitDriver
 from .consumer import SqlSubscription
 from .diagnose import diagnose
 from .log import SqlLog
 from .options import SqlOptions
-from .producer import Producer, check
+from .producer import Producer, check_columns
 from .schema import async_url, sqlite_file
-
-logger = logging.getLogger(__name__)
 
 
 class SqlDriver(KitDriver):
@@ -82,6 +53,10 @@ class SqlDriver(KitDriver):
         )
         self.log = SqlLog(options, self.dialect, engine)
         """The database under this driver (engine, tables, transactions)."""
+        self.ready = self.log.ready
+        """Connect and (unless ``create_tables=False``) create the tables, once."""
+        self.error = self.log.error
+        """A :class:`DriverError` for an exception, naming no password and no statement."""
         self._owns_engine = engine is None
         self._producer = Producer(self.log)
         self._listener: asyncio.Task[None] | None = None
@@ -105,18 +80,9 @@ class SqlDriver(KitDriver):
         """The async engine (created on first use unless given)."""
         return self.log.engine
 
-    async def ready(self) -> int:
-        """Connect and (unless ``create_tables=False``) create the tables, once."""
-        return await self.log.ready()
-
-    def error(self, operation: str, exc: BaseException) -> DriverError:
-        """A :class:`DriverError` for ``exc`` that names no password and no statement."""
-        return self.log.error(operation, exc)
-
     async def check(self, within: float = 10.0) -> str:
-        """SQLite: the file (or, when it does not exist yet, its directory) is writable by
-        this process, as the first publish needs; PostgreSQL: the server accepts a session.
-        Nothing is created."""
+        """SQLite: the file (or its directory) is writable by this process; PostgreSQL: the
+        server accepts a session. Nothing is created."""
         if self.dialect == "sqlite":
             path = sqlite_file(self.options.url)
             if path is None:
@@ -132,9 +98,8 @@ class SqlDriver(KitDriver):
     async def diagnose(
         self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
     ) -> list[Finding]:
-        """The database and the tables (:mod:`.diagnose`) and the check: on PostgreSQL the
-        database's own answer first (no such database, refused credentials), then the
-        check when nothing failed; on SQLite the check (the file is writable) first."""
+        """The check and the tables (:mod:`.diagnose`); on PostgreSQL the database's own
+        answer (no such database, refused credentials) comes first."""
         if self.dialect == "sqlite":
             found = await super().diagnose(channels, groups, within)
             return found + await diagnose(self.options, self.dialect, channels)
@@ -145,23 +110,21 @@ class SqlDriver(KitDriver):
 
     # -- the driver contract --------------------------------------------------------------
 
-    def validate(self, records: Sequence[RawRecord]) -> None:
-        """What the log's columns cannot hold (:func:`.producer.check`)."""
-        check(records)
+    validate = staticmethod(check_columns)
+    """What the log's columns cannot hold (:func:`.producer.check_columns`)."""
 
     async def send(self, records: Sequence[RawRecord]) -> None:
-        """Append ``records`` in one transaction (their channels are recorded: the kit's
-        provisioning, :meth:`create_channels`); return after it committed."""
+        """Append ``records`` in one transaction; return after it committed."""
         await self._producer.publish(records)
 
     async def create_channels(self, channels: Sequence[str]) -> Mapping[str, int]:
-        """Record the channels (pattern subscriptions see them); the log needs nothing else."""
+        """Record the channels in ``hexa_channels`` (pattern subscriptions match them)."""
         partitions = await self.ready()
-        try:
+        table, now = self.log.table("hexa_channels"), now_ms()
+        with self.log.failing("provision"):
             async with self.log.writing() as conn:
-                await self.log.insert_channels(conn, set(channels))
-        except Exception as exc:
-            raise self.error("provision", exc) from exc
+                rows = [{"channel": c, "created_ms": now} for c in sorted(set(channels))]
+                await conn.execute(self.log.upsert(table), rows)
         self.log.committed(set(channels))
         return dict.fromkeys(channels, partitions)
 
@@ -198,13 +161,10 @@ class SqlDriver(KitDriver):
         self, older_than: float, *, channels: Sequence[str] | None = None, batch: int = 1000
     ) -> int:
         """Delete log rows older than ``older_than`` seconds that every consumer group has
-        settled (behind all stored positions of their channel and partition, not awaiting
-        redelivery), ``batch`` rows per transaction; only ``channels`` when given. Returns how
-        many rows were deleted. Rows of channels no group consumes are deleted by age alone.
-
-        Run it from a periodic task or cron; a group created later with ``start="earliest"``
-        no longer sees pruned rows.
-        """
+        settled (behind all stored positions, not awaiting redelivery), ``batch`` rows per
+        transaction, only of ``channels`` when given; return how many. Rows of channels no
+        group consumes go by age alone; a group created later with ``start="earliest"`` no
+        longer sees them. Run it from a periodic task or cron."""
         if older_than < 0 or batch < 1:
             raise ConfigurationError("prune(): older_than must be >= 0 and batch >= 1")
         await self.ready()
@@ -230,11 +190,9 @@ class SqlDriver(KitDriver):
             statement = statement.bindparams(bindparam("channels", expanding=True))
         total = 0
         while True:
-            try:
+            with self.log.failing("prune"):
                 async with self.log.writing() as conn:
                     deleted = (await conn.execute(statement, params)).rowcount
-            except Exception as exc:
-                raise self.error("prune", exc) from exc
             total += max(0, deleted)
             if deleted < batch:
                 return total
@@ -242,11 +200,10 @@ class SqlDriver(KitDriver):
     # -- PostgreSQL LISTEN -------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """Wake local consumers on NOTIFY from other processes (see :mod:`hexa_event._sql`)."""
+        """Wake local consumers on NOTIFY from other processes."""
 
-        def on_notify(payload: str) -> None:
-            names = {n for n in payload.split("\n") if n} if payload else set()
-            self.log.committed(names or None)
+        def on_notify(payload: str) -> None:  # channel names; empty: look at every channel
+            self.log.committed(set(payload.split("\n")) - {""} or None)
 
         # On every (re)connect: catch up on anything committed while we were not listening.
         await listen(
@@ -256,8 +213,8 @@ class SqlDriver(KitDriver):
 
 def _check_sqlite_file(path: str) -> str:
     """What stops this process from writing SQLite file ``path`` and the WAL and journal
-    files beside it. Tried, not guessed from mode bits (root, ACLs, read-only mounts): the
-    file is opened for writing without a change, a probe file made and removed beside it."""
+    files beside it: tried (open for writing, a probe file beside it), not guessed from
+    mode bits (root, ACLs, read-only mounts)."""
     folder = os.path.dirname(os.path.abspath(path))
     exists = os.path.exists(path)
     if not exists and not os.path.isdir(folder):

@@ -1,23 +1,19 @@
 """Access to the log's database: engine, tables, transactions, errors, commit wake-ups.
 
-The layer under the producer and the consumers (neither imports the driver): one
-:class:`SqlLog` per driver connects lazily, creates the tables once (unless
-``create_tables=False``), hands out read connections and write transactions, and tells the
-subscriptions watching it which channels got new rows.
+The layer under the producer and the consumers (neither imports the driver).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..._sql.clock import now_ms
 from ..._sql.dialects import upsert
 from ..._sql.engine import begin_write
 from ..._sql.problems import driver_error
@@ -31,7 +27,8 @@ Watcher = Callable[[set[str] | None], None]
 
 
 class SqlLog:
-    """The database under one SQL driver; nothing connects before first use."""
+    """The database under one SQL driver; nothing connects before first use. Subscriptions
+    :meth:`watch` it to learn which channels got committed rows."""
 
     def __init__(self, options: SqlOptions, dialect: str, engine: AsyncEngine | None) -> None:
         self.options = options
@@ -70,19 +67,14 @@ class SqlLog:
                 return self._partitions
             if self.closed:
                 raise ClosedError("this SQL driver was closed; connect() again")
-            try:
+            with self.failing("preparing the tables"):
                 if self.options.create_tables:
-                    partitions = await migrate_async(
+                    self._partitions = await migrate_async(
                         self.engine, partitions=self.options.partitions, names=self.names
                     )
                 else:
-                    partitions = await self._stored_partitions()
-            except DriverError:
-                raise
-            except Exception as exc:
-                raise self.error("preparing the tables", exc) from exc
-            self._partitions = partitions
-            return partitions
+                    self._partitions = await self._stored_partitions()
+            return self._partitions
 
     async def _stored_partitions(self) -> int:
         meta = self._tables["hexa_meta"]
@@ -117,12 +109,6 @@ class SqlLog:
         return stmt.on_conflict_do_update(index_elements=list(keys), set_=changed)
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (single statements; nothing to commit)."""
-        async with self.engine.connect() as conn:
-            yield conn
-
-    @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction, committed on exit. On SQLite writers of this process queue
         on a lock (one writer at a time, no busy waits between our own connections)."""
@@ -137,18 +123,19 @@ class SqlLog:
                 raise
             await conn.commit()
 
-    async def insert_channels(self, conn: AsyncConnection, channels: set[str]) -> None:
-        """Record ``channels`` in ``hexa_channels`` (pattern subscriptions match them)."""
-        table = self.table("hexa_channels")
-        now = now_ms()
-        await conn.execute(
-            self.upsert(table),
-            [{"channel": c, "created_ms": now} for c in sorted(channels)],
-        )
-
     def error(self, operation: str, exc: BaseException) -> DriverError:
         """A :class:`DriverError` for ``exc`` that names no password and no statement."""
         return driver_error(f"SQL driver ({redact(self.options.url)})", operation, exc)
+
+    @contextmanager
+    def failing(self, operation: str) -> Iterator[None]:
+        """Raise a failure inside as :meth:`error` (a DriverError as it is)."""
+        try:
+            yield
+        except DriverError:
+            raise
+        except Exception as exc:
+            raise self.error(operation, exc) from exc
 
     # -- wake-ups ----------------------------------------------------------------------------
 

@@ -1,12 +1,6 @@
-"""Group membership: leases on virtual partitions, heartbeats and rebalancing.
-
-Members of a group lease (channel, partition) rows of ``hexa_positions`` (``owner``,
-``lease_until_ms``), as Kafka's group members own partitions. Every heartbeat renews the
-leases, registers the member per channel in ``hexa_members`` (for fair shares) and
-rebalances: each member aims at ``ceil(P / members)`` partitions of a channel, claims free or
-expired ones, and marks extras for release (given back once their deliveries are settled).
-A member that dies stops renewing; the others claim its partitions after ``lease_ttl``.
-"""
+"""Group membership: leases on virtual partitions (``hexa_positions.owner``), heartbeats
+and rebalancing to ``ceil(partitions / members)`` per member and channel (docs/engines/sql.md,
+"Internals")."""
 
 from __future__ import annotations
 
@@ -28,12 +22,9 @@ logger = logging.getLogger(__name__)
 
 
 class Membership:
-    """One member's leases. ``parts`` maps (channel, number) to the partitions it holds.
-
-    ``on_lost(part)``: a lease expired (drop what was read of it); ``on_surplus(part)``: the
-    partition is marked ``releasing`` (stop handing it out); ``on_claimed()``: partitions
-    were claimed (read them, and the redeliveries a former owner left).
-    """
+    """One member's leases; ``parts`` maps (channel, number) to the partitions it holds.
+    Callbacks: ``on_lost(part)`` a lease expired, ``on_surplus(part)`` marked ``releasing``,
+    ``on_claimed()`` partitions were claimed (with a former owner's redeliveries)."""
 
     def __init__(
         self,
@@ -65,142 +56,81 @@ class Membership:
         self._on_surplus = on_surplus
         self._on_claimed = on_claimed
 
-    def lose(self, key: tuple[str, int]) -> None:
-        """Forget partition ``key``: its lease expired and another member has it."""
-        part = self.parts.pop(key, None)
-        if part is None:
-            return
-        self._on_lost(part)
-        part.owned = False
-        logger.info(
-            "SQL driver: group %s lost partition %s/%d (lease expired); another member "
-            "consumes it now",
-            self.group,
-            key[0],
-            key[1],
-        )
-
     async def heartbeat(self) -> None:
         """Renew leases, register per channel, discover channels, rebalance."""
         driver = self._log
-        opts = self._opts
         positions = driver.table("hexa_positions")
         members = driver.table("hexa_members")
         log = driver.table("hexa_log")
         now = now_ms()
-        expires = now + int(opts.lease_ttl * 1000)
+        ttl_ms = int(self._opts.lease_ttl * 1000)
+        expires = now + ttl_ms
         if self._pattern is not None:
-            channels_table = driver.table("hexa_channels")
-            async with driver.reading() as conn:
-                names = (await conn.execute(select(channels_table.c.channel))).scalars().all()
+            names_q = select(driver.table("hexa_channels").c.channel)
+            async with driver.engine.connect() as conn:
+                names = (await conn.execute(names_q)).scalars().all()
             matched = {name for name in names if self._pattern.fullmatch(name)}
             self.channels = set(self._explicit) | matched
         channels = sorted(self.channels)
         new = [c for c in channels if c not in self._initialized]
+        mine = (positions.c.group_name == self.group, positions.c.owner == self.member_id)
         async with driver.writing() as conn:
             if channels:
+                me = {"group_name": self.group, "member_id": self.member_id, "expires_ms": expires}
                 keys = ("group_name", "channel", "member_id")
-                await conn.execute(
-                    driver.upsert(members, keys, update=("expires_ms",)),
-                    [
-                        {
-                            "group_name": self.group,
-                            "channel": c,
-                            "member_id": self.member_id,
-                            "expires_ms": expires,
-                        }
-                        for c in channels
-                    ],
-                )
+                upsert = driver.upsert(members, keys, update=("expires_ms",))
+                await conn.execute(upsert, [{**me, "channel": c} for c in channels])
             for channel in new:
                 start: Pos = (0, 0)
                 if self._spec.start == "latest":
-                    row = (
-                        await conn.execute(
-                            select(
-                                func.coalesce(func.max(log.c.txid), 0),
-                                func.coalesce(func.max(log.c.id), 0),
-                            ).where(log.c.channel == channel)
-                        )
-                    ).one()
+                    last = select(
+                        func.coalesce(func.max(log.c.txid), 0), func.coalesce(func.max(log.c.id), 0)
+                    )
+                    row = (await conn.execute(last.where(log.c.channel == channel))).one()
                     start = (int(row[0]), int(row[1]))
-                await conn.execute(
-                    driver.upsert(positions),
-                    [
-                        {
-                            "group_name": self.group,
-                            "channel": channel,
-                            "part": n,
-                            "pos_tx": start[0],
-                            "pos_id": start[1],
-                            "owner": None,
-                            "lease_until_ms": 0,
-                        }
-                        for n in range(self._partitions)
-                    ],
-                )
+                fresh: dict[str, Any] = {"group_name": self.group, "channel": channel}
+                fresh.update(pos_tx=start[0], pos_id=start[1], owner=None, lease_until_ms=0)
+                rows = [{**fresh, "part": n} for n in range(self._partitions)]
+                await conn.execute(driver.upsert(positions), rows)
             renewed = 0
             if self.parts:
-                result = await conn.execute(
-                    positions.update()
-                    .where(
-                        positions.c.group_name == self.group,
-                        positions.c.owner == self.member_id,
-                    )
-                    .values(lease_until_ms=expires)
-                )
-                renewed = result.rowcount
+                renew = positions.update().where(*mine).values(lease_until_ms=expires)
+                renewed = (await conn.execute(renew)).rowcount
         self._initialized.update(new)
-        async with driver.reading() as conn:
+        async with driver.engine.connect() as conn:
             if renewed != len(self.parts):
-                held = {
-                    (row.channel, row.part)
-                    for row in await conn.execute(
-                        select(positions.c.channel, positions.c.part).where(
-                            positions.c.group_name == self.group,
-                            positions.c.owner == self.member_id,
-                        )
-                    )
-                }
-                for key in list(self.parts):
-                    if key not in held:
-                        self.lose(key)
-            counts = {
-                row.channel: int(row.n)
-                for row in await conn.execute(
-                    select(members.c.channel, func.count().label("n"))
-                    .where(members.c.group_name == self.group, members.c.expires_ms > now)
-                    .group_by(members.c.channel)
-                )
-            }
+                held_q = select(positions.c.channel, positions.c.part).where(*mine)
+                held = {(row.channel, row.part) for row in await conn.execute(held_q)}
+                for key in [key for key in self.parts if key not in held]:
+                    part = self.parts.pop(key)  # its lease expired: another member has it
+                    self._on_lost(part)
+                    part.owned = False
+                    logger.info("SQL driver: group %s lost %s-%d (lease expired)", self.group, *key)
+            counts_q = (
+                select(members.c.channel, func.count().label("n"))
+                .where(members.c.group_name == self.group, members.c.expires_ms > now)
+                .group_by(members.c.channel)
+            )
+            counts = {row.channel: int(row.n) for row in await conn.execute(counts_q)}
         for channel in channels:
             await self._rebalance(channel, max(1, counts.get(channel, 1)), now, expires)
         if random.random() < 0.05:
+            gone = (members.c.group_name == self.group, members.c.expires_ms < now - ttl_ms)
             async with driver.writing() as conn:
-                await conn.execute(
-                    members.delete().where(
-                        members.c.group_name == self.group,
-                        members.c.expires_ms < now - int(opts.lease_ttl * 1000),
-                    )
-                )
+                await conn.execute(members.delete().where(*gone))
 
     async def _acked_above(
         self, conn: Any, channel: str, numbers: list[int]
     ) -> dict[int, list[Pos]]:
         """Rows of the claimed partitions that the group acked above the stored position."""
-        if not numbers:
-            return {}
-        acked = self._log.table("hexa_acked")
-        rows = await conn.execute(
-            select(acked.c.part, acked.c.txid, acked.c.log_id).where(
-                acked.c.group_name == self.group,
-                acked.c.channel == channel,
-                acked.c.part.in_(numbers),
-            )
-        )
+        a = self._log.table("hexa_acked")
+        ours = (a.c.group_name == self.group, a.c.channel == channel, a.c.part.in_(numbers))
         found: dict[int, list[Pos]] = {}
-        for number, txid, log_id in rows:
-            found.setdefault(int(number), []).append((int(txid), int(log_id)))
+        if numbers:
+            for number, txid, log_id in await conn.execute(
+                select(a.c.part, a.c.txid, a.c.log_id).where(*ours)
+            ):
+                found.setdefault(int(number), []).append((int(txid), int(log_id)))
         return found
 
     def has_its_share(self) -> bool:
@@ -229,49 +159,28 @@ class Membership:
         if need <= 0:
             return
         positions = self._log.table("hexa_positions")
+        ours = (positions.c.group_name == self.group, positions.c.channel == channel)
         free_clause = or_(positions.c.owner.is_(None), positions.c.lease_until_ms < now)
-        async with self._log.reading() as conn:
-            free = (
-                (
-                    await conn.execute(
-                        select(positions.c.part).where(
-                            positions.c.group_name == self.group,
-                            positions.c.channel == channel,
-                            free_clause,
-                        )
-                    )
-                )
-                .scalars()
-                .all()
-            )
+        async with self._log.engine.connect() as conn:
+            free_q = select(positions.c.part).where(*ours, free_clause)
+            free = (await conn.execute(free_q)).scalars().all()
         if not free:
             return
         wanted = random.sample(list(free), min(need, len(free)))
+        claim = (
+            positions.update()
+            .where(*ours, positions.c.part.in_(wanted), free_clause)
+            .values(owner=self.member_id, lease_until_ms=expires)
+            .returning(positions.c.part, positions.c.pos_tx, positions.c.pos_id)
+        )
         async with self._log.writing() as conn:
-            claimed = (
-                await conn.execute(
-                    positions.update()
-                    .where(
-                        positions.c.group_name == self.group,
-                        positions.c.channel == channel,
-                        positions.c.part.in_(wanted),
-                        free_clause,
-                    )
-                    .values(owner=self.member_id, lease_until_ms=expires)
-                    .returning(positions.c.part, positions.c.pos_tx, positions.c.pos_id)
-                )
-            ).all()
+            claimed = (await conn.execute(claim)).all()
             skips = await self._acked_above(conn, channel, [int(row.part) for row in claimed])
         for row in claimed:
-            part = Part(channel, int(row.part), (int(row.pos_tx), int(row.pos_id)))
+            pos = (int(row.pos_tx), int(row.pos_id))
+            part = Part(channel, int(row.part), pos, pos)
             part.skip = {pos for pos in skips.get(part.number, ()) if pos > part.committed}
             self.parts[(channel, part.number)] = part
         if claimed:
             self._on_claimed()
-            logger.debug(
-                "group %s member %s claimed %d partitions of %s",
-                self.group,
-                self.member_id[:8],
-                len(claimed),
-                channel,
-            )
+            logger.debug("group %s claimed %d partitions of %s", self.group, len(claimed), channel)

@@ -1,7 +1,5 @@
-"""Options of the SQL driver: a frozen dataclass validated at construction.
-
-The database URL may hold a password; ``repr`` and every log line show it as ``***``.
-"""
+"""Options of the SQL driver: a frozen dataclass validated at construction; ``repr`` and
+every log line show the URL's password as ``***``."""
 
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ..._sql.names import TableNames, check_channel, check_dialect, table_names
-from ..._sql.urls import DATABASE_PARAMETERS, parse, redact
+from ..._sql.urls import DATABASE_PARAMETERS, parse
 from ...errors import ConfigurationError
 from ...numbers import check_number
 from ..kit.options import DriverOptions, check_choice, check_count
@@ -18,9 +16,6 @@ from ..kit.query import take_query
 
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
-
-_MAX_SECONDS = 86_400.0
-"""The longest interval an SQL option may name (a day)."""
 
 TABLES = (
     "hexa_log",
@@ -41,30 +36,40 @@ DERIVED_NAMES = (
     "hexa_redeliveries_due",
 )
 """Every name PostgreSQL derives from a table name (tables, primary keys, the sequence,
-the indexes): all must fit its 63-byte limit once prefixed. Kept in step with
-:func:`~hexa_event.drivers.sql.schema.metadata` (a test checks)."""
+the indexes): all must fit its 63-byte limit once prefixed (a test keeps it in step with
+:func:`~hexa_event.drivers.sql.schema.metadata`)."""
 NOTIFY_TABLE = "hexa_log"
 """Publishes NOTIFY on the log table's qualified name (``schema.prefixhexa_log``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SqlOptions(DriverOptions):
-    """How the SQL driver connects and paces itself. Every field has a working default.
+def names_for(
+    schema: str | None, table_prefix: str | None, dialect: str | None, owner: str = "SQL driver"
+) -> TableNames:
+    """Checked :class:`TableNames` for the driver's tables (``dialect``: refuse a schema on
+    SQLite); :class:`ConfigurationError` naming what to change otherwise."""
+    names = table_names(schema, table_prefix, owner=owner, derived=DERIVED_NAMES)
+    if dialect is not None:
+        check_dialect(names, dialect, owner=owner)
+    check_channel(names, NOTIFY_TABLE, owner=owner)
+    return names
 
-    The log is split into ``partitions`` virtual partitions per channel (a key's partition
-    is a hash of the key); members of a consumer group lease partitions, so ``partitions``
-    bounds how many processes of one group share a channel's work. It is stored in the
-    database on creation; later processes use the stored value.
-    """
+
+@dataclass(frozen=True, slots=True, repr=False)
+class SqlOptions(DriverOptions):
+    """How the SQL driver connects and paces itself. Every field has a working default."""
 
     engine = "SQL driver"
     url_field = "url"
+    url_fields = ("url",)
+    masked_fields = ("engine_options",)
 
     url: str
     """SQLAlchemy-style URL: ``sqlite:///path.db`` or ``postgresql://user@host/db``."""
     create_tables: bool = True
     """Create the tables on first use (:func:`~hexa_event.drivers.sql.migrate`)."""
     partitions: int = 16
+    """Virtual partitions per channel (by key hash): at most this many processes of one
+    group share a channel. Stored when the tables are created; later processes use that."""
     lease_ttl: float = 10.0
     """Seconds a member keeps its partitions without heartbeats; a crashed member's
     unsettled deliveries are redelivered to the group after this."""
@@ -90,14 +95,12 @@ class SqlOptions(DriverOptions):
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     """Passed as is to ``sqlalchemy.ext.asyncio.create_async_engine``."""
     schema: str | None = None
-    """PostgreSQL schema holding the tables (None: the connection's ``search_path``);
-    created by the migration if missing. Refused on SQLite (use ``table_prefix``). Also
-    as the URL query ``?schema=billing``."""
+    """PostgreSQL schema holding the tables (None: the connection's ``search_path``),
+    created if missing; refused on SQLite (use ``table_prefix``)."""
     table_prefix: str = ""
     """Put before every table, index and NOTIFY channel name (``billing_`` gives
-    ``billing_hexa_log``). Also as the URL query ``?table_prefix=billing_``. Both names:
-    lowercase letters, digits and ``_``; PostgreSQL's 63-byte limit counts the longest
-    derived name (``<prefix>hexa_positions_by_owner``)."""
+    ``billing_hexa_log``). Both names: lowercase letters, digits and ``_``, within
+    PostgreSQL's 63 bytes once derived (``<prefix>hexa_positions_by_owner``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or "://" not in self.url:
@@ -105,12 +108,8 @@ class SqlOptions(DriverOptions):
         object.__setattr__(self, "url", self._take_query_options(self.url))
         object.__setattr__(self, "schema", self.schema or None)
         object.__setattr__(self, "table_prefix", self.table_prefix or "")
-        parsed = parse(self.url)  # a bad host, port or bracket is named now, not at first use
-        names = table_names(
-            self.schema, self.table_prefix, owner="SqlOptions", derived=DERIVED_NAMES
-        )
-        check_dialect(names, parsed.get_backend_name(), owner="SqlOptions")
-        check_channel(names, NOTIFY_TABLE, owner="SqlOptions")
+        # A bad host, port or bracket is named now, not at first use.
+        names_for(self.schema, self.table_prefix, parse(self.url).get_backend_name(), "SqlOptions")
         check_count("SqlOptions", "partitions", self.partitions, maximum=1024)
         for name in (
             "lease_ttl",
@@ -120,12 +119,8 @@ class SqlOptions(DriverOptions):
             "ack_interval",
             "busy_timeout",
         ):
-            check_number(
-                f"SqlOptions.{name} (seconds)",
-                getattr(self, name),
-                maximum=_MAX_SECONDS,
-                above=True,
-            )
+            seconds = getattr(self, name)
+            check_number(f"SqlOptions.{name} (seconds)", seconds, maximum=86_400.0, above=True)
         if self.heartbeat_interval * 2 >= self.lease_ttl:
             raise ConfigurationError(
                 "SqlOptions.lease_ttl must be more than twice heartbeat_interval, or leases "
@@ -166,13 +161,3 @@ class SqlOptions(DriverOptions):
     def names(self) -> TableNames:
         """Where the tables live (schema and prefix), checked."""
         return TableNames(self.schema, self.table_prefix)
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{f.name}={redact(self.url)!r}"
-            if f.name == "url"
-            else f"{f.name}={getattr(self, f.name)!r}"
-            for f in fields(self)
-            if f.name != "engine_options"
-        )
-        return f"SqlOptions({shown}, engine_options=<{len(self.engine_options)} keys>)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from ...driver import Delivery, RawRecord
 
@@ -10,41 +11,34 @@ Pos = tuple[int, int]
 """A position in a partition: (inserting transaction id, row id); txid is 0 on SQLite."""
 
 
+@dataclass(slots=True, eq=False)
 class Part:
-    """One leased (channel, partition): cursor, settled prefix, deliveries not yet settled."""
+    """One leased (channel, partition): ``cursor`` is the last row read into memory,
+    ``committed`` the settled prefix (the position to store), ``outstanding`` the rows read
+    above it in order with settled flags, ``skip`` rows above it the group acked before
+    (``hexa_acked``: not handed out)."""
 
-    __slots__ = (
-        "blocked_until_ms",
-        "channel",
-        "committed",
-        "cursor",
-        "dirty",
-        "drained",
-        "number",
-        "outstanding",
-        "owned",
-        "redeliveries",
-        "releasing",
-        "skip",
-    )
+    channel: str
+    number: int
+    cursor: Pos
+    committed: Pos
+    outstanding: OrderedDict[Pos, bool] = field(default_factory=OrderedDict)
+    dirty: bool = False
+    drained: bool = False
+    owned: bool = True
+    releasing: bool = False
+    redeliveries: int = 0
+    blocked_until_ms: int = 0
+    skip: set[Pos] = field(default_factory=set)
 
-    def __init__(self, channel: str, number: int, pos: Pos) -> None:
-        self.channel = channel
-        self.number = number
-        self.cursor: Pos = pos
-        """The last row read into memory."""
-        self.committed: Pos = pos
-        """Every row up to here is settled: the position to store."""
-        self.outstanding: OrderedDict[Pos, bool] = OrderedDict()
-        """Rows read and not yet covered by ``committed``, in order, with settled flags."""
-        self.dirty = False
-        self.drained = False
-        self.owned = True
-        self.releasing = False
-        self.redeliveries = 0
-        self.blocked_until_ms = 0
-        self.skip: set[Pos] = set()
-        """Rows above ``committed`` the group acked before (``hexa_acked``): not handed out."""
+    @property
+    def active(self) -> bool:
+        """Held and not being given up: its rows may be handed out."""
+        return self.owned and not self.releasing
+
+    @property
+    def idle(self) -> bool:
+        return not self.outstanding and self.redeliveries == 0
 
     def acked_above(self) -> list[Pos]:
         """Rows above ``committed`` known to be acked: settled ones read, and ``skip``."""
@@ -57,27 +51,19 @@ class Part:
         if pos not in od:
             return
         od[pos] = True
-        advanced = False
         while od:
             first = next(iter(od))
             if not od[first]:
                 break
             od.popitem(last=False)
             self.committed = first
-            advanced = True
-        if advanced:
             self.dirty = True
-
-    @property
-    def idle(self) -> bool:
-        return not self.outstanding and self.redeliveries == 0
 
 
 class SqlDelivery(Delivery):
     """A row handed to this member. ``native`` is ``{"log_id", "txid", "partition"}``.
 
-    ``part``, ``pos`` and ``redelivered`` say where the row came from (its partition state,
-    its position, and whether it came from ``hexa_redeliveries``); ``applied`` is set once
+    ``redelivered``: it came from ``hexa_redeliveries``; ``applied`` is set once
     :meth:`SqlSubscription.settle` took its outcome into account (a second call is a no-op).
     """
 
@@ -89,10 +75,9 @@ class SqlDelivery(Delivery):
         part: Part,
         pos: Pos,
         record: RawRecord,
-        *,
-        redelivered: bool,
         delivery_count: int,
         timestamp: float,
+        redelivered: bool = False,
     ) -> None:
         super().__init__(
             record,
@@ -105,6 +90,13 @@ class SqlDelivery(Delivery):
         self.pos = pos
         self.redelivered = redelivered
         self.applied = False
+
+    def again(self) -> SqlDelivery:
+        """The same row to hand out once more (a nack without delay)."""
+        count, timestamp = self.delivery_count + 1, self.timestamp or 0.0
+        return SqlDelivery(
+            self.sub, self.part, self.pos, self.record, count, timestamp, self.redelivered
+        )
 
     @property
     def native(self) -> object:

@@ -1,20 +1,18 @@
 """The emit side of the SQL driver: group-committed batch inserts into ``hexa_log``.
 
-Concurrent ``publish`` calls are queued and written by one writer task in as few
-transactions as possible (up to ``publish_batch`` rows each): every caller returns once the
-transaction holding its rows committed, or gets a :class:`DriverError` (and then none of its
-rows were stored, since one caller's rows are never split over two transactions).
+One writer task writes the queued ``publish`` calls in as few transactions as possible (up
+to ``publish_batch`` rows each, one call's rows never split): each caller returns once its
+transaction committed, or gets a :class:`DriverError` and none of its rows were stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import zlib
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy import text
@@ -22,8 +20,6 @@ from sqlalchemy import text
 from ...driver import RawRecord, refuse
 from ...errors import ClosedError, InvalidEventError, NotStoredError
 from .log import SqlLog
-
-logger = logging.getLogger(__name__)
 
 _encode_headers = msgspec.msgpack.Encoder().encode
 
@@ -34,14 +30,12 @@ def partition_of(key: str, partitions: int) -> int:
 
 
 _COLUMNS = ("channel", "part", "msg_key", "headers", "body", "created_ms", "visible_ms")
-
-
 _MAX_NOT_BEFORE = 2**53 / 1000  # seconds; stored as milliseconds in a BIGINT
 MAX_CHANNEL = 255
 """Characters of a channel name the log's ``channel`` column holds (VARCHAR(255))."""
 
 
-def check(records: Sequence[RawRecord]) -> None:
+def check_columns(records: Sequence[RawRecord]) -> None:
     """What the log's columns cannot hold, of records the contract's checks passed: a
     ``not_before`` past the BIGINT column, a channel over its length, a NUL in a key."""
     problems: dict[int, NotStoredError] = {}
@@ -87,24 +81,17 @@ def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ..
 def insert_sql(paramstyle: str, table: str = "hexa_log") -> str | None:
     """A plain INSERT into ``table`` (quoted SQL) for the DBAPI's paramstyle (None: use
     SQLAlchemy Core instead)."""
-    if paramstyle == "qmark":
-        marks = ", ".join("?" for _ in _COLUMNS)
-    elif paramstyle == "numeric_dollar":
-        marks = ", ".join(f"${n}" for n in range(1, len(_COLUMNS) + 1))
-    elif paramstyle == "format":
-        marks = ", ".join("%s" for _ in _COLUMNS)
-    else:
+    mark = {"qmark": "?", "numeric_dollar": "${}", "format": "%s"}.get(paramstyle)
+    if mark is None:
         return None
+    marks = ", ".join(mark.format(n) for n in range(1, len(_COLUMNS) + 1))
     return f"INSERT INTO {table} ({', '.join(_COLUMNS)}) VALUES ({marks})"
 
 
-class _Request:
-    __slots__ = ("channels", "future", "rows")
-
-    def __init__(self, rows: list[tuple[Any, ...]], channels: set[str], future: Any) -> None:
-        self.rows = rows
-        self.channels = channels
-        self.future = future
+class _Request(NamedTuple):
+    rows: list[tuple[Any, ...]]
+    channels: set[str]
+    future: asyncio.Future[None]
 
 
 class Producer:
@@ -140,23 +127,15 @@ class Producer:
             try:
                 channels = await self._write(batch)
             except asyncio.CancelledError:
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(ClosedError("the SQL driver was closed"))
+                _answer(batch, ClosedError("the SQL driver was closed"))
                 raise
             except Exception as exc:
-                error = self._log.error("publish", exc)
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(error)
+                _answer(batch, self._log.error("publish", exc))
                 continue
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_result(None)
+            _answer(batch, None)
             self._log.committed(channels)
 
     async def _write(self, batch: list[_Request]) -> set[str]:
-        await self._log.ready()
         rows = [row for request in batch for row in request.rows]
         channels = set().union(*(request.channels for request in batch))
         async with self._log.writing() as conn:
@@ -183,3 +162,14 @@ class Producer:
         writer = self._writer
         if writer is not None and not writer.done():
             await asyncio.gather(writer, return_exceptions=True)
+
+
+def _answer(batch: list[_Request], error: BaseException | None) -> None:
+    """Tell the callers of ``batch`` still waiting: stored (``error`` None), or ``error``."""
+    for request in batch:
+        if request.future.done():
+            continue
+        if error is None:
+            request.future.set_result(None)
+        else:
+            request.future.set_exception(error)

@@ -1,15 +1,14 @@
-"""Reading the log: rows after each partition's cursor, due redeliveries, stored headers.
+"""Reading the log: rows after each partition's cursor, due redeliveries, stored headers,
+a group's lag (rows past its positions, less those acked above them, plus delayed nacks).
 
-On PostgreSQL rows are ordered by (inserting transaction id, id) and only rows of
-transactions older than the oldest running one are read
-(``txid < pg_snapshot_xmin(pg_current_snapshot())``), so a transaction that took an id early
-and commits late is never skipped. SQLite has one writer at a time, so ids follow commit
-order.
+On PostgreSQL only rows of transactions older than the oldest running one are read, in
+(txid, id) order, so a late commit is never skipped (docs/engines/sql.md, "Internals").
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,11 +37,11 @@ def decode_headers(raw: bytes) -> dict[str, bytes]:
         return {}
     if not isinstance(value, dict):
         return {}
-    headers: dict[str, bytes] = {}
-    for key, item in value.items():
-        if isinstance(key, str) and isinstance(item, bytes | str):
-            headers[key] = item.encode("utf-8", "surrogatepass") if isinstance(item, str) else item
-    return headers
+    return {
+        key: item.encode("utf-8", "surrogatepass") if isinstance(item, str) else item
+        for key, item in value.items()
+        if isinstance(key, str) and isinstance(item, bytes | str)
+    }
 
 
 def fetch_sql(dialect: str, count: int, table: str = "hexa_log") -> str:
@@ -78,19 +77,12 @@ async def read_partitions(
         params[f"i{i}"] = part.cursor[1]
         if dialect == "postgresql":
             params[f"t{i}"] = part.cursor[0]
-    async with log.reading() as conn:
-        result = await conn.execute(
-            text(fetch_sql(dialect, len(parts), log.sql_name("hexa_log"))), params
-        )
-        rows = result.all()
-    by_part: dict[tuple[str, int], list[Any]] = {}
+    statement = text(fetch_sql(dialect, len(parts), log.sql_name("hexa_log")))
+    async with log.engine.connect() as conn:
+        rows = (await conn.execute(statement, params)).all()
+    by_part: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for row in rows:
-        key = (row[2], row[3])
-        bucket = by_part.get(key)
-        if bucket is None:
-            by_part[key] = [row]
-        else:
-            bucket.append(row)
+        by_part[(row[2], row[3])].append(row)
     for part_rows in by_part.values():
         if any((a[1], a[0]) >= (b[1], b[0]) for a, b in itertools.pairwise(part_rows)):
             part_rows.sort(key=lambda r: (r[1], r[0]))
@@ -101,38 +93,49 @@ async def read_due_redeliveries(
     log: SqlLog, group: str, member_id: str, now_ms: int, limit: int
 ) -> Sequence[Any]:
     """Redeliveries of ``group`` due by ``now_ms`` in partitions ``member_id`` holds."""
-    r = log.table("hexa_redeliveries")
-    p = log.table("hexa_positions")
-    rows = log.table("hexa_log")
+    r, p, rows = (log.table(n) for n in ("hexa_redeliveries", "hexa_positions", "hexa_log"))
+    held = and_(p.c.group_name == r.c.group_name, p.c.channel == r.c.channel, p.c.part == r.c.part)
+    columns = [rows.c[n] for n in ("txid", "channel", "part", "msg_key", "headers", "body")]
     query = (
-        select(
-            r.c.log_id,
-            r.c.attempts,
-            rows.c.txid,
-            rows.c.channel,
-            rows.c.part,
-            rows.c.msg_key,
-            rows.c.headers,
-            rows.c.body,
-            rows.c.created_ms,
-        )
-        .select_from(
-            r.join(
-                p,
-                and_(
-                    p.c.group_name == r.c.group_name,
-                    p.c.channel == r.c.channel,
-                    p.c.part == r.c.part,
-                ),
-            ).join(rows, rows.c.id == r.c.log_id)
-        )
-        .where(
-            r.c.group_name == group,
-            p.c.owner == member_id,
-            r.c.visible_ms <= now_ms,
-        )
+        select(r.c.log_id, r.c.attempts, *columns, rows.c.created_ms)
+        .select_from(r.join(p, held).join(rows, rows.c.id == r.c.log_id))
+        .where(r.c.group_name == group, p.c.owner == member_id, r.c.visible_ms <= now_ms)
         .order_by(r.c.visible_ms)
         .limit(limit)
     )
-    async with log.reading() as conn:
+    async with log.engine.connect() as conn:
         return (await conn.execute(query)).all()
+
+
+def lag_sql(log: SqlLog) -> str:
+    """The statement: ``(channel, rows behind)`` for the group ``:g``."""
+    log_t, pos_t = log.sql_name("hexa_log"), log.sql_name("hexa_positions")
+    acked_t, redo_t = log.sql_name("hexa_acked"), log.sql_name("hexa_redeliveries")
+    if log.dialect == "postgresql":
+        after = "(l.txid, l.id) > (p.pos_tx, p.pos_id)"
+        acked_after = "(a.txid, a.log_id) > (p.pos_tx, p.pos_id)"
+    else:  # SQLite: ids follow commit order (txid is 0)
+        after = "l.id > p.pos_id"
+        acked_after = "a.log_id > p.pos_id"
+    return (
+        f"SELECT l.channel, COUNT(*) FROM {pos_t} p JOIN {log_t} l "
+        f"ON l.channel = p.channel AND l.part = p.part AND {after} "
+        "WHERE p.group_name = :g GROUP BY l.channel "
+        f"UNION ALL SELECT a.channel, -COUNT(*) FROM {pos_t} p JOIN {acked_t} a "
+        "ON a.group_name = p.group_name AND a.channel = p.channel AND a.part = p.part "
+        f"AND {acked_after} WHERE p.group_name = :g GROUP BY a.channel "
+        f"UNION ALL SELECT r.channel, COUNT(*) FROM {redo_t} r WHERE r.group_name = :g "
+        "GROUP BY r.channel "
+        f"UNION ALL SELECT p.channel, 0 FROM {pos_t} p WHERE p.group_name = :g "
+        "GROUP BY p.channel"
+    )
+
+
+async def read_lag(log: SqlLog, group: str) -> dict[str, int]:
+    """Per channel the group has positions on, the rows not yet settled by ``group``."""
+    async with log.engine.connect() as conn:
+        rows = (await conn.execute(text(lag_sql(log)), {"g": group})).all()
+    out: dict[str, int] = {}
+    for channel, count in rows:
+        out[channel] = out.get(channel, 0) + int(count)
+    return {channel: max(0, count) for channel, count in out.items()}

@@ -1,33 +1,11 @@
 """The SQL driver's tables, the migration that creates them, and engine construction.
 
-Tables (all prefixed ``hexa_``):
-
-- ``hexa_log``: the append-only event log. ``id`` is an autoincrement id; on PostgreSQL
-  ``txid`` holds the inserting transaction's id (``pg_current_xact_id()``) so readers can
-  order by ``(txid, id)`` and stop below the oldest running transaction: a transaction that
-  got an id early and commits late is never skipped (see the driver's docstring).
-  ``part`` is the key's virtual partition, ``visible_ms`` the not-before time of retry copies.
-- ``hexa_channels``: every channel published or provisioned (pattern subscriptions match it).
-- ``hexa_positions``: per (group, channel, partition) the stored position and the lease
-  (``owner``, ``lease_until_ms``) of the group member that consumes it.
-- ``hexa_members``: live members of each group per channel (heartbeats), for fair shares.
-- ``hexa_redeliveries``: records a group gave back with ``nack(delay)``, due at ``visible_ms``.
-- ``hexa_acked``: rows a group acked above its stored position when a member let go of the
-  partition (clean close, rebalance), so the next owner skips them (never delivered again).
-- ``hexa_meta``: settings fixed at creation (``partitions``).
-
-Create them with :func:`migrate` (idempotent, safe to run from several processes at once) or
-print :func:`ddl` and run it with your own migration tool.
-
-``schema``/``table_prefix`` (:class:`~hexa_event.drivers.sql.SqlOptions`) move the whole set:
-``table_prefix="billing_"`` gives ``billing_hexa_log``, ``billing_hexa_log_by_partition``...;
-``schema="billing"`` gives ``billing.hexa_log`` (PostgreSQL; the schema is created if
-missing). Two sets in one database share nothing, not even wake-ups.
+What each table holds, and how ``schema``/``table_prefix`` move the whole set:
+docs/engines/sql.md ("Internals"). Create them with :func:`migrate` (idempotent, safe from
+several processes at once) or print :func:`ddl` for your own migration tool.
 """
 
 from __future__ import annotations
-
-import logging
 
 from sqlalchemy import (
     BigInteger,
@@ -49,32 +27,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..._sql import urls
 from ..._sql.dialects import tables_ddl
 from ..._sql.engine import begin_write, log_engine
-from ..._sql.names import TableNames, check_channel, check_dialect, table_names
+from ..._sql.names import TableNames
 from ..._sql.schema import create_schemas
 from ...errors import ConfigurationError
-from .options import DERIVED_NAMES, NOTIFY_TABLE, SqlOptions
+from .options import SqlOptions, names_for
 
-logger = logging.getLogger(__name__)
-
-DEFAULT_PARTITIONS = 16
 _MIGRATION_LOCK = 7_341_000_451  # pg advisory lock key for concurrent migrations
-
-
-def names_for(
-    schema: str | None, table_prefix: str | None, dialect: str | None = None
-) -> TableNames:
-    """Checked :class:`TableNames` for the driver's tables (``dialect``: refuse a schema on
-    SQLite); :class:`ConfigurationError` naming what to change otherwise."""
-    names = table_names(schema, table_prefix, owner="SQL driver", derived=DERIVED_NAMES)
-    if dialect is not None:
-        check_dialect(names, dialect, owner="SQL driver")
-    check_channel(names, NOTIFY_TABLE, owner="SQL driver")
-    return names
 
 
 def metadata(dialect: str, *, schema: str | None = None, table_prefix: str = "") -> MetaData:
     """The driver's tables for ``dialect`` (``"sqlite"`` or ``"postgresql"``), in ``schema``
-    and with ``table_prefix`` (see the module docstring)."""
+    and with ``table_prefix``."""
     return build_metadata(dialect, names_for(schema, table_prefix, dialect))
 
 
@@ -235,12 +198,7 @@ def _create(sync_conn: Connection, partitions: int, names: TableNames) -> int:
     return int(row.value)
 
 
-async def migrate_async(
-    engine: AsyncEngine,
-    *,
-    partitions: int = DEFAULT_PARTITIONS,
-    names: TableNames = TableNames(),  # noqa: B008 - frozen, shared safely
-) -> int:
+async def migrate_async(engine: AsyncEngine, *, partitions: int, names: TableNames) -> int:
     """Create the tables (``names``: checked schema and prefix) if missing; return the
     stored partition count."""
     async with engine.connect() as conn:
@@ -254,7 +212,7 @@ async def migrate_async(
 async def migrate(
     target: str | AsyncEngine | Engine,
     *,
-    partitions: int = DEFAULT_PARTITIONS,
+    partitions: int = 16,
     schema: str | None = None,
     table_prefix: str = "",
 ) -> int:

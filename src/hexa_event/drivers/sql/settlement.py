@@ -18,10 +18,9 @@ from .partitions import Part, Pos
 
 
 async def finish_before_cancelling(task: asyncio.Future[None]) -> None:
-    """Await ``task`` to its end; a cancellation meanwhile is raised only after it. A write
-    transaction cut short by a cancellation (a signal, a timeout around ``settle``) can leave
-    SQLite's write lock held by a connection SQLAlchemy then drops, wedging every later
-    writer of the file for the busy timeout."""
+    """Await ``task`` to its end; a cancellation meanwhile is raised only after it (a write
+    cut short can leave SQLite's write lock held by a connection SQLAlchemy then drops,
+    wedging every later writer of the file for the busy timeout)."""
     cancelled = False
     while not task.done():
         try:
@@ -84,7 +83,7 @@ class Settlements:
             acked = set(self._acked_redeliveries)
             if not (kept or released or redeliveries or acked):
                 return
-            write = self._write(kept, released, redeliveries, acked, release)
+            write = self._write(kept, released, redeliveries, acked)
             await finish_before_cancelling(asyncio.ensure_future(write))
 
     async def _write(
@@ -93,28 +92,19 @@ class Settlements:
         released: list[tuple[Part, Pos]],
         redeliveries: dict[int, dict[str, Any]],
         acked: set[int],
-        release: Sequence[Part],
     ) -> None:
-        try:
+        r = self._log.table("hexa_redeliveries")
+        with self._log.failing("storing settlements"):
             async with self._log.writing() as conn:
                 if redeliveries:
-                    table = self._log.table("hexa_redeliveries")
-                    stmt = self._log.upsert(
-                        table, ("group_name", "log_id"), ("visible_ms", "attempts")
-                    )
+                    stmt = self._log.upsert(r, ("group_name", "log_id"), ("visible_ms", "attempts"))
                     await conn.execute(stmt, list(redeliveries.values()))
                 if acked:
-                    r = self._log.table("hexa_redeliveries")
-                    await conn.execute(
-                        r.delete().where(
-                            r.c.group_name == self._group, r.c.log_id.in_(sorted(acked))
-                        )
-                    )
+                    in_acked = r.c.log_id.in_(sorted(acked))
+                    await conn.execute(r.delete().where(r.c.group_name == self._group, in_acked))
                 await self._store_positions(conn, kept, release=False)
                 await self._store_positions(conn, released, release=True)
-                await self._store_acked(conn, release)
-        except Exception as exc:
-            raise self._log.error("storing settlements", exc) from exc
+                await self._store_acked(conn, [part for part, _ in released])
         for part, pos in (*kept, *released):
             if part.committed == pos:
                 part.dirty = False
@@ -125,30 +115,15 @@ class Settlements:
         self.flushes += 1
 
     async def _store_acked(self, conn: Any, parts: Sequence[Part]) -> None:
-        """For partitions let go of: the rows acked above their position (``hexa_acked``),
-        replacing what was stored, so the next owner skips them."""
-        if not parts:
-            return
+        """For partitions let go of: replace their ``hexa_acked`` rows with the rows acked
+        above their position, so the next owner skips them."""
         acked = self._log.table("hexa_acked")
+        rows = []
         for part in parts:
-            await conn.execute(
-                acked.delete().where(
-                    acked.c.group_name == self._group,
-                    acked.c.channel == part.channel,
-                    acked.c.part == part.number,
-                )
-            )
-        rows = [
-            {
-                "group_name": self._group,
-                "channel": part.channel,
-                "part": part.number,
-                "log_id": pos[1],
-                "txid": pos[0],
-            }
-            for part in parts
-            for pos in part.acked_above()
-        ]
+            of_part = (acked.c.channel == part.channel, acked.c.part == part.number)
+            await conn.execute(acked.delete().where(acked.c.group_name == self._group, *of_part))
+            where = {"group_name": self._group, "channel": part.channel, "part": part.number}
+            rows += [{**where, "log_id": pos[1], "txid": pos[0]} for pos in part.acked_above()]
         if rows:
             await conn.execute(acked.insert(), rows)
 
@@ -165,24 +140,15 @@ class Settlements:
         stmt = (
             positions.update()
             .where(
-                positions.c.group_name == bindparam("b_group"),
+                positions.c.group_name == self._group,
+                positions.c.owner == self._member_id,
                 positions.c.channel == bindparam("b_channel"),
                 positions.c.part == bindparam("b_part"),
-                positions.c.owner == bindparam("b_owner"),
             )
             .values(**values)
         )
-        await conn.execute(
-            stmt,
-            [
-                {
-                    "b_group": self._group,
-                    "b_channel": p.channel,
-                    "b_part": p.number,
-                    "b_owner": self._member_id,
-                    "b_tx": pos[0],
-                    "b_id": pos[1],
-                }
-                for p, pos in parts
-            ],
-        )
+        rows = [
+            {"b_channel": p.channel, "b_part": p.number, "b_tx": pos[0], "b_id": pos[1]}
+            for p, pos in parts
+        ]
+        await conn.execute(stmt, rows)
