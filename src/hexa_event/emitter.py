@@ -180,9 +180,12 @@ class Emitter:
             raise NotARequestError(msg.id, msg.channel)
         raw = msg.headers.get(EVENT_ID)
         request_id = raw.decode("utf-8", "replace") if raw else msg.id
+        key = msg.key
+        if not key.isascii():  # a key read as raw bytes (Kafka) may hold escaped bytes
+            key = key.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
         event = Event(
             msg.reply_channel,
-            msg.key,
+            key,
             payload,
             headers=headers or {},
             codec=codec,

@@ -52,6 +52,10 @@ class Event(msgspec.Struct, Generic[T], frozen=True):
             or self.reply_channel.__class__ is not str
         ):
             self._refuse()
+        if not (channel.isascii() and key.isascii() and self.reply_channel.isascii()):
+            _check_text("channel", channel)
+            _check_text("key", key)
+            _check_text("reply_channel", self.reply_channel)
         if self.id is not None and (not isinstance(self.id, str) or not self.id):
             raise InvalidEventError("id", "must be a non-empty string when given")
         if self.headers:
@@ -60,6 +64,9 @@ class Event(msgspec.Struct, Generic[T], frozen=True):
                     raise InvalidEventError("headers", f"has a bad header name {name!r}")
                 if not isinstance(value, str | bytes):
                     raise InvalidEventError("headers", f"value of {name!r} must be str or bytes")
+                _check_text("headers", name)
+                if isinstance(value, str):
+                    _check_text("headers", value, name)
         if self.deliver_at is not None or self.delay is not None:
             _check_schedule(self.deliver_at, self.delay)
         if self.in_reply_to.__class__ is not str:
@@ -83,6 +90,22 @@ class Event(msgspec.Struct, Generic[T], frozen=True):
                 raise InvalidEventError(name, "is required and must not be empty")
         if not isinstance(self.reply_channel, str):
             raise InvalidEventError("reply_channel", "must be a string")
+
+
+def _check_text(field: str, text: str, header: str = "") -> None:
+    """Refuse text no broker can carry: a lone surrogate has no UTF-8 form."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        what = f"value of header {header!r}" if header else "text"
+        raise InvalidEventError(
+            field,
+            f"{what} holds a lone surrogate ({text[exc.start]!r} at position {exc.start}), "
+            "which has no UTF-8 form: pass real text (bytes decoded with errors='replace', "
+            "say) or, for a header value, bytes",
+        ) from None
 
 
 def _check_schedule(deliver_at: object, delay: object) -> None:
