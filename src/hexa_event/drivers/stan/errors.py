@@ -53,12 +53,9 @@ def is_channel_limit(error: str) -> bool:
     return "too many channels" in error.lower()
 
 
+_GONE = ("unknown clientid", "invalid publish request", "no longer registered", "has been replaced")
+
+
 def is_session_gone(error: str) -> bool:
     """Whether a server error text means our client id is no longer registered."""
-    lowered = error.lower()
-    return (
-        "unknown clientid" in lowered
-        or "invalid publish request" in lowered
-        or "no longer registered" in lowered
-        or "has been replaced" in lowered
-    )
+    return any(text in error.lower() for text in _GONE)
