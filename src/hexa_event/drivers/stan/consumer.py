@@ -273,10 +273,8 @@ class StanSubscription(Subscription):
             raise
         self.session.members.add(self)
 
-    def on_session_failed(self) -> None:
-        failure = self.session.failure
-        if failure is not None:
-            self.buffer.fail(failure)
+    def on_session_failed(self, failure: DriverError) -> None:
+        self.buffer.fail(failure)
 
     async def resubscribe(self) -> None:
         """Join every channel (again, after the session was re-established)."""

@@ -67,7 +67,7 @@ class Member(Protocol):
 
     async def resubscribe(self) -> None: ...
 
-    def on_session_failed(self) -> None: ...
+    def on_session_failed(self, failure: DriverError) -> None: ...
 
 
 class StanSession:
@@ -272,7 +272,6 @@ class StanSession:
         self._nats_up = False
         self.error = "NATS connection lost; reconnecting"
         self._interrupted("the NATS connection was lost")
-        self._update_ready()
 
     async def _on_reconnected(self) -> None:
         self._ping_now.set()  # the ping loop handles it at once
@@ -287,12 +286,12 @@ class StanSession:
             f"({cause}); the receivers on it stopped and emits fail: connect() again"
         )
         logger.error("%s", self.error)
-        self.failure = DriverError(self.error, retriable=False)
+        self.failure = failure = DriverError(self.error, retriable=False)
         self._nats_up = False
-        self._fail_pending(self.failure)
+        self._fail_pending(failure)
         self._ready.set()  # waiters wake and see the failure
         for member in list(self.members):
-            member.on_session_failed()
+            member.on_session_failed(failure)
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):
@@ -307,6 +306,7 @@ class StanSession:
     def _interrupted(self, why: str) -> None:
         self.epoch += 1
         self._fail_pending(SessionInterruptedError(f"publish interrupted: {why}"))
+        self._update_ready()
 
     def _fail_pending(self, exc: BaseException) -> None:
         pending, self._acks = self._acks, {}
@@ -322,7 +322,6 @@ class StanSession:
         self._session_ok = False
         self.error = f"STAN session lost: {why}"
         self._interrupted(why)
-        self._update_ready()
         self._spawn(self._recover())
 
     async def _recover(self) -> None:
@@ -384,7 +383,6 @@ class StanSession:
                     self.error = ""
                 # Acks of publishes sent before the drop may never come: re-send them.
                 self._interrupted("the NATS connection was re-established")
-                self._update_ready()
             if not self._session_ok or not nc.is_connected:
                 continue
             self._outstanding += 1
