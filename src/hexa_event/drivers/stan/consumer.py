@@ -30,7 +30,7 @@ from ...errors import ConfigurationError, DriverError
 from ..kit.buffer import DeliveryBuffer
 from . import monitor
 from .acked import RecentAcks
-from .errors import StanChannelLimitError, StanRequestError, is_channel_limit, is_session_gone
+from .errors import StanRequestError, is_session_gone, refused
 from .options import StanSubscriptionOptions, check_channel
 from .protocol import (
     MsgProto,
@@ -131,17 +131,12 @@ class ChannelMember:
                     self.channel, self.request.inbox, unsubscribe=False
                 )
             raise
+        if response.error and is_session_gone(response.error):
+            session.lost(response.error)
+            raise DriverError(f"subscribe to {self.channel!r}: {response.error}")
         if response.error:
-            if is_channel_limit(response.error):
-                raise StanChannelLimitError(self.channel, response.error)
-            if is_session_gone(response.error):
-                session.lost(response.error)
-                raise DriverError(f"subscribe to {self.channel!r}: {response.error}")
-            raise StanRequestError(
-                f"the NATS Streaming server refused the subscription to {self.channel!r} "
-                f"({_describe(self.request)}): {response.error}",
-                retriable=False,
-            )
+            what = f"the subscription to {self.channel!r} ({_describe(self.request)})"
+            raise refused(self.channel, response.error, what)
         self.ack_inbox = response.ack_inbox
         self.ack_command = pub_head(response.ack_inbox)
 

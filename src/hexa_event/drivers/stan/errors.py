@@ -48,9 +48,11 @@ class StanRequestError(DriverError):
     """The server answered a protocol request with an error."""
 
 
-def is_channel_limit(error: str) -> bool:
-    """Whether a server error text is the channel-limit refusal."""
-    return "too many channels" in error.lower()
+def refused(channel: str, error: str, what: str) -> DriverError:
+    """The server's refusal (``error``) of ``what`` on ``channel``, not to be retried."""
+    if "too many channels" in error.lower():
+        return StanChannelLimitError(channel, error)
+    return StanRequestError(f"the NATS Streaming server refused {what}: {error}", retriable=False)
 
 
 _GONE = ("unknown clientid", "invalid publish request", "no longer registered", "has been replaced")

@@ -149,10 +149,9 @@ class StanOptions(kit.DriverOptions):
 
     @classmethod
     def from_parts(cls, fields: dict[str, Any], url: kit.ParsedUrl) -> None:
-        if url.user is not None:
-            fields.setdefault("user", url.user)
-        if url.password is not None:
-            fields.setdefault("password", url.password)
+        for name, value in (("user", url.user), ("password", url.password)):
+            if value is not None:
+                fields.setdefault(name, value)
         scheme = "tls" if url.parts.scheme.lower().endswith("+tls") else "nats"
         fields.setdefault(
             "servers", ",".join(f"{scheme}://{h.strip()}" for h in url.hosts.split(","))

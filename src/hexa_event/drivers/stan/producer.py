@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ...driver import RawRecord, refuse
 from ...errors import ConfigurationError, DriverError, NotStoredError
-from .errors import StanChannelLimitError, is_channel_limit, is_session_gone
+from .errors import is_session_gone, refused
 from .options import check_channel
 from .session import PublishBatch, SessionInterruptedError, StanNotAnsweringError, StanSession
 from .wire import encode_body
@@ -66,30 +66,20 @@ async def publish(session: StanSession, records: Sequence[RawRecord], checked: s
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 await batch.done.wait()
-        if batch.remaining > 0:
-            session.forget(batch)
+        session.forget(batch)  # what is still unanswered
         retry: list[tuple[int, str, bytes]] = []
         nobody = False
         for frame in pending:
             outcome = batch.results[frame[0]]
-            if outcome == "":
-                continue
-            if outcome is None or isinstance(outcome, SessionInterruptedError):
+            if isinstance(outcome, str) and outcome and not is_session_gone(outcome):
+                raise refused(frame[1], outcome, f"a record for channel {frame[1]!r}")
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, SessionInterruptedError
+            ):
+                raise outcome
+            if outcome != "":  # not stored yet: sent again (a lost session recovers meanwhile)
                 nobody = nobody or isinstance(outcome, StanNotAnsweringError)
                 retry.append(frame)
-                continue
-            if isinstance(outcome, BaseException):
-                raise outcome
-            channel = frame[1]
-            if is_channel_limit(outcome):
-                raise StanChannelLimitError(channel, outcome)
-            if is_session_gone(outcome):
-                retry.append(frame)  # the session recovers in the background
-                continue
-            raise DriverError(
-                f"the NATS Streaming server refused a record for channel {channel!r}: {outcome}",
-                retriable=False,
-            )
         pending = retry
         if pending and time.monotonic() >= deadline:
             raise DriverError(
