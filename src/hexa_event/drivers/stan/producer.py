@@ -71,15 +71,16 @@ async def publish(session: StanSession, records: Sequence[RawRecord], checked: s
         nobody = False
         for frame in pending:
             outcome = batch.results[frame[0]]
-            if isinstance(outcome, str) and outcome and not is_session_gone(outcome):
+            if outcome == "":  # stored
+                continue
+            if isinstance(outcome, str) and not is_session_gone(outcome):
                 raise refused(frame[1], outcome, f"a record for channel {frame[1]!r}")
             if isinstance(outcome, BaseException) and not isinstance(
                 outcome, SessionInterruptedError
             ):
                 raise outcome
-            if outcome != "":  # not stored yet: sent again (a lost session recovers meanwhile)
-                nobody = nobody or isinstance(outcome, StanNotAnsweringError)
-                retry.append(frame)
+            nobody = nobody or isinstance(outcome, StanNotAnsweringError)
+            retry.append(frame)  # sent again (a lost session recovers meanwhile)
         pending = retry
         if pending and time.monotonic() >= deadline:
             raise DriverError(
