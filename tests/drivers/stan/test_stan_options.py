@@ -103,7 +103,7 @@ async def test_subscription_requests_follow_the_spec() -> None:
 
     driver.session.nc = FakeNats()  # type: ignore[assignment]
     spec = SubscriptionSpec(group="billing", channels=("orders", "billing.retry.1"), prefetch=50)
-    sub = StanSubscription(driver.session, spec, driver.options)
+    sub = StanSubscription(driver.session, spec)
     first = sub.members[0].request
     assert (first.q_group, first.durable_name) == ("billing", "billing")
     assert (first.max_in_flight, first.ack_wait_in_secs) == (50, 7)
@@ -116,18 +116,15 @@ async def test_subscription_requests_follow_the_spec() -> None:
             start="latest",
             options=StanSubscriptionOptions(kind="plain", start_time_delta=1.5, max_inflight=3),
         ),
-        driver.options,
     ).members[0]
     assert (plain.request.q_group, plain.request.durable_name) == ("", "")
     assert plain.request.start_position == StartPosition.TIME_DELTA_START
     assert plain.request.start_time_delta == 1_500_000_000
     assert plain.request.max_in_flight == 3
     with pytest.raises(ConfigurationError, match="pattern"):
-        StanSubscription(driver.session, SubscriptionSpec(group="g", pattern="a.*"), driver.options)
+        StanSubscription(driver.session, SubscriptionSpec(group="g", pattern="a.*"))
     with pytest.raises(ConfigurationError, match="':'"):
-        StanSubscription(
-            driver.session, SubscriptionSpec(group="a:b", channels=("x",)), driver.options
-        )
+        StanSubscription(driver.session, SubscriptionSpec(group="a:b", channels=("x",)))
 
 
 async def test_no_server_fails_fast_and_clearly() -> None:

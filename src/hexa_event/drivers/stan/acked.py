@@ -1,14 +1,6 @@
-"""What one STAN subscription member acknowledged lately, so a late copy is not run again.
-
-The server redelivers a message whose AckWait passed before it processed our Ack. Such a
-copy can reach us after we acked (it crossed the Ack on the wire, or waited in a queue of
-the busy client or server): the member must not hand it out again. It acknowledges it
-again instead: harmless when the first Ack arrived, and what settles it when that Ack was
-lost. Entries are kept for two AckWaits after the Ack, and at most :data:`MOST` of them
-(the oldest go first: a crossing copy comes soon after the Ack it crossed). Only a copy
-flagged as redelivered is one, and the memory is cleared when the member joins again after
-its session was lost: a server that restarted with a memory store numbers its channels
-from 1 again.
+"""What one STAN subscription member acknowledged lately, so a late copy of it (crossing our
+Ack on the wire, or queued at a busy client or server) is acked again, not run again. Why
+and for how long: docs/engines/stan.md#acks-and-copies.
 """
 
 from __future__ import annotations
@@ -39,9 +31,6 @@ class RecentAcks:
 
     def __len__(self) -> int:
         return len(self._until)
-
-    def __bool__(self) -> bool:
-        return bool(self._until)
 
     def clear(self) -> None:
         self._until.clear()

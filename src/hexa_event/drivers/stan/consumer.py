@@ -1,25 +1,12 @@
-"""Receiving: one STAN subscription per channel, all feeding one contract subscription.
-
-By default each channel is joined as a member of a durable queue group named after the
-subscription's group (the action): processes of one action share the channel's messages,
-each message goes to one member, and the group and its position outlive every member.
-
-Acknowledgement is always manual. ``settle`` publishes an Ack for each acked delivery to the
-subscription's ack inbox; nats-py's writer sends them at once (STAN never confirms an Ack, and
-we do not wait for a PONG: nats-py 2.16 breaks its read loop when a flush is cancelled).
-STAN has no nack: a nacked delivery is simply not acknowledged, and the server sends it
-again once its AckWait has passed (to this member or, in a queue group, to another). A nack's
-delay is kept locally: a redelivery that reaches this member before the delay is over is
-dropped unacknowledged, so the server tries again one AckWait later. While a delivery is held
-(handed out, not settled), a redelivery of it to this member is dropped too, so the core
-never runs one message twice at once in one process. Once acked, a delivery is remembered
-for two AckWaits (:mod:`.acked`): a copy the server sent before our Ack reached it (a
-scheduled event acked as its AckWait ends, a busy client or server) is acked again there,
-not handed out.
+"""Receiving: one STAN subscription per channel (a durable queue group named after the
+action by default), all feeding one contract subscription. Acks are manual and batched; a
+nack is an Ack not sent (the server redelivers after AckWait), its delay kept here; copies
+held, nacked early or acked lately are not handed out (docs/engines/stan.md, Internals).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import logging
@@ -39,17 +26,18 @@ from ...driver import (
     SubscriptionSpec,
     SubscriptionStatus,
 )
-from ...errors import ClosedError, ConfigurationError, DriverError
+from ...errors import ConfigurationError, DriverError
 from ..kit.buffer import DeliveryBuffer
+from . import monitor
 from .acked import RecentAcks
-from .errors import StanChannelLimitError, StanRequestError, is_channel_limit, is_session_gone
-from .monitor import StanMonitor
-from .options import StanOptions, StanSubscriptionOptions, check_channel
+from .errors import StanRequestError, is_session_gone, refused
+from .options import StanSubscriptionOptions, check_channel
 from .protocol import (
     MsgProto,
     ProtocolError,
     StartPosition,
     SubscriptionRequest,
+    SubscriptionResponse,
     decode_msg_proto,
     encode_ack,
     encode_ack_head,
@@ -60,11 +48,6 @@ from .writes import Writes, pub_head
 
 logger = logging.getLogger(__name__)
 
-_START = {
-    "first": StartPosition.FIRST,
-    "new_only": StartPosition.NEW_ONLY,
-    "last_received": StartPosition.LAST_RECEIVED,
-}
 _NACK_MEMORY = 3600.0
 """Seconds after its due time that a nack's delay is forgotten if never redelivered here."""
 
@@ -101,12 +84,7 @@ class StanDelivery(Delivery):
 class ChannelMember:
     """This process's STAN subscription on one channel."""
 
-    def __init__(
-        self,
-        owner: StanSubscription,
-        channel: str,
-        request: SubscriptionRequest,
-    ) -> None:
+    def __init__(self, owner: StanSubscription, channel: str, request: SubscriptionRequest) -> None:
         self.owner = owner
         self.channel = channel
         self.request = request
@@ -120,42 +98,32 @@ class ChannelMember:
         self.nacked: dict[int, float] = {}
         """Sequence -> monotonic time before which a redelivery here is dropped."""
         self.acked = RecentAcks(2.0 * request.ack_wait_in_secs)
-        """Sequences acked here lately: a copy of one is acked again, not handed out."""
         self.dropped = 0
         """Copies not handed out because held or acked here (redeliveries, crossings)."""
         self.last_sequence = 0
         """The highest sequence received here (where a re-made non-durable one continues)."""
-        self.session: StanSession | None = None
-        """The session this member last joined on (its Acks outside ``settle`` go there)."""
 
-    async def open(self, session: StanSession) -> None:
-        nc = session.nc
-        if nc is None:
-            raise ClosedError("the STAN session has no connection")
-        self.session = session
-        # Joining again after the session was lost: the server may be a new one (a memory
-        # store restarted) whose sequences mean other messages.
-        self.acked.clear()
+    async def open(self) -> None:
+        session = self.owner.session
+        nc = session.client()
+        self.acked.clear()  # a server joined again may number its messages anew
         if self.nats_sub is None:
             # Deliveries may start right after the response: listen first.
             self.nats_sub = await nc.subscribe(
                 self.request.inbox, cb=self._on_message, pending_msgs_limit=1_000_000
             )
-        position = self.request.start_position
-        start_sequence = self.request.start_sequence
-        if self.last_sequence and not self.request.durable_name:
+        request = msgspec.structs.replace(self.request, client_id=session.client_id)
+        if self.last_sequence and not request.durable_name:
             # Re-made after the session was lost: a non-durable subscription was deleted
             # with it, so continue after what this member has seen (unsettled included).
-            position = StartPosition.SEQUENCE_START
-            start_sequence = min(self.held) if self.held else self.last_sequence + 1
-        request = msgspec.structs.replace(
-            self.request,
-            client_id=session.client_id,
-            start_position=position,
-            start_sequence=start_sequence,
-        )
+            start = min(self.held) if self.held else self.last_sequence + 1
+            request = msgspec.structs.replace(
+                request, start_position=StartPosition.SEQUENCE_START, start_sequence=start
+            )
         try:
-            response = await session.subscribe_request(request)
+            response = await session.request(
+                session.response.sub_requests, request, SubscriptionResponse
+            )
         except DriverError:
             # The server may have created it anyway: close that one, best effort.
             with contextlib.suppress(DriverError):
@@ -163,17 +131,12 @@ class ChannelMember:
                     self.channel, self.request.inbox, unsubscribe=False
                 )
             raise
+        if response.error and is_session_gone(response.error):
+            session.lost(response.error)
+            raise DriverError(f"subscribe to {self.channel!r}: {response.error}")
         if response.error:
-            if is_channel_limit(response.error):
-                raise StanChannelLimitError(self.channel, response.error)
-            if is_session_gone(response.error):
-                session.lost(response.error)
-                raise DriverError(f"subscribe to {self.channel!r}: {response.error}")
-            raise StanRequestError(
-                f"the NATS Streaming server refused the subscription to {self.channel!r} "
-                f"({_describe(self.request)}): {response.error}",
-                retriable=False,
-            )
+            what = f"the subscription to {self.channel!r} ({_describe(self.request)})"
+            raise refused(self.channel, response.error, what)
         self.ack_inbox = response.ack_inbox
         self.ack_command = pub_head(response.ack_inbox)
 
@@ -209,19 +172,14 @@ class ChannelMember:
         buffer.append((self, proto))
 
     async def _ack_again(self, sequence: int) -> None:
-        session = self.session
-        nc = session.nc if session is not None else None
+        nc = self.owner.session.nc
         if nc is None or not self.ack_inbox:
             return  # the server sends it again after AckWait; still remembered then
         with contextlib.suppress(nats.errors.Error, OSError):
             await nc.publish(self.ack_inbox, encode_ack(self.ack_head, sequence))
 
-    def forget_old_nacks(self, now: float) -> None:
-        stale = [s for s, due in self.nacked.items() if due + _NACK_MEMORY < now]
-        for sequence in stale:
-            del self.nacked[sequence]
-
-    async def close(self, session: StanSession, *, unsubscribe: bool) -> None:
+    async def close(self, *, unsubscribe: bool) -> None:
+        session = self.owner.session
         if self.nats_sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self.nats_sub.unsubscribe()
@@ -241,7 +199,7 @@ class ChannelMember:
 class StanSubscription(Subscription):
     """The contract's subscription: every channel of the spec, one member each."""
 
-    def __init__(self, session: StanSession, spec: SubscriptionSpec, options: StanOptions) -> None:
+    def __init__(self, session: StanSession, spec: SubscriptionSpec) -> None:
         if spec.pattern is not None:
             raise ConfigurationError(
                 "NATS Streaming has no wildcard channels: subscribe to channel names, not a pattern"
@@ -254,23 +212,21 @@ class StanSubscription(Subscription):
                 "the STAN driver's subscription options must be StanSubscriptionOptions, got "
                 f"{type(sub_options).__name__}"
             )
-        self._session = session
+        self.session = session
         self._spec = spec
         self.options = sub_options
         self.buffer: DeliveryBuffer[tuple[ChannelMember, MsgProto], StanDelivery] = DeliveryBuffer(
             self._take
         )
         self._error = ""
-        nc = session.nc
-        if nc is None:
-            raise ClosedError("the STAN session has no connection")
+        nc = session.client()
         self.members = [
             ChannelMember(self, check_channel(channel), self._request(channel, nc.new_inbox()))
             for channel in dict.fromkeys(spec.channels)
         ]
 
     def _request(self, channel: str, inbox: str) -> SubscriptionRequest:
-        o, spec, defaults = self.options, self._spec, self._session.options
+        o, spec, defaults = self.options, self._spec, self.session.options
         kind = o.kind
         queue = (o.queue_group or spec.group) if kind in ("queue", "durable_queue") else ""
         durable = (o.durable_name or spec.group) if kind in ("durable", "durable_queue") else ""
@@ -279,10 +235,10 @@ class StanSubscription(Subscription):
                 f"the durable name of a STAN durable queue group may not contain ':' "
                 f"({durable!r}); set StanSubscriptionOptions(durable_name=...)"
             )
-        position = _START["first" if spec.start == "earliest" else "new_only"]
+        position = StartPosition.FIRST if spec.start == "earliest" else StartPosition.NEW_ONLY
         sequence = delta = 0
         if o.start is not None:
-            position = _START[o.start]
+            position = StartPosition[o.start.upper()]
         elif o.start_sequence is not None:
             position, sequence = StartPosition.SEQUENCE_START, o.start_sequence
         elif o.start_time_delta is not None:
@@ -302,35 +258,23 @@ class StanSubscription(Subscription):
 
     async def open(self) -> None:
         """Join every channel; on failure leave the ones already joined."""
-        session = self._session
-        opened: list[ChannelMember] = []
         try:
-            for member in self.members:
-                await member.open(session)
-                opened.append(member)
+            await self.resubscribe()
         except BaseException:
             self.buffer.close()
-            for member in opened:
+            for member in self.members:  # the ones not joined only drop their NATS inbox
                 with contextlib.suppress(DriverError):
-                    await member.close(session, unsubscribe=False)
-            for member in self.members:
-                if member.nats_sub is not None:
-                    with contextlib.suppress(nats.errors.Error):
-                        await member.nats_sub.unsubscribe()
+                    await member.close(unsubscribe=False)
             raise
-        session.register(self)
+        self.session.members.add(self)
 
-    def on_session_failed(self) -> None:
-        failure = self._session.failure
-        if failure is not None:
-            self.buffer.fail(failure)
+    def on_session_failed(self, failure: DriverError) -> None:
+        self.buffer.fail(failure)
 
     async def resubscribe(self) -> None:
-        """Called by the session after it was re-established under the same client id."""
+        """Join every channel (again, after the session was re-established)."""
         for member in self.members:
-            await member.open(self._session)
-
-    # -- the contract ---------------------------------------------------------------------------
+            await member.open()
 
     @property
     def closed(self) -> bool:
@@ -342,19 +286,14 @@ class StanSubscription(Subscription):
     def _take(
         self, buffer: collections.deque[tuple[ChannelMember, MsgProto]], max_count: int
     ) -> list[StanDelivery]:
-        if self._session.closed:
+        if self.session.closed:
             self.buffer.close()  # the driver was closed under this subscription
             return []
-        count = min(max_count, len(buffer))
         popleft = buffer.popleft
-        out = []
-        for _ in range(count):
-            member, msg = popleft()
-            out.append(StanDelivery(member, msg))
-        return out
+        return [StanDelivery(*popleft()) for _ in range(min(max_count, len(buffer)))]
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        nc = self._session.nc
+        nc = self.session.nc
         writes = Writes(nc) if nc is not None else None
         now = time.monotonic()
         for delivery in deliveries:
@@ -385,7 +324,7 @@ class StanSubscription(Subscription):
             member.acked.prune(now)
         if len(self.members[0].nacked) > 1000:
             for member in self.members:
-                member.forget_old_nacks(now)
+                member.nacked = {s: t for s, t in member.nacked.items() if t + _NACK_MEMORY >= now}
 
     async def close(self) -> None:
         """Close every channel's subscription (durables and durable groups are kept, but for
@@ -399,12 +338,11 @@ class StanSubscription(Subscription):
 
     async def _leave(self, *, unsubscribe: bool, strict: bool) -> None:
         self.buffer.close()
-        session = self._session
-        session.unregister(self)
+        self.session.members.discard(self)
         errors = []
         for member in self.members:
             try:
-                await member.close(session, unsubscribe=unsubscribe)
+                await member.close(unsubscribe=unsubscribe)
             except DriverError as exc:
                 errors.append(str(exc))
         if errors:
@@ -413,26 +351,23 @@ class StanSubscription(Subscription):
                 raise DriverError("; ".join(errors))
 
     async def lag(self) -> Mapping[str, int] | None:
-        """Per channel, the group's messages not sent yet plus those sent and not acked,
-        from the server's monitoring endpoint (``StanOptions.monitor_url``; None without)."""
-        url = self._session.options.monitor_url
+        """Per channel, the group's messages not sent or not acked yet, from the server's
+        monitoring endpoint (``StanOptions.monitor_url``; None without)."""
+        url = self.session.options.monitor_url
         if url is None:
             return None
-        monitor = StanMonitor(url, self._session.client_id)
-        return await monitor.lag((m.channel, m.request) for m in self.members)
+        members = [(m.channel, m.request) for m in self.members]
+        return await asyncio.to_thread(monitor.lag, url, self.session.client_id, members)
 
     def status(self) -> SubscriptionStatus:
         assignment = tuple(f"{m.channel}:{_describe(m.request)}" for m in self.members)
         return SubscriptionStatus(
-            assignment=assignment, error=self._session.error or self._error, lag=None
+            assignment=assignment, error=self.session.error or self._error, lag=None
         )
 
 
 def _describe(request: SubscriptionRequest) -> str:
-    if request.q_group and request.durable_name:
-        return f"durable queue {request.durable_name}:{request.q_group}"
-    if request.q_group:
-        return f"queue {request.q_group}"
-    if request.durable_name:
-        return f"durable {request.durable_name}"
-    return "plain"
+    queue, durable = request.q_group, request.durable_name
+    if queue:
+        return f"durable queue {durable}:{queue}" if durable else f"queue {queue}"
+    return f"durable {durable}" if durable else "plain"

@@ -1,22 +1,6 @@
-"""``stan://host:4223?cluster_id=...``: legacy NATS Streaming, its protocol spoken over nats-py.
-
-One driver is one STAN session (one client id). What it guarantees, given STAN's semantics:
-
-- ``publish`` returns once the server stored every record (its PubAck, sent after the
-  store's flush). A record is never lost once acknowledged; it may be stored twice when an
-  acknowledgement was lost to a dropped connection (the event id tells the copies apart).
-- A subscription's group (the action) is a durable queue group per channel: every action
-  gets every message, the processes of one action share them, and the group keeps its
-  position and unacknowledged messages while no member runs.
-- Delivery is at-least-once. A message not acknowledged within AckWait is delivered again
-  (``Delivery.delivery_count`` counts it), possibly to another member of the group.
-- Order: a channel is one ordered log and each member receives in order, but a queue group
-  spreads consecutive messages of one key over its members and redeliveries come after
-  newer messages, so ``features.ordered_per_key`` is False. Within one member the core
-  runs one key's deliveries one at a time and in the order received.
-- No channel patterns (STAN has no wildcard subscriptions), no delayed publish. A nack's
-  delay is kept by leaving the message unacknowledged (see :mod:`.consumer`);
-  ``features.delayed_nack`` follows ``StanOptions.delayed_nack``.
+"""``stan://host:4223?cluster_id=...``: legacy NATS Streaming, its protocol spoken over
+nats-py. One driver is one STAN session (one client id); what it guarantees given STAN's
+semantics (storage, groups, at-least-once delivery, order) is in docs/engines/stan.md.
 """
 
 from __future__ import annotations
@@ -33,18 +17,14 @@ from ...redaction import redact_urls
 from ..kit.driver import KitDriver
 from .consumer import StanSubscription
 from .options import StanOptions, check_channel
-from .producer import StanProducer
+from .producer import publish
 from .session import StanSession
 
 
 class StanDriver(KitDriver):
-    """A NATS Streaming client session; nothing connects before the first use.
-
-    ``nc``: an open nats-py connection to use instead of opening one (it is not closed by
-    :meth:`close`). The session's connect errors are
-    :class:`~hexa_event.drivers.stan.StanClusterNotFoundError` (wrong cluster id or not a
-    streaming server) and :class:`~hexa_event.drivers.stan.StanClientIdInUseError`.
-    """
+    """A NATS Streaming client session; nothing connects before the first use. ``nc``: an
+    open nats-py connection to use (not closed by :meth:`close`). Connect errors:
+    :class:`~.StanClusterNotFoundError`, :class:`~.StanClientIdInUseError`."""
 
     options_type = StanOptions
     handed_over = ("nc",)
@@ -60,7 +40,8 @@ class StanDriver(KitDriver):
             delayed_nack=options.delayed_nack,
         )
         self.session = StanSession(options, nc)
-        self._producer = StanProducer(self.session)
+        self._checked: set[str] = set()
+        """Channels the producer found good."""
         # Open ones stay: the session and their NATS subscriptions hold them.
         self.subscriptions: weakref.WeakSet[StanSubscription] = weakref.WeakSet()
 
@@ -77,9 +58,8 @@ class StanDriver(KitDriver):
         return self
 
     async def check(self, within: float = 10.0) -> str:
-        """Open a STAN session as publish would (under a client id of its own, so a running
-        service keeps its own), then close it: a wrong cluster id or a server that is not a
-        streaming server raises :class:`~.StanClusterNotFoundError`."""
+        """Open and close a STAN session under a client id of its own (a running service
+        keeps its own); :class:`~.StanClusterNotFoundError` for a wrong cluster id."""
         self.check_open()
         client_id = f"{self.options.client_id}-check-{uuid.uuid4().hex[:8]}"[:64]
         options = dataclasses.replace(
@@ -94,7 +74,7 @@ class StanDriver(KitDriver):
 
     async def send(self, records: Sequence[RawRecord]) -> None:
         await self.session.start()
-        await self._producer.publish(records)
+        await publish(self.session, records, self._checked)
 
     async def provision(self, channels: Sequence[str]) -> None:
         """Validate the names: STAN creates a channel on its first publish or subscribe."""
@@ -105,7 +85,7 @@ class StanDriver(KitDriver):
     async def subscribe(self, spec: SubscriptionSpec) -> StanSubscription:
         self.check_open()
         await self.session.wait_ready(self.options.ack_timeout)  # rides out a recovery
-        subscription = StanSubscription(self.session, spec, self.options)
+        subscription = StanSubscription(self.session, spec)
         await subscription.open()
         self.subscriptions.add(subscription)
         return subscription

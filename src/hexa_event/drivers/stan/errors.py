@@ -48,17 +48,16 @@ class StanRequestError(DriverError):
     """The server answered a protocol request with an error."""
 
 
-def is_channel_limit(error: str) -> bool:
-    """Whether a server error text is the channel-limit refusal."""
-    return "too many channels" in error.lower()
+def refused(channel: str, error: str, what: str) -> DriverError:
+    """The server's refusal (``error``) of ``what`` on ``channel``, not to be retried."""
+    if "too many channels" in error.lower():
+        return StanChannelLimitError(channel, error)
+    return StanRequestError(f"the NATS Streaming server refused {what}: {error}", retriable=False)
+
+
+_GONE = ("unknown clientid", "invalid publish request", "no longer registered", "has been replaced")
 
 
 def is_session_gone(error: str) -> bool:
     """Whether a server error text means our client id is no longer registered."""
-    lowered = error.lower()
-    return (
-        "unknown clientid" in lowered
-        or "invalid publish request" in lowered
-        or "no longer registered" in lowered
-        or "has been replaced" in lowered
-    )
+    return any(text in error.lower() for text in _GONE)

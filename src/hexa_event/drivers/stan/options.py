@@ -1,10 +1,6 @@
-"""Typed options of the NATS Streaming driver, validated at construction.
-
-``StanOptions`` is the connection (one STAN session per driver); ``StanSubscriptionOptions``
-is what one subscription may override (pass it as a subscription's ``options``). Settings of
-nats-py that we do not model go unchanged to ``nats.connect`` through ``nats_options``.
-Credentials (``user``/``password``/``token`` or the same keys in ``nats_options``) never
-appear in reprs, logs or errors.
+"""Typed options of the NATS Streaming driver, validated at construction: ``StanOptions``
+(the connection, one STAN session per driver) and ``StanSubscriptionOptions`` (what one
+subscription may override). Credentials never appear in reprs, logs or errors.
 """
 
 from __future__ import annotations
@@ -59,37 +55,20 @@ def check_channel(channel: object) -> str:
     return channel
 
 
-def unique_client_id(prefix: str = "hexa") -> str:
-    """``<prefix>-<host>-<pid>-<random>``: a client id no other process uses."""
+def unique_client_id() -> str:
+    """``hexa-<host>-<pid>-<random>``: a client id no other process uses."""
     host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
-    return f"{prefix}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return f"hexa-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
 class StanOptions(kit.DriverOptions):
-    """How the driver talks to a NATS Streaming server.
+    """How the driver talks to a NATS Streaming server; every field is described in
+    docs/engines/stan.md#connecting-and-options.
 
-    ``servers``: the NATS URL(s) the streaming server listens on (``nats://host:4223``,
-    comma-separated for several). ``cluster_id``: the server's ``--cluster_id``. ``client_id``:
-    this connection's STAN client id (letters, digits, ``-``, ``_``); by default a unique one
-    per driver, which is what queue groups want (plain durables resume only under the same
-    client id: set it for those). ``connect_timeout``: seconds for each protocol request.
-    ``ack_timeout``: seconds a publish may take to be acknowledged, re-sends after a lost
-    connection included. ``max_pub_acks_inflight``: publishes awaiting their PubAck at
-    once. ``ping_interval``/``ping_max_out``: the session's liveness pings (stan.go's
-    defaults: a restart of the server is ridden out, a replaced session noticed at the
-    next ping). ``ack_wait``/``max_inflight``: subscription defaults (see
-    :class:`StanSubscriptionOptions`). ``delayed_nack``: declare that a nack's delay is kept
-    by the broker (the record is left unacknowledged until AckWait ticks past the delay),
-    so the core nacks early retry copies instead of holding them; retry waits are then
-    rounded up to multiples of ``ack_wait``. ``nats_options``: passed to ``nats.connect``.
-    ``monitor_url``: the server's HTTP monitoring address (its ``-m`` port,
-    ``http://host:8222``); with it ``Subscription.lag()`` reads each group's lag from
-    ``/streaming/channelsz`` (the STAN protocol cannot tell it); without it the lag is unknown.
-
-    URL: ``stan://[user:password@]host:port[,host:port][/cluster_id][?cluster_id=...]``;
-    query options are this class's fields (``cluster_id``, ``client_id``, ``ack_wait``...).
-    The servers become ``nats://host:port`` (``stan+tls://`` gives ``tls://``).
+    URL: ``stan://[user:password@]host:port[,host:port][/cluster_id][?cluster_id=...]``,
+    query options are fields; the servers become ``nats://host:port`` (``tls://`` for
+    ``stan+tls://``). ``nats_options`` go unchanged to ``nats.connect``.
     """
 
     engine = "STAN"
@@ -118,15 +97,11 @@ class StanOptions(kit.DriverOptions):
     monitor_url: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.cluster_id, str) or not self.cluster_id:
+        if not isinstance(self.cluster_id, str) or not CLIENT_ID_RE.match(self.cluster_id):
             raise ConfigurationError(
-                "StanOptions.cluster_id is required: the streaming server's --cluster_id, "
-                "e.g. stan://127.0.0.1:4223?cluster_id=test-cluster"
-            )
-        if not CLIENT_ID_RE.match(self.cluster_id):
-            raise ConfigurationError(
-                f"StanOptions.cluster_id {self.cluster_id!r} is not valid: use letters, "
-                "digits, '-' and '_'"
+                f"StanOptions.cluster_id {self.cluster_id!r} is not valid: the streaming "
+                "server's --cluster_id (letters, digits, '-' and '_'), e.g. "
+                "stan://127.0.0.1:4223?cluster_id=test-cluster"
             )
         if not isinstance(self.client_id, str) or not CLIENT_ID_RE.match(self.client_id):
             raise ConfigurationError(
@@ -151,14 +126,10 @@ class StanOptions(kit.DriverOptions):
             )
         kit.check_mapping("StanOptions", "nats_options", self.nats_options, _OWNED_NATS_KEYS)
 
-    @property
-    def server_list(self) -> list[str]:
-        return [s.strip() for s in self.servers.split(",") if s.strip()]
-
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``nats.connect`` (secrets included: never log this)."""
         kwargs: dict[str, Any] = {
-            "servers": self.server_list,
+            "servers": [s.strip() for s in self.servers.split(",") if s.strip()],
             "name": self.client_id,
             "connect_timeout": self.connect_timeout,
             "reconnect_time_wait": 1,
@@ -167,23 +138,20 @@ class StanOptions(kit.DriverOptions):
             "max_reconnect_attempts": 1,
         }
         for name in ("user", "password", "token"):
-            value = getattr(self, name)
-            if value is not None:
-                kwargs[name] = value
+            if getattr(self, name) is not None:
+                kwargs[name] = getattr(self, name)
         if _skips_validation():
-            # The driver's subjects are its own inboxes and checked channel names
-            # (check_channel: no whitespace, no wildcards); nats-py's check of each publish
-            # subject and reply (two regular expressions) was a tenth of an emit's cost.
+            # Our subjects are our inboxes and checked channel names; nats-py's two regular
+            # expressions per publish were a tenth of an emit's cost.
             kwargs["skip_subject_validation"] = True
         kwargs.update(self.nats_options)
         return kwargs
 
     @classmethod
     def from_parts(cls, fields: dict[str, Any], url: kit.ParsedUrl) -> None:
-        if url.user is not None:
-            fields.setdefault("user", url.user)
-        if url.password is not None:
-            fields.setdefault("password", url.password)
+        for name, value in (("user", url.user), ("password", url.password)):
+            if value is not None:
+                fields.setdefault(name, value)
         scheme = "tls" if url.parts.scheme.lower().endswith("+tls") else "nats"
         fields.setdefault(
             "servers", ",".join(f"{scheme}://{h.strip()}" for h in url.hosts.split(","))
@@ -199,18 +167,9 @@ class StanOptions(kit.DriverOptions):
 
 @dataclass(frozen=True, slots=True, repr=False)
 class StanSubscriptionOptions(kit.Redacted):
-    """What one subscription may set (pass as the subscription's ``options``).
-
-    ``kind``: ``durable_queue`` (the default: the action is a durable queue group shared by
-    its processes, kept while all members are gone), ``queue`` (shared, forgotten when the
-    last member leaves), ``durable`` (one member, resumed only under the same client id) or
-    ``plain``. ``queue_group`` and ``durable_name`` default to the subscription's group (the
-    action); a durable queue group's durable name may not contain ``:``. ``max_inflight``:
-    unacknowledged messages the server sends this member at once (default: the
-    subscription's prefetch). ``ack_wait``: whole seconds before the server redelivers an
-    unacknowledged message (>= 1). ``start``, ``start_sequence``, ``start_time_delta``
-    (seconds back from now): where a new subscription begins; ignored when a durable or
-    group resumes. At most one of the three.
+    """What one subscription may set (pass as the subscription's ``options``): its ``kind``
+    (``durable_queue`` by default), names, ``max_inflight``, ``ack_wait`` and at most one
+    of the start positions (docs/engines/stan.md#connecting-and-options).
     """
 
     kind: SubscriptionKind = "durable_queue"
@@ -235,11 +194,8 @@ class StanSubscriptionOptions(kit.Redacted):
         for name in ("max_inflight", "ack_wait", "start_sequence"):
             if getattr(self, name) is not None:
                 kit.check_count(owner, name, getattr(self, name))
-        starts = [
-            n
-            for n in ("start", "start_sequence", "start_time_delta")
-            if getattr(self, n) is not None
-        ]
+        given = {n: getattr(self, n) for n in ("start", "start_sequence", "start_time_delta")}
+        starts = [name for name, value in given.items() if value is not None]
         if len(starts) > 1:
             raise ConfigurationError(
                 f"StanSubscriptionOptions: give at most one of start, start_sequence, "

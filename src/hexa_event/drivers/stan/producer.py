@@ -1,10 +1,6 @@
-"""Publishing: every record of a batch in flight at once, each confirmed by its PubAck.
-
-A record goes to the STAN channel named by its ``channel`` with Go's JSON envelope as the
-body (see :mod:`.wire`). ``publish`` returns once the server acknowledged every record
-(after its store flush). Records whose acknowledgement was lost to a dropped connection or
-session are sent again once the session is back, until ``ack_timeout``: a record may then be
-stored twice, which the consumers recognise by its event id.
+"""Publishing: every record of a batch in flight at once (Go's JSON envelope as the body,
+:mod:`.wire`), each confirmed by its PubAck. Records whose PubAck was lost to a dropped
+connection or session are sent again until ``ack_timeout`` (at-least-once).
 """
 
 from __future__ import annotations
@@ -17,7 +13,7 @@ from collections.abc import Sequence
 
 from ...driver import RawRecord, refuse
 from ...errors import ConfigurationError, DriverError, NotStoredError
-from .errors import StanChannelLimitError, is_channel_limit, is_session_gone
+from .errors import is_session_gone, refused
 from .options import check_channel
 from .session import PublishBatch, SessionInterruptedError, StanNotAnsweringError, StanSession
 from .wire import encode_body
@@ -25,101 +21,81 @@ from .wire import encode_body
 logger = logging.getLogger(__name__)
 
 
-class StanProducer:
-    """Publishes batches of records on one session."""
-
-    def __init__(self, session: StanSession) -> None:
-        self._session = session
-        self._checked: set[str] = set()
-
-    async def publish(self, records: Sequence[RawRecord]) -> None:
-        """Store every record or raise :class:`~hexa_event.errors.DriverError`."""
-        if not records:
-            return
-        session = self._session
-        frames: list[tuple[int, str, bytes]] = []
-        checked = self._checked
-        problems: dict[int, NotStoredError] = {}
-        limits: dict[str, int] = {}  # per channel, the largest body the server takes
-        for index, record in enumerate(records):
-            channel = record.channel
-            limit = limits.get(channel)
-            if limit is None:  # once per channel and call
-                if channel not in checked:
-                    try:
-                        check_channel(channel)
-                    except ConfigurationError as exc:
-                        problems[index] = NotStoredError(str(exc), limit="channel name")
-                        continue
-                    refusal = session.refusal(channel, 0)
-                    if refusal is not None:
-                        problems[index] = refusal
-                        continue
-                    checked.add(channel)
-                limit = limits[channel] = session.data_limit(channel)
-            body = encode_body(record.key, record.headers, record.body)
-            if len(body) > limit:
-                refusal = session.refusal(channel, len(body))
+async def publish(session: StanSession, records: Sequence[RawRecord], checked: set[str]) -> None:
+    """Store every record or raise :class:`~hexa_event.errors.DriverError`; ``checked``: the
+    channels known good (filled in)."""
+    frames: list[tuple[int, str, bytes]] = []
+    problems: dict[int, NotStoredError] = {}
+    limits: dict[str, int] = {}  # per channel, the largest body the server takes
+    for index, record in enumerate(records):
+        channel = record.channel
+        limit = limits.get(channel)
+        if limit is None:  # once per channel and call
+            if channel not in checked:
+                try:
+                    check_channel(channel)
+                except ConfigurationError as exc:
+                    problems[index] = NotStoredError(str(exc), limit="channel name")
+                    continue
+                refusal = session.refusal(channel, 0)
                 if refusal is not None:
                     problems[index] = refusal
                     continue
-            frames.append((index, channel, body))
-        if problems:
-            # Before anything is sent: the server would refuse it and close the connection.
-            raise refuse(len(records), problems)
-        deadline = time.monotonic() + session.options.ack_timeout
-        batch = PublishBatch(len(frames))
-        pending = frames
-        attempt = 0
-        backoff = 0.05
-        while pending:
-            attempt += 1
-            await session.wait_ready(deadline - time.monotonic())
-            batch.expect([index for index, _, _ in pending])
-            await session.publish(batch, pending)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    await batch.done.wait()
-            if batch.remaining > 0:
-                session.forget(batch)
-            retry: list[tuple[int, str, bytes]] = []
-            nobody = False
-            for frame in pending:
-                outcome = batch.results[frame[0]]
-                if outcome == "":
-                    continue
-                if outcome is None or isinstance(outcome, SessionInterruptedError):
-                    nobody = nobody or isinstance(outcome, StanNotAnsweringError)
-                    retry.append(frame)
-                    continue
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                channel = frame[1]
-                if is_channel_limit(outcome):
-                    raise StanChannelLimitError(channel, outcome)
-                if is_session_gone(outcome):
-                    retry.append(frame)  # the session recovers in the background
-                    continue
-                raise DriverError(
-                    f"the NATS Streaming server refused a record for channel {channel!r}: "
-                    f"{outcome}",
-                    retriable=False,
-                )
-            pending = retry
-            if pending and time.monotonic() >= deadline:
-                raise DriverError(
-                    f"{len(pending)} of {len(frames)} records were not acknowledged by the "
-                    f"NATS Streaming server within {session.options.ack_timeout:g}s "
-                    f"({session.error or 'no PubAck'}); any subset may be stored"
-                )
-            if nobody:  # the server is starting: do not hammer it
-                await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-                backoff = min(backoff * 2, 1.0)
-            if pending:
-                logger.info(
-                    "STAN: re-sending %d of %d records (attempt %d): %s",
-                    len(pending),
-                    len(frames),
-                    attempt + 1,
-                    session.error or "acknowledgements lost",
-                )
+                checked.add(channel)
+            limit = limits[channel] = session.data_limit(channel)
+        body = encode_body(record.key, record.headers, record.body)
+        if len(body) > limit:
+            refusal = session.refusal(channel, len(body))
+            if refusal is not None:
+                problems[index] = refusal
+                continue
+        frames.append((index, channel, body))
+    if problems:
+        # Before anything is sent: the server would refuse it and close the connection.
+        raise refuse(len(records), problems)
+    deadline = time.monotonic() + session.options.ack_timeout
+    batch = PublishBatch(len(frames))
+    pending = frames
+    attempt = 0
+    backoff = 0.05
+    while pending:
+        attempt += 1
+        await session.wait_ready(deadline - time.monotonic())
+        batch.expect([index for index, _, _ in pending])
+        await session.publish(batch, pending)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await batch.done.wait()
+        session.forget(batch)  # what is still unanswered
+        retry: list[tuple[int, str, bytes]] = []
+        nobody = False
+        for frame in pending:
+            outcome = batch.results[frame[0]]
+            if outcome == "":  # stored
+                continue
+            if isinstance(outcome, str) and not is_session_gone(outcome):
+                raise refused(frame[1], outcome, f"a record for channel {frame[1]!r}")
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, SessionInterruptedError
+            ):
+                raise outcome
+            nobody = nobody or isinstance(outcome, StanNotAnsweringError)
+            retry.append(frame)  # sent again (a lost session recovers meanwhile)
+        pending = retry
+        if pending and time.monotonic() >= deadline:
+            raise DriverError(
+                f"{len(pending)} of {len(frames)} records were not acknowledged by the "
+                f"NATS Streaming server within {session.options.ack_timeout:g}s "
+                f"({session.error or 'no PubAck'}); any subset may be stored"
+            )
+        if nobody:  # the server is starting: do not hammer it
+            await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+            backoff = min(backoff * 2, 1.0)
+        if pending:
+            logger.info(
+                "STAN: re-sending %d of %d records (attempt %d): %s",
+                len(pending),
+                len(frames),
+                attempt + 1,
+                session.error or "acknowledgements lost",
+            )

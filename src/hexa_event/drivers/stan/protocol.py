@@ -1,27 +1,21 @@
-"""The NATS Streaming protocol messages, encoded and decoded by hand.
+"""The NATS Streaming protocol messages (stan.go ``pb/protocol.proto``), encoded by hand.
 
-STAN's messages (stan.go ``pb/protocol.proto``, package ``pb``, proto3) are flat: strings,
-bytes, varints and one enum, no nesting. A small wire codec of our own covers them, so the
-driver depends on nats-py alone (no protobuf runtime, no generated code to keep in step).
-
-Rules kept from proto3: fields equal to their default (0, "", b"", False) are not written;
-unknown fields are skipped when decoding; signed ints are two's complement varints (negative
-values take ten bytes). Field numbers and types are the ones of stan.go's proto file.
+A small proto3 codec of our own (defaults not written, unknown fields skipped, ints as two's
+complement varints), so the driver needs nats-py alone (docs/engines/stan.md, Internals).
 """
 
 from __future__ import annotations
 
 import enum
+from itertools import count
 from typing import Any, ClassVar, Self
 
 import msgspec
 
 from ...errors import DriverError
 
-# Field kinds of our messages, by the attribute's type.
-STRING, BYTES, INT, BOOL = range(4)
-_KINDS = {str: STRING, bytes: BYTES, int: INT, bool: BOOL}
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_FIXED = {_I64: 8, _I32: 4}
 _MASK64 = (1 << 64) - 1
 
 
@@ -29,12 +23,14 @@ class ProtocolError(DriverError):
     """A frame from the server could not be decoded (not a STAN message of this type)."""
 
 
-def encode_varint(value: int, out: bytearray) -> None:
-    """Append ``value`` (0 <= value < 2**64) as a base-128 varint."""
+def _varint(value: int) -> bytes:
+    """``value`` (0 <= value < 2**64) as a base-128 varint."""
+    out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
+    return bytes(out)
 
 
 def decode_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
@@ -58,89 +54,67 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-class Message(msgspec.Struct, frozen=True, gc=False):
-    """Base of the STAN messages: ``FIELDS`` maps field numbers to attributes, whose type
-    says the wire's (str and bytes length-delimited, int and bool varints; ints are read as
-    two's complement: no unsigned field of STAN's comes near 2**63).
+# How a field's value is read from the wire, by the attribute's type (str and bytes are
+# length-delimited, int and bool varints).
+_READ: dict[Any, Any] = {str: bytes.decode, bytes: bytes, int: _signed, bool: bool}
 
-    A msgspec struct, not a dataclass: one is made per delivery, and a frozen dataclass
-    takes 16 times as long to build (a ``object.__setattr__`` per field).
+
+class Message(msgspec.Struct, frozen=True, gc=False):
+    """Base of the STAN messages: attributes are fields 1, 2, ... in order, or ``NUMBERS``
+    where the proto skips some; ``FIELDS`` maps field numbers to attributes.
+
+    A msgspec struct: one is made per delivery, 16 times faster than a frozen dataclass.
     """
 
+    NUMBERS: ClassVar[tuple[int, ...]] = ()
     FIELDS: ClassVar[dict[int, str]] = {}
-
-    @classmethod
-    def spec(cls) -> dict[int, tuple[str, int]]:
-        """Field number -> (attribute, kind), worked out once per message type."""
-        spec = _SPECS.get(cls)
-        if spec is None:
-            types = {field.name: field.type for field in msgspec.structs.fields(cls)}
-            spec = {number: (name, _KINDS[types[name]]) for number, name in cls.FIELDS.items()}
-            _SPECS[cls] = spec
-        return spec
+    SPEC: ClassVar[dict[int, tuple[str, Any]]] = {}
+    """Field number -> (attribute, reader from :data:`_READ`)."""
 
     def encode(self) -> bytes:
         out = bytearray()
-        for number, (name, kind) in self.spec().items():
+        for number, name in self.FIELDS.items():
             value = getattr(self, name)
-            if not value:
-                continue
-            if kind in (STRING, BYTES):
-                out += len_field(number, value.encode() if kind == STRING else bytes(value))
-            else:
-                encode_varint(number << 3 | _VARINT, out)
-                encode_varint(int(value) & _MASK64, out)
+            if isinstance(value, str):
+                value = value.encode()
+            if isinstance(value, bytes):
+                out += len_field(number, value)
+            elif value:
+                out += _varint(number << 3 | _VARINT) + _varint(int(value) & _MASK64)
         return bytes(out)
 
     @classmethod
     def decode(cls, data: bytes | memoryview) -> Self:
         values: dict[str, Any] = {}
-        spec = cls.spec()
         pos, end = 0, len(data)
+        name = cls.__name__
         try:
             while pos < end:
                 tag, pos = decode_varint(data, pos)
                 number, wire = tag >> 3, tag & 7
+                value: int | bytes
                 if wire == _VARINT:
-                    raw_int, pos = decode_varint(data, pos)
-                    field = spec.get(number)
-                    if field is not None:
-                        name, kind = field
-                        if kind == INT:
-                            values[name] = _signed(raw_int)
-                        elif kind == BOOL:
-                            values[name] = raw_int != 0
-                        else:
-                            raise ProtocolError(f"{cls.__name__}: field {number} is not a varint")
+                    value, pos = decode_varint(data, pos)
                 elif wire == _LEN:
                     length, pos = decode_varint(data, pos)
                     if pos + length > end:
-                        raise ProtocolError(f"{cls.__name__}: truncated field {number}")
-                    chunk = bytes(data[pos : pos + length])
-                    pos += length
-                    field = spec.get(number)
-                    if field is not None:
-                        name, kind = field
-                        if kind == STRING:
-                            values[name] = chunk.decode()
-                        elif kind == BYTES:
-                            values[name] = chunk
-                        else:
-                            raise ProtocolError(f"{cls.__name__}: field {number} is not bytes")
-                elif wire == _I64:
-                    pos += 8
-                elif wire == _I32:
-                    pos += 4
+                        raise ProtocolError(f"{name}: truncated field {number}")
+                    value, pos = bytes(data[pos : pos + length]), pos + length
+                elif wire in _FIXED:
+                    pos += _FIXED[wire]
+                    continue
                 else:
-                    raise ProtocolError(f"{cls.__name__}: unsupported wire type {wire}")
+                    raise ProtocolError(f"{name}: unsupported wire type {wire}")
+                field = cls.SPEC.get(number)
+                if field is not None:
+                    if isinstance(value, bytes) != (field[1] in (bytes, bytes.decode)):
+                        raise ProtocolError(f"{name}: field {number} has the wrong wire type")
+                    values[field[0]] = field[1](value)
         except UnicodeDecodeError as exc:
-            raise ProtocolError(f"{cls.__name__}: a string field is not UTF-8") from exc
+            raise ProtocolError(f"{name}: a string field is not UTF-8") from exc
         if pos != end:
-            raise ProtocolError(f"{cls.__name__}: frame ends inside a field")
+            raise ProtocolError(f"{name}: frame ends inside a field")
         return cls(**values)
-
-
-_SPECS: dict[type[Message], dict[int, tuple[str, int]]] = {}
 
 
 class StartPosition(enum.IntEnum):
@@ -156,15 +130,7 @@ class StartPosition(enum.IntEnum):
 class PubMsg(Message, frozen=True, gc=False):
     """Client -> ``<pubPrefix>.<channel>``; answered by a PubAck on the reply subject."""
 
-    FIELDS: ClassVar[dict[int, str]] = {
-        1: "client_id",
-        2: "guid",
-        3: "subject",
-        4: "reply",
-        5: "data",
-        6: "conn_id",
-        10: "sha256",
-    }
+    NUMBERS = (1, 2, 3, 4, 5, 6, 10)
     client_id: str = ""
     guid: str = ""
     subject: str = ""
@@ -175,7 +141,6 @@ class PubMsg(Message, frozen=True, gc=False):
 
 
 class PubAck(Message, frozen=True, gc=False):
-    FIELDS: ClassVar[dict[int, str]] = {1: "guid", 2: "error"}
     guid: str = ""
     error: str = ""
 
@@ -183,16 +148,7 @@ class PubAck(Message, frozen=True, gc=False):
 class MsgProto(Message, frozen=True, gc=False):
     """Server -> a subscription's delivery inbox. ``timestamp`` is in nanoseconds."""
 
-    FIELDS: ClassVar[dict[int, str]] = {
-        1: "sequence",
-        2: "subject",
-        3: "reply",
-        4: "data",
-        5: "timestamp",
-        6: "redelivered",
-        7: "redelivery_count",
-        10: "crc32",
-    }
+    NUMBERS = (1, 2, 3, 4, 5, 6, 7, 10)
     sequence: int = 0
     subject: str = ""
     reply: str = ""
@@ -206,20 +162,11 @@ class MsgProto(Message, frozen=True, gc=False):
 class Ack(Message, frozen=True, gc=False):
     """Client -> a subscription's ack inbox; no reply."""
 
-    FIELDS: ClassVar[dict[int, str]] = {1: "subject", 2: "sequence"}
     subject: str = ""
     sequence: int = 0
 
 
 class ConnectRequest(Message, frozen=True, gc=False):
-    FIELDS: ClassVar[dict[int, str]] = {
-        1: "client_id",
-        2: "heartbeat_inbox",
-        3: "protocol",
-        4: "conn_id",
-        5: "ping_interval",
-        6: "ping_max_out",
-    }
     client_id: str = ""
     heartbeat_inbox: str = ""
     protocol: int = 1
@@ -229,19 +176,7 @@ class ConnectRequest(Message, frozen=True, gc=False):
 
 
 class ConnectResponse(Message, frozen=True, gc=False):
-    FIELDS: ClassVar[dict[int, str]] = {
-        1: "pub_prefix",
-        2: "sub_requests",
-        3: "unsub_requests",
-        4: "close_requests",
-        5: "error",
-        6: "sub_close_requests",
-        7: "ping_requests",
-        8: "ping_interval",
-        9: "ping_max_out",
-        10: "protocol",
-        100: "public_key",
-    }
+    NUMBERS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 100)
     pub_prefix: str = ""
     sub_requests: str = ""
     unsub_requests: str = ""
@@ -256,30 +191,17 @@ class ConnectResponse(Message, frozen=True, gc=False):
 
 
 class Ping(Message, frozen=True, gc=False):
-    FIELDS: ClassVar[dict[int, str]] = {1: "conn_id"}
     conn_id: bytes = b""
 
 
 class PingResponse(Message, frozen=True, gc=False):
-    FIELDS: ClassVar[dict[int, str]] = {1: "error"}
     error: str = ""
 
 
 class SubscriptionRequest(Message, frozen=True, gc=False):
     """Client -> ``subRequests``. ``start_time_delta`` is in nanoseconds before now."""
 
-    FIELDS: ClassVar[dict[int, str]] = {
-        1: "client_id",
-        2: "subject",
-        3: "q_group",
-        4: "inbox",
-        5: "max_in_flight",
-        6: "ack_wait_in_secs",
-        7: "durable_name",
-        10: "start_position",
-        11: "start_sequence",
-        12: "start_time_delta",
-    }
+    NUMBERS = (1, 2, 3, 4, 5, 6, 7, 10, 11, 12)
     client_id: str = ""
     subject: str = ""
     q_group: str = ""
@@ -293,18 +215,15 @@ class SubscriptionRequest(Message, frozen=True, gc=False):
 
 
 class SubscriptionResponse(Message, frozen=True, gc=False):
-    FIELDS: ClassVar[dict[int, str]] = {2: "ack_inbox", 3: "error"}
+    NUMBERS = (2, 3)
     ack_inbox: str = ""
     error: str = ""
 
 
 class UnsubscribeRequest(Message, frozen=True, gc=False):
-    """Client -> ``unsubRequests`` (delete) or ``subCloseRequests`` (close, keep durables).
+    """Client -> ``unsubRequests`` (delete) or ``subCloseRequests`` (close, keep durables);
+    ``inbox`` is the subscription's ack inbox."""
 
-    ``inbox`` carries the subscription's ack inbox (the server looks it up by that first).
-    """
-
-    FIELDS: ClassVar[dict[int, str]] = {1: "client_id", 2: "subject", 3: "inbox", 4: "durable_name"}
     client_id: str = ""
     subject: str = ""
     inbox: str = ""
@@ -312,24 +231,22 @@ class UnsubscribeRequest(Message, frozen=True, gc=False):
 
 
 class CloseRequest(Message, frozen=True, gc=False):
-    FIELDS: ClassVar[dict[int, str]] = {1: "client_id"}
     client_id: str = ""
 
 
 class CloseResponse(Message, frozen=True, gc=False):
-    FIELDS: ClassVar[dict[int, str]] = {1: "error"}
     error: str = ""
 
 
+for _type in Message.__subclasses__():
+    _type.FIELDS = dict(zip(_type.NUMBERS or count(1), _type.__struct_fields__, strict=False))
+    _types = {field.name: field.type for field in msgspec.structs.fields(_type)}
+    _type.SPEC = {number: (name, _READ[_types[name]]) for number, name in _type.FIELDS.items()}
+
+
 def len_field(number: int, raw: bytes) -> bytes:
-    """One length-delimited field (a string's or bytes' value), empty when ``raw`` is (the
-    proto3 default is not written)."""
-    if not raw:
-        return b""
-    out = bytearray()
-    encode_varint(number << 3 | _LEN, out)
-    encode_varint(len(raw), out)
-    return bytes(out + raw)
+    """One length-delimited field; empty when ``raw`` is (proto3 defaults are not written)."""
+    return _varint(number << 3 | _LEN) + _varint(len(raw)) + raw if raw else b""
 
 
 def encode_pub_head(client_id: str, conn_id: bytes) -> bytes:
@@ -348,10 +265,8 @@ _SMALL_LENGTHS = [bytes((n,)) for n in range(0x80)]
 
 def encode_pub_msg(head: bytes, guid: bytes, channel_field: bytes, data: bytes) -> bytes:
     """A PubMsg from its parts: ``head`` from :func:`encode_pub_head`, a guid shorter than
-    128 bytes, ``channel_field`` from :func:`encode_pub_channel`, and the data.
-
-    Built without the generic path: the publish loop calls this per record. Protobuf
-    fields may come in any order, so the shared parts are pre-encoded.
+    128 bytes, ``channel_field`` from :func:`encode_pub_channel`, and the data (the publish
+    loop's per-record path: fields may come in any order, so the shared parts are pre-built).
     """
     size = len(data)
     if size < 0x80:
@@ -373,12 +288,6 @@ def encode_ack_head(channel: str) -> bytes:
 def encode_ack(head: bytes, sequence: int) -> bytes:
     """An Ack frame for ``sequence``; ``head`` from :func:`encode_ack_head`."""
     return head + b"\x10" + _varint(sequence) if sequence else head
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    encode_varint(value, out)
-    return bytes(out)
 
 
 def decode_msg_proto(data: bytes) -> MsgProto:

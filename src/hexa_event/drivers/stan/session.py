@@ -1,20 +1,7 @@
-"""One STAN client session on a nats-py connection.
-
-The session is what the streaming server knows as a client: a client id, a connection id and
-a heartbeat inbox, opened by a ConnectRequest on ``<discover_prefix>.<cluster_id>``. This
-module keeps it alive and honest:
-
-- heartbeats from the server are answered; the client pings the server every
-  ``ping_interval`` seconds and declares the session lost when a ping reports our client as
-  unknown or when more than ``ping_max_out`` pings go unanswered;
-- a lost session is re-established under the same client id (so durables resume), then
-  every registered subscription re-subscribes itself;
-- publishes wait for their PubAck through one ack inbox; when the NATS connection drops or
-  the session is lost, the publishes still waiting are failed with a retriable
-  :class:`SessionInterruptedError`, so the producer re-sends them once the session is back
-  (a record may then be stored twice: at-least-once, recognised by its event id).
-
-Every wait is bounded; the connect-time errors are the driver's own types.
+"""One STAN client session on a nats-py connection: connect, publish with PubAcks, protocol
+requests, heartbeats and pings, and re-establishing a lost session under the same client id
+(see docs/engines/stan.md#the-session). Every wait is bounded; a publish cut off by a drop
+fails with the retriable :class:`SessionInterruptedError` and is sent again by the producer.
 """
 
 from __future__ import annotations
@@ -51,7 +38,6 @@ from .protocol import (
     PingResponse,
     ProtocolError,
     PubAck,
-    SubscriptionRequest,
     SubscriptionResponse,
     UnsubscribeRequest,
     encode_pub_channel,
@@ -77,23 +63,19 @@ class StanNotAnsweringError(SessionInterruptedError):
 
 
 class Member(Protocol):
-    """A subscription that re-subscribes itself after the session was re-established."""
+    """A subscription: re-subscribes after a recovery, fails with :attr:`StanSession.failure`."""
 
     async def resubscribe(self) -> None: ...
 
-    def on_session_failed(self) -> None:
-        """The session cannot go on (:attr:`StanSession.failure`): wake, and fail."""
+    def on_session_failed(self, failure: DriverError) -> None: ...
 
 
 class StanSession:
-    """A STAN session: connect, publish with PubAcks, protocol requests, pings, recovery.
-
-    ``nc`` is a nats-py connection of the caller's; when given, closing the session leaves
-    it open (otherwise the session opens and closes its own).
-    """
+    """A STAN session on ``nc`` (the caller's, left open on close) or a connection of its own."""
 
     def __init__(self, options: StanOptions, nc: NatsClient | None = None) -> None:
         self.options = options
+        self.client_id = options.client_id
         self.nc: NatsClient | None = nc
         self._owns_nc = nc is None
         self._nuid = NUID()
@@ -105,7 +87,8 @@ class StanSession:
         self._start_lock = asyncio.Lock()
         self._ready = asyncio.Event()
         self._started = False
-        self._closed = False
+        self.closed = False
+        """Set by :meth:`close`: nothing more goes through."""
         self._nats_up = True
         self._session_ok = False
         self._reconnects_seen = 0
@@ -114,7 +97,8 @@ class StanSession:
         self._internal: list[NatsSubscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._ping_now = asyncio.Event()
-        self._members: set[Member] = set()
+        self.members: set[Member] = set()
+        """The open subscriptions, told of a recovery or a failure."""
         self.response = ConnectResponse()
         self.conn_id = b""
         self.ack_subject = ""
@@ -124,18 +108,7 @@ class StanSession:
         self.epoch = 0
         """Bumped whenever the connection or the session was interrupted."""
         self.failure: DriverError | None = None
-        """Set when the NATS connection was closed for good (a protocol error the server
-        closed it over; nats-py does not reconnect then): nothing more goes through."""
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def client_id(self) -> str:
-        return self.options.client_id
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+        """Set when the NATS connection was closed for good: nothing more goes through."""
 
     async def start(self) -> None:
         """Connect (once); raises the driver's connect errors on the first attempt."""
@@ -144,7 +117,7 @@ class StanSession:
         async with self._start_lock:
             if self._started:
                 return
-            if self._closed:
+            if self.closed:
                 raise ClosedError("this STAN driver was closed; connect() again")
             try:
                 await self._open()
@@ -188,7 +161,7 @@ class StanSession:
 
     async def _handshake(self) -> None:
         """ConnectRequest with a fresh heartbeat inbox and connection id."""
-        nc = self._nats()
+        nc = self.client()
         options = self.options
         if self._hb_sub is not None:
             # Not answering on the old inbox lets the server replace a stale registration.
@@ -201,21 +174,15 @@ class StanSession:
         request = ConnectRequest(
             client_id=options.client_id,
             heartbeat_inbox=hb_inbox,
-            protocol=1,
             conn_id=conn_id,
             ping_interval=options.ping_interval,
             ping_max_out=options.ping_max_out,
         )
         subject = f"{options.discover_prefix}.{options.cluster_id}"
-        try:
-            reply = await nc.request(subject, request.encode(), timeout=options.connect_timeout)
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError) as exc:
-            raise StanClusterNotFoundError(
-                options.cluster_id, _servers(options), options.connect_timeout
-            ) from exc
-        except nats.errors.Error as exc:
-            raise DriverError(f"STAN connect request failed: {type(exc).__name__}: {exc}") from exc
-        response = ConnectResponse.decode(reply.data)
+        unanswered = StanClusterNotFoundError(
+            options.cluster_id, _servers(options), options.connect_timeout
+        )
+        response = await self.request(subject, request, ConnectResponse, unanswered)
         if response.error:
             if "already registered" in response.error:
                 raise StanClientIdInUseError(options.client_id, options.cluster_id)
@@ -231,9 +198,9 @@ class StanSession:
 
     async def close(self) -> None:
         """Send CloseRequest (durables survive it), drop our inboxes, close our connection."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         self._ready.set()  # wake waiters; they see _closed
         for task in list(self._tasks):
             task.cancel()
@@ -250,43 +217,38 @@ class StanSession:
         await self._release_nats()
 
     async def _release_nats(self) -> None:
-        nc = self.nc
-        if nc is None:
-            return
         subs = [*self._internal, *([self._hb_sub] if self._hb_sub else [])]
         self._internal.clear()
         self._hb_sub = None
-        if self._owns_nc:
+        if not self._owns_nc:
+            for sub in subs:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+        elif self.nc is not None:
             with contextlib.suppress(nats.errors.Error, OSError):
-                await nc.close()
+                await self.nc.close()
             self.nc = None
-            return
-        for sub in subs:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
 
-    def _nats(self) -> NatsClient:
+    def client(self) -> NatsClient:
+        """The NATS connection; ClosedError once closed."""
         if self.nc is None:
             raise ClosedError("the STAN session has no NATS connection (closed)")
         return self.nc
 
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+    def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return task
-
-    # -- readiness ---------------------------------------------------------------------------
 
     def _update_ready(self) -> None:
-        if self._closed or self.failure is not None or (self._nats_up and self._session_ok):
+        if self.closed or self.failure is not None or (self._nats_up and self._session_ok):
             self._ready.set()
         else:
             self._ready.clear()
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set() and not self._closed
+        return self._ready.is_set() and not self.closed
 
     async def wait_ready(self, within: float) -> None:
         """Return once the session can publish; DriverError after ``within`` seconds."""
@@ -301,43 +263,21 @@ class StanSession:
                 raise DriverError(
                     f"the STAN session is not usable after {within:g}s: {self.error or 'down'}"
                 ) from None
-        if self._closed:
+        if self.closed:
             raise ClosedError("the STAN driver was closed; connect() again")
 
-    def register(self, member: Member) -> None:
-        self._members.add(member)
-
-    def unregister(self, member: Member) -> None:
-        self._members.discard(member)
-
-    # -- NATS connection events ----------------------------------------------------------------
-
     async def _on_disconnected(self) -> None:
-        if self._closed:
+        if self.closed:
             return
         self._nats_up = False
         self.error = "NATS connection lost; reconnecting"
         self._interrupted("the NATS connection was lost")
-        self._update_ready()
 
     async def _on_reconnected(self) -> None:
-        self._reconnects_seen = int(self._nats().stats.get("reconnects", 0))
-        self._after_reconnect()
-
-    def _after_reconnect(self) -> None:
-        if self._closed:
-            return
-        logger.info("STAN %s: NATS connection re-established", self.client_id)
-        self._nats_up = True
-        if self._session_ok:
-            self.error = ""
-        # Acks of publishes sent before the drop may never come: re-send them.
-        self._interrupted("the NATS connection was re-established")
-        self._update_ready()
-        self._ping_now.set()  # learn at once whether the server still knows us
+        self._ping_now.set()  # the ping loop handles it at once
 
     async def _on_closed(self) -> None:
-        if self._closed:
+        if self.closed:
             return
         nc = self.nc
         cause = str(nc.last_error) if nc is not None and nc.last_error else "no reason given"
@@ -346,12 +286,12 @@ class StanSession:
             f"({cause}); the receivers on it stopped and emits fail: connect() again"
         )
         logger.error("%s", self.error)
-        self.failure = DriverError(self.error, retriable=False)
+        self.failure = failure = DriverError(self.error, retriable=False)
         self._nats_up = False
-        self._fail_pending(self.failure)
+        self._fail_pending(failure)
         self._ready.set()  # waiters wake and see the failure
-        for member in list(self._members):
-            member.on_session_failed()
+        for member in list(self.members):
+            member.on_session_failed(failure)
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):
@@ -366,6 +306,7 @@ class StanSession:
     def _interrupted(self, why: str) -> None:
         self.epoch += 1
         self._fail_pending(SessionInterruptedError(f"publish interrupted: {why}"))
+        self._update_ready()
 
     def _fail_pending(self, exc: BaseException) -> None:
         pending, self._acks = self._acks, {}
@@ -373,28 +314,25 @@ class StanSession:
             batch.resolve(guid, exc)
         self._room.set()
 
-    # -- session loss and recovery ---------------------------------------------------------
-
     def lost(self, why: str) -> None:
         """The server no longer knows this session: re-establish it in the background."""
-        if self._closed or not self._session_ok:
+        if self.closed or not self._session_ok:
             return
         logger.warning("STAN %s: session lost (%s); re-establishing", self.client_id, why)
         self._session_ok = False
         self.error = f"STAN session lost: {why}"
         self._interrupted(why)
-        self._update_ready()
         self._spawn(self._recover())
 
     async def _recover(self) -> None:
         delay = 0.1
-        while not self._closed:
+        while not self.closed:
             try:
                 with contextlib.suppress(DriverError):
                     await self._close_request()
                 await self._handshake()
                 self._session_ok = True
-                for member in list(self._members):
+                for member in list(self.members):
                     await member.resubscribe()
             except (DriverError, nats.errors.Error, OSError) as exc:
                 self._session_ok = False
@@ -408,12 +346,10 @@ class StanSession:
             logger.info("STAN %s: session re-established", self.client_id)
             return
 
-    # -- heartbeats and pings ----------------------------------------------------------------
-
     async def _on_heartbeat(self, msg: Msg) -> None:
-        if msg.reply and not self._closed:
+        if msg.reply and not self.closed:
             with contextlib.suppress(nats.errors.Error):
-                await self._nats().publish(msg.reply, b"")
+                await self.client().publish(msg.reply, b"")
 
     async def _on_ping_response(self, msg: Msg) -> None:
         if msg.headers and not msg.data:
@@ -430,19 +366,23 @@ class StanSession:
     async def _ping_loop(self) -> None:
         interval = self.response.ping_interval or self.options.ping_interval
         max_out = self.response.ping_max_out or self.options.ping_max_out
-        while not self._closed:
+        while not self.closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._ping_now.wait()
             self._ping_now.clear()
             nc = self.nc
-            if nc is None or self._closed:
+            if nc is None or self.closed:
                 return
-            if not self._owns_nc:
-                reconnects = int(nc.stats.get("reconnects", 0))
-                if reconnects != self._reconnects_seen:
-                    self._reconnects_seen = reconnects
-                    self._after_reconnect()
+            reconnects = int(nc.stats.get("reconnects", 0))
+            if reconnects != self._reconnects_seen:  # reconnected (ours or a caller's connection)
+                self._reconnects_seen = reconnects
+                logger.info("STAN %s: NATS connection re-established", self.client_id)
+                self._nats_up = True
+                if self._session_ok:
+                    self.error = ""
+                # Acks of publishes sent before the drop may never come: re-send them.
+                self._interrupted("the NATS connection was re-established")
             if not self._session_ok or not nc.is_connected:
                 continue
             self._outstanding += 1
@@ -456,30 +396,32 @@ class StanSession:
                     reply=self.ping_inbox,
                 )
 
-    # -- requests and publishing ---------------------------------------------------------------
-
-    async def request(self, subject: str, message: Message, response_type: type[M]) -> M:
-        """A protocol request with the connect timeout; the decoded response."""
-        nc = self._nats()
+    async def request(
+        self,
+        subject: str,
+        message: Message,
+        response_type: type[M],
+        unanswered: DriverError | None = None,
+    ) -> M:
+        """A protocol request with the connect timeout; the decoded response. ``unanswered``
+        is raised when no server answers (a DriverError naming the request by default)."""
+        name = type(message).__name__
         try:
-            reply = await nc.request(
+            reply = await self.client().request(
                 subject, message.encode(), timeout=self.options.connect_timeout
             )
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError) as exc:
-            raise DriverError(
-                f"the NATS Streaming server did not answer {type(message).__name__} within "
+            raise unanswered or DriverError(
+                f"the NATS Streaming server did not answer {name} within "
                 f"{self.options.connect_timeout:g}s"
             ) from exc
         except nats.errors.Error as exc:
-            raise DriverError(f"{type(message).__name__} failed: {type(exc).__name__}") from exc
+            raise DriverError(f"{name} failed: {type(exc).__name__}: {exc}") from exc
         return response_type.decode(reply.data)
 
     async def _close_request(self) -> CloseResponse:
         request = CloseRequest(client_id=self.client_id)
         return await self.request(self.response.close_requests, request, CloseResponse)
-
-    async def subscribe_request(self, request: SubscriptionRequest) -> SubscriptionResponse:
-        return await self.request(self.response.sub_requests, request, SubscriptionResponse)
 
     async def close_subscription(
         self, channel: str, ack_inbox: str, *, unsubscribe: bool
@@ -490,13 +432,9 @@ class StanSession:
         return await self.request(subject, request, SubscriptionResponse)
 
     async def publish(self, batch: PublishBatch, items: list[tuple[int, str, bytes]]) -> None:
-        """Send ``(index, channel, body)`` PubMsgs; ``batch`` collects their PubAcks.
-
-        Written in one go (:mod:`.writes`) while fewer than ``max_pub_acks_inflight``
-        publishes are unanswered, then as room frees. A publish whose connection or session
-        drops first resolves to :class:`SessionInterruptedError`.
-        """
-        writes = Writes(self._nats())
+        """Send ``(index, channel, body)`` PubMsgs, at most ``max_pub_acks_inflight``
+        unanswered; ``batch`` collects their PubAcks (or :class:`SessionInterruptedError`)."""
+        writes = Writes(self.client())
         limit = self.options.max_pub_acks_inflight
         head = encode_pub_head(self.client_id, self.conn_id)
         pub_prefix = self.response.pub_prefix + "."
@@ -535,11 +473,9 @@ class StanSession:
                         batch.resolve(guid, interrupted)
 
     def refusal(self, channel: str, data_size: int) -> NotStoredError | None:
-        """Why the server would refuse a record of ``data_size`` bytes on ``channel`` (and
-        close the connection over it), or None: checked before sending. The PubMsg (data,
-        channel, ids) must fit the server's ``max_payload``, its protocol line (subject and
-        reply, both carrying the channel or ids) the server's ``max_control_line``."""
-        nc = self._nats()
+        """Why the server would refuse (and close the connection over) a record of
+        ``data_size`` bytes on ``channel``: over ``max_control_line`` or ``max_payload``."""
+        nc = self.client()
         line = len(self.response.pub_prefix) + len(channel.encode()) + len(self.ack_subject) + 80
         if line > MAX_CONTROL_LINE:
             return NotStoredError(
@@ -560,9 +496,8 @@ class StanSession:
         return None
 
     def data_limit(self, channel: str) -> int:
-        """The largest record body :meth:`refusal` lets through on ``channel`` (for the
-        publish loop: one size comparison per record)."""
-        max_payload = self._nats().max_payload
+        """The largest record body :meth:`refusal` lets through on ``channel``."""
+        max_payload = self.client().max_payload
         return max_payload - self._envelope_size(channel) if max_payload else sys.maxsize
 
     def _envelope_size(self, channel: str) -> int:
@@ -578,24 +513,21 @@ class StanSession:
 
     async def _on_pub_ack(self, msg: Msg) -> None:
         data = msg.data
+        error = ""
         # The common PubAck is the guid alone: field 1, one length byte.
         if data and data[0] == 0x0A and len(data) == data[1] + 2:
             guid = data[2:]
-            batch = self._acks.pop(guid, None)
-            if batch is not None:
-                batch.resolve(guid, "")
-                self._room.set()
-            return
-        if not data:
+        elif not data:
             if msg.headers:  # no responders: nothing serves the publish subjects right now
                 self._fail_pending(StanNotAnsweringError("no streaming server answered"))
             return
-        try:
-            ack = PubAck.decode(data)
-        except ProtocolError:
-            logger.warning("STAN %s: undecodable PubAck ignored", self.client_id)
-            return
-        guid, error = ack.guid.encode(), ack.error
+        else:
+            try:
+                ack = PubAck.decode(data)
+            except ProtocolError:
+                logger.warning("STAN %s: undecodable PubAck ignored", self.client_id)
+                return
+            guid, error = ack.guid.encode(), ack.error
         batch = self._acks.pop(guid, None)
         if batch is not None:
             batch.resolve(guid, error)
@@ -605,12 +537,9 @@ class StanSession:
 
 
 class PublishBatch:
-    """The outcome of each publish of one producer call, and an event when all are in.
-
-    ``results[i]`` is None while waiting, ``""`` once stored, the server's error text, or
-    the exception that interrupted it. ``guids`` maps the guid of each publish sent and not
-    answered yet to its index.
-    """
+    """One producer call's publishes: ``results[i]`` is None while waiting, ``""`` once
+    stored, the server's error text, or the exception that interrupted it; ``guids`` maps
+    each unanswered publish's guid to its index; ``done`` is set when all are in."""
 
     __slots__ = ("done", "guids", "remaining", "results")
 
@@ -625,8 +554,6 @@ class PublishBatch:
             self.results[index] = None
         self.remaining = len(indexes)
         self.done.clear()
-        if not indexes:
-            self.done.set()
 
     def resolve(self, guid: bytes, outcome: str | BaseException) -> None:
         index = self.guids.pop(guid, None)

@@ -1,10 +1,6 @@
-"""The body of a STAN message: Go hexa-event's JSON envelope
-(:mod:`hexa_event.drivers.kit.goenvelope`, shared with the Pulsar driver's Go mode).
-
-STAN messages have no headers, so Go hexa-event's ``hestan`` driver sends its RawMessage as
-that envelope; the record's key travels as its top-level ``"key"``. A body that is not such
-an envelope (a plain STAN publisher's bytes) is handed over as it is, with no headers: the
-core then treats it as a foreign record.
+"""The body of a STAN message: Go hexa-event's JSON envelope (:mod:`..kit.goenvelope`), the
+record's key as its top-level ``"key"`` (STAN has no headers). A body that is not such an
+envelope (a plain STAN publisher's) comes back whole, with no headers: a foreign record.
 """
 
 from __future__ import annotations

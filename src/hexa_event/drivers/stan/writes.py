@@ -1,13 +1,7 @@
-"""Many NATS messages written at once: a batch's PUB commands joined into one command.
-
-nats-py's ``publish`` is one call per message (checks, a protocol line by f-string, two
-counters, a pending-buffer append, a flush kick): a quarter of what a STAN publish or Ack
-cost the driver. The driver's PubMsgs and Acks go out in batches to subjects it made and
-checked itself, so a batch is written as one command into nats-py's pending buffer: the
-bytes ``publish`` would write, its checks and counters, one flush kick. That reaches into
-nats-py's client (``_send_command``, ``_flush_pending``, the pending buffer, all there since
-nats-py 2.0); a client without them, or whose ``publish`` is not nats-py's own (wrapped by
-instrumentation or a test), gets the messages one by one through ``publish``.
+"""Many NATS messages written at once: a batch's PUB commands joined into one command in
+nats-py's pending buffer (``_send_command``, ``_flush_pending``; why: the Batched writes
+of docs/engines/stan.md). A client without them, or whose ``publish`` is wrapped, gets
+one ``publish`` per message.
 """
 
 from __future__ import annotations
@@ -28,26 +22,22 @@ def pub_head(subject: str, reply: str = "") -> bytes:
 class Writes:
     """The PUB commands of one batch, written by :meth:`flush`."""
 
-    __slots__ = ("count", "nc", "parts", "size")
+    __slots__ = ("nc", "parts")
 
     def __init__(self, nc: NatsClient) -> None:
         self.nc = nc
         self.parts: list[bytes] = []
-        self.count = 0
-        self.size = 0
 
     def add(self, head: bytes, payload: bytes) -> None:
         """One message; ``head`` from :func:`pub_head`."""
         self.parts += (head, b"%d\r\n" % len(payload), payload, b"\r\n")
-        self.count += 1
-        self.size += len(payload)
 
     async def flush(self) -> None:
         """Write what was added (and forget it); raises what ``publish`` would raise."""
-        parts, count, size = self.parts, self.count, self.size
+        parts = self.parts
         if not parts:
             return
-        self.parts, self.count, self.size = [], 0, 0
+        self.parts = []
         nc = self.nc
         command = b"".join(parts)
         own = getattr(nc.publish, "__func__", None) is _PUBLISH
@@ -62,8 +52,8 @@ class Writes:
             limit = nc._max_pending_size
             if limit <= 0 or len(command) + nc._pending_data_size > limit:
                 raise nats.errors.OutboundBufferLimitError
-        nc.stats["out_msgs"] += count
-        nc.stats["out_bytes"] += size
+        nc.stats["out_msgs"] += len(parts) // 4
+        nc.stats["out_bytes"] += sum(map(len, parts[2::4]))  # the payloads
         await nc._send_command(command)
         if nc._flush_queue is not None and nc._flush_queue.empty():
             await nc._flush_pending()
