@@ -151,8 +151,8 @@ class Lanes(Generic[T]):
                     due = None
                     if queue:
                         queue.popleft()
-                    continue
-                break
+                if due is not None:
+                    break
             if due is not None:
                 self._park(lane, due)
                 continue
