@@ -45,7 +45,16 @@ from .event import Message
 from .lanes import wait_set
 from .middleware import Handler, as_async, check_handler
 from .numbers import check_number
-from .propagation import DefaultPropagator
+from .propagation import (
+    BAGGAGE,
+    CORRELATION_ID,
+    GUEST_WIRE,
+    LOCALE,
+    TRACEPARENT,
+    TRACESTATE,
+    USER,
+    DefaultPropagator,
+)
 from .publishing import PublishCall
 
 logger = logging.getLogger(__name__)
@@ -334,7 +343,22 @@ class BatchDispatcher(Dispatcher):
                 timestamp = times.get(raw) if raw is not None else None  # type: ignore[arg-type]
                 if timestamp is None:
                     timestamp = emit_time(raw, functools.partial(batch.timestamp, index))
-                check(headers)
+                # check(headers), the common case inline: text context values, no user and
+                # no W3C header; anything else is checked by it (it raises what is wrong).
+                raw = get(CORRELATION_ID)
+                if raw:
+                    raw.decode()
+                raw = get(LOCALE)
+                if raw:
+                    raw.decode()
+                raw = get(USER)
+                if (
+                    (raw and raw != GUEST_WIRE)
+                    or TRACEPARENT in headers
+                    or TRACESTATE in headers
+                    or BAGGAGE in headers
+                ):
+                    check(headers)
             except Exception:  # odd or poison: the careful path says which
                 odd.append(index)
                 blocked.add((channel, key))

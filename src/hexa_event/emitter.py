@@ -70,6 +70,9 @@ class Emitter:
         for middleware in reversed(tuple(middlewares)):
             call = middleware(call)
         self._call = call
+        self._streams = not middlewares
+        """No emit middleware wants the events as a list: ``emit_many`` seals them as they
+        come from its iterable (a generator's events are not all held at once)."""
         self._publish: PublishCall | None = (
             pipeline(driver.publish, publish_middlewares) if publish_middlewares else None
         )
@@ -94,6 +97,9 @@ class Emitter:
         ``ctx`` is one context for the whole batch (one fresh context when None), or one
         context per event.
         """
+        if self._streams and (ctx is None or isinstance(ctx, Context)):
+            records = self.envelope.seal_many(events, ctx if ctx is not None else Context())
+            return await self._publish_records(records) if records else []
         batch = events if isinstance(events, Sequence) else list(events)
         if not batch:
             return []
@@ -219,7 +225,9 @@ class Emitter:
     async def _seal_and_publish(
         self, events: Sequence[Event[Any]], contexts: Sequence[Context]
     ) -> list[str]:
-        records = self.envelope.seal_each(events, contexts)
+        return await self._publish_records(self.envelope.seal_each(events, contexts))
+
+    async def _publish_records(self, records: list[RawRecord]) -> list[str]:
         if self.driver.features.scheduled_publish:
             records = _scheduled(records)
         if self._publish is None:

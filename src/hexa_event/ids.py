@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import uuid_utils
+from uuid_utils import uuid7
 
 
 def new_event_id() -> str:
-    """A new UUIDv7 as its canonical 36-character string."""
-    return str(uuid_utils.uuid7())
+    """A new UUIDv7 as its canonical 36-character string (``str(uuid7())``)."""
+    return str(uuid7())

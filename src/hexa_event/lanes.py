@@ -3,7 +3,8 @@
 No task per item: ``workers`` long-lived tasks take ready lanes from one queue. ``work(item)``
 returns None when it is done with the item, or an epoch time at which to run the same item
 again: the lane is parked until then without holding a worker (a retry copy waiting out its
-back-off never stops other keys).
+back-off never stops other keys). A caller that runs items by the thousand gives
+``run_lane(queue)`` instead, which runs a lane's items itself: no coroutine per item.
 
 Wake-ups: at most one idle worker is being woken at any time. The worker that wakes takes a
 lane and, if more lanes are ready, wakes the next one; a worker that finishes its lane takes
@@ -25,17 +26,33 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Work = Callable[[T], Awaitable[float | None]]
+LaneWork = Callable[[deque[T]], Awaitable[float | None]]
+"""Run a lane's items from the head of its queue, taking each off (``popleft``) once done
+(items may be appended meanwhile); return None once the queue is empty, or the epoch time
+at which to run the head item, left in the queue, again."""
 
 
 class Lanes(Generic[T]):
     """Runs ``work(item)`` for submitted items: in submit order within a lane, lanes in parallel.
 
-    ``work`` should not raise; if it does, the exception is logged and the item counts as
-    done (the caller settles what it hands in).
+    ``work`` (or ``run_lane``, given instead) should not raise; if it does, the exception is
+    logged and the item at the head of the lane counts as done (the caller settles what it
+    hands in).
     """
 
-    def __init__(self, work: Work[T], workers: int, *, name: str = "lanes") -> None:
-        self._work = work
+    def __init__(
+        self,
+        work: Work[T] | None,
+        workers: int,
+        *,
+        name: str = "lanes",
+        run_lane: LaneWork[T] | None = None,
+    ) -> None:
+        if run_lane is None:
+            if work is None:
+                raise TypeError("Lanes needs work or run_lane")
+            run_lane = _each(work)
+        self._run_lane = run_lane
         self._queues: dict[Hashable, deque[T]] = {}
         self._ready: deque[Hashable] = deque()
         self._sleepers: deque[asyncio.Future[None]] = deque()
@@ -48,11 +65,13 @@ class Lanes(Generic[T]):
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"{name}-worker-{n}") for n in range(workers)
         ]
-        self.count = 0
+
+    @property
+    def count(self) -> int:
         """Items submitted and not finished."""
+        return sum(map(len, self._queues.values()))
 
     def submit(self, lane: Hashable, item: T) -> None:
-        self.count += 1
         queue = self._queues.get(lane)
         if queue is not None:
             queue.append(item)
@@ -65,10 +84,8 @@ class Lanes(Generic[T]):
         """:meth:`submit` each item to its lane ``lane_of(item)``, in order: one call for a
         fetched batch, and at most one wake-up."""
         queues, ready = self._queues, self._ready
-        count = self.count
         fresh = False
         for lane, item in zip(map(lane_of, items), items, strict=True):
-            count += 1
             queue = queues.get(lane)
             if queue is not None:
                 queue.append(item)
@@ -76,7 +93,6 @@ class Lanes(Generic[T]):
                 queues[lane] = deque((item,))
                 ready.append(lane)
                 fresh = True
-        self.count = count
         if fresh:
             self._idle.clear()
             if not self._waking:
@@ -115,7 +131,7 @@ class Lanes(Generic[T]):
     async def _worker(self) -> None:
         queues = self._queues
         ready = self._ready
-        work = self._work
+        run_lane = self._run_lane
         while True:
             if not ready:
                 await self._sleep()
@@ -127,16 +143,16 @@ class Lanes(Generic[T]):
             due: float | None = None
             while queue:  # the whole lane in one turn: no hand-off per item
                 try:
-                    due = await work(queue[0])
+                    due = await run_lane(queue)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     logger.exception("lane work failed; the item counts as done")
                     due = None
+                    if queue:
+                        queue.popleft()
                 if due is not None:
                     break
-                queue.popleft()
-                self.count -= 1
             if due is not None:
                 self._park(lane, due)
                 continue
@@ -184,6 +200,26 @@ class Lanes(Generic[T]):
     @property
     def workers_alive(self) -> bool:
         return all(not task.done() for task in self._tasks)
+
+
+def _each(work: Work[T]) -> LaneWork[T]:
+    """A lane runner calling ``work`` for each item."""
+
+    async def run_lane(queue: deque[T]) -> float | None:
+        while queue:
+            try:
+                due = await work(queue[0])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("lane work failed; the item counts as done")
+                due = None
+            if due is not None:
+                return due
+            queue.popleft()
+        return None
+
+    return run_lane
 
 
 async def wait_set(event: asyncio.Event, within: float | None) -> bool:

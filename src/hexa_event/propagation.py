@@ -245,11 +245,13 @@ class DefaultPropagator(CompositePropagator):
         if raw and raw != GUEST_WIRE:
             self.receive(headers, "", "", "", "")
             return
-        # The W3C readers decode bytes with errors replaced: only another type can fail them.
-        for raw in (get(TRACEPARENT), get(TRACESTATE), get(BAGGAGE)):
-            if raw is not None and type(raw) is not bytes:
-                self.receive(headers, "", "", "", "")
-                return
+        # The W3C readers decode bytes with errors replaced: only another type can fail them
+        # (looked at only when one is there: most records carry none).
+        if TRACEPARENT in headers or TRACESTATE in headers or BAGGAGE in headers:
+            for raw in (get(TRACEPARENT), get(TRACESTATE), get(BAGGAGE)):
+                if raw is not None and type(raw) is not bytes:
+                    self.receive(headers, "", "", "", "")
+                    return
 
     def w3c(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
         """``ctx`` with the W3C trace context and baggage of ``headers`` (the last steps of

@@ -23,6 +23,7 @@ import logging
 import operator
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -370,7 +371,10 @@ class Receiver:
                         publish, self.driver.features, info.route, self._closing
                     )
                     info.lanes = Lanes(
-                        self._work(info), info.concurrency, name=f"hexa-event:{info.action}"
+                        None,
+                        info.concurrency,
+                        name=f"hexa-event:{info.action}",
+                        run_lane=self._work(info),
                     )
                 info.room.set()
                 info.tasks = [
@@ -383,7 +387,11 @@ class Receiver:
         self._lag_task = asyncio.create_task(self._sample_lag(), name=f"hexa-lag:{self.name}")
         logger.info("receiver %s started: %s", self.name, ", ".join(self._subs))
 
-    def _work(self, info: SubscriptionInfo) -> Callable[[Delivery], Any]:
+    def _work(self, info: SubscriptionInfo) -> Callable[[deque[Delivery]], Any]:
+        """The lane runner of a single-message subscription (see :data:`lanes.LaneWork`):
+        each delivery of the lane in turn, the common one read by ``Dispatcher.first`` and
+        handled here (one coroutine per event: the handler's), any other by
+        ``handle_careful``; settled deliveries go to the settle loop."""
         dispatcher = info.dispatcher
         assert dispatcher is not None
         handle, first, failed = dispatcher.handle_careful, dispatcher.first, dispatcher.failed
@@ -392,46 +400,49 @@ class Receiver:
         wake = info.settle_wake
         unsettled, waiting = info.unsettled, info.waiting
 
-        async def work(delivery: Delivery) -> float | None:
-            if waiting and waiting.pop(delivery, None) is not None:
-                unsettled[delivery] = time.monotonic()  # its stall clock starts when due
-                info.room.set()
-            if delivery.outcome is None:
-                try:
-                    read = first(delivery)
-                    if read is None:
-                        due = await handle(delivery)
-                    else:  # what handle() does for it, here: one coroutine fewer per event
+        async def run_lane(queue: deque[Delivery]) -> float | None:
+            while queue:
+                delivery = queue[0]
+                if waiting and waiting.pop(delivery, None) is not None:
+                    unsettled[delivery] = time.monotonic()  # its stall clock starts when due
+                    info.room.set()
+                if delivery.outcome is None:
+                    try:
+                        read = first(delivery)
+                        if read is None:
+                            due = await handle(delivery)
+                        else:  # what handle() does for it, here: no coroutine of ours
+                            due = None
+                            ctx, message = read
+                            try:
+                                await handler(ctx, message)
+                            except BaseException as exc:
+                                await failed(delivery, ctx, message, exc)
+                            else:
+                                counters.handled += 1
+                                delivery.ack()
+                    except asyncio.CancelledError:
+                        if delivery.outcome is not None:
+                            pending.append(delivery)
+                            wake.set()
+                        raise
+                    except Exception:
+                        logger.exception("handling a delivery failed (action=%s)", info.action)
+                        if delivery.outcome is None:
+                            delivery.nack(1.0)
                         due = None
-                        ctx, message = read
-                        try:
-                            await handler(ctx, message)
-                        except BaseException as exc:
-                            await failed(delivery, ctx, message, exc)
-                        else:
-                            counters.handled += 1
-                            delivery.ack()
-                except asyncio.CancelledError:
-                    if delivery.outcome is not None:
-                        pending.append(delivery)
-                        wake.set()
-                    raise
-                except Exception:
-                    logger.exception("handling a delivery failed (action=%s)", info.action)
-                    if delivery.outcome is None:
-                        delivery.nack(1.0)
-                    due = None
-                if due is not None:
-                    if unsettled.pop(delivery, None) is not None:
-                        waiting[delivery] = due
-                        info.room.set()  # it left the window
-                    return due
-            if not pending:  # the first since the settle loop took the list: wake it
-                wake.set()
-            pending.append(delivery)
+                    if due is not None:
+                        if unsettled.pop(delivery, None) is not None:
+                            waiting[delivery] = due
+                            info.room.set()  # it left the window
+                        return due
+                if not pending:  # the first since the settle loop took the list: wake it
+                    wake.set()
+                pending.append(delivery)
+                queue.popleft()
             return None
 
-        return work
+        return run_lane
 
     async def _fetch_loop(self, info: SubscriptionInfo) -> None:
         subscription, lanes = info.subscription, info.lanes

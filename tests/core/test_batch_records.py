@@ -229,3 +229,53 @@ async def test_a_key_waits_behind_its_record_held_until_due() -> None:
     finally:
         await receiver.close()
         await driver.close()
+
+
+async def test_a_record_s_context_headers_are_checked_as_a_delivery_s() -> None:
+    """Over record batches, a malformed context header (a correlation id or locale that is
+    not UTF-8, a user that is not hexa's JSON) makes the record poison, as on the careful
+    path; a real user and a traceparent reach the handler; the other records of the batch
+    are handled."""
+    url = f"memory://records-{uuid.uuid4().hex}"
+    adapter = RecordBatches(hexa_event.connect(url))
+    driver = wrap(adapter)
+    receiver = driver.receiver("svc")
+    seen = Collector()
+
+    @receiver.subscribe("c", action="a", batch=Batch(max_size=50, max_wait=0.05))
+    async def handle(ctx: Context, msgs: list[Message[Any]]) -> None:
+        for m in msgs:
+            seen.add(m.payload["n"])
+
+    emitter = driver.emitter()
+    user = hexa_event.context.User(id="u-1", name="Ann")
+    ctx = Context(
+        correlation_id="c-1", user=user, traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    )
+
+    def record(n: int, **changes: Any) -> RawRecord:
+        sealed = emitter.seal(Event("c", f"k{n}", {"n": n}), ctx if n == 1 else None)
+        return RawRecord("c", sealed.key, {**sealed.headers, **changes}, sealed.body)
+
+    try:
+        await receiver.start()
+        await driver.publish(
+            [
+                record(0),
+                record(1),  # a user and a traceparent: fine
+                record(2, _ctx_correlation_id=b"\xff\xfe"),
+                record(3, _ctx_locale=b"\xc3("),
+                record(4, _ctx_user=b"not json"),
+                record(5, _ctx_user=b'{"_user_type": "nobody"}'),
+                record(8),
+            ]
+        )
+        await seen.wait_for(3, within=10)
+        counters = receiver.subscriptions["a"].counters
+        await eventually(lambda: counters.poison == 4, within=10, what="4 poison records")
+        assert sorted(seen.items) == [0, 1, 8]
+        assert counters.handled == 3
+        assert adapter.fetched, "record batches were handed out"
+    finally:
+        await receiver.close()
+        await driver.close()

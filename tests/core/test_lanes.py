@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import collections.abc
 import operator
+import time
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -151,3 +153,37 @@ async def test_submit_all_keeps_each_lane_in_order_beside_a_running_lane() -> No
     await lanes.stop()
     for key, first in (("a", 0), ("b", 1), ("c", 1)):
         assert [n for k, n in seen if k == key] == list(range(first, 10))
+
+
+async def test_a_lane_runner_runs_the_lane_itself_and_a_raise_finishes_its_head() -> None:
+    """``run_lane``: one call for a lane's items (taken off as done, items submitted
+    meanwhile included); a raise counts the head item done and the rest of the lane still
+    runs; a returned due time parks the lane with its head item until then."""
+    seen: list[tuple[str, int]] = []
+    calls = 0
+    parked_once = False
+
+    async def run_lane(queue: collections.deque[tuple[str, int]]) -> float | None:
+        nonlocal calls, parked_once
+        calls += 1
+        while queue:
+            item = queue[0]
+            await asyncio.sleep(0)
+            if item == ("a", 1):
+                raise RuntimeError("the runner failed")  # its head is taken off by Lanes
+            if item == ("b", 2) and not parked_once:
+                parked_once = True
+                return time.time() + 0.05
+            seen.append(item)
+            queue.popleft()
+        return None
+
+    lanes: Lanes[tuple[str, int]] = Lanes(None, 2, name="runner", run_lane=run_lane)
+    lanes.submit_all([(key, n) for n in range(4) for key in "ab"], operator.itemgetter(0))
+    lanes.submit("a", ("a", 4))
+    assert await lanes.join(5.0)
+    assert lanes.count == 0
+    await lanes.stop()
+    assert [n for k, n in seen if k == "a"] == [0, 2, 3, 4]  # 1 raised (and counts as done)
+    assert [n for k, n in seen if k == "b"] == [0, 1, 2, 3]  # 2 parked, then ran again
+    assert calls == 4  # a, a again after the raise, b, b after parking: not one per item
