@@ -115,12 +115,20 @@ def producer_config() -> dict[str, object]:
     }
 
 
-def hand_relay(url: str, count: int, *, batch_size: int, keep_sent: bool) -> float:
+def hand_relay(
+    url: str,
+    count: int,
+    *,
+    batch_size: int,
+    keep_sent: bool,
+    before_close: Callable[[], object] | None = None,
+) -> float:
     """Relay ``count`` committed rows the way one would by hand with the raw clients (see
     ``outbox_relay.py``): per batch, one transaction that locks the rows, produces them,
     waits for every delivery report and marks them sent. Rows per second, connecting
-    included (as the relay's engine connects in its timed run). Blocking: run it in a
-    thread."""
+    included (as the relay's engine connects in its timed run). ``before_close`` runs once
+    the rows are relayed, while the connection is still open (``outbox_steps.py`` reads its
+    backend's CPU there). Blocking: run it in a thread."""
     import psycopg
     from confluent_kafka import Producer
 
@@ -162,4 +170,7 @@ def hand_relay(url: str, count: int, *, batch_size: int, keep_sent: bool) -> flo
                     raise RuntimeError(f"not acknowledged: {failures[:3]}")
                 cur.execute(mark, ([r[0] for r in rows],))
             sent += len(rows)
-    return count / (time.perf_counter() - began)
+        rate = count / (time.perf_counter() - began)
+        if before_close is not None:
+            before_close()
+    return rate
