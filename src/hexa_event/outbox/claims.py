@@ -250,7 +250,7 @@ def _columns(rows: Sequence[Any]) -> Columns:
     return ids, channels, keys, headers, bodies
 
 
-def _in_id_order(columns: Columns) -> Columns:
+def in_id_order(columns: Columns) -> Columns:
     """``columns`` sorted by id, if they are not already (checked without Python code per
     row). PostgreSQL aggregates the rows of a sorted subquery in that order; this makes it a
     check rather than a premise."""
@@ -487,7 +487,7 @@ class LockClaims(ClaimStrategy):
         if not row[0]:
             return None
         ids, channels, keys, headers, bodies = row
-        return _in_id_order((ids, channels, keys, headers, bodies))
+        return in_id_order((ids, channels, keys, headers, bodies))
 
     async def _drop_blocked(
         self, conn: AsyncConnection, columns: Columns, top: int
