@@ -211,7 +211,9 @@ async def test_expired_lease_is_taken_over(db_url: str) -> None:
     ids = emit(db_url, ["a", "b"])
     stuck = RecordingDriver()
     stuck.gate = asyncio.Event()
-    dead = OutboxRelay(db_url, stuck, lease=0.3)
+    # The lease outlasts the second relay's start (a new engine, its first claim) on a
+    # loaded machine: at 0.3 s it once expired before that claim and the rows were free.
+    dead = OutboxRelay(db_url, stuck, lease=1.0)
     hung = asyncio.create_task(dead.run_once())
     await eventually(lambda: stuck.in_publish == 1, what="claim")
     driver = RecordingDriver()
