@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -84,3 +85,92 @@ def fill(url: str, topic: str, count: int) -> None:
             conn.execute(text("VACUUM ANALYZE hexa_outbox"))
     finally:
         engine.dispose()
+
+
+CLAIM_SQL = (
+    "SELECT id, channel, key, headers, body FROM hexa_outbox"
+    " WHERE sent_at IS NULL AND (lease_until IS NULL OR lease_until < now())"
+    " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+MARK_SQL = {
+    # The relay's own marks (hexa_event.outbox.sentlog), written out.
+    "log": (
+        "WITH gone AS (DELETE FROM hexa_outbox WHERE id = ANY(%s) RETURNING id, event_id)"
+        " INSERT INTO hexa_outbox_sent (sent_at, first_id, last_id, row_count, event_ids)"
+        " SELECT now(), min(id), max(id), count(*), string_agg(event_id, ' ' ORDER BY id)"
+        " FROM gone HAVING count(*) > 0"
+    ),
+    "delete": "DELETE FROM hexa_outbox WHERE id = ANY(%s)",
+}
+
+
+def producer_config() -> dict[str, object]:
+    """The Kafka driver's delivery settings (``KafkaOptions.producer``), for the raw side."""
+    return {
+        "bootstrap.servers": bootstrap(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "partitioner": "fnv1a_random",
+    }
+
+
+def hand_relay(
+    url: str,
+    count: int,
+    *,
+    batch_size: int,
+    keep_sent: bool,
+    before_close: Callable[[], object] | None = None,
+) -> float:
+    """Relay ``count`` committed rows the way one would by hand with the raw clients (see
+    ``outbox_relay.py``): per batch, one transaction that locks the rows, produces them,
+    waits for every delivery report and marks them sent. Rows per second, connecting
+    included (as the relay's engine connects in its timed run). ``before_close`` runs once
+    the rows are relayed, while the connection is still open (``outbox_steps.py`` reads its
+    backend's CPU there). Blocking: run it in a thread."""
+    import psycopg
+    from confluent_kafka import Producer
+
+    from hexa_event.outbox.store import decode_headers
+
+    mark = MARK_SQL["log" if keep_sent else "delete"]
+    failures: list[object] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            failures.append(err)
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    began = time.perf_counter()
+    producer = Producer(producer_config())
+    produce, poll = producer.produce, producer.poll
+    sent = 0
+    with psycopg.connect(dsn) as conn:
+        cur = conn.cursor(binary=True)
+        while sent < count:
+            with conn.transaction():
+                rows = cur.execute(CLAIM_SQL, (batch_size,)).fetchall()
+                if not rows:
+                    raise RuntimeError(f"the outbox ran dry after {sent} of {count} rows")
+                for _id, channel, key, headers, body in rows:
+                    while True:
+                        try:
+                            produce(
+                                channel,
+                                body,
+                                key.encode(),
+                                headers=decode_headers(headers),
+                                on_delivery=on_delivery,
+                            )
+                            break
+                        except BufferError:
+                            poll(0.005)
+                if producer.flush(60) or failures:
+                    raise RuntimeError(f"not acknowledged: {failures[:3]}")
+                cur.execute(mark, ([r[0] for r in rows],))
+            sent += len(rows)
+        rate = count / (time.perf_counter() - began)
+        if before_close is not None:
+            before_close()
+    return rate

@@ -6,7 +6,10 @@ Modes (alternating rounds in one run, medians):
 - ``null``: the relay into a driver that stores nothing and returns at once: the
   database's and the relay's own cost, no broker.
 - ``kafka``: the relay into the ``kafka://`` driver (as ``outbox_relay.py``).
-- ``raw``: the raw confluent-kafka producer on the same records (reference).
+- ``raw``: the raw confluent-kafka producer on the same records (the producer alone).
+- ``hand-log`` / ``hand-delete``: the relay written by hand with the raw clients
+  (``_outbox.hand_relay``, the reference of ``outbox_relay.py``), marking with the sent
+  log or deleting only.
 
 Marks: ``log`` (rows deleted, one sent-log line per batch: the default), ``update`` (rows
 marked in place: an outbox without a sent log), ``delete`` (``keep_sent=False``).
@@ -26,7 +29,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from _outbox import KEYS, bootstrap, fill, payload, scratch_database
+from _outbox import KEYS, bootstrap, fill, hand_relay, payload, scratch_database
 from sqlalchemy import create_engine, make_url, text
 
 import hexa_event as he
@@ -146,6 +149,23 @@ def run_raw(topic: str, records: list[RawRecord]) -> dict[str, float]:
     }
 
 
+def run_hand(url: str, dbname: str, count: int, mark: str, batch: int) -> dict[str, float]:
+    pg: list[float] = []
+    before = time.process_time()
+    rate = hand_relay(
+        url,
+        count,
+        batch_size=batch,
+        keep_sent=mark != "delete",
+        before_close=lambda: pg.append(sum(backends(url, dbname).values())),
+    )
+    return {
+        "rate": rate,
+        "py_us": (time.process_time() - before) / count * 1e6,
+        "pg_us": pg[0] / count * 1e6,
+    }
+
+
 LOCK_SQL = (
     "SELECT id FROM hexa_outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
 )
@@ -215,6 +235,11 @@ async def main() -> None:
             for mode in modes:
                 if mode == "raw":
                     r = await asyncio.to_thread(run_raw, topic, records)
+                elif mode.startswith("hand-"):
+                    fill(url, topic, args.count)
+                    r = await asyncio.to_thread(
+                        run_hand, url, dbname, args.count, mode[5:], args.batch_size
+                    )
                 else:
                     target, mark = mode.split("-")
                     fill(url, topic, args.count)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from db_helpers import RecordingDriver, event_id, rows
 from hexa_event import Event
 from hexa_event._sql.urls import async_url, sync_url
+from hexa_event.driver import RawRecord
 from hexa_event.outbox import Outbox, OutboxRelay
+from hexa_event.outbox.claims import in_id_order
 from hexa_event.outbox.store import decode_headers
 from hexa_event.testing.waiting import eventually
 
@@ -208,7 +211,9 @@ async def test_expired_lease_is_taken_over(db_url: str) -> None:
     ids = emit(db_url, ["a", "b"])
     stuck = RecordingDriver()
     stuck.gate = asyncio.Event()
-    dead = OutboxRelay(db_url, stuck, lease=0.3)
+    # The lease outlasts the second relay's start (a new engine, its first claim) on a
+    # loaded machine: at 0.3 s it once expired before that claim and the rows were free.
+    dead = OutboxRelay(db_url, stuck, lease=1.0)
     hung = asyncio.create_task(dead.run_once())
     await eventually(lambda: stuck.in_publish == 1, what="claim")
     driver = RecordingDriver()
@@ -416,3 +421,51 @@ async def test_a_hand_built_table_without_its_sent_log_is_marked_in_place(db_url
     assert rows(db_url, "SELECT count(*), count(sent_at) FROM hexa_outbox") == [(2, 2)]
     async with OutboxCleaner(db_url, retention=timedelta(0), table=table) as cleaner:
         assert await cleaner.run_once() == 2
+
+
+class CallsDriver(RecordingDriver):
+    """Keeps the records of each ``publish`` call apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[RawRecord]] = []
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        self.batches.append(list(records))
+        await super().publish(records)
+
+
+async def test_a_batch_is_split_by_key_into_concurrent_publishes(db_url: str) -> None:
+    keys = [f"key-{i % 8}" for i in range(40)]
+    ids = emit(db_url, keys)
+    driver = CallsDriver()
+    async with OutboxRelay(db_url, driver, batch_size=40, concurrency=4) as relay:
+        assert await relay.run_once() == 40
+    assert 1 <= len(driver.batches) <= 4
+    owner: dict[str, int] = {}
+    position = {eid: n for n, eid in enumerate(ids)}
+    for n, batch in enumerate(driver.batches):
+        for record in batch:
+            assert owner.setdefault(record.key, n) == n, "a key in two publishes"
+        order = [position[event_id(r)] for r in batch]
+        assert order == sorted(order)
+    assert sorted(driver.ids()) == sorted(ids)
+
+
+def test_claimed_columns_are_put_in_id_order() -> None:
+    columns = (
+        [3, 1, 2],
+        ["c3", "c1", "c2"],
+        ["k3", "k1", "k2"],
+        [b"h3", b"h1", b"h2"],
+        [b"3", b"1", b"2"],
+    )
+    assert in_id_order(columns) == (
+        [1, 2, 3],
+        ["c1", "c2", "c3"],
+        ["k1", "k2", "k3"],
+        [b"h1", b"h2", b"h3"],
+        [b"1", b"2", b"3"],
+    )
+    ordered = ([1, 5], ["a", "b"], ["k", "k"], [b"", b""], [b"x", b"y"])
+    assert in_id_order(ordered) is ordered

@@ -19,11 +19,13 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import operator
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import compress, islice
 from typing import Any
 
 from sqlalchemy import (
@@ -61,13 +63,16 @@ does not hold back later rows of its key (as a dead-lettered event does not at a
 PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 
 
+Columns = tuple[list[int], list[str], list[str], list[bytes], list[bytes]]
+"""A batch as columns: ids, channels, keys, headers (MessagePack), bodies; in id order."""
+
+
 @dataclass(slots=True)
 class Claimed:
-    """A batch of rows claimed by this relay, in id order."""
+    """A batch of rows claimed by this relay, in id order, held as columns."""
 
-    ids: list[int]
-    rows: Sequence[Any]
-    """The claimed (id, channel, key, headers, body) rows, as the database returned them."""
+    columns: Columns
+    """The claimed rows' ids, channels, keys, stored headers and bodies."""
     lease_until: float
     """Monotonic deadline of the lease."""
     conn: AsyncConnection | None = None
@@ -75,11 +80,19 @@ class Claimed:
     _records: list[RawRecord] | None = None
 
     @property
+    def ids(self) -> list[int]:
+        return self.columns[0]
+
+    @property
+    def keys(self) -> list[str]:
+        return self.columns[2]
+
+    @property
     def records(self) -> list[RawRecord]:
         """The rows as records, decoded on first use: by the batch's publish, not its claim,
         so the relay claims the next batch while this one's rows are decoded."""
         if self._records is None:
-            self._records = _records(self.rows)
+            self._records = _records(self.columns)
         return self._records
 
 
@@ -224,9 +237,41 @@ def _by_reason(parked: Mapping[int, str]) -> dict[str, list[int]]:
     return by_reason
 
 
-def _records(rows: Sequence[Any]) -> list[RawRecord]:
-    """RawRecords of (id, channel, key, headers, body) rows (positional: the hot path)."""
-    return [RawRecord(r[1], r[2], decode_headers(r[3]), r[4]) for r in rows]
+def _records(columns: Columns) -> list[RawRecord]:
+    """RawRecords of a batch's columns: ``map`` over the columns, no Python code per row."""
+    _, channels, keys, headers, bodies = columns
+    return list(map(RawRecord, channels, keys, map(decode_headers, headers), bodies))
+
+
+def _columns(rows: Sequence[Any]) -> Columns:
+    """(id, channel, key, headers, body) rows as columns, in id order."""
+    ordered = sorted(rows, key=lambda r: r[0])
+    ids, channels, keys, headers, bodies = (list(c) for c in zip(*ordered, strict=True))
+    return ids, channels, keys, headers, bodies
+
+
+def in_id_order(columns: Columns) -> Columns:
+    """``columns`` sorted by id, if they are not already (checked without Python code per
+    row). PostgreSQL aggregates the rows of a sorted subquery in that order; this makes it a
+    check rather than a premise."""
+    ids = columns[0]
+    if all(map(operator.lt, ids, islice(ids, 1, None))):
+        return columns
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    return _select(columns, order)
+
+
+def _select(columns: Columns, rows: Iterable[int]) -> Columns:
+    """The rows of ``columns`` at the indexes ``rows``, in that order."""
+    picked = list(rows)
+    ids, channels, keys, headers, bodies = columns
+    return (
+        [ids[i] for i in picked],
+        [channels[i] for i in picked],
+        [keys[i] for i in picked],
+        [headers[i] for i in picked],
+        [bodies[i] for i in picked],
+    )
 
 
 class LeaseClaims(ClaimStrategy):
@@ -294,8 +339,7 @@ class LeaseClaims(ClaimStrategy):
             rows: Sequence[Any] = (await conn.execute(self._claim, params)).all()
         if not rows:
             return None
-        ordered = sorted(rows, key=lambda r: r[0])
-        return Claimed(ids=[r[0] for r in ordered], rows=ordered, lease_until=deadline)
+        return Claimed(columns=_columns(rows), lease_until=deadline)
 
     async def finish(
         self, batch: Claimed, result: Published, published: asyncio.Future[bool] | None
@@ -336,26 +380,24 @@ class LockClaims(ClaimStrategy):
         t = settings.table
         now = bindparam("now", type_=TIMESTAMP)
         ready = and_(t.c.sent_at.is_(None), or_(t.c.lease_until.is_(None), t.c.lease_until < now))
-        claim = (
+        # The batch straight off the index of unsent rows, locked in id order (LockRows
+        # over the ordered scan), and handed back as one row of arrays: no row object per
+        # row to build (or for the garbage collector to scan), records made by ``map``. No
+        # CTE: materialising the bodies (spilling past work_mem) and sorting them again cost
+        # PostgreSQL more than locking them.
+        batch = (
             select(t.c.id, t.c.channel, t.c.key, t.c.headers, t.c.body)
             .where(ready)
             .order_by(t.c.id)
             .limit(bindparam("limit", type_=Integer()))
             .with_for_update(skip_locked=True)
-            .cte("claim")
+            .subquery("batch")
         )
-        parked: Any = literal_column(f"'{PARKED}'")  # a constant: the claim has two parameters
+        self._lock = select(*(func.array_agg(column) for column in batch.c))
+        parked: Any = literal_column(f"'{PARKED}'")  # a constant: no parameter
         not_parked = or_(t.c.lease_token.is_(None), t.c.lease_token != parked)
-        # With each row, the unsent rows up to the claim's top (same snapshot, one round
-        # trip): the rows skipped are the difference (see ``claim``).
-        top = select(func.max(claim.c.id)).scalar_subquery()
-        visible = (
-            select(func.count())
-            .select_from(t)
-            .where(t.c.sent_at.is_(None), t.c.id <= top, not_parked)
-            .scalar_subquery()
-        )
-        self._lock = select(*claim.c, visible.label("visible")).order_by(claim.c.id)
+        # The unsent rows up to the batch's top: the rows skipped are the difference (see
+        # ``claim``).
         upto = t.c.id <= bindparam("max", type_=BigInteger())
         self._span_count = (
             select(func.count()).select_from(t).where(t.c.sent_at.is_(None), upto, not_parked)
@@ -374,8 +416,8 @@ class LockClaims(ClaimStrategy):
         if dialect.driver == "asyncpg" and dialect.paramstyle == "numeric_dollar":
             compiled = self._lock.compile(dialect=dialect)
             if list(compiled.positiontup or ()) == ["now", "limit"]:
-                # The claim's rows straight from asyncpg: no SQLAlchemy row objects for the
-                # thousands of rows of a batch (the relay's largest cost after the broker).
+                # The claim's arrays straight from asyncpg: no SQLAlchemy result processing
+                # of each of their thousands of items.
                 self._lock_sql = str(compiled)
         self._mine: dict[int, list[int]] = {}
         """This relay's batches in flight (locked by its transactions): their ids in order,
@@ -396,27 +438,30 @@ class LockClaims(ClaimStrategy):
             await conn.execute(
                 text(f"SET LOCAL idle_in_transaction_session_timeout = {int(s.lease * 1000)}")
             )
-            rows = await self._ready_rows(conn, now)
-            if rows:
-                top = rows[-1][0]
+            columns = await self._ready_rows(conn, now)
+            if columns is not None:
+                ids = columns[0]
+                top = ids[-1]
                 # Unsent rows up to ``top`` are ours (this claim, our batches in flight) or
                 # held by others; only in the last case look at which keys they block. A
-                # batch of ours that committed while the claim ran makes the count look
-                # short of ours: count again afresh before looking at keys.
-                if not self._only_ours(rows[0][5], len(rows), top):
+                # batch of ours that committed after the count but before ``_mine`` forgot
+                # it makes the count look short of ours: count again before looking at keys.
+                for _ in range(2):
                     visible = (await conn.execute(self._span_count, {"max": top})).scalar_one()
-                    if not self._only_ours(visible, len(rows), top):
-                        rows = await self._drop_blocked(conn, rows, top)
-            if not rows:
+                    if self._only_ours(visible, len(ids), top):
+                        break
+                else:
+                    columns = await self._drop_blocked(conn, columns, top)
+            if columns is None:
                 await conn.rollback()
                 await conn.close()
                 return None
         except BaseException:
             await conn.close()
             raise
-        ids = [r[0] for r in rows]
+        ids = columns[0]
         self._mine[ids[0]] = ids
-        return Claimed(ids=ids, rows=rows, lease_until=deadline, conn=conn)
+        return Claimed(columns=columns, lease_until=deadline, conn=conn)
 
     def _only_ours(self, visible: int, claimed: int, top: int) -> bool:
         """Whether ``visible`` unsent rows up to ``top`` are exactly the ``claimed`` ones
@@ -427,26 +472,40 @@ class LockClaims(ClaimStrategy):
             ours += len(ids) if ids[-1] <= top else bisect.bisect_right(ids, top)
         return visible == ours
 
-    async def _ready_rows(self, conn: AsyncConnection, now: Any) -> Sequence[Any]:
-        """The first ready rows, locked (SKIP LOCKED), in the claim's open transaction."""
+    async def _ready_rows(self, conn: AsyncConnection, now: Any) -> Columns | None:
+        """The first ready rows, locked (SKIP LOCKED), in the claim's open transaction, as
+        columns in id order; None when no row is ready."""
         limit = self.settings.batch_size
+        apg: Any = None
         if self._lock_sql is not None:
-            raw = await conn.get_raw_connection()
-            apg: Any = raw.driver_connection
-            if apg is not None and hasattr(apg, "fetch"):
-                rows: Sequence[Any] = await apg.fetch(self._lock_sql, now, limit)
-                return rows
-        return (await conn.execute(self._lock, {"now": now, "limit": limit})).all()
+            apg = (await conn.get_raw_connection()).driver_connection
+        row: Any
+        if apg is not None and hasattr(apg, "fetchrow"):
+            row = await apg.fetchrow(self._lock_sql, now, limit)
+        else:
+            row = (await conn.execute(self._lock, {"now": now, "limit": limit})).one()
+        if not row[0]:
+            return None
+        ids, channels, keys, headers, bodies = row
+        return in_id_order((ids, channels, keys, headers, bodies))
 
     async def _drop_blocked(
-        self, conn: AsyncConnection, rows: Sequence[Any], top: int
-    ) -> Sequence[Any]:
+        self, conn: AsyncConnection, columns: Columns, top: int
+    ) -> Columns | None:
+        """``columns`` without the rows whose keys have an earlier unsent row held by
+        another (None if none is left)."""
+        ids, keys = columns[0], columns[2]
         # This relay's own batches in flight don't block: they publish before this one.
-        mine = sorted({r[0] for r in rows}.union(*self._mine.values()))
+        mine = sorted(set(ids).union(*self._mine.values()))
         params = {"max": top, "mine": mine}
         result = await conn.execute(self._blockers, params)
         first_blocked: dict[str, int] = {key: first for key, first in result}
-        return [r for r in rows if first_blocked.get(r[2], top + 1) > r[0]]
+        keep = [
+            first_blocked.get(key, top + 1) > row_id for row_id, key in zip(ids, keys, strict=True)
+        ]
+        if not any(keep):
+            return None
+        return _select(columns, compress(range(len(ids)), keep))
 
     async def finish(
         self, batch: Claimed, result: Published, published: asyncio.Future[bool] | None

@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import compress
 
 from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -237,19 +238,21 @@ class OutboxRelay:
         Rows of one key stay in one ``driver.publish`` call, in id order; up to
         ``concurrency`` calls (disjoint keys) run at once, so a failure affects only its keys.
         """
-        if self.concurrency == 1 or len(batch.ids) < 2 * self.concurrency:
+        n = self.concurrency
+        parts: list[tuple[list[int], list[RawRecord]]]
+        if n == 1 or len(batch.ids) < 2 * n:
             parts = [(batch.ids, batch.records)]
         else:
-            split: list[tuple[list[int], list[RawRecord]]] = [
-                ([], []) for _ in range(self.concurrency)
-            ]
-            n = self.concurrency
-            for row_id, record in zip(batch.ids, batch.records, strict=True):
-                # hash(): stable within the process, which is all a batch's split needs.
-                ids, records = split[hash(record.key) % n]
-                ids.append(row_id)
-                records.append(record)
-            parts = [part for part in split if part[0]]
+            ids, records = batch.ids, batch.records
+            # Each row's part, then each part's rows, by map/compress: no Python code per
+            # row. hash(): stable within the process, which is all a batch's split needs.
+            part_of = list(map(n.__rmod__, map(hash, batch.keys)))
+            parts = []
+            for index in range(n):
+                chosen = list(map(index.__eq__, part_of))
+                part_ids = list(compress(ids, chosen))
+                if part_ids:
+                    parts.append((part_ids, list(compress(records, chosen))))
         results = await asyncio.gather(
             *(self._publish_part(ids, records) for ids, records in parts)
         )
