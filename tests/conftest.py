@@ -1,4 +1,6 @@
-"""Shared fixtures: SQL databases (SQLite files, a PostgreSQL database per session)."""
+"""Shared fixtures: SQL databases (SQLite files, a PostgreSQL database per session); the
+markers that place each test in a phase of ``make test``, and the guard that keeps broker
+faults in the serial phase (CONTRIBUTING.md, the testing section)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from db_helpers import create_pg_database, drop_pg_database, reset_tables
-from hexa_event_services import require_service
+from fault_helpers import guard_lifecycle
+from hexa_event_services import Service, require_service
 
 # A test that takes one of these fixtures needs that engine, whatever file it lives in, so
 # `-m "not kafka"` (make unit, make quick) leaves it out. A ``pytestmark`` in a conftest.py
@@ -29,11 +32,40 @@ ENGINE_FIXTURES = {
 }
 
 
+# A session fixture that starts an on-demand service (or builds a program into a fixed path)
+# runs once per xdist worker: the tests taking it share one worker of the parallel phase
+# (``--dist loadgroup``), so two workers never start, stop or build the same thing. A
+# fixture named here with a trailing ":" gets a group per test module.
+ONE_WORKER_FIXTURES = {
+    "kafka_cluster_nodes": "kafka-cluster",
+    "kafka_secure": "kafka-secure",
+    "postgres_auth": "postgres-auth",
+    "nats_cluster_nodes": "nats-cluster",
+    "nats_solo": "nats-cluster",  # the cluster's tests use both
+    "go_program": "go-build:",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())
         for engine in {ENGINE_FIXTURES[n] for n in names if n in ENGINE_FIXTURES}:
             item.add_marker(getattr(pytest.mark, engine))
+        groups = {ONE_WORKER_FIXTURES[n] for n in names if n in ONE_WORKER_FIXTURES}
+        for group in sorted(groups):
+            name = f"{group}{item.path.stem}" if group.endswith(":") else group
+            item.add_marker(pytest.mark.xdist_group(name))
+
+
+@pytest.fixture(autouse=True)
+def _service_faults_stay_in_their_phase(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping, killing or restarting a service fails (before it happens) in a test not
+    marked for it: ``disruptive`` for a shared service, an ``xdist_group`` for an on-demand
+    one (``fault_helpers.lifecycle_refusal``)."""
+    guard_lifecycle(monkeypatch, Service, {m.name for m in request.node.iter_markers()})
 
 
 @pytest.fixture(scope="session")
