@@ -47,7 +47,7 @@ ONE_WORKER_FIXTURES = {
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())
         for engine in {ENGINE_FIXTURES[n] for n in names if n in ENGINE_FIXTURES}:
@@ -56,6 +56,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for group in sorted(groups):
             name = f"{group}{item.path.stem}" if group.endswith(":") else group
             item.add_marker(pytest.mark.xdist_group(name))
+        if getattr(config.option, "loadgroup", False):  # an xdist worker, --dist loadgroup
+            _group_suffix(item)
+
+
+def _group_suffix(item: pytest.Item) -> None:
+    """--dist loadgroup sends the tests whose node ids end in the same ``@group`` to one
+    worker. pytest-xdist 3.8 writes that suffix into ``Item._nodeid``, which pytest 9 no
+    longer reads (its node id lives in ``Item._id``): without this, every group would be
+    spread over the workers. (On pytest 8 xdist adds the suffix again: ``@g@g`` groups the
+    same, xdist reading the part after the last ``@``.)"""
+    groups = sorted(
+        {
+            str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+            for m in item.iter_markers("xdist_group")
+        }
+    )
+    if not groups:
+        return
+    nodeid = f"{item.nodeid}@{'_'.join(groups)}"
+    try:
+        from _pytest.nodeid import NodeId  # pytest >= 9
+    except ImportError:
+        item._nodeid = nodeid  # type: ignore[attr-defined]
+    else:
+        item._id = NodeId.parse(nodeid)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)
