@@ -35,10 +35,31 @@ quick: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not kafka and not pulsar and not nats and not stan and not postgres and not kafka_cluster and not kafka_secure and not postgres_auth and not nats_cluster and not soak"
 
+# What CI runs (.ci/run): lint, the services, then every test in two phases, each reporting
+# its skips, failures and 25 slowest tests; lint and both phases always run, and the
+# target fails if any failed. Lint runs beside phase 1 (its output is printed after it). Phase 1: every
+# test but phase 2's, in TEST_WORKERS processes (most tests wait on brokers and timers, not
+# on CPU); the tests of one on-demand service (kafka-cluster...) share a worker
+# (tests/conftest.py). Phase 2, one test at a time with nothing beside it: the tests that
+# stop, restart or kill a shared broker (marker `disruptive`) and the soak (its event rate
+# needs the machine). CONTRIBUTING.md says which tests belong where.
+TEST_WORKERS ?= 4
+SERIAL_TESTS := disruptive or soak
+PYTEST_REPORT := -q -ra --durations=25
+TEST_PHASE1 := $(VENV)/bin/pytest $(PYTEST_REPORT) -n $(TEST_WORKERS) --dist loadgroup -m "not ($(SERIAL_TESTS))"
+TEST_PHASE2 := $(VENV)/bin/pytest $(PYTEST_REPORT) -m "$(SERIAL_TESTS)"
 test: $(STAMP)
-	$(MAKE) lint
-	scripts/services up $(S)
-	$(VENV)/bin/pytest -q -ra --durations=25
+	@lint=0; phase1=0; phase2=0; lint_log=$$(mktemp); \
+	$(MAKE) --no-print-directory lint >$$lint_log 2>&1 & lint_pid=$$!; \
+	scripts/services up $(S) || { wait $$lint_pid; cat $$lint_log; rm -f $$lint_log; exit 1; }; \
+	echo '== make test, phase 1 of 2 (in parallel): $(TEST_PHASE1)'; \
+	$(TEST_PHASE1) || phase1=$$?; \
+	wait $$lint_pid || lint=$$?; \
+	echo '== make test, lint (ran beside phase 1): make lint'; cat $$lint_log; rm -f $$lint_log; \
+	echo '== make test, phase 2 of 2 (one at a time): $(TEST_PHASE2)'; \
+	$(TEST_PHASE2) || phase2=$$?; \
+	echo "== make test: lint exit $$lint, phase 1 exit $$phase1, phase 2 exit $$phase2 (0: passed)"; \
+	test $$lint -eq 0 && test $$phase1 -eq 0 && test $$phase2 -eq 0
 
 services:
 	scripts/services up $(S)

@@ -1,4 +1,6 @@
-"""Shared fixtures: SQL databases (SQLite files, a PostgreSQL database per session)."""
+"""Shared fixtures: SQL databases (SQLite files, a PostgreSQL database per session); the
+markers that place each test in a phase of ``make test``, and the guard that keeps broker
+faults in the serial phase (CONTRIBUTING.md, the testing section)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from db_helpers import create_pg_database, drop_pg_database, reset_tables
-from hexa_event_services import require_service
+from fault_helpers import guard_lifecycle
+from hexa_event_services import Service, require_service
 
 # A test that takes one of these fixtures needs that engine, whatever file it lives in, so
 # `-m "not kafka"` (make unit, make quick) leaves it out. A ``pytestmark`` in a conftest.py
@@ -29,11 +32,65 @@ ENGINE_FIXTURES = {
 }
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# A session fixture that starts an on-demand service (or builds a program into a fixed path)
+# runs once per xdist worker: the tests taking it share one worker of the parallel phase
+# (``--dist loadgroup``), so two workers never start, stop or build the same thing. A
+# fixture named here with a trailing ":" gets a group per test module.
+ONE_WORKER_FIXTURES = {
+    "kafka_cluster_nodes": "kafka-cluster",
+    "kafka_secure": "kafka-secure",
+    "postgres_auth": "postgres-auth",
+    "nats_cluster_nodes": "nats-cluster",
+    "nats_solo": "nats-cluster",  # the cluster's tests use both
+    "go_program": "go-build:",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())
         for engine in {ENGINE_FIXTURES[n] for n in names if n in ENGINE_FIXTURES}:
             item.add_marker(getattr(pytest.mark, engine))
+        groups = {ONE_WORKER_FIXTURES[n] for n in names if n in ONE_WORKER_FIXTURES}
+        for group in sorted(groups):
+            name = f"{group}{item.path.stem}" if group.endswith(":") else group
+            item.add_marker(pytest.mark.xdist_group(name))
+        if getattr(config.option, "loadgroup", False):  # an xdist worker, --dist loadgroup
+            _group_suffix(item)
+
+
+def _group_suffix(item: pytest.Item) -> None:
+    """--dist loadgroup sends the tests whose node ids end in the same ``@group`` to one
+    worker. pytest-xdist 3.8 writes that suffix into ``Item._nodeid``, which pytest 9 no
+    longer reads (its node id lives in ``Item._id``): without this, every group would be
+    spread over the workers. (On pytest 8 xdist adds the suffix again: ``@g@g`` groups the
+    same, xdist reading the part after the last ``@``.)"""
+    groups = sorted(
+        {
+            str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+            for m in item.iter_markers("xdist_group")
+        }
+    )
+    if not groups:
+        return
+    nodeid = f"{item.nodeid}@{'_'.join(groups)}"
+    try:
+        from _pytest.nodeid import NodeId  # pytest >= 9
+    except ImportError:
+        item._nodeid = nodeid  # type: ignore[attr-defined]
+    else:
+        item._id = NodeId.parse(nodeid)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _service_faults_stay_in_their_phase(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping, killing or restarting a service fails (before it happens) in a test not
+    marked for it: ``disruptive`` for a shared service, an ``xdist_group`` for an on-demand
+    one (``fault_helpers.lifecycle_refusal``)."""
+    guard_lifecycle(monkeypatch, Service, {m.name for m in request.node.iter_markers()})
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,11 @@ A stall (handling stops past its deadline) fails only after :func:`dump_stacks` 
 thread's stack into the test's output, so a consumer stuck inside a client library leaves
 its trace behind; :func:`stacks_after` does the same when the test itself hangs (a main
 thread blocked in C, which pytest-timeout cannot interrupt).
+
+:func:`guard_lifecycle` keeps broker faults in the phase of ``make test`` made for them: a
+test may stop, kill or restart a shared service (kafka, pulsar, nats, stan, postgres) only
+when it is marked ``disruptive`` (the serial phase), and an on-demand one only when its
+tests share an ``xdist_group`` (one worker of the parallel phase) or are ``disruptive``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from hexa_event.context import Context
 from hexa_event.emitter import Emitter
 from hexa_event.errors import DriverError
 from hexa_event.event import Event, Message
+from hexa_event_services import SERVICE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +209,49 @@ class FaultFlow:
             f"{sum(n - 1 for n in self.handled.values())} redeliveries (same HEXA_EVENT_ID), "
             f"{self.emit_retries} emit batches retried; {'; '.join(self.timeline)}"
         )
+
+
+LIFECYCLE = ("stop", "kill", "restart")
+"""The methods of a service that take it away from the tests using it."""
+
+
+def lifecycle_refusal(service: str, method: str, marks: set[str]) -> str | None:
+    """Why a test carrying ``marks`` may not call ``method`` on ``service`` (None: it may).
+
+    A shared service serves every worker of the parallel phase: only a ``disruptive`` test
+    (the serial phase) may take it away. An on-demand one serves the tests of one
+    ``xdist_group`` (``tests/conftest.py`` groups them by the fixture that starts it)."""
+    if "disruptive" in marks:
+        return None
+    if service in SERVICE_NAMES:
+        return (
+            f"this test calls {method}() on the shared service {service!r}, which the other "
+            "tests of make test's parallel phase are using: mark it "
+            "@pytest.mark.disruptive so that it runs in the serial phase "
+            "(CONTRIBUTING.md, the testing section)"
+        )
+    if "xdist_group" not in marks:
+        return (
+            f"this test calls {method}() on the on-demand service {service!r}: keep the tests "
+            "of that service on one worker with @pytest.mark.xdist_group (tests/conftest.py "
+            "does it for the fixtures that start one) or mark it @pytest.mark.disruptive"
+        )
+    return None
+
+
+def guard_lifecycle(monkeypatch: Any, cls: type, marks: set[str]) -> None:
+    """Make ``cls``'s :data:`LIFECYCLE` methods fail (before doing anything) when
+    :func:`lifecycle_refusal` refuses them for a test carrying ``marks``."""
+    for method in LIFECYCLE:
+        original = getattr(cls, method)
+
+        def guarded(
+            self: Any, *args: Any, _original: Any = original, _method: str = method, **kwargs: Any
+        ) -> Any:
+            why = lifecycle_refusal(self.name, _method, marks)
+            if why is not None:
+                raise AssertionError(why)
+            return _original(self, *args, **kwargs)
+
+        guarded.__wrapped__ = original  # type: ignore[attr-defined]
+        monkeypatch.setattr(cls, method, guarded)

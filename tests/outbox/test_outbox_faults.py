@@ -168,6 +168,7 @@ async def _emit_with_retry(url: str, count: int, start: int, within: float) -> l
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.disruptive
 async def test_postgres_restarted_during_relay(pg_url: str, tmp_path: Path) -> None:
     from hexa_event_services import get_service
 

@@ -18,7 +18,7 @@ from hexa_event.emitter import Emitter
 from hexa_event.receiver import Receiver
 from hexa_event_services import get_service, require_service
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.disruptive]
 
 
 @pytest.fixture(autouse=True)

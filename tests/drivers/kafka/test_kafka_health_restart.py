@@ -18,7 +18,7 @@ from fault_helpers import stacks_after, stacks_before_timeout
 from hexa_event.testing import Collector
 from hexa_event_services import get_service, require_service
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.disruptive]
 
 
 @pytest.fixture(autouse=True)

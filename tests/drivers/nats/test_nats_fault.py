@@ -25,7 +25,7 @@ from hexa_event.drivers.nats import NatsDriver
 from hexa_event.event import Message
 from hexa_event_services import require_service
 
-pytestmark = [pytest.mark.nats, pytest.mark.slow]
+pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.disruptive]
 
 
 async def test_ten_thousand_events_survive_two_server_restarts(nats_server: str) -> None:

@@ -24,7 +24,7 @@ from hexa_event.event import Event, Message
 from hexa_event.testing import Collector
 from hexa_event_services import require_service
 
-pytestmark = [pytest.mark.nats, pytest.mark.slow]
+pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.disruptive]
 
 DELAY = 20.0
 """Far enough ahead that the server restart (a few seconds) ends before they are due."""

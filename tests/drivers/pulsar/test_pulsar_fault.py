@@ -17,7 +17,7 @@ import hexa_event
 from fault_helpers import FaultFlow
 from hexa_event_services import env, get_service, require_service
 
-pytestmark = [pytest.mark.pulsar, pytest.mark.slow]
+pytestmark = [pytest.mark.pulsar, pytest.mark.slow, pytest.mark.disruptive]
 
 
 async def test_ten_thousand_events_survive_two_broker_restarts() -> None:

@@ -23,7 +23,7 @@ from hexa_event.event import Event, Message
 from hexa_event.testing.waiting import eventually
 from hexa_event_services import get_service, require_service
 
-pytestmark = [pytest.mark.stan, pytest.mark.slow]
+pytestmark = [pytest.mark.stan, pytest.mark.slow, pytest.mark.disruptive]
 
 COUNT = 10_000
 BATCH = 100
