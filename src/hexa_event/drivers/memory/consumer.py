@@ -111,20 +111,20 @@ class MemorySubscription(Subscription):
                 continue
             stored = self.broker.logs[pid[0]][pid[1]][offset]
             out.append(MemoryDelivery(stored, pid, offset, state.delivered(offset)))
-        count = len(self.assigned)
-        self._rotation = (self._rotation + 1) % max(1, count)
-        for i in range(count):
+        held = len(self.assigned)
+        self._rotation = (self._rotation + 1) % max(1, held)
+        for i in range(held):
             if len(out) >= max_count:
                 break
-            pid = self.assigned[(self._rotation + i) % count]
+            pid = self.assigned[(self._rotation + i) % held]
             state = group.partitions[pid]
             log = self.broker.logs[pid[0]][pid[1]]
             position = self.positions.get(pid, state.committed)
             acked, committed = state.acked, state.committed
             while position < len(log) and len(out) < max_count:
                 if position >= committed and (not acked or position not in acked):
-                    count = state.delivered(position)
-                    out.append(MemoryDelivery(log[position], pid, position, count))
+                    delivered = state.delivered(position)
+                    out.append(MemoryDelivery(log[position], pid, position, delivered))
                 position += 1
             self.positions[pid] = position
         return out
