@@ -6,6 +6,10 @@ import math
 
 from .errors import ConfigurationError
 
+LARGEST = 2**53
+"""The largest magnitude accepted: beyond it an int is no longer exact as a float, and no
+count, size or duration needs it (a 400-digit one would raise OverflowError deep inside)."""
+
 
 def check_number(
     what: str,
@@ -18,12 +22,15 @@ def check_number(
 ) -> None:
     """Raise ConfigurationError naming ``what`` unless ``value`` is a finite int or float (an
     int when ``integer``; never a bool) from ``minimum`` (exclusive when ``above``) to
-    ``maximum``. NaN, infinities and 400-digit integers are refused, not compared."""
+    ``maximum`` (and at most ``LARGEST`` in magnitude). NaN, infinities and 400-digit
+    integers are refused, not compared, and named by their length."""
     kinds = (int,) if integer else (int, float)
     ok = isinstance(value, kinds) and not isinstance(value, bool)
     if ok:
         assert isinstance(value, int | float)
-        if isinstance(value, float) and not math.isfinite(value):
+        if (
+            isinstance(value, float) and not math.isfinite(value)
+        ) or not -LARGEST <= value <= LARGEST:
             ok = False
         else:
             ok = (value > minimum if above else value >= minimum) and (
@@ -32,5 +39,10 @@ def check_number(
     if not ok:
         kind = "an integer" if integer else "a finite number"
         low = f"above {minimum:g}" if above else f"from {minimum:g}"
-        high = f" to {maximum:g}" if maximum is not None else ""
-        raise ConfigurationError(f"{what} must be {kind} {low}{high}, got {value!r}")
+        high = f" to {maximum:g}" if maximum is not None else f" to {LARGEST:g}"
+        shown = (
+            f"an integer of {len(str(abs(value)))} digits"
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST
+            else repr(value)
+        )
+        raise ConfigurationError(f"{what} must be {kind} {low}{high}, got {shown}")

@@ -61,6 +61,9 @@ coroutine that suppresses its cancellation can use it up; it is then left behind
 _LAG_TIMEOUT = 10.0
 _WAITING_PER_PREFETCH = 4
 """Deliveries held until due (beside the prefetch window) per place of the window."""
+MAX_CONCURRENCY = 10_000
+"""The most handlers one subscription may run at once (its window of unsettled deliveries
+is a few times that): more would only hold more records in memory, not run faster."""
 
 _lane_of: Callable[[Delivery], tuple[str, str]] = operator.attrgetter(
     "record.channel", "record.key"
@@ -166,7 +169,9 @@ class Receiver:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError("Receiver needs a name: the service it runs in")
-        check_number("Receiver concurrency", concurrency, integer=True, minimum=1)
+        check_number(
+            "Receiver concurrency", concurrency, integer=True, minimum=1, maximum=MAX_CONCURRENCY
+        )
         check_number("Receiver drain_timeout", drain_timeout, minimum=0)
         check_number("Receiver stall_timeout", stall_timeout, minimum=0, above=True)
         check_number("Receiver lag_interval", lag_interval, minimum=0, above=True)
@@ -260,7 +265,13 @@ class Receiver:
                     f"pattern {pattern!r} is not a regular expression: {exc}"
                 ) from exc
         if concurrency is not None:
-            check_number("subscribe() concurrency", concurrency, integer=True, minimum=1)
+            check_number(
+                "subscribe() concurrency",
+                concurrency,
+                integer=True,
+                minimum=1,
+                maximum=MAX_CONCURRENCY,
+            )
         if self._started:
             raise ConfigurationError("subscribe before start(): this receiver already runs")
         policy = retry or RetryPolicy()

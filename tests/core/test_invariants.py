@@ -76,6 +76,30 @@ def test_retry_policy_refuses_absurd_numbers(kwargs: dict[str, Any]) -> None:
         he.RetryPolicy(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [
+        ({"drain_timeout": 10**400}, "an integer of 401 digits"),
+        ({"stall_timeout": 10**400}, "an integer of 401 digits"),
+        ({"lag_interval": 1e300}, "1e+300"),
+        ({"concurrency": 10**400}, "an integer of 401 digits"),
+        ({"concurrency": 10_001}, "10001"),
+    ],
+)
+def test_receiver_refuses_absurd_numbers(kwargs: dict[str, Any], shown: str) -> None:
+    """Before, a 400-digit timeout raised OverflowError once the receiver ran, and a
+    400-digit concurrency left the receiver handling nothing."""
+    with pytest.raises(ConfigurationError, match="Receiver") as caught:
+        memory().receiver("svc", **kwargs)
+    assert str(caught.value).endswith(f"got {shown}")
+
+
+def test_subscribe_refuses_an_absurd_concurrency() -> None:
+    receiver = memory().receiver("svc")
+    with pytest.raises(ConfigurationError, match=r"subscribe\(\) concurrency .* to 10000"):
+        receiver.subscribe("c", action="a", handler=lambda c, m: None, concurrency=10**400)
+
+
 def test_retry_delay_never_overflows() -> None:
     policy = he.RetryPolicy(max_retries=1000, initial_delay=1e6, coefficient=1e6, max_delay=5)
     assert policy.delay(1000) == 5
