@@ -45,16 +45,7 @@ from .event import Message
 from .lanes import wait_set
 from .middleware import Handler, as_async, check_handler
 from .numbers import check_number
-from .propagation import (
-    BAGGAGE,
-    CORRELATION_ID,
-    GUEST_WIRE,
-    LOCALE,
-    TRACEPARENT,
-    TRACESTATE,
-    USER,
-    DefaultPropagator,
-)
+from .propagation import DefaultPropagator
 from .publishing import PublishCall
 
 logger = logging.getLogger(__name__)
@@ -295,6 +286,7 @@ class BatchDispatcher(Dispatcher):
         one of those (its order is kept: added to ``blocked``)."""
         chain = self._chain
         check = self._check
+        assert check is not None  # opens_records
         fast = self._fast_json
         if fast is None:  # another JSON codec registered, or a type msgspec does not take
             codec, target = get_codec("json"), self._route.payload_type
@@ -343,22 +335,7 @@ class BatchDispatcher(Dispatcher):
                 timestamp = times.get(raw) if raw is not None else None  # type: ignore[arg-type]
                 if timestamp is None:
                     timestamp = emit_time(raw, functools.partial(batch.timestamp, index))
-                # check(headers), the common case inline: text context values, no user and
-                # no W3C header; anything else is checked by it (it raises what is wrong).
-                raw = get(CORRELATION_ID)
-                if raw:
-                    raw.decode()
-                raw = get(LOCALE)
-                if raw:
-                    raw.decode()
-                raw = get(USER)
-                if (
-                    (raw and raw != GUEST_WIRE)
-                    or TRACEPARENT in headers
-                    or TRACESTATE in headers
-                    or BAGGAGE in headers
-                ):
-                    check(headers)
+                check(headers)  # poison context headers raise: careful path
             except Exception:  # odd or poison: the careful path says which
                 odd.append(index)
                 blocked.add((channel, key))
