@@ -14,7 +14,8 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import nats.errors
 from nats.aio.client import Client
@@ -37,9 +38,15 @@ from . import headers as wire
 from .client import confirm, retrying, stop_interest, woken
 from .gaps import LostInTransit
 from .naming import subject_channel
-from .options import NatsSubscriptionOptions
+from .options import NatsOptions, NatsSubscriptionOptions
 from .ordering import KeyGate
-from .streams import ERR_STREAM_NOT_FOUND, PRIORITY_GROUP, JetStreamApi, JetStreamApiError
+from .streams import (
+    ERR_STREAM_NOT_FOUND,
+    PRIORITY_GROUP,
+    JetStreamApi,
+    JetStreamApiError,
+    consumer_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,19 @@ class NatsDelivery(Delivery):
         return self._msg
 
 
+class Link(Protocol):
+    """What a member needs of its driver (the driver itself)."""
+
+    options: NatsOptions
+    connection_error: str
+    """What is wrong with the connection now (empty when connected)."""
+
+    def filters(self, spec: SubscriptionSpec, partition: int | None = None) -> list[str]: ...
+
+    async def repair(self) -> None:
+        """Create the stream (and bucket) again: the server lost them."""
+
+
 Handout = DeliveryBuffer[object, NatsDelivery]
 """What ``fetch`` waits on: a member's own, or the one its partitions share."""
 
@@ -109,35 +129,31 @@ class NatsSubscription(Subscription):
 
     def __init__(
         self,
+        link: Link,
         nc: Client,
         api: JetStreamApi,
-        *,
-        stream: str,
-        consumer: str,
-        config: dict[str, object],
-        prefix: str,
         spec: SubscriptionSpec,
         options: NatsSubscriptionOptions,
-        connection_error: Callable[[], str],
-        ensure_stream: Callable[[], Awaitable[None]],
+        consumer: str,
+        partition: int | None = None,
         ready: Handout | None = None,
-        forget: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._forget = forget
+        self._link = link
         self._nc = nc
         self._api = api
-        self._stream = stream
+        self._stream = link.options.stream
         self._consumer = consumer
-        self._config = config
-        self._prefix = prefix
+        filters = link.filters(spec, partition)
+        threshold = link.options.consumer_inactive_threshold
+        self._config = consumer_config(consumer, filters, spec.start, options, threshold)
+        self._prefix = link.options.subject_prefix
         self._options = options
-        self._connection_error = connection_error
-        self._ensure_stream = ensure_stream
+        self._ephemeral = spec.ephemeral and partition is None  # a partition's: the member's
         self._channels = frozenset(spec.channels)
         self._pattern = channel_pattern(spec)
         self._limit = max(1, spec.prefetch)
         self._batch = min(self._limit, options.batch or self._limit)
-        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{consumer}"
         self._redelivered = False
         self._pin: str | None = None  # with failover: our pin id while this member is active
         self._buffer: deque[NatsDelivery] = deque()
@@ -213,8 +229,8 @@ class NatsSubscription(Subscription):
                 await self._api.request(
                     f"CONSUMER.UNPIN.{self._stream}.{self._consumer}", {"group": PRIORITY_GROUP}
                 )
-        if self._forget is not None and not self._nc.is_closed:
-            await self._forget()
+        if self._ephemeral and not self._nc.is_closed:
+            await self._api.delete_consumers(self._stream, [self._consumer])
 
     async def revoke(self, within: float) -> None:
         """Hand the consumer over to its partition's new owner: stop pulling, give back
@@ -368,7 +384,7 @@ class NatsSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         now = time.monotonic()
-        error = self._connection_error() or self._error or self._stalled(now)
+        error = self._link.connection_error or self._error or self._stalled(now)
         if held_back := self._gaps.describe(now):  # said even beside another problem
             held_back = f"JetStream consumer {self._consumer}: {held_back}"
             error = f"{error}; {held_back}" if error else held_back
@@ -550,7 +566,7 @@ class NatsSubscription(Subscription):
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
             log.warning("stream %s is gone (server lost its store?); creating it", self._stream)
-            await self._ensure_stream()
+            await self._link.repair()
             await self._api.ensure_consumer(self._stream, self._consumer, self._config)
 
     async def _pull(self) -> None:

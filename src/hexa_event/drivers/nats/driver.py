@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import functools
 import logging
 import ssl
 import time
@@ -24,13 +22,12 @@ from ...redaction import redact_text, redact_url
 from ..kit.driver import KitDriver
 from ..kit.findings import group_finding
 from .client import Client
-from .consumer import Handout, NatsSubscription
-from .membership import Membership
+from .consumer import NatsSubscription
 from .naming import channel_subject, consumer_name, partition_prefix, pattern_filter
 from .options import NatsOptions, NatsSubscriptionOptions
 from .partitioned import PartitionedSubscription
 from .producer import NatsProducer
-from .streams import JetStreamApi, JetStreamApiError, consumer_config, members_bucket
+from .streams import JetStreamApi, JetStreamApiError
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +221,8 @@ class NatsDriver(KitDriver):
         for subscription in list(self.subscriptions):
             subscription.on_reconnect()
 
-    async def _ensure_stream(self) -> None:
+    async def repair(self) -> None:
+        """Create the stream (and bucket) again: the server lost them."""
         self._stream_ready = False
         await self.connection()
 
@@ -246,100 +244,26 @@ class NatsDriver(KitDriver):
         await self.connection()
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
-        """Join ``spec.group``'s durable pull consumer (created or updated as needed)."""
+        """Join ``spec.group``'s durable pull consumer (created or updated as needed), or
+        with partitions the action's members and their partitions' consumers."""
         options: NatsSubscriptionOptions = (
             self.subscription_options(spec, NatsSubscriptionOptions) or NatsSubscriptionOptions()
         )
-        name = options.durable or consumer_name(spec.group)
-        subscription: NatsSubscription | PartitionedSubscription
-        if self.options.partitions:
-            subscription = await self._subscribe_partitioned(spec, options, name)
-        else:
-            self.filters(spec)  # refuse a spec without channels before connecting
-            nc = await self.connection()
-            assert self._api is not None
-            forget = functools.partial(self._forget, [name]) if spec.ephemeral else None
-            subscription = self._member(nc, self._api, spec, options, name, forget=forget)
-        await subscription.start()
-        self.subscriptions.add(subscription)
-        return subscription
-
-    def _member(
-        self,
-        nc: Client,
-        api: JetStreamApi,
-        spec: SubscriptionSpec,
-        options: NatsSubscriptionOptions,
-        consumer: str,
-        partition: int | None = None,
-        **more: Any,
-    ) -> NatsSubscription:
-        """A member of ``consumer`` (of ``partition``'s subjects, when given), not started."""
-        filters = self.filters(spec, partition)
-        threshold = self.options.consumer_inactive_threshold
-        return NatsSubscription(
-            nc,
-            api,
-            stream=self.options.stream,
-            consumer=consumer,
-            config=consumer_config(consumer, filters, spec.start, options, threshold),
-            prefix=self.options.subject_prefix,
-            spec=spec,
-            options=options,
-            connection_error=lambda: self.connection_error,
-            ensure_stream=self._ensure_stream,
-            **more,
-        )
-
-    async def _forget(self, consumers: Sequence[str]) -> None:
-        """Delete the durable consumers of a throwaway group (logged, never raised)."""
-        for consumer in consumers:
-            if self._api is not None:
-                try:
-                    await self._api.request(f"CONSUMER.DELETE.{self.options.stream}.{consumer}")
-                except DriverError as exc:
-                    log.warning("could not delete throwaway consumer %r: %s", consumer, exc)
-
-    async def _subscribe_partitioned(
-        self, spec: SubscriptionSpec, options: NatsSubscriptionOptions, name: str
-    ) -> PartitionedSubscription:
-        if options.failover:
+        if options.failover and self.options.partitions:
             raise ConfigurationError(
                 "NatsSubscriptionOptions(failover=True) is for unpartitioned streams: with "
                 f"NatsOptions(partitions={self.options.partitions}) each partition already has "
                 "one member at a time while the members share the partitions; drop failover"
             )
-        self.filters(spec)  # refuse a spec without channels before joining
+        self.filters(spec)  # refuse a spec without channels before connecting
         nc = await self.connection()
-        api = self._api
-        assert api is not None
-        pinned = dataclasses.replace(options, failover=True)
-        consumers = [f"{name}%p{n}" for n in range(self.options.partitions)]
-
-        async def open_partition(partition: int, ready: Handout) -> NatsSubscription:
-            consumer = consumers[partition]
-            child = self._member(nc, api, spec, pinned, consumer, partition, ready=ready)
-            await child.start()
-            return child
-
-        membership = Membership(
-            nc,
-            api,
-            bucket=members_bucket(self.options.stream),
-            group=name,
-            lease=options.takeover_after,
-            interval=options.heartbeat,
-            repair=self._ensure_stream,
-        )
-        return PartitionedSubscription(
-            open_partition=open_partition,
-            membership=membership,
-            partitions=self.options.partitions,
-            prefetch=spec.prefetch,
-            hand_over_within=options.hand_over_within,
-            forget=functools.partial(self._forget, consumers) if spec.ephemeral else None,
-            lag_of=functools.partial(api.pending, self.options.stream, consumers),
-        )
+        assert self._api is not None
+        kind = PartitionedSubscription if self.options.partitions else NatsSubscription
+        name = options.durable or consumer_name(spec.group)
+        subscription = kind(self, nc, self._api, spec, options, name)
+        await subscription.start()
+        self.subscriptions.add(subscription)
+        return subscription
 
     def filters(self, spec: SubscriptionSpec, partition: int | None = None) -> list[str]:
         """The consumer's filter subjects for ``spec`` (in ``partition``; no two overlap)."""

@@ -81,8 +81,8 @@ class Membership:
         self._lease = max(1, math.ceil(lease))
         self._interval = interval
         self._repair = repair  # creates the bucket again (a server that lost its store)
-        self.on_change: Callable[[tuple[str, ...]], None] = lambda members: None
-        """Called with the new members whenever they change."""
+        self.changed = asyncio.Event()
+        """Set whenever the members change."""
         self._body = json.dumps(
             {"member": self.member, "host": socket.gethostname(), "pid": os.getpid()}
         ).encode()
@@ -160,7 +160,7 @@ class Membership:
         if live != self.members:
             log.info("members of %s: %s (this one %s)", self._filter, live, self.member)
             self.members = live
-            self.on_change(live)
+            self.changed.set()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from ...driver import ALL_CHANNELS, Delivery, Subscription, SubscriptionStatus
+from nats.aio.client import Client
+
+from ...driver import ALL_CHANNELS, Delivery, Subscription, SubscriptionSpec, SubscriptionStatus
 from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
 from .client import retrying
-from .consumer import Handout, NatsDelivery, NatsSubscription
+from .consumer import Handout, Link, NatsDelivery, NatsSubscription
 from .membership import Membership, assign
+from .options import NatsSubscriptionOptions
+from .streams import JetStreamApi, members_bucket
 
 log = logging.getLogger(__name__)
 
@@ -28,27 +34,34 @@ class PartitionedSubscription(Subscription):
 
     def __init__(
         self,
-        *,
-        open_partition: Callable[[int, Handout], Awaitable[NatsSubscription]],
-        membership: Membership,
-        partitions: int,
-        prefetch: int,
-        hand_over_within: float,
-        lag_of: Callable[[], Awaitable[int]],
-        forget: Callable[[], Awaitable[None]] | None = None,
+        link: Link,
+        nc: Client,
+        api: JetStreamApi,
+        spec: SubscriptionSpec,
+        options: NatsSubscriptionOptions,
+        name: str,
     ) -> None:
-        self._forget = forget
-        self._lag_of = lag_of
-        self._open_partition = open_partition
-        self._membership = membership
-        membership.on_change = lambda _: self._changed.set()  # re-assign in the background
-        self._partitions = partitions
-        self._prefetch = max(1, prefetch)
-        self._hand_over_within = hand_over_within
+        self._stream = link.options.stream
+        self._api = api
+        self._partitions = link.options.partitions
+        self._consumers = [f"{name}%p{n}" for n in range(self._partitions)]
+        pinned = dataclasses.replace(options, failover=True)
+        self._open = functools.partial(NatsSubscription, link, nc, api, spec, pinned)
+        self._membership = Membership(
+            nc,
+            api,
+            bucket=members_bucket(self._stream),
+            group=name,
+            lease=options.takeover_after,
+            interval=options.heartbeat,
+            repair=link.repair,
+        )
+        self._ephemeral = spec.ephemeral
+        self._prefetch = max(1, spec.prefetch)
+        self._hand_over_within = options.hand_over_within
         self._children: dict[int, NatsSubscription] = {}
         self._leaving: set[NatsSubscription] = set()  # being handed over
         self._ready: Handout = DeliveryBuffer(self._take)  # woken (or failed) by the partitions
-        self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._turn = 0
         self._error = ""
@@ -97,8 +110,8 @@ class PartitionedSubscription(Subscription):
 
     async def _run(self) -> None:
         while not self._closed:
-            await self._changed.wait()
-            self._changed.clear()
+            await self._membership.changed.wait()
+            self._membership.changed.clear()
             try:
                 await self._reconcile(self._membership.members)
                 self._error = ""
@@ -107,7 +120,7 @@ class PartitionedSubscription(Subscription):
             except Exception as exc:  # a DriverError, or a client error mid-reconnect
                 self._error = retrying("could not take over partitions", exc)
                 await asyncio.sleep(1.0)
-                self._changed.set()
+                self._membership.changed.set()
 
     async def _reconcile(self, members: tuple[str, ...]) -> None:
         """Hand over the partitions lost and open those gained, at the same time (a
@@ -132,7 +145,9 @@ class PartitionedSubscription(Subscription):
             for partition in gained:
                 if self._closed:
                     break
-                self._children[partition] = await self._open_partition(partition, self._ready)
+                child = self._open(self._consumers[partition], partition, self._ready)
+                await child.start()
+                self._children[partition] = child
         finally:
             self._share_prefetch()
             try:
@@ -191,12 +206,12 @@ class PartitionedSubscription(Subscription):
         self._leaving.clear()
         with contextlib.suppress(Exception):
             await asyncio.gather(*(child.close() for child in children))
-        if self._forget is not None and not others:
-            await self._forget()  # an ephemeral group's last member: delete its consumers
+        if self._ephemeral and not others:  # a throwaway group's last member
+            await self._api.delete_consumers(self._stream, self._consumers)
 
     async def lag(self) -> Mapping[str, int] | None:
         """Pending plus ack-pending over every partition's consumer (held here or not)."""
-        return {ALL_CHANNELS: await self._lag_of()}
+        return {ALL_CHANNELS: await self._api.pending(self._stream, self._consumers)}
 
     def status(self) -> SubscriptionStatus:
         error = str(self._fatal) if self._fatal else self._error or self._membership.error

@@ -84,30 +84,25 @@ class JetStreamApi:
     async def ensure_stream(self, options: NatsOptions) -> None:
         """Create the driver's stream, or check and extend the existing one."""
         wanted = stream_config(options)
-        self._check_version(options)
         name = options.stream
         try:
             if options.provision:
+                self._check_version(options)
                 created = await self.request(f"STREAM.CREATE.{name}", wanted)
                 check_partitions(options, created.get("config", wanted))
                 log.info("JetStream stream %r ready (subjects %s)", name, wanted["subjects"])
                 return
         except JetStreamApiError as exc:
             if exc.err_code == ERR_SUBJECTS_OVERLAP:
-                owner = await self._owner_of(f"{options.subject_prefix}.>")
+                found = await self.request("STREAM.NAMES", {"subject": wanted["subjects"][0]})
+                owner = (found.get("streams") or ["?"])[0]
                 raise ConfigurationError(
                     f"subjects {wanted['subjects']} already belong to stream {owner!r}: pass "
                     f"NatsOptions(stream={owner!r}) to use it, or another subject_prefix"
                 ) from None
             if exc.err_code != ERR_STREAM_NAME_IN_USE:
                 raise
-        try:
-            config = (await self.request(f"STREAM.INFO.{name}"))["config"]
-        except JetStreamApiError as exc:
-            if exc.err_code == ERR_STREAM_NOT_FOUND and not options.provision:
-                raise _missing(options) from None
-            raise
-        check_partitions(options, config)
+        config = (await self._existing(options))["config"]
         subjects = config.get("subjects", [])
         missing = [s for s in wanted["subjects"] if s not in subjects]
         update = {**config, "subjects": [*subjects, *missing]}
@@ -119,13 +114,34 @@ class JetStreamApi:
             update["max_consumers"] = max_consumers
         if options.provision and update != config:
             await self.request(f"STREAM.UPDATE.{name}", update)
-            log.info(
-                "JetStream stream %r updated (subjects %s, max_consumers %s)",
+            log.info("JetStream stream %r updated (subjects %s)", name, update["subjects"])
+        if (window := config.get("duplicate_window", 0) / _NS) < options.duplicate_window:
+            log.warning(
+                "JetStream stream %r keeps message ids for %.0fs, less than "
+                "NatsOptions.duplicate_window (%.0fs): re-sent events older than that are "
+                "stored twice (the inbox still recognises them)",
                 name,
-                update["subjects"],
-                update.get("max_consumers", -1),
+                window,
+                options.duplicate_window,
             )
-        self._check_existing(options, config)
+
+    async def _existing(self, options: NatsOptions) -> dict[str, Any]:
+        """The stream's info, its partition count checked; ChannelNotFoundError when it is
+        missing and provisioning is off (JetStreamApiError 10059 when it is on)."""
+        self._check_version(options)
+        try:
+            info: dict[str, Any] = await self.request(f"STREAM.INFO.{options.stream}")
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND and not options.provision:
+                raise ChannelNotFoundError(
+                    f"{options.subject_prefix}.>",
+                    f"create stream {options.stream!r} with subjects "
+                    f"{stream_config(options)['subjects']}, or let the driver create it with "
+                    "NatsOptions(provision=True)",
+                ) from None
+            raise
+        check_partitions(options, info["config"])
+        return info
 
     def _check_version(self, options: NatsOptions) -> None:
         """Delayed records need scheduled messages (nats-server 2.12+)."""
@@ -145,41 +161,17 @@ class JetStreamApi:
         """What :meth:`ensure_stream` would refuse (JetStream off, a server too old, the
         stream missing while provisioning is off, another partition count), read-only."""
         account = await self.request("INFO")
-        self._check_version(options)
-        name = options.stream
         try:
-            info = await self.request(f"STREAM.INFO.{name}")
+            await self._existing(options)
         except JetStreamApiError as exc:
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
-            if not options.provision:
-                raise _missing(options) from None
-            return f"JetStream on ({account.get('streams', 0)} streams); stream {name!r} " + (
-                "missing, created on first use"
+            return (
+                f"JetStream on ({account.get('streams', 0)} streams); stream "
+                f"{options.stream!r} missing, created on first use"
             )
-        check_partitions(options, info["config"])
         layout = f"{options.partitions} partitions" if options.partitions else "unpartitioned"
-        return f"JetStream on; stream {name!r} exists ({layout})"
-
-    def _check_existing(self, options: NatsOptions, config: Mapping[str, Any]) -> None:
-        window = config.get("duplicate_window", 0) / _NS
-        if window < options.duplicate_window:
-            log.warning(
-                "JetStream stream %r keeps message ids for %.0fs, less than "
-                "NatsOptions.duplicate_window (%.0fs): re-sent events older than that are "
-                "stored twice (the inbox still recognises them)",
-                options.stream,
-                window,
-                options.duplicate_window,
-            )
-
-    async def _owner_of(self, subject: str) -> str:
-        try:
-            names = await self.request("STREAM.NAMES", {"subject": subject})
-            found = names.get("streams") or []
-            return str(found[0]) if found else "?"
-        except DriverError:
-            return "?"
+        return f"JetStream on; stream {options.stream!r} exists ({layout})"
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -233,6 +225,14 @@ class JetStreamApi:
             total += int(info.get("num_pending", 0)) + int(info.get("num_ack_pending", 0))
         return total
 
+    async def delete_consumers(self, stream: str, names: Sequence[str]) -> None:
+        """Delete the durable consumers of a throwaway group (logged, never raised)."""
+        for name in names:
+            try:
+                await self.request(f"CONSUMER.DELETE.{stream}.{name}")
+            except DriverError as exc:
+                log.warning("could not delete throwaway consumer %r: %s", name, exc)
+
     async def ensure_consumer(self, stream: str, name: str, config: dict[str, Any]) -> None:
         """Create the durable consumer, or update its editable fields when they differ."""
         subject = f"CONSUMER.CREATE.{stream}.{name}"
@@ -254,14 +254,15 @@ class JetStreamApi:
                 if race.err_code not in (ERR_CONSUMER_EXISTS, ERR_CONSUMER_NAME_EXISTS):
                     raise
             existing = (await self.consumer_info(stream, name))["config"]
-        if not _differs(existing, config):
+        edits = {k: v for k, v in config.items() if k not in _KEPT}
+        if _filters(existing) == _filters(config) and all(
+            existing.get(k) == v for k, v in edits.items()
+        ):
             return
-        filters = ("filter_subject", "filter_subjects")
-        update = {k: v for k, v in existing.items() if k not in filters}
-        update.update({k: v for k, v in config.items() if k not in _CREATE_ONLY})
-        body = {"stream_name": stream, "config": update, "action": "update"}
-        await self.request(subject, body)
-        log.info("JetStream consumer %s/%s updated to %s", stream, name, _summary(config))
+        update = {k: v for k, v in existing.items() if k not in _FILTERS}
+        update.update({k: v for k, v in config.items() if k in _FILTERS}, **edits)
+        await self.request(subject, {"stream_name": stream, "config": update, "action": "update"})
+        log.info("JetStream consumer %s/%s updated: %s %s", stream, name, _filters(config), edits)
 
     async def _consumer_limit(self, stream: str, consumer: str) -> str:
         """Why ``consumer`` cannot be created on ``stream`` at its consumer limit, and the
@@ -285,35 +286,14 @@ class JetStreamApi:
         )
 
 
-_CREATE_ONLY = ("deliver_policy", "opt_start_seq", "opt_start_time", "replay_policy")
+_FILTERS = ("filter_subject", "filter_subjects")
+_KEPT = (*_FILTERS, "deliver_policy", "opt_start_seq", "opt_start_time", "replay_policy")
+"""What an update keeps: the filters (compared as a set) and the fields set at creation."""
 
 
-def _differs(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    def filters(config: Mapping[str, Any]) -> set[str]:
-        many = config.get("filter_subjects") or []
-        one = config.get("filter_subject")
-        return set(many) | ({one} if one else set())
-
-    if filters(existing) != filters(wanted):
-        return True
-    return any(
-        existing.get(k) != v
-        for k, v in wanted.items()
-        if k not in ("filter_subject", "filter_subjects", *_CREATE_ONLY)
-    )
-
-
-def _summary(config: Mapping[str, Any]) -> str:
-    keys = ("filter_subject", "filter_subjects", "ack_wait", "max_deliver", "max_ack_pending")
-    return ", ".join(f"{k}={config[k]}" for k in keys if k in config)
-
-
-def _missing(options: NatsOptions) -> ChannelNotFoundError:
-    return ChannelNotFoundError(
-        f"{options.subject_prefix}.>",
-        f"create stream {options.stream!r} with subjects {stream_config(options)['subjects']}, "
-        "or let the driver create it with NatsOptions(provision=True)",
-    )
+def _filters(config: Mapping[str, Any]) -> set[str]:
+    one = config.get("filter_subject")
+    return {*(config.get("filter_subjects") or []), *([one] if one else [])}
 
 
 def members_bucket(stream: str) -> str:
