@@ -72,6 +72,13 @@ def retrying(what: str, exc: Exception) -> str:
     return text
 
 
+def stopped(task: asyncio.Task[None] | None, what: str) -> str:
+    """``<what> stopped (<its exception>)`` once ``task`` ended, else ""."""
+    if task is None or not task.done():
+        return ""
+    return f"{what} stopped ({task.exception() if not task.cancelled() else None!r})"
+
+
 async def woken(event: asyncio.Event, within: float) -> None:
     """Clear ``event``, then wait until it is set again or ``within`` seconds passed."""
     event.clear()

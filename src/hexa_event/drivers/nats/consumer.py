@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import nats.errors
 from nats.aio.client import Client
@@ -35,7 +35,7 @@ from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
 from . import headers as wire
-from .client import confirm, retrying, stop_interest, woken
+from .client import confirm, retrying, stop_interest, stopped, woken
 from .gaps import LostInTransit
 from .naming import subject_channel
 from .options import NatsOptions, NatsSubscriptionOptions
@@ -68,21 +68,15 @@ class NatsDelivery(Delivery):
     __slots__ = ("_msg", "_touched", "cseq", "gate_key", "owner", "seq")
 
     def __init__(
-        self,
-        record: RawRecord,
-        msg: Msg,
-        coordinates: str,
-        count: int,
-        ts: float,
-        seq: int,
-        cseq: int,
+        self, owner: NatsSubscription, record: RawRecord, msg: Msg, meta: _Meta, ts: float
     ) -> None:
-        super().__init__(record, coordinates=coordinates, delivery_count=count, timestamp=ts)
+        count, self.seq, self.cseq, _ = meta
+        super().__init__(
+            record, coordinates=f"{owner._stream}-{self.seq}", delivery_count=count, timestamp=ts
+        )
         self._msg = msg
         self._touched = time.monotonic()
-        self.seq = seq
-        self.cseq = cseq
-        self.owner: NatsSubscription | None = None
+        self.owner = owner
         self.gate_key = (record.channel, record.key)
 
     @property
@@ -114,7 +108,10 @@ def _nak(delay: float) -> bytes:
     return _NAK
 
 
-def _metadata(reply: str) -> tuple[int, int, int, int]:
+_Meta = tuple[int, int, int, int]
+
+
+def _metadata(reply: str) -> _Meta:
     """Delivery count, stream sequence, consumer sequence and timestamp (ns) of an ack
     subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or
     the newer form with domain and account hash after ``$JS.ACK`` and a token at the end."""
@@ -151,8 +148,7 @@ class NatsSubscription(Subscription):
         self._ephemeral = spec.ephemeral and partition is None  # a partition's: the member's
         self._channels = frozenset(spec.channels)
         self._pattern = channel_pattern(spec)
-        self._limit = max(1, spec.prefetch)
-        self._batch = min(self._limit, options.batch or self._limit)
+        self.set_limit(spec.prefetch)
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{consumer}"
         self._redelivered = False
         self._pin: str | None = None  # with failover: our pin id while this member is active
@@ -182,11 +178,8 @@ class NatsSubscription(Subscription):
         self._check_consumer = False
         self._error = ""
         self.fatal: DriverError | None = None  # what stopped this member, if anything
-        self._lag: int | None = None
+        self._info: dict[str, Any] = {}  # the consumer's info at the last lag check
         self._lag_at = 0.0
-        self._waiting = 0  # at the last lag check: num_pending, ack pending, the pin id
-        self._ack_pending = 0
-        self._pinned = ""
         self._delivered_at = time.monotonic()  # when a record last arrived
         self._closed = False
 
@@ -391,7 +384,14 @@ class NatsSubscription(Subscription):
         held = not self._options.failover or self._pin is not None
         assignment = (f"{self._stream}/{self._consumer}",) if held else ()
         error = str(self.fatal) if self.fatal is not None else error
-        return SubscriptionStatus(assignment=assignment, error=error, lag=self._lag)
+        lag = self._pending() + self._acks() if self._info else None
+        return SubscriptionStatus(assignment=assignment, error=error, lag=lag)
+
+    def _pending(self) -> int:
+        return int(self._info.get("num_pending", 0))
+
+    def _acks(self) -> int:
+        return int(self._info.get("num_ack_pending", 0))
 
     async def lag(self) -> Mapping[str, int] | None:
         """The consumer's pending plus ack-pending records: one figure for all channels."""
@@ -402,32 +402,27 @@ class NatsSubscription(Subscription):
         stall): its pull loop stopped, or nothing came for longer than a takeover takes."""
         if self._closed or self._draining:
             return ""
-        task = self._task
-        if task is not None and task.done() and self.fatal is None:
-            cause = task.exception() if not task.cancelled() else None
-            return f"the pull loop of consumer {self._consumer} stopped ({cause!r})"
+        loop = stopped(self._task, f"the pull loop of consumer {self._consumer}")
+        if loop and self.fatal is None:
+            return loop
         quiet = now - self._delivered_at
         standby = self._options.failover and not self._shared and self._pin is None
         limit = self._options.max_ack_pending
         if (
             standby
-            or self._waiting <= 0
-            or 0 < limit <= self._ack_pending
+            or self._pending() <= 0
+            or 0 < limit <= self._acks()
             or self._held() >= self._limit
             or now - self._lag_at > 3 * _LAG_REFRESH
             or quiet < self._options.takeover_after + 2 * self._options.heartbeat
         ):
             return ""
-        pinned = (
-            "pinned to this member"
-            if self._pinned and self._pinned == self._pin
-            else f"pinned to another member ({self._pinned})"
-            if self._pinned
-            else "pinned to no member"
-        )
+        pin = str((self._info.get("priority_groups") or [{}])[0].get("pinned_client_id", ""))
+        whose = f"another member ({pin})" if pin and pin != self._pin else "this member"
         return (
-            f"consumer {self._consumer} stalls: {self._waiting} records wait at the server "
-            f"but none arrived for {quiet:.0f}s ({pinned}, {self._asked} asked for)"
+            f"consumer {self._consumer} stalls: {self._pending()} records wait at the server "
+            f"but none arrived for {quiet:.0f}s (pinned to {whose if pin else 'no member'}, "
+            f"{self._asked} asked for)"
         )
 
     # -- receiving ------------------------------------------------------------------------------
@@ -445,7 +440,7 @@ class NatsSubscription(Subscription):
         if self._options.failover and msg.headers:
             self._pin = msg.headers.get(_PIN_ID, self._pin)
         try:
-            count, seq, cseq, ts_ns = _metadata(reply)
+            meta = _metadata(reply)
         except (ValueError, IndexError):
             log.warning("ignored a message with an unexpected reply subject %r", reply)
             return
@@ -453,7 +448,7 @@ class NatsSubscription(Subscription):
             if self._late is None:
                 await self._nc.publish(reply, _NAK)
             else:
-                self._late.append((seq, reply))  # given back in order with the rest
+                self._late.append((meta[1], reply))  # given back in order with the rest
             return
         now = time.monotonic()
         reconnects = int(self._nc.stats.get("reconnects", 0))
@@ -467,20 +462,12 @@ class NatsSubscription(Subscription):
             and self._pattern.fullmatch(channel) is None
         ):
             await self._nc.publish(reply, _ACK)  # not for this subscription
-            self._gaps.seen(cseq, now)
+            self._gaps.seen(meta[2], now)
             self._wake.set()
             return
         key, headers, accepted_at = wire.decode(msg.headers)
-        delivery = NatsDelivery(
-            RawRecord(channel, key, headers, msg.data),
-            msg,
-            f"{self._stream}-{seq}",
-            count,
-            accepted_at or ts_ns / _NS,
-            seq,
-            cseq,
-        )
-        delivery.owner = self
+        record = RawRecord(channel, key, headers, msg.data)
+        delivery = NatsDelivery(self, record, msg, meta, accepted_at or meta[3] / _NS)
         self._hand_out(self._gaps.admit(delivery, now))
 
     def _hand_out(self, arrived: list[NatsDelivery]) -> None:
@@ -500,36 +487,31 @@ class NatsSubscription(Subscription):
 
     def _on_status(self, msg: Msg) -> None:
         headers = msg.headers or {}
-        status = headers.get("Status", "")
+        status, about = headers.get("Status", ""), headers.get("Description", "")
+        pending = headers.get("Nats-Pending-Messages")
         if status == "100":
             return  # idle heartbeat: the pull is alive
+        self._wake.set()
+        if status in ("408", "409") and pending is not None and pending.isdigit():
+            self._asked = max(0, self._asked - int(pending))  # what that pull left unserved
+        elif status in ("404", "408", "423", "503") or (status == "409" and pending is None):
+            self._asked = 0  # no pull is left
+        if status == "409" and "Leadership Change" in about:
+            self._gaps.suspect()  # deliveries of the old consumer leader may be lost
         if status == "423":  # another member is pinned now, or our pin expired
             self._pin = None
-            self._asked = 0
-            self._wake.set()
-            return
-        description = headers.get("Description", "")
-        pending = headers.get("Nats-Pending-Messages")
-        if status in ("408", "409") and pending is not None and pending.isdigit():
-            self._asked = max(0, self._asked - int(pending))
-        elif status in ("408", "404"):
-            self._asked = 0
-        if status == "409" and "Leadership Change" in description:
-            self._gaps.suspect()  # deliveries of the old consumer leader may be lost
-        if status == "409" and "Consumer Deleted" in description:
+        elif status == "503" or (status == "409" and "Consumer Deleted" in about):
             self._asked = 0
             self._renew()
-            self._error = f"consumer {self._consumer} was deleted; creating it again"
-        elif status == "503":
-            self._asked = 0
-            self._renew()
-            self._error = f"consumer {self._consumer} does not answer (503 no responders)"
+            self._error = f"consumer {self._consumer} " + (
+                "does not answer (503 no responders)"
+                if status == "503"
+                else "was deleted; creating it again"
+            )
         elif status == "409" and pending is None:
-            self._asked = 0
-            log.info("pull on %s ended: 409 %s", self._consumer, description)
-        elif status not in ("408", "409", "404"):
-            log.warning("pull on %s: status %s %s", self._consumer, status, description)
-        self._wake.set()
+            log.info("pull on %s ended: 409 %s", self._consumer, about)
+        elif status not in ("404", "408", "409"):
+            log.warning("pull on %s: status %s %s", self._consumer, status, about)
 
     # -- the pull loop --------------------------------------------------------------------------
 
@@ -626,11 +608,6 @@ class NatsSubscription(Subscription):
         if now - self._lag_at < _LAG_REFRESH or not self._nc.is_connected:
             return
         self._lag_at = now
-        info = await self._api.consumer_info(self._stream, self._consumer)
-        self._waiting = int(info.get("num_pending", 0))
-        self._ack_pending = int(info.get("num_ack_pending", 0))
-        self._lag = self._waiting + self._ack_pending
-        groups = info.get("priority_groups") or [{}]
-        self._pinned = str(groups[0].get("pinned_client_id", ""))
+        self._info = await self._api.consumer_info(self._stream, self._consumer)
         if self._error and not self._check_consumer:
             self._error = ""

@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from ...driver import ALL_CHANNELS, Delivery, Subscription, SubscriptionSpec, SubscriptionStatus
 from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
-from .client import retrying
+from .client import retrying, stopped
 from .consumer import Handout, Link, NatsDelivery, NatsSubscription
 from .membership import Membership, assign
 from .options import NatsSubscriptionOptions
@@ -179,7 +179,7 @@ class PartitionedSubscription(Subscription):
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         by_owner: dict[NatsSubscription, list[Delivery]] = {}
         for delivery in deliveries:
-            assert isinstance(delivery, NatsDelivery) and delivery.owner is not None
+            assert isinstance(delivery, NatsDelivery)
             by_owner.setdefault(delivery.owner, []).append(delivery)
         results = await asyncio.gather(
             *(owner.settle(batch) for owner, batch in by_owner.items()), return_exceptions=True
@@ -215,10 +215,8 @@ class PartitionedSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         error = str(self._fatal) if self._fatal else self._error or self._membership.error
-        task = self._task
-        if not error and not self._closed and task is not None and task.done():
-            cause = task.exception() if not task.cancelled() else None
-            error = f"the partition loop of member {self.member} stopped ({cause!r})"
+        if not error and not self._closed:
+            error = stopped(self._task, f"the partition loop of member {self.member}")
         lags: list[int] = []
         held: list[str] = []
         for child in self._children.values():
