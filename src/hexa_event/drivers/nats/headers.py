@@ -6,6 +6,7 @@ receive). Why: docs/engines/nats.md, "Internals".
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from itertools import chain
@@ -38,16 +39,9 @@ def _text(value: bytes) -> str | None:
     return text
 
 
-_GOOD_NAMES: set[str] = set()
-"""Header names already checked (records repeat the same few dozen)."""
-
-
+@functools.lru_cache(maxsize=10_000)  # records repeat the same few dozen names
 def _good_name(name: str) -> bool:
-    if not _NAME.fullmatch(name) or name.startswith(_NATS_PREFIX) or name in _OURS:
-        return False
-    if len(_GOOD_NAMES) < 10_000:
-        _GOOD_NAMES.add(name)
-    return True
+    return bool(_NAME.fullmatch(name)) and not name.startswith(_NATS_PREFIX) and name not in _OURS
 
 
 def encoded_size(headers: Mapping[str, str]) -> int:
@@ -59,7 +53,7 @@ def encoded_size(headers: Mapping[str, str]) -> int:
 def encode(key: str, headers: Mapping[str, bytes], msg_id: str | None) -> dict[str, str]:
     """NATS headers for a record (raises DriverError for a name NATS cannot carry)."""
     for name in headers:
-        if name not in _GOOD_NAMES and not _good_name(name):
+        if not _good_name(name):
             raise DriverError(
                 f"header name {name!r} cannot be sent over NATS: use letters, digits and "
                 "!#$%&'*+-.^_`|~ only, and not the Nats- prefix (NATS's own headers)",

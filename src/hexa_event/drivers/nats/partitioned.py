@@ -74,11 +74,6 @@ class PartitionedSubscription(Subscription):
         return self._membership.member
 
     @property
-    def members(self) -> tuple[str, ...]:
-        """The live members of the action, as last read."""
-        return self._membership.members
-
-    @property
     def partitions(self) -> tuple[int, ...]:
         """The partitions this member holds (or is taking over)."""
         return tuple(sorted(self._children))
@@ -149,15 +144,12 @@ class PartitionedSubscription(Subscription):
                 await child.start()
                 self._children[partition] = child
         finally:
-            self._share_prefetch()
+            for child in self._children.values():
+                child.set_limit(-(-self._prefetch // len(self._children)))
             try:
                 await handing_over
             finally:
                 self._leaving.difference_update(leaving)
-
-    def _share_prefetch(self) -> None:
-        for child in self._children.values():
-            child.set_limit(-(-self._prefetch // len(self._children)))
 
     # -- the contract ---------------------------------------------------------------------------
 

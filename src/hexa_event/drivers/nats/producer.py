@@ -50,14 +50,6 @@ class NatsProducer:
         self.duplicates = 0
         """PubAcks that said "duplicate": records the stream already held (re-sends)."""
 
-    async def start(self, nc: Client) -> None:
-        """Subscribe the PubAck inbox on ``nc`` (once per connection)."""
-        if self._nc is nc:
-            return
-        self._inbox = nc.new_inbox()
-        await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
-        self._nc = nc
-
     async def _on_reply(self, msg: Msg) -> None:
         token = int(msg.subject.rpartition(".")[2])
         future = self._pending.pop(token, None)
@@ -154,7 +146,10 @@ class NatsProducer:
     async def publish(self, nc: Client, records: Sequence[RawRecord]) -> None:
         """Publish ``records``; return once the stream stored every one of them (a failure
         says what became of each: :func:`~hexa_event.driver.publish_outcome`)."""
-        await self.start(nc)
+        if self._nc is not nc:  # the PubAck inbox, once per connection
+            self._inbox = nc.new_inbox()
+            await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
+            self._nc = nc
         prepared = self.check(nc, records)
         loop = asyncio.get_running_loop()
         tokens: list[int] = []

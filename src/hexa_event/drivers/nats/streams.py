@@ -303,23 +303,15 @@ def members_bucket(stream: str) -> str:
 
 def check_partitions(options: NatsOptions, config: Mapping[str, Any]) -> None:
     """Refuse a stream laid out for another partition count than ``options.partitions``."""
-    metadata = config.get("metadata") or {}
-    raw = metadata.get(PARTITIONS_KEY, "0")
-    try:
-        recorded = int(raw)
-    except ValueError:
-        recorded = -1
+    raw = str((config.get("metadata") or {}).get(PARTITIONS_KEY, "0"))
     wanted = options.partitions
-    if recorded == wanted:
+    if raw == str(wanted):
         return
-    layout = "unpartitioned" if recorded == 0 else f"laid out for {recorded} partitions"
-    if recorded < 0:
-        layout = f"marked {PARTITIONS_KEY}={raw!r}"
-    fix = (
-        f"pass NatsOptions(partitions={recorded}) (URL ?partitions={recorded}) to use it, or "
-        if recorded >= 0
-        else ""
-    )
+    recorded = int(raw) if raw.isdigit() else None
+    layout = f"laid out for {recorded} partitions" if recorded else "unpartitioned"
+    fix = f"pass NatsOptions(partitions={recorded}) (URL ?partitions={recorded}) to use it, or "
+    if recorded is None:
+        layout, fix = f"marked {PARTITIONS_KEY}={raw!r}", ""
     raise ConfigurationError(
         f"JetStream stream {options.stream!r} is {layout} (stream metadata "
         f"{PARTITIONS_KEY}), but this driver has NatsOptions(partitions={wanted}): {fix}"
