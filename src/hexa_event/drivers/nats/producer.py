@@ -51,43 +51,41 @@ class NatsProducer:
         """PubAcks that said "duplicate": records the stream already held (re-sends)."""
 
     async def _on_reply(self, msg: Msg) -> None:
-        token = int(msg.subject.rpartition(".")[2])
-        future = self._pending.pop(token, None)
+        future = self._pending.pop(int(msg.subject.rpartition(".")[2]), None)
         if future is None:
             return  # answered after its batch gave up waiting
         self._window.release()  # a pending future is never done: only its pop resolves it
-        status = msg.headers.get("Status") if msg.headers else None
-        if status == "503":
-            future.set_exception(
-                DriverError(
-                    "no JetStream stream answered for this subject (no responders): stream "
-                    f"{self._options.stream!r} has no leader (in a cluster, one is elected "
-                    "within seconds of a server's loss) or was deleted (it is created again "
-                    "on the next connect); re-sending is safe (Nats-Msg-Id)"
-                )
+        if (error := self._refusal(msg)) is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(None)
+
+    def _refusal(self, msg: Msg) -> DriverError | None:
+        """What the PubAck ``msg`` says went wrong (None: stored; duplicates counted)."""
+        if msg.headers and msg.headers.get("Status") == "503":
+            return DriverError(
+                "no JetStream stream answered for this subject (no responders): stream "
+                f"{self._options.stream!r} has no leader (in a cluster, one is elected "
+                "within seconds of a server's loss) or was deleted (it is created again "
+                "on the next connect); re-sending is safe (Nats-Msg-Id)"
             )
-            return
         try:
             reply = json.loads(msg.data)
         except ValueError:
-            future.set_exception(DriverError(f"unreadable PubAck {msg.data[:100]!r}"))
-            return
+            return DriverError(f"unreadable PubAck {msg.data[:100]!r}")
         error = reply.get("error")
-        if error:
-            text = (
-                f"JetStream refused a record: {error.get('description')} "
-                f"(err_code {error.get('err_code')})"
-            )
-            if int(error.get("code", 500)) >= 500:
-                future.set_exception(DriverError(text))
-            elif int(error.get("err_code", 0)) == ERR_MESSAGE_TOO_LARGE:  # the stream said no
-                future.set_exception(NotStoredError(text, limit="max_msg_size"))
-            else:
-                future.set_exception(NotStoredError(text, retriable=True))
-            return
-        if reply.get("duplicate"):
-            self.duplicates += 1
-        future.set_result(None)
+        if not error:
+            self.duplicates += bool(reply.get("duplicate"))
+            return None
+        text = (
+            f"JetStream refused a record: {error.get('description')} "
+            f"(err_code {error.get('err_code')})"
+        )
+        if int(error.get("code", 500)) >= 500:
+            return DriverError(text)
+        if int(error.get("err_code", 0)) == ERR_MESSAGE_TOO_LARGE:  # the stream said no
+            return NotStoredError(text, limit="max_msg_size")
+        return NotStoredError(text, retriable=True)
 
     def _message(self, record: RawRecord) -> tuple[str, dict[str, str]]:
         partitions = self._options.partitions
