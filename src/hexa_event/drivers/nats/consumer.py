@@ -1,7 +1,7 @@
 """One member of a group's durable pull consumer: it pulls, hands out, settles, gives back.
 
 ``fetch`` hands records out in stream order and a key's later records never overtake a
-nacked or lost one at this member (:mod:`.ordering`, :mod:`.gaps`); ``settle`` returns once
+nacked or lost one at this member (:mod:`.gaps`); ``settle`` returns once
 the server received the verdicts; ``close`` and ``revoke`` give back, in stream order, what
 the member still holds. Pulls, in-progress, hand-over: docs/engines/nats.md, "Internals".
 """
@@ -36,10 +36,9 @@ from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
 from . import headers as wire
 from .client import confirm, retrying, stop_interest, stopped, woken
-from .gaps import LostInTransit
+from .gaps import KeyGate, LostInTransit
 from .naming import subject_channel
 from .options import NatsOptions, NatsSubscriptionOptions
-from .ordering import KeyGate
 from .streams import (
     ERR_STREAM_NOT_FOUND,
     PRIORITY_GROUP,

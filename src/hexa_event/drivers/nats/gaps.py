@@ -1,21 +1,22 @@
-"""Deliveries lost in transit: a pinned consumer holds its later records until they return.
-
-Only one member pulls a pinned consumer, so the consumer sequences it receives follow one
-another unless deliveries were lost on a connection that dropped. From a gap seen right
-after the pull was disrupted (:meth:`LostInTransit.suspect`), later first deliveries are
-parked until the lost ones come back, are due and were not sent, or the consumer is idle.
-The rules and why: docs/engines/nats.md, "Deliveries lost in transit" and "Internals".
+"""What a member holds back so that no key's later record overtakes an earlier one: the
+key gate (:class:`KeyGate`, behind a nacked record of the key; retry channels are not
+gated, a retry copy already left its key's order) and, on a pinned consumer, every first
+delivery behind deliveries lost in transit (:class:`LostInTransit`). The rules and why:
+docs/engines/nats.md, "Deliveries lost in transit" and "Internals".
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
 _AFTER = 0.05
-"""Seconds a parked record given back waits beyond the lost ones' due time."""
+"""Seconds a record given back waits beyond what held it (a key's nack delay, the lost
+deliveries' due time)."""
 
 
 class Numbered(Protocol):
@@ -173,3 +174,101 @@ class LostInTransit(Generic[T]):
         self._parked.clear()
         self._missing = 0
         self._returned.clear()
+
+
+class Gated(Protocol):
+    """What the gate needs of a delivery."""
+
+    seq: int
+
+    @property
+    def gate_key(self) -> tuple[str, str]: ...
+
+
+G = TypeVar("G", bound=Gated)
+
+
+@dataclass(slots=True)
+class _Block(Generic[G]):
+    seq: int
+    deadline: float
+    held: list[G] = field(default_factory=list)
+
+
+class KeyGate(Generic[G]):
+    """Once a record of (channel, key) is nacked, holds that key's later records until it
+    came back and was settled, or its delay plus ``ack_wait`` passed (another member got
+    it)."""
+
+    def __init__(self, ack_wait: float) -> None:
+        self._ack_wait = ack_wait
+        self._blocks: dict[tuple[str, str], _Block[G]] = {}
+
+    def __len__(self) -> int:
+        """Records held now."""
+        return sum(len(block.held) for block in self._blocks.values())
+
+    def held(self) -> Iterator[G]:
+        for block in self._blocks.values():
+            yield from block.held
+
+    def admit(self, delivery: G) -> bool:
+        """True when ``delivery`` may be handed out now; otherwise the gate keeps it."""
+        if not self._blocks:
+            return True
+        block = self._blocks.get(delivery.gate_key)
+        if block is None or delivery.seq <= block.seq:
+            return True
+        block.held.append(delivery)
+        return False
+
+    def nacked(self, delivery: G, delay: float, now: float) -> None:
+        """``delivery`` goes back to the server: block its key behind it."""
+        key = delivery.gate_key
+        block = self._blocks.get(key)
+        deadline = now + delay + self._ack_wait
+        if block is None:
+            self._blocks[key] = _Block[G](delivery.seq, deadline)
+        elif delivery.seq <= block.seq:
+            block.seq = delivery.seq
+            block.deadline = deadline
+
+    def done(self, delivery: G) -> list[G]:
+        """``delivery`` was acked or terminated: the records it held back, in order."""
+        key = delivery.gate_key
+        block = self._blocks.get(key)
+        if block is None or block.seq != delivery.seq:
+            return []
+        del self._blocks[key]
+        return self._release(block)
+
+    def expire(self, now: float) -> list[G]:
+        """Let go of keys whose blocking record did not come back in time."""
+        released: list[G] = []
+        for key, block in list(self._blocks.items()):
+            if now > block.deadline:
+                del self._blocks[key]
+                if block.held:
+                    log.info(
+                        "record %d of key %r did not come back (another member has it?); "
+                        "releasing %d later records of that key",
+                        block.seq,
+                        key[1],
+                        len(block.held),
+                    )
+                released.extend(self._release(block))
+        return released
+
+    def give_back(self, now: float) -> list[tuple[G, float]]:
+        """Everything held, each with what remains of its key's nack delay (a hand-over)."""
+        out = [
+            (d, max(0.0, block.deadline - self._ack_wait - now) + _AFTER)
+            for block in self._blocks.values()
+            for d in block.held
+        ]
+        self._blocks.clear()
+        return out
+
+    @staticmethod
+    def _release(block: _Block[G]) -> list[G]:
+        return sorted(block.held, key=lambda d: d.seq)
