@@ -529,8 +529,6 @@ class NatsSubscription(Subscription):
                 self._hand_out(self._gaps.expire(time.monotonic()))
                 await self._keep_alive()
                 await self._refresh_lag()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # the loop must not die silently: say so, go on
                 if isinstance(exc, JetStreamApiError) and exc.code == 400:
                     refused = f"consumer {self._stream}/{self._consumer} was refused: {exc}"

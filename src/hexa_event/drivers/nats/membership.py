@@ -175,8 +175,6 @@ class Membership:
                     await self._put()
                     renewed = loop.time()
                 await self._read()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # never dies silently: the lease would run out
                 self.error = retrying(f"membership of {self._filter}", exc)
                 renewed = loop.time() - renew_every  # renew at the next turn

@@ -110,8 +110,6 @@ class PartitionedSubscription(Subscription):
             try:
                 await self._reconcile(self._membership.members)
                 self._error = ""
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # a DriverError, or a client error mid-reconnect
                 self._error = retrying("could not take over partitions", exc)
                 await asyncio.sleep(1.0)

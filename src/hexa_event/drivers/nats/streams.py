@@ -49,13 +49,12 @@ class JetStreamApiError(DriverError):
 class JetStreamApi:
     """Bounded JSON requests to ``$JS.API`` on one connection."""
 
-    def __init__(self, nc: Client, timeout: float, prefix: str = "$JS.API") -> None:
+    def __init__(self, nc: Client, timeout: float) -> None:
         self._nc = nc
         self._timeout = timeout
-        self._prefix = prefix
 
     async def request(self, subject: str, body: Mapping[str, Any] | None = None) -> Any:
-        full = f"{self._prefix}.{subject}"
+        full = f"$JS.API.{subject}"
         payload = json.dumps(body).encode() if body is not None else b""
         try:
             reply = await self._nc.request(full, payload, timeout=self._timeout)
