@@ -166,7 +166,7 @@ class NatsSubscription(Subscription):
         self._api_timeout = options.heartbeat * 5
         self._settled = asyncio.Event()
         self._draining = False
-        self._late: list[tuple[int, str]] | None = None  # (seq, reply) on their way at a stop
+        self._late: list[tuple[int, str]] | None = None  # from a stop on: arrivals (seq, reply)
         self._wake = asyncio.Event()
         self._inbox = ""
         self._sub: NatsSub | None = None
@@ -205,6 +205,7 @@ class NatsSubscription(Subscription):
         if self._closed:
             return
         self._closed = True
+        self._late = [] if self._late is None else self._late
         if self._shared:
             self._ready.wake()
         else:
@@ -231,6 +232,7 @@ class NatsSubscription(Subscription):
         if self._closed or self._draining:
             return
         self._draining = True
+        self._late = []
         self._wake.set()
         await self._give_back((), delayed=True)
         with contextlib.suppress(TimeoutError):
@@ -253,14 +255,10 @@ class NatsSubscription(Subscription):
         the gates and ``unsettled`` (``delayed``: held records keep their remaining delay);
         returns once the server applied every nak (docs: "Internals", giving back)."""
         sub, self._sub = self._sub, None
-        self._late = []
-        try:
-            if sub is not None and not self._nc.is_closed:
-                # What was already on its way runs through the callback into ``_late``.
-                await stop_interest(self._nc, sub, self._api_timeout)
-            late = self._late
-        finally:
-            self._late = None
+        if sub is not None and not self._nc.is_closed:
+            # What was already on its way runs through the callback into ``_late``.
+            await stop_interest(self._nc, sub, self._api_timeout)
+        late, self._late = self._late or [], []
         now = time.monotonic()
         held = [(d, 0.0) for d in (*self._buffer, *unsettled)]
         held.extend(self._gate.give_back(now))
@@ -443,11 +441,8 @@ class NatsSubscription(Subscription):
         except (ValueError, IndexError):
             log.warning("ignored a message with an unexpected reply subject %r", reply)
             return
-        if self._closed or self._draining:
-            if self._late is None:
-                await self._nc.publish(reply, _NAK)
-            else:
-                self._late.append((meta[1], reply))  # given back in order with the rest
+        if self._late is not None:  # closing or handing over
+            self._late.append((meta[1], reply))  # given back in order with the rest
             return
         now = time.monotonic()
         reconnects = int(self._nc.stats.get("reconnects", 0))
