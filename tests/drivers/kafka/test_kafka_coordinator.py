@@ -156,6 +156,10 @@ class _FakeMember:
         self.group = group
         self.topics = ["t"]
         self.abandoned = False
+        self.replacing: str | None = None
+        self.in_a_row = 0
+        self.last_error: str | None = None
+        self.stuck: str | None = None
         self.assigned_once = asyncio.Event()
         self.room = threading.Event()
         self.commits: list[list[Any]] = []
@@ -268,10 +272,6 @@ async def test_coordinator_replacements_back_off_and_do_not_make_the_subscriptio
     sub._loop = asyncio.get_running_loop()
     started: list[Any] = []
 
-    def new_member(group: str, topics: list[str]) -> Any:
-        started.append(_FakeMember(group))
-        return started[-1]
-
     class _Old(_FakeMember):
         def stack(self) -> str:
             return ""
@@ -282,22 +282,28 @@ async def test_coordinator_replacements_back_off_and_do_not_make_the_subscriptio
             done.set_result(None)
             return done
 
+    def new_member(group: str, topics: list[str]) -> Any:
+        started.append(_Old(group))
+        return started[-1]
+
     monkeypatch.setattr(sub, "_new_member", new_member)
-    assert sub._coordinator_bound("g") == 10
+    first = _Old()
+    assert sub._coordinator_bound(first) == 10
+    sub._members = [first]
     for n in range(consumer._MAX_REPLACEMENTS + 2):
-        old = _Old()
-        sub._members = [old]
-        sub._replace(old, "lost its partitions", counted=False)
+        sub._replace(sub._members[0], "lost its partitions", counted=False)
         assert sub._fatal is None
-        assert sub._coordinator_bound("g") == min(10 * 2 ** (n + 1), 600)
+        assert sub._members == [started[-1]]
+        assert sub._coordinator_bound(started[-1]) == min(10 * 2 ** (n + 1), 600)
     assert "lost its partitions; replacing it" in (sub.last_error or "")
     sub.on_assigned(started[-1], [])  # a member of the group is assigned again
-    assert sub._coordinator_bound("g") == 10
-    assert not sub._replacing  # the replacement joined: health no longer says "replacing"
+    assert sub._coordinator_bound(started[-1]) == 10
+    assert started[-1].replacing is None  # it joined: health no longer says "replacing"
+    assert sub.last_error is None
     assert (
         KafkaSubscription(
             KafkaOptions(coordinator_timeout=0), SubscriptionSpec(group="g", channels=("t",)), None
-        )._coordinator_bound("g")
+        )._coordinator_bound(first)
         == 0
     )
     assert KafkaOptions().coordinator_timeout > member.COMMIT_SLOW

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import (
@@ -180,7 +180,9 @@ class Member:
         self._config = config
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
-        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[list[Position], asyncio.Future[None] | None]]
+        self._commands = queue.SimpleQueue()
+        """Commits for the thread (a future to resolve, or None for the one at close)."""
         self._stop = threading.Event()
         self.room = threading.Event()
         """Set while the owner's local buffer has room; the thread consumes only then."""
@@ -225,6 +227,11 @@ class Member:
         self.commit_failing_since: float | None = None
         """Since when every commit failed for want of the coordinator."""
         self.commit_failure = ""
+        self.replacing: str | None = None
+        """Why the member this one replaced was given up, until this one is assigned."""
+        self.in_a_row = 0
+        """Members of its group replaced in a row for want of the coordinator, this one
+        included (0 again once a member of the group is assigned)."""
 
     # -- lifecycle (loop side) -----------------------------------------------------------------
 
@@ -246,12 +253,12 @@ class Member:
         if self.done.done() or self.abandoned:
             future.set_result(None)  # gone: the revoke/close commit wrote what it could
         else:
-            self._commands.put(("commit", (positions, future)))
+            self._commands.put((positions, future))
         return future
 
     def stop(self, final: list[Position]) -> None:
         """Commit ``final`` synchronously, leave the group and end the thread."""
-        self._commands.put(("final", final))
+        self._commands.put((final, None))
         self._stop.set()
         self.room.set()
 
@@ -320,7 +327,7 @@ class Member:
         self.abandoned = True
         self._stop.set()
         self.room.set()
-        self._drain_commands()
+        self._run_commands(None)
         current = self._commit_future
         if current is not None and not current.done():
             current.set_result(None)  # the new member's commits must not wait for this one
@@ -408,7 +415,7 @@ class Member:
             why = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             self.died = f"the consumer thread failed ({why})"
         finally:
-            self._drain_commands()
+            self._run_commands(None)
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._set_done)
 
@@ -426,32 +433,24 @@ class Member:
         if not self.done.done():
             self.done.set_result(None)
 
-    def _queued(self) -> Iterator[tuple[str, Any]]:
-        """The loop's commands queued so far, each taken out as it is served."""
+    def _run_commands(self, consumer: Consumer | None) -> None:
+        """Write the commits queued so far (``None``: the thread ends, nothing more is
+        written, the loop's futures resolve)."""
         while True:
             try:
-                yield self._commands.get_nowait()
+                positions, future = self._commands.get_nowait()
             except queue.Empty:
                 return
-
-    def _run_commands(self, consumer: Consumer) -> None:
-        for command, arg in self._queued():
-            self._expect(_COMMIT_ALLOWANCE)
-            if command == "commit":
-                positions, future = arg
+            failed = None
+            if consumer is not None:
+                self._expect(_COMMIT_ALLOWANCE)
                 self._commit_future = future
                 try:
-                    self._resolve(future, self._write(consumer, positions))
+                    failed = self._write(consumer, positions, "" if future else "at close")
                 finally:
                     self._commit_future = None
-            else:  # "final"
-                self._write(consumer, arg, "at close")
-
-    def _drain_commands(self) -> None:
-        """The thread ends: resolve what the loop still waits for (nothing more is written)."""
-        for command, arg in self._queued():
-            if command == "commit":
-                self._resolve(arg[1], None)
+            if future is not None:
+                self._resolve(future, failed)
 
     def _write(
         self, consumer: Consumer, positions: Sequence[Position], when: str = ""
