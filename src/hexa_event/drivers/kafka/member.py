@@ -194,7 +194,6 @@ class Member:
         self._paused = False
         self._committed: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
-        self._assigned = False
         self._error_at = 0.0
         self._last_error_log: dict[int, float] = {}
         self._fetch_watch = FetchWatch()
@@ -417,7 +416,7 @@ class Member:
         finally:
             self._run_commands(None)
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._set_done)
+                loop.call_soon_threadsafe(self.done.set_result, None)
 
     def _pause(self, consumer: Consumer, paused: bool) -> None:
         """Pause (or resume) every assigned partition, once per change."""
@@ -428,10 +427,6 @@ class Member:
                     consumer.pause(consumer.assignment())
                 else:
                     consumer.resume(consumer.assignment())
-
-    def _set_done(self) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
 
     def _run_commands(self, consumer: Consumer | None) -> None:
         """Write the commits queued so far (``None``: the thread ends, nothing more is
@@ -624,7 +619,7 @@ class Member:
                 total += max(0, high - (committed if committed >= 0 else max(low, 0)))
                 known = True
         # A member that holds nothing (after its assignment) is behind by nothing.
-        self.lag = total if known or (self._assigned and not self._owned) else None
+        self.lag = total if known or (self.assigned_once.is_set() and not self._owned) else None
         if not self.room.is_set() or self._paused:
             self._fetch_watch.hold()  # holding back on purpose: not a fetch stall
             starved = []
@@ -713,7 +708,6 @@ class Member:
         if self._paused and partitions:
             consumer.pause(partitions)
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
-        self._assigned = True
         self.lost_at = None  # back in the group
         self._lag_at = 0.0  # measure at the next turn, not up to a second later
         self._loop.call_soon_threadsafe(self._owner.on_assigned, self, found)
