@@ -210,11 +210,8 @@ class KafkaOptions(kit.DriverOptions):
         config.update(self.producer_config)
         return config
 
-    def consumer(
-        self, group: str, start: str, sub: KafkaSubscriptionOptions | None = None
-    ) -> dict[str, Any]:
+    def consumer(self, group: str, start: str, sub: KafkaSubscriptionOptions) -> dict[str, Any]:
         """Consumer settings for ``group``: the driver commits only finished events."""
-        sub = sub or KafkaSubscriptionOptions()
         config = self.common_config()
         config.update(
             {

@@ -56,7 +56,7 @@ _NOT_STORED = {
 """Refusals of the record itself: sending it again cannot succeed."""
 
 
-def delivery_error(err: KafkaError, scrub: Callable[[str], str] = str) -> DriverError:
+def delivery_error(err: KafkaError, scrub: Callable[[str], str]) -> DriverError:
     if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
         return NotStoredError(
             f"Kafka rejected the record: topic does not exist ({scrub(err.str())}); create it "
@@ -92,12 +92,11 @@ class KafkaProducer:
         self,
         config: Mapping[str, Any],
         *,
-        error_cb: Callable[[KafkaError], None] | None = None,
-        scrub: Callable[[str], str] = str,
+        error_cb: Callable[[KafkaError], None],
+        scrub: Callable[[str], str],
     ) -> None:
-        self._config = dict(config)
+        self._config = {**config, "error_cb": error_cb}
         self._scrub = scrub
-        self._error_cb = error_cb
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -107,11 +106,8 @@ class KafkaProducer:
 
     def _start(self) -> Producer:
         loop = asyncio.get_running_loop()
-        config = dict(self._config)
-        if self._error_cb is not None:
-            config["error_cb"] = self._error_cb
         try:
-            producer = Producer(config)
+            producer = Producer(self._config)
         except KafkaException as exc:
             raise DriverError(
                 f"cannot create the Kafka producer: {self._scrub(exc.args[0].str())}",
@@ -195,7 +191,7 @@ class KafkaProducer:
             return
         await future
 
-    async def close(self, flush_timeout: float = 30.0) -> None:
+    async def close(self, flush_timeout: float) -> None:
         """Flush what is queued (up to ``flush_timeout`` s) and stop. Idempotent."""
         if self._closed:
             return
