@@ -119,7 +119,7 @@ class _Committed:
 
 
 class _Consumer:
-    """What a member's ``_commit`` calls: refuses with ``error`` (or raises it)."""
+    """What a member's ``_write`` calls: refuses with ``error`` (or raises it)."""
 
     def __init__(self, error: KafkaError | None, raises: bool = False) -> None:
         self.error, self.raises = error, raises
@@ -133,20 +133,24 @@ class _Consumer:
 
 async def test_commits_refused_for_want_of_a_coordinator_are_tracked() -> None:
     m = new_member(asyncio.get_running_loop())
-    tps = [TopicPartition("t", 0, 5)]
+    m._owned = {("t", 0)}
+    positions = [("t", 0, 5, "")]
     not_coordinator = KafkaError(KafkaError.NOT_COORDINATOR)
     c: Any = _Consumer(not_coordinator)
-    m._commit(c, tps)
+    assert m._write(c, positions) == not_coordinator
     assert m.commit_failing_since is not None
     assert m.commit_began is None
     c = _Consumer(None)
-    m._commit(c, [TopicPartition("t", 0, 5)])
+    assert m._write(c, positions) is None
     assert m.commit_failing_since is None
+    assert m._committed == {("t", 0): 5}
     c = _Consumer(KafkaError(KafkaError._WAIT_COORD), raises=True)
-    with pytest.raises(KafkaException):
-        m._commit(c, tps)
+    assert m._write(c, positions) == KafkaError(KafkaError._WAIT_COORD)
     assert m.commit_failing_since is not None
     assert m.commit_began is None
+    c = _Consumer(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), raises=True)
+    assert m._write(c, positions) is None  # the partition moves: its new owner redelivers
+    assert m.commit_failing_since is None
 
 
 class _FakeMember:

@@ -451,8 +451,9 @@ class Member:
         self, consumer: Consumer, positions: Sequence[Position], when: str = ""
     ) -> KafkaError | None:
         """Commit the ``positions`` of held partitions synchronously (an asynchronous
-        commit's result comes only from a later poll, which a full buffer holds back); the
-        first error that is not a rebalance's (logged, ``when`` given), else None."""
+        commit's result comes only from a later poll, which a full buffer holds back),
+        noting how long it waits and whether the coordinator answers; the first error that
+        is not a rebalance's (logged, ``when`` given), else None."""
         owned = self._owned
         tps = [
             TopicPartition(t, p, o, metadata=m)
@@ -461,18 +462,19 @@ class Member:
         ]
         if not tps:
             return None
-        failed: KafkaError | None = None
+        self.commit_began = time.monotonic()
         try:
-            result = self._commit(consumer, tps)
+            result: list[TopicPartition] = consumer.commit(offsets=tps, asynchronous=False) or []
+            errors = [tp.error for tp in result if tp.error is not None]
         except KafkaException as exc:
-            result = []
-            if exc.args[0].code() not in _REBALANCE_CODES:
-                failed = exc.args[0]
-        for tp in result or ():
+            result, errors = [], [exc.args[0]]
+        finally:
+            self.commit_began = None
+        self._note_commit(errors[0] if errors and len(errors) >= len(result) else None)
+        failed = next((e for e in errors if e.code() not in _REBALANCE_CODES), None)
+        for tp in result:
             if tp.error is None:
                 self._committed[(tp.topic, tp.partition)] = tp.offset
-            elif failed is None and tp.error.code() not in _REBALANCE_CODES:
-                failed = tp.error
         if failed is not None and when:
             log.warning(
                 "Kafka group %r: commit %s failed: %s; those records will be delivered again",
@@ -481,21 +483,6 @@ class Member:
                 self._scrub(failed.str()),
             )
         return failed
-
-    def _commit(self, consumer: Consumer, tps: list[TopicPartition]) -> list[TopicPartition]:
-        """A synchronous commit, noting how long it waits and whether the coordinator
-        answers (see :meth:`coordinator_problem`)."""
-        self.commit_began = time.monotonic()
-        try:
-            result: list[TopicPartition] = consumer.commit(offsets=tps, asynchronous=False)
-        except KafkaException as exc:
-            self._note_commit(exc.args[0])
-            raise
-        finally:
-            self.commit_began = None
-        failed = [tp.error for tp in result or () if tp.error is not None]
-        self._note_commit(failed[0] if len(failed) == len(result or ()) and failed else None)
-        return result
 
     def _note_commit(self, err: KafkaError | None) -> None:
         """Track commits failing for want of the group coordinator (cleared by one that
