@@ -398,8 +398,7 @@ class KafkaSubscription(Subscription):
             key = (topic, partition)
             orphan = self._partitions.get(key)
             if orphan is not None:  # still held by an abandoned member: its work is redone
-                self._drop([key])  # (but what it settled is kept, below)
-                self._earlier[key] = orphan
+                self._drop([key], keep=True)  # (but what it settled is kept, below)
             state = PartitionState(key, member, offset, decode_acked(offset, metadata))
             state.committed_metadata = metadata
             earlier = self._earlier.pop(key, None)
@@ -418,17 +417,7 @@ class KafkaSubscription(Subscription):
         return [k for k in keys if k in partitions and partitions[k].member is member]
 
     def on_lost(self, member: Member, keys: list[tuple[str, int]]) -> None:
-        keys = self._held_by(member, keys)
-        self._keep_settled(keys)
-        self._drop(keys)
-
-    def _keep_settled(self, keys: Sequence[tuple[str, int]]) -> None:
-        """Keep the states of ``keys`` (dropped without a commit that surely got through)
-        for the partitions' next assignment here (:meth:`PartitionState.inherit`)."""
-        for key in keys:
-            state = self._partitions.get(key)
-            if state is not None:
-                self._earlier[key] = state
+        self._drop(self._held_by(member, keys), keep=True)
 
     def on_fatal(self, member: Member, text: str) -> None:
         if self._fatal is None:
@@ -462,9 +451,7 @@ class KafkaSubscription(Subscription):
         # (on_assigned took over the state): those are the replacement's now, untouched.
         keys = self._held_by(member, keys)
         positions = [_position(self._partitions[k]) for k in keys]
-        if member.abandoned:  # its commit of these positions may well fail
-            self._keep_settled(keys)
-        self._drop(keys)
+        self._drop(keys, keep=member.abandoned)  # its commit of these may well fail
         return [p for p in positions if p is not None]
 
     def on_messages(self, member: Member, messages: list[Message]) -> None:
@@ -503,7 +490,9 @@ class KafkaSubscription(Subscription):
 
     # -- loop internals ------------------------------------------------------------------------
 
-    def _drop(self, keys: Sequence[tuple[str, int]]) -> None:
+    def _drop(self, keys: Sequence[tuple[str, int]], keep: bool = False) -> None:
+        """Give the partitions up; ``keep``: their states (dropped without a commit that
+        surely got through) for their next assignment here (:meth:`PartitionState.inherit`)."""
         dropped = False
         for key in keys:
             state = self._partitions.pop(key, None)
@@ -511,6 +500,8 @@ class KafkaSubscription(Subscription):
                 state.revoking = True
                 self._dirty.discard(state)
                 dropped = True
+                if keep:
+                    self._earlier[key] = state
         if dropped:
             self._buffer.keep(_not_revoking)
             self._maybe_resume()
@@ -618,9 +609,7 @@ class KafkaSubscription(Subscription):
         taken = 0
         while ready and taken < room:
             state, message, offset, count = popleft()
-            if state is not last:
-                if state.revoking:
-                    continue
+            if state is not last:  # (never revoking: a revoke purges the buffer at once)
                 if last is not None:
                     last.outstanding += len(offsets)
                 last, offsets, topic = state, [], state.key[0]
@@ -650,8 +639,6 @@ class KafkaSubscription(Subscription):
         out: list[Delivery] = []
         while ready and len(out) < room:
             state, message, offset, count = ready.popleft()
-            if state.revoking:
-                continue
             state.outstanding += 1
             out.append(KafkaDelivery(self, state, message, offset, count))
         if out:
