@@ -243,7 +243,7 @@ async def test_settled_offsets_survive_a_lost_or_replaced_member(how: str) -> No
         first.pending[0].set_exception(KafkaException(KafkaError(KafkaError._WAIT_COORD)))
         sub.on_lost(first, [("t", 0)])
     else:
-        # Replaced while its commit hangs: abandon() resolves that commit unwritten, and
+        # Replaced while its commit hangs: close() resolves that commit unwritten, and
         # the new member is assigned the partition before the old one's revoke.
         first.abandoned = True
         first.pending[0].set_result(None)
@@ -255,13 +255,13 @@ async def test_settled_offsets_survive_a_lost_or_replaced_member(how: str) -> No
     assert second.commits[0] == [("t", 0, 15, "hexa1:2+1")]  # what was settled, committed
 
 
-async def test_abandon_resolves_the_commit_its_thread_is_in() -> None:
+async def test_giving_a_member_up_resolves_the_commit_its_thread_is_in() -> None:
     """Else the subscription's next commits, by the new member, wait for a thread that may
     never come back (one commit in flight at a time)."""
     m = new_member(asyncio.get_running_loop())
     future = asyncio.get_running_loop().create_future()
     m._commit_future = future
-    done = m.abandon(within=5)
+    done = m.close(within=5)
     assert future.done()
     assert future.result() is None
     await asyncio.wait_for(done, 5)
@@ -280,7 +280,7 @@ async def test_coordinator_replacements_back_off_and_do_not_make_the_subscriptio
         def stack(self) -> str:
             return ""
 
-        def abandon(self, within: float) -> asyncio.Future[None]:
+        def close(self, within: float, final: Any = None) -> asyncio.Future[None]:
             self.abandoned = True
             done = asyncio.get_running_loop().create_future()
             done.set_result(None)

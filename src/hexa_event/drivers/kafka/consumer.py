@@ -333,7 +333,7 @@ class KafkaSubscription(Subscription):
             self._replaced_at.popleft()
         if counted:
             log.error("%s; its stack:\n%s", reason, old.stack())
-        self._abandoned.append(old.abandon(self._options.revoke_timeout + _CLOSE_MARGIN))
+        self._abandoned.append(old.close(self._options.revoke_timeout + _CLOSE_MARGIN))
         if counted and len(self._replaced_at) >= _MAX_REPLACEMENTS:
             self.on_fatal(
                 old,
@@ -368,14 +368,12 @@ class KafkaSubscription(Subscription):
         done: list[asyncio.Future[Any]] = [asyncio.shield(f) for f in self._abandoned]
         for member in self._members:
             if member.abandoned:
-                continue  # its abandon future is in done already
-            if member.problem(self._options.poll_stall_timeout) is not None:
-                done.append(member.abandon(bound))  # its thread would never see stop()
-            else:
-                states = self._partitions.values()
-                positions = [_position(s) for s in states if s.member is member and not s.revoking]
-                member.stop([p for p in positions if p is not None])
-                done.append(asyncio.shield(member.done))
+                continue  # its close future is in done already
+            final = None  # stalled: its thread would never see the stop
+            if member.problem(self._options.poll_stall_timeout) is None:
+                states = [s for s in self._partitions.values() if s.member is member]
+                final = [p for s in states if not s.revoking and (p := _position(s)) is not None]
+            done.append(member.close(bound, final))
         if done:
             try:
                 await asyncio.wait_for(asyncio.gather(*done), bound)

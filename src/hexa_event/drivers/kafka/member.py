@@ -180,9 +180,8 @@ class Member:
         self._config = config
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
-        self._commands: queue.SimpleQueue[tuple[list[Position], asyncio.Future[None] | None]]
+        self._commands: queue.SimpleQueue[tuple[list[Position], asyncio.Future[None]]]
         self._commands = queue.SimpleQueue()
-        """Commits for the thread (a future to resolve, or None for the one at close)."""
         self._stop = threading.Event()
         self.room = threading.Event()
         """Set while the owner's local buffer has room; the thread consumes only then."""
@@ -202,7 +201,7 @@ class Member:
         self._stats: str | None = None
         """librdkafka's last statistics (JSON), read only to describe partitions."""
         self._commit_future: asyncio.Future[None] | None = None
-        """The loop's future of the commit the thread is in (resolved by abandon())."""
+        """The loop's future of the commit the thread is in (resolved by close())."""
         # Written by the thread, read by the loop (plain attributes): what health says.
         self.lag: int | None = None
         self.last_error: str | None = None
@@ -254,12 +253,6 @@ class Member:
         else:
             self._commands.put((positions, future))
         return future
-
-    def stop(self, final: list[Position]) -> None:
-        """Commit ``final`` synchronously, leave the group and end the thread."""
-        self._commands.put((final, None))
-        self._stop.set()
-        self.room.set()
 
     # -- health (loop side) --------------------------------------------------------------------
 
@@ -319,37 +312,43 @@ class Member:
             return "(the thread has ended)"
         return "".join(traceback.format_stack(frame))
 
-    def abandon(self, within: float) -> asyncio.Future[bool]:
-        """Give this member up: its queued commits resolve unwritten, nothing more is done on
-        its thread, and its consumer leaves the group (serving the revoke) and closes on a
-        daemon thread. The future resolves when that is done or ``within`` seconds passed."""
-        self.abandoned = True
+    def close(self, within: float, final: list[Position] | None = None) -> asyncio.Future[bool]:
+        """End the thread, then (on a daemon thread) commit ``final``, leave the group
+        (serving the revoke) and close the consumer. ``final`` None: give the member up
+        (replaced after a stall or death): its queued commits resolve unwritten, nothing
+        more is done on its thread, which is waited for only until its call's bound. The
+        future resolves when that is done or ``within`` seconds passed."""
+        self.abandoned = final is None
         self._stop.set()
         self.room.set()
-        self._run_commands(None)
-        current = self._commit_future
-        if current is not None and not current.done():
-            current.set_result(None)  # the new member's commits must not wait for this one
+        wait = None  # a clean stop: after the thread's current call, however long
+        if final is None:
+            self._run_commands(None)
+            current = self._commit_future
+            if current is not None and not current.done():
+                current.set_result(None)  # the new member's commits must not wait for this
+            wait = min(max(0.0, self.due - time.monotonic()) + _POLL_IDLE, _CALLBACK_ALLOWANCE)
         consumer, thread = self._consumer, self._thread
-        wait = min(max(0.0, self.due - time.monotonic()) + _POLL_IDLE, _CALLBACK_ALLOWANCE)
 
         def close() -> None:
             try:
-                if thread is not None and thread is not threading.current_thread():
+                if thread is not None:
                     # A thread that still polls returns within its call's bound (and sees
                     # it was abandoned): the consumer is then never used from two threads.
                     thread.join(wait)
                 if consumer is not None:
+                    if final:
+                        self._write(consumer, final, "at close")
                     self._leave(consumer)
                     consumer.close()
             except BaseException as exc:  # a broken consumer: nothing more to save
                 log.warning(
-                    "Kafka group %r: closing the abandoned consumer failed: %s",
+                    "Kafka group %r: closing the consumer failed: %s",
                     self.group,
                     self._scrub(repr(exc)),
                 )
 
-        return in_daemon(self._loop, close, f"hexa-kafka-abandoned-{self.group}", within)
+        return in_daemon(self._loop, close, f"hexa-kafka-close-{self.group}", within)
 
     def _expect(self, seconds: float) -> None:
         """The thread enters a call that should return within ``seconds``."""
@@ -400,17 +399,11 @@ class Member:
                     # Records of partitions revoked meanwhile are dropped on the loop.
                     loop.call_soon_threadsafe(owner.on_messages, self, messages)
                 self._measure_lag(consumer)
-            if self.abandoned:
-                return
-            self._expect(self._revoke_timeout + _COMMIT_ALLOWANCE)
-            self._run_commands(consumer)
-            self._leave(consumer)
-            consumer.close()
         except BaseException as exc:
             if self.abandoned:
                 return
             log.exception("Kafka group %r: the consumer thread failed", self.group)
-            # The owner's watchdog replaces this member (its abandon() leaves the group).
+            # The owner's watchdog replaces this member (its close() leaves the group).
             why = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             self.died = f"the consumer thread failed ({why})"
         finally:
@@ -441,11 +434,10 @@ class Member:
                 self._expect(_COMMIT_ALLOWANCE)
                 self._commit_future = future
                 try:
-                    failed = self._write(consumer, positions, "" if future else "at close")
+                    failed = self._write(consumer, positions)
                 finally:
                     self._commit_future = None
-            if future is not None:
-                self._resolve(future, failed)
+            self._resolve(future, failed)
 
     def _write(
         self, consumer: Consumer, positions: Sequence[Position], when: str = ""
