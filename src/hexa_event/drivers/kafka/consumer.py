@@ -397,8 +397,7 @@ class KafkaSubscription(Subscription):
             orphan = self._partitions.get(key)
             if orphan is not None:  # still held by an abandoned member: its work is redone
                 self._drop([key], keep=True)  # (but what it settled is kept, below)
-            state = PartitionState(key, member, offset, decode_acked(offset, metadata))
-            state.committed_metadata = metadata
+            state = PartitionState(key, member, offset, decode_acked(offset, metadata), metadata)
             earlier = self._earlier.pop(key, None)
             if earlier is not None and state.inherit(earlier):
                 self._dirty.add(state)  # commit what was settled and not committed

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -23,18 +24,16 @@ _SERVE_INTERVAL = 0.002
 before a produce refused by a full local queue is tried again)."""
 
 
+@dataclass(eq=False, slots=True)
 class _Batch:
     """Counts the delivery reports a publish call waits for, and keeps each failure."""
 
-    __slots__ = ("count", "errors", "future", "remaining", "sink")
-
-    def __init__(self, sink: KafkaProducer, future: asyncio.Future[None], count: int) -> None:
-        self.sink = sink
-        self.future = future
-        self.count = count
-        self.remaining = count
-        self.errors: dict[int, KafkaError] = {}
-        """Index of each record that failed -> its error."""
+    sink: KafkaProducer
+    future: asyncio.Future[None]
+    count: int
+    remaining: int
+    errors: dict[int, KafkaError] = field(default_factory=dict)
+    """Index of each record that failed -> its error."""
 
     def on_delivery(self, index: int, err: KafkaError | None, _msg: object) -> None:
         """librdkafka's delivery report; runs on the thread that polls or flushes."""
@@ -154,7 +153,7 @@ class KafkaProducer:
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[None] = loop.create_future()
-        batch = _Batch(self, future, len(records))
+        batch = _Batch(self, future, len(records), len(records))
         produce = producer.produce
         on_delivery = batch.on_delivery
         produced = 0
