@@ -22,25 +22,22 @@ CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.kafka.librdkafka")
 _REPEAT_WINDOW = 10.0
 
 
-class _RepeatFilter(logging.Filter):
+_seen: dict[str, float] = {}
+
+
+def _not_repeated(record: logging.LogRecord) -> bool:
     """Drops a line logged less than ``_REPEAT_WINDOW`` ago (an outage repeats many)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        now = record.created
-        if now - self._seen.get(text, float("-inf")) < _REPEAT_WINDOW:
-            return False
-        if len(self._seen) > 1000:
-            self._seen.clear()
-        self._seen[text] = now
-        return True
+    text = record.getMessage()
+    now = record.created
+    if now - _seen.get(text, float("-inf")) < _REPEAT_WINDOW:
+        return False
+    if len(_seen) > 1000:
+        _seen.clear()
+    _seen[text] = now
+    return True
 
 
-CLIENT_LOGGER.addFilter(_RepeatFilter())
+CLIENT_LOGGER.addFilter(_not_repeated)
 
 # Settings the driver owns because its guarantees depend on them.
 _FORBIDDEN_CONSUMER = {
