@@ -9,7 +9,6 @@ unsettled delivery (:mod:`.offsets`). Design: docs/engines/kafka.md, section "In
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -429,21 +428,19 @@ class KafkaSubscription(Subscription):
         for state in states:
             state.revoking = True
         self._buffer.keep(_not_revoking)
-        deadline = time.monotonic() + self._options.revoke_timeout
-        while any(s.outstanding for s in states) and not self._closed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.warning(
-                    "Kafka group %r: abandoning %d unfinished events of revoked partitions "
-                    "after %.0f s; the new owner receives them again",
-                    member.group,
-                    sum(s.outstanding for s in states),
-                    self._options.revoke_timeout,
-                )
-                break
-            self._revoke_progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._revoke_progress.wait(), remaining)
+        try:
+            async with asyncio.timeout(self._options.revoke_timeout):
+                while any(s.outstanding for s in states) and not self._closed:
+                    self._revoke_progress.clear()
+                    await self._revoke_progress.wait()
+        except TimeoutError:
+            log.warning(
+                "Kafka group %r: abandoning %d unfinished events of revoked partitions "
+                "after %.0f s; the new owner receives them again",
+                member.group,
+                sum(s.outstanding for s in states),
+                self._options.revoke_timeout,
+            )
         # While it waited, a replacement may have been assigned some of these partitions
         # (on_assigned took over the state): those are the replacement's now, untouched.
         keys = self._held_by(member, keys)
