@@ -179,10 +179,12 @@ class KafkaOptions(kit.DriverOptions):
                 raise ConfigurationError(f"KafkaOptions: do not set {key!r}: {why}")
 
     def common_config(self) -> dict[str, Any]:
-        """librdkafka settings shared by producer, consumer and admin client."""
+        """librdkafka settings shared by producer, consumer and admin client (their log
+        lines go to Python logging)."""
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
+            "logger": CLIENT_LOGGER,
         }
         for f in fields(self):  # the TLS and SASL fields: security_protocol -> security.protocol
             value = getattr(self, f.name)
@@ -203,7 +205,6 @@ class KafkaOptions(kit.DriverOptions):
                 "message.timeout.ms": int(self.delivery_timeout * 1000),
             }
         )
-        config.setdefault("logger", CLIENT_LOGGER)
         config.update(self.producer_config)
         return config
 
@@ -220,7 +221,6 @@ class KafkaOptions(kit.DriverOptions):
                 "fetch.wait.max.ms": 20,
             }
         )
-        config.setdefault("logger", CLIENT_LOGGER)
         config.update(self.consumer_config)
         config.update(sub.consumer_config)
         config["group.id"] = group
@@ -235,11 +235,9 @@ class KafkaOptions(kit.DriverOptions):
         return config
 
     def admin(self) -> dict[str, Any]:
-        """Admin client settings: librdkafka's log lines go to Python logging too; a
-        metadata request for one topic never creates it (a broker's auto.create.topics)."""
-        config = {**_FAST_FIRST_REQUEST, "allow.auto.create.topics": False, **self.common_config()}
-        config.setdefault("logger", CLIENT_LOGGER)
-        return config
+        """Admin client settings: a metadata request for one topic never creates it (a
+        broker's auto.create.topics)."""
+        return {**_FAST_FIRST_REQUEST, "allow.auto.create.topics": False, **self.common_config()}
 
     @classmethod
     def passes_through(cls, key: str) -> bool:
