@@ -119,7 +119,7 @@ class _Committed:
 
 
 class _Consumer:
-    """What a member's ``_commit`` calls: refuses with ``error`` (or raises it)."""
+    """What a member's ``_write`` calls: refuses with ``error`` (or raises it)."""
 
     def __init__(self, error: KafkaError | None, raises: bool = False) -> None:
         self.error, self.raises = error, raises
@@ -133,20 +133,24 @@ class _Consumer:
 
 async def test_commits_refused_for_want_of_a_coordinator_are_tracked() -> None:
     m = new_member(asyncio.get_running_loop())
-    tps = [TopicPartition("t", 0, 5)]
+    m._owned = {("t", 0)}
+    positions = [("t", 0, 5, "")]
     not_coordinator = KafkaError(KafkaError.NOT_COORDINATOR)
     c: Any = _Consumer(not_coordinator)
-    m._commit(c, tps)
+    assert m._write(c, positions) == not_coordinator
     assert m.commit_failing_since is not None
     assert m.commit_began is None
     c = _Consumer(None)
-    m._commit(c, [TopicPartition("t", 0, 5)])
+    assert m._write(c, positions) is None
     assert m.commit_failing_since is None
+    assert m._committed == {("t", 0): 5}
     c = _Consumer(KafkaError(KafkaError._WAIT_COORD), raises=True)
-    with pytest.raises(KafkaException):
-        m._commit(c, tps)
+    assert m._write(c, positions) == KafkaError(KafkaError._WAIT_COORD)
     assert m.commit_failing_since is not None
     assert m.commit_began is None
+    c = _Consumer(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), raises=True)
+    assert m._write(c, positions) is None  # the partition moves: its new owner redelivers
+    assert m.commit_failing_since is None
 
 
 class _FakeMember:
@@ -156,6 +160,10 @@ class _FakeMember:
         self.group = group
         self.topics = ["t"]
         self.abandoned = False
+        self.replacing: str | None = None
+        self.in_a_row = 0
+        self.last_error: str | None = None
+        self.stuck: str | None = None
         self.assigned_once = asyncio.Event()
         self.room = threading.Event()
         self.commits: list[list[Any]] = []
@@ -235,7 +243,7 @@ async def test_settled_offsets_survive_a_lost_or_replaced_member(how: str) -> No
         first.pending[0].set_exception(KafkaException(KafkaError(KafkaError._WAIT_COORD)))
         sub.on_lost(first, [("t", 0)])
     else:
-        # Replaced while its commit hangs: abandon() resolves that commit unwritten, and
+        # Replaced while its commit hangs: close() resolves that commit unwritten, and
         # the new member is assigned the partition before the old one's revoke.
         first.abandoned = True
         first.pending[0].set_result(None)
@@ -247,13 +255,13 @@ async def test_settled_offsets_survive_a_lost_or_replaced_member(how: str) -> No
     assert second.commits[0] == [("t", 0, 15, "hexa1:2+1")]  # what was settled, committed
 
 
-async def test_abandon_resolves_the_commit_its_thread_is_in() -> None:
+async def test_giving_a_member_up_resolves_the_commit_its_thread_is_in() -> None:
     """Else the subscription's next commits, by the new member, wait for a thread that may
     never come back (one commit in flight at a time)."""
     m = new_member(asyncio.get_running_loop())
     future = asyncio.get_running_loop().create_future()
     m._commit_future = future
-    done = m.abandon(within=5)
+    done = m.close(within=5)
     assert future.done()
     assert future.result() is None
     await asyncio.wait_for(done, 5)
@@ -268,36 +276,38 @@ async def test_coordinator_replacements_back_off_and_do_not_make_the_subscriptio
     sub._loop = asyncio.get_running_loop()
     started: list[Any] = []
 
-    def new_member(group: str, topics: list[str]) -> Any:
-        started.append(_FakeMember(group))
-        return started[-1]
-
     class _Old(_FakeMember):
         def stack(self) -> str:
             return ""
 
-        def abandon(self, within: float) -> asyncio.Future[None]:
+        def close(self, within: float, final: Any = None) -> asyncio.Future[None]:
             self.abandoned = True
             done = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
 
+    def new_member(group: str, topics: list[str]) -> Any:
+        started.append(_Old(group))
+        return started[-1]
+
     monkeypatch.setattr(sub, "_new_member", new_member)
-    assert sub._coordinator_bound("g") == 10
+    first = _Old()
+    assert sub._coordinator_bound(first) == 10
+    sub._members = [first]
     for n in range(consumer._MAX_REPLACEMENTS + 2):
-        old = _Old()
-        sub._members = [old]
-        sub._replace(old, "lost its partitions", counted=False)
+        sub._replace(sub._members[0], "lost its partitions", counted=False)
         assert sub._fatal is None
-        assert sub._coordinator_bound("g") == min(10 * 2 ** (n + 1), 600)
+        assert sub._members == [started[-1]]
+        assert sub._coordinator_bound(started[-1]) == min(10 * 2 ** (n + 1), 600)
     assert "lost its partitions; replacing it" in (sub.last_error or "")
     sub.on_assigned(started[-1], [])  # a member of the group is assigned again
-    assert sub._coordinator_bound("g") == 10
-    assert not sub._replacing  # the replacement joined: health no longer says "replacing"
+    assert sub._coordinator_bound(started[-1]) == 10
+    assert started[-1].replacing is None  # it joined: health no longer says "replacing"
+    assert sub.last_error is None
     assert (
         KafkaSubscription(
             KafkaOptions(coordinator_timeout=0), SubscriptionSpec(group="g", channels=("t",)), None
-        )._coordinator_bound("g")
+        )._coordinator_bound(first)
         == 0
     )
     assert KafkaOptions().coordinator_timeout > member.COMMIT_SLOW

@@ -9,7 +9,6 @@ unsettled delivery (:mod:`.offsets`). Design: docs/engines/kafka.md, section "In
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -197,16 +196,10 @@ class KafkaSubscription(Subscription):
         self._commit_failure: DriverError | None = None
         self._commit_timer: asyncio.TimerHandle | None = None
         self._last_commit = 0.0
-        self._timers: set[asyncio.TimerHandle] = set()
         self._fatal: str | None = None
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None
-        self._replacing: dict[str, tuple[Member, str]] = {}
-        """Group -> (the new member, why the old one was replaced), until it is assigned."""
         self._replaced_at: deque[float] = deque()
-        self._coordinator_replacements: dict[str, int] = {}
-        """Group -> members replaced in a row for want of the coordinator (reset when one of
-        the group's members is assigned)."""
         self._earlier: dict[tuple[str, int], PartitionState] = {}
         """Partitions lost (or left by a replaced member) with what was settled and maybe not
         committed; the next assignment of the partition inherits it."""
@@ -224,20 +217,17 @@ class KafkaSubscription(Subscription):
         if self._fatal is not None:
             return self._fatal
         margin = self._options.poll_stall_timeout
-        for member in self._members:
-            if (problem := member.problem(margin)) is not None:
-                return self._describe(member, problem)
-        if self._replacing:
-            return next(iter(self._replacing.values()))[1]
-        for member in self._members:
-            if (trouble := member.coordinator_problem()) is not None:
-                return self._describe_group(member, trouble[0])
-        for member in self._members:
-            if member.last_error or member.stuck:
-                return member.last_error or member.stuck
-        for member in self._members:
-            if (stalled := member.fetch_problem()) is not None:
-                return self._describe_group(member, stalled)
+        rules: list[Callable[[Member], str | None]] = [
+            lambda m: self._describe(m, p) if (p := m.problem(margin)) else None,
+            lambda m: m.replacing,
+            lambda m: self._describe_group(m, t[0]) if (t := m.coordinator_problem()) else None,
+            lambda m: m.last_error or m.stuck,
+            lambda m: self._describe_group(m, t) if (t := m.fetch_problem()) else None,
+        ]
+        for rule in rules:
+            for member in self._members:
+                if problem := rule(member):
+                    return problem
         return None
 
     @property
@@ -319,19 +309,19 @@ class KafkaSubscription(Subscription):
                     self._replace(member, self._describe(member, problem))
                 elif (trouble := member.coordinator_problem()) is not None:
                     text, since = trouble
-                    bound = self._coordinator_bound(member.group)
+                    bound = self._coordinator_bound(member)
                     if bound > 0 and time.monotonic() - since >= bound:
                         text = self._describe_group(member, text)
                         why = f"{text} (coordinator_timeout {bound:.0f} s)"
                         self._replace(member, why, counted=False)
 
-    def _coordinator_bound(self, group: str) -> float:
-        """Seconds without the coordinator before a member of ``group`` is replaced (0:
-        never), doubled for every replacement in a row."""
+    def _coordinator_bound(self, member: Member) -> float:
+        """Seconds without the coordinator before ``member`` is replaced (0: never),
+        doubled for every replacement in a row (:attr:`Member.in_a_row`)."""
         bound = self._options.coordinator_timeout
         if bound <= 0:
             return 0.0
-        times = 2 ** self._coordinator_replacements.get(group, 0)
+        times = 2**member.in_a_row
         return float(min(bound * times, max(bound, _COORDINATOR_BACKOFF_MAX)))
 
     def _replace(self, old: Member, reason: str, counted: bool = True) -> None:
@@ -342,10 +332,7 @@ class KafkaSubscription(Subscription):
             self._replaced_at.popleft()
         if counted:
             log.error("%s; its stack:\n%s", reason, old.stack())
-        else:
-            groups = self._coordinator_replacements
-            groups[old.group] = groups.get(old.group, 0) + 1
-        self._abandoned.append(old.abandon(self._options.revoke_timeout + _CLOSE_MARGIN))
+        self._abandoned.append(old.close(self._options.revoke_timeout + _CLOSE_MARGIN))
         if counted and len(self._replaced_at) >= _MAX_REPLACEMENTS:
             self.on_fatal(
                 old,
@@ -362,7 +349,8 @@ class KafkaSubscription(Subscription):
             self.on_fatal(old, f"{reason}; no new consumer: {exc}")
             return
         self._members[self._members.index(old)] = new
-        self._replacing[old.group] = (new, f"{reason}; replacing it")  # until it is assigned
+        new.replacing = f"{reason}; replacing it"  # until it is assigned
+        new.in_a_row = old.in_a_row + (0 if counted else 1)
         log.warning("%s; replaced by a new consumer", reason)
 
     async def close(self) -> None:
@@ -372,22 +360,19 @@ class KafkaSubscription(Subscription):
         self._closed = True
         self._buffer.close()
         self._revoke_progress.set()  # a revoke waiting for in-flight work stops waiting
-        for handle in (*self._timers, self._commit_timer, self._watchdog):
+        for handle in (self._commit_timer, self._watchdog):
             if handle is not None:
                 handle.cancel()
-        self._timers.clear()
         bound = self._options.revoke_timeout + _CLOSE_MARGIN
         done: list[asyncio.Future[Any]] = [asyncio.shield(f) for f in self._abandoned]
         for member in self._members:
             if member.abandoned:
-                continue  # its abandon future is in done already
-            if member.problem(self._options.poll_stall_timeout) is not None:
-                done.append(member.abandon(bound))  # its thread would never see stop()
-            else:
-                states = self._partitions.values()
-                positions = [_position(s) for s in states if s.member is member and not s.revoking]
-                member.stop([p for p in positions if p is not None])
-                done.append(asyncio.shield(member.done))
+                continue  # its close future is in done already
+            final = None  # stalled: its thread would never see the stop
+            if member.problem(self._options.poll_stall_timeout) is None:
+                states = [s for s in self._partitions.values() if s.member is member]
+                final = [p for s in states if not s.revoking and (p := _position(s)) is not None]
+            done.append(member.close(bound, final))
         if done:
             try:
                 await asyncio.wait_for(asyncio.gather(*done), bound)
@@ -405,15 +390,13 @@ class KafkaSubscription(Subscription):
     def on_assigned(self, member: Member, found: list[tuple[str, int, int, str]]) -> None:
         if member.abandoned:
             return
-        self._coordinator_replacements.pop(member.group, None)
+        member.in_a_row = 0
         for topic, partition, offset, metadata in found:
             key = (topic, partition)
             orphan = self._partitions.get(key)
             if orphan is not None:  # still held by an abandoned member: its work is redone
-                self._drop([key])  # (but what it settled is kept, below)
-                self._earlier[key] = orphan
-            state = PartitionState(key, member, offset, decode_acked(offset, metadata))
-            state.committed_metadata = metadata
+                self._drop([key], keep=True)  # (but what it settled is kept, below)
+            state = PartitionState(key, member, offset, decode_acked(offset, metadata), metadata)
             earlier = self._earlier.pop(key, None)
             if earlier is not None and state.inherit(earlier):
                 self._dirty.add(state)  # commit what was settled and not committed
@@ -421,8 +404,7 @@ class KafkaSubscription(Subscription):
         if self._dirty:
             self._schedule_commit()
         member.assigned_once.set()
-        if self._replacing.get(member.group, (None,))[0] is member:
-            del self._replacing[member.group]  # the replacement joined: health is clean
+        member.replacing = None  # a replacement joined: health is clean
 
     def _held_by(self, member: Member, keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Those of ``keys`` that ``member`` holds (a replaced member's late revoke or loss
@@ -431,17 +413,7 @@ class KafkaSubscription(Subscription):
         return [k for k in keys if k in partitions and partitions[k].member is member]
 
     def on_lost(self, member: Member, keys: list[tuple[str, int]]) -> None:
-        keys = self._held_by(member, keys)
-        self._keep_settled(keys)
-        self._drop(keys)
-
-    def _keep_settled(self, keys: Sequence[tuple[str, int]]) -> None:
-        """Keep the states of ``keys`` (dropped without a commit that surely got through)
-        for the partitions' next assignment here (:meth:`PartitionState.inherit`)."""
-        for key in keys:
-            state = self._partitions.get(key)
-            if state is not None:
-                self._earlier[key] = state
+        self._drop(self._held_by(member, keys), keep=True)
 
     def on_fatal(self, member: Member, text: str) -> None:
         if self._fatal is None:
@@ -456,28 +428,24 @@ class KafkaSubscription(Subscription):
         for state in states:
             state.revoking = True
         self._buffer.keep(_not_revoking)
-        deadline = time.monotonic() + self._options.revoke_timeout
-        while any(s.outstanding for s in states) and not self._closed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.warning(
-                    "Kafka group %r: abandoning %d unfinished events of revoked partitions "
-                    "after %.0f s; the new owner receives them again",
-                    member.group,
-                    sum(s.outstanding for s in states),
-                    self._options.revoke_timeout,
-                )
-                break
-            self._revoke_progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._revoke_progress.wait(), remaining)
+        try:
+            async with asyncio.timeout(self._options.revoke_timeout):
+                while any(s.outstanding for s in states) and not self._closed:
+                    self._revoke_progress.clear()
+                    await self._revoke_progress.wait()
+        except TimeoutError:
+            log.warning(
+                "Kafka group %r: abandoning %d unfinished events of revoked partitions "
+                "after %.0f s; the new owner receives them again",
+                member.group,
+                sum(s.outstanding for s in states),
+                self._options.revoke_timeout,
+            )
         # While it waited, a replacement may have been assigned some of these partitions
         # (on_assigned took over the state): those are the replacement's now, untouched.
         keys = self._held_by(member, keys)
         positions = [_position(self._partitions[k]) for k in keys]
-        if member.abandoned:  # its commit of these positions may well fail
-            self._keep_settled(keys)
-        self._drop(keys)
+        self._drop(keys, keep=member.abandoned)  # its commit of these may well fail
         return [p for p in positions if p is not None]
 
     def on_messages(self, member: Member, messages: list[Message]) -> None:
@@ -516,7 +484,9 @@ class KafkaSubscription(Subscription):
 
     # -- loop internals ------------------------------------------------------------------------
 
-    def _drop(self, keys: Sequence[tuple[str, int]]) -> None:
+    def _drop(self, keys: Sequence[tuple[str, int]], keep: bool = False) -> None:
+        """Give the partitions up; ``keep``: their states (dropped without a commit that
+        surely got through) for their next assignment here (:meth:`PartitionState.inherit`)."""
         dropped = False
         for key in keys:
             state = self._partitions.pop(key, None)
@@ -524,6 +494,8 @@ class KafkaSubscription(Subscription):
                 state.revoking = True
                 self._dirty.discard(state)
                 dropped = True
+                if keep:
+                    self._earlier[key] = state
         if dropped:
             self._buffer.keep(_not_revoking)
             self._maybe_resume()
@@ -548,23 +520,10 @@ class KafkaSubscription(Subscription):
             self._dirty.add(state)
         return not ack and not self._closed
 
-    def _apply(self, delivery: KafkaDelivery) -> None:
-        """Local bookkeeping of ack/nack (no I/O): finish the offset or schedule it again."""
-        state = delivery._partition
-        ack = delivery.outcome is Outcome.ACK
-        if not self._finished(state, [delivery._offset], ack) or self._loop is None:
-            return
-        item = (state, delivery.native, delivery._offset, delivery.delivery_count + 1)
-        handle: asyncio.TimerHandle | None = None
-
-        def requeue() -> None:
-            if handle is not None:
-                self._timers.discard(handle)
-            if not state.revoking and not self._closed:
-                self._buffer.appendleft(item)
-
-        handle = self._loop.call_later(delivery.delay, requeue)
-        self._timers.add(handle)
+    def _requeue(self, item: Ready) -> None:
+        """A nacked record's delay passed: first in line again (unless revoked or closed)."""
+        if not item[0].revoking and not self._closed:
+            self._buffer.appendleft(item)
 
     def _schedule_commit(self) -> None:
         """Commit the changed positions soon: at most one commit in flight, and at most one
@@ -644,9 +603,7 @@ class KafkaSubscription(Subscription):
         taken = 0
         while ready and taken < room:
             state, message, offset, count = popleft()
-            if state is not last:
-                if state.revoking:
-                    continue
+            if state is not last:  # (never revoking: a revoke purges the buffer at once)
                 if last is not None:
                     last.outstanding += len(offsets)
                 last, offsets, topic = state, [], state.key[0]
@@ -676,8 +633,6 @@ class KafkaSubscription(Subscription):
         out: list[Delivery] = []
         while ready and len(out) < room:
             state, message, offset, count = ready.popleft()
-            if state.revoking:
-                continue
             state.outstanding += 1
             out.append(KafkaDelivery(self, state, message, offset, count))
         if out:
@@ -714,12 +669,13 @@ class KafkaSubscription(Subscription):
         for delivery in deliveries:
             if not self._claim(delivery, KafkaDelivery):
                 continue
-            state = delivery._partition
-            if delivery.outcome is Outcome.ACK and not state.revoking:
-                # The common case, gathered per partition (what _apply does for one).
-                acked.setdefault(state, []).append(delivery._offset)
-            else:
-                self._apply(delivery)
+            state, offset = delivery._partition, delivery._offset
+            ack = delivery.outcome is Outcome.ACK
+            if ack and not state.revoking:  # the common case, gathered per partition
+                acked.setdefault(state, []).append(offset)
+            elif self._finished(state, [offset], ack) and self._loop is not None:
+                item = (state, delivery.native, offset, delivery.delivery_count + 1)
+                self._loop.call_later(delivery.delay, self._requeue, item)
         for state, offsets in acked.items():  # per partition: its acked offsets as a run
             self._finished(state, offsets, True)
         self._settled()

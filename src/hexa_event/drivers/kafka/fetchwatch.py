@@ -31,8 +31,8 @@ class Starved:
 class FetchWatch:
     """Per held partition, since when nothing was fetched while records wait."""
 
-    def __init__(self, bound: float = FETCH_STALL_AFTER) -> None:
-        self.bound = bound
+    def __init__(self) -> None:
+        self.bound = FETCH_STALL_AFTER
         self._seen: dict[Key, tuple[int, float]] = {}
         """Partition -> (position, since when it has not moved with records waiting)."""
 

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import (
@@ -180,7 +180,8 @@ class Member:
         self._config = config
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
-        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[list[Position], asyncio.Future[None]]]
+        self._commands = queue.SimpleQueue()
         self._stop = threading.Event()
         self.room = threading.Event()
         """Set while the owner's local buffer has room; the thread consumes only then."""
@@ -192,7 +193,6 @@ class Member:
         self._paused = False
         self._committed: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
-        self._assigned = False
         self._error_at = 0.0
         self._last_error_log: dict[int, float] = {}
         self._fetch_watch = FetchWatch()
@@ -201,7 +201,7 @@ class Member:
         self._stats: str | None = None
         """librdkafka's last statistics (JSON), read only to describe partitions."""
         self._commit_future: asyncio.Future[None] | None = None
-        """The loop's future of the commit the thread is in (resolved by abandon())."""
+        """The loop's future of the commit the thread is in (resolved by close())."""
         # Written by the thread, read by the loop (plain attributes): what health says.
         self.lag: int | None = None
         self.last_error: str | None = None
@@ -225,6 +225,11 @@ class Member:
         self.commit_failing_since: float | None = None
         """Since when every commit failed for want of the coordinator."""
         self.commit_failure = ""
+        self.replacing: str | None = None
+        """Why the member this one replaced was given up, until this one is assigned."""
+        self.in_a_row = 0
+        """Members of its group replaced in a row for want of the coordinator, this one
+        included (0 again once a member of the group is assigned)."""
 
     # -- lifecycle (loop side) -----------------------------------------------------------------
 
@@ -246,14 +251,8 @@ class Member:
         if self.done.done() or self.abandoned:
             future.set_result(None)  # gone: the revoke/close commit wrote what it could
         else:
-            self._commands.put(("commit", (positions, future)))
+            self._commands.put((positions, future))
         return future
-
-    def stop(self, final: list[Position]) -> None:
-        """Commit ``final`` synchronously, leave the group and end the thread."""
-        self._commands.put(("final", final))
-        self._stop.set()
-        self.room.set()
 
     # -- health (loop side) --------------------------------------------------------------------
 
@@ -313,37 +312,43 @@ class Member:
             return "(the thread has ended)"
         return "".join(traceback.format_stack(frame))
 
-    def abandon(self, within: float) -> asyncio.Future[bool]:
-        """Give this member up: its queued commits resolve unwritten, nothing more is done on
-        its thread, and its consumer leaves the group (serving the revoke) and closes on a
-        daemon thread. The future resolves when that is done or ``within`` seconds passed."""
-        self.abandoned = True
+    def close(self, within: float, final: list[Position] | None = None) -> asyncio.Future[bool]:
+        """End the thread, then (on a daemon thread) commit ``final``, leave the group
+        (serving the revoke) and close the consumer. ``final`` None: give the member up
+        (replaced after a stall or death): its queued commits resolve unwritten, nothing
+        more is done on its thread, which is waited for only until its call's bound. The
+        future resolves when that is done or ``within`` seconds passed."""
+        self.abandoned = final is None
         self._stop.set()
         self.room.set()
-        self._drain_commands()
-        current = self._commit_future
-        if current is not None and not current.done():
-            current.set_result(None)  # the new member's commits must not wait for this one
+        wait = None  # a clean stop: after the thread's current call, however long
+        if final is None:
+            self._run_commands(None)
+            current = self._commit_future
+            if current is not None and not current.done():
+                current.set_result(None)  # the new member's commits must not wait for this
+            wait = min(max(0.0, self.due - time.monotonic()) + _POLL_IDLE, _CALLBACK_ALLOWANCE)
         consumer, thread = self._consumer, self._thread
-        wait = min(max(0.0, self.due - time.monotonic()) + _POLL_IDLE, _CALLBACK_ALLOWANCE)
 
         def close() -> None:
             try:
-                if thread is not None and thread is not threading.current_thread():
+                if thread is not None:
                     # A thread that still polls returns within its call's bound (and sees
                     # it was abandoned): the consumer is then never used from two threads.
                     thread.join(wait)
                 if consumer is not None:
+                    if final:
+                        self._write(consumer, final, "at close")
                     self._leave(consumer)
                     consumer.close()
             except BaseException as exc:  # a broken consumer: nothing more to save
                 log.warning(
-                    "Kafka group %r: closing the abandoned consumer failed: %s",
+                    "Kafka group %r: closing the consumer failed: %s",
                     self.group,
                     self._scrub(repr(exc)),
                 )
 
-        return in_daemon(self._loop, close, f"hexa-kafka-abandoned-{self.group}", within)
+        return in_daemon(self._loop, close, f"hexa-kafka-close-{self.group}", within)
 
     def _expect(self, seconds: float) -> None:
         """The thread enters a call that should return within ``seconds``."""
@@ -394,23 +399,17 @@ class Member:
                     # Records of partitions revoked meanwhile are dropped on the loop.
                     loop.call_soon_threadsafe(owner.on_messages, self, messages)
                 self._measure_lag(consumer)
-            if self.abandoned:
-                return
-            self._expect(self._revoke_timeout + _COMMIT_ALLOWANCE)
-            self._run_commands(consumer)
-            self._leave(consumer)
-            consumer.close()
         except BaseException as exc:
             if self.abandoned:
                 return
             log.exception("Kafka group %r: the consumer thread failed", self.group)
-            # The owner's watchdog replaces this member (its abandon() leaves the group).
+            # The owner's watchdog replaces this member (its close() leaves the group).
             why = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             self.died = f"the consumer thread failed ({why})"
         finally:
-            self._drain_commands()
+            self._run_commands(None)
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._set_done)
+                loop.call_soon_threadsafe(self.done.set_result, None)
 
     def _pause(self, consumer: Consumer, paused: bool) -> None:
         """Pause (or resume) every assigned partition, once per change."""
@@ -422,43 +421,31 @@ class Member:
                 else:
                     consumer.resume(consumer.assignment())
 
-    def _set_done(self) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def _queued(self) -> Iterator[tuple[str, Any]]:
-        """The loop's commands queued so far, each taken out as it is served."""
+    def _run_commands(self, consumer: Consumer | None) -> None:
+        """Write the commits queued so far (``None``: the thread ends, nothing more is
+        written, the loop's futures resolve)."""
         while True:
             try:
-                yield self._commands.get_nowait()
+                positions, future = self._commands.get_nowait()
             except queue.Empty:
                 return
-
-    def _run_commands(self, consumer: Consumer) -> None:
-        for command, arg in self._queued():
-            self._expect(_COMMIT_ALLOWANCE)
-            if command == "commit":
-                positions, future = arg
+            failed = None
+            if consumer is not None:
+                self._expect(_COMMIT_ALLOWANCE)
                 self._commit_future = future
                 try:
-                    self._resolve(future, self._write(consumer, positions))
+                    failed = self._write(consumer, positions)
                 finally:
                     self._commit_future = None
-            else:  # "final"
-                self._write(consumer, arg, "at close")
-
-    def _drain_commands(self) -> None:
-        """The thread ends: resolve what the loop still waits for (nothing more is written)."""
-        for command, arg in self._queued():
-            if command == "commit":
-                self._resolve(arg[1], None)
+            self._resolve(future, failed)
 
     def _write(
         self, consumer: Consumer, positions: Sequence[Position], when: str = ""
     ) -> KafkaError | None:
         """Commit the ``positions`` of held partitions synchronously (an asynchronous
-        commit's result comes only from a later poll, which a full buffer holds back); the
-        first error that is not a rebalance's (logged, ``when`` given), else None."""
+        commit's result comes only from a later poll, which a full buffer holds back),
+        noting how long it waits and whether the coordinator answers; the first error that
+        is not a rebalance's (logged, ``when`` given), else None."""
         owned = self._owned
         tps = [
             TopicPartition(t, p, o, metadata=m)
@@ -467,18 +454,19 @@ class Member:
         ]
         if not tps:
             return None
-        failed: KafkaError | None = None
+        self.commit_began = time.monotonic()
         try:
-            result = self._commit(consumer, tps)
+            result: list[TopicPartition] = consumer.commit(offsets=tps, asynchronous=False) or []
+            errors = [tp.error for tp in result if tp.error is not None]
         except KafkaException as exc:
-            result = []
-            if exc.args[0].code() not in _REBALANCE_CODES:
-                failed = exc.args[0]
-        for tp in result or ():
+            result, errors = [], [exc.args[0]]
+        finally:
+            self.commit_began = None
+        self._note_commit(errors[0] if errors and len(errors) >= len(result) else None)
+        failed = next((e for e in errors if e.code() not in _REBALANCE_CODES), None)
+        for tp in result:
             if tp.error is None:
                 self._committed[(tp.topic, tp.partition)] = tp.offset
-            elif failed is None and tp.error.code() not in _REBALANCE_CODES:
-                failed = tp.error
         if failed is not None and when:
             log.warning(
                 "Kafka group %r: commit %s failed: %s; those records will be delivered again",
@@ -487,21 +475,6 @@ class Member:
                 self._scrub(failed.str()),
             )
         return failed
-
-    def _commit(self, consumer: Consumer, tps: list[TopicPartition]) -> list[TopicPartition]:
-        """A synchronous commit, noting how long it waits and whether the coordinator
-        answers (see :meth:`coordinator_problem`)."""
-        self.commit_began = time.monotonic()
-        try:
-            result: list[TopicPartition] = consumer.commit(offsets=tps, asynchronous=False)
-        except KafkaException as exc:
-            self._note_commit(exc.args[0])
-            raise
-        finally:
-            self.commit_began = None
-        failed = [tp.error for tp in result or () if tp.error is not None]
-        self._note_commit(failed[0] if len(failed) == len(result or ()) and failed else None)
-        return result
 
     def _note_commit(self, err: KafkaError | None) -> None:
         """Track commits failing for want of the group coordinator (cleared by one that
@@ -625,7 +598,7 @@ class Member:
                 total += max(0, high - (committed if committed >= 0 else max(low, 0)))
                 known = True
         # A member that holds nothing (after its assignment) is behind by nothing.
-        self.lag = total if known or (self._assigned and not self._owned) else None
+        self.lag = total if known or (self.assigned_once.is_set() and not self._owned) else None
         if not self.room.is_set() or self._paused:
             self._fetch_watch.hold()  # holding back on purpose: not a fetch stall
             starved = []
@@ -714,7 +687,6 @@ class Member:
         if self._paused and partitions:
             consumer.pause(partitions)
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
-        self._assigned = True
         self.lost_at = None  # back in the group
         self._lag_at = 0.0  # measure at the next turn, not up to a second later
         self._loop.call_soon_threadsafe(self._owner.on_assigned, self, found)

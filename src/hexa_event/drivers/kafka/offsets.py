@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import groupby
 
 PREFIX = "hexa1:"
@@ -48,45 +49,29 @@ def decode_acked(base: int, metadata: str | None) -> set[int]:
     return acked
 
 
+@dataclass(eq=False, slots=True)
 class PartitionState:
     """Loop-owned state of one assigned partition (a new object per assignment): ``offsets``
     received and not finished (plus finished ones behind an unfinished head), ascending;
     ``done`` the finished ones not at the head; ``skip`` offsets acked above the committed
     one by another member (commit metadata), finished as they arrive."""
 
-    __slots__ = (
-        "committed",
-        "committed_metadata",
-        "done",
-        "key",
-        "member",
-        "next_offset",
-        "offsets",
-        "outstanding",
-        "revoking",
-        "skip",
-    )
+    key: tuple[str, int]
+    member: object
+    """The group member (consumer) that holds this partition."""
+    committed: int = -1
+    skip: set[int] = field(default_factory=set)
+    committed_metadata: str = ""
+    offsets: deque[int] = field(default_factory=deque)
+    done: set[int] = field(default_factory=set)
+    next_offset: int = field(init=False)
+    """Highest offset received + 1 (the committed offset before anything arrived)."""
+    outstanding: int = 0
+    """Deliveries of this partition handed out and not settled."""
+    revoking: bool = False
 
-    def __init__(
-        self,
-        key: tuple[str, int],
-        member: object,
-        committed: int = -1,
-        skip: set[int] | None = None,
-    ) -> None:
-        self.key = key
-        self.member = member
-        """The group member (consumer) that holds this partition."""
-        self.offsets: deque[int] = deque()
-        self.done: set[int] = set()
-        self.next_offset = committed
-        """Highest offset received + 1 (the committed offset before anything arrived)."""
-        self.committed = committed
-        self.committed_metadata = ""
-        self.outstanding = 0
-        """Deliveries of this partition handed out and not settled."""
-        self.revoking = False
-        self.skip: set[int] = skip or set()
+    def __post_init__(self) -> None:
+        self.next_offset = self.committed
 
     def complete(self, offset: int) -> None:
         """Mark ``offset`` finished (acked)."""

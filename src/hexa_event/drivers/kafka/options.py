@@ -22,25 +22,22 @@ CLIENT_LOGGER = logging.getLogger("hexa_event.drivers.kafka.librdkafka")
 _REPEAT_WINDOW = 10.0
 
 
-class _RepeatFilter(logging.Filter):
+_seen: dict[str, float] = {}
+
+
+def _not_repeated(record: logging.LogRecord) -> bool:
     """Drops a line logged less than ``_REPEAT_WINDOW`` ago (an outage repeats many)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        now = record.created
-        if now - self._seen.get(text, float("-inf")) < _REPEAT_WINDOW:
-            return False
-        if len(self._seen) > 1000:
-            self._seen.clear()
-        self._seen[text] = now
-        return True
+    text = record.getMessage()
+    now = record.created
+    if now - _seen.get(text, float("-inf")) < _REPEAT_WINDOW:
+        return False
+    if len(_seen) > 1000:
+        _seen.clear()
+    _seen[text] = now
+    return True
 
 
-CLIENT_LOGGER.addFilter(_RepeatFilter())
+CLIENT_LOGGER.addFilter(_not_repeated)
 
 # Settings the driver owns because its guarantees depend on them.
 _FORBIDDEN_CONSUMER = {
@@ -182,10 +179,12 @@ class KafkaOptions(kit.DriverOptions):
                 raise ConfigurationError(f"KafkaOptions: do not set {key!r}: {why}")
 
     def common_config(self) -> dict[str, Any]:
-        """librdkafka settings shared by producer, consumer and admin client."""
+        """librdkafka settings shared by producer, consumer and admin client (their log
+        lines go to Python logging)."""
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
+            "logger": CLIENT_LOGGER,
         }
         for f in fields(self):  # the TLS and SASL fields: security_protocol -> security.protocol
             value = getattr(self, f.name)
@@ -206,15 +205,11 @@ class KafkaOptions(kit.DriverOptions):
                 "message.timeout.ms": int(self.delivery_timeout * 1000),
             }
         )
-        config.setdefault("logger", CLIENT_LOGGER)
         config.update(self.producer_config)
         return config
 
-    def consumer(
-        self, group: str, start: str, sub: KafkaSubscriptionOptions | None = None
-    ) -> dict[str, Any]:
+    def consumer(self, group: str, start: str, sub: KafkaSubscriptionOptions) -> dict[str, Any]:
         """Consumer settings for ``group``: the driver commits only finished events."""
-        sub = sub or KafkaSubscriptionOptions()
         config = self.common_config()
         config.update(
             {
@@ -226,7 +221,6 @@ class KafkaOptions(kit.DriverOptions):
                 "fetch.wait.max.ms": 20,
             }
         )
-        config.setdefault("logger", CLIENT_LOGGER)
         config.update(self.consumer_config)
         config.update(sub.consumer_config)
         config["group.id"] = group
@@ -241,11 +235,9 @@ class KafkaOptions(kit.DriverOptions):
         return config
 
     def admin(self) -> dict[str, Any]:
-        """Admin client settings: librdkafka's log lines go to Python logging too; a
-        metadata request for one topic never creates it (a broker's auto.create.topics)."""
-        config = {**_FAST_FIRST_REQUEST, "allow.auto.create.topics": False, **self.common_config()}
-        config.setdefault("logger", CLIENT_LOGGER)
-        return config
+        """Admin client settings: a metadata request for one topic never creates it (a
+        broker's auto.create.topics)."""
+        return {**_FAST_FIRST_REQUEST, "allow.auto.create.topics": False, **self.common_config()}
 
     @classmethod
     def passes_through(cls, key: str) -> bool:

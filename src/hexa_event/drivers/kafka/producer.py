@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -23,18 +24,16 @@ _SERVE_INTERVAL = 0.002
 before a produce refused by a full local queue is tried again)."""
 
 
+@dataclass(eq=False, slots=True)
 class _Batch:
     """Counts the delivery reports a publish call waits for, and keeps each failure."""
 
-    __slots__ = ("count", "errors", "future", "remaining", "sink")
-
-    def __init__(self, sink: KafkaProducer, future: asyncio.Future[None], count: int) -> None:
-        self.sink = sink
-        self.future = future
-        self.count = count
-        self.remaining = count
-        self.errors: dict[int, KafkaError] = {}
-        """Index of each record that failed -> its error."""
+    sink: KafkaProducer
+    future: asyncio.Future[None]
+    count: int
+    remaining: int
+    errors: dict[int, KafkaError] = field(default_factory=dict)
+    """Index of each record that failed -> its error."""
 
     def on_delivery(self, index: int, err: KafkaError | None, _msg: object) -> None:
         """librdkafka's delivery report; runs on the thread that polls or flushes."""
@@ -56,7 +55,7 @@ _NOT_STORED = {
 """Refusals of the record itself: sending it again cannot succeed."""
 
 
-def delivery_error(err: KafkaError, scrub: Callable[[str], str] = str) -> DriverError:
+def delivery_error(err: KafkaError, scrub: Callable[[str], str]) -> DriverError:
     if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
         return NotStoredError(
             f"Kafka rejected the record: topic does not exist ({scrub(err.str())}); create it "
@@ -92,12 +91,11 @@ class KafkaProducer:
         self,
         config: Mapping[str, Any],
         *,
-        error_cb: Callable[[KafkaError], None] | None = None,
-        scrub: Callable[[str], str] = str,
+        error_cb: Callable[[KafkaError], None],
+        scrub: Callable[[str], str],
     ) -> None:
-        self._config = dict(config)
+        self._config = {**config, "error_cb": error_cb}
         self._scrub = scrub
-        self._error_cb = error_cb
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -107,11 +105,8 @@ class KafkaProducer:
 
     def _start(self) -> Producer:
         loop = asyncio.get_running_loop()
-        config = dict(self._config)
-        if self._error_cb is not None:
-            config["error_cb"] = self._error_cb
         try:
-            producer = Producer(config)
+            producer = Producer(self._config)
         except KafkaException as exc:
             raise DriverError(
                 f"cannot create the Kafka producer: {self._scrub(exc.args[0].str())}",
@@ -158,7 +153,7 @@ class KafkaProducer:
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[None] = loop.create_future()
-        batch = _Batch(self, future, len(records))
+        batch = _Batch(self, future, len(records), len(records))
         produce = producer.produce
         on_delivery = batch.on_delivery
         produced = 0
@@ -195,7 +190,7 @@ class KafkaProducer:
             return
         await future
 
-    async def close(self, flush_timeout: float = 30.0) -> None:
+    async def close(self, flush_timeout: float) -> None:
         """Flush what is queued (up to ``flush_timeout`` s) and stop. Idempotent."""
         if self._closed:
             return
