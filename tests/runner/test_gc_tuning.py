@@ -78,3 +78,14 @@ def test_the_command_line_turns_it_off() -> None:
     add_run_command(parser.add_subparsers())
     assert parser.parse_args(["run", "m:a"]).gc_tuning is True
     assert parser.parse_args(["run", "m:a", "--no-gc-tuning"]).gc_tuning is False
+
+
+def test_worker_processes_are_told_to_leave_it_alone_too() -> None:
+    from hexa_event.runner.supervisor import Supervisor
+
+    tuning = Supervisor("m:a", workers=2)
+    leaving = Supervisor("m:a", workers=2, gc_tuning=False)
+    tuned = tuning._argv(tuning.workers[1])
+    untuned = leaving._argv(leaving.workers[1])
+    assert "--no-gc-tuning" not in tuned
+    assert untuned == [*tuned, "--no-gc-tuning"]
