@@ -5,7 +5,9 @@ A topic (3 partitions, 64 keys) is pre-filled with N events sealed by our envelo
 offset (the ack), commit at the end. Ours: a receiver whose handler takes the decoded
 dataclass and returns (context extraction, per-key lanes, dedup keys, ack, commit of the
 lowest unfinished offset). Both are timed from the first record to the last one handled;
-ours stops after ``BUDGET`` seconds and then counts what it handled.
+ours stops after ``BUDGET`` seconds and then counts what it handled. The last comparison
+runs both sides with the heap frozen, as ``hexa-event run`` freezes it once started
+(docs/deploy.md): the receiver's garbage collections then skip the startup heap.
 
     HEXA_KAFKA_BOOTSTRAP=127.0.0.1:9092 python benchmarks/kafka_consume.py [--count 50000]
 """
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -24,6 +26,7 @@ from _harness import cli, compare, finish
 from _kafka import BOOTSTRAP, KEYS, new_topic, produce_all, raw_consume
 
 import hexa_event as he
+from hexa_event.runner import collector
 
 
 @dataclass
@@ -120,6 +123,20 @@ async def driver_only(count: int) -> float:
     return seen / elapsed
 
 
+def frozen(run: Callable[[int], Awaitable[float]]) -> Callable[[int], Awaitable[float]]:
+    """``run`` with the heap frozen as ``hexa-event run`` freezes it once its receivers have
+    started (``hexa_event.runner.collector``), and unfrozen after."""
+
+    async def run_frozen(count: int) -> float:
+        tuned = collector.tune()
+        try:
+            return await run(count)
+        finally:
+            collector.restore(tuned)
+
+    return run_frozen
+
+
 async def main() -> None:
     args = cli(__doc__.splitlines()[0], 50_000)
     result = await compare(
@@ -137,7 +154,14 @@ async def main() -> None:
         ("KafkaSubscription fetch/ack", driver_only),
         rounds=args.rounds,
     )
-    finish([result, breakdown], args.json)  # type: ignore[arg-type]
+    service = await compare(
+        "Kafka consume + ack, heap frozen on both sides as `hexa-event run` does",
+        args.count,
+        ("raw confluent-kafka consume+decode+store", frozen(raw)),
+        ("hexa-event receiver", frozen(ours)),
+        rounds=args.rounds,
+    )
+    finish([result, breakdown, service], args.json)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ layer of the Python function that called them; time the loop spends idle in ``se
 left out. Threads (the Kafka driver's blocking client calls, the Pulsar driver's receive
 threads, sync handlers) are not in the
 profile. cProfile slows Python code several-fold, so read the shares, not the absolute µs:
-the "per event, unprofiled" line is the real cost.
+the "per event, unprofiled" line is the real cost. The unprofiled runs are timed twice:
+as a receiver runs in your process, then with the heap frozen as ``hexa-event run`` does
+(``hexa_event.runner.collector``), each with the garbage collector's time per generation.
 
 Layers, by module: driver (``hexa_event/driver.py``, ``drivers/``, confluent-kafka), emit
 (emitter, envelope, event, ids), wire/dispatch (wire, dispatch, retry, errors),
@@ -40,6 +42,8 @@ import cProfile  # noqa: E402
 import pstats  # noqa: E402
 
 sys.path.insert(0, _HERE)
+
+from hexa_event.runner import collector  # noqa: E402
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("driver", ("hexa_event/driver.py", "hexa_event/drivers/", "confluent_kafka", "cimpl",
@@ -122,19 +126,30 @@ def breakdown(stats: pstats.Stats, count: int, top: int) -> None:
 
 
 class GcClock:
-    """Time spent in the garbage collector while installed."""
+    """Time spent in the garbage collector while installed, in total and per generation."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.collections = 0
+        self.by_generation = [0.0, 0.0, 0.0]
+        self.runs = [0, 0, 0]
         self._began = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._began = time.perf_counter()
         else:
-            self.seconds += time.perf_counter() - self._began
+            spent = time.perf_counter() - self._began
+            self.seconds += spent
             self.collections += 1
+            self.by_generation[info["generation"]] += spent
+            self.runs[info["generation"]] += 1
+
+    def per_generation(self, count: int) -> str:
+        return ", ".join(
+            f"gen {n}: {runs} runs {seconds / count * 1e6:.2f} µs/event"
+            for n, (runs, seconds) in enumerate(zip(self.runs, self.by_generation, strict=True))
+        )
 
     def __enter__(self) -> GcClock:
         gc.callbacks.append(self)
@@ -146,12 +161,20 @@ class GcClock:
 
 async def profile(title: str, count: int, run: Callable[[int], Awaitable[float]], top: int) -> None:
     print(f"\n== {title}, {count:,} events")
-    with GcClock() as clock:
-        rate = await run(count)
-    print(
-        f"  unprofiled: {rate:,.0f} events/s, {1e6 / rate:.1f} µs per event; garbage "
-        f"collector {clock.seconds / count * 1e6:.2f} µs/event ({clock.collections} runs)"
-    )
+    for frozen in (False, True):
+        # As a receiver runs in your process, then as ``hexa-event run`` runs it (heap frozen
+        # once started: hexa_event.runner.collector).
+        tuned = collector.tune() if frozen else False
+        try:
+            with GcClock() as clock:
+                rate = await run(count)
+        finally:
+            collector.restore(tuned)
+        print(
+            f"  unprofiled{', heap frozen' if frozen else ''}: {rate:,.0f} events/s, "
+            f"{1e6 / rate:.1f} µs per event; garbage collector "
+            f"{clock.seconds / count * 1e6:.2f} µs/event ({clock.per_generation(count)})"
+        )
     profiler = cProfile.Profile()
     began = time.perf_counter()
     profiler.enable()
@@ -194,8 +217,8 @@ async def main() -> None:
         import faststream_kafka
         import kafka_batch
 
-        # One pre-filled topic per run (unprofiled, profiled): a new group reads each.
-        topics = [await asyncio.to_thread(faststream_kafka.fill, args.count) for _ in range(2)]
+        # One pre-filled topic per run (unprofiled twice, profiled): a new group reads each.
+        topics = [await asyncio.to_thread(faststream_kafka.fill, args.count) for _ in range(3)]
 
         async def batched(count: int) -> float:
             return float((await kafka_batch.ours(topics.pop(), count))["rate"])
@@ -210,8 +233,8 @@ async def main() -> None:
         if engine in paths:
             bench = __import__(f"{engine}_bench")
             for title, fill, run in bench.PROFILED:
-                # Filled before, out of the profile: one topic per run (unprofiled, profiled).
-                filled = [await fill(args.count) for _ in range(2)] if fill else []
+                # Filled before, out of the profile: one topic per run (unprofiled twice, profiled).
+                filled = [await fill(args.count) for _ in range(3)] if fill else []
 
                 async def go(count: int, run: Any = run, filled: list[str] = filled) -> float:
                     return float(await (run(count, filled.pop()) if filled else run(count)))

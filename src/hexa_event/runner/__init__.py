@@ -40,6 +40,7 @@ async def serve(
     http_host: str = "0.0.0.0",
     handle_signals: bool = True,
     on_started: Callable[[], None] | None = None,
+    gc_tuning: bool = True,
 ) -> None:
     """Run ``target`` until SIGTERM/SIGINT (or ``service.stop()``), then drain and close.
 
@@ -49,11 +50,14 @@ async def serve(
     fetching and drains within each receiver's ``drain_timeout``; a second one hurries.
     ``http_port`` serves ``/livez``, ``/readyz`` and ``/metrics`` (the ``[serve]`` extra;
     ``http_host`` 0.0.0.0 by default, so probes reach it from outside a container).
-    Raises what made a component fail, after closing everything.
+    ``gc_tuning`` (a new :class:`Service` only): once started, freeze the heap
+    (``gc.freeze()``) until stopped, so the garbage collector's full collections skip it
+    (:mod:`hexa_event.runner.collector`; docs/deploy.md). Raises what made a component
+    fail, after closing everything.
     """
     if isinstance(target, str):
         target = load_target(target)
-    service = target if isinstance(target, Service) else Service(target)
+    service = target if isinstance(target, Service) else Service(target, gc_tuning=gc_tuning)
     probes = None
     if http_port is not None:
         from .probes import ProbeServer, enable_prometheus
@@ -143,12 +147,14 @@ def run(
     http_host: str = "0.0.0.0",
     app_dir: str | None = ".",
     max_restarts: int = 5,
+    gc_tuning: bool = True,
 ) -> int:
     """Run ``target`` until stopped; the exit status (0: stopped cleanly).
 
     ``workers > 1`` or ``reload`` start worker processes under a supervisor, which needs
     ``target`` as ``"MODULE:ATTR"`` (each process imports it and calls the factory). With
-    workers, worker ``i`` serves its probes on ``http_port + i``.
+    workers, worker ``i`` serves its probes on ``http_port + i``. ``gc_tuning=False`` leaves
+    the garbage collector's settings alone (see :func:`serve`).
     """
     if workers < 1:
         raise ConfigurationError(f"workers must be at least 1, got {workers}")
@@ -167,13 +173,14 @@ def run(
             http_host=http_host,
             app_dir=app_dir,
             max_restarts=max_restarts,
+            gc_tuning=gc_tuning,
             reload_dirs=(reload_dirs or [app_dir or "."]) if reload else None,
         )
         return asyncio.run(supervisor.run())
     try:
         if isinstance(target, str):
             target = load_target(target, app_dir=app_dir)
-        asyncio.run(serve(target, http_port=http_port, http_host=http_host))
+        asyncio.run(serve(target, http_port=http_port, http_host=http_host, gc_tuning=gc_tuning))
     except ConfigurationError as exc:
         logger.error("%s", exc)
         return EXIT_CONFIG if os.environ.get(SUPERVISOR_ENV) else 2

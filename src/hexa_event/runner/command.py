@@ -83,6 +83,13 @@ def add_run_command(commands: Any) -> None:
         help="with --workers: give up on a worker that died this many times in a row "
         "within 10s of starting (default 5)",
     )
+    p.add_argument(
+        "--no-gc-tuning",
+        dest="gc_tuning",
+        action="store_false",
+        help="leave the garbage collector alone (by default the heap is frozen once started, "
+        "gc.freeze(), so full collections skip it: docs/deploy.md)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -98,4 +105,5 @@ def _run(args: argparse.Namespace) -> int:
         http_host=args.http_host,
         app_dir=args.app_dir,
         max_restarts=args.max_restarts,
+        gc_tuning=args.gc_tuning,
     )

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ReceiverFailedError
+from . import collector
 from .targets import Components, close_drivers, open_components
 
 logger = logging.getLogger(__name__)
@@ -25,8 +26,10 @@ logger = logging.getLogger(__name__)
 class Service:
     """Runs a target's components in this process; :meth:`run` returns when stopped."""
 
-    def __init__(self, target: Any) -> None:
+    def __init__(self, target: Any, *, gc_tuning: bool = True) -> None:
         self.target = target
+        self.gc_tuning = gc_tuning
+        """Tune the garbage collector once started (:mod:`hexa_event.runner.collector`)."""
         self.components: Components | None = None
         self.started = False
         self.stopping = False
@@ -57,15 +60,19 @@ class Service:
             self.components = components
             if self._forced:
                 self.stop(force=True)
+            tuned = False
             try:
                 await self._start(components)
                 if on_started is not None:
                     on_started()
                 if not self.stopping:
+                    if self.gc_tuning:
+                        tuned = collector.tune()
                     await self._serve(components)
             finally:
                 began = time.monotonic()
                 await self._close(components)
+                collector.restore(tuned)
                 logger.info("stopped in %.1fs", time.monotonic() - began)
         if self._failure is not None:
             raise self._failure

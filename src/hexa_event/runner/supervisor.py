@@ -61,8 +61,10 @@ class Supervisor:
         max_restarts: int = 5,
         min_uptime: float = 10.0,
         reload_dirs: list[str] | None = None,
+        gc_tuning: bool = True,
     ) -> None:
         self.target = target
+        self.gc_tuning = gc_tuning
         self.workers = [_Worker(i) for i in range(workers)]
         self.http_port = http_port
         self.http_host = http_host
@@ -83,6 +85,8 @@ class Supervisor:
         if self.http_port is not None:
             argv += ["--http-port", str(self.http_port + worker.index)]
             argv += ["--http-host", self.http_host]
+        if not self.gc_tuning:
+            argv.append("--no-gc-tuning")
         return argv
 
     async def _spawn(self, worker: _Worker) -> None:

@@ -1,0 +1,91 @@
+"""The runner freezes the heap once its receivers have started (``gc.freeze()``, so the
+collector's full collections skip it) and unfreezes it when stopped; ``gc_tuning=False``
+and a process that manages the collector itself are left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+import hexa_event as he
+from hexa_event.runner import Service
+from hexa_event.testing import Collector
+
+
+@pytest.fixture(autouse=True)
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+    gc.enable()
+
+
+async def serve_one_event(name: str, **options: bool) -> tuple[int, Service]:
+    """Serve a receiver until it handled one event; the frozen objects' count meanwhile."""
+    conn = he.connect(f"memory://{name}")
+    got = Collector()
+    receiver = conn.receiver("svc", drain_timeout=5)
+    receiver.subscribe("orders", action="count", handler=got.add_message)
+    service = Service(receiver, **options)
+    frozen = -1
+
+    async def drive() -> None:
+        nonlocal frozen
+        while not service.started:  # noqa: ASYNC110 (no event tells it started)
+            await asyncio.sleep(0.01)
+        await conn.emitter().emit(he.Event(channel="orders", key="k", payload={"n": 1}))
+        await got.wait_for(1, within=10)
+        frozen = gc.get_freeze_count()
+        service.stop()
+
+    await asyncio.wait_for(asyncio.gather(he.serve(service, handle_signals=False), drive()), 30)
+    return frozen, service
+
+
+async def test_the_heap_is_frozen_while_serving_and_unfrozen_once_stopped() -> None:
+    frozen, _ = await serve_one_event("gc-tuned")
+    assert frozen > 1000  # the modules, the driver and the receiver at least
+    assert gc.get_freeze_count() == 0
+
+
+async def test_gc_tuning_false_leaves_the_collector_alone() -> None:
+    frozen, _ = await serve_one_event("gc-untuned", gc_tuning=False)
+    assert frozen == 0
+
+
+async def test_a_process_that_froze_or_disabled_the_collector_keeps_its_setting() -> None:
+    gc.freeze()
+    before = gc.get_freeze_count()
+    frozen, _ = await serve_one_event("gc-frozen-before")
+    assert 0 < frozen <= before  # frozen objects may die, none were added
+    assert gc.get_freeze_count() > 0  # nor unfrozen by the runner
+    gc.unfreeze()
+    gc.disable()
+    frozen, _ = await serve_one_event("gc-disabled")
+    assert frozen == 0
+    assert not gc.isenabled()
+
+
+def test_the_command_line_turns_it_off() -> None:
+    import argparse
+
+    from hexa_event.runner.command import add_run_command
+
+    parser = argparse.ArgumentParser()
+    add_run_command(parser.add_subparsers())
+    assert parser.parse_args(["run", "m:a"]).gc_tuning is True
+    assert parser.parse_args(["run", "m:a", "--no-gc-tuning"]).gc_tuning is False
+
+
+def test_worker_processes_are_told_to_leave_it_alone_too() -> None:
+    from hexa_event.runner.supervisor import Supervisor
+
+    tuning = Supervisor("m:a", workers=2)
+    leaving = Supervisor("m:a", workers=2, gc_tuning=False)
+    tuned = tuning._argv(tuning.workers[1])
+    untuned = leaving._argv(leaving.workers[1])
+    assert "--no-gc-tuning" not in tuned
+    assert untuned == [*tuned, "--no-gc-tuning"]
