@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import nats
 import nats.errors
@@ -86,7 +86,9 @@ class StanSession:
         self._guid_count = 0
         self._start_lock = asyncio.Lock()
         self._ready = asyncio.Event()
-        self._started = False
+        self._loop: asyncio.Task[None] | None = None
+        """:meth:`_run`, from a successful :meth:`start` on."""
+        self._wake = asyncio.Event()
         self.closed = False
         """Set by :meth:`close`: nothing more goes through."""
         self._nats_up = True
@@ -95,8 +97,6 @@ class StanSession:
         self._outstanding = 0
         self._hb_sub: NatsSubscription | None = None
         self._internal: list[NatsSubscription] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._ping_now = asyncio.Event()
         self.members: set[Member] = set()
         """The open subscriptions, told of a recovery or a failure."""
         self.response = ConnectResponse()
@@ -112,10 +112,10 @@ class StanSession:
 
     async def start(self) -> None:
         """Connect (once); raises the driver's connect errors on the first attempt."""
-        if self._started:
+        if self._loop is not None:
             return
         async with self._start_lock:
-            if self._started:
+            if self._loop is not None:
                 return
             if self.closed:
                 raise ClosedError("this STAN driver was closed; connect() again")
@@ -124,10 +124,9 @@ class StanSession:
             except BaseException:
                 await self._release_nats()
                 raise
-            self._started = True
             self._session_ok = True
             self._update_ready()
-            self._spawn(self._ping_loop())
+            self._loop = asyncio.get_running_loop().create_task(self._run())
 
     async def _open(self) -> None:
         options = self.options
@@ -201,13 +200,13 @@ class StanSession:
         if self.closed:
             return
         self.closed = True
-        self._ready.set()  # wake waiters; they see _closed
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._ready.set()  # wake waiters; they see closed
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
         self._fail_pending(ClosedError("the STAN driver was closed"))
         nc = self.nc
-        if self._started and nc is not None and nc.is_connected and self._session_ok:
+        if nc is not None and nc.is_connected and self._session_ok:
             try:
                 response = await self._close_request()
                 if response.error:
@@ -234,11 +233,6 @@ class StanSession:
         if self.nc is None:
             raise ClosedError("the STAN session has no NATS connection (closed)")
         return self.nc
-
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _update_ready(self) -> None:
         if self.closed or self.failure is not None or (self._nats_up and self._session_ok):
@@ -274,7 +268,7 @@ class StanSession:
         self._interrupted("the NATS connection was lost")
 
     async def _on_reconnected(self) -> None:
-        self._ping_now.set()  # the ping loop handles it at once
+        self._wake.set()  # the loop handles it at once
 
     async def _on_closed(self) -> None:
         if self.closed:
@@ -315,36 +309,14 @@ class StanSession:
         self._room.set()
 
     def lost(self, why: str) -> None:
-        """The server no longer knows this session: re-establish it in the background."""
+        """The server no longer knows this session: :meth:`_run` re-establishes it."""
         if self.closed or not self._session_ok:
             return
         logger.warning("STAN %s: session lost (%s); re-establishing", self.client_id, why)
         self._session_ok = False
         self.error = f"STAN session lost: {why}"
         self._interrupted(why)
-        self._spawn(self._recover())
-
-    async def _recover(self) -> None:
-        delay = 0.1
-        while not self.closed:
-            try:
-                with contextlib.suppress(DriverError):
-                    await self._close_request()
-                await self._handshake()
-                self._session_ok = True
-                for member in list(self.members):
-                    await member.resubscribe()
-            except (DriverError, nats.errors.Error, OSError) as exc:
-                self._session_ok = False
-                self.error = f"re-establishing the STAN session: {exc}"
-                logger.info("STAN %s: %s", self.client_id, self.error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            self.error = "" if self._nats_up else self.error
-            self._update_ready()
-            logger.info("STAN %s: session re-established", self.client_id)
-            return
+        self._wake.set()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         if msg.reply and not self.closed:
@@ -363,14 +335,18 @@ class StanSession:
         else:
             self._outstanding = 0
 
-    async def _ping_loop(self) -> None:
-        interval = self.response.ping_interval or self.options.ping_interval
-        max_out = self.response.ping_max_out or self.options.ping_max_out
+    async def _run(self) -> None:
+        """The session's one loop, woken every ping interval, by :meth:`lost` and by a
+        reconnect: notices a re-established connection, re-establishes a lost session
+        (backing off from 0.1 to 2 seconds) and pings the server."""
+        backoff = 0.1
         while not self.closed:
+            response, options = self.response, self.options
+            interval = response.ping_interval or options.ping_interval
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._ping_now.wait()
-            self._ping_now.clear()
+                async with asyncio.timeout(interval if self._session_ok else backoff):
+                    await self._wake.wait()
+            self._wake.clear()
             nc = self.nc
             if nc is None or self.closed:
                 return
@@ -383,18 +359,38 @@ class StanSession:
                     self.error = ""
                 # Acks of publishes sent before the drop may never come: re-send them.
                 self._interrupted("the NATS connection was re-established")
-            if not self._session_ok or not nc.is_connected:
+            if not self._session_ok:
+                backoff = 0.1 if await self._reestablish() else min(backoff * 2, 2.0)
+                continue
+            if not nc.is_connected:
                 continue
             self._outstanding += 1
+            max_out = response.ping_max_out or options.ping_max_out
             if self._outstanding > max_out:
                 self.lost(f"{max_out} pings in a row went unanswered")
                 continue
+            ping = Ping(conn_id=self.conn_id).encode()
             with contextlib.suppress(nats.errors.Error):
-                await nc.publish(
-                    self.response.ping_requests,
-                    Ping(conn_id=self.conn_id).encode(),
-                    reply=self.ping_inbox,
-                )
+                await nc.publish(response.ping_requests, ping, reply=self.ping_inbox)
+
+    async def _reestablish(self) -> bool:
+        """One attempt at a new session under our client id, every member re-subscribed."""
+        try:
+            with contextlib.suppress(DriverError):
+                await self._close_request()
+            await self._handshake()
+            self._session_ok = True
+            for member in list(self.members):
+                await member.resubscribe()
+        except (DriverError, nats.errors.Error, OSError) as exc:
+            self._session_ok = False
+            self.error = f"re-establishing the STAN session: {exc}"
+            logger.info("STAN %s: %s", self.client_id, self.error)
+            return False
+        self.error = "" if self._nats_up else self.error
+        self._update_ready()
+        logger.info("STAN %s: session re-established", self.client_id)
+        return True
 
     async def request(
         self,
