@@ -36,11 +36,11 @@ from hexa_event.drivers.stan.protocol import (
     StartPosition,
     SubscriptionRequest,
     SubscriptionResponse,
+    decode_body,
     decode_msg_proto,
     encode_ack,
     encode_ack_head,
 )
-from hexa_event.drivers.stan.wire import decode_body
 from hexa_event.errors import ConfigurationError
 from hexa_event.testing.waiting import eventually
 from hexa_event_services import pb_decode

@@ -38,12 +38,12 @@ from .protocol import (
     StartPosition,
     SubscriptionRequest,
     SubscriptionResponse,
+    decode_body,
     decode_msg_proto,
     encode_ack,
     encode_ack_head,
 )
 from .session import StanSession
-from .wire import decode_body
 from .writes import Writes, pub_head
 
 logger = logging.getLogger(__name__)

@@ -40,8 +40,6 @@ class StanDriver(KitDriver):
             delayed_nack=options.delayed_nack,
         )
         self.session = StanSession(options, nc)
-        self._checked: set[str] = set()
-        """Channels the producer found good."""
         # Open ones stay: the session and their NATS subscriptions hold them.
         self.subscriptions: weakref.WeakSet[StanSubscription] = weakref.WeakSet()
 
@@ -74,7 +72,7 @@ class StanDriver(KitDriver):
 
     async def send(self, records: Sequence[RawRecord]) -> None:
         await self.session.start()
-        await publish(self.session, records, self._checked)
+        await publish(self.session, records)
 
     async def provision(self, channels: Sequence[str]) -> None:
         """Validate the names: STAN creates a channel on its first publish or subscribe."""

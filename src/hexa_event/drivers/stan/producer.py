@@ -15,40 +15,34 @@ from ...driver import RawRecord, refuse
 from ...errors import ConfigurationError, DriverError, NotStoredError
 from .errors import is_session_gone, refused
 from .options import check_channel
+from .protocol import encode_body
 from .session import PublishBatch, SessionInterruptedError, StanNotAnsweringError, StanSession
-from .wire import encode_body
 
 logger = logging.getLogger(__name__)
 
 
-async def publish(session: StanSession, records: Sequence[RawRecord], checked: set[str]) -> None:
-    """Store every record or raise :class:`~hexa_event.errors.DriverError`; ``checked``: the
-    channels known good (filled in)."""
+async def publish(session: StanSession, records: Sequence[RawRecord]) -> None:
+    """Store every record or raise :class:`~hexa_event.errors.DriverError`."""
     frames: list[tuple[int, str, bytes]] = []
     problems: dict[int, NotStoredError] = {}
-    limits: dict[str, int] = {}  # per channel, the largest body the server takes
+    limits: dict[str, int | NotStoredError] = {}  # per channel: the largest body, or why none
     for index, record in enumerate(records):
         channel = record.channel
         limit = limits.get(channel)
         if limit is None:  # once per channel and call
-            if channel not in checked:
-                try:
-                    check_channel(channel)
-                except ConfigurationError as exc:
-                    problems[index] = NotStoredError(str(exc), limit="channel name")
-                    continue
-                refusal = session.refusal(channel, 0)
-                if refusal is not None:
-                    problems[index] = refusal
-                    continue
-                checked.add(channel)
-            limit = limits[channel] = session.data_limit(channel)
+            try:
+                limit = session.refusal(check_channel(channel), 0) or session.data_limit(channel)
+            except ConfigurationError as exc:
+                limit = NotStoredError(str(exc), limit="channel name")
+            limits[channel] = limit
+        if isinstance(limit, NotStoredError):
+            problems[index] = limit
+            continue
         body = encode_body(record.key, record.headers, record.body)
-        if len(body) > limit:
-            refusal = session.refusal(channel, len(body))
-            if refusal is not None:
-                problems[index] = refusal
-                continue
+        refusal = session.refusal(channel, len(body)) if len(body) > limit else None
+        if refusal is not None:
+            problems[index] = refusal
+            continue
         frames.append((index, channel, body))
     if problems:
         # Before anything is sent: the server would refuse it and close the connection.

@@ -1,7 +1,7 @@
 """Many NATS messages written at once: a batch's PUB commands joined into one command in
 nats-py's pending buffer (``_send_command``, ``_flush_pending``; why: the Batched writes
-of docs/engines/stan.md). A client without them, or whose ``publish`` is wrapped, gets
-one ``publish`` per message.
+of docs/engines/stan.md). A client whose ``publish`` is wrapped gets one ``publish`` per
+message.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
-_INTERNALS = ("_send_command", "_flush_pending", "_flush_queue", "_pending_data_size")
 _PUBLISH = NatsClient.publish
 
 
@@ -40,8 +39,7 @@ class Writes:
         self.parts = []
         nc = self.nc
         command = b"".join(parts)
-        own = getattr(nc.publish, "__func__", None) is _PUBLISH
-        if not own or not all(hasattr(nc, name) for name in _INTERNALS):
+        if getattr(nc.publish, "__func__", None) is not _PUBLISH:
             await _one_by_one(nc, command)
             return
         if nc.is_closed:
