@@ -79,8 +79,8 @@ class StanSession:
         self.nc: NatsClient | None = nc
         self._owns_nc = nc is None
         self._nuid = NUID()
-        self._acks: dict[bytes, PublishBatch] = {}
-        """Guid -> the batch of each publish waiting for its PubAck."""
+        self._acks: dict[bytes, tuple[PublishBatch, int]] = {}
+        """Guid -> the batch and index of each publish waiting for its PubAck."""
         self._room = asyncio.Event()
         self._guid_prefix = bytes(self._nuid.next()) + b"-"
         self._guid_count = 0
@@ -304,8 +304,8 @@ class StanSession:
 
     def _fail_pending(self, exc: BaseException) -> None:
         pending, self._acks = self._acks, {}
-        for guid, batch in pending.items():
-            batch.resolve(guid, exc)
+        for batch, index in pending.values():
+            batch.resolve(index, exc)
         self._room.set()
 
     def lost(self, why: str) -> None:
@@ -427,15 +427,15 @@ class StanSession:
         request = UnsubscribeRequest(client_id=self.client_id, subject=channel, inbox=ack_inbox)
         return await self.request(subject, request, SubscriptionResponse)
 
-    async def publish(self, batch: PublishBatch, items: list[tuple[int, str, bytes]]) -> None:
-        """Send ``(index, channel, body)`` PubMsgs, at most ``max_pub_acks_inflight``
-        unanswered; ``batch`` collects their PubAcks (or :class:`SessionInterruptedError`)."""
+    async def publish(self, items: list[tuple[str, bytes]]) -> PublishBatch:
+        """Send ``(channel, body)`` PubMsgs, at most ``max_pub_acks_inflight`` unanswered;
+        the batch collects their PubAcks (or :class:`SessionInterruptedError`)."""
+        batch = PublishBatch(len(items))
         writes = Writes(self.client())
         limit = self.options.max_pub_acks_inflight
         head = encode_pub_head(self.client_id, self.conn_id)
         pub_prefix = self.response.pub_prefix + "."
         guid_prefix = self._guid_prefix
-        guids = batch.guids
         channel = ""
         command = field = b""
         done = 0
@@ -447,15 +447,14 @@ class StanSession:
                 await self._room.wait()
                 continue
             first = number = self._guid_count
-            for index, item_channel, data in items[done : done + room]:
+            for index, (item_channel, data) in enumerate(items[done : done + room], done):
                 if item_channel != channel:  # a batch is mostly one channel: once per run
                     channel = item_channel
                     command = pub_head(pub_prefix + channel, self.ack_subject)
                     field = encode_pub_channel(channel)
                 number += 1
                 guid = guid_prefix + b"%d" % number
-                acks[guid] = batch
-                guids[guid] = index
+                acks[guid] = (batch, index)
                 writes.add(command, encode_pub_msg(head, guid, field, data))
             self._guid_count = number
             done += room
@@ -464,48 +463,33 @@ class StanSession:
             except (nats.errors.Error, OSError) as exc:
                 interrupted = SessionInterruptedError(f"publish failed: {type(exc).__name__}")
                 for number in range(first + 1, self._guid_count + 1):
-                    guid = guid_prefix + b"%d" % number
-                    if acks.pop(guid, None) is not None:
-                        batch.resolve(guid, interrupted)
+                    entry = acks.pop(guid_prefix + b"%d" % number, None)
+                    if entry is not None:
+                        batch.resolve(entry[1], interrupted)
+        return batch
 
-    def refusal(self, channel: str, data_size: int) -> NotStoredError | None:
-        """Why the server would refuse (and close the connection over) a record of
-        ``data_size`` bytes on ``channel``: over ``max_control_line`` or ``max_payload``."""
-        nc = self.client()
+    def body_limit(self, channel: str) -> int:
+        """The largest record body the server takes on ``channel`` (``max_payload`` less what
+        a PubMsg adds); NotStoredError when ``channel`` makes a protocol line over
+        ``max_control_line``: the server would close the connection over either."""
         line = len(self.response.pub_prefix) + len(channel.encode()) + len(self.ack_subject) + 80
         if line > MAX_CONTROL_LINE:
-            return NotStoredError(
+            raise NotStoredError(
                 f"channel {channel[:60]!r}... ({len(channel)} characters) makes a NATS "
                 f"protocol line of {line} bytes, over the streaming server's "
                 f"max_control_line ({MAX_CONTROL_LINE} bytes by default); use a shorter "
                 "channel name",
                 limit="max_control_line",
             )
-        size = data_size + self._envelope_size(channel)
-        if nc.max_payload and size > nc.max_payload:
-            return NotStoredError(
-                f"record of {size} bytes (with its STAN envelope) is over the streaming "
-                f"server's max_payload of {nc.max_payload} bytes; send less, or raise "
-                "max_payload in its configuration",
-                limit="max_payload",
-            )
-        return None
-
-    def data_limit(self, channel: str) -> int:
-        """The largest record body :meth:`refusal` lets through on ``channel``."""
         max_payload = self.client().max_payload
-        return max_payload - self._envelope_size(channel) if max_payload else sys.maxsize
-
-    def _envelope_size(self, channel: str) -> int:
-        """What a PubMsg adds to its data, at most: channel, client id, guid and framing."""
-        return len(channel.encode()) + len(self.client_id) + 96
+        overhead = len(channel.encode()) + len(self.client_id) + 96  # client id, guid, framing
+        return max_payload - overhead if max_payload else sys.maxsize
 
     def forget(self, batch: PublishBatch) -> None:
         """Stop waiting for the batch's unanswered publishes (timed out)."""
-        for guid in batch.guids:
-            self._acks.pop(guid, None)
-        batch.guids.clear()
-        self._room.set()
+        if batch.remaining:
+            self._acks = {guid: e for guid, e in self._acks.items() if e[0] is not batch}
+            self._room.set()
 
     async def _on_pub_ack(self, msg: Msg) -> None:
         data = msg.data
@@ -524,41 +508,32 @@ class StanSession:
                 logger.warning("STAN %s: undecodable PubAck ignored", self.client_id)
                 return
             guid, error = ack.guid.encode(), ack.error
-        batch = self._acks.pop(guid, None)
-        if batch is not None:
-            batch.resolve(guid, error)
+        entry = self._acks.pop(guid, None)
+        if entry is not None:
+            entry[0].resolve(entry[1], error)
             self._room.set()
         if error and is_session_gone(error):
             self.lost(error)
 
 
 class PublishBatch:
-    """One producer call's publishes: ``results[i]`` is None while waiting, ``""`` once
-    stored, the server's error text, or the exception that interrupted it; ``guids`` maps
-    each unanswered publish's guid to its index; ``done`` is set when all are in."""
+    """One attempt at sending some records: ``results[i]`` is None while the i-th waits, ``""``
+    once stored, the server's error text, or the exception that interrupted it; ``done`` is
+    set when all are in."""
 
-    __slots__ = ("done", "guids", "remaining", "results")
+    __slots__ = ("done", "remaining", "results")
 
     def __init__(self, size: int) -> None:
         self.results: list[str | BaseException | None] = [None] * size
-        self.guids: dict[bytes, int] = {}
-        self.remaining = 0
+        self.remaining = size
         self.done = asyncio.Event()
 
-    def expect(self, indexes: list[int]) -> None:
-        for index in indexes:
-            self.results[index] = None
-        self.remaining = len(indexes)
-        self.done.clear()
-
-    def resolve(self, guid: bytes, outcome: str | BaseException) -> None:
-        index = self.guids.pop(guid, None)
-        if index is None or self.results[index] is not None:
-            return
-        self.results[index] = outcome
-        self.remaining -= 1
-        if self.remaining <= 0:
-            self.done.set()
+    def resolve(self, index: int, outcome: str | BaseException) -> None:
+        if self.results[index] is None:
+            self.results[index] = outcome
+            self.remaining -= 1
+            if not self.remaining:
+                self.done.set()
 
 
 def _servers(options: StanOptions) -> str:

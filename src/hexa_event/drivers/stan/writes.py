@@ -38,10 +38,12 @@ class Writes:
             return
         self.parts = []
         nc = self.nc
-        command = b"".join(parts)
-        if getattr(nc.publish, "__func__", None) is not _PUBLISH:
-            await _one_by_one(nc, command)
+        if getattr(nc.publish, "__func__", None) is not _PUBLISH:  # wrapped: one by one
+            for head, payload in zip(parts[0::4], parts[2::4], strict=True):
+                _, subject, *reply = head.decode().split()
+                await nc.publish(subject, payload, reply=reply[0] if reply else "")
             return
+        command = b"".join(parts)
         if nc.is_closed:
             raise nats.errors.ConnectionClosedError
         if nc.is_draining_pubs:
@@ -55,14 +57,3 @@ class Writes:
         await nc._send_command(command)
         if nc._flush_queue is not None and nc._flush_queue.empty():
             await nc._flush_pending()
-
-
-async def _one_by_one(nc: NatsClient, command: bytes) -> None:
-    """Send the PUB commands of ``command`` through ``publish``."""
-    pos = 0
-    while pos < len(command):
-        end = command.index(b"\r\n", pos)
-        _, subject, *reply, size = command[pos:end].decode().split(" ")
-        pos = end + 2 + int(size)
-        await nc.publish(subject, command[end + 2 : pos], reply=reply[0] if reply else "")
-        pos += 2
