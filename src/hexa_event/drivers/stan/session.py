@@ -95,8 +95,8 @@ class StanSession:
         self._session_ok = False
         self._reconnects_seen = 0
         self._outstanding = 0
-        self._hb_sub: NatsSubscription | None = None
-        self._internal: list[NatsSubscription] = []
+        self._internal: dict[str, NatsSubscription] = {}
+        """Our NATS subscriptions: PubAcks, ping responses, heartbeats."""
         self.members: set[Member] = set()
         """The open subscriptions, told of a recovery or a failure."""
         self.response = ConnectResponse()
@@ -154,21 +154,20 @@ class StanSession:
         self.ping_inbox = nc.new_inbox()
         # One reply subject for every publish: one per publish cost the NATS server 70% more
         # CPU per publish (a subject it has not seen to match and cache each time).
-        self._internal.append(await nc.subscribe(self.ack_subject, cb=self._on_pub_ack))
-        self._internal.append(await nc.subscribe(self.ping_inbox, cb=self._on_ping_response))
+        self._internal["acks"] = await nc.subscribe(self.ack_subject, cb=self._on_pub_ack)
+        self._internal["pings"] = await nc.subscribe(self.ping_inbox, cb=self._on_ping_response)
         await self._handshake()
 
     async def _handshake(self) -> None:
         """ConnectRequest with a fresh heartbeat inbox and connection id."""
         nc = self.client()
         options = self.options
-        if self._hb_sub is not None:
+        if old := self._internal.pop("heartbeats", None):
             # Not answering on the old inbox lets the server replace a stale registration.
             with contextlib.suppress(nats.errors.Error):
-                await self._hb_sub.unsubscribe()
-            self._hb_sub = None
+                await old.unsubscribe()
         hb_inbox = nc.new_inbox()
-        self._hb_sub = await nc.subscribe(hb_inbox, cb=self._on_heartbeat)
+        self._internal["heartbeats"] = await nc.subscribe(hb_inbox, cb=self._on_heartbeat)
         conn_id = bytes(self._nuid.next())
         request = ConnectRequest(
             client_id=options.client_id,
@@ -216,9 +215,8 @@ class StanSession:
         await self._release_nats()
 
     async def _release_nats(self) -> None:
-        subs = [*self._internal, *([self._hb_sub] if self._hb_sub else [])]
+        subs = list(self._internal.values())
         self._internal.clear()
-        self._hb_sub = None
         if not self._owns_nc:
             for sub in subs:
                 with contextlib.suppress(nats.errors.Error):
