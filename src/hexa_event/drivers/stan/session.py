@@ -485,8 +485,9 @@ class StanSession:
 
     def forget(self, batch: PublishBatch) -> None:
         """Stop waiting for the batch's unanswered publishes (timed out)."""
-        if batch.remaining:
-            self._acks = {guid: e for guid, e in self._acks.items() if e[0] is not batch}
+        if batch.remaining:  # in place: a publish under way holds this dict
+            for guid in [guid for guid, entry in self._acks.items() if entry[0] is batch]:
+                del self._acks[guid]
             self._room.set()
 
     async def _on_pub_ack(self, msg: Msg) -> None:
