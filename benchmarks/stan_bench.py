@@ -49,14 +49,15 @@ from hexa_event.drivers.stan.protocol import (
     ConnectResponse,
     SubscriptionRequest,
     SubscriptionResponse,
+    decode_body,
     decode_msg_proto,
     encode_ack,
     encode_ack_head,
+    encode_body,
     encode_pub_channel,
     encode_pub_head,
     encode_pub_msg,
 )
-from hexa_event.drivers.stan.wire import decode_body, encode_body
 
 NATS_URL = os.environ.get("HEXA_STAN_URL", "nats://127.0.0.1:4223")
 CLUSTER = os.environ.get("HEXA_STAN_CLUSTER_ID", "hexa-event")

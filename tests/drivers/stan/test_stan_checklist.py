@@ -36,12 +36,12 @@ from hexa_event.drivers.stan.protocol import (
     StartPosition,
     SubscriptionRequest,
     SubscriptionResponse,
+    decode_body,
     decode_msg_proto,
     encode_ack,
     encode_ack_head,
 )
-from hexa_event.drivers.stan.wire import decode_body
-from hexa_event.errors import ConfigurationError
+from hexa_event.errors import ConfigurationError, DriverError
 from hexa_event.testing.waiting import eventually
 from hexa_event_services import pb_decode
 
@@ -138,6 +138,33 @@ async def test_publish_is_acked_and_an_unknown_client_gets_an_error(drivers: Any
             assert ack.error == ""
         else:
             assert "invalid publish request" in ack.error
+
+
+async def test_records_never_acknowledged_fail_after_ack_timeout_and_free_their_places(
+    drivers: Any,
+) -> None:
+    """PubMsgs lost on the way get no PubAck: the publish fails after ``ack_timeout`` saying
+    how many records, and their places among ``max_pub_acks_inflight`` are free again (a
+    next publish would otherwise wait for room that never comes)."""
+    channel = unique("unacked")
+    driver: StanDriver = await drivers(ack_timeout=1, max_pub_acks_inflight=2)
+    await driver.connect()
+    nc = driver.session.nc
+    assert nc is not None
+    publish = nc.publish
+    lose = [True]
+
+    async def losing(subject: str, payload: bytes = b"", *args: Any, **kwargs: Any) -> None:
+        if lose[0] and subject.startswith(driver.session.response.pub_prefix + "."):
+            return None
+        return await publish(subject, payload, *args, **kwargs)
+
+    nc.publish = losing  # type: ignore[method-assign]
+    with pytest.raises(DriverError, match="2 of 2 records were not acknowledged"):
+        await driver.publish(records(channel, 2))
+    lose[0] = False
+    async with asyncio.timeout(WITHIN):
+        await driver.publish(records(channel, 2))
 
 
 async def test_bad_client_id_is_rejected(drivers: Any, stan_url: str) -> None:

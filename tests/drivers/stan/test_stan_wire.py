@@ -19,14 +19,15 @@ from hexa_event.drivers.stan.protocol import (
     PubMsg,
     StartPosition,
     SubscriptionRequest,
+    decode_body,
     decode_msg_proto,
     encode_ack,
     encode_ack_head,
+    encode_body,
     encode_pub_channel,
     encode_pub_head,
     encode_pub_msg,
 )
-from hexa_event.drivers.stan.wire import decode_body, encode_body
 from hexa_event_services import pb_decode, pb_field
 
 

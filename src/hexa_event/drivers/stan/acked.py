@@ -5,8 +5,6 @@ and for how long: docs/engines/stan.md#acks-and-copies.
 
 from __future__ import annotations
 
-from collections import deque
-
 MOST = 20_000
 """Sequences remembered per member at most (a few seconds of acks at high rates)."""
 
@@ -14,34 +12,28 @@ MOST = 20_000
 class RecentAcks:
     """Sequences acked here within ``keep`` seconds (monotonic), at most ``most``.
 
-    The order they were remembered in is two deques of numbers, not one of tuples: thousands
-    of entries live for seconds, and numbers are nothing for the garbage collector to scan.
+    One dict of numbers, sequence -> the time until which a copy is acked again, not run: in
+    the order remembered (an ack again moves its sequence to the end), so times never
+    decrease along it and :meth:`prune` stops at the first one to keep. Numbers are nothing
+    for the garbage collector to scan.
     """
 
-    __slots__ = ("_sequences", "_times", "_until", "keep", "most")
+    __slots__ = ("_until", "keep", "most")
 
     def __init__(self, keep: float, most: int = MOST) -> None:
         self.keep = keep
         self.most = most
         self._until: dict[int, float] = {}
-        """Sequence -> monotonic time until which a copy of it is acked again, not run."""
-        self._times: deque[float] = deque()
-        self._sequences: deque[int] = deque()
-        """``until`` and sequence in the order remembered (so ``until`` never decreases)."""
 
     def __len__(self) -> int:
         return len(self._until)
 
     def clear(self) -> None:
         self._until.clear()
-        self._times.clear()
-        self._sequences.clear()
 
     def add(self, sequence: int, now: float) -> None:
-        until = now + self.keep
-        self._until[sequence] = until
-        self._times.append(until)
-        self._sequences.append(sequence)
+        self._until.pop(sequence, None)
+        self._until[sequence] = now + self.keep
 
     def covers(self, sequence: int, now: float) -> bool:
         """True when ``sequence`` was acked here less than ``keep`` seconds ago."""
@@ -50,8 +42,12 @@ class RecentAcks:
 
     def prune(self, now: float) -> None:
         """Forget what is older than ``keep`` seconds, and the oldest beyond ``most``."""
-        times, sequences, until_of = self._times, self._sequences, self._until
-        while times and (times[0] <= now or len(times) > self.most):
-            until, sequence = times.popleft(), sequences.popleft()
-            if until_of.get(sequence) == until:  # not remembered again since
-                del until_of[sequence]
+        excess = len(self._until) - self.most
+        old = []
+        for sequence, until in self._until.items():
+            if until > now and excess <= 0:
+                break
+            old.append(sequence)
+            excess -= 1
+        for sequence in old:
+            del self._until[sequence]

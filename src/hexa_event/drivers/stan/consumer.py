@@ -38,12 +38,12 @@ from .protocol import (
     StartPosition,
     SubscriptionRequest,
     SubscriptionResponse,
+    decode_body,
     decode_msg_proto,
     encode_ack,
     encode_ack_head,
 )
 from .session import StanSession
-from .wire import decode_body
 from .writes import Writes, pub_head
 
 logger = logging.getLogger(__name__)
@@ -261,10 +261,7 @@ class StanSubscription(Subscription):
         try:
             await self.resubscribe()
         except BaseException:
-            self.buffer.close()
-            for member in self.members:  # the ones not joined only drop their NATS inbox
-                with contextlib.suppress(DriverError):
-                    await member.close(unsubscribe=False)
+            await self._leave(unsubscribe=False, strict=False)  # the ones not joined: no-ops
             raise
         self.session.members.add(self)
 
@@ -322,8 +319,7 @@ class StanSubscription(Subscription):
         self._error = ""
         for member in self.members:
             member.acked.prune(now)
-        if len(self.members[0].nacked) > 1000:
-            for member in self.members:
+            if len(member.nacked) > 1000:
                 member.nacked = {s: t for s, t in member.nacked.items() if t + _NACK_MEMORY >= now}
 
     async def close(self) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-import weakref
 from collections.abc import Sequence
 
 from nats.aio.client import Client as NatsClient
@@ -40,10 +39,7 @@ class StanDriver(KitDriver):
             delayed_nack=options.delayed_nack,
         )
         self.session = StanSession(options, nc)
-        self._checked: set[str] = set()
-        """Channels the producer found good."""
-        # Open ones stay: the session and their NATS subscriptions hold them.
-        self.subscriptions: weakref.WeakSet[StanSubscription] = weakref.WeakSet()
+        self.subscriptions = self.session.members  # the open ones, closed with the driver
 
     def __repr__(self) -> str:
         return (
@@ -74,7 +70,7 @@ class StanDriver(KitDriver):
 
     async def send(self, records: Sequence[RawRecord]) -> None:
         await self.session.start()
-        await publish(self.session, records, self._checked)
+        await publish(self.session, records)
 
     async def provision(self, channels: Sequence[str]) -> None:
         """Validate the names: STAN creates a channel on its first publish or subscribe."""
@@ -86,8 +82,7 @@ class StanDriver(KitDriver):
         self.check_open()
         await self.session.wait_ready(self.options.ack_timeout)  # rides out a recovery
         subscription = StanSubscription(self.session, spec)
-        await subscription.open()
-        self.subscriptions.add(subscription)
+        await subscription.open()  # and joins the session's members
         return subscription
 
     async def close_engine(self) -> None:

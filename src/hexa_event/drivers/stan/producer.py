@@ -15,72 +15,69 @@ from ...driver import RawRecord, refuse
 from ...errors import ConfigurationError, DriverError, NotStoredError
 from .errors import is_session_gone, refused
 from .options import check_channel
-from .session import PublishBatch, SessionInterruptedError, StanNotAnsweringError, StanSession
-from .wire import encode_body
+from .protocol import encode_body
+from .session import SessionInterruptedError, StanNotAnsweringError, StanSession
 
 logger = logging.getLogger(__name__)
 
 
-async def publish(session: StanSession, records: Sequence[RawRecord], checked: set[str]) -> None:
-    """Store every record or raise :class:`~hexa_event.errors.DriverError`; ``checked``: the
-    channels known good (filled in)."""
-    frames: list[tuple[int, str, bytes]] = []
+async def publish(session: StanSession, records: Sequence[RawRecord]) -> None:
+    """Store every record or raise :class:`~hexa_event.errors.DriverError`."""
+    frames: list[tuple[str, bytes]] = []
     problems: dict[int, NotStoredError] = {}
-    limits: dict[str, int] = {}  # per channel, the largest body the server takes
+    limits: dict[str, int | NotStoredError] = {}  # per channel: the largest body, or why none
     for index, record in enumerate(records):
         channel = record.channel
         limit = limits.get(channel)
         if limit is None:  # once per channel and call
-            if channel not in checked:
-                try:
-                    check_channel(channel)
-                except ConfigurationError as exc:
-                    problems[index] = NotStoredError(str(exc), limit="channel name")
-                    continue
-                refusal = session.refusal(channel, 0)
-                if refusal is not None:
-                    problems[index] = refusal
-                    continue
-                checked.add(channel)
-            limit = limits[channel] = session.data_limit(channel)
+            try:
+                limit = session.body_limit(check_channel(channel))
+            except ConfigurationError as exc:
+                limit = NotStoredError(str(exc), limit="channel name")
+            except NotStoredError as exc:
+                limit = exc
+            limits[channel] = limit
         body = encode_body(record.key, record.headers, record.body)
-        if len(body) > limit:
-            refusal = session.refusal(channel, len(body))
-            if refusal is not None:
-                problems[index] = refusal
-                continue
-        frames.append((index, channel, body))
+        if isinstance(limit, NotStoredError):
+            problems[index] = limit
+        elif len(body) > limit:
+            max_payload = session.client().max_payload
+            problems[index] = NotStoredError(
+                f"record of {len(body) - limit + max_payload} bytes (with its STAN envelope) is "
+                f"over the streaming server's max_payload of {max_payload} bytes; send less, "
+                "or raise max_payload in its configuration",
+                limit="max_payload",
+            )
+        else:
+            frames.append((channel, body))
     if problems:
         # Before anything is sent: the server would refuse it and close the connection.
         raise refuse(len(records), problems)
     deadline = time.monotonic() + session.options.ack_timeout
-    batch = PublishBatch(len(frames))
     pending = frames
     attempt = 0
     backoff = 0.05
     while pending:
         attempt += 1
         await session.wait_ready(deadline - time.monotonic())
-        batch.expect([index for index, _, _ in pending])
-        await session.publish(batch, pending)
+        batch = await session.publish(pending)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 await batch.done.wait()
         session.forget(batch)  # what is still unanswered
-        retry: list[tuple[int, str, bytes]] = []
+        retry: list[tuple[str, bytes]] = []
         nobody = False
-        for frame in pending:
-            outcome = batch.results[frame[0]]
+        for (channel, body), outcome in zip(pending, batch.results, strict=True):
             if outcome == "":  # stored
                 continue
             if isinstance(outcome, str) and not is_session_gone(outcome):
-                raise refused(frame[1], outcome, f"a record for channel {frame[1]!r}")
+                raise refused(channel, outcome, f"a record for channel {channel!r}")
             if isinstance(outcome, BaseException) and not isinstance(
                 outcome, SessionInterruptedError
             ):
                 raise outcome
             nobody = nobody or isinstance(outcome, StanNotAnsweringError)
-            retry.append(frame)  # sent again (a lost session recovers meanwhile)
+            retry.append((channel, body))  # sent again (a lost session recovers meanwhile)
         pending = retry
         if pending and time.monotonic() >= deadline:
             raise DriverError(

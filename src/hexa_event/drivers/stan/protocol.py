@@ -2,17 +2,21 @@
 
 A small proto3 codec of our own (defaults not written, unknown fields skipped, ints as two's
 complement varints), so the driver needs nats-py alone (docs/engines/stan.md, Internals).
+A message's body is Go hexa-event's JSON envelope (:mod:`..kit.goenvelope`), the record's key
+as its top-level ``"key"`` (STAN has no headers).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from itertools import count
 from typing import Any, ClassVar, Self
 
 import msgspec
 
 from ...errors import DriverError
+from ..kit import goenvelope
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _FIXED = {_I64: 8, _I32: 4}
@@ -350,3 +354,13 @@ def decode_msg_proto(data: bytes) -> MsgProto:
         redelivered=redelivered,
         redelivery_count=redelivery_count,
     )
+
+
+encode_body = goenvelope.encode
+"""The body of a record: its key, headers and payload in Go's envelope."""
+
+
+def decode_body(data: bytes) -> tuple[str, Mapping[str, bytes], bytes]:
+    """``(key, headers, payload)`` of a message body; a body that is not Go's envelope (a
+    plain STAN publisher's) comes back whole, with no headers: a foreign record."""
+    return goenvelope.decode(data) or ("", {}, data)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import nats
 import nats.errors
@@ -79,24 +79,24 @@ class StanSession:
         self.nc: NatsClient | None = nc
         self._owns_nc = nc is None
         self._nuid = NUID()
-        self._acks: dict[bytes, PublishBatch] = {}
-        """Guid -> the batch of each publish waiting for its PubAck."""
+        self._acks: dict[bytes, tuple[PublishBatch, int]] = {}
+        """Guid -> the batch and index of each publish waiting for its PubAck."""
         self._room = asyncio.Event()
         self._guid_prefix = bytes(self._nuid.next()) + b"-"
         self._guid_count = 0
         self._start_lock = asyncio.Lock()
         self._ready = asyncio.Event()
-        self._started = False
+        self._loop: asyncio.Task[None] | None = None
+        """:meth:`_run`, from a successful :meth:`start` on."""
+        self._wake = asyncio.Event()
         self.closed = False
         """Set by :meth:`close`: nothing more goes through."""
         self._nats_up = True
         self._session_ok = False
         self._reconnects_seen = 0
         self._outstanding = 0
-        self._hb_sub: NatsSubscription | None = None
-        self._internal: list[NatsSubscription] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._ping_now = asyncio.Event()
+        self._internal: dict[str, NatsSubscription] = {}
+        """Our NATS subscriptions: PubAcks, ping responses, heartbeats."""
         self.members: set[Member] = set()
         """The open subscriptions, told of a recovery or a failure."""
         self.response = ConnectResponse()
@@ -112,10 +112,10 @@ class StanSession:
 
     async def start(self) -> None:
         """Connect (once); raises the driver's connect errors on the first attempt."""
-        if self._started:
+        if self._loop is not None:
             return
         async with self._start_lock:
-            if self._started:
+            if self._loop is not None:
                 return
             if self.closed:
                 raise ClosedError("this STAN driver was closed; connect() again")
@@ -124,10 +124,9 @@ class StanSession:
             except BaseException:
                 await self._release_nats()
                 raise
-            self._started = True
             self._session_ok = True
             self._update_ready()
-            self._spawn(self._ping_loop())
+            self._loop = asyncio.get_running_loop().create_task(self._run())
 
     async def _open(self) -> None:
         options = self.options
@@ -155,21 +154,20 @@ class StanSession:
         self.ping_inbox = nc.new_inbox()
         # One reply subject for every publish: one per publish cost the NATS server 70% more
         # CPU per publish (a subject it has not seen to match and cache each time).
-        self._internal.append(await nc.subscribe(self.ack_subject, cb=self._on_pub_ack))
-        self._internal.append(await nc.subscribe(self.ping_inbox, cb=self._on_ping_response))
+        self._internal["acks"] = await nc.subscribe(self.ack_subject, cb=self._on_pub_ack)
+        self._internal["pings"] = await nc.subscribe(self.ping_inbox, cb=self._on_ping_response)
         await self._handshake()
 
     async def _handshake(self) -> None:
         """ConnectRequest with a fresh heartbeat inbox and connection id."""
         nc = self.client()
         options = self.options
-        if self._hb_sub is not None:
+        if old := self._internal.pop("heartbeats", None):
             # Not answering on the old inbox lets the server replace a stale registration.
             with contextlib.suppress(nats.errors.Error):
-                await self._hb_sub.unsubscribe()
-            self._hb_sub = None
+                await old.unsubscribe()
         hb_inbox = nc.new_inbox()
-        self._hb_sub = await nc.subscribe(hb_inbox, cb=self._on_heartbeat)
+        self._internal["heartbeats"] = await nc.subscribe(hb_inbox, cb=self._on_heartbeat)
         conn_id = bytes(self._nuid.next())
         request = ConnectRequest(
             client_id=options.client_id,
@@ -201,13 +199,13 @@ class StanSession:
         if self.closed:
             return
         self.closed = True
-        self._ready.set()  # wake waiters; they see _closed
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._ready.set()  # wake waiters; they see closed
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
         self._fail_pending(ClosedError("the STAN driver was closed"))
         nc = self.nc
-        if self._started and nc is not None and nc.is_connected and self._session_ok:
+        if nc is not None and nc.is_connected and self._session_ok:
             try:
                 response = await self._close_request()
                 if response.error:
@@ -217,9 +215,8 @@ class StanSession:
         await self._release_nats()
 
     async def _release_nats(self) -> None:
-        subs = [*self._internal, *([self._hb_sub] if self._hb_sub else [])]
+        subs = list(self._internal.values())
         self._internal.clear()
-        self._hb_sub = None
         if not self._owns_nc:
             for sub in subs:
                 with contextlib.suppress(nats.errors.Error):
@@ -234,11 +231,6 @@ class StanSession:
         if self.nc is None:
             raise ClosedError("the STAN session has no NATS connection (closed)")
         return self.nc
-
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _update_ready(self) -> None:
         if self.closed or self.failure is not None or (self._nats_up and self._session_ok):
@@ -274,7 +266,7 @@ class StanSession:
         self._interrupted("the NATS connection was lost")
 
     async def _on_reconnected(self) -> None:
-        self._ping_now.set()  # the ping loop handles it at once
+        self._wake.set()  # the loop handles it at once
 
     async def _on_closed(self) -> None:
         if self.closed:
@@ -310,41 +302,19 @@ class StanSession:
 
     def _fail_pending(self, exc: BaseException) -> None:
         pending, self._acks = self._acks, {}
-        for guid, batch in pending.items():
-            batch.resolve(guid, exc)
+        for batch, index in pending.values():
+            batch.resolve(index, exc)
         self._room.set()
 
     def lost(self, why: str) -> None:
-        """The server no longer knows this session: re-establish it in the background."""
+        """The server no longer knows this session: :meth:`_run` re-establishes it."""
         if self.closed or not self._session_ok:
             return
         logger.warning("STAN %s: session lost (%s); re-establishing", self.client_id, why)
         self._session_ok = False
         self.error = f"STAN session lost: {why}"
         self._interrupted(why)
-        self._spawn(self._recover())
-
-    async def _recover(self) -> None:
-        delay = 0.1
-        while not self.closed:
-            try:
-                with contextlib.suppress(DriverError):
-                    await self._close_request()
-                await self._handshake()
-                self._session_ok = True
-                for member in list(self.members):
-                    await member.resubscribe()
-            except (DriverError, nats.errors.Error, OSError) as exc:
-                self._session_ok = False
-                self.error = f"re-establishing the STAN session: {exc}"
-                logger.info("STAN %s: %s", self.client_id, self.error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            self.error = "" if self._nats_up else self.error
-            self._update_ready()
-            logger.info("STAN %s: session re-established", self.client_id)
-            return
+        self._wake.set()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         if msg.reply and not self.closed:
@@ -363,14 +333,18 @@ class StanSession:
         else:
             self._outstanding = 0
 
-    async def _ping_loop(self) -> None:
-        interval = self.response.ping_interval or self.options.ping_interval
-        max_out = self.response.ping_max_out or self.options.ping_max_out
+    async def _run(self) -> None:
+        """The session's one loop, woken every ping interval, by :meth:`lost` and by a
+        reconnect: notices a re-established connection, re-establishes a lost session
+        (backing off from 0.1 to 2 seconds) and pings the server."""
+        backoff = 0.1
         while not self.closed:
+            response, options = self.response, self.options
+            interval = response.ping_interval or options.ping_interval
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._ping_now.wait()
-            self._ping_now.clear()
+                async with asyncio.timeout(interval if self._session_ok else backoff):
+                    await self._wake.wait()
+            self._wake.clear()
             nc = self.nc
             if nc is None or self.closed:
                 return
@@ -383,18 +357,38 @@ class StanSession:
                     self.error = ""
                 # Acks of publishes sent before the drop may never come: re-send them.
                 self._interrupted("the NATS connection was re-established")
-            if not self._session_ok or not nc.is_connected:
+            if not self._session_ok:
+                backoff = 0.1 if await self._reestablish() else min(backoff * 2, 2.0)
+                continue
+            if not nc.is_connected:
                 continue
             self._outstanding += 1
+            max_out = response.ping_max_out or options.ping_max_out
             if self._outstanding > max_out:
                 self.lost(f"{max_out} pings in a row went unanswered")
                 continue
+            ping = Ping(conn_id=self.conn_id).encode()
             with contextlib.suppress(nats.errors.Error):
-                await nc.publish(
-                    self.response.ping_requests,
-                    Ping(conn_id=self.conn_id).encode(),
-                    reply=self.ping_inbox,
-                )
+                await nc.publish(response.ping_requests, ping, reply=self.ping_inbox)
+
+    async def _reestablish(self) -> bool:
+        """One attempt at a new session under our client id, every member re-subscribed."""
+        try:
+            with contextlib.suppress(DriverError):
+                await self._close_request()
+            await self._handshake()
+            self._session_ok = True
+            for member in list(self.members):
+                await member.resubscribe()
+        except (DriverError, nats.errors.Error, OSError) as exc:
+            self._session_ok = False
+            self.error = f"re-establishing the STAN session: {exc}"
+            logger.info("STAN %s: %s", self.client_id, self.error)
+            return False
+        self.error = "" if self._nats_up else self.error
+        self._update_ready()
+        logger.info("STAN %s: session re-established", self.client_id)
+        return True
 
     async def request(
         self,
@@ -431,15 +425,15 @@ class StanSession:
         request = UnsubscribeRequest(client_id=self.client_id, subject=channel, inbox=ack_inbox)
         return await self.request(subject, request, SubscriptionResponse)
 
-    async def publish(self, batch: PublishBatch, items: list[tuple[int, str, bytes]]) -> None:
-        """Send ``(index, channel, body)`` PubMsgs, at most ``max_pub_acks_inflight``
-        unanswered; ``batch`` collects their PubAcks (or :class:`SessionInterruptedError`)."""
+    async def publish(self, items: list[tuple[str, bytes]]) -> PublishBatch:
+        """Send ``(channel, body)`` PubMsgs, at most ``max_pub_acks_inflight`` unanswered;
+        the batch collects their PubAcks (or :class:`SessionInterruptedError`)."""
+        batch = PublishBatch(len(items))
         writes = Writes(self.client())
         limit = self.options.max_pub_acks_inflight
         head = encode_pub_head(self.client_id, self.conn_id)
         pub_prefix = self.response.pub_prefix + "."
         guid_prefix = self._guid_prefix
-        guids = batch.guids
         channel = ""
         command = field = b""
         done = 0
@@ -451,15 +445,14 @@ class StanSession:
                 await self._room.wait()
                 continue
             first = number = self._guid_count
-            for index, item_channel, data in items[done : done + room]:
+            for index, (item_channel, data) in enumerate(items[done : done + room], done):
                 if item_channel != channel:  # a batch is mostly one channel: once per run
                     channel = item_channel
                     command = pub_head(pub_prefix + channel, self.ack_subject)
                     field = encode_pub_channel(channel)
                 number += 1
                 guid = guid_prefix + b"%d" % number
-                acks[guid] = batch
-                guids[guid] = index
+                acks[guid] = (batch, index)
                 writes.add(command, encode_pub_msg(head, guid, field, data))
             self._guid_count = number
             done += room
@@ -468,48 +461,34 @@ class StanSession:
             except (nats.errors.Error, OSError) as exc:
                 interrupted = SessionInterruptedError(f"publish failed: {type(exc).__name__}")
                 for number in range(first + 1, self._guid_count + 1):
-                    guid = guid_prefix + b"%d" % number
-                    if acks.pop(guid, None) is not None:
-                        batch.resolve(guid, interrupted)
+                    entry = acks.pop(guid_prefix + b"%d" % number, None)
+                    if entry is not None:
+                        batch.resolve(entry[1], interrupted)
+        return batch
 
-    def refusal(self, channel: str, data_size: int) -> NotStoredError | None:
-        """Why the server would refuse (and close the connection over) a record of
-        ``data_size`` bytes on ``channel``: over ``max_control_line`` or ``max_payload``."""
-        nc = self.client()
+    def body_limit(self, channel: str) -> int:
+        """The largest record body the server takes on ``channel`` (``max_payload`` less what
+        a PubMsg adds); NotStoredError when ``channel`` makes a protocol line over
+        ``max_control_line``: the server would close the connection over either."""
         line = len(self.response.pub_prefix) + len(channel.encode()) + len(self.ack_subject) + 80
         if line > MAX_CONTROL_LINE:
-            return NotStoredError(
+            raise NotStoredError(
                 f"channel {channel[:60]!r}... ({len(channel)} characters) makes a NATS "
                 f"protocol line of {line} bytes, over the streaming server's "
                 f"max_control_line ({MAX_CONTROL_LINE} bytes by default); use a shorter "
                 "channel name",
                 limit="max_control_line",
             )
-        size = data_size + self._envelope_size(channel)
-        if nc.max_payload and size > nc.max_payload:
-            return NotStoredError(
-                f"record of {size} bytes (with its STAN envelope) is over the streaming "
-                f"server's max_payload of {nc.max_payload} bytes; send less, or raise "
-                "max_payload in its configuration",
-                limit="max_payload",
-            )
-        return None
-
-    def data_limit(self, channel: str) -> int:
-        """The largest record body :meth:`refusal` lets through on ``channel``."""
         max_payload = self.client().max_payload
-        return max_payload - self._envelope_size(channel) if max_payload else sys.maxsize
-
-    def _envelope_size(self, channel: str) -> int:
-        """What a PubMsg adds to its data, at most: channel, client id, guid and framing."""
-        return len(channel.encode()) + len(self.client_id) + 96
+        overhead = len(channel.encode()) + len(self.client_id) + 96  # client id, guid, framing
+        return max_payload - overhead if max_payload else sys.maxsize
 
     def forget(self, batch: PublishBatch) -> None:
         """Stop waiting for the batch's unanswered publishes (timed out)."""
-        for guid in batch.guids:
-            self._acks.pop(guid, None)
-        batch.guids.clear()
-        self._room.set()
+        if batch.remaining:  # in place: a publish under way holds this dict
+            for guid in [guid for guid, entry in self._acks.items() if entry[0] is batch]:
+                del self._acks[guid]
+            self._room.set()
 
     async def _on_pub_ack(self, msg: Msg) -> None:
         data = msg.data
@@ -528,41 +507,32 @@ class StanSession:
                 logger.warning("STAN %s: undecodable PubAck ignored", self.client_id)
                 return
             guid, error = ack.guid.encode(), ack.error
-        batch = self._acks.pop(guid, None)
-        if batch is not None:
-            batch.resolve(guid, error)
+        entry = self._acks.pop(guid, None)
+        if entry is not None:
+            entry[0].resolve(entry[1], error)
             self._room.set()
         if error and is_session_gone(error):
             self.lost(error)
 
 
 class PublishBatch:
-    """One producer call's publishes: ``results[i]`` is None while waiting, ``""`` once
-    stored, the server's error text, or the exception that interrupted it; ``guids`` maps
-    each unanswered publish's guid to its index; ``done`` is set when all are in."""
+    """One attempt at sending some records: ``results[i]`` is None while the i-th waits, ``""``
+    once stored, the server's error text, or the exception that interrupted it; ``done`` is
+    set when all are in."""
 
-    __slots__ = ("done", "guids", "remaining", "results")
+    __slots__ = ("done", "remaining", "results")
 
     def __init__(self, size: int) -> None:
         self.results: list[str | BaseException | None] = [None] * size
-        self.guids: dict[bytes, int] = {}
-        self.remaining = 0
+        self.remaining = size
         self.done = asyncio.Event()
 
-    def expect(self, indexes: list[int]) -> None:
-        for index in indexes:
-            self.results[index] = None
-        self.remaining = len(indexes)
-        self.done.clear()
-
-    def resolve(self, guid: bytes, outcome: str | BaseException) -> None:
-        index = self.guids.pop(guid, None)
-        if index is None or self.results[index] is not None:
-            return
-        self.results[index] = outcome
-        self.remaining -= 1
-        if self.remaining <= 0:
-            self.done.set()
+    def resolve(self, index: int, outcome: str | BaseException) -> None:
+        if self.results[index] is None:
+            self.results[index] = outcome
+            self.remaining -= 1
+            if not self.remaining:
+                self.done.set()
 
 
 def _servers(options: StanOptions) -> str:

@@ -1,7 +1,7 @@
 """Many NATS messages written at once: a batch's PUB commands joined into one command in
 nats-py's pending buffer (``_send_command``, ``_flush_pending``; why: the Batched writes
-of docs/engines/stan.md). A client without them, or whose ``publish`` is wrapped, gets
-one ``publish`` per message.
+of docs/engines/stan.md). A client whose ``publish`` is wrapped gets one ``publish`` per
+message.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
-_INTERNALS = ("_send_command", "_flush_pending", "_flush_queue", "_pending_data_size")
 _PUBLISH = NatsClient.publish
 
 
@@ -39,11 +38,12 @@ class Writes:
             return
         self.parts = []
         nc = self.nc
-        command = b"".join(parts)
-        own = getattr(nc.publish, "__func__", None) is _PUBLISH
-        if not own or not all(hasattr(nc, name) for name in _INTERNALS):
-            await _one_by_one(nc, command)
+        if getattr(nc.publish, "__func__", None) is not _PUBLISH:  # wrapped: one by one
+            for head, payload in zip(parts[0::4], parts[2::4], strict=True):
+                _, subject, *reply = head.decode().split()
+                await nc.publish(subject, payload, reply=reply[0] if reply else "")
             return
+        command = b"".join(parts)
         if nc.is_closed:
             raise nats.errors.ConnectionClosedError
         if nc.is_draining_pubs:
@@ -57,14 +57,3 @@ class Writes:
         await nc._send_command(command)
         if nc._flush_queue is not None and nc._flush_queue.empty():
             await nc._flush_pending()
-
-
-async def _one_by_one(nc: NatsClient, command: bytes) -> None:
-    """Send the PUB commands of ``command`` through ``publish``."""
-    pos = 0
-    while pos < len(command):
-        end = command.index(b"\r\n", pos)
-        _, subject, *reply, size = command[pos:end].decode().split(" ")
-        pos = end + 2 + int(size)
-        await nc.publish(subject, command[end + 2 : pos], reply=reply[0] if reply else "")
-        pos += 2
