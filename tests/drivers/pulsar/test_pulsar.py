@@ -22,7 +22,6 @@ from hexa_event.drivers.pulsar import (
     partition_for_key,
 )
 from hexa_event.drivers.pulsar import consumer as pulsar_consumer
-from hexa_event.drivers.pulsar import producer as pulsar_producer
 from hexa_event.errors import ChannelNotFoundError, ConfigurationError, SubscriptionBusyError
 from hexa_event.testing import eventually
 
@@ -131,15 +130,7 @@ def test_partition_for_key_is_javas_string_hash() -> None:
 # -- publish / subscribe ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("api", ["binding", "public"])
-async def test_round_trip_keeps_key_headers_and_bytes(
-    make_driver: MakeDriver, api: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Through pulsar-client's binding objects (what the driver uses where the client has
-    them) and through its public API (the fallback for a version without them)."""
-    if api == "public":
-        monkeypatch.setattr(pulsar_producer, "_BUILDER", None)
-        monkeypatch.setattr(pulsar_consumer, "_binding", lambda consumer: consumer)
+async def test_round_trip_keeps_key_headers_and_bytes(make_driver: MakeDriver) -> None:
     driver = await make_driver()
     channel, action = names()
     await driver.provision([channel])

@@ -41,46 +41,9 @@ def partition_for_key(key: str, partitions: int) -> int:
     return (h & 0x7FFFFFFF) % partitions
 
 
-_BUILDER: Any = getattr(getattr(pulsar, "_pulsar", None), "MessageBuilder", None)
-"""The binding's message builder, when this pulsar-client version has it."""
-
-
-def _sender(producer: pulsar.Producer) -> Callable[..., None]:
-    """``send(body, callback, properties, key, event_ms, deliver_at)`` for ``producer``:
-    through the binding's producer and message builder where the client has them (all
-    properties in one call, no per-argument type checks), else through the wrapper."""
-    native = getattr(producer, "_producer", None)
-    if _BUILDER is None or native is None or not hasattr(native, "send_async"):
-        return lambda body, callback, props, key, event_ms, deliver_at: producer.send_async(
-            body,
-            callback,
-            properties=props,
-            partition_key=key,
-            event_timestamp=event_ms,
-            deliver_at=deliver_at,
-        )
-    builder, send_async = _BUILDER, native.send_async
-
-    def send(
-        body: bytes,
-        callback: Callable[[Any, Any], None],
-        props: dict[str, str] | None,
-        key: str | None,
-        event_ms: int,
-        deliver_at: int | None,
-    ) -> None:
-        message = builder()
-        message.content(body)
-        if props:
-            message.properties(props)
-        if key:
-            message.partition_key(key)
-        message.event_timestamp(event_ms)
-        if deliver_at:
-            message.deliver_at(deliver_at)
-        send_async(message.build(), callback)
-
-    return send
+_BUILDER: Any = pulsar._pulsar.MessageBuilder  # type: ignore[attr-defined]
+"""The binding's message builder: all of a message's properties in one call, no
+per-argument type checks (the public ``send_async`` makes them)."""
 
 
 def _route(message: pulsar.Message, partitions: int) -> int:
@@ -161,7 +124,8 @@ class PulsarProducers:
         self._options = options
         self._producers: list[pulsar.Producer] = []
         self._senders: dict[str, Callable[..., None]] = {}
-        self._creating: dict[str, asyncio.Future[Callable[..., None]]] = {}
+        """Each channel's binding ``send_async(message, callback)``."""
+        self._creating = asyncio.Lock()
         self._in_flight = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -188,14 +152,10 @@ class PulsarProducers:
         """The send of ``channel``'s topic (its producer made once; the topic exists and
         has ``partitions`` partitions, 0 when not partitioned)."""
         sender = self._senders.get(channel)
-        if sender is not None:
-            return sender
-        pending = self._creating.get(channel)
-        if pending is None:
-            pending = asyncio.ensure_future(self._create(channel, partitions))
-            self._creating[channel] = pending
-            pending.add_done_callback(lambda _f: self._creating.pop(channel, None))
-        return await asyncio.shield(pending)
+        if sender is None:
+            async with self._creating:
+                sender = self._senders.get(channel) or await self._create(channel, partitions)
+        return sender
 
     async def _create(self, channel: str, partitions: int) -> Callable[..., None]:
         topic = self._options.topic(channel)
@@ -216,7 +176,8 @@ class PulsarProducers:
             await asyncio.to_thread(producer.close)
             raise ClosedError("the Pulsar driver is closed")
         self._producers.append(producer)
-        sender = self._senders[channel] = _sender(producer)
+        sender: Callable[..., None] = producer._producer.send_async
+        self._senders[channel] = sender
         return sender
 
     async def publish(self, records: Sequence[RawRecord], partitions: Mapping[str, int]) -> None:
@@ -272,7 +233,7 @@ class PulsarProducers:
         """``send_async`` every record of ``chunk`` (on a worker thread): how many were
         handed over, and the records the client refused on the spot, with their errors."""
         go_body = self._options.body == "go"
-        callback = batch.callback
+        callback, builder = batch.callback, _BUILDER
         now_ms = time.time_ns() // 1_000_000
         sent = 0
         refused: dict[int, DriverError] = {}
@@ -289,14 +250,16 @@ class PulsarProducers:
                 deliver_at = due if due > now_ms else None  # a time passed: at once
                 if deliver_at:
                     props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
-                senders[record.channel](
-                    body,
-                    partial(callback, index),
-                    props or None,
-                    record.key or None,
-                    event_ms,
-                    deliver_at,
-                )
+                message = builder()
+                message.content(body)
+                if props:
+                    message.properties(props)
+                if record.key:
+                    message.partition_key(record.key)
+                message.event_timestamp(event_ms)
+                if deliver_at:
+                    message.deliver_at(deliver_at)
+                senders[record.channel](message.build(), partial(callback, index))
                 sent += 1
         except pulsar.PulsarException as exc:
             # Refused by the client on the spot: that record and the rest were not sent.
