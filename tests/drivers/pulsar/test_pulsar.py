@@ -22,7 +22,14 @@ from hexa_event.drivers.pulsar import (
     partition_for_key,
 )
 from hexa_event.drivers.pulsar import consumer as pulsar_consumer
-from hexa_event.errors import ChannelNotFoundError, ConfigurationError, SubscriptionBusyError
+from hexa_event.drivers.pulsar import producer as pulsar_producer
+from hexa_event.errors import (
+    ChannelNotFoundError,
+    ConfigurationError,
+    NotStoredError,
+    PartialPublishError,
+    SubscriptionBusyError,
+)
 from hexa_event.testing import eventually
 
 pytestmark = pytest.mark.pulsar
@@ -125,6 +132,28 @@ def test_partition_for_key_is_javas_string_hash() -> None:
     assert partition_for_key("hello", 10) == 99162322 % 10
     assert partition_for_key("polygenelubricants", 5) == 0
     assert partition_for_key("é😀", 1000) == ((233 * 31 + 0xD83D) * 31 + 0xDE00) % 1000
+
+
+async def test_a_send_the_client_refuses_fails_it_and_the_rest_only() -> None:
+    """pulsar-client refuses a ``send_async`` on the spot (here its queue is full): the
+    records handed over before it are stored, it and those after it are known not stored."""
+    handed: list[Any] = []
+
+    def send_async(message: Any, callback: Callable[..., None]) -> None:
+        if len(handed) == 2:
+            raise pulsar.ProducerQueueIsFull("full")
+        handed.append(message)
+        callback(pulsar.Result.Ok, None)
+
+    producers = pulsar_producer.PulsarProducers(None, PulsarOptions())  # type: ignore[arg-type]
+    producers._senders["c"] = send_async
+    with pytest.raises(PartialPublishError) as failed:
+        await producers.publish([record("c", n) for n in range(5)], {"c": 0})
+    assert failed.value.stored == {0, 1}
+    assert set(failed.value.failed) == {2, 3, 4}
+    assert all(isinstance(e, NotStoredError) for e in failed.value.failed.values())
+    assert "ProducerQueueIsFull" in str(failed.value.failed[2])
+    assert all(e.retriable for e in failed.value.failed.values())
 
 
 # -- publish / subscribe ---------------------------------------------------------------------

@@ -198,84 +198,65 @@ class PulsarProducers:
                 self._room.clear()
                 await self._room.wait()
             self._in_flight += len(chunk)
+            batch = _Batch(asyncio.get_running_loop(), len(chunk))
             try:
-                failed = await self._send(chunk, senders)
+                # From a worker thread: each send_async gives up the GIL and waits to take it
+                # back from the client's callback threads; the loop encodes the next batch.
+                sent, refusal = await asyncio.to_thread(self._hand_over, chunk, senders, batch)
+                if refusal is not None:
+                    batch.expect(sent)
+                await batch.future
             finally:
                 self._in_flight -= len(chunk)
                 self._room.set()
-            if failed:
-                # Earlier chunks are stored, later ones were not sent.
-                errors: dict[int, DriverError] = {start + i: e for i, e in failed.items()}
-                for i in range(start + len(chunk), len(records)):
-                    errors[i] = NotStoredError(
-                        "not sent: an earlier record of its batch failed", retriable=True
+            errors = {start + i: record_error(result) for i, result in batch.errors.items()}
+            if refusal is not None:
+                errors[start + sent] = refusal
+            if errors:  # earlier chunks are stored; what follows a failure was not sent
+                for i in range(start + sent, len(records)):
+                    errors.setdefault(
+                        i, NotStoredError("not sent: an earlier record failed", retriable=True)
                     )
                 raise publish_outcome(len(records), errors)
 
-    async def _send(
-        self, chunk: Sequence[RawRecord], senders: dict[str, Any]
-    ) -> dict[int, DriverError]:
-        """Send a chunk; the records (index in the chunk) not confirmed, with their errors."""
-        batch = _Batch(asyncio.get_running_loop(), len(chunk))
-        # From a worker thread: each send_async gives up the GIL and waits to take it back
-        # from the client's callback threads; the loop encodes the next batch meanwhile.
-        sent, refused = await asyncio.to_thread(self._hand_over, chunk, senders, batch)
-        if refused:
-            batch.expect(sent)
-        await batch.future
-        failed: dict[int, DriverError] = {i: record_error(r) for i, r in batch.errors.items()}
-        failed.update(refused)
-        return failed
-
     def _hand_over(
         self, chunk: Sequence[RawRecord], senders: dict[str, Any], batch: _Batch
-    ) -> tuple[int, dict[int, DriverError]]:
-        """``send_async`` every record of ``chunk`` (on a worker thread): how many were
-        handed over, and the records the client refused on the spot, with their errors."""
+    ) -> tuple[int, DriverError | None]:
+        """``send_async`` the records of ``chunk`` (on a worker thread): how many were
+        handed over, and why the client refused the next one on the spot (None: none was)."""
         go_body = self._options.body == "go"
         callback, builder = batch.callback, _BUILDER
         now_ms = time.time_ns() // 1_000_000
-        sent = 0
-        refused: dict[int, DriverError] = {}
-        try:
-            for index, record in enumerate(chunk):
-                headers = record.headers
-                stamp = headers.get(EVENT_TIME_HEADER)
-                event_ms = int(stamp) if stamp and stamp.isdigit() else now_ms
-                if go_body:
-                    body, props = wire.to_go_body(headers, record.body), {}
-                else:
-                    body, props = record.body, wire.to_properties(headers)
-                due = int(record.not_before * 1000)
-                deliver_at = due if due > now_ms else None  # a time passed: at once
-                if deliver_at:
-                    props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
-                message = builder()
-                message.content(body)
-                if props:
-                    message.properties(props)
-                if record.key:
-                    message.partition_key(record.key)
-                message.event_timestamp(event_ms)
-                if deliver_at:
-                    message.deliver_at(deliver_at)
+        for index, record in enumerate(chunk):
+            headers = record.headers
+            stamp = headers.get(EVENT_TIME_HEADER)
+            event_ms = int(stamp) if stamp and stamp.isdigit() else now_ms
+            if go_body:
+                body, props = wire.to_go_body(headers, record.body), {}
+            else:
+                body, props = record.body, wire.to_properties(headers)
+            due = int(record.not_before * 1000)
+            deliver_at = due if due > now_ms else None  # a time passed: at once
+            if deliver_at:
+                props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
+            message = builder()
+            message.content(body)
+            if props:
+                message.properties(props)
+            if record.key:
+                message.partition_key(record.key)
+            message.event_timestamp(event_ms)
+            if deliver_at:
+                message.deliver_at(deliver_at)
+            try:
                 senders[record.channel](message.build(), partial(callback, index))
-                sent += 1
-        except pulsar.PulsarException as exc:
-            # Refused by the client on the spot: that record and the rest were not sent.
-            name = type(exc).__name__
-            refused[sent] = (
-                record_error(name)
-                if name in _NOT_STORED
-                else NotStoredError(
-                    f"Pulsar refused a send ({name}: {exc}); not sent", retriable=True
-                )
-            )
-            for i in range(sent + 1, len(chunk)):
-                refused[i] = NotStoredError(
-                    "not sent: an earlier record of its batch was refused", retriable=True
-                )
-        return sent, refused
+            except pulsar.PulsarException as exc:
+                name = type(exc).__name__
+                if name in _NOT_STORED:
+                    return index, record_error(name)
+                why = f"Pulsar refused a send ({name}: {exc}); not sent"
+                return index, NotStoredError(why, retriable=True)
+        return len(chunk), None
 
     async def close(self) -> None:
         """Flush and close every producer. Idempotent."""
