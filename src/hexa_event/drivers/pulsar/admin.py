@@ -12,6 +12,7 @@ import logging
 import re
 import urllib.error
 import urllib.request
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -71,10 +72,8 @@ class PulsarAdmin:
 
     def create(self, channel: str, partitions: int) -> None:
         """Non-partitioned with ``partitions`` 1; an existing topic is left alone."""
-        if partitions > 1:
-            status, _ = self._call("PUT", self._topic_path(channel) + "/partitions", partitions)
-        else:
-            status, _ = self._call("PUT", self._topic_path(channel))
+        suffix, body = ("/partitions", partitions) if partitions > 1 else ("", None)
+        status, _ = self._call("PUT", self._topic_path(channel) + suffix, body)
         if status not in (200, 204, 409):
             hint = "; the token needs admin rights on the namespace" if status in (401, 403) else ""
             raise DriverError(
@@ -161,8 +160,5 @@ class PulsarAdmin:
 
     async def backlog(self, channels: list[str], subscription: str) -> dict[str, int | None]:
         """The subscription's backlog on each of ``channels`` (None: unknown)."""
-
-        def each() -> dict[str, int | None]:
-            return {c: self.backlog_of(c, subscription) for c in dict.fromkeys(channels)}
-
-        return await asyncio.to_thread(each)
+        each = {c: partial(self.backlog_of, c, subscription) for c in dict.fromkeys(channels)}
+        return {c: await asyncio.to_thread(read) for c, read in each.items()}

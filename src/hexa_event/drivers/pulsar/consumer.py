@@ -83,8 +83,7 @@ class PulsarDelivery(Delivery):
         self.record = record
         self.outcome = None
         self.delay = 0.0
-        self._message = message
-        """The binding's message (``_pulsar.Message``), not the public wrapper."""
+        self._message = message  # the binding's ``_pulsar.Message``, not the public wrapper
         self._reader = reader
         self._released = False
 
@@ -147,7 +146,8 @@ class _Reader:
     # -- the receive thread: no Python work beyond receiving (it would hold the GIL) -----
 
     def _run(self) -> None:
-        native, batch = self.native, self.owner.batch
+        native = self.native
+        held: list[Any] = []  # received, waiting for room in the window
         while not self._stop:
             with self._room:
                 while self._outstanding >= self._limit and not self._stop:
@@ -155,30 +155,26 @@ class _Reader:
                 room = self._limit - self._outstanding
             if self._stop:
                 break
-            try:
-                messages = [native.receive()]
-            except pulsar.AlreadyClosed:
-                break
-            except pulsar.PulsarException as exc:
-                if self._stop:
+            if not held:
+                try:
+                    held = [native.receive()]
+                except pulsar.AlreadyClosed:
                     break
-                self.error = f"receive failed: {type(exc).__name__} ({exc})"
-                log.warning("Pulsar subscription %s: %s", self.owner.name, self.error)
-                time.sleep(0.5)
-                continue
-            except BaseException as exc:  # pragma: no cover - a bug of ours or the client's
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                    self._loop.call_soon_threadsafe(self.owner.fail, f"{type(exc).__name__}: {exc}")
-                break
-            if room > batch:  # what is buffered, in one call (one GIL release)
-                with contextlib.suppress(pulsar.PulsarException):
-                    messages.extend(native.batch_receive())
-            else:
-                while len(messages) < room:
-                    try:
-                        messages.append(native.receive(0))
-                    except pulsar.PulsarException:
+                except pulsar.PulsarException as exc:
+                    if self._stop:
                         break
+                    self.error = f"receive failed: {type(exc).__name__} ({exc})"
+                    log.warning("Pulsar subscription %s: %s", self.owner.name, self.error)
+                    time.sleep(0.5)
+                    continue
+                except BaseException as exc:  # pragma: no cover - a bug of ours or the client's
+                    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                        why = f"{type(exc).__name__}: {exc}"
+                        self._loop.call_soon_threadsafe(self.owner.fail, why)
+                    break
+                with contextlib.suppress(pulsar.PulsarException):  # the rest buffered, at once
+                    held.extend(native.batch_receive())
+            messages, held = held[:room], held[room:]
             with self._room:
                 self._outstanding += len(messages)
             try:
@@ -189,7 +185,7 @@ class _Reader:
     # -- on the loop thread --------------------------------------------------------------
 
     def release(self, count: int) -> None:
-        """Settled deliveries make room for the receive thread (never blocks long)."""
+        """Settled deliveries make room for the receive thread."""
         with self._room:
             self._outstanding -= count
             if self._outstanding < self._limit:
@@ -230,10 +226,8 @@ class _Reader:
 
     def _channel(self, topic: str) -> str:
         """The channel of a full topic name (per topic, once)."""
-        channel = self._topics.get(topic)
-        if channel is None:
-            short = topic.rsplit("/", 1)[-1]
-            channel = self._topics[topic] = _PARTITION_SUFFIX.sub("", short)
+        if (channel := self._topics.get(topic)) is None:
+            channel = self._topics[topic] = _PARTITION_SUFFIX.sub("", topic.rsplit("/", 1)[-1])
         return channel
 
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
