@@ -457,6 +457,27 @@ async def test_prefetch_room_is_freed_by_settle_once(make_driver: MakeDriver) ->
     assert got == [str(n).encode() for n in range(9)]
 
 
+async def test_one_place_freed_in_a_full_window_lets_one_more_through(
+    make_driver: MakeDriver,
+) -> None:
+    """The receive thread waits a moment for room for several messages, then takes what
+    room there is: deliveries held unsettled for long never stop the others."""
+    driver = await make_driver()
+    channel, action = names()
+    await driver.provision([channel])
+    await driver.publish([record(channel, n) for n in range(40)])
+    spec = SubscriptionSpec(group=action, channels=(channel,), prefetch=16)
+    subscription = await driver.subscribe(spec)
+    held = await take(subscription, 16, settle=None)
+    await nothing_within(subscription, 0.5)  # the window is full
+    for settled in range(1, 4):  # one place at a time, the rest held
+        held[-settled].ack()
+        await subscription.settle([held[-settled]])
+        (more,) = await take(subscription, 1, settle=None)
+        assert more.record.headers["n"] not in {d.record.headers["n"] for d in held}
+        await nothing_within(subscription, 0.3)
+
+
 async def test_unsettled_deliveries_come_back_after_close(make_driver: MakeDriver) -> None:
     driver = await make_driver()
     channel, action = names()
