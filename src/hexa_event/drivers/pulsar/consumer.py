@@ -342,7 +342,7 @@ class PulsarSubscription(Subscription):
         self.nack_delay = sub_options.nack_delay
         self.prefetch = max(1, spec.prefetch)
         self.batch = min(_DRAIN, max(1, self.prefetch // 2))
-        """Most one ``batch_receive`` returns: half the window, taken while room is left."""
+        """Most one ``batch_receive`` returns: half the window, at most ``_DRAIN``."""
         self.go_body = options.body == "go"
         self.service_url = options.service_url
         self.buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer()
@@ -379,11 +379,11 @@ class PulsarSubscription(Subscription):
             "batch_receive_policy": pulsar.ConsumerBatchReceivePolicy(
                 self.batch, 0, _BATCH_WAIT_MS
             ),
+            **self._options.consumer_config,
+            **sub.consumer_config,
         }
-        if sub.ack_timeout:
+        if sub.ack_timeout:  # consumer_config may not set it
             kwargs["unacked_messages_timeout_ms"] = int(sub.ack_timeout * 1000)
-        kwargs.update(self._options.consumer_config)
-        kwargs.update(sub.consumer_config)
         topics = [self._options.topic(c) for c in channels]
         label = f"channels {list(channels)}"
         try:

@@ -131,67 +131,56 @@ class PulsarProducers:
         self._room.set()
         self._closed = False
 
-    def _kwargs(self, partitions: int) -> dict[str, Any]:
-        window = self._options.max_in_flight
-        kwargs: dict[str, Any] = {
-            "batching_enabled": True,
-            # Key_Shared dispatches a batch by its first key: batch per key.
-            "batching_type": pulsar.BatchingType.KeyBased,
-            "batching_max_publish_delay_ms": self._options.batching_delay_ms,
-            "send_timeout_millis": int(self._options.send_timeout * 1000),
-            "max_pending_messages": window,
-            "max_pending_messages_across_partitions": window,
-            "block_if_queue_full": False,
-        }
-        if partitions > 0:
-            kwargs["message_router"] = _route
-        kwargs.update(self._options.producer_config)
-        return kwargs
-
-    async def _sender_of(self, channel: str, partitions: int) -> Callable[..., None]:
-        """The send of ``channel``'s topic (its producer made once; the topic exists and
-        has ``partitions`` partitions, 0 when not partitioned)."""
-        sender = self._senders.get(channel)
-        if sender is None:
-            async with self._creating:
-                sender = self._senders.get(channel) or await self._create(channel, partitions)
-        return sender
-
-    async def _create(self, channel: str, partitions: int) -> Callable[..., None]:
-        topic = self._options.topic(channel)
-        try:
-            producer = await asyncio.to_thread(
-                self._client.create_producer, topic, **self._kwargs(partitions)
-            )
-        except pulsar.TopicNotFound:
-            raise ChannelNotFoundError(
-                channel, "create the topic, or let the driver create it (provision=True)"
-            ) from None
-        except pulsar.PulsarException as exc:
-            raise DriverError(
-                f"cannot create a Pulsar producer on {topic!r}: {type(exc).__name__} "
-                f"({exc}); is the broker at {redact_url(self._options.service_url)} up?"
-            ) from None
-        if self._closed:
-            await asyncio.to_thread(producer.close)
-            raise ClosedError("the Pulsar driver is closed")
-        self._producers.append(producer)
-        sender: Callable[..., None] = producer._producer.send_async
-        self._senders[channel] = sender
-        return sender
+    async def _sender(self, channel: str, partitions: int) -> Callable[..., None]:
+        """The binding's ``send_async(message, callback)`` on ``channel``'s topic, its
+        producer made once (the topic exists, with ``partitions`` partitions; 0: none)."""
+        if (sender := self._senders.get(channel)) is not None:
+            return sender
+        async with self._creating:
+            if (sender := self._senders.get(channel)) is not None:
+                return sender
+            options, window = self._options, self._options.max_in_flight
+            kwargs: dict[str, Any] = {
+                "batching_enabled": True,
+                # Key_Shared dispatches a batch by its first key: batch per key.
+                "batching_type": pulsar.BatchingType.KeyBased,
+                "batching_max_publish_delay_ms": options.batching_delay_ms,
+                "send_timeout_millis": int(options.send_timeout * 1000),
+                "max_pending_messages": window,
+                "max_pending_messages_across_partitions": window,
+                "block_if_queue_full": False,
+                **({"message_router": _route} if partitions > 0 else {}),
+                **options.producer_config,
+            }
+            topic = options.topic(channel)
+            try:
+                producer = await asyncio.to_thread(self._client.create_producer, topic, **kwargs)
+            except pulsar.TopicNotFound:
+                raise ChannelNotFoundError(
+                    channel, "create the topic, or let the driver create it (provision=True)"
+                ) from None
+            except pulsar.PulsarException as exc:
+                raise DriverError(
+                    f"cannot create a Pulsar producer on {topic!r}: {type(exc).__name__} "
+                    f"({exc}); is the broker at {redact_url(options.service_url)} up?"
+                ) from None
+            if self._closed:
+                await asyncio.to_thread(producer.close)
+                raise ClosedError("the Pulsar driver is closed")
+            self._producers.append(producer)
+            self._senders[channel] = producer._producer.send_async
+            return self._senders[channel]
 
     async def publish(self, records: Sequence[RawRecord], partitions: Mapping[str, int]) -> None:
         """Send every record (``partitions``: each channel's partition count, its topic
         provisioned); return once the broker confirmed all, else raise DriverError (a
         :class:`~hexa_event.errors.PartialPublishError` with each record's outcome when
         several were given)."""
-        if not records:
-            return
         window = self._options.max_in_flight
         for start in range(0, len(records), window):
             chunk = records[start : start + window]
             senders = {
-                channel: await self._sender_of(channel, partitions[channel])
+                channel: await self._sender(channel, partitions[channel])
                 for channel in dict.fromkeys(record.channel for record in chunk)
             }
             while self._in_flight and self._in_flight + len(chunk) > window:
