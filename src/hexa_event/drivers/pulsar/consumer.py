@@ -56,21 +56,6 @@ _PUBLIC = pulsar.Message
 _BYTES = pulsar.schema.BytesSchema()
 
 
-def _busy_message(name: str, kind: SubscriptionType, topics: str) -> str:
-    other = (
-        "use SubscriptionType.KEY_SHARED (the default) or SHARED so members share the work"
-        if kind in (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
-        else "every member of one subscription must use the same type"
-    )
-    return (
-        f"Pulsar refused a consumer on subscription {name!r} ({kind.value}) of {topics}: "
-        "ConsumerBusy (an Exclusive subscription already has its consumer, or the "
-        "subscription is held with another type). To fix it: "
-        f"{other}, or give this receiver its own subscription with "
-        "PulsarSubscriptionOptions(name=...)"
-    )
-
-
 class PulsarDelivery(Delivery):
     """A Pulsar message handed to one member. What the core reads only now and then (the
     coordinates ``<topic>@<ledger>:<entry>:<batch index>``, the delivery count, the publish
@@ -288,20 +273,17 @@ class _Reader:
         if connected:
             if self.disconnected_since is not None:
                 log.info("Pulsar subscription %s: reconnected", self.owner.name)
-            self.disconnected_since = None
-            self.error = ""
-        elif self.disconnected_since is None:
+            self.disconnected_since, self.error = None, ""
+            return
+        if self.disconnected_since is None:
             self.disconnected_since = self.warned_at = now
-            self.error = "disconnected from the broker; pulsar-client is reconnecting"
-        else:
-            where = redact_url(self.owner.service_url)
-            self.error = (
-                f"disconnected from the broker for {now - self.disconnected_since:.0f} s; "
-                f"pulsar-client is reconnecting to {where}"
-            )
-            if now - self.warned_at >= _STALL_REPORT:
-                self.warned_at = now
-                log.warning("Pulsar subscription %s: %s", self.owner.name, self.error)
+        self.error = (
+            f"disconnected from the broker for {now - self.disconnected_since:.0f} s; "
+            f"pulsar-client is reconnecting to {redact_url(self.owner.service_url)}"
+        )
+        if now - self.warned_at >= _STALL_REPORT:
+            self.warned_at = now
+            log.warning("Pulsar subscription %s: %s", self.owner.name, self.error)
 
     async def close(self) -> None:
         """Stop the thread and the nack timers, then close the consumer (what is not
@@ -389,7 +371,17 @@ class PulsarSubscription(Subscription):
         try:
             consumer = await asyncio.to_thread(self._client.subscribe, topics, self.name, **kwargs)
         except pulsar.ConsumerBusy:
-            raise SubscriptionBusyError(_busy_message(self.name, kind, label)) from None
+            fix = (
+                "use SubscriptionType.KEY_SHARED (the default) or SHARED so members share the work"
+                if kind in (SubscriptionType.FAILOVER, SubscriptionType.EXCLUSIVE)
+                else "every member of one subscription must use the same type"
+            )
+            raise SubscriptionBusyError(
+                f"Pulsar refused a consumer on subscription {self.name!r} ({kind.value}) of "
+                f"{label}: ConsumerBusy (an Exclusive subscription already has its consumer, "
+                f"or the subscription is held with another type). To fix it: {fix}, or give "
+                "this receiver its own subscription with PulsarSubscriptionOptions(name=...)"
+            ) from None
         except pulsar.PulsarException as exc:
             raise DriverError(
                 f"cannot subscribe {self.name!r} ({kind.value}) to {label}: "
