@@ -12,7 +12,6 @@ import logging
 import re
 import urllib.error
 import urllib.request
-from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -160,5 +159,8 @@ class PulsarAdmin:
 
     async def backlog(self, channels: list[str], subscription: str) -> dict[str, int | None]:
         """The subscription's backlog on each of ``channels`` (None: unknown)."""
-        each = {c: partial(self.backlog_of, c, subscription) for c in dict.fromkeys(channels)}
-        return {c: await asyncio.to_thread(read) for c, read in each.items()}
+
+        def each() -> dict[str, int | None]:
+            return {c: self.backlog_of(c, subscription) for c in dict.fromkeys(channels)}
+
+        return await asyncio.to_thread(each)
