@@ -23,7 +23,13 @@ from hexa_event.drivers.pulsar import (
 )
 from hexa_event.drivers.pulsar import consumer as pulsar_consumer
 from hexa_event.drivers.pulsar import producer as pulsar_producer
-from hexa_event.errors import ChannelNotFoundError, ConfigurationError, SubscriptionBusyError
+from hexa_event.errors import (
+    ChannelNotFoundError,
+    ConfigurationError,
+    NotStoredError,
+    PartialPublishError,
+    SubscriptionBusyError,
+)
 from hexa_event.testing import eventually
 
 pytestmark = pytest.mark.pulsar
@@ -128,18 +134,32 @@ def test_partition_for_key_is_javas_string_hash() -> None:
     assert partition_for_key("é😀", 1000) == ((233 * 31 + 0xD83D) * 31 + 0xDE00) % 1000
 
 
+async def test_a_send_the_client_refuses_fails_it_and_the_rest_only() -> None:
+    """pulsar-client refuses a ``send_async`` on the spot (here its queue is full): the
+    records handed over before it are stored, it and those after it are known not stored."""
+    handed: list[Any] = []
+
+    def send_async(message: Any, callback: Callable[..., None]) -> None:
+        if len(handed) == 2:
+            raise pulsar.ProducerQueueIsFull("full")
+        handed.append(message)
+        callback(pulsar.Result.Ok, None)
+
+    producers = pulsar_producer.PulsarProducers(None, PulsarOptions())  # type: ignore[arg-type]
+    producers._senders["c"] = send_async
+    with pytest.raises(PartialPublishError) as failed:
+        await producers.publish([record("c", n) for n in range(5)], {"c": 0})
+    assert failed.value.stored == {0, 1}
+    assert set(failed.value.failed) == {2, 3, 4}
+    assert all(isinstance(e, NotStoredError) for e in failed.value.failed.values())
+    assert "ProducerQueueIsFull" in str(failed.value.failed[2])
+    assert all(e.retriable for e in failed.value.failed.values())
+
+
 # -- publish / subscribe ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("api", ["binding", "public"])
-async def test_round_trip_keeps_key_headers_and_bytes(
-    make_driver: MakeDriver, api: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Through pulsar-client's binding objects (what the driver uses where the client has
-    them) and through its public API (the fallback for a version without them)."""
-    if api == "public":
-        monkeypatch.setattr(pulsar_producer, "_BUILDER", None)
-        monkeypatch.setattr(pulsar_consumer, "_binding", lambda consumer: consumer)
+async def test_round_trip_keeps_key_headers_and_bytes(make_driver: MakeDriver) -> None:
     driver = await make_driver()
     channel, action = names()
     await driver.provision([channel])
@@ -435,6 +455,27 @@ async def test_prefetch_room_is_freed_by_settle_once(make_driver: MakeDriver) ->
     third = await take(subscription, 3)
     got = sorted(d.record.headers["n"] for d in first + second + third)
     assert got == [str(n).encode() for n in range(9)]
+
+
+async def test_one_place_freed_in_a_full_window_lets_one_more_through(
+    make_driver: MakeDriver,
+) -> None:
+    """The receive thread waits a moment for room for several messages, then takes what
+    room there is: deliveries held unsettled for long never stop the others."""
+    driver = await make_driver()
+    channel, action = names()
+    await driver.provision([channel])
+    await driver.publish([record(channel, n) for n in range(40)])
+    spec = SubscriptionSpec(group=action, channels=(channel,), prefetch=16)
+    subscription = await driver.subscribe(spec)
+    held = await take(subscription, 16, settle=None)
+    await nothing_within(subscription, 0.5)  # the window is full
+    for settled in range(1, 4):  # one place at a time, the rest held
+        held[-settled].ack()
+        await subscription.settle([held[-settled]])
+        (more,) = await take(subscription, 1, settle=None)
+        assert more.record.headers["n"] not in {d.record.headers["n"] for d in held}
+        await nothing_within(subscription, 0.3)
 
 
 async def test_unsettled_deliveries_come_back_after_close(make_driver: MakeDriver) -> None:

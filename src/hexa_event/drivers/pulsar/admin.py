@@ -71,10 +71,8 @@ class PulsarAdmin:
 
     def create(self, channel: str, partitions: int) -> None:
         """Non-partitioned with ``partitions`` 1; an existing topic is left alone."""
-        if partitions > 1:
-            status, _ = self._call("PUT", self._topic_path(channel) + "/partitions", partitions)
-        else:
-            status, _ = self._call("PUT", self._topic_path(channel))
+        suffix, body = ("/partitions", partitions) if partitions > 1 else ("", None)
+        status, _ = self._call("PUT", self._topic_path(channel) + suffix, body)
         if status not in (200, 204, 409):
             hint = "; the token needs admin rights on the namespace" if status in (401, 403) else ""
             raise DriverError(

@@ -162,13 +162,9 @@ class PulsarOptions(kit.DriverOptions):
             kwargs["authentication"] = pulsar.AuthenticationToken(self.token)
         elif self.authentication is not None:
             kwargs["authentication"] = self.authentication
-        for name in (
-            "tls_trust_certs_file_path",
-            "tls_certificate_file_path",
-            "tls_private_key_file_path",
-        ):
-            if getattr(self, name) is not None:
-                kwargs[name] = getattr(self, name)
+        for name in ("tls_trust_certs", "tls_certificate", "tls_private_key"):
+            if (path := getattr(self, f"{name}_file_path")) is not None:
+                kwargs[f"{name}_file_path"] = path
         kwargs.update(self.client_config)
         return kwargs
 

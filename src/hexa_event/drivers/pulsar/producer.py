@@ -41,46 +41,9 @@ def partition_for_key(key: str, partitions: int) -> int:
     return (h & 0x7FFFFFFF) % partitions
 
 
-_BUILDER: Any = getattr(getattr(pulsar, "_pulsar", None), "MessageBuilder", None)
-"""The binding's message builder, when this pulsar-client version has it."""
-
-
-def _sender(producer: pulsar.Producer) -> Callable[..., None]:
-    """``send(body, callback, properties, key, event_ms, deliver_at)`` for ``producer``:
-    through the binding's producer and message builder where the client has them (all
-    properties in one call, no per-argument type checks), else through the wrapper."""
-    native = getattr(producer, "_producer", None)
-    if _BUILDER is None or native is None or not hasattr(native, "send_async"):
-        return lambda body, callback, props, key, event_ms, deliver_at: producer.send_async(
-            body,
-            callback,
-            properties=props,
-            partition_key=key,
-            event_timestamp=event_ms,
-            deliver_at=deliver_at,
-        )
-    builder, send_async = _BUILDER, native.send_async
-
-    def send(
-        body: bytes,
-        callback: Callable[[Any, Any], None],
-        props: dict[str, str] | None,
-        key: str | None,
-        event_ms: int,
-        deliver_at: int | None,
-    ) -> None:
-        message = builder()
-        message.content(body)
-        if props:
-            message.properties(props)
-        if key:
-            message.partition_key(key)
-        message.event_timestamp(event_ms)
-        if deliver_at:
-            message.deliver_at(deliver_at)
-        send_async(message.build(), callback)
-
-    return send
+_BUILDER: Any = pulsar._pulsar.MessageBuilder  # type: ignore[attr-defined]
+"""The binding's message builder: all of a message's properties in one call, no
+per-argument type checks (the public ``send_async`` makes them)."""
 
 
 def _route(message: pulsar.Message, partitions: int) -> int:
@@ -161,158 +124,128 @@ class PulsarProducers:
         self._options = options
         self._producers: list[pulsar.Producer] = []
         self._senders: dict[str, Callable[..., None]] = {}
-        self._creating: dict[str, asyncio.Future[Callable[..., None]]] = {}
+        """Each channel's binding ``send_async(message, callback)``."""
+        self._creating = asyncio.Lock()
         self._in_flight = 0
         self._room = asyncio.Event()
         self._room.set()
         self._closed = False
 
-    def _kwargs(self, partitions: int) -> dict[str, Any]:
-        window = self._options.max_in_flight
-        kwargs: dict[str, Any] = {
-            "batching_enabled": True,
-            # Key_Shared dispatches a batch by its first key: batch per key.
-            "batching_type": pulsar.BatchingType.KeyBased,
-            "batching_max_publish_delay_ms": self._options.batching_delay_ms,
-            "send_timeout_millis": int(self._options.send_timeout * 1000),
-            "max_pending_messages": window,
-            "max_pending_messages_across_partitions": window,
-            "block_if_queue_full": False,
-        }
-        if partitions > 0:
-            kwargs["message_router"] = _route
-        kwargs.update(self._options.producer_config)
-        return kwargs
-
-    async def _sender_of(self, channel: str, partitions: int) -> Callable[..., None]:
-        """The send of ``channel``'s topic (its producer made once; the topic exists and
-        has ``partitions`` partitions, 0 when not partitioned)."""
-        sender = self._senders.get(channel)
-        if sender is not None:
+    async def _sender(self, channel: str, partitions: int) -> Callable[..., None]:
+        """The binding's ``send_async(message, callback)`` on ``channel``'s topic, its
+        producer made once (the topic exists, with ``partitions`` partitions; 0: none)."""
+        if (sender := self._senders.get(channel)) is not None:
             return sender
-        pending = self._creating.get(channel)
-        if pending is None:
-            pending = asyncio.ensure_future(self._create(channel, partitions))
-            self._creating[channel] = pending
-            pending.add_done_callback(lambda _f: self._creating.pop(channel, None))
-        return await asyncio.shield(pending)
-
-    async def _create(self, channel: str, partitions: int) -> Callable[..., None]:
-        topic = self._options.topic(channel)
-        try:
-            producer = await asyncio.to_thread(
-                self._client.create_producer, topic, **self._kwargs(partitions)
-            )
-        except pulsar.TopicNotFound:
-            raise ChannelNotFoundError(
-                channel, "create the topic, or let the driver create it (provision=True)"
-            ) from None
-        except pulsar.PulsarException as exc:
-            raise DriverError(
-                f"cannot create a Pulsar producer on {topic!r}: {type(exc).__name__} "
-                f"({exc}); is the broker at {redact_url(self._options.service_url)} up?"
-            ) from None
-        if self._closed:
-            await asyncio.to_thread(producer.close)
-            raise ClosedError("the Pulsar driver is closed")
-        self._producers.append(producer)
-        sender = self._senders[channel] = _sender(producer)
-        return sender
+        async with self._creating:
+            if (sender := self._senders.get(channel)) is not None:
+                return sender
+            options, window = self._options, self._options.max_in_flight
+            kwargs: dict[str, Any] = {
+                "batching_enabled": True,
+                # Key_Shared dispatches a batch by its first key: batch per key.
+                "batching_type": pulsar.BatchingType.KeyBased,
+                "batching_max_publish_delay_ms": options.batching_delay_ms,
+                "send_timeout_millis": int(options.send_timeout * 1000),
+                "max_pending_messages": window,
+                "max_pending_messages_across_partitions": window,
+                "block_if_queue_full": False,
+                **({"message_router": _route} if partitions > 0 else {}),
+                **options.producer_config,
+            }
+            topic = options.topic(channel)
+            try:
+                producer = await asyncio.to_thread(self._client.create_producer, topic, **kwargs)
+            except pulsar.TopicNotFound:
+                raise ChannelNotFoundError(
+                    channel, "create the topic, or let the driver create it (provision=True)"
+                ) from None
+            except pulsar.PulsarException as exc:
+                raise DriverError(
+                    f"cannot create a Pulsar producer on {topic!r}: {type(exc).__name__} "
+                    f"({exc}); is the broker at {redact_url(options.service_url)} up?"
+                ) from None
+            if self._closed:
+                await asyncio.to_thread(producer.close)
+                raise ClosedError("the Pulsar driver is closed")
+            self._producers.append(producer)
+            self._senders[channel] = producer._producer.send_async
+            return self._senders[channel]
 
     async def publish(self, records: Sequence[RawRecord], partitions: Mapping[str, int]) -> None:
         """Send every record (``partitions``: each channel's partition count, its topic
         provisioned); return once the broker confirmed all, else raise DriverError (a
         :class:`~hexa_event.errors.PartialPublishError` with each record's outcome when
         several were given)."""
-        if not records:
-            return
         window = self._options.max_in_flight
         for start in range(0, len(records), window):
             chunk = records[start : start + window]
             senders = {
-                channel: await self._sender_of(channel, partitions[channel])
+                channel: await self._sender(channel, partitions[channel])
                 for channel in dict.fromkeys(record.channel for record in chunk)
             }
             while self._in_flight and self._in_flight + len(chunk) > window:
                 self._room.clear()
                 await self._room.wait()
             self._in_flight += len(chunk)
+            batch = _Batch(asyncio.get_running_loop(), len(chunk))
             try:
-                failed = await self._send(chunk, senders)
+                # From a worker thread: each send_async gives up the GIL and waits to take it
+                # back from the client's callback threads; the loop encodes the next batch.
+                sent, refusal = await asyncio.to_thread(self._hand_over, chunk, senders, batch)
+                if refusal is not None:
+                    batch.expect(sent)
+                await batch.future
             finally:
                 self._in_flight -= len(chunk)
                 self._room.set()
-            if failed:
-                # Earlier chunks are stored, later ones were not sent.
-                errors: dict[int, DriverError] = {start + i: e for i, e in failed.items()}
-                for i in range(start + len(chunk), len(records)):
-                    errors[i] = NotStoredError(
-                        "not sent: an earlier record of its batch failed", retriable=True
+            errors = {start + i: record_error(result) for i, result in batch.errors.items()}
+            if refusal is not None:
+                errors[start + sent] = refusal
+            if errors:  # earlier chunks are stored; what follows a failure was not sent
+                for i in range(start + sent, len(records)):
+                    errors.setdefault(
+                        i, NotStoredError("not sent: an earlier record failed", retriable=True)
                     )
                 raise publish_outcome(len(records), errors)
 
-    async def _send(
-        self, chunk: Sequence[RawRecord], senders: dict[str, Any]
-    ) -> dict[int, DriverError]:
-        """Send a chunk; the records (index in the chunk) not confirmed, with their errors."""
-        batch = _Batch(asyncio.get_running_loop(), len(chunk))
-        # From a worker thread: each send_async gives up the GIL and waits to take it back
-        # from the client's callback threads; the loop encodes the next batch meanwhile.
-        sent, refused = await asyncio.to_thread(self._hand_over, chunk, senders, batch)
-        if refused:
-            batch.expect(sent)
-        await batch.future
-        failed: dict[int, DriverError] = {i: record_error(r) for i, r in batch.errors.items()}
-        failed.update(refused)
-        return failed
-
     def _hand_over(
         self, chunk: Sequence[RawRecord], senders: dict[str, Any], batch: _Batch
-    ) -> tuple[int, dict[int, DriverError]]:
-        """``send_async`` every record of ``chunk`` (on a worker thread): how many were
-        handed over, and the records the client refused on the spot, with their errors."""
+    ) -> tuple[int, DriverError | None]:
+        """``send_async`` the records of ``chunk`` (on a worker thread): how many were
+        handed over, and why the client refused the next one on the spot (None: none was)."""
         go_body = self._options.body == "go"
-        callback = batch.callback
+        callback, builder = batch.callback, _BUILDER
         now_ms = time.time_ns() // 1_000_000
-        sent = 0
-        refused: dict[int, DriverError] = {}
-        try:
-            for index, record in enumerate(chunk):
-                headers = record.headers
-                stamp = headers.get(EVENT_TIME_HEADER)
-                event_ms = int(stamp) if stamp and stamp.isdigit() else now_ms
-                if go_body:
-                    body, props = wire.to_go_body(headers, record.body), {}
-                else:
-                    body, props = record.body, wire.to_properties(headers)
-                due = int(record.not_before * 1000)
-                deliver_at = due if due > now_ms else None  # a time passed: at once
-                if deliver_at:
-                    props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
-                senders[record.channel](
-                    body,
-                    partial(callback, index),
-                    props or None,
-                    record.key or None,
-                    event_ms,
-                    deliver_at,
-                )
-                sent += 1
-        except pulsar.PulsarException as exc:
-            # Refused by the client on the spot: that record and the rest were not sent.
-            name = type(exc).__name__
-            refused[sent] = (
-                record_error(name)
-                if name in _NOT_STORED
-                else NotStoredError(
-                    f"Pulsar refused a send ({name}: {exc}); not sent", retriable=True
-                )
-            )
-            for i in range(sent + 1, len(chunk)):
-                refused[i] = NotStoredError(
-                    "not sent: an earlier record of its batch was refused", retriable=True
-                )
-        return sent, refused
+        for index, record in enumerate(chunk):
+            headers = record.headers
+            stamp = headers.get(EVENT_TIME_HEADER)
+            event_ms = int(stamp) if stamp and stamp.isdigit() else now_ms
+            if go_body:
+                body, props = wire.to_go_body(headers, record.body), {}
+            else:
+                body, props = record.body, wire.to_properties(headers)
+            due = int(record.not_before * 1000)
+            deliver_at = due if due > now_ms else None  # a time passed: at once
+            if deliver_at:
+                props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
+            message = builder()
+            message.content(body)
+            if props:
+                message.properties(props)
+            if record.key:
+                message.partition_key(record.key)
+            message.event_timestamp(event_ms)
+            if deliver_at:
+                message.deliver_at(deliver_at)
+            try:
+                senders[record.channel](message.build(), partial(callback, index))
+            except pulsar.PulsarException as exc:
+                name = type(exc).__name__
+                if name in _NOT_STORED:
+                    return index, record_error(name)
+                why = f"Pulsar refused a send ({name}: {exc}); not sent"
+                return index, NotStoredError(why, retriable=True)
+        return len(chunk), None
 
     async def close(self) -> None:
         """Flush and close every producer. Idempotent."""
