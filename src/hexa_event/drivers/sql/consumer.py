@@ -67,9 +67,7 @@ class SqlSubscription(Subscription):
             self.member_id,
             partitions,
             self._pattern,
-            on_lost=self._purge_buffer,
-            on_surplus=self._surplus,
-            on_claimed=self._claimed,
+            self._purge_buffer,
         )
         self._parts = self._membership.parts
         self._settlements = Settlements(log, spec.group, self.member_id)
@@ -135,11 +133,11 @@ class SqlSubscription(Subscription):
         partitions up on their next heartbeat; at most ``3 * heartbeat_interval``), then
         background upkeep."""
         interval = self._opts.heartbeat_interval
-        await self._membership.heartbeat()
+        await self._heartbeat()
         deadline = time.monotonic() + 3 * interval
         while not self._membership.has_its_share() and time.monotonic() < deadline:
             await asyncio.sleep(min(interval / 2, 0.25))
-            await self._membership.heartbeat()
+            await self._heartbeat()
         self._next_heartbeat = time.monotonic() + interval
         self._task = asyncio.create_task(
             self._maintain(), name=f"hexa-event:sql-member:{self._group}"
@@ -401,10 +399,10 @@ class SqlSubscription(Subscription):
             if part.owned:
                 due = clock.now_ms() + int(delay * 1000)
                 count = delivery.delivery_count + 1
-                self._settlements.redeliver(log_id, part.channel, part.number, due, count)
+                self._settlements.redeliver(log_id, part, due, count)
             delays.append(max(0.0, delay))
         elif delivery.redelivered:
-            self._settlements.acked_redelivery(log_id)
+            self._settlements.redeliver(log_id, None)
         if delivery.redelivered:
             self._forget_redelivery(part, log_id)
         else:
@@ -446,7 +444,7 @@ class SqlSubscription(Subscription):
         while not self._closed:
             if time.monotonic() >= self._next_heartbeat or self._discover:
                 self._discover = False
-                self._heartbeat_error = await self._upkeep("heartbeat", self._membership.heartbeat)
+                self._heartbeat_error = await self._upkeep("heartbeat", self._heartbeat)
                 self._next_heartbeat = time.monotonic() + self._opts.heartbeat_interval
             await self._upkeep("releasing partitions", self._release_idle)
             timeout = max(0.0, self._next_heartbeat - time.monotonic())
@@ -478,15 +476,10 @@ class SqlSubscription(Subscription):
             self._parts.pop((part.channel, part.number), None)
         logger.debug("group %s: released %d partitions", self._group, len(idle))
 
-    def _surplus(self, part: Part) -> None:
-        """Membership marked ``part`` for release: stop handing it out."""
-        self._purge_buffer(part)
-        self._poke.set()
-
-    def _claimed(self) -> None:
-        """Rows may wait in new partitions, and redeliveries left by a former owner."""
-        self._full_poll = True
-        self._redelivery_now()
+    async def _heartbeat(self) -> None:
+        if await self._membership.heartbeat():  # claimed partitions: poll them all
+            self._full_poll = True
+            self._redelivery_now()
 
     def _purge_buffer(self, part: Part) -> None:
         """Drop ``part``'s deliveries that were read but never handed out."""

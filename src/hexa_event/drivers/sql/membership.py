@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 
 class Membership:
     """One member's leases; ``parts`` maps (channel, number) to the partitions it holds.
-    Callbacks: ``on_lost(part)`` a lease expired, ``on_surplus(part)`` marked ``releasing``,
-    ``on_claimed()`` partitions were claimed (with a former owner's redeliveries)."""
+    ``drop(part)``: stop handing out ``part`` (its lease expired, or it was marked
+    ``releasing``), called before anything else runs."""
 
     def __init__(
         self,
@@ -33,10 +33,7 @@ class Membership:
         member_id: str,
         partitions: int,
         pattern: re.Pattern[str] | None,
-        *,
-        on_lost: Callable[[Part], None],
-        on_surplus: Callable[[Part], None],
-        on_claimed: Callable[[], None],
+        drop: Callable[[Part], None],
     ) -> None:
         self._log = log
         self._opts = log.options
@@ -52,12 +49,11 @@ class Membership:
         self.parts: dict[tuple[str, int], Part] = {}
         self._shares: dict[str, tuple[int, int]] = {}
         """Per channel: (target, live members) of the last rebalance."""
-        self._on_lost = on_lost
-        self._on_surplus = on_surplus
-        self._on_claimed = on_claimed
+        self._drop = drop
 
-    async def heartbeat(self) -> None:
-        """Renew leases, register per channel, discover channels, rebalance."""
+    async def heartbeat(self) -> bool:
+        """Renew leases, register per channel, discover channels, rebalance; True when it
+        claimed partitions (rows may wait in them, and a former owner's redeliveries)."""
         driver = self._log
         positions = driver.table("hexa_positions")
         members = driver.table("hexa_members")
@@ -103,7 +99,7 @@ class Membership:
                 held = {(row.channel, row.part) for row in await conn.execute(held_q)}
                 for key in [key for key in self.parts if key not in held]:
                     part = self.parts.pop(key)  # its lease expired: another member has it
-                    self._on_lost(part)
+                    self._drop(part)
                     part.owned = False
                     logger.info("SQL driver: group %s lost %s-%d (lease expired)", self.group, *key)
             counts_q = (
@@ -112,26 +108,15 @@ class Membership:
                 .group_by(members.c.channel)
             )
             counts = {row.channel: int(row.n) for row in await conn.execute(counts_q)}
+        claimed = False
         for channel in channels:
-            await self._rebalance(channel, max(1, counts.get(channel, 1)), now, expires)
+            count = max(1, counts.get(channel, 1))
+            claimed = await self._rebalance(channel, count, now, expires) or claimed
         if random.random() < 0.05:
             gone = (members.c.group_name == self.group, members.c.expires_ms < now - ttl_ms)
             async with driver.writing() as conn:
                 await conn.execute(members.delete().where(*gone))
-
-    async def _acked_above(
-        self, conn: Any, channel: str, numbers: list[int]
-    ) -> dict[int, list[Pos]]:
-        """Rows of the claimed partitions that the group acked above the stored position."""
-        a = self._log.table("hexa_acked")
-        ours = (a.c.group_name == self.group, a.c.channel == channel, a.c.part.in_(numbers))
-        found: dict[int, list[Pos]] = {}
-        if numbers:
-            for number, txid, log_id in await conn.execute(
-                select(a.c.part, a.c.txid, a.c.log_id).where(*ours)
-            ):
-                found.setdefault(int(number), []).append((int(txid), int(log_id)))
-        return found
+        return claimed
 
     def has_its_share(self) -> bool:
         """Whether this member holds, in every channel, at least the share no other member
@@ -143,7 +128,7 @@ class Membership:
                 return False
         return True
 
-    async def _rebalance(self, channel: str, member_count: int, now: int, expires: int) -> None:
+    async def _rebalance(self, channel: str, member_count: int, now: int, expires: int) -> bool:
         target = math.ceil(self._partitions / member_count)
         self._shares[channel] = (target, member_count)
         mine = sorted(
@@ -153,11 +138,10 @@ class Membership:
         if len(mine) > target:
             for part in mine[target:]:
                 part.releasing = True
-                self._on_surplus(part)
-            return
+                self._drop(part)
         need = target - len(mine)
         if need <= 0:
-            return
+            return False
         positions = self._log.table("hexa_positions")
         ours = (positions.c.group_name == self.group, positions.c.channel == channel)
         free_clause = or_(positions.c.owner.is_(None), positions.c.lease_until_ms < now)
@@ -165,7 +149,7 @@ class Membership:
             free_q = select(positions.c.part).where(*ours, free_clause)
             free = (await conn.execute(free_q)).scalars().all()
         if not free:
-            return
+            return False
         wanted = random.sample(list(free), min(need, len(free)))
         claim = (
             positions.update()
@@ -173,14 +157,15 @@ class Membership:
             .values(owner=self.member_id, lease_until_ms=expires)
             .returning(positions.c.part, positions.c.pos_tx, positions.c.pos_id)
         )
+        a = self._log.table("hexa_acked")  # rows the group acked above the stored positions
         async with self._log.writing() as conn:
-            claimed = (await conn.execute(claim)).all()
-            skips = await self._acked_above(conn, channel, [int(row.part) for row in claimed])
-        for row in claimed:
+            claimed = {int(row.part): row for row in await conn.execute(claim)}
+            ours = (a.c.group_name == self.group, a.c.channel == channel)
+            acked = select(a.c.part, a.c.txid, a.c.log_id).where(*ours, a.c.part.in_(claimed))
+            skips = (await conn.execute(acked)).all() if claimed else []
+        for number, row in claimed.items():
             pos = (int(row.pos_tx), int(row.pos_id))
-            part = Part(channel, int(row.part), pos, pos)
-            part.skip = {pos for pos in skips.get(part.number, ()) if pos > part.committed}
-            self.parts[(channel, part.number)] = part
-        if claimed:
-            self._on_claimed()
-            logger.debug("group %s claimed %d partitions of %s", self.group, len(claimed), channel)
+            part = self.parts[(channel, number)] = Part(channel, number, pos, pos)
+            part.skip = {(int(t), int(i)) for n, t, i in skips if n == number and (t, i) > pos}
+        logger.debug("group %s claimed %d partitions of %s", self.group, len(claimed), channel)
+        return bool(claimed)
