@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy import func, or_, select
 
 from ..._sql.clock import now_ms
 from ...driver import SubscriptionSpec
+from ..kit.driver import channel_pattern
 from .log import SqlLog
 from .partitions import Part, Pos
 
@@ -30,18 +31,16 @@ class Membership:
         self,
         log: SqlLog,
         spec: SubscriptionSpec,
-        member_id: str,
         partitions: int,
-        pattern: re.Pattern[str] | None,
         drop: Callable[[Part], None],
     ) -> None:
         self._log = log
         self._opts = log.options
         self._spec = spec
         self.group = spec.group
-        self.member_id = member_id
+        self.member_id = uuid.uuid4().hex
         self._partitions = partitions
-        self._pattern = pattern
+        self.pattern = channel_pattern(spec)
         self._explicit = tuple(dict.fromkeys(spec.channels))
         self.channels: set[str] = set(self._explicit)
         """The channels this member consumes (explicit ones and pattern matches)."""
@@ -61,11 +60,11 @@ class Membership:
         now = now_ms()
         ttl_ms = int(self._opts.lease_ttl * 1000)
         expires = now + ttl_ms
-        if self._pattern is not None:
+        if self.pattern is not None:
             names_q = select(driver.table("hexa_channels").c.channel)
             async with driver.engine.connect() as conn:
                 names = (await conn.execute(names_q)).scalars().all()
-            matched = {name for name in names if self._pattern.fullmatch(name)}
+            matched = {name for name in names if self.pattern.fullmatch(name)}
             self.channels = set(self._explicit) | matched
         channels = sorted(self.channels)
         new = [c for c in channels if c not in self._initialized]

@@ -25,6 +25,8 @@ class Part:
     outstanding: OrderedDict[Pos, bool] = field(default_factory=OrderedDict)
     dirty: bool = False
     drained: bool = False
+    woken: bool = False
+    """Rows were committed to its channel since its read began (not drained after all)."""
     owned: bool = True
     releasing: bool = False
     redeliveries: int = 0

@@ -90,7 +90,6 @@ def insert_sql(paramstyle: str, table: str = "hexa_log") -> str | None:
 
 class _Request(NamedTuple):
     rows: list[tuple[Any, ...]]
-    channels: set[str]
     future: asyncio.Future[None]
 
 
@@ -107,9 +106,8 @@ class Producer:
         if self._closed:
             raise ClosedError("this SQL driver was closed; connect() again")
         rows = to_rows(records, await self._log.ready())
-        channels = {r.channel for r in records}
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(rows, channels, future))
+        self._queue.append(_Request(rows, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop(), name="hexa-event:sql-writer")
         # Shielded: a cancelled caller leaves its rows to the writer (they may be stored).
@@ -137,7 +135,7 @@ class Producer:
 
     async def _write(self, batch: list[_Request]) -> set[str]:
         rows = [row for request in batch for row in request.rows]
-        channels = set().union(*(request.channels for request in batch))
+        channels = {row[0] for row in rows}
         async with self._log.writing() as conn:
             statement = insert_sql(conn.dialect.paramstyle, self._log.sql_name("hexa_log"))
             if statement is not None:
