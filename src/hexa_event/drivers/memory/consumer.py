@@ -42,7 +42,6 @@ class MemorySubscription(Subscription):
         self._channels = frozenset(spec.channels)
         self._pattern = channel_pattern(spec)
         self.assigned: list[PartitionId] = []
-        self.positions: dict[PartitionId, int] = {}
         self._buffer: DeliveryBuffer[object, MemoryDelivery] = DeliveryBuffer(
             self._take, idle=self._until_redelivery
         )
@@ -119,14 +118,14 @@ class MemorySubscription(Subscription):
             pid = self.assigned[(self._rotation + i) % held]
             state = group.partitions[pid]
             log = self.broker.logs[pid[0]][pid[1]]
-            position = self.positions.get(pid, state.committed)
+            position = state.position
             acked, committed = state.acked, state.committed
             while position < len(log) and len(out) < max_count:
                 if position >= committed and (not acked or position not in acked):
                     delivered = state.delivered(position)
                     out.append(MemoryDelivery(log[position], pid, position, delivered))
                 position += 1
-            self.positions[pid] = position
+            state.position = position
         return out
 
     def _until_redelivery(self) -> float | None:

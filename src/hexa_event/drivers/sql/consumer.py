@@ -65,7 +65,8 @@ class SqlSubscription(Subscription):
             self._take, refill=self._refill, idle=self._idle_time, waited=self._waited
         )
         self._handed_out = 0
-        self._inflight_redeliveries: set[int] = set()
+        self._redelivering: dict[int, Part] = {}
+        """Row id -> partition, of the redeliveries read and not settled yet."""
         self._last_flush = 0.0
         self._heartbeat_error = ""
         self._read_error = ""
@@ -308,7 +309,7 @@ class SqlSubscription(Subscription):
             self._group,
             self.member_id,
             now_ms,
-            room + len(self._inflight_redeliveries),
+            room + len(self._redelivering),
         )
         self._redelivery_due = time.monotonic() + (
             0.0 if len(rows) >= room else self._opts.heartbeat_interval
@@ -320,10 +321,9 @@ class SqlSubscription(Subscription):
             part = self._parts.get((row.channel, row.part))
             if part is None or not part.active:
                 continue
-            if row.log_id in self._inflight_redeliveries or self._settlements.unwritten(row.log_id):
+            if row.log_id in self._redelivering or self._settlements.unwritten(row.log_id):
                 continue
-            self._inflight_redeliveries.add(row.log_id)
-            part.redeliveries += 1
+            self._redelivering[row.log_id] = part
             record = RawRecord(
                 row.channel, row.msg_key, decode_headers(row.headers), bytes(row.body)
             )
@@ -375,13 +375,9 @@ class SqlSubscription(Subscription):
         elif delivery.redelivered:
             self._settlements.redeliver(log_id, None)
         if delivery.redelivered:
-            self._forget_redelivery(part, log_id)
+            self._redelivering.pop(log_id, None)
         else:
             part.settle(delivery.pos)
-
-    def _forget_redelivery(self, part: Part, log_id: int) -> None:
-        part.redeliveries -= 1
-        self._inflight_redeliveries.discard(log_id)
 
     def _redelivery_now(self) -> None:
         self._redelivery_due = time.monotonic()
@@ -436,7 +432,9 @@ class SqlSubscription(Subscription):
         return ""
 
     async def _release_idle(self) -> None:
-        idle = [p for p in self._parts.values() if p.releasing and p.idle]
+        busy = set(self._redelivering.values())
+        idle = [p for p in self._parts.values() if p.releasing and not p.outstanding]
+        idle = [p for p in idle if p not in busy]
         if not idle:
             return
         await self._settlements.flush(self._parts.values(), release=idle)
@@ -457,7 +455,7 @@ class SqlSubscription(Subscription):
             if delivery.part is not part:
                 kept.append(delivery)
             elif delivery.redelivered:
-                self._forget_redelivery(part, delivery.pos[1])
+                self._redelivering.pop(delivery.pos[1], None)
             else:
                 part.outstanding.pop(delivery.pos, None)
         self._buffer.items = kept
