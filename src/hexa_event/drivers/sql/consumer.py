@@ -444,9 +444,8 @@ class SqlSubscription(Subscription):
         logger.debug("group %s: released %d partitions", self._group, len(idle))
 
     async def _heartbeat(self) -> None:
-        if await self._membership.heartbeat():  # claimed partitions: poll them all
-            self._full_poll = True
-            self._redelivery_now()
+        if await self._membership.heartbeat():  # new partitions (not drained), and maybe
+            self._redelivery_now()  # redeliveries their former owner left
 
     def _purge_buffer(self, part: Part) -> None:
         """Drop ``part``'s deliveries that were read but never handed out."""

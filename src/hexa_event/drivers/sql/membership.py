@@ -17,7 +17,7 @@ from ..._sql.clock import now_ms
 from ...driver import SubscriptionSpec
 from ..kit.driver import channel_pattern
 from .log import SqlLog
-from .partitions import Part, Pos
+from .partitions import Part
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +75,13 @@ class Membership:
                 keys = ("group_name", "channel", "member_id")
                 upsert = driver.upsert(members, keys, update=("expires_ms",))
                 await conn.execute(upsert, [{**me, "channel": c} for c in channels])
-            for channel in new:
-                start: Pos = (0, 0)
+            for channel in new:  # unowned, at the start or after the last row
+                start: Any = (0, 0)
                 if self._spec.start == "latest":
-                    last = select(
-                        func.coalesce(func.max(log.c.txid), 0), func.coalesce(func.max(log.c.id), 0)
-                    )
-                    row = (await conn.execute(last.where(log.c.channel == channel))).one()
-                    start = (int(row[0]), int(row[1]))
+                    last = select(func.max(log.c.txid), func.max(log.c.id))
+                    start = (await conn.execute(last.where(log.c.channel == channel))).one()
                 fresh: dict[str, Any] = {"group_name": self.group, "channel": channel}
-                fresh.update(pos_tx=start[0], pos_id=start[1], owner=None, lease_until_ms=0)
+                fresh.update(pos_tx=int(start[0] or 0), pos_id=int(start[1] or 0))
                 rows = [{**fresh, "part": n} for n in range(self._partitions)]
                 await conn.execute(driver.upsert(positions), rows)
             renewed = 0
