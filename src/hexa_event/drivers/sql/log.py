@@ -45,6 +45,7 @@ class SqlLog:
         self.watchers: set[Watcher] = set()
         """Told which channels got committed rows (subscriptions add their ``notify``)."""
         self.closed = False
+        """Set by the driver's close: publishing and preparing raise ClosedError after it."""
 
     @property
     def engine(self) -> AsyncEngine:

@@ -100,10 +100,9 @@ class Producer:
         self._log = log
         self._queue: deque[_Request] = deque()
         self._writer: asyncio.Task[None] | None = None
-        self._closed = False
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
-        if self._closed:
+        if self._log.closed:
             raise ClosedError("this SQL driver was closed; connect() again")
         rows = to_rows(records, await self._log.ready())
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -155,8 +154,7 @@ class Producer:
         return channels
 
     async def close(self) -> None:
-        """Let queued publishes finish, then stop the writer."""
-        self._closed = True
+        """Let queued publishes finish (the log is closed: no new ones)."""
         writer = self._writer
         if writer is not None and not writer.done():
             await asyncio.gather(writer, return_exceptions=True)
