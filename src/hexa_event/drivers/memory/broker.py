@@ -21,7 +21,6 @@ class Member(Protocol):
 
     spec: SubscriptionSpec
     assigned: list[PartitionId]
-    positions: dict[PartitionId, int]
 
     def wake(self) -> None: ...
 
@@ -38,9 +37,11 @@ class StoredRecord(msgspec.Struct, gc=False):
 
 @dataclass(slots=True)
 class PartitionState:
-    """One group's progress through one partition."""
+    """One group's progress through one partition; ``position``: the next offset its owner
+    reads (the committed one when it got the partition)."""
 
     committed: int
+    position: int = 0
     acked: set[int] = field(default_factory=set)
     delivery_counts: dict[int, int] = field(default_factory=dict)
     owner: Member | None = None
@@ -150,7 +151,7 @@ class MemoryBroker:
                     state = group.partitions[pid] = PartitionState(committed=start)
                 if state.owner is not owner:
                     state.owner = owner
-                    owner.positions[pid] = state.committed
+                    state.position = state.committed
                 owner.assigned.append(pid)
         for state in group.partitions.values():
             if state.owner is not None and state.owner not in group.members:

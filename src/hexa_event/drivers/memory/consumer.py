@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import itertools
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -42,13 +41,12 @@ class MemorySubscription(Subscription):
         self._channels = frozenset(spec.channels)
         self._pattern = channel_pattern(spec)
         self.assigned: list[PartitionId] = []
-        self.positions: dict[PartitionId, int] = {}
         self._buffer: DeliveryBuffer[object, MemoryDelivery] = DeliveryBuffer(
             self._take, idle=self._until_redelivery
         )
         """Holds nothing: ``_take`` reads the broker's log; fetch waits on it."""
-        self._redeliveries: list[tuple[float, int, PartitionId, int]] = []
-        self._seq = itertools.count()  # orders redeliveries due at the same time
+        self._redeliveries: list[tuple[float, PartitionId, int]] = []
+        """A heap of (due, partition, offset): ties go in offset order."""
         self._rotation = 0
 
     def wake(self) -> None:
@@ -74,7 +72,7 @@ class MemorySubscription(Subscription):
                 state.ack(offset)
             elif state.owner is self and not self._buffer.closed:
                 due = time.monotonic() + delivery.delay
-                heapq.heappush(self._redeliveries, (due, next(self._seq), pid, offset))
+                heapq.heappush(self._redeliveries, (due, pid, offset))
                 self._buffer.wake()
             # Otherwise the partition's next owner starts at the committed offset, which is at
             # or below this unacked one, so the record is delivered again there.
@@ -103,7 +101,7 @@ class MemorySubscription(Subscription):
         out: list[MemoryDelivery] = []
         now = time.monotonic()
         while self._redeliveries and self._redeliveries[0][0] <= now and len(out) < max_count:
-            _, _, pid, offset = heapq.heappop(self._redeliveries)
+            _, pid, offset = heapq.heappop(self._redeliveries)
             state = group.partitions.get(pid)
             if state is None or state.owner is not self or offset < state.committed:
                 continue
@@ -119,14 +117,14 @@ class MemorySubscription(Subscription):
             pid = self.assigned[(self._rotation + i) % held]
             state = group.partitions[pid]
             log = self.broker.logs[pid[0]][pid[1]]
-            position = self.positions.get(pid, state.committed)
+            position = state.position
             acked, committed = state.acked, state.committed
             while position < len(log) and len(out) < max_count:
                 if position >= committed and (not acked or position not in acked):
                     delivered = state.delivered(position)
                     out.append(MemoryDelivery(log[position], pid, position, delivered))
                 position += 1
-            self.positions[pid] = position
+            state.position = position
         return out
 
     def _until_redelivery(self) -> float | None:

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import math
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -30,7 +29,6 @@ from ...driver import (
 )
 from ...errors import ConfigurationError
 from ..kit.buffer import DeliveryBuffer
-from ..kit.driver import channel_pattern
 from .log import SqlLog
 from .membership import Membership
 from .partitions import Part, Pos, SqlDelivery
@@ -58,40 +56,29 @@ class SqlSubscription(Subscription):
         self._group = spec.group
         self._opts = log.options
         self._on_closed = on_closed
-        self.member_id = uuid.uuid4().hex
         self._partition_count = partitions
-        self._pattern = channel_pattern(spec)
-        self._membership = Membership(
-            log,
-            spec,
-            self.member_id,
-            partitions,
-            self._pattern,
-            on_lost=self._purge_buffer,
-            on_surplus=self._surplus,
-            on_claimed=self._claimed,
-        )
+        self._membership = Membership(log, spec, partitions, self._purge_buffer)
+        self.member_id, self._pattern = self._membership.member_id, self._membership.pattern
         self._parts = self._membership.parts
         self._settlements = Settlements(log, spec.group, self.member_id)
         self._buffer: DeliveryBuffer[SqlDelivery, Delivery] = DeliveryBuffer(
             self._take, refill=self._refill, idle=self._idle_time, waited=self._waited
         )
         self._handed_out = 0
-        self._inflight_redeliveries: set[int] = set()
+        self._redelivering: dict[int, Part] = {}
+        """Row id -> partition, of the redeliveries read and not settled yet."""
         self._last_flush = 0.0
         self._heartbeat_error = ""
         self._read_error = ""
-        self._channel_gen: dict[str, int] = {}
         self._redelivery_due = 0.0
         self._next_heartbeat = 0.0
         self._idle_delay = self._opts.poll_interval
         self._full_poll = True
         self._discover = False
         self._poke = asyncio.Event()
-        self._poll_task: asyncio.Task[bool] | None = None
+        self._poll_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self._last_warning = 0.0
 
     def __repr__(self) -> str:
@@ -112,7 +99,7 @@ class SqlSubscription(Subscription):
         the end of the log (nothing buffered, no redelivery due); None for patterns."""
         if self._pattern is not None:
             return None
-        if self._closed or self._buffer:
+        if self._buffer.closed or self._buffer:
             return False
         if self._redelivery_due and time.monotonic() >= self._redelivery_due:
             return False  # due redeliveries not read yet
@@ -135,11 +122,11 @@ class SqlSubscription(Subscription):
         partitions up on their next heartbeat; at most ``3 * heartbeat_interval``), then
         background upkeep."""
         interval = self._opts.heartbeat_interval
-        await self._membership.heartbeat()
+        await self._heartbeat()
         deadline = time.monotonic() + 3 * interval
         while not self._membership.has_its_share() and time.monotonic() < deadline:
             await asyncio.sleep(min(interval / 2, 0.25))
-            await self._membership.heartbeat()
+            await self._heartbeat()
         self._next_heartbeat = time.monotonic() + interval
         self._task = asyncio.create_task(
             self._maintain(), name=f"hexa-event:sql-member:{self._group}"
@@ -158,7 +145,6 @@ class SqlSubscription(Subscription):
             logger.warning(what, self._group, _CLOSE_TIMEOUT)
 
     async def _close(self) -> None:
-        self._closed = True
         self._buffer.close()
         self._poke.set()
         # Let upkeep and a running read finish rather than cancelling them midway.
@@ -182,7 +168,7 @@ class SqlSubscription(Subscription):
         for part in parts:
             part.owned = False
         self._parts.clear()
-        self._log.unwatch(self.notify)
+        self._log.watchers.discard(self.notify)
         self._on_closed(self)
 
     async def _forget_group(self, conn: Any, members: Any) -> None:
@@ -200,7 +186,7 @@ class SqlSubscription(Subscription):
         return await self._buffer.fetch(max_count)
 
     async def _refill(self) -> bool:
-        """Nothing to hand out: read more when ``prefetch`` allows; True when it found some."""
+        """Nothing to hand out: read more when ``prefetch`` allows; True when some are buffered."""
         room = self._room()
         if room <= 0:
             return False
@@ -209,11 +195,10 @@ class SqlSubscription(Subscription):
             task = self._poll_task = asyncio.create_task(self._poll_safely(room, self._full_poll))
         # Shielded: a cancelled fetch leaves the read to finish into the buffer
         # (cancelling a database call midway can wedge the connection).
-        found = await asyncio.shield(task)
+        await asyncio.shield(task)
         if self._buffer:
             self._idle_delay = self._opts.poll_interval
-            return True
-        return found
+        return bool(self._buffer)
 
     def _room(self) -> int:
         """Deliveries the prefetch window has room for, beyond those buffered."""
@@ -242,11 +227,11 @@ class SqlSubscription(Subscription):
         else:
             self._idle_delay = self._opts.poll_interval
 
-    async def _poll_safely(self, room: int, full: bool) -> bool:
+    async def _poll_safely(self, room: int, full: bool) -> None:
         """Read more; a failure is kept for :meth:`status` and raised as a retriable
         :class:`DriverError` (the receiver reports it and fetches again after a pause)."""
         try:
-            found = await self._poll(room, full)
+            await self._poll(room, full)
         except Exception as exc:
             error = self._log.error("reading the log", exc)
             self._read_error = str(error)
@@ -255,7 +240,6 @@ class SqlSubscription(Subscription):
                 self._redelivery_due = time.monotonic() + self._idle_delay
             raise error from exc
         self._read_error = ""
-        return found
 
     def _take(self, buffer: deque[SqlDelivery], max_count: int) -> list[Delivery]:
         limit = min(max_count, self._spec.prefetch - self._handed_out)
@@ -267,14 +251,13 @@ class SqlSubscription(Subscription):
         self._handed_out += len(out)
         return out
 
-    async def _poll(self, room: int, full: bool) -> bool:
+    async def _poll(self, room: int, full: bool) -> None:
         now_ms = clock.now_ms()
-        found = False
         if self._redelivery_due and time.monotonic() >= self._redelivery_due:
-            found = await self._poll_redeliveries(room, now_ms)
+            await self._poll_redeliveries(room, now_ms)
             room -= len(self._buffer)
         if room <= 0:
-            return found
+            return
         parts = [
             p
             for p in self._parts.values()
@@ -283,27 +266,23 @@ class SqlSubscription(Subscription):
             and (full or not p.drained or p.blocked_until_ms)
         ]
         if not parts:
-            return found
+            return
         self._full_poll = False
         per = max(16, math.ceil(room / len(parts)))
         for start in range(0, len(parts), _CHUNK):
-            chunk = parts[start : start + _CHUNK]
-            if await self._poll_log(chunk, per, now_ms):
-                found = True
-        return found
+            await self._poll_log(parts[start : start + _CHUNK], per, now_ms)
 
-    async def _poll_log(self, parts: list[Part], per: int, now_ms: int) -> bool:
-        gens = {p.channel: self._channel_gen.get(p.channel, 0) for p in parts}
+    async def _poll_log(self, parts: list[Part], per: int, now_ms: int) -> None:
         cursors = [p.cursor for p in parts]
+        for part in parts:
+            part.woken = False
         by_part = await read_partitions(self._log, parts, per)
-        found = False
         buffer = self._buffer.items
         for part, cursor in zip(parts, cursors, strict=True):
             if not part.active or part.cursor != cursor:
                 continue
             part_rows = by_part.get((part.channel, part.number), [])
-            unchanged = self._channel_gen.get(part.channel, 0) == gens[part.channel]
-            part.drained = len(part_rows) < per and unchanged
+            part.drained = len(part_rows) < per and not part.woken
             part.blocked_until_ms = 0
             outstanding = part.outstanding
             for log_id, txid, channel, _, key, headers, body, created_ms, visible_ms in part_rows:
@@ -322,33 +301,29 @@ class SqlSubscription(Subscription):
                     continue
                 record = RawRecord(channel, key, decode_headers(headers), bytes(body))
                 buffer.append(SqlDelivery(self, part, pos, record, 1, created_ms / 1000))
-                found = True
-        return found
 
-    async def _poll_redeliveries(self, room: int, now_ms: int) -> bool:
+    async def _poll_redeliveries(self, room: int, now_ms: int) -> None:
         flushes = self._settlements.flushes
         rows = await read_due_redeliveries(
             self._log,
             self._group,
             self.member_id,
             now_ms,
-            room + len(self._inflight_redeliveries),
+            room + len(self._redelivering),
         )
         self._redelivery_due = time.monotonic() + (
             0.0 if len(rows) >= room else self._opts.heartbeat_interval
         )
         if self._settlements.flushes != flushes:  # rows read while settlements changed them
             self._redelivery_due = time.monotonic()
-            return False
-        found = False
+            return
         for row in rows:
             part = self._parts.get((row.channel, row.part))
             if part is None or not part.active:
                 continue
-            if row.log_id in self._inflight_redeliveries or self._settlements.unwritten(row.log_id):
+            if row.log_id in self._redelivering or self._settlements.unwritten(row.log_id):
                 continue
-            self._inflight_redeliveries.add(row.log_id)
-            part.redeliveries += 1
+            self._redelivering[row.log_id] = part
             record = RawRecord(
                 row.channel, row.msg_key, decode_headers(row.headers), bytes(row.body)
             )
@@ -356,8 +331,6 @@ class SqlSubscription(Subscription):
             self._buffer.items.append(
                 SqlDelivery(self, part, pos, record, row.attempts, created, redelivered=True)
             )
-            found = True
-        return found
 
     # -- settling -------------------------------------------------------------------------
 
@@ -365,22 +338,18 @@ class SqlSubscription(Subscription):
         """Apply the outcomes (each settled delivery leaves the prefetch window), then write
         every pending settlement in one transaction (:mod:`.settlement`). On failure it all
         stays pending for the next call or close; a delivery is never applied twice."""
-        delays: list[float] = []
         for delivery in deliveries:
             if not isinstance(delivery, SqlDelivery) or delivery.sub is not self:
                 raise ConfigurationError("settle() got a delivery of another subscription")
             if delivery.applied or delivery.outcome is None:
                 continue
             delivery.applied = True
-            if not self._closed:
+            if not self._buffer.closed:
                 self._handed_out -= 1
-                self._apply(delivery, delays)
-        if self._closed:
+                self._apply(delivery)
+        if self._buffer.closed:
             return
         self._buffer.wake()  # room in the prefetch window
-        loop = asyncio.get_running_loop()
-        for delay in delays:
-            loop.call_later(delay, self._redelivery_now)
         # At most one write per ack_interval: the core's batches arriving meanwhile join it.
         wait = self._last_flush + self._opts.ack_interval - time.monotonic()
         if wait > 0:
@@ -390,7 +359,7 @@ class SqlSubscription(Subscription):
         if any(p.releasing for p in self._parts.values()):
             self._poke.set()
 
-    def _apply(self, delivery: SqlDelivery, delays: list[float]) -> None:
+    def _apply(self, delivery: SqlDelivery) -> None:
         part, log_id = delivery.part, delivery.pos[1]
         if delivery.outcome is Outcome.NACK:
             delay = delivery.delay
@@ -401,18 +370,14 @@ class SqlSubscription(Subscription):
             if part.owned:
                 due = clock.now_ms() + int(delay * 1000)
                 count = delivery.delivery_count + 1
-                self._settlements.redeliver(log_id, part.channel, part.number, due, count)
-            delays.append(max(0.0, delay))
+                self._settlements.redeliver(log_id, part, due, count)
+            asyncio.get_running_loop().call_later(max(0.0, delay), self._redelivery_now)
         elif delivery.redelivered:
-            self._settlements.acked_redelivery(log_id)
+            self._settlements.redeliver(log_id, None)
         if delivery.redelivered:
-            self._forget_redelivery(part, log_id)
+            self._redelivering.pop(log_id, None)
         else:
             part.settle(delivery.pos)
-
-    def _forget_redelivery(self, part: Part, log_id: int) -> None:
-        part.redeliveries -= 1
-        self._inflight_redeliveries.discard(log_id)
 
     def _redelivery_now(self) -> None:
         self._redelivery_due = time.monotonic()
@@ -422,7 +387,7 @@ class SqlSubscription(Subscription):
 
     def notify(self, channels: set[str] | None) -> None:
         """Rows were committed to ``channels`` (None: unknown channels)."""
-        if self._closed:
+        if self._buffer.closed:
             return
         hit = self._membership.channels
         if channels is not None:
@@ -433,20 +398,18 @@ class SqlSubscription(Subscription):
                 self._poke.set()
             if not hit:
                 return
-        for channel in hit:
-            self._channel_gen[channel] = self._channel_gen.get(channel, 0) + 1
         for part in self._parts.values():
             if channels is None or part.channel in hit:
-                part.drained = False
+                part.drained, part.woken = False, True
         self._buffer.wake()
 
     # -- upkeep: heartbeats, rebalancing, releasing ------------------------------------------
 
     async def _maintain(self) -> None:
-        while not self._closed:
+        while not self._buffer.closed:
             if time.monotonic() >= self._next_heartbeat or self._discover:
                 self._discover = False
-                self._heartbeat_error = await self._upkeep("heartbeat", self._membership.heartbeat)
+                self._heartbeat_error = await self._upkeep("heartbeat", self._heartbeat)
                 self._next_heartbeat = time.monotonic() + self._opts.heartbeat_interval
             await self._upkeep("releasing partitions", self._release_idle)
             timeout = max(0.0, self._next_heartbeat - time.monotonic())
@@ -469,7 +432,9 @@ class SqlSubscription(Subscription):
         return ""
 
     async def _release_idle(self) -> None:
-        idle = [p for p in self._parts.values() if p.releasing and p.idle]
+        busy = set(self._redelivering.values())
+        idle = [p for p in self._parts.values() if p.releasing and not p.outstanding]
+        idle = [p for p in idle if p not in busy]
         if not idle:
             return
         await self._settlements.flush(self._parts.values(), release=idle)
@@ -478,15 +443,9 @@ class SqlSubscription(Subscription):
             self._parts.pop((part.channel, part.number), None)
         logger.debug("group %s: released %d partitions", self._group, len(idle))
 
-    def _surplus(self, part: Part) -> None:
-        """Membership marked ``part`` for release: stop handing it out."""
-        self._purge_buffer(part)
-        self._poke.set()
-
-    def _claimed(self) -> None:
-        """Rows may wait in new partitions, and redeliveries left by a former owner."""
-        self._full_poll = True
-        self._redelivery_now()
+    async def _heartbeat(self) -> None:
+        if await self._membership.heartbeat():  # new partitions (not drained), and maybe
+            self._redelivery_now()  # redeliveries their former owner left
 
     def _purge_buffer(self, part: Part) -> None:
         """Drop ``part``'s deliveries that were read but never handed out."""
@@ -495,7 +454,7 @@ class SqlSubscription(Subscription):
             if delivery.part is not part:
                 kept.append(delivery)
             elif delivery.redelivered:
-                self._forget_redelivery(part, delivery.pos[1])
+                self._redelivering.pop(delivery.pos[1], None)
             else:
                 part.outstanding.pop(delivery.pos, None)
         self._buffer.items = kept

@@ -135,7 +135,7 @@ class SqlDriver(KitDriver):
         partitions = await self.ready()
         sub = SqlSubscription(self.log, spec, partitions, self.subscriptions.discard)
         self.subscriptions.add(sub)
-        self.log.watch(sub.notify)
+        self.log.watchers.add(sub.notify)
         try:
             await sub.open()
         except BaseException as exc:

@@ -27,8 +27,7 @@ Watcher = Callable[[set[str] | None], None]
 
 
 class SqlLog:
-    """The database under one SQL driver; nothing connects before first use. Subscriptions
-    :meth:`watch` it to learn which channels got committed rows."""
+    """The database under one SQL driver; nothing connects before first use."""
 
     def __init__(self, options: SqlOptions, dialect: str, engine: AsyncEngine | None) -> None:
         self.options = options
@@ -43,8 +42,10 @@ class SqlLog:
         self._partitions = 0
         self._ready_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
-        self._watchers: set[Watcher] = set()
+        self.watchers: set[Watcher] = set()
+        """Told which channels got committed rows (subscriptions add their ``notify``)."""
         self.closed = False
+        """Set by the driver's close: publishing and preparing raise ClosedError after it."""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -139,13 +140,7 @@ class SqlLog:
 
     # -- wake-ups ----------------------------------------------------------------------------
 
-    def watch(self, watcher: Watcher) -> None:
-        self._watchers.add(watcher)
-
-    def unwatch(self, watcher: Watcher) -> None:
-        self._watchers.discard(watcher)
-
     def committed(self, channels: set[str] | None) -> None:
         """Rows were committed to ``channels`` (None: unknown): wake the watchers."""
-        for watcher in list(self._watchers):
+        for watcher in list(self.watchers):
             watcher(channels)

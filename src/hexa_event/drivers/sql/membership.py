@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -15,36 +15,32 @@ from sqlalchemy import func, or_, select
 
 from ..._sql.clock import now_ms
 from ...driver import SubscriptionSpec
+from ..kit.driver import channel_pattern
 from .log import SqlLog
-from .partitions import Part, Pos
+from .partitions import Part
 
 logger = logging.getLogger(__name__)
 
 
 class Membership:
     """One member's leases; ``parts`` maps (channel, number) to the partitions it holds.
-    Callbacks: ``on_lost(part)`` a lease expired, ``on_surplus(part)`` marked ``releasing``,
-    ``on_claimed()`` partitions were claimed (with a former owner's redeliveries)."""
+    ``drop(part)``: stop handing out ``part`` (its lease expired, or it was marked
+    ``releasing``), called before anything else runs."""
 
     def __init__(
         self,
         log: SqlLog,
         spec: SubscriptionSpec,
-        member_id: str,
         partitions: int,
-        pattern: re.Pattern[str] | None,
-        *,
-        on_lost: Callable[[Part], None],
-        on_surplus: Callable[[Part], None],
-        on_claimed: Callable[[], None],
+        drop: Callable[[Part], None],
     ) -> None:
         self._log = log
         self._opts = log.options
         self._spec = spec
         self.group = spec.group
-        self.member_id = member_id
+        self.member_id = uuid.uuid4().hex
         self._partitions = partitions
-        self._pattern = pattern
+        self.pattern = channel_pattern(spec)
         self._explicit = tuple(dict.fromkeys(spec.channels))
         self.channels: set[str] = set(self._explicit)
         """The channels this member consumes (explicit ones and pattern matches)."""
@@ -52,12 +48,11 @@ class Membership:
         self.parts: dict[tuple[str, int], Part] = {}
         self._shares: dict[str, tuple[int, int]] = {}
         """Per channel: (target, live members) of the last rebalance."""
-        self._on_lost = on_lost
-        self._on_surplus = on_surplus
-        self._on_claimed = on_claimed
+        self._drop = drop
 
-    async def heartbeat(self) -> None:
-        """Renew leases, register per channel, discover channels, rebalance."""
+    async def heartbeat(self) -> bool:
+        """Renew leases, register per channel, discover channels, rebalance; True when it
+        claimed partitions (rows may wait in them, and a former owner's redeliveries)."""
         driver = self._log
         positions = driver.table("hexa_positions")
         members = driver.table("hexa_members")
@@ -65,11 +60,11 @@ class Membership:
         now = now_ms()
         ttl_ms = int(self._opts.lease_ttl * 1000)
         expires = now + ttl_ms
-        if self._pattern is not None:
+        if self.pattern is not None:
             names_q = select(driver.table("hexa_channels").c.channel)
             async with driver.engine.connect() as conn:
                 names = (await conn.execute(names_q)).scalars().all()
-            matched = {name for name in names if self._pattern.fullmatch(name)}
+            matched = {name for name in names if self.pattern.fullmatch(name)}
             self.channels = set(self._explicit) | matched
         channels = sorted(self.channels)
         new = [c for c in channels if c not in self._initialized]
@@ -80,16 +75,13 @@ class Membership:
                 keys = ("group_name", "channel", "member_id")
                 upsert = driver.upsert(members, keys, update=("expires_ms",))
                 await conn.execute(upsert, [{**me, "channel": c} for c in channels])
-            for channel in new:
-                start: Pos = (0, 0)
+            for channel in new:  # unowned, at the start or after the last row
+                start: Any = (0, 0)
                 if self._spec.start == "latest":
-                    last = select(
-                        func.coalesce(func.max(log.c.txid), 0), func.coalesce(func.max(log.c.id), 0)
-                    )
-                    row = (await conn.execute(last.where(log.c.channel == channel))).one()
-                    start = (int(row[0]), int(row[1]))
+                    last = select(func.max(log.c.txid), func.max(log.c.id))
+                    start = (await conn.execute(last.where(log.c.channel == channel))).one()
                 fresh: dict[str, Any] = {"group_name": self.group, "channel": channel}
-                fresh.update(pos_tx=start[0], pos_id=start[1], owner=None, lease_until_ms=0)
+                fresh.update(pos_tx=int(start[0] or 0), pos_id=int(start[1] or 0))
                 rows = [{**fresh, "part": n} for n in range(self._partitions)]
                 await conn.execute(driver.upsert(positions), rows)
             renewed = 0
@@ -103,7 +95,7 @@ class Membership:
                 held = {(row.channel, row.part) for row in await conn.execute(held_q)}
                 for key in [key for key in self.parts if key not in held]:
                     part = self.parts.pop(key)  # its lease expired: another member has it
-                    self._on_lost(part)
+                    self._drop(part)
                     part.owned = False
                     logger.info("SQL driver: group %s lost %s-%d (lease expired)", self.group, *key)
             counts_q = (
@@ -112,26 +104,15 @@ class Membership:
                 .group_by(members.c.channel)
             )
             counts = {row.channel: int(row.n) for row in await conn.execute(counts_q)}
+        claimed = False
         for channel in channels:
-            await self._rebalance(channel, max(1, counts.get(channel, 1)), now, expires)
+            count = max(1, counts.get(channel, 1))
+            claimed = await self._rebalance(channel, count, now, expires) or claimed
         if random.random() < 0.05:
             gone = (members.c.group_name == self.group, members.c.expires_ms < now - ttl_ms)
             async with driver.writing() as conn:
                 await conn.execute(members.delete().where(*gone))
-
-    async def _acked_above(
-        self, conn: Any, channel: str, numbers: list[int]
-    ) -> dict[int, list[Pos]]:
-        """Rows of the claimed partitions that the group acked above the stored position."""
-        a = self._log.table("hexa_acked")
-        ours = (a.c.group_name == self.group, a.c.channel == channel, a.c.part.in_(numbers))
-        found: dict[int, list[Pos]] = {}
-        if numbers:
-            for number, txid, log_id in await conn.execute(
-                select(a.c.part, a.c.txid, a.c.log_id).where(*ours)
-            ):
-                found.setdefault(int(number), []).append((int(txid), int(log_id)))
-        return found
+        return claimed
 
     def has_its_share(self) -> bool:
         """Whether this member holds, in every channel, at least the share no other member
@@ -143,7 +124,7 @@ class Membership:
                 return False
         return True
 
-    async def _rebalance(self, channel: str, member_count: int, now: int, expires: int) -> None:
+    async def _rebalance(self, channel: str, member_count: int, now: int, expires: int) -> bool:
         target = math.ceil(self._partitions / member_count)
         self._shares[channel] = (target, member_count)
         mine = sorted(
@@ -153,11 +134,10 @@ class Membership:
         if len(mine) > target:
             for part in mine[target:]:
                 part.releasing = True
-                self._on_surplus(part)
-            return
+                self._drop(part)
         need = target - len(mine)
         if need <= 0:
-            return
+            return False
         positions = self._log.table("hexa_positions")
         ours = (positions.c.group_name == self.group, positions.c.channel == channel)
         free_clause = or_(positions.c.owner.is_(None), positions.c.lease_until_ms < now)
@@ -165,7 +145,7 @@ class Membership:
             free_q = select(positions.c.part).where(*ours, free_clause)
             free = (await conn.execute(free_q)).scalars().all()
         if not free:
-            return
+            return False
         wanted = random.sample(list(free), min(need, len(free)))
         claim = (
             positions.update()
@@ -173,14 +153,15 @@ class Membership:
             .values(owner=self.member_id, lease_until_ms=expires)
             .returning(positions.c.part, positions.c.pos_tx, positions.c.pos_id)
         )
+        a = self._log.table("hexa_acked")  # rows the group acked above the stored positions
         async with self._log.writing() as conn:
-            claimed = (await conn.execute(claim)).all()
-            skips = await self._acked_above(conn, channel, [int(row.part) for row in claimed])
-        for row in claimed:
+            claimed = {int(row.part): row for row in await conn.execute(claim)}
+            ours = (a.c.group_name == self.group, a.c.channel == channel)
+            acked = select(a.c.part, a.c.txid, a.c.log_id).where(*ours, a.c.part.in_(claimed))
+            skips = (await conn.execute(acked)).all() if claimed else []
+        for number, row in claimed.items():
             pos = (int(row.pos_tx), int(row.pos_id))
-            part = Part(channel, int(row.part), pos, pos)
-            part.skip = {pos for pos in skips.get(part.number, ()) if pos > part.committed}
-            self.parts[(channel, part.number)] = part
-        if claimed:
-            self._on_claimed()
-            logger.debug("group %s claimed %d partitions of %s", self.group, len(claimed), channel)
+            part = self.parts[(channel, number)] = Part(channel, number, pos, pos)
+            part.skip = {(int(t), int(i)) for n, t, i in skips if n == number and (t, i) > pos}
+        logger.debug("group %s claimed %d partitions of %s", self.group, len(claimed), channel)
+        return bool(claimed)

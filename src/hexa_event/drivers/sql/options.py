@@ -111,16 +111,12 @@ class SqlOptions(DriverOptions):
         # A bad host, port or bracket is named now, not at first use.
         names_for(self.schema, self.table_prefix, parse(self.url).get_backend_name(), "SqlOptions")
         check_count("SqlOptions", "partitions", self.partitions, maximum=1024)
-        for name in (
-            "lease_ttl",
-            "heartbeat_interval",
-            "poll_interval",
-            "max_poll_interval",
-            "ack_interval",
-            "busy_timeout",
-        ):
-            seconds = getattr(self, name)
-            check_number(f"SqlOptions.{name} (seconds)", seconds, maximum=86_400.0, above=True)
+        for f in fields(self):
+            if f.type == "float":  # every float field is a duration in seconds
+                seconds = getattr(self, f.name)
+                check_number(
+                    f"SqlOptions.{f.name} (seconds)", seconds, maximum=86_400.0, above=True
+                )
         if self.heartbeat_interval * 2 >= self.lease_ttl:
             raise ConfigurationError(
                 "SqlOptions.lease_ttl must be more than twice heartbeat_interval, or leases "

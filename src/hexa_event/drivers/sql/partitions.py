@@ -25,9 +25,10 @@ class Part:
     outstanding: OrderedDict[Pos, bool] = field(default_factory=OrderedDict)
     dirty: bool = False
     drained: bool = False
+    woken: bool = False
+    """Rows were committed to its channel since its read began (not drained after all)."""
     owned: bool = True
     releasing: bool = False
-    redeliveries: int = 0
     blocked_until_ms: int = 0
     skip: set[Pos] = field(default_factory=set)
 
@@ -35,10 +36,6 @@ class Part:
     def active(self) -> bool:
         """Held and not being given up: its rows may be handed out."""
         return self.owned and not self.releasing
-
-    @property
-    def idle(self) -> bool:
-        return not self.outstanding and self.redeliveries == 0
 
     def acked_above(self) -> list[Pos]:
         """Rows above ``committed`` known to be acked: settled ones read, and ``skip``."""

@@ -90,7 +90,6 @@ def insert_sql(paramstyle: str, table: str = "hexa_log") -> str | None:
 
 class _Request(NamedTuple):
     rows: list[tuple[Any, ...]]
-    channels: set[str]
     future: asyncio.Future[None]
 
 
@@ -101,15 +100,13 @@ class Producer:
         self._log = log
         self._queue: deque[_Request] = deque()
         self._writer: asyncio.Task[None] | None = None
-        self._closed = False
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
-        if self._closed:
+        if self._log.closed:
             raise ClosedError("this SQL driver was closed; connect() again")
         rows = to_rows(records, await self._log.ready())
-        channels = {r.channel for r in records}
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(rows, channels, future))
+        self._queue.append(_Request(rows, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop(), name="hexa-event:sql-writer")
         # Shielded: a cancelled caller leaves its rows to the writer (they may be stored).
@@ -137,7 +134,7 @@ class Producer:
 
     async def _write(self, batch: list[_Request]) -> set[str]:
         rows = [row for request in batch for row in request.rows]
-        channels = set().union(*(request.channels for request in batch))
+        channels = {row[0] for row in rows}
         async with self._log.writing() as conn:
             statement = insert_sql(conn.dialect.paramstyle, self._log.sql_name("hexa_log"))
             if statement is not None:
@@ -157,8 +154,7 @@ class Producer:
         return channels
 
     async def close(self) -> None:
-        """Let queued publishes finish, then stop the writer."""
-        self._closed = True
+        """Let queued publishes finish (the log is closed: no new ones)."""
         writer = self._writer
         if writer is not None and not writer.done():
             await asyncio.gather(writer, return_exceptions=True)

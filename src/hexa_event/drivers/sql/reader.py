@@ -7,7 +7,6 @@ On PostgreSQL only rows of transactions older than the oldest running one are re
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -48,18 +47,14 @@ def fetch_sql(dialect: str, count: int, table: str = "hexa_log") -> str:
     """One statement reading up to ``:n`` rows after a cursor from each of ``count``
     partitions of ``table`` (quoted SQL; bind params ``c<i>``, ``p<i>``, ``t<i>``,
     ``i<i>``)."""
-    parts: list[str] = []
-    for i in range(count):
-        if dialect == "postgresql":
-            where = (
-                f"channel = :c{i} AND part = :p{i} AND (txid, id) > (:t{i}, :i{i}) "
-                "AND txid < (SELECT x FROM h) ORDER BY txid, id"
-            )
-        else:
-            where = f"channel = :c{i} AND part = :p{i} AND id > :i{i} ORDER BY id"
-        parts.append(f"SELECT * FROM (SELECT {_COLUMNS} FROM {table} WHERE {where} LIMIT :n) s{i}")
-    union = " UNION ALL ".join(parts)
-    if dialect == "postgresql":
+    pg = dialect == "postgresql"  # SQLite: ids follow commit order, its index has no txid
+    after = "(txid, id) > (:t{i}, :i{i}) AND txid < (SELECT x FROM h) ORDER BY txid, id"
+    where = "channel = :c{i} AND part = :p{i} AND " + (after if pg else "id > :i{i} ORDER BY id")
+    union = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT {_COLUMNS} FROM {table} WHERE {where.format(i=i)} LIMIT :n) s{i}"
+        for i in range(count)
+    )
+    if pg:
         horizon = "(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
         return f"WITH h AS MATERIALIZED (SELECT {horizon} AS x) {union}"
     return union
@@ -83,9 +78,8 @@ async def read_partitions(
     by_part: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for row in rows:
         by_part[(row[2], row[3])].append(row)
-    for part_rows in by_part.values():
-        if any((a[1], a[0]) >= (b[1], b[0]) for a, b in itertools.pairwise(part_rows)):
-            part_rows.sort(key=lambda r: (r[1], r[0]))
+    for part_rows in by_part.values():  # UNION ALL keeps no order; mostly sorted already
+        part_rows.sort(key=lambda r: (r[1], r[0]))
     return by_part
 
 
@@ -111,19 +105,14 @@ def lag_sql(log: SqlLog) -> str:
     """The statement: ``(channel, rows behind)`` for the group ``:g``."""
     log_t, pos_t = log.sql_name("hexa_log"), log.sql_name("hexa_positions")
     acked_t, redo_t = log.sql_name("hexa_acked"), log.sql_name("hexa_redeliveries")
-    if log.dialect == "postgresql":
-        after = "(l.txid, l.id) > (p.pos_tx, p.pos_id)"
-        acked_after = "(a.txid, a.log_id) > (p.pos_tx, p.pos_id)"
-    else:  # SQLite: ids follow commit order (txid is 0)
-        after = "l.id > p.pos_id"
-        acked_after = "a.log_id > p.pos_id"
-    return (
+    return (  # row values compare (txid, id) on both databases (txid is 0 on SQLite)
         f"SELECT l.channel, COUNT(*) FROM {pos_t} p JOIN {log_t} l "
-        f"ON l.channel = p.channel AND l.part = p.part AND {after} "
+        "ON l.channel = p.channel AND l.part = p.part AND (l.txid, l.id) > (p.pos_tx, p.pos_id) "
         "WHERE p.group_name = :g GROUP BY l.channel "
         f"UNION ALL SELECT a.channel, -COUNT(*) FROM {pos_t} p JOIN {acked_t} a "
         "ON a.group_name = p.group_name AND a.channel = p.channel AND a.part = p.part "
-        f"AND {acked_after} WHERE p.group_name = :g GROUP BY a.channel "
+        "AND (a.txid, a.log_id) > (p.pos_tx, p.pos_id) WHERE p.group_name = :g "
+        "GROUP BY a.channel "
         f"UNION ALL SELECT r.channel, COUNT(*) FROM {redo_t} r WHERE r.group_name = :g "
         "GROUP BY r.channel "
         f"UNION ALL SELECT p.channel, 0 FROM {pos_t} p WHERE p.group_name = :g "

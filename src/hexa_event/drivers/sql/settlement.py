@@ -39,8 +39,8 @@ class Settlements:
         self._log = log
         self._group = group
         self._member_id = member_id
-        self._acked_redeliveries: set[int] = set()
-        self._redeliveries: dict[int, dict[str, Any]] = {}
+        self._redeliveries: dict[int, dict[str, Any] | None] = {}
+        """Row id -> its ``hexa_redeliveries`` row to write, or None: delete it (acked)."""
         self._lock = asyncio.Lock()
         self.flushes = 0
         """Flushes written so far: a read of ``hexa_redeliveries`` that overlapped one may
@@ -49,26 +49,18 @@ class Settlements:
     def unwritten(self, log_id: int) -> bool:
         """Row ``log_id``'s redelivery was acked or re-scheduled and that is not written yet:
         what ``hexa_redeliveries`` holds for it is stale."""
-        return log_id in self._acked_redeliveries or log_id in self._redeliveries
+        return log_id in self._redeliveries
 
     def redeliver(
-        self, log_id: int, channel: str, part: int, visible_ms: int, attempts: int
+        self, log_id: int, part: Part | None, visible_ms: int = 0, count: int = 0
     ) -> None:
-        """Give row ``log_id`` back to the group, due at ``visible_ms``."""
-        self._acked_redeliveries.discard(log_id)
-        self._redeliveries[log_id] = {
-            "group_name": self._group,
-            "log_id": log_id,
-            "channel": channel,
-            "part": part,
-            "visible_ms": visible_ms,
-            "attempts": attempts,
-        }
-
-    def acked_redelivery(self, log_id: int) -> None:
-        """A redelivered row was acked: its ``hexa_redeliveries`` row goes."""
-        self._redeliveries.pop(log_id, None)
-        self._acked_redeliveries.add(log_id)
+        """Give row ``log_id`` of ``part`` back to the group, due at ``visible_ms``; with
+        ``part`` None, its redelivery was acked: its ``hexa_redeliveries`` row goes."""
+        row = None
+        if part is not None:
+            row = {"group_name": self._group, "log_id": log_id, "channel": part.channel}
+            row.update(part=part.number, visible_ms=visible_ms, attempts=count)
+        self._redeliveries[log_id] = row
 
     async def flush(self, parts: Iterable[Part], release: Sequence[Part] = ()) -> None:
         """Write pending settlements of ``parts`` (and release ``release``) in one transaction.
@@ -76,31 +68,30 @@ class Settlements:
         Raises :class:`~hexa_event.errors.DriverError`; what was not written stays pending.
         """
         async with self._lock:
-            releasing = set(map(id, release))
-            kept = [(p, p.committed) for p in parts if p.dirty and id(p) not in releasing]
+            gone = set(release)
+            kept = [(p, p.committed) for p in parts if p.dirty and p not in gone]
             released = [(p, p.committed) for p in release]
             redeliveries = dict(self._redeliveries)
-            acked = set(self._acked_redeliveries)
-            if not (kept or released or redeliveries or acked):
-                return
-            write = self._write(kept, released, redeliveries, acked)
-            await finish_before_cancelling(asyncio.ensure_future(write))
+            if kept or released or redeliveries:
+                write = self._write(kept, released, redeliveries)
+                await finish_before_cancelling(asyncio.ensure_future(write))
 
     async def _write(
         self,
         kept: list[tuple[Part, Pos]],
         released: list[tuple[Part, Pos]],
-        redeliveries: dict[int, dict[str, Any]],
-        acked: set[int],
+        redeliveries: dict[int, dict[str, Any] | None],
     ) -> None:
         r = self._log.table("hexa_redeliveries")
+        due = [row for row in redeliveries.values() if row is not None]
+        acked = sorted(log_id for log_id, row in redeliveries.items() if row is None)
         with self._log.failing("storing settlements"):
             async with self._log.writing() as conn:
-                if redeliveries:
+                if due:
                     stmt = self._log.upsert(r, ("group_name", "log_id"), ("visible_ms", "attempts"))
-                    await conn.execute(stmt, list(redeliveries.values()))
+                    await conn.execute(stmt, due)
                 if acked:
-                    in_acked = r.c.log_id.in_(sorted(acked))
+                    in_acked = r.c.log_id.in_(acked)
                     await conn.execute(r.delete().where(r.c.group_name == self._group, in_acked))
                 await self._store_positions(conn, kept, release=False)
                 await self._store_positions(conn, released, release=True)
@@ -109,9 +100,8 @@ class Settlements:
             if part.committed == pos:
                 part.dirty = False
         for log_id, row in redeliveries.items():
-            if self._redeliveries.get(log_id) is row:
+            if self._redeliveries.get(log_id, False) is row:
                 del self._redeliveries[log_id]
-        self._acked_redeliveries -= acked
         self.flushes += 1
 
     async def _store_acked(self, conn: Any, parts: Sequence[Part]) -> None:
