@@ -489,7 +489,7 @@ class StanSession:
         if batch.remaining:  # in place: a publish under way holds this dict
             for guid in [guid for guid, entry in self._acks.items() if entry[0] is batch]:
                 del self._acks[guid]
-            self._room.set()
+        self._room.set()  # also after a failed write, which freed its places silently
 
     async def _on_pub_ack(self, msg: Msg) -> None:
         data = msg.data
