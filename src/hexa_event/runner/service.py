@@ -71,8 +71,10 @@ class Service:
                     await self._serve(components)
             finally:
                 began = time.monotonic()
-                await self._close(components)
-                collector.restore(tuned)
+                try:
+                    await self._close(components)
+                finally:  # also when cancelled while closing
+                    collector.restore(tuned)
                 logger.info("stopped in %.1fs", time.monotonic() - began)
         if self._failure is not None:
             raise self._failure

@@ -182,6 +182,15 @@ class _Reader:
         owner = self.owner
         if owner.closed:
             return
+        try:
+            deliveries = self._deliveries(messages)
+        except Exception as exc:  # a bug of ours or the client's: fail loudly, not leak room
+            owner.fail(f"{type(exc).__name__}: {exc}")
+            return
+        owner.buffer.extend(deliveries)
+
+    def _deliveries(self, messages: list[Any]) -> list[PulsarDelivery]:
+        go_body = self.owner.go_body
         only = self.channels[0] if len(self.channels) == 1 else None
         not_before, b64 = wire.NOT_BEFORE_PROPERTY, wire.B64_PROPERTY
         deliveries: list[PulsarDelivery] = []
@@ -195,7 +204,7 @@ class _Reader:
                     self.nack(message, wait)
                     continue
             data = message.data()
-            opened = wire.from_go_body(data) if owner.go_body else None
+            opened = wire.from_go_body(data) if go_body else None
             if opened is not None:
                 headers, data = opened
             elif b64 in props or not_before in props:
@@ -207,7 +216,7 @@ class _Reader:
             deliveries.append(PulsarDelivery(record, message, self))
         if early:
             self.release(early)
-        owner.buffer.extend(deliveries)
+        return deliveries
 
     def _channel(self, topic: str) -> str:
         """The channel of a full topic name (per topic, once)."""

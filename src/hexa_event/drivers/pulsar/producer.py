@@ -125,7 +125,8 @@ class PulsarProducers:
         self._producers: list[pulsar.Producer] = []
         self._senders: dict[str, Callable[..., None]] = {}
         """Each channel's binding ``send_async(message, callback)``."""
-        self._creating = asyncio.Lock()
+        self._creating: dict[str, asyncio.Future[Callable[..., None]]] = {}
+        """Each channel's producer creation under way."""
         self._in_flight = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -136,40 +137,44 @@ class PulsarProducers:
         producer made once (the topic exists, with ``partitions`` partitions; 0: none)."""
         if (sender := self._senders.get(channel)) is not None:
             return sender
-        async with self._creating:
-            if (sender := self._senders.get(channel)) is not None:
-                return sender
-            options, window = self._options, self._options.max_in_flight
-            kwargs: dict[str, Any] = {
-                "batching_enabled": True,
-                # Key_Shared dispatches a batch by its first key: batch per key.
-                "batching_type": pulsar.BatchingType.KeyBased,
-                "batching_max_publish_delay_ms": options.batching_delay_ms,
-                "send_timeout_millis": int(options.send_timeout * 1000),
-                "max_pending_messages": window,
-                "max_pending_messages_across_partitions": window,
-                "block_if_queue_full": False,
-                **({"message_router": _route} if partitions > 0 else {}),
-                **options.producer_config,
-            }
-            topic = options.topic(channel)
-            try:
-                producer = await asyncio.to_thread(self._client.create_producer, topic, **kwargs)
-            except pulsar.TopicNotFound:
-                raise ChannelNotFoundError(
-                    channel, "create the topic, or let the driver create it (provision=True)"
-                ) from None
-            except pulsar.PulsarException as exc:
-                raise DriverError(
-                    f"cannot create a Pulsar producer on {topic!r}: {type(exc).__name__} "
-                    f"({exc}); is the broker at {redact_url(options.service_url)} up?"
-                ) from None
-            if self._closed:
-                await asyncio.to_thread(producer.close)
-                raise ClosedError("the Pulsar driver is closed")
-            self._producers.append(producer)
-            self._senders[channel] = producer._producer.send_async
-            return self._senders[channel]
+        if (pending := self._creating.get(channel)) is None:  # one attempt for every caller
+            pending = asyncio.ensure_future(self._create(channel, partitions))
+            self._creating[channel] = pending
+            pending.add_done_callback(lambda _: self._creating.pop(channel, None))
+        return await asyncio.shield(pending)  # a cancelled caller leaves it to the others
+
+    async def _create(self, channel: str, partitions: int) -> Callable[..., None]:
+        options, window = self._options, self._options.max_in_flight
+        kwargs: dict[str, Any] = {
+            "batching_enabled": True,
+            # Key_Shared dispatches a batch by its first key: batch per key.
+            "batching_type": pulsar.BatchingType.KeyBased,
+            "batching_max_publish_delay_ms": options.batching_delay_ms,
+            "send_timeout_millis": int(options.send_timeout * 1000),
+            "max_pending_messages": window,
+            "max_pending_messages_across_partitions": window,
+            "block_if_queue_full": False,
+            **({"message_router": _route} if partitions > 0 else {}),
+            **options.producer_config,
+        }
+        topic = options.topic(channel)
+        try:
+            producer = await asyncio.to_thread(self._client.create_producer, topic, **kwargs)
+        except pulsar.TopicNotFound:
+            raise ChannelNotFoundError(
+                channel, "create the topic, or let the driver create it (provision=True)"
+            ) from None
+        except pulsar.PulsarException as exc:
+            raise DriverError(
+                f"cannot create a Pulsar producer on {topic!r}: {type(exc).__name__} "
+                f"({exc}); is the broker at {redact_url(options.service_url)} up?"
+            ) from None
+        if self._closed:
+            await asyncio.to_thread(producer.close)
+            raise ClosedError("the Pulsar driver is closed")
+        self._producers.append(producer)
+        self._senders[channel] = producer._producer.send_async
+        return self._senders[channel]
 
     async def publish(self, records: Sequence[RawRecord], partitions: Mapping[str, int]) -> None:
         """Send every record (``partitions``: each channel's partition count, its topic

@@ -454,13 +454,14 @@ class StanSession:
                 guid = guid_prefix + b"%d" % number
                 acks[guid] = (batch, index)
                 writes.add(command, encode_pub_msg(head, guid, field, data))
-            self._guid_count = number
+            last = self._guid_count = number
             done += room
             try:
                 await writes.flush()
             except (nats.errors.Error, OSError) as exc:
                 interrupted = SessionInterruptedError(f"publish failed: {type(exc).__name__}")
-                for number in range(first + 1, self._guid_count + 1):
+                # This run's guids only: other calls numbered theirs while this one waited.
+                for number in range(first + 1, last + 1):
                     entry = acks.pop(guid_prefix + b"%d" % number, None)
                     if entry is not None:
                         batch.resolve(entry[1], interrupted)
@@ -488,7 +489,7 @@ class StanSession:
         if batch.remaining:  # in place: a publish under way holds this dict
             for guid in [guid for guid, entry in self._acks.items() if entry[0] is batch]:
                 del self._acks[guid]
-            self._room.set()
+        self._room.set()  # also after a failed write, which freed its places silently
 
     async def _on_pub_ack(self, msg: Msg) -> None:
         data = msg.data
