@@ -165,8 +165,8 @@ class NatsSubscription(Subscription):
         )
         self._api_timeout = options.heartbeat * 5
         self._settled = asyncio.Event()
-        self._draining = False
-        self._late: list[tuple[int, str]] | None = None  # from a stop on: arrivals (seq, reply)
+        # From a stop (close or hand-over) on: the arrivals (seq, reply), given back.
+        self._late: list[tuple[int, str]] | None = None
         self._wake = asyncio.Event()
         self._inbox = ""
         self._sub: NatsSub | None = None
@@ -229,9 +229,8 @@ class NatsSubscription(Subscription):
         """Hand the consumer over to its partition's new owner: stop pulling, give back
         what was not handed out (held records keep what remains of their key's nack delay),
         wait up to ``within`` seconds for the rest to be settled, then :meth:`close`."""
-        if self._closed or self._draining:
+        if self._late is not None:  # closing or handing over already
             return
-        self._draining = True
         self._late = []
         self._wake.set()
         await self._give_back((), delayed=True)
@@ -309,7 +308,7 @@ class NatsSubscription(Subscription):
 
     def take(self, max_count: int) -> list[NatsDelivery]:
         """Up to ``max_count`` buffered deliveries, handed out now (never waits)."""
-        if not self._buffer or self._closed or self._draining:
+        if not self._buffer or self._late is not None:
             return []
         if self._redelivered:
             # The server redelivers given-back records in no particular order: stream
@@ -397,7 +396,7 @@ class NatsSubscription(Subscription):
     def _stalled(self, now: float) -> str:
         """Why this member receives nothing though records wait for it ("" when it does not
         stall): its pull loop stopped, or nothing came for longer than a takeover takes."""
-        if self._closed or self._draining:
+        if self._late is not None:  # stopping
             return ""
         loop = stopped(self._task, f"the pull loop of consumer {self._consumer}")
         if loop and self.fatal is None:
@@ -544,7 +543,7 @@ class NatsSubscription(Subscription):
             await self._api.ensure_consumer(self._stream, self._consumer, self._config)
 
     async def _pull(self) -> None:
-        if not self._nc.is_connected or self._draining:
+        if not self._nc.is_connected or self._late is not None:
             return
         # Lost deliveries that are due are asked for even with prefetch full (the server
         # sends due redeliveries before any new record).
