@@ -295,12 +295,13 @@ class NatsSubscription(Subscription):
 
     def on_reconnect(self) -> None:
         """The connection came back: pulls made before are gone; check the consumer."""
-        self._asked = 0
         self._renew()
         self._wake.set()
 
     def _renew(self) -> None:
-        """The pull vanished: check the consumer; deliveries on their way may be lost."""
+        """The pull vanished: none is left, check the consumer; deliveries on their way
+        may be lost."""
+        self._asked = 0
         self._check_consumer = True
         self._gaps.suspect()
 
@@ -494,7 +495,6 @@ class NatsSubscription(Subscription):
         if status == "423":  # another member is pinned now, or our pin expired
             self._pin = None
         elif status == "503" or (status == "409" and "Consumer Deleted" in about):
-            self._asked = 0
             self._renew()
             self._error = f"consumer {self._consumer} " + (
                 "does not answer (503 no responders)"
@@ -575,7 +575,6 @@ class NatsSubscription(Subscription):
         if now > self._pull_until + self._options.heartbeat:
             self._asked = 0
         elif now - self._last_seen > self._options.heartbeat * 2 + 0.5:
-            self._asked = 0
             self._renew()
             self._error = (
                 f"no heartbeat from consumer {self._consumer} for "
