@@ -21,7 +21,6 @@ import hexa_event as he
 from hexa_event.driver import RawRecord, SubscriptionSpec
 from hexa_event.drivers.nats import NatsDriver, NatsSubscriptionOptions
 from hexa_event.drivers.nats.gaps import KeyGate
-from hexa_event.drivers.nats.membership import assign
 from hexa_event.drivers.nats.naming import (
     channel_subject,
     consumer_name,
@@ -32,7 +31,7 @@ from hexa_event.drivers.nats.naming import (
     subject_channel,
     subject_partition,
 )
-from hexa_event.drivers.nats.partitioned import PartitionedSubscription
+from hexa_event.drivers.nats.partitioned import PartitionedSubscription, assign
 from hexa_event.drivers.nats.streams import JetStreamApi, members_bucket
 from hexa_event.errors import ConfigurationError, DriverError
 from hexa_event.testing.waiting import eventually

@@ -165,8 +165,8 @@ class NatsSubscription(Subscription):
         )
         self._api_timeout = options.heartbeat * 5
         self._settled = asyncio.Event()
-        self._draining = False
-        self._late: list[tuple[int, str]] | None = None  # from a stop on: arrivals (seq, reply)
+        # From a stop (close or hand-over) on: the arrivals (seq, reply), given back.
+        self._late: list[tuple[int, str]] | None = None
         self._wake = asyncio.Event()
         self._inbox = ""
         self._sub: NatsSub | None = None
@@ -229,9 +229,8 @@ class NatsSubscription(Subscription):
         """Hand the consumer over to its partition's new owner: stop pulling, give back
         what was not handed out (held records keep what remains of their key's nack delay),
         wait up to ``within`` seconds for the rest to be settled, then :meth:`close`."""
-        if self._closed or self._draining:
+        if self._late is not None:  # closing or handing over already
             return
-        self._draining = True
         self._late = []
         self._wake.set()
         await self._give_back((), delayed=True)
@@ -296,12 +295,13 @@ class NatsSubscription(Subscription):
 
     def on_reconnect(self) -> None:
         """The connection came back: pulls made before are gone; check the consumer."""
-        self._asked = 0
         self._renew()
         self._wake.set()
 
     def _renew(self) -> None:
-        """The pull vanished: check the consumer; deliveries on their way may be lost."""
+        """The pull vanished: none is left, check the consumer; deliveries on their way
+        may be lost."""
+        self._asked = 0
         self._check_consumer = True
         self._gaps.suspect()
 
@@ -309,7 +309,7 @@ class NatsSubscription(Subscription):
 
     def take(self, max_count: int) -> list[NatsDelivery]:
         """Up to ``max_count`` buffered deliveries, handed out now (never waits)."""
-        if not self._buffer or self._closed or self._draining:
+        if not self._buffer or self._late is not None:
             return []
         if self._redelivered:
             # The server redelivers given-back records in no particular order: stream
@@ -397,7 +397,7 @@ class NatsSubscription(Subscription):
     def _stalled(self, now: float) -> str:
         """Why this member receives nothing though records wait for it ("" when it does not
         stall): its pull loop stopped, or nothing came for longer than a takeover takes."""
-        if self._closed or self._draining:
+        if self._late is not None:  # stopping
             return ""
         loop = stopped(self._task, f"the pull loop of consumer {self._consumer}")
         if loop and self.fatal is None:
@@ -495,7 +495,6 @@ class NatsSubscription(Subscription):
         if status == "423":  # another member is pinned now, or our pin expired
             self._pin = None
         elif status == "503" or (status == "409" and "Consumer Deleted" in about):
-            self._asked = 0
             self._renew()
             self._error = f"consumer {self._consumer} " + (
                 "does not answer (503 no responders)"
@@ -544,7 +543,7 @@ class NatsSubscription(Subscription):
             await self._api.ensure_consumer(self._stream, self._consumer, self._config)
 
     async def _pull(self) -> None:
-        if not self._nc.is_connected or self._draining:
+        if not self._nc.is_connected or self._late is not None:
             return
         # Lost deliveries that are due are asked for even with prefetch full (the server
         # sends due redeliveries before any new record).
@@ -576,7 +575,6 @@ class NatsSubscription(Subscription):
         if now > self._pull_until + self._options.heartbeat:
             self._asked = 0
         elif now - self._last_seen > self._options.heartbeat * 2 + 0.5:
-            self._asked = 0
             self._renew()
             self._error = (
                 f"no heartbeat from consumer {self._consumer} for "
