@@ -46,3 +46,13 @@ def check_number(
             else repr(value)
         )
         raise ConfigurationError(f"{what} must be {kind} {low}{high}, got {shown}")
+
+
+def epoch_seconds(raw: str | bytes | None) -> float | None:
+    """Seconds since the epoch from a header's decimal milliseconds (``HEXA_EVENT_TIME``, a
+    not-before time); None when absent or not 1 to 13 ASCII digits (garbage, a Unicode digit
+    such as "²" that ``int`` refuses, or a time past the year 2286): the caller's fallback
+    stands in. Any result is a valid ``datetime.fromtimestamp`` argument."""
+    if not raw or len(raw) > 13 or not raw.isascii() or not raw.isdigit():
+        return None
+    return int(raw) / 1000

@@ -28,6 +28,7 @@ from .codecs import get_codec
 from .driver import Delivery, Driver, Subscription, SubscriptionSpec
 from .errors import ClosedError, ConfigurationError, DriverError
 from .event import Message
+from .numbers import epoch_seconds
 from .propagation import CORRELATION_ID
 
 logger = logging.getLogger(__name__)
@@ -296,8 +297,9 @@ def _message(delivery: Delivery, payload_type: Any) -> Message[Any]:
     headers = record.headers
     codec_name = _text(headers.get(env.PAYLOAD_ENCODER)) or "json"
     payload = get_codec(codec_name).decode(record.body, payload_type)
-    emitted = _text(headers.get(env.EVENT_TIME))
-    seconds = int(emitted) / 1000 if emitted.isdigit() else delivery.timestamp
+    seconds = epoch_seconds(headers.get(env.EVENT_TIME))
+    if seconds is None:
+        seconds = delivery.timestamp
     return Message(
         id=_text(headers.get(env.EVENT_ID)) or delivery.coordinates,
         channel=record.channel,

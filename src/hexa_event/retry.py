@@ -37,7 +37,7 @@ def retry_number_after(channel: str, prefix: str) -> int:
     receiver asks it of every delivery)."""
     if channel.startswith(prefix):
         suffix = channel[len(prefix) :]
-        if suffix.isdigit() and len(suffix) <= 6:
+        if len(suffix) <= 6 and suffix.isascii() and suffix.isdigit():
             return int(suffix)
     return 0
 

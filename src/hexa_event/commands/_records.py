@@ -15,6 +15,7 @@ from ..context import Context
 from ..driver import Delivery, Driver, StartPosition, Subscription, SubscriptionSpec
 from ..envelope import EVENT_ID, EVENT_TIME, PAYLOAD_ENCODER
 from ..errors import HexaEventError
+from ..numbers import epoch_seconds
 from ..propagation import default_propagator
 from ._common import USAGE, CommandError, text_of
 
@@ -94,8 +95,9 @@ def context_of(headers: Any) -> dict[str, Any]:
 
 
 def event_time(headers: Any, fallback: float | None) -> str:
-    raw = text_of(headers, EVENT_TIME)
-    seconds = int(raw) / 1000 if raw.isdigit() else fallback
+    seconds = epoch_seconds(text_of(headers, EVENT_TIME))
+    if seconds is None:
+        seconds = fallback
     if seconds is None:
         return ""
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")

@@ -127,7 +127,8 @@ def _hosts(url: str, default_port: int) -> list[tuple[str, int]]:
         if not part:
             continue
         host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
-        out.append((host or "127.0.0.1", int(port) if port.isdigit() else default_port))
+        number = port.isascii() and port.isdigit() and len(port) <= 5
+        out.append((host or "127.0.0.1", int(port) if number else default_port))
     return out or [("127.0.0.1", default_port)]
 
 

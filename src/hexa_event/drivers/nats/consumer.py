@@ -486,8 +486,9 @@ class NatsSubscription(Subscription):
         if status == "100":
             return  # idle heartbeat: the pull is alive
         self._wake.set()
-        if status in ("408", "409") and pending is not None and pending.isdigit():
-            self._asked = max(0, self._asked - int(pending))  # what that pull left unserved
+        left = int(pending) if pending and pending.isascii() and pending.isdigit() else None
+        if status in ("408", "409") and left is not None:
+            self._asked = max(0, self._asked - left)  # what that pull left unserved
         elif status in ("404", "408", "423", "503") or (status == "409" and pending is None):
             self._asked = 0  # no pull is left
         if status == "409" and "Leadership Change" in about:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from itertools import chain
 
 from ...errors import DriverError
+from ...numbers import epoch_seconds
 from ..kit import textheaders
 
 KEY = "HEXA_KEY"
@@ -73,5 +74,5 @@ def decode(raw: Mapping[str, str] | None) -> tuple[str, dict[str, bytes], float 
     headers = textheaders.decode(raw, listed_in=BASE64, keep=lambda n: not n.startswith("Nats-"))
     key = headers.pop(KEY, b"")
     accepted = headers.pop(ACCEPTED_AT, None)
-    accepted_at = int(accepted) / 1000 if accepted is not None and accepted.isdigit() else None
+    accepted_at = epoch_seconds(accepted)
     return key.decode("utf-8", "replace"), headers, accepted_at

@@ -306,7 +306,7 @@ def check_partitions(options: NatsOptions, config: Mapping[str, Any]) -> None:
     wanted = options.partitions
     if raw == str(wanted):
         return
-    recorded = int(raw) if raw.isdigit() else None
+    recorded = int(raw) if len(raw) <= 6 and raw.isascii() and raw.isdigit() else None
     layout = f"laid out for {recorded} partitions" if recorded else "unpartitioned"
     fix = f"pass NatsOptions(partitions={recorded}) (URL ?partitions={recorded}) to use it, or "
     if recorded is None:

@@ -28,6 +28,7 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import DriverError, SubscriptionBusyError
+from ...numbers import epoch_seconds
 from ...redaction import redact_url
 from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
@@ -197,8 +198,8 @@ class _Reader:
         early = 0
         for message in messages:
             props = message.properties()
-            if not_before in props and props[not_before].isdigit():
-                wait = int(props[not_before]) / 1000.0 - time.time()
+            if not_before in props and (due := epoch_seconds(props[not_before])) is not None:
+                wait = due - time.time()
                 if wait > 0:
                     early += 1
                     self.nack(message, wait)

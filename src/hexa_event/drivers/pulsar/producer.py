@@ -20,6 +20,7 @@ import pulsar
 
 from ...driver import RawRecord, publish_outcome
 from ...errors import ChannelNotFoundError, ClosedError, DriverError, NotStoredError
+from ...numbers import epoch_seconds
 from ...redaction import redact_url
 from . import wire
 from .options import PulsarOptions
@@ -224,7 +225,8 @@ class PulsarProducers:
         for index, record in enumerate(chunk):
             headers = record.headers
             stamp = headers.get(EVENT_TIME_HEADER)
-            event_ms = int(stamp) if stamp and stamp.isdigit() else now_ms
+            emitted = epoch_seconds(stamp)
+            event_ms = now_ms if emitted is None else round(emitted * 1000)
             if go_body:
                 body, props = wire.to_go_body(headers, record.body), {}
             else:
