@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +31,7 @@ from ...redaction import redact_url
 from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
 from . import wire
-from .admin import PulsarAdmin
+from .admin import PARTITION_SUFFIX, PulsarAdmin
 from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,6 @@ _STALL_REPORT = 30.0
 """Seconds between warnings while a consumer stays disconnected."""
 _LAG_EVERY = 5.0
 """Seconds between reads of the subscription's backlog from the admin API."""
-_PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
 _PUBLIC = pulsar.Message
 _BYTES = pulsar.schema.BytesSchema()
 
@@ -212,7 +210,7 @@ class _Reader:
     def _channel(self, topic: str) -> str:
         """The channel of a full topic name (per topic, once)."""
         if (channel := self._topics.get(topic)) is None:
-            channel = self._topics[topic] = _PARTITION_SUFFIX.sub("", topic.rsplit("/", 1)[-1])
+            channel = self._topics[topic] = PARTITION_SUFFIX.sub("", topic.rsplit("/", 1)[-1])
         return channel
 
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
@@ -395,7 +393,7 @@ class PulsarSubscription(Subscription):
         reads yet (pulsar-client's own pattern consumer looks only every 60 s)."""
         assert self._pattern is not None
         read = set(self._channels())
-        found = await self._admin.channels()
+        found = await asyncio.to_thread(self._admin.channels)
         matched = [c for c in found if self._pattern.fullmatch(c) and c not in read]
         if matched and not self.closed:
             await self._open(matched, self._sub_options.type)
@@ -447,7 +445,7 @@ class PulsarSubscription(Subscription):
         """The subscription's backlog per channel from the admin API's topic stats (None:
         unknown; empty when the admin API does not answer)."""
         with contextlib.suppress(DriverError):
-            return await self._admin.backlog(self._channels(), self.name)
+            return await asyncio.to_thread(self._admin.backlog, self._channels(), self.name)
         return {}
 
     # -- the contract ------------------------------------------------------------------------
@@ -483,7 +481,7 @@ class PulsarSubscription(Subscription):
 
     async def lag(self) -> Mapping[str, int] | None:
         """The subscription's backlog per channel, from the admin API's topic stats."""
-        counts = await self._admin.backlog(self._channels(), self.name)
+        counts = await asyncio.to_thread(self._admin.backlog, self._channels(), self.name)
         return {channel: n for channel, n in counts.items() if n is not None} or None
 
     def status(self) -> SubscriptionStatus:
@@ -507,5 +505,6 @@ class PulsarSubscription(Subscription):
         for reader in self._readers:
             await reader.close()
         if self._spec.ephemeral:
-            await self._admin.delete_subscription(self._channels(), self.name)
+            channels = self._channels()
+            await asyncio.to_thread(self._admin.delete_subscription, channels, self.name)
         self._on_close(self)
