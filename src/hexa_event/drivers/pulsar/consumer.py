@@ -30,9 +30,9 @@ from ...errors import DriverError, SubscriptionBusyError
 from ...redaction import redact_url
 from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
-from . import wire
 from .admin import PARTITION_SUFFIX, PulsarAdmin
 from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType
+from .producer import B64_PROPERTY, NOT_BEFORE_PROPERTY, from_go_body, from_properties
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class _Reader:
         if owner.closed:
             return
         only = self.channels[0] if len(self.channels) == 1 else None
-        not_before, b64 = wire.NOT_BEFORE_PROPERTY, wire.B64_PROPERTY
+        not_before, b64 = NOT_BEFORE_PROPERTY, B64_PROPERTY
         deliveries: list[PulsarDelivery] = []
         early = 0
         for message in messages:
@@ -193,11 +193,11 @@ class _Reader:
                     self.nack(message, wait)
                     continue
             data = message.data()
-            opened = wire.from_go_body(data) if owner.go_body else None
+            opened = from_go_body(data) if owner.go_body else None
             if opened is not None:
                 headers, data = opened
             elif b64 in props or not_before in props:
-                headers = wire.from_properties(props)
+                headers = from_properties(props)
             else:  # the common case, inline: text values only
                 headers = {name: value.encode() for name, value in props.items()}
             channel = only or self._channel(message.topic_name())
