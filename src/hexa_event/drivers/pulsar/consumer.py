@@ -115,7 +115,6 @@ class _Reader:
         self._outstanding = 0
         self._room = threading.Condition()
         self._stop = False
-        self._timers: set[asyncio.TimerHandle] = set()
         self._loop = asyncio.get_running_loop()
         self._topics: dict[str, str] = {}
         self.disconnected_since: float | None = None
@@ -251,16 +250,14 @@ class _Reader:
             self.native.negative_acknowledge(message)
             return
 
-        def fire() -> None:
-            self._timers.discard(handle)
+        def fire() -> None:  # after close, the consumer's close gave the message back
             if not self._stop:
                 try:
                     self.native.negative_acknowledge(message)
                 except pulsar.PulsarException as exc:
                     log.debug("late nack on a closed consumer: %s", exc)
 
-        handle = self._loop.call_later(wait, fire)
-        self._timers.add(handle)
+        self._loop.call_later(wait, fire)
 
     def watch(self, now: float) -> None:
         """Note whether the consumer is connected (pulsar-client reconnects on its own);
@@ -284,12 +281,9 @@ class _Reader:
             log.warning("Pulsar subscription %s: %s", self.owner.name, self.error)
 
     async def close(self) -> None:
-        """Stop the thread and the nack timers, then close the consumer (what is not
-        settled goes back to the subscription)."""
+        """Stop the thread (and the nack timers: they find it stopped), then close the
+        consumer (what is not settled goes back to the subscription)."""
         self._stop = True
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
         with self._room:
             self._room.notify_all()
         try:
@@ -321,8 +315,6 @@ class PulsarSubscription(Subscription):
         self.name = sub_options.name or spec.group
         self.nack_delay = sub_options.nack_delay
         self.prefetch = max(1, spec.prefetch)
-        self.batch = min(_DRAIN, max(1, self.prefetch // 2))
-        """Most one ``batch_receive`` returns: half the window, at most ``_DRAIN``."""
         self.go_body = options.body == "go"
         self.service_url = options.service_url
         self.buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer()
@@ -356,8 +348,9 @@ class PulsarSubscription(Subscription):
             "receiver_queue_size": sub.receiver_queue_size,
             "negative_ack_redelivery_delay_ms": int(sub.nack_delay * 1000),
             "batch_index_ack_enabled": True,
+            # One batch_receive returns at most half the window, at most _DRAIN.
             "batch_receive_policy": pulsar.ConsumerBatchReceivePolicy(
-                self.batch, 0, _BATCH_WAIT_MS
+                min(_DRAIN, max(1, self.prefetch // 2)), 0, _BATCH_WAIT_MS
             ),
             **self._options.consumer_config,
             **sub.consumer_config,
@@ -434,19 +427,18 @@ class PulsarSubscription(Subscription):
                     self._discovery_error = f"pattern discovery failed: {exc}"
                     log.warning("Pulsar subscription %s: %s", self.name, self._discovery_error)
             if now >= lag_due:
-                lag_due = now + _LAG_EVERY
-                counts = await self._backlog()
+                lag_due, counts = now + _LAG_EVERY, {}
+                with contextlib.suppress(DriverError):  # the admin API does not answer
+                    counts = await self._backlog()
                 known = [n for n in counts.values() if n is not None]
                 self._lag = sum(known) if known and len(known) == len(counts) else None
             for reader in self._readers:
                 reader.watch(now)
 
     async def _backlog(self) -> dict[str, int | None]:
-        """The subscription's backlog per channel from the admin API's topic stats (None:
-        unknown; empty when the admin API does not answer)."""
-        with contextlib.suppress(DriverError):
-            return await asyncio.to_thread(self._admin.backlog, self._channels(), self.name)
-        return {}
+        """The subscription's backlog per channel, from the admin API's topic stats (None:
+        unknown)."""
+        return await asyncio.to_thread(self._admin.backlog, self._channels(), self.name)
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -481,7 +473,7 @@ class PulsarSubscription(Subscription):
 
     async def lag(self) -> Mapping[str, int] | None:
         """The subscription's backlog per channel, from the admin API's topic stats."""
-        counts = await asyncio.to_thread(self._admin.backlog, self._channels(), self.name)
+        counts = await self._backlog()
         return {channel: n for channel, n in counts.items() if n is not None} or None
 
     def status(self) -> SubscriptionStatus:
