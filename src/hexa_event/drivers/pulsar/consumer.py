@@ -180,6 +180,7 @@ class _Reader:
         if owner.closed:
             return
         only = self.channels[0] if len(self.channels) == 1 else None
+        go_body = owner.options.body == "go"
         not_before, b64 = NOT_BEFORE_PROPERTY, B64_PROPERTY
         deliveries: list[PulsarDelivery] = []
         early = 0
@@ -192,7 +193,7 @@ class _Reader:
                     self.nack(message, wait)
                     continue
             data = message.data()
-            opened = from_go_body(data) if owner.go_body else None
+            opened = from_go_body(data) if go_body else None
             if opened is not None:
                 headers, data = opened
             elif b64 in props or not_before in props:
@@ -245,7 +246,7 @@ class _Reader:
     def nack(self, message: Any, delay: float) -> None:
         """Redeliver ``message`` no earlier than ``delay`` s: Pulsar's nack delay is fixed
         per consumer, so a longer one waits on a timer here first."""
-        wait = delay - self.owner.nack_delay
+        wait = delay - self.owner.sub_options.nack_delay
         if wait <= 0:
             self.native.negative_acknowledge(message)
             return
@@ -274,7 +275,7 @@ class _Reader:
             self.disconnected_since = self.warned_at = now
         self.error = (
             f"disconnected from the broker for {now - self.disconnected_since:.0f} s; "
-            f"pulsar-client is reconnecting to {redact_url(self.owner.service_url)}"
+            f"pulsar-client is reconnecting to {redact_url(self.owner.options.service_url)}"
         )
         if now - self.warned_at >= _STALL_REPORT:
             self.warned_at = now
@@ -308,15 +309,12 @@ class PulsarSubscription(Subscription):
     ) -> None:
         self._admin = admin
         self._client = client
-        self._options = options
+        self.options = options
         self._spec = spec
-        self._sub_options = sub_options
+        self.sub_options = sub_options
         self._on_close = on_close
         self.name = sub_options.name or spec.group
-        self.nack_delay = sub_options.nack_delay
         self.prefetch = max(1, spec.prefetch)
-        self.go_body = options.body == "go"
-        self.service_url = options.service_url
         self.buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer()
         self.closed = False
         self._readers: list[_Reader] = []
@@ -327,7 +325,7 @@ class PulsarSubscription(Subscription):
         self._pattern = channel_pattern(spec)
 
     def __repr__(self) -> str:
-        return f"PulsarSubscription({self.name!r}, {self._sub_options.type.value})"
+        return f"PulsarSubscription({self.name!r}, {self.sub_options.type.value})"
 
     def _channels(self) -> list[str]:
         """Every channel this member reads (or was asked to), sorted."""
@@ -337,7 +335,7 @@ class PulsarSubscription(Subscription):
 
     async def _open(self, channels: Sequence[str], kind: SubscriptionType) -> None:
         """A consumer of this subscription on ``channels``, with its receive thread running."""
-        sub = self._sub_options
+        sub = self.sub_options
         kwargs: dict[str, Any] = {
             "consumer_type": _CONSUMER_TYPES[kind],
             "initial_position": (
@@ -352,12 +350,12 @@ class PulsarSubscription(Subscription):
             "batch_receive_policy": pulsar.ConsumerBatchReceivePolicy(
                 min(_DRAIN, max(1, self.prefetch // 2)), 0, _BATCH_WAIT_MS
             ),
-            **self._options.consumer_config,
+            **self.options.consumer_config,
             **sub.consumer_config,
         }
         if sub.ack_timeout:  # consumer_config may not set it
             kwargs["unacked_messages_timeout_ms"] = int(sub.ack_timeout * 1000)
-        topics = [self._options.topic(c) for c in channels]
+        topics = [self.options.topic(c) for c in channels]
         label = f"channels {list(channels)}"
         try:
             consumer = await asyncio.to_thread(self._client.subscribe, topics, self.name, **kwargs)
@@ -377,7 +375,7 @@ class PulsarSubscription(Subscription):
             raise DriverError(
                 f"cannot subscribe {self.name!r} ({kind.value}) to {label}: "
                 f"{type(exc).__name__} ({exc}); is the broker at "
-                f"{redact_url(self.service_url)} up?"
+                f"{redact_url(self.options.service_url)} up?"
             ) from None
         self._readers.append(_Reader(self, consumer, kind, tuple(channels)))
 
@@ -389,7 +387,7 @@ class PulsarSubscription(Subscription):
         found = await asyncio.to_thread(self._admin.channels)
         matched = [c for c in found if self._pattern.fullmatch(c) and c not in read]
         if matched and not self.closed:
-            await self._open(matched, self._sub_options.type)
+            await self._open(matched, self.sub_options.type)
             log.info("Pulsar subscription %s reads %s", self.name, matched)
 
     async def start(self) -> None:
@@ -400,7 +398,7 @@ class PulsarSubscription(Subscription):
         retry = [c for c in spec.channels if c in spec.retry_channels]
         try:
             if main:
-                await self._open(main, self._sub_options.type)
+                await self._open(main, self.sub_options.type)
             if retry:
                 await self._open(retry, SubscriptionType.SHARED)
             if self._pattern is not None:
@@ -414,12 +412,12 @@ class PulsarSubscription(Subscription):
         """Every second, each consumer's connection; every ``_LAG_EVERY`` s, the backlog
         (``status().lag``); with a pattern, every ``pattern_discovery`` s, new topics."""
         lag_due = 0.0
-        discovery_due = time.monotonic() + self._sub_options.pattern_discovery
+        discovery_due = time.monotonic() + self.sub_options.pattern_discovery
         while not self.closed:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             if self._pattern is not None and now >= discovery_due:
-                discovery_due = now + self._sub_options.pattern_discovery
+                discovery_due = now + self.sub_options.pattern_discovery
                 try:
                     await self._open_matching()
                     self._discovery_error = ""
@@ -479,7 +477,7 @@ class PulsarSubscription(Subscription):
     def status(self) -> SubscriptionStatus:
         assignment = [f"{','.join(r.channels)} ({r.kind.value})" for r in self._readers]
         if self._pattern is not None:
-            assignment.append(f"pattern {self._pattern.pattern} ({self._sub_options.type.value})")
+            assignment.append(f"pattern {self._pattern.pattern} ({self.sub_options.type.value})")
         errors = [r.error for r in self._readers] + [self._discovery_error, self._fatal]
         return SubscriptionStatus(
             assignment=tuple(assignment), error="; ".join(e for e in errors if e), lag=self._lag
