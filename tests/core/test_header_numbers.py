@@ -50,7 +50,7 @@ def test_the_cli_prints_the_broker_time_for_a_garbage_time(raw: str) -> None:
 
 @pytest.mark.parametrize("raw", GARBAGE)
 def test_a_nats_message_with_a_garbage_accepted_time_is_read(raw: str) -> None:
-    key, headers, accepted = nats_headers.decode({nats_headers.ACCEPTED_AT: raw, "a": "b"})
+    _key, headers, accepted = nats_headers.decode({nats_headers.ACCEPTED_AT: raw, "a": "b"})
     assert accepted is None
     assert headers == {"a": b"b"}
 

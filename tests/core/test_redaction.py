@@ -8,7 +8,7 @@ import json
 
 from hexa_event.drivers.kit import goenvelope, textheaders
 from hexa_event.drivers.nats import headers as nats_headers
-from hexa_event.drivers.pulsar import wire as pulsar_wire
+from hexa_event.drivers.pulsar import producer as pulsar_wire
 from hexa_event.drivers.stan import protocol as stan_wire
 from hexa_event.redaction import (
     is_secret,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import hexa_event
@@ -35,4 +37,4 @@ class TestPulsarConformance(DriverConformance):
                 services.env("HEXA_PULSAR_URL"), admin_url=services.env("HEXA_PULSAR_ADMIN_URL")
             )
         )
-        return channel in await admin.channels()
+        return channel in await asyncio.to_thread(admin.channels)

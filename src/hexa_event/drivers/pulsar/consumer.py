@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,9 +31,9 @@ from ...numbers import epoch_seconds
 from ...redaction import redact_url
 from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
-from . import wire
-from .admin import PulsarAdmin
+from .admin import PARTITION_SUFFIX, PulsarAdmin
 from .options import PulsarOptions, PulsarSubscriptionOptions, SubscriptionType
+from .producer import B64_PROPERTY, NOT_BEFORE_PROPERTY, from_go_body, from_properties
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,6 @@ _STALL_REPORT = 30.0
 """Seconds between warnings while a consumer stays disconnected."""
 _LAG_EVERY = 5.0
 """Seconds between reads of the subscription's backlog from the admin API."""
-_PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
 _PUBLIC = pulsar.Message
 _BYTES = pulsar.schema.BytesSchema()
 
@@ -118,7 +116,6 @@ class _Reader:
         self._outstanding = 0
         self._room = threading.Condition()
         self._stop = False
-        self._timers: set[asyncio.TimerHandle] = set()
         self._loop = asyncio.get_running_loop()
         self._topics: dict[str, str] = {}
         self.disconnected_since: float | None = None
@@ -191,9 +188,9 @@ class _Reader:
         owner.buffer.extend(deliveries)
 
     def _deliveries(self, messages: list[Any]) -> list[PulsarDelivery]:
-        go_body = self.owner.go_body
+        go_body = self.owner.options.body == "go"
         only = self.channels[0] if len(self.channels) == 1 else None
-        not_before, b64 = wire.NOT_BEFORE_PROPERTY, wire.B64_PROPERTY
+        not_before, b64 = NOT_BEFORE_PROPERTY, B64_PROPERTY
         deliveries: list[PulsarDelivery] = []
         early = 0
         for message in messages:
@@ -205,11 +202,11 @@ class _Reader:
                     self.nack(message, wait)
                     continue
             data = message.data()
-            opened = wire.from_go_body(data) if go_body else None
+            opened = from_go_body(data) if go_body else None
             if opened is not None:
                 headers, data = opened
             elif b64 in props or not_before in props:
-                headers = wire.from_properties(props)
+                headers = from_properties(props)
             else:  # the common case, inline: text values only
                 headers = {name: value.encode() for name, value in props.items()}
             channel = only or self._channel(message.topic_name())
@@ -222,7 +219,7 @@ class _Reader:
     def _channel(self, topic: str) -> str:
         """The channel of a full topic name (per topic, once)."""
         if (channel := self._topics.get(topic)) is None:
-            channel = self._topics[topic] = _PARTITION_SUFFIX.sub("", topic.rsplit("/", 1)[-1])
+            channel = self._topics[topic] = PARTITION_SUFFIX.sub("", topic.rsplit("/", 1)[-1])
         return channel
 
     def settle(self, deliveries: Sequence[PulsarDelivery]) -> None:
@@ -258,21 +255,19 @@ class _Reader:
     def nack(self, message: Any, delay: float) -> None:
         """Redeliver ``message`` no earlier than ``delay`` s: Pulsar's nack delay is fixed
         per consumer, so a longer one waits on a timer here first."""
-        wait = delay - self.owner.nack_delay
+        wait = delay - self.owner.sub_options.nack_delay
         if wait <= 0:
             self.native.negative_acknowledge(message)
             return
 
-        def fire() -> None:
-            self._timers.discard(handle)
+        def fire() -> None:  # after close, the consumer's close gave the message back
             if not self._stop:
                 try:
                     self.native.negative_acknowledge(message)
                 except pulsar.PulsarException as exc:
                     log.debug("late nack on a closed consumer: %s", exc)
 
-        handle = self._loop.call_later(wait, fire)
-        self._timers.add(handle)
+        self._loop.call_later(wait, fire)
 
     def watch(self, now: float) -> None:
         """Note whether the consumer is connected (pulsar-client reconnects on its own);
@@ -289,19 +284,16 @@ class _Reader:
             self.disconnected_since = self.warned_at = now
         self.error = (
             f"disconnected from the broker for {now - self.disconnected_since:.0f} s; "
-            f"pulsar-client is reconnecting to {redact_url(self.owner.service_url)}"
+            f"pulsar-client is reconnecting to {redact_url(self.owner.options.service_url)}"
         )
         if now - self.warned_at >= _STALL_REPORT:
             self.warned_at = now
             log.warning("Pulsar subscription %s: %s", self.owner.name, self.error)
 
     async def close(self) -> None:
-        """Stop the thread and the nack timers, then close the consumer (what is not
-        settled goes back to the subscription)."""
+        """Stop the thread (and the nack timers: they find it stopped), then close the
+        consumer (what is not settled goes back to the subscription)."""
         self._stop = True
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
         with self._room:
             self._room.notify_all()
         try:
@@ -326,17 +318,12 @@ class PulsarSubscription(Subscription):
     ) -> None:
         self._admin = admin
         self._client = client
-        self._options = options
+        self.options = options
         self._spec = spec
-        self._sub_options = sub_options
+        self.sub_options = sub_options
         self._on_close = on_close
         self.name = sub_options.name or spec.group
-        self.nack_delay = sub_options.nack_delay
         self.prefetch = max(1, spec.prefetch)
-        self.batch = min(_DRAIN, max(1, self.prefetch // 2))
-        """Most one ``batch_receive`` returns: half the window, at most ``_DRAIN``."""
-        self.go_body = options.body == "go"
-        self.service_url = options.service_url
         self.buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer()
         self.closed = False
         self._readers: list[_Reader] = []
@@ -347,7 +334,7 @@ class PulsarSubscription(Subscription):
         self._pattern = channel_pattern(spec)
 
     def __repr__(self) -> str:
-        return f"PulsarSubscription({self.name!r}, {self._sub_options.type.value})"
+        return f"PulsarSubscription({self.name!r}, {self.sub_options.type.value})"
 
     def _channels(self) -> list[str]:
         """Every channel this member reads (or was asked to), sorted."""
@@ -357,7 +344,7 @@ class PulsarSubscription(Subscription):
 
     async def _open(self, channels: Sequence[str], kind: SubscriptionType) -> None:
         """A consumer of this subscription on ``channels``, with its receive thread running."""
-        sub = self._sub_options
+        sub = self.sub_options
         kwargs: dict[str, Any] = {
             "consumer_type": _CONSUMER_TYPES[kind],
             "initial_position": (
@@ -368,15 +355,16 @@ class PulsarSubscription(Subscription):
             "receiver_queue_size": sub.receiver_queue_size,
             "negative_ack_redelivery_delay_ms": int(sub.nack_delay * 1000),
             "batch_index_ack_enabled": True,
+            # One batch_receive returns at most half the window, at most _DRAIN.
             "batch_receive_policy": pulsar.ConsumerBatchReceivePolicy(
-                self.batch, 0, _BATCH_WAIT_MS
+                min(_DRAIN, max(1, self.prefetch // 2)), 0, _BATCH_WAIT_MS
             ),
-            **self._options.consumer_config,
+            **self.options.consumer_config,
             **sub.consumer_config,
         }
         if sub.ack_timeout:  # consumer_config may not set it
             kwargs["unacked_messages_timeout_ms"] = int(sub.ack_timeout * 1000)
-        topics = [self._options.topic(c) for c in channels]
+        topics = [self.options.topic(c) for c in channels]
         label = f"channels {list(channels)}"
         try:
             consumer = await asyncio.to_thread(self._client.subscribe, topics, self.name, **kwargs)
@@ -396,7 +384,7 @@ class PulsarSubscription(Subscription):
             raise DriverError(
                 f"cannot subscribe {self.name!r} ({kind.value}) to {label}: "
                 f"{type(exc).__name__} ({exc}); is the broker at "
-                f"{redact_url(self.service_url)} up?"
+                f"{redact_url(self.options.service_url)} up?"
             ) from None
         self._readers.append(_Reader(self, consumer, kind, tuple(channels)))
 
@@ -405,10 +393,10 @@ class PulsarSubscription(Subscription):
         reads yet (pulsar-client's own pattern consumer looks only every 60 s)."""
         assert self._pattern is not None
         read = set(self._channels())
-        found = await self._admin.channels()
+        found = await asyncio.to_thread(self._admin.channels)
         matched = [c for c in found if self._pattern.fullmatch(c) and c not in read]
         if matched and not self.closed:
-            await self._open(matched, self._sub_options.type)
+            await self._open(matched, self.sub_options.type)
             log.info("Pulsar subscription %s reads %s", self.name, matched)
 
     async def start(self) -> None:
@@ -419,7 +407,7 @@ class PulsarSubscription(Subscription):
         retry = [c for c in spec.channels if c in spec.retry_channels]
         try:
             if main:
-                await self._open(main, self._sub_options.type)
+                await self._open(main, self.sub_options.type)
             if retry:
                 await self._open(retry, SubscriptionType.SHARED)
             if self._pattern is not None:
@@ -433,12 +421,12 @@ class PulsarSubscription(Subscription):
         """Every second, each consumer's connection; every ``_LAG_EVERY`` s, the backlog
         (``status().lag``); with a pattern, every ``pattern_discovery`` s, new topics."""
         lag_due = 0.0
-        discovery_due = time.monotonic() + self._sub_options.pattern_discovery
+        discovery_due = time.monotonic() + self.sub_options.pattern_discovery
         while not self.closed:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             if self._pattern is not None and now >= discovery_due:
-                discovery_due = now + self._sub_options.pattern_discovery
+                discovery_due = now + self.sub_options.pattern_discovery
                 try:
                     await self._open_matching()
                     self._discovery_error = ""
@@ -446,19 +434,18 @@ class PulsarSubscription(Subscription):
                     self._discovery_error = f"pattern discovery failed: {exc}"
                     log.warning("Pulsar subscription %s: %s", self.name, self._discovery_error)
             if now >= lag_due:
-                lag_due = now + _LAG_EVERY
-                counts = await self._backlog()
+                lag_due, counts = now + _LAG_EVERY, {}
+                with contextlib.suppress(DriverError):  # the admin API does not answer
+                    counts = await self._backlog()
                 known = [n for n in counts.values() if n is not None]
                 self._lag = sum(known) if known and len(known) == len(counts) else None
             for reader in self._readers:
                 reader.watch(now)
 
     async def _backlog(self) -> dict[str, int | None]:
-        """The subscription's backlog per channel from the admin API's topic stats (None:
-        unknown; empty when the admin API does not answer)."""
-        with contextlib.suppress(DriverError):
-            return await self._admin.backlog(self._channels(), self.name)
-        return {}
+        """The subscription's backlog per channel, from the admin API's topic stats (None:
+        unknown)."""
+        return await asyncio.to_thread(self._admin.backlog, self._channels(), self.name)
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -493,13 +480,13 @@ class PulsarSubscription(Subscription):
 
     async def lag(self) -> Mapping[str, int] | None:
         """The subscription's backlog per channel, from the admin API's topic stats."""
-        counts = await self._admin.backlog(self._channels(), self.name)
+        counts = await self._backlog()
         return {channel: n for channel, n in counts.items() if n is not None} or None
 
     def status(self) -> SubscriptionStatus:
         assignment = [f"{','.join(r.channels)} ({r.kind.value})" for r in self._readers]
         if self._pattern is not None:
-            assignment.append(f"pattern {self._pattern.pattern} ({self._sub_options.type.value})")
+            assignment.append(f"pattern {self._pattern.pattern} ({self.sub_options.type.value})")
         errors = [r.error for r in self._readers] + [self._discovery_error, self._fatal]
         return SubscriptionStatus(
             assignment=tuple(assignment), error="; ".join(e for e in errors if e), lag=self._lag
@@ -517,5 +504,6 @@ class PulsarSubscription(Subscription):
         for reader in self._readers:
             await reader.close()
         if self._spec.ephemeral:
-            await self._admin.delete_subscription(self._channels(), self.name)
+            channels = self._channels()
+            await asyncio.to_thread(self._admin.delete_subscription, channels, self.name)
         self._on_close(self)

@@ -1,4 +1,5 @@
-"""Publishing: one cached producer per topic, many sends in flight, one wait per batch.
+"""Publishing: one cached producer per topic, many sends in flight, one wait per batch; and
+how a record's headers and body ride on a message (read back by :mod:`.consumer`).
 
 A batch is handed to ``send_async`` from a worker thread and its confirmations complete one
 future; at most ``max_in_flight`` records are unconfirmed. Keys are partition keys, routed by
@@ -22,13 +23,46 @@ from ...driver import RawRecord, publish_outcome
 from ...errors import ChannelNotFoundError, ClosedError, DriverError, NotStoredError
 from ...numbers import epoch_seconds
 from ...redaction import redact_url
-from . import wire
+from ..kit import goenvelope, textheaders
 from .options import PulsarOptions
 
 log = logging.getLogger(__name__)
 
 EVENT_TIME_HEADER = "HEXA_EVENT_TIME"
 """The core's emit-time header (epoch milliseconds, text); it becomes the event time."""
+
+NOT_BEFORE_PROPERTY = "hexa.not_before"
+"""On delayed records: the not-before time (epoch ms). Pulsar may deliver a delayed message
+up to one tick (1 s by default) early; the consumer hands such a message back until then."""
+B64_PROPERTY = "hexa.b64"
+"""Names (comma-separated) of properties whose values are base64 of non-text header bytes."""
+
+
+def to_properties(headers: Mapping[str, bytes]) -> dict[str, str]:
+    """Headers as Pulsar message properties (text), reversibly: non-text values base64 and
+    listed in ``hexa.b64`` (``body="native"``; a Go-mode consumer reads these too)."""
+    try:  # the common case: every value is UTF-8 text
+        return {name: value.decode() for name, value in headers.items()}
+    except UnicodeDecodeError:
+        return textheaders.encode(headers.items(), listed_in=B64_PROPERTY)
+
+
+def from_properties(props: Mapping[str, str]) -> dict[str, bytes]:
+    """The inverse of :func:`to_properties`."""
+    headers = textheaders.decode(props, listed_in=B64_PROPERTY)
+    headers.pop(NOT_BEFORE_PROPERTY, None)
+    return headers
+
+
+def to_go_body(headers: Mapping[str, bytes], body: bytes) -> bytes:
+    """Go hexa-event's JSON envelope around ``body`` and ``headers``."""
+    return goenvelope.encode("", headers, body)
+
+
+def from_go_body(data: bytes) -> tuple[dict[str, bytes], bytes] | None:
+    """Headers and body out of a Go envelope, or None when ``data`` is not one."""
+    opened = goenvelope.decode(data)
+    return None if opened is None else (dict(opened[1]), opened[2])
 
 
 def partition_for_key(key: str, partitions: int) -> int:
@@ -228,13 +262,13 @@ class PulsarProducers:
             emitted = epoch_seconds(stamp)
             event_ms = now_ms if emitted is None else round(emitted * 1000)
             if go_body:
-                body, props = wire.to_go_body(headers, record.body), {}
+                body, props = to_go_body(headers, record.body), {}
             else:
-                body, props = record.body, wire.to_properties(headers)
+                body, props = record.body, to_properties(headers)
             due = int(record.not_before * 1000)
             deliver_at = due if due > now_ms else None  # a time passed: at once
             if deliver_at:
-                props[wire.NOT_BEFORE_PROPERTY] = str(deliver_at)
+                props[NOT_BEFORE_PROPERTY] = str(deliver_at)
             message = builder()
             message.content(body)
             if props:
