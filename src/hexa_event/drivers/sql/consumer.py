@@ -44,18 +44,11 @@ _CLOSE_TIMEOUT = 15.0
 class SqlSubscription(Subscription):
     """A member of one consumer group (docs/engines/sql.md, "Internals")."""
 
-    def __init__(
-        self,
-        log: SqlLog,
-        spec: SubscriptionSpec,
-        partitions: int,
-        on_closed: Callable[[SqlSubscription], None] = lambda _sub: None,
-    ) -> None:
+    def __init__(self, log: SqlLog, spec: SubscriptionSpec, partitions: int) -> None:
         self._log = log
         self._spec = spec
         self._group = spec.group
         self._opts = log.options
-        self._on_closed = on_closed
         self._partition_count = partitions
         self._membership = Membership(log, spec, partitions, self._purge_buffer)
         self.member_id, self._pattern = self._membership.member_id, self._membership.pattern
@@ -169,7 +162,6 @@ class SqlSubscription(Subscription):
             part.owned = False
         self._parts.clear()
         self._log.watchers.discard(self.notify)
-        self._on_closed(self)
 
     async def _forget_group(self, conn: Any, members: Any) -> None:
         """A throwaway group whose last member left: delete what the log kept for it."""
@@ -458,5 +450,3 @@ class SqlSubscription(Subscription):
             else:
                 part.outstanding.pop(delivery.pos, None)
         self._buffer.items = kept
-        if not part.outstanding:
-            part.cursor = part.committed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,6 +61,7 @@ class SqlDriver(KitDriver):
         self._owns_engine = engine is None
         self._producer = Producer(self.log)
         self._listener: asyncio.Task[None] | None = None
+        self.subscriptions = weakref.WeakSet()  # closing one twice is a no-op
 
     @classmethod
     def from_engine(cls, engine: AsyncEngine, **options: Any) -> SqlDriver:
@@ -133,7 +135,7 @@ class SqlDriver(KitDriver):
         if not spec.channels and not spec.pattern:
             raise ConfigurationError("subscribe needs channels or a pattern")
         partitions = await self.ready()
-        sub = SqlSubscription(self.log, spec, partitions, self.subscriptions.discard)
+        sub = SqlSubscription(self.log, spec, partitions)
         self.subscriptions.add(sub)
         self.log.watchers.add(sub.notify)
         try:
