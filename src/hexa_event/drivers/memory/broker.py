@@ -20,13 +20,13 @@ PartitionId = tuple[str, int]
 
 @dataclass(slots=True, eq=False)
 class Member:
-    """A group member as the broker sees it: its subscription, the partitions it was given
+    """A group member as the broker sees it: what it subscribed to, the partitions it was given
     and how to wake its fetch."""
 
     spec: SubscriptionSpec
     wake: Callable[[], None]
     assigned: list[PartitionId] = field(default_factory=list)
-    pattern: re.Pattern[str] | None = None
+    pattern: re.Pattern[str] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.pattern = channel_pattern(self.spec)

@@ -64,7 +64,6 @@ class SqlSubscription(Subscription):
         self._heartbeat_error = ""
         self._read_error = ""
         self._redelivery_due = 0.0
-        self._next_heartbeat = 0.0
         self._idle_delay = self._opts.poll_interval
         self._full_poll = True
         self._discover = False
@@ -120,7 +119,6 @@ class SqlSubscription(Subscription):
         while not self._membership.has_its_share() and time.monotonic() < deadline:
             await asyncio.sleep(min(interval / 2, 0.25))
             await self._heartbeat()
-        self._next_heartbeat = time.monotonic() + interval
         self._task = asyncio.create_task(
             self._maintain(), name=f"hexa-event:sql-member:{self._group}"
         )
@@ -398,13 +396,17 @@ class SqlSubscription(Subscription):
     # -- upkeep: heartbeats, rebalancing, releasing ------------------------------------------
 
     async def _maintain(self) -> None:
+        """Heartbeats every ``heartbeat_interval`` (at once when :meth:`notify` saw a channel
+        the pattern may match), and partitions released once idle (poked by ``settle``)."""
+        interval = self._opts.heartbeat_interval
+        next_beat = time.monotonic() + interval
         while not self._buffer.closed:
-            if time.monotonic() >= self._next_heartbeat or self._discover:
+            if time.monotonic() >= next_beat or self._discover:
                 self._discover = False
                 self._heartbeat_error = await self._upkeep("heartbeat", self._heartbeat)
-                self._next_heartbeat = time.monotonic() + self._opts.heartbeat_interval
+                next_beat = time.monotonic() + interval
             await self._upkeep("releasing partitions", self._release_idle)
-            timeout = max(0.0, self._next_heartbeat - time.monotonic())
+            timeout = max(0.0, next_beat - time.monotonic())
             self._poke.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
