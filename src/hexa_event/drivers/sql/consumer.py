@@ -32,7 +32,7 @@ from ..kit.buffer import DeliveryBuffer
 from .log import SqlLog
 from .membership import Membership
 from .partitions import Part, Pos, SqlDelivery
-from .reader import decode_headers, read_due_redeliveries, read_lag, read_partitions
+from .reader import decode_headers, read_lag, read_partitions
 from .settlement import Settlements
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ class SqlSubscription(Subscription):
     async def open(self) -> None:
         """Join the group: heartbeats until this member holds its share (the others give
         partitions up on their next heartbeat; at most ``3 * heartbeat_interval``), then
-        background upkeep."""
+        background upkeep. Commits wake it from now on (:meth:`notify`)."""
+        self._log.watchers.add(self.notify)
         interval = self._opts.heartbeat_interval
         await self._heartbeat()
         deadline = time.monotonic() + 3 * interval
@@ -293,20 +294,13 @@ class SqlSubscription(Subscription):
                 buffer.append(SqlDelivery(self, part, pos, record, 1, created_ms / 1000))
 
     async def _poll_redeliveries(self, room: int, now_ms: int) -> None:
-        flushes = self._settlements.flushes
-        rows = await read_due_redeliveries(
-            self._log,
-            self._group,
-            self.member_id,
-            now_ms,
-            room + len(self._redelivering),
-        )
+        rows = await self._settlements.due(now_ms, room + len(self._redelivering))
+        if rows is None:  # read while settlements changed them: read again
+            self._redelivery_due = time.monotonic()
+            return
         self._redelivery_due = time.monotonic() + (
             0.0 if len(rows) >= room else self._opts.heartbeat_interval
         )
-        if self._settlements.flushes != flushes:  # rows read while settlements changed them
-            self._redelivery_due = time.monotonic()
-            return
         for row in rows:
             part = self._parts.get((row.channel, row.part))
             if part is None or not part.active:

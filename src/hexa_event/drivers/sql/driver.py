@@ -126,7 +126,6 @@ class SqlDriver(KitDriver, SqlLog):
         partitions = await self.ready()
         sub = SqlSubscription(self, spec, partitions)
         self.subscriptions.add(sub)
-        self.watchers.add(sub.notify)
         try:
             await sub.open()
         except BaseException as exc:
