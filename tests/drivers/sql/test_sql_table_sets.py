@@ -240,7 +240,7 @@ async def test_notify_wakes_only_the_drivers_of_the_same_table_set(
         elif "mine" in channels:
             woken.set()
 
-    listener.log.watchers.add(watcher)
+    listener.watchers.add(watcher)
     sub = await listener.subscribe(SubscriptionSpec(group=unique("g"), channels=("mine",)))
     try:
         await asyncio.wait_for(connected.wait(), 20)

@@ -4,27 +4,37 @@ starts at the committed offset (docs/engines/memory.md)."""
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import msgspec
 
 from ...driver import RawRecord, SubscriptionSpec
+from ..kit.driver import channel_pattern
 
 PartitionId = tuple[str, int]
 
 
-class Member(Protocol):
-    """What the broker needs of a group member (the subscription)."""
+@dataclass(slots=True, eq=False)
+class Member:
+    """A group member as the broker sees it: what it subscribed to, the partitions it was given
+    and how to wake its fetch."""
 
     spec: SubscriptionSpec
-    assigned: list[PartitionId]
+    wake: Callable[[], None]
+    assigned: list[PartitionId] = field(default_factory=list)
+    pattern: re.Pattern[str] | None = field(init=False, default=None)
 
-    def wake(self) -> None: ...
+    def __post_init__(self) -> None:
+        self.pattern = channel_pattern(self.spec)
 
-    def matches(self, channel: str) -> bool: ...
+    def matches(self, channel: str) -> bool:
+        if channel in self.spec.channels:
+            return True
+        return self.pattern is not None and self.pattern.fullmatch(channel) is not None
 
 
 class StoredRecord(msgspec.Struct, gc=False):
@@ -67,7 +77,6 @@ class PartitionState:
 
 @dataclass(slots=True)
 class Group:
-    name: str
     members: list[Member] = field(default_factory=list)
     partitions: dict[PartitionId, PartitionState] = field(default_factory=dict)
 
@@ -114,8 +123,7 @@ class MemoryBroker:
                     member.wake()
 
     def join(self, member: Member) -> None:
-        name = member.spec.group
-        group = self.groups.setdefault(name, Group(name))
+        group = self.groups.setdefault(member.spec.group, Group())
         group.members.append(member)
         for channel in member.spec.channels:
             self.ensure_channel(channel)
@@ -127,7 +135,7 @@ class MemoryBroker:
             return
         group.members.remove(member)
         if not group.members and member.spec.ephemeral:
-            del self.groups[group.name]  # a throwaway group leaves nothing behind
+            del self.groups[member.spec.group]  # a throwaway group leaves nothing behind
             return
         self.rebalance(group)
 

@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from ...driver import Delivery, Outcome, Subscription, SubscriptionSpec, SubscriptionStatus
 from ..kit.buffer import DeliveryBuffer
-from ..kit.driver import channel_pattern
-from .broker import MemoryBroker, PartitionId, StoredRecord
+from .broker import Member, MemoryBroker, PartitionId, StoredRecord
 
 
 class MemoryDelivery(Delivery):
@@ -37,29 +36,19 @@ class MemorySubscription(Subscription):
     def __init__(self, broker: MemoryBroker, spec: SubscriptionSpec) -> None:
         self.broker = broker
         self.spec = spec
-        self.group_name = spec.group
-        self._channels = frozenset(spec.channels)
-        self._pattern = channel_pattern(spec)
-        self.assigned: list[PartitionId] = []
         self._buffer: DeliveryBuffer[object, MemoryDelivery] = DeliveryBuffer(
             self._take, idle=self._until_redelivery
         )
         """Holds nothing: ``_take`` reads the broker's log; fetch waits on it."""
+        self.member = Member(spec, self._buffer.wake)
+        """What the broker knows of this member (the partitions it was given)."""
         self._redeliveries: list[tuple[float, PartitionId, int]] = []
         """A heap of (due, partition, offset): ties go in offset order."""
         self._rotation = 0
 
-    def wake(self) -> None:
-        self._buffer.wake()
-
-    def matches(self, channel: str) -> bool:
-        if channel in self._channels:
-            return True
-        return self._pattern is not None and self._pattern.fullmatch(channel) is not None
-
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Apply acks to the group's partitions; queue nacks for redelivery after their delay."""
-        group = self.broker.groups.get(self.group_name)
+        group = self.broker.groups.get(self.spec.group)
         if group is None:
             return
         for delivery in deliveries:
@@ -70,7 +59,7 @@ class MemorySubscription(Subscription):
                 continue
             if delivery.outcome is Outcome.ACK:
                 state.ack(offset)
-            elif state.owner is self and not self._buffer.closed:
+            elif state.owner is self.member and not self._buffer.closed:
                 due = time.monotonic() + delivery.delay
                 heapq.heappush(self._redeliveries, (due, pid, offset))
                 self._buffer.wake()
@@ -79,42 +68,43 @@ class MemorySubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         return SubscriptionStatus(
-            assignment=tuple(f"{channel}-{number}" for channel, number in self.assigned),
+            assignment=tuple(f"{channel}-{number}" for channel, number in self.member.assigned),
             error="" if not self._buffer.closed else "closed",
         )
 
     async def lag(self) -> Mapping[str, int] | None:
         """Per channel, the group's records at or past its committed offset, not acked."""
-        group = self.broker.groups.get(self.group_name)
+        group = self.broker.groups.get(self.spec.group)
         if group is None:
             return None
         out = dict.fromkeys(self.spec.channels, 0)
         logs = self.broker.logs
         for (channel, number), state in group.partitions.items():
-            if channel in out or self.matches(channel):
+            if channel in out or self.member.matches(channel):
                 behind = len(logs[channel][number]) - state.committed - len(state.acked)
                 out[channel] = out.get(channel, 0) + max(0, behind)
         return out
 
     def _take(self, _items: deque[object], max_count: int) -> list[MemoryDelivery]:
-        group = self.broker.groups[self.group_name]
+        group = self.broker.groups[self.spec.group]
         out: list[MemoryDelivery] = []
         now = time.monotonic()
         while self._redeliveries and self._redeliveries[0][0] <= now and len(out) < max_count:
             _, pid, offset = heapq.heappop(self._redeliveries)
             state = group.partitions.get(pid)
-            if state is None or state.owner is not self or offset < state.committed:
+            if state is None or state.owner is not self.member or offset < state.committed:
                 continue
             if offset in state.acked:
                 continue
             stored = self.broker.logs[pid[0]][pid[1]][offset]
             out.append(MemoryDelivery(stored, pid, offset, state.delivered(offset)))
-        held = len(self.assigned)
+        assigned = self.member.assigned
+        held = len(assigned)
         self._rotation = (self._rotation + 1) % max(1, held)
         for i in range(held):
             if len(out) >= max_count:
                 break
-            pid = self.assigned[(self._rotation + i) % held]
+            pid = assigned[(self._rotation + i) % held]
             state = group.partitions[pid]
             log = self.broker.logs[pid[0]][pid[1]]
             position = state.position
@@ -140,4 +130,4 @@ class MemorySubscription(Subscription):
             return
         self._buffer.close()
         self._redeliveries.clear()
-        self.broker.leave(self)
+        self.broker.leave(self.member)

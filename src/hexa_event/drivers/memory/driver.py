@@ -45,6 +45,6 @@ class MemoryDriver(KitDriver):
     async def subscribe(self, spec: SubscriptionSpec) -> MemorySubscription:
         self.check_open()
         member = MemorySubscription(self.broker, spec)
-        self.broker.join(member)
+        self.broker.join(member.member)
         self.subscriptions.add(member)
         return member

@@ -32,7 +32,7 @@ from ..kit.buffer import DeliveryBuffer
 from .log import SqlLog
 from .membership import Membership
 from .partitions import Part, Pos, SqlDelivery
-from .reader import decode_headers, read_due_redeliveries, read_lag, read_partitions
+from .reader import decode_headers, read_lag, read_partitions
 from .settlement import Settlements
 
 logger = logging.getLogger(__name__)
@@ -44,18 +44,11 @@ _CLOSE_TIMEOUT = 15.0
 class SqlSubscription(Subscription):
     """A member of one consumer group (docs/engines/sql.md, "Internals")."""
 
-    def __init__(
-        self,
-        log: SqlLog,
-        spec: SubscriptionSpec,
-        partitions: int,
-        on_closed: Callable[[SqlSubscription], None] = lambda _sub: None,
-    ) -> None:
+    def __init__(self, log: SqlLog, spec: SubscriptionSpec, partitions: int) -> None:
         self._log = log
         self._spec = spec
         self._group = spec.group
         self._opts = log.options
-        self._on_closed = on_closed
         self._partition_count = partitions
         self._membership = Membership(log, spec, partitions, self._purge_buffer)
         self.member_id, self._pattern = self._membership.member_id, self._membership.pattern
@@ -71,7 +64,6 @@ class SqlSubscription(Subscription):
         self._heartbeat_error = ""
         self._read_error = ""
         self._redelivery_due = 0.0
-        self._next_heartbeat = 0.0
         self._idle_delay = self._opts.poll_interval
         self._full_poll = True
         self._discover = False
@@ -120,14 +112,14 @@ class SqlSubscription(Subscription):
     async def open(self) -> None:
         """Join the group: heartbeats until this member holds its share (the others give
         partitions up on their next heartbeat; at most ``3 * heartbeat_interval``), then
-        background upkeep."""
+        background upkeep. Commits wake it from now on (:meth:`notify`)."""
+        self._log.watchers.add(self.notify)
         interval = self._opts.heartbeat_interval
         await self._heartbeat()
         deadline = time.monotonic() + 3 * interval
         while not self._membership.has_its_share() and time.monotonic() < deadline:
             await asyncio.sleep(min(interval / 2, 0.25))
             await self._heartbeat()
-        self._next_heartbeat = time.monotonic() + interval
         self._task = asyncio.create_task(
             self._maintain(), name=f"hexa-event:sql-member:{self._group}"
         )
@@ -169,7 +161,6 @@ class SqlSubscription(Subscription):
             part.owned = False
         self._parts.clear()
         self._log.watchers.discard(self.notify)
-        self._on_closed(self)
 
     async def _forget_group(self, conn: Any, members: Any) -> None:
         """A throwaway group whose last member left: delete what the log kept for it."""
@@ -303,20 +294,13 @@ class SqlSubscription(Subscription):
                 buffer.append(SqlDelivery(self, part, pos, record, 1, created_ms / 1000))
 
     async def _poll_redeliveries(self, room: int, now_ms: int) -> None:
-        flushes = self._settlements.flushes
-        rows = await read_due_redeliveries(
-            self._log,
-            self._group,
-            self.member_id,
-            now_ms,
-            room + len(self._redelivering),
-        )
+        rows = await self._settlements.due(now_ms, room + len(self._redelivering))
+        if rows is None:  # read while settlements changed them: read again
+            self._redelivery_due = time.monotonic()
+            return
         self._redelivery_due = time.monotonic() + (
             0.0 if len(rows) >= room else self._opts.heartbeat_interval
         )
-        if self._settlements.flushes != flushes:  # rows read while settlements changed them
-            self._redelivery_due = time.monotonic()
-            return
         for row in rows:
             part = self._parts.get((row.channel, row.part))
             if part is None or not part.active:
@@ -406,13 +390,17 @@ class SqlSubscription(Subscription):
     # -- upkeep: heartbeats, rebalancing, releasing ------------------------------------------
 
     async def _maintain(self) -> None:
+        """Heartbeats every ``heartbeat_interval`` (at once when :meth:`notify` saw a channel
+        the pattern may match), and partitions released once idle (poked by ``settle``)."""
+        interval = self._opts.heartbeat_interval
+        next_beat = time.monotonic() + interval
         while not self._buffer.closed:
-            if time.monotonic() >= self._next_heartbeat or self._discover:
+            if time.monotonic() >= next_beat or self._discover:
                 self._discover = False
                 self._heartbeat_error = await self._upkeep("heartbeat", self._heartbeat)
-                self._next_heartbeat = time.monotonic() + self._opts.heartbeat_interval
+                next_beat = time.monotonic() + interval
             await self._upkeep("releasing partitions", self._release_idle)
-            timeout = max(0.0, self._next_heartbeat - time.monotonic())
+            timeout = max(0.0, next_beat - time.monotonic())
             self._poke.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -458,5 +446,3 @@ class SqlSubscription(Subscription):
             else:
                 part.outstanding.pop(delivery.pos, None)
         self._buffer.items = kept
-        if not part.outstanding:
-            part.cursor = part.committed

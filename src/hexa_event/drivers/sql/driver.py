@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,35 +32,30 @@ from .producer import Producer, check_columns
 from .schema import async_url, sqlite_file
 
 
-class SqlDriver(KitDriver):
+class SqlDriver(KitDriver, SqlLog):
     """The SQL log driver. Build it with ``hexa_event.connect(url, **options)``,
-    :meth:`from_url` or :meth:`from_engine`; nothing connects before first use."""
+    :meth:`from_url` or :meth:`from_engine`; nothing connects before first use. It is the
+    :class:`SqlLog` its producer and subscriptions write and read through (one ``closed``
+    flag: set when ``close`` begins)."""
 
     options_type = SqlOptions
 
     def __init__(self, options: SqlOptions, *, engine: AsyncEngine | None = None) -> None:
-        super().__init__()
-        self.options = options
         if engine is not None:
-            self.dialect = engine.dialect.name
+            dialect = engine.dialect.name
         else:
-            self.dialect = async_url(options.url).get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ConfigurationError(
-                f"SQL driver supports SQLite and PostgreSQL, not {self.dialect!r}"
-            )
+            dialect = async_url(options.url).get_backend_name()
+        if dialect not in ("sqlite", "postgresql"):
+            raise ConfigurationError(f"SQL driver supports SQLite and PostgreSQL, not {dialect!r}")
+        KitDriver.__init__(self)
+        SqlLog.__init__(self, options, dialect, engine)
         self.features = Features(
-            name=self.dialect, persistent=True, delayed_publish=True, delayed_nack=True
+            name=dialect, persistent=True, delayed_publish=True, delayed_nack=True
         )
-        self.log = SqlLog(options, self.dialect, engine)
-        """The database under this driver (engine, tables, transactions)."""
-        self.ready = self.log.ready
-        """Connect and (unless ``create_tables=False``) create the tables, once."""
-        self.error = self.log.error
-        """A :class:`DriverError` for an exception, naming no password and no statement."""
         self._owns_engine = engine is None
-        self._producer = Producer(self.log)
+        self._producer = Producer(self)
         self._listener: asyncio.Task[None] | None = None
+        self.subscriptions = weakref.WeakSet()  # closing one twice is a no-op
 
     @classmethod
     def from_engine(cls, engine: AsyncEngine, **options: Any) -> SqlDriver:
@@ -74,11 +70,6 @@ class SqlDriver(KitDriver):
 
     def __repr__(self) -> str:
         return f"SqlDriver({redact(self.options.url)!r})"
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The async engine (created on first use unless given)."""
-        return self.log.engine
 
     async def check(self, within: float = 10.0) -> str:
         """SQLite: the file (or its directory) is writable by this process; PostgreSQL: the
@@ -120,12 +111,12 @@ class SqlDriver(KitDriver):
     async def create_channels(self, channels: Sequence[str]) -> Mapping[str, int]:
         """Record the channels in ``hexa_channels`` (pattern subscriptions match them)."""
         partitions = await self.ready()
-        table, now = self.log.table("hexa_channels"), now_ms()
-        with self.log.failing("provision"):
-            async with self.log.writing() as conn:
+        table, now = self.table("hexa_channels"), now_ms()
+        with self.failing("provision"):
+            async with self.writing() as conn:
                 rows = [{"channel": c, "created_ms": now} for c in sorted(set(channels))]
-                await conn.execute(self.log.upsert(table), rows)
-        self.log.committed(set(channels))
+                await conn.execute(self.upsert(table), rows)
+        self.committed(set(channels))
         return dict.fromkeys(channels, partitions)
 
     async def subscribe(self, spec: SubscriptionSpec) -> SqlSubscription:
@@ -133,9 +124,8 @@ class SqlDriver(KitDriver):
         if not spec.channels and not spec.pattern:
             raise ConfigurationError("subscribe needs channels or a pattern")
         partitions = await self.ready()
-        sub = SqlSubscription(self.log, spec, partitions, self.subscriptions.discard)
+        sub = SqlSubscription(self, spec, partitions)
         self.subscriptions.add(sub)
-        self.log.watchers.add(sub.notify)
         try:
             await sub.open()
         except BaseException as exc:
@@ -149,13 +139,12 @@ class SqlDriver(KitDriver):
 
     async def close_engine(self) -> None:
         """Let queued publishes finish, stop listening, dispose of the engine we made."""
-        self.log.closed = True
         await self._producer.close()
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
-        if self.log.connected and self._owns_engine:
-            await self.log.engine.dispose()
+        if self.connected and self._owns_engine:
+            await self.engine.dispose()
 
     async def prune(
         self, older_than: float, *, channels: Sequence[str] | None = None, batch: int = 1000
@@ -177,7 +166,7 @@ class SqlDriver(KitDriver):
             only = "l.channel IN :channels AND "
             params["channels"] = list(channels)
         log_t, positions, redeliveries = (
-            self.log.sql_name(name) for name in ("hexa_log", "hexa_positions", "hexa_redeliveries")
+            self.sql_name(name) for name in ("hexa_log", "hexa_positions", "hexa_redeliveries")
         )
         statement = text(
             f"DELETE FROM {log_t} WHERE id IN (SELECT l.id FROM {log_t} l "
@@ -190,8 +179,8 @@ class SqlDriver(KitDriver):
             statement = statement.bindparams(bindparam("channels", expanding=True))
         total = 0
         while True:
-            with self.log.failing("prune"):
-                async with self.log.writing() as conn:
+            with self.failing("prune"):
+                async with self.writing() as conn:
                     deleted = (await conn.execute(statement, params)).rowcount
             total += max(0, deleted)
             if deleted < batch:
@@ -203,11 +192,11 @@ class SqlDriver(KitDriver):
         """Wake local consumers on NOTIFY from other processes."""
 
         def on_notify(payload: str) -> None:  # channel names; empty: look at every channel
-            self.log.committed(set(payload.split("\n")) - {""} or None)
+            self.committed(set(payload.split("\n")) - {""} or None)
 
         # On every (re)connect: catch up on anything committed while we were not listening.
         await listen(
-            self.engine, self.log.channel, on_notify, on_connected=lambda: self.log.committed(None)
+            self.engine, self.channel, on_notify, on_connected=lambda: self.committed(None)
         )
 
 

@@ -27,7 +27,12 @@ Watcher = Callable[[set[str] | None], None]
 
 
 class SqlLog:
-    """The database under one SQL driver; nothing connects before first use."""
+    """The database under one SQL driver (its base class); nothing connects before first
+    use."""
+
+    closed: bool
+    """The driver's flag, set when its close begins: preparing and publishing raise
+    ClosedError after it."""
 
     def __init__(self, options: SqlOptions, dialect: str, engine: AsyncEngine | None) -> None:
         self.options = options
@@ -44,11 +49,10 @@ class SqlLog:
         self._write_lock = asyncio.Lock()
         self.watchers: set[Watcher] = set()
         """Told which channels got committed rows (subscriptions add their ``notify``)."""
-        self.closed = False
-        """Set by the driver's close: publishing and preparing raise ClosedError after it."""
 
     @property
     def engine(self) -> AsyncEngine:
+        """The async engine (created on first use unless given)."""
         if self._engine is None:
             self._engine = make_engine(self.options)
         return self._engine

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam
 
 from .log import SqlLog
 from .partitions import Part, Pos
+from .reader import read_due_redeliveries
 
 
 async def finish_before_cancelling(task: asyncio.Future[None]) -> None:
@@ -42,9 +43,15 @@ class Settlements:
         self._redeliveries: dict[int, dict[str, Any] | None] = {}
         """Row id -> its ``hexa_redeliveries`` row to write, or None: delete it (acked)."""
         self._lock = asyncio.Lock()
-        self.flushes = 0
-        """Flushes written so far: a read of ``hexa_redeliveries`` that overlapped one may
-        have seen rows it changed, and is not to be trusted."""
+        self._flushes = 0
+
+    async def due(self, now_ms: int, limit: int) -> Sequence[Any] | None:
+        """Up to ``limit`` redeliveries of the group due by ``now_ms`` in partitions this
+        member holds; None when a flush was written meanwhile (it may have changed the rows
+        read: read again)."""
+        flushes = self._flushes
+        rows = await read_due_redeliveries(self._log, self._group, self._member_id, now_ms, limit)
+        return rows if self._flushes == flushes else None
 
     def unwritten(self, log_id: int) -> bool:
         """Row ``log_id``'s redelivery was acked or re-scheduled and that is not written yet:
@@ -102,7 +109,7 @@ class Settlements:
         for log_id, row in redeliveries.items():
             if self._redeliveries.get(log_id, False) is row:
                 del self._redeliveries[log_id]
-        self.flushes += 1
+        self._flushes += 1
 
     async def _store_acked(self, conn: Any, parts: Sequence[Part]) -> None:
         """For partitions let go of: replace their ``hexa_acked`` rows with the rows acked
