@@ -23,7 +23,9 @@ def unfrozen() -> Iterator[None]:
     gc.enable()
 
 
-async def serve_one_event(name: str, **options: bool) -> tuple[int, Service]:
+async def serve_one_event(
+    name: str, serve_options: dict[str, bool] | None = None, **options: bool
+) -> tuple[int, Service]:
     """Serve a receiver until it handled one event; the frozen objects' count meanwhile."""
     conn = he.connect(f"memory://{name}")
     got = Collector()
@@ -41,7 +43,10 @@ async def serve_one_event(name: str, **options: bool) -> tuple[int, Service]:
         frozen = gc.get_freeze_count()
         service.stop()
 
-    await asyncio.wait_for(asyncio.gather(he.serve(service, handle_signals=False), drive()), 30)
+    await asyncio.wait_for(
+        asyncio.gather(he.serve(service, handle_signals=False, **(serve_options or {})), drive()),
+        30,
+    )
     return frozen, service
 
 
@@ -53,6 +58,11 @@ async def test_the_heap_is_frozen_while_serving_and_unfrozen_once_stopped() -> N
 
 async def test_gc_tuning_false_leaves_the_collector_alone() -> None:
     frozen, _ = await serve_one_event("gc-untuned", gc_tuning=False)
+    assert frozen == 0
+
+
+async def test_gc_tuning_false_given_to_serve_with_a_service_is_kept() -> None:
+    frozen, _ = await serve_one_event("gc-untuned-serve", {"gc_tuning": False})
     assert frozen == 0
 
 
