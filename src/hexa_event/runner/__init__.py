@@ -50,10 +50,10 @@ async def serve(
     fetching and drains within each receiver's ``drain_timeout``; a second one hurries.
     ``http_port`` serves ``/livez``, ``/readyz`` and ``/metrics`` (the ``[serve]`` extra;
     ``http_host`` 0.0.0.0 by default, so probes reach it from outside a container).
-    ``gc_tuning``: once started, freeze the heap (``gc.freeze()``) until stopped (False
-    here or on the given :class:`Service` turns it off), so the garbage collector's full collections skip it
-    (:mod:`hexa_event.runner.collector`; docs/deploy.md). Raises what made a component
-    fail, after closing everything.
+    ``gc_tuning``: once started, freeze the heap (``gc.freeze()``) until stopped, so the
+    garbage collector's full collections skip it (False here or on the given
+    :class:`Service` turns it off; :mod:`hexa_event.runner.collector`; docs/deploy.md).
+    Raises what made a component fail, after closing everything.
     """
     if isinstance(target, str):
         target = load_target(target)
