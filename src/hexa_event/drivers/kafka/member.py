@@ -225,6 +225,13 @@ class Member:
         self.commit_failing_since: float | None = None
         """Since when every commit failed for want of the coordinator."""
         self.commit_failure = ""
+        self.all_down = False
+        """librdkafka reported every broker down (``_ALL_BROKERS_DOWN``) and no statistics
+        or records have shown one up since."""
+        self.answered_at = 0.0
+        """When the brokers were last seen answering again after an outage (every broker
+        down, a commit waiting ``COMMIT_SLOW`` or more, or a coordinator loading the group):
+        see :meth:`without_coordinator`."""
 
     # -- lifecycle (loop side) -----------------------------------------------------------------
 
@@ -298,6 +305,19 @@ class Member:
         if failing is not None:
             return f"cannot commit for {now - failing:.0f} s: {self.commit_failure}", failing
         return None
+
+    def without_coordinator(self, since: float, now: float | None = None) -> float:
+        """Seconds this member has gone without its coordinator (from ``since``, of
+        :meth:`coordinator_problem`) while the brokers answered: 0 while every broker is
+        down or a commit waits, else counted from the later of ``since`` and the end of the
+        last outage. A member replaced meanwhile could not leave its group (no coordinator
+        to send its LeaveGroup to): after a broker restart its session would live on and
+        hold the group's next rebalance for ``session.timeout.ms`` (45 s), while the member
+        itself recovers as soon as its coordinator answers."""
+        if self.all_down or self.commit_began is not None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        return now - max(since, self.answered_at)
 
     def fetch_problem(self) -> str | None:
         """A member in its group that fetches nothing (:mod:`.fetchwatch`), or whose
@@ -491,13 +511,17 @@ class Member:
     def _commit(self, consumer: Consumer, tps: list[TopicPartition]) -> list[TopicPartition]:
         """A synchronous commit, noting how long it waits and whether the coordinator
         answers (see :meth:`coordinator_problem`)."""
-        self.commit_began = time.monotonic()
+        began = self.commit_began = time.monotonic()
         try:
             result: list[TopicPartition] = consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             self._note_commit(exc.args[0])
             raise
         finally:
+            if time.monotonic() - began >= COMMIT_SLOW:
+                # Its thread served nothing meanwhile (errors, statistics): the brokers
+                # answer again now, whatever librdkafka reported while it waited.
+                self.answered_at = time.monotonic()
             self.commit_began = None
         failed = [tp.error for tp in result or () if tp.error is not None]
         self._note_commit(failed[0] if len(failed) == len(result or ()) and failed else None)
@@ -510,6 +534,10 @@ class Member:
             self.commit_failing_since = None
             return
         self.commit_failure = f"{err.name()}: {self._scrub(err.str())}"
+        if err.code() == KafkaError.COORDINATOR_LOAD_IN_PROGRESS:
+            # A restarted coordinator loading the group answers: the group is coming back
+            # (a member replaced now would send its LeaveGroup into the load, in vain).
+            self.answered_at = time.monotonic()
         if self.commit_failing_since is None:
             self.commit_failing_since = time.monotonic()
             log.warning(
@@ -534,6 +562,8 @@ class Member:
         """librdkafka's statistics (on the consumer thread): the group's state, for the
         stuck, coordinator and recovery rules (docs/engines/kafka.md, "Internals")."""
         self._stats = stats
+        if self.all_down and '"state":"UP"' in stats:  # a broker answers again
+            self._answered()
         # Only the "cgrp" object is decoded, not the whole document (every broker, topic
         # and partition).
         at = stats.rfind('"cgrp":')
@@ -802,6 +832,8 @@ class Member:
         if advice is None:
             self.last_error = text
             now = self._error_at = time.monotonic()
+            if err.code() == KafkaError._ALL_BROKERS_DOWN:
+                self.all_down = True
             if now - self._last_error_log.get(err.code(), 0.0) >= _ERROR_LOG_INTERVAL:
                 self._last_error_log[err.code()] = now
                 log.warning(
@@ -817,3 +849,10 @@ class Member:
         """Records flow again: a transient error is over (fatal ones stay)."""
         if self.fatal is None:
             self.last_error = None
+        if self.all_down:
+            self._answered()
+
+    def _answered(self) -> None:
+        """The brokers answer again after every one was down."""
+        self.all_down = False
+        self.answered_at = time.monotonic()
