@@ -119,9 +119,15 @@ async def test_the_coordinator_clock_stops_while_the_brokers_do_not_answer() -> 
     m._note_commit(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS, "loading"))
     assert m.answered_at >= loading
     assert m.commit_failing_since is not None
-    # A commit waiting for the coordinator: its thread could not leave the group.
+    # A commit waiting: its thread serves nothing, the other members tell (none: 0).
     m.commit_began = time.monotonic() - 30
     assert m.without_coordinator(t0 - 100) == 0.0
+    witness = new_member(asyncio.get_running_loop())
+    witness.all_down = True
+    assert m.without_coordinator(t0 - 100, [m, witness]) == 0.0
+    witness._answered()
+    now = witness.answered_at + 5
+    assert m.without_coordinator(t0 - 100, [m, witness], now=now) == pytest.approx(5)
 
 
 async def test_a_slow_commit_that_returns_ends_an_outage(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -321,7 +321,7 @@ class KafkaSubscription(Subscription):
                 elif (trouble := member.coordinator_problem()) is not None:
                     text, since = trouble
                     bound = self._coordinator_bound(member.group)
-                    if bound > 0 and member.without_coordinator(since) >= bound:
+                    if bound > 0 and member.without_coordinator(since, self._members) >= bound:
                         text = self._describe_group(member, text)
                         why = f"{text} (coordinator_timeout {bound:.0f} s)"
                         self._replace(member, why, counted=False)

@@ -306,18 +306,29 @@ class Member:
             return f"cannot commit for {now - failing:.0f} s: {self.commit_failure}", failing
         return None
 
-    def without_coordinator(self, since: float, now: float | None = None) -> float:
+    def without_coordinator(
+        self, since: float, witnesses: Sequence[Member] = (), now: float | None = None
+    ) -> float:
         """Seconds this member has gone without its coordinator (from ``since``, of
         :meth:`coordinator_problem`) while the brokers answered: 0 while every broker is
-        down or a commit waits, else counted from the later of ``since`` and the end of the
-        last outage. A member replaced meanwhile could not leave its group (no coordinator
-        to send its LeaveGroup to): after a broker restart its session would live on and
-        hold the group's next rebalance for ``session.timeout.ms`` (45 s), while the member
-        itself recovers as soon as its coordinator answers."""
-        if self.all_down or self.commit_began is not None:
+        down, else counted from the later of ``since`` and the end of the last outage. A
+        member replaced during an outage could not leave its group (no coordinator to send
+        its LeaveGroup to): after a broker restart its session lived on and held the
+        group's next rebalance for ``session.timeout.ms`` (45 s), while the member itself
+        recovers as soon as its coordinator answers. While a commit waits, its thread
+        serves nothing (errors, statistics): the ``witnesses`` (the subscription's other
+        members) tell whether the brokers answer; without one, 0 (the stall rule, past the
+        commit's own bound, still applies)."""
+        if self.all_down:
             return 0.0
+        answered = self.answered_at
+        if self.commit_began is not None:
+            others = [w for w in witnesses if w is not self and not w._retired()]
+            if not others or any(w.all_down for w in others):
+                return 0.0
+            answered = max(answered, *(w.answered_at for w in others))
         now = time.monotonic() if now is None else now
-        return now - max(since, self.answered_at)
+        return now - max(since, answered)
 
     def fetch_problem(self) -> str | None:
         """A member in its group that fetches nothing (:mod:`.fetchwatch`), or whose
