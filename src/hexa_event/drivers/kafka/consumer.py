@@ -297,7 +297,8 @@ class KafkaSubscription(Subscription):
 
     async def _watch(self) -> None:
         """Replace members whose thread died or stalled (:meth:`Member.problem`), or that
-        went without their coordinator past ``coordinator_timeout``."""
+        went without their coordinator past ``coordinator_timeout`` while the brokers
+        answered (:meth:`Member.without_coordinator`)."""
         margin = self._options.poll_stall_timeout
         every = min(1.0, margin / 4) if margin > 0 else 1.0
         while not self._closed and self._fatal is None:
@@ -310,7 +311,7 @@ class KafkaSubscription(Subscription):
                 elif (trouble := member.coordinator_problem()) is not None:
                     text, since = trouble
                     bound = self._coordinator_bound(member)
-                    if bound > 0 and time.monotonic() - since >= bound:
+                    if bound > 0 and member.without_coordinator(since, self._members) >= bound:
                         text = self._describe_group(member, text)
                         why = f"{text} (coordinator_timeout {bound:.0f} s)"
                         self._replace(member, why, counted=False)

@@ -230,6 +230,13 @@ class Member:
         self.in_a_row = 0
         """Members of its group replaced in a row for want of the coordinator, this one
         included (0 again once a member of the group is assigned)."""
+        self.all_down = False
+        """librdkafka reported every broker down (``_ALL_BROKERS_DOWN``) and no statistics
+        or records have shown one up since."""
+        self.answered_at = 0.0
+        """When the brokers were last seen answering again after an outage (every broker
+        down, a commit waiting ``COMMIT_SLOW`` or more, or a coordinator loading the group):
+        see :meth:`without_coordinator`."""
 
     # -- lifecycle (loop side) -----------------------------------------------------------------
 
@@ -297,6 +304,30 @@ class Member:
         if failing is not None:
             return f"cannot commit for {now - failing:.0f} s: {self.commit_failure}", failing
         return None
+
+    def without_coordinator(
+        self, since: float, witnesses: Sequence[Member] = (), now: float | None = None
+    ) -> float:
+        """Seconds this member has gone without its coordinator (from ``since``, of
+        :meth:`coordinator_problem`) while the brokers answered: 0 while every broker is
+        down, else counted from the later of ``since`` and the end of the last outage. A
+        member replaced during an outage could not leave its group (no coordinator to send
+        its LeaveGroup to): after a broker restart its session lived on and held the
+        group's next rebalance for ``session.timeout.ms`` (45 s), while the member itself
+        recovers as soon as its coordinator answers. While a commit waits, its thread
+        serves nothing (errors, statistics): the ``witnesses`` (the subscription's other
+        members) tell whether the brokers answer; without one, 0 (the stall rule, past the
+        commit's own bound, still applies)."""
+        if self.all_down:
+            return 0.0
+        answered = self.answered_at
+        if self.commit_began is not None:
+            others = [w for w in witnesses if w is not self and not w._retired()]
+            if not others or any(w.all_down for w in others):
+                return 0.0
+            answered = max(answered, *(w.answered_at for w in others))
+        now = time.monotonic() if now is None else now
+        return now - max(since, answered)
 
     def fetch_problem(self) -> str | None:
         """A member in its group that fetches nothing (:mod:`.fetchwatch`), or whose
@@ -454,13 +485,17 @@ class Member:
         ]
         if not tps:
             return None
-        self.commit_began = time.monotonic()
+        began = self.commit_began = time.monotonic()
         try:
             result: list[TopicPartition] = consumer.commit(offsets=tps, asynchronous=False) or []
             errors = [tp.error for tp in result if tp.error is not None]
         except KafkaException as exc:
             result, errors = [], [exc.args[0]]
         finally:
+            if time.monotonic() - began >= COMMIT_SLOW:
+                # Its thread served nothing meanwhile (errors, statistics): the brokers
+                # answer again now, whatever librdkafka reported while it waited.
+                self.answered_at = time.monotonic()
             self.commit_began = None
         self._note_commit(errors[0] if errors and len(errors) >= len(result) else None)
         failed = next((e for e in errors if e.code() not in _REBALANCE_CODES), None)
@@ -483,6 +518,10 @@ class Member:
             self.commit_failing_since = None
             return
         self.commit_failure = f"{err.name()}: {self._scrub(err.str())}"
+        if err.code() == KafkaError.COORDINATOR_LOAD_IN_PROGRESS:
+            # A restarted coordinator loading the group answers: the group is coming back
+            # (a member replaced now would send its LeaveGroup into the load, in vain).
+            self.answered_at = time.monotonic()
         if self.commit_failing_since is None:
             self.commit_failing_since = time.monotonic()
             log.warning(
@@ -507,6 +546,8 @@ class Member:
         """librdkafka's statistics (on the consumer thread): the group's state, for the
         stuck, coordinator and recovery rules (docs/engines/kafka.md, "Internals")."""
         self._stats = stats
+        if self.all_down and '"state":"UP"' in stats:  # a broker answers again
+            self._answered()
         # Only the "cgrp" object is decoded, not the whole document (every broker, topic
         # and partition).
         at = stats.rfind('"cgrp":')
@@ -774,6 +815,8 @@ class Member:
         if advice is None:
             self.last_error = text
             now = self._error_at = time.monotonic()
+            if err.code() == KafkaError._ALL_BROKERS_DOWN:
+                self.all_down = True
             if now - self._last_error_log.get(err.code(), 0.0) >= _ERROR_LOG_INTERVAL:
                 self._last_error_log[err.code()] = now
                 log.warning(
@@ -789,3 +832,10 @@ class Member:
         """Records flow again: a transient error is over (fatal ones stay)."""
         if self.fatal is None:
             self.last_error = None
+        if self.all_down:
+            self._answered()
+
+    def _answered(self) -> None:
+        """The brokers answer again after every one was down."""
+        self.all_down = False
+        self.answered_at = time.monotonic()

@@ -150,8 +150,9 @@ class KafkaOptions(kit.DriverOptions):
     """Seconds a consumer thread may stay in one call past that call's own bound before it
     is reported and replaced (0: no stall check); docs/engines/kafka.md, "Failures and recovery"."""
     coordinator_timeout: float = 60.0
-    """Seconds a consumer may go without its group coordinator before it is replaced (0:
-    never; backed off, not counted as a stall); docs/engines/kafka.md, "Failures and recovery"."""
+    """Seconds a consumer may go without its group coordinator, while the brokers answer,
+    before it is replaced (0: never; backed off, not counted as a stall);
+    docs/engines/kafka.md, "Failures and recovery"."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers.strip():
