@@ -625,29 +625,6 @@ class Member:
             }
         return {}
 
-    def debug_state(self) -> dict[str, Any]:
-        """What a test prints when a member stands still: the thread's view, and librdkafka's
-        statistics of each held partition (read from any thread: no consumer call)."""
-        owned = set(self._owned)
-        cgrp: dict[str, Any] = {}
-        with contextlib.suppress(ValueError, AttributeError, TypeError):
-            cgrp = json.loads(self._stats or "{}").get("cgrp", {})
-        return {
-            "group": self.group,
-            "owned": sorted(owned),
-            "paused": self._paused,
-            "room": self.room.is_set(),
-            "abandoned": self.abandoned,
-            "heartbeat_age": round(time.monotonic() - self.heartbeat, 1),
-            "lag": self.lag,
-            "starving": self.starving,
-            "last_error": self.last_error,
-            "cgrp": {k: cgrp.get(k) for k in ("state", "join_state", "rebalance_reason")},
-            "partitions": {
-                f"{t}-{n}": p for (t, n), p in self._partition_stats().items() if (t, n) in owned
-            },
-        }
-
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Committed offsets of this group, maybe of the fallback group: two lookups.
         self._expect(2 * _COMMITTED_TIMEOUT + _CALLBACK_ALLOWANCE)
