@@ -538,10 +538,12 @@ class KafkaSubscription(Subscription):
             self._dirty.add(state)
         return not ack and not self._closed
 
-    def _requeue(self, item: Ready) -> None:
-        """A nacked record's delay passed: first in line again (unless revoked or closed)."""
-        if not item[0].revoking and not self._closed:
-            self._buffer.appendleft(item)
+    def _give_back(self, items: list[Ready]) -> None:
+        """Nacked records (their delay passed): first in line again, in their order (those
+        of a partition revoked since, or all once closed, are dropped)."""
+        for item in reversed(items):
+            if not item[0].revoking and not self._closed:
+                self._buffer.appendleft(item)
 
     def _schedule_commit(self) -> None:
         """Commit the changed positions soon: at most one commit in flight, and at most one
@@ -654,6 +656,7 @@ class KafkaSubscription(Subscription):
         records are delivered again (at-least-once). Close and revoke commit synchronously.
         """
         acked: dict[PartitionState, list[int]] = {}
+        back: dict[float, list[Ready]] = {}  # by delay
         delivery: Any
         for delivery in deliveries:
             if not self._claim(delivery, KafkaDelivery):
@@ -661,9 +664,11 @@ class KafkaSubscription(Subscription):
             state, offset = delivery._partition, delivery._offset
             if delivery.outcome is Outcome.ACK:
                 acked.setdefault(state, []).append(offset)
-            elif self._finished(state, [offset], False) and self._loop is not None:
+            elif self._finished(state, [offset], False):
                 item = (state, delivery.native, offset, delivery.delivery_count + 1)
-                self._loop.call_later(delivery.delay, self._requeue, item)
+                back.setdefault(delivery.delay, []).append(item)
+        for delay, items in back.items():
+            asyncio.get_running_loop().call_later(delay, self._give_back, items)
         self._settled(acked)
 
     async def settle_records(self, batches: Sequence[RecordBatch]) -> None:
@@ -684,8 +689,7 @@ class KafkaSubscription(Subscription):
                         (state, natives[i], o, counts.get(i, 1) + 1)
                         for i, o in zip(indexes, offsets, strict=True)
                     )
-        for item in reversed(back):  # given back: first in line, in their order
-            self._buffer.appendleft(item)
+        self._give_back(back)
         self._settled(acked)
 
     async def lag(self) -> Mapping[str, int] | None:
