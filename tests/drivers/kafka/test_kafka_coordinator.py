@@ -11,6 +11,7 @@ tests/services/test_kafka_coordinator_faults.py.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from typing import Any
 
@@ -259,7 +260,7 @@ async def test_giving_a_member_up_resolves_the_commit_its_thread_is_in() -> None
     """Else the subscription's next commits, by the new member, wait for a thread that may
     never come back (one commit in flight at a time)."""
     m = new_member(asyncio.get_running_loop())
-    future = asyncio.get_running_loop().create_future()
+    future: concurrent.futures.Future[None] = concurrent.futures.Future()
     m._commit_future = future
     done = m.close(within=5)
     assert future.done()
