@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaException, Message
@@ -209,8 +209,8 @@ class KafkaSubscription(Subscription):
         self._unsettled = 0
         self._revoke_progress = asyncio.Event()
         self._dirty: set[PartitionState] = set()
-        self._in_flight: list[asyncio.Future[list[Any]]] = []
-        """Commits handed to the consumer threads and not yet answered, oldest first."""
+        self._committing: asyncio.Future[list[Any]] | None = None
+        """The commit handed to the consumer threads and not answered yet (one at a time)."""
         self._commit_failure: DriverError | None = None
         self._commit_timer: asyncio.TimerHandle | None = None
         self._last_commit = 0.0
@@ -247,11 +247,6 @@ class KafkaSubscription(Subscription):
                 if problem := rule(member):
                     return problem
         return None
-
-    @property
-    def assignment(self) -> list[tuple[str, int]]:
-        """The partitions this member currently holds (loop view)."""
-        return sorted(self._partitions)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -388,8 +383,8 @@ class KafkaSubscription(Subscription):
                 continue  # its close future is in done already
             final = None  # stalled: its thread would never see the stop
             if member.problem(self._options.poll_stall_timeout) is None:
-                states = [s for s in self._partitions.values() if s.member is member]
-                final = [p for s in states if not s.revoking and (p := _position(s)) is not None]
+                held = self._partitions.values()
+                final = _positions(s for s in held if s.member is member and not s.revoking)
             done.append(member.close(bound, final))
         if done:
             try:
@@ -403,7 +398,7 @@ class KafkaSubscription(Subscription):
 
     def busy(self) -> bool:
         """Whether commands may come soon (deliveries out, positions to commit)."""
-        return self._unsettled > 0 or bool(self._dirty) or bool(self._in_flight)
+        return self._unsettled > 0 or bool(self._dirty) or self._committing is not None
 
     def on_assigned(self, member: Member, found: list[tuple[str, int, int, str]]) -> None:
         if member.abandoned:
@@ -462,9 +457,9 @@ class KafkaSubscription(Subscription):
         # While it waited, a replacement may have been assigned some of these partitions
         # (on_assigned took over the state): those are the replacement's now, untouched.
         keys = self._held_by(member, keys)
-        positions = [_position(self._partitions[k]) for k in keys]
+        positions = _positions(self._partitions[k] for k in keys)
         self._drop(keys, keep=member.abandoned)  # its commit of these may well fail
-        return [p for p in positions if p is not None]
+        return positions
 
     def on_messages(self, member: Member, messages: list[Message]) -> None:
         if member.abandoned:
@@ -548,7 +543,7 @@ class KafkaSubscription(Subscription):
     def _schedule_commit(self) -> None:
         """Commit the changed positions soon: at most one commit in flight, and at most one
         every ``_COMMIT_INTERVAL`` seconds (each commit covers everything changed since)."""
-        if self._in_flight or self._commit_timer is not None or self._closed or not self._dirty:
+        if self._committing or self._commit_timer or self._closed or not self._dirty:
             return
         assert self._loop is not None
         delay = max(0.0, self._last_commit + _COMMIT_INTERVAL - self._loop.time())
@@ -570,7 +565,7 @@ class KafkaSubscription(Subscription):
         if not by_member:
             return
         done = asyncio.gather(*(m.commit(p) for m, p in by_member.items()), return_exceptions=True)
-        self._in_flight.append(done)
+        self._committing = done
         done.add_done_callback(lambda f: self._committed(f, dirty, wanted))
 
     def _committed(
@@ -579,7 +574,7 @@ class KafkaSubscription(Subscription):
         dirty: set[PartitionState],
         wanted: dict[PartitionState, tuple[int, str] | None],
     ) -> None:
-        self._in_flight.remove(done)
+        self._committing = None
         failed = [r for r in done.result() if isinstance(r, BaseException)]
         if failed:
             self._dirty.update(s for s in dirty if not s.revoking)
@@ -733,11 +728,11 @@ def _not_revoking(item: Ready) -> bool:
     return not item[0].revoking
 
 
-def _position(state: PartitionState) -> Position | None:
-    """What to commit for ``state`` (its last commit when nothing moved); None: nothing."""
-    if state.watermark() < 0:
-        return None
-    position = state.position()
-    if position is None:
-        return (*state.key, state.committed, state.committed_metadata)
-    return (*state.key, *position)
+def _positions(states: Iterable[PartitionState]) -> list[Position]:
+    """What to commit for ``states`` (a partition's last commit when nothing moved; nothing
+    for one that has no position yet)."""
+    return [
+        (*s.key, *(s.position() or (s.committed, s.committed_metadata)))
+        for s in states
+        if s.watermark() >= 0
+    ]
