@@ -31,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -83,6 +85,29 @@ def _stacks_if_hung(request: pytest.FixtureRequest) -> Iterator[None]:
     """A hang (a consumer or close blocked in librdkafka) leaves every thread's stack."""
     with stacks_after(stacks_before_timeout(request.config, request.node)):
         yield
+
+
+def consumer_state(member: Any) -> dict[str, Any]:
+    """What a Kafka consumer (``Member``) stands on, read from any thread: its plain fields
+    (assignment, pause, room, heartbeat, lag, errors...) and, from librdkafka's last
+    statistics, the group's state and each held partition's (fetch state, positions)."""
+    state: dict[str, Any] = {}
+    for name, value in vars(member).items():
+        if isinstance(value, threading.Event):
+            value = value.is_set()
+        if isinstance(value, str | int | float | bool | set | None) and name != "_stats":
+            state[name] = sorted(value) if isinstance(value, set) else value
+    state["heartbeat_age"] = round(time.monotonic() - member.heartbeat, 1)
+    stats = json.loads(member._stats or "{}")
+    cgrp = stats.get("cgrp", {})
+    state["cgrp"] = {k: cgrp.get(k) for k in ("state", "join_state", "rebalance_reason")}
+    state["partitions"] = {
+        f"{topic}-{number}": p
+        for topic, t in stats.get("topics", {}).items()
+        for number, p in t.get("partitions", {}).items()
+        if (topic, int(number)) in member._owned
+    }
+    return state
 
 
 @dataclass
@@ -181,7 +206,7 @@ class Run:
         if s.at - max(still_since, held_since) < STALL / 2:
             return
         self.dumped = True
-        states = [m.debug_state() for m in self.members()]
+        states = [consumer_state(m) for m in self.members()]
         self.note(f"standing still while holding its partitions: {s}; consumers: {states}")
         dump_stacks(f"standing still while holding its partitions: {s}; consumers: {states}")
 
@@ -249,7 +274,7 @@ class Run:
                 except BaseException:
                     # What a failure in CI leaves to investigate: the timeline and each
                     # consumer's state (the stacks are in the output already).
-                    states = [m.debug_state() for m in self.members()]
+                    states = [consumer_state(m) for m in self.members()]
                     print(f"\nfailed: {'; '.join(self.timeline)}\nconsumers: {states}")
                     raise
                 finally:

@@ -11,6 +11,7 @@ tests/services/test_kafka_coordinator_faults.py.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from typing import Any
 
@@ -259,7 +260,7 @@ async def test_giving_a_member_up_resolves_the_commit_its_thread_is_in() -> None
     """Else the subscription's next commits, by the new member, wait for a thread that may
     never come back (one commit in flight at a time)."""
     m = new_member(asyncio.get_running_loop())
-    future = asyncio.get_running_loop().create_future()
+    future: concurrent.futures.Future[None] = concurrent.futures.Future()
     m._commit_future = future
     done = m.close(within=5)
     assert future.done()
@@ -311,3 +312,22 @@ async def test_coordinator_replacements_back_off_and_do_not_make_the_subscriptio
         == 0
     )
     assert KafkaOptions().coordinator_timeout > member.COMMIT_SLOW
+
+
+async def test_events_nacked_together_come_again_in_their_order() -> None:
+    """Deliveries nacked in one settle with one delay are handed out again in the order
+    they were received, ahead of the records waiting (each was given back on its own, so
+    the last nacked came first)."""
+    sub = KafkaSubscription(KafkaOptions(), SubscriptionSpec(group="g", channels=("t",)), None)
+    sub._loop = asyncio.get_running_loop()
+    m = _FakeMember()
+    sub.on_assigned(m, [("t", 0, 10, "")])
+    sub.on_messages(m, [_Message("t", 0, o) for o in range(10, 15)])
+    deliveries = await sub.fetch(3)
+    for delivery in deliveries:
+        delivery.outcome = Outcome.NACK
+    await sub.settle(deliveries)
+    await eventually(lambda: len(sub._buffer) == 5, within=5, what="the nacked records back")
+    again = await sub.fetch(100)
+    assert [d.coordinates for d in again] == [f"t-0-{o}" for o in range(10, 15)]
+    assert [d.delivery_count for d in again] == [2, 2, 2, 1, 1]

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaException, Message
@@ -76,15 +76,9 @@ class KafkaDelivery(Delivery):
 
     __slots__ = ("_offset", "_partition", "_sub", "native")
 
-    def __init__(
-        self,
-        sub: KafkaSubscription,
-        partition: PartitionState,
-        message: Message,
-        offset: int,
-        delivery_count: int,
-    ) -> None:
+    def __init__(self, sub: KafkaSubscription, item: Ready) -> None:
         # Hot path: set the base class's slots directly rather than through super().
+        partition, message, offset, delivery_count = item
         self.record = RawRecord(partition.key[0], *_parts(message))
         self.delivery_count = delivery_count
         self.outcome = None
@@ -112,13 +106,37 @@ class KafkaRecordBatch(RecordBatch):
 
     __slots__ = ("_counts", "_runs", "_sub")
 
-    def __init__(self, sub: KafkaSubscription) -> None:
+    def __init__(self, sub: KafkaSubscription, items: list[Ready]) -> None:
         super().__init__()
         self._sub: KafkaSubscription | None = sub
         self._runs: list[tuple[PartitionState, int, list[int]]] = []
         """(partition, index of its first record here, offsets), one per partition run."""
         self._counts: dict[int, int] = {}
         """Delivery counts above 1 (records handed out again after a nack), by index."""
+        # Hot path: the lists' appends bound once; a partition's run is opened on change.
+        add_channel, add_key, add_native = (
+            self.channels.append,
+            self.keys.append,
+            self.natives.append,
+        )
+        add_headers, add_body = self.headers.append, self.bodies.append
+        last: PartitionState | None = None
+        offsets: list[int] = []
+        add_offset, topic = offsets.append, ""
+        for index, (state, message, offset, count) in enumerate(items):
+            if state is not last:
+                offsets = []
+                last, add_offset, topic = state, offsets.append, state.key[0]
+                self._runs.append((state, index, offsets))
+            add_offset(offset)
+            if count != 1:
+                self._counts[index] = count
+            key, headers, body = _parts(message)
+            add_channel(topic)
+            add_key(key)
+            add_headers(headers)
+            add_body(body)
+            add_native(message)
 
     def _delivery(self, index: int) -> Delivery:
         sub = self._sub
@@ -128,7 +146,7 @@ class KafkaRecordBatch(RecordBatch):
             if index >= first:
                 message: Any = self.natives[index]
                 count = self._counts.get(index, 1)
-                return KafkaDelivery(sub, state, message, offsets[index - first], count)
+                return KafkaDelivery(sub, (state, message, offsets[index - first], count))
         raise IndexError(index)
 
     def timestamp(self, index: int) -> float | None:
@@ -191,8 +209,8 @@ class KafkaSubscription(Subscription):
         self._unsettled = 0
         self._revoke_progress = asyncio.Event()
         self._dirty: set[PartitionState] = set()
-        self._in_flight: list[asyncio.Future[list[Any]]] = []
-        """Commits handed to the consumer threads and not yet answered, oldest first."""
+        self._committing: asyncio.Future[list[Any]] | None = None
+        """The commit handed to the consumer threads and not answered yet (one at a time)."""
         self._commit_failure: DriverError | None = None
         self._commit_timer: asyncio.TimerHandle | None = None
         self._last_commit = 0.0
@@ -229,11 +247,6 @@ class KafkaSubscription(Subscription):
                 if problem := rule(member):
                     return problem
         return None
-
-    @property
-    def assignment(self) -> list[tuple[str, int]]:
-        """The partitions this member currently holds (loop view)."""
-        return sorted(self._partitions)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -371,8 +384,8 @@ class KafkaSubscription(Subscription):
                 continue  # its close future is in done already
             final = None  # stalled: its thread would never see the stop
             if member.problem(self._options.poll_stall_timeout) is None:
-                states = [s for s in self._partitions.values() if s.member is member]
-                final = [p for s in states if not s.revoking and (p := _position(s)) is not None]
+                held = self._partitions.values()
+                final = _positions(s for s in held if s.member is member and not s.revoking)
             done.append(member.close(bound, final))
         if done:
             try:
@@ -386,7 +399,7 @@ class KafkaSubscription(Subscription):
 
     def busy(self) -> bool:
         """Whether commands may come soon (deliveries out, positions to commit)."""
-        return self._unsettled > 0 or bool(self._dirty) or bool(self._in_flight)
+        return self._unsettled > 0 or bool(self._dirty) or self._committing is not None
 
     def on_assigned(self, member: Member, found: list[tuple[str, int, int, str]]) -> None:
         if member.abandoned:
@@ -445,9 +458,9 @@ class KafkaSubscription(Subscription):
         # While it waited, a replacement may have been assigned some of these partitions
         # (on_assigned took over the state): those are the replacement's now, untouched.
         keys = self._held_by(member, keys)
-        positions = [_position(self._partitions[k]) for k in keys]
+        positions = _positions(self._partitions[k] for k in keys)
         self._drop(keys, keep=member.abandoned)  # its commit of these may well fail
-        return [p for p in positions if p is not None]
+        return positions
 
     def on_messages(self, member: Member, messages: list[Message]) -> None:
         if member.abandoned:
@@ -521,15 +534,17 @@ class KafkaSubscription(Subscription):
             self._dirty.add(state)
         return not ack and not self._closed
 
-    def _requeue(self, item: Ready) -> None:
-        """A nacked record's delay passed: first in line again (unless revoked or closed)."""
-        if not item[0].revoking and not self._closed:
-            self._buffer.appendleft(item)
+    def _give_back(self, items: list[Ready]) -> None:
+        """Nacked records (their delay passed): first in line again, in their order (those
+        of a partition revoked since, or all once closed, are dropped)."""
+        for item in reversed(items):
+            if not item[0].revoking and not self._closed:
+                self._buffer.appendleft(item)
 
     def _schedule_commit(self) -> None:
         """Commit the changed positions soon: at most one commit in flight, and at most one
         every ``_COMMIT_INTERVAL`` seconds (each commit covers everything changed since)."""
-        if self._in_flight or self._commit_timer is not None or self._closed or not self._dirty:
+        if self._committing or self._commit_timer or self._closed or not self._dirty:
             return
         assert self._loop is not None
         delay = max(0.0, self._last_commit + _COMMIT_INTERVAL - self._loop.time())
@@ -551,7 +566,7 @@ class KafkaSubscription(Subscription):
         if not by_member:
             return
         done = asyncio.gather(*(m.commit(p) for m, p in by_member.items()), return_exceptions=True)
-        self._in_flight.append(done)
+        self._committing = done
         done.add_done_callback(lambda f: self._committed(f, dirty, wanted))
 
     def _committed(
@@ -560,7 +575,7 @@ class KafkaSubscription(Subscription):
         dirty: set[PartitionState],
         wanted: dict[PartitionState, tuple[int, str] | None],
     ) -> None:
-        self._in_flight.remove(done)
+        self._committing = None
         failed = [r for r in done.result() if isinstance(r, BaseException)]
         if failed:
             self._dirty.update(s for s in dirty if not s.revoking)
@@ -590,56 +605,24 @@ class KafkaSubscription(Subscription):
         out = await self._buffer.fetch(max_count)
         return out[0] if out else None
 
-    def _take_records(self, ready: deque[Ready], room: int) -> list[KafkaRecordBatch]:
-        batch = KafkaRecordBatch(self)
-        # Hot path: the lists' appends bound once; a partition's run is opened on change.
-        add_channel, add_key = batch.channels.append, batch.keys.append
-        add_headers, add_body = batch.headers.append, batch.bodies.append
-        add_native, runs, counts = batch.natives.append, batch._runs, batch._counts
-        popleft = ready.popleft
-        last: PartitionState | None = None
-        offsets: list[int] = []
-        add_offset = offsets.append
-        topic = ""
-        taken = 0
-        while ready and taken < room:
-            state, message, offset, count = popleft()
-            if state is not last:  # (never revoking: a revoke purges the buffer at once)
-                if last is not None:
-                    last.outstanding += len(offsets)
-                last, offsets, topic = state, [], state.key[0]
-                add_offset = offsets.append
-                runs.append((state, taken, offsets))
-            add_offset(offset)
-            if count != 1:
-                counts[taken] = count
-            key, headers, body = _parts(message)
-            add_channel(topic)
-            add_key(key)
-            add_headers(headers)
-            add_body(body)
-            add_native(message)
-            taken += 1
-        if last is None:
-            return []
-        last.outstanding += len(offsets)
-        self._unsettled += taken
-        self._maybe_resume()
-        return [batch]
-
     def _take(self, ready: deque[Ready], max_count: int) -> list[Any]:
-        room = min(max_count, self._prefetch - self._unsettled)
+        """Up to ``max_count`` buffered records within the prefetch window, counted out of
+        their partitions, as deliveries or (after :meth:`fetch_records`) one record batch."""
+        count = min(max_count, self._prefetch - self._unsettled, len(ready))
+        if count <= 0:
+            return []
+        popleft = ready.popleft
+        items = [popleft() for _ in range(count)]
+        self._unsettled += count
+        self._maybe_resume()
         if self._as_records:
-            return self._take_records(ready, room)
-        out: list[Delivery] = []
-        while ready and len(out) < room:
-            state, message, offset, count = ready.popleft()
-            state.outstanding += 1
-            out.append(KafkaDelivery(self, state, message, offset, count))
-        if out:
-            self._unsettled += len(out)
-            self._maybe_resume()
-        return out
+            batch = KafkaRecordBatch(self, items)
+            for state, _, offsets in batch._runs:
+                state.outstanding += len(offsets)
+            return [batch]
+        for item in items:
+            item[0].outstanding += 1
+        return [KafkaDelivery(self, item) for item in items]
 
     def _claim(self, settled: Any, kind: type[KafkaDelivery | KafkaRecordBatch]) -> bool:
         """Whether ``settled`` (a ``kind``) is this subscription's, settled and not applied
@@ -649,9 +632,12 @@ class KafkaSubscription(Subscription):
         settled._sub = None
         return True
 
-    def _settled(self) -> None:
-        """After a settlement: room in the prefetch window, a refused commit raised (its
-        partitions are committed again), the moved positions committed soon."""
+    def _settled(self, acked: dict[PartitionState, list[int]]) -> None:
+        """After a settlement: the ``acked`` offsets finished (per partition, as a run), room
+        in the prefetch window, a refused commit raised (its partitions are committed
+        again), the moved positions committed soon."""
+        for state, offsets in acked.items():
+            self._finished(state, offsets, True)
         self._buffer.wake()
         if self._commit_failure is not None:
             failure, self._commit_failure = self._commit_failure, None
@@ -666,39 +652,41 @@ class KafkaSubscription(Subscription):
         records are delivered again (at-least-once). Close and revoke commit synchronously.
         """
         acked: dict[PartitionState, list[int]] = {}
+        back: dict[float, list[Ready]] = {}  # by delay
         delivery: Any
         for delivery in deliveries:
             if not self._claim(delivery, KafkaDelivery):
                 continue
             state, offset = delivery._partition, delivery._offset
-            ack = delivery.outcome is Outcome.ACK
-            if ack and not state.revoking:  # the common case, gathered per partition
+            if delivery.outcome is Outcome.ACK:
                 acked.setdefault(state, []).append(offset)
-            elif self._finished(state, [offset], ack) and self._loop is not None:
+            elif self._finished(state, [offset], False):
                 item = (state, delivery.native, offset, delivery.delivery_count + 1)
-                self._loop.call_later(delivery.delay, self._requeue, item)
-        for state, offsets in acked.items():  # per partition: its acked offsets as a run
-            self._finished(state, offsets, True)
-        self._settled()
+                back.setdefault(delivery.delay, []).append(item)
+        for delay, items in back.items():
+            asyncio.get_running_loop().call_later(delay, self._give_back, items)
+        self._settled(acked)
 
     async def settle_records(self, batches: Sequence[RecordBatch]) -> None:
         """:meth:`settle` for record batches: an acked batch finishes its offsets as runs,
         one per partition; a nacked one goes back to the front of the buffer at once."""
+        acked: dict[PartitionState, list[int]] = {}
         back: list[Ready] = []
         batch: Any
         for batch in batches:
             if not self._claim(batch, KafkaRecordBatch):
                 continue
             for state, offsets, indexes in batch.remaining():
-                if self._finished(state, offsets, batch.outcome is Outcome.ACK):
+                if batch.outcome is Outcome.ACK:
+                    acked.setdefault(state, []).extend(offsets)
+                elif self._finished(state, offsets, False):
                     counts, natives = batch._counts, batch.natives
                     back.extend(
                         (state, natives[i], o, counts.get(i, 1) + 1)
                         for i, o in zip(indexes, offsets, strict=True)
                     )
-        for item in reversed(back):  # given back: first in line, in their order
-            self._buffer.appendleft(item)
-        self._settled()
+        self._give_back(back)
+        self._settled(acked)
 
     async def lag(self) -> Mapping[str, int] | None:
         """The group's (and its retry group's) lag per topic: with ``group_lag``, read with
@@ -741,11 +729,11 @@ def _not_revoking(item: Ready) -> bool:
     return not item[0].revoking
 
 
-def _position(state: PartitionState) -> Position | None:
-    """What to commit for ``state`` (its last commit when nothing moved); None: nothing."""
-    if state.watermark() < 0:
-        return None
-    position = state.position()
-    if position is None:
-        return (*state.key, state.committed, state.committed_metadata)
-    return (*state.key, *position)
+def _positions(states: Iterable[PartitionState]) -> list[Position]:
+    """What to commit for ``states`` (a partition's last commit when nothing moved; nothing
+    for one that has no position yet)."""
+    return [
+        (*s.key, *(s.position() or (s.committed, s.committed_metadata)))
+        for s in states
+        if s.watermark() >= 0
+    ]

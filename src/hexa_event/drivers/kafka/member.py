@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, Protocol
 
 from confluent_kafka import (
@@ -135,6 +136,15 @@ def _lasting(since: float | None, holds: bool, now: float) -> tuple[float | None
     return since, now - since
 
 
+def _resolve(future: Future[None], err: KafkaError | None) -> None:
+    """A commit's outcome (from any thread; the first one given counts)."""
+    with contextlib.suppress(InvalidStateError):
+        if err is None:
+            future.set_result(None)
+        else:
+            future.set_exception(KafkaException(err))
+
+
 class Owner(Protocol):
     """What a member needs from its subscription (all called on the event loop)."""
 
@@ -180,7 +190,7 @@ class Member:
         self._config = config
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
-        self._commands: queue.SimpleQueue[tuple[list[Position], asyncio.Future[None]]]
+        self._commands: queue.SimpleQueue[tuple[list[Position], Future[None]]]
         self._commands = queue.SimpleQueue()
         self._stop = threading.Event()
         self.room = threading.Event()
@@ -200,8 +210,8 @@ class Member:
         self._coordinator_down_since: float | None = None
         self._stats: str | None = None
         """librdkafka's last statistics (JSON), read only to describe partitions."""
-        self._commit_future: asyncio.Future[None] | None = None
-        """The loop's future of the commit the thread is in (resolved by close())."""
+        self._commit_future: Future[None] | None = None
+        """The future of the commit the thread is in (resolved by close())."""
         # Written by the thread, read by the loop (plain attributes): what health says.
         self.lag: int | None = None
         self.last_error: str | None = None
@@ -254,12 +264,12 @@ class Member:
 
     def commit(self, positions: list[Position]) -> asyncio.Future[None]:
         """Commit ``positions`` (asynchronously on the thread); the future says how it went."""
-        future: asyncio.Future[None] = self._loop.create_future()
+        future: Future[None] = Future()
         if self.done.done() or self.abandoned:
             future.set_result(None)  # gone: the revoke/close commit wrote what it could
         else:
             self._commands.put((positions, future))
-        return future
+        return asyncio.wrap_future(future, loop=self._loop)
 
     # -- health (loop side) --------------------------------------------------------------------
 
@@ -267,7 +277,7 @@ class Member:
         """Replaced, stopping or failed for good: its problems are no longer reported."""
         return self.abandoned or self._stop.is_set() or self.fatal is not None
 
-    def problem(self, margin: float, now: float | None = None) -> str | None:
+    def problem(self, margin: float) -> str | None:
         """Why this member's thread cannot go on (it died, or it has been in one call for
         ``margin`` seconds past that call's bound; ``margin`` 0: never stalled), else None."""
         thread = self._thread
@@ -277,7 +287,7 @@ class Member:
             return f"died: {self.died}"
         if not thread.is_alive():
             return "died without an error"
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         if margin > 0 and now > self.due + margin:
             return f"has not polled for {now - self.heartbeat:.0f} s"
         return None
@@ -356,8 +366,8 @@ class Member:
         if final is None:
             self._run_commands(None)
             current = self._commit_future
-            if current is not None and not current.done():
-                current.set_result(None)  # the new member's commits must not wait for this
+            if current is not None:  # the new member's commits must not wait for this
+                _resolve(current, None)
             wait = min(max(0.0, self.due - time.monotonic()) + _POLL_IDLE, _CALLBACK_ALLOWANCE)
         consumer, thread = self._consumer, self._thread
 
@@ -468,7 +478,7 @@ class Member:
                     failed = self._write(consumer, positions)
                 finally:
                     self._commit_future = None
-            self._resolve(future, failed)
+            _resolve(future, failed)
 
     def _write(
         self, consumer: Consumer, positions: Sequence[Position], when: str = ""
@@ -529,18 +539,6 @@ class Member:
                 self.group,
                 self.commit_failure,
             )
-
-    def _resolve(self, future: asyncio.Future[None], err: KafkaError | None) -> None:
-        def apply() -> None:
-            if future.done():
-                return
-            if err is None:
-                future.set_result(None)
-            else:
-                future.set_exception(KafkaException(err))
-
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(apply)
 
     def _on_stats(self, stats: str) -> None:
         """librdkafka's statistics (on the consumer thread): the group's state, for the
@@ -665,29 +663,6 @@ class Member:
                 if int(number) >= 0
             }
         return {}
-
-    def debug_state(self) -> dict[str, Any]:
-        """What a test prints when a member stands still: the thread's view, and librdkafka's
-        statistics of each held partition (read from any thread: no consumer call)."""
-        owned = set(self._owned)
-        cgrp: dict[str, Any] = {}
-        with contextlib.suppress(ValueError, AttributeError, TypeError):
-            cgrp = json.loads(self._stats or "{}").get("cgrp", {})
-        return {
-            "group": self.group,
-            "owned": sorted(owned),
-            "paused": self._paused,
-            "room": self.room.is_set(),
-            "abandoned": self.abandoned,
-            "heartbeat_age": round(time.monotonic() - self.heartbeat, 1),
-            "lag": self.lag,
-            "starving": self.starving,
-            "last_error": self.last_error,
-            "cgrp": {k: cgrp.get(k) for k in ("state", "join_state", "rebalance_reason")},
-            "partitions": {
-                f"{t}-{n}": p for (t, n), p in self._partition_stats().items() if (t, n) in owned
-            },
-        }
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Committed offsets of this group, maybe of the fallback group: two lookups.

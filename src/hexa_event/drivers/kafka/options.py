@@ -40,16 +40,18 @@ def _not_repeated(record: logging.LogRecord) -> bool:
 CLIENT_LOGGER.addFilter(_not_repeated)
 
 # Settings the driver owns because its guarantees depend on them.
-_FORBIDDEN_CONSUMER = {
+_OWNED_CONSUMER = {
     "enable.auto.offset.store": "the driver stores only offsets of finished events",
     "group.id": "the group is the subscription's action (or KafkaSubscriptionOptions.group)",
     "on_commit": "the driver handles commit results itself",
     "enable.auto.commit": "the driver commits the positions of settled events itself",
     "partition.assignment.strategy": "use KafkaSubscriptionOptions(assignment=...)",
 }
-_FORBIDDEN_PRODUCER = {
+_OWNED_PRODUCER = {
     "on_delivery": "the driver awaits each record's delivery report itself",
 }
+_OWNED_CLIENT = {**_OWNED_CONSUMER, **_OWNED_PRODUCER}
+_OFF_ANYWAY = ("enable.auto.offset.store", "enable.auto.commit")
 
 
 _DOTLESS_KEYS = frozenset({"acks", "debug", "retries"})
@@ -80,14 +82,14 @@ def check_bootstrap(servers: str) -> None:
             )
 
 
-def _refuse_owned(owner: str, *sources: Mapping[str, Any], hint: str = "") -> None:
-    """Refuse a consumer setting the driver owns (unless set to the value it uses)."""
-    for key, why in _FORBIDDEN_CONSUMER.items():
-        for source in sources:
-            harmless = key in ("enable.auto.offset.store", "enable.auto.commit")
-            if key in source and not (harmless and source[key] in (False, "false")):
-                extra = hint if key == "group.id" else ""
-                raise ConfigurationError(f"{owner}: do not set {key!r}: {why}{extra}")
+def _check(owner: str, name: str, config: object, owned: Mapping[str, str]) -> None:
+    """:func:`kit.check_mapping` of librdkafka settings, ``owned`` by the driver (those it
+    turns off may be given off)."""
+    if isinstance(config, Mapping):
+        config = {
+            k: v for k, v in config.items() if k not in _OFF_ANYWAY or v not in (False, "false")
+        }
+    kit.check_mapping(owner, name, config, owned, what="librdkafka keys")
 
 
 _FAST_FIRST_REQUEST = {"reconnect.backoff.ms": 10}
@@ -172,12 +174,9 @@ class KafkaOptions(kit.DriverOptions):
         ):
             check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name))
         check_number("KafkaOptions.linger_ms", self.linger_ms)
-        for name in ("client_config", "producer_config", "consumer_config"):
-            kit.check_mapping("KafkaOptions", name, getattr(self, name), what="librdkafka keys")
-        _refuse_owned("KafkaOptions", self.client_config, self.consumer_config)
-        for key, why in _FORBIDDEN_PRODUCER.items():
-            if key in self.producer_config or key in self.client_config:
-                raise ConfigurationError(f"KafkaOptions: do not set {key!r}: {why}")
+        _check("KafkaOptions", "client_config", self.client_config, _OWNED_CLIENT)
+        _check("KafkaOptions", "producer_config", self.producer_config, _OWNED_PRODUCER)
+        _check("KafkaOptions", "consumer_config", self.consumer_config, _OWNED_CONSUMER)
 
     def common_config(self) -> dict[str, Any]:
         """librdkafka settings shared by producer, consumer and admin client (their log
@@ -293,6 +292,5 @@ class KafkaSubscriptionOptions(kit.Redacted):
             object.__setattr__(
                 self, "separate_retry_group", self.assignment == "cooperative-sticky"
             )
-        kit.check_mapping(owner, "consumer_config", self.consumer_config, what="librdkafka keys")
-        _refuse_owned(owner, self.consumer_config, hint=f"; use {owner}(group=...)")
+        _check(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
         kit.check_count(owner, "buffer", self.buffer)

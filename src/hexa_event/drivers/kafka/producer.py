@@ -39,10 +39,15 @@ class _Batch:
         """librdkafka's delivery report; runs on the thread that polls or flushes."""
         self.sink._reports.append((self, index, err))
 
-    def failure(self, scrub: Callable[[str], str]) -> DriverError:
-        """The error to raise: per record when several were published."""
-        failed = {i: delivery_error(err, scrub) for i, err in self.errors.items()}
-        return publish_outcome(self.count, failed)
+    def finish(self, scrub: Callable[[str], str]) -> None:
+        """Once every record is reported (or refused locally): the future's outcome, an
+        error per failed record when several were published."""
+        if self.remaining == 0 and not self.future.done():
+            if self.errors:
+                failed = {i: delivery_error(err, scrub) for i, err in self.errors.items()}
+                self.future.set_exception(publish_outcome(self.count, failed))
+            else:
+                self.future.set_result(None)
 
 
 _TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}
@@ -134,11 +139,8 @@ class KafkaProducer:
             if err is not None:
                 batch.errors[index] = err
             batch.remaining -= 1
-            if batch.remaining == 0 and not batch.future.done():
-                if batch.errors:
-                    batch.future.set_exception(batch.failure(self._scrub))
-                else:
-                    batch.future.set_result(None)
+            if batch.remaining == 0:
+                batch.finish(self._scrub)
         return len(reports)
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
@@ -183,11 +185,7 @@ class KafkaProducer:
         self._pending += produced
         if self._timer is None and self._pending > 0:
             self._timer = loop.call_later(_SERVE_INTERVAL, self._serve)
-        if batch.remaining == 0 and not future.done():
-            # Every record was refused locally, or the reports of the others came already.
-            if batch.errors:
-                raise batch.failure(self._scrub)
-            return
+        batch.finish(self._scrub)  # every record refused locally, or all reported already
         await future
 
     async def close(self, flush_timeout: float) -> None:
