@@ -265,9 +265,6 @@ class StanSubscription(Subscription):
             raise
         self.session.members.add(self)
 
-    def on_session_failed(self, failure: DriverError) -> None:
-        self.buffer.fail(failure)
-
     async def resubscribe(self) -> None:
         """Join every channel (again, after the session was re-established)."""
         for member in self.members:

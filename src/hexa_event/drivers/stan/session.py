@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import nats
 import nats.errors
@@ -21,6 +21,7 @@ from nats.nuid import NUID
 
 from ...errors import ClosedError, DriverError, NotStoredError
 from ...redaction import redact_urls
+from ..kit.buffer import DeliveryBuffer
 from .errors import (
     StanClientIdInUseError,
     StanClusterNotFoundError,
@@ -63,11 +64,12 @@ class StanNotAnsweringError(SessionInterruptedError):
 
 
 class Member(Protocol):
-    """A subscription: re-subscribes after a recovery, fails with :attr:`StanSession.failure`."""
+    """A subscription: re-subscribes after a recovery; its buffer fails with
+    :attr:`StanSession.failure`."""
+
+    buffer: DeliveryBuffer[Any, Any]
 
     async def resubscribe(self) -> None: ...
-
-    def on_session_failed(self, failure: DriverError) -> None: ...
 
 
 class StanSession:
@@ -283,7 +285,7 @@ class StanSession:
         self._fail_pending(failure)
         self._ready.set()  # waiters wake and see the failure
         for member in list(self.members):
-            member.on_session_failed(failure)
+            member.buffer.fail(failure)
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):
@@ -444,7 +446,7 @@ class StanSession:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            first = number = self._guid_count
+            number = self._guid_count
             for index, (item_channel, data) in enumerate(items[done : done + room], done):
                 if item_channel != channel:  # a batch is mostly one channel: once per run
                     channel = item_channel
@@ -459,11 +461,12 @@ class StanSession:
             try:
                 await writes.flush()
             except (nats.errors.Error, OSError) as exc:
+                # Not written, or written into a broken connection: sent again, the unsent too.
                 interrupted = SessionInterruptedError(f"publish failed: {type(exc).__name__}")
-                for number in range(first + 1, self._guid_count + 1):
-                    entry = acks.pop(guid_prefix + b"%d" % number, None)
-                    if entry is not None:
-                        batch.resolve(entry[1], interrupted)
+                self.forget(batch, interrupted)
+                for index in range(done, len(items)):
+                    batch.resolve(index, interrupted)
+                break
         return batch
 
     def body_limit(self, channel: str) -> int:
@@ -483,11 +486,13 @@ class StanSession:
         overhead = len(channel.encode()) + len(self.client_id) + 96  # client id, guid, framing
         return max_payload - overhead if max_payload else sys.maxsize
 
-    def forget(self, batch: PublishBatch) -> None:
-        """Stop waiting for the batch's unanswered publishes (timed out)."""
+    def forget(self, batch: PublishBatch, why: BaseException | None = None) -> None:
+        """Stop waiting for the batch's unanswered publishes (timed out), failed with ``why``."""
         if batch.remaining:  # in place: a publish under way holds this dict
             for guid in [guid for guid, entry in self._acks.items() if entry[0] is batch]:
-                del self._acks[guid]
+                index = self._acks.pop(guid)[1]
+                if why is not None:
+                    batch.resolve(index, why)
             self._room.set()
 
     async def _on_pub_ack(self, msg: Msg) -> None:
