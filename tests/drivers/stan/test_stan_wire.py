@@ -82,6 +82,7 @@ def test_every_message_round_trips_and_agrees_with_an_independent_decoder() -> N
             redelivered=rng.random() < 0.5,
             redelivery_count=rng.randint(0, 300),
             reply=text if rng.random() < 0.2 else "",  # a field the fast path leaves to the generic
+            crc32=rng.randint(1, 2**32 - 1) if rng.random() < 0.3 else 0,
         )
         frame = msg.encode()
         assert MsgProto.decode(frame) == msg

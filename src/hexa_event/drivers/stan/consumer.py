@@ -112,7 +112,7 @@ class ChannelMember:
             self.nats_sub = await nc.subscribe(
                 self.request.inbox, cb=self._on_message, pending_msgs_limit=1_000_000
             )
-        request = msgspec.structs.replace(self.request, client_id=session.client_id)
+        request = self.request
         if self.last_sequence and not request.durable_name:
             # Re-made after the session was lost: a non-durable subscription was deleted
             # with it, so continue after what this member has seen (unsettled included).
@@ -245,6 +245,7 @@ class StanSubscription(Subscription):
             position = StartPosition.TIME_DELTA_START
             delta = int(o.start_time_delta * 1e9)
         return SubscriptionRequest(
+            client_id=self.session.client_id,
             subject=channel,
             q_group=queue,
             inbox=inbox,
