@@ -193,8 +193,8 @@ class StanSubscriptionOptions(kit.Redacted):
         for name in ("max_inflight", "ack_wait", "start_sequence"):
             if getattr(self, name) is not None:
                 kit.check_count(owner, name, getattr(self, name))
-        given = {n: getattr(self, n) for n in ("start", "start_sequence", "start_time_delta")}
-        starts = [name for name, value in given.items() if value is not None]
+        names = ("start", "start_sequence", "start_time_delta")
+        starts = [name for name in names if getattr(self, name) is not None]
         if len(starts) > 1:
             raise ConfigurationError(
                 f"StanSubscriptionOptions: give at most one of start, start_sequence, "
