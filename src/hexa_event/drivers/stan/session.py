@@ -91,8 +91,6 @@ class StanSession:
         self._loop: asyncio.Task[None] | None = None
         """:meth:`_run`, from a successful :meth:`start` on."""
         self._wake = asyncio.Event()
-        self.closed = False
-        """Set by :meth:`close`: nothing more goes through."""
         self._nats_up = True
         self._session_ok = False
         self._reconnects_seen = 0
@@ -109,8 +107,13 @@ class StanSession:
         """The current problem, empty while the session is healthy (for status())."""
         self.epoch = 0
         """Bumped whenever the connection or the session was interrupted."""
-        self.failure: DriverError | None = None
-        """Set when the NATS connection was closed for good: nothing more goes through."""
+        self.failure: DriverError | ClosedError | None = None
+        """Set by :meth:`close` (a ClosedError) or when the NATS connection was closed for
+        good: nothing more goes through."""
+
+    @property
+    def closed(self) -> bool:
+        return isinstance(self.failure, ClosedError)
 
     async def start(self) -> None:
         """Connect (once); raises the driver's connect errors on the first attempt."""
@@ -200,12 +203,12 @@ class StanSession:
         """Send CloseRequest (durables survive it), drop our inboxes, close our connection."""
         if self.closed:
             return
-        self.closed = True
-        self._ready.set()  # wake waiters; they see closed
+        self.failure = failure = ClosedError("the STAN driver was closed; connect() again")
+        self._ready.set()  # wake waiters; they see the failure
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
-        self._fail_pending(ClosedError("the STAN driver was closed"))
+        self._fail_pending(failure)
         nc = self.nc
         if nc is not None and nc.is_connected and self._session_ok:
             try:
@@ -235,21 +238,19 @@ class StanSession:
         return self.nc
 
     def _update_ready(self) -> None:
-        if self.closed or self.failure is not None or (self._nats_up and self._session_ok):
+        if self.failure is not None or (self._nats_up and self._session_ok):
             self._ready.set()
         else:
             self._ready.clear()
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set() and not self.closed
+        return self._ready.is_set() and self.failure is None
 
     async def wait_ready(self, within: float) -> None:
         """Return once the session can publish; DriverError after ``within`` seconds."""
         await self.start()
-        if self.failure is not None:
-            raise self.failure
-        if not self._ready.is_set():
+        if self.failure is None and not self._ready.is_set():
             try:
                 async with asyncio.timeout(max(0.0, within)):
                     await self._ready.wait()
@@ -257,11 +258,11 @@ class StanSession:
                 raise DriverError(
                     f"the STAN session is not usable after {within:g}s: {self.error or 'down'}"
                 ) from None
-        if self.closed:
-            raise ClosedError("the STAN driver was closed; connect() again")
+        if self.failure is not None:
+            raise self.failure
 
     async def _on_disconnected(self) -> None:
-        if self.closed:
+        if self.failure is not None:
             return
         self._nats_up = False
         self.error = "NATS connection lost; reconnecting"
@@ -271,7 +272,7 @@ class StanSession:
         self._wake.set()  # the loop handles it at once
 
     async def _on_closed(self) -> None:
-        if self.closed:
+        if self.failure is not None:  # closed by us, or told already
             return
         nc = self.nc
         cause = str(nc.last_error) if nc is not None and nc.last_error else "no reason given"
@@ -310,7 +311,7 @@ class StanSession:
 
     def lost(self, why: str) -> None:
         """The server no longer knows this session: :meth:`_run` re-establishes it."""
-        if self.closed or not self._session_ok:
+        if self.failure is not None or not self._session_ok:
             return
         logger.warning("STAN %s: session lost (%s); re-establishing", self.client_id, why)
         self._session_ok = False
@@ -319,7 +320,7 @@ class StanSession:
         self._wake.set()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
-        if msg.reply and not self.closed:
+        if msg.reply and self.failure is None:
             with contextlib.suppress(nats.errors.Error):
                 await self.client().publish(msg.reply, b"")
 
@@ -340,7 +341,7 @@ class StanSession:
         reconnect: notices a re-established connection, re-establishes a lost session
         (backing off from 0.1 to 2 seconds) and pings the server."""
         backoff = 0.1
-        while not self.closed:
+        while self.failure is None:
             response, options = self.response, self.options
             interval = response.ping_interval or options.ping_interval
             with contextlib.suppress(TimeoutError):
@@ -348,7 +349,7 @@ class StanSession:
                     await self._wake.wait()
             self._wake.clear()
             nc = self.nc
-            if nc is None or self.closed:
+            if nc is None or self.failure is not None:
                 return
             reconnects = int(nc.stats.get("reconnects", 0))
             if reconnects != self._reconnects_seen:  # reconnected (ours or a caller's connection)
