@@ -83,6 +83,8 @@ async def test_a_connection_closed_for_good_stops_the_receivers(stan_url: str) -
         with pytest.raises(DriverError, match="closed for good"):
             await conn.emitter().emit(he.Event(channel, "k", {"n": 1}))
         assert time.monotonic() - started < 5
+        # Not ready: its subscriptions close without asking the dead connection.
+        assert not conn.driver.session.ready  # type: ignore[attr-defined]
     finally:
         await receiver.close()
         await conn.close()

@@ -112,7 +112,7 @@ class ChannelMember:
             self.nats_sub = await nc.subscribe(
                 self.request.inbox, cb=self._on_message, pending_msgs_limit=1_000_000
             )
-        request = msgspec.structs.replace(self.request, client_id=session.client_id)
+        request = self.request
         if self.last_sequence and not request.durable_name:
             # Re-made after the session was lost: a non-durable subscription was deleted
             # with it, so continue after what this member has seen (unsettled included).
@@ -169,7 +169,7 @@ class ChannelMember:
         self.held.add(sequence)
         if sequence > self.last_sequence:
             self.last_sequence = sequence
-        buffer.append((self, proto))
+        buffer.append(StanDelivery(self, proto))
 
     async def _ack_again(self, sequence: int) -> None:
         nc = self.owner.session.nc
@@ -215,9 +215,7 @@ class StanSubscription(Subscription):
         self.session = session
         self._spec = spec
         self.options = sub_options
-        self.buffer: DeliveryBuffer[tuple[ChannelMember, MsgProto], StanDelivery] = DeliveryBuffer(
-            self._take
-        )
+        self.buffer: DeliveryBuffer[StanDelivery, StanDelivery] = DeliveryBuffer(self._take)
         self._error = ""
         nc = session.client()
         self.members = [
@@ -245,6 +243,7 @@ class StanSubscription(Subscription):
             position = StartPosition.TIME_DELTA_START
             delta = int(o.start_time_delta * 1e9)
         return SubscriptionRequest(
+            client_id=self.session.client_id,
             subject=channel,
             q_group=queue,
             inbox=inbox,
@@ -265,9 +264,6 @@ class StanSubscription(Subscription):
             raise
         self.session.members.add(self)
 
-    def on_session_failed(self, failure: DriverError) -> None:
-        self.buffer.fail(failure)
-
     async def resubscribe(self) -> None:
         """Join every channel (again, after the session was re-established)."""
         for member in self.members:
@@ -280,14 +276,11 @@ class StanSubscription(Subscription):
     async def fetch(self, max_count: int) -> Sequence[StanDelivery]:
         return await self.buffer.fetch(max_count)
 
-    def _take(
-        self, buffer: collections.deque[tuple[ChannelMember, MsgProto]], max_count: int
-    ) -> list[StanDelivery]:
-        if self.session.closed:
-            self.buffer.close()  # the driver was closed under this subscription
+    def _take(self, items: collections.deque[StanDelivery], max_count: int) -> list[StanDelivery]:
+        if self.session.closed:  # the driver was closed under this subscription
+            self.buffer.close()
             return []
-        popleft = buffer.popleft
-        return [StanDelivery(*popleft()) for _ in range(min(max_count, len(buffer)))]
+        return [items.popleft() for _ in range(min(max_count, len(items)))]
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         nc = self.session.nc

@@ -28,6 +28,12 @@ _OWNED_NATS_KEYS = {
     "closed_cb": "the driver needs it to report a closed connection",
 }
 
+_ID_HINTS = {
+    "cluster_id": "the streaming server's --cluster_id (letters, digits, '-' and '_'), e.g. "
+    "stan://127.0.0.1:4223?cluster_id=test-cluster",
+    "client_id": "STAN accepts only letters, digits, '-' and '_' (leave it unset for a unique one)",
+}
+
 SubscriptionKind = Literal["durable_queue", "queue", "durable", "plain"]
 StartAt = Literal["first", "new_only", "last_received"]
 
@@ -97,17 +103,10 @@ class StanOptions(kit.DriverOptions):
     monitor_url: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.cluster_id, str) or not CLIENT_ID_RE.match(self.cluster_id):
-            raise ConfigurationError(
-                f"StanOptions.cluster_id {self.cluster_id!r} is not valid: the streaming "
-                "server's --cluster_id (letters, digits, '-' and '_'), e.g. "
-                "stan://127.0.0.1:4223?cluster_id=test-cluster"
-            )
-        if not isinstance(self.client_id, str) or not CLIENT_ID_RE.match(self.client_id):
-            raise ConfigurationError(
-                f"StanOptions.client_id {self.client_id!r} is not valid: STAN accepts only "
-                "letters, digits, '-' and '_' (leave it unset for a unique one)"
-            )
+        for name, hint in _ID_HINTS.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or not CLIENT_ID_RE.match(value):
+                raise ConfigurationError(f"StanOptions.{name} {value!r} is not valid: {hint}")
         if not isinstance(self.servers, str) or not self.servers.strip():
             raise ConfigurationError("StanOptions.servers is required, e.g. nats://127.0.0.1:4223")
         for name in ("connect_timeout", "ack_timeout"):
@@ -194,8 +193,8 @@ class StanSubscriptionOptions(kit.Redacted):
         for name in ("max_inflight", "ack_wait", "start_sequence"):
             if getattr(self, name) is not None:
                 kit.check_count(owner, name, getattr(self, name))
-        given = {n: getattr(self, n) for n in ("start", "start_sequence", "start_time_delta")}
-        starts = [name for name, value in given.items() if value is not None]
+        names = ("start", "start_sequence", "start_time_delta")
+        starts = [name for name in names if getattr(self, name) is not None]
         if len(starts) > 1:
             raise ConfigurationError(
                 f"StanSubscriptionOptions: give at most one of start, start_sequence, "

@@ -65,19 +65,18 @@ _READ: dict[Any, Any] = {str: bytes.decode, bytes: bytes, int: _signed, bool: bo
 
 class Message(msgspec.Struct, frozen=True, gc=False):
     """Base of the STAN messages: attributes are fields 1, 2, ... in order, or ``NUMBERS``
-    where the proto skips some; ``FIELDS`` maps field numbers to attributes.
+    where the proto skips some; ``FIELDS`` maps field numbers to (attribute, reader from
+    :data:`_READ`).
 
     A msgspec struct: one is made per delivery, 16 times faster than a frozen dataclass.
     """
 
     NUMBERS: ClassVar[tuple[int, ...]] = ()
-    FIELDS: ClassVar[dict[int, str]] = {}
-    SPEC: ClassVar[dict[int, tuple[str, Any]]] = {}
-    """Field number -> (attribute, reader from :data:`_READ`)."""
+    FIELDS: ClassVar[dict[int, tuple[str, Any]]] = {}
 
     def encode(self) -> bytes:
         out = bytearray()
-        for number, name in self.FIELDS.items():
+        for number, (name, _) in self.FIELDS.items():
             value = getattr(self, name)
             if isinstance(value, str):
                 value = value.encode()
@@ -109,7 +108,7 @@ class Message(msgspec.Struct, frozen=True, gc=False):
                     continue
                 else:
                     raise ProtocolError(f"{name}: unsupported wire type {wire}")
-                field = cls.SPEC.get(number)
+                field = cls.FIELDS.get(number)
                 if field is not None:
                     if isinstance(value, bytes) != (field[1] in (bytes, bytes.decode)):
                         raise ProtocolError(f"{name}: field {number} has the wrong wire type")
@@ -243,9 +242,11 @@ class CloseResponse(Message, frozen=True, gc=False):
 
 
 for _type in Message.__subclasses__():
-    _type.FIELDS = dict(zip(_type.NUMBERS or count(1), _type.__struct_fields__, strict=False))
     _types = {field.name: field.type for field in msgspec.structs.fields(_type)}
-    _type.SPEC = {number: (name, _READ[_types[name]]) for number, name in _type.FIELDS.items()}
+    _type.FIELDS = {
+        number: (name, _READ[_types[name]])
+        for number, name in zip(_type.NUMBERS or count(1), _type.__struct_fields__, strict=False)
+    }
 
 
 def len_field(number: int, raw: bytes) -> bytes:
@@ -294,66 +295,39 @@ def encode_ack(head: bytes, sequence: int) -> bytes:
     return head + b"\x10" + _varint(sequence) if sequence else head
 
 
-def decode_msg_proto(data: bytes) -> MsgProto:
-    """:meth:`MsgProto.decode` for the delivery hot path: same result, fewer calls.
+_MSG_SLOTS = {0x08: 0, 0x28: 1, 0x30: 2, 0x38: 3, 0x50: 4, 0x12: 5, 0x22: 6}
+"""MsgProto's one-byte tags -> a slot of :func:`decode_msg_proto` (varints, then lengths)."""
 
-    Tags of MsgProto's fields are one byte; anything unexpected goes the generic way.
-    """
-    sequence = timestamp = redelivery_count = 0
-    subject = ""
-    payload = b""
-    redelivered = False
+
+def decode_msg_proto(data: bytes) -> MsgProto:
+    """:meth:`MsgProto.decode` for the delivery hot path: same result, fewer calls (as fast
+    as the hand-inlined decoder it replaced); anything unexpected goes the generic way."""
+    fields: list[Any] = [0, 0, 0, 0, 0, b"", b""]
     pos, end = 0, len(data)
     try:
         while pos < end:
-            tag = data[pos]
-            pos += 1
-            if tag & 7 == _VARINT and tag < 0x80:
-                value = data[pos]
-                pos += 1
-                if value & 0x80:
-                    value &= 0x7F
-                    shift = 7
-                    while True:
-                        byte = data[pos]
-                        pos += 1
-                        value |= (byte & 0x7F) << shift
-                        if not byte & 0x80:
-                            break
-                        shift += 7
-                if tag == 0x08:
-                    sequence = value
-                elif tag == 0x28:
-                    timestamp = _signed(value)
-                elif tag == 0x30:
-                    redelivered = value != 0
-                elif tag == 0x38:
-                    redelivery_count = value
-            elif tag in (0x12, 0x22):
-                length = data[pos]
-                pos += 1
-                if length & 0x80:
-                    length, pos = decode_varint(data, pos - 1)
-                chunk = data[pos : pos + length]
-                pos += length
-                if tag == 0x12:
-                    subject = chunk.decode()
-                else:
-                    payload = chunk
-            else:
-                return MsgProto.decode(data)
-    except (IndexError, UnicodeDecodeError):
-        return MsgProto.decode(data)  # raises the precise ProtocolError
-    if pos != end:
-        return MsgProto.decode(data)
-    return MsgProto(
-        sequence=sequence,
-        subject=subject,
-        data=payload,
-        timestamp=timestamp,
-        redelivered=redelivered,
-        redelivery_count=redelivery_count,
-    )
+            slot = _MSG_SLOTS[data[pos]]
+            value: Any = data[pos + 1]
+            pos += 2
+            if value & 0x80:
+                value, pos = decode_varint(data, pos - 1)
+            if slot > 4:  # length-delimited: the subject or the data
+                value, pos = data[pos : pos + value], pos + value
+            fields[slot] = value
+        if pos == end:
+            sequence, timestamp, redelivered, redeliveries, crc32, subject, payload = fields
+            return MsgProto(
+                sequence=sequence,
+                subject=subject.decode(),
+                data=payload,
+                timestamp=_signed(timestamp),
+                redelivered=redelivered != 0,
+                redelivery_count=redeliveries,
+                crc32=crc32,
+            )
+    except (KeyError, IndexError, UnicodeDecodeError):
+        pass
+    return MsgProto.decode(data)  # decodes the unusual, raises the precise ProtocolError
 
 
 encode_body = goenvelope.encode

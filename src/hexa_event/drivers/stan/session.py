@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import nats
 import nats.errors
@@ -21,6 +21,7 @@ from nats.nuid import NUID
 
 from ...errors import ClosedError, DriverError, NotStoredError
 from ...redaction import redact_urls
+from ..kit.buffer import DeliveryBuffer
 from .errors import (
     StanClientIdInUseError,
     StanClusterNotFoundError,
@@ -63,11 +64,12 @@ class StanNotAnsweringError(SessionInterruptedError):
 
 
 class Member(Protocol):
-    """A subscription: re-subscribes after a recovery, fails with :attr:`StanSession.failure`."""
+    """A subscription: re-subscribes after a recovery; its buffer fails with
+    :attr:`StanSession.failure`."""
+
+    buffer: DeliveryBuffer[Any, Any]
 
     async def resubscribe(self) -> None: ...
-
-    def on_session_failed(self, failure: DriverError) -> None: ...
 
 
 class StanSession:
@@ -89,8 +91,6 @@ class StanSession:
         self._loop: asyncio.Task[None] | None = None
         """:meth:`_run`, from a successful :meth:`start` on."""
         self._wake = asyncio.Event()
-        self.closed = False
-        """Set by :meth:`close`: nothing more goes through."""
         self._nats_up = True
         self._session_ok = False
         self._reconnects_seen = 0
@@ -107,8 +107,13 @@ class StanSession:
         """The current problem, empty while the session is healthy (for status())."""
         self.epoch = 0
         """Bumped whenever the connection or the session was interrupted."""
-        self.failure: DriverError | None = None
-        """Set when the NATS connection was closed for good: nothing more goes through."""
+        self.failure: DriverError | ClosedError | None = None
+        """Set by :meth:`close` (a ClosedError) or when the NATS connection was closed for
+        good: nothing more goes through."""
+
+    @property
+    def closed(self) -> bool:
+        return isinstance(self.failure, ClosedError)
 
     async def start(self) -> None:
         """Connect (once); raises the driver's connect errors on the first attempt."""
@@ -198,12 +203,12 @@ class StanSession:
         """Send CloseRequest (durables survive it), drop our inboxes, close our connection."""
         if self.closed:
             return
-        self.closed = True
-        self._ready.set()  # wake waiters; they see closed
+        self.failure = failure = ClosedError("the STAN driver was closed; connect() again")
+        self._ready.set()  # wake waiters; they see the failure
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
-        self._fail_pending(ClosedError("the STAN driver was closed"))
+        self._fail_pending(failure)
         nc = self.nc
         if nc is not None and nc.is_connected and self._session_ok:
             try:
@@ -233,21 +238,19 @@ class StanSession:
         return self.nc
 
     def _update_ready(self) -> None:
-        if self.closed or self.failure is not None or (self._nats_up and self._session_ok):
+        if self.failure is not None or (self._nats_up and self._session_ok):
             self._ready.set()
         else:
             self._ready.clear()
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set() and not self.closed
+        return self._ready.is_set() and self.failure is None
 
     async def wait_ready(self, within: float) -> None:
         """Return once the session can publish; DriverError after ``within`` seconds."""
         await self.start()
-        if self.failure is not None:
-            raise self.failure
-        if not self._ready.is_set():
+        if self.failure is None and not self._ready.is_set():
             try:
                 async with asyncio.timeout(max(0.0, within)):
                     await self._ready.wait()
@@ -255,11 +258,11 @@ class StanSession:
                 raise DriverError(
                     f"the STAN session is not usable after {within:g}s: {self.error or 'down'}"
                 ) from None
-        if self.closed:
-            raise ClosedError("the STAN driver was closed; connect() again")
+        if self.failure is not None:
+            raise self.failure
 
     async def _on_disconnected(self) -> None:
-        if self.closed:
+        if self.failure is not None:
             return
         self._nats_up = False
         self.error = "NATS connection lost; reconnecting"
@@ -269,7 +272,7 @@ class StanSession:
         self._wake.set()  # the loop handles it at once
 
     async def _on_closed(self) -> None:
-        if self.closed:
+        if self.failure is not None:  # closed by us, or told already
             return
         nc = self.nc
         cause = str(nc.last_error) if nc is not None and nc.last_error else "no reason given"
@@ -283,7 +286,7 @@ class StanSession:
         self._fail_pending(failure)
         self._ready.set()  # waiters wake and see the failure
         for member in list(self.members):
-            member.on_session_failed(failure)
+            member.buffer.fail(failure)
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):
@@ -308,7 +311,7 @@ class StanSession:
 
     def lost(self, why: str) -> None:
         """The server no longer knows this session: :meth:`_run` re-establishes it."""
-        if self.closed or not self._session_ok:
+        if self.failure is not None or not self._session_ok:
             return
         logger.warning("STAN %s: session lost (%s); re-establishing", self.client_id, why)
         self._session_ok = False
@@ -317,7 +320,7 @@ class StanSession:
         self._wake.set()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
-        if msg.reply and not self.closed:
+        if msg.reply and self.failure is None:
             with contextlib.suppress(nats.errors.Error):
                 await self.client().publish(msg.reply, b"")
 
@@ -338,7 +341,7 @@ class StanSession:
         reconnect: notices a re-established connection, re-establishes a lost session
         (backing off from 0.1 to 2 seconds) and pings the server."""
         backoff = 0.1
-        while not self.closed:
+        while self.failure is None:
             response, options = self.response, self.options
             interval = response.ping_interval or options.ping_interval
             with contextlib.suppress(TimeoutError):
@@ -346,7 +349,7 @@ class StanSession:
                     await self._wake.wait()
             self._wake.clear()
             nc = self.nc
-            if nc is None or self.closed:
+            if nc is None or self.failure is not None:
                 return
             reconnects = int(nc.stats.get("reconnects", 0))
             if reconnects != self._reconnects_seen:  # reconnected (ours or a caller's connection)
@@ -444,7 +447,7 @@ class StanSession:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            first = number = self._guid_count
+            number = self._guid_count
             for index, (item_channel, data) in enumerate(items[done : done + room], done):
                 if item_channel != channel:  # a batch is mostly one channel: once per run
                     channel = item_channel
@@ -454,17 +457,17 @@ class StanSession:
                 guid = guid_prefix + b"%d" % number
                 acks[guid] = (batch, index)
                 writes.add(command, encode_pub_msg(head, guid, field, data))
-            last = self._guid_count = number
+            self._guid_count = number
             done += room
             try:
                 await writes.flush()
             except (nats.errors.Error, OSError) as exc:
+                # Not written, or written into a broken connection: sent again, the unsent too.
                 interrupted = SessionInterruptedError(f"publish failed: {type(exc).__name__}")
-                # This run's guids only: other calls numbered theirs while this one waited.
-                for number in range(first + 1, last + 1):
-                    entry = acks.pop(guid_prefix + b"%d" % number, None)
-                    if entry is not None:
-                        batch.resolve(entry[1], interrupted)
+                self.forget(batch, interrupted)
+                for index in range(done, len(items)):
+                    batch.resolve(index, interrupted)
+                break
         return batch
 
     def body_limit(self, channel: str) -> int:
@@ -484,11 +487,13 @@ class StanSession:
         overhead = len(channel.encode()) + len(self.client_id) + 96  # client id, guid, framing
         return max_payload - overhead if max_payload else sys.maxsize
 
-    def forget(self, batch: PublishBatch) -> None:
-        """Stop waiting for the batch's unanswered publishes (timed out)."""
+    def forget(self, batch: PublishBatch, why: BaseException | None = None) -> None:
+        """Stop waiting for the batch's unanswered publishes (timed out), failed with ``why``."""
         if batch.remaining:  # in place: a publish under way holds this dict
             for guid in [guid for guid, entry in self._acks.items() if entry[0] is batch]:
-                del self._acks[guid]
+                index = self._acks.pop(guid)[1]
+                if why is not None:
+                    batch.resolve(index, why)
         self._room.set()  # also after a failed write, which freed its places silently
 
     async def _on_pub_ack(self, msg: Msg) -> None:
