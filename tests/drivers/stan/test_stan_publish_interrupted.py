@@ -76,3 +76,27 @@ async def test_a_failed_write_that_filled_the_window_wakes_a_call_waiting_for_ro
     assert later.results == [None]  # sent, waiting for its PubAck
     assert len(nc.sent) == 1
     assert b"later" in nc.sent[0]
+
+
+async def test_a_publish_cancelled_while_writing_frees_its_places() -> None:
+    """An emit cancelled (a caller's timeout) while its PubMsgs were being written: its
+    places of the window are freed at once, so a later publish does not wait for PubAcks
+    that may never come."""
+    nc = _Client(refused=b"stuck-record")  # never released: the write hangs
+    options = StanOptions(cluster_id="test-cluster", client_id="c1", max_pub_acks_inflight=1)
+    session = StanSession(options, nc)  # type: ignore[arg-type]
+    session.response = ConnectResponse(pub_prefix="_STAN.pub.x")
+    session.ack_subject = "_STAN.acks.x"
+    stuck = asyncio.create_task(session.publish([("ch", b"stuck-record")]))
+    async with asyncio.timeout(10):
+        while len(session._acks) < 1:  # noqa: ASYNC110 (the window is full)
+            await asyncio.sleep(0)
+    waiting = asyncio.create_task(session.publish([("ch", b"later")]))
+    stuck.cancel()
+    async with asyncio.timeout(10):
+        while not stuck.done():  # noqa: ASYNC110 (the cancellation lands)
+            await asyncio.sleep(0)
+        later = await waiting
+    assert stuck.cancelled()
+    assert later.results == [None]  # sent, waiting for its PubAck
+    assert [b for b, _ in session._acks.values()] == [later]

@@ -61,10 +61,12 @@ async def publish(session: StanSession, records: Sequence[RawRecord]) -> None:
         attempt += 1
         await session.wait_ready(deadline - time.monotonic())
         batch = await session.publish(pending)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await batch.done.wait()
-        session.forget(batch)  # what is still unanswered
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await batch.done.wait()
+        finally:
+            session.forget(batch)  # what is still unanswered (also when cancelled)
         retry: list[tuple[str, bytes]] = []
         nobody = False
         for (channel, body), outcome in zip(pending, batch.results, strict=True):

@@ -440,34 +440,38 @@ class StanSession:
         channel = ""
         command = field = b""
         done = 0
-        while done < len(items):
-            acks = self._acks  # replaced when pending publishes were failed
-            room = limit - len(acks)
-            if room <= 0:
-                self._room.clear()
-                await self._room.wait()
-                continue
-            number = self._guid_count
-            for index, (item_channel, data) in enumerate(items[done : done + room], done):
-                if item_channel != channel:  # a batch is mostly one channel: once per run
-                    channel = item_channel
-                    command = pub_head(pub_prefix + channel, self.ack_subject)
-                    field = encode_pub_channel(channel)
-                number += 1
-                guid = guid_prefix + b"%d" % number
-                acks[guid] = (batch, index)
-                writes.add(command, encode_pub_msg(head, guid, field, data))
-            self._guid_count = number
-            done += room
-            try:
-                await writes.flush()
-            except (nats.errors.Error, OSError) as exc:
-                # Not written, or written into a broken connection: sent again, the unsent too.
-                interrupted = SessionInterruptedError(f"publish failed: {type(exc).__name__}")
-                self.forget(batch, interrupted)
-                for index in range(done, len(items)):
-                    batch.resolve(index, interrupted)
-                break
+        try:
+            while done < len(items):
+                acks = self._acks  # replaced when pending publishes were failed
+                room = limit - len(acks)
+                if room <= 0:
+                    self._room.clear()
+                    await self._room.wait()
+                    continue
+                number = self._guid_count
+                for index, (item_channel, data) in enumerate(items[done : done + room], done):
+                    if item_channel != channel:  # a batch is mostly one channel: once per run
+                        channel = item_channel
+                        command = pub_head(pub_prefix + channel, self.ack_subject)
+                        field = encode_pub_channel(channel)
+                    number += 1
+                    guid = guid_prefix + b"%d" % number
+                    acks[guid] = (batch, index)
+                    writes.add(command, encode_pub_msg(head, guid, field, data))
+                self._guid_count = number
+                done += room
+                try:
+                    await writes.flush()
+                except (nats.errors.Error, OSError) as exc:
+                    # Not written, or written into a broken connection: sent again, the unsent too.
+                    interrupted = SessionInterruptedError(f"publish failed: {type(exc).__name__}")
+                    self.forget(batch, interrupted)
+                    for index in range(done, len(items)):
+                        batch.resolve(index, interrupted)
+                    break
+        except BaseException:  # cancelled: its places of the window are free at once
+            self.forget(batch)
+            raise
         return batch
 
     def body_limit(self, channel: str) -> int:
