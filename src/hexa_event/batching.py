@@ -727,6 +727,8 @@ class BatchLanes:
                         delivery.nack()
             for lane, kept in held.items():
                 self._queues.setdefault(lane, deque()).extendleft(reversed(kept))
+                if lane not in self._parked and lane not in self._busy:
+                    self._add_free(len(kept))  # fell due (unparked) while this batch ran
             self._settled(finished)
             task: Any = asyncio.current_task()
             if batches and self._running_records.pop(task, None) is not None:

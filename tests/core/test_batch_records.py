@@ -4,6 +4,7 @@ behind an adapter that hands its deliveries out as record batches."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import uuid
@@ -276,6 +277,47 @@ async def test_a_record_s_context_headers_are_checked_as_a_delivery_s() -> None:
         assert sorted(seen.items) == [0, 1, 8]
         assert counters.handled == 3
         assert adapter.fetched, "record batches were handed out"
+    finally:
+        await receiver.close()
+        await driver.close()
+
+
+async def test_a_record_held_until_due_is_handled_when_it_falls_due_during_its_batch() -> None:
+    """The record held back (not due yet) falls due while the rest of its batch is still
+    being handled: it is handled right after that batch. Before, its key was released while
+    the record still sat with the running batch, which then queued it uncounted: it was
+    never handled (or a later batch logged "no free delivery to take; recounting")."""
+    url = f"memory://records-{uuid.uuid4().hex}"
+    driver = wrap(RecordBatches(hexa_event.connect(url), holds=False))
+    receiver = driver.receiver("svc")
+    seen = Collector()
+
+    @receiver.subscribe("c", action="a", batch=Batch(max_size=50, max_wait=0.01))
+    async def handle(ctx: Context, msgs: list[Message[Any]]) -> None:
+        for m in msgs:
+            seen.add((m.key, m.payload["n"]))
+        if any(m.key == "slow" for m in msgs):
+            await asyncio.sleep(1.0)  # the held record falls due meanwhile
+
+    emitter = driver.emitter()
+    scheduled = emitter.seal(Event("c", "k", {"n": 0}))
+    due = time.time() + 0.3
+    held = RawRecord(
+        "c",
+        "k",
+        {**scheduled.headers, env.DELIVER_AT: str(int(due * 1000)).encode()},
+        scheduled.body,
+    )
+    try:
+        await receiver.start()
+        await driver.publish([held, emitter.seal(Event("c", "slow", {"n": 1}))])
+        await seen.wait_for(2, within=10)
+        assert seen.items == [("slow", 1), ("k", 0)]
+        await eventually(
+            lambda: receiver.health()["actions"]["a"]["in_flight"] == 0,
+            within=10,
+            what="everything settled",
+        )
     finally:
         await receiver.close()
         await driver.close()
