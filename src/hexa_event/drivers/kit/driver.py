@@ -93,6 +93,14 @@ class KitDriver(Driver):
         if self.closed:
             raise ClosedError(f"the {self.features.name} driver was closed; connect() again")
 
+    async def keep(self, subscription: Any) -> None:
+        """Remember a subscription that just started, for :meth:`close`; when the driver was
+        closed while it started (that close did not see it), close it and raise ClosedError."""
+        if self.closed:
+            await subscription.close()
+            self.check_open()
+        self.subscriptions.add(subscription)
+
     @final
     async def publish(self, records: Sequence[RawRecord]) -> None:
         """Store every record; return only once the engine has durably accepted all (the

@@ -262,7 +262,7 @@ class NatsDriver(KitDriver):
         name = options.durable or consumer_name(spec.group)
         subscription = kind(self, nc, self._api, spec, options, name)
         await subscription.start()
-        self.subscriptions.add(subscription)
+        await self.keep(subscription)
         return subscription
 
     def filters(self, spec: SubscriptionSpec, partition: int | None = None) -> list[str]:

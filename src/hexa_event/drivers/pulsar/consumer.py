@@ -304,6 +304,20 @@ class _Reader:
             await asyncio.to_thread(self.thread.join, 10.0)
 
 
+def _close_unread(made: asyncio.Future[Any]) -> None:
+    """Close (in a worker thread) the consumer ``made`` gave, if any: nobody reads it."""
+    if made.cancelled() or made.exception() is not None:
+        return
+    asyncio.get_running_loop().run_in_executor(None, _close_quietly, made.result())
+
+
+def _close_quietly(consumer: Any) -> None:
+    try:
+        consumer.close()
+    except pulsar.PulsarException as exc:
+        log.debug("closing an unread Pulsar consumer: %s", exc)
+
+
 class PulsarSubscription(Subscription):
     """A member of one Pulsar subscription (the action)."""
 
@@ -366,8 +380,14 @@ class PulsarSubscription(Subscription):
             kwargs["unacked_messages_timeout_ms"] = int(sub.ack_timeout * 1000)
         topics = [self.options.topic(c) for c in channels]
         label = f"channels {list(channels)}"
+        making = asyncio.ensure_future(
+            asyncio.to_thread(self._client.subscribe, topics, self.name, **kwargs)
+        )
         try:
-            consumer = await asyncio.to_thread(self._client.subscribe, topics, self.name, **kwargs)
+            consumer = await asyncio.shield(making)
+        except asyncio.CancelledError:  # closed meanwhile: a consumer made after all is not read
+            making.add_done_callback(_close_unread)
+            raise
         except pulsar.ConsumerBusy:
             fix = (
                 "use SubscriptionType.KEY_SHARED (the default) or SHARED so members share the work"

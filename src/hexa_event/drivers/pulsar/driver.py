@@ -212,7 +212,7 @@ class PulsarDriver(KitDriver):
             self._client, self.options, spec, sub_options, self.subscriptions.discard, self._admin
         )
         await subscription.start()
-        self.subscriptions.add(subscription)
+        await self.keep(subscription)
         return subscription
 
     async def close_engine(self) -> None:

@@ -71,6 +71,9 @@ class SqlSubscription(Subscription):
         self._poll_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._joined: asyncio.Event | None = None
+        """From :meth:`open` on; set once it is over (a close waits for it: a heartbeat
+        under way would claim partitions after the close released them)."""
         self._last_warning = 0.0
 
     def __repr__(self) -> str:
@@ -115,14 +118,20 @@ class SqlSubscription(Subscription):
         background upkeep. Commits wake it from now on (:meth:`notify`)."""
         self._log.watchers.add(self.notify)
         interval = self._opts.heartbeat_interval
-        await self._heartbeat()
-        deadline = time.monotonic() + 3 * interval
-        while not self._membership.has_its_share() and time.monotonic() < deadline:
-            await asyncio.sleep(min(interval / 2, 0.25))
+        self._joined = joined = asyncio.Event()
+        try:
             await self._heartbeat()
-        self._task = asyncio.create_task(
-            self._maintain(), name=f"hexa-event:sql-member:{self._group}"
-        )
+            deadline = time.monotonic() + 3 * interval
+            while not self._membership.has_its_share() and time.monotonic() < deadline:
+                if self._buffer.closed:  # closed while joining: close releases what it got
+                    return
+                await asyncio.sleep(min(interval / 2, 0.25))
+                await self._heartbeat()
+            self._task = asyncio.create_task(
+                self._maintain(), name=f"hexa-event:sql-member:{self._group}"
+            )
+        finally:
+            joined.set()
 
     async def close(self) -> None:
         if self._close_task is None:
@@ -139,6 +148,8 @@ class SqlSubscription(Subscription):
     async def _close(self) -> None:
         self._buffer.close()
         self._poke.set()
+        if self._joined is not None:  # closed while joining: let the join end first
+            await self._joined.wait()
         # Let upkeep and a running read finish rather than cancelling them midway.
         for task in (self._task, self._poll_task):
             if task is not None:

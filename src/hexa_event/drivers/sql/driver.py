@@ -124,6 +124,7 @@ class SqlDriver(KitDriver, SqlLog):
         if not spec.channels and not spec.pattern:
             raise ConfigurationError("subscribe needs channels or a pattern")
         partitions = await self.ready()
+        self.check_open()  # closed meanwhile: its close would not see this subscription
         sub = SqlSubscription(self, spec, partitions)
         self.subscriptions.add(sub)
         try:
@@ -133,6 +134,7 @@ class SqlDriver(KitDriver, SqlLog):
             if isinstance(exc, Exception):
                 raise self.error(f"joining group {spec.group!r}", exc) from exc
             raise
+        self.check_open()  # closed while joining: the close closed it
         if self.dialect == "postgresql" and self.options.notify and self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="hexa-event:sql-listen")
         return sub

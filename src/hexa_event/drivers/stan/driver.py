@@ -83,6 +83,7 @@ class StanDriver(KitDriver):
         await self.session.wait_ready(self.options.ack_timeout)  # rides out a recovery
         subscription = StanSubscription(self.session, spec)
         await subscription.open()  # and joins the session's members
+        await self.keep(subscription)
         return subscription
 
     async def close_engine(self) -> None:

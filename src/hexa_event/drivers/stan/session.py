@@ -447,6 +447,8 @@ class StanSession:
                 if room <= 0:
                     self._room.clear()
                     await self._room.wait()
+                    if self.failure is not None:  # closed meanwhile: no PubAck would come
+                        raise self.failure
                     continue
                 number = self._guid_count
                 for index, (item_channel, data) in enumerate(items[done : done + room], done):
