@@ -109,3 +109,11 @@ async def test_client_errors_never_show_credentials() -> None:
     assert "hunter2" not in str(caught.value)
     assert "hunter2" not in repr(driver)
     await driver.close()
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "\u0663\u0663", "9" * 5000, "99999"])
+def test_a_port_that_is_not_a_small_ascii_number_is_refused(port: str) -> None:
+    """'²' passes str.isdigit() and fails int(); 5,000 digits exceed int()'s limit: each
+    raised ValueError instead of naming the option."""
+    with pytest.raises(ConfigurationError, match="port"):
+        KafkaOptions(bootstrap_servers=f"127.0.0.1:{port}")

@@ -75,7 +75,10 @@ def check_bootstrap(servers: str) -> None:
         port = match.group(2)
         if port is None:
             continue  # librdkafka's default port, 9092
-        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        if (
+            not (port.isascii() and port.isdigit() and len(port) <= 5)
+            or not 1 <= int(port) <= 65535
+        ):
             raise ConfigurationError(
                 f"Kafka bootstrap server {entry!r} has port {port!r}: a port is a number "
                 "from 1 to 65535 (Kafka listens on 9092 by default)"

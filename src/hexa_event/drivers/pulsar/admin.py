@@ -106,8 +106,9 @@ class PulsarAdmin:
                 status, body = self._call("GET", channel, path)
                 if status == 200 and isinstance(body, dict):
                     sub = (body.get("subscriptions") or {}).get(subscription)
-                    if isinstance(sub, dict):
-                        found[channel] = int(sub.get("msgBacklog", 0))
+                    count = sub.get("msgBacklog", 0) if isinstance(sub, dict) else None
+                    if isinstance(count, int) and not isinstance(count, bool):  # else unknown
+                        found[channel] = count
                     break
         return found
 
