@@ -331,3 +331,24 @@ async def test_events_nacked_together_come_again_in_their_order() -> None:
     again = await sub.fetch(100)
     assert [d.coordinates for d in again] == [f"t-0-{o}" for o in range(10, 15)]
     assert [d.delivery_count for d in again] == [2, 2, 2, 1, 1]
+
+
+class _BrokenConsumer:
+    """A consumer whose commit raises what a closed one does (not a KafkaException)."""
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> Any:
+        raise RuntimeError("Consumer closed")
+
+
+async def test_a_commit_whose_write_raised_is_resolved_when_its_thread_ends() -> None:
+    """The thread dies in the write: the commit it was in must still resolve (else the
+    subscription, one commit in flight at a time, never commits again, not even through
+    the member that replaces this one)."""
+    m = new_member(asyncio.get_running_loop())
+    m._owned = {("t", 0)}
+    answer = m.commit([("t", 0, 5, "")])
+    with pytest.raises(RuntimeError):
+        m._run_commands(_BrokenConsumer())  # type: ignore[arg-type]
+    m._run_commands(None)  # the thread's end (its finally)
+    await asyncio.wait_for(m.close(within=5), 5)  # given up by the watchdog
+    await asyncio.wait_for(answer, 5)  # unwritten: the replacement commits it again
