@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaDriver, KafkaOptions
+from hexa_event.drivers.kafka.producer import KafkaProducer
 from hexa_event.errors import ConfigurationError, DriverError, InvalidEventError
 from hexa_event.testing.waiting import eventually
 
@@ -341,8 +342,6 @@ async def test_a_publish_the_broker_did_not_acknowledge_by_close_fails() -> None
     """Close flushes for at most ``flush_timeout``: a record still unacknowledged then (its
     broker gone) fails its publish call, which waited for ever for a report nothing
     served any more."""
-    from hexa_event.drivers.kafka.producer import KafkaProducer
-
     producer = KafkaProducer(
         {"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 120_000, "log_level": 0},
         error_cb=lambda err: None,
