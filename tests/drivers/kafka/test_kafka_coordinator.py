@@ -331,3 +331,46 @@ async def test_events_nacked_together_come_again_in_their_order() -> None:
     again = await sub.fetch(100)
     assert [d.coordinates for d in again] == [f"t-0-{o}" for o in range(10, 15)]
     assert [d.delivery_count for d in again] == [2, 2, 2, 1, 1]
+
+
+class _BrokenConsumer:
+    """A consumer whose commit raises what a closed one does (not a KafkaException)."""
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> Any:
+        raise RuntimeError("Consumer closed")
+
+
+async def test_a_commit_whose_write_raised_is_resolved_when_its_thread_ends() -> None:
+    """The thread dies in the write: the commit it was in must still resolve (else the
+    subscription, one commit in flight at a time, never commits again, not even through
+    the member that replaces this one)."""
+    m = new_member(asyncio.get_running_loop())
+    m._owned = {("t", 0)}
+    answer = m.commit([("t", 0, 5, "")])
+    with pytest.raises(RuntimeError):
+        m._run_commands(_BrokenConsumer())  # type: ignore[arg-type]
+    m._run_commands(None)  # the thread's end (its finally)
+    await asyncio.wait_for(m.close(within=5), 5)  # given up by the watchdog
+    await asyncio.wait_for(answer, 5)  # unwritten: the replacement commits it again
+
+
+async def test_a_late_revoke_keeps_the_partition_assigned_again_to_the_same_member() -> None:
+    """The thread stopped waiting for the revoke (its loop busy past revoke_timeout + 5 s),
+    and the group gave the member the partition again: the revoke, finishing late, must
+    not drop that new assignment (its records were dropped until the next rebalance)."""
+    sub = KafkaSubscription(KafkaOptions(), SubscriptionSpec(group="g", channels=("t",)), None)
+    sub._loop = asyncio.get_running_loop()
+    m: Any = _FakeMember()
+    sub.on_assigned(m, [("t", 0, 10, "")])
+    sub.on_messages(m, [_Message("t", 0, 10)])
+    [delivery] = await sub.fetch(1)
+    revoke = asyncio.ensure_future(sub.on_revoked(m, [("t", 0)]))
+    await eventually(lambda: sub._partitions[("t", 0)].revoking, within=5, what="the revoke")
+    sub.on_assigned(m, [("t", 0, 10, "")])  # assigned again while the revoke still waits
+    delivery.outcome = Outcome.ACK
+    await sub.settle([delivery])
+    assert await asyncio.wait_for(revoke, 5) == []  # nothing of the old state to commit
+    assert sub.status().assignment == ("t-0",)
+    again = await _receive(sub, m, range(10, 12))
+    # Delivered (10 again: it was acked on the old state after the new one took over).
+    assert again == ["t-0-10", "t-0-11"]

@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaDriver, KafkaOptions
+from hexa_event.drivers.kafka.producer import KafkaProducer
 from hexa_event.errors import ConfigurationError, DriverError, InvalidEventError
 from hexa_event.testing.waiting import eventually
 
@@ -332,3 +333,22 @@ async def test_retry_group_starts_where_the_action_group_left_off(kafka_bootstra
         await sub.close()
     finally:
         await driver.close()
+
+
+# -- a publish in flight when the producer closes ------------------------------------------------
+
+
+async def test_a_publish_the_broker_did_not_acknowledge_by_close_fails() -> None:
+    """Close flushes for at most ``flush_timeout``: a record still unacknowledged then (its
+    broker gone) fails its publish call, which waited for ever for a report nothing
+    served any more."""
+    producer = KafkaProducer(
+        {"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 120_000, "log_level": 0},
+        error_cb=lambda err: None,
+        scrub=str,
+    )
+    publish = asyncio.ensure_future(producer.publish([RawRecord("t", "k", {}, b"x")]))
+    await eventually(lambda: producer._pending > 0, within=5, what="the record produced")
+    await producer.close(flush_timeout=0.2)
+    with pytest.raises(DriverError, match="closed before the broker acknowledged"):
+        await asyncio.wait_for(publish, 10)

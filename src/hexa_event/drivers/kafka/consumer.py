@@ -455,9 +455,10 @@ class KafkaSubscription(Subscription):
                 sum(s.outstanding for s in states),
                 self._options.revoke_timeout,
             )
-        # While it waited, a replacement may have been assigned some of these partitions
-        # (on_assigned took over the state): those are the replacement's now, untouched.
-        keys = self._held_by(member, keys)
+        # While it waited, a replacement (or this member, once its thread stopped waiting)
+        # may have been assigned some of these partitions again (on_assigned took over the
+        # state): those are the new assignment's, untouched.
+        keys = [s.key for s in states if self._partitions.get(s.key) is s]
         positions = _positions(self._partitions[k] for k in keys)
         self._drop(keys, keep=member.abandoned)  # its commit of these may well fail
         return positions

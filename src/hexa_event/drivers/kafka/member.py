@@ -471,14 +471,14 @@ class Member:
             except queue.Empty:
                 return
             failed = None
-            if consumer is not None:
-                self._expect(_COMMIT_ALLOWANCE)
-                self._commit_future = future
-                try:
+            try:
+                if consumer is not None:
+                    self._expect(_COMMIT_ALLOWANCE)
+                    self._commit_future = future
                     failed = self._write(consumer, positions)
-                finally:
-                    self._commit_future = None
-            _resolve(future, failed)
+            finally:  # a write that raised ends the thread: its commit resolves unwritten
+                self._commit_future = None
+                _resolve(future, failed)
 
     def _write(
         self, consumer: Consumer, positions: Sequence[Position], when: str = ""

@@ -67,6 +67,13 @@ def delivery_error(err: KafkaError, scrub: Callable[[str], str]) -> DriverError:
             "or enable provisioning (KafkaOptions(provision=True))",
             retriable=True,  # not stored, and stored once the topic exists
         )
+    if err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+        return DriverError(
+            "the Kafka producer closed before the broker acknowledged the record (within "
+            "the close's flush, delivery_timeout): it may not be stored; publish it again "
+            "with a new driver",
+            retriable=True,
+        )
     if err.code() in _TOO_LARGE:
         return NotStoredError(
             f"Kafka refused the record as too large ({err.name()}: {scrub(err.str())}); the "
@@ -188,6 +195,16 @@ class KafkaProducer:
         batch.finish(self._scrub)  # every record refused locally, or all reported already
         await future
 
+    @staticmethod
+    def _flush(producer: Producer, timeout: float) -> int:
+        """Flush; records still unacknowledged then are purged, their reports (errors)
+        served: nothing would serve them later, and their publish calls would wait."""
+        remaining: int = producer.flush(timeout)
+        if remaining:
+            producer.purge()
+            producer.poll(0)
+        return remaining
+
     async def close(self, flush_timeout: float) -> None:
         """Flush what is queued (up to ``flush_timeout`` s) and stop. Idempotent."""
         if self._closed:
@@ -200,7 +217,7 @@ class KafkaProducer:
         if producer is None:
             return
         # No loop-side polling any more: flush's thread alone serves the last reports.
-        remaining = await asyncio.to_thread(producer.flush, flush_timeout)
+        remaining = await asyncio.to_thread(self._flush, producer, flush_timeout)
         self._apply_reports()
         if remaining:
             log.warning("Kafka producer closed with %d records undelivered", remaining)
