@@ -190,6 +190,8 @@ class Receiver:
         self._closed = asyncio.Event()
         self._started = False
         self._close_lock = asyncio.Lock()
+        self._closer: asyncio.Task[None] | None = None
+        """The closing, in a task of its own (see :meth:`close`)."""
         self._hurry = asyncio.Event()
         self._failure: ReceiverFailedError | None = None
 
@@ -342,7 +344,9 @@ class Receiver:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Provision channels, join every group and start handling. Raises on refusal."""
+        """Provision channels, join every group and start handling. Raises on refusal.
+
+        A :meth:`close` meanwhile ends it early: what it joins after that, it leaves."""
         if self._closing.is_set():
             raise ClosedError("this receiver was closed; make a new one")
         if self._started:
@@ -356,7 +360,11 @@ class Receiver:
                 await self.driver.provision(
                     (*info.spec.channels, info.route.chain.dead_letter_channel)
                 )
-                info.subscription = await self.driver.subscribe(info.spec)
+                subscription = await self.driver.subscribe(info.spec)
+                if self._closing.is_set():  # closed meanwhile: close() did not see this one
+                    await subscription.close()
+                    return
+                info.subscription = subscription
                 if info.batch is not None:
                     dispatcher = batching.BatchDispatcher(
                         publish,
@@ -588,6 +596,7 @@ class Receiver:
                 try:
                     async with asyncio.timeout(max(self._lag_interval, _LAG_TIMEOUT)):
                         sample = await subscription.lag()
+                    lag = None if sample is None else {c: int(n) for c, n in sample.items()}
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -596,7 +605,7 @@ class Receiver:
                         logger.warning("cannot read the lag of %s: %s", info.action, error)
                     info.lag_error = error
                     continue
-                info.lag = None if sample is None else {c: int(n) for c, n in sample.items()}
+                info.lag = lag
                 info.lag_at = time.monotonic()
                 info.lag_error = ""
             await self._pause(self._lag_interval)
@@ -614,8 +623,20 @@ class Receiver:
         asyncio.get_running_loop().create_task(self.close(), name=f"hexa-close:{self.name}")
 
     async def close(self) -> None:
-        """Stop fetching, drain handlers within the timeout, write settlements, close."""
-        async with self._close_lock:
+        """Stop fetching, drain handlers within the timeout, write settlements, close.
+
+        The closing runs in a task of its own, once: cancelling a caller (a timeout around
+        ``close()``, a handler that closes its own receiver and is cancelled at the end of
+        the drain) ends its wait, never the closing half-way."""
+        if self._closer is None:
+            self._closing.set()  # at once: start() and the loops see it before the task runs
+            self._closer = asyncio.get_running_loop().create_task(
+                self._close(), name=f"hexa-closing:{self.name}"
+            )
+        await asyncio.shield(self._closer)
+
+    async def _close(self) -> None:
+        async with self._close_lock:  # (one closer task: kept for safety)
             if self._closed.is_set():
                 return
             self._closing.set()

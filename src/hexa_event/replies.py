@@ -212,7 +212,11 @@ class ReplyInbox:
         try:
             message = _message(delivery, waiter.payload_type)
         except Exception as exc:
-            waiter.future.set_exception(exc)
+            error: BaseException = exc
+            if isinstance(exc, StopIteration):  # a Future refuses it: this reader would end
+                error = RuntimeError("decoding the reply raised StopIteration")
+                error.__cause__ = exc
+            waiter.future.set_exception(error)
             return
         self.answered += 1
         waiter.future.set_result(message)

@@ -59,11 +59,21 @@ def _serve() -> None:
         try:
             result = call()
         except BaseException as exc:
-            _resolve(future, None, exc)
+            _resolve(future, None, _future_safe(exc))
         else:
             _resolve(future, result, None)
         with _lock:
             _idle += 1
+
+
+def _future_safe(error: BaseException) -> BaseException:
+    """``error``, or for a StopIteration (which a Future refuses with a TypeError, leaving
+    its caller waiting forever) a RuntimeError caused by it, as Python does for a coroutine."""
+    if not isinstance(error, StopIteration):
+        return error
+    wrapped = RuntimeError(f"the sync handler raised {type(error).__name__}")
+    wrapped.__cause__ = error
+    return wrapped
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
