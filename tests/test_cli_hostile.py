@@ -42,27 +42,32 @@ async def test_tail_prints_garbage_json_bodies_as_text_and_keeps_following(
 ) -> None:
     """A foreign record claiming JSON but nested past recursion, or holding NaN or a number
     beyond a float: the tail shows it as text and goes on to the next record; ``--json``
-    stays valid JSON (it printed ``NaN``/``Infinity``, or died with RecursionError)."""
+    stays valid JSON (it printed ``NaN``/``Infinity``, or died with RecursionError). A
+    ``_ctx_user`` nested past recursion is shown as a context error (RecursionError too)."""
     url = f"memory://hostile-{uuid.uuid4().hex}"
     conn = he.connect(url)
     json_header = {"_payload_encoder": b"json"}
     bodies = [b"[" * 100_000, b"[" * 5000 + b"]" * 5000, b'{"x": NaN}', b"[1e400]", b'{"ok": 1}']
+    deep_user = {**json_header, "_ctx_user": b'{"_user_identifier": ' + b"[" * 100_000 + b"}"}
     await conn.publish(
         [RawRecord("garbage", "k", dict(json_header), body) for body in bodies]  # in order
+        + [RawRecord("garbage", "k", deep_user, b'{"ok": 2}')]
     )
     try:
-        code = await cli("tail", url, "garbage", "--from-beginning", "-n", "5", "--json")
+        code = await cli("tail", url, "garbage", "--from-beginning", "-n", "6", "--json")
         assert code == 0
         lines = capsys.readouterr().out.splitlines()
         events = [_strict(line) for line in lines]
-        assert [e["decoded_as"] for e in events] == ["text", "text", "text", "text", "json"]
+        assert [e["decoded_as"] for e in events] == ["text"] * 4 + ["json"] * 2
         assert events[2]["body"] == '{"x": NaN}'
         assert events[4]["body"] == {"ok": 1}
+        assert "_ctx_user" in events[5]["context"]["error"]  # a user nested past recursion
 
-        assert await cli("tail", url, "garbage", "--from-beginning", "-n", "5") == 0
+        assert await cli("tail", url, "garbage", "--from-beginning", "-n", "6") == 0
         out = capsys.readouterr().out
-        assert out.count("── garbage") == 5
+        assert out.count("── garbage") == 6
         assert '"ok": 1' in out
+        assert "context error:" in out
     finally:
         await conn.close()
 

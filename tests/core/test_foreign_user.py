@@ -44,3 +44,30 @@ def test_null_and_missing_user_fields_take_their_defaults() -> None:
     )
     assert user is not None
     assert (user.is_active, user.roles) == (False, ("admin",))
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_a_user_nested_past_recursion_is_a_decode_error() -> None:
+    """msgspec raises RecursionError for it, which the propagator let out (the contract, and
+    what ``hexa-event tail`` catches to show a context error, say DecodeError)."""
+    with pytest.raises(DecodeError, match="_ctx_user"):
+        default_propagator().extract(
+            {"_ctx_user": b'{"_user_identifier": ' + DEEP + b"}"}, Context()
+        )
+
+
+def test_codecs_raise_decode_error_for_bodies_they_cannot_parse() -> None:
+    """The Codec contract: DecodeError for bytes that do not parse. JSON nested past
+    msgspec's depth raised RecursionError; protojson that is not UTF-8 UnicodeDecodeError."""
+    from google.protobuf.struct_pb2 import Struct
+
+    from hexa_event.codecs import get_codec
+
+    for target in (None, list[object]):
+        with pytest.raises(DecodeError):
+            get_codec("json").decode(DEEP, target)
+    for body in (b"\xff\xfe", DEEP):
+        with pytest.raises(DecodeError):
+            get_codec("protobuf").decode(body, Struct)

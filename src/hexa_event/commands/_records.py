@@ -93,8 +93,9 @@ def context_of(headers: Any) -> dict[str, Any]:
     """The context a consumer would see (only what is set)."""
     try:
         ctx = default_propagator().extract(headers, Context(correlation_id=""))
-    except HexaEventError as exc:
-        return {"error": str(exc)}
+    except Exception as exc:  # a display never raises: say what is wrong instead
+        text = str(exc) if isinstance(exc, HexaEventError) else f"{type(exc).__name__}: {exc}"
+        return {"error": text}
     out: dict[str, Any] = {"correlation_id": ctx.correlation_id}
     if ctx.locale:
         out["locale"] = ctx.locale
