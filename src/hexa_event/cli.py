@@ -52,7 +52,12 @@ def parse_duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(
             f"bad duration {text!r}: use a number with a unit, e.g. 30s, 10m, 12h, 7d"
         )
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    except OverflowError:  # 400 digits, or more days than a timedelta holds
+        raise argparse.ArgumentTypeError(
+            f"duration {text!r} is too long: at most 999999999 days (e.g. 30d)"
+        ) from None
 
 
 def _positive_int(text: str) -> int:
@@ -459,14 +464,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from .errors import HexaEventError
 
+        clean = _scrubber(args)
         text = str(exc).splitlines()[0] if str(exc) else ""
-        for value in (getattr(args, "db", None), getattr(args, "to", None)):
-            if value:
-                text = text.replace(str(value), _redact(str(value)))
         kind = "" if isinstance(exc, HexaEventError) else f"{type(exc).__name__}: "
-        print(f"hexa-event: error: {kind}{text}", file=sys.stderr)
-        log.debug("details", exc_info=True)
+        print(f"hexa-event: error: {kind}{clean(text)}", file=sys.stderr)
+        if log.isEnabledFor(logging.DEBUG):
+            import traceback
+
+            log.debug("details:\n%s", clean("".join(traceback.format_exception(exc))))
         return 1
+
+
+def _scrubber(args: argparse.Namespace) -> Callable[[str], str]:
+    """A function hiding, in a text, the secrets of every URL the command was given (the
+    driver URL of the operator commands and ``$HEXA_EVENT_URL`` too, not only ``--db`` and
+    ``--to``)."""
+    from .redaction import scrub, url_secrets
+
+    urls = [
+        value
+        for value in (
+            getattr(args, "db", None),
+            getattr(args, "to", None),
+            getattr(args, "url", None),
+            getattr(args, "url_option", None),
+            os.environ.get("HEXA_EVENT_URL"),
+        )
+        if value and isinstance(value, str)
+    ]
+    secrets = [secret for url in urls for secret in url_secrets(url)]
+
+    def clean(text: str) -> str:
+        for url in urls:
+            text = text.replace(url, _redact(url))
+        return scrub(text, sorted(set(secrets), key=len, reverse=True))
+
+    return clean
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -106,7 +106,7 @@ class JsonCodec:
         if target is None or target is Any or target is object:
             try:
                 return self._any.decode(data)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, RecursionError) as exc:  # nested past msgspec's depth
                 raise DecodeError(f"body is not valid JSON: {exc}") from exc
         if target is bytes:
             return data
@@ -140,7 +140,7 @@ def _decode_typed(decoder: msgspec.json.Decoder[Any], data: bytes, target: Any) 
         raise PayloadTypeError(
             f"payload does not match {getattr(target, '__name__', target)}: {exc}"
         ) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # nested past msgspec's depth
         raise DecodeError(f"body is not valid JSON: {exc}") from exc
 
 
@@ -206,7 +206,7 @@ class ProtoJsonCodec:
 
         try:
             return json_format.Parse(data, proto_type(), ignore_unknown_fields=True)
-        except json_format.ParseError as exc:
+        except (json_format.ParseError, UnicodeDecodeError, RecursionError) as exc:
             raise DecodeError(f"body is not protojson of {proto_type.__name__}: {exc}") from exc
 
 

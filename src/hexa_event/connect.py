@@ -173,8 +173,10 @@ def connect(url: str, **options: Any) -> Connection:
     ``stan://host:4222/cluster``. ``options`` are the driver's own keyword options.
     """
     if not isinstance(url, str) or "://" not in url:
+        # What precedes an "@" may be a password (``user:secret@host:9092``): never shown.
+        shown = f"***@{url.rsplit('@', 1)[1]}" if isinstance(url, str) and "@" in url else url
         raise ConfigurationError(
-            f"connect() needs a URL such as 'memory://' or 'kafka://127.0.0.1:9092', got {url!r}"
+            f"connect() needs a URL such as 'memory://' or 'kafka://127.0.0.1:9092', got {shown!r}"
         )
     # Not urlsplit: it raises a bare ValueError on a bad host (``[::1`` without its bracket)
     # before the driver could name what to change.

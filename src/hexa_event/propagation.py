@@ -92,7 +92,8 @@ class HexaPropagator:
                 if not isinstance(data, dict):
                     raise TypeError("not a JSON object")
                 user = User.from_wire(data)
-            except (msgspec.DecodeError, TypeError, ValueError) as exc:
+            except (msgspec.DecodeError, TypeError, ValueError, RecursionError) as exc:
+                # RecursionError: JSON nested deeper than msgspec follows
                 raise DecodeError(f"header {USER!r} is not a hexa user object: {exc}") from exc
             if user.is_guest:
                 user = None

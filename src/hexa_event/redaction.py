@@ -43,6 +43,12 @@ SECRET_MARKERS = (
 SQL_SCHEMES = ("postgresql", "postgres", "sqlite", "mysql", "mariadb")
 """URL schemes whose bare user part is a user name, not a token."""
 _USERINFO = re.compile(r"//[^/@\s]+@")
+_HOST = r"(?:\[[^\]@/?#\s]*\]|[^:/?#@,\s]*)(?::\d*)?"
+_HOSTS = re.compile(rf"{_HOST}(?:,{_HOST})*(?:\?.*|(?<=\d)/.*)?", re.DOTALL)
+"""Hosts (with ports), then a query, or a path after a port: what may come before an
+``@`` of a URL with no user part."""
+_PATH_OR_QUERY = re.compile(r"[/?]")
+_DELIMITERS = re.compile(r"[#?/@:]")
 
 
 def is_secret(name: str) -> bool:
@@ -59,11 +65,27 @@ def redact(config: Mapping[str, Any]) -> dict[str, Any]:
 def redact_url(url: str) -> str:
     """``url`` without secrets: ``user:***@`` for a password, ``***@`` for a bare user part
     (a token; database URLs keep their user name) and ``key=***`` for secret query options.
-    Never raises: an unparsable URL comes back as ``<unparsable URL>``."""
+    A password holding ``#``, ``?`` or ``/`` unencoded is hidden too (SQLAlchemy reads such a
+    URL, and connects with it). Never raises: an unparsable URL comes back as
+    ``<unparsable URL>``."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
+    loose = _loose_userinfo(url)
+    if loose is not None:
+        start, at = loose
+        user, sep, _ = url[start:at].partition(":")
+        if sep:
+            shown = f"{user}:{REDACTED}"
+        elif parts.scheme.lower().split("+", 1)[0] in SQL_SCHEMES:
+            shown = url[start:at]
+        else:
+            shown = REDACTED
+        rest = redact_url(url[:start] + url[at + 1 :])  # the host on, its query options
+        if not rest.lower().startswith(url[:start].lower()):
+            return rest
+        return f"{rest[:start]}{shown}@{rest[start:]}"
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
@@ -99,11 +121,22 @@ def url_secrets(url: str) -> list[str]:
     except ValueError:
         return []
     found: list[str] = []
-    if "@" in parts.netloc:
+    loose = _loose_userinfo(url)
+    if loose is not None:
+        start, at = loose
+        found += url_secrets(url[:start] + url[at + 1 :])
+        userinfo = url[start:at]
+    elif "@" in parts.netloc:
         userinfo = parts.netloc.rsplit("@", 1)[0]
+    else:
+        userinfo = ""
+    if userinfo:
         user, sep, password = userinfo.partition(":")
         sql = parts.scheme.lower().split("+", 1)[0] in SQL_SCHEMES
-        found += [password] if sep else ([] if sql else [user])
+        secret = password if sep else ("" if sql else user)
+        # and its pieces: a parser that ends the host at "#", "?" or "/" quotes the first
+        # one as a port or a host ("port 's3cr' is not a number")
+        found += [secret, *(p for p in _DELIMITERS.split(secret) if len(p) >= 4)]
     for item in parts.query.split("&"):
         key, sep, value = item.partition("=")
         if sep and is_secret(unquote(key)):
@@ -150,6 +183,22 @@ def redacted_repr(options: Any, *, secret: Collection[str] = (), urls: Collectio
             value = redact(value)
         parts.append(f"{f.name}={value!r}")
     return f"{type(options).__name__}({', '.join(parts)})"
+
+
+def _loose_userinfo(url: str) -> tuple[int, int] | None:
+    """Where the user part of ``url`` begins and ends (the index of its ``@``), read as
+    leniently as SQLAlchemy reads it: a password may hold ``#``, ``?``, ``/`` or ``@``
+    unencoded (``urlsplit`` ends the host at the first of ``#?/``, so it misses such a
+    password). None when there is no ``@``, or what comes before it reads as hosts whose
+    path or query holds it (then ``urlsplit``'s reading stands)."""
+    start = url.find("://") + 3
+    at = url.find("@", start) if start >= 3 else -1
+    if at < 0 or _HOSTS.fullmatch(url, start, at):
+        return None
+    # A password may hold an "@" too: the host comes after the last one before a path.
+    while (after := url.find("@", at + 1)) >= 0 and not _PATH_OR_QUERY.search(url, at, after):
+        at = after
+    return start, at
 
 
 def _longest_first(values: Iterable[str]) -> list[str]:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import URL, make_url
 
 from ..errors import ConfigurationError
-from ..redaction import redact_url
+from ..redaction import redact_url, scrub, url_secrets
 
 _EXAMPLES = "postgresql://user@host:5432/db or sqlite:///path/app.db"
 
@@ -98,10 +98,13 @@ def parse(url: str | URL) -> URL:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - validates the port and the brackets of an IPv6 host
     except ValueError as exc:
+        # Not chained, and scrubbed: the "port" urlsplit quotes may be a password's start (a
+        # password holding an unencoded "#", "?" or "/" ends the host early).
         raise ConfigurationError(
-            f"bad database URL {redact(url)!r} ({exc}): an IPv6 host needs both brackets "
-            f"([::1]) and a port must be a number 1-65535; e.g. {_EXAMPLES}"
-        ) from exc
+            f"bad database URL {redact(url)!r} ({scrub(str(exc), url_secrets(url))}): an IPv6 "
+            "host needs both brackets ([::1]), a port must be a number 1-65535 and a password "
+            f"percent-encodes #, ? and / (%23, %3F, %2F); e.g. {_EXAMPLES}"
+        ) from None
     try:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy.exc.ArgumentError, ValueError

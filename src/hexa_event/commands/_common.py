@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -83,6 +84,38 @@ def require_existing_sqlite(url: str) -> None:
             "current directory, sqlite:////absolute/app.db is absolute",
             NOT_FOUND,
         )
+
+
+LONGEST = 10**9
+"""The most seconds an option takes (31 years): ``timedelta`` and the event loop's timers
+overflow somewhere past it."""
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number from 1 (``--limit``, ``-n``). 0, a negative number or
+    one of 400 digits is bad usage, not "nothing there"."""
+    try:
+        value = int(text) if len(text) <= 18 else 0
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0 (``--idle``, ``--timeout``,
+    ``--window``); NaN, infinities, 0 and negative ones are bad usage."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= LONGEST:  # False for NaN
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {LONGEST:g}, e.g. 5 or 0.5, "
+            f"got {text!r}"
+        )
+    return value
 
 
 def json_argument(parser: argparse.ArgumentParser) -> None:

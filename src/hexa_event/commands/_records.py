@@ -6,6 +6,7 @@ import asyncio
 import base64
 import importlib
 import json
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -53,15 +54,27 @@ def decode_body(codec: str, body: bytes, payload_type: Any = None) -> tuple[Any,
             message = get_codec(codec).decode(body, payload_type)
             return json_format.MessageToDict(message), "protojson"
         except Exception as exc:
-            return _fallback(body), f"undecodable as {payload_type.__name__}: {exc}"
+            name = getattr(payload_type, "__name__", repr(payload_type))
+            return _fallback(body), f"undecodable as {name}: {exc}"
     if codec in ("json", "protobuf"):
-        try:
-            return json.loads(body), "json"
-        except ValueError:
+        try:  # as data only what prints as JSON again: no NaN, no infinity
+            return json.loads(body, parse_constant=_no_constant, parse_float=_finite), "json"
+        except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
             pass
     if codec != "protobuf-binary" and _is_text(body):
         return body.decode("utf-8"), "text"
     return base64.b64encode(body).decode(), "base64"
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond a float")
+    return value
 
 
 def _is_text(body: bytes) -> bool:
@@ -80,8 +93,9 @@ def context_of(headers: Any) -> dict[str, Any]:
     """The context a consumer would see (only what is set)."""
     try:
         ctx = default_propagator().extract(headers, Context(correlation_id=""))
-    except HexaEventError as exc:
-        return {"error": str(exc)}
+    except Exception as exc:  # a display never raises: say what is wrong instead
+        text = str(exc) if isinstance(exc, HexaEventError) else f"{type(exc).__name__}: {exc}"
+        return {"error": text}
     out: dict[str, Any] = {"correlation_id": ctx.correlation_id}
     if ctx.locale:
         out["locale"] = ctx.locale
@@ -100,7 +114,10 @@ def event_time(headers: Any, fallback: float | None) -> str:
         seconds = fallback
     if seconds is None:
         return ""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+    try:  # the broker's time is the producer's on Kafka: any int64 of milliseconds
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return ""
 
 
 def describe(delivery: Delivery, payload_type: Any = None) -> dict[str, Any]:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,10 +36,12 @@ from ._common import (
     OK,
     CommandError,
     Progress,
+    count,
     json_argument,
     print_json,
     require_existing_sqlite,
     require_url,
+    seconds,
     shorten,
     table,
     url_argument,
@@ -59,10 +63,10 @@ def add(commands: Any) -> None:
     def common(p: argparse.ArgumentParser, *, filters: bool) -> None:
         url_argument(p)
         p.add_argument("--action", required=True, help="the handler action whose .dlq to read")
-        p.add_argument("--limit", type=int, default=None, help="at most this many letters")
+        p.add_argument("--limit", type=count, default=None, help="at most this many letters")
         p.add_argument(
             "--idle",
-            type=float,
+            type=seconds,
             default=3.0,
             help="stop reading after this many quiet seconds (default 3; more on slow brokers)",
         )
@@ -148,10 +152,16 @@ class _Pending:
         except BaseException:
             await self.driver.close()
             raise
-        self.deliveries = await scan(self.subscription, limit=self.args.limit, idle=self.args.idle)
-        self.letters = [
-            read_dead_letter(d.record, None, coordinates=d.coordinates) for d in self.deliveries
-        ]
+        try:  # a fetch that fails (the broker went away) or Ctrl-C: close what is open
+            self.deliveries = await scan(
+                self.subscription, limit=self.args.limit, idle=self.args.idle
+            )
+            self.letters = [
+                read_dead_letter(d.record, None, coordinates=d.coordinates) for d in self.deliveries
+            ]
+        except BaseException:
+            await self.__aexit__()
+            raise
         return self
 
     def chosen(self) -> list[tuple[Delivery, DeadLetter[Any]]]:
@@ -317,7 +327,7 @@ async def run_purge(args: argparse.Namespace) -> int:
                     DECLINED,
                 )
             question = f"purge {len(chosen)} dead letters of {args.action}? [y/N] "
-            answer = await asyncio.to_thread(input, question)
+            answer = await _ask(question)
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing purged")
                 return DECLINED
@@ -327,3 +337,31 @@ async def run_purge(args: argparse.Namespace) -> int:
     else:
         print(f"purged {len(chosen)} dead letters of {args.action}")
     return OK
+
+
+async def _ask(question: str) -> str:
+    """``input(question)`` in a daemon thread. Not ``asyncio.to_thread``: after Ctrl-C at
+    the prompt, ``asyncio.run`` waits for its executor's threads, and the one blocked in
+    ``input()`` kept the command from exiting until Enter was pressed."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def settle(value: str | None, error: BaseException | None) -> None:
+        if answer.done():
+            return
+        if error is None:
+            answer.set_result(value or "")
+        else:
+            answer.set_exception(error)
+
+    def read() -> None:
+        value, error = None, None
+        try:
+            value = input(question)
+        except BaseException as exc:  # EOF: stdin closed; reported as the answer's error
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=read, name="hexa-event-confirm", daemon=True).start()
+    return await answer

@@ -29,6 +29,7 @@ from ._common import (
     UNREACHABLE,
     json_argument,
     print_json,
+    seconds,
     url_argument,
 )
 
@@ -75,10 +76,23 @@ def add(commands: Any) -> None:
     p.add_argument(
         "--action", action="append", default=[], help="a handler action it runs (repeatable)"
     )
-    p.add_argument("--retries", type=int, default=4, help="retry channels per action (default 4)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per network check")
+    p.add_argument(
+        "--retries", type=_retries, default=4, help="retry channels per action (default 4)"
+    )
+    p.add_argument("--timeout", type=seconds, default=5.0, help="seconds per network check")
     json_argument(p)
     p.set_defaults(coro=run)
+
+
+def _retries(text: str) -> int:
+    """0 to 1000, as ``RetryPolicy.max_retries`` (a billion would list a billion channels)."""
+    try:
+        value = int(text) if len(text) <= 5 else -1
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 1000, got {text!r}")
+    return value
 
 
 def planned(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -104,6 +118,15 @@ async def tcp_check(report: Report, host: str, port: int, seconds: float) -> boo
             f"no answer from {host}:{port} within {seconds:g}s",
             "check the host and port in the URL, and that no firewall drops the traffic",
             "unreachable",
+        )
+        return False
+    except (OverflowError, ValueError) as exc:  # a port past 65535, a host IDNA refuses
+        report.add(
+            f"reach {host}:{port}",
+            "fail",
+            f"cannot open a TCP connection to {host}:{port}: {exc}",
+            "fix the host and port in the URL (a port is a number from 1 to 65535)",
+            "config",
         )
         return False
     except OSError as exc:
@@ -221,7 +244,7 @@ async def _diagnose(args: argparse.Namespace, url: str) -> Report:
         )
         return report
     if engine in _DEFAULT_PORTS:
-        hosts = _hosts(url, _DEFAULT_PORTS[engine])
+        hosts = _hosts(redact(url), _DEFAULT_PORTS[engine])  # the host after any password
         reached = [await tcp_check(report, host, port, args.timeout) for host, port in hosts]
         # Kafka needs one bootstrap server; the others every address they are given.
         if not (any(reached) if engine == "kafka" else all(reached)):

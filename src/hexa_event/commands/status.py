@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..redaction import redact_url as redact
+from ..redaction import scrub, url_secrets
 from ._common import (
     OK,
     USAGE,
@@ -24,6 +25,7 @@ from ._common import (
     json_argument,
     print_json,
     require_existing_sqlite,
+    seconds,
 )
 
 _ASYNC = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
@@ -48,7 +50,7 @@ def add(outbox_commands: Any) -> None:
         "--table-prefix", default="", metavar="PREFIX", help="prefix of the outbox table name"
     )
     p.add_argument(
-        "--window", type=float, default=60.0, help="seconds over which to measure the send rate"
+        "--window", type=seconds, default=60.0, help="seconds over which to measure the send rate"
     )
     json_argument(p)
     p.set_defaults(coro=run)
@@ -146,8 +148,9 @@ async def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), USAGE) from None
     except Exception as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = scrub(text.replace(args.db, redact(args.db)), url_secrets(args.db))
         raise CommandError(
-            f"cannot read the outbox in {redact(args.db)}: {text.replace(args.db, redact(args.db))}"
+            f"cannot read the outbox in {redact(args.db)}: {text}"
             " (is the database up, and was `hexa-event outbox migrate` run?)"
         ) from None
     if args.json:

@@ -23,10 +23,12 @@ from typing import Any
 from ..driver import Delivery, Subscription
 from ._common import (
     OK,
+    count,
     json_argument,
     print_json,
     require_existing_sqlite,
     require_url,
+    seconds,
     url_argument,
 )
 from ._records import describe, load_type, open_subscription
@@ -47,8 +49,8 @@ def add(commands: Any) -> None:
         metavar="MODULE:CLASS",
         help="protobuf message class for protobuf payloads (printed as protojson)",
     )
-    p.add_argument("-n", "--count", type=int, default=None, help="stop after N events")
-    p.add_argument("--idle", type=float, default=None, help="stop after this many quiet seconds")
+    p.add_argument("-n", "--count", type=count, default=None, help="stop after N events")
+    p.add_argument("--idle", type=seconds, default=None, help="stop after this many quiet seconds")
     json_argument(p)
     p.set_defaults(coro=run)
 

@@ -1,0 +1,238 @@
+"""The operator commands against hostile input: records whose bodies or broker times are
+garbage, a broker that fails mid-read, absurd numbers on the command line, Ctrl-C at a
+prompt. None of it may end a ``tail``, leave a driver open, read as "nothing there" or hang."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hexa_event as he
+from cli_helpers import cli
+from hexa_event.cli import build_parser, main
+from hexa_event.commands._records import describe
+from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
+from hexa_event.testing import eventually
+
+
+def _strict(text: str) -> Any:
+    """``json.loads`` that refuses NaN and infinities, as ``jq`` and every other reader do."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+async def test_tail_prints_garbage_json_bodies_as_text_and_keeps_following(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A foreign record claiming JSON but nested past recursion, or holding NaN or a number
+    beyond a float: the tail shows it as text and goes on to the next record; ``--json``
+    stays valid JSON (it printed ``NaN``/``Infinity``, or died with RecursionError). A
+    ``_ctx_user`` nested past recursion is shown as a context error (RecursionError too)."""
+    url = f"memory://hostile-{uuid.uuid4().hex}"
+    conn = he.connect(url)
+    json_header = {"_payload_encoder": b"json"}
+    bodies = [b"[" * 100_000, b"[" * 5000 + b"]" * 5000, b'{"x": NaN}', b"[1e400]", b'{"ok": 1}']
+    deep_user = {**json_header, "_ctx_user": b'{"_user_identifier": ' + b"[" * 100_000 + b"}"}
+    await conn.publish(
+        [RawRecord("garbage", "k", dict(json_header), body) for body in bodies]  # in order
+        + [RawRecord("garbage", "k", deep_user, b'{"ok": 2}')]
+    )
+    try:
+        code = await cli("tail", url, "garbage", "--from-beginning", "-n", "6", "--json")
+        assert code == 0
+        lines = capsys.readouterr().out.splitlines()
+        events = [_strict(line) for line in lines]
+        assert [e["decoded_as"] for e in events] == ["text"] * 4 + ["json"] * 2
+        assert events[2]["body"] == '{"x": NaN}'
+        assert events[4]["body"] == {"ok": 1}
+        assert "_ctx_user" in events[5]["context"]["error"]  # a user nested past recursion
+
+        assert await cli("tail", url, "garbage", "--from-beginning", "-n", "6") == 0
+        out = capsys.readouterr().out
+        assert out.count("── garbage") == 6
+        assert '"ok": 1' in out
+        assert "context error:" in out
+    finally:
+        await conn.close()
+
+
+def test_a_record_with_an_absurd_broker_time_is_described() -> None:
+    """Kafka's record time is the producer's (CreateTime): any int64 of milliseconds. Without
+    HEXA_EVENT_TIME the tail fell back on it and raised ValueError (year out of range)."""
+    record = RawRecord("orders", "k", {}, b'{"n": 1}')
+    for timestamp in (9.2e15, -9.2e15, float("nan"), float("inf")):
+        event = describe(Delivery(record, coordinates="orders-0-1", timestamp=timestamp))
+        assert event["time"] == ""
+        assert event["body"] == {"n": 1}
+
+
+class _FailingFetch:
+    """A subscription whose fetch fails (the broker went away mid-read)."""
+
+    def __init__(self, inner: Subscription) -> None:
+        self.inner = inner
+        self.closed = False
+
+    async def fetch(self, max_count: int) -> Sequence[Delivery]:
+        raise ConnectionError("broker went away")
+
+    def caught_up(self) -> bool:
+        return False
+
+    async def close(self) -> None:
+        self.closed = True
+        await self.inner.close()
+
+
+class _Flaky(he.Connection):
+    def __init__(self, driver: Any) -> None:
+        super().__init__(driver)
+        self.closed = False
+        self.subscriptions: list[_FailingFetch] = []
+
+    async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
+        sub = _FailingFetch(await super().subscribe(spec))
+        self.subscriptions.append(sub)
+        return sub  # type: ignore[return-value]
+
+    async def close(self) -> None:
+        self.closed = True
+        await super().close()
+
+
+async def test_dlq_closes_its_subscription_and_driver_when_reading_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``dlq list`` whose fetch raised left the subscription and the driver open: the
+    reading ran after the guarded opening, outside ``__aexit__``'s reach."""
+    made: list[_Flaky] = []
+
+    def factory(url: str, **options: Any) -> _Flaky:
+        made.append(_Flaky(he.connect(f"memory://flaky-{uuid.uuid4().hex}").driver))
+        return made[-1]
+
+    monkeypatch.setattr(importlib.import_module("hexa_event.connect"), "_REGISTERED", {})
+    he.register_driver("flakyfetch", factory)
+    with pytest.raises(ConnectionError):
+        await cli("dlq", "list", "flakyfetch://x", "--action", "billing")
+    assert made
+    assert made[0].subscriptions
+    assert made[0].subscriptions[0].closed
+    assert made[0].closed
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dlq", "list", "memory://", "--action", "a", "--limit", "0"],
+        ["dlq", "list", "memory://", "--action", "a", "--limit", "-3"],
+        ["dlq", "list", "memory://", "--action", "a", "--idle", "0"],
+        ["dlq", "purge", "memory://", "--action", "a", "--idle", "nan"],
+        ["dlq", "replay", "memory://", "--action", "a", "--idle", "-1"],
+        ["tail", "memory://", "orders", "-n", "0"],
+        ["tail", "memory://", "orders", "--idle", "nan"],
+        ["tail", "memory://", "orders", "--idle", "inf"],
+        ["outbox", "status", "--db", "sqlite:///x.db", "--window", "0"],
+        ["outbox", "status", "--db", "sqlite:///x.db", "--window", "nan"],
+        ["outbox", "status", "--db", "sqlite:///x.db", "--window", "1e300"],
+        ["doctor", "memory://", "--timeout", "nan"],
+        ["doctor", "memory://", "--retries", "1" + "0" * 400],
+        ["outbox", "clean", "--db", "sqlite:///x.db", "--retention", "9" * 400 + "d"],
+        ["outbox", "relay", "--db", "sqlite:///x.db", "--lease", "99999999999d"],
+    ],
+)
+def test_absurd_numbers_are_bad_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """0, negative, NaN, infinite or 400-digit values: exit status 2 naming the option,
+    not "no pending dead letters" (``--limit 0``, ``--idle 0``), a wait that never ends
+    (``--idle nan``), "cannot read the outbox: division by zero" or an OverflowError
+    traceback out of argparse."""
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected" in err or "too long" in err
+
+
+async def _one_dead_letter(url: str, action: str) -> None:
+    conn = he.connect(url)
+    receiver = conn.receiver("svc")
+    receiver.subscribe(
+        "orders",
+        action=action,
+        retry=he.NO_RETRIES,
+        handler=lambda c, m: (_ for _ in ()).throw(RuntimeError("down")),
+    )
+    async with receiver:
+        await conn.emitter().emit(he.Event("orders", "k", {"n": 1}))
+        info = receiver.subscriptions[action]
+        await eventually(lambda: info.counters.dead_lettered == 1, within=20, what="dead letter")
+    await conn.close()
+
+
+def test_ctrl_c_at_the_purge_confirmation_exits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C at ``purge N dead letters? [y/N]`` left ``asyncio.run`` waiting for the
+    executor thread blocked in ``input()``: the command hung until Enter was pressed."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    asyncio.run(_one_dead_letter(url, "export"))
+    controller, terminal = os.openpty()  # a terminal, so that purge asks (on stderr)
+    command = [sys.executable, "-m", "hexa_event.cli", "dlq", "purge", url, "--action", "export"]
+    proc = subprocess.Popen(command, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 60
+        while b"[y/N]" not in seen:
+            assert proc.poll() is None, seen
+            assert time.monotonic() < deadline, seen
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                seen += os.read(controller, 4096)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+    capsys.readouterr()
+    assert main(["dlq", "list", url, "--action", "export", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1  # nothing was purged
+
+
+def test_decode_body_never_raises() -> None:
+    """Its promise; a deep body raised RecursionError (``json.loads`` raises that, not
+    ValueError), and a ``--type`` that is not a class AttributeError."""
+    from hexa_event.commands._records import decode_body
+
+    deep = b"[" * 100_000
+    assert decode_body("json", deep) == (deep.decode(), "text")
+    assert decode_body("protobuf", b'{"a": NaN}') == ('{"a": NaN}', "text")
+    body, how = decode_body("protobuf", b"{}", "not a class")
+    assert (body, how.split(":")[0]) == ("{}", "undecodable as 'not a class'")
+
+
+def test_doctor_names_a_port_past_65535(capsys: pytest.CaptureFixture[str]) -> None:
+    """The TCP check let OverflowError (not an OSError) out: doctor died with a traceback's
+    last line and exit status 1 instead of naming the port (exit status 5)."""
+    assert main(["doctor", "kafka://127.0.0.1:99999", "--timeout", "2"]) == 5
+    out = capsys.readouterr().out
+    assert "[FAIL] reach 127.0.0.1:99999" in out
+    assert "1 to 65535" in out
