@@ -403,7 +403,8 @@ class OutboxRelay:
         """Relay until :meth:`stop`; then finish the batches in flight and return.
 
         Database and broker failures are logged and retried with backoff; the loop only
-        ends on :meth:`stop` or cancellation.
+        ends on :meth:`stop` or cancellation, which cancels the batches in flight too (their
+        rows stay unsent: they are published again).
         """
         if self._running:
             raise RuntimeError("this relay is already running")
@@ -448,6 +449,10 @@ class OutboxRelay:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 task.add_done_callback(lambda _t: slots.release())
+        except asyncio.CancelledError:
+            for task in tasks:  # the batches in flight too: released unsent, sent again
+                task.cancel()
+            raise
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
