@@ -66,6 +66,9 @@ from .store import names_of, notify_channel, outbox_table, resolve_table
 
 log = logging.getLogger(__name__)
 
+_MAX_INT = 2**31 - 1
+_MAX_SECONDS = _MAX_INT // 1000
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxStats:
@@ -158,15 +161,23 @@ class OutboxRelay:
         table: Table | None = None,
     ) -> None:
         table = resolve_table(table, schema, table_prefix, owner="OutboxRelay")
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+        if not 1 <= batch_size <= _MAX_INT:
+            raise ConfigurationError(f"batch_size must be 1 to {_MAX_INT}, got {batch_size}")
         if concurrency < 1 or pipeline < 1:
             raise ConfigurationError(
                 f"concurrency and pipeline must be at least 1, got {concurrency}, {pipeline}"
             )
-        if lease <= 0 or retry_delay < 0 or poll_interval <= 0:
+        # Written so that NaN fails too; the bound is PostgreSQL's for the lock mode's
+        # idle_in_transaction_session_timeout (milliseconds in a 32-bit integer).
+        if not (
+            0 < lease <= _MAX_SECONDS
+            and 0 <= retry_delay <= _MAX_SECONDS
+            and 0 < poll_interval <= _MAX_SECONDS
+        ):
             raise ConfigurationError(
-                "lease and poll_interval must be positive and retry_delay not negative"
+                "lease and poll_interval must be positive and retry_delay not negative, each "
+                f"at most {_MAX_SECONDS:.0f} s (about 24 days); got lease={lease!r}, "
+                f"retry_delay={retry_delay!r}, poll_interval={poll_interval!r}"
             )
         if not driver.features.persistent:
             raise ConfigurationError(
