@@ -51,7 +51,7 @@ class BatchCleaner:
             raise ConfigurationError(f"retention must not be negative, got {retention}")
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
-        if interval <= 0:
+        if not interval > 0:  # NaN too: it would make run() clean without pause
             raise ConfigurationError(f"interval must be positive, got {interval}")
         self.engine, self._owns_engine = engine_for(db)
         self.table = table

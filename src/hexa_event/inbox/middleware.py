@@ -34,7 +34,7 @@ from .._sql.engine import engine_for
 from ..context import Context
 from ..event import Message
 from ..middleware import Handler, Middleware
-from .store import check_table_dialect, dedup_key, resolve_table
+from .store import check_table_dialect, dedup_key, fit_key, resolve_table
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,13 @@ class Inbox:
         self.table = table
         self.sessions = session_factory or async_sessionmaker(self.engine, expire_on_commit=False)
         self._insert = insert_ignoring_duplicates(self.table, self.engine.dialect.name)
+        # Where the columns' length is enforced, a longer id (a foreign producer's) is
+        # stored hashed; SQLite keeps it whole, as it always did.
+        self._fit = self.engine.dialect.name != "sqlite"
+
+    def _key(self, ctx: Context) -> tuple[str, str]:
+        event_id, action = dedup_key(ctx)
+        return (fit_key(event_id), fit_key(action)) if self._fit else (event_id, action)
 
     async def run(
         self,
@@ -97,7 +104,7 @@ class Inbox:
         the key was already recorded (nothing ran). Exceptions from ``effects`` roll both
         back and propagate.
         """
-        event_id, action = dedup_key(ctx)
+        event_id, action = self._key(ctx)
         async with self.sessions() as session, session.begin():
             result = await session.execute(
                 self._insert,
@@ -114,7 +121,7 @@ class Inbox:
 
     async def seen(self, ctx: Context) -> bool:
         """Whether the dedup key of ``ctx`` is recorded (its effects were committed)."""
-        event_id, action = dedup_key(ctx)
+        event_id, action = self._key(ctx)
         t = self.table
         stmt = select(t.c.event_id).where(t.c.event_id == event_id, t.c.action == action)
         async with self.engine.connect() as conn:

@@ -8,6 +8,7 @@ The key is Go hexa-event's dedup pair: ``HEXA_ROOT_EVENT_ID`` (falling back to
 from __future__ import annotations
 
 import functools
+import hashlib
 
 from sqlalchemy import (
     Column,
@@ -31,6 +32,8 @@ TABLE = "hexa_inbox"
 """The inbox table's name before any ``table_prefix``."""
 DERIVED_NAMES = (TABLE, f"pk_{TABLE}", f"ix_{TABLE}_processed_at")
 """Every name derived from the table's (PostgreSQL's 63-byte limit once prefixed)."""
+KEY_LENGTH = 255
+"""The length of the inbox's ``event_id`` and ``action`` columns."""
 
 
 def _build(md: MetaData, names: TableNames) -> Table:
@@ -38,8 +41,8 @@ def _build(md: MetaData, names: TableNames) -> Table:
     table = Table(
         name,
         md,
-        Column("event_id", String(255), nullable=False),
-        Column("action", String(255), nullable=False),
+        Column("event_id", String(KEY_LENGTH), nullable=False),
+        Column("action", String(KEY_LENGTH), nullable=False),
         Column("processed_at", DateTime(timezone=True), nullable=False),
         PrimaryKeyConstraint("event_id", "action", name=f"pk_{name}"),
         schema=names.schema,
@@ -106,6 +109,15 @@ def dedup_key(ctx: Context) -> tuple[str, str]:
             "handler action are empty); call it from a subscribed handler"
         )
     return event_id, action
+
+
+def fit_key(value: str) -> str:
+    """``value``, or its SHA-256 (``sha256:`` and 64 hex digits) when the columns cannot
+    hold it: longer than :data:`KEY_LENGTH` characters, or with a NUL (which PostgreSQL's
+    text refuses), as a foreign producer's id may be."""
+    if len(value) <= KEY_LENGTH and "\x00" not in value:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def ddl(dialect: str = "postgresql", *, schema: str | None = None, table_prefix: str = "") -> str:

@@ -66,6 +66,9 @@ from .store import names_of, notify_channel, outbox_table, resolve_table
 
 log = logging.getLogger(__name__)
 
+_MAX_INT = 2**31 - 1
+_MAX_SECONDS = _MAX_INT // 1000
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxStats:
@@ -158,15 +161,23 @@ class OutboxRelay:
         table: Table | None = None,
     ) -> None:
         table = resolve_table(table, schema, table_prefix, owner="OutboxRelay")
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+        if not 1 <= batch_size <= _MAX_INT:
+            raise ConfigurationError(f"batch_size must be 1 to {_MAX_INT}, got {batch_size}")
         if concurrency < 1 or pipeline < 1:
             raise ConfigurationError(
                 f"concurrency and pipeline must be at least 1, got {concurrency}, {pipeline}"
             )
-        if lease <= 0 or retry_delay < 0 or poll_interval <= 0:
+        # Written so that NaN fails too; the bound is PostgreSQL's for the lock mode's
+        # idle_in_transaction_session_timeout (milliseconds in a 32-bit integer).
+        if not (
+            0 < lease <= _MAX_SECONDS
+            and 0 <= retry_delay <= _MAX_SECONDS
+            and 0 < poll_interval <= _MAX_SECONDS
+        ):
             raise ConfigurationError(
-                "lease and poll_interval must be positive and retry_delay not negative"
+                "lease and poll_interval must be positive and retry_delay not negative, each "
+                f"at most {_MAX_SECONDS:.0f} s (about 24 days); got lease={lease!r}, "
+                f"retry_delay={retry_delay!r}, poll_interval={poll_interval!r}"
             )
         if not driver.features.persistent:
             raise ConfigurationError(
@@ -403,7 +414,8 @@ class OutboxRelay:
         """Relay until :meth:`stop`; then finish the batches in flight and return.
 
         Database and broker failures are logged and retried with backoff; the loop only
-        ends on :meth:`stop` or cancellation.
+        ends on :meth:`stop` or cancellation, which cancels the batches in flight too (their
+        rows stay unsent: they are published again).
         """
         if self._running:
             raise RuntimeError("this relay is already running")
@@ -448,6 +460,10 @@ class OutboxRelay:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 task.add_done_callback(lambda _t: slots.release())
+        except asyncio.CancelledError:
+            for task in tasks:  # the batches in flight too: released unsent, sent again
+                task.cancel()
+            raise
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)

@@ -48,7 +48,7 @@ from ..codecs import Codec
 from ..context import Context
 from ..driver import RawRecord
 from ..envelope import EVENT_ID, CloudEvents, Envelope
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, InvalidEventError
 from ..event import Event
 from ..propagation import Propagator
 
@@ -275,7 +275,26 @@ def _check_bind(table: Table, bind: object) -> None:
     check_dialect(names_of(table), dialect, owner="outbox migrate()")
 
 
-# -- emit ----------------------------------------------------------------------------------
+# -- emit ---------------------------------------------------------------------------------
+
+_LENGTHS = (("event_id", 64, "id"), ("channel", 255, "channel"), ("key", 512, "key"))
+"""The outbox's text columns: the length each holds, and the event's field it comes from."""
+
+
+def _check_lengths(rows: list[dict[str, Any]], dialect: str) -> None:
+    """Refuse a row a column cannot hold before inserting it: the database would refuse it
+    too (SQLite excepted), and abort the caller's whole transaction with it."""
+    if dialect == "sqlite":
+        return
+    for row in rows:
+        for column, limit, field in _LENGTHS:
+            if len(row[column]) > limit:
+                raise InvalidEventError(
+                    field,
+                    f"is {len(row[column])} characters long, and the outbox table holds at "
+                    f"most {limit} ({column} VARCHAR({limit})): shorten it",
+                )
+
 
 SyncTarget = Session | Connection
 AsyncTarget = AsyncSession | AsyncConnection
@@ -344,6 +363,7 @@ class Outbox:
         conn = self._sync_connection(target)
         self._check(conn.dialect.name)
         rows, ids = self._rows(events, ctx)
+        _check_lengths(rows, conn.dialect.name)
         if rows:
             try:
                 conn.execute(self._insert, rows)
@@ -374,6 +394,7 @@ class Outbox:
             )
         self._check(conn.dialect.name)
         rows, ids = self._rows(events, ctx)
+        _check_lengths(rows, conn.dialect.name)
         if rows:
             try:
                 await conn.execute(self._insert, rows)

@@ -4,13 +4,13 @@
 receiver finish its running and queued handlers within its ``drain_timeout``, write every
 settlement, leave its groups and close; relays and cleaners finish the batch in hand.
 :meth:`Service.stop` with ``force=True`` (the second signal) cuts the drains short: running
-handlers are cancelled and queued events given back, what settled is still written.
+handlers are cancelled and queued events given back, what settled is still written; relay
+and cleaner loops are cancelled (a batch being published stays unsent: it is sent again).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -47,6 +47,8 @@ class Service:
             if self.components is not None:
                 for receiver in self.components.receivers:
                     receiver.hurry()
+            for task in self._loop_tasks:  # a relay's publish or a cleaner's delete may hang
+                task.cancel()
         self.stopping = True
         self._stop.set()
 
@@ -108,8 +110,8 @@ class Service:
                 if future not in self._loop_tasks:
                     future.cancel()
         for future in done:
-            if future is stop:
-                continue
+            if future is stop or (self.stopping and future.cancelled()):
+                continue  # a loop a forced stop cancelled
             exc = None if future.cancelled() else future.exception()
             if exc is None:
                 exc = ReceiverFailedError(f"{watched[future]} stopped on its own")
@@ -121,12 +123,13 @@ class Service:
         self.stopping = True
         for loop in components.loops:
             loop.stop()
+        if self._forced:
+            for task in self._loop_tasks:
+                task.cancel()
         await asyncio.gather(
             *(asyncio.shield(r.close()) for r in components.receivers), return_exceptions=True
         )
-        for task in self._loop_tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await self._wait_loops()
         for loop in components.loops:
             close = getattr(loop, "close", None)
             if close is not None:
@@ -135,6 +138,22 @@ class Service:
                 except Exception:
                     logger.exception("closing %r failed", loop)
         await close_drivers(components.drivers)
+
+    async def _wait_loops(self) -> None:
+        """Wait for the loops to return. Cancelled meanwhile, it cancels them and raises."""
+        tasks = self._loop_tasks
+        if not tasks:
+            return
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        for task in tasks:
+            exc = None if task.cancelled() else task.exception()
+            if exc is not None and exc is not self._failure:
+                logger.error("%s failed while stopping: %s", task.get_name(), exc)
 
     # -- probes -------------------------------------------------------------------------------
 

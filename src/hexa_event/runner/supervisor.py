@@ -14,7 +14,8 @@ others. The supervisor:
 - does not restart a worker that exits with :data:`EXIT_CONFIG` (a configuration it cannot
   run with, e.g. ``memory://`` with several workers): stops the others and exits 2;
 - with ``reload_dirs``, restarts the workers when a ``.py`` file under them changes
-  (watchfiles, the ``[serve]`` extra).
+  (watchfiles, the ``[serve]`` extra); when it cannot watch them (watchfiles missing, a
+  directory that does not exist), stops the workers and exits 2 saying why.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 _EXIT_CONFIG = 78
 _FIRST_BACKOFF = 0.5
 _MAX_BACKOFF = 10.0
+_MAX_PORT = 65535
 
 
 @dataclass
@@ -63,6 +65,12 @@ class Supervisor:
         reload_dirs: list[str] | None = None,
         gc_tuning: bool = True,
     ) -> None:
+        if http_port is not None and http_port + workers - 1 > _MAX_PORT:
+            raise ConfigurationError(
+                f"--http-port {http_port} with --workers {workers}: worker i serves on "
+                f"PORT + i, past {_MAX_PORT} for the last one; give a port up to "
+                f"{_MAX_PORT - workers + 1}"
+            )
         self.target = target
         self.gc_tuning = gc_tuning
         self.workers = [_Worker(i) for i in range(workers)]
@@ -176,16 +184,29 @@ class Supervisor:
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _reload(self) -> None:
+        """Restart the workers on changes; stop them all (exit 2) if watching fails."""
+        assert self.reload_dirs is not None
+        try:
+            await self._watch(self.reload_dirs)
+        except Exception as exc:
+            why = (
+                str(exc)
+                if isinstance(exc, ConfigurationError)
+                else (
+                    f"--reload cannot watch {', '.join(self.reload_dirs)} ({type(exc).__name__}: "
+                    f"{exc}): give existing directories with --reload-dir or --app-dir"
+                )
+            )
+            self._give_up(f"{why}; stopping the workers", 2)
+
+    async def _watch(self, dirs: list[str]) -> None:
         try:
             from watchfiles import PythonFilter, awatch
         except ModuleNotFoundError as exc:
             raise ConfigurationError(
                 "--reload needs watchfiles: pip install 'hexa-event[serve]'"
             ) from exc
-        assert self.reload_dirs is not None
-        async for changes in awatch(
-            *self.reload_dirs, watch_filter=PythonFilter(), stop_event=self._stopped
-        ):
+        async for changes in awatch(*dirs, watch_filter=PythonFilter(), stop_event=self._stopped):
             names = sorted({path for _, path in changes})
             logger.info("changed: %s; restarting the workers", ", ".join(names[:5]))
             for worker in self.workers:

@@ -113,14 +113,14 @@ async def open_components(target: Any) -> AsyncIterator[Components]:
             target = target()
             if inspect.isawaitable(target):
                 target = await target
-    components = Components()
-    _collect(target, components, spec)
-    if not components.receivers and not components.loops:
-        raise ConfigurationError(f"the target {spec!r} holds no receiver, relay or cleaner")
-    for receiver in components.receivers:
-        if all(receiver.driver is not d for d in components.drivers):
-            components.drivers.append(receiver.driver)
-    try:
+    try:  # a factory's generator cleans up also when what it yielded is refused
+        components = Components()
+        _collect(target, components, spec)
+        if not components.receivers and not components.loops:
+            raise ConfigurationError(f"the target {spec!r} holds no receiver, relay or cleaner")
+        for receiver in components.receivers:
+            if all(receiver.driver is not d for d in components.drivers):
+                components.drivers.append(receiver.driver)
         yield components
     finally:
         if generator is not None:
