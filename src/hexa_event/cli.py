@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from .numbers import whole_number
+
 log = logging.getLogger("hexa_event.cli")
 
 Command = Callable[[argparse.Namespace], int]
@@ -61,11 +63,8 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+    value = whole_number(text, 1)
+    if value is None:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 

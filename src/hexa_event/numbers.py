@@ -56,3 +56,14 @@ def epoch_seconds(raw: str | bytes | None) -> float | None:
     if not raw or len(raw) > 13 or not raw.isascii() or not raw.isdigit():
         return None
     return int(raw) / 1000
+
+
+def whole_number(text: str, low: int, high: int = LARGEST) -> int | None:
+    """``text`` (a command-line value) as a whole number from ``low`` to ``high``; None when
+    it is not one: garbage, a Unicode digit, a negative number, 400 digits, out of range.
+    The one rule behind the command line's counts, ports and workers."""
+    text = text.strip().removeprefix("+")
+    if not text or len(text) > 16 or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if low <= value <= high else None

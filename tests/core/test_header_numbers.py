@@ -15,7 +15,7 @@ from hexa_event import envelope as env
 from hexa_event.commands._records import event_time
 from hexa_event.driver import Delivery, RawRecord
 from hexa_event.drivers.nats import headers as nats_headers
-from hexa_event.numbers import epoch_seconds
+from hexa_event.numbers import epoch_seconds, whole_number
 from hexa_event.replies import _message
 from hexa_event.retry import retry_number_after
 
@@ -58,3 +58,32 @@ def test_a_nats_message_with_a_garbage_accepted_time_is_read(raw: str) -> None:
 @pytest.mark.parametrize("suffix", ["\u00b2", "\u0663", "9" * 5000])
 def test_a_retry_channel_with_a_unicode_number_is_not_a_retry(suffix: str) -> None:
     assert retry_number_after(f"orders.act.retry.{suffix}", "orders.act.retry.") == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "low", "high", "expected"),
+    [
+        ("5", 1, 2**53, 5),
+        (" +7 ", 1, 2**53, 7),
+        ("0", 1, 2**53, None),
+        ("0", 0, 65535, 0),
+        ("65536", 0, 65535, None),
+        ("-1", 0, 65535, None),
+        ("\u00b2", 1, 2**53, None),
+        ("9" * 100, 1, 2**53, None),
+        ("1e3", 1, 2**53, None),
+        ("", 1, 2**53, None),
+    ],
+)
+def test_a_command_line_whole_number(text: str, low: int, high: int, expected: int | None) -> None:
+    assert whole_number(text, low, high) == expected
+
+
+def test_a_hundred_digit_batch_size_is_bad_usage() -> None:
+    """It passed argparse and failed later with exit 1; now the option is named (exit 2)."""
+    import argparse
+
+    from hexa_event.cli import _positive_int
+
+    with pytest.raises(argparse.ArgumentTypeError, match="positive integer"):
+        _positive_int("9" * 100)

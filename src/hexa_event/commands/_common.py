@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from ..numbers import whole_number
+
 OK = 0
 FAILED = 1
 USAGE = 2
@@ -94,11 +96,8 @@ overflow somewhere past it."""
 def count(text: str) -> int:
     """An argparse type: a whole number from 1 (``--limit``, ``-n``). 0, a negative number or
     one of 400 digits is bad usage, not "nothing there"."""
-    try:
-        value = int(text) if len(text) <= 18 else 0
-    except ValueError:
-        value = 0
-    if value < 1:
+    value = whole_number(text, 1)
+    if value is None:
         raise argparse.ArgumentTypeError(f"expected a whole number from 1, got {text!r}")
     return value
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..numbers import whole_number
+
 _DOC = """Run receivers, outbox relays and cleaners as a service until SIGTERM or SIGINT.
 
 MODULE:ATTR names a Receiver, a relay or cleaner, a list of them, or a factory (a sync or
@@ -16,21 +18,15 @@ second one stops faster (handlers cancelled, their events given back).
 
 
 def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
+    value = whole_number(text, 0, 65535)
+    if value is None:
         raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
     return value
 
 
 def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+    value = whole_number(text, 1)
+    if value is None:
         raise argparse.ArgumentTypeError(f"expected a positive number of workers, got {text!r}")
     return value
 
