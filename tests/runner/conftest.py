@@ -1,13 +1,25 @@
-"""Runner fixtures: an engine URL per engine the SIGTERM test runs on."""
+"""Runner fixtures: an engine URL per engine the SIGTERM test runs on; every test starts and
+ends with the heap unfrozen and the collector on (the runner freezes it while serving)."""
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hexa_event_services import require_service
+
+
+@pytest.fixture(autouse=True)
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+    gc.enable()
+
 
 ENGINES = [
     "sqlite",

@@ -6,21 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
-
-import pytest
 
 import hexa_event as he
 from hexa_event.runner import Service
 from hexa_event.testing import Collector
-
-
-@pytest.fixture(autouse=True)
-def unfrozen() -> Iterator[None]:
-    gc.unfreeze()
-    yield
-    gc.unfreeze()
-    gc.enable()
 
 
 async def serve_one_event(

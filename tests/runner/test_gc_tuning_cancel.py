@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
 
 import pytest
 
 import hexa_event as he
 from hexa_event.runner import Service
-
-
-@pytest.fixture(autouse=True)
-def unfrozen() -> Iterator[None]:
-    gc.unfreeze()
-    yield
-    gc.unfreeze()
-    gc.enable()
 
 
 async def test_a_run_cancelled_while_closing_still_unfreezes_the_heap() -> None:
