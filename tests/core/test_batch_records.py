@@ -126,6 +126,16 @@ class RecordBatches(Driver):
         await self.inner.close()
 
 
+def _held_until(sealed: RawRecord, due: float) -> RawRecord:
+    """``sealed`` scheduled for ``due`` (seconds since the epoch): the core holds it until then."""
+    return RawRecord(
+        sealed.channel,
+        sealed.key,
+        {**sealed.headers, env.DELIVER_AT: str(int(due * 1000)).encode()},
+        sealed.body,
+    )
+
+
 class TestMemoryRecordBatchConformance(BatchConformance):
     """The batch (and settle-everything) checks, with every batch handler fed record
     batches."""
@@ -199,14 +209,8 @@ async def test_a_key_waits_behind_its_record_held_until_due() -> None:
             seen.add((m.key, m.payload["n"]))
 
     emitter = driver.emitter()
-    scheduled = emitter.seal(Event("c", "k", {"n": 0}))
     due = time.time() + 1.5
-    held = RawRecord(
-        "c",
-        "k",
-        {**scheduled.headers, env.DELIVER_AT: str(int(due * 1000)).encode()},
-        scheduled.body,
-    )
+    held = _held_until(emitter.seal(Event("c", "k", {"n": 0})), due)
     try:
         await receiver.start()
         await driver.publish(
@@ -300,14 +304,8 @@ async def test_a_record_held_until_due_is_handled_when_it_falls_due_during_its_b
             await asyncio.sleep(1.0)  # the held record falls due meanwhile
 
     emitter = driver.emitter()
-    scheduled = emitter.seal(Event("c", "k", {"n": 0}))
     due = time.time() + 0.3
-    held = RawRecord(
-        "c",
-        "k",
-        {**scheduled.headers, env.DELIVER_AT: str(int(due * 1000)).encode()},
-        scheduled.body,
-    )
+    held = _held_until(emitter.seal(Event("c", "k", {"n": 0})), due)
     try:
         await receiver.start()
         await driver.publish([held, emitter.seal(Event("c", "slow", {"n": 1}))])
