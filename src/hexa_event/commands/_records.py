@@ -22,6 +22,10 @@ from ._common import USAGE, CommandError, text_of
 
 _END_CHECK = 0.05
 """How often a scan asks the subscription whether it has read to the end (seconds)."""
+_UNTIL_CAUGHT_UP = 30.0
+"""How long a scan waits for a subscription that says it has not read to the end yet
+(more than the SQL driver's default ``lease_ttl``, after which a departed member's
+partitions are free)."""
 
 
 def load_type(spec: str | None) -> Any:
@@ -178,21 +182,25 @@ async def scan(subscription: Subscription, *, limit: int | None, idle: float) ->
 
 
 async def _fetch_or_end(subscription: Subscription, room: int, idle: float) -> Sequence[Delivery]:
-    """One fetch; ``[]`` after ``idle`` quiet seconds, or as soon as the subscription says
-    it has read everything there is."""
+    """One fetch; ``[]`` as soon as the subscription says it has read everything there is,
+    or after ``idle`` quiet seconds. A subscription that says it has *not* (a read still
+    under way on a slow database, partitions a departed member still leases) gets up to
+    :data:`_UNTIL_CAUGHT_UP` seconds: a slow read is not an empty channel."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + idle
+    start = loop.time()
     task = asyncio.ensure_future(subscription.fetch(room))
     try:
         while True:
-            remaining = deadline - loop.time()
+            if task.done():  # what it read, even if it also read to the end
+                return task.result()
+            caught_up = subscription.caught_up()
+            if caught_up:
+                return []
+            bound = idle if caught_up is None else max(idle, _UNTIL_CAUGHT_UP)
+            remaining = start + bound - loop.time()
             if remaining <= 0:
                 return []
-            done, _ = await asyncio.wait({task}, timeout=min(_END_CHECK, remaining))
-            if done:
-                return task.result()
-            if subscription.caught_up():
-                return []
+            await asyncio.wait({task}, timeout=min(_END_CHECK, remaining))
     finally:
         if not task.done():
             task.cancel()
