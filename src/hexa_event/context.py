@@ -64,15 +64,16 @@ class User(msgspec.Struct, frozen=True):
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> User:
-        """Rebuild from Go's JSON; missing keys take defaults, unknown user types fail, and so
-        do roles that are not a list and an ``_user_is_active`` that is not true or false
-        (Go refuses them too: read leniently, ``"false"`` was an active user and the roles
-        ``"admin"`` five one-letter roles)."""
+        """Rebuild from Go's JSON; missing keys take defaults (Go's zero values: a user
+        without ``_user_is_active`` is not active), unknown user types fail, and so do roles
+        that are not a list and an ``_user_is_active`` that is not true or false (Go refuses
+        them too: read leniently, ``"false"`` was an active user and the roles ``"admin"``
+        five one-letter roles)."""
         roles = data.get("_user_roles") or ()
         if not isinstance(roles, list | tuple):
             raise TypeError(f"_user_roles must be a list of strings, got {type(roles).__name__}")
-        is_active = data.get("_user_is_active", True)
-        if is_active is None:  # null: Go keeps its zero value
+        is_active = data.get("_user_is_active")
+        if is_active is None:  # missing or null: Go keeps its zero value
             is_active = False
         elif not isinstance(is_active, bool):
             raise TypeError(f"_user_is_active must be true or false, got {is_active!r:.40}")

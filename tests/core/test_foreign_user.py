@@ -71,3 +71,14 @@ def test_codecs_raise_decode_error_for_bodies_they_cannot_parse() -> None:
     for body in (b"\xff\xfe", DEEP):
         with pytest.raises(DecodeError):
             get_codec("protobuf").decode(body, Struct)
+
+
+def test_a_user_without_its_active_flag_is_not_active() -> None:
+    """Go's zero value for a missing ``_user_is_active`` is false (and Go hexa refuses the
+    user outright); reading a foreign producer's user as active by default granted what
+    the producer never said."""
+    data = {"_user_type": "_regular", "_user_identifier": "u1", "_user_roles": ["admin"]}
+    headers = {"_ctx_user": json.dumps(data).encode()}
+    user = HexaPropagator().extract(headers, Context()).user
+    assert user is not None
+    assert (user.id, user.is_active, user.roles) == ("u1", False, ("admin",))
