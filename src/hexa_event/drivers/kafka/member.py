@@ -184,9 +184,9 @@ class Member:
         self._scrub = scrub
         config = dict(config)
         config["error_cb"] = self.on_error
-        if "stats_cb" not in config and "statistics.interval.ms" not in config:
-            config["statistics.interval.ms"] = int(STATS_INTERVAL * 1000)
-            config["stats_cb"] = self._on_stats
+        config.setdefault("statistics.interval.ms", int(STATS_INTERVAL * 1000))
+        self._their_stats: Callable[[str], object] | None = config.get("stats_cb")
+        config["stats_cb"] = self._on_stats  # which calls the user's own too
         self._config = config
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
@@ -544,6 +544,8 @@ class Member:
         """librdkafka's statistics (on the consumer thread): the group's state, for the
         stuck, coordinator and recovery rules (docs/engines/kafka.md, "Internals")."""
         self._stats = stats
+        if self._their_stats is not None:
+            self._their_stats(stats)
         if self.all_down and '"state":"UP"' in stats:  # a broker answers again
             self._answered()
         # Only the "cgrp" object is decoded, not the whole document (every broker, topic
