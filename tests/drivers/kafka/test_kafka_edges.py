@@ -4,13 +4,18 @@ publish waiting for room at close, headers confluent-kafka cannot read."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
-from confluent_kafka import KafkaError
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from member_helpers import new_member
 
 from hexa_event.driver import SubscriptionSpec
-from hexa_event.drivers.kafka import KafkaDriver
+from hexa_event.drivers.kafka import KafkaDriver, KafkaOptions
 from hexa_event.drivers.kafka.consumer import KafkaSubscription
+from hexa_event.drivers.kafka.offsets import PartitionState
 from hexa_event.testing.waiting import eventually
 
 # -- a user's own stats_cb ---------------------------------------------------------------------
@@ -42,3 +47,54 @@ async def test_a_users_stats_cb_still_lets_health_see_the_brokers_answer(
         assert theirs, "the user's stats_cb was not called"
     finally:
         await driver.close()
+
+
+# -- a commit refused while partitions move ----------------------------------------------------
+
+
+class _Committer:
+    """A stand-in consumer whose commits are refused with ``code`` (None: written)."""
+
+    def __init__(self, code: int | None) -> None:
+        self.code = code
+        self.written: list[tuple[str, int, int]] = []
+
+    def commit(self, offsets: Any, asynchronous: bool) -> list[Any]:
+        if self.code is not None:
+            raise KafkaException(KafkaError(self.code, "refused"))
+        self.written.extend((tp.topic, tp.partition, tp.offset) for tp in offsets)
+        return list(offsets)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID],
+)
+async def test_a_commit_refused_while_partitions_move_is_written_again(code: int) -> None:
+    """A commit refused for a rebalance was taken as written: a partition the member kept
+    was not committed again until a later record moved it (on an idle topic, never: the
+    handled records came again after a restart, and the lag never reached 0). Now such a
+    commit is sent again, and it is no error for the user."""
+    loop = asyncio.get_running_loop()
+    sub = KafkaSubscription(KafkaOptions(), SubscriptionSpec(group="g", channels=("t",)), None)
+    sub._loop = loop
+    member = new_member(loop, sub)
+    sub._members.append(member)
+    member._owned.add(("t", 0))
+    sub.on_assigned(member, [("t", 0, 5, "")])
+    state = sub._partitions[("t", 0)]
+    assert isinstance(state, PartitionState)
+    state.next_offset = 6
+    state.offsets.append(5)
+    state.complete(5)  # record 5 handled: the position to commit is 6
+    sub._dirty.add(state)
+    sub._send_commit()
+    member._run_commands(_Committer(code))  # type: ignore[arg-type]
+    await eventually(lambda: sub._committing is None, within=5, what="the commit's outcome")
+    assert state.committed == 5, "a refused commit was taken as written"
+    await sub.settle([])  # not an error the user sees
+    accepting = _Committer(None)
+    await eventually(lambda: not member._commands.empty(), within=5, what="the commit again")
+    member._run_commands(accepting)  # type: ignore[arg-type]
+    await eventually(lambda: state.committed == 6, within=5, what="the position written")
+    assert accepting.written == [("t", 0, 6)]

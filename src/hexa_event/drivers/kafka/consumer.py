@@ -28,7 +28,7 @@ from ...driver import (
 )
 from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
-from .member import Member, Position
+from .member import Member, Position, moving
 from .offsets import PartitionState, decode_acked
 from .options import KafkaOptions, KafkaSubscriptionOptions, redact
 
@@ -578,13 +578,14 @@ class KafkaSubscription(Subscription):
     ) -> None:
         self._committing = None
         failed = [r for r in done.result() if isinstance(r, BaseException)]
-        if failed:
+        if failed:  # committed again; refused while partitions move is no error
             self._dirty.update(s for s in dirty if not s.revoking)
-            first = failed[0]
-            text = first.args[0].str() if isinstance(first, KafkaException) else repr(first)
-            self._commit_failure = DriverError(
-                f"Kafka group {self.group!r}: committing offsets failed: {self._scrub(text)}"
-            )
+            first = next((r for r in failed if not moving(r)), None)
+            if first is not None:
+                text = first.args[0].str() if isinstance(first, KafkaException) else repr(first)
+                self._commit_failure = DriverError(
+                    f"Kafka group {self.group!r}: committing offsets failed: {self._scrub(text)}"
+                )
         else:
             for state, position in wanted.items():
                 if position is not None:

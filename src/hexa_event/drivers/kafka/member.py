@@ -76,7 +76,8 @@ _REBALANCE_CODES = {
     KafkaError._NO_OFFSET,
     KafkaError._ASSIGNMENT_LOST,
 }
-"""Commit errors of a partition that is moving: its new owner redelivers."""
+"""Commit errors of a partition that is moving: not written, committed again by its revoke
+or the next commit (else its next owner redelivers from the last commit)."""
 _FATAL_CODES = {
     KafkaError.INCONSISTENT_GROUP_PROTOCOL: (
         "the group's other members use another assignment protocol (an eager 'range' or "
@@ -134,6 +135,11 @@ def _lasting(since: float | None, holds: bool, now: float) -> tuple[float | None
         return None, -1.0
     since = now if since is None else since
     return since, now - since
+
+
+def moving(exc: BaseException) -> bool:
+    """Whether a commit failed only because its partitions are moving (a rebalance)."""
+    return isinstance(exc, KafkaException) and exc.args[0].code() in _REBALANCE_CODES
 
 
 def _resolve(future: Future[None], err: KafkaError | None) -> None:
@@ -485,8 +491,8 @@ class Member:
     ) -> KafkaError | None:
         """Commit the ``positions`` of held partitions synchronously (an asynchronous
         commit's result comes only from a later poll, which a full buffer holds back),
-        noting how long it waits and whether the coordinator answers; the first error that
-        is not a rebalance's (logged, ``when`` given), else None."""
+        noting how long it waits and whether the coordinator answers; the first error, one
+        that is not a rebalance's first (logged, ``when`` given), else None."""
         owned = self._owned
         tps = [
             TopicPartition(t, p, o, metadata=m)
@@ -508,7 +514,8 @@ class Member:
                 self.answered_at = time.monotonic()
             self.commit_began = None
         self._note_commit(errors[0] if errors and len(errors) >= len(result) else None)
-        failed = next((e for e in errors if e.code() not in _REBALANCE_CODES), None)
+        errors.sort(key=lambda e: e.code() in _REBALANCE_CODES)  # a moving partition's last
+        failed = errors[0] if errors else None
         for tp in result:
             if tp.error is None:
                 self._committed[(tp.topic, tp.partition)] = tp.offset
