@@ -5,6 +5,7 @@ publish waiting for room at close, headers confluent-kafka cannot read."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from typing import Any
 
@@ -17,6 +18,14 @@ from hexa_event.drivers.kafka import KafkaDriver, KafkaOptions
 from hexa_event.drivers.kafka.consumer import KafkaSubscription
 from hexa_event.drivers.kafka.offsets import PartitionState
 from hexa_event.testing.waiting import eventually
+
+_NOWHERE = "127.0.0.1:1"
+"""A bootstrap address nothing listens on: consumers start and never join a group."""
+
+
+def _consumer_threads(group: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"hexa-kafka-consumer-{group}"]
+
 
 # -- a user's own stats_cb ---------------------------------------------------------------------
 
@@ -98,3 +107,23 @@ async def test_a_commit_refused_while_partitions_move_is_written_again(code: int
     member._run_commands(accepting)  # type: ignore[arg-type]
     await eventually(lambda: state.committed == 6, within=5, what="the position written")
     assert accepting.written == [("t", 0, 6)]
+
+
+# -- subscribe against close and cancellation --------------------------------------------------
+
+
+async def test_a_subscribe_cancelled_while_joining_leaves_its_consumer() -> None:
+    """A subscribe cancelled while it waited for the group (a receiver's start given up)
+    left its consumer thread running in the group for good."""
+    group = f"cx-{uuid.uuid4().hex[:8]}"
+    driver = KafkaDriver(bootstrap_servers=_NOWHERE, assignment_timeout=60)
+    try:
+        spec = SubscriptionSpec(group=group, channels=(), pattern="cx-.*")
+        task = asyncio.create_task(driver.subscribe(spec))
+        await eventually(lambda: bool(_consumer_threads(group)), within=10, what="a consumer")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await eventually(lambda: not _consumer_threads(group), within=10, what="its end")
+    finally:
+        await driver.close()

@@ -259,21 +259,23 @@ class KafkaSubscription(Subscription):
         try:
             for group, topics in self._plan:
                 self._members.append(self._new_member(group, topics))
-        except DriverError:
+            self._watchdog = loop.create_task(
+                self._watch(), name=f"hexa-kafka-watchdog-{self.group}"
+            )
+            waiting = asyncio.gather(*(m.assigned_once.wait() for m in self._members))
+            try:
+                await asyncio.wait_for(waiting, timeout=self._options.assignment_timeout)
+            except TimeoutError:
+                log.warning(
+                    "Kafka group %r: no partition assignment after %.0f s (%s); consuming "
+                    "will start when the group is joined",
+                    self.group,
+                    self._options.assignment_timeout,
+                    self.last_error or "no error reported",
+                )
+        except BaseException:  # refused, or cancelled while joining: leave what was joined
             await self.close()
             raise
-        self._watchdog = loop.create_task(self._watch(), name=f"hexa-kafka-watchdog-{self.group}")
-        waiting = asyncio.gather(*(m.assigned_once.wait() for m in self._members))
-        try:
-            await asyncio.wait_for(waiting, timeout=self._options.assignment_timeout)
-        except TimeoutError:
-            log.warning(
-                "Kafka group %r: no partition assignment after %.0f s (%s); consuming will "
-                "start when the group is joined",
-                self.group,
-                self._options.assignment_timeout,
-                self.last_error or "no error reported",
-            )
 
     def _new_member(self, group: str, topics: list[str]) -> Member:
         """A started member of ``group`` (DriverError when librdkafka refuses the config)."""
