@@ -17,6 +17,7 @@ from hexa_event.driver import SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaDriver, KafkaOptions
 from hexa_event.drivers.kafka.consumer import KafkaSubscription
 from hexa_event.drivers.kafka.offsets import PartitionState
+from hexa_event.errors import ClosedError
 from hexa_event.testing.waiting import eventually
 
 _NOWHERE = "127.0.0.1:1"
@@ -127,3 +128,18 @@ async def test_a_subscribe_cancelled_while_joining_leaves_its_consumer() -> None
         await eventually(lambda: not _consumer_threads(group), within=10, what="its end")
     finally:
         await driver.close()
+
+
+async def test_a_subscribe_overtaken_by_close_raises_closed_and_leaves() -> None:
+    """A driver closed while a subscribe waited for the group returned a subscription that
+    closed driver never closed: its consumer stayed in the group (holding partitions no
+    other member got) for good."""
+    group = f"cy-{uuid.uuid4().hex[:8]}"
+    driver = KafkaDriver(bootstrap_servers=_NOWHERE, assignment_timeout=3)
+    spec = SubscriptionSpec(group=group, channels=(), pattern="cy-.*")
+    task = asyncio.create_task(driver.subscribe(spec))
+    await eventually(lambda: bool(_consumer_threads(group)), within=10, what="a consumer")
+    await driver.close()
+    with pytest.raises(ClosedError):
+        await task
+    await eventually(lambda: not _consumer_threads(group), within=10, what="its end")

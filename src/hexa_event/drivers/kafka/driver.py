@@ -289,7 +289,7 @@ class KafkaDriver(KitDriver):
             lag_of=self._group_lag if self.options.group_lag else None,
         )
         await subscription.start()
-        self.subscriptions.add(subscription)
+        await self.keep(subscription)
         return subscription
 
     async def _group_lag(
