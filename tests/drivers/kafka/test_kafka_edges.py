@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -13,11 +14,12 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from member_helpers import new_member
 
-from hexa_event.driver import SubscriptionSpec
+from hexa_event.driver import RawRecord, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaDriver, KafkaOptions
 from hexa_event.drivers.kafka.consumer import KafkaSubscription
 from hexa_event.drivers.kafka.offsets import PartitionState
-from hexa_event.errors import ClosedError
+from hexa_event.drivers.kafka.producer import KafkaProducer
+from hexa_event.errors import ClosedError, DriverError
 from hexa_event.testing.waiting import eventually
 
 _NOWHERE = "127.0.0.1:1"
@@ -143,3 +145,32 @@ async def test_a_subscribe_overtaken_by_close_raises_closed_and_leaves() -> None
     with pytest.raises(ClosedError):
         await task
     await eventually(lambda: not _consumer_threads(group), within=10, what="its end")
+
+
+# -- a publish waiting for room in the local queue at close -----------------------------------
+
+
+async def test_a_publish_waiting_for_room_ends_when_the_producer_closes(
+    kafka_bootstrap: str,
+) -> None:
+    """A publish whose records did not fit librdkafka's local queue waits for room; closed
+    meanwhile, it produced the rest after close's flush, and nothing served their reports
+    any more: the call waited for ever (a service's shutdown hung)."""
+    channel = f"room-{uuid.uuid4().hex[:8]}"
+    setup = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
+    await setup.provision([channel])
+    await setup.close()
+    options = KafkaOptions(
+        bootstrap_servers=kafka_bootstrap,
+        linger_ms=50,
+        producer_config={"queue.buffering.max.messages": 1},
+    )
+    producer = KafkaProducer(options.producer(), error_cb=lambda err: None, scrub=str)
+    records = [RawRecord(channel, f"k{i}", {}, b"{}") for i in range(5)]
+    task = asyncio.create_task(producer.publish(records))
+    await eventually(lambda: producer._pending > 0, within=10, what="a publish waiting for room")
+    await producer.close(10)
+    started = time.monotonic()
+    with pytest.raises(DriverError, match="closed"):
+        await asyncio.wait_for(task, 20)
+    assert time.monotonic() - started < 20

@@ -169,6 +169,10 @@ class KafkaProducer:
         for index, record in enumerate(records):
             headers: Any = record.headers or None
             while True:
+                if self._closed:  # closed while this call waited for room: not sent
+                    batch.remaining -= 1
+                    batch.errors[index] = KafkaError(KafkaError._PURGE_QUEUE)
+                    break
                 try:
                     produce(
                         record.channel,
