@@ -174,3 +174,92 @@ async def test_a_publish_waiting_for_room_ends_when_the_producer_closes(
     with pytest.raises(DriverError, match="closed"):
         await asyncio.wait_for(task, 20)
     assert time.monotonic() - started < 20
+
+
+# -- headers confluent-kafka cannot read -------------------------------------------------------
+
+
+class _RawName(str):
+    """A header name aiokafka's pure-Python record builder writes as these raw bytes."""
+
+    raw = b"x-\xff\xfe"
+
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:
+        return self.raw
+
+
+async def _produce_raw(bootstrap: str, channel: str, records: list[tuple[bytes, Any]]) -> None:
+    """Write ``(key, headers)`` records as a foreign producer may: header names as bytes."""
+    aiokafka = pytest.importorskip("aiokafka")
+    from aiokafka.producer import message_accumulator, producer
+    from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+
+    with pytest.MonkeyPatch.context() as patch:  # the compiled builder encodes names itself
+        for module in (message_accumulator, producer):
+            patch.setattr(module, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
+        client = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await client.start()
+        try:
+            for key, headers in records:
+                await asyncio.wait_for(
+                    client.send_and_wait(channel, b"{}", key=key, headers=headers), 30
+                )
+        finally:
+            await client.stop()
+
+
+@pytest.mark.parametrize("as_records", [False, True], ids=["deliveries", "record-batches"])
+async def test_a_header_name_that_is_not_utf8_does_not_stop_the_partition(
+    kafka_bootstrap: str, as_records: bool
+) -> None:
+    """A record whose header name is not UTF-8 (a foreign producer's): confluent-kafka
+    raises reading its headers, and then hands out a broken list (reading that crashed the
+    process). The fetch raised, and the record left the buffer without being handed out:
+    its partition never committed past it again. Now it comes without headers, as often as
+    it is handed out, and the records after it come too."""
+    tag = uuid.uuid4().hex[:8]
+    channel = f"hdr-{tag}"
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
+    try:
+        await driver.provision([channel])
+        await _produce_raw(
+            kafka_bootstrap,
+            channel,
+            [(b"bad", [(_RawName("x"), b"v"), ("x-ok", b"1")]), (b"good", [("x-ok", b"2")])],
+        )
+        spec = SubscriptionSpec(group=f"hdrg-{tag}", channels=(channel,), start="earliest")
+        sub = await driver.subscribe(spec)
+        bad: list[dict[str, bytes]] = []  # the bad record's headers, each time handed out
+        good: dict[str, bytes] | None = None
+        async with asyncio.timeout(30):
+            while len(bad) < 2 or good is None:
+                deliveries: list[Any] = []
+                if as_records:  # a record taken out of its batch reads its headers again
+                    batch = await sub.fetch_records(10)
+                    assert batch is not None
+                    for i, key in enumerate(batch.keys):
+                        if key == "bad":
+                            assert batch.headers[i] == {}
+                            deliveries.append(batch.take(i))
+                        else:
+                            good = dict(batch.headers[i])
+                    batch.ack()
+                    await sub.settle_records([batch])
+                else:
+                    deliveries = list(await sub.fetch(10))
+                for d in deliveries:
+                    if d.record.key == "good":
+                        good = dict(d.record.headers)
+                        d.ack()
+                        continue
+                    bad.append(dict(d.record.headers))
+                    if len(bad) == 1:
+                        d.nack()  # back once, then handled
+                    else:
+                        d.ack()
+                await sub.settle(deliveries)
+        assert bad == [{}, {}]
+        assert good == {"x-ok": b"2"}
+        await sub.close()
+    finally:
+        await driver.close()

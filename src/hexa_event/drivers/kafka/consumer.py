@@ -56,8 +56,19 @@ _COORDINATOR_BACKOFF_MAX = 600.0
 
 def _parts(message: Any) -> tuple[str, dict[str, bytes], bytes]:
     """A record's key, headers (of repeated names the last wins; a null value is ``b""``,
-    present and empty) and body."""
-    key, headers = message.key(), message.headers()
+    present and empty; none when a name is not UTF-8) and body."""
+    key = message.key()
+    try:
+        headers = message.headers()
+    except SystemError:  # confluent-kafka cannot decode a name; read again, it would crash
+        message.set_headers([])
+        headers = None
+        log.warning(
+            "Kafka record %s-%s-%s: a header name is not UTF-8; handed out without headers",
+            message.topic(),
+            message.partition(),
+            message.offset(),
+        )
     headers = dict(headers) if headers else {}
     if None in headers.values():
         headers = {k: (b"" if v is None else v) for k, v in headers.items()}
