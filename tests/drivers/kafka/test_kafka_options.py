@@ -61,6 +61,17 @@ def test_connect_maps_kafka_scheme() -> None:
         {"partitions": 0},
         {"replication_factor": 0},
         {"delivery_timeout": 0},
+        # Past what librdkafka takes (an OverflowError or ValueError at the first provision,
+        # its refusal at the first publish, an OverflowError in a revoke), or a
+        # delivery_timeout under 1 ms (librdkafka's 0: no timeout at all).
+        {"partitions": 2**31},
+        {"partitions": 100_001},
+        {"replication_factor": 10_001},
+        {"delivery_timeout": 0.0004},
+        {"delivery_timeout": 3e6},
+        {"metadata_timeout": 3e6},
+        {"linger_ms": 1e6},
+        {"revoke_timeout": 1e10},
         {"bootstrap_servers": ""},
         {"consumer_config": {"enable.auto.offset.store": True}},
         {"consumer_config": {"group.id": "x"}},
