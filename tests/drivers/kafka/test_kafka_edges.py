@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from member_helpers import new_member
 
 from hexa_event.driver import RawRecord, SubscriptionSpec
@@ -59,6 +59,42 @@ async def test_a_users_stats_cb_still_lets_health_see_the_brokers_answer(
         assert theirs, "the user's stats_cb was not called"
     finally:
         await driver.close()
+
+
+# -- an outage is not a fetch stall -------------------------------------------------------------
+
+
+class _Positions:
+    """What ``Member._measure_lag`` asks: a position, and no fetch answer (no cached end)."""
+
+    def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, 50) for tp in tps]
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        return 0, -1001
+
+
+async def test_an_outage_is_not_reported_as_a_fetch_stall(caplog: pytest.LogCaptureFixture) -> None:
+    """While every broker was down, librdkafka forgets the partitions' ends: 10 s into any
+    outage each member logged that it "fetches nothing although it holds them and takes
+    records", and health had the stall under the outage's error. The outage is the
+    reason: the stall clock starts once the brokers answer."""
+    loop = asyncio.get_running_loop()
+    sub = KafkaSubscription(KafkaOptions(), SubscriptionSpec(group="g", channels=("t",)), None)
+    sub._loop = loop
+    member = new_member(loop, sub)
+    sub._members.append(member)
+    member._owned = {("t", 0)}
+    consumer: Any = _Positions()
+    member.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    for now in (100.0, 105.0, 111.0, 130.0):
+        member._measure_lag(consumer, now=now)
+    assert member.fetch_problem() is None
+    assert "fetches nothing" not in caplog.text
+    member._answered()  # the brokers answer, and still nothing comes: a stall
+    for now in (131.0, 141.0):
+        member._measure_lag(consumer, now=now)
+    assert "fetches nothing" in (member.fetch_problem() or "")
 
 
 # -- a commit refused while partitions move ----------------------------------------------------

@@ -647,8 +647,8 @@ class Member:
                 known = True
         # A member that holds nothing (after its assignment) is behind by nothing.
         self.lag = total if known or (self.assigned_once.is_set() and not self._owned) else None
-        if not self.room.is_set() or self._paused:
-            self._fetch_watch.hold()  # holding back on purpose: not a fetch stall
+        if not self.room.is_set() or self._paused or self.all_down:
+            self._fetch_watch.hold()  # holding back on purpose, or an outage: not a stall
             starved = []
         else:
             starved = self._fetch_watch.observe(now, views)
