@@ -299,3 +299,40 @@ async def test_a_header_name_that_is_not_utf8_does_not_stop_the_partition(
         await sub.close()
     finally:
         await driver.close()
+
+
+# -- a topic deleted while in use ---------------------------------------------------------------
+
+
+async def test_a_topic_deleted_after_it_was_provisioned_is_made_again(kafka_bootstrap: str) -> None:
+    """A topic deleted (by an operator) after the driver provisioned it: every later emit
+    to it failed (``topic does not exist ... enable provisioning``, with provisioning on)
+    until the service restarted. Now the publish after the refusal creates it again."""
+    from confluent_kafka.admin import AdminClient
+
+    channel = f"gone-{uuid.uuid4().hex[:8]}"
+    driver = KafkaDriver(
+        bootstrap_servers=kafka_bootstrap,
+        partitions=1,
+        delivery_timeout=10,
+        producer_config={"topic.metadata.propagation.max.ms": 1000},
+    )
+    try:
+        await driver.publish([RawRecord(channel, "k", {}, b"{}")])
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        await asyncio.wrap_future(admin.delete_topics([channel])[channel])
+        await eventually(
+            lambda: channel not in admin.list_topics(timeout=5).topics, within=30, what="gone"
+        )
+        outcomes: list[str] = []
+        async with asyncio.timeout(90):
+            while not outcomes or outcomes[-1] != "stored":
+                try:
+                    await driver.publish([RawRecord(channel, "k", {}, b"{}")])
+                    outcomes.append("stored")
+                except DriverError as exc:
+                    outcomes.append(str(exc))
+                    assert len(outcomes) < 5, outcomes  # refused once or twice, then made again
+        assert any("does not exist" in o for o in outcomes[:-1]), outcomes
+    finally:
+        await driver.close()
