@@ -261,7 +261,10 @@ async def test_a_header_name_that_is_not_utf8_does_not_stop_the_partition(
         await _produce_raw(
             kafka_bootstrap,
             channel,
-            [(b"bad", [(_RawName("x"), b"v"), ("x-ok", b"1")]), (b"good", [("x-ok", b"2")])],
+            # Records before it: the read of their headers is warm (the interpreter's fast
+            # call path passed confluent-kafka's pending error on unchecked).
+            [(b"warm", [("x-ok", b"0")])] * 40
+            + [(b"bad", [(_RawName("x"), b"v"), ("x-ok", b"1")]), (b"good", [("x-ok", b"2")])],
         )
         spec = SubscriptionSpec(group=f"hdrg-{tag}", channels=(channel,), start="earliest")
         sub = await driver.subscribe(spec)
@@ -277,15 +280,15 @@ async def test_a_header_name_that_is_not_utf8_does_not_stop_the_partition(
                         if key == "bad":
                             assert batch.headers[i] == {}
                             deliveries.append(batch.take(i))
-                        else:
+                        elif key == "good":
                             good = dict(batch.headers[i])
                     batch.ack()
                     await sub.settle_records([batch])
                 else:
                     deliveries = list(await sub.fetch(10))
                 for d in deliveries:
-                    if d.record.key == "good":
-                        good = dict(d.record.headers)
+                    if d.record.key != "bad":
+                        good = dict(d.record.headers) if d.record.key == "good" else good
                         d.ack()
                         continue
                     bad.append(dict(d.record.headers))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -54,13 +55,20 @@ cause is not transient, the subscription fails (restart the receiver after fixin
 _COORDINATOR_BACKOFF_MAX = 600.0
 
 
+_HEADERS = operator.methodcaller("headers")
+"""``message.headers()`` called from C, which checks the result: confluent-kafka returns a
+list with an error pending for a name that is not UTF-8, which the interpreter's own fast
+call path passes on unchecked."""
+
+
 def _parts(message: Any) -> tuple[str, dict[str, bytes], bytes]:
     """A record's key, headers (of repeated names the last wins; a null value is ``b""``,
     present and empty; none when a name is not UTF-8) and body."""
     key = message.key()
     try:
-        headers = message.headers()
-    except SystemError:  # confluent-kafka cannot decode a name; read again, it would crash
+        headers = _HEADERS(message)
+    except (SystemError, ValueError):  # a name confluent-kafka cannot decode; read again,
+        # the half-built list it keeps crashes the process: replaced by none
         message.set_headers([])
         headers = None
         log.warning(
