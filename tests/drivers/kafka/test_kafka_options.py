@@ -83,6 +83,14 @@ def test_bad_options_say_what_to_change(kwargs: dict[str, object]) -> None:
         KafkaOptions(**kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("value", ["9" * 400, "-" + "9" * 400, "9" * 5000])
+def test_a_url_integer_of_hundreds_of_digits_is_refused(value: str) -> None:
+    """A 400-digit ``?partitions=`` raised OverflowError (the URL's number turned into a
+    float to be checked), not a ConfigurationError naming the option."""
+    with pytest.raises(ConfigurationError, match="partitions"):
+        KafkaOptions.from_url(f"kafka://h:1?partitions={value}")
+
+
 def test_unknown_url_option() -> None:
     with pytest.raises(ConfigurationError, match="client_config"):
         KafkaOptions.from_url("kafka://h:1", lingerr=3)
