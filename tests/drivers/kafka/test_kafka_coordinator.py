@@ -149,8 +149,9 @@ async def test_commits_refused_for_want_of_a_coordinator_are_tracked() -> None:
     assert m._write(c, positions) == KafkaError(KafkaError._WAIT_COORD)
     assert m.commit_failing_since is not None
     assert m.commit_began is None
-    c = _Consumer(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), raises=True)
-    assert m._write(c, positions) is None  # the partition moves: its new owner redelivers
+    moving = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
+    c = _Consumer(moving, raises=True)
+    assert m._write(c, positions) == moving  # not written: sent again, no error for the user
     assert m.commit_failing_since is None
 
 

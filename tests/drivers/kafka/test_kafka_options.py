@@ -61,6 +61,17 @@ def test_connect_maps_kafka_scheme() -> None:
         {"partitions": 0},
         {"replication_factor": 0},
         {"delivery_timeout": 0},
+        # Past what librdkafka takes (an OverflowError or ValueError at the first provision,
+        # its refusal at the first publish, an OverflowError in a revoke), or a
+        # delivery_timeout under 1 ms (librdkafka's 0: no timeout at all).
+        {"partitions": 2**31},
+        {"partitions": 100_001},
+        {"replication_factor": 10_001},
+        {"delivery_timeout": 0.0004},
+        {"delivery_timeout": 3e6},
+        {"metadata_timeout": 3e6},
+        {"linger_ms": 1e6},
+        {"revoke_timeout": 1e10},
         {"bootstrap_servers": ""},
         {"consumer_config": {"enable.auto.offset.store": True}},
         {"consumer_config": {"group.id": "x"}},
@@ -70,6 +81,14 @@ def test_connect_maps_kafka_scheme() -> None:
 def test_bad_options_say_what_to_change(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
         KafkaOptions(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["9" * 400, "-" + "9" * 400, "9" * 5000])
+def test_a_url_integer_of_hundreds_of_digits_is_refused(value: str) -> None:
+    """A 400-digit ``?partitions=`` raised OverflowError (the URL's number turned into a
+    float to be checked), not a ConfigurationError naming the option."""
+    with pytest.raises(ConfigurationError, match="partitions"):
+        KafkaOptions.from_url(f"kafka://h:1?partitions={value}")
 
 
 def test_unknown_url_option() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -28,7 +29,7 @@ from ...driver import (
 )
 from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
-from .member import Member, Position
+from .member import Member, Position, moving
 from .offsets import PartitionState, decode_acked
 from .options import KafkaOptions, KafkaSubscriptionOptions, redact
 
@@ -54,10 +55,28 @@ cause is not transient, the subscription fails (restart the receiver after fixin
 _COORDINATOR_BACKOFF_MAX = 600.0
 
 
+_HEADERS = operator.methodcaller("headers")
+"""``message.headers()`` called from C, which checks the result: confluent-kafka returns a
+list with an error pending for a name that is not UTF-8, which the interpreter's own fast
+call path passes on unchecked."""
+
+
 def _parts(message: Any) -> tuple[str, dict[str, bytes], bytes]:
     """A record's key, headers (of repeated names the last wins; a null value is ``b""``,
-    present and empty) and body."""
-    key, headers = message.key(), message.headers()
+    present and empty; none when a name is not UTF-8) and body."""
+    key = message.key()
+    try:
+        headers = _HEADERS(message)
+    except (SystemError, ValueError):  # a name confluent-kafka cannot decode; read again,
+        # the half-built list it keeps crashes the process: replaced by none
+        message.set_headers([])
+        headers = None
+        log.warning(
+            "Kafka record %s-%s-%s: a header name is not UTF-8; handed out without headers",
+            message.topic(),
+            message.partition(),
+            message.offset(),
+        )
     headers = dict(headers) if headers else {}
     if None in headers.values():
         headers = {k: (b"" if v is None else v) for k, v in headers.items()}
@@ -259,21 +278,23 @@ class KafkaSubscription(Subscription):
         try:
             for group, topics in self._plan:
                 self._members.append(self._new_member(group, topics))
-        except DriverError:
+            self._watchdog = loop.create_task(
+                self._watch(), name=f"hexa-kafka-watchdog-{self.group}"
+            )
+            waiting = asyncio.gather(*(m.assigned_once.wait() for m in self._members))
+            try:
+                await asyncio.wait_for(waiting, timeout=self._options.assignment_timeout)
+            except TimeoutError:
+                log.warning(
+                    "Kafka group %r: no partition assignment after %.0f s (%s); consuming "
+                    "will start when the group is joined",
+                    self.group,
+                    self._options.assignment_timeout,
+                    self.last_error or "no error reported",
+                )
+        except BaseException:  # refused, or cancelled while joining: leave what was joined
             await self.close()
             raise
-        self._watchdog = loop.create_task(self._watch(), name=f"hexa-kafka-watchdog-{self.group}")
-        waiting = asyncio.gather(*(m.assigned_once.wait() for m in self._members))
-        try:
-            await asyncio.wait_for(waiting, timeout=self._options.assignment_timeout)
-        except TimeoutError:
-            log.warning(
-                "Kafka group %r: no partition assignment after %.0f s (%s); consuming will "
-                "start when the group is joined",
-                self.group,
-                self._options.assignment_timeout,
-                self.last_error or "no error reported",
-            )
 
     def _new_member(self, group: str, topics: list[str]) -> Member:
         """A started member of ``group`` (DriverError when librdkafka refuses the config)."""
@@ -578,13 +599,14 @@ class KafkaSubscription(Subscription):
     ) -> None:
         self._committing = None
         failed = [r for r in done.result() if isinstance(r, BaseException)]
-        if failed:
+        if failed:  # committed again; refused while partitions move is no error
             self._dirty.update(s for s in dirty if not s.revoking)
-            first = failed[0]
-            text = first.args[0].str() if isinstance(first, KafkaException) else repr(first)
-            self._commit_failure = DriverError(
-                f"Kafka group {self.group!r}: committing offsets failed: {self._scrub(text)}"
-            )
+            first = next((r for r in failed if not moving(r)), None)
+            if first is not None:
+                text = first.args[0].str() if isinstance(first, KafkaException) else repr(first)
+                self._commit_failure = DriverError(
+                    f"Kafka group {self.group!r}: committing offsets failed: {self._scrub(text)}"
+                )
         else:
             for state, position in wanted.items():
                 if position is not None:

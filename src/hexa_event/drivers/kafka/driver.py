@@ -184,6 +184,7 @@ class KafkaDriver(KitDriver):
         await self._topic_requests(futures, "create", KafkaError.TOPIC_ALREADY_EXISTS)
         log.info("created Kafka topics %s (%d partitions)", missing, partitions)
         await self._wait_visible(missing)
+        await self._producer.learn(missing, self.options.metadata_timeout)
         return {**existing, **dict.fromkeys(missing, partitions)}
 
     async def delete_channels(self, channels: Sequence[str]) -> None:
@@ -272,7 +273,12 @@ class KafkaDriver(KitDriver):
 
     async def send(self, records: Sequence[RawRecord]) -> None:
         """Produce ``records``; return once Kafka acknowledged all of them (acks=all)."""
-        await self._producer.publish(records)
+        try:
+            await self._producer.publish(records)
+        finally:  # topics deleted since they were provisioned: the next publish makes them
+            missing = self._producer.missing
+            while missing:
+                self.channels.pop(missing.pop(), None)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
         """Join ``spec.group`` (or ``KafkaSubscriptionOptions.group``) on the channels."""
@@ -289,7 +295,7 @@ class KafkaDriver(KitDriver):
             lag_of=self._group_lag if self.options.group_lag else None,
         )
         await subscription.start()
-        self.subscriptions.add(subscription)
+        await self.keep(subscription)
         return subscription
 
     async def _group_lag(

@@ -76,7 +76,8 @@ _REBALANCE_CODES = {
     KafkaError._NO_OFFSET,
     KafkaError._ASSIGNMENT_LOST,
 }
-"""Commit errors of a partition that is moving: its new owner redelivers."""
+"""Commit errors of a partition that is moving: not written, committed again by its revoke
+or the next commit (else its next owner redelivers from the last commit)."""
 _FATAL_CODES = {
     KafkaError.INCONSISTENT_GROUP_PROTOCOL: (
         "the group's other members use another assignment protocol (an eager 'range' or "
@@ -136,6 +137,11 @@ def _lasting(since: float | None, holds: bool, now: float) -> tuple[float | None
     return since, now - since
 
 
+def moving(exc: BaseException) -> bool:
+    """Whether a commit failed only because its partitions are moving (a rebalance)."""
+    return isinstance(exc, KafkaException) and exc.args[0].code() in _REBALANCE_CODES
+
+
 def _resolve(future: Future[None], err: KafkaError | None) -> None:
     """A commit's outcome (from any thread; the first one given counts)."""
     with contextlib.suppress(InvalidStateError):
@@ -184,9 +190,9 @@ class Member:
         self._scrub = scrub
         config = dict(config)
         config["error_cb"] = self.on_error
-        if "stats_cb" not in config and "statistics.interval.ms" not in config:
-            config["statistics.interval.ms"] = int(STATS_INTERVAL * 1000)
-            config["stats_cb"] = self._on_stats
+        config.setdefault("statistics.interval.ms", int(STATS_INTERVAL * 1000))
+        self._their_stats: Callable[[str], object] | None = config.get("stats_cb")
+        config["stats_cb"] = self._on_stats  # which calls the user's own too
         self._config = config
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
@@ -485,8 +491,8 @@ class Member:
     ) -> KafkaError | None:
         """Commit the ``positions`` of held partitions synchronously (an asynchronous
         commit's result comes only from a later poll, which a full buffer holds back),
-        noting how long it waits and whether the coordinator answers; the first error that
-        is not a rebalance's (logged, ``when`` given), else None."""
+        noting how long it waits and whether the coordinator answers; the first error, one
+        that is not a rebalance's first (logged, ``when`` given), else None."""
         owned = self._owned
         tps = [
             TopicPartition(t, p, o, metadata=m)
@@ -508,7 +514,8 @@ class Member:
                 self.answered_at = time.monotonic()
             self.commit_began = None
         self._note_commit(errors[0] if errors and len(errors) >= len(result) else None)
-        failed = next((e for e in errors if e.code() not in _REBALANCE_CODES), None)
+        errors.sort(key=lambda e: e.code() in _REBALANCE_CODES)  # a moving partition's last
+        failed = errors[0] if errors else None
         for tp in result:
             if tp.error is None:
                 self._committed[(tp.topic, tp.partition)] = tp.offset
@@ -544,6 +551,8 @@ class Member:
         """librdkafka's statistics (on the consumer thread): the group's state, for the
         stuck, coordinator and recovery rules (docs/engines/kafka.md, "Internals")."""
         self._stats = stats
+        if self._their_stats is not None:
+            self._their_stats(stats)
         if self.all_down and '"state":"UP"' in stats:  # a broker answers again
             self._answered()
         # Only the "cgrp" object is decoded, not the whole document (every broker, topic
@@ -638,8 +647,8 @@ class Member:
                 known = True
         # A member that holds nothing (after its assignment) is behind by nothing.
         self.lag = total if known or (self.assigned_once.is_set() and not self._owned) else None
-        if not self.room.is_set() or self._paused:
-            self._fetch_watch.hold()  # holding back on purpose: not a fetch stall
+        if not self.room.is_set() or self._paused or self.all_down:
+            self._fetch_watch.hold()  # holding back on purpose, or an outage: not a stall
             starved = []
         else:
             starved = self._fetch_watch.observe(now, views)

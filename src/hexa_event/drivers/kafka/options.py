@@ -95,6 +95,9 @@ def _check(owner: str, name: str, config: object, owned: Mapping[str, str]) -> N
     kit.check_mapping(owner, name, config, owned, what="librdkafka keys")
 
 
+_MAX_S = (2**31 - 1) / 1000
+"""The longest timeout, in seconds: librdkafka's are int32 milliseconds."""
+
 _FAST_FIRST_REQUEST = {"reconnect.backoff.ms": 10}
 """Admin client and producer: connect to the learnt brokers without librdkafka's 100 ms
 back-off (docs/engines/kafka.md, "Latency"); consumers keep the default."""
@@ -165,18 +168,20 @@ class KafkaOptions(kit.DriverOptions):
                 "KafkaOptions.bootstrap_servers is required, e.g. '127.0.0.1:9092'"
             )
         check_bootstrap(self.bootstrap_servers)
-        for name in ("partitions", "replication_factor"):
-            check_number(f"KafkaOptions.{name}", getattr(self, name), minimum=1, integer=True)
-        for name in ("delivery_timeout", "metadata_timeout"):
-            check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name), above=True)
+        for name, top in (("partitions", 100_000), ("replication_factor", 10_000)):
+            value = getattr(self, name)  # librdkafka's bounds
+            check_number(f"KafkaOptions.{name}", value, minimum=1, maximum=top, integer=True)
+        for name in ("delivery_timeout", "metadata_timeout"):  # librdkafka's int32 ms
+            value = getattr(self, name)
+            check_number(f"KafkaOptions.{name} (seconds)", value, minimum=0.001, maximum=_MAX_S)
         for name in (
             "revoke_timeout",
             "assignment_timeout",
             "poll_stall_timeout",
             "coordinator_timeout",
         ):
-            check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name))
-        check_number("KafkaOptions.linger_ms", self.linger_ms)
+            check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name), maximum=_MAX_S)
+        check_number("KafkaOptions.linger_ms", self.linger_ms, maximum=900_000)
         _check("KafkaOptions", "client_config", self.client_config, _OWNED_CLIENT)
         _check("KafkaOptions", "producer_config", self.producer_config, _OWNED_PRODUCER)
         _check("KafkaOptions", "consumer_config", self.consumer_config, _OWNED_CONSUMER)

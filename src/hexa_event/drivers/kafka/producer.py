@@ -6,6 +6,7 @@ reports (docs/engines/kafka.md, "Internals"); only the ``flush`` at close runs i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +36,11 @@ class _Batch:
     errors: dict[int, KafkaError] = field(default_factory=dict)
     """Index of each record that failed -> its error."""
 
-    def on_delivery(self, index: int, err: KafkaError | None, _msg: object) -> None:
+    def on_delivery(self, index: int, err: KafkaError | None, msg: Any) -> None:
         """librdkafka's delivery report; runs on the thread that polls or flushes."""
         self.sink._reports.append((self, index, err))
+        if err is not None and err.code() in _MISSING:
+            self.sink.missing.add(msg.topic())
 
     def finish(self, scrub: Callable[[str], str]) -> None:
         """Once every record is reported (or refused locally): the future's outcome, an
@@ -60,11 +63,14 @@ _NOT_STORED = {
 """Refusals of the record itself: sending it again cannot succeed."""
 
 
+_MISSING = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC}
+
+
 def delivery_error(err: KafkaError, scrub: Callable[[str], str]) -> DriverError:
-    if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+    if err.code() in _MISSING:
         return NotStoredError(
-            f"Kafka rejected the record: topic does not exist ({scrub(err.str())}); create it "
-            "or enable provisioning (KafkaOptions(provision=True))",
+            f"Kafka rejected the record: topic does not exist ({scrub(err.str())}); the next "
+            "publish creates it with KafkaOptions(provision=True) (the default), else create it",
             retriable=True,  # not stored, and stored once the topic exists
         )
     if err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
@@ -114,6 +120,8 @@ class KafkaProducer:
         self._pending = 0
         self._reports: list[tuple[_Batch, int, KafkaError | None]] = []
         self._closed = False
+        self.missing: set[str] = set()
+        """Topics a record was refused for as missing (deleted since they were provisioned)."""
 
     def _start(self) -> Producer:
         loop = asyncio.get_running_loop()
@@ -169,6 +177,10 @@ class KafkaProducer:
         for index, record in enumerate(records):
             headers: Any = record.headers or None
             while True:
+                if self._closed:  # closed while this call waited for room: not sent
+                    batch.remaining -= 1
+                    batch.errors[index] = KafkaError(KafkaError._PURGE_QUEUE)
+                    break
                 try:
                     produce(
                         record.channel,
@@ -188,12 +200,23 @@ class KafkaProducer:
                 except KafkaException as exc:  # refused locally (too large...): not sent
                     batch.remaining -= 1
                     batch.errors[index] = exc.args[0]
+                    if exc.args[0].code() in _MISSING:
+                        self.missing.add(record.channel)
                     break
         self._pending += produced
         if self._timer is None and self._pending > 0:
             self._timer = loop.call_later(_SERVE_INTERVAL, self._serve)
         batch.finish(self._scrub)  # every record refused locally, or all reported already
         await future
+
+    async def learn(self, topics: Sequence[str], within: float) -> None:
+        """Ask for the metadata of ``topics`` (just created): librdkafka refuses a topic it
+        saw missing (deleted since) until its next metadata refresh, minutes later."""
+        producer = self._producer
+        for topic in topics:
+            with contextlib.suppress(KafkaException):  # the first produce asks again
+                if producer is not None:
+                    await asyncio.to_thread(producer.list_topics, topic, within)
 
     @staticmethod
     def _flush(producer: Producer, timeout: float) -> int:

@@ -86,7 +86,8 @@ def coerce(engine: str, key: str, raw: str, kind: Any) -> Any:
             number = kind(raw)
         except ValueError:
             number = None
-        if number is None or not math.isfinite(number):
+        # An int is never infinite (and one of 400 digits has no float: check_number's).
+        if number is None or (kind is float and not math.isfinite(number)):
             what = "an integer" if kind is int else "a finite number (seconds for a duration)"
             raise refused(f"must be {what}")
         return number
