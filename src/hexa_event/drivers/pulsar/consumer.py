@@ -194,7 +194,11 @@ class _Reader:
         deliveries: list[PulsarDelivery] = []
         early = 0
         for message in messages:
-            props = message.properties()
+            try:
+                props, key = message.properties(), message.partition_key()
+            except UnicodeDecodeError:  # bytes a foreign producer set: delivered without them
+                props, key = {}, ""
+                log.warning("Pulsar: a message's key or properties are not UTF-8; ignored")
             if not_before in props and (due := epoch_seconds(props[not_before])) is not None:
                 wait = due - time.time()
                 if wait > 0:
@@ -210,7 +214,7 @@ class _Reader:
             else:  # the common case, inline: text values only
                 headers = {name: value.encode() for name, value in props.items()}
             channel = only or self._channel(message.topic_name())
-            record = RawRecord(channel, message.partition_key(), headers, data)
+            record = RawRecord(channel, key, headers, data)
             deliveries.append(PulsarDelivery(record, message, self))
         if early:
             self.release(early)
