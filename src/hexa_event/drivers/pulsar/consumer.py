@@ -118,6 +118,7 @@ class _Reader:
         self._stop = False
         self._loop = asyncio.get_running_loop()
         self._topics: dict[str, str] = {}
+        self._timers: set[asyncio.TimerHandle] = set()  # of nacks longer than the nack delay
         self.disconnected_since: float | None = None
         self.warned_at = 0.0
         self.error = ""
@@ -264,14 +265,15 @@ class _Reader:
             self.native.negative_acknowledge(message)
             return
 
-        def fire() -> None:  # after close, the consumer's close gave the message back
-            if not self._stop:
-                try:
-                    self.native.negative_acknowledge(message)
-                except pulsar.PulsarException as exc:
-                    log.debug("late nack on a closed consumer: %s", exc)
+        def fire() -> None:  # cancelled by close: the consumer's close gives the message back
+            self._timers.discard(timer)
+            try:
+                self.native.negative_acknowledge(message)
+            except pulsar.PulsarException as exc:
+                log.debug("late nack on a closed consumer: %s", exc)
 
-        self._loop.call_later(wait, fire)
+        timer = self._loop.call_later(wait, fire)
+        self._timers.add(timer)
 
     def watch(self, now: float) -> None:
         """Note whether the consumer is connected (pulsar-client reconnects on its own);
@@ -295,9 +297,11 @@ class _Reader:
             log.warning("Pulsar subscription %s: %s", self.owner.name, self.error)
 
     async def close(self) -> None:
-        """Stop the thread (and the nack timers: they find it stopped), then close the
-        consumer (what is not settled goes back to the subscription)."""
+        """Stop the thread and the nack timers, then close the consumer (what is not
+        settled goes back to the subscription)."""
         self._stop = True
+        for timer in self._timers:
+            timer.cancel()
         with self._room:
             self._room.notify_all()
         try:
