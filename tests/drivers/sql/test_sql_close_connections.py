@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,14 +29,22 @@ def _sqlite_connections() -> set[threading.Thread]:
     }
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    from hexa_event_services import require_service
+
+    return require_service("postgres").url
+
+
 @pytest.mark.parametrize("delay_ms", range(0, 60, 4))
-async def test_a_publish_racing_close_leaves_no_connection_open(
-    tmp_path: Path, delay_ms: int
-) -> None:
+async def test_a_publish_racing_close_leaves_no_connection_open(url: str, delay_ms: int) -> None:
     before = _sqlite_connections()
-    driver = hexa_event.connect(f"sqlite:///{tmp_path / 'events.db'}").driver
+    driver = hexa_event.connect(url).driver
     assert isinstance(driver, SqlDriver)
-    publishing = asyncio.create_task(driver.publish([RawRecord("orders", "k", {}, b"x")]))
+    channel = f"orders-{uuid.uuid4().hex[:8]}"  # a new channel: the publish provisions it
+    publishing = asyncio.create_task(driver.publish([RawRecord(channel, "k", {}, b"x")]))
     await asyncio.sleep(delay_ms / 1000)
     await driver.close()
     with contextlib.suppress(ClosedError):  # closed first: nothing stored, which is fine
