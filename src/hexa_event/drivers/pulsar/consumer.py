@@ -529,6 +529,9 @@ class PulsarSubscription(Subscription):
         self.buffer.close()
         if self._watcher is not None:
             self._watcher.cancel()
+        await asyncio.shield(self._close_all())  # to the end, also when the caller is cancelled
+
+    async def _close_all(self) -> None:
         for reader in self._readers:
             await reader.close()
         if self._spec.ephemeral:
