@@ -212,6 +212,9 @@ class NatsSubscription(Subscription):
         else:
             self._ready.close()
         self._wake.set()
+        await asyncio.shield(self._close())  # to the end, also when the caller is cancelled
+
+    async def _close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
