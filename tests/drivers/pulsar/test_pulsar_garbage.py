@@ -56,3 +56,42 @@ async def test_a_garbage_not_before_time_is_no_time(
         assert subscription.status().error == ""
     finally:
         client.close()
+
+
+async def test_a_key_or_property_that_is_not_utf8_is_left_out(
+    make_driver: MakeDriver, pulsar_url: str
+) -> None:
+    """A foreign producer (Go, C++) may set a key or property of bytes that are not UTF-8:
+    pulsar-client raises UnicodeDecodeError reading them. The message is delivered without
+    them and the subscription goes on; before, that one message failed the subscription
+    (every fetch raised DriverError)."""
+    driver = await make_driver()
+    tag = uuid.uuid4().hex[:10]
+    channel = f"pu-{tag}"
+    await driver.provision([channel])
+    subscription = await driver.subscribe(SubscriptionSpec(group=f"act-{tag}", channels=(channel,)))
+    client = pulsar.Client(pulsar_url)
+    try:
+        producer = client.create_producer(f"persistent://public/default/{channel}")
+        for key, value in ((b"\xff", b"ok"), (b"k", b"\xfe\xff")):
+            builder = pulsar._pulsar.MessageBuilder()  # type: ignore[attr-defined]
+            builder.content(b"foreign").partition_key(key).property(b"p", value)
+            await asyncio.to_thread(producer._producer.send, builder.build())
+        await asyncio.to_thread(producer.send, b"last", properties={"n": "last"}, partition_key="k")
+        seen: list[tuple[str, dict[str, bytes], bytes]] = []
+        async with asyncio.timeout(60):
+            while len(seen) < 3:
+                batch = await subscription.fetch(10)
+                for delivery in batch:
+                    record = delivery.record
+                    seen.append((record.key, dict(record.headers), record.body))
+                    delivery.ack()
+                await subscription.settle(batch)
+        assert sorted(seen) == [
+            ("", {}, b"foreign"),
+            ("", {}, b"foreign"),
+            ("k", {"n": b"last"}, b"last"),
+        ]
+        assert subscription.status().error == ""
+    finally:
+        client.close()

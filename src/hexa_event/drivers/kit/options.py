@@ -10,8 +10,12 @@ from typing import Any, ClassVar, NamedTuple, Self
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from ...errors import ConfigurationError
+from ...numbers import LARGEST, check_number
 from ...redaction import redacted_repr
 from .query import parse_query
+
+INT32 = 2**31 - 1
+"""The largest value of a 32-bit setting (a client's or protocol's count, ms or seconds)."""
 
 
 class Redacted:
@@ -152,7 +156,10 @@ def check_count(
     meaning: str = "no limit",
 ) -> None:
     """Refuse ``value`` unless it is an integer (never a bool) from ``minimum`` to
-    ``maximum``, or the ``unlimited`` value (-1, say), which means ``meaning``."""
+    ``maximum`` (or :data:`~hexa_event.numbers.LARGEST`), or the ``unlimited`` value (-1,
+    say), which means ``meaning``."""
+    if isinstance(value, int) and abs(value) > LARGEST:  # 400 digits: named by its length
+        check_number(f"{owner}.{name}", value, minimum=minimum, maximum=maximum, integer=True)
     if (
         isinstance(value, int)
         and not isinstance(value, bool)

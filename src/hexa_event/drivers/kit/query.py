@@ -1,14 +1,14 @@
 """One rule for a driver URL's query options: each is a field of the options dataclass,
 typed by it, or one the driver lets through to its client; anything else is refused naming
 the known ones. ``bool`` takes ``true/false/1/0/yes/no`` only; ``int`` and ``float`` finite
-numbers; a ``Literal`` or ``Enum`` one of its values; ``tuple[str, ...]`` a comma-separated
-list; ``str`` the text; mappings and objects are not query options.
+numbers up to 2**53 in magnitude; a ``Literal`` or ``Enum`` one of its values;
+``tuple[str, ...]`` a comma-separated list; ``str`` the text; mappings and objects are not
+query options.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 import types
 import typing
 from collections.abc import Callable, Collection
@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from ...errors import ConfigurationError
+from ...numbers import LARGEST
 
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _UNSET = object()
@@ -74,7 +75,8 @@ def coerce(engine: str, key: str, raw: str, kind: Any) -> Any:
     """``raw`` as a value of ``kind`` (see the module's rules)."""
 
     def refused(why: str) -> ConfigurationError:
-        return ConfigurationError(f"{engine} URL option {key}={raw!r} {why}")
+        shown = repr(raw) if len(raw) <= 40 else f"{raw[:20]!r}... ({len(raw)} characters)"
+        return ConfigurationError(f"{engine} URL option {key}={shown} {why}")
 
     if kind is bool:
         value = BOOLEANS.get(raw.strip().lower())
@@ -86,10 +88,9 @@ def coerce(engine: str, key: str, raw: str, kind: Any) -> Any:
             number = kind(raw)
         except ValueError:
             number = None
-        # An int is never infinite (and one of 400 digits has no float: check_number's).
-        if number is None or (kind is float and not math.isfinite(number)):
+        if number is None or not -LARGEST <= number <= LARGEST:  # NaN, infinities, 400 digits
             what = "an integer" if kind is int else "a finite number (seconds for a duration)"
-            raise refused(f"must be {what}")
+            raise refused(f"must be {what} of at most {LARGEST:.0e} in magnitude")
         return number
     if isinstance(kind, tuple):  # the values of a Literal
         if raw not in kind:

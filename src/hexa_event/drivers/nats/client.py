@@ -49,19 +49,27 @@ async def confirm(nc: _NatsClient, within: float) -> None:
         raise TimeoutError(f"no PONG from the NATS server within {within}s")
 
 
-async def stop_interest(nc: _NatsClient, sub: Subscription, within: float) -> None:
+async def stop_interest(nc: _NatsClient, sub: Subscription, within: float, linger: float) -> None:
     """Unsubscribe ``sub`` once its callback handled every message the server sent it
-    (UNSUB, a PING round trip, then the queue drains); bounded by ``within`` seconds."""
+    (UNSUB, a PING round trip, then the queue drains); bounded by ``within`` seconds, after
+    which ``sub`` lingers ``linger`` s more: what the server sent late still reaches it."""
+    late = False
     try:
         async with asyncio.timeout(within):
             await nc._send_unsubscribe(sub._id)
             await confirm(nc, within)
             await sub._pending_queue.join()  # the callback loop marks each message done
     except (TimeoutError, OSError):
-        pass
+        late = True
+        asyncio.get_running_loop().call_later(linger, lambda: asyncio.ensure_future(_leave(sub)))
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        if not late:
+            await _leave(sub)
+
+
+async def _leave(sub: Subscription) -> None:
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
 
 
 def retrying(what: str, exc: Exception) -> str:

@@ -181,6 +181,7 @@ class NatsSubscription(Subscription):
         self._lag_at = 0.0
         self._delivered_at = time.monotonic()  # when a record last arrived
         self._closed = False
+        self._given_back = False  # by close: what still arrives goes back at once
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -211,10 +212,14 @@ class NatsSubscription(Subscription):
         else:
             self._ready.close()
         self._wake.set()
+        await asyncio.shield(self._close())  # to the end, also when the caller is cancelled
+
+    async def _close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._give_back([d for d in self._unsettled.values() if d.outcome is None])
+        self._given_back = True
         if self._pin is not None and not self._nc.is_closed:
             # Hand the group over to a standby member now, not after failover_timeout; the
             # records given back above are redelivered to it before any later record.
@@ -256,7 +261,7 @@ class NatsSubscription(Subscription):
         sub, self._sub = self._sub, None
         if sub is not None and not self._nc.is_closed:
             # What was already on its way runs through the callback into ``_late``.
-            await stop_interest(self._nc, sub, self._api_timeout)
+            await stop_interest(self._nc, sub, self._api_timeout, self._options.ack_wait)
         late, self._late = self._late or [], []
         now = time.monotonic()
         held = [(d, 0.0) for d in (*self._buffer, *unsettled)]
@@ -442,7 +447,11 @@ class NatsSubscription(Subscription):
             log.warning("ignored a message with an unexpected reply subject %r", reply)
             return
         if self._late is not None:  # closing or handing over
-            self._late.append((meta[1], reply))  # given back in order with the rest
+            if self._given_back:  # closed: it goes back at once (its inbox lingers)
+                with contextlib.suppress(nats.errors.Error):
+                    await self._nc.publish(reply, _NAK)
+            else:
+                self._late.append((meta[1], reply))  # given back in order with the rest
             return
         now = time.monotonic()
         reconnects = int(self._nc.stats.get("reconnects", 0))

@@ -303,6 +303,9 @@ class PartitionedSubscription(Subscription):
             return
         self._closed = True
         self._ready.close()
+        await asyncio.shield(self._close())  # to the end, also when the caller is cancelled
+
+    async def _close(self) -> None:
         # Taken before cancelling: a hand-over cancelled midway forgets its partitions.
         children = {*self._children.values(), *self._leaving}
         if self._task is not None:

@@ -118,6 +118,7 @@ class _Reader:
         self._stop = False
         self._loop = asyncio.get_running_loop()
         self._topics: dict[str, str] = {}
+        self._timers: set[asyncio.TimerHandle] = set()  # of nacks longer than the nack delay
         self.disconnected_since: float | None = None
         self.warned_at = 0.0
         self.error = ""
@@ -194,7 +195,11 @@ class _Reader:
         deliveries: list[PulsarDelivery] = []
         early = 0
         for message in messages:
-            props = message.properties()
+            try:
+                props, key = message.properties(), message.partition_key()
+            except UnicodeDecodeError:  # bytes a foreign producer set: delivered without them
+                props, key = {}, ""
+                log.warning("Pulsar: a message's key or properties are not UTF-8; ignored")
             if not_before in props and (due := epoch_seconds(props[not_before])) is not None:
                 wait = due - time.time()
                 if wait > 0:
@@ -210,7 +215,7 @@ class _Reader:
             else:  # the common case, inline: text values only
                 headers = {name: value.encode() for name, value in props.items()}
             channel = only or self._channel(message.topic_name())
-            record = RawRecord(channel, message.partition_key(), headers, data)
+            record = RawRecord(channel, key, headers, data)
             deliveries.append(PulsarDelivery(record, message, self))
         if early:
             self.release(early)
@@ -260,14 +265,15 @@ class _Reader:
             self.native.negative_acknowledge(message)
             return
 
-        def fire() -> None:  # after close, the consumer's close gave the message back
-            if not self._stop:
-                try:
-                    self.native.negative_acknowledge(message)
-                except pulsar.PulsarException as exc:
-                    log.debug("late nack on a closed consumer: %s", exc)
+        def fire() -> None:  # cancelled by close: the consumer's close gives the message back
+            self._timers.discard(timer)
+            try:
+                self.native.negative_acknowledge(message)
+            except pulsar.PulsarException as exc:
+                log.debug("late nack on a closed consumer: %s", exc)
 
-        self._loop.call_later(wait, fire)
+        timer = self._loop.call_later(wait, fire)
+        self._timers.add(timer)
 
     def watch(self, now: float) -> None:
         """Note whether the consumer is connected (pulsar-client reconnects on its own);
@@ -291,9 +297,11 @@ class _Reader:
             log.warning("Pulsar subscription %s: %s", self.owner.name, self.error)
 
     async def close(self) -> None:
-        """Stop the thread (and the nack timers: they find it stopped), then close the
-        consumer (what is not settled goes back to the subscription)."""
+        """Stop the thread and the nack timers, then close the consumer (what is not
+        settled goes back to the subscription)."""
         self._stop = True
+        for timer in self._timers:
+            timer.cancel()
         with self._room:
             self._room.notify_all()
         try:
@@ -521,6 +529,9 @@ class PulsarSubscription(Subscription):
         self.buffer.close()
         if self._watcher is not None:
             self._watcher.cancel()
+        await asyncio.shield(self._close_all())  # to the end, also when the caller is cancelled
+
+    async def _close_all(self) -> None:
         for reader in self._readers:
             await reader.close()
         if self._spec.ephemeral:

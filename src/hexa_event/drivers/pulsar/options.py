@@ -121,10 +121,13 @@ class PulsarOptions(kit.DriverOptions):
                 raise ConfigurationError(f"{owner}.{name} must be a non-empty name without '/'")
         kit.check_count(owner, "partitions", self.partitions)
         kit.check_choice(owner, "body", self.body, ("native", "go"))
-        check_number(f"{owner}.send_timeout", self.send_timeout)
-        check_number(f"{owner}.operation_timeout", self.operation_timeout, minimum=1)
-        check_number(f"{owner}.connection_timeout", self.connection_timeout, minimum=1)
-        kit.check_count(owner, "max_in_flight", self.max_in_flight)
+        for name, low in (("send_timeout", 0), ("connection_timeout", 1)):  # int32 ms
+            value = getattr(self, name)
+            check_number(f"{owner}.{name}", value, minimum=low, maximum=kit.INT32 / 1e3)
+        check_number(
+            f"{owner}.operation_timeout", self.operation_timeout, minimum=1, maximum=kit.INT32
+        )
+        kit.check_count(owner, "max_in_flight", self.max_in_flight, maximum=kit.INT32)
         kit.check_count(owner, "batching_delay_ms", self.batching_delay_ms, minimum=0)
         if self.token is not None and self.authentication is not None:
             raise ConfigurationError(f"{owner}: pass token= or authentication=, not both")
@@ -208,7 +211,7 @@ class PulsarSubscriptionOptions(kit.Redacted):
                 f"EXCLUSIVE), got {self.type!r}"
             )
         kit.check_name(owner, "name", self.name, optional=True)
-        kit.check_count(owner, "receiver_queue_size", self.receiver_queue_size)
+        kit.check_count(owner, "receiver_queue_size", self.receiver_queue_size, maximum=kit.INT32)
         check_number(f"{owner}.nack_delay", self.nack_delay, minimum=0.1)
         check_number(f"{owner}.ack_timeout", self.ack_timeout)
         if 0 < self.ack_timeout < 10:

@@ -32,7 +32,7 @@ from ..kit.buffer import DeliveryBuffer
 from .log import SqlLog
 from .membership import Membership
 from .partitions import Part, Pos, SqlDelivery
-from .reader import decode_headers, read_lag, read_partitions
+from .reader import blob, decode_headers, read_lag, read_partitions
 from .settlement import Settlements
 
 logger = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ class SqlSubscription(Subscription):
                     part.skip.discard(pos)
                     part.settle(pos)  # acked by a former owner before it let go
                     continue
-                record = RawRecord(channel, key, decode_headers(headers), bytes(body))
+                record = RawRecord(channel, key, decode_headers(headers), blob(body))
                 buffer.append(SqlDelivery(self, part, pos, record, 1, created_ms / 1000))
 
     async def _poll_redeliveries(self, room: int, now_ms: int) -> None:
@@ -320,7 +320,7 @@ class SqlSubscription(Subscription):
                 continue
             self._redelivering[row.log_id] = part
             record = RawRecord(
-                row.channel, row.msg_key, decode_headers(row.headers), bytes(row.body)
+                row.channel, row.msg_key, decode_headers(row.headers), blob(row.body)
             )
             pos, created = (row.txid, row.log_id), row.created_ms / 1000
             self._buffer.items.append(

@@ -145,6 +145,7 @@ class SqlDriver(KitDriver, SqlLog):
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
+        await self.idle()  # what is under way returns its connection to the pool first
         if self.connected and self._owns_engine:
             await self.engine.dispose()
 

@@ -47,6 +47,10 @@ class SqlLog:
         self._partitions = 0
         self._ready_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
+        self._users = 0
+        """Operations holding or about to make a connection (:meth:`using`)."""
+        self._unused = asyncio.Event()
+        self._disposing = False  # set by :meth:`idle`: no new operation
         self.watchers: set[Watcher] = set()
         """Told which channels got committed rows (subscriptions add their ``notify``)."""
 
@@ -65,13 +69,13 @@ class SqlLog:
     async def ready(self) -> int:
         """Connect and (unless ``create_tables=False``) create the tables, once; the
         partition count stored with them."""
+        if self.closed:
+            raise ClosedError("this SQL driver was closed; connect() again")
         if self._partitions:
             return self._partitions
-        async with self._ready_lock:
+        async with self._ready_lock, self.using():
             if self._partitions:
                 return self._partitions
-            if self.closed:
-                raise ClosedError("this SQL driver was closed; connect() again")
             with self.failing("preparing the tables"):
                 if self.options.create_tables:
                     self._partitions = await migrate_async(
@@ -118,7 +122,7 @@ class SqlLog:
         """A write transaction, committed on exit. On SQLite writers of this process queue
         on a lock (one writer at a time, no busy waits between our own connections)."""
         lock = self._write_lock if self.dialect == "sqlite" else contextlib.nullcontext()
-        async with lock, self.engine.connect() as conn:
+        async with lock, self.using(), self.engine.connect() as conn:
             await begin_write(conn)
             try:
                 yield conn
@@ -128,16 +132,40 @@ class SqlLog:
                 raise
             await conn.commit()
 
+    @asynccontextmanager
+    async def using(self) -> AsyncIterator[None]:
+        """One operation on the engine; ClosedError once the driver is disposing of it
+        (:meth:`idle` waits for those under way)."""
+        if self._disposing:
+            raise ClosedError("this SQL driver was closed; connect() again")
+        self._users += 1
+        try:
+            yield
+        finally:
+            self._users -= 1
+            if not self._users:
+                self._unused.set()
+
+    async def idle(self) -> None:
+        """Refuse new operations; return once those under way ended (within ``busy_timeout``,
+        what one waits for the database's lock)."""
+        self._disposing = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.options.busy_timeout):
+                while self._users:
+                    self._unused.clear()
+                    await self._unused.wait()
+
     def error(self, operation: str, exc: BaseException) -> DriverError:
         """A :class:`DriverError` for ``exc`` that names no password and no statement."""
         return driver_error(f"SQL driver ({redact(self.options.url)})", operation, exc)
 
     @contextmanager
     def failing(self, operation: str) -> Iterator[None]:
-        """Raise a failure inside as :meth:`error` (a DriverError as it is)."""
+        """Raise a failure inside as :meth:`error` (a DriverError or ClosedError as it is)."""
         try:
             yield
-        except DriverError:
+        except (DriverError, ClosedError):
             raise
         except Exception as exc:
             raise self.error(operation, exc) from exc

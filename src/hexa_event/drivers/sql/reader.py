@@ -22,10 +22,19 @@ _strict_headers = msgspec.msgpack.Decoder(dict[str, bytes]).decode
 _any = msgspec.msgpack.Decoder().decode
 
 
-def decode_headers(raw: bytes) -> dict[str, bytes]:
+def blob(value: object) -> bytes:
+    """A BLOB column's value as bytes: SQLite also stores what a foreign writer gave it as
+    text or a number (as its UTF-8 text, then)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8", "surrogatepass")
+
+
+def decode_headers(raw: object) -> dict[str, bytes]:
     """The stored headers of a row. A row written by an older or foreign writer with values
     that are not bytes keeps what can be read (text as UTF-8, other values dropped); an
     undecodable blob gives no headers: the row is still delivered (the core decides)."""
+    raw = blob(raw)
     try:
         return _strict_headers(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):

@@ -318,8 +318,9 @@ class StanSubscription(Subscription):
     async def close(self) -> None:
         """Close every channel's subscription (durables and durable groups are kept, but for
         an ephemeral spec's, which are deleted); what fails is logged. Idempotent."""
-        if not self.closed:
-            await self._leave(unsubscribe=self._spec.ephemeral, strict=False)
+        if not self.closed:  # closed now; left to the end, also when the caller is cancelled
+            self.buffer.close()
+            await asyncio.shield(self._leave(unsubscribe=self._spec.ephemeral, strict=False))
 
     async def unsubscribe(self) -> None:
         """Leave for good: a durable (or the last member's durable queue group) is deleted."""

@@ -112,9 +112,9 @@ class StanOptions(kit.DriverOptions):
         for name in ("connect_timeout", "ack_timeout"):
             check_number(f"StanOptions.{name} (seconds)", getattr(self, name), above=True)
         for name in ("max_pub_acks_inflight", "ping_interval", "ping_max_out", "ack_wait"):
-            kit.check_count("StanOptions", name, getattr(self, name))
+            kit.check_count("StanOptions", name, getattr(self, name), maximum=kit.INT32)
         if self.max_inflight is not None:
-            kit.check_count("StanOptions", "max_inflight", self.max_inflight)
+            kit.check_count("StanOptions", "max_inflight", self.max_inflight, maximum=kit.INT32)
         if self.monitor_url is not None and (
             not isinstance(self.monitor_url, str)
             or not self.monitor_url.startswith(("http://", "https://"))
@@ -191,8 +191,9 @@ class StanSubscriptionOptions(kit.Redacted):
                 f"contain ':' (got {self.durable_name!r})"
             )
         for name in ("max_inflight", "ack_wait", "start_sequence"):
-            if getattr(self, name) is not None:
-                kit.check_count(owner, name, getattr(self, name))
+            if getattr(self, name) is not None:  # int32 fields of the protocol, but the last
+                top = None if name == "start_sequence" else kit.INT32
+                kit.check_count(owner, name, getattr(self, name), maximum=top)
         names = ("start", "start_sequence", "start_time_delta")
         starts = [name for name in names if getattr(self, name) is not None]
         if len(starts) > 1:
