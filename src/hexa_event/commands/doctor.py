@@ -29,6 +29,7 @@ from ._common import (
     UNREACHABLE,
     json_argument,
     print_json,
+    printable,
     seconds,
     url_argument,
 )
@@ -271,7 +272,7 @@ def render(report: Report) -> str:
         if not failures
         else f"diagnosis: {failures} problem(s) to fix, see FAIL above"
     )
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 async def run(args: argparse.Namespace) -> int:

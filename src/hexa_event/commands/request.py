@@ -14,7 +14,17 @@ import json
 import sys
 from typing import Any
 
-from ._common import FAILED, OK, USAGE, CommandError, json_argument, print_json, require_url
+from ._common import (
+    FAILED,
+    OK,
+    USAGE,
+    CommandError,
+    json_argument,
+    print_json,
+    printable,
+    require_url,
+    safe_json,
+)
 from .publish import build, event_arguments
 
 
@@ -62,9 +72,11 @@ async def run(args: argparse.Namespace) -> int:
                 else payload,
             }
         )
-    elif isinstance(payload, bytes):
+    elif isinstance(payload, bytes) and not sys.stdout.isatty():
         sys.stdout.buffer.write(payload)
         sys.stdout.flush()
+    elif isinstance(payload, bytes):  # to a terminal: its escapes shown, not acted on
+        print(printable(payload.decode("utf-8", "replace"), lines=True))
     else:
-        print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        print(safe_json(json.dumps(payload, indent=2, ensure_ascii=False, default=str)))
     return OK
