@@ -62,6 +62,14 @@ def parse_duration(text: str) -> timedelta:
         ) from None
 
 
+def _period(text: str) -> timedelta:
+    """A duration above 0 (``--every``, ``--lease``, ``--poll-interval``)."""
+    value = parse_duration(text)
+    if not value:
+        raise argparse.ArgumentTypeError(f"expected a duration above 0, e.g. 10m, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = whole_number(text, 1)
     if value is None:
@@ -181,7 +189,7 @@ def _add_table_commands(
     _names_arguments(p)
     p.add_argument("--retention", type=parse_duration, default=timedelta(days=7))
     p.add_argument("--batch-size", type=_positive_int, default=1000)
-    p.add_argument("--every", type=parse_duration, default=None, help="repeat until stopped")
+    p.add_argument("--every", type=_period, default=None, help="repeat until stopped")
     p.set_defaults(func=functools.partial(_clean_command, package, cleaner))
 
 
@@ -302,7 +310,7 @@ async def _clean(args: argparse.Namespace, cleaner_type: Any) -> int:
         db,
         retention=args.retention,
         batch_size=args.batch_size,
-        interval=max(args.every.total_seconds(), 0.001) if args.every else 60.0,
+        interval=60.0 if args.every is None else args.every.total_seconds(),
         **_names(args),
     )
     try:
@@ -353,9 +361,9 @@ def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--delete-sent", action="store_true", help="delete rows once sent instead of marking"
     )
-    p.add_argument("--lease", type=parse_duration, default=timedelta(seconds=30))
+    p.add_argument("--lease", type=_period, default=timedelta(seconds=30))
     p.add_argument("--retry-delay", type=parse_duration, default=timedelta(seconds=2))
-    p.add_argument("--poll-interval", type=parse_duration, default=timedelta(seconds=1))
+    p.add_argument("--poll-interval", type=_period, default=timedelta(seconds=1))
     p.add_argument("--no-listen", action="store_true", help="poll only, no LISTEN/NOTIFY")
     p.add_argument("--once", action="store_true", help="send what is ready, then exit")
     p.add_argument(
