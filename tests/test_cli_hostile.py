@@ -155,6 +155,8 @@ async def test_dlq_closes_its_subscription_and_driver_when_reading_fails(
         ["doctor", "memory://", "--retries", "1" + "0" * 400],
         ["outbox", "clean", "--db", "sqlite:///x.db", "--retention", "9" * 400 + "d"],
         ["outbox", "relay", "--db", "sqlite:///x.db", "--lease", "99999999999d"],
+        ["outbox", "clean", "--db", "sqlite:///x.db", "--retention", "1000000d"],  # year < 1
+        ["outbox", "relay", "--db", "sqlite:///x.db", "--retry-delay", "9" * 30],
         ["outbox", "clean", "--db", "sqlite:///x.db", "--every", "0"],  # cleaned every 60 s
         ["inbox", "clean", "--db", "sqlite:///x.db", "--every", "0ms"],
         ["outbox", "relay", "--db", "sqlite:///x.db", "--lease", "0"],  # exit 1, not 2

@@ -48,18 +48,22 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 60480
 
 
 def parse_duration(text: str) -> timedelta:
-    """``500ms``, ``30s``, ``10m``, ``12h``, ``7d``, ``2w`` or plain seconds."""
+    """``500ms``, ``30s``, ``10m``, ``12h``, ``7d``, ``2w`` or plain seconds, at most
+    :data:`~hexa_event.commands.LONGEST` seconds (31 years)."""
+    from .commands import LONGEST
+
     match = _DURATION.match(text)
     if not match:
         raise argparse.ArgumentTypeError(
             f"bad duration {text!r}: use a number with a unit, e.g. 30s, 10m, 12h, 7d"
         )
-    try:
-        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-    except OverflowError:  # 400 digits, or more days than a timedelta holds
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not seconds <= LONGEST:  # 400 digits read as infinite; a retention of a million
+        # days reached before the year 1 (OverflowError when cleaning)
         raise argparse.ArgumentTypeError(
-            f"duration {text!r} is too long: at most 999999999 days (e.g. 30d)"
-        ) from None
+            f"duration {text!r} is too long: at most {LONGEST:g} seconds (about 31 years)"
+        )
+    return timedelta(seconds=seconds)
 
 
 def _period(text: str) -> timedelta:
