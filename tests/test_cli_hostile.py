@@ -242,3 +242,45 @@ def test_doctor_names_a_port_past_65535(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "[FAIL] reach 127.0.0.1:99999" in out
     assert "1 to 65535" in out
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--correlation-id",
+        "--locale",
+        "--user-id",
+        "--service-user",
+        "--id",
+        "--traceparent",
+        "--reply-channel",
+    ],
+)
+def test_publish_names_an_option_that_is_not_utf8(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes that are not UTF-8 in an argument reach Python as lone surrogates (PEP 383);
+    the context options went into headers unchecked: ``UnicodeEncodeError`` (exit 1)
+    instead of bad usage naming the option."""
+    argv = ["publish", "memory://", "orders", "--key", "k", "--data", "{}", option, "a\udcff"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: {option} 'a\\udcff' is not UTF-8 text" in err
+    assert "UnicodeEncodeError" not in err
+
+
+async def test_publish_raw_data_that_is_not_utf8_is_sent_as_given(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--codec raw --data`` with bytes that are not UTF-8 raised UnicodeEncodeError; they
+    are the bytes the operator gave, so they are published as they are."""
+    url = f"memory://raw-{uuid.uuid4().hex}"
+    conn = he.connect(url)
+    try:
+        argv = ("publish", url, "raw", "--key", "k", "--codec", "raw", "--data", "\udcff\udcfe")
+        assert await cli(*argv) == 0
+        assert await cli("tail", url, "raw", "--from-beginning", "-n", "1", "--json") == 0
+        out = capsys.readouterr().out.splitlines()[-1]
+        assert json.loads(out)["body"] == "//4="  # base64 of b"\xff\xfe"
+    finally:
+        await conn.close()

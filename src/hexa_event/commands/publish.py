@@ -83,7 +83,37 @@ def read_data(spec: str) -> bytes:
             return path.read_bytes()
         except OSError as exc:
             raise CommandError(f"cannot read --data file {path}: {exc.strerror}", USAGE) from None
-    return spec.encode()
+    return spec.encode("utf-8", "surrogateescape")  # bytes that are not UTF-8: as given
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Refuse a text option holding bytes that are not UTF-8 (Python hands them over as lone
+    surrogates, which no header or key can carry): bad usage naming the option, not a
+    UnicodeEncodeError once the event is half built."""
+    options = [
+        ("CHANNEL", args.channel),
+        ("--key", args.key),
+        ("--id", args.id),
+        ("--correlation-id", args.correlation_id),
+        ("--locale", args.locale),
+        ("--user-id", args.user_id),
+        ("--service-user", args.service_user),
+        ("--traceparent", args.traceparent),
+        ("--reply-channel", getattr(args, "reply_channel", None)),
+        ("--deliver-at", getattr(args, "deliver_at", None)),
+        *(("--header", header) for header in args.header),
+    ]
+    for option, value in options:
+        if not value or value.isascii():
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CommandError(
+                f"{option} {value!r} is not UTF-8 text (the shell passed bytes in another "
+                "encoding): give it in UTF-8 (check the terminal's encoding, or LANG)",
+                USAGE,
+            ) from None
 
 
 def deliver_at(text: str | None) -> datetime | None:
@@ -104,6 +134,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
     from ..errors import InvalidEventError
     from ..event import Event
 
+    _check_text(args)
     raw = read_data(args.data)
     payload: Any
     if args.codec == "json":
