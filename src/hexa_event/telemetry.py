@@ -52,6 +52,7 @@ from .connect import Connection
 from .context import Context
 from .driver import Driver, RawRecord
 from .emitter import EmitCall, EmitMiddleware, Emitter
+from .envelope import REPLY_TO
 from .event import Event, Message
 from .middleware import Handler, Middleware
 from .propagation import TRACEPARENT, TRACESTATE, Headers, Propagator
@@ -69,6 +70,14 @@ __all__ = [
 
 _W3C = TraceContextTextMapPropagator()
 _SYSTEM = "hexa_event"
+REPLIES = "_reply"
+"""The ``channel`` label of every reply, and the span name's channel: each requesting emitter
+has a reply channel of its own (``_reply.<random>``), and a request may name any, so their
+names would add a metric series per requester, without bound."""
+
+
+def _label(channel: str, reply: bool) -> str:
+    return REPLIES if reply or channel.startswith("_reply.") else channel
 
 
 def _carrier(traceparent: str, tracestate: str = "") -> dict[str, str]:
@@ -212,7 +221,9 @@ class Telemetry:
 
         async def traced(events: Sequence[Event[Any]], contexts: Sequence[Context]) -> list[str]:
             channels = sorted({event.channel for event in events})
-            name = f"send {channels[0]}" if len(channels) == 1 else "send"
+            labels = [_label(event.channel, bool(event.in_reply_to)) for event in events]
+            named = set(labels)
+            name = f"send {labels[0]}" if len(named) == 1 else "send"
             attributes: dict[str, Any] = {
                 "messaging.system": _SYSTEM,
                 "messaging.operation.type": "send",
@@ -234,9 +245,8 @@ class Telemetry:
                 ids = await call(events, traced_contexts)
                 if len(ids) == 1:
                     span.set_attribute("messaging.message.id", ids[0])
-            for channel in channels:
-                n = sum(1 for event in events if event.channel == channel)
-                emitted.add(n, {"channel": channel})
+            for label in sorted(named):
+                emitted.add(labels.count(label), {"channel": label})
             return ids
 
         return traced
@@ -464,7 +474,8 @@ class Telemetry:
     def _measure(self, records: Sequence[RawRecord]) -> None:
         record_size = self.payload_size.record
         for record in records:
-            record_size(len(record.body), {"channel": record.channel})
+            label = _label(record.channel, REPLY_TO in record.headers)
+            record_size(len(record.body), {"channel": label})
 
     async def _publish_traced(self, driver: Driver, records: Sequence[RawRecord]) -> None:
         spans: list[trace.Span] = []

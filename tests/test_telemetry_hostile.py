@@ -1,0 +1,67 @@
+"""Telemetry against what others control: the reply channel a requester names, a tracer or
+a meter that raises. Metrics keep a bounded set of series; telemetry never changes what
+happens to an event."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import hexa_event as he
+from otel_helpers import Otel, make_otel
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    made = make_otel()
+    yield made
+    made.meters.shutdown()
+
+
+async def test_replies_share_one_channel_label(otel: Otel) -> None:
+    """Every requesting emitter has its own reply channel (``_reply.<random>``), and a
+    request may name any reply channel: labelled by it, a responder's
+    ``hexa_event.emitted`` and ``hexa_event.payload.size`` grew one series per requester,
+    without bound. Replies are labelled ``_reply``; the span keeps the real channel."""
+    url = f"memory://telemetry-{uuid.uuid4().hex}"
+    served = otel.telemetry.instrument(he.connect(url))
+    responder = served.emitter()
+    receiver = served.receiver("svc")
+
+    @receiver.subscribe("prices", action="quote")
+    async def quote(ctx: he.Context, msg: he.Message[Any]) -> None:
+        await responder.reply(ctx, msg, {"price": 1})
+
+    clients = he.connect(url)
+    async with receiver:
+        for _ in range(3):  # three requesting processes, say
+            requester = clients.emitter()
+            reply = await requester.request(he.Event("prices", "k", {}), timeout=20)
+            assert reply.payload == {"price": 1}
+            await requester.close()
+        request = he.Event("prices", "k", {}, reply_channel="chosen-by-the-requester")
+        await clients.emitter().emit(request)  # a foreign requester names its own
+        await _until(lambda: otel.metric("hexa_event.handled").get(_QUOTE) == 4)
+    await clients.close()
+    await served.close()
+
+    emitted = otel.metric("hexa_event.emitted")
+    assert emitted == {(("channel", "_reply"),): 4}, emitted
+    sizes = otel.metric("hexa_event.payload.size")
+    assert set(sizes) == {(("channel", "_reply"),)}, sizes
+    spans = otel.spans("send _reply")
+    assert len(spans) == 4
+    destinations = {s.attributes["messaging.destination.name"] for s in spans if s.attributes}
+    assert len(destinations) == 4  # the span still says where each reply went
+
+
+_QUOTE = (("action", "quote"), ("channel", "prices"))
+
+
+async def _until(condition: Any) -> None:
+    from hexa_event.testing import eventually
+
+    await eventually(condition, within=20, what="the handled count")
