@@ -284,3 +284,22 @@ async def test_publish_raw_data_that_is_not_utf8_is_sent_as_given(
         assert json.loads(out)["body"] == "//4="  # base64 of b"\xff\xfe"
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize("level", ["debug", " Warning ", "verbose", ""])
+def test_a_log_level_from_the_environment_is_checked(
+    level: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse checks no default against the choices: ``HEXA_EVENT_LOG_LEVEL=debug`` (or
+    any typo) reached ``logging.basicConfig`` and every command died with a ValueError
+    traceback. Any case is accepted now; anything else is bad usage naming the variable."""
+    monkeypatch.setenv("HEXA_EVENT_LOG_LEVEL", level)
+    if level.strip().lower() in ("debug", "warning", ""):
+        assert main(["outbox", "ddl"]) == 0
+        expected = level.strip().upper() or "INFO"  # set but empty: as if unset
+        assert build_parser().parse_args(["outbox", "ddl"]).log_level == expected
+        return
+    with pytest.raises(SystemExit) as stopped:
+        main(["outbox", "ddl"])
+    assert stopped.value.code == 2
+    assert "$HEXA_EVENT_LOG_LEVEL" in capsys.readouterr().err

@@ -429,8 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("HEXA_EVENT_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=os.environ.get("HEXA_EVENT_LOG_LEVEL") or "INFO",
+        type=_log_level,
+        choices=_LOG_LEVELS,
         help="how much the commands log to stderr",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -442,6 +443,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_command(commands)  # run
     tidy(parser)
     return parser
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(text: str) -> str:
+    """``debug`` as ``DEBUG``; anything else is bad usage, from ``$HEXA_EVENT_LOG_LEVEL`` too
+    (argparse checks no default against the choices: ``logging`` raised ValueError)."""
+    level = text.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(_LOG_LEVELS)} (--log-level or "
+            f"$HEXA_EVENT_LOG_LEVEL), got {text!r}"
+        )
+    return level
 
 
 def _version() -> str:
