@@ -10,6 +10,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -303,3 +304,25 @@ def test_a_log_level_from_the_environment_is_checked(
         main(["outbox", "ddl"])
     assert stopped.value.code == 2
     assert "$HEXA_EVENT_LOG_LEVEL" in capsys.readouterr().err
+
+
+def test_doctor_reaches_an_ipv6_address(capsys: pytest.CaptureFixture[str]) -> None:
+    """``[::1]:4222`` was split at its last colon into the host ``[::1]``, which no resolver
+    knows: doctor said a listening broker was unreachable (exit 3); ``[::1]`` without a port
+    became the host ``[:``."""
+    from hexa_event.commands.doctor import _hosts
+
+    assert _hosts("nats://[::1]:4333,[fe80::1],h:1", 4222) == [
+        ("::1", 4333),
+        ("fe80::1", 4222),
+        ("h", 1),
+    ]
+    try:
+        listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with listener:
+        port = listener.getsockname()[1]
+        main(["doctor", f"nats://[::1]:{port}", "--timeout", "2"])  # not NATS: fails later
+    out = capsys.readouterr().out
+    assert f"[ok  ] reach [::1]:{port}: TCP connection opened" in out
