@@ -326,3 +326,28 @@ def test_doctor_reaches_an_ipv6_address(capsys: pytest.CaptureFixture[str]) -> N
         main(["doctor", f"nats://[::1]:{port}", "--timeout", "2"])  # not NATS: fails later
     out = capsys.readouterr().out
     assert f"[ok  ] reach [::1]:{port}: TCP connection opened" in out
+
+
+def test_tail_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """``hexa-event tail URL orders | head -1``: once ``head`` exits, the next write fails.
+    It printed ``hexa-event: error: BrokenPipeError`` and exited 1 (failed); it now stops
+    quietly with 141, as ``cat`` killed by SIGPIPE does."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+
+    async def publish() -> None:
+        conn = he.connect(url)
+        await conn.emitter().emit(he.Event("orders", "k", {"n": 1}))
+        await conn.close()
+
+    asyncio.run(publish())
+    command = [sys.executable, "-m", "hexa_event.cli", "tail", url, "orders"]
+    proc = subprocess.Popen(
+        [*command, "--from-beginning", "--idle", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the first event is printed
+    _, err = proc.communicate(timeout=60)
+    assert b"Error" not in err, err
+    assert proc.returncode == 141

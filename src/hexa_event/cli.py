@@ -423,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         epilog="exit status: "
         + ", ".join(f"{code} {what}" for code, what in EXIT_CODES.items())
-        + ", 130 interrupted",
+        + ", 130 interrupted, 141 output closed",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -483,6 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `hexa-event tail ... | head`: the reader has what it wanted
+        with contextlib.suppress(OSError, ValueError):  # no "Exception ignored" at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a command killed by SIGPIPE (cat, grep)
     except UsageError as exc:
         print(f"hexa-event: error: {exc}", file=sys.stderr)
         return 2
