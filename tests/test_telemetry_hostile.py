@@ -9,8 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
 import hexa_event as he
+from hexa_event.telemetry import Telemetry
+from hexa_event.testing import Collector, eventually
 from otel_helpers import Otel, make_otel
 
 
@@ -62,6 +65,41 @@ _QUOTE = (("action", "quote"), ("channel", "prices"))
 
 
 async def _until(condition: Any) -> None:
-    from hexa_event.testing import eventually
-
     await eventually(condition, within=20, what="the handled count")
+
+
+class _Broken(SpanProcessor):
+    """A span processor of the application's that raises when a span ends."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        raise RuntimeError("exporter bug")
+
+
+async def test_a_tracer_that_raises_changes_no_outcome(caplog: pytest.LogCaptureFixture) -> None:
+    """A span processor raising in ``on_end`` made a successful handler look failed (the
+    event was retried: the handler ran twice) and an accepted emit raise (a caller retrying
+    it emits a duplicate). Telemetry's failures are logged; the outcomes stand."""
+    provider = TracerProvider()
+    provider.add_span_processor(_Broken())
+    telemetry = Telemetry(tracer_provider=provider)
+    url = f"memory://telemetry-{uuid.uuid4().hex}"
+    conn = telemetry.instrument(he.connect(url))
+    plain = he.connect(url)
+    runs = Collector()
+    receiver = conn.receiver("svc")
+    receiver.subscribe(
+        "orders",
+        action="charge",
+        retry=he.RetryPolicy(max_retries=2, initial_delay=0.01),
+        handler=lambda ctx, msg: runs.add((msg.key, msg.attempt)),
+    )
+    async with receiver:
+        await plain.emitter().emit(he.Event("orders", "a", {}))  # the handler's span fails
+        await conn.emitter().emit(he.Event("orders", "b", {}))  # the emit's span too
+        info = receiver.subscriptions["charge"]
+        await eventually(lambda: info.counters.handled == 2, within=20, what="handled")
+    await conn.close()
+    await plain.close()
+    assert sorted(runs.items) == [("a", 1), ("b", 1)]  # each once: not retried
+    assert info.counters.retried == info.counters.failed == 0
+    assert "exporter bug" in caplog.text  # said, not swallowed

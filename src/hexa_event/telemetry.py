@@ -38,9 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
@@ -70,6 +71,21 @@ __all__ = [
 
 _W3C = TraceContextTextMapPropagator()
 _SYSTEM = "hexa_event"
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[None]:
+    """Around what telemetry does once an outcome is settled (a span ending, a count): a
+    tracer, span processor or meter of the application's that raises is logged, and the
+    outcome stands (a handler that returned is not retried, an accepted emit does not
+    raise, which would make its caller emit a duplicate)."""
+    try:
+        yield
+    except Exception:
+        log.exception("hexa-event telemetry failed (the outcome stands)")
+
+
 REPLIES = "_reply"
 """The ``channel`` label of every reply, and the span name's channel: each requesting emitter
 has a reply channel of its own (``_reply.<random>``), and a request may name any, so their
@@ -234,19 +250,27 @@ class Telemetry:
                 attributes["messaging.batch.message_count"] = len(events)
             else:
                 attributes["messaging.message.conversation_id"] = contexts[0].correlation_id
-            with tracer.start_as_current_span(
+            span = tracer.start_span(
                 name,
                 context=_parent_of(contexts[0]),
                 kind=trace.SpanKind.PRODUCER,
                 attributes=attributes,
-            ) as span:
-                traceparent, tracestate = _traceparent_of(span)
-                traced_contexts = _with_trace(contexts, traceparent, tracestate)
-                ids = await call(events, traced_contexts)
+            )
+            try:
+                with trace.use_span(span):
+                    traceparent, tracestate = _traceparent_of(span)
+                    traced_contexts = _with_trace(contexts, traceparent, tracestate)
+                    ids = await call(events, traced_contexts)
+            except BaseException:
+                with _recording():
+                    span.end()
+                raise
+            with _recording():
                 if len(ids) == 1:
                     span.set_attribute("messaging.message.id", ids[0])
-            for label in sorted(named):
-                emitted.add(labels.count(label), {"channel": label})
+                span.end()
+                for label in sorted(named):
+                    emitted.add(labels.count(label), {"channel": label})
             return ids
 
         return traced
@@ -287,20 +311,25 @@ class Telemetry:
                 await handler(inner, msg)
             except BaseException as exc:
                 otel_context.detach(token)
-                self.duration.record(time.perf_counter() - started, {**labels, "outcome": "failed"})
-                self.failed.add(1, labels)
-                span.record_exception(exc)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
-                span.set_attribute("error.type", type(exc).__name__)
-                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
-                    self._decided(span, labels, "nack", "cancelled")  # given back unhandled
-                else:
-                    self._await_decision((ctx.handler_action, msg.id, msg.attempt), span, labels)
+                with _recording():  # the handler's error is what the receiver must see
+                    failed = {**labels, "outcome": "failed"}
+                    self.duration.record(time.perf_counter() - started, failed)
+                    self.failed.add(1, labels)
+                    span.record_exception(exc)
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                    span.set_attribute("error.type", type(exc).__name__)
+                    if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                        self._decided(span, labels, "nack", "cancelled")  # given back unhandled
+                    else:
+                        key = (ctx.handler_action, msg.id, msg.attempt)
+                        self._await_decision(key, span, labels)
                 raise
             otel_context.detach(token)
-            self.duration.record(time.perf_counter() - started, {**labels, "outcome": "handled"})
-            self.handled.add(1, labels)
-            span.end()
+            with _recording():
+                handled = {**labels, "outcome": "handled"}
+                self.duration.record(time.perf_counter() - started, handled)
+                self.handled.add(1, labels)
+                span.end()
 
         return traced
 
@@ -363,24 +392,26 @@ class Telemetry:
             try:
                 await call(publication)
             except BaseException as exc:
+                with _recording():
+                    for span in spans:
+                        span.record_exception(exc)
+                        span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                        span.end()
+                    if pending is not None:
+                        records = publication.records
+                        where = records[0].channel if records else f"the {publication.purpose}"
+                        why = (
+                            "cancelled"
+                            if isinstance(exc, asyncio.CancelledError)
+                            else f"could not publish to {where}"
+                        )
+                        self._decided(*pending, "nack", why)
+                raise
+            with _recording():
                 for span in spans:
-                    span.record_exception(exc)
-                    span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
                     span.end()
                 if pending is not None:
-                    records = publication.records
-                    where = records[0].channel if records else f"the {publication.purpose}"
-                    why = (
-                        "cancelled"
-                        if isinstance(exc, asyncio.CancelledError)
-                        else f"could not publish to {where}"
-                    )
-                    self._decided(*pending, "nack", why)
-                raise
-            for span in spans:
-                span.end()
-            if pending is not None:
-                self._decided(*pending, publication.purpose, publication.reason)
+                    self._decided(*pending, publication.purpose, publication.reason)
 
         return traced
 
@@ -520,14 +551,16 @@ class Telemetry:
         try:
             await driver.publish(out)
         except BaseException as exc:
-            for span in spans:
-                span.record_exception(exc)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
-                span.end()
+            with _recording():
+                for span in spans:
+                    span.record_exception(exc)
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                    span.end()
             raise
-        self._measure(out)
-        for span in spans:
-            span.end()
+        with _recording():  # published: the relay must mark the rows sent
+            self._measure(out)
+            for span in spans:
+                span.end()
 
 
 def _being_cancelled() -> bool:
@@ -575,7 +608,8 @@ class InstrumentedConnection(Connection):
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         await self.driver.publish(records)
-        self.telemetry._measure(records)
+        with _recording():
+            self.telemetry._measure(records)
 
     def emitter(
         self,
