@@ -351,3 +351,20 @@ def test_tail_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert b"Error" not in err, err
     assert proc.returncode == 141
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--header", "HEXA_EVENT_ID=forged"], "--header"),  # found while encoding: exit 1
+        (["--header", "_ctx_user=forged"], "--header"),
+        (["--id", ""], "--id"),  # was named "id"
+    ],
+)
+@pytest.mark.parametrize("command", ["publish", "request"])
+def test_publish_names_the_option_of_a_bad_event(
+    command: str, argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [command, "memory://", "orders", "--key", "k", "--data", "{}"]
+    assert main([*base, *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"hexa-event: error: {option}: invalid event")

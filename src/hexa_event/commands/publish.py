@@ -177,18 +177,38 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
             delay=getattr(args, "delay", None),
         )
     except InvalidEventError as exc:
-        option = {"deliver_at": "--deliver-at", "delay": "--delay"}.get(exc.field, exc.field)
-        raise CommandError(f"{option}: {exc}", USAGE) from None
+        raise bad_event(exc) from None
     return event, Context(**fields)
+
+
+_OPTIONS = {
+    "channel": "CHANNEL",
+    "key": "--key",
+    "id": "--id",
+    "headers": "--header",
+    "reply_channel": "--reply-channel",
+    "deliver_at": "--deliver-at",
+    "delay": "--delay",
+    "payload": "--data",
+}
+
+
+def bad_event(exc: Any) -> CommandError:
+    """An :class:`~hexa_event.errors.InvalidEventError` as bad usage naming the option."""
+    return CommandError(f"{_OPTIONS.get(exc.field, exc.field)}: {exc}", USAGE)
 
 
 async def run(args: argparse.Namespace) -> int:
     from ..connect import connect
 
     event, ctx = build(args)
+    from ..errors import InvalidEventError
+
     conn = connect(require_url(args))
     try:
         event_id = await conn.emitter().emit(event, ctx)
+    except InvalidEventError as exc:  # a reserved --header name, found as it is encoded
+        raise bad_event(exc) from None
     finally:
         await conn.close()
     if args.json:

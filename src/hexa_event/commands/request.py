@@ -25,7 +25,7 @@ from ._common import (
     require_url,
     safe_json,
 )
-from .publish import build, event_arguments
+from .publish import bad_event, build, event_arguments
 
 
 def add(commands: Any) -> None:
@@ -45,7 +45,7 @@ def add(commands: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     from ..connect import connect
-    from ..errors import ConfigurationError, RequestTimeoutError
+    from ..errors import ConfigurationError, InvalidEventError, RequestTimeoutError
     from ..propagation import CORRELATION_ID
 
     event, ctx = build(args)
@@ -56,6 +56,8 @@ async def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), FAILED) from None
     except ConfigurationError as exc:
         raise CommandError(f"--timeout: {exc}", USAGE) from None
+    except InvalidEventError as exc:
+        raise bad_event(exc) from None
     finally:
         await conn.close()
     payload = reply.payload
