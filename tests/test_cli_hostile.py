@@ -368,3 +368,12 @@ def test_publish_names_the_option_of_a_bad_event(
     base = [command, "memory://", "orders", "--key", "k", "--data", "{}"]
     assert main([*base, *argv]) == 2
     assert capsys.readouterr().err.startswith(f"hexa-event: error: {option}: invalid event")
+
+
+def test_publish_takes_one_user(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--user-id a --service-user b`` published as user ``a``, dropping ``b`` unsaid."""
+    argv = ["publish", "memory://", "o", "--key", "k", "--data", "{}", "--user-id", "a"]
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--service-user", "b"])
+    assert stopped.value.code == 2
+    assert "not allowed with argument --user-id" in capsys.readouterr().err

@@ -62,8 +62,9 @@ def event_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", default=None, help="event id (default: a new UUIDv7)")
     p.add_argument("--correlation-id", default=None)
     p.add_argument("--locale", default="")
-    p.add_argument("--user-id", default=None, help="a regular user with this id")
-    p.add_argument("--service-user", default=None, help="a service user with this id")
+    user = p.add_mutually_exclusive_group()  # one user: the other was silently dropped
+    user.add_argument("--user-id", default=None, help="a regular user with this id")
+    user.add_argument("--service-user", default=None, help="a service user with this id")
     p.add_argument("--traceparent", default="", help="W3C traceparent to continue")
     p.add_argument(
         "--header",
