@@ -4,6 +4,7 @@ happens to an event."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -103,3 +104,18 @@ async def test_a_tracer_that_raises_changes_no_outcome(caplog: pytest.LogCapture
     assert sorted(runs.items) == [("a", 1), ("b", 1)]  # each once: not retried
     assert info.counters.retried == info.counters.failed == 0
     assert "exporter bug" in caplog.text  # said, not swallowed
+
+
+@pytest.mark.parametrize("every", [0, -1, float("nan"), float("inf")])
+async def test_watch_outbox_refuses_a_period_that_is_no_pause(every: float) -> None:
+    """``every=0`` (or negative, or NaN) queried the outbox table back to back, forever."""
+    sampled = Collector()
+
+    class Relay:
+        async def stats(self) -> Any:
+            sampled.add(1)
+            raise RuntimeError("no database here")
+
+    with pytest.raises(he.ConfigurationError, match="every"):
+        await asyncio.wait_for(Telemetry().watch_outbox(Relay(), every=every), timeout=5)
+    assert not sampled.items

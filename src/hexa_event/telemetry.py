@@ -487,6 +487,9 @@ class Telemetry:
         self, relay: _StatsSource, *, every: float = 15.0, table: str | None = None
     ) -> None:
         """Sample the outbox every ``every`` seconds until cancelled (run it as a task)."""
+        from .numbers import check_number
+
+        check_number("watch_outbox(every=...)", every, above=True)  # 0: query without pause
         while True:
             with contextlib.suppress(Exception):
                 await self.sample_outbox(relay, table)
