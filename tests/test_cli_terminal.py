@@ -16,7 +16,10 @@ import pytest
 import hexa_event as he
 from cli_helpers import cli
 from hexa_event.commands import doctor
-from hexa_event.driver import Finding, RawRecord
+from hexa_event.commands._common import print_json
+from hexa_event.commands._records import describe
+from hexa_event.commands.tail import render
+from hexa_event.driver import Delivery, Finding, RawRecord
 from hexa_event.testing import eventually
 
 UNSAFE = re.compile(
@@ -157,3 +160,15 @@ def test_doctor_escapes_what_the_broker_said() -> None:
     text = doctor.render(report)
     _assert_safe(text)
     assert "topic \\x1b[2J" in text
+
+
+def test_tail_shows_a_key_that_is_not_utf8(capsys: pytest.CaptureFixture[str]) -> None:
+    """Kafka hands a key that is not UTF-8 over with its bytes as lone surrogates
+    (``surrogateescape``): writing it to a UTF-8 stdout raised UnicodeEncodeError and the
+    tail died on that record (text and ``--json``). Its bytes are shown as ``\\xff``."""
+    record = RawRecord("orders", "k\udcff\udcfe", {"HEXA_EVENT_ID": b"e-1"}, b'{"n": 1}')
+    event = describe(Delivery(record, coordinates="orders-0-1", timestamp=None))
+    sys.stdout.write(render(event))
+    assert "key=k\\xff\\xfe  id=e-1" in capsys.readouterr().out
+    print_json(event)
+    assert json.loads(capsys.readouterr().out)["key"] == "k\udcff\udcfe"  # escaped in JSON

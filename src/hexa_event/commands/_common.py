@@ -118,10 +118,11 @@ def seconds(text: str) -> float:
     return value
 
 
-_HIDDEN = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_HIDDEN = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
 """What a terminal acts on or hides besides the C0 controls: DEL, the C1 controls (U+009B
 is a CSI on some terminals), the bidirectional marks and overrides (text shown reversed),
-the Unicode line and paragraph separators."""
+the Unicode line and paragraph separators; and lone surrogates, which a UTF-8 stdout
+refuses (Kafka hands a key that is not UTF-8 over with its bytes as U+DC80-U+DCFF)."""
 _UNSAFE_LINE = re.compile(f"[\x00-\x1f{_HIDDEN}]")
 _UNSAFE_LINES = re.compile(f"[\x00-\x08\x0b-\x1f{_HIDDEN}]")
 _UNSAFE_JSON = re.compile(f"[{_HIDDEN}]")
@@ -129,6 +130,8 @@ _UNSAFE_JSON = re.compile(f"[{_HIDDEN}]")
 
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        code -= 0xDC00
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
