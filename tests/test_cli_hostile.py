@@ -377,3 +377,13 @@ def test_publish_takes_one_user(capsys: pytest.CaptureFixture[str]) -> None:
         main([*argv, "--service-user", "b"])
     assert stopped.value.code == 2
     assert "not allowed with argument --user-id" in capsys.readouterr().err
+
+
+def test_doctor_names_a_url_it_cannot_read(capsys: pytest.CaptureFixture[str]) -> None:
+    """``kafka://[::1`` (a bracket missing): doctor, whose job is to say what is wrong with
+    a URL, died with ``error: ValueError: Invalid IPv6 URL`` (exit 1)."""
+    assert main(["doctor", "kafka://user:s3cret@[::1:9092", "--timeout", "1"]) == 5
+    out = capsys.readouterr().out
+    assert "[FAIL] URL: the URL cannot be read: Invalid IPv6 URL" in out
+    assert "in brackets" in out
+    assert "s3cret" not in out

@@ -234,10 +234,21 @@ async def diagnose(args: argparse.Namespace, url: str) -> Report:
 
 
 async def _diagnose(args: argparse.Namespace, url: str) -> Report:
-    scheme = urlsplit(url).scheme.lower().split("+", 1)[0]
+    scheme = url.split("://", 1)[0].lower().split("+", 1)[0]
     engine = {"postgres": "postgresql"}.get(scheme, scheme)
     report = Report(url=redact(url), engine=engine)
     report.channels, report.groups = planned(args)
+    try:
+        urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": every later step would raise it too
+        report.add(
+            "URL",
+            "fail",
+            f"the URL cannot be read: {exc}",
+            "fix the host part: an IPv6 address goes in brackets, e.g. [::1]:9092",
+            "config",
+        )
+        return report
     from ..connect import known_schemes
 
     if engine not in known_schemes():
