@@ -387,3 +387,20 @@ def test_doctor_names_a_url_it_cannot_read(capsys: pytest.CaptureFixture[str]) -
     assert "[FAIL] URL: the URL cannot be read: Invalid IPv6 URL" in out
     assert "in brackets" in out
     assert "s3cret" not in out
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deep"),  # RecursionError, exit 1
+        ('{"total": NaN}', "NaN is not JSON"),  # EncodeError at emit, exit 1
+        ("[1e400]", "beyond a float"),
+    ],
+)
+def test_publish_data_json_cannot_carry_is_bad_usage(
+    data: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["publish", "memory://", "orders", "--key", "k", "--data", data]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hexa-event: error: --data ")
+    assert says in err

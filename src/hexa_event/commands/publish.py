@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from datetime import UTC, datetime
@@ -87,6 +88,17 @@ def read_data(spec: str) -> bytes:
     return spec.encode("utf-8", "surrogateescape")  # bytes that are not UTF-8: as given
 
 
+def _not_json(name: str) -> float:
+    raise ValueError(f"{name} is not JSON: send a number, a string or null")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond a float: send it as a string")
+    return value
+
+
 def _check_text(args: argparse.Namespace) -> None:
     """Refuse a text option holding bytes that are not UTF-8 (Python hands them over as lone
     surrogates, which no header or key can carry): bad usage naming the option, not a
@@ -140,7 +152,11 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
     payload: Any
     if args.codec == "json":
         try:
-            payload = json.loads(raw)
+            payload = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+        except RecursionError:
+            raise CommandError(
+                "--data is nested too deep to read; flatten it, or use --codec raw", USAGE
+            ) from None
         except ValueError as exc:
             raise CommandError(
                 f"--data is not JSON ({exc}); quote it for the shell, e.g. "
