@@ -119,3 +119,27 @@ async def test_watch_outbox_refuses_a_period_that_is_no_pause(every: float) -> N
     with pytest.raises(he.ConfigurationError, match="every"):
         await asyncio.wait_for(Telemetry().watch_outbox(Relay(), every=every), timeout=5)
     assert not sampled.items
+
+
+async def test_a_key_that_is_not_utf8_leaves_spans_exportable(otel: Otel) -> None:
+    """Kafka hands a key that is not UTF-8 over as lone surrogates; the consumer span's
+    ``hexa_event.key`` carried them, and OTLP's protobuf encoding of that span raised,
+    dropping every span exported in the same batch."""
+    handled = Collector()
+
+    async def handler(ctx: he.Context, msg: he.Message[Any]) -> None:
+        handled.add(msg.key)
+
+    traced = otel.telemetry.handler_middleware(handler)
+    msg: he.Message[Any] = he.Message(
+        id="e-1", channel="orders", key="k\udcff", payload={}, headers={}, attempt=1,
+        timestamp=None,
+    )  # fmt: skip
+    await traced(he.Context(correlation_id="c", handler_action="charge"), msg)
+    assert handled.items == ["k\udcff"]  # the handler still sees the key as read
+    (span,) = otel.spans("process orders")
+    assert span.attributes is not None
+    assert span.attributes["hexa_event.key"] == "k\ufffd"
+    for value in span.attributes.values():
+        if isinstance(value, str):
+            value.encode("utf-8")  # what an exporter does
