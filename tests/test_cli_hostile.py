@@ -10,6 +10,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -155,6 +156,12 @@ async def test_dlq_closes_its_subscription_and_driver_when_reading_fails(
         ["doctor", "memory://", "--retries", "1" + "0" * 400],
         ["outbox", "clean", "--db", "sqlite:///x.db", "--retention", "9" * 400 + "d"],
         ["outbox", "relay", "--db", "sqlite:///x.db", "--lease", "99999999999d"],
+        ["outbox", "clean", "--db", "sqlite:///x.db", "--retention", "1000000d"],  # year < 1
+        ["outbox", "relay", "--db", "sqlite:///x.db", "--retry-delay", "9" * 30],
+        ["outbox", "clean", "--db", "sqlite:///x.db", "--every", "0"],  # cleaned every 60 s
+        ["inbox", "clean", "--db", "sqlite:///x.db", "--every", "0ms"],
+        ["outbox", "relay", "--db", "sqlite:///x.db", "--lease", "0"],  # exit 1, not 2
+        ["outbox", "relay", "--db", "sqlite:///x.db", "--poll-interval", "0s"],
     ],
 )
 def test_absurd_numbers_are_bad_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -236,3 +243,164 @@ def test_doctor_names_a_port_past_65535(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "[FAIL] reach 127.0.0.1:99999" in out
     assert "1 to 65535" in out
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--correlation-id",
+        "--locale",
+        "--user-id",
+        "--service-user",
+        "--id",
+        "--traceparent",
+        "--reply-channel",
+    ],
+)
+def test_publish_names_an_option_that_is_not_utf8(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes that are not UTF-8 in an argument reach Python as lone surrogates (PEP 383);
+    the context options went into headers unchecked: ``UnicodeEncodeError`` (exit 1)
+    instead of bad usage naming the option."""
+    argv = ["publish", "memory://", "orders", "--key", "k", "--data", "{}", option, "a\udcff"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: {option} 'a\\udcff' is not UTF-8 text" in err
+    assert "UnicodeEncodeError" not in err
+
+
+async def test_publish_raw_data_that_is_not_utf8_is_sent_as_given(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--codec raw --data`` with bytes that are not UTF-8 raised UnicodeEncodeError; they
+    are the bytes the operator gave, so they are published as they are."""
+    url = f"memory://raw-{uuid.uuid4().hex}"
+    conn = he.connect(url)
+    try:
+        argv = ("publish", url, "raw", "--key", "k", "--codec", "raw", "--data", "\udcff\udcfe")
+        assert await cli(*argv) == 0
+        assert await cli("tail", url, "raw", "--from-beginning", "-n", "1", "--json") == 0
+        out = capsys.readouterr().out.splitlines()[-1]
+        assert json.loads(out)["body"] == "//4="  # base64 of b"\xff\xfe"
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("level", ["debug", " Warning ", "verbose", ""])
+def test_a_log_level_from_the_environment_is_checked(
+    level: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse checks no default against the choices: ``HEXA_EVENT_LOG_LEVEL=debug`` (or
+    any typo) reached ``logging.basicConfig`` and every command died with a ValueError
+    traceback. Any case is accepted now; anything else is bad usage naming the variable."""
+    monkeypatch.setenv("HEXA_EVENT_LOG_LEVEL", level)
+    if level.strip().lower() in ("debug", "warning", ""):
+        assert main(["outbox", "ddl"]) == 0
+        expected = level.strip().upper() or "INFO"  # set but empty: as if unset
+        assert build_parser().parse_args(["outbox", "ddl"]).log_level == expected
+        return
+    with pytest.raises(SystemExit) as stopped:
+        main(["outbox", "ddl"])
+    assert stopped.value.code == 2
+    assert "$HEXA_EVENT_LOG_LEVEL" in capsys.readouterr().err
+
+
+def test_doctor_reaches_an_ipv6_address(capsys: pytest.CaptureFixture[str]) -> None:
+    """``[::1]:4222`` was split at its last colon into the host ``[::1]``, which no resolver
+    knows: doctor said a listening broker was unreachable (exit 3); ``[::1]`` without a port
+    became the host ``[:``."""
+    from hexa_event.commands.doctor import _hosts
+
+    assert _hosts("nats://[::1]:4333,[fe80::1],h:1", 4222) == [
+        ("::1", 4333),
+        ("fe80::1", 4222),
+        ("h", 1),
+    ]
+    try:
+        listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with listener:
+        port = listener.getsockname()[1]
+        main(["doctor", f"nats://[::1]:{port}", "--timeout", "2"])  # not NATS: fails later
+    out = capsys.readouterr().out
+    assert f"[ok  ] reach [::1]:{port}: TCP connection opened" in out
+
+
+def test_tail_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """``hexa-event tail URL orders | head -1``: once ``head`` exits, the next write fails.
+    It printed ``hexa-event: error: BrokenPipeError`` and exited 1 (failed); it now stops
+    quietly with 141, as ``cat`` killed by SIGPIPE does."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+
+    async def publish() -> None:
+        conn = he.connect(url)
+        await conn.emitter().emit(he.Event("orders", "k", {"n": 1}))
+        await conn.close()
+
+    asyncio.run(publish())
+    command = [sys.executable, "-m", "hexa_event.cli", "tail", url, "orders"]
+    proc = subprocess.Popen(
+        [*command, "--from-beginning", "--idle", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the first event is printed
+    _, err = proc.communicate(timeout=60)
+    assert b"Error" not in err, err
+    assert proc.returncode == 141
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--header", "HEXA_EVENT_ID=forged"], "--header"),  # found while encoding: exit 1
+        (["--header", "_ctx_user=forged"], "--header"),
+        (["--id", ""], "--id"),  # was named "id"
+    ],
+)
+@pytest.mark.parametrize("command", ["publish", "request"])
+def test_publish_names_the_option_of_a_bad_event(
+    command: str, argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [command, "memory://", "orders", "--key", "k", "--data", "{}"]
+    assert main([*base, *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"hexa-event: error: {option}: invalid event")
+
+
+def test_publish_takes_one_user(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--user-id a --service-user b`` published as user ``a``, dropping ``b`` unsaid."""
+    argv = ["publish", "memory://", "o", "--key", "k", "--data", "{}", "--user-id", "a"]
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--service-user", "b"])
+    assert stopped.value.code == 2
+    assert "not allowed with argument --user-id" in capsys.readouterr().err
+
+
+def test_doctor_names_a_url_it_cannot_read(capsys: pytest.CaptureFixture[str]) -> None:
+    """``kafka://[::1`` (a bracket missing): doctor, whose job is to say what is wrong with
+    a URL, died with ``error: ValueError: Invalid IPv6 URL`` (exit 1)."""
+    assert main(["doctor", "kafka://user:s3cret@[::1:9092", "--timeout", "1"]) == 5
+    out = capsys.readouterr().out
+    assert "[FAIL] URL: the URL cannot be read: Invalid IPv6 URL" in out
+    assert "in brackets" in out
+    assert "s3cret" not in out
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deep"),  # RecursionError, exit 1
+        ('{"total": NaN}', "NaN is not JSON"),  # EncodeError at emit, exit 1
+        ("[1e400]", "beyond a float"),
+    ],
+)
+def test_publish_data_json_cannot_carry_is_bad_usage(
+    data: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["publish", "memory://", "orders", "--key", "k", "--data", data]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hexa-event: error: --data ")
+    assert says in err

@@ -48,18 +48,30 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 60480
 
 
 def parse_duration(text: str) -> timedelta:
-    """``500ms``, ``30s``, ``10m``, ``12h``, ``7d``, ``2w`` or plain seconds."""
+    """``500ms``, ``30s``, ``10m``, ``12h``, ``7d``, ``2w`` or plain seconds, at most
+    :data:`~hexa_event.commands.LONGEST` seconds (31 years)."""
+    from .commands import LONGEST
+
     match = _DURATION.match(text)
     if not match:
         raise argparse.ArgumentTypeError(
             f"bad duration {text!r}: use a number with a unit, e.g. 30s, 10m, 12h, 7d"
         )
-    try:
-        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-    except OverflowError:  # 400 digits, or more days than a timedelta holds
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not seconds <= LONGEST:  # 400 digits read as infinite; a retention of a million
+        # days reached before the year 1 (OverflowError when cleaning)
         raise argparse.ArgumentTypeError(
-            f"duration {text!r} is too long: at most 999999999 days (e.g. 30d)"
-        ) from None
+            f"duration {text!r} is too long: at most {LONGEST:g} seconds (about 31 years)"
+        )
+    return timedelta(seconds=seconds)
+
+
+def _period(text: str) -> timedelta:
+    """A duration above 0 (``--every``, ``--lease``, ``--poll-interval``)."""
+    value = parse_duration(text)
+    if not value:
+        raise argparse.ArgumentTypeError(f"expected a duration above 0, e.g. 10m, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -181,7 +193,7 @@ def _add_table_commands(
     _names_arguments(p)
     p.add_argument("--retention", type=parse_duration, default=timedelta(days=7))
     p.add_argument("--batch-size", type=_positive_int, default=1000)
-    p.add_argument("--every", type=parse_duration, default=None, help="repeat until stopped")
+    p.add_argument("--every", type=_period, default=None, help="repeat until stopped")
     p.set_defaults(func=functools.partial(_clean_command, package, cleaner))
 
 
@@ -302,7 +314,7 @@ async def _clean(args: argparse.Namespace, cleaner_type: Any) -> int:
         db,
         retention=args.retention,
         batch_size=args.batch_size,
-        interval=max(args.every.total_seconds(), 0.001) if args.every else 60.0,
+        interval=60.0 if args.every is None else args.every.total_seconds(),
         **_names(args),
     )
     try:
@@ -353,9 +365,9 @@ def add_outbox_commands(commands: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--delete-sent", action="store_true", help="delete rows once sent instead of marking"
     )
-    p.add_argument("--lease", type=parse_duration, default=timedelta(seconds=30))
+    p.add_argument("--lease", type=_period, default=timedelta(seconds=30))
     p.add_argument("--retry-delay", type=parse_duration, default=timedelta(seconds=2))
-    p.add_argument("--poll-interval", type=parse_duration, default=timedelta(seconds=1))
+    p.add_argument("--poll-interval", type=_period, default=timedelta(seconds=1))
     p.add_argument("--no-listen", action="store_true", help="poll only, no LISTEN/NOTIFY")
     p.add_argument("--once", action="store_true", help="send what is ready, then exit")
     p.add_argument(
@@ -411,14 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         epilog="exit status: "
         + ", ".join(f"{code} {what}" for code, what in EXIT_CODES.items())
-        + ", 130 interrupted",
+        + ", 130 interrupted, 141 output closed",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("HEXA_EVENT_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=os.environ.get("HEXA_EVENT_LOG_LEVEL") or "INFO",
+        type=_log_level,
+        choices=_LOG_LEVELS,
         help="how much the commands log to stderr",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -430,6 +443,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_command(commands)  # run
     tidy(parser)
     return parser
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(text: str) -> str:
+    """``debug`` as ``DEBUG``; anything else is bad usage, from ``$HEXA_EVENT_LOG_LEVEL`` too
+    (argparse checks no default against the choices: ``logging`` raised ValueError)."""
+    level = text.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(_LOG_LEVELS)} (--log-level or "
+            f"$HEXA_EVENT_LOG_LEVEL), got {text!r}"
+        )
+    return level
 
 
 def _version() -> str:
@@ -455,6 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `hexa-event tail ... | head`: the reader has what it wanted
+        with contextlib.suppress(OSError, ValueError):  # no "Exception ignored" at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a command killed by SIGPIPE (cat, grep)
     except UsageError as exc:
         print(f"hexa-event: error: {exc}", file=sys.stderr)
         return 2

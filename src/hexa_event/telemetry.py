@@ -38,9 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
@@ -52,6 +53,7 @@ from .connect import Connection
 from .context import Context
 from .driver import Driver, RawRecord
 from .emitter import EmitCall, EmitMiddleware, Emitter
+from .envelope import REPLY_TO
 from .event import Event, Message
 from .middleware import Handler, Middleware
 from .propagation import TRACEPARENT, TRACESTATE, Headers, Propagator
@@ -69,6 +71,29 @@ __all__ = [
 
 _W3C = TraceContextTextMapPropagator()
 _SYSTEM = "hexa_event"
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[None]:
+    """Around what telemetry does once an outcome is settled (a span ending, a count): a
+    tracer, span processor or meter of the application's that raises is logged, and the
+    outcome stands (a handler that returned is not retried, an accepted emit does not
+    raise, which would make its caller emit a duplicate)."""
+    try:
+        yield
+    except Exception:
+        log.exception("hexa-event telemetry failed (the outcome stands)")
+
+
+REPLIES = "_reply"
+"""The ``channel`` label of every reply, and the span name's channel: each requesting emitter
+has a reply channel of its own (``_reply.<random>``), and a request may name any, so their
+names would add a metric series per requester, without bound."""
+
+
+def _label(channel: str, reply: bool) -> str:
+    return REPLIES if reply or channel.startswith("_reply.") else channel
 
 
 def _carrier(traceparent: str, tracestate: str = "") -> dict[str, str]:
@@ -212,7 +237,9 @@ class Telemetry:
 
         async def traced(events: Sequence[Event[Any]], contexts: Sequence[Context]) -> list[str]:
             channels = sorted({event.channel for event in events})
-            name = f"send {channels[0]}" if len(channels) == 1 else "send"
+            labels = [_label(event.channel, bool(event.in_reply_to)) for event in events]
+            named = set(labels)
+            name = f"send {labels[0]}" if len(named) == 1 else "send"
             attributes: dict[str, Any] = {
                 "messaging.system": _SYSTEM,
                 "messaging.operation.type": "send",
@@ -223,20 +250,27 @@ class Telemetry:
                 attributes["messaging.batch.message_count"] = len(events)
             else:
                 attributes["messaging.message.conversation_id"] = contexts[0].correlation_id
-            with tracer.start_as_current_span(
+            span = tracer.start_span(
                 name,
                 context=_parent_of(contexts[0]),
                 kind=trace.SpanKind.PRODUCER,
                 attributes=attributes,
-            ) as span:
-                traceparent, tracestate = _traceparent_of(span)
-                traced_contexts = _with_trace(contexts, traceparent, tracestate)
-                ids = await call(events, traced_contexts)
+            )
+            try:
+                with trace.use_span(span):
+                    traceparent, tracestate = _traceparent_of(span)
+                    traced_contexts = _with_trace(contexts, traceparent, tracestate)
+                    ids = await call(events, traced_contexts)
+            except BaseException:
+                with _recording():
+                    span.end()
+                raise
+            with _recording():
                 if len(ids) == 1:
                     span.set_attribute("messaging.message.id", ids[0])
-            for channel in channels:
-                n = sum(1 for event in events if event.channel == channel)
-                emitted.add(n, {"channel": channel})
+                span.end()
+                for label in sorted(named):
+                    emitted.add(labels.count(label), {"channel": label})
             return ids
 
         return traced
@@ -265,7 +299,7 @@ class Telemetry:
                     "messaging.message.conversation_id": ctx.correlation_id,
                     "hexa_event.attempt": msg.attempt,
                     "hexa_event.delivered_from": msg.delivered_from,
-                    "hexa_event.key": msg.key,
+                    "hexa_event.key": _utf8(msg.key),
                 },
             )
             traceparent, tracestate = _traceparent_of(span)
@@ -277,20 +311,25 @@ class Telemetry:
                 await handler(inner, msg)
             except BaseException as exc:
                 otel_context.detach(token)
-                self.duration.record(time.perf_counter() - started, {**labels, "outcome": "failed"})
-                self.failed.add(1, labels)
-                span.record_exception(exc)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
-                span.set_attribute("error.type", type(exc).__name__)
-                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
-                    self._decided(span, labels, "nack", "cancelled")  # given back unhandled
-                else:
-                    self._await_decision((ctx.handler_action, msg.id, msg.attempt), span, labels)
+                with _recording():  # the handler's error is what the receiver must see
+                    failed = {**labels, "outcome": "failed"}
+                    self.duration.record(time.perf_counter() - started, failed)
+                    self.failed.add(1, labels)
+                    span.record_exception(exc)
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                    span.set_attribute("error.type", type(exc).__name__)
+                    if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                        self._decided(span, labels, "nack", "cancelled")  # given back unhandled
+                    else:
+                        key = (ctx.handler_action, msg.id, msg.attempt)
+                        self._await_decision(key, span, labels)
                 raise
             otel_context.detach(token)
-            self.duration.record(time.perf_counter() - started, {**labels, "outcome": "handled"})
-            self.handled.add(1, labels)
-            span.end()
+            with _recording():
+                handled = {**labels, "outcome": "handled"}
+                self.duration.record(time.perf_counter() - started, handled)
+                self.handled.add(1, labels)
+                span.end()
 
         return traced
 
@@ -345,7 +384,7 @@ class Telemetry:
                         "messaging.consumer.group.name": publication.action,
                         "hexa_event.purpose": publication.purpose,
                         "hexa_event.reason": publication.reason,
-                        "hexa_event.key": record.key,
+                        "hexa_event.key": _utf8(record.key),
                     },
                 )
                 for record in publication.records
@@ -353,24 +392,26 @@ class Telemetry:
             try:
                 await call(publication)
             except BaseException as exc:
+                with _recording():
+                    for span in spans:
+                        span.record_exception(exc)
+                        span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                        span.end()
+                    if pending is not None:
+                        records = publication.records
+                        where = records[0].channel if records else f"the {publication.purpose}"
+                        why = (
+                            "cancelled"
+                            if isinstance(exc, asyncio.CancelledError)
+                            else f"could not publish to {where}"
+                        )
+                        self._decided(*pending, "nack", why)
+                raise
+            with _recording():
                 for span in spans:
-                    span.record_exception(exc)
-                    span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
                     span.end()
                 if pending is not None:
-                    records = publication.records
-                    where = records[0].channel if records else f"the {publication.purpose}"
-                    why = (
-                        "cancelled"
-                        if isinstance(exc, asyncio.CancelledError)
-                        else f"could not publish to {where}"
-                    )
-                    self._decided(*pending, "nack", why)
-                raise
-            for span in spans:
-                span.end()
-            if pending is not None:
-                self._decided(*pending, publication.purpose, publication.reason)
+                    self._decided(*pending, publication.purpose, publication.reason)
 
         return traced
 
@@ -446,6 +487,9 @@ class Telemetry:
         self, relay: _StatsSource, *, every: float = 15.0, table: str | None = None
     ) -> None:
         """Sample the outbox every ``every`` seconds until cancelled (run it as a task)."""
+        from .numbers import check_number
+
+        check_number("watch_outbox(every=...)", every, above=True)  # 0: query without pause
         while True:
             with contextlib.suppress(Exception):
                 await self.sample_outbox(relay, table)
@@ -464,7 +508,8 @@ class Telemetry:
     def _measure(self, records: Sequence[RawRecord]) -> None:
         record_size = self.payload_size.record
         for record in records:
-            record_size(len(record.body), {"channel": record.channel})
+            label = _label(record.channel, REPLY_TO in record.headers)
+            record_size(len(record.body), {"channel": label})
 
     async def _publish_traced(self, driver: Driver, records: Sequence[RawRecord]) -> None:
         spans: list[trace.Span] = []
@@ -509,14 +554,28 @@ class Telemetry:
         try:
             await driver.publish(out)
         except BaseException as exc:
-            for span in spans:
-                span.record_exception(exc)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
-                span.end()
+            with _recording():
+                for span in spans:
+                    span.record_exception(exc)
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                    span.end()
             raise
-        self._measure(out)
-        for span in spans:
-            span.end()
+        with _recording():  # published: the relay must mark the rows sent
+            self._measure(out)
+            for span in spans:
+                span.end()
+
+
+def _utf8(text: str) -> str:
+    """``text`` that an exporter can encode: Kafka hands a key that is not UTF-8 over with
+    its bytes as lone surrogates, and one such attribute made OTLP's protobuf encoding fail,
+    dropping the whole batch of spans it was in. Such bytes become U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no byte escapes to
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _being_cancelled() -> bool:
@@ -564,7 +623,8 @@ class InstrumentedConnection(Connection):
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         await self.driver.publish(records)
-        self.telemetry._measure(records)
+        with _recording():
+            self.telemetry._measure(records)
 
     def emitter(
         self,

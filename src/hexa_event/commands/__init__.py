@@ -13,9 +13,9 @@ import sys
 from typing import Any
 
 from . import dlq, doctor, publish, request, status, tail
-from ._common import EXIT_CODES, CommandError
+from ._common import EXIT_CODES, LONGEST, CommandError
 
-__all__ = ["EXIT_CODES", "CommandError", "add_commands", "invoke"]
+__all__ = ["EXIT_CODES", "LONGEST", "CommandError", "add_commands", "invoke"]
 
 
 def add_commands(commands: Any) -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -117,12 +118,46 @@ def seconds(text: str) -> float:
     return value
 
 
+_HIDDEN = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+"""What a terminal acts on or hides besides the C0 controls: DEL, the C1 controls (U+009B
+is a CSI on some terminals), the bidirectional marks and overrides (text shown reversed),
+the Unicode line and paragraph separators; and lone surrogates, which a UTF-8 stdout
+refuses (Kafka hands a key that is not UTF-8 over with its bytes as U+DC80-U+DCFF)."""
+_UNSAFE_LINE = re.compile(f"[\x00-\x1f{_HIDDEN}]")
+_UNSAFE_LINES = re.compile(f"[\x00-\x08\x0b-\x1f{_HIDDEN}]")
+_UNSAFE_JSON = re.compile(f"[{_HIDDEN}]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        code -= 0xDC00
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """``text`` safe to print on a terminal: control characters (ESC, CR, BEL, the C1
+    controls), bidirectional overrides and line separators shown as escapes (``\\x1b``,
+    ``\\u202e``), as ``less`` shows them, so that what a foreign producer wrote cannot move
+    the cursor, rewrite a line, set the clipboard (OSC 52) or reverse text. Newlines and
+    tabs are kept when ``lines`` (a body printed over several lines), escaped otherwise."""
+    return (_UNSAFE_LINES if lines else _UNSAFE_LINE).sub(_escape, text)
+
+
+def safe_json(text: str) -> str:
+    """JSON text with what :func:`printable` escapes and ``json.dumps`` keeps (DEL, the C1
+    controls, bidirectional marks, line separators) written as ``\\uXXXX`` escapes: the
+    same JSON value, safe on a terminal (such characters only occur inside strings)."""
+    return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
 
 
 def print_json(value: Any, out: TextIO | None = None) -> None:
-    (out or sys.stdout).write(json.dumps(value, default=str, ensure_ascii=False) + "\n")
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    (out or sys.stdout).write(safe_json(text) + "\n")
 
 
 def text_of(headers: Mapping[str, bytes], name: str) -> str:

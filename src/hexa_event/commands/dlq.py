@@ -39,6 +39,7 @@ from ._common import (
     count,
     json_argument,
     print_json,
+    printable,
     require_existing_sqlite,
     require_url,
     seconds,
@@ -195,11 +196,11 @@ async def run_list(args: argparse.Namespace) -> int:
         return OK
     rows = [
         [
-            letter.event_id,
-            letter.key,
-            letter.reason,
+            printable(letter.event_id),
+            printable(letter.key),
+            printable(letter.reason),
             str(letter.attempts),
-            shorten(f"{letter.error_type}: {letter.error_message}", 60),
+            printable(shorten(f"{letter.error_type}: {letter.error_message}", 60)),
             letter.emitted_at.strftime("%Y-%m-%d %H:%M:%S") if letter.emitted_at else "",
         ]
         for letter in letters
@@ -253,13 +254,13 @@ async def run_show(args: argparse.Namespace) -> int:
         "emitted_at",
         "codec",
     ):
-        print(f"{name:>18}: {whole[name]}")
+        print(f"{name:>18}: {printable(str(whole[name]))}")
     print(f"{'headers':>18}:")
     for key, value in sorted(whole["headers"].items()):
-        print(f"{'':>20}{key} = {shorten(value, 100)}")
-    print(f"{'body':>18}: ({decoded_as})")
+        print(f"{'':>20}{printable(key)} = {printable(shorten(value, 100))}")
+    print(f"{'body':>18}: ({printable(decoded_as)})")
     text = json.dumps(body, indent=2, ensure_ascii=False) if decoded_as != "base64" else body
-    for line in str(text).splitlines():
+    for line in printable(str(text), lines=True).splitlines():
         print(f"{'':>20}{line}")
     return OK
 
@@ -302,7 +303,7 @@ async def run_replay(args: argparse.Namespace) -> int:
     verb = "would replay" if args.dry_run else "replayed"
     if args.dry_run:
         for _, letter, copy in copies:
-            print(f"would replay {letter.event_id} (key {letter.key}) to {copy.channel}")
+            print(printable(f"would replay {letter.event_id} (key {letter.key}) to {copy.channel}"))
     print(
         f"{verb} {len(copies)} dead letters of {args.action} ({targets}), "
         f"skipped {len(skipped)} without a source channel (give --to)"

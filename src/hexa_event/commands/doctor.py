@@ -29,6 +29,7 @@ from ._common import (
     UNREACHABLE,
     json_argument,
     print_json,
+    printable,
     seconds,
     url_argument,
 )
@@ -107,39 +108,40 @@ def planned(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 async def tcp_check(report: Report, host: str, port: int, seconds: float) -> bool:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         async with asyncio.timeout(seconds):
             _, writer = await asyncio.open_connection(host, port)
         writer.close()
     except TimeoutError:
         report.add(
-            f"reach {host}:{port}",
+            f"reach {where}",
             "fail",
-            f"no answer from {host}:{port} within {seconds:g}s",
+            f"no answer from {where} within {seconds:g}s",
             "check the host and port in the URL, and that no firewall drops the traffic",
             "unreachable",
         )
         return False
     except (OverflowError, ValueError) as exc:  # a port past 65535, a host IDNA refuses
         report.add(
-            f"reach {host}:{port}",
+            f"reach {where}",
             "fail",
-            f"cannot open a TCP connection to {host}:{port}: {exc}",
+            f"cannot open a TCP connection to {where}: {exc}",
             "fix the host and port in the URL (a port is a number from 1 to 65535)",
             "config",
         )
         return False
     except OSError as exc:
         report.add(
-            f"reach {host}:{port}",
+            f"reach {where}",
             "fail",
-            f"cannot open a TCP connection to {host}:{port}: {exc.strerror or exc}",
+            f"cannot open a TCP connection to {where}: {exc.strerror or exc}",
             "start the broker, or fix the host and port in the URL (is a firewall or a "
             "wrong advertised listener in the way?)",
             "unreachable",
         )
         return False
-    report.add(f"reach {host}:{port}", "ok", "TCP connection opened")
+    report.add(f"reach {where}", "ok", "TCP connection opened")
     return True
 
 
@@ -149,7 +151,11 @@ def _hosts(url: str, default_port: int) -> list[tuple[str, int]]:
     for part in netloc.split(","):
         if not part:
             continue
-        host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
+        if part.startswith("["):  # an IPv6 address: [::1]:9092
+            host, _, rest = part[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
         number = port.isascii() and port.isdigit() and len(port) <= 5
         out.append((host or "127.0.0.1", int(port) if number else default_port))
     return out or [("127.0.0.1", default_port)]
@@ -228,10 +234,21 @@ async def diagnose(args: argparse.Namespace, url: str) -> Report:
 
 
 async def _diagnose(args: argparse.Namespace, url: str) -> Report:
-    scheme = urlsplit(url).scheme.lower().split("+", 1)[0]
+    scheme = url.split("://", 1)[0].lower().split("+", 1)[0]
     engine = {"postgres": "postgresql"}.get(scheme, scheme)
     report = Report(url=redact(url), engine=engine)
     report.channels, report.groups = planned(args)
+    try:
+        urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": every later step would raise it too
+        report.add(
+            "URL",
+            "fail",
+            f"the URL cannot be read: {exc}",
+            "fix the host part: an IPv6 address goes in brackets, e.g. [::1]:9092",
+            "config",
+        )
+        return report
     from ..connect import known_schemes
 
     if engine not in known_schemes():
@@ -271,7 +288,7 @@ def render(report: Report) -> str:
         if not failures
         else f"diagnosis: {failures} problem(s) to fix, see FAIL above"
     )
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 async def run(args: argparse.Namespace) -> int:

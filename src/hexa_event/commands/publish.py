@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from datetime import UTC, datetime
@@ -62,8 +63,9 @@ def event_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", default=None, help="event id (default: a new UUIDv7)")
     p.add_argument("--correlation-id", default=None)
     p.add_argument("--locale", default="")
-    p.add_argument("--user-id", default=None, help="a regular user with this id")
-    p.add_argument("--service-user", default=None, help="a service user with this id")
+    user = p.add_mutually_exclusive_group()  # one user: the other was silently dropped
+    user.add_argument("--user-id", default=None, help="a regular user with this id")
+    user.add_argument("--service-user", default=None, help="a service user with this id")
     p.add_argument("--traceparent", default="", help="W3C traceparent to continue")
     p.add_argument(
         "--header",
@@ -83,7 +85,48 @@ def read_data(spec: str) -> bytes:
             return path.read_bytes()
         except OSError as exc:
             raise CommandError(f"cannot read --data file {path}: {exc.strerror}", USAGE) from None
-    return spec.encode()
+    return spec.encode("utf-8", "surrogateescape")  # bytes that are not UTF-8: as given
+
+
+def _not_json(name: str) -> float:
+    raise ValueError(f"{name} is not JSON: send a number, a string or null")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond a float: send it as a string")
+    return value
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Refuse a text option holding bytes that are not UTF-8 (Python hands them over as lone
+    surrogates, which no header or key can carry): bad usage naming the option, not a
+    UnicodeEncodeError once the event is half built."""
+    options = [
+        ("CHANNEL", args.channel),
+        ("--key", args.key),
+        ("--id", args.id),
+        ("--correlation-id", args.correlation_id),
+        ("--locale", args.locale),
+        ("--user-id", args.user_id),
+        ("--service-user", args.service_user),
+        ("--traceparent", args.traceparent),
+        ("--reply-channel", getattr(args, "reply_channel", None)),
+        ("--deliver-at", getattr(args, "deliver_at", None)),
+        *(("--header", header) for header in args.header),
+    ]
+    for option, value in options:
+        if not value or value.isascii():
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CommandError(
+                f"{option} {value!r} is not UTF-8 text (the shell passed bytes in another "
+                "encoding): give it in UTF-8 (check the terminal's encoding, or LANG)",
+                USAGE,
+            ) from None
 
 
 def deliver_at(text: str | None) -> datetime | None:
@@ -104,11 +147,16 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
     from ..errors import InvalidEventError
     from ..event import Event
 
+    _check_text(args)
     raw = read_data(args.data)
     payload: Any
     if args.codec == "json":
         try:
-            payload = json.loads(raw)
+            payload = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+        except RecursionError:
+            raise CommandError(
+                "--data is nested too deep to read; flatten it, or use --codec raw", USAGE
+            ) from None
         except ValueError as exc:
             raise CommandError(
                 f"--data is not JSON ({exc}); quote it for the shell, e.g. "
@@ -146,18 +194,38 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
             delay=getattr(args, "delay", None),
         )
     except InvalidEventError as exc:
-        option = {"deliver_at": "--deliver-at", "delay": "--delay"}.get(exc.field, exc.field)
-        raise CommandError(f"{option}: {exc}", USAGE) from None
+        raise bad_event(exc) from None
     return event, Context(**fields)
+
+
+_OPTIONS = {
+    "channel": "CHANNEL",
+    "key": "--key",
+    "id": "--id",
+    "headers": "--header",
+    "reply_channel": "--reply-channel",
+    "deliver_at": "--deliver-at",
+    "delay": "--delay",
+    "payload": "--data",
+}
+
+
+def bad_event(exc: Any) -> CommandError:
+    """An :class:`~hexa_event.errors.InvalidEventError` as bad usage naming the option."""
+    return CommandError(f"{_OPTIONS.get(exc.field, exc.field)}: {exc}", USAGE)
 
 
 async def run(args: argparse.Namespace) -> int:
     from ..connect import connect
 
     event, ctx = build(args)
+    from ..errors import InvalidEventError
+
     conn = connect(require_url(args))
     try:
         event_id = await conn.emitter().emit(event, ctx)
+    except InvalidEventError as exc:  # a reserved --header name, found as it is encoded
+        raise bad_event(exc) from None
     finally:
         await conn.close()
     if args.json:

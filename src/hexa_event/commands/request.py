@@ -14,8 +14,18 @@ import json
 import sys
 from typing import Any
 
-from ._common import FAILED, OK, USAGE, CommandError, json_argument, print_json, require_url
-from .publish import build, event_arguments
+from ._common import (
+    FAILED,
+    OK,
+    USAGE,
+    CommandError,
+    json_argument,
+    print_json,
+    printable,
+    require_url,
+    safe_json,
+)
+from .publish import bad_event, build, event_arguments
 
 
 def add(commands: Any) -> None:
@@ -35,7 +45,7 @@ def add(commands: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     from ..connect import connect
-    from ..errors import ConfigurationError, RequestTimeoutError
+    from ..errors import ConfigurationError, InvalidEventError, RequestTimeoutError
     from ..propagation import CORRELATION_ID
 
     event, ctx = build(args)
@@ -46,6 +56,8 @@ async def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), FAILED) from None
     except ConfigurationError as exc:
         raise CommandError(f"--timeout: {exc}", USAGE) from None
+    except InvalidEventError as exc:
+        raise bad_event(exc) from None
     finally:
         await conn.close()
     payload = reply.payload
@@ -62,9 +74,11 @@ async def run(args: argparse.Namespace) -> int:
                 else payload,
             }
         )
-    elif isinstance(payload, bytes):
+    elif isinstance(payload, bytes) and not sys.stdout.isatty():
         sys.stdout.buffer.write(payload)
         sys.stdout.flush()
+    elif isinstance(payload, bytes):  # to a terminal: its escapes shown, not acted on
+        print(printable(payload.decode("utf-8", "replace"), lines=True))
     else:
-        print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        print(safe_json(json.dumps(payload, indent=2, ensure_ascii=False, default=str)))
     return OK

@@ -26,8 +26,10 @@ from ._common import (
     count,
     json_argument,
     print_json,
+    printable,
     require_existing_sqlite,
     require_url,
+    safe_json,
     seconds,
     url_argument,
 )
@@ -56,9 +58,9 @@ def add(commands: Any) -> None:
 
 
 def render(event: dict[str, Any]) -> str:
-    """The human form of one event."""
+    """The human form of one event; what its producer wrote is escaped (:func:`printable`)."""
     ctx = event["context"]
-    lines = [f"── {event['channel']}  key={event['key']}  id={event['id']}  {event['time']}"]
+    title = f"── {event['channel']}  key={event['key']}  id={event['id']}  {event['time']}"
     details = [f"correlation_id={ctx.get('correlation_id', '')}"]
     if "user" in ctx:
         details.append(f"user={ctx['user']['id']} ({ctx['user']['type']})")
@@ -68,12 +70,12 @@ def render(event: dict[str, Any]) -> str:
         details.append(f"traceparent={ctx['traceparent']}")
     if "error" in ctx:
         details.append(f"context error: {ctx['error']}")
-    lines.append("   " + "  ".join(details))
+    lines = [printable(title), "   " + printable("  ".join(details))]
     body = event["body"]
     if event["decoded_as"] in ("json", "protojson"):
-        text = json.dumps(body, indent=2, ensure_ascii=False)
+        text = safe_json(json.dumps(body, indent=2, ensure_ascii=False))
     else:
-        text = f"({event['codec']}, {event['decoded_as']}) {body}"
+        text = printable(f"({event['codec']}, {event['decoded_as']}) {body}", lines=True)
     lines += ["   " + line for line in text.splitlines()]
     return "\n".join(lines) + "\n"
 
