@@ -100,7 +100,7 @@ def test_relay_refuses_a_target_that_is_not_persistent(
     db = f"sqlite:///{tmp_path / 'app.db'}"
     assert main(["outbox", "migrate", "--db", db]) == 0
     capsys.readouterr()
-    assert main(["outbox", "relay", "--db", db, "--to", "cli-volatile://", "--once"]) == 1
+    assert main(["outbox", "relay", "--db", db, "--to", "cli-volatile://", "--once"]) == 2
     assert "persistent" in capsys.readouterr().err
 
 

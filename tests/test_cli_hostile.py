@@ -404,3 +404,17 @@ def test_publish_data_json_cannot_carry_is_bad_usage(
     err = capsys.readouterr().err
     assert err.startswith("hexa-event: error: --data ")
     assert says in err
+
+
+@pytest.mark.parametrize("command", [["tail"], ["dlq", "list"], ["publish"]])
+def test_a_bad_url_option_is_bad_usage(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in a URL option (``table_prefx``) is the user's to fix: exit 2, as argparse's
+    usage errors, naming the known options (it was exit 1, like a broker failure)."""
+    url = f"sqlite:///{tmp_path / 'log.db'}?table_prefx=a_"
+    rest = {"tail": ["orders"], "dlq": ["--action", "a"], "publish": ["orders", "--key", "k", "--data", "1"]}
+    assert main([*command, url, *rest[command[0]]]) == 2
+    err = capsys.readouterr().err
+    assert "table_prefx" in err
+    assert "table_prefix" in err

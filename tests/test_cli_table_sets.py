@@ -112,13 +112,13 @@ def test_bad_names_are_refused_by_every_command(
 ) -> None:
     db = f"sqlite:///{tmp_path / 'app.db'}"
     relay = ["outbox", "relay", "--db", db, "--to", f"sqlite:///{tmp_path / 'ev.db'}", "--once"]
-    assert main([*relay, "--table-prefix", INJECTION]) == 1
+    assert main([*relay, "--table-prefix", INJECTION]) == 2
     err = capsys.readouterr().err
     assert "table_prefix" in err
     assert "lowercase letters" in err
     assert main(["outbox", "status", "--db", db, "--schema", INJECTION]) == 2
     assert "schema" in capsys.readouterr().err
-    assert main(["outbox", "migrate", "--db", db, "--schema", "billing"]) == 1
+    assert main(["outbox", "migrate", "--db", db, "--schema", "billing"]) == 2
     assert "PostgreSQL only" in capsys.readouterr().err
     assert main(["outbox", "stats", "--db", f"{db}?table_prefix=a_", "--table-prefix", "b_"]) == 2
     assert "give it once" in capsys.readouterr().err

@@ -493,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit:
         raise
     except Exception as exc:
-        from .errors import HexaEventError
+        from .errors import ConfigurationError, HexaEventError
 
         clean = _scrubber(args)
         text = str(exc).splitlines()[0] if str(exc) else ""
@@ -503,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             log.debug("details:\n%s", clean("".join(traceback.format_exception(exc))))
-        return 1
+        return 2 if isinstance(exc, ConfigurationError) else 1  # a bad URL option is usage
 
 
 def _scrubber(args: argparse.Namespace) -> Callable[[str], str]:
