@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 
 _FETCH_BACKOFF = (0.1, 0.5, 1.0, 2.0)
 _BATCH = 256
-_DISCARD_TIMEOUT = 15.0
+_STEP_TIMEOUT = 15.0
+"""How long closing waits on each step the broker must answer (a subscribing still under
+way, the subscription's close, the channel's deletion) before it gives up and logs it."""
 
 
 @dataclass(slots=True)
@@ -239,19 +241,22 @@ class ReplyInbox:
             return "", None
         return ids[0], self._waiting.get(ids[0])
 
-    async def _discard(self) -> None:
-        """Delete the reply channel (nobody else reads it): without this, every emitter
-        that sent a request would leave a topic behind on Kafka and Pulsar."""
+    async def _step(self, what: str, step: Awaitable[None]) -> None:
+        """One step of closing that the broker must answer, bounded by ``_STEP_TIMEOUT``:
+        a failure or no answer is logged, and closing goes on."""
         try:
-            async with asyncio.timeout(_DISCARD_TIMEOUT):
-                await self.driver.discard([self.channel])
+            async with asyncio.timeout(_STEP_TIMEOUT):
+                await step
         except Exception as exc:
+            cause = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TimeoutError):
+                cause = f"no answer within {_STEP_TIMEOUT:g}s; is the broker up?"
             logger.warning(
-                "could not delete the reply channel %s (%s: %s); it holds only replies and "
-                "can be deleted by hand",
+                "%s the reply channel %s failed (%s); it holds only replies and can be "
+                "deleted by hand",
+                what,
                 self.channel,
-                type(exc).__name__,
-                exc,
+                cause,
             )
 
     def _fail(self, exc: BaseException) -> None:
@@ -264,12 +269,28 @@ class ReplyInbox:
                 )
 
     async def close(self) -> None:
-        """Stop reading and remove the ephemeral group. Idempotent."""
+        """Stop reading and remove the ephemeral group. Idempotent. The requests waiting fail
+        with ClosedError at once; each step the broker must answer is bounded by
+        ``_STEP_TIMEOUT`` (a broker that accepts the connection and never answers)."""
         if self._closed:
             return
         self._closed = True
-        if self._opening is not None and not self._opening.done():
-            await asyncio.gather(self._opening, return_exceptions=True)
+        for waiter in self._waiting.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(ClosedError("the emitter was closed"))
+        opening = self._opening
+        if opening is not None and not opening.done():
+            await asyncio.wait([opening], timeout=_STEP_TIMEOUT)
+            if not opening.done():
+                opening.cancel()  # should it subscribe after all, _open closes that
+                logger.warning(
+                    "gave up opening the reply channel %s: the driver's subscribe did not "
+                    "answer within %gs (is the broker up?); if the channel was created, it "
+                    "holds only replies and can be deleted by hand",
+                    self.channel,
+                    _STEP_TIMEOUT,
+                )
+                return
         tasks = [t for t in (self._task, self._settler) if t is not None]
         self._task = self._settler = None
         for task in tasks:
@@ -277,14 +298,10 @@ class ReplyInbox:
         await asyncio.gather(*tasks, return_exceptions=True)
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
-            try:
-                await subscription.close()
-            except Exception:
-                logger.exception("closing the reply subscription %s failed", self.channel)
-            await self._discard()
-        for waiter in self._waiting.values():
-            if not waiter.future.done():
-                waiter.future.set_exception(ClosedError("the emitter was closed"))
+            await self._step("closing the subscription of", subscription.close())
+            # Delete the channel (nobody else reads it): without this, every emitter that
+            # sent a request would leave a topic behind on Kafka and Pulsar.
+            await self._step("deleting", self.driver.discard([self.channel]))
 
 
 def _text(raw: bytes | None) -> str:
