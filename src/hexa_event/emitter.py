@@ -206,7 +206,8 @@ class Emitter:
 
     @property
     def reply_channel(self) -> str:
-        """This emitter's reply channel (empty before the first request)."""
+        """This emitter's reply channel (empty before the first request; a new one once the
+        reading of the last one ended, see docs/replies-and-schedules.md)."""
         return self._replies.channel if self._replies is not None else ""
 
     async def close(self) -> None:

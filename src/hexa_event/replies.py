@@ -9,6 +9,11 @@ writes), or, for a reply without it (a Go hexa-event handler that emits to
 ``ReplyChannel``), by the correlation id when exactly one waiting request has it. A reply
 nobody waits for (it came after its request's timeout, or it is ambiguous) is dropped,
 logged and counted in :attr:`ReplyInbox.dropped`: it never reaches another caller.
+
+If the reading ends while the emitter is open (the driver ended the subscription, or its
+fetch failed for good), the requests waiting fail with DriverError naming why, and the next
+request opens a new reply channel (the old one is deleted), as a receiver would be started
+again.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -51,10 +56,9 @@ class ReplyInbox:
     """The reply channel of one emitter (see the module docstring)."""
 
     def __init__(self, driver: Driver) -> None:
-        token = uuid.uuid4().hex
         self.driver = driver
-        self.channel = f"_reply.{token}"
-        self.group = f"hexa-reply-{token}"
+        self.channel = self.group = ""
+        self._new_channel()
         self.answered = 0
         """Replies handed to their caller."""
         self.dropped = 0
@@ -68,18 +72,23 @@ class ReplyInbox:
         self._acked_wake = asyncio.Event()
         self._opening: asyncio.Task[None] | None = None
         self._closed = False
-        self._failure: BaseException | None = None
+        self._ended = False
+        """The reading ended (not by close): the next :meth:`open` takes a new channel."""
+
+    def _new_channel(self) -> None:
+        token = uuid.uuid4().hex
+        self.channel = f"_reply.{token}"
+        self.group = f"hexa-reply-{token}"
 
     async def open(self) -> str:
-        """Subscribe to the reply channel (once); return its name.
+        """Subscribe to the reply channel unless it is being read; return its name.
 
         The subscribing runs in a task of its own: a caller that gives up (its request timed
-        out) does not cut it short, and the next request finds the channel open."""
+        out) does not cut it short, and the next request finds the channel open. When the
+        reading ended, this opens a new channel (see the module docstring)."""
         if self._closed:
             raise ClosedError("this emitter was closed; make a new one to send requests")
-        if self._failure is not None:
-            raise DriverError(f"the reply channel {self.channel} stopped: {self._failure}")
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             return self.channel
         if self._opening is None:
             self._opening = asyncio.create_task(self._open(), name=f"hexa-open:{self.channel}")
@@ -88,6 +97,10 @@ class ReplyInbox:
         return self.channel
 
     async def _open(self) -> None:
+        if self._ended:  # leave the channel whose reading ended for a new one
+            await self._stop()
+            self._new_channel()
+            self._ended = False
         await self.driver.provision([self.channel])
         subscription = await self.driver.subscribe(
             SubscriptionSpec(
@@ -102,14 +115,16 @@ class ReplyInbox:
             await subscription.close()
             raise ClosedError("this emitter was closed; make a new one to send requests")
         self._subscription = subscription
-        self._task = asyncio.create_task(self._read(), name=f"hexa-replies:{self.channel}")
+        self._task = asyncio.create_task(
+            self._read(subscription), name=f"hexa-replies:{self.channel}"
+        )
         self._settler = asyncio.create_task(
             self._settle_loop(subscription), name=f"hexa-replies-acks:{self.channel}"
         )
 
     def _opened(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            self._opening = None  # the next request tries again (and sees the error)
+        # Done: the next open() finds the reading going on, or (it failed) tries again.
+        self._opening = None
 
     def expect(
         self, event_id: str, correlation_id: str, payload_type: Any
@@ -142,9 +157,7 @@ class ReplyInbox:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    async def _read(self) -> None:
-        subscription = self._subscription
-        assert subscription is not None
+    async def _read(self, subscription: Subscription) -> None:
         failures = 0
         while True:
             try:
@@ -153,7 +166,7 @@ class ReplyInbox:
                 raise
             except Exception as exc:
                 if isinstance(exc, DriverError) and not exc.retriable:
-                    self._fail(exc)
+                    self._end(exc)
                     return
                 delay = _FETCH_BACKOFF[min(failures, len(_FETCH_BACKOFF) - 1)]
                 failures += 1
@@ -169,7 +182,12 @@ class ReplyInbox:
             failures = 0
             if not deliveries:
                 if not self._closed:
-                    self._fail(DriverError("the driver ended the reply subscription"))
+                    self._end(
+                        DriverError(
+                            "the driver ended the reply subscription (was the driver closed "
+                            "under the emitter? close the emitter first)"
+                        )
+                    )
                 return
             for delivery in deliveries:
                 delivery.ack()
@@ -259,14 +277,18 @@ class ReplyInbox:
                 cause,
             )
 
-    def _fail(self, exc: BaseException) -> None:
-        logger.error("the reply channel %s stopped: %s", self.channel, exc)
-        self._failure = exc
+    def _end(self, exc: BaseException) -> None:
+        """The reading stopped for good: fail the requests waiting (their replies come to a
+        channel nobody reads now); the next request opens a new one."""
+        why = f"the reply channel {self.channel} stopped: {exc}"
+        logger.error("%s; the next request opens a new reply channel", why)
+        self._ended = True
+        self._fail_waiting(lambda: DriverError(f"{why}; send the request again"))
+
+    def _fail_waiting(self, error: Callable[[], BaseException]) -> None:
         for waiter in self._waiting.values():
             if not waiter.future.done():
-                waiter.future.set_exception(
-                    DriverError(f"the reply channel {self.channel} stopped: {exc}")
-                )
+                waiter.future.set_exception(error())
 
     async def close(self) -> None:
         """Stop reading and remove the ephemeral group. Idempotent. The requests waiting fail
@@ -275,9 +297,7 @@ class ReplyInbox:
         if self._closed:
             return
         self._closed = True
-        for waiter in self._waiting.values():
-            if not waiter.future.done():
-                waiter.future.set_exception(ClosedError("the emitter was closed"))
+        self._fail_waiting(lambda: ClosedError("the emitter was closed"))
         opening = self._opening
         if opening is not None and not opening.done():
             await asyncio.wait([opening], timeout=_STEP_TIMEOUT)
@@ -291,16 +311,21 @@ class ReplyInbox:
                     _STEP_TIMEOUT,
                 )
                 return
+        await self._stop()
+
+    async def _stop(self) -> None:
+        """Stop reading, close the subscription and delete the channel (nobody else reads
+        it: without this, every emitter that sent a request would leave a topic behind on
+        Kafka and Pulsar)."""
         tasks = [t for t in (self._task, self._settler) if t is not None]
         self._task = self._settler = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._acked = []
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             await self._step("closing the subscription of", subscription.close())
-            # Delete the channel (nobody else reads it): without this, every emitter that
-            # sent a request would leave a topic behind on Kafka and Pulsar.
             await self._step("deleting", self.driver.discard([self.channel]))
 
 

@@ -8,13 +8,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 import hexa_event as he
 from hexa_event import replies
 from hexa_event.driver import Delivery, Subscription
-from hexa_event.errors import ClosedError, RequestTimeoutError
+from hexa_event.errors import ClosedError, DriverError, RequestTimeoutError
+from hexa_event.event import Message
 from hexa_event.testing.waiting import eventually
 
 
@@ -24,9 +26,26 @@ class Wrapped(Subscription):
     def __init__(self, inner: Subscription, close_hangs: asyncio.Event | None = None) -> None:
         self.inner = inner
         self.close_hangs = close_hangs
+        self.fails: DriverError | None = None
+        self.failing = asyncio.Event()
+
+    def fail(self, error: DriverError) -> None:
+        """Every fetch raises ``error`` from now on (a waiting one at once)."""
+        self.fails = error
+        self.failing.set()
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
-        return await self.inner.fetch(max_count)
+        fetching = asyncio.ensure_future(self.inner.fetch(max_count))
+        failing = asyncio.ensure_future(self.failing.wait())
+        try:
+            await asyncio.wait([fetching, failing], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failing.cancel()
+            if not fetching.done() or self.fails is not None:
+                fetching.cancel()
+        if self.fails is not None:
+            raise self.fails
+        return fetching.result()
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         await self.inner.settle(deliveries)
@@ -47,6 +66,10 @@ class Broker(he.Connection):
         self.subscribe_hangs = False
         self.close_hangs = False
         self.subscribed: list[Wrapped] = []
+        self.discarded: list[str] = []
+
+    async def discard(self, channels: Sequence[str]) -> None:
+        self.discarded.extend(channels)
 
     async def subscribe(self, spec: he.SubscriptionSpec) -> he.Subscription:
         if self.subscribe_hangs:
@@ -99,3 +122,61 @@ async def test_close_fails_waiting_requests_at_once_and_bounds_a_hanging_close(
     assert time.monotonic() - began < 5
     assert "closing the subscription of the reply channel" in caplog.text
     await conn.close()
+
+
+async def _answering(conn: he.Connection, channel: str) -> he.Receiver:
+    replier = conn.emitter()
+    receiver = conn.receiver("svc")
+
+    @receiver.subscribe(channel, action="answer")
+    async def answer(ctx: he.Context, msg: Message[Any]) -> None:
+        await replier.reply(ctx, msg, {"ok": msg.payload})
+
+    await receiver.start()
+    return receiver
+
+
+@pytest.mark.parametrize("how", ["ended", "failed for good"])
+async def test_a_reply_subscription_that_ends_is_reopened_by_the_next_request(how: str) -> None:
+    """The reply subscription ends under the emitter (the driver ended it, or its fetch
+    failed for good): the request waiting fails at once naming why, and the next request
+    opens a new reply channel and gets its reply; the old channel is deleted."""
+    conn = he.connect("memory://")
+    broker = Broker(conn.driver)
+    emitter = he.Emitter(broker)
+    receiver = await _answering(conn, "ask")
+    first = await emitter.request(he.Event("ask", "k", 1), timeout=10)
+    assert first.payload == {"ok": 1}
+    old = emitter.reply_channel
+    waiting = asyncio.create_task(emitter.request(he.Event("nobody", "k", {}), timeout=60))
+    await eventually(lambda: emitter._replies is not None and emitter._replies.waiting == 1)
+    if how == "ended":
+        await broker.subscribed[0].inner.close()  # its fetch returns [] from now on
+    else:
+        broker.subscribed[0].fail(DriverError("the broker fenced this member", retriable=False))
+    with pytest.raises(DriverError, match="stopped") as caught:
+        await asyncio.wait_for(waiting, 10)
+    assert old in str(caught.value)
+    again = await emitter.request(he.Event("ask", "k", 2), timeout=10)
+    assert again.payload == {"ok": 2}
+    assert emitter.reply_channel != old
+    assert len(broker.subscribed) == 2
+    assert broker.discarded == [old]
+    await receiver.close()
+    await emitter.close()
+    assert broker.discarded == [old, emitter.reply_channel]
+    await conn.close()
+
+
+async def test_a_request_after_the_driver_closed_fails_at_once_naming_it() -> None:
+    conn = he.connect("memory://")
+    emitter = he.Emitter(conn.driver)
+    receiver = await _answering(conn, "ask")
+    await emitter.request(he.Event("ask", "k", 1), timeout=10)
+    await receiver.close()
+    await conn.driver.close()
+    began = time.monotonic()
+    with pytest.raises(he.HexaEventError, match="closed"):
+        await emitter.request(he.Event("ask", "k", 2), timeout=30)
+    assert time.monotonic() - began < 5
+    await emitter.close()
