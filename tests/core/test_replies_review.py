@@ -180,3 +180,24 @@ async def test_a_request_after_the_driver_closed_fails_at_once_naming_it() -> No
         await emitter.request(he.Event("ask", "k", 2), timeout=30)
     assert time.monotonic() - began < 5
     await emitter.close()
+
+
+async def test_an_emitter_on_a_connection_deletes_its_reply_channel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``he.Emitter(conn)`` (and an instrumented connection's emitter, made that way) deletes
+    its reply channel on close like ``conn.emitter()``: the connection passes discard on."""
+    conn = he.connect("memory://")
+    deleted: list[str] = []
+
+    async def delete_channels(channels: Sequence[str]) -> None:
+        deleted.extend(channels)
+
+    monkeypatch.setattr(conn.driver, "delete_channels", delete_channels)
+    receiver = await _answering(conn, "ask")
+    emitter = he.Emitter(conn)
+    assert (await emitter.request(he.Event("ask", "k", 1), timeout=10)).payload == {"ok": 1}
+    await receiver.close()
+    await emitter.close()
+    assert deleted == [emitter.reply_channel]
+    await conn.close()
