@@ -72,6 +72,8 @@ class ReplyInbox:
         self._acked_wake = asyncio.Event()
         self._opening: asyncio.Task[None] | None = None
         self._closed = False
+        self._provisioned = False
+        """The channel was made: closing deletes it, even if subscribing to it failed."""
         self._ended = False
         """The reading ended (not by close): the next :meth:`open` takes a new channel."""
 
@@ -102,6 +104,7 @@ class ReplyInbox:
             self._new_channel()
             self._ended = False
         await self.driver.provision([self.channel])
+        self._provisioned = True
         subscription = await self.driver.subscribe(
             SubscriptionSpec(
                 group=self.group,
@@ -326,6 +329,8 @@ class ReplyInbox:
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             await self._step("closing the subscription of", subscription.close())
+        if self._provisioned:
+            self._provisioned = False
             await self._step("deleting", self.driver.discard([self.channel]))
 
 

@@ -64,6 +64,7 @@ class Broker(he.Connection):
         super().__init__(driver)
         self.never = asyncio.Event()
         self.subscribe_hangs = False
+        self.subscribe_fails: DriverError | None = None
         self.close_hangs = False
         self.subscribed: list[Wrapped] = []
         self.discarded: list[str] = []
@@ -74,6 +75,8 @@ class Broker(he.Connection):
     async def subscribe(self, spec: he.SubscriptionSpec) -> he.Subscription:
         if self.subscribe_hangs:
             await self.never.wait()
+        if self.subscribe_fails is not None:
+            raise self.subscribe_fails
         wrapped = Wrapped(await super().subscribe(spec), self.never if self.close_hangs else None)
         self.subscribed.append(wrapped)
         return wrapped
@@ -200,4 +203,19 @@ async def test_an_emitter_on_a_connection_deletes_its_reply_channel(
     await receiver.close()
     await emitter.close()
     assert deleted == [emitter.reply_channel]
+    await conn.close()
+
+
+async def test_a_reply_channel_whose_subscribe_failed_is_deleted_on_close() -> None:
+    """The reply channel was created, then subscribing to it failed (on Kafka: a topic and
+    no group): the request raises the driver's error, and close() still deletes the
+    channel."""
+    conn = he.connect("memory://")
+    broker = Broker(conn.driver)
+    broker.subscribe_fails = DriverError("group authorization failed", retriable=False)
+    emitter = he.Emitter(broker)
+    with pytest.raises(DriverError, match="group authorization failed"):
+        await emitter.request(he.Event("ask", "k", 1), timeout=10)
+    await emitter.close()
+    assert broker.discarded == [emitter.reply_channel]
     await conn.close()
