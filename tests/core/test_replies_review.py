@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -219,3 +220,27 @@ async def test_a_reply_channel_whose_subscribe_failed_is_deleted_on_close() -> N
     await emitter.close()
     assert broker.discarded == [emitter.reply_channel]
     await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0, "got 0"),
+        (-1, "got -1"),
+        (math.nan, "got nan"),
+        (math.inf, "got inf"),
+        (10**400, "got an integer of 401 digits"),
+        (10**5000, "got an integer of about 5001 digits"),  # str() refuses it
+        (True, "got True"),
+        ("5", "got '5'"),
+    ],
+    ids=lambda value: type(value).__name__,
+)
+async def test_hostile_request_timeouts_are_refused_naming_the_parameter(
+    value: Any, shown: str
+) -> None:
+    emitter = he.connect("memory://").emitter()
+    with pytest.raises(he.ConfigurationError, match="request timeout must be") as caught:
+        await emitter.request(he.Event("c", "k", {}), timeout=value)
+    assert shown in str(caught.value)
+    assert emitter.reply_channel == ""  # refused before anything was opened
