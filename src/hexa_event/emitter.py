@@ -152,14 +152,17 @@ class Emitter:
         if replies is None:
             replies = self._replies = ReplyInbox(self.driver)
         future = replies.expect(event_id, ctx.correlation_id, payload)
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 channel = await replies.open()
                 await self.emit(
                     msgspec.structs.replace(event, id=event_id, reply_channel=channel), ctx
                 )
                 return await future
         except TimeoutError:
+            if not deadline.expired():  # a driver's or a middleware's own: not ours to name
+                raise
             raise RequestTimeoutError(event.channel, timeout, replies.channel) from None
         finally:
             replies.forget(event_id)

@@ -18,6 +18,7 @@ from hexa_event import replies
 from hexa_event.driver import Delivery, Subscription
 from hexa_event.errors import ClosedError, DriverError, RequestTimeoutError
 from hexa_event.event import Message
+from hexa_event.publishing import Publication, PublishCall
 from hexa_event.testing.waiting import eventually
 
 
@@ -244,3 +245,22 @@ async def test_hostile_request_timeouts_are_refused_naming_the_parameter(
         await emitter.request(he.Event("c", "k", {}), timeout=value)
     assert shown in str(caught.value)
     assert emitter.reply_channel == ""  # refused before anything was opened
+
+
+async def test_a_timeout_error_of_the_send_is_not_reported_as_no_reply() -> None:
+    """A TimeoutError raised while sending (a driver's or a middleware's own) reaches the
+    caller as it is, not as RequestTimeoutError claiming no reply came within 30 s."""
+
+    def slow_broker(call: PublishCall) -> PublishCall:
+        async def publish(publication: Publication) -> None:
+            raise TimeoutError("the broker did not confirm the write within 5s")
+
+        return publish
+
+    conn = he.connect("memory://")
+    emitter = conn.emitter(publish_middlewares=[slow_broker])
+    with pytest.raises(TimeoutError) as caught:
+        await emitter.request(he.Event("ask", "k", {}), timeout=30)
+    assert not isinstance(caught.value, RequestTimeoutError)
+    assert "did not confirm the write" in str(caught.value)
+    await conn.close()
