@@ -163,7 +163,9 @@ class Emitter:
         except TimeoutError:
             if not deadline.expired():  # a driver's or a middleware's own: not ours to name
                 raise
-            raise RequestTimeoutError(event.channel, timeout, replies.channel) from None
+            raise RequestTimeoutError(
+                event.channel, timeout, replies.channel, replies.reading_error
+            ) from None
         finally:
             replies.forget(event_id)
             if not future.done():

@@ -63,6 +63,8 @@ class ReplyInbox:
         """Replies handed to their caller."""
         self.dropped = 0
         """Replies no caller waited for (late after a timeout, unknown or ambiguous)."""
+        self.reading_error = ""
+        """Why reading the channel fails now (retried): a request timing out says it."""
         self._waiting: dict[str, _Waiter] = {}
         self._by_correlation: dict[str, list[str]] = {}
         self._subscription: Subscription | None = None
@@ -173,16 +175,17 @@ class ReplyInbox:
                     return
                 delay = _FETCH_BACKOFF[min(failures, len(_FETCH_BACKOFF) - 1)]
                 failures += 1
+                self.reading_error = f"{type(exc).__name__}: {exc}"
                 logger.warning(
-                    "reading replies from %s failed (%s: %s); retrying in %.1fs",
+                    "reading replies from %s failed (%s); retrying in %.1fs",
                     self.channel,
-                    type(exc).__name__,
-                    exc,
+                    self.reading_error,
                     delay,
                 )
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            self.reading_error = ""
             if not deliveries:
                 if not self._closed:
                     self._end(
@@ -322,6 +325,7 @@ class ReplyInbox:
         Kafka and Pulsar)."""
         tasks = [t for t in (self._task, self._settler) if t is not None]
         self._task = self._settler = None
+        self.reading_error = ""
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -31,10 +31,13 @@ class Wrapped(Subscription):
         self.fails: DriverError | None = None
         self.failing = asyncio.Event()
 
-    def fail(self, error: DriverError) -> None:
-        """Every fetch raises ``error`` from now on (a waiting one at once)."""
+    def fail(self, error: DriverError | None) -> None:
+        """Every fetch raises ``error`` from now on (a waiting one at once); None: no more."""
         self.fails = error
-        self.failing.set()
+        if error is None:
+            self.failing.clear()
+        else:
+            self.failing.set()
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
         fetching = asyncio.ensure_future(self.inner.fetch(max_count))
@@ -263,4 +266,28 @@ async def test_a_timeout_error_of_the_send_is_not_reported_as_no_reply() -> None
         await emitter.request(he.Event("ask", "k", {}), timeout=30)
     assert not isinstance(caught.value, RequestTimeoutError)
     assert "did not confirm the write" in str(caught.value)
+    await conn.close()
+
+
+async def test_a_request_timing_out_while_replies_cannot_be_read_says_so() -> None:
+    """Reading the reply channel fails again and again (retriable: the broker is away): a
+    request timing out says so, rather than asking whether a handler is subscribed; once
+    the reading recovers, requests are answered again on the same channel."""
+    conn = he.connect("memory://")
+    broker = Broker(conn.driver)
+    emitter = he.Emitter(broker)
+    receiver = await _answering(conn, "ask")
+    await emitter.request(he.Event("ask", "k", 1), timeout=10)
+    broker.subscribed[0].fail(DriverError("connection refused by 127.0.0.1:9092"))
+    with pytest.raises(RequestTimeoutError) as caught:
+        await emitter.request(he.Event("nobody", "k", 2), timeout=0.5)
+    assert "reading the reply channel fails" in str(caught.value)
+    assert "connection refused by 127.0.0.1:9092" in str(caught.value)
+    assert "is a handler subscribed" not in str(caught.value)
+    broker.subscribed[0].fail(None)
+    assert (await emitter.request(he.Event("ask", "k", 3), timeout=10)).payload == {"ok": 3}
+    with pytest.raises(RequestTimeoutError, match="is a handler subscribed"):
+        await emitter.request(he.Event("nobody", "k", 4), timeout=0.3)
+    await receiver.close()
+    await emitter.close()
     await conn.close()
