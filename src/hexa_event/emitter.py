@@ -170,6 +170,8 @@ class Emitter:
             replies.forget(event_id)
             if not future.done():
                 future.cancel()
+            elif not future.cancelled():  # failed (closed) while the send failed: the caller
+                future.exception()  # got the send's error; asyncio must not log this one
 
     async def reply(
         self,

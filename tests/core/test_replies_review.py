@@ -5,6 +5,7 @@ misbehave)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import time
@@ -290,4 +291,36 @@ async def test_a_request_timing_out_while_replies_cannot_be_read_says_so() -> No
         await emitter.request(he.Event("nobody", "k", 4), timeout=0.3)
     await receiver.close()
     await emitter.close()
+    await conn.close()
+
+
+async def test_a_request_whose_send_fails_while_the_emitter_closes_logs_no_stray_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """close() fails a request still sending, then the send fails too: the caller gets the
+    send's error, and asyncio logs no 'Future exception was never retrieved' for the other."""
+    gate, sending_now = asyncio.Event(), asyncio.Event()
+
+    def refusing(call: PublishCall) -> PublishCall:
+        async def publish(publication: Publication) -> None:
+            sending_now.set()
+            await gate.wait()
+            raise DriverError("the broker refused the write")
+
+        return publish
+
+    conn = he.connect("memory://")
+    emitter = conn.emitter(publish_middlewares=[refusing])
+    sending = asyncio.create_task(emitter.request(he.Event("ask", "k", 1), timeout=10))
+    await asyncio.wait_for(sending_now.wait(), 10)
+    await emitter.close()
+    gate.set()
+    (error,) = await asyncio.gather(sending, return_exceptions=True)
+    assert isinstance(error, DriverError), error
+    assert "refused the write" in str(error)
+    del error, sending  # the traceback holds the request's frame, and so its future
+    for _ in range(3):  # what gather kept goes after a turn of the loop
+        await asyncio.sleep(0)
+        gc.collect()
+    assert "never retrieved" not in caplog.text
     await conn.close()
