@@ -229,8 +229,8 @@ class ReplyInbox:
                 "(it came after the request's timeout, or it names no known request); "
                 "%d dropped so far",
                 self.channel,
-                _text(headers.get(env.EVENT_ID)) or delivery.coordinates,
-                request_id or "?",
+                _shown(_text(headers.get(env.EVENT_ID)) or delivery.coordinates),
+                _shown(request_id or "?"),
                 self.dropped,
             )
             return
@@ -258,7 +258,7 @@ class ReplyInbox:
                 "ids when the replier does not write %s)",
                 self.channel,
                 env.REPLY_TO,
-                correlation_id,
+                _shown(correlation_id),
                 len(ids),
                 env.REPLY_TO,
             )
@@ -336,6 +336,15 @@ class ReplyInbox:
         if self._provisioned:
             self._provisioned = False
             await self._step("deleting", self.driver.discard([self.channel]))
+
+
+def _shown(text: str) -> str:
+    """A header's text as a log line shows it: quoted, cut short (a hostile reply's 10 kB
+    header or its line breaks must not flood or forge the log)."""
+    return repr(text[:_SHOWN]) + ("..." if len(text) > _SHOWN else "")
+
+
+_SHOWN = 80
 
 
 def _text(raw: bytes | None) -> str:

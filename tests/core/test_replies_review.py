@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 import hexa_event as he
+from hexa_event import envelope as env
 from hexa_event import replies
-from hexa_event.driver import Delivery, Subscription
+from hexa_event.driver import Delivery, RawRecord, Subscription
 from hexa_event.errors import ClosedError, DriverError, RequestTimeoutError
 from hexa_event.event import Message
+from hexa_event.propagation import CORRELATION_ID
 from hexa_event.publishing import Publication, PublishCall
 from hexa_event.testing.waiting import eventually
 
@@ -323,4 +325,34 @@ async def test_a_request_whose_send_fails_while_the_emitter_closes_logs_no_stray
         await asyncio.sleep(0)
         gc.collect()
     assert "never retrieved" not in caplog.text
+    await conn.close()
+
+
+async def test_a_hostile_reply_is_dropped_and_logged_in_one_short_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Replies with garbage, oversized or line-breaking headers (or none) on the reply
+    channel are dropped and counted; the log shows their headers cut short on one line, and
+    the next request is answered."""
+    caplog.set_level(logging.WARNING, logger="hexa_event.replies")
+    conn = he.connect("memory://")
+    receiver = await _answering(conn, "ask")
+    emitter = conn.emitter()
+    await emitter.request(he.Event("ask", "k", 1), timeout=10)
+    channel = emitter.reply_channel
+    forged = b"x\nCRITICAL forged log line " + b"y" * 10_000
+    await conn.publish(
+        [
+            RawRecord(channel, "k", {env.REPLY_TO: b"\xff\xfe"}, b"{}"),
+            RawRecord(channel, "k", {}, b"not json"),
+            RawRecord(channel, "k", {env.REPLY_TO: forged, env.EVENT_ID: forged}, b"{}"),
+            RawRecord(channel, "k", {CORRELATION_ID: b"\xff", env.EVENT_ID: b""}, b"{}"),
+        ]
+    )
+    await eventually(lambda: emitter.dropped_replies == 4, within=10, what="4 drops")
+    assert (await emitter.request(he.Event("ask", "k", 2), timeout=10)).payload == {"ok": 2}
+    drops = [r.getMessage() for r in caplog.records if "dropped a reply" in r.getMessage()]
+    assert len(drops) == 4
+    assert all("\n" not in line and len(line) < 600 for line in drops), drops
+    await receiver.close()
     await conn.close()
