@@ -356,3 +356,34 @@ async def test_a_hostile_reply_is_dropped_and_logged_in_one_short_line(
     assert all("\n" not in line and len(line) < 600 for line in drops), drops
     await receiver.close()
     await conn.close()
+
+
+async def test_a_thousand_requests_waiting_then_close() -> None:
+    """1,000 requests waiting for replies that never come, then close(): each fails with
+    ClosedError at once, and nothing of the emitter is left running."""
+    sent: list[Publication] = []
+
+    def counting(call: PublishCall) -> PublishCall:
+        async def publish(publication: Publication) -> None:
+            await call(publication)
+            sent.append(publication)
+
+        return publish
+
+    conn = he.connect("memory://")
+    emitter = conn.emitter(publish_middlewares=[counting])
+    before = asyncio.all_tasks()
+    waiting = [
+        asyncio.create_task(emitter.request(he.Event("nobody", f"k{i}", i), timeout=300))
+        for i in range(1000)
+    ]
+    await eventually(lambda: len(sent) == 1000, within=30, what="1,000 requests sent")
+    began = time.monotonic()
+    await emitter.close()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert time.monotonic() - began < 10
+    assert all(isinstance(r, ClosedError) for r in results), {type(r) for r in results}
+    assert asyncio.all_tasks() - before - {asyncio.current_task()} == set()
+    with pytest.raises(ClosedError):
+        await emitter.request(he.Event("nobody", "k", 0), timeout=1)
+    await conn.close()
