@@ -23,6 +23,7 @@ from hexa_event.event import Message
 from hexa_event.propagation import CORRELATION_ID
 from hexa_event.publishing import Publication, PublishCall
 from hexa_event.testing.waiting import eventually
+from otel_helpers import make_otel
 
 
 class Wrapped(Subscription):
@@ -387,3 +388,29 @@ async def test_a_thousand_requests_waiting_then_close() -> None:
     with pytest.raises(ClosedError):
         await emitter.request(he.Event("nobody", "k", 0), timeout=1)
     await conn.close()
+
+
+async def test_closing_an_instrumented_connection_closes_its_emitters_reply_channels(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An emitter of ``telemetry.instrument(conn)`` that sent a request: closing the
+    connection closes the emitter first (its reply channel deleted, no 'stopped' error),
+    as with a plain connection."""
+    caplog.set_level(logging.WARNING, logger="hexa_event.replies")
+    plain = he.connect("memory://")
+    deleted: list[str] = []
+
+    async def delete_channels(channels: Sequence[str]) -> None:
+        deleted.extend(channels)
+
+    conn = make_otel().telemetry.instrument(plain)
+    receiver = await _answering(plain, "ask")
+    emitter = conn.emitter()
+    assert (await emitter.request(he.Event("ask", "k", 1), timeout=10)).payload == {"ok": 1}
+    await receiver.close()
+    plain.driver.delete_channels = delete_channels  # type: ignore[method-assign]
+    await conn.close()
+    assert deleted == [emitter.reply_channel]
+    assert "stopped" not in caplog.text
+    with pytest.raises(ClosedError):
+        await emitter.request(he.Event("ask", "k", 2), timeout=1)
