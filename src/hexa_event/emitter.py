@@ -136,7 +136,8 @@ class Emitter:
         :class:`~hexa_event.errors.RequestTimeoutError` when no reply came within
         ``timeout`` seconds (sending included); a reply that comes later is dropped and
         counted in :attr:`dropped_replies`. The reply channel is opened on the first request
-        and removed by :meth:`close`.
+        and removed by :meth:`close`; raises :class:`~hexa_event.errors.DriverError` when its
+        reading ended while the request waited (the next request opens a new channel).
         """
         check_number("request timeout", timeout, above=True, maximum=_MAX_REQUEST_TIMEOUT)
         if event.reply_channel:
