@@ -151,7 +151,7 @@ class Emitter:
         event_id = event.id or new_event_id()
         replies = self._replies
         if replies is None:
-            replies = self._replies = ReplyInbox(self.driver)
+            replies = self._replies = ReplyInbox(self.driver, owner=self)
         future = replies.expect(event_id, ctx.correlation_id, payload)
         deadline = asyncio.timeout(timeout)
         try:

@@ -55,8 +55,12 @@ class _Waiter:
 class ReplyInbox:
     """The reply channel of one emitter (see the module docstring)."""
 
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Driver, owner: object = None) -> None:
         self.driver = driver
+        self.owner = owner
+        """The emitter, kept alive while its channel is read (the driver's subscription
+        leads to the reading task, and so here): the connection that made an emitter only
+        used as ``conn.emitter().request(...)`` still has it to close on ``conn.close()``."""
         self.channel = self.group = ""
         self._new_channel()
         self.answered = 0

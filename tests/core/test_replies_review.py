@@ -414,3 +414,29 @@ async def test_closing_an_instrumented_connection_closes_its_emitters_reply_chan
     assert "stopped" not in caplog.text
     with pytest.raises(ClosedError):
         await emitter.request(he.Event("ask", "k", 2), timeout=1)
+
+
+async def test_an_emitter_used_once_and_dropped_is_still_closed_by_its_connection(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``await conn.emitter().request(...)`` (what ``hexa-event request`` does) keeps no
+    reference to the emitter: the connection still closes it, so its reply channel is
+    deleted and its subscription does not end under it with an error."""
+    caplog.set_level(logging.WARNING, logger="hexa_event.replies")
+    conn = he.connect("memory://")
+    deleted: list[str] = []
+
+    async def delete_channels(channels: Sequence[str]) -> None:
+        deleted.extend(channels)
+
+    monkeypatch.setattr(conn.driver, "delete_channels", delete_channels)
+    receiver = await _answering(conn, "ask")
+    for n in range(3):
+        reply = await conn.emitter().request(he.Event("ask", "k", n), timeout=10)
+        assert reply.payload == {"ok": n}
+    gc.collect()  # the emitters, referred to by nothing of the test's
+    await receiver.close()
+    await conn.close()
+    assert len(set(deleted)) == 3
+    assert all(channel.startswith("_reply.") for channel in deleted)
+    assert "stopped" not in caplog.text
