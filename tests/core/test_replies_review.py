@@ -77,6 +77,11 @@ class Broker(he.Connection):
         self.close_hangs = False
         self.subscribed: list[Wrapped] = []
         self.discarded: list[str] = []
+        self.published = 0
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        await super().publish(records)
+        self.published += len(records)
 
     async def discard(self, channels: Sequence[str]) -> None:
         self.discarded.extend(channels)
@@ -161,7 +166,7 @@ async def test_a_reply_subscription_that_ends_is_reopened_by_the_next_request(ho
     assert first.payload == {"ok": 1}
     old = emitter.reply_channel
     waiting = asyncio.create_task(emitter.request(he.Event("nobody", "k", {}), timeout=60))
-    await eventually(lambda: emitter._replies is not None and emitter._replies.waiting == 1)
+    await eventually(lambda: broker.published == 2, within=10, what="the request sent")
     if how == "ended":
         await broker.subscribed[0].inner.close()  # its fetch returns [] from now on
     else:
