@@ -11,6 +11,7 @@ Below them, the sealed records go through the publish middlewares
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -154,6 +155,7 @@ class Emitter:
             replies = self._replies = ReplyInbox(self.driver, owner=self)
         future = replies.expect(event_id, ctx.correlation_id, payload)
         deadline = asyncio.timeout(timeout)
+        started = time.monotonic()
         try:
             async with deadline:
                 channel = await replies.open()
@@ -165,7 +167,7 @@ class Emitter:
             if not deadline.expired():  # a driver's or a middleware's own: not ours to name
                 raise
             raise RequestTimeoutError(
-                event.channel, timeout, replies.channel, replies.reading_error
+                event.channel, timeout, replies.channel, replies.reading_error(started)
             ) from None
         finally:
             replies.forget(event_id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -67,8 +68,9 @@ class ReplyInbox:
         """Replies handed to their caller."""
         self.dropped = 0
         """Replies no caller waited for (late after a timeout, unknown or ambiguous)."""
-        self.reading_error = ""
-        """Why reading the channel fails now (retried): a request timing out says it."""
+        self._reading_error = ""
+        self._not_reading_until = 0.0
+        """``time.monotonic()`` until which a failed fetch's retry waits."""
         self._waiting: dict[str, _Waiter] = {}
         self._by_correlation: dict[str, list[str]] = {}
         self._subscription: Subscription | None = None
@@ -166,6 +168,11 @@ class ReplyInbox:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def reading_error(self, since: float) -> str:
+        """Why reading the channel failed, if it did not read at some time after ``since``
+        (``time.monotonic()``: a fetch failed then, or its retry was waiting); else ""."""
+        return self._reading_error if self._not_reading_until > since else ""
+
     async def _read(self, subscription: Subscription) -> None:
         failures = 0
         while True:
@@ -179,17 +186,18 @@ class ReplyInbox:
                     return
                 delay = _FETCH_BACKOFF[min(failures, len(_FETCH_BACKOFF) - 1)]
                 failures += 1
-                self.reading_error = f"{type(exc).__name__}: {exc}"
+                self._reading_error = f"{type(exc).__name__}: {exc}"
+                self._not_reading_until = time.monotonic() + delay
                 logger.warning(
                     "reading replies from %s failed (%s); retrying in %.1fs",
                     self.channel,
-                    self.reading_error,
+                    self._reading_error,
                     delay,
                 )
                 await asyncio.sleep(delay)
                 continue
             failures = 0
-            self.reading_error = ""
+            self._reading_error = ""
             if not deliveries:
                 if not self._closed:
                     self._end(
@@ -329,7 +337,7 @@ class ReplyInbox:
         Kafka and Pulsar)."""
         tasks = [t for t in (self._task, self._settler) if t is not None]
         self._task = self._settler = None
-        self.reading_error = ""
+        self._reading_error = ""
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

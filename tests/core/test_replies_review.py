@@ -34,6 +34,7 @@ class Wrapped(Subscription):
         self.close_hangs = close_hangs
         self.fails: DriverError | None = None
         self.failing = asyncio.Event()
+        self.fetches = 0
 
     def fail(self, error: DriverError | None) -> None:
         """Every fetch raises ``error`` from now on (a waiting one at once); None: no more."""
@@ -44,6 +45,7 @@ class Wrapped(Subscription):
             self.failing.set()
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
+        self.fetches += 1
         fetching = asyncio.ensure_future(self.inner.fetch(max_count))
         failing = asyncio.ensure_future(self.failing.wait())
         try:
@@ -445,3 +447,25 @@ async def test_an_emitter_used_once_and_dropped_is_still_closed_by_its_connectio
     assert len(set(deleted)) == 3
     assert all(channel.startswith("_reply.") for channel in deleted)
     assert "stopped" not in caplog.text
+
+
+async def test_a_reading_failure_long_past_is_not_blamed_for_a_timeout() -> None:
+    """Reading the reply channel failed once, then went on without a reply to read: a
+    request timing out much later asks about the handler, not about that old failure."""
+    conn = he.connect("memory://")
+    broker = Broker(conn.driver)
+    emitter = he.Emitter(broker)
+    receiver = await _answering(conn, "ask")
+    await emitter.request(he.Event("ask", "k", 1), timeout=10)
+    wrapped = broker.subscribed[0]
+    fetches = wrapped.fetches
+    wrapped.fail(DriverError("a blip"))
+    await eventually(lambda: wrapped.fetches > fetches + 1, within=10, what="a failed fetch")
+    wrapped.fail(None)
+    fetches = wrapped.fetches
+    await eventually(lambda: wrapped.fetches > fetches, within=10, what="the next fetch")
+    with pytest.raises(RequestTimeoutError, match="is a handler subscribed"):
+        await emitter.request(he.Event("nobody", "k", 2), timeout=0.5)
+    await receiver.close()
+    await emitter.close()
+    await conn.close()
