@@ -76,7 +76,8 @@ def _load(target: str, scheme: str) -> DriverFactory:
 class Connection(Driver):
     """A driver with the public face on top: make emitters and receivers from it.
 
-    Publishing, subscribing and closing go to :attr:`driver`, the engine's own driver.
+    Publishing, subscribing, provisioning, discarding and closing go to :attr:`driver`, the
+    engine's own driver.
     """
 
     def __init__(self, driver: Driver) -> None:
@@ -95,6 +96,9 @@ class Connection(Driver):
 
     async def provision(self, channels: Sequence[str]) -> None:
         await self.driver.provision(channels)
+
+    async def discard(self, channels: Sequence[str]) -> None:
+        await self.driver.discard(channels)
 
     async def check(self, within: float = 10.0) -> str:
         return await self.driver.check(within)

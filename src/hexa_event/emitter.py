@@ -11,6 +11,7 @@ Below them, the sealed records go through the publish middlewares
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -136,7 +137,8 @@ class Emitter:
         :class:`~hexa_event.errors.RequestTimeoutError` when no reply came within
         ``timeout`` seconds (sending included); a reply that comes later is dropped and
         counted in :attr:`dropped_replies`. The reply channel is opened on the first request
-        and removed by :meth:`close`.
+        and removed by :meth:`close`; raises :class:`~hexa_event.errors.DriverError` when its
+        reading ended while the request waited (the next request opens a new channel).
         """
         check_number("request timeout", timeout, above=True, maximum=_MAX_REQUEST_TIMEOUT)
         if event.reply_channel:
@@ -150,21 +152,29 @@ class Emitter:
         event_id = event.id or new_event_id()
         replies = self._replies
         if replies is None:
-            replies = self._replies = ReplyInbox(self.driver)
+            replies = self._replies = ReplyInbox(self.driver, owner=self)
         future = replies.expect(event_id, ctx.correlation_id, payload)
+        deadline = asyncio.timeout(timeout)
+        started = time.monotonic()
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 channel = await replies.open()
                 await self.emit(
                     msgspec.structs.replace(event, id=event_id, reply_channel=channel), ctx
                 )
                 return await future
         except TimeoutError:
-            raise RequestTimeoutError(event.channel, timeout, replies.channel) from None
+            if not deadline.expired():  # a driver's or a middleware's own: not ours to name
+                raise
+            raise RequestTimeoutError(
+                event.channel, timeout, replies.channel, replies.reading_error(started)
+            ) from None
         finally:
             replies.forget(event_id)
             if not future.done():
                 future.cancel()
+            elif not future.cancelled():  # failed (closed) while the send failed: the caller
+                future.exception()  # got the send's error; asyncio must not log this one
 
     async def reply(
         self,
@@ -206,7 +216,8 @@ class Emitter:
 
     @property
     def reply_channel(self) -> str:
-        """This emitter's reply channel (empty before the first request)."""
+        """This emitter's reply channel (empty before the first request; a new one once the
+        reading of the last one ended, see docs/replies-and-schedules.md)."""
         return self._replies.channel if self._replies is not None else ""
 
     async def close(self) -> None:

@@ -205,8 +205,13 @@ class _Sealer:
             headers[REPLY_CHANNEL] = event.reply_channel.encode()
         if event.deliver_at is not None or event.delay:
             # Rounded up to the next millisecond, from the clock's exact time: no handler may
-            # run the event before deliver_at, or before ``delay`` after the emit call.
-            headers[DELIVER_AT] = str(math.ceil(event.due(time.time()) * 1000)).encode()
+            # run the event before deliver_at, or before ``delay`` after the emit call. A due
+            # time already past means "at once": no header (one before 1970 was negative,
+            # and a broker that holds scheduled records refused it as a not-before time).
+            now = time.time()
+            due = event.due(now)
+            if due > now:
+                headers[DELIVER_AT] = str(math.ceil(due * 1000)).encode()
         if event.in_reply_to:
             self._reply_headers(event.in_reply_to, headers)
         if envelope.cloudevents is not None:

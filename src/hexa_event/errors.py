@@ -156,13 +156,20 @@ class ReceiverFailedError(HexaEventError, RuntimeError):
 class RequestTimeoutError(HexaEventError, TimeoutError):
     """``Emitter.request`` got no reply within its timeout; a later reply is dropped."""
 
-    def __init__(self, channel: str, timeout: float, reply_channel: str) -> None:
+    def __init__(
+        self, channel: str, timeout: float, reply_channel: str, reading_error: str = ""
+    ) -> None:
         self.channel = channel
         self.timeout = timeout
+        hint = (
+            f"is a handler subscribed to {channel!r} and does it call "
+            "emitter.reply(ctx, msg, payload)? Raise timeout= if it is slow"
+        )
+        if reading_error:  # the reply may have come: it could not be read
+            hint = f"reading the reply channel fails ({reading_error}); the log says more"
         super().__init__(
             f"no reply within {timeout:g}s to the request sent to channel {channel!r} "
-            f"(reply channel {reply_channel!r}): is a handler subscribed to {channel!r} "
-            "and does it call emitter.reply(ctx, msg, payload)? Raise timeout= if it is slow"
+            f"(reply channel {reply_channel!r}): {hint}"
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -11,6 +10,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from .errors import InvalidEventError
+from .numbers import shown
 
 T = TypeVar("T")
 
@@ -114,16 +114,17 @@ def _check_schedule(deliver_at: object, delay: object) -> None:
             "deliver_at", "and delay were both given: give one of them (delay is seconds from now)"
         )
     if delay is not None:
+        # Compared, not converted: NaN and infinities fail the comparison, and a 400-digit
+        # integer has no float (math.isfinite raised OverflowError on it).
         if (
             isinstance(delay, bool)
             or not isinstance(delay, int | float)
-            or not math.isfinite(delay)
             or not 0 <= delay <= MAX_SCHEDULE
         ):
             raise InvalidEventError(
                 "delay",
                 f"must be a finite number of seconds from 0 to {MAX_SCHEDULE:.0f} (366 days), "
-                f"got {delay!r}",
+                f"got {shown(delay)}",
             )
         return
     if not isinstance(deliver_at, datetime):

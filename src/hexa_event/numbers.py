@@ -40,12 +40,18 @@ def check_number(
         kind = "an integer" if integer else "a finite number"
         low = f"above {minimum:g}" if above else f"from {minimum:g}"
         high = f" to {maximum:g}" if maximum is not None else f" to {LARGEST:g}"
-        shown = (
-            f"an integer of {len(str(abs(value)))} digits"
-            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST
-            else repr(value)
-        )
-        raise ConfigurationError(f"{what} must be {kind} {low}{high}, got {shown}")
+        raise ConfigurationError(f"{what} must be {kind} {low}{high}, got {shown(value)}")
+
+
+def shown(value: object) -> str:
+    """``value`` as an error message shows it: its repr, or for an integer past ``LARGEST``
+    its length (400 digits are no help to read; past 4,300, ``str`` itself refuses)."""
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) <= LARGEST:
+        return repr(value)
+    try:
+        return f"an integer of {len(str(abs(value)))} digits"
+    except ValueError:  # over sys.get_int_max_str_digits()
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
 
 
 def epoch_seconds(raw: str | bytes | None) -> float | None:

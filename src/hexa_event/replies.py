@@ -9,6 +9,11 @@ writes), or, for a reply without it (a Go hexa-event handler that emits to
 ``ReplyChannel``), by the correlation id when exactly one waiting request has it. A reply
 nobody waits for (it came after its request's timeout, or it is ambiguous) is dropped,
 logged and counted in :attr:`ReplyInbox.dropped`: it never reaches another caller.
+
+If the reading ends while the emitter is open (the driver ended the subscription, or its
+fetch failed for good), the requests waiting fail with DriverError naming why, and the next
+request opens a new reply channel (the old one is deleted), as a receiver would be started
+again.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -35,7 +41,9 @@ logger = logging.getLogger(__name__)
 
 _FETCH_BACKOFF = (0.1, 0.5, 1.0, 2.0)
 _BATCH = 256
-_DISCARD_TIMEOUT = 15.0
+_STEP_TIMEOUT = 15.0
+"""How long closing waits on each step the broker must answer (a subscribing still under
+way, the subscription's close, the channel's deletion) before it gives up and logs it."""
 
 
 @dataclass(slots=True)
@@ -48,15 +56,21 @@ class _Waiter:
 class ReplyInbox:
     """The reply channel of one emitter (see the module docstring)."""
 
-    def __init__(self, driver: Driver) -> None:
-        token = uuid.uuid4().hex
+    def __init__(self, driver: Driver, owner: object = None) -> None:
         self.driver = driver
-        self.channel = f"_reply.{token}"
-        self.group = f"hexa-reply-{token}"
+        self.owner = owner
+        """The emitter, kept alive while its channel is read (the driver's subscription
+        leads to the reading task, and so here): the connection that made an emitter only
+        used as ``conn.emitter().request(...)`` still has it to close on ``conn.close()``."""
+        self.channel = self.group = ""
+        self._new_channel()
         self.answered = 0
         """Replies handed to their caller."""
         self.dropped = 0
         """Replies no caller waited for (late after a timeout, unknown or ambiguous)."""
+        self._reading_error = ""
+        self._not_reading_until = 0.0
+        """``time.monotonic()`` until which a failed fetch's retry waits."""
         self._waiting: dict[str, _Waiter] = {}
         self._by_correlation: dict[str, list[str]] = {}
         self._subscription: Subscription | None = None
@@ -66,18 +80,25 @@ class ReplyInbox:
         self._acked_wake = asyncio.Event()
         self._opening: asyncio.Task[None] | None = None
         self._closed = False
-        self._failure: BaseException | None = None
+        self._provisioned = False
+        """The channel was made: closing deletes it, even if subscribing to it failed."""
+        self._ended = False
+        """The reading ended (not by close): the next :meth:`open` takes a new channel."""
+
+    def _new_channel(self) -> None:
+        token = uuid.uuid4().hex
+        self.channel = f"_reply.{token}"
+        self.group = f"hexa-reply-{token}"
 
     async def open(self) -> str:
-        """Subscribe to the reply channel (once); return its name.
+        """Subscribe to the reply channel unless it is being read; return its name.
 
         The subscribing runs in a task of its own: a caller that gives up (its request timed
-        out) does not cut it short, and the next request finds the channel open."""
+        out) does not cut it short, and the next request finds the channel open. When the
+        reading ended, this opens a new channel (see the module docstring)."""
         if self._closed:
             raise ClosedError("this emitter was closed; make a new one to send requests")
-        if self._failure is not None:
-            raise DriverError(f"the reply channel {self.channel} stopped: {self._failure}")
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             return self.channel
         if self._opening is None:
             self._opening = asyncio.create_task(self._open(), name=f"hexa-open:{self.channel}")
@@ -86,7 +107,12 @@ class ReplyInbox:
         return self.channel
 
     async def _open(self) -> None:
+        if self._ended:  # leave the channel whose reading ended for a new one
+            await self._stop()
+            self._new_channel()
+            self._ended = False
         await self.driver.provision([self.channel])
+        self._provisioned = True
         subscription = await self.driver.subscribe(
             SubscriptionSpec(
                 group=self.group,
@@ -100,14 +126,16 @@ class ReplyInbox:
             await subscription.close()
             raise ClosedError("this emitter was closed; make a new one to send requests")
         self._subscription = subscription
-        self._task = asyncio.create_task(self._read(), name=f"hexa-replies:{self.channel}")
+        self._task = asyncio.create_task(
+            self._read(subscription), name=f"hexa-replies:{self.channel}"
+        )
         self._settler = asyncio.create_task(
             self._settle_loop(subscription), name=f"hexa-replies-acks:{self.channel}"
         )
 
     def _opened(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            self._opening = None  # the next request tries again (and sees the error)
+        # Done: the next open() finds the reading going on, or (it failed) tries again.
+        self._opening = None
 
     def expect(
         self, event_id: str, correlation_id: str, payload_type: Any
@@ -140,9 +168,12 @@ class ReplyInbox:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    async def _read(self) -> None:
-        subscription = self._subscription
-        assert subscription is not None
+    def reading_error(self, since: float) -> str:
+        """Why reading the channel failed, if it did not read at some time after ``since``
+        (``time.monotonic()``: a fetch failed then, or its retry was waiting); else ""."""
+        return self._reading_error if self._not_reading_until > since else ""
+
+    async def _read(self, subscription: Subscription) -> None:
         failures = 0
         while True:
             try:
@@ -151,23 +182,30 @@ class ReplyInbox:
                 raise
             except Exception as exc:
                 if isinstance(exc, DriverError) and not exc.retriable:
-                    self._fail(exc)
+                    self._end(exc)
                     return
                 delay = _FETCH_BACKOFF[min(failures, len(_FETCH_BACKOFF) - 1)]
                 failures += 1
+                self._reading_error = f"{type(exc).__name__}: {exc}"
+                self._not_reading_until = time.monotonic() + delay
                 logger.warning(
-                    "reading replies from %s failed (%s: %s); retrying in %.1fs",
+                    "reading replies from %s failed (%s); retrying in %.1fs",
                     self.channel,
-                    type(exc).__name__,
-                    exc,
+                    self._reading_error,
                     delay,
                 )
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            self._reading_error = ""
             if not deliveries:
                 if not self._closed:
-                    self._fail(DriverError("the driver ended the reply subscription"))
+                    self._end(
+                        DriverError(
+                            "the driver ended the reply subscription (was the driver closed "
+                            "under the emitter? close the emitter first)"
+                        )
+                    )
                 return
             for delivery in deliveries:
                 delivery.ack()
@@ -203,8 +241,8 @@ class ReplyInbox:
                 "(it came after the request's timeout, or it names no known request); "
                 "%d dropped so far",
                 self.channel,
-                _text(headers.get(env.EVENT_ID)) or delivery.coordinates,
-                request_id or "?",
+                _shown(_text(headers.get(env.EVENT_ID)) or delivery.coordinates),
+                _shown(request_id or "?"),
                 self.dropped,
             )
             return
@@ -232,59 +270,93 @@ class ReplyInbox:
                 "ids when the replier does not write %s)",
                 self.channel,
                 env.REPLY_TO,
-                correlation_id,
+                _shown(correlation_id),
                 len(ids),
                 env.REPLY_TO,
             )
             return "", None
         return ids[0], self._waiting.get(ids[0])
 
-    async def _discard(self) -> None:
-        """Delete the reply channel (nobody else reads it): without this, every emitter
-        that sent a request would leave a topic behind on Kafka and Pulsar."""
+    async def _step(self, what: str, step: Awaitable[None]) -> None:
+        """One step of closing that the broker must answer, bounded by ``_STEP_TIMEOUT``:
+        a failure or no answer is logged, and closing goes on."""
         try:
-            async with asyncio.timeout(_DISCARD_TIMEOUT):
-                await self.driver.discard([self.channel])
+            async with asyncio.timeout(_STEP_TIMEOUT):
+                await step
         except Exception as exc:
+            cause = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TimeoutError):
+                cause = f"no answer within {_STEP_TIMEOUT:g}s; is the broker up?"
             logger.warning(
-                "could not delete the reply channel %s (%s: %s); it holds only replies and "
-                "can be deleted by hand",
+                "%s the reply channel %s failed (%s); it holds only replies and can be "
+                "deleted by hand",
+                what,
                 self.channel,
-                type(exc).__name__,
-                exc,
+                cause,
             )
 
-    def _fail(self, exc: BaseException) -> None:
-        logger.error("the reply channel %s stopped: %s", self.channel, exc)
-        self._failure = exc
+    def _end(self, exc: BaseException) -> None:
+        """The reading stopped for good: fail the requests waiting (their replies come to a
+        channel nobody reads now); the next request opens a new one."""
+        why = f"the reply channel {self.channel} stopped: {exc}"
+        logger.error("%s; the next request opens a new reply channel", why)
+        self._ended = True
+        self._fail_waiting(lambda: DriverError(f"{why}; send the request again"))
+
+    def _fail_waiting(self, error: Callable[[], BaseException]) -> None:
         for waiter in self._waiting.values():
             if not waiter.future.done():
-                waiter.future.set_exception(
-                    DriverError(f"the reply channel {self.channel} stopped: {exc}")
-                )
+                waiter.future.set_exception(error())
 
     async def close(self) -> None:
-        """Stop reading and remove the ephemeral group. Idempotent."""
+        """Stop reading and remove the ephemeral group. Idempotent. The requests waiting fail
+        with ClosedError at once; each step the broker must answer is bounded by
+        ``_STEP_TIMEOUT`` (a broker that accepts the connection and never answers)."""
         if self._closed:
             return
         self._closed = True
-        if self._opening is not None and not self._opening.done():
-            await asyncio.gather(self._opening, return_exceptions=True)
+        self._fail_waiting(lambda: ClosedError("the emitter was closed"))
+        opening = self._opening
+        if opening is not None and not opening.done():
+            await asyncio.wait([opening], timeout=_STEP_TIMEOUT)
+            if not opening.done():
+                opening.cancel()  # should it subscribe after all, _open closes that
+                logger.warning(
+                    "gave up opening the reply channel %s: the driver's subscribe did not "
+                    "answer within %gs (is the broker up?); if the channel was created, it "
+                    "holds only replies and can be deleted by hand",
+                    self.channel,
+                    _STEP_TIMEOUT,
+                )
+                return
+        await self._stop()
+
+    async def _stop(self) -> None:
+        """Stop reading, close the subscription and delete the channel (nobody else reads
+        it: without this, every emitter that sent a request would leave a topic behind on
+        Kafka and Pulsar)."""
         tasks = [t for t in (self._task, self._settler) if t is not None]
         self._task = self._settler = None
+        self._reading_error = ""
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._acked = []
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
-            try:
-                await subscription.close()
-            except Exception:
-                logger.exception("closing the reply subscription %s failed", self.channel)
-            await self._discard()
-        for waiter in self._waiting.values():
-            if not waiter.future.done():
-                waiter.future.set_exception(ClosedError("the emitter was closed"))
+            await self._step("closing the subscription of", subscription.close())
+        if self._provisioned:
+            self._provisioned = False
+            await self._step("deleting", self.driver.discard([self.channel]))
+
+
+def _shown(text: str) -> str:
+    """A header's text as a log line shows it: quoted, cut short (a hostile reply's 10 kB
+    header or its line breaks must not flood or forge the log)."""
+    return repr(text[:_SHOWN]) + ("..." if len(text) > _SHOWN else "")
+
+
+_SHOWN = 80
 
 
 def _text(raw: bytes | None) -> str:

@@ -635,7 +635,7 @@ class InstrumentedConnection(Connection):
         middlewares: Sequence[EmitMiddleware] = (),
         publish_middlewares: Sequence[PublishMiddleware] = (),
     ) -> Emitter:
-        return Emitter(
+        emitter = Emitter(
             self,
             codec=codec,
             propagator=propagator,
@@ -643,6 +643,8 @@ class InstrumentedConnection(Connection):
             middlewares=(self.telemetry.emit_middleware, *middlewares),
             publish_middlewares=publish_middlewares,
         )
+        self._emitters.add(emitter)  # closed by close(), before the driver
+        return emitter
 
     def receiver(
         self,

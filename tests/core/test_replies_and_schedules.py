@@ -35,6 +35,8 @@ def opened_due(record: RawRecord) -> float:
         ({"delay": -1}, "delay", "from 0"),
         ({"delay": math.inf}, "delay", "finite"),
         ({"delay": 10**9}, "delay", "366 days"),
+        ({"delay": 10**400}, "delay", "got an integer of 401 digits"),
+        ({"delay": -(10**5000)}, "delay", "got an integer of about 5001 digits"),
         ({"delay": True}, "delay", "finite"),
         ({"deliver_at": datetime.now(UTC) + timedelta(days=400)}, "deliver_at", "366 days"),
         ({"deliver_at": "2030-01-01"}, "deliver_at", "datetime"),
