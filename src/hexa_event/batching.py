@@ -6,6 +6,8 @@ A batch handler is called as ``handler(ctx, msgs)`` with up to ``max_size`` mess
 - one key's events are in order within a batch, and a key is never in two running batches
   at once (so per-key order holds across batches); different keys share batches;
 - the handler returns: every message is acked;
+- the list is the handler's own (sorting or emptying it changes nothing but what an index
+  in :class:`BatchFailed` names);
 - it raises :class:`BatchFailed` naming some messages: those fail one by one (retry copies,
   then dead letters, exactly as single events; a retry copy comes back to this handler in a
   later batch), the others are acked;
@@ -76,10 +78,11 @@ class Batch:
 class BatchFailed(Exception):  # noqa: N818 - named for what the handler says, like StopIteration
     """Raised by a batch handler to fail some messages of its batch and ack the rest.
 
-    ``failures`` maps a message's index in the batch (``int``) or its id (``str``, every
-    message of that id) to the exception it failed with; each failed message goes through
-    retries and dead letters on its own, exactly as if a single-message handler had raised
-    that exception (a :class:`~hexa_event.errors.PermanentError` is dead-lettered at once).
+    ``failures`` maps a message's index in the handler's list as it left it (``int``) or its
+    id (``str``, every message of that id) to the exception it failed with; each failed
+    message goes through retries and dead letters on its own, exactly as if a single-message
+    handler had raised that exception (a :class:`~hexa_event.errors.PermanentError` is
+    dead-lettered at once).
     """
 
     def __init__(self, failures: Mapping[int | str, BaseException]) -> None:
@@ -376,13 +379,14 @@ class BatchDispatcher(Dispatcher):
         Only the cancellation of the calling task escapes; unsettled deliveries are nacked
         then."""
         deliveries = ready.deliveries
+        given = ready.messages.copy()  # the handler's own: sorting or emptying it is fine
         try:
             try:
-                await self._handler(self._ctx, ready.messages)
+                await self._handler(self._ctx, given)
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
                     raise
-                failures = self._failures(exc, ready.messages)
+                failures = self._failures(exc, ready.messages, given)
             else:
                 for delivery in deliveries:
                     delivery.ack()
@@ -417,20 +421,25 @@ class BatchDispatcher(Dispatcher):
             raise
 
     def _failures(
-        self, exc: BaseException, messages: list[Message[Any]]
+        self, exc: BaseException, messages: list[Message[Any]], given: list[Message[Any]]
     ) -> dict[int, BaseException]:
-        """Which messages failed with what: those BatchFailed names, or all of them."""
+        """Which of ``messages`` failed with what: those BatchFailed names (an index names
+        a message in ``given``, the handler's list as it left it), or all of them."""
         if not isinstance(exc, BatchFailed):
             return dict.fromkeys(range(len(messages)), exc)
         failures: dict[int, BaseException] = {}
+        positions: dict[int, int] | None = None
         for key, error in exc.failures.items():
             if isinstance(key, int):
-                found = [key] if 0 <= key < len(messages) else []
+                if positions is None:
+                    positions = {id(message): n for n, message in enumerate(messages)}
+                n = positions.get(id(given[key])) if 0 <= key < len(given) else None
+                found = [] if n is None else [n]
             else:
                 found = [n for n, message in enumerate(messages) if message.id == key]
             if not found:
                 wrong = ConfigurationError(
-                    f"BatchFailed names {key!r}, which is no index (0 to {len(messages) - 1}) or "
+                    f"BatchFailed names {key!r}, which is no index (0 to {len(given) - 1}) or "
                     f"message id of the batch: the whole batch failed; name messages by "
                     "their index in msgs or by msg.id"
                 )
