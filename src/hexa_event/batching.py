@@ -162,11 +162,10 @@ class BatchPlan:
     def single(self, action: str) -> Handler:
         """The handler as a one-message handler: what an in-place retry runs."""
         handler = self.handler
-        ctx = Context(handler_action=action)
 
         async def one(_ctx: Context, msg: Message[Any]) -> None:
             try:
-                await handler(ctx, [msg])
+                await handler(Context(handler_action=action), [msg])
             except BatchFailed as exc:
                 if exc.failures:
                     raise next(iter(exc.failures.values())) from None
@@ -219,7 +218,7 @@ class BatchDispatcher(Dispatcher):
     """The single-event pipeline, cut in two: :meth:`prepare` each delivery, then
     :meth:`run` the prepared ones through the batch handler and settle each.
 
-    The handler gets one shared context, so no per-message context is built on the way in
+    The handler gets a context of the batch, so no per-message context is built on the way in
     (only checked, so a malformed context header still makes the record poison); a
     message's own context is built when it fails (for the failure's log and retries)."""
 
@@ -233,7 +232,7 @@ class BatchDispatcher(Dispatcher):
     ) -> None:
         super().__init__(publish, features, route, closing)
         self._handler = plan.handler
-        self._ctx = Context(handler_action=route.chain.action)
+        self._action = route.chain.action
         self._chain = route.chain
         propagator = route.propagator
         self._check: Callable[[Mapping[str, bytes]], None] | None = (
@@ -382,7 +381,7 @@ class BatchDispatcher(Dispatcher):
         given = ready.messages.copy()  # the handler's own: sorting or emptying it is fine
         try:
             try:
-                await self._handler(self._ctx, given)
+                await self._handler(Context(handler_action=self._action), given)
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
                     raise

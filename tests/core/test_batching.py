@@ -290,7 +290,7 @@ async def test_a_hanging_batch_shows_as_a_stall_and_clears() -> None:
 async def test_a_failing_message_is_logged_with_its_own_context(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The batch handler shares one context; a failing message's own (its correlation id)
+    """The batch handler gets the batch's context; a failing message's own (its correlation id)
     is built when it fails, for the log line and the retry."""
     driver = he.connect(_url())
     receiver = driver.receiver("svc")
@@ -311,6 +311,30 @@ async def test_a_failing_message_is_logged_with_its_own_context(
     failed = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
     assert len(failed) == 2, failed  # the first run and its retry
     assert all("correlation_id=corr-1 " in line and "action=a " in line for line in failed)
+
+
+async def test_each_batch_has_a_context_of_its_own() -> None:
+    """Before, every batch of a receiver got the same context object: what a handler emitted
+    with ``ctx=ctx`` carried one correlation id for the life of the process."""
+    driver = he.connect(_url())
+    seen: list[he.Context] = []
+    receiver = driver.receiver("svc")
+    policy = he.RetryPolicy(max_retries=1, initial_delay=0.01, in_place=True)
+
+    @receiver.subscribe("c", action="a", retry=policy, batch=he.Batch(max_size=10, max_wait=0.01))
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        seen.append(ctx)
+        if msgs[0].payload["i"] == 2 and msgs[0].attempt == 1:
+            raise ValueError("once")  # re-run in place, as a batch of one
+
+    async with receiver:
+        emitter = driver.emitter()
+        for i in range(3):
+            await emitter.emit(he.Event("c", "k", {"i": i}))
+            await eventually(lambda i=i: len(seen) >= i + 1, within=10, what=f"batch {i}")
+        await eventually(lambda: len(seen) == 4, within=10, what="the in-place re-run")
+    assert all(ctx.handler_action == "a" for ctx in seen)
+    assert len({ctx.correlation_id for ctx in seen}) == 4
 
 
 class _Counting(CompositePropagator):
