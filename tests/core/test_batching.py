@@ -137,6 +137,33 @@ async def test_sync_batch_handler_runs_in_a_thread() -> None:
     assert threading.get_ident() not in threads.items
 
 
+async def test_a_lambda_around_an_async_handler_runs_it() -> None:
+    """A plain callable that returns a coroutine (``lambda c, m: handle(c, m)``): before, its
+    coroutine was never awaited and every event was acked unhandled (single and batch
+    handlers alike); now it runs, and what it raises fails the events."""
+    driver = he.connect(_url())
+    got = Collector()
+    receiver = driver.receiver("svc")
+
+    async def many(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        for m in msgs:
+            got.add(("many", m.payload["i"]))
+
+    async def one(ctx: he.Context, msg: he.Message[Any]) -> None:
+        got.add(("one", msg.payload["i"]))
+        raise he.PermanentError("bad")
+
+    batch = he.Batch(max_size=10, max_wait=0.01)
+    receiver.subscribe("c", action="a", batch=batch, handler=lambda c, m: many(c, m))
+    receiver.subscribe("c", action="b", handler=lambda c, m: one(c, m))
+    async with receiver:
+        await _running(receiver, driver, "c", 2)
+        await got.wait_for(4, within=10)
+        await eventually(lambda: receiver.health()["actions"]["b"]["dead_lettered"] == 2, within=10)
+    assert sorted(got.items) == [("many", 0), ("many", 1), ("one", 0), ("one", 1)]
+    assert receiver.health()["actions"]["a"]["handled"] == 2
+
+
 class Interrupt(BaseException):
     pass
 
