@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 from .errors import ConfigurationError
 
@@ -41,11 +42,19 @@ def check_number(
         low = f"above {minimum:g}" if above else f"from {minimum:g}"
         high = f" to {maximum:g}" if maximum is not None else f" to {LARGEST:g}"
         shown = (
-            f"an integer of {len(str(abs(value)))} digits"
+            f"an integer of {_digits(value)} digits"
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST
             else repr(value)
         )
         raise ConfigurationError(f"{what} must be {kind} {low}{high}, got {shown}")
+
+
+def _digits(value: int) -> str:
+    """How many digits ``value`` has, also past ``int``'s string limit (4300 digits)."""
+    try:
+        return str(len(str(abs(value))))
+    except ValueError:
+        return f"more than {sys.get_int_max_str_digits()}"
 
 
 def epoch_seconds(raw: str | bytes | None) -> float | None:

@@ -41,6 +41,11 @@ def _url() -> str:
         ("max_wait", math.nan),
         ("max_wait", math.inf),
         ("max_wait", 10**9),
+        ("max_size", 10**400),
+        # past int's string limit (4300 digits): was a ValueError, not a ConfigurationError
+        pytest.param("max_size", 10**5000, id="max_size-5001-digits"),
+        pytest.param("max_wait", -(10**5000), id="max_wait-minus-5001-digits"),
+        ("max_wait", "0.1"),
     ],
 )
 def test_batch_refuses_bad_numbers_naming_the_field(field: str, value: Any) -> None:
