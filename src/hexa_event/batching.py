@@ -479,7 +479,7 @@ class BatchLanes:
     Takes the place of :class:`~hexa_event.lanes.Lanes` for a batch subscription (same
     surface: submit, items, join, stop, wake_parked, workers_alive). Deliveries wait in
     per-key queues; a batch takes the queued deliveries of free keys in arrival order and
-    makes those keys busy until it ends.
+    makes those keys busy until it ends (a key it takes only part of goes behind the others).
 
     Record batches (:meth:`submit_records`, from a driver's ``fetch_records``; only with
     one batch running at a time, so no key can be in two) wait whole, in fetch order, and
@@ -649,6 +649,7 @@ class BatchLanes:
         keys: list[Hashable] = []
         taken: list[Delivery] = []
         emptied: list[Hashable] = []
+        partly: Hashable | None = None
         for key, queue in self._queues.items():
             if key in self._busy or key in self._parked:
                 continue
@@ -662,10 +663,13 @@ class BatchLanes:
                 while room:
                     taken.append(queue.popleft())
                     room -= 1
+                partly = key
             if not room:
                 break
         for key in emptied:
             del self._queues[key]
+        if partly is not None:  # the rest of a busy key goes behind the other keys' queues,
+            self._queues[partly] = self._queues.pop(partly)  # which it never starves
         self._busy.update(keys)
         batches: list[RecordBatch] = []
         records = self._records

@@ -267,6 +267,38 @@ def _collect(got: Collector) -> Any:
     return handle
 
 
+async def test_a_busy_key_does_not_starve_the_others() -> None:
+    """A key with more queued than a batch holds goes behind the other keys' queues. Before,
+    it kept its place: with one batch at a time, another key's event waited for every event
+    of the busy key, even those that came after it (without bound under steady load)."""
+    driver = he.connect(_url())
+    gate = asyncio.Event()
+    batches = Collector()
+    receiver = driver.receiver("svc")
+
+    @receiver.subscribe("c", action="a", batch=he.Batch(max_size=5, max_wait=0.01))
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        batches.add([m.key for m in msgs])
+        await gate.wait()
+
+    def in_flight() -> int:
+        return int(receiver.health()["actions"]["a"]["in_flight"])
+
+    async with receiver:
+        emitter = driver.emitter()
+        await emitter.emit(he.Event("c", "first", {}))
+        await batches.wait_for(1, within=10)  # running, held at the gate
+        await emitter.emit_many(he.Event("c", "hot", {"n": n}) for n in range(30))
+        await eventually(lambda: in_flight() == 31, within=10, what="the hot key queued")
+        await emitter.emit(he.Event("c", "cold", {}))
+        await eventually(lambda: in_flight() == 32, within=10, what="the cold key queued")
+        gate.set()
+        await eventually(lambda: in_flight() == 0, within=10, what="everything handled")
+    order = [key for batch in batches.items[1:] for key in batch]
+    assert len(order) == 31
+    assert order.index("cold") < 10, batches.items  # in the second batch after the gate
+
+
 async def test_a_batch_cut_by_the_drain_timeout_is_given_back_whole() -> None:
     url = _url()
     driver = he.connect(url)
