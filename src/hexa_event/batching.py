@@ -391,23 +391,25 @@ class BatchDispatcher(Dispatcher):
                     delivery.ack()
                 self.counters.handled += len(ready.messages)
                 return
+            # What was handled is settled before the failures are sent on, so a failure that
+            # takes long (a retry copy that cannot be published) cut at close gives back only
+            # itself. Failed records are taken out of their batches first.
+            failed: dict[int, Delivery] = {}
+            for n in sorted(failures):
+                source = ready.sources[n]
+                failed[n] = (
+                    source.take(ready.indexes[n]) if isinstance(source, RecordBatch) else source
+                )
+            ready.taken.extend(d for n, d in failed.items() if ready.indexes[n] >= 0)
             for n, source in enumerate(ready.sources):
-                error = failures.get(n)
+                if n not in failed and source.outcome is None:
+                    source.ack()  # a record batch: every record left in it was handled
+            self.counters.handled += len(ready.sources) - len(failed)
+            for n, delivery in failed.items():
+                error = failures[n]
                 opened = ready.opened[n]
-                if isinstance(source, RecordBatch):
-                    if error is None:
-                        self.counters.handled += 1  # acked with its batch
-                        continue
-                    delivery = source.take(ready.indexes[n])
-                    ready.taken.append(delivery)
+                if opened is None:  # a record: read again from its delivery
                     opened = wire.open_delivery(delivery, self._chain)
-                else:
-                    delivery = source
-                    if error is None:
-                        self.counters.handled += 1
-                        delivery.ack()
-                        continue
-                assert opened is not None
                 message = ready.messages[n]
                 ctx = ready.contexts.get(n)
                 if ctx is None:

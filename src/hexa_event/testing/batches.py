@@ -20,6 +20,7 @@ from ..driver import RawRecord
 from ..errors import PermanentError
 from ..event import Event, Message
 from ..headers import USER
+from ..publishing import Publication, PublishCall
 from .contract import DriverPool
 from .settling import FAST_RETRY, SettlementConformance
 from .waiting import Collector, eventually
@@ -240,6 +241,46 @@ class BatchConformance(SettlementConformance):
         await self.settled(receiver, action)
         counters = receiver.health()["actions"][action]
         assert (counters["handled"], counters["dead_lettered"]) == (3, 1)
+
+    async def test_batch_handled_items_are_acked_before_failures_are_sent_on(
+        self, pool: DriverPool
+    ) -> None:
+        """A retry copy that cannot be published (a hung broker), cut at close, gives back
+        only its own message: the handled messages of its batch stay acked."""
+        driver = await pool.new()
+        channel, action = self.names()
+        await driver.provision([channel])
+        publishing = asyncio.Event()
+
+        def hang(call: PublishCall) -> PublishCall:
+            async def publish(publication: Publication) -> None:
+                if publication.purpose == "retry":
+                    publishing.set()
+                    await asyncio.Event().wait()
+                await call(publication)
+
+            return publish
+
+        receiver = driver.receiver("svc", drain_timeout=0.05, publish_middlewares=[hang])
+
+        @receiver.subscribe(channel, action=action, batch=Batch(max_size=10, max_wait=0.1))
+        async def handle(ctx: Context, msgs: list[Message[Any]]) -> None:
+            failing = {n: ValueError("no") for n, m in enumerate(msgs) if m.payload["n"] == 0}
+            if failing:
+                raise BatchFailed(failing)  # type: ignore[arg-type]
+
+        await self.started(pool, receiver)
+        await driver.emitter().emit_many(Event(channel, "k", {"n": n}) for n in range(3))
+        await asyncio.wait_for(publishing.wait(), self.timeout)
+        await receiver.close()
+
+        again = Collector()
+        second = (await pool.new()).receiver("svc-again")
+        second.subscribe(channel, action=action, handler=lambda c, m: again.add(m.payload["n"]))
+        await self.started(pool, second)
+        await again.wait_for(1, within=self.timeout)
+        await self.settled(second, action)
+        assert again.items == [0]  # only the failed one comes back
 
     async def test_batch_poison_items_never_reach_the_handler(self, pool: DriverPool) -> None:
         """Undecodable records in a batch are dead-lettered one by one; the batch runs on."""
