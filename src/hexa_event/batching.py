@@ -409,7 +409,11 @@ class BatchDispatcher(Dispatcher):
                 error = failures[n]
                 opened = ready.opened[n]
                 if opened is None:  # a record: read again from its delivery
-                    opened = wire.open_delivery(delivery, self._chain)
+                    try:
+                        opened = wire.open_delivery(delivery, self._chain)
+                    except Exception as exc:  # a header its first reading skips: poison
+                        await self._dead_letter(delivery, None, POISON, exc)
+                        continue
                 message = ready.messages[n]
                 ctx = ready.contexts.get(n)
                 if ctx is None:
