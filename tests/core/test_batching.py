@@ -192,6 +192,39 @@ async def test_a_base_exception_fails_every_item_and_settles_them() -> None:
     assert sorted(runs.items) == [1, 1, 1, 1, 2, 2, 2, 2]
 
 
+@pytest.mark.parametrize("batch", [he.Batch(max_size=10, max_wait=0.01), None])
+async def test_a_sync_handler_raising_generator_exit_fails_its_events(
+    batch: he.Batch | None,
+) -> None:
+    """A plain-def handler (batch or single) raising GeneratorExit: each event fails,
+    is retried, then dead-lettered. Before, asyncio threw it into the awaiting task, which
+    closed the coroutines on the way instead of reaching their except: a batch was given
+    back and handled again at once, without end; single events stayed unsettled."""
+    driver = he.connect(_url())
+    runs = Collector()
+
+    def slow(call: Any) -> Any:
+        async def publish(publication: Any) -> None:
+            await asyncio.sleep(0.001)  # a real broker's round trip: the retry suspends
+            await call(publication)
+
+        return publish
+
+    receiver = driver.receiver("svc", publish_middlewares=[slow])
+
+    def handle(ctx: he.Context, msgs: Any) -> None:
+        for m in msgs if batch is not None else [msgs]:
+            runs.add(m.attempt)
+        raise GeneratorExit("out")
+
+    receiver.subscribe("c", action="a", retry=FAST, batch=batch, handler=handle)
+    async with receiver:
+        await _running(receiver, driver, "c", 3)
+        await eventually(lambda: receiver.health()["actions"]["a"]["dead_lettered"] == 3, within=10)
+        await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=10)
+    assert sorted(runs.items) == [1, 1, 1, 2, 2, 2]
+
+
 async def test_batch_failed_naming_no_message_fails_the_whole_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
