@@ -46,6 +46,14 @@ def check_handler(
             f"{where}: the handler must be callable; got {handler!r} "
             f"({type(handler).__name__}). {expected}"
         )
+    if any(
+        inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+        for fn in (handler, getattr(handler, "__call__", None))  # noqa: B004 - callable objects
+    ):
+        raise ConfigurationError(
+            f"{where}: the handler is a generator (it yields), so calling it runs none of its "
+            f"body and every event would be acked unhandled: make it return None. {expected}"
+        )
     try:
         # Not through __wrapped__: a decorator's wrapper (the inbox's, say) is what is called.
         sig = inspect.signature(handler, follow_wrapped=False)

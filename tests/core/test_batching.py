@@ -4,6 +4,7 @@ reach (sync handlers, BaseException, a wrong BatchFailed, in-place retries, cut 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import threading
 import uuid
@@ -104,6 +105,30 @@ def test_wrong_arity_and_wrong_batch_option_are_refused() -> None:
         receiver.subscribe("c", action="a", batch=he.Batch(), handler=_three)
     with pytest.raises(he.ConfigurationError, match=r"batch= takes he\.Batch"):
         receiver.subscribe("c", action="a", batch=500, handler=_many)  # type: ignore[arg-type]
+
+
+def _gen(ctx: he.Context, msgs: Any) -> Any:
+    yield from msgs
+
+
+async def _agen(ctx: he.Context, msgs: Any) -> Any:
+    for m in msgs:
+        yield m
+
+
+class _Yielding:
+    def __call__(self, ctx: he.Context, msgs: Any) -> Any:
+        yield from msgs
+
+
+@pytest.mark.parametrize("handler", [_gen, _agen, _Yielding(), functools.partial(_gen)])
+@pytest.mark.parametrize("batch", [he.Batch(), None])
+def test_a_generator_handler_is_refused(handler: Any, batch: he.Batch | None) -> None:
+    """Calling a generator runs none of its body: before, such a handler was accepted and
+    every event acked unhandled."""
+    receiver = he.connect(_url()).receiver("svc")
+    with pytest.raises(he.ConfigurationError, match=r"generator \(it yields\)"):
+        receiver.subscribe("c", action="a", batch=batch, handler=handler)
 
 
 def test_batch_failed_refuses_what_it_cannot_use() -> None:
