@@ -432,9 +432,18 @@ class BatchDispatcher(Dispatcher):
         a message in ``given``, the handler's list as it left it), or all of them."""
         if not isinstance(exc, BatchFailed):
             return dict.fromkeys(range(len(messages)), exc)
+        named = getattr(exc, "failures", None)
+        if not isinstance(named, Mapping) or not all(
+            isinstance(error, BaseException) for error in named.values()
+        ):
+            return self._all_failed(
+                messages,
+                f"{type(exc).__name__} carries no mapping of message index or id to exception "
+                f"(a subclass that does not call BatchFailed.__init__?), got {named!r}",
+            )
         failures: dict[int, BaseException] = {}
         positions: dict[int, int] | None = None
-        for key, error in exc.failures.items():
+        for key, error in named.items():
             if isinstance(key, int):
                 if positions is None:
                     positions = {id(message): n for n, message in enumerate(messages)}
@@ -443,16 +452,22 @@ class BatchDispatcher(Dispatcher):
             else:
                 found = [n for n, message in enumerate(messages) if message.id == key]
             if not found:
-                wrong = ConfigurationError(
+                return self._all_failed(
+                    messages,
                     f"BatchFailed names {key!r}, which is no index (0 to {len(given) - 1}) or "
-                    f"message id of the batch: the whole batch failed; name messages by "
-                    "their index in msgs or by msg.id"
+                    "message id of the batch",
                 )
-                logger.error("batch handler of %s: %s", self._route.action, wrong)
-                return dict.fromkeys(range(len(messages)), wrong)
             for n in found:
                 failures[n] = error
         return failures
+
+    def _all_failed(self, messages: list[Message[Any]], why: str) -> dict[int, BaseException]:
+        """Every message failed: the handler's BatchFailed cannot be used (logged)."""
+        wrong = ConfigurationError(
+            f"{why}: the whole batch failed; name messages by their index in msgs or by msg.id"
+        )
+        logger.error("batch handler of %s: %s", self._route.action, wrong)
+        return dict.fromkeys(range(len(messages)), wrong)
 
 
 def fetches_records(subscription: Subscription | None) -> bool:

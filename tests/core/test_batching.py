@@ -272,6 +272,34 @@ async def test_batch_failed_naming_no_message_fails_the_whole_batch(
     assert "which is no index" in caplog.text
 
 
+class _Unfinished(he.BatchFailed):
+    def __init__(self, bad: list[int]) -> None:  # does not call BatchFailed.__init__
+        self.bad = bad
+
+
+async def test_a_batch_failed_without_failures_fails_the_whole_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, a BatchFailed subclass that skipped BatchFailed.__init__ raised out of the
+    batch: given back and handled again at once, without end, never dead-lettered."""
+    driver = he.connect(_url())
+    runs = Collector()
+    receiver = driver.receiver("svc")
+
+    @receiver.subscribe("c", action="a", retry=FAST, batch=he.Batch(max_size=10, max_wait=0.01))
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        for m in msgs:
+            runs.add(m.attempt)
+        raise _Unfinished([0])
+
+    async with receiver:
+        await _running(receiver, driver, "c", 3)
+        await eventually(lambda: receiver.health()["actions"]["a"]["dead_lettered"] == 3, within=10)
+        await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=10)
+    assert sorted(runs.items) == [1, 1, 1, 2, 2, 2]
+    assert "_Unfinished carries no mapping" in caplog.text
+
+
 async def test_in_place_retry_reruns_the_item_alone() -> None:
     driver = he.connect(_url())
     batches = Collector()
