@@ -6,6 +6,8 @@ A batch handler is called as ``handler(ctx, msgs)`` with up to ``max_size`` mess
 - one key's events are in order within a batch, and a key is never in two running batches
   at once (so per-key order holds across batches); different keys share batches;
 - the handler returns: every message is acked;
+- the list is the handler's own (sorting or emptying it changes nothing but what an index
+  in :class:`BatchFailed` names);
 - it raises :class:`BatchFailed` naming some messages: those fail one by one (retry copies,
   then dead letters, exactly as single events; a retry copy comes back to this handler in a
   later batch), the others are acked;
@@ -76,10 +78,11 @@ class Batch:
 class BatchFailed(Exception):  # noqa: N818 - named for what the handler says, like StopIteration
     """Raised by a batch handler to fail some messages of its batch and ack the rest.
 
-    ``failures`` maps a message's index in the batch (``int``) or its id (``str``, every
-    message of that id) to the exception it failed with; each failed message goes through
-    retries and dead letters on its own, exactly as if a single-message handler had raised
-    that exception (a :class:`~hexa_event.errors.PermanentError` is dead-lettered at once).
+    ``failures`` maps a message's index in the handler's list as it left it (``int``) or its
+    id (``str``, every message of that id) to the exception it failed with; each failed
+    message goes through retries and dead letters on its own, exactly as if a single-message
+    handler had raised that exception (a :class:`~hexa_event.errors.PermanentError` is
+    dead-lettered at once).
     """
 
     def __init__(self, failures: Mapping[int | str, BaseException]) -> None:
@@ -159,11 +162,10 @@ class BatchPlan:
     def single(self, action: str) -> Handler:
         """The handler as a one-message handler: what an in-place retry runs."""
         handler = self.handler
-        ctx = Context(handler_action=action)
 
         async def one(_ctx: Context, msg: Message[Any]) -> None:
             try:
-                await handler(ctx, [msg])
+                await handler(Context(handler_action=action), [msg])
             except BatchFailed as exc:
                 if exc.failures:
                     raise next(iter(exc.failures.values())) from None
@@ -216,7 +218,7 @@ class BatchDispatcher(Dispatcher):
     """The single-event pipeline, cut in two: :meth:`prepare` each delivery, then
     :meth:`run` the prepared ones through the batch handler and settle each.
 
-    The handler gets one shared context, so no per-message context is built on the way in
+    The handler gets a context of the batch, so no per-message context is built on the way in
     (only checked, so a malformed context header still makes the record poison); a
     message's own context is built when it fails (for the failure's log and retries)."""
 
@@ -230,7 +232,7 @@ class BatchDispatcher(Dispatcher):
     ) -> None:
         super().__init__(publish, features, route, closing)
         self._handler = plan.handler
-        self._ctx = Context(handler_action=route.chain.action)
+        self._action = route.chain.action
         self._chain = route.chain
         propagator = route.propagator
         self._check: Callable[[Mapping[str, bytes]], None] | None = (
@@ -376,35 +378,42 @@ class BatchDispatcher(Dispatcher):
         Only the cancellation of the calling task escapes; unsettled deliveries are nacked
         then."""
         deliveries = ready.deliveries
+        given = ready.messages.copy()  # the handler's own: sorting or emptying it is fine
         try:
             try:
-                await self._handler(self._ctx, ready.messages)
+                await self._handler(Context(handler_action=self._action), given)
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
                     raise
-                failures = self._failures(exc, ready.messages)
+                failures = self._failures(exc, ready.messages, given)
             else:
                 for delivery in deliveries:
                     delivery.ack()
                 self.counters.handled += len(ready.messages)
                 return
+            # What was handled is settled before the failures are sent on, so a failure that
+            # takes long (a retry copy that cannot be published) cut at close gives back only
+            # itself. Failed records are taken out of their batches first.
+            failed: dict[int, Delivery] = {}
+            for n in sorted(failures):
+                source = ready.sources[n]
+                failed[n] = (
+                    source.take(ready.indexes[n]) if isinstance(source, RecordBatch) else source
+                )
+            ready.taken.extend(d for n, d in failed.items() if ready.indexes[n] >= 0)
             for n, source in enumerate(ready.sources):
-                error = failures.get(n)
+                if n not in failed and source.outcome is None:
+                    source.ack()  # a record batch: every record left in it was handled
+            self.counters.handled += len(ready.sources) - len(failed)
+            for n, delivery in failed.items():
+                error = failures[n]
                 opened = ready.opened[n]
-                if isinstance(source, RecordBatch):
-                    if error is None:
-                        self.counters.handled += 1  # acked with its batch
+                if opened is None:  # a record: read again from its delivery
+                    try:
+                        opened = wire.open_delivery(delivery, self._chain)
+                    except Exception as exc:  # a header its first reading skips: poison
+                        await self._dead_letter(delivery, None, POISON, exc)
                         continue
-                    delivery = source.take(ready.indexes[n])
-                    ready.taken.append(delivery)
-                    opened = wire.open_delivery(delivery, self._chain)
-                else:
-                    delivery = source
-                    if error is None:
-                        self.counters.handled += 1
-                        delivery.ack()
-                        continue
-                assert opened is not None
                 message = ready.messages[n]
                 ctx = ready.contexts.get(n)
                 if ctx is None:
@@ -417,28 +426,48 @@ class BatchDispatcher(Dispatcher):
             raise
 
     def _failures(
-        self, exc: BaseException, messages: list[Message[Any]]
+        self, exc: BaseException, messages: list[Message[Any]], given: list[Message[Any]]
     ) -> dict[int, BaseException]:
-        """Which messages failed with what: those BatchFailed names, or all of them."""
+        """Which of ``messages`` failed with what: those BatchFailed names (an index names
+        a message in ``given``, the handler's list as it left it), or all of them."""
         if not isinstance(exc, BatchFailed):
             return dict.fromkeys(range(len(messages)), exc)
+        named = getattr(exc, "failures", None)
+        if not isinstance(named, Mapping) or not all(
+            isinstance(error, BaseException) for error in named.values()
+        ):
+            return self._all_failed(
+                messages,
+                f"{type(exc).__name__} carries no mapping of message index or id to exception "
+                f"(a subclass that does not call BatchFailed.__init__?), got {named!r}",
+            )
         failures: dict[int, BaseException] = {}
-        for key, error in exc.failures.items():
+        positions: dict[int, int] | None = None
+        for key, error in named.items():
             if isinstance(key, int):
-                found = [key] if 0 <= key < len(messages) else []
+                if positions is None:
+                    positions = {id(message): n for n, message in enumerate(messages)}
+                n = positions.get(id(given[key])) if 0 <= key < len(given) else None
+                found = [] if n is None else [n]
             else:
                 found = [n for n, message in enumerate(messages) if message.id == key]
             if not found:
-                wrong = ConfigurationError(
-                    f"BatchFailed names {key!r}, which is no index (0 to {len(messages) - 1}) or "
-                    f"message id of the batch: the whole batch failed; name messages by "
-                    "their index in msgs or by msg.id"
+                return self._all_failed(
+                    messages,
+                    f"BatchFailed names {key!r}, which is no index (0 to {len(given) - 1}) or "
+                    "message id of the batch",
                 )
-                logger.error("batch handler of %s: %s", self._route.action, wrong)
-                return dict.fromkeys(range(len(messages)), wrong)
             for n in found:
                 failures[n] = error
         return failures
+
+    def _all_failed(self, messages: list[Message[Any]], why: str) -> dict[int, BaseException]:
+        """Every message failed: the handler's BatchFailed cannot be used (logged)."""
+        wrong = ConfigurationError(
+            f"{why}: the whole batch failed; name messages by their index in msgs or by msg.id"
+        )
+        logger.error("batch handler of %s: %s", self._route.action, wrong)
+        return dict.fromkeys(range(len(messages)), wrong)
 
 
 def fetches_records(subscription: Subscription | None) -> bool:
@@ -471,7 +500,7 @@ class BatchLanes:
     Takes the place of :class:`~hexa_event.lanes.Lanes` for a batch subscription (same
     surface: submit, items, join, stop, wake_parked, workers_alive). Deliveries wait in
     per-key queues; a batch takes the queued deliveries of free keys in arrival order and
-    makes those keys busy until it ends.
+    makes those keys busy until it ends (a key it takes only part of goes behind the others).
 
     Record batches (:meth:`submit_records`, from a driver's ``fetch_records``; only with
     one batch running at a time, so no key can be in two) wait whole, in fetch order, and
@@ -641,6 +670,7 @@ class BatchLanes:
         keys: list[Hashable] = []
         taken: list[Delivery] = []
         emptied: list[Hashable] = []
+        partly: Hashable | None = None
         for key, queue in self._queues.items():
             if key in self._busy or key in self._parked:
                 continue
@@ -654,10 +684,13 @@ class BatchLanes:
                 while room:
                     taken.append(queue.popleft())
                     room -= 1
+                partly = key
             if not room:
                 break
         for key in emptied:
             del self._queues[key]
+        if partly is not None:  # the rest of a busy key goes behind the other keys' queues,
+            self._queues[partly] = self._queues.pop(partly)  # which it never starves
         self._busy.update(keys)
         batches: list[RecordBatch] = []
         records = self._records

@@ -46,6 +46,14 @@ def check_handler(
             f"{where}: the handler must be callable; got {handler!r} "
             f"({type(handler).__name__}). {expected}"
         )
+    if any(
+        inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+        for fn in (handler, getattr(handler, "__call__", None))  # noqa: B004 - callable objects
+    ):
+        raise ConfigurationError(
+            f"{where}: the handler is a generator (it yields), so calling it runs none of its "
+            f"body and every event would be acked unhandled: make it return None. {expected}"
+        )
     try:
         # Not through __wrapped__: a decorator's wrapper (the inbox's, say) is what is called.
         sig = inspect.signature(handler, follow_wrapped=False)
@@ -61,7 +69,8 @@ def check_handler(
 
 
 def as_async(handler: Handler | SyncHandler) -> Handler:
-    """An async handler; a plain function runs in a worker thread, off the event loop."""
+    """An async handler; a plain function runs in a worker thread, off the event loop, and
+    an awaitable it returns (a lambda calling an async function) is awaited on the loop."""
     if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
     ):
@@ -69,9 +78,9 @@ def as_async(handler: Handler | SyncHandler) -> Handler:
 
     @functools.wraps(handler)
     async def run_in_thread(ctx: Context, msg: Message[Any]) -> None:
-        done = run_in_daemon_thread(handler, ctx, msg)
+        done: asyncio.Future[object] = run_in_daemon_thread(handler, ctx, msg)
         try:
-            await asyncio.shield(done)
+            result = await asyncio.shield(done)
         except asyncio.CancelledError as exc:
             if exc.args and exc.args[0] == ABANDON:
                 _abandoned(handler)
@@ -80,6 +89,8 @@ def as_async(handler: Handler | SyncHandler) -> Handler:
             # so that the next event of this key never runs beside it.
             await asyncio.shield(done)
             raise
+        if inspect.isawaitable(result):  # a lambda around an async handler: run it too
+            await result
 
     return run_in_thread
 

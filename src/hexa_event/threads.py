@@ -67,9 +67,11 @@ def _serve() -> None:
 
 
 def _future_safe(error: BaseException) -> BaseException:
-    """``error``, or for a StopIteration (which a Future refuses with a TypeError, leaving
-    its caller waiting forever) a RuntimeError caused by it, as Python does for a coroutine."""
-    if not isinstance(error, StopIteration):
+    """``error``, or a RuntimeError caused by it, as Python does for a coroutine, for what a
+    Future cannot hand its awaiting task as raised: a StopIteration (refused with a
+    TypeError, leaving its caller waiting forever) and a GeneratorExit (thrown into the
+    task, it closes the coroutines awaiting it instead of reaching their ``except``)."""
+    if not isinstance(error, StopIteration | GeneratorExit):
         return error
     wrapped = RuntimeError(f"the sync handler raised {type(error).__name__}")
     wrapped.__cause__ = error

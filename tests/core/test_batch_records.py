@@ -319,3 +319,44 @@ async def test_a_record_held_until_due_is_handled_when_it_falls_due_during_its_b
     finally:
         await receiver.close()
         await driver.close()
+
+
+async def test_a_record_s_ids_are_checked_as_a_delivery_s() -> None:
+    """A record whose root event id is not UTF-8 (which the common reading of a record
+    skips), failed by the handler, is dead-lettered as poison: it cannot be retried. Before,
+    reading it again to retry it raised out of the batch: the batch was given back and
+    handled again at once, without end ("Task exception was never retrieved" each time)."""
+    url = f"memory://records-{uuid.uuid4().hex}"
+    adapter = RecordBatches(hexa_event.connect(url))
+    driver = wrap(adapter)
+    receiver = driver.receiver("svc")
+    runs = Collector()
+
+    @receiver.subscribe("c", action="a", batch=Batch(max_size=50, max_wait=0.05))
+    async def handle(ctx: Context, msgs: list[Message[Any]]) -> None:
+        for m in msgs:
+            runs.add(m.payload["n"])
+        raise hexa_event.PermanentError("rejected")
+
+    emitter = driver.emitter()
+    sealed = emitter.seal(Event("c", "k", {"n": 0}))
+    malformed = RawRecord("c", "k", {**sealed.headers, env.ROOT_EVENT_ID: b"\xff\xfe"}, sealed.body)
+    try:
+        await receiver.start()
+        await driver.publish([malformed, emitter.seal(Event("c", "j", {"n": 1}))])
+        counters = receiver.subscriptions["a"].counters
+        await eventually(
+            lambda: (counters.poison, counters.dead_lettered) == (1, 2),
+            within=10,
+            what="the malformed record dead-lettered as poison, the other as failed",
+        )
+        await eventually(
+            lambda: receiver.health()["actions"]["a"]["in_flight"] == 0,
+            within=10,
+            what="everything settled",
+        )
+        assert sorted(runs.items) == [0, 1]  # each once
+        assert adapter.fetched, "record batches were handed out"
+    finally:
+        await receiver.close()
+        await driver.close()

@@ -4,6 +4,7 @@ reach (sync handlers, BaseException, a wrong BatchFailed, in-place retries, cut 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import threading
 import uuid
@@ -41,6 +42,11 @@ def _url() -> str:
         ("max_wait", math.nan),
         ("max_wait", math.inf),
         ("max_wait", 10**9),
+        ("max_size", 10**400),
+        # past int's string limit (4300 digits): was a ValueError, not a ConfigurationError
+        pytest.param("max_size", 10**5000, id="max_size-5001-digits"),
+        pytest.param("max_wait", -(10**5000), id="max_wait-minus-5001-digits"),
+        ("max_wait", "0.1"),
     ],
 )
 def test_batch_refuses_bad_numbers_naming_the_field(field: str, value: Any) -> None:
@@ -101,6 +107,30 @@ def test_wrong_arity_and_wrong_batch_option_are_refused() -> None:
         receiver.subscribe("c", action="a", batch=500, handler=_many)  # type: ignore[arg-type]
 
 
+def _gen(ctx: he.Context, msgs: Any) -> Any:
+    yield from msgs
+
+
+async def _agen(ctx: he.Context, msgs: Any) -> Any:
+    for m in msgs:
+        yield m
+
+
+class _Yielding:
+    def __call__(self, ctx: he.Context, msgs: Any) -> Any:
+        yield from msgs
+
+
+@pytest.mark.parametrize("handler", [_gen, _agen, _Yielding(), functools.partial(_gen)])
+@pytest.mark.parametrize("batch", [he.Batch(), None])
+def test_a_generator_handler_is_refused(handler: Any, batch: he.Batch | None) -> None:
+    """Calling a generator runs none of its body: before, such a handler was accepted and
+    every event acked unhandled."""
+    receiver = he.connect(_url()).receiver("svc")
+    with pytest.raises(he.ConfigurationError, match=r"generator \(it yields\)"):
+        receiver.subscribe("c", action="a", batch=batch, handler=handler)
+
+
 def test_batch_failed_refuses_what_it_cannot_use() -> None:
     with pytest.raises(he.ConfigurationError, match="message index"):
         he.BatchFailed({0: "not an exception"})  # type: ignore[dict-item]
@@ -137,6 +167,33 @@ async def test_sync_batch_handler_runs_in_a_thread() -> None:
     assert threading.get_ident() not in threads.items
 
 
+async def test_a_lambda_around_an_async_handler_runs_it() -> None:
+    """A plain callable that returns a coroutine (``lambda c, m: handle(c, m)``): before, its
+    coroutine was never awaited and every event was acked unhandled (single and batch
+    handlers alike); now it runs, and what it raises fails the events."""
+    driver = he.connect(_url())
+    got = Collector()
+    receiver = driver.receiver("svc")
+
+    async def many(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        for m in msgs:
+            got.add(("many", m.payload["i"]))
+
+    async def one(ctx: he.Context, msg: he.Message[Any]) -> None:
+        got.add(("one", msg.payload["i"]))
+        raise he.PermanentError("bad")
+
+    batch = he.Batch(max_size=10, max_wait=0.01)
+    receiver.subscribe("c", action="a", batch=batch, handler=lambda c, m: many(c, m))
+    receiver.subscribe("c", action="b", handler=lambda c, m: one(c, m))
+    async with receiver:
+        await _running(receiver, driver, "c", 2)
+        await got.wait_for(4, within=10)
+        await eventually(lambda: receiver.health()["actions"]["b"]["dead_lettered"] == 2, within=10)
+    assert sorted(got.items) == [("many", 0), ("many", 1), ("one", 0), ("one", 1)]
+    assert receiver.health()["actions"]["a"]["handled"] == 2
+
+
 class Interrupt(BaseException):
     pass
 
@@ -160,6 +217,39 @@ async def test_a_base_exception_fails_every_item_and_settles_them() -> None:
     assert sorted(runs.items) == [1, 1, 1, 1, 2, 2, 2, 2]
 
 
+@pytest.mark.parametrize("batch", [he.Batch(max_size=10, max_wait=0.01), None])
+async def test_a_sync_handler_raising_generator_exit_fails_its_events(
+    batch: he.Batch | None,
+) -> None:
+    """A plain-def handler (batch or single) raising GeneratorExit: each event fails,
+    is retried, then dead-lettered. Before, asyncio threw it into the awaiting task, which
+    closed the coroutines on the way instead of reaching their except: a batch was given
+    back and handled again at once, without end; single events stayed unsettled."""
+    driver = he.connect(_url())
+    runs = Collector()
+
+    def slow(call: Any) -> Any:
+        async def publish(publication: Any) -> None:
+            await asyncio.sleep(0.001)  # a real broker's round trip: the retry suspends
+            await call(publication)
+
+        return publish
+
+    receiver = driver.receiver("svc", publish_middlewares=[slow])
+
+    def handle(ctx: he.Context, msgs: Any) -> None:
+        for m in msgs if batch is not None else [msgs]:
+            runs.add(m.attempt)
+        raise GeneratorExit("out")
+
+    receiver.subscribe("c", action="a", retry=FAST, batch=batch, handler=handle)
+    async with receiver:
+        await _running(receiver, driver, "c", 3)
+        await eventually(lambda: receiver.health()["actions"]["a"]["dead_lettered"] == 3, within=10)
+        await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=10)
+    assert sorted(runs.items) == [1, 1, 1, 2, 2, 2]
+
+
 async def test_batch_failed_naming_no_message_fails_the_whole_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -180,6 +270,34 @@ async def test_batch_failed_naming_no_message_fails_the_whole_batch(
         await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=10)
     assert sorted(runs.items) == [1, 1, 1, 2, 2, 2]
     assert "which is no index" in caplog.text
+
+
+class _Unfinished(he.BatchFailed):
+    def __init__(self, bad: list[int]) -> None:  # does not call BatchFailed.__init__
+        self.bad = bad
+
+
+async def test_a_batch_failed_without_failures_fails_the_whole_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, a BatchFailed subclass that skipped BatchFailed.__init__ raised out of the
+    batch: given back and handled again at once, without end, never dead-lettered."""
+    driver = he.connect(_url())
+    runs = Collector()
+    receiver = driver.receiver("svc")
+
+    @receiver.subscribe("c", action="a", retry=FAST, batch=he.Batch(max_size=10, max_wait=0.01))
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        for m in msgs:
+            runs.add(m.attempt)
+        raise _Unfinished([0])
+
+    async with receiver:
+        await _running(receiver, driver, "c", 3)
+        await eventually(lambda: receiver.health()["actions"]["a"]["dead_lettered"] == 3, within=10)
+        await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=10)
+    assert sorted(runs.items) == [1, 1, 1, 2, 2, 2]
+    assert "_Unfinished carries no mapping" in caplog.text
 
 
 async def test_in_place_retry_reruns_the_item_alone() -> None:
@@ -233,6 +351,38 @@ def _collect(got: Collector) -> Any:
             got.add(m.id)
 
     return handle
+
+
+async def test_a_busy_key_does_not_starve_the_others() -> None:
+    """A key with more queued than a batch holds goes behind the other keys' queues. Before,
+    it kept its place: with one batch at a time, another key's event waited for every event
+    of the busy key, even those that came after it (without bound under steady load)."""
+    driver = he.connect(_url())
+    gate = asyncio.Event()
+    batches = Collector()
+    receiver = driver.receiver("svc")
+
+    @receiver.subscribe("c", action="a", batch=he.Batch(max_size=5, max_wait=0.01))
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        batches.add([m.key for m in msgs])
+        await gate.wait()
+
+    def in_flight() -> int:
+        return int(receiver.health()["actions"]["a"]["in_flight"])
+
+    async with receiver:
+        emitter = driver.emitter()
+        await emitter.emit(he.Event("c", "first", {}))
+        await batches.wait_for(1, within=10)  # running, held at the gate
+        await emitter.emit_many(he.Event("c", "hot", {"n": n}) for n in range(30))
+        await eventually(lambda: in_flight() == 31, within=10, what="the hot key queued")
+        await emitter.emit(he.Event("c", "cold", {}))
+        await eventually(lambda: in_flight() == 32, within=10, what="the cold key queued")
+        gate.set()
+        await eventually(lambda: in_flight() == 0, within=10, what="everything handled")
+    order = [key for batch in batches.items[1:] for key in batch]
+    assert len(order) == 31
+    assert order.index("cold") < 10, batches.items  # in the second batch after the gate
 
 
 async def test_a_batch_cut_by_the_drain_timeout_is_given_back_whole() -> None:
@@ -290,7 +440,7 @@ async def test_a_hanging_batch_shows_as_a_stall_and_clears() -> None:
 async def test_a_failing_message_is_logged_with_its_own_context(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The batch handler shares one context; a failing message's own (its correlation id)
+    """The batch handler gets the batch's context; a failing message's own (its correlation id)
     is built when it fails, for the log line and the retry."""
     driver = he.connect(_url())
     receiver = driver.receiver("svc")
@@ -311,6 +461,30 @@ async def test_a_failing_message_is_logged_with_its_own_context(
     failed = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
     assert len(failed) == 2, failed  # the first run and its retry
     assert all("correlation_id=corr-1 " in line and "action=a " in line for line in failed)
+
+
+async def test_each_batch_has_a_context_of_its_own() -> None:
+    """Before, every batch of a receiver got the same context object: what a handler emitted
+    with ``ctx=ctx`` carried one correlation id for the life of the process."""
+    driver = he.connect(_url())
+    seen: list[he.Context] = []
+    receiver = driver.receiver("svc")
+    policy = he.RetryPolicy(max_retries=1, initial_delay=0.01, in_place=True)
+
+    @receiver.subscribe("c", action="a", retry=policy, batch=he.Batch(max_size=10, max_wait=0.01))
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        seen.append(ctx)
+        if msgs[0].payload["i"] == 2 and msgs[0].attempt == 1:
+            raise ValueError("once")  # re-run in place, as a batch of one
+
+    async with receiver:
+        emitter = driver.emitter()
+        for i in range(3):
+            await emitter.emit(he.Event("c", "k", {"i": i}))
+            await eventually(lambda i=i: len(seen) >= i + 1, within=10, what=f"batch {i}")
+        await eventually(lambda: len(seen) == 4, within=10, what="the in-place re-run")
+    assert all(ctx.handler_action == "a" for ctx in seen)
+    assert len({ctx.correlation_id for ctx in seen}) == 4
 
 
 class _Counting(CompositePropagator):

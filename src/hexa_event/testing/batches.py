@@ -20,6 +20,7 @@ from ..driver import RawRecord
 from ..errors import PermanentError
 from ..event import Event, Message
 from ..headers import USER
+from ..publishing import Publication, PublishCall
 from .contract import DriverPool
 from .settling import FAST_RETRY, SettlementConformance
 from .waiting import Collector, eventually
@@ -172,6 +173,114 @@ class BatchConformance(SettlementConformance):
         assert counters["handled"] == 4  # 0, 1, 4 and the retry of 2
         assert counters["retried"] == 1
         assert counters["dead_lettered"] == 1
+
+    async def test_batch_a_handler_that_empties_its_list_still_fails_it(
+        self, pool: DriverPool
+    ) -> None:
+        """The list is the handler's own: one that empties it (hands it on, say) and then
+        raises still fails every message of the batch, and each is retried."""
+        driver = await pool.new()
+        channel, action = self.names()
+        await driver.provision([channel])
+        batches = Collector()
+        receiver = driver.receiver("svc")
+
+        @receiver.subscribe(
+            channel, action=action, retry=FAST_RETRY, batch=Batch(max_size=50, max_wait=0.1)
+        )
+        async def flush(ctx: Context, msgs: list[Message[Any]]) -> None:
+            batches.add([(m.payload["n"], m.attempt) for m in msgs])
+            msgs.clear()
+            if len(batches) == 1:
+                raise RuntimeError("flush failed")
+
+        await self.started(pool, receiver)
+        await driver.emitter().emit_many(Event(channel, f"k{n}", {"n": n}) for n in range(3))
+        [first] = await batches.wait_for(1, within=self.timeout)
+
+        def seen() -> set[tuple[int, int]]:
+            return {item for batch in batches.items for item in batch}
+
+        await eventually(
+            lambda: {(n, 2) for n, _ in first} <= seen() and len(seen()) == 3 + len(first),
+            within=self.timeout,
+            what="every message of the failed batch retried, the others handled",
+        )
+        await self.settled(receiver, action)
+        counters = receiver.health()["actions"][action]
+        assert (counters["failed"], counters["retried"]) == (len(first), len(first))
+        assert counters["handled"] == 3
+
+    async def test_batch_failed_indexes_name_messages_in_the_list_as_the_handler_left_it(
+        self, pool: DriverPool
+    ) -> None:
+        """A handler that reorders its list names messages by their index in its order."""
+        driver = await pool.new()
+        channel, action = self.names()
+        await driver.provision([channel])
+        got = Collector()
+        receiver = driver.receiver("svc")
+
+        @receiver.subscribe(
+            channel, action=action, retry=FAST_RETRY, batch=Batch(max_size=50, max_wait=0.1)
+        )
+        async def load(ctx: Context, msgs: list[Message[Any]]) -> None:
+            msgs.reverse()  # newest first
+            for m in msgs:
+                got.add(m.payload["n"])
+            bad = {i: PermanentError("bad row") for i, m in enumerate(msgs) if m.payload["n"] == 0}
+            if bad:
+                raise BatchFailed(bad)  # type: ignore[arg-type]
+
+        await self.started(pool, receiver)
+        letters = await self.dead_letters(pool, action)
+        await driver.emitter().emit_many(Event(channel, "k", {"n": n}) for n in range(4))
+        [letter] = await letters.wait_for(1, within=self.timeout)
+        assert json.loads(letter.body) == {"n": 0}
+        await got.wait_for(4, within=self.timeout)
+        await self.settled(receiver, action)
+        counters = receiver.health()["actions"][action]
+        assert (counters["handled"], counters["dead_lettered"]) == (3, 1)
+
+    async def test_batch_handled_items_are_acked_before_failures_are_sent_on(
+        self, pool: DriverPool
+    ) -> None:
+        """A retry copy that cannot be published (a hung broker), cut at close, gives back
+        only its own message: the handled messages of its batch stay acked."""
+        driver = await pool.new()
+        channel, action = self.names()
+        await driver.provision([channel])
+        publishing = asyncio.Event()
+
+        def hang(call: PublishCall) -> PublishCall:
+            async def publish(publication: Publication) -> None:
+                if publication.purpose == "retry":
+                    publishing.set()
+                    await asyncio.Event().wait()
+                await call(publication)
+
+            return publish
+
+        receiver = driver.receiver("svc", drain_timeout=0.05, publish_middlewares=[hang])
+
+        @receiver.subscribe(channel, action=action, batch=Batch(max_size=10, max_wait=0.1))
+        async def handle(ctx: Context, msgs: list[Message[Any]]) -> None:
+            failing = {n: ValueError("no") for n, m in enumerate(msgs) if m.payload["n"] == 0}
+            if failing:
+                raise BatchFailed(failing)  # type: ignore[arg-type]
+
+        await self.started(pool, receiver)
+        await driver.emitter().emit_many(Event(channel, "k", {"n": n}) for n in range(3))
+        await asyncio.wait_for(publishing.wait(), self.timeout)
+        await receiver.close()
+
+        again = Collector()
+        second = (await pool.new()).receiver("svc-again")
+        second.subscribe(channel, action=action, handler=lambda c, m: again.add(m.payload["n"]))
+        await self.started(pool, second)
+        await again.wait_for(1, within=self.timeout)
+        await self.settled(second, action)
+        assert again.items == [0]  # only the failed one comes back
 
     async def test_batch_poison_items_never_reach_the_handler(self, pool: DriverPool) -> None:
         """Undecodable records in a batch are dead-lettered one by one; the batch runs on."""
