@@ -413,7 +413,11 @@ def test_a_bad_url_option_is_bad_usage(
     """A typo in a URL option (``table_prefx``) is the user's to fix: exit 2, as argparse's
     usage errors, naming the known options (it was exit 1, like a broker failure)."""
     url = f"sqlite:///{tmp_path / 'log.db'}?table_prefx=a_"
-    rest = {"tail": ["orders"], "dlq": ["--action", "a"], "publish": ["orders", "--key", "k", "--data", "1"]}
+    rest = {
+        "tail": ["orders"],
+        "dlq": ["--action", "a"],
+        "publish": ["orders", "--key", "k", "--data", "1"],
+    }
     assert main([*command, url, *rest[command[0]]]) == 2
     err = capsys.readouterr().err
     assert "table_prefx" in err
