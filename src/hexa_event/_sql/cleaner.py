@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -16,8 +17,10 @@ from sqlalchemy import DateTime, Integer, Table, bindparam
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ConfigurationError
+from ..numbers import check_number
 from .clock import utcnow
 from .engine import engine_for
+from .health import Progress
 from .problems import brief
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,8 @@ class BatchCleaner:
 
     ``db`` is a URL or an ``AsyncEngine`` (which stays the caller's). :meth:`run_once`
     cleans now (cron jobs, the CLI); :meth:`run` repeats every ``interval`` seconds until
-    :meth:`stop`.
+    :meth:`stop`. :meth:`health` turns unhealthy once every run has failed (at least
+    twice) for ``unhealthy_after`` seconds, or a run has deleted no batch for that long.
     """
 
     what = "rows"
@@ -46,7 +50,9 @@ class BatchCleaner:
         retention: timedelta,
         batch_size: int = 1000,
         interval: float = 60.0,
+        unhealthy_after: float = 60.0,
     ) -> None:
+        check_number(f"{type(self).__name__} unhealthy_after", unhealthy_after, above=True)
         if retention < timedelta(0):
             raise ConfigurationError(f"retention must not be negative, got {retention}")
         if batch_size < 1:
@@ -58,7 +64,15 @@ class BatchCleaner:
         self.retention = retention
         self.batch_size = batch_size
         self.interval = interval
+        self.unhealthy_after = float(unhealthy_after)
         self._stop = asyncio.Event()
+        self._progress = Progress(f"cleaning {what_of(self)}", self.unhealthy_after, log)
+        self._state = "new"
+        self._runs = 0
+        self._deleted = 0
+        self._busy_since: float | None = None
+        """Monotonic time the current run started or last deleted a batch."""
+        self._cleaned_at: float | None = None
 
     def delete_statement(self) -> Any:
         """A DELETE of at most ``:limit`` rows expired before ``:cutoff`` (:data:`CUTOFF`,
@@ -74,6 +88,7 @@ class BatchCleaner:
             async with self.engine.begin() as conn:
                 result = await conn.execute(stmt, {"cutoff": cutoff, "limit": self.batch_size})
             deleted = max(int(result.rowcount or 0), 0)
+            self.beat()
             total += deleted
             if deleted < self.batch_size:
                 break
@@ -81,17 +96,66 @@ class BatchCleaner:
             log.info("deleted %d expired %s", total, self.what)
         return total
 
+    def beat(self) -> None:
+        """A batch was deleted (or found none): the run makes progress."""
+        if self._busy_since is not None:
+            self._busy_since = time.monotonic()
+
     async def run(self) -> None:
         """Clean every ``interval`` seconds until :meth:`stop`; failures are logged."""
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except Exception as exc:
-                log.warning(
-                    "cleaning %s failed (%s: %s)", self.what, type(exc).__name__, brief(exc)
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
+        self._state = "running"
+        try:
+            while not self._stop.is_set():
+                self._busy_since = time.monotonic()
+                try:
+                    self._deleted += await self.run_once()
+                except Exception as exc:
+                    self._progress.failed("cleaning", exc)
+                    log.warning(
+                        "cleaning %s failed (%s: %s)", self.what, type(exc).__name__, brief(exc)
+                    )
+                else:
+                    self._progress.succeeded("cleaning")
+                    self._cleaned_at = time.monotonic()
+                finally:
+                    self._busy_since = None
+                    self._runs += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.interval)
+        finally:
+            if self._state == "running":
+                self._state = "stopped"
+
+    def health(self) -> dict[str, Any]:
+        """A snapshot for health checks, shaped like ``Receiver.health()``: ``healthy``,
+        ``reason``, ``state`` (``new``, ``running``, ``stopped``, ``closed``), ``runs``,
+        ``deleted``, ``error`` (of the failing runs), ``failing_for`` (seconds),
+        ``last_cleaned_age`` (seconds since the last run that worked) and ``stalled`` (a run
+        has deleted no batch for ``unhealthy_after`` seconds). No database query."""
+        now = time.monotonic()
+        problems = self._progress.problems(now)
+        busy = self._busy_since
+        stalled = busy is not None and now - busy > self.unhealthy_after
+        if stalled:
+            assert busy is not None
+            problems.append(f"a delete has not returned for {now - busy:.0f}s")
+        healthy = self._state == "running" and not problems
+        reasons = list(problems) or ([] if healthy else [f"cleaner is {self._state}"])
+        cleaned = self._cleaned_at
+        return {
+            "cleaner": what_of(self),
+            "state": self._state,
+            "healthy": healthy,
+            "reason": "; ".join(reasons),
+            "alive": True,
+            "stalled": stalled,
+            "runs": self._runs,
+            "deleted": self._deleted,
+            "error": self._progress.error("cleaning"),
+            "failing_for": self._progress.failing_for(now),
+            "last_cleaned_age": round(now - cleaned, 3) if cleaned is not None else None,
+            "problems": problems,
+        }
 
     def stop(self) -> None:
         self._stop.set()
@@ -99,6 +163,7 @@ class BatchCleaner:
     async def close(self) -> None:
         """Stop and release the engine if this cleaner created it. Idempotent."""
         self.stop()
+        self._state = "closed"
         if self._owns_engine:
             await self.engine.dispose()
 
@@ -107,3 +172,8 @@ class BatchCleaner:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def what_of(cleaner: BatchCleaner) -> str:
+    """What ``cleaner`` deletes, and where: ``outbox rows of billing.hexa_outbox``."""
+    return f"{cleaner.what} of {cleaner.table.fullname}"

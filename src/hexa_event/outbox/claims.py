@@ -147,6 +147,8 @@ class ClaimStrategy(abc.ABC):
         """Parks the unsent rows ``:ids``: never claimed again, ``last_error`` says why."""
         self._marks: list[Any] = []
         """The statements that mark rows sent (:meth:`prepare` chooses them)."""
+        self.write_error = ""
+        """Why the last settle write that gave up failed ("" if none did)."""
         self.mark_mode = ""
         """``log`` (deleted, one sent-log line per batch), ``delete`` (``keep_sent=False``)
         or ``update`` (``sent_at`` set: an outbox without a sent log); set by
@@ -217,6 +219,7 @@ class ClaimStrategy(abc.ABC):
                 return True
             except Exception as exc:
                 if time.monotonic() + delay > until:
+                    self.write_error = f"{type(exc).__name__}: {brief(exc)}"
                     log.error(
                         "outbox relay: could not settle %d rows (%s: %s); they will be sent "
                         "again when their lease expires",

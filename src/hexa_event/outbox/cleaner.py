@@ -45,10 +45,16 @@ class OutboxCleaner(BatchCleaner):
         schema: str | None = None,
         table_prefix: str = "",
         table: Table | None = None,
+        unhealthy_after: float = 60.0,
     ) -> None:
         table = resolve_table(table, schema, table_prefix, owner="OutboxCleaner")
         super().__init__(
-            db, table=table, retention=retention, batch_size=batch_size, interval=interval
+            db,
+            table=table,
+            retention=retention,
+            batch_size=batch_size,
+            interval=interval,
+            unhealthy_after=unhealthy_after,
         )
         check_dialect(names_of(table), self.engine.dialect.name, owner="OutboxCleaner")
 
@@ -70,6 +76,7 @@ class OutboxCleaner(BatchCleaner):
             async with self.engine.begin() as conn:
                 result = await conn.execute(stmt, {"cutoff": cutoff, "limit": self.batch_size})
                 counts = result.scalars().all()
+            self.beat()
             logged += sum(counts)
             if len(counts) < self.batch_size:
                 break
