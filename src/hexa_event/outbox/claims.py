@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import compress, islice
 from typing import Any
 
+import msgspec
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -94,6 +95,28 @@ class Claimed:
         if self._records is None:
             self._records = _records(self.columns)
         return self._records
+
+    def readable(self) -> tuple[list[int], list[str], list[RawRecord], dict[int, str]]:
+        """Ids, keys and records of the rows whose stored headers decode, and why the
+        others do not (by id): headers that are not a MessagePack map of text to bytes
+        (written by hand, or damaged) cannot be sent as stored."""
+        try:
+            return self.ids, self.keys, self.records, {}
+        except msgspec.DecodeError:
+            pass
+        ids, channels, keys, headers, bodies = self.columns
+        good: list[int] = []
+        records: list[RawRecord] = []
+        bad: dict[int, str] = {}
+        for i, raw in enumerate(headers):
+            try:
+                decoded = decode_headers(raw)
+            except msgspec.DecodeError as exc:
+                bad[ids[i]] = f"its stored headers do not decode ({exc})"
+                continue
+            good.append(i)
+            records.append(RawRecord(channels[i], keys[i], decoded, bodies[i]))
+        return [ids[i] for i in good], [keys[i] for i in good], records, bad
 
 
 @dataclass(slots=True)

@@ -282,14 +282,15 @@ class OutboxRelay:
         ``concurrency`` calls (disjoint keys) run at once, so a failure affects only its keys.
         """
         n = self.concurrency
+        # A row whose stored headers do not decode cannot be sent: parked, not the batch.
+        ids, keys, records, unreadable = batch.readable()
         parts: list[tuple[list[int], list[RawRecord]]]
-        if n == 1 or len(batch.ids) < 2 * n:
-            parts = [(batch.ids, batch.records)]
+        if n == 1 or len(ids) < 2 * n:
+            parts = [(ids, records)]
         else:
-            ids, records = batch.ids, batch.records
             # Each row's part, then each part's rows, by map/compress: no Python code per
             # row. hash(): stable within the process, which is all a batch's split needs.
-            part_of = list(map(n.__rmod__, map(hash, batch.keys)))
+            part_of = list(map(n.__rmod__, map(hash, keys)))
             parts = []
             for index in range(n):
                 chosen = list(map(index.__eq__, part_of))
@@ -299,7 +300,7 @@ class OutboxRelay:
         results = await asyncio.gather(
             *(self._publish_part(ids, records) for ids, records in parts)
         )
-        total = Published()
+        total = Published(parked=unreadable)
         for part in results:
             total.done += part.done
             total.parked.update(part.parked)
@@ -370,7 +371,7 @@ class OutboxRelay:
                     self._parked += len(result.parked)
                     for row_id, why in sorted(result.parked.items()):
                         log.error(
-                            "outbox relay: parked row %d, the target refused it for good: %s",
+                            "outbox relay: parked row %d, it cannot be sent (see last_error): %s",
                             row_id,
                             why,
                         )
