@@ -25,6 +25,8 @@ from .problems import brief
 
 log = logging.getLogger(__name__)
 
+_MAX_INT = 2**31 - 1
+
 CUTOFF = bindparam("cutoff", type_=DateTime(timezone=True))
 """The ``:cutoff`` parameter (a UTC datetime) of a cleaner's delete statement."""
 LIMIT = bindparam("limit", type_=Integer())
@@ -55,8 +57,14 @@ class BatchCleaner:
         check_number(f"{type(self).__name__} unhealthy_after", unhealthy_after, above=True)
         if retention < timedelta(0):
             raise ConfigurationError(f"retention must not be negative, got {retention}")
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+        # PostgreSQL binds the LIMIT as a 32-bit integer: a larger one fails every run.
+        check_number(
+            f"{type(self).__name__} batch_size",
+            batch_size,
+            minimum=1,
+            maximum=_MAX_INT,
+            integer=True,
+        )
         if not interval > 0:  # NaN too: it would make run() clean without pause
             raise ConfigurationError(f"interval must be positive, got {interval}")
         self.engine, self._owns_engine = engine_for(db)
