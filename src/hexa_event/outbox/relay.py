@@ -257,6 +257,9 @@ class OutboxRelay:
         """Monotonic start of each batch in flight, by its first row id."""
         self._sample: tuple[OutboxStats, float] | None = None
         self._sample_error = ""
+        self._run_task: asyncio.Task[Any] | None = None
+        self._deliveries: set[asyncio.Task[int]] = set()
+        """The batches :meth:`run` has in flight."""
         self._chain: asyncio.Future[bool] | None = None
         """Publish result of the last batch claimed: the next one publishes after it."""
 
@@ -463,6 +466,7 @@ class OutboxRelay:
             raise RuntimeError("this relay is already running")
         self._running = self._ran = True
         self._loop_failure = None
+        self._run_task = asyncio.current_task()
         listener = (
             asyncio.create_task(self._listen(), name="hexa-outbox-listen")
             if self.listen and self._dialect == "postgresql"
@@ -470,7 +474,7 @@ class OutboxRelay:
         )
         sampler = asyncio.create_task(self._sample_stats(), name="hexa-outbox-stats")
         slots = asyncio.Semaphore(self.pipeline)
-        tasks: set[asyncio.Task[int]] = set()
+        tasks = self._deliveries
         backoff = 0.1
         try:
             while not self._stop.is_set():
@@ -656,9 +660,18 @@ class OutboxRelay:
         }
 
     async def close(self) -> None:
-        """Stop and release the engine if the relay created it. Idempotent."""
+        """Stop, let :meth:`run` settle the batches in flight (for up to ``lease`` seconds;
+        then they are cancelled, their rows sent again later), and release the engine if
+        the relay created it. Idempotent."""
         self.stop()
         self._closed = True
+        run = self._run_task
+        if run is not None and not run.done() and run is not asyncio.current_task():
+            _, pending = await asyncio.wait({run}, timeout=self.lease)
+            if pending:
+                for task in list(self._deliveries):
+                    task.cancel()
+                await asyncio.wait({run}, timeout=min(self.lease, 5.0))
         if self._owns_engine:
             await self.engine.dispose()
 
