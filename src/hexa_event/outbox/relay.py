@@ -179,17 +179,18 @@ class OutboxRelay:
             raise ConfigurationError(
                 f"concurrency and pipeline must be at least 1, got {concurrency}, {pipeline}"
             )
-        # Written so that NaN fails too; the bound is PostgreSQL's for the lock mode's
-        # idle_in_transaction_session_timeout (milliseconds in a 32-bit integer).
+        # Written so that NaN fails too; the bounds are PostgreSQL's for the lock mode's
+        # idle_in_transaction_session_timeout (whole milliseconds in a 32-bit integer, where
+        # 0 means no timeout at all).
         if not (
-            0 < lease <= _MAX_SECONDS
+            0.001 <= lease <= _MAX_SECONDS
             and 0 <= retry_delay <= _MAX_SECONDS
             and 0 < poll_interval <= _MAX_SECONDS
         ):
             raise ConfigurationError(
-                "lease and poll_interval must be positive and retry_delay not negative, each "
-                f"at most {_MAX_SECONDS:.0f} s (about 24 days); got lease={lease!r}, "
-                f"retry_delay={retry_delay!r}, poll_interval={poll_interval!r}"
+                "lease (from 0.001 s) and poll_interval must be positive and retry_delay not "
+                f"negative, each at most {_MAX_SECONDS:.0f} s (about 24 days); got "
+                f"lease={lease!r}, retry_delay={retry_delay!r}, poll_interval={poll_interval!r}"
             )
         if not driver.features.persistent:
             raise ConfigurationError(
