@@ -509,6 +509,7 @@ class OutboxRelay:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 task.add_done_callback(lambda _t: slots.release())
+                task.add_done_callback(self._delivered)
         except asyncio.CancelledError:
             for task in tasks:  # the batches in flight too: released unsent, sent again
                 task.cancel()
@@ -525,6 +526,22 @@ class OutboxRelay:
                     with contextlib.suppress(asyncio.CancelledError):
                         await helper
             self._running = False
+
+    def _delivered(self, task: asyncio.Task[int]) -> None:
+        """A batch of :meth:`run` ended: one that raised (a driver's ``BaseException``,
+        say) is a failed publish, said and counted, not a silent task exception."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        self._failed += 1
+        self._progress.failed("publishing", exc)
+        log.error(
+            "outbox relay: a batch failed (%s: %s); its rows are sent again once free",
+            type(exc).__name__,
+            brief(exc),
+        )
 
     async def _idle(self, seconds: float) -> None:
         """Wait for a wake-up (notification, a batch settled, stop) or ``seconds``."""
