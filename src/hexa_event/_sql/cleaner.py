@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import DateTime, Integer, Table, bindparam
@@ -87,9 +87,17 @@ class BatchCleaner:
         :data:`LIMIT`)."""
         raise NotImplementedError
 
+    def cutoff(self) -> datetime:
+        """Now less the retention: what was written before it has expired. A retention
+        reaching past the year 1 expires nothing (the earliest time a datetime holds)."""
+        try:
+            return utcnow() - self.retention
+        except OverflowError:
+            return datetime.min.replace(tzinfo=UTC)
+
     async def run_once(self) -> int:
         """Delete every expired row, ``batch_size`` per transaction; the number deleted."""
-        cutoff = utcnow() - self.retention
+        cutoff = self.cutoff()
         stmt = self.delete_statement()
         total = 0
         while not self._stop.is_set():

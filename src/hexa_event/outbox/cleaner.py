@@ -14,7 +14,6 @@ from sqlalchemy import Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._sql.cleaner import CUTOFF, LIMIT, BatchCleaner
-from .._sql.clock import utcnow
 from .._sql.names import check_dialect
 from .sentlog import clean_statement, has_sent_log
 from .store import names_of, resolve_table
@@ -70,7 +69,7 @@ class OutboxCleaner(BatchCleaner):
         if not await has_sent_log(self.engine, self.table):
             return total  # an outbox migrated by an older version: rows marked in place only
         stmt = clean_statement(self.table)
-        cutoff = utcnow() - self.retention
+        cutoff = self.cutoff()
         logged = 0
         while not self._stop.is_set():
             async with self.engine.begin() as conn:
