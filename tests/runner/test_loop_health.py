@@ -72,7 +72,7 @@ async def test_liveness_fails_while_a_relay_batch_hangs(tmp_path: Path) -> None:
         Hanging(log),
         unhealthy_after=0.3,
         poll_interval=0.05,
-        lease=60,
+        lease=0.5,  # stalled past 2 * lease + unhealthy_after
     )
     await migrate_async(relay.engine)
     async with relay.engine.begin() as conn:

@@ -146,7 +146,8 @@ class OutboxRelay:
 
     :meth:`health` says whether it makes progress: it turns unhealthy when claiming,
     publishing or marking sent has failed every time (at least twice) for
-    ``unhealthy_after`` seconds, or a claim or a batch has not come back for that long;
+    ``unhealthy_after`` seconds, or a claim has not come back for that long (a batch: for
+    that long past twice the ``lease``, the longest its marks are retried);
     while :meth:`run` runs it samples the backlog every ``stats_interval`` seconds.
     """
 
@@ -625,8 +626,8 @@ class OutboxRelay:
         seconds), and the last sampled ``backlog``/``oldest_unsent_age`` (``backlog_age``:
         seconds since that sample, None before the first; ``backlog_error``: why the last
         sample failed). ``alive`` is False when :meth:`run` ended on an error, ``stalled``
-        when a claim or a batch has not come back for ``unhealthy_after`` seconds. No
-        database query."""
+        when a claim has not come back for ``unhealthy_after`` seconds, or a batch for
+        ``2 * lease + unhealthy_after``. No database query."""
         now = time.monotonic()
         state = (
             "closed"
@@ -647,7 +648,9 @@ class OutboxRelay:
         if waiting and waiting[0] > self.unhealthy_after:
             stalled = True
             problems.append(f"a claim has not returned for {waiting[0]:.0f}s")
-        if oldest_batch > self.unhealthy_after:
+        # Marking sent is retried until twice the lease: a batch may take that long and
+        # still settle (a database outage, which no restart mends).
+        if oldest_batch > 2 * self.lease + self.unhealthy_after:
             stalled = True
             problems.append(f"a batch has been publishing or marking sent for {oldest_batch:.0f}s")
         sample = self._sample
