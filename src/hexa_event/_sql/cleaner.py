@@ -146,15 +146,14 @@ class BatchCleaner:
         """A snapshot for health checks, shaped like ``Receiver.health()``: ``healthy``,
         ``reason``, ``state`` (``new``, ``running``, ``stopped``, ``closed``), ``runs``,
         ``deleted``, ``error`` (of the failing runs), ``failing_for`` (seconds),
-        ``last_cleaned_age`` (seconds since the last run that worked) and ``stalled`` (a run
-        has deleted no batch for ``unhealthy_after`` seconds). No database query."""
+        ``last_cleaned_age`` (seconds since the last run that worked); a run that has
+        deleted no batch for ``unhealthy_after`` seconds is a problem too (``stalled``, for
+        liveness, stays False: a restart would not mend the database). No database query."""
         now = time.monotonic()
         problems = self._progress.problems(now)
-        busy = self._busy_since
-        stalled = busy is not None and now - busy > self.unhealthy_after
-        if stalled:
-            assert busy is not None
-            problems.append(f"a delete has not returned for {now - busy:.0f}s")
+        busy = now - (self._busy_since or now)
+        if busy > self.unhealthy_after:  # the database does not answer: no restart mends it
+            problems.append(f"a delete has not returned for {busy:.0f}s")
         healthy = self._state == "running" and not problems
         reasons = list(problems) or ([] if healthy else [f"cleaner is {self._state}"])
         cleaned = self._cleaned_at
@@ -164,7 +163,7 @@ class BatchCleaner:
             "healthy": healthy,
             "reason": "; ".join(reasons),
             "alive": True,
-            "stalled": stalled,
+            "stalled": False,
             "runs": self._runs,
             "deleted": self._deleted,
             "error": self._progress.error("cleaning"),

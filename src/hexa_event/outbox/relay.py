@@ -626,8 +626,9 @@ class OutboxRelay:
         seconds), and the last sampled ``backlog``/``oldest_unsent_age`` (``backlog_age``:
         seconds since that sample, None before the first; ``backlog_error``: why the last
         sample failed). ``alive`` is False when :meth:`run` ended on an error, ``stalled``
-        when a claim has not come back for ``unhealthy_after`` seconds, or a batch for
-        ``2 * lease + unhealthy_after``. No database query."""
+        when a batch (publish, marks) has not come back for ``2 * lease + unhealthy_after``
+        seconds; a claim that has not for ``unhealthy_after`` is a problem (the database
+        does not answer), not ``stalled``. No database query."""
         now = time.monotonic()
         state = (
             "closed"
@@ -642,16 +643,14 @@ class OutboxRelay:
         failure = self._loop_failure
         if failure is not None:
             problems.append(f"the relay loop ended: {type(failure).__name__}: {brief(failure)}")
-        waiting = [now - self._claiming_since] if self._claiming_since is not None else []
-        oldest_batch = now - min(self._batches.values(), default=now)
-        stalled = False
-        if waiting and waiting[0] > self.unhealthy_after:
-            stalled = True
-            problems.append(f"a claim has not returned for {waiting[0]:.0f}s")
+        claiming = now - (self._claiming_since or now)
+        if claiming > self.unhealthy_after:  # a database not answering: not ``stalled``
+            problems.append(f"a claim has not returned for {claiming:.0f}s")
         # Marking sent is retried until twice the lease: a batch may take that long and
         # still settle (a database outage, which no restart mends).
-        if oldest_batch > 2 * self.lease + self.unhealthy_after:
-            stalled = True
+        oldest_batch = now - min(self._batches.values(), default=now)
+        stalled = oldest_batch > 2 * self.lease + self.unhealthy_after
+        if stalled:
             problems.append(f"a batch has been publishing or marking sent for {oldest_batch:.0f}s")
         sample = self._sample
         healthy = state == "running" and not problems

@@ -2,11 +2,10 @@
 
 ``GET /livez``: 200 while the service's loops run and make progress; 503 when a loop died,
 a delivery stayed unsettled past a receiver's ``stall_timeout`` (a hung handler), or a
-relay's claim or batch (a cleaner's delete) hung (``OutboxRelay.health()``), with the
-reason as JSON. ``GET /readyz``: 200 once every receiver started (joined its groups) while
-the engines answer and every relay and cleaner makes progress; 503 before, while an engine
-fails, while a relay or cleaner has failed at every attempt for its ``unhealthy_after``, and
-while stopping.
+relay's batch hung (``OutboxRelay.health()``), with the reason as JSON. ``GET /readyz``:
+200 once every receiver started (joined its groups) while the engines answer and every
+relay and cleaner makes progress; 503 before, while an engine fails, while a relay or
+cleaner has failed at every attempt for its ``unhealthy_after``, and while stopping.
 ``GET /metrics``: the Prometheus text of the ``prometheus_client`` registry, which an
 OpenTelemetry ``PrometheusMetricReader`` (the ``[prometheus]`` extra) feeds.
 """
