@@ -22,6 +22,7 @@ from hexa_event.outbox import OutboxCleaner, OutboxRelay
         {"lease": math.nan},
         {"lease": math.inf},
         {"lease": 30 * 86400.0},  # more than the lock mode can hold (PostgreSQL ms in int32)
+        {"lease": 0.0004},  # under 1 ms: the lock mode's timeout would be 0, which is none
         {"retry_delay": math.nan},
         {"retry_delay": 1e12},  # past the year 9999
         {"poll_interval": math.nan},

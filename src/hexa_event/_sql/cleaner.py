@@ -9,18 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import DateTime, Integer, Table, bindparam
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ConfigurationError
+from ..numbers import check_number
 from .clock import utcnow
 from .engine import engine_for
+from .health import Progress
 from .problems import brief
 
 log = logging.getLogger(__name__)
+
+_MAX_INT = 2**31 - 1
 
 CUTOFF = bindparam("cutoff", type_=DateTime(timezone=True))
 """The ``:cutoff`` parameter (a UTC datetime) of a cleaner's delete statement."""
@@ -33,7 +38,8 @@ class BatchCleaner:
 
     ``db`` is a URL or an ``AsyncEngine`` (which stays the caller's). :meth:`run_once`
     cleans now (cron jobs, the CLI); :meth:`run` repeats every ``interval`` seconds until
-    :meth:`stop`.
+    :meth:`stop`. :meth:`health` turns unhealthy once every run has failed (at least
+    twice) for ``unhealthy_after`` seconds, or a run has deleted no batch for that long.
     """
 
     what = "rows"
@@ -46,11 +52,19 @@ class BatchCleaner:
         retention: timedelta,
         batch_size: int = 1000,
         interval: float = 60.0,
+        unhealthy_after: float = 60.0,
     ) -> None:
+        check_number(f"{type(self).__name__} unhealthy_after", unhealthy_after, above=True)
         if retention < timedelta(0):
             raise ConfigurationError(f"retention must not be negative, got {retention}")
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+        # PostgreSQL binds the LIMIT as a 32-bit integer: a larger one fails every run.
+        check_number(
+            f"{type(self).__name__} batch_size",
+            batch_size,
+            minimum=1,
+            maximum=_MAX_INT,
+            integer=True,
+        )
         if not interval > 0:  # NaN too: it would make run() clean without pause
             raise ConfigurationError(f"interval must be positive, got {interval}")
         self.engine, self._owns_engine = engine_for(db)
@@ -58,22 +72,39 @@ class BatchCleaner:
         self.retention = retention
         self.batch_size = batch_size
         self.interval = interval
+        self.unhealthy_after = float(unhealthy_after)
         self._stop = asyncio.Event()
+        self._progress = Progress(f"cleaning {what_of(self)}", self.unhealthy_after, log)
+        self._state = "new"
+        self._runs = 0
+        self._deleted = 0
+        self._busy_since: float | None = None
+        """Monotonic time the current run started or last deleted a batch."""
+        self._cleaned_at: float | None = None
 
     def delete_statement(self) -> Any:
         """A DELETE of at most ``:limit`` rows expired before ``:cutoff`` (:data:`CUTOFF`,
         :data:`LIMIT`)."""
         raise NotImplementedError
 
+    def cutoff(self) -> datetime:
+        """Now less the retention: what was written before it has expired. A retention
+        reaching past the year 1 expires nothing (the earliest time a datetime holds)."""
+        try:
+            return utcnow() - self.retention
+        except OverflowError:
+            return datetime.min.replace(tzinfo=UTC)
+
     async def run_once(self) -> int:
         """Delete every expired row, ``batch_size`` per transaction; the number deleted."""
-        cutoff = utcnow() - self.retention
+        cutoff = self.cutoff()
         stmt = self.delete_statement()
         total = 0
         while not self._stop.is_set():
             async with self.engine.begin() as conn:
                 result = await conn.execute(stmt, {"cutoff": cutoff, "limit": self.batch_size})
             deleted = max(int(result.rowcount or 0), 0)
+            self.beat()
             total += deleted
             if deleted < self.batch_size:
                 break
@@ -81,17 +112,65 @@ class BatchCleaner:
             log.info("deleted %d expired %s", total, self.what)
         return total
 
+    def beat(self) -> None:
+        """A batch was deleted (or found none): the run makes progress."""
+        if self._busy_since is not None:
+            self._busy_since = time.monotonic()
+
     async def run(self) -> None:
         """Clean every ``interval`` seconds until :meth:`stop`; failures are logged."""
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except Exception as exc:
-                log.warning(
-                    "cleaning %s failed (%s: %s)", self.what, type(exc).__name__, brief(exc)
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
+        self._state = "running"
+        try:
+            while not self._stop.is_set():
+                self._busy_since = time.monotonic()
+                try:
+                    self._deleted += await self.run_once()
+                except Exception as exc:
+                    self._progress.failed("cleaning", exc)
+                    log.warning(
+                        "cleaning %s failed (%s: %s)", self.what, type(exc).__name__, brief(exc)
+                    )
+                else:
+                    self._progress.succeeded("cleaning")
+                    self._cleaned_at = time.monotonic()
+                finally:
+                    self._busy_since = None
+                    self._runs += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.interval)
+        finally:
+            if self._state == "running":
+                self._state = "stopped"
+
+    def health(self) -> dict[str, Any]:
+        """A snapshot for health checks, shaped like ``Receiver.health()``: ``healthy``,
+        ``reason``, ``state`` (``new``, ``running``, ``stopped``, ``closed``), ``runs``,
+        ``deleted``, ``error`` (of the failing runs), ``failing_for`` (seconds),
+        ``last_cleaned_age`` (seconds since the last run that worked); a run that has
+        deleted no batch for ``unhealthy_after`` seconds is a problem too (``stalled``, for
+        liveness, stays False: a restart would not mend the database). No database query."""
+        now = time.monotonic()
+        problems = self._progress.problems(now)
+        busy = now - (self._busy_since or now)
+        if busy > self.unhealthy_after:  # the database does not answer: no restart mends it
+            problems.append(f"a delete has not returned for {busy:.0f}s")
+        healthy = self._state == "running" and not problems
+        reasons = list(problems) or ([] if healthy else [f"cleaner is {self._state}"])
+        cleaned = self._cleaned_at
+        return {
+            "cleaner": what_of(self),
+            "state": self._state,
+            "healthy": healthy,
+            "reason": "; ".join(reasons),
+            "alive": True,
+            "stalled": False,
+            "runs": self._runs,
+            "deleted": self._deleted,
+            "error": self._progress.error("cleaning"),
+            "failing_for": self._progress.failing_for(now),
+            "last_cleaned_age": round(now - cleaned, 3) if cleaned is not None else None,
+            "problems": problems,
+        }
 
     def stop(self) -> None:
         self._stop.set()
@@ -99,6 +178,7 @@ class BatchCleaner:
     async def close(self) -> None:
         """Stop and release the engine if this cleaner created it. Idempotent."""
         self.stop()
+        self._state = "closed"
         if self._owns_engine:
             await self.engine.dispose()
 
@@ -107,3 +187,8 @@ class BatchCleaner:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def what_of(cleaner: BatchCleaner) -> str:
+    """What ``cleaner`` deletes, and where: ``outbox rows of billing.hexa_outbox``."""
+    return f"{cleaner.what} of {cleaner.table.fullname}"

@@ -34,10 +34,16 @@ class InboxCleaner(BatchCleaner):
         schema: str | None = None,
         table_prefix: str = "",
         table: Table | None = None,
+        unhealthy_after: float = 60.0,
     ) -> None:
         table = resolve_table(table, schema, table_prefix, owner="InboxCleaner")
         super().__init__(
-            db, table=table, retention=retention, batch_size=batch_size, interval=interval
+            db,
+            table=table,
+            retention=retention,
+            batch_size=batch_size,
+            interval=interval,
+            unhealthy_after=unhealthy_after,
         )
         check_table_dialect(table, self.engine.dialect.name, owner="InboxCleaner")
 

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import compress, islice
 from typing import Any
 
+import msgspec
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -95,6 +96,28 @@ class Claimed:
             self._records = _records(self.columns)
         return self._records
 
+    def readable(self) -> tuple[list[int], list[str], list[RawRecord], dict[int, str]]:
+        """Ids, keys and records of the rows whose stored headers decode, and why the
+        others do not (by id): headers that are not a MessagePack map of text to bytes
+        (written by hand, or damaged) cannot be sent as stored."""
+        try:
+            return self.ids, self.keys, self.records, {}
+        except msgspec.DecodeError:
+            pass
+        ids, channels, keys, headers, bodies = self.columns
+        good: list[int] = []
+        records: list[RawRecord] = []
+        bad: dict[int, str] = {}
+        for i, raw in enumerate(headers):
+            try:
+                decoded = decode_headers(raw)
+            except msgspec.DecodeError as exc:
+                bad[ids[i]] = f"its stored headers do not decode ({exc})"
+                continue
+            good.append(i)
+            records.append(RawRecord(channels[i], keys[i], decoded, bodies[i]))
+        return [ids[i] for i in good], [keys[i] for i in good], records, bad
+
 
 @dataclass(slots=True)
 class Published:
@@ -147,6 +170,8 @@ class ClaimStrategy(abc.ABC):
         """Parks the unsent rows ``:ids``: never claimed again, ``last_error`` says why."""
         self._marks: list[Any] = []
         """The statements that mark rows sent (:meth:`prepare` chooses them)."""
+        self.write_error = ""
+        """Why the last settle write that gave up failed ("" if none did)."""
         self.mark_mode = ""
         """``log`` (deleted, one sent-log line per batch), ``delete`` (``keep_sent=False``)
         or ``update`` (``sent_at`` set: an outbox without a sent log); set by
@@ -217,6 +242,7 @@ class ClaimStrategy(abc.ABC):
                 return True
             except Exception as exc:
                 if time.monotonic() + delay > until:
+                    self.write_error = f"{type(exc).__name__}: {brief(exc)}"
                     log.error(
                         "outbox relay: could not settle %d rows (%s: %s); they will be sent "
                         "again when their lease expires",
@@ -422,6 +448,12 @@ class LockClaims(ClaimStrategy):
         self._mine: dict[int, list[int]] = {}
         """This relay's batches in flight (locked by its transactions): their ids in order,
         by the first one."""
+        self._committing = 0
+        """Batches of ``_mine`` committing: their rows gone or not, a count cannot tell."""
+        self._commits = 0
+        """Commits begun so far: a count is trusted only if none began while it ran."""
+        self._committed = asyncio.Event()
+        self._committed.set()
 
     async def claim(self) -> Claimed | None:
         """Lock the first ready rows (SKIP LOCKED) in a transaction left open until settled.
@@ -443,12 +475,15 @@ class LockClaims(ClaimStrategy):
                 ids = columns[0]
                 top = ids[-1]
                 # Unsent rows up to ``top`` are ours (this claim, our batches in flight) or
-                # held by others; only in the last case look at which keys they block. A
-                # batch of ours that committed after the count but before ``_mine`` forgot
-                # it makes the count look short of ours: count again before looking at keys.
+                # held by others; only in the last case look at which keys they block. While
+                # a batch of ours commits, its rows may be gone from the count or not, and
+                # another relay's rows could make up for them: so count when no commit of
+                # ours runs, and again if one began meanwhile.
                 for _ in range(2):
+                    await self._committed.wait()
+                    commits = self._commits
                     visible = (await conn.execute(self._span_count, {"max": top})).scalar_one()
-                    if self._only_ours(visible, len(ids), top):
+                    if commits == self._commits and self._only_ours(visible, len(ids), top):
                         break
                 else:
                     columns = await self._drop_blocked(conn, columns, top)
@@ -548,10 +583,20 @@ class LockClaims(ClaimStrategy):
             if done:
                 for stmt in self._marks:
                     await conn.execute(stmt, {"ids": done, "now": now})
-            await conn.commit()
-            # Sent or on hold now: later claims see them as they are, not as ours in flight.
-            self._mine.pop(batch.ids[0], None)
+            self._committing += 1
+            self._commits += 1
+            self._committed.clear()
+            try:
+                await conn.commit()
+            finally:
+                # Sent or on hold now (or, the commit failing, unlocked: anyone's until
+                # written below): later claims see them as they are, not as ours in flight.
+                self._mine.pop(batch.ids[0], None)
+                self._committing -= 1
+                if not self._committing:
+                    self._committed.set()
         except Exception as exc:
+            self._mine.pop(batch.ids[0], None)
             log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -559,7 +604,6 @@ class LockClaims(ClaimStrategy):
                 await self.park(parked, batch.lease_until + s.lease)
             if failed:
                 await self.write([self._backoff], hold, batch.lease_until)
-            self._mine.pop(batch.ids[0], None)
             return bool(done) and await self.write(
                 self._marks, {"ids": done, "now": now}, batch.lease_until + s.lease
             )

@@ -14,7 +14,6 @@ from sqlalchemy import Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._sql.cleaner import CUTOFF, LIMIT, BatchCleaner
-from .._sql.clock import utcnow
 from .._sql.names import check_dialect
 from .sentlog import clean_statement, has_sent_log
 from .store import names_of, resolve_table
@@ -45,10 +44,16 @@ class OutboxCleaner(BatchCleaner):
         schema: str | None = None,
         table_prefix: str = "",
         table: Table | None = None,
+        unhealthy_after: float = 60.0,
     ) -> None:
         table = resolve_table(table, schema, table_prefix, owner="OutboxCleaner")
         super().__init__(
-            db, table=table, retention=retention, batch_size=batch_size, interval=interval
+            db,
+            table=table,
+            retention=retention,
+            batch_size=batch_size,
+            interval=interval,
+            unhealthy_after=unhealthy_after,
         )
         check_dialect(names_of(table), self.engine.dialect.name, owner="OutboxCleaner")
 
@@ -64,12 +69,13 @@ class OutboxCleaner(BatchCleaner):
         if not await has_sent_log(self.engine, self.table):
             return total  # an outbox migrated by an older version: rows marked in place only
         stmt = clean_statement(self.table)
-        cutoff = utcnow() - self.retention
+        cutoff = self.cutoff()
         logged = 0
         while not self._stop.is_set():
             async with self.engine.begin() as conn:
                 result = await conn.execute(stmt, {"cutoff": cutoff, "limit": self.batch_size})
                 counts = result.scalars().all()
+            self.beat()
             logged += sum(counts)
             if len(counts) < self.batch_size:
                 break

@@ -42,17 +42,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import compress
+from typing import Any
 
 from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._sql.clock import as_utc, utcnow
 from .._sql.engine import engine_for
+from .._sql.health import Progress
 from .._sql.listen import listen
 from .._sql.names import check_dialect
 from .._sql.problems import brief
 from ..driver import Driver, RawRecord
 from ..errors import ConfigurationError, InvalidEventError, NotStoredError, PartialPublishError
+from ..numbers import check_number
 from .claims import (
     PARKED,
     Claimed,
@@ -140,6 +143,12 @@ class OutboxRelay:
     ``idle_in_transaction_session_timeout`` = ``lease``), one row write per event;
     ``"lease"`` (SQLite, or PostgreSQL behind a transaction-pooling proxy) writes a lease
     into each row. The relay does not close ``driver``.
+
+    :meth:`health` says whether it makes progress: it turns unhealthy when claiming,
+    publishing or marking sent has failed every time (at least twice) for
+    ``unhealthy_after`` seconds, or a claim has not come back for that long (a batch: for
+    that long past twice the ``lease``, the longest its marks are retried);
+    while :meth:`run` runs it samples the backlog every ``stats_interval`` seconds.
     """
 
     def __init__(
@@ -159,25 +168,30 @@ class OutboxRelay:
         schema: str | None = None,
         table_prefix: str = "",
         table: Table | None = None,
+        unhealthy_after: float = 60.0,
+        stats_interval: float = 15.0,
     ) -> None:
         table = resolve_table(table, schema, table_prefix, owner="OutboxRelay")
+        check_number("OutboxRelay unhealthy_after", unhealthy_after, above=True)
+        check_number("OutboxRelay stats_interval", stats_interval, above=True)
         if not 1 <= batch_size <= _MAX_INT:
             raise ConfigurationError(f"batch_size must be 1 to {_MAX_INT}, got {batch_size}")
         if concurrency < 1 or pipeline < 1:
             raise ConfigurationError(
                 f"concurrency and pipeline must be at least 1, got {concurrency}, {pipeline}"
             )
-        # Written so that NaN fails too; the bound is PostgreSQL's for the lock mode's
-        # idle_in_transaction_session_timeout (milliseconds in a 32-bit integer).
+        # Written so that NaN fails too; the bounds are PostgreSQL's for the lock mode's
+        # idle_in_transaction_session_timeout (whole milliseconds in a 32-bit integer, where
+        # 0 means no timeout at all).
         if not (
-            0 < lease <= _MAX_SECONDS
+            0.001 <= lease <= _MAX_SECONDS
             and 0 <= retry_delay <= _MAX_SECONDS
             and 0 < poll_interval <= _MAX_SECONDS
         ):
             raise ConfigurationError(
-                "lease and poll_interval must be positive and retry_delay not negative, each "
-                f"at most {_MAX_SECONDS:.0f} s (about 24 days); got lease={lease!r}, "
-                f"retry_delay={retry_delay!r}, poll_interval={poll_interval!r}"
+                "lease (from 0.001 s) and poll_interval must be positive and retry_delay not "
+                f"negative, each at most {_MAX_SECONDS:.0f} s (about 24 days); got "
+                f"lease={lease!r}, retry_delay={retry_delay!r}, poll_interval={poll_interval!r}"
             )
         if not driver.features.persistent:
             raise ConfigurationError(
@@ -234,14 +248,37 @@ class OutboxRelay:
         self._failed = 0
         self._parked = 0
         self._running = False
+        self._ran = False
+        self._closed = False
+        self._loop_failure: BaseException | None = None
+        self.unhealthy_after = float(unhealthy_after)
+        self.stats_interval = float(stats_interval)
+        self._progress = Progress("outbox relay", self.unhealthy_after, log)
+        self._claiming_since: float | None = None
+        self._batches: dict[int, float] = {}
+        """Monotonic start of each batch in flight, by its first row id."""
+        self._sample: tuple[OutboxStats, float] | None = None
+        self._sample_error = ""
+        self._run_task: asyncio.Task[Any] | None = None
+        self._deliveries: set[asyncio.Task[int]] = set()
+        """The batches :meth:`run` has in flight."""
         self._chain: asyncio.Future[bool] | None = None
         """Publish result of the last batch claimed: the next one publishes after it."""
 
     # -- one batch ---------------------------------------------------------------------------
 
     async def _claim(self) -> Claimed | None:
-        await self._claims.prepare()
-        return await self._claims.claim()
+        self._claiming_since = time.monotonic()
+        try:
+            await self._claims.prepare()
+            batch = await self._claims.claim()
+        except Exception as exc:
+            self._progress.failed("claiming", exc)
+            raise
+        finally:
+            self._claiming_since = None
+        self._progress.succeeded("claiming")
+        return batch
 
     async def _publish(self, batch: Claimed) -> Published:
         """Publish a batch: the ids published, parked (refused for good) and failed.
@@ -250,14 +287,15 @@ class OutboxRelay:
         ``concurrency`` calls (disjoint keys) run at once, so a failure affects only its keys.
         """
         n = self.concurrency
+        # A row whose stored headers do not decode cannot be sent: parked, not the batch.
+        ids, keys, records, unreadable = batch.readable()
         parts: list[tuple[list[int], list[RawRecord]]]
-        if n == 1 or len(batch.ids) < 2 * n:
-            parts = [(batch.ids, batch.records)]
+        if n == 1 or len(ids) < 2 * n:
+            parts = [(ids, records)]
         else:
-            ids, records = batch.ids, batch.records
             # Each row's part, then each part's rows, by map/compress: no Python code per
             # row. hash(): stable within the process, which is all a batch's split needs.
-            part_of = list(map(n.__rmod__, map(hash, batch.keys)))
+            part_of = list(map(n.__rmod__, map(hash, keys)))
             parts = []
             for index in range(n):
                 chosen = list(map(index.__eq__, part_of))
@@ -267,7 +305,7 @@ class OutboxRelay:
         results = await asyncio.gather(
             *(self._publish_part(ids, records) for ids, records in parts)
         )
-        total = Published()
+        total = Published(parked=unreadable)
         for part in results:
             total.done += part.done
             total.parked.update(part.parked)
@@ -327,6 +365,7 @@ class OutboxRelay:
         """Publish after ``previous`` published (order), then mark sent and/or release."""
         n = len(batch.ids)
         self._in_flight += n
+        self._batches[batch.ids[0]] = time.monotonic()
         try:
             if previous is not None and not await asyncio.shield(previous):
                 error = RuntimeError("an earlier batch of this relay failed to publish")
@@ -337,12 +376,13 @@ class OutboxRelay:
                     self._parked += len(result.parked)
                     for row_id, why in sorted(result.parked.items()):
                         log.error(
-                            "outbox relay: parked row %d, the target refused it for good: %s",
+                            "outbox relay: parked row %d, it cannot be sent (see last_error): %s",
                             row_id,
                             why,
                         )
                 if result.failed:
                     self._failed += 1
+                    self._progress.failed("publishing", result.error or "publish failed")
                     log.warning(
                         "outbox relay: publishing %d of %d rows failed (%s: %s); retrying in %.1fs",
                         len(result.failed),
@@ -351,11 +391,18 @@ class OutboxRelay:
                         brief(result.error) if result.error else "",
                         self.retry_delay,
                     )
+                else:
+                    self._progress.succeeded("publishing")
             if not await self._claims.finish(batch, result, published):
+                if result.done:
+                    why = self._claims.write_error or "the database refused the marks"
+                    self._progress.failed("marking sent", why)
                 return 0
+            self._progress.succeeded("marking sent")
             self._published += len(result.done)
             return len(result.done)
         finally:
+            self._batches.pop(batch.ids[0], None)
             await self._claims.forget(batch)
             if published is not None and not published.done():
                 published.set_result(False)
@@ -419,14 +466,17 @@ class OutboxRelay:
         """
         if self._running:
             raise RuntimeError("this relay is already running")
-        self._running = True
+        self._running = self._ran = True
+        self._loop_failure = None
+        self._run_task = asyncio.current_task()
         listener = (
             asyncio.create_task(self._listen(), name="hexa-outbox-listen")
             if self.listen and self._dialect == "postgresql"
             else None
         )
+        sampler = asyncio.create_task(self._sample_stats(), name="hexa-outbox-stats")
         slots = asyncio.Semaphore(self.pipeline)
-        tasks: set[asyncio.Task[int]] = set()
+        tasks = self._deliveries
         backoff = 0.1
         try:
             while not self._stop.is_set():
@@ -460,18 +510,39 @@ class OutboxRelay:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 task.add_done_callback(lambda _t: slots.release())
+                task.add_done_callback(self._delivered)
         except asyncio.CancelledError:
             for task in tasks:  # the batches in flight too: released unsent, sent again
                 task.cancel()
             raise
+        except BaseException as exc:
+            self._loop_failure = exc
+            raise
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
-            if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
+            for helper in (listener, sampler):
+                if helper is not None:
+                    helper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await helper
             self._running = False
+
+    def _delivered(self, task: asyncio.Task[int]) -> None:
+        """A batch of :meth:`run` ended: one that raised (a driver's ``BaseException``,
+        say) is a failed publish, said and counted, not a silent task exception."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        self._failed += 1
+        self._progress.failed("publishing", exc)
+        log.error(
+            "outbox relay: a batch failed (%s: %s); its rows are sent again once free",
+            type(exc).__name__,
+            brief(exc),
+        )
 
     async def _idle(self, seconds: float) -> None:
         """Wait for a wake-up (notification, a batch settled, stop) or ``seconds``."""
@@ -484,6 +555,14 @@ class OutboxRelay:
         finally:
             for w in waiters:
                 w.cancel()
+
+    async def _sample_stats(self) -> None:
+        """Sample the backlog every ``stats_interval`` seconds, for :meth:`health`."""
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):  # stats() keeps the error for health()
+                await self.stats()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.stats_interval)
 
     async def _listen(self) -> None:
         """LISTEN on the outbox channel (asyncpg only), reconnecting; wakes the loop."""
@@ -526,17 +605,93 @@ class OutboxRelay:
 
     async def stats(self) -> OutboxStats:
         """Backlog and age of the oldest unsent row (one indexed query), plus counters."""
-        return await outbox_stats(
-            self.engine,
-            self.table,
-            in_flight=self._in_flight,
-            published=self._published,
-            failed_batches=self._failed,
+        try:
+            stats = await outbox_stats(
+                self.engine,
+                self.table,
+                in_flight=self._in_flight,
+                published=self._published,
+                failed_batches=self._failed,
+            )
+        except Exception as exc:
+            self._sample_error = f"{type(exc).__name__}: {brief(exc)}"
+            raise
+        self._sample, self._sample_error = (stats, time.monotonic()), ""
+        return stats
+
+    def health(self) -> dict[str, Any]:
+        """A snapshot for health checks, shaped like ``Receiver.health()``: ``healthy``,
+        ``reason``, ``state`` (``new``, ``running``, ``stopped``, ``closed``), counters,
+        what fails (``claim_error``, ``publish_error``, ``mark_error``, ``failing_for``
+        seconds), and the last sampled ``backlog``/``oldest_unsent_age`` (``backlog_age``:
+        seconds since that sample, None before the first; ``backlog_error``: why the last
+        sample failed). ``alive`` is False when :meth:`run` ended on an error, ``stalled``
+        when a batch (publish, marks) has not come back for ``2 * lease + unhealthy_after``
+        seconds; a claim that has not for ``unhealthy_after`` is a problem (the database
+        does not answer), not ``stalled``. No database query."""
+        now = time.monotonic()
+        state = (
+            "closed"
+            if self._closed
+            else "running"
+            if self._running
+            else "stopped"
+            if self._ran
+            else "new"
         )
+        problems = self._progress.problems(now)
+        failure = self._loop_failure
+        if failure is not None:
+            problems.append(f"the relay loop ended: {type(failure).__name__}: {brief(failure)}")
+        claiming = now - (self._claiming_since or now)
+        if claiming > self.unhealthy_after:  # a database not answering: not ``stalled``
+            problems.append(f"a claim has not returned for {claiming:.0f}s")
+        # Marking sent is retried until twice the lease: a batch may take that long and
+        # still settle (a database outage, which no restart mends).
+        oldest_batch = now - min(self._batches.values(), default=now)
+        stalled = oldest_batch > 2 * self.lease + self.unhealthy_after
+        if stalled:
+            problems.append(f"a batch has been publishing or marking sent for {oldest_batch:.0f}s")
+        sample = self._sample
+        healthy = state == "running" and not problems
+        reasons = list(problems)
+        if state != "running" and not reasons:
+            reasons.append(f"relay is {state}")
+        return {
+            "relay": f"{self.table.fullname} -> {self.driver.features.name}",
+            "state": state,
+            "healthy": healthy,
+            "reason": "; ".join(reasons),
+            "alive": failure is None,
+            "stalled": stalled,
+            "published": self._published,
+            "failed_batches": self._failed,
+            "parked": self._parked,
+            "in_flight": self._in_flight,
+            "claim_error": self._progress.error("claiming"),
+            "publish_error": self._progress.error("publishing"),
+            "mark_error": self._progress.error("marking sent"),
+            "failing_for": self._progress.failing_for(now),
+            "backlog": sample[0].backlog if sample else None,
+            "oldest_unsent_age": sample[0].oldest_unsent_age if sample else None,
+            "backlog_age": round(now - sample[1], 3) if sample else None,
+            "backlog_error": self._sample_error,
+            "problems": problems,
+        }
 
     async def close(self) -> None:
-        """Stop and release the engine if the relay created it. Idempotent."""
+        """Stop, let :meth:`run` settle the batches in flight (for up to ``lease`` seconds;
+        then they are cancelled, their rows sent again later), and release the engine if
+        the relay created it. Idempotent."""
         self.stop()
+        self._closed = True
+        run = self._run_task
+        if run is not None and not run.done() and run is not asyncio.current_task():
+            _, pending = await asyncio.wait({run}, timeout=self.lease)
+            if pending:
+                for task in list(self._deliveries):
+                    task.cancel()
+                await asyncio.wait({run}, timeout=min(self.lease, 5.0))
         if self._owns_engine:
             await self.engine.dispose()
 

@@ -282,12 +282,17 @@ _LENGTHS = (("event_id", 64, "id"), ("channel", 255, "channel"), ("key", 512, "k
 
 
 def _check_lengths(rows: list[dict[str, Any]], dialect: str) -> None:
-    """Refuse a row a column cannot hold before inserting it: the database would refuse it
-    too (SQLite excepted), and abort the caller's whole transaction with it."""
+    """Refuse a row a column cannot hold (too long, or a NUL) before inserting it: the
+    database would refuse it too (SQLite excepted), and abort the caller's whole
+    transaction with it."""
     if dialect == "sqlite":
         return
     for row in rows:
         for column, limit, field in _LENGTHS:
+            if "\x00" in row[column]:
+                raise InvalidEventError(
+                    field, f"holds a NUL character, which the outbox's {column} column cannot"
+                )
             if len(row[column]) > limit:
                 raise InvalidEventError(
                     field,

@@ -1,9 +1,11 @@
 """Health probes and metrics on one port, served by uvicorn (the ``[serve]`` extra).
 
-``GET /livez``: 200 while the service's loops run and make progress; 503 when a loop died
-or a delivery stayed unsettled past a receiver's ``stall_timeout`` (a hung handler), with
-the reason as JSON. ``GET /readyz``: 200 once every receiver started (joined its groups)
-while the engines answer; 503 before, while an engine fails, and while stopping.
+``GET /livez``: 200 while the service's loops run and make progress; 503 when a loop died,
+a delivery stayed unsettled past a receiver's ``stall_timeout`` (a hung handler), or a
+relay's batch hung (``OutboxRelay.health()``), with the reason as JSON. ``GET /readyz``:
+200 once every receiver started (joined its groups) while the engines answer and every
+relay and cleaner makes progress; 503 before, while an engine fails, while a relay or
+cleaner has failed at every attempt for its ``unhealthy_after``, and while stopping.
 ``GET /metrics``: the Prometheus text of the ``prometheus_client`` registry, which an
 OpenTelemetry ``PrometheusMetricReader`` (the ``[prometheus]`` extra) feeds.
 """

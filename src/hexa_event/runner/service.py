@@ -173,6 +173,9 @@ class Service:
         for task in self._loop_tasks:
             if task.done() and not self.stopping:
                 reasons.append(f"{task.get_name()} stopped")
+        for name, health in self._loop_health().items():
+            if health.get("stalled") or not health.get("alive", True):
+                reasons.append(f"{name}: {health['reason']}")
         return not reasons, {"alive": not reasons, "reason": "; ".join(reasons) or "ok"}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -202,8 +205,35 @@ class Service:
                         reasons.append(f"{receiver.name}/{action}: {info[key]}")
                 if not info.get("joined", True):
                     reasons.append(f"{receiver.name}/{action}: joining its consumer group")
+        loops = self._loop_health()
+        if self.started and not self.stopping:
+            for name, health in loops.items():
+                reasons.extend(f"{name}: {problem}" for problem in health.get("problems", ()))
         ready = not reasons
-        return ready, {"ready": ready, "reason": "; ".join(reasons) or "ok", "receivers": receivers}
+        body = {"ready": ready, "reason": "; ".join(reasons) or "ok", "receivers": receivers}
+        if loops:
+            body["loops"] = {
+                name: {k: v for k, v in health.items() if k != "problems"}
+                for name, health in loops.items()
+            }
+        return ready, body
 
     def _receivers(self) -> list[Any]:
         return list(self.components.receivers) if self.components is not None else []
+
+    def _loop_health(self) -> dict[str, dict[str, Any]]:
+        """``health()`` of each relay and cleaner that has one, by a name unique here."""
+        out: dict[str, dict[str, Any]] = {}
+        loops = self.components.loops if self.components is not None else []
+        for loop in loops:
+            health = getattr(loop, "health", None)
+            if not callable(health):
+                continue
+            report: dict[str, Any] = health()
+            name = str(report.get("relay") or report.get("cleaner") or type(loop).__name__)
+            unique, n = name, 1
+            while unique in out:
+                n += 1
+                unique = f"{name} #{n}"
+            out[unique] = report
+        return out
