@@ -556,9 +556,13 @@ class Receiver:
                 except Exception as exc:
                     info.pending[:0] = batch
                     info.pending_records[:0] = records
+                    info.settle_error = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, DriverError) and not exc.retriable:
+                        if not self._closing.is_set():  # (closing: its last settle says so)
+                            self._fail(info, f"the driver cannot write settlements: {exc}")
+                        return
                     delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
                     failures += 1
-                    info.settle_error = f"{type(exc).__name__}: {exc}"
                     logger.warning(
                         "writing %d settlements failed for action %s (%s); retrying in %.1fs",
                         len(batch),

@@ -1,0 +1,51 @@
+"""The receiver's promise when work cannot progress: it settles and goes on, or says so in
+``health()`` (or fails, when it never can again). Each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+
+import pytest
+
+import hexa_event as he
+from hexa_event.driver import Delivery, Subscription, SubscriptionSpec
+from hexa_event.errors import ReceiverFailedError
+from hexa_event.testing import Collector
+
+
+def holding(name: str) -> he.Connection:
+    """A memory connection whose driver cannot hold records back (as Kafka, STAN): the core
+    holds a scheduled event, and later events of its key wait behind it."""
+    conn = he.connect(f"memory://{name}")
+    conn.driver.features = dataclasses.replace(conn.driver.features, delayed_nack=False)
+    return conn
+
+
+async def test_a_settlement_the_driver_cannot_write_fails_the_receiver() -> None:
+    # The settle loop retried a DriverError(retriable=False) forever: health said "cannot
+    # write settlements", the window filled, and run()/wait_closed() never returned.
+    conn = he.connect("memory://progress-settle")
+    subscribe = conn.driver.subscribe
+
+    async def refusing(spec: SubscriptionSpec) -> Subscription:
+        subscription = await subscribe(spec)
+
+        async def settle(deliveries: Sequence[Delivery]) -> None:
+            raise he.DriverError("the driver is closed", retriable=False)
+
+        subscription.settle = settle  # type: ignore[method-assign]
+        return subscription
+
+    conn.driver.subscribe = refusing  # type: ignore[method-assign]
+    receiver = conn.receiver("svc")
+    receiver.subscribe("c", action="a", handler=Collector().add_message)
+    await receiver.start()
+    await conn.emitter().emit(he.Event("c", "k", {}))
+    with pytest.raises(ReceiverFailedError, match=r"cannot write settlements.*driver is closed"):
+        await asyncio.wait_for(receiver.wait_closed(), 10)
+    health = receiver.health()
+    assert not health["healthy"]
+    assert "the driver is closed" in health["reason"]
+    await conn.close()
