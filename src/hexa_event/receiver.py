@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from . import batching
@@ -764,6 +765,8 @@ class Receiver:
                 problems.append(f"cannot write settlements: {info.settle_error}")
             if status is not None and status.error:
                 problems.append(f"driver: {status.error}")
+            if len(info.waiting) >= _WAITING_PER_PREFETCH * info.prefetch:
+                problems.append(_held_back(info.waiting))
             stalled = age > self._stall_timeout
             if stalled:
                 problems.append(
@@ -832,6 +835,20 @@ class Receiver:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _held_back(waiting: dict[Delivery, float]) -> str:
+    """Why an action holding as many events until due as it may fetches nothing more."""
+    first, last = (
+        datetime.fromtimestamp(due, UTC).isoformat(timespec="seconds")
+        for due in (min(waiting.values()), max(waiting.values()))
+    )
+    return (
+        f"{len(waiting)} events wait for their due time ({first} to {last}), as many as it "
+        "holds: it fetches nothing until the first is due, so events of every other key wait; "
+        "schedule far-future events on an engine that holds them (Pulsar, JetStream, SQL) or "
+        "raise subscribe(concurrency=), which makes its room larger"
+    )
 
 
 def _check_name(what: str, value: object) -> None:

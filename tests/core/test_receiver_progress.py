@@ -12,7 +12,7 @@ import pytest
 import hexa_event as he
 from hexa_event.driver import Delivery, Subscription, SubscriptionSpec
 from hexa_event.errors import ReceiverFailedError
-from hexa_event.testing import Collector
+from hexa_event.testing import Collector, eventually
 
 
 def holding(name: str) -> he.Connection:
@@ -48,4 +48,25 @@ async def test_a_settlement_the_driver_cannot_write_fails_the_receiver() -> None
     health = receiver.health()
     assert not health["healthy"]
     assert "the driver is closed" in health["reason"]
+    await conn.close()
+
+
+async def test_a_full_room_of_held_events_says_why_nothing_else_is_fetched() -> None:
+    # Once the events held until due filled the action's room, fetching stopped and every
+    # other key waited (as documented), while health() still said healthy.
+    conn = holding("progress-held-full")
+    handled = Collector()
+    receiver = conn.receiver("svc", concurrency=1)  # a window of 256: 1,024 held at most
+    receiver.subscribe("c", action="a", handler=handled.add_message)
+    emitter = conn.emitter()
+    async with receiver:
+        await emitter.emit_many([he.Event("c", f"k{n}", {}, delay=600.0) for n in range(1024 + 50)])
+        await emitter.emit(he.Event("c", "other", {}))
+        await eventually(lambda: receiver.health()["actions"]["a"]["waiting"] >= 1024, within=10)
+        health = receiver.health()
+        assert not health["healthy"]
+        waiting = health["actions"]["a"]["waiting"]
+        assert f"{waiting} events wait for their due time" in health["reason"]
+        assert "every other key wait" in health["reason"]
+        assert "concurrency" in health["reason"]
     await conn.close()
