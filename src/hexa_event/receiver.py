@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any, TypeVar
 
 from . import batching
@@ -424,7 +425,11 @@ class Receiver:
             while queue:
                 delivery = queue[0]
                 if waiting and waiting.pop(delivery, None) is not None:
-                    unsettled[delivery] = time.monotonic()  # its stall clock starts when due
+                    now = time.monotonic()
+                    unsettled[delivery] = now  # its stall clock starts when due
+                    for behind in islice(queue, 1, None):  # so do those of its key behind it
+                        if unsettled.pop(behind, None) is not None:
+                            unsettled[behind] = now
                     info.room.set()
                 if delivery.outcome is None:
                     try:
@@ -754,6 +759,12 @@ class Receiver:
             counters = info.counters
             status = info.subscription.status() if info.subscription is not None else None
             oldest = next(iter(info.unsettled.values()), None)
+            if oldest is not None and now - oldest > self._stall_timeout and info.lanes is not None:
+                parked = info.lanes.parked  # the keys behind an event held until due wait
+                if parked:
+                    oldest = next(
+                        (t for d, t in info.unsettled.items() if _lane_of(d) not in parked), None
+                    )
             fetched = next(iter(info.records.values()), None)  # the oldest record batch
             if fetched is not None and (oldest is None or fetched < oldest):
                 oldest = fetched

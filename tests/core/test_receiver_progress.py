@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -69,4 +71,39 @@ async def test_a_full_room_of_held_events_says_why_nothing_else_is_fetched() -> 
         assert f"{waiting} events wait for their due time" in health["reason"]
         assert "every other key wait" in health["reason"]
         assert "concurrency" in health["reason"]
+    await conn.close()
+
+
+async def test_events_behind_a_held_event_of_their_key_are_not_a_stall() -> None:
+    # An event queued behind a scheduled event of its key (held by the core until due) kept
+    # its fetch time as stall clock: health said "a handler hangs" past stall_timeout, so a
+    # liveness probe restarted a healthy consumer (which then read both again).
+    conn = holding("progress-held-key")
+    receiver = conn.receiver("svc", stall_timeout=0.5)
+    order: list[str] = []
+    first_runs, release = asyncio.Event(), asyncio.Event()
+    scheduled = ""
+
+    @receiver.subscribe("c", action="a")
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        if msg.id == scheduled:
+            first_runs.set()
+            await release.wait()
+        order.append(msg.id)
+
+    emitter = conn.emitter()
+    async with receiver:
+        scheduled = await emitter.emit(he.Event("c", "k", {}, delay=2.0))
+        due = time.time() + 2.0
+        behind = await emitter.emit(he.Event("c", "k", {}))
+        while time.time() < due - 0.4:  # well past stall_timeout, before due
+            health = receiver.health()
+            assert health["healthy"], health["reason"]
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(first_runs.wait(), 5)
+        health = receiver.health()  # the one behind waited until now: no stall either
+        assert health["healthy"], health["reason"]
+        release.set()
+        await eventually(lambda: len(order) == 2, within=5, what="both events")
+        assert order == [scheduled, behind]
     await conn.close()
