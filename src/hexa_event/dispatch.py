@@ -508,7 +508,9 @@ class Dispatcher:
         the delivery back for later."""
         try:
             await self._publish(publication)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise  # ours: only a CancelledError a publish raised itself is a failure
             self.counters.republish_failures += 1
             step = min(max(delivery.delivery_count, 1), len(_REPUBLISH_BACKOFF)) - 1
             records = publication.records

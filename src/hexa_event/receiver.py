@@ -446,12 +446,12 @@ class Receiver:
                             else:
                                 counters.handled += 1
                                 delivery.ack()
-                    except asyncio.CancelledError:
-                        if delivery.outcome is not None:
-                            pending.append(delivery)
-                            wake.set()
-                        raise
-                    except Exception:
+                    except (Exception, asyncio.CancelledError) as exc:
+                        if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                            if delivery.outcome is not None:
+                                pending.append(delivery)
+                                wake.set()
+                            raise
                         logger.exception("handling a delivery failed (action=%s)", info.action)
                         if delivery.outcome is None:
                             delivery.nack(1.0)
@@ -846,6 +846,12 @@ class Receiver:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (else a CancelledError is a failure)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _held_back(waiting: dict[Delivery, float]) -> str:

@@ -14,6 +14,7 @@ import pytest
 import hexa_event as he
 from hexa_event.driver import Delivery, Subscription, SubscriptionSpec
 from hexa_event.errors import ReceiverFailedError
+from hexa_event.publishing import Publication, PublishCall
 from hexa_event.testing import Collector, eventually
 
 
@@ -106,4 +107,81 @@ async def test_events_behind_a_held_event_of_their_key_are_not_a_stall() -> None
         release.set()
         await eventually(lambda: len(order) == 2, within=5, what="both events")
         assert order == [scheduled, behind]
+    await conn.close()
+
+
+async def test_a_retry_publish_raising_cancelled_error_gives_the_event_back() -> None:
+    # A publish middleware (or a driver) raising CancelledError of its own while a retry
+    # copy was sent killed the worker: health said "a handler worker stopped", that key
+    # never ran again and, with one worker, neither did any other.
+    conn = he.connect("memory://progress-publish-cancelled")
+    refused = 0
+
+    def cancelling_once(publish: PublishCall) -> PublishCall:
+        async def call(publication: Publication) -> None:
+            nonlocal refused
+            if publication.purpose == "retry" and not refused:
+                refused += 1
+                raise asyncio.CancelledError  # not a cancellation of the caller
+            await publish(publication)
+
+        return call
+
+    receiver = conn.receiver("svc", concurrency=1, publish_middlewares=[cancelling_once])
+    handled = Collector()
+    attempts: dict[str, int] = {}
+
+    @receiver.subscribe("c", action="a", retry=he.RetryPolicy(initial_delay=0.05))
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        attempts[msg.id] = attempts.get(msg.id, 0) + 1
+        if msg.key == "fails" and attempts[msg.id] == 1:
+            raise RuntimeError("first run fails")
+        await handled.add_message(ctx, msg)
+
+    emitter = conn.emitter()
+    async with receiver:
+        failing = await emitter.emit(he.Event("c", "fails", {}))
+        await eventually(lambda: refused == 1, within=5, what="the refused retry copy")
+        other = await emitter.emit(he.Event("c", "other", {}))
+        await handled.wait_for(2, within=10)
+        assert {m.id for m in handled.items} == {failing, other}
+        health = receiver.health()
+        assert health["healthy"], health["reason"]
+        assert receiver.subscriptions["a"].counters.republish_failures == 1
+    await conn.close()
+
+
+async def test_a_permanent_predicate_raising_cancelled_error_keeps_the_worker() -> None:
+    # Any CancelledError of its own from the settling of a failure (here the permanent-error
+    # predicate) killed the worker as the publish's did.
+    conn = he.connect("memory://progress-predicate-cancelled")
+    asked = 0
+
+    def permanent(exc: BaseException) -> bool:
+        nonlocal asked
+        asked += 1
+        if asked == 1:
+            raise asyncio.CancelledError  # not a cancellation of the caller
+        return False
+
+    receiver = conn.receiver("svc", concurrency=1)
+    handled = Collector()
+    attempts: dict[str, int] = {}
+
+    @receiver.subscribe("c", action="a", permanent=permanent)
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        attempts[msg.id] = attempts.get(msg.id, 0) + 1
+        if msg.key == "fails" and attempts[msg.id] == 1:
+            raise RuntimeError("first run fails")
+        await handled.add_message(ctx, msg)
+
+    emitter = conn.emitter()
+    async with receiver:
+        failing = await emitter.emit(he.Event("c", "fails", {}))
+        await eventually(lambda: asked == 1, within=5, what="the predicate")
+        other = await emitter.emit(he.Event("c", "other", {}))
+        await handled.wait_for(2, within=10)
+        assert {m.id for m in handled.items} == {failing, other}
+        health = receiver.health()
+        assert health["healthy"], health["reason"]
     await conn.close()
