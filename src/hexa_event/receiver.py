@@ -276,6 +276,8 @@ class Receiver:
                 minimum=1,
                 maximum=MAX_CONCURRENCY,
             )
+        if self._closing.is_set():
+            raise ClosedError("this receiver was closed; make a new one")
         if self._started:
             raise ConfigurationError("subscribe before start(): this receiver already runs")
         policy = retry or RetryPolicy()

@@ -185,3 +185,41 @@ async def test_a_permanent_predicate_raising_cancelled_error_keeps_the_worker() 
         health = receiver.health()
         assert health["healthy"], health["reason"]
     await conn.close()
+
+
+@pytest.mark.parametrize(
+    "option", ["concurrency", "drain_timeout", "stall_timeout", "lag_interval"]
+)
+@pytest.mark.parametrize(
+    "value", [-1, float("nan"), float("inf"), -float("inf"), 10**400, True, "5", None]
+)
+def test_absurd_receiver_options_are_refused_naming_them(option: str, value: Any) -> None:
+    with pytest.raises(he.ConfigurationError, match=option):
+        he.connect("memory://").receiver("svc", **{option: value})
+
+
+@pytest.mark.parametrize("option", ["concurrency", "stall_timeout", "lag_interval"])
+def test_zero_is_refused_where_it_would_stop_the_receiver(option: str) -> None:
+    with pytest.raises(he.ConfigurationError, match=option):
+        he.connect("memory://").receiver("svc", **{option: 0})
+
+
+@pytest.mark.parametrize("value", [0, -1, 10**400, 10_001, 2.5, float("nan"), True])
+def test_absurd_subscription_concurrency_is_refused(value: Any) -> None:
+    receiver = he.connect("memory://").receiver("svc")
+    with pytest.raises(he.ConfigurationError, match="concurrency"):
+        receiver.subscribe("c", action="a", concurrency=value, handler=Collector().add_message)
+
+
+async def test_subscribe_after_close_says_the_receiver_is_closed() -> None:
+    # A closed receiver refused a subscription saying it "already runs" (or, closed before
+    # it started, took it, and only start() said it was closed).
+    started = he.connect("memory://").receiver("svc")
+    started.subscribe("c", action="a", handler=Collector().add_message)
+    await started.start()
+    await started.close()
+    never = he.connect("memory://").receiver("svc")
+    await never.close()
+    for receiver in (started, never):
+        with pytest.raises(he.ClosedError, match="closed; make a new one"):
+            receiver.subscribe("c", action="b", handler=Collector().add_message)
