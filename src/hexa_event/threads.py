@@ -68,8 +68,10 @@ def _serve() -> None:
 
 def _future_safe(error: BaseException) -> BaseException:
     """``error``, or for a StopIteration (which a Future refuses with a TypeError, leaving
-    its caller waiting forever) a RuntimeError caused by it, as Python does for a coroutine."""
-    if not isinstance(error, StopIteration):
+    its caller waiting forever) a RuntimeError caused by it, as Python does for a coroutine;
+    so for a GeneratorExit (a task awaiting it has it thrown in, which closes every
+    coroutine it awaits through and raises it in the task's own: the worker would end)."""
+    if not isinstance(error, StopIteration | GeneratorExit):
         return error
     wrapped = RuntimeError(f"the sync handler raised {type(error).__name__}")
     wrapped.__cause__ = error

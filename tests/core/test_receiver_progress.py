@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import hexa_event as he
+from hexa_event import envelope as env
 from hexa_event.driver import Delivery, Subscription, SubscriptionSpec
 from hexa_event.errors import ReceiverFailedError
 from hexa_event.publishing import Publication, PublishCall
@@ -223,3 +224,31 @@ async def test_subscribe_after_close_says_the_receiver_is_closed() -> None:
     for receiver in (started, never):
         with pytest.raises(he.ClosedError, match="closed; make a new one"):
             receiver.subscribe("c", action="b", handler=Collector().add_message)
+
+
+async def test_a_sync_handler_raising_generator_exit_fails_its_event_and_keeps_the_worker() -> None:
+    # A task awaiting a future that holds GeneratorExit has it thrown in: Python closes
+    # every coroutine the task awaits through and raises it in the task's own coroutine.
+    # The event was dead-lettered, then the worker ended ("a handler worker stopped"):
+    # with one worker, nothing more was handled.
+    conn = he.connect("memory://progress-generator-exit")
+    receiver = conn.receiver("svc", concurrency=1)
+    handled, letters = Collector(), Collector()
+
+    @receiver.subscribe("c", action="a", retry=he.RetryPolicy(max_retries=0))
+    def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        if msg.key == "bad":
+            raise GeneratorExit
+        handled.add(msg)
+
+    receiver.subscribe("a.dlq", action="reader", handler=letters.add_message)
+    async with receiver:
+        await conn.emitter().emit(he.Event("c", "bad", {}))
+        (letter,) = await letters.wait_for(1, within=10)
+        await conn.emitter().emit(he.Event("c", "good", {}))
+        await handled.wait_for(1, within=10)
+        health = receiver.health()
+        assert health["healthy"], health["reason"]
+    assert letter.headers[env.ERROR_TYPE] == b"RuntimeError"
+    assert b"GeneratorExit" in letter.headers[env.ERROR_MESSAGE]
+    await conn.close()
