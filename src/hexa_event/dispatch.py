@@ -124,6 +124,10 @@ class Dispatcher:
         self._route = route
         self._closing = closing
         self.counters = Counters()
+        self.publish_error = ""
+        """Why the last retry copy or dead letter could not be published (empty once one
+        could), and since when (``publish_failed_at``, monotonic): read by health."""
+        self.publish_failed_at = 0.0
         self._times: dict[bytes, datetime] = {}
         """Recent ``HEXA_EVENT_TIME`` values and their datetimes (a burst shares its emit
         millisecond; batches interleave a few partitions' bursts)."""
@@ -514,6 +518,8 @@ class Dispatcher:
             self.counters.republish_failures += 1
             step = min(max(delivery.delivery_count, 1), len(_REPUBLISH_BACKOFF)) - 1
             records = publication.records
+            self.publish_error = f"{type(exc).__name__}: {wire.error_text(exc)}"
+            self.publish_failed_at = time.monotonic()
             logger.error(
                 "could not publish to %s (%s: %s); the event will be delivered again in %.0f s",
                 records[0].channel if records else f"the {publication.purpose} pipeline",
@@ -523,6 +529,7 @@ class Dispatcher:
             )
             delivery.nack(_REPUBLISH_BACKOFF[step])
             return False
+        self.publish_error = ""
         return True
 
 

@@ -61,6 +61,9 @@ _UNWIND_GRACE = 1.0
 """How long a handler cancelled at the end of the drain may take to unwind (only a
 coroutine that suppresses its cancellation can use it up; it is then left behind)."""
 _LAG_TIMEOUT = 10.0
+_PUBLISH_ERROR_KEPT = 60.0
+"""How long health reports a failed publish of a retry copy or dead letter when none was
+tried since (a failing one is tried again within 30 s: see dispatch's back-off)."""
 _WAITING_PER_PREFETCH = 4
 """Deliveries held until due (beside the prefetch window) per place of the window."""
 MAX_CONCURRENCY = 10_000
@@ -778,6 +781,17 @@ class Receiver:
                 problems.append(f"cannot write settlements: {info.settle_error}")
             if status is not None and status.error:
                 problems.append(f"driver: {status.error}")
+            dispatcher = info.dispatcher
+            publish_error = ""
+            if dispatcher is not None and dispatcher.publish_error:
+                since = now - dispatcher.publish_failed_at
+                if since < _PUBLISH_ERROR_KEPT:
+                    publish_error = dispatcher.publish_error
+                    problems.append(
+                        f"cannot publish retry copies or dead letters: {publish_error} "
+                        f"({since:.0f}s ago, none published since; the events are given "
+                        "back and delivered again)"
+                    )
             if len(info.waiting) >= _WAITING_PER_PREFETCH * info.prefetch:
                 problems.append(_held_back(info.waiting))
             stalled = age > self._stall_timeout
@@ -802,6 +816,8 @@ class Receiver:
                 "retried": counters.retried,
                 "dead_lettered": counters.dead_lettered,
                 "poison": counters.poison,
+                "republish_failures": counters.republish_failures,
+                "publish_error": publish_error,
                 "oldest_unsettled_age": age,
                 "assignment": list(status.assignment) if status is not None else [],
                 "joined": status.joined if status is not None else False,

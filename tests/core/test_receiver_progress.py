@@ -146,9 +146,9 @@ async def test_a_retry_publish_raising_cancelled_error_gives_the_event_back() ->
         other = await emitter.emit(he.Event("c", "other", {}))
         await handled.wait_for(2, within=10)
         assert {m.id for m in handled.items} == {failing, other}
-        health = receiver.health()
-        assert health["healthy"], health["reason"]
-        assert receiver.subscriptions["a"].counters.republish_failures == 1
+        health = receiver.health()["actions"]["a"]
+        assert health["alive"], health["problems"]
+        assert health["republish_failures"] == 1
     await conn.close()
 
 
@@ -251,4 +251,38 @@ async def test_a_sync_handler_raising_generator_exit_fails_its_event_and_keeps_t
         assert health["healthy"], health["reason"]
     assert letter.headers[env.ERROR_TYPE] == b"RuntimeError"
     assert b"GeneratorExit" in letter.headers[env.ERROR_MESSAGE]
+    await conn.close()
+
+
+async def test_retry_copies_that_cannot_be_published_make_health_say_so() -> None:
+    # Every retry copy refused (an ACL, a retry topic deleted with provisioning off): the
+    # failing events went round, given back and redelivered, for ever, while health()
+    # said healthy and had no republish_failures (docs/middleware.md promises it).
+    conn = he.connect("memory://progress-republish")
+    refusing = True
+
+    def refuse_retries(publish: PublishCall) -> PublishCall:
+        async def call(publication: Publication) -> None:
+            if refusing and publication.purpose == "retry":
+                raise he.DriverError("not authorized to write a.retry.1")
+            await publish(publication)
+
+        return call
+
+    receiver = conn.receiver("svc", publish_middlewares=[refuse_retries])
+
+    @receiver.subscribe("c", action="a")
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        raise RuntimeError("fails")
+
+    async with receiver:
+        await conn.emitter().emit(he.Event("c", "k", {}))
+        await eventually(lambda: not receiver.health()["healthy"], within=10, what="unhealthy")
+        health = receiver.health()
+        assert "cannot publish retry copies" in health["reason"]
+        assert "not authorized to write a.retry.1" in health["reason"]
+        assert health["actions"]["a"]["republish_failures"] >= 1
+        refusing = False  # the event comes back within the back-off and its copy goes out
+        await eventually(lambda: receiver.health()["healthy"], within=10, what="healthy again")
+        assert receiver.health()["actions"]["a"]["publish_error"] == ""
     await conn.close()
