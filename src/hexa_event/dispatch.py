@@ -45,7 +45,7 @@ from . import envelope as env
 from .codecs import Codec, get_codec, json_decoder
 from .context import Context, new_correlation_id
 from .driver import Delivery, Features
-from .errors import PermanentError
+from .errors import ConfigurationError, PermanentError
 from .event import Message
 from .middleware import Handler
 from .propagation import (
@@ -614,11 +614,26 @@ def _datetime(seconds: float | None) -> datetime | None:
 def permanent_predicate(
     permanent: tuple[type[BaseException], ...] | PermanentPredicate | None,
 ) -> PermanentPredicate:
-    """Normalise a subscription's ``permanent`` option; PermanentError always counts."""
+    """Normalise a subscription's ``permanent`` option; PermanentError always counts. One
+    exception type counts as a tuple of it (called as a predicate, it would make every
+    exception permanent); anything else but exception types or a callable is refused."""
     if permanent is None:
         return lambda exc: isinstance(exc, PermanentError)
-    if isinstance(permanent, tuple):
-        types: tuple[type[BaseException], ...] = (PermanentError, *permanent)
+    listed: Any = permanent
+    if isinstance(listed, type) and issubclass(listed, BaseException):
+        listed = (listed,)
+    if isinstance(listed, tuple | list | set | frozenset):
+        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in listed):
+            raise ConfigurationError(
+                f"permanent must list exception types, got {permanent!r}: "
+                "permanent=(MyError, OtherError), or a function of the exception"
+            )
+        types: tuple[type[BaseException], ...] = (PermanentError, *listed)
         return lambda exc: isinstance(exc, types)
+    if not callable(permanent):
+        raise ConfigurationError(
+            f"permanent must be exception types or a function of the exception, got "
+            f"{permanent!r}: permanent=(MyError,) or permanent=lambda exc: ..."
+        )
     predicate = permanent
     return lambda exc: isinstance(exc, PermanentError) or bool(predicate(exc))

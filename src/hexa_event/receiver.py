@@ -284,6 +284,7 @@ class Receiver:
         if self._started:
             raise ConfigurationError("subscribe before start(): this receiver already runs")
         policy = retry or RetryPolicy()
+        is_permanent = permanent_predicate(permanent)
         limit = concurrency or (1 if batch is not None else self._concurrency)
         chain_names = Chain(
             action=action, base=retry_base or action, policy=policy, dedup_ids=dedup_ids
@@ -303,7 +304,7 @@ class Receiver:
                 chain=chain_names,
                 handler=wrapped,
                 payload_type=payload,
-                is_permanent=permanent_predicate(permanent),
+                is_permanent=is_permanent,
                 propagator=self._propagator,
             )
             retry_channels = (

@@ -286,3 +286,44 @@ async def test_retry_copies_that_cannot_be_published_make_health_say_so() -> Non
         await eventually(lambda: receiver.health()["healthy"], within=10, what="healthy again")
         assert receiver.health()["actions"]["a"]["publish_error"] == ""
     await conn.close()
+
+
+class DeclinedError(Exception):
+    """A failure the handler means to be permanent."""
+
+
+async def test_one_exception_type_as_permanent_is_that_type_not_every_exception() -> None:
+    # permanent=DeclinedError (one type, not a tuple) was called as a predicate: DeclinedError(exc)
+    # is truthy, so every failure was dead-lettered at once, without a retry.
+    conn = he.connect("memory://progress-permanent-type")
+    receiver = conn.receiver("svc")
+    handled = Collector()
+    attempts = 0
+
+    @receiver.subscribe(
+        "c", action="a", permanent=DeclinedError, retry=he.RetryPolicy(initial_delay=0.05)
+    )
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("a passing failure")
+        await handled.add_message(ctx, msg)
+
+    async with receiver:
+        await conn.emitter().emit(he.Event("c", "k", {}))
+        (msg,) = await handled.wait_for(1, within=10)
+        assert msg.attempt == 2
+        assert receiver.health()["actions"]["a"]["dead_lettered"] == 0
+    await conn.close()
+
+
+@pytest.mark.parametrize("permanent", [["ValueError"], ("ValueError",), 42, (ValueError, int)])
+def test_permanent_that_is_neither_exception_types_nor_a_function_is_refused(
+    permanent: Any,
+) -> None:
+    # A list of names or a number was accepted, then raised inside every failure's
+    # handling (logged each time) and counted nothing as permanent.
+    receiver = he.connect("memory://").receiver("svc")
+    with pytest.raises(he.ConfigurationError, match="permanent"):
+        receiver.subscribe("c", action="a", permanent=permanent)
