@@ -259,7 +259,14 @@ class Receiver:
             raise ConfigurationError("channel names must be non-empty strings without NUL")
         if not channels and not pattern:
             raise ConfigurationError("subscribe() needs a channel, a list of channels or pattern=")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(
+                f"retry takes he.RetryPolicy(...), got {retry!r}; "
+                "RetryPolicy(max_retries=0) for no retries"
+            )
         if pattern is not None:
+            if not isinstance(pattern, str):
+                raise ConfigurationError(f"pattern must be a regular expression, got {pattern!r}")
             if not self.driver.features.patterns:
                 raise ConfigurationError(
                     f"the {self.driver.features.name} driver does not support channel "

@@ -327,3 +327,12 @@ def test_permanent_that_is_neither_exception_types_nor_a_function_is_refused(
     receiver = he.connect("memory://").receiver("svc")
     with pytest.raises(he.ConfigurationError, match="permanent"):
         receiver.subscribe("c", action="a", permanent=permanent)
+
+
+@pytest.mark.parametrize(("option", "value"), [("retry", 0), ("retry", 3), ("pattern", 5)])
+def test_retry_or_pattern_of_the_wrong_type_is_refused_naming_it(option: str, value: Any) -> None:
+    # retry=0 (meant: no retries) silently gave the default 4 retries; retry=3 raised an
+    # AttributeError from inside subscribe(), pattern=5 a TypeError from re.
+    receiver = he.connect("memory://").receiver("svc")
+    with pytest.raises(he.ConfigurationError, match=option):
+        receiver.subscribe("c", action="a", handler=Collector().add_message, **{option: value})
