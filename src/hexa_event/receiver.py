@@ -35,6 +35,7 @@ from .dispatch import Counters, Dispatcher, PermanentPredicate, Route, permanent
 from .driver import (
     Delivery,
     Driver,
+    Outcome,
     RecordBatch,
     StartPosition,
     Subscription,
@@ -433,6 +434,7 @@ class Receiver:
         pending = info.pending
         wake = info.settle_wake
         unsettled, waiting = info.unsettled, info.waiting
+        closing = self._closing
 
         async def run_lane(queue: deque[Delivery]) -> float | None:
             while queue:
@@ -474,6 +476,10 @@ class Receiver:
                             waiting[delivery] = due
                             info.room.set()  # it left the window
                         return due
+                    if delivery.outcome is Outcome.NACK and closing.is_set():
+                        for later in islice(queue, 1, None):  # given back at shutdown: so is
+                            if later.outcome is None:  # the rest of its key (never ahead of it)
+                                later.nack()
                 if not pending:  # the first since the settle loop took the list: wake it
                     wake.set()
                 pending.append(delivery)

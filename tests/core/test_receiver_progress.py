@@ -336,3 +336,46 @@ def test_retry_or_pattern_of_the_wrong_type_is_refused_naming_it(option: str, va
     receiver = he.connect("memory://").receiver("svc")
     with pytest.raises(he.ConfigurationError, match=option):
         receiver.subscribe("c", action="a", handler=Collector().add_message, **{option: value})
+
+
+async def test_closing_gives_back_the_events_behind_a_held_event_of_their_key_unrun() -> None:
+    # Where the core holds a scheduled event and its key's later events wait behind it
+    # (Kafka, STAN), close() gave the held one back and then ran the later ones during
+    # the drain: they were handled before it, against the key's order.
+    conn = holding("progress-close-held")
+    receiver = conn.receiver("svc")
+    ran: list[str] = []
+    receiver.subscribe("c", action="a", handler=lambda ctx, msg: ran.append(msg.id))
+    emitter = conn.emitter()
+    await receiver.start()
+    await emitter.emit(he.Event("c", "k", {}, delay=600.0))
+    await emitter.emit(he.Event("c", "k", {}))
+    await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 2, within=5)
+    await receiver.close()
+    assert ran == []
+    await conn.close()
+
+
+async def test_closing_gives_back_the_events_behind_an_in_place_retry_unrun() -> None:
+    # RetryPolicy(in_place=True) holds a failing event's key so its events stay in order;
+    # close() cut the retry's back-off and gave it back, then ran the key's next event
+    # during the drain, before it: the order in_place promises was broken.
+    conn = he.connect("memory://progress-close-in-place")
+    receiver = conn.receiver("svc")
+    ran: list[str] = []
+
+    @receiver.subscribe("c", action="a", retry=he.RetryPolicy(in_place=True, initial_delay=600))
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        ran.append(msg.id)
+        if msg.payload["fails"]:
+            raise RuntimeError("fails: retried in place")
+
+    emitter = conn.emitter()
+    await receiver.start()
+    first = await emitter.emit(he.Event("c", "k", {"fails": True}))
+    await emitter.emit(he.Event("c", "k", {"fails": False}))
+    await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 2, within=5)
+    await eventually(lambda: ran == [first], within=5, what="the first run")
+    await receiver.close()
+    assert ran == [first]
+    await conn.close()
