@@ -71,7 +71,7 @@ def as_async(handler: Handler | SyncHandler) -> Handler:
     async def run_in_thread(ctx: Context, msg: Message[Any]) -> None:
         done = run_in_daemon_thread(handler, ctx, msg)
         try:
-            await asyncio.shield(done)
+            result: Any = await asyncio.shield(done)
         except asyncio.CancelledError as exc:
             if exc.args and exc.args[0] == ABANDON:
                 _abandoned(handler)
@@ -80,6 +80,8 @@ def as_async(handler: Handler | SyncHandler) -> Handler:
             # so that the next event of this key never runs beside it.
             await asyncio.shield(done)
             raise
+        if inspect.isawaitable(result):  # ``lambda ctx, msg: save(msg)`` with an async save
+            await result
 
     return run_in_thread
 

@@ -379,3 +379,23 @@ async def test_closing_gives_back_the_events_behind_an_in_place_retry_unrun() ->
     await receiver.close()
     assert ran == [first]
     await conn.close()
+
+
+async def test_a_plain_function_returning_a_coroutine_has_it_run_before_the_ack() -> None:
+    # handler=lambda ctx, msg: save(msg), with an async save: the lambda is not a coroutine
+    # function, so it ran on a worker thread and returned save's coroutine, which nobody
+    # awaited: the event was acked and counted handled, and save never ran.
+    conn = he.connect("memory://progress-lambda")
+    receiver = conn.receiver("svc")
+    saved = Collector()
+
+    async def save(msg: he.Message[Any]) -> None:
+        await asyncio.sleep(0)
+        saved.add(msg.id)
+
+    receiver.subscribe("c", action="a", handler=lambda ctx, msg: save(msg))
+    async with receiver:
+        sent = await conn.emitter().emit(he.Event("c", "k", {}))
+        assert await saved.wait_for(1, within=10) == [sent]
+        await eventually(lambda: receiver.health()["actions"]["a"]["handled"] == 1, within=5)
+    await conn.close()
