@@ -128,6 +128,10 @@ class Dispatcher:
         """Why the last retry copy or dead letter could not be published (empty once one
         could), and since when (``publish_failed_at``, monotonic): read by health."""
         self.publish_failed_at = 0.0
+        self.backing_off: set[Delivery] = set()
+        """Deliveries waiting out an in-place retry's back-off: their key waits, not stalled."""
+        self.resumed: Callable[[Delivery], None] = _nothing
+        """Called when an in-place retry's back-off ended, before the handler runs again."""
         self._times: dict[bytes, datetime] = {}
         """Recent ``HEXA_EVENT_TIME`` values and their datetimes (a burst shares its emit
         millisecond; batches interleave a few partitions' bursts)."""
@@ -429,9 +433,15 @@ class Dispatcher:
             retry = Publication((), "retry", route.action, type(exc).__name__, exc, message)
             if not await self._publish_copy(delivery, retry):
                 return  # a publish middleware refused the retry: given back for later
-            if not await self._sleep(policy.delay(opened.attempt)):
+            self.backing_off.add(delivery)
+            try:
+                waited = await self._sleep(policy.delay(opened.attempt))
+            finally:
+                self.backing_off.discard(delivery)
+            if not waited:
                 delivery.nack()
                 return
+            self.resumed(delivery)
             opened = _next(opened)
             message = msgspec.structs.replace(message, attempt=opened.attempt)
             try:
@@ -548,6 +558,10 @@ def _log_failure(ctx: Context, msg: Message[Any], exc: BaseException) -> None:
         wire.error_text(exc),
         exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
     )
+
+
+def _nothing(delivery: Delivery) -> None:
+    pass
 
 
 def _next(opened: wire.Opened) -> wire.Opened:

@@ -201,6 +201,10 @@ class Lanes(Generic[T]):
     def workers_alive(self) -> bool:
         return all(not task.done() for task in self._tasks)
 
+    def queued(self, lane: Hashable) -> Sequence[T]:
+        """The items of ``lane`` submitted and not finished, its running one first."""
+        return self._queues.get(lane, ())
+
     @property
     def parked(self) -> Collection[Hashable]:
         """The lanes parked until a due time: their items wait, they do not stall."""

@@ -24,7 +24,7 @@ import operator
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -151,7 +151,8 @@ class Receiver:
     as many events (at least 256) may be held unsettled, and beside them up to 4 times that
     many waiting for their due time where the driver cannot hold them back (scheduled events
     and retry copies on Kafka and STAN). ``stall_timeout`` is how long a delivery may stay
-    unsettled (after its due time) before ``health()`` reports a stall. Every
+    unsettled (after its due time, and after an in-place retry's back-off; those of its key
+    waiting behind it likewise) before ``health()`` reports a stall. Every
     ``lag_interval`` seconds a background task asks each subscription for its group's lag
     (:meth:`~hexa_event.driver.Subscription.lag`); ``health()`` reports the last sample and
     its age.
@@ -436,15 +437,27 @@ class Receiver:
         unsettled, waiting = info.unsettled, info.waiting
         closing = self._closing
 
+        def restart(deliveries: Iterable[Delivery]) -> None:
+            """Their stall clocks start now: they waited behind the head of their lane (held
+            until due, or backing off for an in-place retry), which does not stall them."""
+            now = time.monotonic()
+            for delivery in deliveries:
+                if unsettled.pop(delivery, None) is not None:
+                    unsettled[delivery] = now
+
+        def resumed(delivery: Delivery) -> None:  # an in-place retry's back-off ended
+            lanes = info.lanes
+            assert isinstance(lanes, Lanes)
+            restart(lanes.queued(_lane_of(delivery)))
+
+        dispatcher.resumed = resumed
+
         async def run_lane(queue: deque[Delivery]) -> float | None:
             while queue:
                 delivery = queue[0]
                 if waiting and waiting.pop(delivery, None) is not None:
-                    now = time.monotonic()
-                    unsettled[delivery] = now  # its stall clock starts when due
-                    for behind in islice(queue, 1, None):  # so do those of its key behind it
-                        if unsettled.pop(behind, None) is not None:
-                            unsettled[behind] = now
+                    unsettled[delivery] = time.monotonic()  # its stall clock starts when due
+                    restart(islice(queue, 1, None))  # so do those of its key behind it
                     info.room.set()
                 if delivery.outcome is None:
                     try:
@@ -779,10 +792,13 @@ class Receiver:
             status = info.subscription.status() if info.subscription is not None else None
             oldest = next(iter(info.unsettled.values()), None)
             if oldest is not None and now - oldest > self._stall_timeout and info.lanes is not None:
-                parked = info.lanes.parked  # the keys behind an event held until due wait
-                if parked:
+                # Keys behind an event held until due, or backing off in place, wait.
+                resting = {*info.lanes.parked}
+                if info.dispatcher is not None and info.dispatcher.backing_off:
+                    resting.update(map(_lane_of, info.dispatcher.backing_off))
+                if resting:
                     oldest = next(
-                        (t for d, t in info.unsettled.items() if _lane_of(d) not in parked), None
+                        (t for d, t in info.unsettled.items() if _lane_of(d) not in resting), None
                     )
             fetched = next(iter(info.records.values()), None)  # the oldest record batch
             if fetched is not None and (oldest is None or fetched < oldest):

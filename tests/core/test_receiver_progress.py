@@ -399,3 +399,39 @@ async def test_a_plain_function_returning_a_coroutine_has_it_run_before_the_ack(
         assert await saved.wait_for(1, within=10) == [sent]
         await eventually(lambda: receiver.health()["actions"]["a"]["handled"] == 1, within=5)
     await conn.close()
+
+
+async def test_an_in_place_retry_backing_off_is_not_a_stall_nor_are_the_events_behind_it() -> None:
+    # RetryPolicy(in_place=True) waits out its back-off holding the event and its key. The
+    # event and those behind it kept their fetch time as stall clock: a back-off longer
+    # than stall_timeout read as "a handler hangs", and a liveness probe restarted the
+    # consumer, which began the retries again from the first: never dead-lettered.
+    conn = he.connect("memory://progress-in-place-stall")
+    receiver = conn.receiver("svc", stall_timeout=0.5)
+    ran: list[str] = []
+    second_run, release = asyncio.Event(), asyncio.Event()
+
+    @receiver.subscribe("c", action="a", retry=he.RetryPolicy(in_place=True, initial_delay=2.0))
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        ran.append(msg.id)
+        if msg.payload["fails"]:
+            if msg.attempt == 1:
+                raise RuntimeError("fails once: retried in place")
+            second_run.set()
+            await release.wait()
+
+    emitter = conn.emitter()
+    async with receiver:
+        first = await emitter.emit(he.Event("c", "k", {"fails": True}))
+        behind = await emitter.emit(he.Event("c", "k", {"fails": False}))
+        backing_off_until = time.monotonic() + 2.0
+        while time.monotonic() < backing_off_until - 0.4:  # well past stall_timeout
+            health = receiver.health()
+            assert health["healthy"], health["reason"]
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(second_run.wait(), 5)
+        health = receiver.health()  # the retry and the one behind it start their clocks now
+        assert health["healthy"], health["reason"]
+        release.set()
+        await eventually(lambda: ran == [first, first, behind], within=5, what="all runs")
+    await conn.close()
