@@ -31,7 +31,7 @@ import logging
 import time
 import typing
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -618,6 +618,11 @@ class BatchLanes:
     @property
     def workers_alive(self) -> bool:
         return not self._collector.done()
+
+    @property
+    def parked(self) -> Collection[Hashable]:
+        """The keys parked until a due time: their deliveries wait, they do not stall."""
+        return self._parked.keys()
 
     # -- collecting -----------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from . import envelope as env
 from .codecs import Codec, get_codec, json_decoder
 from .context import Context, new_correlation_id
 from .driver import Delivery, Features
-from .errors import PermanentError
+from .errors import ConfigurationError, PermanentError
 from .event import Message
 from .middleware import Handler
 from .propagation import (
@@ -124,6 +124,14 @@ class Dispatcher:
         self._route = route
         self._closing = closing
         self.counters = Counters()
+        self.publish_error = ""
+        """Why the last retry copy or dead letter could not be published (empty once one
+        could), and since when (``publish_failed_at``, monotonic): read by health."""
+        self.publish_failed_at = 0.0
+        self.backing_off: set[Delivery] = set()
+        """Deliveries waiting out an in-place retry's back-off: their key waits, not stalled."""
+        self.resumed: Callable[[Delivery], None] = _nothing
+        """Called when an in-place retry's back-off ended, before the handler runs again."""
         self._times: dict[bytes, datetime] = {}
         """Recent ``HEXA_EVENT_TIME`` values and their datetimes (a burst shares its emit
         millisecond; batches interleave a few partitions' bursts)."""
@@ -425,9 +433,15 @@ class Dispatcher:
             retry = Publication((), "retry", route.action, type(exc).__name__, exc, message)
             if not await self._publish_copy(delivery, retry):
                 return  # a publish middleware refused the retry: given back for later
-            if not await self._sleep(policy.delay(opened.attempt)):
+            self.backing_off.add(delivery)
+            try:
+                waited = await self._sleep(policy.delay(opened.attempt))
+            finally:
+                self.backing_off.discard(delivery)
+            if not waited:
                 delivery.nack()
                 return
+            self.resumed(delivery)
             opened = _next(opened)
             message = msgspec.structs.replace(message, attempt=opened.attempt)
             try:
@@ -508,10 +522,14 @@ class Dispatcher:
         the delivery back for later."""
         try:
             await self._publish(publication)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise  # ours: only a CancelledError a publish raised itself is a failure
             self.counters.republish_failures += 1
             step = min(max(delivery.delivery_count, 1), len(_REPUBLISH_BACKOFF)) - 1
             records = publication.records
+            self.publish_error = f"{type(exc).__name__}: {wire.error_text(exc)}"
+            self.publish_failed_at = time.monotonic()
             logger.error(
                 "could not publish to %s (%s: %s); the event will be delivered again in %.0f s",
                 records[0].channel if records else f"the {publication.purpose} pipeline",
@@ -521,6 +539,7 @@ class Dispatcher:
             )
             delivery.nack(_REPUBLISH_BACKOFF[step])
             return False
+        self.publish_error = ""
         return True
 
 
@@ -539,6 +558,10 @@ def _log_failure(ctx: Context, msg: Message[Any], exc: BaseException) -> None:
         wire.error_text(exc),
         exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
     )
+
+
+def _nothing(delivery: Delivery) -> None:
+    pass
 
 
 def _next(opened: wire.Opened) -> wire.Opened:
@@ -605,11 +628,26 @@ def _datetime(seconds: float | None) -> datetime | None:
 def permanent_predicate(
     permanent: tuple[type[BaseException], ...] | PermanentPredicate | None,
 ) -> PermanentPredicate:
-    """Normalise a subscription's ``permanent`` option; PermanentError always counts."""
+    """Normalise a subscription's ``permanent`` option; PermanentError always counts. One
+    exception type counts as a tuple of it (called as a predicate, it would make every
+    exception permanent); anything else but exception types or a callable is refused."""
     if permanent is None:
         return lambda exc: isinstance(exc, PermanentError)
-    if isinstance(permanent, tuple):
-        types: tuple[type[BaseException], ...] = (PermanentError, *permanent)
+    listed: Any = permanent
+    if isinstance(listed, type) and issubclass(listed, BaseException):
+        listed = (listed,)
+    if isinstance(listed, tuple | list | set | frozenset):
+        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in listed):
+            raise ConfigurationError(
+                f"permanent must list exception types, got {permanent!r}: "
+                "permanent=(MyError, OtherError), or a function of the exception"
+            )
+        types: tuple[type[BaseException], ...] = (PermanentError, *listed)
         return lambda exc: isinstance(exc, types)
+    if not callable(permanent):
+        raise ConfigurationError(
+            f"permanent must be exception types or a function of the exception, got "
+            f"{permanent!r}: permanent=(MyError,) or permanent=lambda exc: ..."
+        )
     predicate = permanent
     return lambda exc: isinstance(exc, PermanentError) or bool(predicate(exc))

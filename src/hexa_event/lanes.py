@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 logger = logging.getLogger(__name__)
@@ -200,6 +200,15 @@ class Lanes(Generic[T]):
     @property
     def workers_alive(self) -> bool:
         return all(not task.done() for task in self._tasks)
+
+    def queued(self, lane: Hashable) -> Sequence[T]:
+        """The items of ``lane`` submitted and not finished, its running one first."""
+        return self._queues.get(lane, ())
+
+    @property
+    def parked(self) -> Collection[Hashable]:
+        """The lanes parked until a due time: their items wait, they do not stall."""
+        return self._parked.keys()
 
 
 def _each(work: Work[T]) -> LaneWork[T]:

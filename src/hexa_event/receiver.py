@@ -24,8 +24,10 @@ import operator
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
 from typing import Any, TypeVar
 
 from . import batching
@@ -33,6 +35,7 @@ from .dispatch import Counters, Dispatcher, PermanentPredicate, Route, permanent
 from .driver import (
     Delivery,
     Driver,
+    Outcome,
     RecordBatch,
     StartPosition,
     Subscription,
@@ -59,6 +62,9 @@ _UNWIND_GRACE = 1.0
 """How long a handler cancelled at the end of the drain may take to unwind (only a
 coroutine that suppresses its cancellation can use it up; it is then left behind)."""
 _LAG_TIMEOUT = 10.0
+_PUBLISH_ERROR_KEPT = 60.0
+"""How long health reports a failed publish of a retry copy or dead letter when none was
+tried since (a failing one is tried again within 30 s: see dispatch's back-off)."""
 _WAITING_PER_PREFETCH = 4
 """Deliveries held until due (beside the prefetch window) per place of the window."""
 MAX_CONCURRENCY = 10_000
@@ -145,7 +151,8 @@ class Receiver:
     as many events (at least 256) may be held unsettled, and beside them up to 4 times that
     many waiting for their due time where the driver cannot hold them back (scheduled events
     and retry copies on Kafka and STAN). ``stall_timeout`` is how long a delivery may stay
-    unsettled (after its due time) before ``health()`` reports a stall. Every
+    unsettled (after its due time, and after an in-place retry's back-off; those of its key
+    waiting behind it likewise) before ``health()`` reports a stall. Every
     ``lag_interval`` seconds a background task asks each subscription for its group's lag
     (:meth:`~hexa_event.driver.Subscription.lag`); ``health()`` reports the last sample and
     its age.
@@ -254,7 +261,14 @@ class Receiver:
             raise ConfigurationError("channel names must be non-empty strings without NUL")
         if not channels and not pattern:
             raise ConfigurationError("subscribe() needs a channel, a list of channels or pattern=")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(
+                f"retry takes he.RetryPolicy(...), got {retry!r}; "
+                "RetryPolicy(max_retries=0) for no retries"
+            )
         if pattern is not None:
+            if not isinstance(pattern, str):
+                raise ConfigurationError(f"pattern must be a regular expression, got {pattern!r}")
             if not self.driver.features.patterns:
                 raise ConfigurationError(
                     f"the {self.driver.features.name} driver does not support channel "
@@ -274,9 +288,12 @@ class Receiver:
                 minimum=1,
                 maximum=MAX_CONCURRENCY,
             )
+        if self._closing.is_set():
+            raise ClosedError("this receiver was closed; make a new one")
         if self._started:
             raise ConfigurationError("subscribe before start(): this receiver already runs")
         policy = retry or RetryPolicy()
+        is_permanent = permanent_predicate(permanent)
         limit = concurrency or (1 if batch is not None else self._concurrency)
         chain_names = Chain(
             action=action, base=retry_base or action, policy=policy, dedup_ids=dedup_ids
@@ -296,7 +313,7 @@ class Receiver:
                 chain=chain_names,
                 handler=wrapped,
                 payload_type=payload,
-                is_permanent=permanent_predicate(permanent),
+                is_permanent=is_permanent,
                 propagator=self._propagator,
             )
             retry_channels = (
@@ -418,12 +435,29 @@ class Receiver:
         pending = info.pending
         wake = info.settle_wake
         unsettled, waiting = info.unsettled, info.waiting
+        closing = self._closing
+
+        def restart(deliveries: Iterable[Delivery]) -> None:
+            """Their stall clocks start now: they waited behind the head of their lane (held
+            until due, or backing off for an in-place retry), which does not stall them."""
+            now = time.monotonic()
+            for delivery in deliveries:
+                if unsettled.pop(delivery, None) is not None:
+                    unsettled[delivery] = now
+
+        def resumed(delivery: Delivery) -> None:  # an in-place retry's back-off ended
+            lanes = info.lanes
+            assert isinstance(lanes, Lanes)
+            restart(lanes.queued(_lane_of(delivery)))
+
+        dispatcher.resumed = resumed
 
         async def run_lane(queue: deque[Delivery]) -> float | None:
             while queue:
                 delivery = queue[0]
                 if waiting and waiting.pop(delivery, None) is not None:
                     unsettled[delivery] = time.monotonic()  # its stall clock starts when due
+                    restart(islice(queue, 1, None))  # so do those of its key behind it
                     info.room.set()
                 if delivery.outcome is None:
                     try:
@@ -440,12 +474,12 @@ class Receiver:
                             else:
                                 counters.handled += 1
                                 delivery.ack()
-                    except asyncio.CancelledError:
-                        if delivery.outcome is not None:
-                            pending.append(delivery)
-                            wake.set()
-                        raise
-                    except Exception:
+                    except (Exception, asyncio.CancelledError) as exc:
+                        if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                            if delivery.outcome is not None:
+                                pending.append(delivery)
+                                wake.set()
+                            raise
                         logger.exception("handling a delivery failed (action=%s)", info.action)
                         if delivery.outcome is None:
                             delivery.nack(1.0)
@@ -455,6 +489,10 @@ class Receiver:
                             waiting[delivery] = due
                             info.room.set()  # it left the window
                         return due
+                    if delivery.outcome is Outcome.NACK and closing.is_set():
+                        for later in islice(queue, 1, None):  # given back at shutdown: so is
+                            if later.outcome is None:  # the rest of its key (never ahead of it)
+                                later.nack()
                 if not pending:  # the first since the settle loop took the list: wake it
                     wake.set()
                 pending.append(delivery)
@@ -556,9 +594,13 @@ class Receiver:
                 except Exception as exc:
                     info.pending[:0] = batch
                     info.pending_records[:0] = records
+                    info.settle_error = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, DriverError) and not exc.retriable:
+                        if not self._closing.is_set():  # (closing: its last settle says so)
+                            self._fail(info, f"the driver cannot write settlements: {exc}")
+                        return
                     delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
                     failures += 1
-                    info.settle_error = f"{type(exc).__name__}: {exc}"
                     logger.warning(
                         "writing %d settlements failed for action %s (%s); retrying in %.1fs",
                         len(batch),
@@ -749,6 +791,15 @@ class Receiver:
             counters = info.counters
             status = info.subscription.status() if info.subscription is not None else None
             oldest = next(iter(info.unsettled.values()), None)
+            if oldest is not None and now - oldest > self._stall_timeout and info.lanes is not None:
+                # Keys behind an event held until due, or backing off in place, wait.
+                resting = {*info.lanes.parked}
+                if info.dispatcher is not None and info.dispatcher.backing_off:
+                    resting.update(map(_lane_of, info.dispatcher.backing_off))
+                if resting:
+                    oldest = next(
+                        (t for d, t in info.unsettled.items() if _lane_of(d) not in resting), None
+                    )
             fetched = next(iter(info.records.values()), None)  # the oldest record batch
             if fetched is not None and (oldest is None or fetched < oldest):
                 oldest = fetched
@@ -760,6 +811,19 @@ class Receiver:
                 problems.append(f"cannot write settlements: {info.settle_error}")
             if status is not None and status.error:
                 problems.append(f"driver: {status.error}")
+            dispatcher = info.dispatcher
+            publish_error = ""
+            if dispatcher is not None and dispatcher.publish_error:
+                since = now - dispatcher.publish_failed_at
+                if since < _PUBLISH_ERROR_KEPT:
+                    publish_error = dispatcher.publish_error
+                    problems.append(
+                        f"cannot publish retry copies or dead letters: {publish_error} "
+                        f"({since:.0f}s ago, none published since; the events are given "
+                        "back and delivered again)"
+                    )
+            if len(info.waiting) >= _WAITING_PER_PREFETCH * info.prefetch:
+                problems.append(_held_back(info.waiting))
             stalled = age > self._stall_timeout
             if stalled:
                 problems.append(
@@ -782,6 +846,8 @@ class Receiver:
                 "retried": counters.retried,
                 "dead_lettered": counters.dead_lettered,
                 "poison": counters.poison,
+                "republish_failures": counters.republish_failures,
+                "publish_error": publish_error,
                 "oldest_unsettled_age": age,
                 "assignment": list(status.assignment) if status is not None else [],
                 "joined": status.joined if status is not None else False,
@@ -828,6 +894,26 @@ class Receiver:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (else a CancelledError is a failure)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _held_back(waiting: dict[Delivery, float]) -> str:
+    """Why an action holding as many events until due as it may fetches nothing more."""
+    first, last = (
+        datetime.fromtimestamp(due, UTC).isoformat(timespec="seconds")
+        for due in (min(waiting.values()), max(waiting.values()))
+    )
+    return (
+        f"{len(waiting)} events wait for their due time ({first} to {last}), as many as it "
+        "holds: it fetches nothing until the first is due, so events of every other key wait; "
+        "schedule far-future events on an engine that holds them (Pulsar, JetStream, SQL) or "
+        "raise subscribe(concurrency=), which makes its room larger"
+    )
 
 
 def _check_name(what: str, value: object) -> None:
