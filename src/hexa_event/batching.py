@@ -390,6 +390,9 @@ class BatchDispatcher(Dispatcher):
                 for delivery in deliveries:
                     delivery.ack()
                 self.counters.handled += len(ready.messages)
+                if self.given_back:
+                    for message in ready.messages:
+                        self.went_through(message.id)
                 return
             # What was handled is settled before the failures are sent on, so a failure that
             # takes long (a retry copy that cannot be published) cut at close gives back only

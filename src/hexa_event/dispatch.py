@@ -66,6 +66,9 @@ PermanentPredicate = Callable[[BaseException], bool]
 
 _REPUBLISH_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 
+_GIVEN_BACK_KEPT = 1024
+"""Event ids remembered as given back for a failed publish (past it, health's time bound
+alone ends the publish error)."""
 _TIMES_KEPT = 64
 _CHANNELS_KEPT = 1024
 
@@ -128,6 +131,9 @@ class Dispatcher:
         """Why the last retry copy or dead letter could not be published (empty once one
         could), and since when (``publish_failed_at``, monotonic): read by health."""
         self.publish_failed_at = 0.0
+        self.given_back: set[str] = set()
+        """Ids of events given back because their copy could not be published: once each
+        went through (handled, or a copy published), the publish error is over."""
         self.backing_off: set[Delivery] = set()
         """Deliveries waiting out an in-place retry's back-off: their key waits, not stalled."""
         self.resumed: Callable[[Delivery], None] = _nothing
@@ -175,7 +181,16 @@ class Dispatcher:
         else:
             self.counters.handled += 1
             delivery.ack()
+            if self.given_back:
+                self.went_through(message.id)
         return None
+
+    def went_through(self, event_id: str) -> None:
+        """``event_id`` was handled: if it was given back for a failed publish, and was the
+        last such, the publish error is over (the outage that caused it ended)."""
+        self.given_back.discard(event_id)
+        if not self.given_back:
+            self.publish_error = ""
 
     async def handle_careful(self, delivery: Delivery) -> float | None:
         """:meth:`handle` the careful way, for a delivery :meth:`first` did not read: any
@@ -209,6 +224,8 @@ class Dispatcher:
             else:
                 self.counters.handled += 1
                 delivery.ack()
+                if self.given_back:
+                    self.went_through(message.id)
             return None
         except BaseException:
             if delivery.outcome is None:
@@ -453,6 +470,8 @@ class Dispatcher:
                 continue
             self.counters.handled += 1
             delivery.ack()
+            if self.given_back:
+                self.went_through(message.id)
             return
 
     def _permanent(self, exc: BaseException) -> bool:
@@ -530,6 +549,9 @@ class Dispatcher:
             records = publication.records
             self.publish_error = f"{type(exc).__name__}: {wire.error_text(exc)}"
             self.publish_failed_at = time.monotonic()
+            if len(self.given_back) < _GIVEN_BACK_KEPT:
+                event_id = delivery.record.headers.get(env.EVENT_ID, b"")
+                self.given_back.add(event_id.decode("utf-8", "replace"))
             logger.error(
                 "could not publish to %s (%s: %s); the event will be delivered again in %.0f s",
                 records[0].channel if records else f"the {publication.purpose} pipeline",
@@ -540,6 +562,7 @@ class Dispatcher:
             delivery.nack(_REPUBLISH_BACKOFF[step])
             return False
         self.publish_error = ""
+        self.given_back.clear()
         return True
 
 

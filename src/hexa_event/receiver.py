@@ -474,6 +474,8 @@ class Receiver:
                             else:
                                 counters.handled += 1
                                 delivery.ack()
+                                if dispatcher.given_back:
+                                    dispatcher.went_through(message.id)
                     except (Exception, asyncio.CancelledError) as exc:
                         if isinstance(exc, asyncio.CancelledError) and _cancelling():
                             if delivery.outcome is not None:

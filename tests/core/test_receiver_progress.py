@@ -288,6 +288,41 @@ async def test_retry_copies_that_cannot_be_published_make_health_say_so() -> Non
     await conn.close()
 
 
+async def test_health_clears_once_the_events_given_back_are_handled() -> None:
+    # The outage that refused the copies ends and the redelivered events now succeed: no
+    # copy is published again, so health kept "cannot publish" for 60 s after recovery.
+    conn = he.connect("memory://progress-republish-over")
+    refusing = True
+    seen: set[str] = set()
+
+    def refuse_retries(publish: PublishCall) -> PublishCall:
+        async def call(publication: Publication) -> None:
+            if refusing and publication.purpose == "retry":
+                raise he.DriverError("the broker is away")
+            await publish(publication)
+
+        return call
+
+    receiver = conn.receiver("svc", publish_middlewares=[refuse_retries])
+    handled = Collector()
+
+    @receiver.subscribe("c", action="a")
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        if msg.id not in seen:
+            seen.add(msg.id)
+            raise RuntimeError("fails once")
+        handled.add(msg)
+
+    async with receiver:
+        await conn.emitter().emit(he.Event("c", "k", {}))
+        await eventually(lambda: not receiver.health()["healthy"], within=10, what="unhealthy")
+        refusing = False
+        await handled.wait_for(1, within=10)
+        health = receiver.health()
+        assert health["healthy"], health["reason"]
+    await conn.close()
+
+
 class DeclinedError(Exception):
     """A failure the handler means to be permanent."""
 
