@@ -47,6 +47,8 @@ _DRAIN = 500
 """Most messages one receive round hands to the loop."""
 _BATCH_WAIT_MS = 1
 """How long one ``batch_receive`` waits for a full batch when fewer are buffered."""
+_RECEIVE_WAIT_MS = 500
+"""How long the receive thread waits for a message before it looks whether it should stop."""
 _STALL_REPORT = 30.0
 """Seconds between warnings while a consumer stays disconnected."""
 _LAG_EVERY = 5.0
@@ -141,7 +143,9 @@ class _Reader:
                 break
             if not held:
                 try:
-                    held = [native.receive()]
+                    held = [native.receive(_RECEIVE_WAIT_MS)]
+                except pulsar.Timeout:
+                    continue  # look at _stop again: a closed client may never answer
                 except pulsar.AlreadyClosed:
                     break
                 except pulsar.PulsarException as exc:
