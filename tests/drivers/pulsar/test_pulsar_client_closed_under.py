@@ -50,7 +50,8 @@ async def test_the_receive_thread_stops_although_receive_never_returns(
     monkeypatch.setattr(threading.Thread, "start", hold_receive_threads)
     sub = await driver.subscribe(SubscriptionSpec(group=f"g-{channel}", channels=(channel,)))
     monkeypatch.setattr(threading.Thread, "start", start)
-    assert isinstance(sub, PulsarSubscription) and held
+    assert isinstance(sub, PulsarSubscription)
+    assert held
     fake = _NeverAnswers()
     for reader in sub._readers:
         reader.native = fake
