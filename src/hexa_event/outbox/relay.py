@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 
 _MAX_INT = 2**31 - 1
 _MAX_SECONDS = _MAX_INT // 1000
+_IDS_PER_STATEMENT = 10_000
+"""Row ids bound in one statement of :func:`requeue_parked`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -746,7 +748,15 @@ async def requeue_parked(
         .where(t.c.sent_at.is_(None), t.c.lease_token == PARKED)
         .values(lease_until=None, lease_token=None)
     )
-    if ids is not None:
-        stmt = stmt.where(t.c.id.in_(list(ids)))
+    if ids is None:
+        async with db.begin() as conn:
+            return int((await conn.execute(stmt)).rowcount)
+    # One bound value per id: in slices, under the databases' limits (32,767 for
+    # PostgreSQL's protocol, 32,766 or fewer for SQLite's), in one transaction.
+    wanted = list(ids)
+    total = 0
     async with db.begin() as conn:
-        return int((await conn.execute(stmt)).rowcount)
+        for start in range(0, len(wanted), _IDS_PER_STATEMENT):
+            part = wanted[start : start + _IDS_PER_STATEMENT]
+            total += int((await conn.execute(stmt.where(t.c.id.in_(part)))).rowcount)
+    return total
