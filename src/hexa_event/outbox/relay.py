@@ -44,6 +44,7 @@ from datetime import datetime
 from itertools import compress
 from typing import Any
 
+import msgspec
 from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -54,7 +55,9 @@ from .._sql.listen import listen
 from .._sql.names import check_dialect
 from .._sql.problems import brief
 from ..driver import Driver, RawRecord
+from ..envelope import DELIVER_AT
 from ..errors import ConfigurationError, InvalidEventError, NotStoredError, PartialPublishError
+from ..event import MAX_SCHEDULE
 from ..numbers import check_number
 from .claims import (
     PARKED,
@@ -116,6 +119,21 @@ def outcome(
         # Refused before sending, and which record is not said: send them one at a time.
         return [], {}, list(range(count)), []
     return [], {}, [], list(range(count))
+
+
+def with_due_times(records: list[RawRecord]) -> list[RawRecord]:
+    """``records``, a scheduled event's (``HEXA_DELIVER_AT``, epoch ms) with its due time as
+    ``not_before``: the emitter does so for a broker that holds a record until due
+    (``features.scheduled_publish``), and so does the relay. A due time that is not a
+    number is left to the consumer (which refuses it); one further than the longest
+    schedule is held that long (the consumer waits no longer either)."""
+    latest = time.time() + MAX_SCHEDULE
+    for n, record in enumerate(records):
+        raw = record.headers.get(DELIVER_AT)
+        if raw is not None and raw.isdigit() and len(raw) <= 18:  # ASCII digits only
+            due = min(int(raw) / 1000, latest)
+            records[n] = msgspec.structs.replace(record, not_before=due)
+    return records
 
 
 def _refused_for_good(exc: BaseException) -> bool:
@@ -291,6 +309,8 @@ class OutboxRelay:
         n = self.concurrency
         # A row whose stored headers do not decode cannot be sent: parked, not the batch.
         ids, keys, records, unreadable = batch.readable()
+        if self.driver.features.scheduled_publish:
+            records = with_due_times(records)
         parts: list[tuple[list[int], list[RawRecord]]]
         if n == 1 or len(ids) < 2 * n:
             parts = [(ids, records)]
