@@ -281,7 +281,8 @@ async def _progress(relay: Any, every: float) -> None:
         rate = s.published / max(time.monotonic() - began, 1e-9)
         oldest = "-" if s.oldest_unsent_age is None else f"{s.oldest_unsent_age:.1f}s"
         print(
-            f"relayed {s.published:,} rows ({rate:,.0f}/s), backlog {s.backlog:,}, "
+            f"relayed {s.published:,} rows ({rate:,.0f}/s), backlog "
+            f"{'at least ' if s.backlog_at_least else ''}{s.backlog:,}, "
             f"oldest unsent {oldest}, failed batches {s.failed_batches}",
             file=sys.stderr,
             flush=True,
@@ -299,8 +300,8 @@ async def _report(relay: Any, every: float) -> None:
             log.warning("outbox stats unavailable: %s", exc)
             continue
         log.info(
-            "outbox backlog=%d oldest_unsent_age=%s published=%d in_flight=%d failed_batches=%d",
-            s.backlog,
+            "outbox backlog=%s oldest_unsent_age=%s published=%d in_flight=%d failed_batches=%d",
+            f">={s.backlog}" if s.backlog_at_least else s.backlog,
             "-" if s.oldest_unsent_age is None else f"{s.oldest_unsent_age:.1f}s",
             s.published,
             s.in_flight,

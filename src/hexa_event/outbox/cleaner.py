@@ -66,6 +66,8 @@ class OutboxCleaner(BatchCleaner):
         """Delete every expired row (marked in place) and sent-log line; the outbox rows
         they stood for."""
         total = await super().run_once()
+        if self._stop.is_set():  # closed meanwhile: its engine may be disposed, open nothing
+            return total
         if not await has_sent_log(self.engine, self.table):
             return total  # an outbox migrated by an older version: rows marked in place only
         stmt = clean_statement(self.table)

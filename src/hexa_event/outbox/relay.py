@@ -44,6 +44,7 @@ from datetime import datetime
 from itertools import compress
 from typing import Any
 
+import msgspec
 from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -54,7 +55,9 @@ from .._sql.listen import listen
 from .._sql.names import check_dialect
 from .._sql.problems import brief
 from ..driver import Driver, RawRecord
+from ..envelope import DELIVER_AT
 from ..errors import ConfigurationError, InvalidEventError, NotStoredError, PartialPublishError
+from ..event import MAX_SCHEDULE
 from ..numbers import check_number
 from .claims import (
     PARKED,
@@ -71,6 +74,10 @@ log = logging.getLogger(__name__)
 
 _MAX_INT = 2**31 - 1
 _MAX_SECONDS = _MAX_INT // 1000
+BACKLOG_LIMIT = 100_000
+"""Unsent rows a relay's :meth:`~OutboxRelay.stats` counts at most (``backlog_limit``)."""
+_IDS_PER_STATEMENT = 10_000
+"""Row ids bound in one statement of :func:`requeue_parked`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,9 @@ class OutboxStats:
     """Batches whose publish failed (their rows are retried after ``retry_delay``)."""
     parked: int = 0
     """Rows parked because the target refused them for good (not in ``backlog``)."""
+    backlog_at_least: bool = False
+    """The count stopped at its limit (the relay's ``backlog_limit``): there are at least
+    ``backlog`` unsent rows, maybe many more."""
 
 
 def outcome(
@@ -114,6 +124,21 @@ def outcome(
         # Refused before sending, and which record is not said: send them one at a time.
         return [], {}, list(range(count)), []
     return [], {}, [], list(range(count))
+
+
+def with_due_times(records: list[RawRecord]) -> list[RawRecord]:
+    """``records``, a scheduled event's (``HEXA_DELIVER_AT``, epoch ms) with its due time as
+    ``not_before``: the emitter does so for a broker that holds a record until due
+    (``features.scheduled_publish``), and so does the relay. A due time that is not a
+    number is left to the consumer (which refuses it); one further than the longest
+    schedule is held that long (the consumer waits no longer either)."""
+    latest = time.time() + MAX_SCHEDULE
+    for n, record in enumerate(records):
+        raw = record.headers.get(DELIVER_AT)
+        if raw is not None and raw.isdigit() and len(raw) <= 18:  # ASCII digits only
+            due = min(int(raw) / 1000, latest)
+            records[n] = msgspec.structs.replace(record, not_before=due)
+    return records
 
 
 def _refused_for_good(exc: BaseException) -> bool:
@@ -147,8 +172,11 @@ class OutboxRelay:
     :meth:`health` says whether it makes progress: it turns unhealthy when claiming,
     publishing or marking sent has failed every time (at least twice) for
     ``unhealthy_after`` seconds, or a claim has not come back for that long (a batch: for
-    that long past twice the ``lease``, the longest its marks are retried);
-    while :meth:`run` runs it samples the backlog every ``stats_interval`` seconds.
+    that long past twice the ``lease``, the longest its marks are retried), or, when
+    ``max_unsent_age`` (seconds) is set, the oldest unsent row is older than that (rows of
+    one key whose publishes keep failing while other keys' go out). While :meth:`run` runs
+    it samples the backlog every ``stats_interval`` seconds, counting at most
+    ``backlog_limit`` rows.
     """
 
     def __init__(
@@ -170,10 +198,17 @@ class OutboxRelay:
         table: Table | None = None,
         unhealthy_after: float = 60.0,
         stats_interval: float = 15.0,
+        backlog_limit: int = BACKLOG_LIMIT,
+        max_unsent_age: float | None = None,
     ) -> None:
         table = resolve_table(table, schema, table_prefix, owner="OutboxRelay")
         check_number("OutboxRelay unhealthy_after", unhealthy_after, above=True)
         check_number("OutboxRelay stats_interval", stats_interval, above=True)
+        check_number(
+            "OutboxRelay backlog_limit", backlog_limit, minimum=1, maximum=_MAX_INT, integer=True
+        )
+        if max_unsent_age is not None:
+            check_number("OutboxRelay max_unsent_age", max_unsent_age, above=True)
         if not 1 <= batch_size <= _MAX_INT:
             raise ConfigurationError(f"batch_size must be 1 to {_MAX_INT}, got {batch_size}")
         if concurrency < 1 or pipeline < 1:
@@ -253,6 +288,8 @@ class OutboxRelay:
         self._loop_failure: BaseException | None = None
         self.unhealthy_after = float(unhealthy_after)
         self.stats_interval = float(stats_interval)
+        self.backlog_limit = backlog_limit
+        self.max_unsent_age = None if max_unsent_age is None else float(max_unsent_age)
         self._progress = Progress("outbox relay", self.unhealthy_after, log)
         self._claiming_since: float | None = None
         self._batches: dict[int, float] = {}
@@ -289,6 +326,8 @@ class OutboxRelay:
         n = self.concurrency
         # A row whose stored headers do not decode cannot be sent: parked, not the batch.
         ids, keys, records, unreadable = batch.readable()
+        if self.driver.features.scheduled_publish:
+            records = with_due_times(records)
         parts: list[tuple[list[int], list[RawRecord]]]
         if n == 1 or len(ids) < 2 * n:
             parts = [(ids, records)]
@@ -604,7 +643,8 @@ class OutboxRelay:
     # -- observability -----------------------------------------------------------------------
 
     async def stats(self) -> OutboxStats:
-        """Backlog and age of the oldest unsent row (one indexed query), plus counters."""
+        """Backlog and age of the oldest unsent row, plus counters: one indexed query that
+        reads at most ``backlog_limit`` rows (beyond, ``backlog_at_least``)."""
         try:
             stats = await outbox_stats(
                 self.engine,
@@ -612,6 +652,7 @@ class OutboxRelay:
                 in_flight=self._in_flight,
                 published=self._published,
                 failed_batches=self._failed,
+                limit=self.backlog_limit,
             )
         except Exception as exc:
             self._sample_error = f"{type(exc).__name__}: {brief(exc)}"
@@ -628,7 +669,8 @@ class OutboxRelay:
         sample failed). ``alive`` is False when :meth:`run` ended on an error, ``stalled``
         when a batch (publish, marks) has not come back for ``2 * lease + unhealthy_after``
         seconds; a claim that has not for ``unhealthy_after`` is a problem (the database
-        does not answer), not ``stalled``. No database query."""
+        does not answer), not ``stalled``; so is, with ``max_unsent_age``, a sampled oldest
+        unsent row older than that. No database query."""
         now = time.monotonic()
         state = (
             "closed"
@@ -653,6 +695,15 @@ class OutboxRelay:
         if stalled:
             problems.append(f"a batch has been publishing or marking sent for {oldest_batch:.0f}s")
         sample = self._sample
+        age = sample[0].oldest_unsent_age if sample else None
+        if self.max_unsent_age is not None and age is not None and age > self.max_unsent_age:
+            # Whichever relay holds them: rows of a key whose publishes keep failing while
+            # others go out, or a backlog growing faster than the relays send it.
+            problems.append(
+                f"the oldest unsent row is {age:.0f}s old (max_unsent_age "
+                f"{self.max_unsent_age:g}s): its publish keeps failing, or the relays fall "
+                "behind"
+            )
         healthy = state == "running" and not problems
         reasons = list(problems)
         if state != "running" and not reasons:
@@ -673,7 +724,8 @@ class OutboxRelay:
             "mark_error": self._progress.error("marking sent"),
             "failing_for": self._progress.failing_for(now),
             "backlog": sample[0].backlog if sample else None,
-            "oldest_unsent_age": sample[0].oldest_unsent_age if sample else None,
+            "backlog_at_least": sample[0].backlog_at_least if sample else False,
+            "oldest_unsent_age": age,
             "backlog_age": round(now - sample[1], 3) if sample else None,
             "backlog_error": self._sample_error,
             "problems": problems,
@@ -709,14 +761,31 @@ async def outbox_stats(
     in_flight: int = 0,
     published: int = 0,
     failed_batches: int = 0,
+    limit: int | None = None,
 ) -> OutboxStats:
-    """Backlog and the age of the oldest unsent row of ``table``."""
+    """Backlog and the age of the oldest unsent row of ``table``.
+
+    ``limit``: read only the first ``limit`` unsent rows in id order (the index the relay
+    claims by), whatever the backlog: ``backlog`` is then at most ``limit`` and
+    ``backlog_at_least`` says when there are more, and the oldest row is sought among those
+    (the earliest rows, barring a transaction that committed late). None reads every unsent
+    row: exact, and seconds of work on a backlog of millions."""
     t = table
     unsent = t.c.sent_at.is_(None)
-    is_parked = and_(unsent, t.c.lease_token == PARKED)
-    stmt = select(func.count(), func.min(t.c.created_at)).where(
-        unsent, or_(t.c.lease_token.is_(None), t.c.lease_token != PARKED)
-    )
+    not_parked = or_(t.c.lease_token.is_(None), t.c.lease_token != PARKED)
+    # A parked row has a lease (until the year 9999): found in the index of leased rows.
+    is_parked = and_(unsent, t.c.lease_until.is_not(None), t.c.lease_token == PARKED)
+    if limit is None:
+        stmt = select(func.count(), func.min(t.c.created_at)).where(unsent, not_parked)
+    else:
+        first = (
+            select(t.c.created_at)
+            .where(unsent, not_parked)
+            .order_by(t.c.id)
+            .limit(limit + 1)  # one more: whether there are more
+            .subquery("first_unsent")
+        )
+        stmt = select(func.count(), func.min(first.c.created_at))
     async with db.connect() as conn:
         count, oldest = (await conn.execute(stmt)).one()
         parked = (await conn.execute(select(func.count()).where(is_parked))).scalar_one()
@@ -725,13 +794,15 @@ async def outbox_stats(
         if isinstance(oldest, str):  # SQLite without type processing (raw text)
             oldest = datetime.fromisoformat(oldest)
         age = max(0.0, (utcnow() - as_utc(oldest)).total_seconds())
+    more = limit is not None and count > limit
     return OutboxStats(
-        backlog=int(count),
+        backlog=limit if more and limit is not None else int(count),
         oldest_unsent_age=age,
         in_flight=in_flight,
         published=published,
         failed_batches=failed_batches,
         parked=int(parked),
+        backlog_at_least=more,
     )
 
 
@@ -746,7 +817,15 @@ async def requeue_parked(
         .where(t.c.sent_at.is_(None), t.c.lease_token == PARKED)
         .values(lease_until=None, lease_token=None)
     )
-    if ids is not None:
-        stmt = stmt.where(t.c.id.in_(list(ids)))
+    if ids is None:
+        async with db.begin() as conn:
+            return int((await conn.execute(stmt)).rowcount)
+    # One bound value per id: in slices, under the databases' limits (32,767 for
+    # PostgreSQL's protocol, 32,766 or fewer for SQLite's), in one transaction.
+    wanted = list(ids)
+    total = 0
     async with db.begin() as conn:
-        return int((await conn.execute(stmt)).rowcount)
+        for start in range(0, len(wanted), _IDS_PER_STATEMENT):
+            part = wanted[start : start + _IDS_PER_STATEMENT]
+            total += int((await conn.execute(stmt.where(t.c.id.in_(part)))).rowcount)
+    return total
