@@ -43,6 +43,7 @@ class KitDriver(Driver):
         """The one cache of channels provisioned by this driver -> their partition count
         (0: one, or not told)."""
         self._provisioning = asyncio.Lock()
+        self._closing: asyncio.Future[None] | None = None
         self.subscriptions: MutableSet[Any] = set()
         """The subscriptions this driver made and has not closed: :meth:`close` closes them
         (a driver may keep them in a ``weakref.WeakSet`` instead)."""
@@ -159,10 +160,14 @@ class KitDriver(Driver):
 
     async def close(self) -> None:
         """Close the subscriptions this driver made, then the engine's own clients
-        (:meth:`close_engine`); idempotent."""
-        if self.closed:
-            return
-        self.closed = True
+        (:meth:`close_engine`), to the end also when the caller is cancelled; a second call
+        waits for the first."""
+        if self._closing is None:
+            self.closed = True
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         subscriptions = list(self.subscriptions)
         self.subscriptions.clear()
         for subscription in subscriptions:

@@ -32,6 +32,7 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import DriverError
+from ...numbers import whole_number
 from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
 from . import headers as wire
@@ -107,17 +108,18 @@ def _nak(delay: float) -> bytes:
     return _NAK
 
 
-_Meta = tuple[int, int, int, int]
+_Meta = tuple[int, int, int, float]
 
 
 def _metadata(reply: str) -> _Meta:
-    """Delivery count, stream sequence, consumer sequence and timestamp (ns) of an ack
+    """Delivery count, stream sequence, consumer sequence and timestamp (s) of an ack
     subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or
-    the newer form with domain and account hash after ``$JS.ACK`` and a token at the end."""
+    the newer form with domain and account hash after ``$JS.ACK`` and a token at the end.
+    Raises ValueError, IndexError or (a timestamp of hundreds of digits) OverflowError."""
     tokens = reply.split(".")
     at = 4 if len(tokens) >= 12 else 2
     count, seq, cseq, ts = map(int, tokens[at + 2 : at + 6])
-    return count, seq, cseq, ts
+    return count, seq, cseq, ts / _NS
 
 
 class NatsSubscription(Subscription):
@@ -443,7 +445,7 @@ class NatsSubscription(Subscription):
             self._pin = msg.headers.get(_PIN_ID, self._pin)
         try:
             meta = _metadata(reply)
-        except (ValueError, IndexError):
+        except (ValueError, IndexError, OverflowError):
             log.warning("ignored a message with an unexpected reply subject %r", reply)
             return
         if self._late is not None:  # closing or handing over
@@ -470,7 +472,7 @@ class NatsSubscription(Subscription):
             return
         key, headers, accepted_at = wire.decode(msg.headers)
         record = RawRecord(channel, key, headers, msg.data)
-        delivery = NatsDelivery(self, record, msg, meta, accepted_at or meta[3] / _NS)
+        delivery = NatsDelivery(self, record, msg, meta, accepted_at or meta[3])
         self._hand_out(self._gaps.admit(delivery, now))
 
     def _hand_out(self, arrived: list[NatsDelivery]) -> None:
@@ -495,7 +497,7 @@ class NatsSubscription(Subscription):
         if status == "100":
             return  # idle heartbeat: the pull is alive
         self._wake.set()
-        left = int(pending) if pending and pending.isascii() and pending.isdigit() else None
+        left = whole_number(pending, 0) if pending else None
         if status in ("408", "409") and left is not None:
             self._asked = max(0, self._asked - left)  # what that pull left unserved
         elif status in ("404", "408", "423", "503") or (status == "409" and pending is None):

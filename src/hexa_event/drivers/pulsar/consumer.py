@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import pulsar
@@ -120,7 +121,7 @@ class _Reader:
         self._stop = False
         self._loop = asyncio.get_running_loop()
         self._topics: dict[str, str] = {}
-        self._timers: set[asyncio.TimerHandle] = set()  # of nacks longer than the nack delay
+        self._timers: set[asyncio.TimerHandle] = set()  # long nacks, early messages held
         self.disconnected_since: float | None = None
         self.warned_at = 0.0
         self.error = ""
@@ -181,7 +182,7 @@ class _Reader:
 
     def _arrived(self, messages: list[Any]) -> None:
         """A received batch: its deliveries go to the buffer. A message Pulsar delivered
-        before its not-before time (up to one tick early) goes back until then."""
+        before its not-before time (up to one tick early) is held here until then."""
         owner = self.owner
         if owner.closed:
             return
@@ -197,19 +198,12 @@ class _Reader:
         only = self.channels[0] if len(self.channels) == 1 else None
         not_before, b64 = NOT_BEFORE_PROPERTY, B64_PROPERTY
         deliveries: list[PulsarDelivery] = []
-        early = 0
         for message in messages:
             try:
                 props, key = message.properties(), message.partition_key()
             except UnicodeDecodeError:  # bytes a foreign producer set: delivered without them
                 props, key = {}, ""
                 log.warning("Pulsar: a message's key or properties are not UTF-8; ignored")
-            if not_before in props and (due := epoch_seconds(props[not_before])) is not None:
-                wait = due - time.time()
-                if wait > 0:
-                    early += 1
-                    self.nack(message, wait)
-                    continue
             data = message.data()
             opened = from_go_body(data) if go_body else None
             if opened is not None:
@@ -219,10 +213,13 @@ class _Reader:
             else:  # the common case, inline: text values only
                 headers = {name: value.encode() for name, value in props.items()}
             channel = only or self._channel(message.topic_name())
-            record = RawRecord(channel, key, headers, data)
-            deliveries.append(PulsarDelivery(record, message, self))
-        if early:
-            self.release(early)
+            delivery = PulsarDelivery(RawRecord(channel, key, headers, data), message, self)
+            due = epoch_seconds(props[not_before]) if not_before in props else None
+            wait = 0.0 if due is None else due - time.time()
+            if wait > 0:  # early: held until due, keeping its place of the window
+                self._after(wait, partial(self.owner.buffer.append, delivery))
+            else:
+                deliveries.append(delivery)
         return deliveries
 
     def _channel(self, topic: str) -> str:
@@ -267,14 +264,22 @@ class _Reader:
         wait = delay - self.owner.sub_options.nack_delay
         if wait <= 0:
             self.native.negative_acknowledge(message)
-            return
+        else:
+            self._after(wait, partial(self._late_nack, message))
 
-        def fire() -> None:  # cancelled by close: the consumer's close gives the message back
+    def _late_nack(self, message: Any) -> None:
+        try:
+            self.native.negative_acknowledge(message)
+        except pulsar.PulsarException as exc:
+            log.debug("late nack on a closed consumer: %s", exc)
+
+    def _after(self, wait: float, action: Callable[[], None]) -> None:
+        """Run ``action`` in ``wait`` s unless the consumer closes first (its close gives
+        the message back)."""
+
+        def fire() -> None:
             self._timers.discard(timer)
-            try:
-                self.native.negative_acknowledge(message)
-            except pulsar.PulsarException as exc:
-                log.debug("late nack on a closed consumer: %s", exc)
+            action()
 
         timer = self._loop.call_later(wait, fire)
         self._timers.add(timer)

@@ -121,7 +121,8 @@ class PulsarOptions(kit.DriverOptions):
                 raise ConfigurationError(f"{owner}.{name} must be a non-empty name without '/'")
         kit.check_count(owner, "partitions", self.partitions)
         kit.check_choice(owner, "body", self.body, ("native", "go"))
-        for name, low in (("send_timeout", 0), ("connection_timeout", 1)):  # int32 ms
+        # int32 ms; a send_timeout under 1 ms is 0 ms: pulsar-client waits for ever then.
+        for name, low in (("send_timeout", 0.001), ("connection_timeout", 1)):
             value = getattr(self, name)
             check_number(f"{owner}.{name}", value, minimum=low, maximum=kit.INT32 / 1e3)
         check_number(

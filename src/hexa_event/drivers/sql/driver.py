@@ -22,7 +22,7 @@ from ..._sql.engine import prepare_sqlite
 from ..._sql.listen import listen
 from ..._sql.urls import redact
 from ...driver import Features, Finding, RawRecord, SubscriptionSpec
-from ...errors import ConfigurationError
+from ...errors import ClosedError, ConfigurationError
 from ..kit.driver import KitDriver
 from .consumer import SqlSubscription
 from .diagnose import diagnose
@@ -80,8 +80,10 @@ class SqlDriver(KitDriver, SqlLog):
                 return "SQLite database named by a URI filename"
             return await asyncio.to_thread(_check_sqlite_file, path)
         try:
-            async with asyncio.timeout(within), self.engine.connect() as conn:
+            async with asyncio.timeout(within), self.connection() as conn:
                 await conn.execute(text("SELECT 1"))
+        except ClosedError:
+            raise
         except Exception as exc:
             raise self.error("connect", exc) from None
         return "database answers"

@@ -87,7 +87,7 @@ class SqlLog:
 
     async def _stored_partitions(self) -> int:
         meta = self._tables["hexa_meta"]
-        async with self.engine.connect() as conn:
+        async with self.connection() as conn:
             value = (
                 await conn.execute(select(meta.c.value).where(meta.c.name == "partitions"))
             ).scalar()
@@ -122,7 +122,7 @@ class SqlLog:
         """A write transaction, committed on exit. On SQLite writers of this process queue
         on a lock (one writer at a time, no busy waits between our own connections)."""
         lock = self._write_lock if self.dialect == "sqlite" else contextlib.nullcontext()
-        async with lock, self.using(), self.engine.connect() as conn:
+        async with lock, self.connection() as conn:
             await begin_write(conn)
             try:
                 yield conn
@@ -131,6 +131,13 @@ class SqlLog:
                     await asyncio.shield(conn.rollback())
                 raise
             await conn.commit()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection of the engine, counted by :meth:`using` (every connection the driver
+        opens: after close, ClosedError rather than a new one nobody closes)."""
+        async with self.using(), self.engine.connect() as conn:
+            yield conn
 
     @asynccontextmanager
     async def using(self) -> AsyncIterator[None]:

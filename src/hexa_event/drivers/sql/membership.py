@@ -62,7 +62,7 @@ class Membership:
         expires = now + ttl_ms
         if self.pattern is not None:
             names_q = select(driver.table("hexa_channels").c.channel)
-            async with driver.engine.connect() as conn:
+            async with driver.connection() as conn:
                 names = (await conn.execute(names_q)).scalars().all()
             matched = {name for name in names if self.pattern.fullmatch(name)}
             self.channels = set(self._explicit) | matched
@@ -89,7 +89,7 @@ class Membership:
                 renew = positions.update().where(*mine).values(lease_until_ms=expires)
                 renewed = (await conn.execute(renew)).rowcount
         self._initialized.update(new)
-        async with driver.engine.connect() as conn:
+        async with driver.connection() as conn:
             if renewed != len(self.parts):
                 held_q = select(positions.c.channel, positions.c.part).where(*mine)
                 held = {(row.channel, row.part) for row in await conn.execute(held_q)}
@@ -141,7 +141,7 @@ class Membership:
         positions = self._log.table("hexa_positions")
         ours = (positions.c.group_name == self.group, positions.c.channel == channel)
         free_clause = or_(positions.c.owner.is_(None), positions.c.lease_until_ms < now)
-        async with self._log.engine.connect() as conn:
+        async with self._log.connection() as conn:
             free_q = select(positions.c.part).where(*ours, free_clause)
             free = (await conn.execute(free_q)).scalars().all()
         if not free:

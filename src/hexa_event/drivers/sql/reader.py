@@ -82,7 +82,7 @@ async def read_partitions(
         if dialect == "postgresql":
             params[f"t{i}"] = part.cursor[0]
     statement = text(fetch_sql(dialect, len(parts), log.sql_name("hexa_log")))
-    async with log.engine.connect() as conn:
+    async with log.connection() as conn:
         rows = (await conn.execute(statement, params)).all()
     by_part: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for row in rows:
@@ -106,7 +106,7 @@ async def read_due_redeliveries(
         .order_by(r.c.visible_ms)
         .limit(limit)
     )
-    async with log.engine.connect() as conn:
+    async with log.connection() as conn:
         return (await conn.execute(query)).all()
 
 
@@ -131,7 +131,7 @@ def lag_sql(log: SqlLog) -> str:
 
 async def read_lag(log: SqlLog, group: str) -> dict[str, int]:
     """Per channel the group has positions on, the rows not yet settled by ``group``."""
-    async with log.engine.connect() as conn:
+    async with log.connection() as conn:
         rows = (await conn.execute(text(lag_sql(log)), {"g": group})).all()
     out: dict[str, int] = {}
     for channel, count in rows:
