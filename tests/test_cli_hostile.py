@@ -253,9 +253,8 @@ def test_doctor_names_a_port_past_65535(capsys: pytest.CaptureFixture[str]) -> N
         "--user-id",
         "--service-user",
         "--id",
-        "--traceparent",
         "--reply-channel",
-    ],
+    ],  # --traceparent: refused as it is parsed, not W3C (test_cli_review.py)
 )
 def test_publish_names_an_option_that_is_not_utf8(
     option: str, capsys: pytest.CaptureFixture[str]

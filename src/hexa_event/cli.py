@@ -494,12 +494,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit:
         raise
     except Exception as exc:
+        from .commands import printable
         from .errors import ConfigurationError, HexaEventError
 
         clean = _scrubber(args)
         text = str(exc).splitlines()[0] if str(exc) else ""
         kind = "" if isinstance(exc, HexaEventError) else f"{type(exc).__name__}: "
-        print(f"hexa-event: error: {kind}{clean(text)}", file=sys.stderr)
+        # A broker's or a foreign producer's text may carry terminal escapes: shown, not run.
+        print(f"hexa-event: error: {printable(kind + clean(text))}", file=sys.stderr)
         if log.isEnabledFor(logging.DEBUG):
             import traceback
 

@@ -86,6 +86,7 @@ class Emitter:
 
     async def emit(self, event: Event[Any], ctx: Context | None = None) -> str:
         """Send one event; return its id once the broker has it."""
+        self._check_open()
         return (await self._call((event,), (ctx if ctx is not None else Context(),)))[0]
 
     async def emit_many(
@@ -98,6 +99,7 @@ class Emitter:
         ``ctx`` is one context for the whole batch (one fresh context when None), or one
         context per event.
         """
+        self._check_open()
         if self._streams and (ctx is None or isinstance(ctx, Context)):
             records = self.envelope.seal_many(events, ctx if ctx is not None else Context())
             return await self._publish_records(records) if records else []
@@ -146,8 +148,7 @@ class Emitter:
                 "request() sets the event's reply channel itself: leave Event.reply_channel "
                 "empty (or use emit() to send to a reply channel of your own)"
             )
-        if self._closed:
-            raise ClosedError("this emitter was closed; make a new one to send requests")
+        self._check_open()
         ctx = ctx if ctx is not None else Context()
         event_id = event.id or new_event_id()
         replies = self._replies
@@ -220,9 +221,16 @@ class Emitter:
         reading of the last one ended, see docs/replies-and-schedules.md)."""
         return self._replies.channel if self._replies is not None else ""
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(
+                "this emitter was closed; make a new one (conn.emitter()) to send events"
+            )
+
     async def close(self) -> None:
-        """Remove the reply channel's subscription, if a request opened one. Idempotent;
-        the driver stays open (close it after)."""
+        """Remove the reply channel's subscription, if a request opened one, and refuse
+        every later emit, request and reply (ClosedError). Idempotent; the driver stays open
+        for its other emitters and receivers (close it after)."""
         self._closed = True
         if self._replies is not None:
             await self._replies.close()

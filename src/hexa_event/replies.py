@@ -8,7 +8,9 @@ request's event id (the ``HEXA_REPLY_TO`` header, which :meth:`~hexa_event.Emitt
 writes), or, for a reply without it (a Go hexa-event handler that emits to
 ``ReplyChannel``), by the correlation id when exactly one waiting request has it. A reply
 nobody waits for (it came after its request's timeout, or it is ambiguous) is dropped,
-logged and counted in :attr:`ReplyInbox.dropped`: it never reaches another caller.
+logged and counted in :attr:`ReplyInbox.dropped`: it never reaches another caller, unless
+it carries the correlation id alone and a later request with that id waits (nothing tells
+the two apart: docs/replies-and-schedules.md says how to avoid it).
 
 If the reading ends while the emitter is open (the driver ended the subscription, or its
 fetch failed for good), the requests waiting fail with DriverError naming why, and the next
@@ -75,6 +77,8 @@ class ReplyInbox:
         self._by_correlation: dict[str, list[str]] = {}
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The event loop whose tasks read the channel (set when they start)."""
         self._settler: asyncio.Task[None] | None = None
         self._acked: list[Delivery] = []
         self._acked_wake = asyncio.Event()
@@ -126,6 +130,7 @@ class ReplyInbox:
             await subscription.close()
             raise ClosedError("this emitter was closed; make a new one to send requests")
         self._subscription = subscription
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(
             self._read(subscription), name=f"hexa-replies:{self.channel}"
         )
@@ -141,12 +146,21 @@ class ReplyInbox:
         self, event_id: str, correlation_id: str, payload_type: Any
     ) -> asyncio.Future[Message[Any]]:
         """Register a caller waiting for the reply to ``event_id``."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and loop is not self._loop:
+            raise ConfigurationError(
+                "this emitter's reply channel is read by tasks of another event loop (the "
+                "emitter sent requests under an earlier asyncio.run()), so no reply would "
+                "reach this request: make the connection and its emitters inside the loop "
+                "that uses them (one asyncio.run() for the whole program), or close the "
+                "emitter before its loop ends and make a new one"
+            )
         if event_id in self._waiting:
             raise ConfigurationError(
                 f"a request with event id {event_id!r} is already waiting for its reply: "
                 "give each request its own Event.id (or leave it unset)"
             )
-        future: asyncio.Future[Message[Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Message[Any]] = loop.create_future()
         self._waiting[event_id] = _Waiter(future, correlation_id, payload_type)
         if correlation_id:
             self._by_correlation.setdefault(correlation_id, []).append(event_id)
@@ -335,7 +349,10 @@ class ReplyInbox:
         """Stop reading, close the subscription and delete the channel (nobody else reads
         it: without this, every emitter that sent a request would leave a topic behind on
         Kafka and Pulsar)."""
-        tasks = [t for t in (self._task, self._settler) if t is not None]
+        loop = asyncio.get_running_loop()
+        # Tasks of an earlier loop (closed from a later asyncio.run()) ended with it: awaiting
+        # them here would raise RuntimeError ('Event loop is closed').
+        tasks = [t for t in (self._task, self._settler) if t is not None and t.get_loop() is loop]
         self._task = self._settler = None
         self._reading_error = ""
         for task in tasks:

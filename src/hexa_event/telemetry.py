@@ -74,16 +74,41 @@ _SYSTEM = "hexa_event"
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def _recording() -> Iterator[None]:
-    """Around what telemetry does once an outcome is settled (a span ending, a count): a
-    tracer, span processor or meter of the application's that raises is logged, and the
-    outcome stands (a handler that returned is not retried, an accepted emit does not
-    raise, which would make its caller emit a duplicate)."""
-    try:
-        yield
-    except Exception:
-        log.exception("hexa-event telemetry failed (the outcome stands)")
+_LOG_FAILURES_EVERY = 60.0
+
+
+class _Failures:
+    """Telemetry's own failures. :meth:`recording` goes around what telemetry does once an
+    outcome is settled (a span ending, a count): a tracer, span processor or meter of the
+    application's that raises is logged, and the outcome stands (a handler that returned is
+    not retried, an accepted emit does not raise, which would make its caller emit a
+    duplicate). Logged with the traceback at most once every ``_LOG_FAILURES_EVERY``
+    seconds, with the count: a broken processor fails at every event, and a line for each
+    flooded the log."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._logged = 0
+        self._quiet_until = 0.0
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception:
+            self.count += 1
+            now = time.monotonic()
+            if now < self._quiet_until:
+                return
+            self._quiet_until = now + _LOG_FAILURES_EVERY
+            unlogged, self._logged = self.count - self._logged - 1, self.count
+            log.exception(
+                "hexa-event telemetry failed (the outcome stands; %d failures so far, %d not "
+                "logged: at most one is logged every %gs)",
+                self.count,
+                unlogged,
+                _LOG_FAILURES_EVERY,
+            )
 
 
 REPLIES = "_reply"
@@ -178,6 +203,7 @@ class Telemetry:
             description="Published record bodies",
             explicit_bucket_boundaries_advisory=SIZE_BUCKETS,
         )
+        self._failures = _Failures()
         self._receivers: weakref.WeakSet[Receiver] = weakref.WeakSet()
         self._outbox: dict[str, tuple[int, float | None]] = {}
         meter.create_observable_gauge(
@@ -262,10 +288,10 @@ class Telemetry:
                     traced_contexts = _with_trace(contexts, traceparent, tracestate)
                     ids = await call(events, traced_contexts)
             except BaseException:
-                with _recording():
+                with self._failures.recording():
                     span.end()
                 raise
-            with _recording():
+            with self._failures.recording():
                 if len(ids) == 1:
                     span.set_attribute("messaging.message.id", ids[0])
                 span.end()
@@ -311,7 +337,9 @@ class Telemetry:
                 await handler(inner, msg)
             except BaseException as exc:
                 otel_context.detach(token)
-                with _recording():  # the handler's error is what the receiver must see
+                with (
+                    self._failures.recording()
+                ):  # the handler's error is what the receiver must see
                     failed = {**labels, "outcome": "failed"}
                     self.duration.record(time.perf_counter() - started, failed)
                     self.failed.add(1, labels)
@@ -325,7 +353,7 @@ class Telemetry:
                         self._await_decision(key, span, labels)
                 raise
             otel_context.detach(token)
-            with _recording():
+            with self._failures.recording():
                 handled = {**labels, "outcome": "handled"}
                 self.duration.record(time.perf_counter() - started, handled)
                 self.handled.add(1, labels)
@@ -392,7 +420,7 @@ class Telemetry:
             try:
                 await call(publication)
             except BaseException as exc:
-                with _recording():
+                with self._failures.recording():
                     for span in spans:
                         span.record_exception(exc)
                         span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
@@ -407,7 +435,7 @@ class Telemetry:
                         )
                         self._decided(*pending, "nack", why)
                 raise
-            with _recording():
+            with self._failures.recording():
                 for span in spans:
                     span.end()
                 if pending is not None:
@@ -554,13 +582,13 @@ class Telemetry:
         try:
             await driver.publish(out)
         except BaseException as exc:
-            with _recording():
+            with self._failures.recording():
                 for span in spans:
                     span.record_exception(exc)
                     span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
                     span.end()
             raise
-        with _recording():  # published: the relay must mark the rows sent
+        with self._failures.recording():  # published: the relay must mark the rows sent
             self._measure(out)
             for span in spans:
                 span.end()
@@ -623,7 +651,7 @@ class InstrumentedConnection(Connection):
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         await self.driver.publish(records)
-        with _recording():
+        with self.telemetry._failures.recording():
             self.telemetry._measure(records)
 
     def emitter(
@@ -709,23 +737,46 @@ class CurrentSpanPropagator:
 
 def serve_prometheus(port: int = 9464, addr: str = "127.0.0.1") -> metrics.MeterProvider:
     """Start a Prometheus scrape endpoint on ``addr:port`` and return the meter provider
-    feeding it.
+    feeding it; the provider's ``shutdown()`` stops the endpoint too.
 
     ``addr`` is 127.0.0.1 by default: only the same host can scrape. In a container, or
     wherever Prometheus scrapes from another host, pass ``addr="0.0.0.0"`` (every IPv4
-    interface; ``"::"`` for IPv6 too). Needs the ``[prometheus]`` extra (the OpenTelemetry
-    SDK and its Prometheus exporter). Pass the provider to :class:`Telemetry` (or set it
-    globally).
+    interface; ``"::"`` for IPv6 too). ``port`` is 1 to 65535. Needs the ``[prometheus]``
+    extra (the OpenTelemetry SDK and its Prometheus exporter). Pass the provider to
+    :class:`Telemetry` (or set it globally). Raises ConfigurationError for a port out of
+    range or one the endpoint cannot listen on (taken, or not allowed).
     """
+    from .errors import ConfigurationError, install_hint
+    from .numbers import check_number
+
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
         from prometheus_client import start_http_server
     except ModuleNotFoundError as exc:
-        from .errors import ConfigurationError, install_hint
-
         raise ConfigurationError(
             f"serve_prometheus needs {exc.name!r}: {install_hint('prometheus')}"
         ) from exc
-    start_http_server(port, addr=addr)
-    return MeterProvider(metric_readers=[PrometheusMetricReader()])
+    # 0 would listen on a port nobody is told, a wrong one raised OverflowError.
+    check_number("serve_prometheus's port", port, minimum=1, maximum=65535, integer=True)
+    reader = PrometheusMetricReader()
+    try:
+        started = start_http_server(port, addr=addr)
+    except OSError as exc:
+        reader.shutdown()  # its collector leaves the registry again
+        raise ConfigurationError(
+            f"serve_prometheus cannot listen on {addr}:{port} ({exc.strerror or exc}): pick "
+            "another port, or stop what listens there"
+        ) from exc
+    server = started[0] if isinstance(started, tuple) else None  # prometheus_client < 0.17
+
+    class Serving(MeterProvider):
+        def shutdown(self, timeout_millis: float = 30_000) -> None:
+            try:
+                super().shutdown(timeout_millis)
+            finally:
+                if server is not None:
+                    server.shutdown()
+                    server.server_close()
+
+    return Serving(metric_readers=[reader])

@@ -13,9 +13,9 @@ import sys
 from typing import Any
 
 from . import dlq, doctor, publish, request, status, tail
-from ._common import EXIT_CODES, LONGEST, CommandError
+from ._common import EXIT_CODES, LONGEST, CommandError, printable
 
-__all__ = ["EXIT_CODES", "LONGEST", "CommandError", "add_commands", "invoke"]
+__all__ = ["EXIT_CODES", "LONGEST", "CommandError", "add_commands", "invoke", "printable"]
 
 
 def add_commands(commands: Any) -> None:
@@ -51,5 +51,5 @@ async def invoke(args: argparse.Namespace) -> int:
     try:
         return int(await args.coro(args))
     except CommandError as exc:
-        print(f"hexa-event: error: {exc}", file=sys.stderr)
+        print(f"hexa-event: error: {printable(str(exc))}", file=sys.stderr)
         return exc.code

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -66,7 +67,12 @@ def event_arguments(p: argparse.ArgumentParser) -> None:
     user = p.add_mutually_exclusive_group()  # one user: the other was silently dropped
     user.add_argument("--user-id", default=None, help="a regular user with this id")
     user.add_argument("--service-user", default=None, help="a service user with this id")
-    p.add_argument("--traceparent", default="", help="W3C traceparent to continue")
+    p.add_argument(
+        "--traceparent",
+        type=traceparent,
+        default="",
+        help="W3C traceparent to continue: 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>",
+    )
     p.add_argument(
         "--header",
         action="append",
@@ -74,6 +80,25 @@ def event_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="an application header (repeatable)",
     )
+
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
+def traceparent(text: str) -> str:
+    """An argparse type: a W3C ``traceparent`` (version-traceid-parentid-flags in hex,
+    neither id all zeros, version not ff), written in lower case. Consumers drop any other
+    silently: the trace did not continue and nothing said why."""
+    if not text:
+        return ""  # the default: no trace to continue
+    found = _TRACEPARENT.fullmatch(text.strip().lower())
+    if found is None or found[1] == "ff" or not found[2].strip("0") or not found[3].strip("0"):
+        raise argparse.ArgumentTypeError(
+            "expected a W3C traceparent, 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, "
+            "neither id all zeros (e.g. "
+            f"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01), got {text!r}"
+        )
+    return found[0]
 
 
 def read_data(spec: str) -> bytes:

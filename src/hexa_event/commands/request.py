@@ -17,13 +17,13 @@ from typing import Any
 from ._common import (
     FAILED,
     OK,
-    USAGE,
     CommandError,
     json_argument,
     print_json,
     printable,
     require_url,
     safe_json,
+    seconds,
 )
 from .publish import bad_event, build, event_arguments
 
@@ -37,15 +37,29 @@ def add(commands: Any) -> None:
     )
     event_arguments(p)
     p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for the reply (default 30)"
+        "--timeout",
+        type=_timeout,
+        default=30.0,
+        help="seconds to wait for the reply (default 30, at most a day)",
     )
     json_argument(p)
     p.set_defaults(coro=run)
 
 
+_DAY = 24 * 3600.0
+
+
+def _timeout(text: str) -> float:
+    """An argparse type: ``--timeout``, above 0 and at most a day (as ``request`` takes)."""
+    value = seconds(text)
+    if value > _DAY:
+        raise argparse.ArgumentTypeError(f"expected at most {_DAY:g} seconds, got {text!r}")
+    return value
+
+
 async def run(args: argparse.Namespace) -> int:
     from ..connect import connect
-    from ..errors import ConfigurationError, InvalidEventError, RequestTimeoutError
+    from ..errors import InvalidEventError, RequestTimeoutError
     from ..propagation import CORRELATION_ID
 
     event, ctx = build(args)
@@ -54,8 +68,6 @@ async def run(args: argparse.Namespace) -> int:
         reply = await conn.emitter().request(event, ctx, timeout=args.timeout)
     except RequestTimeoutError as exc:
         raise CommandError(str(exc), FAILED) from None
-    except ConfigurationError as exc:
-        raise CommandError(f"--timeout: {exc}", USAGE) from None
     except InvalidEventError as exc:
         raise bad_event(exc) from None
     finally:

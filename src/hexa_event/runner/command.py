@@ -24,10 +24,25 @@ def _port(text: str) -> int:
     return value
 
 
+_MOST_WORKERS = 1024
+"""More worker processes than any machine runs usefully: a typo, not a plan."""
+
+
 def _workers(text: str) -> int:
-    value = whole_number(text, 1)
+    value = whole_number(text, 1, _MOST_WORKERS)
     if value is None:
-        raise argparse.ArgumentTypeError(f"expected a positive number of workers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a number of worker processes from 1 to {_MOST_WORKERS}, got {text!r}"
+        )
+    return value
+
+
+def _restarts(text: str) -> int:
+    value = whole_number(text, 0)
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of restarts from 0 (give up at the first quick death), got {text!r}"
+        )
     return value
 
 
@@ -74,7 +89,7 @@ def add_run_command(commands: Any) -> None:
     )
     p.add_argument(
         "--max-restarts",
-        type=int,
+        type=_restarts,
         default=5,
         help="with --workers: give up on a worker that died this many times in a row "
         "within 10s of starting (default 5)",
