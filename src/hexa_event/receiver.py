@@ -58,6 +58,9 @@ H = TypeVar("H", bound=Callable[..., Any])
 _NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
 _BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 _FINAL_SETTLE_TIMEOUT = 10.0
+_SUBSCRIPTION_CLOSE_TIMEOUT = 10.0
+"""How long close() waits for the driver to close the subscriptions (all at once): one
+that does not end by then is cancelled and left to the driver's own close."""
 _UNWIND_GRACE = 1.0
 """How long a handler cancelled at the end of the drain may take to unwind (only a
 coroutine that suppresses its cancellation can use it up; it is then left behind)."""
@@ -144,8 +147,9 @@ class Receiver:
     handlers are still running then. Those are cancelled; a sync handler's thread cannot
     be stopped, so it is abandoned (it runs on, its result is ignored). Every event not
     finished is given back (delivered again, never acked). Add the time to write the last
-    settlements (at most 10 s when the driver cannot) and, only for a coroutine handler
-    that suppresses its cancellation, 1 s before it is left behind.
+    settlements (at most 10 s when the driver cannot), to close the subscriptions (at most
+    10 s: one whose close hangs is left to the driver's close) and, only for a coroutine
+    handler that suppresses its cancellation, 1 s before it is left behind.
 
     ``concurrency`` bounds the handlers running at once per subscription; up to four times
     as many events (at least 256) may be held unsettled, and beside them up to 4 times that
@@ -725,13 +729,36 @@ class Receiver:
                 for task in info.tasks:
                     task.cancel()
                 await asyncio.gather(*info.tasks, return_exceptions=True)
-                if info.subscription is not None:
-                    try:
-                        await info.subscription.close()
-                    except Exception:
-                        logger.exception("closing subscription %s failed", info.action)
+            await self._close_subscriptions(
+                {a: i.subscription for a, i in self._subs.items() if i.subscription is not None}
+            )
             self._closed.set()
             logger.info("receiver %s closed", self.name)
+
+    async def _close_subscriptions(self, subscriptions: dict[str, Subscription]) -> None:
+        """Close them all at once, within ``_SUBSCRIPTION_CLOSE_TIMEOUT``: a driver's close
+        that hangs must not hold close() up past its bound; one that does is cancelled and
+        named (the driver's own close ends what it holds)."""
+        closes = {
+            asyncio.ensure_future(subscription.close()): action
+            for action, subscription in subscriptions.items()
+        }
+        if not closes:
+            return
+        done, late = await asyncio.wait(closes, timeout=_SUBSCRIPTION_CLOSE_TIMEOUT)
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                logger.error("closing subscription %s failed", closes[task], exc_info=error)
+        for task in late:
+            task.cancel()
+            logger.error(
+                "receiver %s: closing the subscription of %s did not end within %.0fs; left "
+                "to the driver's close (its events not settled are delivered again)",
+                self.name,
+                closes[task],
+                _SUBSCRIPTION_CLOSE_TIMEOUT,
+            )
 
     async def _drain(self, lanes: list[Lanes[Delivery] | batching.BatchLanes]) -> bool:
         """Wait for every lane to empty within ``drain_timeout``, or until :meth:`hurry`."""

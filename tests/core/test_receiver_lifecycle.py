@@ -1,0 +1,66 @@
+"""The receiver's lifecycle when the driver hangs or misbehaves: start and close keep their
+bounds, a failure is never silent, and health says what is true once closed. Each test
+fails on the code before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+
+import hexa_event as he
+from hexa_event import receiver as receiver_module
+from hexa_event.driver import Subscription, SubscriptionSpec
+from hexa_event.testing import Collector
+
+
+def on_subscription(conn: he.Connection, change: Any) -> None:
+    """Call ``change(spec, subscription)`` on each subscription the driver makes."""
+    subscribe = conn.driver.subscribe
+
+    async def changed(spec: SubscriptionSpec) -> Subscription:
+        subscription = await subscribe(spec)
+        change(spec, subscription)
+        return subscription
+
+    conn.driver.subscribe = changed  # type: ignore[method-assign]
+
+
+async def test_a_subscription_close_that_hangs_does_not_hold_close_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # close() awaited each subscription's close with no bound: a driver whose close hangs
+    # held close() (and a service's stop) for good, past the documented bound.
+    monkeypatch.setattr(receiver_module, "_SUBSCRIPTION_CLOSE_TIMEOUT", 0.5)
+    conn = he.connect("memory://lifecycle-close-hangs")
+    closed: list[str] = []
+
+    def change(spec: SubscriptionSpec, subscription: Subscription) -> None:
+        close = subscription.close
+        hangs = spec.group == "a"
+
+        async def closing() -> None:
+            nonlocal hangs
+            if hangs:
+                hangs = False  # the driver's own close, later, goes through
+                await asyncio.Event().wait()
+            await close()
+            closed.append(spec.group)
+
+        subscription.close = closing  # type: ignore[method-assign]
+
+    on_subscription(conn, change)
+    receiver = conn.receiver("svc", drain_timeout=0)
+    receiver.subscribe("c", action="a", handler=Collector().add_message)
+    receiver.subscribe("d", action="b", handler=Collector().add_message)
+    await receiver.start()
+    began = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="hexa_event.receiver"):
+        await asyncio.wait_for(receiver.close(), 10)
+    assert time.monotonic() - began < 5
+    assert closed == ["b"]  # the other one was closed all the same
+    assert "closing the subscription of a did not end" in caplog.text
+    await conn.close()
