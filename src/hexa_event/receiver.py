@@ -24,7 +24,7 @@ import operator
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -54,6 +54,7 @@ from .wire import Chain, DedupIds
 logger = logging.getLogger(__name__)
 
 H = TypeVar("H", bound=Callable[..., Any])
+T = TypeVar("T")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
 _BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -367,7 +368,8 @@ class Receiver:
     async def start(self) -> None:
         """Provision channels, join every group and start handling. Raises on refusal.
 
-        A :meth:`close` meanwhile ends it early: what it joins after that, it leaves."""
+        A :meth:`close` meanwhile ends it early, even while the driver provisions or joins
+        (that step is cancelled): it returns, and what it joined it leaves."""
         if self._closing.is_set():
             raise ClosedError("this receiver was closed; make a new one")
         if self._started:
@@ -378,13 +380,19 @@ class Receiver:
         publish = pipeline(self.driver.publish, self._publish_middlewares)
         try:
             for info in self._subs.values():
-                await self.driver.provision(
-                    (*info.spec.channels, info.route.chain.dead_letter_channel)
+                await self._unless_closing(
+                    self.driver.provision(
+                        (*info.spec.channels, info.route.chain.dead_letter_channel)
+                    )
                 )
-                subscription = await self.driver.subscribe(info.spec)
+                subscription = None
+                if not self._closing.is_set():
+                    subscription = await self._unless_closing(self.driver.subscribe(info.spec))
                 if self._closing.is_set():  # closed meanwhile: close() did not see this one
-                    await subscription.close()
+                    if subscription is not None:
+                        await self._close_subscriptions({info.action: subscription})
                     return
+                assert subscription is not None
                 info.subscription = subscription
                 if info.batch is not None:
                     dispatcher = batching.BatchDispatcher(
@@ -426,6 +434,32 @@ class Receiver:
             raise
         self._lag_task = asyncio.create_task(self._sample_lag(), name=f"hexa-lag:{self.name}")
         logger.info("receiver %s started: %s", self.name, ", ".join(self._subs))
+
+    async def _unless_closing(self, step: Coroutine[Any, Any, T]) -> T | None:
+        """Await ``step`` (a provision or subscribe) unless :meth:`close` begins first: then
+        it is cancelled and None returned, so a driver that hangs there never holds a
+        close, or a service's stop, up (one that ignores its cancellation is left behind
+        after a second)."""
+        task = asyncio.ensure_future(step)
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait((task, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not task.done():  # closing, or the caller is cancelled: so is the step
+                task.cancel()
+                await asyncio.wait((task,), timeout=_UNWIND_GRACE)
+                if not task.done():
+                    logger.error(
+                        "receiver %s: the driver's provision or subscribe ignores its "
+                        "cancellation; left behind",
+                        self.name,
+                    )
+        if not task.done() or task.cancelled():
+            return None
+        if self._closing.is_set() and task.exception() is not None:
+            return None  # cut by close: not the driver's failure
+        return task.result()
 
     def _work(self, info: SubscriptionInfo) -> Callable[[deque[Delivery]], Any]:
         """The lane runner of a single-message subscription (see :data:`lanes.LaneWork`):

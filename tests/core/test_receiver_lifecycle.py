@@ -14,7 +14,21 @@ import pytest
 import hexa_event as he
 from hexa_event import receiver as receiver_module
 from hexa_event.driver import Subscription, SubscriptionSpec
+from hexa_event.runner import Service
 from hexa_event.testing import Collector
+
+
+def hanging(conn: he.Connection, step: str) -> asyncio.Event:
+    """Make the driver's ``provision`` or ``subscribe`` hang (until cancelled); the event
+    is set once it was entered."""
+    entered = asyncio.Event()
+
+    async def hang(*args: Any) -> Any:
+        entered.set()
+        await asyncio.Event().wait()
+
+    setattr(conn.driver, step, hang)
+    return entered
 
 
 def on_subscription(conn: he.Connection, change: Any) -> None:
@@ -63,4 +77,37 @@ async def test_a_subscription_close_that_hangs_does_not_hold_close_up(
     assert time.monotonic() - began < 5
     assert closed == ["b"]  # the other one was closed all the same
     assert "closing the subscription of a did not end" in caplog.text
+    await conn.close()
+
+
+@pytest.mark.parametrize("step", ["provision", "subscribe"])
+async def test_close_ends_a_start_whose_driver_hangs(step: str) -> None:
+    # close() did not interrupt a provision or subscribe in progress: start() waited for it
+    # for good (a broker that accepts connections and never answers).
+    conn = he.connect(f"memory://lifecycle-start-{step}")
+    entered = hanging(conn, step)
+    receiver = conn.receiver("svc")
+    receiver.subscribe("c", action="a", handler=Collector().add_message)
+    starting = asyncio.create_task(receiver.start())
+    await asyncio.wait_for(entered.wait(), 5)
+    await asyncio.wait_for(receiver.close(), 5)
+    await asyncio.wait_for(starting, 5)
+    assert receiver.health()["state"] == "closed"
+    await conn.close()
+
+
+@pytest.mark.parametrize("force", [False, True])
+async def test_a_service_stopped_while_a_receiver_joins_stops(force: bool) -> None:
+    # The runner's stop, even forced (a second SIGTERM), waited for a receiver's start
+    # that hung in the driver's subscribe: the process never ended.
+    conn = he.connect(f"memory://lifecycle-service-{force}")
+    entered = hanging(conn, "subscribe")
+    receiver = conn.receiver("svc")
+    receiver.subscribe("c", action="a", handler=Collector().add_message)
+    service = Service(receiver, gc_tuning=False)
+    running = asyncio.create_task(service.run())
+    await asyncio.wait_for(entered.wait(), 5)
+    service.stop(force=force)
+    await asyncio.wait_for(running, 10)
+    assert not service.started
     await conn.close()
