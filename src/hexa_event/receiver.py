@@ -12,7 +12,8 @@ When work cannot progress (fetching or settling fails, a delivery stays unsettle
 than ``stall_timeout``, a loop died, the driver ended the subscription) ``health()`` says
 unhealthy with the reason; when it can never progress again (the driver was closed under
 it, a fatal broker error) the receiver closes itself and ``run()``/``wait_closed()`` raise
-:class:`~hexa_event.errors.ReceiverFailedError`.
+:class:`~hexa_event.errors.ReceiverFailedError`, as does leaving ``async with receiver:``
+(when no other exception leaves it).
 """
 
 from __future__ import annotations
@@ -955,8 +956,12 @@ class Receiver:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        """Close; then, if the receiver failed (closed itself: see :meth:`wait_closed`) and
+        no exception leaves the block already, raise its ReceiverFailedError."""
         await self.close()
+        if exc_type is None and self._failure is not None:
+            raise self._failure
 
 
 def _cancelling() -> bool:

@@ -7,15 +7,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 import hexa_event as he
 from hexa_event import receiver as receiver_module
-from hexa_event.driver import Subscription, SubscriptionSpec
+from hexa_event.driver import Delivery, Subscription, SubscriptionSpec
+from hexa_event.errors import ReceiverFailedError
 from hexa_event.runner import Service
-from hexa_event.testing import Collector
+from hexa_event.testing import Collector, eventually
 
 
 def hanging(conn: he.Connection, step: str) -> asyncio.Event:
@@ -110,4 +112,50 @@ async def test_a_service_stopped_while_a_receiver_joins_stops(force: bool) -> No
     service.stop(force=force)
     await asyncio.wait_for(running, 10)
     assert not service.started
+    await conn.close()
+
+
+def refusing_settlements(conn: he.Connection) -> None:
+    def change(spec: SubscriptionSpec, subscription: Subscription) -> None:
+        async def settle(deliveries: Sequence[Delivery]) -> None:
+            raise he.DriverError("the driver is closed", retriable=False)
+
+        subscription.settle = settle  # type: ignore[method-assign]
+
+    on_subscription(conn, change)
+
+
+async def test_leaving_async_with_raises_when_the_receiver_failed() -> None:
+    # A receiver that closed itself (it can never progress again) made run() and
+    # wait_closed() raise, but `async with receiver:` ended quietly: a service written
+    # that way never learned that it had stopped handling events.
+    conn = he.connect("memory://lifecycle-aexit")
+    refusing_settlements(conn)
+    receiver = conn.receiver("svc")
+    receiver.subscribe("c", action="a", handler=Collector().add_message)
+
+    async def use() -> None:
+        async with receiver:
+            await conn.emitter().emit(he.Event("c", "k", {}))
+            await eventually(lambda: receiver.health()["state"] == "closed", within=10)
+
+    with pytest.raises(ReceiverFailedError, match="driver is closed"):
+        await use()
+    await conn.close()
+
+
+async def test_an_exception_leaving_async_with_is_not_replaced_by_the_failure() -> None:
+    conn = he.connect("memory://lifecycle-aexit-other")
+    refusing_settlements(conn)
+    receiver = conn.receiver("svc")
+    receiver.subscribe("c", action="a", handler=Collector().add_message)
+
+    async def use() -> None:
+        async with receiver:
+            await conn.emitter().emit(he.Event("c", "k", {}))
+            await eventually(lambda: receiver.health()["state"] == "closed", within=10)
+            raise KeyError("the block's own")
+
+    with pytest.raises(KeyError):
+        await use()
     await conn.close()
