@@ -839,13 +839,15 @@ class Receiver:
         Per action, ``lag`` is the group's records not yet settled (the sum over channels),
         ``lag_by_channel`` the same per channel (``"*"``: the driver counts only the whole
         subscription) and ``lag_age`` the seconds since that sample; ``lag`` is None while
-        unknown (not sampled yet, or the driver cannot tell); ``lag_error`` says why the last
-        query failed (the previous sample stays, and ``lag_age`` grows).
+        unknown (not sampled yet, the driver cannot tell, or the receiver closed);
+        ``lag_error`` says why the last query failed (the previous sample stays, and
+        ``lag_age`` grows). Once closed, no action is ``joined`` or ``alive``.
 
         ``healthy`` is True only while running with every action able to progress;
         ``reason`` says what is wrong otherwise.
         """
         state = "closed" if self._closing.is_set() else "running" if self._started else "new"
+        closed = self._closed.is_set()  # (state says "closed" as soon as closing begins)
         actions: dict[str, Any] = {}
         reasons: list[str] = []
         if self._failure is not None:
@@ -894,7 +896,8 @@ class Receiver:
                     f"a delivery has been unsettled for {age:.0f}s (stall_timeout "
                     f"{self._stall_timeout:.0f}s): a handler hangs or settlements stall"
                 )
-            alive = True
+            alive = not closed
+            lag = None if closed else info.lag  # not sampled any more: no stale gauge
             if state == "running":
                 if any(task.done() for task in info.tasks):
                     problems.append("a fetch or settle loop stopped")
@@ -914,10 +917,10 @@ class Receiver:
                 "publish_error": publish_error,
                 "oldest_unsettled_age": age,
                 "assignment": list(status.assignment) if status is not None else [],
-                "joined": status.joined if status is not None else False,
-                "lag": sum(info.lag.values()) if info.lag is not None else None,
-                "lag_by_channel": dict(info.lag) if info.lag is not None else {},
-                "lag_age": round(now - info.lag_at, 3) if info.lag_at is not None else None,
+                "joined": status is not None and status.joined and not closed,
+                "lag": sum(lag.values()) if lag is not None else None,
+                "lag_by_channel": dict(lag) if lag is not None else {},
+                "lag_age": None if closed or info.lag_at is None else round(now - info.lag_at, 3),
                 "lag_error": info.lag_error,
                 "fetch_error": info.fetch_error,
                 "settle_error": info.settle_error,

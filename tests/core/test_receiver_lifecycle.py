@@ -159,3 +159,22 @@ async def test_an_exception_leaving_async_with_is_not_replaced_by_the_failure() 
     with pytest.raises(KeyError):
         await use()
     await conn.close()
+
+
+async def test_health_of_a_closed_receiver_has_no_action_joined_or_alive() -> None:
+    # After close() every action still said joined and alive (the subscription's last
+    # status), and its last lag sample stayed, so the lag gauges kept reporting a
+    # consumer that had left its group.
+    conn = he.connect("memory://lifecycle-health-closed")
+    receiver = conn.receiver("svc", lag_interval=0.1)
+    receiver.subscribe("c", action="a", handler=Collector().add_message)
+    async with receiver:
+        await eventually(lambda: receiver.health()["actions"]["a"]["lag"] == 0, within=10)
+        assert receiver.health()["actions"]["a"]["joined"]
+    health = receiver.health()
+    assert health["state"] == "closed"
+    assert not health["healthy"]
+    action = health["actions"]["a"]
+    assert (action["joined"], action["alive"]) == (False, False)
+    assert (action["lag"], action["lag_by_channel"], action["lag_age"]) == (None, {}, None)
+    await conn.close()

@@ -172,7 +172,7 @@ class Service:
         reasons: list[str] = []
         for receiver in self._receivers():
             for action, info in receiver.health()["actions"].items():
-                if not info.get("alive", True):
+                if not info.get("alive", True) and not self.stopping:  # (closed when stopped)
                     reasons.append(f"{receiver.name}/{action}: a fetch, settle or worker loop died")
                 if info.get("stalled"):
                     reasons.append(
