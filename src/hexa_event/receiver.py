@@ -67,6 +67,8 @@ _UNWIND_GRACE = 1.0
 """How long a handler cancelled at the end of the drain may take to unwind (only a
 coroutine that suppresses its cancellation can use it up; it is then left behind)."""
 _LAG_TIMEOUT = 10.0
+MIN_LAG_INTERVAL = 0.1
+"""The shortest ``lag_interval``: each sample queries the broker for every action."""
 _PUBLISH_ERROR_KEPT = 60.0
 """How long health reports a failed publish of a retry copy or dead letter when none was
 tried since (a failing one is tried again within 30 s: see dispatch's back-off)."""
@@ -159,9 +161,9 @@ class Receiver:
     and retry copies on Kafka and STAN). ``stall_timeout`` is how long a delivery may stay
     unsettled (after its due time, and after an in-place retry's back-off; those of its key
     waiting behind it likewise) before ``health()`` reports a stall. Every
-    ``lag_interval`` seconds a background task asks each subscription for its group's lag
-    (:meth:`~hexa_event.driver.Subscription.lag`); ``health()`` reports the last sample and
-    its age.
+    ``lag_interval`` seconds (at least 0.1) a background task asks each subscription for
+    its group's lag (:meth:`~hexa_event.driver.Subscription.lag`); ``health()`` reports the
+    last sample and its age.
 
     Retry copies and dead letters go to the driver through ``publish_middlewares`` (see
     :mod:`hexa_event.publishing`), the first listed outermost.
@@ -187,7 +189,7 @@ class Receiver:
         )
         check_number("Receiver drain_timeout", drain_timeout, minimum=0)
         check_number("Receiver stall_timeout", stall_timeout, minimum=0, above=True)
-        check_number("Receiver lag_interval", lag_interval, minimum=0, above=True)
+        check_number("Receiver lag_interval (seconds)", lag_interval, minimum=MIN_LAG_INTERVAL)
         self.name = name
         self.driver = driver
         self._middlewares = tuple(middlewares)

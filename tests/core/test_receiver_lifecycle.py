@@ -178,3 +178,12 @@ async def test_health_of_a_closed_receiver_has_no_action_joined_or_alive() -> No
     assert (action["joined"], action["alive"]) == (False, False)
     assert (action["lag"], action["lag_by_channel"], action["lag_age"]) == (None, {}, None)
     await conn.close()
+
+
+def test_a_lag_interval_below_a_tenth_of_a_second_is_refused() -> None:
+    # lag_interval=1e-9 was taken: the lag task queried the driver in a tight loop (a
+    # third of a core on memory; a real broker hammered for every action).
+    conn = he.connect("memory://lifecycle-lag-floor")
+    with pytest.raises(he.ConfigurationError, match=r"lag_interval.*from 0\.1"):
+        conn.receiver("svc", lag_interval=1e-9)
+    conn.receiver("svc", lag_interval=0.1)
