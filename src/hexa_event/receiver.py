@@ -50,7 +50,7 @@ from .propagation import Propagator, default_propagator
 from .publishing import PublishMiddleware, pipeline
 from .retry import RetryPolicy
 from .threads import ABANDON
-from .wire import Chain, DedupIds
+from .wire import Chain, DedupIds, error_text
 
 logger = logging.getLogger(__name__)
 
@@ -577,7 +577,7 @@ class Receiver:
                 raise
             except DriverError as exc:
                 if not exc.retriable:
-                    self._fail(info, f"the driver cannot go on: {exc}")
+                    self._fail(info, f"the driver cannot go on: {error_text(exc)}")
                     return
                 failures = await self._fetch_failed(info, exc, failures)
                 continue
@@ -603,7 +603,7 @@ class Receiver:
 
     async def _fetch_failed(self, info: SubscriptionInfo, exc: Exception, failures: int) -> int:
         delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
-        info.fetch_error = f"{type(exc).__name__}: {exc}"
+        info.fetch_error = f"{type(exc).__name__}: {error_text(exc)}"
         logger.warning(
             "fetch failed for action %s (%s); retrying in %.1fs",
             info.action,
@@ -637,10 +637,12 @@ class Receiver:
                 except Exception as exc:
                     info.pending[:0] = batch
                     info.pending_records[:0] = records
-                    info.settle_error = f"{type(exc).__name__}: {exc}"
+                    info.settle_error = f"{type(exc).__name__}: {error_text(exc)}"
                     if isinstance(exc, DriverError) and not exc.retriable:
                         if not self._closing.is_set():  # (closing: its last settle says so)
-                            self._fail(info, f"the driver cannot write settlements: {exc}")
+                            self._fail(
+                                info, f"the driver cannot write settlements: {error_text(exc)}"
+                            )
                         return
                     delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
                     failures += 1
@@ -685,7 +687,7 @@ class Receiver:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    error = f"{type(exc).__name__}: {exc}"
+                    error = f"{type(exc).__name__}: {error_text(exc)}"
                     if error != info.lag_error:  # once per new problem, not every interval
                         logger.warning("cannot read the lag of %s: %s", info.action, error)
                     info.lag_error = error

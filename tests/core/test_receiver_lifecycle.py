@@ -20,6 +20,13 @@ from hexa_event.runner import Service
 from hexa_event.testing import Collector, eventually
 
 
+class UnprintableError(Exception):
+    """A driver error whose text cannot be read (its ``__str__`` raises)."""
+
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
 def hanging(conn: he.Connection, step: str) -> asyncio.Event:
     """Make the driver's ``provision`` or ``subscribe`` hang (until cancelled); the event
     is set once it was entered."""
@@ -187,3 +194,43 @@ def test_a_lag_interval_below_a_tenth_of_a_second_is_refused() -> None:
     with pytest.raises(he.ConfigurationError, match=r"lag_interval.*from 0\.1"):
         conn.receiver("svc", lag_interval=1e-9)
     conn.receiver("svc", lag_interval=0.1)
+
+
+async def test_loops_go_on_when_a_driver_error_has_no_printable_text() -> None:
+    # The fetch, settle and lag loops formatted the driver's exception with f"{exc}": one
+    # whose __str__ raises killed the loop (nothing fetched, settled or sampled again).
+    conn = he.connect("memory://lifecycle-unprintable")
+    faults = {"fetch": 1, "settle": 1, "lag": 1}
+
+    def change(spec: SubscriptionSpec, subscription: Subscription) -> None:
+        for name in faults:
+            original = getattr(subscription, name)
+
+            def failing(*args: Any, _name: str = name, _original: Any = original) -> Any:
+                if faults[_name]:
+                    faults[_name] -= 1
+                    raise UnprintableError()
+                return _original(*args)
+
+            async def step(*args: Any, _failing: Any = failing) -> Any:
+                return await _failing(*args)
+
+            setattr(subscription, name, step)
+
+    on_subscription(conn, change)
+    handled = Collector()
+    receiver = conn.receiver("svc", lag_interval=0.1)
+    receiver.subscribe("c", action="a", handler=handled.add_message)
+    async with receiver:
+        await conn.emitter().emit(he.Event("c", "k", {}))
+        await handled.wait_for(1, within=10)
+        await eventually(
+            lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=10, what="settled"
+        )
+        await eventually(
+            lambda: receiver.health()["actions"]["a"]["lag_age"] is not None, within=10
+        )
+        health = receiver.health()
+        assert health["healthy"], health["reason"]
+        assert faults == {"fetch": 0, "settle": 0, "lag": 0}
+    await conn.close()
