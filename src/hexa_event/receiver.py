@@ -897,8 +897,8 @@ class Receiver:
             stalled = age > self._stall_timeout
             if stalled:
                 problems.append(
-                    f"a delivery has been unsettled for {age:.0f}s (stall_timeout "
-                    f"{self._stall_timeout:.0f}s): a handler hangs or settlements stall"
+                    f"a delivery has been unsettled for {_seconds(age)} (stall_timeout "
+                    f"{_seconds(self._stall_timeout)}): a handler hangs or settlements stall"
                 )
             alive = not closed
             lag = None if closed else info.lag  # not sampled any more: no stale gauge
@@ -975,6 +975,12 @@ def _cancelling() -> bool:
     """Whether the running task is being cancelled (else a CancelledError is a failure)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def _seconds(value: float) -> str:
+    """A duration as health shows it: whole seconds, or 3 digits below 100 s (a stall_timeout
+    of 0.5 s read as "0s")."""
+    return f"{value:.0f}s" if value >= 100 else f"{value:.3g}s"
 
 
 def _held_back(waiting: dict[Delivery, float]) -> str:

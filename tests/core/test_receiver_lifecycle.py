@@ -234,3 +234,21 @@ async def test_loops_go_on_when_a_driver_error_has_no_printable_text() -> None:
         assert health["healthy"], health["reason"]
         assert faults == {"fetch": 0, "settle": 0, "lag": 0}
     await conn.close()
+
+
+async def test_health_shows_a_sub_second_stall_timeout() -> None:
+    # A stall_timeout under a second read "stall_timeout 0s" in health's reason.
+    conn = he.connect("memory://lifecycle-stall-text")
+    release = asyncio.Event()
+    receiver = conn.receiver("svc", stall_timeout=0.3)
+
+    @receiver.subscribe("c", action="a")
+    async def hangs(ctx: he.Context, msg: he.Message[Any]) -> None:
+        await release.wait()
+
+    async with receiver:
+        await conn.emitter().emit(he.Event("c", "k", {}))
+        await eventually(lambda: receiver.health()["actions"]["a"]["stalled"], within=10)
+        assert "(stall_timeout 0.3s)" in receiver.health()["reason"]
+        release.set()
+    await conn.close()
