@@ -312,6 +312,13 @@ class Receiver:
             plan = None
             if batch is not None:  # a batch handler: middlewares wrap single handlers only
                 plan = batching.plan(batch, fn, where=where)
+                if plan.batch.max_wait >= self._stall_timeout:
+                    raise ConfigurationError(
+                        f"{where}: Batch max_wait ({plan.batch.max_wait:g}s) must be below the "
+                        f"receiver's stall_timeout ({self._stall_timeout:g}s): a batch filling "
+                        "that long reads as a stall in health(); lower max_wait or raise "
+                        "stall_timeout"
+                    )
                 wrapped = plan.single(action)
             else:
                 check_handler(fn, where=where)

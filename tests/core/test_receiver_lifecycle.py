@@ -252,3 +252,16 @@ async def test_health_shows_a_sub_second_stall_timeout() -> None:
         assert "(stall_timeout 0.3s)" in receiver.health()["reason"]
         release.set()
     await conn.close()
+
+
+@pytest.mark.parametrize("max_wait", [1.0, 2.0])
+def test_a_batch_max_wait_not_below_stall_timeout_is_refused(max_wait: float) -> None:
+    # A batch filling for max_wait read as a stall once max_wait reached stall_timeout.
+    receiver = he.connect("memory://lifecycle-batch-wait").receiver("svc", stall_timeout=1.0)
+
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        pass
+
+    with pytest.raises(he.ConfigurationError, match=r"max_wait \(\d\.?\d*s\).*stall_timeout"):
+        receiver.subscribe("c", action="a", batch=he.Batch(max_wait=max_wait), handler=handle)
+    receiver.subscribe("c", action="b", batch=he.Batch(max_wait=0.9), handler=handle)
