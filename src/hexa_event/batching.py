@@ -41,7 +41,7 @@ from . import wire
 from .codecs import get_codec, json_decoder
 from .context import Context
 from .dispatch import POISON, Dispatcher, Poison, Route
-from .driver import Delivery, Features, RecordBatch, Subscription
+from .driver import Delivery, Features, Outcome, RecordBatch, Subscription
 from .errors import ConfigurationError
 from .event import Message
 from .lanes import wait_set
@@ -549,6 +549,9 @@ class BatchLanes:
         self._idle.set()
         self.count = 0
         """Deliveries submitted and not finished."""
+        self._given_back: set[Hashable] = set()
+        """Keys with an event given back at close: their later events are given back unrun
+        (never handled ahead of it)."""
         self._collector = asyncio.create_task(self._collect(), name=f"{name}-batches")
 
     # -- the Lanes surface ----------------------------------------------------------------------
@@ -727,6 +730,7 @@ class BatchLanes:
         """Records taken out of ``batches`` and settled in this run."""
         diverted = 0
         """Records taken out of ``batches`` and queued or held for a later batch."""
+        given_back = self._given_back
         try:
             for delivery in deliveries:
                 if held:  # a retry copy ahead of it waits: so does the rest of its key
@@ -741,8 +745,13 @@ class BatchLanes:
                     books.room.set()
                 if delivery.outcome is not None:
                     continue
+                if given_back and _lane(delivery) in given_back:
+                    delivery.nack()  # its key's earlier event was given back at close
+                    continue
                 prepared = prepare(delivery, ready)
                 if prepared is None:  # ready, or settled already
+                    if delivery.outcome is Outcome.NACK:  # not due, given back at close
+                        self._gave_back(delivery)
                     continue
                 if isinstance(prepared, Poison):
                     await dispatcher.poison(delivery, prepared)
@@ -766,6 +775,10 @@ class BatchLanes:
                 for delivery in (*finished, *taken):
                     if delivery.outcome is None:
                         delivery.nack()
+            if self._closing.is_set():
+                for delivery in (*finished, *taken):
+                    if delivery.outcome is Outcome.NACK:
+                        self._gave_back(delivery)
             for lane, kept in held.items():
                 self._queues.setdefault(lane, deque()).extendleft(reversed(kept))
                 if lane not in self._parked and lane not in self._busy:
@@ -803,8 +816,8 @@ class BatchLanes:
         were queued or held for a later batch."""
         queues, parked, busy = self._queues, self._parked, self._busy
         blocked: set[tuple[str, str]] = set()
-        if held or queues or parked:
-            blocked.update(held, queues, parked)  # type: ignore[arg-type]
+        if held or queues or parked or self._given_back:
+            blocked.update(held, queues, parked, self._given_back)  # type: ignore[arg-type]
         odd = self._dispatcher.prepare_records(batch, ready, blocked)
         if not odd:
             return 0
@@ -830,9 +843,15 @@ class BatchLanes:
                 if key not in busy and key not in parked:
                     self._add_free(1)
                 continue
+            if key in self._given_back:
+                delivery.nack()  # its key's earlier event was given back at close
+                taken.append(delivery)
+                continue
             prepared = self._dispatcher.prepare(delivery, ready)
             if prepared is None:  # ready, or settled already
                 taken.append(delivery)
+                if delivery.outcome is Outcome.NACK:  # not due, given back at close
+                    self._gave_back(delivery)
             elif isinstance(prepared, Poison):
                 taken.append(delivery)
                 await self._dispatcher.poison(delivery, prepared)
@@ -857,9 +876,20 @@ class BatchLanes:
             if queue:
                 self._add_free(len(queue))
 
+    def _gave_back(self, delivery: Delivery) -> None:
+        """``delivery`` was given back: at close, so are the later events of its key."""
+        if self._closing.is_set():
+            self._given_back.add(_lane(delivery))
+
     def _settled(self, deliveries: list[Delivery]) -> None:
         if not deliveries:
             return
         self.count -= len(deliveries)
         self._books.pending.extend(deliveries)
         self._books.settle_wake.set()
+
+
+def _lane(delivery: Delivery) -> tuple[str, str]:
+    """A delivery's key: one key of one channel (as the receiver's lanes)."""
+    record = delivery.record
+    return record.channel, record.key

@@ -5,6 +5,7 @@ fails on the code before its fix."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -254,6 +255,13 @@ async def test_health_shows_a_sub_second_stall_timeout() -> None:
     await conn.close()
 
 
+def holding(name: str) -> he.Connection:
+    """A memory connection whose driver cannot hold records back (as Kafka, STAN)."""
+    conn = he.connect(f"memory://{name}")
+    conn.driver.features = dataclasses.replace(conn.driver.features, delayed_nack=False)
+    return conn
+
+
 @pytest.mark.parametrize("max_wait", [1.0, 2.0])
 def test_a_batch_max_wait_not_below_stall_timeout_is_refused(max_wait: float) -> None:
     # A batch filling for max_wait read as a stall once max_wait reached stall_timeout.
@@ -265,3 +273,52 @@ def test_a_batch_max_wait_not_below_stall_timeout_is_refused(max_wait: float) ->
     with pytest.raises(he.ConfigurationError, match=r"max_wait \(\d\.?\d*s\).*stall_timeout"):
         receiver.subscribe("c", action="a", batch=he.Batch(max_wait=max_wait), handler=handle)
     receiver.subscribe("c", action="b", batch=he.Batch(max_wait=0.9), handler=handle)
+
+
+async def test_closing_a_batch_handler_gives_back_the_events_behind_a_held_one_unrun() -> None:
+    # As for single handlers: close() gave a held scheduled event back, then handed the
+    # later events of its key to the batch handler during the drain, ahead of it.
+    conn = holding("lifecycle-batch-close-held")
+    receiver = conn.receiver("svc")
+    ran: list[str] = []
+
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        ran.extend(m.id for m in msgs)
+
+    receiver.subscribe("c", action="a", batch=he.Batch(max_wait=0.01), handler=handle)
+    emitter = conn.emitter()
+    await receiver.start()
+    await emitter.emit(he.Event("c", "k", {}, delay=600.0))
+    await emitter.emit(he.Event("c", "k", {}))
+    await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 2, within=5)
+    await receiver.close()
+    assert ran == []
+    await conn.close()
+
+
+async def test_closing_a_batch_handler_gives_back_the_events_behind_an_in_place_retry() -> None:
+    conn = he.connect("memory://lifecycle-batch-close-in-place")
+    receiver = conn.receiver("svc")
+    ran: list[str] = []
+
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        ran.extend(m.id for m in msgs)
+        if any(m.payload["fails"] for m in msgs):
+            raise RuntimeError("fails: retried in place")
+
+    receiver.subscribe(
+        "c",
+        action="a",
+        batch=he.Batch(max_wait=0.01),
+        retry=he.RetryPolicy(in_place=True, initial_delay=600),
+        handler=handle,
+    )
+    emitter = conn.emitter()
+    await receiver.start()
+    first = await emitter.emit(he.Event("c", "k", {"fails": True}))
+    await eventually(lambda: ran == [first], within=5, what="the first run")
+    await emitter.emit(he.Event("c", "k", {"fails": False}))
+    await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 2, within=5)
+    await receiver.close()
+    assert ran == [first]
+    await conn.close()
