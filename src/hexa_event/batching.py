@@ -31,7 +31,16 @@ import logging
 import time
 import typing
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Hashable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -552,6 +561,7 @@ class BatchLanes:
         self._given_back: set[Hashable] = set()
         """Keys with an event given back at close: their later events are given back unrun
         (never handled ahead of it)."""
+        dispatcher.resumed = self._resumed
         self._collector = asyncio.create_task(self._collect(), name=f"{name}-batches")
 
     # -- the Lanes surface ----------------------------------------------------------------------
@@ -627,8 +637,16 @@ class BatchLanes:
 
     @property
     def parked(self) -> Collection[Hashable]:
-        """The keys parked until a due time: their deliveries wait, they do not stall."""
-        return self._parked.keys()
+        """The keys whose deliveries wait, not stalled: parked until a due time, or in a
+        batch waiting out an in-place retry's back-off (so is every message of it)."""
+        backing_off = self._dispatcher.backing_off
+        if not backing_off:
+            return self._parked.keys()
+        resting = set(self._parked)
+        for deliveries in self._running.values():
+            if not backing_off.isdisjoint(deliveries):
+                resting.update(_lane(d) for d in deliveries)
+        return resting
 
     # -- collecting -----------------------------------------------------------------------------
 
@@ -731,6 +749,8 @@ class BatchLanes:
         diverted = 0
         """Records taken out of ``batches`` and queued or held for a later batch."""
         given_back = self._given_back
+        due: set[Hashable] = set()
+        """Keys whose event held until due fell due in this run: the clocks behind it start."""
         try:
             for delivery in deliveries:
                 if held:  # a retry copy ahead of it waits: so does the rest of its key
@@ -743,6 +763,10 @@ class BatchLanes:
                 if waiting and waiting.pop(delivery, None) is not None:
                     books.unsettled[delivery] = time.monotonic()  # stall clock starts when due
                     books.room.set()
+                    due.add(_lane(delivery))  # so do those of its key behind it
+                    self._restart(self._queues.get(_lane(delivery), ()))
+                elif due and _lane(delivery) in due:
+                    self._restart((delivery,))
                 if delivery.outcome is not None:
                     continue
                 if given_back and _lane(delivery) in given_back:
@@ -880,6 +904,23 @@ class BatchLanes:
         """``delivery`` was given back: at close, so are the later events of its key."""
         if self._closing.is_set():
             self._given_back.add(_lane(delivery))
+
+    def _restart(self, deliveries: Iterable[Delivery]) -> None:
+        """Their stall clocks start now: they waited behind a delivery of their key held
+        until due, or backing off for an in-place retry, which does not stall them."""
+        unsettled = self._books.unsettled
+        now = time.monotonic()
+        for delivery in deliveries:
+            if unsettled.pop(delivery, None) is not None:
+                unsettled[delivery] = now
+
+    def _resumed(self, delivery: Delivery) -> None:
+        """An in-place retry's back-off ended: the clocks of its batch, and of the
+        deliveries queued behind the keys of that batch, start again."""
+        batch = next((ds for ds in self._running.values() if delivery in ds), [delivery])
+        self._restart((delivery, *batch))
+        for lane in {_lane(d) for d in (delivery, *batch)}:
+            self._restart(self._queues.get(lane, ()))
 
     def _settled(self, deliveries: list[Delivery]) -> None:
         if not deliveries:

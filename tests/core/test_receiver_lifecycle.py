@@ -322,3 +322,76 @@ async def test_closing_a_batch_handler_gives_back_the_events_behind_an_in_place_
     await receiver.close()
     assert ran == [first]
     await conn.close()
+
+
+async def test_a_batch_in_place_retry_backing_off_is_not_a_stall_nor_what_waits_on_it() -> None:
+    # The batch path lacked what the single path got: after an in-place retry's back-off
+    # the retried event and those of its key behind it kept their fetch time as stall
+    # clock, and during it the other messages of its batch (waiting for it) counted.
+    conn = he.connect("memory://lifecycle-batch-in-place-stall")
+    receiver = conn.receiver("svc", stall_timeout=0.5)
+    second_run, release = asyncio.Event(), asyncio.Event()
+    batches: list[list[str]] = []
+
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        batches.append([m.key for m in msgs])
+        for msg in msgs:
+            if msg.key == "k" and msg.payload["fails"]:
+                if msg.attempt == 1:
+                    raise he.BatchFailed({msgs.index(msg): RuntimeError("retried in place")})
+                second_run.set()
+                await release.wait()
+
+    receiver.subscribe(
+        "c",
+        action="a",
+        batch=he.Batch(max_size=10, max_wait=0.2),
+        retry=he.RetryPolicy(in_place=True, initial_delay=2.0),
+        handler=handle,
+    )
+    emitter = conn.emitter()
+    async with receiver:
+        try:
+            await emitter.emit_many(
+                [he.Event("c", "k", {"fails": True}), he.Event("c", "other", {"fails": False})]
+            )
+            await eventually(lambda: len(batches) == 1, within=5, what="the first batch")
+            await emitter.emit(he.Event("c", "k", {"fails": False}))  # queued behind its key
+            backing_off_until = time.monotonic() + 2.0
+            while time.monotonic() < backing_off_until - 0.4:  # well past stall_timeout
+                health = receiver.health()
+                assert health["healthy"], health["reason"]
+                await asyncio.sleep(0.02)
+            await asyncio.wait_for(second_run.wait(), 5)
+            health = receiver.health()  # the retry and what waits on it start their clocks now
+            assert health["healthy"], health["reason"]
+        finally:
+            release.set()
+        await eventually(lambda: len(batches) == 3, within=5, what="the key's next event")
+    await conn.close()
+
+
+async def test_events_behind_a_held_event_of_their_batch_key_start_their_clock_when_due() -> None:
+    # In the batch path, when an event held until due fell due, the events of its key
+    # queued behind it kept their fetch time: the batch running them read as a stall.
+    conn = holding("lifecycle-batch-held-clock")
+    receiver = conn.receiver("svc", stall_timeout=0.5)
+    running, release = asyncio.Event(), asyncio.Event()
+
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        running.set()
+        await release.wait()
+
+    receiver.subscribe("c", action="a", batch=he.Batch(max_wait=0.05), handler=handle)
+    emitter = conn.emitter()
+    async with receiver:
+        try:
+            await emitter.emit(he.Event("c", "k", {}, delay=1.5))
+            await emitter.emit(he.Event("c", "k", {}))
+            await asyncio.wait_for(running.wait(), 10)
+            health = receiver.health()
+            assert health["healthy"], health["reason"]
+        finally:
+            release.set()
+        await eventually(lambda: receiver.health()["actions"]["a"]["handled"] == 2, within=5)
+    await conn.close()
