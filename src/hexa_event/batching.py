@@ -31,7 +31,16 @@ import logging
 import time
 import typing
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Hashable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -41,7 +50,7 @@ from . import wire
 from .codecs import get_codec, json_decoder
 from .context import Context
 from .dispatch import POISON, Dispatcher, Poison, Route
-from .driver import Delivery, Features, RecordBatch, Subscription
+from .driver import Delivery, Features, Outcome, RecordBatch, Subscription
 from .errors import ConfigurationError
 from .event import Message
 from .lanes import wait_set
@@ -549,6 +558,10 @@ class BatchLanes:
         self._idle.set()
         self.count = 0
         """Deliveries submitted and not finished."""
+        self._given_back: set[Hashable] = set()
+        """Keys with an event given back at close: their later events are given back unrun
+        (never handled ahead of it)."""
+        dispatcher.resumed = self._resumed
         self._collector = asyncio.create_task(self._collect(), name=f"{name}-batches")
 
     # -- the Lanes surface ----------------------------------------------------------------------
@@ -624,8 +637,16 @@ class BatchLanes:
 
     @property
     def parked(self) -> Collection[Hashable]:
-        """The keys parked until a due time: their deliveries wait, they do not stall."""
-        return self._parked.keys()
+        """The keys whose deliveries wait, not stalled: parked until a due time, or in a
+        batch waiting out an in-place retry's back-off (so is every message of it)."""
+        backing_off = self._dispatcher.backing_off
+        if not backing_off:
+            return self._parked.keys()
+        resting = set(self._parked)
+        for deliveries in self._running.values():
+            if not backing_off.isdisjoint(deliveries):
+                resting.update(_lane(d) for d in deliveries)
+        return resting
 
     # -- collecting -----------------------------------------------------------------------------
 
@@ -727,6 +748,9 @@ class BatchLanes:
         """Records taken out of ``batches`` and settled in this run."""
         diverted = 0
         """Records taken out of ``batches`` and queued or held for a later batch."""
+        given_back = self._given_back
+        due: set[Hashable] = set()
+        """Keys whose event held until due fell due in this run: the clocks behind it start."""
         try:
             for delivery in deliveries:
                 if held:  # a retry copy ahead of it waits: so does the rest of its key
@@ -739,10 +763,19 @@ class BatchLanes:
                 if waiting and waiting.pop(delivery, None) is not None:
                     books.unsettled[delivery] = time.monotonic()  # stall clock starts when due
                     books.room.set()
+                    due.add(_lane(delivery))  # so do those of its key behind it
+                    self._restart(self._queues.get(_lane(delivery), ()))
+                elif due and _lane(delivery) in due:
+                    self._restart((delivery,))
                 if delivery.outcome is not None:
+                    continue
+                if given_back and _lane(delivery) in given_back:
+                    delivery.nack()  # its key's earlier event was given back at close
                     continue
                 prepared = prepare(delivery, ready)
                 if prepared is None:  # ready, or settled already
+                    if delivery.outcome is Outcome.NACK:  # not due, given back at close
+                        self._gave_back(delivery)
                     continue
                 if isinstance(prepared, Poison):
                     await dispatcher.poison(delivery, prepared)
@@ -766,6 +799,10 @@ class BatchLanes:
                 for delivery in (*finished, *taken):
                     if delivery.outcome is None:
                         delivery.nack()
+            if self._closing.is_set():
+                for delivery in (*finished, *taken):
+                    if delivery.outcome is Outcome.NACK:
+                        self._gave_back(delivery)
             for lane, kept in held.items():
                 self._queues.setdefault(lane, deque()).extendleft(reversed(kept))
                 if lane not in self._parked and lane not in self._busy:
@@ -803,8 +840,8 @@ class BatchLanes:
         were queued or held for a later batch."""
         queues, parked, busy = self._queues, self._parked, self._busy
         blocked: set[tuple[str, str]] = set()
-        if held or queues or parked:
-            blocked.update(held, queues, parked)  # type: ignore[arg-type]
+        if held or queues or parked or self._given_back:
+            blocked.update(held, queues, parked, self._given_back)  # type: ignore[arg-type]
         odd = self._dispatcher.prepare_records(batch, ready, blocked)
         if not odd:
             return 0
@@ -830,9 +867,15 @@ class BatchLanes:
                 if key not in busy and key not in parked:
                     self._add_free(1)
                 continue
+            if key in self._given_back:
+                delivery.nack()  # its key's earlier event was given back at close
+                taken.append(delivery)
+                continue
             prepared = self._dispatcher.prepare(delivery, ready)
             if prepared is None:  # ready, or settled already
                 taken.append(delivery)
+                if delivery.outcome is Outcome.NACK:  # not due, given back at close
+                    self._gave_back(delivery)
             elif isinstance(prepared, Poison):
                 taken.append(delivery)
                 await self._dispatcher.poison(delivery, prepared)
@@ -857,9 +900,37 @@ class BatchLanes:
             if queue:
                 self._add_free(len(queue))
 
+    def _gave_back(self, delivery: Delivery) -> None:
+        """``delivery`` was given back: at close, so are the later events of its key."""
+        if self._closing.is_set():
+            self._given_back.add(_lane(delivery))
+
+    def _restart(self, deliveries: Iterable[Delivery]) -> None:
+        """Their stall clocks start now: they waited behind a delivery of their key held
+        until due, or backing off for an in-place retry, which does not stall them."""
+        unsettled = self._books.unsettled
+        now = time.monotonic()
+        for delivery in deliveries:
+            if unsettled.pop(delivery, None) is not None:
+                unsettled[delivery] = now
+
+    def _resumed(self, delivery: Delivery) -> None:
+        """An in-place retry's back-off ended: the clocks of its batch, and of the
+        deliveries queued behind the keys of that batch, start again."""
+        batch = next((ds for ds in self._running.values() if delivery in ds), [delivery])
+        self._restart((delivery, *batch))
+        for lane in {_lane(d) for d in (delivery, *batch)}:
+            self._restart(self._queues.get(lane, ()))
+
     def _settled(self, deliveries: list[Delivery]) -> None:
         if not deliveries:
             return
         self.count -= len(deliveries)
         self._books.pending.extend(deliveries)
         self._books.settle_wake.set()
+
+
+def _lane(delivery: Delivery) -> tuple[str, str]:
+    """A delivery's key: one key of one channel (as the receiver's lanes)."""
+    record = delivery.record
+    return record.channel, record.key

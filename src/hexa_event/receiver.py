@@ -12,7 +12,8 @@ When work cannot progress (fetching or settling fails, a delivery stays unsettle
 than ``stall_timeout``, a loop died, the driver ended the subscription) ``health()`` says
 unhealthy with the reason; when it can never progress again (the driver was closed under
 it, a fatal broker error) the receiver closes itself and ``run()``/``wait_closed()`` raise
-:class:`~hexa_event.errors.ReceiverFailedError`.
+:class:`~hexa_event.errors.ReceiverFailedError`, as does leaving ``async with receiver:``
+(when no other exception leaves it).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import operator
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -49,19 +50,25 @@ from .propagation import Propagator, default_propagator
 from .publishing import PublishMiddleware, pipeline
 from .retry import RetryPolicy
 from .threads import ABANDON
-from .wire import Chain, DedupIds
+from .wire import Chain, DedupIds, error_text
 
 logger = logging.getLogger(__name__)
 
 H = TypeVar("H", bound=Callable[..., Any])
+T = TypeVar("T")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
 _BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 _FINAL_SETTLE_TIMEOUT = 10.0
+_SUBSCRIPTION_CLOSE_TIMEOUT = 10.0
+"""How long close() waits for the driver to close the subscriptions (all at once): one
+that does not end by then is cancelled and left to the driver's own close."""
 _UNWIND_GRACE = 1.0
 """How long a handler cancelled at the end of the drain may take to unwind (only a
 coroutine that suppresses its cancellation can use it up; it is then left behind)."""
 _LAG_TIMEOUT = 10.0
+MIN_LAG_INTERVAL = 0.1
+"""The shortest ``lag_interval``: each sample queries the broker for every action."""
 _PUBLISH_ERROR_KEPT = 60.0
 """How long health reports a failed publish of a retry copy or dead letter when none was
 tried since (a failing one is tried again within 30 s: see dispatch's back-off)."""
@@ -144,8 +151,9 @@ class Receiver:
     handlers are still running then. Those are cancelled; a sync handler's thread cannot
     be stopped, so it is abandoned (it runs on, its result is ignored). Every event not
     finished is given back (delivered again, never acked). Add the time to write the last
-    settlements (at most 10 s when the driver cannot) and, only for a coroutine handler
-    that suppresses its cancellation, 1 s before it is left behind.
+    settlements (at most 10 s when the driver cannot), to close the subscriptions (at most
+    10 s: one whose close hangs is left to the driver's close) and, only for a coroutine
+    handler that suppresses its cancellation, 1 s before it is left behind.
 
     ``concurrency`` bounds the handlers running at once per subscription; up to four times
     as many events (at least 256) may be held unsettled, and beside them up to 4 times that
@@ -153,9 +161,9 @@ class Receiver:
     and retry copies on Kafka and STAN). ``stall_timeout`` is how long a delivery may stay
     unsettled (after its due time, and after an in-place retry's back-off; those of its key
     waiting behind it likewise) before ``health()`` reports a stall. Every
-    ``lag_interval`` seconds a background task asks each subscription for its group's lag
-    (:meth:`~hexa_event.driver.Subscription.lag`); ``health()`` reports the last sample and
-    its age.
+    ``lag_interval`` seconds (at least 0.1) a background task asks each subscription for
+    its group's lag (:meth:`~hexa_event.driver.Subscription.lag`); ``health()`` reports the
+    last sample and its age.
 
     Retry copies and dead letters go to the driver through ``publish_middlewares`` (see
     :mod:`hexa_event.publishing`), the first listed outermost.
@@ -181,7 +189,7 @@ class Receiver:
         )
         check_number("Receiver drain_timeout", drain_timeout, minimum=0)
         check_number("Receiver stall_timeout", stall_timeout, minimum=0, above=True)
-        check_number("Receiver lag_interval", lag_interval, minimum=0, above=True)
+        check_number("Receiver lag_interval (seconds)", lag_interval, minimum=MIN_LAG_INTERVAL)
         self.name = name
         self.driver = driver
         self._middlewares = tuple(middlewares)
@@ -304,6 +312,13 @@ class Receiver:
             plan = None
             if batch is not None:  # a batch handler: middlewares wrap single handlers only
                 plan = batching.plan(batch, fn, where=where)
+                if plan.batch.max_wait >= self._stall_timeout:
+                    raise ConfigurationError(
+                        f"{where}: Batch max_wait ({plan.batch.max_wait:g}s) must be below the "
+                        f"receiver's stall_timeout ({self._stall_timeout:g}s): a batch filling "
+                        "that long reads as a stall in health(); lower max_wait or raise "
+                        "stall_timeout"
+                    )
                 wrapped = plan.single(action)
             else:
                 check_handler(fn, where=where)
@@ -363,7 +378,8 @@ class Receiver:
     async def start(self) -> None:
         """Provision channels, join every group and start handling. Raises on refusal.
 
-        A :meth:`close` meanwhile ends it early: what it joins after that, it leaves."""
+        A :meth:`close` meanwhile ends it early, even while the driver provisions or joins
+        (that step is cancelled): it returns, and what it joined it leaves."""
         if self._closing.is_set():
             raise ClosedError("this receiver was closed; make a new one")
         if self._started:
@@ -374,13 +390,19 @@ class Receiver:
         publish = pipeline(self.driver.publish, self._publish_middlewares)
         try:
             for info in self._subs.values():
-                await self.driver.provision(
-                    (*info.spec.channels, info.route.chain.dead_letter_channel)
+                await self._unless_closing(
+                    self.driver.provision(
+                        (*info.spec.channels, info.route.chain.dead_letter_channel)
+                    )
                 )
-                subscription = await self.driver.subscribe(info.spec)
+                subscription = None
+                if not self._closing.is_set():
+                    subscription = await self._unless_closing(self.driver.subscribe(info.spec))
                 if self._closing.is_set():  # closed meanwhile: close() did not see this one
-                    await subscription.close()
+                    if subscription is not None:
+                        await self._close_subscriptions({info.action: subscription})
                     return
+                assert subscription is not None
                 info.subscription = subscription
                 if info.batch is not None:
                     dispatcher = batching.BatchDispatcher(
@@ -422,6 +444,32 @@ class Receiver:
             raise
         self._lag_task = asyncio.create_task(self._sample_lag(), name=f"hexa-lag:{self.name}")
         logger.info("receiver %s started: %s", self.name, ", ".join(self._subs))
+
+    async def _unless_closing(self, step: Coroutine[Any, Any, T]) -> T | None:
+        """Await ``step`` (a provision or subscribe) unless :meth:`close` begins first: then
+        it is cancelled and None returned, so a driver that hangs there never holds a
+        close, or a service's stop, up (one that ignores its cancellation is left behind
+        after a second)."""
+        task = asyncio.ensure_future(step)
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait((task, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not task.done():  # closing, or the caller is cancelled: so is the step
+                task.cancel()
+                await asyncio.wait((task,), timeout=_UNWIND_GRACE)
+                if not task.done():
+                    logger.error(
+                        "receiver %s: the driver's provision or subscribe ignores its "
+                        "cancellation; left behind",
+                        self.name,
+                    )
+        if not task.done() or task.cancelled():
+            return None
+        if self._closing.is_set() and task.exception() is not None:
+            return None  # cut by close: not the driver's failure
+        return task.result()
 
     def _work(self, info: SubscriptionInfo) -> Callable[[deque[Delivery]], Any]:
         """The lane runner of a single-message subscription (see :data:`lanes.LaneWork`):
@@ -536,7 +584,7 @@ class Receiver:
                 raise
             except DriverError as exc:
                 if not exc.retriable:
-                    self._fail(info, f"the driver cannot go on: {exc}")
+                    self._fail(info, f"the driver cannot go on: {error_text(exc)}")
                     return
                 failures = await self._fetch_failed(info, exc, failures)
                 continue
@@ -562,7 +610,7 @@ class Receiver:
 
     async def _fetch_failed(self, info: SubscriptionInfo, exc: Exception, failures: int) -> int:
         delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
-        info.fetch_error = f"{type(exc).__name__}: {exc}"
+        info.fetch_error = f"{type(exc).__name__}: {error_text(exc)}"
         logger.warning(
             "fetch failed for action %s (%s); retrying in %.1fs",
             info.action,
@@ -596,10 +644,12 @@ class Receiver:
                 except Exception as exc:
                     info.pending[:0] = batch
                     info.pending_records[:0] = records
-                    info.settle_error = f"{type(exc).__name__}: {exc}"
+                    info.settle_error = f"{type(exc).__name__}: {error_text(exc)}"
                     if isinstance(exc, DriverError) and not exc.retriable:
                         if not self._closing.is_set():  # (closing: its last settle says so)
-                            self._fail(info, f"the driver cannot write settlements: {exc}")
+                            self._fail(
+                                info, f"the driver cannot write settlements: {error_text(exc)}"
+                            )
                         return
                     delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
                     failures += 1
@@ -644,7 +694,7 @@ class Receiver:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    error = f"{type(exc).__name__}: {exc}"
+                    error = f"{type(exc).__name__}: {error_text(exc)}"
                     if error != info.lag_error:  # once per new problem, not every interval
                         logger.warning("cannot read the lag of %s: %s", info.action, error)
                     info.lag_error = error
@@ -725,13 +775,36 @@ class Receiver:
                 for task in info.tasks:
                     task.cancel()
                 await asyncio.gather(*info.tasks, return_exceptions=True)
-                if info.subscription is not None:
-                    try:
-                        await info.subscription.close()
-                    except Exception:
-                        logger.exception("closing subscription %s failed", info.action)
+            await self._close_subscriptions(
+                {a: i.subscription for a, i in self._subs.items() if i.subscription is not None}
+            )
             self._closed.set()
             logger.info("receiver %s closed", self.name)
+
+    async def _close_subscriptions(self, subscriptions: dict[str, Subscription]) -> None:
+        """Close them all at once, within ``_SUBSCRIPTION_CLOSE_TIMEOUT``: a driver's close
+        that hangs must not hold close() up past its bound; one that does is cancelled and
+        named (the driver's own close ends what it holds)."""
+        closes = {
+            asyncio.ensure_future(subscription.close()): action
+            for action, subscription in subscriptions.items()
+        }
+        if not closes:
+            return
+        done, late = await asyncio.wait(closes, timeout=_SUBSCRIPTION_CLOSE_TIMEOUT)
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                logger.error("closing subscription %s failed", closes[task], exc_info=error)
+        for task in late:
+            task.cancel()
+            logger.error(
+                "receiver %s: closing the subscription of %s did not end within %.0fs; left "
+                "to the driver's close (its events not settled are delivered again)",
+                self.name,
+                closes[task],
+                _SUBSCRIPTION_CLOSE_TIMEOUT,
+            )
 
     async def _drain(self, lanes: list[Lanes[Delivery] | batching.BatchLanes]) -> bool:
         """Wait for every lane to empty within ``drain_timeout``, or until :meth:`hurry`."""
@@ -777,13 +850,15 @@ class Receiver:
         Per action, ``lag`` is the group's records not yet settled (the sum over channels),
         ``lag_by_channel`` the same per channel (``"*"``: the driver counts only the whole
         subscription) and ``lag_age`` the seconds since that sample; ``lag`` is None while
-        unknown (not sampled yet, or the driver cannot tell); ``lag_error`` says why the last
-        query failed (the previous sample stays, and ``lag_age`` grows).
+        unknown (not sampled yet, the driver cannot tell, or the receiver closed);
+        ``lag_error`` says why the last query failed (the previous sample stays, and
+        ``lag_age`` grows). Once closed, no action is ``joined`` or ``alive``.
 
         ``healthy`` is True only while running with every action able to progress;
         ``reason`` says what is wrong otherwise.
         """
         state = "closed" if self._closing.is_set() else "running" if self._started else "new"
+        closed = self._closed.is_set()  # (state says "closed" as soon as closing begins)
         actions: dict[str, Any] = {}
         reasons: list[str] = []
         if self._failure is not None:
@@ -829,10 +904,11 @@ class Receiver:
             stalled = age > self._stall_timeout
             if stalled:
                 problems.append(
-                    f"a delivery has been unsettled for {age:.0f}s (stall_timeout "
-                    f"{self._stall_timeout:.0f}s): a handler hangs or settlements stall"
+                    f"a delivery has been unsettled for {_seconds(age)} (stall_timeout "
+                    f"{_seconds(self._stall_timeout)}): a handler hangs or settlements stall"
                 )
-            alive = True
+            alive = not closed
+            lag = None if closed else info.lag  # not sampled any more: no stale gauge
             if state == "running":
                 if any(task.done() for task in info.tasks):
                     problems.append("a fetch or settle loop stopped")
@@ -852,10 +928,10 @@ class Receiver:
                 "publish_error": publish_error,
                 "oldest_unsettled_age": age,
                 "assignment": list(status.assignment) if status is not None else [],
-                "joined": status.joined if status is not None else False,
-                "lag": sum(info.lag.values()) if info.lag is not None else None,
-                "lag_by_channel": dict(info.lag) if info.lag is not None else {},
-                "lag_age": round(now - info.lag_at, 3) if info.lag_at is not None else None,
+                "joined": status is not None and status.joined and not closed,
+                "lag": sum(lag.values()) if lag is not None else None,
+                "lag_by_channel": dict(lag) if lag is not None else {},
+                "lag_age": None if closed or info.lag_at is None else round(now - info.lag_at, 3),
                 "lag_error": info.lag_error,
                 "fetch_error": info.fetch_error,
                 "settle_error": info.settle_error,
@@ -894,14 +970,24 @@ class Receiver:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        """Close; then, if the receiver failed (closed itself: see :meth:`wait_closed`) and
+        no exception leaves the block already, raise its ReceiverFailedError."""
         await self.close()
+        if exc_type is None and self._failure is not None:
+            raise self._failure
 
 
 def _cancelling() -> bool:
     """Whether the running task is being cancelled (else a CancelledError is a failure)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def _seconds(value: float) -> str:
+    """A duration as health shows it: whole seconds, or 3 digits below 100 s (a stall_timeout
+    of 0.5 s read as "0s")."""
+    return f"{value:.0f}s" if value >= 100 else f"{value:.3g}s"
 
 
 def _held_back(waiting: dict[Delivery, float]) -> str:

@@ -52,7 +52,7 @@ async def test_default_lag_is_unknown_or_the_status_figure() -> None:
 
 async def test_health_reports_lag_per_channel_with_the_retry_channels() -> None:
     conn = he.connect(_url())
-    receiver = conn.receiver("svc", lag_interval=0.05)
+    receiver = conn.receiver("svc", lag_interval=0.1)
     release = asyncio.Event()
 
     @receiver.subscribe("orders", action="bill", retry=he.RetryPolicy(max_retries=2))
@@ -115,7 +115,7 @@ class _FailingLagSubscription(Subscription):
 
 async def test_a_failing_lag_query_keeps_the_last_sample_and_its_age_grows() -> None:
     driver = _FailingLag(he.connect(_url()).driver)
-    receiver = he.Receiver(driver, name="svc", lag_interval=0.05)
+    receiver = he.Receiver(driver, name="svc", lag_interval=0.1)
     receiver.subscribe("c", action="a", handler=lambda ctx, msg: None)
     async with receiver:
         await eventually(lambda: driver.answers >= 3, within=10, what="failed samples")
@@ -146,7 +146,7 @@ async def test_lag_gauge_in_prometheus_text_rises_and_falls() -> None:
     meters = MeterProvider(metric_readers=[PrometheusMetricReader()])
     conn = Telemetry(meter_provider=meters).instrument(he.connect(_url()))
     action, channel = f"act-{uuid.uuid4().hex[:8]}", "scaled"
-    receiver = conn.receiver("svc", lag_interval=0.05)
+    receiver = conn.receiver("svc", lag_interval=0.1)
     release = asyncio.Event()
     began = Collector()
 

@@ -101,7 +101,7 @@ async def test_a_lag_sample_that_is_not_a_number_is_reported_and_sampling_goes_o
         return subscription
 
     driver.subscribe = garbage_first  # type: ignore[method-assign]
-    receiver = he.Receiver(driver, name="svc", lag_interval=0.05)
+    receiver = he.Receiver(driver, name="svc", lag_interval=0.1)
     receiver.subscribe("c", action="a", handler=Collector().add_message)
     with caplog.at_level(logging.WARNING, logger="hexa_event.receiver"):
         async with receiver:

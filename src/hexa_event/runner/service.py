@@ -85,7 +85,17 @@ class Service:
         for receiver in components.receivers:
             if self.stopping:
                 return
-            await receiver.start()
+            starting = asyncio.ensure_future(receiver.start())
+            stop = asyncio.ensure_future(self._stop.wait())
+            try:
+                await asyncio.wait((starting, stop), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                if not starting.done():  # a stop (or cancel) while it joins: closing ends it
+                    await asyncio.shield(receiver.close())
+            await starting
+        if self.stopping:
+            return
         for loop in components.loops:
             task = asyncio.create_task(loop.run(), name=f"hexa-event:{type(loop).__name__}")
             self._loop_tasks.append(task)
@@ -162,7 +172,7 @@ class Service:
         reasons: list[str] = []
         for receiver in self._receivers():
             for action, info in receiver.health()["actions"].items():
-                if not info.get("alive", True):
+                if not info.get("alive", True) and not self.stopping:  # (closed when stopped)
                     reasons.append(f"{receiver.name}/{action}: a fetch, settle or worker loop died")
                 if info.get("stalled"):
                     reasons.append(
