@@ -1,0 +1,84 @@
+"""Kafka subscriptions whose topics do not exist (yet, or any more), and a subscribe that
+the driver's close overtakes: a pattern that matches no topic yet is a normal state, a
+topic deleted while consumed is named by health (no replacement loop), the publish after
+a topic's deletion counts as the refusal that makes it again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+from confluent_kafka.admin import AdminClient
+
+from hexa_event.driver import Delivery, RawRecord, Subscription
+from hexa_event.drivers.kafka import KafkaDriver, KafkaSubscriptionOptions
+from hexa_event.errors import DriverError
+from hexa_event.testing.waiting import eventually
+
+_FAST_STATS = {"statistics.interval.ms": 300}
+
+
+def _counting(ticks: list[str]) -> KafkaSubscriptionOptions:
+    """Subscription options whose statistics (every 0.3 s) are counted in ``ticks``."""
+    return KafkaSubscriptionOptions(consumer_config={**_FAST_STATS, "stats_cb": ticks.append})
+
+
+async def _ticks_pass(ticks: list[str], count: int) -> None:
+    """Wait until librdkafka has given ``count`` more statistics (health rules ran)."""
+    target = len(ticks) + count
+    await eventually(lambda: len(ticks) >= target, within=30, what=f"{count} statistics")
+
+
+async def _one(sub: Subscription) -> Delivery:
+    """The next record, acked and settled."""
+    async with asyncio.timeout(60):
+        deliveries: Sequence[Delivery] = []
+        while not deliveries:
+            deliveries = await sub.fetch(10)
+    for d in deliveries:
+        d.ack()
+    await sub.settle(deliveries)
+    return deliveries[0]
+
+
+async def _published_again(driver: KafkaDriver, record: RawRecord) -> list[str]:
+    """Publish ``record`` until it is stored: the refusals on the way, then ``stored``."""
+    outcomes: list[str] = []
+    async with asyncio.timeout(90):
+        while not outcomes or outcomes[-1] != "stored":
+            try:
+                await driver.publish([record])
+                outcomes.append("stored")
+            except DriverError as exc:
+                outcomes.append(str(exc))
+                assert len(outcomes) < 5, outcomes
+    return outcomes
+
+
+async def test_the_publish_after_a_topics_deletion_is_the_one_refused(
+    kafka_bootstrap: str,
+) -> None:
+    """The first publish to a deleted topic was refused as _UNKNOWN_PARTITION, which did
+    not count as a missing topic: the second was refused too, and only the third made
+    the topic again. Now the second publish is stored."""
+    channel = f"gone2-{uuid.uuid4().hex[:8]}"
+    driver = KafkaDriver(
+        bootstrap_servers=kafka_bootstrap,
+        partitions=1,
+        delivery_timeout=10,
+        producer_config={"topic.metadata.propagation.max.ms": 1000},
+    )
+    try:
+        record = RawRecord(channel, "k", {}, b"{}")
+        await driver.publish([record])
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        await asyncio.wrap_future(admin.delete_topics([channel])[channel])
+        await eventually(
+            lambda: channel not in admin.list_topics(timeout=5).topics, within=30, what="gone"
+        )
+        outcomes = await _published_again(driver, record)
+        assert len(outcomes) == 2, outcomes
+        assert "does not exist" in outcomes[0], outcomes
+    finally:
+        await driver.close()
