@@ -6,14 +6,17 @@ a topic's deletion counts as the refusal that makes it again."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
+import pytest
 from confluent_kafka.admin import AdminClient
 
-from hexa_event.driver import Delivery, RawRecord, Subscription
+from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaDriver, KafkaSubscriptionOptions
-from hexa_event.errors import DriverError
+from hexa_event.errors import ClosedError, DriverError
 from hexa_event.testing.waiting import eventually
 
 _FAST_STATS = {"statistics.interval.ms": 300}
@@ -82,3 +85,21 @@ async def test_the_publish_after_a_topics_deletion_is_the_one_refused(
         assert "does not exist" in outcomes[0], outcomes
     finally:
         await driver.close()
+
+
+async def test_a_subscribe_overtaken_by_close_ends_at_once() -> None:
+    """A driver closed while a subscribe waited for its group: the subscribe went on
+    waiting for the whole assignment_timeout before it raised ClosedError."""
+    group = f"cz-{uuid.uuid4().hex[:8]}"
+    driver = KafkaDriver(bootstrap_servers="127.0.0.1:1", assignment_timeout=120)
+    spec = SubscriptionSpec(group=group, pattern="cz-.*")
+    task = asyncio.create_task(driver.subscribe(spec))
+
+    def threads() -> list[Any]:
+        return [t for t in threading.enumerate() if t.name == f"hexa-kafka-consumer-{group}"]
+
+    await eventually(lambda: bool(threads()), within=10, what="a consumer")
+    await driver.close()
+    with pytest.raises(ClosedError):
+        await asyncio.wait_for(task, 15)
+    await eventually(lambda: not threads(), within=10, what="its end")

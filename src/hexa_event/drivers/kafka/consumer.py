@@ -281,15 +281,21 @@ class KafkaSubscription(Subscription):
             self._watchdog = loop.create_task(
                 self._watch(), name=f"hexa-kafka-watchdog-{self.group}"
             )
-            waiting = asyncio.gather(*(m.assigned_once.wait() for m in self._members))
+            joined = asyncio.gather(*(m.assigned_once.wait() for m in self._members))
+            ended: list[asyncio.Future[Any]] = [m.done for m in self._members]  # or closed
             try:
-                await asyncio.wait_for(waiting, timeout=self._options.assignment_timeout)
-            except TimeoutError:
+                await asyncio.wait(
+                    [joined, *ended],
+                    timeout=self._options.assignment_timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                joined.cancel()
+            if not self._closed and self._fatal is None and not self.status().joined:
                 log.warning(
-                    "Kafka group %r: no partition assignment after %.0f s (%s); consuming "
-                    "will start when the group is joined",
+                    "Kafka group %r: no partition assignment yet (%s); consuming will start "
+                    "when the group is joined",
                     self.group,
-                    self._options.assignment_timeout,
                     self.last_error or "no error reported",
                 )
         except BaseException:  # refused, or cancelled while joining: leave what was joined
