@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaDriver, KafkaSubscriptionOptions
+from hexa_event.drivers.kafka import member as member_module
 from hexa_event.errors import ClosedError, DriverError
 from hexa_event.testing.waiting import eventually
 
@@ -57,6 +58,30 @@ async def _published_again(driver: KafkaDriver, record: RawRecord) -> list[str]:
                 outcomes.append(str(exc))
                 assert len(outcomes) < 5, outcomes
     return outcomes
+
+
+async def test_a_pattern_matching_no_topic_yet_is_ready_and_healthy(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """librdkafka does not join a group while no topic matches the pattern: subscribe
+    waited the whole assignment_timeout, the subscription never counted as joined (never
+    ready) and health called it stuck rebalancing 10 s later. Now it is joined and
+    healthy at once, and takes the topic's records once the topic is made."""
+    monkeypatch.setattr(member_module, "STUCK_AFTER", 2.0)
+    tag = uuid.uuid4().hex[:8]
+    ticks: list[str] = []
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1, assignment_timeout=90)
+    try:
+        spec = SubscriptionSpec(group=f"np-{tag}", pattern=f"np-{tag}-.*", options=_counting(ticks))
+        sub = await asyncio.wait_for(driver.subscribe(spec), 30)
+        assert sub.status().joined
+        await _ticks_pass(ticks, 15)  # 4.5 s of statistics, past STUCK_AFTER
+        assert sub.status().error == ""
+        await driver.publish([RawRecord(f"np-{tag}-a", "k", {}, b"{}")])
+        assert (await _one(sub)).record.channel == f"np-{tag}-a"
+        assert sub.status().error == ""
+    finally:
+        await driver.close()
 
 
 async def test_the_publish_after_a_topics_deletion_is_the_one_refused(

@@ -456,6 +456,10 @@ class KafkaSubscription(Subscription):
     def on_lost(self, member: Member, keys: list[tuple[str, int]]) -> None:
         self._drop(self._held_by(member, keys), keep=True)
 
+    def on_no_topic(self, member: Member) -> None:
+        """None of ``member``'s topics exists (none made yet): it is joined, holding nothing."""
+        self.on_assigned(member, [])
+
     def on_fatal(self, member: Member, text: str) -> None:
         if self._fatal is None:
             self._fatal = f"Kafka group {member.group!r}: {text}"
