@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaDriver, KafkaSubscriptionOptions
 from hexa_event.drivers.kafka import member as member_module
+from hexa_event.drivers.kafka.consumer import KafkaSubscription
 from hexa_event.errors import ClosedError, DriverError
 from hexa_event.testing.waiting import eventually
 
@@ -80,6 +81,47 @@ async def test_a_pattern_matching_no_topic_yet_is_ready_and_healthy(
         await driver.publish([RawRecord(f"np-{tag}-a", "k", {}, b"{}")])
         assert (await _one(sub)).record.channel == f"np-{tag}-a"
         assert sub.status().error == ""
+    finally:
+        await driver.close()
+
+
+async def test_a_topic_deleted_while_consumed_is_named_and_its_member_kept(
+    kafka_bootstrap: str,
+) -> None:
+    """A topic deleted while its group consumed it: health said the member "lost its
+    partitions ... the group's session timed out" (the coordinator was fine), never
+    cleared, and the member was replaced every coordinator_timeout. Now health names the
+    topic, the member stays, and it takes the records once the topic is made again."""
+    tag = uuid.uuid4().hex[:8]
+    channel = f"del-{tag}"
+    ticks: list[str] = []
+    driver = KafkaDriver(
+        bootstrap_servers=kafka_bootstrap,
+        partitions=1,
+        coordinator_timeout=2,
+        producer_config={"topic.metadata.propagation.max.ms": 1000},
+    )
+    try:
+        await driver.publish([RawRecord(channel, "k", {}, b"1")])
+        spec = SubscriptionSpec(group=f"dg-{tag}", channels=(channel,), options=_counting(ticks))
+        sub = await driver.subscribe(spec)
+        assert isinstance(sub, KafkaSubscription)
+        assert (await _one(sub)).record.body == b"1"
+        (member,) = sub._members
+        state = sub._partitions[(channel, 0)]
+        await eventually(lambda: state.committed == 1, within=10, what="the commit")
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        await asyncio.wrap_future(admin.delete_topics([channel])[channel])
+        await eventually(lambda: channel in sub.status().error, within=30, what="health")
+        await _ticks_pass(ticks, 15)  # 4.5 s: past coordinator_timeout
+        error = sub.status().error
+        assert channel in error, error
+        assert "no longer exist" in error, error
+        assert sub._members == [member], "replaced"
+        await _published_again(driver, RawRecord(channel, "k", {}, b"2"))
+        assert (await _one(sub)).record.body == b"2"
+        await eventually(lambda: sub.status().error == "", within=30, what="health clean")
+        assert sub._members == [member]
     finally:
         await driver.close()
 

@@ -457,7 +457,10 @@ class KafkaSubscription(Subscription):
         self._drop(self._held_by(member, keys), keep=True)
 
     def on_no_topic(self, member: Member) -> None:
-        """None of ``member``'s topics exists (none made yet): it is joined, holding nothing."""
+        """None of ``member``'s topics exists (none made yet, or deleted): it is joined,
+        holding nothing; what it settled of partitions it lost was of deleted topics (one
+        made again starts anew: its offsets went with it)."""
+        self._earlier = {k: s for k, s in self._earlier.items() if s.member is not member}
         self.on_assigned(member, [])
 
     def on_fatal(self, member: Member, text: str) -> None:

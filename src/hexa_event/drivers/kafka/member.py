@@ -598,11 +598,16 @@ class Member:
         self._nothing = self._nothing if idle else None
         missing = self._nothing_to_join(now) if idle and state == "up" else None
         if missing is not None:  # librdkafka joins once a topic exists: nothing is stuck
-            idle = False
+            idle, self.lost_at = False, None  # nor is its session lost: no topic to hold
             self._loop.call_soon_threadsafe(self._owner.on_no_topic, self)
         self._unsettled_since, age = _lasting(self._unsettled_since, idle, now)
         self.stuck = None
-        if age >= STUCK_AFTER:
+        if missing:
+            self.stuck = (
+                f"consumes topic(s) {', '.join(missing)} that no longer exist (deleted?): "
+                "create them again (a publish does with KafkaOptions(provision=True))"
+            )
+        elif age >= STUCK_AFTER:
             self.stuck = (
                 f"holds no partitions: group {self.group!r} has been rebalancing for "
                 f"{age:.0f} s (state {state}/{join_state}, "
