@@ -220,7 +220,8 @@ class Member:
         self._stats: str | None = None
         """librdkafka's last statistics (JSON), read only to describe partitions."""
         self._nothing: tuple[float, list[str]] | None = None
-        """When none of its topics existed, and its names (:meth:`_nothing_to_join`)."""
+        """When none of its topics existed, and its names (:meth:`_look_for_topics`)."""
+        self._look = False
         self._commit_future: Future[None] | None = None
         """The future of the commit the thread is in (resolved by close())."""
         # Written by the thread, read by the loop (plain attributes): what health says.
@@ -451,6 +452,8 @@ class Member:
                     # Records of partitions revoked meanwhile are dropped on the loop.
                     loop.call_soon_threadsafe(owner.on_messages, self, messages)
                 self._measure_lag(consumer)
+                if self._look:
+                    self._look_for_topics(consumer)
         except BaseException as exc:
             if self.abandoned:
                 return
@@ -596,7 +599,8 @@ class Member:
         settled = join_state == "steady" or int(cgrp.get("assignment_size", 0)) > 0
         idle = not settled and not self._owned
         self._nothing = self._nothing if idle else None
-        missing = self._nothing_to_join(now) if idle and state == "up" else None
+        self._look = idle and state == "up"  # after this poll (not in a callback: aborts)
+        missing = self._nothing[1] if self._nothing and not self._stop.is_set() else None
         if missing is not None:  # librdkafka joins once a topic exists: nothing is stuck
             idle, self.lost_at = False, None  # nor is its session lost: no topic to hold
             self._loop.call_soon_threadsafe(self._owner.on_no_topic, self)
@@ -617,26 +621,22 @@ class Member:
                 "with Python members: see docs/go-interop.md"
             )
 
-    def _nothing_to_join(self, now: float) -> list[str] | None:
-        """When none of the member's topics exists (neither a name nor a topic matching
-        its pattern): its names (deleted since), else (or when the lookup fails) None.
-        That finding is kept ``_NOTHING_KEPT`` s: a lookup lists every topic."""
-        consumer, nothing = self._consumer, self._nothing
-        if consumer is None or self._stop.is_set():
-            return None
+    def _look_for_topics(self, consumer: Consumer) -> None:
+        """Whether none of the member's topics exists (neither a name nor a topic matching
+        its pattern): then ``_nothing`` holds its names (deleted since), for the next
+        statistics; a finding kept ``_NOTHING_KEPT`` s (a lookup lists every topic)."""
+        self._look, now, nothing = False, time.monotonic(), self._nothing
         if nothing is not None and now - nothing[0] < _NOTHING_KEPT:
-            return nothing[1]
+            return
         self._expect(_COMMITTED_TIMEOUT + _CALLBACK_ALLOWANCE)
         try:
             found = consumer.list_topics(timeout=_COMMITTED_TIMEOUT).topics
         except KafkaException:
-            return None
+            return
         names = [t for t in self.topics if not t.startswith("^")]
         patterns = [re.compile(t) for t in self.topics if t.startswith("^")]
-        if any(n in found for n in names) or any(p.match(t) for p in patterns for t in found):
-            return None
-        self._nothing = (now, names)
-        return names
+        exists = any(n in found for n in names) or any(p.match(t) for p in patterns for t in found)
+        self._nothing = None if exists else (now, names)
 
     def _note_coordinator(self, cgrp: dict[str, Any], now: float) -> None:
         """Track the group's state (``up``: its coordinator answers) for health."""
