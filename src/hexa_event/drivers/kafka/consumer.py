@@ -281,15 +281,21 @@ class KafkaSubscription(Subscription):
             self._watchdog = loop.create_task(
                 self._watch(), name=f"hexa-kafka-watchdog-{self.group}"
             )
-            waiting = asyncio.gather(*(m.assigned_once.wait() for m in self._members))
+            joined = asyncio.gather(*(m.assigned_once.wait() for m in self._members))
+            ended: list[asyncio.Future[Any]] = [m.done for m in self._members]  # or closed
             try:
-                await asyncio.wait_for(waiting, timeout=self._options.assignment_timeout)
-            except TimeoutError:
+                await asyncio.wait(
+                    [joined, *ended],
+                    timeout=self._options.assignment_timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                joined.cancel()
+            if not self._closed and self._fatal is None and not self.status().joined:
                 log.warning(
-                    "Kafka group %r: no partition assignment after %.0f s (%s); consuming "
-                    "will start when the group is joined",
+                    "Kafka group %r: no partition assignment yet (%s); consuming will start "
+                    "when the group is joined",
                     self.group,
-                    self._options.assignment_timeout,
                     self.last_error or "no error reported",
                 )
         except BaseException:  # refused, or cancelled while joining: leave what was joined
@@ -449,6 +455,13 @@ class KafkaSubscription(Subscription):
 
     def on_lost(self, member: Member, keys: list[tuple[str, int]]) -> None:
         self._drop(self._held_by(member, keys), keep=True)
+
+    def on_no_topic(self, member: Member) -> None:
+        """None of ``member``'s topics exists (none made yet, or deleted): it is joined,
+        holding nothing; what it settled of partitions it lost was of deleted topics (one
+        made again starts anew: its offsets went with it)."""
+        self._earlier = {k: s for k, s in self._earlier.items() if s.member is not member}
+        self.on_assigned(member, [])
 
     def on_fatal(self, member: Member, text: str) -> None:
         if self._fatal is None:

@@ -294,7 +294,12 @@ class KafkaDriver(KitDriver):
             forget=self._delete_groups if spec.ephemeral else None,
             lag_of=self._group_lag if self.options.group_lag else None,
         )
-        await subscription.start()
+        self.subscriptions.add(subscription)  # a close() while it joins ends the wait
+        try:
+            await subscription.start()
+        except BaseException:
+            self.subscriptions.discard(subscription)
+            raise
         await self.keep(subscription)
         return subscription
 

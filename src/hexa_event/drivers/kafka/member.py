@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import queue
+import re
 import sys
 import threading
 import time
@@ -51,6 +52,7 @@ COORDINATOR_DOWN_AFTER = 10.0
 STUCK_AFTER = 10.0
 """Seconds without partitions while the group rebalances before health calls it stuck."""
 _COMMITTED_TIMEOUT = 10.0
+_NOTHING_KEPT = 30.0
 _COMMIT_ALLOWANCE = 60.0
 """Seconds a synchronous commit may take (librdkafka's socket.timeout.ms default)."""
 _CALLBACK_ALLOWANCE = 5.0
@@ -158,6 +160,7 @@ class Owner(Protocol):
     def on_assigned(self, member: Member, partitions: list[tuple[str, int, int, str]]) -> None: ...
     async def on_revoked(self, member: Member, keys: list[tuple[str, int]]) -> list[Position]: ...
     def on_lost(self, member: Member, keys: list[tuple[str, int]]) -> None: ...
+    def on_no_topic(self, member: Member) -> None: ...
     def on_fatal(self, member: Member, text: str) -> None: ...
     def busy(self) -> bool: ...
 
@@ -216,6 +219,9 @@ class Member:
         self._coordinator_down_since: float | None = None
         self._stats: str | None = None
         """librdkafka's last statistics (JSON), read only to describe partitions."""
+        self._nothing: tuple[float, list[str]] | None = None
+        """When none of its topics existed, and its names (:meth:`_look_for_topics`)."""
+        self._look = False
         self._commit_future: Future[None] | None = None
         """The future of the commit the thread is in (resolved by close())."""
         # Written by the thread, read by the loop (plain attributes): what health says.
@@ -446,6 +452,8 @@ class Member:
                     # Records of partitions revoked meanwhile are dropped on the loop.
                     loop.call_soon_threadsafe(owner.on_messages, self, messages)
                 self._measure_lag(consumer)
+                if self._look:
+                    self._look_for_topics(consumer)
         except BaseException as exc:
             if self.abandoned:
                 return
@@ -589,11 +597,21 @@ class Member:
             if now - age > lost + _RECOVERY_AFTER:
                 self.lost_at = None
         settled = join_state == "steady" or int(cgrp.get("assignment_size", 0)) > 0
-        self._unsettled_since, age = _lasting(
-            self._unsettled_since, not settled and not self._owned, now
-        )
+        idle = not settled and not self._owned
+        self._nothing = self._nothing if idle else None
+        self._look = idle and state == "up"  # after this poll (not in a callback: aborts)
+        missing = self._nothing[1] if self._nothing and not self._stop.is_set() else None
+        if missing is not None:  # librdkafka joins once a topic exists: nothing is stuck
+            idle, self.lost_at = False, None  # nor is its session lost: no topic to hold
+            self._loop.call_soon_threadsafe(self._owner.on_no_topic, self)
+        self._unsettled_since, age = _lasting(self._unsettled_since, idle, now)
         self.stuck = None
-        if age >= STUCK_AFTER:
+        if missing:
+            self.stuck = (
+                f"consumes topic(s) {', '.join(missing)} that no longer exist (deleted?): "
+                "create them again (a publish does with KafkaOptions(provision=True))"
+            )
+        elif age >= STUCK_AFTER:
             self.stuck = (
                 f"holds no partitions: group {self.group!r} has been rebalancing for "
                 f"{age:.0f} s (state {state}/{join_state}, "
@@ -602,6 +620,23 @@ class Member:
                 "it from settling, e.g. Go hexa-event (sarama 1.27) leading a group shared "
                 "with Python members: see docs/go-interop.md"
             )
+
+    def _look_for_topics(self, consumer: Consumer) -> None:
+        """Whether none of the member's topics exists (neither a name nor a topic matching
+        its pattern): then ``_nothing`` holds its names (deleted since), for the next
+        statistics; a finding kept ``_NOTHING_KEPT`` s (a lookup lists every topic)."""
+        self._look, now, nothing = False, time.monotonic(), self._nothing
+        if nothing is not None and now - nothing[0] < _NOTHING_KEPT:
+            return
+        self._expect(_COMMITTED_TIMEOUT + _CALLBACK_ALLOWANCE)
+        try:
+            found = consumer.list_topics(timeout=_COMMITTED_TIMEOUT).topics
+        except KafkaException:
+            return
+        names = [t for t in self.topics if not t.startswith("^")]
+        patterns = [re.compile(t) for t in self.topics if t.startswith("^")]
+        exists = any(n in found for n in names) or any(p.match(t) for p in patterns for t in found)
+        self._nothing = None if exists else (now, names)
 
     def _note_coordinator(self, cgrp: dict[str, Any], now: float) -> None:
         """Track the group's state (``up``: its coordinator answers) for health."""

@@ -63,7 +63,12 @@ _NOT_STORED = {
 """Refusals of the record itself: sending it again cannot succeed."""
 
 
-_MISSING = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC}
+_MISSING = {
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._UNKNOWN_PARTITION,
+}
+"""Refusals for a topic that does not exist (one deleted since: its partitions vanished)."""
 
 
 def delivery_error(err: KafkaError, scrub: Callable[[str], str]) -> DriverError:
