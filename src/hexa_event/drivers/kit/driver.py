@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import re
 from collections.abc import Callable, Mapping, MutableSet, Sequence
 from typing import Any, ClassVar, Self, final
 
 from ...driver import Driver, RawRecord, SubscriptionSpec, check_records
 from ...errors import ClosedError, ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 
 def channel_pattern(spec: SubscriptionSpec) -> re.Pattern[str] | None:
@@ -168,11 +171,20 @@ class KitDriver(Driver):
         await asyncio.shield(self._closing)
 
     async def _close(self) -> None:
+        """Every subscription's close, then the engine's, even when one raises (the first
+        error is raised at the end)."""
         subscriptions = list(self.subscriptions)
         self.subscriptions.clear()
+        failed: list[Exception] = []
         for subscription in subscriptions:
-            await subscription.close()
+            try:
+                await subscription.close()
+            except Exception as exc:
+                logger.warning("closing a subscription failed: %s: %s", type(exc).__name__, exc)
+                failed.append(exc)
         await self.close_engine()
+        if failed:
+            raise failed[0]
 
     async def close_engine(self) -> None:
         """The engine's own close, after the subscriptions: flush or fail the producer,
