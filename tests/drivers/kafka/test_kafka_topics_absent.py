@@ -47,6 +47,9 @@ async def _one(sub: Subscription) -> Delivery:
     return deliveries[0]
 
 
+_TRANSIENT = ("_DESTROY", "_TRANSPORT", "_ALL_BROKERS_DOWN")
+
+
 async def _published_again(driver: KafkaDriver, record: RawRecord) -> list[str]:
     """Publish ``record`` until it is stored: the refusals on the way, then ``stored``."""
     outcomes: list[str] = []
@@ -148,8 +151,11 @@ async def test_the_publish_after_a_topics_deletion_is_the_one_refused(
             lambda: channel not in admin.list_topics(timeout=5).topics, within=30, what="gone"
         )
         outcomes = await _published_again(driver, record)
-        assert len(outcomes) == 2, outcomes
-        assert "does not exist" in outcomes[0], outcomes
+        # On a loaded machine librdkafka may first drop the deleted topic's leader handle
+        # (_DESTROY, _TRANSPORT): a local, transient refusal, not the broker's answer.
+        answers = [o for o in outcomes if not any(t in o for t in _TRANSIENT)]
+        assert len(answers) == 2, outcomes
+        assert "does not exist" in answers[0], outcomes
     finally:
         await driver.close()
 
