@@ -127,6 +127,16 @@ async def test_subscription_requests_follow_the_spec() -> None:
         StanSubscription(driver.session, SubscriptionSpec(group="a:b", channels=("x",)))
 
 
+async def test_subscription_options_of_another_driver_are_refused_before_connecting() -> None:
+    """Options that are not StanSubscriptionOptions are a ConfigurationError naming the class,
+    before the driver tries to reach a server (nothing listens on port 1)."""
+    driver = StanDriver(StanOptions(cluster_id="c", servers="nats://127.0.0.1:1"))
+    spec = SubscriptionSpec(group="g", channels=("orders",), options=object())
+    with pytest.raises(ConfigurationError, match="StanSubscriptionOptions"):
+        await driver.subscribe(spec)
+    await driver.close()
+
+
 async def test_no_server_fails_fast_and_clearly() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,7 +7,6 @@ held, nacked early or acked lately are not handed out (docs/engines/stan.md, Int
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -206,16 +205,10 @@ class StanSubscription(Subscription):
             )
         if not spec.channels:
             raise ConfigurationError("a STAN subscription needs at least one channel")
-        sub_options = spec.options if spec.options is not None else StanSubscriptionOptions()
-        if not isinstance(sub_options, StanSubscriptionOptions):
-            raise ConfigurationError(
-                "the STAN driver's subscription options must be StanSubscriptionOptions, got "
-                f"{type(sub_options).__name__}"
-            )
         self.session = session
         self._spec = spec
-        self.options = sub_options
-        self.buffer: DeliveryBuffer[StanDelivery, StanDelivery] = DeliveryBuffer(self._take)
+        self.options: StanSubscriptionOptions = spec.options or StanSubscriptionOptions()
+        self.buffer: DeliveryBuffer[StanDelivery, StanDelivery] = DeliveryBuffer()
         self._error = ""
         nc = session.client()
         self.members = [
@@ -275,12 +268,6 @@ class StanSubscription(Subscription):
 
     async def fetch(self, max_count: int) -> Sequence[StanDelivery]:
         return await self.buffer.fetch(max_count)
-
-    def _take(self, items: collections.deque[StanDelivery], max_count: int) -> list[StanDelivery]:
-        if self.session.closed:  # the driver was closed under this subscription
-            self.buffer.close()
-            return []
-        return [items.popleft() for _ in range(min(max_count, len(items)))]
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         nc = self.session.nc

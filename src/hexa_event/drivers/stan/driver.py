@@ -15,7 +15,7 @@ from ...driver import Features, RawRecord, SubscriptionSpec
 from ...redaction import redact_urls
 from ..kit.driver import KitDriver
 from .consumer import StanSubscription
-from .options import StanOptions, check_channel
+from .options import StanOptions, StanSubscriptionOptions, check_channel
 from .producer import publish
 from .session import StanSession
 
@@ -80,6 +80,7 @@ class StanDriver(KitDriver):
 
     async def subscribe(self, spec: SubscriptionSpec) -> StanSubscription:
         self.check_open()
+        self.subscription_options(spec, StanSubscriptionOptions)
         await self.session.wait_ready(self.options.ack_timeout)  # rides out a recovery
         subscription = StanSubscription(self.session, spec)
         await subscription.open()  # and joins the session's members

@@ -44,7 +44,8 @@ def lag(
     base: str, client_id: str, members: Iterable[tuple[str, SubscriptionRequest]]
 ) -> dict[str, int]:
     """Per channel, ``last_seq - max(last_sent) + sum(pending_count)`` of the group's
-    subscriptions there; a channel the server does not know yet is left out."""
+    subscriptions there: 0 on a channel the server does not know, none where it does not
+    know the group yet."""
     out: dict[str, int] = {}
     for channel, request in members:
         state = channel_state(base, channel)
@@ -53,7 +54,7 @@ def lag(
             continue
         subs = [s for s in state.get("subscriptions") or () if _ours(s, request, client_id)]
         if not subs:
-            continue  # not (yet) known to the server: unknown, left out
+            continue
         last_sent = max(int(s.get("last_sent", 0)) for s in subs)
         pending = sum(int(s.get("pending_count", 0)) for s in subs)
         out[channel] = max(0, int(state.get("last_seq", 0)) - last_sent) + pending

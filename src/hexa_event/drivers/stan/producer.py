@@ -1,5 +1,5 @@
 """Publishing: every record of a batch in flight at once (Go's JSON envelope as the body,
-:mod:`.wire`), each confirmed by its PubAck. Records whose PubAck was lost to a dropped
+:mod:`.protocol`), each confirmed by its PubAck. Records whose PubAck was lost to a dropped
 connection or session are sent again until ``ack_timeout`` (at-least-once).
 """
 

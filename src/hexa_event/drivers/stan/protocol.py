@@ -66,10 +66,7 @@ _READ: dict[Any, Any] = {str: bytes.decode, bytes: bytes, int: _signed, bool: bo
 class Message(msgspec.Struct, frozen=True, gc=False):
     """Base of the STAN messages: attributes are fields 1, 2, ... in order, or ``NUMBERS``
     where the proto skips some; ``FIELDS`` maps field numbers to (attribute, reader from
-    :data:`_READ`).
-
-    A msgspec struct: one is made per delivery, 16 times faster than a frozen dataclass.
-    """
+    :data:`_READ`). msgspec structs: cheap to make, one per delivery."""
 
     NUMBERS: ClassVar[tuple[int, ...]] = ()
     FIELDS: ClassVar[dict[int, tuple[str, Any]]] = {}
@@ -300,8 +297,8 @@ _MSG_SLOTS = {0x08: 0, 0x28: 1, 0x30: 2, 0x38: 3, 0x50: 4, 0x12: 5, 0x22: 6}
 
 
 def decode_msg_proto(data: bytes) -> MsgProto:
-    """:meth:`MsgProto.decode` for the delivery hot path: same result, fewer calls (as fast
-    as the hand-inlined decoder it replaced); anything unexpected goes the generic way."""
+    """:meth:`MsgProto.decode` for the delivery hot path: same result, fewer calls;
+    anything unexpected goes the generic way."""
     fields: list[Any] = [0, 0, 0, 0, 0, b"", b""]
     pos, end = 0, len(data)
     try:
