@@ -1,12 +1,9 @@
 """One member of an action on a partitioned stream: the partitions it holds, leased.
 
-Each member keeps a key with a per-message TTL (its lease) alive in the stream's members
-bucket, reads the live members at each heartbeat and when one joins or leaves, and derives
-the same assignment as every other member (:func:`assign`). The pinned consumers, not the
-bucket, make one member at a time receive a partition. It runs a
-:class:`~.consumer.NatsSubscription` per partition held; on a change it opens the
-partitions gained and hands over those lost (:meth:`~.consumer.NatsSubscription.revoke`),
-at the same time. Hand-over and takeover after a crash: docs/engines/nats.md, "Order".
+Each member keeps its lease (a key with a per-message TTL) in the stream's members bucket
+and derives from the live members the same assignment as every other (:func:`assign`);
+the pinned consumers, not the bucket, make one member at a time receive a partition.
+Hand-over and takeover after a crash: docs/engines/nats.md, "Order" and "Internals".
 """
 
 from __future__ import annotations
@@ -147,9 +144,10 @@ class PartitionedSubscription(Subscription):
         for child in self._children.values():
             child.on_connection_closed(reason)
 
-    def on_reconnect(self) -> None:
+    def renew(self) -> None:
+        """The connection came back: each partition renews its pull; read the members."""
         for child in self._children.values():
-            child.on_reconnect()
+            child.renew()
         self._poked.set()  # read the members again now
 
     async def _run(self) -> None:
