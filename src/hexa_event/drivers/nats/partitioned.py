@@ -334,9 +334,8 @@ class PartitionedSubscription(Subscription):
             held.extend(status.assignment)
             lags.extend([status.lag] if status.lag is not None else [])
             error = str(child.fatal) if child.fatal is not None else error or status.error
-        members = self.members
-        place = members.index(self.member) + 1 if self.member in members else 0
-        held.append(f"member {self.member} ({place} of {len(members)})")
+        place = self.members.index(self.member) + 1  # the members always include this one
+        held.append(f"member {self.member} ({place} of {len(self.members)})")
         return SubscriptionStatus(
             assignment=tuple(held), error=error, lag=sum(lags) if lags else None
         )
