@@ -300,17 +300,13 @@ class NatsSubscription(Subscription):
             self.fatal = error
             self._ready.fail(error)
 
-    def on_reconnect(self) -> None:
-        """The connection came back: pulls made before are gone; check the consumer."""
-        self._renew()
-        self._wake.set()
-
-    def _renew(self) -> None:
-        """The pull vanished: none is left, check the consumer; deliveries on their way
-        may be lost."""
+    def renew(self) -> None:
+        """The pull vanished (a reconnect, a 409/503 status, no heartbeat): none is left,
+        check the consumer; deliveries on their way may be lost."""
         self._asked = 0
         self._check_consumer = True
         self._gaps.suspect()
+        self._wake.set()
 
     # -- the contract ---------------------------------------------------------------------------
 
@@ -457,7 +453,7 @@ class NatsSubscription(Subscription):
             return
         now = time.monotonic()
         reconnects = int(self._nc.stats.get("reconnects", 0))
-        if reconnects != self._reconnects:  # before on_reconnect may have run
+        if reconnects != self._reconnects:  # before the driver's renew may have run
             self._reconnects = reconnects
             self._gaps.suspect()
         channel = subject_channel(self._prefix, msg.subject)
@@ -507,7 +503,7 @@ class NatsSubscription(Subscription):
         if status == "423":  # another member is pinned now, or our pin expired
             self._pin = None
         elif status == "503" or (status == "409" and "Consumer Deleted" in about):
-            self._renew()
+            self.renew()
             self._error = f"consumer {self._consumer} " + (
                 "does not answer (503 no responders)"
                 if status == "503"
@@ -587,7 +583,7 @@ class NatsSubscription(Subscription):
         if now > self._pull_until + self._options.heartbeat:
             self._asked = 0
         elif now - self._last_seen > self._options.heartbeat * 2 + 0.5:
-            self._renew()
+            self.renew()
             self._error = (
                 f"no heartbeat from consumer {self._consumer} for "
                 f"{now - self._last_seen:.1f}s; renewing the pull"

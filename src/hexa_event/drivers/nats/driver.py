@@ -219,7 +219,7 @@ class NatsDriver(KitDriver):
         self.connection_error = ""
         self._stream_ready = False  # a server that lost its store needs the stream again
         for subscription in list(self.subscriptions):
-            subscription.on_reconnect()
+            subscription.renew()
 
     async def repair(self) -> None:
         """Create the stream (and bucket) again: the server lost them."""

@@ -51,10 +51,6 @@ class LostInTransit(Generic[T]):
         """Records parked now."""
         return len(self._parked)
 
-    @property
-    def holding(self) -> bool:
-        return self._missing > 0
-
     def parked(self) -> list[T]:
         return list(self._parked.values())
 
@@ -119,10 +115,6 @@ class LostInTransit(Generic[T]):
         out = [(d, delay) for d in self._parked.values()]
         self._reset()
         return out
-
-    def clear(self) -> list[T]:
-        """The parked records (the member is closing)."""
-        return [delivery for delivery, _ in self.give_back(0.0)]
 
     def seen(self, cseq: int, now: float) -> None:
         """A delivery numbered ``cseq`` arrived (:meth:`admit` says so itself)."""

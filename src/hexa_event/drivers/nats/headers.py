@@ -73,6 +73,5 @@ def decode(raw: Mapping[str, str] | None) -> tuple[str, dict[str, bytes], float 
         return "", {}, None
     headers = textheaders.decode(raw, listed_in=BASE64, keep=lambda n: not n.startswith("Nats-"))
     key = headers.pop(KEY, b"")
-    accepted = headers.pop(ACCEPTED_AT, None)
-    accepted_at = epoch_seconds(accepted)
+    accepted_at = epoch_seconds(headers.pop(ACCEPTED_AT, None))
     return key.decode("utf-8", "replace"), headers, accepted_at

@@ -1,12 +1,9 @@
 """One member of an action on a partitioned stream: the partitions it holds, leased.
 
-Each member keeps a key with a per-message TTL (its lease) alive in the stream's members
-bucket, reads the live members at each heartbeat and when one joins or leaves, and derives
-the same assignment as every other member (:func:`assign`). The pinned consumers, not the
-bucket, make one member at a time receive a partition. It runs a
-:class:`~.consumer.NatsSubscription` per partition held; on a change it opens the
-partitions gained and hands over those lost (:meth:`~.consumer.NatsSubscription.revoke`),
-at the same time. Hand-over and takeover after a crash: docs/engines/nats.md, "Order".
+Each member keeps its lease (a key with a per-message TTL) in the stream's members bucket
+and derives from the live members the same assignment as every other (:func:`assign`);
+the pinned consumers, not the bucket, make one member at a time receive a partition.
+Hand-over and takeover after a crash: docs/engines/nats.md, "Order" and "Internals".
 """
 
 from __future__ import annotations
@@ -147,9 +144,10 @@ class PartitionedSubscription(Subscription):
         for child in self._children.values():
             child.on_connection_closed(reason)
 
-    def on_reconnect(self) -> None:
+    def renew(self) -> None:
+        """The connection came back: each partition renews its pull; read the members."""
         for child in self._children.values():
-            child.on_reconnect()
+            child.renew()
         self._poked.set()  # read the members again now
 
     async def _run(self) -> None:
@@ -336,9 +334,8 @@ class PartitionedSubscription(Subscription):
             held.extend(status.assignment)
             lags.extend([status.lag] if status.lag is not None else [])
             error = str(child.fatal) if child.fatal is not None else error or status.error
-        members = self.members
-        place = members.index(self.member) + 1 if self.member in members else 0
-        held.append(f"member {self.member} ({place} of {len(members)})")
+        place = self.members.index(self.member) + 1  # the members always include this one
+        held.append(f"member {self.member} ({place} of {len(self.members)})")
         return SubscriptionStatus(
             assignment=tuple(held), error=error, lag=sum(lags) if lags else None
         )

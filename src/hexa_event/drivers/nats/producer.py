@@ -115,7 +115,6 @@ class NatsProducer:
                 subject, headers = self._message(record)
             except DriverError as exc:
                 problems[index] = NotStoredError(str(exc))
-                prepared.append(("", {}))
                 continue
             prepared.append((subject, headers))
             line = len(subject.encode()) + len(self._inbox) + _CONTROL_LINE_ROOM
@@ -150,42 +149,38 @@ class NatsProducer:
             self._nc = nc
         prepared = self.check(nc, records)
         loop = asyncio.get_running_loop()
-        tokens: list[int] = []
-        futures: list[asyncio.Future[None]] = []
+        sent: dict[int, asyncio.Future[None]] = {}  # token -> its PubAck, in record order
         failure: DriverError | None = None
         try:
             async with asyncio.timeout(self._options.publish_timeout):
                 for record, (subject, headers) in zip(records, prepared, strict=True):
                     await self._window.acquire()
                     token = next(self._tokens)
-                    future: asyncio.Future[None] = loop.create_future()
-                    self._pending[token] = future
-                    tokens.append(token)
-                    futures.append(future)
+                    sent[token] = self._pending[token] = loop.create_future()
                     await nc.publish(
                         subject, record.body, reply=f"{self._inbox}.{token}", headers=headers
                     )
-                if not all(future.done() for future in futures):
-                    await asyncio.wait(futures)
+                if not all(future.done() for future in sent.values()):
+                    await asyncio.wait(sent.values())
         except TimeoutError:
             failure = DriverError(
-                f"JetStream did not confirm {sum(not f.done() for f in futures)} of "
+                f"JetStream did not confirm {sum(not f.done() for f in sent.values())} of "
                 f"{len(records)} records within {self._options.publish_timeout}s "
                 "(NatsOptions.publish_timeout); re-sending them is safe (Nats-Msg-Id)"
             )
         except nats.errors.Error as exc:
             failure = DriverError(f"publishing to NATS failed: {exc!r}")
         finally:
-            for token in tokens:
+            for token in sent:
                 if self._pending.pop(token, None) is not None:
                     self._window.release()
         errors: dict[int, DriverError] = {}
-        for index, future in enumerate(futures):
+        for index, future in enumerate(sent.values()):
             if not future.done():
                 errors[index] = failure or DriverError("no PubAck")
             elif (error := future.exception()) is not None:
                 errors[index] = error if isinstance(error, DriverError) else DriverError(str(error))
-        for index in range(len(futures), len(records)):
+        for index in range(len(sent), len(records)):
             errors[index] = NotStoredError(
                 f"not sent: {failure or 'an earlier record failed'}", retriable=True
             )
