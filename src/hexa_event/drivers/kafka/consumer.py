@@ -34,8 +34,8 @@ from .offsets import PartitionState, decode_acked
 from .options import KafkaOptions, KafkaSubscriptionOptions, redact
 
 Ready = tuple[PartitionState, Message, int, int]
-"""A record buffered: (partition state, message, offset, delivery count). Deliveries are
-built as they are handed out (built on arrival they set off three times the collections)."""
+"""A record buffered: (partition state, message, offset, delivery count), made a delivery
+only when handed out."""
 
 LagReader = Callable[[str, Sequence[str], str | None, bool], Awaitable[dict[str, int]]]
 """``(group, topics, pattern, earliest)`` -> the group's lag per topic."""
@@ -56,9 +56,8 @@ _COORDINATOR_BACKOFF_MAX = 600.0
 
 
 _HEADERS = operator.methodcaller("headers")
-"""``message.headers()`` called from C, which checks the result: confluent-kafka returns a
-list with an error pending for a name that is not UTF-8, which the interpreter's own fast
-call path passes on unchecked."""
+"""``message.headers()`` called from C, which raises at once for a name that is not UTF-8
+(the interpreter's fast call path passes confluent-kafka's pending error on unchecked)."""
 
 
 def _parts(message: Any) -> tuple[str, dict[str, bytes], bytes]:
@@ -362,8 +361,7 @@ class KafkaSubscription(Subscription):
         bound = self._options.coordinator_timeout
         if bound <= 0:
             return 0.0
-        times = 2**member.in_a_row
-        return float(min(bound * times, max(bound, _COORDINATOR_BACKOFF_MAX)))
+        return float(min(bound * 2**member.in_a_row, max(bound, _COORDINATOR_BACKOFF_MAX)))
 
     def _replace(self, old: Member, reason: str, counted: bool = True) -> None:
         """Abandon ``old`` (logging its stack) and start a fresh member of its group.
@@ -374,15 +372,15 @@ class KafkaSubscription(Subscription):
         if counted:
             log.error("%s; its stack:\n%s", reason, old.stack())
         self._abandoned.append(old.close(self._options.revoke_timeout + _CLOSE_MARGIN))
-        if counted and len(self._replaced_at) >= _MAX_REPLACEMENTS:
-            self.on_fatal(
-                old,
-                f"{reason}; its consumer was replaced {len(self._replaced_at)} times within "
-                f"{_REPLACEMENT_WINDOW:.0f} s, so the cause is not transient: restart the "
-                "receiver after fixing it (the log holds the thread's stack)",
-            )
-            return
         if counted:
+            if len(self._replaced_at) >= _MAX_REPLACEMENTS:
+                self.on_fatal(
+                    old,
+                    f"{reason}; its consumer was replaced {len(self._replaced_at)} times within "
+                    f"{_REPLACEMENT_WINDOW:.0f} s, so the cause is not transient: restart the "
+                    "receiver after fixing it (the log holds the thread's stack)",
+                )
+                return
             self._replaced_at.append(now)
         try:
             new = self._new_member(old.group, old.topics)
