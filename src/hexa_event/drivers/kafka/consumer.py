@@ -122,15 +122,14 @@ class KafkaRecordBatch(RecordBatch):
     """Records handed out together (:meth:`KafkaSubscription.fetch_records`): the core's
     lists, and per partition the run of offsets they came from, settled as ranges."""
 
-    __slots__ = ("_counts", "_runs", "_sub")
+    __slots__ = ("_items", "_runs", "_sub")
 
     def __init__(self, sub: KafkaSubscription, items: list[Ready]) -> None:
         super().__init__()
         self._sub: KafkaSubscription | None = sub
+        self._items = items
         self._runs: list[tuple[PartitionState, int, list[int]]] = []
         """(partition, index of its first record here, offsets), one per partition run."""
-        self._counts: dict[int, int] = {}
-        """Delivery counts above 1 (records handed out again after a nack), by index."""
         # Hot path: the lists' appends bound once; a partition's run is opened on change.
         add_channel, add_key, add_native = (
             self.channels.append,
@@ -141,14 +140,12 @@ class KafkaRecordBatch(RecordBatch):
         last: PartitionState | None = None
         offsets: list[int] = []
         add_offset, topic = offsets.append, ""
-        for index, (state, message, offset, count) in enumerate(items):
+        for index, (state, message, offset, _) in enumerate(items):
             if state is not last:
                 offsets = []
                 last, add_offset, topic = state, offsets.append, state.key[0]
                 self._runs.append((state, index, offsets))
             add_offset(offset)
-            if count != 1:
-                self._counts[index] = count
             key, headers, body = _parts(message)
             add_channel(topic)
             add_key(key)
@@ -160,12 +157,7 @@ class KafkaRecordBatch(RecordBatch):
         sub = self._sub
         if sub is None:
             raise IndexError(f"record {index} of a settled batch")
-        for state, first, offsets in reversed(self._runs):
-            if index >= first:
-                message: Any = self.natives[index]
-                count = self._counts.get(index, 1)
-                return KafkaDelivery(sub, (state, message, offsets[index - first], count))
-        raise IndexError(index)
+        return KafkaDelivery(sub, self._items[index])
 
     def timestamp(self, index: int) -> float | None:
         return _timestamp(self.natives[index])
@@ -714,11 +706,8 @@ class KafkaSubscription(Subscription):
                 if batch.outcome is Outcome.ACK:
                     acked.setdefault(state, []).extend(offsets)
                 elif self._finished(state, offsets, False):
-                    counts, natives = batch._counts, batch.natives
-                    back.extend(
-                        (state, natives[i], o, counts.get(i, 1) + 1)
-                        for i, o in zip(indexes, offsets, strict=True)
-                    )
+                    items = batch._items
+                    back.extend((*items[i][:3], items[i][3] + 1) for i in indexes)
         self._give_back(back)
         self._settled(acked)
 
