@@ -199,38 +199,34 @@ class KafkaOptions(kit.DriverOptions):
 
     def producer(self) -> dict[str, Any]:
         """Producer settings: idempotent, acks=all, sarama-compatible partitioner."""
-        config = {**_FAST_FIRST_REQUEST, **self.common_config()}
-        config.update(
-            {
-                "enable.idempotence": True,
-                "acks": "all",
-                "partitioner": self.partitioner,
-                "linger.ms": self.linger_ms,
-                "message.timeout.ms": int(self.delivery_timeout * 1000),
-            }
-        )
-        config.update(self.producer_config)
-        return config
+        return {
+            **_FAST_FIRST_REQUEST,
+            **self.common_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": self.partitioner,
+            "linger.ms": self.linger_ms,
+            "message.timeout.ms": int(self.delivery_timeout * 1000),
+            **self.producer_config,
+        }
 
     def consumer(self, group: str, start: str, sub: KafkaSubscriptionOptions) -> dict[str, Any]:
         """Consumer settings for ``group``: the driver commits only finished events."""
-        config = self.common_config()
-        config.update(
-            {
-                "auto.offset.reset": "earliest" if start == "earliest" else "latest",
-                "enable.partition.eof": False,
-                "topic.metadata.refresh.interval.ms": 5000,
-                # The first fetch after an assignment waits this long at the broker (500 ms
-                # by default): docs/engines/kafka.md, "Latency".
-                "fetch.wait.max.ms": 20,
-            }
-        )
-        config.update(self.consumer_config)
-        config.update(sub.consumer_config)
-        config["group.id"] = group
-        config["enable.auto.offset.store"] = False
-        config["enable.auto.commit"] = False
-        config["partition.assignment.strategy"] = sub.assignment
+        config = {
+            **self.common_config(),
+            "auto.offset.reset": "earliest" if start == "earliest" else "latest",
+            "enable.partition.eof": False,
+            "topic.metadata.refresh.interval.ms": 5000,
+            # The first fetch after an assignment waits this long at the broker (500 ms by
+            # default): docs/engines/kafka.md, "Latency".
+            "fetch.wait.max.ms": 20,
+            **self.consumer_config,
+            **sub.consumer_config,
+            "group.id": group,
+            "enable.auto.offset.store": False,
+            "enable.auto.commit": False,
+            "partition.assignment.strategy": sub.assignment,
+        }
         if sub.assignment != "cooperative-sticky" and config.get("group.protocol") == "consumer":
             raise ConfigurationError(
                 f"KafkaSubscriptionOptions(assignment={sub.assignment!r}) is a classic-protocol "
