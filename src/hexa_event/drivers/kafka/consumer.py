@@ -34,8 +34,8 @@ from .offsets import PartitionState, decode_acked
 from .options import KafkaOptions, KafkaSubscriptionOptions, redact
 
 Ready = tuple[PartitionState, Message, int, int]
-"""A record buffered: (partition state, message, offset, delivery count). Deliveries are
-built as they are handed out (built on arrival they set off three times the collections)."""
+"""A record buffered: (partition state, message, offset, delivery count), made a delivery
+only when handed out."""
 
 LagReader = Callable[[str, Sequence[str], str | None, bool], Awaitable[dict[str, int]]]
 """``(group, topics, pattern, earliest)`` -> the group's lag per topic."""
@@ -56,9 +56,8 @@ _COORDINATOR_BACKOFF_MAX = 600.0
 
 
 _HEADERS = operator.methodcaller("headers")
-"""``message.headers()`` called from C, which checks the result: confluent-kafka returns a
-list with an error pending for a name that is not UTF-8, which the interpreter's own fast
-call path passes on unchecked."""
+"""``message.headers()`` called from C, which raises at once for a name that is not UTF-8
+(the interpreter's fast call path passes confluent-kafka's pending error on unchecked)."""
 
 
 def _parts(message: Any) -> tuple[str, dict[str, bytes], bytes]:
@@ -123,15 +122,14 @@ class KafkaRecordBatch(RecordBatch):
     """Records handed out together (:meth:`KafkaSubscription.fetch_records`): the core's
     lists, and per partition the run of offsets they came from, settled as ranges."""
 
-    __slots__ = ("_counts", "_runs", "_sub")
+    __slots__ = ("_items", "_runs", "_sub")
 
     def __init__(self, sub: KafkaSubscription, items: list[Ready]) -> None:
         super().__init__()
         self._sub: KafkaSubscription | None = sub
+        self._items = items
         self._runs: list[tuple[PartitionState, int, list[int]]] = []
         """(partition, index of its first record here, offsets), one per partition run."""
-        self._counts: dict[int, int] = {}
-        """Delivery counts above 1 (records handed out again after a nack), by index."""
         # Hot path: the lists' appends bound once; a partition's run is opened on change.
         add_channel, add_key, add_native = (
             self.channels.append,
@@ -142,14 +140,12 @@ class KafkaRecordBatch(RecordBatch):
         last: PartitionState | None = None
         offsets: list[int] = []
         add_offset, topic = offsets.append, ""
-        for index, (state, message, offset, count) in enumerate(items):
+        for index, (state, message, offset, _) in enumerate(items):
             if state is not last:
                 offsets = []
                 last, add_offset, topic = state, offsets.append, state.key[0]
                 self._runs.append((state, index, offsets))
             add_offset(offset)
-            if count != 1:
-                self._counts[index] = count
             key, headers, body = _parts(message)
             add_channel(topic)
             add_key(key)
@@ -161,12 +157,7 @@ class KafkaRecordBatch(RecordBatch):
         sub = self._sub
         if sub is None:
             raise IndexError(f"record {index} of a settled batch")
-        for state, first, offsets in reversed(self._runs):
-            if index >= first:
-                message: Any = self.natives[index]
-                count = self._counts.get(index, 1)
-                return KafkaDelivery(sub, (state, message, offsets[index - first], count))
-        raise IndexError(index)
+        return KafkaDelivery(sub, self._items[index])
 
     def timestamp(self, index: int) -> float | None:
         return _timestamp(self.natives[index])
@@ -362,8 +353,7 @@ class KafkaSubscription(Subscription):
         bound = self._options.coordinator_timeout
         if bound <= 0:
             return 0.0
-        times = 2**member.in_a_row
-        return float(min(bound * times, max(bound, _COORDINATOR_BACKOFF_MAX)))
+        return float(min(bound * 2**member.in_a_row, max(bound, _COORDINATOR_BACKOFF_MAX)))
 
     def _replace(self, old: Member, reason: str, counted: bool = True) -> None:
         """Abandon ``old`` (logging its stack) and start a fresh member of its group.
@@ -374,15 +364,15 @@ class KafkaSubscription(Subscription):
         if counted:
             log.error("%s; its stack:\n%s", reason, old.stack())
         self._abandoned.append(old.close(self._options.revoke_timeout + _CLOSE_MARGIN))
-        if counted and len(self._replaced_at) >= _MAX_REPLACEMENTS:
-            self.on_fatal(
-                old,
-                f"{reason}; its consumer was replaced {len(self._replaced_at)} times within "
-                f"{_REPLACEMENT_WINDOW:.0f} s, so the cause is not transient: restart the "
-                "receiver after fixing it (the log holds the thread's stack)",
-            )
-            return
         if counted:
+            if len(self._replaced_at) >= _MAX_REPLACEMENTS:
+                self.on_fatal(
+                    old,
+                    f"{reason}; its consumer was replaced {len(self._replaced_at)} times within "
+                    f"{_REPLACEMENT_WINDOW:.0f} s, so the cause is not transient: restart the "
+                    "receiver after fixing it (the log holds the thread's stack)",
+                )
+                return
             self._replaced_at.append(now)
         try:
             new = self._new_member(old.group, old.topics)
@@ -716,11 +706,8 @@ class KafkaSubscription(Subscription):
                 if batch.outcome is Outcome.ACK:
                     acked.setdefault(state, []).extend(offsets)
                 elif self._finished(state, offsets, False):
-                    counts, natives = batch._counts, batch.natives
-                    back.extend(
-                        (state, natives[i], o, counts.get(i, 1) + 1)
-                        for i, o in zip(indexes, offsets, strict=True)
-                    )
+                    items = batch._items
+                    back.extend((*items[i][:3], items[i][3] + 1) for i in indexes)
         self._give_back(back)
         self._settled(acked)
 

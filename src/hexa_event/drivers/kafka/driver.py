@@ -22,8 +22,8 @@ from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSp
 from ...errors import ChannelNotFoundError, ConfigurationError, DriverError, InvalidEventError
 from ...redaction import scrubber
 from ..kit.driver import KitDriver
+from ..kit.findings import channel_finding, group_finding
 from .consumer import KafkaSubscription
-from .diagnose import diagnose
 from .lag import group_lag
 from .member import in_daemon
 from .options import KafkaOptions, KafkaSubscriptionOptions
@@ -231,10 +231,14 @@ class KafkaDriver(KitDriver):
     async def diagnose(
         self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
     ) -> list[Finding]:
-        """The check, then the channels' topics and the groups (:mod:`.diagnose`)."""
+        """The check, then each channel's topic (in the check's metadata) and each group
+        (read-only)."""
         admin, metadata, seen = await self._probe(within)
-        found = await diagnose(admin, metadata, self.options.provision, channels, groups, within)
-        return [Finding("driver", "ok", seen), Finding("kafka metadata", "ok", seen), *found]
+        found = [Finding("driver", "ok", seen), Finding("kafka metadata", "ok", seen)]
+        found += [_topic(c, metadata.topics.get(c), self.options.provision) for c in channels]
+        if groups:
+            found.extend(await _groups(admin, groups, within))
+        return found
 
     async def _probe(self, within: float) -> tuple[AdminClient, Any, str]:
         """An admin client of the options (after the producer and consumer settings were
@@ -337,20 +341,52 @@ class KafkaDriver(KitDriver):
     async def close_engine(self) -> None:
         """Flush the producer, destroy the admin client."""
         await self._producer.close(self.options.delivery_timeout)
-        # The admin client has no close(): dropping the last reference destroys it (and its
-        # threads). librdkafka's destroy joins its threads, which after a broker restart
-        # with admin requests outstanding was seen to wait for ever: it runs on a daemon
-        # thread, given up after _ADMIN_DESTROY_TIMEOUT seconds.
+        # The admin client has no close(): dropping its last reference destroys it, which
+        # joins librdkafka's threads and can wait for ever (after a broker restart): that
+        # runs on a daemon thread, given up after _ADMIN_DESTROY_TIMEOUT seconds.
         admin, self._admin = self._admin, None
         if admin is not None:
             admin.poll(0)
             holder = [admin]
             del admin  # the holder keeps the only reference: it is dropped off the loop
-            loop = asyncio.get_running_loop()
-            name, within = "hexa-kafka-admin-destroy", _ADMIN_DESTROY_TIMEOUT
-            if not await in_daemon(loop, holder.clear, name, within):
+            loop, within = asyncio.get_running_loop(), _ADMIN_DESTROY_TIMEOUT
+            if not await in_daemon(loop, holder.clear, "hexa-kafka-admin-destroy", within):
                 log.warning(
                     "the Kafka admin client did not finish closing within %g s (librdkafka's "
                     "destroy is waiting on its threads); left behind on a daemon thread",
                     within,
                 )
+
+
+def _topic(channel: str, topic: Any, provision: bool) -> Finding:
+    """The doctor's finding on ``channel``'s topic (None: it does not exist)."""
+    if topic is not None and topic.error is not None:
+        return Finding(
+            f"topic {channel}",
+            "fail",
+            f"not allowed to read it: {topic.error.str()}",
+            f"grant this principal DESCRIBE/READ/WRITE on topic {channel}",
+            "auth",
+        )
+    partitions = None if topic is None else len(topic.partitions)
+    create = f"create topic {channel} (kafka-topics.sh --create --topic {channel})"
+    return channel_finding(f"topic {channel}", partitions, provision, create)
+
+
+async def _groups(admin: AdminClient, groups: Sequence[str], within: float) -> list[Finding]:
+    """The doctor's findings on the consumer ``groups`` (whether each exists)."""
+    try:
+        listed = await asyncio.to_thread(
+            lambda: admin.list_consumer_groups(request_timeout=within).result()
+        )
+        existing = {g.group_id for g in listed.valid}
+    except Exception as exc:
+        return [
+            Finding(
+                "consumer groups",
+                "warn",
+                f"cannot list consumer groups: {exc}",
+                "grant DESCRIBE on the groups to see their state",
+            )
+        ]
+    return [group_finding(f"group {g}", "" if g in existing else None) for g in groups]

@@ -139,6 +139,17 @@ def _lasting(since: float | None, holds: bool, now: float) -> tuple[float | None
     return since, now - since
 
 
+def _group_stats(stats: str) -> dict[str, Any]:
+    """The "cgrp" object of librdkafka's statistics, decoded alone (not every broker, topic
+    and partition); ``{}`` when there is none."""
+    at = stats.rfind('"cgrp":')
+    try:
+        cgrp = _DECODER.raw_decode(stats[at + len('"cgrp":') :].lstrip())[0] if at >= 0 else {}
+    except ValueError:
+        return {}
+    return cgrp if isinstance(cgrp, dict) else {}
+
+
 def moving(exc: BaseException) -> bool:
     """Whether a commit failed only because its partitions are moving (a rebalance)."""
     return isinstance(exc, KafkaException) and exc.args[0].code() in _REBALANCE_CODES
@@ -199,8 +210,7 @@ class Member:
         self._config = config
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
-        self._commands: queue.SimpleQueue[tuple[list[Position], Future[None]]]
-        self._commands = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[list[Position], Future[None]]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self.room = threading.Event()
         """Set while the owner's local buffer has room; the thread consumes only then."""
@@ -256,9 +266,8 @@ class Member:
         """librdkafka reported every broker down (``_ALL_BROKERS_DOWN``) and no statistics
         or records have shown one up since."""
         self.answered_at = 0.0
-        """When the brokers were last seen answering again after an outage (every broker
-        down, a commit waiting ``COMMIT_SLOW`` or more, or a coordinator loading the group):
-        see :meth:`without_coordinator`."""
+        """When the brokers answered again after an outage (every broker down, a commit
+        waiting ``COMMIT_SLOW`` or more, a coordinator loading the group)."""
 
     # -- lifecycle (loop side) -----------------------------------------------------------------
 
@@ -332,14 +341,10 @@ class Member:
     ) -> float:
         """Seconds this member has gone without its coordinator (from ``since``, of
         :meth:`coordinator_problem`) while the brokers answered: 0 while every broker is
-        down, else counted from the later of ``since`` and the end of the last outage. A
-        member replaced during an outage could not leave its group (no coordinator to send
-        its LeaveGroup to): after a broker restart its session lived on and held the
-        group's next rebalance for ``session.timeout.ms`` (45 s), while the member itself
-        recovers as soon as its coordinator answers. While a commit waits, its thread
-        serves nothing (errors, statistics): the ``witnesses`` (the subscription's other
-        members) tell whether the brokers answer; without one, 0 (the stall rule, past the
-        commit's own bound, still applies)."""
+        down (a member replaced then cannot leave its group), else counted from the later
+        of ``since`` and the end of the last outage. While a commit waits its thread serves
+        nothing: the ``witnesses`` (the subscription's other members) tell whether the
+        brokers answer; without one, 0 (the stall rule still applies)."""
         if self.all_down:
             return 0.0
         answered = self.answered_at
@@ -422,11 +427,10 @@ class Member:
                     # The owner's buffer is full: stop consuming; past _HOLD_BEFORE_PAUSE
                     # pause the partitions (drops librdkafka's prefetch), still polling so
                     # rebalances are served.
-                    now = time.monotonic()
                     if held_since is None:
                         self._fetch_watch.hold()
-                    held_since = held_since or now
-                    if now - held_since < _HOLD_BEFORE_PAUSE:
+                        held_since = time.monotonic()
+                    if time.monotonic() - held_since < _HOLD_BEFORE_PAUSE:
                         self._expect(_POLL_BUSY)
                         self.room.wait(_POLL_BUSY)
                         continue
@@ -563,19 +567,8 @@ class Member:
             self._their_stats(stats)
         if self.all_down and '"state":"UP"' in stats:  # a broker answers again
             self._answered()
-        # Only the "cgrp" object is decoded, not the whole document (every broker, topic
-        # and partition).
-        at = stats.rfind('"cgrp":')
-        if at < 0:
-            return
-        start = at + len('"cgrp":')
-        while start < len(stats) and stats[start] in " \t\r\n":
-            start += 1
-        try:
-            cgrp, _ = _DECODER.raw_decode(stats, start)
-        except ValueError:
-            return
-        if not isinstance(cgrp, dict) or not cgrp:
+        cgrp = _group_stats(stats)
+        if not cgrp:
             return
         now = time.monotonic()
         state, join_state = cgrp.get("state"), cgrp.get("join_state")

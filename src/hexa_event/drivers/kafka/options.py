@@ -72,12 +72,9 @@ def check_bootstrap(servers: str) -> None:
                 f"Kafka bootstrap server {entry!r} is not host:port; write e.g. "
                 "'127.0.0.1:9092' or 'kafka://broker1:9092,broker2:9092'"
             )
-        port = match.group(2)
-        if port is None:
-            continue  # librdkafka's default port, 9092
-        if (
-            not (port.isascii() and port.isdigit() and len(port) <= 5)
-            or not 1 <= int(port) <= 65535
+        port = match.group(2)  # None: librdkafka's default port, 9092
+        if port is not None and not (
+            port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535
         ):
             raise ConfigurationError(
                 f"Kafka bootstrap server {entry!r} has port {port!r}: a port is a number "
@@ -95,7 +92,7 @@ def _check(owner: str, name: str, config: object, owned: Mapping[str, str]) -> N
     kit.check_mapping(owner, name, config, owned, what="librdkafka keys")
 
 
-_MAX_S = (2**31 - 1) / 1000
+_MAX_S = kit.INT32 / 1000
 """The longest timeout, in seconds: librdkafka's are int32 milliseconds."""
 
 _FAST_FIRST_REQUEST = {"reconnect.backoff.ms": 10}
@@ -168,9 +165,8 @@ class KafkaOptions(kit.DriverOptions):
                 "KafkaOptions.bootstrap_servers is required, e.g. '127.0.0.1:9092'"
             )
         check_bootstrap(self.bootstrap_servers)
-        for name, top in (("partitions", 100_000), ("replication_factor", 10_000)):
-            value = getattr(self, name)  # librdkafka's bounds
-            check_number(f"KafkaOptions.{name}", value, minimum=1, maximum=top, integer=True)
+        for name, top in (("partitions", 100_000), ("replication_factor", 10_000)):  # librdkafka's
+            kit.check_count("KafkaOptions", name, getattr(self, name), maximum=top)
         for name in ("delivery_timeout", "metadata_timeout"):  # librdkafka's int32 ms
             value = getattr(self, name)
             check_number(f"KafkaOptions.{name} (seconds)", value, minimum=0.001, maximum=_MAX_S)
@@ -203,38 +199,34 @@ class KafkaOptions(kit.DriverOptions):
 
     def producer(self) -> dict[str, Any]:
         """Producer settings: idempotent, acks=all, sarama-compatible partitioner."""
-        config = {**_FAST_FIRST_REQUEST, **self.common_config()}
-        config.update(
-            {
-                "enable.idempotence": True,
-                "acks": "all",
-                "partitioner": self.partitioner,
-                "linger.ms": self.linger_ms,
-                "message.timeout.ms": int(self.delivery_timeout * 1000),
-            }
-        )
-        config.update(self.producer_config)
-        return config
+        return {
+            **_FAST_FIRST_REQUEST,
+            **self.common_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": self.partitioner,
+            "linger.ms": self.linger_ms,
+            "message.timeout.ms": int(self.delivery_timeout * 1000),
+            **self.producer_config,
+        }
 
     def consumer(self, group: str, start: str, sub: KafkaSubscriptionOptions) -> dict[str, Any]:
         """Consumer settings for ``group``: the driver commits only finished events."""
-        config = self.common_config()
-        config.update(
-            {
-                "auto.offset.reset": "earliest" if start == "earliest" else "latest",
-                "enable.partition.eof": False,
-                "topic.metadata.refresh.interval.ms": 5000,
-                # The first fetch after an assignment waits this long at the broker (500 ms
-                # by default): docs/engines/kafka.md, "Latency".
-                "fetch.wait.max.ms": 20,
-            }
-        )
-        config.update(self.consumer_config)
-        config.update(sub.consumer_config)
-        config["group.id"] = group
-        config["enable.auto.offset.store"] = False
-        config["enable.auto.commit"] = False
-        config["partition.assignment.strategy"] = sub.assignment
+        config = {
+            **self.common_config(),
+            "auto.offset.reset": "earliest" if start == "earliest" else "latest",
+            "enable.partition.eof": False,
+            "topic.metadata.refresh.interval.ms": 5000,
+            # The first fetch after an assignment waits this long at the broker (500 ms by
+            # default): docs/engines/kafka.md, "Latency".
+            "fetch.wait.max.ms": 20,
+            **self.consumer_config,
+            **sub.consumer_config,
+            "group.id": group,
+            "enable.auto.offset.store": False,
+            "enable.auto.commit": False,
+            "partition.assignment.strategy": sub.assignment,
+        }
         if sub.assignment != "cooperative-sticky" and config.get("group.protocol") == "consumer":
             raise ConfigurationError(
                 f"KafkaSubscriptionOptions(assignment={sub.assignment!r}) is a classic-protocol "
