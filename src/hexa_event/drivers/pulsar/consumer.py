@@ -395,10 +395,13 @@ class PulsarSubscription(Subscription):
         }
         if sub.ack_timeout:  # consumer_config may not set it
             kwargs["unacked_messages_timeout_ms"] = int(sub.ack_timeout * 1000)
+        # One topic by name, not in a list: pulsar-client makes a multi-topics consumer of a
+        # list, which hands every message to another thread of the client before receive().
         topics = [self.options.topic(c) for c in channels]
+        target = topics[0] if len(topics) == 1 else topics
         label = f"channels {list(channels)}"
         making = asyncio.ensure_future(
-            asyncio.to_thread(self._client.subscribe, topics, self.name, **kwargs)
+            asyncio.to_thread(self._client.subscribe, target, self.name, **kwargs)
         )
         try:
             consumer = await asyncio.shield(making)
