@@ -1,7 +1,8 @@
 """Receiving: the action is the subscription; one receive thread per Pulsar consumer.
 
-The thread only receives (``receive`` then ``batch_receive``) and hands each batch to the
-loop in one call; the loop builds the deliveries and writes acks and nacks in ``settle``.
+The thread only receives (``receive`` then ``batch_receive``) into a queue of messages ready
+for the loop, a window's worth ahead; the loop takes from it as settles make room (waking
+only when it found too few), builds the deliveries and writes acks and nacks in ``settle``.
 At most ``spec.prefetch`` deliveries are out unsettled per consumer. Design, settling and
 the measurements behind them: docs/engines/pulsar.md, "Receiving" and "Inside the driver".
 """
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -116,8 +118,11 @@ class _Reader:
         self.kind = kind
         self.channels = channels
         self._limit = owner.prefetch
-        self._outstanding = 0
-        self._room = threading.Condition()
+        self._outstanding = 0  # deliveries handed out and not settled (the loop's)
+        self._ready: deque[Any] = deque()  # received, waiting for room in the window
+        self._reserve = min(self._limit, _DRAIN)  # the thread receives while fewer are ready
+        self._hungry = True  # the loop has room and found nothing ready: wake it
+        self._lock = threading.Condition()  # guards _ready and _hungry
         self._stop = False
         self._loop = asyncio.get_running_loop()
         self._topics: dict[str, str] = {}
@@ -133,59 +138,62 @@ class _Reader:
     # -- the receive thread: no Python work beyond receiving (it would hold the GIL) -----
 
     def _run(self) -> None:
-        native = self.native
-        held: list[Any] = []  # received, waiting for room in the window
+        native, ready, lock = self.native, self._ready, self._lock
         while not self._stop:
-            with self._room:
-                while self._outstanding >= self._limit and not self._stop:
-                    self._room.wait(0.5)
-                room = self._limit - self._outstanding
+            with lock:
+                while len(ready) >= self._reserve and not self._stop:
+                    lock.wait(0.5)
             if self._stop:
                 break
-            if not held:
-                try:
-                    held = [native.receive(_RECEIVE_WAIT_MS)]
-                except pulsar.Timeout:
-                    continue  # look at _stop again: a closed client may never answer
-                except pulsar.AlreadyClosed:
-                    break
-                except pulsar.PulsarException as exc:
-                    if self._stop:
-                        break
-                    self.error = f"receive failed: {type(exc).__name__} ({exc})"
-                    log.warning("Pulsar subscription %s: %s", self.owner.name, self.error)
-                    time.sleep(0.5)
-                    continue
-                except BaseException as exc:  # pragma: no cover - a bug of ours or the client's
-                    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                        why = f"{type(exc).__name__}: {exc}"
-                        self._loop.call_soon_threadsafe(self.owner.fail, why)
-                    break
-                with contextlib.suppress(pulsar.PulsarException):  # the rest buffered, at once
-                    held.extend(native.batch_receive())
-            messages, held = held[:room], held[room:]
-            with self._room:
-                self._outstanding += len(messages)
             try:
-                self._loop.call_soon_threadsafe(self._arrived, messages)
-            except RuntimeError:  # the loop is closed: nobody will settle these
+                received = [native.receive(_RECEIVE_WAIT_MS)]
+            except pulsar.Timeout:
+                continue  # look at _stop again: a closed client may never answer
+            except pulsar.AlreadyClosed:
                 break
+            except pulsar.PulsarException as exc:
+                if self._stop:
+                    break
+                self.error = f"receive failed: {type(exc).__name__} ({exc})"
+                log.warning("Pulsar subscription %s: %s", self.owner.name, self.error)
+                time.sleep(0.5)
+                continue
+            except BaseException as exc:  # pragma: no cover - a bug of ours or the client's
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    why = f"{type(exc).__name__}: {exc}"
+                    self._loop.call_soon_threadsafe(self.owner.fail, why)
+                break
+            with contextlib.suppress(pulsar.PulsarException):  # the rest buffered, at once
+                received.extend(native.batch_receive())
+            with lock:
+                ready.extend(received)
+                wake, self._hungry = self._hungry, False
+            if wake:  # else the loop takes them itself once settles make room
+                try:
+                    self._loop.call_soon_threadsafe(self._take)
+                except RuntimeError:  # the loop is closed: nobody will settle these
+                    break
 
     # -- on the loop thread --------------------------------------------------------------
 
-    def release(self, count: int) -> None:
-        """Settled deliveries make room for the receive thread."""
-        with self._room:
-            self._outstanding -= count
-            if self._outstanding < self._limit:
-                self._room.notify()
-
-    def _arrived(self, messages: list[Any]) -> None:
-        """A received batch: its deliveries go to the buffer. A message Pulsar delivered
-        before its not-before time (up to one tick early) is held here until then."""
+    def _take(self) -> None:
+        """Hand what is ready to the buffer, as far as the window has room; when it has
+        room left, the receive thread wakes the loop for the next messages. A message
+        Pulsar delivered before its not-before time (up to one tick early) is held here
+        until then."""
         owner = self.owner
         if owner.closed:
             return
+        room, ready, lock = self._limit - self._outstanding, self._ready, self._lock
+        with lock:
+            count = min(room, len(ready))
+            messages = [ready.popleft() for _ in range(count)]
+            self._hungry = room > count
+            if len(ready) < self._reserve:
+                lock.notify()
+        if not messages:
+            return
+        self._outstanding += count
         try:
             deliveries = self._deliveries(messages)
         except Exception as exc:  # a bug of ours or the client's: fail loudly, not leak room
@@ -238,8 +246,9 @@ class _Reader:
             if not delivery._released:
                 delivery._released = True
                 fresh += 1
-        if fresh:
-            self.release(fresh)
+        if fresh:  # room in the window: take what the receive thread has ready
+            self._outstanding -= fresh
+            self._take()
         acknowledge = self.native.acknowledge
         for delivery in deliveries:
             if delivery.outcome is Outcome.NACK:
@@ -311,8 +320,8 @@ class _Reader:
         self._stop = True
         for timer in self._timers:
             timer.cancel()
-        with self._room:
-            self._room.notify_all()
+        with self._lock:
+            self._lock.notify_all()
         try:
             await asyncio.to_thread(self.consumer.close)
         except pulsar.PulsarException as exc:
@@ -395,10 +404,13 @@ class PulsarSubscription(Subscription):
         }
         if sub.ack_timeout:  # consumer_config may not set it
             kwargs["unacked_messages_timeout_ms"] = int(sub.ack_timeout * 1000)
+        # One topic by name, not in a list: pulsar-client makes a multi-topics consumer of a
+        # list, which hands every message to another thread of the client before receive().
         topics = [self.options.topic(c) for c in channels]
+        target = topics[0] if len(topics) == 1 else topics
         label = f"channels {list(channels)}"
         making = asyncio.ensure_future(
-            asyncio.to_thread(self._client.subscribe, topics, self.name, **kwargs)
+            asyncio.to_thread(self._client.subscribe, target, self.name, **kwargs)
         )
         try:
             consumer = await asyncio.shield(making)
