@@ -14,9 +14,6 @@ from ...numbers import check_number
 from ..kit.options import DriverOptions, check_choice, check_count
 from ..kit.query import take_query
 
-SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
-
-
 TABLES = (
     "hexa_log",
     "hexa_channels",
@@ -88,7 +85,7 @@ class SqlOptions(DriverOptions):
     """PostgreSQL: NOTIFY once per publish transaction and LISTEN for wake-ups."""
     busy_timeout: float = 30.0
     """SQLite: seconds a writer waits for the database lock held by another process."""
-    sqlite_synchronous: SqliteSynchronous = "NORMAL"
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     """SQLite ``PRAGMA synchronous``. With WAL, NORMAL survives process crashes but may lose
     the last commits on power loss; FULL survives power loss too (slower)."""
     pool_size: int = 5
