@@ -1,9 +1,6 @@
-"""The receive side of the SQL driver: one group member's fetch, settle and close.
-
-Leases live in :mod:`.membership`, reads in :mod:`.reader`, settlement writes in
-:mod:`.settlement`, partition state in :mod:`.partitions`; how they fit together is in
-docs/engines/sql.md, "Internals".
-"""
+"""The receive side of the SQL driver: one group member's fetch, settle and close, over
+:mod:`.membership` (leases), :mod:`.reader`, :mod:`.settlement` and :mod:`.partitions`
+(docs/engines/sql.md, "Internals")."""
 
 from __future__ import annotations
 
@@ -448,12 +445,9 @@ class SqlSubscription(Subscription):
 
     def _purge_buffer(self, part: Part) -> None:
         """Drop ``part``'s deliveries that were read but never handed out."""
-        kept: deque[SqlDelivery] = deque()
         for delivery in self._buffer.items:
-            if delivery.part is not part:
-                kept.append(delivery)
-            elif delivery.redelivered:
+            if delivery.part is part and delivery.redelivered:
                 self._redelivering.pop(delivery.pos[1], None)
-            else:
+            elif delivery.part is part:
                 part.outstanding.pop(delivery.pos, None)
-        self._buffer.items = kept
+        self._buffer.keep(lambda delivery: delivery.part is not part)
