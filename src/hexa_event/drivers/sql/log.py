@@ -18,7 +18,7 @@ from ..._sql.problems import driver_error
 from ..._sql.urls import redact
 from ...errors import ClosedError, DriverError
 from .options import NOTIFY_TABLE, TABLES, SqlOptions
-from .schema import build_metadata, make_engine, migrate_async
+from .schema import make_engine, metadata, migrate_async
 
 Watcher = Callable[[set[str] | None], None]
 """Told which channels got committed rows (None: unknown, look at every channel)."""
@@ -39,7 +39,7 @@ class SqlLog:
         self.channel = self.names.qualified(NOTIFY_TABLE)
         """The PostgreSQL LISTEN/NOTIFY channel: the log table's qualified name, so
         drivers on other table sets in the same database never wake these consumers."""
-        md = build_metadata(dialect, self.names)
+        md = metadata(dialect, schema=self.names.schema, table_prefix=self.names.prefix)
         self._tables = {name: md.tables[self.names.qualified(name)] for name in TABLES}
         self._engine = engine
         self._partitions = 0

@@ -31,12 +31,6 @@ from .options import SqlOptions, names_for
 _MIGRATION_LOCK = 7_341_000_451  # pg advisory lock key for concurrent migrations
 
 
-def metadata(dialect: str, *, schema: str | None = None, table_prefix: str = "") -> MetaData:
-    """The driver's tables for ``dialect`` (``"sqlite"`` or ``"postgresql"``), in ``schema``
-    and with ``table_prefix``."""
-    return build_metadata(dialect, names_for(schema, table_prefix, dialect))
-
-
 def _group_partition() -> tuple[Column[str], Column[str], Column[int]]:
     """The key columns of a group's rows per partition: group, channel, partition."""
     return (
@@ -46,8 +40,10 @@ def _group_partition() -> tuple[Column[str], Column[str], Column[int]]:
     )
 
 
-def build_metadata(dialect: str, names: TableNames) -> MetaData:
-    """:func:`metadata` for already checked ``names``."""
+def metadata(dialect: str, *, schema: str | None = None, table_prefix: str = "") -> MetaData:
+    """The driver's tables for ``dialect`` (``"sqlite"`` or ``"postgresql"``), in ``schema``
+    and with ``table_prefix``."""
+    names = names_for(schema, table_prefix, dialect)
     pg = dialect == "postgresql"
     md = MetaData(schema=names.schema)
     n = names.table
@@ -176,7 +172,7 @@ def make_engine(options: SqlOptions) -> AsyncEngine:
 def _create(sync_conn: Connection, partitions: int, names: TableNames) -> int:
     if sync_conn.dialect.name == "postgresql":  # one migration at a time
         sync_conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
-    md = build_metadata(sync_conn.dialect.name, names)
+    md = metadata(sync_conn.dialect.name, schema=names.schema, table_prefix=names.prefix)
     create_schemas(sync_conn, md.sorted_tables)
     md.create_all(sync_conn, checkfirst=True)
     meta = md.tables[names.qualified("hexa_meta")]
