@@ -70,15 +70,12 @@ async def read_partitions(
     log: SqlLog, parts: Sequence[Part], per: int
 ) -> dict[tuple[str, int], list[Any]]:
     """Up to ``per`` rows after each partition's cursor, by (channel, partition), in order."""
-    dialect = log.dialect
     params: dict[str, Any] = {"n": per}
     for i, part in enumerate(parts):
         params[f"c{i}"] = part.channel
         params[f"p{i}"] = part.number
-        params[f"i{i}"] = part.cursor[1]
-        if dialect == "postgresql":
-            params[f"t{i}"] = part.cursor[0]
-    statement = text(fetch_sql(dialect, len(parts), log.sql_name("hexa_log")))
+        params[f"t{i}"], params[f"i{i}"] = part.cursor  # SQLite's statement has no txid
+    statement = text(fetch_sql(log.dialect, len(parts), log.sql_name("hexa_log")))
     async with log.connection() as conn:
         rows = (await conn.execute(statement, params)).all()
     by_part: dict[tuple[str, int], list[Any]] = defaultdict(list)
