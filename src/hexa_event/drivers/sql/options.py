@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from ..._sql.names import TableNames, check_channel, check_dialect, table_names
+from ..._sql.names import TableNames, check_channel, check_dialect, merge, table_names
 from ..._sql.urls import DATABASE_PARAMETERS, parse
 from ...errors import ConfigurationError
 from ...numbers import check_number
@@ -142,12 +142,9 @@ class SqlOptions(DriverOptions):
         for f in fields(self):
             if f.name in typed:
                 given = getattr(self, f.name)
-                if given not in (f.default, None, "") and given != typed[f.name]:
-                    raise ConfigurationError(
-                        f"SqlOptions: {f.name} is {given!r} but the URL says "
-                        f"{f.name}={typed[f.name]!r}; give it once"
-                    )
-                object.__setattr__(self, f.name, typed[f.name])
+                given = None if given == f.default else given  # the default: not given
+                value = merge(given, typed[f.name], name=f.name, owner="SqlOptions")
+                object.__setattr__(self, f.name, value)
         return url
 
     @property
