@@ -311,9 +311,8 @@ class SqlSubscription(Subscription):
         )
         for row in rows:
             part = self._parts.get((row.channel, row.part))
-            if part is None or not part.active:
-                continue
-            if row.log_id in self._redelivering or self._settlements.unwritten(row.log_id):
+            taken = row.log_id in self._redelivering or self._settlements.unwritten(row.log_id)
+            if part is None or not part.active or taken:
                 continue
             self._redelivering[row.log_id] = part
             record = RawRecord(

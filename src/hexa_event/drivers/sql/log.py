@@ -20,9 +20,6 @@ from ...errors import ClosedError, DriverError
 from .options import NOTIFY_TABLE, TABLES, SqlOptions
 from .schema import make_engine, metadata, migrate_async
 
-Watcher = Callable[[set[str] | None], None]
-"""Told which channels got committed rows (None: unknown, look at every channel)."""
-
 
 class SqlLog:
     """The database under one SQL driver (its base class); nothing connects before first
@@ -49,8 +46,9 @@ class SqlLog:
         """Operations holding or about to make a connection (:meth:`using`)."""
         self._unused = asyncio.Event()
         self._disposing = False  # set by :meth:`idle`: no new operation
-        self.watchers: set[Watcher] = set()
-        """Told which channels got committed rows (subscriptions add their ``notify``)."""
+        self.watchers: set[Callable[[set[str] | None], None]] = set()
+        """Told which channels got committed rows, None: unknown, look at every channel
+        (subscriptions add their ``notify``)."""
 
     @property
     def engine(self) -> AsyncEngine:
