@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from ..errors import ConfigurationError
@@ -30,6 +31,7 @@ MAX_IDENTIFIER = 63
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 _QUERY_KEYS = ("schema", "table_prefix")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +157,7 @@ def split_url(url: str) -> tuple[str, str | None, str | None]:
     return stripped, found.get("schema"), found.get("table_prefix")
 
 
-def merge(option: str | None, from_url: str | None, *, name: str, owner: str) -> str | None:
+def merge(option: T | None, from_url: T | None, *, name: str, owner: str) -> T | None:
     """One value for ``name`` from a keyword option and the URL query; refuses two
     different ones (which would be a silent choice)."""
     if option is not None and option != "" and from_url is not None and option != from_url:

@@ -19,7 +19,7 @@ from sqlalchemy import text
 import hexa_event
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.sql import SqlDriver, SqlOptions, ddl, migrate
-from hexa_event.drivers.sql.producer import partition_of, to_rows
+from hexa_event.drivers.sql.producer import to_rows
 from hexa_event.drivers.sql.schema import async_url, make_engine
 from hexa_event.errors import ConfigurationError
 from hexa_event.testing.waiting import eventually
@@ -437,6 +437,10 @@ async def test_a_bad_pattern_is_a_configuration_error(driver: SqlDriver) -> None
 
 
 def test_partition_of_is_stable() -> None:
+    def partition_of(key: str, partitions: int) -> int:
+        [row] = to_rows([RawRecord("c", key, {}, b"")], partitions)
+        return int(row[1])
+
     assert partition_of("order-42", 16) == partition_of("order-42", 16)
     assert {partition_of(f"k{i}", 16) for i in range(200)} == set(range(16))
 

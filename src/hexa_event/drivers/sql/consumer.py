@@ -1,9 +1,6 @@
-"""The receive side of the SQL driver: one group member's fetch, settle and close.
-
-Leases live in :mod:`.membership`, reads in :mod:`.reader`, settlement writes in
-:mod:`.settlement`, partition state in :mod:`.partitions`; how they fit together is in
-docs/engines/sql.md, "Internals".
-"""
+"""The receive side of the SQL driver: one group member's fetch, settle and close, over
+:mod:`.membership` (leases), :mod:`.reader`, :mod:`.settlement` and :mod:`.partitions`
+(docs/engines/sql.md, "Internals")."""
 
 from __future__ import annotations
 
@@ -314,9 +311,8 @@ class SqlSubscription(Subscription):
         )
         for row in rows:
             part = self._parts.get((row.channel, row.part))
-            if part is None or not part.active:
-                continue
-            if row.log_id in self._redelivering or self._settlements.unwritten(row.log_id):
+            taken = row.log_id in self._redelivering or self._settlements.unwritten(row.log_id)
+            if part is None or not part.active or taken:
                 continue
             self._redelivering[row.log_id] = part
             record = RawRecord(
@@ -448,12 +444,9 @@ class SqlSubscription(Subscription):
 
     def _purge_buffer(self, part: Part) -> None:
         """Drop ``part``'s deliveries that were read but never handed out."""
-        kept: deque[SqlDelivery] = deque()
         for delivery in self._buffer.items:
-            if delivery.part is not part:
-                kept.append(delivery)
-            elif delivery.redelivered:
+            if delivery.part is part and delivery.redelivered:
                 self._redelivering.pop(delivery.pos[1], None)
-            else:
+            elif delivery.part is part:
                 part.outstanding.pop(delivery.pos, None)
-        self._buffer.items = kept
+        self._buffer.keep(lambda delivery: delivery.part is not part)

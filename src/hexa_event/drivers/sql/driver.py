@@ -1,9 +1,5 @@
-"""``sqlite:///path.db`` and ``postgresql://user@host/db``: a durable event log in SQL tables.
-
-The embedded default: no broker, one database file (or the PostgreSQL you already run).
-How publishing, leases, settlements, wake-ups and late commits work: docs/engines/sql.md
-("Internals").
-"""
+"""``sqlite:///path.db`` and ``postgresql://user@host/db``: a durable event log in SQL tables,
+the embedded default (no broker). How it works: docs/engines/sql.md ("Internals")."""
 
 from __future__ import annotations
 
@@ -22,7 +18,7 @@ from ..._sql.engine import prepare_sqlite
 from ..._sql.listen import listen
 from ..._sql.urls import redact
 from ...driver import Features, Finding, RawRecord, SubscriptionSpec
-from ...errors import ClosedError, ConfigurationError
+from ...errors import ConfigurationError
 from ..kit.driver import KitDriver
 from .consumer import SqlSubscription
 from .diagnose import diagnose
@@ -79,13 +75,9 @@ class SqlDriver(KitDriver, SqlLog):
             if path is None:
                 return "SQLite database named by a URI filename"
             return await asyncio.to_thread(_check_sqlite_file, path)
-        try:
+        with self.failing("connect"):
             async with asyncio.timeout(within), self.connection() as conn:
                 await conn.execute(text("SELECT 1"))
-        except ClosedError:
-            raise
-        except Exception as exc:
-            raise self.error("connect", exc) from None
         return "database answers"
 
     async def diagnose(
@@ -138,8 +130,17 @@ class SqlDriver(KitDriver, SqlLog):
             raise
         self.check_open()  # closed while joining: the close closed it
         if self.dialect == "postgresql" and self.options.notify and self._listener is None:
-            self._listener = asyncio.create_task(self._listen(), name="hexa-event:sql-listen")
+            # Wake local consumers on NOTIFY from other processes; on every (re)connect,
+            # catch up on anything committed while we were not listening.
+            listening = listen(
+                self.engine, self.channel, self._notified, on_connected=lambda: self.committed(None)
+            )
+            self._listener = asyncio.create_task(listening, name="hexa-event:sql-listen")
         return sub
+
+    def _notified(self, payload: str) -> None:
+        """A NOTIFY payload: the channel names, one a line (empty: look at every channel)."""
+        self.committed(set(payload.split("\n")) - {""} or None)
 
     async def close_engine(self) -> None:
         """Let queued publishes finish, stop listening, dispose of the engine we made."""
@@ -190,19 +191,6 @@ class SqlDriver(KitDriver, SqlLog):
             total += max(0, deleted)
             if deleted < batch:
                 return total
-
-    # -- PostgreSQL LISTEN -------------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        """Wake local consumers on NOTIFY from other processes."""
-
-        def on_notify(payload: str) -> None:  # channel names; empty: look at every channel
-            self.committed(set(payload.split("\n")) - {""} or None)
-
-        # On every (re)connect: catch up on anything committed while we were not listening.
-        await listen(
-            self.engine, self.channel, on_notify, on_connected=lambda: self.committed(None)
-        )
 
 
 def _check_sqlite_file(path: str) -> str:

@@ -1,7 +1,5 @@
-"""Access to the log's database: engine, tables, transactions, errors, commit wake-ups.
-
-The layer under the producer and the consumers (neither imports the driver).
-"""
+"""Access to the log's database: engine, tables, transactions, errors, commit wake-ups (the
+layer under the producer and the consumers, neither of which imports the driver)."""
 
 from __future__ import annotations
 
@@ -19,11 +17,8 @@ from ..._sql.engine import begin_write
 from ..._sql.problems import driver_error
 from ..._sql.urls import redact
 from ...errors import ClosedError, DriverError
-from .options import NOTIFY_TABLE, SqlOptions
-from .schema import build_metadata, make_engine, migrate_async, tables_of
-
-Watcher = Callable[[set[str] | None], None]
-"""Told which channels got committed rows (None: unknown, look at every channel)."""
+from .options import NOTIFY_TABLE, TABLES, SqlOptions
+from .schema import make_engine, metadata, migrate_async
 
 
 class SqlLog:
@@ -31,8 +26,7 @@ class SqlLog:
     use."""
 
     closed: bool
-    """The driver's flag, set when its close begins: preparing and publishing raise
-    ClosedError after it."""
+    """The driver's flag, set when its close begins: preparing and publishing raise ClosedError."""
 
     def __init__(self, options: SqlOptions, dialect: str, engine: AsyncEngine | None) -> None:
         self.options = options
@@ -42,7 +36,8 @@ class SqlLog:
         self.channel = self.names.qualified(NOTIFY_TABLE)
         """The PostgreSQL LISTEN/NOTIFY channel: the log table's qualified name, so
         drivers on other table sets in the same database never wake these consumers."""
-        self._tables = tables_of(build_metadata(dialect, self.names), self.names)
+        md = metadata(dialect, schema=self.names.schema, table_prefix=self.names.prefix)
+        self._tables = {name: md.tables[self.names.qualified(name)] for name in TABLES}
         self._engine = engine
         self._partitions = 0
         self._ready_lock = asyncio.Lock()
@@ -51,8 +46,9 @@ class SqlLog:
         """Operations holding or about to make a connection (:meth:`using`)."""
         self._unused = asyncio.Event()
         self._disposing = False  # set by :meth:`idle`: no new operation
-        self.watchers: set[Watcher] = set()
-        """Told which channels got committed rows (subscriptions add their ``notify``)."""
+        self.watchers: set[Callable[[set[str] | None], None]] = set()
+        """Told which channels got committed rows, None: unknown, look at every channel
+        (subscriptions add their ``notify``)."""
 
     @property
     def engine(self) -> AsyncEngine:

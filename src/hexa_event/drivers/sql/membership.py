@@ -131,10 +131,9 @@ class Membership:
             (p for p in self.parts.values() if p.channel == channel and not p.releasing),
             key=lambda p: p.number,
         )
-        if len(mine) > target:
-            for part in mine[target:]:
-                part.releasing = True
-                self._drop(part)
+        for part in mine[target:]:  # beyond the target: given up once idle
+            part.releasing = True
+            self._drop(part)
         need = target - len(mine)
         if need <= 0:
             return False

@@ -7,15 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from ..._sql.names import TableNames, check_channel, check_dialect, table_names
+from ..._sql.names import TableNames, check_channel, check_dialect, merge, table_names
 from ..._sql.urls import DATABASE_PARAMETERS, parse
 from ...errors import ConfigurationError
 from ...numbers import check_number
 from ..kit.options import DriverOptions, check_choice, check_count
 from ..kit.query import take_query
-
-SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
-
 
 TABLES = (
     "hexa_log",
@@ -88,7 +85,7 @@ class SqlOptions(DriverOptions):
     """PostgreSQL: NOTIFY once per publish transaction and LISTEN for wake-ups."""
     busy_timeout: float = 30.0
     """SQLite: seconds a writer waits for the database lock held by another process."""
-    sqlite_synchronous: SqliteSynchronous = "NORMAL"
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     """SQLite ``PRAGMA synchronous``. With WAL, NORMAL survives process crashes but may lose
     the last commits on power loss; FULL survives power loss too (slower)."""
     pool_size: int = 5
@@ -145,12 +142,9 @@ class SqlOptions(DriverOptions):
         for f in fields(self):
             if f.name in typed:
                 given = getattr(self, f.name)
-                if given not in (f.default, None, "") and given != typed[f.name]:
-                    raise ConfigurationError(
-                        f"SqlOptions: {f.name} is {given!r} but the URL says "
-                        f"{f.name}={typed[f.name]!r}; give it once"
-                    )
-                object.__setattr__(self, f.name, typed[f.name])
+                given = None if given == f.default else given  # the default: not given
+                value = merge(given, typed[f.name], name=f.name, owner="SqlOptions")
+                object.__setattr__(self, f.name, value)
         return url
 
     @property

@@ -1,9 +1,4 @@
-"""The emit side of the SQL driver: group-committed batch inserts into ``hexa_log``.
-
-One writer task writes the queued ``publish`` calls in as few transactions as possible (up
-to ``publish_batch`` rows each, one call's rows never split): each caller returns once its
-transaction committed, or gets a :class:`DriverError` and none of its rows were stored.
-"""
+"""The emit side of the SQL driver: group-committed batch inserts into ``hexa_log``."""
 
 from __future__ import annotations
 
@@ -22,11 +17,6 @@ from ...errors import ClosedError, InvalidEventError, NotStoredError
 from .log import SqlLog
 
 _encode_headers = msgspec.msgpack.Encoder().encode
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The virtual partition of ``key`` (CRC-32 of its UTF-8 bytes, modulo ``partitions``)."""
-    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
 
 
 _COLUMNS = ("channel", "part", "msg_key", "headers", "body", "created_ms", "visible_ms")
@@ -61,7 +51,8 @@ def check_columns(records: Sequence[RawRecord]) -> None:
 
 
 def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ...]]:
-    """Rows for ``hexa_log`` in the order of :data:`_COLUMNS` (records already checked)."""
+    """Rows for ``hexa_log`` in the order of :data:`_COLUMNS` (records already checked); a
+    row's partition is the CRC-32 of its key's UTF-8 bytes modulo ``partitions``."""
     created = time.time_ns() // 1_000_000
     crc32 = zlib.crc32
     return [
@@ -94,7 +85,10 @@ class _Request(NamedTuple):
 
 
 class Producer:
-    """Queues publish requests and commits them in groups (one writer task)."""
+    """One writer task writes the queued ``publish`` calls in as few transactions as possible
+    (up to ``publish_batch`` rows each, one call's rows never split): each caller returns once
+    its transaction committed, or gets a :class:`DriverError` and none of its rows were
+    stored."""
 
     def __init__(self, log: SqlLog) -> None:
         self._log = log

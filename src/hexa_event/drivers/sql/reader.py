@@ -1,9 +1,6 @@
-"""Reading the log: rows after each partition's cursor, due redeliveries, stored headers,
-a group's lag (rows past its positions, less those acked above them, plus delayed nacks).
-
-On PostgreSQL only rows of transactions older than the oldest running one are read, in
-(txid, id) order, so a late commit is never skipped (docs/engines/sql.md, "Internals").
-"""
+"""Reading the log: rows after each partition's cursor (on PostgreSQL only those of
+transactions older than the oldest running one, in (txid, id) order, so a late commit is
+never skipped: docs/engines/sql.md, "Internals"), stored headers, a group's lag."""
 
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, select, text
+from sqlalchemy import text
 
 from .log import SqlLog
 from .partitions import Part
@@ -73,15 +70,12 @@ async def read_partitions(
     log: SqlLog, parts: Sequence[Part], per: int
 ) -> dict[tuple[str, int], list[Any]]:
     """Up to ``per`` rows after each partition's cursor, by (channel, partition), in order."""
-    dialect = log.dialect
     params: dict[str, Any] = {"n": per}
     for i, part in enumerate(parts):
         params[f"c{i}"] = part.channel
         params[f"p{i}"] = part.number
-        params[f"i{i}"] = part.cursor[1]
-        if dialect == "postgresql":
-            params[f"t{i}"] = part.cursor[0]
-    statement = text(fetch_sql(dialect, len(parts), log.sql_name("hexa_log")))
+        params[f"t{i}"], params[f"i{i}"] = part.cursor  # SQLite's statement has no txid
+    statement = text(fetch_sql(log.dialect, len(parts), log.sql_name("hexa_log")))
     async with log.connection() as conn:
         rows = (await conn.execute(statement, params)).all()
     by_part: dict[tuple[str, int], list[Any]] = defaultdict(list)
@@ -92,29 +86,11 @@ async def read_partitions(
     return by_part
 
 
-async def read_due_redeliveries(
-    log: SqlLog, group: str, member_id: str, now_ms: int, limit: int
-) -> Sequence[Any]:
-    """Redeliveries of ``group`` due by ``now_ms`` in partitions ``member_id`` holds."""
-    r, p, rows = (log.table(n) for n in ("hexa_redeliveries", "hexa_positions", "hexa_log"))
-    held = and_(p.c.group_name == r.c.group_name, p.c.channel == r.c.channel, p.c.part == r.c.part)
-    columns = [rows.c[n] for n in ("txid", "channel", "part", "msg_key", "headers", "body")]
-    query = (
-        select(r.c.log_id, r.c.attempts, *columns, rows.c.created_ms)
-        .select_from(r.join(p, held).join(rows, rows.c.id == r.c.log_id))
-        .where(r.c.group_name == group, p.c.owner == member_id, r.c.visible_ms <= now_ms)
-        .order_by(r.c.visible_ms)
-        .limit(limit)
-    )
-    async with log.connection() as conn:
-        return (await conn.execute(query)).all()
-
-
-def lag_sql(log: SqlLog) -> str:
-    """The statement: ``(channel, rows behind)`` for the group ``:g``."""
+async def read_lag(log: SqlLog, group: str) -> dict[str, int]:
+    """Per channel the group has positions on, the rows not yet settled by ``group``."""
     log_t, pos_t = log.sql_name("hexa_log"), log.sql_name("hexa_positions")
     acked_t, redo_t = log.sql_name("hexa_acked"), log.sql_name("hexa_redeliveries")
-    return (  # row values compare (txid, id) on both databases (txid is 0 on SQLite)
+    statement = (  # row values compare (txid, id) on both databases (txid is 0 on SQLite)
         f"SELECT l.channel, COUNT(*) FROM {pos_t} p JOIN {log_t} l "
         "ON l.channel = p.channel AND l.part = p.part AND (l.txid, l.id) > (p.pos_tx, p.pos_id) "
         "WHERE p.group_name = :g GROUP BY l.channel "
@@ -127,12 +103,8 @@ def lag_sql(log: SqlLog) -> str:
         f"UNION ALL SELECT p.channel, 0 FROM {pos_t} p WHERE p.group_name = :g "
         "GROUP BY p.channel"
     )
-
-
-async def read_lag(log: SqlLog, group: str) -> dict[str, int]:
-    """Per channel the group has positions on, the rows not yet settled by ``group``."""
     async with log.connection() as conn:
-        rows = (await conn.execute(text(lag_sql(log)), {"g": group})).all()
+        rows = (await conn.execute(text(statement), {"g": group})).all()
     out: dict[str, int] = {}
     for channel, count in rows:
         out[channel] = out.get(channel, 0) + int(count)

@@ -1,9 +1,5 @@
-"""The SQL driver's tables, the migration that creates them, and engine construction.
-
-What each table holds, and how ``schema``/``table_prefix`` move the whole set:
-docs/engines/sql.md ("Internals"). Create them with :func:`migrate` (idempotent, safe from
-several processes at once) or print :func:`ddl` for your own migration tool.
-"""
+"""The SQL driver's tables (what each holds: docs/engines/sql.md, "Internals"), the
+migration that creates them (:func:`migrate`, :func:`ddl`), and engine construction."""
 
 from __future__ import annotations
 
@@ -35,17 +31,6 @@ from .options import SqlOptions, names_for
 _MIGRATION_LOCK = 7_341_000_451  # pg advisory lock key for concurrent migrations
 
 
-def metadata(dialect: str, *, schema: str | None = None, table_prefix: str = "") -> MetaData:
-    """The driver's tables for ``dialect`` (``"sqlite"`` or ``"postgresql"``), in ``schema``
-    and with ``table_prefix``."""
-    return build_metadata(dialect, names_for(schema, table_prefix, dialect))
-
-
-def tables_of(md: MetaData, names: TableNames) -> dict[str, Table]:
-    """The tables of ``md`` by their unprefixed name (``"hexa_log"``...)."""
-    return {table.name[len(names.prefix) :]: table for table in md.tables.values()}
-
-
 def _group_partition() -> tuple[Column[str], Column[str], Column[int]]:
     """The key columns of a group's rows per partition: group, channel, partition."""
     return (
@@ -55,8 +40,10 @@ def _group_partition() -> tuple[Column[str], Column[str], Column[int]]:
     )
 
 
-def build_metadata(dialect: str, names: TableNames) -> MetaData:
-    """:func:`metadata` for already checked ``names``."""
+def metadata(dialect: str, *, schema: str | None = None, table_prefix: str = "") -> MetaData:
+    """The driver's tables for ``dialect`` (``"sqlite"`` or ``"postgresql"``), in ``schema``
+    and with ``table_prefix``."""
+    names = names_for(schema, table_prefix, dialect)
     pg = dialect == "postgresql"
     md = MetaData(schema=names.schema)
     n = names.table
@@ -146,10 +133,8 @@ def ddl(dialect: str = "postgresql", *, schema: str | None = None, table_prefix:
 
 
 def async_url(url: str | URL) -> URL:
-    """``url`` with an asyncio DBAPI: sqlite -> aiosqlite, postgresql/postgres -> asyncpg.
-
-    Raises :class:`ConfigurationError` for other databases and in-memory SQLite.
-    """
+    """``url`` with an asyncio DBAPI: sqlite -> aiosqlite, postgresql/postgres -> asyncpg;
+    :class:`ConfigurationError` for other databases and in-memory SQLite."""
     parsed = urls.async_url(url)
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigurationError(
@@ -187,10 +172,10 @@ def make_engine(options: SqlOptions) -> AsyncEngine:
 def _create(sync_conn: Connection, partitions: int, names: TableNames) -> int:
     if sync_conn.dialect.name == "postgresql":  # one migration at a time
         sync_conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
-    md = build_metadata(sync_conn.dialect.name, names)
+    md = metadata(sync_conn.dialect.name, schema=names.schema, table_prefix=names.prefix)
     create_schemas(sync_conn, md.sorted_tables)
     md.create_all(sync_conn, checkfirst=True)
-    meta = tables_of(md, names)["hexa_meta"]
+    meta = md.tables[names.qualified("hexa_meta")]
     row = sync_conn.execute(meta.select().where(meta.c.name == "partitions")).first()
     if row is None:
         sync_conn.execute(meta.insert().values(name="partitions", value=str(partitions)))
@@ -202,8 +187,7 @@ async def migrate_async(engine: AsyncEngine, *, partitions: int, names: TableNam
     """Create the tables (``names``: checked schema and prefix) if missing; return the
     stored partition count."""
     async with engine.connect() as conn:
-        if conn.dialect.name != "postgresql":
-            await begin_write(conn)
+        await begin_write(conn)
         stored = await conn.run_sync(_create, partitions, names)
         await conn.commit()
     return stored

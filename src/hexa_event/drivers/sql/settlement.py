@@ -1,9 +1,6 @@
-"""Writing a member's settlements: positions, delayed redeliveries, acked redeliveries.
-
-Everything pending is written in one transaction, so a stored position never passes a nacked
-record whose redelivery row is not written with it. On failure everything stays pending for
-the next flush (writing a settlement twice is harmless).
-"""
+"""Writing a member's settlements (positions, delayed redeliveries, acked redeliveries), all
+pending ones in one transaction: a stored position never passes a nacked record whose
+redelivery row is not written with it. Writing a settlement twice is harmless."""
 
 from __future__ import annotations
 
@@ -11,11 +8,10 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import and_, bindparam, select
 
 from .log import SqlLog
 from .partitions import Part, Pos
-from .reader import read_due_redeliveries
 
 
 async def finish_before_cancelling(task: asyncio.Future[None]) -> None:
@@ -49,9 +45,23 @@ class Settlements:
         """Up to ``limit`` redeliveries of the group due by ``now_ms`` in partitions this
         member holds; None when a flush was written meanwhile (it may have changed the rows
         read: read again)."""
-        flushes = self._flushes
-        rows = await read_due_redeliveries(self._log, self._group, self._member_id, now_ms, limit)
-        return rows if self._flushes == flushes else None
+        log, flushes = self._log, self._flushes
+        r, p, rows = (log.table(n) for n in ("hexa_redeliveries", "hexa_positions", "hexa_log"))
+        held = and_(
+            p.c.group_name == r.c.group_name, p.c.channel == r.c.channel, p.c.part == r.c.part
+        )
+        columns = [rows.c[n] for n in ("txid", "channel", "part", "msg_key", "headers", "body")]
+        query = (
+            select(r.c.log_id, r.c.attempts, *columns, rows.c.created_ms)
+            .select_from(r.join(p, held).join(rows, rows.c.id == r.c.log_id))
+            .where(r.c.group_name == self._group, p.c.owner == self._member_id)
+            .where(r.c.visible_ms <= now_ms)
+            .order_by(r.c.visible_ms)
+            .limit(limit)
+        )
+        async with log.connection() as conn:
+            due = (await conn.execute(query)).all()
+        return due if self._flushes == flushes else None
 
     def unwritten(self, log_id: int) -> bool:
         """Row ``log_id``'s redelivery was acked or re-scheduled and that is not written yet:
