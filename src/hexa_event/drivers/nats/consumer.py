@@ -301,11 +301,28 @@ class NatsSubscription(Subscription):
             self._ready.fail(error)
 
     def renew(self) -> None:
+        """The connection came back (the driver's reconnect callback): renew the pull."""
+        self._pull_gone(lost=self._reconnected())
+
+    def _reconnected(self) -> bool:
+        """True the first time a reconnect of the client is noticed: by the driver's
+        callback or by a delivery on the new connection, whichever comes first (nats-py
+        delivers before it runs the callback). One reconnect is one disruption: suspected
+        twice, the next gap after the first delivery (another member's deliveries while
+        the pin was elsewhere) would be taken for deliveries lost."""
+        reconnects = int(self._nc.stats.get("reconnects", 0))
+        if reconnects == self._reconnects:
+            return False
+        self._reconnects = reconnects
+        return True
+
+    def _pull_gone(self, lost: bool = True) -> None:
         """The pull vanished (a reconnect, a 409/503 status, no heartbeat): none is left,
-        check the consumer; deliveries on their way may be lost."""
+        check the consumer; with ``lost``, deliveries on their way may be lost."""
         self._asked = 0
         self._check_consumer = True
-        self._gaps.suspect()
+        if lost:
+            self._gaps.suspect()
         self._wake.set()
 
     # -- the contract ---------------------------------------------------------------------------
@@ -452,9 +469,7 @@ class NatsSubscription(Subscription):
                 self._late.append((meta[1], reply))  # given back in order with the rest
             return
         now = time.monotonic()
-        reconnects = int(self._nc.stats.get("reconnects", 0))
-        if reconnects != self._reconnects:  # before the driver's renew may have run
-            self._reconnects = reconnects
+        if self._reconnected():  # the driver's renew may not have run yet
             self._gaps.suspect()
         channel = subject_channel(self._prefix, msg.subject)
         if (
@@ -503,7 +518,7 @@ class NatsSubscription(Subscription):
         if status == "423":  # another member is pinned now, or our pin expired
             self._pin = None
         elif status == "503" or (status == "409" and "Consumer Deleted" in about):
-            self.renew()
+            self._pull_gone()
             self._error = f"consumer {self._consumer} " + (
                 "does not answer (503 no responders)"
                 if status == "503"
@@ -583,7 +598,7 @@ class NatsSubscription(Subscription):
         if now > self._pull_until + self._options.heartbeat:
             self._asked = 0
         elif now - self._last_seen > self._options.heartbeat * 2 + 0.5:
-            self.renew()
+            self._pull_gone()
             self._error = (
                 f"no heartbeat from consumer {self._consumer} for "
                 f"{now - self._last_seen:.1f}s; renewing the pull"

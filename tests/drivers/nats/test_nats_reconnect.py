@@ -1,0 +1,144 @@
+"""Reconnects and other disruptions of a member's pull, on the real server.
+
+A reconnect is noticed twice, in either order: by the first delivery on the new connection
+(nats-py delivers before it runs the driver's reconnect callback) and by the callback. It
+is one disruption, so only the first gap after it may be deliveries lost in transit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+from nats_helpers import TEST_OPTIONS, nats_url
+from nats_proxy import LosingProxy
+
+from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
+from hexa_event.drivers.nats import NatsDriver, NatsSubscriptionOptions
+from hexa_event.drivers.nats.consumer import NatsSubscription
+from hexa_event.drivers.nats.streams import PRIORITY_GROUP, JetStreamApi
+from hexa_event.testing.waiting import eventually
+
+pytestmark = pytest.mark.nats
+
+
+def names() -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    return f"nr-{tag}", f"grp-{tag}"
+
+
+def record(channel: str, n: int) -> RawRecord:
+    headers = {"HEXA_EVENT_ID": uuid.uuid4().hex.encode()}
+    return RawRecord(channel, "k", headers, json.dumps({"n": n}).encode())
+
+
+def number(delivery: Delivery) -> int:
+    return int(json.loads(delivery.record.body)["n"])
+
+
+@pytest.fixture
+async def drivers(nats_server: str) -> AsyncIterator[list[NatsDriver]]:
+    made: list[NatsDriver] = []
+    yield made
+    for driver in made:
+        await driver.close()
+
+
+def make(made: list[NatsDriver], url: str | None = None, **options: Any) -> NatsDriver:
+    driver = NatsDriver.from_url(url or nats_url(), **{**TEST_OPTIONS, **options})
+    made.append(driver)
+    return driver
+
+
+async def fetch_n(sub: Subscription, count: int, within: float = 20.0) -> list[Delivery]:
+    got: list[Delivery] = []
+    async with asyncio.timeout(within):
+        while len(got) < count:
+            got.extend(await sub.fetch(count - len(got)))
+    return got
+
+
+async def ack_all(sub: Subscription, deliveries: Sequence[Delivery]) -> None:
+    for d in deliveries:
+        d.ack()
+    await sub.settle(deliveries)
+
+
+async def test_a_reconnect_noticed_twice_does_not_take_another_member_s_deliveries_for_lost(
+    drivers: list[NatsDriver], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failover member A reconnects; a delivery arrives on the new connection before the
+    driver's reconnect callback runs. Then the pin moves to member B, which takes records
+    3 and 4, and back to A: record 5 comes to A with a gap in the consumer sequence that
+    is B's deliveries, not a loss, so it is handed out at once and health says nothing."""
+    channel, group = names()
+    ack_wait = 10.0
+    options = NatsSubscriptionOptions(ack_wait=ack_wait, heartbeat=0.5, failover=True)
+    spec = SubscriptionSpec(group=group, channels=(channel,), options=options, prefetch=1)
+    emitter = make(drivers)
+    await emitter.provision([channel])
+    async with LosingProxy(nats_url()) as proxy:
+        a_driver = make(drivers, proxy.url, reconnect_wait=0.1)
+        arrived, renewed = asyncio.Event(), asyncio.Event()
+        callback = a_driver._on_reconnected
+
+        async def late_callback() -> None:  # runs after a delivery on the new connection
+            await arrived.wait()
+            await callback()
+            renewed.set()
+
+        a_driver._on_reconnected = late_callback  # type: ignore[method-assign]
+        a = await a_driver.subscribe(spec)
+        assert isinstance(a, NatsSubscription)
+        b = await make(drivers).subscribe(dataclasses.replace(spec, prefetch=10))
+        await emitter.publish([record(channel, 1)])
+        [one] = await fetch_n(a, 1)  # A is pinned
+        await ack_all(a, [one])
+
+        proxy.cut()
+        await eventually(lambda: proxy.connections >= 2, within=30, what="a reconnect")
+        await emitter.publish([record(channel, 2)])
+        [two] = await fetch_n(a, 1, within=30)  # on the new connection, callback held
+        assert number(two) == 2
+        arrived.set()
+        await asyncio.wait_for(renewed.wait(), 30)  # A holds record 2: A pulls no more
+
+        # The pin moves to B (as after A's pin expired), which takes records 3 and 4.
+        assert emitter._nc is not None
+        api = JetStreamApi(emitter._nc, 5.0)
+        await api.request(f"CONSUMER.UNPIN.HEXA_TEST.{group}", {"group": PRIORITY_GROUP})
+        await emitter.publish([record(channel, 3), record(channel, 4)])
+        got = await fetch_n(b, 2)
+        assert [number(d) for d in got] == [3, 4]
+        await ack_all(b, got)
+        await b.close()  # unpins: A takes over
+
+        caplog.set_level(logging.INFO, logger="hexa_event.drivers.nats")
+        await ack_all(a, [two])
+        await emitter.publish([record(channel, 5)])
+        began = time.monotonic()
+        problems: list[str] = []
+
+        async def watch() -> None:
+            while True:
+                problems.append(a.status().error)
+                await asyncio.sleep(0.1)
+
+        watching = asyncio.create_task(watch())
+        try:
+            [five] = await fetch_n(a, 1, within=ack_wait + 20)
+        finally:
+            watching.cancel()
+        took = time.monotonic() - began
+        assert number(five) == 5
+        assert not [p for p in problems if "lost in transit" in p], problems
+        assert "lost in transit" not in caplog.text
+        assert took < ack_wait / 2, f"record 5 was held {took:.1f}s"
+        await ack_all(a, [five])
