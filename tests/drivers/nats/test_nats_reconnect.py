@@ -22,7 +22,7 @@ from nats_proxy import LosingProxy
 
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.nats import NatsDriver, NatsSubscriptionOptions
-from hexa_event.drivers.nats.consumer import NatsSubscription
+from hexa_event.drivers.nats.consumer import NatsSubscription, _instant
 from hexa_event.drivers.nats.streams import PRIORITY_GROUP, JetStreamApi
 from hexa_event.testing.waiting import eventually
 
@@ -142,3 +142,79 @@ async def test_a_reconnect_noticed_twice_does_not_take_another_member_s_deliveri
         assert "lost in transit" not in caplog.text
         assert took < ack_wait / 2, f"record 5 was held {took:.1f}s"
         await ack_all(a, [five])
+
+
+# -- what an operator does under a running member ---------------------------------------------
+
+
+async def test_a_consumer_deleted_under_a_running_member_resumes_where_it_was(
+    drivers: list[NatsDriver],
+) -> None:
+    """A group that starts at the latest record: its consumer is deleted (an operator, or
+    the server's inactive threshold during a long disconnect) while records wait for it.
+    The member creates it again where the group was, not at the latest record: nothing is
+    lost (the record it held may come again)."""
+    channel, group = names()
+    spec = SubscriptionSpec(group=group, channels=(channel,), start="latest", prefetch=1)
+    driver = make(drivers)
+    sub = await driver.subscribe(spec)
+    await driver.publish([record(channel, 1)])
+    [one] = await fetch_n(sub, 1)  # held: with prefetch 1 the member pulls no more
+    await driver.publish([record(channel, n) for n in range(2, 6)])
+    assert driver._nc is not None
+    api = JetStreamApi(driver._nc, 5.0)
+    await api.request(f"CONSUMER.DELETE.HEXA_TEST.{group}")
+    await ack_all(sub, [one])  # the member pulls again: no consumer answers
+    seen: list[int] = []
+    async with asyncio.timeout(30):
+        while not {2, 3, 4, 5} <= set(seen):
+            got = await sub.fetch(10)
+            seen.extend(number(d) for d in got)
+            await ack_all(sub, got)
+    assert sorted(set(seen)) in ([1, 2, 3, 4, 5], [2, 3, 4, 5]), seen
+
+
+async def test_a_stream_deleted_and_made_again_under_a_running_member_loses_nothing(
+    drivers: list[NatsDriver],
+) -> None:
+    """The operator deletes the stream and makes it again; records go into the new one
+    (numbered from 1 again) before the member notices. Its consumer, gone with the old
+    stream, is made again at the new stream's start, not where the old one was."""
+    channel, group = names()
+    tag = uuid.uuid4().hex[:8]
+    own = {"stream": f"HEXA_RC_{tag}", "subject_prefix": f"hexa-rc-{tag}"}
+    spec = SubscriptionSpec(group=group, channels=(channel,), start="latest", prefetch=1)
+    driver = make(drivers, **own)
+    emitter = make(drivers, **own)
+    sub = await driver.subscribe(spec)
+    await emitter.publish([record(channel, n) for n in range(1, 11)])
+    for _ in range(9):
+        await ack_all(sub, await fetch_n(sub, 1))
+    [ten] = await fetch_n(sub, 1)  # held: the member pulls no more
+    assert number(ten) == 10
+    assert emitter._nc is not None
+    api = JetStreamApi(emitter._nc, 5.0)
+    config = (await api.request(f"STREAM.INFO.{own['stream']}"))["config"]
+    try:
+        await api.request(f"STREAM.DELETE.{own['stream']}")
+        await api.request(f"STREAM.CREATE.{own['stream']}", config)
+        await emitter.publish([record(channel, n) for n in range(11, 14)])  # seqs 1-3
+        await ack_all(sub, [ten])  # the member pulls again: no consumer answers
+        seen: list[int] = []
+        async with asyncio.timeout(30):
+            while not {11, 12, 13} <= set(seen):
+                got = await sub.fetch(10)
+                seen.extend(number(d) for d in got)
+                await ack_all(sub, got)
+        assert seen == [11, 12, 13]
+    finally:
+        await sub.close()
+        await api.request(f"STREAM.DELETE.{own['stream']}")
+
+
+def test_server_times_order_like_the_times() -> None:
+    """Go trims a fraction's trailing zeros: 17.07 is later than 17.069999999."""
+    assert _instant("2026-12-07T00:16:17.07Z") > _instant("2026-12-07T00:16:17.069999999Z")  # type: ignore[operator]
+    assert _instant("2026-12-07T00:16:18Z") > _instant("2026-12-07T00:16:17.9Z")  # type: ignore[operator]
+    for bad in (None, 7, "", "2026-12-07T00:16:17.07", "2026-12-07T00:16:17.²Z", "x" * 99):
+        assert _instant(bad) is None

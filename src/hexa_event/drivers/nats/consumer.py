@@ -41,6 +41,7 @@ from .gaps import KeyGate, LostInTransit
 from .naming import subject_channel
 from .options import NatsOptions, NatsSubscriptionOptions
 from .streams import (
+    ERR_CONSUMER_NOT_FOUND,
     ERR_STREAM_NOT_FOUND,
     PRIORITY_GROUP,
     JetStreamApi,
@@ -109,6 +110,17 @@ def _nak(delay: float) -> bytes:
 
 
 _Meta = tuple[int, int, int, float]
+
+
+def _instant(stamp: object) -> tuple[str, int] | None:
+    """An RFC 3339 UTC time of the server (``2026-12-07T00:16:17.07003Z``) as a value that
+    orders like the time (Go trims the fraction's trailing zeros); None when it is not one."""
+    if not isinstance(stamp, str) or not stamp.endswith("Z") or len(stamp) > 40:
+        return None
+    whole, _, fraction = stamp[:-1].partition(".")
+    if len(whole) != 19 or (fraction and not (fraction.isascii() and fraction.isdigit())):
+        return None
+    return whole, int(fraction.ljust(9, "0")[:9])
 
 
 def _metadata(reply: str) -> _Meta:
@@ -189,7 +201,7 @@ class NatsSubscription(Subscription):
 
     async def start(self) -> None:
         """Create or update the consumer, subscribe the inbox, start pulling."""
-        await self._api.ensure_consumer(self._stream, self._consumer, self._config)
+        self._info = await self._api.ensure_consumer(self._stream, self._consumer, self._config)
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(
             self._inbox, cb=self._on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
@@ -556,14 +568,51 @@ class NatsSubscription(Subscription):
                 await woken(self._wake, _RETRY_PAUSE)
 
     async def _recreate(self) -> None:
+        """Check the consumer; one that is gone is created again where the group was."""
         try:
-            await self._api.ensure_consumer(self._stream, self._consumer, self._config)
+            try:
+                await self._api.consumer_info(self._stream, self._consumer)
+                config = self._config  # there: updated if it differs
+            except JetStreamApiError as exc:
+                if exc.err_code != ERR_CONSUMER_NOT_FOUND:
+                    raise
+                config = await self._resumed()
+            self._info = await self._api.ensure_consumer(self._stream, self._consumer, config)
         except JetStreamApiError as exc:
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
             log.warning("stream %s is gone (server lost its store?); creating it", self._stream)
             await self._link.repair()
-            await self._api.ensure_consumer(self._stream, self._consumer, self._config)
+            config = self._starting("all", "the start of the stream made again")
+            self._info = await self._api.ensure_consumer(self._stream, self._consumer, config)
+
+    async def _resumed(self) -> dict[str, Any]:
+        """The config to create the vanished consumer with: from the record after the
+        group's ack floor as last seen (the records after it were not all acknowledged:
+        some come again, none is lost), or from the stream's start when the stream is newer
+        than that consumer (made again: its records are all new to the group); the
+        configured start when nothing is known of the old consumer."""
+        floor = (self._info.get("ack_floor") or {}).get("stream_seq")
+        born = _instant(self._info.get("created"))
+        if not isinstance(floor, int) or floor < 0 or born is None:
+            return self._config
+        stream = await self._api.request(f"STREAM.INFO.{self._stream}")
+        made = _instant(stream.get("created"))
+        if made is None or made > born:
+            return self._starting("all", "the start of the stream made again")
+        where = f"stream sequence {floor + 1}, after the group's ack floor"
+        return self._starting("by_start_sequence", where, opt_start_seq=floor + 1)
+
+    def _starting(self, policy: str, where: str, **start: int) -> dict[str, Any]:
+        log.warning(
+            "JetStream consumer %s/%s is gone (deleted by an operator or with its stream, "
+            "or after consumer_inactive_threshold); creating it again from %s",
+            self._stream,
+            self._consumer,
+            where,
+        )
+        kept = {k: v for k, v in self._config.items() if not k.startswith("opt_start")}
+        return {**kept, "deliver_policy": policy, **start}
 
     async def _pull(self) -> None:
         if not self._nc.is_connected or self._late is not None:
@@ -621,6 +670,11 @@ class NatsSubscription(Subscription):
         if now - self._lag_at < _LAG_REFRESH or not self._nc.is_connected:
             return
         self._lag_at = now
-        self._info = await self._api.consumer_info(self._stream, self._consumer)
+        try:
+            self._info = await self._api.consumer_info(self._stream, self._consumer)
+        except JetStreamApiError as exc:
+            if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
+                self._check_consumer = True  # gone (also when no pull would tell): again
+            raise
         if self._error and not self._check_consumer:
             self._error = ""
