@@ -218,3 +218,55 @@ def test_server_times_order_like_the_times() -> None:
     assert _instant("2026-12-07T00:16:18Z") > _instant("2026-12-07T00:16:17.9Z")  # type: ignore[operator]
     for bad in (None, 7, "", "2026-12-07T00:16:17.07", "2026-12-07T00:16:17.²Z", "x" * 99):
         assert _instant(bad) is None
+
+
+# -- pulls the consumer refuses ------------------------------------------------------------------
+
+
+async def test_a_consumer_with_a_lower_max_batch_gets_smaller_pulls(
+    drivers: list[NatsDriver],
+) -> None:
+    """The consumer's ``max_batch`` (set in consumer_config or on the server) is below the
+    member's batch: the server refuses each pull (409 Exceeded MaxRequestBatch). Before,
+    the member pulled again at once, thousands of times a second, receiving nothing and
+    reporting nothing; now it pulls at most that many at a time."""
+    channel, group = names()
+    options = NatsSubscriptionOptions(consumer_config={"max_batch": 5})
+    driver = make(drivers)
+    sub = await driver.subscribe(
+        SubscriptionSpec(group=group, channels=(channel,), options=options)
+    )
+    await driver.publish([record(channel, n) for n in range(20)])
+    assert driver._nc is not None
+    before = driver._nc.stats["out_msgs"]
+    got = await fetch_n(sub, 20)
+    await ack_all(sub, got)
+    assert sorted(number(d) for d in got) == list(range(20))
+    assert driver._nc.stats["out_msgs"] - before < 200  # pulls and acks, no storm
+    assert sub.status().error == ""
+
+
+async def test_pulls_the_consumer_refuses_are_reported_not_repeated_at_once(
+    drivers: list[NatsDriver],
+) -> None:
+    """The consumer's ``max_expires`` is below the member's pull lifetime: every pull is
+    refused (409 Exceeded MaxRequestExpires). The member says so in its status, naming
+    what to change, and asks again only after a pause."""
+    channel, group = names()
+    options = NatsSubscriptionOptions(consumer_config={"max_expires": 1_000_000_000})
+    driver = make(drivers)
+    sub = await driver.subscribe(
+        SubscriptionSpec(group=group, channels=(channel,), options=options)
+    )
+    assert driver._nc is not None
+    before = driver._nc.stats["out_msgs"]
+    await eventually(lambda: "MaxRequestExpires" in sub.status().error, within=10, what="status")
+    error = sub.status().error
+    assert "refuses" in error, error
+    assert "max_expires" in error, error
+    # For two seconds (a storm of pulls would send thousands) it stays reported.
+    until = time.monotonic() + 2
+    while time.monotonic() < until:
+        assert "MaxRequestExpires" in sub.status().error
+        await asyncio.sleep(0.1)
+    assert driver._nc.stats["out_msgs"] - before < 20

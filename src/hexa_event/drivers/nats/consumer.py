@@ -161,6 +161,7 @@ class NatsSubscription(Subscription):
         self._ephemeral = spec.ephemeral and partition is None  # a partition's: the member's
         self._channels = frozenset(spec.channels)
         self._pattern = channel_pattern(spec)
+        self._max_batch = 0  # the consumer's max_batch, once a pull was refused for it
         self.set_limit(spec.prefetch)
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{consumer}"
         self._redelivered = False
@@ -190,6 +191,8 @@ class NatsSubscription(Subscription):
         self._last_seen = time.monotonic()
         self._check_consumer = False
         self._error = ""
+        self._refused = ""  # why the consumer refuses this member's pulls, if it does
+        self._paused_until = 0.0  # no pull before (after a refused one)
         self.fatal: DriverError | None = None  # what stopped this member, if anything
         self._info: dict[str, Any] = {}  # the consumer's info at the last lag check
         self._lag_at = 0.0
@@ -301,6 +304,8 @@ class NatsSubscription(Subscription):
         """Records this member may hold from this consumer at once (its share of prefetch)."""
         self._limit = max(1, limit)
         self._batch = min(self._limit, self._options.batch or self._limit)
+        if self._max_batch:
+            self._batch = min(self._batch, self._max_batch)
 
     def on_connection_closed(self, reason: str) -> None:
         """The connection closed for good: ``fetch`` raises a non-retriable DriverError."""
@@ -406,7 +411,7 @@ class NatsSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         now = time.monotonic()
-        error = self._link.connection_error or self._error or self._stalled(now)
+        error = self._link.connection_error or self._error or self._refused or self._stalled(now)
         if held_back := self._gaps.describe(now):  # said even beside another problem
             held_back = f"JetStream consumer {self._consumer}: {held_back}"
             error = f"{error}; {held_back}" if error else held_back
@@ -465,6 +470,7 @@ class NatsSubscription(Subscription):
             self._on_status(msg)
             return
         self._delivered_at = self._last_seen
+        self._refused = ""
         self._asked = max(0, self._asked - 1)
         if self._options.failover and msg.headers:
             self._pin = msg.headers.get(_PIN_ID, self._pin)
@@ -520,6 +526,9 @@ class NatsSubscription(Subscription):
         if status == "100":
             return  # idle heartbeat: the pull is alive
         self._wake.set()
+        if status == "409" and about.startswith("Exceeded Max"):
+            self._refuse(about)
+            return
         left = whole_number(pending, 0) if pending else None
         if status in ("408", "409") and left is not None:
             self._asked = max(0, self._asked - left)  # what that pull left unserved
@@ -540,6 +549,30 @@ class NatsSubscription(Subscription):
             log.info("pull on %s ended: 409 %s", self._consumer, about)
         elif status not in ("404", "408", "409"):
             log.warning("pull on %s: status %s %s", self._consumer, status, about)
+
+    def _refuse(self, about: str) -> None:
+        """The consumer refused a pull (409 ``Exceeded MaxRequestBatch of 5``, ``...
+        MaxRequestExpires``, ``MaxRequestMaxBytes``, ``MaxWaiting``): pull fewer at a time,
+        or say why and ask again only after a pause (never at once: a storm of pulls)."""
+        self._asked = 0
+        most = whole_number(about.removeprefix("Exceeded MaxRequestBatch of "), 1)
+        if about.startswith("Exceeded MaxRequestBatch of ") and most and most < self._batch:
+            self._max_batch = most
+            self.set_limit(self._limit)
+            log.warning(
+                "consumer %s takes at most %d records a pull (its max_batch): pulling that many",
+                self._consumer,
+                most,
+            )
+            return
+        self._paused_until = time.monotonic() + _RETRY_PAUSE
+        self._refused = (
+            f"consumer {self._consumer} refuses this member's pulls (409 {about[:100]}): let "
+            f"it take pulls of {self._batch} records that wait "
+            f"{self._options.pull_expires:.0f}s (its max_batch, max_expires, max_bytes, "
+            "max_waiting: NatsSubscriptionOptions.consumer_config, or set on the server), or "
+            "lower NatsSubscriptionOptions.batch or heartbeat"
+        )
 
     # -- the pull loop --------------------------------------------------------------------------
 
@@ -617,6 +650,8 @@ class NatsSubscription(Subscription):
     async def _pull(self) -> None:
         if not self._nc.is_connected or self._late is not None:
             return
+        if time.monotonic() < self._paused_until:
+            return  # the consumer refused the last pull
         # Lost deliveries that are due are asked for even with prefetch full (the server
         # sends due redeliveries before any new record).
         room = max(self._limit - self._held(), self._gaps.probing(time.monotonic())) - self._asked
