@@ -127,10 +127,13 @@ def _metadata(reply: str) -> _Meta:
     """Delivery count, stream sequence, consumer sequence and timestamp (s) of an ack
     subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or
     the newer form with domain and account hash after ``$JS.ACK`` and a token at the end.
-    Raises ValueError, IndexError or (a timestamp of hundreds of digits) OverflowError."""
+    Raises ValueError (also for a count or sequence below 1, or a negative time: no server
+    sends them), IndexError or (a timestamp of hundreds of digits) OverflowError."""
     tokens = reply.split(".")
     at = 4 if len(tokens) >= 12 else 2
     count, seq, cseq, ts = map(int, tokens[at + 2 : at + 6])
+    if min(count, seq, cseq) < 1 or ts < 0:
+        raise ValueError(reply)
     return count, seq, cseq, ts / _NS
 
 
