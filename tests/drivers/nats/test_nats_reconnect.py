@@ -23,7 +23,7 @@ from nats_proxy import LosingProxy
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.nats import NatsDriver, NatsSubscriptionOptions
 from hexa_event.drivers.nats.consumer import NatsSubscription, _instant
-from hexa_event.drivers.nats.streams import PRIORITY_GROUP, JetStreamApi
+from hexa_event.drivers.nats.streams import PRIORITY_GROUP, JetStreamApi, JetStreamApiError
 from hexa_event.testing.waiting import eventually
 
 pytestmark = pytest.mark.nats
@@ -172,6 +172,45 @@ async def test_a_consumer_deleted_under_a_running_member_resumes_where_it_was(
             seen.extend(number(d) for d in got)
             await ack_all(sub, got)
     assert sorted(set(seen)) in ([1, 2, 3, 4, 5], [2, 3, 4, 5]), seen
+
+
+async def test_a_consumer_deleted_while_the_member_pulls_nothing_is_made_again(
+    drivers: list[NatsDriver],
+) -> None:
+    """The member holds its whole prefetch (a long handler), so no pull tells it that its
+    consumer was deleted: its lag check does, and it creates the consumer again at once
+    (records published meanwhile wait for the group in it)."""
+    channel, group = names()
+    spec = SubscriptionSpec(group=group, channels=(channel,), start="latest", prefetch=1)
+    driver = make(drivers)
+    sub = await driver.subscribe(spec)
+    await driver.publish([record(channel, 1)])
+    [one] = await fetch_n(sub, 1)  # held
+    assert driver._nc is not None
+    api = JetStreamApi(driver._nc, 5.0)
+    await api.request(f"CONSUMER.DELETE.HEXA_TEST.{group}")
+
+    async def exists() -> bool:
+        try:
+            await api.consumer_info("HEXA_TEST", group)
+        except JetStreamApiError:
+            return False
+        return True
+
+    for _ in range(100):  # 20 s; a lag check every 5 s
+        if await exists():
+            break
+        await asyncio.sleep(0.2)
+    else:
+        pytest.fail("the consumer was not made again")
+    await driver.publish([record(channel, 2)])
+    await ack_all(sub, [one])
+    seen: list[int] = []
+    async with asyncio.timeout(30):
+        while 2 not in seen:
+            got = await sub.fetch(10)
+            seen.extend(number(d) for d in got)
+            await ack_all(sub, got)
 
 
 async def test_a_stream_deleted_and_made_again_under_a_running_member_loses_nothing(
