@@ -1,7 +1,7 @@
-"""A delivery whose ack subject holds a timestamp of hundreds of digits, or a pull status
-with a pending count of 5,000 digits (only a broken or hostile server sends them): the first
-is ignored with a warning naming the subject, the second is a pull's end, and the member
-goes on. Before, reading them raised (OverflowError, ValueError) inside nats-py's callback:
+"""A delivery whose ack subject holds a timestamp of hundreds of digits or negative
+numbers, or a pull status with a pending count of 5,000 digits (only a broken or hostile
+server sends them): the first two are ignored with a warning naming the subject, the last
+is a pull's end, and the member goes on. Before, reading them raised (OverflowError, ValueError) inside nats-py's callback:
 the driver logged a client error "(reconnecting)" although the connection was fine."""
 
 from __future__ import annotations
