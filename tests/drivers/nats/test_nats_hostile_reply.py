@@ -1,8 +1,9 @@
 """A delivery whose ack subject holds a timestamp of hundreds of digits or negative
 numbers, or a pull status with a pending count of 5,000 digits (only a broken or hostile
 server sends them): the first two are ignored with a warning naming the subject, the last
-is a pull's end, and the member goes on. Before, reading them raised (OverflowError, ValueError) inside nats-py's callback:
-the driver logged a client error "(reconnecting)" although the connection was fine."""
+is a pull's end, and the member goes on. Before, reading the first and last raised
+(OverflowError, ValueError) inside nats-py's callback: the driver logged a client error
+"(reconnecting)" although the connection was fine; the negative numbers made a delivery."""
 
 from __future__ import annotations
 
