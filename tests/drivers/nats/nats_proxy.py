@@ -6,6 +6,7 @@ payload is dropped, and the client's connection is cut right after it: what a cl
 when the server wrote a delivery to a connection that then dropped (a server stopped or
 killed mid-send). The server counts the delivery as made and sends it again only after
 ``ack_wait``. The client reconnects through the proxy, and later connections pass whole.
+Without a marker nothing is lost; :meth:`LosingProxy.cut` drops the connections at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ _CRLF = b"\r\n"
 class LosingProxy:
     """``url`` is the proxy's; ``dropped`` is set once the delivery was lost."""
 
-    def __init__(self, upstream_url: str, marker: bytes) -> None:
+    def __init__(self, upstream_url: str, marker: bytes | None = None) -> None:
         parts = urlsplit(upstream_url)
         self._upstream = (parts.hostname or "127.0.0.1", parts.port or 4222)
         self._marker = marker
@@ -44,6 +45,11 @@ class LosingProxy:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
+
+    def cut(self) -> None:
+        """Drop every connection now (the client sees its server gone and reconnects)."""
+        for task in list(self._tasks):
+            task.cancel()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -85,7 +91,8 @@ class LosingProxy:
                 body = await reader.readexactly(int(fields[-1]) + len(_CRLF))
                 reply = fields[3] if len(fields) == (5 if op == b"MSG" else 6) else b""
                 if (
-                    not self.dropped.is_set()
+                    self._marker is not None
+                    and not self.dropped.is_set()
                     and reply.startswith(b"$JS.ACK.")
                     and self._marker in body
                 ):

@@ -41,6 +41,7 @@ from .gaps import KeyGate, LostInTransit
 from .naming import subject_channel
 from .options import NatsOptions, NatsSubscriptionOptions
 from .streams import (
+    ERR_CONSUMER_NOT_FOUND,
     ERR_STREAM_NOT_FOUND,
     PRIORITY_GROUP,
     JetStreamApi,
@@ -111,14 +112,28 @@ def _nak(delay: float) -> bytes:
 _Meta = tuple[int, int, int, float]
 
 
+def _instant(stamp: object) -> tuple[str, int] | None:
+    """An RFC 3339 UTC time of the server (``2026-12-07T00:16:17.07003Z``) as a value that
+    orders like the time (Go trims the fraction's trailing zeros); None when it is not one."""
+    if not isinstance(stamp, str) or not stamp.endswith("Z") or len(stamp) > 40:
+        return None
+    whole, _, fraction = stamp[:-1].partition(".")
+    if len(whole) != 19 or (fraction and not (fraction.isascii() and fraction.isdigit())):
+        return None
+    return whole, int(fraction.ljust(9, "0")[:9])
+
+
 def _metadata(reply: str) -> _Meta:
     """Delivery count, stream sequence, consumer sequence and timestamp (s) of an ack
     subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or
     the newer form with domain and account hash after ``$JS.ACK`` and a token at the end.
-    Raises ValueError, IndexError or (a timestamp of hundreds of digits) OverflowError."""
+    Raises ValueError (also for a count or sequence below 1, or a negative time: no server
+    sends them), IndexError or (a timestamp of hundreds of digits) OverflowError."""
     tokens = reply.split(".")
     at = 4 if len(tokens) >= 12 else 2
     count, seq, cseq, ts = map(int, tokens[at + 2 : at + 6])
+    if min(count, seq, cseq) < 1 or ts < 0:
+        raise ValueError(reply)
     return count, seq, cseq, ts / _NS
 
 
@@ -149,6 +164,7 @@ class NatsSubscription(Subscription):
         self._ephemeral = spec.ephemeral and partition is None  # a partition's: the member's
         self._channels = frozenset(spec.channels)
         self._pattern = channel_pattern(spec)
+        self._max_batch = 0  # the consumer's max_batch, once a pull was refused for it
         self.set_limit(spec.prefetch)
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{consumer}"
         self._redelivered = False
@@ -178,6 +194,8 @@ class NatsSubscription(Subscription):
         self._last_seen = time.monotonic()
         self._check_consumer = False
         self._error = ""
+        self._refused = ""  # why the consumer refuses this member's pulls, if it does
+        self._paused_until = 0.0  # no pull before (after a refused one)
         self.fatal: DriverError | None = None  # what stopped this member, if anything
         self._info: dict[str, Any] = {}  # the consumer's info at the last lag check
         self._lag_at = 0.0
@@ -189,7 +207,7 @@ class NatsSubscription(Subscription):
 
     async def start(self) -> None:
         """Create or update the consumer, subscribe the inbox, start pulling."""
-        await self._api.ensure_consumer(self._stream, self._consumer, self._config)
+        self._info = await self._api.ensure_consumer(self._stream, self._consumer, self._config)
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(
             self._inbox, cb=self._on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
@@ -289,6 +307,8 @@ class NatsSubscription(Subscription):
         """Records this member may hold from this consumer at once (its share of prefetch)."""
         self._limit = max(1, limit)
         self._batch = min(self._limit, self._options.batch or self._limit)
+        if self._max_batch:
+            self._batch = min(self._batch, self._max_batch)
 
     def on_connection_closed(self, reason: str) -> None:
         """The connection closed for good: ``fetch`` raises a non-retriable DriverError."""
@@ -301,11 +321,28 @@ class NatsSubscription(Subscription):
             self._ready.fail(error)
 
     def renew(self) -> None:
+        """The connection came back (the driver's reconnect callback): renew the pull."""
+        self._pull_gone(lost=self._reconnected())
+
+    def _reconnected(self) -> bool:
+        """True the first time a reconnect of the client is noticed: by the driver's
+        callback or by a delivery on the new connection, whichever comes first (nats-py
+        delivers before it runs the callback). One reconnect is one disruption: suspected
+        twice, the next gap after the first delivery (another member's deliveries while
+        the pin was elsewhere) would be taken for deliveries lost."""
+        reconnects = int(self._nc.stats.get("reconnects", 0))
+        if reconnects == self._reconnects:
+            return False
+        self._reconnects = reconnects
+        return True
+
+    def _pull_gone(self, lost: bool = True) -> None:
         """The pull vanished (a reconnect, a 409/503 status, no heartbeat): none is left,
-        check the consumer; deliveries on their way may be lost."""
+        check the consumer; with ``lost``, deliveries on their way may be lost."""
         self._asked = 0
         self._check_consumer = True
-        self._gaps.suspect()
+        if lost:
+            self._gaps.suspect()
         self._wake.set()
 
     # -- the contract ---------------------------------------------------------------------------
@@ -377,7 +414,7 @@ class NatsSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         now = time.monotonic()
-        error = self._link.connection_error or self._error or self._stalled(now)
+        error = self._link.connection_error or self._error or self._refused or self._stalled(now)
         if held_back := self._gaps.describe(now):  # said even beside another problem
             held_back = f"JetStream consumer {self._consumer}: {held_back}"
             error = f"{error}; {held_back}" if error else held_back
@@ -436,6 +473,7 @@ class NatsSubscription(Subscription):
             self._on_status(msg)
             return
         self._delivered_at = self._last_seen
+        self._refused = ""
         self._asked = max(0, self._asked - 1)
         if self._options.failover and msg.headers:
             self._pin = msg.headers.get(_PIN_ID, self._pin)
@@ -452,9 +490,7 @@ class NatsSubscription(Subscription):
                 self._late.append((meta[1], reply))  # given back in order with the rest
             return
         now = time.monotonic()
-        reconnects = int(self._nc.stats.get("reconnects", 0))
-        if reconnects != self._reconnects:  # before the driver's renew may have run
-            self._reconnects = reconnects
+        if self._reconnected():  # the driver's renew may not have run yet
             self._gaps.suspect()
         channel = subject_channel(self._prefix, msg.subject)
         if (
@@ -493,6 +529,9 @@ class NatsSubscription(Subscription):
         if status == "100":
             return  # idle heartbeat: the pull is alive
         self._wake.set()
+        if status == "409" and about.startswith("Exceeded Max"):
+            self._refuse(about)
+            return
         left = whole_number(pending, 0) if pending else None
         if status in ("408", "409") and left is not None:
             self._asked = max(0, self._asked - left)  # what that pull left unserved
@@ -503,7 +542,7 @@ class NatsSubscription(Subscription):
         if status == "423":  # another member is pinned now, or our pin expired
             self._pin = None
         elif status == "503" or (status == "409" and "Consumer Deleted" in about):
-            self.renew()
+            self._pull_gone()
             self._error = f"consumer {self._consumer} " + (
                 "does not answer (503 no responders)"
                 if status == "503"
@@ -513,6 +552,30 @@ class NatsSubscription(Subscription):
             log.info("pull on %s ended: 409 %s", self._consumer, about)
         elif status not in ("404", "408", "409"):
             log.warning("pull on %s: status %s %s", self._consumer, status, about)
+
+    def _refuse(self, about: str) -> None:
+        """The consumer refused a pull (409 ``Exceeded MaxRequestBatch of 5``, ``...
+        MaxRequestExpires``, ``MaxRequestMaxBytes``, ``MaxWaiting``): pull fewer at a time,
+        or say why and ask again only after a pause (never at once: a storm of pulls)."""
+        self._asked = 0
+        most = whole_number(about.removeprefix("Exceeded MaxRequestBatch of "), 1)
+        if about.startswith("Exceeded MaxRequestBatch of ") and most and most < self._batch:
+            self._max_batch = most
+            self.set_limit(self._limit)
+            log.warning(
+                "consumer %s takes at most %d records a pull (its max_batch): pulling that many",
+                self._consumer,
+                most,
+            )
+            return
+        self._paused_until = time.monotonic() + _RETRY_PAUSE
+        self._refused = (
+            f"consumer {self._consumer} refuses this member's pulls (409 {about[:100]}): let "
+            f"it take pulls of {self._batch} records that wait "
+            f"{self._options.pull_expires:.0f}s (its max_batch, max_expires, max_bytes, "
+            "max_waiting: NatsSubscriptionOptions.consumer_config, or set on the server), or "
+            "lower NatsSubscriptionOptions.batch or heartbeat"
+        )
 
     # -- the pull loop --------------------------------------------------------------------------
 
@@ -541,18 +604,57 @@ class NatsSubscription(Subscription):
                 await woken(self._wake, _RETRY_PAUSE)
 
     async def _recreate(self) -> None:
+        """Check the consumer; one that is gone is created again where the group was."""
         try:
-            await self._api.ensure_consumer(self._stream, self._consumer, self._config)
+            try:
+                await self._api.consumer_info(self._stream, self._consumer)
+                config = self._config  # there: updated if it differs
+            except JetStreamApiError as exc:
+                if exc.err_code != ERR_CONSUMER_NOT_FOUND:
+                    raise
+                config = await self._resumed()
+            self._info = await self._api.ensure_consumer(self._stream, self._consumer, config)
         except JetStreamApiError as exc:
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
             log.warning("stream %s is gone (server lost its store?); creating it", self._stream)
             await self._link.repair()
-            await self._api.ensure_consumer(self._stream, self._consumer, self._config)
+            config = self._starting("all", "the start of the stream made again")
+            self._info = await self._api.ensure_consumer(self._stream, self._consumer, config)
+
+    async def _resumed(self) -> dict[str, Any]:
+        """The config to create the vanished consumer with: from the record after the
+        group's ack floor as last seen (the records after it were not all acknowledged:
+        some come again, none is lost), or from the stream's start when the stream is newer
+        than that consumer (made again: its records are all new to the group); the
+        configured start when nothing is known of the old consumer."""
+        floor = (self._info.get("ack_floor") or {}).get("stream_seq")
+        born = _instant(self._info.get("created"))
+        if not isinstance(floor, int) or floor < 0 or born is None:
+            return self._config
+        stream = await self._api.request(f"STREAM.INFO.{self._stream}")
+        made = _instant(stream.get("created"))
+        if made is None or made > born:
+            return self._starting("all", "the start of the stream made again")
+        where = f"stream sequence {floor + 1}, after the group's ack floor"
+        return self._starting("by_start_sequence", where, opt_start_seq=floor + 1)
+
+    def _starting(self, policy: str, where: str, **start: int) -> dict[str, Any]:
+        log.warning(
+            "JetStream consumer %s/%s is gone (deleted by an operator or with its stream, "
+            "or after consumer_inactive_threshold); creating it again from %s",
+            self._stream,
+            self._consumer,
+            where,
+        )
+        kept = {k: v for k, v in self._config.items() if not k.startswith("opt_start")}
+        return {**kept, "deliver_policy": policy, **start}
 
     async def _pull(self) -> None:
         if not self._nc.is_connected or self._late is not None:
             return
+        if time.monotonic() < self._paused_until:
+            return  # the consumer refused the last pull
         # Lost deliveries that are due are asked for even with prefetch full (the server
         # sends due redeliveries before any new record).
         room = max(self._limit - self._held(), self._gaps.probing(time.monotonic())) - self._asked
@@ -583,7 +685,7 @@ class NatsSubscription(Subscription):
         if now > self._pull_until + self._options.heartbeat:
             self._asked = 0
         elif now - self._last_seen > self._options.heartbeat * 2 + 0.5:
-            self.renew()
+            self._pull_gone()
             self._error = (
                 f"no heartbeat from consumer {self._consumer} for "
                 f"{now - self._last_seen:.1f}s; renewing the pull"
@@ -606,6 +708,11 @@ class NatsSubscription(Subscription):
         if now - self._lag_at < _LAG_REFRESH or not self._nc.is_connected:
             return
         self._lag_at = now
-        self._info = await self._api.consumer_info(self._stream, self._consumer)
+        try:
+            self._info = await self._api.consumer_info(self._stream, self._consumer)
+        except JetStreamApiError as exc:
+            if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
+                self._check_consumer = True  # gone (also when no pull would tell): again
+            raise
         if self._error and not self._check_consumer:
             self._error = ""

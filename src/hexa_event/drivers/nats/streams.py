@@ -232,19 +232,22 @@ class JetStreamApi:
             except DriverError as exc:
                 log.warning("could not delete throwaway consumer %r: %s", name, exc)
 
-    async def ensure_consumer(self, stream: str, name: str, config: dict[str, Any]) -> None:
-        """Create the durable consumer, or update its editable fields when they differ."""
+    async def ensure_consumer(
+        self, stream: str, name: str, config: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create the durable consumer, or update its editable fields when they differ;
+        returns its info."""
         subject = f"CONSUMER.CREATE.{stream}.{name}"
         try:
-            existing = (await self.consumer_info(stream, name))["config"]
+            info = await self.consumer_info(stream, name)
         except JetStreamApiError as exc:
             if exc.err_code != ERR_CONSUMER_NOT_FOUND:
                 raise
             try:
                 body = {"stream_name": stream, "config": config, "action": "create"}
-                await self.request(subject, body)
+                created: dict[str, Any] = await self.request(subject, body)
                 log.info("JetStream consumer %s/%s created", stream, name)
-                return
+                return created
             except JetStreamApiError as race:
                 if race.err_code == ERR_MAX_CONSUMERS:
                     raise DriverError(
@@ -252,16 +255,19 @@ class JetStreamApi:
                     ) from None
                 if race.err_code not in (ERR_CONSUMER_EXISTS, ERR_CONSUMER_NAME_EXISTS):
                     raise
-            existing = (await self.consumer_info(stream, name))["config"]
+            info = await self.consumer_info(stream, name)
+        existing = info["config"]
         edits = {k: v for k, v in config.items() if k not in _KEPT}
         if _filters(existing) == _filters(config) and all(
             existing.get(k) == v for k, v in edits.items()
         ):
-            return
+            return info
         update = {k: v for k, v in existing.items() if k not in _FILTERS}
         update.update({k: v for k, v in config.items() if k in _FILTERS}, **edits)
-        await self.request(subject, {"stream_name": stream, "config": update, "action": "update"})
+        body = {"stream_name": stream, "config": update, "action": "update"}
+        updated: dict[str, Any] = await self.request(subject, body)
         log.info("JetStream consumer %s/%s updated: %s %s", stream, name, _filters(config), edits)
+        return updated
 
     async def _consumer_limit(self, stream: str, consumer: str) -> str:
         """Why ``consumer`` cannot be created on ``stream`` at its consumer limit, and the
