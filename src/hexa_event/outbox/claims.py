@@ -63,6 +63,13 @@ does not hold back later rows of its key (as a dead-lettered event does not at a
 :func:`~hexa_event.outbox.requeue_parked` puts it back."""
 PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 
+SQLITE_VARIABLES = 32_766
+"""SQLite's default limit on the values one statement binds (``SQLITE_MAX_VARIABLE_NUMBER``)
+since 3.32; 999 before. A build may set its own (Debian's: 250,000): a settle statement
+refused for binding too many halves its slices until they fit."""
+SETTLE_PARAMETERS = 16
+"""Room for a settle statement's values besides its row ids (``now``, ``until``, ...)."""
+
 
 Columns = tuple[list[int], list[str], list[str], list[bytes], list[bytes]]
 """A batch as columns: ids, channels, keys, headers (MessagePack), bodies; in id order."""
@@ -176,6 +183,9 @@ class ClaimStrategy(abc.ABC):
         """``log`` (deleted, one sent-log line per batch), ``delete`` (``keep_sent=False``)
         or ``update`` (``sent_at`` set: an outbox without a sent log); set by
         :meth:`prepare`."""
+        self.ids_per_statement: int | None = None
+        """How many row ids one settle statement binds, None for all (PostgreSQL binds
+        them as one array); set by :meth:`prepare`."""
 
     async def prepare(self) -> None:
         """Choose how published rows are marked sent, once: moved to the sent log, unless
@@ -183,6 +193,8 @@ class ClaimStrategy(abc.ABC):
         if self.mark_mode:
             return
         s = self.settings
+        if not self._postgres:  # one bound value per id: a batch's ids in slices
+            self.ids_per_statement = await sqlite_ids_per_statement(s.engine)
         how = "delete"
         if s.keep_sent:
             how = "log"
@@ -231,16 +243,26 @@ class ClaimStrategy(abc.ABC):
             await self.write([self._park], {"ids": ids, "error": f"parked: {why}"}, until)
 
     async def write(self, stmts: Sequence[Any], params: dict[str, Any], until: float) -> bool:
-        """Run settle statements in one transaction, retrying database failures until
-        monotonic ``until``."""
+        """Run settle statements on the rows ``params["ids"]`` in one transaction (on
+        SQLite ``ids_per_statement`` ids at a time: one line of the sent log each; halved
+        while SQLite says they are too many), retrying database failures until monotonic
+        ``until``."""
+        ids: list[int] = params["ids"]
         delay = 0.05
         while True:
+            step = self.ids_per_statement or max(len(ids), 1)
+            slices = [{**params, "ids": ids[n : n + step]} for n in range(0, len(ids), step)]
             try:
                 async with self.settings.engine.begin() as conn:
-                    for stmt in stmts:
-                        await conn.execute(stmt, params)
+                    for part in slices or [params]:
+                        for stmt in stmts:
+                            await conn.execute(stmt, part)
                 return True
             except Exception as exc:
+                if self.ids_per_statement and self.ids_per_statement > 1 and _too_many(exc):
+                    # A build with a lower limit than its version's default: fewer at once.
+                    self.ids_per_statement //= 2
+                    continue
                 if time.monotonic() + delay > until:
                     self.write_error = f"{type(exc).__name__}: {brief(exc)}"
                     log.error(
@@ -254,6 +276,21 @@ class ClaimStrategy(abc.ABC):
                 log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+
+def _too_many(exc: BaseException) -> bool:
+    """Whether SQLite refused a statement for binding more values than it allows."""
+    return "too many SQL variables" in str(exc)
+
+
+async def sqlite_ids_per_statement(engine: AsyncEngine) -> int:
+    """How many row ids a settle statement may bind on ``engine``'s SQLite: its limit on
+    bound values (by its version), less room for the statement's other values."""
+    async with engine.connect() as conn:
+        version = str((await conn.execute(text("SELECT sqlite_version()"))).scalar_one())
+    numbers = tuple(int(n) for n in version.split(".")[:3] if n.isdigit())
+    limit = SQLITE_VARIABLES if numbers >= (3, 32, 0) else 999
+    return limit - SETTLE_PARAMETERS
 
 
 def _by_reason(parked: Mapping[int, str]) -> dict[str, list[int]]:
