@@ -45,10 +45,9 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Table, func, or_, select
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .._sql.clock import utcnow
 from .._sql.engine import engine_for
 from .._sql.listen import listen
 from .._sql.names import check_dialect
@@ -59,7 +58,7 @@ from .claims import Claimed, ClaimSettings, ClaimStrategy, LeaseClaims, LockClai
 from .monitor import RelayMonitor, sample_every
 from .options import check_relay_options
 from .publisher import publish_batch
-from .stats import BACKLOG_LIMIT, OutboxStats, outbox_stats
+from .stats import BACKLOG_LIMIT, OutboxStats, any_ready, outbox_stats, ready_count
 from .store import names_of, notify_channel, resolve_table
 
 log = logging.getLogger(__name__)
@@ -299,29 +298,27 @@ class OutboxRelay:
         return await self._deliver(*claimed)
 
     async def drain(self, max_seconds: float = 60.0) -> int:
-        """Run batches until nothing is ready (or ``max_seconds``); the rows sent."""
+        """Run batches until nothing is ready (or ``max_seconds``); the rows sent.
+
+        When nothing was claimed it looks whether a row is still ready (held back by per-key
+        order behind another relay's rows, or a row waiting to retry), and waits for it,
+        looking again every 0.1 s: each look reads one row, not a count of the backlog."""
         deadline = time.monotonic() + max_seconds
         total = 0
         while time.monotonic() < deadline:
             sent = await self.run_once()
             if sent == 0:
-                if await self.backlog_ready() == 0:
+                if not await any_ready(self.engine, self.table):
                     return total
+                self._wake.clear()  # set by the batch just settled: wait for a new one
                 await self._idle(min(self.poll_interval, 0.1))  # rows held elsewhere
             total += sent
         return total
 
     async def backlog_ready(self) -> int:
-        """Unsent rows that are not leased (claimable now, barring per-key order)."""
-        t = self.table
-        now = utcnow()
-        stmt = (
-            select(func.count())
-            .select_from(t)
-            .where(t.c.sent_at.is_(None), or_(t.c.lease_until.is_(None), t.c.lease_until < now))
-        )
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+        """Unsent rows that are not leased (claimable now, barring per-key order), counted
+        up to ``backlog_limit``: a bounded read, whatever the backlog."""
+        return await ready_count(self.engine, self.table, limit=self.backlog_limit)
 
     # -- the loop ----------------------------------------------------------------------------
 

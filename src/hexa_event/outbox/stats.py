@@ -1,10 +1,12 @@
-"""What the outbox holds: the backlog and the age of its oldest unsent row
-(:func:`outbox_stats`), read with a bounded query."""
+"""What the outbox holds, read with bounded queries: the backlog and the age of its oldest
+unsent row (:func:`outbox_stats`), and whether any row is ready to claim
+(:func:`any_ready`, what a draining relay asks between batches: one row, not a count)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Table, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -91,3 +93,30 @@ async def outbox_stats(
         parked=int(parked),
         backlog_at_least=more,
     )
+
+
+def _ready(table: Table, limit: int) -> Any:
+    """The ids of up to ``limit`` unsent rows that are not leased, in id order: ready to
+    claim, barring per-key order (a row held back behind an earlier row of its key)."""
+    t = table
+    now = utcnow()
+    return (
+        select(t.c.id)
+        .where(t.c.sent_at.is_(None), or_(t.c.lease_until.is_(None), t.c.lease_until < now))
+        .order_by(t.c.id)
+        .limit(limit)
+    )
+
+
+async def any_ready(db: AsyncEngine, table: Table) -> bool:
+    """Whether an unsent row is not leased: one row read, not a count of the backlog."""
+    async with db.connect() as conn:
+        return (await conn.execute(_ready(table, 1))).first() is not None
+
+
+async def ready_count(db: AsyncEngine, table: Table, *, limit: int) -> int:
+    """How many unsent rows are not leased, counted up to ``limit`` (at most ``limit``
+    rows read, whatever the backlog)."""
+    stmt = select(func.count()).select_from(_ready(table, limit).subquery("ready"))
+    async with db.connect() as conn:
+        return int((await conn.execute(stmt)).scalar_one())
