@@ -199,6 +199,8 @@ class OutboxRelay:
         """The batches :meth:`run` has in flight."""
         self._chain: asyncio.Future[bool] | None = None
         """Publish result of the last batch claimed: the next one publishes after it."""
+        self._claiming = asyncio.Lock()
+        """One claim at a time: each batch chains on the one claimed before it."""
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -222,15 +224,18 @@ class OutboxRelay:
         """Claim the next batch; with it, the publish it waits for (the batch claimed
         before it, if still publishing) and the future of its own publish.
 
-        The previous batch is read *before* claiming: a settled one is already released
-        or published, which the claim then sees."""
-        chain = self._chain
-        previous = chain if chain is not None and not chain.done() else None
-        batch = await self._claim()
-        if batch is None:
-            return None
-        self._chain = published = asyncio.get_running_loop().create_future()
-        return batch, previous, published
+        Claims run one at a time, whoever asks (:meth:`run`, :meth:`drain`,
+        :meth:`run_once`, at once even): each batch publishes after the one claimed before
+        it, so a key's rows go out in order. The previous batch is read *before* claiming:
+        a settled one is already released or published, which the claim then sees."""
+        async with self._claiming:
+            chain = self._chain
+            previous = chain if chain is not None and not chain.done() else None
+            batch = await self._claim()
+            if batch is None:
+                return None
+            self._chain = published = asyncio.get_running_loop().create_future()
+            return batch, previous, published
 
     async def _deliver(
         self,
