@@ -53,7 +53,7 @@ from .._sql.listen import listen
 from .._sql.names import check_dialect
 from .._sql.problems import brief
 from ..driver import Driver
-from ..errors import ConfigurationError
+from ..errors import ClosedError, ConfigurationError
 from .claims import Claimed, ClaimSettings, ClaimStrategy, LeaseClaims, LockClaims, Published
 from .monitor import RelayMonitor, sample_every
 from .options import check_relay_options
@@ -194,9 +194,11 @@ class OutboxRelay:
         self.backlog_limit = backlog_limit
         self.max_unsent_age = None if max_unsent_age is None else float(max_unsent_age)
         self._monitor = RelayMonitor(self.unhealthy_after, log)
-        self._run_task: asyncio.Task[Any] | None = None
+        self._callers: set[asyncio.Task[Any]] = set()
+        """The tasks in :meth:`run`, :meth:`drain` or :meth:`run_once`: :meth:`close`
+        waits for them."""
         self._deliveries: set[asyncio.Task[int]] = set()
-        """The batches :meth:`run` has in flight."""
+        """The batches in flight, each its own task (:meth:`close` cuts them short)."""
         self._chain: asyncio.Future[bool] | None = None
         """Publish result of the last batch claimed: the next one publishes after it."""
         self._claiming = asyncio.Lock()
@@ -291,34 +293,79 @@ class OutboxRelay:
             self._in_flight -= n
             self._wake.set()
 
+    def _start_delivery(
+        self, batch: Claimed, previous: asyncio.Future[bool] | None, published: asyncio.Future[bool]
+    ) -> asyncio.Task[int]:
+        task = asyncio.create_task(self._deliver(batch, previous, published))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+        return task
+
+    def _enter(self, what: str) -> asyncio.Task[Any] | None:
+        """Refuse work on a closed relay; count the calling task as one :meth:`close`
+        waits for (None when it already is: a nested call)."""
+        if self._closed:
+            raise ClosedError(f"this outbox relay is closed: make a new one to {what}")
+        task = asyncio.current_task()
+        if task is None or task in self._callers:
+            return None
+        self._callers.add(task)
+        return task
+
     async def run_once(self) -> int:
         """Claim one batch, publish it and mark it sent; the number of rows marked sent.
 
         Returns 0 when nothing is ready. Raises the database's error if the claim fails;
         a failed publish is not raised (the rows are released for a retry) and returns 0.
+        Raises :class:`~hexa_event.errors.ClosedError` once the relay is closed.
         """
+        entered = self._enter("relay again")
+        try:
+            return await self._once()
+        finally:
+            if entered is not None:
+                self._callers.discard(entered)
+
+    async def _once(self) -> int:
         claimed = await self._claim_next()
         if claimed is None:
             return 0
-        return await self._deliver(*claimed)
+        delivery = self._start_delivery(*claimed)
+        try:
+            return await asyncio.shield(delivery)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                delivery.cancel()  # the caller is cancelled: its batch with it, settled
+                with contextlib.suppress(asyncio.CancelledError):
+                    await delivery
+                raise
+            return 0  # :meth:`close` cut the batch short: its rows are sent again later
 
     async def drain(self, max_seconds: float = 60.0) -> int:
-        """Run batches until nothing is ready (or ``max_seconds``); the rows sent.
+        """Run batches until nothing is ready (or ``max_seconds``, or :meth:`close`); the
+        rows sent.
 
         When nothing was claimed it looks whether a row is still ready (held back by per-key
         order behind another relay's rows, or a row waiting to retry), and waits for it,
-        looking again every 0.1 s: each look reads one row, not a count of the backlog."""
-        deadline = time.monotonic() + max_seconds
-        total = 0
-        while time.monotonic() < deadline:
-            sent = await self.run_once()
-            if sent == 0:
-                if not await any_ready(self.engine, self.table):
-                    return total
-                self._wake.clear()  # set by the batch just settled: wait for a new one
-                await self._idle(min(self.poll_interval, 0.1))  # rows held elsewhere
-            total += sent
-        return total
+        looking again every 0.1 s: each look reads one row, not a count of the backlog.
+        Raises :class:`~hexa_event.errors.ClosedError` once the relay is closed."""
+        entered = self._enter("drain")
+        try:
+            deadline = time.monotonic() + max_seconds
+            total = 0
+            while time.monotonic() < deadline and not self._closed:
+                sent = await self._once()
+                if sent == 0:
+                    if self._closed or not await any_ready(self.engine, self.table):
+                        return total
+                    self._wake.clear()  # set by the batch just settled: wait for a new one
+                    await self._idle(min(self.poll_interval, 0.1))  # rows held elsewhere
+                total += sent
+            return total
+        finally:
+            if entered is not None:
+                self._callers.discard(entered)
 
     async def backlog_ready(self) -> int:
         """Unsent rows that are not leased (claimable now, barring per-key order), counted
@@ -331,14 +378,17 @@ class OutboxRelay:
         """Relay until :meth:`stop`; then finish the batches in flight and return.
 
         Database and broker failures are logged and retried with backoff; the loop only
-        ends on :meth:`stop` or cancellation, which cancels the batches in flight too (their
-        rows stay unsent: they are published again).
+        ends on :meth:`stop` (or :meth:`close`) or cancellation, which cancels the batches
+        in flight too (their rows stay unsent: they are published again). On a closed
+        relay it returns at once.
         """
         if self._running:
             raise RuntimeError("this relay is already running")
+        if self._closed:  # stopped for good: as after stop()
+            return
+        entered = self._enter("run")
         self._running = self._ran = True
         self._monitor.loop_failure = None
-        self._run_task = asyncio.current_task()
         listener = (
             asyncio.create_task(self._listen(), name="hexa-outbox-listen")
             if self.listen and self._dialect == "postgresql"
@@ -377,9 +427,7 @@ class OutboxRelay:
                     # A settling batch wakes us (its keys free up); otherwise poll.
                     await self._idle(self.poll_interval)
                     continue
-                task = asyncio.create_task(self._deliver(*claimed))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                task = self._start_delivery(*claimed)
                 task.add_done_callback(lambda _t: slots.release())
                 task.add_done_callback(self._delivered)
         except asyncio.CancelledError:
@@ -398,6 +446,8 @@ class OutboxRelay:
                     with contextlib.suppress(asyncio.CancelledError):
                         await helper
             self._running = False
+            if entered is not None:
+                self._callers.discard(entered)
 
     def _delivered(self, task: asyncio.Task[int]) -> None:
         """A batch of :meth:`run` ended: one that raised (a driver's ``BaseException``,
@@ -528,18 +578,21 @@ class OutboxRelay:
         }
 
     async def close(self) -> None:
-        """Stop, let :meth:`run` settle the batches in flight (for up to ``lease`` seconds;
-        then they are cancelled, their rows sent again later), and release the engine if
-        the relay created it. Idempotent."""
+        """Stop; let :meth:`run`, :meth:`drain` and :meth:`run_once` settle the batches in
+        flight (for up to ``lease`` seconds; then they are cancelled, their rows sent again
+        later) and return; release the engine if the relay created it. A closed relay
+        refuses to drain or run a batch again (:class:`~hexa_event.errors.ClosedError`);
+        its :meth:`run` returns at once. Idempotent."""
         self.stop()
         self._closed = True
-        run = self._run_task
-        if run is not None and not run.done() and run is not asyncio.current_task():
-            _, pending = await asyncio.wait({run}, timeout=self.lease)
+        current = asyncio.current_task()
+        callers = {task for task in self._callers if not task.done() and task is not current}
+        if callers:
+            _, pending = await asyncio.wait(callers, timeout=self.lease)
             if pending:
                 for task in list(self._deliveries):
                     task.cancel()
-                await asyncio.wait({run}, timeout=min(self.lease, 5.0))
+                await asyncio.wait(pending, timeout=min(self.lease, 5.0))
         if self._owns_engine:
             await self.engine.dispose()
 
