@@ -54,6 +54,7 @@ from .._sql.names import check_dialect
 from .._sql.problems import brief
 from ..driver import Driver
 from ..errors import ClosedError, ConfigurationError
+from ..numbers import check_number
 from .claims import Claimed, ClaimSettings, ClaimStrategy, LeaseClaims, LockClaims, Published
 from .monitor import RelayMonitor, sample_every
 from .options import check_relay_options
@@ -349,7 +350,10 @@ class OutboxRelay:
         When nothing was claimed it looks whether a row is still ready (held back by per-key
         order behind another relay's rows, or a row waiting to retry), and waits for it,
         looking again every 0.1 s: each look reads one row, not a count of the backlog.
-        Raises :class:`~hexa_event.errors.ClosedError` once the relay is closed."""
+        Raises :class:`~hexa_event.errors.ClosedError` once the relay is closed, and
+        :class:`~hexa_event.errors.ConfigurationError` for a ``max_seconds`` that is not a
+        finite number from 0."""
+        check_number("OutboxRelay.drain max_seconds", max_seconds)
         entered = self._enter("drain")
         try:
             deadline = time.monotonic() + max_seconds

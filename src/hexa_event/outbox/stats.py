@@ -12,6 +12,7 @@ from sqlalchemy import Table, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._sql.clock import as_utc, utcnow
+from ..numbers import check_number
 from .claims import PARKED
 from .store import outbox_table
 
@@ -20,6 +21,11 @@ BACKLOG_LIMIT = 100_000
 (``backlog_limit``)."""
 MAX_LIMIT = 2**31 - 1
 """The largest row limit: PostgreSQL binds a LIMIT as a 32-bit integer."""
+
+
+def check_limit(what: str, limit: object) -> None:
+    """Refuse a row limit that is not a whole number from 1 to :data:`MAX_LIMIT`."""
+    check_number(what, limit, minimum=1, maximum=MAX_LIMIT, integer=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +64,11 @@ async def outbox_stats(
     claims by), whatever the backlog: ``backlog`` is then at most ``limit`` and
     ``backlog_at_least`` says when there are more, and the oldest row is sought among those
     (the earliest rows, barring a transaction that committed late). None reads every unsent
-    row: exact, and seconds of work on a backlog of millions."""
+    row: exact, and seconds of work on a backlog of millions. A ``limit`` that is not a
+    whole number from 1 to 2**31 - 1 raises :class:`~hexa_event.errors.ConfigurationError`.
+    """
+    if limit is not None:
+        check_limit("outbox_stats limit", limit)
     t = table
     unsent = t.c.sent_at.is_(None)
     not_parked = or_(t.c.lease_token.is_(None), t.c.lease_token != PARKED)
