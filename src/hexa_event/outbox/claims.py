@@ -85,6 +85,9 @@ class Claimed:
     """Monotonic deadline of the lease."""
     conn: AsyncConnection | None = None
     """Lock mode: the open transaction whose row locks are the lease."""
+    settle_error: str = ""
+    """Why parking or holding back some of its rows failed ("" when it did not): the
+    relay's health says so (the rows come back once the lease ends)."""
     _records: list[RawRecord] | None = None
 
     @property
@@ -151,8 +154,21 @@ class ClaimSettings:
     """The relay's lease token: its own leases never block its own claims."""
 
 
-def _error_text(error: BaseException | None) -> str:
-    return f"{type(error).__name__}: {brief(error) if error else ''}"
+def storable(text: str) -> str:
+    """``text`` as any database stores it (in ``last_error``) and any log takes it: a NUL
+    (PostgreSQL's text refuses it) and lone surrogates (no UTF-8 holds them) escaped, at
+    most 1,000 characters. An error's text is the broker's or the driver's, which may echo
+    anything (a key, a header): stored as it came, it made every write settling the batch
+    fail."""
+    if text.isascii() and "\x00" not in text:
+        return text[:1000]
+    escaped = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escaped.replace("\x00", "\\x00")[:1000]
+
+
+def error_text(error: BaseException | None) -> str:
+    """What ``last_error``, the health report and the log say of a failed publish."""
+    return storable(f"{type(error).__name__}: {brief(error) if error else ''}")
 
 
 class ClaimStrategy(abc.ABC):
@@ -237,10 +253,18 @@ class ClaimStrategy(abc.ABC):
         }
         return update(t).where(ids_match(t, self._postgres), *where).values(held)
 
-    async def park(self, parked: Mapping[int, str], until: float) -> None:
-        """Park rows (id -> why), one statement per reason, retrying until ``until``."""
+    async def park(self, batch: Claimed, parked: Mapping[int, str], until: float) -> None:
+        """Park rows (id -> why), one statement per reason, retrying until ``until``;
+        ``batch.settle_error`` says why when that failed."""
         for why, ids in _by_reason(parked).items():
-            await self.write([self._park], {"ids": ids, "error": f"parked: {why}"}, until)
+            if not await self.write([self._park], {"ids": ids, "error": why}, until):
+                batch.settle_error = f"parking rows: {self.write_error}"
+
+    async def hold(self, batch: Claimed, stmt: Any, params: dict[str, Any], until: float) -> None:
+        """Hold the failed rows ``params["ids"]`` back; ``batch.settle_error`` says why
+        when that failed (they are then claimed again once the lease ends)."""
+        if not await self.write([stmt], params, until):
+            batch.settle_error = f"holding failed rows back: {self.write_error}"
 
     async def write(self, stmts: Sequence[Any], params: dict[str, Any], until: float) -> bool:
         """Run settle statements on the rows ``params["ids"]`` in one transaction (on
@@ -264,16 +288,15 @@ class ClaimStrategy(abc.ABC):
                     self.ids_per_statement //= 2
                     continue
                 if time.monotonic() + delay > until:
-                    self.write_error = f"{type(exc).__name__}: {brief(exc)}"
+                    self.write_error = error_text(exc)
                     log.error(
-                        "outbox relay: could not settle %d rows (%s: %s); they will be sent "
+                        "outbox relay: could not settle %d rows (%s); they will be sent "
                         "again when their lease expires",
                         len(params["ids"]),
-                        type(exc).__name__,
-                        brief(exc),
+                        self.write_error,
                     )
                     return False
-                log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
+                log.warning("outbox relay: settling rows failed, retrying: %s", error_text(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -294,9 +317,10 @@ async def sqlite_ids_per_statement(engine: AsyncEngine) -> int:
 
 
 def _by_reason(parked: Mapping[int, str]) -> dict[str, list[int]]:
+    """Parked row ids by the ``last_error`` each gets (``parked: why``, storable)."""
     by_reason: dict[str, list[int]] = {}
     for row_id, why in parked.items():
-        by_reason.setdefault(why, []).append(row_id)
+        by_reason.setdefault(storable(f"parked: {why}"), []).append(row_id)
     return by_reason
 
 
@@ -409,17 +433,18 @@ class LeaseClaims(ClaimStrategy):
     ) -> bool:
         s = self.settings
         if result.parked:
-            await self.park(result.parked, batch.lease_until + s.lease)
+            await self.park(batch, result.parked, batch.lease_until + s.lease)
         if result.failed:
             # Release before telling the next batch: a claim made after this point must see
             # these rows waiting to retry (they block their keys).
-            await self.write(
-                [self._release],
+            await self.hold(
+                batch,
+                self._release,
                 {
                     "ids": result.failed,
                     "token": s.owner,
                     "until": utcnow() + timedelta(seconds=s.retry_delay),
-                    "error": _error_text(result.error),
+                    "error": error_text(result.error),
                 },
                 batch.lease_until,
             )
@@ -609,12 +634,12 @@ class LockClaims(ClaimStrategy):
         hold = {
             "ids": failed,
             "until": now + timedelta(seconds=s.retry_delay),
-            "error": _error_text(result.error),
+            "error": error_text(result.error),
         }
         reasons = _by_reason(parked)
         try:
             for why, ids in reasons.items():  # in the claim's transaction: it holds the rows
-                await conn.execute(self._park, {"ids": ids, "error": f"parked: {why}"})
+                await conn.execute(self._park, {"ids": ids, "error": why})
             if failed:
                 await conn.execute(self._backoff, hold)
             if done:
@@ -634,13 +659,13 @@ class LockClaims(ClaimStrategy):
                     self._committed.set()
         except Exception as exc:
             self._mine.pop(batch.ids[0], None)
-            log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
+            log.warning("outbox relay: settling rows failed, retrying: %s", error_text(exc))
             with contextlib.suppress(Exception):
                 await conn.close()
             if parked:
-                await self.park(parked, batch.lease_until + s.lease)
+                await self.park(batch, parked, batch.lease_until + s.lease)
             if failed:
-                await self.write([self._backoff], hold, batch.lease_until)
+                await self.hold(batch, self._backoff, hold, batch.lease_until)
             return bool(done) and await self.write(
                 self._marks, {"ids": done, "now": now}, batch.lease_until + s.lease
             )

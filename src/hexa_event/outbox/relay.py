@@ -55,7 +55,16 @@ from .._sql.problems import brief
 from ..driver import Driver
 from ..errors import ClosedError, ConfigurationError
 from ..numbers import check_number
-from .claims import Claimed, ClaimSettings, ClaimStrategy, LeaseClaims, LockClaims, Published
+from .claims import (
+    Claimed,
+    ClaimSettings,
+    ClaimStrategy,
+    LeaseClaims,
+    LockClaims,
+    Published,
+    error_text,
+    storable,
+)
 from .monitor import RelayMonitor, sample_every
 from .options import check_relay_options
 from .publisher import publish_batch
@@ -63,6 +72,10 @@ from .stats import BACKLOG_LIMIT, OutboxStats, any_ready, outbox_stats, ready_co
 from .store import names_of, notify_channel, resolve_table
 
 log = logging.getLogger(__name__)
+
+HOLDING = "parking or holding back rows"
+"""The step of settling a batch that writes its refused rows parked and its failed rows
+on hold: failing, they come back when the lease ends, to be refused again."""
 
 __all__ = ["BACKLOG_LIMIT", "OutboxRelay", "OutboxStats"]
 
@@ -89,7 +102,8 @@ class OutboxRelay:
     into each row. The relay does not close ``driver``.
 
     :meth:`health` says whether it makes progress: it turns unhealthy when claiming,
-    publishing or marking sent has failed every time (at least twice) for
+    publishing, marking sent or parking or holding back rows has failed every time (at
+    least twice) for
     ``unhealthy_after`` seconds, or a claim has not come back for that long (a batch: for
     that long past twice the ``lease``, the longest its marks are retried), or, when
     ``max_unsent_age`` (seconds) is set, the oldest unsent row is older than that (rows of
@@ -263,22 +277,27 @@ class OutboxRelay:
                         log.error(
                             "outbox relay: parked row %d, it cannot be sent (see last_error): %s",
                             row_id,
-                            why,
+                            storable(why),
                         )
                 if result.failed:
                     self._failed += 1
-                    progress.failed("publishing", result.error or "publish failed")
+                    why = error_text(result.error)
+                    progress.failed("publishing", why)
                     log.warning(
-                        "outbox relay: publishing %d of %d rows failed (%s: %s); retrying in %.1fs",
+                        "outbox relay: publishing %d of %d rows failed (%s); retrying in %.1fs",
                         len(result.failed),
                         n,
-                        type(result.error).__name__,
-                        brief(result.error) if result.error else "",
+                        why,
                         self.retry_delay,
                     )
                 else:
                     progress.succeeded("publishing")
-            if not await self._claims.finish(batch, result, published):
+            marked = await self._claims.finish(batch, result, published)
+            if batch.settle_error:  # parked or failed rows not written: they come back
+                progress.failed(HOLDING, batch.settle_error)
+            elif result.parked or result.failed:
+                progress.succeeded(HOLDING)
+            if not marked:
                 if result.done:
                     why = self._claims.write_error or "the database refused the marks"
                     progress.failed("marking sent", why)
@@ -462,12 +481,9 @@ class OutboxRelay:
         if exc is None:
             return
         self._failed += 1
-        self._monitor.progress.failed("publishing", exc)
-        log.error(
-            "outbox relay: a batch failed (%s: %s); its rows are sent again once free",
-            type(exc).__name__,
-            brief(exc),
-        )
+        why = error_text(exc)
+        self._monitor.progress.failed("publishing", why)
+        log.error("outbox relay: a batch failed (%s); its rows are sent again once free", why)
 
     async def _idle(self, seconds: float) -> None:
         """Wait for a wake-up (notification, a batch settled, stop) or ``seconds``."""
