@@ -19,7 +19,9 @@ Also runnable from the command line: ``hexa-event outbox {migrate,ddl,relay,clea
 """
 
 from .cleaner import OutboxCleaner
-from .relay import OutboxRelay, OutboxStats, outbox_stats, requeue_parked
+from .relay import OutboxRelay
+from .requeue import requeue_parked
+from .stats import OutboxStats, outbox_stats
 from .store import (
     Outbox,
     ddl,

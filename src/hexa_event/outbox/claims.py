@@ -63,6 +63,13 @@ does not hold back later rows of its key (as a dead-lettered event does not at a
 :func:`~hexa_event.outbox.requeue_parked` puts it back."""
 PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 
+SQLITE_VARIABLES = 32_766
+"""SQLite's default limit on the values one statement binds (``SQLITE_MAX_VARIABLE_NUMBER``)
+since 3.32; 999 before. A build may set its own (Debian's: 250,000): a settle statement
+refused for binding too many halves its slices until they fit."""
+SETTLE_PARAMETERS = 16
+"""Room for a settle statement's values besides its row ids (``now``, ``until``, ...)."""
+
 
 Columns = tuple[list[int], list[str], list[str], list[bytes], list[bytes]]
 """A batch as columns: ids, channels, keys, headers (MessagePack), bodies; in id order."""
@@ -78,6 +85,9 @@ class Claimed:
     """Monotonic deadline of the lease."""
     conn: AsyncConnection | None = None
     """Lock mode: the open transaction whose row locks are the lease."""
+    settle_error: str = ""
+    """Why parking or holding back some of its rows failed ("" when it did not): the
+    relay's health says so (the rows come back once the lease ends)."""
     _records: list[RawRecord] | None = None
 
     @property
@@ -144,8 +154,21 @@ class ClaimSettings:
     """The relay's lease token: its own leases never block its own claims."""
 
 
-def _error_text(error: BaseException | None) -> str:
-    return f"{type(error).__name__}: {brief(error) if error else ''}"
+def storable(text: str) -> str:
+    """``text`` as any database stores it (in ``last_error``) and any log takes it: a NUL
+    (PostgreSQL's text refuses it) and lone surrogates (no UTF-8 holds them) escaped, at
+    most 1,000 characters. An error's text is the broker's or the driver's, which may echo
+    anything (a key, a header): stored as it came, it made every write settling the batch
+    fail."""
+    if text.isascii() and "\x00" not in text:
+        return text[:1000]
+    escaped = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escaped.replace("\x00", "\\x00")[:1000]
+
+
+def error_text(error: BaseException | None) -> str:
+    """What ``last_error``, the health report and the log say of a failed publish."""
+    return storable(f"{type(error).__name__}: {brief(error) if error else ''}")
 
 
 class ClaimStrategy(abc.ABC):
@@ -176,6 +199,9 @@ class ClaimStrategy(abc.ABC):
         """``log`` (deleted, one sent-log line per batch), ``delete`` (``keep_sent=False``)
         or ``update`` (``sent_at`` set: an outbox without a sent log); set by
         :meth:`prepare`."""
+        self.ids_per_statement: int | None = None
+        """How many row ids one settle statement binds, None for all (PostgreSQL binds
+        them as one array); set by :meth:`prepare`."""
 
     async def prepare(self) -> None:
         """Choose how published rows are marked sent, once: moved to the sent log, unless
@@ -183,6 +209,8 @@ class ClaimStrategy(abc.ABC):
         if self.mark_mode:
             return
         s = self.settings
+        if not self._postgres:  # one bound value per id: a batch's ids in slices
+            self.ids_per_statement = await sqlite_ids_per_statement(s.engine)
         how = "delete"
         if s.keep_sent:
             how = "log"
@@ -225,41 +253,74 @@ class ClaimStrategy(abc.ABC):
         }
         return update(t).where(ids_match(t, self._postgres), *where).values(held)
 
-    async def park(self, parked: Mapping[int, str], until: float) -> None:
-        """Park rows (id -> why), one statement per reason, retrying until ``until``."""
+    async def park(self, batch: Claimed, parked: Mapping[int, str], until: float) -> None:
+        """Park rows (id -> why), one statement per reason, retrying until ``until``;
+        ``batch.settle_error`` says why when that failed."""
         for why, ids in _by_reason(parked).items():
-            await self.write([self._park], {"ids": ids, "error": f"parked: {why}"}, until)
+            if not await self.write([self._park], {"ids": ids, "error": why}, until):
+                batch.settle_error = f"parking rows: {self.write_error}"
+
+    async def hold(self, batch: Claimed, stmt: Any, params: dict[str, Any], until: float) -> None:
+        """Hold the failed rows ``params["ids"]`` back; ``batch.settle_error`` says why
+        when that failed (they are then claimed again once the lease ends)."""
+        if not await self.write([stmt], params, until):
+            batch.settle_error = f"holding failed rows back: {self.write_error}"
 
     async def write(self, stmts: Sequence[Any], params: dict[str, Any], until: float) -> bool:
-        """Run settle statements in one transaction, retrying database failures until
-        monotonic ``until``."""
+        """Run settle statements on the rows ``params["ids"]`` in one transaction (on
+        SQLite ``ids_per_statement`` ids at a time: one line of the sent log each; halved
+        while SQLite says they are too many), retrying database failures until monotonic
+        ``until``."""
+        ids: list[int] = params["ids"]
         delay = 0.05
         while True:
+            step = self.ids_per_statement or max(len(ids), 1)
+            slices = [{**params, "ids": ids[n : n + step]} for n in range(0, len(ids), step)]
             try:
                 async with self.settings.engine.begin() as conn:
-                    for stmt in stmts:
-                        await conn.execute(stmt, params)
+                    for part in slices or [params]:
+                        for stmt in stmts:
+                            await conn.execute(stmt, part)
                 return True
             except Exception as exc:
+                if self.ids_per_statement and self.ids_per_statement > 1 and _too_many(exc):
+                    # A build with a lower limit than its version's default: fewer at once.
+                    self.ids_per_statement //= 2
+                    continue
                 if time.monotonic() + delay > until:
-                    self.write_error = f"{type(exc).__name__}: {brief(exc)}"
+                    self.write_error = error_text(exc)
                     log.error(
-                        "outbox relay: could not settle %d rows (%s: %s); they will be sent "
+                        "outbox relay: could not settle %d rows (%s); they will be sent "
                         "again when their lease expires",
                         len(params["ids"]),
-                        type(exc).__name__,
-                        brief(exc),
+                        self.write_error,
                     )
                     return False
-                log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
+                log.warning("outbox relay: settling rows failed, retrying: %s", error_text(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
 
+def _too_many(exc: BaseException) -> bool:
+    """Whether SQLite refused a statement for binding more values than it allows."""
+    return "too many SQL variables" in str(exc)
+
+
+async def sqlite_ids_per_statement(engine: AsyncEngine) -> int:
+    """How many row ids a settle statement may bind on ``engine``'s SQLite: its limit on
+    bound values (by its version), less room for the statement's other values."""
+    async with engine.connect() as conn:
+        version = str((await conn.execute(text("SELECT sqlite_version()"))).scalar_one())
+    numbers = tuple(int(n) for n in version.split(".")[:3] if n.isdigit())
+    limit = SQLITE_VARIABLES if numbers >= (3, 32, 0) else 999
+    return limit - SETTLE_PARAMETERS
+
+
 def _by_reason(parked: Mapping[int, str]) -> dict[str, list[int]]:
+    """Parked row ids by the ``last_error`` each gets (``parked: why``, storable)."""
     by_reason: dict[str, list[int]] = {}
     for row_id, why in parked.items():
-        by_reason.setdefault(why, []).append(row_id)
+        by_reason.setdefault(storable(f"parked: {why}"), []).append(row_id)
     return by_reason
 
 
@@ -372,17 +433,18 @@ class LeaseClaims(ClaimStrategy):
     ) -> bool:
         s = self.settings
         if result.parked:
-            await self.park(result.parked, batch.lease_until + s.lease)
+            await self.park(batch, result.parked, batch.lease_until + s.lease)
         if result.failed:
             # Release before telling the next batch: a claim made after this point must see
             # these rows waiting to retry (they block their keys).
-            await self.write(
-                [self._release],
+            await self.hold(
+                batch,
+                self._release,
                 {
                     "ids": result.failed,
                     "token": s.owner,
                     "until": utcnow() + timedelta(seconds=s.retry_delay),
-                    "error": _error_text(result.error),
+                    "error": error_text(result.error),
                 },
                 batch.lease_until,
             )
@@ -572,12 +634,12 @@ class LockClaims(ClaimStrategy):
         hold = {
             "ids": failed,
             "until": now + timedelta(seconds=s.retry_delay),
-            "error": _error_text(result.error),
+            "error": error_text(result.error),
         }
         reasons = _by_reason(parked)
         try:
             for why, ids in reasons.items():  # in the claim's transaction: it holds the rows
-                await conn.execute(self._park, {"ids": ids, "error": f"parked: {why}"})
+                await conn.execute(self._park, {"ids": ids, "error": why})
             if failed:
                 await conn.execute(self._backoff, hold)
             if done:
@@ -597,13 +659,13 @@ class LockClaims(ClaimStrategy):
                     self._committed.set()
         except Exception as exc:
             self._mine.pop(batch.ids[0], None)
-            log.warning("outbox relay: settling rows failed, retrying: %s", brief(exc))
+            log.warning("outbox relay: settling rows failed, retrying: %s", error_text(exc))
             with contextlib.suppress(Exception):
                 await conn.close()
             if parked:
-                await self.park(parked, batch.lease_until + s.lease)
+                await self.park(batch, parked, batch.lease_until + s.lease)
             if failed:
-                await self.write([self._backoff], hold, batch.lease_until)
+                await self.hold(batch, self._backoff, hold, batch.lease_until)
             return bool(done) and await self.write(
                 self._marks, {"ids": done, "now": now}, batch.lease_until + s.lease
             )
