@@ -63,6 +63,7 @@ def _json_enc_hook(value: Any) -> Any:
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+_QUOTE = ord('"')
 
 
 class JsonCodec:
@@ -78,11 +79,6 @@ class JsonCodec:
     def encode(self, value: Any) -> bytes:
         """Encode ``value``; NaN, infinities and a bare ``bytes`` payload are refused (JSON
         would carry them as ``null`` and base64 text, silently changing the payload)."""
-        if isinstance(value, _BYTES_LIKE):
-            raise EncodeError(
-                "the JSON codec would turn a bytes payload into base64 text: emit bytes with "
-                "codec='raw' (or 'protobuf-binary' for protobuf messages)"
-            )
         try:
             body = self._encoder.encode(value)
         except (NotImplementedError, TypeError) as exc:
@@ -92,7 +88,16 @@ class JsonCodec:
                     "codec='protobuf' (protojson, Go compatible) or codec='protobuf-binary'"
                 ) from exc
             raise EncodeError(str(exc)) from exc
-        if b"null" in body and _has_non_finite(value):
+        # Checked on the result, which is cheaper than on every value: bytes encode as a
+        # JSON string (base64), NaN and infinities as null.
+        if body[0] == _QUOTE and isinstance(value, _BYTES_LIKE):
+            raise EncodeError(
+                "the JSON codec would turn a bytes payload into base64 text: emit bytes with "
+                "codec='raw' (or 'protobuf-binary' for protobuf messages)"
+            )
+        # find, not ``in``: ``bytes in bytes`` first tries the needle as an integer and
+        # raises and clears a TypeError, which costs twice the search.
+        if body.find(b"null") >= 0 and _has_non_finite(value):
             raise EncodeError(
                 "the payload holds NaN or an infinity, which JSON cannot carry (it would "
                 "arrive as null); send a finite number, a string, or null yourself"

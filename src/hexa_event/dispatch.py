@@ -45,6 +45,16 @@ from . import envelope as env
 from .codecs import Codec, get_codec, json_decoder
 from .context import Context, new_correlation_id
 from .driver import Delivery, Features
+from .envelope import (
+    ATTEMPT,
+    DELIVER_AT,
+    EVENT_ID,
+    EVENT_TIME,
+    PAYLOAD_ENCODER,
+    REPLY_CHANNEL,
+    ROOT_EVENT_ID,
+    SOURCE_CHANNEL,
+)
 from .errors import ConfigurationError, PermanentError
 from .event import Message
 from .middleware import Handler
@@ -125,6 +135,7 @@ class Dispatcher:
         self._publish = publish
         self._delayed_nack = features.delayed_nack
         self._route = route
+        self._action = route.chain.action
         self._closing = closing
         self.counters = Counters()
         self.publish_error = ""
@@ -253,23 +264,23 @@ class Dispatcher:
             source_channel = not self._route.chain.retry_number_of(channel)
             if len(self._source_channels) < _CHANNELS_KEPT:
                 self._source_channels[channel] = source_channel
-        if not source_channel or env.ATTEMPT in headers or env.DELIVER_AT in headers:
+        if not source_channel or ATTEMPT in headers or DELIVER_AT in headers:
             return None
         get = headers.get
         try:
-            raw = get(env.PAYLOAD_ENCODER)
+            raw = get(PAYLOAD_ENCODER)
             if raw and raw != b"json":
                 return None
             raw = get(USER)
             if raw and raw != GUEST_WIRE:
                 return None
-            raw = get(env.EVENT_ID)
+            raw = get(EVENT_ID)
             event_id = raw.decode() if raw else delivery.coordinates
-            raw = get(env.ROOT_EVENT_ID)
+            raw = get(ROOT_EVENT_ID)
             root_id = raw.decode() if raw else event_id
-            raw = get(env.SOURCE_CHANNEL)
+            raw = get(SOURCE_CHANNEL)
             source = raw.decode() if raw else channel
-            raw = get(env.REPLY_CHANNEL)
+            raw = get(REPLY_CHANNEL)
             reply = raw.decode() if raw else ""
             raw = get(CORRELATION_ID)
             correlation_id = raw.decode() if raw else new_correlation_id()
@@ -283,7 +294,7 @@ class Dispatcher:
             payload = decode(record.body)
             view = MappingProxyType(headers)
             native = delivery.native
-            action = self._route.chain.action
+            action = self._action
             # positional, in the fields' order (cheaper than keywords)
             ctx = Context(
                 correlation_id, locale, None, {}, "", "", {}, event_id, action, root_id, action
@@ -292,7 +303,7 @@ class Dispatcher:
                 ctx = propagator.w3c(headers, ctx)
         except Exception:  # the careful path says what is wrong, if anything
             return None
-        raw_time = get(env.EVENT_TIME)
+        raw_time = get(EVENT_TIME)
         timestamp = self._times.get(raw_time) if type(raw_time) is bytes else None
         if timestamp is None:
             timestamp = self._emit_time(raw_time, lambda: delivery.timestamp)

@@ -101,8 +101,13 @@ class Emitter:
         """
         self._check_open()
         if self._streams and (ctx is None or isinstance(ctx, Context)):
-            records = self.envelope.seal_many(events, ctx if ctx is not None else Context())
-            return await self._publish_records(records) if records else []
+            ids: list[str] = []
+            records = self.envelope.seal_many(
+                events, ctx if ctx is not None else Context(), ids=ids
+            )
+            if records:
+                await self._publish_records(records)
+            return ids
         batch = events if isinstance(events, Sequence) else list(events)
         if not batch:
             return []
@@ -244,16 +249,17 @@ class Emitter:
     async def _seal_and_publish(
         self, events: Sequence[Event[Any]], contexts: Sequence[Context]
     ) -> list[str]:
-        return await self._publish_records(self.envelope.seal_each(events, contexts))
+        ids: list[str] = []
+        await self._publish_records(self.envelope.seal_each(events, contexts, ids=ids))
+        return ids
 
-    async def _publish_records(self, records: list[RawRecord]) -> list[str]:
+    async def _publish_records(self, records: list[RawRecord]) -> None:
         if self.driver.features.scheduled_publish:
             records = _scheduled(records)
         if self._publish is None:
             await self.driver.publish(records)
         else:
             await self._publish(Publication(records))
-        return [record.headers[EVENT_ID].decode() for record in records]
 
 
 def _scheduled(records: list[RawRecord]) -> list[RawRecord]:

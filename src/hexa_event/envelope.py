@@ -97,23 +97,32 @@ class Envelope:
         return _Sealer(self, self.context_headers(ctx), ctx).seal(event)
 
     def seal_many(
-        self, events: Iterable[Event[Any]], ctx: Context | None = None
+        self,
+        events: Iterable[Event[Any]],
+        ctx: Context | None = None,
+        *,
+        ids: list[str] | None = None,
     ) -> list[RawRecord]:
-        """Seal a batch that shares one context (a fresh one for the batch when None)."""
-        seal = _Sealer(self, self.context_headers(ctx), ctx).seal
+        """Seal a batch that shares one context (a fresh one for the batch when None);
+        append each record's event id to ``ids`` when given."""
+        seal = _Sealer(self, self.context_headers(ctx), ctx, ids).seal
         return [seal(event) for event in events]
 
     def seal_each(
-        self, events: Sequence[Event[Any]], contexts: Sequence[Context]
+        self,
+        events: Sequence[Event[Any]],
+        contexts: Sequence[Context],
+        *,
+        ids: list[str] | None = None,
     ) -> list[RawRecord]:
         """Seal ``events[i]`` with ``contexts[i]``; a context shared by neighbours is
-        propagated once."""
+        propagated once. Each record's event id is appended to ``ids`` when given."""
         out: list[RawRecord] = []
         last: Context | None = None
         seal = None
         for event, ctx in zip(events, contexts, strict=True):
             if ctx is not last or seal is None:
-                seal = _Sealer(self, self.context_headers(ctx), ctx).seal
+                seal = _Sealer(self, self.context_headers(ctx), ctx, ids).seal
                 last = ctx
             out.append(seal(event))
         return out
@@ -140,15 +149,22 @@ class _Sealer:
         "_context_headers",
         "_ctx",
         "_envelope",
+        "_ids",
         "_last_ms",
         "_last_ms_text",
         "_templates",
     )
 
     def __init__(
-        self, envelope: Envelope, context_headers: Mapping[str, bytes], ctx: Context | None = None
+        self,
+        envelope: Envelope,
+        context_headers: Mapping[str, bytes],
+        ctx: Context | None = None,
+        ids: list[str] | None = None,
     ) -> None:
         self._envelope = envelope
+        self._ids = ids
+        """Where each sealed record's event id goes, if anywhere (the emitter returns them)."""
         self._context_headers = context_headers
         self._ctx = ctx
         self._templates: dict[int, dict[str, bytes]] = {}
@@ -201,6 +217,8 @@ class _Sealer:
             self._last_ms, self._last_ms_text = emitted_ms, str(emitted_ms).encode()
         headers[EVENT_ID] = event_id.encode()
         headers[EVENT_TIME] = self._last_ms_text
+        if self._ids is not None:
+            self._ids.append(event_id)
         if event.reply_channel:
             headers[REPLY_CHANNEL] = event.reply_channel.encode()
         if event.deliver_at is not None or event.delay:

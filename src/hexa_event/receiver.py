@@ -484,6 +484,7 @@ class Receiver:
         wake = info.settle_wake
         unsettled, waiting = info.unsettled, info.waiting
         closing = self._closing
+        ack, nack = Outcome.ACK, Outcome.NACK
 
         def restart(deliveries: Iterable[Delivery]) -> None:
             """Their stall clocks start now: they waited behind the head of their lane (held
@@ -521,7 +522,10 @@ class Receiver:
                                 await failed(delivery, ctx, message, exc)
                             else:
                                 counters.handled += 1
-                                delivery.ack()
+                                if delivery.outcome is None:  # delivery.ack(), inline
+                                    delivery.outcome = ack
+                                else:
+                                    delivery.ack()  # raises AlreadySettledError
                                 if dispatcher.given_back:
                                     dispatcher.went_through(message.id)
                     except (Exception, asyncio.CancelledError) as exc:
@@ -539,7 +543,7 @@ class Receiver:
                             waiting[delivery] = due
                             info.room.set()  # it left the window
                         return due
-                    if delivery.outcome is Outcome.NACK and closing.is_set():
+                    if delivery.outcome is nack and closing.is_set():
                         for later in islice(queue, 1, None):  # given back at shutdown: so is
                             if later.outcome is None:  # the rest of its key (never ahead of it)
                                 later.nack()

@@ -17,6 +17,9 @@ from ..kit.driver import channel_pattern
 
 PartitionId = tuple[str, int]
 
+_KEYS_KEPT = 10_000
+"""Keys whose partition the broker remembers (forgotten all at once past that)."""
+
 
 @dataclass(slots=True, eq=False)
 class Member:
@@ -48,30 +51,40 @@ class StoredRecord(msgspec.Struct, gc=False):
 @dataclass(slots=True)
 class PartitionState:
     """One group's progress through one partition; ``position``: the next offset its owner
-    reads (the committed one when it got the partition)."""
+    reads (the committed one when it got the partition).
+
+    Delivery counts: every offset from ``fresh`` on was never delivered to the group (its
+    count is 1 when it is); ``redelivered`` holds the counts of the offsets below it that
+    were delivered more than once and are not committed yet, so a first delivery, the
+    common case, writes no count at all."""
 
     committed: int
     position: int = 0
     acked: set[int] = field(default_factory=set)
-    delivery_counts: dict[int, int] = field(default_factory=dict)
+    fresh: int = 0
+    redelivered: dict[int, int] = field(default_factory=dict)
     owner: Member | None = None
 
     def delivered(self, offset: int) -> int:
         """Count one more delivery of ``offset``; return the count."""
-        count = self.delivery_counts[offset] = self.delivery_counts.get(offset, 0) + 1
+        if offset >= self.fresh:
+            self.fresh = offset + 1
+            return 1
+        count = self.redelivered[offset] = self.redelivered.get(offset, 1) + 1
         return count
 
     def ack(self, offset: int) -> None:
         if offset == self.committed and not self.acked:  # in order: move the mark at once
-            self.delivery_counts.pop(offset, None)
             self.committed = offset + 1
+            if self.redelivered:
+                self.redelivered.pop(offset, None)
             return
         if offset < self.committed:
             return
         self.acked.add(offset)
         while self.committed in self.acked:
             self.acked.discard(self.committed)
-            self.delivery_counts.pop(self.committed, None)
+            self.redelivered.pop(self.committed, None)
             self.committed += 1
 
 
@@ -90,6 +103,8 @@ class MemoryBroker:
         self.partition_count = partitions
         self.logs: dict[str, list[list[StoredRecord]]] = {}
         self.groups: dict[str, Group] = {}
+        self._partitions: dict[str, int] = {}
+        """The partitions of recent keys (see :meth:`partition`)."""
 
     @classmethod
     def named(cls, name: str, partitions: int = 4) -> MemoryBroker:
@@ -111,16 +126,32 @@ class MemoryBroker:
         return log
 
     def append(self, records: list[RawRecord]) -> None:
-        now, count = time.time(), self.partition_count
+        now = time.time()
         touched: set[str] = set()
+        partition_of = self._partitions.get
+        channel = None
+        log: list[list[StoredRecord]] = []
         for record in records:
-            log = self.ensure_channel(record.channel)
-            log[zlib.crc32(record.key.encode()) % count].append(StoredRecord(record, now))
-            touched.add(record.channel)
+            if record.channel != channel:  # a batch is mostly one channel's
+                channel = record.channel
+                log = self.ensure_channel(channel)
+                touched.add(channel)
+            number = partition_of(record.key)
+            if number is None:
+                number = self.partition(record.key)
+            log[number].append(StoredRecord(record, now))
         for group in self.groups.values():
             for member in group.members:
                 if any(member.matches(channel) for channel in touched):
                     member.wake()
+
+    def partition(self, key: str) -> int:
+        """The partition of ``key`` (a hash of it), remembered for the next records."""
+        number = zlib.crc32(key.encode()) % self.partition_count
+        if len(self._partitions) >= _KEYS_KEPT:
+            self._partitions.clear()
+        self._partitions[key] = number
+        return number
 
     def join(self, member: Member) -> None:
         group = self.groups.setdefault(member.spec.group, Group())

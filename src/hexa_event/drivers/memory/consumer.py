@@ -6,6 +6,7 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 from ...driver import Delivery, Outcome, Subscription, SubscriptionSpec, SubscriptionStatus
 from ..kit.buffer import DeliveryBuffer
@@ -17,17 +18,26 @@ class MemoryDelivery(Delivery):
 
     __slots__ = ("offset", "pid")
 
+    native = None  # no client message (a class attribute: no property call per event)
+
     def __init__(self, stored: StoredRecord, pid: PartitionId, offset: int, count: int) -> None:
-        # Hot path: the base class's slots set directly. Groups share the stored record; the
-        # core hands handlers its headers read-only.
+        # Hot path: the base class's slots set directly, but ``coordinates``, made when
+        # read (see below). Groups share the stored record; the core hands handlers its
+        # headers read-only.
         self.record = stored.record
-        self.coordinates = f"{pid[0]}-{pid[1]}-{offset}"
         self.delivery_count = count
         self.timestamp = stored.timestamp
         self.outcome = None
         self.delay = 0.0
         self.pid = pid
         self.offset = offset
+
+    @property
+    def coordinates(self) -> str:  # type: ignore[override]
+        """``<channel>-<partition>-<offset>``, made when read: a delivery with an event id
+        of ours is never asked (the id of last resort)."""
+        pid = self.pid
+        return f"{pid[0]}-{pid[1]}-{self.offset}"
 
 
 class MemorySubscription(Subscription):
@@ -51,13 +61,17 @@ class MemorySubscription(Subscription):
         group = self.broker.groups.get(self.spec.group)
         if group is None:
             return
-        for delivery in deliveries:
-            assert isinstance(delivery, MemoryDelivery)
+        partitions = group.partitions
+        last: PartitionId | None = None
+        state = None
+        ack = Outcome.ACK
+        for delivery in cast(Sequence[MemoryDelivery], deliveries):  # ours, from fetch
             pid, offset = delivery.pid, delivery.offset
-            state = group.partitions.get(pid)
+            if pid is not last:  # a fetch hands out runs of one partition
+                last, state = pid, partitions.get(pid)
             if state is None:
                 continue
-            if delivery.outcome is Outcome.ACK:
+            if delivery.outcome is ack:
                 state.ack(offset)
             elif state.owner is self.member and not self._buffer.closed:
                 due = time.monotonic() + delivery.delay
@@ -111,6 +125,17 @@ class MemorySubscription(Subscription):
             acked, committed = state.acked, state.committed
             while position < len(log) and len(out) < max_count:
                 if position >= committed and (not acked or position not in acked):
+                    if position >= state.fresh:
+                        # The common case: from here on nothing was delivered to the group
+                        # (so nothing is acked either): each is delivered for the first time
+                        # (what state.delivered says, inline).
+                        end = min(len(log), position + max_count - len(out))
+                        state.fresh = end
+                        out.extend(
+                            [MemoryDelivery(log[n], pid, n, 1) for n in range(position, end)]
+                        )
+                        position = end
+                        continue
                     delivered = state.delivered(position)
                     out.append(MemoryDelivery(log[position], pid, position, delivered))
                 position += 1
