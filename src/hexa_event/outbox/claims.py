@@ -283,7 +283,11 @@ class ClaimStrategy(abc.ABC):
                             await conn.execute(stmt, part)
                 return True
             except Exception as exc:
-                if self.ids_per_statement and self.ids_per_statement > 1 and _too_many(exc):
+                if (
+                    self.ids_per_statement
+                    and self.ids_per_statement > 1
+                    and too_many_variables(exc)
+                ):
                     # A build with a lower limit than its version's default: fewer at once.
                     self.ids_per_statement //= 2
                     continue
@@ -301,7 +305,7 @@ class ClaimStrategy(abc.ABC):
                 delay = min(delay * 2, 2.0)
 
 
-def _too_many(exc: BaseException) -> bool:
+def too_many_variables(exc: BaseException) -> bool:
     """Whether SQLite refused a statement for binding more values than it allows."""
     return "too many SQL variables" in str(exc)
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Table, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ConfigurationError
 from ..numbers import shown
-from .claims import PARKED
+from .claims import PARKED, sqlite_ids_per_statement, too_many_variables
 from .store import outbox_table
 
 IDS_PER_STATEMENT = 10_000
-"""Row ids bound in one statement of :func:`requeue_parked`."""
+"""Row ids bound in one statement of :func:`requeue_parked` on PostgreSQL (its protocol
+binds at most 32,767 values); on SQLite, what its version allows (999 before 3.32), halved
+while a build with a lower limit says they are too many."""
 _LARGEST_ID = 2**63 - 1
 
 
@@ -51,11 +54,26 @@ async def requeue_parked(
         async with db.begin() as conn:
             return int((await conn.execute(stmt)).rowcount)
     wanted = checked_ids(ids)
-    # One bound value per id: in slices, under the databases' limits (32,767 for
-    # PostgreSQL's protocol, 32,766 or fewer for SQLite's), in one transaction.
+    # One bound value per id: in slices, under the databases' limits, in one transaction
+    # (tried again with half as many per statement while SQLite refuses them).
+    step = IDS_PER_STATEMENT
+    if db.dialect.name == "sqlite":
+        step = await sqlite_ids_per_statement(db)
+    while True:
+        try:
+            return await _requeue(db, stmt.where, t.c.id, wanted, step)
+        except Exception as exc:
+            if step > 1 and too_many_variables(exc):
+                step //= 2
+                continue
+            raise
+
+
+async def _requeue(db: AsyncEngine, where: Any, column: Any, ids: list[int], step: int) -> int:
+    """Requeue ``ids``, ``step`` per statement, in one transaction; the rows requeued."""
     total = 0
     async with db.begin() as conn:
-        for start in range(0, len(wanted), IDS_PER_STATEMENT):
-            part = wanted[start : start + IDS_PER_STATEMENT]
-            total += int((await conn.execute(stmt.where(t.c.id.in_(part)))).rowcount)
+        for start in range(0, len(ids), step):
+            part = ids[start : start + step]
+            total += int((await conn.execute(where(column.in_(part)))).rowcount)
     return total
