@@ -17,7 +17,7 @@ from sqlalchemy import DateTime, Integer, Table, bindparam
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ConfigurationError
-from ..numbers import check_number
+from ..numbers import LARGEST, check_number, shown
 from .clock import utcnow
 from .engine import engine_for
 from .health import Progress
@@ -65,8 +65,7 @@ class BatchCleaner:
             maximum=_MAX_INT,
             integer=True,
         )
-        if not interval > 0:  # NaN too: it would make run() clean without pause
-            raise ConfigurationError(f"interval must be positive, got {interval}")
+        check_interval(type(self).__name__, interval)
         self.engine, self._owns_engine = engine_for(db)
         self.table = table
         self.retention = retention
@@ -187,6 +186,19 @@ class BatchCleaner:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def check_interval(owner: str, interval: object) -> None:
+    """Refuse an ``interval`` asyncio cannot wait (NaN, not positive, a bool, a text, 400
+    digits: ``run()`` died of OverflowError at its first pause), naming ``owner``'s option;
+    the shared number check, worded for the seconds between runs."""
+    try:
+        check_number(f"{owner} interval", interval, above=True)
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"{owner}: interval must be positive seconds, at most {LARGEST:g}; got "
+            f"{shown(interval)}"
+        ) from None
 
 
 def what_of(cleaner: BatchCleaner) -> str:

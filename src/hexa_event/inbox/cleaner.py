@@ -13,8 +13,6 @@ from sqlalchemy import Table, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._sql.cleaner import CUTOFF, LIMIT, BatchCleaner
-from ..errors import ConfigurationError
-from ..numbers import LARGEST, shown
 from .store import check_table_dialect, resolve_table
 
 
@@ -39,7 +37,6 @@ class InboxCleaner(BatchCleaner):
         unhealthy_after: float = 60.0,
     ) -> None:
         table = resolve_table(table, schema, table_prefix, owner="InboxCleaner")
-        check_interval("InboxCleaner", interval)
         super().__init__(
             db,
             table=table,
@@ -54,17 +51,3 @@ class InboxCleaner(BatchCleaner):
         t = self.table
         expired = select(t.c.event_id, t.c.action).where(t.c.processed_at < CUTOFF).limit(LIMIT)
         return delete(t).where(tuple_(t.c.event_id, t.c.action).in_(expired))
-
-
-def check_interval(owner: str, interval: object) -> None:
-    """Refuse an ``interval`` asyncio cannot wait (NaN, not positive, a text, 400 digits:
-    ``run()`` died of OverflowError at its first pause), naming ``owner``'s option."""
-    if (
-        isinstance(interval, bool)
-        or not isinstance(interval, int | float)
-        or not 0 < interval <= LARGEST
-    ):
-        raise ConfigurationError(
-            f"{owner}: interval must be positive seconds, at most {LARGEST:g}; got "
-            f"{shown(interval)}"
-        )

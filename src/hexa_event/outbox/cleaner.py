@@ -15,8 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._sql.cleaner import CUTOFF, LIMIT, BatchCleaner
 from .._sql.names import check_dialect
-from ..errors import ConfigurationError
-from ..numbers import LARGEST, shown
 from .sentlog import clean_statement, has_sent_log
 from .store import names_of, resolve_table
 
@@ -49,7 +47,6 @@ class OutboxCleaner(BatchCleaner):
         unhealthy_after: float = 60.0,
     ) -> None:
         table = resolve_table(table, schema, table_prefix, owner="OutboxCleaner")
-        check_interval("OutboxCleaner", interval)
         super().__init__(
             db,
             table=table,
@@ -87,17 +84,3 @@ class OutboxCleaner(BatchCleaner):
         if logged:
             log.info("deleted the sent-log lines of %d %s", logged, self.what)
         return total + logged
-
-
-def check_interval(owner: str, interval: object) -> None:
-    """Refuse an ``interval`` asyncio cannot wait (NaN, not positive, a text, 400 digits:
-    ``run()`` died of OverflowError at its first pause), naming ``owner``'s option."""
-    if (
-        isinstance(interval, bool)
-        or not isinstance(interval, int | float)
-        or not 0 < interval <= LARGEST
-    ):
-        raise ConfigurationError(
-            f"{owner}: interval must be positive seconds, at most {LARGEST:g}; got "
-            f"{shown(interval)}"
-        )
