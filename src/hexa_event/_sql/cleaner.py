@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 _MAX_INT = 2**31 - 1
 
+SHORTEST_INTERVAL = 0.001
+"""The shortest pause between the runs of a loop (a cleaner's ``interval``, the outbox
+relay's ``poll_interval`` and ``stats_interval``), in seconds: 1e-300 is no pause, and the
+loop took a core and the database's time while it looked healthy."""
+
 CUTOFF = bindparam("cutoff", type_=DateTime(timezone=True))
 """The ``:cutoff`` parameter (a UTC datetime) of a cleaner's delete statement."""
 LIMIT = bindparam("limit", type_=Integer())
@@ -190,14 +195,15 @@ class BatchCleaner:
 
 def check_interval(owner: str, interval: object) -> None:
     """Refuse an ``interval`` asyncio cannot wait (NaN, not positive, a bool, a text, 400
-    digits: ``run()`` died of OverflowError at its first pause), naming ``owner``'s option;
-    the shared number check, worded for the seconds between runs."""
+    digits: ``run()`` died of OverflowError at its first pause) or that is no pause (under
+    :data:`SHORTEST_INTERVAL`), naming ``owner``'s option; the shared number check, worded
+    for the seconds between runs."""
     try:
-        check_number(f"{owner} interval", interval, above=True)
+        check_number(f"{owner} interval", interval, minimum=SHORTEST_INTERVAL)
     except ConfigurationError:
         raise ConfigurationError(
-            f"{owner}: interval must be positive seconds, at most {LARGEST:g}; got "
-            f"{shown(interval)}"
+            f"{owner}: interval must be positive seconds, from {SHORTEST_INTERVAL:g} to "
+            f"{LARGEST:g}; got {shown(interval)}"
         ) from None
 
 

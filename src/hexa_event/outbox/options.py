@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from .._sql.cleaner import SHORTEST_INTERVAL
 from ..errors import ConfigurationError
 from ..numbers import check_number, shown
 from .stats import MAX_LIMIT, check_limit
@@ -45,7 +46,7 @@ def check_relay_options(
 ) -> None:
     """Raise :class:`ConfigurationError` naming the first option out of its range."""
     check_number("OutboxRelay unhealthy_after", unhealthy_after, above=True)
-    check_number("OutboxRelay stats_interval", stats_interval, above=True)
+    check_number("OutboxRelay stats_interval", stats_interval, minimum=SHORTEST_INTERVAL)
     check_limit("OutboxRelay backlog_limit", backlog_limit)
     if max_unsent_age is not None:
         check_number("OutboxRelay max_unsent_age", max_unsent_age, above=True)
@@ -61,10 +62,10 @@ def check_relay_options(
     if not (
         _seconds(lease, 0.001)
         and _seconds(retry_delay, 0)
-        and _seconds(poll_interval, 0, above=True)
+        and _seconds(poll_interval, SHORTEST_INTERVAL)
     ):
         raise ConfigurationError(
-            "lease (from 0.001 s) and poll_interval must be positive and retry_delay not "
+            f"lease and poll_interval must be from {SHORTEST_INTERVAL:g} s and retry_delay not "
             f"negative, each at most {MAX_SECONDS:.0f} s (about 24 days); got "
             f"lease={shown(lease)}, retry_delay={shown(retry_delay)}, "
             f"poll_interval={shown(poll_interval)}"
