@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .problems import brief
+from .problems import brief, escaped
 
 
 @dataclass(slots=True)
@@ -39,8 +39,12 @@ class Progress:
         self._streaks: dict[str, Streak] = {}
 
     def failed(self, step: str, error: BaseException | str) -> None:
-        """One more failure of ``step``; logs once when the step turns failing."""
-        text = error if isinstance(error, str) else f"{type(error).__name__}: {brief(error)}"
+        """One more failure of ``step``; logs once when the step turns failing. Its text
+        (an error's, or one given) is escaped: no NUL, no lone surrogate in logs or
+        health reports."""
+        text = (
+            escaped(error) if isinstance(error, str) else f"{type(error).__name__}: {brief(error)}"
+        )
         streak = self._streaks.get(step)
         if streak is None:
             streak = self._streaks[step] = Streak(

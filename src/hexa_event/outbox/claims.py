@@ -49,7 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._sql.clock import utcnow
-from .._sql.problems import brief
+from .._sql.problems import brief, escaped
 from ..driver import RawRecord
 from .sentlog import TIMESTAMP, has_sent_log, ids_match, mark_statements
 from .store import decode_headers
@@ -160,10 +160,7 @@ def storable(text: str) -> str:
     most 1,000 characters. An error's text is the broker's or the driver's, which may echo
     anything (a key, a header): stored as it came, it made every write settling the batch
     fail."""
-    if text.isascii() and "\x00" not in text:
-        return text[:1000]
-    escaped = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return escaped.replace("\x00", "\\x00")[:1000]
+    return escaped(text)[:1000]
 
 
 def error_text(error: BaseException | None) -> str:
