@@ -218,22 +218,41 @@ class OutboxRelay:
         """Publish result of the last batch claimed: the next one publishes after it."""
         self._claiming = asyncio.Lock()
         """One claim at a time: each batch chains on the one claimed before it."""
+        self._claim_task: asyncio.Future[Claimed | None] | None = None
+        """The claim running now, if any (:meth:`close` cancels one that hangs)."""
+        self._cut_short = ""
+        """What :meth:`close` had to cut short (a claim that did not return), for health."""
 
     # -- one batch ---------------------------------------------------------------------------
 
     async def _claim(self) -> Claimed | None:
+        """The next batch, None when nothing is ready or the relay is closed. The claim is
+        a task of its own: :meth:`close` cancels one that has not returned (the database
+        does not answer) once the lease is over, and the caller then gets None."""
+        if self._closed:
+            return None
         monitor = self._monitor
         monitor.claiming_since = time.monotonic()
+        claim = self._claim_task = asyncio.ensure_future(self._claim_rows())
         try:
-            await self._claims.prepare()
-            batch = await self._claims.claim()
+            batch = await claim
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if claim.cancelled() and self._closed and (caller is None or not caller.cancelling()):
+                return None  # close() cut the claim short, not the caller's task
+            raise
         except Exception as exc:
             monitor.progress.failed("claiming", exc)
             raise
         finally:
             monitor.claiming_since = None
+            self._claim_task = None
         monitor.progress.succeeded("claiming")
         return batch
+
+    async def _claim_rows(self) -> Claimed | None:
+        await self._claims.prepare()
+        return await self._claims.claim()
 
     async def _claim_next(
         self,
@@ -582,6 +601,8 @@ class OutboxRelay:
         reasons = list(problems)
         if state != "running" and not reasons:
             reasons.append(f"relay is {state}")
+        if self._cut_short:
+            reasons.append(self._cut_short)
         return {
             "relay": f"{self.table.fullname} -> {self.driver.features.name}",
             "state": state,
@@ -600,7 +621,8 @@ class OutboxRelay:
     async def close(self) -> None:
         """Stop; let :meth:`run`, :meth:`drain` and :meth:`run_once` settle the batches in
         flight (for up to ``lease`` seconds; then they are cancelled, their rows sent again
-        later) and return; release the engine if the relay created it. A closed relay
+        later, and so is a claim the database has not answered: health and the log say so)
+        and return; release the engine if the relay created it. A closed relay
         refuses to drain or run a batch again (:class:`~hexa_event.errors.ClosedError`);
         its :meth:`run` returns at once. Idempotent."""
         self.stop()
@@ -612,9 +634,30 @@ class OutboxRelay:
             if pending:
                 for task in list(self._deliveries):
                     task.cancel()
-                await asyncio.wait(pending, timeout=min(self.lease, 5.0))
+                self._cancel_claim()
+                _, pending = await asyncio.wait(pending, timeout=min(self.lease, 5.0))
+            if pending:
+                log.error(
+                    "outbox relay: close() gave up waiting for %d of run(), drain() and "
+                    "run_once() after cancelling their batches; the engine is released "
+                    "under them",
+                    len(pending),
+                )
         if self._owns_engine:
             await self.engine.dispose()
+
+    def _cancel_claim(self) -> None:
+        """Cancel the claim running now, if any: the database did not answer it within the
+        lease :meth:`close` waited. Nothing was claimed by it (or, committed just then,
+        its rows' leases run out and they are claimed again); said in health and the log."""
+        claim = self._claim_task
+        if claim is None or claim.done():
+            return
+        since = self._monitor.claiming_since
+        age = time.monotonic() - since if since is not None else 0.0
+        self._cut_short = f"close() cancelled a claim that had not returned for {age:.0f}s"
+        log.error("outbox relay: %s (the database does not answer)", self._cut_short)
+        claim.cancel()
 
     async def __aenter__(self) -> OutboxRelay:
         return self
