@@ -153,7 +153,10 @@ class Receiver:
     finished is given back (delivered again, never acked). Add the time to write the last
     settlements (at most 10 s when the driver cannot), to close the subscriptions (at most
     10 s: one whose close hangs is left to the driver's close) and, only for a coroutine
-    handler that suppresses its cancellation, 1 s before it is left behind.
+    handler that suppresses its cancellation, 1 s before it is left behind; a driver's
+    fetch, settle or lag call that ignores its cancellation costs 1 s more (once for the
+    fetch and lag loops, once for the settle loops) and is left behind, named in the log
+    (what it did not settle is delivered again).
 
     ``concurrency`` bounds the handlers running at once per subscription; up to four times
     as many events (at least 256) may be held unsettled, and beside them up to 4 times that
@@ -746,9 +749,7 @@ class Receiver:
             ]
             if self._lag_task is not None:
                 fetchers.append(self._lag_task)
-            for task in fetchers:
-                task.cancel()
-            await asyncio.gather(*fetchers, return_exceptions=True)
+            await self._stop_tasks(fetchers, "fetching or sampling the lag")
             lanes = [info.lanes for info in self._subs.values() if info.lanes is not None]
             for lane in lanes:
                 lane.wake_parked()
@@ -775,15 +776,34 @@ class Receiver:
                 info.last_settle = True
                 info.settle_wake.set()
             await self._final_settle()
-            for info in self._subs.values():
-                for task in info.tasks:
-                    task.cancel()
-                await asyncio.gather(*info.tasks, return_exceptions=True)
+            await self._stop_tasks(
+                [task for info in self._subs.values() for task in info.tasks],
+                "writing settlements",
+            )
             await self._close_subscriptions(
                 {a: i.subscription for a, i in self._subs.items() if i.subscription is not None}
             )
             self._closed.set()
             logger.info("receiver %s closed", self.name)
+
+    async def _stop_tasks(self, tasks: list[asyncio.Task[None]], doing: str) -> None:
+        """Cancel ``tasks`` and wait ``_UNWIND_GRACE`` for them to end: a driver call that
+        ignores its cancellation (a fetch or settle that hangs) must not hold close() up
+        past its bound; such a task is named and left behind (what it did not settle is
+        delivered again)."""
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=_UNWIND_GRACE)
+        for task in late:
+            logger.error(
+                "receiver %s: %s (task %s) ignores its cancellation; left behind (events it "
+                "did not settle are delivered again)",
+                self.name,
+                doing,
+                task.get_name(),
+            )
 
     async def _close_subscriptions(self, subscriptions: dict[str, Subscription]) -> None:
         """Close them all at once, within ``_SUBSCRIPTION_CLOSE_TIMEOUT``: a driver's close
@@ -836,7 +856,17 @@ class Receiver:
         if infos:
             await asyncio.wait([info.tasks[1] for info in infos], timeout=_FINAL_SETTLE_TIMEOUT)
         for info in infos:
-            if info.pending:
+            if not info.tasks[1].done():
+                logger.error(
+                    "receiver %s: writing the settlements of %s did not end within %.0fs; "
+                    "given up (those not written, %d besides the call in flight, are "
+                    "delivered again)",
+                    self.name,
+                    info.action,
+                    _FINAL_SETTLE_TIMEOUT,
+                    len(info.pending),
+                )
+            elif info.pending:
                 logger.error(
                     "receiver %s: %d settlements of %s could not be written (%s); those "
                     "events will be delivered again",

@@ -1,0 +1,85 @@
+"""Left-overs of the receiver review (session 32): close keeps its bound whatever the
+driver ignores, nothing it starts runs on unowned, and health names what cannot progress.
+Each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+import hexa_event as he
+from hexa_event import receiver as receiver_module
+from hexa_event.driver import Delivery, Subscription, SubscriptionSpec
+from hexa_event.testing import Collector
+
+
+async def deaf(release: asyncio.Event, entered: asyncio.Event) -> None:
+    """Hang until ``release``, ignoring every cancellation (a driver call that does)."""
+    entered.set()
+    while not release.is_set():
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            continue
+
+
+def on_subscription(conn: he.Connection, change: Any) -> None:
+    """Call ``change(spec, subscription)`` on each subscription the driver makes."""
+    subscribe = conn.driver.subscribe
+
+    async def changed(spec: SubscriptionSpec) -> Subscription:
+        subscription = await subscribe(spec)
+        change(spec, subscription)
+        return subscription
+
+    conn.driver.subscribe = changed  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("call", ["settle", "fetch"])
+async def test_close_is_bounded_when_a_settle_or_fetch_ignores_cancellation(
+    call: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # close() cancelled the settle loop (after its 10 s) and the fetch loop, then waited for
+    # them without bound: a driver's settle or fetch that ignores cancellation held close()
+    # (and a service's stop) for good.
+    monkeypatch.setattr(receiver_module, "_FINAL_SETTLE_TIMEOUT", 0.5)
+    conn = he.connect(f"memory://leftovers-close-{call}")
+    release, entered = asyncio.Event(), asyncio.Event()
+
+    def change(spec: SubscriptionSpec, subscription: Subscription) -> None:
+        if call == "settle":
+
+            async def settle(deliveries: Sequence[Delivery]) -> None:
+                await deaf(release, entered)
+
+            subscription.settle = settle  # type: ignore[method-assign]
+        else:
+
+            async def fetch(room: int) -> Sequence[Delivery]:
+                await deaf(release, entered)
+                return ()
+
+            subscription.fetch = fetch  # type: ignore[method-assign]
+
+    on_subscription(conn, change)
+    receiver = conn.receiver("svc", drain_timeout=1)
+    receiver.subscribe("c", action="a", handler=Collector().add_message)
+    await receiver.start()
+    await conn.emitter().emit(he.Event("c", "k", {"n": 1}))
+    await asyncio.wait_for(entered.wait(), 10)
+    began = time.monotonic()
+    try:
+        with caplog.at_level(logging.ERROR, logger="hexa_event.receiver"):
+            await asyncio.wait_for(receiver.close(), 10)
+        assert time.monotonic() - began < 6
+        assert "ignores its cancellation; left behind" in caplog.text
+        if call == "settle":
+            assert "writing the settlements of a did not end" in caplog.text
+    finally:
+        release.set()
+    await conn.close()
