@@ -212,6 +212,8 @@ class Receiver:
         """The closing, in a task of its own (see :meth:`close`)."""
         self._hurry = asyncio.Event()
         self._failure: ReceiverFailedError | None = None
+        self._behind: set[asyncio.Future[None]] = set()
+        """Closings of subscriptions made by a subscribe left behind (held: not collected)."""
 
     # -- registration -----------------------------------------------------------------------
 
@@ -465,14 +467,40 @@ class Receiver:
                 if not task.done():
                     logger.error(
                         "receiver %s: the driver's provision or subscribe ignores its "
-                        "cancellation; left behind",
+                        "cancellation; left behind (a subscription it still makes is "
+                        "closed when it does)",
                         self.name,
                     )
+                    task.add_done_callback(self._ended_behind)
         if not task.done() or task.cancelled():
             return None
         if self._closing.is_set() and task.exception() is not None:
             return None  # cut by close: not the driver's failure
         return task.result()
+
+    def _ended_behind(self, task: asyncio.Future[Any]) -> None:
+        """A provision or subscribe left behind (see :meth:`_unless_closing`) ended: a
+        subscription it made is closed (nobody else owns it: its group membership and
+        prefetched events would be held until the driver closes), an error only logged."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            logger.info(
+                "receiver %s: a provision or subscribe left behind ended: %s",
+                self.name,
+                error_text(error),
+            )
+            return
+        result = task.result()
+        if isinstance(result, Subscription):
+            logger.warning(
+                "receiver %s: a subscribe left behind at close made a subscription; closing it",
+                self.name,
+            )
+            closing = asyncio.ensure_future(self._close_subscriptions({"(left behind)": result}))
+            self._behind.add(closing)
+            closing.add_done_callback(self._behind.discard)
 
     def _work(self, info: SubscriptionInfo) -> Callable[[deque[Delivery]], Any]:
         """The lane runner of a single-message subscription (see :data:`lanes.LaneWork`):

@@ -15,7 +15,7 @@ import pytest
 import hexa_event as he
 from hexa_event import receiver as receiver_module
 from hexa_event.driver import Delivery, Subscription, SubscriptionSpec
-from hexa_event.testing import Collector
+from hexa_event.testing import Collector, eventually
 
 
 async def deaf(release: asyncio.Event, entered: asyncio.Event) -> None:
@@ -82,4 +82,42 @@ async def test_close_is_bounded_when_a_settle_or_fetch_ignores_cancellation(
             assert "writing the settlements of a did not end" in caplog.text
     finally:
         release.set()
+    await conn.close()
+
+
+async def test_a_subscribe_left_behind_at_close_has_its_subscription_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A subscribe that ignored its cancellation was left behind by start()/close(): when it
+    # returned later, its subscription (group membership, prefetched events) was owned by
+    # nobody and never closed.
+    conn = he.connect("memory://leftovers-subscribe-behind")
+    release, entered = asyncio.Event(), asyncio.Event()
+    subscribe = conn.driver.subscribe
+    closed: list[str] = []
+
+    async def late(spec: SubscriptionSpec) -> Subscription:
+        await deaf(release, entered)
+        subscription = await subscribe(spec)
+        close = subscription.close
+
+        async def closing() -> None:
+            await close()
+            closed.append(spec.group)
+
+        subscription.close = closing  # type: ignore[method-assign]
+        return subscription
+
+    conn.driver.subscribe = late  # type: ignore[method-assign]
+    receiver = conn.receiver("svc")
+    receiver.subscribe("c", action="a", handler=Collector().add_message)
+    starting = asyncio.create_task(receiver.start())
+    await asyncio.wait_for(entered.wait(), 5)
+    with caplog.at_level(logging.WARNING, logger="hexa_event.receiver"):
+        await asyncio.wait_for(receiver.close(), 5)
+        await asyncio.wait_for(starting, 5)
+        assert "ignores its cancellation; left behind" in caplog.text
+        release.set()  # the driver's subscribe ends after all, with a subscription
+        await eventually(lambda: closed == ["a"], within=5)
+    assert "closing it" in caplog.text
     await conn.close()
