@@ -54,7 +54,7 @@ from .driver import Delivery, Features, Outcome, RecordBatch, Subscription
 from .errors import ConfigurationError
 from .event import Message
 from .lanes import wait_set
-from .middleware import Handler, as_async, check_handler
+from .middleware import Handler, Overruns, as_async, check_handler
 from .numbers import check_number
 from .propagation import DefaultPropagator
 from .publishing import PublishCall
@@ -182,14 +182,17 @@ class BatchPlan:
         return one
 
 
-def plan(batch: object, handler: object, *, where: str) -> BatchPlan:
-    """Check ``batch`` and ``handler`` for ``subscribe(batch=...)``; the plan to run them."""
+def plan(
+    batch: object, handler: object, *, where: str, overruns: Overruns | None = None
+) -> BatchPlan:
+    """Check ``batch`` and ``handler`` for ``subscribe(batch=...)``; the plan to run them
+    (a sync handler cancelled while its thread runs on is listed in ``overruns``)."""
     if not isinstance(batch, Batch):
         raise ConfigurationError(
             f"{where}: batch= takes he.Batch(max_size=..., max_wait=...), got {batch!r}"
         )
     check_batch_handler(handler, where=where)
-    run = as_async(handler)  # type: ignore[arg-type]
+    run = as_async(handler, overruns)  # type: ignore[arg-type]
     return BatchPlan(batch, run)  # type: ignore[arg-type]
 
 

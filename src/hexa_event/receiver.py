@@ -44,7 +44,15 @@ from .driver import (
 )
 from .errors import ClosedError, ConfigurationError, DriverError, ReceiverFailedError
 from .lanes import Lanes
-from .middleware import Handler, Middleware, SyncHandler, as_async, chain, check_handler
+from .middleware import (
+    Handler,
+    Middleware,
+    Overruns,
+    SyncHandler,
+    as_async,
+    chain,
+    check_handler,
+)
 from .numbers import check_number
 from .propagation import Propagator, default_propagator
 from .publishing import PublishMiddleware, pipeline
@@ -128,6 +136,8 @@ class SubscriptionInfo:
     """When ``lag`` was sampled (monotonic)."""
     lag_error: str = ""
     """Why the last sample failed, empty when it worked."""
+    overruns: Overruns = field(default_factory=dict)
+    """Sync handlers cancelled (``he.timeout``) whose thread runs on: their keys wait."""
 
     @property
     def in_flight(self) -> int:
@@ -315,8 +325,9 @@ class Receiver:
         def register(fn: H) -> H:
             where = f"subscribe(action={action!r})"
             plan = None
+            overruns: Overruns = {}
             if batch is not None:  # a batch handler: middlewares wrap single handlers only
-                plan = batching.plan(batch, fn, where=where)
+                plan = batching.plan(batch, fn, where=where, overruns=overruns)
                 if plan.batch.max_wait >= self._stall_timeout:
                     raise ConfigurationError(
                         f"{where}: Batch max_wait ({plan.batch.max_wait:g}s) must be below the "
@@ -328,7 +339,7 @@ class Receiver:
             else:
                 check_handler(fn, where=where)
                 batching.refuse_batch_signature(fn, where=where)
-                wrapped = chain(as_async(fn), self._middlewares)
+                wrapped = chain(as_async(fn, overruns), self._middlewares)
             route = Route(
                 chain=chain_names,
                 handler=wrapped,
@@ -367,6 +378,7 @@ class Receiver:
                 concurrency=limit,
                 prefetch=window,
                 batch=plan,
+                overruns=overruns,
             )
             return fn
 
@@ -968,6 +980,16 @@ class Receiver:
                 problems.append(
                     f"a delivery has been unsettled for {_seconds(age)} (stall_timeout "
                     f"{_seconds(self._stall_timeout)}): a handler hangs or settlements stall"
+                )
+            if info.overruns:
+                stalled = True
+                overran = min(info.overruns.values(), key=operator.itemgetter(1))
+                problems.append(
+                    f"{len(info.overruns)} sync handler(s) still run after they were cancelled "
+                    f"(he.timeout or a middleware's deadline), the oldest for "
+                    f"{_seconds(now - overran[1])} on {overran[0]}: a thread cannot be "
+                    "stopped, so its key waits until it returns (then it fails and is "
+                    "retried); make the handler async or bound its own blocking calls"
                 )
             alive = not closed
             lag = None if closed else info.lag  # not sampled any more: no stale gauge

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -120,4 +121,42 @@ async def test_a_subscribe_left_behind_at_close_has_its_subscription_closed(
         release.set()  # the driver's subscribe ends after all, with a subscription
         await eventually(lambda: closed == ["a"], within=5)
     assert "closing it" in caplog.text
+    await conn.close()
+
+
+async def test_health_names_a_sync_handler_running_past_its_timeout() -> None:
+    # he.timeout cannot stop a sync handler's thread: the wrapper waits for the thread (so
+    # the key's next event never runs beside it) and its key waits. Health said healthy
+    # all that time (until stall_timeout, 300 s by default, and then not why).
+    conn = he.connect("memory://leftovers-sync-timeout")
+    release, started = threading.Event(), threading.Event()
+    calls: list[int] = []
+    receiver = conn.receiver("svc", middlewares=[he.timeout(0.2)])
+
+    @receiver.subscribe("c", action="a", retry=he.RetryPolicy(max_retries=3, initial_delay=0.01))
+    def blocking(ctx: he.Context, msg: he.Message[Any]) -> None:
+        calls.append(msg.attempt)
+        if len(calls) == 1:
+            started.set()
+            release.wait(30)
+
+    try:
+        async with receiver:
+            await conn.emitter().emit(he.Event("c", "k", {"n": 1}))
+            await asyncio.to_thread(started.wait, 10)
+
+            def overrun() -> bool:
+                return "still run after they were cancelled" in receiver.health()["reason"]
+
+            await eventually(overrun, within=5, what="health naming the overrun")
+            health = receiver.health()
+            assert not health["healthy"]
+            assert health["actions"]["a"]["stalled"]
+            assert "he.timeout" in health["reason"]
+            release.set()
+            await eventually(lambda: receiver.health()["healthy"], within=10, what="healthy")
+            await eventually(lambda: receiver.health()["actions"]["a"]["handled"] == 1, within=10)
+            assert receiver.health()["actions"]["a"]["failed"] >= 1  # the overrun failed
+    finally:
+        release.set()
     await conn.close()
