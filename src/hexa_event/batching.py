@@ -505,6 +505,7 @@ class Books(Protocol):
     waiting: dict[Delivery, float]
     pending: list[Delivery]
     pending_records: list[RecordBatch]
+    records: dict[RecordBatch, float]
     settle_wake: asyncio.Event
     room: asyncio.Event
 
@@ -650,6 +651,15 @@ class BatchLanes:
             if not backing_off.isdisjoint(deliveries):
                 resting.update(_lane(d) for d in deliveries)
         return resting
+
+    @property
+    def resting_records(self) -> Collection[RecordBatch]:
+        """The record batches that wait, not stalled: those of a running batch waiting out
+        an in-place retry's back-off (record batches run one batch at a time, so a back-off
+        is that batch's)."""
+        if not self._dispatcher.backing_off or not self._running_records:
+            return ()
+        return {batch for batches in self._running_records.values() for batch in batches}
 
     # -- collecting -----------------------------------------------------------------------------
 
@@ -924,6 +934,12 @@ class BatchLanes:
         self._restart((delivery, *batch))
         for lane in {_lane(d) for d in (delivery, *batch)}:
             self._restart(self._queues.get(lane, ()))
+        fetched = self._books.records
+        now = time.monotonic()
+        for batches in self._running_records.values():  # (one batch at a time: this one)
+            for records in batches:
+                if fetched.pop(records, None) is not None:
+                    fetched[records] = now
 
     def _settled(self, deliveries: list[Delivery]) -> None:
         if not deliveries:

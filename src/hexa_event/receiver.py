@@ -118,7 +118,8 @@ class SubscriptionInfo:
     """Settled deliveries waiting for the settle loop."""
     records: dict[RecordBatch, float] = field(default_factory=dict)
     """Record batches fetched and not yet written back (a batch handler on a driver with
-    ``fetch_records``), with their fetch time; ``records_out`` counts their records."""
+    ``fetch_records``), with their stall clock: their fetch time, restarted when an
+    in-place retry's back-off of their batch ends; ``records_out`` counts their records."""
     records_out: int = 0
     pending_records: list[RecordBatch] = field(default_factory=list)
     """Settled record batches waiting for the settle loop."""
@@ -951,7 +952,17 @@ class Receiver:
                     oldest = next(
                         (t for d, t in info.unsettled.items() if _lane_of(d) not in resting), None
                     )
-            fetched = next(iter(info.records.values()), None)  # the oldest record batch
+            fetched = None  # the oldest record batch not waiting out an in-place back-off
+            if info.records:
+                resting_records = (
+                    info.lanes.resting_records
+                    if isinstance(info.lanes, batching.BatchLanes)
+                    else ()
+                )
+                fetched = min(
+                    (t for b, t in info.records.items() if b not in resting_records),
+                    default=None,
+                )
             if fetched is not None and (oldest is None or fetched < oldest):
                 oldest = fetched
             age = round(now - oldest, 3) if oldest is not None else 0.0
