@@ -10,7 +10,9 @@ A batch handler is called as ``handler(ctx, msgs)`` with up to ``max_size`` mess
   in :class:`BatchFailed` names);
 - it raises :class:`BatchFailed` naming some messages: those fail one by one (retry copies,
   then dead letters, exactly as single events; a retry copy comes back to this handler in a
-  later batch), the others are acked;
+  later batch; an in-place retry re-runs each alone, one after the other), the others are
+  acked; an exception group (a task group's) holding only BatchFailed counts as they do
+  (with anything else beside, every message fails: those named with their own exception);
 - it raises anything else (any ``BaseException``): every message of the batch fails that way;
 - poison records (undecodable) are dead-lettered one by one and never reach the handler;
   retry copies not yet due wait (their key with them) outside the batch;
@@ -178,6 +180,13 @@ class BatchPlan:
             except BatchFailed as exc:
                 if exc.failures:
                     raise next(iter(exc.failures.values())) from None
+            except BaseExceptionGroup as group:  # a task group's: as BatchFailed if only those
+                held, rest = group.split(BatchFailed)
+                if held is None or rest is not None:
+                    raise
+                for leaf in _leaves(held):
+                    if isinstance(leaf, BatchFailed) and leaf.failures:
+                        raise next(iter(leaf.failures.values())) from None
 
         return one
 
@@ -444,7 +453,21 @@ class BatchDispatcher(Dispatcher):
         self, exc: BaseException, messages: list[Message[Any]], given: list[Message[Any]]
     ) -> dict[int, BaseException]:
         """Which of ``messages`` failed with what: those BatchFailed names (an index names
-        a message in ``given``, the handler's list as it left it), or all of them."""
+        a message in ``given``, the handler's list as it left it), or all of them.
+
+        An exception group (a task group's) holding :class:`BatchFailed` fails the messages
+        they name; anything else it holds fails every other message (as a group of those)."""
+        if isinstance(exc, BaseExceptionGroup):
+            held, rest = exc.split(BatchFailed)
+            if held is not None:
+                failures: dict[int, BaseException] = {}
+                for leaf in _leaves(held):
+                    for index, error in self._failures(leaf, messages, given).items():
+                        failures.setdefault(index, error)  # (named twice: the first one)
+                if rest is not None:
+                    for index in range(len(messages)):
+                        failures.setdefault(index, rest)
+                return failures
         if not isinstance(exc, BatchFailed):
             return dict.fromkeys(range(len(messages)), exc)
         named = getattr(exc, "failures", None)
@@ -456,7 +479,7 @@ class BatchDispatcher(Dispatcher):
                 f"{type(exc).__name__} carries no mapping of message index or id to exception "
                 f"(a subclass that does not call BatchFailed.__init__?), got {named!r}",
             )
-        failures: dict[int, BaseException] = {}
+        failures = {}
         positions: dict[int, int] | None = None
         for key, error in named.items():
             if isinstance(key, int):
@@ -483,6 +506,15 @@ class BatchDispatcher(Dispatcher):
         )
         logger.error("batch handler of %s: %s", self._route.action, wrong)
         return dict.fromkeys(range(len(messages)), wrong)
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
+    """The exceptions of ``group`` and of the groups it holds, in order."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
 def fetches_records(subscription: Subscription | None) -> bool:

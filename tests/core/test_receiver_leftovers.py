@@ -160,3 +160,83 @@ async def test_health_names_a_sync_handler_running_past_its_timeout() -> None:
     finally:
         release.set()
     await conn.close()
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+async def test_a_batch_failed_in_an_exception_group_fails_only_what_it_names(mixed: bool) -> None:
+    # A batch handler using a task group raises an ExceptionGroup: one holding a
+    # BatchFailed failed the whole batch, not the messages it named. (Mixed with another
+    # exception, every message fails: those named with their own exception. That case
+    # passed before too.)
+    conn = he.connect(f"memory://leftovers-batch-group-{mixed}")
+    receiver = conn.receiver("svc")
+    seen: list[list[int]] = []
+
+    async def fail(msgs: list[he.Message[Any]]) -> None:
+        raise he.BatchFailed({msgs[0].id: ValueError("the first one")})
+
+    async def broken() -> None:
+        raise RuntimeError("all of them")
+
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        seen.append(sorted(m.payload["n"] for m in msgs))
+        async with asyncio.TaskGroup() as group:
+            group.create_task(fail(msgs))
+            if mixed:
+                group.create_task(broken())
+
+    receiver.subscribe(
+        "c",
+        action="a",
+        batch=he.Batch(max_size=2, max_wait=5),
+        retry=he.RetryPolicy(max_retries=0),
+        handler=handle,
+    )
+    async with receiver:
+        await conn.emitter().emit_many(
+            [he.Event("c", "k1", {"n": 1}), he.Event("c", "k2", {"n": 2})]
+        )
+        done = 2 if mixed else 1
+        await eventually(
+            lambda: receiver.health()["actions"]["a"]["dead_lettered"] == done, within=10
+        )
+        await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=10)
+        actions = receiver.health()["actions"]["a"]
+    assert seen == [[1, 2]]
+    assert actions["dead_lettered"] == done
+    assert actions["handled"] == 2 - done
+    await conn.close()
+
+
+async def test_an_in_place_re_run_reads_a_batch_failed_in_an_exception_group() -> None:
+    # An in-place retry re-runs a failed message alone; there, an ExceptionGroup holding a
+    # BatchFailed was not read: its PermanentError did not dead-letter at once, the group
+    # was retried to the end of the policy instead.
+    conn = he.connect("memory://leftovers-batch-group-in-place")
+    receiver = conn.receiver("svc")
+    attempts: list[int] = []
+
+    async def fail(msg: he.Message[Any]) -> None:
+        error = ValueError("again") if msg.attempt == 1 else he.PermanentError("never")
+        raise he.BatchFailed({msg.id: error})
+
+    async def handle(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+        attempts.extend(m.attempt for m in msgs)
+        async with asyncio.TaskGroup() as group:
+            for msg in msgs:
+                group.create_task(fail(msg))
+
+    receiver.subscribe(
+        "c",
+        action="a",
+        batch=he.Batch(max_size=10, max_wait=0.05),
+        retry=he.RetryPolicy(max_retries=3, in_place=True, initial_delay=0.01),
+        handler=handle,
+    )
+    async with receiver:
+        await conn.emitter().emit(he.Event("c", "k", {"n": 1}))
+        await eventually(lambda: receiver.health()["actions"]["a"]["dead_lettered"] == 1, within=10)
+        actions = receiver.health()["actions"]["a"]
+    assert attempts == [1, 2]
+    assert actions["failed"] == 2
+    await conn.close()
