@@ -10,7 +10,9 @@ A batch handler is called as ``handler(ctx, msgs)`` with up to ``max_size`` mess
   in :class:`BatchFailed` names);
 - it raises :class:`BatchFailed` naming some messages: those fail one by one (retry copies,
   then dead letters, exactly as single events; a retry copy comes back to this handler in a
-  later batch), the others are acked;
+  later batch; an in-place retry re-runs each alone, one after the other), the others are
+  acked; an exception group (a task group's) holding only BatchFailed counts as they do
+  (with anything else beside, every message fails: those named with their own exception);
 - it raises anything else (any ``BaseException``): every message of the batch fails that way;
 - poison records (undecodable) are dead-lettered one by one and never reach the handler;
   retry copies not yet due wait (their key with them) outside the batch;
@@ -54,7 +56,7 @@ from .driver import Delivery, Features, Outcome, RecordBatch, Subscription
 from .errors import ConfigurationError
 from .event import Message
 from .lanes import wait_set
-from .middleware import Handler, as_async, check_handler
+from .middleware import Handler, Overruns, as_async, check_handler
 from .numbers import check_number
 from .propagation import DefaultPropagator
 from .publishing import PublishCall
@@ -178,18 +180,28 @@ class BatchPlan:
             except BatchFailed as exc:
                 if exc.failures:
                     raise next(iter(exc.failures.values())) from None
+            except BaseExceptionGroup as group:  # a task group's: as BatchFailed if only those
+                held, rest = group.split(BatchFailed)
+                if held is None or rest is not None:
+                    raise
+                for leaf in _leaves(held):
+                    if isinstance(leaf, BatchFailed) and leaf.failures:
+                        raise next(iter(leaf.failures.values())) from None
 
         return one
 
 
-def plan(batch: object, handler: object, *, where: str) -> BatchPlan:
-    """Check ``batch`` and ``handler`` for ``subscribe(batch=...)``; the plan to run them."""
+def plan(
+    batch: object, handler: object, *, where: str, overruns: Overruns | None = None
+) -> BatchPlan:
+    """Check ``batch`` and ``handler`` for ``subscribe(batch=...)``; the plan to run them
+    (a sync handler cancelled while its thread runs on is listed in ``overruns``)."""
     if not isinstance(batch, Batch):
         raise ConfigurationError(
             f"{where}: batch= takes he.Batch(max_size=..., max_wait=...), got {batch!r}"
         )
     check_batch_handler(handler, where=where)
-    run = as_async(handler)  # type: ignore[arg-type]
+    run = as_async(handler, overruns)  # type: ignore[arg-type]
     return BatchPlan(batch, run)  # type: ignore[arg-type]
 
 
@@ -441,7 +453,21 @@ class BatchDispatcher(Dispatcher):
         self, exc: BaseException, messages: list[Message[Any]], given: list[Message[Any]]
     ) -> dict[int, BaseException]:
         """Which of ``messages`` failed with what: those BatchFailed names (an index names
-        a message in ``given``, the handler's list as it left it), or all of them."""
+        a message in ``given``, the handler's list as it left it), or all of them.
+
+        An exception group (a task group's) holding :class:`BatchFailed` fails the messages
+        they name; anything else it holds fails every other message (as a group of those)."""
+        if isinstance(exc, BaseExceptionGroup):
+            held, rest = exc.split(BatchFailed)
+            if held is not None:
+                failures: dict[int, BaseException] = {}
+                for leaf in _leaves(held):
+                    for index, error in self._failures(leaf, messages, given).items():
+                        failures.setdefault(index, error)  # (named twice: the first one)
+                if rest is not None:
+                    for index in range(len(messages)):
+                        failures.setdefault(index, rest)
+                return failures
         if not isinstance(exc, BatchFailed):
             return dict.fromkeys(range(len(messages)), exc)
         named = getattr(exc, "failures", None)
@@ -453,7 +479,7 @@ class BatchDispatcher(Dispatcher):
                 f"{type(exc).__name__} carries no mapping of message index or id to exception "
                 f"(a subclass that does not call BatchFailed.__init__?), got {named!r}",
             )
-        failures: dict[int, BaseException] = {}
+        failures = {}
         positions: dict[int, int] | None = None
         for key, error in named.items():
             if isinstance(key, int):
@@ -482,6 +508,15 @@ class BatchDispatcher(Dispatcher):
         return dict.fromkeys(range(len(messages)), wrong)
 
 
+def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
+    """The exceptions of ``group`` and of the groups it holds, in order."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
 def fetches_records(subscription: Subscription | None) -> bool:
     """Whether ``subscription`` hands out record batches (overrides ``fetch_records`` and
     ``settle_records``; a wrapper that does not keeps ``fetch``)."""
@@ -502,6 +537,7 @@ class Books(Protocol):
     waiting: dict[Delivery, float]
     pending: list[Delivery]
     pending_records: list[RecordBatch]
+    records: dict[RecordBatch, float]
     settle_wake: asyncio.Event
     room: asyncio.Event
 
@@ -647,6 +683,15 @@ class BatchLanes:
             if not backing_off.isdisjoint(deliveries):
                 resting.update(_lane(d) for d in deliveries)
         return resting
+
+    @property
+    def resting_records(self) -> Collection[RecordBatch]:
+        """The record batches that wait, not stalled: those of a running batch waiting out
+        an in-place retry's back-off (record batches run one batch at a time, so a back-off
+        is that batch's)."""
+        if not self._dispatcher.backing_off or not self._running_records:
+            return ()
+        return {batch for batches in self._running_records.values() for batch in batches}
 
     # -- collecting -----------------------------------------------------------------------------
 
@@ -921,6 +966,12 @@ class BatchLanes:
         self._restart((delivery, *batch))
         for lane in {_lane(d) for d in (delivery, *batch)}:
             self._restart(self._queues.get(lane, ()))
+        fetched = self._books.records
+        now = time.monotonic()
+        for batches in self._running_records.values():  # (one batch at a time: this one)
+            for records in batches:
+                if fetched.pop(records, None) is not None:
+                    fetched[records] = now
 
     def _settled(self, deliveries: list[Delivery]) -> None:
         if not deliveries:

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -68,9 +69,20 @@ def check_handler(
         ) from None
 
 
-def as_async(handler: Handler | SyncHandler) -> Handler:
+Overruns = dict[object, tuple[str, float]]
+"""Sync handlers cancelled (by :func:`timeout`, or any deadline of a middleware) whose
+thread runs on: token to (what it handles, when it was cancelled, monotonic). A thread
+cannot be stopped, so their keys wait until they return; the receiver's health names them."""
+
+
+def as_async(handler: Handler | SyncHandler, overruns: Overruns | None = None) -> Handler:
     """An async handler; a plain function runs in a worker thread, off the event loop, and
-    an awaitable it returns (a lambda calling an async function) is awaited on the loop."""
+    an awaitable it returns (a lambda calling an async function) is awaited on the loop.
+
+    Cancelling a sync handler (``he.timeout``) cannot stop its thread: the wrapper waits for
+    the thread to return (so the next event of the key never runs beside it), then raises
+    (``he.timeout`` makes it a TimeoutError: retried). Meanwhile it is listed in
+    ``overruns``, which the receiver's ``health()`` reports as a stalled lane."""
     if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
     ):
@@ -87,12 +99,28 @@ def as_async(handler: Handler | SyncHandler) -> Handler:
                 raise
             # A thread cannot be stopped: wait for it (a second cancellation stops waiting)
             # so that the next event of this key never runs beside it.
-            await asyncio.shield(done)
+            token = object()
+            if overruns is not None:
+                overruns[token] = (_handled(msg), time.monotonic())
+            try:
+                await asyncio.shield(done)
+            finally:
+                if overruns is not None:
+                    overruns.pop(token, None)
             raise
         if inspect.isawaitable(result):  # a lambda around an async handler: run it too
             await result
 
     return run_in_thread
+
+
+def _handled(msg: object) -> str:
+    """What a sync handler runs for, as health names it (ids only: never a payload)."""
+    if isinstance(msg, Message):
+        return f"event {msg.id} of channel {msg.channel!r}"
+    if isinstance(msg, list):  # a batch handler's list
+        return f"a batch of {len(msg)} events"
+    return "an event"
 
 
 def _abandoned(handler: object) -> None:

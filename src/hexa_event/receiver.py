@@ -44,7 +44,15 @@ from .driver import (
 )
 from .errors import ClosedError, ConfigurationError, DriverError, ReceiverFailedError
 from .lanes import Lanes
-from .middleware import Handler, Middleware, SyncHandler, as_async, chain, check_handler
+from .middleware import (
+    Handler,
+    Middleware,
+    Overruns,
+    SyncHandler,
+    as_async,
+    chain,
+    check_handler,
+)
 from .numbers import check_number
 from .propagation import Propagator, default_propagator
 from .publishing import PublishMiddleware, pipeline
@@ -110,7 +118,8 @@ class SubscriptionInfo:
     """Settled deliveries waiting for the settle loop."""
     records: dict[RecordBatch, float] = field(default_factory=dict)
     """Record batches fetched and not yet written back (a batch handler on a driver with
-    ``fetch_records``), with their fetch time; ``records_out`` counts their records."""
+    ``fetch_records``), with their stall clock: their fetch time, restarted when an
+    in-place retry's back-off of their batch ends; ``records_out`` counts their records."""
     records_out: int = 0
     pending_records: list[RecordBatch] = field(default_factory=list)
     """Settled record batches waiting for the settle loop."""
@@ -128,6 +137,8 @@ class SubscriptionInfo:
     """When ``lag`` was sampled (monotonic)."""
     lag_error: str = ""
     """Why the last sample failed, empty when it worked."""
+    overruns: Overruns = field(default_factory=dict)
+    """Sync handlers cancelled (``he.timeout``) whose thread runs on: their keys wait."""
 
     @property
     def in_flight(self) -> int:
@@ -153,7 +164,10 @@ class Receiver:
     finished is given back (delivered again, never acked). Add the time to write the last
     settlements (at most 10 s when the driver cannot), to close the subscriptions (at most
     10 s: one whose close hangs is left to the driver's close) and, only for a coroutine
-    handler that suppresses its cancellation, 1 s before it is left behind.
+    handler that suppresses its cancellation, 1 s before it is left behind; a driver's
+    fetch, settle or lag call that ignores its cancellation costs 1 s more (once for the
+    fetch and lag loops, once for the settle loops) and is left behind, named in the log
+    (what it did not settle is delivered again).
 
     ``concurrency`` bounds the handlers running at once per subscription; up to four times
     as many events (at least 256) may be held unsettled, and beside them up to 4 times that
@@ -209,6 +223,8 @@ class Receiver:
         """The closing, in a task of its own (see :meth:`close`)."""
         self._hurry = asyncio.Event()
         self._failure: ReceiverFailedError | None = None
+        self._behind: set[asyncio.Future[None]] = set()
+        """Closings of subscriptions made by a subscribe left behind (held: not collected)."""
 
     # -- registration -----------------------------------------------------------------------
 
@@ -310,8 +326,9 @@ class Receiver:
         def register(fn: H) -> H:
             where = f"subscribe(action={action!r})"
             plan = None
+            overruns: Overruns = {}
             if batch is not None:  # a batch handler: middlewares wrap single handlers only
-                plan = batching.plan(batch, fn, where=where)
+                plan = batching.plan(batch, fn, where=where, overruns=overruns)
                 if plan.batch.max_wait >= self._stall_timeout:
                     raise ConfigurationError(
                         f"{where}: Batch max_wait ({plan.batch.max_wait:g}s) must be below the "
@@ -323,7 +340,7 @@ class Receiver:
             else:
                 check_handler(fn, where=where)
                 batching.refuse_batch_signature(fn, where=where)
-                wrapped = chain(as_async(fn), self._middlewares)
+                wrapped = chain(as_async(fn, overruns), self._middlewares)
             route = Route(
                 chain=chain_names,
                 handler=wrapped,
@@ -362,6 +379,7 @@ class Receiver:
                 concurrency=limit,
                 prefetch=window,
                 batch=plan,
+                overruns=overruns,
             )
             return fn
 
@@ -462,14 +480,40 @@ class Receiver:
                 if not task.done():
                     logger.error(
                         "receiver %s: the driver's provision or subscribe ignores its "
-                        "cancellation; left behind",
+                        "cancellation; left behind (a subscription it still makes is "
+                        "closed when it does)",
                         self.name,
                     )
+                    task.add_done_callback(self._ended_behind)
         if not task.done() or task.cancelled():
             return None
         if self._closing.is_set() and task.exception() is not None:
             return None  # cut by close: not the driver's failure
         return task.result()
+
+    def _ended_behind(self, task: asyncio.Future[Any]) -> None:
+        """A provision or subscribe left behind (see :meth:`_unless_closing`) ended: a
+        subscription it made is closed (nobody else owns it: its group membership and
+        prefetched events would be held until the driver closes), an error only logged."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            logger.info(
+                "receiver %s: a provision or subscribe left behind ended: %s",
+                self.name,
+                error_text(error),
+            )
+            return
+        result = task.result()
+        if isinstance(result, Subscription):
+            logger.warning(
+                "receiver %s: a subscribe left behind at close made a subscription; closing it",
+                self.name,
+            )
+            closing = asyncio.ensure_future(self._close_subscriptions({"(left behind)": result}))
+            self._behind.add(closing)
+            closing.add_done_callback(self._behind.discard)
 
     def _work(self, info: SubscriptionInfo) -> Callable[[deque[Delivery]], Any]:
         """The lane runner of a single-message subscription (see :data:`lanes.LaneWork`):
@@ -746,9 +790,7 @@ class Receiver:
             ]
             if self._lag_task is not None:
                 fetchers.append(self._lag_task)
-            for task in fetchers:
-                task.cancel()
-            await asyncio.gather(*fetchers, return_exceptions=True)
+            await self._stop_tasks(fetchers, "fetching or sampling the lag")
             lanes = [info.lanes for info in self._subs.values() if info.lanes is not None]
             for lane in lanes:
                 lane.wake_parked()
@@ -775,15 +817,34 @@ class Receiver:
                 info.last_settle = True
                 info.settle_wake.set()
             await self._final_settle()
-            for info in self._subs.values():
-                for task in info.tasks:
-                    task.cancel()
-                await asyncio.gather(*info.tasks, return_exceptions=True)
+            await self._stop_tasks(
+                [task for info in self._subs.values() for task in info.tasks],
+                "writing settlements",
+            )
             await self._close_subscriptions(
                 {a: i.subscription for a, i in self._subs.items() if i.subscription is not None}
             )
             self._closed.set()
             logger.info("receiver %s closed", self.name)
+
+    async def _stop_tasks(self, tasks: list[asyncio.Task[None]], doing: str) -> None:
+        """Cancel ``tasks`` and wait ``_UNWIND_GRACE`` for them to end: a driver call that
+        ignores its cancellation (a fetch or settle that hangs) must not hold close() up
+        past its bound; such a task is named and left behind (what it did not settle is
+        delivered again)."""
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=_UNWIND_GRACE)
+        for task in late:
+            logger.error(
+                "receiver %s: %s (task %s) ignores its cancellation; left behind (events it "
+                "did not settle are delivered again)",
+                self.name,
+                doing,
+                task.get_name(),
+            )
 
     async def _close_subscriptions(self, subscriptions: dict[str, Subscription]) -> None:
         """Close them all at once, within ``_SUBSCRIPTION_CLOSE_TIMEOUT``: a driver's close
@@ -836,7 +897,17 @@ class Receiver:
         if infos:
             await asyncio.wait([info.tasks[1] for info in infos], timeout=_FINAL_SETTLE_TIMEOUT)
         for info in infos:
-            if info.pending:
+            if not info.tasks[1].done():
+                logger.error(
+                    "receiver %s: writing the settlements of %s did not end within %.0fs; "
+                    "given up (those not written, %d besides the call in flight, are "
+                    "delivered again)",
+                    self.name,
+                    info.action,
+                    _FINAL_SETTLE_TIMEOUT,
+                    len(info.pending),
+                )
+            elif info.pending:
                 logger.error(
                     "receiver %s: %d settlements of %s could not be written (%s); those "
                     "events will be delivered again",
@@ -881,7 +952,17 @@ class Receiver:
                     oldest = next(
                         (t for d, t in info.unsettled.items() if _lane_of(d) not in resting), None
                     )
-            fetched = next(iter(info.records.values()), None)  # the oldest record batch
+            fetched = None  # the oldest record batch not waiting out an in-place back-off
+            if info.records:
+                resting_records = (
+                    info.lanes.resting_records
+                    if isinstance(info.lanes, batching.BatchLanes)
+                    else ()
+                )
+                fetched = min(
+                    (t for b, t in info.records.items() if b not in resting_records),
+                    default=None,
+                )
             if fetched is not None and (oldest is None or fetched < oldest):
                 oldest = fetched
             age = round(now - oldest, 3) if oldest is not None else 0.0
@@ -910,6 +991,16 @@ class Receiver:
                 problems.append(
                     f"a delivery has been unsettled for {_seconds(age)} (stall_timeout "
                     f"{_seconds(self._stall_timeout)}): a handler hangs or settlements stall"
+                )
+            if info.overruns:
+                stalled = True
+                overran = min(info.overruns.values(), key=operator.itemgetter(1))
+                problems.append(
+                    f"{len(info.overruns)} sync handler(s) still run after they were cancelled "
+                    f"(he.timeout or a middleware's deadline), the oldest for "
+                    f"{_seconds(now - overran[1])} on {overran[0]}: a thread cannot be "
+                    "stopped, so its key waits until it returns (then it fails and is "
+                    "retried); make the handler async or bound its own blocking calls"
                 )
             alive = not closed
             lag = None if closed else info.lag  # not sampled any more: no stale gauge

@@ -360,3 +360,50 @@ async def test_a_record_s_ids_are_checked_as_a_delivery_s() -> None:
     finally:
         await receiver.close()
         await driver.close()
+
+
+async def test_a_record_batch_backing_off_in_place_is_not_a_stall() -> None:
+    # A record batch kept its fetch time as stall clock: while its batch waited out an
+    # in-place retry's back-off (longer than stall_timeout), health said stalled, and once
+    # the back-off ended the clock still counted from the fetch.
+    url = f"memory://records-{uuid.uuid4().hex}"
+    driver = wrap(RecordBatches(hexa_event.connect(url)))
+    receiver = driver.receiver("svc", stall_timeout=0.5)
+    second_run, release = asyncio.Event(), asyncio.Event()
+    batches: list[list[str]] = []
+
+    async def handle(ctx: Context, msgs: list[Message[Any]]) -> None:
+        batches.append([m.key for m in msgs])
+        for msg in msgs:
+            if msg.key == "k":
+                if msg.attempt == 1:
+                    raise hexa_event.BatchFailed({msgs.index(msg): RuntimeError("in place")})
+                second_run.set()
+                await release.wait()
+
+    receiver.subscribe(
+        "c",
+        action="a",
+        batch=Batch(max_size=10, max_wait=0.2),
+        retry=hexa_event.RetryPolicy(in_place=True, initial_delay=2.0),
+        handler=handle,
+    )
+    async with receiver:
+        assert (await _lanes_of(receiver, "a")).records
+        try:
+            await driver.emitter().emit_many(
+                [Event("c", "k", {"n": 1}), Event("c", "other", {"n": 2})]
+            )
+            await eventually(lambda: len(batches) == 1, within=5, what="the first batch")
+            backing_off_until = time.monotonic() + 2.0
+            while time.monotonic() < backing_off_until - 0.4:  # well past stall_timeout
+                health = receiver.health()
+                assert health["healthy"], health["reason"]
+                await asyncio.sleep(0.02)
+            await asyncio.wait_for(second_run.wait(), 5)
+            health = receiver.health()  # its record batch's clock starts again now
+            assert health["healthy"], health["reason"]
+        finally:
+            release.set()
+        await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=5)
+    await driver.close()
