@@ -14,11 +14,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from nats_helpers import TEST_OPTIONS, nats_url
 from nats_proxy import LosingProxy
+from own_server import OwnNatsServer
 
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.nats import NatsDriver, NatsSubscriptionOptions
@@ -142,6 +144,53 @@ async def test_a_reconnect_noticed_twice_does_not_take_another_member_s_deliveri
         assert "lost in transit" not in caplog.text
         assert took < ack_wait / 2, f"record 5 was held {took:.1f}s"
         await ack_all(a, [five])
+
+
+@pytest.fixture
+async def own_nats(tmp_path: Path) -> AsyncIterator[OwnNatsServer]:
+    server = OwnNatsServer(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def test_a_lag_check_lost_with_the_connection_does_not_hold_up_the_pulls_after_it(
+    own_nats: OwnNatsServer, drivers: list[NatsDriver]
+) -> None:
+    """The link goes silent while the member's lag check waits for its answer; the server
+    restarts (its waiting pulls are gone) and the client reconnects. The member pulls on
+    the new connection at once: a record published then arrives long before the lost
+    check's request_timeout (the check ran inline in the pull loop, which waited for it
+    before pulling again)."""
+    channel, group = names()
+    request_timeout = 20.0
+    # A heartbeat of 10 s: the lag check (every loop round) is sent before a missing
+    # heartbeat makes the member check its consumer (after 20.5 s).
+    options = NatsSubscriptionOptions(ack_wait=60.0, heartbeat=10.0)
+    spec = SubscriptionSpec(group=group, channels=(channel,), options=options)
+    async with LosingProxy(own_nats.url) as proxy:
+        driver = make(drivers, proxy.url, reconnect_wait=0.1, request_timeout=request_timeout)
+        sub = await driver.subscribe(spec)
+        try:
+            proxy.stall()
+            await eventually(
+                lambda: b"CONSUMER.INFO" in proxy.swallowed, within=30, what="a lag check sent"
+            )
+            own_nats.kill()
+            await own_nats.start()
+            proxy.cut()
+            await eventually(lambda: proxy.connections >= 2, within=30, what="a reconnect")
+            await make(drivers, own_nats.url).publish([record(channel, 1)])
+            began = time.monotonic()
+            [one] = await fetch_n(sub, 1, within=request_timeout + 20)
+            took = time.monotonic() - began
+            assert number(one) == 1
+            assert took < request_timeout / 2, f"the first record came after {took:.1f}s"
+            await ack_all(sub, [one])
+        finally:
+            await driver.close()  # through the proxy, while it runs
 
 
 # -- what an operator does under a running member ---------------------------------------------

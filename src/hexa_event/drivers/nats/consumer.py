@@ -199,6 +199,7 @@ class NatsSubscription(Subscription):
         self.fatal: DriverError | None = None  # what stopped this member, if anything
         self._info: dict[str, Any] = {}  # the consumer's info at the last lag check
         self._lag_at = 0.0
+        self._lag_task: asyncio.Task[None] | None = None
         self._delivered_at = time.monotonic()  # when a record last arrived
         self._closed = False
         self._given_back = False  # by close: what still arrives goes back at once
@@ -235,9 +236,10 @@ class NatsSubscription(Subscription):
         await asyncio.shield(self._close())  # to the end, also when the caller is cancelled
 
     async def _close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [task for task in (self._task, self._lag_task) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._give_back([d for d in self._unsettled.values() if d.outcome is None])
         self._given_back = True
         if self._pin is not None and not self._nc.is_closed:
@@ -593,7 +595,7 @@ class NatsSubscription(Subscription):
                 self._release(self._gate.expire(time.monotonic()))
                 self._hand_out(self._gaps.expire(time.monotonic()))
                 await self._keep_alive()
-                await self._refresh_lag()
+                self._check_lag()
             except Exception as exc:  # the loop must not die silently: say so, go on
                 if isinstance(exc, JetStreamApiError) and exc.code == 400:
                     refused = f"consumer {self._stream}/{self._consumer} was refused: {exc}"
@@ -703,16 +705,31 @@ class NatsSubscription(Subscription):
                 delivery._touched = now
                 await self._nc.publish(delivery._msg.reply, _WPI)
 
-    async def _refresh_lag(self) -> None:
+    def _check_lag(self) -> None:
+        """Start a lag check when one is due, as a task of its own: a request sent into a
+        connection that just dropped waits request_timeout, and the pulls after the
+        reconnect must not wait for it."""
         now = time.monotonic()
         if now - self._lag_at < _LAG_REFRESH or not self._nc.is_connected:
             return
+        if self._lag_task is not None and not self._lag_task.done():
+            return
         self._lag_at = now
+        self._lag_task = asyncio.create_task(
+            self._refresh_lag(), name=f"hexa-event nats lag {self._stream}/{self._consumer}"
+        )
+
+    async def _refresh_lag(self) -> None:
         try:
             self._info = await self._api.consumer_info(self._stream, self._consumer)
-        except JetStreamApiError as exc:
-            if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
+        except Exception as exc:  # said in health; the pull loop goes on
+            if isinstance(exc, JetStreamApiError) and exc.err_code in (
+                ERR_CONSUMER_NOT_FOUND,
+                ERR_STREAM_NOT_FOUND,
+            ):
                 self._check_consumer = True  # gone (also when no pull would tell): again
-            raise
+                self._wake.set()
+            self._error = retrying(f"JetStream consumer {self._consumer}", exc)
+            return
         if self._error and not self._check_consumer:
             self._error = ""
