@@ -7,7 +7,8 @@ when the server wrote a delivery to a connection that then dropped (a server sto
 killed mid-send). The server counts the delivery as made and sends it again only after
 ``ack_wait``. The client reconnects through the proxy, and later connections pass whole.
 Without a marker nothing is lost; :meth:`LosingProxy.cut` drops the connections at once,
-and :meth:`LosingProxy.stall` makes them a silent dead link until then.
+and :meth:`LosingProxy.stall` makes them a silent dead link until then; what the server
+sends to a subject in ``muted`` never reaches the client.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class LosingProxy:
         self.swallowed = bytearray()
         """What the client sent while the link was stalled (it never reached the server)."""
         self._stalled = False
+        self.muted: set[bytes] = set()
+        """Subjects whose messages from the server are dropped (the rest pass)."""
         self.url = ""
 
     async def __aenter__(self) -> LosingProxy:
@@ -110,7 +113,7 @@ class LosingProxy:
                 ):
                     self.dropped.set()
                     return
-            if self._stalled:
+            if self._stalled or (body and fields[1] in self.muted):
                 continue
             writer.write(line + body)
             await writer.drain()

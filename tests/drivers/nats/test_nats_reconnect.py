@@ -193,6 +193,34 @@ async def test_a_lag_check_lost_with_the_connection_does_not_hold_up_the_pulls_a
             await driver.close()  # through the proxy, while it runs
 
 
+async def test_pulls_that_get_no_heartbeat_keep_the_member_unhealthy_until_one_comes(
+    drivers: list[NatsDriver],
+) -> None:
+    """Nothing the server sends to the member's inbox arrives (its API answers still do):
+    health says so from the first missed heartbeats until a heartbeat comes again, also
+    after the member checked its consumer and pulled again (it said healthy then)."""
+    channel, group = names()
+    options = NatsSubscriptionOptions(heartbeat=0.5)
+    spec = SubscriptionSpec(group=group, channels=(channel,), options=options)
+    async with LosingProxy(nats_url()) as proxy:
+        driver = make(drivers, proxy.url)
+        sub = await driver.subscribe(spec)
+        assert isinstance(sub, NatsSubscription)
+        try:
+            proxy.muted.add(sub._inbox.encode())
+            await eventually(
+                lambda: "no heartbeat" in sub.status().error, within=10, what="no heartbeat"
+            )
+            until = time.monotonic() + 4  # rounds of checking the consumer, pulling again
+            while time.monotonic() < until:
+                assert "no heartbeat" in sub.status().error, sub.status()
+                await asyncio.sleep(0.02)
+            proxy.muted.clear()
+            await eventually(lambda: sub.status().error == "", within=10, what="healthy again")
+        finally:
+            await driver.close()  # through the proxy, while it runs
+
+
 # -- what an operator does under a running member ---------------------------------------------
 
 

@@ -192,6 +192,7 @@ class NatsSubscription(Subscription):
         self._asked = 0
         self._pull_until = 0.0
         self._last_seen = time.monotonic()
+        self._silent_since: float | None = None  # since when pulls get no heartbeat
         self._check_consumer = False
         self._error = ""
         self._refused = ""  # why the consumer refuses this member's pulls, if it does
@@ -416,7 +417,13 @@ class NatsSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         now = time.monotonic()
-        error = self._link.connection_error or self._error or self._refused or self._stalled(now)
+        error = (
+            self._link.connection_error
+            or self._error
+            or self._refused
+            or self._silent(now)
+            or self._stalled(now)
+        )
         if held_back := self._gaps.describe(now):  # said even beside another problem
             held_back = f"JetStream consumer {self._consumer}: {held_back}"
             error = f"{error}; {held_back}" if error else held_back
@@ -435,6 +442,14 @@ class NatsSubscription(Subscription):
     async def lag(self) -> Mapping[str, int] | None:
         """The consumer's pending plus ack-pending records: one figure for all channels."""
         return {ALL_CHANNELS: await self._api.pending(self._stream, [self._consumer])}
+
+    def _silent(self, now: float) -> str:
+        if self._silent_since is None:
+            return ""
+        return (
+            f"no heartbeat from consumer {self._consumer} for {now - self._silent_since:.1f}s; "
+            "renewing the pull"
+        )
 
     def _stalled(self, now: float) -> str:
         """Why this member receives nothing though records wait for it ("" when it does not
@@ -472,8 +487,11 @@ class NatsSubscription(Subscription):
             self._error = ""
         reply = msg.reply
         if not reply:
+            if (msg.headers or {}).get("Status") != "503":
+                self._silent_since = None  # the server answers this member's pulls
             self._on_status(msg)
             return
+        self._silent_since = None
         self._delivered_at = self._last_seen
         self._refused = ""
         self._asked = max(0, self._asked - 1)
@@ -660,6 +678,8 @@ class NatsSubscription(Subscription):
         # Lost deliveries that are due are asked for even with prefetch full (the server
         # sends due redeliveries before any new record).
         room = max(self._limit - self._held(), self._gaps.probing(time.monotonic())) - self._asked
+        if room <= 0 and not self._asked:
+            self._silent_since = None  # no pull: no heartbeat expected
         if room <= 0 or (self._asked and room < self._batch // 2):
             return
         batch = min(room, self._batch)
@@ -688,10 +708,9 @@ class NatsSubscription(Subscription):
             self._asked = 0
         elif now - self._last_seen > self._options.heartbeat * 2 + 0.5:
             self._pull_gone()
-            self._error = (
-                f"no heartbeat from consumer {self._consumer} for "
-                f"{now - self._last_seen:.1f}s; renewing the pull"
-            )
+            # Said until a pull gets an answer (checking the consumer is not enough).
+            if self._silent_since is None:
+                self._silent_since = self._last_seen
 
     async def _keep_alive(self) -> None:
         """``+WPI`` for every record held longer than a third of ``ack_wait``."""
