@@ -386,3 +386,34 @@ async def test_pulls_the_consumer_refuses_are_reported_not_repeated_at_once(
         assert "MaxRequestExpires" in sub.status().error
         await asyncio.sleep(0.1)
     assert driver._nc.stats["out_msgs"] - before < 20
+
+
+async def test_pulls_answered_503_while_the_api_answers_are_paused_and_reported(
+    drivers: list[NatsDriver],
+) -> None:
+    """Every pull gets 503 (no responders) while the JetStream API finds the consumer (its
+    pulls go to a subject nobody serves). Before, the member checked the consumer and
+    pulled again at once, round after round at network speed; now, after the check found
+    the consumer and the next pull got 503 too, it pulls again only after a pause, and
+    health says so all the while."""
+    channel, group = names()
+    options = NatsSubscriptionOptions(heartbeat=0.5)
+    spec = SubscriptionSpec(group=group, channels=(channel,), options=options)
+    driver = make(drivers)
+    nc = await driver.connection()
+    assert driver._api is not None
+    sub = NatsSubscription(driver, nc, driver._api, spec, options, group)
+    sub._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.HEXA_TEST.{group}-nobody"
+    await sub.start()
+    try:
+        await eventually(lambda: "503" in sub.status().error, within=10, what="503 reported")
+        before = nc.stats["out_msgs"]
+        until = time.monotonic() + 3
+        while time.monotonic() < until:
+            assert "503" in sub.status().error, sub.status()
+            await asyncio.sleep(0.02)
+        sent = nc.stats["out_msgs"] - before
+        assert sent < 40, f"{sent} messages in 3 s: a storm of checks and pulls"
+        assert "pausing between pulls" in sub.status().error, sub.status()
+    finally:
+        await sub.close()

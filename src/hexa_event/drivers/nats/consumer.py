@@ -193,6 +193,7 @@ class NatsSubscription(Subscription):
         self._pull_until = 0.0
         self._last_seen = time.monotonic()
         self._silent_since: float | None = None  # since when pulls get no heartbeat
+        self._no_responders = 0  # pulls answered 503 in a row
         self._check_consumer = False
         self._error = ""
         self._refused = ""  # why the consumer refuses this member's pulls, if it does
@@ -444,6 +445,15 @@ class NatsSubscription(Subscription):
         return {ALL_CHANNELS: await self._api.pending(self._stream, [self._consumer])}
 
     def _silent(self, now: float) -> str:
+        """Why pulls get no answer, until one gets one (or none is needed)."""
+        if self._no_responders > 1:
+            return (
+                f"consumer {self._consumer} answers no pull (503 no responders, "
+                f"{self._no_responders} in a row) though the JetStream API finds it; "
+                "pausing between pulls"
+            )
+        if self._no_responders:
+            return f"consumer {self._consumer} does not answer (503 no responders); checking it"
         if self._silent_since is None:
             return ""
         return (
@@ -488,10 +498,10 @@ class NatsSubscription(Subscription):
         reply = msg.reply
         if not reply:
             if (msg.headers or {}).get("Status") != "503":
-                self._silent_since = None  # the server answers this member's pulls
+                self._answered()
             self._on_status(msg)
             return
-        self._silent_since = None
+        self._answered()
         self._delivered_at = self._last_seen
         self._refused = ""
         self._asked = max(0, self._asked - 1)
@@ -538,6 +548,11 @@ class NatsSubscription(Subscription):
             self._buffer.extend(ready)
             self._ready.wake()
 
+    def _answered(self) -> None:
+        """The server answers this member's pulls (or none is out): they are not silent."""
+        self._silent_since = None
+        self._no_responders = 0
+
     def _held(self) -> int:
         """Records this member holds: buffered, unsettled, or held back by the gates."""
         return len(self._buffer) + len(self._unsettled) + len(self._gate) + len(self._gaps)
@@ -561,13 +576,14 @@ class NatsSubscription(Subscription):
             self._gaps.suspect()  # deliveries of the old consumer leader may be lost
         if status == "423":  # another member is pinned now, or our pin expired
             self._pin = None
-        elif status == "503" or (status == "409" and "Consumer Deleted" in about):
+        elif status == "503":
             self._pull_gone()
-            self._error = f"consumer {self._consumer} " + (
-                "does not answer (503 no responders)"
-                if status == "503"
-                else "was deleted; creating it again"
-            )
+            self._no_responders += 1
+            if self._no_responders > 1:  # again after a check: pull again after a pause
+                self._paused_until = time.monotonic() + _RETRY_PAUSE
+        elif status == "409" and "Consumer Deleted" in about:
+            self._pull_gone()
+            self._error = f"consumer {self._consumer} was deleted; creating it again"
         elif status == "409" and pending is None:
             log.info("pull on %s ended: 409 %s", self._consumer, about)
         elif status not in ("404", "408", "409"):
@@ -679,7 +695,7 @@ class NatsSubscription(Subscription):
         # sends due redeliveries before any new record).
         room = max(self._limit - self._held(), self._gaps.probing(time.monotonic())) - self._asked
         if room <= 0 and not self._asked:
-            self._silent_since = None  # no pull: no heartbeat expected
+            self._answered()  # no pull: no answer expected
         if room <= 0 or (self._asked and room < self._batch // 2):
             return
         batch = min(room, self._batch)
