@@ -156,27 +156,34 @@ async def own_nats(tmp_path: Path) -> AsyncIterator[OwnNatsServer]:
         server.kill()
 
 
-async def test_a_lag_check_lost_with_the_connection_does_not_hold_up_the_pulls_after_it(
-    own_nats: OwnNatsServer, drivers: list[NatsDriver]
+@pytest.mark.parametrize("check", ["lag", "consumer"])
+async def test_a_check_lost_with_the_connection_does_not_hold_up_the_pulls_after_it(
+    own_nats: OwnNatsServer, drivers: list[NatsDriver], check: str
 ) -> None:
-    """The link goes silent while the member's lag check waits for its answer; the server
-    restarts (its waiting pulls are gone) and the client reconnects. The member pulls on
-    the new connection at once: a record published then arrives long before the lost
-    check's request_timeout (the check ran inline in the pull loop, which waited for it
-    before pulling again)."""
+    """The link goes silent while the member's lag check, or its consumer check after
+    missed heartbeats, waits for its answer; the server restarts (its waiting pulls are
+    gone) and the client reconnects. The member pulls on the new connection at once: a
+    record published then arrives long before the lost check's request_timeout (the
+    check ran inline in the pull loop, which waited for it before pulling again)."""
     channel, group = names()
     request_timeout = 20.0
     # A heartbeat of 10 s: the lag check (every loop round) is sent before a missing
-    # heartbeat makes the member check its consumer (after 20.5 s).
-    options = NatsSubscriptionOptions(ack_wait=60.0, heartbeat=10.0)
+    # heartbeat makes the member check its consumer (after 20.5 s); of 0.5 s: the
+    # consumer check is sent 1.5 s after the last heartbeat.
+    heartbeat = 10.0 if check == "lag" else 0.5
+    options = NatsSubscriptionOptions(ack_wait=60.0, heartbeat=heartbeat)
     spec = SubscriptionSpec(group=group, channels=(channel,), options=options)
     async with LosingProxy(own_nats.url) as proxy:
         driver = make(drivers, proxy.url, reconnect_wait=0.1, request_timeout=request_timeout)
         sub = await driver.subscribe(spec)
         try:
             proxy.stall()
+            if check == "consumer":  # the pull loop checks the consumer right after this
+                await eventually(
+                    lambda: "no heartbeat" in sub.status().error, within=30, what="no heartbeat"
+                )
             await eventually(
-                lambda: b"CONSUMER.INFO" in proxy.swallowed, within=30, what="a lag check sent"
+                lambda: b"CONSUMER.INFO" in proxy.swallowed, within=30, what="a check sent"
             )
             own_nats.kill()
             await own_nats.start()

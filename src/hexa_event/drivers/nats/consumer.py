@@ -202,6 +202,7 @@ class NatsSubscription(Subscription):
         self._info: dict[str, Any] = {}  # the consumer's info at the last lag check
         self._lag_at = 0.0
         self._lag_task: asyncio.Task[None] | None = None
+        self._checking: asyncio.Task[None] | None = None  # the consumer check under way
         self._delivered_at = time.monotonic()  # when a record last arrived
         self._closed = False
         self._given_back = False  # by close: what still arrives goes back at once
@@ -325,8 +326,12 @@ class NatsSubscription(Subscription):
             self._ready.fail(error)
 
     def renew(self) -> None:
-        """The connection came back (the driver's reconnect callback): renew the pull."""
+        """The connection came back (the driver's reconnect callback): renew the pull, and
+        check the consumer again on the new connection (a check under way may have sent
+        its request into the one that dropped: it would wait request_timeout)."""
         self._pull_gone(lost=self._reconnected())
+        if self._checking is not None:
+            self._checking.cancel()
 
     def _reconnected(self) -> bool:
         """True the first time a reconnect of the client is noticed: by the driver's
@@ -619,7 +624,8 @@ class NatsSubscription(Subscription):
         while not self._closed:
             try:
                 if self._check_consumer:
-                    await self._recreate()
+                    if not await self._checked():
+                        continue  # renewed meanwhile: again, on the new connection
                     self._check_consumer = False
                     self._error = ""
                     self._asked = 0
@@ -638,6 +644,20 @@ class NatsSubscription(Subscription):
                     return
                 self._error = retrying(f"JetStream consumer {self._consumer}", exc)
                 await woken(self._wake, _RETRY_PAUSE)
+
+    async def _checked(self) -> bool:
+        """:meth:`_recreate` as a task :meth:`renew` may cancel; False when it did."""
+        self._checking = asyncio.create_task(self._recreate())
+        try:
+            await self._checking
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed or (task is not None and task.cancelling()):
+                raise  # the loop itself is cancelled
+            return False
+        finally:
+            self._checking = None
+        return True
 
     async def _recreate(self) -> None:
         """Check the consumer; one that is gone is created again where the group was."""
