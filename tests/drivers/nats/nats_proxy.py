@@ -6,7 +6,9 @@ payload is dropped, and the client's connection is cut right after it: what a cl
 when the server wrote a delivery to a connection that then dropped (a server stopped or
 killed mid-send). The server counts the delivery as made and sends it again only after
 ``ack_wait``. The client reconnects through the proxy, and later connections pass whole.
-Without a marker nothing is lost; :meth:`LosingProxy.cut` drops the connections at once.
+Without a marker nothing is lost; :meth:`LosingProxy.cut` drops the connections at once,
+and :meth:`LosingProxy.stall` makes them a silent dead link until then; what the server
+sends to a subject in ``muted`` never reaches the client.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ class LosingProxy:
         self.dropped = asyncio.Event()
         self.connections = 0
         """Client connections accepted so far (a reconnect makes one more)."""
+        self.swallowed = bytearray()
+        """What the client sent while the link was stalled (it never reached the server)."""
+        self._stalled = False
+        self.muted: set[bytes] = set()
+        """Subjects whose messages from the server are dropped (the rest pass)."""
         self.url = ""
 
     async def __aenter__(self) -> LosingProxy:
@@ -50,6 +57,12 @@ class LosingProxy:
         """Drop every connection now (the client sees its server gone and reconnects)."""
         for task in list(self._tasks):
             task.cancel()
+        self._stalled = False
+
+    def stall(self) -> None:
+        """From now until :meth:`cut`, nothing passes either way and nothing is closed (a
+        link gone silent): what the client sends is kept in ``swallowed``."""
+        self._stalled = True
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -71,9 +84,11 @@ class LosingProxy:
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
 
-    @staticmethod
-    async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _copy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
+            if self._stalled:
+                self.swallowed.extend(data)
+                continue
             writer.write(data)
             await writer.drain()
 
@@ -98,5 +113,7 @@ class LosingProxy:
                 ):
                     self.dropped.set()
                     return
+            if self._stalled or (body and fields[1] in self.muted):
+                continue
             writer.write(line + body)
             await writer.drain()

@@ -14,11 +14,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from nats_helpers import TEST_OPTIONS, nats_url
 from nats_proxy import LosingProxy
+from own_server import OwnNatsServer
 
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.nats import NatsDriver, NatsSubscriptionOptions
@@ -142,6 +144,88 @@ async def test_a_reconnect_noticed_twice_does_not_take_another_member_s_deliveri
         assert "lost in transit" not in caplog.text
         assert took < ack_wait / 2, f"record 5 was held {took:.1f}s"
         await ack_all(a, [five])
+
+
+@pytest.fixture
+async def own_nats(tmp_path: Path) -> AsyncIterator[OwnNatsServer]:
+    server = OwnNatsServer(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.mark.parametrize("check", ["lag", "consumer"])
+async def test_a_check_lost_with_the_connection_does_not_hold_up_the_pulls_after_it(
+    own_nats: OwnNatsServer, drivers: list[NatsDriver], check: str
+) -> None:
+    """The link goes silent while the member's lag check, or its consumer check after
+    missed heartbeats, waits for its answer; the server restarts (its waiting pulls are
+    gone) and the client reconnects. The member pulls on the new connection at once: a
+    record published then arrives long before the lost check's request_timeout (the
+    check ran inline in the pull loop, which waited for it before pulling again)."""
+    channel, group = names()
+    request_timeout = 20.0
+    # A heartbeat of 10 s: the lag check (every loop round) is sent before a missing
+    # heartbeat makes the member check its consumer (after 20.5 s); of 0.5 s: the
+    # consumer check is sent 1.5 s after the last heartbeat.
+    heartbeat = 10.0 if check == "lag" else 0.5
+    options = NatsSubscriptionOptions(ack_wait=60.0, heartbeat=heartbeat)
+    spec = SubscriptionSpec(group=group, channels=(channel,), options=options)
+    async with LosingProxy(own_nats.url) as proxy:
+        driver = make(drivers, proxy.url, reconnect_wait=0.1, request_timeout=request_timeout)
+        sub = await driver.subscribe(spec)
+        try:
+            proxy.stall()
+            if check == "consumer":  # the pull loop checks the consumer right after this
+                await eventually(
+                    lambda: "no heartbeat" in sub.status().error, within=30, what="no heartbeat"
+                )
+            await eventually(
+                lambda: b"CONSUMER.INFO" in proxy.swallowed, within=30, what="a check sent"
+            )
+            own_nats.kill()
+            await own_nats.start()
+            proxy.cut()
+            await eventually(lambda: proxy.connections >= 2, within=30, what="a reconnect")
+            await make(drivers, own_nats.url).publish([record(channel, 1)])
+            began = time.monotonic()
+            [one] = await fetch_n(sub, 1, within=request_timeout + 20)
+            took = time.monotonic() - began
+            assert number(one) == 1
+            assert took < request_timeout / 2, f"the first record came after {took:.1f}s"
+            await ack_all(sub, [one])
+        finally:
+            await driver.close()  # through the proxy, while it runs
+
+
+async def test_pulls_that_get_no_heartbeat_keep_the_member_unhealthy_until_one_comes(
+    drivers: list[NatsDriver],
+) -> None:
+    """Nothing the server sends to the member's inbox arrives (its API answers still do):
+    health says so from the first missed heartbeats until a heartbeat comes again, also
+    after the member checked its consumer and pulled again (it said healthy then)."""
+    channel, group = names()
+    options = NatsSubscriptionOptions(heartbeat=0.5)
+    spec = SubscriptionSpec(group=group, channels=(channel,), options=options)
+    async with LosingProxy(nats_url()) as proxy:
+        driver = make(drivers, proxy.url)
+        sub = await driver.subscribe(spec)
+        assert isinstance(sub, NatsSubscription)
+        try:
+            proxy.muted.add(sub._inbox.encode())
+            await eventually(
+                lambda: "no heartbeat" in sub.status().error, within=10, what="no heartbeat"
+            )
+            until = time.monotonic() + 4  # rounds of checking the consumer, pulling again
+            while time.monotonic() < until:
+                assert "no heartbeat" in sub.status().error, sub.status()
+                await asyncio.sleep(0.02)
+            proxy.muted.clear()
+            await eventually(lambda: sub.status().error == "", within=10, what="healthy again")
+        finally:
+            await driver.close()  # through the proxy, while it runs
 
 
 # -- what an operator does under a running member ---------------------------------------------
@@ -309,3 +393,34 @@ async def test_pulls_the_consumer_refuses_are_reported_not_repeated_at_once(
         assert "MaxRequestExpires" in sub.status().error
         await asyncio.sleep(0.1)
     assert driver._nc.stats["out_msgs"] - before < 20
+
+
+async def test_pulls_answered_503_while_the_api_answers_are_paused_and_reported(
+    drivers: list[NatsDriver],
+) -> None:
+    """Every pull gets 503 (no responders) while the JetStream API finds the consumer (its
+    pulls go to a subject nobody serves). Before, the member checked the consumer and
+    pulled again at once, round after round at network speed; now, after the check found
+    the consumer and the next pull got 503 too, it pulls again only after a pause, and
+    health says so all the while."""
+    channel, group = names()
+    options = NatsSubscriptionOptions(heartbeat=0.5)
+    spec = SubscriptionSpec(group=group, channels=(channel,), options=options)
+    driver = make(drivers)
+    nc = await driver.connection()
+    assert driver._api is not None
+    sub = NatsSubscription(driver, nc, driver._api, spec, options, group)
+    sub._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.HEXA_TEST.{group}-nobody"
+    await sub.start()
+    try:
+        await eventually(lambda: "503" in sub.status().error, within=10, what="503 reported")
+        before = nc.stats["out_msgs"]
+        until = time.monotonic() + 3
+        while time.monotonic() < until:
+            assert "503" in sub.status().error, sub.status()
+            await asyncio.sleep(0.02)
+        sent = nc.stats["out_msgs"] - before
+        assert sent < 40, f"{sent} messages in 3 s: a storm of checks and pulls"
+        assert "pausing between pulls" in sub.status().error, sub.status()
+    finally:
+        await sub.close()

@@ -192,6 +192,8 @@ class NatsSubscription(Subscription):
         self._asked = 0
         self._pull_until = 0.0
         self._last_seen = time.monotonic()
+        self._silent_since: float | None = None  # since when pulls get no heartbeat
+        self._no_responders = 0  # pulls answered 503 in a row
         self._check_consumer = False
         self._error = ""
         self._refused = ""  # why the consumer refuses this member's pulls, if it does
@@ -199,6 +201,8 @@ class NatsSubscription(Subscription):
         self.fatal: DriverError | None = None  # what stopped this member, if anything
         self._info: dict[str, Any] = {}  # the consumer's info at the last lag check
         self._lag_at = 0.0
+        self._lag_task: asyncio.Task[None] | None = None
+        self._checking: asyncio.Task[None] | None = None  # the consumer check under way
         self._delivered_at = time.monotonic()  # when a record last arrived
         self._closed = False
         self._given_back = False  # by close: what still arrives goes back at once
@@ -235,9 +239,10 @@ class NatsSubscription(Subscription):
         await asyncio.shield(self._close())  # to the end, also when the caller is cancelled
 
     async def _close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [task for task in (self._task, self._lag_task) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._give_back([d for d in self._unsettled.values() if d.outcome is None])
         self._given_back = True
         if self._pin is not None and not self._nc.is_closed:
@@ -321,8 +326,12 @@ class NatsSubscription(Subscription):
             self._ready.fail(error)
 
     def renew(self) -> None:
-        """The connection came back (the driver's reconnect callback): renew the pull."""
+        """The connection came back (the driver's reconnect callback): renew the pull, and
+        check the consumer again on the new connection (a check under way may have sent
+        its request into the one that dropped: it would wait request_timeout)."""
         self._pull_gone(lost=self._reconnected())
+        if self._checking is not None:
+            self._checking.cancel()
 
     def _reconnected(self) -> bool:
         """True the first time a reconnect of the client is noticed: by the driver's
@@ -414,7 +423,13 @@ class NatsSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         now = time.monotonic()
-        error = self._link.connection_error or self._error or self._refused or self._stalled(now)
+        error = (
+            self._link.connection_error
+            or self._error
+            or self._refused
+            or self._silent(now)
+            or self._stalled(now)
+        )
         if held_back := self._gaps.describe(now):  # said even beside another problem
             held_back = f"JetStream consumer {self._consumer}: {held_back}"
             error = f"{error}; {held_back}" if error else held_back
@@ -433,6 +448,23 @@ class NatsSubscription(Subscription):
     async def lag(self) -> Mapping[str, int] | None:
         """The consumer's pending plus ack-pending records: one figure for all channels."""
         return {ALL_CHANNELS: await self._api.pending(self._stream, [self._consumer])}
+
+    def _silent(self, now: float) -> str:
+        """Why pulls get no answer, until one gets one (or none is needed)."""
+        if self._no_responders > 1:
+            return (
+                f"consumer {self._consumer} answers no pull (503 no responders, "
+                f"{self._no_responders} in a row) though the JetStream API finds it; "
+                "pausing between pulls"
+            )
+        if self._no_responders:
+            return f"consumer {self._consumer} does not answer (503 no responders); checking it"
+        if self._silent_since is None:
+            return ""
+        return (
+            f"no heartbeat from consumer {self._consumer} for {now - self._silent_since:.1f}s; "
+            "renewing the pull"
+        )
 
     def _stalled(self, now: float) -> str:
         """Why this member receives nothing though records wait for it ("" when it does not
@@ -470,8 +502,11 @@ class NatsSubscription(Subscription):
             self._error = ""
         reply = msg.reply
         if not reply:
+            if (msg.headers or {}).get("Status") != "503":
+                self._answered()
             self._on_status(msg)
             return
+        self._answered()
         self._delivered_at = self._last_seen
         self._refused = ""
         self._asked = max(0, self._asked - 1)
@@ -518,6 +553,11 @@ class NatsSubscription(Subscription):
             self._buffer.extend(ready)
             self._ready.wake()
 
+    def _answered(self) -> None:
+        """The server answers this member's pulls (or none is out): they are not silent."""
+        self._silent_since = None
+        self._no_responders = 0
+
     def _held(self) -> int:
         """Records this member holds: buffered, unsettled, or held back by the gates."""
         return len(self._buffer) + len(self._unsettled) + len(self._gate) + len(self._gaps)
@@ -541,13 +581,14 @@ class NatsSubscription(Subscription):
             self._gaps.suspect()  # deliveries of the old consumer leader may be lost
         if status == "423":  # another member is pinned now, or our pin expired
             self._pin = None
-        elif status == "503" or (status == "409" and "Consumer Deleted" in about):
+        elif status == "503":
             self._pull_gone()
-            self._error = f"consumer {self._consumer} " + (
-                "does not answer (503 no responders)"
-                if status == "503"
-                else "was deleted; creating it again"
-            )
+            self._no_responders += 1
+            if self._no_responders > 1:  # again after a check: pull again after a pause
+                self._paused_until = time.monotonic() + _RETRY_PAUSE
+        elif status == "409" and "Consumer Deleted" in about:
+            self._pull_gone()
+            self._error = f"consumer {self._consumer} was deleted; creating it again"
         elif status == "409" and pending is None:
             log.info("pull on %s ended: 409 %s", self._consumer, about)
         elif status not in ("404", "408", "409"):
@@ -583,7 +624,8 @@ class NatsSubscription(Subscription):
         while not self._closed:
             try:
                 if self._check_consumer:
-                    await self._recreate()
+                    if not await self._checked():
+                        continue  # renewed meanwhile: again, on the new connection
                     self._check_consumer = False
                     self._error = ""
                     self._asked = 0
@@ -593,7 +635,7 @@ class NatsSubscription(Subscription):
                 self._release(self._gate.expire(time.monotonic()))
                 self._hand_out(self._gaps.expire(time.monotonic()))
                 await self._keep_alive()
-                await self._refresh_lag()
+                self._check_lag()
             except Exception as exc:  # the loop must not die silently: say so, go on
                 if isinstance(exc, JetStreamApiError) and exc.code == 400:
                     refused = f"consumer {self._stream}/{self._consumer} was refused: {exc}"
@@ -602,6 +644,20 @@ class NatsSubscription(Subscription):
                     return
                 self._error = retrying(f"JetStream consumer {self._consumer}", exc)
                 await woken(self._wake, _RETRY_PAUSE)
+
+    async def _checked(self) -> bool:
+        """:meth:`_recreate` as a task :meth:`renew` may cancel; False when it did."""
+        self._checking = asyncio.create_task(self._recreate())
+        try:
+            await self._checking
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed or (task is not None and task.cancelling()):
+                raise  # the loop itself is cancelled
+            return False
+        finally:
+            self._checking = None
+        return True
 
     async def _recreate(self) -> None:
         """Check the consumer; one that is gone is created again where the group was."""
@@ -658,6 +714,8 @@ class NatsSubscription(Subscription):
         # Lost deliveries that are due are asked for even with prefetch full (the server
         # sends due redeliveries before any new record).
         room = max(self._limit - self._held(), self._gaps.probing(time.monotonic())) - self._asked
+        if room <= 0 and not self._asked:
+            self._answered()  # no pull: no answer expected
         if room <= 0 or (self._asked and room < self._batch // 2):
             return
         batch = min(room, self._batch)
@@ -686,10 +744,9 @@ class NatsSubscription(Subscription):
             self._asked = 0
         elif now - self._last_seen > self._options.heartbeat * 2 + 0.5:
             self._pull_gone()
-            self._error = (
-                f"no heartbeat from consumer {self._consumer} for "
-                f"{now - self._last_seen:.1f}s; renewing the pull"
-            )
+            # Said until a pull gets an answer (checking the consumer is not enough).
+            if self._silent_since is None:
+                self._silent_since = self._last_seen
 
     async def _keep_alive(self) -> None:
         """``+WPI`` for every record held longer than a third of ``ack_wait``."""
@@ -703,16 +760,31 @@ class NatsSubscription(Subscription):
                 delivery._touched = now
                 await self._nc.publish(delivery._msg.reply, _WPI)
 
-    async def _refresh_lag(self) -> None:
+    def _check_lag(self) -> None:
+        """Start a lag check when one is due, as a task of its own: a request sent into a
+        connection that just dropped waits request_timeout, and the pulls after the
+        reconnect must not wait for it."""
         now = time.monotonic()
         if now - self._lag_at < _LAG_REFRESH or not self._nc.is_connected:
             return
+        if self._lag_task is not None and not self._lag_task.done():
+            return
         self._lag_at = now
+        self._lag_task = asyncio.create_task(
+            self._refresh_lag(), name=f"hexa-event nats lag {self._stream}/{self._consumer}"
+        )
+
+    async def _refresh_lag(self) -> None:
         try:
             self._info = await self._api.consumer_info(self._stream, self._consumer)
-        except JetStreamApiError as exc:
-            if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
+        except Exception as exc:  # said in health; the pull loop goes on
+            if isinstance(exc, JetStreamApiError) and exc.err_code in (
+                ERR_CONSUMER_NOT_FOUND,
+                ERR_STREAM_NOT_FOUND,
+            ):
                 self._check_consumer = True  # gone (also when no pull would tell): again
-            raise
+                self._wake.set()
+            self._error = retrying(f"JetStream consumer {self._consumer}", exc)
+            return
         if self._error and not self._check_consumer:
             self._error = ""
