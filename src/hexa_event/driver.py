@@ -85,9 +85,10 @@ def check_records(records: Sequence[RawRecord]) -> None:
     be non-empty text without NUL, the key text, header names text and values bytes, the body
     bytes, ``not_before`` a finite number >= 0.
     """
-    bytes_values, text_names = _BYTES_VALUES, _TEXT_NAMES
     for record in records:
-        # The common case by exact types (cheap); anything else is looked at closely.
+        # The common case by exact types (cheap); anything else is looked at closely. The
+        # headers in one pass over their items, by a plain loop: on CPython 3.11 it costs
+        # half of two ``frozenset.issuperset(map(type, ...))`` (each built a set).
         if (
             record.__class__ is RawRecord
             and record.channel.__class__ is str
@@ -97,9 +98,11 @@ def check_records(records: Sequence[RawRecord]) -> None:
             and record.body.__class__ is bytes
             and record.not_before.__class__ is float
             and 0.0 <= record.not_before < _INF
-            and bytes_values.issuperset(map(type, record.headers.values()))
-            and text_names.issuperset(map(type, record.headers))
         ):
+            for name, value in record.headers.items():
+                if name.__class__ is not str or value.__class__ is not bytes:
+                    _check_record(record)
+                    break
             continue
         _check_record(record)
 
