@@ -42,7 +42,7 @@ from __future__ import annotations
 import abc
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, final
 
@@ -78,16 +78,34 @@ class RawRecord(msgspec.Struct, frozen=True, gc=False):
     not_before: float = 0.0
 
 
-def check_records(records: Sequence[RawRecord]) -> None:
-    """Refuse records a broker must not store: drivers call this at the top of ``publish``.
+class SealedRecords(list[RawRecord]):
+    """Records the core's sealer built, every header name text and every value bytes by
+    construction, as a list. ``driver`` is set by an emitter that hands the list straight
+    to that driver's ``publish`` (no publish middleware in between, nobody else holding the
+    list): :func:`check_records` then skips the per-header loop, for that driver only. A
+    list nobody vouched for this way (``driver`` None, another driver, a plain list, records
+    a publish middleware or a wrapping driver saw) gets every check."""
+
+    __slots__ = ("driver",)
+
+    def __init__(self, records: Iterable[RawRecord] = ()) -> None:
+        super().__init__(records)
+        self.driver: object = None
+
+
+def check_records(records: Sequence[RawRecord], driver: object = None) -> None:
+    """Refuse records a broker must not store: drivers call this at the top of ``publish``
+    (``driver``: the driver publishing, see :class:`SealedRecords`).
 
     Raises :class:`~hexa_event.errors.InvalidEventError` naming the field: the channel must
     be non-empty text without NUL, the key text, header names text and values bytes, the body
     bytes, ``not_before`` a finite number >= 0.
     """
-    bytes_values, text_names = _BYTES_VALUES, _TEXT_NAMES
+    vouched = driver is not None and type(records) is SealedRecords and records.driver is driver
     for record in records:
-        # The common case by exact types (cheap); anything else is looked at closely.
+        # The common case by exact types (cheap); anything else is looked at closely. The
+        # headers in one pass over their items, by a plain loop: on CPython 3.11 it costs
+        # half of two ``frozenset.issuperset(map(type, ...))`` (each built a set).
         if (
             record.__class__ is RawRecord
             and record.channel.__class__ is str
@@ -97,9 +115,13 @@ def check_records(records: Sequence[RawRecord]) -> None:
             and record.body.__class__ is bytes
             and record.not_before.__class__ is float
             and 0.0 <= record.not_before < _INF
-            and bytes_values.issuperset(map(type, record.headers.values()))
-            and text_names.issuperset(map(type, record.headers))
         ):
+            if vouched:
+                continue
+            for name, value in record.headers.items():
+                if name.__class__ is not str or value.__class__ is not bytes:
+                    _check_record(record)
+                    break
             continue
         _check_record(record)
 

@@ -19,7 +19,7 @@ import msgspec
 
 from .codecs import Codec
 from .context import Context
-from .driver import Driver, RawRecord
+from .driver import Driver, RawRecord, SealedRecords
 from .envelope import DELIVER_AT, EVENT_ID, CloudEvents, Envelope
 from .errors import (
     ClosedError,
@@ -257,6 +257,8 @@ class Emitter:
         if self.driver.features.scheduled_publish:
             records = _scheduled(records)
         if self._publish is None:
+            if type(records) is SealedRecords:
+                records.driver = self.driver  # straight from the sealer to this driver
             await self.driver.publish(records)
         else:
             await self._publish(Publication(records))

@@ -23,7 +23,7 @@ from .context import (
     HEXA_ROOT_EVENT_ID,
     Context,
 )
-from .driver import RawRecord
+from .driver import RawRecord, SealedRecords
 from .errors import EncodeError, InvalidArgumentError, InvalidEventError
 from .event import Event
 from .propagation import Propagator, default_propagator
@@ -104,9 +104,12 @@ class Envelope:
         ids: list[str] | None = None,
     ) -> list[RawRecord]:
         """Seal a batch that shares one context (a fresh one for the batch when None);
-        append each record's event id to ``ids`` when given."""
-        seal = _Sealer(self, self.context_headers(ctx), ctx, ids).seal
-        return [seal(event) for event in events]
+        append each record's event id to ``ids`` when given. The list is a
+        :class:`~hexa_event.driver.SealedRecords` when every header is known text and
+        bytes."""
+        sealer = _Sealer(self, self.context_headers(ctx), ctx, ids)
+        records = SealedRecords(map(sealer.seal, events))
+        return records if sealer.clean else list(records)
 
     def seal_each(
         self,
@@ -116,16 +119,20 @@ class Envelope:
         ids: list[str] | None = None,
     ) -> list[RawRecord]:
         """Seal ``events[i]`` with ``contexts[i]``; a context shared by neighbours is
-        propagated once. Each record's event id is appended to ``ids`` when given."""
-        out: list[RawRecord] = []
+        propagated once. Each record's event id is appended to ``ids`` when given; the list
+        is a :class:`~hexa_event.driver.SealedRecords` as for :meth:`seal_many`."""
+        out = SealedRecords()
         last: Context | None = None
-        seal = None
+        sealer = None
+        clean = True
         for event, ctx in zip(events, contexts, strict=True):
-            if ctx is not last or seal is None:
-                seal = _Sealer(self, self.context_headers(ctx), ctx, ids).seal
+            if ctx is not last or sealer is None:
+                if sealer is not None:
+                    clean = clean and sealer.clean
+                sealer = _Sealer(self, self.context_headers(ctx), ctx, ids)
                 last = ctx
-            out.append(seal(event))
-        return out
+            out.append(sealer.seal(event))
+        return out if clean and (sealer is None or sealer.clean) else list(out)
 
     def context_headers(self, ctx: Context | None) -> dict[str, bytes]:
         """What the propagator writes for ``ctx`` (a fresh context when None)."""
@@ -141,7 +148,12 @@ class Envelope:
 
 class _Sealer:
     """Seals events that share one context's headers: the headers every record of a codec
-    carries alike are built once, and each record starts from a copy of them."""
+    carries alike are built once, and each record starts from a copy of them.
+
+    ``clean`` stays True while every header of every record sealed is a text name with a
+    bytes value, which the sealer makes sure of where it does not know it by construction
+    (the propagator's and codec's headers once per template, an event's own headers, a
+    reply's root ids)."""
 
     __slots__ = (
         "_codec",
@@ -153,6 +165,7 @@ class _Sealer:
         "_last_ms",
         "_last_ms_text",
         "_templates",
+        "clean",
     )
 
     def __init__(
@@ -173,6 +186,8 @@ class _Sealer:
         self._codec_template: dict[str, bytes] = {}
         self._last_ms = -1
         self._last_ms_text = b""
+        cloudevents = envelope.cloudevents
+        self.clean = cloudevents is None or cloudevents.source.__class__ is str
 
     def _template(self, codec: Codec) -> dict[str, bytes]:
         template = self._templates.get(id(codec))
@@ -187,6 +202,8 @@ class _Sealer:
                 REPLY_CHANNEL: b"",
                 PAYLOAD_ENCODER: codec.name.encode(),
             }
+            if not _clean(template):
+                self.clean = False
         self._codec, self._codec_template = codec, template
         return template
 
@@ -209,9 +226,15 @@ class _Sealer:
                 for name, value in event.headers.items()
             }
             headers.update(template)
+            if not _clean(headers):
+                self.clean = False
         else:
             headers = template.copy()
-        event_id = event.id or str(uuid7())  # new_event_id(), without a call per record
+        event_id = event.id
+        if not event_id:
+            event_id = str(uuid7())  # new_event_id(), without a call per record
+        elif event_id.__class__ is not str:
+            self.clean = False
         emitted_ms = time.time_ns() // 1_000_000  # now_ms(), without a call per record
         if emitted_ms != self._last_ms:
             self._last_ms, self._last_ms_text = emitted_ms, str(emitted_ms).encode()
@@ -248,6 +271,16 @@ class _Sealer:
             headers[ROOT_EVENT_ID] = ctx.root_event_id.encode()
             if ctx.root_handler_action:
                 headers[ROOT_ACTION] = ctx.root_handler_action.encode()
+            if not _clean(headers):
+                self.clean = False
+
+
+def _clean(headers: Mapping[str, object]) -> bool:
+    """Every name text and every value bytes (exactly: what check_records lets through
+    without a closer look)."""
+    return all(
+        name.__class__ is str and value.__class__ is bytes for name, value in headers.items()
+    )
 
 
 def _application_header(name: str) -> str:

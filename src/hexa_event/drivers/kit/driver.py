@@ -110,7 +110,7 @@ class KitDriver(Driver):
         """Store every record; return only once the engine has durably accepted all (the
         template above: closed check, record checks, provisioning once, then send)."""
         self.check_open()
-        check_records(records)
+        check_records(records, self)
         self.validate(records)
         if not records:
             return
