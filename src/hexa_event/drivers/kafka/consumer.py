@@ -14,6 +14,7 @@ import operator
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from itertools import groupby
 from typing import Any
 
 from confluent_kafka import KafkaException, Message
@@ -58,28 +59,49 @@ _COORDINATOR_BACKOFF_MAX = 600.0
 _HEADERS = operator.methodcaller("headers")
 """``message.headers()`` called from C, which raises at once for a name that is not UTF-8
 (the interpreter's fast call path passes confluent-kafka's pending error on unchecked)."""
+_STATE = operator.itemgetter(0)
+"""A buffered record's partition state."""
+
+
+def _unreadable(message: Any) -> None:
+    """A record whose header name confluent-kafka cannot decode: its headers are replaced by
+    none (read again, the half-built list it keeps crashes the process), and a warning says
+    so. None: the record's headers."""
+    message.set_headers([])
+    log.warning(
+        "Kafka record %s-%s-%s: a header name is not UTF-8; handed out without headers",
+        message.topic(),
+        message.partition(),
+        message.offset(),
+    )
+
+
+def _nulls(headers: dict[str, bytes | None]) -> dict[str, bytes]:
+    """``headers`` with null values as ``b""`` (present and empty)."""
+    return {k: (b"" if v is None else v) for k, v in headers.items()}
+
+
+def _headers(message: Any) -> dict[str, bytes]:
+    """A record's headers: of repeated names the last wins; a null value is ``b""``; none
+    when a name is not UTF-8 (:func:`_unreadable`). Inlined in :class:`KafkaRecordBatch`."""
+    try:
+        pairs = _HEADERS(message)
+    except (SystemError, ValueError):  # a name confluent-kafka cannot decode
+        pairs = _unreadable(message)
+    if not pairs:
+        return {}
+    headers = dict(pairs)
+    return _nulls(headers) if None in headers.values() else headers
 
 
 def _parts(message: Any) -> tuple[str, dict[str, bytes], bytes]:
-    """A record's key, headers (of repeated names the last wins; a null value is ``b""``,
-    present and empty; none when a name is not UTF-8) and body."""
+    """A record's key, headers (:func:`_headers`) and body."""
     key = message.key()
-    try:
-        headers = _HEADERS(message)
-    except (SystemError, ValueError):  # a name confluent-kafka cannot decode; read again,
-        # the half-built list it keeps crashes the process: replaced by none
-        message.set_headers([])
-        headers = None
-        log.warning(
-            "Kafka record %s-%s-%s: a header name is not UTF-8; handed out without headers",
-            message.topic(),
-            message.partition(),
-            message.offset(),
-        )
-    headers = dict(headers) if headers else {}
-    if None in headers.values():
-        headers = {k: (b"" if v is None else v) for k, v in headers.items()}
-    return key.decode("utf-8", "surrogateescape") if key else "", headers, message.value() or b""
+    return (
+        key.decode("utf-8", "surrogateescape") if key else "",
+        _headers(message),
+        message.value() or b"",
+    )
 
 
 def _timestamp(message: Any) -> float | None:
@@ -125,33 +147,40 @@ class KafkaRecordBatch(RecordBatch):
     __slots__ = ("_items", "_runs", "_sub")
 
     def __init__(self, sub: KafkaSubscription, items: list[Ready]) -> None:
-        super().__init__()
+        # Hot path: the base class's slots set here (not through super()), each list built
+        # by a comprehension, the partition runs by groupby (PartitionState compares by
+        # identity), the headers inlined (:func:`_headers`).
+        self.outcome = None
+        self.taken = set()
         self._sub: KafkaSubscription | None = sub
         self._items = items
+        natives = [item[1] for item in items]
+        self.natives = natives  # type: ignore[assignment]
+        self.keys = [
+            key.decode("utf-8", "surrogateescape") if (key := m.key()) else "" for m in natives
+        ]
+        self.bodies = [m.value() or b"" for m in natives]
+        self.headers = out = []  # type: ignore[var-annotated]
+        add = out.append
+        for message in natives:
+            try:
+                pairs = _HEADERS(message)
+            except (SystemError, ValueError):  # a name confluent-kafka cannot decode
+                pairs = _unreadable(message)
+            if pairs:
+                headers = dict(pairs)
+                add(_nulls(headers) if None in headers.values() else headers)
+            else:
+                add({})
+        self.channels = channels = []  # type: ignore[var-annotated]
         self._runs: list[tuple[PartitionState, int, list[int]]] = []
         """(partition, index of its first record here, offsets), one per partition run."""
-        # Hot path: the lists' appends bound once; a partition's run is opened on change.
-        add_channel, add_key, add_native = (
-            self.channels.append,
-            self.keys.append,
-            self.natives.append,
-        )
-        add_headers, add_body = self.headers.append, self.bodies.append
-        last: PartitionState | None = None
-        offsets: list[int] = []
-        add_offset, topic = offsets.append, ""
-        for index, (state, message, offset, _) in enumerate(items):
-            if state is not last:
-                offsets = []
-                last, add_offset, topic = state, offsets.append, state.key[0]
-                self._runs.append((state, index, offsets))
-            add_offset(offset)
-            key, headers, body = _parts(message)
-            add_channel(topic)
-            add_key(key)
-            add_headers(headers)
-            add_body(body)
-            add_native(message)
+        first = 0
+        for state, run in groupby(items, _STATE):
+            offsets = [item[2] for item in run]
+            self._runs.append((state, first, offsets))
+            channels += [state.key[0]] * len(offsets)
+            first += len(offsets)
 
     def _delivery(self, index: int) -> Delivery:
         sub = self._sub
@@ -162,12 +191,12 @@ class KafkaRecordBatch(RecordBatch):
     def timestamp(self, index: int) -> float | None:
         return _timestamp(self.natives[index])
 
-    def remaining(self) -> list[tuple[PartitionState, list[int], list[int]]]:
+    def remaining(self) -> list[tuple[PartitionState, list[int], Sequence[int]]]:
         """Per partition run: the offsets not taken out, and their indexes here."""
         taken = self.taken
-        out = []
+        out: list[tuple[PartitionState, list[int], Sequence[int]]] = []
         for state, first, offsets in self._runs:
-            indexes = list(range(first, first + len(offsets)))
+            indexes: Sequence[int] = range(first, first + len(offsets))
             if taken:
                 kept = [(i, o) for i, o in zip(indexes, offsets, strict=True) if i not in taken]
                 indexes = [i for i, _ in kept]
@@ -492,28 +521,47 @@ class KafkaSubscription(Subscription):
             return
         partitions = self._partitions
         ready = self._buffer.items
+        add = ready.append
         got = False
+        # Hot path: the partition's state is looked up once per run of its records (consume
+        # returns a partition's records together); ``top`` is the run's next offset, stored
+        # on the state when the run ends.
+        state: PartitionState | None = None
+        topic: Any = None
+        number: Any = None
+        top = 0
+        received: Any = None
         for message in messages:
-            err = message.error()
-            if err is not None:
-                member.on_error(err)
+            if message.error() is not None:
+                member.on_error(message.error())  # type: ignore[arg-type]
                 continue
-            state = partitions.get((message.topic(), message.partition()))  # type: ignore[arg-type]
-            if state is None or state.revoking:
+            if message.partition() != number or message.topic() != topic:
+                if state is not None:
+                    state.next_offset = top
+                topic, number = message.topic(), message.partition()
+                state = partitions.get((topic, number))
+                if state is not None and state.revoking:
+                    state = None
+                if state is not None:
+                    top, received = state.next_offset, state.offsets.append
+            if state is None:
                 continue
             offset: int = message.offset()  # type: ignore[assignment]
-            if offset < state.next_offset:
+            if offset < top:
                 continue  # already received in this assignment
-            state.next_offset = offset + 1
-            state.offsets.append(offset)
+            top = offset + 1
+            received(offset)
             if state.skip and offset in state.skip:
                 # Acked by the previous owner above its committed offset: finished already.
                 state.skip.discard(offset)
+                state.next_offset = top  # complete() may look at it
                 state.complete(offset)
                 self._dirty.add(state)
                 continue
-            ready.append((state, message, offset, 1))
+            add((state, message, offset, 1))
             got = True
+        if state is not None:
+            state.next_offset = top
         if got:
             member.clear_error()
         if len(ready) >= self._buffer_high:
