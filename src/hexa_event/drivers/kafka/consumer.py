@@ -81,27 +81,22 @@ def _nulls(headers: dict[str, bytes | None]) -> dict[str, bytes]:
     return {k: (b"" if v is None else v) for k, v in headers.items()}
 
 
-def _headers(message: Any) -> dict[str, bytes]:
-    """A record's headers: of repeated names the last wins; a null value is ``b""``; none
-    when a name is not UTF-8 (:func:`_unreadable`). Inlined in :class:`KafkaRecordBatch`."""
+def _parts(message: Any) -> tuple[str, dict[str, bytes], bytes]:
+    """A record's key, headers (of repeated names the last wins; a null value is ``b""``,
+    present and empty; none when a name is not UTF-8: :func:`_unreadable`) and body.
+    :class:`KafkaRecordBatch` has this inlined."""
     try:
         pairs = _HEADERS(message)
     except (SystemError, ValueError):  # a name confluent-kafka cannot decode
         pairs = _unreadable(message)
-    if not pairs:
-        return {}
-    headers = dict(pairs)
-    return _nulls(headers) if None in headers.values() else headers
-
-
-def _parts(message: Any) -> tuple[str, dict[str, bytes], bytes]:
-    """A record's key, headers (:func:`_headers`) and body."""
+    if pairs:
+        headers = dict(pairs)
+        if None in headers.values():
+            headers = _nulls(headers)
+    else:
+        headers = {}
     key = message.key()
-    return (
-        key.decode("utf-8", "surrogateescape") if key else "",
-        _headers(message),
-        message.value() or b"",
-    )
+    return key.decode("utf-8", "surrogateescape") if key else "", headers, message.value() or b""
 
 
 def _timestamp(message: Any) -> float | None:
@@ -149,7 +144,7 @@ class KafkaRecordBatch(RecordBatch):
     def __init__(self, sub: KafkaSubscription, items: list[Ready]) -> None:
         # Hot path: the base class's slots set here (not through super()), each list built
         # by a comprehension, the partition runs by groupby (PartitionState compares by
-        # identity), the headers inlined (:func:`_headers`).
+        # identity), the headers inlined (:func:`_parts`).
         self.outcome = None
         self.taken = set()
         self._sub: KafkaSubscription | None = sub
@@ -694,8 +689,8 @@ class KafkaSubscription(Subscription):
             for state, _, offsets in batch._runs:
                 state.outstanding += len(offsets)
             return [batch]
-        for item in items:
-            item[0].outstanding += 1
+        for state, run in groupby(items, _STATE):
+            state.outstanding += len(list(run))
         return [KafkaDelivery(self, item) for item in items]
 
     def _claim(self, settled: Any, kind: type[KafkaDelivery | KafkaRecordBatch]) -> bool:
@@ -728,12 +723,23 @@ class KafkaSubscription(Subscription):
         acked: dict[PartitionState, list[int]] = {}
         back: dict[float, list[Ready]] = {}  # by delay
         delivery: Any
+        ack = Outcome.ACK
+        last: PartitionState | None = None
+        run: list[int] = []
         for delivery in deliveries:
-            if not self._claim(delivery, KafkaDelivery):
+            # Hot path: _claim inlined; a partition's run of acks appended to one list.
+            if (
+                not isinstance(delivery, KafkaDelivery)
+                or delivery._sub is not self
+                or delivery.outcome is None
+            ):
                 continue
+            delivery._sub = None
             state, offset = delivery._partition, delivery._offset
-            if delivery.outcome is Outcome.ACK:
-                acked.setdefault(state, []).append(offset)
+            if delivery.outcome is ack:
+                if state is not last:
+                    last, run = state, acked.setdefault(state, [])
+                run.append(offset)
             elif self._finished(state, [offset], False):
                 item = (state, delivery.native, offset, delivery.delivery_count + 1)
                 back.setdefault(delivery.delay, []).append(item)
