@@ -63,10 +63,10 @@ _STATE = operator.itemgetter(0)
 """A buffered record's partition state."""
 
 
-def _unreadable(message: Any) -> None:
+def _unreadable(message: Any) -> list[tuple[str, bytes]]:
     """A record whose header name confluent-kafka cannot decode: its headers are replaced by
     none (read again, the half-built list it keeps crashes the process), and a warning says
-    so. None: the record's headers."""
+    so. Returns the record's headers now: none."""
     message.set_headers([])
     log.warning(
         "Kafka record %s-%s-%s: a header name is not UTF-8; handed out without headers",
@@ -74,6 +74,7 @@ def _unreadable(message: Any) -> None:
         message.partition(),
         message.offset(),
     )
+    return []
 
 
 def _nulls(headers: dict[str, bytes | None]) -> dict[str, bytes]:
