@@ -198,3 +198,43 @@ async def test_single_deliveries_acked_across_partitions_commit_every_run() -> N
     assert sub._unsettled == 0
     await eventually(lambda: bool(member.commits), within=5)
     assert sorted(member.commits[0]) == [("a", 0, 2, ""), ("b", 0, 1, "")]
+
+
+async def test_runs_split_by_the_prefetch_window_and_given_back_keep_their_order() -> None:
+    member = _Member()
+    sub = _subscription(member, {("a", 0): 0}, prefetch=3)
+    sub.on_messages(member, [_message("a", 0, o) for o in range(2)])  # type: ignore[misc]
+    sub.on_messages(member, [_message("a", 0, o) for o in range(2, 5)])  # type: ignore[misc]
+    assert len(sub._buffer) == 5
+    head = await sub.fetch_records(100)  # the window: 3 of the run's 5
+    assert head is not None
+    assert head.bodies == [b"a-0-0", b"a-0-1", b"a-0-2"]
+    assert len(sub._buffer) == 2
+    taken = head.take(2)
+    head.nack()
+    await sub.settle_records([head])
+    # Back first, counted again; a record arriving now queues behind the rest.
+    sub.on_messages(member, [_message("a", 0, 5)])  # type: ignore[list-item]
+    assert len(sub._buffer) == 5
+    taken.nack()
+    await sub.settle([taken])
+    await eventually(lambda: len(sub._buffer) == 6, within=5, what="the taken record back")
+    out: list[Any] = []
+    while len(sub._buffer):
+        batch = await sub.fetch_records(100)
+        assert batch is not None
+        out += [batch._delivery(i) for i in range(len(batch))]
+        batch.ack()
+        await sub.settle_records([batch])
+    assert [(d.coordinates, d.delivery_count) for d in out] == [
+        ("a-0-2", 2),
+        ("a-0-0", 2),
+        ("a-0-1", 2),
+        ("a-0-3", 1),
+        ("a-0-4", 1),
+        ("a-0-5", 1),
+    ]
+    state = sub._partitions[("a", 0)]
+    assert state.outstanding == 0
+    assert not state.offsets
+    assert sub._unsettled == 0

@@ -12,9 +12,9 @@ import asyncio
 import logging
 import operator
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from itertools import groupby
 from typing import Any
 
 from confluent_kafka import KafkaException, Message
@@ -34,9 +34,51 @@ from .member import Member, Position, moving
 from .offsets import PartitionState, decode_acked
 from .options import KafkaOptions, KafkaSubscriptionOptions, redact
 
-Ready = tuple[PartitionState, Message, int, int]
-"""A record buffered: (partition state, message, offset, delivery count), made a delivery
-only when handed out."""
+
+class Run:
+    """Records of one partition next to each other in the buffer (or a batch): their
+    messages and offsets, in order, and the delivery count they are handed out with. Made a
+    delivery or a record batch only when handed out; no object per record."""
+
+    __slots__ = ("count", "messages", "offsets", "state")
+
+    def __init__(
+        self, state: PartitionState, messages: list[Message], offsets: list[int], count: int
+    ) -> None:
+        self.state = state
+        self.messages = messages
+        self.offsets = offsets
+        self.count = count
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+class RunBuffer(DeliveryBuffer[Run, Any]):
+    """The buffer of runs; ``len()`` counts their records (:attr:`records`), which
+    ``on_messages`` and ``_take`` keep up to date as they add and take."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, take: Callable[[deque[Run], int], list[Any]]) -> None:
+        super().__init__(take)
+        self.records = 0
+
+    def __len__(self) -> int:
+        return self.records
+
+    def appendleft(self, item: Run) -> None:
+        super().appendleft(item)
+        self.records += len(item)
+
+    def keep(self, wanted: Callable[[Run], bool]) -> None:
+        super().keep(wanted)
+        self.records = sum(map(len, self.items))
+
+    def close(self) -> None:
+        super().close()
+        self.records = 0
+
 
 LagReader = Callable[[str, Sequence[str], str | None, bool], Awaitable[dict[str, int]]]
 """``(group, topics, pattern, earliest)`` -> the group's lag per topic."""
@@ -59,8 +101,6 @@ _COORDINATOR_BACKOFF_MAX = 600.0
 _HEADERS = operator.methodcaller("headers")
 """``message.headers()`` called from C, which raises at once for a name that is not UTF-8
 (the interpreter's fast call path passes confluent-kafka's pending error on unchecked)."""
-_STATE = operator.itemgetter(0)
-"""A buffered record's partition state."""
 
 
 def _unreadable(message: Any) -> list[tuple[str, bytes]]:
@@ -112,9 +152,15 @@ class KafkaDelivery(Delivery):
 
     __slots__ = ("_offset", "_partition", "_sub", "native")
 
-    def __init__(self, sub: KafkaSubscription, item: Ready) -> None:
+    def __init__(
+        self,
+        sub: KafkaSubscription,
+        partition: PartitionState,
+        message: Message,
+        offset: int,
+        delivery_count: int,
+    ) -> None:
         # Hot path: set the base class's slots directly rather than through super().
-        partition, message, offset, delivery_count = item
         self.record = RawRecord(partition.key[0], *_parts(message))
         self.delivery_count = delivery_count
         self.outcome = None
@@ -140,18 +186,25 @@ class KafkaRecordBatch(RecordBatch):
     """Records handed out together (:meth:`KafkaSubscription.fetch_records`): the core's
     lists, and per partition the run of offsets they came from, settled as ranges."""
 
-    __slots__ = ("_items", "_runs", "_sub")
+    __slots__ = ("_firsts", "_runs", "_sub")
 
-    def __init__(self, sub: KafkaSubscription, items: list[Ready]) -> None:
+    def __init__(self, sub: KafkaSubscription, runs: list[Run]) -> None:
         # Hot path: the base class's slots set here (not through super()), each list built
-        # by a comprehension, the partition runs by groupby (PartitionState compares by
-        # identity), the headers inlined (:func:`_parts`).
+        # by a comprehension or per run, the headers inlined (:func:`_parts`).
         self.outcome = None
         self.taken = set()
         self._sub: KafkaSubscription | None = sub
-        self._items = items
-        natives = [item[1] for item in items]
+        self._runs = runs
+        self._firsts: list[int] = []
+        """The index here of each run's first record."""
+        natives: list[Message] = []
+        channels: list[str] = []
+        for run in runs:
+            self._firsts.append(len(natives))
+            natives += run.messages
+            channels += [run.state.key[0]] * len(run.messages)
         self.natives = natives  # type: ignore[assignment]
+        self.channels = channels
         self.keys = [
             key.decode("utf-8", "surrogateescape") if (key := m.key()) else "" for m in natives
         ]
@@ -168,36 +221,40 @@ class KafkaRecordBatch(RecordBatch):
                 add(_nulls(headers) if None in headers.values() else headers)
             else:
                 add({})
-        self.channels = channels = []  # type: ignore[var-annotated]
-        self._runs: list[tuple[PartitionState, int, list[int]]] = []
-        """(partition, index of its first record here, offsets), one per partition run."""
-        first = 0
-        for state, run in groupby(items, _STATE):
-            offsets = [item[2] for item in run]
-            self._runs.append((state, first, offsets))
-            channels += [state.key[0]] * len(offsets)
-            first += len(offsets)
 
     def _delivery(self, index: int) -> Delivery:
         sub = self._sub
         if sub is None:
             raise IndexError(f"record {index} of a settled batch")
-        return KafkaDelivery(sub, self._items[index])
+        at = bisect_right(self._firsts, index) - 1
+        run = self._runs[at]
+        offset = run.offsets[index - self._firsts[at]]
+        return KafkaDelivery(
+            sub, run.state, run.messages[index - self._firsts[at]], offset, run.count
+        )
 
     def timestamp(self, index: int) -> float | None:
         return _timestamp(self.natives[index])
 
-    def remaining(self) -> list[tuple[PartitionState, list[int], Sequence[int]]]:
-        """Per partition run: the offsets not taken out, and their indexes here."""
+    def remaining(self) -> list[Run]:
+        """Per partition run: its records not taken out (the runs themselves when none
+        was)."""
         taken = self.taken
-        out: list[tuple[PartitionState, list[int], Sequence[int]]] = []
-        for state, first, offsets in self._runs:
-            indexes: Sequence[int] = range(first, first + len(offsets))
-            if taken:
-                kept = [(i, o) for i, o in zip(indexes, offsets, strict=True) if i not in taken]
-                indexes = [i for i, _ in kept]
-                offsets = [o for _, o in kept]
-            out.append((state, offsets, indexes))
+        if not taken:
+            return self._runs
+        out = []
+        for run, first in zip(self._runs, self._firsts, strict=True):
+            kept = [i for i in range(len(run)) if first + i not in taken]
+            if kept:
+                messages, offsets = run.messages, run.offsets
+                out.append(
+                    Run(
+                        run.state,
+                        [messages[i] for i in kept],
+                        [offsets[i] for i in kept],
+                        run.count,
+                    )
+                )
         return out
 
 
@@ -238,7 +295,7 @@ class KafkaSubscription(Subscription):
         self._members: list[Member] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._partitions: dict[tuple[str, int], PartitionState] = {}
-        self._buffer: DeliveryBuffer[Ready, Any] = DeliveryBuffer(self._take)
+        self._buffer = RunBuffer(self._take)
         self._as_records = False
         """Set by the first :meth:`fetch_records`: the buffer hands out record batches."""
         self._unsettled = 0
@@ -516,17 +573,22 @@ class KafkaSubscription(Subscription):
         if member.abandoned:
             return
         partitions = self._partitions
-        ready = self._buffer.items
-        add = ready.append
-        got = False
+        buffer = self._buffer
+        ready = buffer.items
+        got = 0
         # Hot path: the partition's state is looked up once per run of its records (consume
         # returns a partition's records together); ``top`` is the run's next offset, stored
-        # on the state when the run ends.
+        # on the state when the run ends. A run's records join the buffer's last run when
+        # that is of the same partition and first handed out, else a new run made at its
+        # first record (``run`` None until then).
         state: PartitionState | None = None
         topic: Any = None
         number: Any = None
         top = 0
         received: Any = None
+        run: Run | None = None
+        add_message: Any = None
+        add_offset: Any = None
         for message in messages:
             if message.error() is not None:
                 member.on_error(message.error())  # type: ignore[arg-type]
@@ -540,6 +602,7 @@ class KafkaSubscription(Subscription):
                     state = None
                 if state is not None:
                     top, received = state.next_offset, state.offsets.append
+                run = None
             if state is None:
                 continue
             offset: int = message.offset()  # type: ignore[assignment]
@@ -554,13 +617,23 @@ class KafkaSubscription(Subscription):
                 state.complete(offset)
                 self._dirty.add(state)
                 continue
-            add((state, message, offset, 1))
-            got = True
+            if run is None:
+                last = ready[-1] if ready else None
+                if last is not None and last.state is state and last.count == 1:
+                    run = last
+                else:
+                    run = Run(state, [], [], 1)
+                    ready.append(run)
+                add_message, add_offset = run.messages.append, run.offsets.append
+            add_message(message)
+            add_offset(offset)
+            got += 1
         if state is not None:
             state.next_offset = top
         if got:
+            buffer.records += got
             member.clear_error()
-        if len(ready) >= self._buffer_high:
+        if buffer.records >= self._buffer_high:
             for m in self._members:
                 m.room.clear()
         self._buffer.wake()
@@ -603,12 +676,12 @@ class KafkaSubscription(Subscription):
             self._dirty.add(state)
         return not ack and not self._closed
 
-    def _give_back(self, items: list[Ready]) -> None:
+    def _give_back(self, runs: list[Run]) -> None:
         """Nacked records (their delay passed): first in line again, in their order (those
         of a partition revoked since, or all once closed, are dropped)."""
-        for item in reversed(items):
-            if not item[0].revoking and not self._closed:
-                self._buffer.appendleft(item)
+        for run in reversed(runs):
+            if not run.state.revoking and not self._closed:
+                self._buffer.appendleft(run)
 
     def _schedule_commit(self) -> None:
         """Commit the changed positions soon: at most one commit in flight, and at most one
@@ -675,24 +748,37 @@ class KafkaSubscription(Subscription):
         out = await self._buffer.fetch(max_count)
         return out[0] if out else None
 
-    def _take(self, ready: deque[Ready], max_count: int) -> list[Any]:
+    def _take(self, ready: deque[Run], max_count: int) -> list[Any]:
         """Up to ``max_count`` buffered records within the prefetch window, counted out of
         their partitions, as deliveries or (after :meth:`fetch_records`) one record batch."""
-        count = min(max_count, self._prefetch - self._unsettled, len(ready))
+        buffer = self._buffer
+        count = min(max_count, self._prefetch - self._unsettled, buffer.records)
         if count <= 0:
             return []
-        popleft = ready.popleft
-        items = [popleft() for _ in range(count)]
+        runs: list[Run] = []
+        left = count
+        while left:
+            run = ready[0]
+            size = len(run.offsets)
+            if size <= left:
+                runs.append(ready.popleft())
+            else:  # the run's head; its tail stays first in line
+                messages, offsets = run.messages, run.offsets
+                runs.append(Run(run.state, messages[:left], offsets[:left], run.count))
+                del messages[:left], offsets[:left]
+                size = left
+            run.state.outstanding += size
+            left -= size
+        buffer.records -= count
         self._unsettled += count
         self._maybe_resume()
         if self._as_records:
-            batch = KafkaRecordBatch(self, items)
-            for state, _, offsets in batch._runs:
-                state.outstanding += len(offsets)
-            return [batch]
-        for state, run in groupby(items, _STATE):
-            state.outstanding += len(list(run))
-        return [KafkaDelivery(self, item) for item in items]
+            return [KafkaRecordBatch(self, runs)]
+        return [
+            KafkaDelivery(self, run.state, message, offset, run.count)
+            for run in runs
+            for message, offset in zip(run.messages, run.offsets, strict=True)
+        ]
 
     def _claim(self, settled: Any, kind: type[KafkaDelivery | KafkaRecordBatch]) -> bool:
         """Whether ``settled`` (a ``kind``) is this subscription's, settled and not applied
@@ -722,7 +808,7 @@ class KafkaSubscription(Subscription):
         records are delivered again (at-least-once). Close and revoke commit synchronously.
         """
         acked: dict[PartitionState, list[int]] = {}
-        back: dict[float, list[Ready]] = {}  # by delay
+        back: dict[float, list[Run]] = {}  # by delay
         delivery: Any
         ack = Outcome.ACK
         last: PartitionState | None = None
@@ -742,7 +828,7 @@ class KafkaSubscription(Subscription):
                     last, run = state, acked.setdefault(state, [])
                 run.append(offset)
             elif self._finished(state, [offset], False):
-                item = (state, delivery.native, offset, delivery.delivery_count + 1)
+                item = Run(state, [delivery.native], [offset], delivery.delivery_count + 1)
                 back.setdefault(delivery.delay, []).append(item)
         for delay, items in back.items():
             asyncio.get_running_loop().call_later(delay, self._give_back, items)
@@ -752,17 +838,18 @@ class KafkaSubscription(Subscription):
         """:meth:`settle` for record batches: an acked batch finishes its offsets as runs,
         one per partition; a nacked one goes back to the front of the buffer at once."""
         acked: dict[PartitionState, list[int]] = {}
-        back: list[Ready] = []
+        back: list[Run] = []
         batch: Any
         for batch in batches:
             if not self._claim(batch, KafkaRecordBatch):
                 continue
-            for state, offsets, indexes in batch.remaining():
+            for run in batch.remaining():
+                state = run.state
                 if batch.outcome is Outcome.ACK:
-                    acked.setdefault(state, []).extend(offsets)
-                elif self._finished(state, offsets, False):
-                    items = batch._items
-                    back.extend((*items[i][:3], items[i][3] + 1) for i in indexes)
+                    acked.setdefault(state, []).extend(run.offsets)
+                elif self._finished(state, run.offsets, False):
+                    messages, offsets = list(run.messages), list(run.offsets)
+                    back.append(Run(state, messages, offsets, run.count + 1))
         self._give_back(back)
         self._settled(acked)
 
@@ -803,8 +890,8 @@ class KafkaSubscription(Subscription):
         )
 
 
-def _not_revoking(item: Ready) -> bool:
-    return not item[0].revoking
+def _not_revoking(run: Run) -> bool:
+    return not run.state.revoking
 
 
 def _positions(states: Iterable[PartitionState]) -> list[Position]:
