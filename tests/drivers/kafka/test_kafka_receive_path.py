@@ -238,3 +238,18 @@ async def test_runs_split_by_the_prefetch_window_and_given_back_keep_their_order
     assert state.outstanding == 0
     assert not state.offsets
     assert sub._unsettled == 0
+
+
+async def test_a_partition_arriving_call_after_call_queues_in_bounded_runs() -> None:
+    """Records of one partition join the buffer's last run up to ``_RUN_JOIN`` of them (a
+    fetch of a few moves the rest of a run down: that must not grow with ``buffer``)."""
+    member = _Member()
+    sub = _subscription(member, {("a", 0): 0}, prefetch=10_000)
+    for first in range(0, 1800, 600):
+        sub.on_messages(member, [_message("a", 0, o) for o in range(first, first + 600)])  # type: ignore[misc]
+    assert [len(run) for run in sub._buffer.items] == [1200, 600]
+    assert len(sub._buffer) == 1800
+    out = []
+    while len(sub._buffer):
+        out += await sub.fetch(7)
+    assert [d.coordinates for d in out] == [f"a-0-{o}" for o in range(1800)]

@@ -96,6 +96,9 @@ _REPLACEMENT_WINDOW = 600.0
 """Members of one subscription replaced this many times within this many seconds: the
 cause is not transient, the subscription fails (restart the receiver after fixing it)."""
 _COORDINATOR_BACKOFF_MAX = 600.0
+_RUN_JOIN = 1000
+"""Records a buffered run may hold for more to join it (a fetch that takes part of a run
+moves the rest down: that stays short however large ``buffer`` is)."""
 
 
 _HEADERS = operator.methodcaller("headers")
@@ -619,7 +622,12 @@ class KafkaSubscription(Subscription):
                 continue
             if run is None:
                 last = ready[-1] if ready else None
-                if last is not None and last.state is state and last.count == 1:
+                if (
+                    last is not None
+                    and last.state is state
+                    and last.count == 1
+                    and len(last.offsets) < _RUN_JOIN
+                ):
                     run = last
                 else:
                     run = Run(state, [], [], 1)
