@@ -205,22 +205,22 @@ async def test_runs_split_by_the_prefetch_window_and_given_back_keep_their_order
     sub = _subscription(member, {("a", 0): 0}, prefetch=3)
     sub.on_messages(member, [_message("a", 0, o) for o in range(2)])  # type: ignore[misc]
     sub.on_messages(member, [_message("a", 0, o) for o in range(2, 5)])  # type: ignore[misc]
-    assert len(sub._buffer) == 5
+    assert sub._buffered == 5
     head = await sub.fetch_records(100)  # the window: 3 of the run's 5
     assert head is not None
     assert head.bodies == [b"a-0-0", b"a-0-1", b"a-0-2"]
-    assert len(sub._buffer) == 2
+    assert sub._buffered == 2
     taken = head.take(2)
     head.nack()
     await sub.settle_records([head])
     # Back first, counted again; a record arriving now queues behind the rest.
     sub.on_messages(member, [_message("a", 0, 5)])  # type: ignore[list-item]
-    assert len(sub._buffer) == 5
+    assert sub._buffered == 5
     taken.nack()
     await sub.settle([taken])
-    await eventually(lambda: len(sub._buffer) == 6, within=5, what="the taken record back")
+    await eventually(lambda: sub._buffered == 6, within=5, what="the taken record back")
     out: list[Any] = []
-    while len(sub._buffer):
+    while sub._buffered:
         batch = await sub.fetch_records(100)
         assert batch is not None
         out += [batch._delivery(i) for i in range(len(batch))]
@@ -248,8 +248,8 @@ async def test_a_partition_arriving_call_after_call_queues_in_bounded_runs() -> 
     for first in range(0, 1800, 600):
         sub.on_messages(member, [_message("a", 0, o) for o in range(first, first + 600)])  # type: ignore[misc]
     assert [len(run) for run in sub._buffer.items] == [1200, 600]
-    assert len(sub._buffer) == 1800
+    assert sub._buffered == 1800
     out = []
-    while len(sub._buffer):
+    while sub._buffered:
         out += await sub.fetch(7)
     assert [d.coordinates for d in out] == [f"a-0-{o}" for o in range(1800)]

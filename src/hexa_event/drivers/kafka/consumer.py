@@ -54,32 +54,6 @@ class Run:
         return len(self.offsets)
 
 
-class RunBuffer(DeliveryBuffer[Run, Any]):
-    """The buffer of runs; ``len()`` counts their records (:attr:`records`), which
-    ``on_messages`` and ``_take`` keep up to date as they add and take."""
-
-    __slots__ = ("records",)
-
-    def __init__(self, take: Callable[[deque[Run], int], list[Any]]) -> None:
-        super().__init__(take)
-        self.records = 0
-
-    def __len__(self) -> int:
-        return self.records
-
-    def appendleft(self, item: Run) -> None:
-        super().appendleft(item)
-        self.records += len(item)
-
-    def keep(self, wanted: Callable[[Run], bool]) -> None:
-        super().keep(wanted)
-        self.records = sum(map(len, self.items))
-
-    def close(self) -> None:
-        super().close()
-        self.records = 0
-
-
 LagReader = Callable[[str, Sequence[str], str | None, bool], Awaitable[dict[str, int]]]
 """``(group, topics, pattern, earliest)`` -> the group's lag per topic."""
 
@@ -298,7 +272,9 @@ class KafkaSubscription(Subscription):
         self._members: list[Member] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._partitions: dict[tuple[str, int], PartitionState] = {}
-        self._buffer = RunBuffer(self._take)
+        self._buffer: DeliveryBuffer[Run, Any] = DeliveryBuffer(self._take)
+        self._buffered = 0
+        """Records in the buffer's runs (``len(self._buffer)`` counts runs)."""
         self._as_records = False
         """Set by the first :meth:`fetch_records`: the buffer hands out record batches."""
         self._unsettled = 0
@@ -475,6 +451,7 @@ class KafkaSubscription(Subscription):
             return
         self._closed = True
         self._buffer.close()
+        self._buffered = 0
         self._revoke_progress.set()  # a revoke waiting for in-flight work stops waiting
         for handle in (self._commit_timer, self._watchdog):
             if handle is not None:
@@ -550,7 +527,7 @@ class KafkaSubscription(Subscription):
         states = [self._partitions[k] for k in keys]
         for state in states:
             state.revoking = True
-        self._buffer.keep(_not_revoking)
+        self._keep_held()
         try:
             async with asyncio.timeout(self._options.revoke_timeout):
                 while any(s.outstanding for s in states) and not self._closed:
@@ -576,8 +553,7 @@ class KafkaSubscription(Subscription):
         if member.abandoned:
             return
         partitions = self._partitions
-        buffer = self._buffer
-        ready = buffer.items
+        ready = self._buffer.items
         got = 0
         # Hot path: the partition's state is looked up once per run of its records (consume
         # returns a partition's records together); ``top`` is the run's next offset, stored
@@ -639,9 +615,9 @@ class KafkaSubscription(Subscription):
         if state is not None:
             state.next_offset = top
         if got:
-            buffer.records += got
+            self._buffered += got
             member.clear_error()
-        if buffer.records >= self._buffer_high:
+        if self._buffered >= self._buffer_high:
             for m in self._members:
                 m.room.clear()
         self._buffer.wake()
@@ -661,11 +637,16 @@ class KafkaSubscription(Subscription):
                 if keep:
                     self._earlier[key] = state
         if dropped:
-            self._buffer.keep(_not_revoking)
+            self._keep_held()
             self._maybe_resume()
 
+    def _keep_held(self) -> None:
+        """Drop the buffered runs of partitions revoked or given up."""
+        self._buffer.keep(_not_revoking)
+        self._buffered = sum(map(len, self._buffer.items))
+
     def _maybe_resume(self) -> None:
-        if len(self._buffer) <= self._buffer_low:
+        if self._buffered <= self._buffer_low:
             for member in self._members:
                 if not member.room.is_set():
                     member.room.set()
@@ -690,6 +671,7 @@ class KafkaSubscription(Subscription):
         for run in reversed(runs):
             if not run.state.revoking and not self._closed:
                 self._buffer.appendleft(run)
+                self._buffered += len(run)
 
     def _schedule_commit(self) -> None:
         """Commit the changed positions soon: at most one commit in flight, and at most one
@@ -759,8 +741,7 @@ class KafkaSubscription(Subscription):
     def _take(self, ready: deque[Run], max_count: int) -> list[Any]:
         """Up to ``max_count`` buffered records within the prefetch window, counted out of
         their partitions, as deliveries or (after :meth:`fetch_records`) one record batch."""
-        buffer = self._buffer
-        count = min(max_count, self._prefetch - self._unsettled, buffer.records)
+        count = min(max_count, self._prefetch - self._unsettled, self._buffered)
         if count <= 0:
             return []
         runs: list[Run] = []
@@ -777,7 +758,7 @@ class KafkaSubscription(Subscription):
                 size = left
             run.state.outstanding += size
             left -= size
-        buffer.records -= count
+        self._buffered -= count
         self._unsettled += count
         self._maybe_resume()
         if self._as_records:
