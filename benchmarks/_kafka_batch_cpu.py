@@ -1,11 +1,12 @@
 """CPU time per event of the Kafka batch handler against raw confluent-kafka, in one
 process (client threads included): a measure that a loaded machine disturbs far less than
-rates. ``kafka_batch.py``'s work (same topic filling, same handler); rounds alternate.
-For the batch handler it also prints the event-loop thread's CPU and the garbage
-collector's time per event (with ``--freeze``, objects alive at start are frozen first, as
-a service may do with ``gc.freeze()``). Run by hand (not part of ``make bench``):
+rates. ``kafka_batch.py``'s work (same topic filling, same handler); rounds alternate. For
+ours it also prints the event-loop thread's CPU and the garbage collector's time per event
+(with ``--freeze``, objects alive at start are frozen first, as a service may do with
+``gc.freeze()``). ``--receiver`` measures the single-message receiver instead (the one of
+``faststream_kafka.py``, concurrency 256). Run by hand (not part of ``make bench``):
 
-    python benchmarks/_kafka_batch_cpu.py [--count 30000] [--rounds 3] [--freeze]
+    python benchmarks/_kafka_batch_cpu.py [--count 30000] [--rounds 3] [--freeze] [--receiver]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream_kafka import fill, raw
+from faststream_kafka import ours as receiver
 from kafka_batch import ours
 
 SERVICES = ("kafka",)
@@ -60,14 +62,18 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=30_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--freeze", action="store_true", help="gc.freeze() before the rounds")
+    parser.add_argument(
+        "--receiver", action="store_true", help="the single-message receiver, not batches"
+    )
     args = parser.parse_args()
+    mine_run, name = (receiver, "receiver") if args.receiver else (ours, "batch handler")
     if args.freeze:
         gc.freeze()
     raws: list[float] = []
     mine: list[tuple[float, float, float]] = []
     for number in range(1, args.rounds + 1):
         raws.append((await cpu_per_event(raw, args.count))[0])
-        mine.append(await cpu_per_event(ours, args.count))
+        mine.append(await cpu_per_event(mine_run, args.count))
         process, thread, collector = mine[-1]
         print(
             f"  round {number}: raw {raws[-1]:.2f} µs/event, ours {process:.2f} µs/event "
@@ -76,7 +82,7 @@ async def main() -> None:
     r = statistics.median(raws)
     o, t, c = (statistics.median(m[i] for m in mine) for i in range(3))
     print(
-        f"medians: raw {r:.2f} µs CPU/event, batch handler {o:.2f} (event loop {t:.2f}, "
+        f"medians: raw {r:.2f} µs CPU/event, {name} {o:.2f} (event loop {t:.2f}, "
         f"garbage collector {c:.2f}); raw/ours {r / o:.2f}"
     )
 

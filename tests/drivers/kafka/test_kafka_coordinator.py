@@ -221,7 +221,7 @@ class _Message:
 async def _receive(sub: KafkaSubscription, m: Any, offsets: range) -> list[int]:
     sub.on_messages(m, [_Message("t", 0, o) for o in offsets])
     out = []
-    while len(sub._buffer):
+    while sub._buffered:
         out.extend(await sub.fetch(100))
     return [d.coordinates for d in out]
 
@@ -328,7 +328,7 @@ async def test_events_nacked_together_come_again_in_their_order() -> None:
     for delivery in deliveries:
         delivery.outcome = Outcome.NACK
     await sub.settle(deliveries)
-    await eventually(lambda: len(sub._buffer) == 5, within=5, what="the nacked records back")
+    await eventually(lambda: sub._buffered == 5, within=5, what="the nacked records back")
     again = await sub.fetch(100)
     assert [d.coordinates for d in again] == [f"t-0-{o}" for o in range(10, 15)]
     assert [d.delivery_count for d in again] == [2, 2, 2, 1, 1]

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import operator
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -33,9 +34,25 @@ from .member import Member, Position, moving
 from .offsets import PartitionState, decode_acked
 from .options import KafkaOptions, KafkaSubscriptionOptions, redact
 
-Ready = tuple[PartitionState, Message, int, int]
-"""A record buffered: (partition state, message, offset, delivery count), made a delivery
-only when handed out."""
+
+class Run:
+    """Records of one partition next to each other in the buffer (or a batch): their
+    messages and offsets, in order, and the delivery count they are handed out with. Made a
+    delivery or a record batch only when handed out; no object per record."""
+
+    __slots__ = ("count", "messages", "offsets", "state")
+
+    def __init__(
+        self, state: PartitionState, messages: list[Message], offsets: list[int], count: int
+    ) -> None:
+        self.state = state
+        self.messages = messages
+        self.offsets = offsets
+        self.count = count
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
 
 LagReader = Callable[[str, Sequence[str], str | None, bool], Awaitable[dict[str, int]]]
 """``(group, topics, pattern, earliest)`` -> the group's lag per topic."""
@@ -53,6 +70,9 @@ _REPLACEMENT_WINDOW = 600.0
 """Members of one subscription replaced this many times within this many seconds: the
 cause is not transient, the subscription fails (restart the receiver after fixing it)."""
 _COORDINATOR_BACKOFF_MAX = 600.0
+_RUN_JOIN = 1000
+"""Records a buffered run may hold for more to join it (a fetch that takes part of a run
+moves the rest down: that stays short however large ``buffer`` is)."""
 
 
 _HEADERS = operator.methodcaller("headers")
@@ -60,25 +80,40 @@ _HEADERS = operator.methodcaller("headers")
 (the interpreter's fast call path passes confluent-kafka's pending error on unchecked)."""
 
 
+def _unreadable(message: Any) -> list[tuple[str, bytes]]:
+    """A record whose header name confluent-kafka cannot decode: its headers are replaced by
+    none (read again, the half-built list it keeps crashes the process), and a warning says
+    so. Returns the record's headers now: none."""
+    message.set_headers([])
+    log.warning(
+        "Kafka record %s-%s-%s: a header name is not UTF-8; handed out without headers",
+        message.topic(),
+        message.partition(),
+        message.offset(),
+    )
+    return []
+
+
+def _nulls(headers: dict[str, bytes | None]) -> dict[str, bytes]:
+    """``headers`` with null values as ``b""`` (present and empty)."""
+    return {k: (b"" if v is None else v) for k, v in headers.items()}
+
+
 def _parts(message: Any) -> tuple[str, dict[str, bytes], bytes]:
     """A record's key, headers (of repeated names the last wins; a null value is ``b""``,
-    present and empty; none when a name is not UTF-8) and body."""
-    key = message.key()
+    present and empty; none when a name is not UTF-8: :func:`_unreadable`) and body.
+    :class:`KafkaRecordBatch` has this inlined."""
     try:
-        headers = _HEADERS(message)
-    except (SystemError, ValueError):  # a name confluent-kafka cannot decode; read again,
-        # the half-built list it keeps crashes the process: replaced by none
-        message.set_headers([])
-        headers = None
-        log.warning(
-            "Kafka record %s-%s-%s: a header name is not UTF-8; handed out without headers",
-            message.topic(),
-            message.partition(),
-            message.offset(),
-        )
-    headers = dict(headers) if headers else {}
-    if None in headers.values():
-        headers = {k: (b"" if v is None else v) for k, v in headers.items()}
+        pairs = _HEADERS(message)
+    except (SystemError, ValueError):  # a name confluent-kafka cannot decode
+        pairs = _unreadable(message)
+    if pairs:
+        headers = dict(pairs)
+        if None in headers.values():
+            headers = _nulls(headers)
+    else:
+        headers = {}
+    key = message.key()
     return key.decode("utf-8", "surrogateescape") if key else "", headers, message.value() or b""
 
 
@@ -94,9 +129,15 @@ class KafkaDelivery(Delivery):
 
     __slots__ = ("_offset", "_partition", "_sub", "native")
 
-    def __init__(self, sub: KafkaSubscription, item: Ready) -> None:
+    def __init__(
+        self,
+        sub: KafkaSubscription,
+        partition: PartitionState,
+        message: Message,
+        offset: int,
+        delivery_count: int,
+    ) -> None:
         # Hot path: set the base class's slots directly rather than through super().
-        partition, message, offset, delivery_count = item
         self.record = RawRecord(partition.key[0], *_parts(message))
         self.delivery_count = delivery_count
         self.outcome = None
@@ -122,57 +163,75 @@ class KafkaRecordBatch(RecordBatch):
     """Records handed out together (:meth:`KafkaSubscription.fetch_records`): the core's
     lists, and per partition the run of offsets they came from, settled as ranges."""
 
-    __slots__ = ("_items", "_runs", "_sub")
+    __slots__ = ("_firsts", "_runs", "_sub")
 
-    def __init__(self, sub: KafkaSubscription, items: list[Ready]) -> None:
-        super().__init__()
+    def __init__(self, sub: KafkaSubscription, runs: list[Run]) -> None:
+        # Hot path: the base class's slots set here (not through super()), each list built
+        # by a comprehension or per run, the headers inlined (:func:`_parts`).
+        self.outcome = None
+        self.taken = set()
         self._sub: KafkaSubscription | None = sub
-        self._items = items
-        self._runs: list[tuple[PartitionState, int, list[int]]] = []
-        """(partition, index of its first record here, offsets), one per partition run."""
-        # Hot path: the lists' appends bound once; a partition's run is opened on change.
-        add_channel, add_key, add_native = (
-            self.channels.append,
-            self.keys.append,
-            self.natives.append,
-        )
-        add_headers, add_body = self.headers.append, self.bodies.append
-        last: PartitionState | None = None
-        offsets: list[int] = []
-        add_offset, topic = offsets.append, ""
-        for index, (state, message, offset, _) in enumerate(items):
-            if state is not last:
-                offsets = []
-                last, add_offset, topic = state, offsets.append, state.key[0]
-                self._runs.append((state, index, offsets))
-            add_offset(offset)
-            key, headers, body = _parts(message)
-            add_channel(topic)
-            add_key(key)
-            add_headers(headers)
-            add_body(body)
-            add_native(message)
+        self._runs = runs
+        self._firsts: list[int] = []
+        """The index here of each run's first record."""
+        natives: list[Message] = []
+        channels: list[str] = []
+        for run in runs:
+            self._firsts.append(len(natives))
+            natives += run.messages
+            channels += [run.state.key[0]] * len(run.messages)
+        self.natives = natives  # type: ignore[assignment]
+        self.channels = channels
+        self.keys = [
+            key.decode("utf-8", "surrogateescape") if (key := m.key()) else "" for m in natives
+        ]
+        self.bodies = [m.value() or b"" for m in natives]
+        self.headers = out = []  # type: ignore[var-annotated]
+        add = out.append
+        for message in natives:
+            try:
+                pairs = _HEADERS(message)
+            except (SystemError, ValueError):  # a name confluent-kafka cannot decode
+                pairs = _unreadable(message)
+            if pairs:
+                headers = dict(pairs)
+                add(_nulls(headers) if None in headers.values() else headers)
+            else:
+                add({})
 
     def _delivery(self, index: int) -> Delivery:
         sub = self._sub
         if sub is None:
             raise IndexError(f"record {index} of a settled batch")
-        return KafkaDelivery(sub, self._items[index])
+        at = bisect_right(self._firsts, index) - 1
+        run = self._runs[at]
+        offset = run.offsets[index - self._firsts[at]]
+        return KafkaDelivery(
+            sub, run.state, run.messages[index - self._firsts[at]], offset, run.count
+        )
 
     def timestamp(self, index: int) -> float | None:
         return _timestamp(self.natives[index])
 
-    def remaining(self) -> list[tuple[PartitionState, list[int], list[int]]]:
-        """Per partition run: the offsets not taken out, and their indexes here."""
+    def remaining(self) -> list[Run]:
+        """Per partition run: its records not taken out (the runs themselves when none
+        was)."""
         taken = self.taken
+        if not taken:
+            return self._runs
         out = []
-        for state, first, offsets in self._runs:
-            indexes = list(range(first, first + len(offsets)))
-            if taken:
-                kept = [(i, o) for i, o in zip(indexes, offsets, strict=True) if i not in taken]
-                indexes = [i for i, _ in kept]
-                offsets = [o for _, o in kept]
-            out.append((state, offsets, indexes))
+        for run, first in zip(self._runs, self._firsts, strict=True):
+            kept = [i for i in range(len(run)) if first + i not in taken]
+            if kept:
+                messages, offsets = run.messages, run.offsets
+                out.append(
+                    Run(
+                        run.state,
+                        [messages[i] for i in kept],
+                        [offsets[i] for i in kept],
+                        run.count,
+                    )
+                )
         return out
 
 
@@ -213,7 +272,9 @@ class KafkaSubscription(Subscription):
         self._members: list[Member] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._partitions: dict[tuple[str, int], PartitionState] = {}
-        self._buffer: DeliveryBuffer[Ready, Any] = DeliveryBuffer(self._take)
+        self._buffer: DeliveryBuffer[Run, Any] = DeliveryBuffer(self._take)
+        self._buffered = 0
+        """Records in the buffer's runs (``len(self._buffer)`` counts runs)."""
         self._as_records = False
         """Set by the first :meth:`fetch_records`: the buffer hands out record batches."""
         self._unsettled = 0
@@ -390,6 +451,7 @@ class KafkaSubscription(Subscription):
             return
         self._closed = True
         self._buffer.close()
+        self._buffered = 0
         self._revoke_progress.set()  # a revoke waiting for in-flight work stops waiting
         for handle in (self._commit_timer, self._watchdog):
             if handle is not None:
@@ -465,7 +527,7 @@ class KafkaSubscription(Subscription):
         states = [self._partitions[k] for k in keys]
         for state in states:
             state.revoking = True
-        self._buffer.keep(_not_revoking)
+        self._keep_held()
         try:
             async with asyncio.timeout(self._options.revoke_timeout):
                 while any(s.outstanding for s in states) and not self._closed:
@@ -492,31 +554,70 @@ class KafkaSubscription(Subscription):
             return
         partitions = self._partitions
         ready = self._buffer.items
-        got = False
+        got = 0
+        # Hot path: the partition's state is looked up once per run of its records (consume
+        # returns a partition's records together); ``top`` is the run's next offset, stored
+        # on the state when the run ends. A run's records join the buffer's last run when
+        # that is of the same partition and first handed out, else a new run made at its
+        # first record (``run`` None until then).
+        state: PartitionState | None = None
+        topic: Any = None
+        number: Any = None
+        top = 0
+        received: Any = None
+        run: Run | None = None
+        add_message: Any = None
+        add_offset: Any = None
         for message in messages:
-            err = message.error()
-            if err is not None:
-                member.on_error(err)
+            if message.error() is not None:
+                member.on_error(message.error())  # type: ignore[arg-type]
                 continue
-            state = partitions.get((message.topic(), message.partition()))  # type: ignore[arg-type]
-            if state is None or state.revoking:
+            if message.partition() != number or message.topic() != topic:
+                if state is not None:
+                    state.next_offset = top
+                topic, number = message.topic(), message.partition()
+                state = partitions.get((topic, number))
+                if state is not None and state.revoking:
+                    state = None
+                if state is not None:
+                    top, received = state.next_offset, state.offsets.append
+                run = None
+            if state is None:
                 continue
             offset: int = message.offset()  # type: ignore[assignment]
-            if offset < state.next_offset:
+            if offset < top:
                 continue  # already received in this assignment
-            state.next_offset = offset + 1
-            state.offsets.append(offset)
+            top = offset + 1
+            received(offset)
             if state.skip and offset in state.skip:
                 # Acked by the previous owner above its committed offset: finished already.
                 state.skip.discard(offset)
+                state.next_offset = top  # complete() may look at it
                 state.complete(offset)
                 self._dirty.add(state)
                 continue
-            ready.append((state, message, offset, 1))
-            got = True
+            if run is None:
+                last = ready[-1] if ready else None
+                if (
+                    last is not None
+                    and last.state is state
+                    and last.count == 1
+                    and len(last.offsets) < _RUN_JOIN
+                ):
+                    run = last
+                else:
+                    run = Run(state, [], [], 1)
+                    ready.append(run)
+                add_message, add_offset = run.messages.append, run.offsets.append
+            add_message(message)
+            add_offset(offset)
+            got += 1
+        if state is not None:
+            state.next_offset = top
         if got:
+            self._buffered += got
             member.clear_error()
-        if len(ready) >= self._buffer_high:
+        if self._buffered >= self._buffer_high:
             for m in self._members:
                 m.room.clear()
         self._buffer.wake()
@@ -536,11 +637,16 @@ class KafkaSubscription(Subscription):
                 if keep:
                     self._earlier[key] = state
         if dropped:
-            self._buffer.keep(_not_revoking)
+            self._keep_held()
             self._maybe_resume()
 
+    def _keep_held(self) -> None:
+        """Drop the buffered runs of partitions revoked or given up."""
+        self._buffer.keep(_not_revoking)
+        self._buffered = sum(map(len, self._buffer.items))
+
     def _maybe_resume(self) -> None:
-        if len(self._buffer) <= self._buffer_low:
+        if self._buffered <= self._buffer_low:
             for member in self._members:
                 if not member.room.is_set():
                     member.room.set()
@@ -559,12 +665,13 @@ class KafkaSubscription(Subscription):
             self._dirty.add(state)
         return not ack and not self._closed
 
-    def _give_back(self, items: list[Ready]) -> None:
+    def _give_back(self, runs: list[Run]) -> None:
         """Nacked records (their delay passed): first in line again, in their order (those
         of a partition revoked since, or all once closed, are dropped)."""
-        for item in reversed(items):
-            if not item[0].revoking and not self._closed:
-                self._buffer.appendleft(item)
+        for run in reversed(runs):
+            if not run.state.revoking and not self._closed:
+                self._buffer.appendleft(run)
+                self._buffered += len(run)
 
     def _schedule_commit(self) -> None:
         """Commit the changed positions soon: at most one commit in flight, and at most one
@@ -631,24 +738,36 @@ class KafkaSubscription(Subscription):
         out = await self._buffer.fetch(max_count)
         return out[0] if out else None
 
-    def _take(self, ready: deque[Ready], max_count: int) -> list[Any]:
+    def _take(self, ready: deque[Run], max_count: int) -> list[Any]:
         """Up to ``max_count`` buffered records within the prefetch window, counted out of
         their partitions, as deliveries or (after :meth:`fetch_records`) one record batch."""
-        count = min(max_count, self._prefetch - self._unsettled, len(ready))
+        count = min(max_count, self._prefetch - self._unsettled, self._buffered)
         if count <= 0:
             return []
-        popleft = ready.popleft
-        items = [popleft() for _ in range(count)]
+        runs: list[Run] = []
+        left = count
+        while left:
+            run = ready[0]
+            size = len(run.offsets)
+            if size <= left:
+                runs.append(ready.popleft())
+            else:  # the run's head; its tail stays first in line
+                messages, offsets = run.messages, run.offsets
+                runs.append(Run(run.state, messages[:left], offsets[:left], run.count))
+                del messages[:left], offsets[:left]
+                size = left
+            run.state.outstanding += size
+            left -= size
+        self._buffered -= count
         self._unsettled += count
         self._maybe_resume()
         if self._as_records:
-            batch = KafkaRecordBatch(self, items)
-            for state, _, offsets in batch._runs:
-                state.outstanding += len(offsets)
-            return [batch]
-        for item in items:
-            item[0].outstanding += 1
-        return [KafkaDelivery(self, item) for item in items]
+            return [KafkaRecordBatch(self, runs)]
+        return [
+            KafkaDelivery(self, run.state, message, offset, run.count)
+            for run in runs
+            for message, offset in zip(run.messages, run.offsets, strict=True)
+        ]
 
     def _claim(self, settled: Any, kind: type[KafkaDelivery | KafkaRecordBatch]) -> bool:
         """Whether ``settled`` (a ``kind``) is this subscription's, settled and not applied
@@ -678,16 +797,27 @@ class KafkaSubscription(Subscription):
         records are delivered again (at-least-once). Close and revoke commit synchronously.
         """
         acked: dict[PartitionState, list[int]] = {}
-        back: dict[float, list[Ready]] = {}  # by delay
+        back: dict[float, list[Run]] = {}  # by delay
         delivery: Any
+        ack = Outcome.ACK
+        last: PartitionState | None = None
+        run: list[int] = []
         for delivery in deliveries:
-            if not self._claim(delivery, KafkaDelivery):
+            # Hot path: _claim inlined; a partition's run of acks appended to one list.
+            if (
+                not isinstance(delivery, KafkaDelivery)
+                or delivery._sub is not self
+                or delivery.outcome is None
+            ):
                 continue
+            delivery._sub = None
             state, offset = delivery._partition, delivery._offset
-            if delivery.outcome is Outcome.ACK:
-                acked.setdefault(state, []).append(offset)
+            if delivery.outcome is ack:
+                if state is not last:
+                    last, run = state, acked.setdefault(state, [])
+                run.append(offset)
             elif self._finished(state, [offset], False):
-                item = (state, delivery.native, offset, delivery.delivery_count + 1)
+                item = Run(state, [delivery.native], [offset], delivery.delivery_count + 1)
                 back.setdefault(delivery.delay, []).append(item)
         for delay, items in back.items():
             asyncio.get_running_loop().call_later(delay, self._give_back, items)
@@ -697,17 +827,18 @@ class KafkaSubscription(Subscription):
         """:meth:`settle` for record batches: an acked batch finishes its offsets as runs,
         one per partition; a nacked one goes back to the front of the buffer at once."""
         acked: dict[PartitionState, list[int]] = {}
-        back: list[Ready] = []
+        back: list[Run] = []
         batch: Any
         for batch in batches:
             if not self._claim(batch, KafkaRecordBatch):
                 continue
-            for state, offsets, indexes in batch.remaining():
+            for run in batch.remaining():
+                state = run.state
                 if batch.outcome is Outcome.ACK:
-                    acked.setdefault(state, []).extend(offsets)
-                elif self._finished(state, offsets, False):
-                    items = batch._items
-                    back.extend((*items[i][:3], items[i][3] + 1) for i in indexes)
+                    acked.setdefault(state, []).extend(run.offsets)
+                elif self._finished(state, run.offsets, False):
+                    messages, offsets = list(run.messages), list(run.offsets)
+                    back.append(Run(state, messages, offsets, run.count + 1))
         self._give_back(back)
         self._settled(acked)
 
@@ -748,8 +879,8 @@ class KafkaSubscription(Subscription):
         )
 
 
-def _not_revoking(item: Ready) -> bool:
-    return not item[0].revoking
+def _not_revoking(run: Run) -> bool:
+    return not run.state.revoking
 
 
 def _positions(states: Iterable[PartitionState]) -> list[Position]:

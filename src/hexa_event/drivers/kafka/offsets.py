@@ -100,8 +100,11 @@ class PartitionState:
             and offsets[count - 1] == acked[-1]  # n distinct ones in n places: exactly those
         ):
             popleft = offsets.popleft
-            for _ in range(count):
-                popleft()
+            if count == len(offsets):
+                offsets.clear()
+            else:
+                for _ in range(count):
+                    popleft()
             done = self.done
             while offsets and offsets[0] in done:
                 done.discard(popleft())
