@@ -10,11 +10,13 @@ from typing import Any
 
 from sqlalchemy import create_engine, make_url, text
 
+from hexa_event import Event
+from hexa_event._sql.urls import sync_url
 from hexa_event.driver import Driver, Features, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.envelope import EVENT_ID
 from hexa_event.errors import DriverError
 from hexa_event.inbox import inbox_table
-from hexa_event.outbox import outbox_table
+from hexa_event.outbox import Outbox, outbox_table
 
 
 def event_id(record: RawRecord) -> str:
@@ -103,6 +105,16 @@ def reset_tables(url: str) -> None:
             conn.execute(outbox_table.delete())
             conn.execute(outbox.sent_table(outbox_table).delete())
             conn.execute(inbox_table.delete())
+    finally:
+        engine.dispose()
+
+
+def outbox_emit(url: str, events: Sequence[Event[Any]]) -> list[str]:
+    """Writes ``events`` to the outbox of the database at ``url`` in one transaction; their ids."""
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.begin() as conn:
+            return Outbox(notify=False).emit_many(conn, events)
     finally:
         engine.dispose()
 

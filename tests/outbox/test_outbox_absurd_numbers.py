@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, update
 
-from db_helpers import RecordingDriver
+from db_helpers import RecordingDriver, outbox_emit
 from hexa_event import Event
 from hexa_event._sql.urls import sync_url
 from hexa_event.errors import ConfigurationError
 from hexa_event.inbox import InboxCleaner
 from hexa_event.outbox import (
-    Outbox,
     OutboxCleaner,
     OutboxRelay,
     outbox_stats,
@@ -33,14 +32,7 @@ def repr_of(value: object) -> str:
 
 
 def emit(url: str, keys: list[str]) -> list[str]:
-    engine = create_engine(sync_url(url))
-    try:
-        with engine.begin() as conn:
-            return Outbox(notify=False).emit_many(
-                conn, [Event("orders", key, {"n": n}) for n, key in enumerate(keys)]
-            )
-    finally:
-        engine.dispose()
+    return outbox_emit(url, [Event("orders", key, {"n": n}) for n, key in enumerate(keys)])
 
 
 @pytest.mark.parametrize(

@@ -11,26 +11,19 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
 
-from db_helpers import RecordingDriver
+from db_helpers import RecordingDriver, outbox_emit
 from hexa_event import Event
-from hexa_event._sql.urls import sync_url
 from hexa_event.driver import RawRecord
 from hexa_event.errors import ConfigurationError, DriverError, PartialPublishError
-from hexa_event.outbox import Outbox, OutboxRelay, outbox_stats
+from hexa_event.outbox import OutboxRelay, outbox_stats
 from hexa_event.testing import eventually
 
 FAST = {"unhealthy_after": 0.3, "retry_delay": 0.05, "poll_interval": 0.05, "lease": 2.0}
 
 
 def emit(url: str, events: Sequence[Event[Any]]) -> list[str]:
-    engine = create_engine(sync_url(url))
-    try:
-        with engine.begin() as conn:
-            return Outbox(notify=False).emit_many(conn, events)
-    finally:
-        engine.dispose()
+    return outbox_emit(url, events)
 
 
 @contextlib.asynccontextmanager

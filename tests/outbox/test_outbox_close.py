@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import create_engine
-
-from db_helpers import RecordingDriver, rows
+from db_helpers import RecordingDriver, outbox_emit, rows
 from hexa_event import Event
-from hexa_event._sql.urls import sync_url
-from hexa_event.outbox import Outbox, OutboxRelay
+from hexa_event.outbox import OutboxRelay
 from hexa_event.testing import eventually
 
 
 def emit(url: str, count: int) -> list[str]:
-    engine = create_engine(sync_url(url))
-    try:
-        with engine.begin() as conn:
-            return Outbox(notify=False).emit_many(
-                conn, [Event("orders", f"k{n}", {"n": n}) for n in range(count)]
-            )
-    finally:
-        engine.dispose()
+    return outbox_emit(url, [Event("orders", f"k{n}", {"n": n}) for n in range(count)])
 
 
 async def test_close_waits_for_the_batch_in_flight(db_url: str) -> None:

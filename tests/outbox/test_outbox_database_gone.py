@@ -19,25 +19,18 @@ from db_helpers import (
     create_pg_database,
     drop_pg_database,
     event_id,
+    outbox_emit,
     pg_admin_url,
     reset_tables,
     rows,
 )
 from hexa_event import Event
-from hexa_event._sql.urls import sync_url
-from hexa_event.outbox import Outbox, OutboxCleaner, OutboxRelay
+from hexa_event.outbox import OutboxCleaner, OutboxRelay
 from hexa_event.testing import eventually
 
 
 def emit(url: str, count: int, keys: int = 5) -> list[str]:
-    engine = create_engine(sync_url(url))
-    try:
-        with engine.begin() as conn:
-            return Outbox(notify=False).emit_many(
-                conn, [Event("orders", f"k{n % keys}", {"n": n}) for n in range(count)]
-            )
-    finally:
-        engine.dispose()
+    return outbox_emit(url, [Event("orders", f"k{n % keys}", {"n": n}) for n in range(count)])
 
 
 @pytest.fixture

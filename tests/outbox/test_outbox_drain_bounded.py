@@ -10,25 +10,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import event
 
-from db_helpers import RecordingDriver, rows
+from db_helpers import RecordingDriver, outbox_emit, rows
 from hexa_event import Event
-from hexa_event._sql.urls import sync_url
-from hexa_event.outbox import Outbox, OutboxRelay
+from hexa_event.outbox import OutboxRelay
 
 READS_THE_OUTBOX = re.compile(r"^\s*SELECT\b.*\bFROM\s+hexa_outbox\b(?!_)", re.S | re.I)
 
 
 def emit(url: str, count: int) -> list[str]:
-    engine = create_engine(sync_url(url))
-    try:
-        with engine.begin() as conn:
-            return Outbox(notify=False).emit_many(
-                conn, [Event("orders", "k", {"n": n}) for n in range(count)]
-            )
-    finally:
-        engine.dispose()
+    return outbox_emit(url, [Event("orders", "k", {"n": n}) for n in range(count)])
 
 
 async def test_drain_looks_for_ready_rows_with_a_bounded_read(db_url: str) -> None:

@@ -14,27 +14,20 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from db_helpers import RecordingDriver, create_pg_database, drop_pg_database, rows
+from db_helpers import RecordingDriver, create_pg_database, drop_pg_database, outbox_emit, rows
 from hexa_event import Event
 from hexa_event._sql.urls import sync_url
 from hexa_event.errors import ConfigurationError
 from hexa_event.inbox import InboxCleaner
 from hexa_event.inbox import migrate as migrate_inbox
-from hexa_event.outbox import Outbox, OutboxCleaner, OutboxRelay, migrate
+from hexa_event.outbox import OutboxCleaner, OutboxRelay, migrate
 from hexa_event.testing import eventually
 
 FAST = {"unhealthy_after": 0.3, "retry_delay": 0.05, "poll_interval": 0.05, "lease": 2.0}
 
 
 def emit(url: str, count: int) -> list[str]:
-    engine = create_engine(sync_url(url))
-    try:
-        with engine.begin() as conn:
-            return Outbox(notify=False).emit_many(
-                conn, [Event("orders", f"k{n % 3}", {"n": n}) for n in range(count)]
-            )
-    finally:
-        engine.dispose()
+    return outbox_emit(url, [Event("orders", f"k{n % 3}", {"n": n}) for n in range(count)])
 
 
 @contextlib.asynccontextmanager

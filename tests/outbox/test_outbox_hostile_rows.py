@@ -12,23 +12,16 @@ import msgspec
 import pytest
 from sqlalchemy import create_engine, text
 
-from db_helpers import RecordingDriver, rows
+from db_helpers import RecordingDriver, outbox_emit, rows
 from hexa_event import Event
 from hexa_event._sql.urls import sync_url
 from hexa_event.driver import RawRecord
-from hexa_event.outbox import Outbox, OutboxRelay
+from hexa_event.outbox import OutboxRelay
 from hexa_event.testing import eventually
 
 
 def emit(url: str, keys: list[str]) -> list[str]:
-    engine = create_engine(sync_url(url))
-    try:
-        with engine.begin() as conn:
-            return Outbox(notify=False).emit_many(
-                conn, [Event("orders", key, {"n": n}) for n, key in enumerate(keys)]
-            )
-    finally:
-        engine.dispose()
+    return outbox_emit(url, [Event("orders", key, {"n": n}) for n, key in enumerate(keys)])
 
 
 def damage(url: str, event_id: str, headers: bytes) -> None:

@@ -10,13 +10,13 @@ import time
 import pytest
 from sqlalchemy import create_engine, update
 
-from db_helpers import RecordingDriver, event_id
+from db_helpers import RecordingDriver, event_id, outbox_emit
 from hexa_event import Event
 from hexa_event._sql.urls import sync_url
 from hexa_event.driver import Features
 from hexa_event.envelope import DELIVER_AT
 from hexa_event.event import MAX_SCHEDULE
-from hexa_event.outbox import Outbox, OutboxRelay, outbox_table
+from hexa_event.outbox import OutboxRelay, outbox_table
 from hexa_event.outbox.store import decode_headers, encode_headers
 
 
@@ -27,12 +27,7 @@ class SchedulingDriver(RecordingDriver):
 
 
 def emit(url: str, events: list[Event[object]]) -> list[str]:
-    engine = create_engine(sync_url(url))
-    try:
-        with engine.begin() as conn:
-            return Outbox(notify=False).emit_many(conn, events)
-    finally:
-        engine.dispose()
+    return outbox_emit(url, events)
 
 
 @pytest.mark.parametrize("scheduling", [True, False])

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 
 from sqlalchemy import create_engine, text
 
-from db_helpers import RecordingDriver, rows
+from db_helpers import RecordingDriver, outbox_emit, rows
 from hexa_event import Event
 from hexa_event._sql.urls import sync_url
 from hexa_event.driver import RawRecord
 from hexa_event.errors import DriverError, NotStoredError, PartialPublishError
-from hexa_event.outbox import Outbox, OutboxRelay
+from hexa_event.outbox import OutboxRelay
 from hexa_event.testing import eventually
 
 ODD = "the broker echoed \x00 and \udc80 (test)"
@@ -24,14 +24,7 @@ STORED = "the broker echoed \\x00 and \\udc80 (test)"
 
 
 def emit(url: str, count: int) -> list[str]:
-    engine = create_engine(sync_url(url))
-    try:
-        with engine.begin() as conn:
-            return Outbox(notify=False).emit_many(
-                conn, [Event("orders", f"k{n}", {"n": n}) for n in range(count)]
-            )
-    finally:
-        engine.dispose()
+    return outbox_emit(url, [Event("orders", f"k{n}", {"n": n}) for n in range(count)])
 
 
 class Refusing(RecordingDriver):
