@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,16 +23,6 @@ from fault_helpers import FaultFlow
 from hexa_event.drivers.nats import NatsSubscriptionOptions
 
 pytestmark = pytest.mark.nats
-
-
-@pytest.fixture
-async def own_nats(tmp_path: Path) -> AsyncIterator[OwnNatsServer]:
-    server = OwnNatsServer(tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.mark.parametrize("partitioned", [False, True], ids=["plain", "partitioned"])

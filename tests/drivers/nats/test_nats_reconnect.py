@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,16 +143,6 @@ async def test_a_reconnect_noticed_twice_does_not_take_another_member_s_deliveri
         assert "lost in transit" not in caplog.text
         assert took < ack_wait / 2, f"record 5 was held {took:.1f}s"
         await ack_all(a, [five])
-
-
-@pytest.fixture
-async def own_nats(tmp_path: Path) -> AsyncIterator[OwnNatsServer]:
-    server = OwnNatsServer(tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.mark.parametrize("check", ["lag", "consumer"])
