@@ -84,7 +84,11 @@ class ParkingRefused:
     """A trigger refusing to park rows, while in the ``with`` block or until :meth:`allow`."""
 
     def __init__(self, url: str) -> None:
-        self.engine = create_engine(sync_url(url))
+        sync = sync_url(url)
+        # SQLite: the running relay writes every poll; wait for its lock (pysqlite waits 5 s,
+        # which a loaded CI machine outlasted: "database is locked" on DROP TRIGGER).
+        sqlite = sync.get_backend_name() == "sqlite"
+        self.engine = create_engine(sync, connect_args={"timeout": 60} if sqlite else {})
         self.dialect = self.engine.dialect.name
 
     def __enter__(self) -> ParkingRefused:
@@ -108,8 +112,11 @@ class ParkingRefused:
 async def test_a_park_that_cannot_be_written_turns_the_relay_unhealthy(db_url: str) -> None:
     emit(db_url, 2)
     driver = Refusing(for_good=True)
+    # A lease of 2 s: a refused park is retried with a growing pause within it, so the
+    # test's own DROP TRIGGER finds SQLite's write lock free (0.3 s kept SQLite busy with
+    # retries and claims; on a loaded machine the DROP waited past its busy timeout).
     relay = OutboxRelay(
-        db_url, driver, lease=0.3, poll_interval=0.05, unhealthy_after=0.3, concurrency=1
+        db_url, driver, lease=2.0, poll_interval=0.05, unhealthy_after=0.3, concurrency=1
     )
     with ParkingRefused(db_url) as refusing:
         async with relay:
