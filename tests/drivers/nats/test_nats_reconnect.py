@@ -217,6 +217,37 @@ async def test_pulls_that_get_no_heartbeat_keep_the_member_unhealthy_until_one_c
             await driver.close()  # through the proxy, while it runs
 
 
+@pytest.mark.parametrize("failover", [False, True], ids=["shared", "failover"])
+async def test_health_clears_at_once_when_silent_pulls_are_answered_again(
+    drivers: list[NatsDriver], failover: bool
+) -> None:
+    """The member's pulls got no heartbeat; the link heals right after it pulled again.
+    Health clears within a second, not at that pull's first heartbeat (4 s here: a pull
+    made while its pulls were silent is answered at once)."""
+    channel, group = names()
+    options = NatsSubscriptionOptions(heartbeat=4.0, failover=failover)
+    spec = SubscriptionSpec(group=group, channels=(channel,), options=options)
+    async with LosingProxy(nats_url()) as proxy:
+        driver = make(drivers, proxy.url)
+        sub = await driver.subscribe(spec)
+        assert isinstance(sub, NatsSubscription)
+        try:
+            proxy.muted.add(sub._inbox.encode())
+            await eventually(
+                lambda: "no heartbeat" in sub.status().error, within=30, what="no heartbeat"
+            )
+            # The member checks its consumer and pulls again now; that pull's first
+            # heartbeat would come 4 s later.
+            await asyncio.sleep(0.2)
+            proxy.muted.clear()
+            healed = time.monotonic()
+            await eventually(lambda: sub.status().error == "", within=10, what="healthy again")
+            took = time.monotonic() - healed
+            assert took < 2.0, f"health cleared {took:.1f}s after the link healed"
+        finally:
+            await driver.close()  # through the proxy, while it runs
+
+
 # -- what an operator does under a running member ---------------------------------------------
 
 

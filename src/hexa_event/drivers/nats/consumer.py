@@ -59,6 +59,8 @@ _TERM = b"+TERM"
 _WPI = b"+WPI"
 _LAG_REFRESH = 5.0
 _RETRY_PAUSE = 1.0
+_PROBE = 0.5
+"""Seconds the answer to a probe (a pull that is answered at once) is awaited."""
 
 
 class NatsDelivery(Delivery):
@@ -630,7 +632,7 @@ class NatsSubscription(Subscription):
                     self._error = ""
                     self._asked = 0
                 await self._pull()
-                await woken(self._wake, self._options.heartbeat)
+                await woken(self._wake, _PROBE if self._probing() else self._options.heartbeat)
                 self._watch()
                 self._release(self._gate.expire(time.monotonic()))
                 self._hand_out(self._gaps.expire(time.monotonic()))
@@ -719,34 +721,46 @@ class NatsSubscription(Subscription):
         if room <= 0 or (self._asked and room < self._batch // 2):
             return
         batch = min(room, self._batch)
-        request: dict[str, object] = {
-            "batch": batch,
-            "expires": int(self._options.pull_expires * _NS),
-            "idle_heartbeat": int(self._options.heartbeat * _NS),
-        }
+        request: dict[str, object] = {"batch": batch}
+        probe = self._probing()
+        if probe:
+            # Pulls got no answer lately: this one takes what is there and is answered at
+            # once (records, or 404 No Messages), so health clears as soon as pulls are
+            # served again, not at the next heartbeat; the long pull follows its answer.
+            request["no_wait"] = True
+        else:
+            request["expires"] = int(self._options.pull_expires * _NS)
+            request["idle_heartbeat"] = int(self._options.heartbeat * _NS)
         if self._options.failover:
             request["group"] = PRIORITY_GROUP
             if self._pin:
                 request["id"] = self._pin
         await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._inbox)
         now = time.monotonic()
-        if not self._asked:
+        if not self._asked and not probe:  # a probe keeps the silence counting
             self._last_seen = now
         self._asked += batch
-        self._pull_until = now + self._options.pull_expires
+        self._pull_until = now + (
+            _PROBE if probe else self._options.pull_expires + self._options.heartbeat
+        )
+
+    def _probing(self) -> bool:
+        """Pulls get no answer: the next ones are probes, each awaited :data:`_PROBE`."""
+        return self._silent_since is not None or self._no_responders > 0
 
     def _watch(self) -> None:
         """Count pulls as gone when they expired or their heartbeats stopped."""
         if not self._asked:
             return
         now = time.monotonic()
-        if now > self._pull_until + self._options.heartbeat:
-            self._asked = 0
-        elif now - self._last_seen > self._options.heartbeat * 2 + 0.5:
+        if now - self._last_seen > self._options.heartbeat * 2 + 0.5:
             self._pull_gone()
             # Said until a pull gets an answer (checking the consumer is not enough).
             if self._silent_since is None:
                 self._silent_since = self._last_seen
+            self._last_seen = now  # the next check as long after this one (probes go on)
+        elif now > self._pull_until:
+            self._asked = 0
 
     async def _keep_alive(self) -> None:
         """``+WPI`` for every record held longer than a third of ``ack_wait``."""
