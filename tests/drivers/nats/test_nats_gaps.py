@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -116,6 +117,35 @@ def test_a_consumer_sequence_going_back_counts_anew() -> None:
     assert not gaps.describe(0)  # holds nothing
 
 
+@pytest.mark.parametrize("told", [True, False], ids=["consumer-made-again", "numbers-went-back"])
+def test_a_stream_made_again_forgets_the_old_stream_sequences(told: bool) -> None:
+    """The stream was deleted and made again under the member: its sequences start at 1
+    again, below the old stream's. A delivery lost on the new one is recognised when it
+    comes back (it was taken for a record first delivered before the hold, so the later
+    records stayed held, and reported, until the lost one was long due)."""
+    gaps: LostInTransit[D] = LostInTransit(ack_wait=5, margin=1)
+    for n in range(1, 31):
+        gaps.admit(D(seq=n, cseq=n), now=0)
+    if told:  # the member made the consumer again itself
+        assert gaps.restart() == []
+    assert gaps.admit(one := D(seq=1, cseq=1), now=1) == [one]
+    gaps.suspect()  # the connection dropped: delivery 2 (record 2) lost
+    assert gaps.admit(later := D(seq=3, cseq=3), now=1) == []
+    assert gaps.admit(two := D(seq=2, cseq=4, delivery_count=2), now=6) == [two, later]
+    assert not gaps.describe(6)  # holds nothing
+
+
+def test_a_consumer_made_again_hands_out_what_waited_for_its_old_numbers() -> None:
+    gaps: LostInTransit[D] = LostInTransit(ack_wait=5, margin=1)
+    gaps.admit(D(seq=1, cseq=1), now=0)
+    gaps.suspect()  # the connection dropped
+    assert gaps.admit(four := D(seq=4, cseq=4), now=0) == []  # records 2 and 3 lost
+    assert gaps.admit(three := D(seq=3, cseq=5, delivery_count=2), now=1) == [three]
+    assert gaps.restart() == [four]  # record 2 will not come from the old consumer
+    assert not gaps.describe(0)  # holds nothing
+    assert gaps.admit(d := D(seq=1, cseq=9), now=0) == [d]  # no gap: counting anew
+
+
 def test_a_hand_over_gives_parked_records_back_after_the_due_time() -> None:
     gaps: LostInTransit[D] = LostInTransit(ack_wait=5, margin=1)
     gaps.admit(D(seq=1, cseq=1), now=0)
@@ -173,25 +203,34 @@ class Lost:
         return list(dict.fromkeys(self.handled))
 
 
-async def lose_record_3(*, delete: bool = False, ack_wait: float = 5.0) -> Lost:
+async def lose_record_3(
+    *, delete: bool = False, ack_wait: float = 5.0, recreated: bool = False
+) -> Lost:
     """One key of a partitioned stream: records 0-2 handled, record 3's delivery lost with
     the connection (and with ``delete`` the record deleted from the stream then), records
-    4-9 emitted after the reconnect; returns once 4-9 were handled."""
+    4-9 emitted after the reconnect; returns once 4-9 were handled. With ``recreated``,
+    the stream (one of the test's own) first held 30 records of the key, handled, and was
+    deleted under the receiver, which made it again."""
     tag = uuid.uuid4().hex[:8]
     channel, action, key = f"lost-{tag}", f"lost-act-{tag}", f"k-{tag}"
     lost = Lost([], [], 0.0)
+    options = dict(PARTITIONED_OPTIONS)
+    if recreated:
+        options.update(stream=f"LOST_{tag}", subject_prefix=f"lost-{tag}")
+    earlier: list[int] = []
 
     async def handle(_ctx: Any, msg: he.Message[Any]) -> None:
-        lost.handled.append(int(msg.payload["i"]))
+        i = int(msg.payload["i"])
+        (lost.handled if i >= 0 else earlier).append(i)
 
     def note_problems() -> bool:
         actions = receiver.health()["actions"]
         lost.problems.extend(actions.get(action, {}).get("problems", []))
         return False
 
-    emitting = he.connect(nats_url(), **PARTITIONED_OPTIONS)
+    emitting = he.connect(nats_url(), **options)
     async with LosingProxy(nats_url(), marker=f"lose-{tag}".encode()) as proxy:
-        receiving = he.connect(proxy.url, reconnect_wait=0.1, **PARTITIONED_OPTIONS)
+        receiving = he.connect(proxy.url, reconnect_wait=0.1, **options)
         receiver = receiving.receiver(f"lost-{tag}")
         receiver.subscribe(
             channel,
@@ -203,6 +242,11 @@ async def lose_record_3(*, delete: bool = False, ack_wait: float = 5.0) -> Lost:
             await emitting.provision([channel])
             emitter = emitting.emitter()
             async with receiver:
+                if recreated:
+                    for _ in range(30):
+                        await emitter.emit(he.Event(channel, key, {"i": -1}))
+                    await eventually(lambda: len(earlier) >= 30, within=30, what="the 30")
+                    await delete_stream(options["stream"])
                 for i in range(3):
                     await emitter.emit(he.Event(channel, key, {"i": i}))
                 await eventually(lambda: len(lost.firsts) == 3, within=30, what="records 0-2")
@@ -225,7 +269,32 @@ async def lose_record_3(*, delete: bool = False, ack_wait: float = 5.0) -> Lost:
         finally:
             await receiving.close()
             await emitting.close()
+            if recreated:  # the test's own stream and its members bucket
+                await delete_streams(options["stream"], f"KV_{options['stream']}_members")
     return lost
+
+
+async def delete_stream(stream: str) -> None:
+    """Delete ``stream``; return once a receiver on it made it again."""
+    nc = await nats.connect(nats_url())
+    try:
+        reply = await nc.request(f"$JS.API.STREAM.DELETE.{stream}", b"")
+        assert json.loads(reply.data).get("success"), reply.data
+        deadline = time.monotonic() + 30
+        while "error" in json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}")).data):
+            assert time.monotonic() < deadline, f"stream {stream} was not made again"
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+async def delete_streams(*streams: str) -> None:
+    nc = await nats.connect(nats_url())
+    try:
+        for stream in streams:
+            await nc.request(f"$JS.API.STREAM.DELETE.{stream}", b"")
+    finally:
+        await nc.close()
 
 
 async def delete_last(channel: str, key: str) -> None:
@@ -256,6 +325,23 @@ async def test_a_delivery_lost_at_a_reconnect_does_not_let_later_records_overtak
     assert lost.firsts == list(range(10)), f"a later record overtook the lost one: {lost}"
     assert any("lost in transit" in p for p in lost.problems), lost.problems
     print(f"\nrecord 3 lost in transit; 4-9 handled after it {lost.took:.1f}s after the reconnect")
+
+
+@pytest.mark.nats
+async def test_a_lost_delivery_of_a_stream_made_again_is_recognised_when_it_comes_back(
+    nats_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stream (30 records further than the new one will be) is deleted and made again
+    under the receiver, then record 3 of the new stream is lost in transit: when the server
+    sends it again, it ends the hold (the old stream's sequences took it for an earlier
+    record, so records 4-9 stayed held, and health said it was lost, until it was long
+    due)."""
+    caplog.set_level(logging.INFO, logger="hexa_event.drivers.nats.gaps")
+    lost = await lose_record_3(ack_wait=8.0, recreated=True)
+    assert lost.firsts == list(range(10)), f"a later record overtook the lost one: {lost}"
+    assert any("lost in transit" in p for p in lost.problems), lost.problems
+    assert "the lost deliveries came back" in caplog.text
+    assert "lost deliveries not back" not in caplog.text
 
 
 @pytest.mark.nats

@@ -662,11 +662,13 @@ class NatsSubscription(Subscription):
         return True
 
     async def _recreate(self) -> None:
-        """Check the consumer; one that is gone is created again where the group was."""
+        """Check the consumer; one that is gone is created again where the group was (its
+        delivery numbers start anew, and with a stream made again its stream sequences)."""
+        made = True
         try:
             try:
                 await self._api.consumer_info(self._stream, self._consumer)
-                config = self._config  # there: updated if it differs
+                config, made = self._config, False  # there: updated if it differs
             except JetStreamApiError as exc:
                 if exc.err_code != ERR_CONSUMER_NOT_FOUND:
                     raise
@@ -679,6 +681,8 @@ class NatsSubscription(Subscription):
             await self._link.repair()
             config = self._starting("all", "the start of the stream made again")
             self._info = await self._api.ensure_consumer(self._stream, self._consumer, config)
+        if made:
+            self._hand_out(self._gaps.restart())
 
     async def _resumed(self) -> dict[str, Any]:
         """The config to create the vanished consumer with: from the record after the

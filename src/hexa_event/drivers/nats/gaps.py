@@ -116,6 +116,16 @@ class LostInTransit(Generic[T]):
         self._reset()
         return out
 
+    def restart(self) -> list[T]:
+        """The consumer was made again (its numbers start anew, its stream's too when that
+        was made again): forget the old numbers; the records parked behind them, in order
+        (what was lost comes from the new consumer, if at all, as a first delivery)."""
+        out = self._release("the consumer was made again") if self._parked else []
+        self._reset()
+        self._last = None
+        self._first_max = 0
+        return out
+
     def seen(self, cseq: int, now: float) -> None:
         """A delivery numbered ``cseq`` arrived (:meth:`admit` says so itself)."""
         last, self._last = self._last, cseq
@@ -129,6 +139,7 @@ class LostInTransit(Generic[T]):
                 last,
                 cseq,
             )
+            self._first_max = 0  # the stream sequences first delivered by the new numbering
             return
         if not suspect:
             return  # deliveries another member got while the pin was elsewhere
