@@ -31,13 +31,8 @@ def _text(value: bytes) -> str | None:
     """``value`` as header text when it survives the trip unchanged, else None."""
     if _PLAIN.fullmatch(value):
         return value.decode("ascii")
-    try:
-        text = value.decode()
-    except UnicodeDecodeError:
-        return None
-    if text != text.strip() or _UNSAFE.search(text):
-        return None
-    return text
+    text = textheaders.utf8(value)
+    return None if text is None or text != text.strip() or _UNSAFE.search(text) else text
 
 
 @functools.lru_cache(maxsize=10_000)  # records repeat the same few dozen names

@@ -42,10 +42,9 @@ _OWNED_CLIENT = {
 }
 
 
-def _token(owner: str, name: str, value: object, *, dots: bool) -> None:
+def _token(owner: str, name: str, value: str, *, dots: bool) -> None:
     """A stream name (no dots) or subject prefix (dot-separated tokens)."""
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"{owner}.{name} must be a non-empty string")
+    kit.check_name(owner, name, value)  # a str (the annotation is not checked)
     bad = set(" \t\r\n*>/\\") | (set() if dots else {"."})
     if any(c in bad for c in value) or (dots and "" in value.split(".")):
         raise ConfigurationError(
