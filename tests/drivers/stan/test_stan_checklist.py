@@ -372,7 +372,7 @@ async def test_a_redelivery_crossing_the_ack_of_a_long_held_delivery_is_dropped(
     [member] = sub.members
     await eventually(lambda: member.dropped > 0, within=10, what="a redelivery while held")
     await settle(sub, [held])
-    await member._on_message(copy_of(held))  # type: ignore[arg-type]
+    member._on_message(copy_of(held))  # type: ignore[arg-type]
     assert await nothing_more(sub, 0.3)
 
 
@@ -433,7 +433,7 @@ async def test_a_copy_crossing_a_prompt_ack_is_acked_again_not_handed_out(driver
     [delivery] = await take(sub, 1)
     [member] = sub.members
     await settle(sub, [delivery])
-    await member._on_message(copy_of(delivery, 2))  # type: ignore[arg-type]
+    member._on_message(copy_of(delivery, 2))  # type: ignore[arg-type]
     assert await nothing_more(sub, 0.3)
     assert member.dropped == 1
 

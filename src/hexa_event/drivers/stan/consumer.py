@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 import nats.errors
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
@@ -27,7 +28,7 @@ from ...driver import (
 )
 from ...errors import ConfigurationError, DriverError
 from ..kit.buffer import DeliveryBuffer
-from . import monitor
+from . import direct, monitor
 from .acked import RecentAcks
 from .errors import StanRequestError, is_session_gone, refused
 from .options import StanSubscriptionOptions, check_channel
@@ -52,20 +53,36 @@ _NACK_MEMORY = 3600.0
 
 
 class StanDelivery(Delivery):
-    """One STAN message handed to the core; ``native`` is the decoded MsgProto."""
+    """One STAN message handed to the core; ``native`` is the decoded MsgProto. The
+    coordinates (``<channel>-<sequence>``), delivery count and time are read from it when
+    asked."""
 
     __slots__ = ("_member", "_msg")
 
     def __init__(self, member: ChannelMember, msg: MsgProto) -> None:
+        # Hot path: the base class's slots set directly rather than through super().
         key, headers, body = decode_body(msg.data)
-        super().__init__(
-            RawRecord(msg.subject, key, headers, body),
-            coordinates=f"{msg.subject}-{msg.sequence}",
-            delivery_count=max(msg.redelivery_count + 1, 2) if msg.redelivered else 1,
-            timestamp=msg.timestamp / 1e9 if msg.timestamp else None,
-        )
+        self.record = RawRecord(msg.subject, key, headers, body)
+        self.outcome = None
+        self.delay = 0.0
         self._member = member
         self._msg = msg
+
+    # Read-only here: only the driver sets a delivery's coordinates, count and time.
+    @property
+    def coordinates(self) -> str:  # type: ignore[override]
+        return f"{self._msg.subject}-{self._msg.sequence}"
+
+    @property
+    def delivery_count(self) -> int:  # type: ignore[override]
+        """1 on the first delivery; STAN's redelivery count + 1 (at least 2) after."""
+        msg = self._msg
+        return max(msg.redelivery_count + 1, 2) if msg.redelivered else 1
+
+    @property
+    def timestamp(self) -> float | None:  # type: ignore[override]
+        """The server's time of the message (seconds since the epoch)."""
+        return self._msg.timestamp / 1e9 if self._msg.timestamp else None
 
     @property
     def native(self) -> MsgProto:
@@ -101,6 +118,8 @@ class ChannelMember:
         """Copies not handed out because held or acked here (redeliveries, crossings)."""
         self.last_sequence = 0
         """The highest sequence received here (where a re-made non-durable one continues)."""
+        self._acking: set[asyncio.Task[None]] = set()
+        """Acks again under way (:meth:`_ack_again`)."""
 
     async def open(self) -> None:
         session = self.owner.session
@@ -108,9 +127,7 @@ class ChannelMember:
         self.acked.clear()  # a server joined again may number its messages anew
         if self.nats_sub is None:
             # Deliveries may start right after the response: listen first.
-            self.nats_sub = await nc.subscribe(
-                self.request.inbox, cb=self._on_message, pending_msgs_limit=1_000_000
-            )
+            self.nats_sub = await direct.subscribe(nc, self.request.inbox, self._on_message)
         request = self.request
         if self.last_sequence and not request.durable_name:
             # Re-made after the session was lost: a non-durable subscription was deleted
@@ -139,7 +156,7 @@ class ChannelMember:
         self.ack_inbox = response.ack_inbox
         self.ack_command = pub_head(response.ack_inbox)
 
-    async def _on_message(self, msg: Msg) -> None:
+    def _on_message(self, msg: Msg) -> None:
         buffer = self.owner.buffer
         if buffer.closed:
             return
@@ -157,7 +174,7 @@ class ChannelMember:
             # Acked here lately: sent before our Ack reached the server (or that Ack was
             # lost). Ack it again; the first settlement stands.
             self.dropped += 1
-            await self._ack_again(sequence)
+            self._ack_again(sequence)
             return
         if self.nacked:
             due = self.nacked.get(sequence)
@@ -170,10 +187,15 @@ class ChannelMember:
             self.last_sequence = sequence
         buffer.append(StanDelivery(self, proto))
 
-    async def _ack_again(self, sequence: int) -> None:
+    def _ack_again(self, sequence: int) -> None:
         nc = self.owner.session.nc
         if nc is None or not self.ack_inbox:
             return  # the server sends it again after AckWait; still remembered then
+        task = asyncio.get_running_loop().create_task(self._send_ack(nc, sequence))
+        self._acking.add(task)
+        task.add_done_callback(self._acking.discard)
+
+    async def _send_ack(self, nc: NatsClient, sequence: int) -> None:
         with contextlib.suppress(nats.errors.Error, OSError):
             await nc.publish(self.ack_inbox, encode_ack(self.ack_head, sequence))
 
@@ -273,19 +295,21 @@ class StanSubscription(Subscription):
         nc = self.session.nc
         writes = Writes(nc) if nc is not None else None
         now = time.monotonic()
+        ack, nack = Outcome.ACK, Outcome.NACK
         for delivery in deliveries:
             if not isinstance(delivery, StanDelivery):
                 raise TypeError(f"not a STAN delivery: {delivery!r}")
             member = delivery._member
             sequence = delivery._msg.sequence
-            if delivery.outcome is Outcome.ACK:
+            outcome = delivery.outcome
+            if outcome is ack:
                 if writes is None or not member.ack_inbox:
                     raise DriverError("the STAN connection is closed; acks not sent")
                 writes.add(member.ack_command, encode_ack(member.ack_head, sequence))
                 # Remembered before it leaves ``held``: a copy the server sent before this
                 # Ack reached it is acked again, never handed out.
                 member.acked.add(sequence, now)
-            elif delivery.outcome is Outcome.NACK and delivery.delay > 0:
+            elif outcome is nack and delivery.delay > 0:
                 member.nacked[sequence] = now + delivery.delay
             member.held.discard(sequence)
         if writes is not None:

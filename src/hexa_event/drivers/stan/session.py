@@ -22,6 +22,7 @@ from nats.nuid import NUID
 from ...errors import ClosedError, DriverError, NotStoredError
 from ...redaction import redact_urls
 from ..kit.buffer import DeliveryBuffer
+from . import direct
 from .errors import (
     StanClientIdInUseError,
     StanClusterNotFoundError,
@@ -157,7 +158,7 @@ class StanSession:
         self.ack_subject = f"_STAN.acks.{self._nuid.next().decode()}"
         self.ping_inbox = nc.new_inbox()
         # One reply subject for every publish: the server matches and caches it once.
-        self._internal["acks"] = await nc.subscribe(self.ack_subject, cb=self._on_pub_ack)
+        self._internal["acks"] = await direct.subscribe(nc, self.ack_subject, self._on_pub_ack)
         self._internal["pings"] = await nc.subscribe(self.ping_inbox, cb=self._on_ping_response)
         await self._handshake()
 
@@ -499,7 +500,7 @@ class StanSession:
                     batch.resolve(index, why)
         self._room.set()  # also after a failed write, which freed its places silently
 
-    async def _on_pub_ack(self, msg: Msg) -> None:
+    def _on_pub_ack(self, msg: Msg) -> None:
         data = msg.data
         error = ""
         # The common PubAck is the guid alone: field 1, one length byte.

@@ -1,0 +1,223 @@
+"""CPU time per event of the STAN paths of ``stan_bench.py`` (the client process's CPU,
+every thread, ``time.process_time``; the streaming server's is not counted), so A/B runs
+of driver changes say something on a shared machine where the rates swing 2x. Each run is
+a fresh process; rounds alternate the trees given (``--tree``, a checkout's ``src``), and
+the medians are printed. Run by hand (not part of ``make bench``):
+
+    python benchmarks/_stan_cpu.py --tree ../stan-base/src --tree src \\
+        [--paths raw_consume,consume,driver_consume,raw_emit,emit,publish] \\
+        [--count 20000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PATHS = ("raw_consume", "consume", "driver_consume", "raw_emit", "emit", "publish")
+
+
+async def _fill(count: int) -> str:
+    import stan_bench as sb
+
+    return await sb._backlog(count)
+
+
+async def _measure(path: str, count: int, channel: str | None = None) -> dict[str, float]:
+    import stan_bench as sb
+
+    import hexa_event as he
+
+    loop = asyncio.get_running_loop()
+    span: list[float] = []
+
+    def mark() -> None:
+        span.extend((time.process_time(), loop.time()))
+
+    if path == "raw_emit":
+        client = sb.RawStan()
+        await client.open()
+        body = sb._sample_body()
+        mark()
+        await client.publish_all(f"cpu-{uuid.uuid4().hex[:8]}", body, count)
+        mark()
+        await client.close()
+    elif path == "raw_consume":
+        channel = channel or await sb._backlog(count)
+        client = sb.RawStan()
+        await client.open()
+        mark()
+        await client.consume_all(channel, count)
+        mark()
+        await client.close()
+    elif path == "emit":
+        connection = he.connect(sb.STAN_URL)
+        emitter = connection.emitter()
+        channel = f"cpu-{uuid.uuid4().hex[:8]}"
+        await emitter.emit(he.Event(channel, "warm", sb._payload(0)))
+        gate = asyncio.Semaphore(sb.IN_FLIGHT)
+
+        async def batch(start: int) -> None:
+            async with gate:
+                await emitter.emit_many(
+                    he.Event(channel, f"k{n % sb.KEYS}", sb._payload(n))
+                    for n in range(start, min(start + sb.BATCH, count))
+                )
+
+        mark()
+        await asyncio.gather(*(batch(s) for s in range(0, count, sb.BATCH)))
+        mark()
+        await connection.close()
+    elif path == "publish":
+        connection = he.connect(sb.STAN_URL)
+        channel = f"cpu-{uuid.uuid4().hex[:8]}"
+        envelope = he.envelope.Envelope()
+        records = [
+            envelope.seal(he.Event(channel, f"k{n % sb.KEYS}", sb._payload(n)), he.Context())
+            for n in range(count)
+        ]
+        await connection.publish(records[:1])
+        gate = asyncio.Semaphore(sb.IN_FLIGHT)
+
+        async def part(start: int) -> None:
+            async with gate:
+                await connection.publish(records[start : start + sb.BATCH])
+
+        mark()
+        await asyncio.gather(*(part(s) for s in range(0, count, sb.BATCH)))
+        mark()
+        await connection.close()
+    elif path == "consume":
+        channel = channel or await sb._backlog(count)
+        connection = he.connect(sb.STAN_URL)
+        await connection.driver.connect()  # type: ignore[attr-defined]
+        receiver = connection.receiver("bench")
+        handled = 0
+        done = loop.create_future()
+
+        async def handle(ctx: he.Context, msg: he.Message[dict[str, Any]]) -> None:
+            nonlocal handled
+            handled += 1
+            if handled == count and not done.done():
+                done.set_result(None)
+
+        receiver.subscribe(channel, action=f"cpu-{uuid.uuid4().hex[:6]}", handler=handle)
+        mark()
+        await receiver.start()
+        await asyncio.wait_for(done, 300)
+        mark()
+        await receiver.close()
+        await connection.close()
+    elif path == "driver_consume":
+        channel = channel or await sb._backlog(count)
+        connection = he.connect(sb.STAN_URL)
+        await connection.driver.connect()  # type: ignore[attr-defined]
+        mark()
+        subscription = await connection.subscribe(
+            he.driver.SubscriptionSpec(group=f"cpu-{uuid.uuid4().hex[:6]}", channels=(channel,))
+        )
+        got = 0
+        while got < count:
+            deliveries = await subscription.fetch(1024)
+            for delivery in deliveries:
+                delivery.ack()
+            await subscription.settle(deliveries)
+            got += len(deliveries)
+        mark()
+        await subscription.close()
+        await connection.close()
+    else:
+        raise SystemExit(f"unknown path {path!r}")
+    cpu = span[2] - span[0]
+    wall = span[3] - span[1]
+    return {"us": cpu / count * 1e6, "rate": count / wall}
+
+
+def _child(path: str, count: int, channel: str | None) -> None:
+    gc.collect()
+    if path == "fill":
+        print(json.dumps({"channel": asyncio.run(_fill(count))}))
+        return
+    print(json.dumps(asyncio.run(_measure(path, count, channel))))
+
+
+def _run(tree: str, *args: str, valgrind: str | None = None) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{HERE}")
+    command = [sys.executable, __file__, *args]
+    if valgrind:
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind}", *command]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    if valgrind:
+        with open(valgrind) as fh:
+            totals = [line for line in fh if line.startswith(("summary:", "totals:"))]
+        result["instructions"] = int(totals[-1].split()[1])
+        os.remove(valgrind)
+    return result
+
+
+def _callgrind(tree: str, path: str, small: int, big: int) -> float:
+    """Instructions per event: the difference of two runs, ``big`` and ``small`` events."""
+    totals = []
+    for count in (small, big):
+        args = ["--child", path, "--count", str(count)]
+        if "consume" in path:
+            channel = _run(tree, "--child", "fill", "--count", str(count))["channel"]
+            args += ["--channel", channel]
+        out = f"/tmp/stan-cpu-{os.getpid()}-{count}.out"
+        totals.append(_run(tree, *args, valgrind=out)["instructions"])
+    return (totals[1] - totals[0]) / (big - small)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", default=[], help="a checkout's src folder")
+    parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--callgrind", action="store_true", help="instructions per event under callgrind"
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--channel", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.count, args.channel)
+        return
+    trees = [os.path.abspath(t) for t in args.tree] or [os.path.join(HERE, "..", "src")]
+    results: dict[tuple[str, str], list[float]] = {}
+    rates: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.rounds):
+        for path in args.paths.split(","):
+            for tree in trees:
+                if args.callgrind:
+                    figure = _callgrind(tree, path, args.count // 5, args.count)
+                else:
+                    child = ["--child", path, "--count", str(args.count)]
+                    run = _run(tree, *child)
+                    figure = run["us"]
+                    rates.setdefault((path, tree), []).append(run["rate"])
+                results.setdefault((path, tree), []).append(figure)
+    print(f"load average: {os.getloadavg()}")
+    unit = "instructions/event" if args.callgrind else "µs CPU/event"
+    for (path, tree), figures in results.items():
+        rate = rates.get((path, tree))
+        print(
+            f"{path:<15} {tree[-30:]:<30} {statistics.median(figures):9.2f} {unit} "
+            f"(min {min(figures):.2f} max {max(figures):.2f})"
+            + (f"; rate {statistics.median(rate):8,.0f}/s" if rate else "")
+        )
+
+
+if __name__ == "__main__":
+    main()
