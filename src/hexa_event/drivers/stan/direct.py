@@ -1,5 +1,5 @@
 """NATS subscriptions whose messages go straight to a plain function, called by nats-py's
-read loop as it parses each one (why: the Direct delivery of docs/engines/stan.md).
+read loop as it parses each one (why: docs/engines/stan.md#direct-delivery).
 
 nats-py hands a callback subscription's messages over through an ``asyncio.Queue`` and a
 task that awaits the callback once per message. Here the subscription has no callback (so
@@ -60,7 +60,7 @@ async def subscribe(nc: NatsClient, subject: str, handler: Handler) -> NatsSubsc
     """Subscribe to ``subject``; every message goes to ``handler``, in order."""
     sub = await nc.subscribe(subject)
     queue = getattr(sub, "_pending_queue", None)
-    if isinstance(queue, asyncio.Queue) and isinstance(getattr(sub, "_pending_size", None), int):
+    if isinstance(queue, asyncio.Queue) and can_hand_over(sub):
         handover = _Handover(sub, handler)
         sub._pending_queue = handover  # type: ignore[assignment]
         while not queue.empty():  # arrived before the handover took over
@@ -68,6 +68,11 @@ async def subscribe(nc: NatsClient, subject: str, handler: Handler) -> NatsSubsc
         return sub
     _feed(sub, handler)
     return sub
+
+
+def can_hand_over(sub: NatsSubscription) -> bool:
+    """Whether ``sub`` is nats-py's subscription as :class:`_Handover` knows it."""
+    return isinstance(getattr(sub, "_pending_size", None), int) and hasattr(sub, "_cb")
 
 
 def _feed(sub: NatsSubscription, handler: Handler) -> None:
