@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicCollection, TopicPartition
 
 import hexa_event as he
 from hexa_event.drivers.kafka import KafkaDriver
@@ -68,11 +68,15 @@ class _Recording:
 
     def __init__(self, admin: Any) -> None:
         self.admin = admin
-        self.requests: list[str | None] = []
+        self.requests: list[list[str] | None] = []
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
-        self.requests.append(topic)
+        self.requests.append(None if topic is None else [topic])
         return self.admin.list_topics(topic=topic, timeout=timeout)
+
+    def describe_topics(self, topics: TopicCollection, **kwargs: Any) -> Any:
+        self.requests.append(list(topics.topic_names))
+        return self.admin.describe_topics(topics, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.admin, name)
@@ -88,7 +92,10 @@ async def test_topic_lookups_ask_for_the_wanted_topics_only(kafka_bootstrap: str
         driver._admin = recording  # type: ignore[assignment]
         found = await driver.topic_partitions([present, missing, present])
         assert found == {present: 2}
-        assert recording.requests == [present, missing]  # never None: every topic
+        # One request naming each wanted topic once: never a listing of every topic, nor a
+        # round trip per topic (a receiver starts with its topic, retry and dead-letter
+        # topics: five lookups in a row cost a start 10-40 ms).
+        assert recording.requests == [[present, missing]]
         # Asking about a missing topic did not create it (a broker with
         # auto.create.topics.enable would, for a client that allows it).
         listing = await asyncio.to_thread(recording.admin.list_topics, timeout=10)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec
@@ -107,31 +107,38 @@ class KafkaDriver(KitDriver):
         self._admin_error = f"{err.name()}: {self._scrub(err.str())}"
 
     async def topic_partitions(self, topics: Sequence[str]) -> dict[str, int]:
-        """Partition counts of the given topics that exist (missing ones are left out)."""
+        """Partition counts of the given topics that exist (missing ones, and ones the
+        broker refuses to describe to us, are left out), from one request naming them."""
         failure = self._metadata_failure
         if failure is not None and time.monotonic() - failure[0] < _FAILURE_HOLD:
             raise failure[1]
+        names = list(dict.fromkeys(topics))
+        if not names:
+            return {}
         admin = self._admin_client()
         timeout = self.options.metadata_timeout
 
         def describe() -> dict[str, int]:
-            # One metadata request per wanted topic: a cluster-wide listing returns every
-            # topic's partitions (megabytes on a large cluster) to learn a few counts.
-            deadline = time.monotonic() + timeout
+            # One request for all of them: a cluster-wide listing returns every topic's
+            # partitions (megabytes on a large cluster), a request per topic a round trip
+            # each (a receiver starts with its topic, retry topics and dead-letter topic).
             found: dict[str, int] = {}
-            for name in dict.fromkeys(topics):
-                try:
-                    metadata = admin.list_topics(
-                        topic=name, timeout=max(0.001, deadline - time.monotonic())
-                    )
-                except KafkaException as exc:
-                    admin.poll(0)  # forward librdkafka's queued log lines and errors
-                    error = self._unreachable(timeout, exc, self._admin_error or self.last_error)
-                    self._metadata_failure = (time.monotonic(), error)
-                    raise error from None
-                topic = metadata.topics.get(name)
-                if topic is not None and topic.error is None and topic.partitions:
-                    found[name] = len(topic.partitions)
+            try:
+                futures = admin.describe_topics(TopicCollection(names), request_timeout=timeout)
+                for name, future in futures.items():
+                    try:
+                        partitions = future.result().partitions
+                    except KafkaException as exc:
+                        if exc.args[0].code() < 0:  # local: no answer (timed out, transport)
+                            raise
+                        continue  # the broker's answer: unknown topic, not authorized...
+                    if partitions:
+                        found[name] = len(partitions)
+            except KafkaException as exc:
+                admin.poll(0)  # forward librdkafka's queued log lines and errors
+                error = self._unreachable(timeout, exc, self._admin_error or self.last_error)
+                self._metadata_failure = (time.monotonic(), error)
+                raise error from None
             admin.poll(0)
             self._metadata_failure = None
             return found

@@ -234,6 +234,9 @@ class Member:
         self._look = False
         self._commit_future: Future[None] | None = None
         """The future of the commit the thread is in (resolved by close())."""
+        self._reader: Consumer | None = None
+        """The fallback group's offset reader made at start, for the first assignment."""
+        self._reader_lock = threading.Lock()
         # Written by the thread, read by the loop (plain attributes): what health says.
         self.lag: int | None = None
         self.last_error: str | None = None
@@ -278,6 +281,11 @@ class Member:
         consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+        if self.fallback_group:
+            # Made now, it finds the fallback group's coordinator while this one joins: the
+            # first assignment reads its offsets in one round trip, not a connection's time.
+            with contextlib.suppress(KafkaException):  # then made when needed, and reported
+                self._reader = Consumer(self._reader_config())
         self._thread = threading.Thread(
             target=self._run, name=f"hexa-kafka-consumer-{self.group}", daemon=True
         )
@@ -394,6 +402,7 @@ class Member:
                     # A thread that still polls returns within its call's bound (and sees
                     # it was abandoned): the consumer is then never used from two threads.
                     thread.join(wait)
+                self._close_reader()  # closed before its first assignment
                 if consumer is not None:
                     if final:
                         self._write(consumer, final, "at close")
@@ -740,17 +749,30 @@ class Member:
         if self._paused and partitions:
             consumer.pause(partitions)
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
+        self._close_reader()  # this group had offsets of its own: not needed
         self.lost_at = None  # back in the group
         self._lag_at = 0.0  # measure at the next turn, not up to a second later
         self._loop.call_soon_threadsafe(self._owner.on_assigned, self, found)
 
+    def _reader_config(self) -> dict[str, Any]:
+        """Settings of a consumer of the fallback group that reads offsets only (never
+        subscribes, so joins nothing; no callbacks of this member's)."""
+        drop = ("error_cb", "on_commit", "stats_cb", "statistics.interval.ms")
+        config = {k: v for k, v in self._config.items() if k not in drop}
+        config["group.id"] = self.fallback_group
+        return config
+
+    def _take_reader(self) -> Consumer | None:
+        """The reader made at start, now the caller's to close (None: taken, or none)."""
+        with self._reader_lock:
+            reader, self._reader = self._reader, None
+        return reader
+
     def _fallback(self, committed: list[TopicPartition]) -> list[TopicPartition]:
         """``committed`` with the fallback group's offsets where this group has none."""
-        config = {k: v for k, v in self._config.items() if k not in ("error_cb", "on_commit")}
-        config["group.id"] = self.fallback_group
         missing = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
         try:
-            reader = Consumer(config)  # never subscribes: reads offsets, joins nothing
+            reader = self._take_reader() or Consumer(self._reader_config())
             try:
                 found = reader.committed(missing, timeout=_COMMITTED_TIMEOUT)
             finally:
@@ -766,6 +788,13 @@ class Member:
             return committed
         by_key = {(tp.topic, tp.partition): tp for tp in found if tp.offset >= 0}
         return [by_key.get((tp.topic, tp.partition), tp) for tp in committed]
+
+    def _close_reader(self) -> None:
+        """Close the reader made at start if nothing took it."""
+        reader = self._take_reader()
+        if reader is not None:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                reader.close()
 
     def _leave(self, consumer: Consumer) -> None:
         """Unsubscribe and serve the revoke before ``close()``: closing with partitions

@@ -1,0 +1,115 @@
+"""A subscription's start to its first record (issue 22): what the join no longer waits for."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
+from hexa_event.drivers.kafka import KafkaDriver
+from hexa_event.drivers.kafka import member as member_module
+
+pytestmark = pytest.mark.kafka
+
+
+class _Counted(Consumer):  # type: ignore[misc]
+    """confluent-kafka's consumer, noting the group and thread of each one made and which
+    were closed."""
+
+    made: list[tuple[str, str, _Counted]] = []
+    closed: list[_Counted] = []
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        _Counted.made.append((config["group.id"], threading.current_thread().name, self))
+
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        _Counted.closed.append(self)
+        return super().close(*args, **kwargs)
+
+
+async def _fetch_n(sub: Subscription, n: int, within: float = 30.0) -> list[Delivery]:
+    got: list[Delivery] = []
+    async with asyncio.timeout(within):
+        while len(got) < n:
+            got.extend(await sub.fetch(n - len(got)))
+    return got
+
+
+async def test_the_retry_group_reads_the_action_groups_offsets_with_a_reader_made_at_start(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry group's first assignment starts where the action's group left off, read
+    through a consumer made when the subscription started (it finds the coordinator while
+    the group is joined), not one made inside the assignment callback, which held the
+    assignment, and so the subscription's start, for a connection's time (about 0.1 s)."""
+    tag = uuid.uuid4().hex[:10]
+    channel, group = f"kst-{tag}", f"kstg-{tag}"
+    retry = f"{group}.retry.1"
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
+    try:
+        await driver.publish([RawRecord(retry, "k", {}, str(i).encode()) for i in range(5)])
+        await driver.provision([channel])
+        old = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+        await asyncio.to_thread(
+            old.commit, offsets=[TopicPartition(retry, 0, 3)], asynchronous=False
+        )
+        old.close()
+        _Counted.made, _Counted.closed = [], []
+        monkeypatch.setattr(member_module, "Consumer", _Counted)
+        spec = SubscriptionSpec(group=group, channels=(channel, retry), retry_channels=(retry,))
+        sub = await driver.subscribe(spec)
+        try:
+            got = await _fetch_n(sub, 2)
+            assert [d.coordinates for d in got] == [f"{retry}-0-3", f"{retry}-0-4"]
+            made = [(g, thread) for g, thread, _ in _Counted.made]
+            # Every consumer was made by start() on the loop's thread: none by a
+            # consumer thread (the assignment callbacks run there).
+            assert all(not thread.startswith("hexa-kafka-consumer-") for _, thread in made), made
+            # The action's group, the retry group, and the reader of the action's group.
+            assert sorted(g for g, _ in made) == sorted([group, f"{group}.retry", group])
+            reader = _Counted.made[-1][2]
+            assert reader in _Counted.closed  # used once, then closed
+            for d in got:
+                d.ack()
+            await sub.settle(got)
+        finally:
+            await sub.close()
+    finally:
+        await driver.close()
+
+
+async def test_a_reader_made_at_start_is_closed_when_its_group_has_offsets(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry group with offsets of its own never needs the reader: it is closed with
+    the first assignment, not kept for the member's life."""
+    tag = uuid.uuid4().hex[:10]
+    channel, group = f"kst-{tag}", f"kstg-{tag}"
+    retry = f"{group}.retry.1"
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
+    try:
+        await driver.provision([channel, retry])
+        own = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{group}.retry"})
+        await asyncio.to_thread(
+            own.commit, offsets=[TopicPartition(retry, 0, 0)], asynchronous=False
+        )
+        own.close()
+        _Counted.made, _Counted.closed = [], []
+        monkeypatch.setattr(member_module, "Consumer", _Counted)
+        spec = SubscriptionSpec(group=group, channels=(channel, retry), retry_channels=(retry,))
+        sub = await driver.subscribe(spec)
+        try:
+            assert sub.status().joined
+            readers = [c for g, _, c in _Counted.made if g == group][1:]
+            assert len(readers) == 1
+            assert readers[0] in _Counted.closed
+        finally:
+            await sub.close()
+    finally:
+        await driver.close()
