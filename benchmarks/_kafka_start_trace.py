@@ -9,7 +9,7 @@ consumer's own timeline under the same settings (the driver's consumer configura
 new group, cooperative-sticky, ``fetch.wait.max.ms``...) alternates with it.
 librdkafka's group and fetch debug lines (``--debug``) add the protocol's side.
 
-    python benchmarks/kafka_start_trace.py [--rounds 7] [--debug cgrp,fetch]
+    python benchmarks/_kafka_start_trace.py [--rounds 7] [--debug cgrp,fetch]
 """
 
 from __future__ import annotations
