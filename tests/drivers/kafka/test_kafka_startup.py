@@ -12,9 +12,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from hexa_event.driver import Delivery, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaDriver
+from hexa_event.drivers.kafka import driver as driver_module
 from hexa_event.drivers.kafka import member as member_module
-
-pytestmark = pytest.mark.kafka
+from hexa_event.testing import eventually
 
 
 class _Counted(Consumer):  # type: ignore[misc]
@@ -45,9 +45,9 @@ async def test_the_retry_group_reads_the_action_groups_offsets_with_a_reader_mad
     kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The retry group's first assignment starts where the action's group left off, read
-    through a consumer made when the subscription started (it finds the coordinator while
-    the group is joined), not one made inside the assignment callback, which held the
-    assignment, and so the subscription's start, for a connection's time (about 0.1 s)."""
+    through a consumer made when the subscription started (on a thread of its own, it finds
+    the coordinator while the group is joined), not one made inside the assignment
+    callback, which held the assignment, and so the start, for a connection's time."""
     tag = uuid.uuid4().hex[:10]
     channel, group = f"kst-{tag}", f"kstg-{tag}"
     retry = f"{group}.retry.1"
@@ -68,13 +68,12 @@ async def test_the_retry_group_reads_the_action_groups_offsets_with_a_reader_mad
             got = await _fetch_n(sub, 2)
             assert [d.coordinates for d in got] == [f"{retry}-0-3", f"{retry}-0-4"]
             made = [(g, thread) for g, thread, _ in _Counted.made]
-            # Every consumer was made by start() on the loop's thread: none by a
-            # consumer thread (the assignment callbacks run there).
+            # None was made by a consumer thread (the assignment callbacks run there).
             assert all(not thread.startswith("hexa-kafka-consumer-") for _, thread in made), made
             # The action's group, the retry group, and the reader of the action's group.
             assert sorted(g for g, _ in made) == sorted([group, f"{group}.retry", group])
-            reader = _Counted.made[-1][2]
-            assert reader in _Counted.closed  # used once, then closed
+            (reader,) = [c for g, t, c in _Counted.made if t.startswith("hexa-kafka-offsets-")]
+            await eventually(lambda: reader in _Counted.closed, within=30, what="reader closed")
             for d in got:
                 d.ack()
             await sub.settle(got)
@@ -106,10 +105,38 @@ async def test_a_reader_made_at_start_is_closed_when_its_group_has_offsets(
         sub = await driver.subscribe(spec)
         try:
             assert sub.status().joined
-            readers = [c for g, _, c in _Counted.made if g == group][1:]
+            readers = [c for _, t, c in _Counted.made if t.startswith("hexa-kafka-offsets-")]
             assert len(readers) == 1
-            assert readers[0] in _Counted.closed
+            await eventually(lambda: readers[0] in _Counted.closed, within=30, what="closed")
         finally:
             await sub.close()
     finally:
         await driver.close()
+
+
+async def test_created_topics_are_looked_up_again_within_milliseconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Topics just created show in metadata a few milliseconds later: the lookup is made
+    again after 5 ms (the pause doubling up to 100 ms), not after a fixed 100 ms that 4
+    starts in 10 paid in full."""
+    driver = KafkaDriver(bootstrap_servers="127.0.0.1:9092")
+    answers = [{}, {}, {}, {"t": 3}]
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def lookup(topics: list[str]) -> dict[str, int]:
+        return answers.pop(0)
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(driver, "topic_partitions", lookup)
+    monkeypatch.setattr(driver_module.asyncio, "sleep", pause)
+    try:
+        await driver._wait_visible(["t"])
+    finally:
+        monkeypatch.undo()
+        await driver.close()
+    assert pauses == [0.005, 0.01, 0.02]

@@ -52,6 +52,8 @@ COORDINATOR_DOWN_AFTER = 10.0
 STUCK_AFTER = 10.0
 """Seconds without partitions while the group rebalances before health calls it stuck."""
 _COMMITTED_TIMEOUT = 10.0
+_WARM_TIMEOUT = 5.0
+"""Seconds an :class:`OffsetReader`'s first read (finding the coordinator) may take."""
 _NOTHING_KEPT = 30.0
 _COMMIT_ALLOWANCE = 60.0
 """Seconds a synchronous commit may take (librdkafka's socket.timeout.ms default)."""
@@ -164,6 +166,71 @@ def _resolve(future: Future[None], err: KafkaError | None) -> None:
             future.set_exception(KafkaException(err))
 
 
+class OffsetReader:
+    """A consumer of a group that only reads its committed offsets (it never subscribes, so
+    joins nothing), on a daemon thread of its own. Made when a member starts, it reads
+    ``warm`` at once, which finds the group's coordinator and connects to it: the member's
+    first assignment then reads the offsets it needs in one round trip, where a consumer
+    made in the assignment callback took a connection and a coordinator lookup (60-110 ms)
+    first. One user at a time; :meth:`close` ends it."""
+
+    def __init__(self, config: dict[str, Any], warm: TopicPartition, name: str) -> None:
+        self._config = config
+        self._warm = warm
+        self._error: KafkaException | None = None
+        """Why its consumer could not be made (then every read raises it)."""
+        self._requests: queue.SimpleQueue[tuple[list[TopicPartition], Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._run, name=f"hexa-kafka-offsets-{name}", daemon=True).start()
+
+    def committed(self, partitions: list[TopicPartition], within: float) -> list[TopicPartition]:
+        """The group's committed offsets of ``partitions`` (``Consumer.committed``); raises
+        KafkaException as it does, TimeoutError past ``within`` seconds."""
+        if self._error is not None:
+            raise self._error
+        future: Future[Any] = Future()
+        self._requests.put((partitions, future))
+        result: list[TopicPartition] = future.result(within)
+        return result
+
+    def close(self) -> None:
+        """Close the consumer once the current read is over (idempotent; never waits)."""
+        self._requests.put(None)
+
+    def _run(self) -> None:
+        try:
+            consumer = Consumer(self._config)
+        except KafkaException as exc:
+            self._error = exc
+            self._fail_all(exc)
+            return
+        try:
+            with contextlib.suppress(KafkaException):
+                consumer.committed([self._warm], timeout=_WARM_TIMEOUT)
+            while (request := self._requests.get()) is not None:
+                partitions, future = request
+                try:
+                    future.set_result(consumer.committed(partitions, timeout=_COMMITTED_TIMEOUT))
+                except KafkaException as exc:
+                    future.set_exception(exc)
+        finally:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                consumer.close()
+        self._fail_all(KafkaException(KafkaError(KafkaError._DESTROY, "offset reader closed")))
+
+    def _fail_all(self, exc: KafkaException) -> None:
+        """Answer the requests still queued with ``exc`` (none comes after a close)."""
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if request is not None:
+                with contextlib.suppress(InvalidStateError):
+                    request[1].set_exception(exc)
+
+
 class Owner(Protocol):
     """What a member needs from its subscription (all called on the event loop)."""
 
@@ -234,9 +301,8 @@ class Member:
         self._look = False
         self._commit_future: Future[None] | None = None
         """The future of the commit the thread is in (resolved by close())."""
-        self._reader: Consumer | None = None
+        self._reader: OffsetReader | None = None
         """The fallback group's offset reader made at start, for the first assignment."""
-        self._reader_lock = threading.Lock()
         # Written by the thread, read by the loop (plain attributes): what health says.
         self.lag: int | None = None
         self.last_error: str | None = None
@@ -282,10 +348,11 @@ class Member:
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         if self.fallback_group:
-            # Made now, it finds the fallback group's coordinator while this one joins: the
-            # first assignment reads its offsets in one round trip, not a connection's time.
-            with contextlib.suppress(KafkaException):  # then made when needed, and reported
-                self._reader = Consumer(self._reader_config())
+            # Started now, it finds the fallback group's coordinator while this one joins:
+            # the first assignment reads its offsets in one round trip.
+            self._reader = OffsetReader(
+                self._reader_config(), TopicPartition(self.topics[0], 0), self.group
+            )
         self._thread = threading.Thread(
             target=self._run, name=f"hexa-kafka-consumer-{self.group}", daemon=True
         )
@@ -711,8 +778,9 @@ class Member:
         return {}
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Committed offsets of this group, maybe of the fallback group: two lookups.
-        self._expect(2 * _COMMITTED_TIMEOUT + _CALLBACK_ALLOWANCE)
+        # Committed offsets of this group, maybe of the fallback group: two lookups (the
+        # second maybe after the reader's first, :class:`OffsetReader`).
+        self._expect(2 * _COMMITTED_TIMEOUT + _WARM_TIMEOUT + _CALLBACK_ALLOWANCE)
         found: list[tuple[str, int, int, str]] = []
         if partitions:
             known = True
@@ -762,27 +830,30 @@ class Member:
         config["group.id"] = self.fallback_group
         return config
 
-    def _take_reader(self) -> Consumer | None:
-        """The reader made at start, now the caller's to close (None: taken, or none)."""
-        with self._reader_lock:
-            reader, self._reader = self._reader, None
-        return reader
-
     def _fallback(self, committed: list[TopicPartition]) -> list[TopicPartition]:
         """``committed`` with the fallback group's offsets where this group has none."""
         missing = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
+        reader, self._reader = self._reader, None
         try:
-            reader = self._take_reader() or Consumer(self._reader_config())
-            try:
-                found = reader.committed(missing, timeout=_COMMITTED_TIMEOUT)
-            finally:
-                reader.close()
-        except KafkaException as exc:
+            if reader is not None:
+                try:
+                    # Its first read may still be under way (at most _WARM_TIMEOUT).
+                    found = reader.committed(missing, _WARM_TIMEOUT + _COMMITTED_TIMEOUT)
+                finally:
+                    reader.close()
+            else:
+                one = Consumer(self._reader_config())  # never subscribes: joins nothing
+                try:
+                    found = one.committed(missing, timeout=_COMMITTED_TIMEOUT)
+                finally:
+                    one.close()
+        except (KafkaException, TimeoutError) as exc:
+            why = exc.args[0].str() if isinstance(exc, KafkaException) else "timed out"
             log.warning(
                 "Kafka group %r: cannot read the offsets of %r (%s); starting from %s",
                 self.group,
                 self.fallback_group,
-                self._scrub(exc.args[0].str()),
+                self._scrub(why),
                 self._config.get("auto.offset.reset"),
             )
             return committed
@@ -790,11 +861,10 @@ class Member:
         return [by_key.get((tp.topic, tp.partition), tp) for tp in committed]
 
     def _close_reader(self) -> None:
-        """Close the reader made at start if nothing took it."""
-        reader = self._take_reader()
+        """Close the reader made at start if nothing used it."""
+        reader, self._reader = self._reader, None
         if reader is not None:
-            with contextlib.suppress(KafkaException, RuntimeError):
-                reader.close()
+            reader.close()
 
     def _leave(self, consumer: Consumer) -> None:
         """Unsubscribe and serve the revoke before ``close()``: closing with partitions
