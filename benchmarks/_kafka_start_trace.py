@@ -149,10 +149,12 @@ def fill(count: int) -> str:
     return topic
 
 
-async def ours(topic: str, client_config: dict[str, Any]) -> list[tuple[float, str]]:
+async def ours(
+    topic: str, client_config: dict[str, Any], concurrency: int = 256
+) -> list[tuple[float, str]]:
     global _T0
     connection = he.connect(f"kafka://{BOOTSTRAP}", client_config=client_config)
-    receiver = connection.receiver("trace", concurrency=16)
+    receiver = connection.receiver("trace", concurrency=concurrency)
     first = asyncio.Event()
 
     @receiver.subscribe(topic, action=f"trace-{uuid.uuid4().hex[:8]}")
@@ -244,6 +246,9 @@ async def main() -> None:
     parser.add_argument("--show", type=int, default=1, help="timelines printed in full")
     parser.add_argument("--no-raw", action="store_true")
     parser.add_argument(
+        "--concurrency", type=int, default=256, help="the receiver's (faststream_kafka.py's)"
+    )
+    parser.add_argument(
         "--variants",
         default="",
         help="raw consumer only, settings against the driver's: 'name:key=value,key=value;...'",
@@ -270,7 +275,7 @@ async def main() -> None:
             raw_runs.append(key_times(events))
             if number < args.show:
                 show(f"raw confluent-kafka, round {number + 1}", events)
-        events = await ours(topic, client_config)
+        events = await ours(topic, client_config, args.concurrency)
         ours_runs.append(key_times(events))
         if number < args.show:
             show(f"hexa-event receiver, round {number + 1}", events)
