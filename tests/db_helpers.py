@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Sequence
@@ -181,3 +182,58 @@ class SinkDriver(Driver):
             return list(conn.execute("SELECT event_id, key, body FROM sink ORDER BY seq"))
         finally:
             conn.close()
+
+
+class FreezingProxy:
+    """A TCP proxy in front of the test PostgreSQL that can stop answering: bytes are held
+    both ways while frozen, connections stay open (a database that does not answer, as when
+    its host hangs), without touching the shared server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.thawed = asyncio.Event()
+        self.thawed.set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    async def start(self) -> FreezingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def freeze(self) -> None:
+        self.thawed.clear()
+
+    def thaw(self) -> None:
+        self.thawed.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.thawed.wait()  # a new connection is accepted, then nothing answers
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self._writers += [writer, up_writer]
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.ensure_future(self._pump(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while data := await source.read(65536):
+                await self.thawed.wait()
+                sink.write(data)
+                await sink.drain()
+        with contextlib.suppress(OSError):
+            sink.close()
+
+    async def close(self) -> None:
+        self.thaw()
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for writer in self._writers:
+            with contextlib.suppress(OSError):
+                writer.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

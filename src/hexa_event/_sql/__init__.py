@@ -14,6 +14,8 @@ One place for what the three share, each module with one job:
 - :mod:`.problems`: one-line summaries of database errors, without SQL or passwords.
 - :mod:`.clock`: the timestamps stored in the tables.
 - :mod:`.cleaner`: deleting expired rows in small batches (outbox and inbox cleaners).
+- :mod:`.turns`: pacing a loop's write transactions on SQLite so the application gets the
+  one write lock too.
 
 It imports only :mod:`hexa_event.errors` and SQLAlchemy; nothing imports upwards into it.
 """

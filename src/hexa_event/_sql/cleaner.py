@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..errors import ConfigurationError
 from ..numbers import LARGEST, check_number, shown
 from .clock import utcnow
-from .engine import engine_for
+from .engine import GOODBYE_WAIT, dispose_within, engine_for, transaction
 from .health import Progress
 from .problems import brief
+from .turns import WriteTurns
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class BatchCleaner:
         self._busy_since: float | None = None
         """Monotonic time the current run started or last deleted a batch."""
         self._cleaned_at: float | None = None
+        self.turns = WriteTurns(sqlite=self.engine.dialect.name == "sqlite")
+        """Paces the delete transactions on SQLite so the application gets the lock too."""
 
     def delete_statement(self) -> Any:
         """A DELETE of at most ``:limit`` rows expired before ``:cutoff`` (:data:`CUTOFF`,
@@ -105,7 +108,7 @@ class BatchCleaner:
         stmt = self.delete_statement()
         total = 0
         while not self._stop.is_set():
-            async with self.engine.begin() as conn:
+            async with self.turns.turn(), transaction(self.engine) as conn:
                 result = await conn.execute(stmt, {"cutoff": cutoff, "limit": self.batch_size})
             deleted = max(int(result.rowcount or 0), 0)
             self.beat()
@@ -183,8 +186,13 @@ class BatchCleaner:
         """Stop and release the engine if this cleaner created it. Idempotent."""
         self.stop()
         self._state = "closed"
-        if self._owns_engine:
-            await self.engine.dispose()
+        if self._owns_engine and not await dispose_within(self.engine, GOODBYE_WAIT):
+            log.error(
+                "%s: close() dropped the engine's connections unclosed: the database did "
+                "not answer within %.0fs",
+                what_of(self),
+                GOODBYE_WAIT,
+            )
 
     async def __aenter__(self) -> BatchCleaner:
         return self

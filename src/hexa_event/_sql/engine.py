@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +93,55 @@ async def begin_write(conn: AsyncConnection) -> None:
     writer lock now, never upgrade a read lock mid-transaction); nothing elsewhere."""
     if conn.dialect.name == "sqlite":
         await conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def let_go(conn: AsyncConnection, *, wait: float) -> None:
+    """Give ``conn`` back, waiting at most ``wait`` seconds for the database (its rollback),
+    then dropping it unheard (invalidated: closed at the socket, within SQLAlchemy's 2 s for
+    a goodbye). A database that does not answer (its host hangs) kept a graceful close, and
+    whatever awaited it, waiting for good; a cancelled task gives ``wait=0``."""
+    if conn.closed:
+        return
+    if wait > 0:
+        try:
+            await asyncio.wait_for(conn.close(), wait)
+            return
+        except Exception:
+            pass
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
+    with contextlib.suppress(Exception):
+        await conn.close()
+
+
+async def dispose_within(engine: AsyncEngine, wait: float) -> bool:
+    """Dispose of ``engine``'s pool, giving the database ``wait`` seconds to see its
+    connections closed; past that they are dropped unclosed (the operating system closes
+    their sockets when they are collected). Returns whether it was done in time."""
+    try:
+        await asyncio.wait_for(engine.dispose(), wait)
+        return True
+    except Exception:
+        await engine.dispose(close=False)
+        return False
+
+
+GOODBYE_WAIT = 5.0
+"""Seconds a connection's rollback or close may take after a failed statement before the
+connection is dropped unheard (:func:`let_go`)."""
+
+
+@contextlib.asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """``engine.begin()``, except how it lets go: a transaction cancelled (its caller gave
+    up on a database that does not answer) drops its connection at once instead of waiting
+    for the rollback, and a failed one waits :data:`GOODBYE_WAIT` seconds at most."""
+    conn = await engine.connect()
+    try:
+        await conn.begin()
+        yield conn
+        await conn.commit()
+    except BaseException as exc:
+        await let_go(conn, wait=GOODBYE_WAIT if isinstance(exc, Exception) else 0)
+        raise
+    await let_go(conn, wait=GOODBYE_WAIT)

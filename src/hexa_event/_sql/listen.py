@@ -13,8 +13,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .engine import GOODBYE_WAIT, let_go
 from .problems import brief
 
 logger = logging.getLogger(__name__)
@@ -37,42 +38,20 @@ async def listen(
     while not stop.is_set():
         lost = asyncio.Event()
         try:
-            async with engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                apg: Any = raw.driver_connection
-                if apg is None or not hasattr(apg, "add_listener"):
-                    logger.info("LISTEN %s: the engine is not asyncpg; polling only", channel)
+            conn = await engine.connect()
+            try:
+                if not await _listen_on(
+                    conn, channel, on_notify, on_connected, on_lost, lost, stop
+                ):
+                    await let_go(conn, wait=GOODBYE_WAIT)
                     return
-
-                def notified(_c: Any, _pid: int, _channel: str, payload: str) -> None:
-                    on_notify(payload)
-
-                def terminated(_c: Any, event: asyncio.Event = lost) -> None:
-                    event.set()
-
-                apg.add_termination_listener(terminated)
-                await apg.add_listener(channel, notified)
-                backoff = 0.5
-                on_connected()
-                try:
-                    waiters = [
-                        asyncio.ensure_future(lost.wait()),
-                        asyncio.ensure_future(stop.wait()),
-                    ]
-                    try:
-                        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        for waiter in waiters:
-                            waiter.cancel()
-                finally:
-                    on_lost()
-                    if lost.is_set() or apg.is_closed():
-                        with contextlib.suppress(Exception):
-                            await conn.invalidate()
-                    else:
-                        apg.remove_termination_listener(terminated)
-                        with contextlib.suppress(Exception):
-                            await apg.remove_listener(channel, notified)
+            except BaseException as exc:
+                # Cancelled: drop the connection (the server forgets its LISTEN), a goodbye
+                # to a database that does not answer would wait for good.
+                await let_go(conn, wait=GOODBYE_WAIT if isinstance(exc, Exception) else 0)
+                raise
+            await let_go(conn, wait=GOODBYE_WAIT)
+            backoff = 0.5  # it was connected: lost now, reconnect soon
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -83,3 +62,45 @@ async def listen(
             async with asyncio.timeout(backoff):
                 await stop.wait()
         backoff = min(backoff * 2, max_backoff)
+
+
+async def _listen_on(
+    conn: AsyncConnection,
+    channel: str,
+    on_notify: Callable[[str], None],
+    on_connected: Callable[[], None],
+    on_lost: Callable[[], None],
+    lost: asyncio.Event,
+    stop: asyncio.Event,
+) -> bool:
+    """LISTEN on ``conn`` until ``lost`` or ``stop``; False when it is not asyncpg."""
+    raw = await conn.get_raw_connection()
+    apg: Any = raw.driver_connection
+    if apg is None or not hasattr(apg, "add_listener"):
+        logger.info("LISTEN %s: the engine is not asyncpg; polling only", channel)
+        return False
+
+    def notified(_c: Any, _pid: int, _channel: str, payload: str) -> None:
+        on_notify(payload)
+
+    def terminated(_c: Any, event: asyncio.Event = lost) -> None:
+        event.set()
+
+    apg.add_termination_listener(terminated)
+    await apg.add_listener(channel, notified)
+    on_connected()
+    try:
+        waiters = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+    finally:
+        on_lost()
+    if lost.is_set() or apg.is_closed():
+        await conn.invalidate()
+    else:
+        apg.remove_termination_listener(terminated)
+        await asyncio.wait_for(apg.remove_listener(channel, notified), GOODBYE_WAIT)
+    return True

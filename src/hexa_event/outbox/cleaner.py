@@ -14,6 +14,7 @@ from sqlalchemy import Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._sql.cleaner import CUTOFF, LIMIT, BatchCleaner
+from .._sql.engine import transaction
 from .._sql.names import check_dialect
 from .sentlog import clean_statement, has_sent_log
 from .store import names_of, resolve_table
@@ -74,7 +75,7 @@ class OutboxCleaner(BatchCleaner):
         cutoff = self.cutoff()
         logged = 0
         while not self._stop.is_set():
-            async with self.engine.begin() as conn:
+            async with self.turns.turn(), transaction(self.engine) as conn:
                 result = await conn.execute(stmt, {"cutoff": cutoff, "limit": self.batch_size})
                 counts = result.scalars().all()
             self.beat()

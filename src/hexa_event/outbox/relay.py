@@ -48,7 +48,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .._sql.engine import engine_for
+from .._sql.engine import dispose_within, engine_for
 from .._sql.listen import listen
 from .._sql.names import check_dialect
 from .._sql.problems import brief
@@ -78,6 +78,28 @@ HOLDING = "parking or holding back rows"
 on hold: failing, they come back when the lease ends, to be refused again."""
 
 __all__ = ["BACKLOG_LIMIT", "OutboxRelay", "OutboxStats"]
+
+LOGGED_IDS = 10
+"""Row ids named per line when rows are parked (the rest counted)."""
+
+
+def log_parked(parked: dict[int, str]) -> None:
+    """One ERROR line per reason for a batch's parked rows, naming the first
+    :data:`LOGGED_IDS` ids: a line per row was 1,000 lines for a batch refused by one
+    cause, again every lease while the park itself could not be written."""
+    by_reason: dict[str, list[int]] = {}
+    for row_id, why in sorted(parked.items()):
+        by_reason.setdefault(storable(why), []).append(row_id)
+    for why, ids in by_reason.items():
+        named = ", ".join(map(str, ids[:LOGGED_IDS]))
+        more = f" and {len(ids) - LOGGED_IDS} more" if len(ids) > LOGGED_IDS else ""
+        log.error(
+            "outbox relay: parked %d row(s) (%s%s), they cannot be sent (see last_error): %s",
+            len(ids),
+            named,
+            more,
+            why,
+        )
 
 
 class OutboxRelay:
@@ -292,12 +314,7 @@ class OutboxRelay:
                 result = await publish_batch(self.driver, batch, self.concurrency)
                 if result.parked:
                     self._parked += len(result.parked)
-                    for row_id, why in sorted(result.parked.items()):
-                        log.error(
-                            "outbox relay: parked row %d, it cannot be sent (see last_error): %s",
-                            row_id,
-                            storable(why),
-                        )
+                    log_parked(result.parked)
                 if result.failed:
                     self._failed += 1
                     why = error_text(result.error)
@@ -643,8 +660,12 @@ class OutboxRelay:
                     "under them",
                     len(pending),
                 )
-        if self._owns_engine:
-            await self.engine.dispose()
+        if self._owns_engine and not await dispose_within(self.engine, min(self.lease, 5.0)):
+            log.error(
+                "outbox relay: close() dropped the engine's connections unclosed: the "
+                "database did not answer within %.1fs",
+                min(self.lease, 5.0),
+            )
 
     def _cancel_claim(self) -> None:
         """Cancel the claim running now, if any: the database did not answer it within the
