@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -137,6 +138,7 @@ async def test_a_claim_that_finds_nothing_takes_no_write_lock(tmp_path: Path) ->
     assert driver.records == []
 
 
+@pytest.mark.timing  # a latency bound: runs in make test's serial phase
 async def test_the_application_gets_the_write_lock_while_relays_drain(tmp_path: Path) -> None:
     """Two relays drain 100,000 rows back to back; the application's one-row transactions
     (busy timeout 5 s, pysqlite's default) never fail and wait at most the bound: a free
@@ -163,6 +165,7 @@ async def test_the_application_gets_the_write_lock_while_relays_drain(tmp_path: 
     assert waits[-1] < 1.5, f"longest application wait {waits[-1]:.2f}s; {waits[-5:]}"
 
 
+@pytest.mark.timing  # a latency bound: runs in make test's serial phase
 async def test_back_to_back_writes_keep_free_windows(tmp_path: Path) -> None:
     """A loop writing back to back through :class:`WriteTurns` starts no transaction in
     the first ``PAUSE`` seconds of each ``PERIOD`` (the same windows in every process)."""
@@ -187,6 +190,7 @@ async def test_back_to_back_writes_keep_free_windows(tmp_path: Path) -> None:
     assert late == [], (len(late), PAUSE, PERIOD)
 
 
+@pytest.mark.timing  # a latency bound: runs in make test's serial phase
 def test_a_loop_writing_now_and_then_never_waits() -> None:
     async def main() -> float:
         turns = WriteTurns(sqlite=True)
