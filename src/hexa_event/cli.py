@@ -493,6 +493,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit:
         raise
+    except ModuleNotFoundError as exc:
+        from .errors import install_hint, missing_extra
+
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        # `outbox status` without [sql]: name the extra to install, not a bare import error.
+        print(
+            f"hexa-event: error: this command needs {exc.name!r}: {install_hint(extra)}",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as exc:
         from .commands import printable
         from .errors import ConfigurationError, HexaEventError
