@@ -106,6 +106,11 @@ def _require_db(args: argparse.Namespace) -> str:
     merged into ``args.schema``/``args.table_prefix``)."""
     if not args.db:
         raise UsageError("give --db URL or set HEXA_EVENT_DB")
+    from .commands import database_url_problem
+
+    problem = database_url_problem(str(args.db))
+    if problem:
+        raise UsageError(problem)
     return _split_names(args, str(args.db))
 
 
