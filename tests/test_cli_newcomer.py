@@ -31,3 +31,14 @@ def test_the_broker_url_is_refused_without_its_password(
 ) -> None:
     assert main(["outbox", "status", "--db", "kafka://user:s3cr3t-pw@127.0.0.1:1"]) == 2
     assert "s3cr3t-pw" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("package", ["outbox", "inbox"])
+def test_ddl_takes_postgres_as_the_urls_do(
+    package: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`postgres://` URLs work everywhere; `--dialect postgres` was refused (exit 2)."""
+    assert main([package, "ddl", "--dialect", "postgresql"]) == 0
+    expected = capsys.readouterr().out
+    assert main([package, "ddl", "--dialect", "postgres"]) == 0
+    assert capsys.readouterr().out == expected

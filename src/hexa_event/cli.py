@@ -143,12 +143,18 @@ def _names(args: argparse.Namespace) -> dict[str, Any]:
     return {"schema": args.schema, "table_prefix": args.table_prefix}
 
 
+def _dialect_name(text: str) -> str:
+    """``postgres`` (as in ``postgres://`` URLs, which the drivers take) is ``postgresql``."""
+    return "postgresql" if text.strip().lower() == "postgres" else text
+
+
 def _dialect_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dialect",
         default="postgresql",
+        type=_dialect_name,
         choices=["postgresql", "sqlite", "mysql", "mariadb"],
-        help="SQL dialect of the printed DDL (default postgresql)",
+        help="SQL dialect of the printed DDL (default postgresql; postgres is the same)",
     )
 
 
