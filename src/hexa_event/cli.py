@@ -106,6 +106,11 @@ def _require_db(args: argparse.Namespace) -> str:
     merged into ``args.schema``/``args.table_prefix``)."""
     if not args.db:
         raise UsageError("give --db URL or set HEXA_EVENT_DB")
+    from .commands import database_url_problem
+
+    problem = database_url_problem(str(args.db))
+    if problem:
+        raise UsageError(problem)
     return _split_names(args, str(args.db))
 
 
@@ -138,12 +143,18 @@ def _names(args: argparse.Namespace) -> dict[str, Any]:
     return {"schema": args.schema, "table_prefix": args.table_prefix}
 
 
+def _dialect_name(text: str) -> str:
+    """``postgres`` (as in ``postgres://`` URLs, which the drivers take) is ``postgresql``."""
+    return "postgresql" if text.strip().lower() == "postgres" else text
+
+
 def _dialect_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dialect",
         default="postgresql",
+        type=_dialect_name,
         choices=["postgresql", "sqlite", "mysql", "mariadb"],
-        help="SQL dialect of the printed DDL (default postgresql)",
+        help="SQL dialect of the printed DDL (default postgresql; postgres is the same)",
     )
 
 
@@ -493,6 +504,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit:
         raise
+    except ModuleNotFoundError as exc:
+        from .errors import install_hint, missing_extra
+
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        # `outbox status` without [sql]: name the extra to install, not a bare import error.
+        print(
+            f"hexa-event: error: this command needs {exc.name!r}: {install_hint(extra)}",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as exc:
         from .commands import printable
         from .errors import ConfigurationError, HexaEventError

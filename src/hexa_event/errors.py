@@ -18,6 +18,31 @@ def install_hint(extra: str) -> str:
     )
 
 
+_EXTRA_OF_MODULE = {
+    "sqlalchemy": "sql",
+    "aiosqlite": "sql",
+    "asyncpg": "sql",
+    "psycopg": "sql",
+    "greenlet": "sql",
+    "confluent_kafka": "kafka",
+    "pulsar": "pulsar",
+    "_pulsar": "pulsar",
+    "nats": "nats",
+    "google": "protobuf",
+    "pydantic": "pydantic",
+    "opentelemetry": "otel",
+    "prometheus_client": "prometheus",
+    "uvicorn": "serve",
+    "watchfiles": "serve",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra that installs the module ``exc`` could not find, or None when no extra of
+    hexa-event provides it (a module of the application's own, a typo)."""
+    return _EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+
+
 class HexaEventError(Exception):
     """Base class of every error raised by hexa-event."""
 

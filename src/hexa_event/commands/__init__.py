@@ -13,9 +13,17 @@ import sys
 from typing import Any
 
 from . import dlq, doctor, publish, request, status, tail
-from ._common import EXIT_CODES, LONGEST, CommandError, printable
+from ._common import EXIT_CODES, LONGEST, CommandError, database_url_problem, printable
 
-__all__ = ["EXIT_CODES", "LONGEST", "CommandError", "add_commands", "invoke", "printable"]
+__all__ = [
+    "EXIT_CODES",
+    "LONGEST",
+    "CommandError",
+    "add_commands",
+    "database_url_problem",
+    "invoke",
+    "printable",
+]
 
 
 def add_commands(commands: Any) -> None:

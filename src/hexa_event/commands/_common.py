@@ -45,6 +45,22 @@ class CommandError(Exception):
         self.code = code
 
 
+_BROKER_SCHEMES = frozenset({"kafka", "pulsar", "nats", "stan", "memory"})
+
+
+def database_url_problem(url: str, option: str = "--db") -> str | None:
+    """Why ``url`` cannot be the database of ``option`` (a broker's URL given where the
+    outbox's or inbox's SQL database belongs), or None: the message names the fix."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme.split("+")[0] not in _BROKER_SCHEMES:  # kafka+ssl, stan+tls...
+        return None
+    return (
+        f"{option} takes the SQL database that holds the table (postgresql://user@host/db, "
+        f"sqlite:///app.db), not a {scheme}:// broker URL; the broker of `outbox relay` "
+        "goes in --to"
+    )
+
+
 def url_argument(parser: argparse.ArgumentParser) -> None:
     """A positional driver URL, falling back to ``$HEXA_EVENT_URL`` (keeps passwords out of
     the process list); ``--url`` is accepted too."""

@@ -22,6 +22,7 @@ from ._common import (
     OK,
     USAGE,
     CommandError,
+    database_url_problem,
     json_argument,
     print_json,
     require_existing_sqlite,
@@ -128,6 +129,9 @@ async def run(args: argparse.Namespace) -> int:
         )
     if not args.db:
         raise CommandError("give --db URL or set HEXA_EVENT_DB", USAGE)
+    problem = database_url_problem(args.db)
+    if problem:
+        raise CommandError(problem, USAGE)
     from .._sql.names import url_and_names
     from ..errors import ConfigurationError
     from ..outbox import table_for

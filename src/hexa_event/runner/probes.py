@@ -20,7 +20,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, install_hint
 from .service import Service
 
 logger = logging.getLogger(__name__)
@@ -76,10 +76,7 @@ class ProbeApp:
         elif path == "/metrics":
             text = _prometheus_text()
             if text is None:
-                body = {
-                    "error": "metrics need the [prometheus] extra: pip install "
-                    "'hexa-event[prometheus]'"
-                }
+                body = {"error": f"metrics need prometheus_client: {install_hint('prometheus')}"}
                 await _send(send, 501, _json(body), "application/json")
             else:
                 await _send(send, *text)
@@ -106,9 +103,7 @@ class ProbeServer:
         try:
             import uvicorn
         except ModuleNotFoundError as exc:
-            raise ConfigurationError(
-                "--http-port needs uvicorn: pip install 'hexa-event[serve]'"
-            ) from exc
+            raise ConfigurationError(f"--http-port needs uvicorn: {install_hint('serve')}") from exc
 
         class _Server(uvicorn.Server):
             @contextlib.contextmanager

@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, install_hint
 
 logger = logging.getLogger(__name__)
 
@@ -203,9 +203,7 @@ class Supervisor:
         try:
             from watchfiles import PythonFilter, awatch
         except ModuleNotFoundError as exc:
-            raise ConfigurationError(
-                "--reload needs watchfiles: pip install 'hexa-event[serve]'"
-            ) from exc
+            raise ConfigurationError(f"--reload needs watchfiles: {install_hint('serve')}") from exc
         async for changes in awatch(*dirs, watch_filter=PythonFilter(), stop_event=self._stopped):
             names = sorted({path for _, path in changes})
             logger.info("changed: %s; restarting the workers", ", ".join(names[:5]))
@@ -237,10 +235,13 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
         if self._failure:
             return self._exit
+        # A worker our own forwarded SIGTERM ended (still importing its target, or exiting
+        # after its drain when a second signal came) stopped as asked: not an error.
+        clean = (0, None, -signal.SIGTERM)
         bad = [
             (w.index, w.process.returncode)
             for w in self.workers
-            if w.process is not None and w.process.returncode not in (0, None)
+            if w.process is not None and w.process.returncode not in clean
         ]
         if bad:
             logger.error("workers stopped with errors: %s", bad)

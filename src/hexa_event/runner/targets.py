@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..driver import Driver
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, install_hint, missing_extra
 from ..receiver import Receiver
 
 logger = logging.getLogger(__name__)
@@ -42,12 +42,18 @@ def load_target(spec: str, *, app_dir: str | None = ".") -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
             raise ConfigurationError(
                 f"cannot import {module_name!r} for target {spec!r}: run from the directory "
                 "that holds it (or give --app-dir)"
             ) from exc
-        raise
+        extra = missing_extra(exc)
+        fix = install_hint(extra) if extra else f"install {missing!r} in this environment"
+        raise ConfigurationError(
+            f"importing {module_name!r} for target {spec!r} failed: it imports {missing!r}, "
+            f"which is not installed: {fix}"
+        ) from exc
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
