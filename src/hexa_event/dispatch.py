@@ -306,7 +306,7 @@ class Dispatcher:
         raw_time = get(EVENT_TIME)
         timestamp = self._times.get(raw_time) if type(raw_time) is bytes else None
         if timestamp is None:
-            timestamp = self._emit_time(raw_time, lambda: delivery.timestamp)
+            timestamp = self._emit_time(raw_time, _broker_time(delivery))
         return (
             ctx,
             Message(
@@ -627,6 +627,12 @@ def _extract(
             root_handler_action=root_handler_action,
         ),
     )
+
+
+def _broker_time(delivery: Delivery) -> Callable[[], float | None]:
+    """Reads ``delivery.timestamp`` when called (a closure made outside :meth:`first`, whose
+    ``delivery`` then stays a plain local)."""
+    return lambda: delivery.timestamp
 
 
 def _decode_with(codec: Codec, target: Any, body: bytes) -> Any:

@@ -83,9 +83,13 @@ class Lanes(Generic[T]):
     def submit_all(self, items: Sequence[T], lane_of: Callable[[T], Hashable]) -> None:
         """:meth:`submit` each item to its lane ``lane_of(item)``, in order: one call for a
         fetched batch, and at most one wake-up."""
+        self.submit_lanes(list(map(lane_of, items)), items)
+
+    def submit_lanes(self, lanes: Sequence[Hashable], items: Sequence[T]) -> None:
+        """:meth:`submit_all` with each item's lane given: ``lanes[i]`` is ``items[i]``'s."""
         queues, ready = self._queues, self._ready
         fresh = False
-        for lane, item in zip(map(lane_of, items), items, strict=True):
+        for lane, item in zip(lanes, items, strict=True):
             queue = queues.get(lane)
             if queue is not None:
                 queue.append(item)

@@ -555,11 +555,8 @@ class Receiver:
                 if delivery.outcome is None:
                     try:
                         read = first(delivery)
-                        if read is None:
-                            due = await handle(delivery)
-                        else:  # what handle() does for it, here: no coroutine of ours
-                            due = None
-                            ctx, message = read
+                        if read is not None:  # what handle() does for it, here: no coroutine
+                            ctx, message = read  # of ours, and no check of a due time
                             try:
                                 await handler(ctx, message)
                             except BaseException as exc:
@@ -572,6 +569,14 @@ class Receiver:
                                     delivery.ack()  # raises AlreadySettledError
                                 if dispatcher.given_back:
                                     dispatcher.went_through(message.id)
+                                if not pending:  # the first since the settle loop took the
+                                    wake.set()  # list: wake it
+                                pending.append(delivery)
+                                queue.popleft()
+                                continue
+                            due = None
+                        else:
+                            due = await handle(delivery)
                     except (Exception, asyncio.CancelledError) as exc:
                         if isinstance(exc, asyncio.CancelledError) and _cancelling():
                             if delivery.outcome is not None:
@@ -650,8 +655,10 @@ class Receiver:
                     )
                 return
             unsettled.update(dict.fromkeys(deliveries, time.monotonic()))
-            if isinstance(lanes, Lanes):
-                lanes.submit_all(deliveries, _lane_of)
+            if isinstance(lanes, Lanes):  # each delivery's lane (_lane_of), read inline
+                lanes.submit_lanes(
+                    [(d.record.channel, d.record.key) for d in deliveries], deliveries
+                )
             else:
                 for delivery in deliveries:
                     lanes.submit(_lane_of(delivery), delivery)

@@ -187,3 +187,23 @@ async def test_a_lane_runner_runs_the_lane_itself_and_a_raise_finishes_its_head(
     assert [n for k, n in seen if k == "a"] == [0, 2, 3, 4]  # 1 raised (and counts as done)
     assert [n for k, n in seen if k == "b"] == [0, 1, 2, 3]  # 2 parked, then ran again
     assert calls == 4  # a, a again after the raise, b, b after parking: not one per item
+
+
+async def test_submit_lanes_takes_each_items_lane_as_given() -> None:
+    """``submit_lanes`` (the receiver's fetch loop reads the lanes itself): item i goes to
+    lane i, each lane in submit order, a lane already queued keeps its order too."""
+    seen: list[tuple[str, int]] = []
+
+    async def work(item: tuple[str, int]) -> None:
+        await asyncio.sleep(0)
+        seen.append(item)
+
+    lanes: Lanes[tuple[str, int]] = Lanes(work, 3)
+    items = [(key, n) for n in range(5) for key in "xyz"]
+    lanes.submit_lanes([f"lane-{key}" for key, _ in items[:6]], items[:6])
+    lanes.submit_lanes([f"lane-{key}" for key, _ in items[6:]], items[6:])
+    assert await lanes.join(5.0)
+    await lanes.stop()
+    assert sorted(seen) == sorted(items)
+    for key in "xyz":
+        assert [n for k, n in seen if k == key] == list(range(5))

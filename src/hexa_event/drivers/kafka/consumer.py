@@ -99,22 +99,17 @@ def _nulls(headers: dict[str, bytes | None]) -> dict[str, bytes]:
     return {k: (b"" if v is None else v) for k, v in headers.items()}
 
 
-def _parts(message: Any) -> tuple[str, dict[str, bytes], bytes]:
-    """A record's key, headers (of repeated names the last wins; a null value is ``b""``,
-    present and empty; none when a name is not UTF-8: :func:`_unreadable`) and body.
-    :class:`KafkaRecordBatch` has this inlined."""
+def _read_headers(message: Any) -> dict[str, bytes]:
+    """A record's headers: of repeated names the last wins; a null value is ``b""``,
+    present and empty; none when a name is not UTF-8 (:func:`_unreadable`)."""
     try:
         pairs = _HEADERS(message)
     except (SystemError, ValueError):  # a name confluent-kafka cannot decode
         pairs = _unreadable(message)
-    if pairs:
-        headers = dict(pairs)
-        if None in headers.values():
-            headers = _nulls(headers)
-    else:
-        headers = {}
-    key = message.key()
-    return key.decode("utf-8", "surrogateescape") if key else "", headers, message.value() or b""
+    if not pairs:
+        return {}
+    headers = dict(pairs)
+    return _nulls(headers) if None in headers.values() else headers
 
 
 def _timestamp(message: Any) -> float | None:
@@ -138,7 +133,13 @@ class KafkaDelivery(Delivery):
         delivery_count: int,
     ) -> None:
         # Hot path: set the base class's slots directly rather than through super().
-        self.record = RawRecord(partition.key[0], *_parts(message))
+        key = message.key()
+        self.record = RawRecord(
+            partition.key[0],
+            key.decode("utf-8", "surrogateescape") if key else "",
+            _read_headers(message),
+            message.value() or b"",
+        )
         self.delivery_count = delivery_count
         self.outcome = None
         self.delay = 0.0
@@ -167,7 +168,7 @@ class KafkaRecordBatch(RecordBatch):
 
     def __init__(self, sub: KafkaSubscription, runs: list[Run]) -> None:
         # Hot path: the base class's slots set here (not through super()), each list built
-        # by a comprehension or per run, the headers inlined (:func:`_parts`).
+        # by a comprehension or per run, the headers inlined (:func:`_read_headers`).
         self.outcome = None
         self.taken = set()
         self._sub: KafkaSubscription | None = sub
