@@ -79,12 +79,14 @@ class RawRecord(msgspec.Struct, frozen=True, gc=False):
 
 
 class SealedRecords(list[RawRecord]):
-    """Records the core's sealer built, every header name text and every value bytes by
-    construction, as a list. ``driver`` is set by an emitter that hands the list straight
-    to that driver's ``publish`` (no publish middleware in between, nobody else holding the
-    list): :func:`check_records` then skips the per-header loop, for that driver only. A
-    list nobody vouched for this way (``driver`` None, another driver, a plain list, records
-    a publish middleware or a wrapping driver saw) gets every check."""
+    """Records the core's sealer built, each one passing :func:`check_records` by
+    construction (the sealer checked what it did not build itself: each channel object once,
+    the key's and body's types, every header), as a list. ``driver`` is set by an emitter
+    that hands the list straight to that driver's ``publish`` (no publish middleware in
+    between, nobody else holding the list), or by a wrapping driver that hands it on
+    unchanged (:func:`hand_on`): :func:`check_records` then returns at once, for that driver
+    only. A list nobody vouched for this way (``driver`` None, another driver, a plain list,
+    records a publish middleware saw) gets every check."""
 
     __slots__ = ("driver",)
 
@@ -101,7 +103,8 @@ def check_records(records: Sequence[RawRecord], driver: object = None) -> None:
     be non-empty text without NUL, the key text, header names text and values bytes, the body
     bytes, ``not_before`` a finite number >= 0.
     """
-    vouched = driver is not None and type(records) is SealedRecords and records.driver is driver
+    if driver is not None and type(records) is SealedRecords and records.driver is driver:
+        return  # vouched for: checked as it was sealed
     for record in records:
         # The common case by exact types (cheap); anything else is looked at closely. The
         # headers in one pass over their items, by a plain loop: on CPython 3.11 it costs
@@ -116,8 +119,6 @@ def check_records(records: Sequence[RawRecord], driver: object = None) -> None:
             and record.not_before.__class__ is float
             and 0.0 <= record.not_before < _INF
         ):
-            if vouched:
-                continue
             for name, value in record.headers.items():
                 if name.__class__ is not str or value.__class__ is not bytes:
                     _check_record(record)
@@ -127,6 +128,13 @@ def check_records(records: Sequence[RawRecord], driver: object = None) -> None:
 
 
 _INF = float("inf")
+
+
+def hand_on(records: Sequence[RawRecord], wrapper: object, driver: object) -> None:
+    """For a driver that wraps ``driver`` and hands ``records`` to its ``publish`` as they
+    are: records vouched for ``wrapper`` (:class:`SealedRecords`) are vouched for ``driver``."""
+    if type(records) is SealedRecords and records.driver is wrapper:
+        records.driver = driver
 
 
 def refuse(count: int, problems: Mapping[int, NotStoredError]) -> DriverError:

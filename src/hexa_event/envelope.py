@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from uuid_utils import uuid7
-
 from .codecs import Codec, get_codec, resolve_codec
 from .context import (
     HEXA_EVENT_ID,
@@ -26,6 +24,7 @@ from .context import (
 from .driver import RawRecord, SealedRecords
 from .errors import EncodeError, InvalidArgumentError, InvalidEventError
 from .event import Event
+from .ids import next_event_id
 from .propagation import Propagator, default_propagator
 
 # Go hexa-event's own headers.
@@ -69,6 +68,9 @@ RESERVED_PREFIXES = ("HEXA_", "_ctx_", "_payload_encoder", "_reply_channel")
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+_clock = time.time
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,20 +152,25 @@ class _Sealer:
     """Seals events that share one context's headers: the headers every record of a codec
     carries alike are built once, and each record starts from a copy of them.
 
-    ``clean`` stays True while every header of every record sealed is a text name with a
-    bytes value, which the sealer makes sure of where it does not know it by construction
-    (the propagator's and codec's headers once per template, an event's own headers, a
-    reply's root ids)."""
+    ``clean`` stays True while every record sealed passes
+    :func:`~hexa_event.driver.check_records` by construction, which the sealer makes sure of
+    where it does not know it: every header a text name with a bytes value (the propagator's
+    and codec's headers once per template, an event's own headers, a reply's root ids), the
+    channel non-empty text without NUL (once per channel object), the key text, the body
+    bytes."""
 
     __slots__ = (
+        "_channel",
         "_codec",
         "_codec_template",
         "_context_headers",
         "_ctx",
         "_envelope",
         "_ids",
-        "_last_ms",
-        "_last_ms_text",
+        "_ms",
+        "_ms_end",
+        "_ms_start",
+        "_ms_text",
         "_templates",
         "clean",
     )
@@ -184,8 +191,13 @@ class _Sealer:
         self._codec: Codec | None = None
         """The codec of the last record sealed, and its template (the common case: one)."""
         self._codec_template: dict[str, bytes] = {}
-        self._last_ms = -1
-        self._last_ms_text = b""
+        self._ms = -1
+        """The millisecond of the clock last read, its text, and the clock's times (seconds)
+        that fall in it: read per record, the clock turns these over once a millisecond."""
+        self._ms_text = b""
+        self._ms_start = self._ms_end = 0.0
+        self._channel: object = None
+        """The last channel object seen fit for a broker (checked once, not per record)."""
         cloudevents = envelope.cloudevents
         self.clean = cloudevents is None or cloudevents.source.__class__ is str
 
@@ -230,16 +242,16 @@ class _Sealer:
                 self.clean = False
         else:
             headers = template.copy()
+        now = _clock()
+        if not self._ms_start <= now < self._ms_end:  # another millisecond (or clock step)
+            self._next_ms(now)
         event_id = event.id
         if not event_id:
-            event_id = str(uuid7())  # new_event_id(), without a call per record
+            event_id = next_event_id(self._ms)
         elif event_id.__class__ is not str:
             self.clean = False
-        emitted_ms = time.time_ns() // 1_000_000  # now_ms(), without a call per record
-        if emitted_ms != self._last_ms:
-            self._last_ms, self._last_ms_text = emitted_ms, str(emitted_ms).encode()
         headers[EVENT_ID] = event_id.encode()
-        headers[EVENT_TIME] = self._last_ms_text
+        headers[EVENT_TIME] = self._ms_text
         if self._ids is not None:
             self._ids.append(event_id)
         if event.reply_channel:
@@ -260,8 +272,22 @@ class _Sealer:
             headers[CE_ID] = event_id.encode()
             headers[CE_SOURCE] = envelope.cloudevents.source.encode()
             headers[CE_TYPE] = type(event.payload).__name__.encode()
-            headers[CE_TIME] = datetime.fromtimestamp(emitted_ms / 1000, UTC).isoformat().encode()
-        return RawRecord(event.channel, event.key, headers, body)
+            headers[CE_TIME] = datetime.fromtimestamp(self._ms / 1000, UTC).isoformat().encode()
+        channel, key = event.channel, event.key
+        if channel is not self._channel:
+            if channel.__class__ is str and channel and "\x00" not in channel:
+                self._channel = channel
+            else:
+                self.clean = False  # check_records names what is wrong
+        if key.__class__ is not str or body.__class__ is not bytes:
+            self.clean = False
+        return RawRecord(channel, key, headers, body)
+
+    def _next_ms(self, now: float) -> None:
+        """Turn over to the millisecond of ``now`` (seconds since the epoch)."""
+        ms = int(now * 1000)
+        self._ms, self._ms_text = ms, str(ms).encode()
+        self._ms_start, self._ms_end = ms / 1000, (ms + 1) / 1000
 
     def _reply_headers(self, request_id: str, headers: dict[str, bytes]) -> None:
         """A reply names the request it answers and carries the request's root ids."""

@@ -168,3 +168,49 @@ def test_a_hand_built_record_with_a_text_header_is_refused_as_before() -> None:
     with pytest.raises(InvalidEventError) as exc:
         check_records(SealedRecords([record]))
     _refused_for_headers(exc)
+
+
+class BytearrayCodec:
+    """A user's codec whose encode returns a bytearray (the driver must still refuse it)."""
+
+    name = "bytearray-test"
+    content_type = "application/octet-stream"
+
+    def encode(self, value: Any) -> bytes:
+        return bytearray(b"x")  # type: ignore[return-value]
+
+    def decode(self, data: bytes, target: type[Any] | None) -> Any:
+        return data
+
+
+async def test_records_the_sealer_could_not_vouch_for_get_the_same_refusals() -> None:
+    driver = Spy()
+    emitter = Emitter(driver)
+    # The channel is checked once per channel object, not per record: a bad one in the
+    # middle of a batch of good ones is still refused, naming the channel.
+    events = [he.Event("orders", "k", {"n": 1}), he.Event("or\x00ders", "k", {"n": 2})]
+    with pytest.raises(InvalidEventError) as exc:
+        await emitter.emit_many(events)
+    assert exc.value.field == "channel"
+    with pytest.raises(InvalidEventError) as exc:
+        await Emitter(driver, codec=BytearrayCodec()).emit(he.Event("orders", "k", 1))
+    assert exc.value.field == "body"
+    assert driver.handed == []
+    await driver.close()
+
+
+async def test_a_telemetry_connection_hands_its_emitters_records_on_vouched_for() -> None:
+    from hexa_event.telemetry import Telemetry
+
+    driver = Spy()
+    conn = Telemetry().instrument(driver)
+    emitter = conn.emitter()
+    await emitter.emit_many([he.Event("orders", "k", {"n": n}) for n in range(3)])
+    (records,) = driver.handed
+    assert type(records) is SealedRecords
+    assert records.driver is driver  # the inner driver skips the checks done at sealing
+    # A list vouched for nobody, or for another driver, stays unvouched through it.
+    unvouched = Envelope().seal_many([he.Event("orders", "k", {"n": 1})])
+    await conn.publish(unvouched)
+    assert driver.handed[-1].driver is None  # type: ignore[attr-defined]
+    await conn.close()
