@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from uuid_utils import uuid7
+
 from .codecs import Codec, get_codec, resolve_codec
 from .context import (
     HEXA_EVENT_ID,
@@ -24,7 +26,6 @@ from .context import (
 from .driver import RawRecord, SealedRecords
 from .errors import EncodeError, InvalidArgumentError, InvalidEventError
 from .event import Event
-from .ids import next_event_id
 from .propagation import Propagator, default_propagator
 
 # Go hexa-event's own headers.
@@ -247,7 +248,7 @@ class _Sealer:
             self._next_ms(now)
         event_id = event.id
         if not event_id:
-            event_id = next_event_id(self._ms)
+            event_id = str(uuid7())  # new_event_id(), without a call per record
         elif event_id.__class__ is not str:
             self.clean = False
         headers[EVENT_ID] = event_id.encode()
