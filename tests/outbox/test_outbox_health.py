@@ -155,7 +155,9 @@ async def test_marks_that_fail_make_a_relay_unhealthy(pg_url: str) -> None:
                 lambda: rows(pg_url, "SELECT count(*) FROM hexa_outbox") == [(0,)],
                 what="marked sent",
             )
-    finally:
+    finally:  # a failure above must not leave the trigger to fail this worker's later tests
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER IF EXISTS hexa_test_refuse ON hexa_outbox_sent"))
         engine.dispose()
 
 
