@@ -30,6 +30,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import operator
 import time
 import typing
 from collections import deque
@@ -58,7 +59,7 @@ from .event import Message
 from .lanes import wait_set
 from .middleware import Handler, Overruns, as_async, check_handler
 from .numbers import check_number
-from .propagation import DefaultPropagator
+from .propagation import CORRELATION_ID, GUEST_WIRE, LOCALE, USER, DefaultPropagator
 from .publishing import PublishCall
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,17 @@ BatchHandler = Callable[[Context, list[Message[Any]]], Awaitable[None]]
 BATCH_SIGNATURE = "(ctx: he.Context, msgs: list[he.Message[T]]) -> None"
 MAX_SIZE = 10_000
 MAX_WAIT = 300.0
+_SEALED = operator.itemgetter(
+    env.EVENT_ID,
+    env.EVENT_TIME,
+    env.PAYLOAD_ENCODER,
+    env.REPLY_CHANNEL,
+    CORRELATION_ID,
+    LOCALE,
+    USER,
+)
+"""Seven of the eight headers our emitters write with the default propagator (the eighth is
+the content type), read in one call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,76 +324,98 @@ class BatchDispatcher(Dispatcher):
         assert check is not None  # opens_records
         fast = self._fast_json
         if fast is None:  # another JSON codec registered, or a type msgspec does not take
-            codec, target = get_codec("json"), self._route.payload_type
-            fast = functools.partial(codec.decode, target=target)
+            json, target = get_codec("json"), self._route.payload_type
+            fast = functools.partial(json.decode, target=target)
         if check is None or chain.dedup_ids != "event":
             for index in range(len(batch)):
                 blocked.add((batch.channels[index], batch.keys[index]))
             return list(range(len(batch)))
-        retry_number_of, times, emit_time = chain.retry_number_of, self._times, self._emit_time
+        times, emit_time = self._times, self._emit_time
         channels, keys, headers_of = batch.channels, batch.keys, batch.headers
         bodies, natives = batch.bodies, batch.natives
-        add_message, add_source = ready.messages.append, ready.sources.append
-        add_index, add_opened = ready.indexes.append, ready.opened.append
-        sources_channel: dict[str, bool] = {}
+        retry = {c for c in set(channels) if chain.retry_number_of(c)}  # copies: careful path
+        sealed, content_type, guest = _SEALED, env.CONTENT_TYPE, GUEST_WIRE
+        read_headers = self._read_headers
+        messages: list[Message[Any]] = []
+        add = messages.append
         odd: list[int] = []
-        attempt_header, deliver_at = env.ATTEMPT, env.DELIVER_AT
-        event_id_header, source_header = env.EVENT_ID, env.SOURCE_CHANNEL
-        codec_header, reply_header, time_header = (
-            env.PAYLOAD_ENCODER,
-            env.REPLY_CHANNEL,
-            env.EVENT_TIME,
-        )
-        for index, body in enumerate(bodies):
-            channel, key = channels[index], keys[index]
-            if blocked and (channel, key) in blocked:
-                odd.append(index)
+        for index, headers in enumerate(headers_of):
+            channel = channels[index]
+            if (retry or blocked) and (channel in retry or (channel, keys[index]) in blocked):
+                odd.append(index)  # a copy, or behind one of its key: the careful path
+                blocked.add((channel, keys[index]))
                 continue
-            source_channel = sources_channel.get(channel)
-            if source_channel is None:
-                source_channel = sources_channel[channel] = not retry_number_of(channel)
-            headers = headers_of[index]
             try:
-                if not source_channel or attempt_header in headers or deliver_at in headers:
-                    raise LookupError  # a copy, or due later: the careful path
-                get = headers.get
-                event_id = get(event_id_header).decode()  # type: ignore[union-attr]
-                raw = get(source_header)
-                source = raw.decode() if raw else channel
-                raw = get(codec_header)
-                if raw and raw != b"json":
-                    raise LookupError
-                raw = get(reply_header)
-                reply = raw.decode() if raw else ""
-                payload = fast(body)
-                raw = get(time_header)
-                timestamp = times.get(raw) if raw is not None else None  # type: ignore[arg-type]
+                if len(headers) == 8 and content_type in headers:
+                    # Exactly what our emitters write (the common case): seven values read
+                    # in one call, and the default propagator's check inline for the usual
+                    # context values (a user other than the guest is checked in full).
+                    event_id, raw_time, codec, reply, correlation, locale, user = sealed(headers)
+                    source = channel
+                    if correlation:
+                        correlation.decode()
+                    if locale:
+                        locale.decode()
+                    if user and user != guest:
+                        check(headers)
+                else:
+                    event_id, raw_time, codec, reply, source = read_headers(headers, channel)
+                if codec and codec != b"json":
+                    raise LookupError  # another codec: the careful path
+                payload = fast(bodies[index])
+                timestamp = times.get(raw_time)
                 if timestamp is None:
-                    timestamp = emit_time(raw, functools.partial(batch.timestamp, index))
-                check(headers)  # poison context headers raise: careful path
+                    timestamp = emit_time(raw_time, functools.partial(batch.timestamp, index))
+                add(  # positional, in Message's field order (cheaper than keywords)
+                    Message(
+                        event_id.decode(),
+                        source,
+                        keys[index],
+                        payload,
+                        MappingProxyType(headers),
+                        1,
+                        timestamp,
+                        reply.decode() if reply else "",
+                        "json",
+                        channel,
+                        natives[index],
+                    )
+                )
             except Exception:  # odd or poison: the careful path says which
                 odd.append(index)
-                blocked.add((channel, key))
-                continue
-            add_message(  # positional, in Message's field order (cheaper than keywords)
-                Message(
-                    event_id,
-                    source,
-                    key,
-                    payload,
-                    MappingProxyType(headers),
-                    1,
-                    timestamp,
-                    reply,
-                    "json",
-                    channel,
-                    natives[index],
-                )
-            )
-            add_source(batch)
-            add_index(index)
-            add_opened(None)
+                blocked.add((channel, keys[index]))
+        if messages:
+            count = len(messages)
+            ready.messages += messages
+            ready.sources += [batch] * count
+            ready.opened += [None] * count
+            if odd:
+                skipped = set(odd)
+                ready.indexes += [i for i in range(len(headers_of)) if i not in skipped]
+            else:
+                ready.indexes += range(count)
         return odd
+
+    def _read_headers(
+        self, headers: Mapping[str, bytes], channel: str
+    ) -> tuple[bytes, bytes | None, bytes | None, bytes | None, str]:
+        """``prepare_records``' reading of a record with other headers than our emitters'
+        usual eight: its event id, time, codec and reply channel header values and its
+        source channel, the context checked in full (raises for poison context headers);
+        LookupError for a retry copy or a scheduled event (the careful path)."""
+        if env.ATTEMPT in headers or env.DELIVER_AT in headers:
+            raise LookupError
+        get = headers.get
+        raw = get(env.SOURCE_CHANNEL)
+        source = raw.decode() if raw else channel
+        self._check(headers)  # type: ignore[misc]  # (opens_records)
+        return (  # type: ignore[return-value]  # a missing event id fails its decode: odd
+            get(env.EVENT_ID),
+            get(env.EVENT_TIME),
+            get(env.PAYLOAD_ENCODER),
+            get(env.REPLY_CHANNEL),
+            source,
+        )
 
     def _context_of(self, headers: Mapping[str, bytes], opened: wire.Opened) -> Context:
         return self._context(

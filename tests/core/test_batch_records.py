@@ -407,3 +407,51 @@ async def test_a_record_batch_backing_off_in_place_is_not_a_stall() -> None:
             release.set()
         await eventually(lambda: receiver.health()["actions"]["a"]["in_flight"] == 0, within=5)
     await driver.close()
+
+
+async def test_records_read_the_same_whatever_headers_they_carry() -> None:
+    """A record of exactly our emitters' eight headers (read in one call), one with an
+    application header and a source channel (read name by name) and one with eight headers
+    of which ours are not all (the careful path) reach the handler with the same fields as
+    a delivery's."""
+    url = f"memory://records-{uuid.uuid4().hex}"
+    adapter = RecordBatches(hexa_event.connect(url))
+    driver = wrap(adapter)
+    receiver = driver.receiver("svc")
+    seen: dict[int, Message[Any]] = {}
+    got = Collector()
+
+    @receiver.subscribe("c", action="a", batch=Batch(max_size=50, max_wait=0.05))
+    async def handle(ctx: Context, msgs: list[Message[Any]]) -> None:
+        for m in msgs:
+            seen[m.payload["n"]] = m
+            got.add(m.payload["n"])
+
+    emitter = driver.emitter()
+    plain = emitter.seal(Event("c", "k0", {"n": 0}, reply_channel="back"))
+    extra = emitter.seal(Event("c", "k1", {"n": 1}, headers={"x-app": "v"}))
+    extra = RawRecord("c", "k1", {**extra.headers, env.SOURCE_CHANNEL: b"orders"}, extra.body)
+    foreign = emitter.seal(Event("c", "k2", {"n": 2}))
+    headers = {k: v for k, v in foreign.headers.items() if k != env.REPLY_CHANNEL}
+    foreign = RawRecord("c", "k2", {**headers, "x-other": b"1"}, foreign.body)
+    assert (len(plain.headers), len(foreign.headers)) == (8, 8)
+    try:
+        await receiver.start()
+        await driver.publish([plain, extra, foreign])
+        await got.wait_for(3, within=10)
+        assert (seen[0].channel, seen[0].reply_channel, seen[0].key) == ("c", "back", "k0")
+        assert seen[0].id == plain.headers[env.EVENT_ID].decode()
+        assert (seen[1].channel, seen[1].headers["x-app"], seen[1].delivered_from) == (
+            "orders",
+            b"v",
+            "c",
+        )
+        assert (seen[2].reply_channel, seen[2].headers["x-other"]) == ("", b"1")
+        for m in seen.values():
+            assert (m.attempt, m.codec) == (1, "json")
+            assert m.timestamp is not None
+        assert receiver.subscriptions["a"].counters.handled == 3
+        assert adapter.fetched, "record batches were handed out"
+    finally:
+        await receiver.close()
+        await driver.close()
