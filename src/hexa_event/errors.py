@@ -47,6 +47,22 @@ class HexaEventError(Exception):
     """Base class of every error raised by hexa-event."""
 
 
+class MissingExtraError(HexaEventError, ModuleNotFoundError):
+    """A part of hexa-event was imported without the optional dependency it needs (still a
+    ``ModuleNotFoundError``); the message names the extra and how to install it."""
+
+    def __init__(self, part: str, exc: ModuleNotFoundError, extra: str) -> None:
+        super().__init__(f"{part} needs {exc.name!r}: {install_hint(extra)}", name=exc.name)
+
+
+def require_extra(part: str, exc: ModuleNotFoundError) -> MissingExtraError | ModuleNotFoundError:
+    """What importing ``part`` raises for ``exc``: a :class:`MissingExtraError` naming the
+    extra when one of hexa-event's extras installs the missing module, else ``exc`` itself
+    (a module of hexa-event's own or a typo: a bug to see as it is)."""
+    extra = missing_extra(exc)
+    return exc if extra is None else MissingExtraError(part, exc, extra)
+
+
 class ConfigurationError(HexaEventError, ValueError):
     """An option, URL or argument is invalid; the message names it and the fix."""
 

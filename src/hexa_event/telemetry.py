@@ -44,9 +44,14 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from .errors import require_extra
+
+try:  # the [otel] extra: without it, say which extra to install
+    from opentelemetry import context as otel_context
+    from opentelemetry import metrics, trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+except ModuleNotFoundError as _missing:
+    raise require_extra("hexa_event.telemetry", _missing) from None
 
 from .codecs import Codec
 from .connect import Connection

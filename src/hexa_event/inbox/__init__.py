@@ -9,9 +9,14 @@ the same transaction this gives exactly-once effects for consume -> write -> emi
 database keep their dedup records apart.
 """
 
-from .cleaner import InboxCleaner
-from .middleware import Inbox, TransactionalHandler, current_session
-from .store import ddl, dedup_key, inbox_table, metadata, migrate, migrate_async, table_for
+from ..errors import require_extra
+
+try:  # the [sql] extra: without it, say which extra to install
+    from .cleaner import InboxCleaner
+    from .middleware import Inbox, TransactionalHandler, current_session
+    from .store import ddl, dedup_key, inbox_table, metadata, migrate, migrate_async, table_for
+except ModuleNotFoundError as _missing:
+    raise require_extra("hexa_event.inbox", _missing) from None
 
 __all__ = [
     "Inbox",

@@ -18,21 +18,26 @@
 Also runnable from the command line: ``hexa-event outbox {migrate,ddl,relay,clean,stats}``.
 """
 
-from .cleaner import OutboxCleaner
-from .relay import OutboxRelay
-from .requeue import requeue_parked
-from .stats import OutboxStats, outbox_stats
-from .store import (
-    Outbox,
-    ddl,
-    metadata,
-    migrate,
-    migrate_async,
-    notify_channel,
-    outbox_table,
-    sent_table,
-    table_for,
-)
+from ..errors import require_extra
+
+try:  # the [sql] extra: without it, say which extra to install
+    from .cleaner import OutboxCleaner
+    from .relay import OutboxRelay
+    from .requeue import requeue_parked
+    from .stats import OutboxStats, outbox_stats
+    from .store import (
+        Outbox,
+        ddl,
+        metadata,
+        migrate,
+        migrate_async,
+        notify_channel,
+        outbox_table,
+        sent_table,
+        table_for,
+    )
+except ModuleNotFoundError as _missing:
+    raise require_extra("hexa_event.outbox", _missing) from None
 
 __all__ = [
     "Outbox",
