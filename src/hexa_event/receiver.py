@@ -801,12 +801,17 @@ class Receiver:
             lanes = [info.lanes for info in self._subs.values() if info.lanes is not None]
             for lane in lanes:
                 lane.wake_parked()
+            draining = time.monotonic()
             drained = await self._drain(lanes)
             if not drained:
                 logger.warning(
-                    "receiver %s: handlers still running after %.1fs; giving their events back",
+                    "receiver %s: handlers still running after %.1fs (%s); giving their "
+                    "events back",
                     self.name,
-                    self._drain_timeout,
+                    time.monotonic() - draining,
+                    "the drain was cut short: hurry(), a second stop signal"
+                    if self._hurry.is_set()
+                    else f"drain_timeout={self._drain_timeout:g}",
                 )
             for info in self._subs.values():
                 if info.lanes is None:

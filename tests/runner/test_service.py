@@ -92,7 +92,7 @@ async def test_a_failing_loop_stops_the_service_and_is_raised() -> None:
     assert service.components.receivers[0].health()["state"] == "closed"
 
 
-async def test_a_second_stop_hurries_a_drain() -> None:
+async def test_a_second_stop_hurries_a_drain(caplog: pytest.LogCaptureFixture) -> None:
     conn = he.connect("memory://serve-hurry")
     release = asyncio.Event()
     started = asyncio.Event()
@@ -115,6 +115,11 @@ async def test_a_second_stop_hurries_a_drain() -> None:
     assert not running.done(), "the first stop did not wait for the handler"
     service.stop()
     await asyncio.wait_for(running, 20)  # not the 60 s drain
+    # The log says how long it waited and why it stopped waiting (it said "after 60.0s").
+    said = [r.getMessage() for r in caplog.records if "handlers still running" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "cut short" in said[0], said
+    assert "60.0s" not in said[0], said
 
 
 @pytest.mark.parametrize(
