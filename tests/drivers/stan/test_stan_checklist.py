@@ -180,11 +180,17 @@ async def test_bad_client_id_is_rejected(drivers: Any, stan_url: str) -> None:
     assert "invalid clientID" in ConnectResponse.decode(reply.data).error
 
 
-async def test_wrong_cluster_id_is_a_clear_error(stan_url: str) -> None:
+async def test_wrong_cluster_id_is_a_clear_error(
+    stan_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     driver = StanDriver.from_url(stan_url.replace("cluster_id=hexa-event", "cluster_id=nope"))
     with pytest.raises(StanClusterNotFoundError, match=r"cluster id 'nope'.*--cluster_id"):
         await driver.connect()
     await driver.close()
+    # The clear error is the one said: no ERROR line of a connection "closed for good"
+    # (the one we closed ourselves after the refused first connect) comes before it.
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], errors
 
 
 async def test_duplicate_client_id_refused_while_alive_allowed_after(drivers: Any) -> None:

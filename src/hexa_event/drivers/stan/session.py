@@ -94,6 +94,8 @@ class StanSession:
         self._wake = asyncio.Event()
         self._nats_up = True
         self._session_ok = False
+        self._abandoned = False
+        """Set while a failed first connect's NATS connection is closed by us."""
         self._reconnects_seen = 0
         self._outstanding = 0
         self._internal: dict[str, NatsSubscription] = {}
@@ -128,7 +130,11 @@ class StanSession:
             try:
                 await self._open()
             except BaseException:
-                await self._release_nats()
+                self._abandoned = True  # our own close: the caller gets the error, not a log
+                try:
+                    await self._release_nats()  # nats-py awaits closed_cb within close()
+                finally:
+                    self._abandoned = False
                 raise
             self._session_ok = True
             self._update_ready()
@@ -271,7 +277,7 @@ class StanSession:
         self._wake.set()  # the loop handles it at once
 
     async def _on_closed(self) -> None:
-        if self.failure is not None:  # closed by us, or told already
+        if self.failure is not None or self._abandoned:  # closed by us, or told already
             return
         nc = self.nc
         cause = str(nc.last_error) if nc is not None and nc.last_error else "no reason given"
