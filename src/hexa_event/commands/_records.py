@@ -9,7 +9,7 @@ import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..codecs import get_codec
 from ..context import Context
@@ -19,6 +19,9 @@ from ..errors import HexaEventError
 from ..numbers import epoch_seconds
 from ..propagation import default_propagator
 from ._common import USAGE, CommandError, text_of
+
+if TYPE_CHECKING:
+    from ..connect import Connection
 
 _END_CHECK = 0.05
 """How often a scan asks the subscription whether it has read to the end (seconds)."""
@@ -141,6 +144,20 @@ def describe(delivery: Delivery, payload_type: Any = None) -> dict[str, Any]:
         "body": body,
         "decoded_as": decoded_as,
     }
+
+
+async def connect_reading(url: str) -> Connection:
+    """The connection of a command that only reads a channel (``tail``): where the driver
+    creates channels on first use (``provision``: Kafka and Pulsar topics, JetStream
+    streams) it creates none, so a mistyped channel is reported (ChannelNotFoundError)
+    rather than made. Opens nothing yet."""
+    from ..connect import connect
+
+    conn = connect(url)
+    if getattr(getattr(conn.driver, "options", None), "provision", False) is not True:
+        return conn
+    await conn.close()  # opened nothing: connect() connects on first use
+    return connect(url, provision=False)
 
 
 async def open_subscription(

@@ -21,8 +21,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..driver import Delivery, Subscription
+from ..errors import ChannelNotFoundError
 from ._common import (
+    NOT_FOUND,
     OK,
+    CommandError,
     count,
     json_argument,
     print_json,
@@ -33,7 +36,7 @@ from ._common import (
     seconds,
     url_argument,
 )
-from ._records import describe, load_type, open_subscription
+from ._records import connect_reading, describe, load_type, open_subscription
 
 
 def add(commands: Any) -> None:
@@ -150,23 +153,28 @@ async def _next_batch(
 
 
 async def _tail(args: argparse.Namespace, stop: asyncio.Event) -> int:
-    from ..connect import connect
-
     payload_type = load_type(args.type)
     url = require_url(args)
-    driver = connect(url)  # checks the URL and its table names; opens nothing yet
+    driver = await connect_reading(url)  # checks the URL and its table names; creates nothing
     group = f"hexa-event-tail-{uuid.uuid4().hex[:12]}"
     shown = 0
     try:
         require_existing_sqlite(url)
-        subscription = await open_subscription(
-            driver,
-            group,
-            [args.channel],
-            "earliest" if args.from_beginning else "latest",
-            prefetch=500,
-            ephemeral=True,
-        )
+        try:
+            subscription = await open_subscription(
+                driver,
+                group,
+                [args.channel],
+                "earliest" if args.from_beginning else "latest",
+                prefetch=500,
+                ephemeral=True,
+            )
+        except ChannelNotFoundError:
+            raise CommandError(
+                f"channel {args.channel!r} does not exist (tail creates no channel): check "
+                "its name; `hexa-event doctor URL --channel NAME` shows what is there",
+                NOT_FOUND,
+            ) from None
         print(
             f"following {args.channel} as throwaway group {group} "
             f"({'from the beginning' if args.from_beginning else 'new events only'}); "
