@@ -41,6 +41,17 @@ async def _fetch_n(sub: Subscription, n: int, within: float = 30.0) -> list[Deli
     return got
 
 
+async def _commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    """Commit ``offset`` of ``topic`` partition 0 for ``group``, as an earlier member did."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        await asyncio.to_thread(
+            consumer.commit, offsets=[TopicPartition(topic, 0, offset)], asynchronous=False
+        )
+    finally:
+        consumer.close()
+
+
 async def test_the_retry_group_reads_the_action_groups_offsets_with_a_reader_made_at_start(
     kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,11 +66,7 @@ async def test_the_retry_group_reads_the_action_groups_offsets_with_a_reader_mad
     try:
         await driver.publish([RawRecord(retry, "k", {}, str(i).encode()) for i in range(5)])
         await driver.provision([channel])
-        old = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
-        await asyncio.to_thread(
-            old.commit, offsets=[TopicPartition(retry, 0, 3)], asynchronous=False
-        )
-        old.close()
+        await _commit(kafka_bootstrap, group, retry, 3)
         _Counted.made, _Counted.closed = [], []
         monkeypatch.setattr(member_module, "Consumer", _Counted)
         spec = SubscriptionSpec(group=group, channels=(channel, retry), retry_channels=(retry,))
@@ -94,11 +101,7 @@ async def test_a_reader_made_at_start_is_closed_when_its_group_has_offsets(
     driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=1)
     try:
         await driver.provision([channel, retry])
-        own = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{group}.retry"})
-        await asyncio.to_thread(
-            own.commit, offsets=[TopicPartition(retry, 0, 0)], asynchronous=False
-        )
-        own.close()
+        await _commit(kafka_bootstrap, f"{group}.retry", retry, 0)
         _Counted.made, _Counted.closed = [], []
         monkeypatch.setattr(member_module, "Consumer", _Counted)
         spec = SubscriptionSpec(group=group, channels=(channel, retry), retry_channels=(retry,))
