@@ -146,15 +146,21 @@ def describe(delivery: Delivery, payload_type: Any = None) -> dict[str, Any]:
     }
 
 
+def creates_channels(conn: Connection) -> bool:
+    """Whether ``conn``'s driver creates channels on first use (``provision``: Kafka and
+    Pulsar topics, JetStream streams)."""
+    return getattr(getattr(conn.driver, "options", None), "provision", False) is True
+
+
 async def connect_reading(url: str) -> Connection:
-    """The connection of a command that only reads a channel (``tail``): where the driver
-    creates channels on first use (``provision``: Kafka and Pulsar topics, JetStream
-    streams) it creates none, so a mistyped channel is reported (ChannelNotFoundError)
-    rather than made. Opens nothing yet."""
+    """The connection of a command that only reads a channel (``tail``, ``dlq``): where the
+    driver creates channels on first use (:func:`creates_channels`) it creates none, so a
+    mistyped channel is reported (ChannelNotFoundError) rather than made. Opens nothing
+    yet."""
     from ..connect import connect
 
     conn = connect(url)
-    if getattr(getattr(conn.driver, "options", None), "provision", False) is not True:
+    if not creates_channels(conn):
         return conn
     await conn.close()  # opened nothing: connect() connects on first use
     return connect(url, provision=False)

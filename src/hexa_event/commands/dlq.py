@@ -28,6 +28,7 @@ from typing import Any
 
 from ..deadletters import DeadLetter, read_dead_letter
 from ..driver import Delivery
+from ..errors import ChannelNotFoundError
 from ..retry import dead_letter_channel
 from ..wire import replayed
 from ._common import (
@@ -47,7 +48,14 @@ from ._common import (
     table,
     url_argument,
 )
-from ._records import decode_body, load_type, open_subscription, scan
+from ._records import (
+    connect_reading,
+    creates_channels,
+    decode_body,
+    load_type,
+    open_subscription,
+    scan,
+)
 
 _BATCH = 100
 
@@ -136,20 +144,27 @@ class _Pending:
         self.channel = dead_letter_channel(args.action)
 
     async def __aenter__(self) -> _Pending:
-        from ..connect import connect
-
         url = require_url(self.args)
-        self.driver = connect(url)  # checks the URL and its table names; opens nothing yet
+        self.url = url
+        self.driver = await connect_reading(url)  # checks the URL; creates no channel
         try:
             require_existing_sqlite(url)
-            await self.driver.provision([self.channel])
-            self.subscription = await open_subscription(
-                self.driver,
-                f"{self.args.action}.dlq-replay",
-                [self.channel],
-                "earliest",
-                prefetch=self.args.limit or 100_000,
-            )
+            try:
+                self.subscription = await open_subscription(
+                    self.driver,
+                    f"{self.args.action}.dlq-replay",
+                    [self.channel],
+                    "earliest",
+                    prefetch=self.args.limit or 100_000,
+                )
+            except ChannelNotFoundError:
+                raise CommandError(
+                    f"action {self.args.action!r} has no dead-letter channel "
+                    f"{self.channel!r} (the dlq commands create none; the action's receiver "
+                    "creates it when it starts): check the action's name; `hexa-event "
+                    f"doctor URL --action {self.args.action}` shows what is there",
+                    NOT_FOUND,
+                ) from None
         except BaseException:
             await self.driver.close()
             raise
@@ -279,14 +294,26 @@ async def run_replay(args: argparse.Namespace) -> int:
         by_channel: dict[str, int] = {}
         for _, _, copy in copies:
             by_channel[copy.channel] = by_channel.get(copy.channel, 0) + 1
-        if not args.dry_run:
-            progress = Progress(len(copies), f"replaying {args.action}")
-            for start in range(0, len(copies), _BATCH):
-                batch = copies[start : start + _BATCH]
-                await pending.driver.publish([copy for _, _, copy in batch])
-                await pending.settle([delivery for delivery, _, _ in batch])
-                progress.advance(len(batch))
-            progress.finish()
+        if not args.dry_run and copies:
+            from ..connect import connect
+
+            # The reading connection creates no channel; the copies go through one that
+            # does, as an emitter's would (a --to channel may be new).
+            writer = connect(pending.url)
+            if not creates_channels(writer):
+                await writer.close()
+                writer = pending.driver
+            try:
+                progress = Progress(len(copies), f"replaying {args.action}")
+                for start in range(0, len(copies), _BATCH):
+                    batch = copies[start : start + _BATCH]
+                    await writer.publish([copy for _, _, copy in batch])
+                    await pending.settle([delivery for delivery, _, _ in batch])
+                    progress.advance(len(batch))
+                progress.finish()
+            finally:
+                if writer is not pending.driver:
+                    await writer.close()
     report = {
         "action": args.action,
         "dry_run": args.dry_run,
