@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .._sql.clock import utcnow
 from .._sql.dialects import insert_ignoring_duplicates
-from .._sql.engine import engine_for
+from .._sql.engine import GOODBYE_WAIT, dispose_within, engine_for
 from ..context import Context
 from ..event import Message
 from ..middleware import Handler, Middleware
@@ -167,9 +167,15 @@ class Inbox:
         return wrap
 
     async def close(self) -> None:
-        """Release the engine if the inbox created it. Idempotent."""
-        if self._owns_engine:
-            await self.engine.dispose()
+        """Release the engine if the inbox created it. Idempotent. Returns within
+        ``GOODBYE_WAIT`` (5 s) even when the database does not answer: its connections are
+        then dropped unclosed, and an ERROR says so."""
+        if self._owns_engine and not await dispose_within(self.engine, GOODBYE_WAIT):
+            log.error(
+                "inbox: close() dropped the engine's connections unclosed: the database did "
+                "not answer within %.0fs",
+                GOODBYE_WAIT,
+            )
 
     async def __aenter__(self) -> Inbox:
         return self
