@@ -4,8 +4,11 @@ other took 0.2-0.3 s. The admin API is faked here: no broker is needed."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -86,3 +89,55 @@ async def test_the_first_missing_channel_is_named_whichever_answered_first() -> 
         assert raised.value.channel == "orders"
     finally:
         await driver.close()
+
+
+class _Held(PulsarAdmin):
+    """Every topic exists; each look waits until the test lets them all go."""
+
+    def __init__(self, options: PulsarOptions) -> None:
+        super().__init__(options)
+        self.go = threading.Event()
+
+    def partitions(self, channel: str) -> int | None:
+        assert self.go.wait(_WAIT)
+        return 0
+
+
+class _Counting(ThreadPoolExecutor):
+    """Counts the calls handed to it and not finished, and the most at once."""
+
+    def __init__(self) -> None:
+        super().__init__(32)
+        self.lock = threading.Lock()
+        self.in_flight = self.most = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _: Future[Any]) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+
+async def test_at_most_eight_channels_are_provisioned_at_a_time(driver: PulsarDriver) -> None:
+    loop = asyncio.get_running_loop()
+    executor = _Counting()
+    loop.set_default_executor(executor)
+    admin = _Held(driver.options)
+    driver._admin = admin
+    channels = [f"c{n}" for n in range(16)]
+
+    creating = asyncio.ensure_future(driver.create_channels(channels))
+    deadline = loop.time() + _WAIT
+    while executor.in_flight < 8:  # every look that may start has started by then
+        assert loop.time() < deadline
+        await asyncio.sleep(0.01)
+    admin.go.set()
+
+    assert await creating == dict.fromkeys(channels, 0)
+    assert executor.most == 8

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 
 _BAD_TOPIC_CHARS = re.compile(r"[\s/?#\x00-\x1f\x7f]")
+_PROVISION_AT_ONCE = 8
+"""Most channels provisioned at the same time (admin calls in worker threads)."""
 
 
 def channel_problem(channel: str) -> str | None:
@@ -73,11 +75,15 @@ class PulsarDriver(KitDriver):
         at all at once, each in a worker thread: a receiver's start provisions its channel,
         retry channels and dead-letter channel, two or three admin calls each, which one
         after the other took 0.2-0.3 s. The first channel in ``channels`` that failed
-        raises, once every one has been looked at."""
-        found = await asyncio.gather(
-            *(asyncio.to_thread(self._create_channel, channel) for channel in channels),
-            return_exceptions=True,
-        )
+        raises, once every one has been looked at. At most ``_PROVISION_AT_ONCE`` at a time
+        (the default executor's threads serve everything else too)."""
+        room = asyncio.Semaphore(_PROVISION_AT_ONCE)
+
+        async def create(channel: str) -> int:
+            async with room:
+                return await asyncio.to_thread(self._create_channel, channel)
+
+        found = await asyncio.gather(*map(create, channels), return_exceptions=True)
         partitions: dict[str, int] = {}
         for channel, result in zip(channels, found, strict=True):
             if isinstance(result, BaseException):
