@@ -5,7 +5,9 @@
 
 KIND is one of ``pulsar_bench.py``'s consume paths: ``raw_sync`` (a thread blocking in
 ``receive()``), ``raw_batch`` (``batch_receive``), ``driver`` (fetch / ack / settle) or
-``receiver`` (a receiver with a trivial handler). The topic is filled first (or ``--topic``
+``receiver`` (a receiver with a trivial handler; measured from ``start()`` returned, as the
+others are from being subscribed; before 2026-12-07 the receiver's figures included its
+start: provisioning its retry topics and subscribing). The topic is filled first (or ``--topic``
 names one filled before), outside the measurement. Prints one JSON line: the rate, the
 process CPU per event, and per thread (pulsar-client's own threads are named ``python``,
 their name from the process) the CPU per event, voluntary and involuntary context switches
@@ -212,8 +214,8 @@ async def receiver(probe: Probe, topic: str) -> None:
 
     action = f"ours-{uuid.uuid4().hex[:6]}"
     receiver.subscribe(topic, action=action, payload=bench.Tick, handler=handle)
+    await receiver.start()  # subscribed, as the raw loops and the driver are at "start"
     probe.mark("start")
-    await receiver.start()
     await asyncio.wait_for(finished.wait(), 300)
     probe.mark("end")
     await receiver.close()

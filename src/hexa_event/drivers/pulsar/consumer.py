@@ -187,7 +187,12 @@ class _Reader:
         room, ready, lock = self._limit - self._outstanding, self._ready, self._lock
         with lock:
             count = min(room, len(ready))
-            messages = [ready.popleft() for _ in range(count)]
+            if count == len(ready):
+                messages = list(ready)
+                ready.clear()
+            else:
+                popleft = ready.popleft
+                messages = [popleft() for _ in range(count)]
             self._hungry = room > count
             if len(ready) < self._reserve:
                 lock.notify()
@@ -202,33 +207,49 @@ class _Reader:
         owner.buffer.extend(deliveries)
 
     def _deliveries(self, messages: list[Any]) -> list[PulsarDelivery]:
-        go_body = self.owner.options.body == "go"
+        """The deliveries of ``messages``; a message Pulsar delivered before its not-before
+        time is held until then (keeping its place of the window) instead."""
+        careful = self.owner.options.body == "go"  # every message through _delivery
         only = self.channels[0] if len(self.channels) == 1 else None
         not_before, b64 = NOT_BEFORE_PROPERTY, B64_PROPERTY
         deliveries: list[PulsarDelivery] = []
+        append = deliveries.append
         for message in messages:
             try:
                 props, key = message.properties(), message.partition_key()
             except UnicodeDecodeError:  # bytes a foreign producer set: delivered without them
                 props, key = {}, ""
                 log.warning("Pulsar: a message's key or properties are not UTF-8; ignored")
-            data = message.data()
-            opened = from_go_body(data) if go_body else None
-            if opened is not None:
-                headers, data = opened
-            elif b64 in props or not_before in props:
-                headers = from_properties(props)
-            else:  # the common case, inline: text values only
-                headers = {name: value.encode() for name, value in props.items()}
             channel = only or self._channel(message.topic_name())
-            delivery = PulsarDelivery(RawRecord(channel, key, headers, data), message, self)
-            due = epoch_seconds(props[not_before]) if not_before in props else None
-            wait = 0.0 if due is None else due - time.time()
-            if wait > 0:  # early: held until due, keeping its place of the window
-                self._after(wait, partial(self.owner.buffer.append, delivery))
-            else:
-                deliveries.append(delivery)
+            if careful or b64 in props or not_before in props:
+                if (delivery := self._delivery(message, props, key, channel)) is not None:
+                    append(delivery)
+                continue
+            # the common case, inline: text values only, due at once
+            headers = {name: value.encode() for name, value in props.items()}
+            append(PulsarDelivery(RawRecord(channel, key, headers, message.data()), message, self))
         return deliveries
+
+    def _delivery(
+        self, message: Any, props: dict[str, str], key: str, channel: str
+    ) -> PulsarDelivery | None:
+        """The delivery of a message in the Go envelope, with binary headers or a not-before
+        time; None when it came early: it is held until due."""
+        data = message.data()
+        opened = from_go_body(data) if self.owner.options.body == "go" else None
+        if opened is not None:
+            headers, data = opened
+        elif B64_PROPERTY in props or NOT_BEFORE_PROPERTY in props:
+            headers = from_properties(props)
+        else:
+            headers = {name: value.encode() for name, value in props.items()}
+        delivery = PulsarDelivery(RawRecord(channel, key, headers, data), message, self)
+        due = epoch_seconds(props.get(NOT_BEFORE_PROPERTY))
+        wait = 0.0 if due is None else due - time.time()
+        if wait > 0:  # early: held until due, keeping its place of the window
+            self._after(wait, partial(self.owner.buffer.append, delivery))
+            return None
+        return delivery
 
     def _channel(self, topic: str) -> str:
         """The channel of a full topic name (per topic, once)."""
@@ -249,9 +270,9 @@ class _Reader:
         if fresh:  # room in the window: take what the receive thread has ready
             self._outstanding -= fresh
             self._take()
-        acknowledge = self.native.acknowledge
+        acknowledge, nack = self.native.acknowledge, Outcome.NACK
         for delivery in deliveries:
-            if delivery.outcome is Outcome.NACK:
+            if delivery.outcome is nack:
                 self.nack(delivery._message, delivery.delay)
                 continue
             try:
@@ -511,11 +532,17 @@ class PulsarSubscription(Subscription):
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Acks and nacks, per consumer."""
         by_reader: dict[_Reader, list[PulsarDelivery]] = {}
+        reader: _Reader | None = None
+        group: list[PulsarDelivery] = []
         for delivery in deliveries:
             if not isinstance(delivery, PulsarDelivery):
                 raise DriverError(f"{delivery!r} was not delivered by this Pulsar subscription")
-            if delivery.outcome is not None:
-                by_reader.setdefault(delivery._reader, []).append(delivery)
+            if delivery.outcome is None:
+                continue
+            if delivery._reader is not reader:  # a look-up only where the consumer changes
+                reader = delivery._reader
+                group = by_reader.setdefault(reader, [])
+            group.append(delivery)
         for reader, group in by_reader.items():
             try:
                 reader.settle(group)

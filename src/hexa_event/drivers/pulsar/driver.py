@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 
 _BAD_TOPIC_CHARS = re.compile(r"[\s/?#\x00-\x1f\x7f]")
+_PROVISION_AT_ONCE = 8
+"""Most channels provisioned at the same time (admin calls in worker threads)."""
 
 
 def channel_problem(channel: str) -> str | None:
@@ -69,31 +71,46 @@ class PulsarDriver(KitDriver):
 
     async def create_channels(self, channels: Sequence[str]) -> dict[str, int]:
         """Each topic's partition count (0: non-partitioned), creating the missing topics
-        (or raising ChannelNotFoundError when provisioning is off)."""
-        return await asyncio.to_thread(self._create_channels, channels)
+        (or raising ChannelNotFoundError when provisioning is off). The channels are looked
+        at all at once, each in a worker thread: a receiver's start provisions its channel,
+        retry channels and dead-letter channel, two or three admin calls each, which one
+        after the other took 0.2-0.3 s. The first channel in ``channels`` that failed
+        raises, once every one has been looked at. At most ``_PROVISION_AT_ONCE`` at a time
+        (the default executor's threads serve everything else too)."""
+        room = asyncio.Semaphore(_PROVISION_AT_ONCE)
 
-    def _create_channels(self, channels: Sequence[str]) -> dict[str, int]:
-        admin, found = self._admin, {}
-        for channel in channels:
-            partitions = admin.partitions(channel)
-            if partitions is None:
-                if not self.options.provision:
-                    raise ChannelNotFoundError(
-                        channel,
-                        f"create topic {self.options.topic(channel)!r}, or let the driver "
-                        "create it with PulsarOptions(provision=True)",
-                    )
-                admin.create(channel, self.options.partitions)
-                if channel.endswith(".dlq") and not admin.retain_forever(channel):
-                    log.warning(
-                        "could not set unlimited retention on dead-letter topic %r; letters "
-                        "may expire before anyone reads them (set namespace retention)",
-                        channel,
-                    )
-                partitions = admin.partitions(channel) or 0
-                log.info("created Pulsar topic %r (%d partitions)", channel, partitions)
-            found[channel] = partitions
-        return found
+        async def create(channel: str) -> int:
+            async with room:
+                return await asyncio.to_thread(self._create_channel, channel)
+
+        found = await asyncio.gather(*map(create, channels), return_exceptions=True)
+        partitions: dict[str, int] = {}
+        for channel, result in zip(channels, found, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            partitions[channel] = result
+        return partitions
+
+    def _create_channel(self, channel: str) -> int:
+        admin = self._admin
+        partitions = admin.partitions(channel)
+        if partitions is None:
+            if not self.options.provision:
+                raise ChannelNotFoundError(
+                    channel,
+                    f"create topic {self.options.topic(channel)!r}, or let the driver "
+                    "create it with PulsarOptions(provision=True)",
+                )
+            admin.create(channel, self.options.partitions)
+            if channel.endswith(".dlq") and not admin.retain_forever(channel):
+                log.warning(
+                    "could not set unlimited retention on dead-letter topic %r; letters "
+                    "may expire before anyone reads them (set namespace retention)",
+                    channel,
+                )
+            partitions = admin.partitions(channel) or 0
+            log.info("created Pulsar topic %r (%d partitions)", channel, partitions)
+        return partitions
 
     async def delete_channels(self, channels: Sequence[str]) -> None:
         """Delete the topics through the admin API (a missing one is no error)."""
