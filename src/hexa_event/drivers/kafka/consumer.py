@@ -471,11 +471,10 @@ class KafkaSubscription(Subscription):
                 held = self._partitions.values()
                 final = _positions(s for s in held if s.member is member and not s.revoking)
             done.append(member.close(bound, final))
-        if done:
-            try:
-                await asyncio.wait_for(asyncio.gather(*done), bound)
-            except TimeoutError:
-                log.error("Kafka group %r: consumer close timed out; abandoning it", self.group)
+        try:
+            await asyncio.wait_for(asyncio.gather(*done), bound)
+        except TimeoutError:
+            log.error("Kafka group %r: consumer close timed out; abandoning it", self.group)
         if self._forget is not None:
             await self._forget([self.group] + ([self.retry_group] if self.retry_group else []))
 
@@ -731,10 +730,8 @@ class KafkaSubscription(Subscription):
     # -- the contract ----------------------------------------------------------------------------
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
-        """Wait for 1..max_count deliveries (at most ``prefetch`` unsettled); [] once closed.
-
-        Raises DriverError(retriable=False) once a member cannot go on (see :mod:`.member`).
-        """
+        """1..max_count deliveries (at most ``prefetch`` unsettled), [] once closed;
+        DriverError(retriable=False) once a member cannot go on (:mod:`.member`)."""
         return await self._buffer.fetch(max_count)
 
     async def fetch_records(self, max_count: int) -> RecordBatch | None:
@@ -795,12 +792,9 @@ class KafkaSubscription(Subscription):
         self._schedule_commit()
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        """Finish the acked offsets, schedule the nacked records again, and commit the
-        positions that moved, within ``_COMMIT_INTERVAL`` seconds on the consumer thread
-        (handling never idles on a broker round trip). A commit the broker refused is
-        raised (DriverError) by the next call; a crash before it is written means those
-        records are delivered again (at-least-once). Close and revoke commit synchronously.
-        """
+        """Finish the acked offsets, schedule the nacked records again; the positions that
+        moved are committed within ``_COMMIT_INTERVAL`` s on the consumer thread (a crash
+        before that: delivered again), a refused commit raised (DriverError) by the next call."""
         acked: dict[PartitionState, list[int]] = {}
         back: dict[float, list[Run]] = {}  # by delay
         delivery: Any
