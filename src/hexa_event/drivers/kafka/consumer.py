@@ -256,8 +256,7 @@ class KafkaSubscription(Subscription):
         self._lag_of = lag_of
         self._options = options
         self._spec = spec
-        sub_options = sub_options or KafkaSubscriptionOptions()
-        self._sub_options = sub_options
+        self._sub_options = sub_options = sub_options or KafkaSubscriptionOptions()
         self._scrub = scrub
         self.group = sub_options.group or spec.group
         retry = set(spec.retry_channels) & set(spec.channels)
@@ -715,8 +714,7 @@ class KafkaSubscription(Subscription):
         failed = [r for r in done.result() if isinstance(r, BaseException)]
         if failed:  # committed again; refused while partitions move is no error
             self._dirty.update(s for s in dirty if not s.revoking)
-            first = next((r for r in failed if not moving(r)), None)
-            if first is not None:
+            if (first := next((r for r in failed if not moving(r)), None)) is not None:
                 text = first.args[0].str() if isinstance(first, KafkaException) else repr(first)
                 self._commit_failure = DriverError(
                     f"Kafka group {self.group!r}: committing offsets failed: {self._scrub(text)}"

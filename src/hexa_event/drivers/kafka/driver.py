@@ -162,8 +162,7 @@ class KafkaDriver(KitDriver):
         among them, else ``KafkaOptions.partitions``); ChannelNotFoundError when provisioning
         is off, ConfigurationError for a name Kafka refuses."""
         for channel in channels:
-            problem = topic_problem(channel)
-            if problem is not None:
+            if (problem := topic_problem(channel)) is not None:
                 raise ConfigurationError(f"channel {problem}")
         await super().provision(channels)
 
@@ -273,10 +272,8 @@ class KafkaDriver(KitDriver):
         """Channels that cannot be Kafka topic names (the known ones were checked)."""
         known = self.channels
         for record in records:
-            if record.channel not in known:
-                problem = topic_problem(record.channel)
-                if problem is not None:
-                    raise InvalidEventError("channel", problem)
+            if record.channel not in known and (problem := topic_problem(record.channel)):
+                raise InvalidEventError("channel", problem)
 
     async def send(self, records: Sequence[RawRecord]) -> None:
         """Produce ``records``; return once Kafka acknowledged all of them (acks=all)."""

@@ -129,16 +129,14 @@ class KafkaProducer:
         """Topics a record was refused for as missing (deleted since they were provisioned)."""
 
     def _start(self) -> Producer:
-        loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         try:
-            producer = Producer(self._config)
+            self._producer = producer = Producer(self._config)
         except KafkaException as exc:
             raise DriverError(
                 f"cannot create the Kafka producer: {self._scrub(exc.args[0].str())}",
                 retriable=False,
             ) from None
-        self._producer = producer
-        self._loop = loop
         return producer
 
     def _serve(self) -> None:

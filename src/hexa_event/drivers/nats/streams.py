@@ -71,8 +71,7 @@ class JetStreamApi:
         except nats.errors.Error as exc:
             raise DriverError(f"JetStream {subject} failed: {exc}") from None
         data = json.loads(reply.data) if reply.data else {}
-        error = data.get("error")
-        if error:
+        if error := data.get("error"):
             raise JetStreamApiError(
                 full, int(error.get("code", 0)), int(error.get("err_code", 0)), error["description"]
             )
