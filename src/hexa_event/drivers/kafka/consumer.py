@@ -493,8 +493,7 @@ class KafkaSubscription(Subscription):
             if orphan is not None:  # still held by an abandoned member: its work is redone
                 self._drop([key], keep=True)  # (but what it settled is kept, below)
             state = PartitionState(key, member, offset, decode_acked(offset, metadata), metadata)
-            earlier = self._earlier.pop(key, None)
-            if earlier is not None and state.inherit(earlier):
+            if (earlier := self._earlier.pop(key, None)) is not None and state.inherit(earlier):
                 self._dirty.add(state)  # commit what was settled and not committed
             self._partitions[key] = state
         if self._dirty:
@@ -632,8 +631,7 @@ class KafkaSubscription(Subscription):
         surely got through) for their next assignment here (:meth:`PartitionState.inherit`)."""
         dropped = False
         for key in keys:
-            state = self._partitions.pop(key, None)
-            if state is not None:
+            if (state := self._partitions.pop(key, None)) is not None:
                 state.revoking = True
                 self._dirty.discard(state)
                 dropped = True

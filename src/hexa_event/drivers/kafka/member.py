@@ -636,8 +636,7 @@ class Member:
             self._their_stats(stats)
         if self.all_down and '"state":"UP"' in stats:  # a broker answers again
             self._answered()
-        cgrp = _group_stats(stats)
-        if not cgrp:
+        if not (cgrp := _group_stats(stats)):
             return
         now = time.monotonic()
         state, join_state = cgrp.get("state"), cgrp.get("join_state")

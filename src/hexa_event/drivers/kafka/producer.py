@@ -142,8 +142,7 @@ class KafkaProducer:
     def _serve(self) -> None:
         """On the loop: serve ready delivery reports (non-blocking ``poll(0)``)."""
         self._timer = None
-        producer = self._producer
-        if producer is None:
+        if (producer := self._producer) is None:
             return
         producer.poll(0)
         self._pending -= self._apply_reports()
@@ -239,8 +238,7 @@ class KafkaProducer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        producer = self._producer
-        if producer is None:
+        if (producer := self._producer) is None:
             return
         # No loop-side polling any more: flush's thread alone serves the last reports.
         remaining = await asyncio.to_thread(self._flush, producer, flush_timeout)
