@@ -256,8 +256,7 @@ class KafkaSubscription(Subscription):
         self._lag_of = lag_of
         self._options = options
         self._spec = spec
-        sub_options = sub_options or KafkaSubscriptionOptions()
-        self._sub_options = sub_options
+        self._sub_options = sub_options = sub_options or KafkaSubscriptionOptions()
         self._scrub = scrub
         self.group = sub_options.group or spec.group
         retry = set(spec.retry_channels) & set(spec.channels)
@@ -471,11 +470,10 @@ class KafkaSubscription(Subscription):
                 held = self._partitions.values()
                 final = _positions(s for s in held if s.member is member and not s.revoking)
             done.append(member.close(bound, final))
-        if done:
-            try:
-                await asyncio.wait_for(asyncio.gather(*done), bound)
-            except TimeoutError:
-                log.error("Kafka group %r: consumer close timed out; abandoning it", self.group)
+        try:
+            await asyncio.wait_for(asyncio.gather(*done), bound)
+        except TimeoutError:
+            log.error("Kafka group %r: consumer close timed out; abandoning it", self.group)
         if self._forget is not None:
             await self._forget([self.group] + ([self.retry_group] if self.retry_group else []))
 
@@ -495,8 +493,7 @@ class KafkaSubscription(Subscription):
             if orphan is not None:  # still held by an abandoned member: its work is redone
                 self._drop([key], keep=True)  # (but what it settled is kept, below)
             state = PartitionState(key, member, offset, decode_acked(offset, metadata), metadata)
-            earlier = self._earlier.pop(key, None)
-            if earlier is not None and state.inherit(earlier):
+            if (earlier := self._earlier.pop(key, None)) is not None and state.inherit(earlier):
                 self._dirty.add(state)  # commit what was settled and not committed
             self._partitions[key] = state
         if self._dirty:
@@ -634,8 +631,7 @@ class KafkaSubscription(Subscription):
         surely got through) for their next assignment here (:meth:`PartitionState.inherit`)."""
         dropped = False
         for key in keys:
-            state = self._partitions.pop(key, None)
-            if state is not None:
+            if (state := self._partitions.pop(key, None)) is not None:
                 state.revoking = True
                 self._dirty.discard(state)
                 dropped = True
@@ -716,8 +712,7 @@ class KafkaSubscription(Subscription):
         failed = [r for r in done.result() if isinstance(r, BaseException)]
         if failed:  # committed again; refused while partitions move is no error
             self._dirty.update(s for s in dirty if not s.revoking)
-            first = next((r for r in failed if not moving(r)), None)
-            if first is not None:
+            if (first := next((r for r in failed if not moving(r)), None)) is not None:
                 text = first.args[0].str() if isinstance(first, KafkaException) else repr(first)
                 self._commit_failure = DriverError(
                     f"Kafka group {self.group!r}: committing offsets failed: {self._scrub(text)}"
@@ -731,10 +726,8 @@ class KafkaSubscription(Subscription):
     # -- the contract ----------------------------------------------------------------------------
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
-        """Wait for 1..max_count deliveries (at most ``prefetch`` unsettled); [] once closed.
-
-        Raises DriverError(retriable=False) once a member cannot go on (see :mod:`.member`).
-        """
+        """1..max_count deliveries (at most ``prefetch`` unsettled), [] once closed;
+        DriverError(retriable=False) once a member cannot go on (:mod:`.member`)."""
         return await self._buffer.fetch(max_count)
 
     async def fetch_records(self, max_count: int) -> RecordBatch | None:
@@ -795,12 +788,9 @@ class KafkaSubscription(Subscription):
         self._schedule_commit()
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        """Finish the acked offsets, schedule the nacked records again, and commit the
-        positions that moved, within ``_COMMIT_INTERVAL`` seconds on the consumer thread
-        (handling never idles on a broker round trip). A commit the broker refused is
-        raised (DriverError) by the next call; a crash before it is written means those
-        records are delivered again (at-least-once). Close and revoke commit synchronously.
-        """
+        """Finish the acked offsets, schedule the nacked records again; the positions that
+        moved are committed within ``_COMMIT_INTERVAL`` s on the consumer thread (a crash
+        before that: delivered again), a refused commit raised (DriverError) by the next call."""
         acked: dict[PartitionState, list[int]] = {}
         back: dict[float, list[Run]] = {}  # by delay
         delivery: Any

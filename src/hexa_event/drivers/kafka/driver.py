@@ -72,9 +72,7 @@ class KafkaDriver(KitDriver):
         self._scrub = scrubber(self.options.common_config())
         self._metadata_failure: tuple[float, DriverError] | None = None
         self._producer = KafkaProducer(
-            self.options.producer(),
-            error_cb=self._on_producer_error,
-            scrub=self._scrub,
+            self.options.producer(), error_cb=self._on_producer_error, scrub=self._scrub
         )
         self._error_logged: dict[int, float] = {}
         self.last_error: str | None = None
@@ -164,8 +162,7 @@ class KafkaDriver(KitDriver):
         among them, else ``KafkaOptions.partitions``); ChannelNotFoundError when provisioning
         is off, ConfigurationError for a name Kafka refuses."""
         for channel in channels:
-            problem = topic_problem(channel)
-            if problem is not None:
+            if (problem := topic_problem(channel)) is not None:
                 raise ConfigurationError(f"channel {problem}")
         await super().provision(channels)
 
@@ -181,17 +178,9 @@ class KafkaDriver(KitDriver):
                 "create the topic, or let the driver create it with KafkaOptions(provision=True)",
             )
         partitions = max(existing.values(), default=self.options.partitions)
-        admin = self._admin_client()
-        new = [
-            NewTopic(
-                name,
-                num_partitions=partitions,
-                replication_factor=self.options.replication_factor,
-                config=dict(self.options.topic_config),
-            )
-            for name in missing
-        ]
-        futures = admin.create_topics(new, operation_timeout=10, request_timeout=15)
+        replicas, config = self.options.replication_factor, dict(self.options.topic_config)
+        new = [NewTopic(name, partitions, replicas, config=config) for name in missing]
+        futures = self._admin_client().create_topics(new, operation_timeout=10, request_timeout=15)
         await self._topic_requests(futures, "create", KafkaError.TOPIC_ALREADY_EXISTS)
         log.info("created Kafka topics %s (%d partitions)", missing, partitions)
         await self._wait_visible(missing)
@@ -274,11 +263,8 @@ class KafkaDriver(KitDriver):
             metadata = await asyncio.to_thread(admin.list_topics, timeout=within)
         except KafkaException as exc:
             raise self._unreachable(within, exc, None) from None
-        return (
-            admin,
-            metadata,
-            f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible",
-        )
+        seen = f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics visible"
+        return admin, metadata, seen
 
     # -- the contract --------------------------------------------------------------------------
 
@@ -286,10 +272,8 @@ class KafkaDriver(KitDriver):
         """Channels that cannot be Kafka topic names (the known ones were checked)."""
         known = self.channels
         for record in records:
-            if record.channel not in known:
-                problem = topic_problem(record.channel)
-                if problem is not None:
-                    raise InvalidEventError("channel", problem)
+            if record.channel not in known and (problem := topic_problem(record.channel)):
+                raise InvalidEventError("channel", problem)
 
     async def send(self, records: Sequence[RawRecord]) -> None:
         """Produce ``records``; return once Kafka acknowledged all of them (acks=all)."""
@@ -306,22 +290,17 @@ class KafkaDriver(KitDriver):
         sub_options = self.subscription_options(spec, KafkaSubscriptionOptions)
         if spec.channels:
             await self.provision(spec.channels)
-        subscription = KafkaSubscription(
-            self.options,
-            spec,
-            sub_options,
-            self._scrub,
-            forget=self._delete_groups if spec.ephemeral else None,
-            lag_of=self._group_lag if self.options.group_lag else None,
-        )
-        self.subscriptions.add(subscription)  # a close() while it joins ends the wait
+        forget = self._delete_groups if spec.ephemeral else None
+        lag_of = self._group_lag if self.options.group_lag else None
+        sub = KafkaSubscription(self.options, spec, sub_options, self._scrub, forget, lag_of)
+        self.subscriptions.add(sub)  # a close() while it joins ends the wait
         try:
-            await subscription.start()
+            await sub.start()
         except BaseException:
-            self.subscriptions.discard(subscription)
+            self.subscriptions.discard(sub)
             raise
-        await self.keep(subscription)
-        return subscription
+        await self.keep(sub)
+        return sub
 
     async def _group_lag(
         self, group: str, topics: Sequence[str], pattern: str | None, earliest: bool
@@ -376,17 +355,13 @@ class KafkaDriver(KitDriver):
 
 def _topic(channel: str, topic: Any, provision: bool) -> Finding:
     """The doctor's finding on ``channel``'s topic (None: it does not exist)."""
+    name = f"topic {channel}"
     if topic is not None and topic.error is not None:
-        return Finding(
-            f"topic {channel}",
-            "fail",
-            f"not allowed to read it: {topic.error.str()}",
-            f"grant this principal DESCRIBE/READ/WRITE on topic {channel}",
-            "auth",
-        )
+        fix = f"grant this principal DESCRIBE/READ/WRITE on topic {channel}"
+        return Finding(name, "fail", f"not allowed to read it: {topic.error.str()}", fix, "auth")
     partitions = None if topic is None else len(topic.partitions)
     create = f"create topic {channel} (kafka-topics.sh --create --topic {channel})"
-    return channel_finding(f"topic {channel}", partitions, provision, create)
+    return channel_finding(name, partitions, provision, create)
 
 
 async def _groups(admin: AdminClient, groups: Sequence[str], within: float) -> list[Finding]:
@@ -397,12 +372,6 @@ async def _groups(admin: AdminClient, groups: Sequence[str], within: float) -> l
         )
         existing = {g.group_id for g in listed.valid}
     except Exception as exc:
-        return [
-            Finding(
-                "consumer groups",
-                "warn",
-                f"cannot list consumer groups: {exc}",
-                "grant DESCRIBE on the groups to see their state",
-            )
-        ]
+        fix = "grant DESCRIBE on the groups to see their state"
+        return [Finding("consumer groups", "warn", f"cannot list consumer groups: {exc}", fix)]
     return [group_finding(f"group {g}", "" if g in existing else None) for g in groups]

@@ -221,14 +221,10 @@ class OffsetReader:
 
     def _fail_all(self, exc: KafkaException) -> None:
         """Answer the requests still queued with ``exc`` (none comes after a close)."""
-        while True:
-            try:
-                request = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            if request is not None:
-                with contextlib.suppress(InvalidStateError):
-                    request[1].set_exception(exc)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                if (request := self._requests.get_nowait()) is not None:
+                    _resolve(request[1], exc.args[0])
 
 
 class Owner(Protocol):
@@ -551,10 +547,7 @@ class Member:
         if self._paused != paused:
             self._paused = paused
             with contextlib.suppress(KafkaException):
-                if paused:
-                    consumer.pause(consumer.assignment())
-                else:
-                    consumer.resume(consumer.assignment())
+                (consumer.pause if paused else consumer.resume)(consumer.assignment())
 
     def _run_commands(self, consumer: Consumer | None) -> None:
         """Write the commits queued so far (``None``: the thread ends, nothing more is
@@ -643,8 +636,7 @@ class Member:
             self._their_stats(stats)
         if self.all_down and '"state":"UP"' in stats:  # a broker answers again
             self._answered()
-        cgrp = _group_stats(stats)
-        if not cgrp:
+        if not (cgrp := _group_stats(stats)):
             return
         now = time.monotonic()
         state, join_state = cgrp.get("state"), cgrp.get("join_state")
@@ -810,10 +802,7 @@ class Member:
                 )
             if known:  # else librdkafka looks the committed offsets up itself
                 partitions = positioned
-        if self.eager:
-            consumer.assign(partitions)
-        else:
-            consumer.incremental_assign(partitions)
+        (consumer.assign if self.eager else consumer.incremental_assign)(partitions)
         if self._paused and partitions:
             consumer.pause(partitions)
         self._owned.update((tp.topic, tp.partition) for tp in partitions)

@@ -47,9 +47,7 @@ _OWNED_CONSUMER = {
     "enable.auto.commit": "the driver commits the positions of settled events itself",
     "partition.assignment.strategy": "use KafkaSubscriptionOptions(assignment=...)",
 }
-_OWNED_PRODUCER = {
-    "on_delivery": "the driver awaits each record's delivery report itself",
-}
+_OWNED_PRODUCER = {"on_delivery": "the driver awaits each record's delivery report itself"}
 _OWNED_CLIENT = {**_OWNED_CONSUMER, **_OWNED_PRODUCER}
 _OFF_ANYWAY = ("enable.auto.offset.store", "enable.auto.commit")
 
@@ -167,16 +165,10 @@ class KafkaOptions(kit.DriverOptions):
         check_bootstrap(self.bootstrap_servers)
         for name, top in (("partitions", 100_000), ("replication_factor", 10_000)):  # librdkafka's
             kit.check_count("KafkaOptions", name, getattr(self, name), maximum=top)
-        for name in ("delivery_timeout", "metadata_timeout"):  # librdkafka's int32 ms
-            value = getattr(self, name)
-            check_number(f"KafkaOptions.{name} (seconds)", value, minimum=0.001, maximum=_MAX_S)
-        for name in (
-            "revoke_timeout",
-            "assignment_timeout",
-            "poll_stall_timeout",
-            "coordinator_timeout",
-        ):
-            check_number(f"KafkaOptions.{name} (seconds)", getattr(self, name), maximum=_MAX_S)
+        for name in (f.name for f in fields(self) if f.name.endswith("_timeout")):
+            least = 0.001 if name in ("delivery_timeout", "metadata_timeout") else 0.0  # 0: none
+            value = getattr(self, name)  # librdkafka's timeouts are int32 milliseconds
+            check_number(f"KafkaOptions.{name} (seconds)", value, minimum=least, maximum=_MAX_S)
         check_number("KafkaOptions.linger_ms", self.linger_ms, maximum=900_000)
         _check("KafkaOptions", "client_config", self.client_config, _OWNED_CLIENT)
         _check("KafkaOptions", "producer_config", self.producer_config, _OWNED_PRODUCER)
@@ -281,16 +273,10 @@ class KafkaSubscriptionOptions(kit.Redacted):
     def __post_init__(self) -> None:
         owner = "KafkaSubscriptionOptions"
         kit.check_name(owner, "group", self.group, optional=True)
-        kit.check_choice(
-            owner,
-            "assignment",
-            self.assignment,
-            ASSIGNMENTS,
-            " (use 'range' to share a group with Go hexa-event)",
-        )
+        hint = " (use 'range' to share a group with Go hexa-event)"
+        kit.check_choice(owner, "assignment", self.assignment, ASSIGNMENTS, hint)
         if self.separate_retry_group is None:
-            object.__setattr__(
-                self, "separate_retry_group", self.assignment == "cooperative-sticky"
-            )
+            cooperative = self.assignment == "cooperative-sticky"
+            object.__setattr__(self, "separate_retry_group", cooperative)
         _check(owner, "consumer_config", self.consumer_config, _OWNED_CONSUMER)
         kit.check_count(owner, "buffer", self.buffer)

@@ -129,23 +129,20 @@ class KafkaProducer:
         """Topics a record was refused for as missing (deleted since they were provisioned)."""
 
     def _start(self) -> Producer:
-        loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         try:
-            producer = Producer(self._config)
+            self._producer = producer = Producer(self._config)
         except KafkaException as exc:
             raise DriverError(
                 f"cannot create the Kafka producer: {self._scrub(exc.args[0].str())}",
                 retriable=False,
             ) from None
-        self._producer = producer
-        self._loop = loop
         return producer
 
     def _serve(self) -> None:
         """On the loop: serve ready delivery reports (non-blocking ``poll(0)``)."""
         self._timer = None
-        producer = self._producer
-        if producer is None:
+        if (producer := self._producer) is None:
             return
         producer.poll(0)
         self._pending -= self._apply_reports()
@@ -241,8 +238,7 @@ class KafkaProducer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        producer = self._producer
-        if producer is None:
+        if (producer := self._producer) is None:
             return
         # No loop-side polling any more: flush's thread alone serves the last reports.
         remaining = await asyncio.to_thread(self._flush, producer, flush_timeout)

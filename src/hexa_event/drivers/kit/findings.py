@@ -15,13 +15,8 @@ def channel_finding(name: str, partitions: int | None, provision: bool, create: 
     if partitions is None and provision:
         return Finding(name, "ok", "missing; will be created on first use (provision is on)")
     if partitions is None:
-        return Finding(
-            name,
-            "fail",
-            "missing and provisioning is off: emits and subscriptions to it will fail",
-            f"{create}, or connect with provision=True",
-            "config",
-        )
+        why = "missing and provisioning is off: emits and subscriptions to it will fail"
+        return Finding(name, "fail", why, f"{create}, or connect with provision=True", "config")
     return Finding(name, "ok", f"{partitions} partitions" if partitions else "non-partitioned")
 
 

@@ -79,8 +79,7 @@ def coerce(engine: str, key: str, raw: str, kind: Any) -> Any:
         return ConfigurationError(f"{engine} URL option {key}={shown} {why}")
 
     if kind is bool:
-        value = BOOLEANS.get(raw.strip().lower())
-        if value is None:
+        if (value := BOOLEANS.get(raw.strip().lower())) is None:
             raise refused("is not a boolean; use one of true, false, 1, 0, yes, no")
         return value
     if kind is int or kind is float:

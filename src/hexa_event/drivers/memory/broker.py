@@ -136,8 +136,7 @@ class MemoryBroker:
                 channel = record.channel
                 log = self.ensure_channel(channel)
                 touched.add(channel)
-            number = partition_of(record.key)
-            if number is None:
+            if (number := partition_of(record.key)) is None:
                 number = self.partition(record.key)
             log[number].append(StoredRecord(record, now))
         for group in self.groups.values():

@@ -58,8 +58,7 @@ class MemorySubscription(Subscription):
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Apply acks to the group's partitions; queue nacks for redelivery after their delay."""
-        group = self.broker.groups.get(self.spec.group)
-        if group is None:
+        if (group := self.broker.groups.get(self.spec.group)) is None:
             return
         partitions = group.partitions
         last: PartitionId | None = None
@@ -88,8 +87,7 @@ class MemorySubscription(Subscription):
 
     async def lag(self) -> Mapping[str, int] | None:
         """Per channel, the group's records at or past its committed offset, not acked."""
-        group = self.broker.groups.get(self.spec.group)
-        if group is None:
+        if (group := self.broker.groups.get(self.spec.group)) is None:
             return None
         out = dict.fromkeys(self.spec.channels, 0)
         logs = self.broker.logs

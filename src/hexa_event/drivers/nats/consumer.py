@@ -61,14 +61,16 @@ _LAG_REFRESH = 5.0
 _RETRY_PAUSE = 1.0
 _PROBE = 0.5
 """Seconds the answer to a probe (a pull that is answered at once) is awaited."""
+_GONE = (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND)
 
 
 class NatsDelivery(Delivery):
     """A record from the consumer; ``coordinates`` is ``<stream>-<stream sequence>``,
     ``seq`` the stream sequence, ``cseq`` the delivery's consumer sequence (redeliveries
-    have their own), ``owner`` the subscription its settlement goes back to."""
+    have their own), ``owner`` the subscription its settlement goes back to, ``native`` the
+    nats-py ``Msg``."""
 
-    __slots__ = ("_msg", "_touched", "cseq", "gate_key", "owner", "seq")
+    __slots__ = ("_touched", "cseq", "gate_key", "native", "owner", "seq")
 
     def __init__(
         self, owner: NatsSubscription, record: RawRecord, msg: Msg, meta: _Meta, ts: float
@@ -77,15 +79,10 @@ class NatsDelivery(Delivery):
         super().__init__(
             record, coordinates=f"{owner._stream}-{self.seq}", delivery_count=count, timestamp=ts
         )
-        self._msg = msg
+        self.native: Msg = msg
         self._touched = time.monotonic()
         self.owner = owner
         self.gate_key = (record.channel, record.key)
-
-    @property
-    def native(self) -> object:
-        """The nats-py ``Msg``."""
-        return self._msg
 
 
 class Link(Protocol):
@@ -296,9 +293,9 @@ class NatsSubscription(Subscription):
         held.extend(self._gaps.give_back(now))
         self._buffer.clear()
         for delivery, _ in held:
-            self._unsettled.pop(delivery._msg.reply, None)
+            self._unsettled.pop(delivery.native.reply, None)
         back = [(seq, reply, _NAK) for seq, reply in late]
-        back.extend((d.seq, d._msg.reply, _nak(t if delayed else 0)) for d, t in held)
+        back.extend((d.seq, d.native.reply, _nak(t if delayed else 0)) for d, t in held)
         if not back or self._nc.is_closed:
             return
         # The last nak is a request: answered once it and (in order) those before it were
@@ -312,10 +309,8 @@ class NatsSubscription(Subscription):
 
     def set_limit(self, limit: int) -> None:
         """Records this member may hold from this consumer at once (its share of prefetch)."""
-        self._limit = max(1, limit)
-        self._batch = min(self._limit, self._options.batch or self._limit)
-        if self._max_batch:
-            self._batch = min(self._batch, self._max_batch)
+        self._limit = limit = max(1, limit)
+        self._batch = min(limit, self._options.batch or limit, self._max_batch or limit)
 
     def on_connection_closed(self, reason: str) -> None:
         """The connection closed for good: ``fetch`` raises a non-retriable DriverError."""
@@ -368,7 +363,7 @@ class NatsSubscription(Subscription):
             self._buffer = deque(sorted(self._buffer, key=lambda d: d.seq))
             self._redelivered = False
         out = [self._buffer.popleft() for _ in range(min(max_count, len(self._buffer)))]
-        self._unsettled.update((delivery._msg.reply, delivery) for delivery in out)
+        self._unsettled.update((delivery.native.reply, delivery) for delivery in out)
         return out
 
     async def fetch(self, max_count: int) -> Sequence[Delivery]:
@@ -379,7 +374,7 @@ class NatsSubscription(Subscription):
         try:
             for delivery in deliveries:
                 assert isinstance(delivery, NatsDelivery)
-                await nc.publish(delivery._msg.reply, self._verdict(delivery))
+                await nc.publish(delivery.native.reply, self._verdict(delivery))
             await confirm(nc, self._api_timeout)
         except (TimeoutError, nats.errors.Error) as exc:
             raise DriverError(
@@ -390,7 +385,7 @@ class NatsSubscription(Subscription):
         released: list[NatsDelivery] = []
         for delivery in deliveries:
             assert isinstance(delivery, NatsDelivery)
-            self._unsettled.pop(delivery._msg.reply, None)
+            self._unsettled.pop(delivery.native.reply, None)
             if delivery.record.channel in self._ungated:
                 continue
             if delivery.outcome is Outcome.NACK and not self._final(delivery):
@@ -776,7 +771,7 @@ class NatsSubscription(Subscription):
         for delivery in (*self._buffer, *self._unsettled.values(), *self._gate.held(), *parked):
             if delivery._touched < stale:
                 delivery._touched = now
-                await self._nc.publish(delivery._msg.reply, _WPI)
+                await self._nc.publish(delivery.native.reply, _WPI)
 
     def _check_lag(self) -> None:
         """Start a lag check when one is due, as a task of its own: a request sent into a
@@ -796,10 +791,7 @@ class NatsSubscription(Subscription):
         try:
             self._info = await self._api.consumer_info(self._stream, self._consumer)
         except Exception as exc:  # said in health; the pull loop goes on
-            if isinstance(exc, JetStreamApiError) and exc.err_code in (
-                ERR_CONSUMER_NOT_FOUND,
-                ERR_STREAM_NOT_FOUND,
-            ):
+            if isinstance(exc, JetStreamApiError) and exc.err_code in _GONE:
                 self._check_consumer = True  # gone (also when no pull would tell): again
                 self._wake.set()
             self._error = retrying(f"JetStream consumer {self._consumer}", exc)

@@ -51,8 +51,7 @@ class NatsProducer:
         """PubAcks that said "duplicate": records the stream already held (re-sends)."""
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._pending.pop(int(msg.subject.rpartition(".")[2]), None)
-        if future is None:
+        if (future := self._pending.pop(int(msg.subject.rpartition(".")[2]), None)) is None:
             return  # answered after its batch gave up waiting
         self._window.release()  # a pending future is never done: only its pop resolves it
         if (error := self._refusal(msg)) is not None:

@@ -71,8 +71,7 @@ class JetStreamApi:
         except nats.errors.Error as exc:
             raise DriverError(f"JetStream {subject} failed: {exc}") from None
         data = json.loads(reply.data) if reply.data else {}
-        error = data.get("error")
-        if error:
+        if error := data.get("error"):
             raise JetStreamApiError(
                 full, int(error.get("code", 0)), int(error.get("err_code", 0)), error["description"]
             )
@@ -250,9 +249,7 @@ class JetStreamApi:
                 return created
             except JetStreamApiError as race:
                 if race.err_code == ERR_MAX_CONSUMERS:
-                    raise DriverError(
-                        await self._consumer_limit(stream, name), retriable=False
-                    ) from None
+                    raise await self._consumer_limit(stream, name) from None
                 if race.err_code not in (ERR_CONSUMER_EXISTS, ERR_CONSUMER_NAME_EXISTS):
                     raise
             info = await self.consumer_info(stream, name)
@@ -269,9 +266,9 @@ class JetStreamApi:
         log.info("JetStream consumer %s/%s updated: %s %s", stream, name, _filters(config), edits)
         return updated
 
-    async def _consumer_limit(self, stream: str, consumer: str) -> str:
+    async def _consumer_limit(self, stream: str, consumer: str) -> DriverError:
         """Why ``consumer`` cannot be created on ``stream`` at its consumer limit, and the
-        setting that raises the limit."""
+        setting that raises the limit (not retriable)."""
         try:
             info = await self.request(f"STREAM.INFO.{stream}")
             limit = int(info["config"].get("max_consumers", -1))
@@ -281,13 +278,14 @@ class JetStreamApi:
             )
         except (DriverError, KeyError, TypeError, ValueError):
             held = "as many consumers as its max_consumers setting allows"
-        return (
+        return DriverError(
             f"stream {stream!r} holds {held}; with partitions every action has one consumer "
             "per partition, so actions x partitions (plus other consumers) must fit. Raise the "
             "stream's max_consumers with NatsOptions(stream_config={'max_consumers': N}) (the "
             "driver applies it to the existing stream when it connects), or delete unused "
             "consumers, let idle ones go (NatsOptions.consumer_inactive_threshold) or use "
-            f"fewer partitions (creating consumer {consumer!r})"
+            f"fewer partitions (creating consumer {consumer!r})",
+            retriable=False,
         )
 
 

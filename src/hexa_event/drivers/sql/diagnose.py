@@ -22,15 +22,10 @@ async def diagnose(options: SqlOptions, dialect: str, channels: Sequence[str]) -
     """Findings on the database, the tables and ``channels``."""
     path = sqlite_file(options.url)
     if path is not None and not await asyncio.to_thread(os.path.exists, path):
-        return [
-            Finding(
-                "database file",
-                "warn",
-                f"{path} does not exist yet; the driver will create it",
-                "check the path if you expected existing events (sqlite:///relative.db, "
-                "sqlite:////absolute.db)",
-            )
-        ]
+        fix = "check the path if you expected existing events (sqlite:///relative.db, "
+        fix += "sqlite:////absolute.db)"
+        why = f"{path} does not exist yet; the driver will create it"
+        return [Finding("database file", "warn", why, fix)]
     engine = create_async_engine(async_url(options.url))
     try:
         return await _inspect(engine, options, dialect, channels)
@@ -61,15 +56,10 @@ async def _inspect(
         found.append(Finding("connect", "ok", f"connected to {redact(options.url)}"))
         missing = [t.name for t in wanted if t.name not in tables]
         if missing:
-            found.append(
-                Finding(
-                    "schema",
-                    "warn",
-                    f"schema not migrated: missing tables {', '.join(missing)}{where}",
-                    "let the driver create them on first use (create_tables=True, the "
-                    "default; needs CREATE rights) or run hexa_event.drivers.sql.migrate(URL)",
-                )
-            )
+            why = f"schema not migrated: missing tables {', '.join(missing)}{where}"
+            fix = "let the driver create them on first use (create_tables=True, the default; "
+            fix += "needs CREATE rights) or run hexa_event.drivers.sql.migrate(URL)"
+            found.append(Finding("schema", "warn", why, fix))
         else:
             found.append(Finding("schema", "ok", f"the SQL driver's tables exist{where}"))
             for table in wanted:

@@ -71,8 +71,7 @@ class SqlDriver(KitDriver, SqlLog):
         """SQLite: the file (or its directory) is writable by this process; PostgreSQL: the
         server accepts a session. Nothing is created."""
         if self.dialect == "sqlite":
-            path = sqlite_file(self.options.url)
-            if path is None:
+            if (path := sqlite_file(self.options.url)) is None:
                 return "SQLite database named by a URI filename"
             return await asyncio.to_thread(_check_sqlite_file, path)
         with self.failing("connect"):

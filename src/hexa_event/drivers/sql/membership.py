@@ -28,11 +28,7 @@ class Membership:
     ``releasing``), called before anything else runs."""
 
     def __init__(
-        self,
-        log: SqlLog,
-        spec: SubscriptionSpec,
-        partitions: int,
-        drop: Callable[[Part], None],
+        self, log: SqlLog, spec: SubscriptionSpec, partitions: int, drop: Callable[[Part], None]
     ) -> None:
         self._log = log
         self._opts = log.options

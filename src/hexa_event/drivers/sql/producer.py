@@ -72,8 +72,7 @@ def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ..
 def insert_sql(paramstyle: str, table: str = "hexa_log") -> str | None:
     """A plain INSERT into ``table`` (quoted SQL) for the DBAPI's paramstyle (None: use
     SQLAlchemy Core instead)."""
-    mark = {"qmark": "?", "numeric_dollar": "${}", "format": "%s"}.get(paramstyle)
-    if mark is None:
+    if (mark := {"qmark": "?", "numeric_dollar": "${}", "format": "%s"}.get(paramstyle)) is None:
         return None
     marks = ", ".join(mark.format(n) for n in range(1, len(_COLUMNS) + 1))
     return f"INSERT INTO {table} ({', '.join(_COLUMNS)}) VALUES ({marks})"
