@@ -280,9 +280,17 @@ class StanSubscription(Subscription):
         self.session.members.add(self)
 
     async def resubscribe(self) -> None:
-        """Join every channel (again, after the session was re-established)."""
-        for member in self.members:
-            await member.open()
+        """Join every channel (again, after the session was re-established), all at once:
+        each join is a round trip to the server, and a receiver's spec lists its retry
+        channels too. Returns once every join has ended; raises the first failure in the
+        order of the channels (the caller leaves the ones joined)."""
+        if len(self.members) == 1:
+            await self.members[0].open()
+            return
+        joins = await asyncio.gather(*(m.open() for m in self.members), return_exceptions=True)
+        for outcome in joins:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     @property
     def closed(self) -> bool:
