@@ -165,3 +165,18 @@ def test_bodies_written_by_go_and_by_foreign_publishers() -> None:
     for foreign in (b"plain text", b'{"order": 1}', b"{not json", b"", b'{"payload": 5}'):
         assert decode_body(foreign) == ("", {}, foreign)
     assert json.loads(encode_body("", {}, b"")) == {"payload": ""}
+
+
+def test_the_delivery_fast_path_reads_long_varints_and_refuses_bad_ones() -> None:
+    for msg in (
+        MsgProto(sequence=2**62, subject="s", timestamp=-1, redelivery_count=2**35),  # 10 bytes
+        MsgProto(sequence=16_384, data=b"x" * 20_000, timestamp=2**56),  # 3-byte length
+    ):
+        assert decode_msg_proto(msg.encode()) == msg
+    for frame in (
+        b"\x08" + b"\xff" * 10 + b"\x01",  # a varint of 11 bytes
+        b"\x08\x96",  # ends inside a varint
+        b"\x08\x01\x22\x85\x01" + b"x" * 10,  # data shorter than its length
+    ):
+        with pytest.raises(ProtocolError):
+            decode_msg_proto(frame)

@@ -35,6 +35,15 @@ class RecentAcks:
         self._until.pop(sequence, None)
         self._until[sequence] = now + self.keep
 
+    def add_all(self, sequences: list[int], now: float) -> None:
+        """:meth:`add` of each of ``sequences``, in their order (one settle's acks)."""
+        until = self._until
+        if until.keys().isdisjoint(sequences):  # the rule: none acked here before
+            until.update(dict.fromkeys(sequences, now + self.keep))
+            return
+        for sequence in sequences:
+            self.add(sequence, now)
+
     def covers(self, sequence: int, now: float) -> bool:
         """True when ``sequence`` was acked here less than ``keep`` seconds ago."""
         until = self._until.get(sequence)

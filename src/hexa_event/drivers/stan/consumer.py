@@ -27,6 +27,7 @@ from ...driver import (
     SubscriptionStatus,
 )
 from ...errors import ConfigurationError, DriverError
+from ..kit import goenvelope
 from ..kit.buffer import DeliveryBuffer
 from . import direct, monitor
 from .acked import RecentAcks
@@ -38,7 +39,6 @@ from .protocol import (
     StartPosition,
     SubscriptionRequest,
     SubscriptionResponse,
-    decode_body,
     decode_msg_proto,
     encode_ack,
     encode_ack_head,
@@ -61,8 +61,12 @@ class StanDelivery(Delivery):
 
     def __init__(self, member: ChannelMember, msg: MsgProto) -> None:
         # Hot path: the base class's slots set directly rather than through super().
-        key, headers, body = decode_body(msg.data)
-        self.record = RawRecord(msg.subject, key, headers, body)
+        data = msg.data
+        opened = goenvelope.decode(data)  # what decode_body does, one call fewer
+        if opened is None:
+            self.record = RawRecord(msg.subject, "", {}, data)
+        else:
+            self.record = RawRecord(msg.subject, *opened)
         self.outcome = None
         self.delay = 0.0
         self._member = member
@@ -185,7 +189,10 @@ class ChannelMember:
         self.held.add(sequence)
         if sequence > self.last_sequence:
             self.last_sequence = sequence
-        buffer.append(StanDelivery(self, proto))
+        items = buffer.items
+        items.append(StanDelivery(self, proto))
+        if len(items) == 1:  # a fetch waits only while the buffer is empty: one wake-up
+            buffer.wake()  # per burst, not one per message
 
     def _ack_again(self, sequence: int) -> None:
         nc = self.owner.session.nc
@@ -280,9 +287,17 @@ class StanSubscription(Subscription):
         self.session.members.add(self)
 
     async def resubscribe(self) -> None:
-        """Join every channel (again, after the session was re-established)."""
-        for member in self.members:
-            await member.open()
+        """Join every channel (again, after the session was re-established), all at once:
+        each join is a round trip to the server, and a receiver's spec lists its retry
+        channels too. Returns once every join has ended; raises the first failure in the
+        order of the channels (the caller leaves the ones joined)."""
+        if len(self.members) == 1:
+            await self.members[0].open()
+            return
+        joins = await asyncio.gather(*(m.open() for m in self.members), return_exceptions=True)
+        for outcome in joins:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     @property
     def closed(self) -> bool:
@@ -292,29 +307,41 @@ class StanSubscription(Subscription):
         return await self.buffer.fetch(max_count)
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        """Write the Acks of the acked deliveries in one write; a nack is an Ack not sent
+        (its delay kept). Each member's held and recently acked sequences are updated once
+        per settle, all before the write is awaited: a copy the server sent before an Ack
+        reached it is acked again, never handed out."""
         nc = self.session.nc
-        writes = Writes(nc) if nc is not None else None
+        parts = Writes(nc) if nc is not None else None
         now = time.monotonic()
         ack, nack = Outcome.ACK, Outcome.NACK
+        settled: dict[ChannelMember, tuple[list[int], list[int]]] = {}
         for delivery in deliveries:
             if not isinstance(delivery, StanDelivery):
                 raise TypeError(f"not a STAN delivery: {delivery!r}")
             member = delivery._member
             sequence = delivery._msg.sequence
+            lists = settled.get(member)
+            if lists is None:
+                lists = settled[member] = ([], [])
             outcome = delivery.outcome
             if outcome is ack:
-                if writes is None or not member.ack_inbox:
+                if parts is None or not member.ack_inbox:
                     raise DriverError("the STAN connection is closed; acks not sent")
-                writes.add(member.ack_command, encode_ack(member.ack_head, sequence))
-                # Remembered before it leaves ``held``: a copy the server sent before this
-                # Ack reached it is acked again, never handed out.
-                member.acked.add(sequence, now)
-            elif outcome is nack and delivery.delay > 0:
-                member.nacked[sequence] = now + delivery.delay
-            member.held.discard(sequence)
-        if writes is not None:
+                parts.add(member.ack_command, encode_ack(member.ack_head, sequence))
+                lists[0].append(sequence)
+            else:
+                if outcome is nack and delivery.delay > 0:
+                    member.nacked[sequence] = now + delivery.delay
+                lists[1].append(sequence)
+        for member, (acked, given_back) in settled.items():
+            # Remembered before they leave ``held`` (nothing runs in between).
+            member.acked.add_all(acked, now)
+            member.held.difference_update(acked)
+            member.held.difference_update(given_back)
+        if parts is not None:
             try:
-                await writes.flush()  # every Ack in one write
+                await parts.flush()  # every Ack in one write
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 self._error = f"acks not sent: {type(exc).__name__}: {exc}"
                 raise DriverError(

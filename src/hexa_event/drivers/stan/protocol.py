@@ -306,21 +306,32 @@ def decode_msg_proto(data: bytes) -> MsgProto:
             slot = _MSG_SLOTS[data[pos]]
             value: Any = data[pos + 1]
             pos += 2
-            if value & 0x80:
-                value, pos = decode_varint(data, pos - 1)
+            if value & 0x80:  # decode_varint inline (a call per multi-byte varint cost more)
+                value &= 0x7F
+                shift = 7
+                while True:
+                    byte = data[pos]
+                    pos += 1
+                    value |= (byte & 0x7F) << shift
+                    if not byte & 0x80:
+                        break
+                    shift += 7
+                    if shift > 63:
+                        raise IndexError  # too long: the generic way says so
             if slot > 4:  # length-delimited: the subject or the data
                 value, pos = data[pos : pos + value], pos + value
             fields[slot] = value
         if pos == end:
             sequence, timestamp, redelivered, redeliveries, crc32, subject, payload = fields
-            return MsgProto(
-                sequence=sequence,
-                subject=subject.decode(),
-                data=payload,
-                timestamp=_signed(timestamp),
-                redelivered=redelivered != 0,
-                redelivery_count=redeliveries,
-                crc32=crc32,
+            return MsgProto(  # positional, in the fields' order (cheaper than keywords)
+                sequence,
+                subject.decode(),
+                "",
+                payload,
+                _signed(timestamp),
+                redelivered != 0,
+                redeliveries,
+                crc32,
             )
     except (KeyError, IndexError, UnicodeDecodeError):
         pass
