@@ -361,7 +361,7 @@ class BatchDispatcher(Dispatcher):
                     ours = (n0, n1, n2, n3, n4, n5, n6, n7) == sealed
                 else:
                     ours = False
-                if ours and event_id is not None and raw_time is not None:
+                if ours and event_id and raw_time is not None:
                     # Exactly what our emitters write (the common case): the values read by
                     # position, and the default propagator's check inline for the usual
                     # context values (a user other than the guest is checked in full; a
@@ -417,15 +417,19 @@ class BatchDispatcher(Dispatcher):
         """``prepare_records``' reading of a record with other headers than our emitters'
         usual eight: its event id, time, codec and reply channel header values and its
         source channel, the context checked in full (raises for poison context headers);
-        LookupError for a retry copy or a scheduled event (the careful path)."""
+        LookupError for a retry copy, a scheduled event or one without an event id (the
+        careful path: its id is its coordinates)."""
         if env.ATTEMPT in headers or env.DELIVER_AT in headers:
             raise LookupError
         get = headers.get
+        event_id = get(env.EVENT_ID)
+        if not event_id:
+            raise LookupError
         raw = get(env.SOURCE_CHANNEL)
         source = raw.decode() if raw else channel
         self._check(headers)  # type: ignore[misc]  # (opens_records)
-        return (  # type: ignore[return-value]  # a missing event id fails its decode: odd
-            get(env.EVENT_ID),
+        return (
+            event_id,
             get(env.EVENT_TIME),
             get(env.PAYLOAD_ENCODER),
             get(env.REPLY_CHANNEL),

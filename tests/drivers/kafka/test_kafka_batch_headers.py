@@ -156,6 +156,8 @@ def _records() -> list[tuple[str, Any]]:
         ("ours, a null locale", _replace(_ours(1), LOCALE, None)),
         ("ours, a null reply channel", _replace(_ours(2), env.REPLY_CHANNEL, None)),
         ("ours, a null event time", _replace(_ours(3), env.EVENT_TIME, None)),
+        ("ours, a null event id", _replace(_ours(4), env.EVENT_ID, None)),
+        ("ours, an empty event id", _replace(_ours(4), env.EVENT_ID, b"")),
         ("ours, in another order", list(reversed(_ours(5)))),
         ("ours, a name repeated", [*_ours(6), (CORRELATION_ID, b"later"), ("x-dup", None)]),
         (
@@ -259,6 +261,8 @@ async def test_a_batch_handler_sees_what_a_single_handler_sees_header_for_header
     assert got["ours"].id == "id-0"
     assert headers["ours, a null locale"][LOCALE] == b""
     assert headers["ours, a null event time"][env.EVENT_TIME] == b""
+    assert got["ours, a null event id"].id == "t-0-4"  # no id: the coordinates, as before
+    assert got["ours, an empty event id"].id == "t-0-5"
     assert headers["ours, in another order"] == dict(sent["ours, in another order"])
     assert headers["ours, a name repeated"][CORRELATION_ID] == b"later"  # the last wins
     assert headers["ours, a name repeated"]["x-dup"] == b""
