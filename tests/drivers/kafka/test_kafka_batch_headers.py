@@ -184,7 +184,12 @@ def _records() -> list[tuple[str, Any]]:
         ("no headers", None),
         ("an empty list", []),
         ("a name that is not UTF-8", [("x-ok", b"1")]),
+        ("ours, a key that is not UTF-8", _ours(16)),
     ]
+
+
+def _key(offset: int, what: str) -> bytes:
+    return b"k%d" % offset + (b"\xff" if "key that is not UTF-8" in what else b"")
 
 
 def _messages(records: list[tuple[str, Any]]) -> list[confluent_kafka.Message]:
@@ -196,7 +201,7 @@ def _messages(records: list[tuple[str, Any]]) -> list[confluent_kafka.Message]:
                 topic="t",
                 partition=0,
                 offset=offset,
-                key=f"k{offset}".encode(),
+                key=_key(offset, what),
                 value=b'{"n": %d}' % offset,
                 headers=headers,
                 timestamp=(1, 1_700_000_000_000 + offset),
@@ -252,10 +257,13 @@ async def test_a_batch_handler_sees_what_a_single_handler_sees_header_for_header
     finally:
         await receiver.close()
     for offset, (what, _) in enumerate(records):
-        key = f"k{offset}"
+        key = _key(offset, what).decode("utf-8", "surrogateescape")
         assert _seen(batched[key]) == _seen(single[key]), what
     sent = dict(records)
-    got = {what: batched[f"k{n}"] for n, (what, _) in enumerate(records)}
+    got = {
+        what: batched[_key(n, what).decode("utf-8", "surrogateescape")]
+        for n, (what, _) in enumerate(records)
+    }
     headers = {what: msg.headers for what, msg in got.items()}
     assert headers["ours"] == dict(sent["ours"])
     assert got["ours"].id == "id-0"
@@ -275,6 +283,7 @@ async def test_a_batch_handler_sees_what_a_single_handler_sees_header_for_header
     assert headers["foreign"]["x"] == b""
     assert headers["no headers"] == headers["an empty list"] == {}
     assert headers["a name that is not UTF-8"] == {}  # handed out without headers, as before
+    assert got["ours, a key that is not UTF-8"].key == "k17\udcff"  # as a single handler's
     assert isinstance(headers["ours"], PairHeaders)  # its dict built only when read
     for msg in batched.values():
         with pytest.raises(TypeError):
