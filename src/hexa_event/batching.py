@@ -30,7 +30,6 @@ import asyncio
 import functools
 import inspect
 import logging
-import operator
 import time
 import typing
 from collections import deque
@@ -45,7 +44,6 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Protocol
 
 from . import envelope as env
@@ -53,7 +51,7 @@ from . import wire
 from .codecs import get_codec, json_decoder
 from .context import Context
 from .dispatch import POISON, Dispatcher, Poison, Route
-from .driver import Delivery, Features, Outcome, RecordBatch, Subscription
+from .driver import Delivery, Features, Outcome, PairHeaders, RecordBatch, Subscription
 from .errors import ConfigurationError
 from .event import Message
 from .lanes import wait_set
@@ -68,17 +66,19 @@ BatchHandler = Callable[[Context, list[Message[Any]]], Awaitable[None]]
 BATCH_SIGNATURE = "(ctx: he.Context, msgs: list[he.Message[T]]) -> None"
 MAX_SIZE = 10_000
 MAX_WAIT = 300.0
-_SEALED = operator.itemgetter(
-    env.EVENT_ID,
-    env.EVENT_TIME,
-    env.PAYLOAD_ENCODER,
-    env.REPLY_CHANNEL,
+_SEALED = (
     CORRELATION_ID,
     LOCALE,
     USER,
+    env.EVENT_ID,
+    env.EVENT_TIME,
+    env.CONTENT_TYPE,
+    env.REPLY_CHANNEL,
+    env.PAYLOAD_ENCODER,
 )
-"""Seven of the eight headers our emitters write with the default propagator (the eighth is
-the content type), read in one call."""
+"""The eight headers our emitters write with the default propagator and no headers of the
+event's own, in the order they write them (a record's header pairs are read by position
+when their names are these)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,26 +331,41 @@ class BatchDispatcher(Dispatcher):
                 blocked.add((batch.channels[index], batch.keys[index]))
             return list(range(len(batch)))
         times, emit_time = self._times, self._emit_time
-        channels, keys, headers_of = batch.channels, batch.keys, batch.headers
+        channels, keys, pairs_of = batch.channels, batch.keys, batch.headers
         bodies, natives = batch.bodies, batch.natives
         retry = {c for c in set(channels) if chain.retry_number_of(c)}  # copies: careful path
-        sealed, content_type, guest = _SEALED, env.CONTENT_TYPE, GUEST_WIRE
+        sealed, guest = _SEALED, GUEST_WIRE
         read_headers = self._read_headers
         messages: list[Message[Any]] = []
         add = messages.append
         odd: list[int] = []
-        for index, headers in enumerate(headers_of):
+        for index, pairs in enumerate(pairs_of):
             channel = channels[index]
             if (retry or blocked) and (channel in retry or (channel, keys[index]) in blocked):
                 odd.append(index)  # a copy, or behind one of its key: the careful path
                 blocked.add((channel, keys[index]))
                 continue
             try:
-                if len(headers) == 8 and content_type in headers:
-                    # Exactly what our emitters write (the common case): seven values read
-                    # in one call, and the default propagator's check inline for the usual
-                    # context values (a user other than the guest is checked in full).
-                    event_id, raw_time, codec, reply, correlation, locale, user = sealed(headers)
+                headers = PairHeaders(pairs)  # the handler's; a dict only if read
+                if len(pairs) == 8:  # (the pairs of a record of ours, read by position)
+                    (
+                        (n0, correlation),
+                        (n1, locale),
+                        (n2, user),
+                        (n3, event_id),
+                        (n4, raw_time),
+                        (n5, _),
+                        (n6, reply),
+                        (n7, codec),
+                    ) = pairs
+                    ours = (n0, n1, n2, n3, n4, n5, n6, n7) == sealed
+                else:
+                    ours = False
+                if ours and event_id and raw_time is not None:
+                    # Exactly what our emitters write (the common case): the values read by
+                    # position, and the default propagator's check inline for the usual
+                    # context values (a user other than the guest is checked in full; a
+                    # null value is b"", as false).
                     source = channel
                     if correlation:
                         correlation.decode()
@@ -363,7 +378,7 @@ class BatchDispatcher(Dispatcher):
                 if codec and codec != b"json":
                     raise LookupError  # another codec: the careful path
                 payload = fast(bodies[index])
-                timestamp = times.get(raw_time)
+                timestamp = times.get(raw_time)  # type: ignore[arg-type]  # (None: not kept)
                 if timestamp is None:
                     timestamp = emit_time(raw_time, functools.partial(batch.timestamp, index))
                 add(  # positional, in Message's field order (cheaper than keywords)
@@ -372,7 +387,7 @@ class BatchDispatcher(Dispatcher):
                         source,
                         keys[index],
                         payload,
-                        MappingProxyType(headers),
+                        headers,
                         1,
                         timestamp,
                         reply.decode() if reply else "",
@@ -391,7 +406,7 @@ class BatchDispatcher(Dispatcher):
             ready.opened += [None] * count
             if odd:
                 skipped = set(odd)
-                ready.indexes += [i for i in range(len(headers_of)) if i not in skipped]
+                ready.indexes += [i for i in range(len(pairs_of)) if i not in skipped]
             else:
                 ready.indexes += range(count)
         return odd
@@ -402,15 +417,19 @@ class BatchDispatcher(Dispatcher):
         """``prepare_records``' reading of a record with other headers than our emitters'
         usual eight: its event id, time, codec and reply channel header values and its
         source channel, the context checked in full (raises for poison context headers);
-        LookupError for a retry copy or a scheduled event (the careful path)."""
+        LookupError for a retry copy, a scheduled event or one without an event id (the
+        careful path: its id is its coordinates)."""
         if env.ATTEMPT in headers or env.DELIVER_AT in headers:
             raise LookupError
         get = headers.get
+        event_id = get(env.EVENT_ID)
+        if not event_id:
+            raise LookupError
         raw = get(env.SOURCE_CHANNEL)
         source = raw.decode() if raw else channel
         self._check(headers)  # type: ignore[misc]  # (opens_records)
-        return (  # type: ignore[return-value]  # a missing event id fails its decode: odd
-            get(env.EVENT_ID),
+        return (
+            event_id,
             get(env.EVENT_TIME),
             get(env.PAYLOAD_ENCODER),
             get(env.REPLY_CHANNEL),

@@ -42,7 +42,7 @@ from __future__ import annotations
 import abc
 import enum
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from dataclasses import dataclass
 from typing import Any, Literal, final
 
@@ -337,10 +337,97 @@ class Delivery:
         self.delay = float(delay)
 
 
+HeaderPairs = Sequence[tuple[str, bytes | None]]
+"""A record's headers as its broker client lists them: ``(name, value)`` pairs in the
+record's order. Read as a mapping (:class:`PairHeaders`), of repeated names the last wins
+and a null value (None) is ``b""``, present and empty."""
+
+
+def header_dict(pairs: HeaderPairs) -> dict[str, bytes]:
+    """``pairs`` as a dict: of repeated names the last wins, a null value is ``b""``."""
+    raw = dict(pairs)
+    for value in raw.values():  # (``None in values()``: a costlier full compare per value)
+        if value is None:
+            return {name: (b"" if value is None else value) for name, value in raw.items()}
+    return raw  # type: ignore[return-value]  # (no null value: checked)
+
+
+class PairHeaders(Mapping[str, bytes]):
+    """A record's headers read-only, over its :data:`HeaderPairs`: the dict (of repeated
+    names the last wins, a null value is ``b""``) is built when first read, so a batch
+    handler that never reads ``msg.headers`` pays for no dict. Compares equal to a dict of
+    the same headers; ``copy()`` and ``|`` give dicts, as a ``MappingProxyType`` does.
+
+    The pairs are the client's (confluent-kafka keeps the list it hands out on its
+    message): they are read, never changed."""
+
+    __slots__ = ("_dict", "_pairs")
+
+    def __init__(self, pairs: HeaderPairs) -> None:
+        self._pairs = pairs
+        self._dict: dict[str, bytes] | None = None
+
+    def _read(self) -> dict[str, bytes]:
+        headers = self._dict
+        if headers is None:
+            headers = self._dict = header_dict(self._pairs)
+        return headers
+
+    def __getitem__(self, name: str) -> bytes:
+        return self._read()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._read()
+
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(self._read())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PairHeaders):
+            other = other._read()
+        return self._read() == other
+
+    __hash__ = None  # type: ignore[assignment]  # (a mapping: unhashable, like a dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._read().get(name, default)
+
+    def keys(self) -> KeysView[str]:
+        return self._read().keys()
+
+    def values(self) -> ValuesView[bytes]:
+        return self._read().values()
+
+    def items(self) -> ItemsView[str, bytes]:
+        return self._read().items()
+
+    def copy(self) -> dict[str, bytes]:
+        """The headers as a new dict."""
+        return self._read().copy()
+
+    def __or__(self, other: Mapping[str, bytes]) -> dict[str, bytes]:
+        return {**self._read(), **other}
+
+    def __ror__(self, other: Mapping[str, bytes]) -> dict[str, bytes]:
+        return {**other, **self._read()}
+
+    def __repr__(self) -> str:
+        return f"PairHeaders({self._read()!r})"
+
+
 class RecordBatch:
     """Records handed out together by :meth:`Subscription.fetch_records`: parallel lists,
     one entry per record, in the order ``fetch`` would have handed them out (so one key's
-    records are in publish order), and no object per record.
+    records are in publish order), and no object per record. A record's headers are its
+    client's ``(name, value)`` pairs as they come (:data:`HeaderPairs`, empty when none): the
+    core reads them as :class:`PairHeaders` does (the last of repeated names, a null value
+    as ``b""``), so the driver builds no mapping per record.
 
     A batch is settled as a whole, once: :meth:`ack` or :meth:`nack` (all its records), then
     handed to :meth:`Subscription.settle_records`. A record the core must handle on its own
@@ -355,7 +442,8 @@ class RecordBatch:
     def __init__(self) -> None:
         self.channels: list[str] = []
         self.keys: list[str] = []
-        self.headers: list[Mapping[str, bytes]] = []
+        self.headers: list[HeaderPairs] = []
+        """Each record's headers as its client's ``(name, value)`` pairs (see above)."""
         self.bodies: list[bytes] = []
         self.natives: list[object] = []
         """The broker client's own message objects (``Delivery.native``)."""

@@ -44,7 +44,7 @@ class _Records(RecordBatch):
             record = delivery.record
             self.channels.append(record.channel)
             self.keys.append(record.key)
-            self.headers.append(record.headers)
+            self.headers.append(list(record.headers.items()))
             self.bodies.append(record.body)
             self.natives.append(delivery.native)
 

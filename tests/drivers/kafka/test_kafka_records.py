@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from hexa_event.driver import RawRecord, RecordBatch, SubscriptionSpec
+from hexa_event.driver import PairHeaders, RawRecord, RecordBatch, SubscriptionSpec
 from hexa_event.drivers.kafka import KafkaDriver
 from hexa_event.drivers.kafka.consumer import KafkaSubscription
 from hexa_event.errors import AlreadySettledError
@@ -40,7 +40,7 @@ async def _fetch(sub: KafkaSubscription, n: int) -> list[RecordBatch]:
 
 
 def _seqs(batches: Sequence[RecordBatch]) -> list[int]:
-    return [int(h["seq"]) for b in batches for h in b.headers]
+    return [int(PairHeaders(h)["seq"]) for b in batches for h in b.headers]
 
 
 async def test_record_batches_settle_as_ranges_never_past_a_taken_record(

@@ -21,12 +21,14 @@ from confluent_kafka import KafkaException, Message
 
 from ...driver import (
     Delivery,
+    HeaderPairs,
     Outcome,
     RawRecord,
     RecordBatch,
     Subscription,
     SubscriptionSpec,
     SubscriptionStatus,
+    header_dict,
 )
 from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
@@ -80,6 +82,10 @@ _HEADERS = operator.methodcaller("headers")
 (the interpreter's fast call path passes confluent-kafka's pending error on unchecked)."""
 
 
+_NONE: HeaderPairs = ()
+"""A record's headers when it has none (the client's ``headers()`` returns None)."""
+
+
 def _unreadable(message: Any) -> list[tuple[str, bytes]]:
     """A record whose header name confluent-kafka cannot decode: its headers are replaced by
     none (read again, the half-built list it keeps crashes the process), and a warning says
@@ -94,11 +100,6 @@ def _unreadable(message: Any) -> list[tuple[str, bytes]]:
     return []
 
 
-def _nulls(headers: dict[str, bytes | None]) -> dict[str, bytes]:
-    """``headers`` with null values as ``b""`` (present and empty)."""
-    return {k: (b"" if v is None else v) for k, v in headers.items()}
-
-
 def _read_headers(message: Any) -> dict[str, bytes]:
     """A record's headers: of repeated names the last wins; a null value is ``b""``,
     present and empty; none when a name is not UTF-8 (:func:`_unreadable`)."""
@@ -106,10 +107,7 @@ def _read_headers(message: Any) -> dict[str, bytes]:
         pairs = _HEADERS(message)
     except (SystemError, ValueError):  # a name confluent-kafka cannot decode
         pairs = _unreadable(message)
-    if not pairs:
-        return {}
-    headers = dict(pairs)
-    return _nulls(headers) if None in headers.values() else headers
+    return header_dict(pairs) if pairs else {}
 
 
 def _timestamp(message: Any) -> float | None:
@@ -168,7 +166,7 @@ class KafkaRecordBatch(RecordBatch):
 
     def __init__(self, sub: KafkaSubscription, runs: list[Run]) -> None:
         # Hot path: the base class's slots set here (not through super()), each list built
-        # by a comprehension or per run, the headers inlined (:func:`_read_headers`).
+        # by a comprehension or per run, the headers as in :func:`_read_headers`.
         self.outcome = None
         self.taken = set()
         self._sub: KafkaSubscription | None = sub
@@ -183,26 +181,21 @@ class KafkaRecordBatch(RecordBatch):
             channels += [run.state.key[0]] * len(run.messages)
         self.natives = natives  # type: ignore[assignment]
         self.channels = channels
-        self.keys = [
-            key.decode("utf-8", "surrogateescape") if (key := m.key()) else "" for m in natives
-        ]
+        try:  # UTF-8 keys (the usual): a plain decode, without the error handler's cost
+            self.keys = [key.decode() if (key := m.key()) else "" for m in natives]
+        except UnicodeDecodeError:  # a key that is not UTF-8: kept, as KafkaDelivery does
+            self.keys = [
+                key.decode("utf-8", "surrogateescape") if (key := m.key()) else "" for m in natives
+            ]
         self.bodies = [m.value() or b"" for m in natives]
-        self.headers = out = []  # type: ignore[var-annotated]
+        out: list[HeaderPairs] = []  # the client's lists as they come: the core reads them
+        self.headers = out
         add = out.append
         for message in natives:
             try:
-                pairs = _HEADERS(message)
+                add(_HEADERS(message) or _NONE)
             except (SystemError, ValueError):  # a name confluent-kafka cannot decode
-                pairs = _unreadable(message)
-            if pairs:
-                headers = dict(pairs)
-                for value in headers.values():  # (``None in``: each a costlier full compare)
-                    if value is None:
-                        headers = _nulls(headers)
-                        break
-                add(headers)
-            else:
-                add({})
+                add(_unreadable(message))
 
     def _delivery(self, index: int) -> Delivery:
         sub = self._sub
