@@ -327,10 +327,7 @@ class _Reader:
             timer.cancel()
         with self._lock:
             self._lock.notify_all()
-        try:
-            await asyncio.to_thread(self.consumer.close)
-        except pulsar.PulsarException as exc:
-            log.debug("closing a Pulsar consumer: %s", exc)
+        await asyncio.to_thread(close_quietly, self.consumer)
         if self.thread.is_alive():
             await asyncio.to_thread(self.thread.join, 10.0)
 
@@ -338,14 +335,16 @@ class _Reader:
 def _close_unread(made: asyncio.Future[Any]) -> None:
     """Close (in a worker thread) the consumer ``made`` gave, if any: nobody reads it."""
     if not made.cancelled() and made.exception() is None:
-        asyncio.get_running_loop().run_in_executor(None, _close_quietly, made.result())
+        asyncio.get_running_loop().run_in_executor(None, close_quietly, made.result())
 
 
-def _close_quietly(consumer: Any) -> None:
+def close_quietly(closable: Any) -> None:
+    """``closable.close()`` (a consumer or the client; it blocks); a PulsarException (closed
+    already, or the broker gone) is only logged."""
     try:
-        consumer.close()
+        closable.close()
     except pulsar.PulsarException as exc:
-        log.debug("closing an unread Pulsar consumer: %s", exc)
+        log.debug("closing a Pulsar %s: %s", type(closable).__name__, exc)
 
 
 class PulsarSubscription(Subscription):

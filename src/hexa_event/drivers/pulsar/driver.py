@@ -19,7 +19,7 @@ from ...errors import ChannelNotFoundError, ConfigurationError, DriverError, Not
 from ..kit.driver import KitDriver
 from ..kit.findings import channel_finding, group_finding
 from .admin import PulsarAdmin
-from .consumer import PulsarSubscription
+from .consumer import PulsarSubscription, close_quietly
 from .options import PulsarOptions, PulsarSubscriptionOptions
 from .producer import PulsarProducers
 
@@ -223,7 +223,4 @@ class PulsarDriver(KitDriver):
     async def close_engine(self) -> None:
         """Close the producers, then the client."""
         await self._producers.close()
-        try:
-            await asyncio.to_thread(self._client.close)
-        except pulsar.PulsarException as exc:
-            log.debug("closing the Pulsar client: %s", exc)
+        await asyncio.to_thread(close_quietly, self._client)
