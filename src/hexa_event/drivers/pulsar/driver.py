@@ -178,9 +178,8 @@ class PulsarDriver(KitDriver):
                 existing[channel] = admin.subscriptions(channel)
         for group in groups:
             on = [c for c, subs in existing.items() if group in subs]
-            found.append(
-                group_finding(f"subscription {group}", f" on {', '.join(on)}" if on else None)
-            )
+            held = f" on {', '.join(on)}" if on else None
+            found.append(group_finding(f"subscription {group}", held))
         return found
 
     # -- the contract --------------------------------------------------------------------------
