@@ -122,12 +122,8 @@ class PulsarAdmin:
             except DriverError as exc:
                 status = exc
             if status not in (200, 204, 404):
-                log.warning(
-                    "could not delete throwaway subscription %r of %r: %s (HTTP status or error)",
-                    subscription,
-                    channel,
-                    status,
-                )
+                what = f"throwaway subscription {subscription!r} of {channel!r}"
+                log.warning("could not delete %s: %s (HTTP status or error)", what, status)
 
     def delete(self, channel: str) -> None:
         """Delete the topic (partitioned or not) and what it holds; a missing one is fine."""

@@ -178,9 +178,7 @@ class _Reader:
 
     def _take(self) -> None:
         """Hand what is ready to the buffer, as far as the window has room; when it has
-        room left, the receive thread wakes the loop for the next messages. A message
-        Pulsar delivered before its not-before time (up to one tick early) is held here
-        until then."""
+        room left, the receive thread wakes the loop for the next messages."""
         owner = self.owner
         if owner.closed:
             return
@@ -237,16 +235,10 @@ class _Reader:
         time; None when it came early: it is held until due."""
         data = message.data()
         opened = from_go_body(data) if self.owner.options.body == "go" else None
-        if opened is not None:
-            headers, data = opened
-        elif B64_PROPERTY in props or NOT_BEFORE_PROPERTY in props:
-            headers = from_properties(props)
-        else:
-            headers = {name: value.encode() for name, value in props.items()}
+        headers, data = (from_properties(props), data) if opened is None else opened
         delivery = PulsarDelivery(RawRecord(channel, key, headers, data), message, self)
         due = epoch_seconds(props.get(NOT_BEFORE_PROPERTY))
-        wait = 0.0 if due is None else due - time.time()
-        if wait > 0:  # early: held until due, keeping its place of the window
+        if due is not None and (wait := due - time.time()) > 0:  # early: held until due
             self._after(wait, partial(self.owner.buffer.append, delivery))
             return None
         return delivery
@@ -280,13 +272,8 @@ class _Reader:
             except pulsar.AlreadyClosed:
                 raise
             except pulsar.PulsarException as exc:
-                log.warning(
-                    "Pulsar subscription %s: an ack failed (%s: %s); the message will be "
-                    "delivered again",
-                    self.owner.name,
-                    type(exc).__name__,
-                    exc,
-                )
+                why = f"an ack failed ({type(exc).__name__}: {exc}); it is delivered again"
+                log.warning("Pulsar subscription %s: %s", self.owner.name, why)
 
     def nack(self, message: Any, delay: float) -> None:
         """Redeliver ``message`` no earlier than ``delay`` s: Pulsar's nack delay is fixed
@@ -295,13 +282,7 @@ class _Reader:
         if wait <= 0:
             self.native.negative_acknowledge(message)
         else:
-            self._after(wait, partial(self._late_nack, message))
-
-    def _late_nack(self, message: Any) -> None:
-        try:
-            self.native.negative_acknowledge(message)
-        except pulsar.PulsarException as exc:
-            log.debug("late nack on a closed consumer: %s", exc)
+            self._after(wait, partial(self.native.negative_acknowledge, message))
 
     def _after(self, wait: float, action: Callable[[], None]) -> None:
         """Run ``action`` in ``wait`` s unless the consumer closes first (its close gives
@@ -309,7 +290,10 @@ class _Reader:
 
         def fire() -> None:
             self._timers.discard(timer)
-            action()
+            try:
+                action()
+            except pulsar.PulsarException as exc:  # a late nack
+                log.debug("late nack on a closed consumer: %s", exc)
 
         timer = self._loop.call_later(wait, fire)
         self._timers.add(timer)
@@ -343,26 +327,24 @@ class _Reader:
             timer.cancel()
         with self._lock:
             self._lock.notify_all()
-        try:
-            await asyncio.to_thread(self.consumer.close)
-        except pulsar.PulsarException as exc:
-            log.debug("closing a Pulsar consumer: %s", exc)
+        await asyncio.to_thread(close_quietly, self.consumer)
         if self.thread.is_alive():
             await asyncio.to_thread(self.thread.join, 10.0)
 
 
 def _close_unread(made: asyncio.Future[Any]) -> None:
     """Close (in a worker thread) the consumer ``made`` gave, if any: nobody reads it."""
-    if made.cancelled() or made.exception() is not None:
-        return
-    asyncio.get_running_loop().run_in_executor(None, _close_quietly, made.result())
+    if not made.cancelled() and made.exception() is None:
+        asyncio.get_running_loop().run_in_executor(None, close_quietly, made.result())
 
 
-def _close_quietly(consumer: Any) -> None:
+def close_quietly(closable: Any) -> None:
+    """``closable.close()`` (a consumer or the client; it blocks); a PulsarException (closed
+    already, or the broker gone) is only logged."""
     try:
-        consumer.close()
+        closable.close()
     except pulsar.PulsarException as exc:
-        log.debug("closing an unread Pulsar consumer: %s", exc)
+        log.debug("closing a Pulsar %s: %s", type(closable).__name__, exc)
 
 
 class PulsarSubscription(Subscription):

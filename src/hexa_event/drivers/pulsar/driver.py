@@ -19,7 +19,7 @@ from ...errors import ChannelNotFoundError, ConfigurationError, DriverError, Not
 from ..kit.driver import KitDriver
 from ..kit.findings import channel_finding, group_finding
 from .admin import PulsarAdmin
-from .consumer import PulsarSubscription
+from .consumer import PulsarSubscription, close_quietly
 from .options import PulsarOptions, PulsarSubscriptionOptions
 from .producer import PulsarProducers
 
@@ -71,12 +71,10 @@ class PulsarDriver(KitDriver):
 
     async def create_channels(self, channels: Sequence[str]) -> dict[str, int]:
         """Each topic's partition count (0: non-partitioned), creating the missing topics
-        (or raising ChannelNotFoundError when provisioning is off). The channels are looked
-        at all at once, each in a worker thread: a receiver's start provisions its channel,
-        retry channels and dead-letter channel, two or three admin calls each, which one
-        after the other took 0.2-0.3 s. The first channel in ``channels`` that failed
-        raises, once every one has been looked at. At most ``_PROVISION_AT_ONCE`` at a time
-        (the default executor's threads serve everything else too)."""
+        (or raising ChannelNotFoundError when provisioning is off). Up to
+        ``_PROVISION_AT_ONCE`` channels at once, each in a worker thread (a receiver's start
+        provisions 4-5, two or three admin calls each); once every one has been looked at,
+        the first in ``channels`` that failed raises."""
         room = asyncio.Semaphore(_PROVISION_AT_ONCE)
 
         async def create(channel: str) -> int:
@@ -96,11 +94,8 @@ class PulsarDriver(KitDriver):
         partitions = admin.partitions(channel)
         if partitions is None:
             if not self.options.provision:
-                raise ChannelNotFoundError(
-                    channel,
-                    f"create topic {self.options.topic(channel)!r}, or let the driver "
-                    "create it with PulsarOptions(provision=True)",
-                )
+                fix = f"create topic {self.options.topic(channel)!r}, or let the driver create it"
+                raise ChannelNotFoundError(channel, f"{fix} with PulsarOptions(provision=True)")
             admin.create(channel, self.options.partitions)
             if channel.endswith(".dlq") and not admin.retain_forever(channel):
                 log.warning(
@@ -167,11 +162,8 @@ class PulsarDriver(KitDriver):
 
     def _findings(self, channels: Sequence[str], groups: Sequence[str]) -> list[Finding]:
         options, admin = self.options, self._admin
-        found = [
-            Finding(
-                "pulsar admin API", "ok", f"namespace {options.tenant}/{options.namespace} exists"
-            )
-        ]
+        where = f"{options.tenant}/{options.namespace}"
+        found = [Finding("pulsar admin API", "ok", f"namespace {where} exists")]
         existing: dict[str, list[str]] = {}
         for channel in channels:
             name = f"topic {channel}"
@@ -186,9 +178,8 @@ class PulsarDriver(KitDriver):
                 existing[channel] = admin.subscriptions(channel)
         for group in groups:
             on = [c for c, subs in existing.items() if group in subs]
-            found.append(
-                group_finding(f"subscription {group}", f" on {', '.join(on)}" if on else None)
-            )
+            held = f" on {', '.join(on)}" if on else None
+            found.append(group_finding(f"subscription {group}", held))
         return found
 
     # -- the contract --------------------------------------------------------------------------
@@ -209,16 +200,12 @@ class PulsarDriver(KitDriver):
         await self._producers.publish(records, self.channels)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
-        """Join subscription ``spec.group`` (Key_Shared unless the options say otherwise).
-
-        Raises SubscriptionBusyError when Pulsar refuses the consumer (a second Exclusive
-        member, or a member of another type), naming the subscription, its type and the fix.
-        """
+        """Join subscription ``spec.group`` (Key_Shared unless the options say otherwise);
+        SubscriptionBusyError, naming the subscription, its type and the fix, when Pulsar
+        refuses the consumer (a second Exclusive member, or a member of another type)."""
         self.check_open()
-        sub_options = (
-            self.subscription_options(spec, PulsarSubscriptionOptions)
-            or PulsarSubscriptionOptions()
-        )
+        sub_options = self.subscription_options(spec, PulsarSubscriptionOptions)
+        sub_options = sub_options or PulsarSubscriptionOptions()
         if not spec.channels and spec.pattern is None:
             raise ConfigurationError("a Pulsar subscription needs channels or a pattern")
         for channel in spec.channels:
@@ -235,7 +222,4 @@ class PulsarDriver(KitDriver):
     async def close_engine(self) -> None:
         """Close the producers, then the client."""
         await self._producers.close()
-        try:
-            await asyncio.to_thread(self._client.close)
-        except pulsar.PulsarException as exc:
-            log.debug("closing the Pulsar client: %s", exc)
+        await asyncio.to_thread(close_quietly, self._client)

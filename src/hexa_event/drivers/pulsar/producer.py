@@ -158,10 +158,8 @@ class PulsarProducers:
         self._client = client
         self._options = options
         self._producers: list[pulsar.Producer] = []
-        self._senders: dict[str, Callable[..., None]] = {}
-        """Each channel's binding ``send_async(message, callback)``."""
-        self._creating: dict[str, asyncio.Future[Callable[..., None]]] = {}
-        """Each channel's producer creation under way."""
+        self._senders: dict[str, Callable[..., None]] = {}  # the binding's send_async
+        self._creating: dict[str, asyncio.Future[Callable[..., None]]] = {}  # under way
         self._in_flight = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -258,16 +256,13 @@ class PulsarProducers:
         now_ms = time.time_ns() // 1_000_000
         for index, record in enumerate(chunk):
             headers = record.headers
-            stamp = headers.get(EVENT_TIME_HEADER)
-            emitted = epoch_seconds(stamp)
+            emitted = epoch_seconds(headers.get(EVENT_TIME_HEADER))
             event_ms = now_ms if emitted is None else round(emitted * 1000)
             if go_body:
                 body, props = to_go_body(headers, record.body), {}
             else:
                 body, props = record.body, to_properties(headers)
-            due = int(record.not_before * 1000)
-            deliver_at = due if due > now_ms else None  # a time passed: at once
-            if deliver_at:
+            if (deliver_at := int(record.not_before * 1000)) > now_ms:  # else: at once
                 props[NOT_BEFORE_PROPERTY] = str(deliver_at)
             message = builder()
             message.content(body)
@@ -276,7 +271,7 @@ class PulsarProducers:
             if record.key:
                 message.partition_key(record.key)
             message.event_timestamp(event_ms)
-            if deliver_at:
+            if deliver_at > now_ms:
                 message.deliver_at(deliver_at)
             try:
                 senders[record.channel](message.build(), partial(callback, index))
