@@ -13,6 +13,7 @@ from typing import Any
 import pulsar
 import pytest
 
+import hexa_event as he
 from hexa_event.driver import Delivery, Outcome, RawRecord, Subscription, SubscriptionSpec
 from hexa_event.drivers.pulsar import (
     PulsarDriver,
@@ -111,6 +112,22 @@ def test_options_are_validated_and_secrets_redacted() -> None:
     with pytest.raises(ConfigurationError, match="nack_delay"):
         PulsarSubscriptionOptions(nack_delay=0.01)
     assert "KEY_SHARED" in repr(PulsarSubscriptionOptions())
+
+
+def test_a_service_url_with_credentials_is_refused_without_showing_them() -> None:
+    """pulsar-client refused it with a bare ValueError naming the whole host part, the
+    password too ("invalid hostname: user:s3cret@broker:6650")."""
+    for url in ("pulsar://user:s3cret@broker:6650", "pulsar+ssl://s3cret@broker:6651/x"):
+        with pytest.raises(ConfigurationError, match="token=") as caught:
+            PulsarOptions(service_url=url)
+        assert "s3cret" not in str(caught.value)
+        with pytest.raises(ConfigurationError) as caught:
+            he.connect("pulsar://127.0.0.1:6650", service_url=url)
+        assert "s3cret" not in str(caught.value)
+    # The URL form connect() takes moves the user info to token=: still accepted.
+    assert PulsarOptions.from_url("pulsar://s3cret@broker:6650").service_url == (
+        "pulsar://broker:6650"
+    )
 
 
 def test_client_log_lines_go_to_stderr_unless_asked_for_logging() -> None:

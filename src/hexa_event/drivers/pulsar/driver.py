@@ -16,6 +16,7 @@ import pulsar
 
 from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec, refuse
 from ...errors import ChannelNotFoundError, ConfigurationError, DriverError, NotStoredError
+from ...redaction import redact_url
 from ..kit.driver import KitDriver
 from ..kit.findings import channel_finding, group_finding
 from .admin import PulsarAdmin
@@ -146,7 +147,7 @@ class PulsarDriver(KitDriver):
             await asyncio.to_thread(lookup)
         except pulsar.PulsarException as exc:
             raise DriverError(
-                f"the Pulsar broker at {self.options.service_url} did not answer a topic lookup "
+                f"the Pulsar broker at {redact_url(self.options.service_url)} did not answer a topic lookup "
                 f"within {within:g} s ({exc}): is it a Pulsar broker's port (6650, not Kafka's "
                 "or the admin API's), and are the token and TLS settings right?"
             ) from None

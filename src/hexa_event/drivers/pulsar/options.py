@@ -111,6 +111,12 @@ class PulsarOptions(kit.DriverOptions):
             raise ConfigurationError(
                 f"{owner}.service_url must be a URL such as 'pulsar://127.0.0.1:6650'"
             )
+        if "@" in self.service_url.split("://", 1)[1].split("/", 1)[0]:
+            # pulsar-client refuses it, naming the whole host part (the secret too).
+            raise ConfigurationError(
+                f"{owner}.service_url must not carry credentials before '@': pass the token "
+                "as token= (connect('pulsar://TOKEN@host:6650') moves it there for you)"
+            )
         if not isinstance(self.admin_url, str) or not self.admin_url.startswith("http"):
             raise ConfigurationError(
                 f"{owner}.admin_url must be the HTTP admin URL, e.g. 'http://127.0.0.1:8080'"
