@@ -326,8 +326,7 @@ class StanSubscription(Subscription):
         for member, (acked, given_back) in settled.items():
             # Remembered before they leave ``held`` (nothing runs in between).
             member.acked.add_all(acked, now)
-            member.held.difference_update(acked)
-            member.held.difference_update(given_back)
+            member.held.difference_update(acked, given_back)
         if parts is not None:
             try:
                 await parts.flush()  # every Ack in one write
