@@ -10,12 +10,10 @@ MOST = 20_000
 
 
 class RecentAcks:
-    """Sequences acked here within ``keep`` seconds (monotonic), at most ``most``.
-
-    One dict of numbers, sequence -> the time until which a copy is acked again, not run: in
-    the order remembered (an ack again moves its sequence to the end), so times never
-    decrease along it and :meth:`prune` stops at the first one to keep. Numbers are nothing
-    for the garbage collector to scan.
+    """Sequences acked here within ``keep`` seconds (monotonic), at most ``most``: one dict of
+    numbers (nothing for the garbage collector to scan), sequence -> the time until which a
+    copy is acked again, not run. In the order remembered (an ack again moves its sequence to
+    the end), so times never decrease along it and :meth:`prune` stops at the first to keep.
     """
 
     __slots__ = ("_until", "keep", "most")

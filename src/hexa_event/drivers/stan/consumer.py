@@ -57,7 +57,7 @@ class StanDelivery(Delivery):
     coordinates (``<channel>-<sequence>``), delivery count and time are read from it when
     asked."""
 
-    __slots__ = ("_member", "_msg")
+    __slots__ = ("_member", "native")
 
     def __init__(self, member: ChannelMember, msg: MsgProto) -> None:
         # Hot path: the base class's slots set directly rather than through super().
@@ -70,35 +70,31 @@ class StanDelivery(Delivery):
         self.outcome = None
         self.delay = 0.0
         self._member = member
-        self._msg = msg
+        self.native: MsgProto = msg
 
     # Read-only here: only the driver sets a delivery's coordinates, count and time.
     @property
     def coordinates(self) -> str:  # type: ignore[override]
-        return f"{self._msg.subject}-{self._msg.sequence}"
+        return f"{self.native.subject}-{self.native.sequence}"
 
     @property
     def delivery_count(self) -> int:  # type: ignore[override]
         """1 on the first delivery; STAN's redelivery count + 1 (at least 2) after."""
-        msg = self._msg
+        msg = self.native
         return max(msg.redelivery_count + 1, 2) if msg.redelivered else 1
 
     @property
     def timestamp(self) -> float | None:  # type: ignore[override]
         """The server's time of the message (seconds since the epoch)."""
-        return self._msg.timestamp / 1e9 if self._msg.timestamp else None
-
-    @property
-    def native(self) -> MsgProto:
-        return self._msg
+        return self.native.timestamp / 1e9 if self.native.timestamp else None
 
     @property
     def sequence(self) -> int:
-        return self._msg.sequence
+        return self.native.sequence
 
     @property
     def redelivered(self) -> bool:
-        return self._msg.redelivered
+        return self.native.redelivered
 
 
 class ChannelMember:
@@ -151,10 +147,10 @@ class ChannelMember:
                     self.channel, self.request.inbox, unsubscribe=False
                 )
             raise
-        if response.error and is_session_gone(response.error):
-            session.lost(response.error)
-            raise DriverError(f"subscribe to {self.channel!r}: {response.error}")
         if response.error:
+            if is_session_gone(response.error):
+                session.lost(response.error)
+                raise DriverError(f"subscribe to {self.channel!r}: {response.error}")
             what = f"the subscription to {self.channel!r} ({_describe(self.request)})"
             raise refused(self.channel, response.error, what)
         self.ack_inbox = response.ack_inbox
@@ -180,12 +176,10 @@ class ChannelMember:
             self.dropped += 1
             self._ack_again(sequence)
             return
-        if self.nacked:
-            due = self.nacked.get(sequence)
-            if due is not None:
-                if time.monotonic() < due:
-                    return  # nacked with a delay not yet over: let AckWait tick again
-                del self.nacked[sequence]
+        if self.nacked and sequence in self.nacked:
+            if time.monotonic() < self.nacked[sequence]:
+                return  # nacked with a delay not yet over: let AckWait tick again
+            del self.nacked[sequence]
         self.held.add(sequence)
         if sequence > self.last_sequence:
             self.last_sequence = sequence
@@ -262,8 +256,7 @@ class StanSubscription(Subscription):
         elif o.start_sequence is not None:
             position, sequence = StartPosition.SEQUENCE_START, o.start_sequence
         elif o.start_time_delta is not None:
-            position = StartPosition.TIME_DELTA_START
-            delta = int(o.start_time_delta * 1e9)
+            position, delta = StartPosition.TIME_DELTA_START, int(o.start_time_delta * 1e9)
         return SubscriptionRequest(
             client_id=self.session.client_id,
             subject=channel,
@@ -287,13 +280,9 @@ class StanSubscription(Subscription):
         self.session.members.add(self)
 
     async def resubscribe(self) -> None:
-        """Join every channel (again, after the session was re-established), all at once:
-        each join is a round trip to the server, and a receiver's spec lists its retry
-        channels too. Returns once every join has ended; raises the first failure in the
-        order of the channels (the caller leaves the ones joined)."""
-        if len(self.members) == 1:
-            await self.members[0].open()
-            return
+        """Join every channel (again, after a recovery) all at once: each join is a round
+        trip, and a receiver's spec lists its retry channels too. Once every join has ended,
+        raises the first failure in the channels' order (the caller leaves the ones joined)."""
         joins = await asyncio.gather(*(m.open() for m in self.members), return_exceptions=True)
         for outcome in joins:
             if isinstance(outcome, BaseException):
@@ -320,7 +309,7 @@ class StanSubscription(Subscription):
             if not isinstance(delivery, StanDelivery):
                 raise TypeError(f"not a STAN delivery: {delivery!r}")
             member = delivery._member
-            sequence = delivery._msg.sequence
+            sequence = delivery.native.sequence
             lists = settled.get(member)
             if lists is None:
                 lists = settled[member] = ([], [])
@@ -337,8 +326,7 @@ class StanSubscription(Subscription):
         for member, (acked, given_back) in settled.items():
             # Remembered before they leave ``held`` (nothing runs in between).
             member.acked.add_all(acked, now)
-            member.held.difference_update(acked)
-            member.held.difference_update(given_back)
+            member.held.difference_update(acked, given_back)
         if parts is not None:
             try:
                 await parts.flush()  # every Ack in one write

@@ -1,12 +1,9 @@
 """NATS subscriptions whose messages go straight to a plain function, called by nats-py's
-read loop as it parses each one (why: docs/engines/stan.md#direct-delivery).
-
-nats-py hands a callback subscription's messages over through an ``asyncio.Queue`` and a
-task that awaits the callback once per message. Here the subscription has no callback (so
-nats-py starts no task) and its pending queue is replaced by :class:`_Handover`, whose
-``put_nowait`` calls the function. That reaches into nats-py's subscription
-(``_pending_queue``, ``_pending_size``, there since nats-py 2.0); where they are not
-(another client), the function is fed from ``Subscription.messages`` by a task instead.
+read loop as it parses each one, without nats-py's queue and task per message (why:
+docs/engines/stan.md#direct-delivery). The subscription has no callback and its pending queue
+is replaced by :class:`_Handover`: that reaches into nats-py's ``_pending_queue`` and
+``_pending_size`` (there since nats-py 2.0); without them, a task feeds the function from
+``Subscription.messages``.
 """
 
 from __future__ import annotations

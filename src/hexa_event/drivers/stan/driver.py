@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from nats.aio.client import Client as NatsClient
 
 from ...driver import Features, RawRecord, SubscriptionSpec
-from ...redaction import redact_urls
 from ..kit.driver import KitDriver
 from .consumer import StanSubscription
 from .options import StanOptions, StanSubscriptionOptions, check_channel
@@ -42,10 +41,7 @@ class StanDriver(KitDriver):
         self.subscriptions = self.session.members  # the open ones, closed with the driver
 
     def __repr__(self) -> str:
-        return (
-            f"StanDriver(servers={redact_urls(self.options.servers)!r}, "
-            f"cluster_id={self.options.cluster_id!r}, client_id={self.options.client_id!r})"
-        )
+        return f"StanDriver({self.options!r})"
 
     async def connect(self) -> StanDriver:
         """Open the session now (it opens on first use otherwise); raises connect errors."""

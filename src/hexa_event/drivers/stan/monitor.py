@@ -23,7 +23,6 @@ def channel_state(base: str, channel: str) -> dict[str, Any] | None:
     """The channel's state with its subscriptions; None when the server has no such
     channel (nothing was ever published or subscribed on it)."""
     url = f"{base.rstrip('/')}/streaming/channelsz?channel={quote(channel, safe='')}&subs=1"
-    why = ""
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as page:
             body = json.loads(page.read().decode())

@@ -5,7 +5,7 @@ subscription may override). Credentials never appear in reprs, logs or errors.
 
 from __future__ import annotations
 
-import functools
+import inspect
 import os
 import re
 import socket
@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from nats.aio.client import Client as NatsClient
 
 from ...errors import ConfigurationError
 from ...numbers import check_number
@@ -37,15 +39,8 @@ _ID_HINTS = {
 SubscriptionKind = Literal["durable_queue", "queue", "durable", "plain"]
 StartAt = Literal["first", "new_only", "last_received"]
 
-
-@functools.cache
-def _skips_validation() -> bool:
-    """Whether this nats-py can skip its client-side subject checks (newer versions)."""
-    import inspect
-
-    from nats.aio.client import Client
-
-    return "skip_subject_validation" in inspect.signature(Client.connect).parameters
+_SKIPS_VALIDATION = "skip_subject_validation" in inspect.signature(NatsClient.connect).parameters
+"""Whether this nats-py can skip its client-side subject checks (newer versions)."""
 
 
 def check_channel(channel: object) -> str:
@@ -139,7 +134,7 @@ class StanOptions(kit.DriverOptions):
         for name in ("user", "password", "token"):
             if getattr(self, name) is not None:
                 kwargs[name] = getattr(self, name)
-        if _skips_validation():
+        if _SKIPS_VALIDATION:
             # Our subjects are our inboxes and checked channel names: no per-publish check.
             kwargs["skip_subject_validation"] = True
         kwargs.update(self.nats_options)

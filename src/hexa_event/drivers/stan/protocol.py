@@ -266,10 +266,9 @@ _SMALL_LENGTHS = [bytes((n,)) for n in range(0x80)]
 
 
 def encode_pub_msg(head: bytes, guid: bytes, channel_field: bytes, data: bytes) -> bytes:
-    """A PubMsg from its parts: ``head`` from :func:`encode_pub_head`, a guid shorter than
-    128 bytes, ``channel_field`` from :func:`encode_pub_channel`, and the data (the publish
-    loop's per-record path: fields may come in any order, so the shared parts are pre-built).
-    """
+    """A PubMsg from its parts, the shared ones pre-built (fields may come in any order):
+    ``head`` from :func:`encode_pub_head`, a guid under 128 bytes, ``channel_field`` from
+    :func:`encode_pub_channel`, then the data."""
     size = len(data)
     if size < 0x80:
         length = _SMALL_LENGTHS[size]
@@ -322,16 +321,10 @@ def decode_msg_proto(data: bytes) -> MsgProto:
                 value, pos = data[pos : pos + value], pos + value
             fields[slot] = value
         if pos == end:
-            sequence, timestamp, redelivered, redeliveries, crc32, subject, payload = fields
-            return MsgProto(  # positional, in the fields' order (cheaper than keywords)
-                sequence,
-                subject.decode(),
-                "",
-                payload,
-                _signed(timestamp),
-                redelivered != 0,
-                redeliveries,
-                crc32,
+            sequence, stamp, resent, count, crc, subject, payload = fields
+            # Positional, in the fields' order (cheaper than keywords).
+            return MsgProto(
+                sequence, subject.decode(), "", payload, _signed(stamp), resent != 0, count, crc
             )
     except (KeyError, IndexError, UnicodeDecodeError):
         pass
