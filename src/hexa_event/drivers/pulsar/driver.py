@@ -147,9 +147,9 @@ class PulsarDriver(KitDriver):
             await asyncio.to_thread(lookup)
         except pulsar.PulsarException as exc:
             raise DriverError(
-                f"the Pulsar broker at {redact_url(self.options.service_url)} did not answer a topic lookup "
-                f"within {within:g} s ({exc}): is it a Pulsar broker's port (6650, not Kafka's "
-                "or the admin API's), and are the token and TLS settings right?"
+                f"the Pulsar broker at {redact_url(self.options.service_url)} did not answer "
+                f"a topic lookup within {within:g} s ({exc}): is it a Pulsar broker's port "
+                "(6650, not Kafka's or the admin API's), and are the token and TLS settings right?"
             ) from None
         return f"broker answers; namespace {where} exists"
 
