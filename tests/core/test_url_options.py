@@ -224,7 +224,7 @@ def test_one_rule_keywords_then_the_query_then_the_rest_of_the_url() -> None:
         KafkaSubscriptionOptions(consumer_config={"sasl.password": "s3cret-1"}),
         NatsOptions(servers=("nats://u:s3cret-1@h:1",), token="s3cret-2"),
         NatsSubscriptionOptions(consumer_config={"token": "s3cret-1"}),
-        PulsarOptions(token="s3cret-1", service_url="pulsar://s3cret-2@h:6650"),
+        PulsarOptions(token="s3cret-1", admin_url="http://u:s3cret-2@h:8080"),
         PulsarSubscriptionOptions(consumer_config={"auth_params": "s3cret-1"}),
         StanOptions(cluster_id="c", password="s3cret-1", monitor_url="http://u:s3cret-2@h:1"),
         StanSubscriptionOptions(durable_name="d"),
