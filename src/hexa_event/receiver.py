@@ -25,10 +25,10 @@ import operator
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import islice, repeat
 from typing import Any, TypeVar
 
 from . import batching
@@ -86,10 +86,24 @@ MAX_CONCURRENCY = 10_000
 """The most handlers one subscription may run at once (its window of unsettled deliveries
 is a few times that): more would only hold more records in memory, not run faster."""
 
-_lane_of: Callable[[Delivery], tuple[str, str]] = operator.attrgetter(
-    "record.channel", "record.key"
-)
-"""A delivery's lane: one key of one channel (events of one key run one at a time, in order)."""
+_lane_of: Callable[[Delivery], Hashable] = operator.attrgetter("record.channel", "record.key")
+"""A delivery's lane: one key of one channel (events of one key run one at a time, in order).
+A batch handler's lanes are these pairs; see :func:`_keyed_lanes` for a single handler's."""
+
+
+def _keyed_lanes(main: str | None) -> Callable[[Delivery], Hashable]:
+    """The lane of a single handler's delivery: one key of one channel, as :data:`_lane_of`,
+    named by the key alone on the ``main`` channel (the first subscribed; None for a
+    pattern), by the pair on any other (retry channels, further channels). Same lanes, a
+    cheaper name for most: a fetched record's key is a new string, and a pair of them
+    hashed and compared per event cost more than the string (the fetch loop names them
+    inline, the same way)."""
+
+    def lane_of(delivery: Delivery) -> Hashable:
+        record = delivery.record
+        return record.key if record.channel == main else (record.channel, record.key)
+
+    return lane_of
 
 
 @dataclass(slots=True)
@@ -106,6 +120,8 @@ class SubscriptionInfo:
     dispatcher: Dispatcher | None = None
     subscription: Subscription | None = None
     lanes: Lanes[Delivery] | batching.BatchLanes | None = None
+    lane_of: Callable[[Delivery], Hashable] = _lane_of
+    """A delivery's lane in ``lanes`` (:data:`_lane_of`, or :func:`_keyed_lanes`)."""
     batch: batching.BatchPlan | None = None
     """Set for a batch handler (``subscribe(batch=...)``)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -452,6 +468,7 @@ class Receiver:
                         name=f"hexa-event:{info.action}",
                         run_lane=self._work(info),
                     )
+                    info.lane_of = _keyed_lanes(info.channels[0] if info.channels else None)
                 info.room.set()
                 info.tasks = [
                     asyncio.create_task(self._fetch_loop(info), name=f"hexa-fetch:{info.action}"),
@@ -541,7 +558,7 @@ class Receiver:
         def resumed(delivery: Delivery) -> None:  # an in-place retry's back-off ended
             lanes = info.lanes
             assert isinstance(lanes, Lanes)
-            restart(lanes.queued(_lane_of(delivery)))
+            restart(lanes.queued(info.lane_of(delivery)))
 
         dispatcher.resumed = resumed
 
@@ -611,6 +628,7 @@ class Receiver:
         failures = 0
         unsettled, waiting = info.unsettled, info.waiting
         most_waiting = _WAITING_PER_PREFETCH * info.prefetch
+        main = info.channels[0] if info.channels else None  # see _keyed_lanes
         records = isinstance(lanes, batching.BatchLanes) and lanes.records
         while not self._closing.is_set():
             room = min(info.prefetch - len(unsettled), most_waiting - len(waiting))
@@ -654,10 +672,14 @@ class Receiver:
                         "driver closed under it?); close the receiver before the driver",
                     )
                 return
-            unsettled.update(dict.fromkeys(deliveries, time.monotonic()))
-            if isinstance(lanes, Lanes):  # each delivery's lane (_lane_of), read inline
+            unsettled.update(zip(deliveries, repeat(time.monotonic())))  # (no dict between)
+            if isinstance(lanes, Lanes):  # each delivery's lane (_keyed_lanes), read inline
                 lanes.submit_lanes(
-                    [(d.record.channel, d.record.key) for d in deliveries], deliveries
+                    [
+                        r.key if (r := d.record).channel == main else (r.channel, r.key)
+                        for d in deliveries
+                    ],
+                    deliveries,
                 )
             else:
                 for delivery in deliveries:
@@ -727,10 +749,8 @@ class Receiver:
                     for delivery in batch:
                         if unsettled.pop(delivery, None) is None:
                             waiting.pop(delivery, None)
-                else:
-                    done = unsettled.pop
-                    for delivery in batch:
-                        done(delivery, None)
+                else:  # each popped in one C loop
+                    deque(map(unsettled.pop, batch, repeat(None)), maxlen=0)
                 info.room.set()
             if info.last_settle:
                 return  # close gave back what was left and everything is written
@@ -958,11 +978,12 @@ class Receiver:
             if oldest is not None and now - oldest > self._stall_timeout and info.lanes is not None:
                 # Keys behind an event held until due, or backing off in place, wait.
                 resting = {*info.lanes.parked}
+                lane_of = info.lane_of
                 if info.dispatcher is not None and info.dispatcher.backing_off:
-                    resting.update(map(_lane_of, info.dispatcher.backing_off))
+                    resting.update(map(lane_of, info.dispatcher.backing_off))
                 if resting:
                     oldest = next(
-                        (t for d, t in info.unsettled.items() if _lane_of(d) not in resting), None
+                        (t for d, t in info.unsettled.items() if lane_of(d) not in resting), None
                     )
             fetched = None  # the oldest record batch not waiting out an in-place back-off
             if info.records:

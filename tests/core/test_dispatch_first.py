@@ -186,6 +186,33 @@ def test_first_reads_what_an_emitter_seals() -> None:
     assert got_ctx.traceparent == ctx.traceparent
 
 
+def test_first_reads_records_missing_headers_ours_always_write() -> None:
+    """Another producer's record (no event id, no emit time: Go hexa's headers only) and one
+    of ours missing a header take the one pass too: coordinates as id, the broker's time."""
+    sealed = _sealed({"id": "o", "total": 3})
+    go_headers = {
+        name: value
+        for name, value in sealed.headers.items()
+        if name not in (env.EVENT_ID, env.EVENT_TIME)
+    }
+    without_reply = {n: v for n, v in sealed.headers.items() if n != env.REPLY_CHANNEL}
+    for headers in (go_headers, without_reply, {}):
+        record = RawRecord("orders", "k", headers, sealed.body)
+        read = _dispatcher(_never, Order).first(
+            Delivery(record, coordinates="orders-0-7", timestamp=1_700_000_000.0)
+        )
+        assert read is not None, sorted(headers)
+        ctx, msg = read
+        assert msg.payload == Order("o", 3)
+        assert msg.reply_channel == ""
+        if env.EVENT_ID in headers:
+            assert msg.id == sealed.headers[env.EVENT_ID].decode()
+        else:
+            assert msg.id == ctx.event_id == ctx.root_event_id == "orders-0-7"
+            assert msg.timestamp is not None
+            assert msg.timestamp.timestamp() == 1_700_000_000.0
+
+
 async def _never(ctx: Context, msg: Message[Any]) -> None:
     raise AssertionError("not called")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import uuid
 from typing import Any
@@ -87,6 +88,43 @@ async def test_in_place_retry_holds_only_its_key_and_keeps_order() -> None:
     fast_done_at = max(i for i, (key, _, _) in enumerate(seen) if key == "fast")
     slow_retry_at = seen.index(("slow", 0, 2))
     assert fast_done_at < slow_retry_at, "a held key must not block other keys"
+
+
+async def test_a_key_has_one_lane_per_channel_its_retry_copies_included() -> None:
+    """Events of one key wait for each other on one channel only: a key blocked on the first
+    subscribed channel holds neither its events on another channel nor its retry copies
+    (held by the core until due, on a driver that cannot hold them back), and each channel
+    keeps its key's order. The receiver names the first channel's lanes by the key alone."""
+    driver = memory()
+    driver.driver.features = dataclasses.replace(driver.driver.features, delayed_nack=False)
+    ran: list[tuple[str, str, int]] = []
+    release = asyncio.Event()
+    receiver = driver.receiver("svc")
+    policy = he.RetryPolicy(max_retries=1, initial_delay=0.3)
+
+    @receiver.subscribe(["c", "d"], action="a", retry=policy)
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        ran.append((msg.delivered_from, msg.key, msg.payload["n"]))
+        if msg.payload["n"] == 0 and msg.attempt == 1:
+            raise RuntimeError("retried on a.retry.1")
+        if msg.payload["n"] == 2:
+            await release.wait()  # holds key k of channel c
+
+    emitter = driver.emitter()
+    async with receiver:
+        await emitter.emit_many(he.Event("c", "k", {"n": n}) for n in range(4))
+        await emitter.emit_many(he.Event("d", "k", {"n": 10 + n}) for n in range(3))
+        await eventually(
+            lambda: ("a.retry.1", "k", 0) in ran and ("d", "k", 12) in ran,
+            within=10,
+            what="the retry copy and the other channel's events while c's k waits",
+        )
+        assert ("c", "k", 3) not in ran, "an event ran past the one blocking its key"
+        release.set()
+        await eventually(lambda: ("c", "k", 3) in ran, within=5, what="the rest of c's k")
+    assert [n for channel, _, n in ran if channel == "c"] == [0, 1, 2, 3]
+    assert [n for channel, _, n in ran if channel == "d"] == [10, 11, 12]
+    await driver.close()
 
 
 async def test_subscribe_refuses_bad_arguments_with_advice() -> None:
