@@ -1,8 +1,10 @@
-"""Shared CLI test helpers: run a command in-process, and the on-call round trip every broker
-driver passes (publish, tail, a dead letter, dlq list and replay)."""
+"""Shared CLI test helpers: run a command in-process, whether a channel exists, and the
+on-call round trip every broker driver passes (publish, tail, a dead letter, dlq list and
+replay)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -17,6 +19,22 @@ from hexa_event.testing import Collector, eventually
 async def cli(*argv: str) -> int:
     """``hexa-event ARGV...`` in this process; its exit code."""
     return await invoke(build_parser().parse_args(list(argv)))
+
+
+def channel_exists(url: str, channel: str) -> bool:
+    """Whether ``channel`` exists on the broker at ``url``, as the driver's diagnosis says
+    (from synchronous tests: runs its own event loop)."""
+
+    async def look() -> bool:
+        conn = he.connect(url)
+        try:
+            findings = await conn.driver.diagnose([channel], [])
+        finally:
+            await conn.close()
+        (finding,) = [f for f in findings if f.name.endswith(channel)]
+        return not finding.detail.startswith("missing")
+
+    return asyncio.run(look())
 
 
 async def publish_tail_and_dlq_round_trip(url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,25 +12,13 @@ import uuid
 import pytest
 
 import hexa_event as he
+from cli_helpers import channel_exists
 from hexa_event.cli import main
 from hexa_event.testing import Collector, eventually
 from hexa_event_services import require_service
 
 URLS = {"kafka": "kafka://127.0.0.1:9092", "pulsar": "pulsar://127.0.0.1:6650"}
 ENGINES = [pytest.param(e, marks=getattr(pytest.mark, e)) for e in URLS]
-
-
-def exists(url: str, channel: str) -> bool:
-    async def look() -> bool:
-        conn = he.connect(url)
-        try:
-            findings = await conn.driver.diagnose([channel], [])
-        finally:
-            await conn.close()
-        (finding,) = [f for f in findings if f.name.endswith(channel)]
-        return not finding.detail.startswith("missing")
-
-    return asyncio.run(look())
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -48,7 +36,7 @@ def test_dlq_of_an_action_without_dead_letters_channel_is_not_found_and_creates_
     assert main(args) == 4  # docs/cli.md: not found
     err = capsys.readouterr().err
     assert f"action {action!r} has no dead-letter channel '{action}.dlq'" in err
-    assert not exists(url, f"{action}.dlq")
+    assert not channel_exists(url, f"{action}.dlq")
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -79,7 +67,7 @@ def test_dlq_of_an_action_that_ran_lists_and_replays_to_a_new_channel(
     asyncio.run(dead_letter_one())
     assert main(["dlq", "list", url, "--action", action, "--idle", "3", "--json"]) == 0
     assert '"key": "k"' in capsys.readouterr().out
-    assert not exists(url, to)
+    assert not channel_exists(url, to)
     code = main(["dlq", "replay", url, "--action", action, "--idle", "3", "--to", to])
     assert code == 0
     assert f"replayed 1 dead letters of {action} (1 to {to})" in capsys.readouterr().out

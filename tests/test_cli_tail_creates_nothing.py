@@ -10,23 +10,11 @@ import uuid
 import pytest
 
 import hexa_event as he
+from cli_helpers import channel_exists
 from hexa_event.cli import main
 from hexa_event_services import require_service
 
 URLS = {"kafka": "kafka://127.0.0.1:9092", "pulsar": "pulsar://127.0.0.1:6650"}
-
-
-def exists(url: str, channel: str) -> bool:
-    async def look() -> bool:
-        conn = he.connect(url)
-        try:
-            findings = await conn.driver.diagnose([channel], [])
-        finally:
-            await conn.close()
-        (finding,) = [f for f in findings if f.name.endswith(channel)]
-        return not finding.detail.startswith("missing")
-
-    return asyncio.run(look())
 
 
 @pytest.mark.parametrize("engine", [pytest.param(e, marks=getattr(pytest.mark, e)) for e in URLS])
@@ -38,7 +26,7 @@ def test_tail_of_a_missing_channel_is_not_found_and_creates_it_not(
     assert main(["tail", url, channel, "--idle", "1"]) == 4  # docs/cli.md: not found
     err = capsys.readouterr().err
     assert f"channel {channel!r} does not exist (tail creates no channel)" in err
-    assert not exists(url, channel)
+    assert not channel_exists(url, channel)
 
 
 @pytest.mark.parametrize("engine", [pytest.param(e, marks=getattr(pytest.mark, e)) for e in URLS])

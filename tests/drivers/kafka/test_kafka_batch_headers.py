@@ -13,6 +13,7 @@ from typing import Any
 
 import confluent_kafka
 import pytest
+from kafka_stub_member import StubMember
 
 import hexa_event as he
 from hexa_event import envelope as env
@@ -32,49 +33,13 @@ from hexa_event.propagation import CORRELATION_ID, LOCALE, USER
 pytestmark = pytest.mark.kafka
 
 
-class _Room:
-    def __init__(self) -> None:
-        self.set_ = True
-
-    def clear(self) -> None:
-        self.set_ = False
-
-    def set(self) -> None:
-        self.set_ = True
-
-    def is_set(self) -> bool:
-        return self.set_
-
-
-class _Member:
-    abandoned = False
-    lag = None
-    last_error = None
-    replacing = None
-
-    def __init__(self) -> None:
-        self.room = _Room()
-        self.assigned_once = asyncio.Event()
-        self.assigned_once.set()
-
-    def on_error(self, error: Any) -> None:
-        raise AssertionError(error)
-
-    def clear_error(self) -> None:
-        pass
-
-    def problem(self, margin: float) -> str | None:
-        del margin
-        return None
-
-
 class _Subscription(KafkaSubscription):
     """The driver's subscription, partition 0 of ``t`` held by a stand-in member."""
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self.member = _Member()
+        self.member = StubMember(strict=True)
         self._members = [self.member]  # type: ignore[list-item]
         self._commit_timer = loop.call_later(3600, print)  # no commits: no broker
         self._partitions[("t", 0)] = PartitionState(("t", 0), self.member, 0)  # type: ignore[arg-type]

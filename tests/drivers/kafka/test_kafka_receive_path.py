@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, Message
+from kafka_stub_member import StubMember
 
 from hexa_event.driver import PairHeaders, SubscriptionSpec
 from hexa_event.drivers.kafka.consumer import KafkaSubscription
@@ -17,40 +18,6 @@ from hexa_event.drivers.kafka.options import KafkaOptions
 from hexa_event.testing.waiting import eventually
 
 pytestmark = pytest.mark.kafka
-
-
-class _Room:
-    def __init__(self) -> None:
-        self.set_ = True
-
-    def clear(self) -> None:
-        self.set_ = False
-
-    def set(self) -> None:
-        self.set_ = True
-
-    def is_set(self) -> bool:
-        return self.set_
-
-
-class _Member:
-    """What the subscription asks of a member, recording errors and commits."""
-
-    abandoned = False
-
-    def __init__(self) -> None:
-        self.room = _Room()
-        self.errors: list[Any] = []
-        self.commits: list[list[tuple[str, int, int, str]]] = []
-
-    def on_error(self, error: Any) -> None:
-        self.errors.append(error)
-
-    def clear_error(self) -> None:
-        pass
-
-    async def commit(self, positions: list[tuple[str, int, int, str]]) -> None:
-        self.commits.append(positions)
 
 
 def _message(
@@ -67,7 +34,7 @@ def _message(
 
 
 def _subscription(
-    member: _Member, held: dict[tuple[str, int], int], prefetch: int = 100
+    member: StubMember, held: dict[tuple[str, int], int], prefetch: int = 100
 ) -> KafkaSubscription:
     """A subscription (not started) holding ``held`` partitions: key -> committed offset."""
     spec = SubscriptionSpec(group="g", channels=("a", "b"), prefetch=prefetch)
@@ -80,7 +47,7 @@ def _subscription(
 
 
 async def test_runs_of_partitions_interleaved_revoked_repeated_and_errors() -> None:
-    member = _Member()
+    member = StubMember()
     sub = _subscription(member, {("a", 0): 0, ("a", 1): 0, ("b", 0): 0, ("b", 1): 0})
     sub._partitions[("b", 1)].revoking = True
     sub._partitions[("a", 1)].skip = {3}  # acked by a previous owner above its commit
@@ -123,7 +90,7 @@ async def test_runs_of_partitions_interleaved_revoked_repeated_and_errors() -> N
 
 
 async def test_record_batch_over_partition_runs_settles_and_commits_as_runs() -> None:
-    member = _Member()
+    member = StubMember()
     sub = _subscription(member, {("a", 0): 10, ("b", 0): 20})
     null = [("x", b"1"), ("empty", None), ("dup", b"1"), ("dup", b"2"), ("blank", b"")]
     messages = [
@@ -166,7 +133,7 @@ async def test_record_batch_over_partition_runs_settles_and_commits_as_runs() ->
 
 
 async def test_a_nacked_record_batch_comes_back_in_order_counted_again() -> None:
-    member = _Member()
+    member = StubMember()
     sub = _subscription(member, {("a", 0): 0, ("b", 0): 0})
     messages = [_message("a", 0, 0), _message("b", 0, 0), _message("a", 0, 1)]
     sub.on_messages(member, messages)  # type: ignore[arg-type]
@@ -188,7 +155,7 @@ async def test_a_nacked_record_batch_comes_back_in_order_counted_again() -> None
 
 
 async def test_single_deliveries_acked_across_partitions_commit_every_run() -> None:
-    member = _Member()
+    member = StubMember()
     sub = _subscription(member, {("a", 0): 0, ("b", 0): 0})
     messages = [_message("a", 0, 0), _message("b", 0, 0), _message("a", 0, 1)]
     sub.on_messages(member, messages)  # type: ignore[arg-type]
@@ -202,7 +169,7 @@ async def test_single_deliveries_acked_across_partitions_commit_every_run() -> N
 
 
 async def test_runs_split_by_the_prefetch_window_and_given_back_keep_their_order() -> None:
-    member = _Member()
+    member = StubMember()
     sub = _subscription(member, {("a", 0): 0}, prefetch=3)
     sub.on_messages(member, [_message("a", 0, o) for o in range(2)])  # type: ignore[misc]
     sub.on_messages(member, [_message("a", 0, o) for o in range(2, 5)])  # type: ignore[misc]
@@ -244,7 +211,7 @@ async def test_runs_split_by_the_prefetch_window_and_given_back_keep_their_order
 async def test_a_partition_arriving_call_after_call_queues_in_bounded_runs() -> None:
     """Records of one partition join the buffer's last run up to ``_RUN_JOIN`` of them (a
     fetch of a few moves the rest of a run down: that must not grow with ``buffer``)."""
-    member = _Member()
+    member = StubMember()
     sub = _subscription(member, {("a", 0): 0}, prefetch=10_000)
     for first in range(0, 1800, 600):
         sub.on_messages(member, [_message("a", 0, o) for o in range(first, first + 600)])  # type: ignore[misc]
