@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -421,8 +422,13 @@ async def test_dead_letters_replay_to_the_action(nats_server: str) -> None:
         await connection.close()
 
 
-async def test_a_lost_consumer_is_created_again(drivers: list[NatsDriver]) -> None:
-    """A consumer deleted under a running member (a server that lost its state) comes back."""
+async def test_a_lost_consumer_is_created_again(
+    drivers: list[NatsDriver], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A consumer deleted under a running member (a server that lost its state) comes back.
+    The loss is reported in the status while the consumer is made again, and in a warning
+    that stays (the status clears within milliseconds, between two polls of this test)."""
+    caplog.set_level(logging.WARNING, logger="hexa_event.drivers.nats")
     driver = make(drivers)
     channel, group = names()
     options = NatsSubscriptionOptions(heartbeat=0.5, ack_wait=5)
@@ -432,7 +438,11 @@ async def test_a_lost_consumer_is_created_again(drivers: list[NatsDriver]) -> No
     assert driver._nc is not None
     api = JetStreamApi(driver._nc, 5)
     await api.request(f"CONSUMER.DELETE.HEXA_TEST.{group}")
-    await eventually(lambda: sub.status().error != "", within=10, what="the loss reported")
+    await eventually(
+        lambda: sub.status().error != "" or f"{group} is gone" in caplog.text,
+        within=10,
+        what="the loss reported",
+    )
     await eventually(lambda: sub.status().error == "", within=15, what="the consumer back")
     await driver.publish([record(channel, "k", 7)])
     [d] = await fetch_n(sub, 1, within=15)
