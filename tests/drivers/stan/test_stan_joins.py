@@ -64,11 +64,22 @@ async def test_a_refused_join_fails_the_subscribe_and_leaves_the_others(
     tag = uuid.uuid4().hex[:8]
     refused = f"refused-{tag}"
 
+    joined = 0
+    others_joined = asyncio.Event()
+
     async def refuse_one(self: StanSession, subject: str, message: Any, *args: Any) -> Any:
-        if isinstance(message, SubscriptionRequest) and message.subject == refused:
-            await asyncio.sleep(0.05)  # the other joins end first
+        nonlocal joined
+        if not isinstance(message, SubscriptionRequest):
+            return await request(self, subject, message, *args)
+        if message.subject == refused:  # refused once the other joins ended (at once only)
+            await asyncio.wait_for(others_joined.wait(), 10)
             raise DriverError(f"no join for {refused}")
-        return await request(self, subject, message, *args)
+        try:
+            return await request(self, subject, message, *args)
+        finally:
+            joined += 1
+            if joined == 2:
+                others_joined.set()
 
     monkeypatch.setattr(StanSession, "request", refuse_one)
     driver = he.connect(stan_url).driver
