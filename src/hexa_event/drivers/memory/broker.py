@@ -65,11 +65,9 @@ class PartitionState:
     redelivered: dict[int, int] = field(default_factory=dict)
     owner: Member | None = None
 
-    def delivered(self, offset: int) -> int:
-        """Count one more delivery of ``offset``; return the count."""
-        if offset >= self.fresh:
-            self.fresh = offset + 1
-            return 1
+    def delivered_again(self, offset: int) -> int:
+        """Count one more delivery of ``offset`` (below ``fresh``: delivered before); return
+        the count."""
         count = self.redelivered[offset] = self.redelivered.get(offset, 1) + 1
         return count
 
@@ -160,9 +158,7 @@ class MemoryBroker:
         self.rebalance(group)
 
     def leave(self, member: Member) -> None:
-        group = self.groups.get(member.spec.group)
-        if group is None or member not in group.members:
-            return
+        group = self.groups[member.spec.group]
         group.members.remove(member)
         if not group.members and member.spec.ephemeral:
             del self.groups[member.spec.group]  # a throwaway group leaves nothing behind

@@ -104,12 +104,12 @@ class MemorySubscription(Subscription):
         while self._redeliveries and self._redeliveries[0][0] <= now and len(out) < max_count:
             _, pid, offset = heapq.heappop(self._redeliveries)
             state = group.partitions.get(pid)
-            if state is None or state.owner is not self.member or offset < state.committed:
+            if state is None or state.owner is not self.member:
                 continue
-            if offset in state.acked:
+            if offset < state.committed or offset in state.acked:
                 continue
             stored = self.broker.logs[pid[0]][pid[1]][offset]
-            out.append(MemoryDelivery(stored, pid, offset, state.delivered(offset)))
+            out.append(MemoryDelivery(stored, pid, offset, state.delivered_again(offset)))
         assigned = self.member.assigned
         held = len(assigned)
         self._rotation = (self._rotation + 1) % max(1, held)
@@ -125,8 +125,7 @@ class MemorySubscription(Subscription):
                 if position >= committed and (not acked or position not in acked):
                     if position >= state.fresh:
                         # The common case: from here on nothing was delivered to the group
-                        # (so nothing is acked either): each is delivered for the first time
-                        # (what state.delivered says, inline).
+                        # (so nothing is acked either): each is delivered for the first time.
                         end = min(len(log), position + max_count - len(out))
                         state.fresh = end
                         out.extend(
@@ -134,7 +133,7 @@ class MemorySubscription(Subscription):
                         )
                         position = end
                         continue
-                    delivered = state.delivered(position)
+                    delivered = state.delivered_again(position)
                     out.append(MemoryDelivery(log[position], pid, position, delivered))
                 position += 1
             state.position = position

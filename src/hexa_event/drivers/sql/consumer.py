@@ -364,7 +364,7 @@ class SqlSubscription(Subscription):
                 self._settlements.redeliver(log_id, part, due, count)
             asyncio.get_running_loop().call_later(max(0.0, delay), self._redelivery_now)
         elif delivery.redelivered:
-            self._settlements.redeliver(log_id, None)
+            self._settlements.redelivered(log_id)
         if delivery.redelivered:
             self._redelivering.pop(log_id, None)
         else:
@@ -428,8 +428,7 @@ class SqlSubscription(Subscription):
 
     async def _release_idle(self) -> None:
         busy = set(self._redelivering.values())
-        idle = [p for p in self._parts.values() if p.releasing and not p.outstanding]
-        idle = [p for p in idle if p not in busy]
+        idle = [p for p in self._parts.values() if p.releasing and not (p.outstanding or p in busy)]
         if not idle:
             return
         await self._settlements.flush(self._parts.values(), release=idle)

@@ -48,7 +48,6 @@ class SqlDriver(KitDriver, SqlLog):
         self.features = Features(
             name=dialect, persistent=True, delayed_publish=True, delayed_nack=True
         )
-        self._owns_engine = engine is None
         self._producer = Producer(self)
         self._listener: asyncio.Task[None] | None = None
         self.subscriptions = weakref.WeakSet()  # closing one twice is a no-op
@@ -147,9 +146,7 @@ class SqlDriver(KitDriver, SqlLog):
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
-        await self.idle()  # what is under way returns its connection to the pool first
-        if self.connected and self._owns_engine:
-            await self.engine.dispose()
+        await self.dispose()
 
     async def prune(
         self, older_than: float, *, channels: Sequence[str] | None = None, batch: int = 1000
@@ -162,17 +159,10 @@ class SqlDriver(KitDriver, SqlLog):
         if older_than < 0 or batch < 1:
             raise ConfigurationError("prune(): older_than must be >= 0 and batch >= 1")
         await self.ready()
-        cutoff = now_ms() - int(older_than * 1000)
-        only = ""
-        params: dict[str, Any] = {"cutoff": cutoff, "batch": batch}
-        if channels is not None:
-            if not channels:
-                return 0
-            only = "l.channel IN :channels AND "
-            params["channels"] = list(channels)
         log_t, positions, redeliveries = (
             self.sql_name(name) for name in ("hexa_log", "hexa_positions", "hexa_redeliveries")
         )
+        only = "l.channel IN :channels AND " if channels is not None else ""
         statement = text(
             f"DELETE FROM {log_t} WHERE id IN (SELECT l.id FROM {log_t} l "
             f"WHERE {only}l.created_ms < :cutoff AND NOT EXISTS (SELECT 1 FROM {positions} p "
@@ -180,8 +170,12 @@ class SqlDriver(KitDriver, SqlLog):
             f"(p.pos_tx = l.txid AND p.pos_id < l.id))) AND NOT EXISTS (SELECT 1 FROM "
             f"{redeliveries} r WHERE r.log_id = l.id) ORDER BY l.id LIMIT :batch)"
         )
+        params: dict[str, Any] = {"cutoff": now_ms() - int(older_than * 1000), "batch": batch}
         if channels is not None:
+            if not channels:
+                return 0
             statement = statement.bindparams(bindparam("channels", expanding=True))
+            params["channels"] = list(channels)
         total = 0
         while True:
             with self.failing("prune"):

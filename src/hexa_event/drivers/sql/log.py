@@ -39,13 +39,14 @@ class SqlLog:
         md = metadata(dialect, schema=self.names.schema, table_prefix=self.names.prefix)
         self._tables = {name: md.tables[self.names.qualified(name)] for name in TABLES}
         self._engine = engine
+        self._owns_engine = engine is None
         self._partitions = 0
         self._ready_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._users = 0
         """Operations holding or about to make a connection (:meth:`using`)."""
         self._unused = asyncio.Event()
-        self._disposing = False  # set by :meth:`idle`: no new operation
+        self._disposing = False  # set by :meth:`dispose`: no new operation
         self.watchers: set[Callable[[set[str] | None], None]] = set()
         """Told which channels got committed rows, None: unknown, look at every channel
         (subscriptions add their ``notify``)."""
@@ -56,11 +57,6 @@ class SqlLog:
         if self._engine is None:
             self._engine = make_engine(self.options)
         return self._engine
-
-    @property
-    def connected(self) -> bool:
-        """Whether an engine exists (made here or given)."""
-        return self._engine is not None
 
     async def ready(self) -> int:
         """Connect and (unless ``create_tables=False``) create the tables, once; the
@@ -138,7 +134,7 @@ class SqlLog:
     @asynccontextmanager
     async def using(self) -> AsyncIterator[None]:
         """One operation on the engine; ClosedError once the driver is disposing of it
-        (:meth:`idle` waits for those under way)."""
+        (:meth:`dispose` waits for those under way)."""
         if self._disposing:
             raise ClosedError("this SQL driver was closed; connect() again")
         self._users += 1
@@ -149,15 +145,17 @@ class SqlLog:
             if not self._users:
                 self._unused.set()
 
-    async def idle(self) -> None:
-        """Refuse new operations; return once those under way ended (within ``busy_timeout``,
-        what one waits for the database's lock)."""
+    async def dispose(self) -> None:
+        """Refuse new operations; once those under way ended (within ``busy_timeout``, what
+        one waits for the database's lock), dispose of the engine if it was made here."""
         self._disposing = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.options.busy_timeout):
                 while self._users:
                     self._unused.clear()
                     await self._unused.wait()
+        if self._owns_engine and self._engine is not None:
+            await self._engine.dispose()
 
     def error(self, operation: str, exc: BaseException) -> DriverError:
         """A :class:`DriverError` for ``exc`` that names no password and no statement."""

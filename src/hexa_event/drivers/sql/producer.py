@@ -69,7 +69,7 @@ def to_rows(records: Sequence[RawRecord], partitions: int) -> list[tuple[Any, ..
     ]
 
 
-def insert_sql(paramstyle: str, table: str = "hexa_log") -> str | None:
+def insert_sql(paramstyle: str, table: str) -> str | None:
     """A plain INSERT into ``table`` (quoted SQL) for the DBAPI's paramstyle (None: use
     SQLAlchemy Core instead)."""
     if (mark := {"qmark": "?", "numeric_dollar": "${}", "format": "%s"}.get(paramstyle)) is None:
@@ -95,9 +95,7 @@ class Producer:
         self._writer: asyncio.Task[None] | None = None
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
-        if self._log.closed:
-            raise ClosedError("this SQL driver was closed; connect() again")
-        rows = to_rows(records, await self._log.ready())
+        rows = to_rows(records, await self._log.ready())  # ClosedError once the log is closed
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(rows, future))
         if self._writer is None or self._writer.done():
@@ -154,10 +152,8 @@ class Producer:
 
 
 def _answer(batch: list[_Request], error: BaseException | None) -> None:
-    """Tell the callers of ``batch`` still waiting: stored (``error`` None), or ``error``."""
+    """Tell the callers of ``batch``: stored (``error`` None), or ``error``."""
     for request in batch:
-        if request.future.done():
-            continue
         if error is None:
             request.future.set_result(None)
         else:

@@ -68,16 +68,15 @@ class Settlements:
         what ``hexa_redeliveries`` holds for it is stale."""
         return log_id in self._redeliveries
 
-    def redeliver(
-        self, log_id: int, part: Part | None, visible_ms: int = 0, count: int = 0
-    ) -> None:
-        """Give row ``log_id`` of ``part`` back to the group, due at ``visible_ms``; with
-        ``part`` None, its redelivery was acked: its ``hexa_redeliveries`` row goes."""
-        row = None
-        if part is not None:
-            row = {"group_name": self._group, "log_id": log_id, "channel": part.channel}
-            row.update(part=part.number, visible_ms=visible_ms, attempts=count)
+    def redeliver(self, log_id: int, part: Part, visible_ms: int, attempts: int) -> None:
+        """Give row ``log_id`` of ``part`` back to the group, due at ``visible_ms``."""
+        row = {"group_name": self._group, "log_id": log_id, "channel": part.channel}
+        row.update(part=part.number, visible_ms=visible_ms, attempts=attempts)
         self._redeliveries[log_id] = row
+
+    def redelivered(self, log_id: int) -> None:
+        """Row ``log_id``'s redelivery was acked: its ``hexa_redeliveries`` row goes."""
+        self._redeliveries[log_id] = None
 
     async def flush(self, parts: Iterable[Part], release: Sequence[Part] = ()) -> None:
         """Write pending settlements of ``parts`` (and release ``release``) in one transaction.
@@ -141,18 +140,13 @@ class Settlements:
         if not parts:
             return
         positions = self._log.table("hexa_positions")
-        values: dict[str, Any] = {"pos_tx": bindparam("b_tx"), "pos_id": bindparam("b_id")}
-        if release:
-            values.update(owner=None, lease_until_ms=0)
+        lease: dict[str, Any] = {"owner": None, "lease_until_ms": 0} if release else {}
         stmt = (
             positions.update()
-            .where(
-                positions.c.group_name == self._group,
-                positions.c.owner == self._member_id,
-                positions.c.channel == bindparam("b_channel"),
-                positions.c.part == bindparam("b_part"),
-            )
-            .values(**values)
+            .where(positions.c.group_name == self._group, positions.c.owner == self._member_id)
+            .where(positions.c.channel == bindparam("b_channel"))
+            .where(positions.c.part == bindparam("b_part"))
+            .values(pos_tx=bindparam("b_tx"), pos_id=bindparam("b_id"), **lease)
         )
         rows = [
             {"b_channel": p.channel, "b_part": p.number, "b_tx": pos[0], "b_id": pos[1]}
