@@ -330,9 +330,8 @@ class KafkaDriver(KitDriver):
     async def close_engine(self) -> None:
         """Flush the producer, destroy the admin client."""
         await self._producer.close(self.options.delivery_timeout)
-        # The admin client has no close(): dropping its last reference destroys it, which
-        # joins librdkafka's threads and can wait for ever (after a broker restart): that
-        # runs on a daemon thread, given up after _ADMIN_DESTROY_TIMEOUT seconds.
+        # Dropping the admin client's last reference destroys it, which can wait for ever:
+        # on a daemon thread, given up after a while (docs/engines/kafka.md, "Internals").
         admin, self._admin = self._admin, None
         if admin is not None:
             admin.poll(0)

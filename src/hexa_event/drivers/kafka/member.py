@@ -862,9 +862,7 @@ class Member:
         except Exception:
             log.exception("Kafka group %r: revoke handling failed", self.group)
         self._write(consumer, positions, "of revoked partitions")
-        for key in keys:
-            self._committed.pop(key, None)
-        self._unassign(consumer, partitions, keys)
+        self._unassign(consumer, partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
@@ -877,12 +875,13 @@ class Member:
             keys,
         )
         self._loop.call_soon_threadsafe(self._owner.on_lost, self, keys)
-        self._unassign(consumer, partitions, keys)
+        self._unassign(consumer, partitions)
 
-    def _unassign(
-        self, consumer: Consumer, partitions: list[TopicPartition], keys: list[tuple[str, int]]
-    ) -> None:
-        self._owned.difference_update(keys)
+    def _unassign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Give up ``partitions`` (revoked or lost): neither held nor their commits known."""
+        for tp in partitions:
+            self._owned.discard((tp.topic, tp.partition))
+            self._committed.pop((tp.topic, tp.partition), None)
         if self.eager:
             consumer.unassign()
         else:
