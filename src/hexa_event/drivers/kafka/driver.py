@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec
@@ -247,8 +247,6 @@ class KafkaDriver(KitDriver):
     async def _probe(self, within: float) -> tuple[AdminClient, Any, str]:
         """An admin client of the options (after the producer and consumer settings were
         accepted), the cluster's metadata and its summary; what :meth:`check` raises otherwise."""
-        from confluent_kafka import Consumer, Producer
-
         try:
             Producer(self.options.producer())
             Consumer({**self.options.common_config(), "group.id": "hexa-event-doctor"})

@@ -745,18 +745,17 @@ class Member:
         if not starved:
             self.starving = None
             return
-        states = {k: str(p.get("fetch_state", "?")) for k, p in self._partition_stats().items()}
-        text = describe_starved(starved, now, states)
+        text = describe_starved(starved, now, self._fetch_states())
         if self.starving is None:
             log.warning("Kafka group %r %s", self.group, text)
         self.starving = text
 
-    def _partition_stats(self) -> dict[tuple[str, int], dict[str, Any]]:
-        """Each partition's object in librdkafka's last statistics (``{}``: none)."""
+    def _fetch_states(self) -> dict[tuple[str, int], str]:
+        """Each partition's fetch state in librdkafka's last statistics (``{}``: none)."""
         with contextlib.suppress(ValueError, AttributeError, TypeError):
             topics = json.loads(self._stats or "{}").get("topics", {})
             return {
-                (name, int(number)): p
+                (name, int(number)): str(p.get("fetch_state", "?"))
                 for name, topic in topics.items()
                 for number, p in topic.get("partitions", {}).items()
                 if int(number) >= 0
