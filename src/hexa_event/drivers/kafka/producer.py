@@ -45,7 +45,7 @@ class _Batch:
         as missing (deleted since it was provisioned) is forgotten."""
         self.errors[index] = err
         if err.code() in _MISSING:
-            self.sink.forget(self.records[index].channel)
+            self.sink._forget(self.records[index].channel)
 
     def finish(self, scrub: Callable[[str], str]) -> None:
         """Once every record is reported (or refused locally): the future's outcome, an
@@ -125,8 +125,7 @@ class KafkaProducer:
     ) -> None:
         self._config = {**config, "error_cb": error_cb}
         self._scrub = scrub
-        self.forget = forget
-        """Called (on the loop) with a topic a record was refused for as missing."""
+        self._forget = forget  # told of a topic a record was refused for as missing
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
