@@ -133,9 +133,9 @@ class KafkaDriver(KitDriver):
                     if partitions := future.result().partitions:
                         found[name] = len(partitions)
                 except KafkaException as exc:
+                    # Left out: the broker's answer (unknown topic, not authorized...).
                     if exc.args[0].code() < 0:  # local: no answer (timed out, transport)
                         raise
-                    # else the broker's answer: unknown topic, not authorized...
             return found
 
         try:

@@ -343,8 +343,7 @@ class Member:
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         if self.fallback_group:
-            # Started now, it finds the fallback group's coordinator while this one joins:
-            # the first assignment reads its offsets in one round trip.
+            # Started now, it finds the fallback group's coordinator while this one joins.
             self._reader = OffsetReader(
                 self._reader_config(), TopicPartition(self.topics[0], 0), self.group
             )
