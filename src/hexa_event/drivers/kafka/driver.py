@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec
@@ -72,7 +72,11 @@ class KafkaDriver(KitDriver):
         self._scrub = scrubber(self.options.common_config())
         self._metadata_failure: tuple[float, DriverError] | None = None
         self._producer = KafkaProducer(
-            self.options.producer(), error_cb=self._on_producer_error, scrub=self._scrub
+            self.options.producer(),
+            error_cb=self._on_producer_error,
+            scrub=self._scrub,
+            # A topic deleted since it was provisioned: the next publish makes it again.
+            forget=lambda topic: self.channels.pop(topic, None),
         )
         self._error_logged: dict[int, float] = {}
         self.last_error: str | None = None
@@ -121,31 +125,29 @@ class KafkaDriver(KitDriver):
         timeout = self.options.metadata_timeout
 
         def describe() -> dict[str, int]:
-            # One request for all of them: a cluster-wide listing returns every topic's
-            # partitions (megabytes on a large cluster), a request per topic a round trip
-            # each (a receiver starts with its topic, retry topics and dead-letter topic).
+            # One request for all of them (docs/engines/kafka.md, "Latency").
+            futures = admin.describe_topics(TopicCollection(names), request_timeout=timeout)
             found: dict[str, int] = {}
-            try:
-                futures = admin.describe_topics(TopicCollection(names), request_timeout=timeout)
-                for name, future in futures.items():
-                    try:
-                        partitions = future.result().partitions
-                    except KafkaException as exc:
-                        if exc.args[0].code() < 0:  # local: no answer (timed out, transport)
-                            raise
-                        continue  # the broker's answer: unknown topic, not authorized...
-                    if partitions:
+            for name, future in futures.items():
+                try:
+                    if partitions := future.result().partitions:
                         found[name] = len(partitions)
-            except KafkaException as exc:
-                admin.poll(0)  # forward librdkafka's queued log lines and errors
-                error = self._unreachable(timeout, exc, self._admin_error or self.last_error)
-                self._metadata_failure = (time.monotonic(), error)
-                raise error from None
-            admin.poll(0)
-            self._metadata_failure = None
+                except KafkaException as exc:
+                    # Left out: the broker's answer (unknown topic, not authorized...).
+                    if exc.args[0].code() < 0:  # local: no answer (timed out, transport)
+                        raise
             return found
 
-        return await asyncio.to_thread(describe)
+        try:
+            found = await asyncio.to_thread(describe)
+        except KafkaException as exc:
+            admin.poll(0)  # forward librdkafka's queued log lines and errors
+            error = self._unreachable(timeout, exc, self._admin_error or self.last_error)
+            self._metadata_failure = (time.monotonic(), error)
+            raise error from None
+        admin.poll(0)
+        self._metadata_failure = None
+        return found
 
     def _unreachable(self, timeout: float, exc: KafkaException, cause: str | None) -> DriverError:
         """A metadata request failed: the broker is down, elsewhere, or refuses us."""
@@ -157,17 +159,14 @@ class KafkaDriver(KitDriver):
             "security settings (TLS certificates, SASL user and password) match it?"
         )
 
-    async def provision(self, channels: Sequence[str]) -> None:
-        """Create the missing topics (with the partition count of the largest existing one
-        among them, else ``KafkaOptions.partitions``); ChannelNotFoundError when provisioning
-        is off, ConfigurationError for a name Kafka refuses."""
+    async def create_channels(self, channels: Sequence[str]) -> dict[str, int]:
+        """The topics' partition counts, creating the missing ones with the partition count
+        of the largest existing one among them, else ``KafkaOptions.partitions``;
+        ChannelNotFoundError when provisioning is off, ConfigurationError for a name Kafka
+        refuses."""
         for channel in channels:
             if (problem := topic_problem(channel)) is not None:
                 raise ConfigurationError(f"channel {problem}")
-        await super().provision(channels)
-
-    async def create_channels(self, channels: Sequence[str]) -> dict[str, int]:
-        """The topics' partition counts, creating the missing ones (:meth:`provision`)."""
         existing = await self.topic_partitions(channels)
         missing = [c for c in channels if c not in existing]
         if not missing:
@@ -248,8 +247,6 @@ class KafkaDriver(KitDriver):
     async def _probe(self, within: float) -> tuple[AdminClient, Any, str]:
         """An admin client of the options (after the producer and consumer settings were
         accepted), the cluster's metadata and its summary; what :meth:`check` raises otherwise."""
-        from confluent_kafka import Consumer, Producer
-
         try:
             Producer(self.options.producer())
             Consumer({**self.options.common_config(), "group.id": "hexa-event-doctor"})
@@ -277,12 +274,7 @@ class KafkaDriver(KitDriver):
 
     async def send(self, records: Sequence[RawRecord]) -> None:
         """Produce ``records``; return once Kafka acknowledged all of them (acks=all)."""
-        try:
-            await self._producer.publish(records)
-        finally:  # topics deleted since they were provisioned: the next publish makes them
-            missing = self._producer.missing
-            while missing:
-                self.channels.pop(missing.pop(), None)
+        await self._producer.publish(records)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
         """Join ``spec.group`` (or ``KafkaSubscriptionOptions.group``) on the channels."""
@@ -336,9 +328,8 @@ class KafkaDriver(KitDriver):
     async def close_engine(self) -> None:
         """Flush the producer, destroy the admin client."""
         await self._producer.close(self.options.delivery_timeout)
-        # The admin client has no close(): dropping its last reference destroys it, which
-        # joins librdkafka's threads and can wait for ever (after a broker restart): that
-        # runs on a daemon thread, given up after _ADMIN_DESTROY_TIMEOUT seconds.
+        # Dropping the admin client's last reference destroys it, which can wait for ever:
+        # on a daemon thread, given up after a while (docs/engines/kafka.md, "Internals").
         admin, self._admin = self._admin, None
         if admin is not None:
             admin.poll(0)

@@ -168,13 +168,11 @@ def _resolve(future: Future[None], err: KafkaError | None) -> None:
 
 class OffsetReader:
     """A consumer of a group that only reads its committed offsets (it never subscribes, so
-    joins nothing), on a daemon thread of its own. Made when a member starts, it reads
-    ``warm`` at once, which finds the group's coordinator and connects to it: the member's
-    first assignment then reads the offsets it needs in one round trip, where a consumer
-    made in the assignment callback took a connection and a coordinator lookup (60-110 ms)
-    first. One user at a time; :meth:`close` ends it."""
+    joins nothing), on a daemon thread of its own. It reads ``warm`` (None: nothing) at
+    once, which finds the group's coordinator (docs/engines/kafka.md, "Internals"). One
+    user at a time; :meth:`close` ends it."""
 
-    def __init__(self, config: dict[str, Any], warm: TopicPartition, name: str) -> None:
+    def __init__(self, config: dict[str, Any], warm: TopicPartition | None, name: str) -> None:
         self._config = config
         self._warm = warm
         self._error: KafkaException | None = None
@@ -206,8 +204,9 @@ class OffsetReader:
             self._fail_all(exc)
             return
         try:
-            with contextlib.suppress(KafkaException):
-                consumer.committed([self._warm], timeout=_WARM_TIMEOUT)
+            if self._warm is not None:
+                with contextlib.suppress(KafkaException):
+                    consumer.committed([self._warm], timeout=_WARM_TIMEOUT)
             while (request := self._requests.get()) is not None:
                 partitions, future = request
                 try:
@@ -344,8 +343,7 @@ class Member:
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         if self.fallback_group:
-            # Started now, it finds the fallback group's coordinator while this one joins:
-            # the first assignment reads its offsets in one round trip.
+            # Started now, it finds the fallback group's coordinator while this one joins.
             self._reader = OffsetReader(
                 self._reader_config(), TopicPartition(self.topics[0], 0), self.group
             )
@@ -495,10 +493,7 @@ class Member:
             while not self._stop.is_set() and self.fatal is None:
                 self.heartbeat = time.monotonic()
                 self._run_commands(consumer)
-                if not self.room.is_set():
-                    # The owner's buffer is full: stop consuming; past _HOLD_BEFORE_PAUSE
-                    # pause the partitions (drops librdkafka's prefetch), still polling so
-                    # rebalances are served.
+                if not self.room.is_set():  # the owner's buffer is full (backpressure)
                     if held_since is None:
                         self._fetch_watch.hold()
                         held_since = time.monotonic()
@@ -510,9 +505,8 @@ class Member:
                 else:
                     held_since = None
                     self._pause(consumer, False)
-                # consume(n, timeout) returns early only with n records: while the owner is
-                # busy a short wait gathers a batch; while idle, poll() returns the first
-                # record at once and consume(n, 0) adds what is there.
+                # Busy: a short wait gathers a batch; idle: the first record at once
+                # (docs/engines/kafka.md, "Internals").
                 if owner.busy():
                     self._expect(_POLL_BUSY)
                     messages = consumer.consume(_CONSUME_BATCH, _POLL_BUSY)
@@ -642,8 +636,7 @@ class Member:
         state, join_state = cgrp.get("state"), cgrp.get("join_state")
         recovered = state == "up" and now - self._error_at >= _RECOVERY_AFTER
         if recovered and self.last_error is not None and self.fatal is None:
-            # Passive on purpose: a metadata request from this thread while the broker
-            # restarts met librdkafka's enq_once assertion (an abort).
+            # Passive on purpose (docs/engines/kafka.md, "Internals").
             log.info(
                 "Kafka group %r: connected to its coordinator again (was: %s)",
                 self.group,
@@ -751,18 +744,17 @@ class Member:
         if not starved:
             self.starving = None
             return
-        states = {k: str(p.get("fetch_state", "?")) for k, p in self._partition_stats().items()}
-        text = describe_starved(starved, now, states)
+        text = describe_starved(starved, now, self._fetch_states())
         if self.starving is None:
             log.warning("Kafka group %r %s", self.group, text)
         self.starving = text
 
-    def _partition_stats(self) -> dict[tuple[str, int], dict[str, Any]]:
-        """Each partition's object in librdkafka's last statistics (``{}``: none)."""
+    def _fetch_states(self) -> dict[tuple[str, int], str]:
+        """Each partition's fetch state in librdkafka's last statistics (``{}``: none)."""
         with contextlib.suppress(ValueError, AttributeError, TypeError):
             topics = json.loads(self._stats or "{}").get("topics", {})
             return {
-                (name, int(number)): p
+                (name, int(number)): str(p.get("fetch_state", "?"))
                 for name, topic in topics.items()
                 for number, p in topic.get("partitions", {}).items()
                 if int(number) >= 0
@@ -789,19 +781,14 @@ class Member:
                 known = False
             if self.fallback_group and any(tp.offset < 0 for tp in committed):
                 committed = self._fallback(committed)
-            earliest = self._config.get("auto.offset.reset") == "earliest"
-            start = OFFSET_BEGINNING if earliest else OFFSET_END
-            positioned = []
             for tp in committed:
                 offset = tp.offset if tp.offset >= 0 else -1
                 found.append((tp.topic, tp.partition, offset, tp.metadata or ""))
                 self._committed[(tp.topic, tp.partition)] = offset
-                # Start where we just read (librdkafka would ask the broker again).
-                positioned.append(
-                    TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else start)
-                )
-            if known:  # else librdkafka looks the committed offsets up itself
-                partitions = positioned
+            if known:  # start where we just read (else librdkafka looks them up itself)
+                earliest = self._config.get("auto.offset.reset") == "earliest"
+                start = OFFSET_BEGINNING if earliest else OFFSET_END
+                partitions = [TopicPartition(t, p, o if o >= 0 else start) for t, p, o, _ in found]
         (consumer.assign if self.eager else consumer.incremental_assign)(partitions)
         if self._paused and partitions:
             consumer.pause(partitions)
@@ -822,20 +809,12 @@ class Member:
     def _fallback(self, committed: list[TopicPartition]) -> list[TopicPartition]:
         """``committed`` with the fallback group's offsets where this group has none."""
         missing = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
-        reader, self._reader = self._reader, None
+        # The reader made at start (its first read may still be under way, at most
+        # _WARM_TIMEOUT), or one made for this read (a later assignment).
+        reader = self._reader or OffsetReader(self._reader_config(), None, self.group)
+        self._reader = None
         try:
-            if reader is not None:
-                try:
-                    # Its first read may still be under way (at most _WARM_TIMEOUT).
-                    found = reader.committed(missing, _WARM_TIMEOUT + _COMMITTED_TIMEOUT)
-                finally:
-                    reader.close()
-            else:
-                one = Consumer(self._reader_config())  # never subscribes: joins nothing
-                try:
-                    found = one.committed(missing, timeout=_COMMITTED_TIMEOUT)
-                finally:
-                    one.close()
+            found = reader.committed(missing, _WARM_TIMEOUT + _COMMITTED_TIMEOUT)
         except (KafkaException, TimeoutError) as exc:
             why = exc.args[0].str() if isinstance(exc, KafkaException) else "timed out"
             log.warning(
@@ -846,6 +825,8 @@ class Member:
                 self._config.get("auto.offset.reset"),
             )
             return committed
+        finally:
+            reader.close()
         by_key = {(tp.topic, tp.partition): tp for tp in found if tp.offset >= 0}
         return [by_key.get((tp.topic, tp.partition), tp) for tp in committed]
 
@@ -879,9 +860,7 @@ class Member:
         except Exception:
             log.exception("Kafka group %r: revoke handling failed", self.group)
         self._write(consumer, positions, "of revoked partitions")
-        for key in keys:
-            self._committed.pop(key, None)
-        self._unassign(consumer, partitions, keys)
+        self._unassign(consumer, partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
@@ -894,12 +873,13 @@ class Member:
             keys,
         )
         self._loop.call_soon_threadsafe(self._owner.on_lost, self, keys)
-        self._unassign(consumer, partitions, keys)
+        self._unassign(consumer, partitions)
 
-    def _unassign(
-        self, consumer: Consumer, partitions: list[TopicPartition], keys: list[tuple[str, int]]
-    ) -> None:
-        self._owned.difference_update(keys)
+    def _unassign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Give up ``partitions`` (revoked or lost): neither held nor their commits known."""
+        for tp in partitions:
+            self._owned.discard((tp.topic, tp.partition))
+            self._committed.pop((tp.topic, tp.partition), None)
         if self.eager:
             consumer.unassign()
         else:

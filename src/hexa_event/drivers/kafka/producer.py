@@ -31,7 +31,7 @@ class _Batch:
 
     sink: KafkaProducer
     future: asyncio.Future[None]
-    count: int
+    records: Sequence[RawRecord]
     remaining: int
     errors: dict[int, KafkaError] = field(default_factory=dict)
     """Index of each record that failed -> its error."""
@@ -39,8 +39,13 @@ class _Batch:
     def on_delivery(self, index: int, err: KafkaError | None, msg: Any) -> None:
         """librdkafka's delivery report; runs on the thread that polls or flushes."""
         self.sink._reports.append((self, index, err))
-        if err is not None and err.code() in _MISSING:
-            self.sink.missing.add(msg.topic())
+
+    def failed(self, index: int, err: KafkaError) -> None:
+        """On the loop: record ``index`` failed (reported so, or never sent); a topic refused
+        as missing (deleted since it was provisioned) is forgotten."""
+        self.errors[index] = err
+        if err.code() in _MISSING:
+            self.sink._forget(self.records[index].channel)
 
     def finish(self, scrub: Callable[[str], str]) -> None:
         """Once every record is reported (or refused locally): the future's outcome, an
@@ -48,7 +53,7 @@ class _Batch:
         if self.remaining == 0 and not self.future.done():
             if self.errors:
                 failed = {i: delivery_error(err, scrub) for i, err in self.errors.items()}
-                self.future.set_exception(publish_outcome(self.count, failed))
+                self.future.set_exception(publish_outcome(len(self.records), failed))
             else:
                 self.future.set_result(None)
 
@@ -116,17 +121,17 @@ class KafkaProducer:
         *,
         error_cb: Callable[[KafkaError], None],
         scrub: Callable[[str], str],
+        forget: Callable[[str], object] = lambda topic: None,
     ) -> None:
         self._config = {**config, "error_cb": error_cb}
         self._scrub = scrub
+        self._forget = forget  # told of a topic a record was refused for as missing
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pending = 0
         self._reports: list[tuple[_Batch, int, KafkaError | None]] = []
         self._closed = False
-        self.missing: set[str] = set()
-        """Topics a record was refused for as missing (deleted since they were provisioned)."""
 
     def _start(self) -> Producer:
         self._loop = asyncio.get_running_loop()
@@ -154,7 +159,7 @@ class KafkaProducer:
         reports, self._reports = self._reports, []
         for batch, index, err in reports:
             if err is not None:
-                batch.errors[index] = err
+                batch.failed(index, err)
             batch.remaining -= 1
             if batch.remaining == 0:
                 batch.finish(self._scrub)
@@ -172,7 +177,7 @@ class KafkaProducer:
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[None] = loop.create_future()
-        batch = _Batch(self, future, len(records), len(records))
+        batch = _Batch(self, future, records, len(records))
         produce = producer.produce
         on_delivery = batch.on_delivery
         produced = 0
@@ -181,7 +186,7 @@ class KafkaProducer:
             while True:
                 if self._closed:  # closed while this call waited for room: not sent
                     batch.remaining -= 1
-                    batch.errors[index] = KafkaError(KafkaError._PURGE_QUEUE)
+                    batch.failed(index, KafkaError(KafkaError._PURGE_QUEUE))
                     break
                 try:
                     produce(
@@ -201,9 +206,7 @@ class KafkaProducer:
                     await asyncio.sleep(_SERVE_INTERVAL)
                 except KafkaException as exc:  # refused locally (too large...): not sent
                     batch.remaining -= 1
-                    batch.errors[index] = exc.args[0]
-                    if exc.args[0].code() in _MISSING:
-                        self.missing.add(record.channel)
+                    batch.failed(index, exc.args[0])
                     break
         self._pending += produced
         if self._timer is None and self._pending > 0:
@@ -214,11 +217,11 @@ class KafkaProducer:
     async def learn(self, topics: Sequence[str], within: float) -> None:
         """Ask for the metadata of ``topics`` (just created): librdkafka refuses a topic it
         saw missing (deleted since) until its next metadata refresh, minutes later."""
-        producer = self._producer
+        if (producer := self._producer) is None:
+            return  # not started: it asks when it is
         for topic in topics:
             with contextlib.suppress(KafkaException):  # the first produce asks again
-                if producer is not None:
-                    await asyncio.to_thread(producer.list_topics, topic, within)
+                await asyncio.to_thread(producer.list_topics, topic, within)
 
     @staticmethod
     def _flush(producer: Producer, timeout: float) -> int:
