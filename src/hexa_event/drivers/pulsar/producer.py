@@ -262,17 +262,16 @@ class PulsarProducers:
                 body, props = to_go_body(headers, record.body), {}
             else:
                 body, props = record.body, to_properties(headers)
-            if (deliver_at := int(record.not_before * 1000)) > now_ms:  # else: at once
-                props[NOT_BEFORE_PROPERTY] = str(deliver_at)
             message = builder()
             message.content(body)
-            if props:
-                message.properties(props)
+            message.event_timestamp(event_ms)
             if record.key:
                 message.partition_key(record.key)
-            message.event_timestamp(event_ms)
-            if deliver_at > now_ms:
+            if (deliver_at := int(record.not_before * 1000)) > now_ms:  # else: at once
                 message.deliver_at(deliver_at)
+                props[NOT_BEFORE_PROPERTY] = str(deliver_at)
+            if props:
+                message.properties(props)
             try:
                 senders[record.channel](message.build(), partial(callback, index))
             except pulsar.PulsarException as exc:
