@@ -377,9 +377,7 @@ class StanSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         assignment = tuple(f"{m.channel}:{_describe(m.request)}" for m in self.members)
-        return SubscriptionStatus(
-            assignment=assignment, error=self.session.error or self._error, lag=None
-        )
+        return SubscriptionStatus(assignment=assignment, error=self.session.error or self._error)
 
 
 def _describe(request: SubscriptionRequest) -> str:
