@@ -1,10 +1,6 @@
-"""Publishing: one cached producer per topic, many sends in flight, one wait per batch; and
-how a record's headers and body ride on a message (read back by :mod:`.consumer`).
-
-A batch is handed to ``send_async`` from a worker thread and its confirmations complete one
-future; at most ``max_in_flight`` records are unconfirmed. Keys are partition keys, routed by
-:func:`partition_for_key`. Design and measurements: docs/engines/pulsar.md, "Inside the
-driver".
+"""Publishing: one cached producer per topic, at most ``max_in_flight`` records unconfirmed,
+one wait per batch; and how a record's headers and body ride on a message (read back by
+:mod:`.consumer`). Design and measurements: docs/engines/pulsar.md, "Inside the driver".
 """
 
 from __future__ import annotations
