@@ -1,10 +1,7 @@
-"""Receiving: the action is the subscription; one receive thread per Pulsar consumer.
-
-The thread only receives (``receive`` then ``batch_receive``) into a queue of messages ready
-for the loop, a window's worth ahead; the loop takes from it as settles make room (waking
-only when it found too few), builds the deliveries and writes acks and nacks in ``settle``.
-At most ``spec.prefetch`` deliveries are out unsettled per consumer. Design, settling and
-the measurements behind them: docs/engines/pulsar.md, "Receiving" and "Inside the driver".
+"""Receiving: the action is the subscription; one receive thread per Pulsar consumer hands
+what it received to the loop, which builds the deliveries (at most ``spec.prefetch`` out
+unsettled per consumer) and writes acks and nacks in ``settle``. Design and measurements:
+docs/engines/pulsar.md, "Receiving" and "Inside the driver".
 """
 
 from __future__ import annotations
@@ -185,12 +182,11 @@ class _Reader:
         room, ready, lock = self._limit - self._outstanding, self._ready, self._lock
         with lock:
             count = min(room, len(ready))
-            if count == len(ready):
+            if count == len(ready):  # the common case, at C speed
                 messages = list(ready)
                 ready.clear()
             else:
-                popleft = ready.popleft
-                messages = [popleft() for _ in range(count)]
+                messages = [ready.popleft() for _ in range(count)]
             self._hungry = room > count
             if len(ready) < self._reserve:
                 lock.notify()
@@ -207,7 +203,7 @@ class _Reader:
     def _deliveries(self, messages: list[Any]) -> list[PulsarDelivery]:
         """The deliveries of ``messages``; a message Pulsar delivered before its not-before
         time is held until then (keeping its place of the window) instead."""
-        careful = self.owner.options.body == "go"  # every message through _delivery
+        go_body = self.owner.options.body == "go"
         only = self.channels[0] if len(self.channels) == 1 else None
         not_before, b64 = NOT_BEFORE_PROPERTY, B64_PROPERTY
         deliveries: list[PulsarDelivery] = []
@@ -219,29 +215,20 @@ class _Reader:
                 props, key = {}, ""
                 log.warning("Pulsar: a message's key or properties are not UTF-8; ignored")
             channel = only or self._channel(message.topic_name())
-            if careful or b64 in props or not_before in props:
-                if (delivery := self._delivery(message, props, key, channel)) is not None:
-                    append(delivery)
-                continue
-            # the common case, inline: text values only, due at once
-            headers = {name: value.encode() for name, value in props.items()}
-            append(PulsarDelivery(RawRecord(channel, key, headers, message.data()), message, self))
+            data = message.data()
+            if go_body and (opened := from_go_body(data)) is not None:
+                headers, data = opened
+            elif b64 in props or not_before in props:
+                headers = from_properties(props)
+            else:  # the common case: text values only
+                headers = {name: value.encode() for name, value in props.items()}
+            delivery = PulsarDelivery(RawRecord(channel, key, headers, data), message, self)
+            due = epoch_seconds(props[not_before]) if not_before in props else None
+            if due is not None and (wait := due - time.time()) > 0:  # early: held until due
+                self._after(wait, partial(self.owner.buffer.append, delivery))
+            else:
+                append(delivery)
         return deliveries
-
-    def _delivery(
-        self, message: Any, props: dict[str, str], key: str, channel: str
-    ) -> PulsarDelivery | None:
-        """The delivery of a message in the Go envelope, with binary headers or a not-before
-        time; None when it came early: it is held until due."""
-        data = message.data()
-        opened = from_go_body(data) if self.owner.options.body == "go" else None
-        headers, data = (from_properties(props), data) if opened is None else opened
-        delivery = PulsarDelivery(RawRecord(channel, key, headers, data), message, self)
-        due = epoch_seconds(props.get(NOT_BEFORE_PROPERTY))
-        if due is not None and (wait := due - time.time()) > 0:  # early: held until due
-            self._after(wait, partial(self.owner.buffer.append, delivery))
-            return None
-        return delivery
 
     def _channel(self, topic: str) -> str:
         """The channel of a full topic name (per topic, once)."""

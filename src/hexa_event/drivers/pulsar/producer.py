@@ -1,10 +1,6 @@
-"""Publishing: one cached producer per topic, many sends in flight, one wait per batch; and
-how a record's headers and body ride on a message (read back by :mod:`.consumer`).
-
-A batch is handed to ``send_async`` from a worker thread and its confirmations complete one
-future; at most ``max_in_flight`` records are unconfirmed. Keys are partition keys, routed by
-:func:`partition_for_key`. Design and measurements: docs/engines/pulsar.md, "Inside the
-driver".
+"""Publishing: one cached producer per topic, at most ``max_in_flight`` records unconfirmed,
+one wait per batch; and how a record's headers and body ride on a message (read back by
+:mod:`.consumer`). Design and measurements: docs/engines/pulsar.md, "Inside the driver".
 """
 
 from __future__ import annotations
@@ -262,17 +258,16 @@ class PulsarProducers:
                 body, props = to_go_body(headers, record.body), {}
             else:
                 body, props = record.body, to_properties(headers)
-            if (deliver_at := int(record.not_before * 1000)) > now_ms:  # else: at once
-                props[NOT_BEFORE_PROPERTY] = str(deliver_at)
             message = builder()
             message.content(body)
-            if props:
-                message.properties(props)
+            message.event_timestamp(event_ms)
             if record.key:
                 message.partition_key(record.key)
-            message.event_timestamp(event_ms)
-            if deliver_at > now_ms:
+            if (deliver_at := int(record.not_before * 1000)) > now_ms:  # else: at once
                 message.deliver_at(deliver_at)
+                props[NOT_BEFORE_PROPERTY] = str(deliver_at)
+            if props:
+                message.properties(props)
             try:
                 senders[record.channel](message.build(), partial(callback, index))
             except pulsar.PulsarException as exc:

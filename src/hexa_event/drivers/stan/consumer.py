@@ -136,17 +136,9 @@ class ChannelMember:
             request = msgspec.structs.replace(
                 request, start_position=StartPosition.SEQUENCE_START, start_sequence=start
             )
-        try:
-            response = await session.request(
-                session.response.sub_requests, request, SubscriptionResponse
-            )
-        except DriverError:
-            # The server may have created it anyway: close that one, best effort.
-            with contextlib.suppress(DriverError):
-                await session.close_subscription(
-                    self.channel, self.request.inbox, unsubscribe=False
-                )
-            raise
+        response = await session.request(
+            session.response.sub_requests, request, SubscriptionResponse
+        )
         if response.error:
             if is_session_gone(response.error):
                 session.lost(response.error)
@@ -377,9 +369,7 @@ class StanSubscription(Subscription):
 
     def status(self) -> SubscriptionStatus:
         assignment = tuple(f"{m.channel}:{_describe(m.request)}" for m in self.members)
-        return SubscriptionStatus(
-            assignment=assignment, error=self.session.error or self._error, lag=None
-        )
+        return SubscriptionStatus(assignment=assignment, error=self.session.error or self._error)
 
 
 def _describe(request: SubscriptionRequest) -> str:

@@ -94,8 +94,6 @@ class StanSession:
         self._wake = asyncio.Event()
         self._nats_up = True
         self._session_ok = False
-        self._abandoned = False
-        """Set while a failed first connect's NATS connection is closed by us."""
         self._reconnects_seen = 0
         self._outstanding = 0
         self._internal: dict[str, NatsSubscription] = {}
@@ -130,11 +128,7 @@ class StanSession:
             try:
                 await self._open()
             except BaseException:
-                self._abandoned = True  # our own close: the caller gets the error, not a log
-                try:
-                    await self._release_nats()  # nats-py awaits closed_cb within close()
-                finally:
-                    self._abandoned = False
+                await self._release_nats()  # the caller gets the error, not a closed_cb log
                 raise
             self._session_ok = True
             self._update_ready()
@@ -231,10 +225,10 @@ class StanSession:
             for sub in subs:
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
-        elif self.nc is not None:
+        elif (nc := self.nc) is not None:
+            self.nc = None  # first: closed_cb then sees a connection we closed
             with contextlib.suppress(nats.errors.Error, OSError):
-                await self.nc.close()
-            self.nc = None
+                await nc.close()
 
     def client(self) -> NatsClient:
         """The NATS connection; ClosedError once closed."""
@@ -277,10 +271,9 @@ class StanSession:
         self._wake.set()  # the loop handles it at once
 
     async def _on_closed(self) -> None:
-        if self.failure is not None or self._abandoned:  # closed by us, or told already
+        if self.failure is not None or self.nc is None:  # told already, or closed by us
             return
-        nc = self.nc
-        cause = str(nc.last_error) if nc is not None and nc.last_error else "no reason given"
+        cause = str(self.nc.last_error or "no reason given")
         self.error = (
             f"the NATS connection of STAN session {self.client_id} was closed for good "
             f"({cause}); the receivers on it stopped and emits fail: connect() again"
