@@ -243,7 +243,7 @@ class KeyGate(Generic[G]):
         if block is None or block.seq != delivery.seq:
             return []
         del self._blocks[key]
-        return self._release(block)
+        return sorted(block.held, key=lambda d: d.seq)
 
     def expire(self, now: float) -> list[G]:
         """Let go of keys whose blocking record did not come back in time."""
@@ -259,7 +259,7 @@ class KeyGate(Generic[G]):
                         key[1],
                         len(block.held),
                     )
-                released.extend(self._release(block))
+                released.extend(sorted(block.held, key=lambda d: d.seq))
         return released
 
     def give_back(self, now: float) -> list[tuple[G, float]]:
@@ -271,7 +271,3 @@ class KeyGate(Generic[G]):
         ]
         self._blocks.clear()
         return out
-
-    @staticmethod
-    def _release(block: _Block[G]) -> list[G]:
-        return sorted(block.held, key=lambda d: d.seq)
