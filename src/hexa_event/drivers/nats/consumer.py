@@ -655,25 +655,21 @@ class NatsSubscription(Subscription):
     async def _recreate(self) -> None:
         """Check the consumer; one that is gone is created again where the group was (its
         delivery numbers start anew, and with a stream made again its stream sequences)."""
-        made = True
         try:
-            try:
-                await self._api.consumer_info(self._stream, self._consumer)
-                config, made = self._config, False  # there: updated if it differs
-            except JetStreamApiError as exc:
-                if exc.err_code != ERR_CONSUMER_NOT_FOUND:
-                    raise
-                config = await self._resumed()
-            self._info = await self._api.ensure_consumer(self._stream, self._consumer, config)
+            await self._api.consumer_info(self._stream, self._consumer)
         except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NOT_FOUND:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                log.warning("stream %s is gone (server lost its store?); creating it", self._stream)
+                await self._link.repair()
+                config = self._starting("all", "the start of the stream made again")
+            elif exc.err_code == ERR_CONSUMER_NOT_FOUND:
+                config = await self._resumed()
+            else:
                 raise
-            log.warning("stream %s is gone (server lost its store?); creating it", self._stream)
-            await self._link.repair()
-            config = self._starting("all", "the start of the stream made again")
             self._info = await self._api.ensure_consumer(self._stream, self._consumer, config)
-        if made:
             self._hand_out(self._gaps.restart())
+        else:  # there: updated if it differs
+            self._info = await self._api.ensure_consumer(self._stream, self._consumer, self._config)
 
     async def _resumed(self) -> dict[str, Any]:
         """The config to create the vanished consumer with: after the group's ack floor as
