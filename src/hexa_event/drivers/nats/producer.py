@@ -1,10 +1,6 @@
-"""The emit side: confirmed JetStream publishes, many in flight, every wait bounded.
-
-Each record is published with a reply subject on an inbox of ours, whose PubAck (or
-error) resolves the record's future; a batch waits at most ``publish_timeout`` (nats-py's
-``publish_async`` futures never resolve on an error reply, nats.py#985). Delayed records
-are scheduled messages. Details: docs/engines/nats.md, "Emitting" and "Retries".
-"""
+"""The emit side: confirmed JetStream publishes, many in flight, every wait bounded; each
+record's PubAck resolves a future of ours (nats-py's ``publish_async`` futures never
+resolve on an error reply, nats.py#985). How: docs/engines/nats.md, "Internals"."""
 
 from __future__ import annotations
 
