@@ -49,7 +49,7 @@ def assign(members: tuple[str, ...], partitions: int, me: str) -> frozenset[int]
         ranked = sorted(ordered, key=lambda m: _rank(m, partition), reverse=True)
         owner = next(m for m in ranked if counts[m] < floor or (counts[m] == floor and extra > 0))
         if counts[owner] == floor:
-            extra -= 1  # one of the shares one larger
+            extra -= 1  # it takes one of the partitions left over by an even split
         counts[owner] += 1
         if owner == me:
             mine.add(partition)
