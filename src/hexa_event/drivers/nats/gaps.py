@@ -145,8 +145,6 @@ class LostInTransit(Generic[T]):
             return  # deliveries another member got while the pin was elsewhere
         gap = cseq - last - 1
         self.lost += gap
-        if not self._missing:
-            self._returned.clear()
         self._missing += gap
         self._due = now + self._ack_wait + self._margin
         log.warning(
