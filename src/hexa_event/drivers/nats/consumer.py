@@ -15,6 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import nats.errors
@@ -111,15 +112,14 @@ def _nak(delay: float) -> bytes:
 _Meta = tuple[int, int, int, float]
 
 
-def _instant(stamp: object) -> tuple[str, int] | None:
-    """An RFC 3339 UTC time of the server (``2026-12-07T00:16:17.07003Z``) as a value that
-    orders like the time (Go trims the fraction's trailing zeros); None when it is not one."""
-    if not isinstance(stamp, str) or not stamp.endswith("Z") or len(stamp) > 40:
+def _instant(stamp: object) -> datetime | None:
+    """A time the server gives in RFC 3339 (``2026-12-07T00:16:17.07003Z``); None when it is
+    not one with a time zone."""
+    try:
+        when = datetime.fromisoformat(str(stamp))  # JSON: text, else a number or null
+    except ValueError:
         return None
-    whole, _, fraction = stamp[:-1].partition(".")
-    if len(whole) != 19 or (fraction and not (fraction.isascii() and fraction.isdigit())):
-        return None
-    return whole, int(fraction.ljust(9, "0")[:9])
+    return when if when.tzinfo is not None else None
 
 
 def _metadata(reply: str) -> _Meta:
