@@ -15,6 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import nats.errors
@@ -111,15 +112,14 @@ def _nak(delay: float) -> bytes:
 _Meta = tuple[int, int, int, float]
 
 
-def _instant(stamp: object) -> tuple[str, int] | None:
-    """An RFC 3339 UTC time of the server (``2026-12-07T00:16:17.07003Z``) as a value that
-    orders like the time (Go trims the fraction's trailing zeros); None when it is not one."""
-    if not isinstance(stamp, str) or not stamp.endswith("Z") or len(stamp) > 40:
+def _instant(stamp: object) -> datetime | None:
+    """A time the server gives in RFC 3339 (``2026-12-07T00:16:17.07003Z``); None when it is
+    not one with a time zone."""
+    try:
+        when = datetime.fromisoformat(str(stamp))  # JSON: text, else a number or null
+    except ValueError:
         return None
-    whole, _, fraction = stamp[:-1].partition(".")
-    if len(whole) != 19 or (fraction and not (fraction.isascii() and fraction.isdigit())):
-        return None
-    return whole, int(fraction.ljust(9, "0")[:9])
+    return when if when.tzinfo is not None else None
 
 
 def _metadata(reply: str) -> _Meta:
@@ -298,8 +298,7 @@ class NatsSubscription(Subscription):
         back.extend((d.seq, d.native.reply, _nak(t if delayed else 0)) for d, t in held)
         if not back or self._nc.is_closed:
             return
-        # The last nak is a request: answered once it and (in order) those before it were
-        # applied; only then may the consumer be unpinned (an unpin is not in line with acks).
+        # The last nak is a request, answered once all were applied: then unpinning is safe.
         ordered = sorted(back)
         with contextlib.suppress(Exception):
             for _, reply, verdict in ordered[:-1]:
@@ -323,9 +322,8 @@ class NatsSubscription(Subscription):
             self._ready.fail(error)
 
     def renew(self) -> None:
-        """The connection came back (the driver's reconnect callback): renew the pull, and
-        check the consumer again on the new connection (a check under way may have sent
-        its request into the one that dropped: it would wait request_timeout)."""
+        """The connection came back (the driver's reconnect callback): renew the pull and
+        check the consumer on the new connection (docs: "Failures and recovery")."""
         self._pull_gone(lost=self._reconnected())
         if self._checking is not None:
             self._checking.cancel()
@@ -468,9 +466,8 @@ class NatsSubscription(Subscription):
         stall): its pull loop stopped, or nothing came for longer than a takeover takes."""
         if self._late is not None:  # stopping
             return ""
-        loop = stopped(self._task, f"the pull loop of consumer {self._consumer}")
-        if loop and self.fatal is None:
-            return loop
+        if loop := stopped(self._task, f"the pull loop of consumer {self._consumer}"):
+            return loop  # (a fatal error, if any, is said instead)
         quiet = now - self._delivered_at
         standby = self._options.failover and not self._shared and self._pin is None
         limit = self._options.max_ack_pending
@@ -499,8 +496,6 @@ class NatsSubscription(Subscription):
             self._error = ""
         reply = msg.reply
         if not reply:
-            if (msg.headers or {}).get("Status") != "503":
-                self._answered()
             self._on_status(msg)
             return
         self._answered()
@@ -563,6 +558,8 @@ class NatsSubscription(Subscription):
         headers = msg.headers or {}
         status, about = headers.get("Status", ""), headers.get("Description", "")
         pending = headers.get("Nats-Pending-Messages")
+        if status != "503":
+            self._answered()
         if status == "100":
             return  # idle heartbeat: the pull is alive
         self._wake.set()
@@ -592,9 +589,8 @@ class NatsSubscription(Subscription):
             log.warning("pull on %s: status %s %s", self._consumer, status, about)
 
     def _refuse(self, about: str) -> None:
-        """The consumer refused a pull (409 ``Exceeded MaxRequestBatch of 5``, ``...
-        MaxRequestExpires``, ``MaxRequestMaxBytes``, ``MaxWaiting``): pull fewer at a time,
-        or say why and ask again only after a pause (never at once: a storm of pulls)."""
+        """The consumer refused a pull (409 ``Exceeded MaxRequestBatch of 5``, ...): pull
+        fewer at a time, or say why and pause (docs: "Failures and recovery")."""
         self._asked = 0
         most = whole_number(about.removeprefix("Exceeded MaxRequestBatch of "), 1)
         if about.startswith("Exceeded MaxRequestBatch of ") and most and most < self._batch:
@@ -659,32 +655,26 @@ class NatsSubscription(Subscription):
     async def _recreate(self) -> None:
         """Check the consumer; one that is gone is created again where the group was (its
         delivery numbers start anew, and with a stream made again its stream sequences)."""
-        made = True
         try:
-            try:
-                await self._api.consumer_info(self._stream, self._consumer)
-                config, made = self._config, False  # there: updated if it differs
-            except JetStreamApiError as exc:
-                if exc.err_code != ERR_CONSUMER_NOT_FOUND:
-                    raise
-                config = await self._resumed()
-            self._info = await self._api.ensure_consumer(self._stream, self._consumer, config)
+            await self._api.consumer_info(self._stream, self._consumer)
         except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NOT_FOUND:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                log.warning("stream %s is gone (server lost its store?); creating it", self._stream)
+                await self._link.repair()
+                config = self._starting("all", "the start of the stream made again")
+            elif exc.err_code == ERR_CONSUMER_NOT_FOUND:
+                config = await self._resumed()
+            else:
                 raise
-            log.warning("stream %s is gone (server lost its store?); creating it", self._stream)
-            await self._link.repair()
-            config = self._starting("all", "the start of the stream made again")
             self._info = await self._api.ensure_consumer(self._stream, self._consumer, config)
-        if made:
             self._hand_out(self._gaps.restart())
+        else:  # there: updated if it differs
+            self._info = await self._api.ensure_consumer(self._stream, self._consumer, self._config)
 
     async def _resumed(self) -> dict[str, Any]:
-        """The config to create the vanished consumer with: from the record after the
-        group's ack floor as last seen (the records after it were not all acknowledged:
-        some come again, none is lost), or from the stream's start when the stream is newer
-        than that consumer (made again: its records are all new to the group); the
-        configured start when nothing is known of the old consumer."""
+        """The config to create the vanished consumer with: after the group's ack floor as
+        last seen, or from the start of a stream newer than that consumer (docs: "Failures
+        and recovery"); the configured start when nothing is known of the old consumer."""
         floor = (self._info.get("ack_floor") or {}).get("stream_seq")
         born = _instant(self._info.get("created"))
         if not isinstance(floor, int) or floor < 0 or born is None:
@@ -723,10 +713,7 @@ class NatsSubscription(Subscription):
         request: dict[str, object] = {"batch": batch}
         probe = self._probing()
         if probe:
-            # Pulls got no answer lately: this one takes what is there and is answered at
-            # once (records, or 404 No Messages), so health clears as soon as pulls are
-            # served again, not at the next heartbeat; the long pull follows its answer.
-            request["no_wait"] = True
+            request["no_wait"] = True  # answered at once (docs: "Failures and recovery")
         else:
             request["expires"] = int(self._options.pull_expires * _NS)
             request["idle_heartbeat"] = int(self._options.heartbeat * _NS)
@@ -774,9 +761,8 @@ class NatsSubscription(Subscription):
                 await self._nc.publish(delivery.native.reply, _WPI)
 
     def _check_lag(self) -> None:
-        """Start a lag check when one is due, as a task of its own: a request sent into a
-        connection that just dropped waits request_timeout, and the pulls after the
-        reconnect must not wait for it."""
+        """Start a lag check when one is due, as a task of its own, which the pulls after a
+        reconnect do not wait for (docs: "Failures and recovery")."""
         now = time.monotonic()
         if now - self._lag_at < _LAG_REFRESH or not self._nc.is_connected:
             return

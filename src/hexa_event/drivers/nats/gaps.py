@@ -145,8 +145,6 @@ class LostInTransit(Generic[T]):
             return  # deliveries another member got while the pin was elsewhere
         gap = cseq - last - 1
         self.lost += gap
-        if not self._missing:
-            self._returned.clear()
         self._missing += gap
         self._due = now + self._ack_wait + self._margin
         log.warning(
@@ -243,7 +241,7 @@ class KeyGate(Generic[G]):
         if block is None or block.seq != delivery.seq:
             return []
         del self._blocks[key]
-        return self._release(block)
+        return sorted(block.held, key=lambda d: d.seq)
 
     def expire(self, now: float) -> list[G]:
         """Let go of keys whose blocking record did not come back in time."""
@@ -259,7 +257,7 @@ class KeyGate(Generic[G]):
                         key[1],
                         len(block.held),
                     )
-                released.extend(self._release(block))
+                released.extend(sorted(block.held, key=lambda d: d.seq))
         return released
 
     def give_back(self, now: float) -> list[tuple[G, float]]:
@@ -271,7 +269,3 @@ class KeyGate(Generic[G]):
         ]
         self._blocks.clear()
         return out
-
-    @staticmethod
-    def _release(block: _Block[G]) -> list[G]:
-        return sorted(block.held, key=lambda d: d.seq)

@@ -127,17 +127,13 @@ def pattern_filter(prefix: str, pattern: str) -> str:
     one partition pass :func:`partition_prefix` as ``prefix``): the pattern's literal start
     up to its last escaped dot, ``orders\\.[a-z]+`` filters ``<prefix>.orders.>``; else the
     whole ``<prefix>.>`` (the driver then matches channels against the pattern itself)."""
-    if "|" in pattern:
-        return f"{prefix}.>"
     literal = _LITERAL.match(pattern)
     assert literal is not None  # it matches the empty string
     text = literal.group().replace("\\", "")
     # A quantifier right after the literal applies to its last character: drop that one.
     if pattern[literal.end() : literal.end() + 1] in ("?", "*", "{"):
         text = text[:-1]
-    if "." not in text:
-        return f"{prefix}.>"
-    head = text[: text.rindex(".")]
-    if not head or "" in head.split("."):
-        return f"{prefix}.>"
+    head = text.rpartition(".")[0]
+    if "|" in pattern or not head or "" in head.split("."):
+        return f"{prefix}.>"  # alternatives, or no whole subject token before the last dot
     return f"{prefix}.{escape_channel(head)}.>"

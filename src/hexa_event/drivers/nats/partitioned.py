@@ -46,15 +46,13 @@ def assign(members: tuple[str, ...], partitions: int, me: str) -> frozenset[int]
     counts = dict.fromkeys(ordered, 0)
     mine: set[int] = set()
     for partition in range(partitions):
-        for member in sorted(ordered, key=lambda m: _rank(m, partition), reverse=True):
-            count = counts[member]
-            if count < floor or (count == floor and extra > 0):
-                if count == floor:
-                    extra -= 1
-                counts[member] = count + 1
-                if member == me:
-                    mine.add(partition)
-                break
+        ranked = sorted(ordered, key=lambda m: _rank(m, partition), reverse=True)
+        owner = next(m for m in ranked if counts[m] < floor or (counts[m] == floor and extra > 0))
+        if counts[owner] == floor:
+            extra -= 1  # it takes one of the partitions left over by an even split
+        counts[owner] += 1
+        if owner == me:
+            mine.add(partition)
     return frozenset(mine)
 
 

@@ -1,10 +1,6 @@
-"""The emit side: confirmed JetStream publishes, many in flight, every wait bounded.
-
-Each record is published with a reply subject on an inbox of ours, whose PubAck (or
-error) resolves the record's future; a batch waits at most ``publish_timeout`` (nats-py's
-``publish_async`` futures never resolve on an error reply, nats.py#985). Delayed records
-are scheduled messages. Details: docs/engines/nats.md, "Emitting" and "Retries".
-"""
+"""The emit side: confirmed JetStream publishes, many in flight, every wait bounded; each
+record's PubAck resolves a future of ours (nats-py's ``publish_async`` futures never
+resolve on an error reply, nats.py#985). How: docs/engines/nats.md, "Internals"."""
 
 from __future__ import annotations
 
@@ -43,7 +39,8 @@ class NatsProducer:
     def __init__(self, options: NatsOptions) -> None:
         self._options = options
         self._window = asyncio.Semaphore(options.max_in_flight)
-        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._pending: dict[int, asyncio.Future[DriverError | None]] = {}
+        """Token -> the future of a record's PubAck: None once stored, else what went wrong."""
         self._tokens = itertools.count()
         self._inbox = ""
         self._nc: Client | None = None
@@ -54,10 +51,7 @@ class NatsProducer:
         if (future := self._pending.pop(int(msg.subject.rpartition(".")[2]), None)) is None:
             return  # answered after its batch gave up waiting
         self._window.release()  # a pending future is never done: only its pop resolves it
-        if (error := self._refusal(msg)) is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(None)
+        future.set_result(self._refusal(msg))
 
     def _refusal(self, msg: Msg) -> DriverError | None:
         """What the PubAck ``msg`` says went wrong (None: stored; duplicates counted)."""
@@ -148,7 +142,7 @@ class NatsProducer:
             self._nc = nc
         prepared = self.check(nc, records)
         loop = asyncio.get_running_loop()
-        sent: dict[int, asyncio.Future[None]] = {}  # token -> its PubAck, in record order
+        sent: dict[int, asyncio.Future[DriverError | None]] = {}  # in record order
         failure: DriverError | None = None
         try:
             async with asyncio.timeout(self._options.publish_timeout):
@@ -175,10 +169,9 @@ class NatsProducer:
                     self._window.release()
         errors: dict[int, DriverError] = {}
         for index, future in enumerate(sent.values()):
-            if not future.done():
-                errors[index] = failure or DriverError("no PubAck")
-            elif (error := future.exception()) is not None:
-                errors[index] = error if isinstance(error, DriverError) else DriverError(str(error))
+            error = future.result() if future.done() else failure or DriverError("no PubAck")
+            if error is not None:
+                errors[index] = error
         for index in range(len(sent), len(records)):
             errors[index] = NotStoredError(
                 f"not sent: {failure or 'an earlier record failed'}", retriable=True
@@ -189,5 +182,5 @@ class NatsProducer:
     def fail_pending(self, reason: str) -> None:
         """Fail every record still awaiting its PubAck (the driver is closing)."""
         for token in list(self._pending):
-            self._pending.pop(token).set_exception(DriverError(reason))
+            self._pending.pop(token).set_result(DriverError(reason))
             self._window.release()

@@ -342,9 +342,7 @@ def stream_config(options: NatsOptions) -> dict[str, Any]:
         subjects.append(f"{options.delayed_prefix}.>")
         config["allow_msg_schedules"] = True
     config.update(options.stream_config)
-    metadata = dict(config.get("metadata") or {})
-    metadata[PARTITIONS_KEY] = str(options.partitions)
-    config["metadata"] = metadata
+    config["metadata"] = {**(config.get("metadata") or {}), PARTITIONS_KEY: str(options.partitions)}
     return config
 
 
