@@ -90,9 +90,6 @@ class KafkaDriver(KitDriver):
             self._error_logged[err.code()] = now
             log.warning("Kafka producer: %s (librdkafka retries with backoff)", self.last_error)
 
-    def __repr__(self) -> str:
-        return f"KafkaDriver({self.options!r})"
-
     # -- admin ---------------------------------------------------------------------------------
 
     def _admin_client(self) -> AdminClient:

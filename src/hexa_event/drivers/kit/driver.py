@@ -51,6 +51,11 @@ class KitDriver(Driver):
         """The subscriptions this driver made and has not closed: :meth:`close` closes them
         (a driver may keep them in a ``weakref.WeakSet`` instead)."""
 
+    def __repr__(self) -> str:
+        """The class and its options (their repr hides secrets)."""
+        options = getattr(self, "options", None)
+        return f"{type(self).__name__}({'' if options is None else repr(options)})"
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
         """A driver for ``url``: keyword options win over the URL's query options;

@@ -63,9 +63,6 @@ class NatsDriver(KitDriver):
         """What is wrong with the connection now (empty when connected)."""
         self._logged_at = 0.0
 
-    def __repr__(self) -> str:
-        return f"NatsDriver({self.options!r})"
-
     # -- the connection -----------------------------------------------------------------------
 
     async def connection(self) -> Client:

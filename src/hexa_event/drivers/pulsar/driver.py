@@ -65,9 +65,6 @@ class PulsarDriver(KitDriver):
         self._admin = PulsarAdmin(self.options)
         self._producers = PulsarProducers(self._client, self.options)
 
-    def __repr__(self) -> str:
-        return f"PulsarDriver({self.options!r})"
-
     # -- topics --------------------------------------------------------------------------------
 
     async def create_channels(self, channels: Sequence[str]) -> dict[str, int]:

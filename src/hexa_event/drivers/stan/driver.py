@@ -40,9 +40,6 @@ class StanDriver(KitDriver):
         self.session = StanSession(options, nc)
         self.subscriptions = self.session.members  # the open ones, closed with the driver
 
-    def __repr__(self) -> str:
-        return f"StanDriver({self.options!r})"
-
     async def connect(self) -> StanDriver:
         """Open the session now (it opens on first use otherwise); raises connect errors."""
         self.check_open()
