@@ -352,22 +352,32 @@ def header_dict(pairs: HeaderPairs) -> dict[str, bytes]:
     return raw  # type: ignore[return-value]  # (no null value: checked)
 
 
-class PairHeaders(Mapping[str, bytes]):
+class _MappingStructMeta(msgspec.StructMeta, abc.ABCMeta):
+    """A :class:`msgspec.Struct` that is also a :class:`~collections.abc.Mapping`
+    (``StructMeta`` may be subclassed from msgspec 0.20)."""
+
+
+class PairHeaders(
+    msgspec.Struct,
+    Mapping[str, bytes],
+    metaclass=_MappingStructMeta,
+    gc=False,
+    eq=False,  # (its own __eq__ below: equal to a mapping of the same headers)
+):
     """A record's headers read-only, over its :data:`HeaderPairs`: the dict (of repeated
-    names the last wins, a null value is ``b""``) is built when first read, so a batch
-    handler that never reads ``msg.headers`` pays for no dict. Compares equal to a dict of
-    the same headers; ``copy()`` and ``|`` give dicts, as a ``MappingProxyType`` does.
+    names the last wins, a null value is ``b""``) is built when first read, so a handler
+    that never reads ``msg.headers`` pays for no dict. Compares equal to a dict of the same
+    headers; ``copy()`` and ``|`` give dicts, as a ``MappingProxyType`` does.
 
     The pairs are the client's (confluent-kafka keeps the list it hands out on its
     message): they are read, never changed. The core reads a record of ours from
-    :attr:`pairs` by position, without the dict."""
+    :attr:`pairs` by position, without the dict. A struct made in C and not tracked by the
+    garbage collector (one per delivery on Kafka): its pairs and dict hold text and bytes,
+    which cannot lead back to it."""
 
-    __slots__ = ("_dict", "pairs")
-
-    def __init__(self, pairs: HeaderPairs) -> None:
-        self.pairs = pairs
-        """The client's pairs as given: read them, never change them."""
-        self._dict: dict[str, bytes] | None = None
+    pairs: HeaderPairs
+    """The client's pairs as given: read them, never change them."""
+    _dict: dict[str, bytes] | None = None
 
     def mapping(self) -> dict[str, bytes]:
         """The dict every read goes to, built on the first call: read it, never change it
