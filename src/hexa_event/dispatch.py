@@ -44,9 +44,10 @@ from . import codecs, wire
 from . import envelope as env
 from .codecs import Codec, get_codec, json_decoder
 from .context import Context, new_correlation_id
-from .driver import Delivery, Features
+from .driver import Delivery, Features, PairHeaders
 from .envelope import (
     ATTEMPT,
+    CONTENT_TYPE,
     DELIVER_AT,
     EVENT_ID,
     EVENT_TIME,
@@ -81,6 +82,20 @@ _GIVEN_BACK_KEPT = 1024
 alone ends the publish error)."""
 _TIMES_KEPT = 64
 _CHANNELS_KEPT = 1024
+
+SEALED_HEADERS = (
+    CORRELATION_ID,
+    LOCALE,
+    USER,
+    EVENT_ID,
+    EVENT_TIME,
+    CONTENT_TYPE,
+    REPLY_CHANNEL,
+    PAYLOAD_ENCODER,
+)
+"""The eight headers our emitters write with the default propagator and no headers of the
+event's own, in the order they write them: :meth:`Dispatcher.first` reads a record whose
+header names are exactly these by position."""
 
 POISON = "poison"
 PERMANENT = "permanent-error"
@@ -264,45 +279,75 @@ class Dispatcher:
             source_channel = not self._route.chain.retry_number_of(channel)
             if len(self._source_channels) < _CHANNELS_KEPT:
                 self._source_channels[channel] = source_channel
-        if not source_channel or ATTEMPT in headers or DELIVER_AT in headers:
+        if not source_channel:
             return None
         try:
-            # The seven headers our emitters always write, by subscript (nine ``get`` calls
-            # cost more); another producer's record, without an event id, reads them one
-            # by one (and so does one of ours that lacks one: a KeyError).
-            ours = EVENT_ID in headers
+            # The eight headers our emitters write (SEALED_HEADERS: no attempt, due time,
+            # root, source or trace header among them), as the client's pairs (PairHeaders,
+            # no dict built), are read by position; a null value (None) reads as b"", as
+            # false. Any other record reads them by name.
+            if headers.__class__ is PairHeaders:
+                view: Mapping[str, bytes] = headers  # read-only already
+                pairs = headers.pairs
+                ours = len(pairs) == 8
+                if ours:
+                    (
+                        (n0, raw_correlation),
+                        (n1, raw_locale),
+                        (n2, user),
+                        (n3, raw_id),
+                        (n4, raw_time),
+                        (n5, _),
+                        (n6, raw_reply),
+                        (n7, encoder),
+                    ) = pairs
+                    ours = (n0, n1, n2, n3, n4, n5, n6, n7) == SEALED_HEADERS
+                named: Mapping[str, bytes] = headers if ours else headers.mapping()
+            else:
+                view = MappingProxyType(headers)
+                ours = False
+                named = headers
             if ours:
-                try:
-                    raw_id = headers[EVENT_ID]
-                    raw_time: bytes | None = headers[EVENT_TIME]
-                    encoder = headers[PAYLOAD_ENCODER]
-                    user = headers[USER]
-                    raw_reply = headers[REPLY_CHANNEL]
-                    raw_correlation = headers[CORRELATION_ID]
-                    raw_locale = headers[LOCALE]
-                except KeyError:
-                    ours = False
-            if not ours:
-                get = headers.get
-                raw_id = get(EVENT_ID, b"")
-                raw_time = get(EVENT_TIME)
-                encoder = get(PAYLOAD_ENCODER, b"")
-                user = get(USER, b"")
-                raw_reply = get(REPLY_CHANNEL, b"")
-                raw_correlation = get(CORRELATION_ID, b"")
-                raw_locale = get(LOCALE, b"")
+                root_id = ""
+                source = channel
+            else:
+                if ATTEMPT in named or DELIVER_AT in named:
+                    return None
+                # The seven headers our emitters always write, by subscript (seven ``get``
+                # calls cost more); another producer's record, without an event id, reads
+                # them one by one (and so does one of ours that lacks one: a KeyError).
+                have_id = EVENT_ID in named
+                if have_id:
+                    try:
+                        raw_id = named[EVENT_ID]
+                        raw_time = named[EVENT_TIME]
+                        encoder = named[PAYLOAD_ENCODER]
+                        user = named[USER]
+                        raw_reply = named[REPLY_CHANNEL]
+                        raw_correlation = named[CORRELATION_ID]
+                        raw_locale = named[LOCALE]
+                    except KeyError:
+                        have_id = False
+                if not have_id:
+                    get = named.get
+                    raw_id = get(EVENT_ID, b"")
+                    raw_time = get(EVENT_TIME)
+                    encoder = get(PAYLOAD_ENCODER, b"")
+                    user = get(USER, b"")
+                    raw_reply = get(REPLY_CHANNEL, b"")
+                    raw_correlation = get(CORRELATION_ID, b"")
+                    raw_locale = get(LOCALE, b"")
+                # Rarely set (a test costs less than a get); an empty one counts as not set.
+                root_id = named[ROOT_EVENT_ID].decode() if ROOT_EVENT_ID in named else ""
+                source = (named[SOURCE_CHANNEL].decode() if SOURCE_CHANNEL in named else "") or (
+                    channel
+                )
             if encoder and encoder != b"json":
                 return None
             if user and user != GUEST_WIRE:
                 return None
             event_id = raw_id.decode() if raw_id else delivery.coordinates
-            # Rarely set (a test costs less than a get); an empty one counts as not set.
-            root_id = (headers[ROOT_EVENT_ID].decode() if ROOT_EVENT_ID in headers else "") or (
-                event_id
-            )
-            source = (headers[SOURCE_CHANNEL].decode() if SOURCE_CHANNEL in headers else "") or (
-                channel
-            )
+            root_id = root_id or event_id
             reply = raw_reply.decode() if raw_reply else ""
             correlation_id = raw_correlation.decode() if raw_correlation else new_correlation_id()
             locale = raw_locale.decode() if raw_locale else ""
@@ -312,15 +357,14 @@ class Dispatcher:
             if decode is None:
                 return None
             payload = decode(record.body)
-            view = MappingProxyType(headers)
             native = delivery.native
             action = self._action
             # positional, in the fields' order (cheaper than keywords)
             ctx = Context(
                 correlation_id, locale, None, {}, "", "", {}, event_id, action, root_id, action
             )
-            if TRACEPARENT in headers or BAGGAGE in headers:
-                ctx = propagator.w3c(headers, ctx)
+            if not ours and (TRACEPARENT in named or BAGGAGE in named):
+                ctx = propagator.w3c(named, ctx)
         except Exception:  # the careful path says what is wrong, if anything
             return None
         timestamp = self._times.get(raw_time) if type(raw_time) is bytes else None
@@ -432,7 +476,7 @@ class Dispatcher:
             channel=opened.source_channel,
             key=record.key,
             payload=payload,
-            headers=MappingProxyType(headers),
+            headers=headers if type(headers) is PairHeaders else MappingProxyType(headers),
             attempt=opened.attempt,
             timestamp=timestamp,
             reply_channel=reply_channel,

@@ -352,73 +352,87 @@ def header_dict(pairs: HeaderPairs) -> dict[str, bytes]:
     return raw  # type: ignore[return-value]  # (no null value: checked)
 
 
-class PairHeaders(Mapping[str, bytes]):
+class _MappingStructMeta(msgspec.StructMeta, abc.ABCMeta):
+    """A :class:`msgspec.Struct` that is also a :class:`~collections.abc.Mapping`
+    (``StructMeta`` may be subclassed from msgspec 0.20)."""
+
+
+class PairHeaders(
+    msgspec.Struct,
+    Mapping[str, bytes],
+    metaclass=_MappingStructMeta,
+    gc=False,
+    eq=False,  # (its own __eq__ below: equal to a mapping of the same headers)
+):
     """A record's headers read-only, over its :data:`HeaderPairs`: the dict (of repeated
-    names the last wins, a null value is ``b""``) is built when first read, so a batch
-    handler that never reads ``msg.headers`` pays for no dict. Compares equal to a dict of
-    the same headers; ``copy()`` and ``|`` give dicts, as a ``MappingProxyType`` does.
+    names the last wins, a null value is ``b""``) is built when first read, so a handler
+    that never reads ``msg.headers`` pays for no dict. Compares equal to a dict of the same
+    headers; ``copy()`` and ``|`` give dicts, as a ``MappingProxyType`` does.
 
     The pairs are the client's (confluent-kafka keeps the list it hands out on its
-    message): they are read, never changed."""
+    message): they are read, never changed. The core reads a record of ours from
+    :attr:`pairs` by position, without the dict. A struct made in C and not tracked by the
+    garbage collector (one per delivery on Kafka): its pairs and dict hold text and bytes,
+    which cannot lead back to it."""
 
-    __slots__ = ("_dict", "_pairs")
+    pairs: HeaderPairs
+    """The client's pairs as given: read them, never change them."""
+    _dict: dict[str, bytes] | None = None
 
-    def __init__(self, pairs: HeaderPairs) -> None:
-        self._pairs = pairs
-        self._dict: dict[str, bytes] | None = None
-
-    def _read(self) -> dict[str, bytes]:
+    def mapping(self) -> dict[str, bytes]:
+        """The dict every read goes to, built on the first call: read it, never change it
+        (:meth:`copy` gives one to change)."""
         headers = self._dict
         if headers is None:
-            headers = self._dict = header_dict(self._pairs)
+            headers = self._dict = header_dict(self.pairs)
         return headers
 
     def __getitem__(self, name: str) -> bytes:
-        return self._read()[name]
+        return self.mapping()[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._read())
+        return iter(self.mapping())
 
     def __len__(self) -> int:
-        return len(self._read())
+        return len(self.mapping())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._read()
+        return name in self.mapping()
 
     def __reversed__(self) -> Iterator[str]:
-        return reversed(self._read())
+        return reversed(self.mapping())
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PairHeaders):
-            other = other._read()
-        return self._read() == other
+            other = other.mapping()
+        return self.mapping() == other
 
     __hash__ = None  # type: ignore[assignment]  # (a mapping: unhashable, like a dict)
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._read().get(name, default)
+        return self.mapping().get(name, default)
 
     def keys(self) -> KeysView[str]:
-        return self._read().keys()
+        return self.mapping().keys()
 
     def values(self) -> ValuesView[bytes]:
-        return self._read().values()
+        return self.mapping().values()
 
     def items(self) -> ItemsView[str, bytes]:
-        return self._read().items()
+        return self.mapping().items()
 
     def copy(self) -> dict[str, bytes]:
         """The headers as a new dict."""
-        return self._read().copy()
+        return self.mapping().copy()
 
     def __or__(self, other: Mapping[str, bytes]) -> dict[str, bytes]:
-        return {**self._read(), **other}
+        return {**self.mapping(), **other}
 
     def __ror__(self, other: Mapping[str, bytes]) -> dict[str, bytes]:
-        return {**other, **self._read()}
+        return {**other, **self.mapping()}
 
     def __repr__(self) -> str:
-        return f"PairHeaders({self._read()!r})"
+        return f"PairHeaders({self.mapping()!r})"
 
 
 class RecordBatch:

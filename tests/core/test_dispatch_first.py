@@ -18,8 +18,8 @@ from hexa_event import Context, Message, RetryPolicy
 from hexa_event import envelope as env
 from hexa_event.codecs import JsonCodec
 from hexa_event.context import User
-from hexa_event.dispatch import Dispatcher, Route, permanent_predicate
-from hexa_event.driver import Delivery, Features, Outcome, RawRecord
+from hexa_event.dispatch import SEALED_HEADERS, Dispatcher, Route, permanent_predicate
+from hexa_event.driver import Delivery, Features, Outcome, PairHeaders, RawRecord, header_dict
 from hexa_event.envelope import Envelope
 from hexa_event.propagation import (
     BAGGAGE,
@@ -157,6 +157,52 @@ def test_first_hands_the_handler_what_the_careful_path_does(
         assert careful_ctx.correlation_id
         ctx = ctx.with_(correlation_id=careful_ctx.correlation_id)
     assert ctx == careful_ctx
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    changes=st.dictionaries(names, values, max_size=3),
+    nulls=st.sets(names, max_size=2),
+    removed=st.sets(names, max_size=2),
+    body=bodies,
+    timestamp=st.sampled_from([None, 1_700_000_000.0]),
+)
+def test_first_reads_client_pairs_as_their_dict(
+    changes: dict[str, Any],
+    nulls: set[str],
+    removed: set[str],
+    body: bytes,
+    timestamp: float | None,
+) -> None:
+    """A record whose headers are its client's pairs (:class:`PairHeaders`, as the Kafka
+    driver hands them, null values included) reads as the dict of those pairs does: what
+    ``first`` hands the handler is the same, and our eight headers in their order are read
+    by position (no dict built)."""
+    headers: dict[str, Any] = dict(_sealed({"id": "o", "total": 1}).headers)
+    for name in removed:
+        headers.pop(name, None)
+    headers.update(changes)
+    pairs = [(name, None if name in nulls else value) for name, value in headers.items()]
+    as_pairs = PairHeaders(pairs)
+    as_dict = header_dict(pairs)
+
+    def read(headers: Any) -> tuple[Context, Message[Any]] | None:
+        record = RawRecord(channel="orders", key="k", headers=headers, body=body)
+        delivery = Delivery(record, coordinates="c-0-1", timestamp=timestamp)
+        return _dispatcher(_never, Order).first(delivery)
+
+    from_pairs, from_dict = read(as_pairs), read(as_dict)
+    if [name for name, _ in pairs] == list(SEALED_HEADERS) and from_pairs is not None:
+        assert as_pairs._dict is None, "our eight headers are read by position"
+    assert (from_pairs is None) == (from_dict is None)
+    if from_pairs is None or from_dict is None:
+        return
+    (ctx, msg), (dict_ctx, dict_msg) = from_pairs, from_dict
+    assert msg.headers is as_pairs  # read-only already: handed over as it is
+    assert msg == dict_msg
+    if not as_dict.get(CORRELATION_ID):  # a fresh correlation id each time
+        ctx = ctx.with_(correlation_id=dict_ctx.correlation_id)
+    assert ctx == dict_ctx
 
 
 def test_first_reads_what_an_emitter_seals() -> None:

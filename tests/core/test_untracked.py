@@ -1,5 +1,6 @@
 """What the receive path builds per event and the collector need not scan: the handler's
-message and context and the raw record are not tracked (fewer and cheaper collections)."""
+message and context, the raw record and a record's header pairs read as a mapping are not
+tracked (fewer and cheaper collections)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import hexa_event as he
-from hexa_event.driver import RawRecord
+from hexa_event.driver import PairHeaders, RawRecord
 
 
 @dataclass
@@ -40,3 +41,14 @@ def test_an_untracked_message_still_keeps_its_payload_alive_and_frees_it() -> No
     assert freed == []  # reachable through the message: never collected under it
     del message
     assert freed == ["payload"]  # reference counting frees it with the message
+
+
+def test_header_pairs_read_as_a_mapping_are_not_tracked_and_keep_their_pairs() -> None:
+    pairs = [("a", b"1"), ("n", None)]
+    headers = PairHeaders(pairs)
+    assert not gc.is_tracked(headers)
+    assert headers == {"a": b"1", "n": b""}  # its dict, built now
+    assert not gc.is_tracked(headers)
+    del pairs
+    gc.collect()
+    assert headers.pairs == [("a", b"1"), ("n", None)]  # held through the untracked struct

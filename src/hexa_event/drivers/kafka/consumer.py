@@ -23,12 +23,12 @@ from ...driver import (
     Delivery,
     HeaderPairs,
     Outcome,
+    PairHeaders,
     RawRecord,
     RecordBatch,
     Subscription,
     SubscriptionSpec,
     SubscriptionStatus,
-    header_dict,
 )
 from ...errors import DriverError
 from ..kit.buffer import DeliveryBuffer
@@ -100,16 +100,6 @@ def _unreadable(message: Any) -> list[tuple[str, bytes]]:
     return []
 
 
-def _read_headers(message: Any) -> dict[str, bytes]:
-    """A record's headers: of repeated names the last wins; a null value is ``b""``,
-    present and empty; none when a name is not UTF-8 (:func:`_unreadable`)."""
-    try:
-        pairs = _HEADERS(message)
-    except (SystemError, ValueError):  # a name confluent-kafka cannot decode
-        pairs = _unreadable(message)
-    return header_dict(pairs) if pairs else {}
-
-
 def _timestamp(message: Any) -> float | None:
     """The broker's time of the record, seconds since the epoch (None when unknown)."""
     ts_type, ts = message.timestamp()
@@ -130,13 +120,20 @@ class KafkaDelivery(Delivery):
         offset: int,
         delivery_count: int,
     ) -> None:
-        # Hot path: set the base class's slots directly rather than through super().
-        key = message.key()
+        # Hot path: set the base class's slots directly rather than through super(). The
+        # headers are the client's pairs read-only (PairHeaders: no dict per record); none
+        # when a name is not UTF-8 (:func:`_unreadable`).
+        try:
+            pairs = _HEADERS(message)
+        except (SystemError, ValueError):  # a name confluent-kafka cannot decode
+            pairs = _unreadable(message)
+        key = message.key() or b""
+        try:  # UTF-8 keys (the usual): a plain decode, without the error handler's cost
+            text = key.decode()
+        except UnicodeDecodeError:  # a key that is not UTF-8: kept, escaped
+            text = key.decode("utf-8", "surrogateescape")
         self.record = RawRecord(
-            partition.key[0],
-            key.decode("utf-8", "surrogateescape") if key else "",
-            _read_headers(message),
-            message.value() or b"",
+            partition.key[0], text, PairHeaders(pairs or _NONE), message.value() or b""
         )
         self.delivery_count = delivery_count
         self.outcome = None
@@ -166,7 +163,7 @@ class KafkaRecordBatch(RecordBatch):
 
     def __init__(self, sub: KafkaSubscription, runs: list[Run]) -> None:
         # Hot path: the base class's slots set here (not through super()), each list built
-        # by a comprehension or per run, the headers as in :func:`_read_headers`.
+        # by a comprehension or per run, the headers as :class:`KafkaDelivery` reads them.
         self.outcome = None
         self.taken = set()
         self._sub: KafkaSubscription | None = sub

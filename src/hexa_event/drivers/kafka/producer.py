@@ -182,7 +182,10 @@ class KafkaProducer:
         on_delivery = batch.on_delivery
         produced = 0
         for index, record in enumerate(records):
-            headers: Any = record.headers or None
+            headers: Any = record.headers
+            if headers.__class__ is not dict:  # confluent-kafka takes a dict or a list only
+                headers = dict(headers)  # (a delivery's PairHeaders, a read-only view)
+            headers = headers or None
             while True:
                 if self._closed:  # closed while this call waited for room: not sent
                     batch.remaining -= 1
