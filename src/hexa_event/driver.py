@@ -352,26 +352,27 @@ def header_dict(pairs: HeaderPairs) -> dict[str, bytes]:
     return raw  # type: ignore[return-value]  # (no null value: checked)
 
 
-class PairHeaders(Mapping[str, bytes]):
+class PairHeaders(msgspec.Struct, gc=False):
     """A record's headers read-only, over its :data:`HeaderPairs`: the dict (of repeated
     names the last wins, a null value is ``b""``) is built when first read, so a batch
-    handler that never reads ``msg.headers`` pays for no dict. Compares equal to a dict of
-    the same headers; ``copy()`` and ``|`` give dicts, as a ``MappingProxyType`` does.
+    handler that never reads ``msg.headers`` pays for no dict. A :class:`Mapping` (registered
+    as one) that compares equal to a dict of the same headers; ``copy()`` and ``|`` give
+    dicts, as a ``MappingProxyType`` does.
 
     The pairs are the client's (confluent-kafka keeps the list it hands out on its
-    message): they are read, never changed."""
+    message): they are read, never changed. Made in C and not tracked by the garbage
+    collector (a batch handler's messages hold one each for the whole batch), as
+    :class:`~hexa_event.event.Message`: it holds the pairs, then the dict built of them,
+    neither of which refers back to it."""
 
-    __slots__ = ("_dict", "_pairs")
-
-    def __init__(self, pairs: HeaderPairs) -> None:
-        self._pairs = pairs
-        self._dict: dict[str, bytes] | None = None
+    _headers: HeaderPairs | dict[str, bytes]
+    """The pairs, replaced by their dict when first read."""
 
     def _read(self) -> dict[str, bytes]:
-        headers = self._dict
-        if headers is None:
-            headers = self._dict = header_dict(self._pairs)
-        return headers
+        headers = self._headers
+        if type(headers) is not dict:
+            headers = self._headers = header_dict(headers)  # type: ignore[arg-type]
+        return headers  # type: ignore[return-value]
 
     def __getitem__(self, name: str) -> bytes:
         return self._read()[name]
@@ -392,6 +393,9 @@ class PairHeaders(Mapping[str, bytes]):
         if isinstance(other, PairHeaders):
             other = other._read()
         return self._read() == other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
 
     __hash__ = None  # type: ignore[assignment]  # (a mapping: unhashable, like a dict)
 
@@ -419,6 +423,9 @@ class PairHeaders(Mapping[str, bytes]):
 
     def __repr__(self) -> str:
         return f"PairHeaders({self._read()!r})"
+
+
+Mapping.register(PairHeaders)
 
 
 class RecordBatch:
