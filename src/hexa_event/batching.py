@@ -50,14 +50,14 @@ from . import envelope as env
 from . import wire
 from .codecs import get_codec, json_decoder
 from .context import Context
-from .dispatch import POISON, Dispatcher, Poison, Route
+from .dispatch import POISON, SEALED_HEADERS, Dispatcher, Poison, Route
 from .driver import Delivery, Features, Outcome, PairHeaders, RecordBatch, Subscription
 from .errors import ConfigurationError
 from .event import Message
 from .lanes import wait_set
 from .middleware import Handler, Overruns, as_async, check_handler
 from .numbers import check_number
-from .propagation import CORRELATION_ID, GUEST_WIRE, LOCALE, USER, DefaultPropagator
+from .propagation import GUEST_WIRE, DefaultPropagator
 from .publishing import PublishCall
 
 logger = logging.getLogger(__name__)
@@ -66,19 +66,9 @@ BatchHandler = Callable[[Context, list[Message[Any]]], Awaitable[None]]
 BATCH_SIGNATURE = "(ctx: he.Context, msgs: list[he.Message[T]]) -> None"
 MAX_SIZE = 10_000
 MAX_WAIT = 300.0
-_SEALED = (
-    CORRELATION_ID,
-    LOCALE,
-    USER,
-    env.EVENT_ID,
-    env.EVENT_TIME,
-    env.CONTENT_TYPE,
-    env.REPLY_CHANNEL,
-    env.PAYLOAD_ENCODER,
-)
-"""The eight headers our emitters write with the default propagator and no headers of the
-event's own, in the order they write them (a record's header pairs are read by position
-when their names are these)."""
+
+_NO_TIME = object()
+"""Equal to no header value (``prepare_records``' last emit time before the first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,10 +321,13 @@ class BatchDispatcher(Dispatcher):
                 blocked.add((batch.channels[index], batch.keys[index]))
             return list(range(len(batch)))
         times, emit_time = self._times, self._emit_time
+        last_time: object = _NO_TIME  # the last HEXA_EVENT_TIME value found in times
+        last_timestamp = None
         channels, keys, pairs_of = batch.channels, batch.keys, batch.headers
         bodies, natives = batch.bodies, batch.natives
         retry = {c for c in set(channels) if chain.retry_number_of(c)}  # copies: careful path
-        sealed, guest = _SEALED, GUEST_WIRE
+        name0, name1, name2, name3, name4, name5, name6, name7 = SEALED_HEADERS
+        guest = GUEST_WIRE
         read_headers = self._read_headers
         messages: list[Message[Any]] = []
         add = messages.append
@@ -346,7 +339,9 @@ class BatchDispatcher(Dispatcher):
                 blocked.add((channel, keys[index]))
                 continue
             try:
-                headers = PairHeaders(pairs)  # the handler's; a dict only if read
+                # The handler's, a dict only if read.
+                headers: Mapping[str, bytes] = PairHeaders(pairs)
+                ours = False
                 if len(pairs) == 8:  # (the pairs of a record of ours, read by position)
                     (
                         (n0, correlation),
@@ -358,18 +353,30 @@ class BatchDispatcher(Dispatcher):
                         (n6, reply),
                         (n7, codec),
                     ) = pairs
-                    ours = (n0, n1, n2, n3, n4, n5, n6, n7) == sealed
-                else:
-                    ours = False
+                    # One test per name: the interpreter's own string compare (a tuple of
+                    # them compares each the generic way, at twice the cost for the new
+                    # name strings the client makes for every record).
+                    if (
+                        n0 == name0
+                        and n1 == name1
+                        and n2 == name2
+                        and n3 == name3
+                        and n4 == name4
+                        and n5 == name5
+                        and n6 == name6
+                        and n7 == name7
+                    ):
+                        ours = True
                 if ours and event_id and raw_time is not None:
                     # Exactly what our emitters write (the common case): the values read by
                     # position, and the default propagator's check inline for the usual
-                    # context values (a user other than the guest is checked in full; a
-                    # null value is b"", as false).
+                    # context values (ASCII text is UTF-8: checked without decoding it; a
+                    # user other than the guest is checked in full; a null value is b"",
+                    # as false).
                     source = channel
-                    if correlation:
+                    if correlation and not correlation.isascii():
                         correlation.decode()
-                    if locale:
+                    if locale and not locale.isascii():
                         locale.decode()
                     if user and user != guest:
                         check(headers)
@@ -378,9 +385,14 @@ class BatchDispatcher(Dispatcher):
                 if codec and codec != b"json":
                     raise LookupError  # another codec: the careful path
                 payload = fast(bodies[index])
-                timestamp = times.get(raw_time)  # type: ignore[arg-type]  # (None: not kept)
-                if timestamp is None:
-                    timestamp = emit_time(raw_time, functools.partial(batch.timestamp, index))
+                if raw_time == last_time:  # a burst shares its emit millisecond
+                    timestamp = last_timestamp
+                else:
+                    timestamp = times.get(raw_time)  # type: ignore[arg-type]  # (None: not kept)
+                    if timestamp is None:  # (the broker's time, or a value not seen yet)
+                        timestamp = emit_time(raw_time, functools.partial(batch.timestamp, index))
+                    else:
+                        last_time, last_timestamp = raw_time, timestamp
                 add(  # positional, in Message's field order (cheaper than keywords)
                     Message(
                         event_id.decode(),

@@ -5,6 +5,7 @@ the ``MappingProxyType`` a single handler gets, building that dict only when fir
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 
@@ -104,3 +105,12 @@ def test_builds_its_dict_once_and_only_when_read() -> None:
     assert headers == AS_DICT
     assert pairs.reads == 1
     assert pairs == PAIRS  # the client's pairs are left as they came
+
+
+def test_is_not_tracked_by_the_garbage_collector_read_or_not() -> None:
+    """A batch handler's messages hold one each for the whole batch: untracked, as the
+    ``Message`` holding it, they add nothing for the collector to walk."""
+    headers = PairHeaders(PAIRS)
+    assert not gc.is_tracked(headers)
+    assert headers["dup"] == b"last"
+    assert not gc.is_tracked(headers)

@@ -221,3 +221,38 @@ async def test_a_partition_arriving_call_after_call_queues_in_bounded_runs() -> 
     while sub._buffered:
         out += await sub.fetch(7)
     assert [d.coordinates for d in out] == [f"a-0-{o}" for o in range(1800)]
+
+
+async def test_calls_of_one_partition_taken_whole_or_record_by_record_alike() -> None:
+    """A consume call of one held partition in rising offsets is buffered whole (checked
+    by C loops); any other, record by record: both keep a partition's received offsets
+    rising, drop what was received already, skip what a previous owner acked, and report
+    errors."""
+    member = StubMember()
+    sub = _subscription(member, {("a", 0): 0, ("a", 1): 0}, prefetch=10_000)
+    state = sub._partitions[("a", 0)]
+    calls: list[list[Any]] = [
+        [_message("a", 0, o) for o in range(5)],  # the usual: taken whole
+        [_message("a", 0, 5), _message("a", 0, 5), _message("a", 0, 6)],  # 5 repeated
+        [_message("a", 0, 9), _message("a", 0, 8)],  # falling: 8 was passed
+        [_message("a", 0, 10), _message("a", 0, 12)],  # a gap (compacted): taken whole
+        [_message("a", 0, 11), _message("a", 0, 13)],  # 11 received already: passed
+        [_message("a", 0, 14), Message(error=KafkaError(KafkaError._TRANSPORT))],
+        [_message("b", 0, 0), _message("b", 0, 1)],  # not held
+    ]
+    for call in calls:
+        sub.on_messages(member, call)  # type: ignore[arg-type]
+    assert len(member.errors) == 1
+    assert state.next_offset == 15
+    assert list(state.offsets) == [0, 1, 2, 3, 4, 5, 6, 9, 10, 12, 13, 14]
+    skipped = sub._partitions[("a", 1)]
+    skipped.skip = {1}  # acked by a previous owner above its commit: finished as it comes
+    sub.on_messages(member, [_message("a", 1, o) for o in range(3)])  # type: ignore[misc]
+    assert list(skipped.offsets) == [0, 1, 2]
+    assert skipped.done == {1}
+    out = []
+    while sub._buffered:
+        out += await sub.fetch(4)
+    expected = [f"a-0-{o}" for o in (0, 1, 2, 3, 4, 5, 6, 9, 10, 12, 13, 14)] + ["a-1-0", "a-1-2"]
+    assert [d.coordinates for d in out] == expected
+    assert [d.record.body for d in out] == [c.encode() for c in expected]

@@ -82,6 +82,13 @@ _HEADERS = operator.methodcaller("headers")
 (the interpreter's fast call path passes confluent-kafka's pending error on unchecked)."""
 
 
+_READERS = (Message.key, Message.value, Message.headers)
+"""The client's accessors, for a list of its own messages read by ``map`` (C loops calling
+them as functions: ``methodcaller`` makes a bound method and an argument tuple per call)."""
+_ANY_READERS = (operator.methodcaller("key"), operator.methodcaller("value"), _HEADERS)
+"""The same for messages of another class (a subclass's override is called)."""
+
+
 _NONE: HeaderPairs = ()
 """A record's headers when it has none (the client's ``headers()`` returns None)."""
 
@@ -178,21 +185,27 @@ class KafkaRecordBatch(RecordBatch):
             channels += [run.state.key[0]] * len(run.messages)
         self.natives = natives  # type: ignore[assignment]
         self.channels = channels
+        # Read by C loops: the client's messages (the usual) with its accessors.
+        exact = list(map(type, natives)).count(Message) == len(natives)
+        key_of, value_of, headers_of = _READERS if exact else _ANY_READERS
+        keys: list[Any] = list(map(key_of, natives))
         try:  # UTF-8 keys (the usual): a plain decode, without the error handler's cost
-            self.keys = [key.decode() if (key := m.key()) else "" for m in natives]
-        except UnicodeDecodeError:  # a key that is not UTF-8: kept, as KafkaDelivery does
-            self.keys = [
-                key.decode("utf-8", "surrogateescape") if (key := m.key()) else "" for m in natives
-            ]
-        self.bodies = [m.value() or b"" for m in natives]
-        out: list[HeaderPairs] = []  # the client's lists as they come: the core reads them
-        self.headers = out
-        add = out.append
-        for message in natives:
+            self.keys = list(map(bytes.decode, keys))
+        except (TypeError, UnicodeDecodeError):  # a null key, or one that is not UTF-8
+            self.keys = [key.decode("utf-8", "surrogateescape") if key else "" for key in keys]
+        bodies: list[Any] = list(map(value_of, natives))
+        self.bodies = [body or b"" for body in bodies] if None in bodies else bodies
+        # The client's lists as they come (the core reads them); the loop goes on past a
+        # record whose header name confluent-kafka cannot decode.
+        out: list[Any] = []
+        reading = map(headers_of, natives)
+        while True:
             try:
-                add(_HEADERS(message) or _NONE)
-            except (SystemError, ValueError):  # a name confluent-kafka cannot decode
-                add(_unreadable(message))
+                out.extend(reading)
+                break
+            except (SystemError, ValueError):
+                out.append(_unreadable(natives[len(out)]))
+        self.headers = [pairs or _NONE for pairs in out] if None in out else out
 
     def _delivery(self, index: int) -> Delivery:
         sub = self._sub
@@ -542,8 +555,64 @@ class KafkaSubscription(Subscription):
         return positions
 
     def on_messages(self, member: Member, messages: list[Message]) -> None:
+        """A consume call's records, handed over by ``member``'s thread (this list is the
+        subscription's now): buffered as runs of their partitions, those of partitions not
+        held (or revoked) and those received already dropped, errors reported."""
         if member.abandoned:
             return
+        got = self._one_run(messages)
+        if got is None:
+            got = self._each_record(member, messages)
+        if got:
+            self._buffered += got
+            member.clear_error()
+        if self._buffered >= self._buffer_high:
+            for m in self._members:
+                m.room.clear()
+        self._buffer.wake()
+
+    def _one_run(self, messages: list[Message]) -> int | None:
+        """The usual consume call (a held partition's records, in rising offsets past
+        those received, no error, none to skip): checked and read by C loops and buffered
+        as one run (or joined to the last one), no Python step per record; their count.
+        None for any other call, left to :meth:`_each_record`."""
+        count = len(messages)
+        if not count or list(map(type, messages)).count(Message) != count:
+            return None  # (another class: a test's stand-in)
+        first = messages[0]
+        topic, number = first.topic(), first.partition()
+        state = self._partitions.get((topic, number))  # type: ignore[arg-type]
+        if (
+            state is None
+            or state.revoking
+            or state.skip
+            or any(map(Message.error, messages))  # (a KafkaError is true; compared, it raises)
+            or list(map(Message.partition, messages)).count(number) != count
+            or list(map(Message.topic, messages)).count(topic) != count
+        ):
+            return None
+        offsets: list[int] = list(map(Message.offset, messages))  # type: ignore[arg-type]
+        if offsets[0] < state.next_offset or not all(map(operator.lt, offsets, offsets[1:])):
+            return None
+        state.offsets.extend(offsets)
+        state.next_offset = offsets[-1] + 1
+        ready = self._buffer.items
+        last = ready[-1] if ready else None
+        if (
+            last is not None
+            and last.state is state
+            and last.count == 1
+            and len(last.offsets) < _RUN_JOIN
+        ):
+            last.messages += messages
+            last.offsets += offsets
+        else:
+            ready.append(Run(state, messages, offsets, 1))
+        return count
+
+    def _each_record(self, member: Member, messages: list[Message]) -> int:
+        """:meth:`on_messages` record by record: runs of several partitions, errors,
+        records received already or to skip, partitions not held; the count buffered."""
         partitions = self._partitions
         ready = self._buffer.items
         got = 0
@@ -606,13 +675,7 @@ class KafkaSubscription(Subscription):
             got += 1
         if state is not None:
             state.next_offset = top
-        if got:
-            self._buffered += got
-            member.clear_error()
-        if self._buffered >= self._buffer_high:
-            for m in self._members:
-                m.room.clear()
-        self._buffer.wake()
+        return got
 
     # -- loop internals ------------------------------------------------------------------------
 

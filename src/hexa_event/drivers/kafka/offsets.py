@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import groupby
+from itertools import groupby, repeat, starmap
 
 PREFIX = "hexa1:"
 MAX_METADATA = 3000
@@ -102,9 +102,8 @@ class PartitionState:
             popleft = offsets.popleft
             if count == len(offsets):
                 offsets.clear()
-            else:
-                for _ in range(count):
-                    popleft()
+            else:  # popped by a C loop
+                deque(starmap(popleft, repeat((), count)), maxlen=0)
             done = self.done
             while offsets and offsets[0] in done:
                 done.discard(popleft())
