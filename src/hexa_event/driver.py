@@ -352,6 +352,16 @@ def header_dict(pairs: HeaderPairs) -> dict[str, bytes]:
     return raw  # type: ignore[return-value]  # (no null value: checked)
 
 
+class ReadOnlyHeaders:
+    """Not encodable: what an encoder meets in a :class:`PairHeaders` (a read-only view of a
+    record's headers; encode ``dict(headers)`` instead)."""
+
+    __slots__ = ()
+
+
+READ_ONLY = ReadOnlyHeaders()
+
+
 class _MappingStructMeta(msgspec.StructMeta, abc.ABCMeta):
     """A :class:`msgspec.Struct` that is also a :class:`~collections.abc.Mapping`
     (``StructMeta`` may be subclassed from msgspec 0.20)."""
@@ -378,6 +388,9 @@ class PairHeaders(
     pairs: HeaderPairs
     """The client's pairs as given: read them, never change them."""
     _dict: dict[str, bytes] | None = None
+    _encoded: ReadOnlyHeaders = READ_ONLY
+    """Makes an encoder refuse the view, naming a type to turn into a dict, where it would
+    write the struct's fields (``dict(msg.headers)`` is what to put in a payload)."""
 
     def mapping(self) -> dict[str, bytes]:
         """The dict every read goes to, built on the first call: read it, never change it

@@ -5,13 +5,16 @@ the ``MappingProxyType`` a single handler gets, building that dict only when fir
 
 from __future__ import annotations
 
+import base64
 import gc
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 
 import pytest
 
+from hexa_event.codecs import get_codec
 from hexa_event.driver import PairHeaders, header_dict
+from hexa_event.errors import EncodeError
 
 PAIRS: list[tuple[str, bytes | None]] = [
     ("a", b"1"),
@@ -114,3 +117,18 @@ def test_is_not_tracked_by_the_garbage_collector_read_or_not() -> None:
     assert not gc.is_tracked(headers)
     assert headers["dup"] == b"last"
     assert not gc.is_tracked(headers)
+
+
+def test_a_payload_holding_the_view_is_refused_naming_what_to_encode_instead() -> None:
+    """msgspec writes a struct's fields: the view must be refused in a payload (a plain dict
+    of its headers is what to put there), never written as its inner fields."""
+    headers = PairHeaders(PAIRS)
+    codec = get_codec("json")
+    for payload in ({"headers": headers}, [headers]):
+        with pytest.raises(EncodeError, match="cannot encode ReadOnlyHeaders; use a dict"):
+            codec.encode(payload)
+    headers.mapping()  # read: the view holds its dict now, and is still refused
+    with pytest.raises(EncodeError, match="ReadOnlyHeaders"):
+        codec.encode({"headers": headers})
+    as_json = {name: base64.b64encode(value).decode() for name, value in AS_DICT.items()}
+    assert codec.decode(codec.encode({"headers": dict(headers)}), None) == {"headers": as_json}
