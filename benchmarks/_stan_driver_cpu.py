@@ -16,8 +16,6 @@ import asyncio
 import gc
 import inspect
 import time
-import types
-from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
@@ -42,7 +40,7 @@ class _QuietClient(NatsClient):
         self.written += len(cmd)
 
 
-def _frames(count: int, first: int) -> list[Any]:
+def _frames(count: int, first: int) -> list[bytes]:
     envelope = he.envelope.Envelope()
     ctx = he.Context(correlation_id="bench")
     out = []
@@ -54,11 +52,11 @@ def _frames(count: int, first: int) -> list[Any]:
             data=encode_body(record.key, record.headers, record.body),
             timestamp=time.time_ns(),
         )
-        out.append(types.SimpleNamespace(data=proto.encode(), subject="_INBOX.x", reply=""))
+        out.append(proto.encode())
     return out
 
 
-async def _round(frames: list[Any], fetch: int) -> float:
+async def _round(frames: list[bytes], fetch: int) -> float:
     nc = _QuietClient()
     session = StanSession(StanOptions(cluster_id="c", client_id="bench"), nc)
     sub = StanSubscription(session, SubscriptionSpec(group="g", channels=("orders",)))

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -378,12 +377,12 @@ async def test_a_redelivery_crossing_the_ack_of_a_long_held_delivery_is_dropped(
     [member] = sub.members
     await eventually(lambda: member.dropped > 0, within=10, what="a redelivery while held")
     await settle(sub, [held])
-    member._on_message(copy_of(held))  # type: ignore[arg-type]
+    member._on_message(copy_of(held))
     assert await nothing_more(sub, 0.3)
 
 
-def copy_of(delivery: StanDelivery, count: int = 1) -> Any:
-    """A redelivery of ``delivery`` as the server sends it (a NATS message's stand-in)."""
+def copy_of(delivery: StanDelivery, count: int = 1) -> bytes:
+    """A redelivery of ``delivery`` as the server sends it (a NATS message's payload)."""
     crossing = MsgProto(
         sequence=delivery.sequence,
         subject=delivery.native.subject,
@@ -391,7 +390,7 @@ def copy_of(delivery: StanDelivery, count: int = 1) -> Any:
         redelivered=True,
         redelivery_count=count,
     )
-    return types.SimpleNamespace(data=crossing.encode())
+    return crossing.encode()
 
 
 def hold_acks(
@@ -439,7 +438,7 @@ async def test_a_copy_crossing_a_prompt_ack_is_acked_again_not_handed_out(driver
     [delivery] = await take(sub, 1)
     [member] = sub.members
     await settle(sub, [delivery])
-    member._on_message(copy_of(delivery, 2))  # type: ignore[arg-type]
+    member._on_message(copy_of(delivery, 2))
     assert await nothing_more(sub, 0.3)
     assert member.dropped == 1
 

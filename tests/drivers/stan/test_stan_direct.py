@@ -1,7 +1,8 @@
 """Direct delivery (``drivers/stan/direct.py``): a NATS subscription's messages reach a plain
-function from nats-py's read loop, in order, nothing left pending; a handler that raises
-is logged and the connection goes on; where the handover is not possible a task feeds the
-function (on the shared STAN server's NATS port)."""
+function from nats-py's read loop, in order, nothing left pending, as bytes before nats-py
+builds a message of them (headers and all through nats-py's own way); a handler that
+raises is logged and the connection goes on; where the handover is not possible a task
+feeds the function (on the shared STAN server's NATS port)."""
 
 from __future__ import annotations
 
@@ -34,11 +35,11 @@ async def _send_and_receive(
     got: list[bytes] = []
     tasks: list[asyncio.Task[Any] | None] = []
 
-    def handle(msg: Any) -> None:
+    def handle(data: bytes, headers: dict[str, str] | None) -> None:
         tasks.append(asyncio.current_task())
-        if msg.data == b"raise":
+        if data == b"raise":
             raise ValueError("the handler failed")
-        got.append(msg.data)
+        got.append(data)
 
     sub = await direct.subscribe(nc, subject, handle)
     with caplog.at_level(logging.ERROR, logger=direct.__name__):
@@ -70,4 +71,41 @@ async def test_a_subscription_without_the_handover_is_fed_by_a_task(
     _, sub, (nc, tasks) = await _send_and_receive(200, caplog)
     assert tasks[0] is not nc._reading_task
     await sub.unsubscribe()
+    await nc.close()
+
+
+async def test_messages_skip_nats_py_message_objects_and_headers_still_arrive(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nc = await _connect()
+    built = 0
+    build = nc._build_message
+
+    def counting_build(*args: Any) -> Any:
+        nonlocal built
+        built += 1
+        return build(*args)
+
+    monkeypatch.setattr(nc, "_build_message", counting_build)
+    subject = f"direct.{uuid.uuid4().hex[:8]}"
+    got: list[tuple[bytes, dict[str, str] | None]] = []
+    sub = await direct.subscribe(nc, subject, lambda data, headers: got.append((data, headers)))
+    for n in range(100):
+        await nc.publish(subject, b"%d" % n)
+    await nc.publish(subject, b"with", headers={"h": "v"})
+    await eventually(lambda: len(got) == 101, within=30, what="every message handled")
+    assert got[:100] == [(b"%d" % n, None) for n in range(100)]
+    data, headers = got[100]
+    assert data == b"with"
+    assert headers is not None
+    assert headers["h"] == "v"
+    assert built == 1  # the one with headers went nats-py's way
+    assert (sub.delivered, nc.stats["in_msgs"]) == (101, 101)
+
+    await sub.unsubscribe()  # nothing reaches the handler after
+    other = await direct.subscribe(nc, f"{subject}.other", lambda data, headers: None)
+    await nc.publish(subject, b"late")
+    await nc.publish(f"{subject}.other", b"x")
+    await eventually(lambda: other.delivered == 1, within=30, what="a message after")
+    assert len(got) == 101
     await nc.close()

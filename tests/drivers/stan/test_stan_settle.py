@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import types
-from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -48,14 +46,14 @@ def _subscription(*channels: str) -> tuple[_Client, StanSubscription]:
     return nc, sub
 
 
-def _frame(channel: str, sequence: int) -> Any:
+def _frame(channel: str, sequence: int) -> bytes:
     proto = MsgProto(
         sequence=sequence,
         subject=channel,
         data=encode_body(f"k{sequence}", {"n": b"%d" % sequence}, b"{}"),
         timestamp=time.time_ns(),
     )
-    return types.SimpleNamespace(data=proto.encode(), subject="_INBOX.x", reply="")
+    return proto.encode()
 
 
 def _acks(nc: _Client) -> list[tuple[str, int]]:

@@ -180,3 +180,36 @@ def test_the_delivery_fast_path_reads_long_varints_and_refuses_bad_ones() -> Non
     ):
         with pytest.raises(ProtocolError):
             decode_msg_proto(frame)
+
+
+def test_first_deliveries_read_straight_through_decode_as_the_generic_way() -> None:
+    """The straight read of a first delivery (nine-byte timestamp decoded without a loop)
+    and the frames next to it that must go the other ways: same result as MsgProto.decode."""
+    stamps = [2**56, 2**56 + 1, 2**63 - 1, 1_796_636_590_981_817_128]
+    stamps += [random.Random(n).randrange(2**56, 2**63) for n in range(200)]
+    for n, stamp in enumerate(stamps):
+        msg = MsgProto(
+            sequence=(1, 127, 128, 300_000, 2**63 - 1)[n % 5],
+            subject=("orders", "", "x" * 127, "x" * 128)[n % 4],
+            data=(b"", b"{}", b"x" * 127, b"x" * 128, b"x" * 20_000)[n % 5],
+            timestamp=stamp,
+        )
+        frame = msg.encode()
+        assert decode_msg_proto(frame) == msg == MsgProto.decode(frame)
+    for msg in (
+        MsgProto(sequence=5, subject="s", data=b"d", timestamp=2**56 - 1),  # eight bytes
+        MsgProto(sequence=5, subject="s", data=b"d", timestamp=-1),  # ten bytes
+        MsgProto(sequence=5, subject="s", data=b"d", timestamp=2**60, redelivered=True),
+        MsgProto(sequence=5, subject="s", data=b"d", timestamp=2**60, crc32=7),
+        MsgProto(sequence=5, subject="s", timestamp=2**60),  # no data field
+    ):
+        frame = msg.encode()
+        assert decode_msg_proto(frame) == msg == MsgProto.decode(frame)
+    # Nine bytes after the timestamp's tag whose continuation bits say otherwise: a one-byte
+    # timestamp, then a redelivery count and a CRC.
+    head = MsgProto(sequence=5, subject="s", data=b"d").encode()
+    frame = head + bytes([0x28, 0x05, 0x38, 0x81, 0x80, 0x80, 0x80, 0x01, 0x50, 0x07])
+    expected = MsgProto(
+        sequence=5, subject="s", data=b"d", timestamp=5, redelivery_count=2**28 + 1, crc32=7
+    )
+    assert decode_msg_proto(frame) == expected == MsgProto.decode(frame)

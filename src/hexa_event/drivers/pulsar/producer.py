@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -86,38 +85,36 @@ _OK = pulsar.Result.Ok.value
 
 
 class _Batch:
-    """Confirmations of one publish call, counted on pulsar-client's threads."""
+    """Confirmations of one publish call, counted on pulsar-client's threads without a lock:
+    ``list.append`` is atomic, and the callback and :meth:`expect` each write before they
+    read, so at least one of them sees the batch complete (finishing twice is harmless)."""
 
-    __slots__ = ("errors", "expected", "future", "lock", "loop", "results")
+    __slots__ = ("confirmed", "errors", "expected", "future", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.expected = count
-        self.results = 0
+        self.confirmed: list[int] = []
+        """Index in the chunk of each record the client answered for, in answer order."""
         self.errors: dict[int, str] = {}
         """Index in the chunk -> the client's result name, for records not confirmed."""
-        self.lock = threading.Lock()
 
     def callback(self, index: int, result: Any, _msg_id: object) -> None:
         # Runs on a client I/O thread; an exception escaping it would end the process.
         try:
-            with self.lock:
-                if result.value != _OK:  # ints: comparing the enums costs microseconds
-                    self.errors[index] = getattr(result, "name", str(result))
-                self.results += 1
-                done = self.results >= self.expected
-            if done:
+            if result.value != _OK:  # ints: comparing the enums costs microseconds
+                self.errors[index] = getattr(result, "name", str(result))
+            self.confirmed.append(index)
+            if len(self.confirmed) >= self.expected:
                 self.loop.call_soon_threadsafe(self._finish)
         except BaseException:  # pragma: no cover - the loop may be closed under us
             pass
 
     def expect(self, count: int) -> None:
         """Only ``count`` records were handed over: wait for their confirmations only."""
-        with self.lock:
-            self.expected = count
-            done = self.results >= count
-        if done:
+        self.expected = count
+        if len(self.confirmed) >= count:
             self._finish()
 
     def _finish(self) -> None:
@@ -250,10 +247,15 @@ class PulsarProducers:
         go_body = self._options.body == "go"
         callback, builder = batch.callback, _BUILDER
         now_ms = time.time_ns() // 1_000_000
+        read: object = None  # the last emit time read: records sealed in one ms share it
+        event_ms = now_ms
         for index, record in enumerate(chunk):
             headers = record.headers
-            emitted = epoch_seconds(headers.get(EVENT_TIME_HEADER))
-            event_ms = now_ms if emitted is None else round(emitted * 1000)
+            raw_time = headers.get(EVENT_TIME_HEADER)
+            if raw_time is not read:
+                emitted = epoch_seconds(raw_time)
+                event_ms = now_ms if emitted is None else round(emitted * 1000)
+                read = raw_time
             if go_body:
                 body, props = to_go_body(headers, record.body), {}
             else:

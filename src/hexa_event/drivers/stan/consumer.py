@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from ...driver import (
@@ -148,12 +147,13 @@ class ChannelMember:
         self.ack_inbox = response.ack_inbox
         self.ack_command = pub_head(response.ack_inbox)
 
-    def _on_message(self, msg: Msg) -> None:
+    def _on_message(self, data: bytes, headers: dict[str, str] | None = None) -> None:
+        """A MsgProto from the delivery inbox (:mod:`.direct`; the server sends no headers)."""
         buffer = self.owner.buffer
         if buffer.closed:
             return
         try:
-            proto = decode_msg_proto(msg.data)
+            proto = decode_msg_proto(data)
         except ProtocolError:
             logger.warning("STAN: undecodable message on %s ignored", self.channel)
             return

@@ -295,9 +295,80 @@ _MSG_SLOTS = {0x08: 0, 0x28: 1, 0x30: 2, 0x38: 3, 0x50: 4, 0x12: 5, 0x22: 6}
 """MsgProto's one-byte tags -> a slot of :func:`decode_msg_proto` (varints, then lengths)."""
 
 
+_STAMP_MARKS = 0x80_80_80_80_80_80_80_80_80
+_STAMP_ENDED = 0x00_80_80_80_80_80_80_80_80
+"""A nine-byte varint's continuation bits: set in the first eight bytes, clear in the last."""
+
+
+def _stamp(nine: int) -> int:
+    """A nine-byte varint (any time in nanoseconds from 1972 to 2262), read as one
+    little-endian number, decoded without a loop: the continuation bits cleared, the 7-bit
+    groups closed up pairwise (7 -> 14 -> 28 -> 56 -> 63 bits)."""
+    v = nine & 0x7F7F_7F7F_7F7F_7F7F_7F
+    v = (v & 0x7F_007F_007F_007F_007F) | (v >> 1 & 0x3F80_3F80_3F80_3F80)
+    v = (v & 0x3FFF_0000_3FFF_0000_3FFF) | (v >> 2 & 0x0FFF_C000_0FFF_C000)
+    v = (v & 0x0FFF_FFFF_0000_0000_0FFF_FFFF) | (v >> 4 & 0x00FF_FFFF_F000_0000)
+    return (v & 0x00FF_FFFF_FFFF_FFFF) | (v >> 8 & 0x7F00_0000_0000_0000)
+
+
+def _first_delivery(data: bytes) -> MsgProto | None:
+    """A MsgProto as the server writes a first delivery, read straight through: sequence,
+    subject, data and a nine-byte timestamp, in that order. None for any other frame."""
+    if data[0] != 0x08:
+        return None
+    sequence = data[1]
+    pos = 2
+    if sequence & 0x80:  # decode_varint inline (a call per varint cost more)
+        sequence &= 0x7F
+        shift = 7
+        while True:
+            byte = data[pos]
+            pos += 1
+            sequence |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                return None
+    length = data[pos + 1]
+    if data[pos] != 0x12 or length & 0x80:
+        return None
+    subject = data[pos + 2 : pos + 2 + length]
+    pos += 2 + length
+    if data[pos] != 0x22:
+        return None
+    size = data[pos + 1]
+    pos += 2
+    if size & 0x80:
+        size &= 0x7F
+        shift = 7
+        while True:
+            byte = data[pos]
+            pos += 1
+            size |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                return None
+    end = pos + size
+    stamp = int.from_bytes(data[end + 1 : end + 10], "little")
+    if data[end] != 0x28 or len(data) != end + 10 or stamp & _STAMP_MARKS != _STAMP_ENDED:
+        return None
+    # Positional, in the fields' order (cheaper than keywords).
+    return MsgProto(sequence, subject.decode(), "", data[pos:end], _stamp(stamp), False, 0, 0)
+
+
 def decode_msg_proto(data: bytes) -> MsgProto:
-    """:meth:`MsgProto.decode` for the delivery hot path: same result, fewer calls;
-    anything unexpected goes the generic way."""
+    """:meth:`MsgProto.decode` for the delivery hot path: same result, fewer calls. A first
+    delivery the way the server writes it, then any frame by a loop over its fields, and
+    anything unexpected the generic way."""
+    try:
+        proto = _first_delivery(data)
+        if proto is not None:
+            return proto
+    except (IndexError, UnicodeDecodeError):
+        pass
     fields: list[Any] = [0, 0, 0, 0, 0, b"", b""]
     pos, end = 0, len(data)
     try:

@@ -499,14 +499,13 @@ class StanSession:
                     batch.resolve(index, why)
         self._room.set()  # also after a failed write, which freed its places silently
 
-    def _on_pub_ack(self, msg: Msg) -> None:
-        data = msg.data
+    def _on_pub_ack(self, data: bytes, headers: dict[str, str] | None = None) -> None:
         error = ""
         # The common PubAck is the guid alone: field 1, one length byte.
         if data and data[0] == 0x0A and len(data) == data[1] + 2:
             guid = data[2:]
         elif not data:
-            if msg.headers:  # no responders: nothing serves the publish subjects right now
+            if headers:  # no responders: nothing serves the publish subjects right now
                 self._fail_pending(StanNotAnsweringError("no streaming server answered"))
             return
         else:

@@ -1,0 +1,94 @@
+"""CPU per event of ``pulsar_bench.py``'s emit paths (the client process, every thread,
+pulsar-client's included; the broker's is not counted): ``time.process_time`` of the timed
+part, or with ``--callgrind`` instructions per event (the difference of a run of
+``--count`` events and one of a fifth of them, so the start costs cancel: load-independent).
+Each run is a fresh process; rounds alternate the trees given (``--tree``, a checkout's
+``src``) and the medians are printed. Run by hand (not part of ``make bench``):
+
+    python benchmarks/_pulsar_emit_cpu.py --tree ../old/src --tree src \\
+        [--paths raw_emit,emit] [--count 20000] [--rounds 5] [--callgrind]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PATHS = ("raw_emit", "emit")
+
+
+def _measure(path: str, count: int) -> dict[str, float]:
+    import pulsar_bench as pb
+
+    began = time.process_time()
+    if path == "raw_emit":
+        rate = pb.raw_emit_callback_sync(count)
+    elif path == "emit":
+        rate = asyncio.run(pb.ours_emit(count))
+    else:
+        raise SystemExit(f"unknown path {path!r}")
+    # Start and close are in the process time too: the rate's share is what is timed.
+    cpu = time.process_time() - began
+    return {"us": cpu / count * 1e6, "rate": rate}
+
+
+def _run(tree: str, path: str, count: int, valgrind: str | None = None) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{HERE}")
+    command = [sys.executable, __file__, "--child", path, "--count", str(count)]
+    if valgrind:
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind}", *command]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    if valgrind:
+        with open(valgrind) as fh:
+            totals = [line for line in fh if line.startswith(("summary:", "totals:"))]
+        result["instructions"] = int(totals[-1].split()[1])
+        os.remove(valgrind)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", default=[], help="a checkout's src folder")
+    parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_measure(args.child, args.count)))
+        return
+    trees = [os.path.abspath(t) for t in args.tree] or [os.path.join(HERE, "..", "src")]
+    figures: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.rounds):
+        for path in args.paths.split(","):
+            for tree in trees:
+                if args.callgrind:
+                    small, big = args.count // 5, args.count
+                    out = f"/tmp/pulsar-emit-cpu-{os.getpid()}.out"
+                    a = _run(tree, path, small, out)["instructions"]
+                    b = _run(tree, path, big, out)["instructions"]
+                    figure = (b - a) / (big - small)
+                else:
+                    figure = _run(tree, path, args.count)["us"]
+                figures.setdefault((path, tree), []).append(figure)
+    print(f"load average: {os.getloadavg()}")
+    unit = "instructions/event" if args.callgrind else "µs CPU/event (whole run)"
+    for (path, tree), values in figures.items():
+        print(
+            f"{path:<9} {tree[-30:]:<30} {statistics.median(values):11.2f} {unit} "
+            f"(min {min(values):.2f} max {max(values):.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
