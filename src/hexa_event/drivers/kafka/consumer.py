@@ -77,6 +77,15 @@ _RUN_JOIN = 1000
 moves the rest down: that stays short however large ``buffer`` is)."""
 
 
+def _open_run(ready: Sequence[Run], state: PartitionState) -> Run | None:
+    """The buffer's last run when it holds first deliveries of ``state`` and can take more
+    records (fewer than ``_RUN_JOIN``), else None."""
+    last = ready[-1] if ready else None
+    if last is None or last.state is not state or last.count != 1:
+        return None
+    return last if len(last.offsets) < _RUN_JOIN else None
+
+
 _HEADERS = operator.methodcaller("headers")
 """``message.headers()`` called from C, which raises at once for a name that is not UTF-8
 (the interpreter's fast call path passes confluent-kafka's pending error on unchecked)."""
@@ -597,13 +606,8 @@ class KafkaSubscription(Subscription):
         state.offsets.extend(offsets)
         state.next_offset = offsets[-1] + 1
         ready = self._buffer.items
-        last = ready[-1] if ready else None
-        if (
-            last is not None
-            and last.state is state
-            and last.count == 1
-            and len(last.offsets) < _RUN_JOIN
-        ):
+        last = _open_run(ready, state)
+        if last is not None:
             last.messages += messages
             last.offsets += offsets
         else:
@@ -658,15 +662,8 @@ class KafkaSubscription(Subscription):
                 self._dirty.add(state)
                 continue
             if run is None:
-                last = ready[-1] if ready else None
-                if (
-                    last is not None
-                    and last.state is state
-                    and last.count == 1
-                    and len(last.offsets) < _RUN_JOIN
-                ):
-                    run = last
-                else:
+                run = _open_run(ready, state)
+                if run is None:
                     run = Run(state, [], [], 1)
                     ready.append(run)
                 add_message, add_offset = run.messages.append, run.offsets.append
