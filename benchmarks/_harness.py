@@ -108,6 +108,15 @@ def cli(description: str, default_count: int) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def callgrind_total(out_file: str) -> int:
+    """The instructions a ``valgrind --tool=callgrind`` output file counted (its last
+    summary or totals line); the file is removed."""
+    with open(out_file) as fh:
+        totals = [line for line in fh if line.startswith(("summary:", "totals:"))]
+    os.remove(out_file)
+    return int(totals[-1].split()[1])
+
+
 def finish(result: object, path: str | None) -> None:
     if path:
         with open(path, "w") as fh:

@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any
 
+from _harness import callgrind_total
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATHS = ("raw_emit", "emit")
 
@@ -48,10 +50,7 @@ def _run(tree: str, path: str, count: int, valgrind: str | None = None) -> dict[
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
     if valgrind:
-        with open(valgrind) as fh:
-            totals = [line for line in fh if line.startswith(("summary:", "totals:"))]
-        result["instructions"] = int(totals[-1].split()[1])
-        os.remove(valgrind)
+        result["instructions"] = callgrind_total(valgrind)
     return result
 
 

@@ -23,6 +23,8 @@ import time
 import uuid
 from typing import Any
 
+from _harness import callgrind_total
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATHS = ("raw_consume", "consume", "driver_consume", "raw_emit", "emit", "publish")
 
@@ -167,10 +169,7 @@ def _run(tree: str, *args: str, valgrind: str | None = None) -> dict[str, Any]:
         raise SystemExit(f"{' '.join(command)} failed three times")
     result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
     if valgrind:
-        with open(valgrind) as fh:
-            totals = [line for line in fh if line.startswith(("summary:", "totals:"))]
-        result["instructions"] = int(totals[-1].split()[1])
-        os.remove(valgrind)
+        result["instructions"] = callgrind_total(valgrind)
     return result
 
 
