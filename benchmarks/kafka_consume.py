@@ -6,8 +6,8 @@ offset (the ack), commit at the end. Ours: a receiver whose handler takes the de
 dataclass and returns (context extraction, per-key lanes, dedup keys, ack, commit of the
 lowest unfinished offset). Both are timed from the first record to the last one handled;
 ours stops after ``BUDGET`` seconds and then counts what it handled. The last comparison
-runs both sides with the heap frozen, as ``hexa-event run`` freezes it once started
-(docs/deploy.md): the receiver's garbage collections then skip the startup heap.
+runs both sides with the collector tuned as ``hexa-event run`` tunes it once started (heap
+frozen, young threshold raised; docs/deploy.md, "The garbage collector").
 
     HEXA_KAFKA_BOOTSTRAP=127.0.0.1:9092 python benchmarks/kafka_consume.py [--count 50000]
 """
@@ -124,8 +124,8 @@ async def driver_only(count: int) -> float:
 
 
 def frozen(run: Callable[[int], Awaitable[float]]) -> Callable[[int], Awaitable[float]]:
-    """``run`` with the heap frozen as ``hexa-event run`` freezes it once its receivers have
-    started (``hexa_event.runner.collector``), and unfrozen after."""
+    """``run`` with the collector tuned as ``hexa-event run`` tunes it once its receivers
+    have started (``hexa_event.runner.collector``), and restored after."""
 
     async def run_frozen(count: int) -> float:
         tuned = collector.tune()
@@ -155,7 +155,7 @@ async def main() -> None:
         rounds=args.rounds,
     )
     service = await compare(
-        "Kafka consume + ack, heap frozen on both sides as `hexa-event run` does",
+        "Kafka consume + ack, collector tuned on both sides as `hexa-event run` does",
         args.count,
         ("raw confluent-kafka consume+decode+store", frozen(raw)),
         ("hexa-event receiver", frozen(ours)),

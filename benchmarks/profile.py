@@ -14,7 +14,7 @@ left out. Threads (the Kafka driver's blocking client calls, the Pulsar driver's
 threads, sync handlers) are not in the
 profile. cProfile slows Python code several-fold, so read the shares, not the absolute µs:
 the "per event, unprofiled" line is the real cost. The unprofiled runs are timed twice:
-as a receiver runs in your process, then with the heap frozen as ``hexa-event run`` does
+as a receiver runs in your process, then with the collector tuned as ``hexa-event run`` tunes it
 (``hexa_event.runner.collector``), each with the garbage collector's time per generation.
 
 Layers, by module: driver (``hexa_event/driver.py``, ``drivers/``, confluent-kafka), emit
@@ -162,16 +162,17 @@ class GcClock:
 async def profile(title: str, count: int, run: Callable[[int], Awaitable[float]], top: int) -> None:
     print(f"\n== {title}, {count:,} events")
     for frozen in (False, True):
-        # As a receiver runs in your process, then as ``hexa-event run`` runs it (heap frozen
-        # once started: hexa_event.runner.collector).
-        tuned = collector.tune() if frozen else False
+        # As a receiver runs in your process, then as ``hexa-event run`` runs it (collector
+        # tuned once started: hexa_event.runner.collector).
+        tuned = collector.tune() if frozen else None
         try:
             with GcClock() as clock:
                 rate = await run(count)
         finally:
             collector.restore(tuned)
         print(
-            f"  unprofiled{', heap frozen' if frozen else ''}: {rate:,.0f} events/s, "
+            f"  unprofiled{', collector tuned as the runner does' if frozen else ''}: "
+            f"{rate:,.0f} events/s, "
             f"{1e6 / rate:.1f} µs per event; garbage collector "
             f"{clock.seconds / count * 1e6:.2f} µs/event ({clock.per_generation(count)})"
         )

@@ -1,5 +1,6 @@
 """Runner fixtures: an engine URL per engine the SIGTERM test runs on; every test starts and
-ends with the heap unfrozen and the collector on (the runner freezes it while serving)."""
+ends with the heap unfrozen, the collector on and CPython's thresholds (the runner freezes the
+heap and raises the young threshold while serving)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from hexa_event_services import require_service
 @pytest.fixture(autouse=True)
 def unfrozen() -> Iterator[None]:
     gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
     yield
     gc.unfreeze()
     gc.enable()
+    gc.set_threshold(700, 10, 10)
 
 
 ENGINES = [

@@ -1,6 +1,7 @@
 """The runner freezes the heap once its receivers have started (``gc.freeze()``, so the
-collector's full collections skip it) and unfreezes it when stopped; ``gc_tuning=False``
-and a process that manages the collector itself are left alone."""
+collector's full collections skip it) and raises the young generation's threshold (so young
+collections stop walking the events in flight), and undoes both when stopped;
+``gc_tuning=False`` and a process that manages the collector itself are left alone."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import asyncio
 import gc
 
 import hexa_event as he
-from hexa_event.runner import Service
+from hexa_event.runner import Service, collector
 from hexa_event.testing import Collector
+
+seen_thresholds: list[tuple[int, int, int]] = []
 
 
 async def serve_one_event(
     name: str, serve_options: dict[str, bool] | None = None, **options: bool
 ) -> tuple[int, Service]:
-    """Serve a receiver until it handled one event; the frozen objects' count meanwhile."""
+    """Serve a receiver until it handled one event; the frozen objects' count meanwhile
+    (the thresholds meanwhile in :data:`seen_thresholds`)."""
     conn = he.connect(f"memory://{name}")
     got = Collector()
     receiver = conn.receiver("svc", drain_timeout=5)
@@ -30,6 +34,7 @@ async def serve_one_event(
         await conn.emitter().emit(he.Event(channel="orders", key="k", payload={"n": 1}))
         await got.wait_for(1, within=10)
         frozen = gc.get_freeze_count()
+        seen_thresholds.append(gc.get_threshold())
         service.stop()
 
     await asyncio.wait_for(
@@ -42,6 +47,34 @@ async def serve_one_event(
 async def test_the_heap_is_frozen_while_serving_and_unfrozen_once_stopped() -> None:
     frozen, _ = await serve_one_event("gc-tuned")
     assert frozen > 1000  # the modules, the driver and the receiver at least
+    assert gc.get_freeze_count() == 0
+
+
+async def test_the_young_threshold_is_raised_while_serving_and_restored_once_stopped() -> None:
+    seen_thresholds.clear()
+    await serve_one_event("gc-threshold")
+    assert seen_thresholds == [(collector.YOUNG_THRESHOLD, 10, 10)]
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+async def test_thresholds_the_process_set_are_kept() -> None:
+    seen_thresholds.clear()
+    gc.set_threshold(5_000, 20, 30)
+    await serve_one_event("gc-own-threshold")
+    assert seen_thresholds == [(5_000, 20, 30)]
+    assert gc.get_threshold() == (5_000, 20, 30)
+    seen_thresholds.clear()
+    await serve_one_event("gc-threshold-untuned", gc_tuning=False)
+    assert seen_thresholds == [(5_000, 20, 30)]
+
+
+def test_a_threshold_set_while_serving_is_not_undone() -> None:
+    tuned = collector.tune()
+    try:
+        gc.set_threshold(2_000, 10, 10)
+    finally:
+        collector.restore(tuned)
+    assert gc.get_threshold() == (2_000, 10, 10)
     assert gc.get_freeze_count() == 0
 
 

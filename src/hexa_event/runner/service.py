@@ -62,7 +62,7 @@ class Service:
             self.components = components
             if self._forced:
                 self.stop(force=True)
-            tuned = False
+            tuned: collector.Tuning | None = None
             try:
                 await self._start(components)
                 if on_started is not None:
