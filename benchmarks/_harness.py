@@ -14,6 +14,27 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+from hexa_event.runner import collector
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def tuned(run: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """``run`` with the collector tuned as ``hexa-event run`` tunes it once its receivers
+    have started (``hexa_event.runner.collector``: heap frozen, young threshold raised), and
+    restored after. Given to every side of a comparison, so that all run alike."""
+
+    async def run_tuned(*args: P.args, **kwargs: P.kwargs) -> T:
+        tuning = collector.tune()
+        try:
+            return await run(*args, **kwargs)
+        finally:
+            collector.restore(tuning)
+
+    return run_tuned
 
 
 @dataclass

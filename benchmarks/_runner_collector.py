@@ -21,7 +21,8 @@ import sys
 import time
 import uuid
 
-from kafka_consume import BOOTSTRAP, Tick, fill
+from _kafka import BOOTSTRAP
+from kafka_consume import Tick, fill
 
 import hexa_event as he
 from hexa_event.runner import Service

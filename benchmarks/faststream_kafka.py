@@ -154,8 +154,11 @@ async def ours(topic: str, count: int) -> dict[str, float]:
     return {"rate": handled / (last - first), "start_to_first": first - began, "handled": handled}
 
 
-async def faststream(setting: Setting, topic: str, count: int) -> dict[str, float]:
-    """One FastStream run in a subprocess of the benchmarks' venv."""
+async def faststream(
+    setting: Setting, topic: str, count: int, *, tuned: bool = False
+) -> dict[str, float]:
+    """One FastStream run in a subprocess of the benchmarks' venv (``tuned``: with the
+    collector tuned as ``hexa-event run`` tunes it, once imports are done)."""
     command = [
         str(python()),
         str(HERE / "_faststream_side.py"),
@@ -167,6 +170,8 @@ async def faststream(setting: Setting, topic: str, count: int) -> dict[str, floa
     ]
     if setting.mode == "ack":
         command.append(f"--budget={PER_MESSAGE_BUDGET}")
+    if tuned:
+        command.append("--tuned")
     proc = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

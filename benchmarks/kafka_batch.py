@@ -15,7 +15,10 @@ the offsets committed after handling. Timed from the first handled event to the 
   ``AckPolicy.MANUAL`` and one ``msg.ack()`` per batch, in ``benchmarks/.bench-venv``.
 
 Rounds alternate the contenders; medians are compared. Targets (issue 22): at least 0.35 of
-raw, at least 3x FastStream's batch subscriber (its faster flavour).
+raw, at least 3x FastStream's batch subscriber (its faster flavour). Each round then runs
+every contender again with the collector tuned as ``hexa-event run`` tunes it (heap frozen,
+young threshold raised: ``hexa_event.runner.collector``; FastStream's process does the same
+calls), for the last two rows.
 
     python benchmarks/kafka_batch.py [--count 50000] [--rounds 3] [--json out.json]
 """
@@ -28,9 +31,10 @@ import contextlib
 import subprocess
 import time
 import uuid
+from typing import Any
 
 from _benchvenv import FASTSTREAM_VERSION, python
-from _harness import finish, machine, row
+from _harness import finish, machine, row, tuned
 from _kafka import BOOTSTRAP
 from faststream_kafka import BODY_BYTES, Order, Setting, Side, attempt, faststream, fill, raw
 
@@ -79,6 +83,56 @@ async def ours(topic: str, count: int) -> dict[str, float]:
     return {"rate": handled / (last - first), "start_to_first": first - began, "handled": handled}
 
 
+def report(
+    args: argparse.Namespace, how: str, raw_side: Side, our_side: Side, sides: dict[Any, Side]
+) -> list[dict[str, object]]:
+    """Print one pass's rates (``how``: the collector's setting, in the rows' names); its
+    two rows: ours against raw, ours against FastStream's faster flavour."""
+    raw_rate = raw_side.rate.median if raw_side.rate.rates else None
+    our_rate = our_side.rate.median if our_side.rate.rates else None
+    print(
+        f"\nKafka batch consume, {BODY_BYTES}-byte JSON, typed decode, commit after handling"
+        f"{how} ({args.count:,} events x {args.rounds} rounds, {machine()})"
+    )
+    for side in (raw_side, our_side, *sides.values()):
+        if not side.rate.rates:
+            print(f"  {side.rate.name:<58} not run  {side.error}")
+            continue
+        median = side.rate.median
+        vs_raw = f"{median / raw_rate:.2f}" if raw_rate else "-"
+        ours_vs = f"{our_rate / median:.2f}" if our_rate and side is not our_side else "-"
+        print(f"  {side.rate.name:<58} {median:>10,.0f}/s  of raw {vs_raw:>5}  ours/it {ours_vs}")
+    results: list[dict[str, object]] = [
+        row(
+            f"Kafka batch handler (batches of {MAX_SIZE}), typed decode, commit after handling"
+            + how,
+            args.count,
+            raw_side.rate,
+            our_side.rate,
+            target=">= 0.35",
+            group="batch",
+            error=our_side.error or raw_side.error,
+        )
+    ]
+    ran = [side for side in sides.values() if side.rate.rates]
+    if ran:
+        fastest = max(ran, key=lambda side: side.rate.median)
+        results.append(
+            row(
+                f"Kafka batch handler vs FastStream {FASTSTREAM_VERSION} batch + manual ack{how}",
+                args.count,
+                fastest.rate,
+                our_side.rate,
+                target=">= 3",
+                group="batch",
+                all_peers={side.rate.name: side.rate.median for side in ran},
+                raw=raw_rate,
+                error=our_side.error,
+            )
+        )
+    return results
+
+
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=50_000)
@@ -100,57 +154,25 @@ async def main() -> None:
     raw_side = Side("raw confluent-kafka consume(500)+decode+store")
     our_side = Side(f"hexa-event batch handler, Batch(max_size={MAX_SIZE})")
     sides = {setting: Side(setting.label) for setting in peers}
+    raw_tuned, our_tuned = Side(raw_side.rate.name), Side(our_side.rate.name)
+    sides_tuned = {setting: Side(setting.label) for setting in peers}
     for number in range(1, args.rounds + 1):
         began = time.perf_counter()
         await attempt(raw_side, raw(topic, args.count))
         await attempt(our_side, ours(topic, args.count))
         for setting, side in sides.items():
             await attempt(side, faststream(setting, topic, args.count))
+        await attempt(raw_tuned, tuned(raw)(topic, args.count))
+        await attempt(our_tuned, tuned(ours)(topic, args.count))
+        for setting, side in sides_tuned.items():
+            await attempt(side, faststream(setting, topic, args.count, tuned=True))
         print(f"-- round {number}/{args.rounds} took {time.perf_counter() - began:.0f} s")
 
-    raw_rate = raw_side.rate.median if raw_side.rate.rates else None
-    our_rate = our_side.rate.median if our_side.rate.rates else None
-    print(
-        f"\nKafka batch consume, {BODY_BYTES}-byte JSON, typed decode, commit after handling "
-        f"({args.count:,} events x {args.rounds} rounds, {machine()})"
+    results = report(args, "", raw_side, our_side, sides)
+    results += report(
+        args, ", collector tuned as `hexa-event run` does", raw_tuned, our_tuned, sides_tuned
     )
-    for side in (raw_side, our_side, *sides.values()):
-        if not side.rate.rates:
-            print(f"  {side.rate.name:<58} not run  {side.error}")
-            continue
-        median = side.rate.median
-        vs_raw = f"{median / raw_rate:.2f}" if raw_rate else "-"
-        ours_vs = f"{our_rate / median:.2f}" if our_rate and side is not our_side else "-"
-        print(f"  {side.rate.name:<58} {median:>10,.0f}/s  of raw {vs_raw:>5}  ours/it {ours_vs}")
-
-    results: list[dict[str, object]] = [
-        row(
-            f"Kafka batch handler (batches of {MAX_SIZE}), typed decode, commit after handling",
-            args.count,
-            raw_side.rate,
-            our_side.rate,
-            target=">= 0.35",
-            group="batch",
-            error=our_side.error or raw_side.error,
-        )
-    ]
-    ran = [side for side in sides.values() if side.rate.rates]
-    if ran:
-        fastest = max(ran, key=lambda side: side.rate.median)
-        results.append(
-            row(
-                f"Kafka batch handler vs FastStream {FASTSTREAM_VERSION} batch + manual ack",
-                args.count,
-                fastest.rate,
-                our_side.rate,
-                target=">= 3",
-                group="batch",
-                all_peers={side.rate.name: side.rate.median for side in ran},
-                raw=raw_rate,
-                error=our_side.error,
-            )
-        )
-    finish(results, args.json)  # type: ignore[arg-type]
+    finish(results, args.json)
 
 
 if __name__ == "__main__":

@@ -18,15 +18,14 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import msgspec
-from _harness import cli, compare, finish
+from _harness import cli, compare, finish, tuned
 from _kafka import BOOTSTRAP, KEYS, new_topic, produce_all, raw_consume
 
 import hexa_event as he
-from hexa_event.runner import collector
 
 
 @dataclass
@@ -123,20 +122,6 @@ async def driver_only(count: int) -> float:
     return seen / elapsed
 
 
-def frozen(run: Callable[[int], Awaitable[float]]) -> Callable[[int], Awaitable[float]]:
-    """``run`` with the collector tuned as ``hexa-event run`` tunes it once its receivers
-    have started (``hexa_event.runner.collector``), and restored after."""
-
-    async def run_frozen(count: int) -> float:
-        tuned = collector.tune()
-        try:
-            return await run(count)
-        finally:
-            collector.restore(tuned)
-
-    return run_frozen
-
-
 async def main() -> None:
     args = cli(__doc__.splitlines()[0], 50_000)
     result = await compare(
@@ -157,8 +142,8 @@ async def main() -> None:
     service = await compare(
         "Kafka consume + ack, collector tuned on both sides as `hexa-event run` does",
         args.count,
-        ("raw confluent-kafka consume+decode+store", frozen(raw)),
-        ("hexa-event receiver", frozen(ours)),
+        ("raw confluent-kafka consume+decode+store", tuned(raw)),
+        ("hexa-event receiver", tuned(ours)),
         rounds=args.rounds,
     )
     finish([result, breakdown, service], args.json)  # type: ignore[arg-type]

@@ -27,6 +27,8 @@ our envelope writes, as message properties) and the same subscription type (Key_
   ``receiver.start()``, which provisions its retry and dead-letter topics through the admin
   API and subscribes twice (0.3-0.5 s under load, a third of a round of 20,000 events), a
   cost the raw loops and the driver row never paid. The start's own time is printed apart.
+  The receiver row runs again with the collector tuned on both sides as ``hexa-event run``
+  tunes it (``_harness.tuned``).
 - The earlier references, ``pulsar.asyncio`` (``await producer.send`` in windows of 1,000
   with ``asyncio.gather``; ``await consumer.receive()`` + ``await consumer.acknowledge``),
   are kept as the last two rows: the client's own asyncio API is 2-5x slower than its best.
@@ -69,7 +71,7 @@ from typing import Any
 import msgspec
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
-from _harness import cli, compare, finish
+from _harness import cli, compare, finish, tuned
 
 import hexa_event as he
 from hexa_event.driver import SubscriptionSpec
@@ -394,6 +396,14 @@ async def main() -> None:
             ("hexa-event receiver", ours_receiver_consume),
             rounds=args.rounds,
             target=">= 0.8",
+        ),
+        await compare(
+            "Pulsar consume + ack through a receiver, collector tuned on both sides as "
+            "`hexa-event run` does",
+            args.count,
+            ("raw thread, batch_receive or receive (faster)", tuned(raw_consume_fastest)),
+            ("hexa-event receiver", tuned(ours_receiver_consume)),
+            rounds=args.rounds,
         ),
         await compare(
             "Pulsar consume + ack, driver (fetch/ack/settle)",
