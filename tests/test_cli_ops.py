@@ -6,6 +6,7 @@ can emit and handle around them; outbox status and doctor run the whole ``main``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -17,6 +18,7 @@ from sqlalchemy import create_engine
 import hexa_event as he
 from cli_helpers import cli
 from hexa_event.cli import main
+from hexa_event.driver import SubscriptionSpec
 from hexa_event.testing import Collector, eventually
 
 
@@ -218,6 +220,55 @@ async def test_doctor_on_a_sqlite_log(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "[ok  ] permissions: can read" in out
     assert "channel orders: has records" in out
     assert "channel refunds: no records yet" in out
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def sql_log(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An SQLite log, or a PostgreSQL one in tables of its own (the database is shared)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.db'}"
+    return f"{request.getfixturevalue('pg_database')}?table_prefix=g{uuid.uuid4().hex[:8]}_"
+
+
+async def test_doctor_reports_a_sql_group_as_the_other_engines_do(
+    sql_log: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``doctor --action bill`` says, per group, whether it exists and where (as Kafka,
+    Pulsar and NATS do), and on SQL also its live members and the lag ``Subscription.lag``
+    reads. It said nothing of a SQL group."""
+    doctor = ("doctor", sql_log, "--channel", "orders", "--action", "bill")
+    assert await cli(*doctor) == 0  # no tables yet: every group is new
+    out = capsys.readouterr().out
+    assert "[ok  ] group bill: new (starts at the earliest record)" in out
+
+    conn = he.connect(sql_log)
+    await conn.emitter().emit_many([he.Event("orders", f"k{n}", {"n": n}) for n in range(3)])
+    sub = await conn.subscribe(SubscriptionSpec(group="bill", channels=("orders",)))
+    try:
+        assert await sub.lag() == {"orders": 3}
+        assert await cli(*doctor) == 0
+        out = capsys.readouterr().out
+        assert "[ok  ] group bill: exists on orders; 1 live member(s); lag orders 3" in out
+        assert "[ok  ] group bill.dlq-replay: new (starts at the earliest record)" in out
+
+        got: list[Any] = []
+        while len(got) < 2:
+            got += await asyncio.wait_for(sub.fetch(2 - len(got)), 10)
+        for delivery in got:
+            delivery.ack()
+        await sub.settle(got)
+        assert await sub.lag() == {"orders": 1}
+        assert await cli(*doctor) == 0
+        assert "group bill: exists on orders; 1 live member(s); lag orders 1" in (
+            capsys.readouterr().out
+        )
+    finally:
+        await sub.close()
+        await conn.close()
+    assert await cli(*doctor) == 0  # the member left the group; its position stays
+    assert "group bill: exists on orders; 0 live member(s); lag orders 1" in (
+        capsys.readouterr().out
+    )
 
 
 def test_doctor_unreachable_and_unknown(capsys: pytest.CaptureFixture[str]) -> None:

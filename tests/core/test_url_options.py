@@ -7,13 +7,14 @@ true/false/1/0/yes/no.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 import hexa_event as he
 from hexa_event.drivers.kafka import KafkaOptions, KafkaSubscriptionOptions
-from hexa_event.drivers.kit.options import Redacted
+from hexa_event.drivers.kit.options import DriverOptions, Redacted
 from hexa_event.drivers.kit.query import coerce
 from hexa_event.drivers.memory.options import MemoryOptions
 from hexa_event.drivers.nats import NatsOptions, NatsSubscriptionOptions
@@ -113,8 +114,8 @@ def test_sql_options_come_from_the_query_and_never_reach_the_database_driver() -
         5.0,
         "sqlite:///x.db?timeout=3",
     )
-    with pytest.raises(ConfigurationError, match=r"lease_ttl is 20\.0 but the URL says"):
-        SqlOptions(url=f"{PG}?lease_ttl=30", lease_ttl=20.0)
+    both = SqlOptions(url=f"{PG}?lease_ttl=30", lease_ttl=20.0)  # the keyword wins
+    assert (both.lease_ttl, both.url) == (20.0, PG)
 
 
 def test_sqlite_driver_takes_its_options_from_the_url() -> None:
@@ -143,6 +144,45 @@ def test_client_settings_still_pass_through_typed() -> None:
 def test_keyword_options_win_over_the_query() -> None:
     assert KafkaOptions.from_url("kafka://h:9092?partitions=6", partitions=2).partitions == 2
     assert NatsOptions.from_url("nats://h:4222?stream=A", stream="B").stream == "B"
+
+
+CONFLICTS = [
+    pytest.param(MemoryOptions, "memory://?partitions=6", "partitions", id="memory"),
+    pytest.param(KafkaOptions, "kafka://h:9092?partitions=6", "partitions", id="kafka"),
+    pytest.param(PulsarOptions, "pulsar://h:6650?partitions=6", "partitions", id="pulsar"),
+    pytest.param(NatsOptions, "nats://h:4222?partitions=6", "partitions", id="nats"),
+    pytest.param(StanOptions, f"{STAN}&max_inflight=6", "max_inflight", id="stan"),
+    pytest.param(SqlOptions, "sqlite:///x.db?partitions=6", "partitions", id="sqlite"),
+    pytest.param(SqlOptions, f"{PG}?partitions=6", "partitions", id="postgresql"),
+]
+
+
+@pytest.mark.parametrize(("options_type", "url", "name"), CONFLICTS)
+def test_a_keyword_wins_over_the_same_option_in_the_query_on_every_engine(
+    options_type: type[DriverOptions], url: str, name: str
+) -> None:
+    """One rule for an option given twice (docs/driver-contract.md, "Shared plumbing"): the
+    keyword wins, whatever its value: another one, the field's default, the query's own.
+    SQL refused a keyword other than the query's ("give it once") and dropped one given at
+    the field's default for the query's."""
+    default = next(f.default for f in fields(options_type) if f.name == name)
+    assert getattr(options_type.from_url(url), name) == 6  # the query alone
+    for keyword in (8, default, 6):
+        if keyword is None:
+            continue
+        options = options_type.from_url(url, **{name: keyword})
+        assert getattr(options, name) == keyword, (keyword, options)
+
+
+@pytest.mark.parametrize("base", ["sqlite:///kit.db", PG])
+def test_sql_takes_a_keyword_over_the_query_through_connect_and_its_constructor(
+    base: str,
+) -> None:
+    for keyword in (8, 16):  # 16: the field's default
+        driver = he.connect(f"{base}?partitions=4", partitions=keyword).driver
+        assert driver.options.partitions == keyword  # type: ignore[attr-defined]
+    options = SqlOptions(url=f"{base}?partitions=4&lease_ttl=30", partitions=8)
+    assert (options.partitions, options.lease_ttl, options.url) == (8, 30.0, base)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 from ...errors import ConfigurationError
 from ...numbers import LARGEST, check_number
 from ...redaction import redacted_repr
-from .query import parse_query
+from .query import parse_query, take_query
 
 INT32 = 2**31 - 1
 """The largest value of a 32-bit setting (a client's or protocol's count, ms or seconds)."""
@@ -59,13 +59,27 @@ class DriverOptions(Redacted):
     """Where settings that are not fields go (``Pass librdkafka settings in ...``)."""
     passthrough_hint: ClassVar[str] = ""
     url_field: ClassVar[str] = ""
-    """The field given the whole URL, whose class reads the query itself (so that
-    ``SqlOptions(url=...)`` does too); empty: the URL is read here."""
+    """The field given the whole URL, without the query options :meth:`url_query` takes
+    out (its class reads them too, so that ``SqlOptions(url=...)`` does); empty: the URL
+    is read here."""
 
     @classmethod
     def passes_through(cls, key: str) -> bool:
         """Whether query option ``key`` (not a field) goes to the engine's client."""
         return False
+
+    @classmethod
+    def url_query(cls, url: str) -> tuple[dict[str, Any], str]:
+        """For a class with a :attr:`url_field`: the fields ``url``'s query sets (typed),
+        and ``url`` without them (what the engine's client gets)."""
+        return take_query(
+            cls,
+            url,
+            engine=cls.engine,
+            exclude=(cls.url_field,),
+            passthrough=cls.passes_through,
+            hint=cls.passthrough_hint,
+        )
 
     @classmethod
     def from_parts(cls, fields: dict[str, Any], url: ParsedUrl) -> None:
@@ -82,7 +96,8 @@ class DriverOptions(Redacted):
             )
         make: Callable[..., Self] = cls
         if cls.url_field:
-            return make(**{cls.url_field: url}, **options)
+            typed, rest = cls.url_query(url)
+            return make(**{**typed, **options, cls.url_field: rest})
         parts = urlsplit(url)
         userinfo, at, hosts = parts.netloc.rpartition("@")
         user, colon, password = userinfo.partition(":")

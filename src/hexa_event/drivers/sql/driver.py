@@ -81,12 +81,13 @@ class SqlDriver(KitDriver, SqlLog):
     async def diagnose(
         self, channels: Sequence[str], groups: Sequence[str], within: float = 10.0
     ) -> list[Finding]:
-        """The check and the tables (:mod:`.diagnose`); on PostgreSQL the database's own
-        answer (no such database, refused credentials) comes first."""
+        """The check, the tables, the channels and the groups (:mod:`.diagnose`); on
+        PostgreSQL the database's own answer (no such database, refused credentials) comes
+        first."""
         if self.dialect == "sqlite":
             found = await super().diagnose(channels, groups, within)
-            return found + await diagnose(self.options, self.dialect, channels)
-        found = await diagnose(self.options, self.dialect, channels)
+            return found + await diagnose(self.options, self.dialect, channels, groups)
+        found = await diagnose(self.options, self.dialect, channels, groups)
         if any(f.status == "fail" for f in found):
             return found
         return found + await super().diagnose(channels, groups, within)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from ..._sql.names import TableNames, check_channel, check_dialect, merge, table_names
+from ..._sql.names import TableNames, check_channel, check_dialect, table_names
 from ..._sql.urls import DATABASE_PARAMETERS, parse
 from ...errors import ConfigurationError
 from ...numbers import check_number
@@ -61,7 +61,10 @@ class SqlOptions(DriverOptions):
     masked_fields = ("engine_options",)
 
     url: str
-    """SQLAlchemy-style URL: ``sqlite:///path.db`` or ``postgresql://user@host/db``."""
+    """SQLAlchemy-style URL: ``sqlite:///path.db`` or ``postgresql://user@host/db``. Options
+    of ours in its query (``?lease_ttl=30``) are taken out into their fields, unless a
+    keyword set the field (a keyword wins, as in ``from_url``; here a keyword given at the
+    field's default cannot be told from none, so the query's value is taken)."""
     create_tables: bool = True
     """Create the tables on first use (:func:`~hexa_event.drivers.sql.migrate`)."""
     partitions: int = 16
@@ -102,7 +105,7 @@ class SqlOptions(DriverOptions):
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or "://" not in self.url:
             raise ConfigurationError("SqlOptions.url must be a URL such as sqlite:///app.db")
-        object.__setattr__(self, "url", self._take_query_options(self.url))
+        self._take_query_options()
         object.__setattr__(self, "schema", self.schema or None)
         object.__setattr__(self, "table_prefix", self.table_prefix or "")
         # A bad host, port or bracket is named now, not at first use.
@@ -126,26 +129,29 @@ class SqlOptions(DriverOptions):
         synchronous = ("OFF", "NORMAL", "FULL", "EXTRA")
         check_choice("SqlOptions", "sqlite_synchronous", self.sqlite_synchronous, synchronous)
 
-    def _take_query_options(self, url: str) -> str:
-        """``url`` without the query options that are fields of ours (``?lease_ttl=30``),
-        which set those fields; the others must be the database driver's parameters."""
+    @classmethod
+    def url_query(cls, url: str) -> tuple[dict[str, Any], str]:
+        """The options of ours in ``url``'s query (``?lease_ttl=30``), typed, and ``url``
+        without them; the others must be the database driver's parameters."""
         backend = url.split(":", 1)[0].split("+", 1)[0].lower()
         allowed = DATABASE_PARAMETERS.get("postgresql" if backend == "postgres" else backend)
-        typed, url = take_query(
-            SqlOptions,
+        return take_query(
+            cls,
             url,
             engine="SQL",
             exclude=("url",),
             passthrough=(lambda _: True) if allowed is None else allowed.__contains__,
             hint=f"Database driver parameters pass through: {', '.join(sorted(allowed or ()))}",
         )
+
+    def _take_query_options(self) -> None:
+        """Move the query options of ours out of :attr:`url` into the fields a keyword left
+        at their default (a keyword that changed a field wins, as in ``from_url``)."""
+        typed, url = self.url_query(self.url)
+        object.__setattr__(self, "url", url)
         for f in fields(self):
-            if f.name in typed:
-                given = getattr(self, f.name)
-                given = None if given == f.default else given  # the default: not given
-                value = merge(given, typed[f.name], name=f.name, owner="SqlOptions")
-                object.__setattr__(self, f.name, value)
-        return url
+            if f.name in typed and getattr(self, f.name) in (None, f.default):
+                object.__setattr__(self, f.name, typed[f.name])
 
     @property
     def names(self) -> TableNames:

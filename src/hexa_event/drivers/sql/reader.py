@@ -5,11 +5,12 @@ never skipped: docs/engines/sql.md, "Internals"), stored headers, a group's lag.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .log import SqlLog
 from .partitions import Part
@@ -88,8 +89,17 @@ async def read_partitions(
 
 async def read_lag(log: SqlLog, group: str) -> dict[str, int]:
     """Per channel the group has positions on, the rows not yet settled by ``group``."""
-    log_t, pos_t = log.sql_name("hexa_log"), log.sql_name("hexa_positions")
-    acked_t, redo_t = log.sql_name("hexa_acked"), log.sql_name("hexa_redeliveries")
+    async with log.connection() as conn:
+        return await lag_on(conn, log.sql_name, group)
+
+
+async def lag_on(
+    conn: AsyncConnection, sql_name: Callable[[str], str], group: str
+) -> dict[str, int]:
+    """:func:`read_lag` on ``conn``, in the tables ``sql_name`` names (``"hexa_log"`` -> its
+    quoted SQL name): one grouped query."""
+    log_t, pos_t = sql_name("hexa_log"), sql_name("hexa_positions")
+    acked_t, redo_t = sql_name("hexa_acked"), sql_name("hexa_redeliveries")
     statement = (  # row values compare (txid, id) on both databases (txid is 0 on SQLite)
         f"SELECT l.channel, COUNT(*) FROM {pos_t} p JOIN {log_t} l "
         "ON l.channel = p.channel AND l.part = p.part AND (l.txid, l.id) > (p.pos_tx, p.pos_id) "
@@ -103,8 +113,7 @@ async def read_lag(log: SqlLog, group: str) -> dict[str, int]:
         f"UNION ALL SELECT p.channel, 0 FROM {pos_t} p WHERE p.group_name = :g "
         "GROUP BY p.channel"
     )
-    async with log.connection() as conn:
-        rows = (await conn.execute(text(statement), {"g": group})).all()
+    rows = (await conn.execute(text(statement), {"g": group})).all()
     out: dict[str, int] = {}
     for channel, count in rows:
         out[channel] = out.get(channel, 0) + int(count)
