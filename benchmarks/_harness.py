@@ -22,6 +22,20 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+class Collections:
+    """The garbage collector's time while it is in ``gc.callbacks`` (:attr:`seconds`)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+
+
 def tuned(run: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """``run`` with the collector tuned as ``hexa-event run`` tunes it once its receivers
     have started (``hexa_event.runner.collector``: heap frozen, young threshold raised), and

@@ -19,25 +19,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from _harness import Collections
 from faststream_kafka import fill, raw
 from faststream_kafka import ours as receiver
 from kafka_batch import ours
 
 SERVICES = ("kafka",)
-
-
-class Collections:
-    """The garbage collector's time, from its callbacks."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._began = 0.0
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._began = time.perf_counter()
-        else:
-            self.seconds += time.perf_counter() - self._began
 
 
 async def cpu_per_event(

@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 
+from _harness import Collections
 from _kafka import BOOTSTRAP
 from kafka_consume import Tick, fill
 
@@ -33,20 +34,6 @@ STEP = 25_000
 def rss_mib() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class Collections:
-    """The collector's time, from its callbacks."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._began = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._began = time.perf_counter()
-        else:
-            self.seconds += time.perf_counter() - self._began
 
 
 async def served(count: int, tuning: bool) -> dict[str, object]:
