@@ -473,6 +473,13 @@ class BatchDispatcher(Dispatcher):
                     raise
                 failures = self._failures(exc, ready.messages, given)
             else:
+                if self._closing.is_set() and any(d.outcome is not None for d in deliveries):
+                    logger.warning(  # left behind at close, which gave its deliveries back
+                        "batch handler of %s left behind at close has ended; its events "
+                        "were given back and are delivered again",
+                        self._route.action,
+                    )
+                    return
                 for delivery in deliveries:
                     delivery.ack()
                 self.counters.handled += len(ready.messages)
@@ -706,7 +713,9 @@ class BatchLanes:
     async def join(self, within: float | None) -> bool:
         return await wait_set(self._idle, within)
 
-    async def stop(self, grace: float = 5.0, *, message: str | None = None) -> bool:
+    async def stop(
+        self, grace: float = 5.0, *, message: str | None = None
+    ) -> list[asyncio.Task[None]]:
         for handle in self._parked.values():
             handle.cancel()
         self._parked.clear()
@@ -724,7 +733,7 @@ class BatchLanes:
                 self._books.pending_records.append(batch)
         if given_back:
             self._books.settle_wake.set()
-        return not pending
+        return list(pending)
 
     def wake_parked(self) -> None:
         for lane, handle in list(self._parked.items()):

@@ -58,6 +58,8 @@ class Lanes(Generic[T]):
         self._sleepers: deque[asyncio.Future[None]] = deque()
         """Idle workers, each waiting on its own future."""
         self._waking = False
+        self._stopped = False
+        """Set by :meth:`stop`: a worker left behind ends once its lane returns."""
         """A sleeping worker was woken and has not run yet (see the module docstring)."""
         self._parked: dict[Hashable, asyncio.TimerHandle] = {}
         self._idle = asyncio.Event()
@@ -136,7 +138,7 @@ class Lanes(Generic[T]):
         queues = self._queues
         ready = self._ready
         run_lane = self._run_lane
-        while True:
+        while not self._stopped:
             if not ready:
                 await self._sleep()
                 continue
@@ -187,19 +189,22 @@ class Lanes(Generic[T]):
         """Wait until every lane is empty; False if ``within`` seconds passed first."""
         return await wait_set(self._idle, within)
 
-    async def stop(self, grace: float = 5.0, *, message: str | None = None) -> bool:
-        """Cancel the workers (with ``message``); wait up to ``grace`` s for them to unwind
-        (False if not all did: a handler ignoring cancellation is left behind). Unfinished
-        items stay in :meth:`items`."""
+    async def stop(
+        self, grace: float = 5.0, *, message: str | None = None
+    ) -> list[asyncio.Task[None]]:
+        """Cancel the workers (with ``message``); wait up to ``grace`` s for them to unwind.
+        Returns those that did not (a handler ignoring cancellation is left behind).
+        Unfinished items stay in :meth:`items`; a worker left behind runs no other lane."""
+        self._stopped = True
         for handle in self._parked.values():
             handle.cancel()
         self._parked.clear()
         for task in self._tasks:
             task.cancel(message)
         if not self._tasks:
-            return True
+            return []
         _, pending = await asyncio.wait(self._tasks, timeout=grace)
-        return not pending
+        return list(pending)
 
     @property
     def workers_alive(self) -> bool:

@@ -57,6 +57,7 @@ from .numbers import check_number
 from .propagation import Propagator, default_propagator
 from .publishing import PublishMiddleware, pipeline
 from .retry import RetryPolicy
+from .stuck import where
 from .threads import ABANDON
 from .wire import Chain, DedupIds, error_text
 
@@ -497,9 +498,10 @@ class Receiver:
                 if not task.done():
                     logger.error(
                         "receiver %s: the driver's provision or subscribe ignores its "
-                        "cancellation; left behind (a subscription it still makes is "
-                        "closed when it does)",
+                        "cancellation; left behind, waiting in %s (a subscription it still "
+                        "makes is closed when it does)",
                         self.name,
+                        where(task) or "?",
                     )
                     task.add_done_callback(self._ended_behind)
         if not task.done() or task.cancelled():
@@ -582,6 +584,15 @@ class Receiver:
                                 counters.handled += 1
                                 if delivery.outcome is None:  # delivery.ack(), inline
                                     delivery.outcome = ack
+                                elif closing.is_set():  # left behind: close gave it back
+                                    logger.warning(
+                                        "receiver %s: a handler of %s left behind at close "
+                                        "has ended; its event was given back and is "
+                                        "delivered again",
+                                        self.name,
+                                        info.action,
+                                    )
+                                    return None
                                 else:
                                     delivery.ack()  # raises AlreadySettledError
                                 if dispatcher.given_back:
@@ -836,11 +847,13 @@ class Receiver:
             for info in self._subs.values():
                 if info.lanes is None:
                     continue
-                if not await info.lanes.stop(_UNWIND_GRACE, message=ABANDON):
+                for task in await info.lanes.stop(_UNWIND_GRACE, message=ABANDON):
                     logger.error(
-                        "receiver %s: a handler of %s ignores cancellation; left behind",
+                        "receiver %s: a handler of %s ignores cancellation; left behind, "
+                        "waiting in %s",
                         self.name,
                         info.action,
+                        where(task) or task.get_name(),
                     )
                 for delivery in info.lanes.items():
                     if delivery.outcome is None:
@@ -871,11 +884,12 @@ class Receiver:
         _, late = await asyncio.wait(tasks, timeout=_UNWIND_GRACE)
         for task in late:
             logger.error(
-                "receiver %s: %s (task %s) ignores its cancellation; left behind (events it "
-                "did not settle are delivered again)",
+                "receiver %s: %s (task %s) ignores its cancellation; left behind, waiting in "
+                "%s (events it did not settle are delivered again)",
                 self.name,
                 doing,
                 task.get_name(),
+                where(task) or "?",
             )
 
     async def _close_subscriptions(self, subscriptions: dict[str, Subscription]) -> None:

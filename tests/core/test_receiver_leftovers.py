@@ -29,6 +29,15 @@ async def deaf(release: asyncio.Event, entered: asyncio.Event) -> None:
             continue
 
 
+def left_running() -> list[asyncio.Task[Any]]:
+    """Tasks of this loop running action a's lanes or batches (``hexa-event:a-...``)."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and task.get_name().startswith("hexa-event:a-")
+    ]
+
+
 def on_subscription(conn: he.Connection, change: Any) -> None:
     """Call ``change(spec, subscription)`` on each subscription the driver makes."""
     subscribe = conn.driver.subscribe
@@ -78,9 +87,58 @@ async def test_close_is_bounded_when_a_settle_or_fetch_ignores_cancellation(
         with caplog.at_level(logging.ERROR, logger="hexa_event.receiver"):
             await asyncio.wait_for(receiver.close(), 10)
         assert time.monotonic() - began < 6
-        assert "ignores its cancellation; left behind" in caplog.text
+        assert "ignores its cancellation; left behind, waiting in" in caplog.text
+        assert f"{call} (core/test_receiver_leftovers.py:" in caplog.text  # where it hangs
+        assert "> deaf (core/test_receiver_leftovers.py:" in caplog.text
         if call == "settle":
             assert "writing the settlements of a did not end" in caplog.text
+    finally:
+        release.set()
+    await conn.close()
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["handler", "batch handler"])
+async def test_a_handler_ignoring_cancellation_is_left_behind_at_close_naming_where_it_waits(
+    batch: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A handler that ignores its cancellation (a middleware's database call stuck in a
+    # thread, a library swallowing CancelledError) is left behind once close() has waited a
+    # second, and its event is given back. The log line said only "a handler of a": the
+    # person on call could not tell which call hung (the handler's own code, the inbox's
+    # database call, a driver's).
+    conn = he.connect(f"memory://leftovers-handler-{batch}")
+    release, entered = asyncio.Event(), asyncio.Event()
+    again = Collector()
+
+    async def stubborn(ctx: he.Context, msg: Any) -> None:
+        await deaf(release, entered)
+
+    receiver = conn.receiver("svc", drain_timeout=0.2)
+    receiver.subscribe("c", action="a", handler=stubborn, batch=he.Batch() if batch else None)
+    await receiver.start()
+    await conn.emitter().emit(he.Event("c", "k", {"n": 1}))
+    await asyncio.wait_for(entered.wait(), 10)
+    began = time.monotonic()
+    try:
+        with caplog.at_level(logging.ERROR, logger="hexa_event.receiver"):
+            await asyncio.wait_for(receiver.close(), 10)
+        assert time.monotonic() - began < 5
+        assert "a handler of a ignores cancellation; left behind, waiting in " in caplog.text
+        assert "stubborn (core/test_receiver_leftovers.py:" in caplog.text
+        assert "> deaf (core/test_receiver_leftovers.py:" in caplog.text
+        # Its event was given back: the next member gets it.
+        successor = conn.receiver("svc2")
+        successor.subscribe("c", action="a", handler=again.add_message)
+        async with successor:
+            await again.wait_for(1, within=10)
+        # Released, the handler ends; what ran it ends too (it ran on, waiting for lanes
+        # that never came, until the loop closed) and logs no error.
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hexa_event"):
+            release.set()
+            await eventually(lambda: not left_running(), within=5)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+        assert "left behind at close has ended; its event" in caplog.text
     finally:
         release.set()
     await conn.close()
@@ -117,7 +175,8 @@ async def test_a_subscribe_left_behind_at_close_has_its_subscription_closed(
     with caplog.at_level(logging.WARNING, logger="hexa_event.receiver"):
         await asyncio.wait_for(receiver.close(), 5)
         await asyncio.wait_for(starting, 5)
-        assert "ignores its cancellation; left behind" in caplog.text
+        assert "ignores its cancellation; left behind, waiting in" in caplog.text
+        assert "late (core/test_receiver_leftovers.py:" in caplog.text
         release.set()  # the driver's subscribe ends after all, with a subscription
         await eventually(lambda: closed == ["a"], within=5)
     assert "closing it" in caplog.text
