@@ -7,6 +7,7 @@ true/false/1/0/yes/no.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import fields
 from pathlib import Path
 
@@ -172,6 +173,29 @@ def test_a_keyword_wins_over_the_same_option_in_the_query_on_every_engine(
             continue
         options = options_type.from_url(url, **{name: keyword})
         assert getattr(options, name) == keyword, (keyword, options)
+
+
+@pytest.mark.parametrize(("options_type", "url", "name"), CONFLICTS)
+def test_a_keyword_overriding_the_query_is_logged_naming_both_values(
+    options_type: type[DriverOptions], url: str, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Tools given the URL alone (hexa-event tail, doctor) read what the URL says: a keyword
+    # that overrides it (another schema, table prefix, stream...) went unsaid.
+    with caplog.at_level(logging.WARNING, logger="hexa_event.drivers.kit.options"):
+        options_type.from_url(url, **{name: 6})  # the same value: nothing to say
+        assert not caplog.records
+        options_type.from_url(url, **{name: 8})
+    assert f"{name}=8 given as a keyword overrides {name}=6 in the URL" in caplog.text
+
+
+def test_a_secret_overriding_the_query_is_logged_without_either_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = "kafka://h:9092?sasl_password=from-the-url&sasl_username=u&sasl_mechanism=PLAIN"
+    with caplog.at_level(logging.WARNING, logger="hexa_event.drivers.kit.options"):
+        KafkaOptions.from_url(url, sasl_password="from-the-code")
+    assert "sasl_password=*** given as a keyword overrides sasl_password=***" in caplog.text
+    assert "from-the" not in caplog.text
 
 
 @pytest.mark.parametrize("base", ["sqlite:///kit.db", PG])

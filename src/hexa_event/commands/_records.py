@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import importlib
 import json
 import math
@@ -163,7 +164,10 @@ async def connect_reading(url: str) -> Connection:
     if not creates_channels(conn):
         return conn
     await conn.close()  # opened nothing: connect() connects on first use
-    return connect(url, provision=False)
+    # The URL's options but provision (an options object is taken as it is: no keyword
+    # overriding the URL, which the kit would warn of).
+    options = dataclasses.replace(conn.driver.options, provision=False)  # type: ignore[attr-defined]
+    return connect(url, options=options)
 
 
 async def open_subscription(

@@ -4,6 +4,7 @@ their fields, each naming the owner and the field."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, ClassVar, NamedTuple, Self
@@ -11,8 +12,10 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from ...errors import ConfigurationError
 from ...numbers import LARGEST, check_number
-from ...redaction import redacted_repr
+from ...redaction import is_secret, redacted_repr
 from .query import parse_query, take_query
+
+logger = logging.getLogger(__name__)
 
 INT32 = 2**31 - 1
 """The largest value of a 32-bit setting (a client's or protocol's count, ms or seconds)."""
@@ -82,6 +85,25 @@ class DriverOptions(Redacted):
         )
 
     @classmethod
+    def _overridden(cls, from_url: dict[str, Any], keywords: dict[str, Any]) -> None:
+        """Warn of each query option a keyword overrides with another value: tools given
+        the URL alone (``hexa-event tail``, ``doctor``) would read another schema, table
+        prefix or stream than the service does. Secrets' values are not shown."""
+        for name in sorted(from_url.keys() & keywords.keys()):
+            keyword, in_url = keywords[name], from_url[name]
+            if keyword != in_url:
+                shown = ("***", "***") if is_secret(name) else (repr(keyword), repr(in_url))
+                logger.warning(
+                    "%s: %s=%s given as a keyword overrides %s=%s in the URL (tools given the "
+                    "URL alone use the URL's); give it once",
+                    cls.__name__,
+                    name,
+                    shown[0],
+                    name,
+                    shown[1],
+                )
+
+    @classmethod
     def from_parts(cls, fields: dict[str, Any], url: ParsedUrl) -> None:
         """Complete ``fields`` (the keyword and query options) from the rest of ``url``,
         with ``setdefault``."""
@@ -97,6 +119,7 @@ class DriverOptions(Redacted):
         make: Callable[..., Self] = cls
         if cls.url_field:
             typed, rest = cls.url_query(url)
+            cls._overridden(typed, options)
             return make(**{**typed, **options, cls.url_field: rest})
         parts = urlsplit(url)
         userinfo, at, hosts = parts.netloc.rpartition("@")
@@ -114,6 +137,7 @@ class DriverOptions(Redacted):
             passthrough=cls.passes_through,
             hint=cls.passthrough_hint,
         )
+        cls._overridden(typed, options)
         given = {**typed, **options}
         decoded = (unquote(user) if at else None, unquote(password) if colon else None)
         cls.from_parts(given, ParsedUrl(parts, *decoded, hosts, passed))
