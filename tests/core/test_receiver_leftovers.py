@@ -29,6 +29,13 @@ async def deaf(release: asyncio.Event, entered: asyncio.Event) -> None:
             continue
 
 
+async def one_event_in(conn: he.Connection, receiver: he.Receiver, entered: asyncio.Event) -> None:
+    """Start ``receiver``, emit one event to channel "c", wait until ``entered`` is set."""
+    await receiver.start()
+    await conn.emitter().emit(he.Event("c", "k", {"n": 1}))
+    await asyncio.wait_for(entered.wait(), 10)
+
+
 def left_running() -> list[asyncio.Task[Any]]:
     """Tasks of this loop running action a's lanes or batches (``hexa-event:a-...``)."""
     return [
@@ -79,9 +86,7 @@ async def test_close_is_bounded_when_a_settle_or_fetch_ignores_cancellation(
     on_subscription(conn, change)
     receiver = conn.receiver("svc", drain_timeout=1)
     receiver.subscribe("c", action="a", handler=Collector().add_message)
-    await receiver.start()
-    await conn.emitter().emit(he.Event("c", "k", {"n": 1}))
-    await asyncio.wait_for(entered.wait(), 10)
+    await one_event_in(conn, receiver, entered)
     began = time.monotonic()
     try:
         with caplog.at_level(logging.ERROR, logger="hexa_event.receiver"):
@@ -115,9 +120,7 @@ async def test_a_handler_ignoring_cancellation_is_left_behind_at_close_naming_wh
 
     receiver = conn.receiver("svc", drain_timeout=0.2)
     receiver.subscribe("c", action="a", handler=stubborn, batch=he.Batch() if batch else None)
-    await receiver.start()
-    await conn.emitter().emit(he.Event("c", "k", {"n": 1}))
-    await asyncio.wait_for(entered.wait(), 10)
+    await one_event_in(conn, receiver, entered)
     began = time.monotonic()
     try:
         with caplog.at_level(logging.ERROR, logger="hexa_event.receiver"):
