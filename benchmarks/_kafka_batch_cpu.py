@@ -3,10 +3,12 @@ process (client threads included): a measure that a loaded machine disturbs far 
 rates. ``kafka_batch.py``'s work (same topic filling, same handler); rounds alternate. For
 ours it also prints the event-loop thread's CPU and the garbage collector's time per event
 (with ``--freeze``, objects alive at start are frozen first, as a service may do with
-``gc.freeze()``). ``--receiver`` measures the single-message receiver instead (the one of
+``gc.freeze()``; with ``--tuned``, the collector is tuned as ``hexa-event run`` tunes it).
+``--receiver`` measures the single-message receiver instead (the one of
 ``faststream_kafka.py``, concurrency 256). Run by hand (not part of ``make bench``):
 
-    python benchmarks/_kafka_batch_cpu.py [--count 30000] [--rounds 3] [--freeze] [--receiver]
+    python benchmarks/_kafka_batch_cpu.py [--count 30000] [--rounds 3] [--freeze | --tuned]
+        [--receiver]
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from _harness import Collections
 from faststream_kafka import fill, raw
 from faststream_kafka import ours as receiver
 from kafka_batch import ours
+
+from hexa_event.runner import collector as runner_collector
 
 SERVICES = ("kafka",)
 
@@ -50,12 +54,20 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--freeze", action="store_true", help="gc.freeze() before the rounds")
     parser.add_argument(
+        "--tuned",
+        action="store_true",
+        help="the collector tuned as `hexa-event run` tunes it (heap frozen, young threshold "
+        "raised), for both sides",
+    )
+    parser.add_argument(
         "--receiver", action="store_true", help="the single-message receiver, not batches"
     )
     args = parser.parse_args()
     mine_run, name = (receiver, "receiver") if args.receiver else (ours, "batch handler")
     if args.freeze:
         gc.freeze()
+    if args.tuned:
+        runner_collector.tune()
     raws: list[float] = []
     mine: list[tuple[float, float, float]] = []
     for number in range(1, args.rounds + 1):
