@@ -266,7 +266,7 @@ async def test_doctor_reports_a_sql_group_as_the_other_engines_do(
         await sub.close()
         await conn.close()
     assert await cli(*doctor) == 0  # the member left the group; its position stays
-    assert "group bill: exists on orders; 0 live member(s); lag orders 1" in (
+    assert "[warn] group bill: exists on orders; 0 live member(s); lag orders 1: nothing " in (
         capsys.readouterr().out
     )
 

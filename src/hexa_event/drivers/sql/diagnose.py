@@ -118,7 +118,11 @@ async def _group(
     lag = await lag_on(conn, lambda name: quote(tables[name]), group)
     behind = ", ".join(f"{channel} {lag.get(channel, 0)}" for channel in channels)
     where = f" on {', '.join(channels)}; {count} live member(s); lag {behind}"
-    return group_finding(f"group {group}", where)
+    found = group_finding(f"group {group}", where)
+    if count or not any(lag.values()):
+        return found
+    fix = "start a receiver for this action (hexa-event run, or receiver.start())"
+    return Finding(found.name, "warn", f"{found.detail}: nothing consumes it", fix)
 
 
 def _refusal(shown: str) -> Finding:
