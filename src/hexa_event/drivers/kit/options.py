@@ -13,7 +13,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 from ...errors import ConfigurationError
 from ...numbers import LARGEST, check_number
 from ...redaction import is_secret, redacted_repr
-from .query import parse_query, take_query
+from .query import parse_query
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +73,10 @@ class DriverOptions(Redacted):
 
     @classmethod
     def url_query(cls, url: str) -> tuple[dict[str, Any], str]:
-        """For a class with a :attr:`url_field`: the fields ``url``'s query sets (typed),
-        and ``url`` without them (what the engine's client gets)."""
-        return take_query(
-            cls,
-            url,
-            engine=cls.engine,
-            exclude=(cls.url_field,),
-            passthrough=cls.passes_through,
-            hint=cls.passthrough_hint,
-        )
+        """For a class with a :attr:`url_field`, which defines it (what its client lets
+        through depends on the URL): the fields ``url``'s query sets (typed), and ``url``
+        without them (what the engine's client gets)."""
+        raise NotImplementedError(f"{cls.__name__} has a url_field: define url_query")
 
     @classmethod
     def _overridden(cls, from_url: dict[str, Any], keywords: dict[str, Any]) -> None:
