@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -44,7 +44,7 @@ from . import codecs, wire
 from . import envelope as env
 from .codecs import Codec, get_codec, json_decoder
 from .context import Context, new_correlation_id
-from .driver import Delivery, Features, PairHeaders
+from .driver import Delivery, Features, PairHeaders, RecordBatch
 from .envelope import (
     ATTEMPT,
     CONTENT_TYPE,
@@ -96,6 +96,10 @@ SEALED_HEADERS = (
 """The eight headers our emitters write with the default propagator and no headers of the
 event's own, in the order they write them: :meth:`Dispatcher.first` reads a record whose
 header names are exactly these by position."""
+
+_NO_TIME = object()
+"""Equal to no header value (``first_records``' last emit time before the first)."""
+T = TypeVar("T")
 
 POISON = "poison"
 PERMANENT = "permanent-error"
@@ -274,11 +278,9 @@ class Dispatcher:
         record = delivery.record
         headers = record.headers
         channel = record.channel
-        source_channel = self._source_channels.get(channel)
+        source_channel = self._source_channels.get(channel)  # _is_source, inline
         if source_channel is None:
-            source_channel = not self._route.chain.retry_number_of(channel)
-            if len(self._source_channels) < _CHANNELS_KEPT:
-                self._source_channels[channel] = source_channel
+            source_channel = self._is_source(channel)
         if not source_channel:
             return None
         try:
@@ -386,6 +388,128 @@ class Dispatcher:
                 native,
             ),
         )
+
+    @property
+    def reads_first(self) -> bool:
+        """Whether :meth:`first` and :meth:`first_records` read deliveries at all (the
+        default propagator, event ids); otherwise every one goes the careful way."""
+        return self._first_propagator is not None
+
+    def first_records(
+        self, batch: RecordBatch, tag: T
+    ) -> tuple[list[tuple[T, int, Context, Message[Any]] | None], list[int]]:
+        """:meth:`first` for every record of ``batch``, in one pass over its lists: per
+        record ``(tag, index, ctx, message)``, or None for one this pass does not read (take
+        it out of the batch and handle it as a delivery), with the indexes of those.
+
+        Reads only records with exactly the eight headers our emitters write
+        (``SEALED_HEADERS``, by position), an event id, from a source channel, in JSON and
+        without a user; the context and message are what :meth:`first` builds for them."""
+        count = len(batch)
+        propagator = self._first_propagator
+        if propagator is None:
+            return [None] * count, list(range(count))
+        if self._first_generation != codecs.generation:
+            self._first_decoder()
+        decode = self._first_json
+        if decode is None:
+            return [None] * count, list(range(count))
+        channels, keys, bodies, natives = batch.channels, batch.keys, batch.bodies, batch.natives
+        sources = {channel: self._is_source(channel) for channel in set(channels)}
+        name0, name1, name2, name3, name4, name5, name6, name7 = SEALED_HEADERS
+        guest, action, times, emit_time = GUEST_WIRE, self._action, self._times, self._emit_time
+        last_time: object = _NO_TIME  # the last HEXA_EVENT_TIME value found in times
+        last_timestamp = None
+        items: list[tuple[T, int, Context, Message[Any]] | None] = []
+        add = items.append
+        odd: list[int] = []
+        for index, pairs in enumerate(batch.headers):
+            channel = channels[index]
+            try:
+                if len(pairs) != 8 or not sources[channel]:
+                    raise LookupError
+                (
+                    (n0, correlation),
+                    (n1, locale),
+                    (n2, user),
+                    (n3, raw_id),
+                    (n4, raw_time),
+                    (n5, _),
+                    (n6, reply),
+                    (n7, encoder),
+                ) = pairs
+                # One test per name (the interpreter's own string compare: a tuple of them
+                # compares each the generic way, twice the cost for the client's new strings).
+                if not (
+                    n0 == name0
+                    and n1 == name1
+                    and n2 == name2
+                    and n3 == name3
+                    and n4 == name4
+                    and n5 == name5
+                    and n6 == name6
+                    and n7 == name7
+                    and raw_id
+                    and (not encoder or encoder == b"json")
+                    and (not user or user == guest)
+                ):
+                    raise LookupError
+                event_id = raw_id.decode()
+                payload = decode(bodies[index])
+                ctx = Context(  # positional, in the fields' order (as first() builds it)
+                    correlation.decode() if correlation else new_correlation_id(),
+                    locale.decode() if locale else "",
+                    None,
+                    {},
+                    "",
+                    "",
+                    {},
+                    event_id,
+                    action,
+                    event_id,
+                    action,
+                )
+                if raw_time == last_time:  # a burst shares its emit millisecond
+                    timestamp = last_timestamp
+                else:
+                    timestamp = times.get(raw_time) if type(raw_time) is bytes else None
+                    if timestamp is None:  # (the broker's time, or a value not seen yet)
+                        timestamp = emit_time(raw_time, functools.partial(batch.timestamp, index))
+                    else:
+                        last_time, last_timestamp = raw_time, timestamp
+                add(
+                    (
+                        tag,
+                        index,
+                        ctx,
+                        Message(
+                            event_id,
+                            channel,
+                            keys[index],
+                            payload,
+                            PairHeaders(pairs),
+                            1,
+                            timestamp,
+                            reply.decode() if reply else "",
+                            "json",
+                            channel,
+                            natives[index],
+                        ),
+                    )
+                )
+            except Exception:  # another record, odd or poison: the careful path says which
+                add(None)
+                odd.append(index)
+        return items, odd
+
+    def _is_source(self, channel: str) -> bool:
+        """Whether ``channel`` is a source channel (not one of the retry chain's)."""
+        source = self._source_channels.get(channel)
+        if source is None:
+            source = not self._route.chain.retry_number_of(channel)
+            if len(self._source_channels) < _CHANNELS_KEPT:
+                self._source_channels[channel] = source
+        return source
 
     def _first_decoder(self) -> None:
         """Set the JSON decoder :meth:`first` uses (again: the codec registry changed)."""

@@ -214,6 +214,12 @@ class Lanes(Generic[T]):
         """The items of ``lane`` submitted and not finished, its running one first."""
         return self._queues.get(lane, ())
 
+    def heads(self) -> Iterator[tuple[Hashable, T]]:
+        """Each lane with items, and its first item (running, or the next to run)."""
+        for lane, queue in list(self._queues.items()):
+            if queue:
+                yield lane, queue[0]
+
     @property
     def parked(self) -> Collection[Hashable]:
         """The lanes parked until a due time: their items wait, they do not stall."""

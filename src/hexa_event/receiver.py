@@ -32,6 +32,7 @@ from itertools import islice, repeat
 from typing import Any, TypeVar
 
 from . import batching
+from .context import Context
 from .dispatch import Counters, Dispatcher, PermanentPredicate, Route, permanent_predicate
 from .driver import (
     Delivery,
@@ -43,7 +44,9 @@ from .driver import (
     SubscriptionSpec,
 )
 from .errors import ClosedError, ConfigurationError, DriverError, ReceiverFailedError
-from .lanes import Lanes
+from .event import Message
+from .fetched import Fetched, RecordItem, release_old
+from .lanes import Lanes, wait_set
 from .middleware import (
     Handler,
     Middleware,
@@ -83,6 +86,10 @@ _PUBLISH_ERROR_KEPT = 60.0
 tried since (a failing one is tried again within 30 s: see dispatch's back-off)."""
 _WAITING_PER_PREFETCH = 4
 """Deliveries held until due (beside the prefetch window) per place of the window."""
+_RELEASE_AFTER = 1.0
+"""Seconds without room in a single handler's window after which the record batches out
+that long are released (:mod:`hexa_event.fetched`): a slow record holds its own place, not
+its whole batch's."""
 MAX_CONCURRENCY = 10_000
 """The most handlers one subscription may run at once (its window of unsettled deliveries
 is a few times that): more would only hold more records in memory, not run faster."""
@@ -120,7 +127,7 @@ class SubscriptionInfo:
     prefetch: int
     dispatcher: Dispatcher | None = None
     subscription: Subscription | None = None
-    lanes: Lanes[Delivery] | batching.BatchLanes | None = None
+    lanes: Lanes[Delivery | RecordItem] | batching.BatchLanes | None = None
     lane_of: Callable[[Delivery], Hashable] = _lane_of
     """A delivery's lane in ``lanes`` (:data:`_lane_of`, or :func:`_keyed_lanes`)."""
     batch: batching.BatchPlan | None = None
@@ -138,6 +145,9 @@ class SubscriptionInfo:
     ``fetch_records``), with their stall clock: their fetch time, restarted when an
     in-place retry's back-off of their batch ends; ``records_out`` counts their records."""
     records_out: int = 0
+    reads_records: bool = False
+    """Set for a single handler on a driver with ``fetch_records``: its lanes are fed
+    records of fetched batches (:mod:`hexa_event.fetched`) rather than deliveries."""
     pending_records: list[RecordBatch] = field(default_factory=list)
     """Settled record batches waiting for the settle loop."""
     settle_wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -463,6 +473,9 @@ class Receiver:
                     info.dispatcher = Dispatcher(
                         publish, self.driver.features, info.route, self._closing
                     )
+                    info.reads_records = info.dispatcher.reads_first and (
+                        batching.fetches_records(subscription)
+                    )
                     info.lanes = Lanes(
                         None,
                         info.concurrency,
@@ -534,11 +547,13 @@ class Receiver:
             self._behind.add(closing)
             closing.add_done_callback(self._behind.discard)
 
-    def _work(self, info: SubscriptionInfo) -> Callable[[deque[Delivery]], Any]:
+    def _work(self, info: SubscriptionInfo) -> Callable[[deque[Delivery | RecordItem]], Any]:
         """The lane runner of a single-message subscription (see :data:`lanes.LaneWork`):
-        each delivery of the lane in turn, the common one read by ``Dispatcher.first`` and
-        handled here (one coroutine per event: the handler's), any other by
-        ``handle_careful``; settled deliveries go to the settle loop."""
+        each item of the lane in turn, handled here (one coroutine per event: the
+        handler's). A record of a fetched batch (:mod:`hexa_event.fetched`) was read when
+        fetched; on a failure it is taken out of its batch and goes on as a delivery. A
+        delivery's common case is read by ``Dispatcher.first``, any other goes through
+        ``handle_careful``. Settled deliveries go to the settle loop."""
         dispatcher = info.dispatcher
         assert dispatcher is not None
         handle, first, failed = dispatcher.handle_careful, dispatcher.first, dispatcher.failed
@@ -549,13 +564,15 @@ class Receiver:
         closing = self._closing
         ack, nack = Outcome.ACK, Outcome.NACK
 
-        def restart(deliveries: Iterable[Delivery]) -> None:
+        def restart(items: Iterable[Delivery | RecordItem]) -> None:
             """Their stall clocks start now: they waited behind the head of their lane (held
             until due, or backing off for an in-place retry), which does not stall them."""
             now = time.monotonic()
-            for delivery in deliveries:
-                if unsettled.pop(delivery, None) is not None:
-                    unsettled[delivery] = now
+            for item in items:
+                if isinstance(item, tuple):
+                    item[0].restart()
+                elif unsettled.pop(item, None) is not None:
+                    unsettled[item] = now
 
         def resumed(delivery: Delivery) -> None:  # an in-place retry's back-off ended
             lanes = info.lanes
@@ -564,18 +581,72 @@ class Receiver:
 
         dispatcher.resumed = resumed
 
-        async def run_lane(queue: deque[Delivery]) -> float | None:
+        def left_behind() -> None:
+            logger.warning(
+                "receiver %s: a handler of %s left behind at close has ended; its event was "
+                "given back and is delivered again",
+                self.name,
+                info.action,
+            )
+
+        async def run_lane(queue: deque[Delivery | RecordItem]) -> float | None:
+            failure: tuple[Context, Message[Any], BaseException] | None = None
             while queue:
-                delivery = queue[0]
+                item = queue[0]
+                if item.__class__ is tuple:  # a record of a fetched batch, read already
+                    fetched, index, ctx, message = item  # type: ignore[misc]
+                    try:
+                        await handler(ctx, message)
+                    except BaseException as exc:
+                        released = fetched.out.pop(index, None) if fetched.out else None
+                        if released is None and fetched.batch.outcome is None:
+                            released = fetched.take(index)
+                        if released is None or released.outcome is not None:
+                            left_behind()  # close gave it back
+                            return None
+                        delivery = queue[0] = released
+                        failure = ctx, message, exc  # failed() settles it below
+                    else:
+                        if fetched.out and index in fetched.out:  # released: settled alone
+                            delivery = fetched.out.pop(index)
+                            if delivery.outcome is not None:  # close gave it back
+                                left_behind()
+                                return None
+                            counters.handled += 1
+                            delivery.outcome = ack
+                            if dispatcher.given_back:
+                                dispatcher.went_through(message.id)
+                            pending.append(delivery)
+                            wake.set()
+                            queue.popleft()
+                            continue
+                        if fetched.batch.outcome is not None:  # close gave it back
+                            left_behind()
+                            return None
+                        counters.handled += 1
+                        fetched.left -= 1  # fetched.done(), inline
+                        if not fetched.left:
+                            fetched.finish()
+                        if dispatcher.given_back:
+                            dispatcher.went_through(message.id)
+                        queue.popleft()
+                        continue
+                else:
+                    delivery = item  # type: ignore[assignment]
                 if waiting and waiting.pop(delivery, None) is not None:
                     unsettled[delivery] = time.monotonic()  # its stall clock starts when due
                     restart(islice(queue, 1, None))  # so do those of its key behind it
                     info.room.set()
                 if delivery.outcome is None:
                     try:
-                        read = first(delivery)
-                        if read is not None:  # what handle() does for it, here: no coroutine
-                            ctx, message = read  # of ours, and no check of a due time
+                        if failure is not None:  # a record's handler failed: settle its delivery
+                            ctx, message, raised = failure
+                            failure = None
+                            await failed(delivery, ctx, message, raised)
+                            due = None
+                        elif (read := first(delivery)) is not None:  # what handle() does for
+                            # it, here: no coroutine of ours, and no check of a due time
+                            ctx, message = read
                             try:
                                 await handler(ctx, message)
                             except BaseException as exc:
@@ -585,13 +656,7 @@ class Receiver:
                                 if delivery.outcome is None:  # delivery.ack(), inline
                                     delivery.outcome = ack
                                 elif closing.is_set():  # left behind: close gave it back
-                                    logger.warning(
-                                        "receiver %s: a handler of %s left behind at close "
-                                        "has ended; its event was given back and is "
-                                        "delivered again",
-                                        self.name,
-                                        info.action,
-                                    )
+                                    left_behind()
                                     return None
                                 else:
                                     delivery.ack()  # raises AlreadySettledError
@@ -621,8 +686,11 @@ class Receiver:
                             info.room.set()  # it left the window
                         return due
                     if delivery.outcome is nack and closing.is_set():
-                        for later in islice(queue, 1, None):  # given back at shutdown: so is
-                            if later.outcome is None:  # the rest of its key (never ahead of it)
+                        for position in range(1, len(queue)):  # given back at shutdown: so is
+                            later = queue[position]  # the rest of its key (never ahead of it)
+                            if isinstance(later, tuple):
+                                later = queue[position] = later[0].delivery(later[1])
+                            if later.outcome is None:
                                 later.nack()
                 if not pending:  # the first since the settle loop took the list: wake it
                     wake.set()
@@ -641,23 +709,46 @@ class Receiver:
         most_waiting = _WAITING_PER_PREFETCH * info.prefetch
         main = info.channels[0] if info.channels else None  # see _keyed_lanes
         records = isinstance(lanes, batching.BatchLanes) and lanes.records
+        single_records = info.reads_records and isinstance(lanes, Lanes)
+        dispatcher = info.dispatcher
+        assert dispatcher is not None
         while not self._closing.is_set():
             room = min(info.prefetch - len(unsettled), most_waiting - len(waiting))
             if records:
                 room = min(room - info.records_out, lanes.fetch_room())  # type: ignore[union-attr]
+            elif single_records:  # a quarter of the window at most: fetched while the
+                room = min(room - info.records_out, info.prefetch // 4)  # rest is handled
             if room <= 0:
                 info.room.clear()
+                if single_records and info.records_out:  # no room for a while: release
+                    if not await wait_set(info.room, _RELEASE_AFTER):  # the batches out that
+                        release_old(lanes.items(), time.monotonic() - _RELEASE_AFTER)  # long
+                    continue
                 await info.room.wait()
                 continue
             try:
-                if records:
+                if records or single_records:
                     batch = await subscription.fetch_records(room)
                     if batch is not None:
                         info.records[batch] = time.monotonic()
                         info.records_out += len(batch)
-                        lanes.submit_records(batch)  # type: ignore[union-attr]
                         failures = 0
                         info.fetch_error = ""
+                        if records:
+                            lanes.submit_records(batch)  # type: ignore[union-attr]
+                            continue
+                        fetched = Fetched(batch, info)
+                        read, odd = dispatcher.first_records(batch, fetched)
+                        items: list[Any] = read
+                        for index in odd:  # records the first pass does not read
+                            items[index] = fetched.take(index)
+                        lanes.submit_lanes(  # type: ignore[union-attr]
+                            [
+                                key if channel == main else (channel, key)
+                                for channel, key in zip(batch.channels, batch.keys, strict=True)
+                            ],
+                            items,
+                        )
                         continue
                     deliveries: Sequence[Delivery] = ()
                 else:
@@ -855,10 +946,15 @@ class Receiver:
                         info.action,
                         where(task) or task.get_name(),
                     )
-                for delivery in info.lanes.items():
-                    if delivery.outcome is None:
-                        delivery.nack()
-                        info.pending.append(delivery)
+                unfinished: dict[Fetched, list[int]] = {}
+                for item in info.lanes.items():
+                    if isinstance(item, tuple):  # a record of a fetched batch, not handled
+                        unfinished.setdefault(item[0], []).append(item[1])
+                    elif item.outcome is None:
+                        item.nack()
+                        info.pending.append(item)
+                for fetched, indexes in unfinished.items():
+                    info.pending += fetched.give_back(indexes)
                 info.last_settle = True
                 info.settle_wake.set()
             await self._final_settle()
@@ -917,7 +1013,7 @@ class Receiver:
                 _SUBSCRIPTION_CLOSE_TIMEOUT,
             )
 
-    async def _drain(self, lanes: list[Lanes[Delivery] | batching.BatchLanes]) -> bool:
+    async def _drain(self, lanes: list[Lanes[Delivery | RecordItem] | batching.BatchLanes]) -> bool:
         """Wait for every lane to empty within ``drain_timeout``, or until :meth:`hurry`."""
         joined = asyncio.ensure_future(
             asyncio.gather(*(lane.join(within=self._drain_timeout) for lane in lanes))
@@ -999,17 +1095,10 @@ class Receiver:
                     oldest = next(
                         (t for d, t in info.unsettled.items() if lane_of(d) not in resting), None
                     )
-            fetched = None  # the oldest record batch not waiting out an in-place back-off
+            fetched = None  # the oldest record batch that can stall (see _stalling)
             if info.records:
-                resting_records = (
-                    info.lanes.resting_records
-                    if isinstance(info.lanes, batching.BatchLanes)
-                    else ()
-                )
-                fetched = min(
-                    (t for b, t in info.records.items() if b not in resting_records),
-                    default=None,
-                )
+                stalling = _stalling(info)
+                fetched = min((t for b, t in info.records.items() if stalling(b)), default=None)
             if fetched is not None and (oldest is None or fetched < oldest):
                 oldest = fetched
             age = round(now - oldest, 3) if oldest is not None else 0.0
@@ -1118,6 +1207,30 @@ class Receiver:
         await self.close()
         if exc_type is None and self._failure is not None:
             raise self._failure
+
+
+def _stalling(info: SubscriptionInfo) -> Callable[[RecordBatch], bool]:
+    """Whether a record batch out in ``info``'s lanes counts for health's stall clock.
+
+    A batch handler's does unless its running batch waits out an in-place back-off. A
+    single handler's does once settled and not written yet, or while a record of it is the
+    head of a lane that is not resting (held until due, backing off): records behind another
+    item wait for it, whose own clock counts."""
+    lanes = info.lanes
+    if isinstance(lanes, batching.BatchLanes):
+        resting_records = lanes.resting_records
+        return lambda batch: batch not in resting_records
+    if not isinstance(lanes, Lanes):
+        return lambda batch: True
+    resting = {*lanes.parked}
+    if info.dispatcher is not None and info.dispatcher.backing_off:
+        resting.update(map(info.lane_of, info.dispatcher.backing_off))
+    running = {
+        head[0].batch
+        for lane, head in lanes.heads()
+        if isinstance(head, tuple) and lane not in resting
+    }
+    return lambda batch: batch.outcome is not None or batch in running
 
 
 def _cancelling() -> bool:
