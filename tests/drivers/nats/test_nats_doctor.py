@@ -12,38 +12,34 @@ from cli_helpers import doctor_on_a_waiting_group
 
 pytestmark = pytest.mark.nats
 
-
-def url_of(server: str, options: dict[str, Any]) -> str:
-    return f"{server}?{urlencode(options)}"
+WARNED = "exists; 0 live member(s); 0 pull request(s) waiting; lag 3: nothing consumes it"
 
 
-async def test_doctor_says_who_consumes_a_partitioned_action(
-    nats_server: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("options", "members", "gone"),
+    [
+        (PARTITIONED_OPTIONS, "1 live member(s); ", ("warn", WARNED)),
+        (TEST_OPTIONS, "", ("ok", "exists; 0 pull request(s) waiting; lag 3")),
+    ],
+    ids=["partitioned", "unpartitioned"],
+)
+async def test_doctor_says_who_consumes_a_jetstream_action(
+    nats_server: str,
+    capsys: pytest.CaptureFixture[str],
+    options: dict[str, Any],
+    members: str,
+    gone: tuple[str, str],
 ) -> None:
-    """On a partitioned stream the members' leases tell who consumes: records pending with
-    no live member is a warning. It said only that the consumer exists."""
-    url = url_of(nats_server, PARTITIONED_OPTIONS)
-    _, live, gone = await doctor_on_a_waiting_group(url, capsys, "consumer")
+    """A consumer's finding gives its pull requests waiting and its lag (pending plus
+    unacked). On a partitioned stream the members' leases tell who consumes, and records
+    waiting with no live member is a warning; an unpartitioned consumer tells no members
+    (a live member whose prefetch is full has no pull waiting), so it never warns. It said
+    only that the consumer exists."""
+    url = f"{nats_server}?{urlencode(options)}"
+    _, live, left = await doctor_on_a_waiting_group(url, capsys, "consumer")
     assert live["status"] == "ok", live
-    assert live["detail"].startswith("exists; 1 live member(s); ")
+    assert live["detail"].startswith(f"exists; {members}")
     assert live["detail"].endswith(" pull request(s) waiting; lag 3")
-    assert gone["status"] == "warn", gone
-    assert gone["detail"] == (
-        "exists; 0 live member(s); 0 pull request(s) waiting; lag 3: nothing consumes it"
-    )
-    assert gone["fix"].startswith("start a receiver for this action")
-
-
-async def test_doctor_gives_an_unpartitioned_consumers_figures(
-    nats_server: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """An unpartitioned consumer tells no members (a live member whose prefetch is full
-    has no pull waiting): doctor gives its pull requests waiting and its lag, never a
-    warning. It said only that the consumer exists."""
-    url = url_of(nats_server, TEST_OPTIONS)
-    _, live, gone = await doctor_on_a_waiting_group(url, capsys, "consumer")
-    assert live["status"] == "ok", live
-    assert live["detail"].startswith("exists; ")
-    assert live["detail"].endswith(" pull request(s) waiting; lag 3")
-    assert gone["status"] == "ok", gone
-    assert gone["detail"] == "exists; 0 pull request(s) waiting; lag 3"
+    assert (left["status"], left["detail"]) == gone
+    if left["status"] == "warn":
+        assert left["fix"].startswith("start a receiver for this action")
