@@ -27,7 +27,7 @@ from .naming import channel_subject, consumer_name, partition_prefix, pattern_fi
 from .options import NatsOptions, NatsSubscriptionOptions
 from .partitioned import PartitionedSubscription
 from .producer import NatsProducer
-from .streams import ERR_STREAM_NOT_FOUND, JetStreamApi, JetStreamApiError, pending_of
+from .streams import ERR_STREAM_NOT_FOUND, UNACKED, JetStreamApi, JetStreamApiError, summed
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ class NatsDriver(KitDriver):
         if not infos:
             return group_finding(f"consumer {group}", None)
         members = len(await api.members(stream, name)) if count else None
-        lag = {ALL_CHANNELS: pending_of(infos)}
-        waiting = f"{pending_of(infos, 'num_waiting')} pull request(s) waiting"
+        lag = {ALL_CHANNELS: summed(infos, *UNACKED)}
+        waiting = f"{summed(infos, 'num_waiting')} pull request(s) waiting"
         return group_state(f"consumer {group}", (), members, lag, waiting)
 
     async def _on_error(self, exc: Exception) -> None:

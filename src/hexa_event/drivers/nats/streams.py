@@ -31,6 +31,8 @@ PARTITIONS_KEY = "hexa_partitions"
 """Stream metadata entry that records ``NatsOptions.partitions``."""
 PRIORITY_GROUP = "hexa"
 """The priority group of failover consumers (one pinned member at a time)."""
+UNACKED = ("num_pending", "num_ack_pending")
+"""A consumer info's counts of the records its group has not acknowledged: its lag."""
 
 
 class JetStreamApiError(DriverError):
@@ -235,7 +237,7 @@ class JetStreamApi:
     async def pending(self, stream: str, consumers: Sequence[str]) -> int:
         """``num_pending`` plus ``num_ack_pending`` of the consumers, summed (a consumer that
         does not exist yet counts 0)."""
-        return pending_of(await self.consumer_infos(stream, consumers))
+        return summed(await self.consumer_infos(stream, consumers), *UNACKED)
 
     async def delete_consumers(self, stream: str, names: Sequence[str]) -> None:
         """Delete the durable consumers of a throwaway group (logged, never raised)."""
@@ -313,11 +315,9 @@ def _filters(config: Mapping[str, Any]) -> set[str]:
     return {*(config.get("filter_subjects") or []), *([one] if one else [])}
 
 
-def pending_of(infos: Sequence[Mapping[str, Any]], key: str = "") -> int:
-    """``key`` summed over the consumer ``infos`` (by default ``num_pending`` plus
-    ``num_ack_pending``: the records the group has not acknowledged)."""
-    keys = (key,) if key else ("num_pending", "num_ack_pending")
-    return sum(int(info.get(k, 0)) for info in infos for k in keys)
+def summed(infos: Sequence[Mapping[str, Any]], *keys: str) -> int:
+    """The counts ``keys`` of the consumer ``infos``, all summed."""
+    return sum(int(info.get(key, 0)) for info in infos for key in keys)
 
 
 def members_bucket(stream: str) -> str:
