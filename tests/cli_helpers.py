@@ -1,18 +1,20 @@
-"""Shared CLI test helpers: run a command in-process, whether a channel exists, and the
+"""Shared CLI test helpers: run a command in-process, whether a channel exists, the
 on-call round trip every broker driver passes (publish, tail, a dead letter, dlq list and
-replay)."""
+replay), and doctor's finding on a group that records wait for."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import pytest
 
 import hexa_event as he
 from hexa_event.cli import build_parser
 from hexa_event.commands import invoke
+from hexa_event.driver import SubscriptionSpec
 from hexa_event.testing import Collector, eventually
 
 
@@ -72,3 +74,38 @@ async def publish_tail_and_dlq_round_trip(url: str, capsys: pytest.CaptureFixtur
         assert "replayed 1 dead letters" in capsys.readouterr().out
         await got.wait_for(2, within=60)  # the original and the replayed copy
     await audit.close()
+
+
+async def doctor_on_a_waiting_group(
+    url: str, capsys: pytest.CaptureFixture[str], kind: str, settle_one: bool = False
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``doctor --json``'s finding on a group (``kind`` names it: ``group``,
+    ``subscription``, ``consumer``) that three records wait for on a channel of its own:
+    while a member is subscribed (nothing settled), then once the member left (having acked
+    the first record with ``settle_one``). Returns the channel and the two findings."""
+    suffix = uuid.uuid4().hex[:8]
+    channel, action = f"dr-{suffix}", f"dr-act-{suffix}"
+    doctor = ("doctor", url, "--channel", channel, "--action", action, "--json")
+
+    async def finding() -> dict[str, Any]:
+        assert await cli(*doctor) == 0
+        checks = json.loads(capsys.readouterr().out)["checks"]
+        found: dict[str, Any] = next(c for c in checks if c["name"] == f"{kind} {action}")
+        return found
+
+    conn = he.connect(url)
+    try:
+        await conn.emitter().emit_many([he.Event(channel, f"k{n}", {"n": n}) for n in range(3)])
+        sub = await conn.subscribe(SubscriptionSpec(group=action, channels=(channel,)))
+        try:
+            live = await finding()
+            if settle_one:
+                (delivery,) = await asyncio.wait_for(sub.fetch(1), 30)
+                delivery.ack()
+                await sub.settle([delivery])
+        finally:
+            await sub.close()
+        gone = await finding()
+    finally:
+        await conn.close()
+    return channel, live, gone

@@ -271,6 +271,26 @@ async def test_doctor_reports_a_sql_group_as_the_other_engines_do(
     )
 
 
+async def test_doctor_says_dead_letters_wait_for_an_operator(
+    sql_log: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dead letters that ``dlq list`` has seen and nobody replayed: the replay group's
+    warning says how to handle them, not to start a receiver (no receiver reads them)."""
+    await dead_letters(sql_log, "bill", [{"n": 1}])
+    assert await cli("dlq", "list", sql_log, "--action", "bill", "--idle", "0.3") == 0
+    capsys.readouterr()
+    assert await cli("doctor", sql_log, "--channel", "orders", "--action", "bill", "--json") == 0
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    replay = checks["group bill.dlq-replay"]
+    assert replay["status"] == "warn", replay
+    assert replay["detail"].endswith("; lag bill.dlq 1: nothing consumes it")
+    assert replay["fix"] == (
+        "dead letters wait: look at them (hexa-event dlq list --action bill), "
+        "then replay or purge them (hexa-event dlq replay)"
+    )
+    assert checks["group bill"]["status"] == "ok", checks["group bill"]
+
+
 def test_doctor_unreachable_and_unknown(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "kafka://127.0.0.1:1", "--timeout", "2"]) == 3
     out = capsys.readouterr().out

@@ -267,7 +267,21 @@ async def _diagnose(args: argparse.Namespace, url: str) -> Report:
         if not (any(reached) if engine == "kafka" else all(reached)):
             return report
     await driver_check(report, url, args.timeout)
+    report.checks = [_dead_letters_wait(check, args.action) for check in report.checks]
     return report
+
+
+def _dead_letters_wait(check: Finding, actions: list[str]) -> Finding:
+    """``check`` with the fix for dead letters when it warns that nothing consumes an
+    ``<action>.dlq-replay`` group: that group reads them on demand (``hexa-event dlq``), so
+    starting a receiver, the drivers' fix, would not help."""
+    if check.status != "warn" or not check.detail.endswith(": nothing consumes it"):
+        return check
+    for action in actions:
+        if check.name.endswith(f" {action}.dlq-replay"):
+            fix = f"dead letters wait: look at them (hexa-event dlq list --action {action}), "
+            return replace(check, fix=fix + "then replay or purge them (hexa-event dlq replay)")
+    return check
 
 
 def render(report: Report) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cli_helpers import publish_tail_and_dlq_round_trip
+from cli_helpers import doctor_on_a_waiting_group, publish_tail_and_dlq_round_trip
 from hexa_event.cli import main
 from otel_helpers import Otel, make_otel, traced_round_trip
 
@@ -42,3 +42,20 @@ def test_doctor_on_kafka(kafka_bootstrap: str, capsys: Any) -> None:
     names = {c["name"]: c for c in report["checks"]}
     assert names["kafka metadata"]["status"] == "ok"
     assert "will be created" in names[f"topic dr-{suffix}"]["detail"]
+
+
+async def test_doctor_says_who_consumes_a_kafka_group(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A group's finding names its topics, members, state and lag; records waiting with no
+    member is a warning. It said only that the group exists."""
+    url = f"kafka://{kafka_bootstrap}"
+    channel, live, gone = await doctor_on_a_waiting_group(url, capsys, "group", settle_one=True)
+    assert live["status"] == "ok", live
+    assert live["detail"].startswith(f"exists on {channel}; 1 live member(s); group ")
+    assert live["detail"].endswith(f"; lag {channel} 3")
+    assert gone["status"] == "warn", gone
+    assert gone["detail"] == (
+        f"exists on {channel}; 0 live member(s); group empty; lag {channel} 2: nothing consumes it"
+    )
+    assert gone["fix"] == "start a receiver for this action (hexa-event run, or receiver.start())"

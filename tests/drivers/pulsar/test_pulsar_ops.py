@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import hexa_event as he
-from cli_helpers import cli, publish_tail_and_dlq_round_trip
+from cli_helpers import cli, doctor_on_a_waiting_group, publish_tail_and_dlq_round_trip
 from otel_helpers import Otel, make_otel, traced_round_trip
 
 pytestmark = pytest.mark.pulsar
@@ -62,3 +62,19 @@ async def test_doctor_on_pulsar(
     wrong = f"{pulsar_url}?admin_url={admin_url}&namespace=nowhere-{suffix}"
     assert await cli("doctor", wrong) == 5
     assert "namespace" in capsys.readouterr().out
+
+
+async def test_doctor_says_who_consumes_a_pulsar_subscription(
+    pulsar_url: str, admin_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A subscription's finding names its topics, live consumers and backlog; a backlog with
+    no consumer is a warning. It said only where the subscription exists."""
+    url = url_of(pulsar_url, admin_url)
+    channel, live, gone = await doctor_on_a_waiting_group(url, capsys, "subscription")
+    assert live["status"] == "ok", live
+    assert live["detail"] == f"exists on {channel}; 1 live member(s); lag {channel} 3"
+    assert gone["status"] == "warn", gone
+    assert gone["detail"] == (
+        f"exists on {channel}; 0 live member(s); lag {channel} 3: nothing consumes it"
+    )
+    assert gone["fix"].startswith("start a receiver for this action")

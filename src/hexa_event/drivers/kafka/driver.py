@@ -22,9 +22,9 @@ from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSp
 from ...errors import ChannelNotFoundError, ConfigurationError, DriverError, InvalidEventError
 from ...redaction import scrubber
 from ..kit.driver import KitDriver
-from ..kit.findings import channel_finding, group_finding
+from ..kit.findings import channel_finding, group_finding, group_state
 from .consumer import KafkaSubscription
-from .lag import group_lag
+from .lag import describe_group, group_lag
 from .member import in_daemon
 from .options import KafkaOptions, KafkaSubscriptionOptions
 from .producer import KafkaProducer
@@ -353,13 +353,31 @@ def _topic(channel: str, topic: Any, provision: bool) -> Finding:
 
 
 async def _groups(admin: AdminClient, groups: Sequence[str], within: float) -> list[Finding]:
-    """The doctor's findings on the consumer ``groups`` (whether each exists)."""
+    """The doctor's findings on the consumer ``groups``: new, or the topics each is on, its
+    members, state and lag (:func:`.lag.describe_group`, :func:`.lag.group_lag`)."""
+    fix = "grant DESCRIBE on the groups to see their state"
     try:
         listed = await asyncio.to_thread(
             lambda: admin.list_consumer_groups(request_timeout=within).result()
         )
         existing = {g.group_id for g in listed.valid}
     except Exception as exc:
-        fix = "grant DESCRIBE on the groups to see their state"
         return [Finding("consumer groups", "warn", f"cannot list consumer groups: {exc}", fix)]
-    return [group_finding(f"group {g}", "" if g in existing else None) for g in groups]
+    found = []
+    for group in groups:
+        name = f"group {group}"
+        if group not in existing:
+            found.append(group_finding(name, None))
+            continue
+        try:
+            found.append(await asyncio.to_thread(_group, admin, group, within))
+        except Exception as exc:
+            found.append(Finding(name, "warn", f"exists; cannot describe it: {exc}", fix))
+    return found
+
+
+def _group(admin: AdminClient, group: str, within: float) -> Finding:
+    """The finding on ``group``, which exists (blocking: on a thread)."""
+    state, members, topics = describe_group(admin, group, timeout=within)
+    lag = group_lag(admin, group, topics, None, earliest=True, timeout=within)
+    return group_state(f"group {group}", topics, members, lag, f"group {state}")

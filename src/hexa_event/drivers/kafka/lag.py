@@ -1,6 +1,7 @@
 """A consumer group's lag per topic, read with the admin client (blocking: run it in a
 thread): per partition the end minus the group's committed offset (never committed: from
-the first record at ``earliest``, 0 at ``latest``), in three requests whatever the count.
+the first record at ``earliest``, 0 at ``latest``), in three requests whatever the count;
+and what ``hexa-event doctor`` tells of a group: its state, members and topics.
 """
 
 from __future__ import annotations
@@ -70,6 +71,21 @@ def group_lag(
             done = starts.get(key, end)
         out[key[0]] = out.get(key[0], 0) + max(0, end - done)
     return out
+
+
+def describe_group(admin: AdminClient, group: str, *, timeout: float) -> tuple[str, int, list[str]]:
+    """The state of ``group`` (``stable``, ``empty``, ...), its member count and the topics
+    it is on (its members' assignments and its committed offsets). Raises KafkaException."""
+    (future,) = admin.describe_consumer_groups([group], request_timeout=timeout).values()
+    described = future.result(timeout)
+    members = described.members
+    topics = {tp.topic for member in members for tp in member.assignment.topic_partitions}
+    request = [ConsumerGroupTopicPartitions(group)]
+    (answer,) = admin.list_consumer_group_offsets(request, request_timeout=timeout).values()
+    committed = answer.result(timeout).topic_partitions
+    topics.update(tp.topic for tp in committed if tp.error is None and tp.offset >= 0)
+    state = described.state.name.lower().replace("_", " ")
+    return state, len(members), sorted(topics)
 
 
 def _answers(futures: Mapping[K, Any], timeout: float, read: Callable[[Any], V]) -> dict[K, V]:

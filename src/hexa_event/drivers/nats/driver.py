@@ -16,18 +16,18 @@ from typing import Any
 
 import nats.errors
 
-from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec
+from ...driver import ALL_CHANNELS, Features, Finding, RawRecord, Subscription, SubscriptionSpec
 from ...errors import ConfigurationError, DriverError
 from ...redaction import redact_text, redact_url
 from ..kit.driver import KitDriver
-from ..kit.findings import group_finding
+from ..kit.findings import group_finding, group_state
 from .client import Client
 from .consumer import NatsSubscription
 from .naming import channel_subject, consumer_name, partition_prefix, pattern_filter
 from .options import NatsOptions, NatsSubscriptionOptions
 from .partitioned import PartitionedSubscription
 from .producer import NatsProducer
-from .streams import JetStreamApi, JetStreamApiError
+from .streams import ERR_STREAM_NOT_FOUND, UNACKED, JetStreamApi, JetStreamApiError, summed
 
 log = logging.getLogger(__name__)
 
@@ -159,19 +159,33 @@ class NatsDriver(KitDriver):
             api = JetStreamApi(nc, min(within, self.options.request_timeout))
             found = [Finding("driver", "ok", await api.check_stream(self.options))]
             for group in groups:
-                name = consumer_name(group) + ("%p0" if self.options.partitions else "")
-                where: str | None = ""
-                try:
-                    await api.consumer_info(self.options.stream, name)
-                except JetStreamApiError as exc:
-                    if exc.code != 404:
-                        raise
-                    where = None
-                found.append(group_finding(f"consumer {group}", where))
+                found.append(await self._group(api, group))
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()
         return found
+
+    async def _group(self, api: JetStreamApi, group: str) -> Finding:
+        """The finding on ``group``'s durable consumer (each partition's, on a partitioned
+        stream): new, or its pull requests waiting and its lag (pending plus delivered and
+        not acked); on a partitioned stream also its live members (the leases in the
+        members bucket). An unpartitioned consumer tells no members: a live member whose
+        prefetch is full has no pull waiting, and a gone one leaves records unacked."""
+        stream, name = self.options.stream, consumer_name(group)
+        count = self.options.partitions
+        consumers = [f"{name}%p{n}" for n in range(count)] if count else [name]
+        try:
+            infos = await api.consumer_infos(stream, consumers)
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+            infos = []
+        if not infos:
+            return group_finding(f"consumer {group}", None)
+        members = len(await api.members(stream, name)) if count else None
+        lag = {ALL_CHANNELS: summed(infos, *UNACKED)}
+        waiting = f"{summed(infos, 'num_waiting')} pull request(s) waiting"
+        return group_state(f"consumer {group}", (), members, lag, waiting)
 
     async def _on_error(self, exc: Exception) -> None:
         text = redact_text(str(exc)) or type(exc).__name__

@@ -31,6 +31,8 @@ PARTITIONS_KEY = "hexa_partitions"
 """Stream metadata entry that records ``NatsOptions.partitions``."""
 PRIORITY_GROUP = "hexa"
 """The priority group of failover consumers (one pinned member at a time)."""
+UNACKED = ("num_pending", "num_ack_pending")
+"""A consumer info's counts of the records its group has not acknowledged: its lag."""
 
 
 class JetStreamApiError(DriverError):
@@ -203,25 +205,39 @@ class JetStreamApi:
         found = (info.get("state") or {}).get("subjects") or {}
         return sorted(found)
 
+    async def members(self, stream: str, action: str) -> list[str]:
+        """The live members of ``action`` (its consumer name) on the partitioned ``stream``:
+        their leases in the members bucket (none while there is no bucket)."""
+        bucket = members_bucket(stream)
+        try:
+            leases = await self.subjects(f"KV_{bucket}", f"$KV.{bucket}.{action}.*")
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+            return []
+        return [lease.rpartition(".")[2] for lease in leases]
+
     # -- consumers ----------------------------------------------------------------------------
 
     async def consumer_info(self, stream: str, name: str) -> dict[str, Any]:
         info: dict[str, Any] = await self.request(f"CONSUMER.INFO.{stream}.{name}")
         return info
 
+    async def consumer_infos(self, stream: str, consumers: Sequence[str]) -> list[dict[str, Any]]:
+        """The info of each of ``consumers`` that exists."""
+        found = []
+        for name in consumers:
+            try:
+                found.append(await self.consumer_info(stream, name))
+            except JetStreamApiError as exc:
+                if exc.err_code != ERR_CONSUMER_NOT_FOUND:
+                    raise
+        return found
+
     async def pending(self, stream: str, consumers: Sequence[str]) -> int:
         """``num_pending`` plus ``num_ack_pending`` of the consumers, summed (a consumer that
         does not exist yet counts 0)."""
-        total = 0
-        for name in consumers:
-            try:
-                info = await self.consumer_info(stream, name)
-            except JetStreamApiError as exc:
-                if exc.err_code == ERR_CONSUMER_NOT_FOUND:
-                    continue
-                raise
-            total += int(info.get("num_pending", 0)) + int(info.get("num_ack_pending", 0))
-        return total
+        return summed(await self.consumer_infos(stream, consumers), *UNACKED)
 
     async def delete_consumers(self, stream: str, names: Sequence[str]) -> None:
         """Delete the durable consumers of a throwaway group (logged, never raised)."""
@@ -297,6 +313,11 @@ _KEPT = (*_FILTERS, "deliver_policy", "opt_start_seq", "opt_start_time", "replay
 def _filters(config: Mapping[str, Any]) -> set[str]:
     one = config.get("filter_subject")
     return {*(config.get("filter_subjects") or []), *([one] if one else [])}
+
+
+def summed(infos: Sequence[Mapping[str, Any]], *keys: str) -> int:
+    """The counts ``keys`` of the consumer ``infos``, all summed."""
+    return sum(int(info.get(key, 0)) for info in infos for key in keys)
 
 
 def members_bucket(stream: str) -> str:

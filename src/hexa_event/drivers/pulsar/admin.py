@@ -91,26 +91,26 @@ class PulsarAdmin:
         """HTTP status of reading the namespace's policies (200: it exists and we may read)."""
         return self._call("GET", None)[0]
 
-    def subscriptions(self, channel: str) -> list[str]:
-        """Subscription names on ``channel`` (empty when the topic does not exist)."""
-        status, body = self._call("GET", channel, "/subscriptions")
-        return [str(s) for s in body] if status == 200 and isinstance(body, list) else []
-
-    def backlog(self, channels: list[str], subscription: str) -> dict[str, int | None]:
-        """Pulsar's backlog of ``subscription`` on each of ``channels`` (None: unknown), in
-        stored entries (a batch counts once): a lower bound on the messages not acknowledged."""
-        found: dict[str, int | None] = {}
+    def subscription_stats(self, channels: list[str], subscription: str) -> dict[str, Any]:
+        """The topic stats of ``subscription`` on each of ``channels`` that has it (a
+        partitioned topic's summed over its partitions, one entry per consumer): its
+        ``consumers`` and its ``msgBacklog``, among others."""
+        found: dict[str, Any] = {}
         for channel in dict.fromkeys(channels):
-            found[channel] = None
             for path in ("/stats", "/partitioned-stats"):
                 status, body = self._call("GET", channel, path)
                 if status == 200 and isinstance(body, dict):
                     sub = (body.get("subscriptions") or {}).get(subscription)
-                    count = sub.get("msgBacklog", 0) if isinstance(sub, dict) else None
-                    if isinstance(count, int) and not isinstance(count, bool):  # else unknown
-                        found[channel] = count
+                    if isinstance(sub, dict):
+                        found[channel] = sub
                     break
         return found
+
+    def backlog(self, channels: list[str], subscription: str) -> dict[str, int | None]:
+        """Pulsar's backlog of ``subscription`` on each of ``channels`` (None: unknown), in
+        stored entries (a batch counts once): a lower bound on the messages not acknowledged."""
+        found = self.subscription_stats(channels, subscription)
+        return {channel: backlog_of(found.get(channel)) for channel in dict.fromkeys(channels)}
 
     def delete_subscription(self, channels: list[str], subscription: str) -> None:
         """Delete ``subscription`` from ``channels`` (a throwaway one, closed); a failure is
@@ -141,3 +141,9 @@ class PulsarAdmin:
                 raise DriverError(f"Pulsar admin API: listing topics gave HTTP {status}")
             found.update(PARTITION_SUFFIX.sub("", str(t).rsplit("/", 1)[-1]) for t in body)
         return sorted(found)
+
+
+def backlog_of(stats: Any) -> int | None:
+    """The ``msgBacklog`` of a subscription's ``stats`` (None: not a number, or no stats)."""
+    count = stats.get("msgBacklog", 0) if isinstance(stats, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) else None

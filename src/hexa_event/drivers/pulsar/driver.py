@@ -18,8 +18,8 @@ from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSp
 from ...errors import ChannelNotFoundError, ConfigurationError, DriverError, NotStoredError
 from ...redaction import redact_url
 from ..kit.driver import KitDriver
-from ..kit.findings import channel_finding, group_finding
-from .admin import PulsarAdmin
+from ..kit.findings import channel_finding, group_finding, group_state
+from .admin import PulsarAdmin, backlog_of
 from .consumer import PulsarSubscription, close_quietly
 from .options import PulsarOptions, PulsarSubscriptionOptions
 from .producer import PulsarProducers
@@ -162,7 +162,7 @@ class PulsarDriver(KitDriver):
         options, admin = self.options, self._admin
         where = f"{options.tenant}/{options.namespace}"
         found = [Finding("pulsar admin API", "ok", f"namespace {where} exists")]
-        existing: dict[str, list[str]] = {}
+        existing: list[str] = []
         for channel in channels:
             name = f"topic {channel}"
             try:
@@ -173,11 +173,16 @@ class PulsarDriver(KitDriver):
             create = f"create topic {options.topic(channel)} (pulsar-admin topics create)"
             found.append(channel_finding(name, partitions, options.provision, create))
             if partitions is not None:
-                existing[channel] = admin.subscriptions(channel)
+                existing.append(channel)
         for group in groups:
-            on = [c for c, subs in existing.items() if group in subs]
-            held = f" on {', '.join(on)}" if on else None
-            found.append(group_finding(f"subscription {group}", held))
+            name = f"subscription {group}"
+            on = admin.subscription_stats(existing, group)
+            if not on:
+                found.append(group_finding(name, None))
+                continue
+            members = max(len(stats.get("consumers") or ()) for stats in on.values())
+            lag = {channel: backlog_of(stats) for channel, stats in on.items()}
+            found.append(group_state(name, list(on), members, lag))
         return found
 
     # -- the contract --------------------------------------------------------------------------

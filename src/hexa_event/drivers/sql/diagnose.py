@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from ..._sql.clock import now_ms
 from ..._sql.urls import redact
 from ...driver import Finding
-from ..kit.findings import group_finding
+from ..kit.findings import group_finding, group_state
 from .options import TABLES, SqlOptions
 from .reader import lag_on
 from .schema import async_url, metadata, sqlite_file
@@ -116,13 +116,8 @@ async def _group(
     )
     count = (await conn.execute(live)).scalar_one()
     lag = await lag_on(conn, lambda name: quote(tables[name]), group)
-    behind = ", ".join(f"{channel} {lag.get(channel, 0)}" for channel in channels)
-    where = f" on {', '.join(channels)}; {count} live member(s); lag {behind}"
-    found = group_finding(f"group {group}", where)
-    if count or not any(lag.values()):
-        return found
-    fix = "start a receiver for this action (hexa-event run, or receiver.start())"
-    return Finding(found.name, "warn", f"{found.detail}: nothing consumes it", fix)
+    behind = {channel: lag.get(channel, 0) for channel in channels}
+    return group_state(f"group {group}", channels, count, behind)
 
 
 def _refusal(shown: str) -> Finding:
