@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
+
 import hexa_event
 from hexa_event import envelope as env
 from hexa_event.batching import Batch, BatchLanes, fetches_records
@@ -28,6 +30,7 @@ from hexa_event.driver import (
 )
 from hexa_event.event import Event, Message
 from hexa_event.testing.batches import BatchConformance
+from hexa_event.testing.conformance import DriverConformance
 from hexa_event.testing.settling import FailingSettle
 from hexa_event.testing.waiting import Collector, eventually
 
@@ -452,6 +455,68 @@ async def test_records_read_the_same_whatever_headers_they_carry() -> None:
             assert m.timestamp is not None
         assert receiver.subscriptions["a"].counters.handled == 3
         assert adapter.fetched, "record batches were handed out"
+    finally:
+        await receiver.close()
+        await driver.close()
+
+
+class TestMemoryRecordsConformance(DriverConformance):
+    """Every conformance check, single handlers included, on the memory driver handing its
+    records out as record batches, the core holding records until due (as on Kafka): single
+    handlers run over record batches (``hexa_event.fetched``)."""
+
+    timeout = 10.0
+
+    def setup_method(self) -> None:
+        self.url = f"memory://records-all-{uuid.uuid4().hex}"
+
+    async def new_driver(self) -> Driver:
+        return RecordBatches(hexa_event.connect(self.url), holds=False)
+
+
+async def test_single_handlers_read_record_batches_without_deliveries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A single handler over record batches: our emitters' records reach it with no
+    delivery taken out; a failing one is taken out, retried alone, and its key's later
+    records wait behind it (in-place retry)."""
+    taken: list[int] = []
+    take = _Records._delivery
+
+    def spy(self: _Records, index: int) -> Delivery:
+        taken.append(int(self.keys[index][1:]))
+        return take(self, index)
+
+    monkeypatch.setattr(_Records, "_delivery", spy)
+    adapter = RecordBatches(hexa_event.connect(f"memory://records-{uuid.uuid4().hex}"))
+    driver = wrap(adapter)
+    receiver = driver.receiver("svc")
+    seen = Collector()
+    calls: list[int] = []
+
+    @receiver.subscribe(
+        "c", action="a", retry=hexa_event.RetryPolicy(initial_delay=0.01, in_place=True)
+    )
+    async def handle(ctx: Context, msg: Message[Any]) -> None:
+        calls.append(msg.payload["n"])
+        if msg.payload["n"] == 7 and calls.count(7) == 1:
+            raise RuntimeError("7 fails once")
+        assert ctx.event_id == msg.id
+        seen.add(msg.payload["n"])
+
+    try:
+        await receiver.start()
+        assert receiver.subscriptions["a"].reads_records
+        await driver.emitter().emit_many(Event("c", f"k{n % 3}", {"n": n}) for n in range(30))
+        await seen.wait_for(30, within=10)
+        assert adapter.fetched, "record batches were handed out"
+        assert taken == [7 % 3]  # only the failed record became a delivery
+        assert [n for n in calls if n % 3 == 1] == [1, 4, 7, 7, 10, 13, 16, 19, 22, 25, 28]
+        await eventually(
+            lambda: receiver.health()["actions"]["a"]["in_flight"] == 0,
+            within=10,
+            what="every record settled",
+        )
     finally:
         await receiver.close()
         await driver.close()
