@@ -581,7 +581,10 @@ class Receiver:
 
         dispatcher.resumed = resumed
 
-        def left_behind() -> None:
+        def left_behind(queue: deque[Delivery | RecordItem]) -> None:
+            """A handler left behind at close has ended: close gave back every item of its
+            lane (its own included), so the lane is dropped and nothing more runs."""
+            queue.clear()
             logger.warning(
                 "receiver %s: a handler of %s left behind at close has ended; its event was "
                 "given back and is delivered again",
@@ -602,7 +605,7 @@ class Receiver:
                         if released is None and fetched.batch.outcome is None:
                             released = fetched.take(index)
                         if released is None or released.outcome is not None:
-                            left_behind()  # close gave it back
+                            left_behind(queue)  # close gave it back
                             return None
                         delivery = queue[0] = released
                         failure = ctx, message, exc  # failed() settles it below
@@ -610,7 +613,7 @@ class Receiver:
                         if fetched.out and index in fetched.out:  # released: settled alone
                             delivery = fetched.out.pop(index)
                             if delivery.outcome is not None:  # close gave it back
-                                left_behind()
+                                left_behind(queue)
                                 return None
                             counters.handled += 1
                             delivery.outcome = ack
@@ -621,7 +624,7 @@ class Receiver:
                             queue.popleft()
                             continue
                         if fetched.batch.outcome is not None:  # close gave it back
-                            left_behind()
+                            left_behind(queue)
                             return None
                         counters.handled += 1
                         fetched.left -= 1  # fetched.done(), inline
@@ -656,7 +659,7 @@ class Receiver:
                                 if delivery.outcome is None:  # delivery.ack(), inline
                                     delivery.outcome = ack
                                 elif closing.is_set():  # left behind: close gave it back
-                                    left_behind()
+                                    left_behind(queue)
                                     return None
                                 else:
                                     delivery.ack()  # raises AlreadySettledError

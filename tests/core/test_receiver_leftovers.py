@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from test_batch_records import RecordBatches
 
 import hexa_event as he
 from hexa_event import receiver as receiver_module
+from hexa_event.connect import wrap
 from hexa_event.driver import Delivery, Subscription, SubscriptionSpec
 from hexa_event.testing import Collector, eventually
 
@@ -102,16 +104,22 @@ async def test_close_is_bounded_when_a_settle_or_fetch_ignores_cancellation(
     await conn.close()
 
 
-@pytest.mark.parametrize("batch", [False, True], ids=["handler", "batch handler"])
+@pytest.mark.parametrize(
+    ("batch", "records"),
+    [(False, False), (True, False), (False, True)],
+    ids=["handler", "batch handler", "handler over record batches"],
+)
 async def test_a_handler_ignoring_cancellation_is_left_behind_at_close_naming_where_it_waits(
-    batch: bool, caplog: pytest.LogCaptureFixture
+    batch: bool, records: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A handler that ignores its cancellation (a middleware's database call stuck in a
     # thread, a library swallowing CancelledError) is left behind once close() has waited a
     # second, and its event is given back. The log line said only "a handler of a": the
     # person on call could not tell which call hung (the handler's own code, the inbox's
     # database call, a driver's).
-    conn = he.connect(f"memory://leftovers-handler-{batch}")
+    conn = he.connect(f"memory://leftovers-handler-{batch}-{records}")
+    if records:  # a driver handing out record batches, as Kafka (hexa_event.fetched)
+        conn = wrap(RecordBatches(conn.driver, holds=False))
     release, entered = asyncio.Event(), asyncio.Event()
     again = Collector()
 
