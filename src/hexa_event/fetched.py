@@ -8,16 +8,14 @@ the first pass does not read, or whose handler fails, is taken out of the batch
 (:meth:`Fetched.take`) and settled as a delivery of its own, the careful way. The batch is
 acked once every record left in it was handled.
 
-A batch does not hold its place in the window for one slow record: when no room was made
-for a while, the receiver releases the batches out that long (:meth:`Fetched.release`).
-Their unfinished records are taken out as deliveries, kept in ``out`` while their items
-stay in the lanes, and the batch is acked for the others.
+A batch does not wait for one slow record: a second after its fetch, the receiver
+releases it (:meth:`Fetched.release`). Its unfinished records are taken out as deliveries,
+kept in ``out`` while their items stay in the lanes, and the batch is acked for the others.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from .batching import Books
@@ -113,22 +111,3 @@ class Fetched:
 
 RecordItem = tuple[Fetched, int, Context, Message[Any]]
 """A record in a lane: its batch, its index there, and what the handler is given."""
-
-
-def release_old(items: Iterable[object], since: float) -> int:
-    """Release (:meth:`Fetched.release`) every batch fetched before ``since`` (monotonic)
-    that has records among ``items`` (the lanes' items, unfinished); returns how many
-    records were taken out."""
-    unfinished: dict[Fetched, list[int]] = {}
-    for item in items:
-        if isinstance(item, tuple) and item[1] not in item[0].out:
-            unfinished.setdefault(item[0], []).append(item[1])
-    count = 0
-    for fetched, indexes in unfinished.items():
-        if (
-            fetched.batch.outcome is None
-            and fetched.books.records.get(fetched.batch, since) < since
-        ):
-            fetched.release(indexes)
-            count += len(indexes)
-    return count

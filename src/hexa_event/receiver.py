@@ -45,8 +45,8 @@ from .driver import (
 )
 from .errors import ClosedError, ConfigurationError, DriverError, ReceiverFailedError
 from .event import Message
-from .fetched import Fetched, RecordItem, release_old
-from .lanes import Lanes, wait_set
+from .fetched import Fetched, RecordItem
+from .lanes import Lanes
 from .middleware import (
     Handler,
     Middleware,
@@ -87,9 +87,9 @@ tried since (a failing one is tried again within 30 s: see dispatch's back-off).
 _WAITING_PER_PREFETCH = 4
 """Deliveries held until due (beside the prefetch window) per place of the window."""
 _RELEASE_AFTER = 1.0
-"""Seconds without room in a single handler's window after which the record batches out
-that long are released (:mod:`hexa_event.fetched`): a slow record holds its own place, not
-its whole batch's."""
+"""Seconds after which a single handler's record batch still out is released
+(:mod:`hexa_event.fetched`): a slow record holds its own place in the window and its own
+partition's commit, not its whole batch's."""
 MAX_CONCURRENCY = 10_000
 """The most handlers one subscription may run at once (its window of unsettled deliveries
 is a few times that): more would only hold more records in memory, not run faster."""
@@ -713,6 +713,7 @@ class Receiver:
         main = info.channels[0] if info.channels else None  # see _keyed_lanes
         records = isinstance(lanes, batching.BatchLanes) and lanes.records
         single_records = info.reads_records and isinstance(lanes, Lanes)
+        loop = asyncio.get_running_loop()
         dispatcher = info.dispatcher
         assert dispatcher is not None
         while not self._closing.is_set():
@@ -723,10 +724,6 @@ class Receiver:
                 room = min(room - info.records_out, info.prefetch // 4)  # rest is handled
             if room <= 0:
                 info.room.clear()
-                if single_records and info.records_out:  # no room for a while: release
-                    if not await wait_set(info.room, _RELEASE_AFTER):  # the batches out that
-                        release_old(lanes.items(), time.monotonic() - _RELEASE_AFTER)  # long
-                    continue
                 await info.room.wait()
                 continue
             try:
@@ -741,6 +738,7 @@ class Receiver:
                             lanes.submit_records(batch)  # type: ignore[union-attr]
                             continue
                         fetched = Fetched(batch, info)
+                        loop.call_later(_RELEASE_AFTER, self._release, info, fetched)
                         read, odd = dispatcher.first_records(batch, fetched)
                         items: list[Any] = read
                         for index in odd:  # records the first pass does not read
@@ -789,6 +787,20 @@ class Receiver:
             else:
                 for delivery in deliveries:
                     lanes.submit(_lane_of(delivery), delivery)
+
+    def _release(self, info: SubscriptionInfo, fetched: Fetched) -> None:
+        """A record batch still out ``_RELEASE_AFTER`` s after its fetch: its unfinished
+        records are taken out (:meth:`Fetched.release`), so the batch is acked for the
+        others. Nothing once it is settled, or while closing (close gives it back)."""
+        if fetched.batch.outcome is not None or self._closing.is_set() or info.lanes is None:
+            return
+        fetched.release(
+            [
+                item[1]
+                for item in info.lanes.items()
+                if isinstance(item, tuple) and item[0] is fetched and item[1] not in fetched.out
+            ]
+        )
 
     async def _fetch_failed(self, info: SubscriptionInfo, exc: Exception, failures: int) -> int:
         delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]

@@ -206,3 +206,38 @@ async def test_a_hanging_record_handler_is_reported_stalled(kafka_bootstrap: str
             await eventually(lambda: receiver.health()["healthy"], within=30)
     finally:
         await driver.close()
+
+
+async def test_a_slow_record_holds_its_own_place_not_its_batchs(kafka_bootstrap: str) -> None:
+    """Released a second after its fetch, a batch with a record still running is acked for
+    the others: they are written (their partitions' commits move on) and only the slow one
+    is in flight, long before the window would run out of room."""
+    topic, action = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=2)
+    pairs = [("slow" if n == 0 else f"k{n % 8}", n) for n in range(200)]
+    handled: set[int] = set()
+    go_on = asyncio.Event()
+    try:
+        await _emit(driver, topic, pairs)
+        receiver = he.Receiver(driver, name=action)
+
+        @receiver.subscribe(topic, action=action, concurrency=8)
+        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+            if msg.payload["n"] == 0:
+                await go_on.wait()
+            handled.add(msg.payload["n"])
+
+        async with receiver:
+            try:
+                await eventually(lambda: len(handled) == len(pairs) - 1, within=60)
+                await eventually(
+                    lambda: receiver.health()["actions"][action]["in_flight"] == 1,
+                    within=20,
+                    what="only the slow record in flight",
+                )
+            finally:
+                go_on.set()
+            await eventually(lambda: len(handled) == len(pairs), within=30)
+            await eventually(lambda: receiver.health()["actions"][action]["lag"] == 0, within=30)
+    finally:
+        await driver.close()
