@@ -6,7 +6,14 @@ the medians are printed. Run by hand (not part of ``make bench``):
 
     python benchmarks/_stan_cpu.py --tree ../stan-base/src --tree src \\
         [--paths raw_consume,consume,driver_consume,raw_emit,emit,publish] \\
-        [--count 20000] [--rounds 5]
+        [--count 20000] [--rounds 5] [--rounds-table]
+
+``--rounds-table`` prints every run as well: its rate, CPU per event, ``busy`` (the client's
+CPU over the run's wall time: under 1 when it waited, or was preempted by another process,
+``preempted`` counting those involuntary switches), the time to the first event handled
+(consume paths: the joins), and for each ``consume`` run next to a ``raw_consume`` run of
+the same round the two ratios, by rate and by CPU, that ``stan_bench.py``'s consume row
+mixes (docs/performance.md, "STAN consume: why the ratio swings").
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import asyncio
 import gc
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,9 +50,12 @@ async def _measure(path: str, count: int, channel: str | None = None) -> dict[st
 
     loop = asyncio.get_running_loop()
     span: list[float] = []
+    switches: list[int] = []
+    first: list[float] = []  # when the first event was handled (consume paths)
 
     def mark() -> None:
         span.extend((time.process_time(), loop.time()))
+        switches.append(resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw)
 
     if path == "raw_emit":
         client = sb.RawStan()
@@ -61,6 +72,7 @@ async def _measure(path: str, count: int, channel: str | None = None) -> dict[st
         mark()
         await client.consume_all(channel, count)
         mark()
+        first.append(client.first_at)
         await client.close()
     elif path == "emit":
         connection = he.connect(sb.STAN_URL)
@@ -112,6 +124,8 @@ async def _measure(path: str, count: int, channel: str | None = None) -> dict[st
         async def handle(ctx: he.Context, msg: he.Message[dict[str, Any]]) -> None:
             nonlocal handled
             handled += 1
+            if handled == 1:
+                first.append(loop.time())
             if handled == count and not done.done():
                 done.set_result(None)
 
@@ -144,7 +158,11 @@ async def _measure(path: str, count: int, channel: str | None = None) -> dict[st
         raise SystemExit(f"unknown path {path!r}")
     cpu = span[2] - span[0]
     wall = span[3] - span[1]
-    return {"us": cpu / count * 1e6, "rate": count / wall}
+    result = {"us": cpu / count * 1e6, "rate": count / wall, "busy": cpu / wall}
+    result["preempted"] = switches[1] - switches[0]
+    if first:
+        result["first_ms"] = (first[0] - span[1]) * 1000
+    return result
 
 
 def _child(path: str, count: int, channel: str | None) -> None:
@@ -195,6 +213,7 @@ def main() -> None:
     parser.add_argument(
         "--callgrind", action="store_true", help="instructions per event under callgrind"
     )
+    parser.add_argument("--rounds-table", action="store_true", help="print every run too")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--channel", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -204,17 +223,20 @@ def main() -> None:
     trees = [os.path.abspath(t) for t in args.tree] or [os.path.join(HERE, "..", "src")]
     results: dict[tuple[str, str], list[float]] = {}
     rates: dict[tuple[str, str], list[float]] = {}
-    for _ in range(args.rounds):
+    for number in range(args.rounds):
+        runs: dict[tuple[str, str], dict[str, Any]] = {}
         for path in args.paths.split(","):
             for tree in trees:
                 if args.callgrind:
                     figure = _callgrind(tree, path, args.count // 5, args.count)
                 else:
                     child = ["--child", path, "--count", str(args.count)]
-                    run = _run(tree, *child)
+                    run = runs[path, tree] = _run(tree, *child)
                     figure = run["us"]
                     rates.setdefault((path, tree), []).append(run["rate"])
                 results.setdefault((path, tree), []).append(figure)
+        if args.rounds_table:
+            _print_round(number, runs)
     print(f"load average: {os.getloadavg()}")
     unit = "instructions/event" if args.callgrind else "µs CPU/event"
     for (path, tree), figures in results.items():
@@ -224,6 +246,24 @@ def main() -> None:
             f"(min {min(figures):.2f} max {max(figures):.2f})"
             + (f"; rate {statistics.median(rate):8,.0f}/s" if rate else "")
         )
+
+
+def _print_round(number: int, runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """One round's runs, and a consume run's ratios to the raw consume run of the round."""
+    for (path, tree), run in runs.items():
+        first = f"first event {run['first_ms']:5.1f} ms" if "first_ms" in run else ""
+        line = (
+            f"round {number + 1} {path:<15} {tree[-30:]:<30} {run['rate']:8,.0f}/s "
+            f"{run['us']:6.2f} µs CPU/event busy {run['busy']:.2f} "
+            f"preempted {run['preempted']:4.0f} {first}"
+        )
+        raw = next((r for (p, _), r in runs.items() if p == "raw_consume"), None)
+        if path == "consume" and raw is not None:
+            line += (
+                f" | of raw: rate {run['rate'] / raw['rate']:.2f}, "
+                f"CPU {raw['us'] / run['us']:.2f}, busy {run['busy'] / raw['busy']:.2f}"
+            )
+        print(line)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ class RawStan:
     def __init__(self) -> None:
         self.nuid = NUID()
         self.client_id = f"bench-raw-{uuid.uuid4().hex[:8]}"
+        self.first_at = 0.0
 
     async def open(self) -> None:
         # nats-py's check of every subject by two regular expressions is off, as in the
@@ -160,8 +161,11 @@ class RawStan:
         await sub.unsubscribe()
 
     async def consume_all(self, channel: str, count: int, max_in_flight: int = 1024) -> None:
+        """Consume ``count`` messages; ``first_at`` (the loop's time) says when the first
+        was handled."""
         inbox = self.nc.new_inbox()
-        done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
         received = 0
         ack_inbox = ""
         ack_head = encode_ack_head(channel)
@@ -175,6 +179,8 @@ class RawStan:
             decode_payload(decode_body(proto.data)[2])
             await self.nc.publish(ack_inbox, encode_ack(ack_head, proto.sequence))
             received += 1
+            if received == 1:
+                self.first_at = loop.time()
             if received == count and not done.done():
                 done.set_result(None)
 
