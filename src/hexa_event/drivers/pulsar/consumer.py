@@ -11,7 +11,6 @@ import contextlib
 import logging
 import threading
 import time
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -162,61 +161,35 @@ class _Chunk:
 
 
 class PulsarRecordBatch(RecordBatch):
-    """Records handed out together (:meth:`PulsarSubscription.fetch_records`): the core's
-    lists over the chunks they came from (one per consumer, as received), settled per
-    message by their consumers."""
+    """Records handed out together (:meth:`PulsarSubscription.fetch_records`): the lists of
+    the chunk they came from (one consumer's), settled per message by that consumer."""
 
-    __slots__ = ("_chunks", "_firsts", "_freed", "_sub")
+    __slots__ = ("_chunk", "_freed", "_sub")
 
-    def __init__(self, sub: PulsarSubscription, chunks: list[_Chunk]) -> None:
-        # Hot path: the base class's slots set here (not through super()); one chunk (the
-        # usual) lends its lists as they are.
+    def __init__(self, sub: PulsarSubscription, chunk: _Chunk) -> None:
+        # Hot path: the base class's slots set here (not through super()), the chunk's
+        # lists lent as they are.
         self.outcome = None
         self.taken = set()
         self._sub = sub
-        self._chunks = chunks
+        self._chunk = chunk
         self._freed = False  # the records' places of the window are freed (once)
-        self._firsts = [0]
-        """The index here of each chunk's first record."""
-        if len(chunks) == 1:
-            (chunk,) = chunks
-            self.channels = chunk.channels
-            self.keys = chunk.keys
-            self.headers = chunk.headers
-            self.bodies = chunk.bodies
-            messages = chunk.messages
-        else:
-            self.channels, self.keys, self.headers, self.bodies = [], [], [], []
-            messages = []
-            for chunk in chunks:
-                self.channels += chunk.channels
-                self.keys += chunk.keys
-                self.headers += chunk.headers
-                self.bodies += chunk.bodies
-                messages += chunk.messages
-                self._firsts.append(len(messages))
-            self._firsts.pop()
-        self.natives = list(map(_public, messages))
+        self.channels = chunk.channels
+        self.keys = chunk.keys
+        self.headers = chunk.headers
+        self.bodies = chunk.bodies
+        self.natives = list(map(_public, chunk.messages))
 
     def _delivery(self, index: int) -> Delivery:
-        at = bisect_right(self._firsts, index) - 1
-        return self._chunks[at].delivery(index - self._firsts[at])
+        return self._chunk.delivery(index)
 
     def timestamp(self, index: int) -> float | None:
-        at = bisect_right(self._firsts, index) - 1
-        message = self._chunks[at].messages[index - self._firsts[at]]
-        return float(message.publish_timestamp()) / 1000.0
+        return float(self._chunk.messages[index].publish_timestamp()) / 1000.0
 
-    def remaining(self) -> list[tuple[_Reader, list[Any]]]:
-        """Per chunk: its consumer and its messages not taken out."""
-        taken = self.taken
-        out = []
-        for chunk, first in zip(self._chunks, self._firsts, strict=True):
-            messages = chunk.messages
-            if taken:
-                messages = [m for i, m in enumerate(messages, first) if i not in taken]
-            out.append((chunk.reader, messages))
-        return out
+    def remaining(self) -> list[Any]:
+        """The messages not taken out."""
+        messages, taken = self._chunk.messages, self.taken
+        return [m for i, m in enumerate(messages) if i not in taken] if taken else messages
 
 
 class _Reader:
@@ -666,7 +639,7 @@ class PulsarSubscription(Subscription):
 
     def _take(self, chunks: deque[_Chunk], max_count: int) -> list[Any]:
         """Up to ``max_count`` buffered messages, oldest first: deliveries, or (after
-        :meth:`fetch_records`) one record batch."""
+        :meth:`fetch_records`) one record batch of the first chunk's."""
         taken: list[_Chunk] = []
         left = max_count
         while chunks and left:
@@ -676,10 +649,8 @@ class PulsarSubscription(Subscription):
             else:  # the chunk's head; its tail stays first in line
                 taken.append(chunks[0].split(left))
                 left = 0
-        if not taken:
-            return []
-        if self._as_records:
-            return [PulsarRecordBatch(self, taken)]
+            if self._as_records:  # a batch is one chunk's (one consumer's)
+                return [PulsarRecordBatch(self, taken[0])]
         return [delivery for chunk in taken for delivery in chunk.deliveries()]
 
     async def fetch_records(self, max_count: int) -> RecordBatch | None:
@@ -697,8 +668,8 @@ class PulsarSubscription(Subscription):
             if batch.outcome is None:
                 continue
             fresh, batch._freed = not batch._freed, True
-            for reader, messages in batch.remaining():
-                self._write(reader.settle_records, messages, batch.outcome, fresh)
+            reader = batch._chunk.reader
+            self._write(reader.settle_records, batch.remaining(), batch.outcome, fresh)
 
     def _write(self, settle: Callable[..., None], *args: Any) -> None:
         """``settle(*args)`` on a consumer: closed, Pulsar redelivers; any other failure
