@@ -6,13 +6,14 @@ hands them over as a broker's would, read by a ``Receiver`` (concurrency 256, as
 thread, the driver's chunks, fetch (deliveries or record batches), lanes, the dispatcher's
 first pass, the handler's context and message, settle and the acks' Python side.
 
-Prints the event-loop thread's CPU per event (median of the rounds, garbage collector on),
+Prints the event-loop thread's CPU per event (median of the rounds, garbage collector on;
+``--tuned``: as ``hexa-event run`` tunes it),
 and with ``--callgrind`` runs one round of ``--count`` events for instruction counts, with
 instrumentation on only for the round (``callgrind_control -i``): run it as ``valgrind
 --tool=callgrind --instr-atstart=no`` for two counts and take the difference. Run it with
 ``PYTHONPATH`` pointing at each tree, alternating, for an A/B. Not part of ``make bench``:
 
-    python benchmarks/_pulsar_receiver_cpu.py [--count 20000] [--rounds 7] [--callgrind]
+    python benchmarks/_pulsar_receiver_cpu.py [--count 20000] [--rounds 7] [--callgrind] [--tuned]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import subprocess
 import time
 from typing import Any
 
+from _harness import tuned
 from _pulsar_driver_cpu import _Admin, _Client, _Consumer, _messages, _Native
 
 import hexa_event as he
@@ -107,6 +109,7 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--callgrind", action="store_true", help="one round, nothing printed")
+    parser.add_argument("--tuned", action="store_true", help="the collector as the runner tunes it")
     args = parser.parse_args()
     messages = _messages(args.count)
     if args.callgrind:
@@ -115,10 +118,12 @@ async def main() -> None:
         await _instrument("off")
         return
     await one_round(messages[: min(2000, args.count)])  # warm up (imports, caches)
-    times = [await one_round(messages) / args.count * 1e6 for _ in range(args.rounds)]
+    run = tuned(one_round) if args.tuned else one_round
+    times = [await run(messages) / args.count * 1e6 for _ in range(args.rounds)]
     print(
-        f"receiver, no broker: {statistics.median(times):.2f} µs CPU per event (median of "
-        f"{args.rounds}; {min(times):.2f}-{max(times):.2f})"
+        f"receiver, no broker{', collector tuned' if args.tuned else ''}: "
+        f"{statistics.median(times):.2f} µs CPU per event (median of {args.rounds}; "
+        f"{min(times):.2f}-{max(times):.2f})"
     )
 
 

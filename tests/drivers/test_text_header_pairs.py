@@ -12,7 +12,7 @@ from hexa_event.drivers.kit import textheaders
 def test_our_emitters_eight_come_in_the_order_the_core_reads() -> None:
     assert textheaders.EMITTED == SEALED_HEADERS
     raw = {name: f"v-{name}" for name in sorted(SEALED_HEADERS)}  # as Pulsar hands them
-    expected = [(name, f"v-{name}".encode()) for name in SEALED_HEADERS]
+    expected = tuple((name, f"v-{name}".encode()) for name in SEALED_HEADERS)
     assert textheaders.emitted_pairs(raw) == expected
     assert textheaders.pairs(raw) == expected
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 
 def utf8(value: bytes) -> str | None:
@@ -75,13 +75,15 @@ EMITTED = (
 _N0, _N1, _N2, _N3, _N4, _N5, _N6, _N7 = EMITTED
 
 
-def emitted_pairs(raw: Mapping[str, str]) -> list[tuple[str, bytes]]:
+def emitted_pairs(raw: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
     """Text headers that are exactly our emitters' eight as ``(name, value)`` pairs, in the
     order they write them (which the core reads by position; a map such as Pulsar's
-    properties keeps no order); KeyError for any other headers."""
+    properties keeps no order); KeyError for any other headers. A tuple of tuples of text
+    and bytes, which the garbage collector stops tracking at its first pass (a list it
+    would walk at every pass as long as the record is out)."""
     if len(raw) != len(EMITTED):
         raise KeyError(len(raw))
-    return [  # unrolled: one frame, no comprehension's
+    return (  # unrolled: one frame, no comprehension's
         (_N0, raw[_N0].encode()),
         (_N1, raw[_N1].encode()),
         (_N2, raw[_N2].encode()),
@@ -90,10 +92,10 @@ def emitted_pairs(raw: Mapping[str, str]) -> list[tuple[str, bytes]]:
         (_N5, raw[_N5].encode()),
         (_N6, raw[_N6].encode()),
         (_N7, raw[_N7].encode()),
-    ]
+    )
 
 
-def pairs(raw: Mapping[str, str]) -> list[tuple[str, bytes]]:
+def pairs(raw: Mapping[str, str]) -> Sequence[tuple[str, bytes]]:
     """Text headers (no base64 among them) as ``(name, value)`` pairs: our emitters' eight
     in their order (:func:`emitted_pairs`), any others in the map's order."""
     try:

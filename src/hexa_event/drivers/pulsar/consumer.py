@@ -322,6 +322,7 @@ class _Reader:
                 props, key = {}, ""
                 log.warning("Pulsar: a message's key or properties are not UTF-8; ignored")
             data = message.data()
+            pairs: HeaderPairs
             if go_body and (opened := from_go_body(data)) is not None:
                 pairs, data = list(opened[0].items()), opened[1]
             elif b64 in props or not_before in props:
