@@ -1,7 +1,8 @@
 """Receiving: the action is the subscription; one receive thread per Pulsar consumer hands
-what it received to the loop, which builds the deliveries (at most ``spec.prefetch`` out
-unsettled per consumer) and writes acks and nacks in ``settle``. Design and measurements:
-docs/engines/pulsar.md, "Receiving" and "Inside the driver".
+what it received to the loop, which reads it into chunks handed out as deliveries or record
+batches (at most ``spec.prefetch`` out unsettled per consumer) and writes acks and nacks in
+``settle`` / ``settle_records``. Design and measurements: docs/engines/pulsar.md,
+"Receiving" and "Inside the driver".
 """
 
 from __future__ import annotations
