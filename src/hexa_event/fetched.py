@@ -15,6 +15,7 @@ kept in ``out`` while their items stay in the lanes, and the batch is acked for 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -28,7 +29,7 @@ class Fetched:
     """One fetched record batch while its records are in the lanes: ``left`` of them are
     not finished (neither handled nor taken out)."""
 
-    __slots__ = ("batch", "books", "left", "out")
+    __slots__ = ("batch", "books", "left", "out", "timer")
 
     def __init__(self, batch: RecordBatch, books: Books) -> None:
         self.batch = batch
@@ -36,6 +37,9 @@ class Fetched:
         self.left = len(batch)
         self.out: dict[int, Delivery] = {}
         """Records released (:meth:`release`) whose items have not run to the end yet."""
+        self.timer: asyncio.TimerHandle | None = None
+        """The receiver's call to release the batch, cancelled once it is settled (so that
+        the loop's timers do not keep the batch's records alive)."""
 
     def take(self, index: int) -> Delivery:
         """Record ``index``, not finished, taken out as a delivery of its own (unsettled
@@ -70,6 +74,8 @@ class Fetched:
         if batch.outcome is not None:
             return
         batch.ack()
+        if self.timer is not None:
+            self.timer.cancel()
         books = self.books
         books.pending_records.append(batch)
         books.settle_wake.set()
@@ -105,6 +111,8 @@ class Fetched:
         else:
             batch.nack()
         self.left = 0
+        if self.timer is not None:
+            self.timer.cancel()
         self.books.pending_records.append(batch)
         return given
 

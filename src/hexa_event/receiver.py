@@ -738,7 +738,9 @@ class Receiver:
                             lanes.submit_records(batch)  # type: ignore[union-attr]
                             continue
                         fetched = Fetched(batch, info)
-                        loop.call_later(_RELEASE_AFTER, self._release, info, fetched)
+                        fetched.timer = loop.call_later(
+                            _RELEASE_AFTER, self._release, info, fetched
+                        )
                         read, odd = dispatcher.first_records(batch, fetched)
                         items: list[Any] = read
                         for index in odd:  # records the first pass does not read
