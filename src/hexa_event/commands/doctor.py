@@ -296,12 +296,14 @@ def render(report: Report) -> str:
         lines.append(f"  channels it would use: {', '.join(report.channels) or '-'}")
         lines.append(f"  consumer groups:       {', '.join(report.groups) or '-'}")
     failures = sum(1 for c in report.checks if c.status == "fail")
+    warnings = sum(1 for c in report.checks if c.status == "warn")
     lines.append("")
-    lines.append(
-        "diagnosis: nothing to fix"
-        if not failures
-        else f"diagnosis: {failures} problem(s) to fix, see FAIL above"
-    )
+    if failures:
+        lines.append(f"diagnosis: {failures} problem(s) to fix, see FAIL above")
+    elif warnings:  # it can work; what a warning names may still need someone
+        lines.append(f"diagnosis: it can work; {warnings} warning(s) to look at, see warn above")
+    else:
+        lines.append("diagnosis: nothing to fix")
     return "\n".join(printable(line) for line in lines) + "\n"
 
 
