@@ -1,9 +1,9 @@
 """Record batches of a single handler's subscription, out in its lanes.
 
-On a driver with ``fetch_records`` (Kafka, Pulsar), the receiver fetches a single handler's
-records as one :class:`~hexa_event.driver.RecordBatch` and hands each record to its key's
-lane as an item ``(Fetched, index, ctx, message)``, read by ``Dispatcher.first_records``: no
-delivery object per record, and one settlement per batch (Kafka writes it as ranges). A record
+On a driver with ``fetch_records`` (Kafka), the receiver fetches a single handler's records
+as one :class:`~hexa_event.driver.RecordBatch` and hands each record to its key's lane as an
+item ``(Fetched, index, ctx, message)``, read by ``Dispatcher.first_records``: no delivery
+object per record, and one settlement per batch (the driver writes it as ranges). A record
 the first pass does not read, or whose handler fails, is taken out of the batch
 (:meth:`Fetched.take`) and settled as a delivery of its own, the careful way. The batch is
 acked once every record left in it was handled.

@@ -1,8 +1,7 @@
 """Receiving: the action is the subscription; one receive thread per Pulsar consumer hands
-what it received to the loop, which reads it into chunks handed out as deliveries or record
-batches (at most ``spec.prefetch`` out unsettled per consumer) and writes acks and nacks in
-``settle`` / ``settle_records``. Design and measurements: docs/engines/pulsar.md,
-"Receiving" and "Inside the driver".
+what it received to the loop, which builds the deliveries (at most ``spec.prefetch`` out
+unsettled per consumer) and writes acks and nacks in ``settle``. Design and measurements:
+docs/engines/pulsar.md, "Receiving" and "Inside the driver".
 """
 
 from __future__ import annotations
@@ -21,11 +20,8 @@ import pulsar
 
 from ...driver import (
     Delivery,
-    HeaderPairs,
     Outcome,
-    PairHeaders,
     RawRecord,
-    RecordBatch,
     Subscription,
     SubscriptionSpec,
     SubscriptionStatus,
@@ -33,7 +29,6 @@ from ...driver import (
 from ...errors import DriverError, SubscriptionBusyError
 from ...numbers import epoch_seconds
 from ...redaction import redact_url
-from ..kit import textheaders
 from ..kit.buffer import DeliveryBuffer
 from ..kit.driver import channel_pattern
 from .admin import PARTITION_SUFFIX, PulsarAdmin
@@ -59,9 +54,6 @@ _STALL_REPORT = 30.0
 _LAG_EVERY = 5.0
 """Seconds between reads of the subscription's backlog from the admin API."""
 _PUBLIC = pulsar.Message
-_KEY = pulsar._pulsar.Message.partition_key  # the binding's accessors, for C loops
-_PROPERTIES = pulsar._pulsar.Message.properties
-_DATA = pulsar._pulsar.Message.data
 _BYTES = pulsar.schema.BytesSchema()
 
 
@@ -98,99 +90,12 @@ class PulsarDelivery(Delivery):
 
     @property
     def native(self) -> pulsar.Message:
-        return _public(self._message)
-
-
-def _public(message: Any) -> pulsar.Message:
-    """The public ``pulsar.Message`` of the binding's ``message`` (made without
-    ``Message._wrap``, which makes a new ``BytesSchema`` per message)."""
-    wrapped = object.__new__(_PUBLIC)
-    wrapped._message = message
-    wrapped._schema = _BYTES
-    return wrapped
-
-
-class _Chunk:
-    """Messages one consumer received, in order, as parallel lists: what the buffer holds
-    (``fetch`` makes deliveries of them, ``fetch_records`` record batches)."""
-
-    __slots__ = ("bodies", "channels", "headers", "keys", "messages", "reader")
-
-    def __init__(
-        self,
-        reader: _Reader,
-        messages: list[Any],
-        keys: list[str],
-        headers: list[HeaderPairs],
-        bodies: list[bytes],
-    ) -> None:
-        self.reader = reader
-        self.messages = messages
-        self.channels = reader.channels_of(messages)
-        self.keys = keys
-        self.headers = headers
-        self.bodies = bodies
-
-    def __len__(self) -> int:
-        return len(self.messages)
-
-    def split(self, count: int) -> _Chunk:
-        """The first ``count`` messages, as a chunk of their own; the rest stay here."""
-        head = object.__new__(_Chunk)
-        head.reader = self.reader
-        for name in ("messages", "channels", "keys", "headers", "bodies"):
-            values = getattr(self, name)
-            setattr(head, name, values[:count])
-            del values[:count]
-        return head
-
-    def delivery(self, index: int) -> PulsarDelivery:
-        """Message ``index`` as a delivery."""
-        headers = PairHeaders(self.headers[index])
-        record = RawRecord(self.channels[index], self.keys[index], headers, self.bodies[index])
-        return PulsarDelivery(record, self.messages[index], self.reader)
-
-    def deliveries(self) -> list[PulsarDelivery]:
-        """Every message as a delivery."""
-        reader = self.reader
-        return [
-            PulsarDelivery(RawRecord(channel, key, PairHeaders(pairs), body), message, reader)
-            for channel, key, pairs, body, message in zip(
-                self.channels, self.keys, self.headers, self.bodies, self.messages, strict=True
-            )
-        ]
-
-
-class PulsarRecordBatch(RecordBatch):
-    """Records handed out together (:meth:`PulsarSubscription.fetch_records`): the lists of
-    the chunk they came from (one consumer's), settled per message by that consumer."""
-
-    __slots__ = ("_chunk", "_freed", "_sub")
-
-    def __init__(self, sub: PulsarSubscription, chunk: _Chunk) -> None:
-        # Hot path: the base class's slots set here (not through super()), the chunk's
-        # lists lent as they are.
-        self.outcome = None
-        self.taken = set()
-        self._sub = sub
-        self._chunk = chunk
-        self._freed = False  # the records' places of the window are freed (once)
-        self.channels = chunk.channels
-        self.keys = chunk.keys
-        self.headers = chunk.headers
-        self.bodies = chunk.bodies
-        self.natives = list(map(_public, chunk.messages))
-
-    def _delivery(self, index: int) -> Delivery:
-        return self._chunk.delivery(index)
-
-    def timestamp(self, index: int) -> float | None:
-        return float(self._chunk.messages[index].publish_timestamp()) / 1000.0
-
-    def remaining(self) -> list[Any]:
-        """The messages not taken out."""
-        messages, taken = self._chunk.messages, self.taken
-        return [m for i, m in enumerate(messages) if i not in taken] if taken else messages
+        """The public ``pulsar.Message`` (made without ``Message._wrap``, which makes a new
+        ``BytesSchema`` per message)."""
+        wrapped = object.__new__(_PUBLIC)
+        wrapped._message = self._message
+        wrapped._schema = _BYTES
+        return wrapped
 
 
 class _Reader:
@@ -289,63 +194,41 @@ class _Reader:
             return
         self._outstanding += count
         try:
-            chunk = self._chunk(messages)
+            deliveries = self._deliveries(messages)
         except Exception as exc:  # a bug of ours or the client's: fail loudly, not leak room
             owner.fail(f"{type(exc).__name__}: {exc}")
             return
-        if chunk.messages:
-            owner.buffer.append(chunk)
+        owner.buffer.extend(deliveries)
 
-    def _chunk(self, messages: list[Any]) -> _Chunk:
-        """What ``messages`` carry, as one chunk; a message Pulsar delivered before its
-        not-before time is held until then (keeping its place of the window) instead, as a
-        chunk of its own."""
+    def _deliveries(self, messages: list[Any]) -> list[PulsarDelivery]:
+        """The deliveries of ``messages``; a message Pulsar delivered before its not-before
+        time is held until then (keeping its place of the window) instead."""
         go_body = self.owner.options.body == "go"
-        if not go_body:  # the common case, read by C loops: our emitters' records only
-            try:
-                keys: list[str] = list(map(_KEY, messages))
-                headers: list[HeaderPairs] = list(
-                    map(textheaders.emitted_pairs, map(_PROPERTIES, messages))
-                )
-            except (KeyError, UnicodeDecodeError):
-                pass  # another producer's record among them: read one by one
-            else:
-                return _Chunk(self, messages, keys, headers, list(map(_DATA, messages)))
+        only = self.channels[0] if len(self.channels) == 1 else None
         not_before, b64 = NOT_BEFORE_PROPERTY, B64_PROPERTY
-        kept: list[Any] = []
-        keys = []
-        headers = []
-        bodies: list[bytes] = []
+        deliveries: list[PulsarDelivery] = []
+        append = deliveries.append
         for message in messages:
             try:
                 props, key = message.properties(), message.partition_key()
             except UnicodeDecodeError:  # bytes a foreign producer set: delivered without them
                 props, key = {}, ""
                 log.warning("Pulsar: a message's key or properties are not UTF-8; ignored")
+            channel = only or self._channel(message.topic_name())
             data = message.data()
-            pairs: HeaderPairs
             if go_body and (opened := from_go_body(data)) is not None:
-                pairs, data = list(opened[0].items()), opened[1]
+                headers, data = opened
             elif b64 in props or not_before in props:
-                pairs = list(from_properties(props).items())
-            else:  # text values only
-                pairs = textheaders.pairs(props)
+                headers = from_properties(props)
+            else:  # the common case: text values only
+                headers = {name: value.encode() for name, value in props.items()}
+            delivery = PulsarDelivery(RawRecord(channel, key, headers, data), message, self)
             due = epoch_seconds(props[not_before]) if not_before in props else None
             if due is not None and (wait := due - time.time()) > 0:  # early: held until due
-                held = _Chunk(self, [message], [key], [pairs], [data])
-                self._after(wait, partial(self.owner.buffer.append, held))
-                continue
-            kept.append(message)
-            keys.append(key)
-            headers.append(pairs)
-            bodies.append(data)
-        return _Chunk(self, kept, keys, headers, bodies)
-
-    def channels_of(self, messages: list[Any]) -> list[str]:
-        """The channel of each of ``messages``."""
-        if len(self.channels) == 1:
-            return [self.channels[0]] * len(messages)
-        return [self._channel(message.topic_name()) for message in messages]
+                self._after(wait, partial(self.owner.buffer.append, delivery))
+            else:
+                append(delivery)
+        return deliveries
 
     def _channel(self, topic: str) -> str:
         """The channel of a full topic name (per topic, once)."""
@@ -363,39 +246,16 @@ class _Reader:
             if not delivery._released:
                 delivery._released = True
                 fresh += 1
-        self._free(fresh)
-        acked: list[Any] = []
-        nack = Outcome.NACK
+        if fresh:  # room in the window: take what the receive thread has ready
+            self._outstanding -= fresh
+            self._take()
+        acknowledge, nack = self.native.acknowledge, Outcome.NACK
         for delivery in deliveries:
             if delivery.outcome is nack:
                 self.nack(delivery._message, delivery.delay)
-            else:
-                acked.append(delivery._message)
-        self.acknowledge(acked)
-
-    def settle_records(self, messages: list[Any], outcome: Outcome, fresh: bool) -> None:
-        """:meth:`settle` for the ``messages`` of a record batch settled ``outcome`` (a nack
-        gives them back at once); ``fresh``: their places of the window are freed now."""
-        if fresh:
-            self._free(len(messages))
-        if outcome is Outcome.NACK:
-            for message in messages:
-                self.nack(message, 0.0)
-        else:
-            self.acknowledge(messages)
-
-    def _free(self, count: int) -> None:
-        """``count`` places of the window settled: take what the receive thread has ready."""
-        if count:
-            self._outstanding -= count
-            self._take()
-
-    def acknowledge(self, messages: list[Any]) -> None:
-        """Ack each of ``messages``; a failed ack is logged (the message comes again)."""
-        acknowledge = self.native.acknowledge
-        for message in messages:
+                continue
             try:
-                acknowledge(message)
+                acknowledge(delivery._message)
             except pulsar.AlreadyClosed:
                 raise
             except pulsar.PulsarException as exc:
@@ -494,8 +354,7 @@ class PulsarSubscription(Subscription):
         self._on_close = on_close
         self.name = sub_options.name or spec.group
         self.prefetch = max(1, spec.prefetch)
-        self.buffer: DeliveryBuffer[_Chunk, Any] = DeliveryBuffer(self._take)
-        self._as_records = False  # fetch_records was called: the buffer hands out batches
+        self.buffer: DeliveryBuffer[PulsarDelivery, PulsarDelivery] = DeliveryBuffer()
         self.closed = False
         self._readers: list[_Reader] = []
         self._fatal = ""
@@ -639,52 +498,6 @@ class PulsarSubscription(Subscription):
         """Wait for 1..max_count deliveries; ``[]`` once closed."""
         return await self.buffer.fetch(max_count)
 
-    def _take(self, chunks: deque[_Chunk], max_count: int) -> list[Any]:
-        """Up to ``max_count`` buffered messages, oldest first: deliveries, or (after
-        :meth:`fetch_records`) one record batch of the first chunk's."""
-        taken: list[_Chunk] = []
-        left = max_count
-        while chunks and left:
-            if len(chunks[0]) <= left:
-                left -= len(chunks[0])
-                taken.append(chunks.popleft())
-            else:  # the chunk's head; its tail stays first in line
-                taken.append(chunks[0].split(left))
-                left = 0
-            if self._as_records:  # a batch is one chunk's (one consumer's)
-                return [PulsarRecordBatch(self, taken[0])]
-        return [delivery for chunk in taken for delivery in chunk.deliveries()]
-
-    async def fetch_records(self, max_count: int) -> RecordBatch | None:
-        """What :meth:`fetch` would hand out, as one record batch; None once closed."""
-        self._as_records = True
-        out = await self.buffer.fetch(max_count)
-        return out[0] if out else None
-
-    async def settle_records(self, batches: Sequence[RecordBatch]) -> None:
-        """:meth:`settle` for record batches: each message not taken out acked, or (a
-        nacked batch) given back at once; a batch frees its places of the window once."""
-        for batch in batches:
-            if not isinstance(batch, PulsarRecordBatch) or batch._sub is not self:
-                raise DriverError(f"{batch!r} was not fetched from this Pulsar subscription")
-            if batch.outcome is None:
-                continue
-            fresh, batch._freed = not batch._freed, True
-            reader = batch._chunk.reader
-            self._write(reader.settle_records, batch.remaining(), batch.outcome, fresh)
-
-    def _write(self, settle: Callable[..., None], *args: Any) -> None:
-        """``settle(*args)`` on a consumer: closed, Pulsar redelivers; any other failure
-        raises."""
-        try:
-            settle(*args)
-        except pulsar.AlreadyClosed:
-            log.debug("settling on a closed Pulsar consumer: Pulsar redelivers them")
-        except pulsar.PulsarException as exc:
-            raise DriverError(
-                f"Pulsar subscription {self.name!r}: settling failed: {type(exc).__name__} ({exc})"
-            ) from None
-
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Acks and nacks, per consumer."""
         by_reader: dict[_Reader, list[PulsarDelivery]] = {}
@@ -700,7 +513,15 @@ class PulsarSubscription(Subscription):
                 group = by_reader.setdefault(reader, [])
             group.append(delivery)
         for reader, group in by_reader.items():
-            self._write(reader.settle, group)
+            try:
+                reader.settle(group)
+            except pulsar.AlreadyClosed:
+                log.debug("settling on a closed Pulsar consumer: Pulsar redelivers them")
+            except pulsar.PulsarException as exc:
+                raise DriverError(
+                    f"Pulsar subscription {self.name!r}: settling failed: "
+                    f"{type(exc).__name__} ({exc})"
+                ) from None
 
     async def lag(self) -> Mapping[str, int] | None:
         """The subscription's backlog per channel, from the admin API's topic stats."""
