@@ -29,6 +29,22 @@ async def _emit(driver: KafkaDriver, topic: str, pairs: list[tuple[str, int]]) -
     await he.Emitter(driver).emit_many(he.Event(topic, key, {"n": n}) for key, n in pairs)
 
 
+async def _read_again(driver: KafkaDriver, topic: str, action: str, count: int) -> list[int]:
+    """What the next member of the group reads: the ``n`` of each event, once ``count`` came
+    and the group's lag is 0."""
+    again: list[int] = []
+    second = he.Receiver(driver, name=action)
+
+    @second.subscribe(topic, action=action)
+    async def handle_again(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+        again.append(msg.payload["n"])
+
+    async with second:
+        await eventually(lambda: len(again) >= count, within=60)
+        await eventually(lambda: second.health()["actions"][action]["lag"] == 0, within=30)
+    return again
+
+
 async def test_common_records_build_no_delivery_and_keep_key_order(
     kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,16 +108,7 @@ async def test_a_failed_record_is_retried_alone_and_the_others_once(kafka_bootst
             assert counters["retried"] == 1
         # A second member of the group reads nothing again: an end marker comes first.
         await _emit(driver, topic, [("end", -1)])
-        again: list[int] = []
-        second = he.Receiver(driver, name=action)
-
-        @second.subscribe(topic, action=action)
-        async def handle_again(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-            again.append(msg.payload["n"])
-
-        async with second:
-            await eventually(lambda: -1 in again, within=60)
-        assert again == [-1]
+        assert await _read_again(driver, topic, action, 1) == [-1]
         assert {n: c for n, c in calls.items() if c != 1} == {42: 2}
     finally:
         await driver.close()
@@ -131,17 +138,8 @@ async def test_close_gives_back_only_the_records_not_handled(kafka_bootstrap: st
         await receiver.close()
         assert set(handled) == others
 
-        again: list[int] = []
-        second = he.Receiver(driver, name=action)
-
-        @second.subscribe(topic, action=action)
-        async def handle_again(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-            again.append(msg.payload["n"])
-
         slow = [n for k, n in pairs if k == "slow"]
-        async with second:
-            await eventually(lambda: len(again) >= len(slow), within=60)
-            await eventually(lambda: second.health()["actions"][action]["lag"] == 0, within=30)
+        again = await _read_again(driver, topic, action, len(slow))
         assert again == slow  # given back in order; nothing handled is delivered again
     finally:
         await driver.close()
