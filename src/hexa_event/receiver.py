@@ -169,7 +169,14 @@ class SubscriptionInfo:
 
     @property
     def in_flight(self) -> int:
-        return len(self.unsettled) + len(self.waiting) + self.records_out
+        """Records fetched and not yet written back, each counted once (a record taken out
+        of its batch counts as a delivery of its own, no longer in the batch)."""
+        return len(self.unsettled) + len(self.waiting) + self.records_held
+
+    @property
+    def records_held(self) -> int:
+        """The records of batches not yet written back, less those taken out of them."""
+        return self.records_out - sum(len(batch.taken) for batch in self.records)
 
     @property
     def counters(self) -> Counters:
@@ -719,9 +726,9 @@ class Receiver:
         while not self._closing.is_set():
             room = min(info.prefetch - len(unsettled), most_waiting - len(waiting))
             if records:
-                room = min(room - info.records_out, lanes.fetch_room())  # type: ignore[union-attr]
+                room = min(room - info.records_held, lanes.fetch_room())  # type: ignore[union-attr]
             elif single_records:  # a quarter of the window at most: fetched while the
-                room = min(room - info.records_out, info.prefetch // 4)  # rest is handled
+                room = min(room - info.records_held, info.prefetch // 4)  # rest is handled
             if room <= 0:
                 info.room.clear()
                 await info.room.wait()

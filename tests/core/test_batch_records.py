@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import hexa_event
+import hexa_event.receiver as receiver_module
 from hexa_event import envelope as env
 from hexa_event.batching import Batch, BatchLanes, fetches_records
 from hexa_event.connect import wrap
@@ -517,6 +518,48 @@ async def test_single_handlers_read_record_batches_without_deliveries(
             within=10,
             what="every record settled",
         )
+    finally:
+        await receiver.close()
+        await driver.close()
+
+
+async def test_a_record_taken_out_of_its_batch_counts_once_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``in_flight`` counts the records not written back once each: a failed record taken
+    out of its batch is a delivery of its own and no longer one of the batch's."""
+    monkeypatch.setattr(receiver_module, "_RELEASE_AFTER", 60.0)  # no release meanwhile
+    adapter = RecordBatches(hexa_event.connect(f"memory://records-{uuid.uuid4().hex}"))
+    driver = wrap(adapter)
+    receiver = driver.receiver("svc")
+    gate = asyncio.Event()
+    calls: list[int] = []
+
+    @receiver.subscribe(
+        "c", action="a", retry=hexa_event.RetryPolicy(initial_delay=0.01, in_place=True)
+    )
+    async def handle(ctx: Context, msg: Message[Any]) -> None:
+        calls.append(msg.payload["n"])
+        if msg.payload["n"] == 2:
+            if calls.count(2) == 1:
+                raise RuntimeError("2 fails once")
+            await gate.wait()
+
+    try:
+        await driver.emitter().emit_many(Event("c", "k", {"n": n}) for n in range(5))
+        await receiver.start()
+        await eventually(lambda: calls.count(2) == 2, within=10, what="2 run again")
+        assert len(adapter.fetched) == 1, "one record batch of the five"
+        # 0 and 1 handled, 2 taken out and running again, 3 and 4 behind it: five records,
+        # none written back (the batch waits for 3 and 4).
+        assert receiver.health()["actions"]["a"]["in_flight"] == 5
+        gate.set()
+        await eventually(
+            lambda: receiver.health()["actions"]["a"]["in_flight"] == 0,
+            within=10,
+            what="every record settled",
+        )
+        assert calls == [0, 1, 2, 2, 3, 4]
     finally:
         await receiver.close()
         await driver.close()
