@@ -273,6 +273,29 @@ async def test_doctor_reports_a_sql_group_as_the_other_engines_do(
     assert "nothing to fix" not in out
 
 
+async def test_doctor_reports_a_group_named_otherwise_than_its_action(
+    sql_log: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--group`` names a consumer group that no ``--action`` gives (a Kafka group id, a
+    JetStream durable set in the subscription's options): doctor reports it as it reports
+    an action's, once however often it is named. Groups came from actions only."""
+    conn = he.connect(sql_log)
+    await conn.emitter().emit_many([he.Event("orders", f"k{n}", {"n": n}) for n in range(3)])
+    sub = await conn.subscribe(SubscriptionSpec(group="billing-v2", channels=("orders",)))
+    try:
+        args = ("doctor", sql_log, "--channel", "orders", "--action", "billing-v2")
+        assert await cli(*args, "--group", "billing-v2", "--group", "billing-v2") == 0
+        out = capsys.readouterr().out
+        assert out.count("group billing-v2:") == 1, out
+        assert await cli("doctor", sql_log, "--channel", "orders", "--group", "billing-v2") == 0
+        out = capsys.readouterr().out
+        assert "[ok  ] group billing-v2: exists on orders; 1 live member(s); lag orders 3" in out
+        assert "consumer groups:       billing-v2" in out, out
+    finally:
+        await sub.close()
+        await conn.close()
+
+
 async def test_doctor_says_dead_letters_wait_for_an_operator(
     sql_log: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -78,6 +78,14 @@ def add(commands: Any) -> None:
         "--action", action="append", default=[], help="a handler action it runs (repeatable)"
     )
     p.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        help="a consumer group named otherwise than its action (a Kafka group id, a "
+        "JetStream durable, a Pulsar subscription, given in the subscription's options; "
+        "repeatable)",
+    )
+    p.add_argument(
         "--retries", type=_retries, default=4, help="retry channels per action (default 4)"
     )
     p.add_argument("--timeout", type=seconds, default=5.0, help="seconds per network check")
@@ -97,14 +105,15 @@ def _retries(text: str) -> int:
 
 
 def planned(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The channels and groups the given channels and actions use."""
+    """The channels and groups the given channels, actions and groups use."""
     channels = list(dict.fromkeys(args.channel))
     groups: list[str] = []
     for action in args.action:
         channels += [retry_channel(action, n) for n in range(1, args.retries + 1)]
         channels.append(dead_letter_channel(action))
         groups += [action, f"{action}.dlq-replay"]
-    return channels, groups
+    groups += args.group
+    return channels, list(dict.fromkeys(groups))
 
 
 async def tcp_check(report: Report, host: str, port: int, seconds: float) -> bool:
