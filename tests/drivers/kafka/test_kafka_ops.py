@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-from cli_helpers import doctor_on_a_waiting_group, publish_tail_and_dlq_round_trip
+import hexa_event as he
+from cli_helpers import cli, doctor_on_a_waiting_group, publish_tail_and_dlq_round_trip
 from hexa_event.cli import main
+from hexa_event.drivers.kafka import KafkaSubscriptionOptions
+from hexa_event.testing.waiting import Collector
 from otel_helpers import Otel, make_otel, traced_round_trip
 
 
@@ -59,3 +62,34 @@ async def test_doctor_says_who_consumes_a_kafka_group(
         f"exists on {channel}; 0 live member(s); group empty; lag {channel} 2: nothing consumes it"
     )
     assert gone["fix"] == "start a receiver for this action (hexa-event run, or receiver.start())"
+
+
+async def test_doctor_checks_a_kafka_group_set_in_the_subscription_options(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A receiver whose group is ``KafkaSubscriptionOptions(group=...)``: ``doctor --group``
+    finds its live member and lag (``--action`` alone names the action's group, which
+    does not exist)."""
+    suffix = uuid.uuid4().hex[:8]
+    channel, action, group = f"dr-{suffix}", f"dr-act-{suffix}", f"dr-custom-{suffix}"
+    conn = he.connect(f"kafka://{kafka_bootstrap}")
+    receiver = conn.receiver("svc")
+    handled = Collector()
+
+    @receiver.subscribe(channel, action=action, options=KafkaSubscriptionOptions(group=group))
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        handled.add(msg.id)
+
+    try:
+        await conn.emitter().emit_many([he.Event(channel, f"k{n}", {"n": n}) for n in range(2)])
+        async with receiver:
+            await handled.wait_for(2, within=30)
+            doctor = ("doctor", f"kafka://{kafka_bootstrap}", "--channel", channel, "--json")
+            assert await cli(*doctor, "--action", action, "--group", group) == 0
+            checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+            found = checks[f"group {group}"]
+            assert found["status"] == "ok", found
+            assert found["detail"].startswith(f"exists on {channel}; 1 live member(s); "), found
+            assert checks[f"group {action}"]["detail"].startswith("new"), checks
+    finally:
+        await conn.close()
