@@ -833,14 +833,15 @@ def _being_cancelled() -> bool:
 
 def _header_time(raw: Any) -> datetime | None:
     """The producer's emit time from a ``HEXA_EVENT_TIME`` value; None when absent or
-    nonsense (the broker's time stands in then)."""
+    nonsense: not digits, more than 15 of them, or not after the epoch (the broker's time
+    stands in then)."""
     if raw is None:
         return None
     try:
-        seconds = int(raw) / 1000 if 0 < len(raw) <= 15 else None
+        millis = int(raw) if 0 < len(raw) <= 15 else 0
     except (TypeError, ValueError):
         return None
-    return _datetime(seconds)
+    return _datetime(millis / 1000) if millis > 0 else None
 
 
 def _datetime(seconds: float | None) -> datetime | None:
