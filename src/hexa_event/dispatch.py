@@ -57,7 +57,7 @@ from .envelope import (
     SOURCE_CHANNEL,
 )
 from .errors import ConfigurationError, PermanentError
-from .event import Message
+from .event import Message, loggable
 from .middleware import Handler
 from .propagation import (
     BAGGAGE,
@@ -721,7 +721,7 @@ class Dispatcher:
             self._route.action,
             copy.headers.get(env.EVENT_ID, b"").decode("utf-8", "replace"),
             delivery.record.channel,
-            delivery.record.key,
+            loggable(delivery.record.key),
             opened.attempt if opened else 1,
             reason,
             type(exc).__name__,
@@ -772,7 +772,7 @@ def _log_failure(ctx: Context, msg: Message[Any], exc: BaseException) -> None:
         ctx.handler_action,
         msg.id,
         msg.channel,
-        msg.key,
+        loggable(msg.key),
         msg.attempt,
         ctx.correlation_id,
         type(exc).__name__,
