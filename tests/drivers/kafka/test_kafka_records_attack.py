@@ -595,3 +595,56 @@ async def test_a_revoke_past_its_timeout_repeats_only_what_it_gave_back_unsettle
                 assert ns == sorted(ns), (key, ns)
     finally:
         await driver.close()
+
+
+async def test_an_in_place_back_off_across_release_and_close_gives_its_key_back_in_order(
+    kafka_bootstrap: str,
+) -> None:
+    """A record failing with an in-place retry backs off while its batch is released: its
+    key's records behind it wait (health does not call that a stall), the others are
+    handled. Close cuts the back-off: the failed record and those behind it are given
+    back, and the next member gets exactly those, in order."""
+    topic, action = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=2)
+    pairs = [("f" if n in (4, 9, 13) else f"k{n % 5}", n) for n in range(60)]
+    behind = [n for key, n in pairs if key == "f"]
+    handled: list[int] = []
+    failures = 0
+    try:
+        await _emit(driver, topic, pairs)
+        receiver = he.Receiver(driver, name=action, stall_timeout=0.5, drain_timeout=5)
+        policy = he.RetryPolicy(max_retries=3, initial_delay=60, in_place=True)
+
+        @receiver.subscribe(topic, action=action, retry=policy, concurrency=4)
+        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+            nonlocal failures
+            if msg.key == "f":
+                failures += 1
+                raise RuntimeError("the f key fails")
+            handled.append(msg.payload["n"])
+
+        await receiver.start()
+        info = receiver.subscriptions[action]
+        try:
+            await eventually(lambda: len(handled) == len(pairs) - len(behind), within=60)
+            await eventually(
+                lambda: not info.records and info.in_flight == len(behind),
+                within=30,
+                what="the batches released: the backing-off key's records in flight",
+            )
+            await eventually(
+                lambda: receiver.health()["actions"][action]["oldest_unsettled_age"] == 0.0,
+                within=10,
+                what="no stall clock runs for a key backing off",
+            )
+            health = receiver.health()
+            assert health["healthy"], health["reason"]
+            assert failures == 1
+        finally:
+            started = time.monotonic()
+            await receiver.close()
+        assert time.monotonic() - started < 5  # the back-off ends at close, not at its time
+        assert sorted(handled) == [n for key, n in pairs if key != "f"]
+        assert await _read_again(driver, topic, action, len(behind)) == behind
+    finally:
+        await driver.close()
