@@ -648,3 +648,38 @@ async def test_an_in_place_back_off_across_release_and_close_gives_its_key_back_
         assert await _read_again(driver, topic, action, len(behind)) == behind
     finally:
         await driver.close()
+
+
+async def test_a_handler_closing_its_own_receiver_gives_back_its_record(
+    kafka_bootstrap: str,
+) -> None:
+    """A handler that closes its own receiver waits for the drain, which waits for it: at
+    drain_timeout it is cancelled and its record given back with every record not
+    handled. Close ends; the next member gets exactly the records not handled."""
+    topic, action = _names()
+    driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=2)
+    pairs = [(f"k{n % 6}", n) for n in range(120)]
+    handled: list[int] = []
+    closer: list[asyncio.Task[Any] | None] = []
+    try:
+        await _emit(driver, topic, pairs)
+        receiver = he.Receiver(driver, name=action, drain_timeout=0.5)
+
+        @receiver.subscribe(topic, action=action, concurrency=4)
+        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+            if msg.payload["n"] == 50:
+                closer.append(asyncio.current_task())
+                await receiver.close()
+            handled.append(msg.payload["n"])
+
+        started = time.monotonic()
+        await receiver.start()
+        await asyncio.wait_for(receiver.wait_closed(), 60)
+        assert time.monotonic() - started < 30
+        assert closer  # the handler ran, and is the one that closed
+        assert 50 not in handled  # cancelled at the end of the drain
+        assert len(handled) == len(set(handled))
+        rest = sorted({n for _, n in pairs} - set(handled))
+        assert sorted(await _read_again(driver, topic, action, len(rest))) == rest
+    finally:
+        await driver.close()
