@@ -57,7 +57,7 @@ from .envelope import (
     SOURCE_CHANNEL,
 )
 from .errors import ConfigurationError, PermanentError
-from .event import Message
+from .event import Message, loggable
 from .middleware import Handler
 from .propagation import (
     BAGGAGE,
@@ -721,7 +721,7 @@ class Dispatcher:
             self._route.action,
             copy.headers.get(env.EVENT_ID, b"").decode("utf-8", "replace"),
             delivery.record.channel,
-            delivery.record.key,
+            loggable(delivery.record.key),
             opened.attempt if opened else 1,
             reason,
             type(exc).__name__,
@@ -772,7 +772,7 @@ def _log_failure(ctx: Context, msg: Message[Any], exc: BaseException) -> None:
         ctx.handler_action,
         msg.id,
         msg.channel,
-        msg.key,
+        loggable(msg.key),
         msg.attempt,
         ctx.correlation_id,
         type(exc).__name__,
@@ -833,14 +833,15 @@ def _being_cancelled() -> bool:
 
 def _header_time(raw: Any) -> datetime | None:
     """The producer's emit time from a ``HEXA_EVENT_TIME`` value; None when absent or
-    nonsense (the broker's time stands in then)."""
+    nonsense: not digits, more than 15 of them, or not after the epoch (the broker's time
+    stands in then)."""
     if raw is None:
         return None
     try:
-        seconds = int(raw) / 1000 if 0 < len(raw) <= 15 else None
+        millis = int(raw) if 0 < len(raw) <= 15 else 0
     except (TypeError, ValueError):
         return None
-    return _datetime(seconds)
+    return _datetime(millis / 1000) if millis > 0 else None
 
 
 def _datetime(seconds: float | None) -> datetime | None:

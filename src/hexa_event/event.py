@@ -108,6 +108,18 @@ def _check_text(field: str, text: str, header: str = "") -> None:
         ) from None
 
 
+def loggable(text: str) -> str:
+    """``text`` (a record's key) as a log line can hold it: Kafka hands a key that is not
+    UTF-8 over with its bytes as lone surrogates, which a UTF-8 log handler refuses (the
+    line is lost); those bytes show escaped (``\\xff``)."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no byte escapes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _check_schedule(deliver_at: object, delay: object) -> None:
     if deliver_at is not None and delay is not None:
         raise InvalidEventError(

@@ -17,7 +17,7 @@ from typing import Any
 
 from .context import Context
 from .errors import ConfigurationError
-from .event import Message
+from .event import Message, loggable
 from .threads import ABANDON, run_in_daemon_thread
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def log_errors(handler: Handler) -> Handler:
                 ctx.handler_action,
                 msg.id,
                 msg.channel,
-                msg.key,
+                loggable(msg.key),
                 msg.attempt,
                 ctx.correlation_id,
                 type(exc).__name__,
