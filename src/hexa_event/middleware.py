@@ -19,6 +19,7 @@ from .context import Context
 from .errors import ConfigurationError
 from .event import Message, loggable
 from .threads import ABANDON, run_in_daemon_thread
+from .wire import error_text
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def log_errors(handler: Handler) -> Handler:
                 msg.attempt,
                 ctx.correlation_id,
                 type(exc).__name__,
-                exc,
+                error_text(exc),  # (an exception whose str() raises loses no log line)
                 exc_info=logger.isEnabledFor(logging.DEBUG),
             )
             raise
