@@ -156,3 +156,27 @@ def finish(result: object, path: str | None) -> None:
     if path:
         with open(path, "w") as fh:
             json.dump(result, fh, indent=2)
+
+
+def thread_times() -> dict[int, tuple[str, float, int, int, float]]:
+    """Per thread id: name (from the kernel), s on a core, voluntary and involuntary
+    context switches, s waited runnable (``schedstat``)."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                stat = fh.read()
+            with open(f"/proc/self/task/{tid}/status") as fh:
+                status = dict(line.split(":", 1) for line in fh if ":" in line)
+            with open(f"/proc/self/task/{tid}/schedstat") as fh:
+                ran, waited, _ = (int(x) for x in fh.read().split())
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        out[int(tid)] = (
+            stat[stat.index("(") + 1 : stat.rindex(")")],
+            ran / 1e9,
+            int(status["voluntary_ctxt_switches"]),
+            int(status["nonvoluntary_ctxt_switches"]),
+            waited / 1e9,
+        )
+    return out

@@ -61,34 +61,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _harness import thread_times
+
 HERE = Path(__file__).resolve().parent
 KINDS = ("raw", "receiver", "batch")
 _COUNTS = ("waits", "_calls", "handovers", "_cleared", "_n", "_records")
 """Counters that count (reported per 1,000 events); the others are seconds (µs per event)."""
-
-
-def _threads() -> dict[int, tuple[str, float, int, int, float]]:
-    """Per thread id: name (from the kernel), s on a core, voluntary and involuntary
-    context switches, s waited runnable (``schedstat``)."""
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as fh:
-                stat = fh.read()
-            with open(f"/proc/self/task/{tid}/status") as fh:
-                status = dict(line.split(":", 1) for line in fh if ":" in line)
-            with open(f"/proc/self/task/{tid}/schedstat") as fh:
-                ran, waited, _ = (int(x) for x in fh.read().split())
-        except FileNotFoundError:  # ended meanwhile
-            continue
-        out[int(tid)] = (
-            stat[stat.index("(") + 1 : stat.rindex(")")],
-            ran / 1e9,
-            int(status["voluntary_ctxt_switches"]),
-            int(status["nonvoluntary_ctxt_switches"]),
-            waited / 1e9,
-        )
-    return out
 
 
 def _broker_pid() -> int | None:
@@ -176,7 +154,7 @@ class Probe:
 
     def mark(self, label: str) -> None:
         self.marks[label] = (
-            _threads(),
+            thread_times(),
             time.process_time(),
             time.perf_counter(),
             _machine(self.broker),

@@ -39,33 +39,10 @@ from typing import Any
 import msgspec
 import pulsar
 import pulsar_bench as bench
+from _harness import thread_times
 
 import hexa_event as he
 from hexa_event.driver import SubscriptionSpec
-
-
-def _threads() -> dict[int, tuple[str, float, int, int, float]]:
-    """Per thread id: name (from the kernel), s on a core and s waited runnable
-    (``schedstat``, in ns), voluntary and involuntary context switches."""
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as fh:
-                stat = fh.read()
-            with open(f"/proc/self/task/{tid}/status") as fh:
-                status = dict(line.split(":", 1) for line in fh if ":" in line)
-            with open(f"/proc/self/task/{tid}/schedstat") as fh:
-                ran, waited, _ = (int(x) for x in fh.read().split())
-        except FileNotFoundError:  # ended meanwhile
-            continue
-        out[int(tid)] = (
-            stat[stat.index("(") + 1 : stat.rindex(")")],
-            ran / 1e9,
-            int(status["voluntary_ctxt_switches"]),
-            int(status["nonvoluntary_ctxt_switches"]),
-            waited / 1e9,
-        )
-    return out
 
 
 class Probe:
@@ -112,7 +89,7 @@ class Probe:
         selector.select = timed
 
     def mark(self, label: str) -> None:
-        self.marks[label] = (_threads(), time.process_time(), time.perf_counter())
+        self.marks[label] = (thread_times(), time.process_time(), time.perf_counter())
         self.names.update({t.native_id: t.name for t in threading.enumerate() if t.native_id})
         if label == "start":
             self.idle = 0.0

@@ -17,6 +17,7 @@ from typing import Any
 
 import confluent_kafka
 import pytest
+from records_helpers import emit, names, read_again
 
 import hexa_event as he
 from hexa_event import envelope as env
@@ -30,28 +31,7 @@ pytestmark = pytest.mark.kafka
 
 
 def _names() -> tuple[str, str]:
-    tag = uuid.uuid4().hex[:10]
-    return f"kra-{tag}", f"kra-{tag}"
-
-
-async def _emit(driver: KafkaDriver, topic: str, pairs: list[tuple[str, int]]) -> None:
-    await he.Emitter(driver).emit_many(he.Event(topic, key, {"n": n}) for key, n in pairs)
-
-
-async def _read_again(driver: KafkaDriver, topic: str, action: str, count: int) -> list[int]:
-    """What the next member of the group reads: the ``n`` of each event, once ``count`` came
-    and the group's lag is 0."""
-    again: list[int] = []
-    second = he.Receiver(driver, name=action)
-
-    @second.subscribe(topic, action=action)
-    async def handle_again(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-        again.append(msg.payload["n"])
-
-    async with second:
-        await eventually(lambda: len(again) >= count, within=60)
-        await eventually(lambda: second.health()["actions"][action]["lag"] == 0, within=30)
-    return again
+    return names("kra")
 
 
 def _ours(n: int, garbage: dict[str, bytes | None] | None = None) -> list[tuple[str, bytes | None]]:
@@ -234,8 +214,8 @@ async def test_garbage_records_amid_ours_are_each_settled_once(
             if what == "null values":
                 assert message.headers[env.CONTENT_TYPE] == b""
         # A second member of the group reads nothing again: an end marker comes first.
-        await _emit(driver, topic, [("end", -1)])
-        assert await _read_again(driver, topic, action, 1) == [-1]
+        await emit(driver, topic, [("end", -1)])
+        assert await read_again(driver, topic, action, 1) == [-1]
         logged = [r.getMessage() for r in caplog.records if r.name.startswith("hexa_event")]
         for line in logged:
             line.encode("utf-8")  # what a UTF-8 log handler writes, or it loses the line
@@ -280,7 +260,7 @@ async def test_a_handler_raising_base_exceptions_fails_its_record_alone(
         order[msg.key].append(n)
 
     try:
-        await _emit(driver, topic, pairs)
+        await emit(driver, topic, pairs)
         receiver = he.Receiver(driver, name=action)
         policy = he.RetryPolicy(max_retries=2, initial_delay=0.1)
 
@@ -311,8 +291,8 @@ async def test_a_handler_raising_base_exceptions_fails_its_record_alone(
         for key, numbers in order.items():  # a retry copy comes after its key's later ones
             firsts = [n for n in numbers if n not in _RAISED]
             assert firsts == [n for k, n in pairs if k == key and n not in _RAISED]
-        await _emit(driver, topic, [("end", -1)])
-        assert await _read_again(driver, topic, action, 1) == [-1]
+        await emit(driver, topic, [("end", -1)])
+        assert await read_again(driver, topic, action, 1) == [-1]
     finally:
         await driver.close()
 
@@ -333,7 +313,7 @@ async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_re
     handled: list[int] = []
     stop_thread = threading.Event()
     try:
-        await _emit(driver, topic, pairs)
+        await emit(driver, topic, pairs)
         receiver = he.Receiver(driver, name=action, stall_timeout=0.5, drain_timeout=0.5)
 
         if sync:
@@ -379,7 +359,7 @@ async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_re
             stop_thread.set()
         assert closing < 15
         assert sorted(handled) == sorted(others)  # once each
-        assert await _read_again(driver, topic, action, len(hanging)) == hanging
+        assert await read_again(driver, topic, action, len(hanging)) == hanging
     finally:
         stop_thread.set()
         await driver.close()
@@ -408,7 +388,7 @@ async def test_close_with_a_release_pending_and_a_release_after_close(
     hanging = [n for key, n in pairs if key == "hang"]
     handled: list[int] = []
     try:
-        await _emit(driver, topic, pairs)
+        await emit(driver, topic, pairs)
         receiver = he.Receiver(driver, name=action, drain_timeout=0.2)
 
         @receiver.subscribe(topic, action=action, concurrency=4)
@@ -435,7 +415,7 @@ async def test_close_with_a_release_pending_and_a_release_after_close(
         assert not info.pending  # every settlement written
         assert not info.pending_records
         assert sorted(handled) == [n for n in range(30) if n not in hanging]
-        assert await _read_again(driver, topic, action, len(hanging)) == hanging
+        assert await read_again(driver, topic, action, len(hanging)) == hanging
     finally:
         await driver.close()
 
@@ -472,7 +452,7 @@ async def test_a_member_joining_while_records_are_out_takes_over_without_loss_or
 
     first, second = receiver_of("a"), receiver_of("b")
     try:
-        await _emit(driver, topic, first_pairs)
+        await emit(driver, topic, first_pairs)
         await first.start()
         info = first.subscriptions[action]
         try:
@@ -493,7 +473,7 @@ async def test_a_member_joining_while_records_are_out_takes_over_without_loss_or
             go_on.set()
             await asyncio.wait_for(joining, 60)
             more = [(keys[n % 16], n) for n in range(400, 600)]
-            await _emit(driver, topic, more)
+            await emit(driver, topic, more)
             everything = first_pairs + more
             await eventually(lambda: count() == len(everything), within=60, what="all handled")
             for receiver in (first, second):
@@ -547,7 +527,7 @@ async def test_a_revoke_past_its_timeout_repeats_only_what_it_gave_back_unsettle
     first, second = receiver_of("a"), receiver_of("b")
     unsettled = {n for _, n in first_pairs if n >= min(slow)}
     try:
-        await _emit(driver, topic, first_pairs)
+        await emit(driver, topic, first_pairs)
         await first.start()
         info = first.subscriptions[action]
         try:
@@ -569,7 +549,7 @@ async def test_a_revoke_past_its_timeout_repeats_only_what_it_gave_back_unsettle
             await eventually(lambda: bool(handled("b")), within=30)
             go_on.set()
             more = [(keys[n % 16], n) for n in range(400, 600)]
-            await _emit(driver, topic, more)
+            await emit(driver, topic, more)
             everything = [n for _, n in first_pairs + more]
             await eventually(
                 lambda: set(handled("a")) | set(handled("b")) == set(everything),
@@ -611,7 +591,7 @@ async def test_an_in_place_back_off_across_release_and_close_gives_its_key_back_
     handled: list[int] = []
     failures = 0
     try:
-        await _emit(driver, topic, pairs)
+        await emit(driver, topic, pairs)
         receiver = he.Receiver(driver, name=action, stall_timeout=0.5, drain_timeout=5)
         policy = he.RetryPolicy(max_retries=3, initial_delay=60, in_place=True)
 
@@ -645,7 +625,7 @@ async def test_an_in_place_back_off_across_release_and_close_gives_its_key_back_
             await receiver.close()
         assert time.monotonic() - started < 5  # the back-off ends at close, not at its time
         assert sorted(handled) == [n for key, n in pairs if key != "f"]
-        assert await _read_again(driver, topic, action, len(behind)) == behind
+        assert await read_again(driver, topic, action, len(behind)) == behind
     finally:
         await driver.close()
 
@@ -662,7 +642,7 @@ async def test_a_handler_closing_its_own_receiver_gives_back_its_record(
     handled: list[int] = []
     closer: list[asyncio.Task[Any] | None] = []
     try:
-        await _emit(driver, topic, pairs)
+        await emit(driver, topic, pairs)
         receiver = he.Receiver(driver, name=action, drain_timeout=0.5)
 
         @receiver.subscribe(topic, action=action, concurrency=4)
@@ -680,6 +660,6 @@ async def test_a_handler_closing_its_own_receiver_gives_back_its_record(
         assert 50 not in handled  # cancelled at the end of the drain
         assert len(handled) == len(set(handled))
         rest = sorted({n for _, n in pairs} - set(handled))
-        assert sorted(await _read_again(driver, topic, action, len(rest))) == rest
+        assert sorted(await read_again(driver, topic, action, len(rest))) == rest
     finally:
         await driver.close()

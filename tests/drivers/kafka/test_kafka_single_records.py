@@ -6,11 +6,11 @@ places in the window, and a hanging handler reported by health."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import defaultdict
 from typing import Any
 
 import pytest
+from records_helpers import emit, names, read_again
 
 import hexa_event as he
 from hexa_event.drivers.kafka import KafkaDriver
@@ -21,28 +21,7 @@ pytestmark = pytest.mark.kafka
 
 
 def _names() -> tuple[str, str]:
-    tag = uuid.uuid4().hex[:10]
-    return f"ksr-{tag}", f"ksr-{tag}"
-
-
-async def _emit(driver: KafkaDriver, topic: str, pairs: list[tuple[str, int]]) -> None:
-    await he.Emitter(driver).emit_many(he.Event(topic, key, {"n": n}) for key, n in pairs)
-
-
-async def _read_again(driver: KafkaDriver, topic: str, action: str, count: int) -> list[int]:
-    """What the next member of the group reads: the ``n`` of each event, once ``count`` came
-    and the group's lag is 0."""
-    again: list[int] = []
-    second = he.Receiver(driver, name=action)
-
-    @second.subscribe(topic, action=action)
-    async def handle_again(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-        again.append(msg.payload["n"])
-
-    async with second:
-        await eventually(lambda: len(again) >= count, within=60)
-        await eventually(lambda: second.health()["actions"][action]["lag"] == 0, within=30)
-    return again
+    return names("ksr")
 
 
 async def test_common_records_build_no_delivery_and_keep_key_order(
@@ -62,7 +41,7 @@ async def test_common_records_build_no_delivery_and_keep_key_order(
     pairs = [(f"k{n % 7}", n) for n in range(300)]
     seen: dict[str, list[int]] = defaultdict(list)
     try:
-        await _emit(driver, topic, pairs)
+        await emit(driver, topic, pairs)
         receiver = he.Receiver(driver, name=action)
 
         @receiver.subscribe(topic, action=action, concurrency=4)
@@ -88,7 +67,7 @@ async def test_a_failed_record_is_retried_alone_and_the_others_once(kafka_bootst
     pairs = [(f"k{n % 5}", n) for n in range(100)]
     calls: dict[int, int] = defaultdict(int)
     try:
-        await _emit(driver, topic, pairs)
+        await emit(driver, topic, pairs)
         receiver = he.Receiver(driver, name=action)
 
         @receiver.subscribe(
@@ -107,8 +86,8 @@ async def test_a_failed_record_is_retried_alone_and_the_others_once(kafka_bootst
             assert counters["failed"] == 1
             assert counters["retried"] == 1
         # A second member of the group reads nothing again: an end marker comes first.
-        await _emit(driver, topic, [("end", -1)])
-        assert await _read_again(driver, topic, action, 1) == [-1]
+        await emit(driver, topic, [("end", -1)])
+        assert await read_again(driver, topic, action, 1) == [-1]
         assert {n: c for n, c in calls.items() if c != 1} == {42: 2}
     finally:
         await driver.close()
@@ -121,7 +100,7 @@ async def test_close_gives_back_only_the_records_not_handled(kafka_bootstrap: st
     handled: list[int] = []
     slow_started = asyncio.Event()
     try:
-        await _emit(driver, topic, pairs)
+        await emit(driver, topic, pairs)
         receiver = he.Receiver(driver, name=action, drain_timeout=0.5)
 
         @receiver.subscribe(topic, action=action, concurrency=8)
@@ -139,7 +118,7 @@ async def test_close_gives_back_only_the_records_not_handled(kafka_bootstrap: st
         assert set(handled) == others
 
         slow = [n for k, n in pairs if k == "slow"]
-        again = await _read_again(driver, topic, action, len(slow))
+        again = await read_again(driver, topic, action, len(slow))
         assert again == slow  # given back in order; nothing handled is delivered again
     finally:
         await driver.close()
@@ -153,7 +132,7 @@ async def test_slow_records_release_their_batches_places(kafka_bootstrap: str) -
     handled: set[int] = set()
     go_on = asyncio.Event()
     try:
-        await _emit(driver, topic, pairs)
+        await emit(driver, topic, pairs)
         receiver = he.Receiver(driver, name=action)
 
         @receiver.subscribe(topic, action=action, concurrency=64)
@@ -182,7 +161,7 @@ async def test_a_hanging_record_handler_is_reported_stalled(kafka_bootstrap: str
     release = asyncio.Event()
     handled: list[int] = []
     try:
-        await _emit(driver, topic, [("a", 1), ("b", 2), ("a", 3)])
+        await emit(driver, topic, [("a", 1), ("b", 2), ("a", 3)])
         receiver = he.Receiver(driver, name=action, stall_timeout=0.5)
 
         @receiver.subscribe(topic, action=action)
@@ -216,7 +195,7 @@ async def test_a_slow_record_holds_its_own_place_not_its_batchs(kafka_bootstrap:
     handled: set[int] = set()
     go_on = asyncio.Event()
     try:
-        await _emit(driver, topic, pairs)
+        await emit(driver, topic, pairs)
         receiver = he.Receiver(driver, name=action)
 
         @receiver.subscribe(topic, action=action, concurrency=8)
