@@ -108,16 +108,22 @@ def _check_text(field: str, text: str, header: str = "") -> None:
         ) from None
 
 
-def loggable(text: str) -> str:
-    """``text`` (a record's key) as a log line can hold it: Kafka hands a key that is not
-    UTF-8 over with its bytes as lone surrogates, which a UTF-8 log handler refuses (the
-    line is lost); those bytes show escaped (``\\xff``)."""
+def utf8_text(text: str, errors: str = "backslashreplace") -> str:
+    """``text`` (a record's key) as UTF-8 can hold it: Kafka hands a key that is not UTF-8
+    over with its bytes as lone surrogates, which a UTF-8 log handler or exporter refuses;
+    those bytes show as ``errors`` writes them (``backslashreplace``: ``\\xff``;
+    ``replace``: U+FFFD)."""
     if text.isascii():
         return text
     try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", errors)
     except UnicodeEncodeError:  # a surrogate no byte escapes to
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text.encode("utf-8", errors).decode("utf-8")
+
+
+def loggable(text: str) -> str:
+    """``text`` for a log line: bytes that are not UTF-8 shown escaped (:func:`utf8_text`)."""
+    return utf8_text(text)
 
 
 def _check_schedule(deliver_at: object, delay: object) -> None:

@@ -59,7 +59,7 @@ from .context import Context
 from .driver import Driver, RawRecord, hand_on
 from .emitter import EmitCall, EmitMiddleware, Emitter
 from .envelope import REPLY_TO
-from .event import Event, Message
+from .event import Event, Message, utf8_text
 from .middleware import Handler, Middleware
 from .propagation import TRACEPARENT, TRACESTATE, Headers, Propagator
 from .publishing import Publication, PublishCall, PublishMiddleware
@@ -330,7 +330,8 @@ class Telemetry:
                     "messaging.message.conversation_id": ctx.correlation_id,
                     "hexa_event.attempt": msg.attempt,
                     "hexa_event.delivered_from": msg.delivered_from,
-                    "hexa_event.key": _utf8(msg.key),
+                    # (a key that is not UTF-8 made OTLP drop the whole batch of spans it was in)
+                    "hexa_event.key": utf8_text(msg.key, "replace"),
                 },
             )
             traceparent, tracestate = _traceparent_of(span)
@@ -417,7 +418,7 @@ class Telemetry:
                         "messaging.consumer.group.name": publication.action,
                         "hexa_event.purpose": publication.purpose,
                         "hexa_event.reason": publication.reason,
-                        "hexa_event.key": _utf8(record.key),
+                        "hexa_event.key": utf8_text(record.key, "replace"),
                     },
                 )
                 for record in publication.records
@@ -597,18 +598,6 @@ class Telemetry:
             self._measure(out)
             for span in spans:
                 span.end()
-
-
-def _utf8(text: str) -> str:
-    """``text`` that an exporter can encode: Kafka hands a key that is not UTF-8 over with
-    its bytes as lone surrogates, and one such attribute made OTLP's protobuf encoding fail,
-    dropping the whole batch of spans it was in. Such bytes become U+FFFD."""
-    if text.isascii():
-        return text
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # a surrogate no byte escapes to
-        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _being_cancelled() -> bool:
