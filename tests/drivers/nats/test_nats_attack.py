@@ -23,6 +23,7 @@ from hexa_event import envelope as env
 from hexa_event.driver import Delivery, SubscriptionSpec
 from hexa_event.drivers.nats import NatsDriver
 from hexa_event.drivers.nats.naming import channel_subject
+from hexa_event.errors import ReceiverFailedError
 from hexa_event.propagation import CORRELATION_ID, LOCALE, USER
 from hexa_event.testing.waiting import eventually
 
@@ -428,3 +429,32 @@ async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_re
     if mode != "batch":
         assert rest == hanging
     assert sorted(await _read_again(driver, channel, action, len(rest))) == rest
+
+
+async def test_the_driver_closed_under_a_running_receiver(driver: NatsDriver) -> None:
+    """The driver closed while handlers run: the receiver closes itself in bounded time,
+    says why (ReceiverFailedError from wait_closed) and its health is unhealthy."""
+    tag = uuid.uuid4().hex[:10]
+    channel, action = f"natc-{tag}", f"natc-{tag}"
+    await _emit(driver, channel, [(f"k{n % 3}", n) for n in range(20)])
+    receiver = he.Receiver(driver, name=action, drain_timeout=0.5)
+    started_handling = asyncio.Event()
+
+    @receiver.subscribe(channel, action=action, concurrency=4)
+    async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+        started_handling.set()
+        await asyncio.Event().wait()
+
+    await receiver.start()
+    try:
+        await asyncio.wait_for(started_handling.wait(), 30)
+        started = time.monotonic()
+        await asyncio.wait_for(driver.close(), 30)
+        with pytest.raises(ReceiverFailedError):
+            await asyncio.wait_for(receiver.wait_closed(), 30)
+        assert time.monotonic() - started < 5
+        health = receiver.health()
+        assert not health["healthy"]
+        assert health["reason"]
+    finally:
+        await asyncio.wait_for(receiver.close(), 30)
