@@ -432,17 +432,22 @@ async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_re
 
 
 async def test_the_driver_closed_under_a_running_receiver(driver: NatsDriver) -> None:
-    """The driver closed while handlers run: the receiver closes itself in bounded time,
-    says why (ReceiverFailedError from wait_closed) and its health is unhealthy."""
+    """The driver closed while handlers run, some of them handling their record after
+    that: the receiver closes itself at once (no settlement can be written any more; it
+    does not retry them until its close gives up), says why, and health is unhealthy."""
     tag = uuid.uuid4().hex[:10]
     channel, action = f"natc-{tag}", f"natc-{tag}"
     await _emit(driver, channel, [(f"k{n % 3}", n) for n in range(20)])
     receiver = he.Receiver(driver, name=action, drain_timeout=0.5)
     started_handling = asyncio.Event()
+    driver_closed = asyncio.Event()
 
     @receiver.subscribe(channel, action=action, concurrency=4)
     async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
         started_handling.set()
+        if msg.key == "k0":  # handled once the driver is closed: its ack cannot be written
+            await driver_closed.wait()
+            return
         await asyncio.Event().wait()
 
     await receiver.start()
@@ -450,6 +455,7 @@ async def test_the_driver_closed_under_a_running_receiver(driver: NatsDriver) ->
         await asyncio.wait_for(started_handling.wait(), 30)
         started = time.monotonic()
         await asyncio.wait_for(driver.close(), 30)
+        driver_closed.set()
         with pytest.raises(ReceiverFailedError):
             await asyncio.wait_for(receiver.wait_closed(), 30)
         assert time.monotonic() - started < 5
