@@ -29,6 +29,7 @@ from hexa_event.drivers.stan.protocol import (
     encode_pub_head,
     encode_pub_msg,
 )
+from hexa_event.errors import ReceiverFailedError
 from hexa_event.testing.waiting import eventually
 
 pytestmark = pytest.mark.stan
@@ -196,3 +197,37 @@ async def test_garbage_bodies_amid_ours_are_each_handled_once_or_dead_lettered(
         stamp = seen[what][0].timestamp
         assert stamp is not None, what  # the server's time stands in
         assert abs(stamp.timestamp() - now) < 600, (what, stamp)
+
+
+async def test_the_driver_closed_under_a_running_receiver(driver: StanDriver) -> None:
+    """The driver closed while handlers run, some of them handling their record after
+    that: the receiver closes itself at once (no settlement can be written any more; it
+    does not retry them until its close gives up), says why, and health is unhealthy."""
+    channel = action = unique("stc")
+    await he.Emitter(driver).emit_many(he.Event(channel, f"k{n % 3}", {"n": n}) for n in range(20))
+    receiver = he.Receiver(driver, name=action, drain_timeout=0.5)
+    started_handling = asyncio.Event()
+    driver_closed = asyncio.Event()
+
+    @receiver.subscribe(channel, action=action, concurrency=4)
+    async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+        started_handling.set()
+        if msg.key == "k0":  # handled once the driver is closed: its ack cannot be written
+            await driver_closed.wait()
+            return
+        await asyncio.Event().wait()
+
+    await receiver.start()
+    try:
+        await asyncio.wait_for(started_handling.wait(), 30)
+        started = time.monotonic()
+        await asyncio.wait_for(driver.close(), 30)
+        driver_closed.set()
+        with pytest.raises(ReceiverFailedError):
+            await asyncio.wait_for(receiver.wait_closed(), 30)
+        assert time.monotonic() - started < 5
+        health = receiver.health()
+        assert not health["healthy"]
+        assert health["reason"]
+    finally:
+        await asyncio.wait_for(receiver.close(), 30)
