@@ -368,7 +368,16 @@ class NatsSubscription(Subscription):
         return await self._ready.fetch(max_count)
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        """Send the verdicts; raises a retriable DriverError when the server did not confirm
+        them, a non-retriable one once the connection is closed for good (the driver closed
+        under the receiver: nothing can be written, the server delivers them again)."""
         nc = self._nc
+        if nc.is_closed:
+            raise DriverError(
+                f"the NATS connection is closed: {len(deliveries)} settlements cannot be "
+                "written (the server delivers those records again)",
+                retriable=False,
+            )
         try:
             for delivery in deliveries:
                 assert isinstance(delivery, NatsDelivery)

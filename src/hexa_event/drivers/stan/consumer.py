@@ -308,7 +308,7 @@ class StanSubscription(Subscription):
             outcome = delivery.outcome
             if outcome is ack:
                 if parts is None or not member.ack_inbox:
-                    raise DriverError("the STAN connection is closed; acks not sent")
+                    raise self._closed_error()
                 parts.add(member.ack_command, encode_ack(member.ack_head, sequence))
                 lists[0].append(sequence)
             else:
@@ -332,6 +332,16 @@ class StanSubscription(Subscription):
             member.acked.prune(now)
             if len(member.nacked) > 1000:
                 member.nacked = {s: t for s, t in member.nacked.items() if t + _NACK_MEMORY >= now}
+
+    def _closed_error(self) -> DriverError:
+        """Acks cannot be sent: retriable while the session may come back, not once it
+        failed for good or the driver was closed (retrying could never write them)."""
+        failure = self.session.failure
+        if failure is None:
+            return DriverError("the STAN connection is closed; acks not sent")
+        return DriverError(
+            f"the STAN connection is closed for good; acks not sent: {failure}", retriable=False
+        )
 
     async def close(self) -> None:
         """Close every channel's subscription (durables and durable groups are kept, but for

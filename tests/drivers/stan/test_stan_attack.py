@@ -1,0 +1,323 @@
+"""A receiver on NATS Streaming attacked on the real server: bodies no emitter of ours
+writes (published through the raw protocol: not Go's envelope, a truncated envelope, one
+with payload or header values that are not base64, garbage in our own headers, an empty
+body) amid ours, with single and batch handlers. Every record ends handled once or
+dead-lettered (found on the dead-letter channel), ours keep their key's order, and the
+receiver goes on; the driver closed under a running receiver fails it at once."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from stan_helpers import monitor_url, unique
+
+import hexa_event as he
+from hexa_event import envelope as env
+from hexa_event.driver import Delivery, SubscriptionSpec
+from hexa_event.drivers.stan import StanDriver
+from hexa_event.drivers.stan.protocol import (
+    PubAck,
+    encode_pub_channel,
+    encode_pub_head,
+    encode_pub_msg,
+)
+from hexa_event.errors import ReceiverFailedError
+from hexa_event.testing.waiting import eventually
+
+pytestmark = pytest.mark.stan
+
+
+@pytest.fixture
+async def driver(stan_url: str) -> AsyncIterator[StanDriver]:
+    made = StanDriver.from_url(stan_url, monitor_url=monitor_url())  # (for the lag)
+    yield made
+    await made.close()
+
+
+async def _publish_raw(driver: StanDriver, channel: str, bodies: list[bytes]) -> None:
+    """Publish ``bodies`` in order as they are, through the raw STAN protocol."""
+    await driver.session.start()  # connects (once)
+    session = driver.session
+    assert session.nc is not None
+    head = encode_pub_head(session.client_id, session.conn_id)
+    for body in bodies:
+        guid = uuid.uuid4().hex.encode()
+        frame = encode_pub_msg(head, guid, encode_pub_channel(channel), body)
+        reply = await session.nc.request(
+            f"{session.response.pub_prefix}.{channel}", frame, timeout=30
+        )
+        assert PubAck.decode(reply.data).error == ""
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+def _envelope(n: int, key: str, garbage: dict[str, Any] | None = None) -> bytes:
+    """Go's envelope of the event ``{"n": n}`` with our headers, ``garbage`` in place of
+    some (base64 text, or raw JSON values when not text)."""
+    header: dict[str, Any] = {
+        env.EVENT_ID: _b64(f"id-{n}-{uuid.uuid4().hex}".encode()),
+        env.EVENT_TIME: _b64(str(int(time.time() * 1000)).encode()),
+        env.CONTENT_TYPE: _b64(b"application/json"),
+        env.PAYLOAD_ENCODER: _b64(b"json"),
+    }
+    header.update(garbage or {})
+    body = {"header": header, "payload": _b64(json.dumps({"n": n}).encode()), "key": key}
+    return json.dumps(body).encode()
+
+
+async def _dead_letters(driver: StanDriver, channel: str, count: int) -> list[Delivery]:
+    """The ``count`` records of the dead-letter channel (read raw: they are poison)."""
+    spec = SubscriptionSpec(group=unique("read"), channels=(channel,))
+    sub = await driver.subscribe(spec)
+    got: list[Delivery] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(got) < count:
+                got.extend(await sub.fetch(count))
+    finally:
+        await sub.close()
+    return got
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+async def test_garbage_bodies_amid_ours_are_each_handled_once_or_dead_lettered(
+    driver: StanDriver, batch: bool
+) -> None:
+    """Bodies the core can read are handled once (a body that is not an envelope comes
+    whole, keyless; a nonsense emit time is replaced by the server's); the others are
+    dead-lettered as poison and found on the dead-letter channel; ours around them are
+    handled once, in their key's order; the receiver goes on."""
+    channel = action = unique("sta")
+    numbers = iter(range(1000))
+    readable: dict[int, str] = {}  # n -> what it is
+    poison: dict[int, str] = {}
+    bodies: list[bytes] = []
+
+    def ours(count: int) -> None:
+        for _ in range(count):
+            n = next(numbers)
+            readable[n] = "ours"
+            bodies.append(_envelope(n, f"k{n % 3}"))
+
+    def odd(what: str, body: bytes | None = None, handled: bool = True, **garbage: Any) -> None:
+        n = next(numbers)
+        (readable if handled else poison)[n] = what
+        if body is None:
+            body = _envelope(n, f"o{n}", garbage)
+        bodies.append(body.replace(b"{N}", str(n).encode()))
+
+    ours(10)
+    odd("plain json", b'{"n": {N}}')
+    odd("time 400 digits", **{env.EVENT_TIME: _b64(b"9" * 400)})
+    odd("time NaN", **{env.EVENT_TIME: _b64(b"NaN")})
+    odd("time -5", **{env.EVENT_TIME: _b64(b"-5")})
+    odd("header not base64", **{"x-bad": "%%%"})  # the whole body: a JSON document
+    odd("attempt abc, other action", **{env.ATTEMPT: _b64(b"abc")})
+    odd("deliver-at 1900", **{env.DELIVER_AT: _b64(b"-2208988800000")})
+    odd("hundreds", **{f"x-{i}": _b64(str(i).encode()) for i in range(300)})
+    ours(5)
+    root = env.ROOT_ACTION
+    odd("empty", b"", handled=False)
+    odd("truncated", _envelope(0, "p1")[:40], handled=False)
+    odd("not json", b"\xff\xfe{not json", handled=False)
+    odd("id not utf-8", handled=False, **{env.EVENT_ID: _b64(b"\xff\xfe")})
+    odd("attempt abc", handled=False, **{env.ATTEMPT: _b64(b"abc"), root: _b64(action.encode())})
+    odd(
+        "attempt 10**30",
+        handled=False,
+        **{env.ATTEMPT: _b64(str(10**30).encode()), root: _b64(action.encode())},
+    )
+    odd("payload not json", b'{"header":{},"payload":"' + _b64(b"{nope").encode() + b'"}', False)
+    ours(20)
+    seen: dict[str, list[he.Message[Any]]] = defaultdict(list)
+
+    await _publish_raw(driver, channel, bodies)
+    receiver = he.Receiver(driver, name=action)
+
+    def note(msg: he.Message[Any]) -> None:
+        payload = msg.payload
+        if "n" not in payload:  # a JSON document that is no envelope of ours, whole
+            payload = json.loads(base64.b64decode(payload["payload"]))
+        seen[readable[payload["n"]]].append(msg)
+
+    if batch:
+
+        @receiver.subscribe(channel, action=action, batch=he.Batch(max_size=7, max_wait=0.05))
+        async def handle_batch(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
+            for msg in msgs:
+                note(msg)
+
+    else:
+
+        @receiver.subscribe(channel, action=action, concurrency=4)
+        async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+            note(msg)
+
+    async with receiver:
+
+        def settled() -> bool:
+            counters = receiver.health()["actions"][action]
+            handled = sum(map(len, seen.values()))
+            return handled >= len(readable) and counters["poison"] >= len(poison)
+
+        await eventually(settled, within=60, what="every record handled or poison")
+        health = receiver.health()
+        assert health["healthy"], health["reason"]
+        counters = health["actions"][action]
+        assert counters["handled"] == len(readable)
+        assert counters["poison"] == len(poison)
+        assert counters["failed"] == 0
+        readable[999] = "after"  # the receiver goes on: a later event of ours is handled
+        await he.Emitter(driver).emit(he.Event(channel, "k0", {"n": 999}))
+        await eventually(lambda: len(seen["after"]) == 1, within=30)
+    ours_seen = [m.payload["n"] for m in seen["ours"]]
+    assert sorted(ours_seen) == [k for k, v in readable.items() if v == "ours"]  # once each
+    for key in ("k0", "k1", "k2"):
+        got = [m.payload["n"] for m in seen["ours"] if m.key == key]
+        assert got == sorted(got)
+    assert all(len(seen[what]) == 1 for what in set(readable.values()) - {"ours"}), {
+        what: len(seen[what]) for what in readable.values()
+    }
+    dead = await _dead_letters(driver, f"{action}.dlq", len(poison))
+    assert len(dead) == len(poison)
+    assert {d.record.headers[env.DEAD_LETTER_REASON] for d in dead} == {b"poison"}
+    assert seen["plain json"][0].key == ""
+    now = time.time()
+    for what in ("time 400 digits", "time NaN", "time -5"):
+        stamp = seen[what][0].timestamp
+        assert stamp is not None, what  # the server's time stands in
+        assert abs(stamp.timestamp() - now) < 600, (what, stamp)
+
+
+async def _emit(driver: StanDriver, channel: str, pairs: list[tuple[str, int]]) -> None:
+    await he.Emitter(driver).emit_many(he.Event(channel, key, {"n": n}) for key, n in pairs)
+
+
+async def _read_again(driver: StanDriver, channel: str, action: str, count: int) -> list[int]:
+    """What the next receiver of the group handles: the ``n`` of each event, once ``count``
+    came and the group's lag is 0."""
+    again: list[int] = []
+    second = he.Receiver(driver, name=action)
+
+    @second.subscribe(channel, action=action)
+    async def handle_again(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+        again.append(msg.payload["n"])
+
+    async with second:
+        await eventually(lambda: len(again) >= count, within=60)
+        await eventually(lambda: second.health()["actions"][action]["lag"] == 0, within=30)
+    return again
+
+
+@pytest.mark.parametrize("mode", ["async", "sync", "batch"])
+async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_records(
+    driver: StanDriver, mode: str
+) -> None:
+    """A handler that hangs on one key: the others are handled, health says the action
+    stalls, naming it, close returns in bounded time (the drain cut at drain_timeout) and
+    the next receiver of the group gets exactly the records not handled, in order."""
+    channel = action = unique("sth")
+    pairs = [("hang" if n % 10 == 7 else f"k{n % 3}", n) for n in range(60)]
+    hanging = [n for key, n in pairs if key == "hang"]
+    handled: list[int] = []
+    stop_thread = threading.Event()
+    await _emit(driver, channel, pairs)
+    receiver = he.Receiver(driver, name=action, stall_timeout=0.5, drain_timeout=0.5)
+    if mode == "sync":
+
+        @receiver.subscribe(channel, action=action, concurrency=4)
+        def handle_sync(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+            if msg.key == "hang":
+                stop_thread.wait(60)
+                return
+            handled.append(msg.payload["n"])
+
+    elif mode == "async":
+
+        @receiver.subscribe(channel, action=action, concurrency=4)
+        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+            if msg.key == "hang":
+                await asyncio.Event().wait()
+            handled.append(msg.payload["n"])
+
+    else:
+
+        @receiver.subscribe(channel, action=action, batch=he.Batch(5, 0.05))
+        async def handle_batch(ctx: he.Context, msgs: list[he.Message[dict[str, int]]]) -> None:
+            if any(msg.key == "hang" for msg in msgs):
+                await asyncio.Event().wait()
+            handled.extend(msg.payload["n"] for msg in msgs)
+
+    await receiver.start()
+    try:
+        if mode != "batch":
+            others = {n for key, n in pairs if key != "hang"}
+            await eventually(lambda: set(handled) == others, within=60, what="others handled")
+        else:
+            await eventually(lambda: bool(handled), within=60, what="a batch handled")
+
+        def stalled() -> bool:
+            health = receiver.health()
+            return (
+                not health["healthy"]
+                and health["actions"][action]["stalled"]
+                and f"{action}: a delivery has been unsettled" in health["reason"]
+            )
+
+        await eventually(stalled, within=30, what="health reports the hanging handler")
+    finally:
+        started = time.monotonic()
+        await receiver.close()
+        closing = time.monotonic() - started
+        stop_thread.set()
+    assert closing < 15
+    assert len(handled) == len(set(handled))
+    rest = [n for _, n in pairs if n not in handled]
+    if mode != "batch":
+        assert rest == hanging
+    assert sorted(await _read_again(driver, channel, action, len(rest))) == rest
+
+
+async def test_the_driver_closed_under_a_running_receiver(driver: StanDriver) -> None:
+    """The driver closed while handlers run, some of them handling their record after
+    that: the receiver closes itself at once (no settlement can be written any more; it
+    does not retry them until its close gives up), says why, and health is unhealthy."""
+    channel = action = unique("stc")
+    await he.Emitter(driver).emit_many(he.Event(channel, f"k{n % 3}", {"n": n}) for n in range(20))
+    receiver = he.Receiver(driver, name=action, drain_timeout=0.5)
+    started_handling = asyncio.Event()
+    driver_closed = asyncio.Event()
+
+    @receiver.subscribe(channel, action=action, concurrency=4)
+    async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+        started_handling.set()
+        if msg.key == "k0":  # handled once the driver is closed: its ack cannot be written
+            await driver_closed.wait()
+            return
+        await asyncio.Event().wait()
+
+    await receiver.start()
+    try:
+        await asyncio.wait_for(started_handling.wait(), 30)
+        started = time.monotonic()
+        await asyncio.wait_for(driver.close(), 30)
+        driver_closed.set()
+        with pytest.raises(ReceiverFailedError):
+            await asyncio.wait_for(receiver.wait_closed(), 30)
+        assert time.monotonic() - started < 5
+        health = receiver.health()
+        assert not health["healthy"]
+        assert health["reason"]
+    finally:
+        await asyncio.wait_for(receiver.close(), 30)
