@@ -1,0 +1,228 @@
+"""A receiver on Pulsar attacked on the real broker: garbage messages a foreign producer
+wrote amid ours, handlers raising BaseException subclasses, a hanging handler across
+close, and the driver closed under a running receiver. Whatever happens, every message is
+settled once (handled, or dead-lettered as poison: the dead-letter channel holds it), none
+is lost or handled twice, one key's messages keep their order, the consumer goes on and
+health says why work cannot progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pulsar
+import pytest
+
+import hexa_event as he
+from hexa_event import envelope as env
+from hexa_event.drivers.pulsar import PulsarDriver
+from hexa_event.propagation import CORRELATION_ID
+from hexa_event.testing.waiting import eventually
+
+pytestmark = pytest.mark.pulsar
+
+MakeDriver = Callable[..., Awaitable[PulsarDriver]]
+
+
+def _names() -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    return f"pa-{tag}", f"pa-act-{tag}"
+
+
+def _topic(channel: str) -> str:
+    return f"persistent://public/default/{channel}"
+
+
+def _body(n: int) -> bytes:
+    return json.dumps({"n": n}).encode()
+
+
+def _ours(n: int, garbage: dict[str, str] | None = None) -> dict[str, str]:
+    """The properties our emitters write, with ``garbage`` values in place of some."""
+    values = {
+        CORRELATION_ID: "corr",
+        env.EVENT_ID: f"id-{n}-{uuid.uuid4().hex}",
+        env.EVENT_TIME: str(int(time.time() * 1000)),
+        env.CONTENT_TYPE: "application/json",
+        env.PAYLOAD_ENCODER: "json",
+    }
+    values.update(garbage or {})
+    return values
+
+
+class _Raw:
+    """A message as a foreign producer writes it: key and properties as bytes or text."""
+
+    def __init__(self, body: bytes, key: bytes | str | None = None, props: Any = None) -> None:
+        self.body, self.key, self.props = body, key, props or {}
+
+
+def _produce(pulsar_url: str, channel: str, messages: list[_Raw]) -> None:
+    """Write ``messages`` in order with a raw pulsar-client producer (bytes through the
+    binding's builder, which takes what the public API refuses)."""
+    client = pulsar.Client(pulsar_url)
+    try:
+        producer = client.create_producer(_topic(channel), batching_enabled=False)
+        for message in messages:
+            builder = pulsar._pulsar.MessageBuilder()  # type: ignore[attr-defined]
+            builder.content(message.body)
+            if message.key is not None:
+                builder.partition_key(message.key)
+            props = message.props
+            for name, value in props.items() if isinstance(props, dict) else props:
+                builder.property(name, value)
+            producer._producer.send(builder.build())
+    finally:
+        client.close()
+
+
+def _count_dead_letters(pulsar_url: str, channel: str, at_least: int) -> int:
+    """How many messages the dead-letter channel holds (read from its start, waiting up to
+    30 s for ``at_least``)."""
+    client = pulsar.Client(pulsar_url)
+    try:
+        reader = client.create_reader(_topic(channel), pulsar.MessageId.earliest)
+        count = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                reader.read_next(500)
+            except pulsar.Timeout:
+                if count >= at_least:
+                    break
+                continue
+            count += 1
+        return count
+    finally:
+        client.close()
+
+
+async def _read_again(driver: PulsarDriver, channel: str, action: str, count: int) -> list[int]:
+    """What the next receiver of the action reads: the ``n`` of each event, once ``count``
+    came and the subscription's backlog is 0."""
+    again: list[int] = []
+    second = he.Receiver(driver, name=action)
+
+    @second.subscribe(channel, action=action)
+    async def handle_again(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+        again.append(msg.payload["n"])
+
+    async with second:
+        await eventually(lambda: len(again) >= count, within=60, what=f"{count} read again")
+        await eventually(lambda: second.health()["actions"][action]["lag"] == 0, within=30)
+    return again
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["single", "batch"])
+async def test_garbage_messages_amid_ours_are_each_settled_once(
+    make_driver: MakeDriver, pulsar_url: str, batched: bool
+) -> None:
+    """Messages no emitter of ours writes, among runs of ours under three keys: those the
+    core can read are handled once (hundreds of properties, no key, an empty key, a key or
+    property that is not UTF-8 read without them, nonsense times and attempts), the others
+    (an empty body, a body that is not JSON) dead-lettered; ours around them handled once
+    in order per key; the next receiver of the action reads nothing again."""
+    channel, action = _names()
+    driver = await make_driver()
+    numbers = iter(range(1000))
+    readable: dict[int, str] = {}
+    messages: list[_Raw] = []
+
+    def ours(count: int) -> None:
+        for _ in range(count):
+            n = next(numbers)
+            readable[n] = "ours"
+            messages.append(_Raw(_body(n), f"k{n % 3}", _ours(n)))
+
+    def odd(what: str, key: bytes | str | None, props: Any) -> None:
+        n = next(numbers)
+        readable[n] = what
+        messages.append(_Raw(_body(n), key, props))
+
+    ours(10)
+    odd("hundreds", "o1", {f"x-{i}": str(i) for i in range(300)})
+    odd("no key", None, {"x-ok": "1"})
+    odd("empty key", "", {"x-ok": "1"})
+    odd("odd key", b"\xff\xfe", {"x-ok": "1"})
+    odd("odd name", "o2", [(b"x-\xff", b"v"), (b"x-ok", b"1")])
+    odd("odd value", "o3", [(b"x-ok", b"\xfe\xff")])
+    odd("odd id", "o4", [(env.EVENT_ID.encode(), b"\xff\xfe"), (b"x-ok", b"1")])
+    ours(5)
+    odd("time 400 digits", "o5", _ours(0, {env.EVENT_TIME: "9" * 400}))
+    odd("time NaN", "o6", _ours(0, {env.EVENT_TIME: "NaN"}))
+    odd("time negative", "o7", _ours(0, {env.EVENT_TIME: "-5"}))
+    odd("attempt abc", "o8", _ours(0, {env.ATTEMPT: "abc"}))
+    odd("attempt huge", "o9", _ours(0, {env.ATTEMPT: str(10**30)}))
+    odd("deliver 1900", "o10", _ours(0, {env.DELIVER_AT: str(-2208988800000)}))
+    odd("not-before 9999", "o11", _ours(0, {"hexa.not_before": "253402300799000"}))
+    ours(5)
+    poison = [
+        _Raw(b"", "p1", {"x-ok": "1"}),
+        _Raw(b"{not json", "p2", _ours(0)),
+        _Raw(b"\xff\xfe", b"\xfe\xff", {"x-ok": "1"}),
+    ]
+    messages.extend(poison)
+    ours(10)
+    seen: dict[str, list[he.Message[dict[str, int]]]] = defaultdict(list)
+    calls = 0
+    await driver.provision([channel])
+    await asyncio.to_thread(_produce, pulsar_url, channel, messages)
+    receiver = he.Receiver(driver, name=action)
+
+    def note(msg: he.Message[dict[str, int]]) -> None:
+        seen[readable[msg.payload["n"]]].append(msg)
+
+    if batched:
+
+        @receiver.subscribe(channel, action=action, batch=he.Batch(16, 0.05))
+        async def handle_batch(ctx: he.Context, msgs: list[he.Message[dict[str, int]]]) -> None:
+            nonlocal calls
+            calls += 1
+            for msg in msgs:
+                note(msg)
+
+    else:
+
+        @receiver.subscribe(channel, action=action, concurrency=4)
+        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+            note(msg)
+
+    async with receiver:
+
+        def settled() -> bool:
+            counters = receiver.health()["actions"][action]
+            handled = sum(map(len, seen.values()))
+            return handled == len(readable) and counters["dead_lettered"] == len(poison)
+
+        await eventually(settled, within=60, what="every message handled or dead-lettered")
+        await eventually(lambda: receiver.health()["actions"][action]["lag"] == 0, within=30)
+        health = receiver.health()
+        assert health["healthy"], health["reason"]
+        counters = health["actions"][action]
+        assert counters["handled"] == len(readable)
+        assert counters["poison"] == len(poison)
+    assert all(len(seen[what]) == 1 for what in set(readable.values()) - {"ours"}), {
+        what: len(ms) for what, ms in seen.items()
+    }
+    ours_seen = [m.payload["n"] for m in seen["ours"]]
+    assert sorted(ours_seen) == [n for n, what in readable.items() if what == "ours"]
+    for key in ("k0", "k1", "k2"):
+        in_key = [m.payload["n"] for m in seen["ours"] if m.key == key]
+        assert in_key == sorted(in_key)
+    assert len(seen["hundreds"][0].headers) >= 300
+    assert seen["no key"][0].key == seen["empty key"][0].key == ""
+    now = time.time()
+    for what in ("time 400 digits", "time NaN", "time negative"):
+        stamp = seen[what][0].timestamp
+        assert stamp is not None, what  # the broker's time stands in
+        assert abs(stamp.timestamp() - now) < 600, (what, stamp)
+    assert await asyncio.to_thread(
+        _count_dead_letters, pulsar_url, f"{action}.dlq", len(poison)
+    ) == len(poison)
+    await he.Emitter(driver).emit(he.Event(channel, "end", {"n": -1}))
+    assert await _read_again(driver, channel, action, 1) == [-1]
