@@ -226,3 +226,80 @@ async def test_garbage_messages_amid_ours_are_each_settled_once(
     ) == len(poison)
     await he.Emitter(driver).emit(he.Event(channel, "end", {"n": -1}))
     assert await _read_again(driver, channel, action, 1) == [-1]
+
+
+class _Custom(BaseException):
+    """A BaseException of the handler's own."""
+
+
+_RAISED: dict[int, type[BaseException]] = {
+    5: SystemExit,
+    11: KeyboardInterrupt,
+    17: _Custom,
+    23: asyncio.CancelledError,
+    29: GeneratorExit,
+}
+"""What the handler raises on the first attempt of the event ``n``."""
+
+
+@pytest.mark.parametrize("kind", ["async", "sync", "batch"])
+async def test_a_handler_raising_base_exceptions_fails_its_event_alone(
+    make_driver: MakeDriver, kind: str
+) -> None:
+    """SystemExit, KeyboardInterrupt, a BaseException of the handler's own, a CancelledError
+    the handler raises itself (it is not being cancelled) and GeneratorExit are handler
+    failures: the event goes to its retry channel and is handled on its second attempt,
+    the others once in order; the receiver goes on and nothing is read again."""
+    channel, action = _names()
+    driver = await make_driver()
+    pairs = [(f"k{n % 4}", n) for n in range(40)]
+    calls: dict[int, int] = defaultdict(int)
+    order: dict[str, list[int]] = defaultdict(list)
+
+    def note(msg: he.Message[dict[str, int]]) -> None:
+        n = msg.payload["n"]
+        calls[n] += 1
+        if n in _RAISED and msg.attempt == 1:
+            raise _RAISED[n]()
+        order[msg.key].append(n)
+
+    await driver.provision([channel])
+    await he.Emitter(driver).emit_many(he.Event(channel, key, {"n": n}) for key, n in pairs)
+    receiver = he.Receiver(driver, name=action)
+    policy = he.RetryPolicy(max_retries=2, initial_delay=0.1)
+    if kind == "sync":
+
+        @receiver.subscribe(channel, action=action, retry=policy, concurrency=4)
+        def handle_sync(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+            note(msg)
+
+    elif kind == "batch":
+
+        @receiver.subscribe(channel, action=action, retry=policy, batch=he.Batch(1, 0.05))
+        async def handle_batch(ctx: he.Context, msgs: list[he.Message[dict[str, int]]]) -> None:
+            for msg in msgs:
+                note(msg)
+
+    else:
+
+        @receiver.subscribe(channel, action=action, retry=policy, concurrency=4)
+        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+            note(msg)
+
+    async with receiver:
+        await eventually(
+            lambda: sum(map(len, order.values())) == len(pairs), within=60, what="all handled"
+        )
+        await eventually(lambda: receiver.health()["actions"][action]["lag"] == 0, within=30)
+        health = receiver.health()
+        assert health["healthy"], health["reason"]
+        counters = health["actions"][action]
+        assert counters["failed"] == len(_RAISED)
+        assert counters["retried"] == len(_RAISED)
+        assert counters["handled"] == len(pairs)
+    assert {n: c for n, c in calls.items() if c != 1} == dict.fromkeys(_RAISED, 2)
+    for key, numbers in order.items():  # a retry copy comes after its key's later ones
+        firsts = [n for n in numbers if n not in _RAISED]
+        assert firsts == [n for k, n in pairs if k == key and n not in _RAISED]
+    await he.Emitter(driver).emit(he.Event(channel, "end", {"n": -1}))
+    assert await _read_again(driver, channel, action, 1) == [-1]
