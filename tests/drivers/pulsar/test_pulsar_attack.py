@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -303,3 +304,75 @@ async def test_a_handler_raising_base_exceptions_fails_its_event_alone(
         assert firsts == [n for k, n in pairs if k == key and n not in _RAISED]
     await he.Emitter(driver).emit(he.Event(channel, "end", {"n": -1}))
     assert await _read_again(driver, channel, action, 1) == [-1]
+
+
+@pytest.mark.parametrize("kind", ["async", "sync", "batch"])
+async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_events(
+    make_driver: MakeDriver, kind: str
+) -> None:
+    """A handler that hangs on one key: the other keys go on, health says the action
+    stalls (naming it), and close (its drain cut at drain_timeout) returns in bounded time
+    and gives back exactly the events not handled: the next receiver of the action reads
+    those, each key's in order, and none of those handled."""
+    channel, action = _names()
+    driver = await make_driver()
+    pairs = [("hang" if n % 15 == 7 else f"k{n % 9}", n) for n in range(120)]
+    key_of = dict((n, key) for key, n in pairs)
+    handled: list[int] = []
+    stop_thread = threading.Event()
+    await driver.provision([channel])
+    await he.Emitter(driver).emit_many(he.Event(channel, key, {"n": n}) for key, n in pairs)
+    receiver = he.Receiver(driver, name=action, stall_timeout=0.5, drain_timeout=0.5)
+    if kind == "sync":
+
+        @receiver.subscribe(channel, action=action, concurrency=4)
+        def handle_sync(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+            if msg.key == "hang":
+                stop_thread.wait(120)
+                return  # (after close: its result is ignored)
+            handled.append(msg.payload["n"])
+
+    elif kind == "batch":
+
+        @receiver.subscribe(channel, action=action, batch=he.Batch(8, 0.05))
+        async def handle_batch(ctx: he.Context, msgs: list[he.Message[dict[str, int]]]) -> None:
+            if any(msg.key == "hang" for msg in msgs):
+                await asyncio.Event().wait()  # until close cancels it
+            handled.extend(msg.payload["n"] for msg in msgs)
+
+    else:
+
+        @receiver.subscribe(channel, action=action, concurrency=4)
+        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+            if msg.key == "hang":
+                await asyncio.Event().wait()  # until close cancels it
+            handled.append(msg.payload["n"])
+
+    await receiver.start()
+    try:
+        if kind != "batch":  # (a batch hangs with whatever came with the key)
+            others = {n for key, n in pairs if key != "hang"}
+            await eventually(lambda: set(handled) == others, within=60, what="others handled")
+
+        def stalled() -> bool:
+            health = receiver.health()
+            return (
+                not health["healthy"]
+                and health["actions"][action]["stalled"]
+                and f"{action}: a delivery has been unsettled" in health["reason"]
+            )
+
+        await eventually(stalled, within=30, what="health reports the hanging handler")
+    finally:
+        started = time.monotonic()
+        await receiver.close()
+        closing = time.monotonic() - started
+        stop_thread.set()
+    assert closing < 15
+    assert len(handled) == len(set(handled))  # once each
+    rest = [n for _, n in pairs if n not in set(handled)]
+    assert "hang" not in {key_of[n] for n in handled}
+    again = await _read_again(driver, channel, action, len(rest))
+    assert sorted(again) == rest
+    for key in {key_of[n] for n in rest}:
+        assert [n for n in again if key_of[n] == key] == [n for n in rest if key_of[n] == key]
