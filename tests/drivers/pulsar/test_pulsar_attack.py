@@ -376,3 +376,102 @@ async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_ev
     assert sorted(again) == rest
     for key in {key_of[n] for n in rest}:
         assert [n for n in again if key_of[n] == key] == [n for n in rest if key_of[n] == key]
+
+
+@pytest.mark.parametrize("kind", ["single", "batch"])
+async def test_close_while_events_are_in_flight_settles_them(
+    make_driver: MakeDriver, kind: str
+) -> None:
+    """close() while handlers hold events: the drain lets those in the lanes finish (they
+    are released once it began) and writes their acks; anything not handled goes back. The
+    next receiver reads exactly the events not handled, none twice."""
+    channel, action = _names()
+    driver = await make_driver()
+    pairs = [(f"k{n % 5}", n) for n in range(200)]
+    key_of = {n: key for key, n in pairs}
+    handled: list[int] = []
+    gate = asyncio.Event()
+    await driver.provision([channel])
+    await he.Emitter(driver).emit_many(he.Event(channel, key, {"n": n}) for key, n in pairs)
+    receiver = he.Receiver(driver, name=action, drain_timeout=30)
+    if kind == "batch":
+
+        @receiver.subscribe(channel, action=action, batch=he.Batch(8, 0.05))
+        async def handle_batch(ctx: he.Context, msgs: list[he.Message[dict[str, int]]]) -> None:
+            if any(msg.payload["n"] >= 50 for msg in msgs):
+                await gate.wait()
+            handled.extend(msg.payload["n"] for msg in msgs)
+
+    else:
+
+        @receiver.subscribe(channel, action=action, concurrency=4)
+        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+            if msg.payload["n"] >= 50:
+                await gate.wait()
+            handled.append(msg.payload["n"])
+
+    await receiver.start()
+    info = receiver.subscriptions[action]
+    try:
+        await eventually(lambda: info.in_flight > 0 and len(handled) >= 40, within=60)
+    finally:
+        closing = asyncio.create_task(receiver.close())
+        await eventually(lambda: receiver.health()["state"] == "closed", within=10, what="closing")
+        gate.set()
+        await asyncio.wait_for(closing, 60)
+    assert len(handled) == len(set(handled))
+    rest = [n for _, n in pairs if n not in set(handled)]
+    await he.Emitter(driver).emit(he.Event(channel, "end", {"n": 1000}))
+    again = await _read_again(driver, channel, action, len(rest) + 1)
+    assert sorted(again) == [*rest, 1000]
+    for key in {key_of[n] for n in rest}:
+        assert [n for n in again if key_of[n] == key] == [n for n in rest if key_of[n] == key]
+
+
+async def test_the_driver_closed_under_a_running_receiver_is_reported(
+    make_driver: MakeDriver,
+) -> None:
+    """The driver closed while its receiver runs with events in flight: health says the
+    action cannot go on (with the reason), the handlers' late settlements raise nothing,
+    close returns in bounded time, and a new driver's receiver of the action reads every
+    event not handled (those handled after the driver closed may come again: their acks
+    could not be written)."""
+    channel, action = _names()
+    driver = await make_driver()
+    pairs = [(f"k{n % 5}", n) for n in range(100)]
+    handled: list[int] = []
+    gate = asyncio.Event()
+    await driver.provision([channel])
+    await he.Emitter(driver).emit_many(he.Event(channel, key, {"n": n}) for key, n in pairs)
+    receiver = he.Receiver(driver, name=action, drain_timeout=1)
+
+    @receiver.subscribe(channel, action=action, concurrency=4)
+    async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+        if msg.payload["n"] >= 30:
+            await gate.wait()
+        handled.append(msg.payload["n"])
+
+    await receiver.start()
+    info = receiver.subscriptions[action]
+    try:
+        await eventually(lambda: info.in_flight > 0 and len(handled) >= 20, within=60)
+        before = list(handled)
+        await asyncio.wait_for(driver.close(), 30)
+
+        def unhealthy() -> bool:
+            health = receiver.health()
+            reason = health["reason"]
+            return not health["healthy"] and "the subscription ended" in reason
+
+        await eventually(unhealthy, within=30, what="health reports the closed driver")
+        gate.set()
+        await eventually(lambda: info.in_flight == 0, within=30, what="the handlers ended")
+    finally:
+        gate.set()
+        started = time.monotonic()
+        await asyncio.wait_for(receiver.close(), 30)
+    assert time.monotonic() - started < 15
+    rest = {n for _, n in pairs} - set(before)
+    fresh = await make_driver()
+    again = await _read_again(fresh, channel, action, len(rest - set(handled)))
+    assert rest - set(handled) <= set(again) <= rest
