@@ -217,6 +217,12 @@ async def test_garbage_messages_amid_ours_are_each_settled_once(
         assert in_key == sorted(in_key)
     assert len(seen["hundreds"][0].headers) >= 300
     assert seen["no key"][0].key == seen["empty key"][0].key == ""
+    # What is not UTF-8 is left out, the rest kept: the key, or the properties.
+    assert seen["odd key"][0].key == ""
+    assert seen["odd key"][0].headers["x-ok"] == b"1"
+    assert seen["odd name"][0].key == "o2"
+    assert seen["odd value"][0].key == "o3"
+    assert seen["odd id"][0].key == "o4"
     now = time.time()
     for what in ("time 400 digits", "time NaN", "time negative"):
         stamp = seen[what][0].timestamp
