@@ -481,3 +481,61 @@ async def test_the_driver_closed_under_a_running_receiver_is_reported(
     fresh = await make_driver()
     again = await _read_again(fresh, channel, action, len(rest - set(handled)))
     assert rest - set(handled) <= set(again) <= rest
+
+
+async def test_garbage_copies_on_a_retry_channel_are_handled_or_dead_lettered(
+    make_driver: MakeDriver, pulsar_url: str
+) -> None:
+    """Copies a foreign producer wrote on the action's retry channel with nonsense chain
+    headers: an attempt of "abc" or 10**30, or a retry time of 400 digits, is poison
+    (dead-lettered); a retry time in the year 9999 waits no longer than the policy's
+    longest back-off, one in the past or an attempt below 1 not at all; a copy that keeps
+    failing is dead-lettered once its retries are spent. The receiver goes on."""
+    channel, action = _names()
+    driver = await make_driver()
+    chain = {env.ROOT_ACTION: action, env.SOURCE_CHANNEL: channel}
+    cases: dict[int, dict[str, str]] = {
+        0: {env.ATTEMPT: "abc"},
+        1: {env.ATTEMPT: str(10**30)},
+        2: {env.ATTEMPT: "2", env.RETRY_AT: "9" * 400},
+        3: {env.ATTEMPT: "2", env.RETRY_AT: "253402300799000"},  # the year 9999
+        4: {env.ATTEMPT: "2", env.RETRY_AT: "-5"},
+        5: {env.ATTEMPT: "-3"},
+        6: {env.ATTEMPT: "2"},  # fails on every attempt
+    }
+    poison = {0, 1, 2}
+    attempts: dict[int, list[int]] = defaultdict(list)
+    handled: list[int] = []
+    await driver.provision([channel])
+    receiver = he.Receiver(driver, name=action)
+    policy = he.RetryPolicy(max_retries=3, initial_delay=0.1, max_delay=1)
+
+    @receiver.subscribe(channel, action=action, retry=policy, concurrency=4)
+    async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+        n = msg.payload["n"]
+        attempts[n].append(msg.attempt)
+        if n == 6:
+            raise RuntimeError("fails for good")
+        handled.append(n)
+
+    messages = [_Raw(_body(n), f"r{n}", _ours(n, {**chain, **c})) for n, c in cases.items()]
+    async with receiver:
+        await asyncio.to_thread(_produce, pulsar_url, f"{action}.retry.1", messages)
+        await he.Emitter(driver).emit(he.Event(channel, "end", {"n": 100}))
+
+        def settled() -> bool:
+            counters = receiver.health()["actions"][action]
+            return len(handled) == 4 and counters["dead_lettered"] == len(poison) + 1
+
+        await eventually(settled, within=60, what="every copy handled or dead-lettered")
+        health = receiver.health()
+        assert health["healthy"], health["reason"]
+        assert health["actions"][action]["poison"] == len(poison)
+    assert sorted(handled) == [3, 4, 5, 100]
+    assert not poison & set(attempts)  # never reached the handler
+    assert attempts[6] == [2, 3, 4]
+    assert attempts[5] == [2]  # (read from retry.1: at least the second attempt)
+    assert (
+        await asyncio.to_thread(_count_dead_letters, pulsar_url, f"{action}.dlq", len(poison) + 1)
+        == len(poison) + 1
+    )
