@@ -539,3 +539,48 @@ async def test_garbage_copies_on_a_retry_channel_are_handled_or_dead_lettered(
         await asyncio.to_thread(_count_dead_letters, pulsar_url, f"{action}.dlq", len(poison) + 1)
         == len(poison) + 1
     )
+
+
+async def test_go_mode_bodies_that_are_not_envelopes_are_dead_lettered(
+    make_driver: MakeDriver, pulsar_url: str
+) -> None:
+    """In Go mode (``body="go"``) a body that is not Go's envelope is handed over as it is:
+    a truncated envelope, one whose values are not base64, a JSON document nested 10,000
+    deep, bytes that are not UTF-8; each is dead-lettered (not our JSON payload) and the
+    subscription goes on to our events around them. Before, the nested document raised
+    RecursionError reading the envelope and failed the whole subscription."""
+    channel, action = _names()
+    driver = await make_driver(body="go")
+    garbage = [
+        b'{"header":{"HEXA_EVENT_ID":"',
+        b'{"header":{"x":"!!"},"payload":"not base64"}',
+        b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+        b"\xff\xfe{",
+    ]
+    handled: list[int] = []
+    await driver.provision([channel])
+    emitter = he.Emitter(driver)
+    await emitter.emit_many(he.Event(channel, f"k{n % 3}", {"n": n}) for n in range(10))
+    await asyncio.to_thread(
+        _produce, pulsar_url, channel, [_Raw(body, f"g{i}") for i, body in enumerate(garbage)]
+    )
+    await emitter.emit_many(he.Event(channel, f"k{n % 3}", {"n": n}) for n in range(10, 20))
+    receiver = he.Receiver(driver, name=action)
+
+    @receiver.subscribe(channel, action=action, concurrency=4)
+    async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+        handled.append(msg.payload["n"])
+
+    async with receiver:
+
+        def settled() -> bool:
+            counters = receiver.health()["actions"][action]
+            return len(handled) == 20 and counters["dead_lettered"] == len(garbage)
+
+        await eventually(settled, within=60, what="ours handled, the garbage dead-lettered")
+        health = receiver.health()
+        assert health["healthy"], health["reason"]
+    assert sorted(handled) == list(range(20))
+    assert await asyncio.to_thread(
+        _count_dead_letters, pulsar_url, f"{action}.dlq", len(garbage)
+    ) == len(garbage)
