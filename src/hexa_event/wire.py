@@ -21,7 +21,9 @@ Rules (the conformance suite checks them on every driver):
   chain is due at its ``HEXA_RETRY_AT`` (epoch ms), or for a copy without a fresh one (Go's,
   or a header forwarded from an older copy) at the record's broker time plus the policy's
   back-off, as Go computes. A due time is never later than the policy's longest back-off
-  (for a scheduled event: 366 days) from now. Malformed numbers make the record poison.
+  (for a scheduled event: 366 days) from the record's broker time (now when it has none or
+  it is later): a cap from now would move with each redelivery, and a record due in the
+  year 9999 would come back for ever. Malformed numbers make the record poison.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
         except (AttributeError, UnicodeDecodeError):
             pass
         else:
-            due = _scheduled(headers) if env.DELIVER_AT in headers else 0.0
+            due = _scheduled(delivery) if env.DELIVER_AT in headers else 0.0
             return Opened(event_id, root_id, chain.action, source, 1, due)
     coordinates = delivery.coordinates  # read once: some drivers make it on demand
     if go_ids:
@@ -154,7 +156,7 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
     if not retry_number and (
         env.ATTEMPT not in headers or _text(headers, env.ROOT_ACTION) != chain.action
     ):
-        return Opened(event_id, root_id, root_action, source, 1, _scheduled(headers))
+        return Opened(event_id, root_id, root_action, source, 1, _scheduled(delivery))
     attempt = max(_int(headers, env.ATTEMPT, 1), retry_number + 1, 1)
     attempt = min(attempt, _MAX_ATTEMPT)
     now = time.time()
@@ -162,16 +164,24 @@ def open_delivery(delivery: Delivery, chain: Chain) -> Opened:
     fresh = delivery.timestamp is None or due >= delivery.timestamp
     if retry_number and (not due or not fresh) and delivery.timestamp is not None:
         due = delivery.timestamp + chain.policy.delay(retry_number)
-    due = min(due, now + chain.policy.delay_cap) if due > now else 0.0
+    due = min(due, _sent(delivery, now) + chain.policy.delay_cap) if due > now else 0.0
     return Opened(event_id, root_id, root_action, source, attempt, due)
 
 
-def _scheduled(headers: Mapping[str, bytes]) -> float:
+def _scheduled(delivery: Delivery) -> float:
     """A scheduled event's due time (``HEXA_DELIVER_AT``), 0 when absent or past; never
-    later than the longest schedule an emitter accepts from now."""
-    due = _int(headers, env.DELIVER_AT, 0) / 1000
+    later than the longest schedule an emitter accepts from when the record was sent."""
+    due = _int(delivery.record.headers, env.DELIVER_AT, 0) / 1000
     now = time.time()
-    return min(due, now + MAX_SCHEDULE) if due > now else 0.0
+    return min(due, _sent(delivery, now) + MAX_SCHEDULE) if due > now else 0.0
+
+
+def _sent(delivery: Delivery, now: float) -> float:
+    """When the record was sent: its broker time, or ``now`` when it has none or a later
+    one (a broker clock ahead of ours). The base of a due time's cap, which stays put
+    across redeliveries."""
+    sent = delivery.timestamp
+    return now if sent is None or sent > now else sent
 
 
 def codec_name(headers: Mapping[str, bytes]) -> str:

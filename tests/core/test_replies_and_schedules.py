@@ -15,7 +15,7 @@ import hexa_event as he
 from hexa_event import envelope as env
 from hexa_event.driver import Delivery, RawRecord
 from hexa_event.errors import InvalidEventError, NotARequestError, RequestTimeoutError
-from hexa_event.event import Message
+from hexa_event.event import MAX_SCHEDULE, Message
 from hexa_event.retry import RetryPolicy
 from hexa_event.testing.waiting import eventually
 from hexa_event.wire import Chain, open_delivery, retry_copy
@@ -76,6 +76,28 @@ def test_past_and_absurd_due_times_on_the_wire() -> None:
     bad = RawRecord("c", "k", {env.EVENT_ID: b"e", env.DELIVER_AT: b"soon"}, b"{}")
     with pytest.raises(he.DecodeError):
         opened_due(bad)
+
+
+def test_a_far_due_time_is_capped_from_the_broker_time_not_from_now() -> None:
+    """A due time in the year 9999 is capped from when the record was sent, so the cap
+    stays put across redeliveries: capped from now, a nacked record came back for ever
+    with its due time moved on each time (a retry copy on Pulsar, where the core nacks
+    records not yet due)."""
+    year_9999 = b"253402300799000"
+    sent = time.time() - 1000
+    scheduled = RawRecord("c", "k", {env.EVENT_ID: b"e", env.DELIVER_AT: year_9999}, b"{}")
+    delivery = Delivery(scheduled, coordinates="c-0", timestamp=sent)
+    assert open_delivery(delivery, CHAIN).due == sent + MAX_SCHEDULE
+    headers = {env.ATTEMPT: b"2", env.ROOT_ACTION: b"a", env.RETRY_AT: year_9999}
+    copy = Delivery(RawRecord("a.retry.1", "k", headers, b"{}"), coordinates="c-1", timestamp=sent)
+    due = open_delivery(copy, CHAIN).due
+    assert due == sent + CHAIN.policy.delay_cap
+    assert due < time.time()  # due at once: sent longer ago than the longest back-off
+    recent = time.time() - 1
+    copy.timestamp = recent
+    assert open_delivery(copy, CHAIN).due == recent + CHAIN.policy.delay_cap
+    copy.timestamp = time.time() + 3600  # a broker clock ahead of ours: from now
+    assert open_delivery(copy, CHAIN).due <= time.time() + CHAIN.policy.delay_cap
 
 
 def test_reply_headers_and_retry_copies_drop_the_schedule() -> None:

@@ -35,7 +35,7 @@ def decode(data: bytes) -> tuple[str, Mapping[str, bytes], bytes] | None:
         return None
     try:
         envelope = _decoder.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # (a document nested thousands deep)
         return None
     if envelope.payload is None and envelope.header is None:
         return None  # some other JSON document

@@ -211,9 +211,8 @@ class _Reader:
         for message in messages:
             try:
                 props, key = message.properties(), message.partition_key()
-            except UnicodeDecodeError:  # bytes a foreign producer set: delivered without them
-                props, key = {}, ""
-                log.warning("Pulsar: a message's key or properties are not UTF-8; ignored")
+            except UnicodeDecodeError:  # bytes a foreign producer set
+                props, key = _readable(message)
             channel = only or self._channel(message.topic_name())
             data = message.data()
             if go_body and (opened := from_go_body(data)) is not None:
@@ -317,6 +316,23 @@ class _Reader:
         await asyncio.to_thread(close_quietly, self.consumer)
         if self.thread.is_alive():
             await asyncio.to_thread(self.thread.join, 10.0)
+
+
+def _readable(message: Any) -> tuple[dict[str, str], str]:
+    """The properties and key of a message whose key or properties are not UTF-8 (a Go or
+    C++ producer's): what is not UTF-8 is left out with a warning, the other kept (a key
+    that is not UTF-8 lost our headers, properties that are not lost the key)."""
+    props: dict[str, str] = {}
+    key = ""
+    try:
+        props = message.properties()
+    except UnicodeDecodeError:
+        log.warning("Pulsar: a message's properties are not UTF-8; delivered without them")
+    try:
+        key = message.partition_key()
+    except UnicodeDecodeError:
+        log.warning("Pulsar: a message's key is not UTF-8; delivered with the empty key")
+    return props, key
 
 
 def _close_unread(made: asyncio.Future[Any]) -> None:
