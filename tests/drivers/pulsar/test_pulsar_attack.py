@@ -161,6 +161,9 @@ async def test_garbage_messages_amid_ours_are_each_settled_once(
     odd("attempt huge", "o9", _ours(0, {env.ATTEMPT: str(10**30)}))
     odd("deliver 1900", "o10", _ours(0, {env.DELIVER_AT: str(-2208988800000)}))
     odd("not-before 9999", "o11", _ours(0, {"hexa.not_before": "253402300799000"}))
+    # The latest not-before a property of 13 digits can say (2286): held, it kept its place
+    # in the window until then.
+    odd("not-before 2286", "o12", _ours(0, {"hexa.not_before": "9" * 13}))
     ours(5)
     poison = [
         _Raw(b"", "p1", {"x-ok": "1"}),

@@ -37,6 +37,11 @@ from .producer import B64_PROPERTY, NOT_BEFORE_PROPERTY, from_go_body, from_prop
 
 log = logging.getLogger(__name__)
 
+_LONGEST_HOLD = 367 * 86_400.0
+"""Seconds ahead a not-before time may be and still be held: further than any schedule our
+emitters accept (366 days) is a foreign producer's nonsense, delivered at once rather than
+held in the window for years (the core still holds a record by its own due-time headers)."""
+
 _CONSUMER_TYPES = {
     SubscriptionType.KEY_SHARED: pulsar.ConsumerType.KeyShared,
     SubscriptionType.SHARED: pulsar.ConsumerType.Shared,
@@ -223,7 +228,7 @@ class _Reader:
                 headers = {name: value.encode() for name, value in props.items()}
             delivery = PulsarDelivery(RawRecord(channel, key, headers, data), message, self)
             due = epoch_seconds(props[not_before]) if not_before in props else None
-            if due is not None and (wait := due - time.time()) > 0:  # early: held until due
+            if due is not None and 0 < (wait := due - time.time()) <= _LONGEST_HOLD:  # early
                 self._after(wait, partial(self.owner.buffer.append, delivery))
             else:
                 append(delivery)
