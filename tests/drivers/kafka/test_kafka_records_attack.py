@@ -20,6 +20,7 @@ import pytest
 from records_helpers import emit, names, read_again
 
 import hexa_event as he
+from attack_helpers import reports_stall
 from hexa_event import envelope as env
 from hexa_event import receiver as receiver_module
 from hexa_event.drivers.kafka import KafkaDriver
@@ -343,15 +344,11 @@ async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_re
                 what="the batches released: only the hanging key's records in flight",
             )
 
-            def stalled() -> bool:
-                health = receiver.health()
-                return (
-                    not health["healthy"]
-                    and health["actions"][action]["stalled"]
-                    and f"{action}: a delivery has been unsettled" in health["reason"]
-                )
-
-            await eventually(stalled, within=30, what="health reports the hanging handler")
+            await eventually(
+                lambda: reports_stall(receiver, action),
+                within=30,
+                what="health reports the hanging handler",
+            )
         finally:
             started = time.monotonic()
             await receiver.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
 import time
 import uuid
 from collections import defaultdict
@@ -19,6 +18,7 @@ import pytest
 from nats_helpers import TEST_OPTIONS, nats_url
 
 import hexa_event as he
+from attack_helpers import hanging_handler_round
 from hexa_event import envelope as env
 from hexa_event.driver import Delivery, SubscriptionSpec
 from hexa_event.drivers.nats import NatsDriver
@@ -370,65 +370,7 @@ async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_re
     the next receiver of the group gets exactly the records not handled, in order."""
     tag = uuid.uuid4().hex[:10]
     channel, action = f"nath-{tag}", f"nath-{tag}"
-    pairs = [("hang" if n % 10 == 7 else f"k{n % 3}", n) for n in range(60)]
-    hanging = [n for key, n in pairs if key == "hang"]
-    handled: list[int] = []
-    stop_thread = threading.Event()
-    await _emit(driver, channel, pairs)
-    receiver = he.Receiver(driver, name=action, stall_timeout=0.5, drain_timeout=0.5)
-    if mode == "sync":
-
-        @receiver.subscribe(channel, action=action, concurrency=4)
-        def handle_sync(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-            if msg.key == "hang":
-                stop_thread.wait(60)
-                return
-            handled.append(msg.payload["n"])
-
-    elif mode == "async":
-
-        @receiver.subscribe(channel, action=action, concurrency=4)
-        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-            if msg.key == "hang":
-                await asyncio.Event().wait()
-            handled.append(msg.payload["n"])
-
-    else:
-
-        @receiver.subscribe(channel, action=action, batch=he.Batch(5, 0.05))
-        async def handle_batch(ctx: he.Context, msgs: list[he.Message[dict[str, int]]]) -> None:
-            if any(msg.key == "hang" for msg in msgs):
-                await asyncio.Event().wait()
-            handled.extend(msg.payload["n"] for msg in msgs)
-
-    await receiver.start()
-    try:
-        if mode != "batch":
-            others = {n for key, n in pairs if key != "hang"}
-            await eventually(lambda: set(handled) == others, within=60, what="others handled")
-        else:
-            await eventually(lambda: bool(handled), within=60, what="a batch handled")
-
-        def stalled() -> bool:
-            health = receiver.health()
-            return (
-                not health["healthy"]
-                and health["actions"][action]["stalled"]
-                and f"{action}: a delivery has been unsettled" in health["reason"]
-            )
-
-        await eventually(stalled, within=30, what="health reports the hanging handler")
-    finally:
-        started = time.monotonic()
-        await receiver.close()
-        closing = time.monotonic() - started
-        stop_thread.set()
-    assert closing < 15
-    assert len(handled) == len(set(handled))
-    rest = [n for _, n in pairs if n not in handled]
-    if mode != "batch":
-        assert rest == hanging
-    assert sorted(await _read_again(driver, channel, action, len(rest))) == rest
+    await hanging_handler_round(driver, channel, action, mode, _emit, _read_again)
 
 
 async def test_the_driver_closed_under_a_running_receiver(driver: NatsDriver) -> None:

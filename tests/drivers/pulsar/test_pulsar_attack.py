@@ -20,6 +20,7 @@ import pulsar
 import pytest
 
 import hexa_event as he
+from attack_helpers import reports_stall
 from hexa_event import envelope as env
 from hexa_event.drivers.pulsar import PulsarDriver
 from hexa_event.propagation import CORRELATION_ID
@@ -363,15 +364,11 @@ async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_ev
             others = {n for key, n in pairs if key != "hang"}
             await eventually(lambda: set(handled) == others, within=60, what="others handled")
 
-        def stalled() -> bool:
-            health = receiver.health()
-            return (
-                not health["healthy"]
-                and health["actions"][action]["stalled"]
-                and f"{action}: a delivery has been unsettled" in health["reason"]
-            )
-
-        await eventually(stalled, within=30, what="health reports the hanging handler")
+        await eventually(
+            lambda: reports_stall(receiver, action),
+            within=30,
+            what="health reports the hanging handler",
+        )
     finally:
         started = time.monotonic()
         await receiver.close()
