@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -47,12 +48,19 @@ def produce_all(topic: str, records: Iterable[tuple[bytes, Mapping[str, bytes], 
     assert producer.flush(60) == 0
 
 
-def raw_consume(topic: str, count: int, decode: Callable[[bytes], object]) -> float:
+def raw_consume(
+    topic: str,
+    count: int,
+    decode: Callable[[bytes], object],
+    config: Mapping[str, Any] | None = None,
+    mark: Callable[[str], object] | None = None,
+) -> float:
     """Raw confluent-kafka: ``consume(500)`` in a loop, decode each body, store offsets.
 
     The ack is ``store_offsets`` of each partition's next offset once per batch (librdkafka
     commits stored offsets in the background). Timed from the first record to the last one
-    decoded; returns events/s.
+    decoded; returns events/s. ``config``: more consumer settings; ``mark``: called with
+    "start" at the first record and "end" after the last (``_kafka_threads.py``'s probe).
     """
     consumer = Consumer(
         {
@@ -61,6 +69,7 @@ def raw_consume(topic: str, count: int, decode: Callable[[bytes], object]) -> fl
             "auto.offset.reset": "earliest",
             "enable.auto.offset.store": False,
             "partition.assignment.strategy": "cooperative-sticky",
+            **(config or {}),
         }
     )
     consumer.subscribe([topic])
@@ -74,6 +83,8 @@ def raw_consume(topic: str, count: int, decode: Callable[[bytes], object]) -> fl
                 continue
             if began is None:
                 began = time.perf_counter()
+                if mark is not None:
+                    mark("start")
             decode(msg.value())  # type: ignore[arg-type]
             ends[(msg.topic(), msg.partition())] = msg.offset()  # type: ignore[index, assignment]
             seen += 1
@@ -82,5 +93,7 @@ def raw_consume(topic: str, count: int, decode: Callable[[bytes], object]) -> fl
                 offsets=[TopicPartition(t, p, o + 1) for (t, p), o in ends.items()]
             )
     elapsed = time.perf_counter() - (began or time.perf_counter())
+    if mark is not None:
+        mark("end")
     consumer.close()
     return count / elapsed

@@ -422,40 +422,11 @@ STATS_MS = 50
 def run_raw(probe: Probe, topic: str, count: int, stats: bool) -> None:
     """``_kafka.raw_consume``'s loop, marked at the first and the last record."""
     import msgspec
-    from _kafka import BOOTSTRAP
-    from confluent_kafka import Consumer, TopicPartition
+    from _kafka import raw_consume
     from kafka_consume import Tick
 
-    decode = msgspec.json.Decoder(Tick).decode
-    consumer = Consumer(
-        {
-            "bootstrap.servers": BOOTSTRAP,
-            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.offset.store": False,
-            "partition.assignment.strategy": "cooperative-sticky",
-            **({"statistics.interval.ms": STATS_MS, "stats_cb": probe.on_stats} if stats else {}),
-        }
-    )
-    consumer.subscribe([topic])
-    seen = 0
-    while seen < count:
-        messages = consumer.consume(500, 1.0)
-        ends: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            if msg.error() is not None:
-                continue
-            if seen == 0:
-                probe.mark("start")
-            decode(msg.value())  # type: ignore[arg-type]
-            ends[(msg.topic(), msg.partition())] = msg.offset()  # type: ignore[index, assignment]
-            seen += 1
-        if ends:
-            consumer.store_offsets(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in ends.items()]
-            )
-    probe.mark("end")
-    consumer.close()
+    config = {"statistics.interval.ms": STATS_MS, "stats_cb": probe.on_stats} if stats else {}
+    raw_consume(topic, count, msgspec.json.Decoder(Tick).decode, config, probe.mark)
 
 
 async def run_receiver(probe: Probe, topic: str, count: int, batch: bool, stats: bool) -> None:
