@@ -54,6 +54,12 @@ def shown(value: object) -> str:
         return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
 
 
+def duration(seconds: float) -> str:
+    """A duration as health and errors show it: whole seconds from 100 s, three digits
+    below (a 0.4 s stall_timeout or claim must not read "0s")."""
+    return f"{seconds:.0f}s" if seconds >= 100 else f"{seconds:.3g}s"
+
+
 def epoch_seconds(raw: str | bytes | None) -> float | None:
     """Seconds since the epoch from a header's decimal milliseconds (``HEXA_EVENT_TIME``, a
     not-before time); None when absent or not 1 to 13 ASCII digits (garbage, a Unicode digit

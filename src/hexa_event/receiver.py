@@ -56,7 +56,7 @@ from .middleware import (
     chain,
     check_handler,
 )
-from .numbers import check_number
+from .numbers import check_number, duration
 from .propagation import Propagator, default_propagator
 from .publishing import PublishMiddleware, pipeline
 from .retry import RetryPolicy
@@ -1149,8 +1149,8 @@ class Receiver:
             stalled = age > self._stall_timeout
             if stalled:
                 problems.append(
-                    f"a delivery has been unsettled for {_seconds(age)} (stall_timeout "
-                    f"{_seconds(self._stall_timeout)}): a handler hangs or settlements stall"
+                    f"a delivery has been unsettled for {duration(age)} (stall_timeout "
+                    f"{duration(self._stall_timeout)}): a handler hangs or settlements stall"
                 )
             if info.overruns:
                 stalled = True
@@ -1158,7 +1158,7 @@ class Receiver:
                 problems.append(
                     f"{len(info.overruns)} sync handler(s) still run after they were cancelled "
                     f"(he.timeout or a middleware's deadline), the oldest for "
-                    f"{_seconds(now - overran[1])} on {overran[0]}: a thread cannot be "
+                    f"{duration(now - overran[1])} on {overran[0]}: a thread cannot be "
                     "stopped, so its key waits until it returns (then it fails and is "
                     "retried); make the handler async or bound its own blocking calls"
                 )
@@ -1261,12 +1261,6 @@ def _cancelling() -> bool:
     """Whether the running task is being cancelled (else a CancelledError is a failure)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def _seconds(value: float) -> str:
-    """A duration as health shows it: whole seconds, or 3 digits below 100 s (a stall_timeout
-    of 0.5 s read as "0s")."""
-    return f"{value:.0f}s" if value >= 100 else f"{value:.3g}s"
 
 
 def _held_back(waiting: dict[Delivery, float]) -> str:

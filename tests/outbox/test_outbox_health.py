@@ -44,6 +44,17 @@ def check(loop: Any, predicate: Callable[[dict[str, Any]], bool]) -> Callable[[]
     return lambda: predicate(loop.health())
 
 
+async def failing(loop: Any, step: str) -> dict[str, Any]:
+    """``loop``'s health once it names ``step`` failing past ``unhealthy_after``. Another
+    problem may come first on a loaded machine (a claim slower than the short bound used
+    here, named as such); the step's own line is what is waited for."""
+    await eventually(
+        check(loop, lambda h: any(p.startswith(f"{step} has failed") for p in h["problems"])),
+        what=f"{step} failing",
+    )
+    return dict(loop.health())
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database without the outbox and inbox tables (claims and deletes fail there)."""
@@ -67,8 +78,7 @@ async def test_a_relay_whose_publishes_all_fail_turns_unhealthy_then_recovers(
     before = relay.health()
     assert (before["state"], before["healthy"], before["reason"]) == ("new", False, "relay is new")
     async with relay, running(relay):
-        await eventually(check(relay, lambda h: bool(h["problems"])), what="unhealthy")
-        health = relay.health()
+        health = await failing(relay, "publishing")
         assert health["state"] == "running"
         assert (health["alive"], health["stalled"]) == (True, False)
         assert "publishing has failed" in health["reason"], health
@@ -100,8 +110,9 @@ async def test_one_failed_publish_is_not_unhealthy(db_url: str) -> None:
     async with relay, running(relay):
         await eventually(check(relay, lambda h: h["failing_for"] > 0.2), what="time passing")
         health = relay.health()
-        assert health["healthy"], health
-        assert (health["failed_batches"], health["problems"]) == (1, [])
+        assert health["failed_batches"] == 1
+        # a claim slower than 0.1 s on a loaded machine may be named; publishing must not be
+        assert not [p for p in health["problems"] if "publishing" in p], health
         assert "injected" in health["publish_error"]
 
 
@@ -109,9 +120,7 @@ async def test_a_relay_whose_claims_fail_turns_unhealthy_then_recovers(empty_db:
     driver = RecordingDriver()
     relay = OutboxRelay(empty_db, driver, stats_interval=0.05, **FAST)
     async with relay, running(relay) as task:
-        await eventually(check(relay, lambda h: bool(h["problems"])), what="unhealthy")
-        health = relay.health()
-        assert health["reason"].startswith("claiming has failed"), health
+        health = await failing(relay, "claiming")
         assert "hexa_outbox" in health["claim_error"]  # the missing table, named
         assert health["backlog"] is None
         assert "hexa_outbox" in health["backlog_error"]
@@ -143,9 +152,8 @@ async def test_marks_that_fail_make_a_relay_unhealthy(pg_url: str) -> None:
         driver = RecordingDriver()
         relay = OutboxRelay(pg_url, driver, **{**FAST, "lease": 0.2})
         async with relay, running(relay):
-            await eventually(check(relay, lambda h: bool(h["problems"])), what="unhealthy")
-            health = relay.health()
-            assert "marking sent has failed" in health["reason"], health
+            health = await failing(relay, "marking sent")
+            assert not health["healthy"]
             assert "refuses writes" in health["mark_error"]
             assert health["publish_error"] == ""
             with engine.begin() as conn:
@@ -168,10 +176,9 @@ async def test_cleaners_whose_runs_fail_turn_unhealthy_then_recover(empty_db: st
     async with outbox_cleaner, inbox_cleaner:
         async with running(outbox_cleaner), running(inbox_cleaner):
             for cleaner, table in ((outbox_cleaner, "hexa_outbox"), (inbox_cleaner, "hexa_inbox")):
-                await eventually(check(cleaner, lambda h: bool(h["problems"])), what="unhealthy")
-                health = cleaner.health()
+                health = await failing(cleaner, "cleaning")
                 assert health["cleaner"].endswith(f"of {table}")
-                assert health["reason"].startswith("cleaning has failed"), health
+                assert "cleaning has failed" in health["reason"], health
                 assert table in health["error"]
                 assert health["last_cleaned_age"] is None
             migrate(empty_db)

@@ -17,7 +17,7 @@ from sqlalchemy import DateTime, Integer, Table, bindparam
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ConfigurationError
-from ..numbers import LARGEST, check_number, shown
+from ..numbers import LARGEST, check_number, duration, shown
 from .clock import utcnow
 from .engine import GOODBYE_WAIT, dispose_within, engine_for, transaction
 from .health import Progress
@@ -160,7 +160,7 @@ class BatchCleaner:
         problems = self._progress.problems(now)
         busy = now - (self._busy_since or now)
         if busy > self.unhealthy_after:  # the database does not answer: no restart mends it
-            problems.append(f"a delete has not returned for {busy:.0f}s")
+            problems.append(f"a delete has not returned for {duration(busy)}")
         healthy = self._state == "running" and not problems
         reasons = list(problems) or ([] if healthy else [f"cleaner is {self._state}"])
         cleaned = self._cleaned_at

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from ..numbers import duration
 from .problems import brief, escaped
 
 
@@ -96,6 +97,7 @@ class Progress:
     def _describe(step: str, streak: Streak, now: float) -> str:
         since = streak.since_wall.strftime("%Y-%m-%d %H:%M:%S UTC") if streak.since_wall else "?"
         return (
-            f"{step} has failed {streak.failures} times in a row for {now - streak.since:.0f}s "
+            f"{step} has failed {streak.failures} times in a row for "
+            f"{duration(now - streak.since)} "
             f"(since {since}): {streak.error}"
         )

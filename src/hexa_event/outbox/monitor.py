@@ -16,6 +16,7 @@ from typing import Any
 
 from .._sql.health import Progress
 from .._sql.problems import brief
+from ..numbers import duration
 from .stats import OutboxStats
 
 
@@ -55,20 +56,21 @@ class RelayMonitor:
             problems.append(f"the relay loop ended: {type(failure).__name__}: {brief(failure)}")
         claiming = now - (self.claiming_since or now)
         if claiming > self.unhealthy_after:  # a database not answering: not ``stalled``
-            problems.append(f"a claim has not returned for {claiming:.0f}s")
+            problems.append(f"a claim has not returned for {duration(claiming)}")
         # Marking sent is retried until twice the lease: a batch may take that long and
         # still settle (a database outage, which no restart mends).
         oldest_batch = now - min(self.batches.values(), default=now)
         stalled = oldest_batch > 2 * lease + self.unhealthy_after
         if stalled:
-            problems.append(f"a batch has been publishing or marking sent for {oldest_batch:.0f}s")
+            busy = duration(oldest_batch)
+            problems.append(f"a batch has been publishing or marking sent for {busy}")
         sample = self.sample
         age = sample[0].oldest_unsent_age if sample else None
         if max_unsent_age is not None and age is not None and age > max_unsent_age:
             # Whichever relay holds them: rows of a key whose publishes keep failing while
             # others go out, or a backlog growing faster than the relays send it.
             problems.append(
-                f"the oldest unsent row is {age:.0f}s old (max_unsent_age "
+                f"the oldest unsent row is {duration(age)} old (max_unsent_age "
                 f"{max_unsent_age:g}s): its publish keeps failing, or the relays fall behind"
             )
         return problems, stalled

@@ -54,7 +54,7 @@ from .._sql.names import check_dialect
 from .._sql.problems import brief
 from ..driver import Driver
 from ..errors import ClosedError, ConfigurationError
-from ..numbers import check_number
+from ..numbers import check_number, duration
 from .claims import (
     Claimed,
     ClaimSettings,
@@ -676,7 +676,7 @@ class OutboxRelay:
             return
         since = self._monitor.claiming_since
         age = time.monotonic() - since if since is not None else 0.0
-        self._cut_short = f"close() cancelled a claim that had not returned for {age:.0f}s"
+        self._cut_short = f"close() cancelled a claim that had not returned for {duration(age)}"
         log.error("outbox relay: %s (the database does not answer)", self._cut_short)
         claim.cancel()
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ReceiverFailedError
+from ..numbers import duration
 from . import collector
 from .targets import Components, close_drivers, open_components
 
@@ -177,7 +178,7 @@ class Service:
                 if info.get("stalled"):
                     reasons.append(
                         f"{receiver.name}/{action}: a delivery has been unsettled for "
-                        f"{info['oldest_unsettled_age']:.0f}s, past stall_timeout (a handler "
+                        f"{duration(info['oldest_unsettled_age'])}, past stall_timeout (a handler "
                         "hangs or settlements stall)"
                     )
         for task in self._loop_tasks:
