@@ -27,6 +27,8 @@ import itertools
 import json
 import logging
 import os
+import pathlib
+import signal
 import time
 import urllib.request
 import uuid
@@ -41,10 +43,13 @@ from nats.aio.client import Client
 from fault_helpers import FaultFlow
 from hexa_event.connect import wrap
 from hexa_event.context import Context
+from hexa_event.driver import Delivery, RawRecord, SubscriptionSpec
 from hexa_event.drivers.nats import NatsDriver, NatsOptions, NatsSubscriptionOptions
 from hexa_event.drivers.nats.naming import consumer_name
+from hexa_event.errors import DriverError
 from hexa_event.event import Message
 from hexa_event.receiver import Receiver
+from hexa_event.testing.waiting import eventually
 from hexa_event_services import Service
 
 pytestmark = [pytest.mark.nats_cluster, pytest.mark.timeout(300)]
@@ -86,6 +91,29 @@ def stream_cluster(node: Service, stream: str) -> dict[str, Any] | None:
             if detail.get("name") == stream:
                 return dict(detail.get("cluster") or {})
     return None
+
+
+def consumer_leader(node: Service, stream: str, consumer: str) -> str:
+    """The server name leading ``consumer`` of ``stream``, as ``node`` reports it ("" when
+    none or unknown)."""
+    url = f"{node.monitor_url}/jsz?consumers=true"  # type: ignore[attr-defined]
+    with urllib.request.urlopen(url, timeout=2) as reply:
+        jsz = json.load(reply)
+    for account in jsz.get("account_details") or []:
+        for detail in account.get("stream_detail") or []:
+            if detail.get("name") != stream:
+                continue
+            for found in detail.get("consumer_detail") or []:
+                if found.get("name") == consumer:
+                    return str((found.get("cluster") or {}).get("leader", ""))
+    return ""
+
+
+def halted(pid: int) -> bool:
+    """Every thread of process ``pid`` stopped (by SIGSTOP): it answers nothing more."""
+    tasks = list(pathlib.Path(f"/proc/{pid}/task").glob("*/stat"))
+    states = [stat.read_text().rpartition(")")[2].split()[0] for stat in tasks]
+    return bool(states) and all(state == "T" for state in states)
 
 
 async def stream_leader(nodes: list[Service], stream: str, within: float) -> Service:
@@ -148,6 +176,17 @@ class Gaps(logging.Handler):
             self.lost += int(record.args[0])  # type: ignore[index]
         elif "lost deliveries not back" in record.msg:
             self.unreturned += 1
+
+
+async def drop_streams(url: str, stream: str) -> None:
+    """Drop a test's stream and bucket, so that the servers' restarts stay quick (best
+    effort: after a failure a server may still be down)."""
+    nc = Client()
+    await nc.connect(servers=list(NatsOptions.from_url(url).servers))
+    for name in (stream, f"KV_{stream}_members"):
+        with contextlib.suppress(TimeoutError, nats.errors.Error):
+            await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=10)
+    await nc.close()
 
 
 class Run:
@@ -230,15 +269,7 @@ class Run:
     async def close(self) -> None:
         for driver in [self.emitting, *self.drivers]:
             await driver.close()
-        # Drop the test's streams, so that the servers' restarts stay quick (best effort:
-        # after a failure a server may still be down).
-        nc = Client()
-        await nc.connect(servers=list(NatsOptions.from_url(self.url).servers))
-        stream = self.options["stream"]
-        for name in (stream, f"KV_{stream}_members"):
-            with contextlib.suppress(TimeoutError, nats.errors.Error):
-                await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=10)
-        await nc.close()
+        await drop_streams(self.url, self.options["stream"])
 
     async def snapshot(self) -> str:
         """What every receiver, partition consumer and task is doing (written on a stall)."""
@@ -449,3 +480,89 @@ async def test_server_restarts_under_the_partitioned_layout(nats_solo: Service) 
     assert not lost, f"the membership bucket was lost in a restart: {lost}"
     print(line)
     run.verify_order()
+
+
+async def test_a_settle_waiting_for_a_dead_server_s_answer_is_sent_again_at_once(
+    nats_cluster: list[Service], cluster_url: str
+) -> None:
+    """A member's settle waits for the answer (PONG) of the server its connection is on,
+    and that server dies: the settle fails as soon as the client has reconnected to
+    another, and sent again there it is written. nats-py never answers the PONGs a
+    dropped connection owed, and the settle waited out its whole timeout (5 heartbeats:
+    20 s here, 10 s by default) while its deliveries held the member's prefetch window,
+    so the member pulled nothing: the leader-kill test saw handling stop for 5-6 s with
+    health silent. The server is SIGSTOPped first, so that the PONG is owed when it dies;
+    it leads neither the stream nor the consumer, which go on without it."""
+    tag = uuid.uuid4().hex[:8]
+    options = layout(tag, replicas=3, partitions=0)
+    channel, group = f"cs-{tag}", f"cs-act-{tag}"
+    heartbeat = 4.0
+    spec = SubscriptionSpec(
+        group=group,
+        channels=(channel,),
+        options=NatsSubscriptionOptions(ack_wait=30, heartbeat=heartbeat),
+    )
+    emitting = NatsDriver.from_url(cluster_url, **options)
+    drivers = [emitting]
+    node: Service | None = None
+    try:
+        await emitting.publish([RawRecord(channel, f"k{i}", {}, b"{}") for i in range(20)])
+        await (await emitting.subscribe(spec)).close()  # the consumer, to find its leader
+        leader = await stream_leader(nats_cluster, options["stream"], within=30)
+        consumer = consumer_name(group)
+        leading = await asyncio.to_thread(consumer_leader, leader, options["stream"], consumer)
+        node = next(
+            n
+            for n in nats_cluster
+            if n is not leader and n.server_name != leading  # type: ignore[attr-defined]
+        )
+        others = [n for n in nats_cluster if n is not node]
+        receiving = NatsDriver.from_url(
+            servers_url([node, *others]), client_options={"dont_randomize": True}, **options
+        )
+        drivers.append(receiving)
+        sub = await receiving.subscribe(spec)
+        deliveries: list[Delivery] = []
+        async with asyncio.timeout(30):
+            while len(deliveries) < 20:
+                deliveries.extend(await sub.fetch(20 - len(deliveries)))
+        for delivery in deliveries:
+            delivery.ack()
+        nc = receiving._nc
+        assert nc is not None
+        assert nc.connected_url is not None
+        assert nc.connected_url.port == node.client_port  # type: ignore[attr-defined]
+        pid = node.pid()
+        assert pid is not None
+        os.killpg(pid, signal.SIGSTOP)
+        try:
+            await eventually(lambda: halted(pid), within=10, what=f"{node.name} stopped")
+            settling = asyncio.create_task(sub.settle(deliveries))
+            await eventually(lambda: bool(nc._pongs), within=10, what="the settle's PING")
+        finally:
+            killed_at = time.monotonic()
+            await asyncio.to_thread(node.kill)  # a stopped process dies too, its sockets close
+        with pytest.raises(DriverError):
+            await asyncio.wait_for(settling, 60)
+        took = time.monotonic() - killed_at
+        assert took < heartbeat, (
+            f"the settle failed {took:.1f}s after its server was killed (its own timeout "
+            f"is {5 * heartbeat:.0f}s), holding its deliveries meanwhile"
+        )
+        await eventually(lambda: nc.is_connected, within=heartbeat, what="a reconnect")
+        await asyncio.wait_for(sub.settle(deliveries), heartbeat)  # on the new connection
+
+        async def unacked() -> int:
+            return (await sub.lag() or {}).get("*", -1)
+
+        deadline = time.monotonic() + 30
+        while (left := await unacked()) != 0:
+            assert time.monotonic() < deadline, f"{left} records still unacknowledged"
+            await asyncio.sleep(0.1)
+        print(f"\nsettle under way when its server died: failed {took:.2f}s after the kill")
+    finally:
+        for driver in drivers:
+            await driver.close()
+        if node is not None and not node.is_running():
+            await asyncio.to_thread(node.start, False)
+        await drop_streams(cluster_url, options["stream"])
