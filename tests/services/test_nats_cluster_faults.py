@@ -11,9 +11,10 @@ only server, and its membership bucket with them.
 
 Every event is handled (nothing lost); a redelivery carries the producer's event id, so
 it is recognisable; on the partitioned layout each key's first handlings come in emit
-order (a redelivery repeats what was seen, it never lets a later event overtake). The
-health of the receiver on the lost server names the outage, and every problem clears
-once the servers are back. See the
+order (a redelivery repeats what was seen, it never lets a later event overtake). After
+the leader's kill, events the stream stored never wait ``STALL`` seconds, none handled,
+while health says nothing, and every problem clears once the servers are back. A settle
+waiting for a server that dies is written on the new connection at once. See the
 "Clusters" section of docs/engines/nats.md. Run alone: ``pytest -m nats_cluster
 tests/services``.
 """
@@ -56,10 +57,13 @@ pytestmark = [pytest.mark.nats_cluster, pytest.mark.timeout(300)]
 
 TOTAL = int(os.environ.get("HEXA_CLUSTER_FAULT_EVENTS", "3000"))
 PARTITIONS = 4
-STALL = 6.0
-"""Seconds without handling that health must have reported (two heartbeats and more)."""
 SUBSCRIPTION = NatsSubscriptionOptions(ack_wait=5, heartbeat=1)
 """Short enough that a lost ack or a dead member costs seconds, not the default 30-35 s."""
+STALL = SUBSCRIPTION.ack_wait + 2 * SUBSCRIPTION.heartbeat
+"""Seconds that stored events may wait, none handled, with health silent (7 s): the
+longest the docs give for it, deliveries lost with the dead server's connection, which
+the server sends again after ``ack_wait``, to a pull renewed after two missed heartbeats
+(docs/engines/nats.md, "Clusters" and "Failures and recovery")."""
 
 
 def servers_url(nodes: list[Service]) -> str:
@@ -139,6 +143,8 @@ class Problems:
         self.receivers = receivers
         self.action = action
         self.seen: list[str] = []
+        self.reported: list[float] = []
+        """When a sample found health reporting a problem (any)."""
 
     def now(self) -> list[str]:
         return [
@@ -149,7 +155,10 @@ class Problems:
 
     async def sample(self) -> None:
         while True:
-            for problem in self.now():
+            problems = self.now()
+            if problems:
+                self.reported.append(time.monotonic())
+            for problem in problems:
                 if problem not in self.seen:
                     self.seen.append(problem)
             await asyncio.sleep(0.05)
@@ -203,6 +212,9 @@ class Run:
         self.began = time.monotonic()
         self.handled_at: list[float] = []
         """When each handling began: the longest pause is the time to recover."""
+        self.begun: list[tuple[float, int]] = []
+        """(when, how many events had begun a first handling by then), at each handling."""
+        self._begun_ids: set[str] = set()
         self.emitting = wrap(NatsDriver.from_url(url, publish_timeout=5, **options))
         self.drivers: list[Any] = []
         self.receivers: list[Receiver] = []
@@ -228,6 +240,8 @@ class Run:
         at = time.monotonic() - self.began
         self.log[msg.key].append(f"{msg.payload['i']}@{member}+{at:.2f}s({msg.attempt})")
         self.handled_at.append(time.monotonic())
+        self._begun_ids.add(msg.id)
+        self.begun.append((self.handled_at[-1], len(self._begun_ids)))
         await asyncio.sleep(0.002)  # a little work, so records are in flight at the fault
         await self.flow.handle(ctx, msg)
 
@@ -317,6 +331,24 @@ class Run:
                 lines.append(f"task {task.get_name()}: {'done' if task.done() else where}")
         return "\n".join(lines)
 
+    def longest_silence(self, since: float, until: float) -> float:
+        """The longest time between ``since`` and ``until`` that an event the stream stored
+        waited, none handled, while health reported nothing. A wait counts from when an
+        event stored and not handled yet was there: a receiver that has handled everything
+        waits for the emitter (whose emits fail while the stream elects a leader), which is
+        no stall of its own."""
+        earlier = [count for at, count in self.begun if at <= since]
+        later = [(at, count) for at, count in self.begun if since < at < until]
+        marks = [(since, earlier[-1] if earlier else 0), *later, (until, 0)]
+        longest = 0.0
+        for (paused, begun), (resumed, _) in itertools.pairwise(marks):
+            stored = (at for at, count in self.flow.stored if count > begun)
+            waiting = max(paused, next(stored, resumed))
+            said = [at for at in self.problems.reported if waiting < at < resumed]
+            for quiet, ended in itertools.pairwise([waiting, *said, resumed]):
+                longest = max(longest, ended - quiet)
+        return longest
+
     def verify_order(self) -> None:
         """Each key's first handlings in emit order (redeliveries only repeat). A delivery
         lost in transit when a connection dropped comes back only after ``ack_wait``; the
@@ -346,27 +378,26 @@ async def receive_on_the_leader(run: Run, nodes: list[Service], receivers: int) 
 
 
 async def health_or_progress(run: Run, before: int, killed_at: float, timeline: list[str]) -> None:
-    """Wait until health reports a NATS or JetStream problem, or until handling went on
-    (200 events after the kill) with no pause as long as ``STALL``: a consumer that stalls
-    is reported after two missed heartbeats (4.5 s by default). Fail otherwise."""
-    deadline = killed_at + 30
-    handled = len(run.handled_at)
+    """Wait until handling went on (200 events after the kill), failing as soon as events
+    the stream stored have waited ``STALL`` seconds, none handled, while health said
+    nothing all along (:meth:`Run.longest_silence`). (A receiver that handled every stored
+    event waits for the emitter, whose emits fail while the stream elects a leader: such a
+    pause, health rightly silent, was measured at 5.9 s under load, when the test failed
+    on any pause of 6 s without a report; and a report once made let any later silence
+    pass.)"""
+    deadline = killed_at + 60
     while True:
-        problems = [p for p in run.problems.seen[before:] if "NATS" in p or "JetStream" in p]
-        if problems:
-            timeline.append(
-                f"health said {problems[0]!r} {time.monotonic() - killed_at:.1f}s after"
-            )
+        silent = run.longest_silence(killed_at, time.monotonic())
+        assert silent < STALL, (
+            f"stored events waited {silent:.1f}s after the kill, none handled, and health "
+            "said nothing meanwhile"
+        )
+        if sum(at > killed_at for at in run.handled_at) > 200:
+            said = run.problems.seen[before:]
+            told = f"health said {said[0]!r}" if said else "health said nothing"
+            timeline.append(f"stored events waited at most {silent:.2f}s in silence; {told}")
             return
-        after = [killed_at, *(t for t in run.handled_at[handled:] if t > killed_at)]
-        if len(after) > 200:
-            pause = max(b - a for a, b in itertools.pairwise(after))
-            assert pause < STALL, (
-                f"handling paused {pause:.1f}s after the kill and health reported nothing"
-            )
-            timeline.append(f"nothing to report: handling paused at most {pause:.2f}s")
-            return
-        assert time.monotonic() < deadline, "handling stopped and health did not report the outage"
+        assert time.monotonic() < deadline, "handling did not go on within 60s of the kill"
         await asyncio.sleep(0.05)
 
 
@@ -402,6 +433,13 @@ def kill_leader_and_restart(
             f"handling went on ({len(run.flow.handled)} handled) after "
             f"{time.monotonic() - killed_at:.1f}s"
         )
+        if leader is pinned:  # also after the first 200 events (the whole fault)
+            silent = run.longest_silence(killed_at, time.monotonic())
+            assert silent < STALL, (
+                f"stored events waited {silent:.1f}s after the kill, none handled, and "
+                "health said nothing meanwhile"
+            )
+            timeline.append(f"in silence at most {silent:.2f}s in all")
         await asyncio.to_thread(leader.start, False)
         timeline.append(f"{leader.name} back after {time.monotonic() - killed_at:.1f}s")
 
