@@ -6,7 +6,12 @@ Each run is a fresh process; rounds alternate the trees given (``--tree``, a che
 ``src``) and the medians are printed. Run by hand (not part of ``make bench``):
 
     python benchmarks/_pulsar_emit_cpu.py --tree ../old/src --tree src \\
-        [--paths raw_emit,emit] [--count 20000] [--rounds 5] [--callgrind]
+        [--paths raw_emit,emit,standin] [--count 20000] [--rounds 5] [--callgrind]
+
+``standin`` needs no broker: ``emit``'s events through ``emit_many`` with the binding's
+``send_async`` replaced by a stand-in that confirms each message at once (the messages are
+built as for the broker), so only our code and the message building are counted; under
+``--callgrind`` the figure is deterministic.
 """
 
 from __future__ import annotations
@@ -27,6 +32,43 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PATHS = ("raw_emit", "emit")
 
 
+async def _standin(count: int) -> float:
+    """``pulsar_bench.ours_emit`` against a stand-in ``send_async`` (no broker)."""
+    import pulsar
+    import pulsar_bench as pb
+
+    import hexa_event as he
+
+    topic = "emit-standin"
+    ok = pulsar.Result.Ok
+    connection = he.connect(pb.URL)
+    connection.driver.channels[topic] = 0  # type: ignore[attr-defined]  # provisioned
+
+    def send_async(message: object, callback: Any) -> None:
+        callback(ok, None)
+
+    connection.driver._producers._senders[topic] = send_async  # type: ignore[attr-defined]
+    emitter = connection.emitter()
+    ctx = he.Context(correlation_id="bench")
+    semaphore = asyncio.Semaphore(pb.IN_FLIGHT)
+
+    async def send(start: int) -> None:
+        async with semaphore:
+            await emitter.emit_many(
+                (
+                    he.Event(topic, pb.KEY_NAMES[n % pb.KEYS], pb._tick(n))
+                    for n in range(start, min(start + pb.BATCH, count))
+                ),
+                ctx,
+            )
+
+    began = time.perf_counter()
+    await asyncio.gather(*(send(start) for start in range(0, count, pb.BATCH)))
+    elapsed = time.perf_counter() - began
+    await connection.close()
+    return count / elapsed
+
+
 def _measure(path: str, count: int) -> dict[str, float]:
     import pulsar_bench as pb
 
@@ -35,6 +77,8 @@ def _measure(path: str, count: int) -> dict[str, float]:
         rate = pb.raw_emit_callback_sync(count)
     elif path == "emit":
         rate = asyncio.run(pb.ours_emit(count))
+    elif path == "standin":
+        rate = asyncio.run(_standin(count))
     else:
         raise SystemExit(f"unknown path {path!r}")
     # Start and close are in the process time too: the rate's share is what is timed.

@@ -199,9 +199,79 @@ async def receiver(probe: Probe, topic: str) -> None:
     await connection.close()
 
 
+def raw_emit(probe: Probe) -> None:
+    """``pulsar_bench.raw_emit_callback_sync``'s loop, marked around its timed part."""
+    topic = bench.topic_name("emit-raw-cb")
+    sample = bench._sealed(topic, 1)[0]
+    props = {k: v.decode() for k, v in sample.headers.items()}
+    encode = msgspec.json.encode
+    count = probe.count
+    client = pulsar.Client(bench.URL)
+    producer = client.create_producer(
+        bench.full(topic),
+        batching_enabled=True,
+        batching_type=pulsar.BatchingType.KeyBased,
+        batching_max_publish_delay_ms=5,
+        max_pending_messages=count,
+        max_pending_messages_across_partitions=count,
+    )
+    producer.send(sample.body, properties=props, partition_key="warm-up")
+    done = threading.Event()
+    results: list[object] = []
+
+    def confirmed(result: object, _msg_id: object) -> None:
+        results.append(result)
+        if len(results) == count:
+            done.set()
+
+    probe.mark("start")
+    for n in range(count):
+        producer.send_async(
+            encode(bench._tick(n)),
+            confirmed,
+            properties=props,
+            partition_key=bench.KEY_NAMES[n % bench.KEYS],
+            event_timestamp=int(time.time() * 1000),
+        )
+    producer.flush()
+    assert done.wait(120)
+    probe.mark("end")
+    producer.close()
+    client.close()
+
+
+async def emit(probe: Probe) -> None:
+    """``pulsar_bench.ours_emit``'s emits, marked around its timed part."""
+    topic = bench.topic_name("emit-ours")
+    count = probe.count
+    connection = he.connect(bench.URL)
+    probe.watch_select()
+    emitter = connection.emitter()
+    await emitter.emit(he.Event(topic, "warm-up", bench._tick(-1)))  # connect before timing
+    ctx = he.Context(correlation_id="bench")
+    semaphore = asyncio.Semaphore(bench.IN_FLIGHT)
+
+    async def send(start: int) -> None:
+        async with semaphore:
+            await emitter.emit_many(
+                (
+                    he.Event(topic, bench.KEY_NAMES[n % bench.KEYS], bench._tick(n))
+                    for n in range(start, min(start + bench.BATCH, count))
+                ),
+                ctx,
+            )
+
+    probe.mark("start")
+    await asyncio.gather(*(send(start) for start in range(0, count, bench.BATCH)))
+    probe.mark("end")
+    await connection.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=("raw_sync", "raw_batch", "driver", "receiver"))
+    parser.add_argument(
+        "kind", choices=("raw_sync", "raw_batch", "driver", "receiver", "raw_emit", "emit")
+    )
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--topic", help="a topic already holding --count events")
     parser.add_argument("--gc", action="store_true", help="time the collector per generation")
@@ -213,15 +283,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
-    topic = args.topic or asyncio.run(bench.fill(args.count))
     probe = Probe(args.count, args.gc)
-    if args.kind in ("raw_sync", "raw_batch"):
-        raw(probe, topic, batches=args.kind == "raw_batch")
-    elif args.kind == "driver":
+    if args.kind == "raw_emit":
+        raw_emit(probe)
+    elif args.kind == "emit":
+        asyncio.run(emit(probe))
+    else:
+        consume(probe, args.kind, args.topic or asyncio.run(bench.fill(args.count)))
+    print(json.dumps({**probe.report(args.kind), "switch_interval": sys.getswitchinterval()}))
+
+
+def consume(probe: Probe, kind: str, topic: str) -> None:
+    if kind in ("raw_sync", "raw_batch"):
+        raw(probe, topic, batches=kind == "raw_batch")
+    elif kind == "driver":
         asyncio.run(driver(probe, topic))
     else:
         asyncio.run(receiver(probe, topic))
-    print(json.dumps({**probe.report(args.kind), "switch_interval": sys.getswitchinterval()}))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ import enum
 import math
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from dataclasses import dataclass
-from typing import Any, Literal, final
+from typing import Any, Literal, TypeGuard, final
 
 import msgspec
 
@@ -86,13 +86,23 @@ class SealedRecords(list[RawRecord]):
     between, nobody else holding the list), or by a wrapping driver that hands it on
     unchanged (:func:`hand_on`): :func:`check_records` then returns at once, for that driver
     only. A list nobody vouched for this way (``driver`` None, another driver, a plain list,
-    records a publish middleware saw) gets every check."""
+    records a publish middleware saw) gets every check.
 
-    __slots__ = ("driver",)
+    ``text`` is True when every header value is UTF-8 (the sealer encoded it from text, or
+    checked the bytes it was given): a driver writing headers as text may then hand the
+    values over without decoding each, for the list :func:`vouched` for it."""
 
-    def __init__(self, records: Iterable[RawRecord] = ()) -> None:
+    __slots__ = ("driver", "text")
+
+    def __init__(self, records: Iterable[RawRecord] = (), *, text: bool = False) -> None:
         super().__init__(records)
         self.driver: object = None
+        self.text = text
+
+
+def vouched(records: Sequence[RawRecord], driver: object) -> TypeGuard[SealedRecords]:
+    """Whether ``records`` are a :class:`SealedRecords` handed straight to ``driver``."""
+    return type(records) is SealedRecords and records.driver is driver
 
 
 def check_records(records: Sequence[RawRecord], driver: object = None) -> None:
@@ -103,8 +113,8 @@ def check_records(records: Sequence[RawRecord], driver: object = None) -> None:
     be non-empty text without NUL, the key text, header names text and values bytes, the body
     bytes, ``not_before`` a finite number >= 0.
     """
-    if driver is not None and type(records) is SealedRecords and records.driver is driver:
-        return  # vouched for: checked as it was sealed
+    if driver is not None and vouched(records, driver):
+        return  # checked as it was sealed
     for record in records:
         # The common case by exact types (cheap); anything else is looked at closely. The
         # headers in one pass over their items, by a plain loop: on CPython 3.11 it costs

@@ -112,6 +112,7 @@ class Envelope:
         bytes."""
         sealer = _Sealer(self, self.context_headers(ctx), ctx, ids)
         records = SealedRecords(map(sealer.seal, events))
+        records.text = sealer.text
         return records if sealer.clean else list(records)
 
     def seal_each(
@@ -127,14 +128,16 @@ class Envelope:
         out = SealedRecords()
         last: Context | None = None
         sealer = None
-        clean = True
+        clean = text = True
         for event, ctx in zip(events, contexts, strict=True):
             if ctx is not last or sealer is None:
                 if sealer is not None:
                     clean = clean and sealer.clean
+                    text = text and sealer.text
                 sealer = _Sealer(self, self.context_headers(ctx), ctx, ids)
                 last = ctx
             out.append(sealer.seal(event))
+        out.text = text and (sealer is None or sealer.text)
         return out if clean and (sealer is None or sealer.clean) else list(out)
 
     def context_headers(self, ctx: Context | None) -> dict[str, bytes]:
@@ -158,7 +161,11 @@ class _Sealer:
     where it does not know it: every header a text name with a bytes value (the propagator's
     and codec's headers once per template, an event's own headers, a reply's root ids), the
     channel non-empty text without NUL (once per channel object), the key text, the body
-    bytes."""
+    bytes.
+
+    ``text`` stays True while every header value sealed is UTF-8: the sealer encodes its own
+    values from text, and looks at the bytes it is given (the propagator's, once per
+    template; an event's own header values given as bytes)."""
 
     __slots__ = (
         "_channel",
@@ -174,6 +181,7 @@ class _Sealer:
         "_ms_text",
         "_templates",
         "clean",
+        "text",
     )
 
     def __init__(
@@ -201,6 +209,7 @@ class _Sealer:
         """The last channel object seen fit for a broker (checked once, not per record)."""
         cloudevents = envelope.cloudevents
         self.clean = cloudevents is None or cloudevents.source.__class__ is str
+        self.text = True
 
     def _template(self, codec: Codec) -> dict[str, bytes]:
         template = self._templates.get(id(codec))
@@ -217,6 +226,8 @@ class _Sealer:
             }
             if not _clean(template):
                 self.clean = False
+            if not _utf8(template.values()):
+                self.text = False
         self._codec, self._codec_template = codec, template
         return template
 
@@ -241,6 +252,8 @@ class _Sealer:
             headers.update(template)
             if not _clean(headers):
                 self.clean = False
+            if self.text and not _utf8(event.headers.values()):
+                self.text = False
         else:
             headers = template.copy()
         now = _clock()
@@ -308,6 +321,17 @@ def _clean(headers: Mapping[str, object]) -> bool:
     return all(
         name.__class__ is str and value.__class__ is bytes for name, value in headers.items()
     )
+
+
+def _utf8(values: Iterable[str | bytes]) -> bool:
+    """Every bytes value is UTF-8 (text is encoded to it; other types are not clean)."""
+    try:
+        for value in values:
+            if isinstance(value, bytes) and not value.isascii():
+                value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _application_header(name: str) -> str:

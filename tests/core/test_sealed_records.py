@@ -214,3 +214,38 @@ async def test_a_telemetry_connection_hands_its_emitters_records_on_vouched_for(
     await conn.publish(unvouched)
     assert driver.handed[-1].driver is None  # type: ignore[attr-defined]
     await conn.close()
+
+
+class BinaryPropagator:
+    """A propagator that writes bytes that are not UTF-8 (allowed: headers are bytes)."""
+
+    def inject(self, ctx: Context, headers: dict[str, Any]) -> None:
+        default_propagator().inject(ctx, headers)
+        headers["trace-bin"] = b"\xff\x00"
+
+    def extract(self, headers: Mapping[str, bytes], ctx: Context) -> Context:
+        return ctx
+
+
+def _text(records: list[RawRecord]) -> bool:
+    """What the sealer said of a list it vouches for."""
+    assert type(records) is SealedRecords
+    return records.text
+
+
+def test_the_sealer_says_whether_every_header_value_is_utf8() -> None:
+    envelope = Envelope()
+    plain = [he.Event("orders", "k", {"n": 1}), he.Event("orders", "k\xe9", {"n": 2})]
+    assert _text(envelope.seal_many(plain))
+    texts = {"tenant": "acm\xe9", "raw": "caf\xe9".encode()}
+    assert _text(envelope.seal_many([he.Event("orders", "k", 1, headers=texts)]))
+    odd = he.Event("orders", "k", 1, headers={"raw": b"\xff"})
+    assert not _text(envelope.seal_many([*plain, odd, *plain]))  # still vouched: bytes are fine
+    assert not _text(Envelope(propagator=BinaryPropagator()).seal_many(plain))
+    # One context per event: every context's records count.
+    contexts = [Context(), Context(), Context()]
+    assert _text(envelope.seal_each([*plain, plain[0]], contexts))
+    for three in ([odd, *plain], [*plain, odd], [plain[0], odd, plain[1]]):
+        assert not _text(envelope.seal_each(three, contexts))
+    # Only the sealer says so: a list built by hand claims nothing.
+    assert not SealedRecords(envelope.seal_many(plain)).text

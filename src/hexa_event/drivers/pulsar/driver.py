@@ -14,7 +14,7 @@ from typing import Any
 
 import pulsar
 
-from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec, refuse
+from ...driver import Features, Finding, RawRecord, Subscription, SubscriptionSpec, refuse, vouched
 from ...errors import ChannelNotFoundError, ConfigurationError, DriverError, NotStoredError
 from ...redaction import redact_url
 from ..kit.driver import KitDriver
@@ -200,7 +200,8 @@ class PulsarDriver(KitDriver):
 
     async def send(self, records: Sequence[RawRecord]) -> None:
         """Send ``records``; return once Pulsar confirmed every one of them."""
-        await self._producers.publish(records, self.channels)
+        text = vouched(records, self) and records.text
+        await self._producers.publish(records, self.channels, text=text)
 
     async def subscribe(self, spec: SubscriptionSpec) -> Subscription:
         """Join subscription ``spec.group`` (Key_Shared unless the options say otherwise);

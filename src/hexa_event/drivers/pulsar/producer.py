@@ -42,6 +42,19 @@ def to_properties(headers: Mapping[str, bytes]) -> dict[str, str]:
         return textheaders.encode(headers.items(), listed_in=B64_PROPERTY)
 
 
+_JOIN = b"".join
+
+
+def message_properties(headers: Mapping[str, bytes]) -> Mapping[str, str | bytes]:
+    """The properties of :func:`to_properties` as the message builder takes them: a dict
+    whose values are all ASCII goes as it is (the binding takes a bytes value as its text's
+    UTF-8, so the properties are the same without a new str per value), anything else as
+    :func:`to_properties` makes it."""
+    if headers.__class__ is dict and _JOIN(headers.values()).isascii():
+        return headers
+    return to_properties(headers)
+
+
 def from_properties(props: Mapping[str, str]) -> dict[str, bytes]:
     """The inverse of :func:`to_properties`."""
     headers = textheaders.decode(props, listed_in=B64_PROPERTY)
@@ -202,11 +215,14 @@ class PulsarProducers:
         self._senders[channel] = producer._producer.send_async
         return self._senders[channel]
 
-    async def publish(self, records: Sequence[RawRecord], partitions: Mapping[str, int]) -> None:
+    async def publish(
+        self, records: Sequence[RawRecord], partitions: Mapping[str, int], *, text: bool = False
+    ) -> None:
         """Send every record (``partitions``: each channel's partition count, its topic
         provisioned); return once the broker confirmed all, else raise DriverError (a
         :class:`~hexa_event.errors.PartialPublishError` with each record's outcome when
-        several were given)."""
+        several were given). ``text``: every header value is known to be UTF-8 (the sealer
+        vouched for it), so the headers go to the message builder as they are."""
         window = self._options.max_in_flight
         for start in range(0, len(records), window):
             chunk = records[start : start + window]
@@ -222,7 +238,9 @@ class PulsarProducers:
             try:
                 # From a worker thread: each send_async gives up the GIL and waits to take it
                 # back from the client's callback threads; the loop encodes the next batch.
-                sent, refusal = await asyncio.to_thread(self._hand_over, chunk, senders, batch)
+                sent, refusal = await asyncio.to_thread(
+                    self._hand_over, chunk, senders, batch, text
+                )
                 if refusal is not None:
                     batch.expect(sent)
                 await batch.future
@@ -240,10 +258,15 @@ class PulsarProducers:
                 raise publish_outcome(len(records), errors)
 
     def _hand_over(
-        self, chunk: Sequence[RawRecord], senders: dict[str, Any], batch: _Batch
+        self,
+        chunk: Sequence[RawRecord],
+        senders: dict[str, Any],
+        batch: _Batch,
+        text: bool = False,
     ) -> tuple[int, DriverError | None]:
         """``send_async`` the records of ``chunk`` (on a worker thread): how many were
-        handed over, and why the client refused the next one on the spot (None: none was)."""
+        handed over, and why the client refused the next one on the spot (None: none was).
+        ``text``: as for :meth:`publish`."""
         go_body = self._options.body == "go"
         callback, builder = batch.callback, _BUILDER
         now_ms = time.time_ns() // 1_000_000
@@ -256,10 +279,12 @@ class PulsarProducers:
                 emitted = epoch_seconds(raw_time)
                 event_ms = now_ms if emitted is None else round(emitted * 1000)
                 read = raw_time
+            props: Mapping[str, str | bytes]
             if go_body:
                 body, props = to_go_body(headers, record.body), {}
             else:
-                body, props = record.body, to_properties(headers)
+                body = record.body
+                props = headers if text else message_properties(headers)
             message = builder()
             message.content(body)
             message.event_timestamp(event_ms)
@@ -267,7 +292,7 @@ class PulsarProducers:
                 message.partition_key(record.key)
             if (deliver_at := int(record.not_before * 1000)) > now_ms:  # else: at once
                 message.deliver_at(deliver_at)
-                props[NOT_BEFORE_PROPERTY] = str(deliver_at)
+                props = {**props, NOT_BEFORE_PROPERTY: str(deliver_at)}  # not the record's
             if props:
                 message.properties(props)
             try:
