@@ -528,6 +528,28 @@ async def test_status_names_the_partitions_held(driver: SqlDriver) -> None:
     assert sub.status().assignment == ()
 
 
+async def test_a_delivery_names_its_row(driver: SqlDriver) -> None:
+    """Coordinates ``<channel>-<partition>-<row id>`` and ``native`` agree with the row, for
+    a first delivery and for one handed out again after a nack."""
+    channel, group = names()
+    await driver.publish(records(channel, 3))
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    got = await drain(sub, 3)
+    for delivery in got:
+        native = delivery.native
+        assert isinstance(native, dict)
+        expected = f"{channel}-{native['partition']}-{native['log_id']}"
+        assert delivery.coordinates == expected
+        assert delivery.timestamp is not None
+        assert abs(delivery.timestamp - time.time()) < 60
+    got[0].nack()
+    await sub.settle([got[0]])
+    again = await fetch_some(sub)
+    assert [d.coordinates for d in again] == [got[0].coordinates]
+    assert again[0].delivery_count == 2
+    await sub.close()
+
+
 # -- issue 9: poison records, outages, health, clean close ------------------------------
 
 

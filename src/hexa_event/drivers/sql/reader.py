@@ -4,26 +4,35 @@ never skipped: docs/engines/sql.md, "Internals"), stored headers, a group's lag.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .log import SqlLog
 from .partitions import Part
 
 _COLUMNS = "id, txid, channel, part, msg_key, headers, body, created_ms, visible_ms"
+_POSITION = operator.itemgetter(1, 0)
+"""A row's position, (txid, id)."""
 _strict_headers = msgspec.msgpack.Decoder(dict[str, bytes]).decode
 _any = msgspec.msgpack.Decoder().decode
+
+
+_BINARY = (bytes, bytearray, memoryview)
 
 
 def blob(value: object) -> bytes:
     """A BLOB column's value as bytes: SQLite also stores what a foreign writer gave it as
     text or a number (as its UTF-8 text, then)."""
-    if isinstance(value, bytes | bytearray | memoryview):
+    if type(value) is bytes:  # what both databases hand over: no copy
+        return value
+    if isinstance(value, _BINARY):
         return bytes(value)
     return str(value).encode("utf-8", "surrogatepass")
 
@@ -67,6 +76,13 @@ def fetch_sql(dialect: str, count: int, table: str = "hexa_log") -> str:
     return union
 
 
+@functools.lru_cache(maxsize=64)
+def _fetch_statement(dialect: str, count: int, table: str) -> TextClause:
+    """:func:`fetch_sql` as a statement, built once per shape (parsing its bind parameters
+    and SQLAlchemy's cache key cost more than running it)."""
+    return text(fetch_sql(dialect, count, table))
+
+
 async def read_partitions(
     log: SqlLog, parts: Sequence[Part], per: int
 ) -> dict[tuple[str, int], list[Any]]:
@@ -76,14 +92,14 @@ async def read_partitions(
         params[f"c{i}"] = part.channel
         params[f"p{i}"] = part.number
         params[f"t{i}"], params[f"i{i}"] = part.cursor  # SQLite's statement has no txid
-    statement = text(fetch_sql(log.dialect, len(parts), log.sql_name("hexa_log")))
+    statement = _fetch_statement(log.dialect, len(parts), log.sql_name("hexa_log"))
     async with log.connection() as conn:
         rows = (await conn.execute(statement, params)).all()
     by_part: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for row in rows:
         by_part[(row[2], row[3])].append(row)
     for part_rows in by_part.values():  # UNION ALL keeps no order; mostly sorted already
-        part_rows.sort(key=lambda r: (r[1], r[0]))
+        part_rows.sort(key=_POSITION)
     return by_part
 
 
