@@ -410,6 +410,61 @@ async def test_from_engine_uses_the_callers_engine(tmp_path: Path) -> None:
     await engine.dispose()
 
 
+async def test_a_fetch_reads_the_log_on_the_database_drivers_own_connection(
+    driver: SqlDriver,
+) -> None:
+    """aiosqlite and asyncpg: the log is read with the database driver's own call (one call
+    to aiosqlite's thread, no transaction around it on asyncpg), not through SQLAlchemy."""
+    from sqlalchemy import event
+
+    channel, group = names()
+    await driver.publish(records(channel, 3))
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    through_sqlalchemy: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "UNION ALL" in statement:
+            through_sqlalchemy.append(statement)
+
+    event.listen(driver.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        got = await drain(sub, 3)
+    finally:
+        event.remove(driver.engine.sync_engine, "before_cursor_execute", seen)
+    assert sorted(d.record.body for d in got) == [b"0", b"1", b"2"]
+    assert through_sqlalchemy == []
+    await sub.close()
+
+
+@pytest.mark.postgres
+async def test_an_engine_on_another_database_driver_reads_through_sqlalchemy() -> None:
+    """An engine on psycopg (neither aiosqlite nor asyncpg): publish, fetch, settle and a
+    second member's fetch go through SQLAlchemy and keep every guarantee."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from hexa_event_services import require_service
+
+    url = require_service("postgres").url.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_async_engine(url)
+    driver = SqlDriver.from_engine(engine, **FAST)
+    channel, group = names()
+    try:
+        await driver.publish(records(channel, 5, keys=1))
+        sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        got = await drain(sub, 5)
+        assert [d.record.body for d in got] == [b"0", b"1", b"2", b"3", b"4"]
+        for d in got[:3]:
+            d.ack()
+        await sub.settle(got[:3])
+        await sub.close()
+        again = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        assert [d.record.body for d in await drain(again, 2)] == [b"3", b"4"]
+        await again.close()
+    finally:
+        await driver.close()
+        await engine.dispose()
+
+
 def test_options_hide_the_password() -> None:
     opts = SqlOptions(url="postgresql://app:s3cret@db.example:5432/app")
     assert "s3cret" not in repr(opts)
