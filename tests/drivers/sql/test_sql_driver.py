@@ -465,6 +465,38 @@ async def test_an_engine_on_another_database_driver_reads_through_sqlalchemy() -
         await engine.dispose()
 
 
+@pytest.mark.postgres
+async def test_a_postgresql_publish_is_one_insert_storing_rows_in_order() -> None:
+    """asyncpg: a publish of many records is one INSERT of arrays (not the server running
+    one INSERT per row), and the rows' ids follow the records' order."""
+    from sqlalchemy import event
+
+    from hexa_event_services import require_service
+
+    d = hexa_event.connect(require_service("postgres").url, **FAST).driver
+    assert isinstance(d, SqlDriver)
+    channel, _ = names()
+    inserts: list[bool] = []
+
+    def seen(
+        _conn: object, _cursor: object, statement: str, _p: object, _c: object, many: bool
+    ) -> None:
+        if statement.startswith("INSERT INTO hexa_log "):
+            inserts.append(many)
+
+    try:
+        await d.publish(records(channel, 1))  # creates the tables and the channel first
+        event.listen(d.engine.sync_engine, "before_cursor_execute", seen)
+        await d.publish(records(channel, 300, keys=7))
+        assert inserts == [False]
+        async with d.engine.connect() as conn:
+            query = text("SELECT body FROM hexa_log WHERE channel = :c ORDER BY id")
+            bodies = (await conn.execute(query, {"c": channel})).scalars().all()
+        assert bodies == [b"0"] + [str(i).encode() for i in range(300)]
+    finally:
+        await d.close()
+
+
 def test_options_hide_the_password() -> None:
     opts = SqlOptions(url="postgresql://app:s3cret@db.example:5432/app")
     assert "s3cret" not in repr(opts)
