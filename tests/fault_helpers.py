@@ -120,6 +120,8 @@ class FaultFlow:
         self.handled: Counter[str] = Counter()
         self.context_ids: set[str] = set()
         self.emitted: list[str] = []
+        self.stored: list[tuple[float, int]] = []
+        """(when, how many events were emitted by then) after each batch the broker stored."""
         self.emit_retries = 0
         self.timeline: list[str] = []
         self._batch = batch
@@ -151,6 +153,7 @@ class FaultFlow:
             while True:
                 try:
                     self.emitted.extend(await emitter.emit_many(batch))
+                    self.stored.append((time.monotonic(), len(self.emitted)))
                     break
                 except DriverError as exc:
                     # Re-emitting keeps the ids: the receiver recognises the duplicates.

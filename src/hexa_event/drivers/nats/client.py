@@ -1,6 +1,7 @@
 """What the driver needs from nats-py beyond its public API, kept in one place: a faster
-header parser, a flush and a drain that never cancel a future the client holds (why:
-docs/engines/nats.md, "Internals"); and the loops' shared wait and failure report.
+header parser, a flush and a drain that never cancel a future the client holds and learn
+at once of a reconnect (why: docs/engines/nats.md, "Internals"); and the loops' shared
+wait and failure report.
 """
 
 from __future__ import annotations
@@ -23,7 +24,19 @@ _SPACE = re.compile(rb"[\t-\r \x1c-\x1f]")
 
 
 class Client(_NatsClient):
-    """nats-py's client, parsing header blocks without a per-character Python loop."""
+    """nats-py's client, parsing header blocks without a per-character Python loop, and
+    answering the PONGs a dropped connection owed (:meth:`_process_connect_init`)."""
+
+    async def _process_connect_init(self) -> None:
+        """(Re)connect, then answer ``False`` every PONG the old connection owed: nats-py
+        starts a new list of them on each connect and never answers the old one's, so a
+        :func:`confirm` sent before a reconnect waited out its whole timeout (a settle
+        held its deliveries, and with them the prefetch window, for 5 heartbeats)."""
+        owed = self._pongs
+        await super()._process_connect_init()
+        for pong in owed:
+            if not pong.done():
+                pong.set_result(False)
 
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
@@ -41,12 +54,19 @@ class Client(_NatsClient):
 
 async def confirm(nc: _NatsClient, within: float) -> None:
     """Return once the server answered a PING sent after everything written so far;
-    TimeoutError after ``within`` seconds (a late PONG, or a cancellation, does no harm)."""
+    TimeoutError after ``within`` seconds, at once while the client is not connected (a
+    PING sent then goes to a closed or half-open socket), or as soon as it reconnected
+    before the answer (what was written may be lost with the old connection; with our
+    :class:`Client`). A late PONG, or a cancellation, does no harm."""
+    if not nc.is_connected:
+        raise TimeoutError("not connected to a NATS server (reconnecting)")
     pong: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     await nc._send_ping(pong)
     done, _ = await asyncio.wait({pong}, timeout=within)
     if not done:
         raise TimeoutError(f"no PONG from the NATS server within {within}s")
+    if not pong.result():
+        raise TimeoutError("the connection to the NATS server dropped before its PONG")
 
 
 async def stop_interest(nc: _NatsClient, sub: Subscription, within: float, linger: float) -> None:

@@ -191,6 +191,7 @@ class NatsSubscription(Subscription):
         self._asked = 0
         self._pull_until = 0.0
         self._last_seen = time.monotonic()
+        self._served_at = 0.0  # when the consumer last answered a pull (not 503)
         self._silent_since: float | None = None  # since when pulls get no heartbeat
         self._no_responders = 0  # pulls answered 503 in a row
         self._check_consumer = False
@@ -455,7 +456,7 @@ class NatsSubscription(Subscription):
 
     def _silent(self, now: float) -> str:
         """Why pulls get no answer, until one gets one (or none is needed)."""
-        if self._no_responders > 1:
+        if self._no_responders > 1 and self._checking is None:
             return (
                 f"consumer {self._consumer} answers no pull (503 no responders, "
                 f"{self._no_responders} in a row) though the JetStream API finds it; "
@@ -508,7 +509,7 @@ class NatsSubscription(Subscription):
             self._on_status(msg)
             return
         self._answered()
-        self._delivered_at = self._last_seen
+        self._served_at = self._delivered_at = self._last_seen
         self._refused = ""
         self._asked = max(0, self._asked - 1)
         if self._options.failover and msg.headers:
@@ -569,6 +570,7 @@ class NatsSubscription(Subscription):
         pending = headers.get("Nats-Pending-Messages")
         if status != "503":
             self._answered()
+            self._served_at = time.monotonic()
         if status == "100":
             return  # idle heartbeat: the pull is alive
         self._wake.set()
@@ -648,10 +650,22 @@ class NatsSubscription(Subscription):
                 await woken(self._wake, _RETRY_PAUSE)
 
     async def _checked(self) -> bool:
-        """:meth:`_recreate` as a task :meth:`renew` may cancel; False when it did."""
-        self._checking = asyncio.create_task(self._recreate())
+        """:meth:`_recreate` as a task :meth:`renew` may cancel (False when it did), with a
+        probe every :data:`_PROBE` meanwhile: a consumer without a leader answers no
+        request, so its check waits ``request_timeout``, but a probe gets ``503`` at once
+        (said in health); one the consumer answers proves it there and led, and the check
+        is dropped (docs: "Failures and recovery")."""
+        began = time.monotonic()
+        self._checking = check = asyncio.create_task(self._recreate())
         try:
-            await self._checking
+            while not check.done():
+                if self._served_at > began:
+                    check.cancel()
+                    return True
+                self._asked = 0  # a probe is answered at once, or never
+                await self._pull()
+                await asyncio.wait({check}, timeout=_PROBE)
+            await check
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._closed or (task is not None and task.cancelling()):
@@ -659,6 +673,7 @@ class NatsSubscription(Subscription):
             return False
         finally:
             self._checking = None
+            check.cancel()  # (done by now, unless a probe failed)
         return True
 
     async def _recreate(self) -> None:
@@ -740,8 +755,11 @@ class NatsSubscription(Subscription):
         )
 
     def _probing(self) -> bool:
-        """Pulls get no answer: the next ones are probes, each awaited :data:`_PROBE`."""
-        return self._silent_since is not None or self._no_responders > 0
+        """Pulls get no answer, or the consumer is being checked: the next ones are probes,
+        each awaited :data:`_PROBE`."""
+        return (
+            self._silent_since is not None or self._no_responders > 0 or self._checking is not None
+        )
 
     def _watch(self) -> None:
         """Count pulls as gone when they expired or their heartbeats stopped."""
