@@ -51,13 +51,16 @@ def log_engine(
     options: dict[str, Any],
 ) -> AsyncEngine:
     """The SQL driver's engine: a pool of ``pool_size`` (PostgreSQL may overflow as much
-    again, and fails connecting after 10 s); SQLite gets WAL, the busy timeout, manual
-    ``BEGIN`` and its folder created. ``options`` go to ``create_async_engine`` last."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size}
+    again, checks a connection before use, and fails connecting after 10 s); SQLite gets
+    WAL, the busy timeout, manual ``BEGIN`` and its folder created (no check before use: a
+    file's connection does not go stale, and the check cost four calls to the connection's
+    thread per use). ``options`` go to ``create_async_engine`` last."""
+    kwargs: dict[str, Any] = {"pool_size": pool_size}
     if url.get_backend_name() == "sqlite":
         assert url.database is not None
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     else:
+        kwargs["pool_pre_ping"] = True
         kwargs["max_overflow"] = pool_size
         if url.get_driver_name() == "asyncpg":
             # Fail fast while the server restarts instead of asyncpg's 60 s default.

@@ -410,6 +410,93 @@ async def test_from_engine_uses_the_callers_engine(tmp_path: Path) -> None:
     await engine.dispose()
 
 
+async def test_a_fetch_reads_the_log_on_the_database_drivers_own_connection(
+    driver: SqlDriver,
+) -> None:
+    """aiosqlite and asyncpg: the log is read with the database driver's own call (one call
+    to aiosqlite's thread, no transaction around it on asyncpg), not through SQLAlchemy."""
+    from sqlalchemy import event
+
+    channel, group = names()
+    await driver.publish(records(channel, 3))
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    through_sqlalchemy: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "UNION ALL" in statement:
+            through_sqlalchemy.append(statement)
+
+    event.listen(driver.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        got = await drain(sub, 3)
+    finally:
+        event.remove(driver.engine.sync_engine, "before_cursor_execute", seen)
+    assert sorted(d.record.body for d in got) == [b"0", b"1", b"2"]
+    assert through_sqlalchemy == []
+    await sub.close()
+
+
+@pytest.mark.postgres
+async def test_an_engine_on_another_database_driver_reads_through_sqlalchemy() -> None:
+    """An engine on psycopg (neither aiosqlite nor asyncpg): publish, fetch, settle and a
+    second member's fetch go through SQLAlchemy and keep every guarantee."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from hexa_event_services import require_service
+
+    url = require_service("postgres").url.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_async_engine(url)
+    driver = SqlDriver.from_engine(engine, **FAST)
+    channel, group = names()
+    try:
+        await driver.publish(records(channel, 5, keys=1))
+        sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        got = await drain(sub, 5)
+        assert [d.record.body for d in got] == [b"0", b"1", b"2", b"3", b"4"]
+        for d in got[:3]:
+            d.ack()
+        await sub.settle(got[:3])
+        await sub.close()
+        again = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+        assert [d.record.body for d in await drain(again, 2)] == [b"3", b"4"]
+        await again.close()
+    finally:
+        await driver.close()
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_postgresql_publish_is_one_insert_storing_rows_in_order() -> None:
+    """asyncpg: a publish of many records is one INSERT of arrays (not the server running
+    one INSERT per row), and the rows' ids follow the records' order."""
+    from sqlalchemy import event
+
+    from hexa_event_services import require_service
+
+    d = hexa_event.connect(require_service("postgres").url, **FAST).driver
+    assert isinstance(d, SqlDriver)
+    channel, _ = names()
+    inserts: list[bool] = []
+
+    def seen(
+        _conn: object, _cursor: object, statement: str, _p: object, _c: object, many: bool
+    ) -> None:
+        if statement.startswith("INSERT INTO hexa_log "):
+            inserts.append(many)
+
+    try:
+        await d.publish(records(channel, 1))  # creates the tables and the channel first
+        event.listen(d.engine.sync_engine, "before_cursor_execute", seen)
+        await d.publish(records(channel, 300, keys=7))
+        assert inserts == [False]
+        async with d.engine.connect() as conn:
+            query = text("SELECT body FROM hexa_log WHERE channel = :c ORDER BY id")
+            bodies = (await conn.execute(query, {"c": channel})).scalars().all()
+        assert bodies == [b"0"] + [str(i).encode() for i in range(300)]
+    finally:
+        await d.close()
+
+
 def test_options_hide_the_password() -> None:
     opts = SqlOptions(url="postgresql://app:s3cret@db.example:5432/app")
     assert "s3cret" not in repr(opts)
@@ -526,6 +613,28 @@ async def test_status_names_the_partitions_held(driver: SqlDriver) -> None:
     assert status.error == ""
     await sub.close()
     assert sub.status().assignment == ()
+
+
+async def test_a_delivery_names_its_row(driver: SqlDriver) -> None:
+    """Coordinates ``<channel>-<partition>-<row id>`` and ``native`` agree with the row, for
+    a first delivery and for one handed out again after a nack."""
+    channel, group = names()
+    await driver.publish(records(channel, 3))
+    sub = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
+    got = await drain(sub, 3)
+    for delivery in got:
+        native = delivery.native
+        assert isinstance(native, dict)
+        expected = f"{channel}-{native['partition']}-{native['log_id']}"
+        assert delivery.coordinates == expected
+        assert delivery.timestamp is not None
+        assert abs(delivery.timestamp - time.time()) < 60
+    got[0].nack()
+    await sub.settle([got[0]])
+    again = await fetch_some(sub)
+    assert [d.coordinates for d in again] == [got[0].coordinates]
+    assert again[0].delivery_count == 2
+    await sub.close()
 
 
 # -- issue 9: poison records, outages, health, clean close ------------------------------

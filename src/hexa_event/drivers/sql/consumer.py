@@ -329,16 +329,21 @@ class SqlSubscription(Subscription):
         """Apply the outcomes (each settled delivery leaves the prefetch window), then write
         every pending settlement in one transaction (:mod:`.settlement`). On failure it all
         stays pending for the next call or close; a delivery is never applied twice."""
+        closed = self._buffer.closed
         for delivery in deliveries:
             if not isinstance(delivery, SqlDelivery) or delivery.sub is not self:
                 raise ConfigurationError("settle() got a delivery of another subscription")
             if delivery.applied or delivery.outcome is None:
                 continue
             delivery.applied = True
-            if not self._buffer.closed:
-                self._handed_out -= 1
+            if closed:
+                continue
+            self._handed_out -= 1
+            if delivery.outcome is Outcome.ACK and not delivery.redelivered:
+                delivery.part.settle(delivery.pos)  # the common case, as _apply would
+            else:
                 self._apply(delivery)
-        if self._buffer.closed:
+        if closed:
             return
         self._buffer.wake()  # room in the prefetch window
         # At most one write per ack_interval: the core's batches arriving meanwhile join it.

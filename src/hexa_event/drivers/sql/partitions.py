@@ -76,17 +76,24 @@ class SqlDelivery(Delivery):
         timestamp: float,
         redelivered: bool = False,
     ) -> None:
-        super().__init__(
-            record,
-            coordinates=f"{record.channel}-{part.number}-{pos[1]}",
-            delivery_count=delivery_count,
-            timestamp=timestamp,
-        )
+        # Hot path (one per row read): the base class's slots set here rather than through
+        # super(), and the coordinates built only when asked.
+        self.record = record
+        self.delivery_count = delivery_count
+        self.timestamp = timestamp
+        self.outcome = None
+        self.delay = 0.0
         self.sub = sub
         self.part = part
         self.pos = pos
         self.redelivered = redelivered
         self.applied = False
+
+    # Read-only here: only the driver sets a delivery's coordinates.
+    @property
+    def coordinates(self) -> str:  # type: ignore[override]
+        """``<channel>-<partition>-<row id>``."""
+        return f"{self.record.channel}-{self.part.number}-{self.pos[1]}"
 
     def again(self) -> SqlDelivery:
         """The same row to hand out once more (a nack without delay)."""

@@ -78,6 +78,17 @@ def insert_sql(paramstyle: str, table: str) -> str | None:
     return f"INSERT INTO {table} ({', '.join(_COLUMNS)}) VALUES ({marks})"
 
 
+_ARRAY_TYPES = ("varchar", "smallint", "text", "bytea", "bytea", "bigint", "bigint")
+"""PostgreSQL types of :data:`_COLUMNS`, for :func:`unnest_sql`."""
+
+
+def unnest_sql(table: str) -> str:
+    """One INSERT into ``table`` (quoted SQL) of any number of rows, given as one array per
+    column of :data:`_COLUMNS` (asyncpg's ``$1`` placeholders; rows stored in array order)."""
+    arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(_ARRAY_TYPES, 1))
+    return f"INSERT INTO {table} ({', '.join(_COLUMNS)}) SELECT * FROM unnest({arrays})"
+
+
 class _Request(NamedTuple):
     rows: list[tuple[Any, ...]]
     future: asyncio.Future[None]
@@ -127,8 +138,14 @@ class Producer:
         rows = [row for request in batch for row in request.rows]
         channels = {row[0] for row in rows}
         async with self._log.writing() as conn:
-            statement = insert_sql(conn.dialect.paramstyle, self._log.sql_name("hexa_log"))
-            if statement is not None:
+            table = self._log.sql_name("hexa_log")
+            statement = insert_sql(conn.dialect.paramstyle, table)
+            if conn.dialect.driver == "asyncpg":
+                # One statement for the batch, its columns as arrays: asyncpg's executemany
+                # has the server run the INSERT once per row.
+                columns = tuple(list(column) for column in zip(*rows, strict=True))
+                await conn.exec_driver_sql(unnest_sql(table), columns)
+            elif statement is not None:
                 # The DBAPI's executemany directly: no per-row parameter processing.
                 await conn.exec_driver_sql(statement, rows)
             else:

@@ -4,26 +4,36 @@ never skipped: docs/engines/sql.md, "Internals"), stored headers, a group's lag.
 
 from __future__ import annotations
 
+import functools
+import operator
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .log import SqlLog
 from .partitions import Part
 
 _COLUMNS = "id, txid, channel, part, msg_key, headers, body, created_ms, visible_ms"
+_POSITION = operator.itemgetter(1, 0)
+"""A row's position, (txid, id)."""
 _strict_headers = msgspec.msgpack.Decoder(dict[str, bytes]).decode
 _any = msgspec.msgpack.Decoder().decode
+
+
+_BINARY = (bytes, bytearray, memoryview)
 
 
 def blob(value: object) -> bytes:
     """A BLOB column's value as bytes: SQLite also stores what a foreign writer gave it as
     text or a number (as its UTF-8 text, then)."""
-    if isinstance(value, bytes | bytearray | memoryview):
+    if type(value) is bytes:  # what both databases hand over: no copy
+        return value
+    if isinstance(value, _BINARY):
         return bytes(value)
     return str(value).encode("utf-8", "surrogatepass")
 
@@ -67,6 +77,43 @@ def fetch_sql(dialect: str, count: int, table: str = "hexa_log") -> str:
     return union
 
 
+@functools.lru_cache(maxsize=64)
+def _fetch_statement(dialect: str, count: int, table: str) -> TextClause:
+    """:func:`fetch_sql` as a statement, built once per shape (parsing its bind parameters
+    and SQLAlchemy's cache key cost more than running it)."""
+    return text(fetch_sql(dialect, count, table))
+
+
+@functools.lru_cache(maxsize=64)
+def _numbered_fetch(count: int, table: str) -> tuple[str, tuple[str, ...]]:
+    """:func:`fetch_sql` for PostgreSQL with asyncpg's ``$1`` placeholders, and the names of
+    the parameters they stand for, in order."""
+    names: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        return f"${names.setdefault(match[1], len(names) + 1)}"
+
+    sql = re.sub(r"(?<!:):(\w+)", number, fetch_sql("postgresql", count, table))
+    return sql, tuple(names)
+
+
+async def _fetch_rows(conn: AsyncConnection, count: int, table: str, params: dict[str, Any]) -> Any:
+    """The fetch statement's rows. On aiosqlite and asyncpg through the database driver's own
+    connection (the hot read: one call to aiosqlite's thread instead of four; no
+    transaction around it on asyncpg, a single statement needs none; rows as the driver
+    gives them, no SQLAlchemy row around each); through SQLAlchemy for any other driver."""
+    driver = conn.dialect.driver
+    if driver == "aiosqlite":
+        raw: Any = (await conn.get_raw_connection()).driver_connection
+        return await raw.execute_fetchall(fetch_sql("sqlite", count, table), params)
+    if driver == "asyncpg":
+        sql, names = _numbered_fetch(count, table)
+        raw = (await conn.get_raw_connection()).driver_connection
+        return await raw.fetch(sql, *[params[name] for name in names])
+    statement = _fetch_statement(conn.dialect.name, count, table)
+    return (await conn.execute(statement, params)).all()
+
+
 async def read_partitions(
     log: SqlLog, parts: Sequence[Part], per: int
 ) -> dict[tuple[str, int], list[Any]]:
@@ -76,14 +123,13 @@ async def read_partitions(
         params[f"c{i}"] = part.channel
         params[f"p{i}"] = part.number
         params[f"t{i}"], params[f"i{i}"] = part.cursor  # SQLite's statement has no txid
-    statement = text(fetch_sql(log.dialect, len(parts), log.sql_name("hexa_log")))
     async with log.connection() as conn:
-        rows = (await conn.execute(statement, params)).all()
+        rows = await _fetch_rows(conn, len(parts), log.sql_name("hexa_log"), params)
     by_part: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for row in rows:
         by_part[(row[2], row[3])].append(row)
     for part_rows in by_part.values():  # UNION ALL keeps no order; mostly sorted already
-        part_rows.sort(key=lambda r: (r[1], r[0]))
+        part_rows.sort(key=_POSITION)
     return by_part
 
 

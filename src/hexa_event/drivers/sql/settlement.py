@@ -40,6 +40,9 @@ class Settlements:
         """Row id -> its ``hexa_redeliveries`` row to write, or None: delete it (acked)."""
         self._lock = asyncio.Lock()
         self._flushes = 0
+        self._store = {release: self._positions_update(release) for release in (False, True)}
+        """The position updates (keeping, releasing the lease), built once: building and
+        keying a statement cost more than writing a few positions."""
 
     async def due(self, now_ms: int, limit: int) -> Sequence[Any] | None:
         """Up to ``limit`` redeliveries of the group due by ``now_ms`` in partitions this
@@ -133,23 +136,27 @@ class Settlements:
         if rows:
             await conn.execute(acked.insert(), rows)
 
-    async def _store_positions(
-        self, conn: Any, parts: Sequence[tuple[Part, Pos]], *, release: bool
-    ) -> None:
-        """Write the given positions (fenced by ownership); release the leases if asked."""
-        if not parts:
-            return
+    def _positions_update(self, release: bool) -> Any:
+        """Positions given as ``b_*`` parameters, fenced by ownership; releasing the leases
+        if asked."""
         positions = self._log.table("hexa_positions")
         lease: dict[str, Any] = {"owner": None, "lease_until_ms": 0} if release else {}
-        stmt = (
+        return (
             positions.update()
             .where(positions.c.group_name == self._group, positions.c.owner == self._member_id)
             .where(positions.c.channel == bindparam("b_channel"))
             .where(positions.c.part == bindparam("b_part"))
             .values(pos_tx=bindparam("b_tx"), pos_id=bindparam("b_id"), **lease)
         )
+
+    async def _store_positions(
+        self, conn: Any, parts: Sequence[tuple[Part, Pos]], *, release: bool
+    ) -> None:
+        """Write the given positions (fenced by ownership); release the leases if asked."""
+        if not parts:
+            return
         rows = [
             {"b_channel": p.channel, "b_part": p.number, "b_tx": pos[0], "b_id": pos[1]}
             for p, pos in parts
         ]
-        await conn.execute(stmt, rows)
+        await conn.execute(self._store[release], rows)
