@@ -24,8 +24,9 @@ _SPACE = re.compile(rb"[\t-\r \x1c-\x1f]")
 
 
 class Client(_NatsClient):
-    """nats-py's client, parsing header blocks without a per-character Python loop, and
-    answering the PONGs a dropped connection owed (:meth:`_process_connect_init`)."""
+    """nats-py's client, parsing header blocks without a per-character Python loop,
+    answering the PONGs a dropped connection owed (:meth:`_process_connect_init`), and
+    sending a PING after the commands queued before it (:meth:`_send_ping`)."""
 
     async def _process_connect_init(self) -> None:
         """(Re)connect, then answer ``False`` every PONG the old connection owed: nats-py
@@ -37,6 +38,17 @@ class Client(_NatsClient):
         for pong in owed:
             if not pong.done():
                 pong.set_result(False)
+
+    async def _send_ping(self, future: asyncio.Future[bool] | None = None) -> None:
+        """Write the commands still queued, then the PING: nats-py writes a PING straight to
+        the socket, ahead of acks and publishes waiting for its flusher, so a PONG (a
+        :func:`confirm`, a ``flush()``) vouched for nothing queued before it."""
+        transport = self._transport
+        if transport is not None and self._pending and self.is_connected:
+            transport.writelines(self._pending[:])
+            self._pending = []
+            self._pending_data_size = 0
+        await super()._send_ping(future)
 
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
