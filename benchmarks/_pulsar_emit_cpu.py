@@ -1,6 +1,7 @@
 """CPU per event of ``pulsar_bench.py``'s emit paths (the client process, every thread,
-pulsar-client's included; the broker's is not counted): ``time.process_time`` of the timed
-part, or with ``--callgrind`` instructions per event (the difference of a run of
+pulsar-client's included; the broker's is not counted): ``time.process_time`` of the whole
+run, connecting and closing included (``_pulsar_threads.py emit|raw_emit`` gives the timed
+part alone, per thread), or with ``--callgrind`` instructions per event (the difference of a run of
 ``--count`` events and one of a fifth of them, so the start costs cancel: load-independent).
 Each run is a fresh process; rounds alternate the trees given (``--tree``, a checkout's
 ``src``) and the medians are printed. Run by hand (not part of ``make bench``):
