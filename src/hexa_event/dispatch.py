@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import operator
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -95,7 +96,10 @@ SEALED_HEADERS = (
 )
 """The eight headers our emitters write with the default propagator and no headers of the
 event's own, in the order they write them: :meth:`Dispatcher.first` reads a record whose
-header names are exactly these by position."""
+header names are exactly these by position (client pairs), or by name in one call (a dict)."""
+
+_sealed_values = operator.itemgetter(*SEALED_HEADERS)
+"""The values of :data:`SEALED_HEADERS` in a mapping, in their order (KeyError if one lacks)."""
 
 _NO_TIME = object()
 """Equal to no header value (``first_records``' last emit time before the first)."""
@@ -306,9 +310,25 @@ class Dispatcher:
                     ours = (n0, n1, n2, n3, n4, n5, n6, n7) == SEALED_HEADERS
                 named: Mapping[str, bytes] = headers if ours else headers.mapping()
             else:
+                # A dict (Pulsar, STAN, memory) of exactly those eight names, in any
+                # order (Pulsar sorts them), is read by name in one call.
                 view = MappingProxyType(headers)
-                ours = False
                 named = headers
+                ours = len(headers) == 8
+                if ours:
+                    try:
+                        (
+                            raw_correlation,
+                            raw_locale,
+                            user,
+                            raw_id,
+                            raw_time,
+                            _,
+                            raw_reply,
+                            encoder,
+                        ) = _sealed_values(headers)
+                    except KeyError:  # eight headers, not those: read as any other record
+                        ours = False
             if ours:
                 root_id = ""
                 source = channel

@@ -263,6 +263,51 @@ async def _never(ctx: Context, msg: Message[Any]) -> None:
     raise AssertionError("not called")
 
 
+def test_first_reads_eight_dict_headers_by_name_only_when_they_are_ours() -> None:
+    """A dict of exactly our eight headers (as Pulsar hands them: sorted by name) is read in
+    one call; eight headers with one of ours swapped for another (a retry copy's attempt, a
+    due time, a root, a source, a trace) read as any other record: what the careful path
+    reads, or nothing."""
+    sealed = _sealed({"id": "o", "total": 3})
+    ours = dict(sorted(sealed.headers.items()))
+    assert len(ours) == len(SEALED_HEADERS)
+    read = _dispatcher(_never, Order).first(
+        Delivery(RawRecord("orders", "k", ours, sealed.body), coordinates="c")
+    )
+    assert read is not None
+    assert read[1].payload == Order("o", 3)
+    assert read[1].id == ours[env.EVENT_ID].decode()
+    others = {
+        env.ATTEMPT: b"2",
+        env.DELIVER_AT: b"1",
+        env.ROOT_EVENT_ID: b"root-1",
+        env.SOURCE_CHANNEL: b"elsewhere",
+        TRACEPARENT: b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    }
+    for swapped in SEALED_HEADERS:
+        for name, value in others.items():
+            headers = {n: v for n, v in ours.items() if n != swapped} | {name: value}
+            assert len(headers) == len(SEALED_HEADERS)
+            record = RawRecord("orders", "k", headers, sealed.body)
+            seen: list[tuple[Context, Message[Any]]] = []
+
+            async def handler(ctx: Context, msg: Message[Any], seen: Any = seen) -> None:
+                seen.append((ctx, msg))
+
+            dispatcher = _dispatcher(handler, Order)
+            got = dispatcher.first(Delivery(record, coordinates="c"))
+            if got is None:
+                continue  # the careful path reads it
+            careful = Delivery(record, coordinates="c")
+            assert asyncio.run(dispatcher.handle_careful(careful)) is None
+            ctx, msg = got
+            careful_ctx, careful_msg = seen[0]
+            assert msg == careful_msg, (swapped, name)
+            if swapped == CORRELATION_ID:  # a fresh correlation id each time
+                ctx = ctx.with_(correlation_id=careful_ctx.correlation_id)
+            assert ctx == careful_ctx, (swapped, name)
+
+
 def test_first_steps_aside_for_what_it_does_not_read() -> None:
     """Copies, scheduled events, other codecs, users, Go ids: the careful path reads them."""
     plain = _sealed({"id": "o", "total": 3})
