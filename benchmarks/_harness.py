@@ -7,15 +7,18 @@ rounds alternating between them, and reports medians, so machine noise hits both
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+import hexa_event as he
 from hexa_event.runner import collector
 
 P = ParamSpec("P")
@@ -150,6 +153,76 @@ def callgrind_total(out_file: str) -> int:
         totals = [line for line in fh if line.startswith(("summary:", "totals:"))]
     os.remove(out_file)
     return int(totals[-1].split()[1])
+
+
+async def receiver_round(driver: Any, channel: str, count: int, payload: type) -> float:
+    """Event-loop CPU seconds a ``Receiver`` over ``driver`` (concurrency 256) takes to hand
+    ``count`` events of ``channel`` to a handler that only counts: from the first handled
+    event to the last (start and close left out)."""
+    receiver = he.Receiver(driver, name="bench", concurrency=256, lag_interval=3600)
+    done = asyncio.Event()
+    seen = 0
+    began = 0.0
+
+    @receiver.subscribe(channel, action="bench", payload=payload)
+    async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
+        nonlocal seen, began
+        if seen == 0:
+            began = time.thread_time()
+        seen += 1
+        if seen == count:
+            done.set()
+
+    await receiver.start()
+    await asyncio.wait_for(done.wait(), 600)
+    took = time.thread_time() - began
+    await receiver.close()
+    return took
+
+
+async def _instrument(state: str) -> None:
+    """Switch valgrind's instrumentation of this process ``on`` or ``off``."""
+    command = ["callgrind_control", "-i", state, str(os.getpid())]
+    await asyncio.to_thread(subprocess.run, command, check=True, capture_output=True)
+
+
+async def receiver_cpu(
+    title: str,
+    description: str,
+    items: Callable[[int], list[Any]],
+    driver: Callable[[list[Any]], Any],
+    channel: str,
+    payload: type,
+    *,
+    callgrind_warm_up: int = 0,
+) -> None:
+    """The command line of the no-broker receiver scripts: ``--rounds`` rounds of
+    :func:`receiver_round` over ``driver(items(--count))``, the median CPU per event
+    printed after ``title``; with ``--callgrind``, one round with valgrind's
+    instrumentation on only for it (after ``callgrind_warm_up`` events uncounted)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--callgrind", action="store_true", help="one round, nothing printed")
+    args = parser.parse_args()
+    records = items(args.count)
+
+    async def one(chosen: list[Any]) -> float:
+        return await receiver_round(driver(chosen), channel, len(chosen), payload)
+
+    if args.callgrind:
+        if callgrind_warm_up:
+            await one(records[:callgrind_warm_up])  # imports, caches
+        await _instrument("on")
+        await one(records)
+        await _instrument("off")
+        return
+    await one(records[: min(2000, args.count)])  # warm up (imports, caches)
+    times = [await one(records) / args.count * 1e6 for _ in range(args.rounds)]
+    print(
+        f"{title}: {statistics.median(times):.2f} µs CPU per event (median of "
+        f"{args.rounds}; {min(times):.2f}-{max(times):.2f})"
+    )
 
 
 def finish(result: object, path: str | None) -> None:

@@ -18,16 +18,12 @@ Not part of ``make bench``:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import statistics
-import subprocess
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import confluent_kafka
+from _harness import receiver_cpu
 from _kafka_driver_cpu import PARTITIONS, _Member
 
 import hexa_event as he
@@ -123,54 +119,8 @@ class _Driver(Driver):
         pass
 
 
-async def one_round(records: list[Any]) -> float:
-    """Event-loop CPU seconds to receive ``records`` (start and close left out)."""
-    receiver = he.Receiver(_Driver(records), name="bench", concurrency=256, lag_interval=3600)
-    done = asyncio.Event()
-    seen = 0
-    count = len(records)
-    began = 0.0
-
-    @receiver.subscribe("t", action="bench", payload=Tick)
-    async def handle(ctx: he.Context, msg: he.Message[Tick]) -> None:
-        nonlocal seen, began
-        if seen == 0:
-            began = time.thread_time()
-        seen += 1
-        if seen == count:
-            done.set()
-
-    await receiver.start()
-    await asyncio.wait_for(done.wait(), 600)
-    took = time.thread_time() - began
-    await receiver.close()
-    return took
-
-
-async def _instrument(state: str) -> None:
-    """Switch valgrind's instrumentation of this process ``on`` or ``off``."""
-    command = ["callgrind_control", "-i", state, str(os.getpid())]
-    await asyncio.to_thread(subprocess.run, command, check=True, capture_output=True)
-
-
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--callgrind", action="store_true", help="one round, nothing printed")
-    args = parser.parse_args()
-    records = messages(args.count)
-    if args.callgrind:
-        await _instrument("on")
-        await one_round(records)
-        await _instrument("off")
-        return
-    await one_round(records[: min(2000, args.count)])  # warm up (imports, caches)
-    times = [await one_round(records) / args.count * 1e6 for _ in range(args.rounds)]
-    print(
-        f"receiver, no broker: {statistics.median(times):.2f} µs CPU per event (median of "
-        f"{args.rounds}; {min(times):.2f}-{max(times):.2f})"
-    )
+    await receiver_cpu("receiver, no broker", __doc__.splitlines()[0], messages, _Driver, "t", Tick)
 
 
 if __name__ == "__main__":

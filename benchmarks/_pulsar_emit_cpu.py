@@ -50,21 +50,8 @@ async def _standin(count: int) -> float:
 
     connection.driver._producers._senders[topic] = send_async  # type: ignore[attr-defined]
     emitter = connection.emitter()
-    ctx = he.Context(correlation_id="bench")
-    semaphore = asyncio.Semaphore(pb.IN_FLIGHT)
-
-    async def send(start: int) -> None:
-        async with semaphore:
-            await emitter.emit_many(
-                (
-                    he.Event(topic, pb.KEY_NAMES[n % pb.KEYS], pb._tick(n))
-                    for n in range(start, min(start + pb.BATCH, count))
-                ),
-                ctx,
-            )
-
     began = time.perf_counter()
-    await asyncio.gather(*(send(start) for start in range(0, count, pb.BATCH)))
+    await pb.emit_all(emitter, topic, count)
     elapsed = time.perf_counter() - began
     await connection.close()
     return count / elapsed

@@ -16,18 +16,13 @@ pointing at each tree, alternating, for an A/B of core changes. Not part of ``ma
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import statistics
-import subprocess
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from _harness import receiver_cpu
 from _pulsar_driver_cpu import _Admin, _Consumer, _messages, _Native
 
-import hexa_event as he
 from hexa_event.driver import Driver, SubscriptionSpec
 from hexa_event.drivers.pulsar import PulsarOptions
 from hexa_event.drivers.pulsar.consumer import PulsarSubscription
@@ -79,54 +74,15 @@ class _Driver(Driver):
         pass
 
 
-async def one_round(messages: list[Any]) -> float:
-    """Event-loop CPU seconds to receive ``messages`` (start and close left out)."""
-    receiver = he.Receiver(_Driver(messages), name="bench", concurrency=256, lag_interval=3600)
-    done = asyncio.Event()
-    seen = 0
-    count = len(messages)
-    began = 0.0
-
-    @receiver.subscribe("orders", action="bench", payload=Tick)
-    async def handle(ctx: he.Context, msg: he.Message[Tick]) -> None:
-        nonlocal seen, began
-        if seen == 0:
-            began = time.thread_time()
-        seen += 1
-        if seen == count:
-            done.set()
-
-    await receiver.start()
-    await asyncio.wait_for(done.wait(), 600)
-    took = time.thread_time() - began
-    await receiver.close()
-    return took
-
-
-async def _instrument(state: str) -> None:
-    """Switch valgrind's instrumentation of this process ``on`` or ``off``."""
-    command = ["callgrind_control", "-i", state, str(os.getpid())]
-    await asyncio.to_thread(subprocess.run, command, check=True, capture_output=True)
-
-
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--callgrind", action="store_true", help="one round, nothing printed")
-    args = parser.parse_args()
-    messages = _messages(args.count)
-    if args.callgrind:
-        await one_round(messages[:500])  # warm up (imports, caches)
-        await _instrument("on")
-        await one_round(messages)
-        await _instrument("off")
-        return
-    await one_round(messages[: min(2000, args.count)])  # warm up (imports, caches)
-    times = [await one_round(messages) / args.count * 1e6 for _ in range(args.rounds)]
-    print(
-        f"Pulsar receiver, no broker: {statistics.median(times):.2f} µs CPU per event (median "
-        f"of {args.rounds}; {min(times):.2f}-{max(times):.2f})"
+    await receiver_cpu(
+        "Pulsar receiver, no broker",
+        __doc__.splitlines()[0],
+        _messages,
+        _Driver,
+        "orders",
+        Tick,
+        callgrind_warm_up=500,
     )
 
 

@@ -200,69 +200,19 @@ async def receiver(probe: Probe, topic: str) -> None:
 
 
 def raw_emit(probe: Probe) -> None:
-    """``pulsar_bench.raw_emit_callback_sync``'s loop, marked around its timed part."""
-    topic = bench.topic_name("emit-raw-cb")
-    sample = bench._sealed(topic, 1)[0]
-    props = {k: v.decode() for k, v in sample.headers.items()}
-    encode = msgspec.json.encode
-    count = probe.count
-    client = pulsar.Client(bench.URL)
-    producer = client.create_producer(
-        bench.full(topic),
-        batching_enabled=True,
-        batching_type=pulsar.BatchingType.KeyBased,
-        batching_max_publish_delay_ms=5,
-        max_pending_messages=count,
-        max_pending_messages_across_partitions=count,
-    )
-    producer.send(sample.body, properties=props, partition_key="warm-up")
-    done = threading.Event()
-    results: list[object] = []
-
-    def confirmed(result: object, _msg_id: object) -> None:
-        results.append(result)
-        if len(results) == count:
-            done.set()
-
-    probe.mark("start")
-    for n in range(count):
-        producer.send_async(
-            encode(bench._tick(n)),
-            confirmed,
-            properties=props,
-            partition_key=bench.KEY_NAMES[n % bench.KEYS],
-            event_timestamp=int(time.time() * 1000),
-        )
-    producer.flush()
-    assert done.wait(120)
-    probe.mark("end")
-    producer.close()
-    client.close()
+    """``pulsar_bench.raw_emit_callback_sync``, marked around its timed part."""
+    bench.raw_emit_callback_sync(probe.count, mark=probe.mark)
 
 
 async def emit(probe: Probe) -> None:
     """``pulsar_bench.ours_emit``'s emits, marked around its timed part."""
     topic = bench.topic_name("emit-ours")
-    count = probe.count
     connection = he.connect(bench.URL)
     probe.watch_select()
     emitter = connection.emitter()
     await emitter.emit(he.Event(topic, "warm-up", bench._tick(-1)))  # connect before timing
-    ctx = he.Context(correlation_id="bench")
-    semaphore = asyncio.Semaphore(bench.IN_FLIGHT)
-
-    async def send(start: int) -> None:
-        async with semaphore:
-            await emitter.emit_many(
-                (
-                    he.Event(topic, bench.KEY_NAMES[n % bench.KEYS], bench._tick(n))
-                    for n in range(start, min(start + bench.BATCH, count))
-                ),
-                ctx,
-            )
-
     probe.mark("start")
-    await asyncio.gather(*(send(start) for start in range(0, count, bench.BATCH)))
+    await bench.emit_all(emitter, topic, probe.count)
     probe.mark("end")
     await connection.close()
 
