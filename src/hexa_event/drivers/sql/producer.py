@@ -84,9 +84,14 @@ _ARRAY_TYPES = ("varchar", "smallint", "text", "bytea", "bytea", "bigint", "bigi
 
 def unnest_sql(table: str) -> str:
     """One INSERT into ``table`` (quoted SQL) of any number of rows, given as one array per
-    column of :data:`_COLUMNS` (asyncpg's ``$1`` placeholders; rows stored in array order)."""
+    column of :data:`_COLUMNS` (asyncpg's ``$1`` placeholders). Rows are inserted in array
+    order (``WITH ORDINALITY ... ORDER BY``, not left to the plan), so their ids follow it."""
     arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(_ARRAY_TYPES, 1))
-    return f"INSERT INTO {table} ({', '.join(_COLUMNS)}) SELECT * FROM unnest({arrays})"
+    columns = ", ".join(_COLUMNS)
+    return (
+        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM unnest({arrays}) "
+        f"WITH ORDINALITY AS given ({columns}, position) ORDER BY position"
+    )
 
 
 class _Request(NamedTuple):
