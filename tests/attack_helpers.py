@@ -9,7 +9,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 import hexa_event as he
+from hexa_event.errors import ReceiverFailedError
 from hexa_event.testing.waiting import eventually
 
 Emit = Callable[[Any, str, list[tuple[str, int]]], Awaitable[None]]
@@ -89,3 +92,35 @@ async def hanging_handler_round(
     if mode != "batch":
         assert rest == hanging
     assert sorted(await read_again(driver, channel, action, len(rest))) == rest
+
+
+async def driver_closed_under_receiver(driver: Any, channel: str, action: str) -> None:
+    """The driver closed while ``action``'s handlers run on ``channel`` (records of keys
+    k0-k2 emitted beforehand), k0's handler finishing after that: the receiver closes
+    itself within 5 s, fails with ReceiverFailedError, and health says unhealthy, why."""
+    receiver = he.Receiver(driver, name=action, drain_timeout=0.5)
+    started_handling = asyncio.Event()
+    driver_closed = asyncio.Event()
+
+    @receiver.subscribe(channel, action=action, concurrency=4)
+    async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
+        started_handling.set()
+        if msg.key == "k0":  # handled once the driver is closed: its ack cannot be written
+            await driver_closed.wait()
+            return
+        await asyncio.Event().wait()
+
+    await receiver.start()
+    try:
+        await asyncio.wait_for(started_handling.wait(), 30)
+        started = time.monotonic()
+        await asyncio.wait_for(driver.close(), 30)
+        driver_closed.set()
+        with pytest.raises(ReceiverFailedError):
+            await asyncio.wait_for(receiver.wait_closed(), 30)
+        assert time.monotonic() - started < 5
+        health = receiver.health()
+        assert not health["healthy"]
+        assert health["reason"]
+    finally:
+        await asyncio.wait_for(receiver.close(), 30)

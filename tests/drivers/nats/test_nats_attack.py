@@ -18,12 +18,11 @@ import pytest
 from nats_helpers import TEST_OPTIONS, nats_url
 
 import hexa_event as he
-from attack_helpers import hanging_handler_round
+from attack_helpers import driver_closed_under_receiver, hanging_handler_round
 from hexa_event import envelope as env
 from hexa_event.driver import Delivery, SubscriptionSpec
 from hexa_event.drivers.nats import NatsDriver
 from hexa_event.drivers.nats.naming import channel_subject
-from hexa_event.errors import ReceiverFailedError
 from hexa_event.propagation import CORRELATION_ID, LOCALE, USER
 from hexa_event.testing.waiting import eventually
 
@@ -380,29 +379,4 @@ async def test_the_driver_closed_under_a_running_receiver(driver: NatsDriver) ->
     tag = uuid.uuid4().hex[:10]
     channel, action = f"natc-{tag}", f"natc-{tag}"
     await _emit(driver, channel, [(f"k{n % 3}", n) for n in range(20)])
-    receiver = he.Receiver(driver, name=action, drain_timeout=0.5)
-    started_handling = asyncio.Event()
-    driver_closed = asyncio.Event()
-
-    @receiver.subscribe(channel, action=action, concurrency=4)
-    async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-        started_handling.set()
-        if msg.key == "k0":  # handled once the driver is closed: its ack cannot be written
-            await driver_closed.wait()
-            return
-        await asyncio.Event().wait()
-
-    await receiver.start()
-    try:
-        await asyncio.wait_for(started_handling.wait(), 30)
-        started = time.monotonic()
-        await asyncio.wait_for(driver.close(), 30)
-        driver_closed.set()
-        with pytest.raises(ReceiverFailedError):
-            await asyncio.wait_for(receiver.wait_closed(), 30)
-        assert time.monotonic() - started < 5
-        health = receiver.health()
-        assert not health["healthy"]
-        assert health["reason"]
-    finally:
-        await asyncio.wait_for(receiver.close(), 30)
+    await driver_closed_under_receiver(driver, channel, action)

@@ -20,7 +20,7 @@ import pytest
 from stan_helpers import monitor_url, unique
 
 import hexa_event as he
-from attack_helpers import hanging_handler_round
+from attack_helpers import driver_closed_under_receiver, hanging_handler_round
 from hexa_event import envelope as env
 from hexa_event.driver import Delivery, SubscriptionSpec
 from hexa_event.drivers.stan import StanDriver
@@ -30,7 +30,6 @@ from hexa_event.drivers.stan.protocol import (
     encode_pub_head,
     encode_pub_msg,
 )
-from hexa_event.errors import ReceiverFailedError
 from hexa_event.testing.waiting import eventually
 
 pytestmark = pytest.mark.stan
@@ -237,29 +236,4 @@ async def test_the_driver_closed_under_a_running_receiver(driver: StanDriver) ->
     does not retry them until its close gives up), says why, and health is unhealthy."""
     channel = action = unique("stc")
     await he.Emitter(driver).emit_many(he.Event(channel, f"k{n % 3}", {"n": n}) for n in range(20))
-    receiver = he.Receiver(driver, name=action, drain_timeout=0.5)
-    started_handling = asyncio.Event()
-    driver_closed = asyncio.Event()
-
-    @receiver.subscribe(channel, action=action, concurrency=4)
-    async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-        started_handling.set()
-        if msg.key == "k0":  # handled once the driver is closed: its ack cannot be written
-            await driver_closed.wait()
-            return
-        await asyncio.Event().wait()
-
-    await receiver.start()
-    try:
-        await asyncio.wait_for(started_handling.wait(), 30)
-        started = time.monotonic()
-        await asyncio.wait_for(driver.close(), 30)
-        driver_closed.set()
-        with pytest.raises(ReceiverFailedError):
-            await asyncio.wait_for(receiver.wait_closed(), 30)
-        assert time.monotonic() - started < 5
-        health = receiver.health()
-        assert not health["healthy"]
-        assert health["reason"]
-    finally:
-        await asyncio.wait_for(receiver.close(), 30)
+    await driver_closed_under_receiver(driver, channel, action)
