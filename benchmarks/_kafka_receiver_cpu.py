@@ -19,11 +19,10 @@ Not part of ``make bench``:
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 import confluent_kafka
-from _harness import receiver_cpu
+from _harness import Tick, receiver_cpu
 from _kafka_driver_cpu import PARTITIONS, _Member
 
 import hexa_event as he
@@ -37,15 +36,6 @@ KEYS = 64
 RUN = 500
 PER_MS = 100
 START_MS = 1_796_000_000_000
-
-
-@dataclass
-class Tick:
-    n: int
-    name: str
-    total: int
-    currency: str
-    note: str
 
 
 def messages(count: int) -> list[Any]:

@@ -133,11 +133,7 @@ class Probe:
 def raw(probe: Probe, topic: str, batches: bool) -> None:
     decoder = msgspec.json.Decoder(bench.Tick)
     client = pulsar.Client(bench.URL)
-    options: dict[str, Any] = {
-        "consumer_type": pulsar.ConsumerType.KeyShared,
-        "initial_position": pulsar.InitialPosition.Earliest,
-        "batch_index_ack_enabled": True,
-    }
+    options: dict[str, Any] = dict(bench.SUBSCRIPTION)
     if batches:
         options["batch_receive_policy"] = pulsar.ConsumerBatchReceivePolicy(
             bench.RAW_BATCH, 0, bench.RAW_BATCH_WAIT_MS
