@@ -55,6 +55,19 @@ class Collections:
             self.seconds += time.perf_counter() - self._began
 
 
+def sealed(
+    channel: str, count: int, payload: Callable[[int], object], ctx: he.Context | None = None
+) -> list[he.driver.RawRecord]:
+    """``count`` events sealed by our envelope (what a driver alone is given to publish, or
+    a stand-in client hands out): event ``n`` carries ``payload(n)`` to ``channel`` under
+    the key ``k{n % 64}``, in ``ctx`` (by default a context whose correlation id is
+    "bench")."""
+    envelope = he.envelope.Envelope()
+    if ctx is None:
+        ctx = he.Context(correlation_id="bench")
+    return [envelope.seal(he.Event(channel, f"k{n % 64}", payload(n)), ctx) for n in range(count)]
+
+
 def tuned(run: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """``run`` with the collector tuned as ``hexa-event run`` tunes it once its receivers
     have started (``hexa_event.runner.collector``: heap frozen, young threshold raised), and
@@ -203,12 +216,18 @@ async def in_batches(
     await asyncio.gather(*(one(start) for start in range(0, count, batch)))
 
 
-def cli(description: str, default_count: int) -> argparse.Namespace:
+def cli_parser(description: str, default_count: int, rounds: int = 5) -> argparse.ArgumentParser:
+    """The options every benchmark takes (``--count``, ``--rounds``, ``--json``: ``run.py``
+    passes the last two), for a benchmark to add its own to."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--count", type=int, default=default_count)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", help="also write the result to this file")
-    return parser.parse_args()
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--json", help="also write the results to this file")
+    return parser
+
+
+def cli(description: str, default_count: int) -> argparse.Namespace:
+    return cli_parser(description, default_count).parse_args()
 
 
 def callgrind_total(out_file: str) -> int:

@@ -159,14 +159,7 @@ async def driver(probe: Probe, topic: str) -> None:
         SubscriptionSpec(group=f"ours-{uuid.uuid4().hex[:6]}", channels=(topic,))
     )
     probe.mark("start")
-    done = 0
-    while done < probe.count:
-        deliveries = await subscription.fetch(500)
-        for delivery in deliveries:
-            decoder.decode(delivery.record.body)
-            delivery.ack()
-        await subscription.settle(deliveries)
-        done += len(deliveries)
+    await bench.fetch_all(subscription, decoder, probe.count)
     probe.mark("end")
     await subscription.close()
     await connection.close()

@@ -83,7 +83,7 @@ async def _measure(path: str, count: int, channel: str | None = None) -> dict[st
         await connection.close()
     elif path == "publish":
         connection = he.connect(sb.STAN_URL)
-        records = sb.sealed(f"cpu-{uuid.uuid4().hex[:8]}", count)
+        records = sb.sealed_events(f"cpu-{uuid.uuid4().hex[:8]}", count)
         await connection.publish(records[:1])
         mark()
         await sb.publish_all(connection, records)

@@ -18,11 +18,10 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator, Mapping
 
 import msgspec
 from _harness import Comparison, Tick, cli, compare_all, tuned_side
-from _kafka import BOOTSTRAP, KEYS, new_topic, produce_all, raw_consume
+from _kafka import BOOTSTRAP, fill_sealed, raw_consume
 
 import hexa_event as he
 
@@ -35,21 +34,9 @@ _topics: dict[int, str] = {}
 
 def fill(count: int) -> str:
     """A fresh topic holding ``count`` events sealed by our envelope (once per count)."""
-    if count in _topics:
-        return _topics[count]
-    topic = new_topic("consume")
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
-
-    def records() -> Iterator[tuple[bytes, Mapping[str, bytes], bytes]]:
-        for n in range(count):
-            tick = Tick(n, "tick", 4200, "EUR", "x")
-            record = envelope.seal(he.Event(topic, f"k{n % KEYS}", tick), ctx)
-            yield record.key.encode(), record.headers, record.body
-
-    produce_all(topic, records())
-    _topics[count] = topic
-    return topic
+    if count not in _topics:
+        _topics[count] = fill_sealed("consume", count, lambda n: Tick(n, "tick", 4200, "EUR", "x"))
+    return _topics[count]
 
 
 async def raw(count: int) -> float:

@@ -30,7 +30,7 @@ import uuid
 
 import msgspec
 import nats
-from _harness import Comparison, Tick, cli, compare_all, in_batches, timed
+from _harness import Comparison, Tick, cli, compare_all, in_batches, sealed, timed
 
 import hexa_event as he
 from hexa_event.driver import RawRecord, SubscriptionSpec
@@ -60,12 +60,7 @@ def _channel(kind: str) -> str:
 
 
 def _sealed(channel: str, count: int) -> list[RawRecord]:
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
-    return [
-        envelope.seal(he.Event(channel, f"k{n % KEYS}", Tick(n, "tick", 4200, "EUR", "x")), ctx)
-        for n in range(count)
-    ]
+    return sealed(channel, count, lambda n: Tick(n, "tick", 4200, "EUR", "x"))
 
 
 def _nats_headers(record: RawRecord) -> dict[str, str]:

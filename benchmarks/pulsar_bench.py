@@ -71,7 +71,7 @@ from typing import Any
 import msgspec
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
-from _harness import Comparison, Tick, cli, compare_all, in_batches, timed, tuned_side
+from _harness import Comparison, Tick, cli, compare_all, in_batches, sealed, timed, tuned_side
 
 import hexa_event as he
 from hexa_event.driver import SubscriptionSpec
@@ -113,9 +113,7 @@ def full(topic: str) -> str:
 
 
 def _sealed(topic: str, count: int) -> list[he.driver.RawRecord]:
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
-    return [envelope.seal(he.Event(topic, f"k{n % KEYS}", _tick(n)), ctx) for n in range(count)]
+    return sealed(topic, count, _tick)
 
 
 # -- emit ------------------------------------------------------------------------------------
@@ -356,14 +354,9 @@ async def raw_consume_fastest(count: int) -> float:
     return max(await raw_consume_batches(count), await raw_consume_sync(count))
 
 
-async def ours_driver_consume(count: int, topic: str | None = None) -> float:
-    topic = topic or await fill(count)
-    decoder = msgspec.json.Decoder(Tick)
-    connection = he.connect(URL)
-    subscription = await connection.subscribe(
-        SubscriptionSpec(group=f"ours-{uuid.uuid4().hex[:6]}", channels=(topic,))
-    )
-    began = time.perf_counter()
+async def fetch_all(subscription: Any, decoder: msgspec.json.Decoder[Tick], count: int) -> None:
+    """Fetch (500 a call), decode each body, ack it and settle each batch until ``count``
+    are settled: the driver row's timed part (``_pulsar_threads.py``'s too)."""
     done = 0
     while done < count:
         deliveries = await subscription.fetch(500)
@@ -372,6 +365,17 @@ async def ours_driver_consume(count: int, topic: str | None = None) -> float:
             delivery.ack()
         await subscription.settle(deliveries)
         done += len(deliveries)
+
+
+async def ours_driver_consume(count: int, topic: str | None = None) -> float:
+    topic = topic or await fill(count)
+    decoder = msgspec.json.Decoder(Tick)
+    connection = he.connect(URL)
+    subscription = await connection.subscribe(
+        SubscriptionSpec(group=f"ours-{uuid.uuid4().hex[:6]}", channels=(topic,))
+    )
+    began = time.perf_counter()
+    await fetch_all(subscription, decoder, count)
     elapsed = time.perf_counter() - began
     await subscription.close()
     await connection.close()

@@ -18,7 +18,6 @@ in the benchmarks' venv): on NATS it is core NATS request/reply (nothing stored)
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from _harness import Result, row
+from _harness import Result, cli_parser, row
 
 import hexa_event as he
 
@@ -187,13 +186,10 @@ async def measure(
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli_parser(__doc__, 300, rounds=3)
     parser.add_argument("--engines", default=",".join(ENGINES))
-    parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--scheduled", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     results = []
     rows = []

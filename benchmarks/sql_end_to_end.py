@@ -19,7 +19,6 @@ about 3,800 events/s publish and 455 events/s subscribe (watermill-benchmark REA
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -33,7 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-from _harness import compare, machine
+from _harness import cli_parser, compare, machine
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -217,11 +216,8 @@ async def ours_round(backend: Backend, count: int, *, publish_rates: list[float]
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = cli_parser(__doc__.splitlines()[0], 20_000, rounds=3)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     results: list[dict[str, object]] = []
     for name in args.backends.split(","):

@@ -52,7 +52,7 @@ from typing import Any
 
 import msgspec
 import nats
-from _harness import Comparison, cli, compare_all, in_batches
+from _harness import Comparison, cli, compare_all, in_batches, sealed
 from nats.nuid import NUID
 
 import hexa_event as he
@@ -233,12 +233,8 @@ async def emit_all(emitter: he.Emitter, channel: str, count: int) -> None:
     await in_batches(count, send, BATCH, IN_FLIGHT)
 
 
-def sealed(channel: str, count: int) -> list[he.driver.RawRecord]:
-    envelope = he.envelope.Envelope()
-    return [
-        envelope.seal(he.Event(channel, KEY_NAMES[n % KEYS], _payload(n)), he.Context())
-        for n in range(count)
-    ]
+def sealed_events(channel: str, count: int) -> list[he.driver.RawRecord]:
+    return sealed(channel, count, _payload, he.Context())
 
 
 async def publish_all(connection: he.Connection, records: list[he.driver.RawRecord]) -> None:
@@ -267,7 +263,7 @@ async def ours_emit(count: int) -> float:
 async def ours_publish(count: int) -> float:
     """The driver alone: records sealed beforehand, ``publish`` in batches, four in flight."""
     connection = he.connect(STAN_URL)
-    records = sealed(f"bench-{uuid.uuid4().hex[:8]}", count)
+    records = sealed_events(f"bench-{uuid.uuid4().hex[:8]}", count)
     await connection.publish(records[:1])  # connect before timing
     loop = asyncio.get_running_loop()
     began = loop.time()
