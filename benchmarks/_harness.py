@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import hexa_event as he
 from hexa_event.runner import collector
@@ -135,6 +137,19 @@ def row(
         "target": target,
         **extra,
     }
+
+
+def port_answers(url: str, default_port: int = 0, timeout: float = 2.0) -> bool:
+    """Whether the host and port of ``url`` (``default_port`` when it names none) accept a
+    connection within ``timeout`` seconds: is the service there at all."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), timeout
+        ):
+            return True
+    except OSError:
+        return False
 
 
 def machine() -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from _harness import Result, cli_parser, row
+from _harness import Result, cli_parser, port_answers, row
 
 import hexa_event as he
 
@@ -96,14 +95,7 @@ def faststream(engine: str, url: str, count: int) -> Result:
 
 def reachable(url: str) -> bool:
     """Memory and SQLite always; a broker when its port answers within 2 s."""
-    if url.startswith(("memory:", "sqlite:")):
-        return True
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 2):
-            return True
-    except OSError:
-        return False
+    return url.startswith(("memory:", "sqlite:")) or port_answers(url)
 
 
 def percentile(values: list[float], q: float) -> float:
