@@ -11,18 +11,36 @@ import asyncio
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import hexa_event as he
 from hexa_event.runner import collector
 
 P = ParamSpec("P")
 T = TypeVar("T")
+Run = Callable[[int], Awaitable[float]]
+"""One side's run: given the event count, its rate (or time, for a unit "s")."""
+Side = tuple[str, Run]
+"""One side of a comparison: its name in the printed table and the JSON row, and its run."""
+
+
+@dataclass
+class Tick:
+    """The benchmarks' event payload (about 80 bytes of JSON)."""
+
+    n: int
+    name: str
+    total: int
+    currency: str
+    note: str
 
 
 class Collections:
@@ -39,6 +57,19 @@ class Collections:
             self.seconds += time.perf_counter() - self._began
 
 
+def sealed(
+    channel: str, count: int, payload: Callable[[int], object], ctx: he.Context | None = None
+) -> list[he.driver.RawRecord]:
+    """``count`` events sealed by our envelope (what a driver alone is given to publish, or
+    a stand-in client hands out): event ``n`` carries ``payload(n)`` to ``channel`` under
+    the key ``k{n % 64}``, in ``ctx`` (by default a context whose correlation id is
+    "bench")."""
+    envelope = he.envelope.Envelope()
+    if ctx is None:
+        ctx = he.Context(correlation_id="bench")
+    return [envelope.seal(he.Event(channel, f"k{n % 64}", payload(n)), ctx) for n in range(count)]
+
+
 def tuned(run: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """``run`` with the collector tuned as ``hexa-event run`` tunes it once its receivers
     have started (``hexa_event.runner.collector``: heap frozen, young threshold raised), and
@@ -52,6 +83,12 @@ def tuned(run: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             collector.restore(tuning)
 
     return run_tuned
+
+
+def tuned_side(side: Side) -> Side:
+    """``side`` under the same name, its run :func:`tuned`."""
+    name, run = side
+    return name, tuned(run)
 
 
 @dataclass
@@ -102,6 +139,19 @@ def row(
     }
 
 
+def port_answers(url: str, default_port: int = 0, timeout: float = 2.0) -> bool:
+    """Whether the host and port of ``url`` (``default_port`` when it names none) accept a
+    connection within ``timeout`` seconds: is the service there at all."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), timeout
+        ):
+            return True
+    except OSError:
+        return False
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -117,8 +167,8 @@ async def timed(count: int, body: Callable[[], Awaitable[None]]) -> float:
 async def compare(
     title: str,
     count: int,
-    reference: tuple[str, Callable[[int], Awaitable[float]]],
-    ours: tuple[str, Callable[[int], Awaitable[float]]],
+    reference: Side,
+    ours: Side,
     rounds: int = 5,
     unit: str = "events/s",
     target: str | None = None,
@@ -138,12 +188,61 @@ async def compare(
     return row(title, count, ref, mine, unit=unit, target=target)
 
 
-def cli(description: str, default_count: int) -> argparse.Namespace:
+@dataclass(frozen=True)
+class Comparison:
+    """One row of a benchmark's table: ``title``, the raw reference and ours, and the ratio
+    aimed at (``target``, if any)."""
+
+    title: str
+    reference: Side
+    ours: Side
+    target: str | None = None
+
+
+async def compare_all(args: argparse.Namespace, comparisons: Iterable[Comparison]) -> None:
+    """:func:`compare` each of ``comparisons`` in turn (``--count`` events, ``--rounds``
+    rounds), then write their rows to ``--json`` (a list, in that order)."""
+    results = []
+    for comparison in comparisons:
+        results.append(
+            await compare(
+                comparison.title,
+                args.count,
+                comparison.reference,
+                comparison.ours,
+                rounds=args.rounds,
+                target=comparison.target,
+            )
+        )
+    finish(results, args.json)
+
+
+async def in_batches(
+    count: int, send: Callable[[int, int], Awaitable[None]], batch: int, in_flight: int
+) -> None:
+    """``send(start, stop)`` for every ``batch`` of ``range(count)``, at most ``in_flight``
+    of them at once (all started together, as ``asyncio.gather`` starts them)."""
+    semaphore = asyncio.Semaphore(in_flight)
+
+    async def one(start: int) -> None:
+        async with semaphore:
+            await send(start, min(start + batch, count))
+
+    await asyncio.gather(*(one(start) for start in range(0, count, batch)))
+
+
+def cli_parser(description: str, default_count: int, rounds: int = 5) -> argparse.ArgumentParser:
+    """The options every benchmark takes (``--count``, ``--rounds``, ``--json``: ``run.py``
+    passes the last two), for a benchmark to add its own to."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--count", type=int, default=default_count)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", help="also write the result to this file")
-    return parser.parse_args()
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--json", help="also write the results to this file")
+    return parser
+
+
+def cli(description: str, default_count: int) -> argparse.Namespace:
+    return cli_parser(description, default_count).parse_args()
 
 
 def callgrind_total(out_file: str) -> int:
@@ -153,6 +252,47 @@ def callgrind_total(out_file: str) -> int:
         totals = [line for line in fh if line.startswith(("summary:", "totals:"))]
     os.remove(out_file)
     return int(totals[-1].split()[1])
+
+
+def tree_cli(description: str, paths: Sequence[str]) -> argparse.ArgumentParser:
+    """The command line of the by-hand CPU scripts that compare checkouts: ``--tree`` (a
+    checkout's ``src``, repeatable), ``--paths``, ``--count``, ``--rounds``, ``--callgrind``
+    and the hidden ``--child`` (the path a child process measures)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--tree", action="append", default=[], help="a checkout's src folder")
+    parser.add_argument("--paths", default=",".join(paths))
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--callgrind", action="store_true", help="instructions per event under callgrind"
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    return parser
+
+
+def run_child(
+    script: str, tree: str, args: Sequence[str], valgrind: str | None = None, attempts: int = 1
+) -> dict[str, Any]:
+    """Run ``script args`` in a fresh process whose imports come from ``tree`` (a checkout's
+    ``src``) and ``script``'s folder; its result is the JSON of its last output line. Under
+    callgrind when ``valgrind`` names the output file (its count added as ``instructions``);
+    a failed run is tried again up to ``attempts`` runs in all."""
+    here = os.path.dirname(os.path.abspath(script))
+    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{here}")
+    command = [sys.executable, script, *args]
+    if valgrind:
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind}", *command]
+    for attempt in range(attempts):
+        out = subprocess.run(command, env=env, capture_output=True, text=True)
+        if out.returncode == 0:
+            break
+        print(f"a run failed (attempt {attempt + 1}): {out.stderr[-500:]}", file=sys.stderr)
+    else:
+        raise SystemExit(f"{' '.join(command)} failed {attempts} time(s)")
+    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    if valgrind:
+        result["instructions"] = callgrind_total(valgrind)
+    return result
 
 
 async def receiver_round(driver: Any, channel: str, count: int, payload: type) -> float:

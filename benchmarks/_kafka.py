@@ -6,11 +6,13 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+import hexa_event as he
 
 BOOTSTRAP = os.environ.get("HEXA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 PARTITIONS = 3
@@ -46,6 +48,22 @@ def produce_all(topic: str, records: Iterable[tuple[bytes, Mapping[str, bytes], 
             except BufferError:
                 producer.poll(0.01)
     assert producer.flush(60) == 0
+
+
+def fill_sealed(prefix: str, count: int, payload: Callable[[int], object]) -> str:
+    """A fresh topic holding ``count`` events sealed by our envelope: event ``n`` carries
+    ``payload(n)`` under the key ``k{n % KEYS}`` (the records carry our headers)."""
+    topic = new_topic(prefix)
+    envelope = he.envelope.Envelope()
+    ctx = he.Context(correlation_id="bench")
+
+    def records() -> Iterator[tuple[bytes, Mapping[str, bytes], bytes]]:
+        for n in range(count):
+            record = envelope.seal(he.Event(topic, f"k{n % KEYS}", payload(n)), ctx)
+            yield record.key.encode(), record.headers, record.body
+
+    produce_all(topic, records())
+    return topic
 
 
 def raw_consume(

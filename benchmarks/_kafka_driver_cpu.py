@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 import confluent_kafka
+from _harness import sealed
 
-import hexa_event as he
 from hexa_event.driver import SubscriptionSpec
 from hexa_event.drivers.kafka.consumer import KafkaSubscription
 from hexa_event.drivers.kafka.offsets import PartitionState
@@ -52,22 +52,17 @@ class _Member:
 
 
 def _messages(count: int, run: int) -> list[Any]:
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
-    out = []
-    for n in range(count):
-        record = envelope.seal(he.Event("t", f"k{n % 64}", {"n": n, "pad": "x" * 180}), ctx)
-        out.append(
-            confluent_kafka.Message(
-                topic="t",
-                partition=(n // run) % PARTITIONS,
-                offset=n,
-                key=record.key.encode(),
-                value=record.body,
-                headers=list(record.headers.items()),
-            )
+    return [
+        confluent_kafka.Message(
+            topic="t",
+            partition=(n // run) % PARTITIONS,
+            offset=n,
+            key=record.key.encode(),
+            value=record.body,
+            headers=list(record.headers.items()),
         )
-    return out
+        for n, record in enumerate(sealed("t", count, lambda n: {"n": n, "pad": "x" * 180}))
+    ]
 
 
 def _subscription(member: _Member, prefetch: int) -> KafkaSubscription:

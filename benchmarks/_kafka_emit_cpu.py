@@ -28,10 +28,11 @@ import asyncio
 import gc
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from kafka_emit import BATCH, IN_FLIGHT, _tick, raw_sync
+from _harness import sealed
+from kafka_emit import BATCH, IN_FLIGHT, _tick, emit_all, publish_all, raw_sync
 
 import hexa_event as he
 from hexa_event.drivers.kafka import producer as kafka_producer
@@ -178,33 +179,13 @@ async def _broker_round(name: str, count: int) -> float:
     conn = he.connect(f"kafka://{BOOTSTRAP}")
     emitter = conn.emitter()
     await emitter.emit(he.Event(topic, "warm-up", _tick(-1)))  # connect before timing
-    ctx = he.Context(correlation_id="bench")
-    semaphore = asyncio.Semaphore(IN_FLIGHT)
-    send: Callable[[int], Awaitable[object]]
     if name == "driver":
-        envelope = he.envelope.Envelope()
-        records = [
-            envelope.seal(he.Event(topic, f"k{n % KEYS}", _tick(n)), ctx) for n in range(count)
-        ]
-
-        async def send(start: int) -> None:
-            async with semaphore:
-                await conn.publish(records[start : start + BATCH])
-
+        records = sealed(topic, count, _tick)
+        began = time.process_time()
+        await publish_all(conn, records)
     else:
-
-        async def send(start: int) -> None:
-            async with semaphore:
-                await emitter.emit_many(
-                    (
-                        he.Event(topic, f"k{n % KEYS}", _tick(n))
-                        for n in range(start, min(start + BATCH, count))
-                    ),
-                    ctx,
-                )
-
-    began = time.process_time()
-    await asyncio.gather(*(send(start) for start in range(0, count, BATCH)))
+        began = time.process_time()
+        await emit_all(emitter, topic, count)
     elapsed = time.process_time() - began
     await conn.close()
     return elapsed / count * 1e6

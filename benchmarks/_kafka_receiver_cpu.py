@@ -19,14 +19,12 @@ Not part of ``make bench``:
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 import confluent_kafka
-from _harness import receiver_cpu
+from _harness import Tick, receiver_cpu, sealed
 from _kafka_driver_cpu import PARTITIONS, _Member
 
-import hexa_event as he
 from hexa_event.driver import Driver, Features, SubscriptionSpec, SubscriptionStatus
 from hexa_event.drivers.kafka.consumer import KafkaSubscription
 from hexa_event.drivers.kafka.driver import KafkaDriver
@@ -39,25 +37,12 @@ PER_MS = 100
 START_MS = 1_796_000_000_000
 
 
-@dataclass
-class Tick:
-    n: int
-    name: str
-    total: int
-    currency: str
-    note: str
-
-
 def messages(count: int) -> list[Any]:
     """``kafka_consume.py``'s events as confluent-kafka messages, runs of ``RUN`` records of
     one partition, their emit times those of a producer sealing ``PER_MS`` events per
     millisecond (whatever the time this process takes to build them, under valgrind too)."""
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
     out = []
-    for n in range(count):
-        tick = Tick(n, "tick", 4200, "EUR", "x")
-        record = envelope.seal(he.Event("t", f"k{n % KEYS}", tick), ctx)
+    for n, record in enumerate(sealed("t", count, lambda n: Tick(n, "tick", 4200, "EUR", "x"))):
         emitted = START_MS + n // PER_MS
         headers = {**record.headers, "HEXA_EVENT_TIME": str(emitted).encode()}
         out.append(

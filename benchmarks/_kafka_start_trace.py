@@ -25,7 +25,7 @@ import time
 import uuid
 from typing import Any
 
-from _kafka import BOOTSTRAP, KEYS, new_topic, produce_all
+from _kafka import BOOTSTRAP, fill_sealed
 from confluent_kafka import Consumer, TopicPartition
 
 import hexa_event as he
@@ -73,14 +73,8 @@ def traced(owner: Any, name: str, label: str | None = None) -> None:
 
 
 class _Consumer(Consumer):  # type: ignore[misc]
-    """confluent-kafka's consumer with its round trips noted."""
-
-    def committed(self, *args: Any, **kwargs: Any) -> Any:
-        note("> Consumer.committed")
-        try:
-            return super().committed(*args, **kwargs)
-        finally:
-            note("< Consumer.committed")
+    """confluent-kafka's consumer with its round trips noted (``committed`` and
+    ``list_topics`` are traced by :func:`instrument`)."""
 
     def incremental_assign(self, *args: Any, **kwargs: Any) -> Any:
         note("Consumer.incremental_assign")
@@ -90,15 +84,10 @@ class _Consumer(Consumer):  # type: ignore[misc]
         note("Consumer.assign")
         return super().assign(*args, **kwargs)
 
-    def list_topics(self, *args: Any, **kwargs: Any) -> Any:
-        note("> Consumer.list_topics")
-        try:
-            return super().list_topics(*args, **kwargs)
-        finally:
-            note("< Consumer.list_topics")
-
 
 def instrument() -> None:
+    traced(_Consumer, "committed", "Consumer.committed")
+    traced(_Consumer, "list_topics", "Consumer.list_topics")
     kmember.Consumer = _Consumer  # type: ignore[misc]
     traced(kdriver.KafkaDriver, "provision")
     traced(kdriver.KafkaDriver, "topic_partitions")
@@ -136,17 +125,7 @@ class _Stamp(logging.Handler):
 
 
 def fill(count: int) -> str:
-    topic = new_topic("start-trace")
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
-
-    def records() -> Any:
-        for n in range(count):
-            record = envelope.seal(he.Event(topic, f"k{n % KEYS}", {"n": n}), ctx)
-            yield record.key.encode(), record.headers, record.body
-
-    produce_all(topic, records())
-    return topic
+    return fill_sealed("start-trace", count, lambda n: {"n": n})
 
 
 async def ours(

@@ -3,6 +3,7 @@ scratch PostgreSQL database with the outbox tables, and filling it with rows to 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -15,7 +16,7 @@ from sqlalchemy import create_engine, make_url, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import hexa_event as he
-from hexa_event.outbox import Outbox, migrate, outbox_table
+from hexa_event.outbox import Outbox, OutboxRelay, migrate, outbox_table
 
 KEYS = 1000
 """Rows go to this many keys, round robin."""
@@ -33,6 +34,18 @@ def bootstrap() -> str:
 
 def payload(n: int) -> dict[str, object]:
     return {"order_id": f"order-{n}", "customer": f"c-{n % 977}", "total": n * 7 % 10000}
+
+
+async def run_until_published(relay: OutboxRelay, count: int) -> asyncio.Task[None]:
+    """Start ``relay.run()`` and return its task once the relay has published ``count``
+    rows (looked at every 5 ms); raises if the relay stops before."""
+    task = asyncio.create_task(relay.run())
+    while relay.published < count:
+        if task.done():
+            task.result()
+            raise RuntimeError("relay stopped early")
+        await asyncio.sleep(0.005)
+    return task
 
 
 def scratch_database(prefix: str) -> tuple[str, Callable[[], None]]:

@@ -23,7 +23,22 @@ from typing import Any
 import msgspec
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
-from pulsar_bench import KEYS, URL, Tick, _sealed, full, read
+from pulsar_bench import (
+    KEYS,
+    SUBSCRIPTION,
+    URL,
+    Confirm,
+    Tick,
+    _sealed,
+    consume_timed,
+    emit_timed,
+    full,
+    producer_config,
+    raw_consume_asyncio_loop,
+    raw_consume_batches_loop,
+    raw_consume_sync_loop,
+    read,
+)
 
 Run = Callable[[int], Awaitable[float]]
 _SAMPLE = _sealed("sample", 1)[0]
@@ -36,77 +51,37 @@ def topic(prefix: str) -> str:
     return f"cfg-{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def producer_config(count: int, **overrides: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "batching_enabled": True,
-        "batching_type": pulsar.BatchingType.KeyBased,
-        "batching_max_publish_delay_ms": 5,
-        "max_pending_messages": count,
-        "max_pending_messages_across_partitions": count,
-    }
-    config.update(overrides)
-    return config
-
-
 def emit_callbacks(count: int, **overrides: Any) -> float:
     """``send_async`` with a callback per message, then ``flush``; done when all are Ok."""
-    client = pulsar.Client(URL)
-    producer = client.create_producer(full(topic("emit")), **producer_config(count, **overrides))
-    producer.send(BODY, properties=PROPS, partition_key="warm-up")
-    done = threading.Event()
-    confirmed = [0]
 
-    def callback(result: object, _msg_id: object) -> None:
-        confirmed[0] += 1
-        if confirmed[0] == count:
-            done.set()
+    def send(producer: pulsar.Producer, confirmed: Confirm) -> None:
+        for n in range(count):
+            producer.send_async(
+                BODY,
+                confirmed,
+                properties=PROPS,
+                partition_key=KEY_NAMES[n % KEYS],
+                event_timestamp=int(time.time() * 1000),
+            )
 
-    began = time.perf_counter()
-    for n in range(count):
-        producer.send_async(
-            BODY,
-            callback,
-            properties=PROPS,
-            partition_key=KEY_NAMES[n % KEYS],
-            event_timestamp=int(time.time() * 1000),
-        )
-    producer.flush()
-    assert done.wait(120)
-    elapsed = time.perf_counter() - began
-    producer.close()
-    client.close()
-    return count / elapsed
+    return emit_timed(topic("emit"), count, (BODY, PROPS), send, **overrides)
 
 
 def emit_binding(count: int, **overrides: Any) -> float:
     """As :func:`emit_callbacks`, through the binding's producer and message builder."""
-    client = pulsar.Client(URL)
-    producer = client.create_producer(full(topic("emit")), **producer_config(count, **overrides))
-    producer.send(BODY, properties=PROPS, partition_key="warm-up")
-    native = producer._producer
     builder = pulsar._pulsar.MessageBuilder
-    done = threading.Event()
-    confirmed = [0]
 
-    def callback(result: object, _msg_id: object) -> None:
-        confirmed[0] += 1
-        if confirmed[0] == count:
-            done.set()
+    def send(producer: pulsar.Producer, confirmed: Confirm) -> None:
+        native = producer._producer
+        for n in range(count):
+            message = builder()
+            message.content(BODY)
+            message.properties(PROPS)
+            message.partition_key(KEY_NAMES[n % KEYS])
+            message.event_timestamp(int(time.time() * 1000))
+            native.send_async(message.build(), confirmed)
 
-    began = time.perf_counter()
-    for n in range(count):
-        message = builder()
-        message.content(BODY)
-        message.properties(PROPS)
-        message.partition_key(KEY_NAMES[n % KEYS])
-        message.event_timestamp(int(time.time() * 1000))
-        native.send_async(message.build(), callback)
-    producer.flush()
-    assert done.wait(120)
-    elapsed = time.perf_counter() - began
-    producer.close()
-    client.close()
-    return count / elapsed
+    return emit_timed(topic("emit"), count, (BODY, PROPS), send, **overrides)
 
 
 async def emit_asyncio(count: int, window: int) -> float:
@@ -147,98 +122,48 @@ def fill(count: int) -> str:
     return name
 
 
-def subscribe(client: pulsar.Client, name: str, **overrides: Any) -> pulsar.Consumer:
-    config: dict[str, Any] = {
-        "consumer_type": pulsar.ConsumerType.KeyShared,
-        "initial_position": pulsar.InitialPosition.Earliest,
-        "batch_index_ack_enabled": True,
-    }
-    config.update(overrides)
-    return client.subscribe(full(name), f"cfg-{uuid.uuid4().hex[:6]}", **config)
-
-
 def consume_receive(count: int, **overrides: Any) -> float:
     """A thread blocking in ``receive()``: decode, acknowledge."""
-    name = fill(count)
-    decoder = msgspec.json.Decoder(Tick)
-    client = pulsar.Client(URL)
-    consumer = subscribe(client, name, **overrides)
-    began = time.perf_counter()
-    for _ in range(count):
-        message = consumer.receive()
-        read(decoder, message)
-        consumer.acknowledge(message)
-    elapsed = time.perf_counter() - began
-    consumer.close()
-    client.close()
-    return count / elapsed
+    return raw_consume_sync_loop(fill(count), count, **overrides)
 
 
 def consume_receive_binding(count: int, **overrides: Any) -> float:
     """As :func:`consume_receive`, through the binding objects under the wrappers."""
-    name = fill(count)
-    decoder = msgspec.json.Decoder(Tick)
-    client = pulsar.Client(URL)
-    consumer = subscribe(client, name, **overrides)
-    native = consumer._consumer
-    began = time.perf_counter()
-    for _ in range(count):
-        message = native.receive()
-        read(decoder, message)
-        native.acknowledge(message)
-    elapsed = time.perf_counter() - began
-    consumer.close()
-    client.close()
-    return count / elapsed
+
+    def loop(consumer: pulsar.Consumer, decoder: msgspec.json.Decoder[Tick]) -> None:
+        native = consumer._consumer
+        for _ in range(count):
+            message = native.receive()
+            read(decoder, message)
+            native.acknowledge(message)
+
+    return consume_timed(fill(count), count, loop, **overrides)
 
 
 def consume_cumulative(count: int, size: int, **overrides: Any) -> float:
     """Failover (cumulative acks are refused on Shared and Key_Shared): ``batch_receive``,
     decode each, one ``acknowledge_cumulative`` per batch."""
-    name = fill(count)
-    decoder = msgspec.json.Decoder(Tick)
-    client = pulsar.Client(URL)
+
+    def loop(consumer: pulsar.Consumer, decoder: msgspec.json.Decoder[Tick]) -> None:
+        got = 0
+        while got < count:
+            batch = consumer.batch_receive()
+            for message in batch:
+                read(decoder, message)
+            if batch:
+                consumer.acknowledge_cumulative(batch[-1])
+                got += len(batch)
+
     policy = pulsar.ConsumerBatchReceivePolicy(size, 0, 1)
-    consumer = subscribe(
-        client,
-        name,
-        consumer_type=pulsar.ConsumerType.Failover,
-        batch_receive_policy=policy,
-        **overrides,
+    failover = pulsar.ConsumerType.Failover
+    return consume_timed(
+        fill(count), count, loop, consumer_type=failover, batch_receive_policy=policy, **overrides
     )
-    began = time.perf_counter()
-    got = 0
-    while got < count:
-        batch = consumer.batch_receive()
-        for message in batch:
-            read(decoder, message)
-        if batch:
-            consumer.acknowledge_cumulative(batch[-1])
-            got += len(batch)
-    elapsed = time.perf_counter() - began
-    consumer.close()
-    client.close()
-    return count / elapsed
 
 
 def consume_batches(count: int, size: int, wait_ms: int = 10, **overrides: Any) -> float:
     """``batch_receive`` (``size`` per call, waiting at most ``wait_ms``): decode, acknowledge."""
-    name = fill(count)
-    decoder = msgspec.json.Decoder(Tick)
-    client = pulsar.Client(URL)
-    policy = pulsar.ConsumerBatchReceivePolicy(size, 0, wait_ms)
-    consumer = subscribe(client, name, batch_receive_policy=policy, **overrides)
-    began = time.perf_counter()
-    got = 0
-    while got < count:
-        for message in consumer.batch_receive():
-            read(decoder, message)
-            consumer.acknowledge(message)
-            got += 1
-    elapsed = time.perf_counter() - began
-    consumer.close()
-    client.close()
-    return count / elapsed
+    return raw_consume_batches_loop(fill(count), count, size, wait_ms, **overrides)
 
 
 def consume_listener(count: int, **overrides: Any) -> float:
@@ -256,8 +181,9 @@ def consume_listener(count: int, **overrides: Any) -> float:
         if seen[0] == count:
             done.set()
 
+    config = {**SUBSCRIPTION, "message_listener": listener, **overrides}
     began = time.perf_counter()
-    consumer = subscribe(client, name, message_listener=listener, **overrides)
+    consumer = client.subscribe(full(name), f"cfg-{uuid.uuid4().hex[:6]}", **config)
     assert done.wait(120)
     elapsed = time.perf_counter() - began
     consumer.close()
@@ -267,25 +193,7 @@ def consume_listener(count: int, **overrides: Any) -> float:
 
 async def consume_asyncio(count: int) -> float:
     """``pulsar.asyncio``: ``await receive()``, decode, ``await acknowledge``."""
-    name = await asyncio.to_thread(fill, count)
-    decoder = msgspec.json.Decoder(Tick)
-    client = pulsar_asyncio.Client(URL)
-    consumer = await client.subscribe(
-        full(name),
-        f"cfg-{uuid.uuid4().hex[:6]}",
-        consumer_type=pulsar.ConsumerType.KeyShared,
-        initial_position=pulsar.InitialPosition.Earliest,
-        batch_index_ack_enabled=True,
-    )
-    began = time.perf_counter()
-    for _ in range(count):
-        message = await consumer.receive()
-        read(decoder, message)
-        await consumer.acknowledge(message)
-    elapsed = time.perf_counter() - began
-    await consumer.close()
-    await client.close()
-    return count / elapsed
+    return await raw_consume_asyncio_loop(await asyncio.to_thread(fill, count), count)
 
 
 def threaded(fn: Callable[..., float], *args: Any, **kwargs: Any) -> Run:

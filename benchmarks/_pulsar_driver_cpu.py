@@ -27,8 +27,8 @@ from typing import Any
 
 import _pulsar
 import pulsar
+from _harness import sealed
 
-import hexa_event as he
 from hexa_event.driver import SubscriptionSpec
 from hexa_event.drivers.pulsar import PulsarOptions
 from hexa_event.drivers.pulsar.consumer import PulsarSubscription
@@ -36,12 +36,8 @@ from hexa_event.drivers.pulsar.options import PulsarSubscriptionOptions
 
 
 def _messages(count: int) -> list[Any]:
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
     out = []
-    for n in range(count):
-        event = he.Event("orders", f"k{n % 64}", {"n": n, "name": "tick", "note": "small"})
-        record = envelope.seal(event, ctx)
+    for record in sealed("orders", count, lambda n: {"n": n, "name": "tick", "note": "small"}):
         builder = _pulsar.MessageBuilder()
         builder.content(record.body)
         builder.partition_key(record.key)
@@ -101,11 +97,11 @@ class _Admin:
         return {}
 
 
-async def one_round(messages: list[Any]) -> float:
-    """Loop-thread CPU seconds for receiving, acking and settling ``messages``."""
-    spec = SubscriptionSpec(group=f"cpu-{uuid.uuid4().hex[:6]}", channels=("orders",))
+async def started(client: Any, spec: SubscriptionSpec) -> PulsarSubscription:
+    """The driver's subscription over a stand-in ``client`` (no broker, no admin API),
+    started."""
     subscription = PulsarSubscription(
-        _Client(messages),  # type: ignore[arg-type]
+        client,
         PulsarOptions(),
         spec,
         PulsarSubscriptionOptions(),
@@ -113,6 +109,13 @@ async def one_round(messages: list[Any]) -> float:
         _Admin(),  # type: ignore[arg-type]
     )
     await subscription.start()
+    return subscription
+
+
+async def one_round(messages: list[Any]) -> float:
+    """Loop-thread CPU seconds for receiving, acking and settling ``messages``."""
+    spec = SubscriptionSpec(group=f"cpu-{uuid.uuid4().hex[:6]}", channels=("orders",))
+    subscription = await started(_Client(messages), spec)
     count, done = len(messages), 0
     began = time.thread_time()
     while done < count:

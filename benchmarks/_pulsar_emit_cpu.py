@@ -17,17 +17,14 @@ built as for the broker), so only our code and the message building are counted;
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
 
-from _harness import callgrind_total
+from _harness import run_child, tree_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATHS = ("raw_emit", "emit")
@@ -75,26 +72,11 @@ def _measure(path: str, count: int) -> dict[str, float]:
 
 
 def _run(tree: str, path: str, count: int, valgrind: str | None = None) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{HERE}")
-    command = [sys.executable, __file__, "--child", path, "--count", str(count)]
-    if valgrind:
-        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind}", *command]
-    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
-    if valgrind:
-        result["instructions"] = callgrind_total(valgrind)
-    return result
+    return run_child(__file__, tree, ["--child", path, "--count", str(count)], valgrind)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", action="append", default=[], help="a checkout's src folder")
-    parser.add_argument("--paths", default=",".join(PATHS))
-    parser.add_argument("--count", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--callgrind", action="store_true")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = tree_cli(__doc__.splitlines()[0], PATHS).parse_args()
     if args.child:
         print(json.dumps(_measure(args.child, args.count)))
         return

@@ -21,13 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from _harness import receiver_cpu
-from _pulsar_driver_cpu import _Admin, _Consumer, _messages, _Native
+from _pulsar_driver_cpu import _Consumer, _messages, _Native, started
 
 from hexa_event.driver import Driver, SubscriptionSpec
-from hexa_event.drivers.pulsar import PulsarOptions
 from hexa_event.drivers.pulsar.consumer import PulsarSubscription
 from hexa_event.drivers.pulsar.driver import PulsarDriver
-from hexa_event.drivers.pulsar.options import PulsarSubscriptionOptions
 
 
 @dataclass
@@ -59,16 +57,7 @@ class _Driver(Driver):
         raise AssertionError("nothing is published in this benchmark")
 
     async def subscribe(self, spec: SubscriptionSpec) -> PulsarSubscription:
-        subscription = PulsarSubscription(
-            _Client(self._messages),  # type: ignore[arg-type]
-            PulsarOptions(),
-            spec,
-            PulsarSubscriptionOptions(),
-            lambda _: None,
-            _Admin(),  # type: ignore[arg-type]
-        )
-        await subscription.start()
-        return subscription
+        return await started(_Client(self._messages), spec)
 
     async def close(self) -> None:
         pass

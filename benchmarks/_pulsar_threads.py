@@ -133,11 +133,7 @@ class Probe:
 def raw(probe: Probe, topic: str, batches: bool) -> None:
     decoder = msgspec.json.Decoder(bench.Tick)
     client = pulsar.Client(bench.URL)
-    options: dict[str, Any] = {
-        "consumer_type": pulsar.ConsumerType.KeyShared,
-        "initial_position": pulsar.InitialPosition.Earliest,
-        "batch_index_ack_enabled": True,
-    }
+    options: dict[str, Any] = dict(bench.SUBSCRIPTION)
     if batches:
         options["batch_receive_policy"] = pulsar.ConsumerBatchReceivePolicy(
             bench.RAW_BATCH, 0, bench.RAW_BATCH_WAIT_MS
@@ -163,14 +159,7 @@ async def driver(probe: Probe, topic: str) -> None:
         SubscriptionSpec(group=f"ours-{uuid.uuid4().hex[:6]}", channels=(topic,))
     )
     probe.mark("start")
-    done = 0
-    while done < probe.count:
-        deliveries = await subscription.fetch(500)
-        for delivery in deliveries:
-            decoder.decode(delivery.record.body)
-            delivery.ack()
-        await subscription.settle(deliveries)
-        done += len(deliveries)
+    await bench.fetch_all(subscription, decoder, probe.count)
     probe.mark("end")
     await subscription.close()
     await connection.close()

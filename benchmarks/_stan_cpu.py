@@ -25,13 +25,11 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
 
-from _harness import callgrind_total
+from _harness import run_child, tree_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATHS = ("raw_consume", "consume", "driver_consume", "raw_emit", "emit", "publish")
@@ -79,38 +77,16 @@ async def _measure(path: str, count: int, channel: str | None = None) -> dict[st
         emitter = connection.emitter()
         channel = f"cpu-{uuid.uuid4().hex[:8]}"
         await emitter.emit(he.Event(channel, "warm", sb._payload(0)))
-        gate = asyncio.Semaphore(sb.IN_FLIGHT)
-
-        async def batch(start: int) -> None:
-            async with gate:
-                await emitter.emit_many(
-                    he.Event(channel, sb.KEY_NAMES[n % sb.KEYS], sb._payload(n))
-                    for n in range(start, min(start + sb.BATCH, count))
-                )
-
         mark()
-        await asyncio.gather(*(batch(s) for s in range(0, count, sb.BATCH)))
+        await sb.emit_all(emitter, channel, count)
         mark()
         await connection.close()
     elif path == "publish":
         connection = he.connect(sb.STAN_URL)
-        channel = f"cpu-{uuid.uuid4().hex[:8]}"
-        envelope = he.envelope.Envelope()
-        records = [
-            envelope.seal(
-                he.Event(channel, sb.KEY_NAMES[n % sb.KEYS], sb._payload(n)), he.Context()
-            )
-            for n in range(count)
-        ]
+        records = sb.sealed_events(f"cpu-{uuid.uuid4().hex[:8]}", count)
         await connection.publish(records[:1])
-        gate = asyncio.Semaphore(sb.IN_FLIGHT)
-
-        async def part(start: int) -> None:
-            async with gate:
-                await connection.publish(records[start : start + sb.BATCH])
-
         mark()
-        await asyncio.gather(*(part(s) for s in range(0, count, sb.BATCH)))
+        await sb.publish_all(connection, records)
         mark()
         await connection.close()
     elif path == "consume":
@@ -141,16 +117,7 @@ async def _measure(path: str, count: int, channel: str | None = None) -> dict[st
         connection = he.connect(sb.STAN_URL)
         await connection.driver.connect()  # type: ignore[attr-defined]
         mark()
-        subscription = await connection.subscribe(
-            he.driver.SubscriptionSpec(group=f"cpu-{uuid.uuid4().hex[:6]}", channels=(channel,))
-        )
-        got = 0
-        while got < count:
-            deliveries = await subscription.fetch(1024)
-            for delivery in deliveries:
-                delivery.ack()
-            await subscription.settle(deliveries)
-            got += len(deliveries)
+        subscription = await sb.fetch_all(connection, channel, count)
         mark()
         await subscription.close()
         await connection.close()
@@ -174,21 +141,8 @@ def _child(path: str, count: int, channel: str | None) -> None:
 
 
 def _run(tree: str, *args: str, valgrind: str | None = None) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{HERE}")
-    command = [sys.executable, __file__, *args]
-    if valgrind:
-        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind}", *command]
-    for attempt in range(3):  # a run under callgrind on a loaded machine may time out
-        out = subprocess.run(command, env=env, capture_output=True, text=True)
-        if out.returncode == 0:
-            break
-        print(f"a run failed (attempt {attempt + 1}): {out.stderr[-500:]}", file=sys.stderr)
-    else:
-        raise SystemExit(f"{' '.join(command)} failed three times")
-    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
-    if valgrind:
-        result["instructions"] = callgrind_total(valgrind)
-    return result
+    # three attempts: a run under callgrind on a loaded machine may time out
+    return run_child(__file__, tree, args, valgrind, attempts=3)
 
 
 def _callgrind(tree: str, path: str, small: int, big: int) -> float:
@@ -205,16 +159,8 @@ def _callgrind(tree: str, path: str, small: int, big: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", action="append", default=[], help="a checkout's src folder")
-    parser.add_argument("--paths", default=",".join(PATHS))
-    parser.add_argument("--count", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--callgrind", action="store_true", help="instructions per event under callgrind"
-    )
+    parser = tree_cli(__doc__.splitlines()[0], PATHS)
     parser.add_argument("--rounds-table", action="store_true", help="print every run too")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--channel", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

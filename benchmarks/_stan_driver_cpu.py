@@ -17,9 +17,9 @@ import gc
 import inspect
 import time
 
+from _harness import sealed
 from nats.aio.client import Client as NatsClient
 
-import hexa_event as he
 from hexa_event.driver import SubscriptionSpec
 from hexa_event.drivers.stan.consumer import StanSubscription
 from hexa_event.drivers.stan.options import StanOptions
@@ -41,11 +41,8 @@ class _QuietClient(NatsClient):
 
 
 def _frames(count: int, first: int) -> list[bytes]:
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
     out = []
-    for n in range(count):
-        record = envelope.seal(he.Event("orders", f"k{n % 64}", {"n": n, "pad": "x" * 100}), ctx)
+    for n, record in enumerate(sealed("orders", count, lambda n: {"n": n, "pad": "x" * 100})):
         proto = MsgProto(
             sequence=first + n,
             subject="orders",

@@ -34,13 +34,14 @@ import statistics
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from _benchvenv import FASTSTREAM_VERSION, HERE, python
-from _harness import Result, finish, machine, row
-from _kafka import BOOTSTRAP, KEYS, new_topic, produce_all, raw_consume
+from _harness import Result, cli_parser, finish, machine, row
+from _kafka import BOOTSTRAP, fill_sealed, raw_consume
 
 import hexa_event as he
 
@@ -103,23 +104,51 @@ def order(n: int) -> Order:
 
 def fill(count: int) -> str:
     """A fresh topic holding ``count`` events sealed by our envelope."""
-    topic = new_topic("faststream")
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
-
-    def records() -> Any:
-        for n in range(count):
-            record = envelope.seal(he.Event(topic, f"k{n % KEYS}", order(n)), ctx)
-            yield record.key.encode(), record.headers, record.body
-
-    produce_all(topic, records())
-    return topic
+    return fill_sealed("faststream", count, order)
 
 
 async def raw(topic: str, count: int) -> dict[str, float]:
     decoder = msgspec.json.Decoder(Order)
     rate = await asyncio.to_thread(raw_consume, topic, count, decoder.decode)
     return {"rate": rate}
+
+
+async def run_receiver(
+    connection: he.Connection,
+    receiver: he.Receiver,
+    done: asyncio.Event,
+    budget: float,
+    handled: Callable[[], int],
+) -> tuple[float, int]:
+    """Start ``receiver``, wait for ``done`` at most ``budget`` seconds, then close it and
+    ``connection``; returns when the start was called and ``handled()`` once the wait ended
+    (before the close)."""
+    began = time.perf_counter()
+    try:
+        await receiver.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), budget)
+        return began, handled()
+    finally:
+        await receiver.close()
+        await connection.close()
+
+
+def faststream_ready() -> bool:
+    """Whether the benchmarks' venv with FastStream is there (made now, before anything is
+    timed, when it is not)."""
+    try:
+        python()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"-- FastStream not available, raw and ours only: {exc}", flush=True)
+        return False
+    return True
+
+
+async def filled(count: int) -> str:
+    """:func:`fill`, said on the output first."""
+    print(f"-- filling a topic with {count:,} events of {BODY_BYTES} bytes", flush=True)
+    return await asyncio.to_thread(fill, count)
 
 
 async def ours(topic: str, count: int) -> dict[str, float]:
@@ -140,15 +169,7 @@ async def ours(topic: str, count: int) -> dict[str, float]:
         if seen == count:
             done.set()
 
-    began = time.perf_counter()
-    try:
-        await receiver.start()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), OURS_BUDGET)
-        handled = seen
-    finally:
-        await receiver.close()
-        await connection.close()
+    began, handled = await run_receiver(connection, receiver, done, OURS_BUDGET, lambda: seen)
     if handled < 2:
         raise RuntimeError(f"hexa-event handled {handled} events in {OURS_BUDGET} s")
     return {"rate": handled / (last - first), "start_to_first": first - began, "handled": handled}
@@ -189,10 +210,7 @@ async def faststream(
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=50_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", help="also write the results to this file")
+    parser = cli_parser(__doc__.splitlines()[0], 50_000, rounds=3)
     parser.add_argument("--skip-ours", action="store_true", help="FastStream and raw only")
     parser.add_argument(
         "--settings",
@@ -211,12 +229,26 @@ class Side:
         self.handled: list[float] = []
         self.error = ""
 
+    @property
+    def median(self) -> float | None:
+        """The median rate; None when it never ran."""
+        return self.rate.median if self.rate.rates else None
+
     def add(self, run: dict[str, float]) -> None:
         self.rate.rates.append(run["rate"])
         if "start_to_first" in run:
             self.start.rates.append(run["start_to_first"])
         if "handled" in run:
             self.handled.append(run["handled"])
+
+
+def ratios(side: Side, raw_side: Side, our_side: Side) -> tuple[str, str]:
+    """The printed ratios of a side that ran: its median rate over raw's, and ours over its
+    (each "-" where one of the two did not run; the second also for ours)."""
+    median = side.rate.median
+    vs_raw = f"{median / raw_side.median:.2f}" if raw_side.median else "-"
+    ours_vs = f"{our_side.median / median:.2f}" if our_side.median and side is not our_side else "-"
+    return vs_raw, ours_vs
 
 
 async def attempt(side: Side, body: Any) -> None:
@@ -241,13 +273,9 @@ async def attempt(side: Side, body: Any) -> None:
 async def main() -> None:
     args = parse()
     chosen = [s for s in SETTINGS if not args.settings or f"{s.flavour}:{s.mode}" in args.settings]
-    try:
-        python()  # prepare the venv before anything is timed
-    except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"-- FastStream not available, raw and ours only: {exc}", flush=True)
+    if not faststream_ready():
         chosen = []
-    print(f"-- filling a topic with {args.count:,} events of {BODY_BYTES} bytes", flush=True)
-    topic = await asyncio.to_thread(fill, args.count)
+    topic = await filled(args.count)
     raw_side = Side("raw confluent-kafka consume+decode+store")
     our_side = Side("hexa-event receiver")
     peers = {s: Side(s.label) for s in chosen}
@@ -262,8 +290,7 @@ async def main() -> None:
             f"-- round {number}/{args.rounds} took {time.perf_counter() - began:.0f} s", flush=True
         )
 
-    raw_rate = raw_side.rate.median if raw_side.rate.rates else None
-    our_rate = our_side.rate.median if our_side.rate.rates else None
+    raw_rate = raw_side.median
     print(
         f"\nKafka consume, {BODY_BYTES}-byte JSON, typed decode, commit after handling "
         f"({args.count:,} events x {args.rounds} rounds, {machine()})"
@@ -273,11 +300,9 @@ async def main() -> None:
         if not side.rate.rates:
             print(f"  {side.rate.name:<58} {'not run':>10}  {side.error}")
             continue
-        median = side.rate.median
-        vs_raw = f"{median / raw_rate:.2f}" if raw_rate else "-"
-        ours_vs = f"{our_rate / median:.2f}" if our_rate and side is not our_side else "-"
+        vs_raw, ours_vs = ratios(side, raw_side, our_side)
         print(
-            f"  {side.rate.name:<58} {median:>10,.0f} {min(side.rate.rates):>9,.0f} "
+            f"  {side.rate.name:<58} {side.rate.median:>10,.0f} {min(side.rate.rates):>9,.0f} "
             f"{max(side.rate.rates):>9,.0f} {vs_raw:>6} {ours_vs:>8}"
         )
     print(

@@ -24,27 +24,17 @@ import asyncio
 import statistics
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 import msgspec
 import uuid_utils
+from _harness import Tick
 from _kafka import BOOTSTRAP, VALUE, key, new_topic, produce_all, raw_consume
 from confluent_kafka import Consumer
 
 import hexa_event as he
-
-
-@dataclass
-class Tick:
-    n: int
-    name: str
-    total: int
-    currency: str
-    note: str
-
 
 HEADERS = he.envelope.Envelope().seal(he.Event("t", "k", {"a": 1})).headers
 

@@ -27,16 +27,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import subprocess
 import time
 import uuid
 from typing import Any
 
-from _benchvenv import FASTSTREAM_VERSION, python
-from _harness import finish, machine, row, tuned
+from _benchvenv import FASTSTREAM_VERSION
+from _harness import cli_parser, finish, machine, row, tuned
 from _kafka import BOOTSTRAP
-from faststream_kafka import BODY_BYTES, Order, Setting, Side, attempt, faststream, fill, raw
+from faststream_kafka import (
+    BODY_BYTES,
+    Order,
+    Setting,
+    Side,
+    attempt,
+    faststream,
+    faststream_ready,
+    filled,
+    ratios,
+    raw,
+    run_receiver,
+)
 
 import hexa_event as he
 
@@ -68,15 +78,7 @@ async def ours(topic: str, count: int) -> dict[str, float]:
         if seen >= count:
             done.set()
 
-    began = time.perf_counter()
-    try:
-        await receiver.start()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), OURS_BUDGET)
-        handled = seen
-    finally:
-        await receiver.close()
-        await connection.close()
+    began, handled = await run_receiver(connection, receiver, done, OURS_BUDGET, lambda: seen)
     if handled < 2 or last <= first:
         raise RuntimeError(f"hexa-event handled {handled} events in {OURS_BUDGET} s")
     # The first batch's events are counted when it begins: rate over the batches after it.
@@ -88,8 +90,6 @@ def report(
 ) -> list[dict[str, object]]:
     """Print one pass's rates (``how``: the collector's setting, in the rows' names); its
     two rows: ours against raw, ours against FastStream's faster flavour."""
-    raw_rate = raw_side.rate.median if raw_side.rate.rates else None
-    our_rate = our_side.rate.median if our_side.rate.rates else None
     print(
         f"\nKafka batch consume, {BODY_BYTES}-byte JSON, typed decode, commit after handling"
         f"{how} ({args.count:,} events x {args.rounds} rounds, {machine()})"
@@ -98,9 +98,8 @@ def report(
         if not side.rate.rates:
             print(f"  {side.rate.name:<58} not run  {side.error}")
             continue
+        vs_raw, ours_vs = ratios(side, raw_side, our_side)
         median = side.rate.median
-        vs_raw = f"{median / raw_rate:.2f}" if raw_rate else "-"
-        ours_vs = f"{our_rate / median:.2f}" if our_rate and side is not our_side else "-"
         print(f"  {side.rate.name:<58} {median:>10,.0f}/s  of raw {vs_raw:>5}  ours/it {ours_vs}")
     results: list[dict[str, object]] = [
         row(
@@ -126,7 +125,7 @@ def report(
                 target=">= 3",
                 group="batch",
                 all_peers={side.rate.name: side.rate.median for side in ran},
-                raw=raw_rate,
+                raw=raw_side.median,
                 error=our_side.error,
             )
         )
@@ -134,23 +133,15 @@ def report(
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=50_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", help="also write the results to this file")
-    return parser.parse_args()
+    return cli_parser(__doc__.splitlines()[0], 50_000, rounds=3).parse_args()
 
 
 async def main() -> None:
     args = parse()
     peers = {Setting(flavour, "batch"): None for flavour in ("aiokafka", "confluent")}
-    try:
-        python()  # prepare the venv before anything is timed
-    except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"-- FastStream not available, raw and ours only: {exc}", flush=True)
+    if not faststream_ready():
         peers = {}
-    print(f"-- filling a topic with {args.count:,} events of {BODY_BYTES} bytes", flush=True)
-    topic = await asyncio.to_thread(fill, args.count)
+    topic = await filled(args.count)
     raw_side = Side("raw confluent-kafka consume(500)+decode+store")
     our_side = Side(f"hexa-event batch handler, Batch(max_size={MAX_SIZE})")
     sides = {setting: Side(setting.label) for setting in peers}

@@ -18,24 +18,12 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 
 import msgspec
-from _harness import cli, compare, finish, tuned
-from _kafka import BOOTSTRAP, KEYS, new_topic, produce_all, raw_consume
+from _harness import Comparison, Tick, cli, compare_all, tuned_side
+from _kafka import BOOTSTRAP, fill_sealed, raw_consume
 
 import hexa_event as he
-
-
-@dataclass
-class Tick:
-    n: int
-    name: str
-    total: int
-    currency: str
-    note: str
-
 
 BUDGET = 30.0
 """Seconds a run of ours may take; a slower run reports its rate over what it handled (so a
@@ -46,21 +34,9 @@ _topics: dict[int, str] = {}
 
 def fill(count: int) -> str:
     """A fresh topic holding ``count`` events sealed by our envelope (once per count)."""
-    if count in _topics:
-        return _topics[count]
-    topic = new_topic("consume")
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
-
-    def records() -> Iterator[tuple[bytes, Mapping[str, bytes], bytes]]:
-        for n in range(count):
-            tick = Tick(n, "tick", 4200, "EUR", "x")
-            record = envelope.seal(he.Event(topic, f"k{n % KEYS}", tick), ctx)
-            yield record.key.encode(), record.headers, record.body
-
-    produce_all(topic, records())
-    _topics[count] = topic
-    return topic
+    if count not in _topics:
+        _topics[count] = fill_sealed("consume", count, lambda n: Tick(n, "tick", 4200, "EUR", "x"))
+    return _topics[count]
 
 
 async def raw(count: int) -> float:
@@ -122,31 +98,25 @@ async def driver_only(count: int) -> float:
     return seen / elapsed
 
 
-async def main() -> None:
-    args = cli(__doc__.splitlines()[0], 50_000)
-    result = await compare(
-        "Kafka consume + ack",
-        args.count,
-        ("raw confluent-kafka consume+decode+store", raw),
-        ("hexa-event receiver", ours),
-        rounds=args.rounds,
-        target=">= 0.5",
-    )
-    breakdown = await compare(
+RAW = ("raw confluent-kafka consume+decode+store", raw)
+RECEIVER = ("hexa-event receiver", ours)
+COMPARISONS = (
+    Comparison("Kafka consume + ack", RAW, RECEIVER, target=">= 0.5"),
+    Comparison(
         "Kafka consume + ack, driver only (fetch, decode, ack)",
-        args.count,
-        ("raw confluent-kafka consume+decode+store", raw),
+        RAW,
         ("KafkaSubscription fetch/ack", driver_only),
-        rounds=args.rounds,
-    )
-    service = await compare(
+    ),
+    Comparison(
         "Kafka consume + ack, collector tuned on both sides as `hexa-event run` does",
-        args.count,
-        ("raw confluent-kafka consume+decode+store", tuned(raw)),
-        ("hexa-event receiver", tuned(ours)),
-        rounds=args.rounds,
-    )
-    finish([result, breakdown, service], args.json)  # type: ignore[arg-type]
+        tuned_side(RAW),
+        tuned_side(RECEIVER),
+    ),
+)
+
+
+async def main() -> None:
+    await compare_all(cli(__doc__.splitlines()[0], 50_000), COMPARISONS)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from _harness import cli, compare, finish
+from _harness import Comparison, Tick, cli, compare_all, in_batches, sealed, timed
 from _kafka import BOOTSTRAP, KEYS, new_topic
 from confluent_kafka import Producer
 
@@ -24,15 +23,6 @@ import hexa_event as he
 
 BATCH = 1000
 IN_FLIGHT = 4
-
-
-@dataclass
-class Tick:
-    n: int
-    name: str
-    total: int
-    currency: str
-    note: str
 
 
 def _tick(n: int) -> Tick:
@@ -92,65 +82,59 @@ async def ours(count: int) -> float:
     driver = he.connect(f"kafka://{BOOTSTRAP}")
     emitter = driver.emitter()
     await emitter.emit(he.Event(topic, "warm-up", _tick(-1)))  # connect before timing
-    ctx = he.Context(correlation_id="bench")
-    semaphore = asyncio.Semaphore(IN_FLIGHT)
-
-    async def send(start: int) -> None:
-        async with semaphore:
-            await emitter.emit_many(
-                (
-                    he.Event(topic, f"k{n % KEYS}", _tick(n))
-                    for n in range(start, min(start + BATCH, count))
-                ),
-                ctx,
-            )
-
-    began = time.perf_counter()
-    await asyncio.gather(*(send(start) for start in range(0, count, BATCH)))
-    elapsed = time.perf_counter() - began
+    rate = await timed(count, lambda: emit_all(emitter, topic, count))
     await driver.close()
-    return count / elapsed
+    return rate
+
+
+async def emit_all(emitter: he.Emitter, topic: str, count: int) -> None:
+    """``count`` events to ``topic`` through ``emit_many``, ``BATCH`` a call and at most
+    ``IN_FLIGHT`` calls at once: the emit row's timed part (``_kafka_emit_cpu.py``'s too)."""
+    ctx = he.Context(correlation_id="bench")
+
+    async def send(start: int, stop: int) -> None:
+        events = (he.Event(topic, f"k{n % KEYS}", _tick(n)) for n in range(start, stop))
+        await emitter.emit_many(events, ctx)
+
+    await in_batches(count, send, BATCH, IN_FLIGHT)
+
+
+async def publish_all(driver: he.Connection, records: list[he.driver.RawRecord]) -> None:
+    """``records`` through the driver's ``publish``, ``BATCH`` a call and at most
+    ``IN_FLIGHT`` calls at once: the driver row's timed part (``_kafka_emit_cpu.py``'s too)."""
+
+    async def send(start: int, stop: int) -> None:
+        await driver.publish(records[start:stop])
+
+    await in_batches(len(records), send, BATCH, IN_FLIGHT)
 
 
 async def driver_only(count: int) -> float:
     """The driver alone: publish records sealed before timing (where does the time go?)."""
     topic = new_topic("emit-driver")
     driver = he.connect(f"kafka://{BOOTSTRAP}")
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
-    records = [envelope.seal(he.Event(topic, f"k{n % KEYS}", _tick(n)), ctx) for n in range(count)]
+    records = sealed(topic, count, _tick)
     await driver.publish(records[:1])
-    semaphore = asyncio.Semaphore(IN_FLIGHT)
-
-    async def send(start: int) -> None:
-        async with semaphore:
-            await driver.publish(records[start : start + BATCH])
-
-    began = time.perf_counter()
-    await asyncio.gather(*(send(start) for start in range(0, count, BATCH)))
-    elapsed = time.perf_counter() - began
+    rate = await timed(count, lambda: publish_all(driver, records))
     await driver.close()
-    return count / elapsed
+    return rate
+
+
+RAW = ("raw confluent-kafka produce+flush", raw)
+COMPARISONS = (
+    Comparison(
+        "Kafka emit (acked, idempotent)", RAW, ("hexa-event emit_many", ours), target=">= 0.9"
+    ),
+    Comparison(
+        "Kafka emit, driver only (records sealed before timing)",
+        RAW,
+        ("KafkaDriver.publish", driver_only),
+    ),
+)
 
 
 async def main() -> None:
-    args = cli(__doc__.splitlines()[0], 50_000)
-    result = await compare(
-        "Kafka emit (acked, idempotent)",
-        args.count,
-        ("raw confluent-kafka produce+flush", raw),
-        ("hexa-event emit_many", ours),
-        rounds=args.rounds,
-        target=">= 0.9",
-    )
-    breakdown = await compare(
-        "Kafka emit, driver only (records sealed before timing)",
-        args.count,
-        ("raw confluent-kafka produce+flush", raw),
-        ("KafkaDriver.publish", driver_only),
-        rounds=args.rounds,
-    )
-    finish([result, breakdown], args.json)  # type: ignore[arg-type]
+    await compare_all(cli(__doc__.splitlines()[0], 50_000), COMPARISONS)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,10 @@ import asyncio
 import os
 import time
 import uuid
-from dataclasses import dataclass
 
 import msgspec
 import nats
-from _harness import cli, compare, finish
+from _harness import Comparison, Tick, cli, compare_all, in_batches, sealed, timed
 
 import hexa_event as he
 from hexa_event.driver import RawRecord, SubscriptionSpec
@@ -56,26 +55,12 @@ BATCH = 1000
 IN_FLIGHT = 4
 
 
-@dataclass
-class Tick:
-    n: int
-    name: str
-    total: int
-    currency: str
-    note: str
-
-
 def _channel(kind: str) -> str:
     return f"bench-{kind}-{uuid.uuid4().hex[:8]}"
 
 
 def _sealed(channel: str, count: int) -> list[RawRecord]:
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
-    return [
-        envelope.seal(he.Event(channel, f"k{n % KEYS}", Tick(n, "tick", 4200, "EUR", "x")), ctx)
-        for n in range(count)
-    ]
+    return sealed(channel, count, lambda n: Tick(n, "tick", 4200, "EUR", "x"))
 
 
 def _nats_headers(record: RawRecord) -> dict[str, str]:
@@ -110,23 +95,19 @@ async def our_publish(count: int, options: dict[str, object] = OPTIONS) -> float
     emitter = connection.emitter()
     await emitter.emit(he.Event(channel, "warm-up", Tick(-1, "", 0, "", "")))
     ctx = he.Context(correlation_id="bench")
-    semaphore = asyncio.Semaphore(IN_FLIGHT)
 
-    async def send(start: int) -> None:
-        async with semaphore:
-            await emitter.emit_many(
-                (
-                    he.Event(channel, f"k{n % KEYS}", Tick(n, "tick", 4200, "EUR", "x"))
-                    for n in range(start, min(start + BATCH, count))
-                ),
-                ctx,
-            )
+    async def send(start: int, stop: int) -> None:
+        await emitter.emit_many(
+            (
+                he.Event(channel, f"k{n % KEYS}", Tick(n, "tick", 4200, "EUR", "x"))
+                for n in range(start, stop)
+            ),
+            ctx,
+        )
 
-    began = time.perf_counter()
-    await asyncio.gather(*(send(start) for start in range(0, count, BATCH)))
-    elapsed = time.perf_counter() - began
+    rate = await timed(count, lambda: in_batches(count, send, BATCH, IN_FLIGHT))
     await connection.close()
-    return count / elapsed
+    return rate
 
 
 async def driver_publish(count: int) -> float:
@@ -134,17 +115,13 @@ async def driver_publish(count: int) -> float:
     connection = he.connect(URL, **OPTIONS)
     records = _sealed(channel, count)
     await connection.publish(records[:1])
-    semaphore = asyncio.Semaphore(IN_FLIGHT)
 
-    async def send(start: int) -> None:
-        async with semaphore:
-            await connection.publish(records[start : start + BATCH])
+    async def send(start: int, stop: int) -> None:
+        await connection.publish(records[start:stop])
 
-    began = time.perf_counter()
-    await asyncio.gather(*(send(start) for start in range(0, count, BATCH)))
-    elapsed = time.perf_counter() - began
+    rate = await timed(count, lambda: in_batches(count, send, BATCH, IN_FLIGHT))
     await connection.close()
-    return count / elapsed
+    return rate
 
 
 # -- consume ------------------------------------------------------------------------------------
@@ -249,58 +226,42 @@ async def partitioned_consume(count: int) -> float:
     return await our_consume(count, PARTITIONED)
 
 
+RAW_PUBLISH = ("raw nats-py publish_async", raw_publish)
+RAW_CONSUME = ("raw nats-py fetch+decode+ack", raw_consume)
+COMPARISONS = (
+    Comparison(
+        "JetStream publish (acked, Nats-Msg-Id)", RAW_PUBLISH, ("hexa-event emit_many", our_publish)
+    ),
+    Comparison(
+        "JetStream publish, driver only (records sealed before timing)",
+        RAW_PUBLISH,
+        ("NatsDriver.publish", driver_publish),
+    ),
+    Comparison("JetStream pull consume + ack", RAW_CONSUME, ("hexa-event receiver", our_consume)),
+    Comparison(
+        "JetStream pull consume + ack, driver only (fetch, decode, settle)",
+        RAW_CONSUME,
+        ("NatsSubscription fetch/settle", driver_consume),
+    ),
+    Comparison(
+        "JetStream publish, partitioned (8 partitions)",
+        RAW_PUBLISH,
+        ("hexa-event emit_many, partitions=8", partitioned_publish),
+    ),
+    Comparison(
+        "JetStream pull consume + ack, partitioned (8 partitions, one member)",
+        RAW_CONSUME,
+        ("hexa-event receiver, partitions=8", partitioned_consume),
+    ),
+)
+
+
 async def main() -> None:
     args = cli(__doc__.splitlines()[0], 20_000)
     connection = he.connect(URL, **OPTIONS)
     await connection.provision([])  # the stream, before the raw client's first round
     await connection.close()
-    results = [
-        await compare(
-            "JetStream publish (acked, Nats-Msg-Id)",
-            args.count,
-            ("raw nats-py publish_async", raw_publish),
-            ("hexa-event emit_many", our_publish),
-            rounds=args.rounds,
-        ),
-        await compare(
-            "JetStream publish, driver only (records sealed before timing)",
-            args.count,
-            ("raw nats-py publish_async", raw_publish),
-            ("NatsDriver.publish", driver_publish),
-            rounds=args.rounds,
-        ),
-        await compare(
-            "JetStream pull consume + ack",
-            args.count,
-            ("raw nats-py fetch+decode+ack", raw_consume),
-            ("hexa-event receiver", our_consume),
-            rounds=args.rounds,
-        ),
-        await compare(
-            "JetStream pull consume + ack, driver only (fetch, decode, settle)",
-            args.count,
-            ("raw nats-py fetch+decode+ack", raw_consume),
-            ("NatsSubscription fetch/settle", driver_consume),
-            rounds=args.rounds,
-        ),
-    ]
-    results += [
-        await compare(
-            "JetStream publish, partitioned (8 partitions)",
-            args.count,
-            ("raw nats-py publish_async", raw_publish),
-            ("hexa-event emit_many, partitions=8", partitioned_publish),
-            rounds=args.rounds,
-        ),
-        await compare(
-            "JetStream pull consume + ack, partitioned (8 partitions, one member)",
-            args.count,
-            ("raw nats-py fetch+decode+ack", raw_consume),
-            ("hexa-event receiver, partitions=8", partitioned_consume),
-            rounds=args.rounds,
-        ),
-    ]
-    finish(results, args.json)  # type: ignore[arg-type]
+    await compare_all(args, COMPARISONS)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,17 @@ import asyncio
 import time
 import uuid
 
-from _harness import compare, finish
-from _outbox import KEYS, bootstrap, fill, hand_relay, payload, producer_config, scratch_database
+from _harness import cli_parser, compare, finish
+from _outbox import (
+    KEYS,
+    bootstrap,
+    fill,
+    hand_relay,
+    payload,
+    producer_config,
+    run_until_published,
+    scratch_database,
+)
 
 import hexa_event as he
 from hexa_event.outbox import Outbox, OutboxRelay
@@ -40,9 +49,7 @@ SERVICES = ("postgres", "kafka")
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = cli_parser(__doc__.splitlines()[0], 100_000, rounds=3)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument(
@@ -56,7 +63,6 @@ def parse() -> argparse.Namespace:
         help="relay: the same work by hand with the raw clients (default); producer: the "
         "producer alone (no database, no delivery check)",
     )
-    parser.add_argument("--json", help="also write the result to this file")
     return parser.parse_args()
 
 
@@ -111,12 +117,7 @@ async def main() -> None:
             poll_interval=0.05,
         )
         began = time.perf_counter()
-        task = asyncio.create_task(r.run())
-        while r.published < count:
-            if task.done():
-                task.result()
-                raise RuntimeError("relay stopped early")
-            await asyncio.sleep(0.005)
+        task = await run_until_published(r, count)
         rate = count / (time.perf_counter() - began)
         r.stop()
         await task

@@ -29,7 +29,15 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from _outbox import KEYS, bootstrap, fill, hand_relay, payload, scratch_database
+from _outbox import (
+    KEYS,
+    bootstrap,
+    fill,
+    hand_relay,
+    payload,
+    run_until_published,
+    scratch_database,
+)
 from sqlalchemy import create_engine, make_url, text
 
 import hexa_event as he
@@ -103,12 +111,7 @@ async def run_relay(
         claims.mark_mode = "update"
     before_cpu = time.process_time()
     began = time.perf_counter()
-    task = asyncio.create_task(relay.run())
-    while relay.published < count:
-        if task.done():
-            task.result()
-            raise RuntimeError("relay stopped early")
-        await asyncio.sleep(0.005)
+    task = await run_until_published(relay, count)
     wall = time.perf_counter() - began
     cpu = time.process_time() - before_cpu
     pg = sum(backends(url, dbname).values())

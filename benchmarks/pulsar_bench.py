@@ -66,13 +66,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
-from _harness import cli, compare, finish, tuned
+from _harness import Comparison, Tick, cli, compare_all, in_batches, sealed, timed, tuned_side
 
 import hexa_event as he
 from hexa_event.driver import SubscriptionSpec
@@ -85,15 +84,12 @@ IN_FLIGHT = 4
 RAW_BATCH = 100
 RAW_BATCH_WAIT_MS = 1
 """The raw consume reference: ``batch_receive`` of at most 100, waiting at most 1 ms."""
-
-
-@dataclass
-class Tick:
-    n: int
-    name: str
-    total: int
-    currency: str
-    note: str
+SUBSCRIPTION: dict[str, Any] = {
+    "consumer_type": pulsar.ConsumerType.KeyShared,
+    "initial_position": pulsar.InitialPosition.Earliest,
+    "batch_index_ack_enabled": True,
+}
+"""How every raw consumer subscribes: Key_Shared from the earliest message, batch-index acks."""
 
 
 def read(decoder: msgspec.json.Decoder[Tick], message: Any) -> None:
@@ -117,9 +113,7 @@ def full(topic: str) -> str:
 
 
 def _sealed(topic: str, count: int) -> list[he.driver.RawRecord]:
-    envelope = he.envelope.Envelope()
-    ctx = he.Context(correlation_id="bench")
-    return [envelope.seal(he.Event(topic, f"k{n % KEYS}", _tick(n)), ctx) for n in range(count)]
+    return sealed(topic, count, _tick)
 
 
 # -- emit ------------------------------------------------------------------------------------
@@ -157,22 +151,41 @@ async def raw_emit(count: int) -> float:
     return count / elapsed
 
 
-def raw_emit_callback_sync(count: int, mark: Callable[[str], None] | None = None) -> float:
-    """The raw loop's rate; ``mark("start")`` and ``mark("end")`` around its timed part."""
-    topic = topic_name("emit-raw-cb")
-    sample = _sealed(topic, 1)[0]
-    props = {k: v.decode() for k, v in sample.headers.items()}
-    encode = msgspec.json.encode
+Confirm = Callable[[object, object], None]
+"""``send_async``'s callback: (result, message id)."""
+
+
+def producer_config(count: int, **overrides: Any) -> dict[str, Any]:
+    """The raw emit reference's producer (key-based batching, 5 ms, room for ``count``
+    pending messages), ``overrides`` added or overriding."""
+    config: dict[str, Any] = {
+        "batching_enabled": True,
+        "batching_type": pulsar.BatchingType.KeyBased,
+        "batching_max_publish_delay_ms": 5,
+        "max_pending_messages": count,
+        "max_pending_messages_across_partitions": count,
+    }
+    config.update(overrides)
+    return config
+
+
+def emit_timed(
+    topic: str,
+    count: int,
+    warm_up: tuple[bytes, dict[str, str]],
+    send: Callable[[pulsar.Producer, Confirm], None],
+    mark: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> float:
+    """``count`` / the time from ``send(producer, confirmed)`` (which hands ``count``
+    messages to ``send_async`` with the callback ``confirmed``) to ``flush`` returned and
+    every callback called Ok. The producer (:func:`producer_config`, ``overrides``) sends
+    the ``warm_up`` body and properties before the clock starts. ``mark("start")`` and
+    ``mark("end")`` around the timed part."""
+    body, props = warm_up
     client = pulsar.Client(URL)
-    producer = client.create_producer(
-        full(topic),
-        batching_enabled=True,
-        batching_type=pulsar.BatchingType.KeyBased,
-        batching_max_publish_delay_ms=5,
-        max_pending_messages=count,
-        max_pending_messages_across_partitions=count,
-    )
-    producer.send(sample.body, properties=props, partition_key="warm-up")
+    producer = client.create_producer(full(topic), **producer_config(count, **overrides))
+    producer.send(body, properties=props, partition_key="warm-up")
     done = threading.Event()
     results: list[object] = []
 
@@ -184,14 +197,7 @@ def raw_emit_callback_sync(count: int, mark: Callable[[str], None] | None = None
     began = time.perf_counter()
     if mark:
         mark("start")
-    for n in range(count):
-        producer.send_async(
-            encode(_tick(n)),  # the payload each event carries, encoded as ours is
-            confirmed,
-            properties=props,
-            partition_key=KEY_NAMES[n % KEYS],
-            event_timestamp=int(time.time() * 1000),
-        )
+    send(producer, confirmed)
     producer.flush()
     assert done.wait(120)
     elapsed = time.perf_counter() - began
@@ -203,6 +209,26 @@ def raw_emit_callback_sync(count: int, mark: Callable[[str], None] | None = None
     return count / elapsed
 
 
+def raw_emit_callback_sync(count: int, mark: Callable[[str], None] | None = None) -> float:
+    """The raw loop's rate; ``mark("start")`` and ``mark("end")`` around its timed part."""
+    topic = topic_name("emit-raw-cb")
+    sample = _sealed(topic, 1)[0]
+    props = {k: v.decode() for k, v in sample.headers.items()}
+    encode = msgspec.json.encode
+
+    def send(producer: pulsar.Producer, confirmed: Confirm) -> None:
+        for n in range(count):
+            producer.send_async(
+                encode(_tick(n)),  # the payload each event carries, encoded as ours is
+                confirmed,
+                properties=props,
+                partition_key=KEY_NAMES[n % KEYS],
+                event_timestamp=int(time.time() * 1000),
+            )
+
+    return emit_timed(topic, count, (sample.body, props), send, mark)
+
+
 async def raw_emit_callback(count: int) -> float:
     return await asyncio.to_thread(raw_emit_callback_sync, count)
 
@@ -211,19 +237,12 @@ async def emit_all(emitter: he.Emitter, topic: str, count: int) -> None:
     """``count`` events to ``topic`` through ``emit_many``, ``BATCH`` a call and at most
     ``IN_FLIGHT`` calls at once: the emit row's timed part."""
     ctx = he.Context(correlation_id="bench")
-    semaphore = asyncio.Semaphore(IN_FLIGHT)
 
-    async def send(start: int) -> None:
-        async with semaphore:
-            await emitter.emit_many(
-                (
-                    he.Event(topic, KEY_NAMES[n % KEYS], _tick(n))
-                    for n in range(start, min(start + BATCH, count))
-                ),
-                ctx,
-            )
+    async def send(start: int, stop: int) -> None:
+        events = (he.Event(topic, KEY_NAMES[n % KEYS], _tick(n)) for n in range(start, stop))
+        await emitter.emit_many(events, ctx)
 
-    await asyncio.gather(*(send(start) for start in range(0, count, BATCH)))
+    await in_batches(count, send, BATCH, IN_FLIGHT)
 
 
 async def ours_emit(count: int, _topic: str | None = None) -> float:
@@ -231,11 +250,9 @@ async def ours_emit(count: int, _topic: str | None = None) -> float:
     connection = he.connect(URL)
     emitter = connection.emitter()
     await emitter.emit(he.Event(topic, "warm-up", _tick(-1)))  # connect before timing
-    began = time.perf_counter()
-    await emit_all(emitter, topic, count)
-    elapsed = time.perf_counter() - began
+    rate = await timed(count, lambda: emit_all(emitter, topic, count))
     await connection.close()
-    return count / elapsed
+    return rate
 
 
 # -- consume ---------------------------------------------------------------------------------
@@ -250,17 +267,11 @@ async def fill(count: int) -> str:
     return topic
 
 
-async def raw_consume(count: int) -> float:
-    topic = await fill(count)
+async def raw_consume_asyncio_loop(topic: str, count: int) -> float:
+    """``pulsar.asyncio``: ``await receive()``, ``read``, ``await acknowledge``."""
     decoder = msgspec.json.Decoder(Tick)
     client = pulsar_asyncio.Client(URL)
-    consumer = await client.subscribe(
-        full(topic),
-        f"raw-{uuid.uuid4().hex[:6]}",
-        consumer_type=pulsar.ConsumerType.KeyShared,
-        initial_position=pulsar.InitialPosition.Earliest,
-        batch_index_ack_enabled=True,
-    )
+    consumer = await client.subscribe(full(topic), f"raw-{uuid.uuid4().hex[:6]}", **SUBSCRIPTION)
     began = time.perf_counter()
     for _ in range(count):
         msg = await consumer.receive()
@@ -272,25 +283,41 @@ async def raw_consume(count: int) -> float:
     return count / elapsed
 
 
-def raw_consume_sync_loop(topic: str, count: int) -> float:
+async def raw_consume(count: int) -> float:
+    return await raw_consume_asyncio_loop(await fill(count), count)
+
+
+def consume_timed(
+    topic: str,
+    count: int,
+    loop: Callable[[pulsar.Consumer, msgspec.json.Decoder[Tick]], None],
+    **config: Any,
+) -> float:
+    """``count`` / the time ``loop(consumer, decoder)`` takes, ``consumer`` a fresh raw
+    subscription of ``topic`` (:data:`SUBSCRIPTION`, ``config`` added or overriding)."""
     decoder = msgspec.json.Decoder(Tick)
     client = pulsar.Client(URL)
     consumer = client.subscribe(
-        full(topic),
-        f"raw-sync-{uuid.uuid4().hex[:6]}",
-        consumer_type=pulsar.ConsumerType.KeyShared,
-        initial_position=pulsar.InitialPosition.Earliest,
-        batch_index_ack_enabled=True,
+        full(topic), f"raw-{uuid.uuid4().hex[:6]}", **{**SUBSCRIPTION, **config}
     )
     began = time.perf_counter()
-    for _ in range(count):
-        msg = consumer.receive()
-        read(decoder, msg)
-        consumer.acknowledge(msg)
+    loop(consumer, decoder)
     elapsed = time.perf_counter() - began
     consumer.close()
     client.close()
     return count / elapsed
+
+
+def raw_consume_sync_loop(topic: str, count: int, **config: Any) -> float:
+    """A thread blocking in ``receive()``: ``read``, ``acknowledge``."""
+
+    def loop(consumer: pulsar.Consumer, decoder: msgspec.json.Decoder[Tick]) -> None:
+        for _ in range(count):
+            msg = consumer.receive()
+            read(decoder, msg)
+            consumer.acknowledge(msg)
+
+    return consume_timed(topic, count, loop, **config)
 
 
 async def raw_consume_sync(count: int) -> float:
@@ -298,28 +325,22 @@ async def raw_consume_sync(count: int) -> float:
     return await asyncio.to_thread(raw_consume_sync_loop, topic, count)
 
 
-def raw_consume_batches_loop(topic: str, count: int) -> float:
-    decoder = msgspec.json.Decoder(Tick)
-    client = pulsar.Client(URL)
-    consumer = client.subscribe(
-        full(topic),
-        f"raw-batch-{uuid.uuid4().hex[:6]}",
-        consumer_type=pulsar.ConsumerType.KeyShared,
-        initial_position=pulsar.InitialPosition.Earliest,
-        batch_index_ack_enabled=True,
-        batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(RAW_BATCH, 0, RAW_BATCH_WAIT_MS),
-    )
-    began = time.perf_counter()
-    done = 0
-    while done < count:
-        for msg in consumer.batch_receive():
-            read(decoder, msg)
-            consumer.acknowledge(msg)
-            done += 1
-    elapsed = time.perf_counter() - began
-    consumer.close()
-    client.close()
-    return count / elapsed
+def raw_consume_batches_loop(
+    topic: str, count: int, size: int = RAW_BATCH, wait_ms: int = RAW_BATCH_WAIT_MS, **config: Any
+) -> float:
+    """``batch_receive`` (at most ``size`` a call, waiting at most ``wait_ms``): ``read``,
+    ``acknowledge``."""
+
+    def loop(consumer: pulsar.Consumer, decoder: msgspec.json.Decoder[Tick]) -> None:
+        done = 0
+        while done < count:
+            for msg in consumer.batch_receive():
+                read(decoder, msg)
+                consumer.acknowledge(msg)
+                done += 1
+
+    policy = pulsar.ConsumerBatchReceivePolicy(size, 0, wait_ms)
+    return consume_timed(topic, count, loop, batch_receive_policy=policy, **config)
 
 
 async def raw_consume_batches(count: int) -> float:
@@ -333,14 +354,9 @@ async def raw_consume_fastest(count: int) -> float:
     return max(await raw_consume_batches(count), await raw_consume_sync(count))
 
 
-async def ours_driver_consume(count: int, topic: str | None = None) -> float:
-    topic = topic or await fill(count)
-    decoder = msgspec.json.Decoder(Tick)
-    connection = he.connect(URL)
-    subscription = await connection.subscribe(
-        SubscriptionSpec(group=f"ours-{uuid.uuid4().hex[:6]}", channels=(topic,))
-    )
-    began = time.perf_counter()
+async def fetch_all(subscription: Any, decoder: msgspec.json.Decoder[Tick], count: int) -> None:
+    """Fetch (500 a call), decode each body, ack it and settle each batch until ``count``
+    are settled: the driver row's timed part (``_pulsar_threads.py``'s too)."""
     done = 0
     while done < count:
         deliveries = await subscription.fetch(500)
@@ -349,6 +365,17 @@ async def ours_driver_consume(count: int, topic: str | None = None) -> float:
             delivery.ack()
         await subscription.settle(deliveries)
         done += len(deliveries)
+
+
+async def ours_driver_consume(count: int, topic: str | None = None) -> float:
+    topic = topic or await fill(count)
+    decoder = msgspec.json.Decoder(Tick)
+    connection = he.connect(URL)
+    subscription = await connection.subscribe(
+        SubscriptionSpec(group=f"ours-{uuid.uuid4().hex[:6]}", channels=(topic,))
+    )
+    began = time.perf_counter()
+    await fetch_all(subscription, decoder, count)
     elapsed = time.perf_counter() - began
     await subscription.close()
     await connection.close()
@@ -390,58 +417,41 @@ PROFILED = (  # for ``profile.py --paths pulsar``: (title, fill or None, run)
 )
 
 
+RAW_EMIT = ("raw send_async+callbacks (fastest raw)", raw_emit_callback)
+RAW_CONSUME = ("raw thread, batch_receive or receive (faster)", raw_consume_fastest)
+EMIT_MANY = ("hexa-event emit_many", ours_emit)
+RECEIVER = ("hexa-event receiver", ours_receiver_consume)
+COMPARISONS = (
+    Comparison("Pulsar emit (confirmed)", RAW_EMIT, EMIT_MANY, target=">= 0.8"),
+    Comparison("Pulsar consume + ack through a receiver", RAW_CONSUME, RECEIVER, target=">= 0.8"),
+    Comparison(
+        "Pulsar consume + ack through a receiver, collector tuned on both sides as "
+        "`hexa-event run` does",
+        tuned_side(RAW_CONSUME),
+        tuned_side(RECEIVER),
+    ),
+    Comparison(
+        "Pulsar consume + ack, driver (fetch/ack/settle)",
+        RAW_CONSUME,
+        ("PulsarSubscription fetch+settle", ours_driver_consume),
+    ),
+    # The earlier references (pulsar.asyncio), slower than the client's best: kept to
+    # show how far apart the client's own APIs are.
+    Comparison(
+        "Pulsar emit against pulsar.asyncio (earlier reference)",
+        ("raw pulsar.asyncio send x window", raw_emit),
+        EMIT_MANY,
+    ),
+    Comparison(
+        "Pulsar consume + ack against pulsar.asyncio (earlier reference)",
+        ("raw pulsar.asyncio receive+decode+ack", raw_consume),
+        RECEIVER,
+    ),
+)
+
+
 async def main() -> None:
-    args = cli(__doc__.splitlines()[0], 20_000)
-    results = [
-        await compare(
-            "Pulsar emit (confirmed)",
-            args.count,
-            ("raw send_async+callbacks (fastest raw)", raw_emit_callback),
-            ("hexa-event emit_many", ours_emit),
-            rounds=args.rounds,
-            target=">= 0.8",
-        ),
-        await compare(
-            "Pulsar consume + ack through a receiver",
-            args.count,
-            ("raw thread, batch_receive or receive (faster)", raw_consume_fastest),
-            ("hexa-event receiver", ours_receiver_consume),
-            rounds=args.rounds,
-            target=">= 0.8",
-        ),
-        await compare(
-            "Pulsar consume + ack through a receiver, collector tuned on both sides as "
-            "`hexa-event run` does",
-            args.count,
-            ("raw thread, batch_receive or receive (faster)", tuned(raw_consume_fastest)),
-            ("hexa-event receiver", tuned(ours_receiver_consume)),
-            rounds=args.rounds,
-        ),
-        await compare(
-            "Pulsar consume + ack, driver (fetch/ack/settle)",
-            args.count,
-            ("raw thread, batch_receive or receive (faster)", raw_consume_fastest),
-            ("PulsarSubscription fetch+settle", ours_driver_consume),
-            rounds=args.rounds,
-        ),
-        # The earlier references (pulsar.asyncio), slower than the client's best: kept to
-        # show how far apart the client's own APIs are.
-        await compare(
-            "Pulsar emit against pulsar.asyncio (earlier reference)",
-            args.count,
-            ("raw pulsar.asyncio send x window", raw_emit),
-            ("hexa-event emit_many", ours_emit),
-            rounds=args.rounds,
-        ),
-        await compare(
-            "Pulsar consume + ack against pulsar.asyncio (earlier reference)",
-            args.count,
-            ("raw pulsar.asyncio receive+decode+ack", raw_consume),
-            ("hexa-event receiver", ours_receiver_consume),
-            rounds=args.rounds,
-        ),
-    ]
-    finish(results, args.json)  # type: ignore[arg-type]
+    await compare_all(cli(__doc__.splitlines()[0], 20_000), COMPARISONS)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,9 @@ in the benchmarks' venv): on NATS it is core NATS request/reply (nothing stored)
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from _harness import Result, row
+from _harness import Result, cli_parser, port_answers, row
 
 import hexa_event as he
 
@@ -97,14 +95,7 @@ def faststream(engine: str, url: str, count: int) -> Result:
 
 def reachable(url: str) -> bool:
     """Memory and SQLite always; a broker when its port answers within 2 s."""
-    if url.startswith(("memory:", "sqlite:")):
-        return True
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 2):
-            return True
-    except OSError:
-        return False
+    return url.startswith(("memory:", "sqlite:")) or port_answers(url)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -187,13 +178,10 @@ async def measure(
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli_parser(__doc__, 300, rounds=3)
     parser.add_argument("--engines", default=",".join(ENGINES))
-    parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--scheduled", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     results = []
     rows = []

@@ -19,11 +19,9 @@ about 3,800 events/s publish and 455 events/s subscribe (watermill-benchmark REA
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-import socket
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-from _harness import compare, machine
+from _harness import cli_parser, compare, machine, port_answers
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -53,15 +51,6 @@ PG_URL = os.environ.get("HEXA_POSTGRES_URL", "postgresql://postgres@127.0.0.1:54
 class Tick:
     n: int
     name: str
-
-
-def _pg_up(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 1):
-            return True
-    except OSError:
-        return False
 
 
 class Backend:
@@ -217,15 +206,12 @@ async def ours_round(backend: Backend, count: int, *, publish_rates: list[float]
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = cli_parser(__doc__.splitlines()[0], 20_000, rounds=3)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     results: list[dict[str, object]] = []
     for name in args.backends.split(","):
-        if name == "postgresql" and not _pg_up(PG_URL):
+        if name == "postgresql" and not port_answers(PG_URL, 5432, timeout=1):
             print(f"\nPostgreSQL at {urlsplit(PG_URL).hostname} does not answer: skipped")
             continue
         backend = Backend(name)

@@ -52,7 +52,7 @@ from typing import Any
 
 import msgspec
 import nats
-from _harness import cli, compare, finish
+from _harness import Comparison, cli, compare_all, in_batches, sealed
 from nats.nuid import NUID
 
 import hexa_event as he
@@ -221,6 +221,32 @@ async def raw_emit(count: int) -> float:
     return rate
 
 
+async def emit_all(emitter: he.Emitter, channel: str, count: int) -> None:
+    """``count`` events to ``channel`` through ``emit_many``, ``BATCH`` a call and at most
+    ``IN_FLIGHT`` calls at once: the emit row's timed part (``_stan_cpu.py``'s too)."""
+
+    async def send(start: int, stop: int) -> None:
+        await emitter.emit_many(
+            he.Event(channel, KEY_NAMES[n % KEYS], _payload(n)) for n in range(start, stop)
+        )
+
+    await in_batches(count, send, BATCH, IN_FLIGHT)
+
+
+def sealed_events(channel: str, count: int) -> list[he.driver.RawRecord]:
+    return sealed(channel, count, _payload, he.Context())
+
+
+async def publish_all(connection: he.Connection, records: list[he.driver.RawRecord]) -> None:
+    """``records`` through the driver's ``publish``, ``BATCH`` a call and at most
+    ``IN_FLIGHT`` calls at once: the driver emit row's timed part (``_stan_cpu.py``'s too)."""
+
+    async def send(start: int, stop: int) -> None:
+        await connection.publish(records[start:stop])
+
+    await in_batches(len(records), send, BATCH, IN_FLIGHT)
+
+
 async def ours_emit(count: int) -> float:
     connection = he.connect(STAN_URL)
     emitter = connection.emitter()
@@ -228,16 +254,7 @@ async def ours_emit(count: int) -> float:
     await emitter.emit(he.Event(channel, "warm", _payload(0)))  # connect before timing
     loop = asyncio.get_running_loop()
     began = loop.time()
-    gate = asyncio.Semaphore(IN_FLIGHT)
-
-    async def batch(start: int) -> None:
-        async with gate:
-            await emitter.emit_many(
-                he.Event(channel, KEY_NAMES[n % KEYS], _payload(n))
-                for n in range(start, min(start + BATCH, count))
-            )
-
-    await asyncio.gather(*(batch(s) for s in range(0, count, BATCH)))
+    await emit_all(emitter, channel, count)
     rate = count / (loop.time() - began)
     await connection.close()
     return rate
@@ -246,22 +263,11 @@ async def ours_emit(count: int) -> float:
 async def ours_publish(count: int) -> float:
     """The driver alone: records sealed beforehand, ``publish`` in batches, four in flight."""
     connection = he.connect(STAN_URL)
-    channel = f"bench-{uuid.uuid4().hex[:8]}"
-    envelope = he.envelope.Envelope()
-    records = [
-        envelope.seal(he.Event(channel, KEY_NAMES[n % KEYS], _payload(n)), he.Context())
-        for n in range(count)
-    ]
+    records = sealed_events(f"bench-{uuid.uuid4().hex[:8]}", count)
     await connection.publish(records[:1])  # connect before timing
     loop = asyncio.get_running_loop()
     began = loop.time()
-    gate = asyncio.Semaphore(IN_FLIGHT)
-
-    async def batch(start: int) -> None:
-        async with gate:
-            await connection.publish(records[start : start + BATCH])
-
-    await asyncio.gather(*(batch(s) for s in range(0, count, BATCH)))
+    await publish_all(connection, records)
     rate = count / (loop.time() - began)
     await connection.close()
     return rate
@@ -337,13 +343,10 @@ async def ours_consume(count: int, channel: str | None = None) -> float:
     return rate
 
 
-async def ours_driver_consume(count: int, channel: str | None = None) -> float:
-    """The driver alone: fetch, ack each delivery, settle each batch."""
-    channel = channel or await _backlog(count)
-    connection = he.connect(STAN_URL)
-    await connection.driver.connect()  # type: ignore[attr-defined]  # as the raw client is
-    loop = asyncio.get_running_loop()
-    began = loop.time()
+async def fetch_all(connection: he.Connection, channel: str, count: int) -> Any:
+    """Subscribe to ``channel`` (a group of its own), then fetch (1,024 a call), ack each
+    delivery and settle each batch until ``count`` are settled: the driver consume row's
+    timed part (``_stan_cpu.py``'s too). Returns the subscription, still open."""
     subscription = await connection.subscribe(
         he.driver.SubscriptionSpec(group=f"bench-{uuid.uuid4().hex[:6]}", channels=(channel,))
     )
@@ -354,6 +357,17 @@ async def ours_driver_consume(count: int, channel: str | None = None) -> float:
             delivery.ack()
         await subscription.settle(deliveries)
         got += len(deliveries)
+    return subscription
+
+
+async def ours_driver_consume(count: int, channel: str | None = None) -> float:
+    """The driver alone: fetch, ack each delivery, settle each batch."""
+    channel = channel or await _backlog(count)
+    connection = he.connect(STAN_URL)
+    await connection.driver.connect()  # type: ignore[attr-defined]  # as the raw client is
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    subscription = await fetch_all(connection, channel, count)
     rate = count / (loop.time() - began)
     await subscription.close()
     await connection.close()
@@ -367,41 +381,28 @@ PROFILED = (  # for ``profile.py --paths stan``: (title, fill or None, run)
 )
 
 
+RAW_EMIT = ("raw nats-py STAN publish loop", raw_emit)
+RAW_CONSUME = ("raw nats-py STAN subscription", raw_consume)
+COMPARISONS = (
+    Comparison("STAN emit", RAW_EMIT, ("hexa-event emit_many", ours_emit), target=">= 0.8"),
+    Comparison(
+        "STAN emit, driver alone (records sealed beforehand)",
+        RAW_EMIT,
+        ("hexa-event driver publish", ours_publish),
+    ),
+    Comparison(
+        "STAN consume + ack", RAW_CONSUME, ("hexa-event receiver", ours_consume), target=">= 0.8"
+    ),
+    Comparison(
+        "STAN consume + ack, driver alone",
+        RAW_CONSUME,
+        ("hexa-event driver fetch + settle", ours_driver_consume),
+    ),
+)
+
+
 async def main() -> None:
-    args = cli(__doc__.splitlines()[0], 20_000)
-    results = [
-        await compare(
-            "STAN emit",
-            args.count,
-            ("raw nats-py STAN publish loop", raw_emit),
-            ("hexa-event emit_many", ours_emit),
-            rounds=args.rounds,
-            target=">= 0.8",
-        ),
-        await compare(
-            "STAN emit, driver alone (records sealed beforehand)",
-            args.count,
-            ("raw nats-py STAN publish loop", raw_emit),
-            ("hexa-event driver publish", ours_publish),
-            rounds=args.rounds,
-        ),
-        await compare(
-            "STAN consume + ack",
-            args.count,
-            ("raw nats-py STAN subscription", raw_consume),
-            ("hexa-event receiver", ours_consume),
-            rounds=args.rounds,
-            target=">= 0.8",
-        ),
-        await compare(
-            "STAN consume + ack, driver alone",
-            args.count,
-            ("raw nats-py STAN subscription", raw_consume),
-            ("hexa-event driver fetch + settle", ours_driver_consume),
-            rounds=args.rounds,
-        ),
-    ]
-    finish(results, args.json)  # type: ignore[arg-type]
+    await compare_all(cli(__doc__.splitlines()[0], 20_000), COMPARISONS)
 
 
 if __name__ == "__main__":

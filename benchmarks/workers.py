@@ -14,7 +14,6 @@ run on the same 2 cores, so expect less here).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -28,7 +27,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from _harness import Result, finish, machine, row
+from _harness import Result, cli_parser, finish, machine, row
 
 import hexa_event as he
 
@@ -164,11 +163,8 @@ async def one_round(url: str, workers: int, count: int) -> float:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=60000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = cli_parser(__doc__, 60000, rounds=3)
     parser.add_argument("--backends", default="postgresql,kafka")
-    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     rows = []
     for backend in args.backends.split(","):
