@@ -59,7 +59,7 @@ from .envelope import (
 )
 from .errors import ConfigurationError, PermanentError
 from .event import Message, loggable
-from .middleware import Handler
+from .middleware import Handler, log_failure
 from .propagation import (
     BAGGAGE,
     CORRELATION_ID,
@@ -655,7 +655,7 @@ class Dispatcher:
         policy = route.chain.policy
         while True:
             self.counters.failed += 1
-            _log_failure(ctx, message, exc)
+            log_failure(logger, ctx, message, exc)
             if self._permanent(exc):
                 await self._dead_letter(delivery, opened, PERMANENT, exc, message)
                 return
@@ -782,23 +782,6 @@ class Dispatcher:
         self.publish_error = ""
         self.given_back.clear()
         return True
-
-
-def _log_failure(ctx: Context, msg: Message[Any], exc: BaseException) -> None:
-    """A failing handler, logged with the event's identity (never its payload)."""
-    logger.warning(
-        "handler failed: action=%s event_id=%s channel=%s key=%s attempt=%d "
-        "correlation_id=%s error=%s: %s",
-        ctx.handler_action,
-        msg.id,
-        msg.channel,
-        loggable(msg.key),
-        msg.attempt,
-        ctx.correlation_id,
-        type(exc).__name__,
-        wire.error_text(exc),
-        exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
-    )
 
 
 def _nothing(delivery: Delivery) -> None:

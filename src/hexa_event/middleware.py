@@ -152,19 +152,7 @@ def log_errors(handler: Handler) -> Handler:
         try:
             await handler(ctx, msg)
         except Exception as exc:
-            logger.warning(
-                "handler failed: action=%s event_id=%s channel=%s key=%s attempt=%d "
-                "correlation_id=%s error=%s: %s",
-                ctx.handler_action,
-                msg.id,
-                msg.channel,
-                loggable(msg.key),
-                msg.attempt,
-                ctx.correlation_id,
-                type(exc).__name__,
-                error_text(exc),  # (an exception whose str() raises loses no log line)
-                exc_info=logger.isEnabledFor(logging.DEBUG),
-            )
+            log_failure(logger, ctx, msg, exc)
             raise
 
     return logged
@@ -192,3 +180,21 @@ def timeout(seconds: float) -> Middleware:
         return limited
 
     return wrap
+
+
+def log_failure(log: logging.Logger, ctx: Context, msg: Message[Any], exc: BaseException) -> None:
+    """A failing handler, logged to ``log`` with the event's identity (never its payload),
+    the traceback at DEBUG only."""
+    log.warning(
+        "handler failed: action=%s event_id=%s channel=%s key=%s attempt=%d "
+        "correlation_id=%s error=%s: %s",
+        ctx.handler_action,
+        msg.id,
+        msg.channel,
+        loggable(msg.key),
+        msg.attempt,
+        ctx.correlation_id,
+        type(exc).__name__,
+        error_text(exc),  # (an exception whose str() raises loses no log line)
+        exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
+    )
