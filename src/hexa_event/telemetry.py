@@ -211,47 +211,46 @@ class Telemetry:
         self._failures = _Failures()
         self._receivers: weakref.WeakSet[Receiver] = weakref.WeakSet()
         self._outbox: dict[str, tuple[int, float | None]] = {}
-        meter.create_observable_gauge(
-            "hexa_event.consumer.lag",
-            [self._observe_lag],
-            unit="{event}",
-            description="The group's records not yet settled, per channel (sampled; when known)",
+        gauges = (
+            (
+                "hexa_event.consumer.lag",
+                self._observe_lag,
+                "{event}",
+                "The group's records not yet settled, per channel (sampled; when known)",
+            ),
+            (
+                "hexa_event.consumer.lag.age",
+                self._observe("lag_age"),
+                "s",
+                "Age of the lag sample (grows while the broker cannot be asked)",
+            ),
+            (
+                "hexa_event.consumer.oldest_unsettled_age",
+                self._observe("oldest_unsettled_age"),
+                "s",
+                "Age of the oldest delivery fetched and not yet settled",
+            ),
+            (
+                "hexa_event.consumer.in_flight",
+                self._observe("in_flight"),
+                "{event}",
+                "Deliveries fetched and not yet settled",
+            ),
+            ("hexa_event.outbox.backlog", self._observe_outbox(0), "{row}", "Unsent outbox rows"),
+            (
+                "hexa_event.outbox.oldest_unsent_age",
+                self._observe_outbox(1),
+                "s",
+                "Age of the oldest unsent outbox row",
+            ),
         )
-        meter.create_observable_gauge(
-            "hexa_event.consumer.lag.age",
-            [self._observe("lag_age")],
-            unit="s",
-            description="Age of the lag sample (grows while the broker cannot be asked)",
-        )
-        meter.create_observable_gauge(
-            "hexa_event.consumer.oldest_unsettled_age",
-            [self._observe("oldest_unsettled_age")],
-            unit="s",
-            description="Age of the oldest delivery fetched and not yet settled",
-        )
-        meter.create_observable_gauge(
-            "hexa_event.consumer.in_flight",
-            [self._observe("in_flight")],
-            unit="{event}",
-            description="Deliveries fetched and not yet settled",
-        )
+        for name, callback, unit, description in gauges:
+            meter.create_observable_gauge(name, [callback], unit=unit, description=description)
         meter.create_observable_counter(
             "hexa_event.poison",
             [self._observe("poison")],
             unit="{event}",
             description="Records dead-lettered as poison (never reached a handler)",
-        )
-        meter.create_observable_gauge(
-            "hexa_event.outbox.backlog",
-            [self._observe_outbox(0)],
-            unit="{row}",
-            description="Unsent outbox rows",
-        )
-        meter.create_observable_gauge(
-            "hexa_event.outbox.oldest_unsent_age",
-            [self._observe_outbox(1)],
-            unit="s",
-            description="Age of the oldest unsent outbox row",
         )
         self._undecided: dict[tuple[str, str, int], tuple[trace.Span, dict[str, str]]] = {}
         """Failed runs' open spans by (action, event id, attempt), until the receiver's
