@@ -21,6 +21,7 @@ from ..numbers import LARGEST, check_number, duration, shown
 from .clock import utcnow
 from .engine import GOODBYE_WAIT, dispose_within, engine_for, transaction
 from .health import Progress
+from .names import check_table_dialect
 from .problems import brief
 from .turns import WriteTurns
 
@@ -46,6 +47,8 @@ class BatchCleaner:
     cleans now (cron jobs, the CLI); :meth:`run` repeats every ``interval`` seconds until
     :meth:`stop`. :meth:`health` turns unhealthy once every run has failed (at least
     twice) for ``unhealthy_after`` seconds, or a run has deleted no batch for that long.
+    The table is ``table``, or the one :meth:`resolve_table` finds by ``schema`` and
+    ``table_prefix`` (not both).
     """
 
     what = "rows"
@@ -54,24 +57,28 @@ class BatchCleaner:
         self,
         db: str | AsyncEngine,
         *,
-        table: Table,
-        retention: timedelta,
+        retention: timedelta = timedelta(days=7),
         batch_size: int = 1000,
         interval: float = 60.0,
+        schema: str | None = None,
+        table_prefix: str = "",
+        table: Table | None = None,
         unhealthy_after: float = 60.0,
     ) -> None:
-        check_number(f"{type(self).__name__} unhealthy_after", unhealthy_after, above=True)
+        owner = type(self).__name__
+        table = self.resolve_table(table, schema, table_prefix, owner=owner)
+        check_number(f"{owner} unhealthy_after", unhealthy_after, above=True)
         if retention < timedelta(0):
             raise ConfigurationError(f"retention must not be negative, got {retention}")
         # PostgreSQL binds the LIMIT as a 32-bit integer: a larger one fails every run.
         check_number(
-            f"{type(self).__name__} batch_size",
+            f"{owner} batch_size",
             batch_size,
             minimum=1,
             maximum=_MAX_INT,
             integer=True,
         )
-        check_interval(type(self).__name__, interval)
+        check_interval(owner, interval)
         self.engine, self._owns_engine = engine_for(db)
         self.table = table
         self.retention = retention
@@ -88,6 +95,17 @@ class BatchCleaner:
         self._cleaned_at: float | None = None
         self.turns = WriteTurns(sqlite=self.engine.dialect.name == "sqlite")
         """Paces the delete transactions on SQLite so the application gets the lock too."""
+        check_table_dialect(table, self.engine.dialect.name, owner=owner)
+
+    @staticmethod
+    def resolve_table(
+        table: Table | None, schema: str | None, table_prefix: str | None, *, owner: str
+    ) -> Table:
+        """The table to clean: ``table``; a subclass finds its own by ``schema`` and
+        ``table_prefix``."""
+        if table is None or schema or table_prefix:
+            raise ConfigurationError(f"{owner} needs table= (and no schema=/table_prefix=)")
+        return table
 
     def delete_statement(self) -> Any:
         """A DELETE of at most ``:limit`` rows expired before ``:cutoff`` (:data:`CUTOFF`,

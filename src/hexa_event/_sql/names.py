@@ -19,9 +19,9 @@ nothing here attaches, so it is refused with advice (a table prefix, or another 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from ..errors import ConfigurationError
@@ -129,6 +129,38 @@ def check_dialect(names: TableNames, dialect: str, *, owner: str) -> None:
             "'schema.table' names an attached database); use table_prefix, or another "
             "database file"
         )
+
+
+def chosen_table(
+    table: T | None,
+    schema: str | None,
+    table_prefix: str | None,
+    *,
+    owner: str,
+    table_for: Callable[[str | None, str | None, str], T],
+) -> T:
+    """``table`` as given, or ``table_for(schema, table_prefix, owner)``; giving both is
+    refused, naming ``owner``."""
+    if table is not None:
+        if schema or table_prefix:
+            raise ConfigurationError(
+                f"{owner}: give either table= or schema=/table_prefix=, not both"
+            )
+        return table
+    return table_for(schema, table_prefix, owner)
+
+
+def check_table_dialect(table: Any, dialect: str, *, owner: str) -> None:
+    """:func:`check_dialect` for a built ``Table`` (its prefix is part of its name)."""
+    check_dialect(TableNames(table.schema, ""), dialect, owner=owner)
+
+
+def dialect_of(bind: object) -> str:
+    """The dialect name of an engine, a connection or a URL (``postgresql+psycopg://`` ->
+    ``postgresql``)."""
+    if isinstance(bind, str):
+        return bind.split(":", 1)[0].split("+", 1)[0]
+    return str(getattr(getattr(bind, "dialect", None), "name", ""))
 
 
 def split_url(url: str) -> tuple[str, str | None, str | None]:

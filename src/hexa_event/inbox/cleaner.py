@@ -6,14 +6,12 @@ handled again. Keep it longer than any redelivery or replay you expect (default 
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import delete, select, tuple_
 
 from .._sql.cleaner import CUTOFF, LIMIT, BatchCleaner
-from .store import check_table_dialect, resolve_table
+from . import store
 
 
 class InboxCleaner(BatchCleaner):
@@ -23,29 +21,7 @@ class InboxCleaner(BatchCleaner):
     """
 
     what = "inbox records"
-
-    def __init__(
-        self,
-        db: str | AsyncEngine,
-        *,
-        retention: timedelta = timedelta(days=7),
-        batch_size: int = 1000,
-        interval: float = 60.0,
-        schema: str | None = None,
-        table_prefix: str = "",
-        table: Table | None = None,
-        unhealthy_after: float = 60.0,
-    ) -> None:
-        table = resolve_table(table, schema, table_prefix, owner="InboxCleaner")
-        super().__init__(
-            db,
-            table=table,
-            retention=retention,
-            batch_size=batch_size,
-            interval=interval,
-            unhealthy_after=unhealthy_after,
-        )
-        check_table_dialect(table, self.engine.dialect.name, owner="InboxCleaner")
+    resolve_table = staticmethod(store.resolve_table)
 
     def delete_statement(self) -> Any:
         t = self.table

@@ -31,10 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from .._sql.clock import utcnow
 from .._sql.dialects import insert_ignoring_duplicates
 from .._sql.engine import GOODBYE_WAIT, dispose_within, engine_for
+from .._sql.names import check_table_dialect
 from ..context import Context
 from ..event import Message
 from ..middleware import Handler, Middleware
-from .store import check_table_dialect, dedup_key, fit_key, resolve_table
+from .store import dedup_key, fit_key, resolve_table
 
 log = logging.getLogger(__name__)
 

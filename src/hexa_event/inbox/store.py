@@ -23,7 +23,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._sql.dialects import tables_ddl
-from .._sql.names import TableNames, check_dialect, table_names
+from .._sql.names import (
+    TableNames,
+    check_table_dialect,
+    chosen_table,
+    dialect_of,
+    table_names,
+)
 from .._sql.schema import create_tables, create_tables_async
 from ..context import Context
 from ..errors import ConfigurationError
@@ -74,25 +80,18 @@ def table_for(schema: str | None = None, table_prefix: str = "") -> Table:
     """The inbox table in PostgreSQL ``schema`` and/or named ``<table_prefix>hexa_inbox``
     (its key and index follow), built once per pair; :data:`inbox_table` for neither.
     Names: lowercase letters, digits and ``_``."""
-    return _table_for(names_for(schema, table_prefix, owner="inbox"))
+    return _named_table(schema, table_prefix, "inbox")
 
 
 def resolve_table(
     table: Table | None, schema: str | None, table_prefix: str | None, *, owner: str
 ) -> Table:
     """``table`` as given, or the one of ``schema``/``table_prefix`` (not both)."""
-    if table is not None:
-        if schema or table_prefix:
-            raise ConfigurationError(
-                f"{owner}: give either table= or schema=/table_prefix=, not both"
-            )
-        return table
+    return chosen_table(table, schema, table_prefix, owner=owner, table_for=_named_table)
+
+
+def _named_table(schema: str | None, table_prefix: str | None, owner: str) -> Table:
     return _table_for(names_for(schema, table_prefix, owner=owner))
-
-
-def check_table_dialect(table: Table, dialect: str, *, owner: str) -> None:
-    """Refuse a schema'd table on SQLite, naming ``owner`` and what to use instead."""
-    check_dialect(TableNames(table.schema, ""), dialect, owner=owner)
 
 
 def dedup_key(ctx: Context) -> tuple[str, str]:
@@ -133,7 +132,7 @@ def migrate(
     """Create the inbox table and its index if they do not exist (idempotent; a missing
     ``schema`` is created). ``schema`` / ``table_prefix``: see :func:`table_for`."""
     table = table_for(schema, table_prefix)
-    check_table_dialect(table, _dialect_of(bind), owner="inbox migrate()")
+    check_table_dialect(table, dialect_of(bind), owner="inbox migrate()")
     create_tables(table.metadata, [table], bind)
 
 
@@ -145,11 +144,5 @@ async def migrate_async(
 ) -> None:
     """:func:`migrate` for an ``AsyncEngine``/``AsyncConnection`` or a URL."""
     table = table_for(schema, table_prefix)
-    check_table_dialect(table, _dialect_of(bind), owner="inbox migrate()")
+    check_table_dialect(table, dialect_of(bind), owner="inbox migrate()")
     await create_tables_async(table.metadata, [table], bind)
-
-
-def _dialect_of(bind: object) -> str:
-    if isinstance(bind, str):
-        return bind.split(":", 1)[0].split("+", 1)[0]
-    return str(getattr(getattr(bind, "dialect", None), "name", ""))

@@ -7,17 +7,14 @@ Unsent rows are never deleted, whatever their age (the batching is :mod:`hexa_ev
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import delete, select
 
 from .._sql.cleaner import CUTOFF, LIMIT, BatchCleaner
 from .._sql.engine import transaction
-from .._sql.names import check_dialect
+from . import store
 from .sentlog import clean_statement, has_sent_log
-from .store import names_of, resolve_table
 
 log = logging.getLogger(__name__)
 
@@ -34,29 +31,7 @@ class OutboxCleaner(BatchCleaner):
     """
 
     what = "outbox rows"
-
-    def __init__(
-        self,
-        db: str | AsyncEngine,
-        *,
-        retention: timedelta = timedelta(days=7),
-        batch_size: int = 1000,
-        interval: float = 60.0,
-        schema: str | None = None,
-        table_prefix: str = "",
-        table: Table | None = None,
-        unhealthy_after: float = 60.0,
-    ) -> None:
-        table = resolve_table(table, schema, table_prefix, owner="OutboxCleaner")
-        super().__init__(
-            db,
-            table=table,
-            retention=retention,
-            batch_size=batch_size,
-            interval=interval,
-            unhealthy_after=unhealthy_after,
-        )
-        check_dialect(names_of(table), self.engine.dialect.name, owner="OutboxCleaner")
+    resolve_table = staticmethod(store.resolve_table)
 
     def delete_statement(self) -> Any:
         t = self.table

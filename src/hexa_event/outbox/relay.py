@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._sql.engine import dispose_within, engine_for
 from .._sql.listen import listen
-from .._sql.names import check_dialect
+from .._sql.names import check_table_dialect
 from .._sql.problems import brief
 from ..driver import Driver
 from ..errors import ClosedError, ConfigurationError
@@ -69,7 +69,7 @@ from .monitor import RelayMonitor, sample_every
 from .options import check_relay_options
 from .publisher import publish_batch
 from .stats import BACKLOG_LIMIT, OutboxStats, any_ready, outbox_stats, ready_count
-from .store import names_of, notify_channel, resolve_table
+from .store import notify_channel, resolve_table
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class OutboxRelay:
             raise ConfigurationError(
                 f"the outbox relay supports PostgreSQL and SQLite, not {self._dialect!r}"
             )
-        check_dialect(names_of(table), self._dialect, owner="OutboxRelay")
+        check_table_dialect(table, self._dialect, owner="OutboxRelay")
         if claim_mode is None:
             claim_mode = "lock" if self._dialect == "postgresql" else "lease"
         if claim_mode not in ("lock", "lease") or (

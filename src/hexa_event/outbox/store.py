@@ -42,7 +42,14 @@ from sqlalchemy.orm import Session
 
 from .._sql.clock import utcnow
 from .._sql.dialects import tables_ddl
-from .._sql.names import TableNames, check_channel, check_dialect, table_names
+from .._sql.names import (
+    TableNames,
+    check_channel,
+    check_table_dialect,
+    chosen_table,
+    dialect_of,
+    table_names,
+)
 from .._sql.schema import create_tables, create_tables_async
 from ..codecs import Codec
 from ..context import Context
@@ -167,7 +174,7 @@ def table_for(schema: str | None = None, table_prefix: str = "") -> Table:
     (indexes and the NOTIFY channel follow), built once per pair; :data:`outbox_table`
     for neither. Names: lowercase letters, digits and ``_`` (:class:`ConfigurationError`
     naming what to change otherwise)."""
-    return _table_for(names_for(schema, table_prefix, owner="outbox"))
+    return _named_table(schema, table_prefix, "outbox")
 
 
 def resolve_table(
@@ -175,12 +182,10 @@ def resolve_table(
 ) -> Table:
     """The table an outbox component works on: ``table`` as given, or the one of
     ``schema``/``table_prefix`` (giving both is refused)."""
-    if table is not None:
-        if schema or table_prefix:
-            raise ConfigurationError(
-                f"{owner}: give either table= or schema=/table_prefix=, not both"
-            )
-        return table
+    return chosen_table(table, schema, table_prefix, owner=owner, table_for=_named_table)
+
+
+def _named_table(schema: str | None, table_prefix: str | None, owner: str) -> Table:
     return _table_for(names_for(schema, table_prefix, owner=owner))
 
 
@@ -230,13 +235,8 @@ def ddl(dialect: str = "postgresql", *, schema: str | None = None, table_prefix:
     ``table_prefix``: see :func:`table_for`.
     """
     table = table_for(schema, table_prefix)
-    check_dialect(names_of(table), dialect, owner="outbox ddl()")
+    check_table_dialect(table, dialect, owner="outbox ddl()")
     return tables_ddl([table, sent_table(table)], dialect)
-
-
-def names_of(table: Table) -> TableNames:
-    """The schema of ``table`` (for the SQLite check; the prefix is part of its name)."""
-    return TableNames(table.schema, "")
 
 
 def migrate(
@@ -251,7 +251,7 @@ def migrate(
     a missing ``schema`` is created. ``schema`` / ``table_prefix``: see :func:`table_for`.
     """
     table = table_for(schema, table_prefix)
-    _check_bind(table, bind)
+    check_table_dialect(table, dialect_of(bind), owner="outbox migrate()")
     create_tables(table.metadata, [table, sent_table(table)], bind)
 
 
@@ -263,16 +263,8 @@ async def migrate_async(
 ) -> None:
     """:func:`migrate` for an ``AsyncEngine``/``AsyncConnection`` or a URL (asyncio driver)."""
     table = table_for(schema, table_prefix)
-    _check_bind(table, bind)
+    check_table_dialect(table, dialect_of(bind), owner="outbox migrate()")
     await create_tables_async(table.metadata, [table, sent_table(table)], bind)
-
-
-def _check_bind(table: Table, bind: object) -> None:
-    if isinstance(bind, str):
-        dialect = bind.split(":", 1)[0].split("+", 1)[0]
-    else:
-        dialect = getattr(getattr(bind, "dialect", None), "name", "")
-    check_dialect(names_of(table), dialect, owner="outbox migrate()")
 
 
 # -- emit ---------------------------------------------------------------------------------
@@ -429,7 +421,7 @@ class Outbox:
 
     def _check(self, dialect: str) -> None:
         if self.table.schema is not None and dialect == "sqlite":
-            check_dialect(names_of(self.table), dialect, owner="Outbox")
+            check_table_dialect(self.table, dialect, owner="Outbox")
 
     @staticmethod
     def _sync_connection(target: SyncTarget) -> Connection:
