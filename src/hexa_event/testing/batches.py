@@ -31,9 +31,7 @@ class BatchConformance(SettlementConformance):
 
     async def test_batch_sizes_and_max_wait(self, pool: DriverPool) -> None:
         """A partial batch goes out after max_wait; a backlog is cut at max_size."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         batches = Collector()
         gate = asyncio.Event()
         receiver = driver.receiver("svc")
@@ -70,9 +68,7 @@ class BatchConformance(SettlementConformance):
     async def test_batch_order_per_key_and_no_key_in_two_batches(self, pool: DriverPool) -> None:
         """Within and across batches one key's events come in order, never in two running
         batches at once, with several batches running."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         keys, per_key = 4, 30
         seen: dict[str, list[int]] = {f"k{k}": [] for k in range(keys)}
         running: set[str] = set()
@@ -106,9 +102,7 @@ class BatchConformance(SettlementConformance):
     async def test_batch_failure_is_retried_then_dead_lettered(self, pool: DriverPool) -> None:
         """A batch handler raising fails every message: each is retried, then dead-lettered
         with the error, like a single event."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         runs = Collector()
         receiver = driver.receiver("svc")
 
@@ -139,9 +133,7 @@ class BatchConformance(SettlementConformance):
     async def test_batch_single_item_failures(self, pool: DriverPool) -> None:
         """BatchFailed fails only the named messages: one is retried into a later batch, a
         permanent one is dead-lettered at once, the rest are acked once."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         runs = Collector()
         receiver = driver.receiver("svc")
 
@@ -179,9 +171,7 @@ class BatchConformance(SettlementConformance):
     ) -> None:
         """The list is the handler's own: one that empties it (hands it on, say) and then
         raises still fails every message of the batch, and each is retried."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         batches = Collector()
         receiver = driver.receiver("svc")
 
@@ -215,9 +205,7 @@ class BatchConformance(SettlementConformance):
         self, pool: DriverPool
     ) -> None:
         """A handler that reorders its list names messages by their index in its order."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         got = Collector()
         receiver = driver.receiver("svc")
 
@@ -247,9 +235,7 @@ class BatchConformance(SettlementConformance):
     ) -> None:
         """A retry copy that cannot be published (a hung broker), cut at close, gives back
         only its own message: the handled messages of its batch stay acked."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         publishing = asyncio.Event()
 
         def hang(call: PublishCall) -> PublishCall:
@@ -284,9 +270,7 @@ class BatchConformance(SettlementConformance):
 
     async def test_batch_poison_items_never_reach_the_handler(self, pool: DriverPool) -> None:
         """Undecodable records in a batch are dead-lettered one by one; the batch runs on."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         got = Collector()
         receiver = driver.receiver("svc")
 
@@ -317,9 +301,7 @@ class BatchConformance(SettlementConformance):
 
     async def test_batch_close_drains_a_running_batch(self, pool: DriverPool) -> None:
         """close() lets a running batch finish and acks it: none of it comes back."""
-        channel, action = self.names()
-        driver = await pool.new()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         entered, release = asyncio.Event(), asyncio.Event()
         finished = Collector()
         receiver = driver.receiver("svc", drain_timeout=self.timeout)

@@ -73,9 +73,7 @@ class DriverConformance(LagConformance, RequestConformance, BatchConformance):
         self, pool: DriverPool, handler: Callable[[Context, Message[Any]], Any]
     ) -> tuple[Connection, str]:
         """A driver and a fresh channel with a started receiver running ``handler``."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         receiver = driver.receiver("svc")
         receiver.subscribe(channel, action=action, handler=handler)
         await self.started(pool, receiver)
@@ -254,9 +252,7 @@ class DriverConformance(LagConformance, RequestConformance, BatchConformance):
 
     async def test_retry_chain_attempts_and_stable_dedup_keys(self, pool: DriverPool) -> None:
         """A failing handler runs again with attempt 2, 3; the dedup keys do not change."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         calls: list[tuple[int, dict[str, str], str]] = []
         done = Collector()
         receiver = driver.receiver("svc")
@@ -284,9 +280,7 @@ class DriverConformance(LagConformance, RequestConformance, BatchConformance):
 
     async def test_dead_letter_after_retries_carries_error_details(self, pool: DriverPool) -> None:
         """After 1 + max_retries runs the event is dead-lettered with what went wrong."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         runs = Collector()
         receiver = driver.receiver("svc")
 
@@ -313,9 +307,7 @@ class DriverConformance(LagConformance, RequestConformance, BatchConformance):
 
     async def test_permanent_error_skips_retries(self, pool: DriverPool) -> None:
         """PermanentError (or a listed type) dead-letters on the first failure."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         runs = Collector()
         receiver = driver.receiver("svc")
 
@@ -341,9 +333,7 @@ class DriverConformance(LagConformance, RequestConformance, BatchConformance):
         self, pool: DriverPool
     ) -> None:
         """Undecodable bodies, garbage headers and unknown codecs never reach the handler."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         good = Collector()
         receiver = driver.receiver("svc")
 
@@ -450,9 +440,7 @@ class DriverConformance(LagConformance, RequestConformance, BatchConformance):
 
     async def test_close_drains_running_handlers(self, pool: DriverPool) -> None:
         """close() lets a running handler finish and acks it: no redelivery afterwards."""
-        channel, action = self.names()
-        driver = await pool.new()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         entered, release = asyncio.Event(), asyncio.Event()
         finished = Collector()
         receiver = driver.receiver("svc", drain_timeout=self.timeout)
@@ -484,9 +472,7 @@ class DriverConformance(LagConformance, RequestConformance, BatchConformance):
 
     async def test_close_cuts_retry_waits_short(self, pool: DriverPool) -> None:
         """A long retry back-off does not hold up close(); the event is not lost."""
-        channel, action = self.names()
-        driver = await pool.new()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         failed = Collector()
         receiver = driver.receiver("svc", drain_timeout=self.timeout)
         long_wait = RetryPolicy(max_retries=1, initial_delay=3600, in_place=True)

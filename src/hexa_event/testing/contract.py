@@ -85,6 +85,14 @@ class ContractConformance:
         tag = uuid.uuid4().hex[:10]
         return f"{prefix}-{tag}", f"act-{tag}"
 
+    async def provisioned(self, pool: DriverPool, prefix: str = "t") -> tuple[Connection, str, str]:
+        """A new driver, and a unique channel (provisioned on it) and action or group name
+        (:meth:`names`)."""
+        driver = await pool.new()
+        channel, name = self.names(prefix)
+        await driver.provision([channel])
+        return driver, channel, name
+
     async def member(
         self, pool: DriverPool, driver: Driver, group: str, *channels: str
     ) -> Subscription:
@@ -125,9 +133,7 @@ class ContractConformance:
 
     async def test_contract_publish_fetch_ack_in_key_order(self, pool: DriverPool) -> None:
         """Records come back intact, one key in publish order; acked ones never return."""
-        driver = await pool.new()
-        channel, group = self.names("c")
-        await driver.provision([channel])
+        driver, channel, group = await self.provisioned(pool, "c")
         await driver.publish([self.record(channel, "k", n) for n in range(10)])
         subscription = await self.member(pool, driver, group, channel)
         got = await self.take(subscription, 10)
@@ -146,9 +152,7 @@ class ContractConformance:
 
     async def test_contract_second_settle_is_refused(self, pool: DriverPool) -> None:
         """ack/nack are final: a second one raises AlreadySettledError, the first stands."""
-        driver = await pool.new()
-        channel, group = self.names("c")
-        await driver.provision([channel])
+        driver, channel, group = await self.provisioned(pool, "c")
         await driver.publish([self.record(channel, "k", 1), self.record(channel, "j", 2)])
         subscription = await self.member(pool, driver, group, channel)
         one, two = await self.take(subscription, 2)
@@ -164,9 +168,7 @@ class ContractConformance:
 
     async def test_contract_nack_delay_is_honoured(self, pool: DriverPool) -> None:
         """A nacked record comes back to the group, and not before its delay."""
-        driver = await pool.new()
-        channel, group = self.names("c")
-        await driver.provision([channel])
+        driver, channel, group = await self.provisioned(pool, "c")
         await driver.publish([self.record(channel, "k", 1)])
         subscription = await self.member(pool, driver, group, channel)
         [delivery] = await self.take(subscription, 1)
@@ -185,9 +187,7 @@ class ContractConformance:
     async def test_contract_unsettled_come_back_after_close(self, pool: DriverPool) -> None:
         """Deliveries never settled are delivered again to the next member of the group, and
         the stored position never passes an unsettled delivery (acks above it may stay)."""
-        driver = await pool.new()
-        channel, group = self.names("c")
-        await driver.provision([channel])
+        driver, channel, group = await self.provisioned(pool, "c")
         await driver.publish([self.record(channel, "k", n) for n in range(3)])
         first = await self.member(pool, driver, group, channel)
         got = await self.take(first, 3)
@@ -206,9 +206,7 @@ class ContractConformance:
     async def test_contract_ephemeral_group_leaves_nothing(self, pool: DriverPool) -> None:
         """An ephemeral group's stored position is deleted when it closes: the same group
         subscribed again starts over (from earliest here: every record again)."""
-        driver = await pool.new()
-        channel, group = self.names("c")
-        await driver.provision([channel])
+        driver, channel, group = await self.provisioned(pool, "c")
         await driver.publish([self.record(channel, "k", n) for n in range(3)])
         first = await driver.subscribe(
             SubscriptionSpec(group=group, channels=(channel,), ephemeral=True)
@@ -245,9 +243,7 @@ class ContractConformance:
 
     async def test_contract_bad_records_are_refused_at_publish(self, pool: DriverPool) -> None:
         """Header values that are not bytes, NUL in a channel: InvalidEventError, nothing stored."""
-        driver = await pool.new()
-        channel, _ = self.names("c")
-        await driver.provision([channel])
+        driver, channel, _ = await self.provisioned(pool, "c")
         bad = [
             RawRecord(channel, "k", {"h": "text"}, b"x"),  # type: ignore[dict-item]
             RawRecord(channel, "k", {"h": None}, b"x"),  # type: ignore[dict-item]
@@ -261,9 +257,7 @@ class ContractConformance:
 
     async def test_contract_close_under_subscription_ends_fetch(self, pool: DriverPool) -> None:
         """Closing the driver under a waiting fetch ends it with [] (or an error): no hang."""
-        driver = await pool.new()
-        channel, group = self.names("c")
-        await driver.provision([channel])
+        driver, channel, group = await self.provisioned(pool, "c")
         subscription = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
         waiting = asyncio.create_task(subscription.fetch(10))
         await asyncio.sleep(0)
@@ -304,9 +298,7 @@ class ContractConformance:
 
     async def test_contract_status_is_cheap_and_safe(self, pool: DriverPool) -> None:
         """status() answers at once, before and after close, and names no secret."""
-        driver = await pool.new()
-        channel, group = self.names("c")
-        await driver.provision([channel])
+        driver, channel, group = await self.provisioned(pool, "c")
         subscription = await driver.subscribe(SubscriptionSpec(group=group, channels=(channel,)))
         status = subscription.status()
         assert isinstance(status.assignment, tuple)

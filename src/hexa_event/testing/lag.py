@@ -32,9 +32,7 @@ class LagConformance(SettlementConformance):
         """N events emitted while the handler blocks: lag N; released: lag 0."""
         if not self.reports_lag:
             pytest.skip("this driver does not report its lag")
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         release = asyncio.Event()
         began = Collector()
         receiver = driver.receiver("svc", lag_interval=0.1)

@@ -111,9 +111,7 @@ class SettlementConformance(ContractConformance):
 
     async def test_poison_of_every_kind_is_dead_lettered(self, pool: DriverPool) -> None:
         """Deep JSON, absurd numbers, bad text in headers: dead letters, never a stuck key."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         good = Collector()
         receiver = driver.receiver("svc")
         receiver.subscribe(channel, action=action, retry=FAST_RETRY, handler=good.add_message)
@@ -146,9 +144,7 @@ class SettlementConformance(ContractConformance):
     async def test_attempts_below_one_continue_the_chain(self, pool: DriverPool) -> None:
         """A copy naming this action as root with HEXA_ATTEMPT 0 or -3 is attempt 1: its
         failure goes to retry 1, then on to the dead letter (no retry.0, no hot loop)."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         runs = Collector()
         receiver = driver.receiver("svc")
 
@@ -172,9 +168,7 @@ class SettlementConformance(ContractConformance):
     async def test_handler_raising_base_exceptions_is_retried(self, pool: DriverPool) -> None:
         """A BaseException or a handler's own CancelledError is a failure: retried, the key
         goes on, nothing leaks."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         runs = Collector()
         receiver = driver.receiver("svc")
 
@@ -241,9 +235,7 @@ class SettlementConformance(ContractConformance):
 
     async def test_stalled_handler_turns_health_unhealthy(self, pool: DriverPool) -> None:
         """A delivery unsettled past stall_timeout makes health say so, and clears after."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         release = asyncio.Event()
         receiver = driver.receiver("svc", stall_timeout=0.3)
 
@@ -291,9 +283,7 @@ class SettlementConformance(ContractConformance):
     async def test_no_acked_event_comes_again_after_clean_close(self, pool: DriverPool) -> None:
         """Close while one key's handler is slow: what was acked is not handled again by the
         next member of the action (it sees each key's later events, in order, and no repeat)."""
-        driver = await pool.new()
-        channel, action = self.names()
-        await driver.provision([channel])
+        driver, channel, action = await self.provisioned(pool)
         keys = [f"k{n}" for n in range(8)]
         first = Collector()
         started = asyncio.Event()
