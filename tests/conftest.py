@@ -13,6 +13,9 @@ from db_helpers import create_pg_database, drop_pg_database, reset_tables
 from fault_helpers import guard_lifecycle
 from hexa_event_services import Service, require_service
 
+# The engines' shared attack rounds assert in a helper module: show the values they compared.
+pytest.register_assert_rewrite("attack_helpers")
+
 # A test that takes one of these fixtures needs that engine, whatever file it lives in, so
 # `-m "not kafka"` (make unit, make quick) leaves it out. A ``pytestmark`` in a conftest.py
 # marks nothing: pytest reads it only from test modules.

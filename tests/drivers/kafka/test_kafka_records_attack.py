@@ -17,10 +17,10 @@ from typing import Any
 
 import confluent_kafka
 import pytest
-from records_helpers import emit, names, read_again
+from records_helpers import names
 
 import hexa_event as he
-from attack_helpers import reports_stall
+from attack_helpers import base_exceptions_round, emit, read_again, reports_stall
 from hexa_event import envelope as env
 from hexa_event import receiver as receiver_module
 from hexa_event.drivers.kafka import KafkaDriver
@@ -225,75 +225,18 @@ async def test_garbage_records_amid_ours_are_each_settled_once(
         await driver.close()
 
 
-class _Custom(BaseException):
-    """A BaseException of the handler's own."""
-
-
-_RAISED: dict[int, type[BaseException]] = {
-    5: SystemExit,
-    11: KeyboardInterrupt,
-    17: _Custom,
-    23: asyncio.CancelledError,
-    29: GeneratorExit,
-}
-"""What the handler raises on the first attempt of the record ``n``."""
-
-
-@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+@pytest.mark.parametrize("mode", ["async", "sync", "batch"])
 async def test_a_handler_raising_base_exceptions_fails_its_record_alone(
-    kafka_bootstrap: str, sync: bool
+    kafka_bootstrap: str, mode: str
 ) -> None:
     """SystemExit, KeyboardInterrupt, a BaseException of the handler's own, a CancelledError
     the handler raises itself (it is not being cancelled) and GeneratorExit are handler
-    failures: the record is retried alone, the others handled once in order, the consumer
-    goes on and nothing is delivered again."""
+    failures: the record (for a batch handler: its batch) is retried alone, the others
+    handled once in order, the consumer goes on and nothing is delivered again."""
     topic, action = _names()
     driver = KafkaDriver(bootstrap_servers=kafka_bootstrap, partitions=2)
-    pairs = [(f"k{n % 4}", n) for n in range(60)]
-    calls: dict[int, int] = defaultdict(int)
-    order: dict[str, list[int]] = defaultdict(list)
-
-    def note(msg: he.Message[dict[str, int]]) -> None:
-        n = msg.payload["n"]
-        calls[n] += 1
-        if n in _RAISED and msg.attempt == 1:
-            raise _RAISED[n]()
-        order[msg.key].append(n)
-
     try:
-        await emit(driver, topic, pairs)
-        receiver = he.Receiver(driver, name=action)
-        policy = he.RetryPolicy(max_retries=2, initial_delay=0.1)
-
-        if sync:
-
-            @receiver.subscribe(topic, action=action, retry=policy, concurrency=4)
-            def handle_sync(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-                note(msg)
-
-        else:
-
-            @receiver.subscribe(topic, action=action, retry=policy, concurrency=4)
-            async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-                note(msg)
-
-        async with receiver:
-            await eventually(
-                lambda: sum(map(len, order.values())) == len(pairs), within=60, what="all handled"
-            )
-            await eventually(lambda: receiver.health()["actions"][action]["lag"] == 0, within=30)
-            health = receiver.health()
-            assert health["healthy"], health["reason"]
-            counters = health["actions"][action]
-            assert counters["failed"] == len(_RAISED)
-            assert counters["retried"] == len(_RAISED)
-            assert counters["handled"] == len(pairs)
-        assert {n: c for n, c in calls.items() if c != 1} == dict.fromkeys(_RAISED, 2)
-        for key, numbers in order.items():  # a retry copy comes after its key's later ones
-            firsts = [n for n in numbers if n not in _RAISED]
-            assert firsts == [n for k, n in pairs if k == key and n not in _RAISED]
-        await emit(driver, topic, [("end", -1)])
-        assert await read_again(driver, topic, action, 1) == [-1]
+        await base_exceptions_round(driver, topic, action, mode, emit, read_again)
     finally:
         await driver.close()
 

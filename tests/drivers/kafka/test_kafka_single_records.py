@@ -10,9 +10,10 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from records_helpers import emit, names, read_again
+from records_helpers import names
 
 import hexa_event as he
+from attack_helpers import emit, read_again
 from hexa_event.drivers.kafka import KafkaDriver
 from hexa_event.drivers.kafka import consumer as kafka_consumer
 from hexa_event.testing.waiting import eventually

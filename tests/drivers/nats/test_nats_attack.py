@@ -11,20 +11,24 @@ import base64
 import json
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import pytest
 from nats_helpers import TEST_OPTIONS, nats_url
 
 import hexa_event as he
-from attack_helpers import driver_closed_under_receiver, hanging_handler_round
+from attack_helpers import (
+    base_exceptions_round,
+    driver_closed_under_receiver,
+    emit,
+    garbage_round,
+    hanging_handler_round,
+    read_again,
+)
 from hexa_event import envelope as env
-from hexa_event.driver import Delivery, SubscriptionSpec
 from hexa_event.drivers.nats import NatsDriver
 from hexa_event.drivers.nats.naming import channel_subject
 from hexa_event.propagation import CORRELATION_ID, LOCALE, USER
-from hexa_event.testing.waiting import eventually
 
 pytestmark = pytest.mark.nats
 
@@ -85,20 +89,6 @@ def _ours(n: int, key: str, garbage: dict[str, bytes] | None = None) -> list[Hea
     }
     values.update(garbage or {})
     return [(k.encode(), v) for k, v in values.items()]
-
-
-async def _dead_letters(driver: NatsDriver, channel: str, count: int) -> list[Delivery]:
-    """The ``count`` records of the dead-letter channel (read raw: they are poison)."""
-    spec = SubscriptionSpec(group=f"read-{uuid.uuid4().hex[:8]}", channels=(channel,))
-    sub = await driver.subscribe(spec)
-    got: list[Delivery] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(got) < count:
-                got.extend(await sub.fetch(count))
-    finally:
-        await sub.close()
-    return got
 
 
 def _b64(value: bytes) -> bytes:
@@ -177,7 +167,6 @@ async def test_garbage_records_amid_ours_are_each_handled_once_or_dead_lettered(
     n_later = next(numbers)
     records.append((_ours(0, "later", {env.DELIVER_AT: b"253402300799000"}), _body(n_later)))
     ours(20)
-    seen: dict[str, list[he.Message[dict[str, int]]]] = defaultdict(list)
 
     await driver.provision([channel])
     raw = await RawNats.connect(nats_url())
@@ -188,56 +177,11 @@ async def test_garbage_records_amid_ours_are_each_handled_once_or_dead_lettered(
     finally:
         await raw.close()
 
-    receiver = he.Receiver(driver, name=action)
-
-    def note(msg: he.Message[dict[str, int]]) -> None:
-        seen[readable[msg.payload["n"]]].append(msg)
-
-    if batch:
-
-        @receiver.subscribe(channel, action=action, batch=he.Batch(max_size=7, max_wait=0.05))
-        async def handle_batch(ctx: he.Context, msgs: list[he.Message[dict[str, int]]]) -> None:
-            for msg in msgs:
-                note(msg)
-
-    else:
-
-        @receiver.subscribe(channel, action=action, concurrency=4)
-        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-            note(msg)
-
-    async with receiver:
-
-        def settled() -> bool:
-            counters = receiver.health()["actions"][action]
-            handled = sum(map(len, seen.values()))
-            return handled >= len(readable) and counters["poison"] >= len(poison)
-
-        await eventually(settled, within=60, what="every record handled or poison")
-        health = receiver.health()
-        assert health["healthy"], health["reason"]
-        counters = health["actions"][action]
-        assert counters["handled"] == len(readable)
-        assert counters["poison"] == len(poison)
-        assert counters["failed"] == 0
-        # The receiver goes on: a later event of ours is handled.
-        readable[999] = "after"
-        await he.Emitter(driver).emit(he.Event(channel, "k0", {"n": 999}))
-        await eventually(lambda: len(seen["after"]) == 1, within=30)
+    seen, dead = await garbage_round(driver, channel, action, batch, readable, len(poison))
     assert n_later not in {m.payload["n"] for ms in seen.values() for m in ms}
-    ours_seen = [m.payload["n"] for m in seen["ours"]]
-    assert sorted(ours_seen) == [k for k, v in readable.items() if v == "ours"]  # once each
-    for key in ("k0", "k1", "k2"):
-        got = [m.payload["n"] for m in seen["ours"] if m.key == key]
-        assert got == sorted(got)
-    assert all(len(seen[what]) == 1 for what in set(readable.values()) - {"ours"}), {
-        what: len(seen[what]) for what in readable.values()
-    }
-    dead = await _dead_letters(driver, f"{action}.dlq", len(poison))
     keys = sorted(d.record.key for d in dead)  # a keyless one's: its coordinates
     assert keys[0].startswith("HEXA_TEST-")
     assert keys[1:] == ["p1", "p2", "p3", "p4", "p5"]
-    assert {d.record.headers[env.DEAD_LETTER_REASON] for d in dead} == {b"poison"}
 
     def one(what: str) -> he.Message[dict[str, int]]:
         return seen[what][0]
@@ -255,40 +199,6 @@ async def test_garbage_records_amid_ours_are_each_handled_once_or_dead_lettered(
         assert abs(stamp.timestamp() - now) < 600, (what, stamp)
 
 
-async def _emit(driver: NatsDriver, channel: str, pairs: list[tuple[str, int]]) -> None:
-    await he.Emitter(driver).emit_many(he.Event(channel, key, {"n": n}) for key, n in pairs)
-
-
-async def _read_again(driver: NatsDriver, channel: str, action: str, count: int) -> list[int]:
-    """What the next receiver of the group handles: the ``n`` of each event, once ``count``
-    came and the group's lag is 0."""
-    again: list[int] = []
-    second = he.Receiver(driver, name=action)
-
-    @second.subscribe(channel, action=action)
-    async def handle_again(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-        again.append(msg.payload["n"])
-
-    async with second:
-        await eventually(lambda: len(again) >= count, within=60)
-        await eventually(lambda: second.health()["actions"][action]["lag"] == 0, within=30)
-    return again
-
-
-class _Custom(BaseException):
-    """A BaseException of the handler's own."""
-
-
-_RAISED: dict[int, type[BaseException]] = {
-    5: SystemExit,
-    11: KeyboardInterrupt,
-    17: _Custom,
-    23: asyncio.CancelledError,
-    29: GeneratorExit,
-}
-"""What the handler raises on the first attempt of the record ``n``."""
-
-
 @pytest.mark.parametrize("mode", ["async", "sync", "batch"])
 async def test_a_handler_raising_base_exceptions_fails_its_records_alone(
     driver: NatsDriver, mode: str
@@ -299,65 +209,7 @@ async def test_a_handler_raising_base_exceptions_fails_its_records_alone(
     health stays healthy and nothing is left unsettled."""
     tag = uuid.uuid4().hex[:10]
     channel, action = f"natb-{tag}", f"natb-{tag}"
-    pairs = [(f"k{n % 4}", n) for n in range(40)]
-    calls: dict[int, int] = defaultdict(int)
-    handled: dict[str, list[int]] = defaultdict(list)
-
-    def note(msg: he.Message[dict[str, int]]) -> None:
-        n = msg.payload["n"]
-        calls[n] += 1
-        if n in _RAISED and msg.attempt == 1:
-            raise _RAISED[n]()
-
-    await _emit(driver, channel, pairs)
-    receiver = he.Receiver(driver, name=action)
-    policy = he.RetryPolicy(max_retries=2, initial_delay=0.1)
-    if mode == "sync":
-
-        @receiver.subscribe(channel, action=action, retry=policy, concurrency=4)
-        def handle_sync(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-            note(msg)
-            handled[msg.key].append(msg.payload["n"])
-
-    elif mode == "async":
-
-        @receiver.subscribe(channel, action=action, retry=policy, concurrency=4)
-        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-            note(msg)
-            handled[msg.key].append(msg.payload["n"])
-
-    else:
-
-        @receiver.subscribe(channel, action=action, retry=policy, batch=he.Batch(4, 0.05))
-        async def handle_batch(ctx: he.Context, msgs: list[he.Message[dict[str, int]]]) -> None:
-            for msg in msgs:
-                note(msg)
-            for msg in msgs:
-                handled[msg.key].append(msg.payload["n"])
-
-    async with receiver:
-
-        def done() -> bool:
-            return {n for ns in handled.values() for n in ns} == {n for _, n in pairs}
-
-        await eventually(done, within=60, what="all handled")
-        await eventually(lambda: receiver.health()["actions"][action]["lag"] == 0, within=30)
-        health = receiver.health()
-        assert health["healthy"], health["reason"]
-        counters = health["actions"][action]
-        assert counters["dead_lettered"] == counters["poison"] == 0
-        if mode != "batch":
-            assert counters["failed"] == counters["retried"] == len(_RAISED)
-            assert {n: c for n, c in calls.items() if c != 1} == dict.fromkeys(_RAISED, 2)
-            for key, numbers in handled.items():  # a retry copy comes after its key's later ones
-                firsts = [n for n in numbers if n not in _RAISED]
-                assert firsts == [n for k, n in pairs if k == key and n not in _RAISED]
-        else:
-            assert counters["failed"] >= 1  # a batch fails as a whole, at its first raise
-        everything = [n for numbers in handled.values() for n in numbers]
-        assert sorted(everything) == [n for _, n in pairs]  # each once
-    await _emit(driver, channel, [("end", -1)])
-    assert await _read_again(driver, channel, action, 1) == [-1]
+    await base_exceptions_round(driver, channel, action, mode, emit, read_again)
 
 
 @pytest.mark.parametrize("mode", ["async", "sync", "batch"])
@@ -369,7 +221,7 @@ async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_re
     the next receiver of the group gets exactly the records not handled, in order."""
     tag = uuid.uuid4().hex[:10]
     channel, action = f"nath-{tag}", f"nath-{tag}"
-    await hanging_handler_round(driver, channel, action, mode, _emit, _read_again)
+    await hanging_handler_round(driver, channel, action, mode, emit, read_again)
 
 
 async def test_the_driver_closed_under_a_running_receiver(driver: NatsDriver) -> None:
@@ -378,5 +230,5 @@ async def test_the_driver_closed_under_a_running_receiver(driver: NatsDriver) ->
     does not retry them until its close gives up), says why, and health is unhealthy."""
     tag = uuid.uuid4().hex[:10]
     channel, action = f"natc-{tag}", f"natc-{tag}"
-    await _emit(driver, channel, [(f"k{n % 3}", n) for n in range(20)])
+    await emit(driver, channel, [(f"k{n % 3}", n) for n in range(20)])
     await driver_closed_under_receiver(driver, channel, action)

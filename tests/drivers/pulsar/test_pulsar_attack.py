@@ -20,7 +20,7 @@ import pulsar
 import pytest
 
 import hexa_event as he
-from attack_helpers import reports_stall
+from attack_helpers import base_exceptions_round, emit, read_again, reports_stall
 from hexa_event import envelope as env
 from hexa_event.drivers.pulsar import PulsarDriver
 from hexa_event.propagation import CORRELATION_ID
@@ -104,20 +104,11 @@ def _count_dead_letters(pulsar_url: str, channel: str, at_least: int) -> int:
         client.close()
 
 
-async def _read_again(driver: PulsarDriver, channel: str, action: str, count: int) -> list[int]:
-    """What the next receiver of the action reads: the ``n`` of each event, once ``count``
-    came and the subscription's backlog is 0."""
-    again: list[int] = []
-    second = he.Receiver(driver, name=action)
-
-    @second.subscribe(channel, action=action)
-    async def handle_again(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-        again.append(msg.payload["n"])
-
-    async with second:
-        await eventually(lambda: len(again) >= count, within=60, what=f"{count} read again")
-        await eventually(lambda: second.health()["actions"][action]["lag"] == 0, within=30)
-    return again
+async def _emit(driver: PulsarDriver, channel: str, pairs: list[tuple[str, int]]) -> None:
+    """Provision ``channel`` (so a subscription made later reads from its start), then emit
+    one event ``{"n": n}`` per (key, n), in order."""
+    await driver.provision([channel])
+    await emit(driver, channel, pairs)
 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["single", "batch"])
@@ -236,21 +227,7 @@ async def test_garbage_messages_amid_ours_are_each_settled_once(
         _count_dead_letters, pulsar_url, f"{action}.dlq", len(poison)
     ) == len(poison)
     await he.Emitter(driver).emit(he.Event(channel, "end", {"n": -1}))
-    assert await _read_again(driver, channel, action, 1) == [-1]
-
-
-class _Custom(BaseException):
-    """A BaseException of the handler's own."""
-
-
-_RAISED: dict[int, type[BaseException]] = {
-    5: SystemExit,
-    11: KeyboardInterrupt,
-    17: _Custom,
-    23: asyncio.CancelledError,
-    29: GeneratorExit,
-}
-"""What the handler raises on the first attempt of the event ``n``."""
+    assert await read_again(driver, channel, action, 1) == [-1]
 
 
 @pytest.mark.parametrize("kind", ["async", "sync", "batch"])
@@ -259,61 +236,12 @@ async def test_a_handler_raising_base_exceptions_fails_its_event_alone(
 ) -> None:
     """SystemExit, KeyboardInterrupt, a BaseException of the handler's own, a CancelledError
     the handler raises itself (it is not being cancelled) and GeneratorExit are handler
-    failures: the event goes to its retry channel and is handled on its second attempt,
-    the others once in order; the receiver goes on and nothing is read again."""
+    failures: the event (for a batch handler: its batch) goes to its retry channel and is
+    handled on its second attempt, the others once in order; the receiver goes on and
+    nothing is read again."""
     channel, action = _names()
     driver = await make_driver()
-    pairs = [(f"k{n % 4}", n) for n in range(40)]
-    calls: dict[int, int] = defaultdict(int)
-    order: dict[str, list[int]] = defaultdict(list)
-
-    def note(msg: he.Message[dict[str, int]]) -> None:
-        n = msg.payload["n"]
-        calls[n] += 1
-        if n in _RAISED and msg.attempt == 1:
-            raise _RAISED[n]()
-        order[msg.key].append(n)
-
-    await driver.provision([channel])
-    await he.Emitter(driver).emit_many(he.Event(channel, key, {"n": n}) for key, n in pairs)
-    receiver = he.Receiver(driver, name=action)
-    policy = he.RetryPolicy(max_retries=2, initial_delay=0.1)
-    if kind == "sync":
-
-        @receiver.subscribe(channel, action=action, retry=policy, concurrency=4)
-        def handle_sync(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-            note(msg)
-
-    elif kind == "batch":
-
-        @receiver.subscribe(channel, action=action, retry=policy, batch=he.Batch(1, 0.05))
-        async def handle_batch(ctx: he.Context, msgs: list[he.Message[dict[str, int]]]) -> None:
-            for msg in msgs:
-                note(msg)
-
-    else:
-
-        @receiver.subscribe(channel, action=action, retry=policy, concurrency=4)
-        async def handle(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-            note(msg)
-
-    async with receiver:
-        await eventually(
-            lambda: sum(map(len, order.values())) == len(pairs), within=60, what="all handled"
-        )
-        await eventually(lambda: receiver.health()["actions"][action]["lag"] == 0, within=30)
-        health = receiver.health()
-        assert health["healthy"], health["reason"]
-        counters = health["actions"][action]
-        assert counters["failed"] == len(_RAISED)
-        assert counters["retried"] == len(_RAISED)
-        assert counters["handled"] == len(pairs)
-    assert {n: c for n, c in calls.items() if c != 1} == dict.fromkeys(_RAISED, 2)
-    for key, numbers in order.items():  # a retry copy comes after its key's later ones
-        firsts = [n for n in numbers if n not in _RAISED]
-        assert firsts == [n for k, n in pairs if k == key and n not in _RAISED]
-    await he.Emitter(driver).emit(he.Event(channel, "end", {"n": -1}))
-    assert await _read_again(driver, channel, action, 1) == [-1]
+    await base_exceptions_round(driver, channel, action, kind, _emit, read_again)
 
 
 @pytest.mark.parametrize("kind", ["async", "sync", "batch"])
@@ -378,7 +306,7 @@ async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_ev
     assert len(handled) == len(set(handled))  # once each
     rest = [n for _, n in pairs if n not in set(handled)]
     assert "hang" not in {key_of[n] for n in handled}
-    again = await _read_again(driver, channel, action, len(rest))
+    again = await read_again(driver, channel, action, len(rest))
     assert sorted(again) == rest
     for key in {key_of[n] for n in rest}:
         assert [n for n in again if key_of[n] == key] == [n for n in rest if key_of[n] == key]
@@ -439,7 +367,7 @@ async def test_close_while_events_are_in_flight_settles_them(
     assert len(handled) == len(set(handled))
     rest = [n for _, n in pairs if n not in set(handled)]
     await he.Emitter(driver).emit(he.Event(channel, "end", {"n": 1000}))
-    again = await _read_again(driver, channel, action, len(rest) + 1)
+    again = await read_again(driver, channel, action, len(rest) + 1)
     assert sorted(again) == [*rest, 1000]
     for key in {key_of[n] for n in rest}:
         assert [n for n in again if key_of[n] == key] == [n for n in rest if key_of[n] == key]
@@ -490,7 +418,7 @@ async def test_the_driver_closed_under_a_running_receiver_is_reported(
     assert time.monotonic() - started < 15
     rest = {n for _, n in pairs} - set(before)
     fresh = await make_driver()
-    again = await _read_again(fresh, channel, action, len(rest - set(handled)))
+    again = await read_again(fresh, channel, action, len(rest - set(handled)))
     assert rest - set(handled) <= set(again) <= rest
 
 

@@ -7,12 +7,10 @@ receiver goes on; the driver closed under a running receiver fails it at once.""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,9 +18,14 @@ import pytest
 from stan_helpers import monitor_url, unique
 
 import hexa_event as he
-from attack_helpers import driver_closed_under_receiver, hanging_handler_round
+from attack_helpers import (
+    driver_closed_under_receiver,
+    emit,
+    garbage_round,
+    hanging_handler_round,
+    read_again,
+)
 from hexa_event import envelope as env
-from hexa_event.driver import Delivery, SubscriptionSpec
 from hexa_event.drivers.stan import StanDriver
 from hexa_event.drivers.stan.protocol import (
     PubAck,
@@ -30,7 +33,6 @@ from hexa_event.drivers.stan.protocol import (
     encode_pub_head,
     encode_pub_msg,
 )
-from hexa_event.testing.waiting import eventually
 
 pytestmark = pytest.mark.stan
 
@@ -73,20 +75,6 @@ def _envelope(n: int, key: str, garbage: dict[str, Any] | None = None) -> bytes:
     header.update(garbage or {})
     body = {"header": header, "payload": _b64(json.dumps({"n": n}).encode()), "key": key}
     return json.dumps(body).encode()
-
-
-async def _dead_letters(driver: StanDriver, channel: str, count: int) -> list[Delivery]:
-    """The ``count`` records of the dead-letter channel (read raw: they are poison)."""
-    spec = SubscriptionSpec(group=unique("read"), channels=(channel,))
-    sub = await driver.subscribe(spec)
-    got: list[Delivery] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(got) < count:
-                got.extend(await sub.fetch(count))
-    finally:
-        await sub.close()
-    return got
 
 
 @pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
@@ -139,84 +127,21 @@ async def test_garbage_bodies_amid_ours_are_each_handled_once_or_dead_lettered(
     )
     odd("payload not json", b'{"header":{},"payload":"' + _b64(b"{nope").encode() + b'"}', False)
     ours(20)
-    seen: dict[str, list[he.Message[Any]]] = defaultdict(list)
 
-    await _publish_raw(driver, channel, bodies)
-    receiver = he.Receiver(driver, name=action)
-
-    def note(msg: he.Message[Any]) -> None:
+    def number(msg: he.Message[Any]) -> int:
         payload = msg.payload
         if "n" not in payload:  # a JSON document that is no envelope of ours, whole
             payload = json.loads(base64.b64decode(payload["payload"]))
-        seen[readable[payload["n"]]].append(msg)
+        return int(payload["n"])
 
-    if batch:
-
-        @receiver.subscribe(channel, action=action, batch=he.Batch(max_size=7, max_wait=0.05))
-        async def handle_batch(ctx: he.Context, msgs: list[he.Message[Any]]) -> None:
-            for msg in msgs:
-                note(msg)
-
-    else:
-
-        @receiver.subscribe(channel, action=action, concurrency=4)
-        async def handle(ctx: he.Context, msg: he.Message[Any]) -> None:
-            note(msg)
-
-    async with receiver:
-
-        def settled() -> bool:
-            counters = receiver.health()["actions"][action]
-            handled = sum(map(len, seen.values()))
-            return handled >= len(readable) and counters["poison"] >= len(poison)
-
-        await eventually(settled, within=60, what="every record handled or poison")
-        health = receiver.health()
-        assert health["healthy"], health["reason"]
-        counters = health["actions"][action]
-        assert counters["handled"] == len(readable)
-        assert counters["poison"] == len(poison)
-        assert counters["failed"] == 0
-        readable[999] = "after"  # the receiver goes on: a later event of ours is handled
-        await he.Emitter(driver).emit(he.Event(channel, "k0", {"n": 999}))
-        await eventually(lambda: len(seen["after"]) == 1, within=30)
-    ours_seen = [m.payload["n"] for m in seen["ours"]]
-    assert sorted(ours_seen) == [k for k, v in readable.items() if v == "ours"]  # once each
-    for key in ("k0", "k1", "k2"):
-        got = [m.payload["n"] for m in seen["ours"] if m.key == key]
-        assert got == sorted(got)
-    assert all(len(seen[what]) == 1 for what in set(readable.values()) - {"ours"}), {
-        what: len(seen[what]) for what in readable.values()
-    }
-    dead = await _dead_letters(driver, f"{action}.dlq", len(poison))
-    assert len(dead) == len(poison)
-    assert {d.record.headers[env.DEAD_LETTER_REASON] for d in dead} == {b"poison"}
+    await _publish_raw(driver, channel, bodies)
+    seen, _ = await garbage_round(driver, channel, action, batch, readable, len(poison), number)
     assert seen["plain json"][0].key == ""
     now = time.time()
     for what in ("time 400 digits", "time NaN", "time -5"):
         stamp = seen[what][0].timestamp
         assert stamp is not None, what  # the server's time stands in
         assert abs(stamp.timestamp() - now) < 600, (what, stamp)
-
-
-async def _emit(driver: StanDriver, channel: str, pairs: list[tuple[str, int]]) -> None:
-    await he.Emitter(driver).emit_many(he.Event(channel, key, {"n": n}) for key, n in pairs)
-
-
-async def _read_again(driver: StanDriver, channel: str, action: str, count: int) -> list[int]:
-    """What the next receiver of the group handles: the ``n`` of each event, once ``count``
-    came and the group's lag is 0."""
-    again: list[int] = []
-    second = he.Receiver(driver, name=action)
-
-    @second.subscribe(channel, action=action)
-    async def handle_again(ctx: he.Context, msg: he.Message[dict[str, int]]) -> None:
-        again.append(msg.payload["n"])
-
-    async with second:
-        await eventually(lambda: len(again) >= count, within=60)
-        await eventually(lambda: second.health()["actions"][action]["lag"] == 0, within=30)
-    return again
 
 
 @pytest.mark.parametrize("mode", ["async", "sync", "batch"])
@@ -227,7 +152,7 @@ async def test_a_hanging_handler_is_reported_and_close_gives_back_exactly_its_re
     stalls, naming it, close returns in bounded time (the drain cut at drain_timeout) and
     the next receiver of the group gets exactly the records not handled, in order."""
     channel = action = unique("sth")
-    await hanging_handler_round(driver, channel, action, mode, _emit, _read_again)
+    await hanging_handler_round(driver, channel, action, mode, emit, read_again)
 
 
 async def test_the_driver_closed_under_a_running_receiver(driver: StanDriver) -> None:
@@ -235,5 +160,5 @@ async def test_the_driver_closed_under_a_running_receiver(driver: StanDriver) ->
     that: the receiver closes itself at once (no settlement can be written any more; it
     does not retry them until its close gives up), says why, and health is unhealthy."""
     channel = action = unique("stc")
-    await he.Emitter(driver).emit_many(he.Event(channel, f"k{n % 3}", {"n": n}) for n in range(20))
+    await emit(driver, channel, [(f"k{n % 3}", n) for n in range(20)])
     await driver_closed_under_receiver(driver, channel, action)
